@@ -1,0 +1,172 @@
+/**
+ * Plain-TypeScript f64 references for every inference op. These are the spec the WGSL kernels are
+ * tested against: simple loops, numerically safe, never optimised. Layouts are row-major and match
+ * the kernels' bindings exactly.
+ */
+
+/**
+ * RMSNorm (Llama): y = x / sqrt(mean(x²) + eps) · w.
+ * @param x (rows, dim)
+ * @param weight (dim)
+ * @returns (rows, dim)
+ */
+export function rmsNormRef(
+  x: ArrayLike<number>,
+  weight: ArrayLike<number>,
+  rows: number,
+  eps: number,
+): Float64Array {
+  const dim = weight.length;
+  const out = new Float64Array(rows * dim);
+  for (let r = 0; r < rows; r++) {
+    let ss = 0;
+    for (let i = 0; i < dim; i++) ss += x[r * dim + i] * x[r * dim + i];
+    const inv = 1 / Math.sqrt(ss / dim + eps);
+    for (let i = 0; i < dim; i++) out[r * dim + i] = x[r * dim + i] * inv * weight[i];
+  }
+  return out;
+}
+
+/**
+ * y = x · Wᵀ (a Linear layer without bias), optionally added onto `acc` (residual epilogue).
+ * @param x (rows, inDim)
+ * @param w (outDim, inDim), as Hugging Face stores Linear weights
+ * @param acc (rows, outDim) or undefined
+ * @returns (rows, outDim)
+ */
+export function matmulRef(
+  x: ArrayLike<number>,
+  w: ArrayLike<number>,
+  rows: number,
+  inDim: number,
+  outDim: number,
+  acc?: ArrayLike<number>,
+): Float64Array {
+  const out = new Float64Array(rows * outDim);
+  for (let r = 0; r < rows; r++) {
+    for (let o = 0; o < outDim; o++) {
+      let s = acc ? acc[r * outDim + o] : 0;
+      for (let i = 0; i < inDim; i++) s += x[r * inDim + i] * w[o * inDim + i];
+      out[r * outDim + o] = s;
+    }
+  }
+  return out;
+}
+
+/**
+ * Rotary embedding in the Hugging Face rotate-half layout: for pair (i, i + headDim/2) of each head,
+ * θ = pos · base^(−2i/headDim), and (a, b) → (a cos θ − b sin θ, b cos θ + a sin θ).
+ * @param x (rows, nHeads · headDim), row t is at position pos0 + t
+ * @returns the rotated copy
+ */
+export function ropeRef(
+  x: ArrayLike<number>,
+  rows: number,
+  nHeads: number,
+  headDim: number,
+  pos0: number,
+  theta: number,
+): Float64Array {
+  const out = Float64Array.from(x);
+  const half = headDim / 2;
+  for (let t = 0; t < rows; t++) {
+    for (let h = 0; h < nHeads; h++) {
+      const base = t * nHeads * headDim + h * headDim;
+      for (let i = 0; i < half; i++) {
+        const freq = 1 / Math.pow(theta, (2 * i) / headDim);
+        const angle = (pos0 + t) * freq;
+        const a = x[base + i];
+        const b = x[base + i + half];
+        out[base + i] = a * Math.cos(angle) - b * Math.sin(angle);
+        out[base + i + half] = b * Math.cos(angle) + a * Math.sin(angle);
+      }
+    }
+  }
+  return out;
+}
+
+/**
+ * Causal grouped-query attention over a KV cache.
+ * Query row t (position pos0 + t) attends to cache positions 0..pos0+t. Query head h reads KV head
+ * h / (nHeads / nKvHeads). Scores are scaled by 1/sqrt(headDim); softmax subtracts the max.
+ * @param q (rows, nHeads · headDim)
+ * @param kCache (seqLen, nKvHeads · headDim), filled up to pos0 + rows
+ * @param vCache (seqLen, nKvHeads · headDim)
+ * @returns (rows, nHeads · headDim)
+ */
+export function attentionRef(
+  q: ArrayLike<number>,
+  kCache: ArrayLike<number>,
+  vCache: ArrayLike<number>,
+  { rows, nHeads, nKvHeads, headDim, pos0 }: {
+    rows: number;
+    nHeads: number;
+    nKvHeads: number;
+    headDim: number;
+    pos0: number;
+  },
+): Float64Array {
+  const kvDim = nKvHeads * headDim;
+  const group = nHeads / nKvHeads;
+  const out = new Float64Array(rows * nHeads * headDim);
+  const scale = 1 / Math.sqrt(headDim);
+  for (let t = 0; t < rows; t++) {
+    const len = pos0 + t + 1;
+    for (let h = 0; h < nHeads; h++) {
+      const kvh = Math.floor(h / group);
+      const scores = new Float64Array(len);
+      let max = -Infinity;
+      for (let p = 0; p < len; p++) {
+        let s = 0;
+        for (let i = 0; i < headDim; i++) {
+          s += q[t * nHeads * headDim + h * headDim + i] * kCache[p * kvDim + kvh * headDim + i];
+        }
+        scores[p] = s * scale;
+        max = Math.max(max, scores[p]);
+      }
+      let sum = 0;
+      for (let p = 0; p < len; p++) {
+        scores[p] = Math.exp(scores[p] - max);
+        sum += scores[p];
+      }
+      for (let i = 0; i < headDim; i++) {
+        let acc = 0;
+        for (let p = 0; p < len; p++) acc += scores[p] * vCache[p * kvDim + kvh * headDim + i];
+        out[t * nHeads * headDim + h * headDim + i] = acc / sum;
+      }
+    }
+  }
+  return out;
+}
+
+/** SwiGLU activation: silu(gate) · up, with silu(x) = x / (1 + e^−x). */
+export function siluMulRef(gate: ArrayLike<number>, up: ArrayLike<number>): Float64Array {
+  const out = new Float64Array(gate.length);
+  for (let i = 0; i < gate.length; i++) out[i] = (gate[i] / (1 + Math.exp(-gate[i]))) * up[i];
+  return out;
+}
+
+/**
+ * Embedding gather: row t of the output is row ids[t] of the table.
+ * @param table (vocabSize, dim)
+ * @returns (ids.length, dim)
+ */
+export function embedRef(table: ArrayLike<number>, ids: ArrayLike<number>, dim: number): Float64Array {
+  const out = new Float64Array(ids.length * dim);
+  for (let t = 0; t < ids.length; t++) {
+    for (let i = 0; i < dim; i++) out[t * dim + i] = table[ids[t] * dim + i];
+  }
+  return out;
+}
+
+/** Numerically safe log-softmax of one row. */
+export function logSoftmaxRef(logits: ArrayLike<number>): Float64Array {
+  let max = -Infinity;
+  for (let i = 0; i < logits.length; i++) max = Math.max(max, logits[i]);
+  let sum = 0;
+  for (let i = 0; i < logits.length; i++) sum += Math.exp(logits[i] - max);
+  const lse = max + Math.log(sum);
+  const out = new Float64Array(logits.length);
+  for (let i = 0; i < logits.length; i++) out[i] = logits[i] - lse;
+  return out;
+}

@@ -1,0 +1,70 @@
+/**
+ * The per-sequence step state that lives on the GPU, so that several decode steps fit in one submit
+ * without a host round trip (webgpu.md §3).
+ *
+ * Layout (read-only storage for every kernel except `advance`):
+ *   state: [STATE_WORDS] u32
+ *     [0] pos   — position of the first token the current forward processes
+ *     [1] step  — decode steps taken since the request started (seeds the sampler's RNG stream)
+ *     [2] done  — set to 1 by the sampler once an end-of-sequence token was produced
+ *     [3] unused
+ * The host writes the whole state before a prefill; `advance` moves it by `nTokens` after each forward.
+ */
+import { type Encodable, getPipeline, type Gpu, type Kernel } from "./gpu.ts";
+
+export const STATE_WORDS = 4;
+export const STATE_BYTES = STATE_WORDS * 4;
+
+/** WGSL declaration other kernels paste in to read the state. */
+export const STATE_STRUCT = /* wgsl */ `
+struct StepState { pos: u32, step: u32, done: u32, unused: u32 }
+`;
+
+const ADVANCE_WGSL = /* wgsl */ `
+${STATE_STRUCT}
+override N_TOKENS: u32 = 1u;
+@group(0) @binding(0) var<storage, read_write> state: StepState;
+
+@compute @workgroup_size(1)
+fn main() {
+  state.pos = state.pos + N_TOKENS;
+  state.step = state.step + 1u;
+}
+`;
+
+export interface AdvanceArgs {
+  /** state: [STATE_WORDS] u32 */
+  state: GPUBuffer;
+  /** tokens processed by the forward this advances past */
+  nTokens: number;
+}
+
+/** Builds the WGSL of `advance` (no variants). */
+export function advanceShader(): string {
+  return ADVANCE_WGSL;
+}
+
+/** `advance`: pos += nTokens, step += 1. One invocation. */
+export function createAdvance(gpu: Gpu): Kernel<AdvanceArgs> {
+  return {
+    bind({ state, nTokens }: AdvanceArgs): Encodable {
+      const pipeline = getPipeline(gpu, {
+        name: "advance",
+        code: ADVANCE_WGSL,
+        constants: { N_TOKENS: nTokens },
+        bindings: ["storage"],
+      });
+      const bindGroup = gpu.device.createBindGroup({
+        layout: pipeline.getBindGroupLayout(0),
+        entries: [{ binding: 0, resource: { buffer: state } }],
+      });
+      return {
+        encode(pass) {
+          pass.setPipeline(pipeline);
+          pass.setBindGroup(0, bindGroup);
+          pass.dispatchWorkgroups(1);
+        },
+      };
+    },
+  };
+}

@@ -1,0 +1,61 @@
+/**
+ * Test-side GPU acquisition and the CI policy (style.md H):
+ * with CI=true a missing adapter or feature fails the run; elsewhere GPU tests skip after one clear line.
+ */
+import { describeGpu, type Gpu, requestGpu } from "../kernels/gpu.ts";
+
+/** True when running under CI (the one place outside config.ts that reads the environment). */
+export const IN_CI = Deno.env.get("CI") === "true";
+
+/**
+ * Returns a fresh GPU device for one test file, or null (outside CI only) when none exists.
+ * Logs the adapter so every run states whether it used a real GPU or llvmpipe.
+ */
+export async function testGpu(options: { wantF16?: boolean } = {}): Promise<Gpu | null> {
+  try {
+    const gpu = await requestGpu(options);
+    if (!loggedAdapter) {
+      console.log(`[tests] ${describeGpu(gpu)}`);
+      loggedAdapter = true;
+    }
+    return gpu;
+  } catch (err) {
+    if (IN_CI) throw err;
+    console.warn(`[tests] skipping GPU tests: ${(err as Error).message}; install mesa-vulkan-drivers`);
+    return null;
+  }
+}
+let loggedAdapter = false;
+
+/** Root of ../shared relative to the repo, or null (outside CI) with a printed reason. */
+export function sharedPath(relative: string): string | null {
+  const path = new URL(`../../shared/${relative}`, import.meta.url).pathname;
+  try {
+    Deno.statSync(path);
+    return path;
+  } catch {
+    if (IN_CI) throw new Error(`Cannot find shared fixture "${path}": CI needs ../shared beside the repo`);
+    console.warn(`[tests] skipping: missing shared fixture ${path}`);
+    return null;
+  }
+}
+
+/** Seeded PRNG (mulberry32) for reproducible test inputs. */
+export function seededRandom(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** `n` seeded uniform values in [-scale, scale). */
+export function randomF32(n: number, seed: number, scale = 1): Float32Array {
+  const rand = seededRandom(seed);
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) out[i] = (rand() * 2 - 1) * scale;
+  return out;
+}
