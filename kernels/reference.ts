@@ -170,3 +170,126 @@ export function logSoftmaxRef(logits: ArrayLike<number>): Float64Array {
   for (let i = 0; i < logits.length; i++) out[i] = logits[i] - lse;
   return out;
 }
+
+/**
+ * The sampler's RNG: h = pcg(pcg(seed) + step), with pcg the PCG-RXS-M-XS output permutation (a
+ * bijection of u32). kernels/sample.ts computes the identical integer hash in WGSL.
+ * @returns h as a u32
+ */
+export function sampleHashRef(seed: number, step: number): number {
+  return pcgRef((pcgRef(seed >>> 0) + (step >>> 0)) >>> 0);
+}
+
+/** uniform(seed, step) = (h >> 8) / 2^24 in [0, 1): exactly representable in f32 and f64. */
+export function sampleUniformRef(seed: number, step: number): number {
+  return (sampleHashRef(seed, step) >>> 8) / 16777216;
+}
+
+function pcgRef(v: number): number {
+  const s = (Math.imul(v, 747796405) + 2891336453) >>> 0;
+  const w = Math.imul(((s >>> ((s >>> 28) + 4)) ^ s) >>> 0, 277803737) >>> 0;
+  return ((w >>> 22) ^ w) >>> 0;
+}
+
+/** Sampling settings as the sampler kernel reads them (see kernels/sample.ts `SampleSettings`). */
+export interface SampleRefParams {
+  temperature: number;
+  topP: number;
+  topK: number;
+  minP: number;
+  seed: number;
+}
+
+/**
+ * The sampler's kept weights: p_i = exp((l_i − max)/T) if token i passes top-k, top-p and min-p, else
+ * 0. Top-k/top-p use the kernel's bitwise threshold search over order-preserving f32 keys, so ties
+ * with the boundary logit are kept. Greedy (T = 0) gives a one-hot argmax (lowest index on ties).
+ * @param logits (vocabSize) values, read as f32
+ * @returns (vocabSize) unnormalised weights
+ */
+export function sampleWeightsRef(logits: ArrayLike<number>, params: SampleRefParams): Float64Array {
+  const n = logits.length;
+  const l = Float32Array.from(logits);
+  const keys = new Uint32Array(l.buffer.slice(0)).map((b) => (b & 0x80000000 ? ~b : b | 0x80000000) >>> 0);
+  let argmax = 0;
+  for (let i = 1; i < n; i++) if (l[i] > l[argmax]) argmax = i;
+  const w = new Float64Array(n);
+  const { temperature: t, topP, topK, minP } = params;
+  if (t <= 0) {
+    w[argmax] = 1;
+    return w;
+  }
+  const mx = l[argmax];
+  const p = Float64Array.from(l, (x) => Math.exp((x - mx) / t));
+  const z = p.reduce((a, b) => a + b, 0);
+  const kOn = topK > 0 && topK < n;
+  const pOn = topP < 1;
+  let k = 0;
+  for (let bit = 31; bit >= 0 && (kOn || pOn); bit--) {
+    const cand = (k | (1 << bit)) >>> 0;
+    let count = 0;
+    let mass = 0;
+    for (let i = 0; i < n; i++) {
+      if (keys[i] >= cand) {
+        count++;
+        mass += p[i];
+      }
+    }
+    if (count > 0 && ((kOn && count >= topK) || (pOn && mass >= topP * z))) k = cand;
+  }
+  const tMin = minP > 0 ? mx + t * Math.log(Math.min(minP, 1)) : -Infinity;
+  for (let i = 0; i < n; i++) if (keys[i] >= k && l[i] >= tMin) w[i] = p[i];
+  return w;
+}
+
+/**
+ * The token the GPU sampler picks at `step`: the first index whose cumulative kept weight exceeds
+ * uniform(seed, step) · Σ kept (see {@link sampleWeightsRef}). Math in f64.
+ * @param logits (vocabSize) values, read as f32
+ * @returns the token id
+ */
+export function sampleRef(logits: ArrayLike<number>, params: SampleRefParams, step: number): number {
+  const w = sampleWeightsRef(logits, params);
+  const u = sampleUniformRef(params.seed, step) * w.reduce((a, b) => a + b, 0);
+  let cum = 0;
+  let last = 0;
+  for (let i = 0; i < w.length; i++) {
+    if (w[i] === 0) continue;
+    cum += w[i];
+    last = i;
+    if (cum > u) return i;
+  }
+  return last;
+}
+
+/**
+ * Rotary embedding from precomputed inverse frequencies, rounding the angle the way Hugging Face
+ * does: `freqs = inv_freq ⊗ position` is formed in f32, so θ = fl32(fl32(pos) · invFreq[i]); cos and
+ * sin of that f32 angle are then taken in f64. Same rotate-half layout as {@link ropeRef}.
+ * @param x (rows, nHeads · headDim), row t is at position pos0 + t
+ * @param invFreq (headDim/2) f32 values (llama3 scaling etc. already applied by the host)
+ * @returns the rotated copy
+ */
+export function ropeFreqRef(
+  x: ArrayLike<number>,
+  invFreq: ArrayLike<number>,
+  { rows, nHeads, headDim, pos0 }: { rows: number; nHeads: number; headDim: number; pos0: number },
+): Float64Array {
+  const out = Float64Array.from(x);
+  const half = headDim / 2;
+  for (let t = 0; t < rows; t++) {
+    for (let i = 0; i < half; i++) {
+      const angle = Math.fround(Math.fround(pos0 + t) * Math.fround(invFreq[i]));
+      const cos = Math.cos(angle);
+      const sin = Math.sin(angle);
+      for (let h = 0; h < nHeads; h++) {
+        const base = (t * nHeads + h) * headDim;
+        const a = x[base + i];
+        const b = x[base + i + half];
+        out[base + i] = a * cos - b * sin;
+        out[base + i + half] = b * cos + a * sin;
+      }
+    }
+  }
+  return out;
+}

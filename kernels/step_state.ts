@@ -8,7 +8,7 @@
  *     [1] step  — decode steps taken since the request started (seeds the sampler's RNG stream)
  *     [2] done  — set to 1 by the sampler once an end-of-sequence token was produced
  *     [3] unused
- * The host writes the whole state before a prefill; `advance` moves it by `nTokens` after each forward.
+ * The host writes the whole state before a prefill; `advance` moves it after each forward.
  */
 import { type Encodable, getPipeline, type Gpu, type Kernel } from "./gpu.ts";
 
@@ -23,12 +23,13 @@ struct StepState { pos: u32, step: u32, done: u32, unused: u32 }
 const ADVANCE_WGSL = /* wgsl */ `
 ${STATE_STRUCT}
 override N_TOKENS: u32 = 1u;
+override STEP_INC: u32 = 1u;
 @group(0) @binding(0) var<storage, read_write> state: StepState;
 
 @compute @workgroup_size(1)
 fn main() {
   state.pos = state.pos + N_TOKENS;
-  state.step = state.step + 1u;
+  state.step = state.step + STEP_INC;
 }
 `;
 
@@ -37,6 +38,8 @@ export interface AdvanceArgs {
   state: GPUBuffer;
   /** tokens processed by the forward this advances past */
   nTokens: number;
+  /** 1 after a forward whose logits were sampled, 0 after an intermediate prefill chunk */
+  stepInc: number;
 }
 
 /** Builds the WGSL of `advance` (no variants). */
@@ -44,14 +47,14 @@ export function advanceShader(): string {
   return ADVANCE_WGSL;
 }
 
-/** `advance`: pos += nTokens, step += 1. One invocation. */
+/** `advance`: pos += nTokens, step += stepInc. One invocation. */
 export function createAdvance(gpu: Gpu): Kernel<AdvanceArgs> {
   return {
-    bind({ state, nTokens }: AdvanceArgs): Encodable {
+    bind({ state, nTokens, stepInc }: AdvanceArgs): Encodable {
       const pipeline = getPipeline(gpu, {
         name: "advance",
         code: ADVANCE_WGSL,
-        constants: { N_TOKENS: nTokens },
+        constants: { N_TOKENS: nTokens, STEP_INC: stepInc },
         bindings: ["storage"],
       });
       const bindGroup = gpu.device.createBindGroup({

@@ -1,0 +1,206 @@
+/**
+ * Command-line configuration: defaults, help text and validation in one place (style.md I).
+ * parseConfig is pure: main.ts passes Deno.args and the environment in. Bad values are errors, never clamps.
+ */
+import { basename } from "node:path";
+
+/** Quantization methods (see ../shared/docs/leanquant.md). */
+export const QUANT_METHODS = ["rtn", "gptq", "leanquant-nu", "leanquant-aff"] as const;
+/** How weights are quantized at load. */
+export type QuantMethod = typeof QUANT_METHODS[number];
+/** Weight storage on the GPU. */
+export type WeightDtype = "auto" | "f32" | "f16";
+
+/** Quantization settings; present only with --quantize. */
+export interface QuantConfig {
+  method: QuantMethod;
+  /** Bits per weight code. */
+  bits: 2 | 3 | 4;
+  /** Columns per scale group; 0 means one group per row. Unused by leanquant-nu (one grid per row). */
+  groupSize: number;
+  /** Calibration text file; null for rtn, which needs none. */
+  calib: string | null;
+  /** Calibration sequences drawn from the file (GPTQ's --nsamples). */
+  nsamples: number;
+  /** Seed of the calibration draw and the k-means init. */
+  seed: number;
+}
+
+/** The whole server configuration, frozen. */
+export interface Config {
+  /** --help was given: print HELP_TEXT and exit; the other fields are defaults. */
+  help: boolean;
+  /** The Hugging Face model folder; "" only when help is true. */
+  model: string;
+  /** Name reported as `model` in responses; defaults to the model folder's name. */
+  servedModelName: string;
+  host: string;
+  port: number;
+  /** max_tokens for requests that give none; null means up to the context length. */
+  maxTokensDefault: number | null;
+  /** "auto" means f16 when the adapter has shader-f16 and the checkpoint is not f32. */
+  dtype: WeightDtype;
+  quant: QuantConfig | null;
+}
+
+/** A bad command line; main.ts prints the message and exits 2. */
+export class ConfigError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "ConfigError";
+  }
+}
+
+/** Printed by --help. */
+export const HELP_TEXT = `leanserve: an OpenAI-compatible LLM server on WebGPU, with LeanQuant quantization
+
+Usage: deno task start --model <dir> [options]
+
+Serving:
+  --model <dir>               Hugging Face model folder (config.json, *.safetensors, tokenizer.json). Required
+  --host <addr>               Address to listen on (default 127.0.0.1)
+  --port <n>                  Port to listen on (default: $PORT, else 8000)
+  --served-model-name <name>  Model name reported by the API (default: the model folder's name)
+  --max-tokens-default <n>    max_tokens for requests that give none (default: up to the context length)
+  --dtype <auto|f32|f16>      Weight storage on the GPU (default auto: f16 when the adapter has shader-f16
+                              and the checkpoint is not f32, else f32)
+
+Quantization at load (off by default):
+  --quantize <method>         rtn | gptq | leanquant-nu | leanquant-aff
+  --bits <2|3|4>              Bits per weight (default 4)
+  --group-size <n>            Columns per group, 0 = one group per row (default 128; not for leanquant-nu)
+  --calib <file>              Calibration text, required by gptq and leanquant-*
+  --nsamples <n>              Calibration sequences (default 128)
+  --seed <n>                  Seed of the calibration draw and k-means (default 0)
+
+  -h, --help                  Show this help
+`;
+
+const VALUE_FLAGS = [
+  "--model",
+  "--host",
+  "--port",
+  "--served-model-name",
+  "--max-tokens-default",
+  "--dtype",
+  "--quantize",
+  "--bits",
+  "--group-size",
+  "--calib",
+  "--nsamples",
+  "--seed",
+];
+const QUANT_ONLY = ["--bits", "--group-size", "--calib", "--nsamples", "--seed"];
+/** Flags that change nothing for a method are errors, so that a typo'd intent does not pass silently. */
+const NOT_FOR: Record<QuantMethod, string[]> = {
+  "rtn": ["--calib", "--nsamples", "--seed"],
+  "gptq": [],
+  "leanquant-nu": ["--group-size"],
+  "leanquant-aff": [],
+};
+
+/**
+ * Parses the command line.
+ * @param args Command-line arguments (Deno.args), `--flag value` or `--flag=value`.
+ * @param env Environment variables; only PORT is read, as the fallback of --port.
+ * @returns The frozen config; throws ConfigError with a message naming the flag.
+ * @example
+ * ```ts
+ * import { parseConfig } from "./config.ts";
+ * const config = parseConfig(["--model", "models/lq-49m", "--quantize", "rtn"], {});
+ * console.assert(config.port === 8000 && config.quant?.bits === 4);
+ * ```
+ */
+export function parseConfig(args: string[], env: Record<string, string | undefined>): Config {
+  const flags = readFlags(args);
+  const help = flags.has("--help");
+  const model = flags.get("--model") ?? "";
+  if (!help && model === "") {
+    throw new ConfigError("Missing --model <dir>: the Hugging Face model folder to serve");
+  }
+
+  const portText = flags.get("--port") ?? env.PORT;
+  const config: Config = {
+    help,
+    model,
+    servedModelName: flags.get("--served-model-name") ?? basename(model.replace(/[\\/]+$/, "")),
+    host: flags.get("--host") ?? "127.0.0.1",
+    port: portText === undefined ? 8000 : int(portText, flags.has("--port") ? "--port" : "PORT", 1, 65535),
+    maxTokensDefault: optionalInt(flags, "--max-tokens-default", 1, Number.MAX_SAFE_INTEGER) ?? null,
+    dtype: oneOf(flags.get("--dtype") ?? "auto", "--dtype", ["auto", "f32", "f16"] as const),
+    quant: parseQuant(flags),
+  };
+  if (config.host === "") throw new ConfigError('Cannot use --host "": expected an address');
+  if (!help && config.servedModelName === "") {
+    throw new ConfigError('Cannot use --served-model-name "": expected a name');
+  }
+  return Object.freeze({ ...config, quant: config.quant && Object.freeze(config.quant) });
+}
+
+function parseQuant(flags: Map<string, string>): QuantConfig | null {
+  const methodText = flags.get("--quantize");
+  if (methodText === undefined) {
+    const stray = QUANT_ONLY.find((f) => flags.has(f));
+    if (stray) throw new ConfigError(`Cannot use ${stray} without --quantize`);
+    return null;
+  }
+  const method = oneOf(methodText, "--quantize", QUANT_METHODS);
+  const unused = NOT_FOR[method].find((f) => flags.has(f));
+  if (unused) throw new ConfigError(`Cannot use ${unused} with --quantize ${method}: it has no effect there`);
+  const calib = flags.get("--calib") ?? null;
+  if (calib === null && method !== "rtn") {
+    throw new ConfigError(`Missing --calib <file>: --quantize ${method} needs calibration text`);
+  }
+  if (calib === "") throw new ConfigError('Cannot use --calib "": expected a file');
+  const bits = int(flags.get("--bits") ?? "4", "--bits", 2, 4) as 2 | 3 | 4;
+  return {
+    method,
+    bits,
+    groupSize: optionalInt(flags, "--group-size", 0, 1 << 20) ?? 128,
+    calib,
+    nsamples: optionalInt(flags, "--nsamples", 1, 1 << 20) ?? 128,
+    seed: optionalInt(flags, "--seed", 0, 0xffffffff) ?? 0,
+  };
+}
+
+/** `--flag value` and `--flag=value` into a map; the last repeat wins. `--help` maps to "". */
+function readFlags(args: string[]): Map<string, string> {
+  const flags = new Map<string, string>();
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i];
+    if (arg === "--help" || arg === "-h") {
+      flags.set("--help", "");
+      continue;
+    }
+    if (!arg.startsWith("--")) throw new ConfigError(`Cannot use argument "${arg}": options start with --`);
+    const eq = arg.indexOf("=");
+    const name = eq < 0 ? arg : arg.slice(0, eq);
+    if (!VALUE_FLAGS.includes(name)) throw new ConfigError(`Cannot use unknown option ${name}: see --help`);
+    const value = eq < 0 ? args[++i] : arg.slice(eq + 1);
+    if (value === undefined || (eq < 0 && value.startsWith("--"))) {
+      throw new ConfigError(`Missing value for ${name}`);
+    }
+    flags.set(name, value);
+  }
+  return flags;
+}
+
+function int(text: string, name: string, min: number, max: number): number {
+  const n = /^-?\d+$/.test(text.trim()) ? Number(text) : NaN;
+  if (!Number.isSafeInteger(n) || n < min || n > max) {
+    throw new ConfigError(`Cannot use ${name} "${text}": expected an integer from ${min} to ${max}`);
+  }
+  return n;
+}
+
+function optionalInt(flags: Map<string, string>, name: string, min: number, max: number): number | undefined {
+  const text = flags.get(name);
+  return text === undefined ? undefined : int(text, name, min, max);
+}
+
+function oneOf<T extends string>(text: string, name: string, allowed: readonly T[]): T {
+  if (!(allowed as readonly string[]).includes(text)) {
+    throw new ConfigError(`Cannot use ${name} "${text}": expected one of ${allowed.join(", ")}`);
+  }
+  return text as T;
+}

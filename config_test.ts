@@ -1,0 +1,116 @@
+import assert from "node:assert/strict";
+import { ConfigError, HELP_TEXT, parseConfig } from "./config.ts";
+
+Deno.test("parseConfig() fills the documented defaults", () => {
+  const config = parseConfig(["--model", "../shared/models/lq-49m/"], {});
+  assert.deepEqual(config, {
+    help: false,
+    model: "../shared/models/lq-49m/",
+    servedModelName: "lq-49m",
+    host: "127.0.0.1",
+    port: 8000,
+    maxTokensDefault: null,
+    dtype: "auto",
+    quant: null,
+  });
+  assert.ok(Object.isFrozen(config));
+});
+
+Deno.test("parseConfig() reads every flag, in both spellings", () => {
+  const config = parseConfig([
+    "--model=m",
+    "--host",
+    "0.0.0.0",
+    "--port=9001",
+    "--served-model-name",
+    "tiny",
+    "--max-tokens-default",
+    "256",
+    "--dtype",
+    "f16",
+    "--quantize",
+    "leanquant-aff",
+    "--bits",
+    "3",
+    "--group-size=0",
+    "--calib",
+    "calib.txt",
+    "--nsamples",
+    "16",
+    "--seed",
+    "7",
+  ], { PORT: "1234" });
+  assert.deepEqual(config, {
+    help: false,
+    model: "m",
+    servedModelName: "tiny",
+    host: "0.0.0.0",
+    port: 9001, // the flag beats $PORT
+    maxTokensDefault: 256,
+    dtype: "f16",
+    quant: { method: "leanquant-aff", bits: 3, groupSize: 0, calib: "calib.txt", nsamples: 16, seed: 7 },
+  });
+  assert.ok(Object.isFrozen(config.quant));
+});
+
+Deno.test("parseConfig() takes PORT from the environment and quantization defaults", () => {
+  const config = parseConfig(["--model", "m", "--quantize", "rtn"], { PORT: "8080" });
+  assert.equal(config.port, 8080);
+  assert.deepEqual(config.quant, {
+    method: "rtn",
+    bits: 4,
+    groupSize: 128,
+    calib: null,
+    nsamples: 128,
+    seed: 0,
+  });
+  assert.deepEqual(parseConfig(["--model", "m", "--quantize", "gptq", "--calib", "c"], {}).quant?.calib, "c");
+});
+
+Deno.test("parseConfig() with --help needs no model", () => {
+  const config = parseConfig(["-h"], {});
+  assert.equal(config.help, true);
+  assert.equal(config.model, "");
+  assert.equal(parseConfig(["--model", "m", "--help"], {}).help, true);
+  for (
+    const flag of ["--model", "--quantize", "--calib", "--dtype", "--group-size", "--max-tokens-default"]
+  ) {
+    assert.ok(HELP_TEXT.includes(flag), flag);
+  }
+});
+
+Deno.test("parseConfig() rejects bad values with a message naming the flag", () => {
+  const cases: [string[], Record<string, string>, RegExp][] = [
+    [[], {}, /Missing --model/],
+    [["--model"], {}, /Missing value for --model/],
+    [["--model", "--port", "1"], {}, /Missing value for --model/],
+    [["--model", "m", "extra"], {}, /Cannot use argument "extra"/],
+    [["--model", "m", "--verbose"], {}, /unknown option --verbose/],
+    [["--model", "m", "--port", "0"], {}, /--port "0": expected an integer from 1 to 65535/],
+    [["--model", "m", "--port", "80.5"], {}, /--port "80.5"/],
+    [["--model", "m"], { PORT: "http" }, /PORT "http"/],
+    [["--model", "m", "--host="], {}, /--host ""/],
+    [["--model", "m", "--max-tokens-default", "0"], {}, /--max-tokens-default "0"/],
+    [["--model", "m", "--dtype", "bf16"], {}, /--dtype "bf16": expected one of auto, f32, f16/],
+    [["--model", "m", "--quantize", "awq"], {}, /--quantize "awq"/],
+    [["--model", "m", "--bits", "4"], {}, /Cannot use --bits without --quantize/],
+    [["--model", "m", "--quantize", "rtn", "--bits", "8"], {}, /--bits "8": expected an integer from 2 to 4/],
+    [["--model", "m", "--quantize", "rtn", "--group-size", "-1"], {}, /--group-size "-1"/],
+    [["--model", "m", "--quantize", "gptq"], {}, /Missing --calib <file>: --quantize gptq/],
+    [["--model", "m", "--quantize", "rtn", "--calib", "c"], {}, /--calib with --quantize rtn/],
+    [
+      ["--model", "m", "--quantize", "leanquant-nu", "--calib", "c", "--group-size", "64"],
+      {},
+      /--group-size/,
+    ],
+    [["--model", "m", "--quantize", "gptq", "--calib", "c", "--nsamples", "0"], {}, /--nsamples "0"/],
+    [["--model", "m", "--quantize", "gptq", "--calib", "c", "--seed", "-3"], {}, /--seed "-3"/],
+  ];
+  for (const [args, env, message] of cases) {
+    assert.throws(() => parseConfig(args, env), (err: unknown) => {
+      assert.ok(err instanceof ConfigError, String(err));
+      assert.match(err.message, message, args.join(" "));
+      return true;
+    });
+  }
+});

@@ -1,0 +1,101 @@
+/**
+ * A Linear layer's weights on the GPU and the dispatches that apply it.
+ *
+ * Weights larger than one storage binding (~2 GiB on an H100, 128 MiB on lavapipe) are split into
+ * row panels; each panel is its own buffer and writes its own column range of y.
+ */
+import type { Encodable, Gpu } from "../kernels/gpu.ts";
+import { createMatmul } from "../kernels/matmul.ts";
+import { createStorage, f32ToF16Bits, writeBuffer } from "../kernels/buffers.ts";
+
+/** How dense weights are stored on the GPU. */
+export type WeightType = "f32" | "f16";
+
+/** One row panel of a weight matrix. */
+export interface WeightPanel {
+  /** w: (rows, inDim) row-major; f32, or f16 pairs packed in u32 */
+  buffer: GPUBuffer;
+  rowStart: number;
+  rows: number;
+}
+
+/** A dense Linear weight (outDim, inDim), as Hugging Face stores it. */
+export interface GpuLinear {
+  weightType: WeightType;
+  outDim: number;
+  inDim: number;
+  panels: WeightPanel[];
+}
+
+/** Bytes per element of a weight type. */
+export function weightBytes(type: WeightType): number {
+  return type === "f32" ? 4 : 2;
+}
+
+/**
+ * Uploads a dense (outDim, inDim) f32 matrix, converting to f16 when asked, in row panels that fit
+ * one binding.
+ */
+export function uploadLinear(
+  gpu: Gpu,
+  data: Float32Array,
+  outDim: number,
+  inDim: number,
+  { weightType, label, maxBindingBytes = gpu.maxBindingBytes }: {
+    weightType: WeightType;
+    label: string;
+    maxBindingBytes?: number;
+  },
+): GpuLinear {
+  if (data.length !== outDim * inDim) {
+    throw new Error(`Cannot upload "${label}": expected ${outDim * inDim} values, got ${data.length}`);
+  }
+  const rowBytes = inDim * weightBytes(weightType);
+  const rowsPerPanel = Math.max(1, Math.floor(maxBindingBytes / rowBytes));
+  const panels: WeightPanel[] = [];
+  for (let rowStart = 0; rowStart < outDim; rowStart += rowsPerPanel) {
+    const rows = Math.min(rowsPerPanel, outDim - rowStart);
+    const slice = data.subarray(rowStart * inDim, (rowStart + rows) * inDim);
+    const buffer = createStorage(gpu, rows * rowBytes, `${label}[${rowStart}:${rowStart + rows}]`);
+    writeBuffer(gpu, buffer, weightType === "f32" ? slice : toF16Pairs(slice));
+    panels.push({ buffer, rowStart, rows });
+  }
+  return { weightType, outDim, inDim, panels };
+}
+
+/** f32 values → f16 bits, two per u32 (element 2j low, 2j+1 high). */
+export function toF16Pairs(values: Float32Array): Uint32Array {
+  const halves = new Uint16Array(values.length + (values.length & 1));
+  for (let i = 0; i < values.length; i++) halves[i] = f32ToF16Bits(values[i]);
+  return new Uint32Array(halves.buffer);
+}
+
+/** Arguments for applying a linear: y[:, cols] (+)= x · Wᵀ. */
+export interface LinearCall {
+  /** x: (≥ xRowOffset + rows, inDim) f32 */
+  x: GPUBuffer;
+  /** y: (rows, yStride) f32 */
+  y: GPUBuffer;
+  rows: number;
+  xRowOffset?: number;
+  accumulate?: boolean;
+}
+
+/** Binds the dispatches that apply `linear` (one per panel). */
+export function bindLinear(gpu: Gpu, linear: GpuLinear, call: LinearCall): Encodable {
+  const kernel = createMatmul(gpu, { weightType: linear.weightType, accumulate: call.accumulate ?? false });
+  const bound = linear.panels.map((panel) =>
+    kernel.bind({
+      x: call.x,
+      w: panel.buffer,
+      y: call.y,
+      rows: call.rows,
+      inDim: linear.inDim,
+      outDim: panel.rows,
+      xRowOffset: call.xRowOffset ?? 0,
+      yStride: linear.outDim,
+      yColOffset: panel.rowStart,
+    })
+  );
+  return { encode: (pass) => bound.forEach((b) => b.encode(pass)) };
+}

@@ -1,0 +1,105 @@
+/**
+ * Loads a Hugging Face model folder onto the GPU: config, tokenizer, chat template and weights,
+ * streamed one decoder layer at a time so host memory holds at most one layer in f32.
+ */
+import { basename, resolve } from "node:path";
+import type { Gpu } from "../kernels/gpu.ts";
+import { uploadStorage } from "../kernels/buffers.ts";
+import { loadModelConfig, type ModelConfig } from "./model_config.ts";
+import { type HostTensor, type LlamaWeightSource, openLlamaWeights } from "./weights.ts";
+import { loadTokenizer } from "./tokenizer.ts";
+import { loadChatTemplate } from "./chat_template.ts";
+import { toF16Pairs, uploadLinear, type WeightType } from "./linear.ts";
+import type { GpuLayer, GpuWeights } from "./model.ts";
+import { createSequenceRunner } from "./generate.ts";
+import type { LoadedModel } from "./engine.ts";
+
+export interface LoadModelOptions {
+  /** Dense weight storage on the GPU; "auto" keeps f32 checkpoints in f32 and stores 16-bit ones as f16. */
+  weightType?: WeightType | "auto";
+  /** Name reported by /v1/models (default: the folder name). */
+  modelId?: string;
+  /** Prompt rows per prefill forward (bounds activation memory). */
+  maxPrefillRows?: number;
+  /** Progress callback: "layer 3/32" etc. */
+  onProgress?: (detail: string) => void;
+}
+
+/** Loads everything the engine needs from `dir`. */
+export async function loadModel(gpu: Gpu, dir: string, options: LoadModelOptions = {}): Promise<LoadedModel> {
+  const config = await loadModelConfig(dir);
+  const tokenizer = await loadTokenizer(dir);
+  const chatTemplate = await loadChatTemplate(dir);
+  const weightType = resolveWeightType(config, options.weightType ?? "auto");
+  const weights = await uploadWeights(gpu, dir, config, { weightType, onProgress: options.onProgress });
+  const runner = createSequenceRunner(gpu, config, weights, {
+    maxPrefillRows: options.maxPrefillRows ?? 256,
+  });
+  return {
+    gpu,
+    modelId: options.modelId ?? basename(resolve(dir)),
+    config,
+    weights,
+    tokenizer,
+    chatTemplate,
+    runner,
+  };
+}
+
+/** The storage type "auto" picks for a checkpoint. */
+export function resolveWeightType(config: ModelConfig, wanted: WeightType | "auto"): WeightType {
+  if (wanted !== "auto") return wanted;
+  return config.torchDtype === "float32" || config.torchDtype === null ? "f32" : "f16";
+}
+
+/**
+ * Uploads every weight of a Llama checkpoint.
+ * @returns the GPU weights; the host copies are dropped layer by layer
+ */
+export async function uploadWeights(
+  gpu: Gpu,
+  dir: string,
+  config: ModelConfig,
+  { weightType, onProgress }: { weightType: WeightType; onProgress?: ((detail: string) => void) | undefined },
+): Promise<GpuWeights> {
+  const source = await openLlamaWeights(dir, config);
+  try {
+    const embedding = await source.loadTokenEmbedding();
+    const tokenEmbedding = uploadDense(gpu, embedding, weightType, "tokenEmbedding");
+    const layers: GpuLayer[] = [];
+    for (let i = 0; i < config.nLayers; i++) {
+      onProgress?.(`loading layer ${i + 1}/${config.nLayers}`);
+      layers.push(await uploadLayer(gpu, source, i, weightType));
+    }
+    const finalNorm = uploadStorage(gpu, (await source.loadFinalNorm()).data, "finalNorm");
+    const head = config.tieWordEmbeddings ? embedding : await source.loadLmHead(embedding);
+    const lmHead = uploadLinear(gpu, head.data, config.vocabSize, config.dim, {
+      weightType,
+      label: "lmHead",
+    });
+    return { tokenEmbedding, embeddingType: weightType, layers, finalNorm, lmHead };
+  } finally {
+    source.close();
+  }
+}
+
+async function uploadLayer(gpu: Gpu, source: LlamaWeightSource, i: number, weightType: WeightType) {
+  const L = await source.loadLayer(i);
+  const linear = (t: HostTensor, name: string) =>
+    uploadLinear(gpu, t.data, t.shape[0], t.shape[1], { weightType, label: `layers.${i}.${name}` });
+  return {
+    attnNorm: uploadStorage(gpu, L.attnNorm.data, `layers.${i}.attnNorm`),
+    wq: linear(L.wq, "wq"),
+    wk: linear(L.wk, "wk"),
+    wv: linear(L.wv, "wv"),
+    wo: linear(L.wo, "wo"),
+    mlpNorm: uploadStorage(gpu, L.mlpNorm.data, `layers.${i}.mlpNorm`),
+    wGate: linear(L.wGate, "wGate"),
+    wUp: linear(L.wUp, "wUp"),
+    wDown: linear(L.wDown, "wDown"),
+  };
+}
+
+function uploadDense(gpu: Gpu, t: HostTensor, weightType: WeightType, label: string): GPUBuffer {
+  return uploadStorage(gpu, weightType === "f32" ? t.data : toF16Pairs(t.data), label);
+}

@@ -1,0 +1,188 @@
+/**
+ * The Llama forward pass on WebGPU, as a list of bound kernels (a "plan") that the caller records
+ * into one compute pass. Shapes follow llama2.c's vocabulary (see model_config.ts).
+ *
+ * One forward over `rows` tokens at positions state.pos .. state.pos + rows − 1:
+ *   x = embed(ids)
+ *   per layer:  xn = rmsnorm(x)·attnNorm;  q,k,v = xn·Wqᵀ, xn·Wkᵀ, xn·Wvᵀ;  rope(q), rope(k)
+ *               cache[pos..] = k, v;  a = attention(q, cache);  x += a·Woᵀ
+ *               xn = rmsnorm(x)·mlpNorm;  h = silu(xn·Wgateᵀ) · (xn·Wupᵀ);  x += h·Wdownᵀ
+ *   logits = rmsnorm(x)·finalNorm · lmHeadᵀ   (the last row only, or every row for perplexity)
+ * Positions come from the GPU step state (kernels/step_state.ts), so a decode plan can be recorded
+ * many times into one submit.
+ */
+import type { Encodable, Gpu } from "../kernels/gpu.ts";
+import { createStorage, uploadStorage } from "../kernels/buffers.ts";
+import { createEmbed } from "../kernels/embed.ts";
+import { createRmsNorm } from "../kernels/rms_norm.ts";
+import { createRope } from "../kernels/rope.ts";
+import { createKvAppend } from "../kernels/kv_append.ts";
+import { createAttention } from "../kernels/attention.ts";
+import { createSiluMul } from "../kernels/silu_mul.ts";
+import { bindLinear, type GpuLinear } from "./linear.ts";
+import type { ModelConfig } from "./model_config.ts";
+import { ropeInvFreq } from "./model_config.ts";
+
+/** One decoder layer's weights on the GPU. */
+export interface GpuLayer {
+  attnNorm: GPUBuffer; // (dim) f32
+  wq: GpuLinear; // (nHeads·headDim, dim)
+  wk: GpuLinear; // (kvDim, dim)
+  wv: GpuLinear; // (kvDim, dim)
+  wo: GpuLinear; // (dim, nHeads·headDim)
+  mlpNorm: GPUBuffer; // (dim) f32
+  wGate: GpuLinear; // (hiddenDim, dim)
+  wUp: GpuLinear; // (hiddenDim, dim)
+  wDown: GpuLinear; // (dim, hiddenDim)
+}
+
+/** All weights on the GPU. */
+export interface GpuWeights {
+  /** (vocabSize, dim), f32 or f16 pairs as `embeddingType` says */
+  tokenEmbedding: GPUBuffer;
+  embeddingType: "f32" | "f16";
+  layers: GpuLayer[];
+  finalNorm: GPUBuffer; // (dim) f32
+  lmHead: GpuLinear; // (vocabSize, dim)
+}
+
+/** Activation buffers, the KV cache and the step state of one sequence. */
+export interface ForwardState {
+  /** Most rows one forward may process (prefill is chunked to this). */
+  maxRows: number;
+  /** Rows of logits the logits buffer holds. */
+  maxLogitRows: number;
+  /** state: [4] u32 (kernels/step_state.ts) */
+  state: GPUBuffer;
+  /** logits: (maxLogitRows, vocabSize) f32 */
+  logits: GPUBuffer;
+  x: GPUBuffer; // (maxRows, dim)
+  xn: GPUBuffer; // (maxRows, dim)
+  q: GPUBuffer; // (maxRows, nHeads·headDim)
+  k: GPUBuffer; // (maxRows, kvDim)
+  v: GPUBuffer; // (maxRows, kvDim)
+  attn: GPUBuffer; // (maxRows, nHeads·headDim)
+  gate: GPUBuffer; // (maxRows, hiddenDim)
+  up: GPUBuffer; // (maxRows, hiddenDim)
+  act: GPUBuffer; // (maxRows, hiddenDim): silu(gate)·up
+  kCache: GPUBuffer[]; // per layer (seqLen, kvDim)
+  vCache: GPUBuffer[]; // per layer (seqLen, kvDim)
+  invFreq: GPUBuffer; // (headDim/2)
+}
+
+/** Allocates the activations and KV cache for one sequence. */
+export function createForwardState(
+  gpu: Gpu,
+  c: ModelConfig,
+  { maxRows, maxLogitRows = 1 }: { maxRows: number; maxLogitRows?: number },
+): ForwardState {
+  const f = 4;
+  const qDim = c.nHeads * c.headDim;
+  const buf = (elems: number, label: string) => createStorage(gpu, elems * f, label);
+  return {
+    maxRows,
+    maxLogitRows,
+    state: createStorage(gpu, 16, "step state"),
+    logits: buf(maxLogitRows * c.vocabSize, "logits"),
+    x: buf(maxRows * c.dim, "x"),
+    xn: buf(maxRows * c.dim, "xn"),
+    q: buf(maxRows * qDim, "q"),
+    k: buf(maxRows * c.kvDim, "k"),
+    v: buf(maxRows * c.kvDim, "v"),
+    attn: buf(maxRows * qDim, "attn"),
+    gate: buf(maxRows * c.hiddenDim, "gate"),
+    up: buf(maxRows * c.hiddenDim, "up"),
+    act: buf(maxRows * c.hiddenDim, "act"),
+    kCache: Array.from({ length: c.nLayers }, (_, l) => buf(c.seqLen * c.kvDim, `kCache ${l}`)),
+    vCache: Array.from({ length: c.nLayers }, (_, l) => buf(c.seqLen * c.kvDim, `vCache ${l}`)),
+    invFreq: uploadStorage(gpu, ropeInvFreq(c), "rope invFreq"),
+  };
+}
+
+/** What one forward computes logits for. */
+export type LogitsMode = "last" | "all" | "none";
+
+/**
+ * Binds one forward over `rows` tokens read from `ids` (u32, rows), writing logits rows
+ * [0, rows) for "all" or row 0 for "last".
+ */
+export function bindForward(
+  gpu: Gpu,
+  c: ModelConfig,
+  w: GpuWeights,
+  s: ForwardState,
+  { ids, rows, logits }: { ids: GPUBuffer; rows: number; logits: LogitsMode },
+): Encodable {
+  if (rows < 1 || rows > s.maxRows) {
+    throw new Error(`Cannot run a forward over ${rows} rows (max ${s.maxRows})`);
+  }
+  if (logits === "all" && rows > s.maxLogitRows) {
+    throw new Error(`Cannot compute logits for ${rows} rows (logits buffer holds ${s.maxLogitRows})`);
+  }
+  const norm = createRmsNorm(gpu);
+  const rope = createRope(gpu);
+  const kvAppend = createKvAppend(gpu);
+  const attention = createAttention(gpu);
+  const siluMul = createSiluMul(gpu);
+  const eps = c.normEps;
+  const heads = { nHeads: c.nHeads, nKvHeads: c.nKvHeads, headDim: c.headDim };
+  const steps: Encodable[] = [
+    createEmbed(gpu, { weightType: w.embeddingType }).bind({
+      table: w.tokenEmbedding,
+      ids,
+      out: s.x,
+      rows,
+      dim: c.dim,
+    }),
+  ];
+  for (let l = 0; l < c.nLayers; l++) {
+    const L = w.layers[l];
+    steps.push(
+      // attention block
+      norm.bind({ x: s.x, weight: L.attnNorm, y: s.xn, rows, dim: c.dim, eps }),
+      bindLinear(gpu, L.wq, { x: s.xn, y: s.q, rows }),
+      bindLinear(gpu, L.wk, { x: s.xn, y: s.k, rows }),
+      bindLinear(gpu, L.wv, { x: s.xn, y: s.v, rows }),
+      rope.bind({ x: s.q, invFreq: s.invFreq, state: s.state, rows, nHeads: c.nHeads, headDim: c.headDim }),
+      rope.bind({ x: s.k, invFreq: s.invFreq, state: s.state, rows, nHeads: c.nKvHeads, headDim: c.headDim }),
+      kvAppend.bind({
+        k: s.k,
+        v: s.v,
+        kCache: s.kCache[l],
+        vCache: s.vCache[l],
+        state: s.state,
+        rows,
+        kvDim: c.kvDim,
+        seqLen: c.seqLen,
+      }),
+      attention.bind({
+        q: s.q,
+        kCache: s.kCache[l],
+        vCache: s.vCache[l],
+        out: s.attn,
+        state: s.state,
+        rows,
+        seqLen: c.seqLen,
+        ...heads,
+      }),
+      bindLinear(gpu, L.wo, { x: s.attn, y: s.x, rows, accumulate: true }),
+      // MLP block
+      norm.bind({ x: s.x, weight: L.mlpNorm, y: s.xn, rows, dim: c.dim, eps }),
+      bindLinear(gpu, L.wGate, { x: s.xn, y: s.gate, rows }),
+      bindLinear(gpu, L.wUp, { x: s.xn, y: s.up, rows }),
+      siluMul.bind({ gate: s.gate, up: s.up, out: s.act, n: rows * c.hiddenDim }),
+      bindLinear(gpu, L.wDown, { x: s.act, y: s.x, rows, accumulate: true }),
+    );
+  }
+  if (logits !== "none") {
+    steps.push(norm.bind({ x: s.x, weight: w.finalNorm, y: s.xn, rows, dim: c.dim, eps }));
+    const last = logits === "last";
+    steps.push(bindLinear(gpu, w.lmHead, {
+      x: s.xn,
+      y: s.logits,
+      rows: last ? 1 : rows,
+      xRowOffset: last ? rows - 1 : 0,
+    }));
+  }
+  return { encode: (pass) => steps.forEach((step) => step.encode(pass)) };
+}

@@ -1,0 +1,285 @@
+import assert from "node:assert/strict";
+import {
+  createSample,
+  SAMPLE_PARAMS_BYTES,
+  type SampleArgs,
+  type SampleSettings,
+  writeSampleParams,
+} from "./sample.ts";
+import { sampleHashRef, sampleRef, sampleUniformRef, sampleWeightsRef } from "./reference.ts";
+import { checkPipelines, type Gpu, type Kernel } from "./gpu.ts";
+import { createStorage, readU32, runPass, uploadStorage } from "./buffers.ts";
+import { createAdvance } from "./step_state.ts";
+import { randomF32, seededRandom, testGpu } from "../tests/_gpu.ts";
+
+const UNWRITTEN = 0xdeadbeef;
+const OFF = { topK: 0, topP: 1, minP: 0 };
+
+interface StepRun {
+  /** first value of state.step */
+  startStep?: number;
+  /** sample + advance pairs encoded into one pass */
+  steps?: number;
+  historyLen?: number;
+  /** the logits become the last row of a (rows, vocab) buffer whose other rows are noise */
+  rows?: number;
+}
+
+/** Runs `steps` decode steps (sample, then advance) in one pass; returns the ring and tokenOut. */
+async function runSteps(
+  gpu: Gpu,
+  kernel: Kernel<SampleArgs>,
+  logits: Float32Array,
+  settings: SampleSettings,
+  { startStep = 0, steps = 1, historyLen = steps, rows = 1 }: StepRun = {},
+): Promise<{ history: Uint32Array; token: number; picks: number[] }> {
+  const vocabSize = logits.length;
+  const all = randomF32(rows * vocabSize, 99, 50);
+  all.set(logits, (rows - 1) * vocabSize);
+  const buffers = {
+    logits: uploadStorage(gpu, all, "logits"),
+    params: createStorage(gpu, SAMPLE_PARAMS_BYTES, "params"),
+    state: uploadStorage(gpu, new Uint32Array([7, startStep, 0, 0]), "state"),
+    tokenOut: uploadStorage(gpu, new Uint32Array([UNWRITTEN]), "tokenOut"),
+    history: uploadStorage(gpu, new Uint32Array(historyLen).fill(UNWRITTEN), "history"),
+  };
+  writeSampleParams(gpu, buffers.params, settings);
+  const logitsOffset = (rows - 1) * vocabSize * 4;
+  const sample = kernel.bind({ ...buffers, logitsOffset, vocabSize, historyLen });
+  const advance = createAdvance(gpu).bind({ state: buffers.state, nTokens: 1, stepInc: 1 });
+  runPass(gpu, (pass) => {
+    for (let s = 0; s < steps; s++) {
+      sample.encode(pass);
+      advance.encode(pass);
+    }
+  });
+  const history = await readU32(gpu, buffers.history, historyLen);
+  const [token] = await readU32(gpu, buffers.tokenOut, 1);
+  const state = await readU32(gpu, buffers.state, 2);
+  assert.deepEqual([...state], [7 + steps, startStep + steps], "advance moved the state");
+  Object.values(buffers).forEach((b) => b.destroy());
+  // picks[j] is step startStep + j (meaningful while steps ≤ historyLen)
+  const picks = Array.from(
+    { length: Math.min(steps, historyLen) },
+    (_, j) => history[(startStep + j) % historyLen],
+  );
+  return { history, token, picks };
+}
+
+/** Zipf-like logits (p ∝ rank^−1.1, shuffled, with jitter), so top-p and min-p really cut. */
+function zipfLogits(n: number, seed: number): Float32Array {
+  const rand = seededRandom(seed);
+  const rank = Array.from({ length: n }, (_, i) => i + 1);
+  for (let i = n - 1; i > 0; i--) {
+    const j = Math.floor(rand() * (i + 1));
+    [rank[i], rank[j]] = [rank[j], rank[i]];
+  }
+  return Float32Array.from(rank, (r) => -1.1 * Math.log(r) + 0.2 * rand());
+}
+
+function argmax(x: ArrayLike<number>): number {
+  let best = 0;
+  for (let i = 1; i < x.length; i++) if (x[i] > x[best]) best = i;
+  return best;
+}
+
+Deno.test("sampleRef() keeps the hand-computed sets", () => {
+  // probabilities 0.1, 0.2, 0.3, 0.4
+  const logits = [1, 2, 3, 4].map(Math.log);
+  const kept = (p: Partial<SampleSettings>) =>
+    [...sampleWeightsRef(logits, { temperature: 1, ...OFF, seed: 0, ...p })].flatMap((w, i) =>
+      w > 0 ? [i] : []
+    );
+  assert.deepEqual(kept({}), [0, 1, 2, 3]);
+  assert.deepEqual(kept({ topK: 2 }), [2, 3]);
+  assert.deepEqual(kept({ topP: 0.35 }), [3]);
+  assert.deepEqual(kept({ topP: 0.5 }), [2, 3]);
+  assert.deepEqual(kept({ topP: 0.75 }), [1, 2, 3]);
+  assert.deepEqual(kept({ minP: 0.45 }), [1, 2, 3]);
+  assert.deepEqual(kept({ topK: 3, topP: 0.5, minP: 0.1 }), [2, 3]);
+  assert.deepEqual(kept({ temperature: 0 }), [3]);
+  // Ties with the boundary are all kept; greedy takes the lowest index.
+  assert.deepEqual([...sampleWeightsRef([1, 5, 0, 5], { temperature: 1, ...OFF, topK: 1, seed: 0 })], [
+    0,
+    1,
+    0,
+    1,
+  ]);
+  assert.equal(sampleRef([1, 5, 0, 5], { temperature: 0, ...OFF, seed: 0 }, 0), 1);
+  // With topK = 2 on 0.1..0.4 the pick is 2 when u · 0.7 < 0.3, else 3.
+  for (let step = 0; step < 20; step++) {
+    const u = sampleUniformRef(5, step);
+    assert.equal(
+      sampleRef(logits, { temperature: 1, ...OFF, topK: 2, seed: 5 }, step),
+      u * 0.7 < 0.3 ? 2 : 3,
+    );
+  }
+});
+
+Deno.test("sample() on the GPU", async (t) => {
+  const gpu = await testGpu();
+  if (!gpu) return;
+  const kernel = createSample(gpu);
+  const small = createSample(gpu, { workgroupSize: 64 });
+  await checkPipelines(gpu);
+
+  await t.step("the RNG equals sampleHashRef: uniform logits over 2^16 tokens pick hash >> 16", async () => {
+    const logits = new Float32Array(65536);
+    for (const seed of [0, 1, 12345, 0xffffffff]) {
+      const startStep = seed % 1000;
+      const { picks } = await runSteps(gpu, kernel, logits, { temperature: 1, ...OFF, seed }, {
+        startStep,
+        steps: 6,
+      });
+      const want = picks.map((_, j) => sampleHashRef(seed, startStep + j) >>> 16);
+      assert.deepEqual(picks, want, `seed ${seed}`);
+    }
+  });
+
+  await t.step("greedy equals argmax (lowest index on ties) for vocab 1, 7, 512, 49152, 128256", async () => {
+    for (const vocab of [1, 7, 512, 49152, 128256]) {
+      const logits = randomF32(vocab, vocab, 10);
+      const { history, token } = await runSteps(gpu, kernel, logits, { temperature: 0, ...OFF, seed: 3 });
+      assert.equal(history[0], argmax(logits), `vocab ${vocab}`);
+      assert.equal(token, argmax(logits), `vocab ${vocab} tokenOut`);
+      if (vocab < 7) continue;
+      const a = Math.floor(vocab / 3);
+      logits[a] = logits[vocab - 1] = 11; // above every random logit
+      const tied = await runSteps(gpu, small, logits, { temperature: 0, ...OFF, seed: 3 }, { rows: 2 });
+      assert.equal(tied.token, a, `vocab ${vocab} tie`);
+    }
+  });
+
+  await t.step("seeded sampling equals sampleRef over temperature × topK × topP × minP", async () => {
+    const logits = zipfLogits(512, 2024);
+    const keptSizes = new Set<number>();
+    let combo = 0;
+    for (const temperature of [0.7, 1, 1.5]) {
+      for (const topK of [1, 5, 40]) {
+        for (const topP of [0.5, 0.9, 1]) {
+          for (const minP of [0, 0.05, 0.2]) {
+            const settings = { temperature, topK, topP, minP, seed: 1000003 * combo++ };
+            keptSizes.add(sampleWeightsRef(logits, settings).filter((w) => w > 0).length);
+            const startStep = combo * 37;
+            const wg = combo % 2 ? kernel : small;
+            const { picks } = await runSteps(gpu, wg, logits, settings, { startStep, steps: 8, rows: 2 });
+            const want = picks.map((_, j) => sampleRef(logits, settings, startStep + j));
+            assert.deepEqual(picks, want, JSON.stringify(settings));
+          }
+        }
+      }
+    }
+    assert.ok(
+      keptSizes.size >= 8,
+      `the filters cut the vocabulary in many ways: kept sizes ${[...keptSizes]}`,
+    );
+  });
+
+  await t.step("seeded sampling equals sampleRef on a 49152 vocabulary without top-k", async () => {
+    const logits = zipfLogits(49152, 7);
+    for (const [topP, minP] of [[0.9, 0], [1, 0.05], [0.95, 0.01]]) {
+      const settings = { temperature: 0.8, topK: 0, topP, minP, seed: 4242 };
+      const { history } = await runSteps(gpu, kernel, logits, settings, { steps: 6 });
+      const want = history.map((_, j) => sampleRef(logits, settings, j));
+      assert.deepEqual([...history], [...want], JSON.stringify(settings));
+    }
+  });
+
+  await t.step("topK = 1 always gives the argmax", async () => {
+    for (const vocab of [7, 512, 128256]) {
+      const logits = randomF32(vocab, vocab + 1, 3);
+      for (const temperature of [0.7, 1.5]) {
+        const settings = { temperature, topK: 1, topP: 0.9, minP: 0.05, seed: vocab };
+        const { history } = await runSteps(gpu, kernel, logits, settings, { steps: 4 });
+        assert.deepEqual([...history], [argmax(logits), argmax(logits), argmax(logits), argmax(logits)]);
+      }
+    }
+  });
+
+  await t.step("2000 draws over 8 tokens match the kept distribution (chi-square)", async () => {
+    const logits = new Float32Array([0.5, -1, 2, 0, 1.2, -0.3, 0.8, -2]);
+    for (
+      const settings of [{ temperature: 1, ...OFF, seed: 77 }, {
+        temperature: 0.7,
+        ...OFF,
+        topK: 5,
+        seed: 78,
+      }]
+    ) {
+      const n = 2000;
+      const { history } = await runSteps(gpu, small, logits, settings, { steps: n });
+      assert.ok(history.every((tok) => tok < 8), "every step wrote a token id");
+      const counts = new Array(8).fill(0);
+      history.forEach((tok) => counts[tok]++);
+      const w = sampleWeightsRef(logits, settings);
+      const total = w.reduce((a, b) => a + b, 0);
+      let chi2 = 0;
+      let dof = -1;
+      for (let i = 0; i < 8; i++) {
+        if (w[i] === 0) {
+          assert.equal(counts[i], 0, `token ${i} is filtered but was drawn`);
+          continue;
+        }
+        const expected = (n * w[i]) / total;
+        chi2 += (counts[i] - expected) ** 2 / expected;
+        dof++;
+      }
+      // 99.9th percentile of chi-square with 7 (resp. 4) degrees of freedom.
+      const bound = dof === 7 ? 24.32 : 18.47;
+      assert.ok(chi2 < bound, `chi2 ${chi2.toFixed(2)} ≥ ${bound} (dof ${dof}, counts ${counts})`);
+    }
+  });
+
+  await t.step("history is a ring indexed by state.step and tokenOut holds the last pick", async () => {
+    const logits = randomF32(7, 11, 1);
+    const settings = { temperature: 1, ...OFF, seed: 9 };
+    const startStep = 5;
+    const { history, token } = await runSteps(gpu, kernel, logits, settings, {
+      startStep,
+      steps: 7,
+      historyLen: 3,
+      rows: 3,
+    });
+    const picks = Array.from({ length: 7 }, (_, j) => sampleRef(logits, settings, startStep + j));
+    assert.ok(new Set(picks).size > 1, "the picks vary with the step");
+    const want = new Array(3);
+    picks.forEach((p, j) => want[(startStep + j) % 3] = p);
+    assert.deepEqual([...history], want);
+    assert.equal(token, picks[6]);
+  });
+
+  await t.step("two samples with an advance between them read the moving step", async () => {
+    const logits = randomF32(512, 12, 2);
+    const settings = { temperature: 1.2, topK: 40, topP: 0.95, minP: 0, seed: 31337 };
+    const { history } = await runSteps(gpu, kernel, logits, settings, {
+      startStep: 0,
+      steps: 2,
+      historyLen: 4,
+    });
+    const want = [sampleRef(logits, settings, 0), sampleRef(logits, settings, 1), UNWRITTEN, UNWRITTEN];
+    assert.deepEqual([...history], want);
+  });
+
+  await t.step("bind and writeSampleParams reject bad arguments", () => {
+    const params = createStorage(gpu, SAMPLE_PARAMS_BYTES, "params");
+    const ok = { temperature: 1, topP: 1, topK: 0, minP: 0, seed: 1 };
+    assert.throws(() => writeSampleParams(gpu, params, { ...ok, topP: 0 }), /topP/);
+    assert.throws(() => writeSampleParams(gpu, params, { ...ok, temperature: -1 }), /temperature/);
+    assert.throws(() => writeSampleParams(gpu, params, { ...ok, seed: 2 ** 32 }), /seed/);
+    const logits = createStorage(gpu, 40, "logits");
+    const small = createStorage(gpu, 4, "u32");
+    const args = {
+      logits,
+      params,
+      state: small,
+      tokenOut: small,
+      history: small,
+      vocabSize: 10,
+      historyLen: 1,
+    };
+    assert.throws(() => kernel.bind({ ...args, logitsOffset: 4 }), /does not fit/);
+    assert.throws(() => kernel.bind({ ...args, historyLen: 2 }), /historyLen/);
+  });
+
+  gpu.device.destroy();
+});

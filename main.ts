@@ -1,0 +1,72 @@
+/**
+ * leanserve's composition root: parseConfig → requestGpu → createApp + Deno.serve (answering 503
+ * while loading) → loadModel → engine ready. It does nothing else.
+ */
+import { join } from "node:path";
+import { ConfigError, HELP_TEXT, parseConfig } from "./config.ts";
+import { createApp } from "./server/app.ts";
+import { samplingFromGenerationConfig } from "./server/protocol.ts";
+import { createEngine } from "./inference/engine.ts";
+import { loadModel } from "./inference/load_model.ts";
+import { describeGpu, requestGpu } from "./kernels/gpu.ts";
+
+async function main(): Promise<number> {
+  let config;
+  try {
+    config = parseConfig(Deno.args, Deno.env.toObject());
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    console.error(`error: ${err.message}\n\n${HELP_TEXT}`);
+    return 2;
+  }
+  if (config.help) {
+    console.log(HELP_TEXT);
+    return 0;
+  }
+  if (config.quant) {
+    console.error("error: --quantize is not available yet in this build (see the README's roadmap)");
+    return 2;
+  }
+  const generationJson = await readJsonIfPresent(join(config.model, "generation_config.json"));
+  const gpu = await requestGpu();
+  console.log(`[leanserve] ${describeGpu(gpu)}`);
+  if (gpu.isCpu) console.warn("[leanserve] warning: serving on a CPU adapter (llvmpipe); expect low speed");
+
+  const engine = createEngine(config.servedModelName);
+  const app = createApp({ engine, config, generationDefaults: samplingFromGenerationConfig(generationJson) });
+  const server = Deno.serve({
+    hostname: config.host,
+    port: config.port,
+    onListen: ({ hostname, port }) => console.log(`[leanserve] listening on http://${hostname}:${port}`),
+  }, app.fetch);
+
+  try {
+    const started = performance.now();
+    const model = await loadModel(gpu, config.model, {
+      weightType: config.dtype,
+      modelId: config.servedModelName,
+      onProgress: (detail) => engine.setStatus("loading", detail),
+    });
+    engine.setModel(model);
+    const seconds = ((performance.now() - started) / 1000).toFixed(1);
+    console.log(`[leanserve] model "${model.modelId}" ready in ${seconds} s`);
+  } catch (err) {
+    engine.setStatus("error", (err as Error).message);
+    console.error(`[leanserve] error: ${(err as Error).message}`);
+    await server.shutdown();
+    return 1;
+  }
+  await server.finished;
+  return 0;
+}
+
+async function readJsonIfPresent(path: string): Promise<unknown> {
+  try {
+    return JSON.parse(await Deno.readTextFile(path));
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) return null;
+    throw new Error(`Cannot read "${path}": ${(err as Error).message}`);
+  }
+}
+
+if (import.meta.main) Deno.exit(await main());

@@ -1,0 +1,109 @@
+/**
+ * The HTTP app: OpenAI-compatible routes over one Engine, errors in OpenAI's shape.
+ * The server does not queue: the engine runs requests one after another (inference/types.ts).
+ */
+import { Hono, type MiddlewareHandler } from "hono";
+import type { Engine, SamplingParams } from "../inference/types.ts";
+import { ApiError, asApiError, internalError, toErrorBody } from "./errors.ts";
+import { chatHandler } from "./routes/chat.ts";
+import { completionsHandler, type RouteDeps } from "./routes/completions.ts";
+import { getModelHandler, listModelsHandler } from "./routes/models.ts";
+
+/** The slice of config.ts's Config that the server reads (passed down explicitly, style.md B). */
+export interface ServerConfig {
+  /** Name reported as `model`; null or absent means the engine's model id (its folder name). */
+  servedModelName?: string | null;
+  /** max_tokens when a request gives none; null or absent means up to the context length. */
+  maxTokensDefault?: number | null;
+}
+
+/** Everything createApp needs. */
+export interface AppOptions {
+  engine: Engine;
+  config: ServerConfig;
+  /** Server-wide sampling defaults, applied after the request's own fields. */
+  samplingDefaults?: Partial<SamplingParams>;
+  /** The model's generation_config.json defaults (see samplingFromGenerationConfig), applied last. */
+  generationDefaults?: Partial<SamplingParams>;
+  /** Receives unexpected failures; the client sees only a generic 500. Defaults to console.error. */
+  logError?: (message: string, err: unknown) => void;
+}
+
+/**
+ * Builds the Hono app serving /v1/chat/completions, /v1/completions, /v1/models and /health.
+ * @param options The engine, the server config and the sampling defaults.
+ * @returns The app; serve it with `Deno.serve({ port, hostname }, app.fetch)`.
+ * @example
+ * ```ts
+ * import { createApp } from "./app.ts";
+ * import type { Engine } from "../inference/types.ts";
+ * const engine: Engine = {
+ *   status: () => ({ state: "loading", detail: "", modelId: "m", contextLength: 8, hasChatTemplate: false }),
+ *   generate: () => { throw new Error("not ready"); },
+ * };
+ * const res = await createApp({ engine, config: {} }).request("/health");
+ * console.assert(res.status === 503);
+ * ```
+ */
+export function createApp(
+  { engine, config, samplingDefaults = {}, generationDefaults = {}, logError = defaultLog }: AppOptions,
+): Hono {
+  const modelName = () => config.servedModelName ?? engine.status().modelId;
+  const deps: RouteDeps = {
+    engine,
+    modelName,
+    defaults: {
+      server: samplingDefaults,
+      model: generationDefaults,
+      maxTokens: config.maxTokensDefault ?? null,
+    },
+    logError,
+  };
+  const modelsDeps = { engine, modelName, created: Math.floor(Date.now() / 1000) };
+  const ready = requireReady(engine);
+
+  const app = new Hono();
+  app.post("/v1/chat/completions", ready, chatHandler(deps));
+  app.post("/v1/completions", ready, completionsHandler(deps));
+  app.get("/v1/models", listModelsHandler(modelsDeps));
+  app.get("/v1/models/:id{.+}", getModelHandler(modelsDeps)); // ids may contain "/"
+  app.get("/health", (c) => {
+    const s = engine.status();
+    if (s.state === "ready") return c.json({ status: "ok" });
+    return c.json({ status: s.state, detail: s.detail }, 503);
+  });
+
+  app.notFound((c) => {
+    const err = new ApiError(404, "not_found_error", `Cannot find route ${c.req.method} ${c.req.path}`);
+    return c.json(toErrorBody(err), 404);
+  });
+  app.onError((err, c) => {
+    let apiError = asApiError(err);
+    if (!apiError) {
+      // A client that hung up mid-request is not a server failure; nobody reads this response.
+      if (c.req.raw.signal.aborted) return new Response(null, { status: 499 });
+      logError(`${c.req.method} ${c.req.path} failed`, err);
+      apiError = internalError();
+    }
+    return c.json(toErrorBody(apiError), apiError.status);
+  });
+  return app;
+}
+
+/** 503 for generation requests until the engine is ready, and after it failed (device lost). */
+function requireReady(engine: Engine): MiddlewareHandler {
+  return async (_c, next) => {
+    const s = engine.status();
+    if (s.state !== "ready") {
+      const what = s.state === "loading" ? "the model is still loading" : "the engine failed";
+      throw new ApiError(503, "server_error", `Cannot generate now: ${what}: ${s.detail}`, {
+        code: s.state === "loading" ? "model_loading" : "engine_failed",
+      });
+    }
+    await next();
+  };
+}
+
+function defaultLog(message: string, err: unknown): void {
+  console.error(`[server] ${message}:`, err);
+}

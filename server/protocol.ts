@@ -1,0 +1,335 @@
+/**
+ * OpenAI wire types and the pure request validators. OpenAI's snake_case names stay in this file; everything
+ * past it sees our camelCase GenerateRequest. Each validator runs numbered checks and throws a 400 ApiError
+ * naming the offending field. Unknown fields are ignored (clients send extras), and `null` means "not given".
+ * Reference: https://platform.openai.com/docs/api-reference/chat/create
+ */
+import type { ChatMessage, GenerateRequest, SamplingParams } from "../inference/types.ts";
+import { ApiError, invalidRequest } from "./errors.ts";
+
+/** Token counts reported in `usage`. */
+export interface Usage {
+  prompt_tokens: number;
+  completion_tokens: number;
+  total_tokens: number;
+}
+
+/** Why generation ended, in OpenAI terms. */
+export type FinishReason = "stop" | "length";
+
+/** A non-streaming `/v1/chat/completions` response. */
+export interface ChatCompletion {
+  id: string;
+  object: "chat.completion";
+  created: number;
+  model: string;
+  choices: {
+    index: number;
+    message: { role: "assistant"; content: string };
+    finish_reason: FinishReason;
+    logprobs: null;
+  }[];
+  usage: Usage;
+}
+
+/** One `data:` event of a streaming chat response. */
+export interface ChatCompletionChunk {
+  id: string;
+  object: "chat.completion.chunk";
+  created: number;
+  model: string;
+  choices: {
+    index: number;
+    delta: { role?: "assistant"; content?: string };
+    finish_reason: FinishReason | null;
+    logprobs: null;
+  }[];
+  usage?: Usage | null;
+}
+
+/** A `/v1/completions` response or, with `object` unchanged, one of its stream events. */
+export interface TextCompletion {
+  id: string;
+  object: "text_completion";
+  created: number;
+  model: string;
+  choices: { index: number; text: string; finish_reason: FinishReason | null; logprobs: null }[];
+  usage?: Usage | null;
+}
+
+/** Where a request falls back to when it leaves a sampling field out (request → server → model). */
+export interface RequestDefaults {
+  /** Server-wide defaults, e.g. from the command line. */
+  server?: Partial<SamplingParams>;
+  /** The model's generation_config.json (see samplingFromGenerationConfig). */
+  model?: Partial<SamplingParams>;
+  /** Used when the request gives no max tokens; null means up to the context length. */
+  maxTokens?: number | null;
+}
+
+/** A validated request: what the engine needs plus how to answer. */
+export interface ParsedRequest {
+  request: GenerateRequest;
+  stream: boolean;
+  /** `stream_options.include_usage`: send a final usage chunk. */
+  includeUsage: boolean;
+  /** The `model` field as sent, or null; any name is accepted since one model is served. */
+  model: string | null;
+}
+
+/** Used when neither the request, the server nor the model sets a field (OpenAI's defaults). */
+export const BUILTIN_SAMPLING: Readonly<SamplingParams> = Object.freeze({
+  temperature: 1,
+  topP: 1,
+  topK: 0,
+  minP: 0,
+  seed: null,
+});
+
+const ROLES = ["system", "user", "assistant", "developer", "tool"];
+const MAX_STOP = 4;
+
+type Body = Record<string, unknown>;
+
+/**
+ * Validates a `/v1/chat/completions` body.
+ * @param body The parsed JSON body.
+ * @param defaults Server and model defaults.
+ * @returns The engine request and the response options.
+ * @example
+ * ```ts
+ * import { parseChatRequest } from "./protocol.ts";
+ * const parsed = parseChatRequest({ messages: [{ role: "user", content: "Hi" }], temperature: 0 });
+ * console.assert(parsed.request.sampling.temperature === 0);
+ * ```
+ */
+export function parseChatRequest(body: unknown, defaults: RequestDefaults = {}): ParsedRequest {
+  // 1. The body is a JSON object.
+  const b = requireObject(body);
+  // 2. messages: a non-empty array of {role, content}.
+  const raw = b.messages;
+  if (!Array.isArray(raw) || raw.length === 0) {
+    throw invalidRequest('Cannot read "messages": expected a non-empty array of messages', "messages");
+  }
+  const messages = raw.map((m, i) => parseMessage(m, `messages[${i}]`));
+  // 3. Chat-only features we do not implement.
+  rejectChatExtras(b);
+  // 4. Fields shared with /v1/completions.
+  return parseCommon(b, { kind: "chat", messages }, defaults);
+}
+
+/**
+ * Validates a `/v1/completions` body.
+ * @param body The parsed JSON body.
+ * @param defaults Server and model defaults.
+ * @returns The engine request and the response options.
+ */
+export function parseCompletionRequest(body: unknown, defaults: RequestDefaults = {}): ParsedRequest {
+  // 1. The body is a JSON object.
+  const b = requireObject(body);
+  // 2. prompt: a string, or an array holding exactly one string.
+  let prompt = b.prompt;
+  if (Array.isArray(prompt) && prompt.length === 1) prompt = prompt[0];
+  if (typeof prompt !== "string") {
+    throw invalidRequest('Cannot read "prompt": expected a string or an array of one string', "prompt");
+  }
+  // 3. Legacy options that would change the output shape.
+  if (given(b.echo) && b.echo !== false) throw unsupported("echo", "echo is not supported");
+  if (given(b.suffix) && b.suffix !== "") throw unsupported("suffix", "suffix is not supported");
+  if (given(b.best_of) && b.best_of !== 1) throw unsupported("best_of", "only best_of = 1 is supported");
+  // 4. Fields shared with /v1/chat/completions.
+  return parseCommon(b, { kind: "text", prompt }, defaults);
+}
+
+/**
+ * Reads the sampling defaults of a model's generation_config.json (temperature, top_p, top_k, min_p).
+ * Like vLLM, `do_sample` is ignored: a model that lists a temperature gets it.
+ * @param json The parsed file, or null when the model has none.
+ * @returns The fields it sets; throws an Error naming the field when one is out of range.
+ */
+export function samplingFromGenerationConfig(json: unknown): Partial<SamplingParams> {
+  if (json === null || json === undefined) return {};
+  try {
+    return parseSampling(requireObject(json));
+  } catch (err) {
+    if (err instanceof ApiError) throw new Error(`Cannot use generation_config.json: ${err.message}`);
+    throw err;
+  }
+}
+
+function parseCommon(b: Body, input: GenerateRequest["input"], defaults: RequestDefaults): ParsedRequest {
+  // a. model: any string (one model is served).
+  if (given(b.model) && typeof b.model !== "string") throw badValue("model", b.model, "a string");
+  // b. n and the other multi-choice or scoring options.
+  if (given(b.n) && b.n !== 1) throw unsupported("n", `only n = 1 is supported, got ${JSON.stringify(b.n)}`);
+  rejectNonZero(b, "presence_penalty");
+  rejectNonZero(b, "frequency_penalty");
+  if (given(b.logprobs) && b.logprobs !== false) throw unsupported("logprobs", "logprobs are not supported");
+  if (given(b.top_logprobs) && b.top_logprobs !== 0) {
+    throw unsupported("top_logprobs", "logprobs are not supported");
+  }
+  if (isObject(b.logit_bias) && Object.keys(b.logit_bias).length > 0) {
+    throw unsupported("logit_bias", "logit_bias is not supported");
+  }
+  // c. max_completion_tokens (newer name) wins over max_tokens.
+  const maxTokens = positiveInt(b, "max_completion_tokens") ?? positiveInt(b, "max_tokens") ??
+    defaults.maxTokens ?? null;
+  // d. stop strings, sampling and streaming.
+  const stop = parseStop(b.stop);
+  const sampling = resolveSampling(parseSampling(b), defaults);
+  const stream = given(b.stream) ? requireBool(b, "stream") : false;
+  let includeUsage = false;
+  if (given(b.stream_options)) {
+    if (!stream) throw invalidRequest('Cannot use "stream_options" without "stream": true', "stream_options");
+    if (!isObject(b.stream_options)) throw badValue("stream_options", b.stream_options, "an object");
+    const usage = b.stream_options.include_usage;
+    if (given(usage) && typeof usage !== "boolean") {
+      throw badValue("stream_options.include_usage", usage, "a boolean");
+    }
+    includeUsage = usage === true;
+  }
+  const model = typeof b.model === "string" ? b.model : null;
+  return { request: { input, maxTokens, stop, sampling }, stream, includeUsage, model };
+}
+
+function parseMessage(m: unknown, path: string): ChatMessage {
+  if (!isObject(m)) throw badValue(path, m, "an object with role and content");
+  const role = m.role;
+  if (typeof role !== "string" || !ROLES.includes(role)) {
+    throw badValue(`${path}.role`, role, `one of ${ROLES.join(", ")}`);
+  }
+  // "developer" is OpenAI's newer name for "system"; chat templates only know the latter.
+  return { role: role === "developer" ? "system" : role, content: parseContent(m.content, role, path) };
+}
+
+function parseContent(content: unknown, role: string, path: string): string {
+  if (typeof content === "string") return content;
+  // An assistant turn that only carried tool calls has null content.
+  if (!given(content) && role === "assistant") return "";
+  if (!Array.isArray(content)) {
+    throw badValue(`${path}.content`, content, "a string or an array of text parts");
+  }
+  return content.map((part, i) => {
+    if (!isObject(part) || part.type !== "text" || typeof part.text !== "string") {
+      const type = isObject(part) ? part.type : part;
+      throw unsupported(
+        `${path}.content[${i}]`,
+        `only "text" content parts are supported, got ${JSON.stringify(type)}`,
+      );
+    }
+    return part.text;
+  }).join("\n"); // parts are separate blocks of text, as vLLM joins them
+}
+
+function rejectChatExtras(b: Body): void {
+  if (given(b.response_format)) {
+    const type = isObject(b.response_format) ? b.response_format.type : b.response_format;
+    if (type !== "text") {
+      throw unsupported(
+        "response_format",
+        `only response_format type "text" is supported, got ${JSON.stringify(type)}`,
+      );
+    }
+  }
+  for (const key of ["tools", "functions"]) {
+    if (given(b[key]) && !(Array.isArray(b[key]) && b[key].length === 0)) {
+      throw unsupported(key, "tool calling is not supported");
+    }
+  }
+  if (given(b.tool_choice) && b.tool_choice !== "none" && b.tool_choice !== "auto") {
+    throw unsupported("tool_choice", "tool calling is not supported");
+  }
+}
+
+function parseSampling(b: Body): Partial<SamplingParams> {
+  const s: Partial<SamplingParams> = {};
+  const temperature = numberIn(b, "temperature", 0, 2, false);
+  if (temperature !== undefined) s.temperature = temperature;
+  const topP = numberIn(b, "top_p", 0, 1, true);
+  if (topP !== undefined) s.topP = topP;
+  if (given(b.top_k)) {
+    const k = b.top_k;
+    // -1 is vLLM's spelling of "disabled"; accept it so vLLM clients work unchanged.
+    if (!Number.isSafeInteger(k) || (k as number) < -1) {
+      throw badValue("top_k", k, "an integer >= 0 (0 disables)");
+    }
+    s.topK = Math.max(0, k as number);
+  }
+  const minP = numberIn(b, "min_p", 0, 1, false);
+  if (minP !== undefined) s.minP = minP;
+  if (given(b.seed)) {
+    if (!Number.isSafeInteger(b.seed)) throw badValue("seed", b.seed, "an integer");
+    s.seed = b.seed as number;
+  }
+  return s;
+}
+
+function resolveSampling(req: Partial<SamplingParams>, d: RequestDefaults): SamplingParams {
+  return {
+    temperature: req.temperature ?? d.server?.temperature ?? d.model?.temperature ??
+      BUILTIN_SAMPLING.temperature,
+    topP: req.topP ?? d.server?.topP ?? d.model?.topP ?? BUILTIN_SAMPLING.topP,
+    topK: req.topK ?? d.server?.topK ?? d.model?.topK ?? BUILTIN_SAMPLING.topK,
+    minP: req.minP ?? d.server?.minP ?? d.model?.minP ?? BUILTIN_SAMPLING.minP,
+    seed: req.seed ?? d.server?.seed ?? d.model?.seed ?? BUILTIN_SAMPLING.seed,
+  };
+}
+
+function parseStop(stop: unknown): string[] {
+  if (!given(stop)) return [];
+  const list = typeof stop === "string" ? [stop] : stop;
+  if (
+    !Array.isArray(list) || list.length > MAX_STOP || !list.every((s) => typeof s === "string" && s !== "")
+  ) {
+    throw badValue("stop", stop, `a non-empty string or an array of at most ${MAX_STOP} non-empty strings`);
+  }
+  return list as string[];
+}
+
+function numberIn(b: Body, key: string, min: number, max: number, minExclusive: boolean): number | undefined {
+  const v = b[key];
+  if (!given(v)) return undefined;
+  const ok = typeof v === "number" && Number.isFinite(v) && (minExclusive ? v > min : v >= min) && v <= max;
+  if (!ok) throw badValue(key, v, `a number in ${minExclusive ? "(" : "["}${min}, ${max}]`);
+  return v as number;
+}
+
+function positiveInt(b: Body, key: string): number | undefined {
+  const v = b[key];
+  if (!given(v)) return undefined;
+  if (!Number.isSafeInteger(v) || (v as number) < 1) throw badValue(key, v, "a positive integer");
+  return v as number;
+}
+
+function requireBool(b: Body, key: string): boolean {
+  if (typeof b[key] !== "boolean") throw badValue(key, b[key], "a boolean");
+  return b[key] as boolean;
+}
+
+function rejectNonZero(b: Body, key: string): void {
+  if (!given(b[key])) return;
+  if (typeof b[key] !== "number") throw badValue(key, b[key], "a number");
+  if (b[key] !== 0) throw unsupported(key, `${key} is not supported: use 0 or leave it out`);
+}
+
+function requireObject(body: unknown): Body {
+  if (!isObject(body)) throw invalidRequest("Cannot read the request body: expected a JSON object");
+  return body;
+}
+
+function isObject(v: unknown): v is Body {
+  return typeof v === "object" && v !== null && !Array.isArray(v);
+}
+
+/** Clients send `null` for fields they leave at the default. */
+function given(v: unknown): boolean {
+  return v !== undefined && v !== null;
+}
+
+function badValue(param: string, value: unknown, expected: string): ApiError {
+  return invalidRequest(`Cannot accept "${param}" = ${JSON.stringify(value)}: expected ${expected}`, param);
+}
+
+function unsupported(param: string, detail: string): ApiError {
+  return invalidRequest(`Cannot serve this request: ${detail}`, param, "unsupported_parameter");
+}

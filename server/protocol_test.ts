@@ -1,0 +1,186 @@
+import assert from "node:assert/strict";
+import { ApiError } from "./errors.ts";
+import { parseChatRequest, parseCompletionRequest, samplingFromGenerationConfig } from "./protocol.ts";
+
+const USER = [{ role: "user", content: "Hi" }];
+
+/** Asserts that `fn` throws a 400 ApiError for `param` whose message matches `message`. */
+function assertRejects400(fn: () => unknown, param: string | null, message?: RegExp): void {
+  assert.throws(fn, (err: unknown) => {
+    assert.ok(err instanceof ApiError, String(err));
+    assert.equal(err.status, 400);
+    assert.equal(err.type, "invalid_request_error");
+    assert.equal(err.param, param);
+    if (message) assert.match(err.message, message);
+    return true;
+  });
+}
+
+Deno.test("parseChatRequest() fills OpenAI's defaults for a minimal request", () => {
+  assert.deepEqual(parseChatRequest({ messages: USER }), {
+    request: {
+      input: { kind: "chat", messages: USER },
+      maxTokens: null,
+      stop: [],
+      sampling: { temperature: 1, topP: 1, topK: 0, minP: 0, seed: null },
+    },
+    stream: false,
+    includeUsage: false,
+    model: null,
+  });
+});
+
+Deno.test("parseChatRequest() resolves each field request → server → model → built-in", () => {
+  const defaults = {
+    server: { temperature: 0.5, seed: 9 },
+    model: { temperature: 0.6, topP: 0.8, topK: 20 },
+    maxTokens: 100,
+  };
+  const got = parseChatRequest({ messages: USER, top_k: 5 }, defaults).request;
+  assert.deepEqual(got.sampling, { temperature: 0.5, topP: 0.8, topK: 5, minP: 0, seed: 9 });
+  assert.equal(got.maxTokens, 100);
+  // null means "not given" and falls through as well
+  assert.equal(
+    parseChatRequest({ messages: USER, temperature: null }, defaults).request.sampling.temperature,
+    0.5,
+  );
+  assert.equal(
+    parseChatRequest({ messages: USER, temperature: 0 }, defaults).request.sampling.temperature,
+    0,
+  );
+});
+
+Deno.test("parseChatRequest() reads every supported field", () => {
+  const parsed = parseChatRequest({
+    model: "x",
+    messages: [
+      { role: "developer", content: "Be brief" },
+      { role: "user", content: [{ type: "text", text: "a" }, { type: "text", text: "b" }], name: "ann" },
+      { role: "assistant", content: null },
+      { role: "tool", content: "42" },
+    ],
+    max_tokens: 9,
+    max_completion_tokens: 3,
+    temperature: 2,
+    top_p: 1,
+    top_k: -1,
+    min_p: 0.05,
+    seed: -7,
+    stop: ["\n", "END"],
+    stream: true,
+    stream_options: { include_usage: true },
+    n: 1,
+    presence_penalty: 0,
+    frequency_penalty: 0,
+    logprobs: false,
+    response_format: { type: "text" },
+    tools: [],
+    tool_choice: "none",
+    user: "ignored",
+    some_future_field: { anything: true },
+  });
+  assert.deepEqual(parsed.request.input, {
+    kind: "chat",
+    messages: [
+      { role: "system", content: "Be brief" },
+      { role: "user", content: "a\nb" },
+      { role: "assistant", content: "" },
+      { role: "tool", content: "42" },
+    ],
+  });
+  assert.equal(parsed.request.maxTokens, 3);
+  assert.deepEqual(parsed.request.stop, ["\n", "END"]);
+  assert.deepEqual(parsed.request.sampling, { temperature: 2, topP: 1, topK: 0, minP: 0.05, seed: -7 });
+  assert.equal(parsed.stream, true);
+  assert.equal(parsed.includeUsage, true);
+  assert.equal(parsed.model, "x");
+  assert.deepEqual(parseChatRequest({ messages: USER, stop: "###" }).request.stop, ["###"]);
+});
+
+Deno.test("parseChatRequest() rejects malformed messages", () => {
+  assertRejects400(() => parseChatRequest([]), null, /JSON object/);
+  assertRejects400(() => parseChatRequest({}), "messages");
+  assertRejects400(() => parseChatRequest({ messages: [] }), "messages");
+  assertRejects400(() => parseChatRequest({ messages: ["hi"] }), "messages[0]");
+  assertRejects400(() => parseChatRequest({ messages: [{ content: "x" }] }), "messages[0].role");
+  assertRejects400(() => parseChatRequest({ messages: [{ role: "user" }] }), "messages[0].content");
+  const image = [{ role: "user", content: [{ type: "image_url", image_url: { url: "x" } }] }];
+  assertRejects400(() => parseChatRequest({ messages: image }), "messages[0].content[0]", /"image_url"/);
+});
+
+Deno.test("parseChatRequest() rejects out-of-range and unsupported options", () => {
+  const cases: [Record<string, unknown>, string][] = [
+    [{ model: 3 }, "model"],
+    [{ temperature: -0.1 }, "temperature"],
+    [{ temperature: 2.5 }, "temperature"],
+    [{ temperature: "1" }, "temperature"],
+    [{ top_p: 0 }, "top_p"],
+    [{ top_p: 1.5 }, "top_p"],
+    [{ top_k: 1.5 }, "top_k"],
+    [{ top_k: -2 }, "top_k"],
+    [{ min_p: 1.1 }, "min_p"],
+    [{ seed: 0.5 }, "seed"],
+    [{ max_tokens: 0 }, "max_tokens"],
+    [{ max_completion_tokens: 2.5 }, "max_completion_tokens"],
+    [{ stop: ["a", "b", "c", "d", "e"] }, "stop"],
+    [{ stop: [""] }, "stop"],
+    [{ stop: 5 }, "stop"],
+    [{ stream: "yes" }, "stream"],
+    [{ stream_options: { include_usage: true } }, "stream_options"],
+    [{ stream: true, stream_options: { include_usage: 1 } }, "stream_options.include_usage"],
+    [{ n: 2 }, "n"],
+    [{ presence_penalty: 0.5 }, "presence_penalty"],
+    [{ frequency_penalty: -1 }, "frequency_penalty"],
+    [{ logprobs: true }, "logprobs"],
+    [{ top_logprobs: 3 }, "top_logprobs"],
+    [{ logit_bias: { "42": 5 } }, "logit_bias"],
+    [{ response_format: { type: "json_object" } }, "response_format"],
+    [{ tools: [{ type: "function", function: { name: "f" } }] }, "tools"],
+    [{ tool_choice: { type: "function", function: { name: "f" } } }, "tool_choice"],
+  ];
+  for (const [extra, param] of cases) {
+    assertRejects400(() => parseChatRequest({ messages: USER, ...extra }), param);
+  }
+  assertRejects400(
+    () => parseChatRequest({ messages: USER, temperature: 9 }),
+    "temperature",
+    /"temperature" = 9/,
+  );
+  assertRejects400(() => parseChatRequest({ messages: USER, n: 3 }), "n", /only n = 1/);
+});
+
+Deno.test("parseCompletionRequest() reads a prompt and the shared fields", () => {
+  const parsed = parseCompletionRequest({
+    prompt: ["Once upon"],
+    max_tokens: 4,
+    temperature: 0,
+    stream: true,
+  });
+  assert.deepEqual(parsed.request.input, { kind: "text", prompt: "Once upon" });
+  assert.equal(parsed.request.maxTokens, 4);
+  assert.equal(parsed.request.sampling.temperature, 0);
+  assert.equal(parsed.stream, true);
+  assert.equal(parseCompletionRequest({ prompt: "", echo: false, suffix: null }).request.input.kind, "text");
+});
+
+Deno.test("parseCompletionRequest() rejects what it cannot serve", () => {
+  assertRejects400(() => parseCompletionRequest({}), "prompt");
+  assertRejects400(() => parseCompletionRequest({ prompt: ["a", "b"] }), "prompt");
+  assertRejects400(() => parseCompletionRequest({ prompt: [1, 2, 3] }), "prompt");
+  assertRejects400(() => parseCompletionRequest({ prompt: "a", echo: true }), "echo");
+  assertRejects400(() => parseCompletionRequest({ prompt: "a", suffix: "z" }), "suffix");
+  assertRejects400(() => parseCompletionRequest({ prompt: "a", best_of: 2 }), "best_of");
+  assertRejects400(() => parseCompletionRequest({ prompt: "a", logprobs: 2 }), "logprobs");
+  assertRejects400(() => parseCompletionRequest({ prompt: "a", n: 2 }), "n");
+});
+
+Deno.test("samplingFromGenerationConfig() maps HF fields and rejects bad values", () => {
+  assert.deepEqual(samplingFromGenerationConfig(null), {});
+  assert.deepEqual(samplingFromGenerationConfig({ bos_token_id: 1, eos_token_id: 2 }), {});
+  assert.deepEqual(
+    samplingFromGenerationConfig({ do_sample: true, temperature: 0.6, top_p: 0.9, top_k: 50, min_p: 0.1 }),
+    { temperature: 0.6, topP: 0.9, topK: 50, minP: 0.1 },
+  );
+  assert.throws(() => samplingFromGenerationConfig({ top_p: 0 }), /generation_config\.json.*"top_p" = 0/);
+  assert.throws(() => samplingFromGenerationConfig([]), /generation_config\.json/);
+});
