@@ -162,6 +162,12 @@ function promptIds(m: LoadedModel, request: GenerateRequest): number[] {
       "no_chat_template",
     );
   }
-  const text = m.chatTemplate.render(input.messages, { addGenerationPrompt: true });
+  let text: string;
+  try {
+    text = m.chatTemplate.render(input.messages, { addGenerationPrompt: true });
+  } catch (err) {
+    // A template may reject a conversation (raise_exception): that is the client's input, not a server fault.
+    throw new EngineInputError((err as Error).message, "messages", "chat_template_error");
+  }
   return m.tokenizer.encode(text, { addSpecialTokens: false });
 }

@@ -73,15 +73,52 @@ fn dotW(v: WChunk, c: XChunk) -> f32 {
 }`,
 } as const;
 
-const GEMV_WGSL = /* wgsl */ `
-override WG: u32 = 256u;   // invocations per workgroup
-override TPR: u32 = 32u;   // invocations splitting K for one group of output rows
-override NR: u32 = 4u;     // output rows per invocation (register blocking); NR · ROWS ≤ 32
-override ROWS: u32 = 1u;   // activation rows, 1..8
-override RED: u32 = 8u;    // partial sums reduced per round; RED ≤ TPR
+/** Straight-line WGSL, one line per index: register arrays stay in registers only under constant indices. */
+function unroll(count: number, line: (i: number) => string): string {
+  return Array.from({ length: count }, (_, i) => line(i)).join("\n  ");
+}
+
+/**
+ * The GEMV body for ROWS activation rows and NR output rows per invocation. WGSL has no unroll
+ * attribute and the NVIDIA driver keeps naga's loops rolled, so loops over `acc[n · ROWS + r]` put the
+ * accumulators in local memory (measured 4–10× slower on the H100): ROWS, NR and the reduction rounds
+ * are therefore written out by TypeScript, the one thing here that `override` cannot express.
+ */
+function gemvWgsl(rows: number, nr: number, unrollK: number): string {
+  const parts = rows * nr;
+  const red = Math.min(parts, 8);
+  const chunk = (c: string) => `{
+    let c = ${c};
+    let e = params.xRowOffset * params.inDim + c * EPC;
+    ${unroll(rows, (r) => `let x${r} = loadX(e + ${r}u * params.inDim);`)}
+    ${unroll(nr, (n) => `let v${n} = w[w${n} + c];`)}
+    ${unroll(parts, (i) => `acc[${i}] += dotW(v${Math.floor(i / rows)}, x${i % rows});`)}
+  }`;
+  const rounds = Array.from({ length: Math.ceil(parts / red) }, (_, q) => q * red).map((j0) => `
+  ${unroll(Math.min(red, parts - j0), (j) => `red[lid * (RED + 1u) + ${j}u] = acc[${j0 + j}];`)}
+  workgroupBarrier();
+  finish(lid, o0, ${j0}u);
+  workgroupBarrier();`);
+  return /* wgsl */ `
+const ROWS = ${rows}u;  // activation rows, 1..8
+const NR = ${nr}u;      // output rows per invocation (register blocking)
+const RED = ${red}u;    // partial sums reduced per round
+override WG: u32 = 256u;  // invocations per workgroup
+override TPR: u32 = 32u;  // invocations splitting K for one group of NR output rows; RED ≤ TPR
 override EPC: u32 = WORDS * select(1u, 2u, F16);  // weights per load
 
 var<workgroup> red: array<f32, WG * (RED + 1u)>;  // [invocation][RED], padded against bank conflicts
+
+// Transposed reduction: lane j of a group sums partial j0 + j over the group's TPR invocations.
+fn finish(lid: u32, o0: u32, j0: u32) {
+  let lane = lid % TPR;
+  let j = j0 + lane;
+  if (lane >= RED || j >= NR * ROWS || o0 + j / ROWS >= params.outDim) { return; }
+  let first = (lid - lane) * (RED + 1u) + lane;
+  var s = 0.0;
+  for (var l = 0u; l < TPR; l++) { s += red[first + l * (RED + 1u)]; }
+  store(j % ROWS, o0 + j / ROWS, s);
+}
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
@@ -89,35 +126,19 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
   let perWg = (WG / TPR) * NR;
   let tile = wid.x + wid.y * nwg.x;
   if (tile * perWg >= params.outDim) { return; }
-  let lane = lid % TPR;
   let o0 = tile * perWg + (lid / TPR) * NR;
   // Rows past outDim re-read the last row (in bounds, cached) and are never stored.
-  var wRow: array<u32, 4>;
-  for (var n = 0u; n < NR; n++) { wRow[n] = min(o0 + n, params.outDim - 1u) * params.chunks; }
-  var acc: array<f32, 32>;  // [NR][ROWS]
-  for (var c = lane; c < params.chunks; c += TPR) {
-    var xc: array<XChunk, 8>;
-    for (var r = 0u; r < ROWS; r++) { xc[r] = loadX((params.xRowOffset + r) * params.inDim + c * EPC); }
-    for (var n = 0u; n < NR; n++) {
-      let v = w[wRow[n] + c];
-      for (var r = 0u; r < ROWS; r++) { acc[n * ROWS + r] += dotW(v, xc[r]); }
-    }
+  ${unroll(nr, (n) => `let w${n} = min(o0 + ${n}u, params.outDim - 1u) * params.chunks;`)}
+  var acc: array<f32, ${parts}>;  // [NR][ROWS]
+  var c0 = lid % TPR;
+  for (; c0 + ${unrollK - 1}u * TPR < params.chunks; c0 += ${unrollK}u * TPR) {
+    ${unroll(unrollK, (u) => chunk(`c0 + ${u}u * TPR`))}
   }
-  // Transposed reduction: lane j of each group sums partial j over the group's TPR invocations.
-  for (var j0 = 0u; j0 < NR * ROWS; j0 += RED) {
-    for (var j = 0u; j < RED; j++) { red[lid * (RED + 1u) + j] = acc[min(j0 + j, 31u)]; }
-    workgroupBarrier();
-    let j = j0 + lane;
-    if (lane < RED && j < NR * ROWS && o0 + j / ROWS < params.outDim) {
-      let first = (lid - lane) * (RED + 1u) + lane;
-      var s = 0.0;
-      for (var l = 0u; l < TPR; l++) { s += red[first + l * (RED + 1u)]; }
-      store(j % ROWS, o0 + j / ROWS, s);
-    }
-    workgroupBarrier();
-  }
+  for (; c0 < params.chunks; c0 += TPR) ${chunk("c0")}
+  ${rounds.join("")}
 }
 `;
+}
 
 const GEMM_WGSL = /* wgsl */ `
 override TM: u32 = 64u;  // activation rows per tile
@@ -217,7 +238,9 @@ export interface MatmulArgs {
 }
 
 /** Which shader build: the GEMV with 16-byte or scalar loads, or the tiled GEMM. */
-export type MatmulShaderSpec = { path: "gemv"; vec4: boolean } | { path: "gemm" };
+export type MatmulShaderSpec =
+  | { path: "gemv"; vec4: boolean; rows: number; nr: number; unrollK: number }
+  | { path: "gemm" };
 
 /** Row counts up to this run the GEMV; larger ones the tiled GEMM. */
 export const GEMV_MAX_ROWS = 8;
@@ -251,7 +274,7 @@ export interface MatmulPlan {
  */
 export function matmulShader(spec: MatmulShaderSpec): string {
   if (spec.path === "gemm") return PARAMS + GEMM_WGSL;
-  return PARAMS + GEMV_LAYOUTS[spec.vec4 ? "vec4" : "scalar"] + GEMV_WGSL;
+  return PARAMS + GEMV_LAYOUTS[spec.vec4 ? "vec4" : "scalar"] + gemvWgsl(spec.rows, spec.nr, spec.unrollK);
 }
 
 /**
@@ -269,11 +292,12 @@ export function planMatmul(
   if (rows <= GEMV_MAX_ROWS) {
     const vec4 = inDim % (f16 ? 8 : 4) === 0;
     const perLoad = (vec4 ? 4 : 1) * (f16 ? 2 : 1);
-    const g = { WG: 256, TPR: 32, NR: 4, ROWS: rows, RED: 8 };
+    const g = { WG: 256, TPR: 32 };
+    const nr = 4;
     return {
-      shader: { path: "gemv", vec4 },
+      shader: { path: "gemv", vec4, rows, nr, unrollK: 1 },
       constants: { ...common, ...g },
-      workgroups: ceilDiv(outDim, (g.WG / g.TPR) * g.NR),
+      workgroups: ceilDiv(outDim, (g.WG / g.TPR) * nr),
       chunks: inDim / perLoad,
       tilesN: 0,
     };

@@ -23,6 +23,7 @@ function layerOf(file: string): Layer {
   const rel = relative(ROOT, file);
   if (rel === "main.ts") return "main";
   if (rel === "config.ts") return "config";
+  if (rel.startsWith("cli/")) return "main";
   const top = rel.split("/")[0];
   if ((LAYERS as readonly string[]).includes(top)) return top as Layer;
   if (top === "tests" || top === "bench") return top;

@@ -1,0 +1,70 @@
+/**
+ * `deno task bench [--model <dir>] [--dtype auto|f32|f16] [--prompt N] [--decode N] [--runs N] [--json <file>]`
+ *
+ * Prints prefill and decode tokens/s for a model on the adapter it runs on. Prefill is timed as the
+ * wall time to the first sampled token of an N-token prompt (one readback included); decode as the
+ * wall time of N greedy tokens after that, read back in chunks as the server does. Figures are the
+ * median of several runs after one warm-up run.
+ */
+import { parseArgs } from "node:util";
+import { describeGpu, requestGpu } from "../kernels/gpu.ts";
+import { loadModel } from "../inference/load_model.ts";
+import type { WeightType } from "../inference/linear.ts";
+
+const { values } = parseArgs({
+  args: Deno.args,
+  options: {
+    model: { type: "string", default: new URL("../../shared/models/lq-49m", import.meta.url).pathname },
+    dtype: { type: "string", default: "auto" },
+    prompt: { type: "string", default: "128" },
+    decode: { type: "string", default: "128" },
+    runs: { type: "string", default: "3" },
+    json: { type: "string" },
+  },
+});
+
+const gpu = await requestGpu();
+console.log(`adapter: ${describeGpu(gpu)}`);
+const loadStart = performance.now();
+const model = await loadModel(gpu, values.model, { weightType: values.dtype as WeightType | "auto" });
+console.log(`model: ${model.modelId} (${model.config.nLayers} layers, dim ${model.config.dim}), ` +
+  `loaded in ${((performance.now() - loadStart) / 1000).toFixed(1)} s`);
+
+const promptLen = Math.min(Number(values.prompt), model.config.seqLen - 2);
+const decodeLen = Math.min(Number(values.decode), model.config.seqLen - promptLen - 1);
+// A deterministic prompt of ordinary token ids (skipping the first 256 special/byte ids).
+const ids = Array.from({ length: promptLen }, (_, i) => 256 + ((i * 7919) % (model.config.vocabSize - 256)));
+const sampling = { temperature: 0, topP: 1, topK: 0, minP: 0, seed: 0 };
+
+async function once(): Promise<{ prefill: number; decode: number }> {
+  const t0 = performance.now();
+  let t1 = 0;
+  let n = 0;
+  for await (const chunk of model.runner.run(ids, { maxNewTokens: decodeLen + 1, sampling })) {
+    if (n === 0) t1 = performance.now();
+    n += chunk.length;
+  }
+  const t2 = performance.now();
+  return { prefill: promptLen / ((t1 - t0) / 1000), decode: (n - 1) / ((t2 - t1) / 1000) };
+}
+
+await once(); // warm-up: pipeline compilation, JIT
+const runs = [];
+for (let i = 0; i < Number(values.runs); i++) runs.push(await once());
+const median = (xs: number[]) => xs.sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+const result = {
+  date: new Date().toISOString().slice(0, 10),
+  adapter: describeGpu(gpu),
+  model: model.modelId,
+  weightType: values.dtype,
+  promptTokens: promptLen,
+  decodeTokens: decodeLen,
+  prefillTokensPerSecond: median(runs.map((r) => r.prefill)),
+  decodeTokensPerSecond: median(runs.map((r) => r.decode)),
+};
+console.log(
+  `prefill: ${result.prefillTokensPerSecond.toFixed(1)} tok/s (${promptLen}-token prompt)\n` +
+    `decode:  ${result.decodeTokensPerSecond.toFixed(1)} tok/s (${decodeLen} tokens, batch 1)`,
+);
+if (values.json) await Deno.writeTextFile(values.json, JSON.stringify(result, null, 2));
+gpu.device.destroy();
