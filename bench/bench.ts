@@ -1,6 +1,9 @@
 /**
- * `deno task bench [--model <dir>] [--dtype auto|f32|f16] [--prompt N] [--decode N] [--runs N] [--json <file>]`
+ * `deno task bench [--model <dir> | --random llama3-8b|lq-49m] [--dtype auto|f32|f16] [--prompt N] [--decode N]
+ *  [--runs N] [--json <file>]`
  *
+ * `--random` builds a model with random weights at a real shape directly on the GPU (for hosts without
+ * the model files; its figures must be labelled "random weights").
  * Prints prefill and decode tokens/s for a model on the adapter it runs on. Prefill is timed as the
  * wall time to the first sampled token of an N-token prompt (one readback included); decode as the
  * wall time of N greedy tokens after that, read back in chunks as the server does. Figures are the
@@ -9,7 +12,10 @@
 import { parseArgs } from "node:util";
 import { describeGpu, requestGpu } from "../kernels/gpu.ts";
 import { loadModel } from "../inference/load_model.ts";
-import type { WeightType } from "../inference/linear.ts";
+import { weightBytes, type WeightType } from "../inference/linear.ts";
+import { createSequenceRunner } from "../inference/generate.ts";
+import type { ModelConfig } from "../inference/model_config.ts";
+import { presetConfig, randomWeights } from "./random_model.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -20,15 +26,35 @@ const { values } = parseArgs({
     decode: { type: "string", default: "128" },
     runs: { type: "string", default: "3" },
     json: { type: "string" },
+    random: { type: "string" },
   },
 });
 
 const gpu = await requestGpu();
 console.log(`adapter: ${describeGpu(gpu)}`);
 const loadStart = performance.now();
-const model = await loadModel(gpu, values.model, { weightType: values.dtype as WeightType | "auto" });
-console.log(`model: ${model.modelId} (${model.config.nLayers} layers, dim ${model.config.dim}), ` +
-  `loaded in ${((performance.now() - loadStart) / 1000).toFixed(1)} s`);
+const model = values.random ? await randomModel(values.random) : await loadModel(gpu, values.model, {
+  weightType: values.dtype as WeightType | "auto",
+});
+const weightType = model.weights.lmHead.weightType;
+console.log(`model: ${model.modelId} (${model.config.nLayers} layers, dim ${model.config.dim}, ${weightType}), ` +
+  `ready in ${((performance.now() - loadStart) / 1000).toFixed(1)} s`);
+
+async function randomModel(preset: string) {
+  const config = presetConfig(preset);
+  const wt: WeightType = values.dtype === "f32" ? "f32" : "f16";
+  const weights = await randomWeights(gpu, config, wt);
+  const runner = createSequenceRunner(gpu, config, weights, { maxPrefillRows: 512 });
+  return { modelId: `${preset} (random weights)`, config, weights, runner };
+}
+
+/** Bytes a batch-1 decode step must read: every matrix once (the embedding only one row) plus the KV cache. */
+function bytesPerToken(c: ModelConfig, bytes: number, context: number): number {
+  const q = c.nHeads * c.headDim;
+  const perLayer = (2 * q * c.dim + 2 * c.kvDim * c.dim + 3 * c.hiddenDim * c.dim) * bytes;
+  const kv = 2 * c.nLayers * c.kvDim * context * 4;
+  return c.nLayers * perLayer + c.vocabSize * c.dim * bytes + kv;
+}
 
 const promptLen = Math.min(Number(values.prompt), model.config.seqLen - 2);
 const decodeLen = Math.min(Number(values.decode), model.config.seqLen - promptLen - 1);
@@ -52,19 +78,25 @@ await once(); // warm-up: pipeline compilation, JIT
 const runs = [];
 for (let i = 0; i < Number(values.runs); i++) runs.push(await once());
 const median = (xs: number[]) => xs.sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+const context = promptLen + decodeLen / 2;
+const bytes = bytesPerToken(model.config, weightBytes(weightType), context);
 const result = {
   date: new Date().toISOString().slice(0, 10),
   adapter: describeGpu(gpu),
   model: model.modelId,
-  weightType: values.dtype,
+  weightType,
+  bytesPerDecodeToken: bytes,
   promptTokens: promptLen,
   decodeTokens: decodeLen,
   prefillTokensPerSecond: median(runs.map((r) => r.prefill)),
   decodeTokensPerSecond: median(runs.map((r) => r.decode)),
+  decodeGBps: 0,
 };
+result.decodeGBps = (result.decodeTokensPerSecond * bytes) / 1e9;
 console.log(
   `prefill: ${result.prefillTokensPerSecond.toFixed(1)} tok/s (${promptLen}-token prompt)\n` +
-    `decode:  ${result.decodeTokensPerSecond.toFixed(1)} tok/s (${decodeLen} tokens, batch 1)`,
+    `decode:  ${result.decodeTokensPerSecond.toFixed(1)} tok/s (${decodeLen} tokens, batch 1); ` +
+    `${(bytes / 1e6).toFixed(1)} MB read per token → ${result.decodeGBps.toFixed(1)} GB/s effective`,
 );
 if (values.json) await Deno.writeTextFile(values.json, JSON.stringify(result, null, 2));
 gpu.device.destroy();

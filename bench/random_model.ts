@@ -1,0 +1,91 @@
+/**
+ * Random-weight models at real shapes, built directly on the GPU, for speed runs only (every figure
+ * made with them says "random weights"). The numbers they produce are meaningless; the bytes moved
+ * and the kernels run are the real ones.
+ */
+import type { Gpu } from "../kernels/gpu.ts";
+import { createStorage, uploadStorage } from "../kernels/buffers.ts";
+import { createFillRandom } from "../kernels/fill_random.ts";
+import { parseModelConfig, type ModelConfig } from "../inference/model_config.ts";
+import { type GpuLinear, weightBytes, type WeightType } from "../inference/linear.ts";
+import type { GpuLayer, GpuWeights } from "../inference/model.ts";
+
+/** config.json fields of the shapes we benchmark. */
+export const PRESETS: Record<string, Record<string, unknown>> = {
+  "llama3-8b": {
+    architectures: ["LlamaForCausalLM"],
+    model_type: "llama",
+    hidden_size: 4096,
+    intermediate_size: 14336,
+    num_hidden_layers: 32,
+    num_attention_heads: 32,
+    num_key_value_heads: 8,
+    vocab_size: 128256,
+    max_position_embeddings: 8192,
+    rms_norm_eps: 1e-5,
+    rope_theta: 500000,
+    tie_word_embeddings: false,
+    torch_dtype: "bfloat16",
+  },
+  "lq-49m": {
+    architectures: ["LlamaForCausalLM"],
+    model_type: "llama",
+    hidden_size: 512,
+    intermediate_size: 1408,
+    num_hidden_layers: 8,
+    num_attention_heads: 8,
+    num_key_value_heads: 4,
+    vocab_size: 49152,
+    max_position_embeddings: 1024,
+    rms_norm_eps: 1e-5,
+    rope_theta: 10000,
+    tie_word_embeddings: true,
+    torch_dtype: "bfloat16",
+  },
+};
+
+/** The ModelConfig of a preset. */
+export function presetConfig(name: string): ModelConfig {
+  const raw = PRESETS[name];
+  if (!raw) throw new Error(`Cannot build random model "${name}": known shapes are ${Object.keys(PRESETS)}`);
+  return parseModelConfig(raw, null, `preset ${name}`);
+}
+
+/** Allocates and fills every weight on the GPU (norm weights are 1, matrices uniform ±0.02). */
+export async function randomWeights(gpu: Gpu, c: ModelConfig, weightType: WeightType): Promise<GpuWeights> {
+  const f16 = weightType === "f16";
+  const fill = createFillRandom(gpu, { f16 });
+  let seed = 1;
+  const encoder = gpu.device.createCommandEncoder();
+  const pass = encoder.beginComputePass();
+  const matrix = (rows: number, cols: number, label: string): GPUBuffer => {
+    const buffer = createStorage(gpu, rows * cols * weightBytes(weightType), label);
+    fill.bind({ out: buffer, count: rows * cols, seed: seed++, scale: 0.02 }).encode(pass);
+    return buffer;
+  };
+  const linear = (outDim: number, inDim: number, label: string): GpuLinear => {
+    if (outDim * inDim * weightBytes(weightType) > gpu.maxBindingBytes) {
+      throw new Error(`Cannot build "${label}" in one panel; use f16`);
+    }
+    return { weightType, outDim, inDim, panels: [{ buffer: matrix(outDim, inDim, label), rowStart: 0, rows: outDim }] };
+  };
+  const ones = uploadStorage(gpu, new Float32Array(c.dim).fill(1), "norm weight");
+  const q = c.nHeads * c.headDim;
+  const layers: GpuLayer[] = Array.from({ length: c.nLayers }, (_, i) => ({
+    attnNorm: ones,
+    wq: linear(q, c.dim, `layers.${i}.wq`),
+    wk: linear(c.kvDim, c.dim, `layers.${i}.wk`),
+    wv: linear(c.kvDim, c.dim, `layers.${i}.wv`),
+    wo: linear(c.dim, q, `layers.${i}.wo`),
+    mlpNorm: ones,
+    wGate: linear(c.hiddenDim, c.dim, `layers.${i}.wGate`),
+    wUp: linear(c.hiddenDim, c.dim, `layers.${i}.wUp`),
+    wDown: linear(c.dim, c.hiddenDim, `layers.${i}.wDown`),
+  }));
+  const lmHead = linear(c.vocabSize, c.dim, "lmHead");
+  const tokenEmbedding = c.tieWordEmbeddings ? lmHead.panels[0].buffer : matrix(c.vocabSize, c.dim, "embedding");
+  pass.end();
+  gpu.device.queue.submit([encoder.finish()]);
+  await gpu.device.queue.onSubmittedWorkDone();
+  return { tokenEmbedding, embeddingType: weightType, layers, finalNorm: ones, lmHead };
+}
