@@ -37,8 +37,10 @@ const model = values.random ? await randomModel(values.random) : await loadModel
   weightType: values.dtype as WeightType | "auto",
 });
 const weightType = model.weights.lmHead.weightType;
-console.log(`model: ${model.modelId} (${model.config.nLayers} layers, dim ${model.config.dim}, ${weightType}), ` +
-  `ready in ${((performance.now() - loadStart) / 1000).toFixed(1)} s`);
+console.log(
+  `model: ${model.modelId} (${model.config.nLayers} layers, dim ${model.config.dim}, ${weightType}), ` +
+    `ready in ${((performance.now() - loadStart) / 1000).toFixed(1)} s`,
+);
 
 async function randomModel(preset: string) {
   const config = presetConfig(preset);

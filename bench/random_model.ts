@@ -6,7 +6,7 @@
 import type { Gpu } from "../kernels/gpu.ts";
 import { createStorage, uploadStorage } from "../kernels/buffers.ts";
 import { createFillRandom } from "../kernels/fill_random.ts";
-import { parseModelConfig, type ModelConfig } from "../inference/model_config.ts";
+import { type ModelConfig, parseModelConfig } from "../inference/model_config.ts";
 import { type GpuLinear, weightBytes, type WeightType } from "../inference/linear.ts";
 import type { GpuLayer, GpuWeights } from "../inference/model.ts";
 
@@ -67,7 +67,12 @@ export async function randomWeights(gpu: Gpu, c: ModelConfig, weightType: Weight
     if (outDim * inDim * weightBytes(weightType) > gpu.maxBindingBytes) {
       throw new Error(`Cannot build "${label}" in one panel; use f16`);
     }
-    return { weightType, outDim, inDim, panels: [{ buffer: matrix(outDim, inDim, label), rowStart: 0, rows: outDim }] };
+    return {
+      weightType,
+      outDim,
+      inDim,
+      panels: [{ buffer: matrix(outDim, inDim, label), rowStart: 0, rows: outDim }],
+    };
   };
   const ones = uploadStorage(gpu, new Float32Array(c.dim).fill(1), "norm weight");
   const q = c.nHeads * c.headDim;
@@ -83,7 +88,9 @@ export async function randomWeights(gpu: Gpu, c: ModelConfig, weightType: Weight
     wDown: linear(c.dim, c.hiddenDim, `layers.${i}.wDown`),
   }));
   const lmHead = linear(c.vocabSize, c.dim, "lmHead");
-  const tokenEmbedding = c.tieWordEmbeddings ? lmHead.panels[0].buffer : matrix(c.vocabSize, c.dim, "embedding");
+  const tokenEmbedding = c.tieWordEmbeddings
+    ? lmHead.panels[0].buffer
+    : matrix(c.vocabSize, c.dim, "embedding");
   pass.end();
   gpu.device.queue.submit([encoder.finish()]);
   await gpu.device.queue.onSubmittedWorkDone();

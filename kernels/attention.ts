@@ -9,7 +9,7 @@
  * unnormalised output acc rescaled by e^(m_old − m_new); Milakov & Gimelshein 2018), then acc += p·V.
  * Flash-decoding (Dao et al. 2023): when rows · nKvHeads is too small to fill the GPU (decode), the
  * positions of each row are split over `splits` workgroups that write partial (m, l, acc) triples,
- * and a second dispatch merges them. Everything is f32; no atomics.
+ * and a second dispatch (attention_combine.ts) merges them. Everything is f32; no atomics.
  */
 import {
   bindBuffers,
@@ -22,6 +22,7 @@ import {
 } from "./gpu.ts";
 import { createStorage, uniformParams } from "./buffers.ts";
 import { STATE_STRUCT } from "./step_state.ts";
+import { createAttentionCombine } from "./attention_combine.ts";
 
 const WGSL = /* wgsl */ `
 ${STATE_STRUCT}
@@ -34,6 +35,7 @@ override NPART: u32 = 1u;  // partitions of a tile's positions in acc += p·V: a
 override R: u32 = 1u;      // vec4 outputs per invocation (> 1 only when QN > WG, then NPART = 1)
 
 const MAX_R = 4u;
+const SPLIT_ALIGN = 32u; // split spans are multiples of this many positions
 const NEG = -1.0e30; // stands in for −∞: WGSL may assume no infinities, and e^(NEG − m) is 0
 
 struct Params { rows: u32, nKvHeads: u32, seqLen: u32, nSplits: u32, scale: f32 }
@@ -55,20 +57,17 @@ var<workgroup> lW: array<f32, G>;          // running sum per head
 var<workgroup> alphaW: array<f32, G>;      // this tile's rescale e^(m_old − m_new) per head
 var<workgroup> accW: array<vec4<f32>, WG>; // [part·QN + o]: partition merge
 
-// Tree max or sum over each head's TILE entries of red; the result lands in red[g·TILE].
-fn reduceTile(lid: u32, isMax: bool) {
+// Tree max over each head's TILE entries of red; the result lands in red[g·TILE].
+fn reduceMax(lid: u32) {
   let j = lid % TILE;
   for (var stride = TILE / 2u; stride > 0u; stride /= 2u) {
-    if (lid < G * TILE && j < stride) {
-      let other = red[lid + stride];
-      red[lid] = select(red[lid] + other, max(red[lid], other), isMax);
-    }
+    if (lid < G * TILE && j < stride) { red[lid] = max(red[lid], red[lid + stride]); }
     workgroupBarrier();
   }
 }
 
 // Scores of positions [start, start + n) for the G heads (invocation g·TILE + j takes head g,
-// position start + j), then the running max and this tile's rescale factor per head.
+// position start + j); the running max and this tile's rescale per head; then sc holds e^(s − m).
 fn scoreTile(lid: u32, kvh: u32, start: u32, n: u32) {
   let g = lid / TILE;
   let j = lid % TILE;
@@ -83,7 +82,7 @@ fn scoreTile(lid: u32, kvh: u32, start: u32, n: u32) {
     red[lid] = s;
   }
   workgroupBarrier();
-  reduceTile(lid, true);
+  reduceMax(lid);
   if (lid < G) {
     let mOld = mW[lid];
     let mNew = max(mOld, red[lid * TILE]);
@@ -91,32 +90,45 @@ fn scoreTile(lid: u32, kvh: u32, start: u32, n: u32) {
     mW[lid] = mNew;
   }
   workgroupBarrier();
-  // Probabilities relative to the new max, and the running sum.
-  if (lid < G * TILE) {
-    let p = select(0.0, exp(sc[lid] - mW[g]), j < n);
-    sc[lid] = p;
-    red[lid] = p;
-  }
+  if (lid < G * TILE) { sc[lid] = select(0.0, exp(sc[lid] - mW[g]), j < n); }
   workgroupBarrier();
-  reduceTile(lid, false);
-  if (lid < G) { lW[lid] = lW[lid] * alphaW[lid] + red[lid * TILE]; }
 }
 
-// acc ← acc · alpha + Σ_j p_j v[start + j] for this invocation's outputs; partition "part" of
-// NPART takes positions j ≡ part (mod NPART), coalesced along headDim.
-fn accumulateTile(lid: u32, kvh: u32, start: u32, n: u32, acc: ptr<function, array<vec4<f32>, MAX_R>>) {
+// Per output slot: the unnormalised output and the softmax sum over this slot's partition.
+struct Acc { v: array<vec4<f32>, MAX_R>, l: array<f32, MAX_R> }
+
+// acc ← acc · alpha + Σ_j p_j v[start + j] (and l likewise with Σ_j p_j) for this invocation's
+// outputs; partition "part" of NPART takes positions j ≡ part (mod NPART), coalesced along headDim.
+// Summing l here, per slot, saves a second tree reduction per tile.
+fn accumulateTile(lid: u32, kvh: u32, start: u32, n: u32, acc: ptr<function, Acc>) {
   for (var r = 0u; r < MAX_R; r++) {
     let slot = lid + r * WG;
     let part = slot / QN;
     if (r < R && part < NPART) {
       let o = slot % QN;
       let g = o / HD4;
-      let vCol = kvh * HD4 + o % HD4;
-      var a = (*acc)[r] * alphaW[g];
-      for (var j = part; j < n; j += NPART) {
-        a += sc[g * TILE + j] * vCache[(start + j) * params.nKvHeads * HD4 + vCol];
+      let stride = params.nKvHeads * HD4;
+      let v0 = start * stride + kvh * HD4 + o % HD4; // V at (start, this output)
+      let s0 = g * TILE;
+      var a = (*acc).v[r] * alphaW[g];
+      var l = (*acc).l[r] * alphaW[g];
+      var j = part;
+      // Four independent V loads per trip keep several rows in flight (the loop is latency-bound).
+      for (; j + 3u * NPART < n; j += 4u * NPART) {
+        let va = vCache[v0 + j * stride];
+        let vb = vCache[v0 + (j + NPART) * stride];
+        let vc = vCache[v0 + (j + 2u * NPART) * stride];
+        let vd = vCache[v0 + (j + 3u * NPART) * stride];
+        let p = vec4(sc[s0 + j], sc[s0 + j + NPART], sc[s0 + j + 2u * NPART], sc[s0 + j + 3u * NPART]);
+        a += p.x * va + p.y * vb + p.z * vc + p.w * vd;
+        l += p.x + p.y + p.z + p.w;
       }
-      (*acc)[r] = a;
+      for (; j < n; j += NPART) {
+        a += sc[s0 + j] * vCache[v0 + j * stride];
+        l += sc[s0 + j];
+      }
+      (*acc).v[r] = a;
+      (*acc).l[r] = l;
     }
   }
 }
@@ -131,76 +143,54 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
   let kvh = (flat / rows) % params.nKvHeads;
   let split = flat / (rows * params.nKvHeads);
   let len = min(state.pos + t + 1u, params.seqLen);
-  let chunk = (len + params.nSplits * TILE - 1u) / (params.nSplits * TILE) * TILE;
+  let chunk = (len + params.nSplits * SPLIT_ALIGN - 1u) / (params.nSplits * SPLIT_ALIGN) * SPLIT_ALIGN;
   let begin = split * chunk;
   let end = min(begin + chunk, len);
   let qRow = (t * params.nKvHeads + kvh) * QN; // heads kvh·G .. kvh·G + G − 1 of row t are adjacent
 
   for (var i = lid; i < QN; i += WG) { qs[i] = q[qRow + i] * params.scale; }
-  if (lid < G) { mW[lid] = NEG; lW[lid] = 0.0; }
+  if (lid < G) { mW[lid] = NEG; }
   workgroupBarrier();
-  var acc: array<vec4<f32>, MAX_R>;
+  var acc: Acc;
   for (var start = begin; start < end; start += TILE) {
     let n = min(TILE, end - start);
     scoreTile(lid, kvh, start, n);
     accumulateTile(lid, kvh, start, n, &acc);
     workgroupBarrier();
   }
-  if (NPART > 1u) { // sum the partitions: accW[part·QN + o]
-    accW[lid] = acc[0];
+  if (NPART > 1u) { // sum the partitions: accW and red at [part·QN + o]
+    accW[lid] = acc.v[0];
+    red[lid] = acc.l[0];
     workgroupBarrier();
     for (var stride = NPART / 2u; stride > 0u; stride /= 2u) {
-      if (lid / QN < stride) { accW[lid] += accW[lid + stride * QN]; }
+      if (lid / QN < stride) {
+        accW[lid] += accW[lid + stride * QN];
+        red[lid] += red[lid + stride * QN];
+      }
       workgroupBarrier();
     }
-    acc[0] = accW[lid];
+    acc.v[0] = accW[lid];
+    acc.l[0] = red[lid];
   }
+  for (var r = 0u; r < MAX_R; r++) { // every column of a head has its sum; column 0 publishes it
+    let o = lid + r * WG;
+    if (r < R && o < QN && o % HD4 == 0u) { lW[o / HD4] = acc.l[r]; }
+  }
+  workgroupBarrier();
   let nHeads = params.nKvHeads * G;
   for (var r = 0u; r < MAX_R; r++) {
     let o = lid + r * WG;
     if (r < R && o < QN) {
       let g = o / HD4;
       if (params.nSplits == 1u) {
-        out[qRow + o] = acc[r] / lW[g];
+        out[qRow + o] = acc.v[r] / lW[g];
       } else {
-        partAcc[((t * nHeads + kvh * G + g) * params.nSplits + split) * HD4 + o % HD4] = acc[r];
+        partAcc[((t * nHeads + kvh * G + g) * params.nSplits + split) * HD4 + o % HD4] = acc.v[r];
       }
     }
   }
   if (params.nSplits > 1u && lid < G) {
     partMl[(t * nHeads + kvh * G + lid) * params.nSplits + split] = vec2(mW[lid], lW[lid]);
-  }
-}
-`;
-
-/** Merges the splits of one (row, head): out = Σ_s e^(m_s − M) acc_s / Σ_s e^(m_s − M) l_s. */
-const COMBINE_WGSL = /* wgsl */ `
-override WG: u32 = 64u;
-override HD4: u32 = 2u;
-
-struct Params { rows: u32, nHeads: u32, nSplits: u32 }
-
-@group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> partAcc: array<vec4<f32>>; // (rows, nHeads, nSplits, headDim)
-@group(0) @binding(2) var<storage, read> partMl: array<vec2<f32>>;  // (rows, nHeads, nSplits)
-@group(0) @binding(3) var<storage, read_write> out: array<vec4<f32>>; // (rows, nHeads·headDim)
-
-@compute @workgroup_size(WG)
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
-        @builtin(local_invocation_index) lid: u32) {
-  let cell = wid.x + wid.y * nwg.x; // t · nHeads + h
-  if (cell >= params.rows * params.nHeads) { return; }
-  let base = cell * params.nSplits;
-  var m = -1.0e30;
-  for (var s = 0u; s < params.nSplits; s++) { m = max(m, partMl[base + s].x); }
-  var l = 0.0;
-  for (var s = 0u; s < params.nSplits; s++) { l += partMl[base + s].y * exp(partMl[base + s].x - m); }
-  for (var d = lid; d < HD4; d += WG) {
-    var a = vec4<f32>(0.0);
-    for (var s = 0u; s < params.nSplits; s++) {
-      a += partAcc[(base + s) * HD4 + d] * exp(partMl[base + s].x - m);
-    }
-    out[cell * HD4 + d] = a / l;
   }
 }
 `;
@@ -231,11 +221,6 @@ export function attentionShader(): string {
   return WGSL;
 }
 
-/** The WGSL of the split-merge pass. */
-export function attentionCombineShader(): string {
-  return COMBINE_WGSL;
-}
-
 /** The `override` constants of the main pass for one head configuration. */
 export function attentionPlan(
   gpu: Gpu,
@@ -249,9 +234,9 @@ export function attentionPlan(
   const G = nHeads / nKvHeads;
   const QN = G * HD4;
   if (G > WG) throw new Error(`${what}: more than ${WG} query heads per KV head`);
-  const TILE = floorPow2(WG / G);
   const R = Math.ceil(QN / WG);
   if (R > 4) throw new Error(`${what}: more than ${4 * WG} vec4 outputs per KV head`);
+  const TILE = floorPow2(WG / G);
   const NPART = R > 1 ? 1 : floorPow2(Math.min(WG / QN, TILE));
   const bytes = QN * 16 + WG * (4 + 4 + 16) + G * 12;
   if (bytes > gpu.maxWorkgroupStorageBytes) {
@@ -265,29 +250,25 @@ function floorPow2(x: number): number {
 }
 
 /** Enough workgroups to keep a large GPU busy (H100: 132 SMs) when rows · nKvHeads cannot. */
-const TARGET_WORKGROUPS = 256;
+const TARGET_WORKGROUPS = 512;
 const MAX_SPLITS = 64;
+/** SPLIT_ALIGN in the WGSL. */
+const SPLIT_ALIGN = 32;
 
 /**
  * Splits per (row, KV head): `requested` or, by default, one when rows alone fill the GPU (prefill)
- * and enough to reach TARGET_WORKGROUPS otherwise (decode); never more than seqLen has tiles.
+ * and enough to reach TARGET_WORKGROUPS otherwise (decode); never more than seqLen has spans.
  */
-function splitCount(rows: number, nKvHeads: number, seqLen: number, tile: number, requested?: number) {
+function splitCount(rows: number, nKvHeads: number, seqLen: number, requested?: number) {
   const groups = rows * nKvHeads;
   const auto = groups >= TARGET_WORKGROUPS / 2 ? 1 : Math.ceil(TARGET_WORKGROUPS / groups);
-  return Math.max(1, Math.min(requested ?? auto, Math.ceil(seqLen / tile), MAX_SPLITS));
+  return Math.max(1, Math.min(requested ?? auto, Math.ceil(seqLen / SPLIT_ALIGN), MAX_SPLITS));
 }
 
 const MAIN_BINDINGS: readonly BindingKind[] = [
   "uniform",
   ...(["read-only-storage", "read-only-storage", "read-only-storage", "read-only-storage"] as const),
   ...(["storage", "storage", "storage"] as const),
-];
-const COMBINE_BINDINGS: readonly BindingKind[] = [
-  "uniform",
-  "read-only-storage",
-  "read-only-storage",
-  "storage",
 ];
 
 /**
@@ -301,11 +282,12 @@ export function createAttention(gpu: Gpu): Kernel<AttentionArgs> {
   // f32 and partMl (rows, nHeads, splits) (m, l) pairs.
   let partAcc = createStorage(gpu, 16, "attention partAcc");
   let partMl = createStorage(gpu, 16, "attention partMl");
+  const combine = createAttentionCombine(gpu);
   return {
     bind(args: AttentionArgs): Encodable {
       const { q, kCache, vCache, out, state, rows, nHeads, nKvHeads, headDim, seqLen } = args;
       const plan = attentionPlan(gpu, { nHeads, nKvHeads, headDim });
-      const splits = splitCount(rows, nKvHeads, seqLen, plan.TILE, args.splits);
+      const splits = splitCount(rows, nKvHeads, seqLen, args.splits);
       const cells = rows * nHeads * splits;
       if (splits > 1 && partAcc.size < cells * headDim * 4) {
         partAcc = createStorage(gpu, cells * headDim * 4, "attention partAcc");
@@ -322,36 +304,15 @@ export function createAttention(gpu: Gpu): Kernel<AttentionArgs> {
         [["u32", rows], ["u32", nKvHeads], ["u32", seqLen], ["u32", splits], ["f32", 1 / Math.sqrt(headDim)]],
         "attention params",
       );
-      const steps: [GPUComputePipeline, GPUBindGroup, [number, number]][] = [[
-        main,
-        bindBuffers(gpu, main, [params, state, q, kCache, vCache, out, partAcc, partMl]),
-        dispatch2d(gpu, rows * nKvHeads * splits),
-      ]];
-      if (splits > 1) {
-        const combine = getPipeline(gpu, {
-          name: "attention_combine",
-          code: COMBINE_WGSL,
-          constants: { WG: Math.min(64, plan.HD4), HD4: plan.HD4 },
-          bindings: COMBINE_BINDINGS,
-        });
-        const cParams = uniformParams(
-          gpu,
-          [["u32", rows], ["u32", nHeads], ["u32", splits]],
-          "attention_combine",
-        );
-        steps.push([
-          combine,
-          bindBuffers(gpu, combine, [cParams, partAcc, partMl, out]),
-          dispatch2d(gpu, rows * nHeads),
-        ]);
-      }
+      const bindGroup = bindBuffers(gpu, main, [params, state, q, kCache, vCache, out, partAcc, partMl]);
+      const [gx, gy] = dispatch2d(gpu, rows * nKvHeads * splits);
+      const merge = splits > 1 ? combine.bind({ partAcc, partMl, out, rows, nHeads, headDim, splits }) : null;
       return {
         encode(pass) {
-          for (const [pipeline, bindGroup, [gx, gy]] of steps) {
-            pass.setPipeline(pipeline);
-            pass.setBindGroup(0, bindGroup);
-            pass.dispatchWorkgroups(gx, gy);
-          }
+          pass.setPipeline(main);
+          pass.setBindGroup(0, bindGroup);
+          pass.dispatchWorkgroups(gx, gy);
+          merge?.encode(pass);
         },
       };
     },

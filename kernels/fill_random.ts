@@ -31,7 +31,11 @@ fn value(i: u32) -> f32 {
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
   let i = gid.x + gid.y * nwg.x * ${WG}u;
   if (i >= params.words) { return; }
-  ${f16 ? "out[i] = pack2x16float(vec2f(value(2u * i), value(2u * i + 1u)));" : "out[i] = bitcast<u32>(value(i));"}
+  ${
+    f16
+      ? "out[i] = pack2x16float(vec2f(value(2u * i), value(2u * i + 1u)));"
+      : "out[i] = bitcast<u32>(value(i));"
+  }
 }
 `;
 }

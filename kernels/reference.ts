@@ -202,21 +202,23 @@ export interface SampleRefParams {
 
 /**
  * The sampler's kept weights: p_i = exp((l_i − max)/T) if token i passes top-k, top-p and min-p, else
- * 0. Top-k/top-p use the kernel's bitwise threshold search over order-preserving f32 keys, so ties
- * with the boundary logit are kept. Greedy (T = 0) gives a one-hot argmax (lowest index on ties).
+ * 0; −inf logits are never kept. Top-k/top-p use the kernel's threshold search: K grows one bit at a
+ * time over order-preserving u32 keys of f32 values, a token passes threshold K iff l_i ≥ value(K)
+ * (the f32 with key K, clamped to [−f32max, +inf]), so ties with the boundary logit are all kept.
+ * The kernel may stop the search early, but only once the kept set can no longer change.
+ * Greedy (T = 0) gives a one-hot argmax (lowest index on ties).
  * @param logits (vocabSize) values, read as f32
  * @returns (vocabSize) unnormalised weights
  */
 export function sampleWeightsRef(logits: ArrayLike<number>, params: SampleRefParams): Float64Array {
   const n = logits.length;
   const l = Float32Array.from(logits);
-  const keys = new Uint32Array(l.buffer.slice(0)).map((b) => (b & 0x80000000 ? ~b : b | 0x80000000) >>> 0);
-  let argmax = 0;
-  for (let i = 1; i < n; i++) if (l[i] > l[argmax]) argmax = i;
+  let argmax = -1;
+  for (let i = 0; i < n; i++) if (l[i] > -Infinity && (argmax < 0 || l[i] > l[argmax])) argmax = i;
   const w = new Float64Array(n);
   const { temperature: t, topP, topK, minP } = params;
-  if (t <= 0) {
-    w[argmax] = 1;
+  if (argmax < 0 || t <= 0) {
+    w[Math.max(argmax, 0)] = 1;
     return w;
   }
   const mx = l[argmax];
@@ -227,19 +229,31 @@ export function sampleWeightsRef(logits: ArrayLike<number>, params: SampleRefPar
   let k = 0;
   for (let bit = 31; bit >= 0 && (kOn || pOn); bit--) {
     const cand = (k | (1 << bit)) >>> 0;
+    const tv = keyValueRef(cand);
     let count = 0;
     let mass = 0;
     for (let i = 0; i < n; i++) {
-      if (keys[i] >= cand) {
+      if (l[i] >= tv) {
         count++;
         mass += p[i];
       }
     }
     if (count > 0 && ((kOn && count >= topK) || (pOn && mass >= topP * z))) k = cand;
   }
-  const tMin = minP > 0 ? mx + t * Math.log(Math.min(minP, 1)) : -Infinity;
-  for (let i = 0; i < n; i++) if (keys[i] >= k && l[i] >= tMin) w[i] = p[i];
+  const tMin = minP > 0 ? mx + t * Math.log(Math.min(minP, 1)) : -F32_MAX;
+  const thr = Math.max(keyValueRef(k), tMin);
+  for (let i = 0; i < n; i++) if (l[i] >= thr) w[i] = p[i];
   return w;
+}
+
+const F32_MAX = 3.4028234663852886e38;
+
+/** The f32 whose order-preserving key is `k`, clamped to [−f32max, +inf] (other keys decode to NaN). */
+function keyValueRef(k: number): number {
+  if (k < 0x00800000) return -F32_MAX;
+  if (k > 0xff7fffff) return Infinity;
+  const bits = new Uint32Array([k >= 0x80000000 ? k & 0x7fffffff : ~k]);
+  return new Float32Array(bits.buffer)[0];
 }
 
 /**
@@ -292,4 +306,105 @@ export function ropeFreqRef(
     }
   }
   return out;
+}
+
+/** An affine-quantized weight as the reference reads it, everything in original column order. */
+export interface AffineRefWeight {
+  outDim: number;
+  inDim: number;
+  /** (outDim, inDim) codes */
+  codes: ArrayLike<number>;
+  /** (outDim, nGroups) scale and zero-point: Q[o, c] = scale[o, g] · (codes[o, c] − zero[o, g]) */
+  scale: ArrayLike<number>;
+  zero: ArrayLike<number>;
+  /** Columns per group (group of column c = floor(c / groupSize)); 0 means one group per row. */
+  groupSize: number;
+  /** (inDim) group of each column, overriding groupSize (act-order with non-static groups) */
+  gIdx?: ArrayLike<number>;
+}
+
+/**
+ * y = x · Qᵀ for an affine-quantized weight (the spec of kernels/matmul_affine.ts), optionally added
+ * onto `acc` (residual epilogue).
+ * @param x (rows, inDim)
+ * @param w the quantized weight, dequantized on the fly in f64
+ * @param options acc: (rows, outDim) or undefined
+ * @returns (rows, outDim)
+ */
+export function matmulAffineRef(
+  x: ArrayLike<number>,
+  w: AffineRefWeight,
+  { acc }: { acc?: ArrayLike<number> } = {},
+): Float64Array {
+  const { outDim, inDim, groupSize } = w;
+  const rows = x.length / inDim;
+  const nGroups = w.scale.length / outDim;
+  const group = (c: number) => w.gIdx ? w.gIdx[c] : groupSize ? Math.floor(c / groupSize) : 0;
+  const q = new Float64Array(outDim * inDim);
+  for (let o = 0; o < outDim; o++) {
+    for (let c = 0; c < inDim; c++) {
+      const g = o * nGroups + group(c);
+      q[o * inDim + c] = w.scale[g] * (w.codes[o * inDim + c] - w.zero[g]);
+    }
+  }
+  return matmulRef(x, q, rows, inDim, outDim, acc);
+}
+
+/**
+ * Merge of flash-decoding splits: with M = max_s m_s, out = Σ_s e^(m_s − M) acc_s / Σ_s e^(m_s − M) l_s.
+ * @param partAcc (cells, splits, headDim) unnormalised outputs, cells = rows · nHeads
+ * @param partMl (cells, splits, 2) running max m and softmax sum l per split
+ * @returns (cells, headDim)
+ */
+export function attentionCombineRef(
+  partAcc: ArrayLike<number>,
+  partMl: ArrayLike<number>,
+  { cells, splits, headDim }: { cells: number; splits: number; headDim: number },
+): Float64Array {
+  const out = new Float64Array(cells * headDim);
+  for (let c = 0; c < cells; c++) {
+    let max = -Infinity;
+    for (let s = 0; s < splits; s++) max = Math.max(max, partMl[(c * splits + s) * 2]);
+    let sum = 0;
+    for (let s = 0; s < splits; s++) {
+      const w = Math.exp(partMl[(c * splits + s) * 2] - max);
+      sum += w * partMl[(c * splits + s) * 2 + 1];
+      for (let d = 0; d < headDim; d++) out[c * headDim + d] += w * partAcc[(c * splits + s) * headDim + d];
+    }
+    for (let d = 0; d < headDim; d++) out[c * headDim + d] /= sum;
+  }
+  return out;
+}
+
+/** A LUT-quantized (LeanQuant nu) weight as the reference reads it, in original column order. */
+export interface LutRefWeight {
+  outDim: number;
+  inDim: number;
+  bits: number;
+  /** (outDim, inDim) codes in [0, 2^bits) */
+  codes: ArrayLike<number>;
+  /** (outDim, 2^bits) per-row table: Q[o, c] = lut[o, codes[o, c]] */
+  lut: ArrayLike<number>;
+}
+
+/**
+ * y = x · Qᵀ for a LUT-quantized weight (the spec of kernels/matmul_lut.ts), optionally added onto
+ * `acc` (residual epilogue).
+ * @param x (rows, inDim)
+ * @param w the quantized weight, dequantized in f64
+ * @param options acc: (rows, outDim) or undefined
+ * @returns (rows, outDim)
+ */
+export function matmulLutRef(
+  x: ArrayLike<number>,
+  w: LutRefWeight,
+  { acc }: { acc?: ArrayLike<number> } = {},
+): Float64Array {
+  const { outDim, inDim } = w;
+  const levels = 2 ** w.bits;
+  const q = new Float64Array(outDim * inDim);
+  for (let o = 0; o < outDim; o++) {
+    for (let c = 0; c < inDim; c++) q[o * inDim + c] = w.lut[o * levels + w.codes[o * inDim + c]];
+  }
+  return matmulRef(x, q, x.length / inDim, inDim, outDim, acc);
 }

@@ -121,6 +121,9 @@ Deno.test("sample() on the GPU", async (t) => {
   if (!gpu) return;
   const kernel = createSample(gpu);
   const small = createSample(gpu, { workgroupSize: 64 });
+  // A 4-token pool keeps the threshold search on the logits buffer nearly to the end.
+  const unpooled = createSample(gpu, { workgroupSize: 128, poolSize: 4 });
+  const kernels = [kernel, small, unpooled];
   await checkPipelines(gpu);
 
   await t.step("the RNG equals sampleHashRef: uniform logits over 2^16 tokens pick hash >> 16", async () => {
@@ -161,8 +164,8 @@ Deno.test("sample() on the GPU", async (t) => {
             const settings = { temperature, topK, topP, minP, seed: 1000003 * combo++ };
             keptSizes.add(sampleWeightsRef(logits, settings).filter((w) => w > 0).length);
             const startStep = combo * 37;
-            const wg = combo % 2 ? kernel : small;
-            const { picks } = await runSteps(gpu, wg, logits, settings, { startStep, steps: 8, rows: 2 });
+            const k = kernels[combo % 3];
+            const { picks } = await runSteps(gpu, k, logits, settings, { startStep, steps: 8, rows: 2 });
             const want = picks.map((_, j) => sampleRef(logits, settings, startStep + j));
             assert.deepEqual(picks, want, JSON.stringify(settings));
           }
@@ -175,14 +178,44 @@ Deno.test("sample() on the GPU", async (t) => {
     );
   });
 
-  await t.step("seeded sampling equals sampleRef on a 49152 vocabulary without top-k", async () => {
-    const logits = zipfLogits(49152, 7);
-    for (const [topP, minP] of [[0.9, 0], [1, 0.05], [0.95, 0.01]]) {
-      const settings = { temperature: 0.8, topK: 0, topP, minP, seed: 4242 };
-      const { history } = await runSteps(gpu, kernel, logits, settings, { steps: 6 });
-      const want = history.map((_, j) => sampleRef(logits, settings, j));
-      assert.deepEqual([...history], [...want], JSON.stringify(settings));
+  await t.step(
+    "seeded sampling equals sampleRef on 49152 and 50257 (unaligned row) vocabularies",
+    async () => {
+      for (const [vocab, rows] of [[49152, 1], [50257, 2]]) {
+        const logits = zipfLogits(vocab, 7);
+        for (const [topK, topP, minP] of [[0, 0.9, 0], [0, 1, 0.05], [0, 0.95, 0.01], [50, 0.99, 0]]) {
+          const settings = { temperature: 0.8, topK, topP, minP, seed: 4242 + topK };
+          for (const [i, k] of kernels.entries()) {
+            const { picks } = await runSteps(gpu, k, logits, settings, {
+              startStep: 100 * i,
+              steps: 4,
+              rows,
+            });
+            const want = picks.map((_, j) => sampleRef(logits, settings, 100 * i + j));
+            assert.deepEqual(picks, want, `vocab ${vocab} kernel ${i} ${JSON.stringify(settings)}`);
+          }
+        }
+      }
+    },
+  );
+
+  await t.step("−inf logits are never drawn, counted or taken as the argmax", async () => {
+    const logits = zipfLogits(300, 5);
+    for (let i = 0; i < 300; i += 3) logits[i] = -Infinity;
+    logits[0] = -Infinity;
+    for (
+      const settings of [{ temperature: 1.5, ...OFF, seed: 6 }, { temperature: 1, ...OFF, topK: 20, seed: 7 }]
+    ) {
+      for (const k of kernels) {
+        const { picks } = await runSteps(gpu, k, logits, settings, { steps: 16 });
+        assert.deepEqual(picks, picks.map((_, j) => sampleRef(logits, settings, j)));
+        assert.ok(picks.every((tok) => logits[tok] > -Infinity));
+      }
     }
+    const allMasked = new Float32Array(9).fill(-Infinity);
+    allMasked[4] = -1e30;
+    const { token } = await runSteps(gpu, kernel, allMasked, { temperature: 0, ...OFF, seed: 1 });
+    assert.equal(token, 4);
   });
 
   await t.step("topK = 1 always gives the argmax", async () => {

@@ -1,0 +1,245 @@
+/**
+ * `deno task quantize`: quantizes a Hugging Face Llama folder true-sequentially and writes a folder the server
+ * can load (inference/quant_folder.ts). Progress goes to stderr, the summary to stdout.
+ *
+ *   deno task quantize --model <dir> --method leanquant-aff|leanquant-nu|gptq|rtn --bits 4 [--group-size 128]
+ *     --calib <file> [--nsamples 128] [--seqlen 2048] [--seed 0] [--percdamp 0.01] [--no-act-order]
+ *     [--aff-t 2048] [--exponent 4] --out <dir>
+ *
+ * The per-layer quantizer is the f64 reference for now (exact; practical for stories260K-sized layers).
+ * TODO(lead): slot in the GPU quantizer (quant/gptq.ts) through the same LinearQuantizer type.
+ */
+import { parseArgs } from "node:util";
+import { basename } from "node:path";
+import { describeGpu, requestGpu } from "../kernels/gpu.ts";
+import { QUANTIZE_DEFAULTS, type QuantizeOptions, type QuantMethod } from "../quant/types.ts";
+import { createReferenceQuantizer } from "../quant/reference_quantizer.ts";
+import { loadModelConfig } from "../inference/model_config.ts";
+import { loadTokenizer } from "../inference/tokenizer.ts";
+import { openLlamaWeights } from "../inference/weights.ts";
+import { DEFAULT_NSAMPLES, defaultSeqLen, loadCalibration } from "../inference/calibration.ts";
+import { quantizeModel, type QuantizeModelResult } from "../inference/quantize_model.ts";
+import { createQuantizedWriter } from "../inference/quant_folder.ts";
+import { createProgressBar, formatBytes, formatSeconds } from "./progress.ts";
+
+export const QUANTIZE_HELP =
+  `Usage: deno task quantize --model <dir> --method <m> --bits <b> --calib <file> --out <dir> [options]
+
+  --model <dir>        Hugging Face Llama folder (safetensors + config.json + tokenizer.json)
+  --method <m>         leanquant-aff | leanquant-nu | gptq | rtn
+  --bits <b>           2, 3 or 4
+  --group-size <g>     columns per affine group (default 0: one grid per row; ignored by leanquant-nu)
+  --calib <file>       calibration text, held out from evaluation
+  --nsamples <n>       calibration windows (default ${DEFAULT_NSAMPLES})
+  --seqlen <n>         tokens per window (default min(context, 2048))
+  --seed <n>           seed of the window draw (default 0)
+  --percdamp <x>       relative damping λ = x · mean(diag H) (default ${QUANTIZE_DEFAULTS.percdamp})
+  --no-act-order       quantize columns in their stored order
+  --aff-t <T>          leanquant-aff range steps (default ${QUANTIZE_DEFAULTS.affT})
+  --exponent <p>       LeanQuant importance exponent (default ${QUANTIZE_DEFAULTS.exponent})
+  --out <dir>          output folder (must not exist)`;
+
+const METHODS: readonly QuantMethod[] = ["rtn", "gptq", "leanquant-nu", "leanquant-aff"];
+
+/** Parsed command line of the quantize task. */
+export interface QuantizeArgs {
+  model: string;
+  calib: string;
+  out: string;
+  nsamples: number;
+  /** null: min(context, 2048) */
+  seqLen: number | null;
+  seed: number;
+  quantize: QuantizeOptions;
+}
+
+/**
+ * Parses and validates the quantize task's arguments; throws an Error naming the bad flag.
+ * @param args the command-line arguments
+ * @returns the settings
+ */
+export function parseQuantizeArgs(args: string[]): QuantizeArgs {
+  const { values } = parseArgs({
+    args,
+    strict: true,
+    options: {
+      model: { type: "string" },
+      method: { type: "string" },
+      bits: { type: "string" },
+      "group-size": { type: "string", default: "0" },
+      calib: { type: "string" },
+      nsamples: { type: "string", default: String(DEFAULT_NSAMPLES) },
+      seqlen: { type: "string" },
+      seed: { type: "string", default: "0" },
+      percdamp: { type: "string", default: String(QUANTIZE_DEFAULTS.percdamp) },
+      "no-act-order": { type: "boolean", default: false },
+      "aff-t": { type: "string", default: String(QUANTIZE_DEFAULTS.affT) },
+      exponent: { type: "string", default: String(QUANTIZE_DEFAULTS.exponent) },
+      out: { type: "string" },
+    },
+  });
+  const need = (key: "model" | "method" | "bits" | "calib" | "out") => {
+    const v = values[key];
+    if (v === undefined || v === "") throw new Error(`Missing --${key}`);
+    return v;
+  };
+  const int = (key: string, v: string, min: number) => {
+    const n = Number(v);
+    if (!Number.isSafeInteger(n) || n < min) {
+      throw new Error(`Invalid --${key} "${v}": expected an integer ≥ ${min}`);
+    }
+    return n;
+  };
+  const num = (key: string, v: string, ok: (x: number) => boolean, what: string) => {
+    const n = Number(v);
+    if (v.trim() === "" || !Number.isFinite(n) || !ok(n)) {
+      throw new Error(`Invalid --${key} "${v}": expected ${what}`);
+    }
+    return n;
+  };
+  const method = need("method") as QuantMethod;
+  if (!METHODS.includes(method)) {
+    throw new Error(`Invalid --method "${method}": expected ${METHODS.join(", ")}`);
+  }
+  const bits = int("bits", need("bits"), 2);
+  if (bits !== 2 && bits !== 3 && bits !== 4) throw new Error(`Invalid --bits "${bits}": expected 2, 3 or 4`);
+  return {
+    model: need("model"),
+    calib: need("calib"),
+    out: need("out"),
+    nsamples: int("nsamples", values.nsamples, 1),
+    seqLen: values.seqlen === undefined ? null : int("seqlen", values.seqlen, 2),
+    seed: int("seed", values.seed, 0),
+    quantize: {
+      ...QUANTIZE_DEFAULTS,
+      method,
+      bits,
+      groupSize: int("group-size", values["group-size"], 0),
+      actOrder: !values["no-act-order"],
+      percdamp: num("percdamp", values.percdamp, (x) => x >= 0, "a number ≥ 0"),
+      affT: int("aff-t", values["aff-t"], 1),
+      exponent: num("exponent", values.exponent, (x) => x > 0, "a number > 0"),
+    },
+  };
+}
+
+/**
+ * Runs the whole task: calibration, quantization, writing.
+ * @param a the parsed arguments
+ * @returns the pipeline's summary
+ */
+export async function runQuantize(a: QuantizeArgs): Promise<QuantizeModelResult> {
+  const started = performance.now();
+  const config = await loadModelConfig(a.model);
+  const seqLen = a.seqLen ?? defaultSeqLen(config.seqLen);
+  if (seqLen > config.seqLen) {
+    throw new Error(`Invalid --seqlen ${seqLen}: the model context is ${config.seqLen}`);
+  }
+  const calib = await loadCalibration(await loadTokenizer(a.model), a.calib, {
+    nsamples: a.nsamples,
+    seqLen,
+    seed: a.seed,
+  });
+  const gpu = await requestGpu();
+  console.error(`[quantize] ${describeGpu(gpu)}`);
+  const source = await openLlamaWeights(a.model, config);
+  const q = a.quantize;
+  const info = {
+    method: q.method,
+    bits: q.bits,
+    groupSize: q.method === "leanquant-nu" ? 0 : q.groupSize,
+    actOrder: q.actOrder,
+    percdamp: q.percdamp,
+    extra: {
+      calibration: { file: basename(a.calib), nsamples: a.nsamples, seqlen: seqLen, seed: a.seed },
+      exponent: q.exponent,
+      ...(q.method === "leanquant-aff" ? { aff_T: q.affT } : {}),
+      quantizer: "reference-f64",
+    },
+  };
+  const writer = await createQuantizedWriter(source, { srcDir: a.model, outDir: a.out, info });
+  const bar = createProgressBar(Deno.stderr);
+  try {
+    const result = await quantizeModel(gpu, source, {
+      quantize: q,
+      quantizer: createReferenceQuantizer(gpu, { onRetry: (m) => bar.log(`[quantize] ${m}`) }),
+      windows: calib.windows,
+      onProgress: (p) => bar.update(p.fraction, `layer ${p.layer + 1}/${p.nLayers} ${p.step}`),
+      onLayer: (i, layer) => writer.writeLayer(i, layer),
+    });
+    const written = await writer.finish();
+    bar.done();
+    printSummary(a, result, {
+      seqLen,
+      textTokens: calib.textTokens,
+      ...written,
+      total: (performance.now() - started) / 1000,
+    });
+    return result;
+  } catch (err) {
+    bar.done();
+    await writer.abort();
+    throw err;
+  } finally {
+    source.close();
+    gpu.device.destroy();
+  }
+}
+
+function printSummary(
+  a: QuantizeArgs,
+  r: QuantizeModelResult,
+  w: { seqLen: number; textTokens: number; wrappedZeros: number; bytes: number; total: number },
+): void {
+  const q = a.quantize;
+  const grid = q.method === "leanquant-nu"
+    ? "per-row LUT"
+    : q.groupSize > 0
+    ? `group ${q.groupSize}`
+    : "row-wise";
+  console.log(`quantized ${a.model} → ${a.out}`);
+  console.log(
+    `method ${q.method}, ${q.bits} bits, ${grid}, act-order ${
+      q.actOrder ? "on" : "off"
+    }, percdamp ${q.percdamp}`,
+  );
+  console.log(
+    `calibration: ${a.nsamples} × ${w.seqLen} tokens from ${a.calib} (${w.textTokens} tokens, seed ${a.seed})`,
+  );
+  console.log(`time: ${formatSeconds(w.total)} total, ${formatSeconds(r.seconds)} in the layer pipeline`);
+  console.log(`peak GPU memory held by the pipeline: ${formatBytes(r.peakGpuBytes)}`);
+  console.log(`wrote ${formatBytes(w.bytes)} of tensors`);
+  if (w.wrappedZeros > 0) {
+    console.log(
+      `note: ${w.wrappedZeros} zero-points of 0 stored wrapped (AutoGPTQ v1 cannot store 0; our reader handles it)`,
+    );
+  }
+  const names = [...new Set(r.linears.map((l) => l.name))];
+  console.log(["layer", "loss", ...names].join("\t"));
+  r.layerLoss.forEach((loss, i) => {
+    const cells = names.map((n) =>
+      r.linears.find((l) => l.layer === i && l.name === n)?.loss.toExponential(3) ?? "-"
+    );
+    console.log([String(i), loss.toExponential(3), ...cells].join("\t"));
+  });
+}
+
+if (import.meta.main) {
+  if (Deno.args.includes("--help") || Deno.args.includes("-h")) {
+    console.log(QUANTIZE_HELP);
+    Deno.exit(0);
+  }
+  let args: QuantizeArgs;
+  try {
+    args = parseQuantizeArgs(Deno.args);
+  } catch (err) {
+    console.error(`error: ${(err as Error).message}\n\n${QUANTIZE_HELP}`);
+    Deno.exit(2);
+  }
+  try {
+    await runQuantize(args);
+  } catch (err) {
+    console.error(`error: ${(err as Error).message}`);
+    Deno.exit(1);
+  }
+}

@@ -1,0 +1,140 @@
+import assert from "node:assert/strict";
+import { quantizeModel } from "./quantize_model.ts";
+import { loadModelConfig, type ModelConfig, ropeInvFreq } from "./model_config.ts";
+import { type LayerWeights, openLlamaWeights } from "./weights.ts";
+import type { LinearField } from "./quant_format.ts";
+import { QUANTIZE_DEFAULTS } from "../quant/types.ts";
+import type { LinearQuantizer } from "../quant/reference_quantizer.ts";
+import { addBatch, createHessian } from "../quant/reference_hessian.ts";
+import { checkPipelines } from "../kernels/gpu.ts";
+import { readF32 } from "../kernels/buffers.ts";
+import { attentionRef, matmulRef, rmsNormRef, ropeFreqRef, siluMulRef } from "../kernels/reference.ts";
+import { sharedPath, testGpu } from "../tests/_gpu.ts";
+import { assertNmse } from "../tests/_assert.ts";
+
+type Weights = Record<LinearField, Float64Array | Float32Array> & Pick<LayerWeights, "attnNorm" | "mlpNorm">;
+
+/** f64 decoder layer with the given (possibly quantized) weights: the group inputs and the output. */
+function layerRef(c: ModelConfig, L: Weights, x: Float64Array, rows: number) {
+  const qDim = c.nHeads * c.headDim;
+  const invFreq = ropeInvFreq(c);
+  const rope = (t: Float64Array, nHeads: number) =>
+    ropeFreqRef(t, invFreq, { rows, nHeads, headDim: c.headDim, pos0: 0 });
+  const xn = rmsNormRef(x, L.attnNorm.data, rows, c.normEps);
+  const q = rope(matmulRef(xn, L.wq, rows, c.dim, qDim), c.nHeads);
+  const k = rope(matmulRef(xn, L.wk, rows, c.dim, c.kvDim), c.nKvHeads);
+  const v = matmulRef(xn, L.wv, rows, c.dim, c.kvDim);
+  const attn = attentionRef(q, k, v, {
+    rows,
+    nHeads: c.nHeads,
+    nKvHeads: c.nKvHeads,
+    headDim: c.headDim,
+    pos0: 0,
+  });
+  const h = matmulRef(attn, L.wo, rows, qDim, c.dim, x);
+  const xn2 = rmsNormRef(h, L.mlpNorm.data, rows, c.normEps);
+  const act = siluMulRef(
+    matmulRef(xn2, L.wGate, rows, c.dim, c.hiddenDim),
+    matmulRef(xn2, L.wUp, rows, c.dim, c.hiddenDim),
+  );
+  return {
+    qkv: xn,
+    o: attn,
+    gateUp: xn2,
+    down: act,
+    out: matmulRef(act, L.wDown, rows, c.hiddenDim, c.dim, h),
+  };
+}
+
+/** H = (2/N_tokens)·Σ x xᵀ over the windows' rows. */
+function hessianRef(xs: Float64Array[], cols: number): Float64Array {
+  const acc = createHessian(cols, { perToken: true });
+  for (const x of xs) addBatch(acc, x);
+  return acc.H;
+}
+
+Deno.test("quantizeModel() feeds each group inputs recomputed through the quantized groups before it", async (t) => {
+  const dir = sharedPath("models/stories260K");
+  if (!dir) return;
+  const gpu = await testGpu();
+  if (!gpu) return;
+  const c = await loadModelConfig(dir);
+  const source = await openLlamaWeights(dir, c);
+  const rows = 24;
+  const windows = [0, 1].map((w) =>
+    Uint32Array.from({ length: rows }, (_, i) => (i * 31 + w * 7 + 1) % c.vocabSize)
+  );
+  // A stand-in quantizer: Q = W rounded to a 1/8 grid, recording the H it was given.
+  const calls: { field: string; H: Float32Array; Q: Float32Array }[] = [];
+  const fields: LinearField[] = ["wq", "wk", "wv", "wo", "wGate", "wUp", "wDown"];
+  const quantizer: LinearQuantizer = async ({ W, H, rows, cols }) => {
+    const Q = W.map((w) => Math.round(w * 8) / 8);
+    calls.push({ field: fields[calls.length % 7], H: await readF32(gpu, H as GPUBuffer, cols * cols), Q });
+    return {
+      rows,
+      cols,
+      bits: 3,
+      method: "rtn",
+      codes: new Uint8Array(rows * cols),
+      loss: calls.length,
+      dampUsed: 0,
+      Q,
+    };
+  };
+  const seen: number[] = [];
+  const result = await quantizeModel(gpu, source, {
+    quantize: { ...QUANTIZE_DEFAULTS, method: "rtn", bits: 3 },
+    quantizer,
+    windows,
+    onLayer: (i, layer) => {
+      seen.push(i);
+      assert.deepEqual(Object.keys(layer).sort(), [...fields].sort());
+    },
+  });
+  await checkPipelines(gpu);
+  assert.deepEqual(seen, [0, 1, 2, 3, 4], "every layer reported in order");
+  assert.equal(calls.length, 35);
+  assert.equal(result.linears.length, 35);
+  assert.ok(result.peakGpuBytes > 0);
+  const table = (await source.loadTokenEmbedding()).data;
+  let xs: Float64Array[] = windows.map((ids) =>
+    Float64Array.from(
+      { length: rows * c.dim },
+      (_, i) => table[ids[Math.floor(i / c.dim)] * c.dim + (i % c.dim)],
+    )
+  );
+  for (let l = 0; l < 2; l++) {
+    await t.step(`layer ${l}: H of q/k/v, o, gate/up, down and the propagated output`, async () => {
+      const host = await source.loadLayer(l);
+      const mine = calls.slice(l * 7, l * 7 + 7);
+      const L = { ...host } as unknown as Weights;
+      for (const f of fields) L[f] = host[f].data;
+      const stage = (name: "qkv" | "o" | "gateUp" | "down", cols: number) =>
+        hessianRef(xs.map((x) => layerRef(c, L, x, rows)[name]), cols);
+      const want = stage("qkv", c.dim);
+      for (const k of [0, 1, 2]) assertNmse(mine[k].H, want, 1e-10, `H of ${mine[k].field}`);
+      [L.wq, L.wk, L.wv] = [mine[0].Q, mine[1].Q, mine[2].Q];
+      assertNmse(mine[3].H, stage("o", c.nHeads * c.headDim), 1e-10, "H of o_proj (after quantized q/k/v)");
+      L.wo = mine[3].Q;
+      const gateUp = stage("gateUp", c.dim);
+      assertNmse(mine[4].H, gateUp, 1e-10, "H of gate_proj (after quantized o)");
+      assertNmse(mine[5].H, gateUp, 1e-10, "H of up_proj");
+      [L.wGate, L.wUp] = [mine[4].Q, mine[5].Q];
+      assertNmse(mine[6].H, stage("down", c.hiddenDim), 1e-10, "H of down_proj (after quantized gate/up)");
+      L.wDown = mine[6].Q;
+      xs = xs.map((x) => layerRef(c, L, x, rows).out); // the next layer sees the quantized layer's output
+    });
+  }
+  await t.step("rejects windows of different lengths", async () => {
+    await assert.rejects(
+      quantizeModel(gpu, source, {
+        quantize: { ...QUANTIZE_DEFAULTS, method: "rtn", bits: 3 },
+        quantizer,
+        windows: [new Uint32Array(4), new Uint32Array(5)],
+      }),
+      /all of the same length/,
+    );
+  });
+  source.close();
+  gpu.device.destroy();
+});

@@ -1,0 +1,393 @@
+/**
+ * Fused dequantize-matmul for affine-quantized Linear weights (GPTQ / LeanQuant_aff / AutoGPTQ):
+ *   Q[o, c] = scale[o, g(c)] · (code[o, c] − zero[o, g(c)])
+ *   y[r, yColOffset + o] (+)= Σ_c x[xRowOffset + r, c] · Q[o, c]      (f32 accumulation)
+ * The dense matrix is never materialised. Same argument conventions and paths as matmul.ts; the WGSL is
+ * built in matmul_affine_wgsl.ts.
+ * - GEMV (rows ≤ 8, decode, bandwidth-bound): TPR invocations split K for NR output rows, one 32-column
+ *   piece per invocation per K step; each K step's activations are staged in workgroup memory
+ *   (double-buffered, coalesced) and reused for the NR rows; codes become floats with a mantissa trick
+ *   instead of int→float conversions; f32 accumulation and a workgroup reduction.
+ * - Tiled GEMM (rows > 8, prefill): 4×4 register tiles; each 32-column K tile of W is dequantized once
+ *   into workgroup memory.
+ *
+ * Kernel layout ({@link AffinePacked}, produced by quant/pack_affine.ts):
+ * - Columns are in *kernel order*. Without act-order it is the original order. With a g_idx whose groups
+ *   are not contiguous, the packer sorts columns by group (`perm[j]` = original column of kernel column
+ *   j), so group g is kernel columns [g·groupSize, (g+1)·groupSize) and the kernel never looks a group
+ *   up per column. The activations must then be read through the same permutation: the GEMM gathers
+ *   x[perm[j]] while staging its K tile (each element once per tile); the GEMV, which streams contiguous
+ *   vec4s, runs a small prep dispatch first that writes the gathered rows, zero-padded to whole pieces,
+ *   to a scratch buffer owned by the bound kernel (rows · inDim floats, against outDim · inDim · b/8
+ *   bytes of codes). The same prep pads rows when inDim % 32 ≠ 0 (no real model has that).
+ *   TODO(lead): q/k/v (and gate/up) share one act-order permutation; a caller could gather once.
+ * - Codes: each row is one little-endian bit stream of b-bit codes (kernel column j at bit j·b; 3-bit
+ *   codes straddle words, 32 codes in 3 words, as in AutoGPTQ), padded with zero codes to a multiple of
+ *   32 columns. A 32-column "piece" is b words: one vec4 (4-bit), one vec2 (2-bit), three u32 (3-bit).
+ *   GEMV lanes take consecutive pieces of a row, so a warp's loads are contiguous.
+ * - Scale and zero: one u32 per (row, group), f16 scale in the low half and f16 zero in the high half,
+ *   decoded with unpack2x16float (no shader-f16 needed). Group sizes are multiples of 32 (so a piece
+ *   lies in one group) or the whole row.
+ * Activations past inDim are zero (prep pass or GEMM bounds checks), so the padding codes add nothing.
+ */
+import {
+  type BindingKind,
+  ceilDiv,
+  dispatch2d,
+  type Encodable,
+  getPipeline,
+  type Gpu,
+  type Kernel,
+  type PipelineSpec,
+} from "./gpu.ts";
+import { createStorage, type ParamField, uniformParams, uploadStorage } from "./buffers.ts";
+import {
+  AFFINE_PARAMS_FIELDS,
+  GEMM_WGSL,
+  type GemvBuild,
+  gemvWgsl,
+  PREP_WGSL,
+} from "./matmul_affine_wgsl.ts";
+
+/** An affine-quantized (outDim, inDim) weight in the kernel's layout, on the host. */
+export interface AffinePacked {
+  bits: 2 | 3 | 4;
+  outDim: number;
+  inDim: number;
+  /** Columns per group in kernel order, a multiple of 32; 0 means one group per row. */
+  groupSize: number;
+  /** groupSize ? ceil(inDim / groupSize) : 1 */
+  nGroups: number;
+  /** codes: (outDim, rowWords) u32, rowWords = ceil(inDim / 32) · bits; row o is a little-endian bit stream,
+   * kernel column j at bits [j·bits, (j+1)·bits), zero-padded to a multiple of 32 columns */
+  codes: Uint32Array;
+  /** scaleZero: (outDim, nGroups) u32; bits 0..15 f16 scale, bits 16..31 f16 zero; q = scale·(code − zero) */
+  scaleZero: Uint32Array;
+  /** perm: (inDim) u32, original column of kernel column j; absent when kernel order is the original */
+  perm?: Uint32Array;
+}
+
+/** {@link AffinePacked} uploaded: the same fields with buffers for the arrays. */
+export interface AffineWeights {
+  bits: 2 | 3 | 4;
+  outDim: number;
+  inDim: number;
+  groupSize: number;
+  nGroups: number;
+  /** codes: (outDim, ceil(inDim/32)·bits) u32 bit streams */
+  codes: GPUBuffer;
+  /** scaleZero: (outDim, nGroups) u32 f16 pairs */
+  scaleZero: GPUBuffer;
+  /** perm: (inDim) u32, or null */
+  perm: GPUBuffer | null;
+}
+
+/** u32 words per row of codes. */
+export function affineRowWords(bits: number, inDim: number): number {
+  return ceilDiv(inDim, 32) * bits;
+}
+
+/**
+ * Uploads a packed weight.
+ * @param gpu the device
+ * @param packed the host layout from quant/pack_affine.ts
+ * @param label debug label prefix
+ */
+export function uploadAffine(gpu: Gpu, packed: AffinePacked, label: string): AffineWeights {
+  const { bits, outDim, inDim, groupSize, nGroups } = packed;
+  return {
+    bits,
+    outDim,
+    inDim,
+    groupSize,
+    nGroups,
+    codes: uploadStorage(gpu, packed.codes, `${label}.codes`),
+    scaleZero: uploadStorage(gpu, packed.scaleZero, `${label}.scaleZero`),
+    perm: packed.perm ? uploadStorage(gpu, packed.perm, `${label}.perm`) : null,
+  };
+}
+
+export interface MatmulAffineArgs {
+  /** x: (xRowOffset + rows, inDim) f32, original column order */
+  x: GPUBuffer;
+  w: AffineWeights;
+  /** y: (rows, yStride) f32; output o lands in column yColOffset + o. Must not be x. */
+  y: GPUBuffer;
+  rows: number;
+  /** First row of x to read (default 0). */
+  xRowOffset?: number;
+  /** Row stride of y in elements (default outDim). */
+  yStride?: number;
+  /** First column of y written (default 0), so row panels of one weight fill one y. */
+  yColOffset?: number;
+}
+
+/** Launch shape overrides, for benchmarks and sweeps; the planner's defaults otherwise. */
+export interface AffineTune {
+  /** GEMV: invocations per workgroup, invocations per row group, output rows per invocation, K unroll */
+  wg?: number;
+  tpr?: number;
+  nr?: number;
+  unrollK?: number;
+  /** GEMV: stage activations in workgroup memory per K step (else each lane reads its own) */
+  staged?: boolean;
+  /** GEMV: dequantize per code instead of factoring scale and zero out of each piece */
+  perCode?: boolean;
+  /** GEMM: output tile (activation rows × output columns) */
+  tm?: number;
+  tn?: number;
+}
+
+export interface MatmulAffineSpec {
+  /** y += x·Qᵀ (residual epilogue) instead of y = x·Qᵀ. */
+  accumulate: boolean;
+  tune?: AffineTune;
+}
+
+/** Row counts up to this run the GEMV; larger ones the tiled GEMM. */
+export const AFFINE_GEMV_MAX_ROWS = 8;
+
+/** Which shader build a bound kernel runs. */
+export type AffineShaderSpec =
+  | ({ path: "gemv" } & GemvBuild)
+  | { path: "gemm" };
+
+/** How a bound matmul runs: exported so a benchmark can report the variant it timed. */
+export interface MatmulAffinePlan {
+  shader: AffineShaderSpec;
+  /** Values for the main shader's `override` constants. */
+  constants: Record<string, number>;
+  /** Workgroups of the main dispatch before the 2-D split. */
+  workgroups: number;
+  /** GEMV only: activations go through the prep pass (permuted columns or inDim % 32 ≠ 0). */
+  prep: boolean;
+  /** Workgroup memory the main shader declares, checked against the device limit at bind. */
+  workgroupBytes: number;
+  tilesN: number;
+}
+
+/** The weight facts the planner needs. */
+export type AffineShape = Pick<AffineWeights, "bits" | "inDim" | "outDim" | "groupSize"> & {
+  rows: number;
+  hasPerm: boolean;
+  /** The device's workgroup memory (default 32 KiB, lavapipe's); the GEMV's K tiles are sized to fit. */
+  maxWorkgroupBytes?: number;
+};
+
+/**
+ * Picks the path, tiles and dispatch size for one shape.
+ * @param spec accumulation and optional tile overrides
+ * @param shape rows and the weight's facts
+ * @returns the plan `createMatmulAffine(...).bind` uses
+ */
+export function planMatmulAffine(spec: MatmulAffineSpec, shape: AffineShape): MatmulAffinePlan {
+  const { rows, bits, outDim, groupSize, hasPerm } = shape;
+  const t = spec.tune ?? {};
+  const common = { ACC: spec.accumulate ? 1 : 0, GROUP_PIECES: groupSize / 32 };
+  if (rows <= AFFINE_GEMV_MAX_ROWS) {
+    // Defaults from a first, noisy H100 sweep (4-bit g128, 4096/14336 shapes): NR 2 beat 4 and 8, a
+    // 128-invocation workgroup helped one row, 8 rows wanted TPR 16. Re-tune with `spec.tune`.
+    const staged = t.staged ?? true;
+    const wg = t.wg ?? (rows <= 2 ? 128 : 256);
+    const nr = t.nr ?? 2;
+    // Two staged tiles of ROWS · TPR · 144 bytes must fit workgroup memory.
+    const fits = (n: number) => 2 * rows * n * 144 <= (shape.maxWorkgroupBytes ?? 32768);
+    const tpr = t.tpr ?? (rows <= 2 ? 32 : [16, 8].find(fits) ?? 8);
+    const shader: AffineShaderSpec = {
+      path: "gemv",
+      bits,
+      rows,
+      nr,
+      wg,
+      tpr,
+      unrollK: t.unrollK ?? 1,
+      staged,
+      // Factoring scale and zero out of a piece saves an FMA per code but holds NR·ROWS more sums.
+      perCode: t.perCode ?? rows > 2,
+    };
+    if (wg % tpr !== 0 || tpr < Math.min(rows * nr, 8)) {
+      throw new Error(
+        `Cannot plan matmul_affine GEMV: wg ${wg} must be a multiple of tpr ${tpr} ≥ min(rows·nr, 8)`,
+      );
+    }
+    const red = wg * (Math.min(rows * nr, 8) + 1) * 4;
+    return {
+      shader,
+      constants: common,
+      workgroups: ceilDiv(outDim, (wg / tpr) * nr),
+      prep: hasPerm || shape.inDim % 32 !== 0,
+      workgroupBytes: staged ? Math.max(red, 2 * rows * tpr * 9 * 16) : red,
+      tilesN: 0,
+    };
+  }
+  const tm = t.tm ?? (rows <= 32 ? 32 : 64);
+  const tn = t.tn ?? 64;
+  const tilesN = ceilDiv(outDim, tn);
+  return {
+    shader: { path: "gemm" },
+    constants: { ...common, BITS: bits, PERM: hasPerm ? 1 : 0, TM: tm, TN: tn },
+    workgroups: ceilDiv(rows, tm) * tilesN,
+    prep: false,
+    workgroupBytes: 32 * (tm / 4 + 1 + tn / 4 + 1) * 16,
+    tilesN,
+  };
+}
+
+/**
+ * Builds the WGSL of one path (bits, rows and NR are unrolled by TypeScript in the GEMV; everything
+ * else is an `override`, see {@link planMatmulAffine}).
+ * @param spec the path and, for the GEMV, its build
+ * @returns WGSL source with entry point `main`
+ */
+export function matmulAffineShader(spec: AffineShaderSpec): string {
+  return spec.path === "gemm" ? GEMM_WGSL : gemvWgsl(spec);
+}
+
+/**
+ * Builds the affine matmul kernel for one epilogue.
+ * @param gpu the device
+ * @param spec accumulation and optional tile overrides
+ * @returns a kernel whose `bind` checks shapes, picks GEMV or GEMM and fixes the bind groups
+ * @example
+ * ```ts ignore
+ * const w = uploadAffine(gpu, packAffine(quantized, { groupSize: 128 }), "layers.0.mlp.down_proj");
+ * const down = createMatmulAffine(gpu, { accumulate: true }).bind({ x: act, w, y: hidden, rows: 1 });
+ * down.encode(pass);
+ * ```
+ */
+export function createMatmulAffine(gpu: Gpu, spec: MatmulAffineSpec): Kernel<MatmulAffineArgs> {
+  return {
+    bind(args: MatmulAffineArgs): Encodable {
+      const { x, w, y, rows, xRowOffset = 0, yStride = w.outDim, yColOffset = 0 } = args;
+      checkArgs(gpu, { ...args, xRowOffset, yStride, yColOffset });
+      const shape = { ...w, rows, hasPerm: w.perm !== null, maxWorkgroupBytes: gpu.maxWorkgroupStorageBytes };
+      const plan = planMatmulAffine(spec, shape);
+      if (plan.workgroupBytes > gpu.maxWorkgroupStorageBytes) {
+        throw new Error(
+          `Cannot bind matmul_affine ${JSON.stringify(plan.shader)}: needs ${plan.workgroupBytes} bytes of ` +
+            `workgroup memory, the device allows ${gpu.maxWorkgroupStorageBytes}; lower tpr or rows`,
+        );
+      }
+      const gemm = plan.shader.path === "gemm";
+      const nPieces = ceilDiv(w.inDim, 32);
+      const xp = plan.prep ? createStorage(gpu, rows * nPieces * 32 * 4, "matmul_affine xp") : null;
+      const perm = w.perm ?? (xp || gemm ? createStorage(gpu, 4, "matmul_affine no perm") : null);
+      const params = uniformParams(
+        gpu,
+        AFFINE_PARAMS_FIELDS.map((f): ParamField => [
+          "u32",
+          {
+            rows,
+            inDim: w.inDim,
+            outDim: w.outDim,
+            xRowOffset,
+            yStride,
+            yColOffset,
+            rowWords: affineRowWords(w.bits, w.inDim),
+            nGroups: w.nGroups,
+            nPieces,
+            xBase: xp ? 0 : xRowOffset * w.inDim,
+            xStride: xp ? nPieces * 32 : w.inDim,
+            tilesN: plan.tilesN,
+          }[f],
+        ]),
+        "matmul_affine params",
+      );
+      const steps: Step[] = [];
+      if (xp && perm) {
+        const prep = { name: "matmul_affine_prep", code: PREP_WGSL, constants: { PERM: w.perm ? 1 : 0 } };
+        steps.push(step(gpu, prep, [params, x, perm], xp, ceilDiv(rows * nPieces * 32, 256)));
+      }
+      const main = {
+        name: `matmul_affine_${plan.shader.path}`,
+        code: matmulAffineShader(plan.shader),
+        constants: plan.constants,
+        spec: plan.shader,
+      };
+      const inputs = [params, xp ?? x, w.codes, w.scaleZero];
+      steps.push(step(gpu, main, inputs, y, plan.workgroups, gemm && perm ? [perm] : []));
+      return {
+        encode(pass) {
+          for (const [pipeline, group, [gx, gy]] of steps) {
+            pass.setPipeline(pipeline);
+            pass.setBindGroup(0, group);
+            pass.dispatchWorkgroups(gx, gy);
+          }
+        },
+      };
+    },
+  };
+}
+
+/** One dispatch of a bound kernel. */
+type Step = [GPUComputePipeline, GPUBindGroup, [number, number]];
+
+/**
+ * A pipeline bound to `[uniform, ...read-only inputs, read-write output, ...read-only extras]`, the
+ * binding order every shader of this kernel declares.
+ */
+function step(
+  gpu: Gpu,
+  p: Omit<PipelineSpec, "bindings">,
+  inputs: GPUBuffer[],
+  output: GPUBuffer,
+  workgroups: number,
+  extras: GPUBuffer[] = [],
+): Step {
+  const bindings: BindingKind[] = [
+    "uniform",
+    ...inputs.slice(1).map((): BindingKind => "read-only-storage"),
+    "storage",
+    ...extras.map((): BindingKind => "read-only-storage"),
+  ];
+  const pipeline = getPipeline(gpu, { ...p, bindings });
+  const buffers = [...inputs, output, ...extras];
+  const group = gpu.device.createBindGroup({
+    label: p.name,
+    layout: pipeline.getBindGroupLayout(0),
+    entries: buffers.map((buffer, binding) => ({ binding, resource: { buffer } })),
+  });
+  return [pipeline, group, dispatch2d(gpu, workgroups)];
+}
+
+/** Load-time shape and size checks; throws a message naming the offending value. */
+function checkArgs(gpu: Gpu, a: Required<MatmulAffineArgs>): void {
+  const { w } = a;
+  const fail = (msg: string) => {
+    throw new Error(
+      `Cannot bind matmul_affine (${a.rows}×${w.inDim} · ${w.outDim}×${w.inDim}ᵀ, ${w.bits}-bit): ${msg}`,
+    );
+  };
+  for (const [key, v] of [["rows", a.rows], ["inDim", w.inDim], ["outDim", w.outDim]] as const) {
+    if (!Number.isInteger(v) || v < 1) fail(`${key} must be a positive integer, got ${v}`);
+  }
+  for (const key of ["xRowOffset", "yStride", "yColOffset"] as const) {
+    if (!Number.isInteger(a[key]) || a[key] < 0) fail(`${key} must be a non-negative integer, got ${a[key]}`);
+  }
+  if (![2, 3, 4].includes(w.bits)) fail(`bits must be 2, 3 or 4, got ${w.bits}`);
+  if (w.groupSize % 32 !== 0 || w.groupSize < 0) {
+    fail(`groupSize must be 0 or a multiple of 32, got ${w.groupSize}`);
+  }
+  const nGroups = w.groupSize ? ceilDiv(w.inDim, w.groupSize) : 1;
+  if (w.nGroups !== nGroups) fail(`nGroups must be ${nGroups}, got ${w.nGroups}`);
+  if (a.yStride < a.yColOffset + w.outDim) {
+    fail(`yStride ${a.yStride} is less than yColOffset + outDim = ${a.yColOffset + w.outDim}`);
+  }
+  const need: [string, GPUBuffer | null, number][] = [
+    ["x", a.x, (a.xRowOffset + a.rows) * w.inDim * 4],
+    ["codes", w.codes, w.outDim * affineRowWords(w.bits, w.inDim) * 4],
+    ["scaleZero", w.scaleZero, w.outDim * w.nGroups * 4],
+    ["perm", w.perm, w.inDim * 4],
+    ["y", a.y, ((a.rows - 1) * a.yStride + a.yColOffset + w.outDim) * 4],
+  ];
+  for (const [name, buffer, bytes] of need) {
+    if (!buffer) continue;
+    if (buffer.size < bytes) fail(`buffer "${name}" holds ${buffer.size} bytes, needs ${bytes}`);
+    if (buffer.size > gpu.maxBindingBytes) {
+      fail(
+        `buffer "${name}" (${buffer.size} bytes) exceeds the ${gpu.maxBindingBytes}-byte binding limit; ` +
+          `split the weight into row panels`,
+      );
+    }
+  }
+}

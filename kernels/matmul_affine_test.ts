@@ -1,0 +1,313 @@
+import assert from "node:assert/strict";
+import {
+  AFFINE_GEMV_MAX_ROWS,
+  type AffinePacked,
+  type AffineTune,
+  createMatmulAffine,
+  planMatmulAffine,
+  uploadAffine,
+} from "./matmul_affine.ts";
+import { matmulAffineRef } from "./reference.ts";
+import { checkPipelines, type Gpu } from "./gpu.ts";
+import { createStorage, f16BitsToF32, f32ToF16Bits, readF32, runPass, uploadStorage } from "./buffers.ts";
+import { type AffineParts, packAffine, packAutoGptq, toAutoGptq } from "../quant/pack_affine.ts";
+import { randomF32, seededRandom, testGpu } from "../tests/_gpu.ts";
+import { assertNmse } from "../tests/_assert.ts";
+
+interface Case {
+  bits: 2 | 3 | 4;
+  /** 0 = one group per row */
+  group: number;
+  /** act-order g_idx (groups not contiguous in the original order) */
+  gIdx?: boolean;
+  rows: number;
+  inDim: number;
+  outDim: number;
+  accumulate?: boolean;
+  xRowOffset?: number;
+  yStride?: number;
+  yColOffset?: number;
+  tune?: AffineTune;
+}
+
+const f16 = (v: number) => f16BitsToF32(f32ToF16Bits(v));
+
+/**
+ * Seeded random quantized weight with f16-exact scales and zeros (so packing is lossless and the
+ * reference sees exactly what the kernel sees); zeros are fractional too, as a searched grid allows.
+ */
+function randomAffine(
+  { bits, group, gIdx, inDim, outDim }: Pick<Case, "bits" | "group" | "gIdx" | "inDim" | "outDim">,
+  seed: number,
+): AffineParts {
+  const rand = seededRandom(seed);
+  const nGroups = group ? Math.ceil(inDim / group) : 1;
+  const levels = 1 << bits;
+  const parts: AffineParts = {
+    rows: outDim,
+    cols: inDim,
+    bits,
+    codes: Uint8Array.from({ length: outDim * inDim }, () => Math.floor(rand() * levels)),
+    scale: Float32Array.from({ length: outDim * nGroups }, () => f16((0.2 + rand()) / levels)),
+    zero: Float32Array.from({ length: outDim * nGroups }, () => f16(rand() * (levels - 1))),
+  };
+  if (gIdx) {
+    // Act-order: column c is quantized at rank[c]; its group is rank // groupSize.
+    const rank = Int32Array.from({ length: inDim }, (_, i) => i);
+    for (let i = inDim - 1; i > 0; i--) {
+      const j = Math.floor(rand() * (i + 1));
+      [rank[i], rank[j]] = [rank[j], rank[i]];
+    }
+    parts.gIdx = rank.map((r) => group ? Math.floor(r / group) : 0);
+  }
+  return parts;
+}
+
+/** Runs one case and checks the written columns by NMSE and every other element of y unchanged. */
+async function runCase(
+  gpu: Gpu,
+  c: Case,
+  given?: { parts: AffineParts; packed: AffinePacked },
+): Promise<void> {
+  const { rows, inDim, outDim, xRowOffset = 0, yColOffset = 0, yStride = outDim + yColOffset } = c;
+  const seed = c.bits * 1_000_003 + rows * 7919 + inDim * 131 + outDim + c.group;
+  const w = given?.parts ?? randomAffine(c, seed);
+  const packed = given?.packed ?? packAffine(w, { groupSize: c.group });
+  assert.equal(packed.perm !== undefined, c.gIdx === true, "perm iff act-order");
+  const x = randomF32((xRowOffset + rows) * inDim, seed + 1);
+  const y0 = randomF32(rows * yStride, seed + 2);
+  const y = uploadStorage(gpu, y0, "y");
+  const spec = { accumulate: c.accumulate ?? false, ...(c.tune ? { tune: c.tune } : {}) };
+  const bound = createMatmulAffine(gpu, spec).bind({
+    x: uploadStorage(gpu, x, "x"),
+    w: uploadAffine(gpu, packed, "w"),
+    y,
+    rows,
+    xRowOffset,
+    yStride,
+    yColOffset,
+  });
+  await checkPipelines(gpu);
+  runPass(gpu, (pass) => bound.encode(pass));
+  const got = await readF32(gpu, y, rows * yStride);
+
+  const accIn = new Float32Array(rows * outDim);
+  const gotCols = new Float32Array(rows * outDim);
+  for (let r = 0; r < rows; r++) {
+    for (let o = 0; o < outDim; o++) {
+      accIn[r * outDim + o] = y0[r * yStride + yColOffset + o];
+      gotCols[r * outDim + o] = got[r * yStride + yColOffset + o];
+    }
+  }
+  const want = matmulAffineRef(x.subarray(xRowOffset * inDim), {
+    ...w,
+    outDim,
+    inDim,
+    groupSize: c.group,
+  }, c.accumulate ? { acc: accIn } : {});
+  assertNmse(gotCols, want, 1e-10, JSON.stringify(c));
+  for (let i = 0; i < rows * yStride; i++) {
+    const col = i % yStride;
+    if (col < yColOffset || col >= yColOffset + outDim) {
+      assert.equal(got[i], y0[i], `element ${i} outside the written columns changed`);
+    }
+  }
+}
+
+function caseName(c: Case): string {
+  const path = c.rows <= AFFINE_GEMV_MAX_ROWS ? "gemv" : "gemm";
+  return `${path} ${c.bits}-bit ${c.group ? `g${c.group}` : "per-row"}${c.gIdx ? " g_idx" : ""}` +
+    `${c.accumulate ? " +=" : ""} rows ${c.rows}, ${c.outDim}×${c.inDim}` +
+    (c.xRowOffset || c.yColOffset
+      ? `, xRowOffset ${c.xRowOffset ?? 0}, yColOffset ${c.yColOffset ?? 0}`
+      : "");
+}
+
+const CASES: Case[] = [
+  // GEMV reading x in place (inDim % 32 == 0, original column order)
+  { bits: 4, group: 128, rows: 1, inDim: 384, outDim: 65 },
+  { bits: 4, group: 32, rows: 1, inDim: 128, outDim: 7, accumulate: true },
+  { bits: 3, group: 128, rows: 1, inDim: 384, outDim: 65 },
+  { bits: 3, group: 64, rows: 8, inDim: 64, outDim: 7, accumulate: true },
+  { bits: 2, group: 64, rows: 1, inDim: 384, outDim: 65, accumulate: true },
+  { bits: 2, group: 0, rows: 8, inDim: 64, outDim: 65 },
+  { bits: 2, group: 32, rows: 3, inDim: 128, outDim: 1 },
+  { bits: 4, group: 32, rows: 1, inDim: 64, outDim: 4097 },
+  // GEMV through the prep pass (act-order permutation and/or inDim % 32 ≠ 0)
+  { bits: 4, group: 0, rows: 1, inDim: 4097, outDim: 7 },
+  { bits: 4, group: 64, gIdx: true, rows: 3, inDim: 384, outDim: 65 },
+  { bits: 4, group: 128, gIdx: true, rows: 8, inDim: 4097, outDim: 7, accumulate: true },
+  { bits: 3, group: 32, gIdx: true, rows: 1, inDim: 128, outDim: 65 },
+  { bits: 3, group: 0, rows: 3, inDim: 4097, outDim: 1 },
+  { bits: 2, group: 128, gIdx: true, rows: 1, inDim: 4097, outDim: 7 },
+  // GEMM (rows > 8): K tails, N tails, gathered activations
+  { bits: 4, group: 128, rows: 9, inDim: 384, outDim: 65 },
+  { bits: 4, group: 32, gIdx: true, rows: 33, inDim: 128, outDim: 7, accumulate: true },
+  { bits: 4, group: 64, gIdx: true, rows: 33, inDim: 4097, outDim: 1 },
+  { bits: 3, group: 0, rows: 9, inDim: 4097, outDim: 7 },
+  { bits: 3, group: 64, gIdx: true, rows: 33, inDim: 384, outDim: 65 },
+  { bits: 2, group: 128, rows: 33, inDim: 4097, outDim: 7, accumulate: true },
+  { bits: 2, group: 32, gIdx: true, rows: 9, inDim: 128, outDim: 65 },
+  { bits: 3, group: 32, rows: 65, inDim: 64, outDim: 130 },
+  // offsets and strides (LM-head-style last row; a panel writing its own column range)
+  {
+    bits: 4,
+    group: 128,
+    rows: 1,
+    inDim: 384,
+    outDim: 65,
+    accumulate: true,
+    xRowOffset: 2,
+    yColOffset: 3,
+    yStride: 80,
+  },
+  {
+    bits: 3,
+    group: 32,
+    gIdx: true,
+    rows: 3,
+    inDim: 128,
+    outDim: 7,
+    xRowOffset: 1,
+    yColOffset: 5,
+    yStride: 70,
+  },
+  {
+    bits: 2,
+    group: 0,
+    rows: 9,
+    inDim: 96,
+    outDim: 65,
+    accumulate: true,
+    xRowOffset: 4,
+    yColOffset: 1,
+    yStride: 66,
+  },
+];
+
+Deno.test("matmulAffine() matches the f64 reference across bits, groups, g_idx and shapes", async (t) => {
+  const gpu = await testGpu();
+  if (!gpu) return;
+  for (const c of CASES) await t.step(caseName(c), () => runCase(gpu, c));
+  gpu.device.destroy();
+});
+
+Deno.test("matmulAffine() GEMV is right for every specialised row count", async (t) => {
+  const gpu = await testGpu();
+  if (!gpu) return;
+  for (let rows = 1; rows <= AFFINE_GEMV_MAX_ROWS; rows++) {
+    const c: Case = { bits: 3, group: 32, rows, inDim: 96, outDim: 40, accumulate: true };
+    assert.equal(
+      planMatmulAffine({ accumulate: true }, { ...c, groupSize: 32, hasPerm: false }).shader.path,
+      "gemv",
+    );
+    await t.step(`rows ${rows}`, () => runCase(gpu, c));
+  }
+  gpu.device.destroy();
+});
+
+// Every GEMV build the planner can be told to use: direct or staged activations, factored or per-code
+// dequantization, K unrolling, other tiles; and the GEMM with other tiles.
+const TUNED: Case[] = [
+  {
+    bits: 3,
+    group: 32,
+    rows: 2,
+    inDim: 384,
+    outDim: 33,
+    tune: { staged: false, perCode: false, unrollK: 2 },
+  },
+  {
+    bits: 4,
+    group: 64,
+    gIdx: true,
+    rows: 1,
+    inDim: 4097,
+    outDim: 7,
+    tune: { staged: false, perCode: true, nr: 8 },
+  },
+  { bits: 2, group: 128, rows: 5, inDim: 384, outDim: 65, tune: { staged: false, perCode: true, tpr: 16 } },
+  { bits: 3, group: 0, rows: 1, inDim: 4097, outDim: 17, tune: { perCode: true, nr: 2, wg: 128 } },
+  {
+    bits: 4,
+    group: 32,
+    rows: 6,
+    inDim: 1024,
+    outDim: 9,
+    tune: { staged: false, perCode: false, tpr: 64, nr: 1 },
+  },
+  { bits: 2, group: 64, gIdx: true, rows: 4, inDim: 384, outDim: 40, tune: { tpr: 8, nr: 8 } },
+  {
+    bits: 4,
+    group: 128,
+    gIdx: true,
+    rows: 3,
+    inDim: 1024,
+    outDim: 33,
+    tune: { perCode: false, nr: 4, tpr: 32 },
+  },
+  { bits: 3, group: 128, rows: 17, inDim: 384, outDim: 65, tune: { tm: 64, tn: 32 } },
+];
+
+Deno.test("matmulAffine() tuned builds match the f64 reference", async (t) => {
+  const gpu = await testGpu();
+  if (!gpu) return;
+  for (const c of TUNED) await t.step(caseName(c), () => runCase(gpu, c));
+  gpu.device.destroy();
+});
+
+Deno.test("matmulAffine() runs AutoGPTQ tensors packed into its layout", async (t) => {
+  const gpu = await testGpu();
+  if (!gpu) return;
+  for (const bits of [2, 3, 4] as const) {
+    for (const rows of [1, 9]) {
+      const c: Case = { bits, group: 32, gIdx: true, rows, inDim: 128, outDim: 64 };
+      // AutoGPTQ zeros are integers 1..2^b (v1 stores zero − 1 in b bits).
+      const parts = randomAffine(c, bits * 10 + rows);
+      parts.zero = parts.zero.map((z) => 1 + Math.round(z));
+      const tensors = toAutoGptq(parts, { groupSize: c.group });
+      const packed = packAutoGptq(tensors, { bits, outDim: c.outDim, inDim: c.inDim, groupSize: c.group });
+      await t.step(caseName(c), () => runCase(gpu, c, { parts, packed }));
+    }
+  }
+  gpu.device.destroy();
+});
+
+Deno.test("matmulAffine() splits dispatches past maxComputeWorkgroupsPerDimension", async (t) => {
+  const real = await testGpu();
+  if (!real) return;
+  const gpu: Gpu = { ...real, maxWorkgroupsPerDimension: 50 };
+  for (
+    const c of [
+      { bits: 4, group: 32, gIdx: true, rows: 2, inDim: 4096, outDim: 2049 },
+      { bits: 2, group: 64, rows: 9, inDim: 64, outDim: 4097 },
+    ] as Case[]
+  ) {
+    const plan = planMatmulAffine({ accumulate: false }, { ...c, groupSize: c.group, hasPerm: !!c.gIdx });
+    assert.ok(plan.workgroups > 50, `case must need a 2-D dispatch, has ${plan.workgroups} workgroups`);
+    await t.step(caseName(c), () => runCase(gpu, c));
+  }
+  real.device.destroy();
+});
+
+Deno.test("matmulAffine() bind rejects bad shapes with the offending value", async () => {
+  const gpu = await testGpu();
+  if (!gpu) return;
+  const packed = packAffine(randomAffine({ bits: 4, group: 32, inDim: 64, outDim: 8 }, 1), { groupSize: 32 });
+  const w = uploadAffine(gpu, packed, "w");
+  const buf = createStorage(gpu, 4096, "buf");
+  const k = createMatmulAffine(gpu, { accumulate: false });
+  const base = { x: buf, w, y: createStorage(gpu, 4096, "y"), rows: 1 };
+  assert.throws(() => k.bind({ ...base, rows: 0 }), /rows must be a positive integer, got 0/);
+  assert.throws(() => k.bind({ ...base, yStride: 8, yColOffset: 1 }), /yStride 8 is less than/);
+  assert.throws(
+    () => k.bind({ ...base, rows: 2, xRowOffset: 15 }),
+    /buffer "x" holds 4096 bytes, needs 4352/,
+  );
+  assert.throws(() => k.bind({ ...base, w: { ...w, groupSize: 48 } }), /multiple of 32, got 48/);
+  assert.throws(
+    () => k.bind({ ...base, w: { ...w, outDim: 9 } }),
+    /buffer "codes" holds 256 bytes, needs 288/,
+  );
+  gpu.device.destroy();
+});

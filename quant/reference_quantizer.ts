@@ -1,0 +1,115 @@
+/**
+ * The per-layer quantizer contract of the model pipeline (inference/quantize_model.ts), and its
+ * implementation by the f64 reference `gptqReference` (reference.ts): exact, single-threaded and meant for
+ * small layers (stories260K-sized; C up to a few hundred). The GPU quantizer (gptq.ts `quantizeLinear`) fills
+ * the same slot; it keeps H on the GPU, which is why the input accepts a GPUBuffer.
+ */
+import type { Gpu } from "../kernels/gpu.ts";
+import { readF32 } from "../kernels/buffers.ts";
+import { type GptqOptions, gptqReference } from "./reference.ts";
+import { type QuantizedLinear, type QuantizeOptions, REFERENCE_GRID } from "./types.ts";
+
+/** One linear layer to quantize. */
+export interface LinearQuantizerInput {
+  /** (rows, cols) W, y = W x, in original column order; not modified */
+  W: Float32Array;
+  /**
+   * (cols, cols) H of the layer input, on the host or on the GPU (f32, row-major). Not modified: q/k/v and
+   * gate/up share one H, so a quantizer that damps or permutes in place must work on a copy.
+   */
+  H: Float32Array | GPUBuffer;
+  rows: number;
+  cols: number;
+}
+
+/**
+ * A quantized linear plus its dequantized weights Q (rows, cols) f32 in original column order, which feed the
+ * true-sequential forward: on the host, or already on the GPU (the pipeline then uses the buffer as is).
+ */
+export type QuantizedLinearWithQ = QuantizedLinear & { Q: Float32Array | GPUBuffer };
+
+/** Quantizes one linear layer; the pipeline awaits each call before touching H again. */
+export type LinearQuantizer = (
+  input: LinearQuantizerInput,
+  opts: QuantizeOptions,
+) => Promise<QuantizedLinearWithQ>;
+
+/** A {@link LinearQuantizer} whose Q always comes back on the host. */
+export type HostQuantizer = (
+  input: LinearQuantizerInput,
+  opts: QuantizeOptions,
+) => Promise<QuantizedLinear & { Q: Float32Array }>;
+
+/**
+ * The reference's options for our contract's options.
+ * @param opts the pipeline's per-layer options
+ * @param onRetry receives the damping-retry lines
+ * @returns options for `gptqReference`
+ */
+export function referenceOptions(opts: QuantizeOptions, onRetry?: (message: string) => void): GptqOptions {
+  const o: GptqOptions = {
+    bits: opts.bits,
+    grid: REFERENCE_GRID[opts.method],
+    groupSize: opts.groupSize > 0 ? opts.groupSize : -1,
+    blockSize: opts.blockSize,
+    exponent: opts.exponent,
+    actOrder: opts.actOrder,
+    percdamp: opts.percdamp,
+    affT: opts.affT,
+  };
+  if (opts.affSteps !== undefined) o.affSteps = opts.affSteps;
+  if (onRetry) o.onRetry = onRetry;
+  return o;
+}
+
+/**
+ * A {@link LinearQuantizer} backed by the f64 reference. A GPU H is read back first (one readback).
+ * @param gpu the device holding H when it is a GPUBuffer (unused for host H)
+ * @param options `onRetry` receives damping-retry lines (default console.warn)
+ * @returns the quantizer
+ * @example
+ * ```ts ignore
+ * const quantizer = createReferenceQuantizer(gpu);
+ * const q = await quantizer({ W, H, rows, cols }, { ...QUANTIZE_DEFAULTS, method: "gptq", bits: 4 });
+ * ```
+ */
+export function createReferenceQuantizer(
+  gpu: Gpu | null,
+  { onRetry }: { onRetry?: (message: string) => void } = {},
+): HostQuantizer {
+  return async ({ W, H, rows, cols }, opts) => {
+    if (W.length !== rows * cols) {
+      throw new Error(`Cannot quantize a (${rows}, ${cols}) layer: W has ${W.length} values`);
+    }
+    let hostH: Float32Array;
+    if (H instanceof Float32Array) {
+      hostH = H;
+    } else {
+      if (!gpu) {
+        throw new Error("Cannot read back a GPU Hessian: the reference quantizer was built without a GPU");
+      }
+      hostH = await readF32(gpu, H, cols * cols);
+    }
+    if (hostH.length !== cols * cols) {
+      throw new Error(`Cannot quantize a (${rows}, ${cols}) layer: H has ${hostH.length} values`);
+    }
+    const res = gptqReference(W, hostH, referenceOptions(opts, onRetry));
+    const out: QuantizedLinear & { Q: Float32Array } = {
+      rows,
+      cols,
+      bits: opts.bits,
+      method: opts.method,
+      codes: res.codes,
+      loss: res.loss,
+      dampUsed: res.dampUsed,
+      Q: Float32Array.from(res.Q),
+    };
+    if (res.lut) out.lut = Float32Array.from(res.lut);
+    if (res.scale && res.zero && res.gIdx) {
+      out.scale = Float32Array.from(res.scale);
+      out.zero = Float32Array.from(res.zero);
+      out.gIdx = res.gIdx;
+    }
+    return out;
+  };
+}
