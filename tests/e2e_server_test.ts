@@ -95,6 +95,7 @@ Deno.test("server answers lq-49m chat completions, streaming and not", async (t)
       assert.match(res.headers.get("content-type") ?? "", /text\/event-stream/);
       const events = sseEvents(await res.text());
       assert.equal(events.at(-1), "[DONE]");
+      // deno-lint-ignore no-explicit-any -- SSE payloads are checked field by field below
       const chunks = events.slice(0, -1) as Record<string, any>[];
       assert.equal(chunks[0].choices[0].delta.role, "assistant");
       const text = chunks.map((c) => c.choices[0]?.delta?.content ?? "").join("");
