@@ -7,7 +7,7 @@ import type { Gpu } from "../kernels/gpu.ts";
 import { createStorage, uploadStorage } from "../kernels/buffers.ts";
 import { createFillRandom } from "../kernels/fill_random.ts";
 import { type ModelConfig, parseModelConfig } from "../inference/model_config.ts";
-import { type GpuLinear, weightBytes, type WeightType } from "../inference/linear.ts";
+import { type DenseLinear, weightBytes, type WeightType } from "../inference/linear.ts";
 import type { GpuLayer, GpuWeights } from "../inference/model.ts";
 
 /** config.json fields of the shapes we benchmark. */
@@ -63,11 +63,12 @@ export async function randomWeights(gpu: Gpu, c: ModelConfig, weightType: Weight
     fill.bind({ out: buffer, count: rows * cols, seed: seed++, scale: 0.02 }).encode(pass);
     return buffer;
   };
-  const linear = (outDim: number, inDim: number, label: string): GpuLinear => {
+  const linear = (outDim: number, inDim: number, label: string): DenseLinear => {
     if (outDim * inDim * weightBytes(weightType) > gpu.maxBindingBytes) {
       throw new Error(`Cannot build "${label}" in one panel; use f16`);
     }
     return {
+      format: "dense",
       weightType,
       outDim,
       inDim,

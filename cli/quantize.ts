@@ -6,14 +6,15 @@
  *     --calib <file> [--nsamples 128] [--seqlen 2048] [--seed 0] [--percdamp 0.01] [--no-act-order]
  *     [--aff-t 2048] [--exponent 4] --out <dir>
  *
- * The per-layer quantizer is the f64 reference for now (exact; practical for stories260K-sized layers).
- * TODO(lead): slot in the GPU quantizer (quant/gptq.ts) through the same LinearQuantizer type.
+ * The per-layer quantizer runs on the GPU (quant/gpu_quantizer.ts); `--quantizer reference` swaps in the f64
+ * reference (exact, single-threaded: practical for stories260K-sized layers, and a cross-check).
  */
 import { parseArgs } from "node:util";
 import { basename } from "node:path";
 import { describeGpu, requestGpu } from "../kernels/gpu.ts";
 import { QUANTIZE_DEFAULTS, type QuantizeOptions, type QuantMethod } from "../quant/types.ts";
 import { createReferenceQuantizer } from "../quant/reference_quantizer.ts";
+import { createGpuQuantizer } from "../quant/gpu_quantizer.ts";
 import { loadModelConfig } from "../inference/model_config.ts";
 import { loadTokenizer } from "../inference/tokenizer.ts";
 import { openLlamaWeights } from "../inference/weights.ts";
@@ -37,6 +38,7 @@ export const QUANTIZE_HELP =
   --no-act-order       quantize columns in their stored order
   --aff-t <T>          leanquant-aff range steps (default ${QUANTIZE_DEFAULTS.affT})
   --exponent <p>       LeanQuant importance exponent (default ${QUANTIZE_DEFAULTS.exponent})
+  --quantizer <q>      gpu (default) | reference (the f64 spec implementation; small models only)
   --out <dir>          output folder (must not exist)`;
 
 const METHODS: readonly QuantMethod[] = ["rtn", "gptq", "leanquant-nu", "leanquant-aff"];
@@ -50,6 +52,7 @@ export interface QuantizeArgs {
   /** null: min(context, 2048) */
   seqLen: number | null;
   seed: number;
+  quantizer: "gpu" | "reference";
   quantize: QuantizeOptions;
 }
 
@@ -76,6 +79,7 @@ export function parseQuantizeArgs(args: string[]): QuantizeArgs {
       "aff-t": { type: "string", default: String(QUANTIZE_DEFAULTS.affT) },
       exponent: { type: "string", default: String(QUANTIZE_DEFAULTS.exponent) },
       out: { type: "string" },
+      quantizer: { type: "string", default: "gpu" },
     },
   });
   const need = (key: "model" | "method" | "bits" | "calib" | "out") => {
@@ -102,6 +106,10 @@ export function parseQuantizeArgs(args: string[]): QuantizeArgs {
     throw new Error(`Invalid --method "${method}": expected ${METHODS.join(", ")}`);
   }
   const bits = int("bits", need("bits"), 2);
+  const quantizer = values.quantizer;
+  if (quantizer !== "gpu" && quantizer !== "reference") {
+    throw new Error(`Invalid --quantizer "${quantizer}": expected gpu or reference`);
+  }
   if (bits !== 2 && bits !== 3 && bits !== 4) throw new Error(`Invalid --bits "${bits}": expected 2, 3 or 4`);
   return {
     model: need("model"),
@@ -110,6 +118,7 @@ export function parseQuantizeArgs(args: string[]): QuantizeArgs {
     nsamples: int("nsamples", values.nsamples, 1),
     seqLen: values.seqlen === undefined ? null : int("seqlen", values.seqlen, 2),
     seed: int("seed", values.seed, 0),
+    quantizer,
     quantize: {
       ...QUANTIZE_DEFAULTS,
       method,
@@ -154,7 +163,7 @@ export async function runQuantize(a: QuantizeArgs): Promise<QuantizeModelResult>
       calibration: { file: basename(a.calib), nsamples: a.nsamples, seqlen: seqLen, seed: a.seed },
       exponent: q.exponent,
       ...(q.method === "leanquant-aff" ? { aff_T: q.affT } : {}),
-      quantizer: "reference-f64",
+      quantizer: a.quantizer === "gpu" ? "leanserve-webgpu" : "reference-f64",
     },
   };
   const writer = await createQuantizedWriter(source, { srcDir: a.model, outDir: a.out, info });
@@ -162,7 +171,9 @@ export async function runQuantize(a: QuantizeArgs): Promise<QuantizeModelResult>
   try {
     const result = await quantizeModel(gpu, source, {
       quantize: q,
-      quantizer: createReferenceQuantizer(gpu, { onRetry: (m) => bar.log(`[quantize] ${m}`) }),
+      quantizer: a.quantizer === "gpu"
+        ? createGpuQuantizer(gpu, { onRetry: (m) => bar.log(`[quantize] ${m}`) })
+        : createReferenceQuantizer(gpu, { onRetry: (m) => bar.log(`[quantize] ${m}`) }),
       windows: calib.windows,
       onProgress: (p) => bar.update(p.fraction, `layer ${p.layer + 1}/${p.nLayers} ${p.step}`),
       onLayer: (i, layer) => writer.writeLayer(i, layer),

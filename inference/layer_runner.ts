@@ -18,7 +18,7 @@ import { createRope } from "../kernels/rope.ts";
 import { createKvAppend } from "../kernels/kv_append.ts";
 import { createAttention } from "../kernels/attention.ts";
 import { createSiluMul } from "../kernels/silu_mul.ts";
-import { bindLinear, type GpuLinear, uploadLinear } from "./linear.ts";
+import { bindLinear, type GpuLinear, linearBuffers, uploadLinear } from "./linear.ts";
 import { createForwardState, type ForwardState, type GpuLayer } from "./model.ts";
 import type { ModelConfig } from "./model_config.ts";
 import type { LayerWeights } from "./weights.ts";
@@ -228,17 +228,23 @@ export function replaceLinear(
   label: string,
 ): GpuLinear {
   const { outDim, inDim } = old;
-  old.panels.forEach((p) => p.buffer.destroy());
+  linearBuffers(old).forEach((b) => b.destroy());
   if (Q instanceof Float32Array) return uploadLinear(gpu, Q, outDim, inDim, { weightType: "f32", label });
   if (Q.size > gpu.maxBindingBytes) {
     throw new Error(`Cannot use "${label}" as one panel: exceeds the binding limit`);
   }
-  return { weightType: "f32", outDim, inDim, panels: [{ buffer: Q, rowStart: 0, rows: outDim }] };
+  return {
+    format: "dense",
+    weightType: "f32",
+    outDim,
+    inDim,
+    panels: [{ buffer: Q, rowStart: 0, rows: outDim }],
+  };
 }
 
 /** Bytes of GPU memory a dense weight holds. */
 export function linearBytes(l: GpuLinear): number {
-  return l.panels.reduce((s, p) => s + p.buffer.size, 0);
+  return linearBuffers(l).reduce((s, b) => s + b.size, 0);
 }
 
 /** Bytes of GPU memory a layer holds. */
@@ -250,5 +256,5 @@ export function gpuLayerBytes(L: GpuLayer): number {
 export function destroyGpuLayer(L: GpuLayer): void {
   L.attnNorm.destroy();
   L.mlpNorm.destroy();
-  for (const f of LINEARS) L[f].panels.forEach((p) => p.buffer.destroy());
+  for (const f of LINEARS) linearBuffers(L[f]).forEach((b) => b.destroy());
 }

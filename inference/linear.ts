@@ -6,6 +6,7 @@
  */
 import type { Encodable, Gpu } from "../kernels/gpu.ts";
 import { createMatmul } from "../kernels/matmul.ts";
+import { type AffineWeights, createMatmulAffine } from "../kernels/matmul_affine.ts";
 import { createStorage, f32ToF16Bits, writeBuffer } from "../kernels/buffers.ts";
 
 /** How dense weights are stored on the GPU. */
@@ -19,12 +20,31 @@ export interface WeightPanel {
   rows: number;
 }
 
+/** A Linear weight on the GPU: dense, or quantized in one of the fused kernels' layouts. */
+export type GpuLinear = DenseLinear | AffineLinear;
+
 /** A dense Linear weight (outDim, inDim), as Hugging Face stores it. */
-export interface GpuLinear {
+export interface DenseLinear {
+  format: "dense";
   weightType: WeightType;
   outDim: number;
   inDim: number;
   panels: WeightPanel[];
+}
+
+/** Affine-quantized weight (codes + per-group f16 scale/zero) in kernels/matmul_affine.ts's layout. */
+export interface AffineLinear {
+  format: "affine";
+  outDim: number;
+  inDim: number;
+  weights: AffineWeights;
+}
+
+/** Every GPU buffer a linear holds (to size or destroy it). */
+export function linearBuffers(l: GpuLinear): GPUBuffer[] {
+  if (l.format === "dense") return l.panels.map((p) => p.buffer);
+  const w = l.weights;
+  return [w.codes, w.scaleZero, ...(w.perm ? [w.perm] : [])];
 }
 
 /** Bytes per element of a weight type. */
@@ -46,7 +66,7 @@ export function uploadLinear(
     label: string;
     maxBindingBytes?: number;
   },
-): GpuLinear {
+): DenseLinear {
   if (data.length !== outDim * inDim) {
     throw new Error(`Cannot upload "${label}": expected ${outDim * inDim} values, got ${data.length}`);
   }
@@ -60,7 +80,7 @@ export function uploadLinear(
     writeBuffer(gpu, buffer, weightType === "f32" ? slice : toF16Pairs(slice));
     panels.push({ buffer, rowStart, rows });
   }
-  return { weightType, outDim, inDim, panels };
+  return { format: "dense", weightType, outDim, inDim, panels };
 }
 
 /** f32 values → f16 bits, two per u32 (element 2j low, 2j+1 high). */
@@ -81,8 +101,17 @@ export interface LinearCall {
   accumulate?: boolean;
 }
 
-/** Binds the dispatches that apply `linear` (one per panel). */
+/** Binds the dispatches that apply `linear` (one per panel for dense weights). */
 export function bindLinear(gpu: Gpu, linear: GpuLinear, call: LinearCall): Encodable {
+  if (linear.format === "affine") {
+    return createMatmulAffine(gpu, { accumulate: call.accumulate ?? false }).bind({
+      x: call.x,
+      w: linear.weights,
+      y: call.y,
+      rows: call.rows,
+      xRowOffset: call.xRowOffset ?? 0,
+    });
+  }
   const kernel = createMatmul(gpu, { weightType: linear.weightType, accumulate: call.accumulate ?? false });
   const bound = linear.panels.map((panel) =>
     kernel.bind({

@@ -19,7 +19,7 @@ import { createRope } from "../kernels/rope.ts";
 import { createKvAppend } from "../kernels/kv_append.ts";
 import { createAttention } from "../kernels/attention.ts";
 import { createSiluMul } from "../kernels/silu_mul.ts";
-import { bindLinear, type GpuLinear } from "./linear.ts";
+import { bindLinear, type DenseLinear, type GpuLinear } from "./linear.ts";
 import type { ModelConfig } from "./model_config.ts";
 import { ropeInvFreq } from "./model_config.ts";
 
@@ -43,7 +43,7 @@ export interface GpuWeights {
   embeddingType: "f32" | "f16";
   layers: GpuLayer[];
   finalNorm: GPUBuffer; // (dim) f32
-  lmHead: GpuLinear; // (vocabSize, dim)
+  lmHead: DenseLinear; // (vocabSize, dim)
 }
 
 /** Activation buffers, the KV cache and the step state of one sequence. */

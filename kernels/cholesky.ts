@@ -100,7 +100,7 @@ export interface CholeskyArgs {
 export interface CholeskySpec {
   /** 32 or 64; 32 gives small test matrices more blocks. */
   nb?: 32 | 64;
-  /** force the solve and update GEMMs' tile edge (default: block_gemm.ts picks per GEMM) */
+  /** force the solve and update GEMMs' tile edge (default 64) */
   gemmTile?: BlockGemmTile;
 }
 

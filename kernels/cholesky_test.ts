@@ -36,7 +36,7 @@ Deno.test("cholesky() factors SPD matrices like the f64 reference", async (t) =>
   createCholesky(gpu, { nb: 32 });
   await checkPipelines(gpu);
   const cases = [1, 7, 63, 64, 65, 128, 200, 300].map((n) => [n, 64] as const);
-  // The GEMMs pick 64-tiles at these sizes; the last case forces the 128-tile build.
+  // The last case runs the GEMMs on the 128-tile build.
   const more: [number, 32 | 64, 128?][] = [[65, 32], [200, 32], [300, 32], [300, 64, 128]];
   for (const [n, nb, gemmTile] of [...cases, ...more]) {
     await t.step(`n = ${n}, ${nb}-blocks${gemmTile ? `, ${gemmTile}-tiles` : ""}`, async () => {

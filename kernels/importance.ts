@@ -53,11 +53,14 @@ fn main(@builtin(local_invocation_index) lid: u32) {
   let p = params.exponent;
   let integral = p == floor(p) && p <= 64.0;
   for (var k = lid; k < n; k += WG) {
-    let r = uMin / U[k * (n + 1u)];
+    let u = U[k * (n + 1u)];
+    // f32 division may be off by ~2.5 ulp (NVIDIA); one Newton step on the residual makes it ~exact.
+    let r0 = uMin / u;
+    let r = r0 + fma(-r0, u, uMin) / u;
     var a: f32;
     if (integral) { a = powInt(r, u32(p)); } else { a = pow(r, p); }
-    // The maximum is exactly 1 whatever pow's accuracy.
-    importance[k] = select(a, 1.0, r == 1.0);
+    // The maximum is exactly 1 whatever the division's and pow's accuracy.
+    importance[k] = select(a, 1.0, u == uMin);
   }
 }
 `;

@@ -8,8 +8,8 @@
  *   activation row in registers and reuses it for its 4 weight rows, so a 16 B weight load costs only
  *   ROWS/2 activation loads (webgpu.md §6: re-reading activations per weight row held a naive GEMV to a
  *   fifth of the read ceiling). Partials meet in a transposed workgroup reduction (no subgroups).
- *   9–64 rows run as several 8-row GEMV dispatches, which beat the tiled kernel there by ~10×.
- * - Tiled GEMM (prefill, > 64 rows): TM×TN output tiles, K staged TK columns at a time in workgroup
+ *   9–128 rows run as several 8-row GEMV dispatches, which beat the tiled kernel there (H100).
+ * - Tiled GEMM (prefill, > 128 rows): TM×TN output tiles, K staged TK columns at a time in workgroup
  *   memory (weights decoded to f32 once per tile), an 8×8 register tile per invocation.
  * The GEMV reads 16-byte chunks when rows start 16-byte aligned (inDim % 4 == 0 for f32, % 8 for f16:
  * every real model); other shapes use a scalar-load build of the same shader.
@@ -95,7 +95,7 @@ function gemvWgsl(rows: number, nr: number): string {
 const ROWS = ${rows}u;  // activation rows, 1..8
 const NR = ${nr}u;      // output rows per invocation (register blocking)
 const RED = ${red}u;    // partial sums reduced per round
-override WG: u32 = 256u;  // invocations per workgroup
+override WG: u32 = 128u;  // invocations per workgroup
 override TPR: u32 = 32u;  // invocations splitting K for one group of NR output rows; RED ≤ TPR
 override EPC: u32 = WORDS * select(1u, 2u, F16);  // weights per load
 
@@ -149,7 +149,7 @@ function gemmWgsl(): string {
     return `put(m0 + ${a}u * (TM / 2u) + 4u * ty + ${r}u, n0 + ${h}u * (TN / 2u) + 4u * tx, acc[${i}]);`;
   });
   return /* wgsl */ `
-override TM: u32 = 64u;   // activation rows per tile, multiple of 8
+override TM: u32 = 128u;  // activation rows per tile, multiple of 8
 override TN: u32 = 128u;  // output columns per tile, multiple of 8
 override TK: u32 = 16u;   // K columns staged per step, even
 override WG: u32 = (TM / 8u) * (TN / 8u);
@@ -249,18 +249,13 @@ export type MatmulShaderSpec = { path: "gemv"; vec4: boolean; rows: number; nr: 
 /** Activation rows one GEMV dispatch serves (its registers hold a chunk of each). */
 export const GEMV_MAX_ROWS = 8;
 /**
- * Up to this many rows, a matmul runs as ⌈rows / 8⌉ GEMV dispatches rather than the GEMM: on the H100
- * 64 rows of 4096×4096 f16 took 69 µs that way against 754 µs in a 64×64-tile GEMM.
+ * Up to this many rows a matmul runs as ⌈rows / 8⌉ GEMV dispatches rather than the GEMM. H100, f16,
+ * GEMV batches vs GEMM: 4096×4096 at 64 rows 0.31 vs 1.7 ms, 128 rows 0.50 vs 1.7 ms, 512 rows 2.0 vs
+ * 1.75 ms; 14336×4096 at 128 rows 1.74 vs 1.76 ms, 256 rows 3.5 vs 1.85 ms. The crossover is later for
+ * weights that fit the 50 MB L2 (later batches hit it). TODO(matmul): an L2-aware threshold, and a
+ * split-K GEMM for 129–512 rows, where 128×128 tiles launch too few workgroups.
  */
-export const GEMV_BATCH_MAX_ROWS = 64;
-
-/** Every spec the kernel supports, for benchmarks and self-tests. */
-export const MATMUL_SPECS: readonly MatmulSpec[] = [
-  { weightType: "f32", accumulate: false },
-  { weightType: "f32", accumulate: true },
-  { weightType: "f16", accumulate: false },
-  { weightType: "f16", accumulate: true },
-];
+export const GEMV_BATCH_MAX_ROWS = 128;
 
 /** One dispatch of a bound matmul; exported so a benchmark can report the variant and work it timed. */
 export interface MatmulStep {
@@ -302,13 +297,13 @@ export function planMatmul(
   const f16 = spec.weightType === "f16";
   const common = { F16: f16 ? 1 : 0, ACC: spec.accumulate ? 1 : 0 };
   if (rows > GEMV_BATCH_MAX_ROWS) {
-    const t = { TM: 64, TN: 128, TK: 16 };
+    const t = { TM: 128, TN: 128, TK: 16 }; // best of six tilings on the H100 from 128 to 2048 rows
     const tilesN = ceilDiv(outDim, t.TN);
-    const workgroups = ceilDiv(rows, t.TM) * tilesN;
+    const constants = { ...common, ...t };
     return [{
       shader: { path: "gemm" },
-      constants: { ...common, ...t },
-      workgroups,
+      constants,
+      workgroups: ceilDiv(rows, t.TM) * tilesN,
       row0: 0,
       rows,
       chunks: 0,
@@ -407,6 +402,7 @@ function checkArgs(gpu: Gpu, spec: MatmulSpec, a: Required<MatmulArgs>): void {
   for (const key of ["xRowOffset", "yStride", "yColOffset"] as const) {
     if (!Number.isInteger(a[key]) || a[key] < 0) fail(`${key} must be a non-negative integer, got ${a[key]}`);
   }
+  if (a.y === a.x || a.y === a.w) fail("y must be a different buffer from x and w");
   const wBytes = spec.weightType === "f16" ? 2 : 4;
   if (wBytes === 2 && a.inDim % 2 !== 0) fail(`f16 weights need an even inDim, got ${a.inDim}`);
   if (a.yStride < a.yColOffset + a.outDim) {

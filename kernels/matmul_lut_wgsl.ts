@@ -82,7 +82,11 @@ function lutIndex(bits: number, k: number, L: number, w: (i: number) => string, 
 /** Loads the words of piece `pc` for register row n into `${to}${n}` (3-bit: `${to}${n}_0..2`). */
 function loadPiece(bits: number, decl: string, to: string, pc: string, n: number): string {
   if (bits !== 3) return `${decl}${to}_${n} = codes[${pc} * params.outDim + o${n}];`;
-  return unroll(3, (i) => `${decl}${to}_${n}_${i} = codes[(${pc} * params.outDim + o${n}) * 3u + ${i}u];`, " ");
+  return unroll(
+    3,
+    (i) => `${decl}${to}_${n}_${i} = codes[(${pc} * params.outDim + o${n}) * 3u + ${i}u];`,
+    " ",
+  );
 }
 
 /** Chained FMAs: acc + Σ a[i]·b[i] over the four components. */
@@ -188,7 +192,10 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
   let rr = lid % RL;
   let ks = lid / RL;
   // Rows past outDim re-read the last row (in bounds, cached) and are never stored.
-  ${unroll(nr, (n) => `let rl${n} = ${n}u * RL + rr;\n  let o${n} = min(tile * RT + rl${n}, params.outDim - 1u);`)}
+  ${
+    unroll(nr, (n) =>
+      `let rl${n} = ${n}u * RL + rr;\n  let o${n} = min(tile * RT + rl${n}, params.outDim - 1u);`)
+  }
   for (var e = lid; e < RT * (1u << BITS) / 2u; e += WG) {
     let row = e / ((1u << BITS) / 2u);
     let pair = e % ((1u << BITS) / 2u);
@@ -274,11 +281,11 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
   if (tile >= ((params.rows + TM - 1u) / TM) * params.tilesN) { return; }
   let m0 = (tile / params.tilesN) * TM;
   let n0 = (tile % params.tilesN) * TN;
-  let half = (1u << BITS) / 2u;
-  for (var e = lid; e < TN * half; e += WG) {
-    let n = e / half;
-    let pair = e % half;
-    let v = unpack2x16float(lut[min(n0 + n, params.outDim - 1u) * half + pair]);
+  let hp = (1u << BITS) / 2u;  // f16 pairs per LUT row
+  for (var e = lid; e < TN * hp; e += WG) {
+    let n = e / hp;
+    let pair = e % hp;
+    let v = unpack2x16float(lut[min(n0 + n, params.outDim - 1u) * hp + pair]);
     lutS[2u * pair * TN + n] = v.x;
     lutS[(2u * pair + 1u) * TN + n] = v.y;
   }

@@ -85,23 +85,23 @@ const CASES: Case[] = [
   { weightType: "f32", rows: 8, inDim: 7, outDim: 65, accumulate: true },
   { weightType: "f16", rows: 1, inDim: 2, outDim: 1 },
   { weightType: "f16", rows: 7, inDim: 1410, outDim: 65 },
-  // batches of GEMV dispatches (9..64 rows)
+  // batches of GEMV dispatches (9..128 rows)
   { weightType: "f32", rows: 9, inDim: 63, outDim: 65 },
   { weightType: "f32", rows: 33, inDim: 1, outDim: 7, accumulate: true },
   { weightType: "f16", rows: 9, inDim: 4098, outDim: 3 },
-  { weightType: "f16", rows: 33, inDim: 64, outDim: 512, accumulate: true },
-  // GEMM (rows > 64), K, row and column tails
-  { weightType: "f32", rows: 65, inDim: 512, outDim: 63 },
-  { weightType: "f16", rows: 65, inDim: 1408, outDim: 65 },
-  { weightType: "f32", rows: 65, inDim: 3, outDim: 4097 },
-  { weightType: "f16", rows: 130, inDim: 66, outDim: 129, accumulate: true },
-  { weightType: "f32", rows: 100, inDim: 1, outDim: 1 },
+  { weightType: "f16", rows: 65, inDim: 64, outDim: 512, accumulate: true },
+  // GEMM (rows > 128), K, row and column tails
+  { weightType: "f32", rows: 129, inDim: 512, outDim: 63 },
+  { weightType: "f16", rows: 200, inDim: 1408, outDim: 65 },
+  { weightType: "f32", rows: 129, inDim: 3, outDim: 4097 },
+  { weightType: "f16", rows: 257, inDim: 66, outDim: 129, accumulate: true },
+  { weightType: "f32", rows: 300, inDim: 1, outDim: 1 },
   // offsets and strides (LM head on the last row; a panel writing its own column range)
   { weightType: "f16", rows: 1, inDim: 512, outDim: 65, xRowOffset: 6, yColOffset: 64, yStride: 200 },
   { weightType: "f32", rows: 2, inDim: 63, outDim: 7, xRowOffset: 3, yColOffset: 1, yStride: 9 },
   { weightType: "f16", rows: 8, inDim: 64, outDim: 64, accumulate: true, xRowOffset: 1, yColOffset: 64 },
   { weightType: "f16", rows: 17, inDim: 64, outDim: 63, accumulate: true, xRowOffset: 2, yColOffset: 5 },
-  { weightType: "f32", rows: 70, inDim: 65, outDim: 64, accumulate: true, xRowOffset: 5, yColOffset: 3 },
+  { weightType: "f32", rows: 140, inDim: 65, outDim: 64, accumulate: true, xRowOffset: 5, yColOffset: 3 },
 ];
 
 Deno.test("matmul() matches the f64 reference on awkward shapes", async (t) => {
@@ -153,7 +153,7 @@ Deno.test("matmul() splits dispatches past maxComputeWorkgroupsPerDimension", as
     const c of [
       { weightType: "f16", rows: 1, inDim: 64, outDim: 49152 },
       { weightType: "f32", rows: 3, inDim: 7, outDim: 4097 },
-      { weightType: "f16", rows: 65, inDim: 64, outDim: 4097 },
+      { weightType: "f16", rows: 129, inDim: 64, outDim: 4097 },
     ] as Case[]
   ) {
     const [step] = planMatmul({ weightType: c.weightType, accumulate: false }, c);
@@ -198,6 +198,7 @@ Deno.test("matmul() bind rejects bad shapes with the offending value", async () 
   const f16 = createMatmul(gpu, { weightType: "f16", accumulate: false });
   const base = { x: buf, w: buf, y: createStorage(gpu, 4096, "y"), rows: 1, inDim: 8, outDim: 8 };
   assert.throws(() => f16.bind({ ...base, inDim: 7 }), /even inDim, got 7/);
+  assert.throws(() => f16.bind({ ...base, y: buf }), /y must be a different buffer from x and w/);
   assert.throws(() => f16.bind({ ...base, rows: 0 }), /rows must be a positive integer, got 0/);
   assert.throws(() => f16.bind({ ...base, yStride: 8, yColOffset: 1 }), /yStride 8 is less than/);
   assert.throws(() => f16.bind({ ...base, outDim: 300 }), /buffer "w" holds 4096 bytes, needs 4800/);

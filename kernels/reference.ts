@@ -202,11 +202,9 @@ export interface SampleRefParams {
 
 /**
  * The sampler's kept weights: p_i = exp((l_i − max)/T) if token i passes top-k, top-p and min-p, else
- * 0; −inf logits are never kept. Top-k/top-p use the kernel's threshold search: K grows one bit at a
- * time over order-preserving u32 keys of f32 values, a token passes threshold K iff l_i ≥ value(K)
- * (the f32 with key K, clamped to [−f32max, +inf]), so ties with the boundary logit are all kept.
- * The kernel may stop the search early, but only once the kept set can no longer change.
- * Greedy (T = 0) gives a one-hot argmax (lowest index on ties).
+ * 0; −inf logits are never kept. Top-k/top-p use the kernel's threshold search (see
+ * {@link sampleThresholdRef}): token i passes iff l_i ≥ the threshold, so ties with the boundary
+ * logit are all kept. Greedy (T = 0) gives a one-hot argmax (lowest index on ties).
  * @param logits (vocabSize) values, read as f32
  * @returns (vocabSize) unnormalised weights
  */
@@ -216,44 +214,70 @@ export function sampleWeightsRef(logits: ArrayLike<number>, params: SampleRefPar
   let argmax = -1;
   for (let i = 0; i < n; i++) if (l[i] > -Infinity && (argmax < 0 || l[i] > l[argmax])) argmax = i;
   const w = new Float64Array(n);
-  const { temperature: t, topP, topK, minP } = params;
+  const { temperature: t, minP } = params;
   if (argmax < 0 || t <= 0) {
     w[Math.max(argmax, 0)] = 1;
     return w;
   }
   const mx = l[argmax];
   const p = Float64Array.from(l, (x) => Math.exp((x - mx) / t));
-  const z = p.reduce((a, b) => a + b, 0);
-  const kOn = topK > 0 && topK < n;
-  const pOn = topP < 1;
-  let k = 0;
-  for (let bit = 31; bit >= 0 && (kOn || pOn); bit--) {
-    const cand = (k | (1 << bit)) >>> 0;
-    const tv = keyValueRef(cand);
-    let count = 0;
-    let mass = 0;
-    for (let i = 0; i < n; i++) {
-      if (l[i] >= tv) {
-        count++;
-        mass += p[i];
-      }
-    }
-    if (count > 0 && ((kOn && count >= topK) || (pOn && mass >= topP * z))) k = cand;
-  }
-  const tMin = minP > 0 ? mx + t * Math.log(Math.min(minP, 1)) : -F32_MAX;
-  const thr = Math.max(keyValueRef(k), tMin);
+  const tMin = minP > 0 ? mx + t * Math.log(Math.min(minP, 1)) : -Infinity;
+  const thr = Math.max(sampleThresholdRef(l, p, params), tMin);
   for (let i = 0; i < n; i++) if (l[i] >= thr) w[i] = p[i];
   return w;
 }
 
-const F32_MAX = 3.4028234663852886e38;
-
-/** The f32 whose order-preserving key is `k`, clamped to [−f32max, +inf] (other keys decode to NaN). */
-function keyValueRef(k: number): number {
-  if (k < 0x00800000) return -F32_MAX;
-  if (k > 0xff7fffff) return Infinity;
-  const bits = new Uint32Array([k >= 0x80000000 ? k & 0x7fffffff : ~k]);
-  return new Float32Array(bits.buffer)[0];
+/**
+ * The top-k/top-p threshold, exactly as the kernel searches it: a 4-way bisection over f32 logit
+ * values for the largest threshold lo that an enabled filter accepts (count(l ≥ lo) ≥ topK, or
+ * mass(l ≥ lo) ≥ topP · Z, with count ≥ 1). The bracket [lo, hi) starts at [min, max] and the first
+ * step tests max itself; each step tests mid(lo, c2), c2 = mid(lo, hi), mid(c2, hi) with
+ * mid(a, b) = fl32(a/2 + b/2). It stops once ≤ 1 token lies in [lo, hi), when no candidate falls
+ * strictly inside the bracket, or after 24 steps.
+ * @param l (vocabSize) f32 logits
+ * @param p (vocabSize) their weights exp((l − max)/T)
+ * @returns lo (the smallest finite logit when both filters are off)
+ */
+export function sampleThresholdRef(l: Float32Array, p: Float64Array, params: SampleRefParams): number {
+  const n = l.length;
+  const { topK, topP } = params;
+  const kOn = topK > 0 && topK < n;
+  const pOn = topP < 1;
+  let lo = Infinity;
+  let hi = -Infinity;
+  let z = 0;
+  for (let i = 0; i < n; i++) {
+    if (l[i] === -Infinity) continue;
+    lo = Math.min(lo, l[i]);
+    hi = Math.max(hi, l[i]);
+    z += p[i];
+  }
+  const mid = (a: number, b: number) => Math.fround(a * 0.5 + b * 0.5);
+  const passes = (t: number) => {
+    let count = 0;
+    let mass = 0;
+    for (let i = 0; i < n; i++) {
+      if (l[i] >= t) {
+        count++;
+        mass += p[i];
+      }
+    }
+    return { count, ok: count > 0 && ((kOn && count >= topK) || (pOn && mass >= topP * z)) };
+  };
+  let hiFails = false;
+  let cK = n;
+  let cHi = 0;
+  for (let step = 0; step < 24 && (kOn || pOn) && cK - cHi > 1 && lo < hi; step++) {
+    const c2 = mid(lo, hi);
+    const t: number[] = [mid(lo, c2), c2, hiFails ? mid(c2, hi) : hi];
+    if (hiFails && !t.some((c) => c > lo && c < hi)) break;
+    const r = t.map(passes);
+    let j = 3;
+    while (j > 0 && !r[j - 1].ok) j--;
+    if (j > 0) [lo, cK] = [t[j - 1], r[j - 1].count];
+    if (j < 3) [hi, cHi, hiFails] = [t[j], r[j].count, true];
+  }
+  return lo;
 }
 
 /**

@@ -12,15 +12,17 @@
  *   - top-p (topP = 1: off): keep the smallest set of largest tokens whose mass is ≥ topP · Z;
  *   - min-p (minP = 0: off): keep p_i ≥ minP · p_max, i.e. l_i ≥ max + T · ln(minP).
  * - Top-k and top-p use a threshold search instead of a sort. Probabilities are monotone in the
- *   logits, so the threshold is a logit: K is an order-preserving u32 key of an f32, token i passes K
- *   iff l_i ≥ value(K), and the search builds the largest K for which count(passing) ≥ k (top-k on)
- *   or mass(passing) ≥ topP · Z (top-p on), with count ≥ 1. The kernel fixes 2 bits of K per pass over
- *   the vocabulary (a 4-way bisection: counts and masses at 3 thresholds, one workgroup reduction),
- *   so ≤ 16 passes, and stops once at most one token lies between the last passing and the last
- *   failing threshold, since the kept set can no longer change. Once ≤ poolSize tokens pass, they
- *   are copied to workgroup memory and the remaining passes read only those. The result is exact:
- *   every token tied with the boundary logit is kept (so top-k keeps more than k on exact ties), and
- *   taking the larger of the two thresholds intersects the two sets. The argmax always survives.
+ *   logits, so the threshold τ is a logit: the kept set is {i : l_i ≥ τ}, where τ is the largest
+ *   threshold with count(l ≥ τ) ≥ k (top-k on) or mass(l ≥ τ) ≥ topP · Z (top-p on), and count ≥ 1.
+ *   The kernel finds τ by a 4-way bisection over f32 values: a bracket [lo, hi) from [min, max]
+ *   (the first step tests max itself), each step one pass that counts and sums the mass at three
+ *   candidates (midpoints computed as fl32(a/2 + b/2), identical in the reference) with one
+ *   workgroup reduction. It stops once at most one token lies in [lo, hi), since the kept set can no
+ *   longer change, when no candidate falls strictly inside the bracket (ties), or after 24 steps.
+ *   Once the bracket holds ≤ poolSize tokens they are copied to workgroup memory and later steps
+ *   read only those. Every token tied with the boundary logit is kept (top-k keeps more than k on
+ *   exact ties); taking the larger of the two thresholds intersects the two sets, and the argmax
+ *   always survives.
  * - Draw: u = uniform(seed, step) · keptMass, and the pick is the first index (in index order) whose
  *   cumulative kept mass exceeds u. Groups of 32 invocations own contiguous segments of the row
  *   (a blocked prefix sum with coalesced reads), a scan over the segment masses finds the segment,

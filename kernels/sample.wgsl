@@ -43,12 +43,9 @@ fn fix4(v: u32, x: vec4<f32>) -> vec4<f32> {
 }
 fn load4(v: u32) -> vec4<f32> { return fix4(v, raw4(v)); }
 
-// Inverse of the order-preserving key (u32 order = f32 order), clamped to [LOWEST, +inf].
-fn keyValue(k: u32) -> f32 {
-  if (k < 0x00800000u) { return LOWEST; }
-  if (k > 0xff7fffffu) { return dims.posInf; }
-  return bitcast<f32>(select(~k, k & 0x7fffffffu, k >= 0x80000000u));
-}
+// The midpoint by two exact halvings and one rounding, so an FMA cannot change it (the reference
+// computes the same f32).
+fn mid(a: f32, b: f32) -> f32 { return a * 0.5 + b * 0.5; }
 
 fn pcg(v: u32) -> u32 {
   let s = v * 747796405u + 2891336453u;
@@ -65,15 +62,18 @@ fn emit(token: u32) {
   history[state.step % dims.historyLen] = token;
 }
 
-// Per-lane running max; strict > keeps the lowest index, since each lane sees indices in order.
-fn maxStep(v: u32, x: vec4<f32>, m: ptr<function, vec4<f32>>, i: ptr<function, vec4<u32>>) {
-  let gt = x > *m;
-  *m = select(*m, x, gt);
-  *i = select(*i, vec4(4u * v) + vec4(0u, 1u, 2u, 3u) - vec4(dims.shift), gt);
+// Per-lane running max and min; strict > keeps the lowest index, since each lane sees indices in
+// order. −inf lanes stay out of the min.
+struct Extremes { mx: vec4<f32>, at: vec4<u32>, mn: vec4<f32> }
+fn maxStep(v: u32, x: vec4<f32>, e: ptr<function, Extremes>) {
+  let gt = x > (*e).mx;
+  (*e).mx = select((*e).mx, x, gt);
+  (*e).at = select((*e).at, vec4(4u * v) + vec4(0u, 1u, 2u, 3u) - vec4(dims.shift), gt);
+  (*e).mn = min((*e).mn, select(x, vec4(dims.posInf), x == vec4(dims.negInf)));
 }
 
 // One 4-way search step: counts (as exact f32) and masses at or above three thresholds t.xyz, and
-// the whole mass Z in .w of \`mass\` when asked (mode 2); mode 0 skips masses (top-p off).
+// the whole mass Z in .w of `mass` when asked (mode 2); mode 0 skips masses (top-p off).
 struct Tally { count: vec4<f32>, mass: vec4<f32> }
 fn tallyStep(x: vec4<f32>, t: vec3<f32>, mx: f32, invT: f32, mode: u32, acc: ptr<function, Tally>) {
   let ge1 = x >= vec4(t.x);
@@ -95,10 +95,15 @@ fn reduceTally(lid: u32, t: Tally) -> Tally {
   red[WG + lid] = t.mass;
   workgroupBarrier();
   let r = min(32u, WG);
-  if (lid < 2u * r) {
+  if (lid < r) {
     var s = vec4(0.0);
-    for (var j = lid % r; j < WG; j += r) { s += red[(lid / r) * WG + j]; }
+    var sm = vec4(0.0);
+    for (var j = lid; j < WG; j += r) {
+      s += red[j];
+      sm += red[WG + j];
+    }
     red2[lid] = s;
+    red2[r + lid] = sm;
   }
   workgroupBarrier();
   if (lid < 2u) {
@@ -134,7 +139,7 @@ fn scan(lid: u32, n: u32) {
 }
 
 // Walks vec4 v from running mass cum0 and emits the first kept token whose running mass exceeds u,
-// else the last kept token of the vec4 (f32 rounding at a boundary), else \`fallback\`.
+// else the last kept token of the vec4 (f32 rounding at a boundary), else `fallback`.
 fn walk(v: u32, cum0: f32, u: f32, thr: f32, mx: f32, invT: f32, fallback: u32) {
   let x = load4(v);
   let p = keptMass(x, thr, mx, invT);
@@ -150,31 +155,31 @@ fn walk(v: u32, cum0: f32, u: f32, thr: f32, mx: f32, invT: f32, fallback: u32) 
   emit(last);
 }
 
-// Max and its lowest index over the row. Loops are unrolled ×4 so each invocation keeps 4 loads in flight.
-fn argmaxPass(lid: u32) -> vec2<u32> {
-  var m4 = vec4(LOWEST);
-  var i4 = vec4(NONE);
+// Max, its lowest index and the smallest finite logit. Loops are unrolled ×4 so each invocation
+// keeps 4 loads in flight. Returns (bits of max, argmax, bits of min).
+fn extremesPass(lid: u32) -> vec3<u32> {
+  var e = Extremes(vec4(LOWEST), vec4(NONE), vec4(dims.posInf));
   var v = dims.vLo + lid;
   for (; v + 3u * WG < dims.vHi; v += 4u * WG) {
     let a = raw4(v);
     let b = raw4(v + WG);
     let c = raw4(v + 2u * WG);
     let d = raw4(v + 3u * WG);
-    maxStep(v, fix4(v, a), &m4, &i4);
-    maxStep(v + WG, fix4(v + WG, b), &m4, &i4);
-    maxStep(v + 2u * WG, fix4(v + 2u * WG, c), &m4, &i4);
-    maxStep(v + 3u * WG, fix4(v + 3u * WG, d), &m4, &i4);
+    maxStep(v, fix4(v, a), &e);
+    maxStep(v + WG, fix4(v + WG, b), &e);
+    maxStep(v + 2u * WG, fix4(v + 2u * WG, c), &e);
+    maxStep(v + 3u * WG, fix4(v + 3u * WG, d), &e);
   }
-  for (; v < dims.vHi; v += WG) { maxStep(v, load4(v), &m4, &i4); }
-  var m = m4.x;
-  var idx = i4.x;
+  for (; v < dims.vHi; v += WG) { maxStep(v, load4(v), &e); }
+  var m = e.mx.x;
+  var idx = e.at.x;
   for (var c = 1u; c < 4u; c++) {
-    if (m4[c] > m || (m4[c] == m && i4[c] < idx)) {
-      m = m4[c];
-      idx = i4[c];
+    if (e.mx[c] >= m) {
+      m = e.mx[c];
+      idx = e.at[c];
     }
   }
-  red[lid].x = m;
+  red[lid] = vec4(m, min(min(e.mn.x, e.mn.y), min(e.mn.z, e.mn.w)), 0.0, 0.0);
   redU[lid] = idx;
   workgroupBarrier();
   for (var s = WG / 2u; s > 0u; s >>= 1u) {
@@ -185,23 +190,27 @@ fn argmaxPass(lid: u32) -> vec2<u32> {
         red[lid].x = m2;
         redU[lid] = i2;
       }
+      red[lid].y = min(red[lid].y, red[lid + s].y);
     }
     workgroupBarrier();
   }
-  return vec2(bitcast<u32>(workgroupUniformLoad(&red[0]).x), workgroupUniformLoad(&redU[0]));
+  let r = workgroupUniformLoad(&red[0]);
+  return vec3(bitcast<u32>(r.x), workgroupUniformLoad(&redU[0]), bitcast<u32>(r.y));
 }
 
-// Copies every token ≥ tv into the pool (order does not matter to counts and masses).
-fn gatherPass(lid: u32, tv: f32) {
+// Copies the tokens in [lo, hi) (or [lo, +inf) before any threshold failed) into the pool; their
+// order does not matter to counts and masses.
+fn gatherPass(lid: u32, lo: f32, hi: f32, hiFails: bool) {
   for (var i = lid; i < POOL4; i += WG) { pool[i] = vec4(dims.negInf); }
   if (lid == 0u) { atomicStore(&poolFill, 0u); }
   workgroupBarrier();
+  let top = select(dims.posInf, hi, hiFails);
   for (var v = dims.vLo + lid; v < dims.vHi; v += WG) {
     let x = load4(v);
-    let ge = x >= vec4(tv);
-    if (!any(ge)) { continue; }
+    let inside = (x >= vec4(lo)) & (x < vec4(top));
+    if (!any(inside)) { continue; }
     for (var c = 0u; c < 4u; c++) {
-      if (ge[c]) {
+      if (inside[c]) {
         let slot = atomicAdd(&poolFill, 1u);
         pool[slot / 4u][slot % 4u] = x[c];
       }
@@ -232,62 +241,72 @@ fn tallyPass(lid: u32, t: vec3<f32>, mx: f32, invT: f32, mode: u32, pooled: bool
   return reduceTally(lid, acc);
 }
 
-// Threshold search for top-k / top-p: the largest key K (2 bits per pass, from the top) whose
-// threshold still satisfies an enabled filter. It stops once at most one token lies between the
-// last passing and the last failing threshold, since the kept set can no longer change.
-fn searchThreshold(lid: u32, mx: f32, invT: f32) -> f32 {
+// Threshold search for top-k / top-p: a 4-way bisection over logit values for the largest threshold
+// lo that an enabled filter still accepts; [lo, hi) is the bracket, hi the lowest rejected
+// threshold. Returns lo; the kept set is {l ≥ lo}. The bracket starts at [min, max]; the first step
+// tests max itself. It stops once at most one token lies in [lo, hi) (the kept set can no longer
+// change), when the halvings stop making progress (ties), or after 24 steps. Once the bracket holds
+// ≤ 4·POOL4 tokens they move to the pool, and later steps read only those.
+fn searchThreshold(lid: u32, mx: f32, mn: f32, invT: f32) -> f32 {
   let kOn = params.topK > 0u && params.topK < dims.vocab;
   let pOn = params.topP < 1.0;
   let topK = f32(params.topK);
   var q = 0.0;
-  var K = 0u;
-  var cK = dims.vocab; // tokens ≥ keyValue(K) (an upper bound before the first pass)
-  var cHi = 0u;        // tokens ≥ the lowest failing threshold so far
+  var lo = mn;
+  var hi = mx;
+  var hiFails = false;
+  var cK = f32(dims.vocab); // tokens ≥ lo (an upper bound before the first step)
+  var cHi = 0.0;            // tokens ≥ hi once hi failed
+  var mHi = 0.0;            // their mass
   var pooled = false;
+  var base = vec2(0.0);     // count and mass above the pool
   var poolN4 = 0u;
-  for (var step = 0u; step < 16u && (kOn || pOn) && cK - cHi > 1u; step++) {
-    if (!pooled && cK <= 4u * POOL4) {
-      gatherPass(lid, keyValue(K));
+  for (var step = 0u; step < 24u && (kOn || pOn) && cK - cHi > 1.0 && lo < hi; step++) {
+    let c2 = mid(lo, hi);
+    let t = vec3(mid(lo, c2), c2, select(hi, mid(c2, hi), hiFails));
+    if (hiFails && !any((t > vec3(lo)) & (t < vec3(hi)))) { break; }
+    if (!pooled && cK - cHi <= f32(4u * POOL4)) {
+      gatherPass(lid, lo, hi, hiFails);
       pooled = true;
-      poolN4 = (cK + 3u) / 4u;
+      base = vec2(cHi, mHi);
+      poolN4 = u32(cK - cHi + 3.0) / 4u;
     }
-    let sh = 30u - 2u * step;
-    let t = vec3(keyValue(K | (1u << sh)), keyValue(K | (2u << sh)), keyValue(K | (3u << sh)));
     let mode = select(select(1u, 2u, step == 0u), 0u, !pOn);
     let r = tallyPass(lid, t, mx, invT, mode, pooled, poolN4);
     if (step == 0u) { q = params.topP * r.mass.w; }
-    // The largest of the three candidates that passes, if any (counts are nonincreasing in j).
-    var next = 0u;
-    for (var j = 3u; j >= 1u; j--) {
-      let n = r.count[j - 1u];
-      if (n > 0.0 && ((kOn && n >= topK) || (pOn && r.mass[j - 1u] >= q))) {
-        next = j;
-        break;
-      }
+    let n = r.count + vec4(base.x);
+    let m = r.mass + vec4(base.y);
+    // The largest passing candidate (counts and masses are nonincreasing in j).
+    var j = 3u;
+    while (j > 0u && !(n[j - 1u] > 0.0 && ((kOn && n[j - 1u] >= topK) || (pOn && m[j - 1u] >= q)))) { j--; }
+    if (j > 0u) {
+      lo = t[j - 1u];
+      cK = n[j - 1u];
     }
-    if (next > 0u) {
-      K = K | (next << sh);
-      cK = u32(r.count[next - 1u]);
+    if (j < 3u) {
+      hi = t[j];
+      cHi = n[j];
+      mHi = m[j];
+      hiFails = true;
     }
-    if (next < 3u) { cHi = u32(r.count[next]); }
   }
-  return keyValue(K);
+  return lo;
 }
 
 @compute @workgroup_size(WG)
 fn main(@builtin(local_invocation_index) lid: u32) {
   let greedy = params.temperature <= 0.0;
   let invT = select(1.0 / params.temperature, 0.0, greedy);
-  let am = argmaxPass(lid);
-  let mx = bitcast<f32>(am.x);
-  let argmax = select(am.y, 0u, am.y == NONE); // NONE: every logit was −inf
+  let ex = extremesPass(lid);
+  let mx = bitcast<f32>(ex.x);
+  let argmax = select(ex.y, 0u, ex.y == NONE); // NONE: every logit was −inf
   if (greedy) {
     if (lid == 0u) { emit(argmax); }
     return;
   }
   var tMin = LOWEST;
   if (params.minP > 0.0) { tMin = mx + params.temperature * log(min(params.minP, 1.0)); }
-  let thr = max(searchThreshold(lid, mx, invT), tMin);
+  let thr = max(searchThreshold(lid, mx, bitcast<f32>(ex.z), invT), tMin);
 
   // Draw, phase A: kept mass per group segment (lanes stride the segment), then a scan over groups.
   let ng = WG / GS;

@@ -116,6 +116,28 @@ Deno.test("sampleRef() keeps the hand-computed sets", () => {
   }
 });
 
+Deno.test("sampleRef() threshold search keeps exactly the sorted top-k and top-p sets", () => {
+  for (const seed of [1, 2, 3]) {
+    const logits = seed === 3 ? zipfLogits(3000, seed) : randomF32(3000, seed, 4 * seed);
+    const order = [...logits.keys()].sort((a, b) => logits[b] - logits[a]);
+    const kept = (p: Partial<SampleSettings>) => {
+      const w = sampleWeightsRef(logits, { temperature: 1, ...OFF, seed: 0, ...p });
+      return [...w.keys()].filter((i) => w[i] > 0).sort((a, b) => a - b);
+    };
+    for (const topK of [1, 5, 40, 2999]) {
+      assert.deepEqual(kept({ topK }), order.slice(0, topK).sort((a, b) => a - b), `topK ${topK}`);
+    }
+    const mx = logits[order[0]];
+    const p = order.map((i) => Math.exp(logits[i] - mx));
+    const z = p.reduce((a, b) => a + b, 0);
+    for (const topP of [0.05, 0.3, 0.9, 0.99]) {
+      let n = 0;
+      for (let mass = 0; mass < topP * z;) mass += p[n++];
+      assert.deepEqual(kept({ topP }), order.slice(0, n).sort((a, b) => a - b), `topP ${topP}`);
+    }
+  }
+});
+
 Deno.test("sample() on the GPU", async (t) => {
   const gpu = await testGpu();
   if (!gpu) return;
@@ -124,6 +146,7 @@ Deno.test("sample() on the GPU", async (t) => {
   // A 4-token pool keeps the threshold search on the logits buffer nearly to the end.
   const unpooled = createSample(gpu, { workgroupSize: 128, poolSize: 4 });
   const kernels = [kernel, small, unpooled];
+  const tiny = createSample(gpu, { workgroupSize: 8 }); // fewer invocations than a draw group
   await checkPipelines(gpu);
 
   await t.step("the RNG equals sampleHashRef: uniform logits over 2^16 tokens pick hash >> 16", async () => {
@@ -164,7 +187,7 @@ Deno.test("sample() on the GPU", async (t) => {
             const settings = { temperature, topK, topP, minP, seed: 1000003 * combo++ };
             keptSizes.add(sampleWeightsRef(logits, settings).filter((w) => w > 0).length);
             const startStep = combo * 37;
-            const k = kernels[combo % 3];
+            const k = [...kernels, tiny][combo % 4];
             const { picks } = await runSteps(gpu, k, logits, settings, { startStep, steps: 8, rows: 2 });
             const want = picks.map((_, j) => sampleRef(logits, settings, startStep + j));
             assert.deepEqual(picks, want, JSON.stringify(settings));

@@ -137,7 +137,7 @@ export function lowerBlockEdge(gpu: Gpu): 32 | 64 {
 export interface TriInvSpec {
   /** 32 or 64; 32 gives small test matrices more doubling levels. */
   nb?: 32 | 64;
-  /** force the level GEMMs' tile edge (default: block_gemm.ts picks per GEMM) */
+  /** force the level GEMMs' tile edge (default 64) */
   gemmTile?: BlockGemmTile;
 }
 

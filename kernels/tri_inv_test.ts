@@ -22,7 +22,7 @@ Deno.test("triInv() inverts lower-triangular matrices like the f64 reference", a
   const kernels = {
     64: createTriInv(gpu, { nb: 64 }),
     32: createTriInv(gpu, { nb: 32 }),
-    128: createTriInv(gpu, { nb: 32, gemmTile: 128 }), // the GEMMs pick 64-tiles at these sizes
+    128: createTriInv(gpu, { nb: 32, gemmTile: 128 }), // the 128-tile GEMM build
   };
   await checkPipelines(gpu);
   // 300 exercises a partial last leaf block, a lone block at one level and a partial pair at the next;

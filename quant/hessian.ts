@@ -42,6 +42,28 @@ export interface GpuHessian {
   destroy(): void;
 }
 
+/** Throws unless rows xRowOffset..xRowOffset+n of x exist. */
+function checkBatch(x: GPUBuffer, n: number, xRowOffset: number, cols: number): void {
+  if (!Number.isInteger(n) || n < 1 || !Number.isInteger(xRowOffset) || xRowOffset < 0) {
+    throw new Error(`Cannot add a batch of ${n} tokens at row ${xRowOffset}: expected positive integers`);
+  }
+  if ((xRowOffset + n) * cols * 4 > x.size) {
+    throw new Error(
+      `Cannot add rows ${xRowOffset}..${xRowOffset + n} of "${x.label}": the buffer holds ` +
+        `${Math.floor(x.size / (cols * 4))} rows of ${cols} columns`,
+    );
+  }
+}
+
+/** Records into one compute pass of its own and submits. */
+function submit(gpu: Gpu, record: (pass: GPUComputePassEncoder) => void): void {
+  const encoder = gpu.device.createCommandEncoder({ label: "hessian" });
+  const pass = encoder.beginComputePass();
+  record(pass);
+  pass.end();
+  gpu.device.queue.submit([encoder.finish()]);
+}
+
 /**
  * Creates a zero Hessian for a layer with `cols` input features.
  * @param gpu the device
@@ -78,15 +100,7 @@ export function createHessian(gpu: Gpu, cols: number): GpuHessian {
 
   function planFor(x: GPUBuffer, n: number, xRowOffset: number): BoundPlan {
     if (finalized) throw new Error("Cannot add to a Hessian after finalize()");
-    if (!Number.isInteger(n) || n < 1 || !Number.isInteger(xRowOffset) || xRowOffset < 0) {
-      throw new Error(`Cannot add a batch of ${n} tokens at row ${xRowOffset}: expected positive integers`);
-    }
-    if ((xRowOffset + n) * cols * 4 > x.size) {
-      throw new Error(
-        `Cannot add rows ${xRowOffset}..${xRowOffset + n} of "${x.label}": the buffer holds ` +
-          `${Math.floor(x.size / (cols * 4))} rows of ${cols} columns`,
-      );
-    }
+    checkBatch(x, n, xRowOffset, cols);
     const byShape = plans.get(x) ?? new Map<string, BoundPlan>();
     plans.set(x, byShape);
     const key = `${n}:${xRowOffset}`;
@@ -99,14 +113,6 @@ export function createHessian(gpu: Gpu, cols: number): GpuHessian {
     return plan;
   }
 
-  function submit(record: (pass: GPUComputePassEncoder) => void) {
-    const encoder = gpu.device.createCommandEncoder({ label: "hessian" });
-    const pass = encoder.beginComputePass();
-    record(pass);
-    pass.end();
-    gpu.device.queue.submit([encoder.finish()]);
-  }
-
   return {
     H,
     cols,
@@ -115,7 +121,7 @@ export function createHessian(gpu: Gpu, cols: number): GpuHessian {
     },
     addBatch(x, n, xRowOffset = 0) {
       const plan = planFor(x, n, xRowOffset);
-      submit((pass) => plan.encode(pass));
+      submit(gpu, (pass) => plan.encode(pass));
     },
     encodeBatch(pass, x, n, xRowOffset = 0) {
       planFor(x, n, xRowOffset).encode(pass);
@@ -125,7 +131,7 @@ export function createHessian(gpu: Gpu, cols: number): GpuHessian {
       if (tokens === 0) throw new Error("Cannot finalize a Hessian: no tokens were added");
       finalized = true;
       const plan = kernel.bind({ H, cols, tokens: 0, alpha: 2 / tokens, beta: 0, mirror: true });
-      submit((pass) => plan.encode(pass));
+      submit(gpu, (pass) => plan.encode(pass));
       plan.destroy();
     },
     destroy() {
