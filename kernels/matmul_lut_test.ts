@@ -204,6 +204,16 @@ Deno.test("planMatmulLut() batches GEMV rows by 8 and reaches the GEMM past gemv
   assert.deepEqual(plan(20).map((s) => [s.row0, s.rows]), [[0, 8], [8, 8], [16, 4]]);
   assert.equal(plan(65)[0].shader.path, "gemm");
   assert.equal(plan(9, GEMM)[0].shader.path, "gemm");
+  // Every default build fits lavapipe's 32 KiB of workgroup memory (the H100 allows 48 KiB).
+  for (const bits of [2, 3, 4] as const) {
+    for (const outDim of [7, 4096, 14336, 40000, 128256]) {
+      for (let rows = 1; rows <= 64; rows++) {
+        for (const s of planMatmulLut({ accumulate: true }, { bits, inDim: 4096, outDim, rows })) {
+          assert.ok(s.workgroupBytes <= 32768, `${JSON.stringify(s.shader)} needs ${s.workgroupBytes} bytes`);
+        }
+      }
+    }
+  }
   assert.throws(() => plan(1, { nr: 3 }), /nr 3 and rw 1 must be 1, 2 or 4/);
   assert.throws(() => plan(9, { ...GEMM, tn: 48 }), /tn 48 of 32/);
 });

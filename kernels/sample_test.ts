@@ -169,10 +169,17 @@ Deno.test("sample() on the GPU", async (t) => {
       assert.equal(history[0], argmax(logits), `vocab ${vocab}`);
       assert.equal(token, argmax(logits), `vocab ${vocab} tokenOut`);
       if (vocab < 7) continue;
+      // Ties in neighbouring lanes, in one lane of one invocation (4 · 64 vec4s apart) and across
+      // invocations: the lowest index must win each time.
       const a = Math.floor(vocab / 3);
-      logits[a] = logits[vocab - 1] = 11; // above every random logit
-      const tied = await runSteps(gpu, small, logits, { temperature: 0, ...OFF, seed: 3 }, { rows: 2 });
-      assert.equal(tied.token, a, `vocab ${vocab} tie`);
+      for (const [b, c] of [[a + 1, a + 2], [a + 1024, vocab - 1], [vocab - 1, vocab - 1]]) {
+        if (c >= vocab) continue;
+        const tiedLogits = logits.slice();
+        tiedLogits[a] = tiedLogits[b] = tiedLogits[c] = 11; // above every random logit
+        const settings = { temperature: 0, ...OFF, seed: 3 };
+        const tied = await runSteps(gpu, small, tiedLogits, settings, { rows: 2 });
+        assert.equal(tied.token, a, `vocab ${vocab} tie at ${a}, ${b}, ${c}`);
+      }
     }
   });
 

@@ -1,7 +1,7 @@
 /**
  * The whole quantization path on the real stories260K (../shared): perplexity on the GPU against a host f64
- * computation, then true-sequential quantization at 3 bits with each method through the f64 reference
- * quantizer, writing and reloading the folder, and the perplexity ordering fp ≤ LeanQuant ≤ GPTQ ≤ RTN on
+ * computation, then true-sequential quantization at 3 bits with each method through the GPU quantizer
+ * (quant/gpu_quantizer.ts; quant/gpu_quantizer_test.ts checks it against the f64 reference), writing and reloading the folder, and the perplexity ordering fp ≤ LeanQuant ≤ GPTQ ≤ RTN on
  * in-domain TinyStories text.
  *
  * Sizes are set for lavapipe (attention over a 128-token window is ~90 ms there): 4 calibration windows of
@@ -15,7 +15,7 @@ import { checkPipelines, type Gpu } from "../kernels/gpu.ts";
 import { createStorage, readF32, writeBuffer } from "../kernels/buffers.ts";
 import { logSoftmaxRef } from "../kernels/reference.ts";
 import { QUANTIZE_DEFAULTS, type QuantizedLinear, type QuantMethod } from "../quant/types.ts";
-import { createReferenceQuantizer } from "../quant/reference_quantizer.ts";
+import { createGpuQuantizer } from "../quant/gpu_quantizer.ts";
 import { loadCalibration } from "../inference/calibration.ts";
 import { type EvalModel, evaluatePerplexity, loadEvalModel } from "../inference/perplexity.ts";
 import { bindForward, createForwardState } from "../inference/model.ts";
@@ -120,7 +120,7 @@ Deno.test("stories260K: GPU perplexity, 3-bit quantization with every method, re
       const produced: QuantizedLayer[] = [];
       const result = await quantizeModel(gpu, source, {
         quantize,
-        quantizer: createReferenceQuantizer(gpu),
+        quantizer: createGpuQuantizer(gpu),
         windows: calib.windows,
         onLayer: async (i, layer) => {
           produced.push(layer);
