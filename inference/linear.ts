@@ -7,6 +7,7 @@
 import type { Encodable, Gpu } from "../kernels/gpu.ts";
 import { createMatmul } from "../kernels/matmul.ts";
 import { type AffineWeights, createMatmulAffine } from "../kernels/matmul_affine.ts";
+import { createMatmulLut, type LutWeights } from "../kernels/matmul_lut.ts";
 import { createStorage, f32ToF16Bits, writeBuffer } from "../kernels/buffers.ts";
 
 /** How dense weights are stored on the GPU. */
@@ -21,7 +22,7 @@ export interface WeightPanel {
 }
 
 /** A Linear weight on the GPU: dense, or quantized in one of the fused kernels' layouts. */
-export type GpuLinear = DenseLinear | AffineLinear;
+export type GpuLinear = DenseLinear | AffineLinear | LutLinear;
 
 /** A dense Linear weight (outDim, inDim), as Hugging Face stores it. */
 export interface DenseLinear {
@@ -40,9 +41,18 @@ export interface AffineLinear {
   weights: AffineWeights;
 }
 
+/** LUT-quantized weight (codes + a per-row f16 table, LeanQuant nu) in kernels/matmul_lut.ts's layout. */
+export interface LutLinear {
+  format: "lut";
+  outDim: number;
+  inDim: number;
+  weights: LutWeights;
+}
+
 /** Every GPU buffer a linear holds (to size or destroy it). */
 export function linearBuffers(l: GpuLinear): GPUBuffer[] {
   if (l.format === "dense") return l.panels.map((p) => p.buffer);
+  if (l.format === "lut") return [l.weights.codes, l.weights.lut];
   const w = l.weights;
   return [w.codes, w.scaleZero, ...(w.perm ? [w.perm] : [])];
 }
@@ -103,14 +113,12 @@ export interface LinearCall {
 
 /** Binds the dispatches that apply `linear` (one per panel for dense weights). */
 export function bindLinear(gpu: Gpu, linear: GpuLinear, call: LinearCall): Encodable {
-  if (linear.format === "affine") {
-    return createMatmulAffine(gpu, { accumulate: call.accumulate ?? false }).bind({
-      x: call.x,
-      w: linear.weights,
-      y: call.y,
-      rows: call.rows,
-      xRowOffset: call.xRowOffset ?? 0,
-    });
+  if (linear.format !== "dense") {
+    const spec = { accumulate: call.accumulate ?? false };
+    const args = { x: call.x, y: call.y, rows: call.rows, xRowOffset: call.xRowOffset ?? 0 };
+    return linear.format === "affine"
+      ? createMatmulAffine(gpu, spec).bind({ ...args, w: linear.weights })
+      : createMatmulLut(gpu, spec).bind({ ...args, w: linear.weights });
   }
   const kernel = createMatmul(gpu, { weightType: linear.weightType, accumulate: call.accumulate ?? false });
   const bound = linear.panels.map((panel) =>

@@ -13,6 +13,8 @@ import { toF16Pairs, uploadLinear, type WeightType } from "./linear.ts";
 import type { GpuLayer, GpuWeights } from "./model.ts";
 import { createSequenceRunner } from "./generate.ts";
 import type { LoadedModel } from "./engine.ts";
+import { parseQuantization } from "./quant_format.ts";
+import { uploadQuantizedWeights } from "./quant_folder.ts";
 
 export interface LoadModelOptions {
   /** Dense weight storage on the GPU; "auto" keeps f32 checkpoints in f32 and stores 16-bit ones as f16. */
@@ -31,7 +33,7 @@ export async function loadModel(gpu: Gpu, dir: string, options: LoadModelOptions
   const tokenizer = await loadTokenizer(dir);
   const chatTemplate = await loadChatTemplate(dir);
   const weightType = resolveWeightType(config, options.weightType ?? "auto");
-  const weights = await uploadWeights(gpu, dir, config, { weightType, onProgress: options.onProgress });
+  const weights = await uploadModelWeights(gpu, dir, config, { weightType, onProgress: options.onProgress });
   const runner = createSequenceRunner(gpu, config, weights, {
     maxPrefillRows: options.maxPrefillRows ?? 256,
   });
@@ -50,6 +52,21 @@ export async function loadModel(gpu: Gpu, dir: string, options: LoadModelOptions
 export function resolveWeightType(config: ModelConfig, wanted: WeightType | "auto"): WeightType {
   if (wanted !== "auto") return wanted;
   return config.torchDtype === "float32" || config.torchDtype === null ? "f32" : "f16";
+}
+
+/**
+ * Uploads a full-precision checkpoint, or a quantized folder (ours or AutoGPTQ) whose linears run through
+ * the fused kernels (or, with `fused: false`, dequantized to dense weights).
+ */
+export function uploadModelWeights(
+  gpu: Gpu,
+  dir: string,
+  config: ModelConfig,
+  options: { weightType: WeightType; fused?: boolean; onProgress?: ((detail: string) => void) | undefined },
+): Promise<GpuWeights> {
+  return parseQuantization(config.quantization)
+    ? uploadQuantizedWeights(gpu, dir, config, options)
+    : uploadWeights(gpu, dir, config, options);
 }
 
 /**

@@ -16,10 +16,9 @@ import { createRmsNorm } from "../kernels/rms_norm.ts";
 import { bindLinear } from "./linear.ts";
 import { bindForward, createForwardState, type GpuWeights } from "./model.ts";
 import { loadModelConfig, type ModelConfig } from "./model_config.ts";
-import { resolveWeightType, uploadWeights } from "./load_model.ts";
+import { resolveWeightType, uploadModelWeights } from "./load_model.ts";
 import { loadTokenizer, type Tokenizer } from "./tokenizer.ts";
 import { type ParsedQuantization, parseQuantization } from "./quant_format.ts";
-import { uploadDequantizedWeights } from "./quant_folder.ts";
 import type { WeightType } from "./linear.ts";
 
 /** Options of {@link evaluatePerplexity}. */
@@ -178,23 +177,22 @@ export interface EvalModel {
 }
 
 /**
- * Loads a full-precision folder, or a quantized one dequantized to dense weights at load.
+ * Loads a full-precision folder, or a quantized one: through the fused quantized kernels as the server runs
+ * it (default), or dequantized to dense weights at load (`fused: false`, the quantizer's own view).
  * @param gpu the device
  * @param dir the model folder
- * @param options dense storage ("auto": f32 for f32 checkpoints, else f16)
+ * @param options dense storage ("auto": f32 for f32 checkpoints, else f16); fused or dequantized
  * @returns config, tokenizer and GPU weights
  */
 export async function loadEvalModel(
   gpu: Gpu,
   dir: string,
-  { weightType = "auto" }: { weightType?: WeightType | "auto" } = {},
+  { weightType = "auto", fused = true }: { weightType?: WeightType | "auto"; fused?: boolean } = {},
 ): Promise<EvalModel> {
   const config = await loadModelConfig(dir);
   const tokenizer = await loadTokenizer(dir);
   const quantization = parseQuantization(config.quantization);
   const type = resolveWeightType(config, weightType);
-  const weights = quantization
-    ? await uploadDequantizedWeights(gpu, dir, config, { weightType: type })
-    : await uploadWeights(gpu, dir, config, { weightType: type });
+  const weights = await uploadModelWeights(gpu, dir, config, { weightType: type, fused });
   return { config, tokenizer, weights, quantization };
 }

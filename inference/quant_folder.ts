@@ -21,8 +21,13 @@ import {
   LM_HEAD,
   TOKEN_EMBEDDING,
 } from "./weights.ts";
-import { toF16Pairs, uploadLinear, type WeightType } from "./linear.ts";
+import { type GpuLinear, toF16Pairs, uploadLinear, type WeightType } from "./linear.ts";
+import { uploadAffine } from "../kernels/matmul_affine.ts";
+import { uploadLut } from "../kernels/matmul_lut.ts";
+import { packAffine } from "../quant/pack_affine.ts";
+import { packLut } from "../quant/pack_lut.ts";
 import type { GpuWeights } from "./model.ts";
+import type { QuantizedLinear } from "../quant/types.ts";
 import {
   dequantizeLinear,
   formatOf,
@@ -222,19 +227,25 @@ export async function openQuantizedModel(dir: string, config: ModelConfig): Prom
 }
 
 /**
- * Uploads a quantized folder as dense weights (each linear dequantized on the host), for evaluation until the
- * LUT/affine GEMV kernels land.
+ * Uploads a quantized folder: each linear in the fused kernels' layout (affine → kernels/matmul_affine.ts,
+ * LUT → kernels/matmul_lut.ts), or dequantized on the host into dense weights (`fused: false`, the
+ * reference path that checks the fused kernels). Embeddings, norms and the LM head stay dense.
+ * TODO(#4): repack on the GPU for large models; the host repack holds one layer's codes at a time.
  * @param gpu the device
  * @param dir the folder
  * @param config its config
- * @param options dense storage type
+ * @param options dense storage type of the unquantized tensors; fused or dequantized linears
  * @returns weights that `bindForward` runs
  */
-export async function uploadDequantizedWeights(
+export async function uploadQuantizedWeights(
   gpu: Gpu,
   dir: string,
   config: ModelConfig,
-  { weightType = "f32" }: { weightType?: WeightType } = {},
+  { weightType = "f32", fused = true, onProgress }: {
+    weightType?: WeightType;
+    fused?: boolean;
+    onProgress?: ((detail: string) => void) | undefined;
+  } = {},
 ): Promise<GpuWeights> {
   const source = await openQuantizedModel(dir, config);
   try {
@@ -242,13 +253,13 @@ export async function uploadDequantizedWeights(
     const dense = (t: HostTensor) => (weightType === "f32" ? t.data : toF16Pairs(t.data));
     const layers = [];
     for (let i = 0; i < config.nLayers; i++) {
+      onProgress?.(`loading layer ${i + 1}/${config.nLayers}`);
       const { attnNorm, mlpNorm, linears } = await source.loadLayer(i);
-      const up = (field: keyof QuantizedLayer) => {
+      const up = (field: keyof QuantizedLayer): GpuLinear => {
         const q = linears[field];
-        return uploadLinear(gpu, dequantizeLinear(q), q.rows, q.cols, {
-          weightType,
-          label: `layers.${i}.${field}`,
-        });
+        const label = `layers.${i}.${field}`;
+        if (fused) return uploadFusedLinear(gpu, q, label);
+        return uploadLinear(gpu, dequantizeLinear(q), q.rows, q.cols, { weightType, label });
       };
       layers.push({
         attnNorm: uploadStorage(gpu, attnNorm.data, `layers.${i}.attnNorm`),
@@ -273,4 +284,20 @@ export async function uploadDequantizedWeights(
   } finally {
     source.close();
   }
+}
+
+/** A quantized linear in its fused kernel's layout. */
+function uploadFusedLinear(gpu: Gpu, q: QuantizedLinear, label: string): GpuLinear {
+  const { rows: outDim, cols: inDim } = q;
+  if (q.lut) return { format: "lut", outDim, inDim, weights: uploadLut(gpu, packLut(q), label) };
+  if (!q.scale || !q.zero) throw new Error(`Cannot upload "${label}": neither a LUT nor scale/zero`);
+  // Groups are groupSize columns wide in act-order rank; group 0 holds exactly groupSize of them.
+  const nGroups = q.scale.length / q.rows;
+  const groupSize = nGroups === 1
+    ? 0
+    : q.gIdx
+    ? q.gIdx.filter((g) => g === 0).length
+    : Math.ceil(inDim / nGroups);
+  const packed = packAffine({ ...q, scale: q.scale, zero: q.zero }, { groupSize });
+  return { format: "affine", outDim, inDim, weights: uploadAffine(gpu, packed, label) };
 }

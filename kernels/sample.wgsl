@@ -174,7 +174,7 @@ fn extremesPass(lid: u32) -> vec3<u32> {
   var m = e.mx.x;
   var idx = e.at.x;
   for (var c = 1u; c < 4u; c++) {
-    if (e.mx[c] >= m) {
+    if (e.mx[c] > m || (e.mx[c] == m && e.at[c] < idx)) {
       m = e.mx[c];
       idx = e.at[c];
     }

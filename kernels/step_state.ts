@@ -6,8 +6,7 @@
  *   state: [STATE_WORDS] u32
  *     [0] pos   — position of the first token the current forward processes
  *     [1] step  — decode steps taken since the request started (seeds the sampler's RNG stream)
- *     [2] done  — set to 1 by the sampler once an end-of-sequence token was produced
- *     [3] unused
+ *     [2], [3] reserved (end of sequence is checked on the host once per chunk of steps)
  * The host writes the whole state before a prefill; `advance` moves it after each forward.
  */
 import { type Encodable, getPipeline, type Gpu, type Kernel } from "./gpu.ts";
@@ -17,7 +16,7 @@ export const STATE_BYTES = STATE_WORDS * 4;
 
 /** WGSL declaration other kernels paste in to read the state. */
 export const STATE_STRUCT = /* wgsl */ `
-struct StepState { pos: u32, step: u32, done: u32, unused: u32 }
+struct StepState { pos: u32, step: u32, reserved0: u32, reserved1: u32 }
 `;
 
 const ADVANCE_WGSL = /* wgsl */ `

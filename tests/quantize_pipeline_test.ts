@@ -137,9 +137,12 @@ Deno.test("stories260K: GPU perplexity, 3-bit quantization with every method, re
         for (const f of LINEAR_FIELDS) assertSameLinear(linears[f], produced[i][f], `layer ${i} ${f}`);
       }
       reader.close();
+      // The server's path (fused dequantize-matmul kernels) must evaluate like the dense dequantized weights.
       const q = await loadEvalModel(gpu, out);
       assert.equal(q.quantization?.method, method);
       ppl[method] = (await evaluate(q)).perplexity;
+      const dense = (await evaluate(await loadEvalModel(gpu, out, { fused: false }))).perplexity;
+      assert.ok(Math.abs(ppl[method] / dense - 1) < 1e-4, `fused ppl ${ppl[method]} vs dequantized ${dense}`);
       const s = ((performance.now() - started) / 1000).toFixed(1);
       console.log(`[pipeline] ${method}: ppl ${ppl[method].toFixed(3)} (fp ${ppl.fp.toFixed(3)}), ${s} s`);
     });
