@@ -12,10 +12,11 @@
 import { parseArgs } from "node:util";
 import { describeGpu, requestGpu } from "../kernels/gpu.ts";
 import { loadModel } from "../inference/load_model.ts";
-import { weightBytes, type WeightType } from "../inference/linear.ts";
+import { linearBuffers, type WeightType } from "../inference/linear.ts";
+import type { GpuLayer, GpuWeights } from "../inference/model.ts";
 import { createSequenceRunner } from "../inference/generate.ts";
 import type { ModelConfig } from "../inference/model_config.ts";
-import { presetConfig, randomWeights } from "./random_model.ts";
+import { presetConfig, type RandomFormat, randomWeights } from "./random_model.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -27,6 +28,7 @@ const { values } = parseArgs({
     runs: { type: "string", default: "3" },
     json: { type: "string" },
     random: { type: "string" },
+    format: { type: "string", default: "dense" },
   },
 });
 
@@ -45,17 +47,36 @@ console.log(
 async function randomModel(preset: string) {
   const config = presetConfig(preset);
   const wt: WeightType = values.dtype === "f32" ? "f32" : "f16";
-  const weights = await randomWeights(gpu, config, wt);
+  const format = parseFormat(values.format);
+  const weights = await randomWeights(gpu, config, wt, format);
   const runner = createSequenceRunner(gpu, config, weights, { maxPrefillRows: 512 });
-  return { modelId: `${preset} (random weights)`, config, weights, runner };
+  const label = format.kind === "dense" ? "" : ` ${format.bits}-bit ${format.kind}`;
+  return { modelId: `${preset}${label} (random weights)`, config, weights, runner };
 }
 
-/** Bytes a batch-1 decode step must read: every matrix once (the embedding only one row) plus the KV cache. */
-function bytesPerToken(c: ModelConfig, bytes: number, context: number): number {
-  const q = c.nHeads * c.headDim;
-  const perLayer = (2 * q * c.dim + 2 * c.kvDim * c.dim + 3 * c.hiddenDim * c.dim) * bytes;
+/** "dense", "affine4" (group 128), "lut3", ... */
+function parseFormat(text: string): RandomFormat {
+  const m = /^(affine|lut)([234])$/.exec(text);
+  if (m) return { kind: m[1] as "affine" | "lut", bits: Number(m[2]) as 2 | 3 | 4 };
+  if (text !== "dense") {
+    throw new Error(`Invalid --format "${text}": expected dense, affineN or lutN (N = 2, 3, 4)`);
+  }
+  return { kind: "dense" };
+}
+
+/**
+ * Bytes a batch-1 decode step must read: every layer buffer once, the LM head, one embedding row and the f32
+ * KV cache at `context`.
+ */
+function bytesPerToken(w: GpuWeights, c: ModelConfig, context: number): number {
+  const layer = (L: GpuLayer) =>
+    [L.wq, L.wk, L.wv, L.wo, L.wGate, L.wUp, L.wDown].reduce(
+      (s, l) => s + linearBuffers(l).reduce((t, b) => t + b.size, 0),
+      0,
+    );
   const kv = 2 * c.nLayers * c.kvDim * context * 4;
-  return c.nLayers * perLayer + c.vocabSize * c.dim * bytes + kv;
+  const head = linearBuffers(w.lmHead).reduce((t, b) => t + b.size, 0);
+  return w.layers.reduce((s, L) => s + layer(L), 0) + head + kv;
 }
 
 const promptLen = Math.min(Number(values.prompt), model.config.seqLen - 2);
@@ -81,7 +102,7 @@ const runs = [];
 for (let i = 0; i < Number(values.runs); i++) runs.push(await once());
 const median = (xs: number[]) => xs.sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const context = promptLen + decodeLen / 2;
-const bytes = bytesPerToken(model.config, weightBytes(weightType), context);
+const bytes = bytesPerToken(model.weights, model.config, context);
 const result = {
   date: new Date().toISOString().slice(0, 10),
   adapter: describeGpu(gpu),

@@ -7,7 +7,9 @@ import type { Gpu } from "../kernels/gpu.ts";
 import { createStorage, uploadStorage } from "../kernels/buffers.ts";
 import { createFillRandom } from "../kernels/fill_random.ts";
 import { type ModelConfig, parseModelConfig } from "../inference/model_config.ts";
-import { type DenseLinear, weightBytes, type WeightType } from "../inference/linear.ts";
+import { type DenseLinear, type GpuLinear, weightBytes, type WeightType } from "../inference/linear.ts";
+import { affineRowWords } from "../kernels/matmul_affine.ts";
+import { lutCodeWords } from "../kernels/matmul_lut.ts";
 import type { GpuLayer, GpuWeights } from "../inference/model.ts";
 
 /** config.json fields of the shapes we benchmark. */
@@ -51,10 +53,23 @@ export function presetConfig(name: string): ModelConfig {
   return parseModelConfig(raw, null, `preset ${name}`);
 }
 
-/** Allocates and fills every weight on the GPU (norm weights are 1, matrices uniform ±0.02). */
-export async function randomWeights(gpu: Gpu, c: ModelConfig, weightType: WeightType): Promise<GpuWeights> {
+/** How the decoder layers' linears are stored: dense, or quantized (random codes, `bits` wide, group 128). */
+export type RandomFormat = { kind: "dense" } | { kind: "affine" | "lut"; bits: 2 | 3 | 4 };
+
+/**
+ * Allocates and fills every weight on the GPU (norm weights are 1, matrices uniform ±0.02; quantized
+ * linears get random codes and random f16 scale/zero or LUT entries). Embedding and LM head stay dense.
+ */
+export async function randomWeights(
+  gpu: Gpu,
+  c: ModelConfig,
+  weightType: WeightType,
+  format: RandomFormat = { kind: "dense" },
+): Promise<GpuWeights> {
   const f16 = weightType === "f16";
   const fill = createFillRandom(gpu, { f16 });
+  const fillWords = createFillRandom(gpu, { f16: false }); // random f32 bit patterns = random code words
+  const fillHalves = createFillRandom(gpu, { f16: true });
   let seed = 1;
   const encoder = gpu.device.createCommandEncoder();
   const pass = encoder.beginComputePass();
@@ -62,6 +77,43 @@ export async function randomWeights(gpu: Gpu, c: ModelConfig, weightType: Weight
     const buffer = createStorage(gpu, rows * cols * weightBytes(weightType), label);
     fill.bind({ out: buffer, count: rows * cols, seed: seed++, scale: 0.02 }).encode(pass);
     return buffer;
+  };
+  const words = (count: number, label: string, halves = false): GPUBuffer => {
+    const buffer = createStorage(gpu, count * 4, label);
+    (halves ? fillHalves : fillWords).bind({
+      out: buffer,
+      count: halves ? 2 * count : count,
+      seed: seed++,
+      scale: 0.02,
+    })
+      .encode(pass);
+    return buffer;
+  };
+  const layerLinear = (outDim: number, inDim: number, label: string): GpuLinear => {
+    if (format.kind === "dense") return linear(outDim, inDim, label);
+    const bits = format.bits;
+    if (format.kind === "affine") {
+      const nGroups = Math.ceil(inDim / 128);
+      const weights = {
+        bits,
+        outDim,
+        inDim,
+        groupSize: 128,
+        nGroups,
+        codes: words(outDim * affineRowWords(bits, inDim), `${label}.codes`),
+        scaleZero: words(outDim * nGroups, `${label}.scaleZero`, true),
+        perm: null,
+      };
+      return { format: "affine", outDim, inDim, weights };
+    }
+    const weights = {
+      bits,
+      outDim,
+      inDim,
+      codes: words(lutCodeWords(bits, outDim, inDim), `${label}.codes`),
+      lut: words(outDim * 2 ** bits / 2, `${label}.lut`, true),
+    };
+    return { format: "lut", outDim, inDim, weights };
   };
   const linear = (outDim: number, inDim: number, label: string): DenseLinear => {
     if (outDim * inDim * weightBytes(weightType) > gpu.maxBindingBytes) {
@@ -79,14 +131,14 @@ export async function randomWeights(gpu: Gpu, c: ModelConfig, weightType: Weight
   const q = c.nHeads * c.headDim;
   const layers: GpuLayer[] = Array.from({ length: c.nLayers }, (_, i) => ({
     attnNorm: ones,
-    wq: linear(q, c.dim, `layers.${i}.wq`),
-    wk: linear(c.kvDim, c.dim, `layers.${i}.wk`),
-    wv: linear(c.kvDim, c.dim, `layers.${i}.wv`),
-    wo: linear(c.dim, q, `layers.${i}.wo`),
+    wq: layerLinear(q, c.dim, `layers.${i}.wq`),
+    wk: layerLinear(c.kvDim, c.dim, `layers.${i}.wk`),
+    wv: layerLinear(c.kvDim, c.dim, `layers.${i}.wv`),
+    wo: layerLinear(c.dim, q, `layers.${i}.wo`),
     mlpNorm: ones,
-    wGate: linear(c.hiddenDim, c.dim, `layers.${i}.wGate`),
-    wUp: linear(c.hiddenDim, c.dim, `layers.${i}.wUp`),
-    wDown: linear(c.dim, c.hiddenDim, `layers.${i}.wDown`),
+    wGate: layerLinear(c.hiddenDim, c.dim, `layers.${i}.wGate`),
+    wUp: layerLinear(c.hiddenDim, c.dim, `layers.${i}.wUp`),
+    wDown: layerLinear(c.dim, c.hiddenDim, `layers.${i}.wDown`),
   }));
   const lmHead = linear(c.vocabSize, c.dim, "lmHead");
   const tokenEmbedding = c.tieWordEmbeddings

@@ -1,0 +1,123 @@
+/**
+ * `deno task bench:quantize [--shape llama3-8b] [--layers 2] [--nsamples 128] [--seqlen 2048]
+ *  [--method leanquant-aff] [--bits 4] [--group-size 128] [--json <file>]`
+ *
+ * Times the real true-sequential pipeline (quantize_model.ts with the GPU quantizer) on a stack of decoder
+ * layers with random weights at a real shape and random calibration token ids, and projects the time of the
+ * whole model as (mean time per layer) × nLayers. The embedding table is shrunk to 32000 rows (it only
+ * provides layer 0's inputs and plays no part in the timing). Random weights: quality numbers are meaningless.
+ */
+import { parseArgs } from "node:util";
+import { describeGpu, requestGpu } from "../kernels/gpu.ts";
+import { parseModelConfig } from "../inference/model_config.ts";
+import { quantizeModel } from "../inference/quantize_model.ts";
+import type { LayerWeights, LlamaWeightSource } from "../inference/weights.ts";
+import { createGpuQuantizer } from "../quant/gpu_quantizer.ts";
+import { QUANTIZE_DEFAULTS, type QuantMethod } from "../quant/types.ts";
+import { PRESETS } from "./random_model.ts";
+
+const { values } = parseArgs({
+  args: Deno.args,
+  options: {
+    shape: { type: "string", default: "llama3-8b" },
+    layers: { type: "string", default: "2" },
+    nsamples: { type: "string", default: "128" },
+    seqlen: { type: "string", default: "2048" },
+    method: { type: "string", default: "leanquant-aff" },
+    bits: { type: "string", default: "4" },
+    "group-size": { type: "string", default: "128" },
+    json: { type: "string" },
+  },
+});
+const layers = Number(values.layers);
+const full = parseModelConfig(PRESETS[values.shape], null, values.shape);
+const config = parseModelConfig(
+  { ...PRESETS[values.shape], num_hidden_layers: layers, vocab_size: 32000 },
+  null,
+);
+const gpu = await requestGpu();
+console.log(`adapter: ${describeGpu(gpu)}`);
+
+let seed = 7;
+function random(n: number, scale: number): Float32Array {
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) {
+    seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0;
+    out[i] = scale * (seed / 2 ** 31 - 1);
+  }
+  return out;
+}
+const t = (data: Float32Array, shape: number[]) => ({ data, shape });
+const c = config;
+const q = c.nHeads * c.headDim;
+function randomLayer(): LayerWeights {
+  return {
+    attnNorm: t(new Float32Array(c.dim).fill(1), [c.dim]),
+    wq: t(random(q * c.dim, 0.02), [q, c.dim]),
+    wk: t(random(c.kvDim * c.dim, 0.02), [c.kvDim, c.dim]),
+    wv: t(random(c.kvDim * c.dim, 0.02), [c.kvDim, c.dim]),
+    wo: t(random(c.dim * q, 0.02), [c.dim, q]),
+    mlpNorm: t(new Float32Array(c.dim).fill(1), [c.dim]),
+    wGate: t(random(c.hiddenDim * c.dim, 0.02), [c.hiddenDim, c.dim]),
+    wUp: t(random(c.hiddenDim * c.dim, 0.02), [c.hiddenDim, c.dim]),
+    wDown: t(random(c.dim * c.hiddenDim, 0.02), [c.dim, c.hiddenDim]),
+  };
+}
+const unused = () => Promise.reject(new Error("not used by the pipeline"));
+const source: LlamaWeightSource = {
+  config,
+  tensorCount: 0,
+  loadTokenEmbedding: () => Promise.resolve(t(random(c.vocabSize * c.dim, 1), [c.vocabSize, c.dim])),
+  loadLayer: () => Promise.resolve(randomLayer()),
+  loadFinalNorm: unused,
+  loadLmHead: unused,
+  readTensorRaw: unused,
+  loadAll: unused,
+  close: () => {},
+};
+const seqLen = Number(values.seqlen);
+const windows = Array.from(
+  { length: Number(values.nsamples) },
+  (_, w) => Uint32Array.from({ length: seqLen }, (_, i) => (w * 7919 + i * 104729) % c.vocabSize),
+);
+const quantize = {
+  ...QUANTIZE_DEFAULTS,
+  method: values.method as QuantMethod,
+  bits: Number(values.bits) as 2 | 3 | 4,
+  groupSize: values.method === "leanquant-nu" ? 0 : Number(values["group-size"]),
+};
+const layerTimes: number[] = [];
+let last = performance.now();
+const result = await quantizeModel(gpu, source, {
+  quantize,
+  quantizer: createGpuQuantizer(gpu),
+  windows,
+  onLayer: (i) => {
+    const now = performance.now();
+    layerTimes.push((now - last) / 1000);
+    last = now;
+    console.log(`layer ${i + 1}/${layers}: ${layerTimes.at(-1)!.toFixed(1)} s`);
+  },
+});
+// Layer 0's time includes embedding the windows; the projection uses the later layers where there are any.
+const steady = layerTimes.length > 1 ? layerTimes.slice(1) : layerTimes;
+const perLayer = steady.reduce((s, v) => s + v, 0) / steady.length;
+const byLinear = new Map<string, number>();
+for (const r of result.linears) byLinear.set(r.name, (byLinear.get(r.name) ?? 0) + r.seconds / layers);
+const summary = {
+  date: new Date().toISOString().slice(0, 10),
+  adapter: describeGpu(gpu),
+  shape: `${values.shape} (random weights)`,
+  method: quantize.method,
+  bits: quantize.bits,
+  groupSize: quantize.groupSize,
+  calibration: `${windows.length} × ${seqLen} tokens`,
+  layerSeconds: layerTimes,
+  secondsPerLayer: perLayer,
+  projectedModelSeconds: perLayer * full.nLayers,
+  quantizerSecondsPerLinear: Object.fromEntries(byLinear),
+  pipelinePeakGpuBytes: result.peakGpuBytes,
+};
+console.log(JSON.stringify(summary, null, 2));
+if (values.json) await Deno.writeTextFile(values.json, JSON.stringify(summary, null, 2));
+gpu.device.destroy();
