@@ -1,6 +1,6 @@
 /**
  * leanserve's composition root: parseConfig → requestGpu → createApp + Deno.serve (answering 503
- * while loading) → loadModel → engine ready. It does nothing else.
+ * while loading) → quantize if asked → loadModel → engine ready. It does nothing else.
  */
 import { join } from "node:path";
 import { ConfigError, HELP_TEXT, parseConfig } from "./config.ts";
@@ -8,7 +8,10 @@ import { createApp } from "./server/app.ts";
 import { samplingFromGenerationConfig } from "./server/protocol.ts";
 import { createEngine } from "./inference/engine.ts";
 import { loadModel } from "./inference/load_model.ts";
-import { describeGpu, requestGpu } from "./kernels/gpu.ts";
+import { describeGpu, type Gpu, requestGpu } from "./kernels/gpu.ts";
+import { runQuantize } from "./cli/quantize.ts";
+import { QUANTIZE_DEFAULTS } from "./quant/types.ts";
+import type { EngineHandle } from "./inference/engine.ts";
 
 async function main(): Promise<number> {
   let config;
@@ -22,10 +25,6 @@ async function main(): Promise<number> {
   if (config.help) {
     console.log(HELP_TEXT);
     return 0;
-  }
-  if (config.quant) {
-    console.error("error: --quantize is not available yet in this build (see the README's roadmap)");
-    return 2;
   }
   const generationJson = await readJsonIfPresent(join(config.model, "generation_config.json"));
   const gpu = await requestGpu();
@@ -42,7 +41,8 @@ async function main(): Promise<number> {
 
   try {
     const started = performance.now();
-    const model = await loadModel(gpu, config.model, {
+    const dir = config.quant ? await quantizeAtStartup(gpu, config, engine) : config.model;
+    const model = await loadModel(gpu, dir, {
       weightType: config.dtype,
       modelId: config.servedModelName,
       onProgress: (detail) => engine.setStatus("loading", detail),
@@ -58,6 +58,34 @@ async function main(): Promise<number> {
   }
   await server.finished;
   return 0;
+}
+
+/**
+ * `--quantize`: runs the quantize task's pipeline on the server's GPU into a temporary folder (removed when
+ * the process exits normally), reporting progress through /health, and returns that folder.
+ */
+async function quantizeAtStartup(gpu: Gpu, config: ReturnType<typeof parseConfig>, engine: EngineHandle) {
+  const q = config.quant!;
+  const out = `${await Deno.makeTempDir({ prefix: "leanserve-quantized-" })}/model`;
+  globalThis.addEventListener("unload", () => Deno.removeSync(out, { recursive: true }));
+  console.log(`[leanserve] quantizing ${config.model} with ${q.method} ${q.bits}-bit into ${out}`);
+  await runQuantize({
+    model: config.model,
+    calib: q.calib,
+    out,
+    nsamples: q.nsamples,
+    seqLen: null,
+    seed: q.seed,
+    quantizer: "gpu",
+    quantize: {
+      ...QUANTIZE_DEFAULTS,
+      method: q.method,
+      bits: q.bits,
+      groupSize: q.method === "leanquant-nu" ? 0 : q.groupSize,
+      actOrder: q.calib !== null, // rtn without calibration text quantizes in stored order
+    },
+  }, { gpu, onProgress: (detail) => engine.setStatus("loading", detail) });
+  return out;
 }
 
 async function readJsonIfPresent(path: string): Promise<unknown> {

@@ -11,7 +11,7 @@
  */
 import { parseArgs } from "node:util";
 import { basename } from "node:path";
-import { describeGpu, requestGpu } from "../kernels/gpu.ts";
+import { describeGpu, type Gpu, requestGpu } from "../kernels/gpu.ts";
 import { QUANTIZE_DEFAULTS, type QuantizeOptions, type QuantMethod } from "../quant/types.ts";
 import { createReferenceQuantizer } from "../quant/reference_quantizer.ts";
 import { createGpuQuantizer } from "../quant/gpu_quantizer.ts";
@@ -46,7 +46,8 @@ const METHODS: readonly QuantMethod[] = ["rtn", "gptq", "leanquant-nu", "leanqua
 /** Parsed command line of the quantize task. */
 export interface QuantizeArgs {
   model: string;
-  calib: string;
+  /** Calibration text; null only for rtn without act-order, whose result does not depend on H. */
+  calib: string | null;
   out: string;
   nsamples: number;
   /** null: min(context, 2048) */
@@ -137,19 +138,33 @@ export function parseQuantizeArgs(args: string[]): QuantizeArgs {
  * @param a the parsed arguments
  * @returns the pipeline's summary
  */
-export async function runQuantize(a: QuantizeArgs): Promise<QuantizeModelResult> {
+export async function runQuantize(
+  a: QuantizeArgs,
+  { gpu: shared, onProgress }: {
+    /** A device to reuse (the server's); by default the task opens and closes its own. */
+    gpu?: Gpu;
+    /** Progress as "layer i/n sublayer" lines, e.g. for /health while quantizing at startup. */
+    onProgress?: (detail: string) => void;
+  } = {},
+): Promise<QuantizeModelResult> {
   const started = performance.now();
   const config = await loadModelConfig(a.model);
   const seqLen = a.seqLen ?? defaultSeqLen(config.seqLen);
   if (seqLen > config.seqLen) {
     throw new Error(`Invalid --seqlen ${seqLen}: the model context is ${config.seqLen}`);
   }
-  const calib = await loadCalibration(await loadTokenizer(a.model), a.calib, {
-    nsamples: a.nsamples,
-    seqLen,
-    seed: a.seed,
-  });
-  const gpu = await requestGpu();
+  if (a.calib === null && (a.quantize.method !== "rtn" || a.quantize.actOrder)) {
+    throw new Error("Missing --calib: only rtn without act-order can quantize without calibration text");
+  }
+  // RTN without act-order never reads H, so one short window of arbitrary ids stands in for calibration.
+  const calib = a.calib === null
+    ? { windows: [Uint32Array.from({ length: 16 }, (_, i) => i)], textTokens: 0 }
+    : await loadCalibration(await loadTokenizer(a.model), a.calib, {
+      nsamples: a.nsamples,
+      seqLen,
+      seed: a.seed,
+    });
+  const gpu = shared ?? await requestGpu();
   console.error(`[quantize] ${describeGpu(gpu)}`);
   const source = await openLlamaWeights(a.model, config);
   const q = a.quantize;
@@ -160,7 +175,9 @@ export async function runQuantize(a: QuantizeArgs): Promise<QuantizeModelResult>
     actOrder: q.actOrder,
     percdamp: q.percdamp,
     extra: {
-      calibration: { file: basename(a.calib), nsamples: a.nsamples, seqlen: seqLen, seed: a.seed },
+      calibration: a.calib === null
+        ? null
+        : { file: basename(a.calib), nsamples: a.nsamples, seqlen: seqLen, seed: a.seed },
       exponent: q.exponent,
       ...(q.method === "leanquant-aff" ? { aff_T: q.affT } : {}),
       quantizer: a.quantizer === "gpu" ? "leanserve-webgpu" : "reference-f64",
@@ -175,7 +192,11 @@ export async function runQuantize(a: QuantizeArgs): Promise<QuantizeModelResult>
         ? createGpuQuantizer(gpu, { onRetry: (m) => bar.log(`[quantize] ${m}`) })
         : createReferenceQuantizer(gpu, { onRetry: (m) => bar.log(`[quantize] ${m}`) }),
       windows: calib.windows,
-      onProgress: (p) => bar.update(p.fraction, `layer ${p.layer + 1}/${p.nLayers} ${p.step}`),
+      onProgress: (p) => {
+        const detail = `layer ${p.layer + 1}/${p.nLayers} ${p.step}`;
+        bar.update(p.fraction, detail);
+        onProgress?.(`quantizing: ${(100 * p.fraction).toFixed(0)} %, ${detail}`);
+      },
       onLayer: (i, layer) => writer.writeLayer(i, layer),
     });
     const written = await writer.finish();
@@ -193,7 +214,7 @@ export async function runQuantize(a: QuantizeArgs): Promise<QuantizeModelResult>
     throw err;
   } finally {
     source.close();
-    gpu.device.destroy();
+    if (!shared) gpu.device.destroy();
   }
 }
 
@@ -215,7 +236,9 @@ function printSummary(
     }, percdamp ${q.percdamp}`,
   );
   console.log(
-    `calibration: ${a.nsamples} × ${w.seqLen} tokens from ${a.calib} (${w.textTokens} tokens, seed ${a.seed})`,
+    a.calib === null
+      ? "calibration: none (rtn without act-order)"
+      : `calibration: ${a.nsamples} × ${w.seqLen} tokens from ${a.calib} (${w.textTokens} tokens, seed ${a.seed})`,
   );
   console.log(`time: ${formatSeconds(w.total)} total, ${formatSeconds(r.seconds)} in the layer pipeline`);
   console.log(`peak GPU memory held by the pipeline: ${formatBytes(r.peakGpuBytes)}`);

@@ -25,6 +25,8 @@ export interface LoadModelOptions {
   maxPrefillRows?: number;
   /** Progress callback: "layer 3/32" etc. */
   onProgress?: (detail: string) => void;
+  /** Quantized folders: run the fused kernels (default) or dequantize to dense weights at load. */
+  fused?: boolean;
 }
 
 /** Loads everything the engine needs from `dir`. */
@@ -33,7 +35,11 @@ export async function loadModel(gpu: Gpu, dir: string, options: LoadModelOptions
   const tokenizer = await loadTokenizer(dir);
   const chatTemplate = await loadChatTemplate(dir);
   const weightType = resolveWeightType(config, options.weightType ?? "auto");
-  const weights = await uploadModelWeights(gpu, dir, config, { weightType, onProgress: options.onProgress });
+  const weights = await uploadModelWeights(gpu, dir, config, {
+    weightType,
+    onProgress: options.onProgress,
+    fused: options.fused ?? true,
+  });
   const runner = createSequenceRunner(gpu, config, weights, {
     maxPrefillRows: options.maxPrefillRows ?? 256,
   });
