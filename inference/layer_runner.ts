@@ -19,7 +19,7 @@ import { createKvAppend } from "../kernels/kv_append.ts";
 import { createAttention } from "../kernels/attention.ts";
 import { createSiluMul } from "../kernels/silu_mul.ts";
 import { bindLinear, type GpuLinear, linearBuffers, uploadLinear } from "./linear.ts";
-import { createForwardState, type ForwardState, type GpuLayer } from "./model.ts";
+import { createForwardState, type ForwardState, forwardStateBuffers, type GpuLayer } from "./model.ts";
 import type { ModelConfig } from "./model_config.ts";
 import type { LayerWeights } from "./weights.ts";
 
@@ -74,32 +74,13 @@ export function createLayerRunner(gpu: Gpu, config: ModelConfig, { rows }: { row
   // One layer's KV cache is all a window needs.
   const s = createForwardState(gpu, { ...config, nLayers: 1 }, { maxRows: rows });
   writeBuffer(gpu, s.state, new Uint32Array(4)); // pos 0 for every window
-  const buffers = stateBuffers(s);
+  const buffers = forwardStateBuffers(s);
   return {
     rows,
     bytes: buffers.reduce((sum, b) => sum + b.size, 0),
     bind: (layer, stage) => bindLayer(gpu, config, s, layer, stage, rows),
     destroy: () => buffers.forEach((b) => b.destroy()),
   };
-}
-
-function stateBuffers(s: ForwardState): GPUBuffer[] {
-  return [
-    s.state,
-    s.logits,
-    s.x,
-    s.xn,
-    s.q,
-    s.k,
-    s.v,
-    s.attn,
-    s.gate,
-    s.up,
-    s.act,
-    ...s.kCache,
-    ...s.vCache,
-    s.invFreq,
-  ];
 }
 
 function bindLayer(

@@ -99,6 +99,12 @@ export function createForwardState(
   };
 }
 
+/** Every buffer of a forward state (to size or destroy it). */
+export function forwardStateBuffers(s: ForwardState): GPUBuffer[] {
+  const { state, logits, x, xn, q, k, v, attn, gate, up, act, invFreq } = s;
+  return [state, logits, x, xn, q, k, v, attn, gate, up, act, invFreq, ...s.kCache, ...s.vCache];
+}
+
 /** What one forward computes logits for. */
 export type LogitsMode = "last" | "all" | "none";
 

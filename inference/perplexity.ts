@@ -14,7 +14,7 @@ import { createStorage, readF32, writeBuffer } from "../kernels/buffers.ts";
 import { createNll } from "../kernels/nll.ts";
 import { createRmsNorm } from "../kernels/rms_norm.ts";
 import { bindLinear } from "./linear.ts";
-import { bindForward, createForwardState, type GpuWeights } from "./model.ts";
+import { bindForward, createForwardState, forwardStateBuffers, type GpuWeights } from "./model.ts";
 import { loadModelConfig, type ModelConfig } from "./model_config.ts";
 import { resolveWeightType, uploadModelWeights } from "./load_model.ts";
 import { loadTokenizer, type Tokenizer } from "./tokenizer.ts";
@@ -145,25 +145,7 @@ export async function evaluatePerplexity(
     const tokens = windows * preds;
     return { perplexity: Math.exp(total / tokens), nll: total, tokens, windows, ctx, tokenNll };
   } finally {
-    for (
-      const b of [
-        idBuf,
-        nllBuf,
-        all,
-        s.state,
-        s.logits,
-        s.x,
-        s.xn,
-        s.q,
-        s.k,
-        s.v,
-        s.attn,
-        s.gate,
-        s.up,
-        s.act,
-      ]
-    ) b.destroy();
-    [...s.kCache, ...s.vCache, s.invFreq].forEach((b) => b.destroy());
+    [idBuf, nllBuf, all, ...forwardStateBuffers(s)].forEach((b) => b.destroy());
   }
 }
 

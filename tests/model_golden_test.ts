@@ -5,51 +5,17 @@
 import assert from "node:assert/strict";
 import { sharedPath, testGpu } from "./_gpu.ts";
 import { maxAbsDiff } from "./_assert.ts";
-import { readF32 } from "../kernels/buffers.ts";
-import { checkPipelines, type Gpu } from "../kernels/gpu.ts";
-import { writeBuffer } from "../kernels/buffers.ts";
+import { forwardLogits, type PackedTensor as Packed, unpackTensor } from "./_golden.ts";
 import { loadModel } from "../inference/load_model.ts";
-import { bindForward, createForwardState } from "../inference/model.ts";
 import type { LoadedModel } from "../inference/engine.ts";
 import type { WeightType } from "../inference/linear.ts";
 
-interface Packed {
-  shape: number[];
-  b64: string;
-}
 interface GoldenCase {
   prompt: string;
   ids: number[];
   logits_last: Packed;
   logits_first8?: Packed;
   greedy32_ids: number[];
-}
-
-function unpack(p: Packed): Float32Array {
-  const bin = atob(p.b64);
-  const bytes = new Uint8Array(bin.length);
-  for (let i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
-  return new Float32Array(bytes.buffer);
-}
-
-/** Runs one prefill over `ids` and returns logits (rows, vocab). */
-async function allLogits(gpu: Gpu, m: LoadedModel, ids: number[]) {
-  const c = m.config;
-  const s = createForwardState(gpu, c, { maxRows: ids.length, maxLogitRows: ids.length });
-  const idBuf = gpu.device.createBuffer({
-    size: Math.max(16, ids.length * 4),
-    usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST,
-  });
-  writeBuffer(gpu, idBuf, Uint32Array.from(ids));
-  writeBuffer(gpu, s.state, new Uint32Array(4));
-  const plan = bindForward(gpu, c, m.weights, s, { ids: idBuf, rows: ids.length, logits: "all" });
-  await checkPipelines(gpu);
-  const enc = gpu.device.createCommandEncoder();
-  const pass = enc.beginComputePass();
-  plan.encode(pass);
-  pass.end();
-  gpu.device.queue.submit([enc.finish()]);
-  return await readF32(gpu, s.logits, ids.length * c.vocabSize);
 }
 
 async function greedy(m: LoadedModel, ids: number[], n: number): Promise<number[]> {
@@ -71,13 +37,13 @@ async function checkModel(t: Deno.TestContext, name: string, goldenFile: string,
     await t.step(`${name}: "${c.prompt.slice(0, 40)}"`, async () => {
       assert.deepEqual(m.tokenizer.encode(c.prompt, { addSpecialTokens: true }), c.ids, "token ids");
       const vocab = m.config.vocabSize;
-      const logits = await allLogits(gpu, m, c.ids);
+      const logits = await forwardLogits(gpu, m.config, m.weights, c.ids);
       const last = logits.subarray((c.ids.length - 1) * vocab, c.ids.length * vocab);
-      const errLast = maxAbsDiff(last, unpack(c.logits_last));
+      const errLast = maxAbsDiff(last, unpackTensor(c.logits_last));
       assert.ok(errLast <= 1e-3, `last-position logits: max |diff| ${errLast}`);
       if (c.logits_first8) {
         const rows = c.logits_first8.shape[0];
-        const errFirst = maxAbsDiff(logits.subarray(0, rows * vocab), unpack(c.logits_first8));
+        const errFirst = maxAbsDiff(logits.subarray(0, rows * vocab), unpackTensor(c.logits_first8));
         assert.ok(errFirst <= 1e-3, `first ${rows} positions: max |diff| ${errFirst}`);
       }
       assert.deepEqual(await greedy(m, c.ids, c.greedy32_ids.length), c.greedy32_ids, "greedy continuation");

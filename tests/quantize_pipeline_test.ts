@@ -11,14 +11,13 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { sharedPath, testGpu } from "./_gpu.ts";
-import { checkPipelines, type Gpu } from "../kernels/gpu.ts";
-import { createStorage, readF32, writeBuffer } from "../kernels/buffers.ts";
+import type { Gpu } from "../kernels/gpu.ts";
+import { forwardLogits } from "./_golden.ts";
 import { logSoftmaxRef } from "../kernels/reference.ts";
 import { QUANTIZE_DEFAULTS, type QuantizedLinear, type QuantMethod } from "../quant/types.ts";
 import { createGpuQuantizer } from "../quant/gpu_quantizer.ts";
 import { loadCalibration } from "../inference/calibration.ts";
 import { type EvalModel, evaluatePerplexity, loadEvalModel } from "../inference/perplexity.ts";
-import { bindForward, createForwardState } from "../inference/model.ts";
 import { openLlamaWeights } from "../inference/weights.ts";
 import { quantizeModel } from "../inference/quantize_model.ts";
 import { createQuantizedWriter, openQuantizedModel } from "../inference/quant_folder.ts";
@@ -33,18 +32,7 @@ const CALIB = { nsamples: 4, seqLen: 128, seed: 0 };
 /** Per-token NLL of one window in f64 from logits read back after a plain forward. */
 async function hostNll(gpu: Gpu, m: EvalModel, ids: Uint32Array): Promise<Float64Array> {
   const { config: c } = m;
-  const s = createForwardState(gpu, c, { maxRows: ids.length, maxLogitRows: ids.length });
-  const idBuf = createStorage(gpu, ids.length * 4, "ids");
-  writeBuffer(gpu, idBuf, ids);
-  writeBuffer(gpu, s.state, new Uint32Array(4));
-  const plan = bindForward(gpu, c, m.weights, s, { ids: idBuf, rows: ids.length, logits: "all" });
-  await checkPipelines(gpu);
-  const enc = gpu.device.createCommandEncoder();
-  const pass = enc.beginComputePass();
-  plan.encode(pass);
-  pass.end();
-  gpu.device.queue.submit([enc.finish()]);
-  const logits = await readF32(gpu, s.logits, ids.length * c.vocabSize);
+  const logits = await forwardLogits(gpu, c, m.weights, ids);
   return Float64Array.from({ length: ids.length - 1 }, (_, t) => {
     const row = logSoftmaxRef(logits.subarray(t * c.vocabSize, (t + 1) * c.vocabSize));
     return -row[ids[t + 1]];
