@@ -40,10 +40,14 @@ async function checkModel(t: Deno.TestContext, name: string, goldenFile: string,
       const logits = await forwardLogits(gpu, m.config, m.weights, c.ids);
       const last = logits.subarray((c.ids.length - 1) * vocab, c.ids.length * vocab);
       const errLast = maxAbsDiff(last, unpackTensor(c.logits_last));
+      console.log(
+        `  ${name} "${c.prompt.slice(0, 24)}…": last-position max |logit diff| ${errLast.toExponential(2)}`,
+      );
       assert.ok(errLast <= 1e-3, `last-position logits: max |diff| ${errLast}`);
       if (c.logits_first8) {
         const rows = c.logits_first8.shape[0];
         const errFirst = maxAbsDiff(logits.subarray(0, rows * vocab), unpackTensor(c.logits_first8));
+        console.log(`  first ${rows} positions: max |logit diff| ${errFirst.toExponential(2)}`);
         assert.ok(errFirst <= 1e-3, `first ${rows} positions: max |diff| ${errFirst}`);
       }
       assert.deepEqual(await greedy(m, c.ids, c.greedy32_ids.length), c.greedy32_ids, "greedy continuation");
