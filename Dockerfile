@@ -22,6 +22,7 @@ COPY server/ server/
 COPY inference/ inference/
 COPY quant/ quant/
 COPY kernels/ kernels/
+COPY cli/ cli/
 COPY bench/ bench/
 # Cache npm dependencies at build time so the container starts offline.
 RUN deno install --entrypoint main.ts

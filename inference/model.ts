@@ -149,8 +149,8 @@ export function bindForward(
       bindLinear(gpu, L.wq, { x: s.xn, y: s.q, rows }),
       bindLinear(gpu, L.wk, { x: s.xn, y: s.k, rows }),
       bindLinear(gpu, L.wv, { x: s.xn, y: s.v, rows }),
-      rope.bind({ x: s.q, invFreq: s.invFreq, state: s.state, rows, nHeads: c.nHeads, headDim: c.headDim }),
-      rope.bind({ x: s.k, invFreq: s.invFreq, state: s.state, rows, nHeads: c.nKvHeads, headDim: c.headDim }),
+      // q and k rotated in one dispatch
+      rope.bind({ x: s.q, k: s.k, invFreq: s.invFreq, state: s.state, rows, ...heads }),
       kvAppend.bind({
         k: s.k,
         v: s.v,
