@@ -7,7 +7,8 @@
  *     [--aff-t 2048] [--exponent 4] --out <dir>
  *
  * The per-layer quantizer runs on the GPU (quant/gpu_quantizer.ts); `--quantizer reference` swaps in the f64
- * reference (exact, single-threaded: practical for stories260K-sized layers, and a cross-check).
+ * reference (single-threaded: practical for stories260K-sized layers, and a cross-check), and
+ * `--quantizer exact` LeanQuant-Exact (spec §2.5: greedy OBQ order per row, f64, for small networks).
  */
 import { parseArgs } from "node:util";
 import { basename } from "node:path";
@@ -15,6 +16,7 @@ import { describeGpu, type Gpu, requestGpu } from "../kernels/gpu.ts";
 import { QUANTIZE_DEFAULTS, type QuantizeOptions, type QuantMethod } from "../quant/types.ts";
 import { createReferenceQuantizer } from "../quant/reference_quantizer.ts";
 import { createGpuQuantizer } from "../quant/gpu_quantizer.ts";
+import { createExactQuantizer, exactOptions } from "../quant/exact_quantizer.ts";
 import { loadModelConfig } from "../inference/model_config.ts";
 import { loadTokenizer } from "../inference/tokenizer.ts";
 import { openLlamaWeights } from "../inference/weights.ts";
@@ -39,6 +41,7 @@ export const QUANTIZE_HELP =
   --aff-t <T>          leanquant-aff range steps (default ${QUANTIZE_DEFAULTS.affT})
   --exponent <p>       LeanQuant importance exponent (default ${QUANTIZE_DEFAULTS.exponent})
   --quantizer <q>      gpu (default) | reference (the f64 spec implementation; small models only)
+                       | exact (LeanQuant-Exact greedy OBQ, f64, O(R·C³); leanquant-nu/aff row-wise, small models)
   --out <dir>          output folder (must not exist)`;
 
 const METHODS: readonly QuantMethod[] = ["rtn", "gptq", "leanquant-nu", "leanquant-aff"];
@@ -53,7 +56,7 @@ export interface QuantizeArgs {
   /** null: min(context, 2048) */
   seqLen: number | null;
   seed: number;
-  quantizer: "gpu" | "reference";
+  quantizer: "gpu" | "reference" | "exact";
   quantize: QuantizeOptions;
 }
 
@@ -108,10 +111,19 @@ export function parseQuantizeArgs(args: string[]): QuantizeArgs {
   }
   const bits = int("bits", need("bits"), 2);
   const quantizer = values.quantizer;
-  if (quantizer !== "gpu" && quantizer !== "reference") {
-    throw new Error(`Invalid --quantizer "${quantizer}": expected gpu or reference`);
+  if (quantizer !== "gpu" && quantizer !== "reference" && quantizer !== "exact") {
+    throw new Error(`Invalid --quantizer "${quantizer}": expected gpu, reference or exact`);
   }
   if (bits !== 2 && bits !== 3 && bits !== 4) throw new Error(`Invalid --bits "${bits}": expected 2, 3 or 4`);
+  // LeanQuant-Exact supports nu and row-wise aff only: fail at parse time, not on the first layer.
+  if (quantizer === "exact") {
+    exactOptions({
+      ...QUANTIZE_DEFAULTS,
+      method,
+      bits,
+      groupSize: int("group-size", values["group-size"], 0),
+    });
+  }
   return {
     model: need("model"),
     calib: need("calib"),
@@ -180,7 +192,11 @@ export async function runQuantize(
         : { file: basename(a.calib), nsamples: a.nsamples, seqlen: seqLen, seed: a.seed },
       exponent: q.exponent,
       ...(q.method === "leanquant-aff" ? { aff_T: q.affT } : {}),
-      quantizer: a.quantizer === "gpu" ? "leanserve-webgpu" : "reference-f64",
+      quantizer: a.quantizer === "gpu"
+        ? "leanserve-webgpu"
+        : a.quantizer === "exact"
+        ? "exact-f64"
+        : "reference-f64",
     },
   };
   const writer = await createQuantizedWriter(source, { srcDir: a.model, outDir: a.out, info });
@@ -190,6 +206,8 @@ export async function runQuantize(
       quantize: q,
       quantizer: a.quantizer === "gpu"
         ? createGpuQuantizer(gpu, { onRetry: (m) => bar.log(`[quantize] ${m}`) })
+        : a.quantizer === "exact"
+        ? createExactQuantizer(gpu, { onRetry: (m) => bar.log(`[quantize] ${m}`) })
         : createReferenceQuantizer(gpu, { onRetry: (m) => bar.log(`[quantize] ${m}`) }),
       windows: calib.windows,
       onProgress: (p) => {

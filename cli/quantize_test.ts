@@ -74,3 +74,12 @@ Deno.test("parseQuantizeArgs() rejects missing and bad values, naming the flag",
   assert.throws(() => parseQuantizeArgs([...base, "--group-size", "1.5"]), /Invalid --group-size "1.5"/);
   assert.throws(() => parseQuantizeArgs([...base, "--bogus"]), /bogus/);
 });
+
+Deno.test("parseQuantizeArgs() accepts --quantizer exact only for LeanQuant row-wise grids", () => {
+  assert.equal(
+    parseQuantizeArgs([...base, "--method", "leanquant-nu", "--quantizer", "exact"]).quantizer,
+    "exact",
+  );
+  assert.throws(() => parseQuantizeArgs([...base, "--method", "gptq", "--quantizer", "exact"]));
+  assert.throws(() => parseQuantizeArgs([...base, "--quantizer", "fast"]), /Invalid --quantizer "fast"/);
+});

@@ -1,0 +1,94 @@
+/**
+ * A {@link HostQuantizer} backed by LeanQuant-Exact (reference_exact.ts, leanquant.md §2.5): per-row greedy OBQ
+ * in f64 on the host, O(R·C³), meant for small networks (C up to a few hundred). Its output has exactly the
+ * shape of the GPTQ-loop methods, so the file writer, the reader and the inference kernels serve it unchanged:
+ * method "leanquant-nu" gives a per-row f16-representable LUT, "leanquant-aff" row-wise scale/zero with gIdx 0.
+ * The greedy loop picks its own column order per row, so actOrder and blockSize do not apply.
+ */
+import type { Gpu } from "../kernels/gpu.ts";
+import { readF32 } from "../kernels/buffers.ts";
+import { type ExactOptions, exactReference } from "./reference_exact.ts";
+import type { QuantizedLinear, QuantizeOptions } from "./types.ts";
+import type { HostQuantizer } from "./reference_quantizer.ts";
+
+/**
+ * The exact variant's options for our contract's options; only the LeanQuant grids, row-wise, apply.
+ * @param opts the pipeline's per-layer options
+ * @param onRetry receives the damping-retry lines
+ * @returns options for `exactReference`
+ */
+export function exactOptions(opts: QuantizeOptions, onRetry?: (message: string) => void): ExactOptions {
+  if (opts.method !== "leanquant-nu" && opts.method !== "leanquant-aff") {
+    throw new Error(
+      `Cannot quantize "${opts.method}" with the exact quantizer: expected leanquant-nu or leanquant-aff`,
+    );
+  }
+  if (opts.method === "leanquant-aff" && opts.groupSize > 0) {
+    throw new Error(
+      `Cannot quantize leanquant-aff with groupSize ${opts.groupSize} exactly: the exact grid is row-wise (0)`,
+    );
+  }
+  const o: ExactOptions = {
+    bits: opts.bits,
+    grid: opts.method === "leanquant-nu" ? "nu" : "aff",
+    percdamp: opts.percdamp,
+    exponent: opts.exponent,
+    affT: opts.affT,
+  };
+  if (opts.affSteps !== undefined) o.affSteps = opts.affSteps;
+  if (onRetry) o.onRetry = onRetry;
+  return o;
+}
+
+/**
+ * A quantizer running LeanQuant-Exact on the host. A GPU H is read back first (one readback per layer).
+ * @param gpu the device holding H when it is a GPUBuffer (unused for host H)
+ * @param options `onRetry` receives damping-retry lines (default console.warn)
+ * @returns the quantizer
+ * @example
+ * ```ts ignore
+ * const quantizer = createExactQuantizer(gpu);
+ * const q = await quantizer({ W, H, rows, cols }, { ...QUANTIZE_DEFAULTS, method: "leanquant-nu", bits: 3 });
+ * ```
+ */
+export function createExactQuantizer(
+  gpu: Gpu | null,
+  { onRetry }: { onRetry?: (message: string) => void } = {},
+): HostQuantizer {
+  return async ({ W, H, rows, cols }, opts) => {
+    if (W.length !== rows * cols) {
+      throw new Error(`Cannot quantize a (${rows}, ${cols}) layer: W has ${W.length} values`);
+    }
+    const o = exactOptions(opts, onRetry);
+    let hostH: Float32Array;
+    if (H instanceof Float32Array) {
+      hostH = H;
+    } else {
+      if (!gpu) {
+        throw new Error("Cannot read back a GPU Hessian: the exact quantizer was built without a GPU");
+      }
+      hostH = await readF32(gpu, H, cols * cols);
+    }
+    if (hostH.length !== cols * cols) {
+      throw new Error(`Cannot quantize a (${rows}, ${cols}) layer: H has ${hostH.length} values`);
+    }
+    const res = exactReference(W, hostH, o);
+    const out: QuantizedLinear & { Q: Float32Array } = {
+      rows,
+      cols,
+      bits: opts.bits,
+      method: opts.method,
+      codes: res.codes,
+      loss: res.loss,
+      dampUsed: res.dampUsed,
+      Q: Float32Array.from(res.Q),
+    };
+    if (res.lut) out.lut = Float32Array.from(res.lut);
+    if (res.scale && res.zero && res.gIdx) {
+      out.scale = Float32Array.from(res.scale);
+      out.zero = Float32Array.from(res.zero);
+      out.gIdx = res.gIdx;
+    }
+    return out;
+  };
+}
