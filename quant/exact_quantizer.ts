@@ -6,10 +6,9 @@
  * The greedy loop picks its own column order per row, so actOrder and blockSize do not apply.
  */
 import type { Gpu } from "../kernels/gpu.ts";
-import { readF32 } from "../kernels/buffers.ts";
 import { type ExactOptions, exactReference } from "./reference_exact.ts";
-import type { QuantizedLinear, QuantizeOptions } from "./types.ts";
-import type { HostQuantizer } from "./reference_quantizer.ts";
+import type { QuantizeOptions } from "./types.ts";
+import { type HostQuantizer, hostQuantizer } from "./reference_quantizer.ts";
 
 /**
  * The exact variant's options for our contract's options; only the LeanQuant grids, row-wise, apply.
@@ -55,40 +54,5 @@ export function createExactQuantizer(
   gpu: Gpu | null,
   { onRetry }: { onRetry?: (message: string) => void } = {},
 ): HostQuantizer {
-  return async ({ W, H, rows, cols }, opts) => {
-    if (W.length !== rows * cols) {
-      throw new Error(`Cannot quantize a (${rows}, ${cols}) layer: W has ${W.length} values`);
-    }
-    const o = exactOptions(opts, onRetry);
-    let hostH: Float32Array;
-    if (H instanceof Float32Array) {
-      hostH = H;
-    } else {
-      if (!gpu) {
-        throw new Error("Cannot read back a GPU Hessian: the exact quantizer was built without a GPU");
-      }
-      hostH = await readF32(gpu, H, cols * cols);
-    }
-    if (hostH.length !== cols * cols) {
-      throw new Error(`Cannot quantize a (${rows}, ${cols}) layer: H has ${hostH.length} values`);
-    }
-    const res = exactReference(W, hostH, o);
-    const out: QuantizedLinear & { Q: Float32Array } = {
-      rows,
-      cols,
-      bits: opts.bits,
-      method: opts.method,
-      codes: res.codes,
-      loss: res.loss,
-      dampUsed: res.dampUsed,
-      Q: Float32Array.from(res.Q),
-    };
-    if (res.lut) out.lut = Float32Array.from(res.lut);
-    if (res.scale && res.zero && res.gIdx) {
-      out.scale = Float32Array.from(res.scale);
-      out.zero = Float32Array.from(res.zero);
-      out.gIdx = res.gIdx;
-    }
-    return out;
-  };
+  return hostQuantizer(gpu, "exact", (W, H, opts) => exactReference(W, H, exactOptions(opts, onRetry)));
 }

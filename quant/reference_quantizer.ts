@@ -6,7 +6,7 @@
  */
 import type { Gpu } from "../kernels/gpu.ts";
 import { readF32 } from "../kernels/buffers.ts";
-import { type GptqOptions, gptqReference } from "./reference.ts";
+import { type GptqOptions, gptqReference, type GptqResult } from "./reference.ts";
 import { type QuantizedLinear, type QuantizeOptions, REFERENCE_GRID } from "./types.ts";
 
 /** One linear layer to quantize. */
@@ -77,6 +77,25 @@ export function createReferenceQuantizer(
   gpu: Gpu | null,
   { onRetry }: { onRetry?: (message: string) => void } = {},
 ): HostQuantizer {
+  return hostQuantizer(
+    gpu,
+    "reference",
+    (W, H, opts) => gptqReference(W, H, referenceOptions(opts, onRetry)),
+  );
+}
+
+/**
+ * Wraps a host (f64) algorithm as a {@link HostQuantizer}: reads a GPU H back once, checks the shapes, and
+ * converts the result to the pipeline's f32 types.
+ * @param gpu the device holding H when it is a GPUBuffer
+ * @param name for error messages ("reference", "exact")
+ * @param run the algorithm: W (rows, cols), H (cols, cols) → the reference's result shape
+ */
+export function hostQuantizer(
+  gpu: Gpu | null,
+  name: string,
+  run: (W: Float32Array, H: Float32Array, opts: QuantizeOptions) => GptqResult,
+): HostQuantizer {
   return async ({ W, H, rows, cols }, opts) => {
     if (W.length !== rows * cols) {
       throw new Error(`Cannot quantize a (${rows}, ${cols}) layer: W has ${W.length} values`);
@@ -86,14 +105,14 @@ export function createReferenceQuantizer(
       hostH = H;
     } else {
       if (!gpu) {
-        throw new Error("Cannot read back a GPU Hessian: the reference quantizer was built without a GPU");
+        throw new Error(`Cannot read back a GPU Hessian: the ${name} quantizer was built without a GPU`);
       }
       hostH = await readF32(gpu, H, cols * cols);
     }
     if (hostH.length !== cols * cols) {
       throw new Error(`Cannot quantize a (${rows}, ${cols}) layer: H has ${hostH.length} values`);
     }
-    const res = gptqReference(W, hostH, referenceOptions(opts, onRetry));
+    const res = run(W, hostH, opts);
     const out: QuantizedLinear & { Q: Float32Array } = {
       rows,
       cols,
