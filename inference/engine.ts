@@ -100,7 +100,7 @@ export function createEngine(
       log(`[engine] sampling seed ${seed}`);
     }
     const eos = new Set(m.config.eosTokenIds);
-    const decoder = createStreamDecoder(m.tokenizer);
+    const decoder = createStreamDecoder(m.tokenizer, { context: ids });
     const stops = createStopMatcher(request.stop);
     const maxNewTokens = Math.min(request.maxTokens ?? Infinity, m.config.seqLen - ids.length);
     let completion = 0;

@@ -256,6 +256,9 @@ async function readJson(path: string): Promise<unknown> {
   }
 }
 
+/** Prompt ids kept as decoding context by a stream decoder (enough for any merge of spaces and bytes). */
+const STREAM_CONTEXT = 6;
+
 /** Turns a stream of generated ids into text pieces that never end inside a UTF-8 character. */
 export interface StreamDecoder {
   /** Adds one id; returns the newly completed text ("" while a character is still incomplete). */
@@ -270,17 +273,19 @@ export interface StreamDecoder {
  * leading-space strip) behave as in a full decode, and emits only the new suffix. Text ending in
  * U+FFFD is held back because the next token may complete the character; a genuine U+FFFD is thus
  * delayed by one token.
+ * A completion continues a prompt, so pass the prompt's last ids as `context`: they start the window
+ * without being emitted, and the first generated token keeps the space a full decode gives it.
  * @param tokenizer the tokenizer
- * @param options `skipSpecialTokens` (default true: streamed text is for people)
+ * @param options `skipSpecialTokens` (default true: streamed text is for people); `context` ids
  * @returns the decoder
  */
 export function createStreamDecoder(
   tokenizer: Tokenizer,
-  { skipSpecialTokens = true }: DecodeOptions = {},
+  { skipSpecialTokens = true, context = [] }: DecodeOptions & { context?: readonly number[] } = {},
 ): StreamDecoder {
-  let window: number[] = [];
-  let prefix = "";
-  let prefixCount = 0; // ids at the start of `window` already emitted and kept only as context
+  let window: number[] = context.slice(-STREAM_CONTEXT);
+  let prefix = tokenizer.decode(window, { skipSpecialTokens });
+  let prefixCount = window.length; // ids at the start of `window` already emitted and kept only as context
   return {
     push(id: number): string {
       window.push(id);

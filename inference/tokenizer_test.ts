@@ -211,3 +211,19 @@ Deno.test("createTokenizer() names the file and the reason when it cannot load",
   });
   await Deno.remove(missing);
 });
+
+Deno.test("createStreamDecoder() with prompt context keeps the space before the first generated word", async () => {
+  const dir = sharedPath("models/stories260K");
+  if (!dir) return;
+  const tok = await loadTokenizer(dir);
+  const prompt = tok.encode("Lily and Ben went to the park.");
+  const full = tok.encode("Lily and Ben went to the park. They saw a big box.");
+  const generated = full.slice(prompt.length);
+  assert.deepEqual(full.slice(0, prompt.length), prompt, "the prompt's ids prefix the full text's");
+  const withContext = createStreamDecoder(tok, { context: prompt });
+  const text = generated.map((id) => withContext.push(id)).join("") + withContext.flush();
+  assert.equal(text, " They saw a big box.");
+  // Without context the SentencePiece decoder strips the first token's leading space, as a full decode would.
+  const bare = createStreamDecoder(tok);
+  assert.equal(generated.map((id) => bare.push(id)).join("") + bare.flush(), "They saw a big box.");
+});

@@ -149,6 +149,27 @@ Deno.test("server completes stories260K text through /v1/completions like PyTorc
     assert.equal(body.object, "text_completion");
     assert.equal(c.prompt + body.choices[0].text, c.full_text.replace(/^<s> /, ""));
     assert.equal(body.choices[0].finish_reason, "length");
+    // Concurrent requests queue on the one GPU and never interleave: each gets its own whole answer.
+    const cases = JSON.parse(await Deno.readTextFile(golden)).cases.slice(0, 3);
+    const answers = await Promise.all(cases.map(async (g: typeof c) => {
+      const res = await fetch(`${server.base}/v1/completions`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({
+          prompt: g.prompt,
+          temperature: 0,
+          max_tokens: g.greedy32_ids.length,
+          stream: true,
+        }),
+      });
+      const events = sseEvents(await res.text());
+      assert.equal(events.at(-1), "[DONE]");
+      // deno-lint-ignore no-explicit-any -- SSE payloads, checked field by field
+      return (events.slice(0, -1) as any[]).map((e) => e.choices[0]?.text ?? "").join("");
+    }));
+    cases.forEach((g: typeof c, i: number) => {
+      assert.equal(g.prompt + answers[i], g.full_text.replace(/^<s> /, ""), `concurrent request ${i}`);
+    });
     const chat = await fetch(`${server.base}/v1/chat/completions`, {
       method: "POST",
       headers: { "content-type": "application/json" },
