@@ -12,7 +12,7 @@ import { checkPipelines, type Gpu } from "./gpu.ts";
 import { createStorage, f16BitsToF32, f32ToF16Bits, readF32, runPass, uploadStorage } from "./buffers.ts";
 import { type AffineParts, packAffine, packAutoGptq, toAutoGptq } from "../quant/pack_affine.ts";
 import { randomF32, seededRandom, testGpu } from "../tests/_gpu.ts";
-import { assertNmse } from "../tests/_assert.ts";
+import { assertStridedMatmul } from "../tests/_assert.ts";
 
 interface Case {
   bits: 2 | 3 | 4;
@@ -91,27 +91,18 @@ async function runCase(
   runPass(gpu, (pass) => bound.encode(pass));
   const got = await readF32(gpu, y, rows * yStride);
 
-  const accIn = new Float32Array(rows * outDim);
-  const gotCols = new Float32Array(rows * outDim);
-  for (let r = 0; r < rows; r++) {
-    for (let o = 0; o < outDim; o++) {
-      accIn[r * outDim + o] = y0[r * yStride + yColOffset + o];
-      gotCols[r * outDim + o] = got[r * yStride + yColOffset + o];
-    }
-  }
-  const want = matmulAffineRef(x.subarray(xRowOffset * inDim), {
-    ...w,
-    outDim,
-    inDim,
-    groupSize: c.group,
-  }, c.accumulate ? { acc: accIn } : {});
-  assertNmse(gotCols, want, 1e-10, JSON.stringify(c));
-  for (let i = 0; i < rows * yStride; i++) {
-    const col = i % yStride;
-    if (col < yColOffset || col >= yColOffset + outDim) {
-      assert.equal(got[i], y0[i], `element ${i} outside the written columns changed`);
-    }
-  }
+  assertStridedMatmul(
+    got,
+    y0,
+    { rows, outDim, yStride, yColOffset },
+    (accIn) =>
+      matmulAffineRef(
+        x.subarray(xRowOffset * inDim),
+        { ...w, outDim, inDim, groupSize: c.group },
+        c.accumulate ? { acc: accIn } : {},
+      ),
+    { what: JSON.stringify(c) },
+  );
 }
 
 function caseName(c: Case): string {

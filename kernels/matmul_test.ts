@@ -4,7 +4,7 @@ import { matmulRef } from "./reference.ts";
 import { checkPipelines, type Gpu } from "./gpu.ts";
 import { createStorage, f16BitsToF32, f32ToF16Bits, readF32, runPass, uploadStorage } from "./buffers.ts";
 import { randomF32, testGpu } from "../tests/_gpu.ts";
-import { assertNmse } from "../tests/_assert.ts";
+import { assertNmse, assertStridedMatmul } from "../tests/_assert.ts";
 
 interface Case {
   weightType: "f32" | "f16";
@@ -53,22 +53,13 @@ async function runCase(gpu: Gpu, c: Case): Promise<void> {
   const got = await readF32(gpu, y, rows * yStride);
 
   const xUsed = x.subarray(xRowOffset * inDim);
-  const accIn = new Float32Array(rows * outDim);
-  const gotCols = new Float32Array(rows * outDim);
-  for (let r = 0; r < rows; r++) {
-    for (let o = 0; o < outDim; o++) {
-      accIn[r * outDim + o] = y0[r * yStride + yColOffset + o];
-      gotCols[r * outDim + o] = got[r * yStride + yColOffset + o];
-    }
-  }
-  const want = matmulRef(xUsed, w.values, rows, inDim, outDim, spec.accumulate ? accIn : undefined);
-  assertNmse(gotCols, want, 1e-10, JSON.stringify(c));
-  for (let i = 0; i < rows * yStride; i++) {
-    const col = i % yStride;
-    if (col < yColOffset || col >= yColOffset + outDim) {
-      assert.equal(got[i], y0[i], `element ${i} outside the written columns changed`);
-    }
-  }
+  assertStridedMatmul(
+    got,
+    y0,
+    { rows, outDim, yStride, yColOffset },
+    (accIn) => matmulRef(xUsed, w.values, rows, inDim, outDim, spec.accumulate ? accIn : undefined),
+    { what: JSON.stringify(c) },
+  );
 }
 
 const CASES: Case[] = [

@@ -50,3 +50,42 @@ export function assertAllClose(
     }
   }
 }
+
+/** Where a matmul kernel writes into a strided y: columns [yColOffset, yColOffset + outDim) of rows rows. */
+export interface StridedOutput {
+  rows: number;
+  outDim: number;
+  yStride: number;
+  yColOffset: number;
+}
+
+/**
+ * Checks a strided matmul output: the written columns against `want(accIn)` by NMSE, where `accIn` holds
+ * y's previous values in those columns (for accumulate), and every other element of y unchanged.
+ * @param got y after the kernel, (rows, yStride)
+ * @param y0 y before the kernel, (rows, yStride)
+ * @param want the reference for the written columns (rows, outDim), given their previous values
+ */
+export function assertStridedMatmul(
+  got: Float32Array,
+  y0: Float32Array,
+  { rows, outDim, yStride, yColOffset }: StridedOutput,
+  want: (accIn: Float32Array) => ArrayLike<number>,
+  { tol = 1e-10, what = "" }: { tol?: number; what?: string } = {},
+): void {
+  const accIn = new Float32Array(rows * outDim);
+  const gotCols = new Float32Array(rows * outDim);
+  for (let r = 0; r < rows; r++) {
+    for (let o = 0; o < outDim; o++) {
+      accIn[r * outDim + o] = y0[r * yStride + yColOffset + o];
+      gotCols[r * outDim + o] = got[r * yStride + yColOffset + o];
+    }
+  }
+  assertNmse(gotCols, want(accIn), tol, what);
+  for (let i = 0; i < rows * yStride; i++) {
+    const col = i % yStride;
+    if (col < yColOffset || col >= yColOffset + outDim) {
+      assert.equal(got[i], y0[i], `${what}: element ${i} outside the written columns changed`);
+    }
+  }
+}
