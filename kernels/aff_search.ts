@@ -22,7 +22,7 @@
  * few thousand) are staged in workgroup memory; longer rows are read from storage (same addresses
  * across a warp, so they are broadcasts served by L1).
  */
-import { dispatch2d, type Encodable, getPipeline, type Gpu, type Kernel } from "./gpu.ts";
+import { dispatch2d, type Encodable, getPipeline, type Gpu, type Kernel, singleDispatch } from "./gpu.ts";
 import { createStorage, uniformParams } from "./buffers.ts";
 import WGSL from "./aff_search.wgsl" with { type: "text" };
 
@@ -131,13 +131,7 @@ export function createAffSearch(gpu: Gpu, { bits, cache }: AffSearchSpec): Kerne
         entries: buffers.map((buffer, binding) => ({ binding, resource: { buffer } })),
       });
       const [gx, gy] = dispatch2d(gpu, rows * groupCount);
-      return {
-        encode(pass) {
-          pass.setPipeline(pipeline);
-          pass.setBindGroup(0, bindGroup);
-          pass.dispatchWorkgroups(gx, gy);
-        },
-      };
+      return singleDispatch(pipeline, bindGroup, [gx, gy]);
     },
   };
 }

@@ -7,7 +7,15 @@
  * reductions in workgroup memory); then invocation (sp, d) sums acc over splits s ≡ sp (mod NP) for
  * vec4 column d, and the NP partitions merge by tree.
  */
-import { bindBuffers, dispatch2d, type Encodable, getPipeline, type Gpu, type Kernel } from "./gpu.ts";
+import {
+  bindBuffers,
+  dispatch2d,
+  type Encodable,
+  getPipeline,
+  type Gpu,
+  type Kernel,
+  singleDispatch,
+} from "./gpu.ts";
 import { uniformParams } from "./buffers.ts";
 
 const WGSL = /* wgsl */ `
@@ -118,13 +126,7 @@ export function createAttentionCombine(gpu: Gpu): Kernel<AttentionCombineArgs> {
       );
       const bindGroup = bindBuffers(gpu, pipeline, [params, partAcc, partMl, out]);
       const [gx, gy] = dispatch2d(gpu, rows * nHeads);
-      return {
-        encode(pass) {
-          pass.setPipeline(pipeline);
-          pass.setBindGroup(0, bindGroup);
-          pass.dispatchWorkgroups(gx, gy);
-        },
-      };
+      return singleDispatch(pipeline, bindGroup, [gx, gy]);
     },
   };
 }

@@ -23,7 +23,15 @@
  * default 64), K staged 16 at a time in workgroup memory. Staging loads run along whichever of
  * an operand's axes is contiguous.
  */
-import { ceilDiv, dispatch2d, type Encodable, getPipeline, type Gpu, type Kernel } from "./gpu.ts";
+import {
+  ceilDiv,
+  dispatch2d,
+  type Encodable,
+  getPipeline,
+  type Gpu,
+  type Kernel,
+  singleDispatch,
+} from "./gpu.ts";
 import type { ParamField } from "./buffers.ts";
 import { type BoundPlan, type BoundSteps, packParamSlots } from "./param_slots.ts";
 
@@ -284,13 +292,7 @@ export function createBlockGemm(gpu: Gpu): BlockGemmKernel {
         ),
       });
       const [gx, gy] = dispatch2d(gpu, count);
-      return {
-        encode(pass) {
-          pass.setPipeline(pipeline);
-          pass.setBindGroup(0, bindGroup);
-          pass.dispatchWorkgroups(gx, gy);
-        },
-      };
+      return singleDispatch(pipeline, bindGroup, [gx, gy]);
     });
     return { steps, destroy: () => buffer.destroy() };
   }

@@ -6,7 +6,16 @@
  * decodes with `unpack2x16float`, so it needs no `shader-f16` feature and halves the table's memory.
  * An id at or past `vocabSize` yields a row of zeros instead of reading past the table.
  */
-import { ceilDiv, dispatch2d, type Encodable, getPipeline, type Gpu, type Kernel } from "./gpu.ts";
+import {
+  bindBuffers,
+  ceilDiv,
+  dispatch2d,
+  type Encodable,
+  getPipeline,
+  type Gpu,
+  type Kernel,
+  singleDispatch,
+} from "./gpu.ts";
 import { uniformParams } from "./buffers.ts";
 
 /** One invocation per output element (f32) or per output pair (f16). */
@@ -102,18 +111,9 @@ export function createEmbed(gpu: Gpu, spec: EmbedSpec = { weightType: "f32" }): 
         [["u32", rows], ["u32", unitsPerRow], ["u32", vocabSize]],
         "embed params",
       );
-      const bindGroup = gpu.device.createBindGroup({
-        layout: pipeline.getBindGroupLayout(0),
-        entries: [params, table, ids, out].map((buffer, binding) => ({ binding, resource: { buffer } })),
-      });
+      const bindGroup = bindBuffers(gpu, pipeline, [params, table, ids, out]);
       const [gx, gy] = dispatch2d(gpu, ceilDiv(rows * unitsPerRow, wg));
-      return {
-        encode(pass) {
-          pass.setPipeline(pipeline);
-          pass.setBindGroup(0, bindGroup);
-          pass.dispatchWorkgroups(gx, gy);
-        },
-      };
+      return singleDispatch(pipeline, bindGroup, [gx, gy]);
     },
   };
 }

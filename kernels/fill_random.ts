@@ -4,7 +4,15 @@
  * value(i) = scale · (2 · u(hash(seed, i)) − 1), u = 24-bit uniform. f16 output packs two values per
  * u32 (element 2j low half), decodable with unpack2x16float.
  */
-import { dispatch2d, type Encodable, getPipeline, type Gpu, type Kernel } from "./gpu.ts";
+import {
+  bindBuffers,
+  dispatch2d,
+  type Encodable,
+  getPipeline,
+  type Gpu,
+  type Kernel,
+  singleDispatch,
+} from "./gpu.ts";
 import { uniformParams } from "./buffers.ts";
 
 const WG = 256;
@@ -66,18 +74,9 @@ export function createFillRandom(gpu: Gpu, spec: { f16: boolean }): Kernel<FillR
     bind({ out, count, seed, scale }: FillRandomArgs): Encodable {
       const words = spec.f16 ? Math.ceil(count / 2) : count;
       const params = uniformParams(gpu, [["u32", words], ["u32", seed >>> 0], ["f32", scale]], "fill params");
-      const bindGroup = gpu.device.createBindGroup({
-        layout: pipeline.getBindGroupLayout(0),
-        entries: [params, out].map((buffer, binding) => ({ binding, resource: { buffer } })),
-      });
+      const bindGroup = bindBuffers(gpu, pipeline, [params, out]);
       const [gx, gy] = dispatch2d(gpu, Math.ceil(words / WG));
-      return {
-        encode(pass) {
-          pass.setPipeline(pipeline);
-          pass.setBindGroup(0, bindGroup);
-          pass.dispatchWorkgroups(gx, gy);
-        },
-      };
+      return singleDispatch(pipeline, bindGroup, [gx, gy]);
     },
   };
 }

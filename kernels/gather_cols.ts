@@ -9,7 +9,16 @@
  *   gptq_block writes); dst is rows·cols bytes packed densely row after row, so a readback is a Uint8Array.
  * One invocation per output word; a byte gather reads up to four source words.
  */
-import { ceilDiv, dispatch2d, type Encodable, getPipeline, type Gpu, type Kernel } from "./gpu.ts";
+import {
+  bindBuffers,
+  ceilDiv,
+  dispatch2d,
+  type Encodable,
+  getPipeline,
+  type Gpu,
+  type Kernel,
+  singleDispatch,
+} from "./gpu.ts";
 import { uniformParams } from "./buffers.ts";
 
 const WGSL = /* wgsl */ `
@@ -115,19 +124,9 @@ export function createGatherCols(gpu: Gpu, { bytes }: GatherColsSpec): Kernel<Ga
         [["u32", rows], ["u32", cols], ["u32", srcStride], ["u32", words]],
         "gather_cols params",
       );
-      const bindGroup = gpu.device.createBindGroup({
-        label: "gather_cols",
-        layout: pipeline.getBindGroupLayout(0),
-        entries: [params, src, idx, dst].map((buffer, binding) => ({ binding, resource: { buffer } })),
-      });
+      const bindGroup = bindBuffers(gpu, pipeline, [params, src, idx, dst], "gather_cols");
       const [gx, gy] = dispatch2d(gpu, ceilDiv(words, wg));
-      return {
-        encode(pass) {
-          pass.setPipeline(pipeline);
-          pass.setBindGroup(0, bindGroup);
-          pass.dispatchWorkgroups(gx, gy);
-        },
-      };
+      return singleDispatch(pipeline, bindGroup, [gx, gy]);
     },
   };
 }

@@ -21,7 +21,15 @@
  * invocations), err holds Err1ᵀ (count, rows) for the inter-block GEMM (kernels/gptq_update.ts), and
  * loss[r] has grown by this block's Σ e²/2.
  */
-import { ceilDiv, dispatch2d, type Encodable, getPipeline, type Gpu, type Kernel } from "./gpu.ts";
+import {
+  ceilDiv,
+  dispatch2d,
+  type Encodable,
+  getPipeline,
+  type Gpu,
+  type Kernel,
+  singleDispatch,
+} from "./gpu.ts";
 import { uniformParams } from "./buffers.ts";
 import { rowPanel } from "./gptq_update.ts";
 
@@ -259,13 +267,7 @@ export function createGptqBlock(gpu: Gpu, spec: GptqBlockSpec): Kernel<GptqBlock
         })),
       });
       const [gx, gy] = dispatch2d(gpu, ceilDiv(rows, tr));
-      return {
-        encode(pass) {
-          pass.setPipeline(pipeline);
-          pass.setBindGroup(0, bindGroup);
-          pass.dispatchWorkgroups(gx, gy);
-        },
-      };
+      return singleDispatch(pipeline, bindGroup, [gx, gy]);
     },
   };
 }

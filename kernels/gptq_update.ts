@@ -7,7 +7,15 @@
  * per invocation held in four vec4 accumulators (no dynamically indexed register arrays), every load and
  * store bounds-checked. Only U rows [i1, i2) are bound ({@link rowPanel}, shared with gptq_block).
  */
-import { ceilDiv, dispatch2d, type Encodable, getPipeline, type Gpu, type Kernel } from "./gpu.ts";
+import {
+  ceilDiv,
+  dispatch2d,
+  type Encodable,
+  getPipeline,
+  type Gpu,
+  type Kernel,
+  singleDispatch,
+} from "./gpu.ts";
 import { uniformParams } from "./buffers.ts";
 
 const WGSL = /* wgsl */ `
@@ -181,13 +189,7 @@ export function createGptqUpdate(gpu: Gpu): Kernel<GptqUpdateArgs> {
         })),
       });
       const [gx, gy] = dispatch2d(gpu, ceilDiv(rows, tm) * tilesN);
-      return {
-        encode(pass) {
-          pass.setPipeline(pipeline);
-          pass.setBindGroup(0, bindGroup);
-          pass.dispatchWorkgroups(gx, gy);
-        },
-      };
+      return singleDispatch(pipeline, bindGroup, [gx, gy]);
     },
   };
 }

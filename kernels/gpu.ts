@@ -208,3 +208,18 @@ export interface Encodable {
 export interface Kernel<Args> {
   bind(args: Args): Encodable;
 }
+
+/** An Encodable that runs `pipeline` once with one bind group over a (gx, gy) grid of workgroups. */
+export function singleDispatch(
+  pipeline: GPUComputePipeline,
+  bindGroup: GPUBindGroup,
+  [gx, gy]: readonly [number, number],
+): Encodable {
+  return {
+    encode(pass) {
+      pass.setPipeline(pipeline);
+      pass.setBindGroup(0, bindGroup);
+      pass.dispatchWorkgroups(gx, gy);
+    },
+  };
+}

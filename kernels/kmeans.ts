@@ -17,7 +17,15 @@
  * previous iteration's centres, so each point is labelled against both sets. Per-cluster sums live in
  * workgroup memory as [2K][WG] (each invocation owns one column slot, no atomics) and are tree-reduced.
  */
-import { dispatch2d, type Encodable, getPipeline, type Gpu, type Kernel } from "./gpu.ts";
+import {
+  bindBuffers,
+  dispatch2d,
+  type Encodable,
+  getPipeline,
+  type Gpu,
+  type Kernel,
+  singleDispatch,
+} from "./gpu.ts";
 import { uniformParams } from "./buffers.ts";
 
 const WGSL = /* wgsl */ `
@@ -262,19 +270,9 @@ export function createKMeans(gpu: Gpu, { bits }: KMeansSpec): Kernel<KMeansArgs>
         [["u32", rows], ["u32", cols], ["u32", maxIter], ["f32", tolFactor]],
         "kmeans params",
       );
-      const bindGroup = gpu.device.createBindGroup({
-        label: "kmeans",
-        layout: pipeline.getBindGroupLayout(0),
-        entries: [params, W, importance, lut].map((buffer, binding) => ({ binding, resource: { buffer } })),
-      });
+      const bindGroup = bindBuffers(gpu, pipeline, [params, W, importance, lut], "kmeans");
       const [gx, gy] = dispatch2d(gpu, rows);
-      return {
-        encode(pass) {
-          pass.setPipeline(pipeline);
-          pass.setBindGroup(0, bindGroup);
-          pass.dispatchWorkgroups(gx, gy);
-        },
-      };
+      return singleDispatch(pipeline, bindGroup, [gx, gy]);
     },
   };
 }

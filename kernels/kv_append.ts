@@ -4,7 +4,15 @@
  * replayed many times per submit. Rows that would land at or past `seqLen` are dropped (the host
  * never asks for them; the guard only keeps a bad state from writing out of bounds).
  */
-import { ceilDiv, dispatch2d, type Encodable, getPipeline, type Gpu, type Kernel } from "./gpu.ts";
+import {
+  ceilDiv,
+  dispatch2d,
+  type Encodable,
+  getPipeline,
+  type Gpu,
+  type Kernel,
+  singleDispatch,
+} from "./gpu.ts";
 import { uniformParams } from "./buffers.ts";
 import { STATE_STRUCT } from "./step_state.ts";
 
@@ -92,13 +100,7 @@ export function createKvAppend(gpu: Gpu): Kernel<KvAppendArgs> {
         })),
       });
       const [gx, gy] = dispatch2d(gpu, ceilDiv(rows * kvDim, wg));
-      return {
-        encode(pass) {
-          pass.setPipeline(pipeline);
-          pass.setBindGroup(0, bindGroup);
-          pass.dispatchWorkgroups(gx, gy);
-        },
-      };
+      return singleDispatch(pipeline, bindGroup, [gx, gy]);
     },
   };
 }

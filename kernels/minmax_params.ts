@@ -11,7 +11,16 @@
  * workgroup tree reduction (no subgroups on the H100 path). Used row-wise (all columns, before the GPTQ loop)
  * and per group (k % g == 0, on the error-updated W) through quant/gptq.ts's group-fit hook.
  */
-import { ceilDiv, dispatch2d, type Encodable, getPipeline, type Gpu, type Kernel } from "./gpu.ts";
+import {
+  bindBuffers,
+  ceilDiv,
+  dispatch2d,
+  type Encodable,
+  getPipeline,
+  type Gpu,
+  type Kernel,
+  singleDispatch,
+} from "./gpu.ts";
 import { uniformParams } from "./buffers.ts";
 
 const WGSL = /* wgsl */ `
@@ -134,19 +143,9 @@ export function createMinMaxParams(gpu: Gpu, { bits }: MinMaxParamsSpec): Kernel
         ]],
         "minmax_params params",
       );
-      const bindGroup = gpu.device.createBindGroup({
-        label: "minmax_params",
-        layout: pipeline.getBindGroupLayout(0),
-        entries: [params, x, out].map((buffer, binding) => ({ binding, resource: { buffer } })),
-      });
+      const bindGroup = bindBuffers(gpu, pipeline, [params, x, out], "minmax_params");
       const [gx, gy] = dispatch2d(gpu, ceilDiv(rows, tr));
-      return {
-        encode(pass) {
-          pass.setPipeline(pipeline);
-          pass.setBindGroup(0, bindGroup);
-          pass.dispatchWorkgroups(gx, gy);
-        },
-      };
+      return singleDispatch(pipeline, bindGroup, [gx, gy]);
     },
   };
 }

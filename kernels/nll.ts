@@ -4,7 +4,15 @@
  * with m the row max (subtracted for stability). One workgroup per row; the max and the sum are reduced
  * through workgroup memory (no subgroups, webgpu.md §2). Only `rows` floats ever need to be read back.
  */
-import { dispatch2d, type Encodable, getPipeline, type Gpu, type Kernel } from "./gpu.ts";
+import {
+  bindBuffers,
+  dispatch2d,
+  type Encodable,
+  getPipeline,
+  type Gpu,
+  type Kernel,
+  singleDispatch,
+} from "./gpu.ts";
 import { uniformParams } from "./buffers.ts";
 
 const WGSL = /* wgsl */ `
@@ -112,19 +120,9 @@ export function createNll(gpu: Gpu): Kernel<NllArgs> {
         ["u32", targetOffset],
         ["u32", outOffset],
       ], "nll params");
-      const bindGroup = gpu.device.createBindGroup({
-        label: "nll",
-        layout: pipeline.getBindGroupLayout(0),
-        entries: [params, logits, targets, nll].map((buffer, binding) => ({ binding, resource: { buffer } })),
-      });
+      const bindGroup = bindBuffers(gpu, pipeline, [params, logits, targets, nll], "nll");
       const [gx, gy] = dispatch2d(gpu, rows);
-      return {
-        encode(pass) {
-          pass.setPipeline(pipeline);
-          pass.setBindGroup(0, bindGroup);
-          pass.dispatchWorkgroups(gx, gy);
-        },
-      };
+      return singleDispatch(pipeline, bindGroup, [gx, gy]);
     },
   };
 }

@@ -3,7 +3,15 @@
  * One workgroup per row; a strided sum of squares reduced through workgroup memory (no subgroups
  * on the H100 path, webgpu.md §2).
  */
-import { dispatch2d, type Encodable, getPipeline, type Gpu, type Kernel } from "./gpu.ts";
+import {
+  bindBuffers,
+  dispatch2d,
+  type Encodable,
+  getPipeline,
+  type Gpu,
+  type Kernel,
+  singleDispatch,
+} from "./gpu.ts";
 import { uniformParams } from "./buffers.ts";
 
 const WGSL = /* wgsl */ `
@@ -71,18 +79,9 @@ export function createRmsNorm(gpu: Gpu): Kernel<RmsNormArgs> {
   return {
     bind({ x, weight, y, rows, dim, eps }: RmsNormArgs): Encodable {
       const params = uniformParams(gpu, [["u32", dim], ["u32", rows], ["f32", eps]], "rms_norm params");
-      const bindGroup = gpu.device.createBindGroup({
-        layout: pipeline.getBindGroupLayout(0),
-        entries: [params, x, weight, y].map((buffer, binding) => ({ binding, resource: { buffer } })),
-      });
+      const bindGroup = bindBuffers(gpu, pipeline, [params, x, weight, y]);
       const [gx, gy] = dispatch2d(gpu, rows);
-      return {
-        encode(pass) {
-          pass.setPipeline(pipeline);
-          pass.setBindGroup(0, bindGroup);
-          pass.dispatchWorkgroups(gx, gy);
-        },
-      };
+      return singleDispatch(pipeline, bindGroup, [gx, gy]);
     },
   };
 }

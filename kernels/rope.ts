@@ -9,7 +9,15 @@
  * on [−π, π] (2^−11) and which some GPUs evaluate poorly for angles in the thousands.
  * One dispatch can rotate q and k together (pass `k` and `nKvHeads`).
  */
-import { ceilDiv, dispatch2d, type Encodable, getPipeline, type Gpu, type Kernel } from "./gpu.ts";
+import {
+  ceilDiv,
+  dispatch2d,
+  type Encodable,
+  getPipeline,
+  type Gpu,
+  type Kernel,
+  singleDispatch,
+} from "./gpu.ts";
 import { createStorage, uniformParams } from "./buffers.ts";
 import { STATE_STRUCT } from "./step_state.ts";
 
@@ -146,13 +154,7 @@ export function createRope(gpu: Gpu): Kernel<RopeArgs> {
         })),
       });
       const [gx, gy] = dispatch2d(gpu, ceilDiv(rows * (nHeads + kHeads) * half, wg));
-      return {
-        encode(pass) {
-          pass.setPipeline(pipeline);
-          pass.setBindGroup(0, bindGroup);
-          pass.dispatchWorkgroups(gx, gy);
-        },
-      };
+      return singleDispatch(pipeline, bindGroup, [gx, gy]);
     },
   };
 }

@@ -3,7 +3,16 @@
  *   out = silu(gate) · up,  silu(x) = x · σ(x) = x / (1 + e^−x).
  * Elementwise over n values; when n is a multiple of 4 the buffers are read as vec4<f32>.
  */
-import { ceilDiv, dispatch2d, type Encodable, getPipeline, type Gpu, type Kernel } from "./gpu.ts";
+import {
+  bindBuffers,
+  ceilDiv,
+  dispatch2d,
+  type Encodable,
+  getPipeline,
+  type Gpu,
+  type Kernel,
+  singleDispatch,
+} from "./gpu.ts";
 import { uniformParams } from "./buffers.ts";
 
 /** `T` is f32 or vec4<f32>; `n` in Params counts units of T. */
@@ -69,18 +78,9 @@ export function createSiluMul(gpu: Gpu): Kernel<SiluMulArgs> {
       const pipeline = pipelines[vec4 ? 1 : 0];
       const units = vec4 ? n / 4 : n;
       const params = uniformParams(gpu, [["u32", units]], "silu_mul params");
-      const bindGroup = gpu.device.createBindGroup({
-        layout: pipeline.getBindGroupLayout(0),
-        entries: [params, gate, up, out].map((buffer, binding) => ({ binding, resource: { buffer } })),
-      });
+      const bindGroup = bindBuffers(gpu, pipeline, [params, gate, up, out]);
       const [gx, gy] = dispatch2d(gpu, ceilDiv(units, wg));
-      return {
-        encode(pass) {
-          pass.setPipeline(pipeline);
-          pass.setBindGroup(0, bindGroup);
-          pass.dispatchWorkgroups(gx, gy);
-        },
-      };
+      return singleDispatch(pipeline, bindGroup, [gx, gy]);
     },
   };
 }
