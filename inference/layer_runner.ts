@@ -18,7 +18,7 @@ import { createRope } from "../kernels/rope.ts";
 import { createKvAppend } from "../kernels/kv_append.ts";
 import { createAttention } from "../kernels/attention.ts";
 import { createSiluMul } from "../kernels/silu_mul.ts";
-import { bindLinear, type GpuLinear, linearBuffers, uploadLinear } from "./linear.ts";
+import { bindLinear, type GpuLinear, linearBuffers, uploadLinear, type WeightType } from "./linear.ts";
 import { createForwardState, type ForwardState, forwardStateBuffers, type GpuLayer } from "./model.ts";
 import type { ModelConfig } from "./model_config.ts";
 import type { LayerWeights } from "./weights.ts";
@@ -170,16 +170,22 @@ function bindLayer(
 const LINEARS = ["wq", "wk", "wv", "wo", "wGate", "wUp", "wDown"] as const;
 
 /**
- * Uploads one host layer as f32 dense weights (the quantizer runs layers in f32).
+ * Uploads one host layer as dense weights (f32 by default: the quantizer runs layers in f32).
  * @param gpu the device
  * @param L the layer's weights
  * @param i its index (for labels)
+ * @param options dense storage type
  * @returns the GPU layer; free it with {@link destroyGpuLayer}
  */
-export function uploadHostLayer(gpu: Gpu, L: LayerWeights, i: number): GpuLayer {
+export function uploadHostLayer(
+  gpu: Gpu,
+  L: LayerWeights,
+  i: number,
+  { weightType = "f32" }: { weightType?: WeightType } = {},
+): GpuLayer {
   const linear = (field: (typeof LINEARS)[number]) =>
     uploadLinear(gpu, L[field].data, L[field].shape[0], L[field].shape[1], {
-      weightType: "f32",
+      weightType,
       label: `layers.${i}.${field}`,
     });
   return {

@@ -8,7 +8,7 @@ import type { Encodable, Gpu } from "../kernels/gpu.ts";
 import { createMatmul } from "../kernels/matmul.ts";
 import { type AffineWeights, createMatmulAffine } from "../kernels/matmul_affine.ts";
 import { createMatmulLut, type LutWeights } from "../kernels/matmul_lut.ts";
-import { createStorage, f32ToF16Bits, writeBuffer } from "../kernels/buffers.ts";
+import { createStorage, f32ToF16Bits, uploadStorage, writeBuffer } from "../kernels/buffers.ts";
 
 /** How dense weights are stored on the GPU. */
 export type WeightType = "f32" | "f16";
@@ -91,6 +91,11 @@ export function uploadLinear(
     panels.push({ buffer, rowStart, rows });
   }
   return { format: "dense", weightType, outDim, inDim, panels };
+}
+
+/** Uploads a dense table (e.g. the token embedding) as f32, or as f16 pairs packed in u32. */
+export function uploadDense(gpu: Gpu, data: Float32Array, weightType: WeightType, label: string): GPUBuffer {
+  return uploadStorage(gpu, weightType === "f32" ? data : toF16Pairs(data), label);
 }
 
 /** f32 values → f16 bits, two per u32 (element 2j low, 2j+1 high). */

@@ -6,13 +6,14 @@ import { basename, resolve } from "node:path";
 import type { Gpu } from "../kernels/gpu.ts";
 import { uploadStorage } from "../kernels/buffers.ts";
 import { loadModelConfig, type ModelConfig } from "./model_config.ts";
-import { type HostTensor, type LlamaWeightSource, openLlamaWeights } from "./weights.ts";
+import { openLlamaWeights } from "./weights.ts";
 import { loadTokenizer } from "./tokenizer.ts";
 import { loadChatTemplate } from "./chat_template.ts";
-import { toF16Pairs, uploadLinear, type WeightType } from "./linear.ts";
+import { uploadDense, uploadLinear, type WeightType } from "./linear.ts";
 import type { GpuLayer, GpuWeights } from "./model.ts";
 import { createSequenceRunner } from "./generate.ts";
 import type { LoadedModel } from "./engine.ts";
+import { uploadHostLayer } from "./layer_runner.ts";
 import { parseQuantization } from "./quant_format.ts";
 import { uploadQuantizedWeights } from "./quant_folder.ts";
 
@@ -88,11 +89,11 @@ export async function uploadWeights(
   const source = await openLlamaWeights(dir, config);
   try {
     const embedding = await source.loadTokenEmbedding();
-    const tokenEmbedding = uploadDense(gpu, embedding, weightType, "tokenEmbedding");
+    const tokenEmbedding = uploadDense(gpu, embedding.data, weightType, "tokenEmbedding");
     const layers: GpuLayer[] = [];
     for (let i = 0; i < config.nLayers; i++) {
       onProgress?.(`loading layer ${i + 1}/${config.nLayers}`);
-      layers.push(await uploadLayer(gpu, source, i, weightType));
+      layers.push(uploadHostLayer(gpu, await source.loadLayer(i), i, { weightType }));
     }
     const finalNorm = uploadStorage(gpu, (await source.loadFinalNorm()).data, "finalNorm");
     const head = config.tieWordEmbeddings ? embedding : await source.loadLmHead(embedding);
@@ -104,25 +105,4 @@ export async function uploadWeights(
   } finally {
     source.close();
   }
-}
-
-async function uploadLayer(gpu: Gpu, source: LlamaWeightSource, i: number, weightType: WeightType) {
-  const L = await source.loadLayer(i);
-  const linear = (t: HostTensor, name: string) =>
-    uploadLinear(gpu, t.data, t.shape[0], t.shape[1], { weightType, label: `layers.${i}.${name}` });
-  return {
-    attnNorm: uploadStorage(gpu, L.attnNorm.data, `layers.${i}.attnNorm`),
-    wq: linear(L.wq, "wq"),
-    wk: linear(L.wk, "wk"),
-    wv: linear(L.wv, "wv"),
-    wo: linear(L.wo, "wo"),
-    mlpNorm: uploadStorage(gpu, L.mlpNorm.data, `layers.${i}.mlpNorm`),
-    wGate: linear(L.wGate, "wGate"),
-    wUp: linear(L.wUp, "wUp"),
-    wDown: linear(L.wDown, "wDown"),
-  };
-}
-
-function uploadDense(gpu: Gpu, t: HostTensor, weightType: WeightType, label: string): GPUBuffer {
-  return uploadStorage(gpu, weightType === "f32" ? t.data : toF16Pairs(t.data), label);
 }

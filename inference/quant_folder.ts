@@ -21,7 +21,7 @@ import {
   LM_HEAD,
   TOKEN_EMBEDDING,
 } from "./weights.ts";
-import { type GpuLinear, toF16Pairs, uploadLinear, type WeightType } from "./linear.ts";
+import { type GpuLinear, uploadDense, uploadLinear, type WeightType } from "./linear.ts";
 import { uploadAffine } from "../kernels/matmul_affine.ts";
 import { uploadLut } from "../kernels/matmul_lut.ts";
 import { packAffine } from "../quant/pack_affine.ts";
@@ -250,7 +250,6 @@ export async function uploadQuantizedWeights(
   const source = await openQuantizedModel(dir, config);
   try {
     const embedding = await source.loadTensor(TOKEN_EMBEDDING);
-    const dense = (t: HostTensor) => (weightType === "f32" ? t.data : toF16Pairs(t.data));
     const layers = [];
     for (let i = 0; i < config.nLayers; i++) {
       onProgress?.(`loading layer ${i + 1}/${config.nLayers}`);
@@ -275,7 +274,7 @@ export async function uploadQuantizedWeights(
     }
     const head = config.tieWordEmbeddings ? embedding : await source.loadTensor(LM_HEAD);
     return {
-      tokenEmbedding: uploadStorage(gpu, dense(embedding), "tokenEmbedding"),
+      tokenEmbedding: uploadDense(gpu, embedding.data, weightType, "tokenEmbedding"),
       embeddingType: weightType,
       layers,
       finalNorm: uploadStorage(gpu, (await source.loadTensor(FINAL_NORM)).data, "finalNorm"),
