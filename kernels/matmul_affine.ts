@@ -48,6 +48,7 @@ import {
   gemvWgsl,
   PREP_WGSL,
 } from "./matmul_affine_wgsl.ts";
+import { type Q8GemvBuild, q8GemvWgsl } from "./matmul_affine_q8_wgsl.ts";
 
 /** An affine-quantized (outDim, inDim) weight in the kernel's layout, on the host. */
 export interface AffinePacked {
@@ -136,13 +137,25 @@ export interface AffineTune {
   /** GEMM: output tile (activation rows × output columns) */
   tm?: number;
   tn?: number;
+  /** q8 GEMV: output rows per workgroup and per unrolled chunk */
+  rb?: number;
+  unroll?: number;
 }
 
 export interface MatmulAffineSpec {
   /** y += x·Qᵀ (residual epilogue) instead of y = x·Qᵀ. */
   accumulate: boolean;
+  /**
+   * Decode activations: "q8" (default) quantizes x to int8 per 32 columns inside the 2/4-bit GEMV for
+   * 1–2 rows and uses int8 dot products (matmul_affine_q8_wgsl.ts, ~1.3–1.5× faster on the H100);
+   * "f32" keeps every path exact in f32.
+   */
+  activations?: "q8" | "f32";
   tune?: AffineTune;
 }
+
+/** Activation rows up to this run the q8 GEMV when it is enabled. */
+export const AFFINE_Q8_MAX_ROWS = 2;
 
 /** Row counts up to this run the GEMV; larger ones the tiled GEMM. */
 export const AFFINE_GEMV_MAX_ROWS = 8;
@@ -150,6 +163,7 @@ export const AFFINE_GEMV_MAX_ROWS = 8;
 /** Which shader build a bound kernel runs. */
 export type AffineShaderSpec =
   | ({ path: "gemv" } & GemvBuild)
+  | ({ path: "q8" } & Q8GemvBuild)
   | { path: "gemm" };
 
 /** How a bound matmul runs: exported so a benchmark can report the variant it timed. */
@@ -184,6 +198,9 @@ export function planMatmulAffine(spec: MatmulAffineSpec, shape: AffineShape): Ma
   const { rows, bits, outDim, groupSize, hasPerm } = shape;
   const t = spec.tune ?? {};
   const common = { ACC: spec.accumulate ? 1 : 0, GROUP_PIECES: groupSize / 32 };
+  if ((spec.activations ?? "q8") === "q8" && rows <= AFFINE_Q8_MAX_ROWS && bits !== 3) {
+    return planQ8(common, shape, t);
+  }
   if (rows <= AFFINE_GEMV_MAX_ROWS) {
     // Defaults from a first, noisy H100 sweep (4-bit g128, 4096/14336 shapes): NR 2 beat 4 and 8, a
     // 128-invocation workgroup helped one row, 8 rows wanted TPR 16. Re-tune with `spec.tune`.
@@ -234,12 +251,43 @@ export function planMatmulAffine(spec: MatmulAffineSpec, shape: AffineShape): Ma
 }
 
 /**
+ * The q8 GEMV plan: enough invocations to give each one to four pieces of K, 16 output rows per
+ * workgroup (at 4096 outputs that is 256 workgroups, two per SM on an H100; 32 rows per workgroup left
+ * half the SMs idle), chunks of 8 rows (4 when registers hold more pieces or rows). The first H100
+ * sweep (random 4-bit g128 weights): 14336×4096 in 20 µs, 4096×14336 in 19 µs, ~1.6 TB/s.
+ */
+function planQ8(common: Record<string, number>, shape: AffineShape, t: AffineTune): MatmulAffinePlan {
+  const { rows, outDim, inDim, hasPerm } = shape;
+  const nPieces = ceilDiv(inDim, 32);
+  const wg = t.wg ?? Math.min(256, Math.max(32, ceilDiv(nPieces, 32) * 32));
+  const pieces = ceilDiv(nPieces, wg);
+  let rb = t.rb ?? 16;
+  // Partial sums (rb · rows · (wg + wg/rb) f32) must fit workgroup memory.
+  const bytes = (n: number) => n * rows * (wg + wg / n) * 4;
+  while (bytes(rb) > (shape.maxWorkgroupBytes ?? 32768) && rb > 1) rb /= 2;
+  const unroll = Math.min(rb, t.unroll ?? (pieces * rows > 1 ? 4 : 8));
+  if (wg % rb !== 0 || rb % unroll !== 0 || wg % 32 !== 0) {
+    throw new Error(`Cannot plan matmul_affine q8 GEMV: need wg % 32 = 0, wg % rb = 0, rb % unroll = 0`);
+  }
+  const gather = hasPerm || inDim % 32 !== 0;
+  return {
+    shader: { path: "q8", bits: shape.bits as 2 | 4, rows, wg, pieces, rb, unroll, gather },
+    constants: { ...common, ...(gather ? { PERM: hasPerm ? 1 : 0 } : {}) },
+    workgroups: ceilDiv(outDim, rb),
+    prep: false,
+    workgroupBytes: bytes(rb),
+    tilesN: 0,
+  };
+}
+
+/**
  * Builds the WGSL of one path (bits, rows and NR are unrolled by TypeScript in the GEMV; everything
  * else is an `override`, see {@link planMatmulAffine}).
  * @param spec the path and, for the GEMV, its build
  * @returns WGSL source with entry point `main`
  */
 export function matmulAffineShader(spec: AffineShaderSpec): string {
+  if (spec.path === "q8") return q8GemvWgsl(spec);
   return spec.path === "gemm" ? GEMM_WGSL : gemvWgsl(spec);
 }
 
@@ -269,9 +317,10 @@ export function createMatmulAffine(gpu: Gpu, spec: MatmulAffineSpec): Kernel<Mat
         );
       }
       const gemm = plan.shader.path === "gemm";
+      const gather = plan.shader.path === "q8" && plan.shader.gather;
       const nPieces = ceilDiv(w.inDim, 32);
       const xp = plan.prep ? createStorage(gpu, rows * nPieces * 32 * 4, "matmul_affine xp") : null;
-      const perm = w.perm ?? (xp || gemm ? createStorage(gpu, 4, "matmul_affine no perm") : null);
+      const perm = w.perm ?? (xp || gemm || gather ? createStorage(gpu, 4, "matmul_affine no perm") : null);
       const params = uniformParams(
         gpu,
         AFFINE_PARAMS_FIELDS.map((f): ParamField => [
@@ -305,7 +354,7 @@ export function createMatmulAffine(gpu: Gpu, spec: MatmulAffineSpec): Kernel<Mat
         spec: plan.shader,
       };
       const inputs = [params, xp ?? x, w.codes, w.scaleZero];
-      steps.push(step(gpu, main, inputs, y, plan.workgroups, gemm && perm ? [perm] : []));
+      steps.push(step(gpu, main, inputs, y, plan.workgroups, (gemm || gather) && perm ? [perm] : []));
       return {
         encode(pass) {
           for (const [pipeline, group, [gx, gy]] of steps) {

@@ -1,13 +1,14 @@
 import assert from "node:assert/strict";
 import {
   AFFINE_GEMV_MAX_ROWS,
+  AFFINE_Q8_MAX_ROWS,
   type AffinePacked,
   type AffineTune,
   createMatmulAffine,
   planMatmulAffine,
   uploadAffine,
 } from "./matmul_affine.ts";
-import { matmulAffineRef } from "./reference.ts";
+import { matmulAffineRef, q8ActivationsRef } from "./reference.ts";
 import { checkPipelines, type Gpu } from "./gpu.ts";
 import { createStorage, f16BitsToF32, f32ToF16Bits, readF32, runPass, uploadStorage } from "./buffers.ts";
 import { type AffineParts, packAffine, packAutoGptq, toAutoGptq } from "../quant/pack_affine.ts";
@@ -28,6 +29,8 @@ interface Case {
   yStride?: number;
   yColOffset?: number;
   tune?: AffineTune;
+  /** decode activations (default: the kernel's default, q8 for 1–2 rows of 2/4-bit codes) */
+  activations?: "q8" | "f32";
 }
 
 const f16 = (v: number) => f16BitsToF32(f32ToF16Bits(v));
@@ -77,7 +80,13 @@ async function runCase(
   const x = randomF32((xRowOffset + rows) * inDim, seed + 1);
   const y0 = randomF32(rows * yStride, seed + 2);
   const y = uploadStorage(gpu, y0, "y");
-  const spec = { accumulate: c.accumulate ?? false, ...(c.tune ? { tune: c.tune } : {}) };
+  const spec = {
+    accumulate: c.accumulate ?? false,
+    ...(c.tune ? { tune: c.tune } : {}),
+    ...(c.activations ? { activations: c.activations } : {}),
+  };
+  const path =
+    planMatmulAffine(spec, { ...c, groupSize: c.group, hasPerm: packed.perm !== undefined }).shader.path;
   const bound = createMatmulAffine(gpu, spec).bind({
     x: uploadStorage(gpu, x, "x"),
     w: uploadAffine(gpu, packed, "w"),
@@ -91,22 +100,27 @@ async function runCase(
   runPass(gpu, (pass) => bound.encode(pass));
   const got = await readF32(gpu, y, rows * yStride);
 
-  assertStridedMatmul(
-    got,
-    y0,
-    { rows, outDim, yStride, yColOffset },
-    (accIn) =>
-      matmulAffineRef(
-        x.subarray(xRowOffset * inDim),
-        { ...w, outDim, inDim, groupSize: c.group },
-        c.accumulate ? { acc: accIn } : {},
-      ),
-    { what: JSON.stringify(c) },
-  );
+  const xs = x.subarray(xRowOffset * inDim);
+  const ref = (xr: ArrayLike<number>, accIn: Float32Array) =>
+    matmulAffineRef(xr, { ...w, outDim, inDim, groupSize: c.group }, c.accumulate ? { acc: accIn } : {});
+  const out = { rows, outDim, yStride, yColOffset };
+  const what = `${path} ${JSON.stringify(c)}`;
+  if (path !== "q8") {
+    assertStridedMatmul(got, y0, out, (accIn) => ref(xs, accIn), { what });
+    return;
+  }
+  // q8: exact up to the int8 activations (a rare rounding tie decided the other way moves NMSE ~1e-7),
+  // and close to the unquantized product.
+  assertStridedMatmul(got, y0, out, (accIn) => ref(q8ActivationsRef(xs, inDim, packed.perm), accIn), {
+    tol: 1e-6,
+    what,
+  });
+  assertStridedMatmul(got, y0, out, (accIn) => ref(xs, accIn), { tol: 1e-3, what: `${what} vs f32` });
 }
 
 function caseName(c: Case): string {
-  const path = c.rows <= AFFINE_GEMV_MAX_ROWS ? "gemv" : "gemm";
+  const q8 = (c.activations ?? "q8") === "q8" && c.rows <= AFFINE_Q8_MAX_ROWS && c.bits !== 3;
+  const path = q8 ? "q8" : c.rows <= AFFINE_GEMV_MAX_ROWS ? "gemv" : "gemm";
   return `${path} ${c.bits}-bit ${c.group ? `g${c.group}` : "per-row"}${c.gIdx ? " g_idx" : ""}` +
     `${c.accumulate ? " +=" : ""} rows ${c.rows}, ${c.outDim}×${c.inDim}` +
     (c.xRowOffset || c.yColOffset
@@ -187,12 +201,15 @@ Deno.test("matmulAffine() GEMV is right for every specialised row count", async 
   const gpu = await testGpu();
   if (!gpu) return;
   for (let rows = 1; rows <= AFFINE_GEMV_MAX_ROWS; rows++) {
-    const c: Case = { bits: 3, group: 32, rows, inDim: 96, outDim: 40, accumulate: true };
-    assert.equal(
-      planMatmulAffine({ accumulate: true }, { ...c, groupSize: 32, hasPerm: false }).shader.path,
-      "gemv",
-    );
-    await t.step(`rows ${rows}`, () => runCase(gpu, c));
+    for (const bits of [3, 4] as const) {
+      const c: Case = { bits, group: 32, rows, inDim: 96, outDim: 40, accumulate: true, activations: "f32" };
+      assert.equal(
+        planMatmulAffine({ accumulate: true, activations: "f32" }, { ...c, groupSize: 32, hasPerm: false })
+          .shader.path,
+        "gemv",
+      );
+      await t.step(`rows ${rows}, ${bits}-bit`, () => runCase(gpu, c));
+    }
   }
   gpu.device.destroy();
 });
@@ -206,6 +223,7 @@ const TUNED: Case[] = [
     rows: 2,
     inDim: 384,
     outDim: 33,
+    activations: "f32",
     tune: { staged: false, perCode: false, unrollK: 2 },
   },
   {
@@ -215,19 +233,46 @@ const TUNED: Case[] = [
     rows: 1,
     inDim: 4097,
     outDim: 7,
+    activations: "f32",
     tune: { staged: false, perCode: true, nr: 8 },
   },
-  { bits: 2, group: 128, rows: 5, inDim: 384, outDim: 65, tune: { staged: false, perCode: true, tpr: 16 } },
-  { bits: 3, group: 0, rows: 1, inDim: 4097, outDim: 17, tune: { perCode: true, nr: 2, wg: 128 } },
+  {
+    bits: 2,
+    group: 128,
+    rows: 5,
+    inDim: 384,
+    outDim: 65,
+    activations: "f32",
+    tune: { staged: false, perCode: true, tpr: 16 },
+  },
+  {
+    bits: 3,
+    group: 0,
+    rows: 1,
+    inDim: 4097,
+    outDim: 17,
+    activations: "f32",
+    tune: { perCode: true, nr: 2, wg: 128 },
+  },
   {
     bits: 4,
     group: 32,
     rows: 6,
     inDim: 1024,
     outDim: 9,
+    activations: "f32",
     tune: { staged: false, perCode: false, tpr: 64, nr: 1 },
   },
-  { bits: 2, group: 64, gIdx: true, rows: 4, inDim: 384, outDim: 40, tune: { tpr: 8, nr: 8 } },
+  {
+    bits: 2,
+    group: 64,
+    gIdx: true,
+    rows: 4,
+    inDim: 384,
+    outDim: 40,
+    activations: "f32",
+    tune: { tpr: 8, nr: 8 },
+  },
   {
     bits: 4,
     group: 128,
@@ -235,10 +280,29 @@ const TUNED: Case[] = [
     rows: 3,
     inDim: 1024,
     outDim: 33,
+    activations: "f32",
     tune: { perCode: false, nr: 4, tpr: 32 },
   },
-  { bits: 3, group: 128, rows: 17, inDim: 384, outDim: 65, tune: { tm: 64, tn: 32 } },
+  { bits: 3, group: 128, rows: 17, inDim: 384, outDim: 65, activations: "f32", tune: { tm: 64, tn: 32 } },
 ];
+
+// The q8 GEMV: every piece count per invocation, gathered and in-place activations, one and two rows,
+// tails of K (inDim % 32) and of the output rows, other workgroup shapes.
+const Q8: Case[] = [
+  { bits: 4, group: 128, rows: 1, inDim: 4096, outDim: 37 },
+  { bits: 4, group: 32, rows: 2, inDim: 9216, outDim: 19, accumulate: true },
+  { bits: 2, group: 64, rows: 1, inDim: 8192 + 320, outDim: 17, tune: { rb: 8, unroll: 2 } },
+  { bits: 2, group: 0, gIdx: false, rows: 2, inDim: 1000, outDim: 33 },
+  { bits: 4, group: 64, gIdx: true, rows: 1, inDim: 2080, outDim: 40, tune: { wg: 64, rb: 32, unroll: 8 } },
+  { bits: 4, group: 0, rows: 1, inDim: 64, outDim: 3 },
+];
+
+Deno.test("matmulAffine() q8 GEMV matches the reference with int8 activations", async (t) => {
+  const gpu = await testGpu();
+  if (!gpu) return;
+  for (const c of Q8) await t.step(caseName(c), () => runCase(gpu, c));
+  gpu.device.destroy();
+});
 
 Deno.test("matmulAffine() tuned builds match the f64 reference", async (t) => {
   const gpu = await testGpu();

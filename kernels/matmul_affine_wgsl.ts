@@ -33,7 +33,8 @@ export const AFFINE_PARAMS_FIELDS = [
   "tilesN", // GEMM: output tiles along outDim
 ] as const;
 
-const PARAMS = /* wgsl */ `
+/** The uniform block and group lookup every affine shader starts with. */
+export const PARAMS_WGSL = /* wgsl */ `
 override ACC: bool = false;          // y += x·Qᵀ instead of y = x·Qᵀ
 override GROUP_PIECES: u32 = 4u;     // 32-column pieces per group; 0 = one group per row
 
@@ -46,7 +47,8 @@ fn groupOf(piece: u32) -> u32 {
 }
 `;
 
-const STORE = /* wgsl */ `
+/** The y binding and its store (overwrite or accumulate), shared by the affine shaders. */
+export const STORE_WGSL = /* wgsl */ `
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;  // (rows, yStride) f32
 fn store(r: u32, o: u32, v: f32) {
   let i = r * params.yStride + params.yColOffset + o;
@@ -241,7 +243,7 @@ export function gemvWgsl(b: GemvBuild): string {
   workgroupBarrier();
   finish(lid, o0, ${j0}u);
   workgroupBarrier();`);
-  return PARAMS + STORE + /* wgsl */ `
+  return PARAMS_WGSL + STORE_WGSL + /* wgsl */ `
 const ROWS = ${rows}u;  // activation rows, 1..8
 const NR = ${nr}u;      // output rows per invocation (register blocking)
 const RED = ${red}u;    // partial sums reduced per round
@@ -296,7 +298,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
  * gathered through `perm` when the columns were permuted; the weight tile is dequantized once into
  * workgroup memory (one group per row per step); 4×4 register tiles per invocation.
  */
-export const GEMM_WGSL = PARAMS + STORE + /* wgsl */ `
+export const GEMM_WGSL = PARAMS_WGSL + STORE_WGSL + /* wgsl */ `
 override BITS: u32 = 4u;
 override PERM: bool = false;  // kernel column j reads activation column perm[j]
 override TM: u32 = 64u;       // activation rows per tile
@@ -391,7 +393,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
  * Prep pass for the GEMV when the activations cannot be read in place (permuted columns, or inDim not
  * a multiple of 32): xp[r, j] = x[xRowOffset + r, perm[j]] for j < inDim, 0 up to nPieces·32.
  */
-export const PREP_WGSL = PARAMS + /* wgsl */ `
+export const PREP_WGSL = PARAMS_WGSL + /* wgsl */ `
 override PERM: bool = false;
 @group(0) @binding(1) var<storage, read> x: array<f32>;           // (xRowOffset + rows, inDim) f32
 @group(0) @binding(2) var<storage, read> perm: array<u32>;        // (inDim) u32, or a dummy word

@@ -29,8 +29,10 @@ import {
   gemvWgsl,
   gemvWorkgroupBytes,
   LUT_PARAMS_FIELDS,
+  LUT_PARAMS_WGSL,
   type LutGemvBuild,
 } from "./matmul_lut_wgsl.ts";
+import { type LutXsBuild, lutXsWgsl, lutXsWorkgroupBytes } from "./matmul_lut_xs_wgsl.ts";
 
 /** A LUT-quantized (outDim, inDim) weight in the kernel's layout, on the host. */
 export interface LutPacked {
@@ -111,6 +113,11 @@ export interface LutTune {
   /** GEMM: output tile (activation rows × output rows; tn a multiple of 32) */
   tm?: number;
   tn?: number;
+  /** One-row GEMV: use the x-stationary build when K fits one workgroup (default true) */
+  xs?: boolean;
+  /** x-stationary build: output rows per workgroup and per unrolled chunk */
+  rb?: number;
+  unroll?: number;
 }
 
 /** What a model asks for: the epilogue, plus optional launch overrides. */
@@ -126,7 +133,10 @@ export const LUT_GEMV_MAX_ROWS = 8;
 export const LUT_GEMV_BATCH_MAX_ROWS = 64;
 
 /** Which shader build a dispatch runs. */
-export type LutShaderSpec = ({ path: "gemv" } & LutGemvBuild) | { path: "gemm" };
+export type LutShaderSpec =
+  | ({ path: "gemv" } & LutGemvBuild)
+  | ({ path: "xs" } & LutXsBuild)
+  | { path: "gemm" };
 
 /** One dispatch of a bound matmul; exported so a benchmark can report the variant it timed. */
 export interface MatmulLutStep {
@@ -147,7 +157,11 @@ export interface MatmulLutStep {
 }
 
 /** The weight facts the planner needs. */
-export type LutShape = Pick<LutWeights, "bits" | "inDim" | "outDim"> & { rows: number };
+export type LutShape = Pick<LutWeights, "bits" | "inDim" | "outDim"> & {
+  rows: number;
+  /** The device's invocations per workgroup (default 256): the x-stationary GEMV needs one per piece. */
+  maxInvocations?: number;
+};
 
 /**
  * A GEMV build for `rows` activation rows (defaults untimed on hardware so far; tune through
@@ -205,6 +219,24 @@ export function planMatmulLut(spec: MatmulLutSpec, shape: LutShape): MatmulLutSt
       tilesN,
     }];
   }
+  const nPieces = lutPieces(shape.inDim);
+  if (rows === 1 && (t.xs ?? true) && nPieces <= (shape.maxInvocations ?? 256)) {
+    // 16 rows per workgroup gives 256 workgroups at 4096 outputs, two per SM of an H100.
+    const b: LutXsBuild = { bits, wg: ceilDiv(nPieces, 32) * 32, rb: t.rb ?? 16, unroll: t.unroll ?? 4 };
+    if (b.wg % b.rb !== 0 || b.rb % b.unroll !== 0) {
+      throw new Error(`Cannot plan matmul_lut x-stationary GEMV: need wg % rb = 0 and rb % unroll = 0`);
+    }
+    return [{
+      shader: { path: "xs", ...b },
+      constants: acc,
+      workgroups: ceilDiv(outDim, b.rb),
+      row0: 0,
+      rows: 1,
+      workgroupBytes: lutXsWorkgroupBytes(b),
+      invocations: b.wg,
+      tilesN: 0,
+    }];
+  }
   const steps: MatmulLutStep[] = [];
   for (let row0 = 0; row0 < rows; row0 += LUT_GEMV_MAX_ROWS) {
     const n = Math.min(LUT_GEMV_MAX_ROWS, rows - row0);
@@ -230,6 +262,7 @@ export function planMatmulLut(spec: MatmulLutSpec, shape: LutShape): MatmulLutSt
  * @returns WGSL source with entry point `main`
  */
 export function matmulLutShader(spec: LutShaderSpec): string {
+  if (spec.path === "xs") return lutXsWgsl(spec, LUT_PARAMS_WGSL);
   return spec.path === "gemm" ? GEMM_WGSL : gemvWgsl(spec);
 }
 
@@ -250,7 +283,8 @@ export function createMatmulLut(gpu: Gpu, spec: MatmulLutSpec): Kernel<MatmulLut
     bind(args: MatmulLutArgs): Encodable {
       const { x, w, y, rows, xRowOffset = 0, yStride = w.outDim, yColOffset = 0 } = args;
       checkArgs(gpu, { ...args, xRowOffset, yStride, yColOffset });
-      const dispatches = planMatmulLut(spec, { ...w, rows }).map((step) => {
+      const shape = { ...w, rows, maxInvocations: gpu.maxInvocationsPerWorkgroup };
+      const dispatches = planMatmulLut(spec, shape).map((step) => {
         if (
           step.workgroupBytes > gpu.maxWorkgroupStorageBytes ||
           step.invocations > gpu.maxInvocationsPerWorkgroup

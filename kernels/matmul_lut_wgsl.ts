@@ -24,7 +24,8 @@ export const LUT_PARAMS_FIELDS = [
   "tilesN", // GEMM: output tiles along outDim
 ] as const;
 
-const PARAMS = /* wgsl */ `
+/** The uniform block, x/lut/y bindings and store every LUT shader starts with. */
+export const LUT_PARAMS_WGSL = /* wgsl */ `
 override ACC: bool = false;  // y += x·Qᵀ instead of y = x·Qᵀ
 
 struct Params { ${LUT_PARAMS_FIELDS.map((f) => `${f}: u32`).join(", ")} }
@@ -141,7 +142,7 @@ export function gemvWgsl(b: LutGemvBuild): string {
   workgroupBarrier();`);
   const move = (j: number) => (n: number) =>
     bits === 3 ? unroll(3, (i) => `cw${j}_${n}_${i} = nw${j}_${n}_${i};`, " ") : `cw${j}_${n} = nw${j}_${n};`;
-  return PARAMS + /* wgsl */ `
+  return LUT_PARAMS_WGSL + /* wgsl */ `
 const BITS = ${bits}u;
 const ROWS = ${rows}u;  // activation rows
 const NR = ${nr}u;      // output rows per lane
@@ -230,7 +231,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
  * (each code once per tile) next to the activation tile, then every invocation runs a 4×4 register
  * tile over the 32 columns.
  */
-export const GEMM_WGSL = PARAMS + /* wgsl */ `
+export const GEMM_WGSL = LUT_PARAMS_WGSL + /* wgsl */ `
 override BITS: u32 = 4u;
 override TM: u32 = 64u;  // activation rows per tile
 override TN: u32 = 64u;  // output rows per tile, a multiple of 32 (conflict-free LUT lookups)

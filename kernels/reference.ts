@@ -375,6 +375,40 @@ export function matmulAffineRef(
 }
 
 /**
+ * The activations the q8 GEMV actually multiplies (matmul_affine_q8_wgsl.ts): per row, each 32-column piece
+ * of kernel columns (original column perm[j] for kernel column j) is scaled by d = max|x|/127 and rounded
+ * half to even to int8, with the kernel's f32 arithmetic; returns d·q in the original column positions.
+ * @param x (rows, inDim)
+ * @param inDim columns
+ * @param perm kernel order (original column of kernel column j), or undefined for the identity
+ * @returns (rows, inDim) dequantized activations
+ */
+export function q8ActivationsRef(
+  x: ArrayLike<number>,
+  inDim: number,
+  perm?: ArrayLike<number>,
+): Float64Array {
+  const out = new Float64Array(x.length);
+  const f = Math.fround;
+  for (let base = 0; base < x.length; base += inDim) {
+    for (let p = 0; p < inDim; p += 32) {
+      const cols = Array.from({ length: Math.min(32, inDim - p) }, (_, k) => perm ? perm[p + k] : p + k);
+      const amax = Math.max(...cols.map((c) => Math.abs(x[base + c])));
+      const d = f(amax / 127);
+      const inv = amax > 0 ? f(127 / amax) : 0;
+      for (const c of cols) {
+        const v = f(x[base + c] * inv);
+        const r = Math.round(v);
+        // round half to even, as WGSL round()
+        const q = Math.abs(v % 1) === 0.5 && r % 2 !== 0 ? r - 1 : r;
+        out[base + c] = d * q;
+      }
+    }
+  }
+  return out;
+}
+
+/**
  * Merge of flash-decoding splits: with M = max_s m_s, out = Σ_s e^(m_s − M) acc_s / Σ_s e^(m_s − M) l_s.
  * @param partAcc (cells, splits, headDim) unnormalised outputs, cells = rows · nHeads
  * @param partMl (cells, splits, 2) running max m and softmax sum l per split

@@ -1,0 +1,196 @@
+/**
+ * WGSL for the decode GEMV of kernels/matmul_affine.ts with int8 activations ("q8" path, 2- and 4-bit
+ * codes, 1–2 activation rows), built by TypeScript like matmul_affine_wgsl.ts.
+ *
+ * Why: the f32 GEMV spends three instructions per code (shift, mask, FMA) and tops out near half the
+ * read ceiling on the H100. Here each invocation quantizes its own 32-column pieces of x once to int8
+ * (per-piece scale d = max|x|/127, round half to even, as llama.cpp's q8 activations), then every
+ * code word costs two mask ops and two `dot4I8Packed` (native 4-way int8 dot products, one
+ * instruction each) per 8 codes:
+ *   Σ_c x_c · s·(code_c − z) ≈ s · d · (Σ_c code_c·q_c − z · Σ_c q_c),  exact integer sums.
+ * The only rounding beyond f32 is the activations' int8 quantization (relative error ≲ 1/254 of the
+ * piece's largest |x|), the trade llama.cpp's quantized matvecs make.
+ *
+ * Work split ("x-stationary"): a workgroup owns RB consecutive output rows; lane l owns pieces
+ * l, l + WG, … (P of them) for the whole K range, keeps their int8 activations in registers, and walks
+ * the RB rows U at a time, loading the next U rows' code words before doing this chunk's math. A warp's
+ * code loads are 32 consecutive pieces of one row (contiguous), and x is read once per workgroup.
+ * Partial sums meet in workgroup memory, LPR = WG / RB lanes per row.
+ *
+ * Byte order: `(w >> b·s) & mask` keeps codes s, s + 8/b, … of a word in its four bytes, so the
+ * activation word for (word t, shift s) packs elements (32/b)·t + (8/b)·i + s, i = 0..3.
+ */
+import { PARAMS_WGSL, STORE_WGSL } from "./matmul_affine_wgsl.ts";
+
+/** Shape of one q8 GEMV build. */
+export interface Q8GemvBuild {
+  bits: 2 | 4;
+  /** activation rows, 1 or 2 */
+  rows: number;
+  /** invocations per workgroup; P = ceil(nPieces / WG) pieces per invocation */
+  wg: number;
+  /** 32-column pieces per invocation */
+  pieces: number;
+  /** output rows per workgroup (a divisor of wg) */
+  rb: number;
+  /** output rows per unrolled chunk (a divisor of rb) */
+  unroll: number;
+  /** activations read through `perm` or with bounds checks (act-order, or inDim % 32 ≠ 0) */
+  gather: boolean;
+}
+
+/** Straight-line WGSL, one line per index: register arrays stay in registers only under constant indices. */
+function unroll(count: number, line: (i: number) => string, sep = "\n  "): string {
+  return Array.from({ length: count }, (_, i) => line(i)).join(sep);
+}
+
+/** Quantizes activation row r's piece i into registers xq{r}_{i}_{t}_{s}, d{r}_{i} and dz{r}_{i}. */
+function quantizePiece(b: Q8GemvBuild, r: number, i: number): string {
+  const { bits } = b;
+  const cpp = 32 / bits;
+  const spw = 8 / bits;
+  const id = `${r}_${i}`;
+  const el = (e: number) => `v${id}_${e >> 2}.${"xyzw"[e & 3]}`;
+  const load = (k: number) =>
+    b.gather
+      ? `vec4f(${unroll(4, (j) => `xAt(${r}u, p${i} * 32u + ${4 * k + j}u)`, ", ")})`
+      : `select(vec4f(), x4[(params.xBase + ${r}u * params.xStride) / 4u + pc${i} * 8u + ${k}u], p${i} < params.nPieces)`;
+  const lines = unroll(8, (k) => `let v${id}_${k} = ${load(k)};`);
+  const words: string[] = [];
+  for (let t = 0; t < bits; t++) {
+    for (let s = 0; s < spw; s++) {
+      const es = unroll(4, (i2) => el(cpp * t + spw * i2 + s), ", ");
+      words.push(`let xq${id}_${t}_${s} = pack4xI8(vec4i(round(vec4f(${es}) * inv${id})));`);
+    }
+  }
+  const sum = Array.from({ length: bits * spw }, (_, w) => {
+    const t = Math.floor(w / spw);
+    return `dot4I8Packed(xq${id}_${t}_${w % spw}, 0x01010101u)`;
+  }).join(" + ");
+  return `${lines}
+  var m${id} = abs(v${id}_0);
+  ${unroll(7, (k) => `m${id} = max(m${id}, abs(v${id}_${k + 1}));`)}
+  let am${id} = max(max(m${id}.x, m${id}.y), max(m${id}.z, m${id}.w));
+  let d${id} = am${id} / 127.0;
+  let inv${id} = select(0.0, 127.0 / am${id}, am${id} > 0.0);
+  ${words.join("\n  ")}
+  let dz${id} = d${id} * f32(${sum});`;
+}
+
+/** Chunk row u's contribution of piece i for every activation row, into part{u}_{r}. */
+function pieceMath(b: Q8GemvBuild, u: number, i: number): string {
+  const { bits, rows } = b;
+  const spw = 8 / bits;
+  const mask = ((((1 << bits) - 1) * 0x01010101) >>> 0) + "u";
+  const comp = (t: number) => `cw${u}_${i}.${"xyzw"[t]}`;
+  const lines = [`let sz${u}_${i} = unpack2x16float(csz${u}_${i});`];
+  const bytes: string[] = [];
+  for (let t = 0; t < bits; t++) {
+    for (let s = 0; s < spw; s++) {
+      const name = `c${u}_${i}_${t}_${s}`;
+      lines.push(`let ${name} = ${s === 0 ? comp(t) : `(${comp(t)} >> ${bits * s}u)`} & ${mask};`);
+      bytes.push(name);
+    }
+  }
+  for (let r = 0; r < rows; r++) {
+    const id = `${r}_${i}`;
+    const dots = bytes.map((c) => `dot4I8Packed(${c}, xq${id}_${c.split("_").slice(-2).join("_")})`);
+    lines.push(
+      `part${u}_${r} += sz${u}_${i}.x * fma(d${id}, f32(${dots.join(" + ")}), -sz${u}_${i}.y * dz${id});`,
+    );
+  }
+  return lines.join("\n      ");
+}
+
+/** Loads (declares with `decl`) the code words and scale/zero of chunk rows [base, base + U) into `pre`. */
+function chunkLoads(b: Q8GemvBuild, pre: string, szPre: string, decl: string, base: string): string {
+  return unroll(b.unroll, (u) =>
+    unroll(b.pieces, (i) => {
+      const row = `min(r0 + ${base} + ${u}u, params.outDim - 1u)`;
+      return `${decl}${pre}${u}_${i} = codes[${row} * params.nPieces + pc${i}]; ` +
+        `${decl}${szPre}${u}_${i} = scaleZero[${row} * params.nGroups + groupOf(pc${i})];`;
+    }, "\n  "), "\n  ");
+}
+
+/**
+ * The q8 GEMV shader for one build. Bindings as the other affine shaders: 0 params, 1 x (f32),
+ * 2 codes, 3 scaleZero, 4 y, and 5 perm when `gather`.
+ */
+export function q8GemvWgsl(b: Q8GemvBuild): string {
+  const { bits, rows, wg, pieces, rb } = b;
+  const lpr = wg / rb;
+  const cw = bits === 4 ? "vec4<u32>" : "vec2<u32>";
+  const xDecl = b.gather
+    ? /* wgsl */ `
+@group(0) @binding(1) var<storage, read> x: array<f32>;      // (xRowOffset + rows, inDim) f32
+@group(0) @binding(5) var<storage, read> perm: array<u32>;   // (inDim) u32, or a dummy word
+override PERM: bool = false;
+fn xAt(r: u32, j: u32) -> f32 {
+  if (j >= params.inDim) { return 0.0; }
+  var col = j;
+  if (PERM) { col = perm[j]; }
+  return x[params.xBase + r * params.xStride + col];
+}`
+    : `@group(0) @binding(1) var<storage, read> x4: array<vec4f>;  // rows at xBase + r·xStride, f32`;
+  const parts = (u: number) => unroll(rows, (r) => `var part${u}_${r} = 0.0;`, " ");
+  return PARAMS_WGSL + STORE_WGSL + /* wgsl */ `
+${xDecl}
+@group(0) @binding(2) var<storage, read> codes: array<${cw}>;   // (outDim, nPieces) pieces
+@group(0) @binding(3) var<storage, read> scaleZero: array<u32>; // (outDim, nGroups) f16 scale | f16 zero << 16
+
+const STRIDE = ${
+    wg + lpr
+  }u;  // row stride of the partial sums, padded so the reduction reads spread over banks
+var<workgroup> red: array<f32, ${rb * rows * (wg + lpr)}>;  // [row·ROWS + r][lane]
+
+@compute @workgroup_size(${wg})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+        @builtin(local_invocation_index) lid: u32) {
+  let r0 = (wid.x + wid.y * nwg.x) * ${rb}u;
+  if (r0 >= params.outDim) { return; }
+  ${unroll(pieces, (i) => `let p${i} = lid + ${i * wg}u;\n  let pc${i} = min(p${i}, params.nPieces - 1u);`)}
+  ${unroll(rows, (r) => unroll(pieces, (i) => quantizePiece(b, r, i)))}
+  ${chunkLoads(b, "cw", "csz", "var ", "0u")}
+  for (var rr = 0u; rr < ${rb}u; rr += ${b.unroll}u) {
+    // The next chunk's words load before this chunk's math (the last chunk re-reads its own rows: L1 hits).
+    let nx = select(rr, rr + ${b.unroll}u, rr + ${b.unroll}u < ${rb}u);
+    ${chunkLoads(b, "nw", "nsz", "let ", "nx")}
+    ${
+    unroll(b.unroll, (u) =>
+      `{
+      ${parts(u)}
+      ${unroll(pieces, (i) => pieceMath(b, u, i), "\n      ")}
+      ${
+        unroll(rows, (r) =>
+          `red[((rr + ${u}u) * ${rows}u + ${r}u) * STRIDE + lid] = part${u}_${r};`, "\n      ")
+      }
+    }`, "\n    ")
+  }
+    ${
+    unroll(b.unroll, (u) =>
+      unroll(pieces, (i) =>
+        `cw${u}_${i} = nw${u}_${i}; csz${u}_${i} = nsz${u}_${i};`, " "), "\n    ")
+  }
+  }
+  workgroupBarrier();
+  // ${lpr} lanes per output row sum strided slices of its partials; one of them adds the ${lpr} results.
+  let ru = lid / ${lpr}u;
+  let seg = lid % ${lpr}u;
+  ${unroll(rows, (r) => `var s${r} = 0.0;`, " ")}
+  for (var t = seg; t < ${wg}u; t += ${lpr}u) {
+    ${unroll(rows, (r) => `s${r} += red[(ru * ${rows}u + ${r}u) * STRIDE + t];`, "\n    ")}
+  }
+  workgroupBarrier();
+  ${unroll(rows, (r) => `red[(ru * ${rows}u + ${r}u) * STRIDE + seg] = s${r};`)}
+  workgroupBarrier();
+  if (seg == 0u && r0 + ru < params.outDim) {
+    ${
+    unroll(rows, (r) =>
+      `var t${r} = 0.0;
+    for (var t = 0u; t < ${lpr}u; t++) { t${r} += red[(ru * ${rows}u + ${r}u) * STRIDE + t]; }
+    store(${r}u, r0 + ru, t${r});`, "\n    ")
+  }
+  }
+}
+`;
+}
