@@ -253,15 +253,17 @@ export function planMatmulAffine(spec: MatmulAffineSpec, shape: AffineShape): Ma
 /**
  * The q8 GEMV plan: enough invocations to give each one to four pieces of K, 16 output rows per
  * workgroup (at 4096 outputs that is 256 workgroups, two per SM on an H100; 32 rows per workgroup left
- * half the SMs idle), chunks of 8 rows (4 when registers hold more pieces or rows). The first H100
- * sweep (random 4-bit g128 weights): 14336×4096 in 20 µs, 4096×14336 in 19 µs, ~1.6 TB/s.
+ * half the SMs idle; 448 invocations with one piece each were slower than 256 with two at K = 14336),
+ * chunks of 8 rows (4 when registers hold more pieces or rows). H100, random 4-bit g128 weights:
+ * 14336×4096 in 20.6 µs, 4096×14336 in 18.4 µs (1.5–1.7 TB/s) against 26.5 and 24.0 µs in f32.
  */
 function planQ8(common: Record<string, number>, shape: AffineShape, t: AffineTune): MatmulAffinePlan {
   const { rows, outDim, inDim, hasPerm } = shape;
   const nPieces = ceilDiv(inDim, 32);
   const wg = t.wg ?? Math.min(256, Math.max(32, ceilDiv(nPieces, 32) * 32));
   const pieces = ceilDiv(nPieces, wg);
-  let rb = t.rb ?? 16;
+  // 16 rows per workgroup, fewer when that leaves under 256 workgroups (k/v projections: 1024 rows).
+  let rb = t.rb ?? [16, 8].find((n) => ceilDiv(outDim, n) >= 256) ?? 4;
   // Partial sums (rb · rows · (wg + wg/rb) f32) must fit workgroup memory.
   const bytes = (n: number) => n * rows * (wg + wg / n) * 4;
   while (bytes(rb) > (shape.maxWorkgroupBytes ?? 32768) && rb > 1) rb /= 2;

@@ -220,9 +220,14 @@ export function planMatmulLut(spec: MatmulLutSpec, shape: LutShape): MatmulLutSt
     }];
   }
   const nPieces = lutPieces(shape.inDim);
-  if (rows === 1 && (t.xs ?? true) && nPieces <= (shape.maxInvocations ?? 256)) {
-    // 16 rows per workgroup gives 256 workgroups at 4096 outputs, two per SM of an H100.
-    const b: LutXsBuild = { bits, wg: ceilDiv(nPieces, 32) * 32, rb: t.rb ?? 16, unroll: t.unroll ?? 4 };
+  // The x-stationary build beat the row-per-lane GEMV on the H100 for 4-bit tables only (40 vs 45 µs at
+  // 14336×4096); with this piece-major layout its warps' code loads are 32 separate 16-byte reads, and at
+  // 2 and 3 bits it was slower. A row-major layout measured 24 µs in a prototype (a TODO for the packer).
+  if (rows === 1 && (t.xs ?? bits === 4) && nPieces <= (shape.maxInvocations ?? 256)) {
+    // 16 rows per workgroup gives 256 workgroups at 4096 outputs, two per SM of an H100; fewer rows
+    // when that leaves under 256 workgroups (k/v projections).
+    const rb = t.rb ?? [16, 8].find((n) => ceilDiv(outDim, n) >= 256) ?? 4;
+    const b: LutXsBuild = { bits, wg: ceilDiv(nPieces, 32) * 32, rb, unroll: Math.min(rb, t.unroll ?? 4) };
     if (b.wg % b.rb !== 0 || b.rb % b.unroll !== 0) {
       throw new Error(`Cannot plan matmul_lut x-stationary GEMV: need wg % rb = 0 and rb % unroll = 0`);
     }
