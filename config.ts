@@ -40,6 +40,8 @@ export interface Config {
   maxTokensDefault: number | null;
   /** "auto" means f16 when the adapter has shader-f16 and the checkpoint is not f32. */
   dtype: WeightDtype;
+  /** Decode activations of 2/4-bit affine GEMVs: int8 per 32 columns ("q8", faster) or exact "f32". */
+  decodeActivations: "q8" | "f32";
   quant: QuantConfig | null;
 }
 
@@ -64,6 +66,9 @@ Serving:
   --max-tokens-default <n>    max_tokens for requests that give none (default: up to the context length)
   --dtype <auto|f32|f16>      Weight storage on the GPU (default auto: f16 when the adapter has shader-f16
                               and the checkpoint is not f32, else f32)
+  --decode-activations <q8|f32>
+                              Decode GEMVs of 2/4-bit affine weights quantize activations to int8 per 32
+                              columns and use int8 dot products (q8, default, faster), or stay exact f32
 
 Quantization at load (off by default):
   --quantize <method>         rtn | gptq | leanquant-nu | leanquant-aff
@@ -83,6 +88,7 @@ const VALUE_FLAGS = [
   "--served-model-name",
   "--max-tokens-default",
   "--dtype",
+  "--decode-activations",
   "--quantize",
   "--bits",
   "--group-size",
@@ -128,6 +134,11 @@ export function parseConfig(args: string[], env: Record<string, string | undefin
     port: portText === undefined ? 8000 : int(portText, flags.has("--port") ? "--port" : "PORT", 1, 65535),
     maxTokensDefault: optionalInt(flags, "--max-tokens-default", 1, Number.MAX_SAFE_INTEGER) ?? null,
     dtype: oneOf(flags.get("--dtype") ?? "auto", "--dtype", ["auto", "f32", "f16"] as const),
+    decodeActivations: oneOf(
+      flags.get("--decode-activations") ?? "q8",
+      "--decode-activations",
+      ["q8", "f32"] as const,
+    ),
     quant: parseQuant(flags),
   };
   if (config.host === "") throw new ConfigError('Cannot use --host "": expected an address');

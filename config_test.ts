@@ -11,6 +11,7 @@ Deno.test("parseConfig() fills the documented defaults", () => {
     port: 8000,
     maxTokensDefault: null,
     dtype: "auto",
+    decodeActivations: "q8",
     quant: null,
   });
   assert.ok(Object.isFrozen(config));
@@ -28,6 +29,7 @@ Deno.test("parseConfig() reads every flag, in both spellings", () => {
     "256",
     "--dtype",
     "f16",
+    "--decode-activations=f32",
     "--quantize",
     "leanquant-aff",
     "--bits",
@@ -48,6 +50,7 @@ Deno.test("parseConfig() reads every flag, in both spellings", () => {
     port: 9001, // the flag beats $PORT
     maxTokensDefault: 256,
     dtype: "f16",
+    decodeActivations: "f32",
     quant: { method: "leanquant-aff", bits: 3, groupSize: 0, calib: "calib.txt", nsamples: 16, seed: 7 },
   });
   assert.ok(Object.isFrozen(config.quant));
@@ -92,6 +95,7 @@ Deno.test("parseConfig() rejects bad values with a message naming the flag", () 
     [["--model", "m", "--host="], {}, /--host ""/],
     [["--model", "m", "--max-tokens-default", "0"], {}, /--max-tokens-default "0"/],
     [["--model", "m", "--dtype", "bf16"], {}, /--dtype "bf16": expected one of auto, f32, f16/],
+    [["--model", "m", "--decode-activations", "q4"], {}, /--decode-activations "q4": expected one of q8, f32/],
     [["--model", "m", "--quantize", "awq"], {}, /--quantize "awq"/],
     [["--model", "m", "--bits", "4"], {}, /Cannot use --bits without --quantize/],
     [["--model", "m", "--quantize", "rtn", "--bits", "8"], {}, /--bits "8": expected an integer from 2 to 4/],

@@ -44,6 +44,7 @@ async function main(): Promise<number> {
     const dir = config.quant ? await quantizeAtStartup(gpu, config, engine) : config.model;
     const model = await loadModel(gpu, dir, {
       weightType: config.dtype,
+      decodeActivations: config.decodeActivations,
       modelId: config.servedModelName,
       onProgress: (detail) => engine.setStatus("loading", detail),
     });

@@ -39,6 +39,11 @@ export interface AffineLinear {
   outDim: number;
   inDim: number;
   weights: AffineWeights;
+  /**
+   * Decode (1–2 rows) activations of 2/4-bit weights: "q8" (default) quantizes them to int8 per 32 columns
+   * for int8 dot products (kernels/matmul_affine_q8_wgsl.ts, llama.cpp's q8 activations); "f32" is exact.
+   */
+  activations?: "q8" | "f32";
 }
 
 /** LUT-quantized weight (codes + a per-row f16 table, LeanQuant nu) in kernels/matmul_lut.ts's layout. */
@@ -122,7 +127,10 @@ export function bindLinear(gpu: Gpu, linear: GpuLinear, call: LinearCall): Encod
     const spec = { accumulate: call.accumulate ?? false };
     const args = { x: call.x, y: call.y, rows: call.rows, xRowOffset: call.xRowOffset ?? 0 };
     return linear.format === "affine"
-      ? createMatmulAffine(gpu, spec).bind({ ...args, w: linear.weights })
+      ? createMatmulAffine(gpu, { ...spec, activations: linear.activations ?? "q8" }).bind({
+        ...args,
+        w: linear.weights,
+      })
       : createMatmulLut(gpu, spec).bind({ ...args, w: linear.weights });
   }
   const kernel = createMatmul(gpu, { weightType: linear.weightType, accumulate: call.accumulate ?? false });

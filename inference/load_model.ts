@@ -28,6 +28,8 @@ export interface LoadModelOptions {
   onProgress?: (detail: string) => void;
   /** Quantized folders: run the fused kernels (default) or dequantize to dense weights at load. */
   fused?: boolean;
+  /** Quantized folders: activations of the 2/4-bit affine decode GEMVs (default "q8", see linear.ts). */
+  decodeActivations?: "q8" | "f32";
 }
 
 /** Loads everything the engine needs from `dir`. */
@@ -40,6 +42,7 @@ export async function loadModel(gpu: Gpu, dir: string, options: LoadModelOptions
     weightType,
     onProgress: options.onProgress,
     fused: options.fused ?? true,
+    decodeActivations: options.decodeActivations ?? "q8",
   });
   const runner = createSequenceRunner(gpu, config, weights, {
     maxPrefillRows: options.maxPrefillRows ?? 256,
@@ -69,7 +72,12 @@ export function uploadModelWeights(
   gpu: Gpu,
   dir: string,
   config: ModelConfig,
-  options: { weightType: WeightType; fused?: boolean; onProgress?: ((detail: string) => void) | undefined },
+  options: {
+    weightType: WeightType;
+    fused?: boolean;
+    decodeActivations?: "q8" | "f32";
+    onProgress?: ((detail: string) => void) | undefined;
+  },
 ): Promise<GpuWeights> {
   return parseQuantization(config.quantization)
     ? uploadQuantizedWeights(gpu, dir, config, options)

@@ -241,9 +241,10 @@ export async function uploadQuantizedWeights(
   gpu: Gpu,
   dir: string,
   config: ModelConfig,
-  { weightType = "f32", fused = true, onProgress }: {
+  { weightType = "f32", fused = true, decodeActivations = "q8", onProgress }: {
     weightType?: WeightType;
     fused?: boolean;
+    decodeActivations?: "q8" | "f32";
     onProgress?: ((detail: string) => void) | undefined;
   } = {},
 ): Promise<GpuWeights> {
@@ -257,7 +258,7 @@ export async function uploadQuantizedWeights(
       const up = (field: keyof QuantizedLayer): GpuLinear => {
         const q = linears[field];
         const label = `layers.${i}.${field}`;
-        if (fused) return uploadFusedLinear(gpu, q, label);
+        if (fused) return uploadFusedLinear(gpu, q, label, decodeActivations);
         return uploadLinear(gpu, dequantizeLinear(q), q.rows, q.cols, { weightType, label });
       };
       layers.push({
@@ -286,7 +287,12 @@ export async function uploadQuantizedWeights(
 }
 
 /** A quantized linear in its fused kernel's layout. */
-function uploadFusedLinear(gpu: Gpu, q: QuantizedLinear, label: string): GpuLinear {
+function uploadFusedLinear(
+  gpu: Gpu,
+  q: QuantizedLinear,
+  label: string,
+  activations: "q8" | "f32",
+): GpuLinear {
   const { rows: outDim, cols: inDim } = q;
   if (q.lut) return { format: "lut", outDim, inDim, weights: uploadLut(gpu, packLut(q), label) };
   if (!q.scale || !q.zero) throw new Error(`Cannot upload "${label}": neither a LUT nor scale/zero`);
@@ -298,5 +304,5 @@ function uploadFusedLinear(gpu: Gpu, q: QuantizedLinear, label: string): GpuLine
     ? q.gIdx.filter((g) => g === 0).length
     : Math.ceil(inDim / nGroups);
   const packed = packAffine({ ...q, scale: q.scale, zero: q.zero }, { groupSize });
-  return { format: "affine", outDim, inDim, weights: uploadAffine(gpu, packed, label) };
+  return { format: "affine", outDim, inDim, weights: uploadAffine(gpu, packed, label), activations };
 }
