@@ -220,10 +220,11 @@ export function planMatmulLut(spec: MatmulLutSpec, shape: LutShape): MatmulLutSt
     }];
   }
   const nPieces = lutPieces(shape.inDim);
-  // The x-stationary build beat the row-per-lane GEMV on the H100 for 4-bit tables only (40 vs 45 µs at
-  // 14336×4096); with this piece-major layout its warps' code loads are 32 separate 16-byte reads, and at
-  // 2 and 3 bits it was slower. A row-major layout measured 24 µs in a prototype (a TODO for the packer).
-  if (rows === 1 && (t.xs ?? bits === 4) && nPieces <= (shape.maxInvocations ?? 256)) {
+  // Opt-in: the x-stationary build beat the row-per-lane GEMV on the H100 per matrix for 4-bit tables
+  // only (40 vs 45 µs at 14336×4096), yet an 8B-shaped decode ran at 99–102 tok/s with it against 116
+  // without. With this piece-major layout its warps' code loads are 32 separate 16-byte reads; a row-major
+  // layout measured 24 µs in a prototype. TODO(lead): row-major LUT codes for the one-row GEMV.
+  if (rows === 1 && (t.xs ?? false) && nPieces <= (shape.maxInvocations ?? 256)) {
     // 16 rows per workgroup gives 256 workgroups at 4096 outputs, two per SM of an H100; fewer rows
     // when that leaves under 256 workgroups (k/v projections).
     const rb = t.rb ?? [16, 8].find((n) => ceilDiv(outDim, n) >= 256) ?? 4;

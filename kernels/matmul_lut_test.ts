@@ -144,8 +144,10 @@ const TUNED: Case[] = [
   { bits: 2, rows: 1, inDim: 63, outDim: 130, accumulate: true, tune: { xs: false } },
   { bits: 3, rows: 1, inDim: 4097, outDim: 40, tune: { xs: true, rb: 8, unroll: 2 } },
   { bits: 2, rows: 1, inDim: 130, outDim: 65, accumulate: true, tune: { xs: true } },
-  { bits: 4, rows: 1, inDim: 2048, outDim: 70, accumulate: true, tune: { rb: 32, unroll: 8 } },
-  { bits: 4, rows: 1, inDim: 9000, outDim: 17 },
+  { bits: 4, rows: 1, inDim: 2048, outDim: 70, accumulate: true, tune: { xs: true, rb: 32, unroll: 8 } },
+  { bits: 4, rows: 1, inDim: 9000, outDim: 17, tune: { xs: true } },
+  { bits: 4, rows: 1, inDim: 4097, outDim: 65, accumulate: true, tune: { xs: true } },
+  { bits: 2, rows: 1, inDim: 63, outDim: 1, tune: { xs: true } },
   { bits: 4, rows: 6, inDim: 96, outDim: 9, tune: { nr: 1, ks: 3 } },
   { bits: 3, rows: 17, inDim: 130, outDim: 65, tune: { gemvMaxRows: 0, tm: 64, tn: 32 } },
   { bits: 2, rows: 40, inDim: 97, outDim: 129, tune: { gemvMaxRows: 8, tm: 16, tn: 128 } },
@@ -199,9 +201,8 @@ Deno.test("planMatmulLut() batches GEMV rows by 8 and reaches the GEMM past gemv
   const shape = { bits: 4 as const, inDim: 4096, outDim: 14336 };
   const plan = (rows: number, tune?: LutTune) =>
     planMatmulLut({ accumulate: false, ...(tune ? { tune } : {}) }, { ...shape, rows });
-  assert.deepEqual(plan(1).map((s) => [s.shader.path, s.row0, s.rows]), [["xs", 0, 1]]);
-  assert.equal(planMatmulLut({ accumulate: false }, { ...shape, bits: 3, rows: 1 })[0].shader.path, "gemv");
-  assert.deepEqual(plan(1, { xs: false }).map((s) => [s.shader.path, s.row0, s.rows]), [["gemv", 0, 1]]);
+  assert.deepEqual(plan(1).map((s) => [s.shader.path, s.row0, s.rows]), [["gemv", 0, 1]]);
+  assert.deepEqual(plan(1, { xs: true }).map((s) => [s.shader.path, s.row0, s.rows]), [["xs", 0, 1]]);
   assert.deepEqual(plan(20).map((s) => [s.row0, s.rows]), [[0, 8], [8, 8], [16, 4]]);
   assert.equal(plan(65)[0].shader.path, "gemm");
   assert.equal(plan(9, GEMM)[0].shader.path, "gemm");
@@ -216,7 +217,7 @@ Deno.test("planMatmulLut() batches GEMV rows by 8 and reaches the GEMM past gemv
     }
   }
   assert.throws(() => plan(2, { nr: 3 }), /nr 3 and rw 1 must be 1, 2 or 4/);
-  assert.throws(() => plan(1, { rb: 24 }), /need wg % rb = 0/);
+  assert.throws(() => plan(1, { xs: true, rb: 24 }), /need wg % rb = 0/);
   assert.throws(() => plan(9, { ...GEMM, tn: 48 }), /tn 48 of 32/);
 });
 

@@ -9,8 +9,8 @@
  * - the RB rows' tables sit in workgroup memory as f32; the 32 lanes of a warp work on the same row, so
  *   their lookups hit 2^b distinct words of one table (no bank conflicts) or broadcast;
  * - partial sums meet in workgroup memory, WG / RB lanes per row.
- * The first H100 sweep (random 4-bit tables, 14336×4096): 24 µs against 45 µs for the row-per-lane
- * GEMV. It needs nPieces ≤ the device's invocations per workgroup (K ≤ 32768 at 1024).
+ * Opt-in (`tune.xs`), see the planner in matmul_lut.ts for the H100 figures. It needs nPieces ≤ the
+ * device's invocations per workgroup (K ≤ 32768 at 1024).
  */
 
 /** Shape of one x-stationary build. */
