@@ -1,5 +1,6 @@
 /**
- * `deno task bench:kernels [--json <file>] [--quick]`: batch-1 GEMV speed of every weight format at
+ * `deno task bench:kernels [--formats dense,affine4,lut4,…] [--no-head] [--json <file>] [--quick]`: batch-1
+ * GEMV speed of every (or the listed) weight format at
  * Llama-3-8B shapes, in GB/s of weight bytes read, against the read ceiling measured in the same run (a
  * plain vec4<u32> streaming read). Timed with timestamp-query over passes of many dispatches that rotate 8
  * copies of each weight, so the 50 MB L2 of an H100 cannot hold them. Weights are random.
@@ -20,7 +21,12 @@ import { presetConfig, randomWeights } from "./random_model.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
-  options: { json: { type: "string" }, quick: { type: "boolean" } },
+  options: {
+    json: { type: "string" },
+    quick: { type: "boolean" },
+    formats: { type: "string" },
+    "no-head": { type: "boolean" },
+  },
 });
 const gpu = await requestGpu();
 if (!gpu.hasTimestamps) throw new Error("Cannot time kernels: the adapter has no timestamp-query");
@@ -134,13 +140,15 @@ const SHAPES: { name: string; pick: (L: Awaited<ReturnType<typeof linearsOf>>[nu
 const rows: Record<string, unknown>[] = [];
 const ceilingGBps = await ceiling(58_720_256);
 console.log(`read ceiling: ${ceilingGBps.toFixed(0)} GB/s (vec4<u32> stream of 58.7 MB buffers × ${COPIES})`);
+// Timings of one format drifted by up to 2× with the formats measured before it in the same process (the
+// allocation history?); run one format per process (`--formats`) for figures to publish.
 const formats = [
-  { label: "f16 dense", format: { kind: "dense" as const } },
+  { name: "dense", label: "f16 dense", format: { kind: "dense" as const } },
   ...([4, 3, 2] as const).flatMap((bits) => [
-    { label: `${bits}-bit affine g128`, format: { kind: "affine" as const, bits } },
-    { label: `${bits}-bit LUT`, format: { kind: "lut" as const, bits } },
+    { name: `affine${bits}`, label: `${bits}-bit affine g128`, format: { kind: "affine" as const, bits } },
+    { name: `lut${bits}`, label: `${bits}-bit LUT`, format: { kind: "lut" as const, bits } },
   ]),
-];
+].filter((f) => !values.formats || values.formats.split(",").includes(f.name));
 for (const { label, format } of formats) {
   const models = await linearsOf(format);
   for (const shape of SHAPES) {
@@ -165,7 +173,7 @@ for (const { label, format } of formats) {
   }
 }
 // The LM head stays f16: 128256×4096.
-{
+if (!values["no-head"]) {
   const head = (await linearsOf({ kind: "dense" }, true)).map((m) => m.lmHead);
   const kernel = createMatmul(gpu, { weightType: "f16", accumulate: false });
   const bound = head.map((l) =>

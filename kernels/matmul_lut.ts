@@ -12,10 +12,12 @@
  *   column 32p + j at bits [j·bits, (j+1)·bits), 3-bit codes straddling words (no wasted bits), zero
  *   codes past inDim. Because 32·bits bits are exactly `bits` words, piece p of a row is words
  *   [p·bits, (p+1)·bits) of that row's dense on-disk stream (`qcodes`, format leanserve-lut v1).
- * - Pieces are stored piece-major, rows interleaved: codes[(p·outDim + o)·bits + i]. The GEMV gives
- *   each lane one row, so the 32 lanes of a warp read one contiguous 512 B (4-bit, one vec4<u32> per
- *   lane), 256 B (2-bit, vec2) or 384 B (3-bit, three u32) run per piece; the GEMM stages a tile's
- *   rows of one piece from a single contiguous run too.
+ * - Rows are stored one after another: codes[(o·nPieces + p)·bits + i], i.e. each row's on-disk stream
+ *   padded to whole pieces. The x-stationary GEMV (matmul_lut_xs_wgsl.ts) gives each lane one piece, so
+ *   a warp reads one contiguous 512 B (4-bit), 256 B (2-bit) or 384 B (3-bit) run of a row; the
+ *   row-per-lane GEMV reads a 16-byte piece of each lane's row per step, whose sector neighbours are the
+ *   next step's (L1 hits). Measured on the H100, this layout made both GEMVs faster than an earlier
+ *   piece-major one with rows interleaved (4-bit 14336×4096: 33.8 vs 45 µs).
  * - LUT: (outDim, 2^bits / 2) u32, entries 2i and 2i+1 of a row as the low and high f16 of word i
  *   (the on-disk f16 [R, 2^b] bytes as they are), decoded with unpack2x16float (no shader-f16 needed)
  *   and held per row tile in workgroup memory as f32.
@@ -39,7 +41,7 @@ export interface LutPacked {
   bits: 2 | 3 | 4;
   outDim: number;
   inDim: number;
-  /** codes: (nPieces, outDim, bits) u32, nPieces = ceil(inDim / 32); word i of piece p of row o holds
+  /** codes: (outDim, nPieces, bits) u32, nPieces = ceil(inDim / 32); word i of piece p of row o holds
    * bits [32i, 32i + 32) of the stream of codes[o, 32p .. 32p + 31], `bits` bits each, LSB first */
   codes: Uint32Array;
   /** lut: (outDim, 2^bits / 2) u32; bits 0..15 f16 entry 2i, bits 16..31 f16 entry 2i + 1 */
@@ -51,7 +53,7 @@ export interface LutWeights {
   bits: 2 | 3 | 4;
   outDim: number;
   inDim: number;
-  /** codes: (nPieces, outDim, bits) u32 */
+  /** codes: (outDim, nPieces, bits) u32 */
   codes: GPUBuffer;
   /** lut: (outDim, 2^bits / 2) u32 f16 pairs */
   lut: GPUBuffer;
@@ -220,14 +222,11 @@ export function planMatmulLut(spec: MatmulLutSpec, shape: LutShape): MatmulLutSt
     }];
   }
   const nPieces = lutPieces(shape.inDim);
-  // Opt-in: the x-stationary build beat the row-per-lane GEMV on the H100 per matrix for 4-bit tables
-  // only (40 vs 45 µs at 14336×4096), yet an 8B-shaped decode ran at 99–102 tok/s with it against 116
-  // without. With this piece-major layout its warps' code loads are 32 separate 16-byte reads; a row-major
-  // layout measured 24 µs in a prototype. TODO(lead): row-major LUT codes for the one-row GEMV.
-  if (rows === 1 && (t.xs ?? false) && nPieces <= (shape.maxInvocations ?? 256)) {
-    // 16 rows per workgroup gives 256 workgroups at 4096 outputs, two per SM of an H100; fewer rows
-    // when that leaves under 256 workgroups (k/v projections).
-    const rb = t.rb ?? [16, 8].find((n) => ceilDiv(outDim, n) >= 256) ?? 4;
+  // H100, random tables, row-major codes, one format per process: the x-stationary build wins for 3-bit
+  // codes (35 vs 53 µs at 14336×4096) and for small outDim (k/v 1024×4096: 7.3 vs 11.8 µs with 8 rows per
+  // workgroup); at 2/4 bits and ≥ 4096 outputs the row-per-lane GEMV is as fast or faster (33.8 vs 35 µs).
+  if (rows === 1 && (t.xs ?? (bits === 3 || outDim <= 2048)) && nPieces <= (shape.maxInvocations ?? 256)) {
+    const rb = t.rb ?? (outDim <= 2048 ? 8 : 16);
     const b: LutXsBuild = { bits, wg: ceilDiv(nPieces, 32) * 32, rb, unroll: Math.min(rb, t.unroll ?? 4) };
     if (b.wg % b.rb !== 0 || b.rb % b.unroll !== 0) {
       throw new Error(`Cannot plan matmul_lut x-stationary GEMV: need wg % rb = 0 and rb % unroll = 0`);

@@ -82,10 +82,10 @@ function lutIndex(bits: number, k: number, L: number, w: (i: number) => string, 
 
 /** Loads the words of piece `pc` for register row n into `${to}${n}` (3-bit: `${to}${n}_0..2`). */
 function loadPiece(bits: number, decl: string, to: string, pc: string, n: number): string {
-  if (bits !== 3) return `${decl}${to}_${n} = codes[${pc} * params.outDim + o${n}];`;
+  if (bits !== 3) return `${decl}${to}_${n} = codes[o${n} * params.nPieces + ${pc}];`;
   return unroll(
     3,
-    (i) => `${decl}${to}_${n}_${i} = codes[(${pc} * params.outDim + o${n}) * 3u + ${i}u];`,
+    (i) => `${decl}${to}_${n}_${i} = codes[(o${n} * params.nPieces + ${pc}) * 3u + ${i}u];`,
     " ",
   );
 }
@@ -155,7 +155,7 @@ const WG = RL * KS;
 const WIN = KS * P;     // pieces per window
 const RED = ${red}u;    // partial sums reduced per round
 
-@group(0) @binding(2) var<storage, read> codes: array<${cw}>;  // (nPieces, outDim, BITS) u32
+@group(0) @binding(2) var<storage, read> codes: array<${cw}>;  // (outDim, nPieces, BITS) u32
 
 var<workgroup> lutS: array<f32, (1u << BITS) * RT>;  // [code][row in tile]
 var<workgroup> xw: array<vec4f, 2u * ROWS * WIN * 8u>;  // [buffer][activation row][piece][8 vec4]
@@ -238,7 +238,7 @@ override TN: u32 = 64u;  // output rows per tile, a multiple of 32 (conflict-fre
 const TK = 32u;          // K columns per step: one piece
 override WG: u32 = (TM / 4u) * (TN / 4u);
 
-@group(0) @binding(2) var<storage, read> codes: array<u32>;  // (nPieces, outDim, BITS) u32
+@group(0) @binding(2) var<storage, read> codes: array<u32>;  // (outDim, nPieces, BITS) u32
 
 var<workgroup> lutS: array<f32, 16u * TN>;  // [code][row in tile]
 // [k][m / 4] and [k][n / 4]; the extra vec4 per k row makes the staging stores bank-conflict free.
@@ -263,7 +263,7 @@ fn stage(lid: u32, m0: u32, n0: u32, piece: u32) {
     var word = 0u;
     if (n0 + n < params.outDim) {
       let off = 8u * q * BITS;
-      let i = (piece * params.outDim + n0 + n) * BITS + off / 32u;
+      let i = ((n0 + n) * params.nPieces + piece) * BITS + off / 32u;
       let sh = off % 32u;
       word = codes[i] >> sh;
       if (sh + 8u * BITS > 32u) { word |= codes[i + 1u] << (32u - sh); }

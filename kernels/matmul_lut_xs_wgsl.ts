@@ -9,8 +9,8 @@
  * - the RB rows' tables sit in workgroup memory as f32; the 32 lanes of a warp work on the same row, so
  *   their lookups hit 2^b distinct words of one table (no bank conflicts) or broadcast;
  * - partial sums meet in workgroup memory, WG / RB lanes per row.
- * Opt-in (`tune.xs`), see the planner in matmul_lut.ts for the H100 figures. It needs nPieces ≤ the
- * device's invocations per workgroup (K ≤ 32768 at 1024).
+ * The planner in matmul_lut.ts picks it for 3-bit tables and small outDim (H100 figures there). It needs
+ * nPieces ≤ the device's invocations per workgroup (K ≤ 32768 at 1024).
  */
 
 /** Shape of one x-stationary build. */
@@ -52,11 +52,11 @@ export function lutXsWgsl(b: LutXsBuild, params: string): string {
   const { bits, wg, rb } = b;
   const lpr = wg / rb;
   const cw = bits === 4 ? "vec4<u32>" : bits === 2 ? "vec2<u32>" : "u32";
-  // Piece p of row o starts at word (p·outDim + o)·bits: a vector index for 2/4 bits, three words for 3.
+  // Piece p of row o starts at word (o·nPieces + p)·bits: a vector index for 2/4 bits, three words for 3.
   const load = (decl: string, name: string, row: string) =>
     bits === 3
-      ? unroll(3, (i) => `${decl}${name}_${i} = codes[(pc * params.outDim + ${row}) * 3u + ${i}u];`, " ")
-      : `${decl}${name} = codes[pc * params.outDim + ${row}];`;
+      ? unroll(3, (i) => `${decl}${name}_${i} = codes[(${row} * params.nPieces + pc) * 3u + ${i}u];`, " ")
+      : `${decl}${name} = codes[${row} * params.nPieces + pc];`;
   const word = (name: string) => (i: number) => bits === 3 ? `${name}_${i}` : `${name}[${i}]`;
   const rowOf = (base: string, u: number) => `min(r0 + ${base} + ${u}u, params.outDim - 1u)`;
   const move = (u: number) =>
@@ -67,7 +67,7 @@ export function lutXsWgsl(b: LutXsBuild, params: string): string {
       return `part += dot(vec4f(${codes}), v${q});`;
     }, "\n      ");
   return params + /* wgsl */ `
-@group(0) @binding(2) var<storage, read> codes: array<${cw}>;  // (nPieces, outDim) pieces of bits words
+@group(0) @binding(2) var<storage, read> codes: array<${cw}>;  // (outDim, nPieces) pieces of bits words
 
 const STRIDE = ${
     wg + lpr

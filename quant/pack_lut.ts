@@ -1,6 +1,6 @@
 /**
  * Packs LUT-quantized (LeanQuant nu) weights into the layout kernels/matmul_lut.ts reads
- * ({@link LutPacked}: 32-column pieces of dense b-bit codes, piece-major with rows interleaved, and
+ * ({@link LutPacked}: each row's dense b-bit code stream cut into 32-column pieces of b words, and
  * f16-pair LUTs), from our quantizer's {@link QuantizedLinear} or from the on-disk tensors of format
  * leanserve-lut v1 (inference/quant_format.ts), and unpacks it for tests.
  *
@@ -62,12 +62,13 @@ export function packLut(q: Pick<QuantizedLinear, "rows" | "cols" | "bits" | "cod
   if (codes.length !== rows * cols) fail(`expected ${rows * cols} codes, got ${codes.length}`);
   if (lut.length !== rows * levels) fail(`expected ${rows}×${levels} LUT entries, got ${lut.length}`);
   const words = new Uint32Array(lutCodeWords(bits, rows, cols));
+  const nPieces = lutPieces(cols);
   for (let o = 0; o < rows; o++) {
     for (let c = 0; c < cols; c++) {
       const code = codes[o * cols + c];
       if (code >= levels) fail(`code ${code} at row ${o}, column ${c} exceeds ${bits} bits`);
       const off = (c & 31) * bits;
-      const i = ((c >>> 5) * rows + o) * bits + (off >>> 5);
+      const i = (o * nPieces + (c >>> 5)) * bits + (off >>> 5);
       words[i] |= code << (off & 31);
       if ((off & 31) + bits > 32) words[i + 1] |= code >>> (32 - (off & 31));
     }
@@ -106,7 +107,7 @@ export function packLutTensors(
       const valid = streamBits - 32 * src;
       const mask = valid >= 32 ? 0xffffffff : (1 << valid) - 1;
       for (let o = 0; o < outDim; o++) {
-        words[(p * outDim + o) * bits + i] = (t.qcodes[o * rowWords + src] & mask) >>> 0;
+        words[(o * nPieces + p) * bits + i] = (t.qcodes[o * rowWords + src] & mask) >>> 0;
       }
     }
   }
@@ -122,10 +123,11 @@ export function unpackLut(p: LutPacked): LutParts {
   const { bits, outDim: rows, inDim: cols } = p;
   const codes = new Uint8Array(rows * cols);
   const mask = (1 << bits) - 1;
+  const nPieces = lutPieces(cols);
   for (let o = 0; o < rows; o++) {
     for (let c = 0; c < cols; c++) {
       const off = (c & 31) * bits;
-      const i = ((c >>> 5) * rows + o) * bits + (off >>> 5);
+      const i = (o * nPieces + (c >>> 5)) * bits + (off >>> 5);
       let v = p.codes[i] >>> (off & 31);
       if ((off & 31) + bits > 32) v |= p.codes[i + 1] << (32 - (off & 31));
       codes[o * cols + c] = v & mask;

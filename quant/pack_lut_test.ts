@@ -49,17 +49,17 @@ Deno.test("packLut() round-trips codes and f16 LUTs through unpackLut()", () => 
   }
 });
 
-Deno.test("packLut() interleaves rows piece by piece, codes LSB first", () => {
+Deno.test("packLut() stores rows one after another, pieces of b words, codes LSB first", () => {
   // 4-bit, 2 rows × 40 columns: row o has code (c + o) % 16 at column c.
   const codes = Uint8Array.from({ length: 80 }, (_, i) => (i % 40 + Math.floor(i / 40)) % 16);
   const packed = packLut({ rows: 2, cols: 40, bits: 4, codes, lut: new Float32Array(32) });
-  // piece 0 of row 0: columns 0..7 in word 0 → 0x76543210; piece 0 of row 1 starts at word 4
+  // row 0: piece 0 (columns 0..31) in words 0..3 → 0x76543210 …; piece 1 (columns 32..39, zero-padded)
+  // in words 4..7; row 1 starts at word 8
   assert.equal(packed.codes[0], 0x76543210);
   assert.equal(packed.codes[3], 0xfedcba98);
-  assert.equal(packed.codes[4], 0x87654321);
-  // piece 1 (columns 32..39, zero-padded) follows both rows' piece 0
-  assert.equal(packed.codes[8], 0x76543210);
-  assert.equal(packed.codes[9], 0);
+  assert.equal(packed.codes[4], 0x76543210);
+  assert.equal(packed.codes[5], 0);
+  assert.equal(packed.codes[8], 0x87654321);
   assert.equal(packed.codes[12], 0x87654321);
 
   // 3-bit: column 10 straddles words 0 and 1 of its piece, column 21 words 1 and 2.
