@@ -16,7 +16,7 @@ import { linearBuffers, type WeightType } from "../inference/linear.ts";
 import type { GpuLayer, GpuWeights } from "../inference/model.ts";
 import { createSequenceRunner } from "../inference/generate.ts";
 import type { ModelConfig } from "../inference/model_config.ts";
-import { presetConfig, type RandomFormat, randomWeights } from "./random_model.ts";
+import { parseFormat, presetConfig, randomWeights } from "./random_model.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -52,16 +52,6 @@ async function randomModel(preset: string) {
   const runner = createSequenceRunner(gpu, config, weights, { maxPrefillRows: 512 });
   const label = format.kind === "dense" ? "" : ` ${format.bits}-bit ${format.kind}`;
   return { modelId: `${preset}${label} (random weights)`, config, weights, runner };
-}
-
-/** "dense", "affine4" (group 128), "lut3", ... */
-function parseFormat(text: string): RandomFormat {
-  const m = /^(affine|lut)([234])$/.exec(text);
-  if (m) return { kind: m[1] as "affine" | "lut", bits: Number(m[2]) as 2 | 3 | 4 };
-  if (text !== "dense") {
-    throw new Error(`Invalid --format "${text}": expected dense, affineN or lutN (N = 2, 3, 4)`);
-  }
-  return { kind: "dense" };
 }
 
 /**

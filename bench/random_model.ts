@@ -149,3 +149,13 @@ export async function randomWeights(
   await gpu.device.queue.onSubmittedWorkDone();
   return { tokenEmbedding, embeddingType: weightType, layers, finalNorm: ones, lmHead };
 }
+
+/** "dense", "affine4" (group 128), "lut3", ... */
+export function parseFormat(text: string): RandomFormat {
+  const m = /^(affine|lut)([234])$/.exec(text);
+  if (m) return { kind: m[1] as "affine" | "lut", bits: Number(m[2]) as 2 | 3 | 4 };
+  if (text !== "dense") {
+    throw new Error(`Invalid --format "${text}": expected dense, affineN or lutN (N = 2, 3, 4)`);
+  }
+  return { kind: "dense" };
+}

@@ -117,8 +117,27 @@ export function bindForward(
   c: ModelConfig,
   w: GpuWeights,
   s: ForwardState,
-  { ids, rows, logits }: { ids: GPUBuffer; rows: number; logits: LogitsMode },
+  options: { ids: GPUBuffer; rows: number; logits: LogitsMode },
 ): Encodable {
+  const steps = bindForwardSteps(gpu, c, w, s, options);
+  return { encode: (pass) => steps.forEach(({ step }) => step.encode(pass)) };
+}
+
+/** One bound step of a forward, labelled by what it computes (for profiles). */
+export interface ForwardStep {
+  /** "norm", "q", "attention", "down", "lm_head", … */
+  label: string;
+  step: Encodable;
+}
+
+/** {@link bindForward}'s steps in order, each with its label; `deno task bench --profile` times them. */
+export function bindForwardSteps(
+  gpu: Gpu,
+  c: ModelConfig,
+  w: GpuWeights,
+  s: ForwardState,
+  { ids, rows, logits }: { ids: GPUBuffer; rows: number; logits: LogitsMode },
+): ForwardStep[] {
   if (rows < 1 || rows > s.maxRows) {
     throw new Error(`Cannot run a forward over ${rows} rows (max ${s.maxRows})`);
   }
@@ -132,63 +151,79 @@ export function bindForward(
   const siluMul = createSiluMul(gpu);
   const eps = c.normEps;
   const heads = { nHeads: c.nHeads, nKvHeads: c.nKvHeads, headDim: c.headDim };
-  const steps: Encodable[] = [
-    createEmbed(gpu, { weightType: w.embeddingType }).bind({
-      table: w.tokenEmbedding,
-      ids,
-      out: s.x,
-      rows,
-      dim: c.dim,
-    }),
+  const steps: ForwardStep[] = [
+    step(
+      "embed",
+      createEmbed(gpu, { weightType: w.embeddingType }).bind({
+        table: w.tokenEmbedding,
+        ids,
+        out: s.x,
+        rows,
+        dim: c.dim,
+      }),
+    ),
   ];
   for (let l = 0; l < c.nLayers; l++) {
     const L = w.layers[l];
     steps.push(
       // attention block
-      norm.bind({ x: s.x, weight: L.attnNorm, y: s.xn, rows, dim: c.dim, eps }),
-      bindLinear(gpu, L.wq, { x: s.xn, y: s.q, rows }),
-      bindLinear(gpu, L.wk, { x: s.xn, y: s.k, rows }),
-      bindLinear(gpu, L.wv, { x: s.xn, y: s.v, rows }),
+      step("norm", norm.bind({ x: s.x, weight: L.attnNorm, y: s.xn, rows, dim: c.dim, eps })),
+      step("q", bindLinear(gpu, L.wq, { x: s.xn, y: s.q, rows })),
+      step("k", bindLinear(gpu, L.wk, { x: s.xn, y: s.k, rows })),
+      step("v", bindLinear(gpu, L.wv, { x: s.xn, y: s.v, rows })),
       // q and k rotated in one dispatch
-      rope.bind({ x: s.q, k: s.k, invFreq: s.invFreq, state: s.state, rows, ...heads }),
-      kvAppend.bind({
-        k: s.k,
-        v: s.v,
-        kCache: s.kCache[l],
-        vCache: s.vCache[l],
-        state: s.state,
-        rows,
-        kvDim: c.kvDim,
-        seqLen: c.seqLen,
-      }),
-      attention.bind({
-        q: s.q,
-        kCache: s.kCache[l],
-        vCache: s.vCache[l],
-        out: s.attn,
-        state: s.state,
-        rows,
-        seqLen: c.seqLen,
-        ...heads,
-      }),
-      bindLinear(gpu, L.wo, { x: s.attn, y: s.x, rows, accumulate: true }),
+      step("rope", rope.bind({ x: s.q, k: s.k, invFreq: s.invFreq, state: s.state, rows, ...heads })),
+      step(
+        "kv_append",
+        kvAppend.bind({
+          k: s.k,
+          v: s.v,
+          kCache: s.kCache[l],
+          vCache: s.vCache[l],
+          state: s.state,
+          rows,
+          kvDim: c.kvDim,
+          seqLen: c.seqLen,
+        }),
+      ),
+      step(
+        "attention",
+        attention.bind({
+          q: s.q,
+          kCache: s.kCache[l],
+          vCache: s.vCache[l],
+          out: s.attn,
+          state: s.state,
+          rows,
+          seqLen: c.seqLen,
+          ...heads,
+        }),
+      ),
+      step("o", bindLinear(gpu, L.wo, { x: s.attn, y: s.x, rows, accumulate: true })),
       // MLP block
-      norm.bind({ x: s.x, weight: L.mlpNorm, y: s.xn, rows, dim: c.dim, eps }),
-      bindLinear(gpu, L.wGate, { x: s.xn, y: s.gate, rows }),
-      bindLinear(gpu, L.wUp, { x: s.xn, y: s.up, rows }),
-      siluMul.bind({ gate: s.gate, up: s.up, out: s.act, n: rows * c.hiddenDim }),
-      bindLinear(gpu, L.wDown, { x: s.act, y: s.x, rows, accumulate: true }),
+      step("norm", norm.bind({ x: s.x, weight: L.mlpNorm, y: s.xn, rows, dim: c.dim, eps })),
+      step("gate", bindLinear(gpu, L.wGate, { x: s.xn, y: s.gate, rows })),
+      step("up", bindLinear(gpu, L.wUp, { x: s.xn, y: s.up, rows })),
+      step("silu_mul", siluMul.bind({ gate: s.gate, up: s.up, out: s.act, n: rows * c.hiddenDim })),
+      step("down", bindLinear(gpu, L.wDown, { x: s.act, y: s.x, rows, accumulate: true })),
     );
   }
   if (logits !== "none") {
-    steps.push(norm.bind({ x: s.x, weight: w.finalNorm, y: s.xn, rows, dim: c.dim, eps }));
+    steps.push(step("norm", norm.bind({ x: s.x, weight: w.finalNorm, y: s.xn, rows, dim: c.dim, eps })));
     const last = logits === "last";
-    steps.push(bindLinear(gpu, w.lmHead, {
-      x: s.xn,
-      y: s.logits,
-      rows: last ? 1 : rows,
-      xRowOffset: last ? rows - 1 : 0,
-    }));
+    steps.push(step(
+      "lm_head",
+      bindLinear(gpu, w.lmHead, {
+        x: s.xn,
+        y: s.logits,
+        rows: last ? 1 : rows,
+        xRowOffset: last ? rows - 1 : 0,
+      }),
+    ));
   }
-  return { encode: (pass) => steps.forEach((step) => step.encode(pass)) };
+  return steps;
+}
+
+function step(label: string, step: Encodable): ForwardStep {
+  return { label, step };
 }

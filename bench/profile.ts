@@ -1,0 +1,99 @@
+/**
+ * `deno task bench:profile [--random llama3-8b|lq-49m] [--format dense|affine4|lut4…] [--context N] [--json <file>]`
+ *
+ * Where a batch-1 decode step's GPU time goes: binds one decode forward (model.ts bindForwardSteps) at
+ * position `context` and times every step in a compute pass of its own with `timestamp-query`, then sums
+ * by label (q, k, …, attention, lm_head). Each step's time includes its launch, so the sum is an upper bound;
+ * the whole forward in one pass is timed too, for comparison with the decode tokens/s of `deno task bench`.
+ * Random weights (their figures say so).
+ */
+import { parseArgs } from "node:util";
+import { checkPipelines, describeGpu, type Encodable, requestGpu } from "../kernels/gpu.ts";
+import { uploadStorage, writeBuffer } from "../kernels/buffers.ts";
+import { bindForwardSteps, createForwardState } from "../inference/model.ts";
+import { parseFormat, presetConfig, randomWeights } from "./random_model.ts";
+
+const { values } = parseArgs({
+  args: Deno.args,
+  options: {
+    random: { type: "string", default: "llama3-8b" },
+    format: { type: "string", default: "dense" },
+    context: { type: "string", default: "576" },
+    json: { type: "string" },
+  },
+});
+const gpu = await requestGpu();
+if (!gpu.hasTimestamps) throw new Error("Cannot profile: the adapter has no timestamp-query");
+console.log(`adapter: ${describeGpu(gpu)}`);
+const config = presetConfig(values.random);
+const weights = await randomWeights(gpu, config, "f16", parseFormat(values.format));
+const state = createForwardState(gpu, config, { maxRows: 1 });
+writeBuffer(gpu, state.state, new Uint32Array([Number(values.context), 0, 0, 0]));
+const ids = uploadStorage(gpu, new Uint32Array([300]), "ids");
+const steps = bindForwardSteps(gpu, config, weights, state, { ids, rows: 1, logits: "last" });
+await checkPipelines(gpu);
+
+const query = gpu.device.createQuerySet({ type: "timestamp", count: 2 * (steps.length + 1) });
+const resolved = gpu.device.createBuffer({
+  size: 16 * (steps.length + 1),
+  usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC,
+});
+const readback = gpu.device.createBuffer({
+  size: resolved.size,
+  usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+});
+
+/** One submit: every step in its own pass, then all steps in one pass; returns the 2(n+1) stamps. */
+async function run(): Promise<BigInt64Array> {
+  const enc = gpu.device.createCommandEncoder();
+  const timed = (i: number, encode: (pass: GPUComputePassEncoder) => void) => {
+    const pass = enc.beginComputePass({
+      timestampWrites: { querySet: query, beginningOfPassWriteIndex: 2 * i, endOfPassWriteIndex: 2 * i + 1 },
+    });
+    encode(pass);
+    pass.end();
+  };
+  steps.forEach(({ step }, i) => timed(i, (pass) => step.encode(pass)));
+  timed(steps.length, (pass) => steps.forEach(({ step }: { step: Encodable }) => step.encode(pass)));
+  enc.resolveQuerySet(query, 0, 2 * (steps.length + 1), resolved, 0);
+  enc.copyBufferToBuffer(resolved, 0, readback, 0, resolved.size);
+  gpu.device.queue.submit([enc.finish()]);
+  await readback.mapAsync(GPUMapMode.READ);
+  const stamps = new BigInt64Array(readback.getMappedRange().slice(0));
+  readback.unmap();
+  return stamps;
+}
+
+await run(); // warm-up
+const best = new Map<string, { count: number; us: number }>();
+let bestWhole = Infinity;
+const perStep = new Array<number>(steps.length).fill(Infinity);
+for (let r = 0; r < 5; r++) {
+  const t = await run();
+  steps.forEach((_, i) => perStep[i] = Math.min(perStep[i], Number(t[2 * i + 1] - t[2 * i]) / 1e3));
+  bestWhole = Math.min(bestWhole, Number(t[2 * steps.length + 1] - t[2 * steps.length]) / 1e3);
+}
+steps.forEach(({ label }, i) => {
+  const e = best.get(label) ?? { count: 0, us: 0 };
+  best.set(label, { count: e.count + 1, us: e.us + perStep[i] });
+});
+const total = [...best.values()].reduce((s, e) => s + e.us, 0);
+const rows = [...best.entries()].sort((a, b) => b[1].us - a[1].us);
+console.log(
+  `${values.random} ${values.format} (random weights), decode step at position ${values.context}: ` +
+    `${steps.length} steps, one pass ${(bestWhole / 1e3).toFixed(2)} ms, ` +
+    `sum of single-step passes ${(total / 1e3).toFixed(2)} ms`,
+);
+for (const [label, { count, us }] of rows) {
+  console.log(
+    `${label.padEnd(10)} ×${String(count).padStart(3)}  ${(us / 1e3).toFixed(3).padStart(7)} ms  ` +
+      `${(us / count).toFixed(1).padStart(7)} µs each  ${((100 * us) / total).toFixed(1).padStart(5)} %`,
+  );
+}
+if (values.json) {
+  await Deno.writeTextFile(
+    values.json,
+    JSON.stringify({ onePassMs: bestWhole / 1e3, steps: Object.fromEntries(rows) }, null, 2),
+  );
+}
+gpu.device.destroy();
