@@ -6,7 +6,7 @@
  */
 import type { Encodable, Gpu } from "../kernels/gpu.ts";
 import { createMatmul } from "../kernels/matmul.ts";
-import { type AffineWeights, createMatmulAffine } from "../kernels/matmul_affine.ts";
+import { affineFusesNorm, type AffineWeights, createMatmulAffine } from "../kernels/matmul_affine.ts";
 import { createMatmulLut, type LutWeights } from "../kernels/matmul_lut.ts";
 import { createStorage, f32ToF16Bits, uploadStorage, writeBuffer } from "../kernels/buffers.ts";
 
@@ -119,10 +119,24 @@ export interface LinearCall {
   rows: number;
   xRowOffset?: number;
   accumulate?: boolean;
+  /** Apply this RMSNorm to x first; only where {@link fusesNorm} says the linear's kernel can. */
+  norm?: { weight: GPUBuffer; eps: number };
+}
+
+/**
+ * Whether applying `linear` to `rows` rows can take the preceding RMSNorm into its kernel (the q8 GEMV of
+ * 2/4-bit affine weights), so the norm's own dispatch can go.
+ */
+export function fusesNorm(linear: GpuLinear, rows: number): boolean {
+  return linear.format === "affine" &&
+    affineFusesNorm({ activations: linear.activations ?? "q8" }, linear.weights, rows);
 }
 
 /** Binds the dispatches that apply `linear` (one per panel for dense weights). */
 export function bindLinear(gpu: Gpu, linear: GpuLinear, call: LinearCall): Encodable {
+  if (call.norm && !fusesNorm(linear, call.rows)) {
+    throw new Error(`Cannot fuse an RMSNorm into a ${linear.format} linear over ${call.rows} rows`);
+  }
   if (linear.format !== "dense") {
     const spec = { accumulate: call.accumulate ?? false };
     const args = { x: call.x, y: call.y, rows: call.rows, xRowOffset: call.xRowOffset ?? 0 };
@@ -130,6 +144,7 @@ export function bindLinear(gpu: Gpu, linear: GpuLinear, call: LinearCall): Encod
       ? createMatmulAffine(gpu, { ...spec, activations: linear.activations ?? "q8" }).bind({
         ...args,
         w: linear.weights,
+        ...(call.norm ? { norm: call.norm } : {}),
       })
       : createMatmulLut(gpu, spec).bind({ ...args, w: linear.weights });
   }

@@ -121,6 +121,11 @@ export interface MatmulAffineArgs {
   yStride?: number;
   /** First column of y written (default 0), so row panels of one weight fill one y. */
   yColOffset?: number;
+  /**
+   * RMSNorm x first (y = norm(x)·Qᵀ): only the q8 GEMV has this prologue ({@link affineFusesNorm});
+   * weight (inDim) f32 in original column order.
+   */
+  norm?: { weight: GPUBuffer; eps: number };
 }
 
 /** Launch shape overrides, for benchmarks and sweeps; the planner's defaults otherwise. */
@@ -157,6 +162,18 @@ export interface MatmulAffineSpec {
 /** Activation rows up to this run the q8 GEMV when it is enabled. */
 export const AFFINE_Q8_MAX_ROWS = 2;
 
+/**
+ * Whether a bind with these facts runs the q8 GEMV, which can apply the preceding RMSNorm itself
+ * (MatmulAffineArgs.norm), saving the norm's dispatch.
+ */
+export function affineFusesNorm(
+  spec: Pick<MatmulAffineSpec, "activations">,
+  w: Pick<AffineWeights, "bits">,
+  rows: number,
+): boolean {
+  return (spec.activations ?? "q8") === "q8" && rows <= AFFINE_Q8_MAX_ROWS && w.bits !== 3;
+}
+
 /** Row counts up to this run the GEMV; larger ones the tiled GEMM. */
 export const AFFINE_GEMV_MAX_ROWS = 8;
 
@@ -184,6 +201,8 @@ export interface MatmulAffinePlan {
 export type AffineShape = Pick<AffineWeights, "bits" | "inDim" | "outDim" | "groupSize"> & {
   rows: number;
   hasPerm: boolean;
+  /** RMSNorm fused into the q8 GEMV's prologue. */
+  norm?: boolean;
   /** The device's workgroup memory (default 32 KiB, lavapipe's); the GEMV's K tiles are sized to fit. */
   maxWorkgroupBytes?: number;
 };
@@ -198,9 +217,8 @@ export function planMatmulAffine(spec: MatmulAffineSpec, shape: AffineShape): Ma
   const { rows, bits, outDim, groupSize, hasPerm } = shape;
   const t = spec.tune ?? {};
   const common = { ACC: spec.accumulate ? 1 : 0, GROUP_PIECES: groupSize / 32 };
-  if ((spec.activations ?? "q8") === "q8" && rows <= AFFINE_Q8_MAX_ROWS && bits !== 3) {
-    return planQ8(common, shape, t);
-  }
+  if (affineFusesNorm(spec, shape, rows)) return planQ8(common, shape, t);
+  if (shape.norm) throw new Error("Cannot plan matmul_affine: a fused RMSNorm needs the q8 GEMV");
   if (rows <= AFFINE_GEMV_MAX_ROWS) {
     // Defaults from a first, noisy H100 sweep (4-bit g128, 4096/14336 shapes): NR 2 beat 4 and 8, a
     // 128-invocation workgroup helped one row, 8 rows wanted TPR 16. Re-tune with `spec.tune`.
@@ -273,7 +291,17 @@ function planQ8(common: Record<string, number>, shape: AffineShape, t: AffineTun
   }
   const gather = hasPerm || inDim % 32 !== 0;
   return {
-    shader: { path: "q8", bits: shape.bits as 2 | 4, rows, wg, pieces, rb, unroll, gather },
+    shader: {
+      path: "q8",
+      bits: shape.bits as 2 | 4,
+      rows,
+      wg,
+      pieces,
+      rb,
+      unroll,
+      gather,
+      norm: !!shape.norm,
+    },
     constants: { ...common, ...(gather ? { PERM: hasPerm ? 1 : 0 } : {}) },
     workgroups: ceilDiv(outDim, rb),
     prep: false,
@@ -310,7 +338,13 @@ export function createMatmulAffine(gpu: Gpu, spec: MatmulAffineSpec): Kernel<Mat
     bind(args: MatmulAffineArgs): Encodable {
       const { x, w, y, rows, xRowOffset = 0, yStride = w.outDim, yColOffset = 0 } = args;
       checkArgs(gpu, { ...args, xRowOffset, yStride, yColOffset });
-      const shape = { ...w, rows, hasPerm: w.perm !== null, maxWorkgroupBytes: gpu.maxWorkgroupStorageBytes };
+      const shape = {
+        ...w,
+        rows,
+        hasPerm: w.perm !== null,
+        maxWorkgroupBytes: gpu.maxWorkgroupStorageBytes,
+        norm: args.norm !== undefined,
+      };
       const plan = planMatmulAffine(spec, shape);
       if (plan.workgroupBytes > gpu.maxWorkgroupStorageBytes) {
         throw new Error(
@@ -322,11 +356,12 @@ export function createMatmulAffine(gpu: Gpu, spec: MatmulAffineSpec): Kernel<Mat
       const gather = plan.shader.path === "q8" && plan.shader.gather;
       const nPieces = ceilDiv(w.inDim, 32);
       const xp = plan.prep ? createStorage(gpu, rows * nPieces * 32 * 4, "matmul_affine xp") : null;
-      const perm = w.perm ?? (xp || gemm || gather ? createStorage(gpu, 4, "matmul_affine no perm") : null);
+      const needsPerm = xp || gemm || gather || args.norm;
+      const perm = w.perm ?? (needsPerm ? createStorage(gpu, 4, "matmul_affine no perm") : null);
       const params = uniformParams(
         gpu,
         AFFINE_PARAMS_FIELDS.map((f): ParamField => [
-          "u32",
+          f === "normEps" ? "f32" : "u32",
           {
             rows,
             inDim: w.inDim,
@@ -340,6 +375,7 @@ export function createMatmulAffine(gpu: Gpu, spec: MatmulAffineSpec): Kernel<Mat
             xBase: xp ? 0 : xRowOffset * w.inDim,
             xStride: xp ? nPieces * 32 : w.inDim,
             tilesN: plan.tilesN,
+            normEps: args.norm?.eps ?? 0,
           }[f],
         ]),
         "matmul_affine params",
@@ -356,7 +392,10 @@ export function createMatmulAffine(gpu: Gpu, spec: MatmulAffineSpec): Kernel<Mat
         spec: plan.shader,
       };
       const inputs = [params, xp ?? x, w.codes, w.scaleZero];
-      steps.push(step(gpu, main, inputs, y, plan.workgroups, (gemm || gather) && perm ? [perm] : []));
+      // Bindings 5 (perm) and 6 (norm weight) are positional: a dummy perm holds 5 when only 6 is used.
+      const extras = (gemm || gather || args.norm) && perm ? [perm] : [];
+      if (args.norm) extras.push(args.norm.weight);
+      steps.push(step(gpu, main, inputs, y, plan.workgroups, extras));
       return {
         encode(pass) {
           for (const [pipeline, group, [gx, gy]] of steps) {
@@ -402,7 +441,10 @@ function step(
 }
 
 /** Load-time shape and size checks; throws a message naming the offending value. */
-function checkArgs(gpu: Gpu, a: Required<MatmulAffineArgs>): void {
+function checkArgs(
+  gpu: Gpu,
+  a: Required<Omit<MatmulAffineArgs, "norm">> & Pick<MatmulAffineArgs, "norm">,
+): void {
   const { w } = a;
   const fail = (msg: string) => {
     throw new Error(
@@ -429,6 +471,7 @@ function checkArgs(gpu: Gpu, a: Required<MatmulAffineArgs>): void {
     ["codes", w.codes, w.outDim * affineRowWords(w.bits, w.inDim) * 4],
     ["scaleZero", w.scaleZero, w.outDim * w.nGroups * 4],
     ["perm", w.perm, w.inDim * 4],
+    ["norm weight", a.norm?.weight ?? null, w.inDim * 4],
     ["y", a.y, ((a.rows - 1) * a.yStride + a.yColOffset + w.outDim) * 4],
   ];
   for (const [name, buffer, bytes] of need) {

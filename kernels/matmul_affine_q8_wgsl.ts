@@ -37,11 +37,61 @@ export interface Q8GemvBuild {
   unroll: number;
   /** activations read through `perm` or with bounds checks (act-order, or inDim % 32 ≠ 0) */
   gather: boolean;
+  /** RMSNorm x first (weight at binding 6, epsilon in params): the decoder's norm fused into the GEMV */
+  norm: boolean;
 }
 
 /** Straight-line WGSL, one line per index: register arrays stay in registers only under constant indices. */
 function unroll(count: number, line: (i: number) => string, sep = "\n  "): string {
   return Array.from({ length: count }, (_, i) => line(i)).join(sep);
+}
+
+/** Loads activation row r's piece i into registers v{r}_{i}_{0..7} (zero past inDim). */
+function loadPiece(b: Q8GemvBuild, r: number, i: number): string {
+  const load = (k: number) =>
+    b.gather
+      ? `vec4f(${unroll(4, (j) => `xAt(${r}u, p${i} * 32u + ${4 * k + j}u)`, ", ")})`
+      : `select(vec4f(), x4[(params.xBase + ${r}u * params.xStride) / 4u + pc${i} * 8u + ${k}u], p${i} < params.nPieces)`;
+  return unroll(8, (k) => `var v${r}_${i}_${k} = ${load(k)};`);
+}
+
+/**
+ * The fused RMSNorm: Σx² of each activation row over the whole workgroup (its lanes hold all of K), then
+ * x ← x · inverseSqrt(mean + eps) · weight[column], as kernels/rms_norm.ts computes it.
+ */
+function normPieces(b: Q8GemvBuild): string {
+  const { rows, pieces } = b;
+  const w = (i: number, k: number) =>
+    b.gather
+      ? `vec4f(${unroll(4, (j) => `normWeightAt(p${i} * 32u + ${4 * k + j}u)`, ", ")})`
+      : `nw4[pc${i} * 8u + ${k}u]`;
+  return `
+  ${
+    unroll(rows, (r) =>
+      `red[${r}u * STRIDE + lid] = ${
+        Array.from({ length: pieces * 8 }, (_, e) =>
+          `dot(v${r}_${e >> 3}_${e & 7}, v${r}_${e >> 3}_${e & 7})`)
+          .join(" + ")
+      };`)
+  }
+  workgroupBarrier();
+  if (lid < 32u) {
+    ${
+    unroll(rows, (r) =>
+      `var t${r} = 0.0;
+    for (var j = lid; j < ${b.wg}u; j += 32u) { t${r} += red[${r}u * STRIDE + j]; }
+    normSum[${r}u * 32u + lid] = t${r};`, "\n    ")
+  }
+  }
+  workgroupBarrier();
+  ${
+    unroll(rows, (r) =>
+      `var ss${r} = 0.0;
+  for (var j = 0u; j < 32u; j++) { ss${r} += normSum[${r}u * 32u + j]; }
+  let inv${r} = inverseSqrt(ss${r} / f32(params.inDim) + params.normEps);
+  ${unroll(pieces, (i) => unroll(8, (k) => `v${r}_${i}_${k} = v${r}_${i}_${k} * inv${r} * ${w(i, k)};`))}`)
+  }
+  workgroupBarrier();  // the partial sums below reuse red`;
 }
 
 /** Quantizes activation row r's piece i into registers xq{r}_{i}_{t}_{s}, d{r}_{i} and dz{r}_{i}. */
@@ -51,11 +101,6 @@ function quantizePiece(b: Q8GemvBuild, r: number, i: number): string {
   const spw = 8 / bits;
   const id = `${r}_${i}`;
   const el = (e: number) => `v${id}_${e >> 2}.${"xyzw"[e & 3]}`;
-  const load = (k: number) =>
-    b.gather
-      ? `vec4f(${unroll(4, (j) => `xAt(${r}u, p${i} * 32u + ${4 * k + j}u)`, ", ")})`
-      : `select(vec4f(), x4[(params.xBase + ${r}u * params.xStride) / 4u + pc${i} * 8u + ${k}u], p${i} < params.nPieces)`;
-  const lines = unroll(8, (k) => `let v${id}_${k} = ${load(k)};`);
   const words: string[] = [];
   for (let t = 0; t < bits; t++) {
     for (let s = 0; s < spw; s++) {
@@ -67,8 +112,7 @@ function quantizePiece(b: Q8GemvBuild, r: number, i: number): string {
     const t = Math.floor(w / spw);
     return `dot4I8Packed(xq${id}_${t}_${w % spw}, 0x01010101u)`;
   }).join(" + ");
-  return `${lines}
-  var m${id} = abs(v${id}_0);
+  return `  var m${id} = abs(v${id}_0);
   ${unroll(7, (k) => `m${id} = max(m${id}, abs(v${id}_${k + 1}));`)}
   let am${id} = max(max(m${id}.x, m${id}.y), max(m${id}.z, m${id}.w));
   let d${id} = am${id} / 127.0;
@@ -119,6 +163,19 @@ function chunkLoads(b: Q8GemvBuild, pre: string, szPre: string, decl: string, ba
 export function q8GemvWgsl(b: Q8GemvBuild): string {
   const { bits, rows, wg, pieces, rb } = b;
   const lpr = wg / rb;
+  const normDecl = !b.norm ? "" : b.gather
+    ? /* wgsl */ `
+@group(0) @binding(6) var<storage, read> normWeight: array<f32>;  // (inDim) f32, original column order
+var<workgroup> normSum: array<f32, ${32 * rows}>;
+fn normWeightAt(j: u32) -> f32 {
+  if (j >= params.inDim) { return 0.0; }
+  var col = j;
+  if (PERM) { col = perm[j]; }
+  return normWeight[col];
+}`
+    : /* wgsl */ `
+@group(0) @binding(6) var<storage, read> nw4: array<vec4f>;  // (inDim) f32 norm weight
+var<workgroup> normSum: array<f32, ${32 * rows}>;`;
   const cw = bits === 4 ? "vec4<u32>" : "vec2<u32>";
   const xDecl = b.gather
     ? /* wgsl */ `
@@ -138,6 +195,7 @@ ${xDecl}
 @group(0) @binding(2) var<storage, read> codes: array<${cw}>;   // (outDim, nPieces) pieces
 @group(0) @binding(3) var<storage, read> scaleZero: array<u32>; // (outDim, nGroups) f16 scale | f16 zero << 16
 
+${normDecl}
 const STRIDE = ${
     wg + lpr
   }u;  // row stride of the partial sums, padded so the reduction reads spread over banks
@@ -149,6 +207,8 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
   let r0 = (wid.x + wid.y * nwg.x) * ${rb}u;
   if (r0 >= params.outDim) { return; }
   ${unroll(pieces, (i) => `let p${i} = lid + ${i * wg}u;\n  let pc${i} = min(p${i}, params.nPieces - 1u);`)}
+  ${unroll(rows, (r) => unroll(pieces, (i) => loadPiece(b, r, i)))}
+  ${b.norm ? normPieces(b) : ""}
   ${unroll(rows, (r) => unroll(pieces, (i) => quantizePiece(b, r, i)))}
   ${chunkLoads(b, "cw", "csz", "var ", "0u")}
   for (var rr = 0u; rr < ${rb}u; rr += ${b.unroll}u) {

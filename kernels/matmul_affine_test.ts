@@ -8,7 +8,7 @@ import {
   planMatmulAffine,
   uploadAffine,
 } from "./matmul_affine.ts";
-import { matmulAffineRef, q8ActivationsRef } from "./reference.ts";
+import { matmulAffineRef, q8ActivationsRef, rmsNormRef } from "./reference.ts";
 import { checkPipelines, type Gpu } from "./gpu.ts";
 import { createStorage, f16BitsToF32, f32ToF16Bits, readF32, runPass, uploadStorage } from "./buffers.ts";
 import { type AffineParts, packAffine, packAutoGptq, toAutoGptq } from "../quant/pack_affine.ts";
@@ -31,6 +31,8 @@ interface Case {
   tune?: AffineTune;
   /** decode activations (default: the kernel's default, q8 for 1–2 rows of 2/4-bit codes) */
   activations?: "q8" | "f32";
+  /** fuse an RMSNorm of x (q8 GEMV only) */
+  norm?: boolean;
 }
 
 const f16 = (v: number) => f16BitsToF32(f32ToF16Bits(v));
@@ -85,8 +87,10 @@ async function runCase(
     ...(c.tune ? { tune: c.tune } : {}),
     ...(c.activations ? { activations: c.activations } : {}),
   };
-  const path =
-    planMatmulAffine(spec, { ...c, groupSize: c.group, hasPerm: packed.perm !== undefined }).shader.path;
+  const shape = { ...c, groupSize: c.group, hasPerm: packed.perm !== undefined, norm: c.norm ?? false };
+  const path = planMatmulAffine(spec, shape).shader.path;
+  const eps = 1e-5;
+  const normWeight = Float32Array.from({ length: inDim }, (_, i) => 0.5 + ((i * 7919) % 101) / 100);
   const bound = createMatmulAffine(gpu, spec).bind({
     x: uploadStorage(gpu, x, "x"),
     w: uploadAffine(gpu, packed, "w"),
@@ -95,12 +99,14 @@ async function runCase(
     xRowOffset,
     yStride,
     yColOffset,
+    ...(c.norm ? { norm: { weight: uploadStorage(gpu, normWeight, "norm weight"), eps } } : {}),
   });
   await checkPipelines(gpu);
   runPass(gpu, (pass) => bound.encode(pass));
   const got = await readF32(gpu, y, rows * yStride);
 
-  const xs = x.subarray(xRowOffset * inDim);
+  const xRows = x.subarray(xRowOffset * inDim, (xRowOffset + rows) * inDim);
+  const xs = c.norm ? rmsNormRef(xRows, normWeight, rows, eps) : xRows;
   const ref = (xr: ArrayLike<number>, accIn: Float32Array) =>
     matmulAffineRef(xr, { ...w, outDim, inDim, groupSize: c.group }, c.accumulate ? { acc: accIn } : {});
   const out = { rows, outDim, yStride, yColOffset };
@@ -122,7 +128,7 @@ function caseName(c: Case): string {
   const q8 = (c.activations ?? "q8") === "q8" && c.rows <= AFFINE_Q8_MAX_ROWS && c.bits !== 3;
   const path = q8 ? "q8" : c.rows <= AFFINE_GEMV_MAX_ROWS ? "gemv" : "gemm";
   return `${path} ${c.bits}-bit ${c.group ? `g${c.group}` : "per-row"}${c.gIdx ? " g_idx" : ""}` +
-    `${c.accumulate ? " +=" : ""} rows ${c.rows}, ${c.outDim}×${c.inDim}` +
+    `${c.accumulate ? " +=" : ""}${c.norm ? " rmsnorm" : ""} rows ${c.rows}, ${c.outDim}×${c.inDim}` +
     (c.xRowOffset || c.yColOffset
       ? `, xRowOffset ${c.xRowOffset ?? 0}, yColOffset ${c.yColOffset ?? 0}`
       : "");
@@ -295,6 +301,10 @@ const Q8: Case[] = [
   { bits: 2, group: 0, gIdx: false, rows: 2, inDim: 1000, outDim: 33 },
   { bits: 4, group: 64, gIdx: true, rows: 1, inDim: 2080, outDim: 40, tune: { wg: 64, rb: 32, unroll: 8 } },
   { bits: 4, group: 0, rows: 1, inDim: 64, outDim: 3 },
+  // with the RMSNorm prologue: in place, gathered through act-order, and with a K tail
+  { bits: 4, group: 128, rows: 1, inDim: 4096, outDim: 37, norm: true },
+  { bits: 2, group: 64, gIdx: true, rows: 2, inDim: 1024, outDim: 33, norm: true, accumulate: true },
+  { bits: 4, group: 0, rows: 1, inDim: 4097, outDim: 19, norm: true, tune: { rb: 8 } },
 ];
 
 Deno.test("matmulAffine() q8 GEMV matches the reference with int8 activations", async (t) => {
@@ -360,6 +370,15 @@ Deno.test("matmulAffine() bind rejects bad shapes with the offending value", asy
     /buffer "x" holds 4096 bytes, needs 4352/,
   );
   assert.throws(() => k.bind({ ...base, w: { ...w, groupSize: 48 } }), /multiple of 32, got 48/);
+  const norm = { weight: createStorage(gpu, 256, "norm weight"), eps: 1e-5 };
+  assert.throws(
+    () => createMatmulAffine(gpu, { accumulate: false, activations: "f32" }).bind({ ...base, norm }),
+    /a fused RMSNorm needs the q8 GEMV/,
+  );
+  assert.throws(
+    () => k.bind({ ...base, norm: { ...norm, weight: createStorage(gpu, 64, "short") } }),
+    /"norm weight" holds 64 bytes, needs 256/,
+  );
   assert.throws(
     () => k.bind({ ...base, w: { ...w, outDim: 9 } }),
     /buffer "codes" holds 256 bytes, needs 288/,

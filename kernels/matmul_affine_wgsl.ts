@@ -31,6 +31,7 @@ export const AFFINE_PARAMS_FIELDS = [
   "xBase", // GEMV: element offset of activation row 0 (x, or the prep scratch)
   "xStride", // GEMV: activation row stride in elements (a multiple of 32)
   "tilesN", // GEMM: output tiles along outDim
+  "normEps", // q8 GEMV with a fused RMSNorm: epsilon (the one f32 field)
 ] as const;
 
 /** The uniform block and group lookup every affine shader starts with. */
@@ -38,7 +39,7 @@ export const PARAMS_WGSL = /* wgsl */ `
 override ACC: bool = false;          // y += x·Qᵀ instead of y = x·Qᵀ
 override GROUP_PIECES: u32 = 4u;     // 32-column pieces per group; 0 = one group per row
 
-struct Params { ${AFFINE_PARAMS_FIELDS.map((f) => `${f}: u32`).join(", ")} }
+struct Params { ${AFFINE_PARAMS_FIELDS.map((f) => `${f}: ${f === "normEps" ? "f32" : "u32"}`).join(", ")} }
 @group(0) @binding(0) var<uniform> params: Params;
 
 fn groupOf(piece: u32) -> u32 {
