@@ -1,27 +1,41 @@
 /**
- * Runs ONE decoder layer over a window of hidden states with the model's own kernels, stopping where the
- * quantizer needs an input captured (leanquant.md §5, gptq's `llama_sequential`):
- *   stage "qkv"    → xn = rmsnorm(x)·attnNorm                   (the input of q, k, v)
- *   stage "o"      → attn = attention(rope(xn·Wqᵀ), rope(xn·Wkᵀ), xn·Wvᵀ)  (the input of o)
- *   stage "gateUp" → x += attn·Woᵀ; xn = rmsnorm(x)·mlpNorm     (the input of gate, up)
- *   stage "down"   → act = silu(xn·Wgateᵀ)·(xn·Wupᵀ)             (the input of down)
- *   stage "out"    → x += act·Wdownᵀ, the layer output
- * Each window is one sequence at positions 0..rows−1 with its own KV cache (the layer's cache is simply
- * overwritten by the next window). The window is copied into a scratch residual, so inputs stay intact.
- * The steps mirror inference/model.ts `bindForward`; tests check the two agree. Helpers at the end upload,
- * swap and free one layer's f32 weights for the quantizer.
+ * Runs ONE decoder layer over a window of calibration hidden states with the model's own kernels, stopping
+ * where the quantizer needs an input captured (leanquant.md §5, gptq's `llama_sequential`). The layer runs
+ * in two halves, so that no stage recomputes what an earlier stage already stored:
+ *   attention half, from the layer input h:
+ *     stage "qkv"    → xn = rmsnorm(h)·attnNorm                                      (the input of q, k, v)
+ *     stage "o"      → attn = attention(rope(xn·Wqᵀ), rope(xn·Wkᵀ), xn·Wvᵀ)            (the input of o)
+ *     stage "gateUp" → h ← h + attn·Woᵀ, STORED BACK in place; xn = rmsnorm(h)·mlpNorm  (the input of gate, up)
+ *   MLP half, from the post-attention residual h that "gateUp" stored:
+ *     stage "down"   → xn = rmsnorm(h)·mlpNorm; act = silu(xn·Wgateᵀ)·(xn·Wupᵀ)       (the input of down)
+ *     stage "out"    → h ← h + act·Wdownᵀ, STORED BACK in place: the layer output
+ * Running "gateUp" then "out" over a window is one whole layer.
+ *
+ * Hidden states are stored as f16 pairs (default; two halves per u32, kernels/f16_convert.ts, as GPTQ keeps
+ * its fp16 `inps`) or f32, and every stage computes in f32 from a scratch copy. "gateUp" continues from the
+ * value it stored (rounded to f16 when stored as f16), so its capture, "down" and "out" all see the same
+ * post-attention residual. Each window is one sequence at positions 0..rows−1 with a one-layer KV cache of
+ * `rows` positions (overwritten by the next window).
+ *
+ * The scratch (activations, KV cache, conversion buffer) is allocated by the first `bind` and freed by
+ * `release()`, so the quantizer can have the memory between captures. The steps mirror inference/model.ts
+ * `bindForward`; tests check the two agree. One layer's weights are uploaded, swapped and freed by
+ * gpu_layer.ts (re-exported here for load_model.ts).
  */
-import type { Encodable, Gpu } from "../kernels/gpu.ts";
-import { uploadStorage, writeBuffer } from "../kernels/buffers.ts";
-import { createRmsNorm } from "../kernels/rms_norm.ts";
-import { createRope } from "../kernels/rope.ts";
-import { createKvAppend } from "../kernels/kv_append.ts";
-import { createAttention } from "../kernels/attention.ts";
-import { createSiluMul } from "../kernels/silu_mul.ts";
-import { bindLinear, type GpuLinear, linearBuffers, uploadLinear, type WeightType } from "./linear.ts";
+import type { Encodable, Gpu, Kernel } from "../kernels/gpu.ts";
+import { createStorage, readBuffer, writeBuffer } from "../kernels/buffers.ts";
+import { createF16Convert } from "../kernels/f16_convert.ts";
+import type { BoundPlan } from "../kernels/param_slots.ts";
+import { createRmsNorm, type RmsNormArgs } from "../kernels/rms_norm.ts";
+import { createRope, type RopeArgs } from "../kernels/rope.ts";
+import { createKvAppend, type KvAppendArgs } from "../kernels/kv_append.ts";
+import { type AttentionArgs, createAttention } from "../kernels/attention.ts";
+import { createSiluMul, type SiluMulArgs } from "../kernels/silu_mul.ts";
+import { bindLinear } from "./linear.ts";
 import { createForwardState, type ForwardState, forwardStateBuffers, type GpuLayer } from "./model.ts";
 import type { ModelConfig } from "./model_config.ts";
-import type { LayerWeights } from "./weights.ts";
+
+export { destroyGpuLayer, gpuLayerBytes, linearBytes, replaceLinear, uploadHostLayer } from "./gpu_layer.ts";
 
 /** Where a layer run stops; every stage but "out" captures the input of a group of linears. */
 export type LayerStage = "qkv" | "o" | "gateUp" | "down" | "out";
@@ -29,81 +43,193 @@ export type LayerStage = "qkv" | "o" | "gateUp" | "down" | "out";
 /** The stages in forward order. */
 export const LAYER_STAGES: readonly LayerStage[] = ["qkv", "o", "gateUp", "down", "out"];
 
-/** A layer bound up to one stage: reusable for every window until the layer's weights change. */
+/** How hidden states are stored between stages and layers (computation is f32 either way). */
+export type HiddenStorage = "f16" | "f32";
+
+/** A layer bound up to one stage: reusable for every window until the layer's weights or scratch change. */
 export interface BoundLayer {
   readonly stage: LayerStage;
-  /** The captured activation, (rows, captureCols) f32, valid after `run` (null for "out"). */
+  /** The captured activation, (rows, captureCols) f32, valid after the window ran (null for "out"). */
   readonly capture: GPUBuffer | null;
   readonly captureCols: number;
+  /** True for "gateUp" and "out", which store their result back into the hidden buffer. */
+  readonly writesHidden: boolean;
   /**
-   * Submits one window: input (rows, dim) f32 → scratch, the layer up to the stage, and for "out" the
-   * result → output (rows, dim) f32 (may be the input buffer itself).
+   * Records one window: the hidden state → scratch, the stage's kernels in one compute pass (with
+   * `timestampWrites` when given), and for "gateUp"/"out" the result → the same hidden buffer.
+   * @param hidden (rows, dim) in the runner's storage
    */
-  run(input: GPUBuffer, output?: GPUBuffer): void;
+  encode(
+    encoder: GPUCommandEncoder,
+    hidden: GPUBuffer,
+    timestampWrites?: GPUComputePassTimestampWrites,
+  ): void;
+  /** Encodes and submits one window. */
+  run(hidden: GPUBuffer): void;
 }
 
 /** Scratch activations and the one-layer KV cache for windows of `rows` tokens. */
 export interface LayerRunner {
   readonly rows: number;
-  /** Bytes of GPU memory the scratch holds. */
+  readonly storage: HiddenStorage;
+  /** Bytes of one window's hidden state: rows·dim·(2 for f16, 4 for f32). */
+  readonly hiddenBytes: number;
+  /** Bytes of GPU memory the scratch holds now (0 while released). */
   readonly bytes: number;
-  /** Binds `layer`'s kernels up to `stage` (rebind after replacing a weight). */
+  /** Allocates one window's hidden-state buffer (the caller owns it). */
+  createHidden(label: string): GPUBuffer;
+  /** Stores (rows, dim) f32 host values into a hidden buffer, converting through the scratch (submits). */
+  store(x: Float32Array, hidden: GPUBuffer): void;
+  /** Reads a hidden buffer back as (rows, dim) f32 (one readback). */
+  read(hidden: GPUBuffer): Promise<Float32Array>;
+  /** Binds `layer`'s kernels up to `stage` (rebind after replacing a weight or releasing the scratch). */
   bind(layer: GpuLayer, stage: LayerStage): BoundLayer;
+  /** Frees the scratch; the next `bind` or `store` allocates it again. */
+  release(): void;
   destroy(): void;
 }
 
+/** The scratch: the forward state of one layer plus, for f16 storage, a packed copy of the window. */
+interface Scratch {
+  s: ForwardState;
+  /** (rows, dim/2) u32 f16 pairs: the window in transit (f16 storage only) */
+  h16: GPUBuffer | null;
+  /** f16: h16 → s.x and s.x → h16 */
+  unpack: BoundPlan | null;
+  pack: BoundPlan | null;
+  /** every buffer it holds (to size or free it) */
+  buffers: GPUBuffer[];
+}
+
 /**
- * Allocates the scratch for one decoder layer.
+ * Creates the runner; its scratch is allocated on first use.
  * @param gpu the device
  * @param config the model
- * @param options rows per window (≤ config.seqLen)
+ * @param options rows per window (≤ config.seqLen) and the hidden-state storage (default "f16")
  * @returns the runner
  * @example
  * ```ts ignore
  * const runner = createLayerRunner(gpu, config, { rows: 2048 });
+ * const hidden = runner.createHidden("window 0");
+ * runner.store(embeddings, hidden);
  * const qkv = runner.bind(layer, "qkv");
- * qkv.run(hidden[w]);       // qkv.capture now holds rmsnorm(hidden[w])·attnNorm
+ * qkv.run(hidden);       // qkv.capture now holds rmsnorm(hidden)·attnNorm
  * ```
  */
-export function createLayerRunner(gpu: Gpu, config: ModelConfig, { rows }: { rows: number }): LayerRunner {
+export function createLayerRunner(
+  gpu: Gpu,
+  config: ModelConfig,
+  { rows, storage = "f16" }: { rows: number; storage?: HiddenStorage },
+): LayerRunner {
   if (!Number.isInteger(rows) || rows < 1 || rows > config.seqLen) {
     throw new Error(
       `Cannot run a layer over ${rows} rows: expected 1 to the context length ${config.seqLen}`,
     );
   }
-  // One layer's KV cache is all a window needs.
-  const s = createForwardState(gpu, { ...config, nLayers: 1 }, { maxRows: rows });
-  writeBuffer(gpu, s.state, new Uint32Array(4)); // pos 0 for every window
-  const buffers = forwardStateBuffers(s);
+  if (storage === "f16" && config.dim % 2 !== 0) {
+    throw new Error(`Cannot store hidden states as f16 pairs: dim ${config.dim} is odd`);
+  }
+  const n = rows * config.dim;
+  const hiddenBytes = n * (storage === "f16" ? 2 : 4);
+  // Kernels built once: binding creates only bind groups and params (attention also keeps its split
+  // scratch per kernel, so one kernel for the whole run).
+  const kernels: Kernels = {
+    norm: createRmsNorm(gpu),
+    rope: createRope(gpu),
+    kvAppend: createKvAppend(gpu),
+    attention: createAttention(gpu),
+    siluMul: createSiluMul(gpu),
+  };
+  let scratch: Scratch | null = null;
+  const ensure = () => scratch ??= createScratch(gpu, config, rows, storage);
+  const release = () => {
+    scratch?.buffers.forEach((b) => b.destroy());
+    scratch?.pack?.destroy();
+    scratch?.unpack?.destroy();
+    scratch = null;
+  };
   return {
     rows,
-    bytes: buffers.reduce((sum, b) => sum + b.size, 0),
-    bind: (layer, stage) => bindLayer(gpu, config, s, layer, stage, rows),
-    destroy: () => buffers.forEach((b) => b.destroy()),
+    storage,
+    hiddenBytes,
+    get bytes() {
+      return scratch ? scratch.buffers.reduce((sum, b) => sum + b.size, 0) : 0;
+    },
+    createHidden: (label) => createStorage(gpu, hiddenBytes, label),
+    store(x, hidden) {
+      if (x.length !== n) throw new Error(`Cannot store ${x.length} values as a window of ${n}`);
+      const sc = ensure();
+      writeBuffer(gpu, sc.s.x, x);
+      const enc = gpu.device.createCommandEncoder({ label: "store hidden" });
+      if (sc.pack) {
+        const pass = enc.beginComputePass();
+        sc.pack.encode(pass);
+        pass.end();
+      }
+      enc.copyBufferToBuffer(sc.h16 ?? sc.s.x, 0, hidden, 0, hiddenBytes);
+      gpu.device.queue.submit([enc.finish()]);
+    },
+    async read(hidden) {
+      const raw = await readBuffer(gpu, hidden, hiddenBytes);
+      return storage === "f16" ? Float32Array.from(new Float16Array(raw)) : new Float32Array(raw);
+    },
+    bind: (layer, stage) => bindLayer(gpu, config, kernels, ensure(), { L: layer, stage, hiddenBytes }),
+    release,
+    destroy: release,
   };
+}
+
+function createScratch(gpu: Gpu, c: ModelConfig, rows: number, storage: HiddenStorage): Scratch {
+  // One layer's KV cache of `rows` positions is all a window needs.
+  const s = createForwardState(gpu, { ...c, nLayers: 1, seqLen: rows }, { maxRows: rows });
+  writeBuffer(gpu, s.state, new Uint32Array(4)); // pos 0 for every window
+  const buffers = forwardStateBuffers(s);
+  if (storage === "f32") return { s, h16: null, unpack: null, pack: null, buffers };
+  const n = rows * c.dim;
+  const h16 = createStorage(gpu, n * 2, "hidden window f16");
+  return {
+    s,
+    h16,
+    unpack: createF16Convert(gpu, { to: "f32" }).bind({ src: h16, dst: s.x, n }),
+    pack: createF16Convert(gpu, { to: "f16" }).bind({ src: s.x, dst: h16, n }),
+    buffers: [...buffers, h16],
+  };
+}
+
+/** The non-linear kernels of a layer. */
+interface Kernels {
+  norm: Kernel<RmsNormArgs>;
+  rope: Kernel<RopeArgs>;
+  kvAppend: Kernel<KvAppendArgs>;
+  attention: Kernel<AttentionArgs>;
+  siluMul: Kernel<SiluMulArgs>;
 }
 
 function bindLayer(
   gpu: Gpu,
   c: ModelConfig,
-  s: ForwardState,
-  L: GpuLayer,
-  stage: LayerStage,
-  rows: number,
+  { norm, rope, kvAppend, attention, siluMul }: Kernels,
+  sc: Scratch,
+  { L, stage, hiddenBytes }: { L: GpuLayer; stage: LayerStage; hiddenBytes: number },
 ): BoundLayer {
-  const upTo = LAYER_STAGES.indexOf(stage);
-  const norm = createRmsNorm(gpu);
+  const { s, pack, unpack } = sc;
+  const rows = s.maxRows;
   const eps = c.normEps;
-  const steps: Encodable[] = [norm.bind({ x: s.x, weight: L.attnNorm, y: s.xn, rows, dim: c.dim, eps })];
-  if (upTo >= 1) {
-    const rope = createRope(gpu);
+  const heads = { nHeads: c.nHeads, nKvHeads: c.nKvHeads, headDim: c.headDim };
+  const attentionHalf = stage === "qkv" || stage === "o" || stage === "gateUp";
+  const writesHidden = stage === "gateUp" || stage === "out";
+  const steps: Encodable[] = unpack ? [unpack] : [];
+  const norm2 = () => norm.bind({ x: s.x, weight: L.mlpNorm, y: s.xn, rows, dim: c.dim, eps });
+  if (attentionHalf) {
+    steps.push(norm.bind({ x: s.x, weight: L.attnNorm, y: s.xn, rows, dim: c.dim, eps }));
+  }
+  if (stage === "o" || stage === "gateUp") {
     steps.push(
       bindLinear(gpu, L.wq, { x: s.xn, y: s.q, rows }),
       bindLinear(gpu, L.wk, { x: s.xn, y: s.k, rows }),
       bindLinear(gpu, L.wv, { x: s.xn, y: s.v, rows }),
-      rope.bind({ x: s.q, invFreq: s.invFreq, state: s.state, rows, nHeads: c.nHeads, headDim: c.headDim }),
-      rope.bind({ x: s.k, invFreq: s.invFreq, state: s.state, rows, nHeads: c.nKvHeads, headDim: c.headDim }),
-      createKvAppend(gpu).bind({
+      rope.bind({ x: s.q, k: s.k, invFreq: s.invFreq, state: s.state, rows, ...heads }),
+      kvAppend.bind({
         k: s.k,
         v: s.v,
         kCache: s.kCache[0],
@@ -111,36 +237,41 @@ function bindLayer(
         state: s.state,
         rows,
         kvDim: c.kvDim,
-        seqLen: c.seqLen,
+        seqLen: rows,
       }),
-      createAttention(gpu).bind({
+      attention.bind({
         q: s.q,
         kCache: s.kCache[0],
         vCache: s.vCache[0],
         out: s.attn,
         state: s.state,
         rows,
-        seqLen: c.seqLen,
-        nHeads: c.nHeads,
-        nKvHeads: c.nKvHeads,
-        headDim: c.headDim,
+        seqLen: rows,
+        ...heads,
+        // A whole window is a prefill (rows × nKvHeads workgroups fill a GPU at real sizes); one split
+        // also keeps the kernel from allocating split scratch that the pipeline's accounting cannot see.
+        splits: 1,
       }),
     );
   }
-  if (upTo >= 2) {
-    steps.push(
-      bindLinear(gpu, L.wo, { x: s.attn, y: s.x, rows, accumulate: true }),
-      norm.bind({ x: s.x, weight: L.mlpNorm, y: s.xn, rows, dim: c.dim, eps }),
-    );
+  if (stage === "gateUp") {
+    steps.push(bindLinear(gpu, L.wo, { x: s.attn, y: s.x, rows, accumulate: true }));
+    // Continue from the stored (rounded) residual, which is what "down" and "out" will start from.
+    if (pack && unpack) steps.push(pack, unpack);
+    steps.push(norm2());
   }
-  if (upTo >= 3) {
+  if (!attentionHalf) {
     steps.push(
+      norm2(),
       bindLinear(gpu, L.wGate, { x: s.xn, y: s.gate, rows }),
       bindLinear(gpu, L.wUp, { x: s.xn, y: s.up, rows }),
-      createSiluMul(gpu).bind({ gate: s.gate, up: s.up, out: s.act, n: rows * c.hiddenDim }),
+      siluMul.bind({ gate: s.gate, up: s.up, out: s.act, n: rows * c.hiddenDim }),
     );
   }
-  if (upTo >= 4) steps.push(bindLinear(gpu, L.wDown, { x: s.act, y: s.x, rows, accumulate: true }));
+  if (stage === "out") {
+    steps.push(bindLinear(gpu, L.wDown, { x: s.act, y: s.x, rows, accumulate: true }));
+    if (pack) steps.push(pack);
+  }
   const captures: Record<LayerStage, [GPUBuffer | null, number]> = {
     qkv: [s.xn, c.dim],
     o: [s.attn, c.nHeads * c.headDim],
@@ -149,99 +280,24 @@ function bindLayer(
     out: [null, 0],
   };
   const [capture, captureCols] = captures[stage];
-  const bytes = rows * c.dim * 4;
-  return {
+  const slot = sc.h16 ?? s.x; // where the window sits in the scratch, in storage format
+  const bound: BoundLayer = {
     stage,
     capture,
     captureCols,
-    run(input, output) {
-      const enc = gpu.device.createCommandEncoder({ label: `layer ${stage}` });
-      enc.copyBufferToBuffer(input, 0, s.x, 0, bytes);
-      const pass = enc.beginComputePass();
+    writesHidden,
+    encode(enc, hidden, timestampWrites) {
+      enc.copyBufferToBuffer(hidden, 0, slot, 0, hiddenBytes);
+      const pass = enc.beginComputePass(timestampWrites ? { timestampWrites } : {});
       for (const step of steps) step.encode(pass);
       pass.end();
-      if (output) enc.copyBufferToBuffer(s.x, 0, output, 0, bytes);
+      if (writesHidden) enc.copyBufferToBuffer(slot, 0, hidden, 0, hiddenBytes);
+    },
+    run(hidden) {
+      const enc = gpu.device.createCommandEncoder({ label: `layer ${stage}` });
+      bound.encode(enc, hidden);
       gpu.device.queue.submit([enc.finish()]);
     },
   };
-}
-
-/** The seven linear fields of a GpuLayer. */
-const LINEARS = ["wq", "wk", "wv", "wo", "wGate", "wUp", "wDown"] as const;
-
-/**
- * Uploads one host layer as dense weights (f32 by default: the quantizer runs layers in f32).
- * @param gpu the device
- * @param L the layer's weights
- * @param i its index (for labels)
- * @param options dense storage type
- * @returns the GPU layer; free it with {@link destroyGpuLayer}
- */
-export function uploadHostLayer(
-  gpu: Gpu,
-  L: LayerWeights,
-  i: number,
-  { weightType = "f32" }: { weightType?: WeightType } = {},
-): GpuLayer {
-  const linear = (field: (typeof LINEARS)[number]) =>
-    uploadLinear(gpu, L[field].data, L[field].shape[0], L[field].shape[1], {
-      weightType,
-      label: `layers.${i}.${field}`,
-    });
-  return {
-    attnNorm: uploadStorage(gpu, L.attnNorm.data, `layers.${i}.attnNorm`),
-    wq: linear("wq"),
-    wk: linear("wk"),
-    wv: linear("wv"),
-    wo: linear("wo"),
-    mlpNorm: uploadStorage(gpu, L.mlpNorm.data, `layers.${i}.mlpNorm`),
-    wGate: linear("wGate"),
-    wUp: linear("wUp"),
-    wDown: linear("wDown"),
-  };
-}
-
-/**
- * Swaps a dense weight for Q (destroying the old panels): uploaded from the host, or a GPU buffer used as one
- * panel when it fits a binding.
- * @param old the weight being replaced
- * @param Q (outDim, inDim) f32
- * @returns the new weight
- */
-export function replaceLinear(
-  gpu: Gpu,
-  old: GpuLinear,
-  Q: Float32Array | GPUBuffer,
-  label: string,
-): GpuLinear {
-  const { outDim, inDim } = old;
-  linearBuffers(old).forEach((b) => b.destroy());
-  if (Q instanceof Float32Array) return uploadLinear(gpu, Q, outDim, inDim, { weightType: "f32", label });
-  if (Q.size > gpu.maxBindingBytes) {
-    throw new Error(`Cannot use "${label}" as one panel: exceeds the binding limit`);
-  }
-  return {
-    format: "dense",
-    weightType: "f32",
-    outDim,
-    inDim,
-    panels: [{ buffer: Q, rowStart: 0, rows: outDim }],
-  };
-}
-
-/** Bytes of GPU memory a dense weight holds. */
-export function linearBytes(l: GpuLinear): number {
-  return linearBuffers(l).reduce((s, b) => s + b.size, 0);
-}
-
-/** Bytes of GPU memory a layer holds. */
-export function gpuLayerBytes(L: GpuLayer): number {
-  return L.attnNorm.size + L.mlpNorm.size + LINEARS.reduce((s, f) => s + linearBytes(L[f]), 0);
-}
-
-/** Destroys every buffer of a layer. */
-export function destroyGpuLayer(L: GpuLayer): void {
-  L.attnNorm.destroy();
-  L.mlpNorm.destroy();
-  for (const f of LINEARS) linearBuffers(L[f]).forEach((b) => b.destroy());
+  return bound;
 }

@@ -6,7 +6,7 @@
  */
 import type { Encodable, Gpu } from "../kernels/gpu.ts";
 import { createMatmul } from "../kernels/matmul.ts";
-import { affineFusesNorm, type AffineWeights, createMatmulAffine } from "../kernels/matmul_affine.ts";
+import { affineHasPrologue, type AffineWeights, createMatmulAffine } from "../kernels/matmul_affine.ts";
 import { createMatmulLut, type LutWeights } from "../kernels/matmul_lut.ts";
 import { createStorage, f32ToF16Bits, uploadStorage, writeBuffer } from "../kernels/buffers.ts";
 
@@ -119,23 +119,25 @@ export interface LinearCall {
   rows: number;
   xRowOffset?: number;
   accumulate?: boolean;
-  /** Apply this RMSNorm to x first; only where {@link fusesNorm} says the linear's kernel can. */
+  /** Apply this RMSNorm to x first; only where {@link fusesPrologue} says the linear's kernel can. */
   norm?: { weight: GPUBuffer; eps: number };
+  /** x is a gate: apply silu(x)·siluMulUp first; only where {@link fusesPrologue} says so. */
+  siluMulUp?: GPUBuffer;
 }
 
 /**
- * Whether applying `linear` to `rows` rows can take the preceding RMSNorm into its kernel (the q8 GEMV of
- * 2/4-bit affine weights), so the norm's own dispatch can go.
+ * Whether applying `linear` to `rows` rows can take the preceding RMSNorm or SiLU·mul into its kernel (the
+ * q8 GEMV of 2/4-bit affine weights), so that dispatch can go.
  */
-export function fusesNorm(linear: GpuLinear, rows: number): boolean {
+export function fusesPrologue(linear: GpuLinear, rows: number): boolean {
   return linear.format === "affine" &&
-    affineFusesNorm({ activations: linear.activations ?? "q8" }, linear.weights, rows);
+    affineHasPrologue({ activations: linear.activations ?? "q8" }, linear.weights, rows);
 }
 
 /** Binds the dispatches that apply `linear` (one per panel for dense weights). */
 export function bindLinear(gpu: Gpu, linear: GpuLinear, call: LinearCall): Encodable {
-  if (call.norm && !fusesNorm(linear, call.rows)) {
-    throw new Error(`Cannot fuse an RMSNorm into a ${linear.format} linear over ${call.rows} rows`);
+  if ((call.norm || call.siluMulUp) && !fusesPrologue(linear, call.rows)) {
+    throw new Error(`Cannot fuse a norm or SiLU·mul into a ${linear.format} linear over ${call.rows} rows`);
   }
   if (linear.format !== "dense") {
     const spec = { accumulate: call.accumulate ?? false };
@@ -145,6 +147,7 @@ export function bindLinear(gpu: Gpu, linear: GpuLinear, call: LinearCall): Encod
         ...args,
         w: linear.weights,
         ...(call.norm ? { norm: call.norm } : {}),
+        ...(call.siluMulUp ? { siluMulUp: call.siluMulUp } : {}),
       })
       : createMatmulLut(gpu, spec).bind({ ...args, w: linear.weights });
   }

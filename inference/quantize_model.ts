@@ -1,56 +1,66 @@
 /**
  * True-sequential, layer-by-layer quantization of a Llama model (leanquant.md §5 and pitfall 15, gptq's
- * `llama_sequential` with --true-sequential). For each decoder layer:
+ * `llama_sequential` with --true-sequential). For each decoder layer (h = every window's hidden state):
  *   1. upload the layer (f32 dense) — only this layer's weights are on the GPU; the rest stays on disk;
- *   2. for each group [q, k, v] → [o] → [gate, up] → [down]: run the layer up to the group's input over
- *      every calibration window (inputs already pass through the quantized earlier groups), accumulate one
- *      Hessian for the group (one per distinct input), quantize each linear with it, and swap the dense weight
- *      for its dequantized Q;
- *   3. run the fully quantized layer once more: its outputs replace the windows' hidden states, which are
- *      the next layer's inputs (propagating quantized inputs is part of the method).
- * The hidden states of all windows live on the GPU (one buffer per window, updated in place); the quantizer
- * is injected (`LinearQuantizer`), so the f64 reference and the GPU quantizer run the same pipeline.
+ *   2. [q, k, v]   capture norm1(h) over every window into one Hessian; quantize q, k, v with it;
+ *   3. [o]         capture attn(h) computed through the QUANTIZED q, k, v; quantize o;
+ *   4. [gate, up]  run the attention block through the quantized q, k, v, o, STORING the post-attention
+ *                  residual h ← h + attn·Woᵀ in place and capturing norm2(h); quantize gate and up;
+ *   5. [down]      capture silu(gate)·up of norm2(h) through the quantized gate, up; quantize down;
+ *   6. propagate   h ← h + act·Wdownᵀ through the quantized MLP: the next layer's inputs.
+ * Each Hessian sees inputs computed through the already quantized earlier groups and the output is the fully
+ * quantized layer's, as in gptq. Storing h in step 4 spares steps 5–6 re-running q/k/v, attention and o
+ * (layer_runner.ts): at Llama-3-8B shape with 128 × 2048 tokens the forward work per layer drops from
+ * ≈ 251 to ≈ 198 TFLOP (GEMMs 233 → 189, 4 → 2 attention passes), plus ≈ 68 TFLOP of Hessians. Sparing
+ * more would mean caching activations per window (attn for step 4, act for step 6: 2.1 and 7.5 GB even
+ * in f16 at 8B), which a 6 GB budget cannot hold: we recompute them instead.
+ *
+ * Memory at 8B (128 × 2048): hidden states 2.15 GB as f16 pairs (GPTQ keeps fp16 `inps` too; "f32" doubles
+ * it), the f32 layer ≤ 0.87 GB, one Hessian ≤ 0.82 GB (down_proj), the runner's scratch 0.54 GB while
+ * capturing; peak 4.2 GB at the down_proj capture. After each capture the weights no later step reads
+ * (SEQUENTIAL_GROUPS.freed) and the scratch are freed for the quantizer, whose own buffers (GPU quantizer:
+ * ≈ 2·cols²·4 + rows·cols·4 bytes, 1.9 GB for down_proj) then join 3.4 GB of ours. The quantizer is
+ * injected (`LinearQuantizer`), so the f64 reference and the GPU quantizer run the same pipeline.
  */
 import type { Gpu } from "../kernels/gpu.ts";
-import { uploadStorage } from "../kernels/buffers.ts";
 import type { QuantizeOptions } from "../quant/types.ts";
 import type { LinearQuantizer, QuantizedLinearWithQ } from "../quant/reference_quantizer.ts";
-import {
-  createLayerRunner,
-  destroyGpuLayer,
-  gpuLayerBytes,
-  type LayerRunner,
-  type LayerStage,
-  linearBytes,
-  replaceLinear,
-  uploadHostLayer,
-} from "./layer_runner.ts";
 import { createHessian } from "../quant/hessian.ts";
+import { createLayerRunner, type HiddenStorage, type LayerRunner, type LayerStage } from "./layer_runner.ts";
+import { destroyGpuLayer, linearBytes, LINEARS, replaceLinear, uploadHostLayer } from "./gpu_layer.ts";
+import { linearBuffers } from "./linear.ts";
 import type { GpuLayer } from "./model.ts";
 import type { LayerWeights, LlamaWeightSource } from "./weights.ts";
 import { type LinearField, modulePrefix, type QuantizedLayer } from "./quant_format.ts";
+import {
+  createPassTimer,
+  embedWindows,
+  type HessianSink,
+  type LayerPhases,
+  MemoryTracker,
+  type PassTimer,
+  runWindows,
+} from "./quantize_passes.ts";
 
-/**
- * A Hessian accumulated on the GPU from captured layer inputs: quant/hessian.ts `createHessian` by default
- * (H = (2/N_tokens)·Σ x xᵀ). `addBatch` submits its own work in queue order, right after the window's forward.
- */
-export interface HessianSink {
-  /** (cols, cols) f32, valid after `finalize()` */
-  readonly H: GPUBuffer;
-  addBatch(x: GPUBuffer, tokens: number, xRowOffset?: number): void;
-  finalize(): void | Promise<void>;
-  destroy(): void;
-}
+export type { HessianSink, LayerPhases } from "./quantize_passes.ts";
 
 /** Makes the Hessian of one group's input. */
 export type HessianFactory = (gpu: Gpu, cols: number) => HessianSink;
 
-/** The true-sequential groups: the stage that captures their shared input, and their linears. */
-export const SEQUENTIAL_GROUPS: readonly { stage: LayerStage; fields: readonly LinearField[] }[] = [
-  { stage: "qkv", fields: ["wq", "wk", "wv"] },
-  { stage: "o", fields: ["wo"] },
-  { stage: "gateUp", fields: ["wGate", "wUp"] },
-  { stage: "down", fields: ["wDown"] },
+/**
+ * The true-sequential groups: the stage that captures their shared input, their linears, and the GPU weights
+ * no later step reads once the capture is done (the group's dense weights, which Q replaces; after "gateUp"
+ * also the attention block's Q, whose output is stored in the hidden states).
+ */
+export const SEQUENTIAL_GROUPS: readonly {
+  stage: LayerStage;
+  fields: readonly LinearField[];
+  freed: readonly LinearField[];
+}[] = [
+  { stage: "qkv", fields: ["wq", "wk", "wv"], freed: ["wq", "wk", "wv"] },
+  { stage: "o", fields: ["wo"], freed: ["wo"] },
+  { stage: "gateUp", fields: ["wGate", "wUp"], freed: ["wGate", "wUp", "wq", "wk", "wv", "wo"] },
+  { stage: "down", fields: ["wDown"], freed: ["wDown"] },
 ];
 
 /** Where the run is, for a progress bar. */
@@ -74,6 +84,7 @@ export interface LinearReport {
   cols: number;
   loss: number;
   dampUsed: number;
+  /** Wall time of the quantizer call (without `profile` it may include waiting for the group's capture). */
   seconds: number;
 }
 
@@ -83,8 +94,14 @@ export interface QuantizeModelResult {
   /** Σ loss per layer */
   layerLoss: number[];
   seconds: number;
-  /** Peak bytes of GPU memory the pipeline itself held (quantizer internals not included). */
+  /**
+   * Peak bytes of the GPU buffers the pipeline allocated itself: hidden states, the runner's scratch, the
+   * layer's weights (and each Q once the quantizer hands it over), the Hessian, the profiler's queries. The
+   * quantizer's internal buffers during a call are not included.
+   */
   peakGpuBytes: number;
+  /** Per layer, with `profile` only (empty otherwise). */
+  phases: LayerPhases[];
 }
 
 /** Options of {@link quantizeModel}. */
@@ -95,22 +112,17 @@ export interface QuantizeModelOptions {
   windows: readonly Uint32Array[];
   /** Hessian accumulation (default quant/hessian.ts `createHessian`). */
   hessian?: HessianFactory;
+  /** Storage of the windows' hidden states between stages (default "f16"; "f32" doubles the memory). */
+  hiddenStorage?: HiddenStorage;
+  /**
+   * Measure where the time goes (benchmarks; default false): wait for the GPU at the end of every capture
+   * so quantizer times are its own, and time each forward and Hessian pass with timestamp queries when the
+   * device has them. Costs one extra wait per group.
+   */
+  profile?: boolean;
   onProgress?: (p: QuantizeProgress) => void;
   /** Receives each layer's results as soon as it is done (e.g. to write its shard). */
   onLayer?: (layer: number, results: QuantizedLayer) => Promise<void> | void;
-}
-
-/** Live and peak bytes of the GPU buffers the pipeline holds. */
-class MemoryTracker {
-  live = 0;
-  peak = 0;
-  add(bytes: number) {
-    this.live += bytes;
-    this.peak = Math.max(this.peak, this.live);
-  }
-  sub(bytes: number) {
-    this.live -= bytes;
-  }
 }
 
 /**
@@ -133,8 +145,9 @@ class MemoryTracker {
 export async function quantizeModel(
   gpu: Gpu,
   source: LlamaWeightSource,
-  { quantize, quantizer, windows, hessian = createHessian, onProgress, onLayer }: QuantizeModelOptions,
+  options: QuantizeModelOptions,
 ): Promise<QuantizeModelResult> {
+  const { windows, hessian = createHessian, hiddenStorage = "f16", profile = false } = options;
   const c = source.config;
   const rows = windows[0]?.length ?? 0;
   if (windows.length === 0 || windows.some((w) => w.length !== rows)) {
@@ -142,12 +155,11 @@ export async function quantizeModel(
   }
   const started = performance.now();
   const mem = new MemoryTracker();
-  const runner = createLayerRunner(gpu, c, { rows });
-  mem.add(runner.bytes);
-  const hidden = await embedWindows(gpu, source, windows);
-  mem.add(hidden.length * rows * c.dim * 4);
-  const N = windows.length;
-  const total = (5 * N + 7 * N) * c.nLayers; // window runs + quantizations (each weighted like N windows)
+  const runner = createLayerRunner(gpu, c, { rows, storage: hiddenStorage });
+  const hidden: GPUBuffer[] = [];
+  const timer = profile && gpu.hasTimestamps ? createPassTimer(gpu) : null;
+  mem.set("timer", timer?.bytes ?? 0);
+  const total = 12 * windows.length * c.nLayers; // 5 window runs + 7 quantizations (each weighted like N runs)
   let units = 0;
   const run: Run = {
     gpu,
@@ -155,31 +167,46 @@ export async function quantizeModel(
     runner,
     hidden,
     mem,
-    quantize,
-    quantizer,
+    timer,
+    profile,
+    options,
     hessian,
     linears: [],
+    phases: [],
     report(layer, step, add) {
       units += add;
-      onProgress?.({ layer, nLayers: c.nLayers, step, fraction: units / total });
+      options.onProgress?.({ layer, nLayers: c.nLayers, step, fraction: units / total });
     },
   };
   const layerLoss: number[] = [];
   try {
+    const table = (await source.loadTokenEmbedding()).data;
+    await embedWindows(gpu, runner, {
+      table,
+      dim: c.dim,
+      windows,
+      onStored(h) {
+        hidden.push(h);
+        mem.set("hidden", hidden.reduce((s, b) => s + b.size, 0));
+        mem.set("scratch", runner.bytes);
+      },
+    });
     for (let l = 0; l < c.nLayers; l++) {
       const results = await quantizeLayer(run, await source.loadLayer(l), l);
       layerLoss.push(run.linears.filter((r) => r.layer === l).reduce((s, r) => s + r.loss, 0));
-      await onLayer?.(l, results);
+      await options.onLayer?.(l, results);
     }
   } finally {
     hidden.forEach((b) => b.destroy());
     runner.destroy();
+    timer?.destroy();
   }
   return {
     linears: run.linears,
     layerLoss,
     seconds: (performance.now() - started) / 1000,
     peakGpuBytes: mem.peak,
+    phases: run.phases,
   };
 }
 
@@ -188,114 +215,130 @@ interface Run {
   gpu: Gpu;
   c: LlamaWeightSource["config"];
   runner: LayerRunner;
-  /** per window (rows, dim) f32: the current layer's inputs, replaced by its outputs */
+  /** per window (rows, dim) in the runner's storage: the current layer's inputs, replaced by its outputs */
   hidden: GPUBuffer[];
   mem: MemoryTracker;
-  quantize: QuantizeOptions;
-  quantizer: LinearQuantizer;
+  timer: PassTimer | null;
+  profile: boolean;
+  options: QuantizeModelOptions;
   hessian: HessianFactory;
   linears: LinearReport[];
+  phases: LayerPhases[];
   report(layer: number, step: string, add: number): void;
 }
 
 /** One decoder layer: upload, the four sequential groups, then propagate the windows through it. */
 async function quantizeLayer(run: Run, host: LayerWeights, l: number): Promise<QuantizedLayer> {
-  const { gpu, runner, hidden, mem } = run;
+  const { gpu, runner, mem } = run;
+  const p: LayerPhases = {
+    layer: l,
+    captureSeconds: 0,
+    quantizeSeconds: 0,
+    propagateSeconds: 0,
+    totalSeconds: 0,
+    gpu: null,
+  };
+  const since = (t: number) => (performance.now() - t) / 1000;
+  const started = performance.now();
   const layer = uploadHostLayer(gpu, host, l);
-  mem.add(gpuLayerBytes(layer));
+  mem.set("norms", layer.attnNorm.size + layer.mlpNorm.size);
+  for (const f of LINEARS) mem.set(f, linearBytes(layer[f]));
   try {
     const results: Partial<QuantizedLayer> = {};
-    for (const group of SEQUENTIAL_GROUPS) await quantizeGroup(run, { host, layer, l, group, results });
-    const out = runner.bind(layer, "out");
-    await runWindows(gpu, hidden, (w) => out.run(w, w), () => run.report(l, "propagate", 1));
+    for (const group of SEQUENTIAL_GROUPS) {
+      let t = performance.now();
+      const sink = await captureGroup(run, layer, l, group);
+      p.captureSeconds += since(t);
+      try {
+        // Until the next capture neither these weights nor the scratch is needed: free them so the
+        // quantizer has the memory.
+        for (const f of group.freed) {
+          linearBuffers(layer[f]).forEach((b) => b.destroy());
+          mem.set(f, 0);
+        }
+        runner.release();
+        mem.set("scratch", 0);
+        t = performance.now();
+        for (const field of group.fields) {
+          results[field] = await quantizeOne(run, { host, layer, l, field, H: sink.H });
+        }
+        p.quantizeSeconds += since(t);
+      } finally {
+        sink.destroy();
+        mem.set("hessian", 0);
+      }
+    }
+    const t = performance.now();
+    const bound = runner.bind(layer, "out");
+    mem.set("scratch", runner.bytes);
+    const onWindow = () => run.report(l, "propagate", 1);
+    await runWindows(gpu, run.hidden, { bound, sink: null, rows: runner.rows, timer: run.timer, onWindow });
     await gpu.device.queue.onSubmittedWorkDone();
+    p.propagateSeconds = since(t);
+    if (run.profile) {
+      await run.timer?.flush();
+      p.gpu = run.timer?.take() ?? null;
+      p.totalSeconds = since(started);
+      run.phases.push(p);
+    }
     return results as QuantizedLayer;
   } finally {
-    mem.sub(gpuLayerBytes(layer));
     destroyGpuLayer(layer);
+    for (const f of LINEARS) mem.set(f, 0);
+    mem.set("norms", 0);
   }
 }
 
-/** One group: capture its input over every window into one Hessian, then quantize its linears with it. */
-async function quantizeGroup(
+/** Runs one group's stage over every window into a new Hessian; returns it finalized. */
+async function captureGroup(
   run: Run,
-  { host, layer, l, group, results }: {
+  layer: GpuLayer,
+  l: number,
+  group: (typeof SEQUENTIAL_GROUPS)[number],
+): Promise<HessianSink> {
+  const { gpu, c, mem, runner } = run;
+  const bound = runner.bind(layer, group.stage);
+  mem.set("scratch", runner.bytes);
+  const sink = run.hessian(gpu, bound.captureCols);
+  mem.set("hessian", bound.captureCols ** 2 * 4);
+  try {
+    const step = `capture ${group.fields.map((f) => shortName(modulePrefix(c, l, f))).join(" ")}`;
+    const onWindow = () => run.report(l, step, 1);
+    await runWindows(gpu, run.hidden, { bound, sink, rows: runner.rows, timer: run.timer, onWindow });
+    await sink.finalize();
+    if (run.profile) await gpu.device.queue.onSubmittedWorkDone();
+    return sink;
+  } catch (err) {
+    sink.destroy();
+    throw err;
+  }
+}
+
+/** Quantizes one linear with its group's H and swaps its weight for Q. */
+async function quantizeOne(
+  run: Run,
+  { host, layer, l, field, H }: {
     host: LayerWeights;
     layer: GpuLayer;
     l: number;
-    group: (typeof SEQUENTIAL_GROUPS)[number];
-    results: Partial<QuantizedLayer>;
+    field: LinearField;
+    H: GPUBuffer;
   },
-): Promise<void> {
+) {
   const { gpu, c, mem } = run;
-  const names = group.fields.map((f) => shortName(modulePrefix(c, l, f)));
-  const bound = run.runner.bind(layer, group.stage);
-  const sink = run.hessian(gpu, bound.captureCols);
-  const hBytes = bound.captureCols ** 2 * 4;
-  mem.add(hBytes);
-  try {
-    await runWindows(gpu, run.hidden, (w) => {
-      bound.run(w);
-      sink.addBatch(bound.capture!, run.runner.rows);
-    }, () => run.report(l, `capture ${names.join(" ")}`, 1));
-    await sink.finalize();
-    for (const [k, field] of group.fields.entries()) {
-      run.report(l, `quantize ${names[k]}`, 0);
-      const t0 = performance.now();
-      const [rows, cols] = host[field].shape;
-      const q = await run.quantizer({ W: host[field].data, H: sink.H, rows, cols }, run.quantize);
-      checkResult(q, rows, cols, modulePrefix(c, l, field));
-      const { Q, ...ql } = q;
-      mem.sub(linearBytes(layer[field]));
-      layer[field] = replaceLinear(gpu, layer[field], Q, `layers.${l}.${field} Q`);
-      mem.add(linearBytes(layer[field]));
-      results[field] = ql;
-      const seconds = (performance.now() - t0) / 1000;
-      run.linears.push({
-        layer: l,
-        field,
-        name: names[k],
-        rows,
-        cols,
-        loss: q.loss,
-        dampUsed: q.dampUsed,
-        seconds,
-      });
-      run.report(l, `quantize ${names[k]}`, run.hidden.length);
-    }
-  } finally {
-    sink.destroy();
-    mem.sub(hBytes);
-  }
-}
-
-/** Runs `fn` per window, waiting for the GPU about once a second so progress is real and the queue bounded. */
-async function runWindows(gpu: Gpu, hidden: GPUBuffer[], fn: (w: GPUBuffer) => void, tick: () => void) {
-  let synced = performance.now();
-  for (const w of hidden) {
-    fn(w);
-    if (performance.now() - synced > 1000) {
-      await gpu.device.queue.onSubmittedWorkDone();
-      synced = performance.now();
-    }
-    tick();
-  }
-}
-
-/** Layer 0's inputs: the token embeddings of every window, gathered on the host (the table never goes up). */
-async function embedWindows(gpu: Gpu, source: LlamaWeightSource, windows: readonly Uint32Array[]) {
-  const { dim, vocabSize } = source.config;
-  const table = (await source.loadTokenEmbedding()).data;
-  return windows.map((ids, w) => {
-    const x = new Float32Array(ids.length * dim);
-    ids.forEach((id, t) => {
-      if (id >= vocabSize) {
-        throw new Error(`Cannot embed calibration token ${id}: vocabulary has ${vocabSize} ids`);
-      }
-      x.set(table.subarray(id * dim, (id + 1) * dim), t * dim);
-    });
-    return uploadStorage(gpu, x, `hidden window ${w}`);
-  });
+  const name = shortName(modulePrefix(c, l, field));
+  run.report(l, `quantize ${name}`, 0);
+  const t0 = performance.now();
+  const [rows, cols] = host[field].shape;
+  const q = await run.options.quantizer({ W: host[field].data, H, rows, cols }, run.options.quantize);
+  checkResult(q, rows, cols, modulePrefix(c, l, field));
+  const { Q, ...ql } = q;
+  layer[field] = replaceLinear(gpu, layer[field], Q, `layers.${l}.${field} Q`);
+  mem.set(field, linearBytes(layer[field]));
+  const seconds = (performance.now() - t0) / 1000;
+  run.linears.push({ layer: l, field, name, rows, cols, loss: q.loss, dampUsed: q.dampUsed, seconds });
+  run.report(l, `quantize ${name}`, run.hidden.length);
+  return ql;
 }
 
 function checkResult(q: QuantizedLinearWithQ, rows: number, cols: number, name: string): void {

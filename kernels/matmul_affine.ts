@@ -122,10 +122,12 @@ export interface MatmulAffineArgs {
   /** First column of y written (default 0), so row panels of one weight fill one y. */
   yColOffset?: number;
   /**
-   * RMSNorm x first (y = norm(x)·Qᵀ): only the q8 GEMV has this prologue ({@link affineFusesNorm});
+   * RMSNorm x first (y = norm(x)·Qᵀ): only the q8 GEMV has this prologue ({@link affineHasPrologue});
    * weight (inDim) f32 in original column order.
    */
   norm?: { weight: GPUBuffer; eps: number };
+  /** x is a gate: y = (silu(x)·up)·Qᵀ, up shaped like x (q8 GEMV only, like `norm`; not with `norm`). */
+  siluMulUp?: GPUBuffer;
 }
 
 /** Launch shape overrides, for benchmarks and sweeps; the planner's defaults otherwise. */
@@ -163,10 +165,10 @@ export interface MatmulAffineSpec {
 export const AFFINE_Q8_MAX_ROWS = 2;
 
 /**
- * Whether a bind with these facts runs the q8 GEMV, which can apply the preceding RMSNorm itself
- * (MatmulAffineArgs.norm), saving the norm's dispatch.
+ * Whether a bind with these facts runs the q8 GEMV, which can apply the preceding RMSNorm or SiLU·mul
+ * itself (MatmulAffineArgs.norm / siluMulUp), saving that dispatch.
  */
-export function affineFusesNorm(
+export function affineHasPrologue(
   spec: Pick<MatmulAffineSpec, "activations">,
   w: Pick<AffineWeights, "bits">,
   rows: number,
@@ -201,8 +203,8 @@ export interface MatmulAffinePlan {
 export type AffineShape = Pick<AffineWeights, "bits" | "inDim" | "outDim" | "groupSize"> & {
   rows: number;
   hasPerm: boolean;
-  /** RMSNorm fused into the q8 GEMV's prologue. */
-  norm?: boolean;
+  /** Work fused into the q8 GEMV's prologue. */
+  prologue?: "none" | "norm" | "siluMul";
   /** The device's workgroup memory (default 32 KiB, lavapipe's); the GEMV's K tiles are sized to fit. */
   maxWorkgroupBytes?: number;
 };
@@ -217,8 +219,10 @@ export function planMatmulAffine(spec: MatmulAffineSpec, shape: AffineShape): Ma
   const { rows, bits, outDim, groupSize, hasPerm } = shape;
   const t = spec.tune ?? {};
   const common = { ACC: spec.accumulate ? 1 : 0, GROUP_PIECES: groupSize / 32 };
-  if (affineFusesNorm(spec, shape, rows)) return planQ8(common, shape, t);
-  if (shape.norm) throw new Error("Cannot plan matmul_affine: a fused RMSNorm needs the q8 GEMV");
+  if (affineHasPrologue(spec, shape, rows)) return planQ8(common, shape, t);
+  if ((shape.prologue ?? "none") !== "none") {
+    throw new Error(`Cannot plan matmul_affine: a fused ${shape.prologue} needs the q8 GEMV`);
+  }
   if (rows <= AFFINE_GEMV_MAX_ROWS) {
     // Defaults from a first, noisy H100 sweep (4-bit g128, 4096/14336 shapes): NR 2 beat 4 and 8, a
     // 128-invocation workgroup helped one row, 8 rows wanted TPR 16. Re-tune with `spec.tune`.
@@ -300,7 +304,7 @@ function planQ8(common: Record<string, number>, shape: AffineShape, t: AffineTun
       rb,
       unroll,
       gather,
-      norm: !!shape.norm,
+      prologue: shape.prologue ?? "none",
     },
     constants: { ...common, ...(gather ? { PERM: hasPerm ? 1 : 0 } : {}) },
     workgroups: ceilDiv(outDim, rb),
@@ -343,7 +347,7 @@ export function createMatmulAffine(gpu: Gpu, spec: MatmulAffineSpec): Kernel<Mat
         rows,
         hasPerm: w.perm !== null,
         maxWorkgroupBytes: gpu.maxWorkgroupStorageBytes,
-        norm: args.norm !== undefined,
+        prologue: args.norm ? "norm" as const : args.siluMulUp ? "siluMul" as const : "none" as const,
       };
       const plan = planMatmulAffine(spec, shape);
       if (plan.workgroupBytes > gpu.maxWorkgroupStorageBytes) {
@@ -356,7 +360,11 @@ export function createMatmulAffine(gpu: Gpu, spec: MatmulAffineSpec): Kernel<Mat
       const gather = plan.shader.path === "q8" && plan.shader.gather;
       const nPieces = ceilDiv(w.inDim, 32);
       const xp = plan.prep ? createStorage(gpu, rows * nPieces * 32 * 4, "matmul_affine xp") : null;
-      const needsPerm = xp || gemm || gather || args.norm;
+      if (args.norm && args.siluMulUp) {
+        throw new Error("Cannot bind matmul_affine: norm and siluMulUp together");
+      }
+      const extra6 = args.norm?.weight ?? args.siluMulUp;
+      const needsPerm = xp || gemm || gather || extra6;
       const perm = w.perm ?? (needsPerm ? createStorage(gpu, 4, "matmul_affine no perm") : null);
       const params = uniformParams(
         gpu,
@@ -392,9 +400,9 @@ export function createMatmulAffine(gpu: Gpu, spec: MatmulAffineSpec): Kernel<Mat
         spec: plan.shader,
       };
       const inputs = [params, xp ?? x, w.codes, w.scaleZero];
-      // Bindings 5 (perm) and 6 (norm weight) are positional: a dummy perm holds 5 when only 6 is used.
-      const extras = (gemm || gather || args.norm) && perm ? [perm] : [];
-      if (args.norm) extras.push(args.norm.weight);
+      // Bindings 5 (perm) and 6 (norm weight or up) are positional: a dummy perm holds 5 when only 6 is used.
+      const extras = (gemm || gather || extra6) && perm ? [perm] : [];
+      if (extra6) extras.push(extra6);
       steps.push(step(gpu, main, inputs, y, plan.workgroups, extras));
       return {
         encode(pass) {
@@ -443,7 +451,7 @@ function step(
 /** Load-time shape and size checks; throws a message naming the offending value. */
 function checkArgs(
   gpu: Gpu,
-  a: Required<Omit<MatmulAffineArgs, "norm">> & Pick<MatmulAffineArgs, "norm">,
+  a: Required<Omit<MatmulAffineArgs, "norm" | "siluMulUp">> & Pick<MatmulAffineArgs, "norm" | "siluMulUp">,
 ): void {
   const { w } = a;
   const fail = (msg: string) => {
@@ -472,6 +480,7 @@ function checkArgs(
     ["scaleZero", w.scaleZero, w.outDim * w.nGroups * 4],
     ["perm", w.perm, w.inDim * 4],
     ["norm weight", a.norm?.weight ?? null, w.inDim * 4],
+    ["siluMulUp", a.siluMulUp ?? null, (a.xRowOffset + a.rows) * w.inDim * 4],
     ["y", a.y, ((a.rows - 1) * a.yStride + a.yColOffset + w.outDim) * 4],
   ];
   for (const [name, buffer, bytes] of need) {

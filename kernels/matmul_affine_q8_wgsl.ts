@@ -37,8 +37,11 @@ export interface Q8GemvBuild {
   unroll: number;
   /** activations read through `perm` or with bounds checks (act-order, or inDim % 32 ≠ 0) */
   gather: boolean;
-  /** RMSNorm x first (weight at binding 6, epsilon in params): the decoder's norm fused into the GEMV */
-  norm: boolean;
+  /**
+   * What the GEMV does to x first: "norm" = RMSNorm (weight at binding 6, epsilon in params), the decoder's
+   * norm fused in; "siluMul" = x is the gate and binding 6 the up projection, x ← silu(gate)·up.
+   */
+  prologue: "none" | "norm" | "siluMul";
 }
 
 /** Straight-line WGSL, one line per index: register arrays stay in registers only under constant indices. */
@@ -48,11 +51,17 @@ function unroll(count: number, line: (i: number) => string, sep = "\n  "): strin
 
 /** Loads activation row r's piece i into registers v{r}_{i}_{0..7} (zero past inDim). */
 function loadPiece(b: Q8GemvBuild, r: number, i: number): string {
-  const load = (k: number) =>
+  const load = (k: number, at: string, vec: string) =>
     b.gather
-      ? `vec4f(${unroll(4, (j) => `xAt(${r}u, p${i} * 32u + ${4 * k + j}u)`, ", ")})`
-      : `select(vec4f(), x4[(params.xBase + ${r}u * params.xStride) / 4u + pc${i} * 8u + ${k}u], p${i} < params.nPieces)`;
-  return unroll(8, (k) => `var v${r}_${i}_${k} = ${load(k)};`);
+      ? `vec4f(${unroll(4, (j) => `${at}(${r}u, p${i} * 32u + ${4 * k + j}u)`, ", ")})`
+      : `select(vec4f(), ${vec}[(params.xBase + ${r}u * params.xStride) / 4u + pc${i} * 8u + ${k}u], p${i} < params.nPieces)`;
+  if (b.prologue === "siluMul") {
+    return unroll(
+      8,
+      (k) => `var v${r}_${i}_${k} = siluMul(${load(k, "xAt", "x4")}, ${load(k, "upAt", "up4")});`,
+    );
+  }
+  return unroll(8, (k) => `var v${r}_${i}_${k} = ${load(k, "xAt", "x4")};`);
 }
 
 /**
@@ -163,7 +172,21 @@ function chunkLoads(b: Q8GemvBuild, pre: string, szPre: string, decl: string, ba
 export function q8GemvWgsl(b: Q8GemvBuild): string {
   const { bits, rows, wg, pieces, rb } = b;
   const lpr = wg / rb;
-  const normDecl = !b.norm ? "" : b.gather
+  const upDecl = b.prologue !== "siluMul" ? "" : /* wgsl */ `
+// silu(g)·u with the exponent clamped as kernels/silu_mul.ts does (no infinities in WGSL)
+fn siluMul(g: vec4f, u: vec4f) -> vec4f { return g / (1.0 + exp(min(-g, vec4f(80.0)))) * u; }
+${
+    b.gather
+      ? `@group(0) @binding(6) var<storage, read> up: array<f32>;  // like x: the up projection
+fn upAt(r: u32, j: u32) -> f32 {
+  if (j >= params.inDim) { return 0.0; }
+  var col = j;
+  if (PERM) { col = perm[j]; }
+  return up[params.xBase + r * params.xStride + col];
+}`
+      : `@group(0) @binding(6) var<storage, read> up4: array<vec4f>;  // like x: the up projection`
+  }`;
+  const normDecl = b.prologue !== "norm" ? upDecl : b.gather
     ? /* wgsl */ `
 @group(0) @binding(6) var<storage, read> normWeight: array<f32>;  // (inDim) f32, original column order
 var<workgroup> normSum: array<f32, ${32 * rows}>;
@@ -208,7 +231,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
   if (r0 >= params.outDim) { return; }
   ${unroll(pieces, (i) => `let p${i} = lid + ${i * wg}u;\n  let pc${i} = min(p${i}, params.nPieces - 1u);`)}
   ${unroll(rows, (r) => unroll(pieces, (i) => loadPiece(b, r, i)))}
-  ${b.norm ? normPieces(b) : ""}
+  ${b.prologue === "norm" ? normPieces(b) : ""}
   ${unroll(rows, (r) => unroll(pieces, (i) => quantizePiece(b, r, i)))}
   ${chunkLoads(b, "cw", "csz", "var ", "0u")}
   for (var rr = 0u; rr < ${rb}u; rr += ${b.unroll}u) {

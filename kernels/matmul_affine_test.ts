@@ -8,7 +8,7 @@ import {
   planMatmulAffine,
   uploadAffine,
 } from "./matmul_affine.ts";
-import { matmulAffineRef, q8ActivationsRef, rmsNormRef } from "./reference.ts";
+import { matmulAffineRef, q8ActivationsRef, rmsNormRef, siluMulRef } from "./reference.ts";
 import { checkPipelines, type Gpu } from "./gpu.ts";
 import { createStorage, f16BitsToF32, f32ToF16Bits, readF32, runPass, uploadStorage } from "./buffers.ts";
 import { type AffineParts, packAffine, packAutoGptq, toAutoGptq } from "../quant/pack_affine.ts";
@@ -33,6 +33,8 @@ interface Case {
   activations?: "q8" | "f32";
   /** fuse an RMSNorm of x (q8 GEMV only) */
   norm?: boolean;
+  /** x is a gate: fuse silu(x)·up (q8 GEMV only) */
+  siluMul?: boolean;
 }
 
 const f16 = (v: number) => f16BitsToF32(f32ToF16Bits(v));
@@ -87,7 +89,9 @@ async function runCase(
     ...(c.tune ? { tune: c.tune } : {}),
     ...(c.activations ? { activations: c.activations } : {}),
   };
-  const shape = { ...c, groupSize: c.group, hasPerm: packed.perm !== undefined, norm: c.norm ?? false };
+  const prologue = c.norm ? "norm" as const : c.siluMul ? "siluMul" as const : "none" as const;
+  const shape = { ...c, groupSize: c.group, hasPerm: packed.perm !== undefined, prologue };
+  const up = randomF32((xRowOffset + rows) * inDim, seed + 3);
   const path = planMatmulAffine(spec, shape).shader.path;
   const eps = 1e-5;
   const normWeight = Float32Array.from({ length: inDim }, (_, i) => 0.5 + ((i * 7919) % 101) / 100);
@@ -100,13 +104,19 @@ async function runCase(
     yStride,
     yColOffset,
     ...(c.norm ? { norm: { weight: uploadStorage(gpu, normWeight, "norm weight"), eps } } : {}),
+    ...(c.siluMul ? { siluMulUp: uploadStorage(gpu, up, "up") } : {}),
   });
   await checkPipelines(gpu);
   runPass(gpu, (pass) => bound.encode(pass));
   const got = await readF32(gpu, y, rows * yStride);
 
   const xRows = x.subarray(xRowOffset * inDim, (xRowOffset + rows) * inDim);
-  const xs = c.norm ? rmsNormRef(xRows, normWeight, rows, eps) : xRows;
+  const upRows = up.subarray(xRowOffset * inDim, (xRowOffset + rows) * inDim);
+  const xs = c.norm
+    ? rmsNormRef(xRows, normWeight, rows, eps)
+    : c.siluMul
+    ? siluMulRef(xRows, upRows)
+    : xRows;
   const ref = (xr: ArrayLike<number>, accIn: Float32Array) =>
     matmulAffineRef(xr, { ...w, outDim, inDim, groupSize: c.group }, c.accumulate ? { acc: accIn } : {});
   const out = { rows, outDim, yStride, yColOffset };
@@ -128,7 +138,9 @@ function caseName(c: Case): string {
   const q8 = (c.activations ?? "q8") === "q8" && c.rows <= AFFINE_Q8_MAX_ROWS && c.bits !== 3;
   const path = q8 ? "q8" : c.rows <= AFFINE_GEMV_MAX_ROWS ? "gemv" : "gemm";
   return `${path} ${c.bits}-bit ${c.group ? `g${c.group}` : "per-row"}${c.gIdx ? " g_idx" : ""}` +
-    `${c.accumulate ? " +=" : ""}${c.norm ? " rmsnorm" : ""} rows ${c.rows}, ${c.outDim}×${c.inDim}` +
+    `${c.accumulate ? " +=" : ""}${c.norm ? " rmsnorm" : ""}${
+      c.siluMul ? " silu·mul" : ""
+    } rows ${c.rows}, ${c.outDim}×${c.inDim}` +
     (c.xRowOffset || c.yColOffset
       ? `, xRowOffset ${c.xRowOffset ?? 0}, yColOffset ${c.yColOffset ?? 0}`
       : "");
@@ -305,6 +317,10 @@ const Q8: Case[] = [
   { bits: 4, group: 128, rows: 1, inDim: 4096, outDim: 37, norm: true },
   { bits: 2, group: 64, gIdx: true, rows: 2, inDim: 1024, outDim: 33, norm: true, accumulate: true },
   { bits: 4, group: 0, rows: 1, inDim: 4097, outDim: 19, norm: true, tune: { rb: 8 } },
+  // with the SiLU·mul prologue (down_proj): in place, gathered, a K tail, an x row offset
+  { bits: 4, group: 128, rows: 1, inDim: 14336, outDim: 21, siluMul: true, accumulate: true },
+  { bits: 2, group: 32, gIdx: true, rows: 2, inDim: 512, outDim: 17, siluMul: true },
+  { bits: 4, group: 0, rows: 1, inDim: 1000, outDim: 9, siluMul: true, xRowOffset: 2 },
 ];
 
 Deno.test("matmulAffine() q8 GEMV matches the reference with int8 activations", async (t) => {
@@ -373,7 +389,7 @@ Deno.test("matmulAffine() bind rejects bad shapes with the offending value", asy
   const norm = { weight: createStorage(gpu, 256, "norm weight"), eps: 1e-5 };
   assert.throws(
     () => createMatmulAffine(gpu, { accumulate: false, activations: "f32" }).bind({ ...base, norm }),
-    /a fused RMSNorm needs the q8 GEMV/,
+    /a fused norm needs the q8 GEMV/,
   );
   assert.throws(
     () => k.bind({ ...base, norm: { ...norm, weight: createStorage(gpu, 64, "short") } }),
