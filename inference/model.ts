@@ -5,7 +5,7 @@
  * One forward over `rows` tokens at positions state.pos .. state.pos + rows − 1:
  *   x = embed(ids)
  *   per layer:  xn = rmsnorm(x)·attnNorm;  q,k,v = xn·Wqᵀ, xn·Wkᵀ, xn·Wvᵀ;  rope(q), rope(k)
- *               cache[pos..] = k, v;  a = attention(q, cache);  x += a·Woᵀ
+ *               cache[pos..] = k, v (in rope's dispatch);  a = attention(q, cache);  x += a·Woᵀ
  *               xn = rmsnorm(x)·mlpNorm;  h = silu(xn·Wgateᵀ) · (xn·Wupᵀ);  x += h·Wdownᵀ
  *   logits = rmsnorm(x)·finalNorm · lmHeadᵀ   (the last row only, or every row for perplexity)
  * Positions come from the GPU step state (kernels/step_state.ts), so a decode plan can be recorded
@@ -18,7 +18,6 @@ import { createStorage, uploadStorage } from "../kernels/buffers.ts";
 import { createEmbed } from "../kernels/embed.ts";
 import { createRmsNorm } from "../kernels/rms_norm.ts";
 import { createRope } from "../kernels/rope.ts";
-import { createKvAppend } from "../kernels/kv_append.ts";
 import { createAttention } from "../kernels/attention.ts";
 import { createSiluMul } from "../kernels/silu_mul.ts";
 import { bindLinear, type DenseLinear, fusesPrologue, type GpuLinear } from "./linear.ts";
@@ -148,7 +147,6 @@ export function bindForwardSteps(
   }
   const norm = createRmsNorm(gpu);
   const rope = createRope(gpu);
-  const kvAppend = createKvAppend(gpu);
   const attention = createAttention(gpu);
   const siluMul = createSiluMul(gpu);
   const eps = c.normEps;
@@ -179,19 +177,17 @@ export function bindForwardSteps(
       step("q", bindLinear(gpu, L.wq, { ...input(L.attnNorm, [L.wq, L.wk, L.wv]), y: s.q, rows })),
       step("k", bindLinear(gpu, L.wk, { ...input(L.attnNorm, [L.wq, L.wk, L.wv]), y: s.k, rows })),
       step("v", bindLinear(gpu, L.wv, { ...input(L.attnNorm, [L.wq, L.wk, L.wv]), y: s.v, rows })),
-      // q and k rotated in one dispatch
-      step("rope", rope.bind({ x: s.q, k: s.k, invFreq: s.invFreq, state: s.state, rows, ...heads })),
+      // q and k rotated, and k and v appended to the cache, in one dispatch
       step(
-        "kv_append",
-        kvAppend.bind({
+        "rope_append",
+        rope.bind({
+          x: s.q,
           k: s.k,
-          v: s.v,
-          kCache: s.kCache[l],
-          vCache: s.vCache[l],
+          invFreq: s.invFreq,
           state: s.state,
           rows,
-          kvDim: c.kvDim,
-          seqLen: c.seqLen,
+          ...heads,
+          append: { v: s.v, kCache: s.kCache[l], vCache: s.vCache[l], seqLen: c.seqLen },
         }),
       ),
       step(

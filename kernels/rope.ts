@@ -7,7 +7,8 @@
  * `freqs` in f32; cos/sin of that f32 angle are then computed to ~1e-7 absolute by our own Cody–Waite
  * reduction and minimax polynomials rather than the builtins, whose WGSL accuracy is only specified
  * on [−π, π] (2^−11) and which some GPUs evaluate poorly for angles in the thousands.
- * One dispatch can rotate q and k together (pass `k` and `nKvHeads`).
+ * One dispatch can rotate q and k together (pass `k` and `nKvHeads`), and also append the rotated k and
+ * v to the KV cache (pass `append`), which is kernels/kv_append.ts's work without its own dispatch.
  */
 import {
   ceilDiv,
@@ -21,18 +22,27 @@ import {
 import { createStorage, uniformParams } from "./buffers.ts";
 import { STATE_STRUCT } from "./step_state.ts";
 
-const WGSL = /* wgsl */ `
+/** The shader; `append` adds the cache bindings and writes (rotated k and v at state.pos + t). */
+function ropeWgsl(append: boolean): string {
+  return /* wgsl */ `
 ${STATE_STRUCT}
 override WG: u32 = 256u;
 
 // zero: always 0; see the angle below
-struct Params { rows: u32, nHeads: u32, nKvHeads: u32, half: u32, zero: u32 }
+struct Params { rows: u32, nHeads: u32, nKvHeads: u32, half: u32, zero: u32, seqLen: u32 }
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> state: StepState;
 @group(0) @binding(2) var<storage, read> invFreq: array<f32>; // (headDim/2)
 @group(0) @binding(3) var<storage, read_write> x: array<f32>; // (rows, nHeads·headDim), in place
 @group(0) @binding(4) var<storage, read_write> k: array<f32>; // (rows, nKvHeads·headDim), in place
+${
+    append
+      ? `@group(0) @binding(5) var<storage, read> v: array<f32>;             // (rows, kvDim)
+@group(0) @binding(6) var<storage, read_write> kCache: array<f32>;  // (seqLen, kvDim)
+@group(0) @binding(7) var<storage, read_write> vCache: array<f32>;  // (seqLen, kvDim)`
+      : ""
+  }
 
 // π/2 = PIO2_1 + … + PIO2_5. The first four pieces carry 7 significant bits each, so k·PIO2_n is exact
 // in f32 for |k| < 2^17 (angles up to ~2e5 rad); PIO2_5 is the f32 rounding of what remains.
@@ -89,11 +99,28 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
     let base = (t * params.nKvHeads + head - params.nHeads) * headDim + j;
     let a = k[base];
     let b = k[base + params.half];
-    k[base] = a * cs.x - b * cs.y;
-    k[base + params.half] = b * cs.x + a * cs.y;
+    let ra = a * cs.x - b * cs.y;
+    let rb = b * cs.x + a * cs.y;
+    k[base] = ra;
+    k[base + params.half] = rb;
+    ${
+    append
+      ? `// as kv_append.ts: positions at or past seqLen (or a wrapped-around state) are dropped
+    let p = state.pos + t;
+    let kvDim = params.nKvHeads * headDim;
+    if (p < params.seqLen && p >= state.pos) {
+      let dst = p * kvDim + base % kvDim;
+      kCache[dst] = ra;
+      kCache[dst + params.half] = rb;
+      vCache[dst] = v[base];
+      vCache[dst + params.half] = v[base + params.half];
+    }`
+      : ""
+  }
   }
 }
 `;
+}
 
 export interface RopeArgs {
   /** x: (rows, nHeads · headDim) f32, rotated in place (usually q, or k on its own) */
@@ -109,11 +136,20 @@ export interface RopeArgs {
   k?: GPUBuffer;
   /** heads in `k`; required with `k` */
   nKvHeads?: number;
+  /** With `k`: write the rotated k rows and these v rows to the caches at state.pos + t. */
+  append?: {
+    /** v: (rows, nKvHeads · headDim) f32 */
+    v: GPUBuffer;
+    /** kCache, vCache: (seqLen, nKvHeads · headDim) f32 */
+    kCache: GPUBuffer;
+    vCache: GPUBuffer;
+    seqLen: number;
+  };
 }
 
-/** The WGSL source (no variants beyond the workgroup size override). */
-export function ropeShader(): string {
-  return WGSL;
+/** The WGSL source: plain, or with the KV-cache append. */
+export function ropeShader(append = false): string {
+  return ropeWgsl(append);
 }
 
 /**
@@ -125,36 +161,56 @@ export function createRope(gpu: Gpu): Kernel<RopeArgs> {
   const wg = Math.min(256, gpu.maxInvocationsPerWorkgroup);
   const pipeline = getPipeline(gpu, {
     name: "rope",
-    code: WGSL,
+    code: ropeWgsl(false),
     constants: { WG: wg },
     bindings: ["uniform", "read-only-storage", "read-only-storage", "storage", "storage"],
   });
+  const appendPipeline = () =>
+    getPipeline(gpu, {
+      name: "rope_append",
+      code: ropeWgsl(true),
+      constants: { WG: wg },
+      bindings: [
+        "uniform",
+        "read-only-storage",
+        "read-only-storage",
+        "storage",
+        "storage",
+        "read-only-storage",
+        "storage",
+        "storage",
+      ],
+    });
   // Stands in for `k` when only `x` is rotated (a binding cannot be left empty).
   let unusedK: GPUBuffer | null = null;
   return {
-    bind({ x, invFreq, state, rows, nHeads, headDim, k, nKvHeads }: RopeArgs): Encodable {
+    bind({ x, invFreq, state, rows, nHeads, headDim, k, nKvHeads, append }: RopeArgs): Encodable {
       if (headDim % 2 !== 0) throw new Error(`Cannot apply RoPE: headDim ${headDim} is odd`);
       if ((k === undefined) !== (nKvHeads === undefined)) {
         throw new Error("Cannot apply RoPE to k: pass both k and nKvHeads, or neither");
       }
+      if (append && !k) throw new Error("Cannot append to the KV cache without k");
       const kHeads = nKvHeads ?? 0;
       const half = headDim / 2;
       const params = uniformParams(
         gpu,
-        [["u32", rows], ["u32", nHeads], ["u32", kHeads], ["u32", half], ["u32", 0]],
+        [["u32", rows], ["u32", nHeads], ["u32", kHeads], ["u32", half], ["u32", 0], [
+          "u32",
+          append?.seqLen ?? 0,
+        ]],
         "rope params",
       );
       unusedK ??= createStorage(gpu, 4, "rope unused k");
       const kBuffer = k ?? unusedK;
+      const p = append ? appendPipeline() : pipeline;
+      const buffers = [params, state, invFreq, x, kBuffer];
+      if (append) buffers.push(append.v, append.kCache, append.vCache);
       const bindGroup = gpu.device.createBindGroup({
-        layout: pipeline.getBindGroupLayout(0),
-        entries: [params, state, invFreq, x, kBuffer].map((buffer, binding) => ({
-          binding,
-          resource: { buffer },
-        })),
+        layout: p.getBindGroupLayout(0),
+        entries: buffers.map((buffer, binding) => ({ binding, resource: { buffer } })),
       });
       const [gx, gy] = dispatch2d(gpu, ceilDiv(rows * (nHeads + kHeads) * half, wg));
-      return singleDispatch(pipeline, bindGroup, [gx, gy]);
+      return singleDispatch(p, bindGroup, [gx, gy]);
     },
   };
 }

@@ -94,3 +94,55 @@ Deno.test("rope() agrees with the exact-angle reference within the f32 angle rou
   assert.throws(() => kernel.bind({ x: buf, invFreq: buf, state: buf, rows, nHeads, headDim: 7 }), /odd/);
   gpu.device.destroy();
 });
+
+Deno.test("rope() with append writes rotated k and v into the caches at state.pos and nothing else", async () => {
+  const gpu = await testGpu();
+  if (!gpu) return;
+  const kernel = createRope(gpu);
+  const [rows, nHeads, nKvHeads, headDim, pos, seqLen] = [3, 4, 2, 8, 5, 7];
+  const kvDim = nKvHeads * headDim;
+  const q = randomF32(rows * nHeads * headDim, 1);
+  const k = randomF32(rows * kvDim, 2);
+  const v = randomF32(rows * kvDim, 3);
+  const kc0 = randomF32(seqLen * kvDim, 4);
+  const vc0 = randomF32(seqLen * kvDim, 5);
+  const invFreq = invFreqF32(headDim, 10000);
+  const [qBuf, kBuf, kCache, vCache] = [q, k, kc0, vc0].map((a, i) => uploadStorage(gpu, a, `b${i}`));
+  const step = kernel.bind({
+    x: qBuf,
+    k: kBuf,
+    invFreq: uploadStorage(gpu, invFreq, "invFreq"),
+    state: uploadStorage(gpu, new Uint32Array([pos, 0, 0, 0]), "state"),
+    rows,
+    nHeads,
+    nKvHeads,
+    headDim,
+    append: { v: uploadStorage(gpu, v, "v"), kCache, vCache, seqLen },
+  });
+  await checkPipelines(gpu);
+  runPass(gpu, (pass) => step.encode(pass));
+  const kRot = ropeFreqRef(k, invFreq, { rows, nHeads: nKvHeads, headDim, pos0: pos });
+  assertNmse(
+    await readF32(gpu, qBuf, q.length),
+    ropeFreqRef(q, invFreq, { rows, nHeads, headDim, pos0: pos }),
+    1e-12,
+    "q",
+  );
+  const kc = await readF32(gpu, kCache, kc0.length);
+  const vc = await readF32(gpu, vCache, vc0.length);
+  for (let p = 0; p < seqLen; p++) {
+    for (let e = 0; e < kvDim; e++) {
+      const i = p * kvDim + e;
+      const t = p - pos;
+      // rows 0 and 1 land at positions 5 and 6; row 2 (position 7 = seqLen) is dropped
+      if (t >= 0 && t < rows && p < seqLen) {
+        assert.ok(Math.abs(kc[i] - kRot[t * kvDim + e]) <= 1e-6, `kCache[${p}, ${e}]`);
+        assert.equal(vc[i], v[t * kvDim + e], `vCache[${p}, ${e}]`);
+      } else {
+        assert.equal(kc[i], kc0[i], `kCache[${p}, ${e}] must be untouched`);
+        assert.equal(vc[i], vc0[i], `vCache[${p}, ${e}] must be untouched`);
+      }
+    }
+  }
+  gpu.device.destroy();
+});
