@@ -167,3 +167,44 @@ export function bindLinear(gpu: Gpu, linear: GpuLinear, call: LinearCall): Encod
   );
   return { encode: (pass) => bound.forEach((b) => b.encode(pass)) };
 }
+
+/**
+ * Whether these linears, applied to the same x over `rows` rows, can run as one dispatch: affine weights on
+ * the q8 GEMV with the same bits, inDim and groups and one shared perm buffer (q/k/v and gate/up of our
+ * folders share their act-order permutation; quant_folder.ts uploads it once).
+ */
+export function mergesLinears(linears: GpuLinear[], rows: number): linears is AffineLinear[] {
+  if (linears.length < 2 || linears.length > 3) return false;
+  const [first] = linears;
+  return linears.every((l) =>
+    l.format === "affine" && first.format === "affine" && fusesPrologue(l, rows) &&
+    l.weights.bits === first.weights.bits && l.weights.inDim === first.weights.inDim &&
+    l.weights.groupSize === first.weights.groupSize && l.weights.perm === first.weights.perm
+  );
+}
+
+/**
+ * Binds linears that read the same x (with the same prologue), each into its own y: one dispatch when
+ * {@link mergesLinears} allows, else one {@link bindLinear} each.
+ */
+export function bindLinears(
+  gpu: Gpu,
+  items: { linear: GpuLinear; y: GPUBuffer }[],
+  call: Omit<LinearCall, "y">,
+): Encodable {
+  const linears = items.map((i) => i.linear);
+  if (!mergesLinears(linears, call.rows)) {
+    const bound = items.map(({ linear, y }) => bindLinear(gpu, linear, { ...call, y }));
+    return { encode: (pass) => bound.forEach((b) => b.encode(pass)) };
+  }
+  return createMatmulAffine(gpu, { accumulate: call.accumulate ?? false, activations: "q8" }).bind({
+    x: call.x,
+    w: linears[0].weights,
+    y: items[0].y,
+    rows: call.rows,
+    xRowOffset: call.xRowOffset ?? 0,
+    ...(call.norm ? { norm: call.norm } : {}),
+    ...(call.siluMulUp ? { siluMulUp: call.siluMulUp } : {}),
+    more: items.slice(1).map(({ linear, y }) => ({ w: (linear as AffineLinear).weights, y })),
+  });
+}

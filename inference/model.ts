@@ -20,7 +20,14 @@ import { createRmsNorm } from "../kernels/rms_norm.ts";
 import { createRope } from "../kernels/rope.ts";
 import { createAttention } from "../kernels/attention.ts";
 import { createSiluMul } from "../kernels/silu_mul.ts";
-import { bindLinear, type DenseLinear, fusesPrologue, type GpuLinear } from "./linear.ts";
+import {
+  bindLinear,
+  bindLinears,
+  type DenseLinear,
+  fusesPrologue,
+  type GpuLinear,
+  mergesLinears,
+} from "./linear.ts";
 import type { ModelConfig } from "./model_config.ts";
 import { ropeInvFreq } from "./model_config.ts";
 
@@ -157,6 +164,20 @@ export function bindForwardSteps(
     fused(ls) ? [] : [step("norm", norm.bind({ x: s.x, weight, y: s.xn, rows, dim: c.dim, eps }))];
   const input = (weight: GPUBuffer, ls: GpuLinear[]) =>
     fused(ls) ? { x: s.x, norm: { weight, eps } } : { x: s.xn };
+  // Linears reading the same input: one step when they can share a dispatch (q8 GEMV), else one each.
+  const group = (
+    labels: string[],
+    pairs: [GpuLinear, GPUBuffer][],
+    inp: { x: GPUBuffer; norm?: { weight: GPUBuffer; eps: number } },
+  ): ForwardStep[] =>
+    mergesLinears(pairs.map(([l]) => l), rows)
+      ? [
+        step(
+          labels.join("_"),
+          bindLinears(gpu, pairs.map(([linear, y]) => ({ linear, y })), { ...inp, rows }),
+        ),
+      ]
+      : pairs.map(([linear, y], i) => step(labels[i], bindLinear(gpu, linear, { ...inp, y, rows })));
   const steps: ForwardStep[] = [
     step(
       "embed",
@@ -174,9 +195,11 @@ export function bindForwardSteps(
     steps.push(
       // attention block; the norm runs inside q/k/v's kernels when they all can take it (q8 GEMVs)
       ...normed(L.attnNorm, [L.wq, L.wk, L.wv]),
-      step("q", bindLinear(gpu, L.wq, { ...input(L.attnNorm, [L.wq, L.wk, L.wv]), y: s.q, rows })),
-      step("k", bindLinear(gpu, L.wk, { ...input(L.attnNorm, [L.wq, L.wk, L.wv]), y: s.k, rows })),
-      step("v", bindLinear(gpu, L.wv, { ...input(L.attnNorm, [L.wq, L.wk, L.wv]), y: s.v, rows })),
+      ...group(
+        ["q", "k", "v"],
+        [[L.wq, s.q], [L.wk, s.k], [L.wv, s.v]],
+        input(L.attnNorm, [L.wq, L.wk, L.wv]),
+      ),
       // q and k rotated, and k and v appended to the cache, in one dispatch
       step(
         "rope_append",
@@ -206,8 +229,7 @@ export function bindForwardSteps(
       step("o", bindLinear(gpu, L.wo, { x: s.attn, y: s.x, rows, accumulate: true })),
       // MLP block
       ...normed(L.mlpNorm, [L.wGate, L.wUp]),
-      step("gate", bindLinear(gpu, L.wGate, { ...input(L.mlpNorm, [L.wGate, L.wUp]), y: s.gate, rows })),
-      step("up", bindLinear(gpu, L.wUp, { ...input(L.mlpNorm, [L.wGate, L.wUp]), y: s.up, rows })),
+      ...group(["gate", "up"], [[L.wGate, s.gate], [L.wUp, s.up]], input(L.mlpNorm, [L.wGate, L.wUp])),
       // SiLU·mul runs inside down's kernel when it can (q8 GEMV), else as its own step
       ...(fusesPrologue(L.wDown, rows) ? [] : [
         step("silu_mul", siluMul.bind({ gate: s.gate, up: s.up, out: s.act, n: rows * c.hiddenDim })),

@@ -255,10 +255,11 @@ export async function uploadQuantizedWeights(
     for (let i = 0; i < config.nLayers; i++) {
       onProgress?.(`loading layer ${i + 1}/${config.nLayers}`);
       const { attnNorm, mlpNorm, linears } = await source.loadLayer(i);
+      const perms = new SharedPerms(gpu);
       const up = (field: keyof QuantizedLayer): GpuLinear => {
         const q = linears[field];
         const label = `layers.${i}.${field}`;
-        if (fused) return uploadFusedLinear(gpu, q, label, decodeActivations);
+        if (fused) return uploadFusedLinear(gpu, q, label, decodeActivations, perms);
         return uploadLinear(gpu, dequantizeLinear(q), q.rows, q.cols, { weightType, label });
       };
       layers.push({
@@ -292,6 +293,7 @@ function uploadFusedLinear(
   q: QuantizedLinear,
   label: string,
   activations: "q8" | "f32",
+  perms: SharedPerms,
 ): GpuLinear {
   const { rows: outDim, cols: inDim } = q;
   if (q.lut) return { format: "lut", outDim, inDim, weights: uploadLut(gpu, packLut(q), label) };
@@ -304,5 +306,27 @@ function uploadFusedLinear(
     ? q.gIdx.filter((g) => g === 0).length
     : Math.ceil(inDim / nGroups);
   const packed = packAffine({ ...q, scale: q.scale, zero: q.zero }, { groupSize });
-  return { format: "affine", outDim, inDim, weights: uploadAffine(gpu, packed, label), activations };
+  const { perm, ...rest } = packed;
+  const weights = uploadAffine(gpu, rest, label);
+  weights.perm = perm ? perms.upload(perm, `${label}.perm`) : null;
+  return { format: "affine", outDim, inDim, weights, activations };
+}
+
+/**
+ * One GPU buffer per distinct act-order permutation of a layer: q/k/v (and gate/up) share a Hessian, hence
+ * a permutation, and sharing the buffer lets them run as one dispatch (linear.ts mergesLinears).
+ */
+class SharedPerms {
+  #seen: { perm: Uint32Array; buffer: GPUBuffer }[] = [];
+  constructor(private readonly gpu: Gpu) {}
+
+  upload(perm: Uint32Array, label: string): GPUBuffer {
+    const same = this.#seen.find((s) =>
+      s.perm.length === perm.length && s.perm.every((v, i) => v === perm[i])
+    );
+    if (same) return same.buffer;
+    const buffer = uploadStorage(this.gpu, perm, label);
+    this.#seen.push({ perm, buffer });
+    return buffer;
+  }
 }

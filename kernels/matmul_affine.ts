@@ -128,6 +128,12 @@ export interface MatmulAffineArgs {
   norm?: { weight: GPUBuffer; eps: number };
   /** x is a gate: y = (silu(x)·up)·Qᵀ, up shaped like x (q8 GEMV only, like `norm`; not with `norm`). */
   siluMulUp?: GPUBuffer;
+  /**
+   * Up to two more weights applied to the same x (and prologue) in the same dispatch, each into its own
+   * y (rows, outDim) — q/k/v or gate/up in one q8 GEMV. They must match `w`'s bits, inDim and groups and
+   * share its perm buffer (or have none); q8 GEMV only.
+   */
+  more?: { w: AffineWeights; y: GPUBuffer }[];
 }
 
 /** Launch shape overrides, for benchmarks and sweeps; the planner's defaults otherwise. */
@@ -205,6 +211,8 @@ export type AffineShape = Pick<AffineWeights, "bits" | "inDim" | "outDim" | "gro
   hasPerm: boolean;
   /** Work fused into the q8 GEMV's prologue. */
   prologue?: "none" | "norm" | "siluMul";
+  /** Row counts of the further matrices of one q8 dispatch (MatmulAffineArgs.more). */
+  moreOutDims?: number[];
   /** The device's workgroup memory (default 32 KiB, lavapipe's); the GEMV's K tiles are sized to fit. */
   maxWorkgroupBytes?: number;
 };
@@ -220,6 +228,9 @@ export function planMatmulAffine(spec: MatmulAffineSpec, shape: AffineShape): Ma
   const t = spec.tune ?? {};
   const common = { ACC: spec.accumulate ? 1 : 0, GROUP_PIECES: groupSize / 32 };
   if (affineHasPrologue(spec, shape, rows)) return planQ8(common, shape, t);
+  if ((shape.moreOutDims ?? []).length > 0) {
+    throw new Error("Cannot plan matmul_affine: several matrices in one dispatch need the q8 GEMV");
+  }
   if ((shape.prologue ?? "none") !== "none") {
     throw new Error(`Cannot plan matmul_affine: a fused ${shape.prologue} needs the q8 GEMV`);
   }
@@ -281,11 +292,14 @@ export function planMatmulAffine(spec: MatmulAffineSpec, shape: AffineShape): Ma
  */
 function planQ8(common: Record<string, number>, shape: AffineShape, t: AffineTune): MatmulAffinePlan {
   const { rows, outDim, inDim, hasPerm } = shape;
+  const outDims = [outDim, ...(shape.moreOutDims ?? [])];
   const nPieces = ceilDiv(inDim, 32);
   const wg = t.wg ?? Math.min(256, Math.max(32, ceilDiv(nPieces, 32) * 32));
   const pieces = ceilDiv(nPieces, wg);
-  // 16 rows per workgroup, fewer when that leaves under 256 workgroups (k/v projections: 1024 rows).
-  let rb = t.rb ?? [16, 8].find((n) => ceilDiv(outDim, n) >= 256) ?? 4;
+  // 16 rows per workgroup, fewer when that leaves under 256 workgroups (alone, k/v projections have 1024
+  // rows; merged with q they have 6144).
+  const total = outDims.reduce((a, b) => a + b, 0);
+  let rb = t.rb ?? [16, 8].find((n) => ceilDiv(total, n) >= 256) ?? 4;
   // Partial sums (rb · rows · (wg + wg/rb) f32) must fit workgroup memory.
   const bytes = (n: number) => n * rows * (wg + wg / n) * 4;
   while (bytes(rb) > (shape.maxWorkgroupBytes ?? 32768) && rb > 1) rb /= 2;
@@ -305,9 +319,10 @@ function planQ8(common: Record<string, number>, shape: AffineShape, t: AffineTun
       unroll,
       gather,
       prologue: shape.prologue ?? "none",
+      mats: outDims.length,
     },
     constants: { ...common, ...(gather ? { PERM: hasPerm ? 1 : 0 } : {}) },
-    workgroups: ceilDiv(outDim, rb),
+    workgroups: outDims.reduce((n, d) => n + ceilDiv(d, rb), 0),
     prep: false,
     workgroupBytes: bytes(rb),
     tilesN: 0,
@@ -348,6 +363,7 @@ export function createMatmulAffine(gpu: Gpu, spec: MatmulAffineSpec): Kernel<Mat
         hasPerm: w.perm !== null,
         maxWorkgroupBytes: gpu.maxWorkgroupStorageBytes,
         prologue: args.norm ? "norm" as const : args.siluMulUp ? "siluMul" as const : "none" as const,
+        moreOutDims: (args.more ?? []).map((m) => m.w.outDim),
       };
       const plan = planMatmulAffine(spec, shape);
       if (plan.workgroupBytes > gpu.maxWorkgroupStorageBytes) {
@@ -364,8 +380,14 @@ export function createMatmulAffine(gpu: Gpu, spec: MatmulAffineSpec): Kernel<Mat
         throw new Error("Cannot bind matmul_affine: norm and siluMulUp together");
       }
       const extra6 = args.norm?.weight ?? args.siluMulUp;
-      const needsPerm = xp || gemm || gather || extra6;
+      const more = args.more ?? [];
+      checkMore(w, rows, more);
+      const needsPerm = xp || gemm || gather || extra6 || more.length > 0;
       const perm = w.perm ?? (needsPerm ? createStorage(gpu, 4, "matmul_affine no perm") : null);
+      const rb = plan.shader.path === "q8" ? plan.shader.rb : 1;
+      const wgStarts = [w, ...more.map((m) => m.w)].map((_, i, all) =>
+        all.slice(0, i).reduce((n, mw) => n + ceilDiv(mw.outDim, rb), 0)
+      );
       const params = uniformParams(
         gpu,
         AFFINE_PARAMS_FIELDS.map((f): ParamField => [
@@ -384,6 +406,10 @@ export function createMatmulAffine(gpu: Gpu, spec: MatmulAffineSpec): Kernel<Mat
             xStride: xp ? nPieces * 32 : w.inDim,
             tilesN: plan.tilesN,
             normEps: args.norm?.eps ?? 0,
+            outDim1: more[0]?.w.outDim ?? 0,
+            outDim2: more[1]?.w.outDim ?? 0,
+            wgStart1: wgStarts[1] ?? 0,
+            wgStart2: wgStarts[2] ?? 0,
           }[f],
         ]),
         "matmul_affine params",
@@ -400,9 +426,14 @@ export function createMatmulAffine(gpu: Gpu, spec: MatmulAffineSpec): Kernel<Mat
         spec: plan.shader,
       };
       const inputs = [params, xp ?? x, w.codes, w.scaleZero];
-      // Bindings 5 (perm) and 6 (norm weight or up) are positional: a dummy perm holds 5 when only 6 is used.
-      const extras = (gemm || gather || extra6) && perm ? [perm] : [];
-      if (extra6) extras.push(extra6);
+      // Bindings 5 (perm), 6 (norm weight or up) and 7.. (more matrices) are positional: dummies hold the
+      // unused ones before the last.
+      const extras: [GPUBuffer, BindingKind][] = [];
+      if ((gemm || gather || extra6 || more.length) && perm) extras.push([perm, "read-only-storage"]);
+      if (extra6 || more.length) extras.push([extra6 ?? perm!, "read-only-storage"]);
+      for (const m of more) {
+        extras.push([m.w.codes, "read-only-storage"], [m.w.scaleZero, "read-only-storage"], [m.y, "storage"]);
+      }
       steps.push(step(gpu, main, inputs, y, plan.workgroups, extras));
       return {
         encode(pass) {
@@ -430,16 +461,16 @@ function step(
   inputs: GPUBuffer[],
   output: GPUBuffer,
   workgroups: number,
-  extras: GPUBuffer[] = [],
+  extras: [GPUBuffer, BindingKind][] = [],
 ): Step {
   const bindings: BindingKind[] = [
     "uniform",
     ...inputs.slice(1).map((): BindingKind => "read-only-storage"),
     "storage",
-    ...extras.map((): BindingKind => "read-only-storage"),
+    ...extras.map(([, kind]) => kind),
   ];
   const pipeline = getPipeline(gpu, { ...p, bindings });
-  const buffers = [...inputs, output, ...extras];
+  const buffers = [...inputs, output, ...extras.map(([b]) => b)];
   const group = gpu.device.createBindGroup({
     label: p.name,
     layout: pipeline.getBindGroupLayout(0),
@@ -448,10 +479,31 @@ function step(
   return [pipeline, group, dispatch2d(gpu, workgroups)];
 }
 
+/** The further matrices of one q8 dispatch must look like the first and share its perm. */
+function checkMore(w: AffineWeights, rows: number, more: { w: AffineWeights; y: GPUBuffer }[]): void {
+  if (more.length > 2) {
+    throw new Error(`Cannot bind matmul_affine: at most 2 more matrices, got ${more.length}`);
+  }
+  for (const [i, m] of more.entries()) {
+    const fail = (msg: string) => {
+      throw new Error(`Cannot bind matmul_affine with more[${i}] (${m.w.outDim}×${m.w.inDim}): ${msg}`);
+    };
+    if (m.w.bits !== w.bits || m.w.inDim !== w.inDim || m.w.groupSize !== w.groupSize) {
+      fail(`bits, inDim and groupSize must equal the first matrix's (${w.bits}, ${w.inDim}, ${w.groupSize})`);
+    }
+    if (m.w.perm !== w.perm) fail("it must share the first matrix's perm buffer (or neither has one)");
+    if (m.y.size < rows * m.w.outDim * 4) {
+      fail(`its y holds ${m.y.size} bytes, needs ${rows * m.w.outDim * 4}`);
+    }
+  }
+}
+
 /** Load-time shape and size checks; throws a message naming the offending value. */
 function checkArgs(
   gpu: Gpu,
-  a: Required<Omit<MatmulAffineArgs, "norm" | "siluMulUp">> & Pick<MatmulAffineArgs, "norm" | "siluMulUp">,
+  a:
+    & Required<Omit<MatmulAffineArgs, "norm" | "siluMulUp" | "more">>
+    & Pick<MatmulAffineArgs, "norm" | "siluMulUp">,
 ): void {
   const { w } = a;
   const fail = (msg: string) => {

@@ -42,6 +42,12 @@ export interface Q8GemvBuild {
    * norm fused in; "siluMul" = x is the gate and binding 6 the up projection, x ← silu(gate)·up.
    */
   prologue: "none" | "norm" | "siluMul";
+  /**
+   * Matrices sharing x (and the prologue) in one dispatch, e.g. q, k and v: 1–3. Matrix m > 0 reads codes and
+   * scales at bindings 4 + 3m, 5 + 3m and writes its own y at 6 + 3m (row stride = its outDim); workgroups
+   * [wgStart_m, wgStart_m+1) are its.
+   */
+  mats: number;
 }
 
 /** Straight-line WGSL, one line per index: register arrays stay in registers only under constant indices. */
@@ -159,9 +165,9 @@ function pieceMath(b: Q8GemvBuild, u: number, i: number): string {
 function chunkLoads(b: Q8GemvBuild, pre: string, szPre: string, decl: string, base: string): string {
   return unroll(b.unroll, (u) =>
     unroll(b.pieces, (i) => {
-      const row = `min(r0 + ${base} + ${u}u, params.outDim - 1u)`;
-      return `${decl}${pre}${u}_${i} = codes[${row} * params.nPieces + pc${i}]; ` +
-        `${decl}${szPre}${u}_${i} = scaleZero[${row} * params.nGroups + groupOf(pc${i})];`;
+      const row = `min(r0 + ${base} + ${u}u, od - 1u)`;
+      return `${decl}${pre}${u}_${i} = loadCodes(m, ${row} * params.nPieces + pc${i}); ` +
+        `${decl}${szPre}${u}_${i} = loadScaleZero(m, ${row} * params.nGroups + groupOf(pc${i}));`;
     }, "\n  "), "\n  ");
 }
 
@@ -213,12 +219,40 @@ fn xAt(r: u32, j: u32) -> f32 {
 }`
     : `@group(0) @binding(1) var<storage, read> x4: array<vec4f>;  // rows at xBase + r·xStride, f32`;
   const parts = (u: number) => unroll(rows, (r) => `var part${u}_${r} = 0.0;`, " ");
+  const more = Array.from({ length: b.mats - 1 }, (_, k) => k + 1);
+  const matDecl = more.map((m) => `
+@group(0) @binding(${4 + 3 * m}) var<storage, read> codes${m}: array<${cw}>;
+@group(0) @binding(${5 + 3 * m}) var<storage, read> scaleZero${m}: array<u32>;
+@group(0) @binding(${6 + 3 * m}) var<storage, read_write> y${m}: array<f32>;  // (rows, outDim${m})`).join(
+    "",
+  );
+  const pick = (name: string, ty: string) =>
+    `fn load${name[0].toUpperCase()}${name.slice(1)}(m: u32, i: u32) -> ${ty} {
+  ${more.map((m) => `if (m == ${m}u) { return ${name}${m}[i]; }`).join("\n  ")}
+  return ${name}[i];
+}`;
   return PARAMS_WGSL + STORE_WGSL + /* wgsl */ `
 ${xDecl}
 @group(0) @binding(2) var<storage, read> codes: array<${cw}>;   // (outDim, nPieces) pieces
 @group(0) @binding(3) var<storage, read> scaleZero: array<u32>; // (outDim, nGroups) f16 scale | f16 zero << 16
 
 ${normDecl}
+${matDecl}
+// The matrix m a workgroup serves is uniform across it, so these branches cost nothing.
+${pick("codes", cw)}
+${pick("scaleZero", "u32")}
+fn storeTo(m: u32, r: u32, o: u32, v: f32) {
+  ${
+    more.map((m) =>
+      `if (m == ${m}u) {
+    let i = r * params.outDim${m} + o;
+    if (ACC) { y${m}[i] += v; } else { y${m}[i] = v; }
+    return;
+  }`
+    ).join("\n  ")
+  }
+  store(r, o, v);
+}
 const STRIDE = ${
     wg + lpr
   }u;  // row stride of the partial sums, padded so the reduction reads spread over banks
@@ -227,8 +261,21 @@ var<workgroup> red: array<f32, ${rb * rows * (wg + lpr)}>;  // [row·ROWS + r][l
 @compute @workgroup_size(${wg})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
         @builtin(local_invocation_index) lid: u32) {
-  let r0 = (wid.x + wid.y * nwg.x) * ${rb}u;
-  if (r0 >= params.outDim) { return; }
+  let flat = wid.x + wid.y * nwg.x;
+  var m = 0u;
+  var first = 0u;
+  ${
+    more.slice().reverse().map((k) =>
+      `if (m == 0u && flat >= params.wgStart${k}) { m = ${k}u; first = params.wgStart${k}; }`
+    ).join("\n  ")
+  }
+  let od = ${
+    b.mats > 1
+      ? `select(select(params.outDim, params.outDim1, m == 1u), params.outDim2, m == 2u)`
+      : "params.outDim"
+  };
+  let r0 = (flat - first) * ${rb}u;
+  if (r0 >= od) { return; }
   ${unroll(pieces, (i) => `let p${i} = lid + ${i * wg}u;\n  let pc${i} = min(p${i}, params.nPieces - 1u);`)}
   ${unroll(rows, (r) => unroll(pieces, (i) => loadPiece(b, r, i)))}
   ${b.prologue === "norm" ? normPieces(b) : ""}
@@ -266,12 +313,12 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
   workgroupBarrier();
   ${unroll(rows, (r) => `red[(ru * ${rows}u + ${r}u) * STRIDE + seg] = s${r};`)}
   workgroupBarrier();
-  if (seg == 0u && r0 + ru < params.outDim) {
+  if (seg == 0u && r0 + ru < od) {
     ${
     unroll(rows, (r) =>
       `var t${r} = 0.0;
     for (var t = 0u; t < ${lpr}u; t++) { t${r} += red[(ru * ${rows}u + ${r}u) * STRIDE + t]; }
-    store(${r}u, r0 + ru, t${r});`, "\n    ")
+    storeTo(m, ${r}u, r0 + ru, t${r});`, "\n    ")
   }
   }
 }

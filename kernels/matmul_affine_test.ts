@@ -13,7 +13,7 @@ import { checkPipelines, type Gpu } from "./gpu.ts";
 import { createStorage, f16BitsToF32, f32ToF16Bits, readF32, runPass, uploadStorage } from "./buffers.ts";
 import { type AffineParts, packAffine, packAutoGptq, toAutoGptq } from "../quant/pack_affine.ts";
 import { randomF32, seededRandom, testGpu } from "../tests/_gpu.ts";
-import { assertStridedMatmul } from "../tests/_assert.ts";
+import { assertNmse, assertStridedMatmul } from "../tests/_assert.ts";
 
 interface Case {
   bits: 2 | 3 | 4;
@@ -327,6 +327,69 @@ Deno.test("matmulAffine() q8 GEMV matches the reference with int8 activations", 
   const gpu = await testGpu();
   if (!gpu) return;
   for (const c of Q8) await t.step(caseName(c), () => runCase(gpu, c));
+  gpu.device.destroy();
+});
+
+// Several matrices sharing x in one q8 dispatch (q/k/v, gate/up): each y must equal its own product,
+// with the prologue applied once; act-order weights share one perm buffer.
+Deno.test("matmulAffine() q8 GEMV over several matrices writes each product to its own y", async (t) => {
+  const gpu = await testGpu();
+  if (!gpu) return;
+  const cases = [
+    { bits: 4 as const, group: 128, gIdx: false, rows: 1, inDim: 512, outDims: [64, 16, 16], norm: true },
+    { bits: 2 as const, group: 32, gIdx: true, rows: 2, inDim: 320, outDims: [40, 33], norm: false },
+    { bits: 4 as const, group: 64, gIdx: true, rows: 1, inDim: 4097, outDims: [7, 9, 130], norm: true },
+  ];
+  for (const c of cases) {
+    await t.step(JSON.stringify(c), async () => {
+      const parts = c.outDims.map((outDim, i) => randomAffine({ ...c, outDim }, 100 + i));
+      // act-order: the matrices of one group share the Hessian, hence the permutation
+      for (const p of parts.slice(1)) if (parts[0].gIdx) p.gIdx = parts[0].gIdx;
+      const packed = parts.map((p) => packAffine(p, { groupSize: c.group }));
+      const ws = packed.map((p, i) => uploadAffine(gpu, p, `w${i}`));
+      for (const w of ws.slice(1)) w.perm = ws[0].perm;
+      const x = randomF32(c.rows * c.inDim, 7);
+      const normWeight = Float32Array.from({ length: c.inDim }, (_, i) => 0.5 + (i % 13) / 10);
+      const ys = c.outDims.map((d) => createStorage(gpu, c.rows * d * 4, "y"));
+      const bound = createMatmulAffine(gpu, { accumulate: false }).bind({
+        x: uploadStorage(gpu, x, "x"),
+        w: ws[0],
+        y: ys[0],
+        rows: c.rows,
+        more: ws.slice(1).map((w, i) => ({ w, y: ys[i + 1] })),
+        ...(c.norm ? { norm: { weight: uploadStorage(gpu, normWeight, "nw"), eps: 1e-5 } } : {}),
+      });
+      await checkPipelines(gpu);
+      runPass(gpu, (pass) => bound.encode(pass));
+      const xs = c.norm ? rmsNormRef(x, normWeight, c.rows, 1e-5) : x;
+      for (const [i, outDim] of c.outDims.entries()) {
+        const got = await readF32(gpu, ys[i], c.rows * outDim);
+        const xq = q8ActivationsRef(xs, c.inDim, packed[0].perm);
+        const want = matmulAffineRef(xq, { ...parts[i], outDim, inDim: c.inDim, groupSize: c.group });
+        assertNmse(got, want, 1e-6, `matrix ${i}`);
+      }
+    });
+  }
+  const w = uploadAffine(
+    gpu,
+    packAffine(randomAffine({ bits: 4, group: 32, inDim: 64, outDim: 8 }, 1), {
+      groupSize: 32,
+    }),
+    "w",
+  );
+  const other = uploadAffine(
+    gpu,
+    packAffine(randomAffine({ bits: 2, group: 32, inDim: 64, outDim: 8 }, 2), {
+      groupSize: 32,
+    }),
+    "o",
+  );
+  const buf = createStorage(gpu, 4096, "buf");
+  const k = createMatmulAffine(gpu, { accumulate: false });
+  assert.throws(
+    () => k.bind({ x: buf, w, y: buf, rows: 1, more: [{ w: other, y: createStorage(gpu, 64, "y") }] }),
+    /bits, inDim and groupSize must equal/,
+  );
   gpu.device.destroy();
 });
 

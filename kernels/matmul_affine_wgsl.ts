@@ -32,6 +32,10 @@ export const AFFINE_PARAMS_FIELDS = [
   "xStride", // GEMV: activation row stride in elements (a multiple of 32)
   "tilesN", // GEMM: output tiles along outDim
   "normEps", // q8 GEMV with a fused RMSNorm: epsilon (the one f32 field)
+  "outDim1", // q8 GEMV over several matrices: rows of matrix 1 and 2 (0 when absent)
+  "outDim2",
+  "wgStart1", // first workgroup of matrix 1 and 2
+  "wgStart2",
 ] as const;
 
 /** The uniform block and group lookup every affine shader starts with. */
