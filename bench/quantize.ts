@@ -1,16 +1,23 @@
 /**
  * `deno task bench:quantize [--shape llama3-8b] [--layers 2] [--nsamples 128] [--seqlen 2048]
- *  [--method leanquant-aff] [--bits 4] [--group-size 128] [--json <file>]`
+ *  [--method leanquant-aff] [--bits 4] [--group-size 128] [--storage f16|f32] [--raw] [--json <file>]`
  *
  * Times the real true-sequential pipeline (quantize_model.ts with the GPU quantizer) on a stack of decoder
  * layers with random weights at a real shape and random calibration token ids, and projects the time of the
  * whole model as (mean time per layer) × nLayers. The embedding table is shrunk to 32000 rows (it only
  * provides layer 0's inputs and plays no part in the timing). Random weights: quality numbers are meaningless.
+ *
+ * Unless --raw, the pipeline runs with `profile`: it waits for the GPU after each capture (so the quantizer's
+ * seconds are its own) and times every forward and Hessian pass with timestamp queries, giving seconds per
+ * layer by phase, and TFLOP/s against the FLOPs the shape implies (counted below, for this pipeline and for
+ * the previous one that re-ran the layer from its input at every stage).
  */
 import { parseArgs } from "node:util";
 import { describeGpu, requestGpu } from "../kernels/gpu.ts";
-import { parseModelConfig } from "../inference/model_config.ts";
-import { quantizeModel } from "../inference/quantize_model.ts";
+import { HESSIAN_TILE } from "../kernels/hessian_accum.ts";
+import { type ModelConfig, parseModelConfig } from "../inference/model_config.ts";
+import { type LayerPhases, quantizeModel } from "../inference/quantize_model.ts";
+import { type HiddenStorage, LAYER_STAGES, type LayerStage } from "../inference/layer_runner.ts";
 import type { LayerWeights, LlamaWeightSource } from "../inference/weights.ts";
 import { createGpuQuantizer } from "../quant/gpu_quantizer.ts";
 import { QUANTIZE_DEFAULTS, type QuantMethod } from "../quant/types.ts";
@@ -26,6 +33,8 @@ const { values } = parseArgs({
     method: { type: "string", default: "leanquant-aff" },
     bits: { type: "string", default: "4" },
     "group-size": { type: "string", default: "128" },
+    storage: { type: "string", default: "f16" },
+    raw: { type: "boolean", default: false },
     json: { type: "string" },
   },
 });
@@ -92,6 +101,8 @@ const result = await quantizeModel(gpu, source, {
   quantize,
   quantizer: createGpuQuantizer(gpu),
   windows,
+  hiddenStorage: values.storage as HiddenStorage,
+  profile: !values.raw,
   onLayer: (i) => {
     const now = performance.now();
     layerTimes.push((now - last) / 1000);
@@ -100,10 +111,12 @@ const result = await quantizeModel(gpu, source, {
   },
 });
 // Layer 0's time includes embedding the windows; the projection uses the later layers where there are any.
-const steady = layerTimes.length > 1 ? layerTimes.slice(1) : layerTimes;
-const perLayer = steady.reduce((s, v) => s + v, 0) / steady.length;
+const steadyFrom = layerTimes.length > 1 ? 1 : 0;
+const mean = (xs: number[]) => xs.slice(steadyFrom).reduce((s, v) => s + v, 0) / (xs.length - steadyFrom);
+const perLayer = mean(layerTimes);
 const byLinear = new Map<string, number>();
 for (const r of result.linears) byLinear.set(r.name, (byLinear.get(r.name) ?? 0) + r.seconds / layers);
+const flops = layerFlops(c, windows.length, seqLen);
 const summary = {
   date: new Date().toISOString().slice(0, 10),
   adapter: describeGpu(gpu),
@@ -112,12 +125,80 @@ const summary = {
   bits: quantize.bits,
   groupSize: quantize.groupSize,
   calibration: `${windows.length} × ${seqLen} tokens`,
+  hiddenStorage: values.storage,
+  profiled: !values.raw,
   layerSeconds: layerTimes,
   secondsPerLayer: perLayer,
   projectedModelSeconds: perLayer * full.nLayers,
+  phasesPerLayer: result.phases.length ? phaseSummary(result.phases.slice(steadyFrom), flops) : null,
+  teraflopPerLayer: {
+    forward: flops.forwardTotal / 1e12,
+    forwardPreviousPipeline: flops.forwardPrevious / 1e12,
+    hessian: flops.hessian / 1e12,
+  },
   quantizerSecondsPerLinear: Object.fromEntries(byLinear),
   pipelinePeakGpuBytes: result.peakGpuBytes,
 };
 console.log(JSON.stringify(summary, null, 2));
 if (values.json) await Deno.writeTextFile(values.json, JSON.stringify(summary, null, 2));
 gpu.device.destroy();
+
+/** Mean seconds per layer by phase, and the throughput the GPU timestamps imply. */
+function phaseSummary(phases: LayerPhases[], f: ReturnType<typeof layerFlops>) {
+  const avg = (pick: (p: LayerPhases) => number) => phases.reduce((s, p) => s + pick(p), 0) / phases.length;
+  const gpuPhases = phases.every((p) => p.gpu !== null);
+  const forwardGpu = Object.fromEntries(
+    LAYER_STAGES.map((s) => [s, gpuPhases ? avg((p) => p.gpu!.forward[s] ?? 0) : null]),
+  ) as Record<LayerStage, number | null>;
+  const forwardSeconds = gpuPhases ? LAYER_STAGES.reduce((s, st) => s + forwardGpu[st]!, 0) : null;
+  const hessianSeconds = gpuPhases ? avg((p) => p.gpu!.hessian) : null;
+  return {
+    wallSeconds: {
+      capture: avg((p) => p.captureSeconds),
+      quantize: avg((p) => p.quantizeSeconds),
+      propagate: avg((p) => p.propagateSeconds),
+      total: avg((p) => p.totalSeconds),
+    },
+    gpuSeconds: gpuPhases
+      ? { forward: forwardSeconds, forwardByStage: forwardGpu, hessian: hessianSeconds }
+      : null,
+    teraflopsPerSecond: gpuPhases
+      ? { forward: f.forwardTotal / forwardSeconds! / 1e12, hessian: f.hessian / hessianSeconds! / 1e12 }
+      : null,
+  };
+}
+
+/**
+ * FLOPs of one layer over `n` windows of `rows` tokens (a multiply-add counts 2): each stage's forward
+ * GEMMs and causal attention (QKᵀ and P·V over positions ≤ t), as this pipeline runs them and as the
+ * previous one did (every stage re-ran the layer from its input), and the Hessians (hessian_accum.ts runs
+ * the 128×128 tiles on or above the diagonal).
+ */
+function layerFlops(c: ModelConfig, n: number, rows: number) {
+  const T = n * rows;
+  const qDim = c.nHeads * c.headDim;
+  const gemm = (inDim: number, outDim: number) => 2 * T * inDim * outDim;
+  const qkv = gemm(c.dim, qDim) + 2 * gemm(c.dim, c.kvDim);
+  const attention = n * 2 * 2 * qDim * (rows * (rows + 1)) / 2;
+  const o = gemm(qDim, c.dim);
+  const gateUp = 2 * gemm(c.dim, c.hiddenDim);
+  const down = gemm(c.hiddenDim, c.dim);
+  const forward: Record<LayerStage, number> = {
+    qkv: 0,
+    o: qkv + attention,
+    gateUp: qkv + attention + o,
+    down: gateUp,
+    out: gateUp + down,
+  };
+  const attentionBlock = qkv + attention + o;
+  const previous = (qkv + attention) + attentionBlock + (attentionBlock + gateUp) +
+    (attentionBlock + gateUp + down);
+  const tiles = (cols: number) => Math.ceil(cols / HESSIAN_TILE);
+  const hessianOf = (cols: number) => 2 * T * HESSIAN_TILE ** 2 * tiles(cols) * (tiles(cols) + 1) / 2;
+  return {
+    forward,
+    forwardTotal: LAYER_STAGES.reduce((s, st) => s + forward[st], 0),
+    forwardPrevious: previous,
+    hessian: 2 * hessianOf(c.dim) + hessianOf(qDim) + hessianOf(c.hiddenDim),
+  };
+}

@@ -28,7 +28,6 @@ import { createF16Convert } from "../kernels/f16_convert.ts";
 import type { BoundPlan } from "../kernels/param_slots.ts";
 import { createRmsNorm, type RmsNormArgs } from "../kernels/rms_norm.ts";
 import { createRope, type RopeArgs } from "../kernels/rope.ts";
-import { createKvAppend, type KvAppendArgs } from "../kernels/kv_append.ts";
 import { type AttentionArgs, createAttention } from "../kernels/attention.ts";
 import { createSiluMul, type SiluMulArgs } from "../kernels/silu_mul.ts";
 import { bindLinear } from "./linear.ts";
@@ -136,7 +135,6 @@ export function createLayerRunner(
   const kernels: Kernels = {
     norm: createRmsNorm(gpu),
     rope: createRope(gpu),
-    kvAppend: createKvAppend(gpu),
     attention: createAttention(gpu),
     siluMul: createSiluMul(gpu),
   };
@@ -200,7 +198,6 @@ function createScratch(gpu: Gpu, c: ModelConfig, rows: number, storage: HiddenSt
 interface Kernels {
   norm: Kernel<RmsNormArgs>;
   rope: Kernel<RopeArgs>;
-  kvAppend: Kernel<KvAppendArgs>;
   attention: Kernel<AttentionArgs>;
   siluMul: Kernel<SiluMulArgs>;
 }
@@ -208,7 +205,7 @@ interface Kernels {
 function bindLayer(
   gpu: Gpu,
   c: ModelConfig,
-  { norm, rope, kvAppend, attention, siluMul }: Kernels,
+  { norm, rope, attention, siluMul }: Kernels,
   sc: Scratch,
   { L, stage, hiddenBytes }: { L: GpuLayer; stage: LayerStage; hiddenBytes: number },
 ): BoundLayer {
@@ -228,16 +225,15 @@ function bindLayer(
       bindLinear(gpu, L.wq, { x: s.xn, y: s.q, rows }),
       bindLinear(gpu, L.wk, { x: s.xn, y: s.k, rows }),
       bindLinear(gpu, L.wv, { x: s.xn, y: s.v, rows }),
-      rope.bind({ x: s.q, k: s.k, invFreq: s.invFreq, state: s.state, rows, ...heads }),
-      kvAppend.bind({
+      // q and k rotated, and k and v appended to the cache, in one dispatch
+      rope.bind({
+        x: s.q,
         k: s.k,
-        v: s.v,
-        kCache: s.kCache[0],
-        vCache: s.vCache[0],
+        invFreq: s.invFreq,
         state: s.state,
         rows,
-        kvDim: c.kvDim,
-        seqLen: rows,
+        ...heads,
+        append: { v: s.v, kCache: s.kCache[0], vCache: s.vCache[0], seqLen: rows },
       }),
       attention.bind({
         q: s.q,
