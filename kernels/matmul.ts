@@ -139,7 +139,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
  * Per k an invocation reads 4 vec4 and issues 64 FMAs; the 16 accumulator lines are written out for
  * the same reason as in the GEMV.
  */
-function gemmWgsl(): string {
+function gemmWgsl(vec: boolean): string {
   const fmas = unroll(16, (i) => {
     const [a, c, h] = [Math.floor(i / 8), "xyzw"[Math.floor(i / 2) % 4], i % 2];
     return `acc[${i}] = fma(vec4f(a${a}.${c}), b${h}, acc[${i}]);`;
@@ -156,13 +156,46 @@ override WG: u32 = (TM / 8u) * (TN / 8u);
 override XS: u32 = TM / 4u + 1u;  // vec4 row strides of the staged tiles; the +1 spreads banks
 override WS: u32 = TN / 4u + 1u;
 
-@group(0) @binding(1) var<storage, read> x: array<f32>;  // (xRowOffset + rows, inDim) f32
-@group(0) @binding(2) var<storage, read> w: array<u32>;  // (outDim, inDim) f32 bits or f16 pairs
+${vec ? GEMM_VEC_BINDINGS : GEMM_SCALAR_BINDINGS}
 
 var<workgroup> xs: array<vec4f, TK * XS>;  // [k][m / 4]
 var<workgroup> ws: array<vec4f, TK * WS>;  // [k][n / 4], decoded to f32
 
-fn stage(lid: u32, m0: u32, n0: u32, k0: u32) {
+${vec ? GEMM_VEC_STAGE : ""}${vec ? "" : STAGE_SCALAR}
+fn put(r: u32, n: u32, v: vec4f) {
+  if (r >= params.rows) { return; }
+  for (var j = 0u; j < 4u; j++) { if (n + j < params.outDim) { store(r, n + j, v[j]); } }
+}
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+        @builtin(local_invocation_index) lid: u32) {
+  let tile = wid.x + wid.y * nwg.x;
+  if (tile >= (params.rows + TM - 1u) / TM * params.tilesN) { return; }
+  let m0 = (tile / params.tilesN) * TM;
+  let n0 = (tile % params.tilesN) * TN;
+  let tx = lid % (TN / 8u);
+  let ty = lid / (TN / 8u);
+  var acc: array<vec4f, 16>;  // [row block a][row r][column block h]
+  for (var k0 = 0u; k0 < params.inDim; k0 += TK) {
+    ${vec ? "stageVec" : "stageScalar"}(lid, m0, n0, k0);
+    workgroupBarrier();
+    for (var k = 0u; k < TK; k++) {
+      let a0 = xs[k * XS + ty];
+      let a1 = xs[k * XS + ty + TM / 8u];
+      let b0 = ws[k * WS + tx];
+      let b1 = ws[k * WS + tx + TN / 8u];
+      ${fmas}
+    }
+    workgroupBarrier();
+  }
+  ${puts}
+}
+`;
+}
+
+const STAGE_SCALAR = /* wgsl */ `
+fn stageScalar(lid: u32, m0: u32, n0: u32, k0: u32) {
   let K = params.inDim;
   // e → (row % 4, k, row / 4): four neighbours read four rows at one k; stores hit distinct banks.
   for (var e = lid; e < TM * TK; e += WG) {
@@ -185,38 +218,55 @@ fn stage(lid: u32, m0: u32, n0: u32, k0: u32) {
     if (F16) { ws[(k + 1u) * WS + n / 4u][n % 4u] = v.y; }
   }
 }
+`;
 
-fn put(r: u32, n: u32, v: vec4f) {
-  if (r >= params.rows) { return; }
-  for (var j = 0u; j < 4u; j++) { if (n + j < params.outDim) { store(r, n + j, v[j]); } }
-}
+const GEMM_SCALAR_BINDINGS = /* wgsl */ `
+@group(0) @binding(1) var<storage, read> x: array<f32>;  // (xRowOffset + rows, inDim) f32
+@group(0) @binding(2) var<storage, read> w: array<u32>;  // (outDim, inDim) f32 bits or f16 pairs`;
 
-@compute @workgroup_size(WG)
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
-        @builtin(local_invocation_index) lid: u32) {
-  let tile = wid.x + wid.y * nwg.x;
-  if (tile >= (params.rows + TM - 1u) / TM * params.tilesN) { return; }
-  let m0 = (tile / params.tilesN) * TM;
-  let n0 = (tile % params.tilesN) * TN;
-  let tx = lid % (TN / 8u);
-  let ty = lid / (TN / 8u);
-  var acc: array<vec4f, 16>;  // [row block a][row r][column block h]
-  for (var k0 = 0u; k0 < params.inDim; k0 += TK) {
-    stage(lid, m0, n0, k0);
-    workgroupBarrier();
-    for (var k = 0u; k < TK; k++) {
-      let a0 = xs[k * XS + ty];
-      let a1 = xs[k * XS + ty + TM / 8u];
-      let b0 = ws[k * WS + tx];
-      let b1 = ws[k * WS + tx + TN / 8u];
-      ${fmas}
-    }
-    workgroupBarrier();
+const GEMM_VEC_BINDINGS = /* wgsl */ `
+@group(0) @binding(1) var<storage, read> x4: array<vec4f>;  // (xRowOffset + rows, inDim) f32, inDim % 4 = 0
+@group(0) @binding(2) var<storage, read> w4: array<vec4u>;  // f32 bits (inDim % 4 = 0) or f16 pairs (% 8)`;
+
+/**
+ * Staging with 16-byte global loads along K (rows are 16-byte aligned): four lanes read one row's 16 K
+ * values of x, two or four read W's; each value goes to its [k][row] slot. The scalar build issues 4×
+ * (8× for f16) as many global loads, which held the GEMM near 12–14 TFLOP/s on the H100 while the
+ * Hessian kernel (vec4 loads, same tiles) ran at 28.
+ */
+const GEMM_VEC_STAGE = /* wgsl */ `
+fn stageVec(lid: u32, m0: u32, n0: u32, k0: u32) {
+  let K = params.inDim;
+  for (var e = lid; e < TM * TK / 4u; e += WG) {
+    let m = e / (TK / 4u);
+    let k = (e % (TK / 4u)) * 4u;
+    var v = vec4f();
+    if (m0 + m < params.rows && k0 + k < K) { v = x4[((params.xRowOffset + m0 + m) * K + k0 + k) / 4u]; }
+    for (var q = 0u; q < 4u; q++) { xs[(k + q) * XS + m / 4u][m % 4u] = v[q]; }
   }
-  ${puts}
+  if (F16) {
+    for (var e = lid; e < TN * TK / 8u; e += WG) {
+      let n = e / (TK / 8u);
+      let k = (e % (TK / 8u)) * 8u;
+      var u = vec4u();
+      if (n0 + n < params.outDim && k0 + k < K) { u = w4[((n0 + n) * K + k0 + k) / 8u]; }
+      for (var q = 0u; q < 4u; q++) {
+        let pair = unpack2x16float(u[q]);
+        ws[(k + 2u * q) * WS + n / 4u][n % 4u] = pair.x;
+        ws[(k + 2u * q + 1u) * WS + n / 4u][n % 4u] = pair.y;
+      }
+    }
+  } else {
+    for (var e = lid; e < TN * TK / 4u; e += WG) {
+      let n = e / (TK / 4u);
+      let k = (e % (TK / 4u)) * 4u;
+      var u = vec4u();
+      if (n0 + n < params.outDim && k0 + k < K) { u = w4[((n0 + n) * K + k0 + k) / 4u]; }
+      for (var q = 0u; q < 4u; q++) { ws[(k + q) * WS + n / 4u][n % 4u] = bitcast<f32>(u[q]); }
+    }
+  }
 }
 `;
-}
 
 /** What a model asks for: the weight dtype and whether the product is added onto y. */
 export interface MatmulSpec {
@@ -244,7 +294,9 @@ export interface MatmulArgs {
 }
 
 /** Which shader build: the GEMV (16-byte or scalar loads, ROWS rows, NR outputs per invocation) or the GEMM. */
-export type MatmulShaderSpec = { path: "gemv"; vec4: boolean; rows: number; nr: number } | { path: "gemm" };
+export type MatmulShaderSpec =
+  | { path: "gemv"; vec4: boolean; rows: number; nr: number }
+  | { path: "gemm"; vec: boolean };
 
 /** Activation rows one GEMV dispatch serves (its registers hold a chunk of each). */
 export const GEMV_MAX_ROWS = 8;
@@ -279,7 +331,7 @@ export interface MatmulStep {
  * @returns WGSL source with entry point `main`
  */
 export function matmulShader(spec: MatmulShaderSpec): string {
-  if (spec.path === "gemm") return PARAMS + gemmWgsl();
+  if (spec.path === "gemm") return PARAMS + gemmWgsl(spec.vec);
   return PARAMS + GEMV_LAYOUTS[spec.vec4 ? "vec4" : "scalar"] + gemvWgsl(spec.rows, spec.nr);
 }
 
@@ -301,7 +353,8 @@ export function planMatmul(
     const tilesN = ceilDiv(outDim, t.TN);
     const constants = { ...common, ...t };
     return [{
-      shader: { path: "gemm" },
+      // 16-byte staging loads need 16-byte aligned rows and whole loads per K tile.
+      shader: { path: "gemm", vec: inDim % (f16 ? 8 : 4) === 0 },
       constants,
       workgroups: ceilDiv(rows, t.TM) * tilesN,
       row0: 0,

@@ -87,6 +87,10 @@ const CASES: Case[] = [
   { weightType: "f32", rows: 129, inDim: 3, outDim: 4097 },
   { weightType: "f16", rows: 257, inDim: 66, outDim: 129, accumulate: true },
   { weightType: "f32", rows: 300, inDim: 1, outDim: 1 },
+  // GEMM with 16-byte staging loads and a partial last K tile (inDim % 16 ≠ 0)
+  { weightType: "f32", rows: 150, inDim: 20, outDim: 70 },
+  { weightType: "f16", rows: 131, inDim: 24, outDim: 33, accumulate: true },
+  { weightType: "f32", rows: 133, inDim: 36, outDim: 40, xRowOffset: 3, yColOffset: 2 },
   // offsets and strides (LM head on the last row; a panel writing its own column range)
   { weightType: "f16", rows: 1, inDim: 512, outDim: 65, xRowOffset: 6, yColOffset: 64, yStride: 200 },
   { weightType: "f32", rows: 2, inDim: 63, outDim: 7, xRowOffset: 3, yColOffset: 1, yStride: 9 },
