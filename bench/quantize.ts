@@ -77,7 +77,8 @@ const source: LlamaWeightSource = {
   config,
   tensorCount: 0,
   loadTokenEmbedding: () => Promise.resolve(t(random(c.vocabSize * c.dim, 1), [c.vocabSize, c.dim])),
-  loadLayer: () => Promise.resolve(randomLayer()),
+  // Like a checkpoint read, the layer is made in a later task, so it can overlap the previous layer's GPU work.
+  loadLayer: () => new Promise((resolve) => setTimeout(() => resolve(randomLayer()), 0)),
   loadFinalNorm: unused,
   loadLmHead: unused,
   readTensorRaw: unused,

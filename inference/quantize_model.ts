@@ -191,8 +191,18 @@ export async function quantizeModel(
         mem.set("scratch", runner.bytes);
       },
     });
+    // Layer l + 1 is read (and converted to f32) on the host while layer l runs on the GPU: two layers of
+    // host memory for one layer's load time per layer.
+    const prefetch = (l: number) => {
+      const p = source.loadLayer(l);
+      p.catch(() => {}); // a failure surfaces when awaited; if an earlier layer fails first, it is dropped
+      return p;
+    };
+    let next = prefetch(0);
     for (let l = 0; l < c.nLayers; l++) {
-      const results = await quantizeLayer(run, await source.loadLayer(l), l);
+      const host = await next;
+      if (l + 1 < c.nLayers) next = prefetch(l + 1);
+      const results = await quantizeLayer(run, host, l);
       layerLoss.push(run.linears.filter((r) => r.layer === l).reduce((s, r) => s + r.loss, 0));
       await options.onLayer?.(l, results);
     }
