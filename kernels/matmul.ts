@@ -273,6 +273,8 @@ export interface MatmulSpec {
   weightType: "f32" | "f16";
   /** y += x·Wᵀ (residual epilogue) instead of y = x·Wᵀ. */
   accumulate: boolean;
+  /** GEMM tile overrides for sweeps: rows × columns per tile (multiples of 8), K per stage (multiple of 8). */
+  tune?: { tm?: number; tn?: number; tk?: number };
 }
 
 export interface MatmulArgs {
@@ -349,7 +351,8 @@ export function planMatmul(
   const f16 = spec.weightType === "f16";
   const common = { F16: f16 ? 1 : 0, ACC: spec.accumulate ? 1 : 0 };
   if (rows > GEMV_BATCH_MAX_ROWS) {
-    const t = { TM: 128, TN: 128, TK: 16 }; // best of six tilings on the H100 from 128 to 2048 rows
+    // best of six tilings on the H100 from 128 to 2048 rows (scalar staging)
+    const t = { TM: spec.tune?.tm ?? 128, TN: spec.tune?.tn ?? 128, TK: spec.tune?.tk ?? 16 };
     const tilesN = ceilDiv(outDim, t.TN);
     const constants = { ...common, ...t };
     return [{
