@@ -7,7 +7,7 @@
 import type { Encodable, Gpu } from "../kernels/gpu.ts";
 import { createMatmul } from "../kernels/matmul.ts";
 import { affineHasPrologue, type AffineWeights, createMatmulAffine } from "../kernels/matmul_affine.ts";
-import { createMatmulLut, type LutWeights } from "../kernels/matmul_lut.ts";
+import { createMatmulLut, LUT_PROLOGUE_MAX_ROWS, type LutWeights } from "../kernels/matmul_lut.ts";
 import { createStorage, f32ToF16Bits, uploadStorage, writeBuffer } from "../kernels/buffers.ts";
 
 /** How dense weights are stored on the GPU. */
@@ -127,9 +127,10 @@ export interface LinearCall {
 
 /**
  * Whether applying `linear` to `rows` rows can take the preceding RMSNorm or SiLU·mul into its kernel (the
- * q8 GEMV of 2/4-bit affine weights), so that dispatch can go.
+ * q8 GEMV of 2/4-bit affine weights, the LUT GEMVs at 1–2 rows), so that dispatch can go.
  */
 export function fusesPrologue(linear: GpuLinear, rows: number): boolean {
+  if (linear.format === "lut") return rows <= LUT_PROLOGUE_MAX_ROWS;
   return linear.format === "affine" &&
     affineHasPrologue({ activations: linear.activations ?? "q8" }, linear.weights, rows);
 }
@@ -149,7 +150,12 @@ export function bindLinear(gpu: Gpu, linear: GpuLinear, call: LinearCall): Encod
         ...(call.norm ? { norm: call.norm } : {}),
         ...(call.siluMulUp ? { siluMulUp: call.siluMulUp } : {}),
       })
-      : createMatmulLut(gpu, spec).bind({ ...args, w: linear.weights });
+      : createMatmulLut(gpu, spec).bind({
+        ...args,
+        w: linear.weights,
+        ...(call.norm ? { norm: call.norm } : {}),
+        ...(call.siluMulUp ? { siluMulUp: call.siluMulUp } : {}),
+      });
   }
   const kernel = createMatmul(gpu, { weightType: linear.weightType, accumulate: call.accumulate ?? false });
   const bound = linear.panels.map((panel) =>

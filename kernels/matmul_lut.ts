@@ -33,6 +33,7 @@ import {
   LUT_PARAMS_FIELDS,
   LUT_PARAMS_WGSL,
   type LutGemvBuild,
+  type LutPrologue,
 } from "./matmul_lut_wgsl.ts";
 import { type LutXsBuild, lutXsWgsl, lutXsWorkgroupBytes } from "./matmul_lut_xs_wgsl.ts";
 
@@ -101,7 +102,14 @@ export interface MatmulLutArgs {
   yStride?: number;
   /** First column of y written (default 0), so row panels of one weight fill one y. */
   yColOffset?: number;
+  /** RMSNorm x first, y = norm(x)·Qᵀ (rows ≤ {@link LUT_PROLOGUE_MAX_ROWS}); weight (inDim) f32. */
+  norm?: { weight: GPUBuffer; eps: number };
+  /** x is a gate: y = (silu(x)·up)·Qᵀ, up shaped like x (rows ≤ {@link LUT_PROLOGUE_MAX_ROWS}; not with `norm`). */
+  siluMulUp?: GPUBuffer;
 }
+
+/** Activation rows up to which a LUT GEMV can apply the preceding RMSNorm or SiLU·mul itself. */
+export const LUT_PROLOGUE_MAX_ROWS = 2;
 
 /** Launch shape overrides, for benchmarks and sweeps; the planner's defaults otherwise. */
 export interface LutTune {
@@ -161,6 +169,8 @@ export interface MatmulLutStep {
 /** The weight facts the planner needs. */
 export type LutShape = Pick<LutWeights, "bits" | "inDim" | "outDim"> & {
   rows: number;
+  /** Work fused into the GEMV's x reads (rows ≤ LUT_PROLOGUE_MAX_ROWS). */
+  prologue?: LutPrologue;
   /** The device's invocations per workgroup (default 256): the x-stationary GEMV needs one per piece. */
   maxInvocations?: number;
 };
@@ -172,7 +182,12 @@ export type LutShape = Pick<LutWeights, "bits" | "inDim" | "outDim"> & {
  * down_proj of an 8B model), each warp takes more pieces per window to keep enough code bytes in
  * flight (a 256-lane workgroup with 4 pieces per lane has 16 KiB of 4-bit codes outstanding).
  */
-function gemvBuild(t: LutTune, bits: 2 | 3 | 4, rows: number, outDim: number): LutGemvBuild {
+function gemvBuild(
+  t: LutTune,
+  bits: 2 | 3 | 4,
+  rows: number,
+  outDim: number,
+): Omit<LutGemvBuild, "prologue"> {
   const rw = t.rw ?? 1;
   const rt = [128, 64].find((r) => r >= 32 * rw && ceilDiv(outDim, r) >= 264) ?? 32 * rw;
   const nr = t.nr ?? rt / (32 * rw);
@@ -203,7 +218,14 @@ export function planMatmulLut(spec: MatmulLutSpec, shape: LutShape): MatmulLutSt
   const { rows, bits, outDim } = shape;
   const t = spec.tune ?? {};
   const acc = { ACC: spec.accumulate ? 1 : 0 };
+  const prologue = shape.prologue ?? "none";
+  if (prologue !== "none" && rows > LUT_PROLOGUE_MAX_ROWS) {
+    throw new Error(
+      `Cannot plan matmul_lut: a fused ${prologue} needs at most ${LUT_PROLOGUE_MAX_ROWS} rows`,
+    );
+  }
   if (rows > (t.gemvMaxRows ?? LUT_GEMV_BATCH_MAX_ROWS)) {
+    if (prologue !== "none") throw new Error(`Cannot plan matmul_lut: the GEMM has no fused ${prologue}`);
     const tm = t.tm ?? (rows <= 32 ? 32 : 64);
     const tn = t.tn ?? 64;
     if (tm % 4 !== 0 || tn % 32 !== 0) {
@@ -227,7 +249,13 @@ export function planMatmulLut(spec: MatmulLutSpec, shape: LutShape): MatmulLutSt
   // workgroup); at 2/4 bits and ≥ 4096 outputs the row-per-lane GEMV is as fast or faster (33.8 vs 35 µs).
   if (rows === 1 && (t.xs ?? (bits === 3 || outDim <= 2048)) && nPieces <= (shape.maxInvocations ?? 256)) {
     const rb = t.rb ?? (outDim <= 2048 ? 8 : 16);
-    const b: LutXsBuild = { bits, wg: ceilDiv(nPieces, 32) * 32, rb, unroll: Math.min(rb, t.unroll ?? 4) };
+    const b: LutXsBuild = {
+      bits,
+      wg: ceilDiv(nPieces, 32) * 32,
+      rb,
+      unroll: Math.min(rb, t.unroll ?? 4),
+      prologue,
+    };
     if (b.wg % b.rb !== 0 || b.rb % b.unroll !== 0) {
       throw new Error(`Cannot plan matmul_lut x-stationary GEMV: need wg % rb = 0 and rb % unroll = 0`);
     }
@@ -245,7 +273,7 @@ export function planMatmulLut(spec: MatmulLutSpec, shape: LutShape): MatmulLutSt
   const steps: MatmulLutStep[] = [];
   for (let row0 = 0; row0 < rows; row0 += LUT_GEMV_MAX_ROWS) {
     const n = Math.min(LUT_GEMV_MAX_ROWS, rows - row0);
-    const b = gemvBuild(t, bits, n, outDim);
+    const b = { ...gemvBuild(t, bits, n, outDim), prologue };
     steps.push({
       shader: { path: "gemv", ...b },
       constants: acc,
@@ -288,7 +316,10 @@ export function createMatmulLut(gpu: Gpu, spec: MatmulLutSpec): Kernel<MatmulLut
     bind(args: MatmulLutArgs): Encodable {
       const { x, w, y, rows, xRowOffset = 0, yStride = w.outDim, yColOffset = 0 } = args;
       checkArgs(gpu, { ...args, xRowOffset, yStride, yColOffset });
-      const shape = { ...w, rows, maxInvocations: gpu.maxInvocationsPerWorkgroup };
+      if (args.norm && args.siluMulUp) throw new Error("Cannot bind matmul_lut: norm and siluMulUp together");
+      const extra = args.norm?.weight ?? args.siluMulUp;
+      const prologue: LutPrologue = args.norm ? "norm" : args.siluMulUp ? "siluMul" : "none";
+      const shape = { ...w, rows, maxInvocations: gpu.maxInvocationsPerWorkgroup, prologue };
       const dispatches = planMatmulLut(spec, shape).map((step) => {
         if (
           step.workgroupBytes > gpu.maxWorkgroupStorageBytes ||
@@ -304,7 +335,14 @@ export function createMatmulLut(gpu: Gpu, spec: MatmulLutSpec): Kernel<MatmulLut
           name: `matmul_lut_${step.shader.path}`,
           code: matmulLutShader(step.shader),
           constants: step.constants,
-          bindings: ["uniform", "read-only-storage", "read-only-storage", "read-only-storage", "storage"],
+          bindings: [
+            "uniform",
+            "read-only-storage",
+            "read-only-storage",
+            "read-only-storage",
+            "storage",
+            ...(extra ? ["read-only-storage" as const] : []),
+          ],
           spec: step.shader,
         });
         const values: Record<(typeof LUT_PARAMS_FIELDS)[number], number> = {
@@ -316,13 +354,14 @@ export function createMatmulLut(gpu: Gpu, spec: MatmulLutSpec): Kernel<MatmulLut
           yOffset: yColOffset + step.row0 * yStride,
           nPieces: lutPieces(w.inDim),
           tilesN: step.tilesN,
+          normEps: args.norm?.eps ?? 0,
         };
-        const fields = LUT_PARAMS_FIELDS.map((f): ParamField => ["u32", values[f]]);
+        const fields = LUT_PARAMS_FIELDS.map((f): ParamField => [f === "normEps" ? "f32" : "u32", values[f]]);
         const params = uniformParams(gpu, fields, "matmul_lut params");
         const bindGroup = gpu.device.createBindGroup({
           label: "matmul_lut",
           layout: pipeline.getBindGroupLayout(0),
-          entries: [params, x, w.codes, w.lut, y].map((buffer, binding) => ({
+          entries: [params, x, w.codes, w.lut, y, ...(extra ? [extra] : [])].map((buffer, binding) => ({
             binding,
             resource: { buffer },
           })),
@@ -343,7 +382,10 @@ export function createMatmulLut(gpu: Gpu, spec: MatmulLutSpec): Kernel<MatmulLut
 }
 
 /** Load-time shape and size checks; throws a message naming the offending value. */
-function checkArgs(gpu: Gpu, a: Required<MatmulLutArgs>): void {
+function checkArgs(
+  gpu: Gpu,
+  a: Required<Omit<MatmulLutArgs, "norm" | "siluMulUp">> & Pick<MatmulLutArgs, "norm" | "siluMulUp">,
+): void {
   const { w } = a;
   const fail = (msg: string) => {
     throw new Error(
@@ -365,6 +407,10 @@ function checkArgs(gpu: Gpu, a: Required<MatmulLutArgs>): void {
     ["codes", w.codes, lutCodeWords(w.bits, w.outDim, w.inDim) * 4],
     ["lut", w.lut, w.outDim * 2 ** w.bits * 2],
     ["y", a.y, ((a.rows - 1) * a.yStride + a.yColOffset + w.outDim) * 4],
+    ...(a.norm ? [["norm weight", a.norm.weight, w.inDim * 4] as [string, GPUBuffer, number]] : []),
+    ...(a.siluMulUp
+      ? [["siluMulUp", a.siluMulUp, (a.xRowOffset + a.rows) * w.inDim * 4] as [string, GPUBuffer, number]]
+      : []),
   ];
   for (const [name, buffer, bytes] of need) {
     if (buffer.size < bytes) fail(`buffer "${name}" holds ${buffer.size} bytes, needs ${bytes}`);

@@ -7,7 +7,7 @@ import {
   planMatmulLut,
   uploadLut,
 } from "./matmul_lut.ts";
-import { matmulLutRef } from "./reference.ts";
+import { matmulLutRef, rmsNormRef, siluMulRef } from "./reference.ts";
 import { checkPipelines, type Gpu } from "./gpu.ts";
 import { createStorage, f16BitsToF32, f32ToF16Bits, readF32, runPass, uploadStorage } from "./buffers.ts";
 import { type LutParts, packLut, packLutTensors } from "../quant/pack_lut.ts";
@@ -25,6 +25,8 @@ interface Case {
   yStride?: number;
   yColOffset?: number;
   tune?: LutTune;
+  /** fuse an RMSNorm of x, or silu(x)·up, into the GEMV (rows ≤ 2) */
+  prologue?: "norm" | "siluMul";
 }
 
 /** Forces the tiled GEMM for rows past 8 (by default 9–64 rows run as GEMV batches). */
@@ -43,6 +45,20 @@ function randomLut({ bits, inDim, outDim }: Pick<Case, "bits" | "inDim" | "outDi
   };
 }
 
+/** The activation rows the kernel should multiply: x's rows after the case's prologue. */
+function prologueRef(
+  c: Case,
+  x: Float32Array,
+  up: Float32Array,
+  normWeight: Float32Array,
+): ArrayLike<number> {
+  const from = (c.xRowOffset ?? 0) * c.inDim;
+  const rows = x.subarray(from, from + c.rows * c.inDim);
+  if (c.prologue === "norm") return rmsNormRef(rows, normWeight, c.rows, 1e-5);
+  if (c.prologue === "siluMul") return siluMulRef(rows, up.subarray(from, from + c.rows * c.inDim));
+  return rows;
+}
+
 /** Runs one case and checks the written columns by NMSE and every other element of y unchanged. */
 async function runCase(gpu: Gpu, c: Case, given?: { parts: LutParts; packed: LutPacked }): Promise<void> {
   const { rows, inDim, outDim, xRowOffset = 0, yColOffset = 0, yStride = outDim + yColOffset } = c;
@@ -53,6 +69,8 @@ async function runCase(gpu: Gpu, c: Case, given?: { parts: LutParts; packed: Lut
   const y0 = randomF32(rows * yStride, seed + 2);
   const y = uploadStorage(gpu, y0, "y");
   const spec = { accumulate: c.accumulate ?? false, ...(c.tune ? { tune: c.tune } : {}) };
+  const normWeight = Float32Array.from({ length: inDim }, (_, i) => 0.5 + ((i * 7919) % 101) / 100);
+  const up = randomF32((xRowOffset + rows) * inDim, seed + 3);
   const bound = createMatmulLut(gpu, spec).bind({
     x: uploadStorage(gpu, x, "x"),
     w: uploadLut(gpu, packed, "w"),
@@ -61,6 +79,8 @@ async function runCase(gpu: Gpu, c: Case, given?: { parts: LutParts; packed: Lut
     xRowOffset,
     yStride,
     yColOffset,
+    ...(c.prologue === "norm" ? { norm: { weight: uploadStorage(gpu, normWeight, "nw"), eps: 1e-5 } } : {}),
+    ...(c.prologue === "siluMul" ? { siluMulUp: uploadStorage(gpu, up, "up") } : {}),
   });
   await checkPipelines(gpu);
   runPass(gpu, (pass) => bound.encode(pass));
@@ -72,7 +92,7 @@ async function runCase(gpu: Gpu, c: Case, given?: { parts: LutParts; packed: Lut
     { rows, outDim, yStride, yColOffset },
     (accIn) =>
       matmulLutRef(
-        x.subarray(xRowOffset * inDim),
+        prologueRef(c, x, up, normWeight),
         { ...w, outDim, inDim },
         c.accumulate ? { acc: accIn } : {},
       ),
@@ -148,6 +168,12 @@ const TUNED: Case[] = [
   { bits: 4, rows: 1, inDim: 9000, outDim: 17, tune: { xs: true } },
   { bits: 4, rows: 1, inDim: 4097, outDim: 65, accumulate: true, tune: { xs: true } },
   { bits: 2, rows: 1, inDim: 63, outDim: 1, tune: { xs: true } },
+  // fused prologues on both one-row builds and the two-row GEMV, with K tails and a row offset
+  { bits: 4, rows: 1, inDim: 4096, outDim: 70, prologue: "norm", tune: { xs: true } },
+  { bits: 4, rows: 1, inDim: 4096, outDim: 70, prologue: "norm", tune: { xs: false } },
+  { bits: 3, rows: 2, inDim: 130, outDim: 65, prologue: "norm", accumulate: true },
+  { bits: 2, rows: 1, inDim: 1000, outDim: 33, prologue: "siluMul", tune: { xs: true } },
+  { bits: 4, rows: 2, inDim: 14336, outDim: 9, prologue: "siluMul", xRowOffset: 1, accumulate: true },
   { bits: 4, rows: 6, inDim: 96, outDim: 9, tune: { nr: 1, ks: 3 } },
   { bits: 3, rows: 17, inDim: 130, outDim: 65, tune: { gemvMaxRows: 0, tm: 64, tn: 32 } },
   { bits: 2, rows: 40, inDim: 97, outDim: 129, tune: { gemvMaxRows: 8, tm: 16, tn: 128 } },

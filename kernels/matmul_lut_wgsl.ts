@@ -22,13 +22,14 @@ export const LUT_PARAMS_FIELDS = [
   "yOffset", // element of y that output (0, 0) of this dispatch lands on
   "nPieces", // ceil(inDim / 32)
   "tilesN", // GEMM: output tiles along outDim
+  "normEps", // GEMV with a fused RMSNorm: epsilon (the one f32 field)
 ] as const;
 
 /** The uniform block, x/lut/y bindings and store every LUT shader starts with. */
 export const LUT_PARAMS_WGSL = /* wgsl */ `
 override ACC: bool = false;  // y += x·Qᵀ instead of y = x·Qᵀ
 
-struct Params { ${LUT_PARAMS_FIELDS.map((f) => `${f}: u32`).join(", ")} }
+struct Params { ${LUT_PARAMS_FIELDS.map((f) => `${f}: ${f === "normEps" ? "f32" : "u32"}`).join(", ")} }
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;     // (xRowOffset + rows, inDim) f32
 @group(0) @binding(3) var<storage, read> lut: array<u32>;   // (outDim, 2^BITS / 2) f16 pairs
@@ -39,6 +40,58 @@ fn store(r: u32, o: u32, v: f32) {
   if (ACC) { y[i] += v; } else { y[i] = v; }
 }
 `;
+
+/** What a one- or two-row GEMV does to x first (see matmul_lut.ts MatmulLutArgs.norm / siluMulUp). */
+export type LutPrologue = "none" | "norm" | "siluMul";
+
+/** Workgroup memory the prologue adds, in bytes. */
+export function lutPrologueBytes(prologue: LutPrologue, rows: number, wg: number): number {
+  return prologue === "norm" ? (wg + 32 + rows) * 4 : 0;
+}
+
+/**
+ * WGSL for reading activation (row r, column k) through the prologue: `xIn(r, k)`; with "norm", also
+ * `computeNorm(lid)`, which every invocation must call (it has barriers) before the first `xIn`. The norm is
+ * RMSNorm over the whole row, as kernels/rms_norm.ts computes it; the extra input sits at binding 5.
+ */
+export function lutPrologueWgsl(prologue: LutPrologue, rows: number, wg: number): string {
+  const at = "(params.xRowOffset + r) * params.inDim + k";
+  if (prologue === "none") return `fn xIn(r: u32, k: u32) -> f32 { return x[${at}]; }`;
+  if (prologue === "siluMul") {
+    return /* wgsl */ `
+@group(0) @binding(5) var<storage, read> up: array<f32>;  // like x: the up projection
+// silu(g)·u with the exponent clamped as kernels/silu_mul.ts does (no infinities in WGSL)
+fn xIn(r: u32, k: u32) -> f32 {
+  let g = x[${at}];
+  return g / (1.0 + exp(min(-g, 80.0))) * up[${at}];
+}`;
+  }
+  return /* wgsl */ `
+@group(0) @binding(5) var<storage, read> normWeight: array<f32>;  // (inDim) f32
+var<workgroup> normRed: array<f32, ${wg + 32}>;  // per invocation, then 32 partial sums
+var<workgroup> normInv: array<f32, ${rows}>;
+fn computeNorm(lid: u32) {
+  for (var r = 0u; r < ${rows}u; r++) {
+    var ss = 0.0;
+    for (var k = lid; k < params.inDim; k += ${wg}u) { let v = x[${at}]; ss = fma(v, v, ss); }
+    normRed[lid] = ss;
+    workgroupBarrier();
+    if (lid < 32u) {
+      var t = 0.0;
+      for (var j = lid; j < ${wg}u; j += 32u) { t += normRed[j]; }
+      normRed[${wg}u + lid] = t;
+    }
+    workgroupBarrier();
+    if (lid == 0u) {
+      var total = 0.0;
+      for (var j = 0u; j < 32u; j++) { total += normRed[${wg}u + j]; }
+      normInv[r] = inverseSqrt(total / f32(params.inDim) + params.normEps);
+    }
+    workgroupBarrier();
+  }
+}
+fn xIn(r: u32, k: u32) -> f32 { return x[${at}] * normInv[r] * normWeight[k]; }`;
+}
 
 /** Shape of one GEMV build (all of it is unrolled or sized by TypeScript, so it is the cache key). */
 export interface LutGemvBuild {
@@ -53,6 +106,8 @@ export interface LutGemvBuild {
   ks: number;
   /** pieces (32 columns) per lane per window */
   pieces: number;
+  /** RMSNorm or SiLU·mul applied to x as it is staged (1–2 rows) */
+  prologue: LutPrologue;
 }
 
 /** Rows per workgroup of a GEMV build. */
@@ -64,7 +119,8 @@ export function gemvRowTile(b: Pick<LutGemvBuild, "nr" | "rw">): number {
 export function gemvWorkgroupBytes(b: LutGemvBuild): number {
   const wg = 32 * b.rw * b.ks;
   const red = Math.min(b.nr * b.rows, b.ks);
-  return 4 * ((1 << b.bits) * gemvRowTile(b) + 2 * b.rows * b.ks * b.pieces * 32 + wg * red);
+  return 4 * ((1 << b.bits) * gemvRowTile(b) + 2 * b.rows * b.ks * b.pieces * 32 + wg * red) +
+    lutPrologueBytes(b.prologue, b.rows, wg);
 }
 
 /**
@@ -160,12 +216,13 @@ const RED = ${red}u;    // partial sums reduced per round
 var<workgroup> lutS: array<f32, (1u << BITS) * RT>;  // [code][row in tile]
 var<workgroup> xw: array<vec4f, 2u * ROWS * WIN * 8u>;  // [buffer][activation row][piece][8 vec4]
 var<workgroup> red: array<f32, WG * RED>;  // [partial][slice][row lane]
+${lutPrologueWgsl(b.prologue, rows, wg)}
 
 // Activation e of the window starting at piece s0 (row e / (WIN·32)); zero past inDim.
 fn stageLoad(e: u32, s0: u32) -> f32 {
   let k = s0 * 32u + e % (WIN * 32u);
   if (e >= ROWS * WIN * 32u || k >= params.inDim) { return 0.0; }
-  return x[(params.xRowOffset + e / (WIN * 32u)) * params.inDim + k];
+  return xIn(e / (WIN * 32u), k);
 }
 fn stageStore(e: u32, buf: u32, v: f32) {
   if (e >= ROWS * WIN * 32u) { return; }
@@ -204,6 +261,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
     lutS[2u * pair * RT + row] = v.x;
     lutS[(2u * pair + 1u) * RT + row] = v.y;
   }
+  ${b.prologue === "norm" ? "computeNorm(lid);" : ""}
   ${pcs((j) => `let c${j} = min(ks * P + ${j}u, params.nPieces - 1u);`)}
   ${pcs((j) => unroll(nr, (n) => loadPiece(bits, "var ", `cw${j}`, `c${j}`, n)))}
   ${unroll(per, (i) => `stageStore(lid + ${i}u * WG, 0u, stageLoad(lid + ${i}u * WG, 0u));`)}

@@ -13,6 +13,8 @@
  * nPieces ≤ the device's invocations per workgroup (K ≤ 32768 at 1024).
  */
 
+import { type LutPrologue, lutPrologueBytes, lutPrologueWgsl } from "./matmul_lut_wgsl.ts";
+
 /** Shape of one x-stationary build. */
 export interface LutXsBuild {
   bits: 2 | 3 | 4;
@@ -22,6 +24,8 @@ export interface LutXsBuild {
   rb: number;
   /** output rows per unrolled chunk (a divisor of rb) */
   unroll: number;
+  /** RMSNorm or SiLU·mul applied to x as it is loaded */
+  prologue: LutPrologue;
 }
 
 /** Straight-line WGSL, one line per index: register arrays stay in registers only under constant indices. */
@@ -41,7 +45,7 @@ function codeAt(bits: number, k: number, w: (i: number) => string): string {
 
 /** Workgroup memory of a build in bytes: partial sums and the tables. */
 export function lutXsWorkgroupBytes(b: LutXsBuild): number {
-  return (b.rb * (b.wg + b.wg / b.rb) + (b.rb << b.bits)) * 4;
+  return (b.rb * (b.wg + b.wg / b.rb) + (b.rb << b.bits)) * 4 + lutPrologueBytes(b.prologue, 1, b.wg);
 }
 
 /**
@@ -74,6 +78,7 @@ const STRIDE = ${
   }u;  // row stride of the partial sums, padded so the reduction reads spread over banks
 var<workgroup> red: array<f32, ${rb * (wg + lpr)}>;
 var<workgroup> tab: array<f32, ${rb << bits}>;  // the RB rows' tables, f32
+${lutPrologueWgsl(b.prologue, 1, wg)}
 
 @compute @workgroup_size(${wg})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
@@ -89,12 +94,14 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
     tab[2u * e + 1u] = pair.y;
   }
   let pc = min(lid, params.nPieces - 1u);
-  let xb = params.xRowOffset * params.inDim + lid * 32u;
+  ${b.prologue === "norm" ? "computeNorm(lid);" : ""}
   ${
     unroll(8, (q) =>
       `let v${q} = vec4f(${
         unroll(4, (j) =>
-          `select(0.0, x[xb + ${4 * q + j}u], lid * 32u + ${4 * q + j}u < params.inDim)`, ", ")
+          `select(0.0, xIn(0u, min(lid * 32u + ${4 * q + j}u, params.inDim - 1u)), lid * 32u + ${
+            4 * q + j
+          }u < params.inDim)`, ", ")
       });`)
   }
   ${unroll(b.unroll, (u) => load("var ", `cw${u}`, rowOf("0u", u)))}

@@ -74,44 +74,59 @@ async function complete(base: string, prompt: string, maxTokens: number) {
   return (await res.json()).choices[0];
 }
 
-Deno.test("a quantized folder serves through the fused kernels like its dequantized weights", async () => {
+// Affine (q8 decode GEMV, merged q/k/v and gate/up) and LUT (f32 GEMVs) folders, both with the RMSNorm and
+// SiLU·mul fused into their decode kernels.
+const SERVED = [
+  {
+    name: "aff4",
+    args: ["--method", "leanquant-aff", "--bits", "4", "--group-size", "32", "--aff-t", "256"],
+  },
+  { name: "nu4", args: ["--method", "leanquant-nu", "--bits", "4"] },
+];
+
+Deno.test("a quantized folder serves through the fused kernels like its dequantized weights", async (t) => {
   const model = sharedPath("models/stories260K");
   const calib = sharedPath("data/calib/tinystories_calib_second_half.txt");
   if (!model || !calib) return;
   const gpu = await testGpu();
   if (!gpu) return;
   const tmp = await Deno.makeTempDir();
-  const out = join(tmp, "aff4");
   try {
-    await deno([
-      "run",
-      "-A",
-      "cli/quantize.ts",
-      ...["--model", model, "--method", "leanquant-aff", "--bits", "4", "--group-size", "32"],
-      ...["--calib", calib, "--nsamples", "4", "--seqlen", "128", "--aff-t", "256", "--out", out],
-    ]);
-    // The quantizer's own view: the same folder dequantized to dense f32 weights, greedy in process.
-    const dense = await loadModel(gpu, out, { weightType: "f32", fused: false });
-    const prompt = "Once upon a time";
-    const ids = dense.tokenizer.encode(prompt, { addSpecialTokens: true });
-    const want: number[] = [];
-    const sampling = { temperature: 0, topP: 1, topK: 0, minP: 0, seed: 0 };
-    for await (const chunk of dense.runner.run(ids, { maxNewTokens: 24, sampling })) want.push(...chunk);
-    // Exact f32 decode activations must reproduce it token for token; the default int8 (q8) decode
-    // activations do too on this model and prompt (their relative error is ~1e-3 per GEMV output).
-    for (const activations of ["f32", "q8"]) {
-      const server = await startServer(["--model", out, "--decode-activations", activations]);
-      try {
-        const choice = await complete(server.base, prompt, 24);
-        assert.equal(
-          choice.text,
-          dense.tokenizer.decode(want, { skipSpecialTokens: true }),
-          `--decode-activations ${activations}`,
-        );
-        assert.equal(choice.finish_reason, "length");
-      } finally {
-        await server.stop();
-      }
+    for (const { name, args } of SERVED) {
+      await t.step(name, async () => {
+        const out = join(tmp, name);
+        await deno([
+          "run",
+          "-A",
+          "cli/quantize.ts",
+          ...["--model", model, ...args],
+          ...["--calib", calib, "--nsamples", "4", "--seqlen", "128", "--out", out],
+        ]);
+        // The quantizer's own view: the same folder dequantized to dense f32 weights, greedy in process.
+        const dense = await loadModel(gpu, out, { weightType: "f32", fused: false });
+        const prompt = "Once upon a time";
+        const ids = dense.tokenizer.encode(prompt, { addSpecialTokens: true });
+        const want: number[] = [];
+        const sampling = { temperature: 0, topP: 1, topK: 0, minP: 0, seed: 0 };
+        for await (const chunk of dense.runner.run(ids, { maxNewTokens: 24, sampling })) want.push(...chunk);
+        // Exact f32 decode activations must reproduce it token for token; the default int8 (q8) decode
+        // activations of affine weights do too on this model and prompt (their relative error is ~1e-3 per
+        // GEMV output); LUT weights always decode in f32.
+        for (const activations of name === "aff4" ? ["f32", "q8"] : ["q8"]) {
+          const server = await startServer(["--model", out, "--decode-activations", activations]);
+          try {
+            const choice = await complete(server.base, prompt, 24);
+            assert.equal(
+              choice.text,
+              dense.tokenizer.decode(want, { skipSpecialTokens: true }),
+              `${name} --decode-activations ${activations}`,
+            );
+            assert.equal(choice.finish_reason, "length");
+          } finally {
+            await server.stop();
+          }
+        }
+      });
     }
   } finally {
     gpu.device.destroy();
