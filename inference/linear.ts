@@ -126,18 +126,23 @@ export interface LinearCall {
 }
 
 /**
- * Whether applying `linear` to `rows` rows can take the preceding RMSNorm or SiLU·mul into its kernel (the
- * q8 GEMV of 2/4-bit affine weights, the LUT GEMVs at 1–2 rows), so that dispatch can go.
+ * Whether applying `linear` to `rows` rows can take the preceding RMSNorm or (with `siluMul`) SiLU·mul into
+ * its kernel, so that dispatch can go: the q8 GEMV of 2/4-bit affine weights takes both; the LUT GEMVs take
+ * SiLU·mul only. Their RMSNorm prologue works (kernels/matmul_lut.ts) but each workgroup's extra pass over x
+ * before its first code load made an 8B-shaped LUT decode slower on the H100 (3-bit: 110 → 91 tok/s).
  */
-export function fusesPrologue(linear: GpuLinear, rows: number): boolean {
-  if (linear.format === "lut") return rows <= LUT_PROLOGUE_MAX_ROWS;
+export function fusesPrologue(linear: GpuLinear, rows: number, kind: "norm" | "siluMul" = "norm"): boolean {
+  if (linear.format === "lut") return kind === "siluMul" && rows <= LUT_PROLOGUE_MAX_ROWS;
   return linear.format === "affine" &&
     affineHasPrologue({ activations: linear.activations ?? "q8" }, linear.weights, rows);
 }
 
 /** Binds the dispatches that apply `linear` (one per panel for dense weights). */
 export function bindLinear(gpu: Gpu, linear: GpuLinear, call: LinearCall): Encodable {
-  if ((call.norm || call.siluMulUp) && !fusesPrologue(linear, call.rows)) {
+  if (
+    (call.norm && !fusesPrologue(linear, call.rows, "norm")) ||
+    (call.siluMulUp && !fusesPrologue(linear, call.rows, "siluMul"))
+  ) {
     throw new Error(`Cannot fuse a norm or SiLU·mul into a ${linear.format} linear over ${call.rows} rows`);
   }
   if (linear.format !== "dense") {

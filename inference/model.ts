@@ -10,8 +10,8 @@
  *   logits = rmsnorm(x)·finalNorm · lmHeadᵀ   (the last row only, or every row for perplexity)
  * Positions come from the GPU step state (kernels/step_state.ts), so a decode plan can be recorded
  * many times into one submit. When every linear reading xn can apply the RMSNorm itself (the q8 GEMV of
- * 2/4-bit affine weights, the LUT GEMVs; at decode), the norm's dispatch is dropped and they read x; likewise
- * down applies SiLU·mul to gate and up itself (96 fewer dispatches per token at 32 layers).
+ * 2/4-bit affine weights at decode), the norm's dispatch is dropped and they read x; likewise down applies
+ * SiLU·mul to gate and up itself (also the LUT GEMVs) — 96 fewer dispatches per token at 32 layers.
  */
 import type { Encodable, Gpu } from "../kernels/gpu.ts";
 import { createStorage, uploadStorage } from "../kernels/buffers.ts";
@@ -231,13 +231,13 @@ export function bindForwardSteps(
       ...normed(L.mlpNorm, [L.wGate, L.wUp]),
       ...group(["gate", "up"], [[L.wGate, s.gate], [L.wUp, s.up]], input(L.mlpNorm, [L.wGate, L.wUp])),
       // SiLU·mul runs inside down's kernel when it can (q8 GEMV), else as its own step
-      ...(fusesPrologue(L.wDown, rows) ? [] : [
+      ...(fusesPrologue(L.wDown, rows, "siluMul") ? [] : [
         step("silu_mul", siluMul.bind({ gate: s.gate, up: s.up, out: s.act, n: rows * c.hiddenDim })),
       ]),
       step(
         "down",
         bindLinear(gpu, L.wDown, {
-          ...(fusesPrologue(L.wDown, rows) ? { x: s.gate, siluMulUp: s.up } : { x: s.act }),
+          ...(fusesPrologue(L.wDown, rows, "siluMul") ? { x: s.gate, siluMulUp: s.up } : { x: s.act }),
           y: s.x,
           rows,
           accumulate: true,
