@@ -40,7 +40,7 @@ export interface Config {
   maxTokensDefault: number | null;
   /** "auto" means f16 when the adapter has shader-f16 and the checkpoint is not f32. */
   dtype: WeightDtype;
-  /** Decode activations of 2/4-bit affine GEMVs: int8 per 32 columns ("q8", faster) or exact "f32". */
+  /** Decode activations of affine GEMVs: int8 per 32 columns ("q8", faster) or exact "f32". */
   decodeActivations: "q8" | "f32";
   quant: QuantConfig | null;
 }
@@ -67,7 +67,7 @@ Serving:
   --dtype <auto|f32|f16>      Weight storage on the GPU (default auto: f16 when the adapter has shader-f16
                               and the checkpoint is not f32, else f32)
   --decode-activations <q8|f32>
-                              Decode GEMVs of 2/4-bit affine weights quantize activations to int8 per 32
+                              Decode GEMVs of affine weights quantize activations to int8 per 32
                               columns and use int8 dot products (q8, default, faster), or stay exact f32
 
 Quantization at load (off by default):

@@ -40,7 +40,7 @@ export interface AffineLinear {
   inDim: number;
   weights: AffineWeights;
   /**
-   * Decode (1–2 rows) activations of 2/4-bit weights: "q8" (default) quantizes them to int8 per 32 columns
+   * Decode (1–2 rows) activations: "q8" (default) quantizes them to int8 per 32 columns
    * for int8 dot products (kernels/matmul_affine_q8_wgsl.ts, llama.cpp's q8 activations); "f32" is exact.
    */
   activations?: "q8" | "f32";
@@ -127,14 +127,14 @@ export interface LinearCall {
 
 /**
  * Whether applying `linear` to `rows` rows can take the preceding RMSNorm or (with `siluMul`) SiLU·mul into
- * its kernel, so that dispatch can go: the q8 GEMV of 2/4-bit affine weights takes both; the LUT GEMVs take
+ * its kernel, so that dispatch can go: the q8 GEMV of affine weights takes both; the LUT GEMVs take
  * SiLU·mul only. Their RMSNorm prologue works (kernels/matmul_lut.ts) but each workgroup's extra pass over x
  * before its first code load made an 8B-shaped LUT decode slower on the H100 (3-bit: 110 → 91 tok/s).
  */
 export function fusesPrologue(linear: GpuLinear, rows: number, kind: "norm" | "siluMul" = "norm"): boolean {
   if (linear.format === "lut") return kind === "siluMul" && rows <= LUT_PROLOGUE_MAX_ROWS;
   return linear.format === "affine" &&
-    affineHasPrologue({ activations: linear.activations ?? "q8" }, linear.weights, rows);
+    affineHasPrologue({ activations: linear.activations ?? "q8" }, rows);
 }
 
 /** Binds the dispatches that apply `linear` (one per panel for dense weights). */

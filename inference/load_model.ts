@@ -28,7 +28,7 @@ export interface LoadModelOptions {
   onProgress?: (detail: string) => void;
   /** Quantized folders: run the fused kernels (default) or dequantize to dense weights at load. */
   fused?: boolean;
-  /** Quantized folders: activations of the 2/4-bit affine decode GEMVs (default "q8", see linear.ts). */
+  /** Quantized folders: activations of the affine decode GEMVs (default "q8", see linear.ts). */
   decodeActivations?: "q8" | "f32";
 }
 

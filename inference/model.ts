@@ -10,7 +10,7 @@
  *   logits = rmsnorm(x)·finalNorm · lmHeadᵀ   (the last row only, or every row for perplexity)
  * Positions come from the GPU step state (kernels/step_state.ts), so a decode plan can be recorded
  * many times into one submit. When every linear reading xn can apply the RMSNorm itself (the q8 GEMV of
- * 2/4-bit affine weights at decode), the norm's dispatch is dropped and they read x; likewise down applies
+ * affine weights at decode), the norm's dispatch is dropped and they read x; likewise down applies
  * SiLU·mul to gate and up itself (also the LUT GEMVs) — 96 fewer dispatches per token at 32 layers.
  */
 import type { Encodable, Gpu } from "../kernels/gpu.ts";

@@ -159,7 +159,7 @@ export interface MatmulAffineSpec {
   /** y += x·Qᵀ (residual epilogue) instead of y = x·Qᵀ. */
   accumulate: boolean;
   /**
-   * Decode activations: "q8" (default) quantizes x to int8 per 32 columns inside the 2/4-bit GEMV for
+   * Decode activations: "q8" (default) quantizes x to int8 per 32 columns inside the affine GEMV for
    * 1–2 rows and uses int8 dot products (matmul_affine_q8_wgsl.ts, ~1.3–1.5× faster on the H100);
    * "f32" keeps every path exact in f32.
    */
@@ -174,12 +174,8 @@ export const AFFINE_Q8_MAX_ROWS = 2;
  * Whether a bind with these facts runs the q8 GEMV, which can apply the preceding RMSNorm or SiLU·mul
  * itself (MatmulAffineArgs.norm / siluMulUp), saving that dispatch.
  */
-export function affineHasPrologue(
-  spec: Pick<MatmulAffineSpec, "activations">,
-  w: Pick<AffineWeights, "bits">,
-  rows: number,
-): boolean {
-  return (spec.activations ?? "q8") === "q8" && rows <= AFFINE_Q8_MAX_ROWS && w.bits !== 3;
+export function affineHasPrologue(spec: Pick<MatmulAffineSpec, "activations">, rows: number): boolean {
+  return (spec.activations ?? "q8") === "q8" && rows <= AFFINE_Q8_MAX_ROWS;
 }
 
 /** Row counts up to this run the GEMV; larger ones the tiled GEMM. */
@@ -227,7 +223,7 @@ export function planMatmulAffine(spec: MatmulAffineSpec, shape: AffineShape): Ma
   const { rows, bits, outDim, groupSize, hasPerm } = shape;
   const t = spec.tune ?? {};
   const common = { ACC: spec.accumulate ? 1 : 0, GROUP_PIECES: groupSize / 32 };
-  if (affineHasPrologue(spec, shape, rows)) return planQ8(common, shape, t);
+  if (affineHasPrologue(spec, rows)) return planQ8(common, shape, t);
   if ((shape.moreOutDims ?? []).length > 0) {
     throw new Error("Cannot plan matmul_affine: several matrices in one dispatch need the q8 GEMV");
   }
@@ -311,7 +307,7 @@ function planQ8(common: Record<string, number>, shape: AffineShape, t: AffineTun
   return {
     shader: {
       path: "q8",
-      bits: shape.bits as 2 | 4,
+      bits: shape.bits,
       rows,
       wg,
       pieces,

@@ -1,5 +1,5 @@
 /**
- * WGSL for the decode GEMV of kernels/matmul_affine.ts with int8 activations ("q8" path, 2- and 4-bit
+ * WGSL for the decode GEMV of kernels/matmul_affine.ts with int8 activations ("q8" path, 2-, 3- and 4-bit
  * codes, 1–2 activation rows), built by TypeScript like matmul_affine_wgsl.ts.
  *
  * Why: the f32 GEMV spends three instructions per code (shift, mask, FMA) and tops out near half the
@@ -18,13 +18,15 @@
  * Partial sums meet in workgroup memory, LPR = WG / RB lanes per row.
  *
  * Byte order: `(w >> b·s) & mask` keeps codes s, s + 8/b, … of a word in its four bytes, so the
- * activation word for (word t, shift s) packs elements (32/b)·t + (8/b)·i + s, i = 0..3.
+ * activation word for (word t, shift s) packs elements (32/b)·t + (8/b)·i + s, i = 0..3. 3-bit pieces
+ * (three words, codes straddling them) take codes 4t..4t+3 as one 12-bit group spread into bytes: ~9
+ * instructions per 4 codes instead of 2 per 8, still fewer than the f32 GEMV's 3 per code.
  */
 import { PARAMS_WGSL, STORE_WGSL } from "./matmul_affine_wgsl.ts";
 
 /** Shape of one q8 GEMV build. */
 export interface Q8GemvBuild {
-  bits: 2 | 4;
+  bits: 2 | 3 | 4;
   /** activation rows, 1 or 2 */
   rows: number;
   /** invocations per workgroup; P = ceil(nPieces / WG) pieces per invocation */
@@ -111,22 +113,15 @@ function normPieces(b: Q8GemvBuild): string {
 
 /** Quantizes activation row r's piece i into registers xq{r}_{i}_{t}_{s}, d{r}_{i} and dz{r}_{i}. */
 function quantizePiece(b: Q8GemvBuild, r: number, i: number): string {
-  const { bits } = b;
-  const cpp = 32 / bits;
-  const spw = 8 / bits;
   const id = `${r}_${i}`;
   const el = (e: number) => `v${id}_${e >> 2}.${"xyzw"[e & 3]}`;
   const words: string[] = [];
-  for (let t = 0; t < bits; t++) {
-    for (let s = 0; s < spw; s++) {
-      const es = unroll(4, (i2) => el(cpp * t + spw * i2 + s), ", ");
-      words.push(`let xq${id}_${t}_${s} = pack4xI8(vec4i(round(vec4f(${es}) * inv${id})));`);
-    }
+  for (const [t, s, es] of operandElements(b.bits)) {
+    const vals = unroll(4, (i2) => el(es[i2]), ", ");
+    words.push(`let xq${id}_${t}_${s} = pack4xI8(vec4i(round(vec4f(${vals}) * inv${id})));`);
   }
-  const sum = Array.from({ length: bits * spw }, (_, w) => {
-    const t = Math.floor(w / spw);
-    return `dot4I8Packed(xq${id}_${t}_${w % spw}, 0x01010101u)`;
-  }).join(" + ");
+  const sum = operandElements(b.bits).map(([t, s]) => `dot4I8Packed(xq${id}_${t}_${s}, 0x01010101u)`)
+    .join(" + ");
   return `  var m${id} = abs(v${id}_0);
   ${unroll(7, (k) => `m${id} = max(m${id}, abs(v${id}_${k + 1}));`)}
   let am${id} = max(max(m${id}.x, m${id}.y), max(m${id}.z, m${id}.w));
@@ -136,20 +131,46 @@ function quantizePiece(b: Q8GemvBuild, r: number, i: number): string {
   let dz${id} = d${id} * f32(${sum});`;
 }
 
+/**
+ * The dot4 operands of a piece as (t, s, elements): for 2/4 bits, `(word t >> b·s) & mask` holds codes
+ * (32/b)·t + (8/b)·i + s in its bytes; for 3 bits, operand t is codes 4t..4t+3 (12 bits at bit 12t of the
+ * piece's 96-bit stream, spread into bytes), s = 0.
+ */
+function operandElements(bits: number): [number, number, number[]][] {
+  if (bits === 3) {
+    return Array.from({ length: 8 }, (_, t) => [t, 0, [4 * t, 4 * t + 1, 4 * t + 2, 4 * t + 3]]);
+  }
+  const cpp = 32 / bits;
+  const spw = 8 / bits;
+  return Array.from({ length: bits * spw }, (_, w) => {
+    const [t, s] = [Math.floor(w / spw), w % spw];
+    return [t, s, [0, 1, 2, 3].map((i2) => cpp * t + spw * i2 + s)];
+  });
+}
+
+/** WGSL expression for dot4 operand (t, s) of a piece whose words are `comp(0..bits-1)`. */
+function codeOperand(bits: number, t: number, s: number, comp: (w: number) => string): string {
+  if (bits !== 3) {
+    const mask = ((((1 << bits) - 1) * 0x01010101) >>> 0) + "u";
+    return `${s === 0 ? comp(t) : `(${comp(t)} >> ${bits * s}u)`} & ${mask}`;
+  }
+  const off = 12 * t;
+  const [wi, sh] = [off >> 5, off & 31];
+  let g = sh === 0 ? comp(wi) : `(${comp(wi)} >> ${sh}u)`;
+  if (sh + 12 > 32) g = `(${g} | (${comp(wi + 1)} << ${32 - sh}u))`;
+  return `spread3(${g})`;
+}
+
 /** Chunk row u's contribution of piece i for every activation row, into part{u}_{r}. */
 function pieceMath(b: Q8GemvBuild, u: number, i: number): string {
   const { bits, rows } = b;
-  const spw = 8 / bits;
-  const mask = ((((1 << bits) - 1) * 0x01010101) >>> 0) + "u";
   const comp = (t: number) => `cw${u}_${i}.${"xyzw"[t]}`;
   const lines = [`let sz${u}_${i} = unpack2x16float(csz${u}_${i});`];
   const bytes: string[] = [];
-  for (let t = 0; t < bits; t++) {
-    for (let s = 0; s < spw; s++) {
-      const name = `c${u}_${i}_${t}_${s}`;
-      lines.push(`let ${name} = ${s === 0 ? comp(t) : `(${comp(t)} >> ${bits * s}u)`} & ${mask};`);
-      bytes.push(name);
-    }
+  for (const [t, s] of operandElements(bits)) {
+    const name = `c${u}_${i}_${t}_${s}`;
+    lines.push(`let ${name} = ${codeOperand(bits, t, s, comp)};`);
+    bytes.push(name);
   }
   for (let r = 0; r < rows; r++) {
     const id = `${r}_${i}`;
@@ -205,7 +226,8 @@ fn normWeightAt(j: u32) -> f32 {
     : /* wgsl */ `
 @group(0) @binding(6) var<storage, read> nw4: array<vec4f>;  // (inDim) f32 norm weight
 var<workgroup> normSum: array<f32, ${32 * rows}>;`;
-  const cw = bits === 4 ? "vec4<u32>" : "vec2<u32>";
+  const cw = bits === 4 ? "vec4<u32>" : bits === 3 ? "vec3<u32>" : "vec2<u32>";
+  const store = bits === 3 ? "u32" : cw; // 3-bit pieces are three consecutive words
   const xDecl = b.gather
     ? /* wgsl */ `
 @group(0) @binding(1) var<storage, read> x: array<f32>;      // (xRowOffset + rows, inDim) f32
@@ -221,19 +243,26 @@ fn xAt(r: u32, j: u32) -> f32 {
   const parts = (u: number) => unroll(rows, (r) => `var part${u}_${r} = 0.0;`, " ");
   const more = Array.from({ length: b.mats - 1 }, (_, k) => k + 1);
   const matDecl = more.map((m) => `
-@group(0) @binding(${4 + 3 * m}) var<storage, read> codes${m}: array<${cw}>;
+@group(0) @binding(${4 + 3 * m}) var<storage, read> codes${m}: array<${store}>;
 @group(0) @binding(${5 + 3 * m}) var<storage, read> scaleZero${m}: array<u32>;
 @group(0) @binding(${6 + 3 * m}) var<storage, read_write> y${m}: array<f32>;  // (rows, outDim${m})`).join(
     "",
   );
+  // Element i of an array: piece i of the codes (3-bit: three words), group i of the scales.
+  const at = (arr: string, ty: string) =>
+    ty === "vec3<u32>" ? `vec3u(${arr}[3u * i], ${arr}[3u * i + 1u], ${arr}[3u * i + 2u])` : `${arr}[i]`;
   const pick = (name: string, ty: string) =>
     `fn load${name[0].toUpperCase()}${name.slice(1)}(m: u32, i: u32) -> ${ty} {
-  ${more.map((m) => `if (m == ${m}u) { return ${name}${m}[i]; }`).join("\n  ")}
-  return ${name}[i];
+  ${more.map((m) => `if (m == ${m}u) { return ${at(name + m, ty)}; }`).join("\n  ")}
+  return ${at(name, ty)};
 }`;
   return PARAMS_WGSL + STORE_WGSL + /* wgsl */ `
 ${xDecl}
-@group(0) @binding(2) var<storage, read> codes: array<${cw}>;   // (outDim, nPieces) pieces
+@group(0) @binding(2) var<storage, read> codes: array<${store}>;   // (outDim, nPieces) pieces
+// Four 3-bit codes (a 12-bit group) → one per byte: bits 3i..3i+2 go to byte i.
+fn spread3(g: u32) -> u32 {
+  return (g & 7u) | ((g & 0x38u) << 5u) | ((g & 0x1c0u) << 10u) | ((g & 0xe00u) << 15u);
+}
 @group(0) @binding(3) var<storage, read> scaleZero: array<u32>; // (outDim, nGroups) f16 scale | f16 zero << 16
 
 ${normDecl}

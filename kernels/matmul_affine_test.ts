@@ -29,7 +29,7 @@ interface Case {
   yStride?: number;
   yColOffset?: number;
   tune?: AffineTune;
-  /** decode activations (default: the kernel's default, q8 for 1–2 rows of 2/4-bit codes) */
+  /** decode activations (default: the kernel's default, q8 for 1–2 rows (any bit width)) */
   activations?: "q8" | "f32";
   /** fuse an RMSNorm of x (q8 GEMV only) */
   norm?: boolean;
@@ -135,7 +135,7 @@ async function runCase(
 }
 
 function caseName(c: Case): string {
-  const q8 = (c.activations ?? "q8") === "q8" && c.rows <= AFFINE_Q8_MAX_ROWS && c.bits !== 3;
+  const q8 = (c.activations ?? "q8") === "q8" && c.rows <= AFFINE_Q8_MAX_ROWS;
   const path = q8 ? "q8" : c.rows <= AFFINE_GEMV_MAX_ROWS ? "gemv" : "gemm";
   return `${path} ${c.bits}-bit ${c.group ? `g${c.group}` : "per-row"}${c.gIdx ? " g_idx" : ""}` +
     `${c.accumulate ? " +=" : ""}${c.norm ? " rmsnorm" : ""}${
@@ -320,6 +320,9 @@ const Q8: Case[] = [
   // with the SiLU·mul prologue (down_proj): in place, gathered, a K tail, an x row offset
   { bits: 4, group: 128, rows: 1, inDim: 14336, outDim: 21, siluMul: true, accumulate: true },
   { bits: 2, group: 32, gIdx: true, rows: 2, inDim: 512, outDim: 17, siluMul: true },
+  // 3-bit pieces (three words, 12-bit groups spread into bytes) with both prologues and a K tail
+  { bits: 3, group: 128, rows: 2, inDim: 4096, outDim: 19, norm: true },
+  { bits: 3, group: 32, gIdx: true, rows: 1, inDim: 1000, outDim: 17, siluMul: true, accumulate: true },
   { bits: 4, group: 0, rows: 1, inDim: 1000, outDim: 9, siluMul: true, xRowOffset: 2 },
 ];
 
@@ -339,6 +342,7 @@ Deno.test("matmulAffine() q8 GEMV over several matrices writes each product to i
     { bits: 4 as const, group: 128, gIdx: false, rows: 1, inDim: 512, outDims: [64, 16, 16], norm: true },
     { bits: 2 as const, group: 32, gIdx: true, rows: 2, inDim: 320, outDims: [40, 33], norm: false },
     { bits: 4 as const, group: 64, gIdx: true, rows: 1, inDim: 4097, outDims: [7, 9, 130], norm: true },
+    { bits: 3 as const, group: 128, gIdx: true, rows: 1, inDim: 384, outDims: [40, 8, 8], norm: true },
   ];
   for (const c of cases) {
     await t.step(JSON.stringify(c), async () => {
