@@ -95,7 +95,11 @@ Deno.test("parseConfig() rejects bad values with a message naming the flag", () 
     [["--model", "m", "--host="], {}, /--host ""/],
     [["--model", "m", "--max-tokens-default", "0"], {}, /--max-tokens-default "0"/],
     [["--model", "m", "--dtype", "bf16"], {}, /--dtype "bf16": expected one of auto, f32, f16/],
-    [["--model", "m", "--decode-activations", "q4"], {}, /--decode-activations "q4": expected one of q8, f32/],
+    [
+      ["--model", "m", "--decode-activations", "q4"],
+      {},
+      /--decode-activations "q4": expected one of q8, f32/,
+    ],
     [["--model", "m", "--quantize", "awq"], {}, /--quantize "awq"/],
     [["--model", "m", "--bits", "4"], {}, /Cannot use --bits without --quantize/],
     [["--model", "m", "--quantize", "rtn", "--bits", "8"], {}, /--bits "8": expected an integer from 2 to 4/],
