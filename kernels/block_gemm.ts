@@ -34,6 +34,7 @@ import {
 } from "./gpu.ts";
 import type { ParamField } from "./buffers.ts";
 import { type BoundPlan, type BoundSteps, packParamSlots } from "./param_slots.ts";
+import { unroll } from "./wgsl.ts";
 
 const HEAD = /* wgsl */ `
 override TM: u32 = 64u;  // = TN = 16·R, R the register tile edge
@@ -103,11 +104,6 @@ fn store(base: u32, m: u32, n0: u32, v: vec4f) {
 }
 
 `;
-
-/** Straight-line WGSL, one line per index. */
-function unroll(count: number, line: (i: number) => string): string {
-  return Array.from({ length: count }, (_, i) => line(i)).join("\n    ");
-}
 
 /**
  * The body for R×R outputs per invocation (R = 4 or 8): rows 64g + 4ty + r and columns 64h + 4tx + q for

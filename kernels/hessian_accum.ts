@@ -17,6 +17,7 @@
 import { getPipeline, type Gpu, type Kernel } from "./gpu.ts";
 import { createStorage, uniformParams } from "./buffers.ts";
 import type { BoundPlan } from "./param_slots.ts";
+import { unroll } from "./wgsl.ts";
 
 /** Tile edge (rows and columns of H per workgroup); the register mapping assumes 128. */
 export const HESSIAN_TILE = 128;
@@ -70,11 +71,6 @@ fn emit(row: u32, col0: u32, v: vec4f) {
   }
 }
 `;
-
-/** Straight-line WGSL, one line per index. */
-function unroll(count: number, line: (i: number) => string): string {
-  return Array.from({ length: count }, (_, i) => line(i)).join("\n    ");
-}
 
 /** acc{r}{h}: rows 4ty + r (r < 4) or 64 + 4ty + r − 4, columns 4tx (h = 0) or 64 + 4tx (h = 1). */
 const ACC = Array.from({ length: 16 }, (_, i) => ({ name: `acc${i >> 1}${i & 1}`, r: i >> 1, h: i & 1 }));

@@ -16,6 +16,7 @@
  */
 import { ceilDiv, dispatch2d, type Encodable, getPipeline, type Gpu, type Kernel } from "./gpu.ts";
 import { uniformParams } from "./buffers.ts";
+import { unroll } from "./wgsl.ts";
 
 /** Fields shared by both shaders, packed in this order by {@link createMatmul}. */
 const PARAMS = /* wgsl */ `
@@ -71,11 +72,6 @@ fn dotW(v: WChunk, c: XChunk) -> f32 {
   return bitcast<f32>(v) * c.x;
 }`,
 } as const;
-
-/** Straight-line WGSL, one line per index: register arrays stay in registers only under constant indices. */
-function unroll(count: number, line: (i: number) => string): string {
-  return Array.from({ length: count }, (_, i) => line(i)).join("\n  ");
-}
 
 /**
  * The GEMV body for ROWS activation rows and NR output rows per invocation. WGSL has no unroll

@@ -23,6 +23,7 @@
  * instructions per 4 codes instead of 2 per 8, still fewer than the f32 GEMV's 3 per code.
  */
 import { PARAMS_WGSL, STORE_WGSL } from "./matmul_affine_wgsl.ts";
+import { unroll } from "./wgsl.ts";
 
 /** Shape of one q8 GEMV build. */
 export interface Q8GemvBuild {
@@ -50,11 +51,6 @@ export interface Q8GemvBuild {
    * [wgStart_m, wgStart_m+1) are its.
    */
   mats: number;
-}
-
-/** Straight-line WGSL, one line per index: register arrays stay in registers only under constant indices. */
-function unroll(count: number, line: (i: number) => string, sep = "\n  "): string {
-  return Array.from({ length: count }, (_, i) => line(i)).join(sep);
 }
 
 /** Loads activation row r's piece i into registers v{r}_{i}_{0..7} (zero past inDim). */

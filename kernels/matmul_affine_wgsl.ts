@@ -11,11 +11,7 @@
  *   per code, then one FMA per activation row.
  * Both lose at most a few f32 ulps to the cancellation (tests hold NMSE ≤ 1e-10 against f64).
  */
-
-/** Straight-line WGSL, one line per index: register arrays stay in registers only under constant indices. */
-function unroll(count: number, line: (i: number) => string, sep = "\n  "): string {
-  return Array.from({ length: count }, (_, i) => line(i)).join(sep);
-}
+import { unroll } from "./wgsl.ts";
 
 /** The uniform block every shader of the kernel shares, packed in this order by matmul_affine.ts. */
 export const AFFINE_PARAMS_FIELDS = [

@@ -6,11 +6,7 @@
  * own consecutive rows, so a lookup lutS[code · RT + row] lands in bank row % 32 whatever the codes
  * are, and never conflicts (a [row][code] table would, whenever two lanes' codes differ in one bank).
  */
-
-/** Straight-line WGSL, one line per index: register arrays stay in registers only under constant indices. */
-function unroll(count: number, line: (i: number) => string, sep = "\n  "): string {
-  return Array.from({ length: count }, (_, i) => line(i)).join(sep);
-}
+import { unroll } from "./wgsl.ts";
 
 /** The uniform block both shaders share, packed in this order by matmul_lut.ts. */
 export const LUT_PARAMS_FIELDS = [

@@ -14,6 +14,7 @@
  */
 
 import { type LutPrologue, lutPrologueBytes, lutPrologueWgsl } from "./matmul_lut_wgsl.ts";
+import { unroll } from "./wgsl.ts";
 
 /** Shape of one x-stationary build. */
 export interface LutXsBuild {
@@ -26,11 +27,6 @@ export interface LutXsBuild {
   unroll: number;
   /** RMSNorm or SiLU·mul applied to x as it is loaded */
   prologue: LutPrologue;
-}
-
-/** Straight-line WGSL, one line per index: register arrays stay in registers only under constant indices. */
-function unroll(count: number, line: (i: number) => string, sep = "\n  "): string {
-  return Array.from({ length: count }, (_, i) => line(i)).join(sep);
 }
 
 /** WGSL expression for code k (0..31) of a piece whose words are `w(i)`; 3-bit codes may straddle. */
