@@ -5,7 +5,7 @@
  * while the host waits for a mapping and encodes the next chunk; after a stop the GPU finishes at most
  * two chunks nobody reads (their tokens are dropped).
  */
-import type { Encodable, Gpu } from "../kernels/gpu.ts";
+import { type Encodable, type Gpu, sequence } from "../kernels/gpu.ts";
 import { createStorage, writeBuffer } from "../kernels/buffers.ts";
 import { createAdvance } from "../kernels/step_state.ts";
 import { createSample, SAMPLE_PARAMS_BYTES, writeSampleParams } from "../kernels/sample.ts";
@@ -62,11 +62,11 @@ export function createSequenceRunner(
     historyLen: HISTORY_LEN,
   });
   const advance = createAdvance(gpu);
-  const decodeStep = sequence(
+  const decodeStep = sequence([
     bindForward(gpu, config, weights, s, { ids: tokenOut, rows: 1, logits: "last" }),
     sample,
     advance.bind({ state: s.state, nTokens: 1, stepInc: 1 }),
-  );
+  ]);
   const prefillPlans = new Map<string, Encodable>();
   function prefillPlan(rows: number, last: boolean): Encodable {
     const key = `${rows}:${last}`;
@@ -79,8 +79,8 @@ export function createSequenceRunner(
         logits: last ? "last" : "none",
       });
       plan = last
-        ? sequence(forward, sample, advance.bind({ state: s.state, nTokens: rows, stepInc: 1 }))
-        : sequence(forward, advance.bind({ state: s.state, nTokens: rows, stepInc: 0 }));
+        ? sequence([forward, sample, advance.bind({ state: s.state, nTokens: rows, stepInc: 1 })])
+        : sequence([forward, advance.bind({ state: s.state, nTokens: rows, stepInc: 0 })]);
       prefillPlans.set(key, plan);
     }
     return plan;
@@ -131,10 +131,6 @@ export function createSequenceRunner(
   }
 
   return { forwardState: s, run };
-}
-
-function sequence(...steps: Encodable[]): Encodable {
-  return { encode: (pass) => steps.forEach((step) => step.encode(pass)) };
 }
 
 /** Queued copies of ranges of the history ring into staging buffers, read in order. */

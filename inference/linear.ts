@@ -4,7 +4,7 @@
  * Weights larger than one storage binding (~2 GiB on an H100, 128 MiB on lavapipe) are split into
  * row panels; each panel is its own buffer and writes its own column range of y.
  */
-import type { Encodable, Gpu } from "../kernels/gpu.ts";
+import { type Encodable, type Gpu, sequence } from "../kernels/gpu.ts";
 import { createMatmul } from "../kernels/matmul.ts";
 import { affineHasPrologue, type AffineWeights, createMatmulAffine } from "../kernels/matmul_affine.ts";
 import { createMatmulLut, LUT_PROLOGUE_MAX_ROWS, type LutWeights } from "../kernels/matmul_lut.ts";
@@ -176,7 +176,7 @@ export function bindLinear(gpu: Gpu, linear: GpuLinear, call: LinearCall): Encod
       yColOffset: panel.rowStart,
     })
   );
-  return { encode: (pass) => bound.forEach((b) => b.encode(pass)) };
+  return sequence(bound);
 }
 
 /**
@@ -206,7 +206,7 @@ export function bindLinears(
   const linears = items.map((i) => i.linear);
   if (!mergesLinears(linears, call.rows)) {
     const bound = items.map(({ linear, y }) => bindLinear(gpu, linear, { ...call, y }));
-    return { encode: (pass) => bound.forEach((b) => b.encode(pass)) };
+    return sequence(bound);
   }
   return createMatmulAffine(gpu, { accumulate: call.accumulate ?? false, activations: "q8" }).bind({
     x: call.x,

@@ -13,7 +13,7 @@
  * affine weights at decode), the norm's dispatch is dropped and they read x; likewise down applies
  * SiLU·mul to gate and up itself (also the LUT GEMVs) — 96 fewer dispatches per token at 32 layers.
  */
-import type { Encodable, Gpu } from "../kernels/gpu.ts";
+import { type Encodable, type Gpu, sequence } from "../kernels/gpu.ts";
 import { createStorage, uploadStorage } from "../kernels/buffers.ts";
 import { createEmbed } from "../kernels/embed.ts";
 import { createRmsNorm } from "../kernels/rms_norm.ts";
@@ -128,7 +128,7 @@ export function bindForward(
   options: { ids: GPUBuffer; rows: number; logits: LogitsMode },
 ): Encodable {
   const steps = bindForwardSteps(gpu, c, w, s, options);
-  return { encode: (pass) => steps.forEach(({ step }) => step.encode(pass)) };
+  return sequence(steps.map(({ step }) => step));
 }
 
 /** One bound step of a forward, labelled by what it computes (for profiles). */

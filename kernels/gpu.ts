@@ -209,6 +209,11 @@ export interface Kernel<Args> {
   bind(args: Args): Encodable;
 }
 
+/** Several encodables recorded one after another into the same pass. */
+export function sequence(steps: readonly Encodable[]): Encodable {
+  return { encode: (pass) => steps.forEach((step) => step.encode(pass)) };
+}
+
 /** An Encodable that runs `pipeline` once with one bind group over a (gx, gy) grid of workgroups. */
 export function singleDispatch(
   pipeline: GPUComputePipeline,

@@ -14,7 +14,16 @@
  * The GEMV reads 16-byte chunks when rows start 16-byte aligned (inDim % 4 == 0 for f32, % 8 for f16:
  * every real model); other shapes use a scalar-load build of the same shader.
  */
-import { ceilDiv, dispatch2d, type Encodable, getPipeline, type Gpu, type Kernel } from "./gpu.ts";
+import {
+  ceilDiv,
+  dispatch2d,
+  type Encodable,
+  getPipeline,
+  type Gpu,
+  type Kernel,
+  sequence,
+  singleDispatch,
+} from "./gpu.ts";
 import { uniformParams } from "./buffers.ts";
 import { unroll } from "./wgsl.ts";
 
@@ -428,17 +437,9 @@ export function createMatmul(gpu: Gpu, spec: MatmulSpec): Kernel<MatmulArgs> {
           layout: pipeline.getBindGroupLayout(0),
           entries: [params, x, w, y].map((buffer, binding) => ({ binding, resource: { buffer } })),
         });
-        return { pipeline, bindGroup, size: dispatch2d(gpu, step.workgroups) };
+        return singleDispatch(pipeline, bindGroup, dispatch2d(gpu, step.workgroups));
       });
-      return {
-        encode(pass) {
-          for (const { pipeline, bindGroup, size } of dispatches) {
-            pass.setPipeline(pipeline);
-            pass.setBindGroup(0, bindGroup);
-            pass.dispatchWorkgroups(size[0], size[1]);
-          }
-        },
-      };
+      return sequence(dispatches);
     },
   };
 }

@@ -41,6 +41,8 @@ import {
   type Gpu,
   type Kernel,
   type PipelineSpec,
+  sequence,
+  singleDispatch,
 } from "./gpu.ts";
 import { createStorage, type ParamField, uniformParams, uploadStorage } from "./buffers.ts";
 import { AFFINE_PARAMS_FIELDS, PREP_WGSL } from "./matmul_affine_wgsl.ts";
@@ -219,7 +221,7 @@ export function createMatmulAffine(gpu: Gpu, spec: MatmulAffineSpec): Kernel<Mat
         ]),
         "matmul_affine params",
       );
-      const steps: Step[] = [];
+      const steps: Encodable[] = [];
       if (xp && perm) {
         const prep = { name: "matmul_affine_prep", code: PREP_WGSL, constants: { PERM: w.perm ? 1 : 0 } };
         steps.push(step(gpu, prep, [params, x, perm], xp, ceilDiv(rows * nPieces * 32, 256)));
@@ -240,21 +242,10 @@ export function createMatmulAffine(gpu: Gpu, spec: MatmulAffineSpec): Kernel<Mat
         extras.push([m.w.codes, "read-only-storage"], [m.w.scaleZero, "read-only-storage"], [m.y, "storage"]);
       }
       steps.push(step(gpu, main, inputs, y, plan.workgroups, extras));
-      return {
-        encode(pass) {
-          for (const [pipeline, group, [gx, gy]] of steps) {
-            pass.setPipeline(pipeline);
-            pass.setBindGroup(0, group);
-            pass.dispatchWorkgroups(gx, gy);
-          }
-        },
-      };
+      return sequence(steps);
     },
   };
 }
-
-/** One dispatch of a bound kernel. */
-type Step = [GPUComputePipeline, GPUBindGroup, [number, number]];
 
 /**
  * A pipeline bound to `[uniform, ...read-only inputs, read-write output, ...read-only extras]`, the
@@ -267,7 +258,7 @@ function step(
   output: GPUBuffer,
   workgroups: number,
   extras: [GPUBuffer, BindingKind][] = [],
-): Step {
+): Encodable {
   const bindings: BindingKind[] = [
     "uniform",
     ...inputs.slice(1).map((): BindingKind => "read-only-storage"),
@@ -281,7 +272,7 @@ function step(
     layout: pipeline.getBindGroupLayout(0),
     entries: buffers.map((buffer, binding) => ({ binding, resource: { buffer } })),
   });
-  return [pipeline, group, dispatch2d(gpu, workgroups)];
+  return singleDispatch(pipeline, group, dispatch2d(gpu, workgroups));
 }
 
 /** The further matrices of one q8 dispatch must look like the first and share its perm. */

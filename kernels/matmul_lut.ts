@@ -24,7 +24,16 @@
  *   and held per row tile in workgroup memory as f32.
  * Activations past inDim are read as zero, so the padding codes add nothing.
  */
-import { ceilDiv, dispatch2d, type Encodable, getPipeline, type Gpu, type Kernel } from "./gpu.ts";
+import {
+  ceilDiv,
+  dispatch2d,
+  type Encodable,
+  getPipeline,
+  type Gpu,
+  type Kernel,
+  sequence,
+  singleDispatch,
+} from "./gpu.ts";
 import { type ParamField, uniformParams, uploadStorage } from "./buffers.ts";
 import { LUT_PARAMS_FIELDS, type LutPrologue } from "./matmul_lut_wgsl.ts";
 import { matmulLutShader, type MatmulLutSpec, planMatmulLut } from "./matmul_lut_plan.ts";
@@ -180,17 +189,9 @@ export function createMatmulLut(gpu: Gpu, spec: MatmulLutSpec): Kernel<MatmulLut
             resource: { buffer },
           })),
         });
-        return { pipeline, bindGroup, size: dispatch2d(gpu, step.workgroups) };
+        return singleDispatch(pipeline, bindGroup, dispatch2d(gpu, step.workgroups));
       });
-      return {
-        encode(pass) {
-          for (const { pipeline, bindGroup, size } of dispatches) {
-            pass.setPipeline(pipeline);
-            pass.setBindGroup(0, bindGroup);
-            pass.dispatchWorkgroups(size[0], size[1]);
-          }
-        },
-      };
+      return sequence(dispatches);
     },
   };
 }
