@@ -24,6 +24,7 @@
  */
 import { PARAMS_WGSL, STORE_WGSL } from "./matmul_affine_wgsl.ts";
 import { unroll } from "./wgsl.ts";
+import { siluMulFn } from "./silu_mul.ts";
 
 /** Shape of one q8 GEMV build. */
 export interface Q8GemvBuild {
@@ -196,8 +197,7 @@ export function q8GemvWgsl(b: Q8GemvBuild): string {
   const { bits, rows, wg, pieces, rb } = b;
   const lpr = wg / rb;
   const upDecl = b.prologue !== "siluMul" ? "" : /* wgsl */ `
-// silu(g)·u with the exponent clamped as kernels/silu_mul.ts does (no infinities in WGSL)
-fn siluMul(g: vec4f, u: vec4f) -> vec4f { return g / (1.0 + exp(min(-g, vec4f(80.0)))) * u; }
+${siluMulFn("vec4<f32>")}
 ${
     b.gather
       ? `@group(0) @binding(6) var<storage, read> up: array<f32>;  // like x: the up projection

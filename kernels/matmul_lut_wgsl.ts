@@ -7,6 +7,7 @@
  * are, and never conflicts (a [row][code] table would, whenever two lanes' codes differ in one bank).
  */
 import { unroll } from "./wgsl.ts";
+import { siluMulFn } from "./silu_mul.ts";
 
 /** The uniform block both shaders share, packed in this order by matmul_lut.ts. */
 export const LUT_PARAMS_FIELDS = [
@@ -56,11 +57,8 @@ export function lutPrologueWgsl(prologue: LutPrologue, rows: number, wg: number)
   if (prologue === "siluMul") {
     return /* wgsl */ `
 @group(0) @binding(5) var<storage, read> up: array<f32>;  // like x: the up projection
-// silu(g)·u with the exponent clamped as kernels/silu_mul.ts does (no infinities in WGSL)
-fn xIn(r: u32, k: u32) -> f32 {
-  let g = x[${at}];
-  return g / (1.0 + exp(min(-g, 80.0))) * up[${at}];
-}`;
+${siluMulFn("f32")}
+fn xIn(r: u32, k: u32) -> f32 { return siluMul(x[${at}], up[${at}]); }`;
   }
   return /* wgsl */ `
 @group(0) @binding(5) var<storage, read> normWeight: array<f32>;  // (inDim) f32

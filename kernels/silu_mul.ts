@@ -15,8 +15,20 @@ import {
 } from "./gpu.ts";
 import { uniformParams } from "./buffers.ts";
 
+/**
+ * WGSL `fn siluMul(g: T, u: T) -> T` = silu(g)·u for T = `unit` (f32 or vec4<f32>); the matmul kernels that
+ * take SiLU·mul into their prologue paste it in, so every path rounds the same way.
+ */
+export function siluMulFn(unit: "f32" | "vec4<f32>"): string {
+  return /* wgsl */ `
+// Clamp the exponent so very negative gates give ~0 instead of relying on 1/inf: WGSL lets an
+// implementation assume no infinities. The clamp changes silu by < 1e-33 at most.
+fn siluMul(g: ${unit}, u: ${unit}) -> ${unit} { return g / (1.0 + exp(min(-g, ${unit}(80.0)))) * u; }
+`;
+}
+
 /** `T` is f32 or vec4<f32>; `n` in Params counts units of T. */
-function wgsl(unit: string): string {
+function wgsl(unit: "f32" | "vec4<f32>"): string {
   return /* wgsl */ `
 override WG: u32 = 256u;
 
@@ -32,12 +44,9 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
         @builtin(local_invocation_index) lid: u32) {
   let i = (wid.x + wid.y * nwg.x) * WG + lid;
   if (i >= params.n) { return; }
-  let g = gate[i];
-  // Clamp the exponent so very negative gates give ~0 instead of relying on 1/inf: WGSL lets an
-  // implementation assume no infinities. The clamp changes silu by < 1e-33 at most.
-  out[i] = g / (1.0 + exp(min(-g, ${unit}(80.0)))) * up[i];
+  out[i] = siluMul(gate[i], up[i]);
 }
-`;
+${siluMulFn(unit)}`;
 }
 
 export interface SiluMulArgs {
