@@ -5,6 +5,8 @@
  * position `context` and times every step in a compute pass of its own with `timestamp-query`, then sums
  * by label (q, k, …, attention, lm_head). Each step's time includes its launch, so the sum is an upper bound;
  * the whole forward in one pass is timed too, for comparison with the decode tokens/s of `deno task bench`.
+ * The host side is timed as the server records decode: 16 forwards into one pass, `finish()`, `submit()`
+ * (best of 5 after a warm-up).
  * Random weights (their figures say so).
  */
 import { parseArgs } from "node:util";
@@ -90,10 +92,42 @@ for (const [label, { count, us }] of rows) {
       `${(us / count).toFixed(1).padStart(7)} µs each  ${((100 * us) / total).toFixed(1).padStart(5)} %`,
   );
 }
+const host = await hostCost(16);
+console.log(
+  `host, 16 forwards per submit: encode ${host.encodeMs.toFixed(1)} ms, finish() ${
+    host.finishMs.toFixed(1)
+  } ms, ` +
+    `submit ${host.submitMs.toFixed(1)} ms → ${
+      ((host.encodeMs + host.finishMs + host.submitMs) / 16).toFixed(2)
+    } ms ` +
+    `per token`,
+);
 if (values.json) {
   await Deno.writeTextFile(
     values.json,
-    JSON.stringify({ onePassMs: bestWhole / 1e3, steps: Object.fromEntries(rows) }, null, 2),
+    JSON.stringify({ onePassMs: bestWhole / 1e3, steps: Object.fromEntries(rows), host }, null, 2),
   );
+}
+
+/** CPU milliseconds to record `n` forwards into one pass, finish the command buffer and submit it. */
+async function hostCost(n: number): Promise<{ encodeMs: number; finishMs: number; submitMs: number }> {
+  let best = { encodeMs: Infinity, finishMs: Infinity, submitMs: Infinity };
+  for (let r = 0; r < 6; r++) {
+    const t0 = performance.now();
+    const enc = gpu.device.createCommandEncoder();
+    const pass = enc.beginComputePass();
+    for (let i = 0; i < n; i++) steps.forEach(({ step }) => step.encode(pass));
+    pass.end();
+    const t1 = performance.now();
+    const commands = enc.finish();
+    const t2 = performance.now();
+    gpu.device.queue.submit([commands]);
+    const t3 = performance.now();
+    await gpu.device.queue.onSubmittedWorkDone();
+    const cost = { encodeMs: t1 - t0, finishMs: t2 - t1, submitMs: t3 - t2 };
+    const total = (c: typeof cost) => c.encodeMs + c.finishMs + c.submitMs;
+    if (r > 0 && total(cost) < total(best)) best = cost; // run 0 warms the JIT
+  }
+  return best;
 }
 gpu.device.destroy();
