@@ -6,12 +6,10 @@ import { join } from "node:path";
 import { ConfigError, HELP_TEXT, parseConfig } from "./config.ts";
 import { createApp } from "./server/app.ts";
 import { samplingFromGenerationConfig } from "./server/protocol.ts";
-import { createEngine } from "./inference/engine.ts";
-import { loadModel } from "./inference/load_model.ts";
-import { describeGpu, type Gpu, requestGpu } from "./kernels/gpu.ts";
+import { createEngine, type EngineHandle, loadModel } from "./inference/engine/mod.ts";
+import { describeGpu, type Gpu, requestGpu } from "./kernels/core/mod.ts";
 import { runQuantize } from "./cli/quantize.ts";
-import { QUANTIZE_DEFAULTS } from "./quant/types.ts";
-import type { EngineHandle } from "./inference/engine.ts";
+import { QUANTIZE_DEFAULTS } from "./quant/mod.ts";
 
 async function main(): Promise<number> {
   let config;

@@ -10,12 +10,15 @@
  * median of several runs after one warm-up run.
  */
 import { parseArgs } from "node:util";
-import { describeGpu, requestGpu } from "../kernels/gpu.ts";
-import { loadModel } from "../inference/load_model.ts";
-import { linearBuffers, type WeightType } from "../inference/linear.ts";
-import type { GpuLayer, GpuWeights } from "../inference/model.ts";
-import { createSequenceRunner } from "../inference/generate.ts";
-import type { ModelConfig } from "../inference/model_config.ts";
+import { describeGpu, requestGpu } from "../kernels/core/mod.ts";
+import { createSequenceRunner, loadModel } from "../inference/engine/mod.ts";
+import {
+  type GpuLayer,
+  type GpuWeights,
+  linearBuffers,
+  type ModelConfig,
+  type WeightType,
+} from "../inference/model/mod.ts";
 import { parseFormat, presetConfig, randomWeights } from "./random_model.ts";
 
 const { values } = parseArgs({

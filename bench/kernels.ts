@@ -8,15 +8,16 @@
 import { parseArgs } from "node:util";
 import {
   checkPipelines,
+  createStorage,
   describeGpu,
   type Encodable,
   getPipeline,
   type Gpu,
   requestGpu,
-} from "../kernels/gpu.ts";
-import { createStorage, uniformParams } from "../kernels/buffers.ts";
-import { createMatmul } from "../kernels/matmul.ts";
-import { bindLinear, type GpuLinear, linearBuffers } from "../inference/linear.ts";
+  uniformParams,
+} from "../kernels/core/mod.ts";
+import { createMatmul } from "../kernels/matmul/mod.ts";
+import { bindLinear, type GpuLinear, linearBuffers } from "../inference/model/mod.ts";
 import { presetConfig, randomWeights } from "./random_model.ts";
 
 const { values } = parseArgs({

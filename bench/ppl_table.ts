@@ -9,11 +9,10 @@
  */
 import { parseArgs } from "node:util";
 import { join } from "node:path";
-import { requestGpu } from "../kernels/gpu.ts";
-import { loadEvalModel } from "../inference/perplexity.ts";
-import { evaluatePerplexity } from "../inference/perplexity.ts";
+import { requestGpu } from "../kernels/core/mod.ts";
+import { evaluatePerplexity, loadEvalModel } from "../inference/quantize/mod.ts";
 import { runQuantize } from "../cli/quantize.ts";
-import { QUANTIZE_DEFAULTS, type QuantMethod } from "../quant/types.ts";
+import { QUANTIZE_DEFAULTS, type QuantMethod } from "../quant/mod.ts";
 
 const { values } = parseArgs({
   args: Deno.args,

@@ -10,9 +10,15 @@
  * Random weights (their figures say so).
  */
 import { parseArgs } from "node:util";
-import { checkPipelines, describeGpu, type Encodable, requestGpu } from "../kernels/gpu.ts";
-import { uploadStorage, writeBuffer } from "../kernels/buffers.ts";
-import { bindForwardSteps, createForwardState } from "../inference/model.ts";
+import {
+  checkPipelines,
+  describeGpu,
+  type Encodable,
+  requestGpu,
+  uploadStorage,
+  writeBuffer,
+} from "../kernels/core/mod.ts";
+import { bindForwardSteps, createForwardState } from "../inference/model/mod.ts";
 import { parseFormat, presetConfig, randomWeights } from "./random_model.ts";
 
 const { values } = parseArgs({

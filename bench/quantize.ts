@@ -13,14 +13,22 @@
  * the previous one that re-ran the layer from its input at every stage).
  */
 import { parseArgs } from "node:util";
-import { describeGpu, requestGpu } from "../kernels/gpu.ts";
-import { HESSIAN_TILE } from "../kernels/hessian_accum.ts";
-import { type ModelConfig, parseModelConfig } from "../inference/model_config.ts";
-import { type LayerPhases, quantizeModel } from "../inference/quantize_model.ts";
-import { type HiddenStorage, LAYER_STAGES, type LayerStage } from "../inference/layer_runner.ts";
-import type { LayerWeights, LlamaWeightSource } from "../inference/weights.ts";
-import { createGpuQuantizer } from "../quant/gpu_quantizer.ts";
-import { QUANTIZE_DEFAULTS, type QuantMethod } from "../quant/types.ts";
+import { describeGpu, requestGpu } from "../kernels/core/mod.ts";
+import { HESSIAN_TILE } from "../kernels/quant/mod.ts";
+import {
+  type LayerWeights,
+  type LlamaWeightSource,
+  type ModelConfig,
+  parseModelConfig,
+} from "../inference/model/mod.ts";
+import {
+  type HiddenStorage,
+  LAYER_STAGES,
+  type LayerPhases,
+  type LayerStage,
+  quantizeModel,
+} from "../inference/quantize/mod.ts";
+import { createGpuQuantizer, QUANTIZE_DEFAULTS, type QuantMethod } from "../quant/mod.ts";
 import { PRESETS } from "./random_model.ts";
 
 const { values } = parseArgs({

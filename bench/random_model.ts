@@ -3,14 +3,19 @@
  * made with them says "random weights"). The numbers they produce are meaningless; the bytes moved
  * and the kernels run are the real ones.
  */
-import type { Gpu } from "../kernels/gpu.ts";
-import { createStorage, uploadStorage } from "../kernels/buffers.ts";
-import { createFillRandom } from "../kernels/fill_random.ts";
-import { type ModelConfig, parseModelConfig } from "../inference/model_config.ts";
-import { type DenseLinear, type GpuLinear, weightBytes, type WeightType } from "../inference/linear.ts";
-import { affineRowWords } from "../kernels/matmul_affine.ts";
-import { lutCodeWords } from "../kernels/matmul_lut.ts";
-import type { GpuLayer, GpuWeights } from "../inference/model.ts";
+import { createStorage, type Gpu, uploadStorage } from "../kernels/core/mod.ts";
+import { createFillRandom } from "../kernels/ops/mod.ts";
+import {
+  type DenseLinear,
+  type GpuLayer,
+  type GpuLinear,
+  type GpuWeights,
+  type ModelConfig,
+  parseModelConfig,
+  weightBytes,
+  type WeightType,
+} from "../inference/model/mod.ts";
+import { affineRowWords, lutCodeWords } from "../kernels/matmul/mod.ts";
 
 /** config.json fields of the shapes we benchmark. */
 export const PRESETS: Record<string, Record<string, unknown>> = {

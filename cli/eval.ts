@@ -7,8 +7,8 @@
  * Progress goes to stderr; stdout ends with `perplexity: <value>` (preceded by one JSON line with --json).
  */
 import { parseArgs } from "node:util";
-import { describeGpu, requestGpu } from "../kernels/gpu.ts";
-import { evaluatePerplexity, loadEvalModel, type PerplexityResult } from "../inference/perplexity.ts";
+import { describeGpu, requestGpu } from "../kernels/core/mod.ts";
+import { evaluatePerplexity, loadEvalModel, type PerplexityResult } from "../inference/quantize/mod.ts";
 import { createProgressBar, formatSeconds } from "./progress.ts";
 
 export const EVAL_HELP =

@@ -12,17 +12,25 @@
  */
 import { parseArgs } from "node:util";
 import { basename } from "node:path";
-import { describeGpu, type Gpu, requestGpu } from "../kernels/gpu.ts";
-import { QUANTIZE_DEFAULTS, type QuantizeOptions, type QuantMethod } from "../quant/types.ts";
-import { createReferenceQuantizer } from "../quant/reference_quantizer.ts";
-import { createGpuQuantizer } from "../quant/gpu_quantizer.ts";
-import { createExactQuantizer, exactOptions } from "../quant/exact_quantizer.ts";
-import { loadModelConfig } from "../inference/model_config.ts";
-import { loadTokenizer } from "../inference/tokenizer.ts";
-import { openLlamaWeights } from "../inference/weights.ts";
-import { DEFAULT_NSAMPLES, defaultSeqLen, loadCalibration } from "../inference/calibration.ts";
-import { quantizeModel, type QuantizeModelResult } from "../inference/quantize_model.ts";
-import { createQuantizedWriter } from "../inference/quant_folder.ts";
+import { describeGpu, type Gpu, requestGpu } from "../kernels/core/mod.ts";
+import {
+  createExactQuantizer,
+  createGpuQuantizer,
+  exactOptions,
+  QUANTIZE_DEFAULTS,
+  type QuantizeOptions,
+  type QuantMethod,
+} from "../quant/mod.ts";
+import { createReferenceQuantizer } from "../quant/reference/mod.ts";
+import { createQuantizedWriter, loadModelConfig, openLlamaWeights } from "../inference/model/mod.ts";
+import { loadTokenizer } from "../inference/text/mod.ts";
+import {
+  DEFAULT_NSAMPLES,
+  defaultSeqLen,
+  loadCalibration,
+  quantizeModel,
+  type QuantizeModelResult,
+} from "../inference/quantize/mod.ts";
 import { createProgressBar, formatBytes, formatSeconds } from "./progress.ts";
 
 export const QUANTIZE_HELP =

@@ -12,14 +12,17 @@
  * The f64 reference is quant/reference_hessian.ts `prepareLayer` with reference_linalg.ts `dampAndFactor`,
  * whose retry policy and messages this follows (percdamp ×10 per retry; 0 restarts at 0.01).
  */
-import type { Gpu } from "../kernels/gpu.ts";
-import { createStorage, readF32, readU32, uploadStorage, writeBuffer } from "../kernels/buffers.ts";
-import { createCholesky } from "../kernels/cholesky.ts";
-import { createDiagGather } from "../kernels/diag_gather.ts";
-import { createSymPermute } from "../kernels/sym_permute.ts";
-import { createTriInv } from "../kernels/tri_inv.ts";
-import type { BoundPlan } from "../kernels/param_slots.ts";
-import { argsortDesc } from "./reference_linalg.ts";
+import {
+  type BoundPlan,
+  createStorage,
+  type Gpu,
+  readF32,
+  readU32,
+  uploadStorage,
+  writeBuffer,
+} from "../kernels/core/mod.ts";
+import { createCholesky, createDiagGather, createSymPermute, createTriInv } from "../kernels/quant/mod.ts";
+import { argsortDesc } from "./reference/mod.ts";
 
 /** Options of {@link factorHessian} (defaults as in the LeanQuant reference code). */
 export interface FactorOptions {

@@ -1,10 +1,10 @@
 import assert from "node:assert/strict";
 import { factorHessian, type HessianFactor } from "./cholesky.ts";
-import { prepareLayer } from "./reference_hessian.ts";
-import { inverseSpd, upperInverseFactorLiteral } from "./reference_linalg.ts";
-import { correlatedInputs, hessianOf, randomSpd } from "./_reference_cases.ts";
-import { checkPipelines, type Gpu } from "../kernels/gpu.ts";
-import { readF32, uploadStorage } from "../kernels/buffers.ts";
+import { prepareLayer } from "./reference/reference_hessian.ts";
+import { inverseSpd, upperInverseFactorLiteral } from "./reference/reference_linalg.ts";
+import { correlatedInputs, hessianOf, randomSpd } from "./reference/_reference_cases.ts";
+import { checkPipelines, type Gpu } from "../kernels/core/gpu.ts";
+import { readF32, uploadStorage } from "../kernels/core/buffers.ts";
 import { testGpu } from "../tests/_gpu.ts";
 
 /** Relative error in the max norm: max|a − b| / max|b|. */

@@ -5,10 +5,10 @@
  * method "leanquant-nu" gives a per-row f16-representable LUT, "leanquant-aff" row-wise scale/zero with gIdx 0.
  * The greedy loop picks its own column order per row, so actOrder and blockSize do not apply.
  */
-import type { Gpu } from "../kernels/gpu.ts";
-import { type ExactOptions, exactReference } from "./reference_exact.ts";
+import type { Gpu } from "../kernels/core/mod.ts";
+import { type ExactOptions, exactReference, hostQuantizer } from "./reference/mod.ts";
+import type { HostQuantizer } from "./types.ts";
 import type { QuantizeOptions } from "./types.ts";
-import { type HostQuantizer, hostQuantizer } from "./reference_quantizer.ts";
 
 /**
  * The exact variant's options for our contract's options; only the LeanQuant grids, row-wise, apply.

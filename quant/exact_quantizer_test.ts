@@ -1,9 +1,9 @@
 import assert from "node:assert/strict";
 import { createExactQuantizer, exactOptions } from "./exact_quantizer.ts";
-import { exactReference } from "./reference_exact.ts";
-import { correlatedInputs, gaussian, hessianOf } from "./_reference_cases.ts";
+import { exactReference } from "./reference/reference_exact.ts";
+import { correlatedInputs, gaussian, hessianOf } from "./reference/_reference_cases.ts";
 import { QUANTIZE_DEFAULTS, type QuantizeOptions } from "./types.ts";
-import { uploadStorage } from "../kernels/buffers.ts";
+import { uploadStorage } from "../kernels/core/buffers.ts";
 import { testGpu } from "../tests/_gpu.ts";
 
 const rows = 8, cols = 24;

@@ -16,12 +16,13 @@
  * group start (min-max, or LeanQuant aff group-wise). Everything for one layer is recorded into one compute
  * pass and submitted once; the host reads back codes, loss and grid in a single mapAsync (≥ 10 ms each).
  */
-import { createGatherCols } from "../kernels/gather_cols.ts";
-import { createGptqBlock } from "../kernels/gptq_block.ts";
-import { createGptqUpdate } from "../kernels/gptq_update.ts";
-import { createMinMaxParams } from "../kernels/minmax_params.ts";
-import { ceilDiv, type Gpu } from "../kernels/gpu.ts";
-import { align4, createStorage, uploadStorage } from "../kernels/buffers.ts";
+import {
+  createGatherCols,
+  createGptqBlock,
+  createGptqUpdate,
+  createMinMaxParams,
+} from "../kernels/quant/mod.ts";
+import { align4, ceilDiv, createStorage, type Gpu, uploadStorage } from "../kernels/core/mod.ts";
 import type { QuantizedLinear, QuantizeOptions } from "./types.ts";
 
 /** What a group fit sees: the current W and the slot its (scale, zero) go to. */

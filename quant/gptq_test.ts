@@ -1,10 +1,11 @@
 import assert from "node:assert/strict";
 import { createMinMaxGroupFitter, type GridInput, type GroupFitArgs, quantizeLinear } from "./gptq.ts";
-import { gptqReference, type GptqResult, layerOutputError, prepareLayer } from "./reference.ts";
-import { correlatedInputs, gaussian, hessianOf } from "./_reference_cases.ts";
+import { gptqReference, type GptqResult, layerOutputError } from "./reference/reference.ts";
+import { prepareLayer } from "./reference/reference_hessian.ts";
+import { correlatedInputs, gaussian, hessianOf } from "./reference/_reference_cases.ts";
 import { QUANTIZE_DEFAULTS, type QuantizeOptions, type QuantMethod } from "./types.ts";
-import { readF32, uploadStorage } from "../kernels/buffers.ts";
-import type { Gpu } from "../kernels/gpu.ts";
+import { readF32, uploadStorage } from "../kernels/core/buffers.ts";
+import type { Gpu } from "../kernels/core/gpu.ts";
 import { testGpu } from "../tests/_gpu.ts";
 
 type Grid = "rtn" | "gptq" | "nu" | "aff" | "aff-hook";

@@ -7,13 +7,12 @@
  * the loop, on the original weights in act-order with dead columns zeroed, weighted by a_k = U_kk^(−p);
  * the group-wise affine grid at each group start inside the loop, on the error-updated columns.
  */
-import type { Gpu } from "../kernels/gpu.ts";
-import { createStorage, runPass, uploadStorage } from "../kernels/buffers.ts";
-import { createGatherCols } from "../kernels/gather_cols.ts";
+import { createStorage, type Gpu, runPass, uploadStorage } from "../kernels/core/mod.ts";
+import { createGatherCols } from "../kernels/quant/mod.ts";
 import { factorHessian } from "./cholesky.ts";
 import { createAffineGroupFitter, fitLut, importanceFromFactor, searchAffine } from "./grid.ts";
 import { type GridInput, quantizeLinear } from "./gptq.ts";
-import type { LinearQuantizer } from "./reference_quantizer.ts";
+import type { LinearQuantizer } from "./types.ts";
 import type { QuantizeOptions } from "./types.ts";
 
 /**

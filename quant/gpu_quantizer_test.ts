@@ -4,10 +4,10 @@
  */
 import assert from "node:assert/strict";
 import { testGpu } from "../tests/_gpu.ts";
-import { readF32 } from "../kernels/buffers.ts";
-import { correlatedInputs, gaussian, hessianOf } from "./_reference_cases.ts";
+import { readF32 } from "../kernels/core/buffers.ts";
+import { correlatedInputs, gaussian, hessianOf } from "./reference/_reference_cases.ts";
 import { createGpuQuantizer } from "./gpu_quantizer.ts";
-import { createReferenceQuantizer } from "./reference_quantizer.ts";
+import { createReferenceQuantizer } from "./reference/reference_quantizer.ts";
 import { QUANTIZE_DEFAULTS, type QuantizeOptions, type QuantMethod } from "./types.ts";
 
 Deno.test("createGpuQuantizer() gives the reference's codes for every method", async (t) => {

@@ -10,12 +10,9 @@
  * {@link encodeAffineGroupSearch}. Everything here records into a compute pass the caller gives, or,
  * without one, runs its own pass and submits it; nothing reads back except {@link readAffineParams}.
  */
-import { createImportance } from "../kernels/importance.ts";
-import { createKMeans } from "../kernels/kmeans.ts";
-import { createAffSearch } from "../kernels/aff_search.ts";
-import { createStorage, readF32, runPass } from "../kernels/buffers.ts";
-import type { Gpu } from "../kernels/gpu.ts";
-import { defaultAffSteps } from "./reference_grid.ts";
+import { createAffSearch, createImportance, createKMeans } from "../kernels/quant/mod.ts";
+import { createStorage, type Gpu, readF32, runPass } from "../kernels/core/mod.ts";
+import { defaultAffSteps } from "./reference/mod.ts";
 
 /** Records `fn` into `pass`, or into a pass of its own that is submitted at once. */
 function record(gpu: Gpu, pass: GPUComputePassEncoder | undefined, fn: (p: GPUComputePassEncoder) => void) {

@@ -18,11 +18,11 @@ import {
   roundToF16,
   weightedGridError,
   weightedKMeans,
-} from "./reference_grid.ts";
-import { type PreparedLayer, prepareLayer } from "./reference_hessian.ts";
-import { correlatedInputs, gaussian, hessianOf } from "./_reference_cases.ts";
-import { checkPipelines, type Gpu } from "../kernels/gpu.ts";
-import { createStorage, readF32, readU32, uploadStorage } from "../kernels/buffers.ts";
+} from "./reference/reference_grid.ts";
+import { type PreparedLayer, prepareLayer } from "./reference/reference_hessian.ts";
+import { correlatedInputs, gaussian, hessianOf } from "./reference/_reference_cases.ts";
+import { checkPipelines, type Gpu } from "../kernels/core/gpu.ts";
+import { createStorage, readF32, readU32, uploadStorage } from "../kernels/core/buffers.ts";
 import { assertAllClose } from "../tests/_assert.ts";
 import { testGpu } from "../tests/_gpu.ts";
 

@@ -12,10 +12,8 @@
  * the diagonal run); `finalize()` scales by 2/N and mirrors the lower triangle once. Nothing is read back.
  * The f64 reference is quant/reference_hessian.ts `addBatch` with `perToken`.
  */
-import type { Gpu } from "../kernels/gpu.ts";
-import { createStorage } from "../kernels/buffers.ts";
-import { createHessianAccum } from "../kernels/hessian_accum.ts";
-import type { BoundPlan } from "../kernels/param_slots.ts";
+import { type BoundPlan, createStorage, type Gpu } from "../kernels/core/mod.ts";
+import { createHessianAccum } from "../kernels/quant/mod.ts";
 
 /** A Hessian being accumulated on the GPU. */
 export interface GpuHessian {

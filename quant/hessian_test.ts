@@ -1,9 +1,9 @@
 import assert from "node:assert/strict";
 import { createHessian } from "./hessian.ts";
-import { addBatch, createHessian as createReferenceHessian } from "./reference_hessian.ts";
-import { correlatedInputs, hessianOf } from "./_reference_cases.ts";
-import { checkPipelines } from "../kernels/gpu.ts";
-import { readF32, runPass, uploadStorage } from "../kernels/buffers.ts";
+import { addBatch, createHessian as createReferenceHessian } from "./reference/reference_hessian.ts";
+import { correlatedInputs, hessianOf } from "./reference/_reference_cases.ts";
+import { checkPipelines } from "../kernels/core/gpu.ts";
+import { readF32, runPass, uploadStorage } from "../kernels/core/buffers.ts";
 import { testGpu } from "../tests/_gpu.ts";
 import { nmse } from "../tests/_assert.ts";
 

@@ -13,9 +13,8 @@
  * {@link toAutoGptq} writes v1 tensors with AutoGPTQ's own packing loops (not our bit-stream reader), so
  * the round trip through {@link fromAutoGptq} checks one against the other.
  */
-import type { AffinePacked } from "../kernels/matmul_affine.ts";
-import { affineRowWords } from "../kernels/matmul_affine.ts";
-import { f16BitsToF32, f32ToF16Bits } from "../kernels/buffers.ts";
+import { type AffinePacked, affineRowWords } from "../kernels/matmul/mod.ts";
+import { f16BitsToF32, f32ToF16Bits } from "../kernels/core/mod.ts";
 import type { QuantizedLinear } from "./types.ts";
 
 /** The fields of a quantized linear the packer reads; a {@link QuantizedLinear} has them all. */

@@ -10,8 +10,8 @@
  * Piece p of a row is 32·b bits = exactly b words of that stream, starting at word p·b, so packing from
  * disk is a word gather (no bit shuffling), and the f16 LUT bytes become the kernel's u32 pairs as they are.
  */
-import { lutCodeWords, type LutPacked, lutPieces } from "../kernels/matmul_lut.ts";
-import { f16BitsToF32, f32ToF16Bits } from "../kernels/buffers.ts";
+import { lutCodeWords, type LutPacked, lutPieces } from "../kernels/matmul/mod.ts";
+import { f16BitsToF32, f32ToF16Bits } from "../kernels/core/mod.ts";
 import type { QuantizedLinear } from "./types.ts";
 
 /** The fields of a quantized linear the packer reads; a leanquant-nu {@link QuantizedLinear} has them all. */

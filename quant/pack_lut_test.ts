@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
 import { type LutParts, packLut, packLutTensors, unpackLut } from "./pack_lut.ts";
-import { lutCodeWords } from "../kernels/matmul_lut.ts";
-import { f16BitsToF32, f32ToF16Bits } from "../kernels/buffers.ts";
-import { linearTensors } from "../inference/quant_format.ts";
+import { lutCodeWords } from "../kernels/matmul/matmul_lut.ts";
+import { f16BitsToF32, f32ToF16Bits } from "../kernels/core/buffers.ts";
+import { linearTensors } from "../inference/model/quant_format.ts";
 import { seededRandom } from "../tests/_gpu.ts";
 
 function randomParts(bits: 2 | 3 | 4, rows: number, cols: number, seed: number): LutParts {

@@ -67,3 +67,34 @@ export interface QuantizedLinear {
   /** the damping λ actually used (after any retry) */
   dampUsed: number;
 }
+
+/** One linear layer to quantize. */
+export interface LinearQuantizerInput {
+  /** (rows, cols) W, y = W x, in original column order; not modified */
+  W: Float32Array;
+  /**
+   * (cols, cols) H of the layer input, on the host or on the GPU (f32, row-major). Not modified: q/k/v and
+   * gate/up share one H, so a quantizer that damps or permutes in place must work on a copy.
+   */
+  H: Float32Array | GPUBuffer;
+  rows: number;
+  cols: number;
+}
+
+/**
+ * A quantized linear plus its dequantized weights Q (rows, cols) f32 in original column order, which feed the
+ * true-sequential forward: on the host, or already on the GPU (the pipeline then uses the buffer as is).
+ */
+export type QuantizedLinearWithQ = QuantizedLinear & { Q: Float32Array | GPUBuffer };
+
+/** Quantizes one linear layer; the pipeline awaits each call before touching H again. */
+export type LinearQuantizer = (
+  input: LinearQuantizerInput,
+  opts: QuantizeOptions,
+) => Promise<QuantizedLinearWithQ>;
+
+/** A {@link LinearQuantizer} whose Q always comes back on the host. */
+export type HostQuantizer = (
+  input: LinearQuantizerInput,
+  opts: QuantizeOptions,
+) => Promise<QuantizedLinear & { Q: Float32Array }>;

@@ -3,7 +3,7 @@
  * The server does not queue: the engine runs requests one after another (inference/types.ts).
  */
 import { Hono, type MiddlewareHandler } from "hono";
-import type { Engine, SamplingParams } from "../inference/types.ts";
+import type { Engine, SamplingParams } from "../inference/engine/mod.ts";
 import { ApiError, asApiError, internalError, toErrorBody } from "./errors.ts";
 import { chatHandler } from "./routes/chat.ts";
 import { completionsHandler, type RouteDeps } from "./routes/completions.ts";
@@ -36,7 +36,7 @@ export interface AppOptions {
  * @example
  * ```ts
  * import { createApp } from "./app.ts";
- * import type { Engine } from "../inference/types.ts";
+ * import type { Engine } from "../inference/engine/types.ts";
  * const engine: Engine = {
  *   status: () => ({ state: "loading", detail: "", modelId: "m", contextLength: 8, hasChatTemplate: false }),
  *   generate: () => { throw new Error("not ready"); },

@@ -5,7 +5,7 @@ import {
   type EngineStatus,
   type GenerateRequest,
   type TokenEvent,
-} from "../inference/types.ts";
+} from "../inference/engine/types.ts";
 import { createApp } from "./app.ts";
 
 /** What the fake engine does for one request. */

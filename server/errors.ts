@@ -5,7 +5,7 @@
  */
 import { HTTPException } from "hono/http-exception";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
-import { EngineInputError } from "../inference/types.ts";
+import { EngineInputError } from "../inference/engine/mod.ts";
 
 /** OpenAI error `type` values this server uses. */
 export type ApiErrorType = "invalid_request_error" | "not_found_error" | "server_error";

@@ -4,7 +4,7 @@
  * naming the offending field. Unknown fields are ignored (clients send extras), and `null` means "not given".
  * Reference: https://platform.openai.com/docs/api-reference/chat/create
  */
-import type { ChatMessage, GenerateRequest, SamplingParams } from "../inference/types.ts";
+import type { ChatMessage, GenerateRequest, SamplingParams } from "../inference/engine/mod.ts";
 import { ApiError, invalidRequest } from "./errors.ts";
 
 /** Token counts reported in `usage`. */

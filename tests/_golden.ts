@@ -1,8 +1,19 @@
 /** Golden tensors exported from PyTorch into ../shared (`{dtype, byteorder, shape, b64}`, little-endian f32). */
-import { checkPipelines, type Gpu } from "../kernels/gpu.ts";
-import { createStorage, readF32, runPass, writeBuffer } from "../kernels/buffers.ts";
-import { bindForward, createForwardState, forwardStateBuffers, type GpuWeights } from "../inference/model.ts";
-import type { ModelConfig } from "../inference/model_config.ts";
+import {
+  checkPipelines,
+  createStorage,
+  type Gpu,
+  readF32,
+  runPass,
+  writeBuffer,
+} from "../kernels/core/mod.ts";
+import {
+  bindForward,
+  createForwardState,
+  forwardStateBuffers,
+  type GpuWeights,
+  type ModelConfig,
+} from "../inference/model/mod.ts";
 
 /** A packed f32 tensor as the golden JSON files store it. */
 export interface PackedTensor {

@@ -2,7 +2,7 @@
  * Test-side GPU acquisition and the CI policy (style.md H):
  * with CI=true a missing adapter or feature fails the run; elsewhere GPU tests skip after one clear line.
  */
-import { describeGpu, type Gpu, requestGpu } from "../kernels/gpu.ts";
+import { describeGpu, type Gpu, requestGpu } from "../kernels/core/mod.ts";
 
 /** True when running under CI (the one place outside config.ts that reads the environment). */
 export const IN_CI = Deno.env.get("CI") === "true";

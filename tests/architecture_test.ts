@@ -1,33 +1,73 @@
 /**
- * Enforces the dependency direction (style.md B):
- * main.ts → server/ → inference/ → quant/ → kernels/, plus inference/ → kernels/. kernels/ is a leaf,
- * and server/ imports only inference/engine.ts and inference/types.ts.
+ * Enforces the folder graph (docs/architecture.md): which concern folder may import which, that another
+ * folder is reached only through its `mod.ts` face, and that no import cycle exists between files.
+ * main.ts (and cli/) → server/ → inference/engine → inference/model → inference/formats; inference/quantize
+ * beside the engine; quant/ under inference; kernels/ a leaf of four folders.
  */
 import assert from "node:assert/strict";
 import { dirname, join, relative, resolve } from "node:path";
 
 const ROOT = resolve(dirname(new URL(import.meta.url).pathname), "..");
-const LAYERS = ["main", "server", "inference", "quant", "kernels"] as const;
-type Layer = (typeof LAYERS)[number] | "config" | "tests" | "bench" | "other";
 
+/** Folder → the folders it may import (its own files are always allowed). */
 const ALLOWED: Record<string, readonly string[]> = {
-  main: ["config", "server", "inference", "quant", "kernels"],
-  config: [],
-  server: ["inference", "config"],
-  inference: ["quant", "kernels"],
-  quant: ["kernels"],
-  kernels: [],
+  "main": [
+    "config",
+    "server",
+    "inference/engine",
+    "inference/model",
+    "inference/text",
+    "inference/quantize",
+    "inference/formats",
+    "inference/hub",
+    "quant",
+    "quant/reference",
+    "kernels/core",
+    "kernels/ops",
+    "kernels/matmul",
+    "kernels/quant",
+  ],
+  "config": ["quant"],
+  "server": ["config", "inference/engine"],
+  "inference/engine": ["inference/model", "inference/text", "kernels/core", "kernels/ops"],
+  "inference/quantize": [
+    "inference/model",
+    "inference/text",
+    "inference/formats",
+    "quant",
+    "kernels/core",
+    "kernels/ops",
+    "kernels/quant",
+  ],
+  "inference/model": ["inference/formats", "quant", "kernels/core", "kernels/ops", "kernels/matmul"],
+  "inference/text": [],
+  "inference/formats": [],
+  "inference/hub": [],
+  "quant": ["quant/reference", "kernels/core", "kernels/quant", "kernels/matmul"],
+  // The f64 spec shares only the contract's types with the GPU quantizer.
+  "quant/reference": ["quant/types", "kernels/core"],
+  "kernels/core": [],
+  "kernels/ops": ["kernels/core"],
+  "kernels/matmul": ["kernels/core", "kernels/ops"],
+  "kernels/quant": ["kernels/core"],
 };
 
-function layerOf(file: string): Layer {
+/** The concern folder a file belongs to ("main" for main.ts and cli/; null for tests, bench, fixtures). */
+function folderOf(file: string): string | null {
   const rel = relative(ROOT, file);
-  if (rel === "main.ts") return "main";
+  if (rel === "main.ts" || rel.startsWith("cli/")) return "main";
   if (rel === "config.ts") return "config";
-  if (rel.startsWith("cli/")) return "main";
-  const top = rel.split("/")[0];
-  if ((LAYERS as readonly string[]).includes(top)) return top as Layer;
-  if (top === "tests" || top === "bench") return top;
-  return "other";
+  if (rel === "quant/types.ts") return "quant/types";
+  const dir = dirname(rel);
+  if (dir.startsWith("server")) return "server";
+  if (dir in ALLOWED) return dir;
+  return null;
+}
+
+/** A folder's face: what other folders import. */
+function isFace(file: string, folder: string): boolean {
+  if (folder === "quant/types") return true;
+  return folder === "config" || relative(ROOT, file) === `${folder}/mod.ts`;
 }
 
 function* sourceFiles(dir: string): Generator<string> {
@@ -35,34 +75,84 @@ function* sourceFiles(dir: string): Generator<string> {
     if (entry.name.startsWith(".") || entry.name === "node_modules") continue;
     const path = join(dir, entry.name);
     if (entry.isDirectory) yield* sourceFiles(path);
-    else if (
-      entry.name.endsWith(".ts") && !entry.name.endsWith("_test.ts") && !entry.name.endsWith("_bench.ts")
-    ) {
-      yield path;
-    }
+    else if (entry.name.endsWith(".ts") && !entry.name.endsWith("_test.ts")) yield path;
   }
 }
 
-Deno.test("imports follow main → server → inference → quant → kernels", () => {
-  const violations: string[] = [];
-  const importRe = /(?:^|\n)\s*(?:import|export)[^"'`]*?from\s*["']([^"']+)["']/g;
+const IMPORT_RE = /(?:^|\n)\s*(?:import|export)[^"'`]*?from\s*["']([^"']+)["']/g;
+
+/**
+ * Every relative import of the non-test sources: file → resolved targets. With `values`, only imports that
+ * load a module at run time (`import type` is erased, so it orders no evaluation and forms no real cycle).
+ */
+function importGraph({ values = false } = {}): Map<string, string[]> {
+  const graph = new Map<string, string[]>();
   for (const file of sourceFiles(ROOT)) {
-    const from = layerOf(file);
-    if (!(from in ALLOWED)) continue;
     const text = Deno.readTextFileSync(file);
-    for (const m of text.matchAll(importRe)) {
-      const spec = m[1];
-      if (!spec.startsWith(".")) continue;
-      const target = resolve(dirname(file), spec);
-      const to = layerOf(target);
-      if (to === from) continue;
-      if (!ALLOWED[from].includes(to)) violations.push(`${relative(ROOT, file)} → ${relative(ROOT, target)}`);
-      if (from === "server" && to === "inference" && !/inference\/(engine|types)\.ts$/.test(target)) {
-        violations.push(
-          `${relative(ROOT, file)} → ${relative(ROOT, target)} (server sees only engine.ts and types.ts)`,
-        );
+    const targets = [...text.matchAll(IMPORT_RE)]
+      .filter((m) => !values || !/^\s*(import|export)\s+type\b/.test(m[0]))
+      .map((m) => m[1]).filter((s) => s.startsWith("."))
+      .map((s) => resolve(dirname(file), s)).filter((t) => t.endsWith(".ts"));
+    graph.set(file, targets);
+  }
+  return graph;
+}
+
+Deno.test("imports follow the folder graph, through each folder's mod.ts", () => {
+  const violations: string[] = [];
+  for (const [file, targets] of importGraph()) {
+    const from = folderOf(file);
+    if (from === null || from === "quant/types") continue;
+    for (const target of targets) {
+      const to = folderOf(target);
+      const edge = `${relative(ROOT, file)} → ${relative(ROOT, target)}`;
+      if (to === null) {
+        violations.push(`${edge} (sources never import tests or bench)`);
+        continue;
+      }
+      if (to === from || (from === "quant" && to === "quant/types")) continue;
+      if (!ALLOWED[from].includes(to) && !(to === "quant/types" && ALLOWED[from].includes("quant"))) {
+        violations.push(`${edge} (${from} may not import ${to})`);
+      } else if (from !== "main" && !isFace(target, to)) {
+        violations.push(`${edge} (import ${to}/mod.ts instead)`);
       }
     }
   }
-  assert.deepEqual(violations, [], `Imports against the dependency direction:\n${violations.join("\n")}`);
+  assert.deepEqual(violations, [], `Imports against the folder graph:\n${violations.join("\n")}`);
+});
+
+Deno.test("source files load each other without cycles", () => {
+  const graph = importGraph({ values: true });
+  const state = new Map<string, "open" | "done">();
+  const cycles: string[] = [];
+  const visit = (file: string, path: string[]) => {
+    if (state.get(file) === "done") return;
+    if (state.get(file) === "open") {
+      cycles.push([...path.slice(path.indexOf(file)), file].map((f) => relative(ROOT, f)).join(" → "));
+      return;
+    }
+    state.set(file, "open");
+    for (const t of graph.get(file) ?? []) visit(t, [...path, file]);
+    state.set(file, "done");
+  };
+  for (const file of graph.keys()) visit(file, []);
+  assert.deepEqual(cycles, [], `Import cycles:\n${cycles.join("\n")}`);
+});
+
+Deno.test("every concern folder has a mod.ts face", () => {
+  const missing = Object.keys(ALLOWED).filter((f) => f.includes("/") && f !== "quant/types")
+    .filter((f) => {
+      try {
+        Deno.statSync(join(ROOT, f));
+      } catch {
+        return false; // a folder not created yet (inference/hub) needs no face
+      }
+      try {
+        Deno.statSync(join(ROOT, f, "mod.ts"));
+        return false;
+      } catch {
+        return true;
+      }
+    });
+  assert.deepEqual(missing, [], `Folders without mod.ts: ${missing.join(", ")}`);
 });

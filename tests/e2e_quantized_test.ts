@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { sharedPath, testGpu } from "./_gpu.ts";
-import { loadModel } from "../inference/load_model.ts";
+import { loadModel } from "../inference/engine/load_model.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 

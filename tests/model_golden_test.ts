@@ -6,9 +6,9 @@ import assert from "node:assert/strict";
 import { sharedPath, testGpu } from "./_gpu.ts";
 import { maxAbsDiff } from "./_assert.ts";
 import { forwardLogits, type PackedTensor as Packed, unpackTensor } from "./_golden.ts";
-import { loadModel } from "../inference/load_model.ts";
-import type { LoadedModel } from "../inference/engine.ts";
-import type { WeightType } from "../inference/linear.ts";
+import { loadModel } from "../inference/engine/load_model.ts";
+import type { LoadedModel } from "../inference/engine/engine.ts";
+import type { WeightType } from "../inference/model/linear.ts";
 
 interface GoldenCase {
   prompt: string;

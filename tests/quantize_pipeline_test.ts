@@ -11,18 +11,18 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { sharedPath, testGpu } from "./_gpu.ts";
-import type { Gpu } from "../kernels/gpu.ts";
+import type { Gpu } from "../kernels/core/gpu.ts";
 import { forwardLogits } from "./_golden.ts";
-import { logSoftmaxRef } from "../kernels/reference.ts";
+import { logSoftmaxRef } from "../kernels/core/reference.ts";
 import { QUANTIZE_DEFAULTS, type QuantizedLinear, type QuantMethod } from "../quant/types.ts";
 import { createGpuQuantizer } from "../quant/gpu_quantizer.ts";
-import { loadCalibration } from "../inference/calibration.ts";
-import { type EvalModel, evaluatePerplexity, loadEvalModel } from "../inference/perplexity.ts";
-import { openLlamaWeights } from "../inference/weights.ts";
-import { quantizeModel } from "../inference/quantize_model.ts";
-import { createQuantizedWriter, openQuantizedModel } from "../inference/quant_folder.ts";
-import { LINEAR_FIELDS, type QuantizedLayer } from "../inference/quant_format.ts";
-import { loadModelConfig } from "../inference/model_config.ts";
+import { loadCalibration } from "../inference/quantize/calibration.ts";
+import { type EvalModel, evaluatePerplexity, loadEvalModel } from "../inference/quantize/perplexity.ts";
+import { openLlamaWeights } from "../inference/model/weights.ts";
+import { quantizeModel } from "../inference/quantize/quantize_model.ts";
+import { createQuantizedWriter, openQuantizedModel } from "../inference/model/quant_folder.ts";
+import { LINEAR_FIELDS, type QuantizedLayer } from "../inference/model/quant_format.ts";
+import { loadModelConfig } from "../inference/model/model_config.ts";
 import { assertAllClose } from "./_assert.ts";
 
 const CTX = 128;

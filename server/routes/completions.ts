@@ -4,7 +4,7 @@
  */
 import type { Context, Handler } from "hono";
 import { streamSSE } from "hono/streaming";
-import type { Engine, GenerateRequest, TokenEvent } from "../../inference/types.ts";
+import type { Engine, GenerateRequest, TokenEvent } from "../../inference/engine/mod.ts";
 import { asApiError, internalError, invalidRequest, toErrorBody } from "../errors.ts";
 import {
   parseCompletionRequest,

@@ -3,7 +3,7 @@
  * Reference: https://platform.openai.com/docs/api-reference/models
  */
 import type { Handler } from "hono";
-import type { Engine } from "../../inference/types.ts";
+import type { Engine } from "../../inference/engine/mod.ts";
 import { ApiError } from "../errors.ts";
 
 /** One entry of the model list; `max_model_len` is vLLM's extension giving the context length. */

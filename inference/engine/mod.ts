@@ -1,0 +1,15 @@
+/**
+ * The engine: requests in, token events out. The contract server/ sees (types.ts), the engine, the
+ * sequence runner and loading a model folder for it. server/ imports only this face.
+ */
+export { createEngine, type EngineHandle } from "./engine.ts";
+export { createSequenceRunner } from "./generate.ts";
+export { loadModel } from "./load_model.ts";
+export {
+  type ChatMessage,
+  type Engine,
+  EngineInputError,
+  type GenerateRequest,
+  type SamplingParams,
+  type TokenEvent,
+} from "./types.ts";

@@ -1,0 +1,88 @@
+/**
+ * One decoder layer's weights on the GPU for the quantizer (quantize_model.ts) and the loader: upload from
+ * the host as dense weights, swap a linear for its dequantized Q, size and free them.
+ */
+import { type Gpu, uploadStorage } from "../../kernels/core/mod.ts";
+import { type GpuLinear, linearBuffers, uploadLinear, type WeightType } from "./linear.ts";
+import type { GpuLayer } from "./model.ts";
+import type { LayerWeights } from "./weights.ts";
+
+/** The seven linear fields of a GpuLayer. */
+export const LINEARS = ["wq", "wk", "wv", "wo", "wGate", "wUp", "wDown"] as const;
+
+/**
+ * Uploads one host layer as dense weights (f32 by default: the quantizer runs layers in f32).
+ * @param gpu the device
+ * @param L the layer's weights
+ * @param i its index (for labels)
+ * @param options dense storage type
+ * @returns the GPU layer; free it with {@link destroyGpuLayer}
+ */
+export function uploadHostLayer(
+  gpu: Gpu,
+  L: LayerWeights,
+  i: number,
+  { weightType = "f32" }: { weightType?: WeightType } = {},
+): GpuLayer {
+  const linear = (field: (typeof LINEARS)[number]) =>
+    uploadLinear(gpu, L[field].data, L[field].shape[0], L[field].shape[1], {
+      weightType,
+      label: `layers.${i}.${field}`,
+    });
+  return {
+    attnNorm: uploadStorage(gpu, L.attnNorm.data, `layers.${i}.attnNorm`),
+    wq: linear("wq"),
+    wk: linear("wk"),
+    wv: linear("wv"),
+    wo: linear("wo"),
+    mlpNorm: uploadStorage(gpu, L.mlpNorm.data, `layers.${i}.mlpNorm`),
+    wGate: linear("wGate"),
+    wUp: linear("wUp"),
+    wDown: linear("wDown"),
+  };
+}
+
+/**
+ * Swaps a dense weight for Q (destroying the old panels): uploaded from the host, or a GPU buffer used as one
+ * panel when it fits a binding.
+ * @param old the weight being replaced
+ * @param Q (outDim, inDim) f32
+ * @returns the new weight
+ */
+export function replaceLinear(
+  gpu: Gpu,
+  old: GpuLinear,
+  Q: Float32Array | GPUBuffer,
+  label: string,
+): GpuLinear {
+  const { outDim, inDim } = old;
+  linearBuffers(old).forEach((b) => b.destroy());
+  if (Q instanceof Float32Array) return uploadLinear(gpu, Q, outDim, inDim, { weightType: "f32", label });
+  if (Q.size > gpu.maxBindingBytes) {
+    throw new Error(`Cannot use "${label}" as one panel: exceeds the binding limit`);
+  }
+  return {
+    format: "dense",
+    weightType: "f32",
+    outDim,
+    inDim,
+    panels: [{ buffer: Q, rowStart: 0, rows: outDim }],
+  };
+}
+
+/** Bytes of GPU memory a weight holds. */
+export function linearBytes(l: GpuLinear): number {
+  return linearBuffers(l).reduce((s, b) => s + b.size, 0);
+}
+
+/** Bytes of GPU memory a layer holds. */
+export function gpuLayerBytes(L: GpuLayer): number {
+  return L.attnNorm.size + L.mlpNorm.size + LINEARS.reduce((s, f) => s + linearBytes(L[f]), 0);
+}
+
+/** Destroys every buffer of a layer. */
+export function destroyGpuLayer(L: GpuLayer): void {
+  L.attnNorm.destroy();
+  L.mlpNorm.destroy();
+  for (const f of LINEARS) linearBuffers(L[f]).forEach((b) => b.destroy());
+}

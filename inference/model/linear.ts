@@ -1,0 +1,234 @@
+/**
+ * A Linear layer's weights on the GPU and the dispatches that apply it.
+ *
+ * Weights larger than one storage binding (~2 GiB on an H100, 128 MiB on lavapipe) are split into
+ * row panels; each panel is its own buffer and writes its own column range of y.
+ */
+import {
+  createStorage,
+  type Encodable,
+  f32ToF16Bits,
+  type Gpu,
+  sequence,
+  uploadStorage,
+  writeBuffer,
+} from "../../kernels/core/mod.ts";
+import {
+  affineHasPrologue,
+  type AffineWeights,
+  createMatmul,
+  createMatmulAffine,
+  createMatmulLut,
+  LUT_PROLOGUE_MAX_ROWS,
+  type LutWeights,
+} from "../../kernels/matmul/mod.ts";
+
+/** How dense weights are stored on the GPU. */
+export type WeightType = "f32" | "f16";
+
+/** One row panel of a weight matrix. */
+export interface WeightPanel {
+  /** w: (rows, inDim) row-major; f32, or f16 pairs packed in u32 */
+  buffer: GPUBuffer;
+  rowStart: number;
+  rows: number;
+}
+
+/** A Linear weight on the GPU: dense, or quantized in one of the fused kernels' layouts. */
+export type GpuLinear = DenseLinear | AffineLinear | LutLinear;
+
+/** A dense Linear weight (outDim, inDim), as Hugging Face stores it. */
+export interface DenseLinear {
+  format: "dense";
+  weightType: WeightType;
+  outDim: number;
+  inDim: number;
+  panels: WeightPanel[];
+}
+
+/** Affine-quantized weight (codes + per-group f16 scale/zero) in kernels/matmul_affine.ts's layout. */
+export interface AffineLinear {
+  format: "affine";
+  outDim: number;
+  inDim: number;
+  weights: AffineWeights;
+  /**
+   * Decode (1–2 rows) activations: "q8" (default) quantizes them to int8 per 32 columns
+   * for int8 dot products (kernels/matmul_affine_q8_wgsl.ts, llama.cpp's q8 activations); "f32" is exact.
+   */
+  activations?: "q8" | "f32";
+}
+
+/** LUT-quantized weight (codes + a per-row f16 table, LeanQuant nu) in kernels/matmul_lut.ts's layout. */
+export interface LutLinear {
+  format: "lut";
+  outDim: number;
+  inDim: number;
+  weights: LutWeights;
+}
+
+/** Every GPU buffer a linear holds (to size or destroy it). */
+export function linearBuffers(l: GpuLinear): GPUBuffer[] {
+  if (l.format === "dense") return l.panels.map((p) => p.buffer);
+  if (l.format === "lut") return [l.weights.codes, l.weights.lut];
+  const w = l.weights;
+  return [w.codes, w.scaleZero, ...(w.perm ? [w.perm] : [])];
+}
+
+/** Bytes per element of a weight type. */
+export function weightBytes(type: WeightType): number {
+  return type === "f32" ? 4 : 2;
+}
+
+/**
+ * Uploads a dense (outDim, inDim) f32 matrix, converting to f16 when asked, in row panels that fit
+ * one binding.
+ */
+export function uploadLinear(
+  gpu: Gpu,
+  data: Float32Array,
+  outDim: number,
+  inDim: number,
+  { weightType, label, maxBindingBytes = gpu.maxBindingBytes }: {
+    weightType: WeightType;
+    label: string;
+    maxBindingBytes?: number;
+  },
+): DenseLinear {
+  if (data.length !== outDim * inDim) {
+    throw new Error(`Cannot upload "${label}": expected ${outDim * inDim} values, got ${data.length}`);
+  }
+  const rowBytes = inDim * weightBytes(weightType);
+  const rowsPerPanel = Math.max(1, Math.floor(maxBindingBytes / rowBytes));
+  const panels: WeightPanel[] = [];
+  for (let rowStart = 0; rowStart < outDim; rowStart += rowsPerPanel) {
+    const rows = Math.min(rowsPerPanel, outDim - rowStart);
+    const slice = data.subarray(rowStart * inDim, (rowStart + rows) * inDim);
+    const buffer = createStorage(gpu, rows * rowBytes, `${label}[${rowStart}:${rowStart + rows}]`);
+    writeBuffer(gpu, buffer, weightType === "f32" ? slice : toF16Pairs(slice));
+    panels.push({ buffer, rowStart, rows });
+  }
+  return { format: "dense", weightType, outDim, inDim, panels };
+}
+
+/** Uploads a dense table (e.g. the token embedding) as f32, or as f16 pairs packed in u32. */
+export function uploadDense(gpu: Gpu, data: Float32Array, weightType: WeightType, label: string): GPUBuffer {
+  return uploadStorage(gpu, weightType === "f32" ? data : toF16Pairs(data), label);
+}
+
+/** f32 values → f16 bits, two per u32 (element 2j low, 2j+1 high). */
+export function toF16Pairs(values: Float32Array): Uint32Array {
+  const halves = new Uint16Array(values.length + (values.length & 1));
+  for (let i = 0; i < values.length; i++) halves[i] = f32ToF16Bits(values[i]);
+  return new Uint32Array(halves.buffer);
+}
+
+/** Arguments for applying a linear: y[:, cols] (+)= x · Wᵀ. */
+export interface LinearCall {
+  /** x: (≥ xRowOffset + rows, inDim) f32 */
+  x: GPUBuffer;
+  /** y: (rows, yStride) f32 */
+  y: GPUBuffer;
+  rows: number;
+  xRowOffset?: number;
+  accumulate?: boolean;
+  /** Apply this RMSNorm to x first; only where {@link fusesPrologue} says the linear's kernel can. */
+  norm?: { weight: GPUBuffer; eps: number };
+  /** x is a gate: apply silu(x)·siluMulUp first; only where {@link fusesPrologue} says so. */
+  siluMulUp?: GPUBuffer;
+}
+
+/**
+ * Whether applying `linear` to `rows` rows can take the preceding RMSNorm or (with `siluMul`) SiLU·mul into
+ * its kernel, so that dispatch can go: the q8 GEMV of affine weights takes both; the LUT GEMVs take
+ * SiLU·mul only. Their RMSNorm prologue works (kernels/matmul_lut.ts) but each workgroup's extra pass over x
+ * before its first code load made an 8B-shaped LUT decode slower on the H100 (3-bit: 110 → 91 tok/s).
+ */
+export function fusesPrologue(linear: GpuLinear, rows: number, kind: "norm" | "siluMul" = "norm"): boolean {
+  if (linear.format === "lut") return kind === "siluMul" && rows <= LUT_PROLOGUE_MAX_ROWS;
+  return linear.format === "affine" &&
+    affineHasPrologue({ activations: linear.activations ?? "q8" }, rows);
+}
+
+/** Binds the dispatches that apply `linear` (one per panel for dense weights). */
+export function bindLinear(gpu: Gpu, linear: GpuLinear, call: LinearCall): Encodable {
+  if (
+    (call.norm && !fusesPrologue(linear, call.rows, "norm")) ||
+    (call.siluMulUp && !fusesPrologue(linear, call.rows, "siluMul"))
+  ) {
+    throw new Error(`Cannot fuse a norm or SiLU·mul into a ${linear.format} linear over ${call.rows} rows`);
+  }
+  if (linear.format !== "dense") {
+    const spec = { accumulate: call.accumulate ?? false };
+    const args = { x: call.x, y: call.y, rows: call.rows, xRowOffset: call.xRowOffset ?? 0 };
+    return linear.format === "affine"
+      ? createMatmulAffine(gpu, { ...spec, activations: linear.activations ?? "q8" }).bind({
+        ...args,
+        w: linear.weights,
+        ...(call.norm ? { norm: call.norm } : {}),
+        ...(call.siluMulUp ? { siluMulUp: call.siluMulUp } : {}),
+      })
+      : createMatmulLut(gpu, spec).bind({
+        ...args,
+        w: linear.weights,
+        ...(call.norm ? { norm: call.norm } : {}),
+        ...(call.siluMulUp ? { siluMulUp: call.siluMulUp } : {}),
+      });
+  }
+  const kernel = createMatmul(gpu, { weightType: linear.weightType, accumulate: call.accumulate ?? false });
+  const bound = linear.panels.map((panel) =>
+    kernel.bind({
+      x: call.x,
+      w: panel.buffer,
+      y: call.y,
+      rows: call.rows,
+      inDim: linear.inDim,
+      outDim: panel.rows,
+      xRowOffset: call.xRowOffset ?? 0,
+      yStride: linear.outDim,
+      yColOffset: panel.rowStart,
+    })
+  );
+  return sequence(bound);
+}
+
+/**
+ * Whether these linears, applied to the same x over `rows` rows, can run as one dispatch: affine weights on
+ * the q8 GEMV with the same bits, inDim and groups and one shared perm buffer (q/k/v and gate/up of our
+ * folders share their act-order permutation; quant_folder.ts uploads it once).
+ */
+export function mergesLinears(linears: GpuLinear[], rows: number): linears is AffineLinear[] {
+  if (linears.length < 2 || linears.length > 3) return false;
+  const [first] = linears;
+  return linears.every((l) =>
+    l.format === "affine" && first.format === "affine" && fusesPrologue(l, rows) &&
+    l.weights.bits === first.weights.bits && l.weights.inDim === first.weights.inDim &&
+    l.weights.groupSize === first.weights.groupSize && l.weights.perm === first.weights.perm
+  );
+}
+
+/**
+ * Binds linears that read the same x (with the same prologue), each into its own y: one dispatch when
+ * {@link mergesLinears} allows, else one {@link bindLinear} each.
+ */
+export function bindLinears(
+  gpu: Gpu,
+  items: { linear: GpuLinear; y: GPUBuffer }[],
+  call: Omit<LinearCall, "y">,
+): Encodable {
+  const linears = items.map((i) => i.linear);
+  if (!mergesLinears(linears, call.rows)) {
+    const bound = items.map(({ linear, y }) => bindLinear(gpu, linear, { ...call, y }));
+    return sequence(bound);
+  }
+  return createMatmulAffine(gpu, { accumulate: call.accumulate ?? false, activations: "q8" }).bind({
+    x: call.x,
+    w: linears[0].weights,
+    y: items[0].y,
+    rows: call.rows,
+    xRowOffset: call.xRowOffset ?? 0,
+    ...(call.norm ? { norm: call.norm } : {}),
+    ...(call.siluMulUp ? { siluMulUp: call.siluMulUp } : {}),
+    more: items.slice(1).map(({ linear, y }) => ({ w: (linear as AffineLinear).weights, y })),
+  });
+}

@@ -1,0 +1,314 @@
+/**
+ * Runs ONE decoder layer over a window of calibration hidden states with the model's own kernels, stopping
+ * where the quantizer needs an input captured (leanquant.md §5, gptq's `llama_sequential`). The layer runs
+ * in two halves, so that no stage recomputes what an earlier stage already stored:
+ *   attention half, from the layer input h:
+ *     stage "qkv"    → xn = rmsnorm(h)·attnNorm                                      (the input of q, k, v)
+ *     stage "o"      → attn = attention(rope(xn·Wqᵀ), rope(xn·Wkᵀ), xn·Wvᵀ)            (the input of o)
+ *     stage "gateUp" → h ← h + attn·Woᵀ, STORED BACK in place; xn = rmsnorm(h)·mlpNorm  (the input of gate, up)
+ *   MLP half, from the post-attention residual h that "gateUp" stored:
+ *     stage "down"   → xn = rmsnorm(h)·mlpNorm; act = silu(xn·Wgateᵀ)·(xn·Wupᵀ)       (the input of down)
+ *     stage "out"    → h ← h + act·Wdownᵀ, STORED BACK in place: the layer output
+ * Running "gateUp" then "out" over a window is one whole layer.
+ *
+ * Hidden states are stored as f16 pairs (default; two halves per u32, kernels/f16_convert.ts, as GPTQ keeps
+ * its fp16 `inps`) or f32, and every stage computes in f32 from a scratch copy. "gateUp" continues from the
+ * value it stored (rounded to f16 when stored as f16), so its capture, "down" and "out" all see the same
+ * post-attention residual. Each window is one sequence at positions 0..rows−1 with a one-layer KV cache of
+ * `rows` positions (overwritten by the next window).
+ *
+ * The scratch (activations, KV cache, conversion buffer) is allocated by the first `bind` and freed by
+ * `release()`, so the quantizer can have the memory between captures. The steps mirror inference/model.ts
+ * `bindForward`; tests check the two agree. One layer's weights are uploaded, swapped and freed by
+ * gpu_layer.ts (re-exported here for load_model.ts).
+ */
+import {
+  type BoundPlan,
+  createStorage,
+  type Encodable,
+  type Gpu,
+  type Kernel,
+  readBuffer,
+  writeBuffer,
+} from "../../kernels/core/mod.ts";
+import {
+  type AttentionArgs,
+  createAttention,
+  createF16Convert,
+  createRmsNorm,
+  createRope,
+  createSiluMul,
+  type RmsNormArgs,
+  type RopeArgs,
+  type SiluMulArgs,
+} from "../../kernels/ops/mod.ts";
+import {
+  bindLinear,
+  createForwardState,
+  type ForwardState,
+  forwardStateBuffers,
+  type GpuLayer,
+  type ModelConfig,
+} from "../model/mod.ts";
+
+/** Where a layer run stops; every stage but "out" captures the input of a group of linears. */
+export type LayerStage = "qkv" | "o" | "gateUp" | "down" | "out";
+
+/** The stages in forward order. */
+export const LAYER_STAGES: readonly LayerStage[] = ["qkv", "o", "gateUp", "down", "out"];
+
+/** How hidden states are stored between stages and layers (computation is f32 either way). */
+export type HiddenStorage = "f16" | "f32";
+
+/** A layer bound up to one stage: reusable for every window until the layer's weights or scratch change. */
+export interface BoundLayer {
+  readonly stage: LayerStage;
+  /** The captured activation, (rows, captureCols) f32, valid after the window ran (null for "out"). */
+  readonly capture: GPUBuffer | null;
+  readonly captureCols: number;
+  /** True for "gateUp" and "out", which store their result back into the hidden buffer. */
+  readonly writesHidden: boolean;
+  /**
+   * Records one window: the hidden state → scratch, the stage's kernels in one compute pass (with
+   * `timestampWrites` when given), and for "gateUp"/"out" the result → the same hidden buffer.
+   * @param hidden (rows, dim) in the runner's storage
+   */
+  encode(
+    encoder: GPUCommandEncoder,
+    hidden: GPUBuffer,
+    timestampWrites?: GPUComputePassTimestampWrites,
+  ): void;
+  /** Encodes and submits one window. */
+  run(hidden: GPUBuffer): void;
+}
+
+/** Scratch activations and the one-layer KV cache for windows of `rows` tokens. */
+export interface LayerRunner {
+  readonly rows: number;
+  readonly storage: HiddenStorage;
+  /** Bytes of one window's hidden state: rows·dim·(2 for f16, 4 for f32). */
+  readonly hiddenBytes: number;
+  /** Bytes of GPU memory the scratch holds now (0 while released). */
+  readonly bytes: number;
+  /** Allocates one window's hidden-state buffer (the caller owns it). */
+  createHidden(label: string): GPUBuffer;
+  /** Stores (rows, dim) f32 host values into a hidden buffer, converting through the scratch (submits). */
+  store(x: Float32Array, hidden: GPUBuffer): void;
+  /** Reads a hidden buffer back as (rows, dim) f32 (one readback). */
+  read(hidden: GPUBuffer): Promise<Float32Array>;
+  /** Binds `layer`'s kernels up to `stage` (rebind after replacing a weight or releasing the scratch). */
+  bind(layer: GpuLayer, stage: LayerStage): BoundLayer;
+  /** Frees the scratch; the next `bind` or `store` allocates it again. */
+  release(): void;
+  destroy(): void;
+}
+
+/** The scratch: the forward state of one layer plus, for f16 storage, a packed copy of the window. */
+interface Scratch {
+  s: ForwardState;
+  /** (rows, dim/2) u32 f16 pairs: the window in transit (f16 storage only) */
+  h16: GPUBuffer | null;
+  /** f16: h16 → s.x and s.x → h16 */
+  unpack: BoundPlan | null;
+  pack: BoundPlan | null;
+  /** every buffer it holds (to size or free it) */
+  buffers: GPUBuffer[];
+}
+
+/**
+ * Creates the runner; its scratch is allocated on first use.
+ * @param gpu the device
+ * @param config the model
+ * @param options rows per window (≤ config.seqLen) and the hidden-state storage (default "f16")
+ * @returns the runner
+ * @example
+ * ```ts ignore
+ * const runner = createLayerRunner(gpu, config, { rows: 2048 });
+ * const hidden = runner.createHidden("window 0");
+ * runner.store(embeddings, hidden);
+ * const qkv = runner.bind(layer, "qkv");
+ * qkv.run(hidden);       // qkv.capture now holds rmsnorm(hidden)·attnNorm
+ * ```
+ */
+export function createLayerRunner(
+  gpu: Gpu,
+  config: ModelConfig,
+  { rows, storage = "f16" }: { rows: number; storage?: HiddenStorage },
+): LayerRunner {
+  if (!Number.isInteger(rows) || rows < 1 || rows > config.seqLen) {
+    throw new Error(
+      `Cannot run a layer over ${rows} rows: expected 1 to the context length ${config.seqLen}`,
+    );
+  }
+  if (storage === "f16" && config.dim % 2 !== 0) {
+    throw new Error(`Cannot store hidden states as f16 pairs: dim ${config.dim} is odd`);
+  }
+  const n = rows * config.dim;
+  const hiddenBytes = n * (storage === "f16" ? 2 : 4);
+  // Kernels built once: binding creates only bind groups and params (attention also keeps its split
+  // scratch per kernel, so one kernel for the whole run).
+  const kernels: Kernels = {
+    norm: createRmsNorm(gpu),
+    rope: createRope(gpu),
+    attention: createAttention(gpu),
+    siluMul: createSiluMul(gpu),
+  };
+  let scratch: Scratch | null = null;
+  const ensure = () => scratch ??= createScratch(gpu, config, rows, storage);
+  const release = () => {
+    scratch?.buffers.forEach((b) => b.destroy());
+    scratch?.pack?.destroy();
+    scratch?.unpack?.destroy();
+    scratch = null;
+  };
+  return {
+    rows,
+    storage,
+    hiddenBytes,
+    get bytes() {
+      return scratch ? scratch.buffers.reduce((sum, b) => sum + b.size, 0) : 0;
+    },
+    createHidden: (label) => createStorage(gpu, hiddenBytes, label),
+    store(x, hidden) {
+      if (x.length !== n) throw new Error(`Cannot store ${x.length} values as a window of ${n}`);
+      const sc = ensure();
+      writeBuffer(gpu, sc.s.x, x);
+      const enc = gpu.device.createCommandEncoder({ label: "store hidden" });
+      if (sc.pack) {
+        const pass = enc.beginComputePass();
+        sc.pack.encode(pass);
+        pass.end();
+      }
+      enc.copyBufferToBuffer(sc.h16 ?? sc.s.x, 0, hidden, 0, hiddenBytes);
+      gpu.device.queue.submit([enc.finish()]);
+    },
+    async read(hidden) {
+      const raw = await readBuffer(gpu, hidden, hiddenBytes);
+      return storage === "f16" ? Float32Array.from(new Float16Array(raw)) : new Float32Array(raw);
+    },
+    bind: (layer, stage) => bindLayer(gpu, config, kernels, ensure(), { L: layer, stage, hiddenBytes }),
+    release,
+    destroy: release,
+  };
+}
+
+function createScratch(gpu: Gpu, c: ModelConfig, rows: number, storage: HiddenStorage): Scratch {
+  // One layer's KV cache of `rows` positions is all a window needs.
+  const s = createForwardState(gpu, { ...c, nLayers: 1, seqLen: rows }, { maxRows: rows });
+  writeBuffer(gpu, s.state, new Uint32Array(4)); // pos 0 for every window
+  const buffers = forwardStateBuffers(s);
+  if (storage === "f32") return { s, h16: null, unpack: null, pack: null, buffers };
+  const n = rows * c.dim;
+  const h16 = createStorage(gpu, n * 2, "hidden window f16");
+  return {
+    s,
+    h16,
+    unpack: createF16Convert(gpu, { to: "f32" }).bind({ src: h16, dst: s.x, n }),
+    pack: createF16Convert(gpu, { to: "f16" }).bind({ src: s.x, dst: h16, n }),
+    buffers: [...buffers, h16],
+  };
+}
+
+/** The non-linear kernels of a layer. */
+interface Kernels {
+  norm: Kernel<RmsNormArgs>;
+  rope: Kernel<RopeArgs>;
+  attention: Kernel<AttentionArgs>;
+  siluMul: Kernel<SiluMulArgs>;
+}
+
+function bindLayer(
+  gpu: Gpu,
+  c: ModelConfig,
+  { norm, rope, attention, siluMul }: Kernels,
+  sc: Scratch,
+  { L, stage, hiddenBytes }: { L: GpuLayer; stage: LayerStage; hiddenBytes: number },
+): BoundLayer {
+  const { s, pack, unpack } = sc;
+  const rows = s.maxRows;
+  const eps = c.normEps;
+  const heads = { nHeads: c.nHeads, nKvHeads: c.nKvHeads, headDim: c.headDim };
+  const attentionHalf = stage === "qkv" || stage === "o" || stage === "gateUp";
+  const writesHidden = stage === "gateUp" || stage === "out";
+  const steps: Encodable[] = unpack ? [unpack] : [];
+  const norm2 = () => norm.bind({ x: s.x, weight: L.mlpNorm, y: s.xn, rows, dim: c.dim, eps });
+  if (attentionHalf) {
+    steps.push(norm.bind({ x: s.x, weight: L.attnNorm, y: s.xn, rows, dim: c.dim, eps }));
+  }
+  if (stage === "o" || stage === "gateUp") {
+    steps.push(
+      bindLinear(gpu, L.wq, { x: s.xn, y: s.q, rows }),
+      bindLinear(gpu, L.wk, { x: s.xn, y: s.k, rows }),
+      bindLinear(gpu, L.wv, { x: s.xn, y: s.v, rows }),
+      // q and k rotated, and k and v appended to the cache, in one dispatch
+      rope.bind({
+        x: s.q,
+        k: s.k,
+        invFreq: s.invFreq,
+        state: s.state,
+        rows,
+        ...heads,
+        append: { v: s.v, kCache: s.kCache[0], vCache: s.vCache[0], seqLen: rows },
+      }),
+      attention.bind({
+        q: s.q,
+        kCache: s.kCache[0],
+        vCache: s.vCache[0],
+        out: s.attn,
+        state: s.state,
+        rows,
+        seqLen: rows,
+        ...heads,
+        // A whole window is a prefill (rows × nKvHeads workgroups fill a GPU at real sizes); one split
+        // also keeps the kernel from allocating split scratch that the pipeline's accounting cannot see.
+        splits: 1,
+      }),
+    );
+  }
+  if (stage === "gateUp") {
+    steps.push(bindLinear(gpu, L.wo, { x: s.attn, y: s.x, rows, accumulate: true }));
+    // Continue from the stored (rounded) residual, which is what "down" and "out" will start from.
+    if (pack && unpack) steps.push(pack, unpack);
+    steps.push(norm2());
+  }
+  if (!attentionHalf) {
+    steps.push(
+      norm2(),
+      bindLinear(gpu, L.wGate, { x: s.xn, y: s.gate, rows }),
+      bindLinear(gpu, L.wUp, { x: s.xn, y: s.up, rows }),
+      siluMul.bind({ gate: s.gate, up: s.up, out: s.act, n: rows * c.hiddenDim }),
+    );
+  }
+  if (stage === "out") {
+    steps.push(bindLinear(gpu, L.wDown, { x: s.act, y: s.x, rows, accumulate: true }));
+    if (pack) steps.push(pack);
+  }
+  const captures: Record<LayerStage, [GPUBuffer | null, number]> = {
+    qkv: [s.xn, c.dim],
+    o: [s.attn, c.nHeads * c.headDim],
+    gateUp: [s.xn, c.dim],
+    down: [s.act, c.hiddenDim],
+    out: [null, 0],
+  };
+  const [capture, captureCols] = captures[stage];
+  const slot = sc.h16 ?? s.x; // where the window sits in the scratch, in storage format
+  const bound: BoundLayer = {
+    stage,
+    capture,
+    captureCols,
+    writesHidden,
+    encode(enc, hidden, timestampWrites) {
+      enc.copyBufferToBuffer(hidden, 0, slot, 0, hiddenBytes);
+      const pass = enc.beginComputePass(timestampWrites ? { timestampWrites } : {});
+      for (const step of steps) step.encode(pass);
+      pass.end();
+      if (writesHidden) enc.copyBufferToBuffer(slot, 0, hidden, 0, hiddenBytes);
+    },
+    run(hidden) {
+      const enc = gpu.device.createCommandEncoder({ label: `layer ${stage}` });
+      bound.encode(enc, hidden);
+      gpu.device.queue.submit([enc.finish()]);
+    },
+  };
+  return bound;
+}

@@ -1,0 +1,7 @@
+/**
+ * Quantizing a whole model: calibration text, the true-sequential layer pipeline, and perplexity.
+ */
+export { DEFAULT_NSAMPLES, defaultSeqLen, loadCalibration } from "./calibration.ts";
+export { type HiddenStorage, LAYER_STAGES, type LayerStage } from "./layer_runner.ts";
+export { evaluatePerplexity, loadEvalModel, type PerplexityResult } from "./perplexity.ts";
+export { type LayerPhases, quantizeModel, type QuantizeModelResult } from "./quantize_model.ts";

@@ -1,0 +1,382 @@
+/**
+ * True-sequential, layer-by-layer quantization of a Llama model (leanquant.md §5 and pitfall 15, gptq's
+ * `llama_sequential` with --true-sequential). For each decoder layer (h = every window's hidden state):
+ *   1. upload the layer (f32 dense) — only this layer's weights are on the GPU; the rest stays on disk;
+ *   2. [q, k, v]   capture norm1(h) over every window into one Hessian; quantize q, k, v with it;
+ *   3. [o]         capture attn(h) computed through the QUANTIZED q, k, v; quantize o;
+ *   4. [gate, up]  run the attention block through the quantized q, k, v, o, STORING the post-attention
+ *                  residual h ← h + attn·Woᵀ in place and capturing norm2(h); quantize gate and up;
+ *   5. [down]      capture silu(gate)·up of norm2(h) through the quantized gate, up; quantize down;
+ *   6. propagate   h ← h + act·Wdownᵀ through the quantized MLP: the next layer's inputs.
+ * Each Hessian sees inputs computed through the already quantized earlier groups and the output is the fully
+ * quantized layer's, as in gptq. Storing h in step 4 spares steps 5–6 re-running q/k/v, attention and o
+ * (layer_runner.ts): at Llama-3-8B shape with 128 × 2048 tokens the forward work per layer drops from
+ * ≈ 251 to ≈ 198 TFLOP (GEMMs 233 → 189, 4 → 2 attention passes), plus ≈ 68 TFLOP of Hessians. Sparing
+ * more would mean caching activations per window (attn for step 4, act for step 6: 2.1 and 7.5 GB even
+ * in f16 at 8B), which a 6 GB budget cannot hold: we recompute them instead.
+ *
+ * Memory at 8B (128 × 2048): hidden states 2.15 GB as f16 pairs (GPTQ keeps fp16 `inps` too; "f32" doubles
+ * it), the f32 layer ≤ 0.87 GB, one Hessian ≤ 0.82 GB (down_proj), the runner's scratch 0.54 GB while
+ * capturing; peak 4.2 GB at the down_proj capture. After each capture the weights no later step reads
+ * (SEQUENTIAL_GROUPS.freed) and the scratch are freed for the quantizer, whose own buffers (GPU quantizer:
+ * ≈ 2·cols²·4 + rows·cols·4 bytes, 1.9 GB for down_proj) then join 3.4 GB of ours. The quantizer is
+ * injected (`LinearQuantizer`), so the f64 reference and the GPU quantizer run the same pipeline.
+ */
+import type { Gpu } from "../../kernels/core/mod.ts";
+import {
+  createHessian,
+  type LinearQuantizer,
+  type QuantizedLinearWithQ,
+  type QuantizeOptions,
+} from "../../quant/mod.ts";
+import { createLayerRunner, type HiddenStorage, type LayerRunner, type LayerStage } from "./layer_runner.ts";
+import {
+  destroyGpuLayer,
+  type GpuLayer,
+  type LayerWeights,
+  linearBuffers,
+  linearBytes,
+  type LinearField,
+  LINEARS,
+  type LlamaWeightSource,
+  modulePrefix,
+  type QuantizedLayer,
+  replaceLinear,
+  uploadHostLayer,
+} from "../model/mod.ts";
+import {
+  createPassTimer,
+  embedWindows,
+  type HessianSink,
+  type LayerPhases,
+  MemoryTracker,
+  type PassTimer,
+  runWindows,
+} from "./quantize_passes.ts";
+
+export type { HessianSink, LayerPhases } from "./quantize_passes.ts";
+
+/** Makes the Hessian of one group's input. */
+export type HessianFactory = (gpu: Gpu, cols: number) => HessianSink;
+
+/**
+ * The true-sequential groups: the stage that captures their shared input, their linears, and the GPU weights
+ * no later step reads once the capture is done (the group's dense weights, which Q replaces; after "gateUp"
+ * also the attention block's Q, whose output is stored in the hidden states).
+ */
+export const SEQUENTIAL_GROUPS: readonly {
+  stage: LayerStage;
+  fields: readonly LinearField[];
+  freed: readonly LinearField[];
+}[] = [
+  { stage: "qkv", fields: ["wq", "wk", "wv"], freed: ["wq", "wk", "wv"] },
+  { stage: "o", fields: ["wo"], freed: ["wo"] },
+  { stage: "gateUp", fields: ["wGate", "wUp"], freed: ["wGate", "wUp", "wq", "wk", "wv", "wo"] },
+  { stage: "down", fields: ["wDown"], freed: ["wDown"] },
+];
+
+/** Where the run is, for a progress bar. */
+export interface QuantizeProgress {
+  /** 0-based layer index */
+  layer: number;
+  nLayers: number;
+  /** e.g. "capture self_attn.q_proj self_attn.k_proj self_attn.v_proj", "quantize mlp.down_proj", "propagate" */
+  step: string;
+  /** Share of the whole run done, 0..1 (windows and quantizations weighted alike). */
+  fraction: number;
+}
+
+/** What happened to one linear. */
+export interface LinearReport {
+  layer: number;
+  field: LinearField;
+  /** module name without the layer, e.g. "self_attn.q_proj" */
+  name: string;
+  rows: number;
+  cols: number;
+  loss: number;
+  dampUsed: number;
+  /** Wall time of the quantizer call (without `profile` it may include waiting for the group's capture). */
+  seconds: number;
+}
+
+/** The run's summary. */
+export interface QuantizeModelResult {
+  linears: LinearReport[];
+  /** Σ loss per layer */
+  layerLoss: number[];
+  seconds: number;
+  /**
+   * Peak bytes of the GPU buffers the pipeline allocated itself: hidden states, the runner's scratch, the
+   * layer's weights (and each Q once the quantizer hands it over), the Hessian, the profiler's queries. The
+   * quantizer's internal buffers during a call are not included.
+   */
+  peakGpuBytes: number;
+  /** Per layer, with `profile` only (empty otherwise). */
+  phases: LayerPhases[];
+}
+
+/** Options of {@link quantizeModel}. */
+export interface QuantizeModelOptions {
+  quantize: QuantizeOptions;
+  quantizer: LinearQuantizer;
+  /** Calibration windows, all of one length ≤ the context. */
+  windows: readonly Uint32Array[];
+  /** Hessian accumulation (default quant/hessian.ts `createHessian`). */
+  hessian?: HessianFactory;
+  /** Storage of the windows' hidden states between stages (default "f16"; "f32" doubles the memory). */
+  hiddenStorage?: HiddenStorage;
+  /**
+   * Measure where the time goes (benchmarks; default false): wait for the GPU at the end of every capture
+   * so quantizer times are its own, and time each forward and Hessian pass with timestamp queries when the
+   * device has them. Costs one extra wait per group.
+   */
+  profile?: boolean;
+  onProgress?: (p: QuantizeProgress) => void;
+  /** Receives each layer's results as soon as it is done (e.g. to write its shard). */
+  onLayer?: (layer: number, results: QuantizedLayer) => Promise<void> | void;
+}
+
+/**
+ * Quantizes every decoder layer of the model `source` reads, true-sequentially.
+ * @param gpu the device
+ * @param source the full-precision weights, read one layer at a time
+ * @param options quantizer, options, calibration windows and callbacks
+ * @returns per-linear losses, time and peak GPU memory
+ * @example
+ * ```ts ignore
+ * const source = await openLlamaWeights(dir, config);
+ * const result = await quantizeModel(gpu, source, {
+ *   quantize: { ...QUANTIZE_DEFAULTS, method: "leanquant-nu", bits: 4 },
+ *   quantizer: createReferenceQuantizer(gpu),
+ *   windows: calib.windows,
+ *   onLayer: (i, layer) => writer.writeLayer(i, layer),
+ * });
+ * ```
+ */
+export async function quantizeModel(
+  gpu: Gpu,
+  source: LlamaWeightSource,
+  options: QuantizeModelOptions,
+): Promise<QuantizeModelResult> {
+  const { windows, hessian = createHessian, hiddenStorage = "f16", profile = false } = options;
+  const c = source.config;
+  const rows = windows[0]?.length ?? 0;
+  if (windows.length === 0 || windows.some((w) => w.length !== rows)) {
+    throw new Error("Cannot quantize: expected at least one calibration window, all of the same length");
+  }
+  const started = performance.now();
+  const mem = new MemoryTracker();
+  const runner = createLayerRunner(gpu, c, { rows, storage: hiddenStorage });
+  const hidden: GPUBuffer[] = [];
+  const timer = profile && gpu.hasTimestamps ? createPassTimer(gpu) : null;
+  mem.set("timer", timer?.bytes ?? 0);
+  const total = 12 * windows.length * c.nLayers; // 5 window runs + 7 quantizations (each weighted like N runs)
+  let units = 0;
+  const run: Run = {
+    gpu,
+    c,
+    runner,
+    hidden,
+    mem,
+    timer,
+    profile,
+    options,
+    hessian,
+    linears: [],
+    phases: [],
+    report(layer, step, add) {
+      units += add;
+      options.onProgress?.({ layer, nLayers: c.nLayers, step, fraction: units / total });
+    },
+  };
+  const layerLoss: number[] = [];
+  try {
+    const table = (await source.loadTokenEmbedding()).data;
+    await embedWindows(gpu, runner, {
+      table,
+      dim: c.dim,
+      windows,
+      onStored(h) {
+        hidden.push(h);
+        mem.set("hidden", hidden.reduce((s, b) => s + b.size, 0));
+        mem.set("scratch", runner.bytes);
+      },
+    });
+    // Layer l + 1 is read (and converted to f32) on the host while layer l runs on the GPU: two layers of
+    // host memory for one layer's load time per layer.
+    const prefetch = (l: number) => {
+      const p = source.loadLayer(l);
+      p.catch(() => {}); // a failure surfaces when awaited; if an earlier layer fails first, it is dropped
+      return p;
+    };
+    let next = prefetch(0);
+    for (let l = 0; l < c.nLayers; l++) {
+      const host = await next;
+      if (l + 1 < c.nLayers) next = prefetch(l + 1);
+      const results = await quantizeLayer(run, host, l);
+      layerLoss.push(run.linears.filter((r) => r.layer === l).reduce((s, r) => s + r.loss, 0));
+      await options.onLayer?.(l, results);
+    }
+  } finally {
+    hidden.forEach((b) => b.destroy());
+    runner.destroy();
+    timer?.destroy();
+  }
+  return {
+    linears: run.linears,
+    layerLoss,
+    seconds: (performance.now() - started) / 1000,
+    peakGpuBytes: mem.peak,
+    phases: run.phases,
+  };
+}
+
+/** State shared by the steps of one run. */
+interface Run {
+  gpu: Gpu;
+  c: LlamaWeightSource["config"];
+  runner: LayerRunner;
+  /** per window (rows, dim) in the runner's storage: the current layer's inputs, replaced by its outputs */
+  hidden: GPUBuffer[];
+  mem: MemoryTracker;
+  timer: PassTimer | null;
+  profile: boolean;
+  options: QuantizeModelOptions;
+  hessian: HessianFactory;
+  linears: LinearReport[];
+  phases: LayerPhases[];
+  report(layer: number, step: string, add: number): void;
+}
+
+/** One decoder layer: upload, the four sequential groups, then propagate the windows through it. */
+async function quantizeLayer(run: Run, host: LayerWeights, l: number): Promise<QuantizedLayer> {
+  const { gpu, runner, mem } = run;
+  const p: LayerPhases = {
+    layer: l,
+    captureSeconds: 0,
+    quantizeSeconds: 0,
+    propagateSeconds: 0,
+    totalSeconds: 0,
+    gpu: null,
+  };
+  const since = (t: number) => (performance.now() - t) / 1000;
+  const started = performance.now();
+  const layer = uploadHostLayer(gpu, host, l);
+  mem.set("norms", layer.attnNorm.size + layer.mlpNorm.size);
+  for (const f of LINEARS) mem.set(f, linearBytes(layer[f]));
+  try {
+    const results: Partial<QuantizedLayer> = {};
+    for (const group of SEQUENTIAL_GROUPS) {
+      let t = performance.now();
+      const sink = await captureGroup(run, layer, l, group);
+      p.captureSeconds += since(t);
+      try {
+        // Until the next capture neither these weights nor the scratch is needed: free them so the
+        // quantizer has the memory.
+        for (const f of group.freed) {
+          linearBuffers(layer[f]).forEach((b) => b.destroy());
+          mem.set(f, 0);
+        }
+        runner.release();
+        mem.set("scratch", 0);
+        t = performance.now();
+        for (const field of group.fields) {
+          results[field] = await quantizeOne(run, { host, layer, l, field, H: sink.H });
+        }
+        p.quantizeSeconds += since(t);
+      } finally {
+        sink.destroy();
+        mem.set("hessian", 0);
+      }
+    }
+    const t = performance.now();
+    const bound = runner.bind(layer, "out");
+    mem.set("scratch", runner.bytes);
+    const onWindow = () => run.report(l, "propagate", 1);
+    await runWindows(gpu, run.hidden, { bound, sink: null, rows: runner.rows, timer: run.timer, onWindow });
+    await gpu.device.queue.onSubmittedWorkDone();
+    p.propagateSeconds = since(t);
+    if (run.profile) {
+      await run.timer?.flush();
+      p.gpu = run.timer?.take() ?? null;
+      p.totalSeconds = since(started);
+      run.phases.push(p);
+    }
+    return results as QuantizedLayer;
+  } finally {
+    destroyGpuLayer(layer);
+    for (const f of LINEARS) mem.set(f, 0);
+    mem.set("norms", 0);
+  }
+}
+
+/** Runs one group's stage over every window into a new Hessian; returns it finalized. */
+async function captureGroup(
+  run: Run,
+  layer: GpuLayer,
+  l: number,
+  group: (typeof SEQUENTIAL_GROUPS)[number],
+): Promise<HessianSink> {
+  const { gpu, c, mem, runner } = run;
+  const bound = runner.bind(layer, group.stage);
+  mem.set("scratch", runner.bytes);
+  const sink = run.hessian(gpu, bound.captureCols);
+  mem.set("hessian", bound.captureCols ** 2 * 4);
+  try {
+    const step = `capture ${group.fields.map((f) => shortName(modulePrefix(c, l, f))).join(" ")}`;
+    const onWindow = () => run.report(l, step, 1);
+    await runWindows(gpu, run.hidden, { bound, sink, rows: runner.rows, timer: run.timer, onWindow });
+    await sink.finalize();
+    if (run.profile) await gpu.device.queue.onSubmittedWorkDone();
+    return sink;
+  } catch (err) {
+    sink.destroy();
+    throw err;
+  }
+}
+
+/** Quantizes one linear with its group's H and swaps its weight for Q. */
+async function quantizeOne(
+  run: Run,
+  { host, layer, l, field, H }: {
+    host: LayerWeights;
+    layer: GpuLayer;
+    l: number;
+    field: LinearField;
+    H: GPUBuffer;
+  },
+) {
+  const { gpu, c, mem } = run;
+  const name = shortName(modulePrefix(c, l, field));
+  run.report(l, `quantize ${name}`, 0);
+  const t0 = performance.now();
+  const [rows, cols] = host[field].shape;
+  const q = await run.options.quantizer({ W: host[field].data, H, rows, cols }, run.options.quantize);
+  checkResult(q, rows, cols, modulePrefix(c, l, field));
+  const { Q, ...ql } = q;
+  layer[field] = replaceLinear(gpu, layer[field], Q, `layers.${l}.${field} Q`);
+  mem.set(field, linearBytes(layer[field]));
+  const seconds = (performance.now() - t0) / 1000;
+  run.linears.push({ layer: l, field, name, rows, cols, loss: q.loss, dampUsed: q.dampUsed, seconds });
+  run.report(l, `quantize ${name}`, run.hidden.length);
+  return ql;
+}
+
+function checkResult(q: QuantizedLinearWithQ, rows: number, cols: number, name: string): void {
+  const fail = (msg: string): never => {
+    throw new Error(`Cannot use the quantization of "${name}": ${msg}`);
+  };
+  if (q.rows !== rows || q.cols !== cols) fail(`shape (${q.rows}, ${q.cols}), expected (${rows}, ${cols})`);
+  if (q.codes.length !== rows * cols) fail(`${q.codes.length} codes, expected ${rows * cols}`);
+  if (q.Q instanceof Float32Array) {
+    if (q.Q.length !== rows * cols) fail(`Q has ${q.Q.length} values, expected ${rows * cols}`);
+    if (!q.Q.every(Number.isFinite)) fail("Q has non-finite values");
+  }
+  if (!Number.isFinite(q.loss)) fail(`loss ${q.loss}`);
+}
+
+/** "model.layers.3.self_attn.q_proj" → "self_attn.q_proj". */
+function shortName(prefix: string): string {
+  return prefix.replace(/^.*\.layers\.\d+\./, "");
+}

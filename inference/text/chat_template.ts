@@ -1,0 +1,148 @@
+/**
+ * Chat templates: the Jinja program a Hugging Face model ships to turn messages into its prompt text.
+ * Rendered with @huggingface/jinja (the engine transformers.js uses); the template is compiled once at load.
+ * Sources, in the order transformers reads them: `chat_template.jinja`, then `tokenizer_config.json`'s
+ * `chat_template` (a string, or a list of `{name, template}` from which "default" is used).
+ */
+import { join } from "node:path";
+import { Template } from "@huggingface/jinja";
+
+/** One message of a conversation, as chat templates read it. */
+export interface ChatMessage {
+  role: string;
+  content: string;
+}
+
+/** Options of one render. */
+export interface RenderOptions {
+  /** Append the assistant header so the model answers (transformers' `add_generation_prompt`). */
+  addGenerationPrompt?: boolean;
+  /** Overrides the BOS text read from tokenizer_config.json. */
+  bosToken?: string;
+  /** Overrides the EOS text read from tokenizer_config.json. */
+  eosToken?: string;
+  /** Extra template variables (e.g. `enable_thinking` for Qwen3). */
+  extra?: Record<string, unknown>;
+}
+
+/** A compiled chat template. */
+export interface ChatTemplate {
+  /** The Jinja source. */
+  readonly source: string;
+  /**
+   * Renders a conversation to prompt text.
+   * @param messages The conversation.
+   * @param options Generation prompt, special tokens and extra variables.
+   * @returns The prompt text, special tokens included as text; throws an Error with the template's message
+   * when it rejects the conversation (`raise_exception`).
+   */
+  render(messages: ChatMessage[], options?: RenderOptions): string;
+}
+
+/** Special-token texts the template may use (`bos_token`, `eos_token`). */
+export interface SpecialTokens {
+  bosToken?: string;
+  eosToken?: string;
+}
+
+/**
+ * Compiles a chat template once; each render reuses the parsed program.
+ * @param source The Jinja source.
+ * @param tokens Default special-token texts.
+ * @returns The compiled template; throws an Error naming the cause when the source does not parse.
+ * @example
+ * ```ts
+ * import { compileChatTemplate } from "./chat_template.ts";
+ * const t = compileChatTemplate("{% for m in messages %}{{ m.role }}: {{ m.content }}\n{% endfor %}");
+ * console.assert(t.render([{ role: "user", content: "Hi" }]) === "user: Hi\n");
+ * ```
+ */
+export function compileChatTemplate(source: string, tokens: SpecialTokens = {}): ChatTemplate {
+  let template: Template;
+  try {
+    template = new Template(source);
+  } catch (err) {
+    throw new Error(`Cannot compile the chat template: ${(err as Error).message}`);
+  }
+  return {
+    source,
+    render(messages, { addGenerationPrompt = false, bosToken, eosToken, extra = {} } = {}) {
+      try {
+        return template.render({
+          ...extra,
+          messages,
+          add_generation_prompt: addGenerationPrompt,
+          bos_token: bosToken ?? tokens.bosToken ?? "",
+          eos_token: eosToken ?? tokens.eosToken ?? "",
+        });
+      } catch (err) {
+        // Usually the conversation's fault (templates raise_exception on e.g. non-alternating roles).
+        throw new Error(`Cannot render the chat template: ${(err as Error).message}`);
+      }
+    },
+  };
+}
+
+/**
+ * Loads and compiles a model folder's chat template.
+ * @param dir The model folder (Hugging Face layout).
+ * @returns The template, or null when the model has none (a base model).
+ */
+export async function loadChatTemplate(dir: string): Promise<ChatTemplate | null> {
+  const config = await readJsonIfExists(join(dir, "tokenizer_config.json"));
+  const tokens = config ? specialTokens(config) : {};
+  const jinja = await readTextIfExists(join(dir, "chat_template.jinja"));
+  if (jinja !== null) return compileChatTemplate(jinja, tokens);
+  const source = config ? pickTemplate(config.chat_template) : null;
+  return source === null ? null : compileChatTemplate(source, tokens);
+}
+
+function pickTemplate(value: unknown): string | null {
+  if (value === undefined || value === null) return null;
+  if (typeof value === "string") return value;
+  if (Array.isArray(value)) {
+    const named = value.find((t) => t?.name === "default");
+    if (named && typeof named.template === "string") return named.template;
+    const names = value.map((t) => JSON.stringify(t?.name)).join(", ");
+    throw new Error(`Cannot pick a chat template from tokenizer_config.json: no "default" among ${names}`);
+  }
+  throw new Error(
+    `Cannot read chat_template in tokenizer_config.json: expected a string or a list, got ${typeof value}`,
+  );
+}
+
+/** bos_token / eos_token are either the text or an AddedToken object `{content, ...}`. */
+function specialTokens(config: Record<string, unknown>): SpecialTokens {
+  const text = (v: unknown): string | undefined => {
+    if (typeof v === "string") return v;
+    if (typeof v === "object" && v !== null && typeof (v as { content?: unknown }).content === "string") {
+      return (v as { content: string }).content;
+    }
+    return undefined;
+  };
+  const out: SpecialTokens = {};
+  const bos = text(config.bos_token);
+  const eos = text(config.eos_token);
+  if (bos !== undefined) out.bosToken = bos;
+  if (eos !== undefined) out.eosToken = eos;
+  return out;
+}
+
+async function readTextIfExists(path: string): Promise<string | null> {
+  try {
+    return await Deno.readTextFile(path);
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) return null;
+    throw err;
+  }
+}
+
+async function readJsonIfExists(path: string): Promise<Record<string, unknown> | null> {
+  const text = await readTextIfExists(path);
+  if (text === null) return null;
+  try {
+    return JSON.parse(text);
+  } catch (err) {
+    throw new Error(`Cannot parse "${path}": ${(err as Error).message}`);
+  }
+}

@@ -1,0 +1,88 @@
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { compileChatTemplate, loadChatTemplate } from "./chat_template.ts";
+import { sharedPath } from "../../tests/_gpu.ts";
+
+Deno.test("loadChatTemplate() renders lq-49m's ChatML exactly as transformers did", async () => {
+  const dir = sharedPath("models/lq-49m");
+  if (!dir) return;
+  const golden = JSON.parse(await Deno.readTextFile(join(dir, "golden.json"))).chat;
+  const template = await loadChatTemplate(dir);
+  assert.ok(template);
+  const got = template.render(golden.messages, { addGenerationPrompt: golden.add_generation_prompt });
+  assert.equal(got, golden.rendered);
+  // without the generation prompt the assistant header is gone; without a system turn the default one appears
+  assert.ok(!template.render(golden.messages).endsWith("<|im_start|>assistant\n"));
+  assert.ok(
+    template.render([{ role: "user", content: "x" }]).startsWith("<|im_start|>system\nYou are a helpful AI"),
+  );
+});
+
+Deno.test("loadChatTemplate() renders Qwen3's template, thinking switch included", async () => {
+  const dir = sharedPath("tokenizers/qwen3");
+  if (!dir) return;
+  const template = await loadChatTemplate(dir);
+  assert.ok(template);
+  const messages = [
+    { role: "system", content: "Be terse." },
+    { role: "user", content: "2+2?" },
+    { role: "assistant", content: "<think>\nadd\n</think>\n\n4" },
+    { role: "user", content: "3+3?" },
+  ];
+  const text = template.render(messages, { addGenerationPrompt: true });
+  assert.ok(
+    text.startsWith("<|im_start|>system\nBe terse.<|im_end|>\n<|im_start|>user\n2+2?<|im_end|>\n"),
+    text,
+  );
+  // earlier turns lose their reasoning; the prompt ends with the assistant header
+  assert.ok(text.includes("<|im_start|>assistant\n4<|im_end|>\n"), text);
+  assert.ok(text.endsWith("<|im_start|>user\n3+3?<|im_end|>\n<|im_start|>assistant\n"), text);
+  const noThink = template.render(messages, { addGenerationPrompt: true, extra: { enable_thinking: false } });
+  assert.equal(noThink, text + "<think>\n\n</think>\n\n");
+});
+
+Deno.test("loadChatTemplate() returns null for a base model without a template", async () => {
+  const dir = sharedPath("models/stories260K");
+  if (!dir) return;
+  assert.equal(await loadChatTemplate(dir), null);
+});
+
+Deno.test("loadChatTemplate() prefers chat_template.jinja and picks the default of a named list", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const config = {
+      bos_token: { content: "<s>", lstrip: false },
+      eos_token: "</s>",
+      chat_template: [
+        { name: "tool_use", template: "TOOLS" },
+        { name: "default", template: "{{ bos_token }}{{ messages[0].content }}{{ eos_token }}" },
+      ],
+    };
+    await Deno.writeTextFile(join(dir, "tokenizer_config.json"), JSON.stringify(config));
+    const listed = await loadChatTemplate(dir);
+    assert.equal(listed?.render([{ role: "user", content: "hi" }]), "<s>hi</s>");
+    assert.equal(listed?.render([{ role: "user", content: "hi" }], { bosToken: "[B]" }), "[B]hi</s>");
+
+    await Deno.writeTextFile(join(dir, "chat_template.jinja"), "J:{{ messages | length }}");
+    assert.equal((await loadChatTemplate(dir))?.render([{ role: "user", content: "a" }]), "J:1");
+    await Deno.remove(join(dir, "chat_template.jinja"));
+
+    config.chat_template = [{ name: "tool_use", template: "TOOLS" }];
+    await Deno.writeTextFile(join(dir, "tokenizer_config.json"), JSON.stringify(config));
+    await assert.rejects(loadChatTemplate(dir), /no "default" among "tool_use"/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("compileChatTemplate() reports syntax errors and the template's own exceptions", () => {
+  assert.throws(() => compileChatTemplate("{% for m in messages %}"), /Cannot compile the chat template/);
+  const t = compileChatTemplate(
+    "{% if messages[0].role != 'user' %}{{ raise_exception('Conversation must start with user') }}{% endif %}ok",
+  );
+  assert.equal(t.render([{ role: "user", content: "a" }]), "ok");
+  assert.throws(
+    () => t.render([{ role: "assistant", content: "a" }]),
+    /^Error: Cannot render the chat template: .*Conversation must start with user/,
+  );
+});

@@ -1,0 +1,5 @@
+/**
+ * Text: tokenizers (byte-level and SentencePiece-style BPE) and chat templates.
+ */
+export { type ChatMessage, type ChatTemplate, loadChatTemplate } from "./chat_template.ts";
+export { createStreamDecoder, loadTokenizer, type Tokenizer } from "./tokenizer.ts";

@@ -1,0 +1,209 @@
+/**
+ * The planner of kernels/matmul_affine.ts: which shader build (q8 GEMV, f32 GEMV or tiled GEMM), its
+ * launch shape and its `override` constants for one bind, from the weight's facts and the row count. The
+ * figures behind each default are in the comments; `AffineTune` overrides them for sweeps.
+ */
+import { ceilDiv } from "../core/mod.ts";
+import type { AffineWeights } from "./matmul_affine.ts";
+import { GEMM_WGSL, type GemvBuild, gemvWgsl } from "./matmul_affine_wgsl.ts";
+import { type Q8GemvBuild, q8GemvWgsl } from "./matmul_affine_q8_wgsl.ts";
+
+/** Launch shape overrides, for benchmarks and sweeps; the planner's defaults otherwise. */
+export interface AffineTune {
+  /** GEMV: invocations per workgroup, invocations per row group, output rows per invocation, K unroll */
+  wg?: number;
+  tpr?: number;
+  nr?: number;
+  unrollK?: number;
+  /** GEMV: stage activations in workgroup memory per K step (else each lane reads its own) */
+  staged?: boolean;
+  /** GEMV: dequantize per code instead of factoring scale and zero out of each piece */
+  perCode?: boolean;
+  /** GEMM: output tile (activation rows × output columns) */
+  tm?: number;
+  tn?: number;
+  /** q8 GEMV: output rows per workgroup and per unrolled chunk */
+  rb?: number;
+  unroll?: number;
+}
+
+export interface MatmulAffineSpec {
+  /** y += x·Qᵀ (residual epilogue) instead of y = x·Qᵀ. */
+  accumulate: boolean;
+  /**
+   * Decode activations: "q8" (default) quantizes x to int8 per 32 columns inside the affine GEMV for
+   * 1–2 rows and uses int8 dot products (matmul_affine_q8_wgsl.ts, ~1.3–1.5× faster on the H100);
+   * "f32" keeps every path exact in f32.
+   */
+  activations?: "q8" | "f32";
+  tune?: AffineTune;
+}
+
+/** Activation rows up to this run the q8 GEMV when it is enabled. */
+export const AFFINE_Q8_MAX_ROWS = 2;
+
+/**
+ * Whether a bind with these facts runs the q8 GEMV, which can apply the preceding RMSNorm or SiLU·mul
+ * itself (MatmulAffineArgs.norm / siluMulUp), saving that dispatch.
+ */
+export function affineHasPrologue(spec: Pick<MatmulAffineSpec, "activations">, rows: number): boolean {
+  return (spec.activations ?? "q8") === "q8" && rows <= AFFINE_Q8_MAX_ROWS;
+}
+
+/** Row counts up to this run the GEMV; larger ones the tiled GEMM. */
+export const AFFINE_GEMV_MAX_ROWS = 8;
+
+/** Which shader build a bound kernel runs. */
+export type AffineShaderSpec =
+  | ({ path: "gemv" } & GemvBuild)
+  | ({ path: "q8" } & Q8GemvBuild)
+  | { path: "gemm" };
+
+/** How a bound matmul runs: exported so a benchmark can report the variant it timed. */
+export interface MatmulAffinePlan {
+  shader: AffineShaderSpec;
+  /** Values for the main shader's `override` constants. */
+  constants: Record<string, number>;
+  /** Workgroups of the main dispatch before the 2-D split. */
+  workgroups: number;
+  /** GEMV only: activations go through the prep pass (permuted columns or inDim % 32 ≠ 0). */
+  prep: boolean;
+  /** Workgroup memory the main shader declares, checked against the device limit at bind. */
+  workgroupBytes: number;
+  tilesN: number;
+}
+
+/** The weight facts the planner needs. */
+export type AffineShape = Pick<AffineWeights, "bits" | "inDim" | "outDim" | "groupSize"> & {
+  rows: number;
+  hasPerm: boolean;
+  /** Work fused into the q8 GEMV's prologue. */
+  prologue?: "none" | "norm" | "siluMul";
+  /** Row counts of the further matrices of one q8 dispatch (MatmulAffineArgs.more). */
+  moreOutDims?: number[];
+  /** The device's workgroup memory (default 32 KiB, lavapipe's); the GEMV's K tiles are sized to fit. */
+  maxWorkgroupBytes?: number;
+};
+
+/**
+ * Picks the path, tiles and dispatch size for one shape.
+ * @param spec accumulation and optional tile overrides
+ * @param shape rows and the weight's facts
+ * @returns the plan `createMatmulAffine(...).bind` uses
+ */
+export function planMatmulAffine(spec: MatmulAffineSpec, shape: AffineShape): MatmulAffinePlan {
+  const { rows, bits, outDim, groupSize, hasPerm } = shape;
+  const t = spec.tune ?? {};
+  const common = { ACC: spec.accumulate ? 1 : 0, GROUP_PIECES: groupSize / 32 };
+  if (affineHasPrologue(spec, rows)) return planQ8(common, shape, t);
+  if ((shape.moreOutDims ?? []).length > 0) {
+    throw new Error("Cannot plan matmul_affine: several matrices in one dispatch need the q8 GEMV");
+  }
+  if ((shape.prologue ?? "none") !== "none") {
+    throw new Error(`Cannot plan matmul_affine: a fused ${shape.prologue} needs the q8 GEMV`);
+  }
+  if (rows <= AFFINE_GEMV_MAX_ROWS) {
+    // Defaults from a first, noisy H100 sweep (4-bit g128, 4096/14336 shapes): NR 2 beat 4 and 8, a
+    // 128-invocation workgroup helped one row, 8 rows wanted TPR 16. Re-tune with `spec.tune`.
+    const staged = t.staged ?? true;
+    const wg = t.wg ?? (rows <= 2 ? 128 : 256);
+    const nr = t.nr ?? 2;
+    // Two staged tiles of ROWS · TPR · 144 bytes must fit workgroup memory.
+    const fits = (n: number) => 2 * rows * n * 144 <= (shape.maxWorkgroupBytes ?? 32768);
+    const tpr = t.tpr ?? (rows <= 2 ? 32 : [16, 8].find(fits) ?? 8);
+    const shader: AffineShaderSpec = {
+      path: "gemv",
+      bits,
+      rows,
+      nr,
+      wg,
+      tpr,
+      unrollK: t.unrollK ?? 1,
+      staged,
+      // Factoring scale and zero out of a piece saves an FMA per code but holds NR·ROWS more sums.
+      perCode: t.perCode ?? rows > 2,
+    };
+    if (wg % tpr !== 0 || tpr < Math.min(rows * nr, 8)) {
+      throw new Error(
+        `Cannot plan matmul_affine GEMV: wg ${wg} must be a multiple of tpr ${tpr} ≥ min(rows·nr, 8)`,
+      );
+    }
+    const red = wg * (Math.min(rows * nr, 8) + 1) * 4;
+    return {
+      shader,
+      constants: common,
+      workgroups: ceilDiv(outDim, (wg / tpr) * nr),
+      prep: hasPerm || shape.inDim % 32 !== 0,
+      workgroupBytes: staged ? Math.max(red, 2 * rows * tpr * 9 * 16) : red,
+      tilesN: 0,
+    };
+  }
+  const tm = t.tm ?? (rows <= 32 ? 32 : 64);
+  const tn = t.tn ?? 64;
+  const tilesN = ceilDiv(outDim, tn);
+  return {
+    shader: { path: "gemm" },
+    constants: { ...common, BITS: bits, PERM: hasPerm ? 1 : 0, TM: tm, TN: tn },
+    workgroups: ceilDiv(rows, tm) * tilesN,
+    prep: false,
+    workgroupBytes: 32 * (tm / 4 + 1 + tn / 4 + 1) * 16,
+    tilesN,
+  };
+}
+
+/**
+ * The q8 GEMV plan: enough invocations to give each one to four pieces of K, 16 output rows per
+ * workgroup (at 4096 outputs that is 256 workgroups, two per SM on an H100; 32 rows per workgroup left
+ * half the SMs idle; 448 invocations with one piece each were slower than 256 with two at K = 14336),
+ * chunks of 8 rows (4 when registers hold more pieces or rows). H100, random 4-bit g128 weights:
+ * 14336×4096 in 20.6 µs, 4096×14336 in 18.4 µs (1.5–1.7 TB/s) against 26.5 and 24.0 µs in f32.
+ */
+function planQ8(common: Record<string, number>, shape: AffineShape, t: AffineTune): MatmulAffinePlan {
+  const { rows, outDim, inDim, hasPerm } = shape;
+  const outDims = [outDim, ...(shape.moreOutDims ?? [])];
+  const nPieces = ceilDiv(inDim, 32);
+  const wg = t.wg ?? Math.min(256, Math.max(32, ceilDiv(nPieces, 32) * 32));
+  const pieces = ceilDiv(nPieces, wg);
+  // 16 rows per workgroup, fewer when that leaves under 256 workgroups (alone, k/v projections have 1024
+  // rows; merged with q they have 6144).
+  const total = outDims.reduce((a, b) => a + b, 0);
+  let rb = t.rb ?? [16, 8].find((n) => ceilDiv(total, n) >= 256) ?? 4;
+  // Partial sums (rb · rows · (wg + wg/rb) f32) must fit workgroup memory.
+  const bytes = (n: number) => n * rows * (wg + wg / n) * 4;
+  while (bytes(rb) > (shape.maxWorkgroupBytes ?? 32768) && rb > 1) rb /= 2;
+  const unroll = Math.min(rb, t.unroll ?? (pieces * rows > 1 ? 4 : 8));
+  if (wg % rb !== 0 || rb % unroll !== 0 || wg % 32 !== 0) {
+    throw new Error(`Cannot plan matmul_affine q8 GEMV: need wg % 32 = 0, wg % rb = 0, rb % unroll = 0`);
+  }
+  const gather = hasPerm || inDim % 32 !== 0;
+  return {
+    shader: {
+      path: "q8",
+      bits: shape.bits,
+      rows,
+      wg,
+      pieces,
+      rb,
+      unroll,
+      gather,
+      prologue: shape.prologue ?? "none",
+      mats: outDims.length,
+    },
+    constants: { ...common, ...(gather ? { PERM: hasPerm ? 1 : 0 } : {}) },
+    workgroups: outDims.reduce((n, d) => n + ceilDiv(d, rb), 0),
+    prep: false,
+    workgroupBytes: bytes(rb),
+    tilesN: 0,
+  };
+}
+
+/**
+ * Builds the WGSL of one path (bits, rows and NR are unrolled by TypeScript in the GEMV; everything
+ * else is an `override`, see {@link planMatmulAffine}).
+ * @param spec the path and, for the GEMV, its build
+ * @returns WGSL source with entry point `main`
+ */
+export function matmulAffineShader(spec: AffineShaderSpec): string {
+  if (spec.path === "q8") return q8GemvWgsl(spec);
+  return spec.path === "gemm" ? GEMM_WGSL : gemvWgsl(spec);
+}

@@ -1,0 +1,208 @@
+/**
+ * The planner of kernels/matmul_lut.ts: the dispatches of one bind (row-per-lane GEMV batches, the
+ * x-stationary one-row GEMV, or the tiled GEMM), their builds and launch shapes, from the weight's facts
+ * and the row count. The H100 figures behind each default are in the comments; `LutTune` overrides them.
+ */
+import { ceilDiv } from "../core/mod.ts";
+import type { LutWeights } from "./matmul_lut.ts";
+import {
+  GEMM_WGSL,
+  gemvRowTile,
+  gemvWgsl,
+  gemvWorkgroupBytes,
+  LUT_PARAMS_WGSL,
+  type LutGemvBuild,
+  type LutPrologue,
+} from "./matmul_lut_wgsl.ts";
+import { type LutXsBuild, lutXsWgsl, lutXsWorkgroupBytes } from "./matmul_lut_xs_wgsl.ts";
+
+/** Activation rows up to which a LUT GEMV can apply the preceding RMSNorm or SiLU·mul itself. */
+export const LUT_PROLOGUE_MAX_ROWS = 2;
+
+/** Launch shape overrides, for benchmarks and sweeps; the planner's defaults otherwise. */
+export interface LutTune {
+  /** GEMV: output rows per lane (1, 2 or 4), row warps (1, 2 or 4; nr·rw ≤ 4), K slices, pieces per window */
+  nr?: number;
+  rw?: number;
+  ks?: number;
+  pieces?: number;
+  /** Row counts up to this run as ⌈rows / 8⌉ GEMV dispatches, larger ones the GEMM (default 64). */
+  gemvMaxRows?: number;
+  /** GEMM: output tile (activation rows × output rows; tn a multiple of 32) */
+  tm?: number;
+  tn?: number;
+  /** One-row GEMV: use the x-stationary build when K fits one workgroup (default true) */
+  xs?: boolean;
+  /** x-stationary build: output rows per workgroup and per unrolled chunk */
+  rb?: number;
+  unroll?: number;
+}
+
+/** What a model asks for: the epilogue, plus optional launch overrides. */
+export interface MatmulLutSpec {
+  /** y += x·Qᵀ (residual epilogue) instead of y = x·Qᵀ. */
+  accumulate: boolean;
+  tune?: LutTune;
+}
+
+/** Activation rows one GEMV dispatch serves (its registers hold a partial sum for each). */
+export const LUT_GEMV_MAX_ROWS = 8;
+/** Default {@link LutTune.gemvMaxRows}: matmul.ts measured 8-row GEMV batches beating its GEMM up to 64 rows. */
+export const LUT_GEMV_BATCH_MAX_ROWS = 64;
+
+/** Which shader build a dispatch runs. */
+export type LutShaderSpec =
+  | ({ path: "gemv" } & LutGemvBuild)
+  | ({ path: "xs" } & LutXsBuild)
+  | { path: "gemm" };
+
+/** One dispatch of a bound matmul; exported so a benchmark can report the variant it timed. */
+export interface MatmulLutStep {
+  shader: LutShaderSpec;
+  /** Values for the shader's `override` constants. */
+  constants: Record<string, number>;
+  /** Workgroups before the 2-D split. */
+  workgroups: number;
+  /** The activation rows this dispatch covers: row0 .. row0 + rows − 1 of the call. */
+  row0: number;
+  rows: number;
+  /** Workgroup memory the shader declares, checked against the device limit at bind. */
+  workgroupBytes: number;
+  /** Invocations per workgroup. */
+  invocations: number;
+  /** GEMM: output tiles along outDim (0 for the GEMV). */
+  tilesN: number;
+}
+
+/** The weight facts the planner needs. */
+export type LutShape = Pick<LutWeights, "bits" | "inDim" | "outDim"> & {
+  rows: number;
+  /** Work fused into the GEMV's x reads (rows ≤ LUT_PROLOGUE_MAX_ROWS). */
+  prologue?: LutPrologue;
+  /** The device's invocations per workgroup (default 256): the x-stationary GEMV needs one per piece. */
+  maxInvocations?: number;
+};
+
+/**
+ * A GEMV build for `rows` activation rows (defaults untimed on hardware so far; tune through
+ * {@link LutTune}). The row tile shrinks until there are ~2 workgroups per SM of an H100 (132 SMs), so
+ * every SM has warps; when even 32-row tiles leave fewer workgroups (outDim < 8448, e.g. o_proj and
+ * down_proj of an 8B model), each warp takes more pieces per window to keep enough code bytes in
+ * flight (a 256-lane workgroup with 4 pieces per lane has 16 KiB of 4-bit codes outstanding).
+ */
+function gemvBuild(
+  t: LutTune,
+  bits: 2 | 3 | 4,
+  rows: number,
+  outDim: number,
+): Omit<LutGemvBuild, "prologue"> {
+  const rw = t.rw ?? 1;
+  const rt = [128, 64].find((r) => r >= 32 * rw && ceilDiv(outDim, r) >= 264) ?? 32 * rw;
+  const nr = t.nr ?? rt / (32 * rw);
+  const few = ceilDiv(outDim, 32 * rw * nr) < 264;
+  // Two windows of ROWS · KS · P · 32 activations share lavapipe's 32 KiB with the LUT and reduction.
+  const pieces = t.pieces ?? (rows <= 2 ? (few ? 4 : 2) : rows <= 4 && few ? 2 : 1);
+  const b = { bits, rows, rw, nr, ks: t.ks ?? 8, pieces };
+  if (![1, 2, 4].includes(b.nr) || ![1, 2, 4].includes(b.rw) || b.nr * b.rw > 4) {
+    throw new Error(
+      `Cannot plan matmul_lut GEMV: nr ${b.nr} and rw ${b.rw} must be 1, 2 or 4 with nr·rw ≤ 4`,
+    );
+  }
+  if (!(b.ks >= 1 && b.pieces >= 1 && Number.isInteger(b.ks) && Number.isInteger(b.pieces))) {
+    throw new Error(
+      `Cannot plan matmul_lut GEMV: ks ${b.ks} and pieces ${b.pieces} must be positive integers`,
+    );
+  }
+  return b;
+}
+
+/**
+ * Splits one matmul into dispatches: GEMV batches of up to 8 rows, or one GEMM past `gemvMaxRows`.
+ * @param spec accumulation and optional tile overrides
+ * @param shape rows and the weight's facts
+ * @returns the dispatches `createMatmulLut(...).bind` records, in order
+ */
+export function planMatmulLut(spec: MatmulLutSpec, shape: LutShape): MatmulLutStep[] {
+  const { rows, bits, outDim } = shape;
+  const t = spec.tune ?? {};
+  const acc = { ACC: spec.accumulate ? 1 : 0 };
+  const prologue = shape.prologue ?? "none";
+  if (prologue !== "none" && rows > LUT_PROLOGUE_MAX_ROWS) {
+    throw new Error(
+      `Cannot plan matmul_lut: a fused ${prologue} needs at most ${LUT_PROLOGUE_MAX_ROWS} rows`,
+    );
+  }
+  if (rows > (t.gemvMaxRows ?? LUT_GEMV_BATCH_MAX_ROWS)) {
+    if (prologue !== "none") throw new Error(`Cannot plan matmul_lut: the GEMM has no fused ${prologue}`);
+    const tm = t.tm ?? (rows <= 32 ? 32 : 64);
+    const tn = t.tn ?? 64;
+    if (tm % 4 !== 0 || tn % 32 !== 0) {
+      throw new Error(`Cannot plan matmul_lut GEMM: tm ${tm} must be a multiple of 4 and tn ${tn} of 32`);
+    }
+    const tilesN = ceilDiv(outDim, tn);
+    return [{
+      shader: { path: "gemm" },
+      constants: { ...acc, BITS: bits, TM: tm, TN: tn },
+      workgroups: ceilDiv(rows, tm) * tilesN,
+      row0: 0,
+      rows,
+      workgroupBytes: 4 * 16 * tn + 32 * (tm / 4 + 1 + tn / 4 + 1) * 16,
+      invocations: (tm / 4) * (tn / 4),
+      tilesN,
+    }];
+  }
+  const nPieces = ceilDiv(shape.inDim, 32);
+  // H100, random tables, row-major codes, one format per process: the x-stationary build wins for 3-bit
+  // codes (35 vs 53 µs at 14336×4096) and for small outDim (k/v 1024×4096: 7.3 vs 11.8 µs with 8 rows per
+  // workgroup); at 2/4 bits and ≥ 4096 outputs the row-per-lane GEMV is as fast or faster (33.8 vs 35 µs).
+  if (rows === 1 && (t.xs ?? (bits === 3 || outDim <= 2048)) && nPieces <= (shape.maxInvocations ?? 256)) {
+    const rb = t.rb ?? (outDim <= 2048 ? 8 : 16);
+    const b: LutXsBuild = {
+      bits,
+      wg: ceilDiv(nPieces, 32) * 32,
+      rb,
+      unroll: Math.min(rb, t.unroll ?? 4),
+      prologue,
+    };
+    if (b.wg % b.rb !== 0 || b.rb % b.unroll !== 0) {
+      throw new Error(`Cannot plan matmul_lut x-stationary GEMV: need wg % rb = 0 and rb % unroll = 0`);
+    }
+    return [{
+      shader: { path: "xs", ...b },
+      constants: acc,
+      workgroups: ceilDiv(outDim, b.rb),
+      row0: 0,
+      rows: 1,
+      workgroupBytes: lutXsWorkgroupBytes(b),
+      invocations: b.wg,
+      tilesN: 0,
+    }];
+  }
+  const steps: MatmulLutStep[] = [];
+  for (let row0 = 0; row0 < rows; row0 += LUT_GEMV_MAX_ROWS) {
+    const n = Math.min(LUT_GEMV_MAX_ROWS, rows - row0);
+    const b = { ...gemvBuild(t, bits, n, outDim), prologue };
+    steps.push({
+      shader: { path: "gemv", ...b },
+      constants: acc,
+      workgroups: ceilDiv(outDim, gemvRowTile(b)),
+      row0,
+      rows: n,
+      workgroupBytes: gemvWorkgroupBytes(b),
+      invocations: 32 * b.rw * b.ks,
+      tilesN: 0,
+    });
+  }
+  return steps;
+}
+
+/**
+ * Builds the WGSL of one path (the GEMV is unrolled by TypeScript over bits, rows, NR and pieces; the
+ * GEMM takes bits and tiles as `override` constants, see {@link planMatmulLut}).
+ * @param spec the path and, for the GEMV, its build
+ * @returns WGSL source with entry point `main`
+ */
+export function matmulLutShader(spec: LutShaderSpec): string {
+  if (spec.path === "xs") return lutXsWgsl(spec, LUT_PARAMS_WGSL);
+  return spec.path === "gemm" ? GEMM_WGSL : gemvWgsl(spec);
+}

@@ -1,0 +1,272 @@
+import assert from "node:assert/strict";
+import { createMatmulLut, type LutPacked, uploadLut } from "./matmul_lut.ts";
+import { LUT_GEMV_MAX_ROWS, type LutTune, planMatmulLut } from "./matmul_lut_plan.ts";
+import { matmulLutRef, rmsNormRef, siluMulRef } from "../core/reference.ts";
+import { checkPipelines, type Gpu } from "../core/gpu.ts";
+import {
+  createStorage,
+  f16BitsToF32,
+  f32ToF16Bits,
+  readF32,
+  runPass,
+  uploadStorage,
+} from "../core/buffers.ts";
+import { type LutParts, packLut, packLutTensors } from "../../quant/pack_lut.ts";
+import { linearTensors } from "../../inference/model/quant_format.ts";
+import { randomF32, seededRandom, testGpu } from "../../tests/_gpu.ts";
+import { assertStridedMatmul } from "../../tests/_assert.ts";
+
+interface Case {
+  bits: 2 | 3 | 4;
+  rows: number;
+  inDim: number;
+  outDim: number;
+  accumulate?: boolean;
+  xRowOffset?: number;
+  yStride?: number;
+  yColOffset?: number;
+  tune?: LutTune;
+  /** fuse an RMSNorm of x, or silu(x)·up, into the GEMV (rows ≤ 2) */
+  prologue?: "norm" | "siluMul";
+}
+
+/** Forces the tiled GEMM for rows past 8 (by default 9–64 rows run as GEMV batches). */
+const GEMM: LutTune = { gemvMaxRows: LUT_GEMV_MAX_ROWS };
+
+/** Seeded random codes and per-row LUTs rounded to f16, so the reference sees exactly what the kernel sees. */
+function randomLut({ bits, inDim, outDim }: Pick<Case, "bits" | "inDim" | "outDim">, seed: number): LutParts {
+  const rand = seededRandom(seed);
+  const levels = 1 << bits;
+  return {
+    rows: outDim,
+    cols: inDim,
+    bits,
+    codes: Uint8Array.from({ length: outDim * inDim }, () => Math.floor(rand() * levels)),
+    lut: Float32Array.from({ length: outDim * levels }, () => f16BitsToF32(f32ToF16Bits(rand() * 2 - 1))),
+  };
+}
+
+/** The activation rows the kernel should multiply: x's rows after the case's prologue. */
+function prologueRef(
+  c: Case,
+  x: Float32Array,
+  up: Float32Array,
+  normWeight: Float32Array,
+): ArrayLike<number> {
+  const from = (c.xRowOffset ?? 0) * c.inDim;
+  const rows = x.subarray(from, from + c.rows * c.inDim);
+  if (c.prologue === "norm") return rmsNormRef(rows, normWeight, c.rows, 1e-5);
+  if (c.prologue === "siluMul") return siluMulRef(rows, up.subarray(from, from + c.rows * c.inDim));
+  return rows;
+}
+
+/** Runs one case and checks the written columns by NMSE and every other element of y unchanged. */
+async function runCase(gpu: Gpu, c: Case, given?: { parts: LutParts; packed: LutPacked }): Promise<void> {
+  const { rows, inDim, outDim, xRowOffset = 0, yColOffset = 0, yStride = outDim + yColOffset } = c;
+  const seed = c.bits * 1_000_003 + rows * 7919 + inDim * 131 + outDim;
+  const w = given?.parts ?? randomLut(c, seed);
+  const packed = given?.packed ?? packLut(w);
+  const x = randomF32((xRowOffset + rows) * inDim, seed + 1);
+  const y0 = randomF32(rows * yStride, seed + 2);
+  const y = uploadStorage(gpu, y0, "y");
+  const spec = { accumulate: c.accumulate ?? false, ...(c.tune ? { tune: c.tune } : {}) };
+  const normWeight = Float32Array.from({ length: inDim }, (_, i) => 0.5 + ((i * 7919) % 101) / 100);
+  const up = randomF32((xRowOffset + rows) * inDim, seed + 3);
+  const bound = createMatmulLut(gpu, spec).bind({
+    x: uploadStorage(gpu, x, "x"),
+    w: uploadLut(gpu, packed, "w"),
+    y,
+    rows,
+    xRowOffset,
+    yStride,
+    yColOffset,
+    ...(c.prologue === "norm" ? { norm: { weight: uploadStorage(gpu, normWeight, "nw"), eps: 1e-5 } } : {}),
+    ...(c.prologue === "siluMul" ? { siluMulUp: uploadStorage(gpu, up, "up") } : {}),
+  });
+  await checkPipelines(gpu);
+  runPass(gpu, (pass) => bound.encode(pass));
+  const got = await readF32(gpu, y, rows * yStride);
+
+  assertStridedMatmul(
+    got,
+    y0,
+    { rows, outDim, yStride, yColOffset },
+    (accIn) =>
+      matmulLutRef(
+        prologueRef(c, x, up, normWeight),
+        { ...w, outDim, inDim },
+        c.accumulate ? { acc: accIn } : {},
+      ),
+    { what: JSON.stringify(c) },
+  );
+}
+
+function caseName(c: Case): string {
+  const steps = planMatmulLut({ accumulate: false, ...(c.tune ? { tune: c.tune } : {}) }, c);
+  const path = steps[0].shader.path === "gemv" ? `gemv×${steps.length}` : steps[0].shader.path;
+  return `${path} ${c.bits}-bit${c.accumulate ? " +=" : ""} rows ${c.rows}, ${c.outDim}×${c.inDim}` +
+    (c.xRowOffset || c.yColOffset
+      ? `, xRowOffset ${c.xRowOffset ?? 0}, yColOffset ${c.yColOffset ?? 0}`
+      : "") +
+    (c.tune ? ` ${JSON.stringify(c.tune)}` : "");
+}
+
+const CASES: Case[] = [
+  // GEMV (rows ≤ 8): K tails (inDim % 32 ≠ 0), row-tile tails, one or many pieces per window
+  { bits: 4, rows: 1, inDim: 1, outDim: 1 },
+  { bits: 4, rows: 1, inDim: 64, outDim: 7 },
+  { bits: 4, rows: 1, inDim: 4097, outDim: 65 },
+  { bits: 4, rows: 3, inDim: 130, outDim: 130, accumulate: true },
+  { bits: 4, rows: 4, inDim: 200, outDim: 40 },
+  { bits: 4, rows: 8, inDim: 65, outDim: 1 },
+  { bits: 3, rows: 1, inDim: 63, outDim: 130 },
+  { bits: 3, rows: 1, inDim: 4097, outDim: 7, accumulate: true },
+  { bits: 3, rows: 3, inDim: 1, outDim: 65 },
+  { bits: 3, rows: 8, inDim: 130, outDim: 7 },
+  { bits: 2, rows: 1, inDim: 7, outDim: 65, accumulate: true },
+  { bits: 2, rows: 1, inDim: 4097, outDim: 1 },
+  { bits: 2, rows: 3, inDim: 64, outDim: 130 },
+  { bits: 2, rows: 8, inDim: 4097, outDim: 65, accumulate: true },
+  // 9–64 rows: several 8-row GEMV dispatches (last one partial)
+  { bits: 4, rows: 9, inDim: 130, outDim: 65 },
+  { bits: 3, rows: 33, inDim: 65, outDim: 7, accumulate: true },
+  { bits: 2, rows: 9, inDim: 4097, outDim: 7 },
+  // tiled GEMM
+  { bits: 4, rows: 9, inDim: 63, outDim: 130, tune: GEMM },
+  { bits: 4, rows: 33, inDim: 4097, outDim: 7, accumulate: true, tune: GEMM },
+  { bits: 3, rows: 9, inDim: 130, outDim: 65, tune: GEMM },
+  { bits: 3, rows: 33, inDim: 7, outDim: 1, tune: GEMM },
+  { bits: 2, rows: 33, inDim: 64, outDim: 65, accumulate: true, tune: GEMM },
+  { bits: 2, rows: 9, inDim: 1, outDim: 130, tune: GEMM },
+  { bits: 3, rows: 65, inDim: 130, outDim: 130 },
+  // offsets and strides (LM-head-style last row; a panel writing its own column range)
+  { bits: 4, rows: 1, inDim: 130, outDim: 65, accumulate: true, xRowOffset: 2, yColOffset: 3, yStride: 80 },
+  { bits: 3, rows: 3, inDim: 64, outDim: 7, xRowOffset: 1, yColOffset: 5, yStride: 70 },
+  { bits: 2, rows: 9, inDim: 65, outDim: 65, accumulate: true, xRowOffset: 4, yColOffset: 1, yStride: 66 },
+  { bits: 4, rows: 9, inDim: 65, outDim: 7, xRowOffset: 3, yColOffset: 2, yStride: 12, tune: GEMM },
+];
+
+Deno.test("matmulLut() matches the f64 reference across bits and awkward shapes", async (t) => {
+  const gpu = await testGpu();
+  if (!gpu) return;
+  for (const c of CASES) await t.step(caseName(c), () => runCase(gpu, c));
+  gpu.device.destroy();
+});
+
+// Other GEMV builds (row tiles of 64 and 128 rows, several row warps, other K splits and windows) and
+// GEMM tiles, as a benchmark sweep may pick them.
+const TUNED: Case[] = [
+  { bits: 4, rows: 2, inDim: 4097, outDim: 130, tune: { nr: 2, rw: 2, ks: 4, pieces: 3 } },
+  { bits: 3, rows: 5, inDim: 130, outDim: 200, tune: { nr: 4, ks: 2 } },
+  { bits: 2, rows: 7, inDim: 640, outDim: 33, tune: { rw: 4, ks: 1, pieces: 2 } },
+  { bits: 3, rows: 1, inDim: 1000, outDim: 65, tune: { nr: 2, ks: 16, pieces: 1, xs: false } },
+  // the row-per-lane GEMV for one row, and other x-stationary row tiles
+  { bits: 4, rows: 1, inDim: 4097, outDim: 65, tune: { xs: false } },
+  { bits: 2, rows: 1, inDim: 63, outDim: 130, accumulate: true, tune: { xs: false } },
+  { bits: 3, rows: 1, inDim: 4097, outDim: 40, tune: { xs: true, rb: 8, unroll: 2 } },
+  { bits: 2, rows: 1, inDim: 130, outDim: 65, accumulate: true, tune: { xs: true } },
+  { bits: 4, rows: 1, inDim: 2048, outDim: 70, accumulate: true, tune: { xs: true, rb: 32, unroll: 8 } },
+  { bits: 4, rows: 1, inDim: 9000, outDim: 17, tune: { xs: true } },
+  { bits: 4, rows: 1, inDim: 4097, outDim: 65, accumulate: true, tune: { xs: true } },
+  { bits: 2, rows: 1, inDim: 63, outDim: 1, tune: { xs: true } },
+  // fused prologues on both one-row builds and the two-row GEMV, with K tails and a row offset
+  { bits: 4, rows: 1, inDim: 4096, outDim: 70, prologue: "norm", tune: { xs: true } },
+  { bits: 4, rows: 1, inDim: 4096, outDim: 70, prologue: "norm", tune: { xs: false } },
+  { bits: 3, rows: 2, inDim: 130, outDim: 65, prologue: "norm", accumulate: true },
+  { bits: 2, rows: 1, inDim: 1000, outDim: 33, prologue: "siluMul", tune: { xs: true } },
+  { bits: 4, rows: 2, inDim: 14336, outDim: 9, prologue: "siluMul", xRowOffset: 1, accumulate: true },
+  { bits: 4, rows: 6, inDim: 96, outDim: 9, tune: { nr: 1, ks: 3 } },
+  { bits: 3, rows: 17, inDim: 130, outDim: 65, tune: { gemvMaxRows: 0, tm: 64, tn: 32 } },
+  { bits: 2, rows: 40, inDim: 97, outDim: 129, tune: { gemvMaxRows: 8, tm: 16, tn: 128 } },
+];
+
+Deno.test("matmulLut() tuned builds match the f64 reference", async (t) => {
+  const gpu = await testGpu();
+  if (!gpu) return;
+  for (const c of TUNED) await t.step(caseName(c), () => runCase(gpu, c));
+  gpu.device.destroy();
+});
+
+Deno.test("matmulLut() runs leanserve-lut tensors as quant_format.ts writes them", async (t) => {
+  const gpu = await testGpu();
+  if (!gpu) return;
+  for (const bits of [2, 3, 4] as const) {
+    const c: Case = { bits, rows: bits === 3 ? 9 : 1, inDim: 100, outDim: 40, tune: GEMM };
+    const parts = randomLut(c, bits);
+    const q = { ...parts, method: "leanquant-nu" as const, loss: 0, dampUsed: 0 };
+    const [lutT, codesT] = linearTensors("m", q).tensors;
+    const packed = packLutTensors({
+      lut: new Uint16Array(lutT.data.slice().buffer),
+      qcodes: new Int32Array(codesT.data.slice().buffer),
+    }, { bits, outDim: c.outDim, inDim: c.inDim });
+    await t.step(caseName(c), () => runCase(gpu, c, { parts, packed }));
+  }
+  gpu.device.destroy();
+});
+
+Deno.test("matmulLut() splits dispatches past maxComputeWorkgroupsPerDimension", async (t) => {
+  const real = await testGpu();
+  if (!real) return;
+  const gpu: Gpu = { ...real, maxWorkgroupsPerDimension: 50 };
+  for (
+    const c of [
+      { bits: 4, rows: 2, inDim: 64, outDim: 2049 },
+      { bits: 3, rows: 9, inDim: 40, outDim: 4097, tune: GEMM },
+    ] as Case[]
+  ) {
+    const steps = planMatmulLut({ accumulate: false, ...(c.tune ? { tune: c.tune } : {}) }, c);
+    assert.ok(
+      steps[0].workgroups > 50,
+      `case must need a 2-D dispatch, has ${steps[0].workgroups} workgroups`,
+    );
+    await t.step(caseName(c), () => runCase(gpu, c));
+  }
+  real.device.destroy();
+});
+
+Deno.test("planMatmulLut() batches GEMV rows by 8 and reaches the GEMM past gemvMaxRows", () => {
+  const shape = { bits: 4 as const, inDim: 4096, outDim: 14336 };
+  const plan = (rows: number, tune?: LutTune) =>
+    planMatmulLut({ accumulate: false, ...(tune ? { tune } : {}) }, { ...shape, rows });
+  assert.deepEqual(plan(1).map((s) => [s.shader.path, s.row0, s.rows]), [["gemv", 0, 1]]);
+  assert.deepEqual(plan(1, { xs: true }).map((s) => [s.shader.path, s.row0, s.rows]), [["xs", 0, 1]]);
+  assert.deepEqual(plan(20).map((s) => [s.row0, s.rows]), [[0, 8], [8, 8], [16, 4]]);
+  assert.equal(plan(65)[0].shader.path, "gemm");
+  assert.equal(plan(9, GEMM)[0].shader.path, "gemm");
+  // Every default build fits lavapipe's 32 KiB of workgroup memory (the H100 allows 48 KiB).
+  for (const bits of [2, 3, 4] as const) {
+    for (const outDim of [7, 4096, 14336, 40000, 128256]) {
+      for (let rows = 1; rows <= 64; rows++) {
+        for (const s of planMatmulLut({ accumulate: true }, { bits, inDim: 4096, outDim, rows })) {
+          assert.ok(s.workgroupBytes <= 32768, `${JSON.stringify(s.shader)} needs ${s.workgroupBytes} bytes`);
+        }
+      }
+    }
+  }
+  assert.throws(() => plan(2, { nr: 3 }), /nr 3 and rw 1 must be 1, 2 or 4/);
+  assert.throws(() => plan(1, { xs: true, rb: 24 }), /need wg % rb = 0/);
+  assert.throws(() => plan(9, { ...GEMM, tn: 48 }), /tn 48 of 32/);
+});
+
+Deno.test("matmulLut() bind rejects bad shapes with the offending value", async () => {
+  const gpu = await testGpu();
+  if (!gpu) return;
+  const w = uploadLut(gpu, packLut(randomLut({ bits: 4, inDim: 64, outDim: 8 }, 1)), "w");
+  const buf = createStorage(gpu, 4096, "buf");
+  const k = createMatmulLut(gpu, { accumulate: false });
+  const base = { x: buf, w, y: createStorage(gpu, 4096, "y"), rows: 1 };
+  assert.throws(() => k.bind({ ...base, rows: 0 }), /rows must be a positive integer, got 0/);
+  assert.throws(() => k.bind({ ...base, yStride: 8, yColOffset: 1 }), /yStride 8 is less than/);
+  assert.throws(
+    () => k.bind({ ...base, rows: 2, xRowOffset: 15 }),
+    /buffer "x" holds 4096 bytes, needs 4352/,
+  );
+  assert.throws(
+    () => k.bind({ ...base, w: { ...w, outDim: 9 } }),
+    /buffer "codes" holds 256 bytes, needs 288/,
+  );
+  assert.throws(() => k.bind({ ...base, w: { ...w, bits: 5 as 4 } }), /bits must be 2, 3 or 4, got 5/);
+  const huge = createMatmulLut(gpu, { accumulate: false, tune: { ks: 64 } });
+  assert.throws(() => huge.bind({ ...base, rows: 8 }), /bytes of workgroup memory/);
+  gpu.device.destroy();
+});

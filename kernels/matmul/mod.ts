@@ -1,0 +1,19 @@
+/** Dense, affine (scale/zero) and LUT (per-row table) matrix products and their packed layouts. */
+export {
+  type AffinePacked,
+  affineRowWords,
+  type AffineWeights,
+  createMatmulAffine,
+  uploadAffine,
+} from "./matmul_affine.ts";
+export {
+  createMatmulLut,
+  lutCodeWords,
+  type LutPacked,
+  lutPieces,
+  type LutWeights,
+  uploadLut,
+} from "./matmul_lut.ts";
+export { createMatmul } from "./matmul.ts";
+export { affineHasPrologue } from "./matmul_affine_plan.ts";
+export { LUT_PROLOGUE_MAX_ROWS } from "./matmul_lut_plan.ts";

@@ -1,0 +1,321 @@
+/**
+ * Causal grouped-query attention over the KV cache (Vaswani et al. 2017; GQA: Ainslie et al. 2023):
+ *   out[t, h] = Σ_{p ≤ pos+t} softmax_p(q[t, h] · k[p, h/G] / √headDim) · v[p, h/G],  G = nHeads/nKvHeads,
+ * where pos = state.pos (read on the GPU) and the cache already holds positions 0..pos+rows−1.
+ *
+ * One workgroup per (row t, KV head, split): it owns the G query heads that share the KV head, so
+ * every K/V row is read once for all of them. Its span of positions is walked in tiles of TILE:
+ * scores for all G heads into workgroup memory, then an online-softmax update (running max m, sum l,
+ * unnormalised output acc rescaled by e^(m_old − m_new); Milakov & Gimelshein 2018), then acc += p·V.
+ * Flash-decoding (Dao et al. 2023): when rows · nKvHeads is too small to fill the GPU (decode), the
+ * positions of each row are split over `splits` workgroups that write partial (m, l, acc) triples,
+ * and a second dispatch (attention_combine.ts) merges them. Everything is f32; no atomics.
+ */
+import {
+  bindBuffers,
+  type BindingKind,
+  createStorage,
+  dispatch2d,
+  type Encodable,
+  getPipeline,
+  type Gpu,
+  type Kernel,
+  STATE_STRUCT,
+  uniformParams,
+} from "../core/mod.ts";
+import { createAttentionCombine } from "./attention_combine.ts";
+
+const WGSL = /* wgsl */ `
+${STATE_STRUCT}
+override WG: u32 = 256u;   // invocations per workgroup
+override HD4: u32 = 2u;    // headDim / 4
+override G: u32 = 1u;      // query heads per KV head
+override QN: u32 = 2u;     // G · HD4: the vec4 outputs of one workgroup
+override TILE: u32 = 128u; // positions per tile: a power of two with G · TILE ≤ WG
+override NPART: u32 = 1u;  // partitions of a tile's positions in acc += p·V: a power of two, NPART · QN ≤ WG
+override R: u32 = 1u;      // vec4 outputs per invocation (> 1 only when QN > WG, then NPART = 1)
+
+const MAX_R = 4u;
+const SPLIT_ALIGN = 32u; // split spans are multiples of this many positions
+const NEG = -1.0e30; // stands in for −∞: WGSL may assume no infinities, and e^(NEG − m) is 0
+
+struct Params { rows: u32, nKvHeads: u32, seqLen: u32, nSplits: u32, scale: f32 }
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> state: StepState;
+@group(0) @binding(2) var<storage, read> q: array<vec4<f32>>;       // (rows, nHeads·headDim)
+@group(0) @binding(3) var<storage, read> kCache: array<vec4<f32>>;  // (seqLen, nKvHeads·headDim)
+@group(0) @binding(4) var<storage, read> vCache: array<vec4<f32>>;  // (seqLen, nKvHeads·headDim)
+@group(0) @binding(5) var<storage, read_write> out: array<vec4<f32>>; // (rows, nHeads·headDim)
+@group(0) @binding(6) var<storage, read_write> partAcc: array<vec4<f32>>; // (rows, nHeads, nSplits, headDim)
+@group(0) @binding(7) var<storage, read_write> partMl: array<vec2<f32>>;  // (rows, nHeads, nSplits): (m, l)
+
+var<workgroup> qs: array<vec4<f32>, QN>;   // the G queries, pre-scaled by 1/√headDim
+var<workgroup> sc: array<f32, WG>;         // [g·TILE + j]: score, then probability
+var<workgroup> red: array<f32, WG>;        // reduction scratch, same indexing
+var<workgroup> mW: array<f32, G>;          // running max per head
+var<workgroup> lW: array<f32, G>;          // running sum per head
+var<workgroup> alphaW: array<f32, G>;      // this tile's rescale e^(m_old − m_new) per head
+var<workgroup> accW: array<vec4<f32>, WG>; // [part·QN + o]: partition merge
+
+// Tree max over each head's TILE entries of red; the result lands in red[g·TILE].
+fn reduceMax(lid: u32) {
+  let j = lid % TILE;
+  for (var stride = TILE / 2u; stride > 0u; stride /= 2u) {
+    if (lid < G * TILE && j < stride) { red[lid] = max(red[lid], red[lid + stride]); }
+    workgroupBarrier();
+  }
+}
+
+// Scores of positions [start, start + n) for the G heads (invocation g·TILE + j takes head g,
+// position start + j); the running max and this tile's rescale per head; then sc holds e^(s − m).
+fn scoreTile(lid: u32, kvh: u32, start: u32, n: u32) {
+  let g = lid / TILE;
+  let j = lid % TILE;
+  if (lid < G * TILE) {
+    var s = NEG;
+    if (j < n) {
+      let kRow = (start + j) * params.nKvHeads * HD4 + kvh * HD4;
+      s = 0.0;
+      for (var d = 0u; d < HD4; d++) { s += dot(qs[g * HD4 + d], kCache[kRow + d]); }
+    }
+    sc[lid] = s;
+    red[lid] = s;
+  }
+  workgroupBarrier();
+  reduceMax(lid);
+  if (lid < G) {
+    let mOld = mW[lid];
+    let mNew = max(mOld, red[lid * TILE]);
+    alphaW[lid] = exp(mOld - mNew);
+    mW[lid] = mNew;
+  }
+  workgroupBarrier();
+  if (lid < G * TILE) { sc[lid] = select(0.0, exp(sc[lid] - mW[g]), j < n); }
+  workgroupBarrier();
+}
+
+// Per output slot: the unnormalised output and the softmax sum over this slot's partition.
+struct Acc { v: array<vec4<f32>, MAX_R>, l: array<f32, MAX_R> }
+
+// acc ← acc · alpha + Σ_j p_j v[start + j] (and l likewise with Σ_j p_j) for this invocation's
+// outputs; partition "part" of NPART takes positions j ≡ part (mod NPART), coalesced along headDim.
+// Summing l here, per slot, saves a second tree reduction per tile.
+fn accumulateTile(lid: u32, kvh: u32, start: u32, n: u32, acc: ptr<function, Acc>) {
+  for (var r = 0u; r < MAX_R; r++) {
+    let slot = lid + r * WG;
+    let part = slot / QN;
+    if (r < R && part < NPART) {
+      let o = slot % QN;
+      let g = o / HD4;
+      let stride = params.nKvHeads * HD4;
+      let v0 = start * stride + kvh * HD4 + o % HD4; // V at (start, this output)
+      let s0 = g * TILE;
+      var a = (*acc).v[r] * alphaW[g];
+      var l = (*acc).l[r] * alphaW[g];
+      var j = part;
+      // Four independent V loads per trip keep several rows in flight (the loop is latency-bound).
+      for (; j + 3u * NPART < n; j += 4u * NPART) {
+        let va = vCache[v0 + j * stride];
+        let vb = vCache[v0 + (j + NPART) * stride];
+        let vc = vCache[v0 + (j + 2u * NPART) * stride];
+        let vd = vCache[v0 + (j + 3u * NPART) * stride];
+        let p = vec4(sc[s0 + j], sc[s0 + j + NPART], sc[s0 + j + 2u * NPART], sc[s0 + j + 3u * NPART]);
+        a += p.x * va + p.y * vb + p.z * vc + p.w * vd;
+        l += p.x + p.y + p.z + p.w;
+      }
+      for (; j < n; j += NPART) {
+        a += sc[s0 + j] * vCache[v0 + j * stride];
+        l += sc[s0 + j];
+      }
+      (*acc).v[r] = a;
+      (*acc).l[r] = l;
+    }
+  }
+}
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+        @builtin(local_invocation_index) lid: u32) {
+  let flat = wid.x + wid.y * nwg.x;
+  let rows = params.rows;
+  if (flat >= rows * params.nKvHeads * params.nSplits) { return; }
+  let t = rows - 1u - flat % rows; // longest rows first, so the grid's tail is short
+  let kvh = (flat / rows) % params.nKvHeads;
+  let split = flat / (rows * params.nKvHeads);
+  let len = min(state.pos + t + 1u, params.seqLen);
+  let chunk = (len + params.nSplits * SPLIT_ALIGN - 1u) / (params.nSplits * SPLIT_ALIGN) * SPLIT_ALIGN;
+  let begin = split * chunk;
+  let end = min(begin + chunk, len);
+  let qRow = (t * params.nKvHeads + kvh) * QN; // heads kvh·G .. kvh·G + G − 1 of row t are adjacent
+
+  for (var i = lid; i < QN; i += WG) { qs[i] = q[qRow + i] * params.scale; }
+  if (lid < G) { mW[lid] = NEG; }
+  workgroupBarrier();
+  var acc: Acc;
+  for (var start = begin; start < end; start += TILE) {
+    let n = min(TILE, end - start);
+    scoreTile(lid, kvh, start, n);
+    accumulateTile(lid, kvh, start, n, &acc);
+    workgroupBarrier();
+  }
+  if (NPART > 1u) { // sum the partitions: accW and red at [part·QN + o]
+    accW[lid] = acc.v[0];
+    red[lid] = acc.l[0];
+    workgroupBarrier();
+    for (var stride = NPART / 2u; stride > 0u; stride /= 2u) {
+      if (lid / QN < stride) {
+        accW[lid] += accW[lid + stride * QN];
+        red[lid] += red[lid + stride * QN];
+      }
+      workgroupBarrier();
+    }
+    acc.v[0] = accW[lid];
+    acc.l[0] = red[lid];
+  }
+  for (var r = 0u; r < MAX_R; r++) { // every column of a head has its sum; column 0 publishes it
+    let o = lid + r * WG;
+    if (r < R && o < QN && o % HD4 == 0u) { lW[o / HD4] = acc.l[r]; }
+  }
+  workgroupBarrier();
+  let nHeads = params.nKvHeads * G;
+  for (var r = 0u; r < MAX_R; r++) {
+    let o = lid + r * WG;
+    if (r < R && o < QN) {
+      let g = o / HD4;
+      if (params.nSplits == 1u) {
+        out[qRow + o] = acc.v[r] / lW[g];
+      } else {
+        partAcc[((t * nHeads + kvh * G + g) * params.nSplits + split) * HD4 + o % HD4] = acc.v[r];
+      }
+    }
+  }
+  if (params.nSplits > 1u && lid < G) {
+    partMl[(t * nHeads + kvh * G + lid) * params.nSplits + split] = vec2(mW[lid], lW[lid]);
+  }
+}
+`;
+
+export interface AttentionArgs {
+  /** q: (rows, nHeads · headDim) f32, already rotated */
+  q: GPUBuffer;
+  /** kCache: (seqLen, nKvHeads · headDim) f32, positions 0..state.pos + rows − 1 filled */
+  kCache: GPUBuffer;
+  /** vCache: (seqLen, nKvHeads · headDim) f32 */
+  vCache: GPUBuffer;
+  /** out: (rows, nHeads · headDim) f32 */
+  out: GPUBuffer;
+  /** state: [STATE_WORDS] u32 (step_state.ts); row t is at position state.pos + t */
+  state: GPUBuffer;
+  rows: number;
+  nHeads: number;
+  nKvHeads: number;
+  /** a multiple of 4 */
+  headDim: number;
+  seqLen: number;
+  /** workgroups per (row, KV head) along the positions; default: enough to fill the GPU */
+  splits?: number;
+}
+
+/** The WGSL of the main pass; shapes are set through `override` constants (see {@link attentionPlan}). */
+export function attentionShader(): string {
+  return WGSL;
+}
+
+/** The `override` constants of the main pass for one head configuration. */
+export function attentionPlan(
+  gpu: Gpu,
+  { nHeads, nKvHeads, headDim }: { nHeads: number; nKvHeads: number; headDim: number },
+): Record<"WG" | "HD4" | "G" | "QN" | "TILE" | "NPART" | "R", number> {
+  const what = `Cannot build attention for nHeads ${nHeads}, nKvHeads ${nKvHeads}, headDim ${headDim}`;
+  if (headDim % 4 !== 0) throw new Error(`${what}: headDim must be a multiple of 4`);
+  if (nHeads % nKvHeads !== 0) throw new Error(`${what}: nHeads must be a multiple of nKvHeads`);
+  const WG = Math.min(256, gpu.maxInvocationsPerWorkgroup);
+  const HD4 = headDim / 4;
+  const G = nHeads / nKvHeads;
+  const QN = G * HD4;
+  if (G > WG) throw new Error(`${what}: more than ${WG} query heads per KV head`);
+  const R = Math.ceil(QN / WG);
+  if (R > 4) throw new Error(`${what}: more than ${4 * WG} vec4 outputs per KV head`);
+  const TILE = floorPow2(WG / G);
+  const NPART = R > 1 ? 1 : floorPow2(Math.min(WG / QN, TILE));
+  const bytes = QN * 16 + WG * (4 + 4 + 16) + G * 12;
+  if (bytes > gpu.maxWorkgroupStorageBytes) {
+    throw new Error(`${what}: needs ${bytes} bytes of workgroup memory (${gpu.maxWorkgroupStorageBytes})`);
+  }
+  return { WG, HD4, G, QN, TILE, NPART, R };
+}
+
+function floorPow2(x: number): number {
+  return 2 ** Math.floor(Math.log2(x));
+}
+
+/** Enough workgroups to keep a large GPU busy (H100: 132 SMs) when rows · nKvHeads cannot. */
+const TARGET_WORKGROUPS = 512;
+const MAX_SPLITS = 64;
+/** SPLIT_ALIGN in the WGSL. */
+const SPLIT_ALIGN = 32;
+
+/**
+ * Splits per (row, KV head): `requested` or, by default, one when rows alone fill the GPU (prefill)
+ * and enough to reach TARGET_WORKGROUPS otherwise (decode); never more than seqLen has spans.
+ */
+function splitCount(rows: number, nKvHeads: number, seqLen: number, requested?: number) {
+  const groups = rows * nKvHeads;
+  const auto = groups >= TARGET_WORKGROUPS / 2 ? 1 : Math.ceil(TARGET_WORKGROUPS / groups);
+  return Math.max(1, Math.min(requested ?? auto, Math.ceil(seqLen / SPLIT_ALIGN), MAX_SPLITS));
+}
+
+const MAIN_BINDINGS: readonly BindingKind[] = [
+  "uniform",
+  ...(["read-only-storage", "read-only-storage", "read-only-storage", "read-only-storage"] as const),
+  ...(["storage", "storage", "storage"] as const),
+];
+
+/**
+ * Builds causal GQA attention. Binds of one kernel share its split scratch buffers, which is safe
+ * because WebGPU orders the dispatches of a pass.
+ * @param gpu the device
+ * @returns a kernel whose `bind` fixes buffers, shapes and the split count
+ */
+export function createAttention(gpu: Gpu): Kernel<AttentionArgs> {
+  // Partial results of split rows, grown to the largest bind: partAcc (rows, nHeads, splits, headDim)
+  // f32 and partMl (rows, nHeads, splits) (m, l) pairs.
+  let partAcc = createStorage(gpu, 16, "attention partAcc");
+  let partMl = createStorage(gpu, 16, "attention partMl");
+  const combine = createAttentionCombine(gpu);
+  return {
+    bind(args: AttentionArgs): Encodable {
+      const { q, kCache, vCache, out, state, rows, nHeads, nKvHeads, headDim, seqLen } = args;
+      const plan = attentionPlan(gpu, { nHeads, nKvHeads, headDim });
+      const splits = splitCount(rows, nKvHeads, seqLen, args.splits);
+      const cells = rows * nHeads * splits;
+      if (splits > 1 && partAcc.size < cells * headDim * 4) {
+        partAcc = createStorage(gpu, cells * headDim * 4, "attention partAcc");
+      }
+      if (splits > 1 && partMl.size < cells * 8) partMl = createStorage(gpu, cells * 8, "attention partMl");
+      const main = getPipeline(gpu, {
+        name: "attention",
+        code: WGSL,
+        constants: plan,
+        bindings: MAIN_BINDINGS,
+      });
+      const params = uniformParams(
+        gpu,
+        [["u32", rows], ["u32", nKvHeads], ["u32", seqLen], ["u32", splits], ["f32", 1 / Math.sqrt(headDim)]],
+        "attention params",
+      );
+      const bindGroup = bindBuffers(gpu, main, [params, state, q, kCache, vCache, out, partAcc, partMl]);
+      const [gx, gy] = dispatch2d(gpu, rows * nKvHeads * splits);
+      const merge = splits > 1 ? combine.bind({ partAcc, partMl, out, rows, nHeads, headDim, splits }) : null;
+      return {
+        encode(pass) {
+          pass.setPipeline(main);
+          pass.setBindGroup(0, bindGroup);
+          pass.dispatchWorkgroups(gx, gy);
+          merge?.encode(pass);
+        },
+      };
+    },
+  };
+}

@@ -1,0 +1,120 @@
+import assert from "node:assert/strict";
+import { attentionPlan, createAttention } from "./attention.ts";
+import { attentionRef } from "../core/reference.ts";
+import { checkPipelines } from "../core/gpu.ts";
+import { createStorage, readF32, runPass, uploadStorage } from "../core/buffers.ts";
+import { randomF32, testGpu } from "../../tests/_gpu.ts";
+import { assertNmse, maxAbsDiff } from "../../tests/_assert.ts";
+
+interface Case {
+  name: string;
+  rows: number;
+  nHeads: number;
+  nKvHeads: number;
+  headDim: number;
+  seqLen: number;
+  pos: number;
+  splits?: number;
+}
+
+const CASES: Case[] = [
+  { name: "one position", rows: 1, nHeads: 1, nKvHeads: 1, headDim: 4, seqLen: 8, pos: 0 },
+  { name: "MHA (G = 1)", rows: 7, nHeads: 3, nKvHeads: 3, headDim: 4, seqLen: 16, pos: 5 },
+  { name: "G = 7", rows: 63, nHeads: 7, nKvHeads: 1, headDim: 12, seqLen: 128, pos: 0 },
+  { name: "cache full", rows: 65, nHeads: 4, nKvHeads: 2, headDim: 16, seqLen: 65, pos: 0 },
+  { name: "G = 8", rows: 3, nHeads: 16, nKvHeads: 2, headDim: 64, seqLen: 64, pos: 60 },
+  { name: "2 outputs per invocation", rows: 3, nHeads: 16, nKvHeads: 1, headDim: 128, seqLen: 64, pos: 40 },
+  { name: "stories260K prefill", rows: 65, nHeads: 8, nKvHeads: 4, headDim: 8, seqLen: 512, pos: 0 },
+  { name: "stories260K second turn", rows: 5, nHeads: 8, nKvHeads: 4, headDim: 8, seqLen: 512, pos: 300 },
+  { name: "stories260K decode", rows: 1, nHeads: 8, nKvHeads: 4, headDim: 8, seqLen: 2048, pos: 2000 },
+  { name: "lq-49m prefill", rows: 64, nHeads: 8, nKvHeads: 4, headDim: 64, seqLen: 512, pos: 0 },
+  { name: "lq-49m second turn", rows: 33, nHeads: 8, nKvHeads: 4, headDim: 64, seqLen: 512, pos: 100 },
+  { name: "lq-49m decode", rows: 1, nHeads: 8, nKvHeads: 4, headDim: 64, seqLen: 2048, pos: 2000 },
+  {
+    name: "lq-49m decode, one workgroup per head",
+    ...{ rows: 1, nHeads: 8, nKvHeads: 4, headDim: 64, seqLen: 2048, pos: 2000, splits: 1 },
+  },
+  { name: "Llama-3-8B-like prefill", rows: 17, nHeads: 32, nKvHeads: 8, headDim: 128, seqLen: 320, pos: 0 },
+  {
+    name: "Llama-3-8B-like second turn",
+    rows: 9,
+    nHeads: 32,
+    nKvHeads: 8,
+    headDim: 128,
+    seqLen: 320,
+    pos: 300,
+  },
+  { name: "Llama-3-8B-like decode", rows: 1, nHeads: 32, nKvHeads: 8, headDim: 128, seqLen: 1024, pos: 1000 },
+  {
+    name: "forced splits, prefill",
+    rows: 7,
+    nHeads: 8,
+    nKvHeads: 4,
+    headDim: 64,
+    seqLen: 1024,
+    pos: 600,
+    splits: 5,
+  },
+  {
+    name: "mostly empty splits",
+    rows: 1,
+    nHeads: 8,
+    nKvHeads: 4,
+    headDim: 8,
+    seqLen: 4096,
+    pos: 3,
+    splits: 64,
+  },
+];
+
+/** A (seqLen, kvDim) cache filled up to `filled` rows; later rows are NaN, which must never be read. */
+function cache(seqLen: number, kvDim: number, filled: number, seed: number): Float32Array {
+  const c = new Float32Array(seqLen * kvDim).fill(NaN);
+  c.set(randomF32(filled * kvDim, seed));
+  return c;
+}
+
+Deno.test("attention() matches the f64 reference for prefill, second turns and long decode", async (t) => {
+  const gpu = await testGpu();
+  if (!gpu) return;
+  const kernel = createAttention(gpu);
+  await checkPipelines(gpu);
+  for (const c of CASES) {
+    const { rows, nHeads, nKvHeads, headDim, seqLen, pos } = c;
+    const plan = attentionPlan(gpu, c);
+    await t.step(
+      `${c.name}: ${JSON.stringify(c)} TILE ${plan.TILE} NPART ${plan.NPART} R ${plan.R}`,
+      async () => {
+        const kvDim = nKvHeads * headDim;
+        const qDim = nHeads * headDim;
+        // Scaled so the softmax is far from uniform (scores with a spread of a few units).
+        const q = randomF32(rows * qDim, rows + qDim, 3);
+        const k = cache(seqLen, kvDim, pos + rows, seqLen + 1);
+        const v = cache(seqLen, kvDim, pos + rows, seqLen + 2);
+        const out = createStorage(gpu, rows * qDim * 4, "out");
+        const bound = kernel.bind({
+          q: uploadStorage(gpu, q, "q"),
+          kCache: uploadStorage(gpu, k, "kCache"),
+          vCache: uploadStorage(gpu, v, "vCache"),
+          out,
+          state: uploadStorage(gpu, new Uint32Array([pos, 0, 0, 0]), "state"),
+          ...c,
+        });
+        await checkPipelines(gpu);
+        runPass(gpu, (pass) => bound.encode(pass));
+        const got = await readF32(gpu, out, rows * qDim);
+        const want = attentionRef(q, k, v, { rows, nHeads, nKvHeads, headDim, pos0: pos });
+        assertNmse(got, want, 1e-11, c.name);
+        const err = maxAbsDiff(got, want);
+        assert.ok(err <= 2e-6, `${c.name}: max |diff| ${err} > 2e-6`);
+      },
+    );
+  }
+  await t.step("shapes it cannot serve are rejected at bind", () => {
+    const b = createStorage(gpu, 16, "b");
+    const args = { q: b, kCache: b, vCache: b, out: b, state: b, rows: 1, seqLen: 4 };
+    assert.throws(() => kernel.bind({ ...args, nHeads: 2, nKvHeads: 2, headDim: 6 }), /multiple of 4/);
+    assert.throws(() => kernel.bind({ ...args, nHeads: 3, nKvHeads: 2, headDim: 8 }), /multiple of nKvHeads/);
+  });
+  gpu.device.destroy();
+});
