@@ -1,10 +1,10 @@
 /**
- * Command-line configuration: defaults, help text and validation in one place (style.md I).
+ * Command-line configuration: defaults, help text and validation in one place (docs/style.md I).
  * parseConfig is pure: main.ts passes Deno.args and the environment in. Bad values are errors, never clamps.
  */
 import { basename } from "node:path";
 
-/** Quantization methods (see ../shared/docs/leanquant.md). */
+/** Quantization methods (see docs/quantization.md). */
 export const QUANT_METHODS = ["rtn", "gptq", "leanquant-nu", "leanquant-aff"] as const;
 /** How weights are quantized at load. */
 export type QuantMethod = typeof QUANT_METHODS[number];

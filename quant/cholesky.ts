@@ -1,5 +1,5 @@
 /**
- * fasterquant's prologue on the GPU (leanquant.md §1.2 steps 3, 6, 7, 8): dead columns, the act-order
+ * fasterquant's prologue on the GPU (docs/quantization.md §1.2 steps 3, 6, 7, 8): dead columns, the act-order
  * permutation, damping with retries, and the upper Cholesky factor U of H⁻¹ (H⁻¹ = UᵀU), which gptq.py
  * keeps calling `Hinv` although it is not the inverse.
  *
@@ -121,7 +121,7 @@ export async function factorHessian(
     throw new Error(`Cannot factor the Hessian: expected (${cols}, ${cols}) f32, got ${H.size} bytes`);
   }
   if (bytes > gpu.maxBindingBytes) {
-    // TODO(quant): column panels for C > 23170 (70B's down_proj), webgpu.md §2.
+    // TODO(quant): column panels for C > 23170 (70B's down_proj), docs/webgpu.md §2.
     throw new Error(`Cannot factor a Hessian of ${cols} columns: ${bytes} bytes exceed the binding limit`);
   }
   const { dead, perm, invperm, meanDiag } = planColumns(await readDiagonal(gpu, H, cols), actOrder);

@@ -59,7 +59,7 @@ Deno.test("factorHessian() matches prepareLayer: perm, dead columns, damping and
       for (let i = 0; i < n; i++) for (let j = 0; j < i; j++) assert.equal(U[i * n + j], 0, `U(${i}, ${j})`);
       const e = relErr(U, ref.Hinv);
       worst = Math.max(worst, e);
-      // Measured ≤ 3.1e-7 on lavapipe; the spec allows 1e-4 (leanquant.md §6 item 7).
+      // Measured ≤ 3.1e-7 on lavapipe; the spec allows 1e-4 (docs/quantization.md §6 item 7).
       assert.ok(e < 1e-4, `n ${n}: max-norm relative error of U ${e.toExponential(2)}`);
       if (n <= 65) assert.ok(relErr(U, upperInverseFactorLiteral(ref.H, n)!) < 1e-4, "literal gptq.py U");
     });

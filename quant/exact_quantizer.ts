@@ -1,5 +1,5 @@
 /**
- * A {@link HostQuantizer} backed by LeanQuant-Exact (reference_exact.ts, leanquant.md §2.5): per-row greedy OBQ
+ * A {@link HostQuantizer} backed by LeanQuant-Exact (reference_exact.ts, docs/quantization.md §2.5): per-row greedy OBQ
  * in f64 on the host, O(R·C³), meant for small networks (C up to a few hundred). Its output has exactly the
  * shape of the GPTQ-loop methods, so the file writer, the reader and the inference kernels serve it unchanged:
  * method "leanquant-nu" gives a per-row f16-representable LUT, "leanquant-aff" row-wise scale/zero with gIdx 0.

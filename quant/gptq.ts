@@ -1,7 +1,7 @@
 /**
  * The GPU port of GPTQ's blocked error-feedback loop with LeanQuant grids: gptq.py `fasterquant`
  * (IST-DASLab/gptq 2d65066) and its fork `lean_quantizer.py` (LeanModels/LeanQuant bc8c8ee), spec
- * leanquant.md §1.3, f64 reference `gptqReference` in quant/reference.ts (same names, same loop shape):
+ * docs/quantization.md §1.3, f64 reference `gptqReference` in quant/reference.ts (same names, same loop shape):
  *
  *   GPTQ Algorithm 1                          here
  *   W ← W[:, perm], dead columns zeroed       gather_cols (perm, −1 for dead columns)
@@ -241,7 +241,7 @@ export async function quantizeLinear(
 
 /**
  * Copies several buffers into one staging buffer, submits `encoder` and maps once (each mapAsync costs
- * ≥ 10 ms in Deno, webgpu.md §3).
+ * ≥ 10 ms in Deno, docs/webgpu.md §3).
  * @returns one fresh ArrayBuffer of `bytes` per part
  */
 async function readAll(

@@ -3,7 +3,7 @@
  * reference_quantizer.ts): factor H on the GPU (cholesky.ts), fit the grid (grid.ts), run the GPTQ
  * loop (gptq.ts). Only the diagonal of H, the codes, the grid and the loss cross to the host.
  *
- * Where the grid is fitted (leanquant.md §2.2–2.3): the nu LUT and the row-wise affine grid once, before
+ * Where the grid is fitted (docs/quantization.md §2.2–2.3): the nu LUT and the row-wise affine grid once, before
  * the loop, on the original weights in act-order with dead columns zeroed, weighted by a_k = U_kk^(−p);
  * the group-wise affine grid at each group start inside the loop, on the error-updated columns.
  */

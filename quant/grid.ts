@@ -1,5 +1,5 @@
 /**
- * LeanQuant's loss-error-aware grids on the GPU (leanquant.md §2): host drivers for the kernels
+ * LeanQuant's loss-error-aware grids on the GPU (docs/quantization.md §2): host drivers for the kernels
  * kernels/importance.ts (a_k = U_kk^(−p), normalised), kernels/kmeans.ts (LeanQuant_nu's per-row LUT)
  * and kernels/aff_search.ts (LeanQuant_aff's (scale, zero) search). The f64 specs are
  * quant/reference_grid.ts `importanceWeights`, `weightedKMeans` and `affSearch`/`affSearchFast`.

@@ -1,5 +1,5 @@
 /**
- * The Hessian of one linear layer's input on the GPU (leanquant.md §1.1; gptq.py `add_batch`):
+ * The Hessian of one linear layer's input on the GPU (docs/quantization.md §1.1; gptq.py `add_batch`):
  *   H = (2/N)·Σ_{all N calibration tokens} x·xᵀ,   (cols, cols) f32.
  *
  * Normalised by tokens, not sequences as add_batch does (H·n/(n+1) + (2/n)·X Xᵀ with n counting
@@ -83,7 +83,7 @@ export function createHessian(gpu: Gpu, cols: number): GpuHessian {
     throw new Error(`Cannot create a Hessian: cols ${cols} is invalid`);
   }
   if (cols * cols * 4 > gpu.maxBindingBytes) {
-    // TODO(quant): split H into column panels past ~23170 columns (webgpu.md §2).
+    // TODO(quant): split H into column panels past ~23170 columns (docs/webgpu.md §2).
     throw new Error(
       `Cannot create a Hessian of ${cols} columns: ${cols * cols * 4} bytes exceed the binding limit ` +
         `${gpu.maxBindingBytes}`,

@@ -2,7 +2,7 @@
  * Packs affine-quantized weights into the layout kernels/matmul_affine.ts reads ({@link AffinePacked}),
  * from our quantizer's {@link QuantizedLinear} or from an AutoGPTQ checkpoint, and unpacks it for tests.
  *
- * AutoGPTQ "gptq" v1 tensors (leanquant.md §3.3), R = outDim, C = inDim, b = bits:
+ * AutoGPTQ "gptq" v1 tensors (docs/quantization.md §3.3), R = outDim, C = inDim, b = bits:
  *   qweight int32 [C·b/32, R]   each output column's codes along the input dim as one little-endian bit
  *                                stream (word row i holds bits 32i..32i+31; 3-bit codes straddle words)
  *   qzeros  int32 [nGroups, R·b/32]  zero-points, the same bit stream along the output dim, stored − 1

@@ -15,7 +15,7 @@ export const REFERENCE_GRID: Readonly<Record<QuantMethod, "rtn" | "gptq" | "nu" 
   "leanquant-aff": "aff",
 };
 
-/** Knobs of one layer's quantization (defaults as in the LeanQuant reference code, leanquant.md App. C). */
+/** Knobs of one layer's quantization (defaults as in the LeanQuant reference code, docs/quantization.md App. C). */
 export interface QuantizeOptions {
   method: QuantMethod;
   bits: 2 | 3 | 4;

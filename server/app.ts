@@ -9,7 +9,7 @@ import { chatHandler } from "./routes/chat.ts";
 import { completionsHandler, type RouteDeps } from "./routes/completions.ts";
 import { getModelHandler, listModelsHandler } from "./routes/models.ts";
 
-/** The slice of config.ts's Config that the server reads (passed down explicitly, style.md B). */
+/** The slice of config.ts's Config that the server reads (passed down explicitly, docs/style.md B). */
 export interface ServerConfig {
   /** Name reported as `model`; null or absent means the engine's model id (its folder name). */
   servedModelName?: string | null;

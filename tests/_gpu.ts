@@ -1,5 +1,5 @@
 /**
- * Test-side GPU acquisition and the CI policy (style.md H):
+ * Test-side GPU acquisition and the CI policy (docs/style.md H):
  * with CI=true a missing adapter or feature fails the run; elsewhere GPU tests skip after one clear line.
  */
 import { describeGpu, type Gpu, requestGpu } from "../kernels/core/mod.ts";

@@ -1,7 +1,7 @@
 /**
  * Runs one sequence on the GPU: chunked prefill, then decode steps recorded many per submit, with
  * tokens sampled on the GPU and read back a chunk at a time (a readback costs ≥ 10 ms in Deno,
- * webgpu.md §3). Up to three chunks are submitted ahead of the host's reads, so the GPU keeps working
+ * docs/webgpu.md §3). Up to three chunks are submitted ahead of the host's reads, so the GPU keeps working
  * while the host waits for a mapping and encodes the next chunk; after a stop the GPU finishes at most
  * two chunks nobody reads (their tokens are dropped).
  */

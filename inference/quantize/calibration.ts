@@ -1,5 +1,5 @@
 /**
- * Calibration data for the quantizer (leanquant.md §4, ../shared/data/calib/README.md): the whole text file is
+ * Calibration data for the quantizer (docs/quantization.md §4, ../shared/data/calib/README.md): the whole text file is
  * tokenized once (with the tokenizer's special tokens, so a Llama text starts with BOS as GPTQ's datautils
  * does), then N windows of seqLen consecutive tokens start at seeded random offsets. The reference draws
  * with Python's `random.seed(0)`; we use our own seeded generator, so windows are reproducible here but not

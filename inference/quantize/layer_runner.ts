@@ -1,6 +1,6 @@
 /**
  * Runs ONE decoder layer over a window of calibration hidden states with the model's own kernels, stopping
- * where the quantizer needs an input captured (leanquant.md §5, gptq's `llama_sequential`). The layer runs
+ * where the quantizer needs an input captured (docs/quantization.md §5, gptq's `llama_sequential`). The layer runs
  * in two halves, so that no stage recomputes what an earlier stage already stored:
  *   attention half, from the layer input h:
  *     stage "qkv"    → xn = rmsnorm(h)·attnNorm                                      (the input of q, k, v)

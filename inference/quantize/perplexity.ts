@@ -1,5 +1,5 @@
 /**
- * Perplexity on the GPU with the protocol of leanquant.md §4 and ../shared/data/calib/README.md: the whole
+ * Perplexity on the GPU with the protocol of docs/quantization.md §4 and ../shared/data/calib/README.md: the whole
  * text is tokenized once, cut into non-overlapping windows of the model context (the tail that does not fill
  * a window is dropped), each window runs as its own sequence from position 0, every position but the last
  * predicts the next token, and ppl = exp(total NLL / predicted tokens).

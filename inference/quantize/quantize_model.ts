@@ -1,5 +1,5 @@
 /**
- * True-sequential, layer-by-layer quantization of a Llama model (leanquant.md §5 and pitfall 15, gptq's
+ * True-sequential, layer-by-layer quantization of a Llama model (docs/quantization.md §5 and pitfall 15, gptq's
  * `llama_sequential` with --true-sequential). For each decoder layer (h = every window's hidden state):
  *   1. upload the layer (f32 dense) — only this layer's weights are on the GPU; the rest stays on disk;
  *   2. [q, k, v]   capture norm1(h) over every window into one Hessian; quantize q, k, v with it;

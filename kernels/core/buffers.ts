@@ -4,7 +4,7 @@
  * Alignment rules (WebGPU): buffer sizes and writeBuffer sizes must be multiples of 4 bytes; binding
  * offsets must be multiples of `minStorageBufferOffsetAlignment` (256 on every adapter we target).
  * Uploads use queue.writeBuffer, never mappedAtCreation (a live mapped buffer hangs destroy in Deno,
- * denoland/deno#24798). Readbacks cost at least 10 ms in Deno (webgpu.md §3): read in batches.
+ * denoland/deno#24798). Readbacks cost at least 10 ms in Deno (docs/webgpu.md §3): read in batches.
  */
 import type { Gpu } from "./gpu.ts";
 

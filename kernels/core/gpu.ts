@@ -1,7 +1,7 @@
 /**
  * The GPU handle every kernel is built from: adapter, device, limits, features and a pipeline cache.
  *
- * Facts that shape this module are in ../shared/docs/webgpu.md: request every limit explicitly (the
+ * Facts that shape this module are in docs/webgpu.md: request every limit explicitly (the
  * WebGPU defaults cap a binding at 128 MiB), coerce limits with Number(), detect a null adapter and
  * name the likely causes, and create pipelines inside a validation error scope.
  */

@@ -1,6 +1,6 @@
 /**
  * The per-sequence step state that lives on the GPU, so that several decode steps fit in one submit
- * without a host round trip (webgpu.md §3).
+ * without a host round trip (docs/webgpu.md §3).
  *
  * Layout (read-only storage for every kernel except `advance`):
  *   state: [STATE_WORDS] u32

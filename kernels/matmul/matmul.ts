@@ -6,7 +6,7 @@
  * - GEMV (decode): bandwidth-bound, so every weight byte is read once and meets all (≤ 8) activation
  *   rows. TPR invocations split K for a group of NR = 4 output rows; each holds a 16-byte chunk of every
  *   activation row in registers and reuses it for its 4 weight rows, so a 16 B weight load costs only
- *   ROWS/2 activation loads (webgpu.md §6: re-reading activations per weight row held a naive GEMV to a
+ *   ROWS/2 activation loads (docs/webgpu.md §6: re-reading activations per weight row held a naive GEMV to a
  *   fifth of the read ceiling). Partials meet in a transposed workgroup reduction (no subgroups).
  *   9–128 rows run as several 8-row GEMV dispatches, which beat the tiled kernel there (H100).
  * - Tiled GEMM (prefill, > 128 rows): TM×TN output tiles, K staged TK columns at a time in workgroup

@@ -225,7 +225,7 @@ fn stageStore(e: u32, buf: u32, val: vec4f) {
 /**
  * GEMV (rows ≤ 8). TPR invocations split K for NR output rows; each takes one 32-column piece per
  * step: NR·b code words (a vec4 / vec2 / 3 scalars for 4 / 2 / 3 bits, coalesced along the row) and
- * 8 vec4 of every activation row, reused for all NR output rows (register blocking, webgpu.md §6).
+ * 8 vec4 of every activation row, reused for all NR output rows (register blocking, docs/webgpu.md §6).
  * Partial sums meet in a transposed workgroup reduction, as in matmul.ts.
  *
  * Activations: a lane's 8 vec4 are one 128-byte line, so when lanes read them from global memory each

@@ -1,5 +1,5 @@
 /**
- * Fused dequantize-matmul for non-uniform (LUT) quantized Linear weights (LeanQuant nu, leanquant.md §3):
+ * Fused dequantize-matmul for non-uniform (LUT) quantized Linear weights (LeanQuant nu, docs/quantization.md §3):
  *   Q[o, c] = lut[o, code[o, c]]
  *   y[r, yColOffset + o] (+)= Σ_c x[xRowOffset + r, c] · Q[o, c]      (f32 accumulation)
  * The dense matrix is never materialised. Same argument conventions as matmul.ts and matmul_affine.ts: a

@@ -172,7 +172,7 @@ function gemvPiece(b: LutGemvBuild, j: number): string {
  * window of KS·P pieces all warps read their code words (one coalesced vec4 / vec2 / 3 words per row
  * and piece: a warp's rows are adjacent in memory), look each code up in the workgroup LUT and multiply
  * it with activations that every lane of the warp reads from the same workgroup address (a broadcast:
- * the activation traffic per code byte is 1/32 of a lanes-along-K GEMV's, webgpu.md §6). The next
+ * the activation traffic per code byte is 1/32 of a lanes-along-K GEMV's, docs/webgpu.md §6). The next
  * window's codes and activations are loaded into registers before the current window's math, so one
  * barrier per window suffices and the loads are in flight during the math. Partial sums of the KS
  * slices meet in a workgroup reduction of RED partials per round.

@@ -2,7 +2,7 @@
  * Per-row negative log-likelihood of a target token under softmax(logits), for perplexity:
  *   nll[r] = logsumexp(logits[r, :]) − logits[r, target[r]],  logsumexp = m + log Σ_v e^(logits[r, v] − m)
  * with m the row max (subtracted for stability). One workgroup per row; the max and the sum are reduced
- * through workgroup memory (no subgroups, webgpu.md §2). Only `rows` floats ever need to be read back.
+ * through workgroup memory (no subgroups, docs/webgpu.md §2). Only `rows` floats ever need to be read back.
  */
 import {
   bindBuffers,

@@ -1,7 +1,7 @@
 /**
  * RMSNorm (Zhang & Sennrich 2019), as Llama uses it: y = x / sqrt(mean(x²) + eps) · w.
  * One workgroup per row; a strided sum of squares reduced through workgroup memory (no subgroups
- * on the H100 path, webgpu.md §2).
+ * on the H100 path, docs/webgpu.md §2).
  */
 import {
   bindBuffers,

@@ -1,5 +1,5 @@
 /**
- * Token sampling on the GPU, so that a decode step never waits for the host (webgpu.md §3): the
+ * Token sampling on the GPU, so that a decode step never waits for the host (docs/webgpu.md §3): the
  * chosen id goes to `tokenOut[0]` (read by the next step's embedding) and to the ring
  * `history[state.step % historyLen]` (read back by the host once per chunk of steps). The step state
  * is bound read-only; `advance` (step_state.ts) moves it. The WGSL lives in sample.wgsl.

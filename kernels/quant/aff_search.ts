@@ -1,5 +1,5 @@
 /**
- * LeanQuant_aff's loss-error-aware affine grid search (leanquant.md §2.3), exactly as
+ * LeanQuant_aff's loss-error-aware affine grid search (docs/quantization.md §2.3), exactly as
  * quant/reference_grid.ts `affSearch` defines it, for one (row, group) per workgroup:
  *  - the set is x_c = W[row, start + c], c < n, with importances a_c = importance[start + c];
  *  - include-zero range lo = min(min x, 0), hi = max(max x, 0) ([−1, 1] when both are 0), Δ = (hi − lo)/T;

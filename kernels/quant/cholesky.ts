@@ -1,5 +1,5 @@
 /**
- * Blocked right-looking Cholesky, A = L·Lᵀ, in place and in f32 (leanquant.md §1.2 step 8 and §6 item 7).
+ * Blocked right-looking Cholesky, A = L·Lᵀ, in place and in f32 (docs/quantization.md §1.2 step 8 and §6 item 7).
  *
  * For each NB-column block k0 (NB = 64, or 32 where workgroup memory is 16 KiB):
  *   1. panel:  one workgroup factors the diagonal block A11 = L11·L11ᵀ in workgroup memory (unblocked,

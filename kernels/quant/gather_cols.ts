@@ -1,6 +1,6 @@
 /**
  * Column gather: dst[r, j] = src[r, idx[j]] (0 where idx[j] < 0). The GPTQ driver uses it for the act-order
- * permutation (W[:, perm] with dead columns zeroed, leanquant.md §1.2 steps 3 and 6) and to un-permute Q and
+ * permutation (W[:, perm] with dead columns zeroed, docs/quantization.md §1.2 steps 3 and 6) and to un-permute Q and
  * the codes with invperm at the end (§1.3), so no matrix ever crosses to the host.
  *
  * Two element widths, chosen by the `BYTES` override:

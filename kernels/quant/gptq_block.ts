@@ -1,6 +1,6 @@
 /**
  * One lazy-batch block of GPTQ's column loop (Frantar et al. 2022, Algorithm 1; gptq.py `fasterquant`, the
- * inner `for i in range(count)`; leanquant.md §1.3), for columns [i1, i1 + count) of the permuted W:
+ * inner `for i in range(count)`; docs/quantization.md §1.3), for columns [i1, i1 + count) of the permuted W:
  *   for i in 0..count−1, k = i1 + i:
  *     q = grid(W1[:, i]);  e = (W1[:, i] − q) / U[k, k]          (U: upper Cholesky factor of H⁻¹, "Hinv")
  *     W1[:, i+1:] −= e ⊗ U[k, k+1 : i1+count]                    (skipped for RTN: no error feedback)

@@ -1,6 +1,6 @@
 /**
  * GPTQ's lazy-batch (inter-block) update (Frantar et al. 2022, Algorithm 1, the step after each block;
- * gptq.py `W[:, i2:] -= Err1.matmul(Hinv[i1:i2, i2:])`; leanquant.md §1.3):
+ * gptq.py `W[:, i2:] -= Err1.matmul(Hinv[i1:i2, i2:])`; docs/quantization.md §1.3):
  *   W[r, j] −= Σ_{i < count} Err1[r, i] · U[i1 + i, j]      for j in [i2, cols), i2 = i1 + count
  * Err1 arrives transposed, (count, rows), as gptq_block writes it, so both operands stage along contiguous
  * memory. A tiled GEMM: TM×TN output tiles, K staged TK at a time in workgroup memory, 4×4 register tiles

@@ -1,5 +1,5 @@
 /**
- * Hessian accumulation for GPTQ/LeanQuant (leanquant.md §1.1), a symmetric rank-k update Xᵀ·X:
+ * Hessian accumulation for GPTQ/LeanQuant (docs/quantization.md §1.1), a symmetric rank-k update Xᵀ·X:
  *   H[i][j] ← alpha · H[i][j] + beta · Σ_t x[t][i] · x[t][j]      for i ≤ j (upper triangle)
  *   and, with `mirror`, H[j][i] ← the same value.
  * x is (xRowOffset + tokens, cols) f32 row-major: the calibration activations of one window, as the

@@ -1,5 +1,5 @@
 /**
- * LeanQuant's per-column importance (leanquant.md §2.1, pitfall 4):
+ * LeanQuant's per-column importance (docs/quantization.md §2.1, pitfall 4):
  *   a_k = U_kk^(−p) / max_j U_jj^(−p) = (min_j U_jj / U_kk)^p,
  * with U the upper Cholesky factor of the damped, act-order-permuted H⁻¹ (the code's weight, not
  * diag(H⁻¹)^(−p)). The ratio form never overflows f32: U_kk^(−4) alone can exceed 1e20 on layers with

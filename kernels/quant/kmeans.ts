@@ -1,5 +1,5 @@
 /**
- * LeanQuant_nu's grid (leanquant.md §2.2): per-row weighted 1-D Lloyd k-means with K = 2^bits centres,
+ * LeanQuant_nu's grid (docs/quantization.md §2.2): per-row weighted 1-D Lloyd k-means with K = 2^bits centres,
  * exactly as quant/reference_grid.ts `weightedKMeans` defines it:
  *  - init linspace(min, max, K) of the row (last centre exactly max), for every bit width;
  *  - each iteration labels every point with its nearest centre (first index wins ties) and moves each

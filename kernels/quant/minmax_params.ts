@@ -1,6 +1,6 @@
 /**
  * GPTQ's min-max affine grid per row over a column range (quant.py `find_params`, perchannel, asymmetric;
- * leanquant.md §1.4; f64 spec: `minMaxParams` in quant/reference_grid.ts):
+ * docs/quantization.md §1.4; f64 spec: `minMaxParams` in quant/reference_grid.ts):
  *   xmin = min(min x, 0), xmax = max(max x, 0)    (the range always contains 0)
  *   [xmin, xmax] = [−1, 1] when both are 0
  *   scale = (xmax − xmin)/maxq,  zero = round(−xmin/scale)   (round half to even, as torch and WGSL do)

@@ -1,5 +1,5 @@
 /**
- * Symmetric gather with the Hessian fix-ups of leanquant.md §1.2 fused in, one pass over an (n, n) matrix:
+ * Symmetric gather with the Hessian fix-ups of docs/quantization.md §1.2 fused in, one pass over an (n, n) matrix:
  *   dst[i][j] = src[p(i)][p(j)] (+ the diagonal fix when i = j),  p(i) = perm[r(i)],  r(i) = n−1−i if reversed
  * - `perm` gives act-order, H[perm][:, perm] (step 6); without it p is the identity.
  * - `reverse` applies the exchange matrix J on both sides, J·P·H·Pᵀ·J, for the reversal identity

@@ -1,6 +1,6 @@
 /**
  * Blocked inverse of a lower-triangular matrix, X = L⁻¹, in f32 (the "inv" of the reversal identity
- * U = J·inv(chol_lower(J H J))·J, leanquant.md §1.2).
+ * U = J·inv(chol_lower(J H J))·J, docs/quantization.md §1.2).
  *
  * Recursive doubling over the block diagonal, bottom-up, so each level is a few large GEMMs rather
  * than one small step per block column:

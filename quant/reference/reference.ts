@@ -1,5 +1,5 @@
 /**
- * The quantizer's f64 reference: the spec in code for `quant/` and its GPU kernels (leanquant.md §1–2).
+ * The quantizer's f64 reference: the spec in code for `quant/` and its GPU kernels (docs/quantization.md §1–2).
  * A port of gptq.py `GPTQ.add_batch` / `fasterquant` (IST-DASLab/gptq 2d65066) and of its LeanQuant fork
  * (`lean_quantizer.py`, LeanModels/LeanQuant bc8c8ee), keeping their names and loop shape:
  *

@@ -1,5 +1,5 @@
 /**
- * LeanQuant-Exact (leanquant.md §2.5, paper Algorithm 2; [RECONSTRUCTED]): OBQ's greedy per-row loop with a
+ * LeanQuant-Exact (docs/quantization.md §2.5, paper Algorithm 2; [RECONSTRUCTED]): OBQ's greedy per-row loop with a
  * LeanQuant grid, for small networks (millions of parameters, C up to a few hundred). f64, plain TypeScript.
  *
  * For each row independently, with F the columns not yet quantized and H_F⁻¹ the inverse of H[F, F]:

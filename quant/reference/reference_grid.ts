@@ -1,5 +1,5 @@
 /**
- * f64 quantization grids for the quantizer reference (leanquant.md §1.4, §2.1–2.3):
+ * f64 quantization grids for the quantizer reference (docs/quantization.md §1.4, §2.1–2.3):
  *  - `minMaxParams` / `affineCode`: GPTQ's quant.py min-max affine grid (range always includes 0, torch's
  *    round-half-to-even);
  *  - `weightedKMeans`: LeanQuant_nu's per-row weighted 1-D Lloyd with a linspace(min, max) init;

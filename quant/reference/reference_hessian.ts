@@ -1,5 +1,5 @@
 /**
- * The Hessian side of the quantizer reference (leanquant.md §1.1–1.2): gptq.py's `add_batch` running mean,
+ * The Hessian side of the quantizer reference (docs/quantization.md §1.1–1.2): gptq.py's `add_batch` running mean,
  * and fasterquant's prologue (dead columns, act-order permutation, damping with retries, the factor U).
  * f64, row-major; see reference.ts for the map to GPTQ Algorithm 1.
  */

@@ -1,5 +1,5 @@
 /**
- * f64 linear algebra for the quantizer reference (leanquant.md §1.2 steps 6–8): Cholesky that reports
+ * f64 linear algebra for the quantizer reference (docs/quantization.md §1.2 steps 6–8): Cholesky that reports
  * failure, triangular and SPD inverses, the symmetric act-order permutation, and the upper inverse factor
  * U of H⁻¹ (H⁻¹ = UᵀU) computed two ways:
  *  (a) literally as gptq.py does it: chol(H) → cholesky_inverse → chol(H⁻¹, upper);
@@ -91,7 +91,7 @@ export function upperInverseFactorLiteral(H: ArrayLike<number>, n: number): Floa
 }
 
 /**
- * The same U by the reversal identity (leanquant.md §1.2): if J H J = L Lᵀ then U = J L⁻¹ J,
+ * The same U by the reversal identity (docs/quantization.md §1.2): if J H J = L Lᵀ then U = J L⁻¹ J,
  * i.e. U[i][j] = L⁻¹[n−1−i][n−1−j]. One Cholesky and one triangular inverse, no full inverse.
  * @param H (n, n) SPD (already damped)
  * @param n order
@@ -147,7 +147,7 @@ export interface DampOptions {
   factor?: "literal" | "reversal";
   /** Retries after the first failure; each multiplies percdamp by 10. */
   maxRetries?: number;
-  /** Receives one line per retry (the reference itself has no retry; leanquant.md §6 item 6). */
+  /** Receives one line per retry (the reference itself has no retry; docs/quantization.md §6 item 6). */
   onRetry?: (message: string) => void;
 }
 

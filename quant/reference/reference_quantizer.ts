@@ -5,13 +5,7 @@
  */
 import { type Gpu, readF32 } from "../../kernels/core/mod.ts";
 import { type GptqOptions, gptqReference, type GptqResult } from "./reference.ts";
-import {
-  type HostQuantizer,
-  type LinearQuantizer,
-  type QuantizedLinear,
-  type QuantizeOptions,
-  REFERENCE_GRID,
-} from "../types.ts";
+import { type HostQuantizer, type QuantizedLinear, type QuantizeOptions, REFERENCE_GRID } from "../types.ts";
 
 /**
  * The reference's options for our contract's options.

@@ -23,7 +23,7 @@ function randomLayer(rows: number, cols: number, seed: number, tokens = 4 * cols
 }
 
 /**
- * Fixed-order OBQ with an explicit inverse of H[k:, k:] at every step (leanquant.md §1.3 per-column math).
+ * Fixed-order OBQ with an explicit inverse of H[k:, k:] at every step (docs/quantization.md §1.3 per-column math).
  * Groups re-fit min-max on the fully updated weights at k % g == 0; row-wise uses `rowParams`.
  */
 function obqFixedOrder(
@@ -89,7 +89,7 @@ Deno.test("gptqReference() equals a fixed-order OBQ loop with explicit sub-matri
 
 Deno.test("gptqReference() fits a mid-block group on W, not W1, as gptq.py does (stale columns)", () => {
   // g = 10 < B = 20: the group at column 10 is fitted before columns 0..9 of its block have updated it,
-  // so the min-max params (and here some codes) differ from OBQ's fully updated ones (leanquant.md §1.3).
+  // so the min-max params (and here some codes) differ from OBQ's fully updated ones (docs/quantization.md §1.3).
   const rows = 6, n = 40, bits = 3, g = 10;
   const H = randomSpd(n, n + g, { outlier: 3 });
   const W = gaussian(rows * n, 70 + n);
