@@ -1,5 +1,5 @@
 /**
- * The f64 reference of the LeanQuant/GPTQ spec (docs/leanquant.md): small layers, exact, the yardstick of
+ * The f64 reference of the LeanQuant/GPTQ spec (docs/quantization.md): small layers, exact, the yardstick of
  * the GPU quantizer.
  */
 export { type ExactOptions, exactReference } from "./reference_exact.ts";
