@@ -26,6 +26,7 @@ import {
   uniformParams,
   unroll,
 } from "../core/mod.ts";
+import { gemmCoreWgsl } from "./gemm_core_wgsl.ts";
 
 /** Fields shared by both shaders, packed in this order by {@link createMatmul}. */
 const PARAMS = /* wgsl */ `
@@ -138,69 +139,15 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
 `;
 }
 
-/**
- * The tiled GEMM: TM×TN output tiles from (TM/8)·(TN/8) invocations, each owning an 8×8 register tile
- * as two 4-row × two 4-column blocks half a tile apart (conflict-free vec4 reads of workgroup memory).
- * Per k an invocation reads 4 vec4 and issues 64 FMAs; the 16 accumulator lines are written out for
- * the same reason as in the GEMV.
- */
+/** The tiled GEMM: the shared core (gemm_core_wgsl.ts) over dense staging with 16-byte or scalar loads. */
 function gemmWgsl(vec: boolean): string {
-  const fmas = unroll(16, (i) => {
-    const [a, c, h] = [Math.floor(i / 8), "xyzw"[Math.floor(i / 2) % 4], i % 2];
-    return `acc[${i}] = fma(vec4f(a${a}.${c}), b${h}, acc[${i}]);`;
-  });
-  const puts = unroll(16, (i) => {
-    const [a, r, h] = [Math.floor(i / 8), Math.floor(i / 2) % 4, i % 2];
-    return `put(m0 + ${a}u * (TM / 2u) + 4u * ty + ${r}u, n0 + ${h}u * (TN / 2u) + 4u * tx, acc[${i}]);`;
-  });
-  return /* wgsl */ `
-override TM: u32 = 128u;  // activation rows per tile, multiple of 8
-override TN: u32 = 128u;  // output columns per tile, multiple of 8
-override TK: u32 = 16u;   // K columns staged per step, even
-override WG: u32 = (TM / 8u) * (TN / 8u);
-override XS: u32 = TM / 4u + 1u;  // vec4 row strides of the staged tiles; the +1 spreads banks
-override WS: u32 = TN / 4u + 1u;
-
-${vec ? GEMM_VEC_BINDINGS : GEMM_SCALAR_BINDINGS}
-
-var<workgroup> xs: array<vec4f, TK * XS>;  // [k][m / 4]
-var<workgroup> ws: array<vec4f, TK * WS>;  // [k][n / 4], decoded to f32
-
-${vec ? GEMM_VEC_STAGE : ""}${vec ? "" : STAGE_SCALAR}
-fn put(r: u32, n: u32, v: vec4f) {
-  if (r >= params.rows) { return; }
-  for (var j = 0u; j < 4u; j++) { if (n + j < params.outDim) { store(r, n + j, v[j]); } }
-}
-
-@compute @workgroup_size(WG)
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
-        @builtin(local_invocation_index) lid: u32) {
-  let tile = wid.x + wid.y * nwg.x;
-  if (tile >= (params.rows + TM - 1u) / TM * params.tilesN) { return; }
-  let m0 = (tile / params.tilesN) * TM;
-  let n0 = (tile % params.tilesN) * TN;
-  let tx = lid % (TN / 8u);
-  let ty = lid / (TN / 8u);
-  var acc: array<vec4f, 16>;  // [row block a][row r][column block h]
-  for (var k0 = 0u; k0 < params.inDim; k0 += TK) {
-    ${vec ? "stageVec" : "stageScalar"}(lid, m0, n0, k0);
-    workgroupBarrier();
-    for (var k = 0u; k < TK; k++) {
-      let a0 = xs[k * XS + ty];
-      let a1 = xs[k * XS + ty + TM / 8u];
-      let b0 = ws[k * WS + tx];
-      let b1 = ws[k * WS + tx + TN / 8u];
-      ${fmas}
-    }
-    workgroupBarrier();
-  }
-  ${puts}
-}
-`;
+  return gemmCoreWgsl(
+    vec ? GEMM_VEC_BINDINGS + GEMM_VEC_STAGE : GEMM_SCALAR_BINDINGS + STAGE_SCALAR,
+  );
 }
 
 const STAGE_SCALAR = /* wgsl */ `
-fn stageScalar(lid: u32, m0: u32, n0: u32, k0: u32) {
+fn stage(lid: u32, m0: u32, n0: u32, k0: u32) {
   let K = params.inDim;
   // e → (row % 4, k, row / 4): four neighbours read four rows at one k; stores hit distinct banks.
   for (var e = lid; e < TM * TK; e += WG) {
@@ -240,7 +187,7 @@ const GEMM_VEC_BINDINGS = /* wgsl */ `
  * Hessian kernel (vec4 loads, same tiles) ran at 28.
  */
 const GEMM_VEC_STAGE = /* wgsl */ `
-fn stageVec(lid: u32, m0: u32, n0: u32, k0: u32) {
+fn stage(lid: u32, m0: u32, n0: u32, k0: u32) {
   let K = params.inDim;
   for (var e = lid; e < TM * TK / 4u; e += WG) {
     let m = e / (TK / 4u);

@@ -10,17 +10,16 @@
  *   piece per invocation per K step; each K step's activations are staged in workgroup memory
  *   (double-buffered, coalesced) and reused for the NR rows; codes become floats with a mantissa trick
  *   instead of int→float conversions; f32 accumulation and a workgroup reduction.
- * - Tiled GEMM (rows > 8, prefill): 4×4 register tiles; each 32-column K tile of W is dequantized once
- *   into workgroup memory.
+ * - Tiled GEMM (rows > 8, prefill): the dense GEMM's register-tiled core (gemm_core_wgsl.ts, 8×8 per
+ *   invocation); each K step of W is dequantized once into workgroup memory.
  *
  * Kernel layout ({@link AffinePacked}, produced by quant/pack_affine.ts):
  * - Columns are in *kernel order*. Without act-order it is the original order. With a g_idx whose groups
  *   are not contiguous, the packer sorts columns by group (`perm[j]` = original column of kernel column
  *   j), so group g is kernel columns [g·groupSize, (g+1)·groupSize) and the kernel never looks a group
- *   up per column. The activations must then be read through the same permutation: the GEMM gathers
- *   x[perm[j]] while staging its K tile (each element once per tile); the GEMV, which streams contiguous
- *   vec4s, runs a small prep dispatch first that writes the gathered rows, zero-padded to whole pieces,
- *   to a scratch buffer owned by the bound kernel (rows · inDim floats, against outDim · inDim · b/8
+ *   up per column. The activations must then be read through the same permutation: the GEMV and GEMM,
+ *   which stream contiguous vec4s, run a small prep dispatch first that writes the gathered rows,
+ *   zero-padded to whole pieces, to a scratch buffer owned by the bound kernel (rows · inDim floats, against outDim · inDim · b/8
  *   bytes of codes). The same prep pads rows when inDim % 32 ≠ 0 (no real model has that).
  *   TODO(lead): q/k/v (and gate/up) share one act-order permutation; a caller could gather once.
  * - Codes: each row is one little-endian bit stream of b-bit codes (kernel column j at bit j·b; 3-bit
@@ -169,7 +168,6 @@ export function createMatmulAffine(gpu: Gpu, spec: MatmulAffineSpec): Kernel<Mat
             `workgroup memory, the device allows ${gpu.maxWorkgroupStorageBytes}; lower tpr or rows`,
         );
       }
-      const gemm = plan.shader.path === "gemm";
       const gather = plan.shader.path === "q8" && plan.shader.gather;
       const nPieces = ceilDiv(w.inDim, 32);
       const xp = plan.prep ? createStorage(gpu, rows * nPieces * 32 * 4, "matmul_affine xp") : null;
@@ -179,7 +177,7 @@ export function createMatmulAffine(gpu: Gpu, spec: MatmulAffineSpec): Kernel<Mat
       const extra6 = args.norm?.weight ?? args.siluMulUp;
       const more = args.more ?? [];
       checkMore(w, rows, more);
-      const needsPerm = xp || gemm || gather || extra6 || more.length > 0;
+      const needsPerm = xp || gather || extra6 || more.length > 0;
       const perm = w.perm ?? (needsPerm ? createStorage(gpu, 4, "matmul_affine no perm") : null);
       const rb = plan.shader.path === "q8" ? plan.shader.rb : 1;
       const wgStarts = [w, ...more.map((m) => m.w)].map((_, i, all) =>
@@ -226,7 +224,7 @@ export function createMatmulAffine(gpu: Gpu, spec: MatmulAffineSpec): Kernel<Mat
       // Bindings 5 (perm), 6 (norm weight or up) and 7.. (more matrices) are positional: dummies hold the
       // unused ones before the last.
       const extras: [GPUBuffer, BindingKind][] = [];
-      if ((gemm || gather || extra6 || more.length) && perm) extras.push([perm, "read-only-storage"]);
+      if ((gather || extra6 || more.length) && perm) extras.push([perm, "read-only-storage"]);
       if (extra6 || more.length) extras.push([extra6 ?? perm!, "read-only-storage"]);
       for (const m of more) {
         extras.push([m.w.codes, "read-only-storage"], [m.w.scaleZero, "read-only-storage"], [m.y, "storage"]);

@@ -5,6 +5,7 @@
  */
 import { ceilDiv } from "../core/mod.ts";
 import type { AffineWeights } from "./matmul_affine.ts";
+import { gemmWorkgroupBytes } from "./gemm_core_wgsl.ts";
 import { GEMM_WGSL, type GemvBuild, gemvWgsl } from "./matmul_affine_wgsl.ts";
 import { type Q8GemvBuild, q8GemvWgsl } from "./matmul_affine_q8_wgsl.ts";
 
@@ -19,9 +20,10 @@ export interface AffineTune {
   staged?: boolean;
   /** GEMV: dequantize per code instead of factoring scale and zero out of each piece */
   perCode?: boolean;
-  /** GEMM: output tile (activation rows × output columns) */
+  /** GEMM: output tile (activation rows × output columns, multiples of 8) and K per step (8, 16 or 32) */
   tm?: number;
   tn?: number;
+  tk?: number;
   /** q8 GEMV: output rows per workgroup and per unrolled chunk */
   rb?: number;
   unroll?: number;
@@ -138,15 +140,22 @@ export function planMatmulAffine(spec: MatmulAffineSpec, shape: AffineShape): Ma
       tilesN: 0,
     };
   }
-  const tm = t.tm ?? (rows <= 32 ? 32 : 64);
-  const tn = t.tn ?? 64;
+  // The dense GEMM's tiling (128×128, 8×8 per invocation); fewer rows get shorter tiles so a prompt of a
+  // few dozen tokens does not compute mostly padding. TODO(#12): sweep on the H100.
+  const tm = t.tm ?? (rows <= 32 ? 32 : rows <= 64 ? 64 : 128);
+  const tn = t.tn ?? 128;
+  const tk = t.tk ?? 16;
+  if (tm % 8 !== 0 || tn % 8 !== 0 || 32 % tk !== 0 || tk % 8 !== 0) {
+    throw new Error(`Cannot plan matmul_affine GEMM: tiles ${tm}×${tn}×${tk} (need multiples of 8, tk | 32)`);
+  }
   const tilesN = ceilDiv(outDim, tn);
   return {
     shader: { path: "gemm" },
-    constants: { ...common, BITS: bits, PERM: hasPerm ? 1 : 0, TM: tm, TN: tn },
+    constants: { ...common, BITS: bits, TM: tm, TN: tn, TK: tk },
     workgroups: ceilDiv(rows, tm) * tilesN,
-    prep: false,
-    workgroupBytes: 32 * (tm / 4 + 1 + tn / 4 + 1) * 16,
+    // 16-byte activation loads need 16-byte aligned rows in column order: else read the prep scratch.
+    prep: hasPerm || shape.inDim % 4 !== 0,
+    workgroupBytes: gemmWorkgroupBytes({ tm, tn, tk }),
     tilesN,
   };
 }

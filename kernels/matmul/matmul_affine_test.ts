@@ -177,6 +177,7 @@ const CASES: Case[] = [
   { bits: 2, group: 128, rows: 33, inDim: 4097, outDim: 7, accumulate: true },
   { bits: 2, group: 32, gIdx: true, rows: 9, inDim: 128, outDim: 65 },
   { bits: 3, group: 32, rows: 65, inDim: 64, outDim: 130 },
+  { bits: 4, group: 128, rows: 130, inDim: 256, outDim: 129 },
   // offsets and strides (LM-head-style last row; a panel writing its own column range)
   {
     bits: 4,
@@ -433,7 +434,7 @@ Deno.test("matmulAffine() splits dispatches past maxComputeWorkgroupsPerDimensio
   for (
     const c of [
       { bits: 4, group: 32, gIdx: true, rows: 2, inDim: 4096, outDim: 2049 },
-      { bits: 2, group: 64, rows: 9, inDim: 64, outDim: 4097 },
+      { bits: 2, group: 64, rows: 9, inDim: 64, outDim: 8193 },
     ] as Case[]
   ) {
     const plan = planMatmulAffine({ accumulate: false }, { ...c, groupSize: c.group, hasPerm: !!c.gIdx });

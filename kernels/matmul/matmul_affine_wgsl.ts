@@ -12,6 +12,7 @@
  * Both lose at most a few f32 ulps to the cancellation (tests hold NMSE ≤ 1e-10 against f64).
  */
 import { unroll } from "../core/mod.ts";
+import { gemmCoreWgsl } from "./gemm_core_wgsl.ts";
 
 /** The uniform block every shader of the kernel shares, packed in this order by matmul_affine.ts. */
 export const AFFINE_PARAMS_FIELDS = [
@@ -295,100 +296,53 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
 }
 
 /**
- * Tiled GEMM (rows > 8): TM×TN output tiles, one 32-column piece per K step. The activation tile is
- * gathered through `perm` when the columns were permuted; the weight tile is dequantized once into
- * workgroup memory (one group per row per step); 4×4 register tiles per invocation.
+ * Tiled GEMM (rows > 8): the shared register-tiled core (gemm_core_wgsl.ts) over affine staging. The
+ * activation tile is read with 16-byte loads from x, or from the prep scratch when the columns are
+ * permuted or inDim is not a multiple of 4 (xBase/xStride say which); the weight tile is dequantized once
+ * into workgroup memory: one invocation per 8 codes of a row (at most two words of its bit stream), whose
+ * group's scale and zero it reads once. TK divides the 32-column piece, so a K step never straddles a group.
  */
 export const GEMM_WGSL = PARAMS_WGSL + STORE_WGSL + /* wgsl */ `
 override BITS: u32 = 4u;
-override PERM: bool = false;  // kernel column j reads activation column perm[j]
-override TM: u32 = 64u;       // activation rows per tile
-override TN: u32 = 64u;       // output columns per tile
-const TK = 32u;               // K columns per step: one piece
-override WG: u32 = (TM / 4u) * (TN / 4u);
 
-@group(0) @binding(1) var<storage, read> x: array<f32>;          // (xRowOffset + rows, inDim) f32
+@group(0) @binding(1) var<storage, read> x4: array<vec4f>;       // activations from xBase, row stride xStride
 @group(0) @binding(2) var<storage, read> codes: array<u32>;      // (outDim, rowWords) u32 bit streams
 @group(0) @binding(3) var<storage, read> scaleZero: array<u32>;  // (outDim, nGroups) f16 pairs
-@group(0) @binding(5) var<storage, read> perm: array<u32>;       // (inDim) u32, or a dummy word
-
-// [k][m / 4] and [k][n / 4]; the extra vec4 per k row makes the staging stores bank-conflict free.
-var<workgroup> xs: array<vec4f, TK * (TM / 4u + 1u)>;
-var<workgroup> ws: array<vec4f, TK * (TN / 4u + 1u)>;
-
-fn stage(lid: u32, m0: u32, n0: u32, piece: u32) {
-  let k0 = piece * TK;
-  for (var e = lid; e < TM * TK; e += WG) {
-    let k = (e / 4u) % TK;
-    let m = (e / (4u * TK)) * 4u + e % 4u;
-    var v = 0.0;
-    if (m0 + m < params.rows && k0 + k < params.inDim) {
-      var col = k0 + k;
-      if (PERM) { col = perm[col]; }
-      v = x[(params.xRowOffset + m0 + m) * params.inDim + col];
+` + gemmCoreWgsl(/* wgsl */ `
+fn stage(lid: u32, m0: u32, n0: u32, k0: u32) {
+  // Four neighbouring lanes read one row's 16 bytes; each value goes to its [k][row] slot.
+  for (var e = lid; e < TM * TK / 4u; e += WG) {
+    let m = e / (TK / 4u);
+    let k = (e % (TK / 4u)) * 4u;
+    var v = vec4f();
+    if (m0 + m < params.rows && k0 + k < params.xStride) {
+      v = x4[(params.xBase + (m0 + m) * params.xStride + k0 + k) / 4u];
     }
-    xs[k * (TM / 4u + 1u) + m / 4u][m % 4u] = v;
+    for (var q = 0u; q < 4u; q++) { xs[(k + q) * XS + m / 4u][m % 4u] = v[q]; }
   }
-  // Task (n, q): codes 8q..8q+7 of the piece in row n0 + n, at most two words of its bit stream.
-  for (var e = lid; e < TN * 4u; e += WG) {
+  // Task (n, q): codes k0 + 8q .. +7 of row n0 + n.
+  let sz0 = groupOf(k0 / 32u);
+  for (var e = lid; e < TN * TK / 8u; e += WG) {
     let n = e % TN;
     let q = e / TN;
     var sz = vec2f();
     var word = 0u;
-    if (n0 + n < params.outDim) {
+    if (n0 + n < params.outDim && k0 + 8u * q < params.nPieces * 32u) {
       let row = n0 + n;
       let off = (k0 + 8u * q) * BITS;
       let i = row * params.rowWords + off / 32u;
       let sh = off % 32u;
       word = codes[i] >> sh;
       if (sh + 8u * BITS > 32u) { word |= codes[i + 1u] << (32u - sh); }
-      sz = unpack2x16float(scaleZero[row * params.nGroups + groupOf(piece)]);
+      sz = unpack2x16float(scaleZero[row * params.nGroups + sz0]);
     }
     for (var j = 0u; j < 8u; j++) {
       let code = f32((word >> (BITS * j)) & ((1u << BITS) - 1u));
-      ws[(8u * q + j) * (TN / 4u + 1u) + n / 4u][n % 4u] = sz.x * (code - sz.y);
+      ws[(8u * q + j) * WS + n / 4u][n % 4u] = sz.x * (code - sz.y);
     }
   }
 }
-
-@compute @workgroup_size(WG)
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
-        @builtin(local_invocation_index) lid: u32) {
-  let tile = wid.x + wid.y * nwg.x;
-  if (tile >= ((params.rows + TM - 1u) / TM) * params.tilesN) { return; }
-  let m0 = (tile / params.tilesN) * TM;
-  let n0 = (tile % params.tilesN) * TN;
-  let tx = lid % (TN / 4u);
-  let ty = lid / (TN / 4u);
-  var acc: array<vec4f, 4>;  // rows m0 + 4ty + i, columns n0 + 4tx .. +3
-  for (var p = 0u; p < params.nPieces; p++) {
-    stage(lid, m0, n0, p);
-    workgroupBarrier();
-    for (var k = 0u; k < TK; k++) {
-      let a = xs[k * (TM / 4u + 1u) + ty];
-      let b = ws[k * (TN / 4u + 1u) + tx];
-      acc[0] = fma(vec4f(a.x), b, acc[0]);
-      acc[1] = fma(vec4f(a.y), b, acc[1]);
-      acc[2] = fma(vec4f(a.z), b, acc[2]);
-      acc[3] = fma(vec4f(a.w), b, acc[3]);
-    }
-    workgroupBarrier();
-  }
-  ${
-  unroll(4, (i) =>
-    `if (m0 + 4u * ty + ${i}u < params.rows) {
-    ${
-      unroll(
-        4,
-        (j) =>
-          `if (n0 + 4u * tx + ${j}u < params.outDim) { store(m0 + 4u * ty + ${i}u, n0 + 4u * tx + ${j}u, acc[${i}][${j}]); }`,
-        "\n    ",
-      )
-    }
-  }`)
-}
-}
-`;
+`);
 
 /**
  * Prep pass for the GEMV when the activations cannot be read in place (permuted columns, or inDim not
