@@ -4,7 +4,7 @@
  */
 import { type Gpu, uploadStorage } from "../../kernels/core/mod.ts";
 import { type GpuLinear, linearBuffers, uploadLinear, type WeightType } from "./linear.ts";
-import type { GpuLayer } from "./model.ts";
+import type { GpuLayer } from "./decoder_layer.ts";
 import type { LayerWeights } from "./weights.ts";
 
 /** The seven linear fields of a GpuLayer. */

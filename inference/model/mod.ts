@@ -2,6 +2,18 @@
  * The model on the GPU: config, weights (full precision and quantized folders), upload, the forward pass as
  * bound kernels and the linear layers. Loads through inference/formats; never imports the engine.
  */
+export {
+  bindDecoderLayer,
+  type BoundDecoderLayer,
+  createLayerKernels,
+  type DecoderLayerOptions,
+  type ForwardStep,
+  LAYER_STAGES,
+  type LayerActivations,
+  type LayerKernels,
+  type LayerKv,
+  type LayerStage,
+} from "./decoder_layer.ts";
 export { destroyGpuLayer, linearBytes, LINEARS, replaceLinear, uploadHostLayer } from "./gpu_layer.ts";
 export {
   bindLinear,
