@@ -1,5 +1,5 @@
 import { createSiluMul } from "./silu_mul.ts";
-import { siluMulRef } from "../core/reference.ts";
+import { geluTanhMulRef, siluMulRef } from "../core/reference.ts";
 import { checkPipelines } from "../core/gpu.ts";
 import { createStorage, readF32, runPass, uploadStorage } from "../core/buffers.ts";
 import { randomF32, testGpu } from "../../tests/_gpu.ts";
@@ -28,6 +28,34 @@ Deno.test("siluMul() matches the f64 reference, scalar and vec4 paths", async (t
       runPass(gpu, (pass) => bound.encode(pass));
       const got = await readF32(gpu, out, n);
       const want = siluMulRef(gate, up);
+      assertNmse(got, want, 1e-12, `n ${n}`);
+      assertAllClose(got, want, { atol: 1e-6, rtol: 1e-5, what: `n ${n}` });
+    });
+  }
+  gpu.device.destroy();
+});
+
+Deno.test("siluMul({ activation: 'gelu_tanh' }) matches the f64 GeGLU reference, scalar and vec4 paths", async (t) => {
+  const gpu = await testGpu();
+  if (!gpu) return;
+  const kernel = createSiluMul(gpu, { activation: "gelu_tanh" });
+  await checkPipelines(gpu);
+  for (const n of [1, 7, 64, 65, 3 * 160]) {
+    await t.step(`n = ${n}`, async () => {
+      const gate = randomF32(n, n + 5, 6);
+      const up = randomF32(n, n + 6, 3);
+      // Saturated gates: gelu(−100) is −0, gelu(100) is 100; tanh's argument must not overflow.
+      if (n >= 7) gate.set([-100, 100, -9, 9, 0, -1e-8], 1);
+      const out = createStorage(gpu, n * 4, "out");
+      const bound = kernel.bind({
+        gate: uploadStorage(gpu, gate, "gate"),
+        up: uploadStorage(gpu, up, "up"),
+        out,
+        n,
+      });
+      runPass(gpu, (pass) => bound.encode(pass));
+      const got = await readF32(gpu, out, n);
+      const want = geluTanhMulRef(gate, up);
       assertNmse(got, want, 1e-12, `n ${n}`);
       assertAllClose(got, want, { atol: 1e-6, rtol: 1e-5, what: `n ${n}` });
     });
