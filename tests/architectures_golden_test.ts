@@ -57,6 +57,10 @@ async function checkTiny(t: Deno.TestContext, name: string) {
 for (
   const [name, what] of [
     ["tiny-llama3", "llama3 RoPE scaling, tied embeddings"],
+    ["tiny-qwen2", "q/k/v biases"],
+    ["tiny-qwen3", "per-head q/k RMSNorm, head_dim ≠ hidden/heads"],
+    ["tiny-mistral-swa", "sliding-window attention"],
+    ["tiny-gemma3", "Gemma 3: (1 + w) norms, sandwich norms, GeGLU, local/global layers"],
   ]
 ) {
   Deno.test(`${name} (${what}) matches PyTorch logits and greedy ids`, async (t) => {

@@ -14,7 +14,14 @@ export {
   type LayerKv,
   type LayerStage,
 } from "./decoder_layer.ts";
-export { destroyGpuLayer, linearBytes, LINEARS, replaceLinear, uploadHostLayer } from "./gpu_layer.ts";
+export {
+  destroyGpuLayer,
+  layerVectorBuffers,
+  linearBytes,
+  LINEARS,
+  replaceLinear,
+  uploadHostLayer,
+} from "./gpu_layer.ts";
 export {
   bindLinear,
   type DenseLinear,
@@ -25,10 +32,18 @@ export {
   weightBytes,
   type WeightType,
 } from "./linear.ts";
-export { loadModelConfig, type ModelConfig, parseModelConfig } from "./model_config.ts";
+export {
+  type LayerType,
+  loadModelConfig,
+  type ModelConfig,
+  type ModelFamily,
+  parseModelConfig,
+  SUPPORTED_ARCHITECTURES,
+} from "./model_config.ts";
 export {
   bindForward,
   bindForwardSteps,
+  bindLmHead,
   createForwardState,
   type ForwardState,
   forwardStateBuffers,

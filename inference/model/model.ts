@@ -3,16 +3,17 @@
  * pass. Shapes follow llama2.c's vocabulary (see model_config.ts).
  *
  * One forward over `rows` tokens at positions state.pos .. state.pos + rows − 1:
- *   x = embed(ids)
+ *   x = embed(ids) · embedScale                  (1, or Gemma's √dim)
  *   per layer:  the decoder layer of decoder_layer.ts (attention then MLP, each added onto x)
- *   logits = rmsnorm(x)·finalNorm · lmHeadᵀ   (the last row only, or every row for perplexity)
+ *   logits = rmsnorm(x)·finalNorm · lmHeadᵀ       (the last row only, or every row for perplexity),
+ *            then c·tanh(logits / c) when the model soft-caps them
  * Positions come from the GPU step state (kernels/step_state.ts), so a decode plan can be recorded
  * many times into one submit. When every linear reading xn can apply the RMSNorm itself (the q8 GEMV of
  * affine weights at decode), the norm's dispatch is dropped and they read x; likewise down applies
  * SiLU·mul to gate and up itself (also the LUT GEMVs) — 96 fewer dispatches per token at 32 layers.
  */
 import { createStorage, type Encodable, type Gpu, sequence, uploadStorage } from "../../kernels/core/mod.ts";
-import { createEmbed } from "../../kernels/ops/mod.ts";
+import { createEmbed, createSoftcap } from "../../kernels/ops/mod.ts";
 import {
   bindDecoderLayer,
   createLayerKernels,
@@ -20,7 +21,7 @@ import {
   type GpuLayer,
   type LayerActivations,
 } from "./decoder_layer.ts";
-import { bindLinear, type DenseLinear } from "./linear.ts";
+import { bindLinear, type DenseLinear, type LinearCall } from "./linear.ts";
 import type { ModelConfig } from "./model_config.ts";
 import { ropeInvFreq } from "./model_config.ts";
 
@@ -74,13 +75,21 @@ export function createForwardState(
     kCache: Array.from({ length: c.nLayers }, (_, l) => buf(c.seqLen * c.kvDim, `kCache ${l}`)),
     vCache: Array.from({ length: c.nLayers }, (_, l) => buf(c.seqLen * c.kvDim, `vCache ${l}`)),
     invFreq: uploadStorage(gpu, ropeInvFreq(c), "rope invFreq"),
+    invFreqLocal: c.localRope
+      ? uploadStorage(
+        gpu,
+        ropeInvFreq({ headDim: c.headDim, ropeTheta: c.localRope.theta, ropeScaling: c.localRope.scaling }),
+        "rope invFreq local",
+      )
+      : null,
   };
 }
 
 /** Every buffer of a forward state (to size or destroy it). */
 export function forwardStateBuffers(s: ForwardState): GPUBuffer[] {
-  const { state, logits, x, xn, q, k, v, attn, gate, up, act, invFreq } = s;
-  return [state, logits, x, xn, q, k, v, attn, gate, up, act, invFreq, ...s.kCache, ...s.vCache];
+  const { state, logits, x, xn, q, k, v, attn, gate, up, act, invFreq, invFreqLocal } = s;
+  const rope = invFreqLocal ? [invFreq, invFreqLocal] : [invFreq];
+  return [state, logits, x, xn, q, k, v, attn, gate, up, act, ...rope, ...s.kCache, ...s.vCache];
 }
 
 /** What one forward computes logits for. */
@@ -115,10 +124,13 @@ export function bindForwardSteps(
   if (logits === "all" && rows > s.maxLogitRows) {
     throw new Error(`Cannot compute logits for ${rows} rows (logits buffer holds ${s.maxLogitRows})`);
   }
-  const kernels = createLayerKernels(gpu);
+  const kernels = createLayerKernels(gpu, c);
   const embed = createEmbed(gpu, { weightType: w.embeddingType });
   const steps: ForwardStep[] = [
-    step("embed", embed.bind({ table: w.tokenEmbedding, ids, out: s.x, rows, dim: c.dim })),
+    step(
+      "embed",
+      embed.bind({ table: w.tokenEmbedding, ids, out: s.x, rows, dim: c.dim, scale: c.embedScale }),
+    ),
   ];
   for (let l = 0; l < c.nLayers; l++) {
     const kv = { kCache: s.kCache[l], vCache: s.vCache[l], seqLen: c.seqLen };
@@ -130,17 +142,26 @@ export function bindForwardSteps(
       step("norm", kernels.norm.bind({ x: s.x, weight: w.finalNorm, y: s.xn, rows, dim: c.dim, eps })),
     );
     const last = logits === "last";
-    steps.push(step(
-      "lm_head",
-      bindLinear(gpu, w.lmHead, {
-        x: s.xn,
-        y: s.logits,
-        rows: last ? 1 : rows,
-        xRowOffset: last ? rows - 1 : 0,
-      }),
-    ));
+    const head = { x: s.xn, y: s.logits, rows: last ? 1 : rows, xRowOffset: last ? rows - 1 : 0 };
+    steps.push(...bindLmHead(gpu, c, w, head));
   }
   return steps;
+}
+
+/**
+ * The LM head over normed rows, then the model's logit soft-cap if it has one.
+ * @param call x: the final-normed rows; y: (rows, vocabSize) logits
+ */
+export function bindLmHead(
+  gpu: Gpu,
+  c: ModelConfig,
+  w: GpuWeights,
+  call: Pick<LinearCall, "x" | "y" | "rows" | "xRowOffset">,
+): ForwardStep[] {
+  const head = step("lm_head", bindLinear(gpu, w.lmHead, call));
+  if (c.finalSoftcap === null) return [head];
+  const cap = createSoftcap(gpu).bind({ x: call.y, n: call.rows * c.vocabSize, cap: c.finalSoftcap });
+  return [head, step("softcap", cap)];
 }
 
 function step(label: string, step: Encodable): ForwardStep {

@@ -135,7 +135,7 @@ export function createLayerRunner(
   const hiddenBytes = n * (storage === "f16" ? 2 : 4);
   // Kernels built once: binding creates only bind groups and params (attention also keeps its split
   // scratch per kernel, so one kernel for the whole run).
-  const kernels = createLayerKernels(gpu);
+  const kernels = createLayerKernels(gpu, config);
   let scratch: Scratch | null = null;
   const ensure = () => scratch ??= createScratch(gpu, config, rows, storage);
   const release = () => {
