@@ -135,6 +135,7 @@ export async function randomWeights(
   const ones = uploadStorage(gpu, new Float32Array(c.dim).fill(1), "norm weight");
   const q = c.nHeads * c.headDim;
   const layers: GpuLayer[] = Array.from({ length: c.nLayers }, (_, i) => ({
+    index: i,
     attnNorm: ones,
     wq: layerLinear(q, c.dim, `layers.${i}.wq`),
     wk: layerLinear(c.kvDim, c.dim, `layers.${i}.wk`),

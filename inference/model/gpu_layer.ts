@@ -4,11 +4,31 @@
  */
 import { type Gpu, uploadStorage } from "../../kernels/core/mod.ts";
 import { type GpuLinear, linearBuffers, uploadLinear, type WeightType } from "./linear.ts";
-import type { GpuLayer } from "./model.ts";
-import type { LayerWeights } from "./weights.ts";
+import type { GpuLayer } from "./decoder_layer.ts";
+import { LAYER_VECTORS, type LayerVectors, type LayerWeights } from "./weights.ts";
 
 /** The seven linear fields of a GpuLayer. */
 export const LINEARS = ["wq", "wk", "wv", "wo", "wGate", "wUp", "wDown"] as const;
+
+/**
+ * Uploads a layer's norm weights and biases (those it has) as f32.
+ * @param gpu the device
+ * @param host the layer's vectors
+ * @param i its index (for labels)
+ * @returns the GPU buffers by field
+ */
+export function uploadLayerVectors(
+  gpu: Gpu,
+  host: LayerVectors<{ data: Float32Array }>,
+  i: number,
+): LayerVectors<GPUBuffer> {
+  const out: Partial<LayerVectors<GPUBuffer>> = {};
+  for (const f of LAYER_VECTORS) {
+    const t = host[f];
+    if (t) out[f] = uploadStorage(gpu, t.data, `layers.${i}.${f}`);
+  }
+  return out as LayerVectors<GPUBuffer>;
+}
 
 /**
  * Uploads one host layer as dense weights (f32 by default: the quantizer runs layers in f32).
@@ -30,12 +50,12 @@ export function uploadHostLayer(
       label: `layers.${i}.${field}`,
     });
   return {
-    attnNorm: uploadStorage(gpu, L.attnNorm.data, `layers.${i}.attnNorm`),
+    ...uploadLayerVectors(gpu, L, i),
+    index: i,
     wq: linear("wq"),
     wk: linear("wk"),
     wv: linear("wv"),
     wo: linear("wo"),
-    mlpNorm: uploadStorage(gpu, L.mlpNorm.data, `layers.${i}.mlpNorm`),
     wGate: linear("wGate"),
     wUp: linear("wUp"),
     wDown: linear("wDown"),
@@ -75,14 +95,19 @@ export function linearBytes(l: GpuLinear): number {
   return linearBuffers(l).reduce((s, b) => s + b.size, 0);
 }
 
+/** The norm weights and biases a layer holds. */
+export function layerVectorBuffers(L: GpuLayer): GPUBuffer[] {
+  return LAYER_VECTORS.flatMap((f) => L[f] ? [L[f]] : []);
+}
+
 /** Bytes of GPU memory a layer holds. */
 export function gpuLayerBytes(L: GpuLayer): number {
-  return L.attnNorm.size + L.mlpNorm.size + LINEARS.reduce((s, f) => s + linearBytes(L[f]), 0);
+  const vectors = layerVectorBuffers(L).reduce((s, b) => s + b.size, 0);
+  return vectors + LINEARS.reduce((s, f) => s + linearBytes(L[f]), 0);
 }
 
 /** Destroys every buffer of a layer. */
 export function destroyGpuLayer(L: GpuLayer): void {
-  L.attnNorm.destroy();
-  L.mlpNorm.destroy();
+  layerVectorBuffers(L).forEach((b) => b.destroy());
   for (const f of LINEARS) linearBuffers(L[f]).forEach((b) => b.destroy());
 }

@@ -2,7 +2,26 @@
  * The model on the GPU: config, weights (full precision and quantized folders), upload, the forward pass as
  * bound kernels and the linear layers. Loads through inference/formats; never imports the engine.
  */
-export { destroyGpuLayer, linearBytes, LINEARS, replaceLinear, uploadHostLayer } from "./gpu_layer.ts";
+export {
+  bindDecoderLayer,
+  type BoundDecoderLayer,
+  createLayerKernels,
+  type DecoderLayerOptions,
+  type ForwardStep,
+  LAYER_STAGES,
+  type LayerActivations,
+  type LayerKernels,
+  type LayerKv,
+  type LayerStage,
+} from "./decoder_layer.ts";
+export {
+  destroyGpuLayer,
+  layerVectorBuffers,
+  linearBytes,
+  LINEARS,
+  replaceLinear,
+  uploadHostLayer,
+} from "./gpu_layer.ts";
 export {
   bindLinear,
   type DenseLinear,
@@ -13,10 +32,18 @@ export {
   weightBytes,
   type WeightType,
 } from "./linear.ts";
-export { loadModelConfig, type ModelConfig, parseModelConfig } from "./model_config.ts";
+export {
+  type LayerType,
+  loadModelConfig,
+  type ModelConfig,
+  type ModelFamily,
+  parseModelConfig,
+  SUPPORTED_ARCHITECTURES,
+} from "./model_config.ts";
 export {
   bindForward,
   bindForwardSteps,
+  bindLmHead,
   createForwardState,
   type ForwardState,
   forwardStateBuffers,

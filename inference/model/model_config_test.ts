@@ -129,9 +129,9 @@ Deno.test("parseModelConfig() reads llama3 rope scaling in both spellings", () =
 
 Deno.test("parseModelConfig() rejects unsupported models naming the field", () => {
   const cases: [Record<string, unknown>, RegExp][] = [
-    [llama({ architectures: ["GPT2LMHeadModel"] }), /unsupported architectures \["GPT2LMHeadModel"\]/],
-    [llama({ model_type: "qwen2" }), /unsupported model_type "qwen2"/],
-    [llama({ model_type: "mistral", sliding_window: 128 }), /sliding_window 128 is not supported/],
+    [llama({ model_type: "qwen2" }), /model_type "qwen2" does not match architecture LlamaForCausalLM/],
+    [llama({ model_type: "gpt2" }), /unsupported model_type "gpt2"/],
+    [llama({ sliding_window: 0 }), /sliding_window 0 is not a positive integer/],
     [llama({ hidden_act: "gelu" }), /hidden_act "gelu" is not supported/],
     [llama({ attention_bias: true }), /attention_bias true is not supported/],
     [llama({ hidden_size: undefined }), /hidden_size is missing/],
@@ -152,9 +152,21 @@ Deno.test("parseModelConfig() rejects unsupported models naming the field", () =
       return true;
     });
   }
-  // A window as long as the context never applies, so Mistral-style configs with one are served.
+  // A window as long as the context never applies: no layer slides.
   const mistral = parseModelConfig(llama({ model_type: "mistral", sliding_window: 256 }), null);
-  assert.equal(mistral.seqLen, 256);
+  assert.deepEqual([mistral.slidingWindow, mistral.layerTypes], [null, ["full", "full"]]);
+  assert.throws(
+    () => parseModelConfig(llama({ architectures: ["GPT2LMHeadModel"] }), null),
+    (err: Error) => {
+      assert.equal(
+        err.message,
+        'Cannot load model: unsupported architecture "GPT2LMHeadModel" (supported: LlamaForCausalLM, ' +
+          "MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Gemma3ForCausalLM, " +
+          "Gemma3ForConditionalGeneration)",
+      );
+      return true;
+    },
+  );
 });
 
 type Rope = Pick<ModelConfig, "headDim" | "ropeTheta" | "ropeScaling">;

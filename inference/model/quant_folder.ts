@@ -1,9 +1,9 @@
 /**
  * Writing and opening a quantized model folder (formats in quant_format.ts).
  *
- * The writer streams: one safetensors shard per decoder layer, written as soon as the layer is quantized, so
- * host memory holds one layer's results; then a last shard with the embedding, the final norm and lm_head
- * (copied byte for byte), `model.safetensors.index.json`, config.json with `quantization_config`,
+ * The writer streams: one safetensors shard per decoder layer (its norms and biases copied byte for byte, its
+ * quantized linears), written as soon as the layer is quantized, so host memory holds one layer's results;
+ * then a last shard with the embedding, the final norm and lm_head (copied byte for byte), `model.safetensors.index.json`, config.json with `quantization_config`,
  * quantize_config.json (affine formats, for AutoGPTQ tooling) and the tokenizer files. Everything goes to a
  * temporary sibling folder that is renamed onto the destination at the end, so a crash never leaves a
  * half-written model behind.
@@ -13,13 +13,16 @@ import { type Gpu, uploadStorage } from "../../kernels/core/mod.ts";
 import { openSafetensorsModel, type TensorToWrite, toFloat32, writeSafetensors } from "../formats/mod.ts";
 import type { ModelConfig } from "./model_config.ts";
 import {
-  FINAL_NORM,
+  foldNormOffset,
   type HostTensor,
+  isNormField,
   layerTensorName,
+  layerVectorFields,
+  type LayerVectors,
   type LlamaWeightSource,
-  LM_HEAD,
-  TOKEN_EMBEDDING,
+  modelTensorNames,
 } from "./weights.ts";
+import { uploadLayerVectors } from "./gpu_layer.ts";
 import { type GpuLinear, uploadDense, uploadLinear, type WeightType } from "./linear.ts";
 import { uploadAffine, uploadLut } from "../../kernels/matmul/mod.ts";
 import { packAffine, packLut, type QuantizedLinear } from "../../quant/mod.ts";
@@ -52,7 +55,7 @@ const AUX_FILES = [
 
 /** A folder being written; call `finish()` to publish it or `abort()` to drop it. */
 export interface QuantizedWriter {
-  /** Writes layer i's shard: its norms (copied) and its quantized linears. Layers come in order. */
+  /** Writes layer i's shard: its norms and biases (copied) and its quantized linears. Layers come in order. */
   writeLayer(i: number, layer: QuantizedLayer): Promise<void>;
   /** Writes the rest and renames the folder into place; returns how many zero-points were stored wrapped. */
   finish(): Promise<{ wrappedZeros: number; bytes: number }>;
@@ -94,10 +97,8 @@ export async function createQuantizedWriter(
     async writeLayer(i, layer) {
       if (i !== next) throw new Error(`Cannot write layer ${i}: expected layer ${next} next`);
       next++;
-      const tensors = [
-        await raw(layerTensorName(config, i, "attnNorm")),
-        await raw(layerTensorName(config, i, "mlpNorm")),
-      ];
+      const tensors: TensorToWrite[] = [];
+      for (const f of layerVectorFields(config)) tensors.push(await raw(layerTensorName(config, i, f)));
       const losses: Record<string, { loss: number; dampUsed: number }> = {};
       for (const field of LINEAR_FIELDS) {
         const q = layer[field];
@@ -113,8 +114,9 @@ export async function createQuantizedWriter(
       if (next !== config.nLayers) {
         throw new Error(`Cannot finish: ${next} of ${config.nLayers} layers written`);
       }
-      const rest = [await raw(TOKEN_EMBEDDING), await raw(FINAL_NORM)];
-      if (!config.tieWordEmbeddings) rest.push(await raw(LM_HEAD));
+      const names = modelTensorNames(config);
+      const rest = [await raw(names.embedding), await raw(names.finalNorm)];
+      if (!config.tieWordEmbeddings) rest.push(await raw(names.lmHead));
       await write(config.nLayers, rest, {});
       const index = { metadata: { total_size: bytes }, weight_map: weightMap };
       await Deno.writeTextFile(
@@ -159,8 +161,11 @@ async function exists(path: string): Promise<boolean> {
 export interface QuantizedModelSource {
   readonly config: ModelConfig;
   readonly quantization: ParsedQuantization;
-  /** Layer i's norms and quantized linears (loss/dampUsed from the shard metadata, NaN when absent). */
-  loadLayer(i: number): Promise<{ attnNorm: HostTensor; mlpNorm: HostTensor; linears: QuantizedLayer }>;
+  /**
+   * Layer i's norms and biases (norms as the kernels apply them, see weights.ts foldNormOffset) and its
+   * quantized linears (loss/dampUsed from the shard metadata, NaN when absent).
+   */
+  loadLayer(i: number): Promise<LayerVectors<HostTensor> & { linears: QuantizedLayer }>;
   loadTensor(name: string): Promise<HostTensor>;
   close(): void;
 }
@@ -211,11 +216,12 @@ export async function openQuantizedModel(dir: string, config: ModelConfig): Prom
           shapes[field],
         );
       }
-      return {
-        attnNorm: await loadTensor(layerTensorName(config, i, "attnNorm")),
-        mlpNorm: await loadTensor(layerTensorName(config, i, "mlpNorm")),
-        linears,
-      };
+      const vectors: Partial<LayerVectors<HostTensor>> = {};
+      for (const f of layerVectorFields(config)) {
+        const t = await loadTensor(layerTensorName(config, i, f));
+        vectors[f] = isNormField(f) ? foldNormOffset(config, t) : t;
+      }
+      return { ...vectors as LayerVectors<HostTensor>, linears };
     },
     loadTensor,
     close: () => st.close(),
@@ -246,11 +252,12 @@ export async function uploadQuantizedWeights(
 ): Promise<GpuWeights> {
   const source = await openQuantizedModel(dir, config);
   try {
-    const embedding = await source.loadTensor(TOKEN_EMBEDDING);
+    const names = modelTensorNames(config);
+    const embedding = await source.loadTensor(names.embedding);
     const layers = [];
     for (let i = 0; i < config.nLayers; i++) {
       onProgress?.(`loading layer ${i + 1}/${config.nLayers}`);
-      const { attnNorm, mlpNorm, linears } = await source.loadLayer(i);
+      const { linears, ...vectors } = await source.loadLayer(i);
       const perms = new SharedPerms(gpu);
       const up = (field: keyof QuantizedLayer): GpuLinear => {
         const q = linears[field];
@@ -259,23 +266,27 @@ export async function uploadQuantizedWeights(
         return uploadLinear(gpu, dequantizeLinear(q), q.rows, q.cols, { weightType, label });
       };
       layers.push({
-        attnNorm: uploadStorage(gpu, attnNorm.data, `layers.${i}.attnNorm`),
+        ...uploadLayerVectors(gpu, vectors, i),
+        index: i,
         wq: up("wq"),
         wk: up("wk"),
         wv: up("wv"),
         wo: up("wo"),
-        mlpNorm: uploadStorage(gpu, mlpNorm.data, `layers.${i}.mlpNorm`),
         wGate: up("wGate"),
         wUp: up("wUp"),
         wDown: up("wDown"),
       });
     }
-    const head = config.tieWordEmbeddings ? embedding : await source.loadTensor(LM_HEAD);
+    const head = config.tieWordEmbeddings ? embedding : await source.loadTensor(names.lmHead);
     return {
       tokenEmbedding: uploadDense(gpu, embedding.data, weightType, "tokenEmbedding"),
       embeddingType: weightType,
       layers,
-      finalNorm: uploadStorage(gpu, (await source.loadTensor(FINAL_NORM)).data, "finalNorm"),
+      finalNorm: uploadStorage(
+        gpu,
+        foldNormOffset(config, await source.loadTensor(names.finalNorm)).data,
+        "finalNorm",
+      ),
       lmHead: uploadLinear(gpu, head.data, config.vocabSize, config.dim, { weightType, label: "lmHead" }),
     };
   } finally {

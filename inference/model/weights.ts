@@ -1,6 +1,8 @@
 /**
- * Llama weights on the host: Hugging Face tensor names mapped onto a llama2.c-style struct, every tensor checked
- * for presence, dtype and exact shape before any data is read.
+ * Decoder weights on the host: Hugging Face tensor names mapped onto a llama2.c-style struct, every tensor
+ * checked for presence, dtype and exact shape before any data is read. Which tensors a layer has follows the
+ * architecture (model_arch.ts): Qwen2's q/k/v biases, Qwen3's and Gemma's q/k norms, Gemma's four norms. Gemma's
+ * (1 + w) norm weights are returned with the 1 added ({@link foldNormOffset}), so the kernels apply x̂·w alike.
  *
  * Layers load one at a time (`loadLayer`) because the quantizer streams them and a large model does not fit in
  * host memory as f32; `readTensorRaw` keeps the checkpoint dtype for a future f16 upload path.
@@ -21,14 +23,41 @@ export interface RawTensor {
   readonly bytes: Uint8Array;
 }
 
+/** A transformer block's norm weights and biases: what stays full precision when it is quantized. */
+export interface LayerVectors<T> {
+  attnNorm: T; // (dim): before attention
+  mlpNorm: T; // (dim): before the MLP (Gemma's pre_feedforward_layernorm)
+  postAttnNorm?: T; // (dim): Gemma's post_attention_layernorm, on the attention output
+  postMlpNorm?: T; // (dim): Gemma's post_feedforward_layernorm, on the MLP output
+  qNorm?: T; // (headDim): per-head norm of q (Qwen3, Gemma 3)
+  kNorm?: T; // (headDim)
+  bq?: T; // (nHeads·headDim): q_proj bias (Qwen2)
+  bk?: T; // (kvDim)
+  bv?: T; // (kvDim)
+}
+
+/** The vector fields of a layer in file order. */
+export const LAYER_VECTORS = [
+  "attnNorm",
+  "mlpNorm",
+  "postAttnNorm",
+  "postMlpNorm",
+  "qNorm",
+  "kNorm",
+  "bq",
+  "bk",
+  "bv",
+] as const satisfies readonly (keyof LayerVectors<unknown>)[];
+
+/** A vector field. */
+export type VectorField = (typeof LAYER_VECTORS)[number];
+
 /** One transformer block's weights. */
-export interface LayerWeights {
-  attnNorm: HostTensor; // (dim)
+export interface LayerWeights extends LayerVectors<HostTensor> {
   wq: HostTensor; // (nHeads·headDim, dim)
   wk: HostTensor; // (kvDim, dim)
   wv: HostTensor; // (kvDim, dim)
   wo: HostTensor; // (dim, nHeads·headDim)
-  mlpNorm: HostTensor; // (dim)
   wGate: HostTensor; // (hiddenDim, dim)
   wUp: HostTensor; // (hiddenDim, dim)
   wDown: HostTensor; // (dim, hiddenDim)
@@ -45,8 +74,8 @@ export interface LlamaWeights {
 /** The dtypes a weight may be stored in; all widen exactly to f32. */
 const FLOAT_DTYPES: readonly Dtype[] = ["F32", "F16", "BF16"];
 
-/** Field → (Hugging Face suffix under `model.layers.{i}.`, expected shape). */
-function layerSpec(c: ModelConfig): Record<keyof LayerWeights, [string, number[]]> {
+/** Field → (Hugging Face suffix under `<prefix>layers.{i}.`, expected shape), for the fields this model has. */
+function layerSpec(c: ModelConfig): Partial<Record<keyof LayerWeights, [string, number[]]>> {
   const q = c.nHeads * c.headDim;
   return {
     attnNorm: ["input_layernorm.weight", [c.dim]],
@@ -54,31 +83,80 @@ function layerSpec(c: ModelConfig): Record<keyof LayerWeights, [string, number[]
     wk: ["self_attn.k_proj.weight", [c.kvDim, c.dim]],
     wv: ["self_attn.v_proj.weight", [c.kvDim, c.dim]],
     wo: ["self_attn.o_proj.weight", [c.dim, q]],
-    mlpNorm: ["post_attention_layernorm.weight", [c.dim]],
+    // Gemma names its pre-MLP norm pre_feedforward_layernorm; its post_attention_layernorm is postAttnNorm.
+    mlpNorm: [c.sandwichNorms ? "pre_feedforward_layernorm.weight" : "post_attention_layernorm.weight", [
+      c.dim,
+    ]],
     wGate: ["mlp.gate_proj.weight", [c.hiddenDim, c.dim]],
     wUp: ["mlp.up_proj.weight", [c.hiddenDim, c.dim]],
     wDown: ["mlp.down_proj.weight", [c.dim, c.hiddenDim]],
+    ...(c.sandwichNorms
+      ? {
+        postAttnNorm: ["post_attention_layernorm.weight", [c.dim]],
+        postMlpNorm: ["post_feedforward_layernorm.weight", [c.dim]],
+      }
+      : {}),
+    ...(c.qkNorm
+      ? { qNorm: ["self_attn.q_norm.weight", [c.headDim]], kNorm: ["self_attn.k_norm.weight", [c.headDim]] }
+      : {}),
+    ...(c.qkvBias
+      ? {
+        bq: ["self_attn.q_proj.bias", [q]],
+        bk: ["self_attn.k_proj.bias", [c.kvDim]],
+        bv: ["self_attn.v_proj.bias", [c.kvDim]],
+      }
+      : {}),
   };
+}
+
+/** The vector fields this model's layers have (attnNorm and mlpNorm always). */
+export function layerVectorFields(config: ModelConfig): VectorField[] {
+  const spec = layerSpec(config);
+  return LAYER_VECTORS.filter((f) => spec[f] !== undefined);
 }
 
 /** Hugging Face name of layer `i`'s tensor for `field`, e.g. `model.layers.3.mlp.up_proj.weight`. */
 export function layerTensorName(config: ModelConfig, i: number, field: keyof LayerWeights): string {
-  return `model.layers.${i}.${layerSpec(config)[field][0]}`;
+  const spec = layerSpec(config)[field];
+  if (!spec) throw new Error(`Cannot name tensor "${field}" of layer ${i}: ${config.architecture} has none`);
+  return `${config.tensorPrefix}layers.${i}.${spec[0]}`;
 }
 
 /** Hugging Face names of the non-layer tensors. */
-export const TOKEN_EMBEDDING = "model.embed_tokens.weight";
-export const FINAL_NORM = "model.norm.weight";
-export const LM_HEAD = "lm_head.weight";
+export function modelTensorNames(
+  config: ModelConfig,
+): { embedding: string; finalNorm: string; lmHead: string } {
+  const p = config.tensorPrefix;
+  // The older multimodal layout keeps lm_head beside the text model ("language_model.lm_head.weight").
+  const head = p === "language_model.model." ? "language_model.lm_head.weight" : "lm_head.weight";
+  return { embedding: `${p}embed_tokens.weight`, finalNorm: `${p}norm.weight`, lmHead: head };
+}
+
+/**
+ * A norm weight as the kernels apply it: Gemma's RMSNorm computes x̂·(1 + w) in f32, so w + 1 (rounded to
+ * f32, as `1.0 + weight.float()` is) replaces w; other models' weights are returned as they are.
+ */
+export function foldNormOffset(config: ModelConfig, t: HostTensor): HostTensor {
+  if (!config.normWeightOffset) return t;
+  return Object.freeze({ data: t.data.map((w) => Math.fround(1 + w)), shape: t.shape });
+}
+
+/** Whether a layer field is a norm weight (what {@link foldNormOffset} applies to). */
+export function isNormField(field: keyof LayerWeights): boolean {
+  return field.endsWith("Norm");
+}
 
 /** Every tensor the model needs with its expected shape; lm_head only when untied. */
 function expectedTensors(c: ModelConfig): Map<string, number[]> {
-  const out = new Map<string, number[]>([[TOKEN_EMBEDDING, [c.vocabSize, c.dim]]]);
+  const names = modelTensorNames(c);
+  const out = new Map<string, number[]>([[names.embedding, [c.vocabSize, c.dim]]]);
   for (let i = 0; i < c.nLayers; i++) {
-    for (const [suffix, shape] of Object.values(layerSpec(c))) out.set(`model.layers.${i}.${suffix}`, shape);
+    for (const [suffix, shape] of Object.values(layerSpec(c))) {
+      out.set(`${c.tensorPrefix}layers.${i}.${suffix}`, shape);
+    }
   }
-  out.set(FINAL_NORM, [c.dim]);
-  if (!c.tieWordEmbeddings) out.set(LM_HEAD, [c.vocabSize, c.dim]);
+  out.set(names.finalNorm, [c.dim]);
+  if (!c.tieWordEmbeddings) out.set(names.lmHead, [c.vocabSize, c.dim]);
   return out;
 }
 
@@ -143,24 +221,27 @@ function makeSource(
   tensorCount: number,
   load: (name: string) => Promise<HostTensor>,
 ): LlamaWeightSource {
+  const names = modelTensorNames(config);
   const source: LlamaWeightSource = {
     config,
     tensorCount,
-    loadTokenEmbedding: () => load(TOKEN_EMBEDDING),
+    loadTokenEmbedding: () => load(names.embedding),
     async loadLayer(i) {
       if (!Number.isInteger(i) || i < 0 || i >= config.nLayers) {
         throw new RangeError(`Cannot load layer ${i}: the model has layers 0 to ${config.nLayers - 1}`);
       }
       const layer: Partial<LayerWeights> = {};
-      for (const [field, [suffix]] of Object.entries(layerSpec(config))) {
-        layer[field as keyof LayerWeights] = await load(`model.layers.${i}.${suffix}`);
+      for (const [f, [suffix]] of Object.entries(layerSpec(config))) {
+        const field = f as keyof LayerWeights;
+        const t = await load(`${config.tensorPrefix}layers.${i}.${suffix}`);
+        layer[field] = isNormField(field) ? foldNormOffset(config, t) : t;
       }
       return layer as LayerWeights;
     },
-    loadFinalNorm: () => load(FINAL_NORM),
+    loadFinalNorm: async () => foldNormOffset(config, await load(names.finalNorm)),
     async loadLmHead(tokenEmbedding) {
-      if (!config.tieWordEmbeddings) return await load(LM_HEAD);
-      return tokenEmbedding ?? await load(TOKEN_EMBEDDING);
+      if (!config.tieWordEmbeddings) return await load(names.lmHead);
+      return tokenEmbedding ?? await load(names.embedding);
     },
     async readTensorRaw(name) {
       const bytes = await st.readTensor(name);

@@ -18,44 +18,32 @@
  * `rows` positions (overwritten by the next window).
  *
  * The scratch (activations, KV cache, conversion buffer) is allocated by the first `bind` and freed by
- * `release()`, so the quantizer can have the memory between captures. The steps mirror inference/model.ts
- * `bindForward`; tests check the two agree. One layer's weights are uploaded, swapped and freed by
- * gpu_layer.ts (re-exported here for load_model.ts).
+ * `release()`, so the quantizer can have the memory between captures. The layer's steps come from
+ * inference/model/decoder_layer.ts, the definition the forward loops over too; tests check the two agree.
+ * One layer's weights are uploaded, swapped and freed by inference/model/gpu_layer.ts.
  */
 import {
   type BoundPlan,
   createStorage,
   type Encodable,
   type Gpu,
-  type Kernel,
   readBuffer,
   writeBuffer,
 } from "../../kernels/core/mod.ts";
+import { createF16Convert } from "../../kernels/ops/mod.ts";
 import {
-  type AttentionArgs,
-  createAttention,
-  createF16Convert,
-  createRmsNorm,
-  createRope,
-  createSiluMul,
-  type RmsNormArgs,
-  type RopeArgs,
-  type SiluMulArgs,
-} from "../../kernels/ops/mod.ts";
-import {
-  bindLinear,
+  bindDecoderLayer,
   createForwardState,
+  createLayerKernels,
   type ForwardState,
   forwardStateBuffers,
   type GpuLayer,
+  type LayerKernels,
+  type LayerStage,
   type ModelConfig,
 } from "../model/mod.ts";
 
-/** Where a layer run stops; every stage but "out" captures the input of a group of linears. */
-export type LayerStage = "qkv" | "o" | "gateUp" | "down" | "out";
-
-/** The stages in forward order. */
-export const LAYER_STAGES: readonly LayerStage[] = ["qkv", "o", "gateUp", "down", "out"];
+export { LAYER_STAGES, type LayerStage } from "../model/mod.ts";
 
 /** How hidden states are stored between stages and layers (computation is f32 either way). */
 export type HiddenStorage = "f16" | "f32";
@@ -147,12 +135,7 @@ export function createLayerRunner(
   const hiddenBytes = n * (storage === "f16" ? 2 : 4);
   // Kernels built once: binding creates only bind groups and params (attention also keeps its split
   // scratch per kernel, so one kernel for the whole run).
-  const kernels: Kernels = {
-    norm: createRmsNorm(gpu),
-    rope: createRope(gpu),
-    attention: createAttention(gpu),
-    siluMul: createSiluMul(gpu),
-  };
+  const kernels = createLayerKernels(gpu, config);
   let scratch: Scratch | null = null;
   const ensure = () => scratch ??= createScratch(gpu, config, rows, storage);
   const release = () => {
@@ -209,88 +192,33 @@ function createScratch(gpu: Gpu, c: ModelConfig, rows: number, storage: HiddenSt
   };
 }
 
-/** The non-linear kernels of a layer. */
-interface Kernels {
-  norm: Kernel<RmsNormArgs>;
-  rope: Kernel<RopeArgs>;
-  attention: Kernel<AttentionArgs>;
-  siluMul: Kernel<SiluMulArgs>;
-}
-
 function bindLayer(
   gpu: Gpu,
   c: ModelConfig,
-  { norm, rope, attention, siluMul }: Kernels,
+  kernels: LayerKernels,
   sc: Scratch,
   { L, stage, hiddenBytes }: { L: GpuLayer; stage: LayerStage; hiddenBytes: number },
 ): BoundLayer {
   const { s, pack, unpack } = sc;
   const rows = s.maxRows;
-  const eps = c.normEps;
-  const heads = { nHeads: c.nHeads, nKvHeads: c.nKvHeads, headDim: c.headDim };
-  const attentionHalf = stage === "qkv" || stage === "o" || stage === "gateUp";
   const writesHidden = stage === "gateUp" || stage === "out";
-  const steps: Encodable[] = unpack ? [unpack] : [];
-  const norm2 = () => norm.bind({ x: s.x, weight: L.mlpNorm, y: s.xn, rows, dim: c.dim, eps });
-  if (attentionHalf) {
-    steps.push(norm.bind({ x: s.x, weight: L.attnNorm, y: s.xn, rows, dim: c.dim, eps }));
-  }
-  if (stage === "o" || stage === "gateUp") {
-    steps.push(
-      bindLinear(gpu, L.wq, { x: s.xn, y: s.q, rows }),
-      bindLinear(gpu, L.wk, { x: s.xn, y: s.k, rows }),
-      bindLinear(gpu, L.wv, { x: s.xn, y: s.v, rows }),
-      // q and k rotated, and k and v appended to the cache, in one dispatch
-      rope.bind({
-        x: s.q,
-        k: s.k,
-        invFreq: s.invFreq,
-        state: s.state,
-        rows,
-        ...heads,
-        append: { v: s.v, kCache: s.kCache[0], vCache: s.vCache[0], seqLen: rows },
-      }),
-      attention.bind({
-        q: s.q,
-        kCache: s.kCache[0],
-        vCache: s.vCache[0],
-        out: s.attn,
-        state: s.state,
-        rows,
-        seqLen: rows,
-        ...heads,
-        // A whole window is a prefill (rows × nKvHeads workgroups fill a GPU at real sizes); one split
-        // also keeps the kernel from allocating split scratch that the pipeline's accounting cannot see.
-        splits: 1,
-      }),
-    );
-  }
-  if (stage === "gateUp") {
-    steps.push(bindLinear(gpu, L.wo, { x: s.attn, y: s.x, rows, accumulate: true }));
+  const layer = bindDecoderLayer(gpu, c, kernels, L, s, {
+    rows,
+    kv: { kCache: s.kCache[0], vCache: s.vCache[0], seqLen: rows },
+    stage,
     // Continue from the stored (rounded) residual, which is what "down" and "out" will start from.
-    if (pack && unpack) steps.push(pack, unpack);
-    steps.push(norm2());
-  }
-  if (!attentionHalf) {
-    steps.push(
-      norm2(),
-      bindLinear(gpu, L.wGate, { x: s.xn, y: s.gate, rows }),
-      bindLinear(gpu, L.wUp, { x: s.xn, y: s.up, rows }),
-      siluMul.bind({ gate: s.gate, up: s.up, out: s.act, n: rows * c.hiddenDim }),
-    );
-  }
-  if (stage === "out") {
-    steps.push(bindLinear(gpu, L.wDown, { x: s.act, y: s.x, rows, accumulate: true }));
-    if (pack) steps.push(pack);
-  }
-  const captures: Record<LayerStage, [GPUBuffer | null, number]> = {
-    qkv: [s.xn, c.dim],
-    o: [s.attn, c.nHeads * c.headDim],
-    gateUp: [s.xn, c.dim],
-    down: [s.act, c.hiddenDim],
-    out: [null, 0],
-  };
-  const [capture, captureCols] = captures[stage];
+    betweenHalves: pack && unpack ? [pack, unpack] : [],
+    // A whole window is a prefill (rows × nKvHeads workgroups fill a GPU at real sizes); one split
+    // also keeps the kernel from allocating split scratch that the pipeline's accounting cannot see.
+    attentionSplits: 1,
+  });
+  const steps: Encodable[] = [
+    ...(unpack ? [unpack] : []),
+    ...layer.steps.map((st) => st.step),
+    ...(stage === "out" && pack ? [pack] : []),
+  ];
+  const capture = layer.capture?.buffer ?? null;
+  const captureCols = layer.capture?.cols ?? 0;
   const slot = sc.h16 ?? s.x; // where the window sits in the scratch, in storage format
   const bound: BoundLayer = {
     stage,

@@ -158,3 +158,54 @@ Deno.test("layerRunner() captures the inputs of every linear group and matches b
   source.close();
   gpu.device.destroy();
 });
+
+Deno.test("layerRunner() stages reproduce bindForward on every new architecture's layer", async (t) => {
+  const gpu = await testGpu();
+  if (!gpu) return;
+  // 37 rows exceed the sliding window (24) of tiny-mistral-swa and tiny-gemma3's local layers.
+  const rows = 37;
+  for (const name of ["tiny-qwen2", "tiny-qwen3", "tiny-mistral-swa", "tiny-gemma3"]) {
+    const dir = sharedPath(`models/${name}`);
+    if (!dir) continue;
+    await t.step(`${name}: gateUp then out over all layers, f32 storage`, async () => {
+      const config = await loadModelConfig(dir);
+      const weights = await uploadWeights(gpu, dir, config, { weightType: "f32" });
+      const ids = Uint32Array.from({ length: rows }, (_, i) => (i * 97 + 5) % config.vocabSize);
+      const s = createForwardState(gpu, config, { maxRows: rows });
+      writeBuffer(gpu, s.state, new Uint32Array(4));
+      const plan = bindForward(gpu, config, weights, s, {
+        ids: uploadStorage(gpu, ids, "ids"),
+        rows,
+        logits: "none",
+      });
+      const enc = gpu.device.createCommandEncoder();
+      const pass = enc.beginComputePass();
+      plan.encode(pass);
+      pass.end();
+      gpu.device.queue.submit([enc.finish()]);
+      const full = await readF32(gpu, s.x, rows * config.dim);
+      // The runner starts from the embeddings as the forward computes them (Gemma scales them by √dim).
+      const source = await openLlamaWeights(dir, config);
+      const table = (await source.loadTokenEmbedding()).data;
+      source.close();
+      const embed = Float32Array.from(
+        { length: rows * config.dim },
+        (_, i) =>
+          Math.fround(
+            table[ids[Math.floor(i / config.dim)] * config.dim + (i % config.dim)] * config.embedScale,
+          ),
+      );
+      const runner = createLayerRunner(gpu, config, { rows, storage: "f32" });
+      const hidden = runner.createHidden("hidden");
+      runner.store(embed, hidden);
+      for (const layer of weights.layers) {
+        runner.bind(layer, "gateUp").run(hidden);
+        runner.bind(layer, "out").run(hidden);
+      }
+      assertNmse(await runner.read(hidden), full, 1e-12, `${name}: hidden after ${config.nLayers} layers`);
+      hidden.destroy();
+      runner.destroy();
+    });
+  }
+  gpu.device.destroy();
+});

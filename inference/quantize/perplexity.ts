@@ -19,7 +19,7 @@ import {
 import { createNll, createRmsNorm } from "../../kernels/ops/mod.ts";
 import {
   bindForward,
-  bindLinear,
+  bindLmHead,
   createForwardState,
   forwardStateBuffers,
   type GpuWeights,
@@ -122,7 +122,7 @@ export async function evaluatePerplexity(
   for (let off = 0; off < preds; off += chunk) {
     const rows = Math.min(chunk, preds - off);
     steps.push(
-      bindLinear(gpu, weights.lmHead, { x: s.xn, y: s.logits, rows, xRowOffset: off }),
+      ...bindLmHead(gpu, config, weights, { x: s.xn, y: s.logits, rows, xRowOffset: off }).map((h) => h.step),
       nll.bind({
         logits: s.logits,
         targets: idBuf,

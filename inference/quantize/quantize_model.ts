@@ -33,6 +33,7 @@ import { createLayerRunner, type HiddenStorage, type LayerRunner, type LayerStag
 import {
   destroyGpuLayer,
   type GpuLayer,
+  layerVectorBuffers,
   type LayerWeights,
   linearBuffers,
   linearBytes,
@@ -196,6 +197,7 @@ export async function quantizeModel(
     await embedWindows(gpu, runner, {
       table,
       dim: c.dim,
+      scale: c.embedScale,
       windows,
       onStored(h) {
         hidden.push(h);
@@ -263,7 +265,7 @@ async function quantizeLayer(run: Run, host: LayerWeights, l: number): Promise<Q
   const since = (t: number) => (performance.now() - t) / 1000;
   const started = performance.now();
   const layer = uploadHostLayer(gpu, host, l);
-  mem.set("norms", layer.attnNorm.size + layer.mlpNorm.size);
+  mem.set("norms", layerVectorBuffers(layer).reduce((s, b) => s + b.size, 0));
   for (const f of LINEARS) mem.set(f, linearBytes(layer[f]));
   try {
     const results: Partial<QuantizedLayer> = {};

@@ -90,15 +90,17 @@ export async function runWindows(
  * and stored through the runner's scratch, so upload staging holds about a second of windows at a time.
  * @param runner converts and stores each window
  * @param table (vocabSize, dim) f32 token embeddings
+ * @param scale the model's embedding scale (Gemma's √dim, else 1), applied in f32 as the forward's embed does
  * @param windows token ids, each `runner.rows` long
  * @param onStored receives each new hidden-state buffer (the caller owns it)
  */
 export async function embedWindows(
   gpu: Gpu,
   runner: LayerRunner,
-  { table, dim, windows, onStored }: {
+  { table, dim, scale, windows, onStored }: {
     table: Float32Array;
     dim: number;
+    scale: number;
     windows: readonly Uint32Array[];
     onStored: (hidden: GPUBuffer) => void;
   },
@@ -113,6 +115,7 @@ export async function embedWindows(
       }
       x.set(table.subarray(id * dim, (id + 1) * dim), t * dim);
     });
+    if (scale !== 1) x.forEach((v, i) => x[i] = Math.fround(v * scale));
     const h = runner.createHidden(`hidden window ${w}`);
     onStored(h);
     runner.store(x, h);

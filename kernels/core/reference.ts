@@ -87,8 +87,10 @@ export function ropeRef(
 
 /**
  * Causal grouped-query attention over a KV cache.
- * Query row t (position pos0 + t) attends to cache positions 0..pos0+t. Query head h reads KV head
- * h / (nHeads / nKvHeads). Scores are scaled by 1/sqrt(headDim); softmax subtracts the max.
+ * Query row t (position P = pos0 + t) attends to cache positions 0..P, or with a sliding `window` W to
+ * P − W + 1..P (Hugging Face's `kv_idx > q_idx − W`). Query head h reads KV head h / (nHeads / nKvHeads).
+ * Scores are q·k · scale (default 1/sqrt(headDim)), then with `softcap` c squashed to c·tanh(s / c) (Gemma);
+ * softmax subtracts the max.
  * @param q (rows, nHeads · headDim)
  * @param kCache (seqLen, nKvHeads · headDim), filled up to pos0 + rows
  * @param vCache (seqLen, nKvHeads · headDim)
@@ -98,45 +100,64 @@ export function attentionRef(
   q: ArrayLike<number>,
   kCache: ArrayLike<number>,
   vCache: ArrayLike<number>,
-  { rows, nHeads, nKvHeads, headDim, pos0 }: {
+  { rows, nHeads, nKvHeads, headDim, pos0, window = 0, softcap = 0, scale = 1 / Math.sqrt(headDim) }: {
     rows: number;
     nHeads: number;
     nKvHeads: number;
     headDim: number;
     pos0: number;
+    window?: number;
+    softcap?: number;
+    scale?: number;
   },
 ): Float64Array {
   const kvDim = nKvHeads * headDim;
   const group = nHeads / nKvHeads;
   const out = new Float64Array(rows * nHeads * headDim);
-  const scale = 1 / Math.sqrt(headDim);
   for (let t = 0; t < rows; t++) {
     const len = pos0 + t + 1;
+    const lo = window > 0 ? Math.max(0, len - window) : 0;
     for (let h = 0; h < nHeads; h++) {
       const kvh = Math.floor(h / group);
       const scores = new Float64Array(len);
       let max = -Infinity;
-      for (let p = 0; p < len; p++) {
+      for (let p = lo; p < len; p++) {
         let s = 0;
         for (let i = 0; i < headDim; i++) {
           s += q[t * nHeads * headDim + h * headDim + i] * kCache[p * kvDim + kvh * headDim + i];
         }
-        scores[p] = s * scale;
+        scores[p] = softcap > 0 ? softcap * Math.tanh((s * scale) / softcap) : s * scale;
         max = Math.max(max, scores[p]);
       }
       let sum = 0;
-      for (let p = 0; p < len; p++) {
+      for (let p = lo; p < len; p++) {
         scores[p] = Math.exp(scores[p] - max);
         sum += scores[p];
       }
       for (let i = 0; i < headDim; i++) {
         let acc = 0;
-        for (let p = 0; p < len; p++) acc += scores[p] * vCache[p * kvDim + kvh * headDim + i];
+        for (let p = lo; p < len; p++) acc += scores[p] * vCache[p * kvDim + kvh * headDim + i];
         out[t * nHeads * headDim + h * headDim + i] = acc / sum;
       }
     }
   }
   return out;
+}
+
+/** Soft-capping (Gemma 2/3 logits): c · tanh(x / c), elementwise. */
+export function softcapRef(x: ArrayLike<number>, cap: number): Float64Array {
+  return Float64Array.from(x, (v) => cap * Math.tanh(v / cap));
+}
+
+/** GeGLU activation: gelu_tanh(gate) · up, gelu_tanh(x) = x/2 · (1 + tanh(√(2/π) · (x + 0.044715 x³))). */
+export function geluTanhMulRef(gate: ArrayLike<number>, up: ArrayLike<number>): Float64Array {
+  const k = Math.sqrt(2 / Math.PI);
+  return Float64Array.from(gate, (g, i) => 0.5 * g * (1 + Math.tanh(k * (g + 0.044715 * g ** 3))) * up[i]);
+}
+
+/** Bias add: y[r, c] + bias[c] for y (rows, bias.length). */
+export function biasAddRef(y: ArrayLike<number>, bias: ArrayLike<number>): Float64Array {
+  return Float64Array.from(y, (v, i) => v + bias[i % bias.length]);
 }
 
 /** SwiGLU activation: silu(gate) · up, with silu(x) = x / (1 + e^−x). */

@@ -1,7 +1,10 @@
 /**
  * Causal grouped-query attention over the KV cache (Vaswani et al. 2017; GQA: Ainslie et al. 2023):
- *   out[t, h] = Σ_{p ≤ pos+t} softmax_p(q[t, h] · k[p, h/G] / √headDim) · v[p, h/G],  G = nHeads/nKvHeads,
- * where pos = state.pos (read on the GPU) and the cache already holds positions 0..pos+rows−1.
+ *   out[t, h] = Σ_{lo ≤ p ≤ P} softmax_p(s(q[t, h] · k[p, h/G] · scale)) · v[p, h/G],  G = nHeads/nKvHeads,
+ * where P = state.pos + t (pos read on the GPU), the cache already holds positions 0..pos+rows−1, scale is
+ * 1/√headDim unless given (Gemma: query_pre_attn_scalar^−½), lo = 0, or P − window + 1 with a sliding window
+ * (Mistral, Gemma's local layers: Hugging Face's `kv_idx > q_idx − window`), and s is the identity, or
+ * c·tanh(x / c) with a soft cap c (Gemma 2).
  *
  * One workgroup per (row t, KV head, split): it owns the G query heads that share the KV head, so
  * every K/V row is read once for all of them. Its span of positions is walked in tiles of TILE:
@@ -24,6 +27,7 @@ import {
   uniformParams,
 } from "../core/mod.ts";
 import { createAttentionCombine } from "./attention_combine.ts";
+import { SOFTCAP_FN } from "./softcap.ts";
 
 const WGSL = /* wgsl */ `
 ${STATE_STRUCT}
@@ -39,7 +43,8 @@ const MAX_R = 4u;
 const SPLIT_ALIGN = 32u; // split spans are multiples of this many positions
 const NEG = -1.0e30; // stands in for −∞: WGSL may assume no infinities, and e^(NEG − m) is 0
 
-struct Params { rows: u32, nKvHeads: u32, seqLen: u32, nSplits: u32, scale: f32 }
+// window: 0 for none; softcap: 0 for none
+struct Params { rows: u32, nKvHeads: u32, seqLen: u32, nSplits: u32, scale: f32, window: u32, softcap: f32 }
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> state: StepState;
@@ -78,6 +83,7 @@ fn scoreTile(lid: u32, kvh: u32, start: u32, n: u32) {
       let kRow = (start + j) * params.nKvHeads * HD4 + kvh * HD4;
       s = 0.0;
       for (var d = 0u; d < HD4; d++) { s += dot(qs[g * HD4 + d], kCache[kRow + d]); }
+      if (params.softcap > 0.0) { s = softcap(s, params.softcap); }
     }
     sc[lid] = s;
     red[lid] = s;
@@ -144,8 +150,9 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
   let kvh = (flat / rows) % params.nKvHeads;
   let split = flat / (rows * params.nKvHeads);
   let len = min(state.pos + t + 1u, params.seqLen);
-  let chunk = (len + params.nSplits * SPLIT_ALIGN - 1u) / (params.nSplits * SPLIT_ALIGN) * SPLIT_ALIGN;
-  let begin = split * chunk;
+  let lo = select(0u, len - params.window, params.window > 0u && len > params.window);
+  let chunk = (len - lo + params.nSplits * SPLIT_ALIGN - 1u) / (params.nSplits * SPLIT_ALIGN) * SPLIT_ALIGN;
+  let begin = lo + split * chunk;
   let end = min(begin + chunk, len);
   let qRow = (t * params.nKvHeads + kvh) * QN; // heads kvh·G .. kvh·G + G − 1 of row t are adjacent
 
@@ -194,7 +201,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
     partMl[(t * nHeads + kvh * G + lid) * params.nSplits + split] = vec2(mW[lid], lW[lid]);
   }
 }
-`;
+${SOFTCAP_FN}`;
 
 export interface AttentionArgs {
   /** q: (rows, nHeads · headDim) f32, already rotated */
@@ -215,6 +222,12 @@ export interface AttentionArgs {
   seqLen: number;
   /** workgroups per (row, KV head) along the positions; default: enough to fill the GPU */
   splits?: number;
+  /** score scale; default 1/√headDim */
+  scale?: number;
+  /** sliding window: row t attends to positions P − window + 1..P only; default none */
+  window?: number | null;
+  /** scores s become softcap·tanh(s / softcap); default none */
+  softcap?: number | null;
 }
 
 /** The WGSL of the main pass; shapes are set through `override` constants (see {@link attentionPlan}). */
@@ -258,12 +271,12 @@ const SPLIT_ALIGN = 32;
 
 /**
  * Splits per (row, KV head): `requested` or, by default, one when rows alone fill the GPU (prefill)
- * and enough to reach TARGET_WORKGROUPS otherwise (decode); never more than seqLen has spans.
+ * and enough to reach TARGET_WORKGROUPS otherwise (decode); never more than `span` positions have spans.
  */
-function splitCount(rows: number, nKvHeads: number, seqLen: number, requested?: number) {
+function splitCount(rows: number, nKvHeads: number, span: number, requested?: number) {
   const groups = rows * nKvHeads;
   const auto = groups >= TARGET_WORKGROUPS / 2 ? 1 : Math.ceil(TARGET_WORKGROUPS / groups);
-  return Math.max(1, Math.min(requested ?? auto, Math.ceil(seqLen / SPLIT_ALIGN), MAX_SPLITS));
+  return Math.max(1, Math.min(requested ?? auto, Math.ceil(span / SPLIT_ALIGN), MAX_SPLITS));
 }
 
 const MAIN_BINDINGS: readonly BindingKind[] = [
@@ -288,7 +301,9 @@ export function createAttention(gpu: Gpu): Kernel<AttentionArgs> {
     bind(args: AttentionArgs): Encodable {
       const { q, kCache, vCache, out, state, rows, nHeads, nKvHeads, headDim, seqLen } = args;
       const plan = attentionPlan(gpu, { nHeads, nKvHeads, headDim });
-      const splits = splitCount(rows, nKvHeads, seqLen, args.splits);
+      // A window bounds every row's span, so decode splits only that many positions.
+      const span = args.window ? Math.min(args.window, seqLen) : seqLen;
+      const splits = splitCount(rows, nKvHeads, span, args.splits);
       const cells = rows * nHeads * splits;
       if (splits > 1 && partAcc.size < cells * headDim * 4) {
         partAcc = createStorage(gpu, cells * headDim * 4, "attention partAcc");
@@ -302,7 +317,15 @@ export function createAttention(gpu: Gpu): Kernel<AttentionArgs> {
       });
       const params = uniformParams(
         gpu,
-        [["u32", rows], ["u32", nKvHeads], ["u32", seqLen], ["u32", splits], ["f32", 1 / Math.sqrt(headDim)]],
+        [
+          ["u32", rows],
+          ["u32", nKvHeads],
+          ["u32", seqLen],
+          ["u32", splits],
+          ["f32", args.scale ?? 1 / Math.sqrt(headDim)],
+          ["u32", args.window ?? 0],
+          ["f32", args.softcap ?? 0],
+        ],
         "attention params",
       );
       const bindGroup = bindBuffers(gpu, main, [params, state, q, kCache, vCache, out, partAcc, partMl]);

@@ -15,6 +15,9 @@ interface Case {
   seqLen: number;
   pos: number;
   splits?: number;
+  window?: number;
+  softcap?: number;
+  scale?: number;
 }
 
 const CASES: Case[] = [
@@ -65,6 +68,42 @@ const CASES: Case[] = [
     pos: 3,
     splits: 64,
   },
+  // Sliding windows (Mistral, Gemma local layers): positions before P − window + 1 are masked; here they
+  // hold NaN-free random keys that would change the result if read.
+  {
+    name: "window, prefill past it",
+    rows: 61,
+    nHeads: 4,
+    nKvHeads: 2,
+    headDim: 16,
+    seqLen: 256,
+    pos: 0,
+    window: 24,
+  },
+  { name: "window, decode", rows: 1, nHeads: 4, nKvHeads: 2, headDim: 16, seqLen: 256, pos: 84, window: 24 },
+  {
+    name: "window, forced splits",
+    ...{ rows: 5, nHeads: 8, nKvHeads: 4, headDim: 64, seqLen: 2048, pos: 1500, window: 100, splits: 3 },
+  },
+  {
+    name: "window ≥ every length",
+    rows: 9,
+    nHeads: 4,
+    nKvHeads: 2,
+    headDim: 16,
+    seqLen: 64,
+    pos: 3,
+    window: 64,
+  },
+  // Gemma: query_pre_attn_scalar scale and score soft-capping (scores of a few tens reach the cap).
+  {
+    name: "scale and softcap",
+    ...{ rows: 7, nHeads: 4, nKvHeads: 1, headDim: 16, seqLen: 64, pos: 20, scale: 2, softcap: 5 },
+  },
+  {
+    name: "all three, decode splits",
+    ...{ rows: 1, nHeads: 8, nKvHeads: 2, headDim: 32, seqLen: 1024, pos: 900, window: 300, softcap: 3 },
+  },
 ];
 
 /** A (seqLen, kvDim) cache filled up to `filled` rows; later rows are NaN, which must never be read. */
@@ -103,7 +142,16 @@ Deno.test("attention() matches the f64 reference for prefill, second turns and l
         await checkPipelines(gpu);
         runPass(gpu, (pass) => bound.encode(pass));
         const got = await readF32(gpu, out, rows * qDim);
-        const want = attentionRef(q, k, v, { rows, nHeads, nKvHeads, headDim, pos0: pos });
+        const want = attentionRef(q, k, v, {
+          rows,
+          nHeads,
+          nKvHeads,
+          headDim,
+          pos0: pos,
+          ...(c.window ? { window: c.window } : {}),
+          ...(c.softcap ? { softcap: c.softcap } : {}),
+          ...(c.scale ? { scale: c.scale } : {}),
+        });
         assertNmse(got, want, 1e-11, c.name);
         const err = maxAbsDiff(got, want);
         assert.ok(err <= 2e-6, `${c.name}: max |diff| ${err} > 2e-6`);

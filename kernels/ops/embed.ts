@@ -1,5 +1,6 @@
 /**
- * Token embedding gather: out[t, :] = table[ids[t], :].
+ * Token embedding gather: out[t, :] = table[ids[t], :] · scale (scale 1 but for Gemma's √hidden, rounded to
+ * f32 on the host as Hugging Face casts it to the compute dtype; one f32 multiply, as PyTorch's).
  *
  * The table is stored either as f32 or as IEEE halves packed two per u32 (element 2j in the low
  * half, 2j+1 in the high half, as safetensors' little-endian f16 bytes already are). The f16 path
@@ -24,7 +25,7 @@ function wgsl(variant: Variant): string {
 override WG: u32 = 256u;
 
 // units: elements per row for f32, pairs per row for f16
-struct Params { rows: u32, unitsPerRow: u32, vocabSize: u32 }
+struct Params { rows: u32, unitsPerRow: u32, vocabSize: u32, scale: f32 }
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> table: array<${variant.table}>; // (vocabSize, dim)
@@ -44,7 +45,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
   if (id < params.vocabSize) {
     value = ${variant.load};
   }
-  out[i] = value;
+  out[i] = value * params.scale;
 }
 `;
 }
@@ -76,6 +77,8 @@ export interface EmbedArgs {
   out: GPUBuffer;
   rows: number;
   dim: number;
+  /** every value is multiplied by this (default 1) */
+  scale?: number;
 }
 
 /** The WGSL source for one storage type. */
@@ -100,7 +103,7 @@ export function createEmbed(gpu: Gpu, spec: EmbedSpec = { weightType: "f32" }): 
     spec,
   });
   return {
-    bind({ table, ids, out, rows, dim }: EmbedArgs): Encodable {
+    bind({ table, ids, out, rows, dim, scale = 1 }: EmbedArgs): Encodable {
       if (packed && dim % 2 !== 0) {
         throw new Error(`Cannot embed from an f16 table: dim ${dim} is odd (halves are packed in pairs)`);
       }
@@ -108,7 +111,7 @@ export function createEmbed(gpu: Gpu, spec: EmbedSpec = { weightType: "f32" }): 
       const vocabSize = Math.floor(table.size / (unitsPerRow * 4));
       const params = uniformParams(
         gpu,
-        [["u32", rows], ["u32", unitsPerRow], ["u32", vocabSize]],
+        [["u32", rows], ["u32", unitsPerRow], ["u32", vocabSize], ["f32", scale]],
         "embed params",
       );
       const bindGroup = bindBuffers(gpu, pipeline, [params, table, ids, out]);

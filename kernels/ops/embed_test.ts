@@ -74,6 +74,24 @@ Deno.test("embed() gathers table rows exactly for f32 and packed f16 tables", as
       assert.equal(maxAbsDiff(got, expected(decoded, ids, vocabSize, dim)), 0);
     });
   }
+  await t.step("scale multiplies every gathered value once in f32 (Gemma's √hidden)", async () => {
+    const [rows, vocabSize, dim] = [5, 37, 64];
+    const values = randomF32(vocabSize * dim, 99, 2);
+    const ids = randomIds(rows, vocabSize, 7, false);
+    const out = createStorage(gpu, rows * dim * 4, "out");
+    const scale = Math.fround(Math.sqrt(3072));
+    const bound = f32.bind({
+      table: uploadStorage(gpu, values, "table"),
+      ids: uploadStorage(gpu, ids, "ids"),
+      out,
+      rows,
+      dim,
+      scale,
+    });
+    runPass(gpu, (pass) => bound.encode(pass));
+    const want = Float32Array.from(embedRef(values, ids, dim), (v) => Math.fround(v * scale));
+    assert.equal(maxAbsDiff(await readF32(gpu, out, rows * dim), want), 0);
+  });
   await t.step("f16 table with an odd dim is rejected at bind", () => {
     const table = createStorage(gpu, 16, "table");
     const ids = createStorage(gpu, 4, "ids");

@@ -1,9 +1,10 @@
+import assert from "node:assert/strict";
 import { createRmsNorm } from "./rms_norm.ts";
 import { rmsNormRef } from "../core/reference.ts";
 import { checkPipelines } from "../core/gpu.ts";
 import { createStorage, readF32, runPass, uploadStorage } from "../core/buffers.ts";
 import { randomF32, testGpu } from "../../tests/_gpu.ts";
-import { assertNmse } from "../../tests/_assert.ts";
+import { assertNmse, maxAbsDiff } from "../../tests/_assert.ts";
 
 Deno.test("rmsNorm() matches the f64 reference on awkward shapes", async (t) => {
   const gpu = await testGpu();
@@ -28,5 +29,26 @@ Deno.test("rmsNorm() matches the f64 reference on awkward shapes", async (t) => 
       assertNmse(got, rmsNormRef(x, w, rows, 1e-5), 1e-10, `rows ${rows} dim ${dim}`);
     });
   }
+  await t.step("accumulate adds the normed rows onto y (Gemma's post-norms onto the residual)", async () => {
+    const [rows, dim] = [5, 65];
+    const x = randomF32(rows * dim, 11, 3);
+    const w = randomF32(dim, 12);
+    const y0 = randomF32(rows * dim, 13, 2);
+    const y = uploadStorage(gpu, y0, "y");
+    const bound = kernel.bind({
+      x: uploadStorage(gpu, x, "x"),
+      weight: uploadStorage(gpu, w, "w"),
+      y,
+      rows,
+      dim,
+      eps: 1e-6,
+      accumulate: true,
+    });
+    runPass(gpu, (pass) => bound.encode(pass));
+    const want = rmsNormRef(x, w, rows, 1e-6).map((v, i) => v + y0[i]);
+    const got = await readF32(gpu, y, rows * dim);
+    assertNmse(got, want, 1e-10, "accumulate");
+    assert.ok(maxAbsDiff(got, want) < 1e-5);
+  });
   gpu.device.destroy();
 });
