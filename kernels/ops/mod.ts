@@ -1,12 +1,29 @@
 /**
  * Inference ops, one kernel per module: embedding, RMSNorm, RoPE (+ KV append), attention, SiLU·mul,
- * sampling, NLL, f16 conversion.
+ * sampling, NLL, f16 conversion; the batched path's row bookkeeping, paged RoPE + KV append and paged
+ * attention.
  */
 export { type AttentionArgs, createAttention } from "./attention.ts";
+export {
+  type BatchPrepareArgs,
+  createBatchPrepare,
+  createGatherRows,
+  ROW_ENTRY_WORDS,
+  ROW_NONE,
+  SLOT_STATE_WORDS,
+  SLOT_STRUCT,
+} from "./batch_rows.ts";
 export { createEmbed } from "./embed.ts";
 export { createF16Convert } from "./f16_convert.ts";
 export { createFillRandom } from "./fill_random.ts";
 export { createNll } from "./nll.ts";
+export { createPagedAttention, type PagedAttentionArgs, pagedAttentionSplits } from "./paged_attention.ts";
+export {
+  createPagedRopeAppend,
+  type KvType,
+  type PagedLayout,
+  type PagedRopeAppendArgs,
+} from "./paged_kv.ts";
 export { createRmsNorm, type RmsNormArgs } from "./rms_norm.ts";
 export { createRope, type RopeArgs } from "./rope.ts";
 export { createSample, SAMPLE_PARAMS_BYTES, writeSampleParams } from "./sample.ts";
