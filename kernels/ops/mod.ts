@@ -13,9 +13,19 @@ export {
   SLOT_STATE_WORDS,
   SLOT_STRUCT,
 } from "./batch_rows.ts";
+export {
+  type BatchSampleArgs,
+  createBatchSample,
+  MAX_TOP_LOGPROBS,
+  packSlotParams,
+  SLOT_PARAMS_BYTES,
+  slotProcesses,
+  type SlotSettings,
+} from "./batch_sample.ts";
 export { createEmbed } from "./embed.ts";
 export { createF16Convert } from "./f16_convert.ts";
 export { createFillRandom } from "./fill_random.ts";
+export { createLogitsProcess, createLogprobs, LOGPROB_RECORD_WORDS } from "./logits_process.ts";
 export { createNll } from "./nll.ts";
 export { createPagedAttention, type PagedAttentionArgs, pagedAttentionSplits } from "./paged_attention.ts";
 export {
