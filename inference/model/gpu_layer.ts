@@ -4,7 +4,7 @@
  */
 import { type Gpu, uploadStorage } from "../../kernels/core/mod.ts";
 import { type GpuLinear, linearBuffers, uploadLinear, type WeightType } from "./linear.ts";
-import type { GpuLayer } from "./model.ts";
+import type { GpuLayer, GpuWeights } from "./model.ts";
 import type { LayerWeights } from "./weights.ts";
 
 /** The seven linear fields of a GpuLayer. */
@@ -85,4 +85,15 @@ export function destroyGpuLayer(L: GpuLayer): void {
   L.attnNorm.destroy();
   L.mlpNorm.destroy();
   for (const f of LINEARS) linearBuffers(L[f]).forEach((b) => b.destroy());
+}
+
+/** Every GPU buffer of a model's weights, each once (quantized folders share act-order permutations). */
+export function gpuWeightsBuffers(w: GpuWeights): GPUBuffer[] {
+  const all = new Set<GPUBuffer>([w.tokenEmbedding, w.finalNorm, ...linearBuffers(w.lmHead)]);
+  for (const L of w.layers) {
+    all.add(L.attnNorm);
+    all.add(L.mlpNorm);
+    for (const f of LINEARS) linearBuffers(L[f]).forEach((b) => all.add(b));
+  }
+  return [...all];
 }

@@ -2,7 +2,14 @@
  * The model on the GPU: config, weights (full precision and quantized folders), upload, the forward pass as
  * bound kernels and the linear layers. Loads through inference/formats; never imports the engine.
  */
-export { destroyGpuLayer, linearBytes, LINEARS, replaceLinear, uploadHostLayer } from "./gpu_layer.ts";
+export {
+  destroyGpuLayer,
+  gpuWeightsBuffers,
+  linearBytes,
+  LINEARS,
+  replaceLinear,
+  uploadHostLayer,
+} from "./gpu_layer.ts";
 export {
   bindLinear,
   type DenseLinear,
@@ -18,10 +25,12 @@ export {
   bindForward,
   bindForwardSteps,
   createForwardState,
+  type ForwardOptions,
   type ForwardState,
   forwardStateBuffers,
   type GpuLayer,
   type GpuWeights,
+  type PagedKv,
 } from "./model.ts";
 export { createQuantizedWriter, uploadQuantizedWeights } from "./quant_folder.ts";
 export {

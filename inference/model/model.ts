@@ -13,13 +13,28 @@
  * affine weights at decode), the norm's dispatch is dropped and they read x; likewise down applies
  * SiLU·mul to gate and up itself (also the LUT GEMVs) — 96 fewer dispatches per token at 32 layers.
  */
-import { createStorage, type Encodable, type Gpu, sequence, uploadStorage } from "../../kernels/core/mod.ts";
 import {
+  createStorage,
+  type Encodable,
+  type Gpu,
+  type Kernel,
+  sequence,
+  uploadStorage,
+} from "../../kernels/core/mod.ts";
+import {
+  type AttentionArgs,
   createAttention,
   createEmbed,
+  createGatherRows,
+  createPagedAttention,
+  createPagedRopeAppend,
   createRmsNorm,
   createRope,
   createSiluMul,
+  type PagedAttentionArgs,
+  type PagedLayout,
+  type PagedRopeAppendArgs,
+  type RopeArgs,
 } from "../../kernels/ops/mod.ts";
 import {
   bindLinear,
@@ -74,16 +89,42 @@ export interface ForwardState {
   gate: GPUBuffer; // (maxRows, hiddenDim)
   up: GPUBuffer; // (maxRows, hiddenDim)
   act: GPUBuffer; // (maxRows, hiddenDim): silu(gate)·up
-  kCache: GPUBuffer[]; // per layer (seqLen, kvDim)
+  kCache: GPUBuffer[]; // per layer (seqLen, kvDim); empty for a paged state (the pool lives elsewhere)
   vCache: GPUBuffer[]; // per layer (seqLen, kvDim)
   invFreq: GPUBuffer; // (headDim/2)
+  /** paged state only: (maxLogitRows, dim), the rows whose logits are wanted, gathered */
+  xg?: GPUBuffer;
 }
 
-/** Allocates the activations and KV cache for one sequence. */
+/**
+ * A forward over rows of many sequences (continuous batching) binds to a paged KV cache instead of the
+ * state's own: row t is at position rowPos[t] of sequence slot rowSlot[t] (kernels/ops/batch_rows.ts),
+ * and logits are computed for the x rows listed in `gather` only.
+ */
+export interface PagedKv {
+  rowPos: GPUBuffer;
+  rowSlot: GPUBuffer;
+  /** (slots, layout.maxBlocks) u32 */
+  blockTable: GPUBuffer;
+  /** per layer: the pool of blocks (kernels/ops/paged_kv.ts) */
+  kPool: GPUBuffer[];
+  vPool: GPUBuffer[];
+  layout: PagedLayout;
+  /** attention splits per (row, KV head) */
+  splits: number;
+  /** (logitRows) u32 row indices; the logits buffer gets one row each, in this order */
+  gather: GPUBuffer;
+  logitRows: number;
+}
+
+/**
+ * Allocates the activations and KV cache for one sequence; with `paged`, no KV cache (forwards bind a
+ * {@link PagedKv}) but a buffer for the gathered logit rows.
+ */
 export function createForwardState(
   gpu: Gpu,
   c: ModelConfig,
-  { maxRows, maxLogitRows = 1 }: { maxRows: number; maxLogitRows?: number },
+  { maxRows, maxLogitRows = 1, paged = false }: { maxRows: number; maxLogitRows?: number; paged?: boolean },
 ): ForwardState {
   const f = 4;
   const qDim = c.nHeads * c.headDim;
@@ -102,31 +143,44 @@ export function createForwardState(
     gate: buf(maxRows * c.hiddenDim, "gate"),
     up: buf(maxRows * c.hiddenDim, "up"),
     act: buf(maxRows * c.hiddenDim, "act"),
-    kCache: Array.from({ length: c.nLayers }, (_, l) => buf(c.seqLen * c.kvDim, `kCache ${l}`)),
-    vCache: Array.from({ length: c.nLayers }, (_, l) => buf(c.seqLen * c.kvDim, `vCache ${l}`)),
+    kCache: paged ? [] : Array.from({ length: c.nLayers }, (_, l) => buf(c.seqLen * c.kvDim, `kCache ${l}`)),
+    vCache: paged ? [] : Array.from({ length: c.nLayers }, (_, l) => buf(c.seqLen * c.kvDim, `vCache ${l}`)),
     invFreq: uploadStorage(gpu, ropeInvFreq(c), "rope invFreq"),
+    ...(paged ? { xg: buf(maxLogitRows * c.dim, "xg") } : {}),
   };
 }
 
 /** Every buffer of a forward state (to size or destroy it). */
 export function forwardStateBuffers(s: ForwardState): GPUBuffer[] {
   const { state, logits, x, xn, q, k, v, attn, gate, up, act, invFreq } = s;
-  return [state, logits, x, xn, q, k, v, attn, gate, up, act, invFreq, ...s.kCache, ...s.vCache];
+  const out = [state, logits, x, xn, q, k, v, attn, gate, up, act, invFreq, ...s.kCache, ...s.vCache];
+  return s.xg ? [...out, s.xg] : out;
 }
 
 /** What one forward computes logits for. */
 export type LogitsMode = "last" | "all" | "none";
 
+/** What one forward reads and writes besides the state's activations. */
+export interface ForwardOptions {
+  /** (rows) u32 token ids */
+  ids: GPUBuffer;
+  rows: number;
+  /** Ignored with `paged`, which computes logits for its gathered rows. */
+  logits: LogitsMode;
+  /** Bind to a paged KV cache with per-row positions instead of the state's cache and step state. */
+  paged?: PagedKv;
+}
+
 /**
  * Binds one forward over `rows` tokens read from `ids` (u32, rows), writing logits rows
- * [0, rows) for "all" or row 0 for "last".
+ * [0, rows) for "all" or row 0 for "last" (with `paged`: row i for gathered row i).
  */
 export function bindForward(
   gpu: Gpu,
   c: ModelConfig,
   w: GpuWeights,
   s: ForwardState,
-  options: { ids: GPUBuffer; rows: number; logits: LogitsMode },
+  options: ForwardOptions,
 ): Encodable {
   const steps = bindForwardSteps(gpu, c, w, s, options);
   return sequence(steps.map(({ step }) => step));
@@ -145,17 +199,24 @@ export function bindForwardSteps(
   c: ModelConfig,
   w: GpuWeights,
   s: ForwardState,
-  { ids, rows, logits }: { ids: GPUBuffer; rows: number; logits: LogitsMode },
+  { ids, rows, logits, paged }: ForwardOptions,
 ): ForwardStep[] {
   if (rows < 1 || rows > s.maxRows) {
     throw new Error(`Cannot run a forward over ${rows} rows (max ${s.maxRows})`);
   }
-  if (logits === "all" && rows > s.maxLogitRows) {
+  if (paged && (!s.xg || paged.logitRows > s.maxLogitRows)) {
+    throw new Error(
+      `Cannot bind a paged forward: the state was not made paged or holds < ${paged.logitRows} logit rows`,
+    );
+  }
+  if (!paged && logits === "all" && rows > s.maxLogitRows) {
     throw new Error(`Cannot compute logits for ${rows} rows (logits buffer holds ${s.maxLogitRows})`);
   }
   const norm = createRmsNorm(gpu);
-  const rope = createRope(gpu);
-  const attention = createAttention(gpu);
+  // One attention kernel per forward, so its split scratch is shared by the layers.
+  const kv = paged
+    ? { rope: createPagedRopeAppend(gpu), attention: createPagedAttention(gpu), paged }
+    : { rope: createRope(gpu), attention: createAttention(gpu) };
   const siluMul = createSiluMul(gpu);
   const eps = c.normEps;
   const heads = { nHeads: c.nHeads, nKvHeads: c.nKvHeads, headDim: c.headDim };
@@ -201,32 +262,8 @@ export function bindForwardSteps(
         [[L.wq, s.q], [L.wk, s.k], [L.wv, s.v]],
         input(L.attnNorm, [L.wq, L.wk, L.wv]),
       ),
-      // q and k rotated, and k and v appended to the cache, in one dispatch
-      step(
-        "rope_append",
-        rope.bind({
-          x: s.q,
-          k: s.k,
-          invFreq: s.invFreq,
-          state: s.state,
-          rows,
-          ...heads,
-          append: { v: s.v, kCache: s.kCache[l], vCache: s.vCache[l], seqLen: c.seqLen },
-        }),
-      ),
-      step(
-        "attention",
-        attention.bind({
-          q: s.q,
-          kCache: s.kCache[l],
-          vCache: s.vCache[l],
-          out: s.attn,
-          state: s.state,
-          rows,
-          seqLen: c.seqLen,
-          ...heads,
-        }),
-      ),
+      // q and k rotated, and k and v appended to the cache, in one dispatch; then attention
+      ...bindKvAttention(c, s, l, rows, kv),
       step("o", bindLinear(gpu, L.wo, { x: s.attn, y: s.x, rows, accumulate: true })),
       // MLP block
       ...normed(L.mlpNorm, [L.wGate, L.wUp]),
@@ -246,7 +283,17 @@ export function bindForwardSteps(
       ),
     );
   }
-  if (logits !== "none") {
+  if (paged) {
+    const n = paged.logitRows;
+    steps.push(
+      step(
+        "gather",
+        createGatherRows(gpu).bind({ gather: paged.gather, x: s.x, out: s.xg!, rows: n, dim: c.dim }),
+      ),
+      step("norm", norm.bind({ x: s.xg!, weight: w.finalNorm, y: s.xn, rows: n, dim: c.dim, eps })),
+      step("lm_head", bindLinear(gpu, w.lmHead, { x: s.xn, y: s.logits, rows: n })),
+    );
+  } else if (logits !== "none") {
     steps.push(step("norm", norm.bind({ x: s.x, weight: w.finalNorm, y: s.xn, rows, dim: c.dim, eps })));
     const last = logits === "last";
     steps.push(step(
@@ -260,6 +307,61 @@ export function bindForwardSteps(
     ));
   }
   return steps;
+}
+
+/** Layer l's RoPE + KV append and attention: over the state's own cache, or over a paged one. */
+function bindKvAttention(
+  c: ModelConfig,
+  s: ForwardState,
+  l: number,
+  rows: number,
+  kv:
+    | { rope: Kernel<PagedRopeAppendArgs>; attention: Kernel<PagedAttentionArgs>; paged: PagedKv }
+    | { rope: Kernel<RopeArgs>; attention: Kernel<AttentionArgs> },
+): ForwardStep[] {
+  const heads = { nHeads: c.nHeads, nKvHeads: c.nKvHeads, headDim: c.headDim };
+  if ("paged" in kv) {
+    const { paged } = kv;
+    const { rowPos, rowSlot, blockTable, layout } = paged;
+    const pool = { kPool: paged.kPool[l], vPool: paged.vPool[l], rowPos, rowSlot, blockTable, layout, rows };
+    return [
+      step(
+        "rope_append",
+        kv.rope.bind({ q: s.q, k: s.k, v: s.v, invFreq: s.invFreq, ...pool, ...heads }),
+      ),
+      step(
+        "attention",
+        kv.attention.bind({ q: s.q, out: s.attn, splits: paged.splits, ...pool, ...heads }),
+      ),
+    ];
+  }
+  return [
+    step(
+      "rope_append",
+      kv.rope.bind({
+        x: s.q,
+        k: s.k,
+        invFreq: s.invFreq,
+        state: s.state,
+        rows,
+        ...heads,
+        append: { v: s.v, kCache: s.kCache[l], vCache: s.vCache[l], seqLen: c.seqLen },
+      }),
+    ),
+    step(
+      "attention",
+      kv.attention.bind({
+        q: s.q,
+        kCache: s.kCache[l],
+        vCache: s.vCache[l],
+        out: s.attn,
+        state: s.state,
+        rows,
+        seqLen: c.seqLen,
+        ...heads,
+      }),
+    ),
+  ];
 }
 
 function step(label: string, step: Encodable): ForwardStep {
