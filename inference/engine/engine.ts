@@ -150,6 +150,9 @@ export function createEngine(
     const ids = promptIds(m, request);
     const limit = checkLengths(request, ids.length, s.runner.cache.shape.maxModelLen);
     const n = request.n ?? 1;
+    if (n > opts.maxNumSeqs) {
+      throw new EngineInputError(`Cannot generate ${n} choices: at most ${opts.maxNumSeqs} run at once`, "n");
+    }
     if (scheduler.counts().waiting + n > opts.maxQueued) {
       throw new EngineBusyError(`Cannot queue the request: ${opts.maxQueued} sequences are already waiting`);
     }
