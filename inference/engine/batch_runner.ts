@@ -16,23 +16,28 @@ import {
   createStorage,
   type Encodable,
   type Gpu,
+  type Kernel,
   sequence,
   writeBuffer,
 } from "../../kernels/core/mod.ts";
 import {
   createBatchPrepare,
   createBatchSample,
+  createDispatchBuffer,
   createLogitsProcess,
   createLogprobs,
+  createPagedAttention,
   LOGPROB_RECORD_WORDS,
   packSlotParams,
-  pagedAttentionSplits,
+  type PagedAttentionArgs,
+  pagedMaxSplits,
   ROW_ENTRY_WORDS,
   ROW_NONE,
   SLOT_PARAMS_BYTES,
   SLOT_STATE_WORDS,
   slotProcesses,
   type SlotSettings,
+  SPLIT_SPAN,
 } from "../../kernels/ops/mod.ts";
 import {
   bindForward,
@@ -51,8 +56,15 @@ export interface RowSpec {
   token: number | null;
 }
 
-/** One forward: its rows, and the indices of the rows whose logits are sampled (one per slot at most). */
+/**
+ * One forward: its rows, and the indices of the rows whose logits are sampled (one per slot at most).
+ * Decode forwards hold one row per running sequence; prefill forwards hold pieces of prompts and run every
+ * layer linear as a GEMM (model.ts PagedKv.prefill). Keeping the two apart (rather than mixing them in one
+ * forward) makes each row's numbers independent of the batch: batched greedy decode reproduces
+ * one-at-a-time greedy decode bit for bit, whatever joins or leaves.
+ */
 export interface StepSpec {
+  kind: "decode" | "prefill";
   rows: RowSpec[];
   gather: number[];
 }
@@ -96,6 +108,7 @@ export class BatchRunner {
   #b: Record<string, GPUBuffer>;
   #plans = new Map<string, Encodable>();
   #maxBlocks: number;
+  #attention: Kernel<PagedAttentionArgs>;
 
   constructor(
     gpu: Gpu,
@@ -135,7 +148,10 @@ export class BatchRunner {
       procLogits: buf(maxSlots * vocab, "batch processed logits"),
       outTokens: buf(maxChunk * maxSlots, "batch sampled ids"),
       outLogprobs: buf(maxChunk * maxSlots * LOGPROB_RECORD_WORDS, "batch logprobs"),
+      rowSplits: buf(maxRows, "batch rowSplits"),
+      dispatch: createDispatchBuffer(gpu, "batch attention grid"),
     };
+    this.#attention = createPagedAttention(gpu);
     writeBuffer(gpu, this.#b.blockTable, new Uint32Array(maxSlots * this.#maxBlocks).fill(ROW_NONE));
   }
 
@@ -221,7 +237,7 @@ export class BatchRunner {
       const gather = new Uint32Array(logits).fill(ROW_NONE);
       gather.set(st.gather);
       writeBuffer(gpu, this.#b.progGather, gather, k * maxSlots * 4);
-      return this.#plan(rows, logits);
+      return this.#plan(st.kind, rows, logits);
     });
     writeBuffer(gpu, this.#s.state, new Uint32Array(4));
     const encoder = gpu.device.createCommandEncoder();
@@ -251,9 +267,9 @@ export class BatchRunner {
     });
   }
 
-  /** The bound work of one step with `rows` rows and `logits` logit rows (cached). */
-  #plan(rows: number, logits: number): Encodable {
-    const key = `${rows}:${logits}`;
+  /** The bound work of one step of a kind with `rows` rows and `logits` logit rows (cached). */
+  #plan(kind: StepSpec["kind"], rows: number, logits: number): Encodable {
+    const key = `${kind}:${rows}:${logits}`;
     const hit = this.#plans.get(key);
     if (hit) {
       this.#plans.delete(key); // re-insert: the map's order is the LRU order
@@ -288,6 +304,10 @@ export class BatchRunner {
         logitRows: logits,
         rowStride: maxRows,
         gatherStride: maxSlots,
+        rowSplits: b.rowSplits,
+        dispatch: b.dispatch,
+        nKvHeads: c.nKvHeads,
+        splitSpan: SPLIT_SPAN[kind],
       }),
       bindForward(gpu, c, this.#weights, this.#s, {
         ids: b.ids,
@@ -300,9 +320,13 @@ export class BatchRunner {
           kPool: this.cache.kPool,
           vPool: this.cache.vPool,
           layout,
-          splits: pagedAttentionSplits(rows, c.nKvHeads, this.cache.shape.maxModelLen),
+          rowSplits: b.rowSplits,
+          dispatch: b.dispatch,
+          maxSplits: pagedMaxSplits(this.cache.shape.maxModelLen, SPLIT_SPAN[kind]),
+          attention: this.#attention,
           gather: b.gather,
           logitRows: logits,
+          prefill: kind === "prefill",
         },
       }),
       createLogitsProcess(gpu).bind({

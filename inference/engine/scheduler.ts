@@ -211,47 +211,26 @@ export class Scheduler {
   }
 
   #plan(entry: ModelEntry): boolean {
-    const { maxRows, maxChunk } = entry.runner.options;
+    const { maxChunk } = entry.runner.options;
     const steps = Math.max(1, Math.min(maxChunk, Math.round(this.#targetMs / this.#stepMs)));
     const chunk: Chunk = { entry, samplers: [], seqs: new Set(), result: null!, steps: 0, submitted: 0 };
     const specs: StepSpec[] = [];
     let logprobs = false;
-    for (let k = 0; k < steps; k++) {
-      this.#admit(entry); // a draining model still serves the requests it accepted
-      this.#growBlocks(entry);
-      const step: StepSpec = { rows: [], gather: [] };
-      const samplers: [number, Seq][] = [];
-      const sample = (seq: Seq) => {
-        step.gather.push(step.rows.length - 1);
-        samplers.push([seq.slot, seq]);
-        seq.sampled++;
-        chunk.seqs.add(seq);
-        logprobs ||= seq.init.settings.logprobs;
-      };
-      for (const seq of entry.running) {
-        if (seq.prefilling || seq.sampled >= seq.budget) continue;
-        step.rows.push({ slot: seq.slot, pos: seq.computed++, token: null });
-        sample(seq);
-      }
-      let first = false;
-      for (const seq of entry.running) {
-        const room = maxRows - step.rows.length;
-        if (!seq.prefilling || room <= 0 || (seq.parent && seq.parent.computed < seq.start)) continue;
-        const n = Math.min(room, seq.prompt.length - seq.computed);
-        for (let i = 0; i < n; i++) {
-          step.rows.push({ slot: seq.slot, pos: seq.computed, token: seq.prompt[seq.computed++] });
-        }
-        this.promptTokens += n;
-        chunk.seqs.add(seq);
-        if (!seq.prefilling) {
-          sample(seq);
-          first = true;
-        }
-      }
-      if (step.rows.length === 0) break;
+    const push = (step: StepSpec, samplers: [number, Seq][]) => {
       specs.push(step);
       chunk.samplers.push(samplers);
-      if (first) break; // a first id: deliver it without waiting for a long chunk
+      for (const [, seq] of samplers) logprobs ||= seq.init.settings.logprobs;
+    };
+    // Each iteration: a decode forward (one row per running sequence), then a prefill forward.
+    while (specs.length < steps) {
+      this.#admit(entry); // a draining model still serves the requests it accepted
+      this.#growBlocks(entry);
+      const decode = this.#decodeStep(entry, chunk);
+      if (decode) push(...decode);
+      const prefill = specs.length < maxChunk ? this.#prefillStep(entry, chunk) : null;
+      if (prefill) push(...prefill);
+      if (!decode && !prefill) break;
+      if (prefill && prefill[1].length > 0) break; // a first id: deliver it without waiting for a long chunk
     }
     if (specs.length === 0) return false;
     for (const seq of chunk.seqs) seq.inFlight++;
@@ -261,6 +240,44 @@ export class Scheduler {
     chunk.result.catch(() => {}); // awaited in order by #readOldest
     this.#inflight.push(chunk);
     return true;
+  }
+
+  /** One row for every sequence that decodes; null when none does. */
+  #decodeStep(entry: ModelEntry, chunk: Chunk): [StepSpec, [number, Seq][]] | null {
+    const step: StepSpec = { kind: "decode", rows: [], gather: [] };
+    const samplers: [number, Seq][] = [];
+    for (const seq of entry.running) {
+      if (seq.prefilling || seq.sampled >= seq.budget) continue;
+      step.gather.push(step.rows.length);
+      step.rows.push({ slot: seq.slot, pos: seq.computed++, token: null });
+      samplers.push([seq.slot, seq]);
+      seq.sampled++;
+      chunk.seqs.add(seq);
+    }
+    return step.rows.length > 0 ? [step, samplers] : null;
+  }
+
+  /** Pieces of prompts, oldest admission first, up to the row budget; null when no prompt is pending. */
+  #prefillStep(entry: ModelEntry, chunk: Chunk): [StepSpec, [number, Seq][]] | null {
+    const { maxRows } = entry.runner.options;
+    const step: StepSpec = { kind: "prefill", rows: [], gather: [] };
+    const samplers: [number, Seq][] = [];
+    for (const seq of entry.running) {
+      const room = maxRows - step.rows.length;
+      if (!seq.prefilling || room <= 0 || (seq.parent && seq.parent.computed < seq.start)) continue;
+      const n = Math.min(room, seq.prompt.length - seq.computed);
+      for (let i = 0; i < n; i++) {
+        step.rows.push({ slot: seq.slot, pos: seq.computed, token: seq.prompt[seq.computed++] });
+      }
+      this.promptTokens += n;
+      chunk.seqs.add(seq);
+      if (!seq.prefilling) {
+        step.gather.push(step.rows.length - 1);
+        samplers.push([seq.slot, seq]);
+        seq.sampled++;
+      }
+    }
+    return step.rows.length > 0 ? [step, samplers] : null;
   }
 
   /** Admits waiting sequences (whole groups) while slots and prompt blocks are free. */

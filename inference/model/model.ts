@@ -26,7 +26,6 @@ import {
   createAttention,
   createEmbed,
   createGatherRows,
-  createPagedAttention,
   createPagedRopeAppend,
   createRmsNorm,
   createRope,
@@ -42,6 +41,7 @@ import {
   type DenseLinear,
   fusesPrologue,
   type GpuLinear,
+  type LinearPath,
   mergesLinears,
 } from "./linear.ts";
 import type { ModelConfig } from "./model_config.ts";
@@ -110,11 +110,21 @@ export interface PagedKv {
   kPool: GPUBuffer[];
   vPool: GPUBuffer[];
   layout: PagedLayout;
-  /** attention splits per (row, KV head) */
-  splits: number;
+  /** (rows) attention splits per row and the attention's indirect grid (kernels/ops/batch_rows.ts) */
+  rowSplits: GPUBuffer;
+  dispatch: GPUBuffer;
+  /** the largest split count a row can have */
+  maxSplits: number;
+  /** one attention kernel for every forward of a runner, so they share its split scratch */
+  attention: Kernel<PagedAttentionArgs>;
   /** (logitRows) u32 row indices; the logits buffer gets one row each, in this order */
   gather: GPUBuffer;
   logitRows: number;
+  /**
+   * Prompt rows: every layer linear runs the tiled GEMM whatever the row count (and fuses no prologue),
+   * so a row's numbers do not depend on how a prompt was chunked or what shared its forward.
+   */
+  prefill: boolean;
 }
 
 /**
@@ -215,12 +225,16 @@ export function bindForwardSteps(
   const norm = createRmsNorm(gpu);
   // One attention kernel per forward, so its split scratch is shared by the layers.
   const kv = paged
-    ? { rope: createPagedRopeAppend(gpu), attention: createPagedAttention(gpu), paged }
+    ? { rope: createPagedRopeAppend(gpu), attention: paged.attention, paged }
     : { rope: createRope(gpu), attention: createAttention(gpu) };
+  // Batched forwards pin the kernel family (GEMM for prompt rows, GEMVs for decode rows), so a row's sums
+  // do not depend on the batch (see PagedKv.prefill).
+  const path: LinearPath | undefined = paged ? (paged.prefill ? "gemm" : "gemv") : undefined;
+  const pin = path ? { path } : {};
   const siluMul = createSiluMul(gpu);
   const eps = c.normEps;
   const heads = { nHeads: c.nHeads, nKvHeads: c.nKvHeads, headDim: c.headDim };
-  const fused = (ls: GpuLinear[]) => ls.every((l) => fusesPrologue(l, rows));
+  const fused = (ls: GpuLinear[]) => ls.every((l) => fusesPrologue(l, rows, "norm", path));
   // The norm step, unless every consumer applies it itself; then the consumers read s.x.
   const normed = (weight: GPUBuffer, ls: GpuLinear[]): ForwardStep[] =>
     fused(ls) ? [] : [step("norm", norm.bind({ x: s.x, weight, y: s.xn, rows, dim: c.dim, eps }))];
@@ -232,14 +246,14 @@ export function bindForwardSteps(
     pairs: [GpuLinear, GPUBuffer][],
     inp: { x: GPUBuffer; norm?: { weight: GPUBuffer; eps: number } },
   ): ForwardStep[] =>
-    mergesLinears(pairs.map(([l]) => l), rows)
+    mergesLinears(pairs.map(([l]) => l), rows, path)
       ? [
         step(
           labels.join("_"),
-          bindLinears(gpu, pairs.map(([linear, y]) => ({ linear, y })), { ...inp, rows }),
+          bindLinears(gpu, pairs.map(([linear, y]) => ({ linear, y })), { ...inp, rows, ...pin }),
         ),
       ]
-      : pairs.map(([linear, y], i) => step(labels[i], bindLinear(gpu, linear, { ...inp, y, rows })));
+      : pairs.map(([linear, y], i) => step(labels[i], bindLinear(gpu, linear, { ...inp, y, rows, ...pin })));
   const steps: ForwardStep[] = [
     step(
       "embed",
@@ -264,21 +278,22 @@ export function bindForwardSteps(
       ),
       // q and k rotated, and k and v appended to the cache, in one dispatch; then attention
       ...bindKvAttention(c, s, l, rows, kv),
-      step("o", bindLinear(gpu, L.wo, { x: s.attn, y: s.x, rows, accumulate: true })),
+      step("o", bindLinear(gpu, L.wo, { x: s.attn, y: s.x, rows, accumulate: true, ...pin })),
       // MLP block
       ...normed(L.mlpNorm, [L.wGate, L.wUp]),
       ...group(["gate", "up"], [[L.wGate, s.gate], [L.wUp, s.up]], input(L.mlpNorm, [L.wGate, L.wUp])),
       // SiLU·mul runs inside down's kernel when it can (q8 GEMV), else as its own step
-      ...(fusesPrologue(L.wDown, rows, "siluMul") ? [] : [
+      ...(fusesPrologue(L.wDown, rows, "siluMul", path) ? [] : [
         step("silu_mul", siluMul.bind({ gate: s.gate, up: s.up, out: s.act, n: rows * c.hiddenDim })),
       ]),
       step(
         "down",
         bindLinear(gpu, L.wDown, {
-          ...(fusesPrologue(L.wDown, rows, "siluMul") ? { x: s.gate, siluMulUp: s.up } : { x: s.act }),
+          ...(fusesPrologue(L.wDown, rows, "siluMul", path) ? { x: s.gate, siluMulUp: s.up } : { x: s.act }),
           y: s.x,
           rows,
           accumulate: true,
+          ...pin,
         }),
       ),
     );
@@ -322,7 +337,7 @@ function bindKvAttention(
   const heads = { nHeads: c.nHeads, nKvHeads: c.nKvHeads, headDim: c.headDim };
   if ("paged" in kv) {
     const { paged } = kv;
-    const { rowPos, rowSlot, blockTable, layout } = paged;
+    const { rowPos, rowSlot, blockTable, layout, rowSplits, dispatch, maxSplits } = paged;
     const pool = { kPool: paged.kPool[l], vPool: paged.vPool[l], rowPos, rowSlot, blockTable, layout, rows };
     return [
       step(
@@ -331,7 +346,7 @@ function bindKvAttention(
       ),
       step(
         "attention",
-        kv.attention.bind({ q: s.q, out: s.attn, splits: paged.splits, ...pool, ...heads }),
+        kv.attention.bind({ q: s.q, out: s.attn, rowSplits, dispatch, maxSplits, ...pool, ...heads }),
       ),
     ];
   }

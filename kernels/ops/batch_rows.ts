@@ -7,7 +7,8 @@
  * `rowStride` row entries (slot, pos, token) and up to `gatherStride` row indices whose logits are wanted.
  * `prepare` (the first dispatch of every forward) reads step k = state.step and materialises
  *   rowSlot[r], rowPos[r], ids[r] = token, or slots[slot].token when token is NONE (a decode row takes the
- *   id its sequence sampled in the previous step, which only the GPU knows), and gather[i];
+ *   id its sequence sampled in the previous step, which only the GPU knows), gather[i], and each row's
+ *   attention split count with the grid of the paged attention (an indirect dispatch);
  * after the forward, `advance` (step_state.ts) moves state.step on. Rows with slot NONE are padding:
  * their id is 0 and every kernel leaves their cache and outputs alone.
  * `gatherRows` copies the rows named by `gather` into a compact buffer (the LM head's input).
@@ -37,13 +38,21 @@ export const SLOT_STRUCT = /* wgsl */ `
 struct SlotState { token: u32, step: u32, reserved0: u32, reserved1: u32 }
 `;
 
+/** Most attention splits of one row (paged_attention.ts). */
+export const MAX_ROW_SPLITS = 64;
+/** u32 words of the dispatch buffer: the attention's indirect (x, y, z), then the split cap. */
+export const DISPATCH_WORDS = 4;
+
 const PREPARE_WGSL = /* wgsl */ `
 ${STATE_STRUCT}
 ${SLOT_STRUCT}
-override WG: u32 = 64u;
+override WG: u32 = 256u;
 const NONE = 0xffffffffu;
 
-struct Params { rows: u32, logitRows: u32, rowStride: u32, gatherStride: u32 }
+struct Params {
+  rows: u32, logitRows: u32, rowStride: u32, gatherStride: u32,
+  nKvHeads: u32, span: u32, maxSplits: u32, maxWorkgroups: u32,
+}
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> state: StepState;
@@ -54,24 +63,49 @@ struct Params { rows: u32, logitRows: u32, rowStride: u32, gatherStride: u32 }
 @group(0) @binding(6) var<storage, read_write> rowPos: array<u32>;   // (rows)
 @group(0) @binding(7) var<storage, read_write> rowSlot: array<u32>;  // (rows)
 @group(0) @binding(8) var<storage, read_write> gather: array<u32>;   // (logitRows)
+@group(0) @binding(9) var<storage, read_write> rowSplits: array<u32>; // (rows)
+@group(0) @binding(10) var<storage, read_write> dispatch: array<u32, 4>; // x, y, z, cap
+
+var<workgroup> red: array<u32, WG>;
 
 @compute @workgroup_size(WG)
-fn main(@builtin(global_invocation_id) gid: vec3u) {
-  let i = gid.x;
+fn main(@builtin(local_invocation_index) lid: u32) {
   let k = state.step;
-  if (i < params.rows) {
+  var most = 1u;
+  for (var i = lid; i < params.rows; i += WG) {
     let e = progRows[k * params.rowStride + i];
+    let pad = e.x == NONE;
     rowSlot[i] = e.x;
-    rowPos[i] = select(e.y, 0u, e.x == NONE);
+    rowPos[i] = select(e.y, 0u, pad);
     var id = e.z;
-    if (e.x == NONE) {
+    if (pad) {
       id = 0u;
     } else if (id == NONE) {
       id = slots[e.x].token;
     }
     ids[i] = id;
+    // A row's split count depends on its own length only, so its sums do not depend on the batch.
+    let len = select(e.y + 1u, 1u, pad);
+    let n = clamp((len + params.span - 1u) / params.span, 1u, params.maxSplits);
+    rowSplits[i] = n;
+    most = max(most, n);
   }
-  if (i < params.logitRows) { gather[i] = progGather[k * params.gatherStride + i]; }
+  for (var i = lid; i < params.logitRows; i += WG) { gather[i] = progGather[k * params.gatherStride + i]; }
+  red[lid] = most;
+  workgroupBarrier();
+  for (var s = WG / 2u; s > 0u; s >>= 1u) {
+    if (lid < s) { red[lid] = max(red[lid], red[lid + s]); }
+    workgroupBarrier();
+  }
+  if (lid == 0u) {
+    let cap = red[0];
+    let count = params.rows * params.nKvHeads * cap;
+    let y = (count + params.maxWorkgroups - 1u) / params.maxWorkgroups;
+    dispatch[0] = (count + y - 1u) / y;
+    dispatch[1] = y;
+    dispatch[2] = 1u;
+    dispatch[3] = cap;
+  }
 }
 `;
 
@@ -88,19 +122,36 @@ export interface BatchPrepareArgs {
   rowPos: GPUBuffer;
   rowSlot: GPUBuffer;
   gather: GPUBuffer;
+  /** rowSplits: (rows) u32, attention splits of each row: ⌈(pos + 1) / splitSpan⌉ in [1, MAX_ROW_SPLITS] */
+  rowSplits: GPUBuffer;
+  /** dispatch: [DISPATCH_WORDS] u32, a {@link createDispatchBuffer} (the attention's indirect grid and cap) */
+  dispatch: GPUBuffer;
   rows: number;
   logitRows: number;
   rowStride: number;
   gatherStride: number;
+  nKvHeads: number;
+  /** positions per attention split of a row */
+  splitSpan: number;
+}
+
+/** A buffer the prepare kernel writes and the attention dispatches from (storage and indirect). */
+export function createDispatchBuffer(gpu: Gpu, label: string): GPUBuffer {
+  return gpu.device.createBuffer({
+    label,
+    size: DISPATCH_WORDS * 4,
+    usage: GPUBufferUsage.STORAGE | GPUBufferUsage.INDIRECT | GPUBufferUsage.COPY_DST |
+      GPUBufferUsage.COPY_SRC,
+  });
 }
 
 /**
- * Builds `prepare`.
+ * Builds `prepare` (one workgroup: it also reduces the largest split count for the attention's grid).
  * @param gpu the device
  * @returns a kernel whose `bind` fixes buffers and row counts
  */
 export function createBatchPrepare(gpu: Gpu): Kernel<BatchPrepareArgs> {
-  const wg = 64;
+  const wg = Math.min(256, gpu.maxInvocationsPerWorkgroup);
   const pipeline = getPipeline(gpu, {
     name: "batch_prepare",
     code: PREPARE_WGSL,
@@ -108,7 +159,7 @@ export function createBatchPrepare(gpu: Gpu): Kernel<BatchPrepareArgs> {
     bindings: [
       "uniform",
       ...(["read-only-storage", "read-only-storage", "read-only-storage", "read-only-storage"] as const),
-      ...(["storage", "storage", "storage", "storage"] as const),
+      ...(["storage", "storage", "storage", "storage", "storage", "storage"] as const),
     ],
   });
   return {
@@ -124,6 +175,10 @@ export function createBatchPrepare(gpu: Gpu): Kernel<BatchPrepareArgs> {
         ["u32", a.logitRows],
         ["u32", a.rowStride],
         ["u32", a.gatherStride],
+        ["u32", a.nKvHeads],
+        ["u32", a.splitSpan],
+        ["u32", MAX_ROW_SPLITS],
+        ["u32", gpu.maxWorkgroupsPerDimension],
       ], "batch_prepare params");
       const bindGroup = bindBuffers(gpu, pipeline, [
         params,
@@ -135,8 +190,10 @@ export function createBatchPrepare(gpu: Gpu): Kernel<BatchPrepareArgs> {
         a.rowPos,
         a.rowSlot,
         a.gather,
+        a.rowSplits,
+        a.dispatch,
       ]);
-      return singleDispatch(pipeline, bindGroup, [ceilDiv(Math.max(a.rows, a.logitRows), wg), 1]);
+      return singleDispatch(pipeline, bindGroup, [1, 1]);
     },
   };
 }

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { createBatchPrepare, createGatherRows, ROW_NONE } from "./batch_rows.ts";
+import { createBatchPrepare, createDispatchBuffer, createGatherRows, ROW_NONE } from "./batch_rows.ts";
 import { createAdvance } from "../core/step_state.ts";
 import { createStorage, readF32, readU32, runPass, uploadStorage } from "../core/buffers.ts";
 import { randomF32, testGpu } from "../../tests/_gpu.ts";
@@ -23,6 +23,8 @@ Deno.test("batchPrepare() materialises each step's rows and gatherRows() compact
     rowPos: createStorage(gpu, 16, "rowPos"),
     rowSlot: createStorage(gpu, 16, "rowSlot"),
     gather: createStorage(gpu, 12, "gather"),
+    rowSplits: createStorage(gpu, 16, "rowSplits"),
+    dispatch: createDispatchBuffer(gpu, "dispatch"),
   };
   const prepare = createBatchPrepare(gpu);
   const common = {
@@ -33,6 +35,8 @@ Deno.test("batchPrepare() materialises each step's rows and gatherRows() compact
     ...bufs,
     rowStride,
     gatherStride,
+    nKvHeads: 3,
+    splitSpan: 4,
   };
   const step0 = prepare.bind({ ...common, rows: 4, logitRows: 3 });
   const step1 = prepare.bind({ ...common, rows: 2, logitRows: 2 });
@@ -45,6 +49,9 @@ Deno.test("batchPrepare() materialises each step's rows and gatherRows() compact
   assert.deepEqual(Array.from(await readU32(gpu, bufs.rowPos, 4)), [7, 0, 1, 0]);
   assert.deepEqual(Array.from(await readU32(gpu, bufs.rowSlot, 4)), [2, 0, 0, N]);
   assert.deepEqual(Array.from(await readU32(gpu, bufs.gather, 3)), [0, 2, N]);
+  // ⌈(pos + 1) / 4⌉ splits; padding rows take one; the grid covers 4 rows · 3 KV heads · 2 splits.
+  assert.deepEqual(Array.from(await readU32(gpu, bufs.rowSplits, 4)), [2, 1, 1, 1]);
+  assert.deepEqual(Array.from(await readU32(gpu, bufs.dispatch, 4)), [24, 1, 1, 2]);
   const x = randomF32(4 * 6, 1);
   const out = createStorage(gpu, 3 * 6 * 4, "out");
   const gather = createGatherRows(gpu).bind({

@@ -7,7 +7,9 @@ export { type AttentionArgs, createAttention } from "./attention.ts";
 export {
   type BatchPrepareArgs,
   createBatchPrepare,
+  createDispatchBuffer,
   createGatherRows,
+  MAX_ROW_SPLITS,
   ROW_ENTRY_WORDS,
   ROW_NONE,
   SLOT_STATE_WORDS,
@@ -27,7 +29,12 @@ export { createF16Convert } from "./f16_convert.ts";
 export { createFillRandom } from "./fill_random.ts";
 export { createLogitsProcess, createLogprobs, LOGPROB_RECORD_WORDS } from "./logits_process.ts";
 export { createNll } from "./nll.ts";
-export { createPagedAttention, type PagedAttentionArgs, pagedAttentionSplits } from "./paged_attention.ts";
+export {
+  createPagedAttention,
+  type PagedAttentionArgs,
+  pagedMaxSplits,
+  SPLIT_SPAN,
+} from "./paged_attention.ts";
 export {
   createPagedRopeAppend,
   type KvType,

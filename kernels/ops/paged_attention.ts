@@ -8,8 +8,10 @@
  *
  * The work split is attention.ts's: one workgroup per (row, KV head, split) owns the G query heads of
  * that KV head, walks its span in tiles with an online softmax, and (flash-decoding, Dao et al. 2023)
- * `splits` > 1 spreads each row's positions over workgroups whose partial (m, l, acc) triples
- * attention_combine.ts merges. Each tile first looks up the pool row of each of its positions. K and V
+ * splits each row's positions over workgroups whose partial (m, l, acc) triples a second dispatch merges
+ * (attention_combine.ts's merge). A row's split count depends only on its own length (batch_rows.ts's
+ * prepare computes it, and the grid as an indirect dispatch), so its result does not depend on which
+ * other rows share the forward: batched decode gives the bits of one-at-a-time decode. Each tile first looks up the pool row of each of its positions. K and V
  * are f16 (unpacked to f32) or f32; everything else is f32. Padding rows (slot NONE) output zeros.
  */
 import {
@@ -21,10 +23,11 @@ import {
   getPipeline,
   type Gpu,
   type Kernel,
+  singleDispatch,
   uniformParams,
 } from "../core/mod.ts";
 import { attentionPlan } from "./attention.ts";
-import { createAttentionCombine } from "./attention_combine.ts";
+import { MAX_ROW_SPLITS } from "./batch_rows.ts";
 import { PAGED_ROW_WGSL, type PagedLayout } from "./paged_kv.ts";
 
 function wgsl(kvType: PagedLayout["kvType"]): string {
@@ -51,7 +54,7 @@ const SPLIT_ALIGN = 32u;
 const NEG = -1.0e30;
 const NONE = 0xffffffffu;
 
-struct Params { rows: u32, nKvHeads: u32, nSplits: u32, scale: f32, blockSize: u32, maxBlocks: u32 }
+struct Params { rows: u32, nKvHeads: u32, scale: f32, blockSize: u32, maxBlocks: u32 }
 struct Page { blockSize: u32, maxBlocks: u32 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -63,6 +66,8 @@ ${pool}
 @group(0) @binding(7) var<storage, read_write> out: array<vec4<f32>>; // (rows, nHeads·headDim)
 @group(0) @binding(8) var<storage, read_write> partAcc: array<vec4<f32>>;
 @group(0) @binding(9) var<storage, read_write> partMl: array<vec2<f32>>;
+@group(0) @binding(10) var<storage, read> rowSplits: array<u32>;   // (rows) splits of each row
+@group(0) @binding(11) var<storage, read> dispatch: array<u32, 4>; // [3]: the largest split count (cap)
 
 var<private> PAGE: Page;
 ${PAGED_ROW_WGSL}
@@ -152,14 +157,17 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
   PAGE = Page(params.blockSize, params.maxBlocks);
   let flat = wid.x + wid.y * nwg.x;
   let rows = params.rows;
-  if (flat >= rows * params.nKvHeads * params.nSplits) { return; }
+  let cap = dispatch[3];
+  if (flat >= rows * params.nKvHeads * cap) { return; }
   let t = flat % rows;
   let kvh = (flat / rows) % params.nKvHeads;
   let split = flat / (rows * params.nKvHeads);
+  let nSplits = rowSplits[t];
+  if (split >= nSplits) { return; }
   let slot = rowSlot[t];
   let pad = slot == NONE;
   let len = select(rowPos[t] + 1u, 0u, pad);
-  let chunk = (len + params.nSplits * SPLIT_ALIGN - 1u) / (params.nSplits * SPLIT_ALIGN) * SPLIT_ALIGN;
+  let chunk = (len + nSplits * SPLIT_ALIGN - 1u) / (nSplits * SPLIT_ALIGN) * SPLIT_ALIGN;
   let begin = split * chunk;
   let end = min(begin + chunk, len);
   let qRow = (t * params.nKvHeads + kvh) * QN;
@@ -196,7 +204,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
   // A padding row outputs zeros: sum 1 over an all-zero accumulator (split 0 carries it).
   if (pad && lid < G) {
     mW[lid] = select(NEG, 0.0, split == 0u);
-    lW[lid] = select(0.0, 1.0, split == 0u || params.nSplits == 1u);
+    lW[lid] = select(0.0, 1.0, split == 0u || nSplits == 1u);
   }
   workgroupBarrier();
   let nHeads = params.nKvHeads * G;
@@ -204,19 +212,83 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
     let o = lid + r * WG;
     if (r < R && o < QN) {
       let g = o / HD4;
-      if (params.nSplits == 1u) {
+      if (nSplits == 1u) {
         out[qRow + o] = acc.v[r] / lW[g];
       } else {
-        partAcc[((t * nHeads + kvh * G + g) * params.nSplits + split) * HD4 + o % HD4] = acc.v[r];
+        partAcc[((t * nHeads + kvh * G + g) * cap + split) * HD4 + o % HD4] = acc.v[r];
       }
     }
   }
-  if (params.nSplits > 1u && lid < G) {
-    partMl[(t * nHeads + kvh * G + lid) * params.nSplits + split] = vec2(mW[lid], lW[lid]);
+  if (nSplits > 1u && lid < G) {
+    partMl[(t * nHeads + kvh * G + lid) * cap + split] = vec2(mW[lid], lW[lid]);
   }
 }
 `;
 }
+
+/** attention_combine.ts's merge, with each row's own split count (rows of one split were written whole). */
+const COMBINE_WGSL = /* wgsl */ `
+override WG: u32 = 64u;  // ≥ MAX_ROW_SPLITS
+override HD4: u32 = 2u;  // headDim / 4
+override NP: u32 = 1u;   // split partitions: a power of two with NP · HD4 ≤ WG
+
+struct Params { rows: u32, nHeads: u32 }
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> partAcc: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> partMl: array<vec2<f32>>;
+@group(0) @binding(3) var<storage, read_write> out: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read> rowSplits: array<u32>;
+@group(0) @binding(5) var<storage, read> dispatch: array<u32, 4>;
+
+var<workgroup> red: array<f32, WG>;
+var<workgroup> weight: array<f32, WG>;
+var<workgroup> accW: array<vec4<f32>, WG>;
+
+fn reduce(lid: u32, isMax: bool) {
+  for (var stride = WG / 2u; stride > 0u; stride /= 2u) {
+    if (lid < stride) {
+      let other = red[lid + stride];
+      red[lid] = select(red[lid] + other, max(red[lid], other), isMax);
+    }
+    workgroupBarrier();
+  }
+}
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+        @builtin(local_invocation_index) lid: u32) {
+  let cell = wid.x + wid.y * nwg.x; // t · nHeads + h
+  if (cell >= params.rows * params.nHeads) { return; }
+  let n = rowSplits[cell / params.nHeads];
+  if (n == 1u) { return; }
+  let base = cell * dispatch[3];
+  var ml = vec2(-1.0e30, 0.0);
+  if (lid < n) { ml = partMl[base + lid]; }
+  red[lid] = ml.x;
+  workgroupBarrier();
+  reduce(lid, true);
+  let w = exp(ml.x - red[0]);
+  workgroupBarrier();
+  weight[lid] = w;
+  red[lid] = ml.y * w;
+  workgroupBarrier();
+  reduce(lid, false);
+  let sp = lid / HD4;
+  let d = lid % HD4;
+  var a = vec4<f32>(0.0);
+  if (sp < NP) {
+    for (var s = sp; s < n; s += NP) { a += partAcc[(base + s) * HD4 + d] * weight[s]; }
+  }
+  accW[lid] = a;
+  workgroupBarrier();
+  for (var stride = NP / 2u; stride > 0u; stride /= 2u) {
+    if (sp < stride) { accW[lid] += accW[lid + stride * HD4]; }
+    workgroupBarrier();
+  }
+  if (lid < HD4) { out[cell * HD4 + lid] = accW[lid] / red[0]; }
+}
+`;
 
 export interface PagedAttentionArgs {
   /** q: (rows, nHeads · headDim) f32, already rotated */
@@ -236,8 +308,11 @@ export interface PagedAttentionArgs {
   nHeads: number;
   nKvHeads: number;
   headDim: number;
-  /** workgroups per (row, KV head) along the positions (≤ 256) */
-  splits: number;
+  /** rowSplits: (rows) u32 and dispatch: the grid and split cap, both written by batch_rows.ts's prepare */
+  rowSplits: GPUBuffer;
+  dispatch: GPUBuffer;
+  /** the largest split count a row of this bind can have (sizes the partials) */
+  maxSplits: number;
 }
 
 const BINDINGS: readonly BindingKind[] = [
@@ -245,20 +320,15 @@ const BINDINGS: readonly BindingKind[] = [
   ...(["read-only-storage", "read-only-storage", "read-only-storage", "read-only-storage"] as const),
   ...(["read-only-storage", "read-only-storage"] as const),
   ...(["storage", "storage", "storage"] as const),
+  ...(["read-only-storage", "read-only-storage"] as const),
 ];
 
-/** Enough workgroups to keep a large GPU busy (H100: 132 SMs) when rows · nKvHeads cannot. */
-const TARGET_WORKGROUPS = 512;
+/** Positions per attention split: decode rows (short splits fill the GPU) and prompt rows (few splits). */
+export const SPLIT_SPAN = { decode: 64, prefill: 1024 } as const;
 
-/**
- * Splits per (row, KV head) for a forward of `rows` rows whose longest sequence may reach `maxLen`:
- * one when rows alone fill the GPU, else enough to reach 512 workgroups, never more spans of 32
- * positions than maxLen has, at most 64.
- */
-export function pagedAttentionSplits(rows: number, nKvHeads: number, maxLen: number): number {
-  const groups = rows * nKvHeads;
-  const auto = groups >= TARGET_WORKGROUPS / 2 ? 1 : Math.ceil(TARGET_WORKGROUPS / groups);
-  return Math.max(1, Math.min(auto, Math.ceil(maxLen / 32), 64));
+/** The largest split count a row can have when sequences reach `maxLen` positions. */
+export function pagedMaxSplits(maxLen: number, span: number): number {
+  return Math.max(1, Math.min(MAX_ROW_SPLITS, Math.ceil(maxLen / span)));
 }
 
 /**
@@ -270,19 +340,20 @@ export function pagedAttentionSplits(rows: number, nKvHeads: number, maxLen: num
 export function createPagedAttention(gpu: Gpu): Kernel<PagedAttentionArgs> {
   let partAcc = createStorage(gpu, 16, "paged attention partAcc");
   let partMl = createStorage(gpu, 16, "paged attention partMl");
-  const combine = createAttentionCombine(gpu);
   return {
     bind(a: PagedAttentionArgs): Encodable {
-      const { rows, nHeads, nKvHeads, headDim, splits } = a;
+      const { rows, nHeads, nKvHeads, headDim, maxSplits } = a;
       const plan = attentionPlan(gpu, { nHeads, nKvHeads, headDim });
-      if (!(Number.isInteger(splits) && splits >= 1 && splits <= 256)) {
-        throw new Error(`Cannot bind paged attention: splits ${splits} must be an integer in [1, 256]`);
+      if (!(Number.isInteger(maxSplits) && maxSplits >= 1 && maxSplits <= MAX_ROW_SPLITS)) {
+        throw new Error(
+          `Cannot bind paged attention: maxSplits ${maxSplits} must be in [1, ${MAX_ROW_SPLITS}]`,
+        );
       }
-      const cells = rows * nHeads * splits;
-      if (splits > 1 && partAcc.size < cells * headDim * 4) {
+      const cells = rows * nHeads * maxSplits;
+      if (maxSplits > 1 && partAcc.size < cells * headDim * 4) {
         partAcc = createStorage(gpu, cells * headDim * 4, "paged attention partAcc");
       }
-      if (splits > 1 && partMl.size < cells * 8) {
+      if (maxSplits > 1 && partMl.size < cells * 8) {
         partMl = createStorage(gpu, cells * 8, "paged attention partMl");
       }
       const main = getPipeline(gpu, {
@@ -295,7 +366,6 @@ export function createPagedAttention(gpu: Gpu): Kernel<PagedAttentionArgs> {
       const params = uniformParams(gpu, [
         ["u32", rows],
         ["u32", nKvHeads],
-        ["u32", splits],
         ["f32", 1 / Math.sqrt(headDim)],
         ["u32", a.layout.blockSize],
         ["u32", a.layout.maxBlocks],
@@ -311,19 +381,42 @@ export function createPagedAttention(gpu: Gpu): Kernel<PagedAttentionArgs> {
         a.out,
         partAcc,
         partMl,
+        a.rowSplits,
+        a.dispatch,
       ]);
-      const [gx, gy] = dispatch2d(gpu, rows * nKvHeads * splits);
-      const merge = splits > 1
-        ? combine.bind({ partAcc, partMl, out: a.out, rows, nHeads, headDim, splits })
-        : null;
+      const merge = maxSplits > 1 ? bindCombine(gpu, { ...a, partAcc, partMl }) : null;
       return {
         encode(pass) {
           pass.setPipeline(main);
           pass.setBindGroup(0, bindGroup);
-          pass.dispatchWorkgroups(gx, gy);
+          pass.dispatchWorkgroupsIndirect(a.dispatch, 0);
           merge?.encode(pass);
         },
       };
     },
   };
+}
+
+function bindCombine(
+  gpu: Gpu,
+  a: PagedAttentionArgs & { partAcc: GPUBuffer; partMl: GPUBuffer },
+): Encodable {
+  const hd4 = a.headDim / 4;
+  const wg = Math.max(MAX_ROW_SPLITS, 2 ** Math.ceil(Math.log2(hd4)));
+  const pipeline = getPipeline(gpu, {
+    name: "paged_attention_combine",
+    code: COMBINE_WGSL,
+    constants: { WG: wg, HD4: hd4, NP: 2 ** Math.floor(Math.log2(wg / hd4)) },
+    bindings: [
+      "uniform",
+      "read-only-storage",
+      "read-only-storage",
+      "storage",
+      "read-only-storage",
+      "read-only-storage",
+    ],
+  });
+  const params = uniformParams(gpu, [["u32", a.rows], ["u32", a.nHeads]], "paged combine params");
+  const bindGroup = bindBuffers(gpu, pipeline, [params, a.partAcc, a.partMl, a.out, a.rowSplits, a.dispatch]);
+  return singleDispatch(pipeline, bindGroup, dispatch2d(gpu, a.rows * a.nHeads));
 }

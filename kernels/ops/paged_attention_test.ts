@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
-import { createPagedAttention, pagedAttentionSplits } from "./paged_attention.ts";
+import { createPagedAttention, pagedMaxSplits } from "./paged_attention.ts";
+import { createDispatchBuffer, MAX_ROW_SPLITS } from "./batch_rows.ts";
 import type { KvType } from "./paged_kv.ts";
 import { attentionRef } from "../core/reference.ts";
 import { checkPipelines } from "../core/gpu.ts";
@@ -10,6 +11,7 @@ import {
   readF32,
   runPass,
   uploadStorage,
+  writeBuffer,
 } from "../core/buffers.ts";
 import { randomF32, seededRandom, testGpu } from "../../tests/_gpu.ts";
 import { maxAbsDiff } from "../../tests/_assert.ts";
@@ -25,7 +27,8 @@ interface Case {
   lens: number[];
   /** rows: [slot, pos] (slot −1 = padding) */
   rows: [number, number][];
-  splits: number;
+  /** positions per split (batch_rows.ts's splitSpan) */
+  span: number;
 }
 
 /** A prefill chunk of slot 1 (positions 30..37), decode rows of three other slots, and a padding row. */
@@ -41,10 +44,10 @@ const MIXED: [number, number][] = [
 ];
 
 const CASES: Case[] = [
-  { nHeads: 8, nKvHeads: 4, headDim: 8, blockSize: 16, lens: [5, 38, 100, 1], rows: MIXED, splits: 1 },
-  { nHeads: 8, nKvHeads: 4, headDim: 64, blockSize: 16, lens: [5, 38, 100, 1], rows: MIXED, splits: 4 },
-  { nHeads: 32, nKvHeads: 8, headDim: 128, blockSize: 16, lens: [5, 38, 300, 1], rows: MIXED, splits: 16 },
-  { nHeads: 4, nKvHeads: 4, headDim: 16, blockSize: 4, lens: [200, 38, 100, 1], rows: MIXED, splits: 3 },
+  { nHeads: 8, nKvHeads: 4, headDim: 8, blockSize: 16, lens: [5, 38, 100, 1], rows: MIXED, span: 1024 },
+  { nHeads: 8, nKvHeads: 4, headDim: 64, blockSize: 16, lens: [5, 38, 100, 1], rows: MIXED, span: 32 },
+  { nHeads: 32, nKvHeads: 8, headDim: 128, blockSize: 16, lens: [5, 38, 300, 1], rows: MIXED, span: 64 },
+  { nHeads: 4, nKvHeads: 4, headDim: 16, blockSize: 4, lens: [200, 38, 100, 1], rows: MIXED, span: 3 },
 ];
 
 Deno.test("pagedAttention() matches the f64 reference per row for mixed prefill and decode rows", async (t) => {
@@ -87,6 +90,13 @@ Deno.test("pagedAttention() matches the f64 reference per row for mixed prefill 
         const qDim = nHeads * headDim;
         const q = randomF32(rows * qDim, rows + qDim, 3);
         const out = createStorage(gpu, rows * qDim * 4, "out");
+        // What batch_rows.ts's prepare writes: each row's split count and the grid over the largest.
+        const splits = c.rows.map(([s, p]) =>
+          Math.max(1, Math.min(MAX_ROW_SPLITS, Math.ceil((s < 0 ? 1 : p + 1) / c.span)))
+        );
+        const cap = Math.max(...splits);
+        const dispatch = createDispatchBuffer(gpu, "dispatch");
+        writeBuffer(gpu, dispatch, Uint32Array.of(rows * nKvHeads * cap, 1, 1, cap));
         const bound = kernel.bind({
           q: uploadStorage(gpu, q, "q"),
           kPool: upload(kPool, "kPool"),
@@ -100,7 +110,9 @@ Deno.test("pagedAttention() matches the f64 reference per row for mixed prefill 
           nHeads,
           nKvHeads,
           headDim,
-          splits: c.splits,
+          rowSplits: uploadStorage(gpu, Uint32Array.from(splits), "rowSplits"),
+          dispatch,
+          maxSplits: pagedMaxSplits(Math.max(...lens), c.span),
         });
         await checkPipelines(gpu);
         runPass(gpu, (pass) => bound.encode(pass));
@@ -124,10 +136,49 @@ Deno.test("pagedAttention() matches the f64 reference per row for mixed prefill 
       });
     }
   }
-  await t.step("split counts fill the GPU for decode and stay 1 for long prefill", () => {
-    assert.equal(pagedAttentionSplits(1, 8, 4096), 64);
-    assert.equal(pagedAttentionSplits(512, 8, 4096), 1);
-    assert.equal(pagedAttentionSplits(4, 8, 40), 2);
+  await t.step("a row's result does not depend on the other rows of the batch", async () => {
+    // Row 0 (slot 0 at position 99) alone, then with 9 other rows: its output bits must not change.
+    const { nHeads, nKvHeads, headDim } = { nHeads: 8, nKvHeads: 4, headDim: 64 };
+    const kvDim = nKvHeads * headDim;
+    const blockSize = 16;
+    const maxBlocks = 8;
+    const table = Uint32Array.from({ length: 2 * maxBlocks }, (_, i) => i);
+    const pool = (seed: number) =>
+      uploadStorage(gpu, randomF32(2 * maxBlocks * blockSize * kvDim, seed), "pool");
+    const kPool = pool(1);
+    const vPool = pool(2);
+    const q = randomF32(10 * nHeads * headDim, 3, 3);
+    const run = async (rows: number) => {
+      const pos = Array.from({ length: rows }, (_, r) => r === 0 ? 99 : 20 + r * 9);
+      const splits = pos.map((p) => Math.ceil((p + 1) / 16));
+      const dispatch = createDispatchBuffer(gpu, "dispatch");
+      writeBuffer(
+        gpu,
+        dispatch,
+        Uint32Array.of(rows * nKvHeads * Math.max(...splits), 1, 1, Math.max(...splits)),
+      );
+      const out = createStorage(gpu, rows * nHeads * headDim * 4, "out");
+      const bound = kernel.bind({
+        q: uploadStorage(gpu, q.subarray(0, rows * nHeads * headDim), "q"),
+        kPool,
+        vPool,
+        rowPos: uploadStorage(gpu, Uint32Array.from(pos), "rowPos"),
+        rowSlot: uploadStorage(gpu, Uint32Array.from(pos, (_, r) => r % 2), "rowSlot"),
+        blockTable: uploadStorage(gpu, table, "table"),
+        out,
+        layout: { blockSize, maxBlocks, kvType: "f32" },
+        rows,
+        nHeads,
+        nKvHeads,
+        headDim,
+        rowSplits: uploadStorage(gpu, Uint32Array.from(splits), "rowSplits"),
+        dispatch,
+        maxSplits: 8,
+      });
+      runPass(gpu, (pass) => bound.encode(pass));
+      return await readF32(gpu, out, nHeads * headDim);
+    };
+    assert.deepEqual(await run(10), await run(1));
   });
   gpu.device.destroy();
 });
