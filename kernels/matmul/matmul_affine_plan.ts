@@ -118,11 +118,15 @@ export function planMatmulAffine(spec: MatmulAffineSpec, shape: AffineShape): Ma
     // Defaults from a first, noisy H100 sweep (4-bit g128, 4096/14336 shapes): NR 2 beat 4 and 8, a
     // 128-invocation workgroup helped one row, 8 rows wanted TPR 16. Re-tune with `spec.tune`.
     const staged = t.staged ?? true;
-    const wg = t.wg ?? (rows <= 2 ? 128 : 256);
+    // A pinned GEMV (`path: "gemv"`) takes the many-row build for every row count, so a row's K split,
+    // and with it its sums, never depends on how many rows share the dispatch.
+    const many = rows > 2 || spec.path === "gemv";
+    const wg = t.wg ?? (many ? 256 : 128);
     const nr = t.nr ?? 2;
-    // Two staged tiles of ROWS · TPR · 144 bytes must fit workgroup memory.
-    const fits = (n: number) => 2 * rows * n * 144 <= (shape.maxWorkgroupBytes ?? 32768);
-    const tpr = t.tpr ?? (rows <= 2 ? 32 : [16, 8].find(fits) ?? 8);
+    // Two staged tiles of ROWS · TPR · 144 bytes must fit workgroup memory (sized for 8 rows when pinned).
+    const sized = spec.path === "gemv" ? AFFINE_BATCH_ROWS : rows;
+    const fits = (n: number) => 2 * sized * n * 144 <= (shape.maxWorkgroupBytes ?? 32768);
+    const tpr = t.tpr ?? (many ? [16, 8].find(fits) ?? 8 : 32);
     const shader: AffineShaderSpec = {
       path: "gemv",
       bits,
@@ -133,7 +137,7 @@ export function planMatmulAffine(spec: MatmulAffineSpec, shape: AffineShape): Ma
       unrollK: t.unrollK ?? 1,
       staged,
       // Factoring scale and zero out of a piece saves an FMA per code but holds NR·ROWS more sums.
-      perCode: t.perCode ?? rows > 2,
+      perCode: t.perCode ?? many,
     };
     if (wg % tpr !== 0 || tpr < Math.min(rows * nr, 8)) {
       throw new Error(
