@@ -184,7 +184,10 @@ export function createEngine(
       }),
     }));
     const seqs: Seq[] = scheduler.add(s.entry, inits);
-    const cancel = () => seqs.forEach((seq) => scheduler.cancel(seq));
+    const cancel = () => {
+      seqs.forEach((seq) => scheduler.cancel(seq));
+      channel.close(); // a reader waiting for the next event ends now
+    };
     signal?.addEventListener("abort", cancel);
     try {
       if (signal?.aborted) return;
