@@ -22,6 +22,7 @@ export class EventChannel {
       this.#queue[this.#queue.length - 1] = {
         ...last,
         text: last.text + ev.text,
+        tokens: (last.tokens ?? 0) + (ev.tokens ?? 0),
         ...(logprobs.length > 0 ? { logprobs } : {}),
       };
     } else {
@@ -86,7 +87,7 @@ export function createChoice(spec: ChoiceSpec): SeqSink {
   const end = (finishReason: "stop" | "length", flush: boolean) => {
     if (flush) {
       const tail = stops.push(decoder.flush()).emit + stops.flush();
-      if (tail) channel.push({ type: "delta", index, text: tail });
+      if (tail) channel.push({ type: "delta", index, text: tail, tokens: 0 });
     }
     ended = true;
     channel.push({
@@ -108,9 +109,7 @@ export function createChoice(spec: ChoiceSpec): SeqSink {
       }
       const r = stops.push(decoder.push(id));
       const logprobs = spec.logprobs !== null && record ? [readLogprob(tokenizer, id, record)] : null;
-      if (r.emit || logprobs) {
-        channel.push({ type: "delta", index, text: r.emit, ...(logprobs ? { logprobs } : {}) });
-      }
+      channel.push({ type: "delta", index, text: r.emit, tokens: 1, ...(logprobs ? { logprobs } : {}) });
       if (r.stopped) {
         end("stop", false);
         return true;

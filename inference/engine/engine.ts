@@ -60,6 +60,11 @@ export interface BatchOptions {
   kvCacheDtype: KvType;
   /** steps per chunk at most */
   maxChunk: number;
+  /**
+   * Aim for chunks of this much GPU time: ids reach clients in bursts of one chunk, so shorter chunks
+   * smooth the inter-token latency, longer ones cost fewer readbacks (≥ 10 ms each in Deno).
+   */
+  chunkTargetMs: number;
 }
 
 /** Defaults of {@link BatchOptions}. */
@@ -71,6 +76,7 @@ export const BATCH_DEFAULTS: Readonly<BatchOptions> = Object.freeze({
   maxModelLen: null,
   kvCacheDtype: "f16",
   maxChunk: 16,
+  chunkTargetMs: 15,
 });
 
 /** logit_bias entries per request (OpenAI's limit) and ids min_tokens may ban (EOS + stop_token_ids). */
@@ -93,7 +99,7 @@ export function createEngine(
   { log = console.log, batch = {} }: { log?: (msg: string) => void; batch?: Partial<BatchOptions> } = {},
 ): EngineHandle {
   const opts: BatchOptions = { ...BATCH_DEFAULTS, ...batch };
-  const scheduler = new Scheduler({ log });
+  const scheduler = new Scheduler({ chunkTargetMs: opts.chunkTargetMs });
   let served: Served | null = null;
   const all: Served[] = [];
   let state: EngineStatus["state"] = "loading";
@@ -308,6 +314,7 @@ function mixSeed(seed: number, index: number): number {
 /** Renders and tokenizes the prompt of a request. */
 function promptIds(m: LoadedModel, request: GenerateRequest): number[] {
   const input = request.input;
+  if (input.kind === "tokens") return input.ids;
   if (input.kind === "text") return m.tokenizer.encode(input.prompt, { addSpecialTokens: true });
   if (!m.chatTemplate) {
     throw new EngineInputError(

@@ -109,8 +109,6 @@ export interface SchedulerOptions {
   readAhead?: number;
   /** aim for chunks of about this many milliseconds of GPU time (ids arrive in bursts of one chunk) */
   chunkTargetMs?: number;
-  /** log line sink */
-  log?: (msg: string) => void;
 }
 
 /** The batching loop. */
@@ -129,7 +127,7 @@ export class Scheduler {
   promptTokens = 0;
   generatedTokens = 0;
 
-  constructor({ readAhead = 3, chunkTargetMs = 40 }: SchedulerOptions = {}) {
+  constructor({ readAhead = 3, chunkTargetMs = 15 }: SchedulerOptions = {}) {
     this.#readAhead = readAhead;
     this.#targetMs = chunkTargetMs;
     this.#loop().catch((err) => this.#failAll(err as Error));

@@ -24,7 +24,9 @@ export interface SamplingParams {
 /** One generation request, already tokenized-free: the engine tokenizes. */
 export type GenerateInput =
   | { kind: "chat"; messages: ChatMessage[] }
-  | { kind: "text"; prompt: string };
+  | { kind: "text"; prompt: string }
+  /** Prompt token ids as they are (benchmarks; the HTTP API does not take ids). */
+  | { kind: "tokens"; ids: number[] };
 
 export interface GenerateRequest {
   input: GenerateInput;
@@ -69,9 +71,10 @@ export type TokenEvent =
   | { type: "start"; promptTokens: number }
   /**
    * `text` is the new, safe-to-emit piece (never a partial UTF-8 sequence or a partial stop string) of
-   * choice `index` (absent: 0); `logprobs` holds the tokens consumed since the last delta when asked.
+   * choice `index` (absent: 0); `logprobs` holds the tokens consumed since the last delta when asked, and
+   * `tokens` counts them.
    */
-  | { type: "delta"; text: string; index?: number; logprobs?: TokenLogprob[] }
+  | { type: "delta"; text: string; index?: number; logprobs?: TokenLogprob[]; tokens?: number }
   /** One per choice; the iterator ends after the last choice's. */
   | {
     type: "end";
