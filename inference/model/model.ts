@@ -233,7 +233,6 @@ export function bindForwardSteps(
   const pin = path ? { path } : {};
   const siluMul = createSiluMul(gpu);
   const eps = c.normEps;
-  const heads = { nHeads: c.nHeads, nKvHeads: c.nKvHeads, headDim: c.headDim };
   const fused = (ls: GpuLinear[]) => ls.every((l) => fusesPrologue(l, rows, "norm", path));
   // The norm step, unless every consumer applies it itself; then the consumers read s.x.
   const normed = (weight: GPUBuffer, ls: GpuLinear[]): ForwardStep[] =>
