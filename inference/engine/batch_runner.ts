@@ -89,13 +89,16 @@ export interface BatchRunnerOptions {
   maxBan: number;
 }
 
-/** Rows of a plan: exact up to 16, then multiples of 16 up to 256, then of 64 (bounds the plan count). */
+/**
+ * Rows of a plan: exact up to 16, then multiples of 8 (a decode GEMV dispatch serves 8 rows, so padding never
+ * costs one more weight read) up to 256, then of 64 (bounds the plan count).
+ */
 export function rowBucket(n: number, max: number): number {
-  const b = n <= 16 ? n : n <= 256 ? Math.ceil(n / 16) * 16 : Math.ceil(n / 64) * 64;
+  const b = n <= 16 ? n : n <= 256 ? Math.ceil(n / 8) * 8 : Math.ceil(n / 64) * 64;
   return Math.min(Math.max(b, 1), max);
 }
 
-const MAX_PLANS = 48;
+const MAX_PLANS = 64;
 
 /** A model's batched forwards over a shared KV cache. */
 export class BatchRunner {

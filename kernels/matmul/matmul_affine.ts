@@ -4,8 +4,10 @@
  *   y[r, yColOffset + o] (+)= Σ_c x[xRowOffset + r, c] · Q[o, c]      (f32 accumulation)
  * The dense matrix is never materialised. Same argument conventions and paths as matmul.ts; the planner
  * is matmul_affine_plan.ts, the WGSL is built in matmul_affine_wgsl.ts and matmul_affine_q8_wgsl.ts.
- * - q8 GEMV (rows ≤ 2, decode, the default): int8 activations and `dot4I8Packed`, optionally with the
- *   preceding RMSNorm or SiLU·mul and up to three matrices sharing x in one dispatch (q8 WGSL header).
+ * - q8 GEMV (rows ≤ 2, decode, the default; any row count in dispatches of 8 rows with `path: "gemv"`, the
+ *   batched engine's decode rows): int8 activations and `dot4I8Packed`, optionally with the preceding RMSNorm
+ *   or SiLU·mul and up to three matrices sharing x in one dispatch (q8 WGSL header). A row's sums do not
+ *   depend on how many rows a dispatch serves (fixed reduction order).
  * - f32 GEMV (rows ≤ 8, or `activations: "f32"`): TPR invocations split K for NR output rows, one 32-column
  *   piece per invocation per K step; each K step's activations are staged in workgroup memory
  *   (double-buffered, coalesced) and reused for the NR rows; codes become floats with a mantissa trick

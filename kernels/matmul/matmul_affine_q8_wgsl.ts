@@ -1,6 +1,6 @@
 /**
  * WGSL for the decode GEMV of kernels/matmul_affine.ts with int8 activations ("q8" path, 2-, 3- and 4-bit
- * codes, 1–2 activation rows), built by TypeScript like matmul_affine_wgsl.ts.
+ * codes, 1–8 activation rows), built by TypeScript like matmul_affine_wgsl.ts.
  *
  * Why: the f32 GEMV spends three instructions per code (shift, mask, FMA) and tops out near half the
  * read ceiling on the H100. Here each invocation quantizes its own 32-column pieces of x once to int8

@@ -155,7 +155,8 @@ export async function readJsonBody(c: Context): Promise<unknown> {
 
 /**
  * Starts a generation and waits for its first event, so that input errors (EngineInputError) surface as a
- * proper HTTP error before any response byte is sent. This also waits for the request's turn in the queue.
+ * proper HTTP error (400, 429) before any response byte is sent. The engine's first event ("start") comes
+ * as soon as the request is queued, so a streaming response's headers go out while it waits for a slot.
  * @param engine The engine.
  * @param request The validated request.
  * @param signal Fires when the client goes away.
