@@ -115,6 +115,11 @@ export interface SchedulerOptions {
 export class Scheduler {
   #entries: ModelEntry[] = [];
   #live = new Set<Seq>();
+  /**
+   * Sequences preempted while a chunk is planned. Their slots stay out of use until that chunk is submitted:
+   * its earlier steps still read the slot's state, and a new owner's writes would land before them.
+   */
+  #preempted: Seq[] = [];
   #inflight: Chunk[] = [];
   #wake: (() => void) | null = null;
   #admitted = 0;
@@ -230,14 +235,20 @@ export class Scheduler {
       if (!decode && !prefill) break;
       if (prefill && prefill[1].length > 0) break; // a first id: deliver it without waiting for a long chunk
     }
-    if (specs.length === 0) return false;
-    for (const seq of chunk.seqs) seq.inFlight++;
-    chunk.steps = specs.length;
-    chunk.submitted = performance.now();
-    chunk.result = entry.runner.submit(specs, logprobs);
-    chunk.result.catch(() => {}); // awaited in order by #readOldest
-    this.#inflight.push(chunk);
-    return true;
+    if (specs.length > 0) {
+      for (const seq of chunk.seqs) seq.inFlight++;
+      chunk.steps = specs.length;
+      chunk.submitted = performance.now();
+      chunk.result = entry.runner.submit(specs, logprobs);
+      chunk.result.catch(() => {}); // awaited in order by #readOldest
+      this.#inflight.push(chunk);
+    }
+    for (const seq of this.#preempted.splice(0)) {
+      seq.model.freeSlots.push(seq.slot);
+      seq.slot = -1;
+      this.#requeueIfIdle(seq);
+    }
+    return specs.length > 0;
   }
 
   /** One row for every sequence that decodes; null when none does. */
@@ -286,11 +297,14 @@ export class Scheduler {
       const head = entry.waiting[0];
       const group = head.group.filter((s) => s.state === "waiting" && entry.waiting.includes(s));
       const fresh = group.length > 1 && group.every((s) => s.output.length === 0 && s.sampledBase === 0);
-      const members = fresh ? group : [head];
       const len = head.prompt.length;
-      const shared = fresh ? Math.floor((len - 1) / cache.shape.blockSize) : 0;
-      const need = cache.blocksFor(len) + (members.length - 1) * (cache.blocksFor(len) - shared);
-      if (entry.freeSlots.length < members.length || cache.freeBlocks < need + watermark) return;
+      let members = fresh ? group : [head];
+      let shared = fresh ? Math.floor((len - 1) / cache.shape.blockSize) : 0;
+      const needOf = (m: number) => cache.blocksFor(len) + (m - 1) * (cache.blocksFor(len) - shared);
+      if (needOf(members.length) > cache.shape.numBlocks) [members, shared] = [[head], 0]; // never fits together
+      // Keep a little room for running sequences to grow; an idle cache takes any prompt that fits.
+      const room = this.#cacheBusy(cache) ? watermark : 0;
+      if (entry.freeSlots.length < members.length || cache.freeBlocks < needOf(members.length) + room) return;
       const parentBlocks = cache.allocate(cache.blocksFor(len))!;
       members.forEach((seq, i) => {
         const own = i === 0 ? parentBlocks : cache.allocate(cache.blocksFor(len) - shared)!;
@@ -305,6 +319,11 @@ export class Scheduler {
       });
       entry.waiting = entry.waiting.filter((s) => !members.includes(s));
     }
+  }
+
+  /** Whether any model's running sequences hold blocks of `cache`. */
+  #cacheBusy(cache: KvCache): boolean {
+    return this.#entries.some((e) => e.runner.cache === cache && e.running.length > 0);
   }
 
   #install(entry: ModelEntry, seq: Seq): void {
@@ -350,9 +369,13 @@ export class Scheduler {
       for (const s of e.running) if (!victim || s.admittedAt > victim.admittedAt) victim = s;
     }
     if (!victim) throw new Error("Cannot grow the KV cache: nothing to preempt");
-    this.#release(victim);
+    // Blocks may go to others at once (a later step writes a position before reading it); the slot may not.
+    const e = victim.model;
+    e.runner.cache.release(victim.blocks);
+    victim.blocks = [];
+    e.running = e.running.filter((s) => s !== victim);
     victim.state = "preempted";
-    this.#requeueIfIdle(victim);
+    this.#preempted.push(victim);
   }
 
   #requeueIfIdle(seq: Seq): void {
@@ -368,7 +391,7 @@ export class Scheduler {
 
   #release(seq: Seq): void {
     const entry = seq.model;
-    if (seq.slot >= 0) {
+    if (seq.slot >= 0 && !this.#preempted.includes(seq)) {
       entry.runner.cache.release(seq.blocks);
       entry.freeSlots.push(seq.slot);
       entry.running = entry.running.filter((s) => s !== seq);
