@@ -221,6 +221,7 @@ export function createEngine(
       },
       promptTokensTotal: scheduler.promptTokens,
       generatedTokensTotal: scheduler.generatedTokens,
+      preemptionsTotal: scheduler.preemptions,
     };
   }
 

@@ -116,6 +116,7 @@ Deno.test("a full KV cache preempts and recomputes; every request still complete
     }
   });
   assert.ok(most >= 2, "requests ran together");
+  assert.ok(engine.counters().preemptionsTotal > 0, "the cache ran out and a sequence was recomputed");
   assert.deepEqual([engine.counters().running, engine.counters().kvBlocksUsed], [0, 0]);
   gpu.device.destroy();
 });

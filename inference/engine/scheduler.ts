@@ -16,83 +16,12 @@
  * Two models may be served at once while one replaces the other (hot swap): each has its own runner and
  * queue; the loop alternates between them and frees the old one when its last sequence ends.
  */
-import { LOGPROB_RECORD_WORDS as RECORD, type SlotSettings } from "../../kernels/ops/mod.ts";
+import { LOGPROB_RECORD_WORDS as RECORD } from "../../kernels/ops/mod.ts";
 import type { BatchRunner, ChunkResult, StepSpec } from "./batch_runner.ts";
 import type { KvCache } from "./kv_cache.ts";
+import { type ModelEntry, Seq, type SeqInit } from "./sequence.ts";
 
-/** Where a sequence's sampled ids go. */
-export interface SeqSink {
-  /** One sampled id and its logprob record (or null); returns true to stop the sequence. */
-  token(id: number, logprobs: Uint32Array | null): boolean;
-  /** The engine failed; the sequence is gone. */
-  fail(err: Error): void;
-}
-
-/** What a sequence needs to run. */
-export interface SeqInit {
-  prompt: readonly number[];
-  /** most ids to sample in all */
-  limit: number;
-  settings: SlotSettings;
-  sink: SeqSink;
-}
-
-type SeqState = "waiting" | "running" | "preempted" | "done";
-
-/** A sequence as the scheduler tracks it. */
-export class Seq {
-  readonly init: SeqInit;
-  readonly model: ModelEntry;
-  /** ids to prefill: the prompt, or prompt + output after a preemption */
-  prompt: readonly number[];
-  output: number[] = [];
-  state: SeqState = "waiting";
-  slot = -1;
-  blocks: number[] = [];
-  /** positions whose KV is written or scheduled */
-  computed = 0;
-  /** ids sampled or scheduled in this admission */
-  sampled = 0;
-  /** chunks in flight that hold rows of this sequence */
-  inFlight = 0;
-  /** the sequence whose prompt blocks below `start` this one shares (n > 1), else null */
-  parent: Seq | null = null;
-  start = 0;
-  admittedAt = 0;
-  /** sequences admitted together (one request's choices) */
-  group: Seq[];
-
-  constructor(init: SeqInit, model: ModelEntry, group: Seq[]) {
-    this.init = init;
-    this.model = model;
-    this.prompt = init.prompt;
-    this.group = group;
-  }
-
-  get prefilling(): boolean {
-    return this.computed < this.prompt.length;
-  }
-
-  /** ids of earlier admissions (already part of `prompt`) */
-  sampledBase = 0;
-
-  /** Ids this admission may sample. */
-  get budget(): number {
-    return this.init.limit - this.sampledBase;
-  }
-}
-
-/** One served model: its runner, queue and running set. */
-export interface ModelEntry {
-  runner: BatchRunner;
-  waiting: Seq[];
-  running: Seq[];
-  freeSlots: number[];
-  /** a newer model was installed: admit nothing more, free once empty */
-  draining: boolean;
-  /** called once the entry is empty after draining */
-  onDrained: () => void;
-}
+export { type ModelEntry, Seq, type SeqInit, type SeqSink } from "./sequence.ts";
 
 interface Chunk {
   entry: ModelEntry;
@@ -131,6 +60,7 @@ export class Scheduler {
   #targetMs: number;
   promptTokens = 0;
   generatedTokens = 0;
+  preemptions = 0;
 
   constructor({ readAhead = 3, chunkTargetMs = 15 }: SchedulerOptions = {}) {
     this.#readAhead = readAhead;
@@ -376,6 +306,7 @@ export class Scheduler {
     e.running = e.running.filter((s) => s !== victim);
     victim.state = "preempted";
     this.#preempted.push(victim);
+    this.preemptions++;
   }
 
   #requeueIfIdle(seq: Seq): void {

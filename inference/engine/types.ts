@@ -109,6 +109,8 @@ export interface EngineCounters {
   gpuBytes: { weights: number; kvCache: number; scratch: number };
   promptTokensTotal: number;
   generatedTokensTotal: number;
+  /** sequences preempted (KV cache full) and recomputed later */
+  preemptionsTotal: number;
 }
 
 /** The engine as the server sees it: continuous batching over the GPU. */
