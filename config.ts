@@ -43,6 +43,23 @@ export interface Config {
   /** Decode activations of affine GEMVs: int8 per 32 columns ("q8", faster) or exact "f32". */
   decodeActivations: "q8" | "f32";
   quant: QuantConfig | null;
+  /** Continuous batching and the KV cache. */
+  serving: ServingConfig;
+}
+
+/** How many requests are served at once and how the KV cache is sized. */
+export interface ServingConfig {
+  /** Sequences decoding at once. */
+  maxNumSeqs: number;
+  /** Rows of one forward: a token of every running sequence plus pieces of prompts (chunked prefill). */
+  maxNumBatchedTokens: number;
+  /** Context per sequence; null means the model's, capped so one sequence fits the cache. */
+  maxModelLen: number | null;
+  /** KV cache budget: bytes, or a fraction of max-num-seqs full-length sequences; null: the default. */
+  kvCacheMemory: { bytes: number } | { fraction: number } | null;
+  kvCacheDtype: "f16" | "f32";
+  /** Sequences waiting for a slot before new requests get 429. */
+  maxQueuedRequests: number;
 }
 
 /** A bad command line; main.ts prints the message and exits 2. */
@@ -70,6 +87,17 @@ Serving:
                               Decode GEMVs of affine weights quantize activations to int8 per 32
                               columns and use int8 dot products (q8, default, faster), or stay exact f32
 
+Batching (many clients at once):
+  --max-num-seqs <n>          Sequences decoding at once (default 64)
+  --max-num-batched-tokens <n>
+                              Rows per forward: one per running sequence plus prompt pieces (default 512)
+  --max-model-len <n>         Context per sequence (default: the model's, capped so one sequence fits)
+  --kv-cache-memory <size>    KV cache: bytes (e.g. 8GiB, 512MiB, 2e9) or a fraction in (0, 1] of what
+                              max-num-seqs sequences of max-model-len need (default: that, at most
+                              8 GiB on a GPU, 512 MiB on a CPU adapter)
+  --kv-cache-dtype <f16|f32>  KV cache element type (default f16)
+  --max-queued-requests <n>   Sequences waiting for a slot before requests get 429 (default 1024)
+
 Quantization at load (off by default):
   --quantize <method>         rtn | gptq | leanquant-nu | leanquant-aff
   --bits <2|3|4>              Bits per weight (default 4)
@@ -95,6 +123,12 @@ const VALUE_FLAGS = [
   "--calib",
   "--nsamples",
   "--seed",
+  "--max-num-seqs",
+  "--max-num-batched-tokens",
+  "--max-model-len",
+  "--kv-cache-memory",
+  "--kv-cache-dtype",
+  "--max-queued-requests",
 ];
 const QUANT_ONLY = ["--bits", "--group-size", "--calib", "--nsamples", "--seed"];
 /** Flags that change nothing for a method are errors, so that a typo'd intent does not pass silently. */
@@ -140,12 +174,63 @@ export function parseConfig(args: string[], env: Record<string, string | undefin
       ["q8", "f32"] as const,
     ),
     quant: parseQuant(flags),
+    serving: parseServing(flags),
   };
   if (config.host === "") throw new ConfigError('Cannot use --host "": expected an address');
   if (!help && config.servedModelName === "") {
     throw new ConfigError('Cannot use --served-model-name "": expected a name');
   }
-  return Object.freeze({ ...config, quant: config.quant && Object.freeze(config.quant) });
+  return Object.freeze({
+    ...config,
+    quant: config.quant && Object.freeze(config.quant),
+    serving: Object.freeze(config.serving),
+  });
+}
+
+function parseServing(flags: Map<string, string>): ServingConfig {
+  const maxNumSeqs = optionalInt(flags, "--max-num-seqs", 1, 4096) ?? 64;
+  const maxNumBatchedTokens = optionalInt(flags, "--max-num-batched-tokens", 1, 1 << 20) ??
+    Math.max(512, maxNumSeqs);
+  if (maxNumBatchedTokens < maxNumSeqs) {
+    throw new ConfigError(
+      `Cannot use --max-num-batched-tokens ${maxNumBatchedTokens}: a forward must hold a row of each of ` +
+        `--max-num-seqs ${maxNumSeqs} sequences`,
+    );
+  }
+  return {
+    maxNumSeqs,
+    maxNumBatchedTokens,
+    maxModelLen: optionalInt(flags, "--max-model-len", 2, 1 << 24) ?? null,
+    kvCacheMemory: parseMemory(flags.get("--kv-cache-memory")),
+    kvCacheDtype: oneOf(flags.get("--kv-cache-dtype") ?? "f16", "--kv-cache-dtype", ["f16", "f32"] as const),
+    maxQueuedRequests: optionalInt(flags, "--max-queued-requests", 0, 1 << 24) ?? 1024,
+  };
+}
+
+const UNITS: Record<string, number> = {
+  "": 1,
+  b: 1,
+  kb: 1e3,
+  mb: 1e6,
+  gb: 1e9,
+  kib: 2 ** 10,
+  mib: 2 ** 20,
+  gib: 2 ** 30,
+};
+
+/** `--kv-cache-memory`: "8GiB", "512MiB", "2e9" (bytes) or "0.5" (a fraction in (0, 1]). */
+function parseMemory(text: string | undefined): ServingConfig["kvCacheMemory"] {
+  if (text === undefined) return null;
+  const m = /^\s*([0-9.]+(?:e[0-9]+)?)\s*([a-z]*)\s*$/i.exec(text);
+  const value = m ? Number(m[1]) : NaN;
+  const unit = m ? UNITS[m[2].toLowerCase()] : undefined;
+  if (!(Number.isFinite(value) && value > 0) || unit === undefined) {
+    throw new ConfigError(
+      `Cannot use --kv-cache-memory "${text}": expected bytes (e.g. 8GiB, 512MiB, 2e9) or a fraction in (0, 1]`,
+    );
+  }
+  if (m![2] === "" && value <= 1) return { fraction: value };
+  return { bytes: Math.floor(value * unit) };
 }
 
 function parseQuant(flags: Map<string, string>): QuantConfig | null {

@@ -13,6 +13,14 @@ Deno.test("parseConfig() fills the documented defaults", () => {
     dtype: "auto",
     decodeActivations: "q8",
     quant: null,
+    serving: {
+      maxNumSeqs: 64,
+      maxNumBatchedTokens: 512,
+      maxModelLen: null,
+      kvCacheMemory: null,
+      kvCacheDtype: "f16",
+      maxQueuedRequests: 1024,
+    },
   });
   assert.ok(Object.isFrozen(config));
 });
@@ -41,6 +49,16 @@ Deno.test("parseConfig() reads every flag, in both spellings", () => {
     "16",
     "--seed",
     "7",
+    "--max-num-seqs=8",
+    "--max-num-batched-tokens",
+    "64",
+    "--max-model-len",
+    "2048",
+    "--kv-cache-memory",
+    "1.5GiB",
+    "--kv-cache-dtype=f32",
+    "--max-queued-requests",
+    "3",
   ], { PORT: "1234" });
   assert.deepEqual(config, {
     help: false,
@@ -52,8 +70,28 @@ Deno.test("parseConfig() reads every flag, in both spellings", () => {
     dtype: "f16",
     decodeActivations: "f32",
     quant: { method: "leanquant-aff", bits: 3, groupSize: 0, calib: "calib.txt", nsamples: 16, seed: 7 },
+    serving: {
+      maxNumSeqs: 8,
+      maxNumBatchedTokens: 64,
+      maxModelLen: 2048,
+      kvCacheMemory: { bytes: 1.5 * 2 ** 30 },
+      kvCacheDtype: "f32",
+      maxQueuedRequests: 3,
+    },
   });
   assert.ok(Object.isFrozen(config.quant));
+  assert.ok(Object.isFrozen(config.serving));
+  const memory = (text: string) =>
+    parseConfig(["--model", "m", "--kv-cache-memory", text], {}).serving.kvCacheMemory;
+  assert.deepEqual(memory("0.25"), { fraction: 0.25 });
+  assert.deepEqual(memory("2e9"), { bytes: 2e9 });
+  assert.deepEqual(memory("512MiB"), { bytes: 512 * 2 ** 20 });
+  assert.throws(() => memory("lots"), ConfigError);
+  assert.throws(() => memory("-1"), ConfigError);
+  assert.throws(
+    () => parseConfig(["--model", "m", "--max-num-seqs", "64", "--max-num-batched-tokens", "32"], {}),
+    /a row of each/,
+  );
 });
 
 Deno.test("parseConfig() takes PORT from the environment and quantization defaults", () => {

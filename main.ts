@@ -29,7 +29,17 @@ async function main(): Promise<number> {
   console.log(`[leanserve] ${describeGpu(gpu)}`);
   if (gpu.isCpu) console.warn("[leanserve] warning: serving on a CPU adapter (llvmpipe); expect low speed");
 
-  const engine = createEngine(config.servedModelName);
+  const sv = config.serving;
+  const engine = createEngine(config.servedModelName, {
+    batch: {
+      maxNumSeqs: sv.maxNumSeqs,
+      maxNumBatchedTokens: sv.maxNumBatchedTokens,
+      maxModelLen: sv.maxModelLen,
+      kvCacheMemory: sv.kvCacheMemory,
+      kvCacheDtype: sv.kvCacheDtype,
+      maxQueued: sv.maxQueuedRequests,
+    },
+  });
   const app = createApp({ engine, config, generationDefaults: samplingFromGenerationConfig(generationJson) });
   const server = Deno.serve({
     hostname: config.host,
@@ -48,7 +58,13 @@ async function main(): Promise<number> {
     });
     engine.setModel(model);
     const seconds = ((performance.now() - started) / 1000).toFixed(1);
-    console.log(`[leanserve] model "${model.modelId}" ready in ${seconds} s`);
+    const c = engine.counters();
+    console.log(
+      `[leanserve] model "${model.modelId}" ready in ${seconds} s; KV cache ${c.kvBlocksTotal} blocks ` +
+        `(${
+          (c.gpuBytes.kvCache / 2 ** 20).toFixed(0)
+        } MiB), max model length ${engine.status().contextLength}`,
+    );
   } catch (err) {
     engine.setStatus("error", (err as Error).message);
     console.error(`[leanserve] error: ${(err as Error).message}`);

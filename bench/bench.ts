@@ -38,9 +38,13 @@ const { values } = parseArgs({
 const gpu = await requestGpu();
 console.log(`adapter: ${describeGpu(gpu)}`);
 const loadStart = performance.now();
-const model = values.random ? await randomModel(values.random) : await loadModel(gpu, values.model, {
-  weightType: values.dtype as WeightType | "auto",
-});
+const model = values.random ? await randomModel(values.random) : await loadedModel();
+
+/** A model folder with its own single-sequence runner (the engine serves through batch_runner.ts). */
+async function loadedModel() {
+  const m = await loadModel(gpu, values.model, { weightType: values.dtype as WeightType | "auto" });
+  return { ...m, runner: createSequenceRunner(gpu, m.config, m.weights, { maxPrefillRows: 256 }) };
+}
 const weightType = model.weights.lmHead.weightType;
 console.log(
   `model: ${model.modelId} (${model.config.nLayers} layers, dim ${model.config.dim}, ${weightType}), ` +

@@ -34,6 +34,22 @@ export const PRESETS: Record<string, Record<string, unknown>> = {
     tie_word_embeddings: false,
     torch_dtype: "bfloat16",
   },
+  // For checking that the benchmarks run at all (lavapipe); its figures mean nothing.
+  "tiny": {
+    architectures: ["LlamaForCausalLM"],
+    model_type: "llama",
+    hidden_size: 256,
+    intermediate_size: 512,
+    num_hidden_layers: 2,
+    num_attention_heads: 4,
+    num_key_value_heads: 2,
+    vocab_size: 512,
+    max_position_embeddings: 1024,
+    rms_norm_eps: 1e-5,
+    rope_theta: 10000,
+    tie_word_embeddings: false,
+    torch_dtype: "bfloat16",
+  },
   "lq-49m": {
     architectures: ["LlamaForCausalLM"],
     model_type: "llama",

@@ -1,6 +1,6 @@
 /**
  * The HTTP app: OpenAI-compatible routes over one Engine, errors in OpenAI's shape.
- * The server does not queue: the engine runs requests one after another (inference/types.ts).
+ * The server does not queue: the engine batches requests and bounds its own queue (inference/engine).
  */
 import { Hono, type MiddlewareHandler } from "hono";
 import type { Engine, SamplingParams } from "../inference/engine/mod.ts";
@@ -85,6 +85,7 @@ export function createApp(
       logError(`${c.req.method} ${c.req.path} failed`, err);
       apiError = internalError();
     }
+    if (apiError.retryAfter !== null) c.header("Retry-After", String(apiError.retryAfter));
     return c.json(toErrorBody(apiError), apiError.status);
   });
   return app;

@@ -129,6 +129,7 @@ Deno.test("POST /v1/chat/completions answers a chat.completion with usage", asyn
   assert.deepEqual(engine.requests[0], {
     input: { kind: "chat", messages: [{ role: "user", content: "Hi" }] },
     maxTokens: 5,
+    maxTokensStrict: true,
     stop: [],
     sampling: { temperature: 0, topP: 0.9, topK: 40, minP: 0, seed: null },
   });
@@ -248,7 +249,7 @@ Deno.test("invalid requests get 400 invalid_request_error naming the field", asy
   const cases: [unknown, string | null][] = [
     ["{not json", null],
     [{ model: "m" }, "messages"],
-    [{ ...CHAT, n: 2 }, "n"],
+    [{ ...CHAT, n: 0 }, "n"],
     [{ ...CHAT, temperature: 3 }, "temperature"],
     [{ messages: [{ role: "wizard", content: "x" }] }, "messages[0].role"],
   ];

@@ -5,10 +5,10 @@
  */
 import { HTTPException } from "hono/http-exception";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
-import { EngineInputError } from "../inference/engine/mod.ts";
+import { EngineBusyError, EngineInputError } from "../inference/engine/mod.ts";
 
 /** OpenAI error `type` values this server uses. */
-export type ApiErrorType = "invalid_request_error" | "not_found_error" | "server_error";
+export type ApiErrorType = "invalid_request_error" | "not_found_error" | "rate_limit_error" | "server_error";
 
 /** The JSON body of every error response (and of the error event of a failed stream). */
 export interface ErrorBody {
@@ -21,6 +21,8 @@ export class ApiError extends Error {
   readonly param: string | null;
   /** A machine-readable code, e.g. "model_loading". */
   readonly code: string | null;
+  /** Seconds for a `Retry-After` header (429), or null. */
+  readonly retryAfter: number | null;
 
   /**
    * @param status HTTP status of the response.
@@ -32,12 +34,17 @@ export class ApiError extends Error {
     readonly status: ContentfulStatusCode,
     readonly type: ApiErrorType,
     message: string,
-    { param = null, code = null }: { param?: string | null; code?: string | null } = {},
+    { param = null, code = null, retryAfter = null }: {
+      param?: string | null;
+      code?: string | null;
+      retryAfter?: number | null;
+    } = {},
   ) {
     super(message);
     this.name = "ApiError";
     this.param = param;
     this.code = code;
+    this.retryAfter = retryAfter;
   }
 }
 
@@ -66,14 +73,20 @@ export function invalidRequest(
 }
 
 /**
- * Maps the errors whose message is safe to show: ApiError itself, EngineInputError (400) and Hono's
- * HTTPException (its own status).
+ * Maps the errors whose message is safe to show: ApiError itself, EngineInputError (400), EngineBusyError
+ * (429 with Retry-After) and Hono's HTTPException (its own status).
  * @param err Anything thrown.
  * @returns The ApiError to send, or null for an unexpected error that must be logged and hidden.
  */
 export function asApiError(err: unknown): ApiError | null {
   if (err instanceof ApiError) return err;
   if (err instanceof EngineInputError) return invalidRequest(err.message, err.param, err.code);
+  if (err instanceof EngineBusyError) {
+    return new ApiError(429, "rate_limit_error", err.message, {
+      code: "queue_full",
+      retryAfter: err.retryAfterSeconds,
+    });
+  }
   if (err instanceof HTTPException) {
     const type = err.status < 500 ? "invalid_request_error" : "server_error";
     return new ApiError(err.status, type, err.message || `HTTP ${err.status}`);

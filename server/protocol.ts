@@ -6,6 +6,9 @@
  */
 import type { ChatMessage, GenerateRequest, SamplingParams } from "../inference/engine/mod.ts";
 import { ApiError, invalidRequest } from "./errors.ts";
+import type { ChatLogprobs, CompletionLogprobs } from "./logprobs.ts";
+
+export { chatLogprobs, completionLogprobs } from "./logprobs.ts";
 
 /** Token counts reported in `usage`. */
 export interface Usage {
@@ -27,7 +30,7 @@ export interface ChatCompletion {
     index: number;
     message: { role: "assistant"; content: string };
     finish_reason: FinishReason;
-    logprobs: null;
+    logprobs: ChatLogprobs | null;
   }[];
   usage: Usage;
 }
@@ -42,7 +45,7 @@ export interface ChatCompletionChunk {
     index: number;
     delta: { role?: "assistant"; content?: string };
     finish_reason: FinishReason | null;
-    logprobs: null;
+    logprobs: ChatLogprobs | null;
   }[];
   usage?: Usage | null;
 }
@@ -53,7 +56,12 @@ export interface TextCompletion {
   object: "text_completion";
   created: number;
   model: string;
-  choices: { index: number; text: string; finish_reason: FinishReason | null; logprobs: null }[];
+  choices: {
+    index: number;
+    text: string;
+    finish_reason: FinishReason | null;
+    logprobs: CompletionLogprobs | null;
+  }[];
   usage?: Usage | null;
 }
 
@@ -88,6 +96,10 @@ export const BUILTIN_SAMPLING: Readonly<SamplingParams> = Object.freeze({
 
 const ROLES = ["system", "user", "assistant", "developer", "tool"];
 const MAX_STOP = 4;
+const MAX_N = 128;
+const MAX_TOP_LOGPROBS = 20;
+const MAX_LOGIT_BIAS = 300;
+const MAX_STOP_TOKEN_IDS = 32;
 
 type Body = Record<string, unknown>;
 
@@ -114,8 +126,10 @@ export function parseChatRequest(body: unknown, defaults: RequestDefaults = {}):
   const messages = raw.map((m, i) => parseMessage(m, `messages[${i}]`));
   // 3. Chat-only features we do not implement.
   rejectChatExtras(b);
-  // 4. Fields shared with /v1/completions.
-  return parseCommon(b, { kind: "chat", messages }, defaults);
+  // 4. logprobs (a boolean) and top_logprobs (0..20).
+  const logprobs = parseChatLogprobs(b);
+  // 5. Fields shared with /v1/completions.
+  return parseCommon(b, { kind: "chat", messages }, defaults, logprobs);
 }
 
 /**
@@ -136,9 +150,22 @@ export function parseCompletionRequest(body: unknown, defaults: RequestDefaults 
   // 3. Legacy options that would change the output shape.
   if (given(b.echo) && b.echo !== false) throw unsupported("echo", "echo is not supported");
   if (given(b.suffix) && b.suffix !== "") throw unsupported("suffix", "suffix is not supported");
-  if (given(b.best_of) && b.best_of !== 1) throw unsupported("best_of", "only best_of = 1 is supported");
-  // 4. Fields shared with /v1/chat/completions.
-  return parseCommon(b, { kind: "text", prompt }, defaults);
+  if (given(b.best_of) && b.best_of !== (b.n ?? 1)) {
+    throw unsupported("best_of", "only best_of = n is supported");
+  }
+  // 4. logprobs: the number of top alternatives per token (0..20), as vLLM allows.
+  let logprobs: number | null = null;
+  if (given(b.logprobs)) {
+    if (
+      !Number.isSafeInteger(b.logprobs) || (b.logprobs as number) < 0 ||
+      (b.logprobs as number) > MAX_TOP_LOGPROBS
+    ) {
+      throw badValue("logprobs", b.logprobs, `an integer from 0 to ${MAX_TOP_LOGPROBS}`);
+    }
+    logprobs = b.logprobs as number;
+  }
+  // 5. Fields shared with /v1/chat/completions.
+  return parseCommon(b, { kind: "text", prompt }, defaults, logprobs);
 }
 
 /**
@@ -157,24 +184,21 @@ export function samplingFromGenerationConfig(json: unknown): Partial<SamplingPar
   }
 }
 
-function parseCommon(b: Body, input: GenerateRequest["input"], defaults: RequestDefaults): ParsedRequest {
+function parseCommon(
+  b: Body,
+  input: GenerateRequest["input"],
+  defaults: RequestDefaults,
+  logprobs: number | null,
+): ParsedRequest {
   // a. model: any string (one model is served).
   if (given(b.model) && typeof b.model !== "string") throw badValue("model", b.model, "a string");
-  // b. n and the other multi-choice or scoring options.
-  if (given(b.n) && b.n !== 1) throw unsupported("n", `only n = 1 is supported, got ${JSON.stringify(b.n)}`);
-  rejectNonZero(b, "presence_penalty");
-  rejectNonZero(b, "frequency_penalty");
-  if (given(b.logprobs) && b.logprobs !== false) throw unsupported("logprobs", "logprobs are not supported");
-  if (given(b.top_logprobs) && b.top_logprobs !== 0) {
-    throw unsupported("top_logprobs", "logprobs are not supported");
-  }
-  if (isObject(b.logit_bias) && Object.keys(b.logit_bias).length > 0) {
-    throw unsupported("logit_bias", "logit_bias is not supported");
-  }
-  // c. max_completion_tokens (newer name) wins over max_tokens.
-  const maxTokens = positiveInt(b, "max_completion_tokens") ?? positiveInt(b, "max_tokens") ??
-    defaults.maxTokens ?? null;
-  // d. stop strings, sampling and streaming.
+  // b. n choices from the one prompt.
+  const n = given(b.n) ? intIn(b, "n", 1, MAX_N) : 1;
+  // c. max_completion_tokens (newer name) wins over max_tokens; the client's own value is checked against
+  // the context before queuing, a default is capped.
+  const own = positiveInt(b, "max_completion_tokens") ?? positiveInt(b, "max_tokens");
+  const maxTokens = own ?? defaults.maxTokens ?? null;
+  // d. stop strings, sampling, penalties, logit bias and vLLM's extensions.
   const stop = parseStop(b.stop);
   const sampling = resolveSampling(parseSampling(b), defaults);
   const stream = given(b.stream) ? requireBool(b, "stream") : false;
@@ -189,7 +213,62 @@ function parseCommon(b: Body, input: GenerateRequest["input"], defaults: Request
     includeUsage = usage === true;
   }
   const model = typeof b.model === "string" ? b.model : null;
-  return { request: { input, maxTokens, stop, sampling }, stream, includeUsage, model };
+  // Defaults stay out of the request (n = 1, no logprobs, no penalties).
+  const request: GenerateRequest = {
+    input,
+    maxTokens,
+    ...(own !== undefined ? { maxTokensStrict: true } : {}),
+    stop,
+    sampling,
+    ...(n !== 1 ? { n } : {}),
+    ...(logprobs !== null ? { logprobs } : {}),
+    ...parseExtensions(b),
+  };
+  return { request, stream, includeUsage, model };
+}
+
+/** Penalties, logit_bias, min_tokens, ignore_eos and stop_token_ids; only what the request sets. */
+function parseExtensions(b: Body): Partial<GenerateRequest> {
+  const out: Partial<GenerateRequest> = {};
+  const presence = numberIn(b, "presence_penalty", -2, 2, false) ?? 0;
+  const frequency = numberIn(b, "frequency_penalty", -2, 2, false) ?? 0;
+  const repetition = numberIn(b, "repetition_penalty", 0, 10, true) ?? 1;
+  if (presence !== 0 || frequency !== 0 || repetition !== 1) {
+    out.penalties = { presence, frequency, repetition };
+  }
+  if (given(b.logit_bias)) {
+    const lb = b.logit_bias;
+    if (!isObject(lb) || Object.keys(lb).length > MAX_LOGIT_BIAS) {
+      throw badValue("logit_bias", lb, `an object of at most ${MAX_LOGIT_BIAS} token ids to numbers`);
+    }
+    const entries = Object.entries(lb).map(([k, v]): [number, number] => {
+      const id = /^\d+$/.test(k) ? Number(k) : NaN;
+      if (!Number.isSafeInteger(id) || typeof v !== "number" || !(v >= -100 && v <= 100)) {
+        throw badValue(`logit_bias.${k}`, v, "a token id mapped to a number in [-100, 100]");
+      }
+      return [id, v];
+    });
+    if (entries.length > 0) out.logitBias = entries;
+  }
+  if (given(b.min_tokens)) out.minTokens = intIn(b, "min_tokens", 0, Number.MAX_SAFE_INTEGER);
+  if (given(b.ignore_eos)) out.ignoreEos = requireBool(b, "ignore_eos");
+  if (given(b.stop_token_ids)) {
+    const ids = b.stop_token_ids;
+    const ok = Array.isArray(ids) && ids.length <= MAX_STOP_TOKEN_IDS &&
+      ids.every((id) => Number.isSafeInteger(id) && id >= 0);
+    if (!ok) throw badValue("stop_token_ids", ids, `at most ${MAX_STOP_TOKEN_IDS} token ids`);
+    if ((ids as number[]).length > 0) out.stopTokenIds = ids as number[];
+  }
+  return out;
+}
+
+/** Chat's `logprobs` (boolean) and `top_logprobs` (0..20, needs logprobs): the top count, or null. */
+function parseChatLogprobs(b: Body): number | null {
+  const on = given(b.logprobs) ? requireBool(b, "logprobs") : false;
+  if (!given(b.top_logprobs)) return on ? 0 : null;
+  const top = intIn(b, "top_logprobs", 0, MAX_TOP_LOGPROBS);
+  if (!on) throw invalidRequest('Cannot use "top_logprobs" without "logprobs": true', "top_logprobs");
+  return top;
 }
 
 function parseMessage(m: unknown, path: string): ChatMessage {
@@ -258,8 +337,9 @@ function parseSampling(b: Body): Partial<SamplingParams> {
   const minP = numberIn(b, "min_p", 0, 1, false);
   if (minP !== undefined) s.minP = minP;
   if (given(b.seed)) {
-    if (!Number.isSafeInteger(b.seed)) throw badValue("seed", b.seed, "an integer");
-    s.seed = b.seed as number;
+    // Clients send any integer (−1, 2^63 − 1, …); the sampler's RNG takes a u32, so seeds are taken mod 2^32.
+    if (typeof b.seed !== "number" || !Number.isInteger(b.seed)) throw badValue("seed", b.seed, "an integer");
+    s.seed = Number(BigInt.asUintN(32, BigInt(b.seed)));
   }
   return s;
 }
@@ -294,6 +374,14 @@ function numberIn(b: Body, key: string, min: number, max: number, minExclusive: 
   return v as number;
 }
 
+function intIn(b: Body, key: string, min: number, max: number): number {
+  const v = b[key];
+  if (!Number.isSafeInteger(v) || (v as number) < min || (v as number) > max) {
+    throw badValue(key, v, `an integer from ${min} to ${max}`);
+  }
+  return v as number;
+}
+
 function positiveInt(b: Body, key: string): number | undefined {
   const v = b[key];
   if (!given(v)) return undefined;
@@ -304,12 +392,6 @@ function positiveInt(b: Body, key: string): number | undefined {
 function requireBool(b: Body, key: string): boolean {
   if (typeof b[key] !== "boolean") throw badValue(key, b[key], "a boolean");
   return b[key] as boolean;
-}
-
-function rejectNonZero(b: Body, key: string): void {
-  if (!given(b[key])) return;
-  if (typeof b[key] !== "number") throw badValue(key, b[key], "a number");
-  if (b[key] !== 0) throw unsupported(key, `${key} is not supported: use 0 or leave it out`);
 }
 
 function requireObject(body: unknown): Body {

@@ -90,7 +90,14 @@ Deno.test("parseChatRequest() reads every supported field", () => {
   });
   assert.equal(parsed.request.maxTokens, 3);
   assert.deepEqual(parsed.request.stop, ["\n", "END"]);
-  assert.deepEqual(parsed.request.sampling, { temperature: 2, topP: 1, topK: 0, minP: 0.05, seed: -7 });
+  // Seeds are taken mod 2^32 (the sampler's RNG is u32): −7 → 2^32 − 7.
+  assert.deepEqual(parsed.request.sampling, {
+    temperature: 2,
+    topP: 1,
+    topK: 0,
+    minP: 0.05,
+    seed: 4294967289,
+  });
   assert.equal(parsed.stream, true);
   assert.equal(parsed.includeUsage, true);
   assert.equal(parsed.model, "x");
@@ -128,12 +135,21 @@ Deno.test("parseChatRequest() rejects out-of-range and unsupported options", () 
     [{ stream: "yes" }, "stream"],
     [{ stream_options: { include_usage: true } }, "stream_options"],
     [{ stream: true, stream_options: { include_usage: 1 } }, "stream_options.include_usage"],
-    [{ n: 2 }, "n"],
-    [{ presence_penalty: 0.5 }, "presence_penalty"],
-    [{ frequency_penalty: -1 }, "frequency_penalty"],
-    [{ logprobs: true }, "logprobs"],
+    [{ n: 0 }, "n"],
+    [{ n: 1.5 }, "n"],
+    [{ presence_penalty: 2.5 }, "presence_penalty"],
+    [{ frequency_penalty: "1" }, "frequency_penalty"],
+    [{ repetition_penalty: 0 }, "repetition_penalty"],
+    [{ logprobs: 1 }, "logprobs"],
     [{ top_logprobs: 3 }, "top_logprobs"],
-    [{ logit_bias: { "42": 5 } }, "logit_bias"],
+    [{ logprobs: true, top_logprobs: 21 }, "top_logprobs"],
+    [{ logit_bias: { "42": 500 } }, "logit_bias.42"],
+    [{ logit_bias: { "tok": 1 } }, "logit_bias.tok"],
+    [{ logit_bias: [1] }, "logit_bias"],
+    [{ min_tokens: -1 }, "min_tokens"],
+    [{ ignore_eos: 1 }, "ignore_eos"],
+    [{ stop_token_ids: [-1] }, "stop_token_ids"],
+    [{ seed: "1" }, "seed"],
     [{ response_format: { type: "json_object" } }, "response_format"],
     [{ tools: [{ type: "function", function: { name: "f" } }] }, "tools"],
     [{ tool_choice: { type: "function", function: { name: "f" } } }, "tool_choice"],
@@ -146,7 +162,7 @@ Deno.test("parseChatRequest() rejects out-of-range and unsupported options", () 
     "temperature",
     /"temperature" = 9/,
   );
-  assertRejects400(() => parseChatRequest({ messages: USER, n: 3 }), "n", /only n = 1/);
+  assertRejects400(() => parseChatRequest({ messages: USER, n: 129 }), "n", /from 1 to 128/);
 });
 
 Deno.test("parseCompletionRequest() reads a prompt and the shared fields", () => {
@@ -170,8 +186,49 @@ Deno.test("parseCompletionRequest() rejects what it cannot serve", () => {
   assertRejects400(() => parseCompletionRequest({ prompt: "a", echo: true }), "echo");
   assertRejects400(() => parseCompletionRequest({ prompt: "a", suffix: "z" }), "suffix");
   assertRejects400(() => parseCompletionRequest({ prompt: "a", best_of: 2 }), "best_of");
-  assertRejects400(() => parseCompletionRequest({ prompt: "a", logprobs: 2 }), "logprobs");
-  assertRejects400(() => parseCompletionRequest({ prompt: "a", n: 2 }), "n");
+  assertRejects400(() => parseCompletionRequest({ prompt: "a", logprobs: 21 }), "logprobs");
+  assertRejects400(() => parseCompletionRequest({ prompt: "a", logprobs: true }), "logprobs");
+  assertRejects400(() => parseCompletionRequest({ prompt: "a", n: 0 }), "n");
+});
+
+Deno.test("parse*Request() reads n, logprobs, penalties, logit_bias and vLLM's extensions", () => {
+  const chat = parseChatRequest({
+    messages: USER,
+    n: 3,
+    logprobs: true,
+    top_logprobs: 5,
+    presence_penalty: 0.5,
+    frequency_penalty: -1,
+    repetition_penalty: 1.2,
+    logit_bias: { "42": 5, "7": -100 },
+    min_tokens: 4,
+    ignore_eos: true,
+    stop_token_ids: [2, 3],
+    max_tokens: 8,
+  }).request;
+  assert.equal(chat.n, 3);
+  assert.equal(chat.logprobs, 5);
+  assert.deepEqual(chat.penalties, { presence: 0.5, frequency: -1, repetition: 1.2 });
+  assert.deepEqual(chat.logitBias, [[7, -100], [42, 5]]); // integer keys come in ascending order
+  assert.equal(chat.minTokens, 4);
+  assert.equal(chat.ignoreEos, true);
+  assert.deepEqual(chat.stopTokenIds, [2, 3]);
+  assert.equal(chat.maxTokensStrict, true);
+  assert.equal(parseChatRequest({ messages: USER, logprobs: true }).request.logprobs, 0);
+  assert.equal(parseChatRequest({ messages: USER, logprobs: false }).request.logprobs, undefined);
+  const text = parseCompletionRequest({ prompt: "a", logprobs: 2, n: 2, best_of: 2 }).request;
+  assert.equal(text.logprobs, 2);
+  assert.equal(text.n, 2);
+  // Defaults stay out of the request; a default max_tokens is capped later, not checked.
+  const plain = parseCompletionRequest({ prompt: "a" }, { maxTokens: 50 }).request;
+  assert.deepEqual(
+    [plain.n, plain.logprobs, plain.penalties, plain.logitBias, plain.maxTokensStrict, plain.maxTokens],
+    [undefined, undefined, undefined, undefined, undefined, 50],
+  );
+  // Any integer seed is accepted and mapped to a u32; never a 500.
+  for (const [seed, want] of [[-1, 4294967295], [2 ** 63 - 1, 0], [2 ** 32 + 5, 5], [123, 123]]) {
+    assert.equal(parseCompletionRequest({ prompt: "a", seed }).request.sampling.seed, want, `seed ${seed}`);
+  }
 });
 
 Deno.test("samplingFromGenerationConfig() maps HF fields and rejects bad values", () => {

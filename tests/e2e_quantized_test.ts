@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { sharedPath, testGpu } from "./_gpu.ts";
 import { loadModel } from "../inference/engine/load_model.ts";
+import { createSequenceRunner } from "../inference/engine/generate.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 
@@ -108,7 +109,8 @@ Deno.test("a quantized folder serves through the fused kernels like its dequanti
         const ids = dense.tokenizer.encode(prompt, { addSpecialTokens: true });
         const want: number[] = [];
         const sampling = { temperature: 0, topP: 1, topK: 0, minP: 0, seed: 0 };
-        for await (const chunk of dense.runner.run(ids, { maxNewTokens: 24, sampling })) want.push(...chunk);
+        const runner = createSequenceRunner(gpu, dense.config, dense.weights);
+        for await (const chunk of runner.run(ids, { maxNewTokens: 24, sampling })) want.push(...chunk);
         // Exact f32 decode activations must reproduce it token for token; the default int8 (q8) decode
         // activations of affine weights do too on this model and prompt (their relative error is ~1e-3 per
         // GEMV output); LUT weights always decode in f32.

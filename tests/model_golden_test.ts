@@ -8,6 +8,7 @@ import { maxAbsDiff } from "./_assert.ts";
 import { forwardLogits, type PackedTensor as Packed, unpackTensor } from "./_golden.ts";
 import { loadModel } from "../inference/engine/load_model.ts";
 import type { LoadedModel } from "../inference/engine/engine.ts";
+import { createSequenceRunner } from "../inference/engine/generate.ts";
 import type { WeightType } from "../inference/model/linear.ts";
 
 interface GoldenCase {
@@ -21,7 +22,8 @@ interface GoldenCase {
 async function greedy(m: LoadedModel, ids: number[], n: number): Promise<number[]> {
   const out: number[] = [];
   const sampling = { temperature: 0, topP: 1, topK: 0, minP: 0, seed: 0 };
-  for await (const chunk of m.runner.run(ids, { maxNewTokens: n, sampling })) out.push(...chunk);
+  const runner = createSequenceRunner(m.gpu, m.config, m.weights, { maxPrefillRows: 64 });
+  for await (const chunk of runner.run(ids, { maxNewTokens: n, sampling })) out.push(...chunk);
   return out;
 }
 
@@ -32,7 +34,7 @@ async function checkModel(t: Deno.TestContext, name: string, goldenFile: string,
   const gpu = await testGpu();
   if (!gpu) return;
   const cases: GoldenCase[] = JSON.parse(await Deno.readTextFile(golden)).cases;
-  const m = await loadModel(gpu, dir, { weightType, maxPrefillRows: 64 });
+  const m = await loadModel(gpu, dir, { weightType });
   for (const c of cases) {
     await t.step(`${name}: "${c.prompt.slice(0, 40)}"`, async () => {
       assert.deepEqual(m.tokenizer.encode(c.prompt, { addSpecialTokens: true }), c.ids, "token ids");

@@ -1,21 +1,28 @@
 /**
- * The engine: a FIFO over the single GPU queue. It owns the tokenizer, the chat template and one
- * sequence runner, and turns a GenerateRequest into start/delta/end events.
+ * The engine: requests in, token events out, many at once. It owns the tokenizer and chat template of
+ * the served model, validates and tokenizes each request, and hands its `n` sequences to the scheduler
+ * (scheduler.ts: continuous batching over a paged KV cache, kv_cache.ts), whose sampled ids come back
+ * through one Choice per sequence (choice.ts).
  *
- * Requests run strictly one after another (a promise chain), so two streams never interleave on
- * the GPU. A client abort is checked between decode chunks.
+ * `setModel` may be called while serving (hot swap): requests already accepted finish on the model they
+ * started with, new requests get the new one, and the old model's GPU buffers are freed after its last
+ * sequence ends.
  */
 import type { Gpu } from "../../kernels/core/mod.ts";
-import { type ChatTemplate, createStreamDecoder, type Tokenizer } from "../text/mod.ts";
-import type { GpuWeights, ModelConfig } from "../model/mod.ts";
-import type { SequenceRunner } from "./generate.ts";
-import { createStopMatcher } from "./stop_text.ts";
+import type { KvType, SlotSettings } from "../../kernels/ops/mod.ts";
+import type { ChatTemplate, Tokenizer } from "../text/mod.ts";
+import { type GpuWeights, gpuWeightsBuffers, type ModelConfig } from "../model/mod.ts";
+import { BatchRunner } from "./batch_runner.ts";
+import { createChoice, EventChannel } from "./choice.ts";
+import { KvCache, kvKey, type KvSizing, sizeKvCache } from "./kv_cache.ts";
+import { type ModelEntry, Scheduler, type Seq } from "./scheduler.ts";
 import {
   type Engine,
+  EngineBusyError,
+  type EngineCounters,
   EngineInputError,
   type EngineStatus,
   type GenerateRequest,
-  type SamplingParams,
   type TokenEvent,
 } from "./types.ts";
 
@@ -27,118 +34,203 @@ export interface LoadedModel {
   weights: GpuWeights;
   tokenizer: Tokenizer;
   chatTemplate: ChatTemplate | null;
-  runner: SequenceRunner;
 }
 
 /** An engine whose model is loaded in the background; `status()` reports progress until ready. */
 export interface EngineHandle extends Engine {
-  /** Installs the loaded model (state becomes "ready"). */
+  /** Installs a loaded model (state becomes "ready"); a later call swaps models while serving. */
   setModel(model: LoadedModel): void;
   /** Reports loading progress, or a fatal error. */
   setStatus(state: EngineStatus["state"], detail: string): void;
+  counters(): EngineCounters;
+}
+
+/** How the engine batches (the serving flags of config.ts). */
+export interface BatchOptions {
+  /** sequences decoding at once (--max-num-seqs) */
+  maxNumSeqs: number;
+  /** rows per forward: decode rows plus prompt pieces (--max-num-batched-tokens) */
+  maxNumBatchedTokens: number;
+  /** sequences waiting for a slot before new requests get 429 (--max-queued-requests) */
+  maxQueued: number;
+  /** KV cache budget (--kv-cache-memory); null: the default of kv_cache.ts */
+  kvCacheMemory: KvSizing["memory"];
+  /** context per sequence (--max-model-len); null: the model's, capped so one sequence fits */
+  maxModelLen: number | null;
+  kvCacheDtype: KvType;
+  /** steps per chunk at most */
+  maxChunk: number;
+  /**
+   * Aim for chunks of this much GPU time: ids reach clients in bursts of one chunk, so shorter chunks
+   * smooth the inter-token latency, longer ones cost fewer readbacks (≥ 10 ms each in Deno).
+   */
+  chunkTargetMs: number;
+}
+
+/** Defaults of {@link BatchOptions}. */
+export const BATCH_DEFAULTS: Readonly<BatchOptions> = Object.freeze({
+  maxNumSeqs: 64,
+  maxNumBatchedTokens: 512,
+  maxQueued: 1024,
+  kvCacheMemory: null,
+  maxModelLen: null,
+  kvCacheDtype: "f16",
+  maxChunk: 16,
+  chunkTargetMs: 15,
+});
+
+/** logit_bias entries per request (OpenAI's limit) and ids min_tokens may ban (EOS + stop_token_ids). */
+const MAX_BIAS = 300;
+const MAX_BAN = 64;
+
+interface Served {
+  model: LoadedModel;
+  entry: ModelEntry;
+  runner: BatchRunner;
 }
 
 /**
  * Creates an engine in the "loading" state.
  * @param modelId the name /v1/models reports
- * @param log where seeds and warnings go
+ * @param options `log` for seeds and warnings; `batch` overrides {@link BATCH_DEFAULTS}
  */
 export function createEngine(
   modelId: string,
-  { log = console.log }: { log?: (msg: string) => void } = {},
+  { log = console.log, batch = {} }: { log?: (msg: string) => void; batch?: Partial<BatchOptions> } = {},
 ): EngineHandle {
-  let model: LoadedModel | null = null;
+  const opts: BatchOptions = { ...BATCH_DEFAULTS, ...batch };
+  const scheduler = new Scheduler({ chunkTargetMs: opts.chunkTargetMs });
+  let served: Served | null = null;
+  const all: Served[] = [];
   let state: EngineStatus["state"] = "loading";
   let detail = "loading model";
-  let queue: Promise<void> = Promise.resolve();
 
   function status(): EngineStatus {
-    const lost = model?.gpu.lostReason;
+    const m = served?.model;
+    const lost = m?.gpu.lostReason;
     return {
       state: lost ? "error" : state,
       detail: lost ?? detail,
-      modelId: model?.modelId ?? modelId,
-      contextLength: model?.config.seqLen ?? 0,
-      hasChatTemplate: model?.chatTemplate != null,
+      modelId: m?.modelId ?? modelId,
+      contextLength: served?.runner.cache.shape.maxModelLen ?? 0,
+      hasChatTemplate: m?.chatTemplate != null,
     };
   }
 
-  async function* generate(request: GenerateRequest, signal?: AbortSignal): AsyncIterable<TokenEvent> {
-    const m = model;
-    if (!m || status().state !== "ready") throw new Error(`Cannot generate: engine is ${status().state}`);
-    const ids = promptIds(m, request);
-    if (ids.length >= m.config.seqLen) {
-      throw new EngineInputError(
-        `Prompt has ${ids.length} tokens but the model's context length is ${m.config.seqLen}`,
-        "messages",
-        "context_length_exceeded",
-      );
-    }
-    // Wait for our turn on the GPU; release it in finally whatever happens.
-    let release!: () => void;
-    const turn = queue;
-    queue = new Promise((resolve) => (release = resolve));
-    try {
-      await turn;
-      yield* runOne(m, ids, request, signal);
-    } finally {
-      release();
-    }
+  function install(model: LoadedModel): void {
+    const { gpu, config } = model;
+    const old = served;
+    const key = kvKey(config, opts.kvCacheDtype);
+    const sizing = {
+      memory: opts.kvCacheMemory,
+      maxModelLen: opts.maxModelLen,
+      maxNumSeqs: opts.maxNumSeqs,
+      kvType: opts.kvCacheDtype,
+    };
+    const cache = old && old.runner.cache.key === key
+      ? old.runner.cache
+      : new KvCache(gpu, config, sizeKvCache(gpu, config, sizing, log));
+    const runner = new BatchRunner(gpu, config, model.weights, cache, {
+      maxSlots: opts.maxNumSeqs,
+      maxRows: Math.max(opts.maxNumBatchedTokens, opts.maxNumSeqs),
+      maxChunk: opts.maxChunk,
+      maxBias: MAX_BIAS,
+      maxBan: MAX_BAN,
+    });
+    const me: Served = { model, runner, entry: null! };
+    me.entry = scheduler.addModel(runner, () => {
+      all.splice(all.indexOf(me), 1);
+      runner.destroy();
+      gpuWeightsBuffers(model.weights).forEach((b) => b.destroy());
+      if (!all.some((s) => s.runner.cache === cache)) cache.destroy();
+      log(`[engine] freed model "${model.modelId}"`);
+    });
+    all.push(me);
+    served = me;
   }
 
-  async function* runOne(
-    m: LoadedModel,
-    ids: number[],
-    request: GenerateRequest,
-    signal: AbortSignal | undefined,
-  ): AsyncGenerator<TokenEvent> {
-    yield { type: "start", promptTokens: ids.length };
-    const seed = request.sampling.seed ?? Math.floor(Math.random() * 2 ** 31);
+  async function* generate(request: GenerateRequest, signal?: AbortSignal): AsyncGenerator<TokenEvent> {
+    const s = served;
+    if (!s || status().state !== "ready") throw new Error(`Cannot generate: engine is ${status().state}`);
+    const m = s.model;
+    const ids = promptIds(m, request);
+    const limit = checkLengths(request, ids.length, s.runner.cache.shape.maxModelLen);
+    const n = request.n ?? 1;
+    if (n > opts.maxNumSeqs) {
+      throw new EngineInputError(`Cannot generate ${n} choices: at most ${opts.maxNumSeqs} run at once`, "n");
+    }
+    if (scheduler.counts().waiting + n > opts.maxQueued) {
+      throw new EngineBusyError(`Cannot queue the request: ${opts.maxQueued} sequences are already waiting`);
+    }
+    const channel = new EventChannel();
+    let open = n;
+    const eos = request.ignoreEos ? [] : m.config.eosTokenIds;
+    const stopIds = new Set([...eos, ...(request.stopTokenIds ?? [])]);
+    const base = slotSettings(m, request, [...m.config.eosTokenIds, ...(request.stopTokenIds ?? [])]);
+    const seed = request.sampling.seed ?? Math.floor(Math.random() * 2 ** 32);
     if (request.sampling.seed === null && request.sampling.temperature > 0) {
       log(`[engine] sampling seed ${seed}`);
     }
-    const eos = new Set(m.config.eosTokenIds);
-    const decoder = createStreamDecoder(m.tokenizer, { context: ids });
-    const stops = createStopMatcher(request.stop);
-    const maxNewTokens = Math.min(request.maxTokens ?? Infinity, m.config.seqLen - ids.length);
-    let completion = 0;
-    let stopped = false;
-    const sampling: SamplingParams & { seed: number } = { ...request.sampling, seed };
-    for await (const chunk of m.runner.run(ids, { maxNewTokens, sampling })) {
-      let text = "";
-      for (const id of chunk) {
-        completion++;
-        if (eos.has(id)) {
-          stopped = true;
-          break;
-        }
-        const r = stops.push(decoder.push(id));
-        text += r.emit;
-        if (r.stopped) {
-          stopped = true;
-          break;
-        }
-      }
-      if (text) yield { type: "delta", text };
-      if (stopped || signal?.aborted) break; // leaving the loop drains the runner's readbacks
+    const inits = Array.from({ length: n }, (_, index) => ({
+      prompt: ids,
+      limit,
+      settings: { ...base, seed: index === 0 ? seed : mixSeed(seed, index) },
+      sink: createChoice({
+        index,
+        tokenizer: m.tokenizer,
+        prompt: ids,
+        stop: request.stop,
+        stopIds,
+        limit,
+        logprobs: request.logprobs ?? null,
+        channel,
+        onEnd: () => {
+          if (--open === 0) channel.close();
+        },
+      }),
+    }));
+    const seqs: Seq[] = scheduler.add(s.entry, inits);
+    const cancel = () => {
+      seqs.forEach((seq) => scheduler.cancel(seq));
+      channel.close(); // a reader waiting for the next event ends now
+    };
+    signal?.addEventListener("abort", cancel);
+    try {
+      if (signal?.aborted) return;
+      yield { type: "start", promptTokens: ids.length };
+      yield* channel;
+    } finally {
+      signal?.removeEventListener("abort", cancel);
+      cancel();
     }
-    if (!stopped) {
-      const tail = stops.push(decoder.flush()).emit + stops.flush();
-      if (tail) yield { type: "delta", text: tail };
-    }
-    yield {
-      type: "end",
-      finishReason: !stopped && completion >= maxNewTokens ? "length" : "stop",
-      promptTokens: ids.length,
-      completionTokens: completion,
+  }
+
+  function counters(): EngineCounters {
+    const caches = new Set(all.map((s) => s.runner.cache));
+    const weights = new Set(all.flatMap((s) => gpuWeightsBuffers(s.model.weights)));
+    const { running, waiting } = scheduler.counts();
+    return {
+      running,
+      waiting,
+      kvBlocksUsed: [...caches].reduce((n, c) => n + c.usedBlocks, 0),
+      kvBlocksTotal: [...caches].reduce((n, c) => n + c.shape.numBlocks, 0),
+      gpuBytes: {
+        weights: [...weights].reduce((n, b) => n + b.size, 0),
+        kvCache: [...caches].reduce((n, c) => n + c.shape.bytes, 0),
+        scratch: all.reduce((n, s) => n + s.runner.scratchBytes, 0),
+      },
+      promptTokensTotal: scheduler.promptTokens,
+      generatedTokensTotal: scheduler.generatedTokens,
+      preemptionsTotal: scheduler.preemptions,
     };
   }
 
   return {
     status,
     generate,
+    counters,
     setModel(loaded) {
-      model = loaded;
+      install(loaded);
       state = "ready";
       detail = "ready";
     },
@@ -149,9 +241,81 @@ export function createEngine(
   };
 }
 
+/** Refuses prompts that leave no room; returns the most ids the request may generate. */
+function checkLengths(request: GenerateRequest, promptLen: number, maxLen: number): number {
+  const param = request.input.kind === "chat" ? "messages" : "prompt";
+  if (promptLen === 0) throw new EngineInputError("Cannot generate from an empty prompt", param);
+  if (promptLen >= maxLen) {
+    throw new EngineInputError(
+      `Prompt has ${promptLen} tokens but the max model length is ${maxLen}`,
+      param,
+      "context_length_exceeded",
+    );
+  }
+  const room = maxLen - promptLen;
+  if (request.maxTokensStrict && request.maxTokens !== null && request.maxTokens > room) {
+    throw new EngineInputError(
+      `Cannot generate ${request.maxTokens} tokens: the prompt has ${promptLen} tokens and the max model ` +
+        `length is ${maxLen}, which leaves ${room}; lower max_tokens`,
+      "max_tokens",
+      "context_length_exceeded",
+    );
+  }
+  return Math.min(request.maxTokens ?? Infinity, room);
+}
+
+/** The kernels' per-sequence settings of a request (seed filled in per choice). */
+function slotSettings(m: LoadedModel, r: GenerateRequest, banIds: number[]): SlotSettings {
+  const vocab = m.config.vocabSize;
+  for (const [id] of r.logitBias ?? []) {
+    if (!(id >= 0 && id < vocab)) {
+      throw new EngineInputError(`Cannot bias token ${id}: the vocabulary has ${vocab}`, "logit_bias");
+    }
+  }
+  for (const id of r.stopTokenIds ?? []) {
+    if (!(id >= 0 && id < vocab)) {
+      throw new EngineInputError(`Cannot stop on token ${id}: the vocabulary has ${vocab}`, "stop_token_ids");
+    }
+  }
+  if ((r.logitBias ?? []).length > MAX_BIAS) {
+    throw new EngineInputError(`Cannot use more than ${MAX_BIAS} logit_bias entries`, "logit_bias");
+  }
+  const ban = [...new Set(banIds)].filter((id) => id < vocab);
+  if ((r.minTokens ?? 0) > 0 && ban.length > MAX_BAN) {
+    throw new EngineInputError(
+      `Cannot hold back more than ${MAX_BAN} stop ids with min_tokens`,
+      "stop_token_ids",
+    );
+  }
+  const p = r.penalties ?? { presence: 0, frequency: 0, repetition: 1 };
+  return {
+    temperature: r.sampling.temperature,
+    topP: r.sampling.topP,
+    topK: r.sampling.topK,
+    minP: r.sampling.minP,
+    seed: 0,
+    presence: p.presence,
+    frequency: p.frequency,
+    repetition: p.repetition,
+    bias: r.logitBias ?? [],
+    minTokens: r.minTokens ?? 0,
+    ban: (r.minTokens ?? 0) > 0 ? ban : [],
+    logprobs: r.logprobs !== undefined && r.logprobs !== null,
+    nTop: r.logprobs ?? 0,
+  };
+}
+
+/** A distinct u32 seed for choice `index` > 0 of a request seeded with `seed`. */
+function mixSeed(seed: number, index: number): number {
+  let h = Math.imul((seed ^ 0x9e3779b9) >>> 0, 0x85ebca6b) ^ Math.imul(index, 0xc2b2ae35);
+  h = Math.imul(h ^ (h >>> 16), 0x27d4eb2f);
+  return (h ^ (h >>> 15)) >>> 0;
+}
+
 /** Renders and tokenizes the prompt of a request. */
 function promptIds(m: LoadedModel, request: GenerateRequest): number[] {
   const input = request.input;
+  if (input.kind === "tokens") return input.ids;
   if (input.kind === "text") return m.tokenizer.encode(input.prompt, { addSpecialTokens: true });
   if (!m.chatTemplate) {
     throw new EngineInputError(

@@ -1,12 +1,11 @@
 /**
  * Loads a Hugging Face model folder for the engine: config, tokenizer, chat template, the weights on the GPU
- * (inference/model/upload.ts) and a sequence runner over them.
+ * (inference/model/upload.ts).
  */
 import { basename, resolve } from "node:path";
 import type { Gpu } from "../../kernels/core/mod.ts";
 import { loadModelConfig, resolveWeightType, uploadModelWeights, type WeightType } from "../model/mod.ts";
 import { loadChatTemplate, loadTokenizer } from "../text/mod.ts";
-import { createSequenceRunner } from "./generate.ts";
 import type { LoadedModel } from "./engine.ts";
 
 export interface LoadModelOptions {
@@ -14,8 +13,6 @@ export interface LoadModelOptions {
   weightType?: WeightType | "auto";
   /** Name reported by /v1/models (default: the folder name). */
   modelId?: string;
-  /** Prompt rows per prefill forward (bounds activation memory). */
-  maxPrefillRows?: number;
   /** Progress callback: "layer 3/32" etc. */
   onProgress?: (detail: string) => void;
   /** Quantized folders: run the fused kernels (default) or dequantize to dense weights at load. */
@@ -36,9 +33,6 @@ export async function loadModel(gpu: Gpu, dir: string, options: LoadModelOptions
     fused: options.fused ?? true,
     decodeActivations: options.decodeActivations ?? "q8",
   });
-  const runner = createSequenceRunner(gpu, config, weights, {
-    maxPrefillRows: options.maxPrefillRows ?? 256,
-  });
   return {
     gpu,
     modelId: options.modelId ?? basename(resolve(dir)),
@@ -46,6 +40,5 @@ export async function loadModel(gpu: Gpu, dir: string, options: LoadModelOptions
     weights,
     tokenizer,
     chatTemplate,
-    runner,
   };
 }

@@ -1,15 +1,25 @@
 /**
- * The engine: requests in, token events out. The contract server/ sees (types.ts), the engine, the
- * sequence runner and loading a model folder for it. server/ imports only this face.
+ * The engine: requests in, token events out. The contract server/ sees (types.ts), the engine with its
+ * continuous-batching scheduler, the single-sequence runner (benchmarks, golden tests) and loading a model
+ * folder for it. server/ imports only this face.
  */
-export { createEngine, type EngineHandle } from "./engine.ts";
+export {
+  BATCH_DEFAULTS,
+  type BatchOptions,
+  createEngine,
+  type EngineHandle,
+  type LoadedModel,
+} from "./engine.ts";
 export { createSequenceRunner } from "./generate.ts";
 export { loadModel } from "./load_model.ts";
 export {
   type ChatMessage,
   type Engine,
+  EngineBusyError,
+  type EngineCounters,
   EngineInputError,
   type GenerateRequest,
   type SamplingParams,
   type TokenEvent,
+  type TokenLogprob,
 } from "./types.ts";

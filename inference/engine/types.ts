@@ -24,27 +24,64 @@ export interface SamplingParams {
 /** One generation request, already tokenized-free: the engine tokenizes. */
 export type GenerateInput =
   | { kind: "chat"; messages: ChatMessage[] }
-  | { kind: "text"; prompt: string };
+  | { kind: "text"; prompt: string }
+  /** Prompt token ids as they are (benchmarks; the HTTP API does not take ids). */
+  | { kind: "tokens"; ids: number[] };
 
 export interface GenerateRequest {
   input: GenerateInput;
   /** Upper bound on generated tokens; null means up to the context length. */
   maxTokens: number | null;
+  /**
+   * True when the client gave maxTokens itself: prompt + maxTokens beyond the context is then refused
+   * before queuing (a default maxTokens is capped instead).
+   */
+  maxTokensStrict?: boolean;
   /** Stop strings; the text returned ends before the first match. */
   stop: string[];
   sampling: SamplingParams;
+  /** Choices to generate from the one prompt (they share its KV blocks); default 1. */
+  n?: number;
+  /** Return each token's logprob and this many top alternatives (0..20); absent or null: none. */
+  logprobs?: number | null;
+  /** OpenAI presence/frequency penalties (subtracted from logits) and vLLM's repetition penalty. */
+  penalties?: { presence: number; frequency: number; repetition: number };
+  /** Added to the logits of these token ids before sampling. */
+  logitBias?: [id: number, bias: number][];
+  /** EOS and `stopTokenIds` cannot end the output before this many tokens (vLLM min_tokens). */
+  minTokens?: number;
+  /** Keep generating past EOS (vLLM ignore_eos). */
+  ignoreEos?: boolean;
+  /** Token ids that end a choice like EOS (not returned; vLLM stop_token_ids). */
+  stopTokenIds?: number[];
+}
+
+/** One generated token's logprob, as the engine reports it with `GenerateRequest.logprobs`. */
+export interface TokenLogprob {
+  id: number;
+  /** The token decoded on its own (a partial UTF-8 character shows as U+FFFD). */
+  token: string;
+  logprob: number;
+  /** The most likely tokens at this position, best first. */
+  top: { id: number; token: string; logprob: number }[];
 }
 
 /** Events streamed by Engine.generate(). */
 export type TokenEvent =
   | { type: "start"; promptTokens: number }
-  /** `text` is the new, safe-to-emit piece (never a partial UTF-8 sequence or a partial stop string). */
-  | { type: "delta"; text: string }
+  /**
+   * `text` is the new, safe-to-emit piece (never a partial UTF-8 sequence or a partial stop string) of
+   * choice `index` (absent: 0); `logprobs` holds the tokens consumed since the last delta when asked, and
+   * `tokens` counts them.
+   */
+  | { type: "delta"; text: string; index?: number; logprobs?: TokenLogprob[]; tokens?: number }
+  /** One per choice; the iterator ends after the last choice's. */
   | {
     type: "end";
     finishReason: "stop" | "length";
     promptTokens: number;
     completionTokens: number;
+    index?: number;
   };
 
 /** What /health and /v1/models report. */
@@ -61,15 +98,33 @@ export interface EngineStatus {
   hasChatTemplate: boolean;
 }
 
-/** The engine as the server sees it: one FIFO over the GPU. */
+/** What the engine counts, for the metrics endpoint. */
+export interface EngineCounters {
+  /** sequences decoding or prefilling */
+  running: number;
+  /** sequences queued for a slot */
+  waiting: number;
+  kvBlocksUsed: number;
+  kvBlocksTotal: number;
+  gpuBytes: { weights: number; kvCache: number; scratch: number };
+  promptTokensTotal: number;
+  generatedTokensTotal: number;
+  /** sequences preempted (KV cache full) and recomputed later */
+  preemptionsTotal: number;
+}
+
+/** The engine as the server sees it: continuous batching over the GPU. */
 export interface Engine {
   status(): EngineStatus;
   /**
-   * Generates for one request. Requests run one after another; the iterator starts when the
-   * request reaches the head of the queue. Throws EngineInputError for input the model cannot take
-   * (prompt too long, no chat template), which the server maps to a 400.
+   * Generates for one request. The first event ("start") comes as soon as the request is validated and
+   * queued; the others as its tokens are sampled, batched with other requests. Throws EngineInputError
+   * for input the model cannot take (prompt too long, no chat template), which the server maps to a
+   * 400, and EngineBusyError when the queue is full (429). Leaving the iterator early cancels the request.
    */
   generate(request: GenerateRequest, signal?: AbortSignal): AsyncIterable<TokenEvent>;
+  /** Live counts (absent on engines that keep none). */
+  counters?(): EngineCounters;
 }
 
 /** A request the model cannot serve as asked; the message is safe to show the client. */
@@ -77,5 +132,13 @@ export class EngineInputError extends Error {
   constructor(message: string, readonly param: string | null = null, readonly code: string | null = null) {
     super(message);
     this.name = "EngineInputError";
+  }
+}
+
+/** The waiting queue is full; the server answers 429 with Retry-After. */
+export class EngineBusyError extends Error {
+  constructor(message: string, readonly retryAfterSeconds = 1) {
+    super(message);
+    this.name = "EngineBusyError";
   }
 }

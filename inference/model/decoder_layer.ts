@@ -18,8 +18,9 @@
  * The quantizer's stages stop where a group of linears reads its input (docs/quantization.md §5): "qkv" and
  * "o" and "gateUp" run from the start of the attention half, "down" and "out" from the start of the MLP half
  * (the runner stores the post-attention residual in between), each capturing the buffer its group reads.
- * The KV cache is one option (`kv`), so the same layer serves the forward's per-layer cache and the
- * runner's one-window cache.
+ * The KV cache is one option (`kv`), so the same layer serves the forward's per-layer cache, the
+ * runner's one-window cache and the batched engine's paged pool (rows of many sequences, each at its own
+ * position; kernels/ops/paged_kv.ts, paged_attention.ts).
  */
 import type { Encodable, Gpu, Kernel } from "../../kernels/core/mod.ts";
 import {
@@ -28,15 +29,26 @@ import {
   createAttention,
   createBiasAdd,
   createHeadNorm,
+  createPagedRopeAppend,
   createRmsNorm,
   createRope,
   createSiluMul,
   type HeadNormArgs,
+  type PagedAttentionArgs,
+  type PagedLayout,
+  type PagedRopeAppendArgs,
   type RmsNormArgs,
   type RopeArgs,
   type SiluMulArgs,
 } from "../../kernels/ops/mod.ts";
-import { bindLinear, bindLinears, fusesPrologue, type GpuLinear, mergesLinears } from "./linear.ts";
+import {
+  bindLinear,
+  bindLinears,
+  fusesPrologue,
+  type GpuLinear,
+  type LinearPath,
+  mergesLinears,
+} from "./linear.ts";
 import type { ModelConfig } from "./model_config.ts";
 import type { LayerVectors } from "./weights.ts";
 
@@ -73,12 +85,44 @@ export interface LayerActivations {
   invFreqLocal: GPUBuffer | null; // (headDim/2): sliding layers' own RoPE (Gemma 3), else null
 }
 
-/** Where the layer appends its K and V rows and attention reads them back. */
-export interface LayerKv {
-  /** kCache, vCache: (seqLen, kvDim) f32 */
-  kCache: GPUBuffer;
-  vCache: GPUBuffer;
-  seqLen: number;
+/**
+ * Where the layer appends its K and V rows and attention reads them back: one sequence's cache, (seqLen,
+ * kvDim) f32 each, at the step state's position; or layer `layer` of a paged pool.
+ */
+export type LayerKv = { kCache: GPUBuffer; vCache: GPUBuffer; seqLen: number } | {
+  paged: PagedKv;
+  layer: number;
+};
+
+/**
+ * A forward over rows of many sequences (continuous batching) binds to a paged KV cache instead of the
+ * state's own: row t is at position rowPos[t] of sequence slot rowSlot[t] (kernels/ops/batch_rows.ts),
+ * and logits are computed for the x rows listed in `gather` only.
+ */
+export interface PagedKv {
+  rowPos: GPUBuffer;
+  rowSlot: GPUBuffer;
+  /** (slots, layout.maxBlocks) u32 */
+  blockTable: GPUBuffer;
+  /** per layer: the pool of blocks (kernels/ops/paged_kv.ts) */
+  kPool: GPUBuffer[];
+  vPool: GPUBuffer[];
+  layout: PagedLayout;
+  /** (rows) attention splits per row and the attention's indirect grid (kernels/ops/batch_rows.ts) */
+  rowSplits: GPUBuffer;
+  dispatch: GPUBuffer;
+  /** the largest split count a row can have */
+  maxSplits: number;
+  /** one attention kernel for every forward of a runner, so they share its split scratch */
+  attention: Kernel<PagedAttentionArgs>;
+  /** (logitRows) u32 row indices; the logits buffer gets one row each, in this order */
+  gather: GPUBuffer;
+  logitRows: number;
+  /**
+   * Prompt rows: every layer linear runs the tiled GEMM whatever the row count (and fuses no prologue),
+   * so a row's numbers do not depend on how a prompt was chunked or what shared its forward.
+   */
+  prefill: boolean;
 }
 
 /** One bound step of a forward, labelled by what it computes (for profiles). */
@@ -101,6 +145,8 @@ export interface LayerKernels {
   biasAdd: Kernel<BiasAddArgs>;
   rope: Kernel<RopeArgs>;
   attention: Kernel<AttentionArgs>;
+  /** RoPE + append into a paged pool (the paged attention kernel comes with the {@link PagedKv}) */
+  pagedRope: Kernel<PagedRopeAppendArgs>;
   /** act(gate)·up with the model's activation */
   gatedAct: Kernel<SiluMulArgs>;
 }
@@ -113,6 +159,7 @@ export function createLayerKernels(gpu: Gpu, c: ModelConfig): LayerKernels {
     biasAdd: createBiasAdd(gpu),
     rope: createRope(gpu),
     attention: createAttention(gpu),
+    pagedRope: createPagedRopeAppend(gpu),
     gatedAct: createSiluMul(gpu, { activation: c.activation }),
   };
 }
@@ -132,6 +179,11 @@ export interface DecoderLayerOptions {
   betweenHalves?: readonly Encodable[];
   /** Attention's workgroups per (row, KV head) along the positions (default: the kernel's choice). */
   attentionSplits?: number;
+  /**
+   * Pin every linear to one kernel family (batched forwards: GEMM for prompt rows, GEMVs for decode rows),
+   * so a row's sums do not depend on what shares its forward (see PagedKv.prefill).
+   */
+  path?: LinearPath;
 }
 
 /** A layer bound whole or up to a stage. */
@@ -195,10 +247,11 @@ function segmentBinders(
   k: LayerKernels,
   L: GpuLayer,
   s: LayerActivations,
-  { rows, kv, fuse, attentionSplits }: DecoderLayerOptions & { fuse: boolean },
+  { rows, kv, fuse, attentionSplits, path }: DecoderLayerOptions & { fuse: boolean },
 ): Record<Segment, () => ForwardStep[]> {
   const eps = c.normEps;
-  const fused = (ls: GpuLinear[]) => fuse && ls.every((l) => fusesPrologue(l, rows));
+  const pin = path ? { path } : {};
+  const fused = (ls: GpuLinear[]) => fuse && ls.every((l) => fusesPrologue(l, rows, "norm", path));
   // The norm step, unless every consumer applies it itself; then the consumers read s.x.
   const normed = (weight: GPUBuffer, ls: GpuLinear[]): ForwardStep[] =>
     fused(ls) ? [] : [step("norm", k.norm.bind({ x: s.x, weight, y: s.xn, rows, dim: c.dim, eps }))];
@@ -207,8 +260,8 @@ function segmentBinders(
   // Linears reading the same input: one step when they can share a dispatch (q8 GEMV), else one each.
   const group = (labels: string[], pairs: [GpuLinear, GPUBuffer][], normWeight: GPUBuffer): ForwardStep[] => {
     const ls = pairs.map(([l]) => l);
-    const inp = { ...input(normWeight, ls), rows };
-    return fuse && mergesLinears(ls, rows)
+    const inp = { ...input(normWeight, ls), rows, ...pin };
+    return fuse && mergesLinears(ls, rows, path)
       ? [step(labels.join("_"), bindLinears(gpu, pairs.map(([linear, y]) => ({ linear, y })), inp))]
       : pairs.map(([linear, y], i) => step(labels[i], bindLinear(gpu, linear, { ...inp, y })));
   };
@@ -216,15 +269,15 @@ function segmentBinders(
   const residual = (label: string, linear: GpuLinear, x: LinearInput, postNorm: GPUBuffer | undefined) =>
     postNorm
       ? [
-        step(label, bindLinear(gpu, linear, { ...x, y: s.xn, rows })),
+        step(label, bindLinear(gpu, linear, { ...x, y: s.xn, rows, ...pin })),
         step(
           "post_norm",
           k.norm.bind({ x: s.xn, weight: postNorm, y: s.x, rows, dim: c.dim, eps, accumulate: true }),
         ),
       ]
-      : [step(label, bindLinear(gpu, linear, { ...x, y: s.x, rows, accumulate: true }))];
+      : [step(label, bindLinear(gpu, linear, { ...x, y: s.x, rows, accumulate: true, ...pin }))];
   const qkv = [L.wq, L.wk, L.wv];
-  const siluInDown = fuse && c.activation === "silu" && fusesPrologue(L.wDown, rows, "siluMul");
+  const siluInDown = fuse && c.activation === "silu" && fusesPrologue(L.wDown, rows, "siluMul", path);
   return {
     attnNorm: () => normed(L.attnNorm, qkv),
     attention: () => [
@@ -287,6 +340,36 @@ function ropeAndAttention(
 ): ForwardStep[] {
   const sliding = c.layerTypes[L.index] === "sliding";
   const invFreq = sliding && s.invFreqLocal ? s.invFreqLocal : s.invFreq;
+  const scores = { scale: c.attnScale, window: sliding ? c.slidingWindow : null, softcap: c.attnSoftcap };
+  if ("paged" in kv) {
+    const { paged, layer } = kv;
+    const { rowPos, rowSlot, blockTable, layout, rowSplits, dispatch, maxSplits } = paged;
+    const pool = {
+      kPool: paged.kPool[layer],
+      vPool: paged.vPool[layer],
+      rowPos,
+      rowSlot,
+      blockTable,
+      layout,
+    };
+    return [
+      step("rope_append", k.pagedRope.bind({ q: s.q, k: s.k, v: s.v, invFreq, rows, ...pool, ...heads(c) })),
+      step(
+        "attention",
+        paged.attention.bind({
+          q: s.q,
+          out: s.attn,
+          rowSplits,
+          dispatch,
+          maxSplits,
+          rows,
+          ...pool,
+          ...heads(c),
+          ...scores,
+        }),
+      ),
+    ];
+  }
   return [
     // q and k rotated, and k and v appended to the cache, in one dispatch
     step(
@@ -304,9 +387,7 @@ function ropeAndAttention(
         rows,
         seqLen: kv.seqLen,
         ...heads(c),
-        scale: c.attnScale,
-        window: sliding ? c.slidingWindow : null,
-        softcap: c.attnSoftcap,
+        ...scores,
         ...(attentionSplits === undefined ? {} : { splits: attentionSplits }),
       }),
     ),

@@ -5,6 +5,7 @@
 import { type Gpu, uploadStorage } from "../../kernels/core/mod.ts";
 import { type GpuLinear, linearBuffers, uploadLinear, type WeightType } from "./linear.ts";
 import type { GpuLayer } from "./decoder_layer.ts";
+import type { GpuWeights } from "./model.ts";
 import { LAYER_VECTORS, type LayerVectors, type LayerWeights } from "./weights.ts";
 
 /** The seven linear fields of a GpuLayer. */
@@ -110,4 +111,14 @@ export function gpuLayerBytes(L: GpuLayer): number {
 export function destroyGpuLayer(L: GpuLayer): void {
   layerVectorBuffers(L).forEach((b) => b.destroy());
   for (const f of LINEARS) linearBuffers(L[f]).forEach((b) => b.destroy());
+}
+
+/** Every GPU buffer of a model's weights, each once (quantized folders share act-order permutations). */
+export function gpuWeightsBuffers(w: GpuWeights): GPUBuffer[] {
+  const all = new Set<GPUBuffer>([w.tokenEmbedding, w.finalNorm, ...linearBuffers(w.lmHead)]);
+  for (const L of w.layers) {
+    layerVectorBuffers(L).forEach((b) => all.add(b));
+    for (const f of LINEARS) linearBuffers(L[f]).forEach((b) => all.add(b));
+  }
+  return [...all];
 }

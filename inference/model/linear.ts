@@ -136,7 +136,16 @@ export interface LinearCall {
   norm?: { weight: GPUBuffer; eps: number };
   /** x is a gate: apply silu(x)·siluMulUp first; only where {@link fusesPrologue} says so. */
   siluMulUp?: GPUBuffer;
+  /**
+   * Pin the kernel family whatever `rows` is, so each row's sums are the same however many rows the call
+   * has (the batched engine): "gemm" the tiled GEMM (no prologue; prompt rows), "gemv" the decode GEMVs
+   * in row batches (decode rows). Absent: chosen by `rows`.
+   */
+  path?: LinearPath;
 }
+
+/** See {@link LinearCall.path}. */
+export type LinearPath = "gemm" | "gemv";
 
 /**
  * Whether applying `linear` to `rows` rows can take the preceding RMSNorm or (with `siluMul`) SiLU·mul into
@@ -144,38 +153,53 @@ export interface LinearCall {
  * SiLU·mul only. Their RMSNorm prologue works (kernels/matmul_lut.ts) but each workgroup's extra pass over x
  * before its first code load made an 8B-shaped LUT decode slower on the H100 (3-bit: 110 → 91 tok/s).
  */
-export function fusesPrologue(linear: GpuLinear, rows: number, kind: "norm" | "siluMul" = "norm"): boolean {
+export function fusesPrologue(
+  linear: GpuLinear,
+  rows: number,
+  kind: "norm" | "siluMul" = "norm",
+  path?: LinearPath,
+): boolean {
+  if (path === "gemm") return false;
   if (linear.format === "lut") return kind === "siluMul" && rows <= LUT_PROLOGUE_MAX_ROWS;
   return linear.format === "affine" &&
-    affineHasPrologue({ activations: linear.activations ?? "q8" }, rows);
+    affineHasPrologue({ activations: linear.activations ?? "q8", ...(path ? { path } : {}) }, rows);
 }
 
 /** Binds the dispatches that apply `linear` (one per panel for dense weights). */
 export function bindLinear(gpu: Gpu, linear: GpuLinear, call: LinearCall): Encodable {
   if (
-    (call.norm && !fusesPrologue(linear, call.rows, "norm")) ||
-    (call.siluMulUp && !fusesPrologue(linear, call.rows, "siluMul"))
+    (call.norm && !fusesPrologue(linear, call.rows, "norm", call.path)) ||
+    (call.siluMulUp && !fusesPrologue(linear, call.rows, "siluMul", call.path))
   ) {
     throw new Error(`Cannot fuse a norm or SiLU·mul into a ${linear.format} linear over ${call.rows} rows`);
   }
+  const path = call.path ? { path: call.path } : {};
   if (linear.format !== "dense") {
     const spec = { accumulate: call.accumulate ?? false };
     const args = { x: call.x, y: call.y, rows: call.rows, xRowOffset: call.xRowOffset ?? 0 };
     return linear.format === "affine"
-      ? createMatmulAffine(gpu, { ...spec, activations: linear.activations ?? "q8" }).bind({
+      ? createMatmulAffine(gpu, { ...spec, activations: linear.activations ?? "q8", ...path }).bind({
         ...args,
         w: linear.weights,
         ...(call.norm ? { norm: call.norm } : {}),
         ...(call.siluMulUp ? { siluMulUp: call.siluMulUp } : {}),
       })
-      : createMatmulLut(gpu, spec).bind({
-        ...args,
-        w: linear.weights,
-        ...(call.norm ? { norm: call.norm } : {}),
-        ...(call.siluMulUp ? { siluMulUp: call.siluMulUp } : {}),
-      });
+      : createMatmulLut(
+        gpu,
+        call.path ? { ...spec, tune: { gemvMaxRows: call.path === "gemm" ? 0 : Infinity } } : spec,
+      )
+        .bind({
+          ...args,
+          w: linear.weights,
+          ...(call.norm ? { norm: call.norm } : {}),
+          ...(call.siluMulUp ? { siluMulUp: call.siluMulUp } : {}),
+        });
   }
-  const kernel = createMatmul(gpu, { weightType: linear.weightType, accumulate: call.accumulate ?? false });
+  const kernel = createMatmul(gpu, {
+    weightType: linear.weightType,
+    accumulate: call.accumulate ?? false,
+    ...path,
+  });
   const bound = linear.panels.map((panel) =>
     kernel.bind({
       x: call.x,
@@ -197,11 +221,15 @@ export function bindLinear(gpu: Gpu, linear: GpuLinear, call: LinearCall): Encod
  * the q8 GEMV with the same bits, inDim and groups and one shared perm buffer (q/k/v and gate/up of our
  * folders share their act-order permutation; quant_folder.ts uploads it once).
  */
-export function mergesLinears(linears: GpuLinear[], rows: number): linears is AffineLinear[] {
+export function mergesLinears(
+  linears: GpuLinear[],
+  rows: number,
+  path?: LinearPath,
+): linears is AffineLinear[] {
   if (linears.length < 2 || linears.length > 3) return false;
   const [first] = linears;
   return linears.every((l) =>
-    l.format === "affine" && first.format === "affine" && fusesPrologue(l, rows) &&
+    l.format === "affine" && first.format === "affine" && fusesPrologue(l, rows, "norm", path) &&
     l.weights.bits === first.weights.bits && l.weights.inDim === first.weights.inDim &&
     l.weights.groupSize === first.weights.groupSize && l.weights.perm === first.weights.perm
   );
@@ -217,11 +245,12 @@ export function bindLinears(
   call: Omit<LinearCall, "y">,
 ): Encodable {
   const linears = items.map((i) => i.linear);
-  if (!mergesLinears(linears, call.rows)) {
+  if (!mergesLinears(linears, call.rows, call.path)) {
     const bound = items.map(({ linear, y }) => bindLinear(gpu, linear, { ...call, y }));
     return sequence(bound);
   }
-  return createMatmulAffine(gpu, { accumulate: call.accumulate ?? false, activations: "q8" }).bind({
+  const path = call.path ? { path: call.path } : {};
+  return createMatmulAffine(gpu, { accumulate: call.accumulate ?? false, activations: "q8", ...path }).bind({
     x: call.x,
     w: linears[0].weights,
     y: items[0].y,

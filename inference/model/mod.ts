@@ -16,6 +16,7 @@ export {
 } from "./decoder_layer.ts";
 export {
   destroyGpuLayer,
+  gpuWeightsBuffers,
   layerVectorBuffers,
   linearBytes,
   LINEARS,
@@ -45,10 +46,12 @@ export {
   bindForwardSteps,
   bindLmHead,
   createForwardState,
+  type ForwardOptions,
   type ForwardState,
   forwardStateBuffers,
   type GpuLayer,
   type GpuWeights,
+  type PagedKv,
 } from "./model.ts";
 export { createQuantizedWriter, uploadQuantizedWeights } from "./quant_folder.ts";
 export {

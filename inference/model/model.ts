@@ -13,19 +13,21 @@
  * SiLU·mul to gate and up itself (also the LUT GEMVs) — 96 fewer dispatches per token at 32 layers.
  */
 import { createStorage, type Encodable, type Gpu, sequence, uploadStorage } from "../../kernels/core/mod.ts";
-import { createEmbed, createSoftcap } from "../../kernels/ops/mod.ts";
+import { createEmbed, createGatherRows, createSoftcap } from "../../kernels/ops/mod.ts";
 import {
   bindDecoderLayer,
   createLayerKernels,
   type ForwardStep,
   type GpuLayer,
   type LayerActivations,
+  type LayerKv,
+  type PagedKv,
 } from "./decoder_layer.ts";
-import { bindLinear, type DenseLinear, type LinearCall } from "./linear.ts";
+import { bindLinear, type DenseLinear, type LinearCall, type LinearPath } from "./linear.ts";
 import type { ModelConfig } from "./model_config.ts";
 import { ropeInvFreq } from "./model_config.ts";
 
-export type { ForwardStep, GpuLayer } from "./decoder_layer.ts";
+export type { ForwardStep, GpuLayer, PagedKv } from "./decoder_layer.ts";
 
 /** All weights on the GPU. */
 export interface GpuWeights {
@@ -45,15 +47,20 @@ export interface ForwardState extends LayerActivations {
   maxLogitRows: number;
   /** logits: (maxLogitRows, vocabSize) f32 */
   logits: GPUBuffer;
-  kCache: GPUBuffer[]; // per layer (seqLen, kvDim)
+  kCache: GPUBuffer[]; // per layer (seqLen, kvDim); empty for a paged state (the pool lives elsewhere)
   vCache: GPUBuffer[]; // per layer (seqLen, kvDim)
+  /** paged state only: (maxLogitRows, dim), the rows whose logits are wanted, gathered */
+  xg?: GPUBuffer;
 }
 
-/** Allocates the activations and KV cache for one sequence. */
+/**
+ * Allocates the activations and KV cache for one sequence; with `paged`, no KV cache (forwards bind a
+ * {@link PagedKv}) but a buffer for the gathered logit rows.
+ */
 export function createForwardState(
   gpu: Gpu,
   c: ModelConfig,
-  { maxRows, maxLogitRows = 1 }: { maxRows: number; maxLogitRows?: number },
+  { maxRows, maxLogitRows = 1, paged = false }: { maxRows: number; maxLogitRows?: number; paged?: boolean },
 ): ForwardState {
   const f = 4;
   const qDim = c.nHeads * c.headDim;
@@ -72,8 +79,9 @@ export function createForwardState(
     gate: buf(maxRows * c.hiddenDim, "gate"),
     up: buf(maxRows * c.hiddenDim, "up"),
     act: buf(maxRows * c.hiddenDim, "act"),
-    kCache: Array.from({ length: c.nLayers }, (_, l) => buf(c.seqLen * c.kvDim, `kCache ${l}`)),
-    vCache: Array.from({ length: c.nLayers }, (_, l) => buf(c.seqLen * c.kvDim, `vCache ${l}`)),
+    kCache: paged ? [] : Array.from({ length: c.nLayers }, (_, l) => buf(c.seqLen * c.kvDim, `kCache ${l}`)),
+    vCache: paged ? [] : Array.from({ length: c.nLayers }, (_, l) => buf(c.seqLen * c.kvDim, `vCache ${l}`)),
+    ...(paged ? { xg: buf(maxLogitRows * c.dim, "xg") } : {}),
     invFreq: uploadStorage(gpu, ropeInvFreq(c), "rope invFreq"),
     invFreqLocal: c.localRope
       ? uploadStorage(
@@ -89,22 +97,34 @@ export function createForwardState(
 export function forwardStateBuffers(s: ForwardState): GPUBuffer[] {
   const { state, logits, x, xn, q, k, v, attn, gate, up, act, invFreq, invFreqLocal } = s;
   const rope = invFreqLocal ? [invFreq, invFreqLocal] : [invFreq];
-  return [state, logits, x, xn, q, k, v, attn, gate, up, act, ...rope, ...s.kCache, ...s.vCache];
+  const out = [state, logits, x, xn, q, k, v, attn, gate, up, act, ...rope, ...s.kCache, ...s.vCache];
+  return s.xg ? [...out, s.xg] : out;
 }
 
 /** What one forward computes logits for. */
 export type LogitsMode = "last" | "all" | "none";
 
+/** What one forward reads and writes besides the state's activations. */
+export interface ForwardOptions {
+  /** (rows) u32 token ids */
+  ids: GPUBuffer;
+  rows: number;
+  /** Ignored with `paged`, which computes logits for its gathered rows. */
+  logits: LogitsMode;
+  /** Bind to a paged KV cache with per-row positions instead of the state's cache and step state. */
+  paged?: PagedKv;
+}
+
 /**
  * Binds one forward over `rows` tokens read from `ids` (u32, rows), writing logits rows
- * [0, rows) for "all" or row 0 for "last".
+ * [0, rows) for "all" or row 0 for "last" (with `paged`: row i for gathered row i).
  */
 export function bindForward(
   gpu: Gpu,
   c: ModelConfig,
   w: GpuWeights,
   s: ForwardState,
-  options: { ids: GPUBuffer; rows: number; logits: LogitsMode },
+  options: ForwardOptions,
 ): Encodable {
   const steps = bindForwardSteps(gpu, c, w, s, options);
   return sequence(steps.map(({ step }) => step));
@@ -116,12 +136,17 @@ export function bindForwardSteps(
   c: ModelConfig,
   w: GpuWeights,
   s: ForwardState,
-  { ids, rows, logits }: { ids: GPUBuffer; rows: number; logits: LogitsMode },
+  { ids, rows, logits, paged }: ForwardOptions,
 ): ForwardStep[] {
   if (rows < 1 || rows > s.maxRows) {
     throw new Error(`Cannot run a forward over ${rows} rows (max ${s.maxRows})`);
   }
-  if (logits === "all" && rows > s.maxLogitRows) {
+  if (paged && (!s.xg || paged.logitRows > s.maxLogitRows)) {
+    throw new Error(
+      `Cannot bind a paged forward: the state was not made paged or holds < ${paged.logitRows} logit rows`,
+    );
+  }
+  if (!paged && logits === "all" && rows > s.maxLogitRows) {
     throw new Error(`Cannot compute logits for ${rows} rows (logits buffer holds ${s.maxLogitRows})`);
   }
   const kernels = createLayerKernels(gpu, c);
@@ -132,12 +157,29 @@ export function bindForwardSteps(
       embed.bind({ table: w.tokenEmbedding, ids, out: s.x, rows, dim: c.dim, scale: c.embedScale }),
     ),
   ];
+  // Batched forwards pin the kernel family (GEMM for prompt rows, GEMVs for decode rows), so a row's sums
+  // do not depend on the batch (see PagedKv.prefill).
+  const path: LinearPath | undefined = paged ? (paged.prefill ? "gemm" : "gemv") : undefined;
   for (let l = 0; l < c.nLayers; l++) {
-    const kv = { kCache: s.kCache[l], vCache: s.vCache[l], seqLen: c.seqLen };
-    steps.push(...bindDecoderLayer(gpu, c, kernels, w.layers[l], s, { rows, kv }).steps);
+    const kv: LayerKv = paged
+      ? { paged, layer: l }
+      : { kCache: s.kCache[l], vCache: s.vCache[l], seqLen: c.seqLen };
+    steps.push(
+      ...bindDecoderLayer(gpu, c, kernels, w.layers[l], s, { rows, kv, ...(path ? { path } : {}) }).steps,
+    );
   }
-  if (logits !== "none") {
-    const eps = c.normEps;
+  const eps = c.normEps;
+  if (paged) {
+    const n = paged.logitRows;
+    steps.push(
+      step(
+        "gather",
+        createGatherRows(gpu).bind({ gather: paged.gather, x: s.x, out: s.xg!, rows: n, dim: c.dim }),
+      ),
+      step("norm", kernels.norm.bind({ x: s.xg!, weight: w.finalNorm, y: s.xn, rows: n, dim: c.dim, eps })),
+      ...bindLmHead(gpu, c, w, { x: s.xn, y: s.logits, rows: n }),
+    );
+  } else if (logits !== "none") {
     steps.push(
       step("norm", kernels.norm.bind({ x: s.x, weight: w.finalNorm, y: s.xn, rows, dim: c.dim, eps })),
     );

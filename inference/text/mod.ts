@@ -2,4 +2,4 @@
  * Text: tokenizers (byte-level and SentencePiece-style BPE) and chat templates.
  */
 export { type ChatMessage, type ChatTemplate, loadChatTemplate } from "./chat_template.ts";
-export { createStreamDecoder, loadTokenizer, type Tokenizer } from "./tokenizer.ts";
+export { createStreamDecoder, createTokenizer, loadTokenizer, type Tokenizer } from "./tokenizer.ts";

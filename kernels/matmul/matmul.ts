@@ -227,6 +227,11 @@ export interface MatmulSpec {
   accumulate: boolean;
   /** GEMM tile overrides for sweeps: rows × columns per tile (multiples of 8), K per stage (multiple of 8). */
   tune?: { tm?: number; tn?: number; tk?: number };
+  /**
+   * Pin the path whatever the row count, so a row's sums do not depend on how many rows share the call:
+   * "gemm" always tiles (the batched engine's prompt forwards), "gemv" always runs 8-row GEMV batches.
+   */
+  path?: "gemm" | "gemv";
 }
 
 export interface MatmulArgs {
@@ -302,7 +307,7 @@ export function planMatmul(
 ): MatmulStep[] {
   const f16 = spec.weightType === "f16";
   const common = { F16: f16 ? 1 : 0, ACC: spec.accumulate ? 1 : 0 };
-  if (rows > GEMV_BATCH_MAX_ROWS) {
+  if ((rows > GEMV_BATCH_MAX_ROWS && spec.path !== "gemv") || spec.path === "gemm") {
     // best of six tilings on the H100 from 128 to 2048 rows (scalar staging)
     const t = { TM: spec.tune?.tm ?? 128, TN: spec.tune?.tn ?? 128, TK: spec.tune?.tk ?? 16 };
     const tilesN = ceilDiv(outDim, t.TN);

@@ -4,8 +4,10 @@
  *   y[r, yColOffset + o] (+)= Σ_c x[xRowOffset + r, c] · Q[o, c]      (f32 accumulation)
  * The dense matrix is never materialised. Same argument conventions and paths as matmul.ts; the planner
  * is matmul_affine_plan.ts, the WGSL is built in matmul_affine_wgsl.ts and matmul_affine_q8_wgsl.ts.
- * - q8 GEMV (rows ≤ 2, decode, the default): int8 activations and `dot4I8Packed`, optionally with the
- *   preceding RMSNorm or SiLU·mul and up to three matrices sharing x in one dispatch (q8 WGSL header).
+ * - q8 GEMV (rows ≤ 2, decode, the default; any row count in dispatches of 8 rows with `path: "gemv"`, the
+ *   batched engine's decode rows): int8 activations and `dot4I8Packed`, optionally with the preceding RMSNorm
+ *   or SiLU·mul and up to three matrices sharing x in one dispatch (q8 WGSL header). A row's sums do not
+ *   depend on how many rows a dispatch serves (fixed reduction order).
  * - f32 GEMV (rows ≤ 8, or `activations: "f32"`): TPR invocations split K for NR output rows, one 32-column
  *   piece per invocation per K step; each K step's activations are staged in workgroup memory
  *   (double-buffered, coalesced) and reused for the NR rows; codes become floats with a mantissa trick
@@ -48,7 +50,12 @@ import {
   uploadStorage,
 } from "../core/mod.ts";
 import { AFFINE_PARAMS_FIELDS, PREP_WGSL } from "./matmul_affine_wgsl.ts";
-import { matmulAffineShader, type MatmulAffineSpec, planMatmulAffine } from "./matmul_affine_plan.ts";
+import {
+  AFFINE_BATCH_ROWS,
+  matmulAffineShader,
+  type MatmulAffineSpec,
+  planMatmulAffine,
+} from "./matmul_affine_plan.ts";
 
 /** An affine-quantized (outDim, inDim) weight in the kernel's layout, on the host. */
 export interface AffinePacked {
@@ -121,6 +128,8 @@ export interface MatmulAffineArgs {
   yStride?: number;
   /** First column of y written (default 0), so row panels of one weight fill one y. */
   yColOffset?: number;
+  /** Rows of y (and of every `more` y) before the first row written (default 0). */
+  yRowOffset?: number;
   /**
    * RMSNorm x first (y = norm(x)·Qᵀ): only the q8 GEMV has this prologue ({@link affineHasPrologue});
    * weight (inDim) f32 in original column order.
@@ -149,10 +158,21 @@ export interface MatmulAffineArgs {
  * ```
  */
 export function createMatmulAffine(gpu: Gpu, spec: MatmulAffineSpec): Kernel<MatmulAffineArgs> {
-  return {
+  const kernel: Kernel<MatmulAffineArgs> = {
     bind(args: MatmulAffineArgs): Encodable {
-      const { x, w, y, rows, xRowOffset = 0, yStride = w.outDim, yColOffset = 0 } = args;
-      checkArgs(gpu, { ...args, xRowOffset, yStride, yColOffset });
+      const { x, w, y, rows, xRowOffset = 0, yStride = w.outDim, yColOffset = 0, yRowOffset = 0 } = args;
+      checkArgs(gpu, { ...args, xRowOffset, yStride, yColOffset, yRowOffset });
+      // `path: "gemv"`: the decode GEMV over batches of rows, each its own dispatch (same kernel per row).
+      if (spec.path === "gemv" && rows > AFFINE_BATCH_ROWS) {
+        const batches: Encodable[] = [];
+        for (let r0 = 0; r0 < rows; r0 += AFFINE_BATCH_ROWS) {
+          const n = Math.min(AFFINE_BATCH_ROWS, rows - r0);
+          batches.push(
+            kernel.bind({ ...args, rows: n, xRowOffset: xRowOffset + r0, yRowOffset: yRowOffset + r0 }),
+          );
+        }
+        return sequence(batches);
+      }
       const shape = {
         ...w,
         rows,
@@ -176,7 +196,7 @@ export function createMatmulAffine(gpu: Gpu, spec: MatmulAffineSpec): Kernel<Mat
       }
       const extra6 = args.norm?.weight ?? args.siluMulUp;
       const more = args.more ?? [];
-      checkMore(w, rows, more);
+      checkMore(w, rows + yRowOffset, more);
       const needsPerm = xp || gather || extra6 || more.length > 0;
       const perm = w.perm ?? (needsPerm ? createStorage(gpu, 4, "matmul_affine no perm") : null);
       const rb = plan.shader.path === "q8" ? plan.shader.rb : 1;
@@ -205,6 +225,7 @@ export function createMatmulAffine(gpu: Gpu, spec: MatmulAffineSpec): Kernel<Mat
             outDim2: more[1]?.w.outDim ?? 0,
             wgStart1: wgStarts[1] ?? 0,
             wgStart2: wgStarts[2] ?? 0,
+            yRowOffset,
           }[f],
         ]),
         "matmul_affine params",
@@ -233,6 +254,7 @@ export function createMatmulAffine(gpu: Gpu, spec: MatmulAffineSpec): Kernel<Mat
       return sequence(steps);
     },
   };
+  return kernel;
 }
 
 /**
@@ -298,7 +320,7 @@ function checkArgs(
   for (const [key, v] of [["rows", a.rows], ["inDim", w.inDim], ["outDim", w.outDim]] as const) {
     if (!Number.isInteger(v) || v < 1) fail(`${key} must be a positive integer, got ${v}`);
   }
-  for (const key of ["xRowOffset", "yStride", "yColOffset"] as const) {
+  for (const key of ["xRowOffset", "yStride", "yColOffset", "yRowOffset"] as const) {
     if (!Number.isInteger(a[key]) || a[key] < 0) fail(`${key} must be a non-negative integer, got ${a[key]}`);
   }
   if (![2, 3, 4].includes(w.bits)) fail(`bits must be 2, 3 or 4, got ${w.bits}`);
@@ -317,7 +339,7 @@ function checkArgs(
     ["perm", w.perm, w.inDim * 4],
     ["norm weight", a.norm?.weight ?? null, w.inDim * 4],
     ["siluMulUp", a.siluMulUp ?? null, (a.xRowOffset + a.rows) * w.inDim * 4],
-    ["y", a.y, ((a.rows - 1) * a.yStride + a.yColOffset + w.outDim) * 4],
+    ["y", a.y, ((a.yRowOffset + a.rows - 1) * a.yStride + a.yColOffset + w.outDim) * 4],
   ];
   for (const [name, buffer, bytes] of need) {
     if (!buffer) continue;

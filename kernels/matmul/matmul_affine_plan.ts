@@ -39,17 +39,29 @@ export interface MatmulAffineSpec {
    */
   activations?: "q8" | "f32";
   tune?: AffineTune;
+  /**
+   * Pin the path whatever the row count, so a row's sums do not depend on how many rows share the call:
+   * "gemm" always tiles (the batched engine's prompt forwards); "gemv" keeps the decode GEMV (q8, or f32
+   * with `activations: "f32"`), run over batches of {@link AFFINE_BATCH_ROWS} rows (its decode forwards).
+   */
+  path?: "gemm" | "gemv";
 }
 
-/** Activation rows up to this run the q8 GEMV when it is enabled. */
+/** Activation rows up to this run the q8 GEMV when it is enabled (any count with `path: "gemv"`). */
 export const AFFINE_Q8_MAX_ROWS = 2;
+/** Rows per dispatch of a `path: "gemv"` call (the GEMV's registers hold a piece of each row). */
+export const AFFINE_BATCH_ROWS = 8;
 
 /**
  * Whether a bind with these facts runs the q8 GEMV, which can apply the preceding RMSNorm or SiLU·mul
  * itself (MatmulAffineArgs.norm / siluMulUp), saving that dispatch.
  */
-export function affineHasPrologue(spec: Pick<MatmulAffineSpec, "activations">, rows: number): boolean {
-  return (spec.activations ?? "q8") === "q8" && rows <= AFFINE_Q8_MAX_ROWS;
+export function affineHasPrologue(
+  spec: Pick<MatmulAffineSpec, "activations" | "path">,
+  rows: number,
+): boolean {
+  if (spec.path === "gemm") return false;
+  return (spec.activations ?? "q8") === "q8" && (spec.path === "gemv" || rows <= AFFINE_Q8_MAX_ROWS);
 }
 
 /** Row counts up to this run the GEMV; larger ones the tiled GEMM. */
@@ -104,15 +116,19 @@ export function planMatmulAffine(spec: MatmulAffineSpec, shape: AffineShape): Ma
   if ((shape.prologue ?? "none") !== "none") {
     throw new Error(`Cannot plan matmul_affine: a fused ${shape.prologue} needs the q8 GEMV`);
   }
-  if (rows <= AFFINE_GEMV_MAX_ROWS) {
+  if (rows <= AFFINE_GEMV_MAX_ROWS && spec.path !== "gemm") {
     // Defaults from a first, noisy H100 sweep (4-bit g128, 4096/14336 shapes): NR 2 beat 4 and 8, a
     // 128-invocation workgroup helped one row, 8 rows wanted TPR 16. Re-tune with `spec.tune`.
     const staged = t.staged ?? true;
-    const wg = t.wg ?? (rows <= 2 ? 128 : 256);
+    // A pinned GEMV (`path: "gemv"`) takes the many-row build for every row count, so a row's K split,
+    // and with it its sums, never depends on how many rows share the dispatch.
+    const many = rows > 2 || spec.path === "gemv";
+    const wg = t.wg ?? (many ? 256 : 128);
     const nr = t.nr ?? 2;
-    // Two staged tiles of ROWS · TPR · 144 bytes must fit workgroup memory.
-    const fits = (n: number) => 2 * rows * n * 144 <= (shape.maxWorkgroupBytes ?? 32768);
-    const tpr = t.tpr ?? (rows <= 2 ? 32 : [16, 8].find(fits) ?? 8);
+    // Two staged tiles of ROWS · TPR · 144 bytes must fit workgroup memory (sized for 8 rows when pinned).
+    const sized = spec.path === "gemv" ? AFFINE_BATCH_ROWS : rows;
+    const fits = (n: number) => 2 * sized * n * 144 <= (shape.maxWorkgroupBytes ?? 32768);
+    const tpr = t.tpr ?? (many ? [16, 8].find(fits) ?? 8 : 32);
     const shader: AffineShaderSpec = {
       path: "gemv",
       bits,
@@ -123,7 +139,7 @@ export function planMatmulAffine(spec: MatmulAffineSpec, shape: AffineShape): Ma
       unrollK: t.unrollK ?? 1,
       staged,
       // Factoring scale and zero out of a piece saves an FMA per code but holds NR·ROWS more sums.
-      perCode: t.perCode ?? rows > 2,
+      perCode: t.perCode ?? many,
     };
     if (wg % tpr !== 0 || tpr < Math.min(rows * nr, 8)) {
       throw new Error(

@@ -1,6 +1,6 @@
 /**
  * WGSL for the decode GEMV of kernels/matmul_affine.ts with int8 activations ("q8" path, 2-, 3- and 4-bit
- * codes, 1–2 activation rows), built by TypeScript like matmul_affine_wgsl.ts.
+ * codes, 1–8 activation rows), built by TypeScript like matmul_affine_wgsl.ts.
  *
  * Why: the f32 GEMV spends three instructions per code (shift, mask, FMA) and tops out near half the
  * read ceiling on the H100. Here each invocation quantizes its own 32-column pieces of x once to int8
@@ -26,10 +26,13 @@ import { PARAMS_WGSL, STORE_WGSL } from "./matmul_affine_wgsl.ts";
 import { unroll } from "../core/mod.ts";
 import { siluMulFn } from "../ops/mod.ts";
 
+/** Segments of a row's final reduction (fixed, so the sum order does not depend on RB). */
+const SEGS = 8;
+
 /** Shape of one q8 GEMV build. */
 export interface Q8GemvBuild {
   bits: 2 | 3 | 4;
-  /** activation rows, 1 or 2 */
+  /** activation rows, 1..8 */
   rows: number;
   /** invocations per workgroup; P = ceil(nPieces / WG) pieces per invocation */
   wg: number;
@@ -270,7 +273,7 @@ fn storeTo(m: u32, r: u32, o: u32, v: f32) {
   ${
     more.map((m) =>
       `if (m == ${m}u) {
-    let i = r * params.outDim${m} + o;
+    let i = (r + params.yRowOffset) * params.outDim${m} + o;
     if (ACC) { y${m}[i] += v; } else { y${m}[i] = v; }
     return;
   }`
@@ -328,23 +331,27 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
   }
   }
   workgroupBarrier();
-  // ${lpr} lanes per output row sum strided slices of its partials; one of them adds the ${lpr} results.
-  let ru = lid / ${lpr}u;
-  let seg = lid % ${lpr}u;
-  ${unroll(rows, (r) => `var s${r} = 0.0;`, " ")}
-  for (var t = seg; t < ${wg}u; t += ${lpr}u) {
-    ${unroll(rows, (r) => `s${r} += red[(ru * ${rows}u + ${r}u) * STRIDE + t];`, "\n    ")}
+  // Each output row's ${wg} partials are summed as ${SEGS} strided segments, then the segments in order: the
+  // same order whatever RB (and so the row count) is, so a row's sum does not depend on the batch.
+  for (var q = lid; q < ${rb * SEGS}u; q += ${wg}u) {
+    let ru = q / ${SEGS}u;
+    let seg = q % ${SEGS}u;
+    ${unroll(rows, (r) => `var s${r} = 0.0;`, " ")}
+    for (var t = seg; t < ${wg}u; t += ${SEGS}u) {
+      ${unroll(rows, (r) => `s${r} += red[(ru * ${rows}u + ${r}u) * STRIDE + t];`, "\n      ")}
+    }
+    ${unroll(rows, (r) => `red[(ru * ${rows}u + ${r}u) * STRIDE + seg] = s${r};`)}
   }
   workgroupBarrier();
-  ${unroll(rows, (r) => `red[(ru * ${rows}u + ${r}u) * STRIDE + seg] = s${r};`)}
-  workgroupBarrier();
-  if (seg == 0u && r0 + ru < od) {
-    ${
+  for (var ru = lid; ru < ${rb}u; ru += ${wg}u) {
+    if (r0 + ru < od) {
+      ${
     unroll(rows, (r) =>
       `var t${r} = 0.0;
-    for (var t = 0u; t < ${lpr}u; t++) { t${r} += red[(ru * ${rows}u + ${r}u) * STRIDE + t]; }
-    storeTo(m, ${r}u, r0 + ru, t${r});`, "\n    ")
+      for (var t = 0u; t < ${SEGS}u; t++) { t${r} += red[(ru * ${rows}u + ${r}u) * STRIDE + t]; }
+      storeTo(m, ${r}u, r0 + ru, t${r});`, "\n      ")
   }
+    }
   }
 }
 `;

@@ -33,6 +33,7 @@ export const AFFINE_PARAMS_FIELDS = [
   "outDim2",
   "wgStart1", // first workgroup of matrix 1 and 2
   "wgStart2",
+  "yRowOffset", // rows of y (and of the further matrices' y) before row 0 of this dispatch
 ] as const;
 
 /** The uniform block and group lookup every affine shader starts with. */
@@ -53,7 +54,7 @@ fn groupOf(piece: u32) -> u32 {
 export const STORE_WGSL = /* wgsl */ `
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;  // (rows, yStride) f32
 fn store(r: u32, o: u32, v: f32) {
-  let i = r * params.yStride + params.yColOffset + o;
+  let i = (r + params.yRowOffset) * params.yStride + params.yColOffset + o;
   if (ACC) { y[i] += v; } else { y[i] = v; }
 }
 `;

@@ -23,28 +23,11 @@ import {
   uniformParams,
 } from "../core/mod.ts";
 
-/** The shader; `append` adds the cache bindings and writes (rotated k and v at state.pos + t). */
-function ropeWgsl(append: boolean): string {
-  return /* wgsl */ `
-${STATE_STRUCT}
-override WG: u32 = 256u;
-
-// zero: always 0; see the angle below
-struct Params { rows: u32, nHeads: u32, nKvHeads: u32, half: u32, zero: u32, seqLen: u32 }
-
-@group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> state: StepState;
-@group(0) @binding(2) var<storage, read> invFreq: array<f32>; // (headDim/2)
-@group(0) @binding(3) var<storage, read_write> x: array<f32>; // (rows, nHeads·headDim), in place
-@group(0) @binding(4) var<storage, read_write> k: array<f32>; // (rows, nKvHeads·headDim), in place
-${
-    append
-      ? `@group(0) @binding(5) var<storage, read> v: array<f32>;             // (rows, kvDim)
-@group(0) @binding(6) var<storage, read_write> kCache: array<f32>;  // (seqLen, kvDim)
-@group(0) @binding(7) var<storage, read_write> vCache: array<f32>;  // (seqLen, kvDim)`
-      : ""
-  }
-
+/**
+ * `fn cosSin(a: f32) -> vec2<f32>`: (cos a, sin a) to ~1e-7 absolute for |a| < 2e5 rad (see the module
+ * comment); shared with the paged RoPE of kernels/ops/paged_kv.ts.
+ */
+export const ROPE_COS_SIN_WGSL = /* wgsl */ `
 // π/2 = PIO2_1 + … + PIO2_5. The first four pieces carry 7 significant bits each, so k·PIO2_n is exact
 // in f32 for |k| < 2^17 (angles up to ~2e5 rad); PIO2_5 is the f32 rounding of what remains.
 const PIO2_1 = 1.5625;
@@ -74,7 +57,31 @@ fn cosSin(a: f32) -> vec2<f32> {
     default: { return vec2(s, -c); }
   }
 }
+`;
 
+/** The shader; `append` adds the cache bindings and writes (rotated k and v at state.pos + t). */
+function ropeWgsl(append: boolean): string {
+  return /* wgsl */ `
+${STATE_STRUCT}
+override WG: u32 = 256u;
+
+// zero: always 0; see the angle below
+struct Params { rows: u32, nHeads: u32, nKvHeads: u32, half: u32, zero: u32, seqLen: u32 }
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> state: StepState;
+@group(0) @binding(2) var<storage, read> invFreq: array<f32>; // (headDim/2)
+@group(0) @binding(3) var<storage, read_write> x: array<f32>; // (rows, nHeads·headDim), in place
+@group(0) @binding(4) var<storage, read_write> k: array<f32>; // (rows, nKvHeads·headDim), in place
+${
+    append
+      ? `@group(0) @binding(5) var<storage, read> v: array<f32>;             // (rows, kvDim)
+@group(0) @binding(6) var<storage, read_write> kCache: array<f32>;  // (seqLen, kvDim)
+@group(0) @binding(7) var<storage, read_write> vCache: array<f32>;  // (seqLen, kvDim)`
+      : ""
+  }
+
+${ROPE_COS_SIN_WGSL}
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
         @builtin(local_invocation_index) lid: u32) {

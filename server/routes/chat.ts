@@ -1,22 +1,23 @@
 /**
- * POST /v1/chat/completions. Streams as `chat.completion.chunk` events: a role chunk, content deltas,
- * a finish chunk with an empty delta, an optional usage chunk, then `data: [DONE]`.
+ * POST /v1/chat/completions. Streams as `chat.completion.chunk` events: a role chunk per choice, content
+ * deltas (with `logprobs.content` when asked), a finish chunk per choice with an empty delta, an optional
+ * usage chunk, then `data: [DONE]`.
  */
 import type { Handler } from "hono";
 import { invalidRequest } from "../errors.ts";
 import {
   type ChatCompletion,
   type ChatCompletionChunk,
-  type FinishReason,
+  chatLogprobs,
   parseChatRequest,
 } from "../protocol.ts";
 import {
-  collectText,
+  collectChoices,
   readJsonBody,
   type RouteDeps,
   startGeneration,
   streamGeneration,
-  toUsage,
+  usageCounter,
 } from "./completions.ts";
 
 /**
@@ -39,39 +40,59 @@ export function chatHandler(deps: RouteDeps): Handler {
     const id = `chatcmpl-${crypto.randomUUID().replaceAll("-", "")}`;
     const created = Math.floor(Date.now() / 1000);
     const model = deps.modelName();
+    const n = parsed.request.n ?? 1;
+    const wantLogprobs = parsed.request.logprobs !== undefined && parsed.request.logprobs !== null;
 
     if (!parsed.stream) {
-      const { text, end } = await collectText(events);
+      const done = await collectChoices(events, n);
       const body: ChatCompletion = {
         id,
         object: "chat.completion",
         created,
         model,
-        choices: [{
-          index: 0,
-          message: { role: "assistant", content: text },
-          finish_reason: end.finishReason,
-          logprobs: null,
-        }],
-        usage: toUsage(end),
+        choices: done.choices.map((ch, index) => ({
+          index,
+          message: { role: "assistant", content: ch.text },
+          finish_reason: ch.finishReason,
+          logprobs: wantLogprobs ? chatLogprobs(ch.logprobs) : null,
+        })),
+        usage: done.usage,
       };
       return c.json(body);
     }
 
-    const chunk = (delta: ChatCompletionChunk["choices"][0]["delta"], finish: FinishReason | null) => ({
+    const frame = (choices: ChatCompletionChunk["choices"]): ChatCompletionChunk => ({
       id,
       object: "chat.completion.chunk",
       created,
       model,
-      choices: [{ index: 0, delta, finish_reason: finish, logprobs: null }],
+      choices,
       // With include_usage, OpenAI puts `usage: null` on every chunk but the last.
       ...(parsed.includeUsage ? { usage: null } : {}),
-    } satisfies ChatCompletionChunk);
+    });
+    const usage = usageCounter(n);
     return streamGeneration(c, events, deps, (ev): ChatCompletionChunk[] => {
-      if (ev.type === "start") return [chunk({ role: "assistant", content: "" }, null)];
-      if (ev.type === "delta") return ev.text === "" ? [] : [chunk({ content: ev.text }, null)];
-      const last = chunk({}, ev.finishReason);
-      return parsed.includeUsage ? [last, { ...last, choices: [], usage: toUsage(ev) }] : [last];
+      usage.add(ev);
+      if (ev.type === "start") {
+        return Array.from(
+          { length: n },
+          (_, index) =>
+            frame([{
+              index,
+              delta: { role: "assistant", content: "" },
+              finish_reason: null,
+              logprobs: null,
+            }]),
+        );
+      }
+      const index = ev.index ?? 0;
+      if (ev.type === "delta") {
+        if (ev.text === "" && !ev.logprobs) return [];
+        const logprobs = ev.logprobs && wantLogprobs ? chatLogprobs(ev.logprobs) : null;
+        return [frame([{ index, delta: { content: ev.text }, finish_reason: null, logprobs }])];
+      }
+      const last = frame([{ index, delta: {}, finish_reason: ev.finishReason, logprobs: null }]);
+      return parsed.includeUsage && usage.done() ? [last, { ...frame([]), usage: usage.total() }] : [last];
     });
   };
 }

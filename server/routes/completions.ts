@@ -4,9 +4,10 @@
  */
 import type { Context, Handler } from "hono";
 import { streamSSE } from "hono/streaming";
-import type { Engine, GenerateRequest, TokenEvent } from "../../inference/engine/mod.ts";
+import type { Engine, GenerateRequest, TokenEvent, TokenLogprob } from "../../inference/engine/mod.ts";
 import { asApiError, internalError, invalidRequest, toErrorBody } from "../errors.ts";
 import {
+  completionLogprobs,
   parseCompletionRequest,
   type RequestDefaults,
   type TextCompletion,
@@ -38,25 +39,103 @@ export function completionsHandler(deps: RouteDeps): Handler {
     const id = `cmpl-${crypto.randomUUID().replaceAll("-", "")}`;
     const created = Math.floor(Date.now() / 1000);
     const model = deps.modelName();
-    const chunk = (text: string, finish: EndEvent | null): TextCompletion => ({
+    const wantLogprobs = parsed.request.logprobs !== undefined && parsed.request.logprobs !== null;
+    const frame = (choices: TextCompletion["choices"]): TextCompletion => ({
       id,
       object: "text_completion",
       created,
       model,
-      choices: [{ index: 0, text, finish_reason: finish?.finishReason ?? null, logprobs: null }],
+      choices,
       // With include_usage, OpenAI puts `usage: null` on every chunk but the last.
       ...(parsed.includeUsage ? { usage: null } : {}),
     });
     if (!parsed.stream) {
-      const { text, end } = await collectText(events);
-      return c.json({ ...chunk(text, end), usage: toUsage(end) });
+      const done = await collectChoices(events, parsed.request.n ?? 1);
+      const choices = done.choices.map((ch, index) => ({
+        index,
+        text: ch.text,
+        finish_reason: ch.finishReason,
+        logprobs: wantLogprobs ? completionLogprobs(ch.logprobs) : null,
+      }));
+      return c.json({ ...frame(choices), usage: done.usage });
     }
+    const sent = new Map<number, number>(); // characters of logprob tokens sent per choice (text_offset)
+    const usage = usageCounter(parsed.request.n ?? 1);
     return streamGeneration(c, events, deps, (ev) => {
-      if (ev.type === "delta") return ev.text === "" ? [] : [chunk(ev.text, null)];
+      usage.add(ev);
+      const index = "index" in ev ? ev.index ?? 0 : 0;
+      if (ev.type === "delta") {
+        if (ev.text === "" && !ev.logprobs) return [];
+        const at = sent.get(index) ?? 0;
+        const lp = ev.logprobs && wantLogprobs ? completionLogprobs(ev.logprobs, at) : null;
+        sent.set(index, at + (ev.logprobs ?? []).reduce((n, e) => n + e.token.length, 0));
+        return [frame([{ index, text: ev.text, finish_reason: null, logprobs: lp }])];
+      }
       if (ev.type === "start") return [];
-      const last = chunk("", ev);
-      return parsed.includeUsage ? [last, { ...last, choices: [], usage: toUsage(ev) }] : [last];
+      const last = frame([{ index, text: "", finish_reason: ev.finishReason, logprobs: null }]);
+      return parsed.includeUsage && usage.done() ? [last, { ...frame([]), usage: usage.total() }] : [last];
     });
+  };
+}
+
+/** One finished choice of a non-streaming response. */
+export interface CollectedChoice {
+  text: string;
+  finishReason: EndEvent["finishReason"];
+  logprobs: TokenLogprob[];
+}
+
+/**
+ * Gathers the deltas of every choice of a generation.
+ * @param events The generation's events.
+ * @param n The number of choices.
+ * @returns The choices in index order and the usage; throws when the engine stopped early.
+ */
+export async function collectChoices(
+  events: AsyncIterable<TokenEvent>,
+  n: number,
+): Promise<{ choices: CollectedChoice[]; usage: Usage }> {
+  const parts = Array.from({ length: n }, () => ({ text: [] as string[], logprobs: [] as TokenLogprob[] }));
+  const ends: (EndEvent | undefined)[] = new Array(n);
+  const usage = usageCounter(n);
+  for await (const ev of events) {
+    usage.add(ev);
+    if (ev.type === "delta") {
+      const p = parts[ev.index ?? 0];
+      p.text.push(ev.text);
+      p.logprobs.push(...(ev.logprobs ?? []));
+    }
+    if (ev.type === "end") ends[ev.index ?? 0] = ev;
+  }
+  const choices = parts.map((p, i) => {
+    const end = ends[i];
+    if (!end) throw new Error("Engine stopped without an end event");
+    return { text: p.text.join(""), finishReason: end.finishReason, logprobs: p.logprobs };
+  });
+  return { choices, usage: usage.total() };
+}
+
+/** Adds up usage over a request's choices: its prompt once, every choice's completion tokens. */
+export function usageCounter(n = 1): { add(ev: TokenEvent): void; done(): boolean; total(): Usage } {
+  let prompt = 0;
+  let completion = 0;
+  let ended = 0;
+  return {
+    add(ev) {
+      if (ev.type === "start") prompt = ev.promptTokens;
+      if (ev.type === "end") {
+        prompt = ev.promptTokens;
+        completion += ev.completionTokens;
+        ended++;
+      }
+    },
+    /** true from the end event of the last choice on */
+    done: () => ended >= n,
+    total: () => ({
+      prompt_tokens: prompt,
+      completion_tokens: completion,
+      total_tokens: prompt + completion,
+    }),
   };
 }
 
@@ -76,7 +155,8 @@ export async function readJsonBody(c: Context): Promise<unknown> {
 
 /**
  * Starts a generation and waits for its first event, so that input errors (EngineInputError) surface as a
- * proper HTTP error before any response byte is sent. This also waits for the request's turn in the queue.
+ * proper HTTP error (400, 429) before any response byte is sent. The engine's first event ("start") comes
+ * as soon as the request is queued, so a streaming response's headers go out while it waits for a slot.
  * @param engine The engine.
  * @param request The validated request.
  * @param signal Fires when the client goes away.
@@ -106,31 +186,6 @@ export async function startGeneration(
     }
   }
   return all();
-}
-
-/**
- * Concatenates the deltas of a generation.
- * @param events The generation's events.
- * @returns The text and the end event; throws when the engine stopped without one.
- */
-export async function collectText(
-  events: AsyncIterable<TokenEvent>,
-): Promise<{ text: string; end: EndEvent }> {
-  const parts: string[] = [];
-  for await (const ev of events) {
-    if (ev.type === "delta") parts.push(ev.text);
-    if (ev.type === "end") return { text: parts.join(""), end: ev };
-  }
-  throw new Error("Engine stopped without an end event");
-}
-
-/** OpenAI `usage` from an end event. */
-export function toUsage(end: EndEvent): Usage {
-  return {
-    prompt_tokens: end.promptTokens,
-    completion_tokens: end.completionTokens,
-    total_tokens: end.promptTokens + end.completionTokens,
-  };
 }
 
 /**

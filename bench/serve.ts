@@ -1,0 +1,262 @@
+/**
+ * `deno task bench:serve`: a load generator in the style of vLLM's benchmark_serving. N requests of a
+ * synthetic prompt (--prompt ids) and a fixed output (--output ids, EOS ignored) go to the engine in
+ * process (random weights at a real shape, labelled so: --random llama3-8b) or to a running server
+ * (--server http://host:port, /v1/completions streaming), closed loop at each --concurrency or with
+ * Poisson arrivals (--rate req/s, capped at the concurrency). It reports output tokens/s, time to first
+ * token and inter-token latency (p50/p99) per format and concurrency, as a JSON file and a markdown table.
+ * `--long-prompt N` adds one N-id prompt once the streams decode and reports the streams' inter-token
+ * latency while it is prefilled (chunked prefill keeps them flowing).
+ *
+ *   deno task bench:serve --random llama3-8b --formats dense,affine4,lut4 --concurrency 1,16,64 \
+ *     --json serve.json --md serve.md
+ *   deno task bench:serve --random tiny --prompt 16 --output 8 --concurrency 1,2   # does it run (lavapipe)
+ */
+import { parseArgs } from "node:util";
+import { describeGpu, type Gpu, requestGpu } from "../kernels/core/mod.ts";
+import { createEngine, type EngineHandle, type LoadedModel, loadModel } from "../inference/engine/mod.ts";
+import { createTokenizer } from "../inference/text/mod.ts";
+import { parseFormat, presetConfig, randomWeights } from "./random_model.ts";
+import { type RequestTiming, summarize, type Summary, toMarkdown } from "./serve_stats.ts";
+
+/** Sends request `id` with a prompt of `len` ids and reports its timing; `onFirst` at its first token. */
+type Send = (id: number, len: number, onFirst?: () => void) => Promise<RequestTiming>;
+
+/** Settings of one benchmark run (the command line, parsed). */
+export interface ServeBenchOptions {
+  random: string | null;
+  model: string | null;
+  server: string | null;
+  formats: string[];
+  concurrency: number[];
+  requests: number;
+  prompt: number;
+  output: number;
+  rate: number;
+  longPrompt: number;
+  maxNumBatchedTokens: number;
+  /** bytes */
+  kvCacheMemory: string | null;
+  /** the engine's chunk length target (0: its default) */
+  chunkTargetMs: number;
+}
+
+/** Parses the command line. */
+export function parseServeArgs(args: string[]): ServeBenchOptions {
+  const { values } = parseArgs({
+    args,
+    options: {
+      random: { type: "string" },
+      model: { type: "string" },
+      server: { type: "string" },
+      formats: { type: "string", default: "dense,affine4,lut4" },
+      concurrency: { type: "string", default: "1,16,64" },
+      requests: { type: "string", default: "0" },
+      prompt: { type: "string", default: "512" },
+      output: { type: "string", default: "256" },
+      rate: { type: "string", default: "0" },
+      "long-prompt": { type: "string", default: "0" },
+      "max-num-batched-tokens": { type: "string", default: "512" },
+      "kv-cache-memory": { type: "string" },
+      "chunk-target-ms": { type: "string", default: "0" },
+      json: { type: "string" },
+      md: { type: "string" },
+    },
+  });
+  const ints = (s: string) => s.split(",").map((x) => Number(x));
+  return {
+    random: values.random ?? (values.model || values.server ? null : "llama3-8b"),
+    model: values.model ?? null,
+    server: values.server ?? null,
+    formats: values.formats.split(","),
+    concurrency: ints(values.concurrency),
+    requests: Number(values.requests),
+    prompt: Number(values.prompt),
+    output: Number(values.output),
+    rate: Number(values.rate),
+    longPrompt: Number(values["long-prompt"]),
+    maxNumBatchedTokens: Number(values["max-num-batched-tokens"]),
+    kvCacheMemory: values["kv-cache-memory"] ?? null,
+    chunkTargetMs: Number(values["chunk-target-ms"]),
+  };
+}
+
+/** Prompt ids of request `id`: distinct per request (no shared prefixes), ordinary ids past 256. */
+function promptIds(id: number, n: number, vocab: number): number[] {
+  return Array.from({ length: n }, (_, i) => 256 + ((id * 7919 + i * 104729) % Math.max(1, vocab - 256)));
+}
+
+/** An in-process request: TTFT and the gap before each later token. */
+function engineSender(engine: EngineHandle, vocab: number, o: ServeBenchOptions): Send {
+  return async (id, len, onFirst) => {
+    const t0 = performance.now();
+    let last = t0;
+    const timing: RequestTiming = { start: t0, ttft: NaN, gaps: [], tokens: 0, end: t0 };
+    const request = {
+      input: { kind: "tokens" as const, ids: promptIds(id, len, vocab) },
+      maxTokens: o.output,
+      stop: [],
+      sampling: { temperature: 0, topP: 1, topK: 0, minP: 0, seed: 0 },
+      ignoreEos: true,
+    };
+    for await (const ev of engine.generate(request)) {
+      if (ev.type !== "delta" || !ev.tokens) continue;
+      const now = performance.now();
+      if (timing.tokens === 0) {
+        timing.ttft = now - t0;
+        onFirst?.();
+      } else {
+        for (let k = 0; k < ev.tokens; k++) timing.gaps.push({ at: now, ms: (now - last) / ev.tokens });
+      }
+      timing.tokens += ev.tokens;
+      last = now;
+    }
+    timing.end = performance.now();
+    return timing;
+  };
+}
+
+/** A request to a running server (streaming /v1/completions); a gap per SSE chunk. */
+function httpSender(base: string, o: ServeBenchOptions): Send {
+  return async (id, len, onFirst) => {
+    const prompt = Array.from({ length: len }, (_, i) => `w${(id * 31 + i) % 997}`).join(" ");
+    const t0 = performance.now();
+    const timing: RequestTiming = { start: t0, ttft: NaN, gaps: [], tokens: 0, end: t0 };
+    const res = await fetch(`${base}/v1/completions`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ prompt, max_tokens: o.output, stream: true, ignore_eos: true, temperature: 0 }),
+    });
+    if (!res.ok || !res.body) {
+      throw new Error(`Cannot benchmark ${base}: HTTP ${res.status} ${await res.text()}`);
+    }
+    let last = t0;
+    for await (const chunk of res.body.pipeThrough(new TextDecoderStream())) {
+      const events = chunk.split("\n").filter((l) => l.startsWith("data: {") && l.includes('"text"'));
+      for (const _ of events) {
+        const now = performance.now();
+        if (timing.tokens === 0) {
+          timing.ttft = now - t0;
+          onFirst?.();
+        } else {
+          timing.gaps.push({ at: now, ms: now - last });
+        }
+        timing.tokens++;
+        last = now;
+      }
+    }
+    timing.end = performance.now();
+    return timing;
+  };
+}
+
+/** Runs `n` requests at concurrency `c` (closed loop, or Poisson arrivals at `rate`); optionally a long prompt. */
+async function load(
+  send: Send,
+  c: number,
+  n: number,
+  o: ServeBenchOptions,
+): Promise<{ timings: RequestTiming[]; long: RequestTiming | null; wallMs: number }> {
+  const timings: RequestTiming[] = [];
+  let next = 0;
+  const t0 = performance.now();
+  let longRun: Promise<RequestTiming> | null = null;
+  const worker = async () => {
+    while (next < n) {
+      const id = next++;
+      if (o.rate > 0) await new Promise((r) => setTimeout(r, -Math.log(1 - Math.random()) / o.rate * 1000));
+      // The long prompt joins once the last stream of the first wave decodes.
+      const joinLong = o.longPrompt > 0 && id === c - 1
+        ? () => (longRun ??= send(1e6, o.longPrompt))
+        : undefined;
+      timings.push(await send(id, o.prompt, joinLong));
+    }
+  };
+  await Promise.all(Array.from({ length: c }, worker));
+  const long = longRun ? await longRun : null;
+  return { timings, long, wallMs: performance.now() - t0 };
+}
+
+/** The engine with one model per format in turn (each swapped in frees the last). */
+async function inProcess(gpu: Gpu, o: ServeBenchOptions, results: Summary[]): Promise<void> {
+  const maxC = Math.max(...o.concurrency);
+  const engine = createEngine("bench", {
+    log: () => {},
+    batch: {
+      maxNumSeqs: maxC,
+      maxNumBatchedTokens: Math.max(o.maxNumBatchedTokens, maxC),
+      maxModelLen: Math.max(o.prompt, o.longPrompt) + o.output + 16,
+      kvCacheMemory: o.kvCacheMemory ? { bytes: Number(o.kvCacheMemory) } : null,
+      ...(o.chunkTargetMs > 0 ? { chunkTargetMs: o.chunkTargetMs } : {}),
+    },
+  });
+  const formats = o.model ? ["folder"] : o.formats;
+  for (const f of formats) {
+    const model = o.model ? await loadModel(gpu, o.model, {}) : await randomLoaded(gpu, o.random!, f);
+    engine.setModel(model);
+    const label = o.model ? model.modelId : `${o.random} ${f} (random weights)`;
+    for (const c of o.concurrency) {
+      const send = engineSender(engine, model.config.vocabSize, o);
+      await send(0, o.prompt); // warm-up: pipelines and plans
+      const n = o.requests || Math.max(4, 2 * c);
+      const run = await load(send, c, n, o);
+      results.push(summarize(label, c, run.timings, run.wallMs, run.long));
+      console.log(toMarkdown([results.at(-1)!]).split("\n").at(-1));
+    }
+  }
+}
+
+async function randomLoaded(gpu: Gpu, preset: string, format: string): Promise<LoadedModel> {
+  const config = presetConfig(preset);
+  const weights = await randomWeights(gpu, config, "f16", parseFormat(format));
+  // A tokenizer of `vocabSize` one-character-class tokens, so detokenizing costs what it would.
+  const vocab = Object.fromEntries(Array.from({ length: config.vocabSize }, (_, i) => [`t${i} `, i]));
+  const tokenizer = createTokenizer({ model: { type: "BPE", vocab, merges: [] } });
+  return { gpu, modelId: `${preset}-${format}`, config, weights, tokenizer, chatTemplate: null };
+}
+
+/** Runs the benchmark; returns every row of the table. */
+export async function runServeBench(o: ServeBenchOptions, log = console.log): Promise<Summary[]> {
+  const results: Summary[] = [];
+  if (o.server) {
+    for (const c of o.concurrency) {
+      const send = httpSender(o.server, o);
+      await send(0, o.prompt);
+      const run = await load(send, c, o.requests || Math.max(4, 2 * c), o);
+      results.push(summarize(`server ${o.server}`, c, run.timings, run.wallMs, run.long));
+      log(toMarkdown([results.at(-1)!]).split("\n").at(-1)!);
+    }
+    return results;
+  }
+  const gpu = await requestGpu();
+  log(`adapter: ${describeGpu(gpu)}`);
+  try {
+    await inProcess(gpu, o, results);
+  } finally {
+    gpu.device.destroy();
+  }
+  return results;
+}
+
+if (import.meta.main) {
+  const o = parseServeArgs(Deno.args);
+  const { values } = parseArgs({
+    args: Deno.args,
+    strict: false,
+    options: { json: { type: "string" }, md: { type: "string" } },
+  });
+  const results = await runServeBench(o);
+  const md = toMarkdown(results);
+  console.log(`\n${md}`);
+  const meta = {
+    date: new Date().toISOString().slice(0, 10),
+    command: `deno task bench:serve ${Deno.args.join(" ")}`,
+  };
+  if (typeof values.json === "string") {
+    await Deno.writeTextFile(values.json, JSON.stringify({ ...meta, options: o, results }, null, 2));
+  }
+  if (typeof values.md === "string") {
+    await Deno.writeTextFile(values.md, `${meta.date}: \`${meta.command}\`\n\n${md}\n`);
+  }
+  Deno.exit(0);
+}

@@ -1,0 +1,372 @@
+/**
+ * The GPU side of continuous batching for one model: records chunks of batched forwards into one submit
+ * each and reads back what they sampled.
+ *
+ * A chunk is a list of steps; each step is one forward over rows of several sequences (decode rows,
+ * and pieces of prompts: chunked prefill) followed by sampling for the rows whose logits are wanted. The
+ * host writes every step's rows into a program buffer (kernels/ops/batch_rows.ts), so all steps go into
+ * one submit and one readback (a readback costs ≥ 10 ms in Deno, docs/webgpu.md §3); decode rows embed the
+ * id their sequence sampled in the previous step, which stays on the GPU. Sequences live in slots: each
+ * slot has its sampling settings, RNG step, output counts (penalties), logit bias, ban list and block
+ * table (kernels/ops/batch_sample.ts, logits_process.ts, paged_kv.ts). Forward plans are bound per
+ * (rows, logit rows) bucket and cached; padding rows are no-ops.
+ */
+import {
+  createAdvance,
+  createStorage,
+  type Encodable,
+  type Gpu,
+  type Kernel,
+  sequence,
+  writeBuffer,
+} from "../../kernels/core/mod.ts";
+import {
+  createBatchPrepare,
+  createBatchSample,
+  createDispatchBuffer,
+  createLogitsProcess,
+  createLogprobs,
+  createPagedAttention,
+  LOGPROB_RECORD_WORDS,
+  packSlotParams,
+  type PagedAttentionArgs,
+  pagedMaxSplits,
+  ROW_ENTRY_WORDS,
+  ROW_NONE,
+  SLOT_PARAMS_BYTES,
+  SLOT_STATE_WORDS,
+  slotProcesses,
+  type SlotSettings,
+  SPLIT_SPAN,
+} from "../../kernels/ops/mod.ts";
+import {
+  bindForward,
+  createForwardState,
+  type ForwardState,
+  forwardStateBuffers,
+  type GpuWeights,
+  type ModelConfig,
+} from "../model/mod.ts";
+import type { KvCache } from "./kv_cache.ts";
+
+/** One row of a step: a sequence slot, the position it fills, and its token (null: the slot's last pick). */
+export interface RowSpec {
+  slot: number;
+  pos: number;
+  token: number | null;
+}
+
+/**
+ * One forward: its rows, and the indices of the rows whose logits are sampled (one per slot at most).
+ * Decode forwards hold one row per running sequence; prefill forwards hold pieces of prompts and run every
+ * layer linear as a GEMM (model.ts PagedKv.prefill). Keeping the two apart (rather than mixing them in one
+ * forward) makes each row's numbers independent of the batch: batched greedy decode reproduces
+ * one-at-a-time greedy decode bit for bit, whatever joins or leaves.
+ */
+export interface StepSpec {
+  kind: "decode" | "prefill";
+  rows: RowSpec[];
+  gather: number[];
+}
+
+/** What a chunk sampled: tokens[step · maxSlots + slot], and logprob records when asked. */
+export interface ChunkResult {
+  tokens: Uint32Array;
+  /** (steps, maxSlots, LOGPROB_RECORD_WORDS) u32 (f32 bits for logprobs), or null */
+  logprobs: Uint32Array | null;
+}
+
+/** Sizes of a runner. */
+export interface BatchRunnerOptions {
+  /** sequence slots (--max-num-seqs) */
+  maxSlots: number;
+  /** rows per forward (--max-num-batched-tokens), ≥ maxSlots */
+  maxRows: number;
+  /** steps per chunk */
+  maxChunk: number;
+  /** logit_bias entries and banned ids per slot */
+  maxBias: number;
+  maxBan: number;
+}
+
+/**
+ * Rows of a plan: exact up to 16, then multiples of 8 (a decode GEMV dispatch serves 8 rows, so padding never
+ * costs one more weight read) up to 256, then of 64 (bounds the plan count).
+ */
+export function rowBucket(n: number, max: number): number {
+  const b = n <= 16 ? n : n <= 256 ? Math.ceil(n / 8) * 8 : Math.ceil(n / 64) * 64;
+  return Math.min(Math.max(b, 1), max);
+}
+
+const MAX_PLANS = 64;
+
+/** A model's batched forwards over a shared KV cache. */
+export class BatchRunner {
+  readonly config: ModelConfig;
+  readonly options: BatchRunnerOptions;
+  readonly cache: KvCache;
+  #gpu: Gpu;
+  #weights: GpuWeights;
+  #s: ForwardState;
+  #b: Record<string, GPUBuffer>;
+  #plans = new Map<string, Encodable>();
+  #maxBlocks: number;
+  #attention: Kernel<PagedAttentionArgs>;
+
+  constructor(
+    gpu: Gpu,
+    config: ModelConfig,
+    weights: GpuWeights,
+    cache: KvCache,
+    options: BatchRunnerOptions,
+  ) {
+    if (options.maxRows < options.maxSlots) {
+      throw new Error(
+        `Cannot batch: ${options.maxRows} rows per forward is fewer than ${options.maxSlots} slots`,
+      );
+    }
+    this.#gpu = gpu;
+    this.config = config;
+    this.#weights = weights;
+    this.cache = cache;
+    this.options = options;
+    const { maxSlots, maxRows, maxChunk, maxBias, maxBan } = options;
+    this.#maxBlocks = cache.layout().maxBlocks;
+    this.#s = createForwardState(gpu, config, { maxRows, maxLogitRows: maxSlots, paged: true });
+    const buf = (words: number, label: string) => createStorage(gpu, words * 4, label);
+    const vocab = config.vocabSize;
+    this.#b = {
+      ids: buf(maxRows, "batch ids"),
+      rowPos: buf(maxRows, "batch rowPos"),
+      rowSlot: buf(maxRows, "batch rowSlot"),
+      gather: buf(maxSlots, "batch gather"),
+      progRows: buf(maxChunk * maxRows * ROW_ENTRY_WORDS, "batch progRows"),
+      progGather: buf(maxChunk * maxSlots, "batch progGather"),
+      slots: buf(maxSlots * SLOT_STATE_WORDS, "batch slots"),
+      slotParams: createStorage(gpu, maxSlots * SLOT_PARAMS_BYTES, "batch slotParams"),
+      bias: buf(maxSlots * maxBias * 2, "batch logit bias"),
+      ban: buf(maxSlots * Math.max(maxBan, 1), "batch ban"),
+      counts: buf(maxSlots * vocab, "batch counts"),
+      blockTable: buf(maxSlots * this.#maxBlocks, "batch block table"),
+      procLogits: buf(maxSlots * vocab, "batch processed logits"),
+      outTokens: buf(maxChunk * maxSlots, "batch sampled ids"),
+      outLogprobs: buf(maxChunk * maxSlots * LOGPROB_RECORD_WORDS, "batch logprobs"),
+      rowSplits: buf(maxRows, "batch rowSplits"),
+      dispatch: createDispatchBuffer(gpu, "batch attention grid"),
+    };
+    this.#attention = createPagedAttention(gpu);
+    writeBuffer(gpu, this.#b.blockTable, new Uint32Array(maxSlots * this.#maxBlocks).fill(ROW_NONE));
+  }
+
+  /** Bytes of the runner's own buffers (activations, logits, slot state, programs). */
+  get scratchBytes(): number {
+    const all = [...forwardStateBuffers(this.#s), ...Object.values(this.#b)];
+    return all.reduce((n, b) => n + b.size, 0);
+  }
+
+  /**
+   * Installs a sequence in a slot: its settings, RNG step, output counts (prompt ids flagged for the
+   * repetition penalty, earlier output counted) when it penalises, and its whole block table.
+   */
+  setSlot(
+    slot: number,
+    settings: SlotSettings,
+    { step, prompt, output, blocks }: {
+      step: number;
+      prompt: readonly number[];
+      output: readonly number[];
+      blocks: readonly number[];
+    },
+  ): void {
+    const { maxBias, maxBan } = this.options;
+    const gpu = this.#gpu;
+    writeBuffer(
+      gpu,
+      this.#b.slotParams,
+      new Uint8Array(packSlotParams(settings, { maxBias, maxBan })),
+      slot * SLOT_PARAMS_BYTES,
+    );
+    writeBuffer(gpu, this.#b.slots, Uint32Array.of(ROW_NONE, step, 0, 0), slot * SLOT_STATE_WORDS * 4);
+    if (settings.bias.length > 0) {
+      const bias = new Uint32Array(settings.bias.length * 2);
+      const f = new Float32Array(bias.buffer);
+      settings.bias.forEach(([id, v], j) => {
+        bias[2 * j] = id;
+        f[2 * j + 1] = v;
+      });
+      writeBuffer(gpu, this.#b.bias, bias, slot * maxBias * 8);
+    }
+    if (settings.ban.length > 0) {
+      writeBuffer(gpu, this.#b.ban, Uint32Array.from(settings.ban), slot * maxBan * 4);
+    }
+    if (slotProcesses(settings)) {
+      const vocab = this.config.vocabSize;
+      const counts = new Uint32Array(vocab);
+      for (const id of prompt) if (id < vocab) counts[id] |= 0x80000000;
+      for (const id of output) if (id < vocab) counts[id]++;
+      writeBuffer(gpu, this.#b.counts, counts, slot * vocab * 4);
+    }
+    const table = new Uint32Array(this.#maxBlocks).fill(ROW_NONE);
+    table.set(blocks);
+    writeBuffer(gpu, this.#b.blockTable, table, slot * this.#maxBlocks * 4);
+  }
+
+  /** Writes block table entries [from, from + blocks.length) of a slot. */
+  setBlocks(slot: number, from: number, blocks: readonly number[]): void {
+    if (blocks.length === 0) return;
+    if (from + blocks.length > this.#maxBlocks) {
+      throw new Error(
+        `Cannot map ${from + blocks.length} blocks: a sequence holds at most ${this.#maxBlocks}`,
+      );
+    }
+    writeBuffer(this.#gpu, this.#b.blockTable, Uint32Array.from(blocks), (slot * this.#maxBlocks + from) * 4);
+  }
+
+  /**
+   * Records and submits a chunk now; the promise resolves when its ids (and logprobs) are read back.
+   * Chunks complete in submission order.
+   */
+  submit(steps: readonly StepSpec[], wantLogprobs: boolean): Promise<ChunkResult> {
+    const { maxSlots, maxRows, maxChunk } = this.options;
+    if (steps.length < 1 || steps.length > maxChunk) throw new Error(`Cannot submit ${steps.length} steps`);
+    const gpu = this.#gpu;
+    const plans = steps.map((st, k) => {
+      const rows = rowBucket(st.rows.length, maxRows);
+      const logits = rowBucket(Math.max(st.gather.length, 1), maxSlots);
+      if (st.rows.length > rows || st.gather.length > logits) throw new Error("Cannot fit a step's rows");
+      const prog = new Uint32Array(rows * ROW_ENTRY_WORDS).fill(ROW_NONE);
+      st.rows.forEach((r, i) => prog.set([r.slot, r.pos, r.token ?? ROW_NONE, 0], i * ROW_ENTRY_WORDS));
+      writeBuffer(gpu, this.#b.progRows, prog, k * maxRows * ROW_ENTRY_WORDS * 4);
+      const gather = new Uint32Array(logits).fill(ROW_NONE);
+      gather.set(st.gather);
+      writeBuffer(gpu, this.#b.progGather, gather, k * maxSlots * 4);
+      return this.#plan(st.kind, rows, logits);
+    });
+    writeBuffer(gpu, this.#s.state, new Uint32Array(4));
+    const encoder = gpu.device.createCommandEncoder();
+    const pass = encoder.beginComputePass();
+    for (const plan of plans) plan.encode(pass);
+    pass.end();
+    const tokenBytes = steps.length * maxSlots * 4;
+    const lpBytes = wantLogprobs ? tokenBytes * LOGPROB_RECORD_WORDS : 0;
+    const staging = gpu.device.createBuffer({
+      label: "batch readback",
+      size: tokenBytes + lpBytes,
+      usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+    });
+    encoder.copyBufferToBuffer(this.#b.outTokens, 0, staging, 0, tokenBytes);
+    if (lpBytes > 0) encoder.copyBufferToBuffer(this.#b.outLogprobs, 0, staging, tokenBytes, lpBytes);
+    gpu.device.queue.submit([encoder.finish()]);
+    return staging.mapAsync(GPUMapMode.READ).then(() => {
+      const data = staging.getMappedRange().slice(0);
+      staging.destroy();
+      return {
+        tokens: new Uint32Array(data, 0, tokenBytes / 4),
+        logprobs: lpBytes > 0 ? new Uint32Array(data, tokenBytes, lpBytes / 4) : null,
+      };
+    }, (err) => {
+      staging.destroy();
+      throw err;
+    });
+  }
+
+  /** The bound work of one step of a kind with `rows` rows and `logits` logit rows (cached). */
+  #plan(kind: StepSpec["kind"], rows: number, logits: number): Encodable {
+    const key = `${kind}:${rows}:${logits}`;
+    const hit = this.#plans.get(key);
+    if (hit) {
+      this.#plans.delete(key); // re-insert: the map's order is the LRU order
+      this.#plans.set(key, hit);
+      return hit;
+    }
+    if (this.#plans.size >= MAX_PLANS) this.#plans.delete(this.#plans.keys().next().value!);
+    const gpu = this.#gpu;
+    const c = this.config;
+    const b = this.#b;
+    const { maxSlots, maxRows } = this.options;
+    const layout = this.cache.layout();
+    const rowsArgs = {
+      slotParams: b.slotParams,
+      gather: b.gather,
+      rowSlot: b.rowSlot,
+      rows: logits,
+      vocabSize: c.vocabSize,
+      maxSlots,
+    };
+    const plan = sequence([
+      createBatchPrepare(gpu).bind({
+        state: this.#s.state,
+        progRows: b.progRows,
+        progGather: b.progGather,
+        slots: b.slots,
+        ids: b.ids,
+        rowPos: b.rowPos,
+        rowSlot: b.rowSlot,
+        gather: b.gather,
+        rows,
+        logitRows: logits,
+        rowStride: maxRows,
+        gatherStride: maxSlots,
+        rowSplits: b.rowSplits,
+        dispatch: b.dispatch,
+        nKvHeads: c.nKvHeads,
+        splitSpan: SPLIT_SPAN[kind],
+      }),
+      bindForward(gpu, c, this.#weights, this.#s, {
+        ids: b.ids,
+        rows,
+        logits: "none",
+        paged: {
+          rowPos: b.rowPos,
+          rowSlot: b.rowSlot,
+          blockTable: b.blockTable,
+          kPool: this.cache.kPool,
+          vPool: this.cache.vPool,
+          layout,
+          rowSplits: b.rowSplits,
+          dispatch: b.dispatch,
+          maxSplits: pagedMaxSplits(this.cache.shape.maxModelLen, SPLIT_SPAN[kind]),
+          attention: this.#attention,
+          gather: b.gather,
+          logitRows: logits,
+          prefill: kind === "prefill",
+        },
+      }),
+      createLogitsProcess(gpu).bind({
+        ...rowsArgs,
+        logits: this.#s.logits,
+        slots: b.slots,
+        counts: b.counts,
+        bias: b.bias,
+        ban: b.ban,
+        maxBias: this.options.maxBias,
+        maxBan: this.options.maxBan,
+        out: b.procLogits,
+      }),
+      createBatchSample(gpu).bind({
+        ...rowsArgs,
+        logits: b.procLogits,
+        state: this.#s.state,
+        slots: b.slots,
+        outTokens: b.outTokens,
+        counts: b.counts,
+      }),
+      createLogprobs(gpu).bind({
+        ...rowsArgs,
+        logits: this.#s.logits,
+        state: this.#s.state,
+        outTokens: b.outTokens,
+        outLogprobs: b.outLogprobs,
+      }),
+      createAdvance(gpu).bind({ state: this.#s.state, nTokens: 0, stepInc: 1 }),
+    ]);
+    this.#plans.set(key, plan);
+    return plan;
+  }
+
+  /** Frees the runner's buffers (not the weights, not the cache). */
+  destroy(): void {
+    this.#plans.clear();
+    [...forwardStateBuffers(this.#s), ...Object.values(this.#b)].forEach((b) => b.destroy());
+  }
+}

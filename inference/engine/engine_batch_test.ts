@@ -1,0 +1,161 @@
+/**
+ * Continuous batching gives each sequence what it would get alone: sequences of different lengths join
+ * and leave at different steps (chunked prefill interleaved with decode) and their greedy ids and
+ * logprobs are the bits of one-at-a-time runs for dense and affine weights (pinned kernel paths,
+ * per-row attention splits); LUT decode GEMVs differ by f32 rounding, so there the ids must match while
+ * the one-at-a-time run's margin (top-1 − top-2 logprob) exceeds 1e-3. Also: `n = 2` shares its prompt's
+ * blocks, and logprobs match a CPU log-softmax of the model's logits.
+ */
+import assert from "node:assert/strict";
+import { collect, engineFor, type Finished, greedy, quantizeInto } from "../../tests/_engine.ts";
+import { forwardLogits } from "../../tests/_golden.ts";
+import { sharedPath, testGpu } from "../../tests/_gpu.ts";
+import { logSoftmaxRef } from "../../kernels/core/reference.ts";
+import type { Gpu } from "../../kernels/core/mod.ts";
+
+const PROMPTS: [string, number][] = [
+  ["Once upon a time", 24],
+  ["The little dog ran to the park and saw a big red ball. He wanted to", 12],
+  ["Lily and Ben", 30],
+  ["One day, a girl named Sue went to the store with her mom. They wanted to buy some food for dinner", 18],
+  ["Tom had a toy car.", 8],
+];
+
+/** Batched runs: each request starts once the previous one has its first token (or at once when `burst`). */
+async function batched(gpu: Gpu, dir: string, burst: boolean): Promise<Finished[]> {
+  const { engine } = await engineFor(gpu, dir, { maxNumSeqs: 4, maxNumBatchedTokens: 16 });
+  const runs: Promise<Finished[]>[] = [];
+  for (const [prompt, max] of PROMPTS) {
+    let first!: () => void;
+    const started = new Promise<void>((r) => (first = r));
+    runs.push(collect(engine, greedy(prompt, max), { onEvent: (ev) => ev.type === "delta" && first() }));
+    if (!burst) await started;
+  }
+  return (await Promise.all(runs)).map((r) => r[0]);
+}
+
+async function alone(gpu: Gpu, dir: string): Promise<Finished[]> {
+  const { engine } = await engineFor(gpu, dir, { maxNumSeqs: 4, maxNumBatchedTokens: 16 });
+  const out: Finished[] = [];
+  for (const [prompt, max] of PROMPTS) out.push((await collect(engine, greedy(prompt, max)))[0]);
+  return out;
+}
+
+function assertSame(got: Finished[], want: Finished[], exact: boolean): void {
+  want.forEach((w, i) => {
+    if (exact) {
+      assert.deepEqual(got[i].ids, w.ids, `request ${i} ids`);
+      assert.deepEqual(got[i].logprobs, w.logprobs, `request ${i} logprobs, bit for bit`);
+      assert.equal(got[i].text, w.text);
+      return;
+    }
+    let compared = 0;
+    for (let k = 0; k < w.ids.length; k++) {
+      const [a, b] = w.logprobs[k].top;
+      if (a.logprob - b.logprob < 1e-3) break; // a near tie: rounding may pick the other token
+      assert.equal(got[i].ids[k], w.ids[k], `request ${i} id ${k}`);
+      compared++;
+    }
+    assert.ok(compared >= Math.min(4, w.ids.length), `request ${i}: only ${compared} ids compared`);
+  });
+}
+
+Deno.test("batched greedy decode reproduces one-at-a-time greedy decode", async (t) => {
+  const model = sharedPath("models/stories260K");
+  const calib = sharedPath("data/calib/tinystories_calib_second_half.txt");
+  const gpu = await testGpu();
+  if (!gpu || !model || !calib) return;
+  const tmp = await Deno.makeTempDir();
+  try {
+    const folders: [string, string, boolean][] = [
+      ["dense f32", model, true],
+      ["affine 4-bit (q8 GEMV)", await quantizeInto(gpu, model, tmp, "affine", null), true],
+      ["LUT 4-bit", await quantizeInto(gpu, model, tmp, "lut", calib), false],
+    ];
+    for (const [name, dir, exact] of folders) {
+      await t.step(name, async () => {
+        const want = await alone(gpu, dir);
+        assert.ok(want.every((w) => w.ids.length > 0));
+        assertSame(await batched(gpu, dir, false), want, exact);
+        assertSame(await batched(gpu, dir, true), want, exact);
+      });
+    }
+  } finally {
+    await Deno.remove(tmp, { recursive: true });
+    gpu.device.destroy();
+  }
+});
+
+Deno.test("n = 2 shares the prompt's blocks and gives two choices", async () => {
+  const model = sharedPath("models/stories260K");
+  const gpu = await testGpu();
+  if (!gpu || !model) return;
+  const { engine } = await engineFor(gpu, model, { maxNumSeqs: 4, maxNumBatchedTokens: 64 });
+  // 42 prompt ids: 2 full blocks shared, the last partial block recomputed by the second choice.
+  const prompt =
+    "Once upon a time there was a little girl named Lily. She loved to play outside in the sun. " +
+    "One day she saw a big";
+  const single = (await collect(engine, greedy(prompt, 6)))[0];
+  let most = 0;
+  const two = await collect(engine, greedy(prompt, 6, { n: 2 }), {
+    onEvent: () => (most = Math.max(most, engine.counters().kvBlocksUsed)),
+  });
+  assert.equal(two.length, 2);
+  // Greedy: both choices are the n = 1 answer (the tail the second one recomputed gives the same bits).
+  assert.deepEqual(two[0].ids, single.ids);
+  assert.deepEqual(two[1].ids, single.ids);
+  const len = 42 + 6;
+  assert.ok(most <= Math.ceil(len / 16) + 1, `${most} blocks used; two unshared sequences need 6`);
+  assert.equal(engine.counters().kvBlocksUsed, 0, "all blocks free at the end");
+  // Sampled: the choices draw from different RNG streams.
+  const sampled = await collect(engine, {
+    ...greedy(prompt, 12, { n: 2 }),
+    sampling: { temperature: 1, topP: 1, topK: 0, minP: 0, seed: 7 },
+  });
+  assert.notDeepEqual(sampled[0].ids, sampled[1].ids);
+  gpu.device.destroy();
+});
+
+Deno.test("logprobs match a CPU log-softmax of the model's logits", async (t) => {
+  const model = sharedPath("models/stories260K");
+  const gpu = await testGpu();
+  if (!gpu || !model) return;
+  // f32 KV: the paged path against the plain forward, to f32 rounding (1e-4); the f16 cache (the default)
+  // rounds K and V to 11 bits, which moves these logprobs by up to ~3e-2 (top-5 entries down to −11).
+  for (const [kvCacheDtype, tol] of [["f32", 1e-4], ["f16", 5e-2]] as const) {
+    await t.step(
+      `${kvCacheDtype} KV cache, tolerance ${tol}`,
+      () => checkLogprobs(gpu, model, kvCacheDtype, tol),
+    );
+  }
+  gpu.device.destroy();
+});
+
+async function checkLogprobs(gpu: Gpu, model: string, kvCacheDtype: "f16" | "f32", tol: number) {
+  const { engine, model: m } = await engineFor(gpu, model, { kvCacheDtype });
+  const prompt = "The cat sat on the";
+  const [got] = await collect(engine, greedy(prompt, 5, { logprobs: 5 }));
+  const ids = m.tokenizer.encode(prompt, { addSpecialTokens: true });
+  const all = [...ids, ...got.ids];
+  const vocab = m.config.vocabSize;
+  const logits = await forwardLogits(gpu, m.config, m.weights, all);
+  got.logprobs.forEach((entry, k) => {
+    const row = ids.length - 1 + k;
+    const want = logSoftmaxRef(logits.subarray(row * vocab, (row + 1) * vocab));
+    assert.ok(
+      Math.abs(entry.logprob - want[entry.id]) < tol,
+      `token ${k}: ${entry.logprob} vs ${want[entry.id]}`,
+    );
+    const order = Array.from(want.keys()).sort((a, b) => want[b] - want[a]);
+    entry.top.forEach((x) =>
+      assert.ok(
+        Math.abs(x.logprob - want[x.id]) < tol,
+        `token ${k} top ${x.id}: ${x.logprob} vs ${want[x.id]}`,
+      )
+    );
+    if (kvCacheDtype === "f32") {
+      assert.deepEqual(entry.top.map((x) => x.id), order.slice(0, 5), `token ${k} top ids`);
+      assert.equal(entry.id, order[0], "greedy picks the top token");
+    }
+  });
+}

@@ -1,0 +1,389 @@
+/**
+ * Continuous (iteration-level) batching (Orca, Yu et al. 2022; vLLM): one loop owns the GPU. Every step
+ * of a chunk advances each running sequence by one token and fills the rest of its row budget
+ * (--max-num-batched-tokens) with pieces of prompts (chunked prefill), so running streams keep flowing
+ * while a long prompt is read. New sequences join and finished or cancelled ones leave between steps; the
+ * host learns what was sampled once per chunk (batch_runner.ts), so a stopped sequence may run a chunk or
+ * two longer on the GPU (its ids are dropped).
+ *
+ * Sequences wait in a FIFO per model until a slot (--max-num-seqs) and the blocks of their whole prompt
+ * are free; decode allocates blocks as it goes. When the cache runs out, the most recently admitted
+ * sequence is preempted: its slot and blocks are freed at once (every later use of them is queued after
+ * the GPU work already submitted, so reuse is safe) and, once its in-flight chunks are read, it waits again
+ * with prompt + output as its new prompt (recompute). The `n` sequences of a request share their prompt's
+ * full blocks: the first prefills the whole prompt, the others only its last (partial) block.
+ *
+ * Two models may be served at once while one replaces the other (hot swap): each has its own runner and
+ * queue; the loop alternates between them and frees the old one when its last sequence ends.
+ */
+import { LOGPROB_RECORD_WORDS as RECORD } from "../../kernels/ops/mod.ts";
+import type { BatchRunner, ChunkResult, StepSpec } from "./batch_runner.ts";
+import type { KvCache } from "./kv_cache.ts";
+import { type ModelEntry, Seq, type SeqInit } from "./sequence.ts";
+
+export { type ModelEntry, Seq, type SeqInit, type SeqSink } from "./sequence.ts";
+
+interface Chunk {
+  entry: ModelEntry;
+  samplers: [number, Seq][][];
+  seqs: Set<Seq>;
+  result: Promise<ChunkResult>;
+  steps: number;
+  submitted: number;
+}
+
+/** Scheduler tuning. */
+export interface SchedulerOptions {
+  /** most chunks submitted and not yet read */
+  readAhead?: number;
+  /** aim for chunks of about this many milliseconds of GPU time (ids arrive in bursts of one chunk) */
+  chunkTargetMs?: number;
+}
+
+/** The batching loop. */
+export class Scheduler {
+  #entries: ModelEntry[] = [];
+  #live = new Set<Seq>();
+  /**
+   * Sequences preempted while a chunk is planned. Their slots stay out of use until that chunk is submitted:
+   * its earlier steps still read the slot's state, and a new owner's writes would land before them.
+   */
+  #preempted: Seq[] = [];
+  #inflight: Chunk[] = [];
+  #wake: (() => void) | null = null;
+  #admitted = 0;
+  #next = 0;
+  #stepMs = 5;
+  #lastDone = 0;
+  #failed: Error | null = null;
+  #readAhead: number;
+  #targetMs: number;
+  promptTokens = 0;
+  generatedTokens = 0;
+  preemptions = 0;
+
+  constructor({ readAhead = 3, chunkTargetMs = 15 }: SchedulerOptions = {}) {
+    this.#readAhead = readAhead;
+    this.#targetMs = chunkTargetMs;
+    this.#loop().catch((err) => this.#failAll(err as Error));
+  }
+
+  /** Adds a model; earlier ones drain. */
+  addModel(runner: BatchRunner, onDrained: () => void): ModelEntry {
+    for (const e of this.#entries) e.draining = true;
+    const entry: ModelEntry = {
+      runner,
+      waiting: [],
+      running: [],
+      freeSlots: Array.from({ length: runner.options.maxSlots }, (_, i) => runner.options.maxSlots - 1 - i),
+      draining: false,
+      onDrained,
+    };
+    this.#entries.push(entry);
+    this.#poke();
+    return entry;
+  }
+
+  /** Queues one request's sequences (admitted together, sharing their prompt). */
+  add(entry: ModelEntry, inits: SeqInit[]): Seq[] {
+    if (this.#failed) throw this.#failed;
+    const group: Seq[] = [];
+    for (const init of inits) group.push(new Seq(init, entry, group));
+    group.forEach((seq) => this.#live.add(seq));
+    entry.waiting.push(...group);
+    this.#poke();
+    return group;
+  }
+
+  /** Stops a sequence now (client gone): its slot and blocks are free for the next step. */
+  cancel(seq: Seq): void {
+    if (seq.state === "done") return;
+    this.#finish(seq);
+    this.#poke();
+  }
+
+  /** Counts for the metrics endpoint. */
+  counts(): { running: number; waiting: number } {
+    let running = 0;
+    let waiting = 0;
+    for (const e of this.#entries) {
+      running += e.running.length;
+      waiting += e.waiting.length;
+    }
+    return { running, waiting };
+  }
+
+  #poke(): void {
+    const wake = this.#wake;
+    this.#wake = null;
+    wake?.();
+  }
+
+  async #loop(): Promise<void> {
+    for (;;) {
+      this.#retire();
+      if (this.#inflight.length < this.#readAhead && this.#submitNext()) continue;
+      if (this.#inflight.length > 0) {
+        await this.#readOldest();
+        continue;
+      }
+      await new Promise<void>((resolve) => (this.#wake = resolve));
+    }
+  }
+
+  /** Plans and submits a chunk for the next model with work (round robin); false when none has any. */
+  #submitNext(): boolean {
+    for (let i = 0; i < this.#entries.length; i++) {
+      const entry = this.#entries[(this.#next + i) % this.#entries.length];
+      if (this.#plan(entry)) {
+        this.#next = (this.#next + i + 1) % this.#entries.length;
+        return true;
+      }
+    }
+    return false;
+  }
+
+  #plan(entry: ModelEntry): boolean {
+    const { maxChunk } = entry.runner.options;
+    const steps = Math.max(1, Math.min(maxChunk, Math.round(this.#targetMs / this.#stepMs)));
+    const chunk: Chunk = { entry, samplers: [], seqs: new Set(), result: null!, steps: 0, submitted: 0 };
+    const specs: StepSpec[] = [];
+    let logprobs = false;
+    const push = (step: StepSpec, samplers: [number, Seq][]) => {
+      specs.push(step);
+      chunk.samplers.push(samplers);
+      for (const [, seq] of samplers) logprobs ||= seq.init.settings.logprobs;
+    };
+    // Each iteration: a decode forward (one row per running sequence), then a prefill forward.
+    while (specs.length < steps) {
+      this.#admit(entry); // a draining model still serves the requests it accepted
+      this.#growBlocks(entry);
+      const decode = this.#decodeStep(entry, chunk);
+      if (decode) push(...decode);
+      const prefill = specs.length < maxChunk ? this.#prefillStep(entry, chunk) : null;
+      if (prefill) push(...prefill);
+      if (!decode && !prefill) break;
+      if (prefill && prefill[1].length > 0) break; // a first id: deliver it without waiting for a long chunk
+    }
+    if (specs.length > 0) {
+      for (const seq of chunk.seqs) seq.inFlight++;
+      chunk.steps = specs.length;
+      chunk.submitted = performance.now();
+      chunk.result = entry.runner.submit(specs, logprobs);
+      chunk.result.catch(() => {}); // awaited in order by #readOldest
+      this.#inflight.push(chunk);
+    }
+    for (const seq of this.#preempted.splice(0)) {
+      seq.model.freeSlots.push(seq.slot);
+      seq.slot = -1;
+      this.#requeueIfIdle(seq);
+    }
+    return specs.length > 0;
+  }
+
+  /** One row for every sequence that decodes; null when none does. */
+  #decodeStep(entry: ModelEntry, chunk: Chunk): [StepSpec, [number, Seq][]] | null {
+    const step: StepSpec = { kind: "decode", rows: [], gather: [] };
+    const samplers: [number, Seq][] = [];
+    for (const seq of entry.running) {
+      if (seq.prefilling || seq.sampled >= seq.budget) continue;
+      step.gather.push(step.rows.length);
+      step.rows.push({ slot: seq.slot, pos: seq.computed++, token: null });
+      samplers.push([seq.slot, seq]);
+      seq.sampled++;
+      chunk.seqs.add(seq);
+    }
+    return step.rows.length > 0 ? [step, samplers] : null;
+  }
+
+  /** Pieces of prompts, oldest admission first, up to the row budget; null when no prompt is pending. */
+  #prefillStep(entry: ModelEntry, chunk: Chunk): [StepSpec, [number, Seq][]] | null {
+    const { maxRows } = entry.runner.options;
+    const step: StepSpec = { kind: "prefill", rows: [], gather: [] };
+    const samplers: [number, Seq][] = [];
+    for (const seq of entry.running) {
+      const room = maxRows - step.rows.length;
+      if (!seq.prefilling || room <= 0 || (seq.parent && seq.parent.computed < seq.start)) continue;
+      const n = Math.min(room, seq.prompt.length - seq.computed);
+      for (let i = 0; i < n; i++) {
+        step.rows.push({ slot: seq.slot, pos: seq.computed, token: seq.prompt[seq.computed++] });
+      }
+      this.promptTokens += n;
+      chunk.seqs.add(seq);
+      if (!seq.prefilling) {
+        step.gather.push(step.rows.length - 1);
+        samplers.push([seq.slot, seq]);
+        seq.sampled++;
+      }
+    }
+    return step.rows.length > 0 ? [step, samplers] : null;
+  }
+
+  /** Admits waiting sequences (whole groups) while slots and prompt blocks are free. */
+  #admit(entry: ModelEntry): void {
+    const cache = entry.runner.cache;
+    const watermark = Math.max(1, Math.ceil(cache.shape.numBlocks / 100));
+    while (entry.waiting.length > 0) {
+      const head = entry.waiting[0];
+      const group = head.group.filter((s) => s.state === "waiting" && entry.waiting.includes(s));
+      const fresh = group.length > 1 && group.every((s) => s.output.length === 0 && s.sampledBase === 0);
+      const len = head.prompt.length;
+      let members = fresh ? group : [head];
+      let shared = fresh ? Math.floor((len - 1) / cache.shape.blockSize) : 0;
+      const needOf = (m: number) => cache.blocksFor(len) + (m - 1) * (cache.blocksFor(len) - shared);
+      if (needOf(members.length) > cache.shape.numBlocks) [members, shared] = [[head], 0]; // never fits together
+      // Keep a little room for running sequences to grow; an idle cache takes any prompt that fits.
+      const room = this.#cacheBusy(cache) ? watermark : 0;
+      if (entry.freeSlots.length < members.length || cache.freeBlocks < needOf(members.length) + room) return;
+      const parentBlocks = cache.allocate(cache.blocksFor(len))!;
+      members.forEach((seq, i) => {
+        const own = i === 0 ? parentBlocks : cache.allocate(cache.blocksFor(len) - shared)!;
+        if (i > 0) {
+          cache.share(parentBlocks.slice(0, shared));
+          seq.parent = members[0];
+          seq.start = shared * cache.shape.blockSize;
+        }
+        seq.blocks = i === 0 ? own : [...parentBlocks.slice(0, shared), ...own];
+        seq.computed = seq.start;
+        this.#install(entry, seq);
+      });
+      entry.waiting = entry.waiting.filter((s) => !members.includes(s));
+    }
+  }
+
+  /** Whether any model's running sequences hold blocks of `cache`. */
+  #cacheBusy(cache: KvCache): boolean {
+    return this.#entries.some((e) => e.runner.cache === cache && e.running.length > 0);
+  }
+
+  #install(entry: ModelEntry, seq: Seq): void {
+    seq.slot = entry.freeSlots.pop()!;
+    seq.state = "running";
+    seq.sampled = 0;
+    seq.admittedAt = this.#admitted++;
+    entry.runner.setSlot(seq.slot, seq.init.settings, {
+      step: seq.sampledBase,
+      prompt: seq.init.prompt,
+      output: seq.output,
+      blocks: seq.blocks,
+    });
+    entry.running.push(seq);
+  }
+
+  /** Gives every decoding sequence the block its next position needs, preempting when the cache is full. */
+  #growBlocks(entry: ModelEntry): void {
+    const cache = entry.runner.cache;
+    const needy = () =>
+      entry.running.filter((s) =>
+        !s.prefilling && s.sampled < s.budget && cache.blocksFor(s.computed + 1) > s.blocks.length
+      );
+    for (;;) {
+      const want = needy();
+      if (want.length <= cache.freeBlocks) {
+        for (const s of want) {
+          const [b] = cache.allocate(1)!;
+          entry.runner.setBlocks(s.slot, s.blocks.length, [b]);
+          s.blocks.push(b);
+        }
+        return;
+      }
+      this.#preempt(cache);
+    }
+  }
+
+  /** Preempts the most recently admitted running sequence of any model on this cache. */
+  #preempt(cache: KvCache): void {
+    let victim: Seq | null = null;
+    for (const e of this.#entries) {
+      if (e.runner.cache !== cache) continue;
+      for (const s of e.running) if (!victim || s.admittedAt > victim.admittedAt) victim = s;
+    }
+    if (!victim) throw new Error("Cannot grow the KV cache: nothing to preempt");
+    // Blocks may go to others at once (a later step writes a position before reading it); the slot may not.
+    const e = victim.model;
+    e.runner.cache.release(victim.blocks);
+    victim.blocks = [];
+    e.running = e.running.filter((s) => s !== victim);
+    victim.state = "preempted";
+    this.#preempted.push(victim);
+    this.preemptions++;
+  }
+
+  #requeueIfIdle(seq: Seq): void {
+    if (seq.state !== "preempted" || seq.inFlight > 0) return;
+    seq.state = "waiting";
+    seq.prompt = [...seq.init.prompt, ...seq.output];
+    seq.sampledBase = seq.output.length;
+    seq.parent = null;
+    seq.start = 0;
+    seq.computed = 0;
+    seq.model.waiting.unshift(seq);
+  }
+
+  #release(seq: Seq): void {
+    const entry = seq.model;
+    if (seq.slot >= 0 && !this.#preempted.includes(seq)) {
+      entry.runner.cache.release(seq.blocks);
+      entry.freeSlots.push(seq.slot);
+      entry.running = entry.running.filter((s) => s !== seq);
+    }
+    seq.slot = -1;
+    seq.blocks = [];
+  }
+
+  #finish(seq: Seq): void {
+    this.#release(seq);
+    seq.model.waiting = seq.model.waiting.filter((s) => s !== seq);
+    seq.state = "done";
+    this.#live.delete(seq);
+  }
+
+  async #readOldest(): Promise<void> {
+    const chunk = this.#inflight.shift()!;
+    const res = await chunk.result;
+    const now = performance.now();
+    const span = now - Math.max(this.#lastDone, chunk.submitted);
+    this.#lastDone = now;
+    this.#stepMs = 0.7 * this.#stepMs + 0.3 * Math.max(0.05, span / chunk.steps);
+    const slots = chunk.entry.runner.options.maxSlots;
+    chunk.samplers.forEach((samplers, k) => {
+      for (const [slot, seq] of samplers) {
+        if (seq.state === "done") continue;
+        const id = res.tokens[k * slots + slot];
+        const rec = res.logprobs?.subarray((k * slots + slot) * RECORD, (k * slots + slot + 1) * RECORD) ??
+          null;
+        seq.output.push(id);
+        this.generatedTokens++;
+        if (seq.init.sink.token(id, rec) || seq.output.length >= seq.init.limit) this.#finish(seq);
+      }
+    });
+    for (const seq of chunk.seqs) {
+      seq.inFlight--;
+      this.#requeueIfIdle(seq);
+    }
+  }
+
+  /** Frees drained models. */
+  #retire(): void {
+    for (const e of this.#entries) {
+      const busy = e.waiting.length > 0 || e.running.length > 0 || this.#inflight.some((c) => c.entry === e);
+      if (!e.draining || busy) continue;
+      this.#entries = this.#entries.filter((x) => x !== e);
+      this.#next = 0;
+      e.onDrained();
+    }
+  }
+
+  #failAll(err: Error): void {
+    this.#failed = err;
+    for (const e of this.#entries) {
+      e.running = [];
+      e.waiting = [];
+    }
+    for (const s of this.#live) {
+      s.state = "done";
+      s.init.sink.fail(err);
+    }
+    this.#live.clear();
+  }
+}

@@ -1,0 +1,81 @@
+/**
+ * A sequence as the scheduler (scheduler.ts) tracks it, the sink its sampled ids go to, and a served model's
+ * queue and running set.
+ */
+import type { SlotSettings } from "../../kernels/ops/mod.ts";
+import type { BatchRunner } from "./batch_runner.ts";
+
+/** Where a sequence's sampled ids go. */
+export interface SeqSink {
+  /** One sampled id and its logprob record (or null); returns true to stop the sequence. */
+  token(id: number, logprobs: Uint32Array | null): boolean;
+  /** The engine failed; the sequence is gone. */
+  fail(err: Error): void;
+}
+
+/** What a sequence needs to run. */
+export interface SeqInit {
+  prompt: readonly number[];
+  /** most ids to sample in all */
+  limit: number;
+  settings: SlotSettings;
+  sink: SeqSink;
+}
+
+/** Where a sequence is in its life. */
+export type SeqState = "waiting" | "running" | "preempted" | "done";
+
+/** A sequence as the scheduler tracks it. */
+export class Seq {
+  readonly init: SeqInit;
+  readonly model: ModelEntry;
+  /** ids to prefill: the prompt, or prompt + output after a preemption */
+  prompt: readonly number[];
+  output: number[] = [];
+  state: SeqState = "waiting";
+  slot = -1;
+  blocks: number[] = [];
+  /** positions whose KV is written or scheduled */
+  computed = 0;
+  /** ids sampled or scheduled in this admission */
+  sampled = 0;
+  /** chunks in flight that hold rows of this sequence */
+  inFlight = 0;
+  /** the sequence whose prompt blocks below `start` this one shares (n > 1), else null */
+  parent: Seq | null = null;
+  start = 0;
+  admittedAt = 0;
+  /** sequences admitted together (one request's choices) */
+  group: Seq[];
+
+  constructor(init: SeqInit, model: ModelEntry, group: Seq[]) {
+    this.init = init;
+    this.model = model;
+    this.prompt = init.prompt;
+    this.group = group;
+  }
+
+  get prefilling(): boolean {
+    return this.computed < this.prompt.length;
+  }
+
+  /** ids of earlier admissions (already part of `prompt`) */
+  sampledBase = 0;
+
+  /** Ids this admission may sample. */
+  get budget(): number {
+    return this.init.limit - this.sampledBase;
+  }
+}
+
+/** One served model: its runner, queue and running set. */
+export interface ModelEntry {
+  runner: BatchRunner;
+  waiting: Seq[];
+  running: Seq[];
+  freeSlots: number[];
+  /** a newer model was installed: admit nothing more, free once empty */
+  draining: boolean;
+  /** called once the entry is empty after draining */
+  onDrained: () => void;
+}

@@ -1,0 +1,237 @@
+import assert from "node:assert/strict";
+import { createBatchSample, packSlotParams, SLOT_PARAMS_BYTES, type SlotSettings } from "./batch_sample.ts";
+import { createLogitsProcess, createLogprobs, LOGPROB_RECORD_WORDS } from "./logits_process.ts";
+import { logSoftmaxRef, sampleRef } from "../core/reference.ts";
+import { checkPipelines, type Gpu } from "../core/gpu.ts";
+import { createStorage, readF32, readU32, runPass, uploadStorage } from "../core/buffers.ts";
+import { seededRandom, testGpu } from "../../tests/_gpu.ts";
+
+const NONE = 0xffffffff;
+const MAX_BIAS = 4;
+const MAX_BAN = 3;
+const BASE: SlotSettings = {
+  temperature: 0,
+  topP: 1,
+  topK: 0,
+  minP: 0,
+  seed: 0,
+  presence: 0,
+  frequency: 0,
+  repetition: 1,
+  bias: [],
+  minTokens: 0,
+  ban: [],
+  logprobs: false,
+  nTop: 0,
+};
+
+/** Zipf-like logits, shuffled, so sampling filters really cut. */
+function zipf(n: number, seed: number): Float32Array {
+  const rand = seededRandom(seed);
+  const rank = Array.from({ length: n }, (_, i) => i + 1).sort(() => rand() - 0.5);
+  return Float32Array.from(rank, (r) => -1.1 * Math.log(r) + 0.3 * rand());
+}
+
+/** The definition of the processing (logits_process.ts), in f64 on the host. */
+function processRef(l: Float32Array, s: SlotSettings, counts: Uint32Array, sampled: number): Float64Array {
+  const out = Float64Array.from(l);
+  for (let i = 0; i < l.length; i++) {
+    const n = counts[i] & 0x7fffffff;
+    let x = out[i];
+    if (counts[i] !== 0) x = x > 0 ? x / s.repetition : x * s.repetition;
+    out[i] = x - s.frequency * n - (n > 0 ? s.presence : 0);
+  }
+  for (const [id, v] of s.bias) out[id] += v;
+  if (sampled < s.minTokens) { for (const id of s.ban) out[id] = -Infinity; }
+  return out;
+}
+
+interface Setup {
+  vocab: number;
+  /** per logit row: its slot (or −1 for a padding gather entry) */
+  rowSlots: number[];
+  settings: SlotSettings[];
+  /** per slot: sampled ids so far (the RNG step) */
+  steps: number[];
+  counts: Uint32Array;
+  chunkStep: number;
+}
+
+async function run(gpu: Gpu, s: Setup) {
+  const rows = s.rowSlots.length;
+  const maxSlots = s.settings.length;
+  const logits = new Float32Array(rows * s.vocab);
+  s.rowSlots.forEach((_, r) => logits.set(zipf(s.vocab, 31 * r + s.vocab), r * s.vocab));
+  const params = new Uint8Array(maxSlots * SLOT_PARAMS_BYTES);
+  const bias = new Uint32Array(maxSlots * MAX_BIAS * 2);
+  const ban = new Uint32Array(maxSlots * MAX_BAN);
+  s.settings.forEach((st, slot) => {
+    params.set(
+      new Uint8Array(packSlotParams(st, { maxBias: MAX_BIAS, maxBan: MAX_BAN })),
+      slot * SLOT_PARAMS_BYTES,
+    );
+    st.bias.forEach(([id, v], j) => {
+      bias[(slot * MAX_BIAS + j) * 2] = id;
+      bias[(slot * MAX_BIAS + j) * 2 + 1] = new Uint32Array(Float32Array.of(v).buffer)[0];
+    });
+    st.ban.forEach((id, j) => ban[slot * MAX_BAN + j] = id);
+  });
+  // Forward rows are the logit rows reversed, to check the gather indirection.
+  const gather = Uint32Array.from(s.rowSlots, (slot, r) => slot < 0 ? NONE : rows - 1 - r);
+  const rowSlot = new Uint32Array(rows);
+  s.rowSlots.forEach((slot, r) => rowSlot[rows - 1 - r] = slot < 0 ? 7 : slot);
+  const slots = new Uint32Array(maxSlots * 4);
+  s.steps.forEach((st, slot) => slots.set([NONE, st], slot * 4));
+  const steps = s.chunkStep + 1;
+  const b = {
+    logits: uploadStorage(gpu, logits, "logits"),
+    proc: createStorage(gpu, logits.byteLength, "proc"),
+    slotParams: uploadStorage(gpu, params, "params"),
+    gather: uploadStorage(gpu, gather, "gather"),
+    rowSlot: uploadStorage(gpu, rowSlot, "rowSlot"),
+    slots: uploadStorage(gpu, slots, "slots"),
+    counts: uploadStorage(gpu, s.counts, "counts"),
+    bias: uploadStorage(gpu, bias, "bias"),
+    ban: uploadStorage(gpu, ban, "ban"),
+    state: uploadStorage(gpu, new Uint32Array([0, s.chunkStep, 0, 0]), "state"),
+    outTokens: uploadStorage(gpu, new Uint32Array(steps * maxSlots).fill(NONE), "outTokens"),
+    outLogprobs: createStorage(gpu, steps * maxSlots * LOGPROB_RECORD_WORDS * 4, "outLogprobs"),
+  };
+  const common = {
+    slotParams: b.slotParams,
+    gather: b.gather,
+    rowSlot: b.rowSlot,
+    rows,
+    vocabSize: s.vocab,
+    maxSlots,
+  };
+  const process = createLogitsProcess(gpu).bind({
+    ...common,
+    logits: b.logits,
+    slots: b.slots,
+    counts: b.counts,
+    bias: b.bias,
+    ban: b.ban,
+    maxBias: MAX_BIAS,
+    maxBan: MAX_BAN,
+    out: b.proc,
+  });
+  const sample = createBatchSample(gpu).bind({
+    ...common,
+    logits: b.proc,
+    state: b.state,
+    slots: b.slots,
+    outTokens: b.outTokens,
+    counts: b.counts,
+  });
+  const logprobs = createLogprobs(gpu).bind({
+    ...common,
+    logits: b.logits,
+    state: b.state,
+    outTokens: b.outTokens,
+    outLogprobs: b.outLogprobs,
+  });
+  await checkPipelines(gpu);
+  runPass(gpu, (pass) => [process, sample, logprobs].forEach((k) => k.encode(pass)));
+  return {
+    logits,
+    proc: await readF32(gpu, b.proc, rows * s.vocab),
+    tokens: (await readU32(gpu, b.outTokens, steps * maxSlots)).subarray(s.chunkStep * maxSlots),
+    slots: await readU32(gpu, b.slots, maxSlots * 4),
+    counts: await readU32(gpu, b.counts, maxSlots * s.vocab),
+    records: (await readU32(gpu, b.outLogprobs, steps * maxSlots * LOGPROB_RECORD_WORDS)).subarray(
+      s.chunkStep * maxSlots * LOGPROB_RECORD_WORDS,
+    ),
+  };
+}
+
+Deno.test("batchSample() draws every row with its slot's settings and RNG step", async (t) => {
+  const gpu = await testGpu();
+  if (!gpu) return;
+  for (const vocab of [1000, 1001, 4099]) {
+    await t.step(`vocab ${vocab}`, async () => {
+      const settings: SlotSettings[] = [
+        { ...BASE },
+        { ...BASE, temperature: 0.8, topK: 40, seed: 11 },
+        { ...BASE, temperature: 1.2, topP: 0.7, seed: 12 },
+        { ...BASE, temperature: 1, minP: 0.1, seed: 13 },
+        { ...BASE, temperature: 0.7, topP: 0.9, topK: 100, seed: 14 },
+      ];
+      const rowSlots = [3, 0, -1, 4, 1, 2];
+      const steps = [0, 5, 17, 2, 1000];
+      const counts = new Uint32Array(settings.length * vocab);
+      const got = await run(gpu, { vocab, rowSlots, settings, steps, counts, chunkStep: 1 });
+      rowSlots.forEach((slot, r) => {
+        if (slot < 0) return;
+        const row = got.logits.subarray(r * vocab, (r + 1) * vocab);
+        const want = sampleRef(row, settings[slot], steps[slot]);
+        assert.equal(got.tokens[slot], want, `row ${r} slot ${slot}`);
+        assert.equal(got.slots[slot * 4], want, "slot token");
+        assert.equal(got.slots[slot * 4 + 1], steps[slot] + 1, "slot step");
+        assert.equal(got.counts[slot * vocab + want], 1, "output count");
+      });
+    });
+  }
+  await t.step("penalties, logit bias and the min-tokens ban match their definition", async () => {
+    const vocab = 515;
+    const settings: SlotSettings[] = [
+      { ...BASE, presence: 0.5, frequency: 0.25, repetition: 1.3, bias: [[3, 2.5], [500, -100]] },
+      { ...BASE, repetition: 0.8, minTokens: 4, ban: [7, 9, 514] },
+      { ...BASE, minTokens: 2, ban: [7], bias: [[1, 1]] }, // already sampled 2: no ban
+      { ...BASE, temperature: 1, seed: 5 }, // untouched copy
+    ];
+    const rand = seededRandom(3);
+    const counts = new Uint32Array(settings.length * vocab).map(() => {
+      const x = rand();
+      return x < 0.1 ? 0x80000000 : x < 0.2 ? 1 + Math.floor(rand() * 4) : x < 0.25 ? 0x80000002 : 0;
+    });
+    const before = counts.slice();
+    const steps = [0, 3, 2, 0];
+    const got = await run(gpu, { vocab, rowSlots: [0, 1, 2, 3], settings, steps, counts, chunkStep: 0 });
+    settings.forEach((st, slot) => {
+      const raw = got.logits.subarray(slot * vocab, (slot + 1) * vocab);
+      const want = processRef(raw, st, before.subarray(slot * vocab, (slot + 1) * vocab), steps[slot]);
+      const proc = got.proc.subarray(slot * vocab, (slot + 1) * vocab);
+      for (let i = 0; i < vocab; i++) {
+        const ok = want[i] === -Infinity ? proc[i] === -Infinity : Math.abs(proc[i] - want[i]) <= 1e-5;
+        assert.ok(ok, `slot ${slot} token ${i}: got ${proc[i]}, want ${want[i]}`);
+      }
+      const argmax = want.reduce((m, x, i) => (x > want[m] ? i : m), 0);
+      if (st.temperature === 0) {
+        assert.equal(got.tokens[slot], argmax, `slot ${slot} greedy on processed logits`);
+      }
+    });
+  });
+  await t.step("logprobs of the pick and the top alternatives match a CPU log-softmax", async () => {
+    const vocab = 777;
+    const settings: SlotSettings[] = [
+      { ...BASE, logprobs: true, nTop: 20 },
+      { ...BASE, temperature: 1, seed: 9, logprobs: true, nTop: 0, presence: 2 },
+      { ...BASE, logprobs: true, nTop: 3, bias: [[5, 50]] },
+    ];
+    const counts = new Uint32Array(settings.length * vocab).fill(1);
+    const got = await run(gpu, {
+      vocab,
+      rowSlots: [2, 0, 1],
+      settings,
+      steps: [0, 0, 0],
+      counts,
+      chunkStep: 1,
+    });
+    [2, 0, 1].forEach((slot, r) => {
+      const lp = logSoftmaxRef(got.logits.subarray(r * vocab, (r + 1) * vocab));
+      const rec = got.records.subarray(slot * LOGPROB_RECORD_WORDS, (slot + 1) * LOGPROB_RECORD_WORDS);
+      const f = new Float32Array(rec.buffer, rec.byteOffset, rec.length);
+      const tok = got.tokens[slot];
+      assert.ok(Math.abs(f[0] - lp[tok]) <= 1e-5, `slot ${slot}: logprob ${f[0]} vs ${lp[tok]}`);
+      assert.equal(rec[1], settings[slot].nTop);
+      const order = Array.from(lp.keys()).sort((a, b) => lp[b] - lp[a] || a - b);
+      for (let k = 0; k < settings[slot].nTop; k++) {
+        assert.equal(rec[2 + 2 * k], order[k], `slot ${slot} top ${k} id`);
+        assert.ok(Math.abs(f[3 + 2 * k] - lp[order[k]]) <= 1e-5, `slot ${slot} top ${k} logprob`);
+      }
+    });
+    assert.equal(got.tokens[2], 5, "the bias moved the greedy pick, the logprobs stay the model's");
+  });
+  gpu.device.destroy();
+});

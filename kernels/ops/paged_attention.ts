@@ -1,0 +1,348 @@
+/**
+ * Causal GQA attention over a paged KV cache for a batch of rows from different sequences (vLLM's
+ * PagedAttention, Kwon et al. 2023): row t of the forward, at position rowPos[t] of slot rowSlot[t],
+ * attends to positions 0..rowPos[t] of its own sequence, found through the block table (paged_kv.ts):
+ *   out[t, h] = Σ_{lo ≤ p ≤ pos_t} softmax_p(s(q[t, h] · k[p, h/G] · scale)) · v[p, h/G],
+ * with attention.ts's scale (default 1/√headDim), sliding window (lo = pos_t − window + 1) and soft cap s.
+ * Decode rows of many sequences and the prompt rows of a chunked prefill share one dispatch; a prompt's
+ * rows are causal because its positions were appended (paged_kv.ts) before this runs.
+ *
+ * The work split is attention.ts's: one workgroup per (row, KV head, split) owns the G query heads of
+ * that KV head, walks its span in tiles with an online softmax, and (flash-decoding, Dao et al. 2023)
+ * splits each row's positions over workgroups whose partial (m, l, acc) triples a second dispatch merges
+ * (attention_combine.ts's merge). A row's split count depends only on its own length (batch_rows.ts's
+ * prepare computes it, and the grid as an indirect dispatch), so its result does not depend on which
+ * other rows share the forward: batched decode gives the bits of one-at-a-time decode. Each tile first looks up the pool row of each of its positions. K and V
+ * are f16 (unpacked to f32) or f32; everything else is f32. Padding rows (slot NONE) output zeros.
+ */
+import {
+  bindBuffers,
+  type BindingKind,
+  createStorage,
+  type Encodable,
+  getPipeline,
+  type Gpu,
+  type Kernel,
+  uniformParams,
+} from "../core/mod.ts";
+import { attentionPlan } from "./attention.ts";
+import { MAX_ROW_SPLITS } from "./batch_rows.ts";
+import { createPagedCombine } from "./paged_combine.ts";
+import { SOFTCAP_FN } from "./softcap.ts";
+import { PAGED_ROW_WGSL, type PagedLayout } from "./paged_kv.ts";
+
+function wgsl(kvType: PagedLayout["kvType"]): string {
+  const pool = kvType === "f16"
+    ? `@group(0) @binding(5) var<storage, read> kPool: array<vec2<u32>>; // (rows, kvDim) f16, 4 per vec2
+@group(0) @binding(6) var<storage, read> vPool: array<vec2<u32>>;
+fn loadK(i: u32) -> vec4<f32> { let w = kPool[i]; return vec4(unpack2x16float(w.x), unpack2x16float(w.y)); }
+fn loadV(i: u32) -> vec4<f32> { let w = vPool[i]; return vec4(unpack2x16float(w.x), unpack2x16float(w.y)); }`
+    : `@group(0) @binding(5) var<storage, read> kPool: array<vec4<f32>>; // (rows, kvDim) f32
+@group(0) @binding(6) var<storage, read> vPool: array<vec4<f32>>;
+fn loadK(i: u32) -> vec4<f32> { return kPool[i]; }
+fn loadV(i: u32) -> vec4<f32> { return vPool[i]; }`;
+  return /* wgsl */ `
+override WG: u32 = 256u;   // invocations per workgroup
+override HD4: u32 = 2u;    // headDim / 4
+override G: u32 = 1u;      // query heads per KV head
+override QN: u32 = 2u;     // G · HD4: the vec4 outputs of one workgroup
+override TILE: u32 = 128u; // positions per tile: a power of two with G · TILE ≤ WG
+override NPART: u32 = 1u;  // partitions of a tile's positions in acc += p·V
+override R: u32 = 1u;      // vec4 outputs per invocation (> 1 only when QN > WG, then NPART = 1)
+
+const MAX_R = 4u;
+const SPLIT_ALIGN = 32u;
+const NEG = -1.0e30;
+const NONE = 0xffffffffu;
+
+// window: 0 for none; softcap: 0 for none
+struct Params { rows: u32, nKvHeads: u32, scale: f32, blockSize: u32, maxBlocks: u32, window: u32, softcap: f32 }
+struct Page { blockSize: u32, maxBlocks: u32 }
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> rowPos: array<u32>;
+@group(0) @binding(2) var<storage, read> rowSlot: array<u32>;
+@group(0) @binding(3) var<storage, read> blockTable: array<u32>;
+@group(0) @binding(4) var<storage, read> q: array<vec4<f32>>;       // (rows, nHeads·headDim)
+${pool}
+@group(0) @binding(7) var<storage, read_write> out: array<vec4<f32>>; // (rows, nHeads·headDim)
+@group(0) @binding(8) var<storage, read_write> partAcc: array<vec4<f32>>;
+@group(0) @binding(9) var<storage, read_write> partMl: array<vec2<f32>>;
+@group(0) @binding(10) var<storage, read> rowSplits: array<u32>;   // (rows) splits of each row
+@group(0) @binding(11) var<storage, read> dispatch: array<u32, 4>; // [3]: the largest split count (cap)
+
+var<private> PAGE: Page;
+${PAGED_ROW_WGSL}
+
+var<workgroup> qs: array<vec4<f32>, QN>;
+var<workgroup> sc: array<f32, WG>;
+var<workgroup> red: array<f32, WG>;
+var<workgroup> mW: array<f32, G>;
+var<workgroup> lW: array<f32, G>;
+var<workgroup> alphaW: array<f32, G>;
+var<workgroup> accW: array<vec4<f32>, WG>;
+var<workgroup> rowW: array<u32, TILE>;      // pool row of each position of the tile
+
+fn reduceMax(lid: u32) {
+  let j = lid % TILE;
+  for (var stride = TILE / 2u; stride > 0u; stride /= 2u) {
+    if (lid < G * TILE && j < stride) { red[lid] = max(red[lid], red[lid + stride]); }
+    workgroupBarrier();
+  }
+}
+
+fn scoreTile(lid: u32, slot: u32, kvh: u32, start: u32, n: u32) {
+  let g = lid / TILE;
+  let j = lid % TILE;
+  if (lid < TILE) { rowW[lid] = select(0u, physRow(slot, start + lid), lid < n); }
+  workgroupBarrier();
+  if (lid < G * TILE) {
+    var s = NEG;
+    if (j < n) {
+      let kRow = rowW[j] * params.nKvHeads * HD4 + kvh * HD4;
+      s = 0.0;
+      for (var d = 0u; d < HD4; d++) { s += dot(qs[g * HD4 + d], loadK(kRow + d)); }
+      if (params.softcap > 0.0) { s = softcap(s, params.softcap); }
+    }
+    sc[lid] = s;
+    red[lid] = s;
+  }
+  workgroupBarrier();
+  reduceMax(lid);
+  if (lid < G) {
+    let mOld = mW[lid];
+    let mNew = max(mOld, red[lid * TILE]);
+    alphaW[lid] = exp(mOld - mNew);
+    mW[lid] = mNew;
+  }
+  workgroupBarrier();
+  if (lid < G * TILE) { sc[lid] = select(0.0, exp(sc[lid] - mW[g]), j < n); }
+  workgroupBarrier();
+}
+
+struct Acc { v: array<vec4<f32>, MAX_R>, l: array<f32, MAX_R> }
+
+fn accumulateTile(lid: u32, kvh: u32, n: u32, acc: ptr<function, Acc>) {
+  for (var r = 0u; r < MAX_R; r++) {
+    let slot = lid + r * WG;
+    let part = slot / QN;
+    if (r < R && part < NPART) {
+      let o = slot % QN;
+      let g = o / HD4;
+      let stride = params.nKvHeads * HD4;
+      let col = kvh * HD4 + o % HD4;
+      let s0 = g * TILE;
+      var a = (*acc).v[r] * alphaW[g];
+      var l = (*acc).l[r] * alphaW[g];
+      var j = part;
+      for (; j + 3u * NPART < n; j += 4u * NPART) {
+        let va = loadV(rowW[j] * stride + col);
+        let vb = loadV(rowW[j + NPART] * stride + col);
+        let vc = loadV(rowW[j + 2u * NPART] * stride + col);
+        let vd = loadV(rowW[j + 3u * NPART] * stride + col);
+        let p = vec4(sc[s0 + j], sc[s0 + j + NPART], sc[s0 + j + 2u * NPART], sc[s0 + j + 3u * NPART]);
+        a += p.x * va + p.y * vb + p.z * vc + p.w * vd;
+        l += p.x + p.y + p.z + p.w;
+      }
+      for (; j < n; j += NPART) {
+        a += sc[s0 + j] * loadV(rowW[j] * stride + col);
+        l += sc[s0 + j];
+      }
+      (*acc).v[r] = a;
+      (*acc).l[r] = l;
+    }
+  }
+}
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+        @builtin(local_invocation_index) lid: u32) {
+  PAGE = Page(params.blockSize, params.maxBlocks);
+  let flat = wid.x + wid.y * nwg.x;
+  let rows = params.rows;
+  let cap = dispatch[3];
+  if (flat >= rows * params.nKvHeads * cap) { return; }
+  let t = flat % rows;
+  let kvh = (flat / rows) % params.nKvHeads;
+  let split = flat / (rows * params.nKvHeads);
+  let nSplits = rowSplits[t];
+  if (split >= nSplits) { return; }
+  let slot = rowSlot[t];
+  let pad = slot == NONE;
+  let len = select(rowPos[t] + 1u, 0u, pad);
+  let lo = select(0u, len - params.window, params.window > 0u && len > params.window);
+  let chunk = (len - lo + nSplits * SPLIT_ALIGN - 1u) / (nSplits * SPLIT_ALIGN) * SPLIT_ALIGN;
+  let begin = lo + split * chunk;
+  let end = min(begin + chunk, len);
+  let qRow = (t * params.nKvHeads + kvh) * QN;
+
+  for (var i = lid; i < QN; i += WG) { qs[i] = q[qRow + i] * params.scale; }
+  if (lid < G) { mW[lid] = NEG; }
+  workgroupBarrier();
+  var acc: Acc;
+  for (var start = begin; start < end; start += TILE) {
+    let n = min(TILE, end - start);
+    scoreTile(lid, slot, kvh, start, n);
+    accumulateTile(lid, kvh, n, &acc);
+    workgroupBarrier();
+  }
+  if (NPART > 1u) {
+    accW[lid] = acc.v[0];
+    red[lid] = acc.l[0];
+    workgroupBarrier();
+    for (var stride = NPART / 2u; stride > 0u; stride /= 2u) {
+      if (lid / QN < stride) {
+        accW[lid] += accW[lid + stride * QN];
+        red[lid] += red[lid + stride * QN];
+      }
+      workgroupBarrier();
+    }
+    acc.v[0] = accW[lid];
+    acc.l[0] = red[lid];
+  }
+  for (var r = 0u; r < MAX_R; r++) {
+    let o = lid + r * WG;
+    if (r < R && o < QN && o % HD4 == 0u) { lW[o / HD4] = acc.l[r]; }
+  }
+  workgroupBarrier();
+  // A padding row outputs zeros: sum 1 over an all-zero accumulator (split 0 carries it).
+  if (pad && lid < G) {
+    mW[lid] = select(NEG, 0.0, split == 0u);
+    lW[lid] = select(0.0, 1.0, split == 0u || nSplits == 1u);
+  }
+  workgroupBarrier();
+  let nHeads = params.nKvHeads * G;
+  for (var r = 0u; r < MAX_R; r++) {
+    let o = lid + r * WG;
+    if (r < R && o < QN) {
+      let g = o / HD4;
+      if (nSplits == 1u) {
+        out[qRow + o] = acc.v[r] / lW[g];
+      } else {
+        partAcc[((t * nHeads + kvh * G + g) * cap + split) * HD4 + o % HD4] = acc.v[r];
+      }
+    }
+  }
+  if (nSplits > 1u && lid < G) {
+    partMl[(t * nHeads + kvh * G + lid) * cap + split] = vec2(mW[lid], lW[lid]);
+  }
+}
+${SOFTCAP_FN}`;
+}
+
+export interface PagedAttentionArgs {
+  /** q: (rows, nHeads · headDim) f32, already rotated */
+  q: GPUBuffer;
+  /** kPool, vPool: one layer's pool (paged_kv.ts), positions 0..rowPos[t] of every row's slot filled */
+  kPool: GPUBuffer;
+  vPool: GPUBuffer;
+  /** rowPos, rowSlot: (rows) u32 */
+  rowPos: GPUBuffer;
+  rowSlot: GPUBuffer;
+  /** blockTable: (slots, maxBlocks) u32 */
+  blockTable: GPUBuffer;
+  /** out: (rows, nHeads · headDim) f32 */
+  out: GPUBuffer;
+  layout: PagedLayout;
+  rows: number;
+  nHeads: number;
+  nKvHeads: number;
+  headDim: number;
+  /** rowSplits: (rows) u32 and dispatch: the grid and split cap, both written by batch_rows.ts's prepare */
+  rowSplits: GPUBuffer;
+  dispatch: GPUBuffer;
+  /** the largest split count a row of this bind can have (sizes the partials) */
+  maxSplits: number;
+  /** score scale; default 1/√headDim */
+  scale?: number;
+  /** sliding window: a row attends to its last `window` positions only; default none */
+  window?: number | null;
+  /** scores s become softcap·tanh(s / softcap); default none */
+  softcap?: number | null;
+}
+
+const BINDINGS: readonly BindingKind[] = [
+  "uniform",
+  ...(["read-only-storage", "read-only-storage", "read-only-storage", "read-only-storage"] as const),
+  ...(["read-only-storage", "read-only-storage"] as const),
+  ...(["storage", "storage", "storage"] as const),
+  ...(["read-only-storage", "read-only-storage"] as const),
+];
+
+/** Positions per attention split: decode rows (short splits fill the GPU) and prompt rows (few splits). */
+export const SPLIT_SPAN = { decode: 64, prefill: 1024 } as const;
+
+/** The largest split count a row can have when sequences reach `maxLen` positions. */
+export function pagedMaxSplits(maxLen: number, span: number): number {
+  return Math.max(1, Math.min(MAX_ROW_SPLITS, Math.ceil(maxLen / span)));
+}
+
+/**
+ * Builds the paged attention. Binds of one kernel share their split scratch (WebGPU orders the
+ * dispatches of a pass).
+ * @param gpu the device
+ * @returns a kernel whose `bind` fixes buffers, shapes and the split count
+ */
+export function createPagedAttention(gpu: Gpu): Kernel<PagedAttentionArgs> {
+  let partAcc = createStorage(gpu, 16, "paged attention partAcc");
+  let partMl = createStorage(gpu, 16, "paged attention partMl");
+  return {
+    bind(a: PagedAttentionArgs): Encodable {
+      const { rows, nHeads, nKvHeads, headDim, maxSplits } = a;
+      const plan = attentionPlan(gpu, { nHeads, nKvHeads, headDim });
+      if (!(Number.isInteger(maxSplits) && maxSplits >= 1 && maxSplits <= MAX_ROW_SPLITS)) {
+        throw new Error(
+          `Cannot bind paged attention: maxSplits ${maxSplits} must be in [1, ${MAX_ROW_SPLITS}]`,
+        );
+      }
+      const cells = rows * nHeads * maxSplits;
+      if (maxSplits > 1 && partAcc.size < cells * headDim * 4) {
+        partAcc = createStorage(gpu, cells * headDim * 4, "paged attention partAcc");
+      }
+      if (maxSplits > 1 && partMl.size < cells * 8) {
+        partMl = createStorage(gpu, cells * 8, "paged attention partMl");
+      }
+      const main = getPipeline(gpu, {
+        name: "paged_attention",
+        code: wgsl(a.layout.kvType),
+        constants: plan,
+        bindings: BINDINGS,
+        spec: a.layout.kvType,
+      });
+      const params = uniformParams(gpu, [
+        ["u32", rows],
+        ["u32", nKvHeads],
+        ["f32", a.scale ?? 1 / Math.sqrt(headDim)],
+        ["u32", a.layout.blockSize],
+        ["u32", a.layout.maxBlocks],
+        ["u32", a.window ?? 0],
+        ["f32", a.softcap ?? 0],
+      ], "paged attention params");
+      const bindGroup = bindBuffers(gpu, main, [
+        params,
+        a.rowPos,
+        a.rowSlot,
+        a.blockTable,
+        a.q,
+        a.kPool,
+        a.vPool,
+        a.out,
+        partAcc,
+        partMl,
+        a.rowSplits,
+        a.dispatch,
+      ]);
+      const merge = maxSplits > 1
+        ? createPagedCombine(gpu).bind({ ...a, partAcc, partMl, rows, nHeads, headDim })
+        : null;
+      return {
+        encode(pass) {
+          pass.setPipeline(main);
+          pass.setBindGroup(0, bindGroup);
+          pass.dispatchWorkgroupsIndirect(a.dispatch, 0);
+          merge?.encode(pass);
+        },
+      };
+    },
+  };
+}

@@ -1,0 +1,57 @@
+/**
+ * Token logprobs in OpenAI's two wire shapes: chat's `logprobs.content` and the completions API's legacy
+ * `{tokens, token_logprobs, top_logprobs, text_offset}`.
+ */
+import type { TokenLogprob } from "../inference/engine/mod.ts";
+
+/** One token of the chat shape's `logprobs.content`. */
+export interface ChatTokenLogprob {
+  token: string;
+  logprob: number;
+  /** UTF-8 bytes of `token` */
+  bytes: number[];
+  top_logprobs: { token: string; logprob: number; bytes: number[] }[];
+}
+
+/** `choices[].logprobs` of a chat completion (or chunk). */
+export interface ChatLogprobs {
+  content: ChatTokenLogprob[];
+}
+
+/** `choices[].logprobs` of a text completion (or chunk): the legacy shape. */
+export interface CompletionLogprobs {
+  tokens: string[];
+  token_logprobs: number[];
+  top_logprobs: Record<string, number>[];
+  /** character offset of each token in the choice's text */
+  text_offset: number[];
+}
+
+/** The chat shape of engine logprobs. */
+export function chatLogprobs(entries: readonly TokenLogprob[]): ChatLogprobs {
+  const bytes = (t: string) => Array.from(new TextEncoder().encode(t));
+  return {
+    content: entries.map((e) => ({
+      token: e.token,
+      logprob: e.logprob,
+      bytes: bytes(e.token),
+      top_logprobs: e.top.map((t) => ({ token: t.token, logprob: t.logprob, bytes: bytes(t.token) })),
+    })),
+  };
+}
+
+/** The completions shape of engine logprobs; offsets count from `offset` (the text already sent). */
+export function completionLogprobs(entries: readonly TokenLogprob[], offset = 0): CompletionLogprobs {
+  const text_offset: number[] = [];
+  let at = offset;
+  for (const e of entries) {
+    text_offset.push(at);
+    at += e.token.length;
+  }
+  return {
+    tokens: entries.map((e) => e.token),
+    token_logprobs: entries.map((e) => e.logprob),
+    top_logprobs: entries.map((e) => Object.fromEntries(e.top.map((t) => [t.token, t.logprob]))),
+    text_offset,
+  };
+}

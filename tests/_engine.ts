@@ -1,0 +1,106 @@
+/** Shared by the engine tests: quantized copies of stories260K made in process, and request helpers. */
+import { join } from "node:path";
+import type { Gpu } from "../kernels/core/mod.ts";
+import { runQuantize } from "../cli/quantize.ts";
+import { QUANTIZE_DEFAULTS } from "../quant/mod.ts";
+import type {
+  BatchOptions,
+  EngineHandle,
+  GenerateRequest,
+  TokenEvent,
+  TokenLogprob,
+} from "../inference/engine/mod.ts";
+import { createEngine, type LoadedModel, loadModel } from "../inference/engine/mod.ts";
+
+/**
+ * Quantizes `model` into `dir`: "affine" is RTN 4-bit with groups of 32 (no calibration text needed),
+ * "lut" LeanQuant-nu 4-bit on a few windows of `calib`.
+ */
+export async function quantizeInto(
+  gpu: Gpu,
+  model: string,
+  dir: string,
+  kind: "affine" | "lut",
+  calib: string | null,
+): Promise<string> {
+  const out = join(dir, kind);
+  const lut = kind === "lut";
+  await runQuantize({
+    model,
+    calib: lut ? calib : null,
+    out,
+    nsamples: 4,
+    seqLen: 128,
+    seed: 0,
+    quantizer: "gpu",
+    quantize: {
+      ...QUANTIZE_DEFAULTS,
+      method: lut ? "leanquant-nu" : "rtn",
+      bits: 4,
+      groupSize: lut ? 0 : 32,
+      actOrder: lut,
+    },
+  }, { gpu, onProgress: () => {} });
+  return out;
+}
+
+/** An engine serving `dir` (f32 weights for full-precision folders). */
+export async function engineFor(
+  gpu: Gpu,
+  dir: string,
+  batch: Partial<BatchOptions>,
+  logs: string[] = [],
+): Promise<{ engine: EngineHandle; model: LoadedModel }> {
+  const model = await loadModel(gpu, dir, { weightType: "f32" });
+  const engine = createEngine("test", { batch, log: (m) => logs.push(m) });
+  engine.setModel(model);
+  return { engine, model };
+}
+
+/** One finished choice: its ids (from the logprob entries), text, finish reason and entries. */
+export interface Finished {
+  ids: number[];
+  text: string;
+  finish: string;
+  logprobs: TokenLogprob[];
+}
+
+/** A greedy /v1/completions-like request with logprobs (top 2: the margin of each pick). */
+export function greedy(
+  prompt: string,
+  maxTokens: number,
+  extra: Partial<GenerateRequest> = {},
+): GenerateRequest {
+  return {
+    input: { kind: "text", prompt },
+    maxTokens,
+    stop: [],
+    sampling: { temperature: 0, topP: 1, topK: 0, minP: 0, seed: 0 },
+    logprobs: 2,
+    ...extra,
+  };
+}
+
+/**
+ * Runs a request to the end; `onEvent` sees every event (e.g. to start the next request after a first
+ * token). Returns its choices in index order.
+ */
+export async function collect(
+  engine: EngineHandle,
+  request: GenerateRequest,
+  { signal, onEvent }: { signal?: AbortSignal; onEvent?: (ev: TokenEvent) => void } = {},
+): Promise<Finished[]> {
+  const out: Finished[] = [];
+  const at = (i: number) => (out[i] ??= { ids: [], text: "", finish: "", logprobs: [] });
+  for await (const ev of engine.generate(request, signal)) {
+    onEvent?.(ev);
+    if (ev.type === "delta") {
+      const c = at(ev.index ?? 0);
+      c.text += ev.text;
+      c.logprobs.push(...(ev.logprobs ?? []));
+      c.ids.push(...(ev.logprobs ?? []).map((l) => l.id));
+    }
+    if (ev.type === "end") at(ev.index ?? 0).finish = ev.finishReason;
+  }
+  return out;
+}
