@@ -80,8 +80,8 @@ export const BATCH_DEFAULTS: Readonly<BatchOptions> = Object.freeze({
 });
 
 /** logit_bias entries per request (OpenAI's limit) and ids min_tokens may ban (EOS + stop_token_ids). */
-const MAX_BIAS = 300;
-const MAX_BAN = 64;
+export const MAX_BIAS = 300;
+export const MAX_BAN = 64;
 
 interface Served {
   model: LoadedModel;
