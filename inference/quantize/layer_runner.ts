@@ -11,8 +11,9 @@
  *     stage "out"    → h ← h + act·Wdownᵀ, STORED BACK in place: the layer output
  * Running "gateUp" then "out" over a window is one whole layer.
  *
- * Hidden states are stored as f16 pairs (default; two halves per u32, kernels/f16_convert.ts, as GPTQ keeps
- * its fp16 `inps`) or f32, and every stage computes in f32 from a scratch copy. "gateUp" continues from the
+ * Hidden states are stored as f32 (default) or as f16 pairs (two halves per u32, kernels/f16_convert.ts, as
+ * GPTQ keeps its fp16 `inps`: half the memory, but lossy, see quantize_model.ts `chooseHiddenStorage`), and
+ * every stage computes in f32 from a scratch copy. "gateUp" continues from the
  * value it stored (rounded to f16 when stored as f16), so its capture, "down" and "out" all see the same
  * post-attention residual. Each window is one sequence at positions 0..rows−1 with a one-layer KV cache of
  * `rows` positions (overwritten by the next window).
@@ -119,7 +120,7 @@ interface Scratch {
  * Creates the runner; its scratch is allocated on first use.
  * @param gpu the device
  * @param config the model
- * @param options rows per window (≤ config.seqLen) and the hidden-state storage (default "f16")
+ * @param options rows per window (≤ config.seqLen) and the hidden-state storage (default "f32")
  * @returns the runner
  * @example
  * ```ts ignore
@@ -133,7 +134,7 @@ interface Scratch {
 export function createLayerRunner(
   gpu: Gpu,
   config: ModelConfig,
-  { rows, storage = "f16" }: { rows: number; storage?: HiddenStorage },
+  { rows, storage = "f32" }: { rows: number; storage?: HiddenStorage },
 ): LayerRunner {
   if (!Number.isInteger(rows) || rows < 1 || rows > config.seqLen) {
     throw new Error(

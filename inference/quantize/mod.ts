@@ -4,4 +4,11 @@
 export { DEFAULT_NSAMPLES, defaultSeqLen, loadCalibration } from "./calibration.ts";
 export { type HiddenStorage, LAYER_STAGES, type LayerStage } from "./layer_runner.ts";
 export { evaluatePerplexity, loadEvalModel, type PerplexityResult } from "./perplexity.ts";
-export { type LayerPhases, quantizeModel, type QuantizeModelResult } from "./quantize_model.ts";
+export {
+  AUTO_F32_HIDDEN_LIMIT,
+  chooseHiddenStorage,
+  type HiddenStorageChoice,
+  type LayerPhases,
+  quantizeModel,
+  type QuantizeModelResult,
+} from "./quantize_model.ts";

@@ -15,8 +15,8 @@
  * more would mean caching activations per window (attn for step 4, act for step 6: 2.1 and 7.5 GB even
  * in f16 at 8B), which a 6 GB budget cannot hold: we recompute them instead.
  *
- * Memory at 8B (128 × 2048): hidden states 2.15 GB as f16 pairs (GPTQ keeps fp16 `inps` too; "f32" doubles
- * it), the f32 layer ≤ 0.87 GB, one Hessian ≤ 0.82 GB (down_proj), the runner's scratch 0.54 GB while
+ * Memory at 8B (128 × 2048): hidden states 4.3 GB in f32 (the default wherever they fit
+ * {@link AUTO_F32_HIDDEN_LIMIT}; f16 halves that but is lossy, see {@link chooseHiddenStorage}), the f32 layer ≤ 0.87 GB, one Hessian ≤ 0.82 GB (down_proj), the runner's scratch 0.54 GB while
  * capturing; peak 4.2 GB at the down_proj capture. After each capture the weights no later step reads
  * (SEQUENTIAL_GROUPS.freed) and the scratch are freed for the quantizer, whose own buffers (GPU quantizer:
  * ≈ 2·cols²·4 + rows·cols·4 bytes, 1.9 GB for down_proj) then join 3.4 GB of ours. The quantizer is
@@ -114,6 +114,37 @@ export interface QuantizeModelResult {
   peakGpuBytes: number;
   /** Per layer, with `profile` only (empty otherwise). */
   phases: LayerPhases[];
+  /** How the calibration hidden states were stored. */
+  hiddenStorage: HiddenStorage;
+}
+
+/** How hidden states are stored, or "auto" to let {@link chooseHiddenStorage} decide. */
+export type HiddenStorageChoice = HiddenStorage | "auto";
+
+/**
+ * "auto" keeps f32 hidden states up to this many bytes: 4 GiB, which holds Llama-3-8B's 128 × 2048 × 4096
+ * calibration states exactly (and every smaller model's at the paper's protocol).
+ */
+export const AUTO_F32_HIDDEN_LIMIT = 2 ** 32;
+
+/**
+ * Picks the storage of the calibration hidden states. f16 storage rounds every layer's input and output
+ * (relative error 2⁻¹¹ per value, compounding over layers) and is NOT lossless: on stories260K at 2 bits it
+ * moved leanquant-nu's perplexity by +5 % (issue 12, H100), so "auto" keeps f32 unless the f32 states would
+ * exceed `limit` bytes.
+ * @param choice "f16", "f32" or "auto"
+ * @param shape windows, rows per window and the model width
+ * @param limit most bytes "auto" spends on f32 states (default {@link AUTO_F32_HIDDEN_LIMIT})
+ * @returns the storage to use
+ */
+export function chooseHiddenStorage(
+  choice: HiddenStorageChoice,
+  { windows, rows, dim }: { windows: number; rows: number; dim: number },
+  limit = AUTO_F32_HIDDEN_LIMIT,
+): HiddenStorage {
+  if (choice !== "auto") return choice;
+  // f16 pairs need an even width; an odd one stays f32 whatever it costs.
+  return windows * rows * dim * 4 <= limit || dim % 2 !== 0 ? "f32" : "f16";
 }
 
 /** Options of {@link quantizeModel}. */
@@ -124,8 +155,11 @@ export interface QuantizeModelOptions {
   windows: readonly Uint32Array[];
   /** Hessian accumulation (default quant/hessian.ts `createHessian`). */
   hessian?: HessianFactory;
-  /** Storage of the windows' hidden states between stages (default "f16"; "f32" doubles the memory). */
-  hiddenStorage?: HiddenStorage;
+  /**
+   * Storage of the windows' hidden states between stages (default "auto": f32 when it fits
+   * {@link AUTO_F32_HIDDEN_LIMIT}; see {@link chooseHiddenStorage}).
+   */
+  hiddenStorage?: HiddenStorageChoice;
   /**
    * Measure where the time goes (benchmarks; default false): wait for the GPU at the end of every capture
    * so quantizer times are its own, and time each forward and Hessian pass with timestamp queries when the
@@ -159,12 +193,17 @@ export async function quantizeModel(
   source: LlamaWeightSource,
   options: QuantizeModelOptions,
 ): Promise<QuantizeModelResult> {
-  const { windows, hessian = createHessian, hiddenStorage = "f16", profile = false } = options;
+  const { windows, hessian = createHessian, profile = false } = options;
   const c = source.config;
   const rows = windows[0]?.length ?? 0;
   if (windows.length === 0 || windows.some((w) => w.length !== rows)) {
     throw new Error("Cannot quantize: expected at least one calibration window, all of the same length");
   }
+  const hiddenStorage = chooseHiddenStorage(options.hiddenStorage ?? "auto", {
+    windows: windows.length,
+    rows,
+    dim: c.dim,
+  });
   const started = performance.now();
   const mem = new MemoryTracker();
   const runner = createLayerRunner(gpu, c, { rows, storage: hiddenStorage });
@@ -229,6 +268,7 @@ export async function quantizeModel(
     seconds: (performance.now() - started) / 1000,
     peakGpuBytes: mem.peak,
     phases: run.phases,
+    hiddenStorage,
   };
 }
 
