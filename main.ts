@@ -76,6 +76,7 @@ async function quantizeAtStartup(gpu: Gpu, config: ReturnType<typeof parseConfig
     seqLen: null,
     seed: q.seed,
     quantizer: "gpu",
+    hiddenStorage: "auto",
     quantize: {
       ...QUANTIZE_DEFAULTS,
       method: q.method,

@@ -41,7 +41,7 @@ const loadStart = performance.now();
 const model = values.random ? await randomModel(values.random) : await loadModel(gpu, values.model, {
   weightType: values.dtype as WeightType | "auto",
 });
-const weightType = model.weights.lmHead.weightType;
+const weightType = model.weights.embeddingType;
 console.log(
   `model: ${model.modelId} (${model.config.nLayers} layers, dim ${model.config.dim}, ${weightType}), ` +
     `ready in ${((performance.now() - loadStart) / 1000).toFixed(1)} s`,

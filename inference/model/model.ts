@@ -52,7 +52,7 @@ export interface GpuWeights {
   embeddingType: "f32" | "f16";
   layers: GpuLayer[];
   finalNorm: GPUBuffer; // (dim) f32
-  lmHead: DenseLinear; // (vocabSize, dim)
+  lmHead: GpuLinear; // (vocabSize, dim): dense, or affine when the folder quantized it
 }
 
 /** Activation buffers, the KV cache and the step state of one sequence. */

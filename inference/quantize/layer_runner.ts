@@ -63,7 +63,8 @@ export type HiddenStorage = "f16" | "f32";
 
 /** A layer bound up to one stage: reusable for every window until the layer's weights or scratch change. */
 export interface BoundLayer {
-  readonly stage: LayerStage;
+  /** "final": the model's final RMSNorm after the last layer (the LM head's input). */
+  readonly stage: LayerStage | "final";
   /** The captured activation, (rows, captureCols) f32, valid after the window ran (null for "out"). */
   readonly capture: GPUBuffer | null;
   readonly captureCols: number;
@@ -99,6 +100,8 @@ export interface LayerRunner {
   read(hidden: GPUBuffer): Promise<Float32Array>;
   /** Binds `layer`'s kernels up to `stage` (rebind after replacing a weight or releasing the scratch). */
   bind(layer: GpuLayer, stage: LayerStage): BoundLayer;
+  /** Binds the final RMSNorm (weight (dim) f32): captures the LM head's input, stores nothing. */
+  bindFinal(finalNorm: GPUBuffer): BoundLayer;
   /** Frees the scratch; the next `bind` or `store` allocates it again. */
   release(): void;
   destroy(): void;
@@ -188,6 +191,24 @@ export function createLayerRunner(
       return storage === "f16" ? Float32Array.from(new Float16Array(raw)) : new Float32Array(raw);
     },
     bind: (layer, stage) => bindLayer(gpu, config, kernels, ensure(), { L: layer, stage, hiddenBytes }),
+    bindFinal(finalNorm) {
+      const sc = ensure();
+      const { s } = sc;
+      const norm = kernels.norm.bind({
+        x: s.x,
+        weight: finalNorm,
+        y: s.xn,
+        rows,
+        dim: config.dim,
+        eps: config.normEps,
+      });
+      return boundSteps(gpu, sc, {
+        stage: "final",
+        steps: [...(sc.unpack ? [sc.unpack] : []), norm],
+        hiddenBytes,
+        capture: [s.xn, config.dim],
+      });
+    },
     release,
     destroy: release,
   };
@@ -230,7 +251,6 @@ function bindLayer(
   const eps = c.normEps;
   const heads = { nHeads: c.nHeads, nKvHeads: c.nKvHeads, headDim: c.headDim };
   const attentionHalf = stage === "qkv" || stage === "o" || stage === "gateUp";
-  const writesHidden = stage === "gateUp" || stage === "out";
   const steps: Encodable[] = unpack ? [unpack] : [];
   const norm2 = () => norm.bind({ x: s.x, weight: L.mlpNorm, y: s.xn, rows, dim: c.dim, eps });
   if (attentionHalf) {
@@ -291,8 +311,22 @@ function bindLayer(
     down: [s.act, c.hiddenDim],
     out: [null, 0],
   };
-  const [capture, captureCols] = captures[stage];
-  const slot = sc.h16 ?? s.x; // where the window sits in the scratch, in storage format
+  return boundSteps(gpu, sc, { stage, steps, hiddenBytes, capture: captures[stage] });
+}
+
+/** Wraps recorded steps as a {@link BoundLayer}: copy the window in, run, and store back for "gateUp"/"out". */
+function boundSteps(
+  gpu: Gpu,
+  sc: Scratch,
+  { stage, steps, hiddenBytes, capture: [capture, captureCols] }: {
+    stage: LayerStage | "final";
+    steps: Encodable[];
+    hiddenBytes: number;
+    capture: [GPUBuffer | null, number];
+  },
+): BoundLayer {
+  const writesHidden = stage === "gateUp" || stage === "out";
+  const slot = sc.h16 ?? sc.s.x; // where the window sits in the scratch, in storage format
   const bound: BoundLayer = {
     stage,
     capture,

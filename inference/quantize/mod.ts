@@ -3,6 +3,7 @@
  */
 export { DEFAULT_NSAMPLES, defaultSeqLen, loadCalibration } from "./calibration.ts";
 export { type HiddenStorage, LAYER_STAGES, type LayerStage } from "./layer_runner.ts";
+export { lmHeadOptions } from "./lm_head.ts";
 export { evaluatePerplexity, loadEvalModel, type PerplexityResult } from "./perplexity.ts";
 export {
   AUTO_F32_HIDDEN_LIMIT,

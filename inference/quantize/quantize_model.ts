@@ -26,10 +26,12 @@ import type { Gpu } from "../../kernels/core/mod.ts";
 import {
   createHessian,
   type LinearQuantizer,
+  type QuantizedLinear,
   type QuantizedLinearWithQ,
   type QuantizeOptions,
 } from "../../quant/mod.ts";
 import { createLayerRunner, type HiddenStorage, type LayerRunner, type LayerStage } from "./layer_runner.ts";
+import { quantizeLmHead } from "./lm_head.ts";
 import {
   destroyGpuLayer,
   type GpuLayer,
@@ -116,6 +118,8 @@ export interface QuantizeModelResult {
   phases: LayerPhases[];
   /** How the calibration hidden states were stored. */
   hiddenStorage: HiddenStorage;
+  /** The quantized LM head (options.quantize.lmHeadBits > 0), else null. */
+  lmHead: QuantizedLinear | null;
 }
 
 /** How hidden states are stored, or "auto" to let {@link chooseHiddenStorage} decide. */
@@ -210,7 +214,8 @@ export async function quantizeModel(
   const hidden: GPUBuffer[] = [];
   const timer = profile && gpu.hasTimestamps ? createPassTimer(gpu) : null;
   mem.set("timer", timer?.bytes ?? 0);
-  const total = 12 * windows.length * c.nLayers; // 5 window runs + 7 quantizations (each weighted like N runs)
+  // 5 window runs + 7 quantizations (each weighted like N runs) per layer; the head's capture and quantization
+  const total = 12 * windows.length * c.nLayers + (options.quantize.lmHeadBits > 0 ? 2 * windows.length : 0);
   let units = 0;
   const run: Run = {
     gpu,
@@ -230,10 +235,11 @@ export async function quantizeModel(
     },
   };
   const layerLoss: number[] = [];
+  let lmHead: QuantizedLinear | null = null;
   try {
-    const table = (await source.loadTokenEmbedding()).data;
+    const embedding = await source.loadTokenEmbedding();
     await embedWindows(gpu, runner, {
-      table,
+      table: embedding.data,
       dim: c.dim,
       windows,
       onStored(h) {
@@ -257,6 +263,21 @@ export async function quantizeModel(
       layerLoss.push(run.linears.filter((r) => r.layer === l).reduce((s, r) => s + r.loss, 0));
       await options.onLayer?.(l, results);
     }
+    if (options.quantize.lmHeadBits > 0) {
+      lmHead = await quantizeLmHead(gpu, {
+        runner,
+        hidden,
+        finalNorm: (await source.loadFinalNorm()).data,
+        head: (await source.loadLmHead(embedding)).data,
+        vocabSize: c.vocabSize,
+        dim: c.dim,
+        opts: options.quantize,
+        quantizer: options.quantizer,
+        hessian,
+        onWindow: () => run.report(c.nLayers - 1, "capture lm_head", 1),
+      });
+      run.report(c.nLayers - 1, "quantize lm_head", windows.length);
+    }
   } finally {
     hidden.forEach((b) => b.destroy());
     runner.destroy();
@@ -269,6 +290,7 @@ export async function quantizeModel(
     peakGpuBytes: mem.peak,
     phases: run.phases,
     hiddenStorage,
+    lmHead,
   };
 }
 
