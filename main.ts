@@ -83,6 +83,7 @@ async function quantizeAtStartup(gpu: Gpu, config: ReturnType<typeof parseConfig
       bits: q.bits,
       groupSize: q.method === "leanquant-nu" ? 0 : q.groupSize,
       actOrder: q.calib !== null, // rtn without calibration text quantizes in stored order
+      lmHeadBits: q.lmHeadBits,
     },
   }, { gpu, onProgress: (detail) => engine.setStatus("loading", detail) });
   return out;

@@ -64,7 +64,9 @@ export function parseRuns(spec: string): PplRun[] {
 
 /** A run's label, e.g. "leanquant-aff 3-bit g128". */
 export function runLabel(r: PplRun): string {
-  return `${r.method} ${r.bits}-bit ${r.groupSize > 0 && r.method !== "leanquant-nu" ? `g${r.groupSize}` : "row"}`;
+  return `${r.method} ${r.bits}-bit ${
+    r.groupSize > 0 && r.method !== "leanquant-nu" ? `g${r.groupSize}` : "row"
+  }`;
 }
 
 /** Frees every buffer of a model's weights (so one process can load many). */
@@ -88,7 +90,9 @@ export async function evaluateFolder(gpu: Gpu, dir: string, p: PplProtocol): Pro
     const out: Record<string, number> = {};
     for (const text of p.texts) {
       const raw = await Deno.readTextFile(text);
-      const ids = m.tokenizer.encode(p.textChars ? raw.slice(0, p.textChars) : raw, { addSpecialTokens: false });
+      const ids = m.tokenizer.encode(p.textChars ? raw.slice(0, p.textChars) : raw, {
+        addSpecialTokens: false,
+      });
       const r = await evaluatePerplexity(gpu, m.config, m.weights, ids, {
         ...(p.ctx ? { ctx: p.ctx } : {}),
         maxWindows: p.maxWindows ?? Infinity,

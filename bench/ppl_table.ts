@@ -28,7 +28,8 @@ import {
   summarize,
 } from "./ppl_protocol.ts";
 
-const DEFAULT_RUNS = "rtn:4,gptq:4,leanquant-nu:4,leanquant-aff:4,rtn:3,gptq:3,leanquant-nu:3,leanquant-aff:3," +
+const DEFAULT_RUNS =
+  "rtn:4,gptq:4,leanquant-nu:4,leanquant-aff:4,rtn:3,gptq:3,leanquant-nu:3,leanquant-aff:3," +
   "rtn:2,gptq:2,leanquant-nu:2,leanquant-aff:2";
 /** The issue-12 three-seed set. */
 export const SEED_RUNS = [4, 3, 2].map((b) =>

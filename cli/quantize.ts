@@ -25,6 +25,7 @@ import { createReferenceQuantizer } from "../quant/reference/mod.ts";
 import { createQuantizedWriter, loadModelConfig, openLlamaWeights } from "../inference/model/mod.ts";
 import { loadTokenizer } from "../inference/text/mod.ts";
 import {
+  BUILTIN_CALIBRATION,
   chooseHiddenStorage,
   DEFAULT_NSAMPLES,
   defaultSeqLen,
@@ -37,13 +38,14 @@ import {
 import { createProgressBar, formatBytes, formatSeconds } from "./progress.ts";
 
 export const QUANTIZE_HELP =
-  `Usage: deno task quantize --model <dir> --method <m> --bits <b> --calib <file> --out <dir> [options]
+  `Usage: deno task quantize --model <dir> --method <m> --bits <b> [--calib <file>] --out <dir> [options]
 
   --model <dir>        Hugging Face Llama folder (safetensors + config.json + tokenizer.json)
   --method <m>         leanquant-aff | leanquant-nu | gptq | rtn
   --bits <b>           2, 3 or 4
   --group-size <g>     columns per affine group (default 0: one grid per row; ignored by leanquant-nu)
-  --calib <file>       calibration text, held out from evaluation
+  --calib <file>       calibration text, held out from evaluation; "builtin" (the default) is the Book of
+                       Genesis kept in the repository (inference/quantize/data/README.md)
   --nsamples <n>       calibration windows (default ${DEFAULT_NSAMPLES})
   --seqlen <n>         tokens per window (default min(context, 2048))
   --seed <n>           seed of the window draw (default 0)
@@ -73,6 +75,8 @@ export interface QuantizeArgs {
   seqLen: number | null;
   seed: number;
   quantizer: "gpu" | "reference" | "exact";
+  /** Windows drawn elsewhere (benchmarks comparing sources); `calib` then only names them in the summary. */
+  calibWindows?: Uint32Array[];
   /** Storage of the calibration hidden states (quantize_model.ts `chooseHiddenStorage`). */
   hiddenStorage: HiddenStorageChoice;
   quantize: QuantizeOptions;
@@ -106,7 +110,7 @@ export function parseQuantizeArgs(args: string[]): QuantizeArgs {
       "quantize-lm-head": { type: "string", default: "0" },
     },
   });
-  const need = (key: "model" | "method" | "bits" | "calib" | "out") => {
+  const need = (key: "model" | "method" | "bits" | "out") => {
     const v = values[key];
     if (v === undefined || v === "") throw new Error(`Missing --${key}`);
     return v;
@@ -154,7 +158,8 @@ export function parseQuantizeArgs(args: string[]): QuantizeArgs {
   }
   return {
     model: need("model"),
-    calib: need("calib"),
+    // Without --calib: the built-in text, except for rtn without act-order, which never reads H.
+    calib: values.calib ?? (method === "rtn" && values["no-act-order"] ? null : BUILTIN_CALIBRATION),
     out: need("out"),
     nsamples: int("nsamples", values.nsamples, 1),
     seqLen: values.seqlen === undefined ? null : int("seqlen", values.seqlen, 2),
@@ -201,7 +206,9 @@ export async function runQuantize(
     throw new Error("Missing --calib: only rtn without act-order can quantize without calibration text");
   }
   // RTN without act-order never reads H, so one short window of arbitrary ids stands in for calibration.
-  const calib = a.calib === null
+  const calib = a.calibWindows
+    ? { windows: a.calibWindows, textTokens: 0 }
+    : a.calib === null
     ? { windows: [Uint32Array.from({ length: 16 }, (_, i) => i)], textTokens: 0 }
     : await loadCalibration(await loadTokenizer(a.model), a.calib, {
       nsamples: a.nsamples,

@@ -10,7 +10,13 @@
  */
 import assert from "node:assert/strict";
 import { sharedPath, testGpu } from "./_gpu.ts";
-import { GUARD_SEEDS, guardProtocol, type PplRow, type PplSummary, runPplProtocol } from "../bench/ppl_protocol.ts";
+import {
+  GUARD_SEEDS,
+  guardProtocol,
+  type PplRow,
+  type PplSummary,
+  runPplProtocol,
+} from "../bench/ppl_protocol.ts";
 
 interface Fixture {
   adapter: string;

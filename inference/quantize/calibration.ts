@@ -5,7 +5,22 @@
  * with Python's `random.seed(0)`; we use our own seeded generator, so windows are reproducible here but not
  * the reference's windows.
  */
+import { fileURLToPath } from "node:url";
 import type { Tokenizer } from "../text/mod.ts";
+
+/**
+ * The calibration source that needs no file from the user: the Book of Genesis (King James Version, public
+ * domain), kept in the repository (data/README.md has its provenance). Chosen by measurement over text
+ * sampled from the model itself (BENCHMARKS.md, "Calibration without a user file"): as good or better on
+ * lq-49m and free, where sampling costs minutes on a CPU adapter. `--calib builtin` names it; it is the
+ * default of gptq and leanquant-* when no `--calib` is given.
+ */
+export const BUILTIN_CALIBRATION = "builtin";
+
+/** Path of the built-in calibration text. */
+export function builtinCalibrationPath(): string {
+  return fileURLToPath(new URL("./data/kjv_genesis.txt", import.meta.url));
+}
 
 /** Most tokens per calibration window by default (the paper's 2048), capped by the model context. */
 export const MAX_DEFAULT_SEQ_LEN = 2048;
@@ -91,7 +106,7 @@ export function drawWindows(
 /**
  * Reads and tokenizes a calibration text file and draws the windows.
  * @param tokenizer the model's tokenizer
- * @param path a UTF-8 text file (held out from evaluation)
+ * @param path a UTF-8 text file (held out from evaluation), or "builtin" for {@link builtinCalibrationPath}
  * @param options window count, length and seed
  * @returns the windows and the text's token count
  * @example
@@ -108,6 +123,7 @@ export async function loadCalibration(
   options: CalibrationOptions,
 ): Promise<CalibrationSet> {
   let text: string;
+  if (path === BUILTIN_CALIBRATION) path = builtinCalibrationPath();
   try {
     text = await Deno.readTextFile(path);
   } catch (err) {

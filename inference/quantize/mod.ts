@@ -1,7 +1,13 @@
 /**
  * Quantizing a whole model: calibration text, the true-sequential layer pipeline, and perplexity.
  */
-export { DEFAULT_NSAMPLES, defaultSeqLen, loadCalibration } from "./calibration.ts";
+export {
+  BUILTIN_CALIBRATION,
+  builtinCalibrationPath,
+  DEFAULT_NSAMPLES,
+  defaultSeqLen,
+  loadCalibration,
+} from "./calibration.ts";
 export { type HiddenStorage, LAYER_STAGES, type LayerStage } from "./layer_runner.ts";
 export { lmHeadOptions } from "./lm_head.ts";
 export { evaluatePerplexity, loadEvalModel, type PerplexityResult } from "./perplexity.ts";
