@@ -5,7 +5,7 @@
  * Compares calibration sources for quantizing without a user file (issue 11): each source gives `nsamples`
  * windows of `seqlen` tokens, the model is quantized with them (the pipeline of `deno task quantize`) and
  * evaluated on the held-out text. Sources (comma-separated):
- *   file:<path>  windows drawn from a text file (seed 0), e.g. the real calibration text or the built-in text;
+ *   file:<path>  windows drawn from a text file (seed --seed, default 0), e.g. the real calibration text or the built-in text;
  *   self         text sampled from the model itself (LLM-QAT-style "data-free" calibration): each window starts
  *                at the tokenizer's BOS (or its document separator when it adds none) and is sampled at
  *                temperature 1 with the GPU sampler, seed = window index;
@@ -39,8 +39,10 @@ const { values } = parseArgs({
     ctx: { type: "string", default: "512" },
     "max-windows": { type: "string", default: "8" },
     json: { type: "string" },
+    seed: { type: "string", default: "0" },
   },
 });
+const seed = Number(values.seed);
 if (!values.model || !values.text || !values.sources) throw new Error("Missing --model, --text or --sources");
 const nsamples = Number(values.nsamples), seqLen = Number(values.seqlen);
 const gpu = await requestGpu();
@@ -63,10 +65,10 @@ for (const spec of values.sources.split(",")) {
   let prepSeconds = 0;
   if (source !== "none") {
     const windows = source === "self"
-      ? await sampleWindows(gpu, values.model, tokenizer, nsamples, seqLen)
+      ? await sampleWindows(gpu, values.model, tokenizer, nsamples, seqLen, seed)
       : drawWindows(
         tokenizer.encode(await Deno.readTextFile(source.replace(/^file:/, "")), { addSpecialTokens: true }),
-        { nsamples, seqLen, seed: 0 },
+        { nsamples, seqLen, seed },
       );
     prepSeconds = (performance.now() - t0) / 1000;
     dir = join(tmp, `q${rows.length}`);
@@ -114,7 +116,7 @@ function startToken(tok: Tokenizer): number {
 }
 
 /** `n` windows of `len` tokens sampled from the model at temperature 1 (seed = window index). */
-async function sampleWindows(gpu: Gpu, dir: string, tok: Tokenizer, n: number, len: number) {
+async function sampleWindows(gpu: Gpu, dir: string, tok: Tokenizer, n: number, len: number, seed: number) {
   const config = await loadModelConfig(dir);
   const m = await loadEvalModel(gpu, dir);
   try {
@@ -123,7 +125,7 @@ async function sampleWindows(gpu: Gpu, dir: string, tok: Tokenizer, n: number, l
     const windows: Uint32Array[] = [];
     for (let i = 0; i < n; i++) {
       const ids = [start];
-      const sampling = { temperature: 1, topP: 1, topK: 0, minP: 0, seed: i };
+      const sampling = { temperature: 1, topP: 1, topK: 0, minP: 0, seed: seed * 1000 + i };
       for await (const chunk of runner.run([start], { maxNewTokens: len - 1, sampling })) ids.push(...chunk);
       windows.push(Uint32Array.from(ids.slice(0, len)));
       if (i === 0) console.log(`[calib] sample 0: ${JSON.stringify(tok.decode(ids.slice(0, 80)))}`);
