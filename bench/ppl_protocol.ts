@@ -8,7 +8,7 @@
 import { join } from "node:path";
 import type { Gpu } from "../kernels/core/mod.ts";
 import { destroyGpuLayer, type GpuWeights, linearBuffers } from "../inference/model/mod.ts";
-import { evaluatePerplexity, loadEvalModel } from "../inference/quantize/mod.ts";
+import { evaluatePerplexity, type HiddenStorageChoice, loadEvalModel } from "../inference/quantize/mod.ts";
 import { runQuantize } from "../cli/quantize.ts";
 import { QUANTIZE_DEFAULTS, type QuantizeOptions, type QuantMethod } from "../quant/mod.ts";
 
@@ -35,6 +35,8 @@ export interface PplProtocol {
   seqLen?: number;
   /** Extra quantize options, e.g. { lmHeadBits: 8 }. */
   quantize?: Partial<QuantizeOptions>;
+  /** Storage of the calibration hidden states (default "auto"). */
+  hiddenStorage?: HiddenStorageChoice;
 }
 
 /** One measured row: a run at one seed (or the full-precision model, with seed −1). */
@@ -139,7 +141,7 @@ export async function runPplProtocol(
           seqLen: p.seqLen ?? null,
           seed,
           quantizer: "gpu",
-          hiddenStorage: "auto",
+          hiddenStorage: p.hiddenStorage ?? "auto",
           quantize: { ...QUANTIZE_DEFAULTS, ...p.quantize, ...run },
         }, { gpu, quiet: true });
         const quantizeSeconds = (performance.now() - t0) / 1000;

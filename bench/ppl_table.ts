@@ -1,7 +1,7 @@
 /**
  * `deno task bench:ppl --model <dir> --calib <file> --text <file>[,<file>...] [--ctx N] [--nsamples 128]
  *  [--seqlen N] [--runs rtn:4,gptq:3,leanquant-aff:4:128,...] [--seeds 0,1,2] [--max-windows N]
- *  [--text-chars N] [--lm-head 0|4|6|8] [--json <file>] [--md <file>]`
+ *  [--text-chars N] [--lm-head 0|4|6|8] [--calib-storage auto|f32|f16] [--json <file>] [--md <file>]`
  *
  * The perplexity table of the quantizer issues (protocol in bench/ppl_protocol.ts): the full-precision model,
  * then every run quantized with each calibration seed (default seed 0 only) and evaluated through the
@@ -16,6 +16,7 @@
 import { parseArgs } from "node:util";
 import { describeGpu, requestGpu } from "../kernels/core/mod.ts";
 import { resolve } from "node:path";
+import type { HiddenStorageChoice } from "../inference/quantize/mod.ts";
 import {
   GUARD_SEEDS,
   guardProtocol,
@@ -50,6 +51,7 @@ const { values } = parseArgs({
     "max-windows": { type: "string" },
     "text-chars": { type: "string" },
     "lm-head": { type: "string", default: "0" },
+    "calib-storage": { type: "string", default: "auto" },
     json: { type: "string" },
     md: { type: "string" },
     guard: { type: "boolean", default: false },
@@ -72,6 +74,7 @@ const protocol: PplProtocol = guard?.protocol ?? {
   nsamples: Number(values.nsamples),
   ...(values.seqlen ? { seqLen: Number(values.seqlen) } : {}),
   quantize: { lmHeadBits },
+  hiddenStorage: values["calib-storage"] as HiddenStorageChoice,
 };
 const gpu = await requestGpu();
 const started = new Date();
@@ -81,7 +84,7 @@ const save = async (done: boolean) => {
   if (!values.json) return;
   const meta = { adapter: describeGpu(gpu), date: started.toISOString(), args: Deno.args };
   const out = done ? { ...meta, rows, summaries: summarize(rows) } : { ...meta, rows };
-  await Deno.writeTextFile(values.json, JSON.stringify(out, null, 2));
+  await Deno.writeTextFile(values.json, JSON.stringify(out, null, 2) + "\n");
 };
 await runPplProtocol(gpu, protocol, {
   runs,

@@ -21,14 +21,7 @@ import {
   createRope,
   createSiluMul,
 } from "../../kernels/ops/mod.ts";
-import {
-  bindLinear,
-  bindLinears,
-  type DenseLinear,
-  fusesPrologue,
-  type GpuLinear,
-  mergesLinears,
-} from "./linear.ts";
+import { bindLinear, bindLinears, fusesPrologue, type GpuLinear, mergesLinears } from "./linear.ts";
 import type { ModelConfig } from "./model_config.ts";
 import { ropeInvFreq } from "./model_config.ts";
 
