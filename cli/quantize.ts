@@ -34,6 +34,8 @@ import {
   loadCalibration,
   quantizeModel,
   type QuantizeModelResult,
+  sampleCalibration,
+  SELF_CALIBRATION,
 } from "../inference/quantize/mod.ts";
 import { createProgressBar, formatBytes, formatSeconds } from "./progress.ts";
 
@@ -45,7 +47,8 @@ export const QUANTIZE_HELP =
   --bits <b>           2, 3 or 4
   --group-size <g>     columns per affine group (default 0: one grid per row; ignored by leanquant-nu)
   --calib <file>       calibration text, held out from evaluation; "builtin" (the default) is the Book of
-                       Genesis kept in the repository (inference/quantize/data/README.md)
+                       Genesis kept in the repository (inference/quantize/data/README.md); "self" samples
+                       nsamples × seqlen tokens from the model at temperature 1 first (slow on a CPU)
   --nsamples <n>       calibration windows (default ${DEFAULT_NSAMPLES})
   --seqlen <n>         tokens per window (default min(context, 2048))
   --seed <n>           seed of the window draw (default 0)
@@ -206,8 +209,12 @@ export async function runQuantize(
     throw new Error("Missing --calib: only rtn without act-order can quantize without calibration text");
   }
   // RTN without act-order never reads H, so one short window of arbitrary ids stands in for calibration.
-  const calib = a.calibWindows
-    ? { windows: a.calibWindows, textTokens: 0 }
+  const gpu = shared ?? await requestGpu();
+  const calib = a.calibWindows ? { windows: a.calibWindows, textTokens: 0 } : a.calib === SELF_CALIBRATION
+    ? {
+      windows: await sampleCalibration(gpu, a.model, { nsamples: a.nsamples, seqLen, seed: a.seed }),
+      textTokens: 0,
+    }
     : a.calib === null
     ? { windows: [Uint32Array.from({ length: 16 }, (_, i) => i)], textTokens: 0 }
     : await loadCalibration(await loadTokenizer(a.model), a.calib, {
@@ -215,7 +222,6 @@ export async function runQuantize(
       seqLen,
       seed: a.seed,
     });
-  const gpu = shared ?? await requestGpu();
   if (!quiet) console.error(`[quantize] ${describeGpu(gpu)}`);
   const source = await openLlamaWeights(a.model, config);
   const q = a.quantize;

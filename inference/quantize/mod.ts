@@ -10,6 +10,7 @@ export {
 } from "./calibration.ts";
 export { type HiddenStorage, LAYER_STAGES, type LayerStage } from "./layer_runner.ts";
 export { lmHeadOptions } from "./lm_head.ts";
+export { sampleCalibration, SELF_CALIBRATION, selfStartToken } from "./self_calibration.ts";
 export { evaluatePerplexity, loadEvalModel, type PerplexityResult } from "./perplexity.ts";
 export {
   AUTO_F32_HIDDEN_LIMIT,
