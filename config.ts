@@ -77,7 +77,7 @@ Quantization at load (off by default):
   --bits <2|3|4>              Bits per weight (default 4)
   --group-size <n>            Columns per group, 0 = one group per row (default 128; not for leanquant-nu)
   --calib <file>              Calibration text for gptq and leanquant-* (default: builtin, the Book of
-                              Genesis kept in the repository)
+                              Genesis kept in the repository; self: text sampled from the model first)
   --quantize-lm-head <0|4|6|8>  Also quantize the LM head (affine g128; default 0 = full precision)
   --nsamples <n>              Calibration sequences (default 128)
   --seed <n>                  Seed of the calibration draw and k-means (default 0)
