@@ -13,7 +13,7 @@ import type { Tokenizer } from "../text/mod.ts";
  * domain), kept in the repository (data/README.md has its provenance). `--calib builtin` names it; it is
  * the default of gptq and leanquant-* when no `--calib` is given. Measured against text sampled from the
  * model itself (`--calib self`, self_calibration.ts; BENCHMARKS.md, "Calibration without a user file"):
- * on lq-49m self-sampled text quantizes about 1.5 % better (perplexity), but sampling is batch-1 decoding of
+ * on lq-49m self-sampled text quantizes about 1.2 % better (perplexity, 3 seeds), but sampling is batch-1 decoding of
  * nsamples·seqLen tokens (204–391 s for 8 × 256 tokens of a 49M model on a CPU adapter, minutes on a GPU at
  * the paper's 128 × 2048), while this text costs nothing: it stays the default for a fast first start.
  */
