@@ -1,4 +1,6 @@
-# Compares our LUTs with scikit-learn KMeans (the LeanQuant reference's k-means) on dumped rows.
+# Compares our LUTs with scikit-learn KMeans (the LeanQuant reference's k-means, docs/quantization.md §2.2) on
+# rows dumped by bench/quant_precision.ts --dump <file.json>. Needs numpy and scikit-learn (Debian:
+# apt-get install python3-sklearn, 1.2.1 here). Usage: /usr/bin/python3 bench/sklearn_kmeans_check.py <file.json>
 import json, sys, numpy as np, warnings
 from sklearn.cluster import KMeans
 warnings.filterwarnings("ignore")
