@@ -18,8 +18,10 @@ export interface QuantConfig {
   bits: 2 | 3 | 4;
   /** Columns per scale group; 0 means one group per row. Unused by leanquant-nu (one grid per row). */
   groupSize: number;
-  /** Calibration text file; null for rtn, which needs none. */
+  /** Calibration text file, or "builtin" (the default of gptq and leanquant-*); null for rtn, which needs none. */
   calib: string | null;
+  /** LM head bits: 0 keeps it in full precision (quant/types.ts `lmHeadBits`). */
+  lmHeadBits: 0 | 4 | 6 | 8;
   /** Calibration sequences drawn from the file (GPTQ's --nsamples). */
   nsamples: number;
   /** Seed of the calibration draw and the k-means init. */
@@ -102,7 +104,9 @@ Quantization at load (off by default):
   --quantize <method>         rtn | gptq | leanquant-nu | leanquant-aff
   --bits <2|3|4>              Bits per weight (default 4)
   --group-size <n>            Columns per group, 0 = one group per row (default 128; not for leanquant-nu)
-  --calib <file>              Calibration text, required by gptq and leanquant-*
+  --calib <file>              Calibration text for gptq and leanquant-* (default: builtin, the Book of
+                              Genesis kept in the repository; self: text sampled from the model first)
+  --quantize-lm-head <0|4|6|8>  Also quantize the LM head (affine g128; default 0 = full precision)
   --nsamples <n>              Calibration sequences (default 128)
   --seed <n>                  Seed of the calibration draw and k-means (default 0)
 
@@ -129,8 +133,9 @@ const VALUE_FLAGS = [
   "--kv-cache-memory",
   "--kv-cache-dtype",
   "--max-queued-requests",
+  "--quantize-lm-head",
 ];
-const QUANT_ONLY = ["--bits", "--group-size", "--calib", "--nsamples", "--seed"];
+const QUANT_ONLY = ["--bits", "--group-size", "--calib", "--nsamples", "--seed", "--quantize-lm-head"];
 /** Flags that change nothing for a method are errors, so that a typo'd intent does not pass silently. */
 const NOT_FOR: Record<QuantMethod, string[]> = {
   "rtn": ["--calib", "--nsamples", "--seed"],
@@ -243,17 +248,21 @@ function parseQuant(flags: Map<string, string>): QuantConfig | null {
   const method = oneOf(methodText, "--quantize", QUANT_METHODS);
   const unused = NOT_FOR[method].find((f) => flags.has(f));
   if (unused) throw new ConfigError(`Cannot use ${unused} with --quantize ${method}: it has no effect there`);
-  const calib = flags.get("--calib") ?? null;
-  if (calib === null && method !== "rtn") {
-    throw new ConfigError(`Missing --calib <file>: --quantize ${method} needs calibration text`);
-  }
+  const calib = flags.get("--calib") ?? (method === "rtn" ? null : "builtin");
   if (calib === "") throw new ConfigError('Cannot use --calib "": expected a file');
+  const lmHeadBits = Number(flags.get("--quantize-lm-head") ?? "0");
+  if (![0, 4, 6, 8].includes(lmHeadBits)) {
+    throw new ConfigError(
+      `Invalid --quantize-lm-head "${flags.get("--quantize-lm-head")}": expected 0, 4, 6 or 8`,
+    );
+  }
   const bits = int(flags.get("--bits") ?? "4", "--bits", 2, 4) as 2 | 3 | 4;
   return {
     method,
     bits,
     groupSize: optionalInt(flags, "--group-size", 0, 1 << 20) ?? 128,
     calib,
+    lmHeadBits: lmHeadBits as 0 | 4 | 6 | 8,
     nsamples: optionalInt(flags, "--nsamples", 1, 1 << 20) ?? 128,
     seed: optionalInt(flags, "--seed", 0, 0xffffffff) ?? 0,
   };

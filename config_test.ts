@@ -69,7 +69,15 @@ Deno.test("parseConfig() reads every flag, in both spellings", () => {
     maxTokensDefault: 256,
     dtype: "f16",
     decodeActivations: "f32",
-    quant: { method: "leanquant-aff", bits: 3, groupSize: 0, calib: "calib.txt", nsamples: 16, seed: 7 },
+    quant: {
+      method: "leanquant-aff",
+      bits: 3,
+      groupSize: 0,
+      calib: "calib.txt",
+      lmHeadBits: 0,
+      nsamples: 16,
+      seed: 7,
+    },
     serving: {
       maxNumSeqs: 8,
       maxNumBatchedTokens: 64,
@@ -102,10 +110,17 @@ Deno.test("parseConfig() takes PORT from the environment and quantization defaul
     bits: 4,
     groupSize: 128,
     calib: null,
+    lmHeadBits: 0,
     nsamples: 128,
     seed: 0,
   });
   assert.deepEqual(parseConfig(["--model", "m", "--quantize", "gptq", "--calib", "c"], {}).quant?.calib, "c");
+  // Without --calib, gptq and leanquant-* calibrate on the built-in text.
+  assert.equal(parseConfig(["--model", "m", "--quantize", "leanquant-nu"], {}).quant?.calib, "builtin");
+  assert.equal(
+    parseConfig(["--model", "m", "--quantize", "gptq", "--quantize-lm-head", "8"], {}).quant?.lmHeadBits,
+    8,
+  );
 });
 
 Deno.test("parseConfig() with --help needs no model", () => {
@@ -142,7 +157,7 @@ Deno.test("parseConfig() rejects bad values with a message naming the flag", () 
     [["--model", "m", "--bits", "4"], {}, /Cannot use --bits without --quantize/],
     [["--model", "m", "--quantize", "rtn", "--bits", "8"], {}, /--bits "8": expected an integer from 2 to 4/],
     [["--model", "m", "--quantize", "rtn", "--group-size", "-1"], {}, /--group-size "-1"/],
-    [["--model", "m", "--quantize", "gptq"], {}, /Missing --calib <file>: --quantize gptq/],
+    [["--model", "m", "--quantize", "gptq", "--quantize-lm-head", "5"], {}, /--quantize-lm-head "5"/],
     [["--model", "m", "--quantize", "rtn", "--calib", "c"], {}, /--calib with --quantize rtn/],
     [
       ["--model", "m", "--quantize", "leanquant-nu", "--calib", "c", "--group-size", "64"],

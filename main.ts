@@ -92,12 +92,14 @@ async function quantizeAtStartup(gpu: Gpu, config: ReturnType<typeof parseConfig
     seqLen: null,
     seed: q.seed,
     quantizer: "gpu",
+    hiddenStorage: "auto",
     quantize: {
       ...QUANTIZE_DEFAULTS,
       method: q.method,
       bits: q.bits,
       groupSize: q.method === "leanquant-nu" ? 0 : q.groupSize,
       actOrder: q.calib !== null, // rtn without calibration text quantizes in stored order
+      lmHeadBits: q.lmHeadBits,
     },
   }, { gpu, onProgress: (detail) => engine.setStatus("loading", detail) });
   return out;

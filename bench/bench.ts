@@ -45,7 +45,7 @@ async function loadedModel() {
   const m = await loadModel(gpu, values.model, { weightType: values.dtype as WeightType | "auto" });
   return { ...m, runner: createSequenceRunner(gpu, m.config, m.weights, { maxPrefillRows: 256 }) };
 }
-const weightType = model.weights.lmHead.weightType;
+const weightType = model.weights.embeddingType;
 console.log(
   `model: ${model.modelId} (${model.config.nLayers} layers, dim ${model.config.dim}, ${weightType}), ` +
     `ready in ${((performance.now() - loadStart) / 1000).toFixed(1)} s`,

@@ -17,7 +17,7 @@ import {
   uniformParams,
 } from "../kernels/core/mod.ts";
 import { createMatmul } from "../kernels/matmul/mod.ts";
-import { bindLinear, type GpuLinear, linearBuffers } from "../inference/model/mod.ts";
+import { bindLinear, type DenseLinear, type GpuLinear, linearBuffers } from "../inference/model/mod.ts";
 import { presetConfig, randomWeights } from "./random_model.ts";
 
 const { values } = parseArgs({
@@ -175,7 +175,7 @@ for (const { label, format } of formats) {
 }
 // The LM head stays f16: 128256×4096.
 if (!values["no-head"]) {
-  const head = (await linearsOf({ kind: "dense" }, true)).map((m) => m.lmHead);
+  const head = (await linearsOf({ kind: "dense" }, true)).map((m) => m.lmHead as DenseLinear);
   const kernel = createMatmul(gpu, { weightType: "f16", accumulate: false });
   const bound = head.map((l) =>
     kernel.bind({ x, w: l.panels[0].buffer, y, rows: 1, inDim: 4096, outDim: 128256 })

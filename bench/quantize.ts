@@ -1,6 +1,6 @@
 /**
  * `deno task bench:quantize [--shape llama3-8b] [--layers 2] [--nsamples 128] [--seqlen 2048]
- *  [--method leanquant-aff] [--bits 4] [--group-size 128] [--storage f16|f32] [--raw] [--json <file>]`
+ *  [--method leanquant-aff] [--bits 4] [--group-size 128] [--storage auto|f16|f32] [--raw] [--json <file>]`
  *
  * Times the real true-sequential pipeline (quantize_model.ts with the GPU quantizer) on a stack of decoder
  * layers with random weights at a real shape and random calibration token ids, and projects the time of the
@@ -22,7 +22,7 @@ import {
   parseModelConfig,
 } from "../inference/model/mod.ts";
 import {
-  type HiddenStorage,
+  type HiddenStorageChoice,
   LAYER_STAGES,
   type LayerPhases,
   type LayerStage,
@@ -41,7 +41,7 @@ const { values } = parseArgs({
     method: { type: "string", default: "leanquant-aff" },
     bits: { type: "string", default: "4" },
     "group-size": { type: "string", default: "128" },
-    storage: { type: "string", default: "f16" },
+    storage: { type: "string", default: "auto" },
     raw: { type: "boolean", default: false },
     json: { type: "string" },
   },
@@ -110,7 +110,7 @@ const result = await quantizeModel(gpu, source, {
   quantize,
   quantizer: createGpuQuantizer(gpu),
   windows,
-  hiddenStorage: values.storage as HiddenStorage,
+  hiddenStorage: values.storage as HiddenStorageChoice,
   profile: !values.raw,
   onLayer: (i) => {
     const now = performance.now();
@@ -134,7 +134,7 @@ const summary = {
   bits: quantize.bits,
   groupSize: quantize.groupSize,
   calibration: `${windows.length} × ${seqLen} tokens`,
-  hiddenStorage: values.storage,
+  hiddenStorage: result.hiddenStorage,
   profiled: !values.raw,
   layerSeconds: layerTimes,
   secondsPerLayer: perLayer,

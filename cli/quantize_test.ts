@@ -11,6 +11,7 @@ Deno.test("parseQuantizeArgs() applies the reference defaults", () => {
   assert.equal(a.nsamples, 128);
   assert.equal(a.seqLen, null);
   assert.equal(a.seed, 0);
+  assert.equal(a.hiddenStorage, "auto");
   assert.deepEqual(a.quantize, {
     method: "gptq",
     bits: 4,
@@ -20,7 +21,18 @@ Deno.test("parseQuantizeArgs() applies the reference defaults", () => {
     blockSize: 128,
     exponent: 4,
     affT: 2048,
+    lmHeadBits: 0,
   });
+  // Without --calib: the built-in text, or nothing for rtn without act-order.
+  assert.equal(
+    parseQuantizeArgs(["--model", "m", "--method", "gptq", "--bits", "4", "--out", "o"]).calib,
+    "builtin",
+  );
+  assert.equal(
+    parseQuantizeArgs(["--model", "m", "--method", "rtn", "--bits", "4", "--no-act-order", "--out", "o"])
+      .calib,
+    null,
+  );
 });
 
 Deno.test("parseQuantizeArgs() reads every option", () => {
@@ -45,7 +57,12 @@ Deno.test("parseQuantizeArgs() reads every option", () => {
     "256",
     "--exponent",
     "3",
+    "--quantize-lm-head",
+    "8",
+    "--calib-storage",
+    "f16",
   ]);
+  assert.equal(a.hiddenStorage, "f16");
   assert.equal(a.nsamples, 16);
   assert.equal(a.seqLen, 512);
   assert.equal(a.seed, 7);
@@ -60,6 +77,7 @@ Deno.test("parseQuantizeArgs() reads every option", () => {
       blockSize: 128,
       exponent: 3,
       affT: 256,
+      lmHeadBits: 8,
     },
   );
 });
@@ -73,6 +91,14 @@ Deno.test("parseQuantizeArgs() rejects missing and bad values, naming the flag",
   assert.throws(() => parseQuantizeArgs([...base, "--percdamp=-1"]), /Invalid --percdamp "-1"/);
   assert.throws(() => parseQuantizeArgs([...base, "--group-size", "1.5"]), /Invalid --group-size "1.5"/);
   assert.throws(() => parseQuantizeArgs([...base, "--bogus"]), /bogus/);
+  assert.throws(
+    () => parseQuantizeArgs([...base, "--quantize-lm-head", "3"]),
+    /Invalid --quantize-lm-head "3"/,
+  );
+  assert.throws(
+    () => parseQuantizeArgs([...base, "--calib-storage", "bf16"]),
+    /Invalid --calib-storage "bf16"/,
+  );
 });
 
 Deno.test("parseQuantizeArgs() accepts --quantizer exact only for LeanQuant row-wise grids", () => {

@@ -9,6 +9,8 @@ export { packAffine } from "./pack_affine.ts";
 export { packLut } from "./pack_lut.ts";
 export {
   type LinearQuantizer,
+  LM_HEAD_GROUP_SIZE,
+  type LmHeadBits,
   QUANTIZE_DEFAULTS,
   type QuantizedLinear,
   type QuantizedLinearWithQ,

@@ -32,7 +32,19 @@ export interface QuantizeOptions {
   /** Affine search: T range steps (default 2048); steps per end t defaults to 0.2T/0.3T/0.4T for 4/3/2 bits. */
   affT: number;
   affSteps?: number;
+  /**
+   * Whole-model knob, read by the pipeline (inference/quantize): bits of the LM head, 0 (default) keeps it
+   * in full precision; 4, 6 or 8 quantize it affine with groups of {@link LM_HEAD_GROUP_SIZE} columns by
+   * GPTQ against the Hessian of the final norm's output (RTN when the method is rtn).
+   */
+  lmHeadBits: LmHeadBits;
 }
+
+/** LM head bit widths: 0 keeps the head in full precision. */
+export type LmHeadBits = 0 | 4 | 6 | 8;
+
+/** Columns per affine group of a quantized LM head (llama.cpp's and AutoGPTQ's usual 128). */
+export const LM_HEAD_GROUP_SIZE = 128;
 
 /** Defaults for {@link QuantizeOptions} beyond method and bits. */
 export const QUANTIZE_DEFAULTS = {
@@ -42,6 +54,7 @@ export const QUANTIZE_DEFAULTS = {
   blockSize: 128,
   exponent: 4,
   affT: 2048,
+  lmHeadBits: 0,
 } as const;
 
 /**

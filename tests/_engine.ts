@@ -33,6 +33,7 @@ export async function quantizeInto(
     seqLen: 128,
     seed: 0,
     quantizer: "gpu",
+    hiddenStorage: "auto",
     quantize: {
       ...QUANTIZE_DEFAULTS,
       method: lut ? "leanquant-nu" : "rtn",

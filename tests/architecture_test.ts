@@ -31,6 +31,8 @@ const ALLOWED: Record<string, readonly string[]> = {
   "server": ["config", "inference/engine"],
   "inference/engine": ["inference/model", "inference/text", "kernels/core", "kernels/ops"],
   "inference/quantize": [
+    // `--calib self` samples calibration text with the engine's sequence runner (self_calibration.ts).
+    "inference/engine",
     "inference/model",
     "inference/text",
     "inference/formats",

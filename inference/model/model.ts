@@ -23,7 +23,7 @@ import {
   type LayerKv,
   type PagedKv,
 } from "./decoder_layer.ts";
-import { bindLinear, type DenseLinear, type LinearCall, type LinearPath } from "./linear.ts";
+import { bindLinear, type GpuLinear, type LinearCall, type LinearPath } from "./linear.ts";
 import type { ModelConfig } from "./model_config.ts";
 import { ropeInvFreq } from "./model_config.ts";
 
@@ -36,7 +36,7 @@ export interface GpuWeights {
   embeddingType: "f32" | "f16";
   layers: GpuLayer[];
   finalNorm: GPUBuffer; // (dim) f32
-  lmHead: DenseLinear; // (vocabSize, dim)
+  lmHead: GpuLinear; // (vocabSize, dim): dense, or affine when the folder quantized it
 }
 
 /** Activation buffers, the KV cache and the step state of one sequence. */

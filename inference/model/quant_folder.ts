@@ -32,6 +32,8 @@ import {
   formatOf,
   LINEAR_FIELDS,
   linearTensors,
+  LM_HEAD_PREFIX,
+  lmHeadFormat,
   modulePrefix,
   type ParsedQuantization,
   parseQuantization,
@@ -57,6 +59,8 @@ const AUX_FILES = [
 export interface QuantizedWriter {
   /** Writes layer i's shard: its norms and biases (copied) and its quantized linears. Layers come in order. */
   writeLayer(i: number, layer: QuantizedLayer): Promise<void>;
+  /** Keeps the quantized LM head for the last shard (required when `info.lmHead` is set). */
+  writeLmHead(q: QuantizedLinear): void;
   /** Writes the rest and renames the folder into place; returns how many zero-points were stored wrapped. */
   finish(): Promise<{ wrappedZeros: number; bytes: number }>;
   abort(): Promise<void>;
@@ -84,6 +88,7 @@ export async function createQuantizedWriter(
   let bytes = 0;
   let wrappedZeros = 0;
   let next = 0;
+  let head: QuantizedLinear | null = null;
   const write = async (k: number, tensors: TensorToWrite[], metadata: Record<string, string>) => {
     for (const t of tensors) weightMap[t.name] = shard(k);
     bytes += tensors.reduce((s, t) => s + t.data.byteLength, 0);
@@ -110,14 +115,32 @@ export async function createQuantizedWriter(
       }
       await write(i, tensors, { "leanserve.losses": JSON.stringify(losses) });
     },
+    writeLmHead(q) {
+      if (!info.lmHead) throw new Error("Cannot write a quantized LM head: the folder's info has no lmHead");
+      if (q.rows !== config.vocabSize || q.cols !== config.dim) {
+        throw new Error(
+          `Cannot write the LM head: shape (${q.rows}, ${q.cols}), expected (${config.vocabSize}, ${config.dim})`,
+        );
+      }
+      head = q;
+    },
     async finish() {
       if (next !== config.nLayers) {
         throw new Error(`Cannot finish: ${next} of ${config.nLayers} layers written`);
       }
+      if (info.lmHead && !head) throw new Error("Cannot finish: the quantized LM head was not written");
       const names = modelTensorNames(config);
       const rest = [await raw(names.embedding), await raw(names.finalNorm)];
-      if (!config.tieWordEmbeddings) rest.push(await raw(names.lmHead));
-      await write(config.nLayers, rest, {});
+      const metadata: Record<string, string> = {};
+      if (head) {
+        const got = linearTensors(LM_HEAD_PREFIX, head);
+        rest.push(...got.tensors);
+        wrappedZeros += got.wrapped;
+        metadata["leanserve.losses"] = JSON.stringify({
+          [LM_HEAD_PREFIX]: { loss: head.loss, dampUsed: head.dampUsed },
+        });
+      } else if (!config.tieWordEmbeddings) rest.push(await raw(names.lmHead));
+      await write(config.nLayers, rest, metadata);
       const index = { metadata: { total_size: bytes }, weight_map: weightMap };
       await Deno.writeTextFile(
         join(tmp, "model.safetensors.index.json"),
@@ -167,6 +190,8 @@ export interface QuantizedModelSource {
    */
   loadLayer(i: number): Promise<LayerVectors<HostTensor> & { linears: QuantizedLayer }>;
   loadTensor(name: string): Promise<HostTensor>;
+  /** The quantized LM head; throws unless `quantization.lmHead` is set. */
+  loadLmHead(): Promise<QuantizedLinear>;
   close(): void;
 }
 
@@ -224,6 +249,11 @@ export async function openQuantizedModel(dir: string, config: ModelConfig): Prom
       return { ...vectors as LayerVectors<HostTensor>, linears };
     },
     loadTensor,
+    async loadLmHead() {
+      if (!quantization.lmHead) throw new Error(`Cannot load a quantized LM head from "${dir}": it has none`);
+      const shape = { rows: config.vocabSize, cols: config.dim };
+      return await readQuantizedLinear(st, LM_HEAD_PREFIX, lmHeadFormat(quantization.lmHead), shape);
+    },
     close: () => st.close(),
   };
 }
@@ -277,7 +307,6 @@ export async function uploadQuantizedWeights(
         wDown: up("wDown"),
       });
     }
-    const head = config.tieWordEmbeddings ? embedding : await source.loadTensor(names.lmHead);
     return {
       tokenEmbedding: uploadDense(gpu, embedding.data, weightType, "tokenEmbedding"),
       embeddingType: weightType,
@@ -287,11 +316,41 @@ export async function uploadQuantizedWeights(
         foldNormOffset(config, await source.loadTensor(names.finalNorm)).data,
         "finalNorm",
       ),
-      lmHead: uploadLinear(gpu, head.data, config.vocabSize, config.dim, { weightType, label: "lmHead" }),
+      lmHead: await uploadHead(gpu, source, embedding, { weightType, fused, decodeActivations }),
     };
   } finally {
     source.close();
   }
+}
+
+/**
+ * The LM head: dense (copied or tied), or quantized. A quantized head of ≤ 4 bits runs the fused affine
+ * kernels; 6- and 8-bit heads (which those kernels do not take) are dequantized at load into the dense
+ * weight type: their perplexity is the quantized head's, but they save no GPU memory and no time.
+ */
+async function uploadHead(
+  gpu: Gpu,
+  source: QuantizedModelSource,
+  embedding: HostTensor,
+  { weightType, fused, decodeActivations }: {
+    weightType: WeightType;
+    fused: boolean;
+    decodeActivations: "q8" | "f32";
+  },
+): Promise<GpuLinear> {
+  const { config } = source;
+  const head = source.quantization.lmHead;
+  if (head) {
+    const q = await source.loadLmHead();
+    if (fused && head.bits <= 4) {
+      return uploadFusedLinear(gpu, q, "lmHead", decodeActivations, new SharedPerms(gpu));
+    }
+    return uploadLinear(gpu, dequantizeLinear(q), q.rows, q.cols, { weightType, label: "lmHead" });
+  }
+  const dense = config.tieWordEmbeddings
+    ? embedding
+    : await source.loadTensor(modelTensorNames(config).lmHead);
+  return uploadLinear(gpu, dense.data, config.vocabSize, config.dim, { weightType, label: "lmHead" });
 }
 
 /** A quantized linear in its fused kernel's layout. */

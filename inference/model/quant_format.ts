@@ -11,7 +11,11 @@
  *   `<module>.qcodes` int32 [R, ceil(C·b/32)]         row r = LSB-first stream of b-bit codes[r, 0..C)
  * (dense at 2 and 3 bits, unlike the reference's one-nibble-per-code file), in original column order.
  *
- * Embeddings, norms and lm_head are copied byte for byte. Per-linear losses ride in each shard's
+ * Embeddings and norms are copied byte for byte; so is lm_head unless it was quantized (`--quantize-lm-head`):
+ * then `lm_head.{qweight,qzeros,scales,g_idx}` hold it in the AutoGPTQ layout whatever the decoder's format,
+ * with its own bits (4, 6 or 8) and group size recorded as `quantization_config.leanserve.lm_head` (tools
+ * that only know AutoGPTQ's `lm_head: true` with the decoder's bits cannot read a head of other bits). A
+ * tied model keeps its full-precision embedding for the lookup. Per-linear losses ride in each shard's
  * `__metadata__` ("leanserve.losses") so a reader can report them.
  */
 import type { QuantizedLinear, QuantMethod } from "../../quant/mod.ts";
@@ -58,6 +62,8 @@ export interface QuantizationInfo {
   percdamp: number;
   /** Anything else worth recording (calibration file, nsamples, seqLen, seed, exponent, ...). */
   extra?: Record<string, unknown>;
+  /** The quantized LM head, when there is one (the writer then expects `writeLmHead`). */
+  lmHead?: LmHeadQuantization;
 }
 
 /** A folder's parsed `quantization_config`. */
@@ -67,6 +73,28 @@ export interface ParsedQuantization {
   method: QuantMethod;
   /** AutoGPTQ v1 stores zeros minus 1; GPTQModel's "gptq_v2" does not. */
   zerosMinusOne: boolean;
+  /** The quantized LM head (AutoGPTQ v1 layout under "lm_head"), or null when it is full precision. */
+  lmHead: LmHeadQuantization | null;
+}
+
+/** How a quantized LM head is stored. */
+export interface LmHeadQuantization {
+  bits: number;
+  /** columns per group; 0 for one group per row */
+  groupSize: number;
+  method: QuantMethod;
+}
+
+/** The module prefix of a quantized LM head. */
+export const LM_HEAD_PREFIX = "lm_head";
+
+/**
+ * How a folder's LM head is read: the AutoGPTQ v1 layout with the head's own bits.
+ * @param head the parsed `leanserve.lm_head`
+ * @returns the quantization to read "lm_head" with
+ */
+export function lmHeadFormat(head: LmHeadQuantization): ParsedQuantization {
+  return { format: "autogptq", bits: head.bits, method: head.method, zerosMinusOne: true, lmHead: null };
 }
 
 /** The file format a method's results are written in. */
@@ -85,7 +113,20 @@ export function quantizationConfig(info: QuantizationInfo): Record<string, unkno
     desc_act: info.actOrder,
     damp_percent: info.percdamp,
     true_sequential: true,
-    leanserve: { method: info.method, ...info.extra },
+    leanserve: {
+      method: info.method,
+      ...info.extra,
+      ...(info.lmHead
+        ? {
+          lm_head: {
+            bits: info.lmHead.bits,
+            group_size: info.lmHead.groupSize > 0 ? info.lmHead.groupSize : -1,
+            method: info.lmHead.method,
+            format: "autogptq",
+          },
+        }
+        : {}),
+    },
   };
   if (formatOf(info.method) === LUT_FORMAT) {
     return {
@@ -122,12 +163,13 @@ export function parseQuantization(raw: unknown): ParsedQuantization | null {
   if (bits !== 2 && bits !== 3 && bits !== 4 && bits !== 8) {
     fail(`bits ${JSON.stringify(bits)} is not 2, 3, 4 or 8`);
   }
-  const ours = (q.leanserve ?? {}) as { method?: QuantMethod };
+  const ours = (q.leanserve ?? {}) as { method?: QuantMethod; lm_head?: Record<string, unknown> };
+  const lmHead = parseLmHead(ours.lm_head, fail);
   if (q.quant_method === LUT_FORMAT) {
     if (q.format_version !== LUT_FORMAT_VERSION) {
       fail(`${LUT_FORMAT} version ${q.format_version} is not supported`);
     }
-    return { format: LUT_FORMAT, bits: bits as number, method: "leanquant-nu", zerosMinusOne: false };
+    return { format: LUT_FORMAT, bits: bits as number, method: "leanquant-nu", zerosMinusOne: false, lmHead };
   }
   if (q.quant_method !== "gptq") fail(`quant_method ${JSON.stringify(q.quant_method)} is not supported`);
   const cf = q.checkpoint_format ?? "gptq";
@@ -137,6 +179,23 @@ export function parseQuantization(raw: unknown): ParsedQuantization | null {
     bits: bits as number,
     method: ours.method ?? "gptq",
     zerosMinusOne: cf === "gptq",
+    lmHead,
+  };
+}
+
+function parseLmHead(raw: Record<string, unknown> | undefined, fail: (msg: string) => never) {
+  if (raw === undefined || raw === null) return null;
+  const { bits, group_size: g, method } = raw;
+  if (bits !== 4 && bits !== 6 && bits !== 8) {
+    fail(`leanserve.lm_head.bits ${JSON.stringify(bits)} is not 4, 6 or 8`);
+  }
+  if (typeof g !== "number" || !Number.isInteger(g) || g < -1) {
+    fail(`leanserve.lm_head.group_size ${JSON.stringify(g)} is not an integer ≥ −1`);
+  }
+  return {
+    bits: bits as number,
+    groupSize: Math.max(0, g as number),
+    method: (method ?? "gptq") as QuantMethod,
   };
 }
 

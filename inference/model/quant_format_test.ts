@@ -157,6 +157,7 @@ Deno.test("quantizationConfig() and parseQuantization() agree on every method", 
       bits: 3,
       method,
       zerosMinusOne: method !== "leanquant-nu",
+      lmHead: null,
     });
     if (method !== "leanquant-nu") {
       assert.equal(qc.quant_method, "gptq");
@@ -185,5 +186,28 @@ Deno.test("quantizationConfig() and parseQuantization() agree on every method", 
   assert.throws(
     () => parseQuantization({ quant_method: LUT_FORMAT, bits: 4, format_version: 2 }),
     /version 2/,
+  );
+});
+
+Deno.test("a quantized LM head round-trips through quantization_config and bad heads are refused", () => {
+  const lmHead = { bits: 8, groupSize: 128, method: "gptq" } as const;
+  const qc = quantizationConfig({
+    method: "leanquant-nu",
+    bits: 3,
+    groupSize: 0,
+    actOrder: true,
+    percdamp: 0.01,
+    lmHead,
+  });
+  assert.deepEqual((qc.leanserve as Record<string, unknown>).lm_head, {
+    bits: 8,
+    group_size: 128,
+    method: "gptq",
+    format: "autogptq",
+  });
+  assert.deepEqual(parseQuantization(qc)?.lmHead, lmHead);
+  assert.throws(
+    () => parseQuantization({ ...qc, leanserve: { lm_head: { bits: 5, group_size: 128 } } }),
+    /lm_head.bits 5 is not 4, 6 or 8/,
   );
 });

@@ -5,7 +5,24 @@
  * with Python's `random.seed(0)`; we use our own seeded generator, so windows are reproducible here but not
  * the reference's windows.
  */
+import { fileURLToPath } from "node:url";
 import type { Tokenizer } from "../text/mod.ts";
+
+/**
+ * The calibration source that needs no file from the user: the Book of Genesis (King James Version, public
+ * domain), kept in the repository (data/README.md has its provenance). `--calib builtin` names it; it is
+ * the default of gptq and leanquant-* when no `--calib` is given. Measured against text sampled from the
+ * model itself (`--calib self`, self_calibration.ts; BENCHMARKS.md, "Calibration without a user file"):
+ * on lq-49m self-sampled text quantizes about 1.2 % better (perplexity, 3 seeds), but sampling is batch-1 decoding of
+ * nsamples·seqLen tokens (204–391 s for 8 × 256 tokens of a 49M model on a CPU adapter, minutes on a GPU at
+ * the paper's 128 × 2048), while this text costs nothing: it stays the default for a fast first start.
+ */
+export const BUILTIN_CALIBRATION = "builtin";
+
+/** Path of the built-in calibration text. */
+export function builtinCalibrationPath(): string {
+  return fileURLToPath(new URL("./data/kjv_genesis.txt", import.meta.url));
+}
 
 /** Most tokens per calibration window by default (the paper's 2048), capped by the model context. */
 export const MAX_DEFAULT_SEQ_LEN = 2048;
@@ -91,7 +108,7 @@ export function drawWindows(
 /**
  * Reads and tokenizes a calibration text file and draws the windows.
  * @param tokenizer the model's tokenizer
- * @param path a UTF-8 text file (held out from evaluation)
+ * @param path a UTF-8 text file (held out from evaluation), or "builtin" for {@link builtinCalibrationPath}
  * @param options window count, length and seed
  * @returns the windows and the text's token count
  * @example
@@ -108,6 +125,7 @@ export async function loadCalibration(
   options: CalibrationOptions,
 ): Promise<CalibrationSet> {
   let text: string;
+  if (path === BUILTIN_CALIBRATION) path = builtinCalibrationPath();
   try {
     text = await Deno.readTextFile(path);
   } catch (err) {

@@ -1,5 +1,12 @@
 import assert from "node:assert/strict";
-import { defaultSeqLen, drawWindows, loadCalibration, seededUniform } from "./calibration.ts";
+import {
+  BUILTIN_CALIBRATION,
+  builtinCalibrationPath,
+  defaultSeqLen,
+  drawWindows,
+  loadCalibration,
+  seededUniform,
+} from "./calibration.ts";
 import { loadTokenizer } from "../text/tokenizer.ts";
 import { sharedPath } from "../../tests/_gpu.ts";
 
@@ -59,4 +66,17 @@ Deno.test("loadCalibration() tokenizes the held-out TinyStories half", async () 
     loadCalibration(tok, "/nonexistent.txt", { seqLen: 8 }),
     /Cannot read calibration text/,
   );
+});
+
+Deno.test('loadCalibration("builtin") reads the Book of Genesis kept in the repository', async () => {
+  const dir = sharedPath("models/lq-49m");
+  if (!dir) return;
+  const tok = await loadTokenizer(dir);
+  const text = await Deno.readTextFile(builtinCalibrationPath());
+  assert.ok(text.startsWith("In the beginning God created the heaven and the earth."));
+  assert.ok(text.length > 100_000 && text.length < 200_000, `${text.length} characters`);
+  const calib = await loadCalibration(tok, BUILTIN_CALIBRATION, { nsamples: 4, seqLen: 256, seed: 0 });
+  assert.equal(calib.windows.length, 4);
+  assert.ok(calib.textTokens > 40_000, `${calib.textTokens} tokens`);
+  assert.match(tok.decode(calib.windows[0]), /[A-Za-z]+ [a-z]+/);
 });

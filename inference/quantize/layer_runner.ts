@@ -11,8 +11,9 @@
  *     stage "out"    → h ← h + act·Wdownᵀ, STORED BACK in place: the layer output
  * Running "gateUp" then "out" over a window is one whole layer.
  *
- * Hidden states are stored as f16 pairs (default; two halves per u32, kernels/f16_convert.ts, as GPTQ keeps
- * its fp16 `inps`) or f32, and every stage computes in f32 from a scratch copy. "gateUp" continues from the
+ * Hidden states are stored as f32 (default) or as f16 pairs (two halves per u32, kernels/f16_convert.ts, as
+ * GPTQ keeps its fp16 `inps`: half the memory, but lossy, see quantize_model.ts `chooseHiddenStorage`), and
+ * every stage computes in f32 from a scratch copy. "gateUp" continues from the
  * value it stored (rounded to f16 when stored as f16), so its capture, "down" and "out" all see the same
  * post-attention residual. Each window is one sequence at positions 0..rows−1 with a one-layer KV cache of
  * `rows` positions (overwritten by the next window).
@@ -50,7 +51,8 @@ export type HiddenStorage = "f16" | "f32";
 
 /** A layer bound up to one stage: reusable for every window until the layer's weights or scratch change. */
 export interface BoundLayer {
-  readonly stage: LayerStage;
+  /** "final": the model's final RMSNorm after the last layer (the LM head's input). */
+  readonly stage: LayerStage | "final";
   /** The captured activation, (rows, captureCols) f32, valid after the window ran (null for "out"). */
   readonly capture: GPUBuffer | null;
   readonly captureCols: number;
@@ -86,6 +88,8 @@ export interface LayerRunner {
   read(hidden: GPUBuffer): Promise<Float32Array>;
   /** Binds `layer`'s kernels up to `stage` (rebind after replacing a weight or releasing the scratch). */
   bind(layer: GpuLayer, stage: LayerStage): BoundLayer;
+  /** Binds the final RMSNorm (weight (dim) f32): captures the LM head's input, stores nothing. */
+  bindFinal(finalNorm: GPUBuffer): BoundLayer;
   /** Frees the scratch; the next `bind` or `store` allocates it again. */
   release(): void;
   destroy(): void;
@@ -107,7 +111,7 @@ interface Scratch {
  * Creates the runner; its scratch is allocated on first use.
  * @param gpu the device
  * @param config the model
- * @param options rows per window (≤ config.seqLen) and the hidden-state storage (default "f16")
+ * @param options rows per window (≤ config.seqLen) and the hidden-state storage (default "f32")
  * @returns the runner
  * @example
  * ```ts ignore
@@ -121,7 +125,7 @@ interface Scratch {
 export function createLayerRunner(
   gpu: Gpu,
   config: ModelConfig,
-  { rows, storage = "f16" }: { rows: number; storage?: HiddenStorage },
+  { rows, storage = "f32" }: { rows: number; storage?: HiddenStorage },
 ): LayerRunner {
   if (!Number.isInteger(rows) || rows < 1 || rows > config.seqLen) {
     throw new Error(
@@ -170,6 +174,24 @@ export function createLayerRunner(
       return storage === "f16" ? Float32Array.from(new Float16Array(raw)) : new Float32Array(raw);
     },
     bind: (layer, stage) => bindLayer(gpu, config, kernels, ensure(), { L: layer, stage, hiddenBytes }),
+    bindFinal(finalNorm) {
+      const sc = ensure();
+      const { s } = sc;
+      const norm = kernels.norm.bind({
+        x: s.x,
+        weight: finalNorm,
+        y: s.xn,
+        rows,
+        dim: config.dim,
+        eps: config.normEps,
+      });
+      return boundSteps(gpu, sc, {
+        stage: "final",
+        steps: [...(sc.unpack ? [sc.unpack] : []), norm],
+        hiddenBytes,
+        capture: [s.xn, config.dim],
+      });
+    },
     release,
     destroy: release,
   };
@@ -201,7 +223,6 @@ function bindLayer(
 ): BoundLayer {
   const { s, pack, unpack } = sc;
   const rows = s.maxRows;
-  const writesHidden = stage === "gateUp" || stage === "out";
   const layer = bindDecoderLayer(gpu, c, kernels, L, s, {
     rows,
     kv: { kCache: s.kCache[0], vCache: s.vCache[0], seqLen: rows },
@@ -217,9 +238,23 @@ function bindLayer(
     ...layer.steps.map((st) => st.step),
     ...(stage === "out" && pack ? [pack] : []),
   ];
-  const capture = layer.capture?.buffer ?? null;
-  const captureCols = layer.capture?.cols ?? 0;
-  const slot = sc.h16 ?? s.x; // where the window sits in the scratch, in storage format
+  const capture: [GPUBuffer | null, number] = [layer.capture?.buffer ?? null, layer.capture?.cols ?? 0];
+  return boundSteps(gpu, sc, { stage, steps, hiddenBytes, capture });
+}
+
+/** Wraps recorded steps as a {@link BoundLayer}: copy the window in, run, and store back for "gateUp"/"out". */
+function boundSteps(
+  gpu: Gpu,
+  sc: Scratch,
+  { stage, steps, hiddenBytes, capture: [capture, captureCols] }: {
+    stage: LayerStage | "final";
+    steps: Encodable[];
+    hiddenBytes: number;
+    capture: [GPUBuffer | null, number];
+  },
+): BoundLayer {
+  const writesHidden = stage === "gateUp" || stage === "out";
+  const slot = sc.h16 ?? sc.s.x; // where the window sits in the scratch, in storage format
   const bound: BoundLayer = {
     stage,
     capture,

@@ -15,8 +15,8 @@
  * more would mean caching activations per window (attn for step 4, act for step 6: 2.1 and 7.5 GB even
  * in f16 at 8B), which a 6 GB budget cannot hold: we recompute them instead.
  *
- * Memory at 8B (128 × 2048): hidden states 2.15 GB as f16 pairs (GPTQ keeps fp16 `inps` too; "f32" doubles
- * it), the f32 layer ≤ 0.87 GB, one Hessian ≤ 0.82 GB (down_proj), the runner's scratch 0.54 GB while
+ * Memory at 8B (128 × 2048): hidden states 4.3 GB in f32 (the default wherever they fit
+ * {@link AUTO_F32_HIDDEN_LIMIT}; f16 halves that but is lossy, see {@link chooseHiddenStorage}), the f32 layer ≤ 0.87 GB, one Hessian ≤ 0.82 GB (down_proj), the runner's scratch 0.54 GB while
  * capturing; peak 4.2 GB at the down_proj capture. After each capture the weights no later step reads
  * (SEQUENTIAL_GROUPS.freed) and the scratch are freed for the quantizer, whose own buffers (GPU quantizer:
  * ≈ 2·cols²·4 + rows·cols·4 bytes, 1.9 GB for down_proj) then join 3.4 GB of ours. The quantizer is
@@ -26,10 +26,12 @@ import type { Gpu } from "../../kernels/core/mod.ts";
 import {
   createHessian,
   type LinearQuantizer,
+  type QuantizedLinear,
   type QuantizedLinearWithQ,
   type QuantizeOptions,
 } from "../../quant/mod.ts";
 import { createLayerRunner, type HiddenStorage, type LayerRunner, type LayerStage } from "./layer_runner.ts";
+import { quantizeLmHead } from "./lm_head.ts";
 import {
   destroyGpuLayer,
   type GpuLayer,
@@ -115,6 +117,39 @@ export interface QuantizeModelResult {
   peakGpuBytes: number;
   /** Per layer, with `profile` only (empty otherwise). */
   phases: LayerPhases[];
+  /** How the calibration hidden states were stored. */
+  hiddenStorage: HiddenStorage;
+  /** The quantized LM head (options.quantize.lmHeadBits > 0), else null. */
+  lmHead: QuantizedLinear | null;
+}
+
+/** How hidden states are stored, or "auto" to let {@link chooseHiddenStorage} decide. */
+export type HiddenStorageChoice = HiddenStorage | "auto";
+
+/**
+ * "auto" keeps f32 hidden states up to this many bytes: 4 GiB, which holds Llama-3-8B's 128 × 2048 × 4096
+ * calibration states exactly (and every smaller model's at the paper's protocol).
+ */
+export const AUTO_F32_HIDDEN_LIMIT = 2 ** 32;
+
+/**
+ * Picks the storage of the calibration hidden states. f16 storage rounds every layer's input and output
+ * (relative error 2⁻¹¹ per value, compounding over layers) and is NOT lossless: on stories260K at 2 bits it
+ * moved leanquant-nu's perplexity by +5 % (issue 12, H100), so "auto" keeps f32 unless the f32 states would
+ * exceed `limit` bytes.
+ * @param choice "f16", "f32" or "auto"
+ * @param shape windows, rows per window and the model width
+ * @param limit most bytes "auto" spends on f32 states (default {@link AUTO_F32_HIDDEN_LIMIT})
+ * @returns the storage to use
+ */
+export function chooseHiddenStorage(
+  choice: HiddenStorageChoice,
+  { windows, rows, dim }: { windows: number; rows: number; dim: number },
+  limit = AUTO_F32_HIDDEN_LIMIT,
+): HiddenStorage {
+  if (choice !== "auto") return choice;
+  // f16 pairs need an even width; an odd one stays f32 whatever it costs.
+  return windows * rows * dim * 4 <= limit || dim % 2 !== 0 ? "f32" : "f16";
 }
 
 /** Options of {@link quantizeModel}. */
@@ -125,8 +160,11 @@ export interface QuantizeModelOptions {
   windows: readonly Uint32Array[];
   /** Hessian accumulation (default quant/hessian.ts `createHessian`). */
   hessian?: HessianFactory;
-  /** Storage of the windows' hidden states between stages (default "f16"; "f32" doubles the memory). */
-  hiddenStorage?: HiddenStorage;
+  /**
+   * Storage of the windows' hidden states between stages (default "auto": f32 when it fits
+   * {@link AUTO_F32_HIDDEN_LIMIT}; see {@link chooseHiddenStorage}).
+   */
+  hiddenStorage?: HiddenStorageChoice;
   /**
    * Measure where the time goes (benchmarks; default false): wait for the GPU at the end of every capture
    * so quantizer times are its own, and time each forward and Hessian pass with timestamp queries when the
@@ -160,19 +198,25 @@ export async function quantizeModel(
   source: LlamaWeightSource,
   options: QuantizeModelOptions,
 ): Promise<QuantizeModelResult> {
-  const { windows, hessian = createHessian, hiddenStorage = "f16", profile = false } = options;
+  const { windows, hessian = createHessian, profile = false } = options;
   const c = source.config;
   const rows = windows[0]?.length ?? 0;
   if (windows.length === 0 || windows.some((w) => w.length !== rows)) {
     throw new Error("Cannot quantize: expected at least one calibration window, all of the same length");
   }
+  const hiddenStorage = chooseHiddenStorage(options.hiddenStorage ?? "auto", {
+    windows: windows.length,
+    rows,
+    dim: c.dim,
+  });
   const started = performance.now();
   const mem = new MemoryTracker();
   const runner = createLayerRunner(gpu, c, { rows, storage: hiddenStorage });
   const hidden: GPUBuffer[] = [];
   const timer = profile && gpu.hasTimestamps ? createPassTimer(gpu) : null;
   mem.set("timer", timer?.bytes ?? 0);
-  const total = 12 * windows.length * c.nLayers; // 5 window runs + 7 quantizations (each weighted like N runs)
+  // 5 window runs + 7 quantizations (each weighted like N runs) per layer; the head's capture and quantization
+  const total = 12 * windows.length * c.nLayers + (options.quantize.lmHeadBits > 0 ? 2 * windows.length : 0);
   let units = 0;
   const run: Run = {
     gpu,
@@ -192,10 +236,11 @@ export async function quantizeModel(
     },
   };
   const layerLoss: number[] = [];
+  let lmHead: QuantizedLinear | null = null;
   try {
-    const table = (await source.loadTokenEmbedding()).data;
+    const embedding = await source.loadTokenEmbedding();
     await embedWindows(gpu, runner, {
-      table,
+      table: embedding.data,
       dim: c.dim,
       scale: c.embedScale,
       windows,
@@ -220,6 +265,21 @@ export async function quantizeModel(
       layerLoss.push(run.linears.filter((r) => r.layer === l).reduce((s, r) => s + r.loss, 0));
       await options.onLayer?.(l, results);
     }
+    if (options.quantize.lmHeadBits > 0) {
+      lmHead = await quantizeLmHead(gpu, {
+        runner,
+        hidden,
+        finalNorm: (await source.loadFinalNorm()).data,
+        head: (await source.loadLmHead(embedding)).data,
+        vocabSize: c.vocabSize,
+        dim: c.dim,
+        opts: options.quantize,
+        quantizer: options.quantizer,
+        hessian,
+        onWindow: () => run.report(c.nLayers - 1, "capture lm_head", 1),
+      });
+      run.report(c.nLayers - 1, "quantize lm_head", windows.length);
+    }
   } finally {
     hidden.forEach((b) => b.destroy());
     runner.destroy();
@@ -231,6 +291,8 @@ export async function quantizeModel(
     seconds: (performance.now() - started) / 1000,
     peakGpuBytes: mem.peak,
     phases: run.phases,
+    hiddenStorage,
+    lmHead,
   };
 }
 

@@ -134,11 +134,14 @@ export function weightedGridError(
 /**
  * Weighted 1-D Lloyd k-means (LeanQuant_nu, §2.2), sklearn-like: init linspace(min, max, k) for every bit
  * width (the spec's choice; the released code uses k-means++ at 4 bits); stop on unchanged labels or when
- * Σ centre shift² ≤ tolFactor · var(x) (unweighted population variance); a cluster with zero total weight
- * keeps its old centre (sklearn would relocate it; keeping it avoids NaN and keeps centres sorted).
+ * Σ centre shift² ≤ tolFactor · var(x) (unweighted population variance). Clusters with zero total weight
+ * are relocated as sklearn's `_relocate_empty_clusters_dense` does: in index order, each takes the point
+ * farthest from the centre that labelled it (ties to the lower index) and that point's weight leaves its
+ * old cluster; nothing moves when every point sits on its centre. A cluster left with zero weight keeps
+ * its centre (sklearn's would fall to the data mean; a degenerate case). The result is sorted ascending.
  * @param x (n) values of one row
  * @param a (n) non-negative weights
- * @returns centres (k), in init order (ascending), and the iterations run
+ * @returns centres (k), ascending, and the iterations run
  */
 export function weightedKMeans(
   x: ArrayLike<number>,
@@ -169,9 +172,10 @@ export function weightedKMeans(
       wsum[l] += a[c];
       xsum[l] += a[c] * x[c];
     }
+    const moveTo = relocateEmpty(x, a, centers, next, wsum, xsum);
     let shift = 0;
     for (let j = 0; j < k; j++) {
-      const moved = wsum[j] > 0 ? xsum[j] / wsum[j] : centers[j];
+      const moved = moveTo.get(j) ?? (wsum[j] > 0 ? xsum[j] / wsum[j] : centers[j]);
       shift += (moved - centers[j]) ** 2;
       centers[j] = moved;
     }
@@ -179,7 +183,33 @@ export function weightedKMeans(
     labels = next;
     if (same || shift <= tol) break;
   }
-  return { centers, iterations };
+  return { centers: centers.sort(), iterations };
+}
+
+/** sklearn's empty-cluster relocation on one iteration's sums (updated in place); returns the new centres. */
+function relocateEmpty(
+  x: ArrayLike<number>,
+  a: ArrayLike<number>,
+  centers: Float64Array,
+  labels: Int32Array,
+  wsum: Float64Array,
+  xsum: Float64Array,
+): Map<number, number> {
+  const moveTo = new Map<number, number>();
+  const empty = [...wsum.keys()].filter((j) => wsum[j] === 0);
+  if (empty.length === 0) return moveTo;
+  const dist = Float64Array.from({ length: x.length }, (_, c) => (x[c] - centers[labels[c]]) ** 2);
+  const far = [...dist.keys()].sort((p, q) => dist[q] - dist[p] || p - q);
+  if (dist[far[0]] <= 0) return moveTo;
+  // A row with fewer points than clusters relocates one cluster per point (sklearn refuses such rows).
+  empty.slice(0, x.length).forEach((j, e) => {
+    const f = far[e];
+    wsum[labels[f]] -= a[f];
+    xsum[labels[f]] -= a[f] * x[f];
+    wsum[j] = a[f];
+    moveTo.set(j, x[f]);
+  });
+  return moveTo;
 }
 
 /** The affine search's result: the grid, the winning shrink steps (i, j) and its objective. */

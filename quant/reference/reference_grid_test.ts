@@ -98,10 +98,20 @@ Deno.test("weightedKMeans() solves a two-cluster case and weights pull the centr
   assert.deepEqual(Array.from(weightedKMeans(x, [3, 1, 1, 3], { k: 2 }).centers), [0.25, 9.75]);
 });
 
-Deno.test("weightedKMeans() keeps a zero-weight cluster's centre and never makes NaN", () => {
+Deno.test("weightedKMeans() relocates empty clusters to the farthest points, as sklearn does", () => {
+  // linspace(0, 10, 4) = [0, 3.33, 6.67, 10]: the middle two start empty and take 0.2, then 0.1 (the points
+  // farthest from centre 0), leaving centre 0 with the point 0: every value gets its own centre.
+  const { centers } = weightedKMeans([0, 0.1, 0.2, 10], [1, 1, 1, 1], { k: 4 });
+  assert.deepEqual(Array.from(centers, (c) => Number(c.toFixed(12))), [0, 0.1, 0.2, 10]);
+});
+
+Deno.test("weightedKMeans() handles zero-weight clusters and flat rows without NaN", () => {
   // linspace(0, 9, 4) = [0, 3, 6, 9]: nothing lands near 3, and the points near 6 weigh nothing.
-  const { centers } = weightedKMeans([0, 0.2, 6, 6.2, 9], [1, 1, 0, 0, 1], { k: 4 });
-  assert.deepEqual(Array.from(centers), [0.1, 3, 6, 9]);
+  const x = [0, 0.2, 6, 6.2, 9], a = [1, 1, 0, 0, 1];
+  const { centers } = weightedKMeans(x, a, { k: 4 });
+  assert.ok(centers.every((c, j) => Number.isFinite(c) && (j === 0 || c >= centers[j - 1])));
+  // Three weighted values and four centres: each weighted value ends on a centre.
+  assert.equal(weightedGridError(x, a, (v) => centers[nearestCode(centers, v)]), 0);
   const flat = weightedKMeans([2, 2, 2], [1, 1, 1], { k: 4 });
   assert.deepEqual(Array.from(flat.centers), [2, 2, 2, 2]);
   assert.equal(flat.iterations, 1);
