@@ -4,6 +4,11 @@
  *
  * Requests run strictly one after another (a promise chain), so two streams never interleave on
  * the GPU. A client abort is checked between decode chunks.
+ *
+ * Hot swap: `setModel` replaces the served model at once. Each request holds a lease on the model it
+ * started with (taken when its generator starts, released when it ends), so requests in flight finish on
+ * that model, new ones get the new one, and a replaced model's GPU buffers are freed when its last lease
+ * ends.
  */
 import type { Gpu } from "../../kernels/core/mod.ts";
 import { type ChatTemplate, createStreamDecoder, type Tokenizer } from "../text/mod.ts";
@@ -15,6 +20,7 @@ import {
   EngineInputError,
   type EngineStatus,
   type GenerateRequest,
+  type ModelQuantization,
   type SamplingParams,
   type TokenEvent,
 } from "./types.ts";
@@ -28,12 +34,31 @@ export interface LoadedModel {
   tokenizer: Tokenizer;
   chatTemplate: ChatTemplate | null;
   runner: SequenceRunner;
+  /** The folder it was loaded from (absent for models built in memory, e.g. random benchmark weights). */
+  dir?: string;
+  /** How its weights were quantized; null or absent for full precision. */
+  quantization?: ModelQuantization | null;
+  /** Frees every GPU buffer it holds (weights, activations, KV cache); the engine calls it after a swap. */
+  destroy?(): void;
+}
+
+/** A model held for use; `release()` once done (a replaced model is freed after its last release). */
+export interface ModelLease {
+  readonly model: LoadedModel;
+  release(): void;
 }
 
 /** An engine whose model is loaded in the background; `status()` reports progress until ready. */
 export interface EngineHandle extends Engine {
-  /** Installs the loaded model (state becomes "ready"). */
+  /**
+   * Installs the loaded model (state becomes "ready"); a model it replaces is freed once the requests that
+   * started on it have ended.
+   */
   setModel(model: LoadedModel): void;
+  /** Holds the served model (e.g. to evaluate it) until `release()`; null while none is loaded. */
+  lease(): ModelLease | null;
+  /** Requests started and not yet ended, on any model. */
+  inFlight(): number;
   /** Reports loading progress, or a fatal error. */
   setStatus(state: EngineStatus["state"], detail: string): void;
 }
@@ -47,12 +72,38 @@ export function createEngine(
   modelId: string,
   { log = console.log }: { log?: (msg: string) => void } = {},
 ): EngineHandle {
-  let model: LoadedModel | null = null;
+  let slot: { model: LoadedModel; users: number; retired: boolean } | null = null;
+  let inFlight = 0;
   let state: EngineStatus["state"] = "loading";
   let detail = "loading model";
   let queue: Promise<void> = Promise.resolve();
 
+  function lease(): ModelLease | null {
+    const s = slot;
+    if (!s) return null;
+    s.users++;
+    inFlight++;
+    let held = true;
+    return {
+      model: s.model,
+      release() {
+        if (!held) return;
+        held = false;
+        s.users--;
+        inFlight--;
+        if (s.retired && s.users === 0) free(s.model);
+      },
+    };
+  }
+  function free(m: LoadedModel): void {
+    try {
+      m.destroy?.();
+    } catch (err) {
+      log(`[engine] cannot free the replaced model: ${(err as Error).message}`);
+    }
+  }
   function status(): EngineStatus {
+    const model = slot?.model;
     const lost = model?.gpu.lostReason;
     return {
       state: lost ? "error" : state,
@@ -60,29 +111,35 @@ export function createEngine(
       modelId: model?.modelId ?? modelId,
       contextLength: model?.config.seqLen ?? 0,
       hasChatTemplate: model?.chatTemplate != null,
+      quantization: model?.quantization ?? null,
     };
   }
 
   async function* generate(request: GenerateRequest, signal?: AbortSignal): AsyncIterable<TokenEvent> {
-    const m = model;
-    if (!m || status().state !== "ready") throw new Error(`Cannot generate: engine is ${status().state}`);
-    const ids = promptIds(m, request);
-    if (ids.length >= m.config.seqLen) {
-      throw new EngineInputError(
-        `Prompt has ${ids.length} tokens but the model's context length is ${m.config.seqLen}`,
-        "messages",
-        "context_length_exceeded",
-      );
-    }
-    // Wait for our turn on the GPU; release it in finally whatever happens.
-    let release!: () => void;
-    const turn = queue;
-    queue = new Promise((resolve) => (release = resolve));
+    const held = status().state === "ready" ? lease() : null;
+    if (!held) throw new Error(`Cannot generate: engine is ${status().state}`);
     try {
-      await turn;
-      yield* runOne(m, ids, request, signal);
+      const m = held.model;
+      const ids = promptIds(m, request);
+      if (ids.length >= m.config.seqLen) {
+        throw new EngineInputError(
+          `Prompt has ${ids.length} tokens but the model's context length is ${m.config.seqLen}`,
+          "messages",
+          "context_length_exceeded",
+        );
+      }
+      // Wait for our turn on the GPU; release it in finally whatever happens.
+      let release!: () => void;
+      const turn = queue;
+      queue = new Promise((resolve) => (release = resolve));
+      try {
+        await turn;
+        yield* runOne(m, ids, request, signal);
+      } finally {
+        release();
+      }
     } finally {
-      release();
+      held.release();
     }
   }
 
@@ -138,10 +195,17 @@ export function createEngine(
     status,
     generate,
     setModel(loaded) {
-      model = loaded;
+      const old = slot;
+      slot = { model: loaded, users: 0, retired: false };
       state = "ready";
       detail = "ready";
+      if (old && old.model !== loaded) {
+        old.retired = true;
+        if (old.users === 0) free(old.model);
+      }
     },
+    lease,
+    inFlight: () => inFlight,
     setStatus(s, d) {
       state = s;
       detail = d;

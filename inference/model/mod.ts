@@ -22,6 +22,7 @@ export {
   forwardStateBuffers,
   type GpuLayer,
   type GpuWeights,
+  gpuWeightsBuffers,
 } from "./model.ts";
 export { createQuantizedWriter, uploadQuantizedWeights } from "./quant_folder.ts";
 export {

@@ -27,6 +27,7 @@ import {
   type DenseLinear,
   fusesPrologue,
   type GpuLinear,
+  linearBuffers,
   mergesLinears,
 } from "./linear.ts";
 import type { ModelConfig } from "./model_config.ts";
@@ -112,6 +113,16 @@ export function createForwardState(
 export function forwardStateBuffers(s: ForwardState): GPUBuffer[] {
   const { state, logits, x, xn, q, k, v, attn, gate, up, act, invFreq } = s;
   return [state, logits, x, xn, q, k, v, attn, gate, up, act, invFreq, ...s.kCache, ...s.vCache];
+}
+
+/** Every GPU buffer of a model's weights, each once (act-order permutations are shared), to free them. */
+export function gpuWeightsBuffers(w: GpuWeights): GPUBuffer[] {
+  const all = [w.tokenEmbedding, w.finalNorm, ...w.lmHead.panels.map((p) => p.buffer)];
+  for (const l of w.layers) {
+    all.push(l.attnNorm, l.mlpNorm);
+    for (const f of [l.wq, l.wk, l.wv, l.wo, l.wGate, l.wUp, l.wDown]) all.push(...linearBuffers(f));
+  }
+  return [...new Set(all)];
 }
 
 /** What one forward computes logits for. */

@@ -113,10 +113,63 @@ export async function loadCalibration(
   } catch (err) {
     throw new Error(`Cannot read calibration text "${path}": ${(err as Error).message}`);
   }
+  return calibrationFromText(tokenizer, text, `calibration text "${path}"`, options);
+}
+
+/**
+ * Tokenizes a calibration text already in memory (an inline `calibration.text`, or a file read by the
+ * caller) and draws the windows.
+ * @param tokenizer the model's tokenizer
+ * @param text the text
+ * @param label how errors name the text
+ * @param options window count, length and seed
+ * @returns the windows and the text's token count
+ */
+export function calibrationFromText(
+  tokenizer: Tokenizer,
+  text: string,
+  label: string,
+  options: CalibrationOptions,
+): CalibrationSet {
   const ids = tokenizer.encode(text, { addSpecialTokens: true });
   try {
     return { windows: drawWindows(ids, options), seqLen: options.seqLen, textTokens: ids.length };
   } catch (err) {
-    throw new Error(`${(err as Error).message} (calibration text "${path}")`);
+    throw new Error(`${(err as Error).message} (${label})`);
   }
+}
+
+/**
+ * Version of the built-in source; it is part of every cached artifact's name (inference/jobs), so a new
+ * built-in source re-quantizes instead of serving an artifact made with the old one.
+ */
+export const BUILTIN_CALIBRATION_VERSION = "random-ids-v1";
+
+/** What the built-in source may use: the model's tokenizer and vocabulary, and its folder. */
+export interface BuiltinCalibrationContext {
+  tokenizer: Tokenizer;
+  vocabSize: number;
+  modelDir: string;
+}
+
+/**
+ * The calibration source that needs no file from the user (`calibration: {dataset: "builtin"}`, and the
+ * default of every method that reads calibration). PLACEHOLDER until issue 11's measurement picks between a
+ * public-domain text kept in the repository and text sampled from the model itself: seeded uniform token ids,
+ * the data-free baseline. It works for any model, offline, but calibrates worse than real text; replace this
+ * body (and bump BUILTIN_CALIBRATION_VERSION), callers need no change.
+ * @param ctx the model's tokenizer, vocabulary size and folder
+ * @param options window count, length and seed
+ * @returns the windows
+ */
+export function builtinCalibration(
+  ctx: BuiltinCalibrationContext,
+  { nsamples = DEFAULT_NSAMPLES, seqLen, seed = 0 }: CalibrationOptions,
+): Promise<CalibrationSet> {
+  const rand = seededUniform(seed ^ 0x5eed);
+  const windows = Array.from(
+    { length: nsamples },
+    () => Uint32Array.from({ length: seqLen }, () => Math.floor(rand() * ctx.vocabSize)),
+  );
+  return Promise.resolve({ windows, seqLen, textTokens: 0 });
 }

@@ -54,12 +54,14 @@ export interface LayerPhases {
 export async function runWindows(
   gpu: Gpu,
   hidden: readonly GPUBuffer[],
-  { bound, sink, rows, timer, onWindow }: {
+  { bound, sink, rows, timer, onWindow, slice }: {
     bound: BoundLayer;
     sink: HessianSink | null;
     rows: number;
     timer: PassTimer | null;
     onWindow: () => void;
+    /** Awaited after each window's submit: cancellation and the server's turn on the queue. */
+    slice?: () => Promise<void>;
   },
 ): Promise<void> {
   let synced = performance.now();
@@ -82,6 +84,7 @@ export async function runWindows(
       synced = performance.now();
     }
     onWindow();
+    await slice?.();
   }
 }
 
@@ -96,11 +99,12 @@ export async function runWindows(
 export async function embedWindows(
   gpu: Gpu,
   runner: LayerRunner,
-  { table, dim, windows, onStored }: {
+  { table, dim, windows, onStored, slice }: {
     table: Float32Array;
     dim: number;
     windows: readonly Uint32Array[];
     onStored: (hidden: GPUBuffer) => void;
+    slice?: () => Promise<void>;
   },
 ): Promise<void> {
   const vocabSize = table.length / dim;
@@ -120,6 +124,7 @@ export async function embedWindows(
       await gpu.device.queue.onSubmittedWorkDone();
       synced = performance.now();
     }
+    await slice?.();
   }
 }
 
