@@ -10,9 +10,8 @@
 import { parseArgs } from "node:util";
 import { join } from "node:path";
 import { requestGpu } from "../kernels/core/mod.ts";
-import { evaluatePerplexity, loadEvalModel } from "../inference/quantize/mod.ts";
+import { evaluatePerplexity, loadEvalModel, parseQuantizeRequest } from "../inference/quantize/mod.ts";
 import { runQuantize } from "../cli/quantize.ts";
-import { QUANTIZE_DEFAULTS, type QuantMethod } from "../quant/mod.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -74,18 +73,16 @@ for (const spec of values.runs.split(",")) {
   const t0 = performance.now();
   await runQuantize({
     model: values.model,
-    calib: values.calib,
     out,
-    nsamples: Number(values.nsamples),
-    seqLen: null,
-    seed: 0,
     quantizer: "gpu",
-    quantize: {
-      ...QUANTIZE_DEFAULTS,
-      method: method as QuantMethod,
-      bits: Number(bits) as 2 | 3 | 4,
-      groupSize: Number(group),
-    },
+    calibDirs: [],
+    request: parseQuantizeRequest({
+      method,
+      bits: Number(bits),
+      group_size: Number(group),
+      act_order: true,
+      calibration: { file: values.calib, nsamples: Number(values.nsamples) },
+    }),
   });
   const seconds = (performance.now() - t0) / 1000;
   await report(`${method} ${bits}-bit ${group === "0" ? "row" : `g${group}`}`, await evaluate(out), seconds);

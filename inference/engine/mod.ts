@@ -4,7 +4,7 @@
  */
 export { createEngine, type EngineHandle, type LoadedModel, type ModelLease } from "./engine.ts";
 export { createSequenceRunner } from "./generate.ts";
-export { loadModel } from "./load_model.ts";
+export { loadModel, type LoadModelOptions } from "./load_model.ts";
 export {
   type ChatMessage,
   type Engine,
