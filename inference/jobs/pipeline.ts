@@ -114,7 +114,7 @@ export async function runQuantization(
   control: RunControl = {},
 ): Promise<QuantizeRunResult> {
   const started = performance.now();
-  const { gpu, sourceDir, request, signal } = { ...input, ...control };
+  const { sourceDir, request, signal } = { ...input, ...control };
   await Deno.mkdir(dirname(input.dest), { recursive: true });
   if (await exists(input.dest)) throw new Error(`Cannot write "${input.dest}": it already exists`);
   const tmp = await Deno.makeTempDir({

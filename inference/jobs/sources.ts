@@ -10,7 +10,7 @@
  *  - `text`: inline, size-checked by the request validator.
  */
 import { createHash } from "node:crypto";
-import { isAbsolute, join, resolve, sep } from "node:path";
+import { isAbsolute, join, normalize, resolve, sep } from "node:path";
 import { sha256File } from "../formats/mod.ts";
 import { BUILTIN_CALIBRATION_VERSION, BUILTIN_DATASET, type TextSource } from "../quantize/mod.ts";
 
@@ -123,6 +123,12 @@ async function findConfined(
   if (calibDirs.length === 0) {
     throw new JobInputError(
       `Cannot use ${field} "${given}": the server has no --calib-dir to read files from`,
+      field,
+    );
+  }
+  if (!isAbsolute(given) && normalize(given).split(/[\\/]/)[0] === "..") {
+    throw new JobInputError(
+      `Cannot use ${field} "${given}": it resolves outside the calibration directories`,
       field,
     );
   }
