@@ -5,8 +5,8 @@
  * (the wire shape of GET /v1/quantize/{id}) and as change notifications (its SSE stream).
  *
  * Jobs share the GPU with serving: the pipeline awaits `yieldToServing` after every slice it submits, which
- * (only while requests are in flight) waits for the queue to drain and lets the event loop run, so decode
- * steps queue between slices instead of behind a whole layer. Activation swaps the served model through
+ * (only while requests are in flight) takes turns with the decode loop on the queue (serving_yield.ts), so
+ * decode steps queue between short turns of job work instead of behind a whole layer. Activation swaps the served model through
  * `engine.setModel` (requests in flight finish on the old one, freed after the last of them).
  */
 import { join } from "node:path";
@@ -22,6 +22,7 @@ import {
 } from "./artifacts.ts";
 import { Job, type JobJson } from "./job.ts";
 import { runQuantization } from "./pipeline.ts";
+import { createServingYield, type YieldPolicy } from "./serving_yield.ts";
 import { JobInputError, type ResolvedText, resolveTextSource, sourceIdentity } from "./sources.ts";
 
 /** What the manager works with. */
@@ -36,6 +37,8 @@ export interface JobManagerOptions {
   /** How activated artifacts are loaded (served name, dtype, decode activations). */
   loadOptions: LoadModelOptions;
   log?: (line: string) => void;
+  /** Turn length of job work while requests are in flight (serving_yield.ts). */
+  yieldPolicy?: YieldPolicy;
   /** Finished jobs kept for GET (default 50). */
   history?: number;
 }
@@ -75,11 +78,7 @@ export function createJobManager(o: JobManagerOptions): JobManager {
   let current: Job | null = null;
   const log = o.log ?? console.log;
 
-  const yieldToServing = async () => {
-    if (o.engine.inFlight() === 0) return;
-    await o.gpu.device.queue.onSubmittedWorkDone();
-    await new Promise((r) => setTimeout(r, 0));
-  };
+  const yieldToServing = createServingYield(o.gpu, () => o.engine.inFlight() > 0, o.yieldPolicy);
 
   function claim(job: Job): void {
     if (current) {
