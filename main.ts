@@ -93,6 +93,7 @@ async function quantizeAtStartup(
   );
   const bar = createProgressBar(Deno.stderr);
   const show = (j: JobJson) => {
+    if (["done", "failed", "cancelled"].includes(j.status)) return; // activation has already set the state
     const p = j.progress;
     const where = p.layers > 0 ? `, layer ${p.layer}/${p.layers} ${p.sublayer ?? ""}` : "";
     engine.setStatus("loading", `${j.status}: ${(100 * p.fraction).toFixed(0)} %${where}`);
