@@ -17,6 +17,15 @@ export type WeightDtype = "auto" | "f32" | "f16";
 /** Quantization at startup: the request the HTTP API and `deno task quantize` validate the same way. */
 export type QuantConfig = QuantizeRequest;
 
+/**
+ * How the default model (no --model, issue 11) is served: quantized at startup with LeanQuant affine 4-bit,
+ * group 128, calibrated on the built-in source, and cached in --artifacts-dir under a name keyed by the
+ * model's revision and these options, so the next start serves it at once.
+ */
+export const DEFAULT_MODEL_QUANTIZE: QuantConfig = Object.freeze(
+  parseQuantizeRequest({ method: "leanquant-aff", bits: 4, group_size: 128, activate: true }),
+);
+
 /** Where quantized artifacts go by default (relative to the working directory). */
 export const DEFAULT_ARTIFACTS_DIR = "artifacts";
 
@@ -147,7 +156,8 @@ export function parseConfig(args: string[], env: Record<string, string | undefin
       "--decode-activations",
       ["q8", "f32"] as const,
     ),
-    quant: parseQuant(flags),
+    // Without --model the default model is served, quantized (unreachable until --model gets a default).
+    quant: parseQuant(flags) ?? (flags.has("--model") ? null : DEFAULT_MODEL_QUANTIZE),
     artifactsDir: flags.get("--artifacts-dir") ?? DEFAULT_ARTIFACTS_DIR,
     calibDirs: Object.freeze(flags.lists.get("--calib-dir") ?? []),
   };
