@@ -3,30 +3,31 @@
  * parseConfig is pure: main.ts passes Deno.args and the environment in. Bad values are errors, never clamps.
  */
 import { basename } from "node:path";
+import {
+  FLAG_LABELS,
+  parseQuantizeRequest,
+  QuantizeOptionsError,
+  type QuantizeRequest,
+  rawFromFlags,
+} from "./inference/quantize/mod.ts";
 
-/** Quantization methods (see docs/quantization.md). */
-export const QUANT_METHODS = ["rtn", "gptq", "leanquant-nu", "leanquant-aff"] as const;
-/** How weights are quantized at load. */
-export type QuantMethod = typeof QUANT_METHODS[number];
 /** Weight storage on the GPU. */
 export type WeightDtype = "auto" | "f32" | "f16";
 
-/** Quantization settings; present only with --quantize. */
-export interface QuantConfig {
-  method: QuantMethod;
-  /** Bits per weight code. */
-  bits: 2 | 3 | 4;
-  /** Columns per scale group; 0 means one group per row. Unused by leanquant-nu (one grid per row). */
-  groupSize: number;
-  /** Calibration text file, or "builtin" (the default of gptq and leanquant-*); null for rtn, which needs none. */
-  calib: string | null;
-  /** LM head bits: 0 keeps it in full precision (quant/types.ts `lmHeadBits`). */
-  lmHeadBits: 0 | 4 | 6 | 8;
-  /** Calibration sequences drawn from the file (GPTQ's --nsamples). */
-  nsamples: number;
-  /** Seed of the calibration draw and the k-means init. */
-  seed: number;
-}
+/** Quantization at startup: the request the HTTP API and `deno task quantize` validate the same way. */
+export type QuantConfig = QuantizeRequest;
+
+/**
+ * How the default model (no --model, issue 11) is served: quantized at startup with LeanQuant affine 4-bit,
+ * group 128, calibrated on the built-in source, and cached in --artifacts-dir under a name keyed by the
+ * model's revision and these options, so the next start serves it at once.
+ */
+export const DEFAULT_MODEL_QUANTIZE: QuantConfig = Object.freeze(
+  parseQuantizeRequest({ method: "leanquant-aff", bits: 4, group_size: 128, activate: true }),
+);
+
+/** Where quantized artifacts go by default (relative to the working directory). */
+export const DEFAULT_ARTIFACTS_DIR = "artifacts";
 
 /** The whole server configuration, frozen. */
 export interface Config {
@@ -44,7 +45,12 @@ export interface Config {
   dtype: WeightDtype;
   /** Decode activations of affine GEMVs: int8 per 32 columns ("q8", faster) or exact "f32". */
   decodeActivations: "q8" | "f32";
+  /** --quantize and its options (inference/quantize/options.ts), activated at startup; null without. */
   quant: QuantConfig | null;
+  /** --artifacts-dir: where quantized models are written, cached and listed. */
+  artifactsDir: string;
+  /** --calib-dir (repeatable): the only places HTTP calibration/eval files and dataset names may come from. */
+  calibDirs: readonly string[];
   /** Continuous batching and the KV cache. */
   serving: ServingConfig;
 }
@@ -100,15 +106,28 @@ Batching (many clients at once):
   --kv-cache-dtype <f16|f32>  KV cache element type (default f16)
   --max-queued-requests <n>   Sequences waiting for a slot before requests get 429 (default 1024)
 
-Quantization at load (off by default):
-  --quantize <method>         rtn | gptq | leanquant-nu | leanquant-aff
+Quantization at startup (off by default; the same job as POST /v1/quantize, cached in --artifacts-dir):
+  --quantize <method>         leanquant-aff | leanquant-nu | gptq | rtn
   --bits <2|3|4>              Bits per weight (default 4)
-  --group-size <n>            Columns per group, 0 = one group per row (default 128; not for leanquant-nu)
-  --calib <file>              Calibration text for gptq and leanquant-* (default: builtin, the Book of
-                              Genesis kept in the repository; self: text sampled from the model first)
+  --group-size <n>            Columns per group, 0 or a multiple of 32; 0 = one group per row (default 128;
+                              leanquant-nu always 0)
+  --calib <file>              Calibration text (default: the built-in source; rtn reads none)
+  --calib-dataset <name>      Calibration text by name: a file <name>[.txt] of a --calib-dir, "builtin"
+                              (the Book of Genesis kept in the repository) or "self" (sampled from the model)
+  --calib-storage <s>         Calibration hidden states: auto (default) | f32 | f16 (half memory, lossy)
   --quantize-lm-head <0|4|6|8>  Also quantize the LM head (affine g128; default 0 = full precision)
-  --nsamples <n>              Calibration sequences (default 128)
+  --nsamples <n>              Calibration windows (default 128)
+  --seqlen <n>                Tokens per window (default min(context, 2048))
   --seed <n>                  Seed of the calibration draw and k-means (default 0)
+  --no-act-order              Quantize columns in stored order (default: act-order, except rtn)
+  --percdamp <x>              Damping λ = x · mean(diag H) (default 0.01)
+  --exponent <p>              LeanQuant importance exponent (default 4)
+  --aff-t <T>                 leanquant-aff range steps (default 2048)
+
+Quantization API (POST /v1/quantize, /v1/artifacts):
+  --artifacts-dir <dir>       Where quantized models are written and found (default ./${DEFAULT_ARTIFACTS_DIR})
+  --calib-dir <dir>           A directory that calibration.file, eval.file and dataset names may read from;
+                              repeat for several (default: none, so only inline text and "builtin")
 
   -h, --help                  Show this help
 `;
@@ -122,27 +141,23 @@ const VALUE_FLAGS = [
   "--dtype",
   "--decode-activations",
   "--quantize",
-  "--bits",
-  "--group-size",
-  "--calib",
-  "--nsamples",
-  "--seed",
   "--max-num-seqs",
   "--max-num-batched-tokens",
   "--max-model-len",
   "--kv-cache-memory",
   "--kv-cache-dtype",
   "--max-queued-requests",
-  "--quantize-lm-head",
+  "--artifacts-dir",
+  "--calib-dir",
+  ...Object.values(FLAG_LABELS).filter((f) => f !== "--method" && f !== "--no-act-order"),
 ];
-const QUANT_ONLY = ["--bits", "--group-size", "--calib", "--nsamples", "--seed", "--quantize-lm-head"];
-/** Flags that change nothing for a method are errors, so that a typo'd intent does not pass silently. */
-const NOT_FOR: Record<QuantMethod, string[]> = {
-  "rtn": ["--calib", "--nsamples", "--seed"],
-  "gptq": [],
-  "leanquant-nu": ["--group-size"],
-  "leanquant-aff": [],
-};
+/** Flags without a value. */
+const SWITCH_FLAGS = ["--no-act-order"];
+/** Flags that may be given several times; every value counts. */
+const REPEATABLE = ["--calib-dir"];
+/** The quantize options' flags, with --quantize naming the method. */
+const QUANT_LABELS = { ...FLAG_LABELS, method: "--quantize" };
+const QUANT_ONLY = Object.values(FLAG_LABELS).filter((f) => f !== "--method");
 
 /**
  * Parses the command line.
@@ -178,9 +193,14 @@ export function parseConfig(args: string[], env: Record<string, string | undefin
       "--decode-activations",
       ["q8", "f32"] as const,
     ),
-    quant: parseQuant(flags),
+    // Without --model the default model is served, quantized (unreachable until --model gets a default).
+    quant: parseQuant(flags) ?? (flags.has("--model") ? null : DEFAULT_MODEL_QUANTIZE),
+    artifactsDir: flags.get("--artifacts-dir") ?? DEFAULT_ARTIFACTS_DIR,
+    calibDirs: Object.freeze(flags.lists.get("--calib-dir") ?? []),
     serving: parseServing(flags),
   };
+  if (config.artifactsDir === "") throw new ConfigError('Cannot use --artifacts-dir "": expected a folder');
+  if (config.calibDirs.includes("")) throw new ConfigError('Cannot use --calib-dir "": expected a folder');
   if (config.host === "") throw new ConfigError('Cannot use --host "": expected an address');
   if (!help && config.servedModelName === "") {
     throw new ConfigError('Cannot use --served-model-name "": expected a name');
@@ -238,39 +258,30 @@ function parseMemory(text: string | undefined): ServingConfig["kvCacheMemory"] {
   return { bytes: Math.floor(value * unit) };
 }
 
-function parseQuant(flags: Map<string, string>): QuantConfig | null {
-  const methodText = flags.get("--quantize");
-  if (methodText === undefined) {
+/** --quantize and its options, validated by the request validator the CLI and HTTP API share. */
+function parseQuant(flags: FlagMap): QuantConfig | null {
+  if (!flags.has("--quantize")) {
     const stray = QUANT_ONLY.find((f) => flags.has(f));
     if (stray) throw new ConfigError(`Cannot use ${stray} without --quantize`);
     return null;
   }
-  const method = oneOf(methodText, "--quantize", QUANT_METHODS);
-  const unused = NOT_FOR[method].find((f) => flags.has(f));
-  if (unused) throw new ConfigError(`Cannot use ${unused} with --quantize ${method}: it has no effect there`);
-  const calib = flags.get("--calib") ?? (method === "rtn" ? null : "builtin");
-  if (calib === "") throw new ConfigError('Cannot use --calib "": expected a file');
-  const lmHeadBits = Number(flags.get("--quantize-lm-head") ?? "0");
-  if (![0, 4, 6, 8].includes(lmHeadBits)) {
-    throw new ConfigError(
-      `Invalid --quantize-lm-head "${flags.get("--quantize-lm-head")}": expected 0, 4, 6 or 8`,
-    );
+  try {
+    const raw = rawFromFlags((f) => flags.has(f) ? flags.get(f) : undefined, QUANT_LABELS);
+    return parseQuantizeRequest({ ...raw, activate: true }, { labels: QUANT_LABELS, strings: true });
+  } catch (err) {
+    if (err instanceof QuantizeOptionsError) throw new ConfigError(err.message);
+    throw err;
   }
-  const bits = int(flags.get("--bits") ?? "4", "--bits", 2, 4) as 2 | 3 | 4;
-  return {
-    method,
-    bits,
-    groupSize: optionalInt(flags, "--group-size", 0, 1 << 20) ?? 128,
-    calib,
-    lmHeadBits: lmHeadBits as 0 | 4 | 6 | 8,
-    nsamples: optionalInt(flags, "--nsamples", 1, 1 << 20) ?? 128,
-    seed: optionalInt(flags, "--seed", 0, 0xffffffff) ?? 0,
-  };
+}
+
+/** Flag → its last value, plus every value of the repeatable flags in `lists`. */
+class FlagMap extends Map<string, string> {
+  readonly lists = new Map<string, string[]>();
 }
 
 /** `--flag value` and `--flag=value` into a map; the last repeat wins. `--help` maps to "". */
-function readFlags(args: string[]): Map<string, string> {
-  const flags = new Map<string, string>();
+function readFlags(args: string[]): FlagMap {
+  const flags = new FlagMap();
   for (let i = 0; i < args.length; i++) {
     const arg = args[i];
     if (arg === "--help" || arg === "-h") {
@@ -280,12 +291,18 @@ function readFlags(args: string[]): Map<string, string> {
     if (!arg.startsWith("--")) throw new ConfigError(`Cannot use argument "${arg}": options start with --`);
     const eq = arg.indexOf("=");
     const name = eq < 0 ? arg : arg.slice(0, eq);
+    if (SWITCH_FLAGS.includes(name)) {
+      if (eq >= 0) throw new ConfigError(`Cannot give ${name} a value: it is a switch`);
+      flags.set(name, "");
+      continue;
+    }
     if (!VALUE_FLAGS.includes(name)) throw new ConfigError(`Cannot use unknown option ${name}: see --help`);
     const value = eq < 0 ? args[++i] : arg.slice(eq + 1);
     if (value === undefined || (eq < 0 && value.startsWith("--"))) {
       throw new ConfigError(`Missing value for ${name}`);
     }
     flags.set(name, value);
+    if (REPEATABLE.includes(name)) flags.lists.set(name, [...(flags.lists.get(name) ?? []), value]);
   }
   return flags;
 }

@@ -13,6 +13,8 @@ Deno.test("parseConfig() fills the documented defaults", () => {
     dtype: "auto",
     decodeActivations: "q8",
     quant: null,
+    artifactsDir: "artifacts",
+    calibDirs: [],
     serving: {
       maxNumSeqs: 64,
       maxNumBatchedTokens: 512,
@@ -59,6 +61,18 @@ Deno.test("parseConfig() reads every flag, in both spellings", () => {
     "--kv-cache-dtype=f32",
     "--max-queued-requests",
     "3",
+    "--seqlen=64",
+    "--no-act-order",
+    "--percdamp",
+    "0.1",
+    "--exponent=3",
+    "--aff-t",
+    "256",
+    "--artifacts-dir",
+    "/srv/artifacts",
+    "--calib-dir",
+    "/data/a",
+    "--calib-dir=/data/b",
   ], { PORT: "1234" });
   assert.deepEqual(config, {
     help: false,
@@ -70,14 +84,30 @@ Deno.test("parseConfig() reads every flag, in both spellings", () => {
     dtype: "f16",
     decodeActivations: "f32",
     quant: {
-      method: "leanquant-aff",
-      bits: 3,
-      groupSize: 0,
-      calib: "calib.txt",
-      lmHeadBits: 0,
-      nsamples: 16,
-      seed: 7,
+      quantize: {
+        method: "leanquant-aff",
+        bits: 3,
+        groupSize: 0,
+        actOrder: false,
+        percdamp: 0.1,
+        blockSize: 128,
+        exponent: 3,
+        affT: 256,
+        lmHeadBits: 0,
+      },
+      calibration: {
+        source: { kind: "file", path: "calib.txt" },
+        nsamples: 16,
+        seqlen: 64,
+        seed: 7,
+        storage: "auto",
+      },
+      eval: null,
+      activate: true,
+      name: null,
     },
+    artifactsDir: "/srv/artifacts",
+    calibDirs: ["/data/a", "/data/b"],
     serving: {
       maxNumSeqs: 8,
       maxNumBatchedTokens: 64,
@@ -105,20 +135,31 @@ Deno.test("parseConfig() reads every flag, in both spellings", () => {
 Deno.test("parseConfig() takes PORT from the environment and quantization defaults", () => {
   const config = parseConfig(["--model", "m", "--quantize", "rtn"], { PORT: "8080" });
   assert.equal(config.port, 8080);
-  assert.deepEqual(config.quant, {
+  assert.deepEqual(config.quant?.quantize, {
     method: "rtn",
     bits: 4,
     groupSize: 128,
-    calib: null,
+    actOrder: false,
+    percdamp: 0.01,
+    blockSize: 128,
+    exponent: 4,
+    affT: 2048,
     lmHeadBits: 0,
-    nsamples: 128,
-    seed: 0,
   });
-  assert.deepEqual(parseConfig(["--model", "m", "--quantize", "gptq", "--calib", "c"], {}).quant?.calib, "c");
-  // Without --calib, gptq and leanquant-* calibrate on the built-in text.
-  assert.equal(parseConfig(["--model", "m", "--quantize", "leanquant-nu"], {}).quant?.calib, "builtin");
+  assert.deepEqual(config.quant?.calibration, {
+    source: null,
+    nsamples: 128,
+    seqlen: null,
+    seed: 0,
+    storage: "auto",
+  });
+  const gptq = parseConfig(["--model", "m", "--quantize", "gptq"], {}).quant;
+  assert.deepEqual(gptq?.calibration.source, { kind: "dataset", name: "builtin" });
+  const calib = parseConfig(["--model", "m", "--quantize", "gptq", "--calib", "c"], {}).quant;
+  assert.deepEqual(calib?.calibration.source, { kind: "file", path: "c" });
   assert.equal(
-    parseConfig(["--model", "m", "--quantize", "gptq", "--quantize-lm-head", "8"], {}).quant?.lmHeadBits,
+    parseConfig(["--model", "m", "--quantize", "gptq", "--quantize-lm-head", "8"], {}).quant?.quantize
+      .lmHeadBits,
     8,
   );
 });
@@ -158,6 +199,10 @@ Deno.test("parseConfig() rejects bad values with a message naming the flag", () 
     [["--model", "m", "--quantize", "rtn", "--bits", "8"], {}, /--bits "8": expected an integer from 2 to 4/],
     [["--model", "m", "--quantize", "rtn", "--group-size", "-1"], {}, /--group-size "-1"/],
     [["--model", "m", "--quantize", "gptq", "--quantize-lm-head", "5"], {}, /--quantize-lm-head "5"/],
+    [["--model", "m", "--no-act-order"], {}, /Cannot use --no-act-order without --quantize/],
+    [["--model", "m", "--quantize", "gptq", "--no-act-order=1"], {}, /--no-act-order a value/],
+    [["--model", "m", "--quantize", "gptq", "--group-size", "40"], {}, /--group-size "40": expected 0 or a/],
+    [["--model", "m", "--calib-dir="], {}, /--calib-dir ""/],
     [["--model", "m", "--quantize", "rtn", "--calib", "c"], {}, /--calib with --quantize rtn/],
     [
       ["--model", "m", "--quantize", "leanquant-nu", "--calib", "c", "--group-size", "64"],

@@ -1,15 +1,15 @@
 /**
  * leanserve's composition root: parseConfig → requestGpu → createApp + Deno.serve (answering 503
- * while loading) → quantize if asked → loadModel → engine ready. It does nothing else.
+ * while loading) → [the startup quantization job] or loadModel → engine ready. It does nothing else.
  */
-import { join } from "node:path";
-import { ConfigError, HELP_TEXT, parseConfig } from "./config.ts";
+import { join, resolve } from "node:path";
+import { ConfigError, HELP_TEXT, parseConfig, type QuantConfig } from "./config.ts";
 import { createApp } from "./server/app.ts";
 import { samplingFromGenerationConfig } from "./server/protocol.ts";
 import { createEngine, type EngineHandle, loadModel } from "./inference/engine/mod.ts";
-import { describeGpu, type Gpu, requestGpu } from "./kernels/core/mod.ts";
-import { runQuantize } from "./cli/quantize.ts";
-import { QUANTIZE_DEFAULTS } from "./quant/mod.ts";
+import { createJobManager, type JobJson, type JobManager, sourceOfModel } from "./inference/jobs/mod.ts";
+import { describeGpu, requestGpu } from "./kernels/core/mod.ts";
+import { createProgressBar } from "./cli/progress.ts";
 
 async function main(): Promise<number> {
   let config;
@@ -40,7 +40,25 @@ async function main(): Promise<number> {
       maxQueued: sv.maxQueuedRequests,
     },
   });
-  const app = createApp({ engine, config, generationDefaults: samplingFromGenerationConfig(generationJson) });
+  const loadOptions = {
+    weightType: config.dtype,
+    decodeActivations: config.decodeActivations,
+    modelId: config.servedModelName,
+  };
+  const jobs = createJobManager({
+    gpu,
+    engine,
+    sourceModel: await sourceOfModel(config.model).then((d) => d && resolve(d)),
+    artifactsDir: resolve(config.artifactsDir),
+    calibDirs: config.calibDirs.map((d) => resolve(d)),
+    loadOptions,
+  });
+  const app = createApp({
+    engine,
+    config,
+    generationDefaults: samplingFromGenerationConfig(generationJson),
+    jobs,
+  });
   const server = Deno.serve({
     hostname: config.host,
     port: config.port,
@@ -49,18 +67,16 @@ async function main(): Promise<number> {
 
   try {
     const started = performance.now();
-    const dir = config.quant ? await quantizeAtStartup(gpu, config, engine) : config.model;
-    const model = await loadModel(gpu, dir, {
-      weightType: config.dtype,
-      decodeActivations: config.decodeActivations,
-      modelId: config.servedModelName,
-      onProgress: (detail) => engine.setStatus("loading", detail),
-    });
-    engine.setModel(model);
+    if (config.quant) {
+      await quantizeAtStartup(jobs, engine, config.quant);
+    } else {
+      const onProgress = (detail: string) => engine.setStatus("loading", detail);
+      engine.setModel(await loadModel(gpu, config.model, { ...loadOptions, onProgress }));
+    }
     const seconds = ((performance.now() - started) / 1000).toFixed(1);
     const c = engine.counters();
     console.log(
-      `[leanserve] model "${model.modelId}" ready in ${seconds} s; KV cache ${c.kvBlocksTotal} blocks ` +
+      `[leanserve] model "${engine.status().modelId}" ready in ${seconds} s; KV cache ${c.kvBlocksTotal} blocks ` +
         `(${
           (c.gpuBytes.kvCache / 2 ** 20).toFixed(0)
         } MiB), max model length ${engine.status().contextLength}`,
@@ -76,33 +92,35 @@ async function main(): Promise<number> {
 }
 
 /**
- * `--quantize`: runs the quantize task's pipeline on the server's GPU into a temporary folder (removed when
- * the process exits normally), reporting progress through /health, and returns that folder.
+ * `--quantize`: the same job as POST /v1/quantize, with activate; an artifact made earlier with the same
+ * source revision and options (its deterministic name) is served at once instead. Progress goes to /health
+ * and stderr.
  */
-async function quantizeAtStartup(gpu: Gpu, config: ReturnType<typeof parseConfig>, engine: EngineHandle) {
-  const q = config.quant!;
-  const out = `${await Deno.makeTempDir({ prefix: "leanserve-quantized-" })}/model`;
-  globalThis.addEventListener("unload", () => Deno.removeSync(out, { recursive: true }));
-  console.log(`[leanserve] quantizing ${config.model} with ${q.method} ${q.bits}-bit into ${out}`);
-  await runQuantize({
-    model: config.model,
-    calib: q.calib,
-    out,
-    nsamples: q.nsamples,
-    seqLen: null,
-    seed: q.seed,
-    quantizer: "gpu",
-    hiddenStorage: "auto",
-    quantize: {
-      ...QUANTIZE_DEFAULTS,
-      method: q.method,
-      bits: q.bits,
-      groupSize: q.method === "leanquant-nu" ? 0 : q.groupSize,
-      actOrder: q.calib !== null, // rtn without calibration text quantizes in stored order
-      lmHeadBits: q.lmHeadBits,
-    },
-  }, { gpu, onProgress: (detail) => engine.setStatus("loading", detail) });
-  return out;
+async function quantizeAtStartup(
+  jobs: JobManager,
+  engine: EngineHandle,
+  request: QuantConfig,
+): Promise<void> {
+  const job = await jobs.submit({ ...request, activate: true }, { confine: false, reuse: true });
+  console.log(
+    job.status === "queued" && job.kind === "quantize"
+      ? `[leanserve] quantizing into artifact ${job.name}`
+      : `[leanserve] serving cached artifact ${job.name}`,
+  );
+  const bar = createProgressBar(Deno.stderr);
+  const show = (j: JobJson) => {
+    if (["done", "failed", "cancelled"].includes(j.status)) return; // activation has already set the state
+    const p = j.progress;
+    const where = p.layers > 0 ? `, layer ${p.layer}/${p.layers} ${p.sublayer ?? ""}` : "";
+    engine.setStatus("loading", `${j.status}: ${(100 * p.fraction).toFixed(0)} %${where}`);
+    if (j.kind === "quantize") bar.update(p.fraction, `${j.status}${where}`);
+  };
+  const unsubscribe = jobs.subscribe(job.id, show);
+  const done = await jobs.wait(job.id);
+  unsubscribe();
+  bar.done();
+  if (done.status !== "done") throw new Error(`Cannot quantize at startup: ${done.error ?? done.status}`);
+  console.log(`[leanserve] artifact ${done.artifact?.path}`);
 }
 
 async function readJsonIfPresent(path: string): Promise<unknown> {

@@ -21,7 +21,7 @@ import { loadTokenizer, type Tokenizer } from "../inference/text/mod.ts";
 import { drawWindows } from "../inference/quantize/calibration.ts";
 import { evaluateFolder } from "./ppl_protocol.ts";
 import { runQuantize } from "../cli/quantize.ts";
-import { QUANTIZE_DEFAULTS, type QuantMethod } from "../quant/mod.ts";
+import { BUILTIN_DATASET, parseQuantizeRequest } from "../inference/quantize/mod.ts";
 import { destroyWeights } from "./ppl_protocol.ts";
 import { loadEvalModel } from "../inference/quantize/mod.ts";
 
@@ -74,22 +74,17 @@ for (const spec of values.sources.split(",")) {
     dir = join(tmp, `q${rows.length}`);
     await runQuantize({
       model: values.model,
-      calib: "(windows)",
-      calibWindows: windows,
       out: dir,
-      nsamples,
-      seqLen,
-      seed: 0,
       quantizer: "gpu",
-      hiddenStorage: "auto",
-      quantize: {
-        ...QUANTIZE_DEFAULTS,
-        method: values.method as QuantMethod,
-        bits: Number(values.bits) as 2 | 3 | 4,
-        groupSize: Number(values["group-size"]),
-        lmHeadBits: (lm ? Number(lm) : 0) as 0 | 4 | 6 | 8,
-      },
-    }, { gpu, quiet: true });
+      calibDirs: [],
+      request: parseQuantizeRequest({
+        method: values.method,
+        bits: Number(values.bits),
+        group_size: Number(values["group-size"]),
+        lm_head_bits: lm ? Number(lm) : 0,
+        calibration: { dataset: BUILTIN_DATASET, nsamples, seqlen: seqLen },
+      }),
+    }, { gpu, quiet: true, calibWindows: windows });
   }
   const quantizeSeconds = (performance.now() - t0) / 1000 - prepSeconds;
   const ppl = await evaluateFolder(gpu, dir, protocol);

@@ -8,9 +8,15 @@
 import { join } from "node:path";
 import type { Gpu } from "../kernels/core/mod.ts";
 import { destroyGpuLayer, type GpuWeights, linearBuffers } from "../inference/model/mod.ts";
-import { evaluatePerplexity, type HiddenStorageChoice, loadEvalModel } from "../inference/quantize/mod.ts";
+import {
+  BUILTIN_DATASET,
+  evaluatePerplexity,
+  type HiddenStorageChoice,
+  loadEvalModel,
+  parseQuantizeRequest,
+} from "../inference/quantize/mod.ts";
 import { runQuantize } from "../cli/quantize.ts";
-import { QUANTIZE_DEFAULTS, type QuantizeOptions, type QuantMethod } from "../quant/mod.ts";
+import type { QuantizeOptions, QuantMethod } from "../quant/mod.ts";
 
 /** One quantization setting of the table. */
 export interface PplRun {
@@ -33,8 +39,8 @@ export interface PplProtocol {
   nsamples: number;
   /** Calibration window length (default min(context, 2048)). */
   seqLen?: number;
-  /** Extra quantize options, e.g. { lmHeadBits: 8 }. */
-  quantize?: Partial<QuantizeOptions>;
+  /** Extra quantize options: the LM head's bits. */
+  quantize?: Pick<QuantizeOptions, "lmHeadBits">;
   /** Storage of the calibration hidden states (default "auto"). */
   hiddenStorage?: HiddenStorageChoice;
 }
@@ -135,14 +141,23 @@ export async function runPplProtocol(
         const t0 = performance.now();
         await runQuantize({
           model: p.model,
-          calib: p.calib,
           out,
-          nsamples: p.nsamples,
-          seqLen: p.seqLen ?? null,
-          seed,
           quantizer: "gpu",
-          hiddenStorage: p.hiddenStorage ?? "auto",
-          quantize: { ...QUANTIZE_DEFAULTS, ...p.quantize, ...run },
+          calibDirs: [],
+          request: parseQuantizeRequest({
+            method: run.method,
+            bits: run.bits,
+            group_size: run.groupSize,
+            act_order: true,
+            lm_head_bits: p.quantize?.lmHeadBits ?? 0,
+            calibration: {
+              ...(p.calib === BUILTIN_DATASET ? { dataset: p.calib } : { file: p.calib }),
+              nsamples: p.nsamples,
+              ...(p.seqLen ? { seqlen: p.seqLen } : {}),
+              seed,
+              storage: p.hiddenStorage ?? "auto",
+            },
+          }),
         }, { gpu, quiet: true });
         const quantizeSeconds = (performance.now() - t0) / 1000;
         await add({ run: runLabel(run), seed, ppl: await evaluateFolder(gpu, out, p), quantizeSeconds });

@@ -1,21 +1,24 @@
 import assert from "node:assert/strict";
 import { parseQuantizeArgs } from "./quantize.ts";
 
-const base = ["--model", "m", "--method", "gptq", "--bits", "4", "--calib", "c.txt", "--out", "o"];
+const base = ["--model", "m", "--method", "gptq", "--calib", "c.txt", "--out", "o"];
 
-Deno.test("parseQuantizeArgs() applies the reference defaults", () => {
+Deno.test("parseQuantizeArgs() applies the shared defaults", () => {
   const a = parseQuantizeArgs(base);
   assert.equal(a.model, "m");
-  assert.equal(a.calib, "c.txt");
   assert.equal(a.out, "o");
-  assert.equal(a.nsamples, 128);
-  assert.equal(a.seqLen, null);
-  assert.equal(a.seed, 0);
-  assert.equal(a.hiddenStorage, "auto");
-  assert.deepEqual(a.quantize, {
+  assert.equal(a.quantizer, "gpu");
+  assert.deepEqual(a.request.calibration, {
+    source: { kind: "file", path: "c.txt" },
+    nsamples: 128,
+    seqlen: null,
+    seed: 0,
+    storage: "auto",
+  });
+  assert.deepEqual(a.request.quantize, {
     method: "gptq",
     bits: 4,
-    groupSize: 0,
+    groupSize: 128,
     actOrder: true,
     percdamp: 0.01,
     blockSize: 128,
@@ -23,55 +26,29 @@ Deno.test("parseQuantizeArgs() applies the reference defaults", () => {
     affT: 2048,
     lmHeadBits: 0,
   });
-  // Without --calib: the built-in text, or nothing for rtn without act-order.
-  assert.equal(
-    parseQuantizeArgs(["--model", "m", "--method", "gptq", "--bits", "4", "--out", "o"]).calib,
-    "builtin",
-  );
-  assert.equal(
-    parseQuantizeArgs(["--model", "m", "--method", "rtn", "--bits", "4", "--no-act-order", "--out", "o"])
-      .calib,
-    null,
-  );
+  assert.equal(a.request.eval, null);
 });
 
 Deno.test("parseQuantizeArgs() reads every option", () => {
   const a = parseQuantizeArgs([
     ...base,
-    "--method",
-    "leanquant-aff",
-    "--bits",
-    "3",
-    "--group-size",
-    "128",
-    "--nsamples",
-    "16",
-    "--seqlen",
-    "512",
-    "--seed",
-    "7",
-    "--percdamp",
-    "0.1",
-    "--no-act-order",
-    "--aff-t",
-    "256",
-    "--exponent",
-    "3",
-    "--quantize-lm-head",
-    "8",
-    "--calib-storage",
-    "f16",
+    ...["--method", "leanquant-aff", "--bits", "3", "--group-size", "64", "--nsamples", "16"],
+    ...["--seqlen", "512", "--seed", "7", "--percdamp", "0.1", "--no-act-order", "--aff-t", "256"],
+    ...["--exponent", "3", "--quantize-lm-head", "8", "--calib-storage", "f16"],
   ]);
-  assert.equal(a.hiddenStorage, "f16");
-  assert.equal(a.nsamples, 16);
-  assert.equal(a.seqLen, 512);
-  assert.equal(a.seed, 7);
+  assert.deepEqual(a.request.calibration, {
+    source: { kind: "file", path: "c.txt" },
+    nsamples: 16,
+    seqlen: 512,
+    seed: 7,
+    storage: "f16",
+  });
   assert.deepEqual(
-    { ...a.quantize },
+    { ...a.request.quantize },
     {
       method: "leanquant-aff",
       bits: 3,
-      groupSize: 128,
+      groupSize: 64,
       actOrder: false,
       percdamp: 0.1,
       blockSize: 128,
@@ -82,22 +59,41 @@ Deno.test("parseQuantizeArgs() reads every option", () => {
   );
 });
 
+Deno.test("parseQuantizeArgs() defaults to the built-in calibration, and rtn to none", () => {
+  const lq = parseQuantizeArgs(["--model", "m", "--method", "leanquant-nu", "--out", "o"]);
+  assert.deepEqual(lq.request.calibration.source, { kind: "dataset", name: "builtin" });
+  assert.equal(lq.request.quantize.groupSize, 0);
+  const rtn = parseQuantizeArgs(["--model", "m", "--method", "rtn", "--out", "o"]);
+  assert.equal(rtn.request.calibration.source, null);
+  assert.equal(rtn.request.quantize.actOrder, false);
+});
+
 Deno.test("parseQuantizeArgs() rejects missing and bad values, naming the flag", () => {
   assert.throws(() => parseQuantizeArgs(base.slice(2)), /Missing --model/);
-  assert.throws(() => parseQuantizeArgs(base.slice(0, 8)), /Missing --out/);
-  assert.throws(() => parseQuantizeArgs([...base, "--method", "awq"]), /Invalid --method "awq"/);
-  assert.throws(() => parseQuantizeArgs([...base, "--bits", "8"]), /Invalid --bits "8"/);
-  assert.throws(() => parseQuantizeArgs([...base, "--nsamples", "0"]), /Invalid --nsamples "0"/);
-  assert.throws(() => parseQuantizeArgs([...base, "--percdamp=-1"]), /Invalid --percdamp "-1"/);
-  assert.throws(() => parseQuantizeArgs([...base, "--group-size", "1.5"]), /Invalid --group-size "1.5"/);
+  assert.throws(() => parseQuantizeArgs(base.slice(0, 6)), /Missing --out/);
+  assert.throws(() => parseQuantizeArgs(["--model", "m", "--out", "o"]), /Missing --method: expected one of/);
+  assert.throws(() => parseQuantizeArgs([...base, "--method", "awq"]), /Cannot use --method "awq"/);
+  assert.throws(() => parseQuantizeArgs([...base, "--bits", "8"]), /Cannot use --bits "8"/);
+  assert.throws(() => parseQuantizeArgs([...base, "--nsamples", "0"]), /Cannot use --nsamples "0"/);
+  assert.throws(() => parseQuantizeArgs([...base, "--percdamp=-1"]), /Cannot use --percdamp "-1"/);
+  assert.throws(() => parseQuantizeArgs([...base, "--group-size", "1.5"]), /Cannot use --group-size "1.5"/);
+  assert.throws(() => parseQuantizeArgs([...base, "--group-size", "48"]), /a multiple of 32/);
+  assert.throws(
+    () => parseQuantizeArgs([...base, "--method", "rtn"]),
+    /Cannot use --calib with --method rtn/,
+  );
+  assert.throws(
+    () => parseQuantizeArgs([...base, "--calib-dataset", "builtin"]),
+    /Cannot use --calib-dataset with --calib: give one source/,
+  );
   assert.throws(() => parseQuantizeArgs([...base, "--bogus"]), /bogus/);
   assert.throws(
     () => parseQuantizeArgs([...base, "--quantize-lm-head", "3"]),
-    /Invalid --quantize-lm-head "3"/,
+    /Cannot use --quantize-lm-head "3": expected one of 0, 4, 6, 8/,
   );
   assert.throws(
     () => parseQuantizeArgs([...base, "--calib-storage", "bf16"]),
-    /Invalid --calib-storage "bf16"/,
+    /Cannot use --calib-storage "bf16": expected one of auto, f32, f16/,
   );
 });
 
@@ -107,5 +103,5 @@ Deno.test("parseQuantizeArgs() accepts --quantizer exact only for LeanQuant row-
     "exact",
   );
   assert.throws(() => parseQuantizeArgs([...base, "--method", "gptq", "--quantizer", "exact"]));
-  assert.throws(() => parseQuantizeArgs([...base, "--quantizer", "fast"]), /Invalid --quantizer "fast"/);
+  assert.throws(() => parseQuantizeArgs([...base, "--quantizer", "fast"]), /--quantizer "fast"/);
 });

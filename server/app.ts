@@ -8,6 +8,9 @@ import { ApiError, asApiError, internalError, toErrorBody } from "./errors.ts";
 import { chatHandler } from "./routes/chat.ts";
 import { completionsHandler, type RouteDeps } from "./routes/completions.ts";
 import { getModelHandler, listModelsHandler } from "./routes/models.ts";
+import type { JobManager } from "../inference/jobs/mod.ts";
+import { quantizeHandlers } from "./routes/quantize.ts";
+import { artifactHandlers } from "./routes/artifacts.ts";
 
 /** The slice of config.ts's Config that the server reads (passed down explicitly, docs/style.md B). */
 export interface ServerConfig {
@@ -27,6 +30,8 @@ export interface AppOptions {
   generationDefaults?: Partial<SamplingParams>;
   /** Receives unexpected failures; the client sees only a generic 500. Defaults to console.error. */
   logError?: (message: string, err: unknown) => void;
+  /** Quantization jobs: mounts /v1/quantize* and /v1/artifacts* (absent: those routes are 404). */
+  jobs?: JobManager;
 }
 
 /**
@@ -46,7 +51,7 @@ export interface AppOptions {
  * ```
  */
 export function createApp(
-  { engine, config, samplingDefaults = {}, generationDefaults = {}, logError = defaultLog }: AppOptions,
+  { engine, config, samplingDefaults = {}, generationDefaults = {}, logError = defaultLog, jobs }: AppOptions,
 ): Hono {
   const modelName = () => config.servedModelName ?? engine.status().modelId;
   const deps: RouteDeps = {
@@ -67,6 +72,17 @@ export function createApp(
   app.post("/v1/completions", ready, completionsHandler(deps));
   app.get("/v1/models", listModelsHandler(modelsDeps));
   app.get("/v1/models/:id{.+}", getModelHandler(modelsDeps)); // ids may contain "/"
+  if (jobs) {
+    const q = quantizeHandlers(jobs);
+    app.post("/v1/quantize", q.submit);
+    app.get("/v1/quantize", q.list);
+    app.get("/v1/quantize/:id", q.get);
+    app.get("/v1/quantize/:id/events", q.events);
+    app.delete("/v1/quantize/:id", q.cancel);
+    const a = artifactHandlers(jobs);
+    app.get("/v1/artifacts", a.list);
+    app.post("/v1/artifacts/:name/activate", a.activate);
+  }
   app.get("/health", (c) => {
     const s = engine.status();
     if (s.state === "ready") return c.json({ status: "ok" });

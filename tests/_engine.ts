@@ -2,7 +2,7 @@
 import { join } from "node:path";
 import type { Gpu } from "../kernels/core/mod.ts";
 import { runQuantize } from "../cli/quantize.ts";
-import { QUANTIZE_DEFAULTS } from "../quant/mod.ts";
+import { parseQuantizeRequest } from "../inference/quantize/mod.ts";
 import type {
   BatchOptions,
   EngineHandle,
@@ -27,21 +27,17 @@ export async function quantizeInto(
   const lut = kind === "lut";
   await runQuantize({
     model,
-    calib: lut ? calib : null,
     out,
-    nsamples: 4,
-    seqLen: 128,
-    seed: 0,
     quantizer: "gpu",
-    hiddenStorage: "auto",
-    quantize: {
-      ...QUANTIZE_DEFAULTS,
+    calibDirs: [],
+    request: parseQuantizeRequest({
       method: lut ? "leanquant-nu" : "rtn",
       bits: 4,
-      groupSize: lut ? 0 : 32,
-      actOrder: lut,
-    },
-  }, { gpu, onProgress: () => {} });
+      group_size: lut ? 0 : 32,
+      act_order: lut,
+      ...(lut ? { calibration: { file: calib, nsamples: 4, seqlen: 128 } } : {}),
+    }),
+  }, { gpu, quiet: true });
   return out;
 }
 

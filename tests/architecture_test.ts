@@ -19,6 +19,7 @@ const ALLOWED: Record<string, readonly string[]> = {
     "inference/text",
     "inference/quantize",
     "inference/formats",
+    "inference/jobs",
     "inference/hub",
     "quant",
     "quant/reference",
@@ -27,9 +28,28 @@ const ALLOWED: Record<string, readonly string[]> = {
     "kernels/matmul",
     "kernels/quant",
   ],
-  "config": ["quant"],
-  "server": ["config", "inference/engine"],
-  "inference/engine": ["inference/model", "inference/text", "kernels/core", "kernels/ops"],
+  // config.ts parses --quantize with the request validator the CLI and HTTP share (inference/quantize/options.ts).
+  "config": ["quant", "inference/quantize"],
+  // The admin routes (/v1/quantize, /v1/artifacts) talk to the job manager.
+  "server": ["config", "inference/engine", "inference/jobs"],
+  // load_model.ts verifies an artifact's checksum manifest (formats/manifest.ts) before reading it.
+  "inference/engine": [
+    "inference/model",
+    "inference/text",
+    "inference/formats",
+    "kernels/core",
+    "kernels/ops",
+  ],
+  // Quantization jobs: read the source from disk, run the pipeline, write and verify artifacts, hot-swap.
+  "inference/jobs": [
+    "inference/engine",
+    "inference/model",
+    "inference/quantize",
+    "inference/formats",
+    "inference/text",
+    "quant",
+    "kernels/core",
+  ],
   "inference/quantize": [
     // `--calib self` samples calibration text with the engine's sequence runner (self_calibration.ts).
     "inference/engine",

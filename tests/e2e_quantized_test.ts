@@ -1,7 +1,7 @@
 /**
  * Serving quantized models end to end: a folder written by `deno task quantize` served through the fused
  * kernels answers like the same folder dequantized to dense weights, and `--quantize` at startup reports
- * progress on /health and then serves.
+ * progress on /health, serves, and caches its artifact for the next start.
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
@@ -139,7 +139,10 @@ Deno.test("a quantized folder serves through the fused kernels like its dequanti
 Deno.test("--quantize at startup reports progress on /health, then serves", async () => {
   const model = sharedPath("models/stories260K");
   if (!model || !(await testGpu().then((g) => (g?.device.destroy(), g !== null)))) return;
+  const artifacts = await Deno.makeTempDir();
   const server = await startServer([
+    "--artifacts-dir",
+    artifacts,
     "--model",
     model,
     "--quantize",
@@ -155,7 +158,26 @@ Deno.test("--quantize at startup reports progress on /health, then serves", asyn
     assert.ok(choice.text.length > 0);
     const models = await (await fetch(`${server.base}/v1/models`)).json();
     assert.equal(models.data[0].id, "stories260K");
+    assert.deepEqual(models.data[0].quantization, { method: "rtn", bits: 4, group_size: 32, ppl: null });
   } finally {
     await server.stop();
+  }
+  // The second start finds the artifact the first one cached and serves it without quantizing.
+  const again = await startServer([
+    "--artifacts-dir",
+    artifacts,
+    "--model",
+    model,
+    "--quantize",
+    "rtn",
+    "--group-size",
+    "32",
+  ]);
+  try {
+    assert.ok(!again.details.some((d) => d.startsWith("quantizing")), `details seen: ${again.details}`);
+    assert.equal((await Array.fromAsync(Deno.readDir(artifacts))).length, 1);
+  } finally {
+    await again.stop();
+    await Deno.remove(artifacts, { recursive: true });
   }
 });

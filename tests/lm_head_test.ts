@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { sharedPath, testGpu } from "./_gpu.ts";
 import { runQuantize } from "../cli/quantize.ts";
-import { QUANTIZE_DEFAULTS } from "../quant/types.ts";
+import { parseQuantizeRequest } from "../inference/quantize/options.ts";
 import { loadModelConfig } from "../inference/model/model_config.ts";
 import { openLlamaWeights } from "../inference/model/weights.ts";
 import { openQuantizedModel, uploadQuantizedWeights } from "../inference/model/quant_folder.ts";
@@ -28,15 +28,16 @@ Deno.test("a quantized LM head is written, reloaded, served fused at 4 bits and 
   const quantize = (lmHeadBits: 0 | 4 | 8) =>
     runQuantize({
       model,
-      calib,
       out: join(tmp, `head${lmHeadBits}`),
-      nsamples: 4,
-      seqLen: 128,
-      seed: 0,
       quantizer: "gpu",
-      hiddenStorage: "auto",
-      quantize: { ...QUANTIZE_DEFAULTS, method: "leanquant-nu", bits: 4, lmHeadBits },
-    }, { gpu, quiet: true });
+      calibDirs: [],
+      request: parseQuantizeRequest({
+        method: "leanquant-nu",
+        bits: 4,
+        lm_head_bits: lmHeadBits,
+        calibration: { file: calib, nsamples: 4, seqlen: 128 },
+      }),
+    }, { gpu, quiet: true }).then((r) => r.pipeline);
   try {
     const config = await loadModelConfig(model);
     const r4 = await quantize(4);

@@ -6,7 +6,8 @@
  *
  * `setModel` may be called while serving (hot swap): requests already accepted finish on the model they
  * started with, new requests get the new one, and the old model's GPU buffers are freed after its last
- * sequence ends.
+ * sequence ends and the last lease on it (`lease()`, e.g. a quantize job measuring its perplexity) is
+ * released.
  */
 import type { Gpu } from "../../kernels/core/mod.ts";
 import type { KvType, SlotSettings } from "../../kernels/ops/mod.ts";
@@ -23,6 +24,7 @@ import {
   EngineInputError,
   type EngineStatus,
   type GenerateRequest,
+  type ModelQuantization,
   type TokenEvent,
 } from "./types.ts";
 
@@ -34,12 +36,31 @@ export interface LoadedModel {
   weights: GpuWeights;
   tokenizer: Tokenizer;
   chatTemplate: ChatTemplate | null;
+  /** The folder it was loaded from (absent for models built in memory, e.g. random benchmark weights). */
+  dir?: string;
+  /** How its weights were quantized; null or absent for full precision. */
+  quantization?: ModelQuantization | null;
+}
+
+/** Frees a loaded model's weights that never got served (e.g. a cancelled activation). */
+export function destroyLoadedModel(m: LoadedModel): void {
+  gpuWeightsBuffers(m.weights).forEach((b) => b.destroy());
+}
+
+/** A model held for use; `release()` once done (a replaced model is freed after its last release). */
+export interface ModelLease {
+  readonly model: LoadedModel;
+  release(): void;
 }
 
 /** An engine whose model is loaded in the background; `status()` reports progress until ready. */
 export interface EngineHandle extends Engine {
   /** Installs a loaded model (state becomes "ready"); a later call swaps models while serving. */
   setModel(model: LoadedModel): void;
+  /** Holds the served model (e.g. to evaluate it) until `release()`; null while none is loaded. */
+  lease(): ModelLease | null;
+  /** Requests started and not yet ended, on any model. */
+  inFlight(): number;
   /** Reports loading progress, or a fatal error. */
   setStatus(state: EngineStatus["state"], detail: string): void;
   counters(): EngineCounters;
@@ -87,6 +108,10 @@ interface Served {
   model: LoadedModel;
   entry: ModelEntry;
   runner: BatchRunner;
+  /** leases held on the model */
+  leases: number;
+  /** the scheduler has drained it (replaced, last sequence ended) */
+  drained: boolean;
 }
 
 /**
@@ -102,6 +127,7 @@ export function createEngine(
   const scheduler = new Scheduler({ chunkTargetMs: opts.chunkTargetMs });
   let served: Served | null = null;
   const all: Served[] = [];
+  let inFlight = 0;
   let state: EngineStatus["state"] = "loading";
   let detail = "loading model";
 
@@ -114,7 +140,34 @@ export function createEngine(
       modelId: m?.modelId ?? modelId,
       contextLength: served?.runner.cache.shape.maxModelLen ?? 0,
       hasChatTemplate: m?.chatTemplate != null,
+      quantization: m?.quantization ?? null,
     };
+  }
+
+  function lease(): ModelLease | null {
+    const s = served;
+    if (!s) return null;
+    s.leases++;
+    let held = true;
+    return {
+      model: s.model,
+      release() {
+        if (!held) return;
+        held = false;
+        if (--s.leases === 0 && s.drained) free(s);
+      },
+    };
+  }
+
+  /** Frees a replaced model once the scheduler has drained it and nobody holds a lease. */
+  function free(me: Served): void {
+    const { runner, model } = me;
+    const cache = runner.cache;
+    all.splice(all.indexOf(me), 1);
+    runner.destroy();
+    destroyLoadedModel(model);
+    if (!all.some((s) => s.runner.cache === cache)) cache.destroy();
+    log(`[engine] freed model "${model.modelId}"`);
   }
 
   function install(model: LoadedModel): void {
@@ -137,13 +190,10 @@ export function createEngine(
       maxBias: MAX_BIAS,
       maxBan: MAX_BAN,
     });
-    const me: Served = { model, runner, entry: null! };
+    const me: Served = { model, runner, entry: null!, leases: 0, drained: false };
     me.entry = scheduler.addModel(runner, () => {
-      all.splice(all.indexOf(me), 1);
-      runner.destroy();
-      gpuWeightsBuffers(model.weights).forEach((b) => b.destroy());
-      if (!all.some((s) => s.runner.cache === cache)) cache.destroy();
-      log(`[engine] freed model "${model.modelId}"`);
+      me.drained = true;
+      if (me.leases === 0) free(me);
     });
     all.push(me);
     served = me;
@@ -190,6 +240,7 @@ export function createEngine(
       }),
     }));
     const seqs: Seq[] = scheduler.add(s.entry, inits);
+    inFlight++;
     const cancel = () => {
       seqs.forEach((seq) => scheduler.cancel(seq));
       channel.close(); // a reader waiting for the next event ends now
@@ -200,6 +251,7 @@ export function createEngine(
       yield { type: "start", promptTokens: ids.length };
       yield* channel;
     } finally {
+      inFlight--;
       signal?.removeEventListener("abort", cancel);
       cancel();
     }
@@ -234,6 +286,8 @@ export function createEngine(
       state = "ready";
       detail = "ready";
     },
+    lease,
+    inFlight: () => inFlight,
     setStatus(s, d) {
       state = s;
       detail = d;

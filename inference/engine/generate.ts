@@ -18,6 +18,7 @@ import {
   bindForward,
   createForwardState,
   type ForwardState,
+  forwardStateBuffers,
   type GpuWeights,
   type ModelConfig,
 } from "../model/mod.ts";
@@ -45,6 +46,8 @@ export interface SequenceRunner {
    * leaving the loop (the iterator's return() waits for outstanding readbacks).
    */
   run(promptIds: readonly number[], options: RunOptions): AsyncGenerator<number[]>;
+  /** Frees the activations, KV cache and sampling buffers (the runner is unusable afterwards). */
+  destroy(): void;
 }
 
 /**
@@ -140,7 +143,10 @@ export function createSequenceRunner(
     gpu.device.queue.submit([encoder.finish()]);
   }
 
-  return { forwardState: s, run };
+  function destroy(): void {
+    [...forwardStateBuffers(s), promptIds, tokenOut, history, sampleParams].forEach((b) => b.destroy());
+  }
+  return { forwardState: s, run, destroy };
 }
 
 /** Queued copies of ranges of the history ring into staging buffers, read in order. */

@@ -7,11 +7,13 @@ export {
   BATCH_DEFAULTS,
   type BatchOptions,
   createEngine,
+  destroyLoadedModel,
   type EngineHandle,
   type LoadedModel,
+  type ModelLease,
 } from "./engine.ts";
 export { createSequenceRunner } from "./generate.ts";
-export { loadModel } from "./load_model.ts";
+export { loadModel, type LoadModelOptions } from "./load_model.ts";
 export {
   type ChatMessage,
   type Engine,
@@ -19,6 +21,7 @@ export {
   type EngineCounters,
   EngineInputError,
   type GenerateRequest,
+  type ModelQuantization,
   type SamplingParams,
   type TokenEvent,
   type TokenLogprob,

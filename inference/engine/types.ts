@@ -84,6 +84,16 @@ export type TokenEvent =
     index?: number;
   };
 
+/** How the served weights were quantized, as /v1/models reports it. */
+export interface ModelQuantization {
+  method: string;
+  bits: number;
+  /** Columns per group; 0 means one grid per row. */
+  groupSize: number;
+  /** Perplexity measured when it was made (its manifest's eval), or null. */
+  ppl: number | null;
+}
+
 /** What /health and /v1/models report. */
 export interface EngineStatus {
   /** "loading" until the model is ready; "error" after a fatal failure (device lost). */
@@ -96,6 +106,8 @@ export interface EngineStatus {
   contextLength: number;
   /** True when the model has a chat template. */
   hasChatTemplate: boolean;
+  /** The served weights' quantization; null for full precision (and while loading). */
+  quantization?: ModelQuantization | null;
 }
 
 /** What the engine counts, for the metrics endpoint. */

@@ -14,3 +14,11 @@ export {
   unpackZeros,
 } from "./quant_pack.ts";
 export { type Dtype, type TensorToWrite, writeSafetensors } from "./safetensors.ts";
+export {
+  type Manifest,
+  MANIFEST_FILE,
+  readManifest,
+  sha256File,
+  verifyManifest,
+  writeManifest,
+} from "./manifest.ts";

@@ -131,10 +131,56 @@ export async function loadCalibration(
   } catch (err) {
     throw new Error(`Cannot read calibration text "${path}": ${(err as Error).message}`);
   }
+  return calibrationFromText(tokenizer, text, `calibration text "${path}"`, options);
+}
+
+/**
+ * Tokenizes a calibration text already in memory (an inline `calibration.text`, or a file read by the
+ * caller) and draws the windows.
+ * @param tokenizer the model's tokenizer
+ * @param text the text
+ * @param label how errors name the text
+ * @param options window count, length and seed
+ * @returns the windows and the text's token count
+ */
+export function calibrationFromText(
+  tokenizer: Tokenizer,
+  text: string,
+  label: string,
+  options: CalibrationOptions,
+): CalibrationSet {
   const ids = tokenizer.encode(text, { addSpecialTokens: true });
   try {
     return { windows: drawWindows(ids, options), seqLen: options.seqLen, textTokens: ids.length };
   } catch (err) {
-    throw new Error(`${(err as Error).message} (calibration text "${path}")`);
+    throw new Error(`${(err as Error).message} (${label})`);
   }
+}
+
+/**
+ * Version of the built-in source; it is part of every cached artifact's name (inference/jobs), so a new
+ * built-in source re-quantizes instead of serving an artifact made with the old one.
+ */
+export const BUILTIN_CALIBRATION_VERSION = "kjv-genesis-v1";
+
+/** What the built-in source may use: the model's tokenizer and vocabulary, and its folder. */
+export interface BuiltinCalibrationContext {
+  tokenizer: Tokenizer;
+  vocabSize: number;
+  modelDir: string;
+}
+
+/**
+ * The calibration source that needs no file from the user (`calibration: {dataset: "builtin"}`, `--calib
+ * builtin`, and the default of every method that reads calibration): {@link builtinCalibrationPath}'s text,
+ * tokenized by the model's tokenizer.
+ * @param ctx the model's tokenizer, vocabulary size and folder
+ * @param options window count, length and seed
+ * @returns the windows
+ */
+export async function builtinCalibration(
+  ctx: BuiltinCalibrationContext,
+  options: CalibrationOptions,
+): Promise<CalibrationSet> {
+  return await loadCalibration(ctx.tokenizer, builtinCalibrationPath(), options);
 }

@@ -1,9 +1,15 @@
 /**
- * Quantizing a whole model: calibration text, the true-sequential layer pipeline, and perplexity.
+ * Quantizing a whole model: calibration text, the true-sequential layer pipeline, perplexity, and the one
+ * definition of a quantization request (options.ts) that the CLI, the server's flags and the HTTP API share.
  */
 export {
   BUILTIN_CALIBRATION,
+  BUILTIN_CALIBRATION_VERSION,
+  builtinCalibration,
+  type BuiltinCalibrationContext,
   builtinCalibrationPath,
+  calibrationFromText,
+  type CalibrationSet,
   DEFAULT_NSAMPLES,
   defaultSeqLen,
   loadCalibration,
@@ -11,12 +17,33 @@ export {
 export { type HiddenStorage, LAYER_STAGES, type LayerStage } from "./layer_runner.ts";
 export { lmHeadOptions } from "./lm_head.ts";
 export { sampleCalibration, SELF_CALIBRATION, selfStartToken } from "./self_calibration.ts";
+export {
+  BUILTIN_DATASET,
+  type CalibrationSpec,
+  DEFAULT_GROUP_SIZE,
+  type EvalSpec,
+  FLAG_LABELS,
+  LM_HEAD_BITS,
+  MAX_INLINE_TEXT_BYTES,
+  parseQuantizeRequest,
+  type ParseStyle,
+  QUANT_METHODS,
+  QuantizeOptionsError,
+  type QuantizeRequest,
+  rawFromFlags,
+  requestToJson,
+  SELF_DATASET,
+  sourceToJson,
+  type TextSource,
+} from "./options.ts";
 export { evaluatePerplexity, loadEvalModel, type PerplexityResult } from "./perplexity.ts";
 export {
   AUTO_F32_HIDDEN_LIMIT,
   chooseHiddenStorage,
   type HiddenStorageChoice,
   type LayerPhases,
+  type LinearReport,
   quantizeModel,
   type QuantizeModelResult,
+  type QuantizeProgress,
 } from "./quantize_model.ts";

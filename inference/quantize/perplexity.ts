@@ -43,6 +43,10 @@ export interface PerplexityOptions {
   maxLogitRows?: number;
   /** Called as windows complete on the GPU. */
   onProgress?: (done: number, total: number) => void;
+  /** Awaited after each window's submit, so a server's decode steps get the queue (inference/jobs). */
+  yieldToServing?: () => Promise<void>;
+  /** Cancels the evaluation between windows (throws the signal's reason). */
+  signal?: AbortSignal;
 }
 
 /** The result of an evaluation. */
@@ -81,7 +85,8 @@ export async function evaluatePerplexity(
   config: ModelConfig,
   weights: GpuWeights,
   ids: ArrayLike<number>,
-  { ctx = config.seqLen, maxWindows = Infinity, maxLogitRows, onProgress }: PerplexityOptions = {},
+  { ctx = config.seqLen, maxWindows = Infinity, maxLogitRows, onProgress, yieldToServing, signal }:
+    PerplexityOptions = {},
 ): Promise<PerplexityResult> {
   if (!Number.isInteger(ctx) || ctx < 2 || ctx > config.seqLen) {
     throw new Error(
@@ -150,6 +155,8 @@ export async function evaluatePerplexity(
         synced = performance.now();
         onProgress(w + 1, windows);
       }
+      signal?.throwIfAborted();
+      await yieldToServing?.();
     }
     const tokenNll = await readF32(gpu, all, windows * preds);
     let total = 0;

@@ -87,6 +87,9 @@ export interface QuantizeProgress {
   step: string;
   /** Share of the whole run done, 0..1 (windows and quantizations weighted alike). */
   fraction: number;
+  /** Bytes of the GPU buffers the pipeline holds now, and the most so far (QuantizeModelResult.peakGpuBytes). */
+  gpuBytes: number;
+  peakGpuBytes: number;
 }
 
 /** What happened to one linear. */
@@ -172,6 +175,15 @@ export interface QuantizeModelOptions {
    */
   profile?: boolean;
   onProgress?: (p: QuantizeProgress) => void;
+  /** Receives each linear's report as soon as it is quantized (per-layer losses while the run goes on). */
+  onLinear?: (r: LinearReport) => void;
+  /**
+   * Awaited after every GPU slice the pipeline submits (one window's pass, one linear's quantization), so a
+   * server can let its decode steps take the queue between slices (inference/jobs); default: none.
+   */
+  yieldToServing?: () => Promise<void>;
+  /** Cancels the run: checked between slices; the run throws the signal's reason. */
+  signal?: AbortSignal;
   /** Receives each layer's results as soon as it is done (e.g. to write its shard). */
   onLayer?: (layer: number, results: QuantizedLayer) => Promise<void> | void;
 }
@@ -232,7 +244,19 @@ export async function quantizeModel(
     phases: [],
     report(layer, step, add) {
       units += add;
-      options.onProgress?.({ layer, nLayers: c.nLayers, step, fraction: units / total });
+      options.onProgress?.({
+        layer,
+        nLayers: c.nLayers,
+        step,
+        fraction: units / total,
+        gpuBytes: mem.live,
+        peakGpuBytes: mem.peak,
+      });
+    },
+    async slice() {
+      options.signal?.throwIfAborted();
+      await options.yieldToServing?.();
+      options.signal?.throwIfAborted();
     },
   };
   const layerLoss: number[] = [];
@@ -244,6 +268,7 @@ export async function quantizeModel(
       dim: c.dim,
       scale: c.embedScale,
       windows,
+      slice: run.slice,
       onStored(h) {
         hidden.push(h);
         mem.set("hidden", hidden.reduce((s, b) => s + b.size, 0));
@@ -259,6 +284,7 @@ export async function quantizeModel(
     };
     let next = prefetch(0);
     for (let l = 0; l < c.nLayers; l++) {
+      await run.slice();
       const host = await next;
       if (l + 1 < c.nLayers) next = prefetch(l + 1);
       const results = await quantizeLayer(run, host, l);
@@ -311,6 +337,8 @@ interface Run {
   linears: LinearReport[];
   phases: LayerPhases[];
   report(layer: number, step: string, add: number): void;
+  /** Between GPU slices: cancellation, then the server's turn. */
+  slice(): Promise<void>;
 }
 
 /** One decoder layer: upload, the four sequential groups, then propagate the windows through it. */
@@ -347,6 +375,7 @@ async function quantizeLayer(run: Run, host: LayerWeights, l: number): Promise<Q
         t = performance.now();
         for (const field of group.fields) {
           results[field] = await quantizeOne(run, { host, layer, l, field, H: sink.H });
+          await run.slice();
         }
         p.quantizeSeconds += since(t);
       } finally {
@@ -358,7 +387,14 @@ async function quantizeLayer(run: Run, host: LayerWeights, l: number): Promise<Q
     const bound = runner.bind(layer, "out");
     mem.set("scratch", runner.bytes);
     const onWindow = () => run.report(l, "propagate", 1);
-    await runWindows(gpu, run.hidden, { bound, sink: null, rows: runner.rows, timer: run.timer, onWindow });
+    await runWindows(gpu, run.hidden, {
+      bound,
+      sink: null,
+      rows: runner.rows,
+      timer: run.timer,
+      onWindow,
+      slice: run.slice,
+    });
     await gpu.device.queue.onSubmittedWorkDone();
     p.propagateSeconds = since(t);
     if (run.profile) {
@@ -390,7 +426,14 @@ async function captureGroup(
   try {
     const step = `capture ${group.fields.map((f) => shortName(modulePrefix(c, l, f))).join(" ")}`;
     const onWindow = () => run.report(l, step, 1);
-    await runWindows(gpu, run.hidden, { bound, sink, rows: runner.rows, timer: run.timer, onWindow });
+    await runWindows(gpu, run.hidden, {
+      bound,
+      sink,
+      rows: runner.rows,
+      timer: run.timer,
+      onWindow,
+      slice: run.slice,
+    });
     await sink.finalize();
     if (run.profile) await gpu.device.queue.onSubmittedWorkDone();
     return sink;
@@ -422,7 +465,9 @@ async function quantizeOne(
   layer[field] = replaceLinear(gpu, layer[field], Q, `layers.${l}.${field} Q`);
   mem.set(field, linearBytes(layer[field]));
   const seconds = (performance.now() - t0) / 1000;
-  run.linears.push({ layer: l, field, name, rows, cols, loss: q.loss, dampUsed: q.dampUsed, seconds });
+  const report = { layer: l, field, name, rows, cols, loss: q.loss, dampUsed: q.dampUsed, seconds };
+  run.linears.push(report);
+  run.options.onLinear?.(report);
   run.report(l, `quantize ${name}`, run.hidden.length);
   return ql;
 }

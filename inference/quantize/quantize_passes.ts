@@ -54,12 +54,14 @@ export interface LayerPhases {
 export async function runWindows(
   gpu: Gpu,
   hidden: readonly GPUBuffer[],
-  { bound, sink, rows, timer, onWindow }: {
+  { bound, sink, rows, timer, onWindow, slice }: {
     bound: BoundLayer;
     sink: HessianSink | null;
     rows: number;
     timer: PassTimer | null;
     onWindow: () => void;
+    /** Awaited after each window's submit: cancellation and the server's turn on the queue. */
+    slice?: () => Promise<void>;
   },
 ): Promise<void> {
   let synced = performance.now();
@@ -82,6 +84,7 @@ export async function runWindows(
       synced = performance.now();
     }
     onWindow();
+    await slice?.();
   }
 }
 
@@ -97,12 +100,13 @@ export async function runWindows(
 export async function embedWindows(
   gpu: Gpu,
   runner: LayerRunner,
-  { table, dim, scale, windows, onStored }: {
+  { table, dim, scale, windows, onStored, slice }: {
     table: Float32Array;
     dim: number;
     scale: number;
     windows: readonly Uint32Array[];
     onStored: (hidden: GPUBuffer) => void;
+    slice?: () => Promise<void>;
   },
 ): Promise<void> {
   const vocabSize = table.length / dim;
@@ -123,6 +127,7 @@ export async function embedWindows(
       await gpu.device.queue.onSubmittedWorkDone();
       synced = performance.now();
     }
+    await slice?.();
   }
 }
 

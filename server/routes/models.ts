@@ -13,6 +13,8 @@ export interface ModelCard {
   created: number;
   owned_by: string;
   max_model_len: number;
+  /** How the served weights are quantized (null: full precision); `ppl` as measured when it was made. */
+  quantization: { method: string; bits: number; group_size: number; ppl: number | null } | null;
 }
 
 /** Inputs of the models routes. */
@@ -25,12 +27,14 @@ export interface ModelsDeps {
 }
 
 function card(deps: ModelsDeps): ModelCard {
+  const q = deps.engine.status().quantization ?? null;
   return {
     id: deps.modelName(),
     object: "model",
     created: deps.created,
     owned_by: "leanserve",
     max_model_len: deps.engine.status().contextLength,
+    quantization: q && { method: q.method, bits: q.bits, group_size: q.groupSize, ppl: q.ppl },
   };
 }
 
