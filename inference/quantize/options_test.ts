@@ -27,7 +27,8 @@ Deno.test("parseQuantizeRequest() fills the defaults of a JSON body", () => {
     percdamp: 0.01,
     exponent: 4,
     aff_t: 2048,
-    calibration: { dataset: "builtin", nsamples: 128, seqlen: null, seed: 0 },
+    lm_head_bits: 0,
+    calibration: { dataset: "builtin", nsamples: 128, seqlen: null, seed: 0, storage: "auto" },
   });
   assert.equal(r.eval, null);
   assert.equal(r.activate, false);
@@ -40,7 +41,8 @@ Deno.test("parseQuantizeRequest() reads calibration, eval, activate and name", (
     bits: 3,
     group_size: 0,
     act_order: false,
-    calibration: { text: "Once upon a time", nsamples: 4, seqlen: 64, seed: 3 },
+    lm_head_bits: 8,
+    calibration: { text: "Once upon a time", nsamples: 4, seqlen: 64, seed: 3, storage: "f16" },
     eval: { file: "val.txt", ctx: 64, max_windows: 2 },
     activate: true,
     name: "tiny-gptq3",
@@ -50,11 +52,19 @@ Deno.test("parseQuantizeRequest() reads calibration, eval, activate and name", (
     nsamples: 4,
     seqlen: 64,
     seed: 3,
+    storage: "f16",
   });
+  assert.equal(r.quantize.lmHeadBits, 8);
   assert.deepEqual(r.eval, { source: { kind: "file", path: "val.txt" }, ctx: 64, maxWindows: 2 });
   assert.equal(r.activate, true);
   assert.equal(r.name, "tiny-gptq3");
-  assert.deepEqual(requestToJson(r).calibration, { text_chars: 16, nsamples: 4, seqlen: 64, seed: 3 });
+  assert.deepEqual(requestToJson(r).calibration, {
+    text_chars: 16,
+    nsamples: 4,
+    seqlen: 64,
+    seed: 3,
+    storage: "f16",
+  });
 });
 
 Deno.test("parseQuantizeRequest() refuses bad fields with the field's JSON path", () => {
@@ -70,6 +80,8 @@ Deno.test("parseQuantizeRequest() refuses bad fields with the field's JSON path"
     [{ method: "gptq", percdamp: -1 }, "percdamp", /a number ≥ 0/],
     [{ method: "gptq", groupsize: 64 }, "groupsize", /unknown field "groupsize"/],
     [{ method: "gptq", calibration: { nsamples: 0 } }, "calibration.nsamples", /nsamples 0/],
+    [{ method: "gptq", lm_head_bits: 5 }, "lm_head_bits", /lm_head_bits 5: expected one of 0, 4, 6, 8/],
+    [{ method: "gptq", calibration: { storage: "bf16" } }, "calibration.storage", /expected one of auto/],
     [{ method: "gptq", calibration: { seqlen: 1 } }, "calibration.seqlen", /seqlen 1/],
     [{ method: "gptq", calibration: { text: "a", file: "b" } }, "calibration.file", /give one source/],
     [{ method: "gptq", calibration: { file: "" } }, "calibration.file", /non-empty string/],
