@@ -1,5 +1,5 @@
 /**
- * The register-tiled GEMM core every weight format shares (dense f32/f16, affine, LUT): TM×TN output tiles
+ * The register-tiled GEMM core of dense f32/f16 and affine weights: TM×TN output tiles
  * from (TM/8)·(TN/8) invocations, each owning an 8×8 register tile as two 4-row × two 4-column blocks half a
  * tile apart (conflict-free vec4 reads of workgroup memory). Per k an invocation reads 4 vec4 and issues 64
  * FMAs; the 16 accumulator lines are written out one by one (a loop over them spilled on the H100).
@@ -10,6 +10,9 @@
  *   ws[k * WS + n / 4][n % 4] = W[n0 + n, k0 + k] as f32   (weights, decoded once per tile)
  * The core provides TM, TN, TK, WG, XS, WS, xs, ws and `put`, and needs `params.rows`, `params.inDim`,
  * `params.outDim`, `params.tilesN` and a `store(row, col, value)` from the format.
+ * The LUT GEMM keeps its own 4×4-tiled kernel (matmul_lut_wgsl.ts): on this core it measured slower on the
+ * H100 (8B shape, 2048-token prefill, lut4: 613 against 668 tok/s; BENCHMARKS.md), while affine gained
+ * (957 against 663 tok/s).
  */
 import { unroll } from "../core/mod.ts";
 

@@ -5,7 +5,6 @@
  */
 import { ceilDiv } from "../core/mod.ts";
 import type { LutWeights } from "./matmul_lut.ts";
-import { gemmWorkgroupBytes } from "./gemm_core_wgsl.ts";
 import {
   GEMM_WGSL,
   gemvRowTile,
@@ -32,7 +31,6 @@ export interface LutTune {
   /** GEMM: output tile (activation rows × output rows; tn a multiple of 32) */
   tm?: number;
   tn?: number;
-  tk?: number;
   /** One-row GEMV: use the x-stationary build when K fits one workgroup (default true) */
   xs?: boolean;
   /** x-stationary build: output rows per workgroup and per unrolled chunk */
@@ -136,24 +134,20 @@ export function planMatmulLut(spec: MatmulLutSpec, shape: LutShape): MatmulLutSt
   }
   if (rows > (t.gemvMaxRows ?? LUT_GEMV_BATCH_MAX_ROWS)) {
     if (prologue !== "none") throw new Error(`Cannot plan matmul_lut: the GEMM has no fused ${prologue}`);
-    // The dense GEMM's tiling; fewer rows get shorter tiles. TODO(#12): sweep on the H100.
-    const tm = t.tm ?? (rows <= 32 ? 32 : rows <= 64 ? 64 : 128);
-    const tn = t.tn ?? 128;
-    const tk = t.tk ?? 16;
-    if (tm % 8 !== 0 || tn % 32 !== 0 || 32 % tk !== 0 || tk % 8 !== 0) {
-      throw new Error(
-        `Cannot plan matmul_lut GEMM: tm ${tm} must be a multiple of 8, tn ${tn} of 32, tk ${tk} of 8 dividing 32`,
-      );
+    const tm = t.tm ?? (rows <= 32 ? 32 : 64);
+    const tn = t.tn ?? 64;
+    if (tm % 4 !== 0 || tn % 32 !== 0) {
+      throw new Error(`Cannot plan matmul_lut GEMM: tm ${tm} must be a multiple of 4 and tn ${tn} of 32`);
     }
     const tilesN = ceilDiv(outDim, tn);
     return [{
       shader: { path: "gemm" },
-      constants: { ...acc, BITS: bits, TM: tm, TN: tn, TK: tk },
+      constants: { ...acc, BITS: bits, TM: tm, TN: tn },
       workgroups: ceilDiv(rows, tm) * tilesN,
       row0: 0,
       rows,
-      workgroupBytes: 4 * 16 * tn + gemmWorkgroupBytes({ tm, tn, tk }),
-      invocations: (tm / 8) * (tn / 8),
+      workgroupBytes: 4 * 16 * tn + 32 * (tm / 4 + 1 + tn / 4 + 1) * 16,
+      invocations: (tm / 4) * (tn / 4),
       tilesN,
     }];
   }

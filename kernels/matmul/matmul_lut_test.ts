@@ -178,8 +178,6 @@ const TUNED: Case[] = [
   { bits: 4, rows: 6, inDim: 96, outDim: 9, tune: { nr: 1, ks: 3 } },
   { bits: 3, rows: 17, inDim: 130, outDim: 65, tune: { gemvMaxRows: 0, tm: 64, tn: 32 } },
   { bits: 2, rows: 40, inDim: 97, outDim: 129, tune: { gemvMaxRows: 8, tm: 16, tn: 128 } },
-  { bits: 4, rows: 130, inDim: 200, outDim: 129, accumulate: true },
-  { bits: 3, rows: 70, inDim: 96, outDim: 40, tune: { gemvMaxRows: 8, tk: 8 } },
 ];
 
 Deno.test("matmulLut() tuned builds match the f64 reference", async (t) => {
@@ -213,7 +211,7 @@ Deno.test("matmulLut() splits dispatches past maxComputeWorkgroupsPerDimension",
   for (
     const c of [
       { bits: 4, rows: 2, inDim: 64, outDim: 2049 },
-      { bits: 3, rows: 9, inDim: 40, outDim: 8193, tune: GEMM },
+      { bits: 3, rows: 9, inDim: 40, outDim: 4097, tune: GEMM },
     ] as Case[]
   ) {
     const steps = planMatmulLut({ accumulate: false, ...(c.tune ? { tune: c.tune } : {}) }, c);

@@ -8,7 +8,6 @@
  */
 import { unroll } from "../core/mod.ts";
 import { siluMulFn } from "../ops/mod.ts";
-import { gemmCoreWgsl } from "./gemm_core_wgsl.ts";
 
 /** The uniform block both shaders share, packed in this order by matmul_lut.ts. */
 export const LUT_PARAMS_FIELDS = [
@@ -279,30 +278,27 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
 }
 
 /**
- * Tiled GEMM (rows past the GEMV): the shared register-tiled core (gemm_core_wgsl.ts, 8×8 per invocation)
- * over LUT staging. The TN rows' LUTs are staged into workgroup memory at the first K step; each step
- * then dequantizes the weight tile (each code once per tile: one invocation per 8 codes of a row) next to
- * the activation tile. TK divides the 32-column piece, so a step reads within one piece of a row.
+ * Tiled GEMM (rows past the GEMV): TM×TN output tiles, one 32-column piece per K step. The TN rows'
+ * LUTs are staged once per workgroup; each step dequantizes the weight tile into workgroup memory
+ * (each code once per tile) next to the activation tile, then every invocation runs a 4×4 register
+ * tile over the 32 columns.
  */
 export const GEMM_WGSL = LUT_PARAMS_WGSL + /* wgsl */ `
 override BITS: u32 = 4u;
-@group(0) @binding(2) var<storage, read> codes: array<u32>;  // (outDim, nPieces, BITS) u32
-` + gemmCoreWgsl(/* wgsl */ `
-var<workgroup> lutS: array<f32, 16u * TN>;  // [code][row in tile]; TN a multiple of 32: conflict-free
+override TM: u32 = 64u;  // activation rows per tile
+override TN: u32 = 64u;  // output rows per tile, a multiple of 32 (conflict-free LUT lookups)
+const TK = 32u;          // K columns per step: one piece
+override WG: u32 = (TM / 4u) * (TN / 4u);
 
-fn stage(lid: u32, m0: u32, n0: u32, k0: u32) {
-  if (k0 == 0u) {
-    let hp = (1u << BITS) / 2u;  // f16 pairs per LUT row
-    for (var e = lid; e < TN * hp; e += WG) {
-      let n = e / hp;
-      let pair = e % hp;
-      let v = unpack2x16float(lut[min(n0 + n, params.outDim - 1u) * hp + pair]);
-      lutS[2u * pair * TN + n] = v.x;
-      lutS[(2u * pair + 1u) * TN + n] = v.y;
-    }
-    workgroupBarrier();
-  }
-  // e → (row % 4, k, row / 4): four neighbours read four rows at one k; stores hit distinct banks.
+@group(0) @binding(2) var<storage, read> codes: array<u32>;  // (outDim, nPieces, BITS) u32
+
+var<workgroup> lutS: array<f32, 16u * TN>;  // [code][row in tile]
+// [k][m / 4] and [k][n / 4]; the extra vec4 per k row makes the staging stores bank-conflict free.
+var<workgroup> xs: array<vec4f, TK * (TM / 4u + 1u)>;
+var<workgroup> ws: array<vec4f, TK * (TN / 4u + 1u)>;
+
+fn stage(lid: u32, m0: u32, n0: u32, piece: u32) {
+  let k0 = piece * TK;
   for (var e = lid; e < TM * TK; e += WG) {
     let k = (e / 4u) % TK;
     let m = (e / (4u * TK)) * 4u + e % 4u;
@@ -310,16 +306,15 @@ fn stage(lid: u32, m0: u32, n0: u32, k0: u32) {
     if (m0 + m < params.rows && k0 + k < params.inDim) {
       v = x[(params.xRowOffset + m0 + m) * params.inDim + k0 + k];
     }
-    xs[k * XS + m / 4u][m % 4u] = v;
+    xs[k * (TM / 4u + 1u) + m / 4u][m % 4u] = v;
   }
-  // Task (n, q): codes k0 + 8q .. +7 of row n0 + n, at most two words of its piece.
-  let piece = k0 / 32u;
-  for (var e = lid; e < TN * TK / 8u; e += WG) {
+  // Task (n, q): codes 8q..8q+7 of the piece in row n0 + n, at most two words of its piece.
+  for (var e = lid; e < TN * 4u; e += WG) {
     let n = e % TN;
     let q = e / TN;
     var word = 0u;
-    if (n0 + n < params.outDim && piece < params.nPieces) {
-      let off = (k0 % 32u + 8u * q) * BITS;
+    if (n0 + n < params.outDim) {
+      let off = 8u * q * BITS;
       let i = ((n0 + n) * params.nPieces + piece) * BITS + off / 32u;
       let sh = off % 32u;
       word = codes[i] >> sh;
@@ -327,8 +322,54 @@ fn stage(lid: u32, m0: u32, n0: u32, k0: u32) {
     }
     for (var j = 0u; j < 8u; j++) {
       let code = (word >> (BITS * j)) & ((1u << BITS) - 1u);
-      ws[(8u * q + j) * WS + n / 4u][n % 4u] = lutS[code * TN + n];
+      ws[(8u * q + j) * (TN / 4u + 1u) + n / 4u][n % 4u] = lutS[code * TN + n];
     }
   }
 }
-`);
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+        @builtin(local_invocation_index) lid: u32) {
+  let tile = wid.x + wid.y * nwg.x;
+  if (tile >= ((params.rows + TM - 1u) / TM) * params.tilesN) { return; }
+  let m0 = (tile / params.tilesN) * TM;
+  let n0 = (tile % params.tilesN) * TN;
+  let hp = (1u << BITS) / 2u;  // f16 pairs per LUT row
+  for (var e = lid; e < TN * hp; e += WG) {
+    let n = e / hp;
+    let pair = e % hp;
+    let v = unpack2x16float(lut[min(n0 + n, params.outDim - 1u) * hp + pair]);
+    lutS[2u * pair * TN + n] = v.x;
+    lutS[(2u * pair + 1u) * TN + n] = v.y;
+  }
+  let tx = lid % (TN / 4u);
+  let ty = lid / (TN / 4u);
+  var acc: array<vec4f, 4>;  // rows m0 + 4ty + i, columns n0 + 4tx .. +3
+  for (var p = 0u; p < params.nPieces; p++) {
+    workgroupBarrier();  // the LUT is staged (first step); the previous step's reads are done
+    stage(lid, m0, n0, p);
+    workgroupBarrier();
+    for (var k = 0u; k < TK; k++) {
+      let a = xs[k * (TM / 4u + 1u) + ty];
+      let b = ws[k * (TN / 4u + 1u) + tx];
+      acc[0] = fma(vec4f(a.x), b, acc[0]);
+      acc[1] = fma(vec4f(a.y), b, acc[1]);
+      acc[2] = fma(vec4f(a.z), b, acc[2]);
+      acc[3] = fma(vec4f(a.w), b, acc[3]);
+    }
+  }
+  ${
+  unroll(4, (i) =>
+    `if (m0 + 4u * ty + ${i}u < params.rows) {
+    ${
+      unroll(
+        4,
+        (j) =>
+          `if (n0 + 4u * tx + ${j}u < params.outDim) { store(m0 + 4u * ty + ${i}u, n0 + 4u * tx + ${j}u, acc[${i}][${j}]); }`,
+        "\n    ",
+      )
+    }
+  }`)
+}
+}
+`;
