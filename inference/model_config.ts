@@ -51,6 +51,9 @@ export interface ModelConfig {
 
 type Json = Record<string, unknown>;
 
+/** The `architectures` values of config.json this server runs; any other is refused at load, by name. */
+export const SUPPORTED_ARCHITECTURES: readonly string[] = ["LlamaForCausalLM", "MistralForCausalLM"];
+
 /**
  * Reads and validates `config.json` (and `generation_config.json` when present) from a model folder.
  *
@@ -141,8 +144,11 @@ type Fail = (msg: string) => never;
 
 function checkArchitecture(raw: Json, fail: Fail): void {
   const archs = raw.architectures;
-  if (archs != null && (!Array.isArray(archs) || !archs.some((a) => SUPPORTED_ARCHS.includes(a)))) {
-    fail(`unsupported architectures ${JSON.stringify(archs)} (expected ${SUPPORTED_ARCHS.join(" or ")})`);
+  if (archs != null && (!Array.isArray(archs) || !archs.some((a) => SUPPORTED_ARCHITECTURES.includes(a)))) {
+    const named = Array.isArray(archs) && archs.length > 0
+      ? archs.map((a) => JSON.stringify(a)).join(", ")
+      : JSON.stringify(archs);
+    fail(`unsupported architecture ${named}; supported: ${SUPPORTED_ARCHITECTURES.join(", ")}`);
   }
   if (typeof raw.model_type !== "string" || !["llama", "mistral"].includes(raw.model_type)) {
     fail(`unsupported model_type ${JSON.stringify(raw.model_type)} (expected "llama" or "mistral")`);
@@ -161,8 +167,6 @@ function checkArchitecture(raw: Json, fail: Fail): void {
     if (raw[key] === true) fail(`${key} true is not supported`);
   }
 }
-
-const SUPPORTED_ARCHS: unknown[] = ["LlamaForCausalLM", "MistralForCausalLM"];
 
 /**
  * transformers 5 writes `rope_parameters: { rope_type, rope_theta, ... }`; older versions a top-level

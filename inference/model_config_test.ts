@@ -129,7 +129,10 @@ Deno.test("parseModelConfig() reads llama3 rope scaling in both spellings", () =
 
 Deno.test("parseModelConfig() rejects unsupported models naming the field", () => {
   const cases: [Record<string, unknown>, RegExp][] = [
-    [llama({ architectures: ["GPT2LMHeadModel"] }), /unsupported architectures \["GPT2LMHeadModel"\]/],
+    [
+      llama({ architectures: ["GPT2LMHeadModel"] }),
+      /unsupported architecture "GPT2LMHeadModel"; supported: .*LlamaForCausalLM/,
+    ],
     [llama({ model_type: "qwen2" }), /unsupported model_type "qwen2"/],
     [llama({ model_type: "mistral", sliding_window: 128 }), /sliding_window 128 is not supported/],
     [llama({ hidden_act: "gelu" }), /hidden_act "gelu" is not supported/],
