@@ -129,9 +129,15 @@ export function startFakeHub(
     // Deno.serve drops the body of a HEAD answer and keeps its Content-Length.
     if (cut === undefined) return new Response(body as Uint8Array<ArrayBuffer>, { status, headers });
     cuts.delete(key);
+    // The bytes before the cut go out first; the connection breaks a moment later, as a real one would.
+    let sent = false;
     const stream = new ReadableStream<Uint8Array>({
-      start(controller) {
-        controller.enqueue(body.slice(0, cut));
+      async pull(controller) {
+        if (!sent) {
+          sent = true;
+          return controller.enqueue(body.slice(0, cut));
+        }
+        await new Promise((r) => setTimeout(r, 50));
         controller.error(new Error("fake hub: connection cut"));
       },
     });
