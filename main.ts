@@ -1,13 +1,18 @@
 /**
  * leanserve's composition root: parseConfig → requestGpu → createApp + Deno.serve (answering 503
- * while loading) → quantize if asked → loadModel → engine ready. It does nothing else.
+ * while loading) → resolveModel (download a repo id into the HF cache) → quantize if asked → loadModel →
+ * engine ready. It does nothing else.
  */
 import { join } from "node:path";
 import { ConfigError, HELP_TEXT, parseConfig } from "./config.ts";
 import { createApp } from "./server/app.ts";
 import { samplingFromGenerationConfig } from "./server/protocol.ts";
+import type { SamplingParams } from "./inference/types.ts";
 import { createEngine } from "./inference/engine.ts";
 import { loadModel } from "./inference/load_model.ts";
+import { parseModelConfig } from "./inference/model_config.ts";
+import { type DownloadProgress, resolveModel } from "./inference/hub/mod.ts";
+import { createProgressBar, formatBytes, formatSeconds } from "./cli/progress.ts";
 import { describeGpu, type Gpu, requestGpu } from "./kernels/gpu.ts";
 import { runQuantize } from "./cli/quantize.ts";
 import { QUANTIZE_DEFAULTS } from "./quant/types.ts";
@@ -26,13 +31,20 @@ async function main(): Promise<number> {
     console.log(HELP_TEXT);
     return 0;
   }
-  const generationJson = await readJsonIfPresent(join(config.model, "generation_config.json"));
-  const gpu = await requestGpu();
+  let gpu: Gpu;
+  try {
+    gpu = await requestGpu();
+  } catch (err) {
+    console.error(`[leanserve] error: ${(err as Error).message}`);
+    return 1;
+  }
   console.log(`[leanserve] ${describeGpu(gpu)}`);
   if (gpu.isCpu) console.warn("[leanserve] warning: serving on a CPU adapter (llvmpipe); expect low speed");
 
   const engine = createEngine(config.servedModelName);
-  const app = createApp({ engine, config, generationDefaults: samplingFromGenerationConfig(generationJson) });
+  // Filled once the model folder is resolved (a repo may still be downloading); requests wait for ready.
+  const generationDefaults: Partial<SamplingParams> = {};
+  const app = createApp({ engine, config, generationDefaults });
   const server = Deno.serve({
     hostname: config.host,
     port: config.port,
@@ -41,7 +53,18 @@ async function main(): Promise<number> {
 
   try {
     const started = performance.now();
-    const dir = config.quant ? await quantizeAtStartup(gpu, config, engine) : config.model;
+    const resolved = await resolveModel(config.model, {
+      ...config.hub,
+      onProgress: downloadReporter(engine),
+      onWarning: (message) => console.warn(`[leanserve] warning: ${message}`),
+      checkConfig: (raw, source) => void parseModelConfig(raw, null, source),
+    });
+    if (resolved.commit) {
+      console.log(`[leanserve] ${config.model} is commit ${resolved.commit} in ${resolved.dir}`);
+    }
+    const generationJson = await readJsonIfPresent(join(resolved.dir, "generation_config.json"));
+    Object.assign(generationDefaults, samplingFromGenerationConfig(generationJson));
+    const dir = config.quant ? await quantizeAtStartup(gpu, config, resolved.dir, engine) : resolved.dir;
     const model = await loadModel(gpu, dir, {
       weightType: config.dtype,
       decodeActivations: config.decodeActivations,
@@ -65,13 +88,18 @@ async function main(): Promise<number> {
  * `--quantize`: runs the quantize task's pipeline on the server's GPU into a temporary folder (removed when
  * the process exits normally), reporting progress through /health, and returns that folder.
  */
-async function quantizeAtStartup(gpu: Gpu, config: ReturnType<typeof parseConfig>, engine: EngineHandle) {
+async function quantizeAtStartup(
+  gpu: Gpu,
+  config: ReturnType<typeof parseConfig>,
+  model: string,
+  engine: EngineHandle,
+) {
   const q = config.quant!;
   const out = `${await Deno.makeTempDir({ prefix: "leanserve-quantized-" })}/model`;
   globalThis.addEventListener("unload", () => Deno.removeSync(out, { recursive: true }));
   console.log(`[leanserve] quantizing ${config.model} with ${q.method} ${q.bits}-bit into ${out}`);
   await runQuantize({
-    model: config.model,
+    model,
     calib: q.calib,
     out,
     nsamples: q.nsamples,
@@ -87,6 +115,20 @@ async function quantizeAtStartup(gpu: Gpu, config: ReturnType<typeof parseConfig
     },
   }, { gpu, onProgress: (detail) => engine.setStatus("loading", detail) });
   return out;
+}
+
+/** Download progress to /health, and as a bar on stderr when it is a terminal (else one line per file). */
+function downloadReporter(engine: EngineHandle): (p: DownloadProgress) => void {
+  const bar = Deno.stderr.isTerminal() ? createProgressBar(Deno.stderr) : null;
+  let file = "";
+  return (p) => {
+    const label = `downloading ${p.file}: ${formatBytes(p.bytes)} of ${formatBytes(p.total)}`;
+    engine.setStatus("loading", `${label} at ${formatBytes(p.rate)}/s, ETA ${formatSeconds(p.etaSeconds)}`);
+    if (!bar && p.file !== file) console.log(`[leanserve] downloading ${p.file}`);
+    file = p.file;
+    bar?.update(p.total > 0 ? p.bytes / p.total : 1, label);
+    if (p.bytes === p.total) bar?.done();
+  };
 }
 
 async function readJsonIfPresent(path: string): Promise<unknown> {
