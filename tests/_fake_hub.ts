@@ -72,7 +72,8 @@ export function hubEtag(content: Uint8Array): string {
 
 /**
  * Starts the fake on two loopback ports (hub and CDN).
- * @param options sharedModels: the folder behind `shared/<name>` repos (default ../shared/models)
+ * @param options sharedModels: the folder behind `shared/<name>` repos (default ../shared/models); token:
+ *   the one that opens gated repos
  */
 export function startFakeHub(
   { sharedModels = new URL("../../shared/models", import.meta.url).pathname, token = "hf_fake_token" }: {
@@ -80,19 +81,47 @@ export function startFakeHub(
     token?: string;
   } = {},
 ): FakeHub {
-  const repos = new Map<string, FakeRepo>();
-  const corrupted = new Set<string>();
-  const cuts = new Map<string, number>();
-  const requests: FakeRequest[] = [];
-  const quiet = { hostname: "127.0.0.1", port: 0, onListen() {} };
-  let cdnOrigin = "";
+  return new FakeHubServer(sharedModels, token);
+}
 
-  function repo(repoId: string): FakeRepo | null {
-    const known = repos.get(repoId);
+class FakeHubServer implements FakeHub {
+  readonly requests: FakeRequest[] = [];
+  readonly endpoint: string;
+  readonly token: string;
+  #repos = new Map<string, FakeRepo>();
+  #corrupted = new Set<string>();
+  #cuts = new Map<string, number>();
+  #sharedModels: string;
+  #hub: Deno.HttpServer<Deno.NetAddr>;
+  #cdn: Deno.HttpServer<Deno.NetAddr>;
+
+  constructor(sharedModels: string, token: string) {
+    this.#sharedModels = sharedModels;
+    this.token = token;
+    const quiet = { hostname: "127.0.0.1", port: 0, onListen() {} };
+    this.#hub = Deno.serve(quiet, (req) => this.#handle(req, "hub"));
+    this.#cdn = Deno.serve(quiet, (req) => this.#handle(req, "cdn"));
+    this.endpoint = `http://127.0.0.1:${this.#hub.addr.port}`;
+  }
+
+  addRepo(repoId: string, files: Record<string, Uint8Array | string>, { gated = false } = {}): FakeRepo {
+    const map = new Map<string, Uint8Array>();
+    for (const [name, data] of Object.entries(files)) {
+      map.set(name, typeof data === "string" ? new TextEncoder().encode(data) : data);
+    }
+    const listing = [...map].map(([name, data]) => `${name}:${sha256Hex(data)}`).sort().join("\n");
+    const commit = createHash("sha1").update(`${repoId}\n${listing}`).digest("hex");
+    const repo = { files: map, commit, gated };
+    this.#repos.set(repoId, repo);
+    return repo;
+  }
+
+  repo(repoId: string): FakeRepo | null {
+    const known = this.#repos.get(repoId);
     if (known) return known;
     const m = /^shared\/([\w.-]+)$/.exec(repoId);
     if (!m) return null;
-    const dir = join(sharedModels, m[1]);
+    const dir = join(this.#sharedModels, m[1]);
     const files: Record<string, Uint8Array> = {};
     try {
       for (const entry of Deno.readDirSync(dir)) {
@@ -101,134 +130,113 @@ export function startFakeHub(
     } catch {
       return null;
     }
-    return hub.addRepo(repoId, files);
+    return this.addRepo(repoId, files);
   }
 
-  function content(repoId: string, file: string, data: Uint8Array): Uint8Array {
-    if (!corrupted.has(`${repoId}/${file}`)) return data;
-    const bad = data.slice();
-    bad[0] ^= 0xff;
-    return bad;
+  corrupt(repoId: string, file: string): void {
+    this.#corrupted.add(`${repoId}/${file}`);
   }
 
-  /** 200 or 206 with the bytes asked for; a pending cut truncates the stream. */
-  function serveBytes(req: Request, key: string, data: Uint8Array, headers: Headers): Response {
-    const range = /^bytes=(\d+)-$/.exec(req.headers.get("range") ?? "");
-    let body = data;
-    let status = 200;
-    if (range) {
-      const start = Number(range[1]);
-      if (start >= data.length) return new Response(null, { status: 416, headers });
-      body = data.subarray(start);
-      status = 206;
-      headers.set("content-range", `bytes ${start}-${data.length - 1}/${data.length}`);
-    }
-    headers.set("content-length", String(body.length));
-    headers.set("accept-ranges", "bytes");
-    const cut = req.method === "GET" ? cuts.get(key) : undefined;
-    // Deno.serve drops the body of a HEAD answer and keeps its Content-Length.
-    if (cut === undefined) return new Response(body as Uint8Array<ArrayBuffer>, { status, headers });
-    cuts.delete(key);
-    // The bytes before the cut go out first; the connection breaks a moment later, as a real one would.
-    let sent = false;
-    const stream = new ReadableStream<Uint8Array>({
-      async pull(controller) {
-        if (!sent) {
-          sent = true;
-          return controller.enqueue(body.slice(0, cut));
-        }
-        await new Promise((r) => setTimeout(r, 50));
-        controller.error(new Error("fake hub: connection cut"));
-      },
-    });
-    return new Response(stream, { status, headers });
+  cutNextDownload(repoId: string, file: string, bytes: number): void {
+    this.#cuts.set(`${repoId}/${file}`, bytes);
   }
 
-  function errorResponse(status: number, code: string, message: string): Response {
-    return Response.json({ error: message }, {
-      status,
-      headers: { "x-error-code": code, "x-error-message": message },
-    });
+  async close(): Promise<void> {
+    await Promise.all([this.#hub.shutdown(), this.#cdn.shutdown()]);
   }
 
-  function handle(req: Request, origin: "hub" | "cdn"): Response {
-    const url = new URL(req.url);
-    const path = decodeURIComponent(url.pathname);
-    const auth = req.headers.get("authorization");
-    requests.push({ origin, method: req.method, path, range: req.headers.get("range"), authorization: auth });
-    if (origin === "cdn") {
-      const m = /^\/cdn\/(.+)\/([0-9a-f]{64})$/.exec(path);
-      const r = m && repo(m[1]);
-      const file = r && [...r.files.keys()].find((f) => sha256Hex(r.files.get(f)!) === m![2]);
-      if (!r || !file) return new Response("no such object", { status: 404 });
-      return serveBytes(req, `${m![1]}/${file}`, content(m![1], file, r.files.get(file)!), new Headers());
+  #handle(req: Request, origin: "hub" | "cdn"): Response {
+    const path = decodeURIComponent(new URL(req.url).pathname);
+    const authorization = req.headers.get("authorization");
+    this.requests.push({ origin, method: req.method, path, range: req.headers.get("range"), authorization });
+    if (origin === "cdn") return this.#serveCdn(req, path);
+    const m = /^\/api\/models\/([^/]+\/[^/]+)\/revision\/(.+)$/.exec(path) ??
+      /^\/([^/]+\/[^/]+)\/resolve\/([^/]+)\/(.+)$/.exec(path);
+    if (!m) return new Response("not found", { status: 404 });
+    const repo = this.repo(m[1]);
+    // As the hub: without a token a missing repo and a private one look the same (401).
+    if (!repo) return errorResponse(authorization ? 404 : 401, "RepoNotFound", "Repository not found");
+    if (m[2] !== "main" && m[2] !== repo.commit) {
+      return errorResponse(404, "RevisionNotFound", "Invalid rev id");
     }
-    const api = /^\/api\/models\/([^/]+\/[^/]+)\/revision\/(.+)$/.exec(path);
-    const resolve = /^\/([^/]+\/[^/]+)\/resolve\/([^/]+)\/(.+)$/.exec(path);
-    const repoId = api?.[1] ?? resolve?.[1];
-    const r = repoId ? repo(repoId) : null;
-    if (!repoId) return new Response("not found", { status: 404 });
-    if (!r) {
-      // As the hub: without a token a missing repo and a private one look the same (401).
-      return errorResponse(auth ? 404 : 401, "RepoNotFound", "Repository not found");
+    if (m[3] === undefined) {
+      const siblings = [...repo.files.keys()].map((f) => ({ rfilename: f }));
+      return Response.json({ id: m[1], sha: repo.commit, siblings });
     }
-    const rev = (api ?? resolve)![2];
-    if (rev !== "main" && rev !== r.commit) return errorResponse(404, "RevisionNotFound", "Invalid rev id");
-    if (api) {
-      return Response.json({
-        id: repoId,
-        sha: r.commit,
-        siblings: [...r.files.keys()].map((f) => ({ rfilename: f })),
-      });
+    if (repo.gated && authorization !== `Bearer ${this.token}`) {
+      return errorResponse(authorization ? 403 : 401, "GatedRepo", `Access to model ${m[1]} is restricted.`);
     }
-    if (r.gated && auth !== `Bearer ${token}`) {
-      const msg = `Access to model ${repoId} is restricted.`;
-      return errorResponse(auth ? 403 : 401, "GatedRepo", msg);
-    }
-    const file = resolve![3];
-    const data = r.files.get(file);
+    return this.#serveResolve(req, m[1], repo, m[3]);
+  }
+
+  /** A small file answers itself; an LFS file redirects to the CDN with the linked etag and size. */
+  #serveResolve(req: Request, repoId: string, repo: FakeRepo, file: string): Response {
+    const data = repo.files.get(file);
     if (!data) return errorResponse(404, "EntryNotFound", `${file} does not exist`);
-    const headers = new Headers({ "x-repo-commit": r.commit });
+    const headers = new Headers({ "x-repo-commit": repo.commit });
     if (data.length < LFS_MIN_BYTES) {
       headers.set("etag", `"${gitBlobSha1(data)}"`);
-      return serveBytes(req, `${repoId}/${file}`, content(repoId, file, data), headers);
+      return this.#serveBytes(req, `${repoId}/${file}`, data, headers);
     }
-    // An LFS file: the hub answers with its pointer's etag and a redirect carrying the real one.
     const sha = sha256Hex(data);
     const pointer = `version https://git-lfs.github.com/spec/v1\noid sha256:${sha}\nsize ${data.length}\n`;
     headers.set("etag", `"${gitBlobSha1(new TextEncoder().encode(pointer))}"`);
     headers.set("x-linked-etag", `"${sha}"`);
     headers.set("x-linked-size", String(data.length));
-    headers.set("location", `${cdnOrigin}/cdn/${repoId}/${sha}`);
+    headers.set("location", `http://127.0.0.1:${this.#cdn.addr.port}/cdn/${repoId}/${sha}`);
     return new Response(null, { status: 302, headers });
   }
 
-  const hubServer = Deno.serve(quiet, (req) => handle(req, "hub"));
-  const cdnServer = Deno.serve(quiet, (req) => handle(req, "cdn"));
-  cdnOrigin = `http://127.0.0.1:${cdnServer.addr.port}`;
-  const hub: FakeHub = {
-    endpoint: `http://127.0.0.1:${hubServer.addr.port}`,
-    requests,
-    token,
-    addRepo(repoId, files, { gated = false } = {}) {
-      const map = new Map<string, Uint8Array>();
-      for (const [name, data] of Object.entries(files)) {
-        map.set(name, typeof data === "string" ? new TextEncoder().encode(data) : data);
+  #serveCdn(req: Request, path: string): Response {
+    const m = /^\/cdn\/(.+)\/([0-9a-f]{64})$/.exec(path);
+    const repo = m && this.repo(m[1]);
+    const file = repo && [...repo.files.keys()].find((f) => sha256Hex(repo.files.get(f)!) === m![2]);
+    if (!repo || !file) return new Response("no such object", { status: 404 });
+    return this.#serveBytes(req, `${m![1]}/${file}`, repo.files.get(file)!, new Headers());
+  }
+
+  /** 200, or 206 for `Range: bytes=N-`; corrupted files get a flipped first byte; a pending cut breaks off. */
+  #serveBytes(req: Request, key: string, data: Uint8Array, headers: Headers): Response {
+    if (this.#corrupted.has(key)) {
+      data = data.slice();
+      data[0] ^= 0xff;
+    }
+    const range = /^bytes=(\d+)-$/.exec(req.headers.get("range") ?? "");
+    const start = range ? Number(range[1]) : 0;
+    if (start >= data.length && range) return new Response(null, { status: 416, headers });
+    const body = data.subarray(start) as Uint8Array<ArrayBuffer>;
+    if (range) headers.set("content-range", `bytes ${start}-${data.length - 1}/${data.length}`);
+    headers.set("content-length", String(body.length));
+    headers.set("accept-ranges", "bytes");
+    const status = range ? 206 : 200;
+    const cut = req.method === "GET" ? this.#cuts.get(key) : undefined;
+    // Deno.serve drops the body of a HEAD answer and keeps its Content-Length.
+    if (cut === undefined) return new Response(body, { status, headers });
+    this.#cuts.delete(key);
+    return new Response(cutStream(body, cut), { status, headers });
+  }
+}
+
+/** Sends `cut` bytes, then breaks the connection a moment later, as a real network failure would. */
+function cutStream(body: Uint8Array, cut: number): ReadableStream<Uint8Array> {
+  let sent = false;
+  return new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      if (!sent) {
+        sent = true;
+        return controller.enqueue(body.slice(0, cut));
       }
-      const listing = [...map].map(([name, data]) => `${name}:${sha256Hex(data)}`).sort().join("\n");
-      const commit = createHash("sha1").update(`${repoId}\n${listing}`).digest("hex");
-      const r = { files: map, commit, gated };
-      repos.set(repoId, r);
-      return r;
+      await new Promise((r) => setTimeout(r, 50));
+      controller.error(new Error("fake hub: connection cut"));
     },
-    repo,
-    corrupt: (repoId, file) => void corrupted.add(`${repoId}/${file}`),
-    cutNextDownload: (repoId, file, bytes) => void cuts.set(`${repoId}/${file}`, bytes),
-    async close() {
-      await Promise.all([hubServer.shutdown(), cdnServer.shutdown()]);
-    },
-  };
-  return hub;
+  });
+}
+
+function errorResponse(status: number, code: string, message: string): Response {
+  return Response.json({ error: message }, {
+    status,
+    headers: { "x-error-code": code, "x-error-message": message },
+  });
 }
 
 /**

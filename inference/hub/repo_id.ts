@@ -67,7 +67,6 @@ export function checkRepoFile(repoId: string, file: string): void {
   }
 }
 
-
 /** A file path inside a repo, escaped segment by segment for a URL. */
 export function encodeRepoPath(path: string): string {
   return path.split("/").map(encodeURIComponent).join("/");
