@@ -79,7 +79,12 @@ export async function resolveModel(spec: string, options: ResolveOptions): Promi
     throw new HubError("invalid", `Cannot find model folder "${spec}": ${why}`);
   }
   const cache = repoCache(options.cacheDir, repo.repoId);
-  if (options.offline) return await fromCache(cache, repo, options.cacheDir, "HF_HUB_OFFLINE is set");
+  if (options.offline) {
+    return await fromCache(cache, repo, options.cacheDir, "HF_HUB_OFFLINE is set").catch((err) => {
+      if (!(err instanceof HubError)) throw err;
+      throw new HubError(err.kind, `${err.message} (and there is no local folder "${spec}")`);
+    });
+  }
   const client: HubClient = {
     endpoint: (options.endpoint ?? "https://huggingface.co").replace(/\/+$/, ""),
     token: options.token || await readToken(options.tokenFile ?? null),
@@ -90,7 +95,12 @@ export async function resolveModel(spec: string, options: ResolveOptions): Promi
   } catch (err) {
     if (err instanceof HubError && err.kind === "network") {
       const cached = await fromCache(cache, repo, options.cacheDir, err.message).catch(() => null);
-      if (cached === null) throw err;
+      if (cached === null) {
+        throw new HubError(
+          "network",
+          `${err.message}; "${spec}" is not in the cache "${options.cacheDir}" either`,
+        );
+      }
       options.onWarning?.(`${err.message}; serving "${spec}" from the cache (commit ${cached.commit})`);
       return cached;
     }
