@@ -67,7 +67,12 @@ export function sameOrigin(a: string | URL, b: string | URL): boolean {
 export function networkError(client: HubClient, url: string, err: unknown): HubError {
   const origin = new URL(url).origin;
   const via = sameOrigin(origin, client.endpoint) ? "" : ` (redirected from ${client.endpoint})`;
-  return new HubError("network", `Cannot reach ${origin}${via}: ${(err as Error).message}`);
+  // Deno's fetch says only "fetch failed"; the cause names DNS, refusal, TLS.
+  const e = err as Error & { cause?: unknown };
+  const detail = e.cause instanceof Error
+    ? e.cause.message.replace(/^error sending request for url \([^)]*\): /, "")
+    : e.message;
+  return new HubError("network", `Cannot reach ${origin}${via}: ${detail}`);
 }
 
 /**
