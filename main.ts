@@ -53,18 +53,10 @@ async function main(): Promise<number> {
 
   try {
     const started = performance.now();
-    const resolved = await resolveModel(config.model, {
-      ...config.hub,
-      onProgress: downloadReporter(engine),
-      onWarning: (message) => console.warn(`[leanserve] warning: ${message}`),
-      checkConfig: (raw, source) => void parseModelConfig(raw, null, source),
-    });
-    if (resolved.commit) {
-      console.log(`[leanserve] ${config.model} is commit ${resolved.commit} in ${resolved.dir}`);
-    }
-    const generationJson = await readJsonIfPresent(join(resolved.dir, "generation_config.json"));
+    const modelDir = await resolveModelDir(config, engine);
+    const generationJson = await readJsonIfPresent(join(modelDir, "generation_config.json"));
     Object.assign(generationDefaults, samplingFromGenerationConfig(generationJson));
-    const dir = config.quant ? await quantizeAtStartup(gpu, config, resolved.dir, engine) : resolved.dir;
+    const dir = config.quant ? await quantizeAtStartup(gpu, config, modelDir, engine) : modelDir;
     const model = await loadModel(gpu, dir, {
       weightType: config.dtype,
       decodeActivations: config.decodeActivations,
@@ -115,6 +107,26 @@ async function quantizeAtStartup(
     },
   }, { gpu, onProgress: (detail) => engine.setStatus("loading", detail) });
   return out;
+}
+
+/**
+ * `--model`: a folder as it is, or a repo id resolved through the Hugging Face cache (downloaded when
+ * missing, its config.json checked before the weights come), with progress on /health.
+ */
+async function resolveModelDir(
+  config: ReturnType<typeof parseConfig>,
+  engine: EngineHandle,
+): Promise<string> {
+  const resolved = await resolveModel(config.model, {
+    ...config.hub,
+    onProgress: downloadReporter(engine),
+    onWarning: (message) => console.warn(`[leanserve] warning: ${message}`),
+    checkConfig: (raw, source) => void parseModelConfig(raw, null, source),
+  });
+  if (resolved.commit) {
+    console.log(`[leanserve] ${config.model} is commit ${resolved.commit} in ${resolved.dir}`);
+  }
+  return resolved.dir;
 }
 
 /** Download progress to /health, and as a bar on stderr when it is a terminal (else one line per file). */
