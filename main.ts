@@ -1,12 +1,16 @@
 /**
  * leanserve's composition root: parseConfig → requestGpu → createApp + Deno.serve (answering 503
- * while loading) → quantize if asked → loadModel → engine ready. It does nothing else.
+ * while loading) → resolveModel (download a repo id into the HF cache) → quantize if asked → loadModel →
+ * engine ready. It does nothing else.
  */
 import { join } from "node:path";
-import { ConfigError, HELP_TEXT, parseConfig } from "./config.ts";
+import { type Config, ConfigError, HELP_TEXT, parseConfig } from "./config.ts";
 import { createApp } from "./server/app.ts";
 import { samplingFromGenerationConfig } from "./server/protocol.ts";
-import { createEngine, type EngineHandle, loadModel } from "./inference/engine/mod.ts";
+import { createEngine, type EngineHandle, loadModel, type SamplingParams } from "./inference/engine/mod.ts";
+import { parseModelConfig } from "./inference/model/mod.ts";
+import { type DownloadProgress, resolveModel } from "./inference/hub/mod.ts";
+import { createProgressBar, formatBytes, formatSeconds } from "./cli/progress.ts";
 import { describeGpu, type Gpu, requestGpu } from "./kernels/core/mod.ts";
 import { runQuantize } from "./cli/quantize.ts";
 import { QUANTIZE_DEFAULTS } from "./quant/mod.ts";
@@ -24,23 +28,20 @@ async function main(): Promise<number> {
     console.log(HELP_TEXT);
     return 0;
   }
-  const generationJson = await readJsonIfPresent(join(config.model, "generation_config.json"));
-  const gpu = await requestGpu();
+  let gpu: Gpu;
+  try {
+    gpu = await requestGpu();
+  } catch (err) {
+    console.error(`[leanserve] error: ${(err as Error).message}`);
+    return 1;
+  }
   console.log(`[leanserve] ${describeGpu(gpu)}`);
   if (gpu.isCpu) console.warn("[leanserve] warning: serving on a CPU adapter (llvmpipe); expect low speed");
 
-  const sv = config.serving;
-  const engine = createEngine(config.servedModelName, {
-    batch: {
-      maxNumSeqs: sv.maxNumSeqs,
-      maxNumBatchedTokens: sv.maxNumBatchedTokens,
-      maxModelLen: sv.maxModelLen,
-      kvCacheMemory: sv.kvCacheMemory,
-      kvCacheDtype: sv.kvCacheDtype,
-      maxQueued: sv.maxQueuedRequests,
-    },
-  });
-  const app = createApp({ engine, config, generationDefaults: samplingFromGenerationConfig(generationJson) });
+  const engine = createServingEngine(config);
+  // Filled once the model folder is resolved (a repo may still be downloading); requests wait for ready.
+  const generationDefaults: Partial<SamplingParams> = {};
+  const app = createApp({ engine, config, generationDefaults });
   const server = Deno.serve({
     hostname: config.host,
     port: config.port,
@@ -49,7 +50,10 @@ async function main(): Promise<number> {
 
   try {
     const started = performance.now();
-    const dir = config.quant ? await quantizeAtStartup(gpu, config, engine) : config.model;
+    const modelDir = await resolveModelDir(config, engine);
+    const generationJson = await readJsonIfPresent(join(modelDir, "generation_config.json"));
+    Object.assign(generationDefaults, samplingFromGenerationConfig(generationJson));
+    const dir = config.quant ? await quantizeAtStartup(gpu, config, modelDir, engine) : modelDir;
     const model = await loadModel(gpu, dir, {
       weightType: config.dtype,
       decodeActivations: config.decodeActivations,
@@ -57,14 +61,7 @@ async function main(): Promise<number> {
       onProgress: (detail) => engine.setStatus("loading", detail),
     });
     engine.setModel(model);
-    const seconds = ((performance.now() - started) / 1000).toFixed(1);
-    const c = engine.counters();
-    console.log(
-      `[leanserve] model "${model.modelId}" ready in ${seconds} s; KV cache ${c.kvBlocksTotal} blocks ` +
-        `(${
-          (c.gpuBytes.kvCache / 2 ** 20).toFixed(0)
-        } MiB), max model length ${engine.status().contextLength}`,
-    );
+    logReady(engine, model.modelId, started);
   } catch (err) {
     engine.setStatus("error", (err as Error).message);
     console.error(`[leanserve] error: ${(err as Error).message}`);
@@ -75,17 +72,43 @@ async function main(): Promise<number> {
   return 0;
 }
 
+/** The engine under the batching flags (--max-num-seqs, the KV cache's size and dtype, the queue). */
+function createServingEngine(config: Config): EngineHandle {
+  const sv = config.serving;
+  return createEngine(config.servedModelName, {
+    batch: {
+      maxNumSeqs: sv.maxNumSeqs,
+      maxNumBatchedTokens: sv.maxNumBatchedTokens,
+      maxModelLen: sv.maxModelLen,
+      kvCacheMemory: sv.kvCacheMemory,
+      kvCacheDtype: sv.kvCacheDtype,
+      maxQueued: sv.maxQueuedRequests,
+    },
+  });
+}
+
+/** One line once serving: the load time (download included) and what the batching flags left for the KV cache. */
+function logReady(engine: EngineHandle, modelId: string, started: number): void {
+  const seconds = ((performance.now() - started) / 1000).toFixed(1);
+  const c = engine.counters();
+  const kvMiB = (c.gpuBytes.kvCache / 2 ** 20).toFixed(0);
+  console.log(
+    `[leanserve] model "${modelId}" ready in ${seconds} s; KV cache ${c.kvBlocksTotal} blocks ` +
+      `(${kvMiB} MiB), max model length ${engine.status().contextLength}`,
+  );
+}
+
 /**
  * `--quantize`: runs the quantize task's pipeline on the server's GPU into a temporary folder (removed when
  * the process exits normally), reporting progress through /health, and returns that folder.
  */
-async function quantizeAtStartup(gpu: Gpu, config: ReturnType<typeof parseConfig>, engine: EngineHandle) {
+async function quantizeAtStartup(gpu: Gpu, config: Config, model: string, engine: EngineHandle) {
   const q = config.quant!;
   const out = `${await Deno.makeTempDir({ prefix: "leanserve-quantized-" })}/model`;
   globalThis.addEventListener("unload", () => Deno.removeSync(out, { recursive: true }));
   console.log(`[leanserve] quantizing ${config.model} with ${q.method} ${q.bits}-bit into ${out}`);
   await runQuantize({
-    model: config.model,
+    model,
     calib: q.calib,
     out,
     nsamples: q.nsamples,
@@ -103,6 +126,37 @@ async function quantizeAtStartup(gpu: Gpu, config: ReturnType<typeof parseConfig
     },
   }, { gpu, onProgress: (detail) => engine.setStatus("loading", detail) });
   return out;
+}
+
+/**
+ * `--model`: a folder as it is, or a repo id resolved through the Hugging Face cache (downloaded when
+ * missing, its config.json checked before the weights come), with progress on /health.
+ */
+async function resolveModelDir(config: Config, engine: EngineHandle): Promise<string> {
+  const resolved = await resolveModel(config.model, {
+    ...config.hub,
+    onProgress: downloadReporter(engine),
+    onWarning: (message) => console.warn(`[leanserve] warning: ${message}`),
+    checkConfig: (raw, source) => void parseModelConfig(raw, null, source),
+  });
+  if (resolved.commit) {
+    console.log(`[leanserve] ${config.model} is commit ${resolved.commit} in ${resolved.dir}`);
+  }
+  return resolved.dir;
+}
+
+/** Download progress to /health, and as a bar on stderr when it is a terminal (else one line per file). */
+function downloadReporter(engine: EngineHandle): (p: DownloadProgress) => void {
+  const bar = Deno.stderr.isTerminal() ? createProgressBar(Deno.stderr) : null;
+  let file = "";
+  return (p) => {
+    const label = `downloading ${p.file}: ${formatBytes(p.bytes)} of ${formatBytes(p.total)}`;
+    engine.setStatus("loading", `${label} at ${formatBytes(p.rate)}/s, ETA ${formatSeconds(p.etaSeconds)}`);
+    if (!bar && p.file !== file) console.log(`[leanserve] downloading ${p.file}`);
+    file = p.file;
+    bar?.update(p.total > 0 ? p.bytes / p.total : 1, label);
+    if (p.bytes === p.total) bar?.done();
+  };
 }
 
 async function readJsonIfPresent(path: string): Promise<unknown> {
