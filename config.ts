@@ -2,7 +2,7 @@
  * Command-line configuration: defaults, help text and validation in one place (docs/style.md I).
  * parseConfig is pure: main.ts passes Deno.args and the environment in. Bad values are errors, never clamps.
  */
-import { basename } from "node:path";
+import { basename, join } from "node:path";
 import {
   FLAG_LABELS,
   parseQuantizeRequest,
@@ -10,6 +10,11 @@ import {
   type QuantizeRequest,
   rawFromFlags,
 } from "./inference/quantize/mod.ts";
+
+/** Served when --model is absent: small (360M), Llama architecture, Apache-2.0, with a chat template. */
+export const DEFAULT_MODEL = "HuggingFaceTB/SmolLM2-360M-Instruct";
+/** Where repo ids are downloaded from when HF_ENDPOINT is unset. */
+export const DEFAULT_HF_ENDPOINT = "https://huggingface.co";
 
 /** Weight storage on the GPU. */
 export type WeightDtype = "auto" | "f32" | "f16";
@@ -29,13 +34,27 @@ export const DEFAULT_MODEL_QUANTIZE: QuantConfig = Object.freeze(
 /** Where quantized artifacts go by default (relative to the working directory). */
 export const DEFAULT_ARTIFACTS_DIR = "artifacts";
 
+/** How repo ids are resolved: the Hugging Face cache and hub, from the environment as huggingface_hub reads it. */
+export interface HubConfig {
+  /** --hf-cache, else $HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub. */
+  cacheDir: string;
+  /** $HF_TOKEN: sent to the endpoint only; null when unset. */
+  token: string | null;
+  /** Read when token is null: $HF_TOKEN_PATH, else $HF_HOME/token (written by `huggingface-cli login`). */
+  tokenFile: string;
+  /** $HF_HUB_OFFLINE is 1/true/yes/on: resolve repo ids from the cache only. */
+  offline: boolean;
+  /** $HF_ENDPOINT, else https://huggingface.co; no trailing slash. */
+  endpoint: string;
+}
+
 /** The whole server configuration, frozen. */
 export interface Config {
   /** --help was given: print HELP_TEXT and exit; the other fields are defaults. */
   help: boolean;
-  /** The Hugging Face model folder; "" only when help is true. */
+  /** A Hugging Face model folder or repo id `org/name[@revision]`; DEFAULT_MODEL when not given. */
   model: string;
-  /** Name reported as `model` in responses; defaults to the model folder's name. */
+  /** Name reported as `model` in responses; defaults to the folder's (or repo's) name. */
   servedModelName: string;
   host: string;
   port: number;
@@ -53,6 +72,8 @@ export interface Config {
   calibDirs: readonly string[];
   /** Continuous batching and the KV cache. */
   serving: ServingConfig;
+  /** Where repo ids in --model are looked up and downloaded. */
+  hub: HubConfig;
 }
 
 /** How many requests are served at once and how the KV cache is sized. */
@@ -81,13 +102,17 @@ export class ConfigError extends Error {
 /** Printed by --help. */
 export const HELP_TEXT = `leanserve: an OpenAI-compatible LLM server on WebGPU, with LeanQuant quantization
 
-Usage: deno task start --model <dir> [options]
+Usage: deno task start [--model <dir|org/name[@revision]>] [options]
 
 Serving:
-  --model <dir>               Hugging Face model folder (config.json, *.safetensors, tokenizer.json). Required
-  --host <addr>               Address to listen on (default 127.0.0.1)
+  --model <dir|repo>          A Hugging Face model folder (config.json, *.safetensors, tokenizer.json), or a
+                              repo id org/name[@revision] downloaded into the Hugging Face cache
+                              (default ${DEFAULT_MODEL})
+  --hf-cache <dir>            Hugging Face hub cache (default: $HF_HUB_CACHE, else $HF_HOME/hub, else
+                              ~/.cache/huggingface/hub)
+  --host <addr>               Address to listen on (default: $HOST, else 127.0.0.1)
   --port <n>                  Port to listen on (default: $PORT, else 8000)
-  --served-model-name <name>  Model name reported by the API (default: the model folder's name)
+  --served-model-name <name>  Model name reported by the API (default: the folder's or repo's name)
   --max-tokens-default <n>    max_tokens for requests that give none (default: up to the context length)
   --dtype <auto|f32|f16>      Weight storage on the GPU (default auto: f16 when the adapter has shader-f16
                               and the checkpoint is not f32, else f32)
@@ -130,10 +155,14 @@ Quantization API (POST /v1/quantize, /v1/artifacts):
                               repeat for several (default: none, so only inline text and "builtin")
 
   -h, --help                  Show this help
+
+Environment: PORT, HOST; HF_HOME, HF_HUB_CACHE, HF_TOKEN (gated and private repos), HF_HUB_OFFLINE=1 (use
+the cache only), HF_ENDPOINT (a mirror of the hub)
 `;
 
 const VALUE_FLAGS = [
   "--model",
+  "--hf-cache",
   "--host",
   "--port",
   "--served-model-name",
@@ -162,7 +191,8 @@ const QUANT_ONLY = Object.values(FLAG_LABELS).filter((f) => f !== "--method");
 /**
  * Parses the command line.
  * @param args Command-line arguments (Deno.args), `--flag value` or `--flag=value`.
- * @param env Environment variables; only PORT is read, as the fallback of --port.
+ * @param env Environment variables: PORT and HOST (fallbacks of --port and --host) and the Hugging Face
+ *   variables of HubConfig.
  * @returns The frozen config; throws ConfigError with a message naming the flag.
  * @example
  * ```ts
@@ -174,17 +204,15 @@ const QUANT_ONLY = Object.values(FLAG_LABELS).filter((f) => f !== "--method");
 export function parseConfig(args: string[], env: Record<string, string | undefined>): Config {
   const flags = readFlags(args);
   const help = flags.has("--help");
-  const model = flags.get("--model") ?? "";
-  if (!help && model === "") {
-    throw new ConfigError("Missing --model <dir>: the Hugging Face model folder to serve");
-  }
+  const model = flags.get("--model") ?? DEFAULT_MODEL;
+  if (model === "") throw new ConfigError('Cannot use --model "": expected a folder or a repo id');
 
   const portText = flags.get("--port") ?? env.PORT;
   const config: Config = {
     help,
     model,
-    servedModelName: flags.get("--served-model-name") ?? basename(model.replace(/[\\/]+$/, "")),
-    host: flags.get("--host") ?? "127.0.0.1",
+    servedModelName: flags.get("--served-model-name") ?? defaultServedName(model),
+    host: flags.get("--host") ?? env.HOST ?? "127.0.0.1",
     port: portText === undefined ? 8000 : int(portText, flags.has("--port") ? "--port" : "PORT", 1, 65535),
     maxTokensDefault: optionalInt(flags, "--max-tokens-default", 1, Number.MAX_SAFE_INTEGER) ?? null,
     dtype: oneOf(flags.get("--dtype") ?? "auto", "--dtype", ["auto", "f32", "f16"] as const),
@@ -193,11 +221,12 @@ export function parseConfig(args: string[], env: Record<string, string | undefin
       "--decode-activations",
       ["q8", "f32"] as const,
     ),
-    // Without --model the default model is served, quantized (unreachable until --model gets a default).
+    // Without --model the default model is served, quantized at startup (cached in --artifacts-dir).
     quant: parseQuant(flags) ?? (flags.has("--model") ? null : DEFAULT_MODEL_QUANTIZE),
     artifactsDir: flags.get("--artifacts-dir") ?? DEFAULT_ARTIFACTS_DIR,
     calibDirs: Object.freeze(flags.lists.get("--calib-dir") ?? []),
     serving: parseServing(flags),
+    hub: parseHub(flags, env),
   };
   if (config.artifactsDir === "") throw new ConfigError('Cannot use --artifacts-dir "": expected a folder');
   if (config.calibDirs.includes("")) throw new ConfigError('Cannot use --calib-dir "": expected a folder');
@@ -209,6 +238,7 @@ export function parseConfig(args: string[], env: Record<string, string | undefin
     ...config,
     quant: config.quant && Object.freeze(config.quant),
     serving: Object.freeze(config.serving),
+    hub: Object.freeze(config.hub),
   });
 }
 
@@ -256,6 +286,31 @@ function parseMemory(text: string | undefined): ServingConfig["kvCacheMemory"] {
   }
   if (m![2] === "" && value <= 1) return { fraction: value };
   return { bytes: Math.floor(value * unit) };
+}
+
+/** The folder's name; for a repo id `org/name@rev`, `name`. */
+function defaultServedName(model: string): string {
+  const name = basename(model.replace(/[\\/]+$/, ""));
+  return /^[\w.-]+\/[\w.-]+@/.test(model) ? name.slice(0, name.indexOf("@")) : name;
+}
+
+/** The Hugging Face variables, with huggingface_hub's defaults and precedence (constants.py). */
+function parseHub(flags: Map<string, string>, env: Record<string, string | undefined>): HubConfig {
+  const home = env.HF_HOME || join(env.XDG_CACHE_HOME || join(env.HOME || ".", ".cache"), "huggingface");
+  const cacheDir = flags.get("--hf-cache") ??
+    (env.HF_HUB_CACHE || env.HUGGINGFACE_HUB_CACHE || join(home, "hub"));
+  if (cacheDir === "") throw new ConfigError('Cannot use --hf-cache "": expected a folder');
+  const endpoint = (env.HF_ENDPOINT || DEFAULT_HF_ENDPOINT).replace(/\/+$/, "");
+  if (!URL.canParse(endpoint) || !/^https?:$/.test(new URL(endpoint).protocol)) {
+    throw new ConfigError(`Cannot use HF_ENDPOINT "${env.HF_ENDPOINT}": expected an http(s) URL`);
+  }
+  return {
+    cacheDir,
+    token: env.HF_TOKEN || env.HUGGING_FACE_HUB_TOKEN || null,
+    tokenFile: env.HF_TOKEN_PATH || join(home, "token"),
+    offline: ["1", "ON", "YES", "TRUE"].includes((env.HF_HUB_OFFLINE ?? "").toUpperCase()),
+    endpoint,
+  };
 }
 
 /** --quantize and its options, validated by the request validator the CLI and HTTP API share. */

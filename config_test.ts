@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
-import { ConfigError, HELP_TEXT, parseConfig } from "./config.ts";
+import { ConfigError, DEFAULT_MODEL, HELP_TEXT, parseConfig } from "./config.ts";
 
 Deno.test("parseConfig() fills the documented defaults", () => {
-  const config = parseConfig(["--model", "../shared/models/lq-49m/"], {});
+  const config = parseConfig(["--model", "../shared/models/lq-49m/"], { HOME: "/home/u" });
   assert.deepEqual(config, {
     help: false,
     model: "../shared/models/lq-49m/",
@@ -23,8 +23,16 @@ Deno.test("parseConfig() fills the documented defaults", () => {
       kvCacheDtype: "f16",
       maxQueuedRequests: 1024,
     },
+    hub: {
+      cacheDir: "/home/u/.cache/huggingface/hub",
+      token: null,
+      tokenFile: "/home/u/.cache/huggingface/token",
+      offline: false,
+      endpoint: "https://huggingface.co",
+    },
   });
   assert.ok(Object.isFrozen(config));
+  assert.ok(Object.isFrozen(config.hub));
 });
 
 Deno.test("parseConfig() reads every flag, in both spellings", () => {
@@ -73,7 +81,9 @@ Deno.test("parseConfig() reads every flag, in both spellings", () => {
     "--calib-dir",
     "/data/a",
     "--calib-dir=/data/b",
-  ], { PORT: "1234" });
+    "--hf-cache",
+    "/cache",
+  ], { PORT: "1234", HOST: "10.0.0.1", HF_HUB_CACHE: "/ignored" });
   assert.deepEqual(config, {
     help: false,
     model: "m",
@@ -115,6 +125,13 @@ Deno.test("parseConfig() reads every flag, in both spellings", () => {
       kvCacheMemory: { bytes: 1.5 * 2 ** 30 },
       kvCacheDtype: "f32",
       maxQueuedRequests: 3,
+    },
+    hub: {
+      cacheDir: "/cache",
+      token: null,
+      tokenFile: ".cache/huggingface/token",
+      offline: false,
+      endpoint: "https://huggingface.co",
     },
   });
   assert.ok(Object.isFrozen(config.quant));
@@ -164,10 +181,41 @@ Deno.test("parseConfig() takes PORT from the environment and quantization defaul
   );
 });
 
-Deno.test("parseConfig() with --help needs no model", () => {
+Deno.test("parseConfig() serves DEFAULT_MODEL, a small Llama repo, when --model is absent", () => {
+  const config = parseConfig([], {});
+  assert.equal(config.model, DEFAULT_MODEL);
+  assert.equal(DEFAULT_MODEL, "HuggingFaceTB/SmolLM2-360M-Instruct");
+  assert.equal(config.servedModelName, "SmolLM2-360M-Instruct");
+  assert.equal(parseConfig(["--model", "org/name@v1.0"], {}).servedModelName, "name");
+  assert.equal(parseConfig(["--model", "/models/a@b"], {}).servedModelName, "a@b", "a folder keeps its name");
+});
+
+Deno.test("parseConfig() reads the Hugging Face variables as huggingface_hub does", () => {
+  const hub = (env: Record<string, string>) => parseConfig([], env).hub;
+  assert.deepEqual(
+    hub({ HF_HOME: "/hf", HF_TOKEN: "hf_x", HF_HUB_OFFLINE: "1", HF_ENDPOINT: "http://mirror:8080/" }),
+    {
+      cacheDir: "/hf/hub",
+      token: "hf_x",
+      tokenFile: "/hf/token",
+      offline: true,
+      endpoint: "http://mirror:8080",
+    },
+  );
+  assert.equal(hub({ HF_HOME: "/hf", HF_HUB_CACHE: "/c" }).cacheDir, "/c");
+  assert.equal(hub({ XDG_CACHE_HOME: "/x" }).cacheDir, "/x/huggingface/hub");
+  assert.equal(hub({ HF_HUB_OFFLINE: "true" }).offline, true);
+  assert.equal(hub({ HF_HUB_OFFLINE: "0" }).offline, false);
+  assert.equal(hub({ HF_TOKEN: "" }).token, null);
+  assert.equal(hub({ HF_TOKEN_PATH: "/t" }).tokenFile, "/t");
+  assert.equal(parseConfig([], { HOST: "0.0.0.0" }).host, "0.0.0.0");
+  assert.equal(parseConfig(["--host", "::1"], { HOST: "0.0.0.0" }).host, "::1", "the flag beats $HOST");
+});
+
+Deno.test("parseConfig() with --help is still a whole config", () => {
   const config = parseConfig(["-h"], {});
   assert.equal(config.help, true);
-  assert.equal(config.model, "");
+  assert.equal(config.model, DEFAULT_MODEL);
   assert.equal(parseConfig(["--model", "m", "--help"], {}).help, true);
   for (
     const flag of ["--model", "--quantize", "--calib", "--dtype", "--group-size", "--max-tokens-default"]
@@ -178,7 +226,9 @@ Deno.test("parseConfig() with --help needs no model", () => {
 
 Deno.test("parseConfig() rejects bad values with a message naming the flag", () => {
   const cases: [string[], Record<string, string>, RegExp][] = [
-    [[], {}, /Missing --model/],
+    [["--model="], {}, /Cannot use --model "": expected a folder or a repo id/],
+    [[], { HF_ENDPOINT: "ftp://x" }, /Cannot use HF_ENDPOINT "ftp:\/\/x": expected an http\(s\) URL/],
+    [["--hf-cache="], {}, /Cannot use --hf-cache ""/],
     [["--model"], {}, /Missing value for --model/],
     [["--model", "--port", "1"], {}, /Missing value for --model/],
     [["--model", "m", "extra"], {}, /Cannot use argument "extra"/],

@@ -1,15 +1,18 @@
 /**
  * leanserve's composition root: parseConfig → requestGpu → createApp + Deno.serve (answering 503
- * while loading) → [the startup quantization job] or loadModel → engine ready. It does nothing else.
+ * while loading) → resolveModel (download a repo id into the HF cache) → [the startup quantization job] or
+ * loadModel → engine ready. It does nothing else.
  */
 import { join, resolve } from "node:path";
-import { ConfigError, HELP_TEXT, parseConfig, type QuantConfig } from "./config.ts";
+import { type Config, ConfigError, HELP_TEXT, parseConfig, type QuantConfig } from "./config.ts";
 import { createApp } from "./server/app.ts";
 import { samplingFromGenerationConfig } from "./server/protocol.ts";
-import { createEngine, type EngineHandle, loadModel } from "./inference/engine/mod.ts";
+import { createEngine, type EngineHandle, loadModel, type SamplingParams } from "./inference/engine/mod.ts";
 import { createJobManager, type JobJson, type JobManager, sourceOfModel } from "./inference/jobs/mod.ts";
-import { describeGpu, requestGpu } from "./kernels/core/mod.ts";
-import { createProgressBar } from "./cli/progress.ts";
+import { parseModelConfig } from "./inference/model/mod.ts";
+import { type DownloadProgress, resolveModel } from "./inference/hub/mod.ts";
+import { createProgressBar, formatBytes, formatSeconds } from "./cli/progress.ts";
+import { describeGpu, type Gpu, requestGpu } from "./kernels/core/mod.ts";
 
 async function main(): Promise<number> {
   let config;
@@ -24,13 +27,67 @@ async function main(): Promise<number> {
     console.log(HELP_TEXT);
     return 0;
   }
-  const generationJson = await readJsonIfPresent(join(config.model, "generation_config.json"));
-  const gpu = await requestGpu();
+  let gpu: Gpu;
+  try {
+    gpu = await requestGpu();
+  } catch (err) {
+    console.error(`[leanserve] error: ${(err as Error).message}`);
+    return 1;
+  }
   console.log(`[leanserve] ${describeGpu(gpu)}`);
   if (gpu.isCpu) console.warn("[leanserve] warning: serving on a CPU adapter (llvmpipe); expect low speed");
 
+  const engine = createServingEngine(config);
+  const loadOptions = {
+    weightType: config.dtype,
+    decodeActivations: config.decodeActivations,
+    modelId: config.servedModelName,
+  };
+  // Known once --model is resolved (a repo may still be downloading); until then requests wait for ready.
+  let sourceModel: string | null = null;
+  const generationDefaults: Partial<SamplingParams> = {};
+  const jobs = createJobManager({
+    gpu,
+    engine,
+    sourceModel: () => sourceModel,
+    artifactsDir: resolve(config.artifactsDir),
+    calibDirs: config.calibDirs.map((d) => resolve(d)),
+    loadOptions,
+  });
+  const app = createApp({ engine, config, generationDefaults, jobs });
+  const server = Deno.serve({
+    hostname: config.host,
+    port: config.port,
+    onListen: ({ hostname, port }) => console.log(`[leanserve] listening on http://${hostname}:${port}`),
+  }, app.fetch);
+
+  try {
+    const started = performance.now();
+    const modelDir = await resolveModelDir(config, engine);
+    sourceModel = await sourceOfModel(modelDir).then((d) => d && resolve(d));
+    const generationJson = await readJsonIfPresent(join(modelDir, "generation_config.json"));
+    Object.assign(generationDefaults, samplingFromGenerationConfig(generationJson));
+    if (config.quant) {
+      await quantizeAtStartup(jobs, engine, config.quant);
+    } else {
+      const onProgress = (detail: string) => engine.setStatus("loading", detail);
+      engine.setModel(await loadModel(gpu, modelDir, { ...loadOptions, onProgress }));
+    }
+    logReady(engine, engine.status().modelId, started);
+  } catch (err) {
+    engine.setStatus("error", (err as Error).message);
+    console.error(`[leanserve] error: ${(err as Error).message}`);
+    await server.shutdown();
+    return 1;
+  }
+  await server.finished;
+  return 0;
+}
+
+/** The engine under the batching flags (--max-num-seqs, the KV cache's size and dtype, the queue). */
+function createServingEngine(config: Config): EngineHandle {
   const sv = config.serving;
-  const engine = createEngine(config.servedModelName, {
+  return createEngine(config.servedModelName, {
     batch: {
       maxNumSeqs: sv.maxNumSeqs,
       maxNumBatchedTokens: sv.maxNumBatchedTokens,
@@ -40,55 +97,17 @@ async function main(): Promise<number> {
       maxQueued: sv.maxQueuedRequests,
     },
   });
-  const loadOptions = {
-    weightType: config.dtype,
-    decodeActivations: config.decodeActivations,
-    modelId: config.servedModelName,
-  };
-  const jobs = createJobManager({
-    gpu,
-    engine,
-    sourceModel: await sourceOfModel(config.model).then((d) => d && resolve(d)),
-    artifactsDir: resolve(config.artifactsDir),
-    calibDirs: config.calibDirs.map((d) => resolve(d)),
-    loadOptions,
-  });
-  const app = createApp({
-    engine,
-    config,
-    generationDefaults: samplingFromGenerationConfig(generationJson),
-    jobs,
-  });
-  const server = Deno.serve({
-    hostname: config.host,
-    port: config.port,
-    onListen: ({ hostname, port }) => console.log(`[leanserve] listening on http://${hostname}:${port}`),
-  }, app.fetch);
+}
 
-  try {
-    const started = performance.now();
-    if (config.quant) {
-      await quantizeAtStartup(jobs, engine, config.quant);
-    } else {
-      const onProgress = (detail: string) => engine.setStatus("loading", detail);
-      engine.setModel(await loadModel(gpu, config.model, { ...loadOptions, onProgress }));
-    }
-    const seconds = ((performance.now() - started) / 1000).toFixed(1);
-    const c = engine.counters();
-    console.log(
-      `[leanserve] model "${engine.status().modelId}" ready in ${seconds} s; KV cache ${c.kvBlocksTotal} blocks ` +
-        `(${
-          (c.gpuBytes.kvCache / 2 ** 20).toFixed(0)
-        } MiB), max model length ${engine.status().contextLength}`,
-    );
-  } catch (err) {
-    engine.setStatus("error", (err as Error).message);
-    console.error(`[leanserve] error: ${(err as Error).message}`);
-    await server.shutdown();
-    return 1;
-  }
-  await server.finished;
-  return 0;
+/** One line once serving: the load time (download included) and what the batching flags left for the KV cache. */
+function logReady(engine: EngineHandle, modelId: string, started: number): void {
+  const seconds = ((performance.now() - started) / 1000).toFixed(1);
+  const c = engine.counters();
+  const kvMiB = (c.gpuBytes.kvCache / 2 ** 20).toFixed(0);
+  console.log(
+    `[leanserve] model "${modelId}" ready in ${seconds} s; KV cache ${c.kvBlocksTotal} blocks ` +
+      `(${kvMiB} MiB), max model length ${engine.status().contextLength}`,
+  );
 }
 
 /**
@@ -121,6 +140,37 @@ async function quantizeAtStartup(
   bar.done();
   if (done.status !== "done") throw new Error(`Cannot quantize at startup: ${done.error ?? done.status}`);
   console.log(`[leanserve] artifact ${done.artifact?.path}`);
+}
+
+/**
+ * `--model`: a folder as it is, or a repo id resolved through the Hugging Face cache (downloaded when
+ * missing, its config.json checked before the weights come), with progress on /health.
+ */
+async function resolveModelDir(config: Config, engine: EngineHandle): Promise<string> {
+  const resolved = await resolveModel(config.model, {
+    ...config.hub,
+    onProgress: downloadReporter(engine),
+    onWarning: (message) => console.warn(`[leanserve] warning: ${message}`),
+    checkConfig: (raw, source) => void parseModelConfig(raw, null, source),
+  });
+  if (resolved.commit) {
+    console.log(`[leanserve] ${config.model} is commit ${resolved.commit} in ${resolved.dir}`);
+  }
+  return resolved.dir;
+}
+
+/** Download progress to /health, and as a bar on stderr when it is a terminal (else one line per file). */
+function downloadReporter(engine: EngineHandle): (p: DownloadProgress) => void {
+  const bar = Deno.stderr.isTerminal() ? createProgressBar(Deno.stderr) : null;
+  let file = "";
+  return (p) => {
+    const label = `downloading ${p.file}: ${formatBytes(p.bytes)} of ${formatBytes(p.total)}`;
+    engine.setStatus("loading", `${label} at ${formatBytes(p.rate)}/s, ETA ${formatSeconds(p.etaSeconds)}`);
+    if (!bar && p.file !== file) console.log(`[leanserve] downloading ${p.file}`);
+    file = p.file;
+    bar?.update(p.total > 0 ? p.bytes / p.total : 1, label);
+    if (p.bytes === p.total) bar?.done();
+  };
 }
 
 async function readJsonIfPresent(path: string): Promise<unknown> {

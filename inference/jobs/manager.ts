@@ -29,8 +29,11 @@ import { JobInputError, type ResolvedText, resolveTextSource, sourceIdentity } f
 export interface JobManagerOptions {
   gpu: Gpu;
   engine: EngineHandle;
-  /** The full-precision folder jobs read from; null when unknown (then quantize requests get a 409). */
-  sourceModel: string | null;
+  /**
+   * The full-precision folder jobs read from; null when unknown (then quantize requests get a 409). A function:
+   * the server knows it only once --model is resolved (a repo id may still be downloading).
+   */
+  sourceModel: () => string | null;
   artifactsDir: string;
   /** `--calib-dir`: where `calibration.file`, `eval.file` and dataset names may point. */
   calibDirs: readonly string[];
@@ -131,7 +134,8 @@ export function createJobManager(o: JobManagerOptions): JobManager {
     const job = new Job("quantize", requestToJson(request));
     claim(job);
     try {
-      if (!o.sourceModel) {
+      const sourceModel = o.sourceModel();
+      if (!sourceModel) {
         throw new JobInputError(
           "Cannot quantize: the served folder is quantized and its manifest names no full-precision source",
           null,
@@ -143,8 +147,8 @@ export function createJobManager(o: JobManagerOptions): JobManager {
       const calib = request.calibration.source &&
         await resolveTextSource(request.calibration.source, "calibration", rules);
       const evalText = request.eval && await resolveTextSource(request.eval.source, "eval", rules);
-      const revision = await modelRevision(o.sourceModel);
-      const name = request.name ?? await defaultName(o.sourceModel, revision, request, calib);
+      const revision = await modelRevision(sourceModel);
+      const name = request.name ?? await defaultName(sourceModel, revision, request, calib);
       job.name = name;
       const dest = join(o.artifactsDir, name);
       if (await exists(dest)) {
@@ -161,7 +165,7 @@ export function createJobManager(o: JobManagerOptions): JobManager {
         finish(job, activateDir(job, dest));
         return job.toJSON();
       }
-      finish(job, runJob(job, request, { calib, evalText, dest, revision }));
+      finish(job, runJob(job, request, { sourceModel, calib, evalText, dest, revision }));
       return job.toJSON();
     } catch (err) {
       drop(job);
@@ -172,7 +176,8 @@ export function createJobManager(o: JobManagerOptions): JobManager {
   async function runJob(
     job: Job,
     request: QuantizeRequest,
-    { calib, evalText, dest, revision }: {
+    { sourceModel, calib, evalText, dest, revision }: {
+      sourceModel: string;
       calib: ResolvedText | null;
       evalText: ResolvedText | null;
       dest: string;
@@ -183,7 +188,7 @@ export function createJobManager(o: JobManagerOptions): JobManager {
     const result = await runQuantization(
       {
         gpu: o.gpu,
-        sourceDir: o.sourceModel!,
+        sourceDir: sourceModel,
         request,
         calibration: calib,
         evalText,

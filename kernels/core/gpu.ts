@@ -47,9 +47,10 @@ export async function requestGpu({ wantF16 = true }: RequestGpuOptions = {}): Pr
   const adapter = await navigator.gpu.requestAdapter({ powerPreference: "high-performance" });
   if (adapter === null) {
     throw new Error(
-      "Cannot find a WebGPU adapter: install the Vulkan loader (libvulkan1) and a driver " +
-        "(NVIDIA ICD with NVIDIA_DRIVER_CAPABILITIES including graphics, or mesa-vulkan-drivers for the CPU), " +
-        "or point VK_DRIVER_FILES at the ICD JSON",
+      "Cannot find a WebGPU adapter: Vulkan found no driver. Install the Vulkan loader (libvulkan1) and a " +
+        "driver: on NVIDIA the ICD comes with the driver (in Docker: --gpus all with NVIDIA_DRIVER_CAPABILITIES " +
+        "including graphics, or VK_DRIVER_FILES pointing at nvidia_icd.json); without a GPU, mesa-vulkan-drivers " +
+        "runs everything on the CPU (lavapipe: correct, slow)",
     );
   }
   const limits = adapter.limits;
