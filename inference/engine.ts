@@ -14,12 +14,19 @@ import type { GpuWeights } from "./model.ts";
 import { createStopMatcher } from "./stop_text.ts";
 import {
   type Engine,
+  type EngineCounters,
   EngineInputError,
   type EngineStatus,
+  type GenerateInput,
   type GenerateRequest,
   type SamplingParams,
   type TokenEvent,
+  type TokenizeOptions,
+  type TokenizeResult,
 } from "./types.ts";
+
+/** Tokens per KV-cache "block" in the counters; the cache itself is one contiguous buffer per layer. */
+const KV_BLOCK_TOKENS = 16;
 
 /** Everything the engine serves with, produced by load_model.ts. */
 export interface LoadedModel {
@@ -53,6 +60,10 @@ export function createEngine(
   let state: EngineStatus["state"] = "loading";
   let detail = "loading model";
   let queue: Promise<void> = Promise.resolve();
+  let waiting = 0;
+  let running = 0;
+  let kvTokens = 0; // tokens in the KV cache of the running sequence
+  let gpuBytes: EngineCounters["gpuBytes"] = { weights: 0, kvCache: 0, scratch: 0 };
 
   function status(): EngineStatus {
     const lost = model?.gpu.lostReason;
@@ -68,11 +79,11 @@ export function createEngine(
   async function* generate(request: GenerateRequest, signal?: AbortSignal): AsyncIterable<TokenEvent> {
     const m = model;
     if (!m || status().state !== "ready") throw new Error(`Cannot generate: engine is ${status().state}`);
-    const ids = promptIds(m, request);
+    const ids = promptIds(m, request.input);
     if (ids.length >= m.config.seqLen) {
       throw new EngineInputError(
         `Prompt has ${ids.length} tokens but the model's context length is ${m.config.seqLen}`,
-        "messages",
+        request.input.kind === "chat" ? "messages" : "prompt",
         "context_length_exceeded",
       );
     }
@@ -80,10 +91,19 @@ export function createEngine(
     let release!: () => void;
     const turn = queue;
     queue = new Promise((resolve) => (release = resolve));
+    let started = false;
+    waiting++;
     try {
       await turn;
+      waiting--;
+      started = true;
+      running++;
       yield* runOne(m, ids, request, signal);
     } finally {
+      if (started) {
+        running--;
+        kvTokens = 0;
+      } else waiting--;
       release();
     }
   }
@@ -106,8 +126,10 @@ export function createEngine(
     let completion = 0;
     let stopped = false;
     const sampling: SamplingParams & { seed: number } = { ...request.sampling, seed };
+    kvTokens = ids.length;
     for await (const chunk of m.runner.run(ids, { maxNewTokens, sampling })) {
       let text = "";
+      kvTokens = ids.length + completion + chunk.length;
       for (const id of chunk) {
         completion++;
         if (eos.has(id)) {
@@ -136,11 +158,46 @@ export function createEngine(
     };
   }
 
+  function counters(): EngineCounters {
+    const total = model ? Math.ceil(model.config.seqLen / KV_BLOCK_TOKENS) : 0;
+    return {
+      running,
+      waiting,
+      kvBlocksUsed: Math.min(total, Math.ceil(kvTokens / KV_BLOCK_TOKENS)),
+      kvBlocksTotal: total,
+      gpuBytes,
+    };
+  }
+
+  function ready(): LoadedModel {
+    if (!model || status().state !== "ready") throw new Error(`Cannot tokenize: engine is ${status().state}`);
+    return model;
+  }
+
   return {
     status,
     generate,
+    counters,
+    tokenize(input: GenerateInput, options: TokenizeOptions = {}): Promise<TokenizeResult> {
+      const m = ready();
+      const ids = promptIds(m, input, options);
+      if (!options.returnTokenStrs) return Promise.resolve({ ids });
+      return Promise.resolve({ ids, tokenStrs: ids.map((id) => m.tokenizer.idToToken(id) ?? "") });
+    },
+    detokenize(ids: readonly number[]): Promise<string> {
+      const m = ready();
+      const bad = ids.findIndex((id) => m.tokenizer.idToToken(id) === null);
+      if (bad >= 0) {
+        throw new EngineInputError(
+          `Cannot detokenize id ${ids[bad]}: the vocabulary has ${m.tokenizer.vocabSize} tokens`,
+          `tokens[${bad}]`,
+        );
+      }
+      return Promise.resolve(m.tokenizer.decode(ids));
+    },
     setModel(loaded) {
       model = loaded;
+      gpuBytes = measureGpuBytes(loaded);
       state = "ready";
       detail = "ready";
     },
@@ -151,10 +208,13 @@ export function createEngine(
   };
 }
 
-/** Renders and tokenizes the prompt of a request. */
-function promptIds(m: LoadedModel, request: GenerateRequest): number[] {
-  const input = request.input;
-  if (input.kind === "text") return m.tokenizer.encode(input.prompt, { addSpecialTokens: true });
+/** Renders and tokenizes the prompt of a request (the defaults are what generation uses). */
+function promptIds(
+  m: LoadedModel,
+  input: GenerateInput,
+  { addSpecialTokens = input.kind === "text", addGenerationPrompt = true }: TokenizeOptions = {},
+): number[] {
+  if (input.kind === "text") return m.tokenizer.encode(input.prompt, { addSpecialTokens });
   if (!m.chatTemplate) {
     throw new EngineInputError(
       `Cannot use /v1/chat/completions: model "${m.modelId}" has no chat template; use /v1/completions`,
@@ -164,10 +224,35 @@ function promptIds(m: LoadedModel, request: GenerateRequest): number[] {
   }
   let text: string;
   try {
-    text = m.chatTemplate.render(input.messages, { addGenerationPrompt: true });
+    text = m.chatTemplate.render(input.messages, { addGenerationPrompt });
   } catch (err) {
     // A template may reject a conversation (raise_exception): that is the client's input, not a server fault.
     throw new EngineInputError((err as Error).message, "messages", "chat_template_error");
   }
-  return m.tokenizer.encode(text, { addSpecialTokens: false });
+  return m.tokenizer.encode(text, { addSpecialTokens });
+}
+
+/** Sums the GPU buffers of the weights, the KV cache and the other activations, each buffer once. */
+function measureGpuBytes(m: LoadedModel): EngineCounters["gpuBytes"] {
+  const seen = new Set<GPUBuffer>();
+  const { kCache, vCache, ...scratch } = m.runner.forwardState;
+  return {
+    weights: bufferBytes(m.weights, seen),
+    kvCache: bufferBytes([kCache, vCache], seen),
+    scratch: bufferBytes(scratch, seen),
+  };
+}
+
+function bufferBytes(value: unknown, seen: Set<GPUBuffer>): number {
+  if (typeof GPUBuffer !== "undefined" && value instanceof GPUBuffer) {
+    if (seen.has(value)) return 0;
+    seen.add(value);
+    return value.size;
+  }
+  if (Array.isArray(value)) return value.reduce((sum: number, v) => sum + bufferBytes(v, seen), 0);
+  // Weights and activations are plain records; class instances (devices, pipelines) hold no buffers of ours.
+  if (value !== null && typeof value === "object" && Object.getPrototypeOf(value) === Object.prototype) {
+    return Object.values(value).reduce((sum: number, v) => sum + bufferBytes(v, seen), 0);
+  }
+  return 0;
 }

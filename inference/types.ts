@@ -62,9 +62,51 @@ export interface EngineStatus {
   hasChatTemplate: boolean;
 }
 
+/** Scheduler and memory gauges, read by /metrics at scrape time. */
+export interface EngineCounters {
+  /** Sequences being decoded now. */
+  running: number;
+  /** Requests waiting for their turn. */
+  waiting: number;
+  /** KV-cache blocks holding tokens, and all of them (a contiguous cache counts 16-token blocks). */
+  kvBlocksUsed: number;
+  kvBlocksTotal: number;
+  /** Bytes of GPU buffers by use; scratch = activations and other working buffers. */
+  gpuBytes: { weights: number; kvCache: number; scratch: number };
+}
+
+/** Options of Engine.tokenize (vLLM's /tokenize fields). */
+export interface TokenizeOptions {
+  /** Run the tokenizer's post-processor (e.g. prepend BOS). Default: true for text, false for chat. */
+  addSpecialTokens?: boolean;
+  /** Chat: append the assistant header, as generation does. Default true. */
+  addGenerationPrompt?: boolean;
+  /** Also return each id's token string. */
+  returnTokenStrs?: boolean;
+}
+
+/** What Engine.tokenize returns. */
+export interface TokenizeResult {
+  ids: number[];
+  /** The token strings, when asked for. */
+  tokenStrs?: string[];
+}
+
 /** The engine as the server sees it: one FIFO over the GPU. */
 export interface Engine {
   status(): EngineStatus;
+  /**
+   * Gauges for /metrics. Optional so that test fakes need not implement it; /metrics leaves the
+   * engine's series out when it is missing.
+   */
+  counters?(): EngineCounters;
+  /**
+   * Tokenizes a prompt or renders and tokenizes a chat, exactly as generate() would by default.
+   * Optional (test fakes); /tokenize answers 501 without it. Throws EngineInputError for bad input.
+   */
+  tokenize?(input: GenerateInput, options?: TokenizeOptions): Promise<TokenizeResult>;
+  /** Decodes ids to text, special tokens included; throws EngineInputError for an id outside the vocabulary. */
+  detokenize?(ids: readonly number[]): Promise<string>;
   /**
    * Generates for one request. Requests run one after another; the iterator starts when the
    * request reaches the head of the queue. Throws EngineInputError for input the model cannot take
