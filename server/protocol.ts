@@ -65,6 +65,8 @@ export interface RequestDefaults {
   model?: Partial<SamplingParams>;
   /** Used when the request gives no max tokens; null means up to the context length. */
   maxTokens?: number | null;
+  /** The model's context length: a request asking for more tokens than this is a 400. */
+  contextLength?: number;
 }
 
 /** A validated request: what the engine needs plus how to answer. */
@@ -107,11 +109,7 @@ export function parseChatRequest(body: unknown, defaults: RequestDefaults = {}):
   // 1. The body is a JSON object.
   const b = requireObject(body);
   // 2. messages: a non-empty array of {role, content}.
-  const raw = b.messages;
-  if (!Array.isArray(raw) || raw.length === 0) {
-    throw invalidRequest('Cannot read "messages": expected a non-empty array of messages', "messages");
-  }
-  const messages = raw.map((m, i) => parseMessage(m, `messages[${i}]`));
+  const messages = parseChatMessages(b.messages);
   // 3. Chat-only features we do not implement.
   rejectChatExtras(b);
   // 4. Fields shared with /v1/completions.
@@ -157,6 +155,18 @@ export function samplingFromGenerationConfig(json: unknown): Partial<SamplingPar
   }
 }
 
+/**
+ * Validates the `messages` array of a chat request (also used by /tokenize).
+ * @param raw The field's value.
+ * @returns The messages; throws a 400 ApiError naming the element at fault.
+ */
+export function parseChatMessages(raw: unknown): ChatMessage[] {
+  if (!Array.isArray(raw) || raw.length === 0) {
+    throw invalidRequest('Cannot read "messages": expected a non-empty array of messages', "messages");
+  }
+  return raw.map((m, i) => parseMessage(m, `messages[${i}]`));
+}
+
 function parseCommon(b: Body, input: GenerateRequest["input"], defaults: RequestDefaults): ParsedRequest {
   // a. model: any string (one model is served).
   if (given(b.model) && typeof b.model !== "string") throw badValue("model", b.model, "a string");
@@ -171,9 +181,18 @@ function parseCommon(b: Body, input: GenerateRequest["input"], defaults: Request
   if (isObject(b.logit_bias) && Object.keys(b.logit_bias).length > 0) {
     throw unsupported("logit_bias", "logit_bias is not supported");
   }
-  // c. max_completion_tokens (newer name) wins over max_tokens.
-  const maxTokens = positiveInt(b, "max_completion_tokens") ?? positiveInt(b, "max_tokens") ??
-    defaults.maxTokens ?? null;
+  // c. max_completion_tokens (newer name) wins over max_tokens; more than the context can never be served
+  // (a prompt plus fewer tokens than the context is cut with finish_reason "length" instead).
+  const newer = positiveInt(b, "max_completion_tokens");
+  const asked = newer ?? positiveInt(b, "max_tokens");
+  const maxTokensParam = newer !== undefined ? "max_completion_tokens" : "max_tokens";
+  if (asked !== undefined && defaults.contextLength && asked > defaults.contextLength) {
+    throw invalidRequest(
+      `Cannot generate ${asked} tokens: the model's context length is ${defaults.contextLength}`,
+      maxTokensParam,
+    );
+  }
+  const maxTokens = asked ?? defaults.maxTokens ?? null;
   // d. stop strings, sampling and streaming.
   const stop = parseStop(b.stop);
   const sampling = resolveSampling(parseSampling(b), defaults);

@@ -22,7 +22,7 @@ const ALLOWED: Record<string, readonly string[]> = {
 function layerOf(file: string): Layer {
   const rel = relative(ROOT, file);
   if (rel === "main.ts") return "main";
-  if (rel === "config.ts") return "config";
+  if (rel === "config.ts" || rel === "deno.json") return "config"; // deno.json: the version, read by /version
   if (rel.startsWith("cli/")) return "main";
   const top = rel.split("/")[0];
   if ((LAYERS as readonly string[]).includes(top)) return top as Layer;

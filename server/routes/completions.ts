@@ -5,7 +5,8 @@
 import type { Context, Handler } from "hono";
 import { streamSSE } from "hono/streaming";
 import type { Engine, GenerateRequest, TokenEvent } from "../../inference/types.ts";
-import { asApiError, internalError, invalidRequest, toErrorBody } from "../errors.ts";
+import { ApiError, asApiError, internalError, invalidRequest, toErrorBody } from "../errors.ts";
+import { trackGeneration } from "../middleware/request_log.ts";
 import {
   parseCompletionRequest,
   type RequestDefaults,
@@ -21,6 +22,10 @@ export interface RouteDeps {
   defaults: RequestDefaults;
   /** Where unexpected failures are reported (the client only sees a generic message). */
   logError(message: string, err: unknown): void;
+  /** Longest prompt in tokens (--max-prompt-tokens); null or absent: up to the context length. */
+  maxPromptTokens?: number | null;
+  /** Fires when in-flight generations must stop (the shutdown grace is over). */
+  stopSignal?: AbortSignal;
 }
 
 /** The `end` event of a generation. */
@@ -34,7 +39,7 @@ export type EndEvent = Extract<TokenEvent, { type: "end" }>;
 export function completionsHandler(deps: RouteDeps): Handler {
   return async (c) => {
     const parsed = parseCompletionRequest(await readJsonBody(c), deps.defaults);
-    const events = await startGeneration(deps.engine, parsed.request, c.req.raw.signal);
+    const events = await startGeneration(c, deps, parsed.request);
     const id = `cmpl-${crypto.randomUUID().replaceAll("-", "")}`;
     const created = Math.floor(Date.now() / 1000);
     const model = deps.modelName();
@@ -77,27 +82,36 @@ export async function readJsonBody(c: Context): Promise<unknown> {
 /**
  * Starts a generation and waits for its first event, so that input errors (EngineInputError) surface as a
  * proper HTTP error before any response byte is sent. This also waits for the request's turn in the queue.
- * @param engine The engine.
+ * The events pass through the request log (trackGeneration), and stop with a 503 `server_shutting_down`
+ * error once `deps.stopSignal` fires.
+ * @param c The request context; its signal fires when the client goes away.
+ * @param deps The engine, the prompt limit and the stop signal.
  * @param request The validated request.
- * @param signal Fires when the client goes away.
  * @returns All events, the first one included.
  */
 export async function startGeneration(
-  engine: Engine,
+  c: Context,
+  deps: RouteDeps,
   request: GenerateRequest,
-  signal: AbortSignal,
 ): Promise<AsyncIterable<TokenEvent>> {
+  const { engine, stopSignal } = deps;
+  if (deps.maxPromptTokens) await checkPromptTokens(engine, request, deps.maxPromptTokens);
+  if (stopSignal?.aborted) throw shuttingDown();
+  const signal = stopSignal ? AbortSignal.any([c.req.raw.signal, stopSignal]) : c.req.raw.signal;
   const it = engine.generate(request, signal)[Symbol.asyncIterator]();
   const first = await it.next();
   async function* all(): AsyncGenerator<TokenEvent> {
     let done = first.done === true;
     try {
       if (done) return;
+      if (stopSignal?.aborted) throw shuttingDown();
       yield first.value;
       for (;;) {
         const r = await it.next();
         done = r.done === true;
         if (done) return;
+        // The engine ends an aborted run with a normal "end"; the client must not take it for a full answer.
+        if (stopSignal?.aborted) throw shuttingDown();
         yield r.value;
       }
     } finally {
@@ -105,7 +119,26 @@ export async function startGeneration(
       if (!done) await it.return?.();
     }
   }
-  return all();
+  return trackGeneration(c, all());
+}
+
+/** --max-prompt-tokens: counts the prompt as the engine will (chat template included). */
+async function checkPromptTokens(engine: Engine, request: GenerateRequest, max: number): Promise<void> {
+  if (!engine.tokenize) throw new Error("Cannot enforce --max-prompt-tokens: the engine has no tokenize()");
+  const { ids } = await engine.tokenize(request.input);
+  if (ids.length > max) {
+    throw invalidRequest(
+      `Prompt has ${ids.length} tokens but this server accepts at most ${max} (--max-prompt-tokens)`,
+      request.input.kind === "chat" ? "messages" : "prompt",
+      "context_length_exceeded",
+    );
+  }
+}
+
+function shuttingDown(): ApiError {
+  return new ApiError(503, "server_error", "Cannot finish the request: the server is shutting down", {
+    code: "server_shutting_down",
+  });
 }
 
 /**
