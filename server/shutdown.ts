@@ -83,7 +83,11 @@ export function createShutdown(
     const timers: ReturnType<typeof setTimeout>[] = [];
     const after = (ms: number) =>
       new Promise<false>((resolve) => timers.push(setTimeout(() => resolve(false), ms)));
-    let clean = await Promise.race([closed, after(graceMs)]);
+    // The grace ends early when a second signal already fired the stop.
+    const stopped = new Promise<false>((resolve) =>
+      stop.signal.addEventListener("abort", () => resolve(false))
+    );
+    let clean = await Promise.race([closed, after(graceMs), stopped]);
     if (!clean) {
       cut("grace period over");
       clean = await Promise.race([closed, after(forceMs)]);
