@@ -62,6 +62,7 @@ Deno.test("the openai package talks to leanserve: completions, streaming, errors
   try {
     const openai = s.client();
     let greedy = "";
+    let badRequestId = "";
     await t.step("completions.create: greedy text is PyTorch's, with usage", async () => {
       const res = await openai.completions.create({
         model: "stories260K",
@@ -114,6 +115,7 @@ Deno.test("the openai package talks to leanserve: completions, streaming, errors
         assert.equal(err.type, "invalid_request_error");
         assert.equal(err.param, "temperature");
         assert.match(err.requestID ?? "", UUID);
+        badRequestId = err.requestID!;
         const tooLong = await rejection(
           openai.completions.create({ model: "x", prompt: "Hi", max_tokens: 100_000 }),
           BadRequestError,
@@ -195,6 +197,9 @@ Deno.test("the openai package talks to leanserve: completions, streaming, errors
       assert.ok(
         completions.every((l) => l.completion_tokens === 8 && l.ttft_ms > 0 && l.duration_ms >= l.ttft_ms),
       );
+      const bad = logged.find((l) => l.id === badRequestId);
+      assert.equal(bad?.status, 400);
+      assert.equal(bad?.route, "/v1/completions");
     });
   } finally {
     await s.stop();
