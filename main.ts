@@ -67,7 +67,8 @@ async function main(): Promise<number> {
     await shutdown.cleanup();
     return 1;
   }
-  await server.finished; // only a signal closes the server; its handler exits the process
+  await server.finished; // only a signal closes the server; let its sequence clean up and exit
+  await shutdown.finished();
   return 0;
 }
 

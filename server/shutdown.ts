@@ -38,6 +38,8 @@ export interface Shutdown {
    * @returns Resolves after exit() was called.
    */
   begin(server: Closable, reason: string): Promise<void>;
+  /** Resolves once a begun shutdown has run its cleanups and called exit() (at once when none began). */
+  finished(): Promise<void>;
   /** Calls begin(server, signal) on SIGTERM and SIGINT. */
   listen(server: Closable, signals?: readonly Deno.Signal[]): void;
 }
@@ -111,6 +113,7 @@ export function createShutdown(
       running = run(server, reason);
       return running;
     },
+    finished: () => running ?? Promise.resolve(),
     listen(server, signals = ["SIGTERM", "SIGINT"]) {
       for (const sig of signals) Deno.addSignalListener(sig, () => void this.begin(server, sig));
     },

@@ -23,8 +23,11 @@ const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 Deno.test("createShutdown(): a server that drains within the grace exits 0 without cutting anything", async () => {
   const { shutdown, logs, exits, order } = harness(1000);
-  await shutdown.begin({ shutdown: () => sleep(10) }, "SIGTERM");
-  assert.deepEqual(exits, [0]);
+  await shutdown.finished(); // nothing begun: resolves at once
+  const begun = shutdown.begin({ shutdown: () => sleep(10) }, "SIGTERM");
+  await shutdown.finished();
+  assert.deepEqual(exits, [0], "finished() waits for the whole sequence");
+  await begun;
   assert.equal(shutdown.stopSignal.aborted, false);
   assert.deepEqual(order, ["first", "third"], "cleanups run in order; a failing one does not stop the rest");
   assert.ok(logs.some((l) => /cleanup failed: disk gone/.test(l)));

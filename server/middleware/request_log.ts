@@ -40,7 +40,7 @@ export interface RequestLogOptions {
   onFinish?: (record: RequestRecord) => void;
   /** Milliseconds clock; performance.now by default. */
   now?: () => number;
-  /** Successful requests on these paths are not logged (probes and scrapes); they still reach onFinish. */
+  /** Requests on these paths (probes and scrapes, polled every few seconds) are not logged; they still reach onFinish. */
   quietPaths?: readonly string[];
 }
 
@@ -96,7 +96,7 @@ export function requestLog(
       finished = true;
       r.aborted = aborted;
       r.durationMs = now() - r.startMs;
-      if (log && !(r.status < 400 && quietPaths.includes(r.path))) log(logLine(r, wallStart));
+      if (log && !quietPaths.includes(r.path)) log(logLine(r, wallStart));
       onFinish?.(r);
     };
     const headers = new Headers(c.res.headers);
