@@ -97,9 +97,15 @@ export async function startGeneration(
   const { engine, stopSignal } = deps;
   if (deps.maxPromptTokens) await checkPromptTokens(engine, request, deps.maxPromptTokens);
   if (stopSignal?.aborted) throw shuttingDown();
-  const signal = stopSignal ? AbortSignal.any([c.req.raw.signal, stopSignal]) : c.req.raw.signal;
-  const it = engine.generate(request, signal)[Symbol.asyncIterator]();
-  const first = await it.next();
+  const link = stopSignal ? linkSignals(c.req.raw.signal, stopSignal) : null;
+  const it = engine.generate(request, link?.signal ?? c.req.raw.signal)[Symbol.asyncIterator]();
+  let first: IteratorResult<TokenEvent>;
+  try {
+    first = await it.next();
+  } catch (err) {
+    link?.release();
+    throw err;
+  }
   async function* all(): AsyncGenerator<TokenEvent> {
     let done = first.done === true;
     try {
@@ -117,9 +123,29 @@ export async function startGeneration(
     } finally {
       // A consumer that stops early (client gone) must still end the engine's iterator to free its queue slot.
       if (!done) await it.return?.();
+      link?.release();
     }
   }
   return trackGeneration(c, all());
+}
+
+/**
+ * A signal that fires when either source does. Unlike AbortSignal.any, whose dependents stay registered on
+ * a long-lived source (about 200 bytes per call in Deno 2.9, never freed), release() detaches it.
+ */
+function linkSignals(a: AbortSignal, b: AbortSignal): { signal: AbortSignal; release(): void } {
+  const controller = new AbortController();
+  const abort = () => controller.abort();
+  if (a.aborted || b.aborted) abort();
+  a.addEventListener("abort", abort, { once: true });
+  b.addEventListener("abort", abort, { once: true });
+  return {
+    signal: controller.signal,
+    release() {
+      a.removeEventListener("abort", abort);
+      b.removeEventListener("abort", abort);
+    },
+  };
 }
 
 /** --max-prompt-tokens: counts the prompt as the engine will (chat template included). */

@@ -8,6 +8,7 @@ function setup(options: { maxPromptTokens?: number; stopSignal?: AbortSignal } =
   const app = createApp({
     engine,
     config: { limits: { maxPromptTokens: options.maxPromptTokens ?? null } },
+    logError: () => {}, // the one 500 below is expected
     ...(options.stopSignal ? { stopSignal: options.stopSignal } : {}),
   });
   // deno-lint-ignore no-explicit-any
@@ -80,4 +81,33 @@ Deno.test("the stop signal cuts in-flight streams with a server_shutting_down ev
   const [late, body] = await post("/v1/completions", { prompt: "x" });
   assert.equal(late, 503);
   assert.equal(body.error.code, "server_shutting_down");
+});
+
+Deno.test("finished generations leave no listener on the long-lived stop signal", async () => {
+  const stop = new AbortController();
+  const live = new Set<unknown>();
+  const add = stop.signal.addEventListener.bind(stop.signal);
+  const remove = stop.signal.removeEventListener.bind(stop.signal);
+  stop.signal.addEventListener = (
+    type: string,
+    fn: EventListenerOrEventListenerObject,
+    options?: unknown,
+  ) => {
+    live.add(fn);
+    add(type, fn, options as AddEventListenerOptions);
+  };
+  stop.signal.removeEventListener = (type: string, fn: EventListenerOrEventListenerObject) => {
+    live.delete(fn);
+    remove(type, fn);
+  };
+  const { engine, post } = setup({ stopSignal: stop.signal });
+  assert.equal((await post("/v1/completions", { prompt: "x" }))[0], 200);
+  assert.equal((await post("/v1/completions", { prompt: "x", stream: true }))[0], 200);
+  engine.script = { deltas: [] };
+  (engine as { generate: unknown }).generate = async function* () {
+    yield* [];
+    throw new Error("engine failed before its first event");
+  };
+  assert.equal((await post("/v1/completions", { prompt: "x" }))[0], 500);
+  assert.equal(live.size, 0);
 });
