@@ -47,6 +47,14 @@ export interface Config {
   quant: QuantConfig | null;
   /** Continuous batching and the KV cache. */
   serving: ServingConfig;
+  /** Who may call what (server/middleware/auth.ts). */
+  auth: AuthConfig;
+  /** Request size limits. */
+  limits: LimitsConfig;
+  /** One JSON line per request on stdout (--disable-log-requests turns it off). */
+  logRequests: boolean;
+  /** On SIGTERM/SIGINT, how long in-flight requests may run before they are cut. */
+  shutdownGraceSeconds: number;
 }
 
 /** How many requests are served at once and how the KV cache is sized. */
@@ -63,6 +71,27 @@ export interface ServingConfig {
   /** Sequences waiting for a slot before new requests get 429. */
   maxQueuedRequests: number;
 }
+
+/** API keys; empty lists mean an open API and a disabled admin API. */
+export interface AuthConfig {
+  /** Keys accepted on /v1/* (except the admin routes), /tokenize and /detokenize. */
+  apiKeys: readonly string[];
+  /** Keys accepted everywhere, and the only ones accepted on /v1/quantize* and /v1/artifacts*. */
+  adminKeys: readonly string[];
+  /** /metrics asks for a key too. */
+  metricsRequireKey: boolean;
+}
+
+/** Limits on what a client may send. */
+export interface LimitsConfig {
+  /** Largest request body; larger ones get a 413. */
+  maxBodyBytes: number;
+  /** Longest prompt in tokens; null means up to the context length. */
+  maxPromptTokens: number | null;
+}
+
+/** Default of --max-body-bytes: 4 MiB, far above any chat a small context holds. */
+export const DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024;
 
 /** A bad command line; main.ts prints the message and exits 2. */
 export class ConfigError extends Error {
@@ -110,6 +139,21 @@ Quantization at load (off by default):
   --nsamples <n>              Calibration sequences (default 128)
   --seed <n>                  Seed of the calibration draw and k-means (default 0)
 
+Operations:
+  --api-key <key>             Require this key (Authorization: Bearer <key>) on /v1/*, /tokenize and
+                              /detokenize. Repeat for several. Default: $LEANSERVE_API_KEY (comma-separated),
+                              else no key needed
+  --admin-key <key>           Key for the admin API (/v1/quantize*, /v1/artifacts*), also valid wherever an
+                              API key is. Repeat for several. Default: $LEANSERVE_ADMIN_KEY, else the admin
+                              API answers 403
+  --metrics-require-key       /metrics asks for an API or admin key too (default: public)
+  --max-body-bytes <n>        Largest request body in bytes; larger gets 413 (default 4194304)
+  --max-prompt-tokens <n>     Longest prompt in tokens; longer gets 400 (default: the context length)
+  --disable-log-requests      No JSON line per request on stdout (default: one line per request)
+  --shutdown-grace-seconds <n>
+                              On SIGTERM/SIGINT, let in-flight requests finish for this long, then cut
+                              them (default 10)
+
   -h, --help                  Show this help
 `;
 
@@ -134,7 +178,16 @@ const VALUE_FLAGS = [
   "--kv-cache-dtype",
   "--max-queued-requests",
   "--quantize-lm-head",
+  "--api-key",
+  "--admin-key",
+  "--max-body-bytes",
+  "--max-prompt-tokens",
+  "--shutdown-grace-seconds",
 ];
+/** Flags without a value. */
+const SWITCH_FLAGS = ["--metrics-require-key", "--disable-log-requests"];
+/** Flags that may be given several times; every value counts. */
+const REPEATABLE = ["--api-key", "--admin-key"];
 const QUANT_ONLY = ["--bits", "--group-size", "--calib", "--nsamples", "--seed", "--quantize-lm-head"];
 /** Flags that change nothing for a method are errors, so that a typo'd intent does not pass silently. */
 const NOT_FOR: Record<QuantMethod, string[]> = {
@@ -147,7 +200,8 @@ const NOT_FOR: Record<QuantMethod, string[]> = {
 /**
  * Parses the command line.
  * @param args Command-line arguments (Deno.args), `--flag value` or `--flag=value`.
- * @param env Environment variables; only PORT is read, as the fallback of --port.
+ * @param env Environment variables: PORT (fallback of --port), LEANSERVE_API_KEY and LEANSERVE_ADMIN_KEY
+ * (fallbacks of --api-key and --admin-key, comma-separated).
  * @returns The frozen config; throws ConfigError with a message naming the flag.
  * @example
  * ```ts
@@ -180,6 +234,13 @@ export function parseConfig(args: string[], env: Record<string, string | undefin
     ),
     quant: parseQuant(flags),
     serving: parseServing(flags),
+    auth: parseAuth(flags, env),
+    limits: {
+      maxBodyBytes: optionalInt(flags, "--max-body-bytes", 1, 2 ** 40) ?? DEFAULT_MAX_BODY_BYTES,
+      maxPromptTokens: optionalInt(flags, "--max-prompt-tokens", 1, Number.MAX_SAFE_INTEGER) ?? null,
+    },
+    logRequests: !flags.has("--disable-log-requests"),
+    shutdownGraceSeconds: optionalInt(flags, "--shutdown-grace-seconds", 0, 3600) ?? 10,
   };
   if (config.host === "") throw new ConfigError('Cannot use --host "": expected an address');
   if (!help && config.servedModelName === "") {
@@ -189,6 +250,8 @@ export function parseConfig(args: string[], env: Record<string, string | undefin
     ...config,
     quant: config.quant && Object.freeze(config.quant),
     serving: Object.freeze(config.serving),
+    auth: Object.freeze(config.auth),
+    limits: Object.freeze(config.limits),
   });
 }
 
@@ -238,6 +301,32 @@ function parseMemory(text: string | undefined): ServingConfig["kvCacheMemory"] {
   return { bytes: Math.floor(value * unit) };
 }
 
+/** Flags win over the environment; a key never appears in an error message (it is a secret). */
+function parseAuth(flags: FlagMap, env: Record<string, string | undefined>): AuthConfig {
+  const keys = (flag: string, envName: string) => {
+    const given = flags.lists.get(flag);
+    const list = given ?? (env[envName] ?? "").split(",").map((k) => k.trim()).filter((k) => k !== "");
+    const where = given ? flag : envName;
+    for (const key of list) {
+      if (!/^[\x21-\x7e]+$/.test(key) || key.includes(",")) {
+        throw new ConfigError(
+          `Cannot use a key of ${where}: expected printable ASCII without spaces or commas`,
+        );
+      }
+    }
+    return Object.freeze([...new Set(list)]);
+  };
+  const apiKeys = keys("--api-key", "LEANSERVE_API_KEY");
+  const adminKeys = keys("--admin-key", "LEANSERVE_ADMIN_KEY");
+  const metricsRequireKey = flags.has("--metrics-require-key");
+  if (metricsRequireKey && apiKeys.length + adminKeys.length === 0) {
+    throw new ConfigError(
+      "Cannot use --metrics-require-key without --api-key or --admin-key: it has no effect",
+    );
+  }
+  return { apiKeys, adminKeys, metricsRequireKey };
+}
+
 function parseQuant(flags: Map<string, string>): QuantConfig | null {
   const methodText = flags.get("--quantize");
   if (methodText === undefined) {
@@ -268,9 +357,14 @@ function parseQuant(flags: Map<string, string>): QuantConfig | null {
   };
 }
 
-/** `--flag value` and `--flag=value` into a map; the last repeat wins. `--help` maps to "". */
-function readFlags(args: string[]): Map<string, string> {
-  const flags = new Map<string, string>();
+/** Flag → its last value, plus every value of the repeatable flags in `lists`. */
+class FlagMap extends Map<string, string> {
+  readonly lists = new Map<string, string[]>();
+}
+
+/** `--flag value` and `--flag=value` into a map; the last repeat wins. `--help` and switches map to "". */
+function readFlags(args: string[]): FlagMap {
+  const flags = new FlagMap();
   for (let i = 0; i < args.length; i++) {
     const arg = args[i];
     if (arg === "--help" || arg === "-h") {
@@ -280,12 +374,18 @@ function readFlags(args: string[]): Map<string, string> {
     if (!arg.startsWith("--")) throw new ConfigError(`Cannot use argument "${arg}": options start with --`);
     const eq = arg.indexOf("=");
     const name = eq < 0 ? arg : arg.slice(0, eq);
+    if (SWITCH_FLAGS.includes(name)) {
+      if (eq >= 0) throw new ConfigError(`Cannot give ${name} a value: it is a switch`);
+      flags.set(name, "");
+      continue;
+    }
     if (!VALUE_FLAGS.includes(name)) throw new ConfigError(`Cannot use unknown option ${name}: see --help`);
     const value = eq < 0 ? args[++i] : arg.slice(eq + 1);
     if (value === undefined || (eq < 0 && value.startsWith("--"))) {
       throw new ConfigError(`Missing value for ${name}`);
     }
     flags.set(name, value);
+    if (REPEATABLE.includes(name)) flags.lists.set(name, [...(flags.lists.get(name) ?? []), value]);
   }
   return flags;
 }

@@ -5,6 +5,7 @@
 import { join } from "node:path";
 import { ConfigError, HELP_TEXT, parseConfig } from "./config.ts";
 import { createApp } from "./server/app.ts";
+import { createShutdown, type Shutdown } from "./server/shutdown.ts";
 import { samplingFromGenerationConfig } from "./server/protocol.ts";
 import { createEngine, type EngineHandle, loadModel } from "./inference/engine/mod.ts";
 import { describeGpu, type Gpu, requestGpu } from "./kernels/core/mod.ts";
@@ -40,16 +41,24 @@ async function main(): Promise<number> {
       maxQueued: sv.maxQueuedRequests,
     },
   });
-  const app = createApp({ engine, config, generationDefaults: samplingFromGenerationConfig(generationJson) });
+  const shutdown = createShutdown({ graceMs: config.shutdownGraceSeconds * 1000 });
+  const app = createApp({
+    engine,
+    config,
+    generationDefaults: samplingFromGenerationConfig(generationJson),
+    ...(config.logRequests ? { logRequest: (line: string) => console.log(line) } : {}),
+    stopSignal: shutdown.stopSignal,
+  });
   const server = Deno.serve({
     hostname: config.host,
     port: config.port,
     onListen: ({ hostname, port }) => console.log(`[leanserve] listening on http://${hostname}:${port}`),
   }, app.fetch);
+  shutdown.listen(server); // SIGTERM/SIGINT: drain, cut after the grace, clean up, exit 0
 
   try {
     const started = performance.now();
-    const dir = config.quant ? await quantizeAtStartup(gpu, config, engine) : config.model;
+    const dir = config.quant ? await quantizeAtStartup(gpu, config, engine, shutdown) : config.model;
     const model = await loadModel(gpu, dir, {
       weightType: config.dtype,
       decodeActivations: config.decodeActivations,
@@ -69,20 +78,28 @@ async function main(): Promise<number> {
     engine.setStatus("error", (err as Error).message);
     console.error(`[leanserve] error: ${(err as Error).message}`);
     await server.shutdown();
+    await shutdown.cleanup();
     return 1;
   }
-  await server.finished;
+  await server.finished; // only a signal closes the server; let its sequence clean up and exit
+  await shutdown.finished();
   return 0;
 }
 
 /**
- * `--quantize`: runs the quantize task's pipeline on the server's GPU into a temporary folder (removed when
- * the process exits normally), reporting progress through /health, and returns that folder.
+ * `--quantize`: runs the quantize task's pipeline on the server's GPU into a temporary folder (removed at
+ * shutdown), reporting progress through /health, and returns that folder.
  */
-async function quantizeAtStartup(gpu: Gpu, config: ReturnType<typeof parseConfig>, engine: EngineHandle) {
+async function quantizeAtStartup(
+  gpu: Gpu,
+  config: ReturnType<typeof parseConfig>,
+  engine: EngineHandle,
+  shutdown: Shutdown,
+) {
   const q = config.quant!;
-  const out = `${await Deno.makeTempDir({ prefix: "leanserve-quantized-" })}/model`;
-  globalThis.addEventListener("unload", () => Deno.removeSync(out, { recursive: true }));
+  const tmp = await Deno.makeTempDir({ prefix: "leanserve-quantized-" });
+  shutdown.onCleanup(() => Deno.remove(tmp, { recursive: true }));
+  const out = `${tmp}/model`;
   console.log(`[leanserve] quantizing ${config.model} with ${q.method} ${q.bits}-bit into ${out}`);
   await runQuantize({
     model: config.model,

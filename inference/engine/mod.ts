@@ -18,8 +18,12 @@ export {
   EngineBusyError,
   type EngineCounters,
   EngineInputError,
+  type EngineStatus,
+  type GenerateInput,
   type GenerateRequest,
   type SamplingParams,
   type TokenEvent,
+  type TokenizeOptions,
+  type TokenizeResult,
   type TokenLogprob,
 } from "./types.ts";
