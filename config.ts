@@ -74,6 +74,14 @@ export interface Config {
   serving: ServingConfig;
   /** Where repo ids in --model are looked up and downloaded. */
   hub: HubConfig;
+  /** Who may call what (server/middleware/auth.ts). */
+  auth: AuthConfig;
+  /** Request size limits. */
+  limits: LimitsConfig;
+  /** One JSON line per request on stdout (--disable-log-requests turns it off). */
+  logRequests: boolean;
+  /** On SIGTERM/SIGINT, how long in-flight requests may run before they are cut. */
+  shutdownGraceSeconds: number;
 }
 
 /** How many requests are served at once and how the KV cache is sized. */
@@ -90,6 +98,27 @@ export interface ServingConfig {
   /** Sequences waiting for a slot before new requests get 429. */
   maxQueuedRequests: number;
 }
+
+/** API keys; empty lists mean an open API and a disabled admin API. */
+export interface AuthConfig {
+  /** Keys accepted on /v1/* (except the admin routes), /tokenize and /detokenize. */
+  apiKeys: readonly string[];
+  /** Keys accepted everywhere, and the only ones accepted on /v1/quantize* and /v1/artifacts*. */
+  adminKeys: readonly string[];
+  /** /metrics asks for a key too. */
+  metricsRequireKey: boolean;
+}
+
+/** Limits on what a client may send. */
+export interface LimitsConfig {
+  /** Largest request body; larger ones get a 413. */
+  maxBodyBytes: number;
+  /** Longest prompt in tokens; null means up to the context length. */
+  maxPromptTokens: number | null;
+}
+
+/** Default of --max-body-bytes: 4 MiB, far above any chat a small context holds. */
+export const DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024;
 
 /** A bad command line; main.ts prints the message and exits 2. */
 export class ConfigError extends Error {
@@ -154,6 +183,21 @@ Quantization API (POST /v1/quantize, /v1/artifacts):
   --calib-dir <dir>           A directory that calibration.file, eval.file and dataset names may read from;
                               repeat for several (default: none, so only inline text and "builtin")
 
+Operations:
+  --api-key <key>             Require this key (Authorization: Bearer <key>) on /v1/*, /tokenize and
+                              /detokenize. Repeat for several. Default: $LEANSERVE_API_KEY (comma-separated),
+                              else no key needed
+  --admin-key <key>           Key for the admin API (/v1/quantize*, /v1/artifacts*), also valid wherever an
+                              API key is. Repeat for several. Default: $LEANSERVE_ADMIN_KEY, else the admin
+                              API answers 403
+  --metrics-require-key       /metrics asks for an API or admin key too (default: public)
+  --max-body-bytes <n>        Largest request body in bytes; larger gets 413 (default 4194304)
+  --max-prompt-tokens <n>     Longest prompt in tokens; longer gets 400 (default: the context length)
+  --disable-log-requests      No JSON line per request on stdout (default: one line per request)
+  --shutdown-grace-seconds <n>
+                              On SIGTERM/SIGINT, let in-flight requests finish for this long, then cut
+                              them (default 10)
+
   -h, --help                  Show this help
 
 Environment: PORT, HOST; HF_HOME, HF_HUB_CACHE, HF_TOKEN (gated and private repos), HF_HUB_OFFLINE=1 (use
@@ -178,12 +222,17 @@ const VALUE_FLAGS = [
   "--max-queued-requests",
   "--artifacts-dir",
   "--calib-dir",
+  "--api-key",
+  "--admin-key",
+  "--max-body-bytes",
+  "--max-prompt-tokens",
+  "--shutdown-grace-seconds",
   ...Object.values(FLAG_LABELS).filter((f) => f !== "--method" && f !== "--no-act-order"),
 ];
 /** Flags without a value. */
-const SWITCH_FLAGS = ["--no-act-order"];
+const SWITCH_FLAGS = ["--no-act-order", "--metrics-require-key", "--disable-log-requests"];
 /** Flags that may be given several times; every value counts. */
-const REPEATABLE = ["--calib-dir"];
+const REPEATABLE = ["--calib-dir", "--api-key", "--admin-key"];
 /** The quantize options' flags, with --quantize naming the method. */
 const QUANT_LABELS = { ...FLAG_LABELS, method: "--quantize" };
 const QUANT_ONLY = Object.values(FLAG_LABELS).filter((f) => f !== "--method");
@@ -191,7 +240,8 @@ const QUANT_ONLY = Object.values(FLAG_LABELS).filter((f) => f !== "--method");
 /**
  * Parses the command line.
  * @param args Command-line arguments (Deno.args), `--flag value` or `--flag=value`.
- * @param env Environment variables: PORT and HOST (fallbacks of --port and --host) and the Hugging Face
+ * @param env Environment variables: PORT and HOST (fallbacks of --port and --host), LEANSERVE_API_KEY and
+ *   LEANSERVE_ADMIN_KEY (fallbacks of --api-key and --admin-key, comma-separated) and the Hugging Face
  *   variables of HubConfig.
  * @returns The frozen config; throws ConfigError with a message naming the flag.
  * @example
@@ -227,6 +277,13 @@ export function parseConfig(args: string[], env: Record<string, string | undefin
     calibDirs: Object.freeze(flags.lists.get("--calib-dir") ?? []),
     serving: parseServing(flags),
     hub: parseHub(flags, env),
+    auth: parseAuth(flags, env),
+    limits: {
+      maxBodyBytes: optionalInt(flags, "--max-body-bytes", 1, 2 ** 40) ?? DEFAULT_MAX_BODY_BYTES,
+      maxPromptTokens: optionalInt(flags, "--max-prompt-tokens", 1, Number.MAX_SAFE_INTEGER) ?? null,
+    },
+    logRequests: !flags.has("--disable-log-requests"),
+    shutdownGraceSeconds: optionalInt(flags, "--shutdown-grace-seconds", 0, 3600) ?? 10,
   };
   if (config.artifactsDir === "") throw new ConfigError('Cannot use --artifacts-dir "": expected a folder');
   if (config.calibDirs.includes("")) throw new ConfigError('Cannot use --calib-dir "": expected a folder');
@@ -239,6 +296,8 @@ export function parseConfig(args: string[], env: Record<string, string | undefin
     quant: config.quant && Object.freeze(config.quant),
     serving: Object.freeze(config.serving),
     hub: Object.freeze(config.hub),
+    auth: Object.freeze(config.auth),
+    limits: Object.freeze(config.limits),
   });
 }
 
@@ -311,6 +370,32 @@ function parseHub(flags: Map<string, string>, env: Record<string, string | undef
     offline: ["1", "ON", "YES", "TRUE"].includes((env.HF_HUB_OFFLINE ?? "").toUpperCase()),
     endpoint,
   };
+}
+
+/** Flags win over the environment; a key never appears in an error message (it is a secret). */
+function parseAuth(flags: FlagMap, env: Record<string, string | undefined>): AuthConfig {
+  const keys = (flag: string, envName: string) => {
+    const given = flags.lists.get(flag);
+    const list = given ?? (env[envName] ?? "").split(",").map((k) => k.trim()).filter((k) => k !== "");
+    const where = given ? flag : envName;
+    for (const key of list) {
+      if (!/^[\x21-\x7e]+$/.test(key) || key.includes(",")) {
+        throw new ConfigError(
+          `Cannot use a key of ${where}: expected printable ASCII without spaces or commas`,
+        );
+      }
+    }
+    return Object.freeze([...new Set(list)]);
+  };
+  const apiKeys = keys("--api-key", "LEANSERVE_API_KEY");
+  const adminKeys = keys("--admin-key", "LEANSERVE_ADMIN_KEY");
+  const metricsRequireKey = flags.has("--metrics-require-key");
+  if (metricsRequireKey && apiKeys.length + adminKeys.length === 0) {
+    throw new ConfigError(
+      "Cannot use --metrics-require-key without --api-key or --admin-key: it has no effect",
+    );
+  }
+  return { apiKeys, adminKeys, metricsRequireKey };
 }
 
 /** --quantize and its options, validated by the request validator the CLI and HTTP API share. */

@@ -30,9 +30,14 @@ Deno.test("parseConfig() fills the documented defaults", () => {
       offline: false,
       endpoint: "https://huggingface.co",
     },
+    auth: { apiKeys: [], adminKeys: [], metricsRequireKey: false },
+    limits: { maxBodyBytes: 4 * 1024 * 1024, maxPromptTokens: null },
+    logRequests: true,
+    shutdownGraceSeconds: 10,
   });
   assert.ok(Object.isFrozen(config));
   assert.ok(Object.isFrozen(config.hub));
+  assert.ok(Object.isFrozen(config.auth) && Object.isFrozen(config.auth.apiKeys));
 });
 
 Deno.test("parseConfig() reads every flag, in both spellings", () => {
@@ -83,7 +88,19 @@ Deno.test("parseConfig() reads every flag, in both spellings", () => {
     "--calib-dir=/data/b",
     "--hf-cache",
     "/cache",
-  ], { PORT: "1234", HOST: "10.0.0.1", HF_HUB_CACHE: "/ignored" });
+    "--api-key",
+    "k1",
+    "--api-key=k2",
+    "--admin-key",
+    "root-key",
+    "--metrics-require-key",
+    "--max-body-bytes",
+    "1024",
+    "--max-prompt-tokens=100",
+    "--disable-log-requests",
+    "--shutdown-grace-seconds",
+    "0",
+  ], { PORT: "1234", HOST: "10.0.0.1", HF_HUB_CACHE: "/ignored", LEANSERVE_API_KEY: "from-env" });
   assert.deepEqual(config, {
     help: false,
     model: "m",
@@ -133,6 +150,10 @@ Deno.test("parseConfig() reads every flag, in both spellings", () => {
       offline: false,
       endpoint: "https://huggingface.co",
     },
+    auth: { apiKeys: ["k1", "k2"], adminKeys: ["root-key"], metricsRequireKey: true }, // flags beat the env
+    limits: { maxBodyBytes: 1024, maxPromptTokens: 100 },
+    logRequests: false,
+    shutdownGraceSeconds: 0,
   });
   assert.ok(Object.isFrozen(config.quant));
   assert.ok(Object.isFrozen(config.serving));
@@ -212,13 +233,49 @@ Deno.test("parseConfig() reads the Hugging Face variables as huggingface_hub doe
   assert.equal(parseConfig(["--host", "::1"], { HOST: "0.0.0.0" }).host, "::1", "the flag beats $HOST");
 });
 
-Deno.test("parseConfig() with --help is still a whole config", () => {
+Deno.test("parseConfig() reads API and admin keys from the environment, comma-separated", () => {
+  const config = parseConfig(["--model", "m"], {
+    LEANSERVE_API_KEY: " a1, a2,,a1 ",
+    LEANSERVE_ADMIN_KEY: "root",
+  });
+  assert.deepEqual(config.auth, { apiKeys: ["a1", "a2"], adminKeys: ["root"], metricsRequireKey: false });
+  assert.deepEqual(parseConfig(["--model", "m"], { LEANSERVE_API_KEY: "" }).auth.apiKeys, []);
+});
+
+Deno.test("parseConfig() never echoes a rejected key", () => {
+  for (
+    const [args, env] of [[["--api-key", "sec ret"], {}], [[], { LEANSERVE_ADMIN_KEY: "sécret" }]] as const
+  ) {
+    assert.throws(() => parseConfig(["--model", "m", ...args], env), (err: unknown) => {
+      assert.ok(err instanceof ConfigError);
+      assert.match(err.message, /--api-key|LEANSERVE_ADMIN_KEY/);
+      assert.doesNotMatch(err.message, /sec ret|sécret/);
+      return true;
+    });
+  }
+});
+
+Deno.test("parseConfig() with --help needs no model", () => {
   const config = parseConfig(["-h"], {});
   assert.equal(config.help, true);
   assert.equal(config.model, DEFAULT_MODEL);
   assert.equal(parseConfig(["--model", "m", "--help"], {}).help, true);
   for (
-    const flag of ["--model", "--quantize", "--calib", "--dtype", "--group-size", "--max-tokens-default"]
+    const flag of [
+      "--model",
+      "--quantize",
+      "--calib",
+      "--dtype",
+      "--group-size",
+      "--max-tokens-default",
+      "--api-key",
+      "--admin-key",
+      "--metrics-require-key",
+      "--max-body-bytes",
+      "--max-prompt-tokens",
+      "--disable-log-requests",
+      "--shutdown-grace-seconds",
+    ]
   ) {
     assert.ok(HELP_TEXT.includes(flag), flag);
   }
@@ -261,6 +318,14 @@ Deno.test("parseConfig() rejects bad values with a message naming the flag", () 
     ],
     [["--model", "m", "--quantize", "gptq", "--calib", "c", "--nsamples", "0"], {}, /--nsamples "0"/],
     [["--model", "m", "--quantize", "gptq", "--calib", "c", "--seed", "-3"], {}, /--seed "-3"/],
+    [["--model", "m", "--api-key"], {}, /Missing value for --api-key/],
+    [["--model", "m", "--api-key", "a,b"], {}, /key of --api-key: expected printable ASCII/],
+    [["--model", "m", "--metrics-require-key"], {}, /--metrics-require-key without --api-key/],
+    [["--model", "m", "--metrics-require-key=yes"], {}, /Cannot give --metrics-require-key a value/],
+    [["--model", "m", "--max-body-bytes", "0"], {}, /--max-body-bytes "0"/],
+    [["--model", "m", "--max-body-bytes", "4MiB"], {}, /--max-body-bytes "4MiB"/],
+    [["--model", "m", "--max-prompt-tokens", "-5"], {}, /--max-prompt-tokens "-5"/],
+    [["--model", "m", "--shutdown-grace-seconds", "3601"], {}, /--shutdown-grace-seconds "3601"/],
   ];
   for (const [args, env, message] of cases) {
     assert.throws(() => parseConfig(args, env), (err: unknown) => {

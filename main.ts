@@ -6,6 +6,7 @@
 import { join, resolve } from "node:path";
 import { type Config, ConfigError, HELP_TEXT, parseConfig, type QuantConfig } from "./config.ts";
 import { createApp } from "./server/app.ts";
+import { createShutdown } from "./server/shutdown.ts";
 import { samplingFromGenerationConfig } from "./server/protocol.ts";
 import { createEngine, type EngineHandle, loadModel, type SamplingParams } from "./inference/engine/mod.ts";
 import { createJobManager, type JobJson, type JobManager, sourceOfModel } from "./inference/jobs/mod.ts";
@@ -54,12 +55,21 @@ async function main(): Promise<number> {
     calibDirs: config.calibDirs.map((d) => resolve(d)),
     loadOptions,
   });
-  const app = createApp({ engine, config, generationDefaults, jobs });
+  const shutdown = createShutdown({ graceMs: config.shutdownGraceSeconds * 1000 });
+  const app = createApp({
+    engine,
+    config,
+    generationDefaults,
+    jobs,
+    ...(config.logRequests ? { logRequest: (line: string) => console.log(line) } : {}),
+    stopSignal: shutdown.stopSignal,
+  });
   const server = Deno.serve({
     hostname: config.host,
     port: config.port,
     onListen: ({ hostname, port }) => console.log(`[leanserve] listening on http://${hostname}:${port}`),
   }, app.fetch);
+  shutdown.listen(server); // SIGTERM/SIGINT: drain, cut after the grace, clean up, exit 0
 
   try {
     const started = performance.now();
@@ -78,9 +88,11 @@ async function main(): Promise<number> {
     engine.setStatus("error", (err as Error).message);
     console.error(`[leanserve] error: ${(err as Error).message}`);
     await server.shutdown();
+    await shutdown.cleanup();
     return 1;
   }
-  await server.finished;
+  await server.finished; // only a signal closes the server; let its sequence clean up and exit
+  await shutdown.finished();
   return 0;
 }
 

@@ -3,14 +3,22 @@
  * The server does not queue: the engine batches requests and bounds its own queue (inference/engine).
  */
 import { Hono, type MiddlewareHandler } from "hono";
+import { DEFAULT_MAX_BODY_BYTES } from "../config.ts";
 import type { Engine, SamplingParams } from "../inference/engine/mod.ts";
 import { ApiError, asApiError, internalError, toErrorBody } from "./errors.ts";
+import { createServerMetrics, type MetricsSource } from "./metrics.ts";
+import { auth, type AuthOptions } from "./middleware/auth.ts";
+import { bodyLimit } from "./middleware/body_limit.ts";
+import { requestLog } from "./middleware/request_log.ts";
 import { chatHandler } from "./routes/chat.ts";
 import { completionsHandler, type RouteDeps } from "./routes/completions.ts";
+import { metricsHandler } from "./routes/metrics.ts";
 import { getModelHandler, listModelsHandler } from "./routes/models.ts";
 import type { JobManager } from "../inference/jobs/mod.ts";
 import { quantizeHandlers } from "./routes/quantize.ts";
 import { artifactHandlers } from "./routes/artifacts.ts";
+import { detokenizeHandler, tokenizeHandler } from "./routes/tokenize.ts";
+import { versionHandler } from "./routes/version.ts";
 
 /** The slice of config.ts's Config that the server reads (passed down explicitly, docs/style.md B). */
 export interface ServerConfig {
@@ -18,6 +26,10 @@ export interface ServerConfig {
   servedModelName?: string | null;
   /** max_tokens when a request gives none; null or absent means up to the context length. */
   maxTokensDefault?: number | null;
+  /** API and admin keys; absent: open API, admin API disabled (server/middleware/auth.ts). */
+  auth?: AuthOptions;
+  /** Largest body (default 4 MiB) and longest prompt (default: the context length). */
+  limits?: { maxBodyBytes?: number; maxPromptTokens?: number | null };
 }
 
 /** Everything createApp needs. */
@@ -32,10 +44,17 @@ export interface AppOptions {
   logError?: (message: string, err: unknown) => void;
   /** Quantization jobs: mounts /v1/quantize* and /v1/artifacts* (absent: those routes are 404). */
   jobs?: JobManager;
+  /** Receives one JSON line per request (server/middleware/request_log.ts); absent: no request log. */
+  logRequest?: (line: string) => void;
+  /** Scrape-time gauges beyond the engine's counters: the quantize job, extra GPU memory. */
+  metricsSource?: Omit<MetricsSource, "engine">;
+  /** Fires when in-flight generations must stop (server/shutdown.ts); they end with a 503 error. */
+  stopSignal?: AbortSignal;
 }
 
 /**
- * Builds the Hono app serving /v1/chat/completions, /v1/completions, /v1/models and /health.
+ * Builds the Hono app: /v1/chat/completions, /v1/completions, /v1/models, /tokenize, /detokenize, /health,
+ * /version and /metrics, behind the request log, the key check and the body limit (in that order).
  * @param options The engine, the server config and the sampling defaults.
  * @returns The app; serve it with `Deno.serve({ port, hostname }, app.fetch)`.
  * @example
@@ -50,24 +69,36 @@ export interface AppOptions {
  * console.assert(res.status === 503);
  * ```
  */
-export function createApp(
-  { engine, config, samplingDefaults = {}, generationDefaults = {}, logError = defaultLog, jobs }: AppOptions,
-): Hono {
+export function createApp(options: AppOptions): Hono {
+  const { engine, config, logError = defaultLog, logRequest, metricsSource = {}, stopSignal, jobs } = options;
+  const maxPromptTokens = config.limits?.maxPromptTokens ?? null;
+  if (maxPromptTokens !== null && !engine.tokenize) {
+    throw new Error("Cannot enforce maxPromptTokens: the engine has no tokenize()");
+  }
   const modelName = () => config.servedModelName ?? engine.status().modelId;
   const deps: RouteDeps = {
     engine,
     modelName,
     defaults: {
-      server: samplingDefaults,
-      model: generationDefaults,
+      server: options.samplingDefaults ?? {},
+      model: options.generationDefaults ?? {},
       maxTokens: config.maxTokensDefault ?? null,
+      get contextLength() {
+        return engine.status().contextLength;
+      },
     },
     logError,
+    maxPromptTokens,
+    ...(stopSignal ? { stopSignal } : {}),
   };
   const modelsDeps = { engine, modelName, created: Math.floor(Date.now() / 1000) };
+  const metrics = createServerMetrics({ ...metricsSource, engine: () => engine.counters?.() ?? null });
   const ready = requireReady(engine);
 
   const app = new Hono();
+  app.use("*", requestLog({ ...(logRequest ? { log: logRequest } : {}), onFinish: metrics.observeRequest }));
+  app.use("*", auth(config.auth));
+  app.use("*", bodyLimit({ maxBytes: config.limits?.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES }));
   app.post("/v1/chat/completions", ready, chatHandler(deps));
   app.post("/v1/completions", ready, completionsHandler(deps));
   app.get("/v1/models", listModelsHandler(modelsDeps));
@@ -83,11 +114,15 @@ export function createApp(
     app.get("/v1/artifacts", a.list);
     app.post("/v1/artifacts/:name/activate", a.activate);
   }
+  app.post("/tokenize", ready, tokenizeHandler(engine));
+  app.post("/detokenize", ready, detokenizeHandler(engine));
   app.get("/health", (c) => {
     const s = engine.status();
     if (s.state === "ready") return c.json({ status: "ok" });
     return c.json({ status: s.state, detail: s.detail }, 503);
   });
+  app.get("/version", versionHandler());
+  app.get("/metrics", metricsHandler(metrics));
 
   app.notFound((c) => {
     const err = new ApiError(404, "not_found_error", `Cannot find route ${c.req.method} ${c.req.path}`);

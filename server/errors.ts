@@ -7,8 +7,17 @@ import { HTTPException } from "hono/http-exception";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
 import { EngineBusyError, EngineInputError } from "../inference/engine/mod.ts";
 
-/** OpenAI error `type` values this server uses. */
-export type ApiErrorType = "invalid_request_error" | "not_found_error" | "rate_limit_error" | "server_error";
+/**
+ * OpenAI error `type` values this server uses. OpenAI itself answers a bad key with 401
+ * `invalid_request_error` (code `invalid_api_key`); `permission_error` marks a key that is valid but not
+ * allowed on the route (403).
+ */
+export type ApiErrorType =
+  | "invalid_request_error"
+  | "not_found_error"
+  | "permission_error"
+  | "rate_limit_error"
+  | "server_error";
 
 /** The JSON body of every error response (and of the error event of a failed stream). */
 export interface ErrorBody {

@@ -73,6 +73,8 @@ export interface RequestDefaults {
   model?: Partial<SamplingParams>;
   /** Used when the request gives no max tokens; null means up to the context length. */
   maxTokens?: number | null;
+  /** The model's context length: a request asking for more tokens than this is a 400. */
+  contextLength?: number;
 }
 
 /** A validated request: what the engine needs plus how to answer. */
@@ -119,11 +121,7 @@ export function parseChatRequest(body: unknown, defaults: RequestDefaults = {}):
   // 1. The body is a JSON object.
   const b = requireObject(body);
   // 2. messages: a non-empty array of {role, content}.
-  const raw = b.messages;
-  if (!Array.isArray(raw) || raw.length === 0) {
-    throw invalidRequest('Cannot read "messages": expected a non-empty array of messages', "messages");
-  }
-  const messages = raw.map((m, i) => parseMessage(m, `messages[${i}]`));
+  const messages = parseChatMessages(b.messages);
   // 3. Chat-only features we do not implement.
   rejectChatExtras(b);
   // 4. logprobs (a boolean) and top_logprobs (0..20).
@@ -184,6 +182,18 @@ export function samplingFromGenerationConfig(json: unknown): Partial<SamplingPar
   }
 }
 
+/**
+ * Validates the `messages` array of a chat request (also used by /tokenize).
+ * @param raw The field's value.
+ * @returns The messages; throws a 400 ApiError naming the element at fault.
+ */
+export function parseChatMessages(raw: unknown): ChatMessage[] {
+  if (!Array.isArray(raw) || raw.length === 0) {
+    throw invalidRequest('Cannot read "messages": expected a non-empty array of messages', "messages");
+  }
+  return raw.map((m, i) => parseMessage(m, `messages[${i}]`));
+}
+
 function parseCommon(
   b: Body,
   input: GenerateRequest["input"],
@@ -194,9 +204,18 @@ function parseCommon(
   if (given(b.model) && typeof b.model !== "string") throw badValue("model", b.model, "a string");
   // b. n choices from the one prompt.
   const n = given(b.n) ? intIn(b, "n", 1, MAX_N) : 1;
-  // c. max_completion_tokens (newer name) wins over max_tokens; the client's own value is checked against
-  // the context before queuing, a default is capped.
-  const own = positiveInt(b, "max_completion_tokens") ?? positiveInt(b, "max_tokens");
+  // c. max_completion_tokens (newer name) wins over max_tokens. More than the context can never be served
+  // (a 400 naming the field given); the client's own value is also checked against the room the prompt
+  // leaves before queuing (maxTokensStrict), while a default is capped.
+  const newer = positiveInt(b, "max_completion_tokens");
+  const own = newer ?? positiveInt(b, "max_tokens");
+  if (own !== undefined && defaults.contextLength && own > defaults.contextLength) {
+    throw invalidRequest(
+      `Cannot generate ${own} tokens: the model's context length is ${defaults.contextLength}`,
+      newer !== undefined ? "max_completion_tokens" : "max_tokens",
+      "context_length_exceeded",
+    );
+  }
   const maxTokens = own ?? defaults.maxTokens ?? null;
   // d. stop strings, sampling, penalties, logit bias and vLLM's extensions.
   const stop = parseStop(b.stop);

@@ -80,7 +80,7 @@ const ALLOWED: Record<string, readonly string[]> = {
 function folderOf(file: string): string | null {
   const rel = relative(ROOT, file);
   if (rel === "main.ts" || rel.startsWith("cli/")) return "main";
-  if (rel === "config.ts") return "config";
+  if (rel === "config.ts" || rel === "deno.json") return "config"; // deno.json: the version, read by /version
   if (rel === "quant/types.ts") return "quant/types";
   const dir = dirname(rel);
   if (dir.startsWith("server")) return "server";
@@ -106,8 +106,9 @@ function* sourceFiles(dir: string): Generator<string> {
 const IMPORT_RE = /(?:^|\n)\s*(?:import|export)[^"'`]*?from\s*["']([^"']+)["']/g;
 
 /**
- * Every relative import of the non-test sources: file → resolved targets. With `values`, only imports that
- * load a module at run time (`import type` is erased, so it orders no evaluation and forms no real cycle).
+ * Every relative import of the non-test sources, JSON modules included (server/ reads deno.json's version):
+ * file → resolved targets. With `values`, only imports that load a module at run time (`import type` is
+ * erased, so it orders no evaluation and forms no real cycle).
  */
 function importGraph({ values = false } = {}): Map<string, string[]> {
   const graph = new Map<string, string[]>();
@@ -116,7 +117,7 @@ function importGraph({ values = false } = {}): Map<string, string[]> {
     const targets = [...text.matchAll(IMPORT_RE)]
       .filter((m) => !values || !/^\s*(import|export)\s+type\b/.test(m[0]))
       .map((m) => m[1]).filter((s) => s.startsWith("."))
-      .map((s) => resolve(dirname(file), s)).filter((t) => t.endsWith(".ts"));
+      .map((s) => resolve(dirname(file), s)).filter((t) => t.endsWith(".ts") || t.endsWith(".json"));
     graph.set(file, targets);
   }
   return graph;

@@ -32,11 +32,15 @@ function freePort(): number {
   return port;
 }
 
-/** Starts main.ts; `ready` resolves once /health is 200. */
+/** The admin API answers 403 unless the server has an admin key (server/middleware/auth.ts). */
+const ADMIN_KEY = "test-admin-key";
+const ADMIN = { authorization: `Bearer ${ADMIN_KEY}` };
+
+/** Starts main.ts with an admin key; `ready` resolves once /health is 200. */
 function spawnServer(args: string[]) {
   const port = freePort();
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", MAIN, "--port", String(port), ...args],
+    args: ["run", "-A", MAIN, "--port", String(port), "--admin-key", ADMIN_KEY, ...args],
     env: ENV,
     stdout: "piped",
     stderr: "piped",
@@ -78,7 +82,7 @@ function spawnServer(args: string[]) {
 async function api(base: string, path: string, init: { method?: string; body?: unknown } = {}) {
   const res = await fetch(`${base}${path}`, {
     method: init.method ?? (init.body === undefined ? "GET" : "POST"),
-    headers: { "content-type": "application/json" },
+    headers: { "content-type": "application/json", ...ADMIN },
     ...(init.body === undefined ? {} : { body: JSON.stringify(init.body) }),
   });
   return { status: res.status, body: await res.json() };
@@ -128,7 +132,7 @@ async function stream(base: string, maxTokens: number) {
 
 /** Every `event: job` snapshot of a job's SSE stream, until it ends. */
 async function jobEvents(base: string, id: string): Promise<Record<string, unknown>[]> {
-  const text = await (await fetch(`${base}/v1/quantize/${id}/events`)).text();
+  const text = await (await fetch(`${base}/v1/quantize/${id}/events`, { headers: ADMIN })).text();
   return text.split("\n\n").filter((e) => e.startsWith("event: job"))
     .map((e) => JSON.parse(e.slice(e.indexOf("data: ") + 6)));
 }

@@ -23,9 +23,12 @@ import {
   type EngineCounters,
   EngineInputError,
   type EngineStatus,
+  type GenerateInput,
   type GenerateRequest,
   type ModelQuantization,
   type TokenEvent,
+  type TokenizeOptions,
+  type TokenizeResult,
 } from "./types.ts";
 
 /** Everything the engine serves with, produced by load_model.ts. */
@@ -64,6 +67,8 @@ export interface EngineHandle extends Engine {
   /** Reports loading progress, or a fatal error. */
   setStatus(state: EngineStatus["state"], detail: string): void;
   counters(): EngineCounters;
+  tokenize(input: GenerateInput, options?: TokenizeOptions): Promise<TokenizeResult>;
+  detokenize(ids: readonly number[]): Promise<string>;
 }
 
 /** How the engine batches (the serving flags of config.ts). */
@@ -203,7 +208,7 @@ export function createEngine(
     const s = served;
     if (!s || status().state !== "ready") throw new Error(`Cannot generate: engine is ${status().state}`);
     const m = s.model;
-    const ids = promptIds(m, request);
+    const ids = promptIds(m, request.input);
     const limit = checkLengths(request, ids.length, s.runner.cache.shape.maxModelLen);
     const n = request.n ?? 1;
     if (n > opts.maxNumSeqs) {
@@ -277,10 +282,33 @@ export function createEngine(
     };
   }
 
+  /** The model new requests get; tokenize and detokenize use it too, so counts match generation. */
+  function current(what: string): LoadedModel {
+    if (!served || status().state !== "ready") throw new Error(`Cannot ${what}: engine is ${status().state}`);
+    return served.model;
+  }
+
   return {
     status,
     generate,
     counters,
+    tokenize(input, options = {}) {
+      const m = current("tokenize");
+      const ids = promptIds(m, input, options);
+      if (!options.returnTokenStrs) return Promise.resolve({ ids });
+      return Promise.resolve({ ids, tokenStrs: ids.map((id) => m.tokenizer.idToToken(id) ?? "") });
+    },
+    detokenize(ids) {
+      const m = current("detokenize");
+      const bad = ids.findIndex((id) => m.tokenizer.idToToken(id) === null);
+      if (bad >= 0) {
+        throw new EngineInputError(
+          `Cannot detokenize id ${ids[bad]}: the vocabulary has ${m.tokenizer.vocabSize} tokens`,
+          `tokens[${bad}]`,
+        );
+      }
+      return Promise.resolve(m.tokenizer.decode(ids));
+    },
     setModel(loaded) {
       install(loaded);
       state = "ready";
@@ -366,11 +394,14 @@ function mixSeed(seed: number, index: number): number {
   return (h ^ (h >>> 15)) >>> 0;
 }
 
-/** Renders and tokenizes the prompt of a request. */
-function promptIds(m: LoadedModel, request: GenerateRequest): number[] {
-  const input = request.input;
+/** Renders and tokenizes the prompt of a request (the default options are what generation uses). */
+function promptIds(
+  m: LoadedModel,
+  input: GenerateInput,
+  { addSpecialTokens = input.kind === "text", addGenerationPrompt = true }: TokenizeOptions = {},
+): number[] {
   if (input.kind === "tokens") return input.ids;
-  if (input.kind === "text") return m.tokenizer.encode(input.prompt, { addSpecialTokens: true });
+  if (input.kind === "text") return m.tokenizer.encode(input.prompt, { addSpecialTokens });
   if (!m.chatTemplate) {
     throw new EngineInputError(
       `Cannot use /v1/chat/completions: model "${m.modelId}" has no chat template; use /v1/completions`,
@@ -380,10 +411,10 @@ function promptIds(m: LoadedModel, request: GenerateRequest): number[] {
   }
   let text: string;
   try {
-    text = m.chatTemplate.render(input.messages, { addGenerationPrompt: true });
+    text = m.chatTemplate.render(input.messages, { addGenerationPrompt });
   } catch (err) {
     // A template may reject a conversation (raise_exception): that is the client's input, not a server fault.
     throw new EngineInputError((err as Error).message, "messages", "chat_template_error");
   }
-  return m.tokenizer.encode(text, { addSpecialTokens: false });
+  return m.tokenizer.encode(text, { addSpecialTokens });
 }

@@ -20,9 +20,13 @@ export {
   EngineBusyError,
   type EngineCounters,
   EngineInputError,
+  type EngineStatus,
+  type GenerateInput,
   type GenerateRequest,
   type ModelQuantization,
   type SamplingParams,
   type TokenEvent,
+  type TokenizeOptions,
+  type TokenizeResult,
   type TokenLogprob,
 } from "./types.ts";

@@ -1,6 +1,6 @@
 /**
- * The contract between the HTTP layer (server/) and the engine (inference/engine.ts).
- * server/ imports only this file and engine.ts from inference/.
+ * The contract between the HTTP layer (server/) and the engine (engine.ts), exported through mod.ts,
+ * the only file of inference/ that server/ imports.
  */
 
 import type { ChatMessage } from "../text/mod.ts";
@@ -110,19 +110,38 @@ export interface EngineStatus {
   quantization?: ModelQuantization | null;
 }
 
-/** What the engine counts, for the metrics endpoint. */
+/** What the engine counts, read by /metrics at scrape time. */
 export interface EngineCounters {
   /** sequences decoding or prefilling */
   running: number;
   /** sequences queued for a slot */
   waiting: number;
+  /** paged KV-cache blocks holding a sequence's positions, and all of them */
   kvBlocksUsed: number;
   kvBlocksTotal: number;
+  /** Bytes of GPU buffers by use, each buffer once; scratch = activations and other working buffers. */
   gpuBytes: { weights: number; kvCache: number; scratch: number };
   promptTokensTotal: number;
   generatedTokensTotal: number;
   /** sequences preempted (KV cache full) and recomputed later */
   preemptionsTotal: number;
+}
+
+/** Options of Engine.tokenize (vLLM's /tokenize fields). */
+export interface TokenizeOptions {
+  /** Run the tokenizer's post-processor (e.g. prepend BOS). Default: true for text, false for chat. */
+  addSpecialTokens?: boolean;
+  /** Chat: append the assistant header, as generation does. Default true. */
+  addGenerationPrompt?: boolean;
+  /** Also return each id's token string. */
+  returnTokenStrs?: boolean;
+}
+
+/** What Engine.tokenize returns. */
+export interface TokenizeResult {
+  ids: number[];
+  /** The token strings, when asked for. */
+  tokenStrs?: string[];
 }
 
 /** The engine as the server sees it: continuous batching over the GPU. */
@@ -135,8 +154,18 @@ export interface Engine {
    * 400, and EngineBusyError when the queue is full (429). Leaving the iterator early cancels the request.
    */
   generate(request: GenerateRequest, signal?: AbortSignal): AsyncIterable<TokenEvent>;
-  /** Live counts (absent on engines that keep none). */
+  /**
+   * Live counts for /metrics. Optional so that test fakes need not implement it; /metrics leaves the
+   * engine's series out when it is missing.
+   */
   counters?(): EngineCounters;
+  /**
+   * Tokenizes a prompt or renders and tokenizes a chat, exactly as generate() would by default.
+   * Optional (test fakes); /tokenize answers 501 without it. Throws EngineInputError for bad input.
+   */
+  tokenize?(input: GenerateInput, options?: TokenizeOptions): Promise<TokenizeResult>;
+  /** Decodes ids to text, special tokens included; throws EngineInputError for an id outside the vocabulary. */
+  detokenize?(ids: readonly number[]): Promise<string>;
 }
 
 /** A request the model cannot serve as asked; the message is safe to show the client. */

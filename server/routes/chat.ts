@@ -36,7 +36,7 @@ export function chatHandler(deps: RouteDeps): Handler {
         "no_chat_template",
       );
     }
-    const events = await startGeneration(deps.engine, parsed.request, c.req.raw.signal);
+    const events = await startGeneration(c, deps, parsed.request);
     const id = `chatcmpl-${crypto.randomUUID().replaceAll("-", "")}`;
     const created = Math.floor(Date.now() / 1000);
     const model = deps.modelName();

@@ -5,7 +5,8 @@
 import type { Context, Handler } from "hono";
 import { streamSSE } from "hono/streaming";
 import type { Engine, GenerateRequest, TokenEvent, TokenLogprob } from "../../inference/engine/mod.ts";
-import { asApiError, internalError, invalidRequest, toErrorBody } from "../errors.ts";
+import { ApiError, asApiError, internalError, invalidRequest, toErrorBody } from "../errors.ts";
+import { trackGeneration } from "../middleware/request_log.ts";
 import {
   completionLogprobs,
   parseCompletionRequest,
@@ -22,6 +23,10 @@ export interface RouteDeps {
   defaults: RequestDefaults;
   /** Where unexpected failures are reported (the client only sees a generic message). */
   logError(message: string, err: unknown): void;
+  /** Longest prompt in tokens (--max-prompt-tokens); null or absent: up to the context length. */
+  maxPromptTokens?: number | null;
+  /** Fires when in-flight generations must stop (the shutdown grace is over). */
+  stopSignal?: AbortSignal;
 }
 
 /** The `end` event of a generation. */
@@ -35,7 +40,7 @@ export type EndEvent = Extract<TokenEvent, { type: "end" }>;
 export function completionsHandler(deps: RouteDeps): Handler {
   return async (c) => {
     const parsed = parseCompletionRequest(await readJsonBody(c), deps.defaults);
-    const events = await startGeneration(deps.engine, parsed.request, c.req.raw.signal);
+    const events = await startGeneration(c, deps, parsed.request);
     const id = `cmpl-${crypto.randomUUID().replaceAll("-", "")}`;
     const created = Math.floor(Date.now() / 1000);
     const model = deps.modelName();
@@ -157,35 +162,89 @@ export async function readJsonBody(c: Context): Promise<unknown> {
  * Starts a generation and waits for its first event, so that input errors (EngineInputError) surface as a
  * proper HTTP error (400, 429) before any response byte is sent. The engine's first event ("start") comes
  * as soon as the request is queued, so a streaming response's headers go out while it waits for a slot.
- * @param engine The engine.
+ * The events pass through the request log (trackGeneration), and stop with a 503 `server_shutting_down`
+ * error once `deps.stopSignal` fires.
+ * @param c The request context; its signal fires when the client goes away.
+ * @param deps The engine, the prompt limit and the stop signal.
  * @param request The validated request.
- * @param signal Fires when the client goes away.
  * @returns All events, the first one included.
  */
 export async function startGeneration(
-  engine: Engine,
+  c: Context,
+  deps: RouteDeps,
   request: GenerateRequest,
-  signal: AbortSignal,
 ): Promise<AsyncIterable<TokenEvent>> {
-  const it = engine.generate(request, signal)[Symbol.asyncIterator]();
-  const first = await it.next();
+  const { engine, stopSignal } = deps;
+  if (deps.maxPromptTokens) await checkPromptTokens(engine, request, deps.maxPromptTokens);
+  if (stopSignal?.aborted) throw shuttingDown();
+  const link = stopSignal ? linkSignals(c.req.raw.signal, stopSignal) : null;
+  const it = engine.generate(request, link?.signal ?? c.req.raw.signal)[Symbol.asyncIterator]();
+  let first: IteratorResult<TokenEvent>;
+  try {
+    first = await it.next();
+  } catch (err) {
+    link?.release();
+    throw err;
+  }
   async function* all(): AsyncGenerator<TokenEvent> {
     let done = first.done === true;
     try {
       if (done) return;
+      if (stopSignal?.aborted) throw shuttingDown();
       yield first.value;
       for (;;) {
         const r = await it.next();
         done = r.done === true;
         if (done) return;
+        // The engine ends an aborted run with a normal "end"; the client must not take it for a full answer.
+        if (stopSignal?.aborted) throw shuttingDown();
         yield r.value;
       }
     } finally {
       // A consumer that stops early (client gone) must still end the engine's iterator to free its queue slot.
       if (!done) await it.return?.();
+      link?.release();
     }
   }
-  return all();
+  return trackGeneration(c, all());
+}
+
+/**
+ * A signal that fires when either source does. Unlike AbortSignal.any, whose dependents stay registered on
+ * a long-lived source (about 200 bytes per call in Deno 2.9, never freed), release() detaches it.
+ */
+function linkSignals(a: AbortSignal, b: AbortSignal): { signal: AbortSignal; release(): void } {
+  const controller = new AbortController();
+  const abort = () => controller.abort();
+  if (a.aborted || b.aborted) abort();
+  a.addEventListener("abort", abort, { once: true });
+  b.addEventListener("abort", abort, { once: true });
+  return {
+    signal: controller.signal,
+    release() {
+      a.removeEventListener("abort", abort);
+      b.removeEventListener("abort", abort);
+    },
+  };
+}
+
+/** --max-prompt-tokens: counts the prompt as the engine will (chat template included). */
+async function checkPromptTokens(engine: Engine, request: GenerateRequest, max: number): Promise<void> {
+  if (!engine.tokenize) throw new Error("Cannot enforce --max-prompt-tokens: the engine has no tokenize()");
+  const { ids } = await engine.tokenize(request.input);
+  if (ids.length > max) {
+    throw invalidRequest(
+      `Prompt has ${ids.length} tokens but this server accepts at most ${max} (--max-prompt-tokens)`,
+      request.input.kind === "chat" ? "messages" : "prompt",
+      "context_length_exceeded",
+    );
+  }
+}
+
+function shuttingDown(): ApiError {
+  return new ApiError(503, "server_error", "Cannot finish the request: the server is shutting down", {
+    code: "server_shutting_down",
+  });
 }
 
 /**

@@ -1,0 +1,126 @@
+/**
+ * A scripted Engine for server tests: no GPU. It tokenizes one id per UTF-16 code unit (plus a BOS of 1),
+ * streams scripted deltas (optionally slowly), and, like the real engine, ends an aborted run at its next
+ * "chunk" with a normal end event.
+ */
+import {
+  type Engine,
+  type EngineCounters,
+  EngineInputError,
+  type EngineStatus,
+  type GenerateInput,
+  type GenerateRequest,
+  type TokenEvent,
+  type TokenizeOptions,
+  type TokenizeResult,
+} from "../inference/engine/mod.ts";
+
+/** What the fake does for each request. */
+export interface FakeScript {
+  deltas: string[];
+  /** Wait this long before each delta (abortable). */
+  delayMs?: number;
+  finishReason?: "stop" | "length";
+}
+
+/** Ids at or above this are outside the fake vocabulary. */
+export const FAKE_VOCAB = 0x10000;
+
+/** The scripted engine; fields are public so tests can steer and inspect it. */
+export class FakeEngine implements Engine {
+  state: EngineStatus["state"] = "ready";
+  hasChatTemplate = true;
+  contextLength = 64;
+  script: FakeScript = { deltas: ["Hel", "lo", " world"] };
+  requests: GenerateRequest[] = [];
+  signals: (AbortSignal | undefined)[] = [];
+  running = 0;
+  waiting = 0;
+  finished = 0;
+  /** Totals as the real engine keeps them: prompt tokens at the start, one per delta sampled. */
+  promptTokensTotal = 0;
+  generatedTokensTotal = 0;
+
+  status(): EngineStatus {
+    return {
+      state: this.state,
+      detail: this.state,
+      modelId: "fake-model",
+      contextLength: this.contextLength,
+      hasChatTemplate: this.hasChatTemplate,
+    };
+  }
+
+  counters(): EngineCounters {
+    return {
+      running: this.running,
+      waiting: this.waiting,
+      kvBlocksUsed: 3,
+      kvBlocksTotal: 4,
+      gpuBytes: { weights: 1000, kvCache: 200, scratch: 30 },
+      promptTokensTotal: this.promptTokensTotal,
+      generatedTokensTotal: this.generatedTokensTotal,
+      preemptionsTotal: 0,
+    };
+  }
+
+  tokenize(input: GenerateInput, options: TokenizeOptions = {}): Promise<TokenizeResult> {
+    if (input.kind === "tokens") return Promise.resolve({ ids: input.ids }); // ids pass through, as in the engine
+    const { addSpecialTokens = input.kind === "text", addGenerationPrompt = true } = options;
+    const text = input.kind === "text"
+      ? input.prompt
+      : input.messages.map((m) => `${m.role}: ${m.content}\n`).join("") +
+        (addGenerationPrompt ? "assistant:" : "");
+    const ids = [...(addSpecialTokens ? [1] : []), ...Array.from(text, (ch) => ch.charCodeAt(0))];
+    return Promise.resolve(
+      options.returnTokenStrs ? { ids, tokenStrs: ids.map((id) => String.fromCharCode(id)) } : { ids },
+    );
+  }
+
+  detokenize(ids: readonly number[]): Promise<string> {
+    const bad = ids.findIndex((id) => id >= FAKE_VOCAB);
+    if (bad >= 0) throw new EngineInputError(`Cannot detokenize id ${ids[bad]}`, `tokens[${bad}]`);
+    return Promise.resolve(String.fromCharCode(...ids));
+  }
+
+  async *generate(request: GenerateRequest, signal?: AbortSignal): AsyncGenerator<TokenEvent> {
+    this.requests.push(request);
+    this.signals.push(signal);
+    const promptTokens = (await this.tokenize(request.input)).ids.length;
+    const s = this.script;
+    this.running++;
+    let completion = 0;
+    this.promptTokensTotal += promptTokens;
+    try {
+      yield { type: "start", promptTokens };
+      for (const text of s.deltas) {
+        if (s.delayMs) await sleep(s.delayMs, signal);
+        if (signal?.aborted) break;
+        completion++;
+        this.generatedTokensTotal++;
+        yield { type: "delta", text };
+      }
+      yield {
+        type: "end",
+        finishReason: signal?.aborted ? "stop" : s.finishReason ?? "stop",
+        promptTokens,
+        completionTokens: completion,
+      };
+    } finally {
+      this.running--;
+      this.finished++;
+    }
+  }
+}
+
+function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(done, ms);
+    signal?.addEventListener("abort", done, { once: true });
+    function done() {
+      clearTimeout(timer);
+      signal?.removeEventListener("abort", done);
+      resolve();
+    }
+  });
+}

@@ -1,0 +1,267 @@
+/**
+ * The real server (real engine, real models, keys on) on a loopback port, driven by the official `openai`
+ * package as a client would: completions on stories260K (a base model), chat on lq-49m, streaming with
+ * include_usage, errors as the SDK's typed errors, auth, plus /tokenize, /metrics and curl.
+ */
+import assert from "node:assert/strict";
+import OpenAI, { AuthenticationError, BadRequestError, PermissionDeniedError } from "openai";
+import { createEngine, loadModel } from "../inference/engine/mod.ts";
+import { createApp } from "../server/app.ts";
+import type { Gpu } from "../kernels/core/mod.ts";
+import { parsePrometheus, sampleValue } from "./_prometheus.ts";
+import { sharedPath, testGpu } from "./_gpu.ts";
+
+const API_KEY = "sk-test-plain";
+const ADMIN_KEY = "sk-test-admin";
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
+
+/** Loads a model into a real engine and serves it with keys on; logs go to `lines`. */
+async function serve(gpu: Gpu, dir: string, name: string) {
+  const engine = createEngine(name, { log: () => {} });
+  engine.setModel(await loadModel(gpu, dir, { weightType: "f32", modelId: name }));
+  const lines: string[] = [];
+  const app = createApp({
+    engine,
+    config: { servedModelName: name, auth: { apiKeys: [API_KEY], adminKeys: [ADMIN_KEY] } },
+    logRequest: (line) => lines.push(line),
+  });
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, app.fetch);
+  const root = `http://127.0.0.1:${server.addr.port}`;
+  const client = (apiKey = API_KEY) => new OpenAI({ apiKey, baseURL: `${root}/v1`, maxRetries: 0 });
+  const post = (path: string, body: unknown) =>
+    fetch(`${root}${path}`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${API_KEY}` },
+      body: JSON.stringify(body),
+    });
+  return { root, client, post, lines, stop: () => server.shutdown() };
+}
+
+async function rejection<T extends Error>(
+  promise: Promise<unknown>,
+  type: new (...args: never[]) => T,
+): Promise<T> {
+  try {
+    await promise;
+  } catch (err) {
+    assert.ok(err instanceof type, `expected ${type.name}, got ${err}`);
+    return err;
+  }
+  throw new Error(`expected ${type.name}, got a success`);
+}
+
+Deno.test("the openai package talks to leanserve: completions, streaming, errors, keys, tokenize, metrics", async (t) => {
+  const dir = sharedPath("models/stories260K");
+  const goldenPath = sharedPath("models/stories260K/golden_hf.json");
+  if (!dir || !goldenPath) return;
+  const gpu = await testGpu();
+  if (!gpu) return;
+  const golden = JSON.parse(await Deno.readTextFile(goldenPath)).cases[0];
+  const s = await serve(gpu, dir, "stories260K");
+  try {
+    const openai = s.client();
+    let greedy = "";
+    let badRequestId = "";
+    await t.step("completions.create: greedy text is PyTorch's, with usage", async () => {
+      const res = await openai.completions.create({
+        model: "stories260K",
+        prompt: golden.prompt,
+        max_tokens: 8,
+        temperature: 0,
+      });
+      greedy = res.choices[0].text;
+      assert.ok(greedy.length > 0 && golden.greedy32_text.startsWith(greedy), JSON.stringify(greedy));
+      assert.equal(res.choices[0].finish_reason, "length");
+      assert.equal(res.model, "stories260K");
+      assert.deepEqual(res.usage, {
+        prompt_tokens: golden.ids.length,
+        completion_tokens: 8,
+        total_tokens: golden.ids.length + 8,
+      });
+    });
+    await t.step(
+      "completions.create with stream and include_usage: same text, a final usage chunk",
+      async () => {
+        const stream = await openai.completions.create({
+          model: "stories260K",
+          prompt: golden.prompt,
+          max_tokens: 8,
+          temperature: 0,
+          stream: true,
+          stream_options: { include_usage: true },
+        });
+        let text = "";
+        const chunks = [];
+        for await (const chunk of stream) {
+          chunks.push(chunk);
+          text += chunk.choices[0]?.text ?? "";
+        }
+        assert.equal(text, greedy);
+        const last = chunks.at(-1)!;
+        assert.deepEqual(last.choices, []);
+        assert.equal(last.usage?.completion_tokens, 8);
+        assert.ok(chunks.slice(0, -1).every((c) => c.usage === null));
+      },
+    );
+    await t.step(
+      "a bad field is a BadRequestError with status, type, param, and the request id",
+      async () => {
+        const err = await rejection(
+          openai.completions.create({ model: "x", prompt: "Hi", temperature: 5 }),
+          BadRequestError,
+        );
+        assert.equal(err.status, 400);
+        assert.equal(err.type, "invalid_request_error");
+        assert.equal(err.param, "temperature");
+        assert.match(err.requestID ?? "", UUID);
+        badRequestId = err.requestID!;
+        const tooLong = await rejection(
+          openai.completions.create({ model: "x", prompt: "Hi", max_tokens: 100_000 }),
+          BadRequestError,
+        );
+        assert.equal(tooLong.param, "max_tokens");
+      },
+    );
+    await t.step(
+      "a wrong key is an AuthenticationError; the admin API with a plain key a PermissionDeniedError",
+      async () => {
+        const err = await rejection(s.client("sk-wrong").models.list(), AuthenticationError);
+        assert.equal(err.status, 401);
+        assert.equal(err.code, "invalid_api_key");
+        const denied = await rejection(openai.post("/quantize", { body: {} }), PermissionDeniedError);
+        assert.equal(denied.status, 403);
+        assert.equal(denied.code, "admin_key_required");
+        // the admin key passes the check (what the route then answers is the admin API's business)
+        const admin = await fetch(`${s.root}/v1/quantize`, {
+          method: "POST",
+          headers: { authorization: `Bearer ${ADMIN_KEY}` },
+          body: "{}",
+        });
+        await admin.body?.cancel();
+        assert.ok(![401, 403].includes(admin.status), `admin key got ${admin.status}`);
+        assert.equal((await openai.models.list()).data[0].id, "stories260K");
+      },
+    );
+    await t.step("/tokenize and /detokenize agree with Hugging Face's tokenizer", async () => {
+      const tok = await (await s.post("/tokenize", { prompt: golden.prompt })).json();
+      assert.deepEqual(tok, { count: golden.ids.length, max_model_len: 512, tokens: golden.ids });
+      const detok = await (await s.post("/detokenize", { tokens: golden.ids })).json();
+      assert.equal(detok.prompt, golden.decoded);
+      const bad = await s.post("/detokenize", { tokens: [1, 512] });
+      assert.equal(bad.status, 400);
+      assert.equal((await bad.json()).error.param, "tokens[1]");
+    });
+    await t.step("curl sees the request id header and the key check", async () => {
+      const curl = async (...args: string[]) =>
+        new TextDecoder().decode(
+          (await new Deno.Command("curl", { args: ["-sS", "-i", ...args] }).output()).stdout,
+        );
+      const ok = await curl(
+        "-H",
+        `Authorization: Bearer ${API_KEY}`,
+        "-H",
+        "x-request-id: curl-1",
+        `${s.root}/v1/models`,
+      );
+      assert.match(ok, /^HTTP\/1\.1 200/);
+      assert.match(ok, /\r\nx-request-id: curl-1\r\n/i);
+      assert.match(await curl(`${s.root}/v1/models`), /^HTTP\/1\.1 401/);
+      assert.match(await curl(`${s.root}/health`), /^HTTP\/1\.1 200/);
+    });
+    await t.step(
+      "/metrics: strict exposition with the generations and the engine's real GPU bytes",
+      async () => {
+        const m = parsePrometheus(await (await fetch(`${s.root}/metrics`)).text());
+        assert.equal(
+          sampleValue(m, "leanserve_requests_total", { route: "/v1/completions", status: "200" }),
+          2,
+        );
+        assert.equal(sampleValue(m, "leanserve_generation_tokens_total"), 16);
+        assert.equal(sampleValue(m, "leanserve_time_to_first_token_seconds_count"), 2);
+        assert.equal(sampleValue(m, "leanserve_prompt_tokens_total"), 2 * golden.ids.length);
+        assert.equal(sampleValue(m, "leanserve_requests_running"), 0);
+        // The default paged cache holds max-num-seqs (64) sequences of 512 positions: 2048 blocks of 16,
+        // each 5 layers × K and V × kvDim 32 × 2 bytes (f16 cache) per position.
+        assert.equal(sampleValue(m, "leanserve_kv_cache_blocks", { state: "used" }), 0);
+        assert.equal(sampleValue(m, "leanserve_kv_cache_blocks", { state: "free" }), 64 * 512 / 16);
+        assert.equal(
+          sampleValue(m, "leanserve_gpu_bytes", { kind: "kv_cache" }),
+          64 * 512 * 5 * 2 * 32 * 2,
+        );
+        const weights = sampleValue(m, "leanserve_gpu_bytes", { kind: "weights" })!;
+        assert.ok(
+          weights >= 260_000 * 4 && weights < 400_000 * 4,
+          `weights ${weights} bytes for ~260K f32 params`,
+        );
+        assert.ok(sampleValue(m, "leanserve_gpu_bytes", { kind: "scratch" })! > 0);
+      },
+    );
+    await t.step("one JSON log line per request, with the request id the client saw", () => {
+      const logged = s.lines.map((l) => JSON.parse(l));
+      const completions = logged.filter((l) => l.route === "/v1/completions" && l.status === 200);
+      assert.equal(completions.length, 2);
+      assert.ok(
+        completions.every((l) => l.completion_tokens === 8 && l.ttft_ms > 0 && l.duration_ms >= l.ttft_ms),
+      );
+      const bad = logged.find((l) => l.id === badRequestId);
+      assert.equal(bad?.status, 400);
+      assert.equal(bad?.route, "/v1/completions");
+    });
+  } finally {
+    await s.stop();
+    gpu.device.destroy();
+  }
+});
+
+Deno.test("the openai package chats with lq-49m, streaming with usage", async (t) => {
+  const dir = sharedPath("models/lq-49m");
+  const goldenPath = sharedPath("models/lq-49m/golden.json");
+  if (!dir || !goldenPath) return;
+  const gpu = await testGpu();
+  if (!gpu) return;
+  const chat = JSON.parse(await Deno.readTextFile(goldenPath)).chat;
+  const s = await serve(gpu, dir, "lq-49m");
+  try {
+    const openai = s.client();
+    let reply = "";
+    await t.step("chat.completions.create: PyTorch's greedy reply begins the same", async () => {
+      const res = await openai.chat.completions.create({
+        model: "lq-49m",
+        messages: chat.messages,
+        max_tokens: 4,
+        temperature: 0,
+      });
+      reply = res.choices[0].message.content ?? "";
+      assert.equal(res.choices[0].message.role, "assistant");
+      assert.ok(
+        reply.length > 0 && chat.greedy_reply_text_skip_special.startsWith(reply),
+        JSON.stringify(reply),
+      );
+      assert.equal(res.usage?.prompt_tokens, chat.ids.length);
+      assert.equal(res.usage?.completion_tokens, 4);
+    });
+    await t.step("chat streaming with include_usage: role first, same text, usage last", async () => {
+      const stream = await openai.chat.completions.create({
+        model: "lq-49m",
+        messages: chat.messages,
+        max_tokens: 4,
+        temperature: 0,
+        stream: true,
+        stream_options: { include_usage: true },
+      });
+      const chunks = [];
+      for await (const chunk of stream) chunks.push(chunk);
+      assert.equal(chunks[0].choices[0].delta.role, "assistant");
+      assert.equal(chunks.map((c) => c.choices[0]?.delta.content ?? "").join(""), reply);
+      assert.equal(chunks.at(-1)!.usage?.total_tokens, chat.ids.length + 4);
+    });
+    await t.step("/tokenize renders the chat template exactly as transformers does", async () => {
+      const tok = await (await s.post("/tokenize", { messages: chat.messages })).json();
+      assert.deepEqual(tok.tokens, chat.ids);
+      assert.equal(tok.max_model_len, 1024);
+    });
+  } finally {
+    await s.stop();
+    gpu.device.destroy();
+  }
+});
