@@ -8,6 +8,7 @@ import { ApiError, asApiError, internalError, toErrorBody } from "./errors.ts";
 import { chatHandler } from "./routes/chat.ts";
 import { completionsHandler, type RouteDeps } from "./routes/completions.ts";
 import { getModelHandler, listModelsHandler } from "./routes/models.ts";
+import { webRoutes } from "./web/mod.ts";
 
 /** The slice of config.ts's Config that the server reads (passed down explicitly, style.md B). */
 export interface ServerConfig {
@@ -72,6 +73,7 @@ export function createApp(
     if (s.state === "ready") return c.json({ status: "ok" });
     return c.json({ status: s.state, detail: s.detail }, 503);
   });
+  app.route("/", webRoutes()); // the chat page, the quantization console and their assets
 
   app.notFound((c) => {
     const err = new ApiError(404, "not_found_error", `Cannot find route ${c.req.method} ${c.req.path}`);
