@@ -43,11 +43,9 @@ export function parseMarkdown(src) {
         if (close.startsWith(marker[0].repeat(marker.length)) && /^(`+|~+)$/.test(close)) break;
         body.push(lines[i]);
       }
-      blocks.push({
-        type: "pre",
-        lang: fence[2].replace(/[^\w+#.-]/g, "").slice(0, 20),
-        text: body.join("\n"),
-      });
+      // The info string becomes an attribute only when it is a plain language name.
+      const lang = /^[\w+#.-]{1,20}$/.test(fence[2]) ? fence[2] : "";
+      blocks.push({ type: "pre", lang, text: body.join("\n") });
       continue;
     }
     if (line.trim() === "") {
