@@ -45,7 +45,7 @@ export function lossSeries(losses) {
  * @param {{layers: number, width: number, height: number, margin?: {l: number, r: number, t: number, b: number}}} box
  * @returns {{x: (layer: number) => number, y: (loss: number) => number, yTicks: number[], xTicks: number[]}}
  */
-export function chartScales(values, { layers, width, height, margin = { l: 48, r: 12, t: 10, b: 28 } }) {
+export function chartScales(values, { layers, width, height, margin = { l: 48, r: 12, t: 10, b: 40 } }) {
   const positive = values.filter((v) => v > 0 && Number.isFinite(v));
   const lo = positive.length ? Math.floor(Math.log10(Math.min(...positive))) : -3;
   let hi = positive.length ? Math.ceil(Math.log10(Math.max(...positive))) : 0;
@@ -100,11 +100,11 @@ export function drawLossChart(svg, legend, losses, layers) {
     nodes.push(label);
   }
   for (const l of s.xTicks) {
-    const label = svgEl("text", { x: s.x(l) - 3, y: height - 10 });
+    const label = svgEl("text", { x: s.x(l), y: height - 24, "text-anchor": "middle" });
     label.textContent = String(l);
     nodes.push(label);
   }
-  const caption = svgEl("text", { x: width - 12, y: height - 10, "text-anchor": "end" });
+  const caption = svgEl("text", { x: (s.x(0) + width - 12) / 2, y: height - 6, "text-anchor": "middle" });
   caption.textContent = "layer";
   nodes.push(caption);
   const draw = (/** @type {Point[]} */ points, /** @type {string} */ cls) => {

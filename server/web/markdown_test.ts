@@ -56,10 +56,16 @@ function render(src: string): string {
 const SAFE_TAGS = new Set(["p", "h3", "h4", "h5", "h6", "pre", "code", "ul", "ol", "li", "strong", "em"]);
 
 Deno.test("markdown: paragraphs, headings, emphasis and inline code", () => {
-  assert.equal(render("Hello **big** and *small* `x<y`"), "<p>Hello <strong>big</strong> and <em>small</em> <code>x&lt;y</code></p>");
+  assert.equal(
+    render("Hello **big** and *small* `x<y`"),
+    "<p>Hello <strong>big</strong> and <em>small</em> <code>x&lt;y</code></p>",
+  );
   assert.equal(render("one\ntwo\n\nthree"), "<p>one\ntwo</p><p>three</p>");
   assert.equal(render("# Title\ntext"), "<h3>Title</h3><p>text</p>");
-  assert.equal(render("__bold__ _it_ snake_case_name"), "<p><strong>bold</strong> <em>it</em> snake_case_name</p>");
+  assert.equal(
+    render("__bold__ _it_ snake_case_name"),
+    "<p><strong>bold</strong> <em>it</em> snake_case_name</p>",
+  );
   assert.equal(render("**bold with *nested* em**"), "<p><strong>bold with <em>nested</em> em</strong></p>");
   assert.equal(render("2 * 3 * 4"), "<p>2 * 3 * 4</p>", "spaced asterisks are not emphasis");
   assert.equal(render("`` a`b ``"), "<p><code>a`b</code></p>");
@@ -71,7 +77,11 @@ Deno.test("markdown: fenced code keeps its text literally, and an unclosed fence
     '<p>Look:</p><pre data-lang="ts"><code>const a = **b**;\n&lt;b>x&lt;/b></code></pre><p>after</p>',
   );
   assert.equal(render("```\nstreaming so far"), "<pre><code>streaming so far</code></pre>");
-  assert.equal(render("~~~\na\n```\nb\n~~~"), "<pre><code>a\n```\nb</code></pre>", "only the opening marker closes");
+  assert.equal(
+    render("~~~\na\n```\nb\n~~~"),
+    "<pre><code>a\n```\nb</code></pre>",
+    "only the opening marker closes",
+  );
   assert.equal(render('```js" onload="x\ncode\n```'), "<pre><code>code</code></pre>");
 });
 
@@ -110,7 +120,25 @@ Deno.test("markdown: HTML in model text stays text (no element, no attribute fro
 });
 
 Deno.test("markdown: random text of markup characters only ever makes whitelisted nodes", () => {
-  const alphabet = ["<", ">", "*", "_", "`", "#", " ", "\n", "-", "1.", "a", "img", "=", '"', "~~~", "```", "&"];
+  const alphabet = [
+    "<",
+    ">",
+    "*",
+    "_",
+    "`",
+    "#",
+    " ",
+    "\n",
+    "-",
+    "1.",
+    "a",
+    "img",
+    "=",
+    '"',
+    "~~~",
+    "```",
+    "&",
+  ];
   let seed = 7;
   const rand = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
   for (let i = 0; i < 300; i++) {

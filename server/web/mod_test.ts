@@ -29,7 +29,10 @@ Deno.test("web routes serve both pages and every asset with type, ETag, no-cache
     const res = await app.request(`/web/${file}`);
     assert.equal(res.status, 200, file);
     const type = { js: "text/javascript", css: "text/css", svg: "image/svg+xml" }[file.split(".").pop()!]!;
-    assert.ok(res.headers.get("content-type")?.startsWith(type), `${file}: ${res.headers.get("content-type")}`);
+    assert.ok(
+      res.headers.get("content-type")?.startsWith(type),
+      `${file}: ${res.headers.get("content-type")}`,
+    );
     assert.equal(res.headers.get("cache-control"), "no-cache");
     assert.equal(res.headers.get("x-content-type-options"), "nosniff");
     assert.match(res.headers.get("etag") ?? "", /^"[\w-]{22}"$/);
@@ -64,9 +67,13 @@ Deno.test("pages reference only assets that are served, and nothing on another h
   for (const file of FILES) {
     const text = read(file);
     // The SVG namespace is an identifier, not a request.
-    const urls = text.match(/\b(?:https?:)?\/\/[^\s"'`)]+/g)?.filter((u) => !u.includes("www.w3.org/2000/svg"));
+    const urls = text.match(/\b(?:https?:)?\/\/[^\s"'`)]+/g)?.filter((u) =>
+      !u.includes("www.w3.org/2000/svg")
+    );
     const comments = /^\s*(\/\/|\*|\/\*)/;
-    const external = (urls ?? []).filter((u) => !text.split("\n").some((l) => l.includes(u) && comments.test(l)));
+    const external = (urls ?? []).filter((u) =>
+      !text.split("\n").some((l) => l.includes(u) && comments.test(l))
+    );
     assert.deepEqual(external, [], `${file} names another host`);
     const refs = [
       ...text.matchAll(/(?:src|href)="(\/[^"]*)"/g),
@@ -96,7 +103,11 @@ Deno.test("pages reference only assets that are served, and nothing on another h
 Deno.test("page scripts never turn text into markup", () => {
   for (const file of FILES.filter((f) => f.endsWith(".js"))) {
     const code = read(file).split("\n").filter((l) => !/^\s*(\/\/|\*)/.test(l)).join("\n");
-    assert.doesNotMatch(code, /innerHTML|outerHTML|insertAdjacentHTML|document\.write|\beval\(|new Function/, file);
+    assert.doesNotMatch(
+      code,
+      /innerHTML|outerHTML|insertAdjacentHTML|document\.write|\beval\(|new Function/,
+      file,
+    );
   }
 });
 

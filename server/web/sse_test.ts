@@ -12,7 +12,8 @@ async function* chunks(...parts: string[]): AsyncGenerator<string> {
 }
 
 Deno.test("parseSse() reads events split anywhere across chunks, in LF, CRLF and CR", async () => {
-  const text = 'data: {"a":1}\n\nevent: job\ndata: {"b":2}\r\n\r\n: comment\rdata: x\rdata:y\r\rid: 7\ndata: [DONE]\n\n';
+  const text =
+    'data: {"a":1}\n\nevent: job\ndata: {"b":2}\r\n\r\n: comment\rdata: x\rdata:y\r\rid: 7\ndata: [DONE]\n\n';
   const whole = await collect(parseSse(chunks(text)));
   assert.deepEqual(whole, [
     { event: "message", data: '{"a":1}', id: "" },
@@ -22,7 +23,11 @@ Deno.test("parseSse() reads events split anywhere across chunks, in LF, CRLF and
   ]);
   // Every split point, including between the CR and LF of a CRLF, gives the same events.
   for (let i = 1; i < text.length; i++) {
-    assert.deepEqual(await collect(parseSse(chunks(text.slice(0, i), text.slice(i)))), whole, `split at ${i}`);
+    assert.deepEqual(
+      await collect(parseSse(chunks(text.slice(0, i), text.slice(i)))),
+      whole,
+      `split at ${i}`,
+    );
   }
   assert.deepEqual(await collect(parseSse(chunks(...text.split("")))), whole, "one character per chunk");
 });

@@ -16,7 +16,11 @@ garbage line without value
 Deno.test("parsePrometheus() reads names, labels (with escapes) and values, and skips comments", () => {
   const samples = parsePrometheus(SCRAPE);
   assert.equal(samples.length, 7);
-  assert.deepEqual(samples[3], { name: "leanserve_gpu_bytes", labels: { kind: "weights" }, value: 104857600 });
+  assert.deepEqual(samples[3], {
+    name: "leanserve_gpu_bytes",
+    labels: { kind: "weights" },
+    value: 104857600,
+  });
   assert.deepEqual(samples[4].labels, { kind: "kv_cache", note: 'a "quoted" label' });
   assert.equal(samples[6].labels.le, "+Inf");
 });
