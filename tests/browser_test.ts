@@ -71,9 +71,7 @@ Deno.test("chat page over the real server: lq-49m's answer streams into the page
     );
     await fill(page, "#max_tokens", "24");
     await fill(page, "#temperature", "0");
-    const t0 = Date.now();
     await send(page, "Tell me a story.", 180_000);
-    const firstAnswerMs = Date.now() - t0;
     const shown = await js<string>(page, `${lastAnswer}.querySelector(".body").textContent`);
     const seen = await js<string[]>(page, `[...(globalThis.__seen ?? [])].filter((t) => t !== "")`);
     assert.ok(seen.length >= 1 && seen.every((t) => t.length < shown.length), `partial texts: ${seen}`);
@@ -82,6 +80,7 @@ Deno.test("chat page over the real server: lq-49m's answer streams into the page
       /^\d+ tokens? in [\d.]+ s · [\d.]+ tok\/s · first token \d+ ms · (stop|length)$/,
     );
     // Greedy, so the API gives the same reply; the page shows its text (Markdown markers aside).
+    const t0 = Date.now();
     const res = await fetch(`${server.base}/v1/chat/completions`, {
       method: "POST",
       body: JSON.stringify({
@@ -90,7 +89,10 @@ Deno.test("chat page over the real server: lq-49m's answer streams into the page
         temperature: 0,
       }),
     });
-    const reply = (await res.json()).choices[0].message.content as string;
+    const body = await res.json();
+    const reply = body.choices[0].message.content as string;
+    // Warm (the page's request compiled the pipelines), scaled to 24 tokens should the answer stop early.
+    const answerMs = (Date.now() - t0) * 24 / body.usage.completion_tokens;
     const plain = (s: string) => s.replace(/[\s*_`#]/g, "");
     assert.equal(plain(shown), plain(reply));
     await page.screenshot({ path: join(await artifactDir(), "chat.png") });
@@ -117,7 +119,8 @@ Deno.test("chat page over the real server: lq-49m's answer streams into the page
     );
     assert.match(await js<string>(page, `${lastAnswer}.querySelector(".meta").textContent`), /stopped$/);
     // The engine serves one request at a time: had the stopped answer gone on to 400 tokens, this one-token
-    // request would wait for it (~17× the 24-token answer). Cancelled, it waits at most for the chunks in flight.
+    // request would wait for ~370 more (~15× the warm 24-token answer). Cancelled, it waits only for the
+    // decode chunks already on the GPU (at most two, ≤ 32 tokens).
     const t1 = Date.now();
     const next = await fetch(`${server.base}/v1/completions`, {
       method: "POST",
@@ -127,11 +130,11 @@ Deno.test("chat page over the real server: lq-49m's answer streams into the page
     await next.body?.cancel();
     const waitedMs = Date.now() - t1;
     console.log(
-      `[tests] after Stop a 1-token request waited ${waitedMs} ms; the 24-token answer took ${firstAnswerMs} ms`,
+      `[tests] after Stop a 1-token request waited ${waitedMs} ms; a warm 24-token answer took ${Math.round(answerMs)} ms`,
     );
     assert.ok(
-      waitedMs < 3 * firstAnswerMs,
-      `next request waited ${waitedMs} ms (24 tokens took ${firstAnswerMs})`,
+      waitedMs < 8 * answerMs,
+      `next request waited ${waitedMs} ms (24 tokens took ${Math.round(answerMs)})`,
     );
     const metrics = await fetch(`${server.base}/metrics`);
     if (metrics.status === 200) assert.match(await metrics.text(), /^leanserve_requests_running 0$/m);
