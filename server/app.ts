@@ -11,6 +11,7 @@ import { getModelHandler, listModelsHandler } from "./routes/models.ts";
 import type { JobManager } from "../inference/jobs/mod.ts";
 import { quantizeHandlers } from "./routes/quantize.ts";
 import { artifactHandlers } from "./routes/artifacts.ts";
+import { webRoutes } from "./web/mod.ts";
 
 /** The slice of config.ts's Config that the server reads (passed down explicitly, docs/style.md B). */
 export interface ServerConfig {
@@ -35,7 +36,8 @@ export interface AppOptions {
 }
 
 /**
- * Builds the Hono app serving /v1/chat/completions, /v1/completions, /v1/models and /health.
+ * Builds the Hono app serving /v1/chat/completions, /v1/completions, /v1/models, /health, the admin routes
+ * (with `jobs`) and the web pages (`/`, `/admin`, `/web/*`).
  * @param options The engine, the server config and the sampling defaults.
  * @returns The app; serve it with `Deno.serve({ port, hostname }, app.fetch)`.
  * @example
@@ -88,6 +90,7 @@ export function createApp(
     if (s.state === "ready") return c.json({ status: "ok" });
     return c.json({ status: s.state, detail: s.detail }, 503);
   });
+  app.route("/", webRoutes()); // the chat page, the quantization console and their assets
 
   app.notFound((c) => {
     const err = new ApiError(404, "not_found_error", `Cannot find route ${c.req.method} ${c.req.path}`);
