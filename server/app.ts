@@ -19,6 +19,7 @@ import { quantizeHandlers } from "./routes/quantize.ts";
 import { artifactHandlers } from "./routes/artifacts.ts";
 import { detokenizeHandler, tokenizeHandler } from "./routes/tokenize.ts";
 import { versionHandler } from "./routes/version.ts";
+import { webRoutes } from "./web/mod.ts";
 
 /** The slice of config.ts's Config that the server reads (passed down explicitly, docs/style.md B). */
 export interface ServerConfig {
@@ -54,7 +55,8 @@ export interface AppOptions {
 
 /**
  * Builds the Hono app: /v1/chat/completions, /v1/completions, /v1/models, /tokenize, /detokenize, /health,
- * /version and /metrics, behind the request log, the key check and the body limit (in that order).
+ * /version, /metrics, the admin routes (with `jobs`) and the web pages (`/`, `/admin`, `/web/*`), behind the
+ * request log, the key check and the body limit (in that order).
  * @param options The engine, the server config and the sampling defaults.
  * @returns The app; serve it with `Deno.serve({ port, hostname }, app.fetch)`.
  * @example
@@ -123,6 +125,7 @@ export function createApp(options: AppOptions): Hono {
   });
   app.get("/version", versionHandler());
   app.get("/metrics", metricsHandler(metrics));
+  app.route("/", webRoutes()); // the chat page, the quantization console and their assets
 
   app.notFound((c) => {
     const err = new ApiError(404, "not_found_error", `Cannot find route ${c.req.method} ${c.req.path}`);
