@@ -10,7 +10,7 @@
  *  - live and peak bytes of the named GPU allocations the pipeline holds.
  */
 import { type Gpu, readBuffer } from "../../kernels/core/mod.ts";
-import { createHostTransit, type HiddenWindow, type HostTransit } from "./hidden_windows.ts";
+import { createHostTransit, type HiddenWindow } from "./hidden_windows.ts";
 import { type BoundLayer, LAYER_STAGES, type LayerRunner, type LayerStage } from "./layer_runner.ts";
 
 /**
