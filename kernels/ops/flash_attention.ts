@@ -48,19 +48,32 @@ export interface FlashPlan {
 /**
  * The tiling for `headDim`, or null when the flash kernel cannot serve it (the caller falls back).
  * @param gpu the device (workgroup size and memory limits)
+ * @param tune overrides of the defaults
  */
-export function flashAttentionPlan(gpu: Gpu, { headDim }: { headDim: number }): FlashPlan | null {
+export function flashAttentionPlan(
+  gpu: Gpu,
+  { headDim }: { headDim: number },
+  tune: FlashTune = {},
+): FlashPlan | null {
   if (headDim % 4 !== 0) return null;
   const HD4 = headDim / 4;
   let TPR = 1;
   while (HD4 / TPR > 16) TPR *= 2;
   if (HD4 % TPR !== 0) return null;
-  const WG = Math.min(128, gpu.maxInvocationsPerWorkgroup);
+  const WG = Math.min(tune.WG ?? 128, gpu.maxInvocationsPerWorkgroup);
   if (TPR > WG) return null;
   const bytes = (bc: number) => 2 * bc * HD4 * 16 + (TPR > 1 ? bc * WG * 4 : 0);
-  const BC = [16, 8, 4].find((bc) => bytes(bc) <= gpu.maxWorkgroupStorageBytes);
+  const BC = [16, 8, 4].filter((bc) => bc <= (tune.BC ?? 16)).find((bc) =>
+    bytes(bc) <= gpu.maxWorkgroupStorageBytes
+  );
   if (BC === undefined) return null;
   return { WG, TPR, D4: HD4 / TPR, BC, HD4, BR: WG / TPR };
+}
+
+/** Overrides of the default tiling (benchmarks): invocations per workgroup and the largest K/V tile. */
+export interface FlashTune {
+  WG?: number;
+  BC?: number;
 }
 
 /** The WGSL of one plan. */
@@ -171,14 +184,15 @@ const BINDINGS: readonly BindingKind[] = [
 /**
  * Builds the tiled attention. Binds with a head size it cannot tile, or with `splits` > 1, get attention.ts.
  * @param gpu the device
+ * @param tune tiling overrides (benchmarks; default 128 invocations, tiles of up to 16 positions)
  * @returns a kernel taking attention.ts's arguments
  */
-export function createFlashAttention(gpu: Gpu): Kernel<AttentionArgs> {
+export function createFlashAttention(gpu: Gpu, tune: FlashTune = {}): Kernel<AttentionArgs> {
   let fallback: Kernel<AttentionArgs> | null = null;
   return {
     bind(args: AttentionArgs): Encodable {
       const { q, kCache, vCache, out, state, rows, nHeads, nKvHeads, headDim, seqLen } = args;
-      const plan = flashAttentionPlan(gpu, { headDim });
+      const plan = flashAttentionPlan(gpu, { headDim }, tune);
       if (!plan || (args.splits ?? 1) > 1) return (fallback ??= createAttention(gpu)).bind(args);
       if (nHeads % nKvHeads !== 0) {
         throw new Error(
