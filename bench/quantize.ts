@@ -1,6 +1,7 @@
 /**
  * `deno task bench:quantize [--shape llama3-8b] [--layers 2] [--nsamples 128] [--seqlen 2048]
- *  [--method leanquant-aff] [--bits 4] [--group-size 128] [--storage auto|f16|f32] [--raw] [--json <file>]`
+ *  [--method leanquant-aff] [--bits 4] [--group-size 128] [--storage auto|f16|f32] [--gpu-hidden-mib <n>|all]
+ *  [--raw] [--json <file>]`
  *
  * Times the real true-sequential pipeline (quantize_model.ts with the GPU quantizer) on a stack of decoder
  * layers with random weights at a real shape and random calibration token ids, and projects the time of the
@@ -11,6 +12,12 @@
  * seconds are its own) and times every forward and Hessian pass with timestamp queries, giving seconds per
  * layer by phase, and TFLOP/s against the FLOPs the shape implies (counted below, for this pipeline and for
  * the previous one that re-ran the layer from its input at every stage).
+ *
+ * Also reported: the whole model's projected time at Llama-3-8B and Llama-3-70B shapes, scaled from the
+ * measured layers by their work (forward and Hessian FLOPs for the capture and propagate phases, Σ rows·cols²
+ * + cols³ over the linears for the quantizer phase; an estimate, not a measurement, and 70B cannot run yet:
+ * its down_proj Hessian exceeds one binding), and the whole-process peak GPU memory from the driver
+ * (`nvidia-smi`, sampled every 200 ms, where it exists) beside the pipeline's own tracked peak.
  */
 import { parseArgs } from "node:util";
 import { describeGpu, requestGpu } from "../kernels/core/mod.ts";
@@ -31,6 +38,15 @@ import {
 import { createGpuQuantizer, QUANTIZE_DEFAULTS, type QuantMethod } from "../quant/mod.ts";
 import { PRESETS } from "./random_model.ts";
 
+/** Llama-3-70B's shape, for the projection only. */
+const LLAMA3_70B = {
+  ...PRESETS["llama3-8b"],
+  hidden_size: 8192,
+  intermediate_size: 28672,
+  num_hidden_layers: 80,
+  num_attention_heads: 64,
+};
+
 const { values } = parseArgs({
   args: Deno.args,
   options: {
@@ -42,6 +58,7 @@ const { values } = parseArgs({
     bits: { type: "string", default: "4" },
     "group-size": { type: "string", default: "128" },
     storage: { type: "string", default: "auto" },
+    "gpu-hidden-mib": { type: "string" },
     raw: { type: "boolean", default: false },
     json: { type: "string" },
   },
@@ -52,6 +69,7 @@ const config = parseModelConfig(
   { ...PRESETS[values.shape], num_hidden_layers: layers, vocab_size: 32000 },
   null,
 );
+const driver = watchDriverMemory();
 const gpu = await requestGpu();
 console.log(`adapter: ${describeGpu(gpu)}`);
 
@@ -111,6 +129,11 @@ const result = await quantizeModel(gpu, source, {
   quantizer: createGpuQuantizer(gpu),
   windows,
   hiddenStorage: values.storage as HiddenStorageChoice,
+  ...(values["gpu-hidden-mib"] === undefined ? {} : {
+    gpuHiddenBytes: values["gpu-hidden-mib"] === "all"
+      ? Infinity
+      : Number(values["gpu-hidden-mib"]) * 2 ** 20,
+  }),
   profile: !values.raw,
   onLayer: (i) => {
     const now = performance.now();
@@ -135,10 +158,12 @@ const summary = {
   groupSize: quantize.groupSize,
   calibration: `${windows.length} × ${seqLen} tokens`,
   hiddenStorage: result.hiddenStorage,
+  hiddenWindowsOnGpu: `${result.gpuWindows} of ${windows.length}`,
   profiled: !values.raw,
   layerSeconds: layerTimes,
   secondsPerLayer: perLayer,
   projectedModelSeconds: perLayer * full.nLayers,
+  projectedByShape: result.phases.length ? projectShapes(result.phases.slice(steadyFrom)) : null,
   phasesPerLayer: result.phases.length ? phaseSummary(result.phases.slice(steadyFrom), flops) : null,
   teraflopPerLayer: {
     forward: flops.forwardTotal / 1e12,
@@ -147,10 +172,12 @@ const summary = {
   },
   quantizerSecondsPerLinear: Object.fromEntries(byLinear),
   pipelinePeakGpuBytes: result.peakGpuBytes,
+  driverPeakMiB: null as { idle: number; peak: number } | null,
 };
+gpu.device.destroy();
+summary.driverPeakMiB = await driver.stop();
 console.log(JSON.stringify(summary, null, 2));
 if (values.json) await Deno.writeTextFile(values.json, JSON.stringify(summary, null, 2));
-gpu.device.destroy();
 
 /** Mean seconds per layer by phase, and the throughput the GPU timestamps imply. */
 function phaseSummary(phases: LayerPhases[], f: ReturnType<typeof layerFlops>) {
@@ -209,5 +236,74 @@ function layerFlops(c: ModelConfig, n: number, rows: number) {
     forwardTotal: LAYER_STAGES.reduce((s, st) => s + forward[st], 0),
     forwardPrevious: previous,
     hessian: 2 * hessianOf(c.dim) + hessianOf(qDim) + hessianOf(c.hiddenDim),
+  };
+}
+
+/**
+ * Whole-model seconds at the 8B and 70B shapes from the measured layers: capture and propagate scale with the
+ * forward and Hessian FLOPs, the quantizer with Σ (rows·cols² + cols³) over the seven linears (GPTQ's work).
+ */
+function projectShapes(phases: LayerPhases[]) {
+  const avg = (pick: (p: LayerPhases) => number) => phases.reduce((s, p) => s + pick(p), 0) / phases.length;
+  const passes = avg((p) => p.totalSeconds - p.quantizeSeconds);
+  const quantizer = avg((p) => p.quantizeSeconds);
+  const work = (m: ModelConfig) => {
+    const f = layerFlops(m, windows.length, seqLen);
+    const qDim = m.nHeads * m.headDim;
+    const shapes = [[qDim, m.dim], [m.kvDim, m.dim], [m.kvDim, m.dim], [m.dim, qDim], [m.hiddenDim, m.dim], [
+      m.hiddenDim,
+      m.dim,
+    ], [m.dim, m.hiddenDim]];
+    return {
+      passes: f.forwardTotal + f.hessian,
+      gptq: shapes.reduce((s, [r, k]) => s + r * k * k + k ** 3, 0),
+    };
+  };
+  const here = work(c);
+  const project = (m: ModelConfig) => {
+    const w = work(m);
+    const perLayer = passes * w.passes / here.passes + quantizer * w.gptq / here.gptq;
+    return { secondsPerLayer: perLayer, modelSeconds: perLayer * m.nLayers, layers: m.nLayers };
+  };
+  return {
+    note: "estimate scaled from the measured layers by work; random weights",
+    "llama3-8b": project(parseModelConfig(PRESETS["llama3-8b"], null, "llama3-8b")),
+    "llama3-70b": project(parseModelConfig(LLAMA3_70B, null, "llama3-70b")),
+  };
+}
+
+/** Samples the GPU's used memory (MiB) with nvidia-smi every 200 ms, where it exists; null elsewhere. */
+function watchDriverMemory(): { stop(): Promise<{ idle: number; peak: number } | null> } {
+  let child: Deno.ChildProcess;
+  try {
+    child = new Deno.Command("nvidia-smi", {
+      args: ["--query-gpu=memory.used", "--format=csv,noheader,nounits", "-lms", "200"],
+      stdout: "piped",
+      stderr: "null",
+    }).spawn();
+  } catch {
+    return { stop: () => Promise.resolve(null) };
+  }
+  const seen: number[] = [];
+  const reading = (async () => {
+    let rest = "";
+    for await (const chunk of child.stdout.pipeThrough(new TextDecoderStream())) {
+      const lines = (rest + chunk).split("\n");
+      rest = lines.pop()!;
+      // One line per GPU per sample: the bench's device is the only one in use, so take the largest.
+      for (const line of lines) if (line.trim()) seen.push(Number(line.trim()));
+    }
+  })();
+  return {
+    async stop() {
+      await new Promise((r) => setTimeout(r, 400)); // a last sample after the device is gone
+      try {
+        child.kill();
+      } catch { /* already exited */ }
+      await reading.catch(() => {});
+      await child.status;
+      const ok = seen.filter(Number.isFinite);
+      return ok.length ? { idle: ok[0], peak: Math.max(...ok) } : null;
+    },
   };
 }

@@ -16,7 +16,8 @@
  * every stage computes in f32 from a scratch copy. "gateUp" continues from the
  * value it stored (rounded to f16 when stored as f16), so its capture, "down" and "out" all see the same
  * post-attention residual. Each window is one sequence at positions 0..rows−1 with a one-layer KV cache of
- * `rows` positions (overwritten by the next window).
+ * `rows` positions (overwritten by the next window); its attention is the tiled kernel
+ * (kernels/ops/flash_attention.ts), the same function as the serving forward's, summed in another order.
  *
  * The scratch (activations, KV cache, conversion buffer) is allocated by the first `bind` and freed by
  * `release()`, so the quantizer can have the memory between captures. The layer's steps come from
@@ -31,7 +32,7 @@ import {
   readBuffer,
   writeBuffer,
 } from "../../kernels/core/mod.ts";
-import { createF16Convert } from "../../kernels/ops/mod.ts";
+import { createF16Convert, createFlashAttention } from "../../kernels/ops/mod.ts";
 import {
   bindDecoderLayer,
   createForwardState,
@@ -137,9 +138,9 @@ export function createLayerRunner(
   }
   const n = rows * config.dim;
   const hiddenBytes = n * (storage === "f16" ? 2 : 4);
-  // Kernels built once: binding creates only bind groups and params (attention also keeps its split
-  // scratch per kernel, so one kernel for the whole run).
-  const kernels = createLayerKernels(gpu, config);
+  // Kernels built once: binding creates only bind groups and params. Whole windows of prompt rows take the
+  // tiled attention (kernels/ops/flash_attention.ts): no per-row re-reads of K and V (issue 12).
+  const kernels = { ...createLayerKernels(gpu, config), attention: createFlashAttention(gpu) };
   let scratch: Scratch | null = null;
   const ensure = () => scratch ??= createScratch(gpu, config, rows, storage);
   const release = () => {

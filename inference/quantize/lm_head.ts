@@ -17,6 +17,7 @@ import {
   type QuantMethod,
 } from "../../quant/mod.ts";
 import type { LayerRunner } from "./layer_runner.ts";
+import type { HiddenWindow } from "./hidden_windows.ts";
 import { type HessianSink, runWindows } from "./quantize_passes.ts";
 
 /** Most bytes of head weights handed to the quantizer at once (well inside every adapter's binding limit). */
@@ -26,7 +27,7 @@ const CHUNK_BYTES = 2 ** 27;
 export interface LmHeadInput {
   runner: LayerRunner;
   /** every window's hidden state after the last layer */
-  hidden: readonly GPUBuffer[];
+  hidden: readonly HiddenWindow[];
   /** (dim) f32 final RMSNorm weight */
   finalNorm: Float32Array;
   /** (vocabSize, dim) f32 head weights (the embedding when tied) */
@@ -37,6 +38,8 @@ export interface LmHeadInput {
   quantizer: LinearQuantizer;
   hessian: (gpu: Gpu, cols: number) => HessianSink;
   onWindow?: () => void;
+  /** Bytes of the transit buffers host windows stream through (memory accounting). */
+  onTransitBytes?: (bytes: number) => void;
 }
 
 /**
@@ -69,6 +72,7 @@ export async function quantizeLmHead(gpu: Gpu, input: LmHeadInput): Promise<Quan
       rows: runner.rows,
       timer: null,
       onWindow: input.onWindow ?? (() => {}),
+      ...(input.onTransitBytes ? { onTransitBytes: input.onTransitBytes } : {}),
     });
     await sink.finalize();
     runner.release();

@@ -16,11 +16,14 @@
  * in f16 at 8B), which a 6 GB budget cannot hold: we recompute them instead.
  *
  * Memory at 8B (128 × 2048): hidden states 4.3 GB in f32 (the default wherever they fit
- * {@link AUTO_F32_HIDDEN_LIMIT}; f16 halves that but is lossy, see {@link chooseHiddenStorage}), the f32 layer ≤ 0.87 GB, one Hessian ≤ 0.82 GB (down_proj), the runner's scratch 0.54 GB while
- * capturing; peak 4.2 GB at the down_proj capture. After each capture the weights no later step reads
- * (SEQUENTIAL_GROUPS.freed) and the scratch are freed for the quantizer, whose own buffers (GPU quantizer:
- * ≈ 2·cols²·4 + rows·cols·4 bytes, 1.9 GB for down_proj) then join 3.4 GB of ours. The quantizer is
- * injected (`LinearQuantizer`), so the f64 reference and the GPU quantizer run the same pipeline.
+ * {@link AUTO_F32_HIDDEN_LIMIT}; f16 halves that but is lossy, see {@link chooseHiddenStorage}), of which only
+ * `gpuHiddenBytes` (default 1 GiB) stay on the GPU and the rest stream from host memory (hidden_windows.ts;
+ * bit-identical, slower), the f32 layer ≤ 0.87 GB, one Hessian ≤ 0.82 GB (down_proj), the runner's scratch
+ * 0.54 GB while capturing; tracked peak 3.2 GB at the down_proj capture, 4,735 MiB for the whole process
+ * (BENCHMARKS.md, 2026-12-05 evening). After each capture the weights no later step reads
+ * (SEQUENTIAL_GROUPS.freed), the scratch and the transit buffers are freed for the quantizer, whose own
+ * buffers (GPU quantizer: ≈ 2·cols²·4 + rows·cols·4 bytes, 1.9 GB for down_proj) then join ours. The
+ * quantizer is injected (`LinearQuantizer`), so the f64 reference and the GPU quantizer run the same pipeline.
  */
 import type { Gpu } from "../../kernels/core/mod.ts";
 import {
@@ -30,6 +33,7 @@ import {
   type QuantizedLinearWithQ,
   type QuantizeOptions,
 } from "../../quant/mod.ts";
+import { DEFAULT_GPU_HIDDEN_BYTES, type HiddenWindow, residentWindows } from "./hidden_windows.ts";
 import { createLayerRunner, type HiddenStorage, type LayerRunner, type LayerStage } from "./layer_runner.ts";
 import { quantizeLmHead } from "./lm_head.ts";
 import {
@@ -122,6 +126,8 @@ export interface QuantizeModelResult {
   phases: LayerPhases[];
   /** How the calibration hidden states were stored. */
   hiddenStorage: HiddenStorage;
+  /** Windows whose hidden states stayed on the GPU (the rest streamed from host memory). */
+  gpuWindows: number;
   /** The quantized LM head (options.quantize.lmHeadBits > 0), else null. */
   lmHead: QuantizedLinear | null;
 }
@@ -168,6 +174,12 @@ export interface QuantizeModelOptions {
    * {@link AUTO_F32_HIDDEN_LIMIT}; see {@link chooseHiddenStorage}).
    */
   hiddenStorage?: HiddenStorageChoice;
+  /**
+   * Most bytes of hidden states kept on the GPU (default {@link DEFAULT_GPU_HIDDEN_BYTES}): windows past it
+   * keep their exact bytes in host memory and stream through the GPU per stage (hidden_windows.ts), trading
+   * PCIe transfers for GPU memory; results are the same. `Infinity` keeps every window on the GPU.
+   */
+  gpuHiddenBytes?: number;
   /**
    * Measure where the time goes (benchmarks; default false): wait for the GPU at the end of every capture
    * so quantizer times are its own, and time each forward and Hessian pass with timestamp queries when the
@@ -221,10 +233,16 @@ export async function quantizeModel(
     rows,
     dim: c.dim,
   });
+  if (!options.hessian) checkHessianSize(gpu, c);
   const started = performance.now();
   const mem = new MemoryTracker();
   const runner = createLayerRunner(gpu, c, { rows, storage: hiddenStorage });
-  const hidden: GPUBuffer[] = [];
+  const gpuWindows = residentWindows(
+    windows.length,
+    runner.hiddenBytes,
+    options.gpuHiddenBytes ?? DEFAULT_GPU_HIDDEN_BYTES,
+  );
+  const hidden: HiddenWindow[] = [];
   const timer = profile && gpu.hasTimestamps ? createPassTimer(gpu) : null;
   mem.set("timer", timer?.bytes ?? 0);
   // 5 window runs + 7 quantizations (each weighted like N runs) per layer; the head's capture and quantization
@@ -268,10 +286,12 @@ export async function quantizeModel(
       dim: c.dim,
       scale: c.embedScale,
       windows,
+      place: (w) => w < gpuWindows ? "gpu" : "host",
       slice: run.slice,
       onStored(h) {
         hidden.push(h);
-        mem.set("hidden", hidden.reduce((s, b) => s + b.size, 0));
+        if (h instanceof Uint8Array) return;
+        mem.set("hidden", mem.bytes("hidden") + h.size);
         mem.set("scratch", runner.bytes);
       },
     });
@@ -303,11 +323,12 @@ export async function quantizeModel(
         quantizer: options.quantizer,
         hessian,
         onWindow: () => run.report(c.nLayers - 1, "capture lm_head", 1),
+        onTransitBytes: (b) => mem.set("transit", b),
       });
       run.report(c.nLayers - 1, "quantize lm_head", windows.length);
     }
   } finally {
-    hidden.forEach((b) => b.destroy());
+    hidden.forEach((b) => b instanceof Uint8Array || b.destroy());
     runner.destroy();
     timer?.destroy();
   }
@@ -318,6 +339,7 @@ export async function quantizeModel(
     peakGpuBytes: mem.peak,
     phases: run.phases,
     hiddenStorage,
+    gpuWindows,
     lmHead,
   };
 }
@@ -327,8 +349,11 @@ interface Run {
   gpu: Gpu;
   c: LlamaWeightSource["config"];
   runner: LayerRunner;
-  /** per window (rows, dim) in the runner's storage: the current layer's inputs, replaced by its outputs */
-  hidden: GPUBuffer[];
+  /**
+   * per window (rows, dim) in the runner's storage, on the GPU or the host: the current layer's inputs,
+   * replaced by its outputs
+   */
+  hidden: HiddenWindow[];
   mem: MemoryTracker;
   timer: PassTimer | null;
   profile: boolean;
@@ -394,6 +419,7 @@ async function quantizeLayer(run: Run, host: LayerWeights, l: number): Promise<Q
       timer: run.timer,
       onWindow,
       slice: run.slice,
+      onTransitBytes: (b) => run.mem.set("transit", b),
     });
     await gpu.device.queue.onSubmittedWorkDone();
     p.propagateSeconds = since(t);
@@ -433,6 +459,7 @@ async function captureGroup(
       timer: run.timer,
       onWindow,
       slice: run.slice,
+      onTransitBytes: (b) => run.mem.set("transit", b),
     });
     await sink.finalize();
     if (run.profile) await gpu.device.queue.onSubmittedWorkDone();
@@ -440,6 +467,29 @@ async function captureGroup(
   } catch (err) {
     sink.destroy();
     throw err;
+  }
+}
+
+/**
+ * Fails before any work when a Hessian of the model cannot be one GPU binding (quant/hessian.ts): at 2 GiB
+ * that is past 23,170 columns, e.g. Llama-3-70B's down_proj (28,672). Column panels would lift this.
+ */
+function checkHessianSize(gpu: Gpu, c: LlamaWeightSource["config"]): void {
+  const inputs: [string, number][] = [
+    ["self_attn.q_proj", c.dim],
+    ["self_attn.o_proj", c.nHeads * c.headDim],
+    ["mlp.down_proj", c.hiddenDim],
+  ];
+  for (const [name, cols] of inputs) {
+    const bytes = cols * cols * 4;
+    if (bytes <= gpu.maxBindingBytes) continue;
+    throw new Error(
+      `Cannot quantize this model on this GPU: the Hessian of ${name} (${cols} columns, ` +
+        `${(bytes / 1e9).toFixed(2)} GB in f32) exceeds the largest storage binding ` +
+        `(${(gpu.maxBindingBytes / 1e9).toFixed(2)} GB); Hessians in column panels are not implemented yet ` +
+        `(issue 12), so models with more than ${Math.floor(Math.sqrt(gpu.maxBindingBytes / 4))} inputs ` +
+        `to a linear cannot be quantized`,
+    );
   }
 }
 

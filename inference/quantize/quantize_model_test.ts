@@ -83,7 +83,7 @@ Deno.test("quantizeModel() feeds each group inputs recomputed through the quanti
   const table = (await source.loadTokenEmbedding()).data;
 
   /** Runs the pipeline with a stand-in quantizer (Q = W rounded to a 1/8 grid) recording each H. */
-  async function runPipeline(storage: HiddenStorage, profile: boolean) {
+  async function runPipeline(storage: HiddenStorage, profile: boolean, gpuHiddenBytes = Infinity) {
     const calls: { field: string; H: Float32Array; Q: Float32Array }[] = [];
     const quantizer: LinearQuantizer = async ({ W, H, rows, cols }) => {
       const Q = W.map((w) => Math.round(w * 8) / 8);
@@ -106,6 +106,7 @@ Deno.test("quantizeModel() feeds each group inputs recomputed through the quanti
       windows,
       hiddenStorage: storage,
       profile,
+      gpuHiddenBytes,
       onLayer: (i, layer) => {
         seen.push(i);
         assert.deepEqual(Object.keys(layer).sort(), [...fields].sort());
@@ -118,8 +119,11 @@ Deno.test("quantizeModel() feeds each group inputs recomputed through the quanti
     return { calls, result };
   }
 
+  const byStorage = new Map<HiddenStorage, Awaited<ReturnType<typeof runPipeline>>["calls"]>();
   for (const [storage, profile] of [["f16", true], ["f32", false]] as const) {
     const { calls, result } = await runPipeline(storage, profile);
+    byStorage.set(storage, calls);
+    assert.equal(result.gpuWindows, windows.length);
     let xs: Float64Array[] = windows.map((ids) =>
       storeRef(
         Float64Array.from({ length: rows * c.dim }, (_, i) =>
@@ -204,6 +208,22 @@ Deno.test("quantizeModel() feeds each group inputs recomputed through the quanti
       assert.deepEqual(result.phases, [], "no phases without profile");
     }
   }
+  for (const storage of ["f32", "f16"] as const) {
+    await t.step(
+      `${storage}: windows streamed from host memory give bit-identical Hessians and Q`,
+      async () => {
+        // f32: window 0 stays on the GPU, window 1 streams (mixed); f16: both stream (the f16 embed path).
+        const budget = storage === "f32" ? rows * c.dim * 4 : 0;
+        const { calls, result } = await runPipeline(storage, false, budget);
+        assert.equal(result.gpuWindows, storage === "f32" ? 1 : 0);
+        const want = byStorage.get(storage)!;
+        calls.forEach((call, i) => {
+          assert.deepEqual(call.H, want[i].H, `H of call ${i} (${call.field})`);
+          assert.deepEqual(call.Q, want[i].Q, `Q of call ${i}`);
+        });
+      },
+    );
+  }
   await t.step("rejects windows of different lengths", async () => {
     await assert.rejects(
       quantizeModel(gpu, source, {
@@ -212,6 +232,18 @@ Deno.test("quantizeModel() feeds each group inputs recomputed through the quanti
         windows: [new Uint32Array(4), new Uint32Array(5)],
       }),
       /all of the same length/,
+    );
+  });
+  await t.step("refuses up front a Hessian larger than one storage binding, naming the linear", async () => {
+    const cols = Math.ceil(Math.sqrt(gpu.maxBindingBytes / 4)) + 4;
+    const big = { ...source, config: { ...c, hiddenDim: cols } };
+    await assert.rejects(
+      quantizeModel(gpu, big, {
+        quantize: { ...QUANTIZE_DEFAULTS, method: "rtn", bits: 3 },
+        quantizer: () => Promise.reject(new Error("not called")),
+        windows,
+      }),
+      new RegExp(`Hessian of mlp\\.down_proj \\(${cols} columns.*column panels are not implemented`),
     );
   });
   source.close();

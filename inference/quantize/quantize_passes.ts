@@ -10,6 +10,7 @@
  *  - live and peak bytes of the named GPU allocations the pipeline holds.
  */
 import { type Gpu, readBuffer } from "../../kernels/core/mod.ts";
+import { createHostTransit, type HiddenWindow } from "./hidden_windows.ts";
 import { type BoundLayer, LAYER_STAGES, type LayerRunner, type LayerStage } from "./layer_runner.ts";
 
 /**
@@ -46,15 +47,17 @@ export interface LayerPhases {
 }
 
 /**
- * Runs a bound stage over every window, adding each capture to `sink` (none for "out").
+ * Runs a bound stage over every window, adding each capture to `sink` (none for "out"). Host windows
+ * (hidden_windows.ts) stream through transit buffers created for this call and freed before it returns, so
+ * they never share the GPU with the quantizer.
  * @param gpu the device
  * @param hidden the windows' hidden states (updated in place by stages that store)
  * @param options the bound stage, the sink, the timer, and a callback after each window
  */
 export async function runWindows(
   gpu: Gpu,
-  hidden: readonly GPUBuffer[],
-  { bound, sink, rows, timer, onWindow, slice }: {
+  hidden: readonly HiddenWindow[],
+  { bound, sink, rows, timer, onWindow, slice, onTransitBytes }: {
     bound: BoundLayer;
     sink: HessianSink | null;
     rows: number;
@@ -62,31 +65,54 @@ export async function runWindows(
     onWindow: () => void;
     /** Awaited after each window's submit: cancellation and the server's turn on the queue. */
     slice?: () => Promise<void>;
+    /** Told the transit buffers' bytes when they are made and 0 when freed (memory accounting). */
+    onTransitBytes?: (bytes: number) => void;
   },
 ): Promise<void> {
-  let synced = performance.now();
-  for (const h of hidden) {
-    const enc = gpu.device.createCommandEncoder({ label: `window ${bound.stage}` });
-    bound.encode(enc, h, timer?.writes(`forward ${bound.stage}`));
-    if (sink?.encodeBatch) {
-      const writes = timer?.writes("hessian");
-      const pass = enc.beginComputePass(writes ? { timestampWrites: writes } : {});
-      sink.encodeBatch(pass, bound.capture!, rows);
-      pass.end();
+  const host = hidden.find((h) => h instanceof Uint8Array);
+  const transit = host instanceof Uint8Array ? createHostTransit(gpu, host.byteLength) : null;
+  try {
+    let synced = performance.now();
+    for (const h of hidden) {
+      const slot = h instanceof Uint8Array ? await transit!.upload(h) : null;
+      const enc = gpu.device.createCommandEncoder({ label: `window ${bound.stage}` });
+      bound.encode(enc, slot?.buffer ?? (h as GPUBuffer), timer?.writes(`forward ${bound.stage}`));
+      if (sink?.encodeBatch) {
+        const writes = timer?.writes("hessian");
+        const pass = enc.beginComputePass(writes ? { timestampWrites: writes } : {});
+        sink.encodeBatch(pass, bound.capture!, rows);
+        pass.end();
+      }
+      if (slot && bound.writesHidden) transit!.recordReadback(enc, slot);
+      gpu.device.queue.submit([enc.finish()]);
+      if (slot) {
+        transit!.submitted(slot, bound.writesHidden ? h as Uint8Array<ArrayBuffer> : null);
+        onTransitBytes?.(transit!.bytes);
+      }
+      if (sink && !sink.encodeBatch) sink.addBatch(bound.capture!, rows);
+      if (timer?.full) {
+        await timer.flush();
+        synced = performance.now();
+      } else if (performance.now() - synced > 1000) {
+        await gpu.device.queue.onSubmittedWorkDone();
+        synced = performance.now();
+      }
+      onWindow();
+      await slice?.();
     }
-    gpu.device.queue.submit([enc.finish()]);
-    if (sink && !sink.encodeBatch) sink.addBatch(bound.capture!, rows);
-    if (timer?.full) {
-      await timer.flush();
-      synced = performance.now();
-    } else if (performance.now() - synced > 1000) {
-      await gpu.device.queue.onSubmittedWorkDone();
-      synced = performance.now();
+    await transit?.drain();
+  } finally {
+    if (transit) {
+      // Nothing may still read or write the transit buffers once they are freed.
+      await transit.drain().catch(() => {});
+      transit.destroy();
+      onTransitBytes?.(0);
     }
-    onWindow();
-    await slice?.();
   }
 }
+
+/** Where {@link embedWindows} puts window `w`: on the GPU, or in host memory. */
+export type WindowPlace = (w: number) => "gpu" | "host";
 
 /**
  * Layer 0's inputs: the token embeddings of every window, gathered on the host (the table never goes up)
@@ -95,17 +121,19 @@ export async function runWindows(
  * @param table (vocabSize, dim) f32 token embeddings
  * @param scale the model's embedding scale (Gemma's √dim, else 1), applied in f32 as the forward's embed does
  * @param windows token ids, each `runner.rows` long
- * @param onStored receives each new hidden-state buffer (the caller owns it)
+ * @param place where each window goes (default: every window on the GPU)
+ * @param onStored receives each new hidden state, a GPU buffer the caller owns or host bytes
  */
 export async function embedWindows(
   gpu: Gpu,
   runner: LayerRunner,
-  { table, dim, scale, windows, onStored, slice }: {
+  { table, dim, scale, windows, place = () => "gpu", onStored, slice }: {
     table: Float32Array;
     dim: number;
     scale: number;
     windows: readonly Uint32Array[];
-    onStored: (hidden: GPUBuffer) => void;
+    place?: WindowPlace;
+    onStored: (hidden: HiddenWindow) => void;
     slice?: () => Promise<void>;
   },
 ): Promise<void> {
@@ -120,14 +148,34 @@ export async function embedWindows(
       x.set(table.subarray(id * dim, (id + 1) * dim), t * dim);
     });
     if (scale !== 1) x.forEach((v, i) => x[i] = Math.fround(v * scale));
-    const h = runner.createHidden(`hidden window ${w}`);
-    onStored(h);
-    runner.store(x, h);
+    if (place(w) === "host") {
+      onStored(await hostWindow(gpu, runner, x));
+    } else {
+      const h = runner.createHidden(`hidden window ${w}`);
+      onStored(h);
+      runner.store(x, h);
+    }
     if (performance.now() - synced > 1000) {
       await gpu.device.queue.onSubmittedWorkDone();
       synced = performance.now();
     }
     await slice?.();
+  }
+}
+
+/** A window's bytes in the runner's storage format: f32 as they are, f16 rounded by the runner's own kernel. */
+async function hostWindow(
+  gpu: Gpu,
+  runner: LayerRunner,
+  x: Float32Array<ArrayBuffer>,
+): Promise<Uint8Array<ArrayBuffer>> {
+  if (runner.storage === "f32") return new Uint8Array(x.buffer, x.byteOffset, x.byteLength);
+  const h = runner.createHidden("hidden window in transit");
+  try {
+    runner.store(x, h);
+    return new Uint8Array(await readBuffer(gpu, h, runner.hiddenBytes));
+  } finally {
+    h.destroy();
   }
 }
 
@@ -211,6 +259,10 @@ export class MemoryTracker {
   #bytes = new Map<string, number>();
   live = 0;
   peak = 0;
+  /** Bytes held under `name` now. */
+  bytes(name: string): number {
+    return this.#bytes.get(name) ?? 0;
+  }
   /** Sets the bytes held under `name` and updates the peak. */
   set(name: string, bytes: number): void {
     this.live += bytes - (this.#bytes.get(name) ?? 0);

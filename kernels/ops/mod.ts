@@ -4,6 +4,7 @@
  * path's row bookkeeping, paged RoPE + KV append and paged attention.
  */
 export { type AttentionArgs, createAttention } from "./attention.ts";
+export { createFlashAttention } from "./flash_attention.ts";
 export {
   type BatchPrepareArgs,
   createBatchPrepare,

@@ -1,0 +1,230 @@
+/**
+ * Causal grouped-query attention for whole windows of prompt rows, tiled in the manner of FlashAttention
+ * (Dao et al. 2022): the same function as attention.ts (same arguments, scale, sliding window and soft cap),
+ * without an S × S score matrix and with each K/V row read from memory once per block of query rows instead
+ * of once per row. The quantizer's calibration forward runs 2,048-token windows through it (issue 12); decode
+ * and short prompts keep attention.ts, whose per-row workgroups and splits suit them.
+ *
+ * One workgroup per (block of BR query rows, query head): TPR invocations per row each hold a slice of the
+ * row's query and output (D4 ≤ 16 vec4 each, in registers: named variables, since arrays indexed in loops
+ * end up in local memory on NVIDIA). For each tile of BC positions the K and V rows go to workgroup memory,
+ * every invocation dots its query slice with each key, the TPR partial scores of a row are summed through
+ * workgroup memory (in a fixed order, so the row's invocations agree bit for bit), and the online softmax
+ * (running max m, sum l, output rescaled by e^(m_old − m_new); Milakov & Gimelshein 2018) takes the tile.
+ * Positions past a row's own (causal) or before its window are masked; cache rows past pos + rows are never
+ * read. Everything is f32.
+ */
+import {
+  bindBuffers,
+  type BindingKind,
+  dispatch2d,
+  type Encodable,
+  getPipeline,
+  type Gpu,
+  type Kernel,
+  STATE_STRUCT,
+  uniformParams,
+  unroll,
+} from "../core/mod.ts";
+import { type AttentionArgs, createAttention } from "./attention.ts";
+import { SOFTCAP_FN } from "./softcap.ts";
+
+/** The tiling of one head size. */
+export interface FlashPlan {
+  /** invocations per workgroup */
+  WG: number;
+  /** invocations per query row */
+  TPR: number;
+  /** vec4 of a row each invocation owns: headDim / 4 / TPR */
+  D4: number;
+  /** positions per K/V tile */
+  BC: number;
+  /** headDim / 4 */
+  HD4: number;
+  /** query rows per workgroup: WG / TPR */
+  BR: number;
+}
+
+/**
+ * The tiling for `headDim`, or null when the flash kernel cannot serve it (the caller falls back).
+ * @param gpu the device (workgroup size and memory limits)
+ * @param tune overrides of the defaults
+ */
+export function flashAttentionPlan(
+  gpu: Gpu,
+  { headDim }: { headDim: number },
+  tune: FlashTune = {},
+): FlashPlan | null {
+  if (headDim % 4 !== 0) return null;
+  const HD4 = headDim / 4;
+  let TPR = 1;
+  while (HD4 / TPR > 16) TPR *= 2;
+  if (HD4 % TPR !== 0) return null;
+  const WG = Math.min(tune.WG ?? 128, gpu.maxInvocationsPerWorkgroup);
+  if (TPR > WG) return null;
+  const bytes = (bc: number) => 2 * bc * HD4 * 16 + (TPR > 1 ? bc * WG * 4 : 0);
+  const BC = [16, 8, 4].filter((bc) => bc <= (tune.BC ?? 16)).find((bc) =>
+    bytes(bc) <= gpu.maxWorkgroupStorageBytes
+  );
+  if (BC === undefined) return null;
+  return { WG, TPR, D4: HD4 / TPR, BC, HD4, BR: WG / TPR };
+}
+
+/** Overrides of the default tiling (benchmarks): invocations per workgroup and the largest K/V tile. */
+export interface FlashTune {
+  WG?: number;
+  BC?: number;
+}
+
+/** The WGSL of one plan. */
+export function flashAttentionShader({ WG, TPR, D4, BC, HD4, BR }: FlashPlan): string {
+  const range = (n: number) => Array.from({ length: n }, (_, i) => i);
+  const cs = range(BC);
+  const ks = range(D4);
+  // score c: this invocation's slice of q · K[c0 + c]
+  const dots = (c: number) => ks.map((k) => `dot(q${k}, kT[${c * HD4}u + j + ${k * TPR}u])`).join(" + ");
+  const sum = (c: number) => range(TPR).map((i) => `sp[${c * WG}u + r * ${TPR}u + ${i}u]`).join(" + ");
+  return /* wgsl */ `
+${STATE_STRUCT}
+const NEG = -1.0e30; // stands in for −∞: WGSL may assume no infinities, and e^(NEG − m) is 0
+
+// window: 0 for none; softcap: 0 for none; blocks: ⌈rows / BR⌉
+struct Params { rows: u32, nHeads: u32, nKvHeads: u32, seqLen: u32, scale: f32, window: u32, softcap: f32, blocks: u32 }
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> state: StepState;
+@group(0) @binding(2) var<storage, read> q: array<vec4f>;       // (rows, nHeads·headDim)
+@group(0) @binding(3) var<storage, read> kCache: array<vec4f>;  // (seqLen, nKvHeads·headDim)
+@group(0) @binding(4) var<storage, read> vCache: array<vec4f>;  // (seqLen, nKvHeads·headDim)
+@group(0) @binding(5) var<storage, read_write> out: array<vec4f>; // (rows, nHeads·headDim)
+
+var<workgroup> kT: array<vec4f, ${BC * HD4}>; // [c·HD4 + d]: the tile's keys
+var<workgroup> vT: array<vec4f, ${BC * HD4}>; // [c·HD4 + d]: the tile's values
+${TPR > 1 ? `var<workgroup> sp: array<f32, ${BC * WG}>; // [c·WG + invocation]: partial scores` : ""}
+
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+        @builtin(local_invocation_index) lid: u32) {
+  let flat = wid.x + wid.y * nwg.x;
+  if (flat >= params.blocks * params.nHeads) { return; }
+  let blk = params.blocks - 1u - flat % params.blocks; // longest blocks first, so the grid's tail is short
+  let h = flat / params.blocks;
+  let kvh = h / (params.nHeads / params.nKvHeads);
+  let r = lid / ${TPR}u;
+  let j = lid % ${TPR}u;
+  let t0 = blk * ${BR}u;
+  let t = min(t0 + r, params.rows - 1u); // rows past the end compute row rows − 1 and write nothing
+  let P = state.pos + t;
+  let lo = select(0u, P + 1u - params.window, params.window > 0u && P + 1u > params.window);
+  let first = state.pos + t0;
+  let blockLo = select(0u, first + 1u - params.window, params.window > 0u && first + 1u > params.window);
+  let last = state.pos + min(t0 + ${BR}u, params.rows) - 1u;
+  let filled = min(state.pos + params.rows, params.seqLen);
+  let stride = params.nKvHeads * ${HD4}u;
+  let capped = params.softcap > 0.0;
+  let qBase = (t * params.nHeads + h) * ${HD4}u + j;
+  ${unroll(D4, (k) => `let q${k} = q[qBase + ${k * TPR}u] * params.scale;`)}
+  ${unroll(D4, (k) => `var a${k} = vec4f();`)}
+  var m = NEG;
+  var l = 0.0;
+  for (var c0 = blockLo / ${BC}u * ${BC}u; c0 <= last; c0 += ${BC}u) {
+    for (var e = lid; e < ${BC * HD4}u; e += ${WG}u) {
+      let c = c0 + e / ${HD4}u;
+      var kv = vec4f();
+      var vv = vec4f();
+      if (c < filled) {
+        let i = c * stride + kvh * ${HD4}u + e % ${HD4}u;
+        kv = kCache[i];
+        vv = vCache[i];
+      }
+      kT[e] = kv;
+      vT[e] = vv;
+    }
+    workgroupBarrier();
+    ${unroll(BC, (c) => `var s${c} = ${dots(c)};`)}
+    ${
+    TPR > 1
+      ? `${unroll(BC, (c) => `sp[${c * WG}u + lid] = s${c};`)}
+    workgroupBarrier();
+    ${unroll(BC, (c) => `s${c} = ${sum(c)};`)}`
+      : ""
+  }
+    var mt = m;
+    ${
+    unroll(BC, (c) =>
+      `let ok${c} = c0 + ${c}u <= P && c0 + ${c}u >= lo;
+    if (capped) { s${c} = softcap(s${c}, params.softcap); }
+    if (ok${c}) { mt = max(mt, s${c}); }`)
+  }
+    let alpha = exp(m - mt);
+    ${unroll(BC, (c) => `let p${c} = select(0.0, exp(s${c} - mt), ok${c});`)}
+    l = l * alpha + ${cs.map((c) => `p${c}`).join(" + ")};
+    ${unroll(D4, (k) => `a${k} *= alpha;`)}
+    ${
+    unroll(
+      BC,
+      (c) => unroll(D4, (k) => `a${k} = fma(vec4f(p${c}), vT[${c * HD4}u + j + ${k * TPR}u], a${k});`),
+    )
+  }
+    m = mt;
+    workgroupBarrier(); // the next tile overwrites kT, vT and sp
+  }
+  if (t0 + r < params.rows) {
+    ${unroll(D4, (k) => `out[qBase + ${k * TPR}u] = a${k} / l;`)}
+  }
+}
+${SOFTCAP_FN}`;
+}
+
+const BINDINGS: readonly BindingKind[] = [
+  "uniform",
+  ...(["read-only-storage", "read-only-storage", "read-only-storage", "read-only-storage"] as const),
+  "storage",
+];
+
+/**
+ * Builds the tiled attention. Binds with a head size it cannot tile, or with `splits` > 1, get attention.ts.
+ * @param gpu the device
+ * @param tune tiling overrides (benchmarks; default 128 invocations, tiles of up to 16 positions)
+ * @returns a kernel taking attention.ts's arguments
+ */
+export function createFlashAttention(gpu: Gpu, tune: FlashTune = {}): Kernel<AttentionArgs> {
+  let fallback: Kernel<AttentionArgs> | null = null;
+  return {
+    bind(args: AttentionArgs): Encodable {
+      const { q, kCache, vCache, out, state, rows, nHeads, nKvHeads, headDim, seqLen } = args;
+      const plan = flashAttentionPlan(gpu, { headDim }, tune);
+      if (!plan || (args.splits ?? 1) > 1) return (fallback ??= createAttention(gpu)).bind(args);
+      if (nHeads % nKvHeads !== 0) {
+        throw new Error(
+          `Cannot build attention for nHeads ${nHeads}, nKvHeads ${nKvHeads}: nHeads must be a multiple of nKvHeads`,
+        );
+      }
+      const code = flashAttentionShader(plan);
+      const pipeline = getPipeline(gpu, { name: "flash_attention", code, spec: plan, bindings: BINDINGS });
+      const blocks = Math.ceil(rows / plan.BR);
+      const params = uniformParams(
+        gpu,
+        [
+          ["u32", rows],
+          ["u32", nHeads],
+          ["u32", nKvHeads],
+          ["u32", seqLen],
+          ["f32", args.scale ?? 1 / Math.sqrt(headDim)],
+          ["u32", args.window ?? 0],
+          ["f32", args.softcap ?? 0],
+          ["u32", blocks],
+        ],
+        "flash_attention params",
+      );
+      const bindGroup = bindBuffers(gpu, pipeline, [params, state, q, kCache, vCache, out]);
+      const [gx, gy] = dispatch2d(gpu, blocks * nHeads);
+      return {
+        encode(pass) {
+          pass.setPipeline(pipeline);
+          pass.setBindGroup(0, bindGroup);
+          pass.dispatchWorkgroups(gx, gy);
+        },
+      };
+    },
+  };
+}
