@@ -77,6 +77,12 @@ export interface BatchOptions {
   maxNumSeqs: number;
   /** rows per forward: decode rows plus prompt pieces (--max-num-batched-tokens) */
   maxNumBatchedTokens: number;
+  /**
+   * Prompt rows per prefill forward while other sequences decode (at most maxNumBatchedTokens): the
+   * chunked-prefill trade-off between the decoding streams' inter-token latency and a new prompt's time
+   * to first token (BENCHMARKS.md "Serving under load").
+   */
+  decodingPrefillTokens: number;
   /** sequences waiting for a slot before new requests get 429 (--max-queued-requests) */
   maxQueued: number;
   /** KV cache budget (--kv-cache-memory); null: the default of kv_cache.ts */
@@ -97,6 +103,7 @@ export interface BatchOptions {
 export const BATCH_DEFAULTS: Readonly<BatchOptions> = Object.freeze({
   maxNumSeqs: 64,
   maxNumBatchedTokens: 512,
+  decodingPrefillTokens: 64,
   maxQueued: 1024,
   kvCacheMemory: null,
   maxModelLen: null,
@@ -194,7 +201,12 @@ export function createEngine(
       maxChunk: opts.maxChunk,
       maxBias: MAX_BIAS,
       maxBan: MAX_BAN,
+      decodingPrefillRows: opts.decodingPrefillTokens,
     });
+    // Bind every bucket's forward now: binding one mid-serving stalls every stream (batch_runner.ts).
+    const t0 = performance.now();
+    const plans = runner.prebuild();
+    log(`[engine] bound ${plans} step plans in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
     const me: Served = { model, runner, entry: null!, leases: 0, drained: false };
     me.entry = scheduler.addModel(runner, () => {
       me.drained = true;
