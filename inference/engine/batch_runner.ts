@@ -30,9 +30,9 @@ import {
   createBatchPrepare,
   createBatchSample,
   createDispatchBuffer,
+  createGatherRows,
   createLogitsProcess,
   createLogprobs,
-  createGatherRows,
   createPagedAttention,
   createRmsNorm,
   LOGPROB_RECORD_WORDS,
@@ -83,6 +83,16 @@ export interface ChunkResult {
   tokens: Uint32Array;
   /** (steps, maxSlots, LOGPROB_RECORD_WORDS) u32 (f32 bits for logprobs), or null */
   logprobs: Uint32Array | null;
+}
+
+/** A submitted chunk whose readback has not started. */
+interface PendingChunk {
+  staging: GPUBuffer;
+  tokenBytes: number;
+  lpBytes: number;
+  result: Promise<ChunkResult>;
+  resolve: (r: ChunkResult) => void;
+  reject: (e: unknown) => void;
 }
 
 /** Sizes of a runner. */
@@ -149,6 +159,8 @@ export class BatchRunner {
   #plans = new Map<string, Encodable>();
   #bodies = new Map<string, Encodable>();
   #heads = new Map<number, Encodable>();
+  /** The latest submitted chunk, not mapped yet. */
+  #pending: PendingChunk | null = null;
   #maxBlocks: number;
   #attention: Kernel<PagedAttentionArgs>;
 
@@ -262,8 +274,8 @@ export class BatchRunner {
   }
 
   /**
-   * Records and submits a chunk now; the promise resolves when its ids (and logprobs) are read back.
-   * Chunks complete in submission order.
+   * Records and submits a chunk now; the promise resolves when its ids (and logprobs) are read back, which
+   * starts when the next chunk is submitted or on {@link flush}. Chunks complete in submission order.
    */
   submit(steps: readonly StepSpec[], wantLogprobs: boolean): Promise<ChunkResult> {
     const { maxSlots, maxRows, maxChunk } = this.options;
@@ -271,7 +283,9 @@ export class BatchRunner {
     const gpu = this.#gpu;
     const plans = steps.map((st, k) => {
       const rows = bucketOf(st.rows.length, this.rowBuckets(st.kind));
-      const logits = st.kind === "decode" ? rows : bucketOf(Math.max(st.gather.length, 1), this.#logitBuckets);
+      const logits = st.kind === "decode"
+        ? rows
+        : bucketOf(Math.max(st.gather.length, 1), this.#logitBuckets);
       if (st.gather.length > logits || logits > maxSlots) throw new Error("Cannot fit a step's logit rows");
       const prog = new Uint32Array(rows * ROW_ENTRY_WORDS).fill(ROW_NONE);
       st.rows.forEach((r, i) => prog.set([r.slot, r.pos, r.token ?? ROW_NONE, 0], i * ROW_ENTRY_WORDS));
@@ -295,17 +309,41 @@ export class BatchRunner {
     });
     encoder.copyBufferToBuffer(this.#b.outTokens, 0, staging, 0, tokenBytes);
     if (lpBytes > 0) encoder.copyBufferToBuffer(this.#b.outLogprobs, 0, staging, tokenBytes, lpBytes);
-    gpu.device.queue.submit([encoder.finish()]);
-    return staging.mapAsync(GPUMapMode.READ).then(() => {
-      const data = staging.getMappedRange().slice(0);
-      staging.destroy();
-      return {
-        tokens: new Uint32Array(data, 0, tokenBytes / 4),
-        logprobs: lpBytes > 0 ? new Uint32Array(data, tokenBytes, lpBytes / 4) : null,
-      };
+    const commands = encoder.finish();
+    // Deno's mapAsync blocks the JS thread until every submitted command has finished (docs/webgpu.md §3),
+    // so mapping a chunk when it is submitted would leave the GPU idle while the host plans and records the
+    // next one. Instead the previous chunk is mapped now, before this one is submitted: the host waits for
+    // the previous chunk while this one is already recorded, and submits it the moment the GPU is free.
+    this.#mapPending();
+    gpu.device.queue.submit([commands]);
+    let settle!: { resolve: (r: ChunkResult) => void; reject: (e: unknown) => void };
+    const result = new Promise<ChunkResult>((resolve, reject) => (settle = { resolve, reject }));
+    this.#pending = { staging, tokenBytes, lpBytes, result, ...settle };
+    return result;
+  }
+
+  /**
+   * Starts reading a submitted chunk back if it is still waiting for its mapping (the latest one is mapped
+   * only when the next is submitted); call before awaiting its result.
+   */
+  flush(result: Promise<ChunkResult>): void {
+    if (this.#pending?.result === result) this.#mapPending();
+  }
+
+  #mapPending(): void {
+    const p = this.#pending;
+    if (!p) return;
+    this.#pending = null;
+    p.staging.mapAsync(GPUMapMode.READ).then(() => {
+      const data = p.staging.getMappedRange().slice(0);
+      p.staging.destroy();
+      p.resolve({
+        tokens: new Uint32Array(data, 0, p.tokenBytes / 4),
+        logprobs: p.lpBytes > 0 ? new Uint32Array(data, p.tokenBytes, p.lpBytes / 4) : null,
+      });
     }, (err) => {
-      staging.destroy();
-      throw err;
+      p.staging.destroy();
+      p.reject(err);
     });
   }
 
@@ -469,6 +507,10 @@ export class BatchRunner {
 
   /** Frees the runner's buffers (not the weights, not the cache). */
   destroy(): void {
+    const p = this.#pending;
+    this.#pending = null;
+    p?.staging.destroy();
+    p?.reject(new Error("Cannot read a chunk back: its runner was destroyed"));
     this.#plans.clear();
     this.#bodies.clear();
     this.#heads.clear();

@@ -174,7 +174,9 @@ export class Scheduler {
       if (decode) push(...decode);
       // Prefill joins the chunk's last decode step (or fills an idle chunk).
       const last = !decode || specs.length >= steps;
-      const prefill = specs.length < maxChunk && last ? this.#prefillStep(entry, chunk, decode !== null) : null;
+      const prefill = specs.length < maxChunk && last
+        ? this.#prefillStep(entry, chunk, decode !== null)
+        : null;
       if (prefill) push(...prefill);
       if (!decode && !prefill) break;
       if (prefill) {
@@ -361,6 +363,7 @@ export class Scheduler {
 
   async #readOldest(): Promise<void> {
     const chunk = this.#inflight.shift()!;
+    chunk.entry.runner.flush(chunk.result);
     const res = await chunk.result;
     const now = performance.now();
     const span = now - Math.max(this.#lastDone, chunk.submitted);
