@@ -117,13 +117,15 @@ export interface BatchRunnerOptions {
 const PREFILL_MIN_ROWS = 16;
 
 /**
- * Row counts of decode forwards: 1, 2, 4, then multiples of 8 (a decode GEMV dispatch serves 8 rows, so
- * padding to them never costs one more weight read) up to `maxSlots`, which is always one.
+ * Row counts of decode forwards: 1, even counts up to 16, then multiples of 4 (of 16 from 64, of 64 from
+ * 256: the plan count stays bounded) up to `maxSlots`, which is always one. A padding row costs what a real one does in the decode GEMVs, which serve 2 (affine q8) or 8
+ * rows (f32 affine, dense, LUT) per dispatch, each dispatch reading the weights once.
  */
 export function decodeBuckets(maxSlots: number): number[] {
-  const out = [1, 2, 4].filter((b) => b < maxSlots);
-  for (let b = 8; b < maxSlots; b += 8) out.push(b);
-  return [...out, maxSlots];
+  const out = [1];
+  for (let b = 2; b < Math.min(maxSlots, 17); b += 2) out.push(b);
+  for (let b = 20; b < maxSlots; b += b < 64 ? 4 : b < 256 ? 16 : 64) out.push(b);
+  return [...out.filter((b) => b < maxSlots), maxSlots];
 }
 
 /** Row counts of prefill forwards: powers of two from 16 below `maxRows`, and `maxRows`. */

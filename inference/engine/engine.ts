@@ -103,7 +103,7 @@ export interface BatchOptions {
 export const BATCH_DEFAULTS: Readonly<BatchOptions> = Object.freeze({
   maxNumSeqs: 64,
   maxNumBatchedTokens: 512,
-  decodingPrefillTokens: 64,
+  decodingPrefillTokens: 512,
   maxQueued: 1024,
   kvCacheMemory: null,
   maxModelLen: null,
