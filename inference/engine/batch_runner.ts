@@ -117,14 +117,14 @@ export interface BatchRunnerOptions {
 const PREFILL_MIN_ROWS = 16;
 
 /**
- * Row counts of decode forwards: 1, even counts up to 16, then multiples of 4 (of 16 from 64, of 64 from
- * 256: the plan count stays bounded) up to `maxSlots`, which is always one. A padding row costs what a real one does in the decode GEMVs, which serve 2 (affine q8) or 8
+ * Row counts of decode forwards: 1, even counts up to 16, then multiples of 4 (of 16 from 64, 64 from 256,
+ * 256 from 1024: the plan count stays bounded) up to `maxSlots`, which is always one. A padding row costs what a real one does in the decode GEMVs, which serve 2 (affine q8) or 8
  * rows (f32 affine, dense, LUT) per dispatch, each dispatch reading the weights once.
  */
 export function decodeBuckets(maxSlots: number): number[] {
   const out = [1];
   for (let b = 2; b < Math.min(maxSlots, 17); b += 2) out.push(b);
-  for (let b = 20; b < maxSlots; b += b < 64 ? 4 : b < 256 ? 16 : 64) out.push(b);
+  for (let b = 20; b < maxSlots; b += b < 64 ? 4 : b < 256 ? 16 : b < 1024 ? 64 : 256) out.push(b);
   return [...out.filter((b) => b < maxSlots), maxSlots];
 }
 
@@ -347,6 +347,11 @@ export class BatchRunner {
       p.staging.destroy();
       p.reject(err);
     });
+  }
+
+  /** Step plans bound so far (all of them after {@link prebuild}). */
+  get boundPlans(): number {
+    return this.#plans.size;
   }
 
   /** The row counts forwards of `kind` run at. */
