@@ -93,6 +93,11 @@ export interface BatchOptions {
   /** steps per chunk at most */
   maxChunk: number;
   /**
+   * Bind every row bucket's forward when a model is installed (batch_runner.ts); null: on GPUs, not on CPU
+   * adapters (lavapipe: tests, where binding a bucket on first use costs no one a stall worth the startup).
+   */
+  prebuild: boolean | null;
+  /**
    * Aim for chunks of this much GPU time: ids reach clients in bursts of one chunk, so shorter chunks
    * smooth the inter-token latency, longer ones cost fewer readbacks (≥ 10 ms each in Deno).
    */
@@ -109,6 +114,7 @@ export const BATCH_DEFAULTS: Readonly<BatchOptions> = Object.freeze({
   maxModelLen: null,
   kvCacheDtype: "f16",
   maxChunk: 16,
+  prebuild: null,
   chunkTargetMs: 15,
 });
 
@@ -204,9 +210,11 @@ export function createEngine(
       decodingPrefillRows: opts.decodingPrefillTokens,
     });
     // Bind every bucket's forward now: binding one mid-serving stalls every stream (batch_runner.ts).
-    const t0 = performance.now();
-    const plans = runner.prebuild();
-    log(`[engine] bound ${plans} step plans in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+    if (opts.prebuild ?? !gpu.isCpu) {
+      const t0 = performance.now();
+      const plans = runner.prebuild();
+      log(`[engine] bound ${plans} step plans in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+    }
     const me: Served = { model, runner, entry: null!, leases: 0, drained: false };
     me.entry = scheduler.addModel(runner, () => {
       me.drained = true;
