@@ -75,7 +75,9 @@ export function presetConfig(name: string): ModelConfig {
 }
 
 /** How the decoder layers' linears are stored: dense, or quantized (random codes, `bits` wide, group 128). */
-export type RandomFormat = { kind: "dense" } | { kind: "affine" | "lut"; bits: 2 | 3 | 4 };
+export type RandomFormat =
+  | { kind: "dense" }
+  | { kind: "affine" | "lut"; bits: 2 | 3 | 4; activations?: "q8" | "f32" };
 
 /**
  * Allocates and fills every weight on the GPU (norm weights are 1, matrices uniform ±0.02; quantized
@@ -125,7 +127,7 @@ export async function randomWeights(
         scaleZero: words(outDim * nGroups, `${label}.scaleZero`, true),
         perm: null,
       };
-      return { format: "affine", outDim, inDim, weights };
+      return { format: "affine", outDim, inDim, weights, activations: format.activations ?? "q8" };
     }
     const weights = {
       bits,
@@ -172,8 +174,10 @@ export async function randomWeights(
   return { tokenEmbedding, embeddingType: weightType, layers, finalNorm: ones, lmHead };
 }
 
-/** "dense", "affine4" (group 128), "lut3", ... */
+/** "dense", "affine4" (group 128), "lut3", ...; "affine4f32": affine with exact f32 decode activations. */
 export function parseFormat(text: string): RandomFormat {
+  const f32 = /^affine([234])f32$/.exec(text);
+  if (f32) return { kind: "affine", bits: Number(f32[1]) as 2 | 3 | 4, activations: "f32" };
   const m = /^(affine|lut)([234])$/.exec(text);
   if (m) return { kind: m[1] as "affine" | "lut", bits: Number(m[2]) as 2 | 3 | 4 };
   if (text !== "dense") {

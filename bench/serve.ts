@@ -39,6 +39,10 @@ export interface ServeBenchOptions {
   kvCacheMemory: string | null;
   /** the engine's chunk length target (0: its default) */
   chunkTargetMs: number;
+  /** prompt rows per prefill forward while others decode (0: the engine's default) */
+  decodingPrefillTokens: number;
+  /** requests per stream when --requests is 0 (at least 4 requests in all) */
+  waves: number;
 }
 
 /** Parses the command line. */
@@ -59,6 +63,8 @@ export function parseServeArgs(args: string[]): ServeBenchOptions {
       "max-num-batched-tokens": { type: "string", default: "512" },
       "kv-cache-memory": { type: "string" },
       "chunk-target-ms": { type: "string", default: "0" },
+      "decoding-prefill-tokens": { type: "string", default: "0" },
+      waves: { type: "string", default: "2" },
       json: { type: "string" },
       md: { type: "string" },
     },
@@ -78,6 +84,8 @@ export function parseServeArgs(args: string[]): ServeBenchOptions {
     maxNumBatchedTokens: Number(values["max-num-batched-tokens"]),
     kvCacheMemory: values["kv-cache-memory"] ?? null,
     chunkTargetMs: Number(values["chunk-target-ms"]),
+    decodingPrefillTokens: Number(values["decoding-prefill-tokens"]),
+    waves: Number(values.waves),
   };
 }
 
@@ -181,13 +189,14 @@ async function load(
 async function inProcess(gpu: Gpu, o: ServeBenchOptions, results: Summary[]): Promise<void> {
   const maxC = Math.max(...o.concurrency);
   const engine = createEngine("bench", {
-    log: () => {},
+    log: (msg) => msg.includes("step plans") && console.log(msg),
     batch: {
       maxNumSeqs: maxC,
       maxNumBatchedTokens: Math.max(o.maxNumBatchedTokens, maxC),
       maxModelLen: Math.max(o.prompt, o.longPrompt) + o.output + 16,
       kvCacheMemory: o.kvCacheMemory ? { bytes: Number(o.kvCacheMemory) } : null,
       ...(o.chunkTargetMs > 0 ? { chunkTargetMs: o.chunkTargetMs } : {}),
+      ...(o.decodingPrefillTokens > 0 ? { decodingPrefillTokens: o.decodingPrefillTokens } : {}),
     },
   });
   const formats = o.model ? ["folder"] : o.formats;
@@ -198,7 +207,7 @@ async function inProcess(gpu: Gpu, o: ServeBenchOptions, results: Summary[]): Pr
     for (const c of o.concurrency) {
       const send = engineSender(engine, model.config.vocabSize, o);
       await send(0, o.prompt); // warm-up: pipelines and plans
-      const n = o.requests || Math.max(4, 2 * c);
+      const n = o.requests || Math.max(4, o.waves * c);
       const run = await load(send, c, n, o);
       results.push(summarize(label, c, run.timings, run.wallMs, run.long));
       console.log(toMarkdown([results.at(-1)!]).split("\n").at(-1));
@@ -222,7 +231,7 @@ export async function runServeBench(o: ServeBenchOptions, log = console.log): Pr
     for (const c of o.concurrency) {
       const send = httpSender(o.server, o);
       await send(0, o.prompt);
-      const run = await load(send, c, o.requests || Math.max(4, 2 * c), o);
+      const run = await load(send, c, o.requests || Math.max(4, o.waves * c), o);
       results.push(summarize(`server ${o.server}`, c, run.timings, run.wallMs, run.long));
       log(toMarkdown([results.at(-1)!]).split("\n").at(-1)!);
     }

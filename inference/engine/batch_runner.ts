@@ -8,8 +8,14 @@
  * one submit and one readback (a readback costs ≥ 10 ms in Deno, docs/webgpu.md §3); decode rows embed the
  * id their sequence sampled in the previous step, which stays on the GPU. Sequences live in slots: each
  * slot has its sampling settings, RNG step, output counts (penalties), logit bias, ban list and block
- * table (kernels/ops/batch_sample.ts, logits_process.ts, paged_kv.ts). Forward plans are bound per
- * (rows, logit rows) bucket and cached; padding rows are no-ops.
+ * table (kernels/ops/batch_sample.ts, logits_process.ts, paged_kv.ts).
+ *
+ * Forwards run at a few fixed row counts (buckets; padding rows are no-ops), and {@link BatchRunner.prebuild}
+ * binds every bucket's work when the model is installed, as vLLM captures its CUDA graphs at start: binding
+ * a new bucket mid-serving took ~400 bind groups and compiled pipelines (row counts are shader constants),
+ * which stalled every stream for up to 2 s on the H100. A step's plan is the layers over its rows (per kind
+ * and row bucket) followed by the LM head and sampling over its logit rows (per logit bucket), so the set of
+ * bound bodies stays small.
  */
 import {
   createAdvance,
@@ -24,9 +30,11 @@ import {
   createBatchPrepare,
   createBatchSample,
   createDispatchBuffer,
+  createGatherRows,
   createLogitsProcess,
   createLogprobs,
   createPagedAttention,
+  createRmsNorm,
   LOGPROB_RECORD_WORDS,
   packSlotParams,
   type PagedAttentionArgs,
@@ -40,7 +48,8 @@ import {
   SPLIT_SPAN,
 } from "../../kernels/ops/mod.ts";
 import {
-  bindForward,
+  bindForwardSteps,
+  bindLmHead,
   createForwardState,
   type ForwardState,
   forwardStateBuffers,
@@ -48,6 +57,7 @@ import {
   type ModelConfig,
 } from "../model/mod.ts";
 import type { KvCache } from "./kv_cache.ts";
+import { bucketOf, decodeBuckets, logitBuckets, prefillBuckets } from "./row_buckets.ts";
 
 /** One row of a step: a sequence slot, the position it fills, and its token (null: the slot's last pick). */
 export interface RowSpec {
@@ -76,6 +86,16 @@ export interface ChunkResult {
   logprobs: Uint32Array | null;
 }
 
+/** A submitted chunk whose readback has not started. */
+interface PendingChunk {
+  staging: GPUBuffer;
+  tokenBytes: number;
+  lpBytes: number;
+  result: Promise<ChunkResult>;
+  resolve: (r: ChunkResult) => void;
+  reject: (e: unknown) => void;
+}
+
 /** Sizes of a runner. */
 export interface BatchRunnerOptions {
   /** sequence slots (--max-num-seqs) */
@@ -84,21 +104,15 @@ export interface BatchRunnerOptions {
   maxRows: number;
   /** steps per chunk */
   maxChunk: number;
+  /**
+   * Prompt rows per prefill forward while other sequences decode (chunked prefill: a smaller piece
+   * delays the decoding streams less and the new prompt's first token more); idle, a forward takes maxRows.
+   */
+  decodingPrefillRows?: number;
   /** logit_bias entries and banned ids per slot */
   maxBias: number;
   maxBan: number;
 }
-
-/**
- * Rows of a plan: exact up to 16, then multiples of 8 (a decode GEMV dispatch serves 8 rows, so padding never
- * costs one more weight read) up to 256, then of 64 (bounds the plan count).
- */
-export function rowBucket(n: number, max: number): number {
-  const b = n <= 16 ? n : n <= 256 ? Math.ceil(n / 8) * 8 : Math.ceil(n / 64) * 64;
-  return Math.min(Math.max(b, 1), max);
-}
-
-const MAX_PLANS = 64;
 
 /** A model's batched forwards over a shared KV cache. */
 export class BatchRunner {
@@ -110,6 +124,10 @@ export class BatchRunner {
   #s: ForwardState;
   #b: Record<string, GPUBuffer>;
   #plans = new Map<string, Encodable>();
+  #bodies = new Map<string, Encodable>();
+  #heads = new Map<number, Encodable>();
+  /** The latest submitted chunk, not mapped yet. */
+  #pending: PendingChunk | null = null;
   #maxBlocks: number;
   #attention: Kernel<PagedAttentionArgs>;
 
@@ -223,17 +241,19 @@ export class BatchRunner {
   }
 
   /**
-   * Records and submits a chunk now; the promise resolves when its ids (and logprobs) are read back.
-   * Chunks complete in submission order.
+   * Records and submits a chunk now; the promise resolves when its ids (and logprobs) are read back, which
+   * starts when the next chunk is submitted or on {@link flush}. Chunks complete in submission order.
    */
   submit(steps: readonly StepSpec[], wantLogprobs: boolean): Promise<ChunkResult> {
     const { maxSlots, maxRows, maxChunk } = this.options;
     if (steps.length < 1 || steps.length > maxChunk) throw new Error(`Cannot submit ${steps.length} steps`);
     const gpu = this.#gpu;
     const plans = steps.map((st, k) => {
-      const rows = rowBucket(st.rows.length, maxRows);
-      const logits = rowBucket(Math.max(st.gather.length, 1), maxSlots);
-      if (st.rows.length > rows || st.gather.length > logits) throw new Error("Cannot fit a step's rows");
+      const rows = bucketOf(st.rows.length, this.rowBuckets(st.kind));
+      const logits = st.kind === "decode"
+        ? rows
+        : bucketOf(Math.max(st.gather.length, 1), this.#logitBuckets);
+      if (st.gather.length > logits || logits > maxSlots) throw new Error("Cannot fit a step's logit rows");
       const prog = new Uint32Array(rows * ROW_ENTRY_WORDS).fill(ROW_NONE);
       st.rows.forEach((r, i) => prog.set([r.slot, r.pos, r.token ?? ROW_NONE, 0], i * ROW_ENTRY_WORDS));
       writeBuffer(gpu, this.#b.progRows, prog, k * maxRows * ROW_ENTRY_WORDS * 4);
@@ -256,35 +276,88 @@ export class BatchRunner {
     });
     encoder.copyBufferToBuffer(this.#b.outTokens, 0, staging, 0, tokenBytes);
     if (lpBytes > 0) encoder.copyBufferToBuffer(this.#b.outLogprobs, 0, staging, tokenBytes, lpBytes);
-    gpu.device.queue.submit([encoder.finish()]);
-    return staging.mapAsync(GPUMapMode.READ).then(() => {
-      const data = staging.getMappedRange().slice(0);
-      staging.destroy();
-      return {
-        tokens: new Uint32Array(data, 0, tokenBytes / 4),
-        logprobs: lpBytes > 0 ? new Uint32Array(data, tokenBytes, lpBytes / 4) : null,
-      };
+    const commands = encoder.finish();
+    // Deno's mapAsync blocks the JS thread until every submitted command has finished (docs/webgpu.md §3),
+    // so mapping a chunk when it is submitted would leave the GPU idle while the host plans and records the
+    // next one. Instead the previous chunk is mapped now, before this one is submitted: the host waits for
+    // the previous chunk while this one is already recorded, and submits it the moment the GPU is free.
+    this.#mapPending();
+    gpu.device.queue.submit([commands]);
+    let settle!: { resolve: (r: ChunkResult) => void; reject: (e: unknown) => void };
+    const result = new Promise<ChunkResult>((resolve, reject) => (settle = { resolve, reject }));
+    this.#pending = { staging, tokenBytes, lpBytes, result, ...settle };
+    return result;
+  }
+
+  /**
+   * Starts reading a submitted chunk back if it is still waiting for its mapping (the latest one is mapped
+   * only when the next is submitted); call before awaiting its result.
+   */
+  flush(result: Promise<ChunkResult>): void {
+    if (this.#pending?.result === result) this.#mapPending();
+  }
+
+  #mapPending(): void {
+    const p = this.#pending;
+    if (!p) return;
+    this.#pending = null;
+    p.staging.mapAsync(GPUMapMode.READ).then(() => {
+      const data = p.staging.getMappedRange().slice(0);
+      p.staging.destroy();
+      p.resolve({
+        tokens: new Uint32Array(data, 0, p.tokenBytes / 4),
+        logprobs: p.lpBytes > 0 ? new Uint32Array(data, p.tokenBytes, p.lpBytes / 4) : null,
+      });
     }, (err) => {
-      staging.destroy();
-      throw err;
+      p.staging.destroy();
+      p.reject(err);
     });
+  }
+
+  /** Step plans bound so far (all of them after {@link prebuild}). */
+  get boundPlans(): number {
+    return this.#plans.size;
+  }
+
+  /** The row counts forwards of `kind` run at. */
+  rowBuckets(kind: StepSpec["kind"]): readonly number[] {
+    return kind === "decode" ? this.#decodeBuckets : this.#prefillBuckets;
+  }
+
+  get #decodeBuckets(): number[] {
+    return decodeBuckets(this.options.maxSlots);
+  }
+
+  get #prefillBuckets(): number[] {
+    return prefillBuckets(this.options.maxRows);
+  }
+
+  get #logitBuckets(): number[] {
+    return logitBuckets(this.options.maxSlots);
+  }
+
+  /**
+   * Binds the work of every bucket now (compiling the pipelines it needs), so no step binds or compiles
+   * mid-serving. Returns the number of step plans.
+   */
+  prebuild(): number {
+    let n = 0;
+    for (const rows of this.#decodeBuckets) this.#plan("decode", rows, rows), n++;
+    for (const rows of this.#prefillBuckets) {
+      for (const logits of this.#logitBuckets) if (logits <= rows) this.#plan("prefill", rows, logits), n++;
+    }
+    return n;
   }
 
   /** The bound work of one step of a kind with `rows` rows and `logits` logit rows (cached). */
   #plan(kind: StepSpec["kind"], rows: number, logits: number): Encodable {
     const key = `${kind}:${rows}:${logits}`;
     const hit = this.#plans.get(key);
-    if (hit) {
-      this.#plans.delete(key); // re-insert: the map's order is the LRU order
-      this.#plans.set(key, hit);
-      return hit;
-    }
-    if (this.#plans.size >= MAX_PLANS) this.#plans.delete(this.#plans.keys().next().value!);
+    if (hit) return hit;
     const gpu = this.#gpu;
     const c = this.config;
     const b = this.#b;
     const { maxSlots, maxRows } = this.options;
-    const layout = this.cache.layout();
     const rowsArgs = {
       slotParams: b.slotParams,
       gather: b.gather,
@@ -312,26 +385,8 @@ export class BatchRunner {
         nKvHeads: c.nKvHeads,
         splitSpan: SPLIT_SPAN[kind],
       }),
-      bindForward(gpu, c, this.#weights, this.#s, {
-        ids: b.ids,
-        rows,
-        logits: "none",
-        paged: {
-          rowPos: b.rowPos,
-          rowSlot: b.rowSlot,
-          blockTable: b.blockTable,
-          kPool: this.cache.kPool,
-          vPool: this.cache.vPool,
-          layout,
-          rowSplits: b.rowSplits,
-          dispatch: b.dispatch,
-          maxSplits: pagedMaxSplits(this.cache.shape.maxModelLen, SPLIT_SPAN[kind]),
-          attention: this.#attention,
-          gather: b.gather,
-          logitRows: logits,
-          prefill: kind === "prefill",
-        },
-      }),
+      this.#body(kind, rows),
+      this.#head(logits),
       createLogitsProcess(gpu).bind({
         ...rowsArgs,
         logits: this.#s.logits,
@@ -364,9 +419,73 @@ export class BatchRunner {
     return plan;
   }
 
+  /** The embedding and every layer over `rows` rows of a kind (cached; the LM head is {@link #head}). */
+  #body(kind: StepSpec["kind"], rows: number): Encodable {
+    const key = `${kind}:${rows}`;
+    const hit = this.#bodies.get(key);
+    if (hit) return hit;
+    const b = this.#b;
+    const steps = bindForwardSteps(this.#gpu, this.config, this.#weights, this.#s, {
+      ids: b.ids,
+      rows,
+      logits: "none",
+      paged: {
+        rowPos: b.rowPos,
+        rowSlot: b.rowSlot,
+        blockTable: b.blockTable,
+        kPool: this.cache.kPool,
+        vPool: this.cache.vPool,
+        layout: this.cache.layout(),
+        rowSplits: b.rowSplits,
+        dispatch: b.dispatch,
+        maxSplits: pagedMaxSplits(this.cache.shape.maxModelLen, SPLIT_SPAN[kind]),
+        attention: this.#attention,
+        gather: b.gather,
+        logitRows: 1,
+        prefill: kind === "prefill",
+      },
+    });
+    // The paged forward ends with gather, final norm and LM head over its logit rows: bound per logit
+    // bucket instead.
+    const cut = steps.findLastIndex((st) => st.label === "gather");
+    if (cut < 0) throw new Error("Cannot split the paged forward: it has no gather step");
+    const body = sequence(steps.slice(0, cut).map((st) => st.step));
+    this.#bodies.set(key, body);
+    return body;
+  }
+
+  /** Gather, final norm and LM head over `n` logit rows, as the paged forward binds them (cached). */
+  #head(n: number): Encodable {
+    const hit = this.#heads.get(n);
+    if (hit) return hit;
+    const gpu = this.#gpu;
+    const c = this.config;
+    const s = this.#s;
+    const head = sequence([
+      createGatherRows(gpu).bind({ gather: this.#b.gather, x: s.x, out: s.xg!, rows: n, dim: c.dim }),
+      createRmsNorm(gpu).bind({
+        x: s.xg!,
+        weight: this.#weights.finalNorm,
+        y: s.xn,
+        rows: n,
+        dim: c.dim,
+        eps: c.normEps,
+      }),
+      ...bindLmHead(gpu, c, this.#weights, { x: s.xn, y: s.logits, rows: n }).map((st) => st.step),
+    ]);
+    this.#heads.set(n, head);
+    return head;
+  }
+
   /** Frees the runner's buffers (not the weights, not the cache). */
   destroy(): void {
+    const p = this.#pending;
+    this.#pending = null;
+    p?.staging.destroy();
+    p?.reject(new Error("Cannot read a chunk back: its runner was destroyed"));
     this.#plans.clear();
+    this.#bodies.clear();
+    this.#heads.clear();
     [...forwardStateBuffers(this.#s), ...Object.values(this.#b)].forEach((b) => b.destroy());
   }
 }

@@ -77,6 +77,12 @@ export interface BatchOptions {
   maxNumSeqs: number;
   /** rows per forward: decode rows plus prompt pieces (--max-num-batched-tokens) */
   maxNumBatchedTokens: number;
+  /**
+   * Prompt rows per prefill forward while other sequences decode (at most maxNumBatchedTokens): the
+   * chunked-prefill trade-off between the decoding streams' inter-token latency and a new prompt's time
+   * to first token (BENCHMARKS.md "Serving under load").
+   */
+  decodingPrefillTokens: number;
   /** sequences waiting for a slot before new requests get 429 (--max-queued-requests) */
   maxQueued: number;
   /** KV cache budget (--kv-cache-memory); null: the default of kv_cache.ts */
@@ -86,6 +92,11 @@ export interface BatchOptions {
   kvCacheDtype: KvType;
   /** steps per chunk at most */
   maxChunk: number;
+  /**
+   * Bind every row bucket's forward when a model is installed (batch_runner.ts); null: on GPUs, not on CPU
+   * adapters (lavapipe: tests, where binding a bucket on first use costs no one a stall worth the startup).
+   */
+  prebuild: boolean | null;
   /**
    * Aim for chunks of this much GPU time: ids reach clients in bursts of one chunk, so shorter chunks
    * smooth the inter-token latency, longer ones cost fewer readbacks (≥ 10 ms each in Deno).
@@ -97,11 +108,13 @@ export interface BatchOptions {
 export const BATCH_DEFAULTS: Readonly<BatchOptions> = Object.freeze({
   maxNumSeqs: 64,
   maxNumBatchedTokens: 512,
+  decodingPrefillTokens: 512,
   maxQueued: 1024,
   kvCacheMemory: null,
   maxModelLen: null,
   kvCacheDtype: "f16",
   maxChunk: 16,
+  prebuild: null,
   chunkTargetMs: 15,
 });
 
@@ -194,7 +207,14 @@ export function createEngine(
       maxChunk: opts.maxChunk,
       maxBias: MAX_BIAS,
       maxBan: MAX_BAN,
+      decodingPrefillRows: opts.decodingPrefillTokens,
     });
+    // Bind every bucket's forward now: binding one mid-serving stalls every stream (batch_runner.ts).
+    if (opts.prebuild ?? !gpu.isCpu) {
+      const t0 = performance.now();
+      const plans = runner.prebuild();
+      log(`[engine] bound ${plans} step plans in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+    }
     const me: Served = { model, runner, entry: null!, leases: 0, drained: false };
     me.entry = scheduler.addModel(runner, () => {
       me.drained = true;

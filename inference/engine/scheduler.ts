@@ -30,6 +30,8 @@ interface Chunk {
   result: Promise<ChunkResult>;
   steps: number;
   submitted: number;
+  /** holds a prefill forward (its time says nothing about a decode step's) */
+  prefill: boolean;
 }
 
 /** Scheduler tuning. */
@@ -146,7 +148,15 @@ export class Scheduler {
   #plan(entry: ModelEntry): boolean {
     const { maxChunk } = entry.runner.options;
     const steps = Math.max(1, Math.min(maxChunk, Math.round(this.#targetMs / this.#stepMs)));
-    const chunk: Chunk = { entry, samplers: [], seqs: new Set(), result: null!, steps: 0, submitted: 0 };
+    const chunk: Chunk = {
+      entry,
+      samplers: [],
+      seqs: new Set(),
+      result: null!,
+      steps: 0,
+      submitted: 0,
+      prefill: false,
+    };
     const specs: StepSpec[] = [];
     let logprobs = false;
     const push = (step: StepSpec, samplers: [number, Seq][]) => {
@@ -154,16 +164,25 @@ export class Scheduler {
       chunk.samplers.push(samplers);
       for (const [, seq] of samplers) logprobs ||= seq.init.settings.logprobs;
     };
-    // Each iteration: a decode forward (one row per running sequence), then a prefill forward.
+    // Each iteration: a decode forward (one row per running sequence), then a prefill forward. While
+    // sequences decode, a chunk holds one prefill forward at most, at the end: the decoding streams get
+    // the chunk's ids when all of it has run, so every further prompt piece would delay them again.
     while (specs.length < steps) {
       this.#admit(entry); // a draining model still serves the requests it accepted
       this.#growBlocks(entry);
       const decode = this.#decodeStep(entry, chunk);
       if (decode) push(...decode);
-      const prefill = specs.length < maxChunk ? this.#prefillStep(entry, chunk) : null;
+      // Prefill joins the chunk's last decode step (or fills an idle chunk).
+      const last = !decode || specs.length >= steps;
+      const prefill = specs.length < maxChunk && last
+        ? this.#prefillStep(entry, chunk, decode !== null)
+        : null;
       if (prefill) push(...prefill);
       if (!decode && !prefill) break;
-      if (prefill && prefill[1].length > 0) break; // a first id: deliver it without waiting for a long chunk
+      if (prefill) {
+        chunk.prefill = true;
+        if (decode || prefill[1].length > 0) break; // a first id: deliver it without waiting for a long chunk
+      }
     }
     if (specs.length > 0) {
       for (const seq of chunk.seqs) seq.inFlight++;
@@ -196,9 +215,13 @@ export class Scheduler {
     return step.rows.length > 0 ? [step, samplers] : null;
   }
 
-  /** Pieces of prompts, oldest admission first, up to the row budget; null when no prompt is pending. */
-  #prefillStep(entry: ModelEntry, chunk: Chunk): [StepSpec, [number, Seq][]] | null {
-    const { maxRows } = entry.runner.options;
+  /**
+   * Pieces of prompts, oldest admission first, up to the row budget (smaller while others decode);
+   * null when no prompt is pending.
+   */
+  #prefillStep(entry: ModelEntry, chunk: Chunk, decoding: boolean): [StepSpec, [number, Seq][]] | null {
+    const { maxRows: most, decodingPrefillRows } = entry.runner.options;
+    const maxRows = decoding ? Math.min(most, decodingPrefillRows ?? most) : most;
     const step: StepSpec = { kind: "prefill", rows: [], gather: [] };
     const samplers: [number, Seq][] = [];
     for (const seq of entry.running) {
@@ -340,11 +363,14 @@ export class Scheduler {
 
   async #readOldest(): Promise<void> {
     const chunk = this.#inflight.shift()!;
+    chunk.entry.runner.flush(chunk.result);
     const res = await chunk.result;
     const now = performance.now();
     const span = now - Math.max(this.#lastDone, chunk.submitted);
     this.#lastDone = now;
-    this.#stepMs = 0.7 * this.#stepMs + 0.3 * Math.max(0.05, span / chunk.steps);
+    // A chunk's length is planned in decode steps: a prompt piece's time would shorten the next chunks
+    // and add readbacks.
+    if (!chunk.prefill) this.#stepMs = 0.7 * this.#stepMs + 0.3 * Math.max(0.05, span / chunk.steps);
     const slots = chunk.entry.runner.options.maxSlots;
     chunk.samplers.forEach((samplers, k) => {
       for (const [slot, seq] of samplers) {

@@ -51,7 +51,7 @@ import {
 } from "../core/mod.ts";
 import { AFFINE_PARAMS_FIELDS, PREP_WGSL } from "./matmul_affine_wgsl.ts";
 import {
-  AFFINE_BATCH_ROWS,
+  affineBatchRows,
   matmulAffineShader,
   type MatmulAffineSpec,
   planMatmulAffine,
@@ -163,10 +163,11 @@ export function createMatmulAffine(gpu: Gpu, spec: MatmulAffineSpec): Kernel<Mat
       const { x, w, y, rows, xRowOffset = 0, yStride = w.outDim, yColOffset = 0, yRowOffset = 0 } = args;
       checkArgs(gpu, { ...args, xRowOffset, yStride, yColOffset, yRowOffset });
       // `path: "gemv"`: the decode GEMV over batches of rows, each its own dispatch (same kernel per row).
-      if (spec.path === "gemv" && rows > AFFINE_BATCH_ROWS) {
+      const batchRows = affineBatchRows(spec);
+      if (spec.path === "gemv" && rows > batchRows) {
         const batches: Encodable[] = [];
-        for (let r0 = 0; r0 < rows; r0 += AFFINE_BATCH_ROWS) {
-          const n = Math.min(AFFINE_BATCH_ROWS, rows - r0);
+        for (let r0 = 0; r0 < rows; r0 += batchRows) {
+          const n = Math.min(batchRows, rows - r0);
           batches.push(
             kernel.bind({ ...args, rows: n, xRowOffset: xRowOffset + r0, yRowOffset: yRowOffset + r0 }),
           );

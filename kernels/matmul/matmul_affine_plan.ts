@@ -51,6 +51,17 @@ export interface MatmulAffineSpec {
 export const AFFINE_Q8_MAX_ROWS = 2;
 /** Rows per dispatch of a `path: "gemv"` call (the GEMV's registers hold a piece of each row). */
 export const AFFINE_BATCH_ROWS = 8;
+/**
+ * Rows per dispatch of a `path: "gemv"` call on the q8 GEMV. Its lanes keep every row's int8 pieces in
+ * registers: on the H100 (8B shape, 4-bit g128, 2026-12-05) a decode step took 4.7 ms at 1 row, 17 ms at
+ * 4 rows in one dispatch and 146 ms at 16 rows in two dispatches of 8, so more rows per dispatch spill.
+ */
+export const AFFINE_Q8_BATCH_ROWS = 2;
+
+/** Rows one dispatch of a pinned decode GEMV serves (the call is split into dispatches of this many). */
+export function affineBatchRows(spec: Pick<MatmulAffineSpec, "activations">): number {
+  return (spec.activations ?? "q8") === "q8" ? AFFINE_Q8_BATCH_ROWS : AFFINE_BATCH_ROWS;
+}
 
 /**
  * Whether a bind with these facts runs the q8 GEMV, which can apply the preceding RMSNorm or SiLU·mul
