@@ -6,41 +6,82 @@
  *
  * A format supplies its bindings and a `stage(lid, m0, n0, k0)` function that fills, for K columns
  * k0 .. k0 + TK − 1 (zero past inDim or past the rows), the workgroup tiles
- *   xs[k * XS + m / 4][m % 4] = x[m0 + m, k0 + k]          (activations)
- *   ws[k * WS + n / 4][n % 4] = W[n0 + n, k0 + k] as f32   (weights, decoded once per tile)
- * The core provides TM, TN, TK, WG, XS, WS, xs, ws and `put`, and needs `params.rows`, `params.inDim`,
- * `params.outDim`, `params.tilesN` and a `store(row, col, value)` from the format.
+ *   xs[k * XS + m / 4][m % 4] = T(x[m0 + m, k0 + k])          (activations)
+ *   ws[k * WS + n / 4][n % 4] = T(W[n0 + n, k0 + k])          (weights, decoded once per tile)
+ * where T is the tile's scalar type (`alias T`, f32 or f16). The core provides TM, TN, TK, WG, XS, WS, xs,
+ * ws, T and `put`, and needs `params.rows`, `params.inDim`, `params.outDim`, `params.tilesN` and a
+ * `store(row, col, value)` from the format.
+ *
+ * f16 build ({@link GemmMath} "f16", needs `shader-f16`; the shader must start with {@link F16_ENABLE}): the
+ * tiles hold f16 (half the workgroup memory and its traffic) and the 64 products per k are packed f16 FMAs
+ * into f16 partial sums, which are added to f32 accumulators every FLUSH k (the error bound is in
+ * matmul_test.ts and docs/webgpu.md §6: inputs rounded to f16, at most FLUSH products summed in f16).
  * The LUT GEMM keeps its own 4×4-tiled kernel (matmul_lut_wgsl.ts): on this core it measured slower on the
  * H100 (8B shape, 2048-token prefill, lut4: 613 against 668 tok/s; BENCHMARKS.md), while affine gained
  * (957 against 663 tok/s).
  */
 import { unroll } from "../core/mod.ts";
 
+/** Arithmetic of the GEMM's inner loop: f32 FMAs, or packed f16 FMAs with periodic f32 accumulation. */
+export type GemmMath = "f32" | "f16";
+
+/** The directive an f16 build's shader text must begin with. */
+export const F16_ENABLE = "enable f16;\n";
+
+/** k steps summed in f16 before the partial sums are added to the f32 accumulators (f16 build). */
+export const GEMM_F16_FLUSH = 16;
+
 /**
  * @param staging the format's bindings and its `stage` function (WGSL)
+ * @param math the inner loop's arithmetic (the f16 build needs {@link F16_ENABLE} at the shader's start)
  * @returns the rest of the shader: overrides, workgroup tiles, `put` and entry point `main`
  */
-export function gemmCoreWgsl(staging: string): string {
+export function gemmCoreWgsl(staging: string, math: GemmMath = "f32"): string {
+  const f16 = math === "f16";
+  const sum = f16 ? "h" : "acc";
   const fmas = unroll(16, (i) => {
     const [a, c, h] = [Math.floor(i / 8), "xyzw"[Math.floor(i / 2) % 4], i % 2];
-    return `acc[${i}] = fma(vec4f(a${a}.${c}), b${h}, acc[${i}]);`;
+    return `${sum}[${i}] = fma(vec4<T>(a${a}.${c}), b${h}, ${sum}[${i}]);`;
   });
   const puts = unroll(16, (i) => {
     const [a, r, h] = [Math.floor(i / 8), Math.floor(i / 2) % 4, i % 2];
     return `put(m0 + ${a}u * (TM / 2u) + 4u * ty + ${r}u, n0 + ${h}u * (TN / 2u) + 4u * tx, acc[${i}]);`;
   });
+  const step = /* wgsl */ `
+      let a0 = xs[k * XS + ty];
+      let a1 = xs[k * XS + ty + TM / 8u];
+      let b0 = ws[k * WS + tx];
+      let b1 = ws[k * WS + tx + TN / 8u];
+      ${fmas}`;
+  // f16: FLUSH k per f16 partial, then one f32 add per accumulator. The partials are zeroed by hand: naga
+  // hoists a loop body's `var` to the function entry, so its declaration does not zero it per iteration.
+  const inner = f16
+    ? /* wgsl */ `
+    for (var k1 = 0u; k1 < TK; k1 += FLUSH) {
+      for (var k = k1; k < k1 + FLUSH; k++) {${step}
+      }
+      ${unroll(16, (i) => `acc[${i}] += vec4f(h[${i}]); h[${i}] = vec4<f16>();`)}
+    }`
+    : /* wgsl */ `
+    for (var k = 0u; k < TK; k++) {${step}
+    }`;
   return /* wgsl */ `
+alias T = ${f16 ? "f16" : "f32"};  // scalar type of the staged tiles and of the products
 override TM: u32 = 128u;  // activation rows per tile, multiple of 8
 override TN: u32 = 128u;  // output columns per tile, multiple of 8
-override TK: u32 = 16u;   // K columns staged per step
+override TK: u32 = 16u;   // K columns staged per step${f16 ? ", a multiple of FLUSH" : ""}
 override WG: u32 = (TM / 8u) * (TN / 8u);
 override XS: u32 = TM / 4u + 1u;  // vec4 row strides of the staged tiles; the +1 spreads banks
 override WS: u32 = TN / 4u + 1u;
+${f16 ? `override FLUSH: u32 = ${GEMM_F16_FLUSH}u;  // k steps summed in f16 before the f32 add` : ""}
 
-var<workgroup> xs: array<vec4f, TK * XS>;  // [k][m / 4]
-var<workgroup> ws: array<vec4f, TK * WS>;  // [k][n / 4], decoded to f32
+var<workgroup> xs: array<vec4<T>, TK * XS>;  // [k][m / 4]
+var<workgroup> ws: array<vec4<T>, TK * WS>;  // [k][n / 4], decoded
 
 ${staging}
+
+// Two f16 weights packed in a u32 (low half first), as tile values (naga cannot bitcast u32 to vec2<f16>).
+fn pairOf(u: u32) -> vec2<T> { return vec2<T>(unpack2x16float(u)); }
 
 fn put(r: u32, n: u32, v: vec4f) {
   if (r >= params.rows) { return; }
@@ -56,17 +97,10 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
   let n0 = (tile % params.tilesN) * TN;
   let tx = lid % (TN / 8u);
   let ty = lid / (TN / 8u);
-  var acc: array<vec4f, 16>;  // [row block a][row r][column block h]
+  var acc: array<vec4f, 16>;  // [row block a][row r][column block h]${f16 ? "\n  var h: array<vec4<f16>, 16>;  // f16 partial sums, like acc" : ""}
   for (var k0 = 0u; k0 < params.inDim; k0 += TK) {
     stage(lid, m0, n0, k0);
-    workgroupBarrier();
-    for (var k = 0u; k < TK; k++) {
-      let a0 = xs[k * XS + ty];
-      let a1 = xs[k * XS + ty + TM / 8u];
-      let b0 = ws[k * WS + tx];
-      let b1 = ws[k * WS + tx + TN / 8u];
-      ${fmas}
-    }
+    workgroupBarrier();${inner}
     workgroupBarrier();
   }
   ${puts}
@@ -74,7 +108,16 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
 `;
 }
 
-/** Workgroup bytes of the two staged tiles for one tiling. */
-export function gemmWorkgroupBytes({ tm, tn, tk }: { tm: number; tn: number; tk: number }): number {
-  return tk * (tm / 4 + 1 + tn / 4 + 1) * 16;
+/** Workgroup bytes of the two staged tiles for one tiling (f16 tiles take half). */
+export function gemmWorkgroupBytes(
+  { tm, tn, tk }: { tm: number; tn: number; tk: number },
+  math: GemmMath = "f32",
+): number {
+  return tk * (tm / 4 + 1 + tn / 4 + 1) * (math === "f16" ? 8 : 16);
+}
+
+/** The GEMM arithmetic a spec asks for: f16 by default where the device has it. */
+export function gemmMathFor(asked: GemmMath | undefined, hasF16: boolean): GemmMath {
+  if (asked === "f16" && !hasF16) throw new Error("Cannot use the f16 GEMM: the device lacks shader-f16");
+  return asked ?? (hasF16 ? "f16" : "f32");
 }

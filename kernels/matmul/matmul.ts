@@ -26,7 +26,7 @@ import {
   uniformParams,
   unroll,
 } from "../core/mod.ts";
-import { gemmCoreWgsl } from "./gemm_core_wgsl.ts";
+import { F16_ENABLE, gemmCoreWgsl, type GemmMath, gemmMathFor } from "./gemm_core_wgsl.ts";
 
 /** Fields shared by both shaders, packed in this order by {@link createMatmul}. */
 const PARAMS = /* wgsl */ `
@@ -140,9 +140,10 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
 }
 
 /** The tiled GEMM: the shared core (gemm_core_wgsl.ts) over dense staging with 16-byte or scalar loads. */
-function gemmWgsl(vec: boolean): string {
+function gemmWgsl(vec: boolean, math: GemmMath): string {
   return gemmCoreWgsl(
     vec ? GEMM_VEC_BINDINGS + GEMM_VEC_STAGE : GEMM_SCALAR_BINDINGS + STAGE_SCALAR,
+    math,
   );
 }
 
@@ -155,7 +156,7 @@ fn stage(lid: u32, m0: u32, n0: u32, k0: u32) {
     let m = (e / (4u * TK)) * 4u + e % 4u;
     var v = 0.0;
     if (m0 + m < params.rows && k0 + k < K) { v = x[(params.xRowOffset + m0 + m) * K + k0 + k]; }
-    xs[k * XS + m / 4u][m % 4u] = v;
+    xs[k * XS + m / 4u][m % 4u] = T(v);
   }
   let per = select(1u, 2u, F16);
   for (var e = lid; e < TN * TK / per; e += WG) {
@@ -166,8 +167,8 @@ fn stage(lid: u32, m0: u32, n0: u32, k0: u32) {
       let i = (n0 + n) * K + k0 + k;
       if (F16) { v = unpack2x16float(w[i / 2u]); } else { v.x = bitcast<f32>(w[i]); }
     }
-    ws[k * WS + n / 4u][n % 4u] = v.x;
-    if (F16) { ws[(k + 1u) * WS + n / 4u][n % 4u] = v.y; }
+    ws[k * WS + n / 4u][n % 4u] = T(v.x);
+    if (F16) { ws[(k + 1u) * WS + n / 4u][n % 4u] = T(v.y); }
   }
 }
 `;
@@ -194,7 +195,8 @@ fn stage(lid: u32, m0: u32, n0: u32, k0: u32) {
     let k = (e % (TK / 4u)) * 4u;
     var v = vec4f();
     if (m0 + m < params.rows && k0 + k < K) { v = x4[((params.xRowOffset + m0 + m) * K + k0 + k) / 4u]; }
-    for (var q = 0u; q < 4u; q++) { xs[(k + q) * XS + m / 4u][m % 4u] = v[q]; }
+    let t = vec4<T>(v);
+    for (var q = 0u; q < 4u; q++) { xs[(k + q) * XS + m / 4u][m % 4u] = t[q]; }
   }
   if (F16) {
     for (var e = lid; e < TN * TK / 8u; e += WG) {
@@ -203,7 +205,7 @@ fn stage(lid: u32, m0: u32, n0: u32, k0: u32) {
       var u = vec4u();
       if (n0 + n < params.outDim && k0 + k < K) { u = w4[((n0 + n) * K + k0 + k) / 8u]; }
       for (var q = 0u; q < 4u; q++) {
-        let pair = unpack2x16float(u[q]);
+        let pair = pairOf(u[q]);
         ws[(k + 2u * q) * WS + n / 4u][n % 4u] = pair.x;
         ws[(k + 2u * q + 1u) * WS + n / 4u][n % 4u] = pair.y;
       }
@@ -214,7 +216,7 @@ fn stage(lid: u32, m0: u32, n0: u32, k0: u32) {
       let k = (e % (TK / 4u)) * 4u;
       var u = vec4u();
       if (n0 + n < params.outDim && k0 + k < K) { u = w4[((n0 + n) * K + k0 + k) / 4u]; }
-      for (var q = 0u; q < 4u; q++) { ws[(k + q) * WS + n / 4u][n % 4u] = bitcast<f32>(u[q]); }
+      for (var q = 0u; q < 4u; q++) { ws[(k + q) * WS + n / 4u][n % 4u] = T(bitcast<f32>(u[q])); }
     }
   }
 }
@@ -232,6 +234,12 @@ export interface MatmulSpec {
    * "gemm" always tiles (the batched engine's prompt forwards), "gemv" always runs 8-row GEMV batches.
    */
   path?: "gemm" | "gemv";
+  /**
+   * The tiled GEMM's arithmetic for f16 weights (gemm_core_wgsl.ts): "f16" (the default on devices with
+   * `shader-f16`) rounds activations to f16 and sums products in f16 for 16 k at a time; "f32" keeps it
+   * exact in f32. f32 weights always run in f32.
+   */
+  gemmMath?: GemmMath;
 }
 
 export interface MatmulArgs {
@@ -255,7 +263,7 @@ export interface MatmulArgs {
 /** Which shader build: the GEMV (16-byte or scalar loads, ROWS rows, NR outputs per invocation) or the GEMM. */
 export type MatmulShaderSpec =
   | { path: "gemv"; vec4: boolean; rows: number; nr: number }
-  | { path: "gemm"; vec: boolean };
+  | { path: "gemm"; vec: boolean; math: GemmMath };
 
 /** Activation rows one GEMV dispatch serves (its registers hold a chunk of each). */
 export const GEMV_MAX_ROWS = 8;
@@ -290,7 +298,9 @@ export interface MatmulStep {
  * @returns WGSL source with entry point `main`
  */
 export function matmulShader(spec: MatmulShaderSpec): string {
-  if (spec.path === "gemm") return PARAMS + gemmWgsl(spec.vec);
+  if (spec.path === "gemm") {
+    return (spec.math === "f16" ? F16_ENABLE : "") + PARAMS + gemmWgsl(spec.vec, spec.math);
+  }
   return PARAMS + GEMV_LAYOUTS[spec.vec4 ? "vec4" : "scalar"] + gemvWgsl(spec.rows, spec.nr);
 }
 
@@ -303,7 +313,7 @@ export function matmulShader(spec: MatmulShaderSpec): string {
  */
 export function planMatmul(
   spec: MatmulSpec,
-  { rows, inDim, outDim }: { rows: number; inDim: number; outDim: number },
+  { rows, inDim, outDim, hasF16 = false }: { rows: number; inDim: number; outDim: number; hasF16?: boolean },
 ): MatmulStep[] {
   const f16 = spec.weightType === "f16";
   const common = { F16: f16 ? 1 : 0, ACC: spec.accumulate ? 1 : 0 };
@@ -312,9 +322,17 @@ export function planMatmul(
     const t = { TM: spec.tune?.tm ?? 128, TN: spec.tune?.tn ?? 128, TK: spec.tune?.tk ?? 16 };
     const tilesN = ceilDiv(outDim, t.TN);
     const constants = { ...common, ...t };
+    const math = f16 ? gemmMathFor(spec.gemmMath, hasF16) : "f32";
+    if (math === "f16" && t.TK % 16 !== 0) {
+      throw new Error(`Cannot plan the f16 GEMM: tk ${t.TK} (need multiples of 16)`);
+    }
     return [{
       // 16-byte staging loads need 16-byte aligned rows and whole loads per K tile.
-      shader: { path: "gemm", vec: inDim % (f16 ? 8 : 4) === 0 },
+      shader: {
+        path: "gemm",
+        vec: inDim % (f16 ? 8 : 4) === 0,
+        math,
+      },
       constants,
       workgroups: ceilDiv(rows, t.TM) * tilesN,
       row0: 0,
@@ -362,7 +380,7 @@ export function createMatmul(gpu: Gpu, spec: MatmulSpec): Kernel<MatmulArgs> {
     bind(args: MatmulArgs): Encodable {
       const { x, w, y, rows, inDim, outDim, xRowOffset = 0, yStride = outDim, yColOffset = 0 } = args;
       checkArgs(gpu, spec, { ...args, xRowOffset, yStride, yColOffset });
-      const dispatches = planMatmul(spec, { rows, inDim, outDim }).map((step) => {
+      const dispatches = planMatmul(spec, { rows, inDim, outDim, hasF16: gpu.hasF16 }).map((step) => {
         const pipeline = getPipeline(gpu, {
           name: `matmul_${step.shader.path}`,
           code: matmulShader(step.shader),
