@@ -92,13 +92,9 @@ function bindVariant(l: GpuLinear, rows: number, variant: string): Encodable {
     return createMatmulAffine(gpu, { accumulate: false, path: "gemm", gemmMath: math, tune })
       .bind({ x, w: l.weights, y, rows });
   }
-  // The LUT GEMM has its own kernel: only its default build exists.
-  return createMatmulLut(gpu, { accumulate: false, tune: { gemvMaxRows: 0 } }).bind({
-    x,
-    w: l.weights,
-    y,
-    rows,
-  });
+  // "f32" is the LUT's own exact 4×4 kernel (its tiles are tm × tn, tk fixed at 32).
+  return createMatmulLut(gpu, { accumulate: false, gemmMath: math, tune: { gemvMaxRows: 0, ...tune } })
+    .bind({ x, w: l.weights, y, rows });
 }
 
 const c = presetConfig("llama3-8b");
@@ -114,7 +110,7 @@ for (const name of values.formats.split(",")) {
     ["14336×4096 (gate/up)", L.wUp],
     ["4096×14336 (down)", L.wDown],
   ];
-  const variants = format.kind === "lut" ? ["f32"] : values.variants.split(",");
+  const variants = values.variants.split(",");
   for (const rows of rowsList) {
     for (const variant of variants) {
       let total = 0;

@@ -97,7 +97,9 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
   let n0 = (tile % params.tilesN) * TN;
   let tx = lid % (TN / 8u);
   let ty = lid / (TN / 8u);
-  var acc: array<vec4f, 16>;  // [row block a][row r][column block h]${f16 ? "\n  var h: array<vec4<f16>, 16>;  // f16 partial sums, like acc" : ""}
+  var acc: array<vec4f, 16>;  // [row block a][row r][column block h]${
+    f16 ? "\n  var h: array<vec4<f16>, 16>;  // f16 partial sums, like acc" : ""
+  }
   for (var k0 = 0u; k0 < params.inDim; k0 += TK) {
     stage(lid, m0, n0, k0);
     workgroupBarrier();${inner}

@@ -3,9 +3,11 @@
  * x-stationary one-row GEMV, or the tiled GEMM), their builds and launch shapes, from the weight's facts
  * and the row count. The H100 figures behind each default are in the comments; `LutTune` overrides them.
  */
+import { type GemmMath, gemmMathFor, gemmWorkgroupBytes } from "./gemm_core_wgsl.ts";
 import { ceilDiv } from "../core/mod.ts";
 import type { LutWeights } from "./matmul_lut.ts";
 import {
+  GEMM_F16_WGSL,
   GEMM_WGSL,
   gemvRowTile,
   gemvWgsl,
@@ -28,9 +30,10 @@ export interface LutTune {
   pieces?: number;
   /** Row counts up to this run as ⌈rows / 8⌉ GEMV dispatches, larger ones the GEMM (default 64). */
   gemvMaxRows?: number;
-  /** GEMM: output tile (activation rows × output rows; tn a multiple of 32) */
+  /** GEMM: output tile (activation rows × output rows; tn a multiple of 32); f16 GEMM: K per step (16, 32) */
   tm?: number;
   tn?: number;
+  tk?: number;
   /** One-row GEMV: use the x-stationary build when K fits one workgroup (default true) */
   xs?: boolean;
   /** x-stationary build: output rows per workgroup and per unrolled chunk */
@@ -43,6 +46,11 @@ export interface MatmulLutSpec {
   /** y += x·Qᵀ (residual epilogue) instead of y = x·Qᵀ. */
   accumulate: boolean;
   tune?: LutTune;
+  /**
+   * The tiled GEMM: "f16" (the default with `shader-f16` and inDim % 4 = 0) runs the shared 8×8 core in
+   * f16 (gemm_core_wgsl.ts: f16 tiles and products, f32 sums every 16 k); "f32" the exact 4×4 f32 kernel.
+   */
+  gemmMath?: GemmMath;
 }
 
 /** Activation rows one GEMV dispatch serves (its registers hold a partial sum for each). */
@@ -54,7 +62,7 @@ export const LUT_GEMV_BATCH_MAX_ROWS = 64;
 export type LutShaderSpec =
   | ({ path: "gemv" } & LutGemvBuild)
   | ({ path: "xs" } & LutXsBuild)
-  | { path: "gemm" };
+  | { path: "gemm"; math: GemmMath };
 
 /** One dispatch of a bound matmul; exported so a benchmark can report the variant it timed. */
 export interface MatmulLutStep {
@@ -81,6 +89,8 @@ export type LutShape = Pick<LutWeights, "bits" | "inDim" | "outDim"> & {
   prologue?: LutPrologue;
   /** The device's invocations per workgroup (default 256): the x-stationary GEMV needs one per piece. */
   maxInvocations?: number;
+  /** The device has `shader-f16` (the f16 GEMM needs it). */
+  hasF16?: boolean;
 };
 
 /**
@@ -134,6 +144,8 @@ export function planMatmulLut(spec: MatmulLutSpec, shape: LutShape): MatmulLutSt
   }
   if (rows > (t.gemvMaxRows ?? LUT_GEMV_BATCH_MAX_ROWS)) {
     if (prologue !== "none") throw new Error(`Cannot plan matmul_lut: the GEMM has no fused ${prologue}`);
+    const math = gemmMathFor(spec.gemmMath, shape.hasF16 ?? false);
+    if (math === "f16" && shape.inDim % 4 === 0) return [planF16Gemm(t, acc, shape)];
     const tm = t.tm ?? (rows <= 32 ? 32 : 64);
     const tn = t.tn ?? 64;
     if (tm % 4 !== 0 || tn % 32 !== 0) {
@@ -141,7 +153,7 @@ export function planMatmulLut(spec: MatmulLutSpec, shape: LutShape): MatmulLutSt
     }
     const tilesN = ceilDiv(outDim, tn);
     return [{
-      shader: { path: "gemm" },
+      shader: { path: "gemm", math: "f32" },
       constants: { ...acc, BITS: bits, TM: tm, TN: tn },
       workgroups: ceilDiv(rows, tm) * tilesN,
       row0: 0,
@@ -204,5 +216,30 @@ export function planMatmulLut(spec: MatmulLutSpec, shape: LutShape): MatmulLutSt
  */
 export function matmulLutShader(spec: LutShaderSpec): string {
   if (spec.path === "xs") return lutXsWgsl(spec, LUT_PARAMS_WGSL);
-  return spec.path === "gemm" ? GEMM_WGSL : gemvWgsl(spec);
+  if (spec.path === "gemm") return spec.math === "f16" ? GEMM_F16_WGSL : GEMM_WGSL;
+  return gemvWgsl(spec);
+}
+
+/** The f16 GEMM on the shared core: 128×128 tiles (shorter for few rows), TK 16, LUTs in f16. */
+function planF16Gemm(t: LutTune, acc: Record<string, number>, shape: LutShape): MatmulLutStep {
+  const { rows, bits, outDim } = shape;
+  const tm = t.tm ?? (rows <= 32 ? 32 : rows <= 64 ? 64 : 128);
+  const tn = t.tn ?? 128;
+  const tk = t.tk ?? 16;
+  if (tm % 8 !== 0 || tn % 32 !== 0 || (tk !== 16 && tk !== 32)) {
+    throw new Error(
+      `Cannot plan matmul_lut f16 GEMM: tiles ${tm}×${tn}×${tk} (tm % 8, tn % 32, tk 16 or 32)`,
+    );
+  }
+  const tilesN = ceilDiv(outDim, tn);
+  return {
+    shader: { path: "gemm", math: "f16" },
+    constants: { ...acc, BITS: bits, TM: tm, TN: tn, TK: tk },
+    workgroups: ceilDiv(rows, tm) * tilesN,
+    row0: 0,
+    rows,
+    workgroupBytes: 2 * 16 * tn + gemmWorkgroupBytes({ tm, tn, tk }, "f16"),
+    invocations: (tm / 8) * (tn / 8),
+    tilesN,
+  };
 }

@@ -8,6 +8,7 @@
  */
 import { unroll } from "../core/mod.ts";
 import { siluMulFn } from "../ops/mod.ts";
+import { F16_ENABLE, gemmCoreWgsl } from "./gemm_core_wgsl.ts";
 
 /** The uniform block both shaders share, packed in this order by matmul_lut.ts. */
 export const LUT_PARAMS_FIELDS = [
@@ -373,3 +374,66 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
 }
 }
 `;
+
+/**
+ * Tiled GEMM in f16 on the shared register-tiled core (gemm_core_wgsl.ts: 8×8 per invocation, f16 tiles
+ * and products, f32 accumulation every 16 k); needs `shader-f16` and inDim % 4 = 0 (16-byte activation
+ * loads). The TN rows' LUTs are copied into workgroup memory as f16 at the first K step; each step then
+ * dequantizes the weight tile by lookups (each code once per tile: one invocation per 8 codes of a row)
+ * and reads the activation tile with 16-byte loads. TK divides the 32-column piece.
+ */
+export const GEMM_F16_WGSL = F16_ENABLE +
+  LUT_PARAMS_WGSL.replace(
+    "var<storage, read> x: array<f32>;",
+    "var<storage, read> x4: array<vec4f>;",
+  ) + /* wgsl */ `
+override BITS: u32 = 4u;
+@group(0) @binding(2) var<storage, read> codes: array<u32>;  // (outDim, nPieces, BITS) u32
+` + gemmCoreWgsl(
+  /* wgsl */ `
+var<workgroup> lutS: array<T, 16u * TN>;  // [code][row in tile]; TN a multiple of 32: conflict-free
+
+fn stage(lid: u32, m0: u32, n0: u32, k0: u32) {
+  if (k0 == 0u) {
+    let hp = (1u << BITS) / 2u;  // f16 pairs per LUT row
+    for (var e = lid; e < TN * hp; e += WG) {
+      let n = e / hp;
+      let pair = pairOf(lut[min(n0 + n, params.outDim - 1u) * hp + e % hp]);
+      lutS[2u * (e % hp) * TN + n] = pair.x;
+      lutS[(2u * (e % hp) + 1u) * TN + n] = pair.y;
+    }
+    workgroupBarrier();
+  }
+  // Four neighbouring lanes read one row's 16 bytes; each value goes to its [k][row] slot.
+  for (var e = lid; e < TM * TK / 4u; e += WG) {
+    let m = e / (TK / 4u);
+    let k = (e % (TK / 4u)) * 4u;
+    var v = vec4f();
+    if (m0 + m < params.rows && k0 + k < params.inDim) {
+      v = x4[((params.xRowOffset + m0 + m) * params.inDim + k0 + k) / 4u];
+    }
+    let t = vec4<T>(v);
+    for (var q = 0u; q < 4u; q++) { xs[(k + q) * XS + m / 4u][m % 4u] = t[q]; }
+  }
+  // Task (n, q): codes k0 + 8q .. +7 of row n0 + n, at most two words of its piece.
+  let piece = k0 / 32u;
+  for (var e = lid; e < TN * TK / 8u; e += WG) {
+    let n = e % TN;
+    let q = e / TN;
+    var word = 0u;
+    if (n0 + n < params.outDim && piece < params.nPieces) {
+      let off = (k0 % 32u + 8u * q) * BITS;
+      let i = ((n0 + n) * params.nPieces + piece) * BITS + off / 32u;
+      let sh = off % 32u;
+      word = codes[i] >> sh;
+      if (sh + 8u * BITS > 32u) { word |= codes[i + 1u] << (32u - sh); }
+    }
+    for (var j = 0u; j < 8u; j++) {
+      let code = (word >> (BITS * j)) & ((1u << BITS) - 1u);
+      ws[(8u * q + j) * WS + n / 4u][n % 4u] = lutS[code * TN + n];
+    }
+  }
+}
+`,
+  "f16",
+);
