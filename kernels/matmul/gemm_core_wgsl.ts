@@ -123,3 +123,23 @@ export function gemmMathFor(asked: GemmMath | undefined, hasF16: boolean): GemmM
   if (asked === "f16" && !hasF16) throw new Error("Cannot use the f16 GEMM: the device lacks shader-f16");
   return asked ?? (hasF16 ? "f16" : "f32");
 }
+
+/**
+ * Worst-case |error| of one output of the f16 build against exact arithmetic on the unrounded inputs, as
+ * the tests check it. With u = 2^-11 (f16 unit roundoff): x and w are each rounded to f16 (factor
+ * (1 + u)² on every product), a partial sums at most FLUSH products with one rounding per fused
+ * multiply-add (γ_FLUSH = FLUSH·u / (1 − FLUSH·u) of Σ|x̂·ŵ|), the f32 sums of ⌈K / FLUSH⌉ partials add
+ * γ_{⌈K/FLUSH⌉+1} in 2^-24, values in f16's subnormal range lose at most 2^-25 absolute per operation,
+ * and the f32 store (or += onto y) rounds once more.
+ * @param absSum Σ_k |x_k|·|w_k| of the output (exact inputs)
+ * @param k the reduction length (inDim)
+ * @param value the exact output (including any accumulated y)
+ * @returns the bound on |computed − exact|
+ */
+export function gemmF16ErrorBound(absSum: number, k: number, value: number): number {
+  const u = 2 ** -11;
+  const gamma = (n: number, unit: number) => (n * unit) / (1 - n * unit);
+  const rel = (1 + u) ** 2 * (1 + gamma(GEMM_F16_FLUSH, u)) *
+    (1 + gamma(Math.ceil(k / GEMM_F16_FLUSH) + 1, 2 ** -24));
+  return (rel - 1) * absSum + 2 * k * 2 ** -25 + 2 ** -23 * Math.abs(value);
+}
