@@ -30,14 +30,15 @@ if (!gpu.hasTimestamps) throw new Error("Cannot time kernels: the adapter has no
 console.log(`adapter: ${describeGpu(gpu)}`);
 const REPS = Number(values.reps);
 
-/** A variant name: f32|f16, then optional k<TK>, m<TM>, n<TN> (e.g. f16k32m64). */
+/** A variant name: f32|f16, then optional k<TK>, m<TM>, n<TN>, p (pipelined, affine only), e.g. f16k32m64p. */
 function parseVariant(v: string) {
-  const m = /^(f32|f16)(?:k(\d+))?(?:m(\d+))?(?:n(\d+))?$/.exec(v);
+  const m = /^(f32|f16)(?:k(\d+))?(?:m(\d+))?(?:n(\d+))?(p?)$/.exec(v);
   if (!m) throw new Error(`Invalid variant "${v}": expected f32|f16 with optional k<TK>, m<TM>, n<TN>`);
   const tune = {
     ...(m[2] ? { tk: Number(m[2]) } : {}),
     ...(m[3] ? { tm: Number(m[3]) } : {}),
     ...(m[4] ? { tn: Number(m[4]) } : {}),
+    ...(m[5] ? { pipelined: true } : {}),
   };
   return { math: m[1] as "f32" | "f16", tune };
 }

@@ -32,11 +32,27 @@ export const F16_ENABLE = "enable f16;\n";
 export const GEMM_F16_FLUSH = 16;
 
 /**
- * @param staging the format's bindings and its `stage` function (WGSL)
+ * A pipelined build (two tiles of each kind, one barrier per K step): each invocation issues the global
+ * loads of step s + 1 into registers before the FMAs of step s and writes them to the other tile after, so
+ * load latency hides behind the math. The format then supplies, instead of `stage`,
+ *   fn loadX(e: u32, m0: u32, k0: u32) -> vec4f      the e-th 16-byte activation load (TM·TK/4 per step)
+ *   fn putX(base: u32, e: u32, v: vec4f)              writes it into xs from vec4 `base` on
+ *   fn loadW(e: u32, n0: u32, k0: u32) -> WR          the e-th weight load (wTasks per step)
+ *   fn putW(base: u32, e: u32, v: WR)                 decodes it into ws from vec4 `base` on
+ * with loads past the matrix returning zeros. `xl`, `wl` are the loads per invocation (whole numbers).
+ */
+export interface GemmPipe {
+  xl: number;
+  wl: number;
+}
+
+/**
+ * @param staging the format's bindings and its `stage` function (WGSL), or the pipelined functions
  * @param math the inner loop's arithmetic (the f16 build needs {@link F16_ENABLE} at the shader's start)
+ * @param pipe loads per invocation of the pipelined build (see {@link GemmPipe}); absent: `stage`
  * @returns the rest of the shader: overrides, workgroup tiles, `put` and entry point `main`
  */
-export function gemmCoreWgsl(staging: string, math: GemmMath = "f32"): string {
+export function gemmCoreWgsl(staging: string, math: GemmMath = "f32", pipe?: GemmPipe): string {
   const f16 = math === "f16";
   const sum = f16 ? "h" : "acc";
   const fmas = unroll(16, (i) => {
@@ -48,10 +64,10 @@ export function gemmCoreWgsl(staging: string, math: GemmMath = "f32"): string {
     return `put(m0 + ${a}u * (TM / 2u) + 4u * ty + ${r}u, n0 + ${h}u * (TN / 2u) + 4u * tx, acc[${i}]);`;
   });
   const step = /* wgsl */ `
-      let a0 = xs[k * XS + ty];
-      let a1 = xs[k * XS + ty + TM / 8u];
-      let b0 = ws[k * WS + tx];
-      let b1 = ws[k * WS + tx + TN / 8u];
+      let a0 = xs[xb + k * XS + ty];
+      let a1 = xs[xb + k * XS + ty + TM / 8u];
+      let b0 = ws[wb + k * WS + tx];
+      let b1 = ws[wb + k * WS + tx + TN / 8u];
       ${fmas}`;
   // f16: FLUSH k per f16 partial, then one f32 add per accumulator. The partials are zeroed by hand: naga
   // hoists a loop body's `var` to the function entry, so its declaration does not zero it per iteration.
@@ -75,8 +91,10 @@ override XS: u32 = TM / 4u + 1u;  // vec4 row strides of the staged tiles; the +
 override WS: u32 = TN / 4u + 1u;
 ${f16 ? `override FLUSH: u32 = ${GEMM_F16_FLUSH}u;  // k steps summed in f16 before the f32 add` : ""}
 
-var<workgroup> xs: array<vec4<T>, TK * XS>;  // [k][m / 4]
-var<workgroup> ws: array<vec4<T>, TK * WS>;  // [k][n / 4], decoded
+var<workgroup> xs: array<vec4<T>, ${pipe ? "2u * " : ""}TK * XS>;  // ${pipe ? "[tile]" : ""}[k][m / 4]
+var<workgroup> ws: array<vec4<T>, ${pipe ? "2u * " : ""}TK * WS>;  // ${
+    pipe ? "[tile]" : ""
+  }[k][n / 4], decoded
 
 ${staging}
 
@@ -100,11 +118,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
   var acc: array<vec4f, 16>;  // [row block a][row r][column block h]${
     f16 ? "\n  var h: array<vec4<f16>, 16>;  // f16 partial sums, like acc" : ""
   }
-  for (var k0 = 0u; k0 < params.inDim; k0 += TK) {
-    stage(lid, m0, n0, k0);
-    workgroupBarrier();${inner}
-    workgroupBarrier();
-  }
+  ${pipe ? pipelinedLoop(pipe, inner) : plainLoop(inner)}
   ${puts}
 }
 `;
@@ -114,8 +128,21 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
 export function gemmWorkgroupBytes(
   { tm, tn, tk }: { tm: number; tn: number; tk: number },
   math: GemmMath = "f32",
+  pipelined = false,
 ): number {
-  return tk * (tm / 4 + 1 + tn / 4 + 1) * (math === "f16" ? 8 : 16);
+  return tk * (tm / 4 + 1 + tn / 4 + 1) * (math === "f16" ? 8 : 16) * (pipelined ? 2 : 1);
+}
+
+/**
+ * Loads per invocation of a pipelined build whose format makes 16-byte activation loads and one weight
+ * load per 8 values of a row, or undefined when the tiles do not divide evenly among the invocations.
+ */
+export function gemmPipeFor({ tm, tn, tk }: { tm: number; tn: number; tk: number }): GemmPipe | undefined {
+  const wg = (tm / 8) * (tn / 8);
+  const pipe = { xl: (tm * tk) / 4 / wg, wl: (tn * tk) / 8 / wg };
+  return Number.isInteger(pipe.xl) && Number.isInteger(pipe.wl) && pipe.xl >= 1 && pipe.wl >= 1
+    ? pipe
+    : undefined;
 }
 
 /** The GEMM arithmetic a spec asks for: f16 by default where the device has it. */
@@ -142,4 +169,39 @@ export function gemmF16ErrorBound(absSum: number, k: number, value: number): num
   const rel = (1 + u) ** 2 * (1 + gamma(GEMM_F16_FLUSH, u)) *
     (1 + gamma(Math.ceil(k / GEMM_F16_FLUSH) + 1, 2 ** -24));
   return (rel - 1) * absSum + 2 * k * 2 ** -25 + 2 ** -23 * Math.abs(value);
+}
+
+/** The K loop of the plain build: stage, barrier, math, barrier. */
+function plainLoop(inner: string): string {
+  return /* wgsl */ `let xb = 0u;
+  let wb = 0u;
+  for (var k0 = 0u; k0 < params.inDim; k0 += TK) {
+    stage(lid, m0, n0, k0);
+    workgroupBarrier();${inner}
+    workgroupBarrier();
+  }`;
+}
+
+/** The K loop of the pipelined build: loads of the next step in flight during this step's math. */
+function pipelinedLoop({ xl, wl }: GemmPipe, inner: string): string {
+  const loads = (k0: string, decl: string) =>
+    unroll(xl, (i) => `${decl}xr${i} = loadX(lid + ${i}u * WG, m0, ${k0});`) + "\n    " +
+    unroll(wl, (i) => `${decl}wr${i} = loadW(lid + ${i}u * WG, n0, ${k0});`);
+  const puts = (buf: string) =>
+    unroll(xl, (i) => `putX(${buf} * TK * XS, lid + ${i}u * WG, xr${i});`) + "\n    " +
+    unroll(wl, (i) => `putW(${buf} * TK * WS, lid + ${i}u * WG, wr${i});`);
+  return /* wgsl */ `{
+    ${loads("0u", "let ")}
+    ${puts("0u")}
+  }
+  workgroupBarrier();
+  var buf = 0u;
+  for (var k0 = 0u; k0 < params.inDim; k0 += TK) {
+    ${loads("k0 + TK", "let ")}
+    let xb = buf * TK * XS;
+    let wb = buf * TK * WS;${inner}
+    ${puts("(1u - buf)")}
+    workgroupBarrier();
+    buf = 1u - buf;
+  }`;
 }

@@ -5,7 +5,13 @@
  */
 import { ceilDiv } from "../core/mod.ts";
 import type { AffineWeights } from "./matmul_affine.ts";
-import { type GemmMath, gemmMathFor, gemmWorkgroupBytes } from "./gemm_core_wgsl.ts";
+import {
+  type GemmMath,
+  gemmMathFor,
+  type GemmPipe,
+  gemmPipeFor,
+  gemmWorkgroupBytes,
+} from "./gemm_core_wgsl.ts";
 import { gemmWgsl, type GemvBuild, gemvWgsl } from "./matmul_affine_wgsl.ts";
 import { type Q8GemvBuild, q8GemvWgsl } from "./matmul_affine_q8_wgsl.ts";
 
@@ -27,6 +33,8 @@ export interface AffineTune {
   /** q8 GEMV: output rows per workgroup and per unrolled chunk */
   rb?: number;
   unroll?: number;
+  /** GEMM: the pipelined build (double-buffered tiles, next step's loads in flight during the math) */
+  pipelined?: boolean;
 }
 
 export interface MatmulAffineSpec {
@@ -77,7 +85,7 @@ export const AFFINE_GEMV_MAX_ROWS = 8;
 export type AffineShaderSpec =
   | ({ path: "gemv" } & GemvBuild)
   | ({ path: "q8" } & Q8GemvBuild)
-  | { path: "gemm"; math: GemmMath };
+  | { path: "gemm"; math: GemmMath; pipe?: GemmPipe };
 
 /** How a bound matmul runs: exported so a benchmark can report the variant it timed. */
 export interface MatmulAffinePlan {
@@ -177,13 +185,14 @@ export function planMatmulAffine(spec: MatmulAffineSpec, shape: AffineShape): Ma
   if (math === "f16" && tk % 16 !== 0) {
     throw new Error(`Cannot plan matmul_affine f16 GEMM: tk ${tk} (need 16 or 32)`);
   }
+  const pipe = (t.pipelined ?? false) ? gemmPipeFor({ tm, tn, tk }) : undefined;
   return {
-    shader: { path: "gemm", math },
+    shader: { path: "gemm", math, ...(pipe ? { pipe } : {}) },
     constants: { ...common, BITS: bits, TM: tm, TN: tn, TK: tk },
     workgroups: ceilDiv(rows, tm) * tilesN,
     // 16-byte activation loads need 16-byte aligned rows in column order: else read the prep scratch.
     prep: hasPerm || shape.inDim % 4 !== 0,
-    workgroupBytes: gemmWorkgroupBytes({ tm, tn, tk }, math),
+    workgroupBytes: gemmWorkgroupBytes({ tm, tn, tk }, math, pipe !== undefined),
     tilesN,
   };
 }
@@ -242,5 +251,5 @@ function planQ8(common: Record<string, number>, shape: AffineShape, t: AffineTun
  */
 export function matmulAffineShader(spec: AffineShaderSpec): string {
   if (spec.path === "q8") return q8GemvWgsl(spec);
-  return spec.path === "gemm" ? gemmWgsl(spec.math) : gemvWgsl(spec);
+  return spec.path === "gemm" ? gemmWgsl(spec.math, spec.pipe) : gemvWgsl(spec);
 }

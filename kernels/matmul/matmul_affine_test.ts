@@ -340,6 +340,26 @@ const TUNED: Case[] = [
   { bits: 3, group: 0, rows: 9, inDim: 384, outDim: 7, gemmMath: "f32" },
   { bits: 4, group: 128, rows: 40, inDim: 1056, outDim: 70, tune: { tk: 32, tm: 32 } },
   { bits: 2, group: 64, gIdx: true, rows: 129, inDim: 4097, outDim: 9, accumulate: true, tune: { tk: 32 } },
+  // the pipelined GEMM (double-buffered tiles), f16 and f32, K and row/column tails, act-order, 3-bit
+  { bits: 4, group: 128, rows: 130, inDim: 1056, outDim: 129, accumulate: true, tune: { pipelined: true } },
+  {
+    bits: 3,
+    group: 32,
+    gIdx: true,
+    rows: 40,
+    inDim: 4097,
+    outDim: 65,
+    tune: { pipelined: true, tk: 32, tm: 32 },
+  },
+  {
+    bits: 2,
+    group: 0,
+    rows: 17,
+    inDim: 384,
+    outDim: 7,
+    gemmMath: "f32",
+    tune: { pipelined: true, tm: 64, tn: 32 },
+  },
 ];
 
 // The q8 GEMV: every piece count per invocation, gathered and in-place activations, one and two rows,
