@@ -39,6 +39,7 @@ export const GEMM_F16_FLUSH = 16;
  *   fn putX(base: u32, e: u32, v: vec4f)              writes it into xs from vec4 `base` on
  *   fn loadW(e: u32, n0: u32, k0: u32) -> WR          the e-th weight load (wTasks per step)
  *   fn putW(base: u32, e: u32, v: WR)                 decodes it into ws from vec4 `base` on
+ *   fn pipeStart(lid: u32, n0: u32)                   once before the first load (a barrier follows)
  * with loads past the matrix returning zeros. `xl`, `wl` are the loads per invocation (whole numbers).
  */
 export interface GemmPipe {
@@ -190,7 +191,9 @@ function pipelinedLoop({ xl, wl }: GemmPipe, inner: string): string {
   const puts = (buf: string) =>
     unroll(xl, (i) => `putX(${buf} * TK * XS, lid + ${i}u * WG, xr${i});`) + "\n    " +
     unroll(wl, (i) => `putW(${buf} * TK * WS, lid + ${i}u * WG, wr${i});`);
-  return /* wgsl */ `{
+  return /* wgsl */ `pipeStart(lid, n0);
+  workgroupBarrier();
+  {
     ${loads("0u", "let ")}
     ${puts("0u")}
   }

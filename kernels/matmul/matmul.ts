@@ -26,7 +26,14 @@ import {
   uniformParams,
   unroll,
 } from "../core/mod.ts";
-import { F16_ENABLE, gemmCoreWgsl, type GemmMath, gemmMathFor } from "./gemm_core_wgsl.ts";
+import {
+  F16_ENABLE,
+  gemmCoreWgsl,
+  type GemmMath,
+  gemmMathFor,
+  type GemmPipe,
+  gemmPipeFor,
+} from "./gemm_core_wgsl.ts";
 
 /** Fields shared by both shaders, packed in this order by {@link createMatmul}. */
 const PARAMS = /* wgsl */ `
@@ -140,12 +147,51 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
 }
 
 /** The tiled GEMM: the shared core (gemm_core_wgsl.ts) over dense staging with 16-byte or scalar loads. */
-function gemmWgsl(vec: boolean, math: GemmMath): string {
+function gemmWgsl(vec: boolean, math: GemmMath, pipe?: GemmPipe): string {
+  if (pipe) return gemmCoreWgsl(GEMM_VEC_BINDINGS + GEMM_PIPE_STAGE, math, pipe);
   return gemmCoreWgsl(
     vec ? GEMM_VEC_BINDINGS + GEMM_VEC_STAGE : GEMM_SCALAR_BINDINGS + STAGE_SCALAR,
     math,
   );
 }
+
+/** The pipelined build for f16 weights (gemm_core_wgsl.ts GemmPipe): the 16-byte loads of GEMM_VEC_STAGE. */
+const GEMM_PIPE_STAGE = /* wgsl */ `
+fn pipeStart(lid: u32, n0: u32) {}
+
+fn loadX(e: u32, m0: u32, k0: u32) -> vec4f {
+  let m = e / (TK / 4u);
+  let k = (e % (TK / 4u)) * 4u;
+  if (m0 + m < params.rows && k0 + k < params.inDim) {
+    return x4[((params.xRowOffset + m0 + m) * params.inDim + k0 + k) / 4u];
+  }
+  return vec4f();
+}
+
+fn putX(base: u32, e: u32, v: vec4f) {
+  let m = e / (TK / 4u);
+  let k = (e % (TK / 4u)) * 4u;
+  let t = vec4<T>(v);
+  for (var q = 0u; q < 4u; q++) { xs[base + (k + q) * XS + m / 4u][m % 4u] = t[q]; }
+}
+
+fn loadW(e: u32, n0: u32, k0: u32) -> vec4u {
+  let n = e / (TK / 8u);
+  let k = (e % (TK / 8u)) * 8u;
+  if (n0 + n < params.outDim && k0 + k < params.inDim) { return w4[((n0 + n) * params.inDim + k0 + k) / 8u]; }
+  return vec4u();
+}
+
+fn putW(base: u32, e: u32, u: vec4u) {
+  let n = e / (TK / 8u);
+  let k = (e % (TK / 8u)) * 8u;
+  for (var q = 0u; q < 4u; q++) {
+    let pair = pairOf(u[q]);
+    ws[base + (k + 2u * q) * WS + n / 4u][n % 4u] = pair.x;
+    ws[base + (k + 2u * q + 1u) * WS + n / 4u][n % 4u] = pair.y;
+  }
+}
+`;
 
 const STAGE_SCALAR = /* wgsl */ `
 fn stage(lid: u32, m0: u32, n0: u32, k0: u32) {
@@ -228,7 +274,7 @@ export interface MatmulSpec {
   /** y += x·Wᵀ (residual epilogue) instead of y = x·Wᵀ. */
   accumulate: boolean;
   /** GEMM tile overrides for sweeps: rows × columns per tile (multiples of 8), K per stage (multiple of 8). */
-  tune?: { tm?: number; tn?: number; tk?: number };
+  tune?: { tm?: number; tn?: number; tk?: number; pipelined?: boolean };
   /**
    * Pin the path whatever the row count, so a row's sums do not depend on how many rows share the call:
    * "gemm" always tiles (the batched engine's prompt forwards), "gemv" always runs 8-row GEMV batches.
@@ -263,7 +309,7 @@ export interface MatmulArgs {
 /** Which shader build: the GEMV (16-byte or scalar loads, ROWS rows, NR outputs per invocation) or the GEMM. */
 export type MatmulShaderSpec =
   | { path: "gemv"; vec4: boolean; rows: number; nr: number }
-  | { path: "gemm"; vec: boolean; math: GemmMath };
+  | { path: "gemm"; vec: boolean; math: GemmMath; pipe?: GemmPipe };
 
 /** Activation rows one GEMV dispatch serves (its registers hold a chunk of each). */
 export const GEMV_MAX_ROWS = 8;
@@ -299,7 +345,7 @@ export interface MatmulStep {
  */
 export function matmulShader(spec: MatmulShaderSpec): string {
   if (spec.path === "gemm") {
-    return (spec.math === "f16" ? F16_ENABLE : "") + PARAMS + gemmWgsl(spec.vec, spec.math);
+    return (spec.math === "f16" ? F16_ENABLE : "") + PARAMS + gemmWgsl(spec.vec, spec.math, spec.pipe);
   }
   return PARAMS + GEMV_LAYOUTS[spec.vec4 ? "vec4" : "scalar"] + gemvWgsl(spec.rows, spec.nr);
 }
@@ -326,12 +372,17 @@ export function planMatmul(
     if (math === "f16" && t.TK % 16 !== 0) {
       throw new Error(`Cannot plan the f16 GEMM: tk ${t.TK} (need multiples of 16)`);
     }
+    // 16-byte staging loads need 16-byte aligned rows and whole loads per K tile.
+    const vec = inDim % (f16 ? 8 : 4) === 0;
+    // The pipelined build stages f16 weights with 16-byte loads only.
+    const tiles = { tm: t.TM, tn: t.TN, tk: t.TK };
+    const pipe = spec.tune?.pipelined && f16 && vec ? gemmPipeFor(tiles) : undefined;
     return [{
-      // 16-byte staging loads need 16-byte aligned rows and whole loads per K tile.
       shader: {
         path: "gemm",
-        vec: inDim % (f16 ? 8 : 4) === 0,
+        vec,
         math,
+        ...(pipe ? { pipe } : {}),
       },
       constants,
       workgroups: ceilDiv(rows, t.TM) * tilesN,

@@ -310,6 +310,8 @@ export function gemmWgsl(math: GemmMath, pipe?: GemmPipe): string {
 
 /** The pipelined build's loads and decodes (gemm_core_wgsl.ts GemmPipe), one task as in GEMM_STAGE. */
 const GEMM_PIPE_STAGE = /* wgsl */ `
+fn pipeStart(lid: u32, n0: u32) {}
+
 fn loadX(e: u32, m0: u32, k0: u32) -> vec4f {
   let m = e / (TK / 4u);
   let k = (e % (TK / 4u)) * 4u;

@@ -3,12 +3,18 @@
  * x-stationary one-row GEMV, or the tiled GEMM), their builds and launch shapes, from the weight's facts
  * and the row count. The H100 figures behind each default are in the comments; `LutTune` overrides them.
  */
-import { type GemmMath, gemmMathFor, gemmWorkgroupBytes } from "./gemm_core_wgsl.ts";
+import {
+  type GemmMath,
+  gemmMathFor,
+  type GemmPipe,
+  gemmPipeFor,
+  gemmWorkgroupBytes,
+} from "./gemm_core_wgsl.ts";
 import { ceilDiv } from "../core/mod.ts";
 import type { LutWeights } from "./matmul_lut.ts";
 import {
-  GEMM_F16_WGSL,
   GEMM_WGSL,
+  gemmF16Wgsl,
   gemvRowTile,
   gemvWgsl,
   gemvWorkgroupBytes,
@@ -34,6 +40,8 @@ export interface LutTune {
   tm?: number;
   tn?: number;
   tk?: number;
+  /** f16 GEMM: the pipelined build (double-buffered tiles, next step's loads in flight during the math) */
+  pipelined?: boolean;
   /** One-row GEMV: use the x-stationary build when K fits one workgroup (default true) */
   xs?: boolean;
   /** x-stationary build: output rows per workgroup and per unrolled chunk */
@@ -62,7 +70,7 @@ export const LUT_GEMV_BATCH_MAX_ROWS = 64;
 export type LutShaderSpec =
   | ({ path: "gemv" } & LutGemvBuild)
   | ({ path: "xs" } & LutXsBuild)
-  | { path: "gemm"; math: GemmMath };
+  | { path: "gemm"; math: GemmMath; pipe?: GemmPipe };
 
 /** One dispatch of a bound matmul; exported so a benchmark can report the variant it timed. */
 export interface MatmulLutStep {
@@ -216,7 +224,7 @@ export function planMatmulLut(spec: MatmulLutSpec, shape: LutShape): MatmulLutSt
  */
 export function matmulLutShader(spec: LutShaderSpec): string {
   if (spec.path === "xs") return lutXsWgsl(spec, LUT_PARAMS_WGSL);
-  if (spec.path === "gemm") return spec.math === "f16" ? GEMM_F16_WGSL : GEMM_WGSL;
+  if (spec.path === "gemm") return spec.math === "f16" ? gemmF16Wgsl(spec.pipe) : GEMM_WGSL;
   return gemvWgsl(spec);
 }
 
@@ -232,13 +240,14 @@ function planF16Gemm(t: LutTune, acc: Record<string, number>, shape: LutShape): 
     );
   }
   const tilesN = ceilDiv(outDim, tn);
+  const pipe = (t.pipelined ?? false) ? gemmPipeFor({ tm, tn, tk }) : undefined;
   return {
-    shader: { path: "gemm", math: "f16" },
+    shader: { path: "gemm", math: "f16", ...(pipe ? { pipe } : {}) },
     constants: { ...acc, BITS: bits, TM: tm, TN: tn, TK: tk },
     workgroups: ceilDiv(rows, tm) * tilesN,
     row0: 0,
     rows,
-    workgroupBytes: 2 * 16 * tn + gemmWorkgroupBytes({ tm, tn, tk }, "f16"),
+    workgroupBytes: 2 * 16 * tn + gemmWorkgroupBytes({ tm, tn, tk }, "f16", pipe !== undefined),
     invocations: (tm / 8) * (tn / 8),
     tilesN,
   };

@@ -168,6 +168,16 @@ const CASES: Case[] = [
   },
   { bits: 3, rows: 33, inDim: 100, outDim: 40, tune: { ...GEMM, tk: 32, tm: 32, tn: 32 } },
   { bits: 2, rows: 65, inDim: 4096, outDim: 33, tune: GEMM },
+  { bits: 4, rows: 130, inDim: 1028, outDim: 129, accumulate: true, tune: { pipelined: true } },
+  {
+    bits: 3,
+    rows: 40,
+    inDim: 4100,
+    outDim: 65,
+    xRowOffset: 2,
+    tune: { ...GEMM, pipelined: true, tk: 32, tm: 32 },
+  },
+  { bits: 2, rows: 9, inDim: 64, outDim: 7, tune: { ...GEMM, pipelined: true, tm: 64, tn: 32 } },
   { bits: 4, rows: 33, inDim: 64, outDim: 65, tune: GEMM, gemmMath: "f32" },
   { bits: 3, rows: 40, inDim: 4096, outDim: 7, accumulate: true, tune: GEMM, gemmMath: "f32" },
 ];

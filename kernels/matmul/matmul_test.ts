@@ -24,6 +24,7 @@ interface Case {
   yStride?: number;
   yColOffset?: number;
   gemmMath?: GemmMath;
+  tune?: MatmulSpec["tune"];
 }
 
 /** Weights as the kernel reads them, plus their exact values (f16-rounded for f16). */
@@ -44,6 +45,7 @@ async function runCase(gpu: Gpu, c: Case): Promise<void> {
     weightType: c.weightType,
     accumulate: c.accumulate ?? false,
     ...(c.gemmMath ? { gemmMath: c.gemmMath } : {}),
+    ...(c.tune ? { tune: c.tune } : {}),
   };
   const seed = rows * 7919 + inDim * 131 + outDim;
   const x = randomF32((xRowOffset + rows) * inDim, seed);
@@ -127,6 +129,10 @@ const CASES: Case[] = [
   { weightType: "f16", rows: 257, inDim: 66, outDim: 129, accumulate: true, gemmMath: "f32" },
   // f16 GEMM: long K (many f32 flushes), a K tail inside a flush, offsets
   { weightType: "f16", rows: 130, inDim: 4104, outDim: 33, accumulate: true, xRowOffset: 1, yColOffset: 7 },
+  // the pipelined f16-weight GEMM (double-buffered tiles), f16 and f32 arithmetic
+  { weightType: "f16", rows: 131, inDim: 1032, outDim: 129, accumulate: true, tune: { pipelined: true } },
+  { weightType: "f16", rows: 200, inDim: 72, outDim: 40, tune: { pipelined: true, tm: 32, tk: 32 } },
+  { weightType: "f16", rows: 129, inDim: 64, outDim: 65, gemmMath: "f32", tune: { pipelined: true, tn: 32 } },
 ];
 
 Deno.test("matmul() matches the f64 reference on awkward shapes", async (t) => {
