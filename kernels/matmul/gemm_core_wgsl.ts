@@ -146,10 +146,14 @@ export function gemmPipeFor({ tm, tn, tk }: { tm: number; tn: number; tk: number
     : undefined;
 }
 
-/** The GEMM arithmetic a spec asks for: f16 by default where the device has it. */
-export function gemmMathFor(asked: GemmMath | undefined, hasF16: boolean): GemmMath {
+/** The GEMM arithmetic a spec asks for: `preferred` (f16 unless told) by default where the device has it. */
+export function gemmMathFor(
+  asked: GemmMath | undefined,
+  hasF16: boolean,
+  preferred: GemmMath = "f16",
+): GemmMath {
   if (asked === "f16" && !hasF16) throw new Error("Cannot use the f16 GEMM: the device lacks shader-f16");
-  return asked ?? (hasF16 ? "f16" : "f32");
+  return asked ?? (hasF16 ? preferred : "f32");
 }
 
 /**
@@ -207,4 +211,33 @@ function pipelinedLoop({ xl, wl }: GemmPipe, inner: string): string {
     workgroupBarrier();
     buf = 1u - buf;
   }`;
+}
+
+/** Build defaults of the affine and LUT GEMMs (H100 sweep in BENCHMARKS.md, "prefill GEMMs in f16"). */
+export const GEMM_DEFAULTS = { pipelined: true, f16Tk: 32 };
+
+/**
+ * K per step and pipelining of one affine or LUT GEMM build: the tune's values where given, else the first
+ * that fits the device's workgroup memory of: pipelined (if the default) with TK 32 for f16 tiles, then
+ * TK 16; the plain build with the same K steps.
+ * @param t tune overrides
+ * @param tiles the output tile
+ * @param math the arithmetic
+ * @param maxBytes the device's workgroup memory; `extraBytes` what the format adds (LUTs)
+ */
+export function gemmStaging(
+  t: { tk?: number; pipelined?: boolean },
+  { tm, tn }: { tm: number; tn: number },
+  math: GemmMath,
+  maxBytes: number,
+  extraBytes = 0,
+): { tk: number; pipe: GemmPipe | undefined } {
+  const pipes = t.pipelined !== undefined ? [t.pipelined] : [GEMM_DEFAULTS.pipelined, false];
+  const tks = t.tk !== undefined ? [t.tk] : math === "f16" ? [GEMM_DEFAULTS.f16Tk, 16] : [16];
+  const builds = pipes.flatMap((p) =>
+    tks.map((tk) => ({ tk, pipe: p ? gemmPipeFor({ tm, tn, tk }) : undefined }))
+  );
+  const fits = ({ tk, pipe }: (typeof builds)[number]) =>
+    gemmWorkgroupBytes({ tm, tn, tk }, math, pipe !== undefined) + extraBytes <= maxBytes;
+  return builds.find(fits) ?? builds[builds.length - 1];
 }

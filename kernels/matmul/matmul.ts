@@ -28,12 +28,20 @@ import {
 } from "../core/mod.ts";
 import {
   F16_ENABLE,
+  GEMM_DEFAULTS,
   gemmCoreWgsl,
   type GemmMath,
   gemmMathFor,
   type GemmPipe,
   gemmPipeFor,
+  gemmWorkgroupBytes,
 } from "./gemm_core_wgsl.ts";
+
+/**
+ * The dense f16-weight GEMM's default arithmetic: f32, because f16 FMAs did not make it faster on the H100
+ * (BENCHMARKS.md, "prefill GEMMs in f16"); `MatmulSpec.gemmMath` picks f16.
+ */
+const DENSE_GEMM_MATH: GemmMath = "f32";
 
 /** Fields shared by both shaders, packed in this order by {@link createMatmul}. */
 const PARAMS = /* wgsl */ `
@@ -359,7 +367,13 @@ export function matmulShader(spec: MatmulShaderSpec): string {
  */
 export function planMatmul(
   spec: MatmulSpec,
-  { rows, inDim, outDim, hasF16 = false }: { rows: number; inDim: number; outDim: number; hasF16?: boolean },
+  { rows, inDim, outDim, hasF16 = false, maxWorkgroupBytes = 32768 }: {
+    rows: number;
+    inDim: number;
+    outDim: number;
+    hasF16?: boolean;
+    maxWorkgroupBytes?: number;
+  },
 ): MatmulStep[] {
   const f16 = spec.weightType === "f16";
   const common = { F16: f16 ? 1 : 0, ACC: spec.accumulate ? 1 : 0 };
@@ -368,7 +382,7 @@ export function planMatmul(
     const t = { TM: spec.tune?.tm ?? 128, TN: spec.tune?.tn ?? 128, TK: spec.tune?.tk ?? 16 };
     const tilesN = ceilDiv(outDim, t.TN);
     const constants = { ...common, ...t };
-    const math = f16 ? gemmMathFor(spec.gemmMath, hasF16) : "f32";
+    const math = f16 ? gemmMathFor(spec.gemmMath, hasF16, DENSE_GEMM_MATH) : "f32";
     if (math === "f16" && t.TK % 16 !== 0) {
       throw new Error(`Cannot plan the f16 GEMM: tk ${t.TK} (need multiples of 16)`);
     }
@@ -376,7 +390,9 @@ export function planMatmul(
     const vec = inDim % (f16 ? 8 : 4) === 0;
     // The pipelined build stages f16 weights with 16-byte loads only.
     const tiles = { tm: t.TM, tn: t.TN, tk: t.TK };
-    const pipe = spec.tune?.pipelined && f16 && vec ? gemmPipeFor(tiles) : undefined;
+    const pipelined = (spec.tune?.pipelined ?? GEMM_DEFAULTS.pipelined) && f16 && vec &&
+      gemmWorkgroupBytes(tiles, math, true) <= maxWorkgroupBytes;
+    const pipe = pipelined ? gemmPipeFor(tiles) : undefined;
     return [{
       shader: {
         path: "gemm",
@@ -431,7 +447,13 @@ export function createMatmul(gpu: Gpu, spec: MatmulSpec): Kernel<MatmulArgs> {
     bind(args: MatmulArgs): Encodable {
       const { x, w, y, rows, inDim, outDim, xRowOffset = 0, yStride = outDim, yColOffset = 0 } = args;
       checkArgs(gpu, spec, { ...args, xRowOffset, yStride, yColOffset });
-      const dispatches = planMatmul(spec, { rows, inDim, outDim, hasF16: gpu.hasF16 }).map((step) => {
+      const dispatches = planMatmul(spec, {
+        rows,
+        inDim,
+        outDim,
+        hasF16: gpu.hasF16,
+        maxWorkgroupBytes: gpu.maxWorkgroupStorageBytes,
+      }).map((step) => {
         const pipeline = getPipeline(gpu, {
           name: `matmul_${step.shader.path}`,
           code: matmulShader(step.shader),

@@ -9,7 +9,7 @@ import {
   type GemmMath,
   gemmMathFor,
   type GemmPipe,
-  gemmPipeFor,
+  gemmStaging,
   gemmWorkgroupBytes,
 } from "./gemm_core_wgsl.ts";
 import { gemmWgsl, type GemvBuild, gemvWgsl } from "./matmul_affine_wgsl.ts";
@@ -176,16 +176,15 @@ export function planMatmulAffine(spec: MatmulAffineSpec, shape: AffineShape): Ma
   // few dozen tokens does not compute mostly padding. TODO(#12): sweep on the H100.
   const tm = t.tm ?? (rows <= 32 ? 32 : rows <= 64 ? 64 : 128);
   const tn = t.tn ?? 128;
-  const tk = t.tk ?? 16;
+  const math = gemmMathFor(spec.gemmMath, shape.hasF16 ?? false);
+  const { tk, pipe } = gemmStaging(t, { tm, tn }, math, shape.maxWorkgroupBytes ?? 32768);
   if (tm % 8 !== 0 || tn % 8 !== 0 || 32 % tk !== 0 || tk % 8 !== 0) {
     throw new Error(`Cannot plan matmul_affine GEMM: tiles ${tm}×${tn}×${tk} (need multiples of 8, tk | 32)`);
   }
   const tilesN = ceilDiv(outDim, tn);
-  const math = gemmMathFor(spec.gemmMath, shape.hasF16 ?? false);
   if (math === "f16" && tk % 16 !== 0) {
     throw new Error(`Cannot plan matmul_affine f16 GEMM: tk ${tk} (need 16 or 32)`);
   }
-  const pipe = (t.pipelined ?? false) ? gemmPipeFor({ tm, tn, tk }) : undefined;
   return {
     shader: { path: "gemm", math, ...(pipe ? { pipe } : {}) },
     constants: { ...common, BITS: bits, TM: tm, TN: tn, TK: tk },

@@ -137,6 +137,7 @@ export function createMatmulLut(gpu: Gpu, spec: MatmulLutSpec): Kernel<MatmulLut
         maxInvocations: gpu.maxInvocationsPerWorkgroup,
         prologue,
         hasF16: gpu.hasF16,
+        maxWorkgroupBytes: gpu.maxWorkgroupStorageBytes,
       };
       const dispatches = planMatmulLut(spec, shape).map((step) => {
         if (

@@ -7,7 +7,7 @@ import {
   type GemmMath,
   gemmMathFor,
   type GemmPipe,
-  gemmPipeFor,
+  gemmStaging,
   gemmWorkgroupBytes,
 } from "./gemm_core_wgsl.ts";
 import { ceilDiv } from "../core/mod.ts";
@@ -99,6 +99,8 @@ export type LutShape = Pick<LutWeights, "bits" | "inDim" | "outDim"> & {
   maxInvocations?: number;
   /** The device has `shader-f16` (the f16 GEMM needs it). */
   hasF16?: boolean;
+  /** The device's workgroup memory (default 32 KiB, lavapipe's): the f16 GEMM's K step is sized to fit. */
+  maxWorkgroupBytes?: number;
 };
 
 /**
@@ -233,21 +235,21 @@ function planF16Gemm(t: LutTune, acc: Record<string, number>, shape: LutShape): 
   const { rows, bits, outDim } = shape;
   const tm = t.tm ?? (rows <= 32 ? 32 : rows <= 64 ? 64 : 128);
   const tn = t.tn ?? 128;
-  const tk = t.tk ?? 16;
+  const lutBytes = 2 * 16 * tn;
+  const { tk, pipe } = gemmStaging(t, { tm, tn }, "f16", shape.maxWorkgroupBytes ?? 32768, lutBytes);
   if (tm % 8 !== 0 || tn % 32 !== 0 || (tk !== 16 && tk !== 32)) {
     throw new Error(
       `Cannot plan matmul_lut f16 GEMM: tiles ${tm}×${tn}×${tk} (tm % 8, tn % 32, tk 16 or 32)`,
     );
   }
   const tilesN = ceilDiv(outDim, tn);
-  const pipe = (t.pipelined ?? false) ? gemmPipeFor({ tm, tn, tk }) : undefined;
   return {
     shader: { path: "gemm", math: "f16", ...(pipe ? { pipe } : {}) },
     constants: { ...acc, BITS: bits, TM: tm, TN: tn, TK: tk },
     workgroups: ceilDiv(rows, tm) * tilesN,
     row0: 0,
     rows,
-    workgroupBytes: 2 * 16 * tn + gemmWorkgroupBytes({ tm, tn, tk }, "f16", pipe !== undefined),
+    workgroupBytes: lutBytes + gemmWorkgroupBytes({ tm, tn, tk }, "f16", pipe !== undefined),
     invocations: (tm / 8) * (tn / 8),
     tilesN,
   };

@@ -124,14 +124,38 @@ const CASES: Case[] = [
   { weightType: "f16", rows: 8, inDim: 64, outDim: 64, accumulate: true, xRowOffset: 1, yColOffset: 64 },
   { weightType: "f16", rows: 17, inDim: 64, outDim: 63, accumulate: true, xRowOffset: 2, yColOffset: 5 },
   { weightType: "f32", rows: 140, inDim: 65, outDim: 64, accumulate: true, xRowOffset: 5, yColOffset: 3 },
-  // f16 weights through the exact f32 GEMM (the f16-arithmetic build is the default with shader-f16)
+  // f16 weights through the exact f32 GEMM, pinned (the default; `gemmMath: "f16"` picks f16 FMAs)
   { weightType: "f16", rows: 200, inDim: 1408, outDim: 65, gemmMath: "f32" },
   { weightType: "f16", rows: 257, inDim: 66, outDim: 129, accumulate: true, gemmMath: "f32" },
-  // f16 GEMM: long K (many f32 flushes), a K tail inside a flush, offsets
-  { weightType: "f16", rows: 130, inDim: 4104, outDim: 33, accumulate: true, xRowOffset: 1, yColOffset: 7 },
+  // f16 arithmetic: long K (many f32 flushes), a K tail inside a flush, offsets
+  {
+    weightType: "f16",
+    rows: 130,
+    inDim: 4104,
+    outDim: 33,
+    accumulate: true,
+    xRowOffset: 1,
+    yColOffset: 7,
+    gemmMath: "f16",
+  },
   // the pipelined f16-weight GEMM (double-buffered tiles), f16 and f32 arithmetic
-  { weightType: "f16", rows: 131, inDim: 1032, outDim: 129, accumulate: true, tune: { pipelined: true } },
-  { weightType: "f16", rows: 200, inDim: 72, outDim: 40, tune: { pipelined: true, tm: 32, tk: 32 } },
+  {
+    weightType: "f16",
+    rows: 131,
+    inDim: 1032,
+    outDim: 129,
+    accumulate: true,
+    gemmMath: "f16",
+    tune: { pipelined: true },
+  },
+  {
+    weightType: "f16",
+    rows: 200,
+    inDim: 72,
+    outDim: 40,
+    gemmMath: "f16",
+    tune: { pipelined: true, tm: 32, tk: 32 },
+  },
   { weightType: "f16", rows: 129, inDim: 64, outDim: 65, gemmMath: "f32", tune: { pipelined: true, tn: 32 } },
 ];
 
