@@ -1,5 +1,5 @@
 /**
- * The register-tiled GEMM core of dense f32/f16 and affine weights: TM×TN output tiles
+ * The register-tiled GEMM core of dense, affine and LUT weights: TM×TN output tiles
  * from (TM/8)·(TN/8) invocations, each owning an 8×8 register tile as two 4-row × two 4-column blocks half a
  * tile apart (conflict-free vec4 reads of workgroup memory). Per k an invocation reads 4 vec4 and issues 64
  * FMAs; the 16 accumulator lines are written out one by one (a loop over them spilled on the H100).
@@ -8,17 +8,17 @@
  * k0 .. k0 + TK − 1 (zero past inDim or past the rows), the workgroup tiles
  *   xs[k * XS + m / 4][m % 4] = T(x[m0 + m, k0 + k])          (activations)
  *   ws[k * WS + n / 4][n % 4] = T(W[n0 + n, k0 + k])          (weights, decoded once per tile)
- * where T is the tile's scalar type (`alias T`, f32 or f16). The core provides TM, TN, TK, WG, XS, WS, xs,
- * ws, T and `put`, and needs `params.rows`, `params.inDim`, `params.outDim`, `params.tilesN` and a
- * `store(row, col, value)` from the format.
+ * where T is the tile's scalar type (`alias T`, f32 or f16), or the pipelined build's load/put functions
+ * ({@link GemmPipe}). The core provides TM, TN, TK, WG, XS, WS, xs, ws, T, `pairOf` and `put`, and needs
+ * `params.rows`, `params.inDim`, `params.outDim`, `params.tilesN` and a `store(row, col, value)`.
  *
  * f16 build ({@link GemmMath} "f16", needs `shader-f16`; the shader must start with {@link F16_ENABLE}): the
  * tiles hold f16 (half the workgroup memory and its traffic) and the 64 products per k are packed f16 FMAs
- * into f16 partial sums, which are added to f32 accumulators every FLUSH k (the error bound is in
- * matmul_test.ts and docs/webgpu.md §6: inputs rounded to f16, at most FLUSH products summed in f16).
- * The LUT GEMM keeps its own 4×4-tiled kernel (matmul_lut_wgsl.ts): on this core it measured slower on the
- * H100 (8B shape, 2048-token prefill, lut4: 613 against 668 tok/s; BENCHMARKS.md), while affine gained
- * (957 against 663 tok/s).
+ * into f16 partial sums, which are added to f32 accumulators every FLUSH k; {@link gemmF16ErrorBound} is
+ * the worst-case error the tests hold every output to. On the H100 (BENCHMARKS.md, "prefill GEMMs in
+ * f16") it gained only 3–10 % over f32 FMAs (these GEMMs are not bound by FMA issue) and moved a tiny
+ * quantized model's prefill logits by up to 3e-2 against f32, so every GEMM defaults to f32 and f16 is
+ * opt-in (`gemmMath: "f16"` in the kernels' specs).
  */
 import { unroll } from "../core/mod.ts";
 
@@ -146,14 +146,10 @@ export function gemmPipeFor({ tm, tn, tk }: { tm: number; tn: number; tk: number
     : undefined;
 }
 
-/** The GEMM arithmetic a spec asks for: `preferred` (f16 unless told) by default where the device has it. */
-export function gemmMathFor(
-  asked: GemmMath | undefined,
-  hasF16: boolean,
-  preferred: GemmMath = "f16",
-): GemmMath {
+/** The GEMM arithmetic a spec asks for: f32 unless f16 is asked for (which needs `shader-f16`). */
+export function gemmMathFor(asked: GemmMath | undefined, hasF16: boolean): GemmMath {
   if (asked === "f16" && !hasF16) throw new Error("Cannot use the f16 GEMM: the device lacks shader-f16");
-  return asked ?? (hasF16 ? preferred : "f32");
+  return asked ?? "f32";
 }
 
 /**
@@ -213,26 +209,31 @@ function pipelinedLoop({ xl, wl }: GemmPipe, inner: string): string {
   }`;
 }
 
-/** Build defaults of the affine and LUT GEMMs (H100 sweep in BENCHMARKS.md, "prefill GEMMs in f16"). */
-export const GEMM_DEFAULTS = { pipelined: true, f16Tk: 32 };
+/**
+ * Build defaults (H100, BENCHMARKS.md "prefill GEMMs in f16"): the pipelined build measured 3–4 % faster end
+ * to end for the dense f16-weight GEMM and 3 % slower for the affine one (near run-to-run noise); TK 32 beat
+ * 16 for f16 tiles by 4 %.
+ */
+export const GEMM_DEFAULTS = { pipelined: { dense: true, affine: false, lut: true }, f16Tk: 32 };
 
 /**
  * K per step and pipelining of one affine or LUT GEMM build: the tune's values where given, else the first
- * that fits the device's workgroup memory of: pipelined (if the default) with TK 32 for f16 tiles, then
- * TK 16; the plain build with the same K steps.
+ * that fits the device's workgroup memory of: pipelined (if the format's default) with TK 32 for f16
+ * tiles, then TK 16; the plain build with the same K steps.
  * @param t tune overrides
  * @param tiles the output tile
  * @param math the arithmetic
- * @param maxBytes the device's workgroup memory; `extraBytes` what the format adds (LUTs)
+ * @param maxBytes the device's workgroup memory
+ * @param options what the format adds to workgroup memory (LUTs) and its pipelining default
  */
 export function gemmStaging(
   t: { tk?: number; pipelined?: boolean },
   { tm, tn }: { tm: number; tn: number },
   math: GemmMath,
   maxBytes: number,
-  extraBytes = 0,
+  { extraBytes = 0, pipelined = false }: { extraBytes?: number; pipelined?: boolean } = {},
 ): { tk: number; pipe: GemmPipe | undefined } {
-  const pipes = t.pipelined !== undefined ? [t.pipelined] : [GEMM_DEFAULTS.pipelined, false];
+  const pipes = t.pipelined !== undefined ? [t.pipelined] : [pipelined, false];
   const tks = t.tk !== undefined ? [t.tk] : math === "f16" ? [GEMM_DEFAULTS.f16Tk, 16] : [16];
   const builds = pipes.flatMap((p) =>
     tks.map((tk) => ({ tk, pipe: p ? gemmPipeFor({ tm, tn, tk }) : undefined }))

@@ -37,12 +37,6 @@ import {
   gemmWorkgroupBytes,
 } from "./gemm_core_wgsl.ts";
 
-/**
- * The dense f16-weight GEMM's default arithmetic: f32, because f16 FMAs did not make it faster on the H100
- * (BENCHMARKS.md, "prefill GEMMs in f16"); `MatmulSpec.gemmMath` picks f16.
- */
-const DENSE_GEMM_MATH: GemmMath = "f32";
-
 /** Fields shared by both shaders, packed in this order by {@link createMatmul}. */
 const PARAMS = /* wgsl */ `
 override F16: bool = false;  // weights are f16 pairs in u32 (else f32 bits)
@@ -289,9 +283,9 @@ export interface MatmulSpec {
    */
   path?: "gemm" | "gemv";
   /**
-   * The tiled GEMM's arithmetic for f16 weights (gemm_core_wgsl.ts): "f16" (the default on devices with
-   * `shader-f16`) rounds activations to f16 and sums products in f16 for 16 k at a time; "f32" keeps it
-   * exact in f32. f32 weights always run in f32.
+   * The tiled GEMM's arithmetic for f16 weights (gemm_core_wgsl.ts): "f32" (default) is exact in f32;
+   * "f16" (needs `shader-f16`) rounds activations to f16 and sums products in f16 for 16 k at a time,
+   * within gemmF16ErrorBound. f32 weights always run in f32.
    */
   gemmMath?: GemmMath;
 }
@@ -382,7 +376,7 @@ export function planMatmul(
     const t = { TM: spec.tune?.tm ?? 128, TN: spec.tune?.tn ?? 128, TK: spec.tune?.tk ?? 16 };
     const tilesN = ceilDiv(outDim, t.TN);
     const constants = { ...common, ...t };
-    const math = f16 ? gemmMathFor(spec.gemmMath, hasF16, DENSE_GEMM_MATH) : "f32";
+    const math = f16 ? gemmMathFor(spec.gemmMath, hasF16) : "f32";
     if (math === "f16" && t.TK % 16 !== 0) {
       throw new Error(`Cannot plan the f16 GEMM: tk ${t.TK} (need multiples of 16)`);
     }
@@ -390,7 +384,7 @@ export function planMatmul(
     const vec = inDim % (f16 ? 8 : 4) === 0;
     // The pipelined build stages f16 weights with 16-byte loads only.
     const tiles = { tm: t.TM, tn: t.TN, tk: t.TK };
-    const pipelined = (spec.tune?.pipelined ?? GEMM_DEFAULTS.pipelined) && f16 && vec &&
+    const pipelined = (spec.tune?.pipelined ?? GEMM_DEFAULTS.pipelined.dense) && f16 && vec &&
       gemmWorkgroupBytes(tiles, math, true) <= maxWorkgroupBytes;
     const pipe = pipelined ? gemmPipeFor(tiles) : undefined;
     return [{

@@ -6,6 +6,7 @@
 import { ceilDiv } from "../core/mod.ts";
 import type { AffineWeights } from "./matmul_affine.ts";
 import {
+  GEMM_DEFAULTS,
   type GemmMath,
   gemmMathFor,
   type GemmPipe,
@@ -54,9 +55,9 @@ export interface MatmulAffineSpec {
    */
   path?: "gemm" | "gemv";
   /**
-   * The tiled GEMM's arithmetic (gemm_core_wgsl.ts): "f16" (the default on devices with `shader-f16`)
-   * rounds activations and dequantized weights to f16 and sums products in f16 for 16 k at a time; "f32"
-   * keeps it exact in f32.
+   * The tiled GEMM's arithmetic (gemm_core_wgsl.ts): "f32" (default) is exact in f32; "f16" (needs
+   * `shader-f16`) rounds activations and dequantized weights to f16 and sums products in f16 for 16 k at a
+   * time, within gemmF16ErrorBound.
    */
   gemmMath?: GemmMath;
 }
@@ -177,7 +178,9 @@ export function planMatmulAffine(spec: MatmulAffineSpec, shape: AffineShape): Ma
   const tm = t.tm ?? (rows <= 32 ? 32 : rows <= 64 ? 64 : 128);
   const tn = t.tn ?? 128;
   const math = gemmMathFor(spec.gemmMath, shape.hasF16 ?? false);
-  const { tk, pipe } = gemmStaging(t, { tm, tn }, math, shape.maxWorkgroupBytes ?? 32768);
+  const { tk, pipe } = gemmStaging(t, { tm, tn }, math, shape.maxWorkgroupBytes ?? 32768, {
+    pipelined: GEMM_DEFAULTS.pipelined.affine,
+  });
   if (tm % 8 !== 0 || tn % 8 !== 0 || 32 % tk !== 0 || tk % 8 !== 0) {
     throw new Error(`Cannot plan matmul_affine GEMM: tiles ${tm}×${tn}×${tk} (need multiples of 8, tk | 32)`);
   }

@@ -335,13 +335,22 @@ const TUNED: Case[] = [
     tune: { perCode: false, nr: 4, tpr: 32 },
   },
   { bits: 3, group: 128, rows: 17, inDim: 384, outDim: 65, activations: "f32", tune: { tm: 64, tn: 32 } },
-  // the GEMM in exact f32 (the f16 build is the default with shader-f16), and the f16 build with TK 32
+  // the GEMM: exact f32 pinned (the default), f16 arithmetic with TK 16 and 32 (the f16 default)
   { bits: 4, group: 32, gIdx: true, rows: 33, inDim: 4097, outDim: 65, gemmMath: "f32", accumulate: true },
-  { bits: 3, group: 0, rows: 9, inDim: 384, outDim: 7, gemmMath: "f32" },
-  { bits: 4, group: 128, rows: 40, inDim: 1056, outDim: 70, tune: { tk: 32, tm: 32 } },
-  { bits: 2, group: 64, gIdx: true, rows: 129, inDim: 4097, outDim: 9, accumulate: true, tune: { tk: 32 } },
+  { bits: 3, group: 0, rows: 9, inDim: 384, outDim: 7, gemmMath: "f16", tune: { tk: 16 } },
+  { bits: 4, group: 128, rows: 40, inDim: 1056, outDim: 70, gemmMath: "f16", tune: { tm: 32 } },
+  { bits: 2, group: 64, gIdx: true, rows: 129, inDim: 4097, outDim: 9, accumulate: true, gemmMath: "f16" },
   // the pipelined GEMM (double-buffered tiles), f16 and f32, K and row/column tails, act-order, 3-bit
-  { bits: 4, group: 128, rows: 130, inDim: 1056, outDim: 129, accumulate: true, tune: { pipelined: true } },
+  {
+    bits: 4,
+    group: 128,
+    rows: 130,
+    inDim: 1056,
+    outDim: 129,
+    accumulate: true,
+    gemmMath: "f16",
+    tune: { pipelined: true },
+  },
   {
     bits: 3,
     group: 32,
@@ -349,6 +358,7 @@ const TUNED: Case[] = [
     rows: 40,
     inDim: 4097,
     outDim: 65,
+    gemmMath: "f16",
     tune: { pipelined: true, tk: 32, tm: 32 },
   },
   {

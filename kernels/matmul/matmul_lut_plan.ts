@@ -4,6 +4,7 @@
  * and the row count. The H100 figures behind each default are in the comments; `LutTune` overrides them.
  */
 import {
+  GEMM_DEFAULTS,
   type GemmMath,
   gemmMathFor,
   type GemmPipe,
@@ -14,7 +15,7 @@ import { ceilDiv } from "../core/mod.ts";
 import type { LutWeights } from "./matmul_lut.ts";
 import {
   GEMM_WGSL,
-  gemmF16Wgsl,
+  gemmCoreLutWgsl,
   gemvRowTile,
   gemvWgsl,
   gemvWorkgroupBytes,
@@ -40,8 +41,13 @@ export interface LutTune {
   tm?: number;
   tn?: number;
   tk?: number;
-  /** f16 GEMM: the pipelined build (double-buffered tiles, next step's loads in flight during the math) */
+  /** Core GEMM: the pipelined build (double-buffered tiles, next step's loads in flight during the math) */
   pipelined?: boolean;
+  /**
+   * The f32 GEMM on the shared 8×8 core (16-byte activation loads) instead of the 4×4 kernel; inDim % 4 = 0.
+   * Tested, not yet timed on the H100 (the f16 core build measured +53 % end to end there).
+   */
+  core?: boolean;
   /** One-row GEMV: use the x-stationary build when K fits one workgroup (default true) */
   xs?: boolean;
   /** x-stationary build: output rows per workgroup and per unrolled chunk */
@@ -55,8 +61,9 @@ export interface MatmulLutSpec {
   accumulate: boolean;
   tune?: LutTune;
   /**
-   * The tiled GEMM: "f16" (the default with `shader-f16` and inDim % 4 = 0) runs the shared 8×8 core in
-   * f16 (gemm_core_wgsl.ts: f16 tiles and products, f32 sums every 16 k); "f32" the exact 4×4 f32 kernel.
+   * The tiled GEMM: "f32" (default) the exact 4×4 kernel (or the shared core with `tune.core`); "f16"
+   * (needs `shader-f16`; inDim % 4 = 0, else f32) the shared 8×8 core in f16 (gemm_core_wgsl.ts: f16
+   * tiles and products, f32 sums every 16 k, within gemmF16ErrorBound).
    */
   gemmMath?: GemmMath;
 }
@@ -70,7 +77,8 @@ export const LUT_GEMV_BATCH_MAX_ROWS = 64;
 export type LutShaderSpec =
   | ({ path: "gemv" } & LutGemvBuild)
   | ({ path: "xs" } & LutXsBuild)
-  | { path: "gemm"; math: GemmMath; pipe?: GemmPipe };
+  | { path: "gemm"; core: false }
+  | { path: "gemm"; core: true; math: GemmMath; pipe?: GemmPipe };
 
 /** One dispatch of a bound matmul; exported so a benchmark can report the variant it timed. */
 export interface MatmulLutStep {
@@ -155,7 +163,7 @@ export function planMatmulLut(spec: MatmulLutSpec, shape: LutShape): MatmulLutSt
   if (rows > (t.gemvMaxRows ?? LUT_GEMV_BATCH_MAX_ROWS)) {
     if (prologue !== "none") throw new Error(`Cannot plan matmul_lut: the GEMM has no fused ${prologue}`);
     const math = gemmMathFor(spec.gemmMath, shape.hasF16 ?? false);
-    if (math === "f16" && shape.inDim % 4 === 0) return [planF16Gemm(t, acc, shape)];
+    if ((math === "f16" || t.core) && shape.inDim % 4 === 0) return [planCoreGemm(t, acc, shape, math)];
     const tm = t.tm ?? (rows <= 32 ? 32 : 64);
     const tn = t.tn ?? 64;
     if (tm % 4 !== 0 || tn % 32 !== 0) {
@@ -163,7 +171,7 @@ export function planMatmulLut(spec: MatmulLutSpec, shape: LutShape): MatmulLutSt
     }
     const tilesN = ceilDiv(outDim, tn);
     return [{
-      shader: { path: "gemm", math: "f32" },
+      shader: { path: "gemm", core: false },
       constants: { ...acc, BITS: bits, TM: tm, TN: tn },
       workgroups: ceilDiv(rows, tm) * tilesN,
       row0: 0,
@@ -226,30 +234,38 @@ export function planMatmulLut(spec: MatmulLutSpec, shape: LutShape): MatmulLutSt
  */
 export function matmulLutShader(spec: LutShaderSpec): string {
   if (spec.path === "xs") return lutXsWgsl(spec, LUT_PARAMS_WGSL);
-  if (spec.path === "gemm") return spec.math === "f16" ? gemmF16Wgsl(spec.pipe) : GEMM_WGSL;
+  if (spec.path === "gemm") return spec.core ? gemmCoreLutWgsl(spec.math, spec.pipe) : GEMM_WGSL;
   return gemvWgsl(spec);
 }
 
-/** The f16 GEMM on the shared core: 128×128 tiles (shorter for few rows), TK 16, LUTs in f16. */
-function planF16Gemm(t: LutTune, acc: Record<string, number>, shape: LutShape): MatmulLutStep {
+/** The GEMM on the shared core: 128×128 tiles (shorter for few rows), LUTs in the tiles' type. */
+function planCoreGemm(
+  t: LutTune,
+  acc: Record<string, number>,
+  shape: LutShape,
+  math: GemmMath,
+): MatmulLutStep {
   const { rows, bits, outDim } = shape;
   const tm = t.tm ?? (rows <= 32 ? 32 : rows <= 64 ? 64 : 128);
   const tn = t.tn ?? 128;
-  const lutBytes = 2 * 16 * tn;
-  const { tk, pipe } = gemmStaging(t, { tm, tn }, "f16", shape.maxWorkgroupBytes ?? 32768, lutBytes);
+  const lutBytes = (math === "f16" ? 2 : 4) * 16 * tn;
+  const { tk, pipe } = gemmStaging(t, { tm, tn }, math, shape.maxWorkgroupBytes ?? 32768, {
+    extraBytes: lutBytes,
+    pipelined: GEMM_DEFAULTS.pipelined.lut,
+  });
   if (tm % 8 !== 0 || tn % 32 !== 0 || (tk !== 16 && tk !== 32)) {
     throw new Error(
-      `Cannot plan matmul_lut f16 GEMM: tiles ${tm}×${tn}×${tk} (tm % 8, tn % 32, tk 16 or 32)`,
+      `Cannot plan matmul_lut core GEMM: tiles ${tm}×${tn}×${tk} (tm % 8, tn % 32, tk 16 or 32)`,
     );
   }
   const tilesN = ceilDiv(outDim, tn);
   return {
-    shader: { path: "gemm", math: "f16", ...(pipe ? { pipe } : {}) },
+    shader: { path: "gemm", core: true, math, ...(pipe ? { pipe } : {}) },
     constants: { ...acc, BITS: bits, TM: tm, TN: tn, TK: tk },
     workgroups: ceilDiv(rows, tm) * tilesN,
     row0: 0,
     rows,
-    workgroupBytes: lutBytes + gemmWorkgroupBytes({ tm, tn, tk }, "f16", pipe !== undefined),
+    workgroupBytes: lutBytes + gemmWorkgroupBytes({ tm, tn, tk }, math, pipe !== undefined),
     invocations: (tm / 8) * (tn / 8),
     tilesN,
   };

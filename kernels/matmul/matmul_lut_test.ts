@@ -100,7 +100,7 @@ async function runCase(gpu: Gpu, c: Case, given?: { parts: LutParts; packed: Lut
     matmulLutRef(xs, { ...w, outDim, inDim }, c.accumulate ? { acc: accIn } : {});
   const what = JSON.stringify(c);
   const shader = planMatmulLut(spec, { ...c, hasF16: gpu.hasF16 })[0].shader;
-  if (shader.path === "gemm" && shader.math === "f16") {
+  if (shader.path === "gemm" && shader.core && shader.math === "f16") {
     // f16 arithmetic: every element within the worst-case bound, and a typical error near f16 rounding.
     const q = dequantLutRef({ ...w, outDim, inDim }).map(Math.abs);
     const abs = matmulRef(Array.from(xs, Math.abs), q, rows, inDim, outDim);
@@ -154,8 +154,8 @@ const CASES: Case[] = [
   { bits: 3, rows: 3, inDim: 64, outDim: 7, xRowOffset: 1, yColOffset: 5, yStride: 70 },
   { bits: 2, rows: 9, inDim: 65, outDim: 65, accumulate: true, xRowOffset: 4, yColOffset: 1, yStride: 66 },
   { bits: 4, rows: 9, inDim: 65, outDim: 7, xRowOffset: 3, yColOffset: 2, yStride: 12, tune: GEMM },
-  // the f16 GEMM on the shared core (inDim % 4 = 0; the default with shader-f16): K tails within a piece,
-  // row and column tails, TK 32, offsets; and the exact 4×4 f32 kernel pinned
+  // the GEMM on the shared core (inDim % 4 = 0): in f16 (K tails within a piece, row and column tails, TK 16
+  // and 32, pipelined or not, offsets) and in f32 (`tune.core`); and the exact 4×4 kernel pinned
   {
     bits: 4,
     rows: 130,
@@ -165,19 +165,45 @@ const CASES: Case[] = [
     xRowOffset: 1,
     yColOffset: 3,
     yStride: 140,
+    gemmMath: "f16",
+    tune: { pipelined: false },
   },
-  { bits: 3, rows: 33, inDim: 100, outDim: 40, tune: { ...GEMM, tk: 32, tm: 32, tn: 32 } },
-  { bits: 2, rows: 65, inDim: 4096, outDim: 33, tune: GEMM },
-  { bits: 4, rows: 130, inDim: 1028, outDim: 129, accumulate: true, tune: { pipelined: true } },
+  { bits: 3, rows: 33, inDim: 100, outDim: 40, gemmMath: "f16", tune: { ...GEMM, tk: 16, tm: 32, tn: 32 } },
+  { bits: 2, rows: 65, inDim: 4096, outDim: 33, gemmMath: "f16", tune: GEMM },
+  {
+    bits: 4,
+    rows: 130,
+    inDim: 1028,
+    outDim: 129,
+    accumulate: true,
+    gemmMath: "f16",
+    tune: { pipelined: true },
+  },
   {
     bits: 3,
     rows: 40,
     inDim: 4100,
     outDim: 65,
     xRowOffset: 2,
+    gemmMath: "f16",
     tune: { ...GEMM, pipelined: true, tk: 32, tm: 32 },
   },
-  { bits: 2, rows: 9, inDim: 64, outDim: 7, tune: { ...GEMM, pipelined: true, tm: 64, tn: 32 } },
+  {
+    bits: 2,
+    rows: 9,
+    inDim: 64,
+    outDim: 7,
+    gemmMath: "f16",
+    tune: { ...GEMM, pipelined: true, tm: 64, tn: 32 },
+  },
+  { bits: 4, rows: 70, inDim: 1028, outDim: 129, accumulate: true, xRowOffset: 1, tune: { core: true } },
+  {
+    bits: 3,
+    rows: 33,
+    inDim: 100,
+    outDim: 40,
+    tune: { ...GEMM, core: true, pipelined: false, tm: 32, tn: 32 },
+  },
   { bits: 4, rows: 33, inDim: 64, outDim: 65, tune: GEMM, gemmMath: "f32" },
   { bits: 3, rows: 40, inDim: 4096, outDim: 7, accumulate: true, tune: GEMM, gemmMath: "f32" },
 ];

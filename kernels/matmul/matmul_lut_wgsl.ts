@@ -8,7 +8,7 @@
  */
 import { unroll } from "../core/mod.ts";
 import { siluMulFn } from "../ops/mod.ts";
-import { F16_ENABLE, gemmCoreWgsl, type GemmPipe } from "./gemm_core_wgsl.ts";
+import { F16_ENABLE, gemmCoreWgsl, type GemmMath, type GemmPipe } from "./gemm_core_wgsl.ts";
 
 /** The uniform block both shaders share, packed in this order by matmul_lut.ts. */
 export const LUT_PARAMS_FIELDS = [
@@ -376,21 +376,21 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
 `;
 
 /**
- * Tiled GEMM in f16 on the shared register-tiled core (gemm_core_wgsl.ts: 8×8 per invocation, f16 tiles
- * and products, f32 accumulation every 16 k); needs `shader-f16` and inDim % 4 = 0 (16-byte activation
- * loads). The TN rows' LUTs are copied into workgroup memory as f16 at the first K step; each step then
+ * Tiled GEMM on the shared register-tiled core (gemm_core_wgsl.ts: 8×8 per invocation; in f32, or in f16
+ * with f32 sums every 16 k); needs inDim % 4 = 0 (16-byte activation loads). The TN rows' LUTs are copied
+ * into workgroup memory in the tiles' type at the first K step (or before the first load); each step then
  * dequantizes the weight tile by lookups (each code once per tile: one invocation per 8 codes of a row)
  * and reads the activation tile with 16-byte loads. TK divides the 32-column piece.
  */
-export function gemmF16Wgsl(pipe?: GemmPipe): string {
-  return F16_ENABLE +
+export function gemmCoreLutWgsl(math: GemmMath, pipe?: GemmPipe): string {
+  return (math === "f16" ? F16_ENABLE : "") +
     LUT_PARAMS_WGSL.replace(
       "var<storage, read> x: array<f32>;",
       "var<storage, read> x4: array<vec4f>;",
     ) + /* wgsl */ `
 override BITS: u32 = 4u;
 @group(0) @binding(2) var<storage, read> codes: array<u32>;  // (outDim, nPieces, BITS) u32
-` + gemmCoreWgsl(LUT_DECODE + (pipe ? LUT_PIPE_STAGE : LUT_STAGE), "f16", pipe);
+` + gemmCoreWgsl(LUT_DECODE + (pipe ? LUT_PIPE_STAGE : LUT_STAGE), math, pipe);
 }
 
 // After the core's overrides in the text: naga panics on an override-sized array declared before them.
