@@ -1,5 +1,5 @@
 /**
- * `deno run -A bench/gemm.ts [--rows 512] [--formats dense,affine4,lut4] [--variants f32,f16,f16k32,...]`:
+ * `deno task bench:gemm [--rows 512] [--formats dense,affine4,lut4] [--variants f32,f16,f16k32,...]`:
  * prefill GEMM speed (TFLOP/s) at Llama-3-8B shapes for each weight format and GEMM variant (arithmetic
  * and tiles), timed with timestamp-query over passes of several dispatches. Weights are random; one format
  * per process gives the steadiest figures (see bench/kernels.ts).
@@ -30,15 +30,20 @@ if (!gpu.hasTimestamps) throw new Error("Cannot time kernels: the adapter has no
 console.log(`adapter: ${describeGpu(gpu)}`);
 const REPS = Number(values.reps);
 
-/** A variant name: f32|f16, then optional k<TK>, m<TM>, n<TN>, p (pipelined, affine only), e.g. f16k32m64p. */
+/**
+ * A variant names its whole build, so defaults never blur a comparison: f32|f16, then optional k<TK>
+ * (default 16), m<TM>, n<TN>, p (pipelined; plain otherwise) and, for LUT, c (the shared core in f32), e.g.
+ * f16k32p or f32c.
+ */
 function parseVariant(v: string) {
-  const m = /^(f32|f16)(?:k(\d+))?(?:m(\d+))?(?:n(\d+))?(p?)$/.exec(v);
-  if (!m) throw new Error(`Invalid variant "${v}": expected f32|f16 with optional k<TK>, m<TM>, n<TN>`);
+  const m = /^(f32|f16)(?:k(\d+))?(?:m(\d+))?(?:n(\d+))?(p?)(c?)$/.exec(v);
+  if (!m) throw new Error(`Invalid variant "${v}": expected f32|f16, then k<TK>, m<TM>, n<TN>, p, c`);
   const tune = {
-    ...(m[2] ? { tk: Number(m[2]) } : {}),
+    tk: Number(m[2] ?? 16),
     ...(m[3] ? { tm: Number(m[3]) } : {}),
     ...(m[4] ? { tn: Number(m[4]) } : {}),
-    ...(m[5] ? { pipelined: true } : {}),
+    pipelined: m[5] === "p",
+    ...(m[6] ? { core: true } : {}),
   };
   return { math: m[1] as "f32" | "f16", tune };
 }
@@ -93,7 +98,7 @@ function bindVariant(l: GpuLinear, rows: number, variant: string): Encodable {
     return createMatmulAffine(gpu, { accumulate: false, path: "gemm", gemmMath: math, tune })
       .bind({ x, w: l.weights, y, rows });
   }
-  // "f32" is the LUT's own exact 4×4 kernel (its tiles are tm × tn, tk fixed at 32).
+  // "f32" is the LUT's own exact 4×4 kernel (its tiles are tm × tn, tk fixed at 32), "f32c" the core in f32.
   return createMatmulLut(gpu, { accumulate: false, gemmMath: math, tune: { gemvMaxRows: 0, ...tune } })
     .bind({ x, w: l.weights, y, rows });
 }
