@@ -1,13 +1,14 @@
 /**
  * `deno task bench [--model <dir> | --random llama3-8b|lq-49m] [--dtype auto|f32|f16] [--prompt N] [--decode N]
- *  [--runs N] [--json <file>]`
+ *  [--runs N] [--json <file>] [--format dense|affineN|lutN] [--prefill-rows N]`
  *
  * `--random` builds a model with random weights at a real shape directly on the GPU (for hosts without
  * the model files; its figures must be labelled "random weights").
  * Prints prefill and decode tokens/s for a model on the adapter it runs on. Prefill is timed as the
  * wall time to the first sampled token of an N-token prompt (one readback included); decode as the
  * wall time of N greedy tokens after that, read back in chunks as the server does. Figures are the
- * median of several runs after one warm-up run.
+ * median of several runs after one warm-up run. `--prefill-rows` sets the rows per prefill forward (the
+ * prompt is run in chunks of that many rows; default 512 for random models, 256 for model folders).
  */
 import { parseArgs } from "node:util";
 import { describeGpu, requestGpu } from "../kernels/core/mod.ts";
@@ -32,6 +33,7 @@ const { values } = parseArgs({
     json: { type: "string" },
     random: { type: "string" },
     format: { type: "string", default: "dense" },
+    "prefill-rows": { type: "string" },
   },
 });
 
@@ -43,7 +45,10 @@ const model = values.random ? await randomModel(values.random) : await loadedMod
 /** A model folder with its own single-sequence runner (the engine serves through batch_runner.ts). */
 async function loadedModel() {
   const m = await loadModel(gpu, values.model, { weightType: values.dtype as WeightType | "auto" });
-  return { ...m, runner: createSequenceRunner(gpu, m.config, m.weights, { maxPrefillRows: 256 }) };
+  return {
+    ...m,
+    runner: createSequenceRunner(gpu, m.config, m.weights, { maxPrefillRows: prefillRows(256) }),
+  };
 }
 const weightType = model.weights.embeddingType;
 console.log(
@@ -51,12 +56,18 @@ console.log(
     `ready in ${((performance.now() - loadStart) / 1000).toFixed(1)} s`,
 );
 
+function prefillRows(fallback: number): number {
+  const n = Number(values["prefill-rows"] ?? fallback);
+  if (!Number.isInteger(n) || n < 1) throw new Error(`Invalid --prefill-rows "${values["prefill-rows"]}"`);
+  return n;
+}
+
 async function randomModel(preset: string) {
   const config = presetConfig(preset);
   const wt: WeightType = values.dtype === "f32" ? "f32" : "f16";
   const format = parseFormat(values.format);
   const weights = await randomWeights(gpu, config, wt, format);
-  const runner = createSequenceRunner(gpu, config, weights, { maxPrefillRows: 512 });
+  const runner = createSequenceRunner(gpu, config, weights, { maxPrefillRows: prefillRows(512) });
   const label = format.kind === "dense" ? "" : ` ${format.bits}-bit ${format.kind}`;
   return { modelId: `${preset}${label} (random weights)`, config, weights, runner };
 }

@@ -89,3 +89,39 @@ export function assertStridedMatmul(
     }
   }
 }
+
+/**
+ * Checks an f16-arithmetic GEMM output (kernels/matmul/gemm_core_wgsl.ts) element by element against its
+ * worst-case bound, `bound(i, want[i])` for written element i (row-major over rows × outDim), and every
+ * element outside the written columns unchanged. Also returns the NMSE, for a typical-error check.
+ */
+export function assertBoundedMatmul(
+  got: Float32Array,
+  y0: Float32Array,
+  { rows, outDim, yStride, yColOffset }: StridedOutput,
+  want: (accIn: Float32Array) => ArrayLike<number>,
+  bound: (i: number, value: number) => number,
+  what = "",
+): number {
+  const accIn = new Float32Array(rows * outDim);
+  const gotCols = new Float32Array(rows * outDim);
+  for (let r = 0; r < rows; r++) {
+    for (let o = 0; o < outDim; o++) {
+      accIn[r * outDim + o] = y0[r * yStride + yColOffset + o];
+      gotCols[r * outDim + o] = got[r * yStride + yColOffset + o];
+    }
+  }
+  const ref = want(accIn);
+  for (let i = 0; i < ref.length; i++) {
+    const err = Math.abs(gotCols[i] - ref[i]);
+    const b = bound(i, ref[i]);
+    assert.ok(err <= b, `${what}: element ${i} off by ${err.toExponential(3)} > bound ${b.toExponential(3)}`);
+  }
+  for (let i = 0; i < rows * yStride; i++) {
+    const col = i % yStride;
+    if (col < yColOffset || col >= yColOffset + outDim) {
+      assert.equal(got[i], y0[i], `${what}: element ${i} outside the written columns changed`);
+    }
+  }
+  return nmse(gotCols, ref);
+}

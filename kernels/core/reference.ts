@@ -381,8 +381,12 @@ export function matmulAffineRef(
   w: AffineRefWeight,
   { acc }: { acc?: ArrayLike<number> } = {},
 ): Float64Array {
+  return matmulRef(x, dequantAffineRef(w), x.length / w.inDim, w.inDim, w.outDim, acc);
+}
+
+/** The dense (outDim, inDim) f64 matrix of an affine-quantized weight, in original column order. */
+export function dequantAffineRef(w: AffineRefWeight): Float64Array {
   const { outDim, inDim, groupSize } = w;
-  const rows = x.length / inDim;
   const nGroups = w.scale.length / outDim;
   const group = (c: number) => w.gIdx ? w.gIdx[c] : groupSize ? Math.floor(c / groupSize) : 0;
   const q = new Float64Array(outDim * inDim);
@@ -392,7 +396,7 @@ export function matmulAffineRef(
       q[o * inDim + c] = w.scale[g] * (w.codes[o * inDim + c] - w.zero[g]);
     }
   }
-  return matmulRef(x, q, rows, inDim, outDim, acc);
+  return q;
 }
 
 /**
@@ -479,11 +483,16 @@ export function matmulLutRef(
   w: LutRefWeight,
   { acc }: { acc?: ArrayLike<number> } = {},
 ): Float64Array {
+  return matmulRef(x, dequantLutRef(w), x.length / w.inDim, w.inDim, w.outDim, acc);
+}
+
+/** The dense (outDim, inDim) f64 matrix of a LUT-quantized weight, in original column order. */
+export function dequantLutRef(w: LutRefWeight): Float64Array {
   const { outDim, inDim } = w;
   const levels = 2 ** w.bits;
   const q = new Float64Array(outDim * inDim);
   for (let o = 0; o < outDim; o++) {
     for (let c = 0; c < inDim; c++) q[o * inDim + c] = w.lut[o * levels + w.codes[o * inDim + c]];
   }
-  return matmulRef(x, q, x.length / inDim, inDim, outDim, acc);
+  return q;
 }

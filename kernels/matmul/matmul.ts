@@ -9,8 +9,9 @@
  *   ROWS/2 activation loads (docs/webgpu.md §6: re-reading activations per weight row held a naive GEMV to a
  *   fifth of the read ceiling). Partials meet in a transposed workgroup reduction (no subgroups).
  *   9–128 rows run as several 8-row GEMV dispatches, which beat the tiled kernel there (H100).
- * - Tiled GEMM (prefill, > 128 rows): TM×TN output tiles, K staged TK columns at a time in workgroup
- *   memory (weights decoded to f32 once per tile), an 8×8 register tile per invocation.
+ * - Tiled GEMM (prefill, > 128 rows; WGSL in matmul_gemm_wgsl.ts): TM×TN output tiles, K staged TK
+ *   columns at a time in workgroup memory (weights decoded once per tile), an 8×8 register tile per
+ *   invocation; f16 weights stage through double-buffered tiles (pipelined) and may opt into f16 FMAs.
  * The GEMV reads 16-byte chunks when rows start 16-byte aligned (inDim % 4 == 0 for f32, % 8 for f16:
  * every real model); other shapes use a scalar-load build of the same shader.
  */
@@ -26,7 +27,16 @@ import {
   uniformParams,
   unroll,
 } from "../core/mod.ts";
-import { gemmCoreWgsl } from "./gemm_core_wgsl.ts";
+import {
+  F16_ENABLE,
+  GEMM_DEFAULTS,
+  type GemmMath,
+  gemmMathFor,
+  type GemmPipe,
+  gemmPipeFor,
+  gemmWorkgroupBytes,
+} from "./gemm_core_wgsl.ts";
+import { gemmWgsl } from "./matmul_gemm_wgsl.ts";
 
 /** Fields shared by both shaders, packed in this order by {@link createMatmul}. */
 const PARAMS = /* wgsl */ `
@@ -139,99 +149,24 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
 `;
 }
 
-/** The tiled GEMM: the shared core (gemm_core_wgsl.ts) over dense staging with 16-byte or scalar loads. */
-function gemmWgsl(vec: boolean): string {
-  return gemmCoreWgsl(
-    vec ? GEMM_VEC_BINDINGS + GEMM_VEC_STAGE : GEMM_SCALAR_BINDINGS + STAGE_SCALAR,
-  );
-}
-
-const STAGE_SCALAR = /* wgsl */ `
-fn stage(lid: u32, m0: u32, n0: u32, k0: u32) {
-  let K = params.inDim;
-  // e → (row % 4, k, row / 4): four neighbours read four rows at one k; stores hit distinct banks.
-  for (var e = lid; e < TM * TK; e += WG) {
-    let k = (e / 4u) % TK;
-    let m = (e / (4u * TK)) * 4u + e % 4u;
-    var v = 0.0;
-    if (m0 + m < params.rows && k0 + k < K) { v = x[(params.xRowOffset + m0 + m) * K + k0 + k]; }
-    xs[k * XS + m / 4u][m % 4u] = v;
-  }
-  let per = select(1u, 2u, F16);
-  for (var e = lid; e < TN * TK / per; e += WG) {
-    let k = ((e / 4u) % (TK / per)) * per;
-    let n = (e / (4u * TK / per)) * 4u + e % 4u;
-    var v = vec2f();
-    if (n0 + n < params.outDim && k0 + k < K) {
-      let i = (n0 + n) * K + k0 + k;
-      if (F16) { v = unpack2x16float(w[i / 2u]); } else { v.x = bitcast<f32>(w[i]); }
-    }
-    ws[k * WS + n / 4u][n % 4u] = v.x;
-    if (F16) { ws[(k + 1u) * WS + n / 4u][n % 4u] = v.y; }
-  }
-}
-`;
-
-const GEMM_SCALAR_BINDINGS = /* wgsl */ `
-@group(0) @binding(1) var<storage, read> x: array<f32>;  // (xRowOffset + rows, inDim) f32
-@group(0) @binding(2) var<storage, read> w: array<u32>;  // (outDim, inDim) f32 bits or f16 pairs`;
-
-const GEMM_VEC_BINDINGS = /* wgsl */ `
-@group(0) @binding(1) var<storage, read> x4: array<vec4f>;  // (xRowOffset + rows, inDim) f32, inDim % 4 = 0
-@group(0) @binding(2) var<storage, read> w4: array<vec4u>;  // f32 bits (inDim % 4 = 0) or f16 pairs (% 8)`;
-
-/**
- * Staging with 16-byte global loads along K (rows are 16-byte aligned): four lanes read one row's 16 K
- * values of x, two or four read W's; each value goes to its [k][row] slot. The scalar build issues 4×
- * (8× for f16) as many global loads, which held the GEMM near 12–14 TFLOP/s on the H100 while the
- * Hessian kernel (vec4 loads, same tiles) ran at 28.
- */
-const GEMM_VEC_STAGE = /* wgsl */ `
-fn stage(lid: u32, m0: u32, n0: u32, k0: u32) {
-  let K = params.inDim;
-  for (var e = lid; e < TM * TK / 4u; e += WG) {
-    let m = e / (TK / 4u);
-    let k = (e % (TK / 4u)) * 4u;
-    var v = vec4f();
-    if (m0 + m < params.rows && k0 + k < K) { v = x4[((params.xRowOffset + m0 + m) * K + k0 + k) / 4u]; }
-    for (var q = 0u; q < 4u; q++) { xs[(k + q) * XS + m / 4u][m % 4u] = v[q]; }
-  }
-  if (F16) {
-    for (var e = lid; e < TN * TK / 8u; e += WG) {
-      let n = e / (TK / 8u);
-      let k = (e % (TK / 8u)) * 8u;
-      var u = vec4u();
-      if (n0 + n < params.outDim && k0 + k < K) { u = w4[((n0 + n) * K + k0 + k) / 8u]; }
-      for (var q = 0u; q < 4u; q++) {
-        let pair = unpack2x16float(u[q]);
-        ws[(k + 2u * q) * WS + n / 4u][n % 4u] = pair.x;
-        ws[(k + 2u * q + 1u) * WS + n / 4u][n % 4u] = pair.y;
-      }
-    }
-  } else {
-    for (var e = lid; e < TN * TK / 4u; e += WG) {
-      let n = e / (TK / 4u);
-      let k = (e % (TK / 4u)) * 4u;
-      var u = vec4u();
-      if (n0 + n < params.outDim && k0 + k < K) { u = w4[((n0 + n) * K + k0 + k) / 4u]; }
-      for (var q = 0u; q < 4u; q++) { ws[(k + q) * WS + n / 4u][n % 4u] = bitcast<f32>(u[q]); }
-    }
-  }
-}
-`;
-
 /** What a model asks for: the weight dtype and whether the product is added onto y. */
 export interface MatmulSpec {
   weightType: "f32" | "f16";
   /** y += x·Wᵀ (residual epilogue) instead of y = x·Wᵀ. */
   accumulate: boolean;
   /** GEMM tile overrides for sweeps: rows × columns per tile (multiples of 8), K per stage (multiple of 8). */
-  tune?: { tm?: number; tn?: number; tk?: number };
+  tune?: { tm?: number; tn?: number; tk?: number; pipelined?: boolean };
   /**
    * Pin the path whatever the row count, so a row's sums do not depend on how many rows share the call:
    * "gemm" always tiles (the batched engine's prompt forwards), "gemv" always runs 8-row GEMV batches.
    */
   path?: "gemm" | "gemv";
+  /**
+   * The tiled GEMM's arithmetic for f16 weights (gemm_core_wgsl.ts): "f32" (default) is exact in f32;
+   * "f16" (needs `shader-f16`) rounds activations to f16 and sums products in f16 for 16 k at a time,
+   * within gemmF16ErrorBound. f32 weights always run in f32.
+   */
+  gemmMath?: GemmMath;
 }
 
 export interface MatmulArgs {
@@ -255,7 +190,7 @@ export interface MatmulArgs {
 /** Which shader build: the GEMV (16-byte or scalar loads, ROWS rows, NR outputs per invocation) or the GEMM. */
 export type MatmulShaderSpec =
   | { path: "gemv"; vec4: boolean; rows: number; nr: number }
-  | { path: "gemm"; vec: boolean };
+  | { path: "gemm"; vec: boolean; math: GemmMath; pipe?: GemmPipe };
 
 /** Activation rows one GEMV dispatch serves (its registers hold a chunk of each). */
 export const GEMV_MAX_ROWS = 8;
@@ -290,7 +225,9 @@ export interface MatmulStep {
  * @returns WGSL source with entry point `main`
  */
 export function matmulShader(spec: MatmulShaderSpec): string {
-  if (spec.path === "gemm") return PARAMS + gemmWgsl(spec.vec);
+  if (spec.path === "gemm") {
+    return (spec.math === "f16" ? F16_ENABLE : "") + PARAMS + gemmWgsl(spec.vec, spec.math, spec.pipe);
+  }
   return PARAMS + GEMV_LAYOUTS[spec.vec4 ? "vec4" : "scalar"] + gemvWgsl(spec.rows, spec.nr);
 }
 
@@ -303,7 +240,13 @@ export function matmulShader(spec: MatmulShaderSpec): string {
  */
 export function planMatmul(
   spec: MatmulSpec,
-  { rows, inDim, outDim }: { rows: number; inDim: number; outDim: number },
+  { rows, inDim, outDim, hasF16 = false, maxWorkgroupBytes = 32768 }: {
+    rows: number;
+    inDim: number;
+    outDim: number;
+    hasF16?: boolean;
+    maxWorkgroupBytes?: number;
+  },
 ): MatmulStep[] {
   const f16 = spec.weightType === "f16";
   const common = { F16: f16 ? 1 : 0, ACC: spec.accumulate ? 1 : 0 };
@@ -312,9 +255,24 @@ export function planMatmul(
     const t = { TM: spec.tune?.tm ?? 128, TN: spec.tune?.tn ?? 128, TK: spec.tune?.tk ?? 16 };
     const tilesN = ceilDiv(outDim, t.TN);
     const constants = { ...common, ...t };
+    const math = f16 ? gemmMathFor(spec.gemmMath, hasF16) : "f32";
+    if (math === "f16" && t.TK % 16 !== 0) {
+      throw new Error(`Cannot plan the f16 GEMM: tk ${t.TK} (need multiples of 16)`);
+    }
+    // 16-byte staging loads need 16-byte aligned rows and whole loads per K tile.
+    const vec = inDim % (f16 ? 8 : 4) === 0;
+    // The pipelined build stages f16 weights with 16-byte loads only.
+    const tiles = { tm: t.TM, tn: t.TN, tk: t.TK };
+    const pipelined = (spec.tune?.pipelined ?? GEMM_DEFAULTS.pipelined.dense) && f16 && vec &&
+      gemmWorkgroupBytes(tiles, math, true) <= maxWorkgroupBytes;
+    const pipe = pipelined ? gemmPipeFor(tiles) : undefined;
     return [{
-      // 16-byte staging loads need 16-byte aligned rows and whole loads per K tile.
-      shader: { path: "gemm", vec: inDim % (f16 ? 8 : 4) === 0 },
+      shader: {
+        path: "gemm",
+        vec,
+        math,
+        ...(pipe ? { pipe } : {}),
+      },
       constants,
       workgroups: ceilDiv(rows, t.TM) * tilesN,
       row0: 0,
@@ -362,7 +320,13 @@ export function createMatmul(gpu: Gpu, spec: MatmulSpec): Kernel<MatmulArgs> {
     bind(args: MatmulArgs): Encodable {
       const { x, w, y, rows, inDim, outDim, xRowOffset = 0, yStride = outDim, yColOffset = 0 } = args;
       checkArgs(gpu, spec, { ...args, xRowOffset, yStride, yColOffset });
-      const dispatches = planMatmul(spec, { rows, inDim, outDim }).map((step) => {
+      const dispatches = planMatmul(spec, {
+        rows,
+        inDim,
+        outDim,
+        hasF16: gpu.hasF16,
+        maxWorkgroupBytes: gpu.maxWorkgroupStorageBytes,
+      }).map((step) => {
         const pipeline = getPipeline(gpu, {
           name: `matmul_${step.shader.path}`,
           code: matmulShader(step.shader),

@@ -179,6 +179,7 @@ export function createMatmulAffine(gpu: Gpu, spec: MatmulAffineSpec): Kernel<Mat
         rows,
         hasPerm: w.perm !== null,
         maxWorkgroupBytes: gpu.maxWorkgroupStorageBytes,
+        hasF16: gpu.hasF16,
         prologue: args.norm ? "norm" as const : args.siluMulUp ? "siluMul" as const : "none" as const,
         moreOutDims: (args.more ?? []).map((m) => m.w.outDim),
       };

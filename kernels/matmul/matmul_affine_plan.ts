@@ -5,8 +5,15 @@
  */
 import { ceilDiv } from "../core/mod.ts";
 import type { AffineWeights } from "./matmul_affine.ts";
-import { gemmWorkgroupBytes } from "./gemm_core_wgsl.ts";
-import { GEMM_WGSL, type GemvBuild, gemvWgsl } from "./matmul_affine_wgsl.ts";
+import {
+  GEMM_DEFAULTS,
+  type GemmMath,
+  gemmMathFor,
+  type GemmPipe,
+  gemmStaging,
+  gemmWorkgroupBytes,
+} from "./gemm_core_wgsl.ts";
+import { gemmWgsl, type GemvBuild, gemvWgsl } from "./matmul_affine_wgsl.ts";
 import { type Q8GemvBuild, q8GemvWgsl } from "./matmul_affine_q8_wgsl.ts";
 
 /** Launch shape overrides, for benchmarks and sweeps; the planner's defaults otherwise. */
@@ -27,6 +34,8 @@ export interface AffineTune {
   /** q8 GEMV: output rows per workgroup and per unrolled chunk */
   rb?: number;
   unroll?: number;
+  /** GEMM: the pipelined build (double-buffered tiles, next step's loads in flight during the math) */
+  pipelined?: boolean;
 }
 
 export interface MatmulAffineSpec {
@@ -45,6 +54,12 @@ export interface MatmulAffineSpec {
    * with `activations: "f32"`), run over batches of {@link AFFINE_BATCH_ROWS} rows (its decode forwards).
    */
   path?: "gemm" | "gemv";
+  /**
+   * The tiled GEMM's arithmetic (gemm_core_wgsl.ts): "f32" (default) is exact in f32; "f16" (needs
+   * `shader-f16`) rounds activations and dequantized weights to f16 and sums products in f16 for 16 k at a
+   * time, within gemmF16ErrorBound.
+   */
+  gemmMath?: GemmMath;
 }
 
 /** Activation rows up to this run the q8 GEMV when it is enabled (any count with `path: "gemv"`). */
@@ -82,7 +97,7 @@ export const AFFINE_GEMV_MAX_ROWS = 8;
 export type AffineShaderSpec =
   | ({ path: "gemv" } & GemvBuild)
   | ({ path: "q8" } & Q8GemvBuild)
-  | { path: "gemm" };
+  | { path: "gemm"; math: GemmMath; pipe?: GemmPipe };
 
 /** How a bound matmul runs: exported so a benchmark can report the variant it timed. */
 export interface MatmulAffinePlan {
@@ -108,6 +123,8 @@ export type AffineShape = Pick<AffineWeights, "bits" | "inDim" | "outDim" | "gro
   moreOutDims?: number[];
   /** The device's workgroup memory (default 32 KiB, lavapipe's); the GEMV's K tiles are sized to fit. */
   maxWorkgroupBytes?: number;
+  /** The device has `shader-f16` (the GEMM's f16 arithmetic needs it). */
+  hasF16?: boolean;
 };
 
 /**
@@ -171,18 +188,24 @@ export function planMatmulAffine(spec: MatmulAffineSpec, shape: AffineShape): Ma
   // few dozen tokens does not compute mostly padding. TODO(#12): sweep on the H100.
   const tm = t.tm ?? (rows <= 32 ? 32 : rows <= 64 ? 64 : 128);
   const tn = t.tn ?? 128;
-  const tk = t.tk ?? 16;
+  const math = gemmMathFor(spec.gemmMath, shape.hasF16 ?? false);
+  const { tk, pipe } = gemmStaging(t, { tm, tn }, math, shape.maxWorkgroupBytes ?? 32768, {
+    pipelined: GEMM_DEFAULTS.pipelined.affine,
+  });
   if (tm % 8 !== 0 || tn % 8 !== 0 || 32 % tk !== 0 || tk % 8 !== 0) {
     throw new Error(`Cannot plan matmul_affine GEMM: tiles ${tm}×${tn}×${tk} (need multiples of 8, tk | 32)`);
   }
   const tilesN = ceilDiv(outDim, tn);
+  if (math === "f16" && tk % 16 !== 0) {
+    throw new Error(`Cannot plan matmul_affine f16 GEMM: tk ${tk} (need 16 or 32)`);
+  }
   return {
-    shader: { path: "gemm" },
+    shader: { path: "gemm", math, ...(pipe ? { pipe } : {}) },
     constants: { ...common, BITS: bits, TM: tm, TN: tn, TK: tk },
     workgroups: ceilDiv(rows, tm) * tilesN,
     // 16-byte activation loads need 16-byte aligned rows in column order: else read the prep scratch.
     prep: hasPerm || shape.inDim % 4 !== 0,
-    workgroupBytes: gemmWorkgroupBytes({ tm, tn, tk }),
+    workgroupBytes: gemmWorkgroupBytes({ tm, tn, tk }, math, pipe !== undefined),
     tilesN,
   };
 }
@@ -241,5 +264,5 @@ function planQ8(common: Record<string, number>, shape: AffineShape, t: AffineTun
  */
 export function matmulAffineShader(spec: AffineShaderSpec): string {
   if (spec.path === "q8") return q8GemvWgsl(spec);
-  return spec.path === "gemm" ? GEMM_WGSL : gemvWgsl(spec);
+  return spec.path === "gemm" ? gemmWgsl(spec.math, spec.pipe) : gemvWgsl(spec);
 }

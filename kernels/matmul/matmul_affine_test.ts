@@ -6,7 +6,15 @@ import {
   planMatmulAffine,
 } from "./matmul_affine_plan.ts";
 import { type AffinePacked, createMatmulAffine, uploadAffine } from "./matmul_affine.ts";
-import { matmulAffineRef, q8ActivationsRef, rmsNormRef, siluMulRef } from "../core/reference.ts";
+import {
+  dequantAffineRef,
+  matmulAffineRef,
+  matmulRef,
+  q8ActivationsRef,
+  rmsNormRef,
+  siluMulRef,
+} from "../core/reference.ts";
+import { gemmF16ErrorBound, type GemmMath } from "./gemm_core_wgsl.ts";
 import { checkPipelines, type Gpu } from "../core/gpu.ts";
 import {
   createStorage,
@@ -18,7 +26,7 @@ import {
 } from "../core/buffers.ts";
 import { type AffineParts, packAffine, packAutoGptq, toAutoGptq } from "../../quant/pack_affine.ts";
 import { randomF32, seededRandom, testGpu } from "../../tests/_gpu.ts";
-import { assertNmse, assertStridedMatmul } from "../../tests/_assert.ts";
+import { assertBoundedMatmul, assertNmse, assertStridedMatmul } from "../../tests/_assert.ts";
 
 interface Case {
   bits: 2 | 3 | 4;
@@ -40,6 +48,8 @@ interface Case {
   norm?: boolean;
   /** x is a gate: fuse silu(x)·up (q8 GEMV only) */
   siluMul?: boolean;
+  /** the GEMM's arithmetic (default: the kernel's, f16 with shader-f16) */
+  gemmMath?: GemmMath;
 }
 
 const f16 = (v: number) => f16BitsToF32(f32ToF16Bits(v));
@@ -93,11 +103,19 @@ async function runCase(
     accumulate: c.accumulate ?? false,
     ...(c.tune ? { tune: c.tune } : {}),
     ...(c.activations ? { activations: c.activations } : {}),
+    ...(c.gemmMath ? { gemmMath: c.gemmMath } : {}),
   };
   const prologue = c.norm ? "norm" as const : c.siluMul ? "siluMul" as const : "none" as const;
-  const shape = { ...c, groupSize: c.group, hasPerm: packed.perm !== undefined, prologue };
+  const shape = {
+    ...c,
+    groupSize: c.group,
+    hasPerm: packed.perm !== undefined,
+    prologue,
+    hasF16: gpu.hasF16,
+  };
   const up = randomF32((xRowOffset + rows) * inDim, seed + 3);
-  const path = planMatmulAffine(spec, shape).shader.path;
+  const shader = planMatmulAffine(spec, shape).shader;
+  const path = shader.path;
   const eps = 1e-5;
   const normWeight = Float32Array.from({ length: inDim }, (_, i) => 0.5 + ((i * 7919) % 101) / 100);
   const bound = createMatmulAffine(gpu, spec).bind({
@@ -126,6 +144,15 @@ async function runCase(
     matmulAffineRef(xr, { ...w, outDim, inDim, groupSize: c.group }, c.accumulate ? { acc: accIn } : {});
   const out = { rows, outDim, yStride, yColOffset };
   const what = `${path} ${JSON.stringify(c)}`;
+  if (shader.path === "gemm" && shader.math === "f16") {
+    // f16 arithmetic: every element within the worst-case bound, and a typical error near f16 rounding.
+    const q = dequantAffineRef({ ...w, outDim, inDim, groupSize: c.group }).map(Math.abs);
+    const abs = matmulRef(xs.map(Math.abs), q, rows, inDim, outDim);
+    const bound = (i: number, v: number) => gemmF16ErrorBound(abs[i], inDim, v);
+    const e = assertBoundedMatmul(got, y0, out, (accIn) => ref(xs, accIn), bound, what);
+    assert.ok(e <= 2e-6, `${what}: f16 GEMM nmse ${e.toExponential(3)} > 2e-6`);
+    return;
+  }
   if (path !== "q8") {
     assertStridedMatmul(got, y0, out, (accIn) => ref(xs, accIn), { what });
     return;
@@ -308,6 +335,41 @@ const TUNED: Case[] = [
     tune: { perCode: false, nr: 4, tpr: 32 },
   },
   { bits: 3, group: 128, rows: 17, inDim: 384, outDim: 65, activations: "f32", tune: { tm: 64, tn: 32 } },
+  // the GEMM: exact f32 pinned (the default), f16 arithmetic with TK 16 and 32 (the f16 default)
+  { bits: 4, group: 32, gIdx: true, rows: 33, inDim: 4097, outDim: 65, gemmMath: "f32", accumulate: true },
+  { bits: 3, group: 0, rows: 9, inDim: 384, outDim: 7, gemmMath: "f16", tune: { tk: 16 } },
+  { bits: 4, group: 128, rows: 40, inDim: 1056, outDim: 70, gemmMath: "f16", tune: { tm: 32 } },
+  { bits: 2, group: 64, gIdx: true, rows: 129, inDim: 4097, outDim: 9, accumulate: true, gemmMath: "f16" },
+  // the pipelined GEMM (double-buffered tiles), f16 and f32, K and row/column tails, act-order, 3-bit
+  {
+    bits: 4,
+    group: 128,
+    rows: 130,
+    inDim: 1056,
+    outDim: 129,
+    accumulate: true,
+    gemmMath: "f16",
+    tune: { pipelined: true },
+  },
+  {
+    bits: 3,
+    group: 32,
+    gIdx: true,
+    rows: 40,
+    inDim: 4097,
+    outDim: 65,
+    gemmMath: "f16",
+    tune: { pipelined: true, tk: 32, tm: 32 },
+  },
+  {
+    bits: 2,
+    group: 0,
+    rows: 17,
+    inDim: 384,
+    outDim: 7,
+    gemmMath: "f32",
+    tune: { pipelined: true, tm: 64, tn: 32 },
+  },
 ];
 
 // The q8 GEMV: every piece count per invocation, gathered and in-place activations, one and two rows,

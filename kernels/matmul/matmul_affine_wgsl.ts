@@ -12,7 +12,7 @@
  * Both lose at most a few f32 ulps to the cancellation (tests hold NMSE ≤ 1e-10 against f64).
  */
 import { unroll } from "../core/mod.ts";
-import { gemmCoreWgsl } from "./gemm_core_wgsl.ts";
+import { F16_ENABLE, gemmCoreWgsl, type GemmMath, type GemmPipe } from "./gemm_core_wgsl.ts";
 
 /** The uniform block every shader of the kernel shares, packed in this order by matmul_affine.ts. */
 export const AFFINE_PARAMS_FIELDS = [
@@ -303,13 +303,65 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
  * into workgroup memory: one invocation per 8 codes of a row (at most two words of its bit stream), whose
  * group's scale and zero it reads once. TK divides the 32-column piece, so a K step never straddles a group.
  */
-export const GEMM_WGSL = PARAMS_WGSL + STORE_WGSL + /* wgsl */ `
+export function gemmWgsl(math: GemmMath, pipe?: GemmPipe): string {
+  return (math === "f16" ? F16_ENABLE : "") + PARAMS_WGSL + STORE_WGSL + GEMM_BINDINGS +
+    gemmCoreWgsl(pipe ? GEMM_PIPE_STAGE : GEMM_STAGE, math, pipe);
+}
+
+/** The pipelined build's loads and decodes (gemm_core_wgsl.ts GemmPipe), one task as in GEMM_STAGE. */
+const GEMM_PIPE_STAGE = /* wgsl */ `
+fn pipeStart(lid: u32, n0: u32) {}
+
+fn loadX(e: u32, m0: u32, k0: u32) -> vec4f {
+  let m = e / (TK / 4u);
+  let k = (e % (TK / 4u)) * 4u;
+  if (m0 + m < params.rows && k0 + k < params.xStride) {
+    return x4[(params.xBase + (m0 + m) * params.xStride + k0 + k) / 4u];
+  }
+  return vec4f();
+}
+
+fn putX(base: u32, e: u32, v: vec4f) {
+  let m = e / (TK / 4u);
+  let k = (e % (TK / 4u)) * 4u;
+  let t = vec4<T>(v);
+  for (var q = 0u; q < 4u; q++) { xs[base + (k + q) * XS + m / 4u][m % 4u] = t[q]; }
+}
+
+// Codes k0 + 8q .. +7 of row n0 + n (at most two words of its bit stream) and the group's scale | zero.
+fn loadW(e: u32, n0: u32, k0: u32) -> vec2u {
+  let n = e % TN;
+  let q = e / TN;
+  if (n0 + n >= params.outDim || k0 + 8u * q >= params.nPieces * 32u) { return vec2u(); }
+  let row = n0 + n;
+  let off = (k0 + 8u * q) * BITS;
+  let i = row * params.rowWords + off / 32u;
+  let sh = off % 32u;
+  var word = codes[i] >> sh;
+  if (sh + 8u * BITS > 32u) { word |= codes[i + 1u] << (32u - sh); }
+  return vec2u(word, scaleZero[row * params.nGroups + groupOf(k0 / 32u)]);
+}
+
+fn putW(base: u32, e: u32, v: vec2u) {
+  let n = e % TN;
+  let q = e / TN;
+  let sz = unpack2x16float(v.y);
+  for (var j = 0u; j < 8u; j++) {
+    let code = f32((v.x >> (BITS * j)) & ((1u << BITS) - 1u));
+    ws[base + (8u * q + j) * WS + n / 4u][n % 4u] = T(sz.x * (code - sz.y));
+  }
+}
+`;
+
+const GEMM_BINDINGS = /* wgsl */ `
 override BITS: u32 = 4u;
 
 @group(0) @binding(1) var<storage, read> x4: array<vec4f>;       // activations from xBase, row stride xStride
 @group(0) @binding(2) var<storage, read> codes: array<u32>;      // (outDim, rowWords) u32 bit streams
 @group(0) @binding(3) var<storage, read> scaleZero: array<u32>;  // (outDim, nGroups) f16 pairs
-` + gemmCoreWgsl(/* wgsl */ `
+`;
+
+const GEMM_STAGE = /* wgsl */ `
 fn stage(lid: u32, m0: u32, n0: u32, k0: u32) {
   // Four neighbouring lanes read one row's 16 bytes; each value goes to its [k][row] slot.
   for (var e = lid; e < TM * TK / 4u; e += WG) {
@@ -319,7 +371,8 @@ fn stage(lid: u32, m0: u32, n0: u32, k0: u32) {
     if (m0 + m < params.rows && k0 + k < params.xStride) {
       v = x4[(params.xBase + (m0 + m) * params.xStride + k0 + k) / 4u];
     }
-    for (var q = 0u; q < 4u; q++) { xs[(k + q) * XS + m / 4u][m % 4u] = v[q]; }
+    let t = vec4<T>(v);
+    for (var q = 0u; q < 4u; q++) { xs[(k + q) * XS + m / 4u][m % 4u] = t[q]; }
   }
   // Task (n, q): codes k0 + 8q .. +7 of row n0 + n.
   let sz0 = groupOf(k0 / 32u);
@@ -339,11 +392,11 @@ fn stage(lid: u32, m0: u32, n0: u32, k0: u32) {
     }
     for (var j = 0u; j < 8u; j++) {
       let code = f32((word >> (BITS * j)) & ((1u << BITS) - 1u));
-      ws[(8u * q + j) * WS + n / 4u][n % 4u] = sz.x * (code - sz.y);
+      ws[(8u * q + j) * WS + n / 4u][n % 4u] = T(sz.x * (code - sz.y));
     }
   }
 }
-`);
+`;
 
 /**
  * Prep pass for the GEMV when the activations cannot be read in place (permuted columns, or inDim not

@@ -131,7 +131,14 @@ export function createMatmulLut(gpu: Gpu, spec: MatmulLutSpec): Kernel<MatmulLut
       if (args.norm && args.siluMulUp) throw new Error("Cannot bind matmul_lut: norm and siluMulUp together");
       const extra = args.norm?.weight ?? args.siluMulUp;
       const prologue: LutPrologue = args.norm ? "norm" : args.siluMulUp ? "siluMul" : "none";
-      const shape = { ...w, rows, maxInvocations: gpu.maxInvocationsPerWorkgroup, prologue };
+      const shape = {
+        ...w,
+        rows,
+        maxInvocations: gpu.maxInvocationsPerWorkgroup,
+        prologue,
+        hasF16: gpu.hasF16,
+        maxWorkgroupBytes: gpu.maxWorkgroupStorageBytes,
+      };
       const dispatches = planMatmulLut(spec, shape).map((step) => {
         if (
           step.workgroupBytes > gpu.maxWorkgroupStorageBytes ||

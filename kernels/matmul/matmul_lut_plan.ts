@@ -3,10 +3,19 @@
  * x-stationary one-row GEMV, or the tiled GEMM), their builds and launch shapes, from the weight's facts
  * and the row count. The H100 figures behind each default are in the comments; `LutTune` overrides them.
  */
+import {
+  GEMM_DEFAULTS,
+  type GemmMath,
+  gemmMathFor,
+  type GemmPipe,
+  gemmStaging,
+  gemmWorkgroupBytes,
+} from "./gemm_core_wgsl.ts";
 import { ceilDiv } from "../core/mod.ts";
 import type { LutWeights } from "./matmul_lut.ts";
 import {
   GEMM_WGSL,
+  gemmCoreLutWgsl,
   gemvRowTile,
   gemvWgsl,
   gemvWorkgroupBytes,
@@ -28,9 +37,17 @@ export interface LutTune {
   pieces?: number;
   /** Row counts up to this run as ⌈rows / 8⌉ GEMV dispatches, larger ones the GEMM (default 64). */
   gemvMaxRows?: number;
-  /** GEMM: output tile (activation rows × output rows; tn a multiple of 32) */
+  /** GEMM: output tile (activation rows × output rows; tn a multiple of 32); f16 GEMM: K per step (16, 32) */
   tm?: number;
   tn?: number;
+  tk?: number;
+  /** Core GEMM: the pipelined build (double-buffered tiles, next step's loads in flight during the math) */
+  pipelined?: boolean;
+  /**
+   * The f32 GEMM on the shared 8×8 core (16-byte activation loads) instead of the 4×4 kernel; inDim % 4 = 0.
+   * Tested, not yet timed on the H100 (the f16 core build measured +53 % end to end there).
+   */
+  core?: boolean;
   /** One-row GEMV: use the x-stationary build when K fits one workgroup (default true) */
   xs?: boolean;
   /** x-stationary build: output rows per workgroup and per unrolled chunk */
@@ -43,6 +60,12 @@ export interface MatmulLutSpec {
   /** y += x·Qᵀ (residual epilogue) instead of y = x·Qᵀ. */
   accumulate: boolean;
   tune?: LutTune;
+  /**
+   * The tiled GEMM: "f32" (default) the exact 4×4 kernel (or the shared core with `tune.core`); "f16"
+   * (needs `shader-f16`; inDim % 4 = 0, else f32) the shared 8×8 core in f16 (gemm_core_wgsl.ts: f16
+   * tiles and products, f32 sums every 16 k, within gemmF16ErrorBound).
+   */
+  gemmMath?: GemmMath;
 }
 
 /** Activation rows one GEMV dispatch serves (its registers hold a partial sum for each). */
@@ -54,7 +77,8 @@ export const LUT_GEMV_BATCH_MAX_ROWS = 64;
 export type LutShaderSpec =
   | ({ path: "gemv" } & LutGemvBuild)
   | ({ path: "xs" } & LutXsBuild)
-  | { path: "gemm" };
+  | { path: "gemm"; core: false }
+  | { path: "gemm"; core: true; math: GemmMath; pipe?: GemmPipe };
 
 /** One dispatch of a bound matmul; exported so a benchmark can report the variant it timed. */
 export interface MatmulLutStep {
@@ -81,6 +105,10 @@ export type LutShape = Pick<LutWeights, "bits" | "inDim" | "outDim"> & {
   prologue?: LutPrologue;
   /** The device's invocations per workgroup (default 256): the x-stationary GEMV needs one per piece. */
   maxInvocations?: number;
+  /** The device has `shader-f16` (the f16 GEMM needs it). */
+  hasF16?: boolean;
+  /** The device's workgroup memory (default 32 KiB, lavapipe's): the f16 GEMM's K step is sized to fit. */
+  maxWorkgroupBytes?: number;
 };
 
 /**
@@ -134,6 +162,8 @@ export function planMatmulLut(spec: MatmulLutSpec, shape: LutShape): MatmulLutSt
   }
   if (rows > (t.gemvMaxRows ?? LUT_GEMV_BATCH_MAX_ROWS)) {
     if (prologue !== "none") throw new Error(`Cannot plan matmul_lut: the GEMM has no fused ${prologue}`);
+    const math = gemmMathFor(spec.gemmMath, shape.hasF16 ?? false);
+    if ((math === "f16" || t.core) && shape.inDim % 4 === 0) return [planCoreGemm(t, acc, shape, math)];
     const tm = t.tm ?? (rows <= 32 ? 32 : 64);
     const tn = t.tn ?? 64;
     if (tm % 4 !== 0 || tn % 32 !== 0) {
@@ -141,7 +171,7 @@ export function planMatmulLut(spec: MatmulLutSpec, shape: LutShape): MatmulLutSt
     }
     const tilesN = ceilDiv(outDim, tn);
     return [{
-      shader: { path: "gemm" },
+      shader: { path: "gemm", core: false },
       constants: { ...acc, BITS: bits, TM: tm, TN: tn },
       workgroups: ceilDiv(rows, tm) * tilesN,
       row0: 0,
@@ -204,5 +234,39 @@ export function planMatmulLut(spec: MatmulLutSpec, shape: LutShape): MatmulLutSt
  */
 export function matmulLutShader(spec: LutShaderSpec): string {
   if (spec.path === "xs") return lutXsWgsl(spec, LUT_PARAMS_WGSL);
-  return spec.path === "gemm" ? GEMM_WGSL : gemvWgsl(spec);
+  if (spec.path === "gemm") return spec.core ? gemmCoreLutWgsl(spec.math, spec.pipe) : GEMM_WGSL;
+  return gemvWgsl(spec);
+}
+
+/** The GEMM on the shared core: 128×128 tiles (shorter for few rows), LUTs in the tiles' type. */
+function planCoreGemm(
+  t: LutTune,
+  acc: Record<string, number>,
+  shape: LutShape,
+  math: GemmMath,
+): MatmulLutStep {
+  const { rows, bits, outDim } = shape;
+  const tm = t.tm ?? (rows <= 32 ? 32 : rows <= 64 ? 64 : 128);
+  const tn = t.tn ?? 128;
+  const lutBytes = (math === "f16" ? 2 : 4) * 16 * tn;
+  const { tk, pipe } = gemmStaging(t, { tm, tn }, math, shape.maxWorkgroupBytes ?? 32768, {
+    extraBytes: lutBytes,
+    pipelined: GEMM_DEFAULTS.pipelined.lut,
+  });
+  if (tm % 8 !== 0 || tn % 32 !== 0 || (tk !== 16 && tk !== 32)) {
+    throw new Error(
+      `Cannot plan matmul_lut core GEMM: tiles ${tm}×${tn}×${tk} (tm % 8, tn % 32, tk 16 or 32)`,
+    );
+  }
+  const tilesN = ceilDiv(outDim, tn);
+  return {
+    shader: { path: "gemm", core: true, math, ...(pipe ? { pipe } : {}) },
+    constants: { ...acc, BITS: bits, TM: tm, TN: tn, TK: tk },
+    workgroups: ceilDiv(rows, tm) * tilesN,
+    row0: 0,
+    rows,
+    workgroupBytes: lutBytes + gemmWorkgroupBytes({ tm, tn, tk }, math, pipe !== undefined),
+    invocations: (tm / 8) * (tn / 8),
+    tilesN,
+  };
 }

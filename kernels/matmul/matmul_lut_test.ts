@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
 import { createMatmulLut, type LutPacked, uploadLut } from "./matmul_lut.ts";
 import { LUT_GEMV_MAX_ROWS, type LutTune, planMatmulLut } from "./matmul_lut_plan.ts";
-import { matmulLutRef, rmsNormRef, siluMulRef } from "../core/reference.ts";
+import { dequantLutRef, matmulLutRef, matmulRef, rmsNormRef, siluMulRef } from "../core/reference.ts";
+import { gemmF16ErrorBound, type GemmMath } from "./gemm_core_wgsl.ts";
 import { checkPipelines, type Gpu } from "../core/gpu.ts";
 import {
   createStorage,
@@ -14,7 +15,7 @@ import {
 import { type LutParts, packLut, packLutTensors } from "../../quant/pack_lut.ts";
 import { linearTensors } from "../../inference/model/quant_format.ts";
 import { randomF32, seededRandom, testGpu } from "../../tests/_gpu.ts";
-import { assertStridedMatmul } from "../../tests/_assert.ts";
+import { assertBoundedMatmul, assertStridedMatmul } from "../../tests/_assert.ts";
 
 interface Case {
   bits: 2 | 3 | 4;
@@ -28,6 +29,8 @@ interface Case {
   tune?: LutTune;
   /** fuse an RMSNorm of x, or silu(x)·up, into the GEMV (rows ≤ 2) */
   prologue?: "norm" | "siluMul";
+  /** the GEMM: default (f16 on the shared core with shader-f16 and inDim % 4 = 0) or "f32" (4×4 kernel) */
+  gemmMath?: GemmMath;
 }
 
 /** Forces the tiled GEMM for rows past 8 (by default 9–64 rows run as GEMV batches). */
@@ -69,7 +72,11 @@ async function runCase(gpu: Gpu, c: Case, given?: { parts: LutParts; packed: Lut
   const x = randomF32((xRowOffset + rows) * inDim, seed + 1);
   const y0 = randomF32(rows * yStride, seed + 2);
   const y = uploadStorage(gpu, y0, "y");
-  const spec = { accumulate: c.accumulate ?? false, ...(c.tune ? { tune: c.tune } : {}) };
+  const spec = {
+    accumulate: c.accumulate ?? false,
+    ...(c.tune ? { tune: c.tune } : {}),
+    ...(c.gemmMath ? { gemmMath: c.gemmMath } : {}),
+  };
   const normWeight = Float32Array.from({ length: inDim }, (_, i) => 0.5 + ((i * 7919) % 101) / 100);
   const up = randomF32((xRowOffset + rows) * inDim, seed + 3);
   const bound = createMatmulLut(gpu, spec).bind({
@@ -87,18 +94,21 @@ async function runCase(gpu: Gpu, c: Case, given?: { parts: LutParts; packed: Lut
   runPass(gpu, (pass) => bound.encode(pass));
   const got = await readF32(gpu, y, rows * yStride);
 
-  assertStridedMatmul(
-    got,
-    y0,
-    { rows, outDim, yStride, yColOffset },
-    (accIn) =>
-      matmulLutRef(
-        prologueRef(c, x, up, normWeight),
-        { ...w, outDim, inDim },
-        c.accumulate ? { acc: accIn } : {},
-      ),
-    { what: JSON.stringify(c) },
-  );
+  const xs = prologueRef(c, x, up, normWeight);
+  const out = { rows, outDim, yStride, yColOffset };
+  const want = (accIn: Float32Array) =>
+    matmulLutRef(xs, { ...w, outDim, inDim }, c.accumulate ? { acc: accIn } : {});
+  const what = JSON.stringify(c);
+  const shader = planMatmulLut(spec, { ...c, hasF16: gpu.hasF16 })[0].shader;
+  if (shader.path === "gemm" && shader.core && shader.math === "f16") {
+    // f16 arithmetic: every element within the worst-case bound, and a typical error near f16 rounding.
+    const q = dequantLutRef({ ...w, outDim, inDim }).map(Math.abs);
+    const abs = matmulRef(Array.from(xs, Math.abs), q, rows, inDim, outDim);
+    const e = assertBoundedMatmul(got, y0, out, want, (i, v) => gemmF16ErrorBound(abs[i], inDim, v), what);
+    assert.ok(e <= 2e-6, `${what}: f16 GEMM nmse ${e.toExponential(3)} > 2e-6`);
+    return;
+  }
+  assertStridedMatmul(got, y0, out, want, { what });
 }
 
 function caseName(c: Case): string {
@@ -144,6 +154,58 @@ const CASES: Case[] = [
   { bits: 3, rows: 3, inDim: 64, outDim: 7, xRowOffset: 1, yColOffset: 5, yStride: 70 },
   { bits: 2, rows: 9, inDim: 65, outDim: 65, accumulate: true, xRowOffset: 4, yColOffset: 1, yStride: 66 },
   { bits: 4, rows: 9, inDim: 65, outDim: 7, xRowOffset: 3, yColOffset: 2, yStride: 12, tune: GEMM },
+  // the GEMM on the shared core (inDim % 4 = 0): in f16 (K tails within a piece, row and column tails, TK 16
+  // and 32, pipelined or not, offsets) and in f32 (`tune.core`); and the exact 4×4 kernel pinned
+  {
+    bits: 4,
+    rows: 130,
+    inDim: 1028,
+    outDim: 129,
+    accumulate: true,
+    xRowOffset: 1,
+    yColOffset: 3,
+    yStride: 140,
+    gemmMath: "f16",
+    tune: { pipelined: false },
+  },
+  { bits: 3, rows: 33, inDim: 100, outDim: 40, gemmMath: "f16", tune: { ...GEMM, tk: 16, tm: 32, tn: 32 } },
+  { bits: 2, rows: 65, inDim: 4096, outDim: 33, gemmMath: "f16", tune: GEMM },
+  {
+    bits: 4,
+    rows: 130,
+    inDim: 1028,
+    outDim: 129,
+    accumulate: true,
+    gemmMath: "f16",
+    tune: { pipelined: true },
+  },
+  {
+    bits: 3,
+    rows: 40,
+    inDim: 4100,
+    outDim: 65,
+    xRowOffset: 2,
+    gemmMath: "f16",
+    tune: { ...GEMM, pipelined: true, tk: 32, tm: 32 },
+  },
+  {
+    bits: 2,
+    rows: 9,
+    inDim: 64,
+    outDim: 7,
+    gemmMath: "f16",
+    tune: { ...GEMM, pipelined: true, tm: 64, tn: 32 },
+  },
+  { bits: 4, rows: 70, inDim: 1028, outDim: 129, accumulate: true, xRowOffset: 1, tune: { core: true } },
+  {
+    bits: 3,
+    rows: 33,
+    inDim: 100,
+    outDim: 40,
+    tune: { ...GEMM, core: true, pipelined: false, tm: 32, tn: 32 },
+  },
+  { bits: 4, rows: 33, inDim: 64, outDim: 65, tune: GEMM, gemmMath: "f32" },
+  { bits: 3, rows: 40, inDim: 4096, outDim: 7, accumulate: true, tune: GEMM, gemmMath: "f32" },
 ];
 
 Deno.test("matmulLut() matches the f64 reference across bits and awkward shapes", async (t) => {

@@ -8,6 +8,7 @@
  */
 import { unroll } from "../core/mod.ts";
 import { siluMulFn } from "../ops/mod.ts";
+import { F16_ENABLE, gemmCoreWgsl, type GemmMath, type GemmPipe } from "./gemm_core_wgsl.ts";
 
 /** The uniform block both shaders share, packed in this order by matmul_lut.ts. */
 export const LUT_PARAMS_FIELDS = [
@@ -371,5 +372,97 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
     }
   }`)
 }
+}
+`;
+
+/**
+ * Tiled GEMM on the shared register-tiled core (gemm_core_wgsl.ts: 8×8 per invocation; in f32, or in f16
+ * with f32 sums every 16 k); needs inDim % 4 = 0 (16-byte activation loads). The TN rows' LUTs are copied
+ * into workgroup memory in the tiles' type at the first K step (or before the first load); each step then
+ * dequantizes the weight tile by lookups (each code once per tile: one invocation per 8 codes of a row)
+ * and reads the activation tile with 16-byte loads. TK divides the 32-column piece.
+ */
+export function gemmCoreLutWgsl(math: GemmMath, pipe?: GemmPipe): string {
+  return (math === "f16" ? F16_ENABLE : "") +
+    LUT_PARAMS_WGSL.replace(
+      "var<storage, read> x: array<f32>;",
+      "var<storage, read> x4: array<vec4f>;",
+    ) + /* wgsl */ `
+override BITS: u32 = 4u;
+@group(0) @binding(2) var<storage, read> codes: array<u32>;  // (outDim, nPieces, BITS) u32
+` + gemmCoreWgsl(LUT_DECODE + (pipe ? LUT_PIPE_STAGE : LUT_STAGE), math, pipe);
+}
+
+// After the core's overrides in the text: naga panics on an override-sized array declared before them.
+const LUT_DECODE = /* wgsl */ `
+var<workgroup> lutS: array<T, 16u * TN>;  // [code][row in tile]; TN a multiple of 32: conflict-free
+
+// The TN rows' LUTs into lutS (every invocation calls it; a barrier must follow).
+fn stageLut(lid: u32, n0: u32) {
+  let hp = (1u << BITS) / 2u;  // f16 pairs per LUT row
+  for (var e = lid; e < TN * hp; e += WG) {
+    let n = e / hp;
+    let pair = pairOf(lut[min(n0 + n, params.outDim - 1u) * hp + e % hp]);
+    lutS[2u * (e % hp) * TN + n] = pair.x;
+    lutS[(2u * (e % hp) + 1u) * TN + n] = pair.y;
+  }
+}
+
+// The e-th 16-byte activation load of the K step at k0 (zero past the rows or inDim).
+fn loadX(e: u32, m0: u32, k0: u32) -> vec4f {
+  let m = e / (TK / 4u);
+  let k = (e % (TK / 4u)) * 4u;
+  if (m0 + m < params.rows && k0 + k < params.inDim) {
+    return x4[((params.xRowOffset + m0 + m) * params.inDim + k0 + k) / 4u];
+  }
+  return vec4f();
+}
+
+// Four neighbouring lanes read one row's 16 bytes; each value goes to its [k][row] slot.
+fn putX(base: u32, e: u32, v: vec4f) {
+  let m = e / (TK / 4u);
+  let k = (e % (TK / 4u)) * 4u;
+  let t = vec4<T>(v);
+  for (var q = 0u; q < 4u; q++) { xs[base + (k + q) * XS + m / 4u][m % 4u] = t[q]; }
+}
+
+// Task (n, q): codes k0 + 8q .. +7 of row n0 + n, at most two words of its piece.
+fn loadW(e: u32, n0: u32, k0: u32) -> u32 {
+  let n = e % TN;
+  let q = e / TN;
+  let piece = k0 / 32u;
+  if (n0 + n >= params.outDim || piece >= params.nPieces) { return 0u; }
+  let off = (k0 % 32u + 8u * q) * BITS;
+  let i = ((n0 + n) * params.nPieces + piece) * BITS + off / 32u;
+  let sh = off % 32u;
+  var word = codes[i] >> sh;
+  if (sh + 8u * BITS > 32u) { word |= codes[i + 1u] << (32u - sh); }
+  return word;
+}
+
+fn putW(base: u32, e: u32, word: u32) {
+  let n = e % TN;
+  let q = e / TN;
+  for (var j = 0u; j < 8u; j++) {
+    let code = (word >> (BITS * j)) & ((1u << BITS) - 1u);
+    ws[base + (8u * q + j) * WS + n / 4u][n % 4u] = lutS[code * TN + n];
+  }
+}
+`;
+
+/** The pipelined build (gemm_core_wgsl.ts GemmPipe): the LUTs first, then the shared loads and decodes. */
+const LUT_PIPE_STAGE = /* wgsl */ `
+fn pipeStart(lid: u32, n0: u32) { stageLut(lid, n0); }
+`;
+
+/** The plain build: the LUTs at the first K step, then each step's loads and decodes in turn. */
+const LUT_STAGE = /* wgsl */ `
+fn stage(lid: u32, m0: u32, n0: u32, k0: u32) {
+  if (k0 == 0u) {
+    stageLut(lid, n0);
+    workgroupBarrier();
+  }
+  for (var e = lid; e < TM * TK / 4u; e += WG) { putX(0u, e, loadX(e, m0, k0)); }
+  for (var e = lid; e < TN * TK / 8u; e += WG) { putW(0u, e, loadW(e, n0, k0)); }
 }
 `;

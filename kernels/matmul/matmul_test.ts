@@ -11,7 +11,8 @@ import {
   uploadStorage,
 } from "../core/buffers.ts";
 import { randomF32, testGpu } from "../../tests/_gpu.ts";
-import { assertNmse, assertStridedMatmul } from "../../tests/_assert.ts";
+import { assertBoundedMatmul, assertNmse, assertStridedMatmul } from "../../tests/_assert.ts";
+import { gemmF16ErrorBound, type GemmMath } from "./gemm_core_wgsl.ts";
 
 interface Case {
   weightType: "f32" | "f16";
@@ -22,6 +23,8 @@ interface Case {
   xRowOffset?: number;
   yStride?: number;
   yColOffset?: number;
+  gemmMath?: GemmMath;
+  tune?: MatmulSpec["tune"];
 }
 
 /** Weights as the kernel reads them, plus their exact values (f16-rounded for f16). */
@@ -38,7 +41,12 @@ function makeWeights(weightType: "f32" | "f16", n: number, seed: number) {
  */
 async function runCase(gpu: Gpu, c: Case): Promise<void> {
   const { rows, inDim, outDim, xRowOffset = 0, yColOffset = 0, yStride = outDim + yColOffset } = c;
-  const spec: MatmulSpec = { weightType: c.weightType, accumulate: c.accumulate ?? false };
+  const spec: MatmulSpec = {
+    weightType: c.weightType,
+    accumulate: c.accumulate ?? false,
+    ...(c.gemmMath ? { gemmMath: c.gemmMath } : {}),
+    ...(c.tune ? { tune: c.tune } : {}),
+  };
   const seed = rows * 7919 + inDim * 131 + outDim;
   const x = randomF32((xRowOffset + rows) * inDim, seed);
   const w = makeWeights(c.weightType, outDim * inDim, seed + 1);
@@ -60,13 +68,25 @@ async function runCase(gpu: Gpu, c: Case): Promise<void> {
   const got = await readF32(gpu, y, rows * yStride);
 
   const xUsed = x.subarray(xRowOffset * inDim);
-  assertStridedMatmul(
-    got,
-    y0,
-    { rows, outDim, yStride, yColOffset },
-    (accIn) => matmulRef(xUsed, w.values, rows, inDim, outDim, spec.accumulate ? accIn : undefined),
-    { what: JSON.stringify(c) },
-  );
+  const out = { rows, outDim, yStride, yColOffset };
+  const want = (accIn: Float32Array) =>
+    matmulRef(xUsed, w.values, rows, inDim, outDim, spec.accumulate ? accIn : undefined);
+  const shader = planMatmul(spec, { rows, inDim, outDim, hasF16: gpu.hasF16 })[0].shader;
+  if (shader.path === "gemm" && shader.math === "f16") {
+    // f16 arithmetic: every element within the worst-case bound, and a typical error near f16 rounding.
+    const abs = matmulRef(xUsed.map(Math.abs), w.values.map(Math.abs), rows, inDim, outDim);
+    const e = assertBoundedMatmul(
+      got,
+      y0,
+      out,
+      want,
+      (i, v) => gemmF16ErrorBound(abs[i], inDim, v),
+      JSON.stringify(c),
+    );
+    assert.ok(e <= 2e-6, `${JSON.stringify(c)}: f16 GEMM nmse ${e.toExponential(3)} > 2e-6`);
+    return;
+  }
+  assertStridedMatmul(got, y0, out, want, { what: JSON.stringify(c) });
 }
 
 const CASES: Case[] = [
@@ -104,6 +124,39 @@ const CASES: Case[] = [
   { weightType: "f16", rows: 8, inDim: 64, outDim: 64, accumulate: true, xRowOffset: 1, yColOffset: 64 },
   { weightType: "f16", rows: 17, inDim: 64, outDim: 63, accumulate: true, xRowOffset: 2, yColOffset: 5 },
   { weightType: "f32", rows: 140, inDim: 65, outDim: 64, accumulate: true, xRowOffset: 5, yColOffset: 3 },
+  // f16 weights through the exact f32 GEMM, pinned (the default; `gemmMath: "f16"` picks f16 FMAs)
+  { weightType: "f16", rows: 200, inDim: 1408, outDim: 65, gemmMath: "f32" },
+  { weightType: "f16", rows: 257, inDim: 66, outDim: 129, accumulate: true, gemmMath: "f32" },
+  // f16 arithmetic: long K (many f32 flushes), a K tail inside a flush, offsets
+  {
+    weightType: "f16",
+    rows: 130,
+    inDim: 4104,
+    outDim: 33,
+    accumulate: true,
+    xRowOffset: 1,
+    yColOffset: 7,
+    gemmMath: "f16",
+  },
+  // the pipelined f16-weight GEMM (double-buffered tiles), f16 and f32 arithmetic
+  {
+    weightType: "f16",
+    rows: 131,
+    inDim: 1032,
+    outDim: 129,
+    accumulate: true,
+    gemmMath: "f16",
+    tune: { pipelined: true },
+  },
+  {
+    weightType: "f16",
+    rows: 200,
+    inDim: 72,
+    outDim: 40,
+    gemmMath: "f16",
+    tune: { pipelined: true, tm: 32, tk: 32 },
+  },
+  { weightType: "f16", rows: 129, inDim: 64, outDim: 65, gemmMath: "f32", tune: { pipelined: true, tn: 32 } },
 ];
 
 Deno.test("matmul() matches the f64 reference on awkward shapes", async (t) => {

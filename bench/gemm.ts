@@ -1,0 +1,154 @@
+/**
+ * `deno task bench:gemm [--rows 512] [--formats dense,affine4,lut4] [--variants f32,f16,f16k32,...]`:
+ * prefill GEMM speed (TFLOP/s) at Llama-3-8B shapes for each weight format and GEMM variant (arithmetic
+ * and tiles), timed with timestamp-query over passes of several dispatches. Weights are random; one format
+ * per process gives the steadiest figures (see bench/kernels.ts).
+ */
+import { parseArgs } from "node:util";
+import {
+  checkPipelines,
+  createStorage,
+  describeGpu,
+  type Encodable,
+  requestGpu,
+} from "../kernels/core/mod.ts";
+import { createMatmul, createMatmulAffine, createMatmulLut } from "../kernels/matmul/mod.ts";
+import { type GpuLinear, linearBuffers } from "../inference/model/mod.ts";
+import { parseFormat, presetConfig, randomWeights } from "./random_model.ts";
+
+const { values } = parseArgs({
+  args: Deno.args,
+  options: {
+    rows: { type: "string", default: "512" },
+    formats: { type: "string", default: "dense,affine4,lut4" },
+    variants: { type: "string", default: "f32,f16,f16k32" },
+    reps: { type: "string", default: "10" },
+  },
+});
+const gpu = await requestGpu();
+if (!gpu.hasTimestamps) throw new Error("Cannot time kernels: the adapter has no timestamp-query");
+console.log(`adapter: ${describeGpu(gpu)}`);
+const REPS = Number(values.reps);
+
+/**
+ * A variant names its whole build, so defaults never blur a comparison: f32|f16, then optional k<TK>
+ * (default 16), m<TM>, n<TN>, p (pipelined; plain otherwise) and, for LUT, c (the shared core in f32), e.g.
+ * f16k32p or f32c.
+ */
+function parseVariant(v: string) {
+  const m = /^(f32|f16)(?:k(\d+))?(?:m(\d+))?(?:n(\d+))?(p?)(c?)$/.exec(v);
+  if (!m) throw new Error(`Invalid variant "${v}": expected f32|f16, then k<TK>, m<TM>, n<TN>, p, c`);
+  const tune = {
+    tk: Number(m[2] ?? 16),
+    ...(m[3] ? { tm: Number(m[3]) } : {}),
+    ...(m[4] ? { tn: Number(m[4]) } : {}),
+    pipelined: m[5] === "p",
+    ...(m[6] ? { core: true } : {}),
+  };
+  return { math: m[1] as "f32" | "f16", tune };
+}
+
+async function timePass(encode: (pass: GPUComputePassEncoder) => void): Promise<number> {
+  const dev = gpu.device;
+  const qs = dev.createQuerySet({ type: "timestamp", count: 2 });
+  const resolved = dev.createBuffer({
+    size: 16,
+    usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC,
+  });
+  const read = dev.createBuffer({ size: 16, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+  let best = Infinity;
+  for (let i = 0; i < 3; i++) {
+    const enc = dev.createCommandEncoder();
+    const pass = enc.beginComputePass({
+      timestampWrites: { querySet: qs, beginningOfPassWriteIndex: 0, endOfPassWriteIndex: 1 },
+    });
+    encode(pass);
+    pass.end();
+    enc.resolveQuerySet(qs, 0, 2, resolved, 0);
+    enc.copyBufferToBuffer(resolved, 0, read, 0, 16);
+    dev.queue.submit([enc.finish()]);
+    await read.mapAsync(GPUMapMode.READ);
+    const t = new BigInt64Array(read.getMappedRange().slice(0));
+    read.unmap();
+    best = Math.min(best, Number(t[1] - t[0]) / 1e9);
+  }
+  qs.destroy();
+  return best;
+}
+
+const rowsList = values.rows.split(",").map(Number);
+const maxRows = Math.max(...rowsList);
+const x = createStorage(gpu, maxRows * 14336 * 4, "x");
+const y = createStorage(gpu, maxRows * 14336 * 4, "y");
+
+function bindVariant(l: GpuLinear, rows: number, variant: string): Encodable {
+  const { math, tune } = parseVariant(variant);
+  if (l.format === "dense") {
+    const p = l.panels[0];
+    return createMatmul(gpu, {
+      weightType: l.weightType,
+      accumulate: false,
+      path: "gemm",
+      gemmMath: math,
+      tune,
+    })
+      .bind({ x, w: p.buffer, y, rows, inDim: l.inDim, outDim: l.outDim });
+  }
+  if (l.format === "affine") {
+    return createMatmulAffine(gpu, { accumulate: false, path: "gemm", gemmMath: math, tune })
+      .bind({ x, w: l.weights, y, rows });
+  }
+  // "f32" is the LUT's own exact 4×4 kernel (its tiles are tm × tn, tk fixed at 32), "f32c" the core in f32.
+  return createMatmulLut(gpu, { accumulate: false, gemmMath: math, tune: { gemvMaxRows: 0, ...tune } })
+    .bind({ x, w: l.weights, y, rows });
+}
+
+const c = presetConfig("llama3-8b");
+for (const name of values.formats.split(",")) {
+  const format = parseFormat(name);
+  const m = await randomWeights(gpu, { ...c, nLayers: 1 }, "f16", format);
+  m.tokenEmbedding.destroy();
+  linearBuffers(m.lmHead).forEach((b) => b.destroy());
+  const L = m.layers[0];
+  const shapes: [string, GpuLinear][] = [
+    ["4096×4096 (q/o)", L.wq],
+    ["1024×4096 (k/v)", L.wk],
+    ["14336×4096 (gate/up)", L.wUp],
+    ["4096×14336 (down)", L.wDown],
+  ];
+  const variants = values.variants.split(",");
+  for (const rows of rowsList) {
+    for (const variant of variants) {
+      let total = 0;
+      let flops = 0;
+      const parts: string[] = [];
+      for (const [label, l] of shapes) {
+        let bound: Encodable;
+        try {
+          bound = bindVariant(l, rows, variant);
+          await checkPipelines(gpu);
+        } catch (e) {
+          parts.push(`${label} failed: ${(e as Error).message.slice(0, 120)}`);
+          continue;
+        }
+        const t = await timePass((pass) => {
+          for (let i = 0; i < REPS; i++) bound.encode(pass);
+        }) / REPS;
+        const f = 2 * rows * l.inDim * l.outDim;
+        // A layer runs q/o twice, k/v twice and gate/up twice.
+        const times = label.includes("down") ? 1 : 2;
+        total += times * t;
+        flops += times * f;
+        parts.push(`${label} ${(t * 1e3).toFixed(3)} ms ${(f / t / 1e12).toFixed(1)} TFLOP/s`);
+      }
+      console.log(
+        `${name.padEnd(8)} rows ${rows} ${variant.padEnd(10)} layer linears ${(total * 1e3).toFixed(2)} ms ` +
+          `(${(flops / total / 1e12).toFixed(1)} TFLOP/s) | ${parts.join(" | ")}`,
+      );
+    }
+  }
+  for (const l of [L.wq, L.wk, L.wv, L.wo, L.wGate, L.wUp, L.wDown]) {
+    linearBuffers(l).forEach((b) => b.destroy());
+  }
+}
+gpu.device.destroy();

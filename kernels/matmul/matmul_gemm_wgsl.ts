@@ -1,0 +1,128 @@
+/**
+ * WGSL of the dense tiled GEMM (kernels/matmul/matmul.ts): the shared register-tiled core
+ * (gemm_core_wgsl.ts) over dense staging, with 16-byte or scalar loads, plain or pipelined. The uniform
+ * block, y and `store` come from matmul.ts's PARAMS.
+ */
+import { gemmCoreWgsl, type GemmMath, type GemmPipe } from "./gemm_core_wgsl.ts";
+
+/** The tiled GEMM: the shared core (gemm_core_wgsl.ts) over dense staging with 16-byte or scalar loads. */
+export function gemmWgsl(vec: boolean, math: GemmMath, pipe?: GemmPipe): string {
+  if (pipe) return gemmCoreWgsl(GEMM_VEC_BINDINGS + GEMM_PIPE_STAGE, math, pipe);
+  return gemmCoreWgsl(
+    vec ? GEMM_VEC_BINDINGS + GEMM_VEC_STAGE : GEMM_SCALAR_BINDINGS + STAGE_SCALAR,
+    math,
+  );
+}
+
+/** The pipelined build for f16 weights (gemm_core_wgsl.ts GemmPipe): the 16-byte loads of GEMM_VEC_STAGE. */
+const GEMM_PIPE_STAGE = /* wgsl */ `
+fn pipeStart(lid: u32, n0: u32) {}
+
+fn loadX(e: u32, m0: u32, k0: u32) -> vec4f {
+  let m = e / (TK / 4u);
+  let k = (e % (TK / 4u)) * 4u;
+  if (m0 + m < params.rows && k0 + k < params.inDim) {
+    return x4[((params.xRowOffset + m0 + m) * params.inDim + k0 + k) / 4u];
+  }
+  return vec4f();
+}
+
+fn putX(base: u32, e: u32, v: vec4f) {
+  let m = e / (TK / 4u);
+  let k = (e % (TK / 4u)) * 4u;
+  let t = vec4<T>(v);
+  for (var q = 0u; q < 4u; q++) { xs[base + (k + q) * XS + m / 4u][m % 4u] = t[q]; }
+}
+
+fn loadW(e: u32, n0: u32, k0: u32) -> vec4u {
+  let n = e / (TK / 8u);
+  let k = (e % (TK / 8u)) * 8u;
+  if (n0 + n < params.outDim && k0 + k < params.inDim) { return w4[((n0 + n) * params.inDim + k0 + k) / 8u]; }
+  return vec4u();
+}
+
+fn putW(base: u32, e: u32, u: vec4u) {
+  let n = e / (TK / 8u);
+  let k = (e % (TK / 8u)) * 8u;
+  for (var q = 0u; q < 4u; q++) {
+    let pair = pairOf(u[q]);
+    ws[base + (k + 2u * q) * WS + n / 4u][n % 4u] = pair.x;
+    ws[base + (k + 2u * q + 1u) * WS + n / 4u][n % 4u] = pair.y;
+  }
+}
+`;
+
+const STAGE_SCALAR = /* wgsl */ `
+fn stage(lid: u32, m0: u32, n0: u32, k0: u32) {
+  let K = params.inDim;
+  // e → (row % 4, k, row / 4): four neighbours read four rows at one k; stores hit distinct banks.
+  for (var e = lid; e < TM * TK; e += WG) {
+    let k = (e / 4u) % TK;
+    let m = (e / (4u * TK)) * 4u + e % 4u;
+    var v = 0.0;
+    if (m0 + m < params.rows && k0 + k < K) { v = x[(params.xRowOffset + m0 + m) * K + k0 + k]; }
+    xs[k * XS + m / 4u][m % 4u] = T(v);
+  }
+  let per = select(1u, 2u, F16);
+  for (var e = lid; e < TN * TK / per; e += WG) {
+    let k = ((e / 4u) % (TK / per)) * per;
+    let n = (e / (4u * TK / per)) * 4u + e % 4u;
+    var v = vec2f();
+    if (n0 + n < params.outDim && k0 + k < K) {
+      let i = (n0 + n) * K + k0 + k;
+      if (F16) { v = unpack2x16float(w[i / 2u]); } else { v.x = bitcast<f32>(w[i]); }
+    }
+    ws[k * WS + n / 4u][n % 4u] = T(v.x);
+    if (F16) { ws[(k + 1u) * WS + n / 4u][n % 4u] = T(v.y); }
+  }
+}
+`;
+
+const GEMM_SCALAR_BINDINGS = /* wgsl */ `
+@group(0) @binding(1) var<storage, read> x: array<f32>;  // (xRowOffset + rows, inDim) f32
+@group(0) @binding(2) var<storage, read> w: array<u32>;  // (outDim, inDim) f32 bits or f16 pairs`;
+
+const GEMM_VEC_BINDINGS = /* wgsl */ `
+@group(0) @binding(1) var<storage, read> x4: array<vec4f>;  // (xRowOffset + rows, inDim) f32, inDim % 4 = 0
+@group(0) @binding(2) var<storage, read> w4: array<vec4u>;  // f32 bits (inDim % 4 = 0) or f16 pairs (% 8)`;
+
+/**
+ * Staging with 16-byte global loads along K (rows are 16-byte aligned): four lanes read one row's 16 K
+ * values of x, two or four read W's; each value goes to its [k][row] slot. The scalar build issues 4×
+ * (8× for f16) as many global loads, which held the GEMM near 12–14 TFLOP/s on the H100 while the
+ * Hessian kernel (vec4 loads, same tiles) ran at 28.
+ */
+const GEMM_VEC_STAGE = /* wgsl */ `
+fn stage(lid: u32, m0: u32, n0: u32, k0: u32) {
+  let K = params.inDim;
+  for (var e = lid; e < TM * TK / 4u; e += WG) {
+    let m = e / (TK / 4u);
+    let k = (e % (TK / 4u)) * 4u;
+    var v = vec4f();
+    if (m0 + m < params.rows && k0 + k < K) { v = x4[((params.xRowOffset + m0 + m) * K + k0 + k) / 4u]; }
+    let t = vec4<T>(v);
+    for (var q = 0u; q < 4u; q++) { xs[(k + q) * XS + m / 4u][m % 4u] = t[q]; }
+  }
+  if (F16) {
+    for (var e = lid; e < TN * TK / 8u; e += WG) {
+      let n = e / (TK / 8u);
+      let k = (e % (TK / 8u)) * 8u;
+      var u = vec4u();
+      if (n0 + n < params.outDim && k0 + k < K) { u = w4[((n0 + n) * K + k0 + k) / 8u]; }
+      for (var q = 0u; q < 4u; q++) {
+        let pair = pairOf(u[q]);
+        ws[(k + 2u * q) * WS + n / 4u][n % 4u] = pair.x;
+        ws[(k + 2u * q + 1u) * WS + n / 4u][n % 4u] = pair.y;
+      }
+    }
+  } else {
+    for (var e = lid; e < TN * TK / 4u; e += WG) {
+      let n = e / (TK / 4u);
+      let k = (e % (TK / 4u)) * 4u;
+      var u = vec4u();
+      if (n0 + n < params.outDim && k0 + k < K) { u = w4[((n0 + n) * K + k0 + k) / 4u]; }
+      for (var q = 0u; q < 4u; q++) { ws[(k + q) * WS + n / 4u][n % 4u] = T(bitcast<f32>(u[q])); }
+    }
+  }
+}
+`;
