@@ -22,13 +22,17 @@ export type WeightDtype = "auto" | "f32" | "f16";
 /** Quantization at startup: the request the HTTP API and `deno task quantize` validate the same way. */
 export type QuantConfig = QuantizeRequest;
 
+/** The default model's quantization request as JSON fields; the --nsamples, --seqlen, … flags add to it. */
+const DEFAULT_MODEL_QUANTIZE_RAW = { method: "leanquant-aff", bits: 4, group_size: 128, activate: true };
+
 /**
  * How the default model (no --model, issue 11) is served: quantized at startup with LeanQuant affine 4-bit,
- * group 128, calibrated on the built-in source, and cached in --artifacts-dir under a name keyed by the
- * model's revision and these options, so the next start serves it at once.
+ * group 128, calibrated on the built-in source with the adapter's budget (main.ts applies
+ * `withAdapterBudget`), and cached in --artifacts-dir under a name keyed by the model's revision and these
+ * options, so the next start serves it at once.
  */
 export const DEFAULT_MODEL_QUANTIZE: QuantConfig = Object.freeze(
-  parseQuantizeRequest({ method: "leanquant-aff", bits: 4, group_size: 128, activate: true }),
+  parseQuantizeRequest(DEFAULT_MODEL_QUANTIZE_RAW),
 );
 
 /** Where quantized artifacts go by default (relative to the working directory). */
@@ -272,7 +276,7 @@ export function parseConfig(args: string[], env: Record<string, string | undefin
       ["q8", "f32"] as const,
     ),
     // Without --model the default model is served, quantized at startup (cached in --artifacts-dir).
-    quant: parseQuant(flags) ?? (flags.has("--model") ? null : DEFAULT_MODEL_QUANTIZE),
+    quant: parseQuant(flags),
     artifactsDir: flags.get("--artifacts-dir") ?? DEFAULT_ARTIFACTS_DIR,
     calibDirs: Object.freeze(flags.lists.get("--calib-dir") ?? []),
     serving: parseServing(flags),
@@ -398,16 +402,23 @@ function parseAuth(flags: FlagMap, env: Record<string, string | undefined>): Aut
   return { apiKeys, adminKeys, metricsRequireKey };
 }
 
-/** --quantize and its options, validated by the request validator the CLI and HTTP API share. */
+/**
+ * --quantize and its options, validated by the request validator the CLI and HTTP API share. Without --model
+ * the default model is quantized anyway, and the options (e.g. --nsamples) adjust its request.
+ */
 function parseQuant(flags: FlagMap): QuantConfig | null {
+  const base = flags.has("--quantize") ? {} : DEFAULT_MODEL_QUANTIZE_RAW;
   if (!flags.has("--quantize")) {
     const stray = QUANT_ONLY.find((f) => flags.has(f));
-    if (stray) throw new ConfigError(`Cannot use ${stray} without --quantize`);
-    return null;
+    if (flags.has("--model")) {
+      if (stray) throw new ConfigError(`Cannot use ${stray} without --quantize`);
+      return null;
+    }
+    if (!stray) return DEFAULT_MODEL_QUANTIZE;
   }
   try {
     const raw = rawFromFlags((f) => flags.has(f) ? flags.get(f) : undefined, QUANT_LABELS);
-    return parseQuantizeRequest({ ...raw, activate: true }, { labels: QUANT_LABELS, strings: true });
+    return parseQuantizeRequest({ ...base, ...raw, activate: true }, { labels: QUANT_LABELS, strings: true });
   } catch (err) {
     if (err instanceof QuantizeOptionsError) throw new ConfigError(err.message);
     throw err;

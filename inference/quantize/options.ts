@@ -65,6 +65,66 @@ export interface QuantizeRequest {
   activate: boolean;
   /** Artifact name; null means the deterministic one (inference/jobs `artifactName`). */
   name: string | null;
+  /**
+   * Which calibration budget fields the input left out and so hold the GPU defaults: the server's startup job
+   * replaces those by its adapter's budget ({@link withAdapterBudget}). Absent means none (all given).
+   */
+  budgetDefaulted?: Readonly<{ nsamples: boolean; seqlen: boolean }>;
+}
+
+/** How much calibration text the quantizer runs through the model: windows × tokens per window. */
+export interface CalibrationBudget {
+  nsamples: number;
+  /** null means min(context, 2048). */
+  seqlen: number | null;
+}
+
+/** The budget on a GPU adapter, and of every request that names none: the paper's 128 × min(context, 2048). */
+export const GPU_CALIBRATION_BUDGET: Readonly<CalibrationBudget> = Object.freeze({
+  nsamples: DEFAULT_NSAMPLES,
+  seqlen: null,
+});
+
+/**
+ * The server's startup budget on a CPU adapter (llvmpipe/lavapipe): 32 × 512 tokens, 1/16 of the GPU's, so the
+ * default model's first start takes minutes rather than hours there; it costs little perplexity (BENCHMARKS.md
+ * "Startup calibration budget").
+ */
+export const CPU_CALIBRATION_BUDGET: Readonly<CalibrationBudget> = Object.freeze({
+  nsamples: 32,
+  seqlen: 512,
+});
+
+/**
+ * The startup calibration budget for an adapter.
+ * @param adapter the GPU (kernels/core `Gpu`), or anything telling whether it is a CPU adapter
+ * @returns {@link CPU_CALIBRATION_BUDGET} on a CPU adapter, else {@link GPU_CALIBRATION_BUDGET}
+ */
+export function calibrationBudgetFor(adapter: { readonly isCpu: boolean }): Readonly<CalibrationBudget> {
+  return adapter.isCpu ? CPU_CALIBRATION_BUDGET : GPU_CALIBRATION_BUDGET;
+}
+
+/**
+ * The request with the adapter's budget in the calibration fields it left out (an explicit --nsamples or
+ * --seqlen is kept). The budget is part of {@link requestToJson}, hence of the artifact name: a GPU host does
+ * not serve an artifact calibrated on a CPU host's smaller budget.
+ * @param request a validated request
+ * @param adapter where the startup job runs
+ * @returns a new request (the same one when nothing changes or it reads no calibration)
+ */
+export function withAdapterBudget(
+  request: QuantizeRequest,
+  adapter: { readonly isCpu: boolean },
+): QuantizeRequest {
+  const d = request.budgetDefaulted;
+  if (!d || request.calibration.source === null) return request;
+  const budget = calibrationBudgetFor(adapter);
+  const calibration = {
+    ...request.calibration,
+    ...(d.nsamples ? { nsamples: budget.nsamples } : {}),
+    ...(d.seqlen ? { seqlen: budget.seqlen } : {}),
+  };
+  return { ...request, calibration };
 }
 
 /** A field at fault; `field` is the JSON path (e.g. "calibration.nsamples"). */
@@ -226,7 +286,18 @@ export function parseQuantizeRequest(input: unknown, style: ParseStyle = {}): Qu
       "expected 1–128 letters, digits, '.', '_' or '-', not starting with '.', '_' or '-'",
     );
   }
-  return { quantize, calibration, eval: evalSpec, activate: v.bool(raw.activate, "activate", false), name };
+  const budgetDefaulted = {
+    nsamples: c.nsamples === undefined || c.nsamples === null,
+    seqlen: calibration.seqlen === null,
+  };
+  return {
+    quantize,
+    calibration,
+    eval: evalSpec,
+    activate: v.bool(raw.activate, "activate", false),
+    name,
+    budgetDefaulted,
+  };
 }
 
 /**
