@@ -38,7 +38,8 @@ let ready: number | null = null;
 let lastDetail = "";
 while (!exited && seconds() < timeoutS) {
   await new Promise((r) => setTimeout(r, 1000));
-  const health = await fetch(`http://127.0.0.1:${port}/health`).then(
+  // A busy server may not answer for a while (long GPU waits on a CPU adapter); poll again rather than hang.
+  const health = await fetch(`http://127.0.0.1:${port}/health`, { signal: AbortSignal.timeout(5000) }).then(
     async (r) => ({ code: r.status, body: await r.json().catch(() => ({})) }),
     () => null,
   );
@@ -50,11 +51,17 @@ while (!exited && seconds() < timeoutS) {
   const detail = String(health.body.detail ?? "");
   const m = /^quantizing: (\d+) %/.exec(detail);
   if (m) progress.push([seconds(), Number(m[1]) / 100]);
-  const layer = /layer \d+\/\d+/.exec(detail)?.[0] ?? detail.replace(/ \d+ %.*/, "");
+  const layer = detail.replace(/ \d+ %/, "");
   if (layer !== lastDetail) console.error(`[first_start] ${seconds().toFixed(0)} s: ${detail}`);
   lastDetail = layer;
 }
-if (!exited) child.kill("SIGTERM");
+if (!exited) {
+  child.kill("SIGTERM");
+  // A server busy quantizing may not get to its SIGTERM handler; don't wait for it.
+  const grace = setTimeout(() => exited || child.kill("SIGKILL"), 10_000);
+  await status;
+  clearTimeout(grace);
+}
 const code = (await status).code;
 const result: Record<string, unknown> = { label: values.label, args: serverArgs.join(" "), exit_code: code };
 if (ready !== null) {

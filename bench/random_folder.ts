@@ -29,7 +29,9 @@ export const SHAPES: Readonly<Record<string, Record<string, unknown>>> = {
   "smollm2-135m": smolConfig({ hidden: 576, intermediate: 1536, layers: 30, heads: 9, kvHeads: 3 }),
 };
 
-function smolConfig(s: { hidden: number; intermediate: number; layers: number; heads: number; kvHeads: number }) {
+function smolConfig(
+  s: { hidden: number; intermediate: number; layers: number; heads: number; kvHeads: number },
+) {
   return {
     architectures: ["LlamaForCausalLM"],
     model_type: "llama",
@@ -136,13 +138,13 @@ if (import.meta.main) {
     },
   });
   const repo = REPO_IDS[values.shape];
-  const out = values["hf-cache"] && repo
-    ? await cachedSnapshot(values["hf-cache"], repo)
-    : values.out;
+  const out = values["hf-cache"] && repo ? await cachedSnapshot(values["hf-cache"], repo) : values.out;
   if (!out) throw new Error("Missing --out or --hf-cache: where to write the model");
   const t0 = performance.now();
   await writeRandomFolder(values.shape, out, values.tokenizer);
-  console.log(`[random_folder] ${values.shape} (random weights) in ${out}, ${
-    ((performance.now() - t0) / 1000).toFixed(1)
-  } s`);
+  console.log(
+    `[random_folder] ${values.shape} (random weights) in ${out}, ${
+      ((performance.now() - t0) / 1000).toFixed(1)
+    } s`,
+  );
 }
