@@ -164,7 +164,8 @@ Batching (many clients at once):
   --kv-cache-dtype <f16|f32>  KV cache element type (default f16)
   --max-queued-requests <n>   Sequences waiting for a slot before requests get 429 (default 1024)
 
-Quantization at startup (off by default; the same job as POST /v1/quantize, cached in --artifacts-dir):
+Quantization at startup (the same job as POST /v1/quantize, cached in --artifacts-dir; off with --model unless
+--quantize is given; without --model the default model is quantized with leanquant-aff and these flags adjust it):
   --quantize <method>         leanquant-aff | leanquant-nu | gptq | rtn
   --bits <2|3|4>              Bits per weight (default 4)
   --group-size <n>            Columns per group, 0 or a multiple of 32; 0 = one group per row (default 128;
@@ -174,8 +175,8 @@ Quantization at startup (off by default; the same job as POST /v1/quantize, cach
                               (the Book of Genesis kept in the repository) or "self" (sampled from the model)
   --calib-storage <s>         Calibration hidden states: auto (default) | f32 | f16 (half memory, lossy)
   --quantize-lm-head <0|4|6|8>  Also quantize the LM head (affine g128; default 0 = full precision)
-  --nsamples <n>              Calibration windows (default 128)
-  --seqlen <n>                Tokens per window (default min(context, 2048))
+  --nsamples <n>              Calibration windows (default 128; 32 on a CPU adapter)
+  --seqlen <n>                Tokens per window (default min(context, 2048); 512 on a CPU adapter)
   --seed <n>                  Seed of the calibration draw and k-means (default 0)
   --no-act-order              Quantize columns in stored order (default: act-order, except rtn)
   --percdamp <x>              Damping λ = x · mean(diag H) (default 0.01)

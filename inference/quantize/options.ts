@@ -86,9 +86,10 @@ export const GPU_CALIBRATION_BUDGET: Readonly<CalibrationBudget> = Object.freeze
 });
 
 /**
- * The server's startup budget on a CPU adapter (llvmpipe/lavapipe): 32 × 512 tokens, 1/16 of the GPU's, so the
- * default model's first start takes minutes rather than hours there; it costs little perplexity (BENCHMARKS.md
- * "Startup calibration budget").
+ * The server's startup budget on a CPU adapter (llvmpipe/lavapipe): 32 × 512 tokens, 1/16 of the GPU budget's
+ * tokens and 1/64 of its attention work, which dominate there. Even so a 360M model takes hours on two cores,
+ * a third of it in the quantizer itself, which no budget shrinks (BENCHMARKS.md "First start of the default
+ * model", with the perplexity this budget costs).
  */
 export const CPU_CALIBRATION_BUDGET: Readonly<CalibrationBudget> = Object.freeze({
   nsamples: 32,
@@ -205,7 +206,7 @@ export function rawFromFlags(
  * always 0); act_order on except for rtn; percdamp 0.01, exponent 4, aff_t 2048; calibration from the
  * built-in source unless rtn without act-order (which reads none and refuses any), nsamples 128, seqlen
  * min(context, 2048), seed 0, storage auto; lm_head_bits 0 (full-precision head); no eval; activate false;
- * the deterministic name.
+ * the deterministic name. `budgetDefaulted` records whether nsamples and seqlen took their defaults.
  * @param input the JSON body, or {@link rawFromFlags}'s object
  * @param style how values arrive and how messages name fields
  * @returns the request; throws QuantizeOptionsError naming the field
