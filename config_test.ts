@@ -365,5 +365,9 @@ Deno.test("the default model's startup budget follows the adapter, and the artif
   const rtn = parseConfig(["--model", "m", "--quantize", "rtn"], {}).quant;
   assert.ok(rtn);
   assert.equal(withAdapterBudget(rtn, cpu), rtn, "rtn without act-order reads no calibration");
+  const tiny = parseConfig(["--model", "m", "--quantize", "gptq"], {}).quant;
+  assert.ok(tiny);
+  assert.equal(withAdapterBudget(tiny, cpu, 256).calibration.seqlen, 256, "capped to a shorter context");
+  assert.equal(withAdapterBudget(tiny, gpu, 256).calibration.seqlen, null, "null is min(context, 2048)");
   assert.throws(() => parseConfig(["--model", "m", "--nsamples", "8"], {}), /--nsamples without --quantize/);
 });

@@ -10,7 +10,7 @@ import { createShutdown } from "./server/shutdown.ts";
 import { samplingFromGenerationConfig } from "./server/protocol.ts";
 import { createEngine, type EngineHandle, loadModel, type SamplingParams } from "./inference/engine/mod.ts";
 import { createJobManager, type JobJson, type JobManager, sourceOfModel } from "./inference/jobs/mod.ts";
-import { parseModelConfig } from "./inference/model/mod.ts";
+import { loadModelConfig, parseModelConfig } from "./inference/model/mod.ts";
 import { type DownloadProgress, resolveModel } from "./inference/hub/mod.ts";
 import { withAdapterBudget } from "./inference/quantize/mod.ts";
 import { createProgressBar, formatBytes, formatSeconds } from "./cli/progress.ts";
@@ -79,7 +79,8 @@ async function main(): Promise<number> {
     const generationJson = await readJsonIfPresent(join(modelDir, "generation_config.json"));
     Object.assign(generationDefaults, samplingFromGenerationConfig(generationJson));
     if (config.quant) {
-      await quantizeAtStartup(jobs, engine, withAdapterBudget(config.quant, gpu));
+      const { seqLen } = await loadModelConfig(modelDir);
+      await quantizeAtStartup(jobs, engine, withAdapterBudget(config.quant, gpu, seqLen));
     } else {
       const onProgress = (detail: string) => engine.setStatus("loading", detail);
       engine.setModel(await loadModel(gpu, modelDir, { ...loadOptions, onProgress }));

@@ -111,19 +111,22 @@ export function calibrationBudgetFor(adapter: { readonly isCpu: boolean }): Read
  * not serve an artifact calibrated on a CPU host's smaller budget.
  * @param request a validated request
  * @param adapter where the startup job runs
+ * @param contextLength the model's context: a fixed window length is capped to it, as min(context, 2048) is
  * @returns a new request (the same one when nothing changes or it reads no calibration)
  */
 export function withAdapterBudget(
   request: QuantizeRequest,
   adapter: { readonly isCpu: boolean },
+  contextLength = Infinity,
 ): QuantizeRequest {
   const d = request.budgetDefaulted;
   if (!d || request.calibration.source === null) return request;
   const budget = calibrationBudgetFor(adapter);
+  const seqlen = budget.seqlen === null ? null : Math.min(budget.seqlen, contextLength);
   const calibration = {
     ...request.calibration,
     ...(d.nsamples ? { nsamples: budget.nsamples } : {}),
-    ...(d.seqlen ? { seqlen: budget.seqlen } : {}),
+    ...(d.seqlen ? { seqlen } : {}),
   };
   return { ...request, calibration };
 }
