@@ -22,13 +22,17 @@ export type WeightDtype = "auto" | "f32" | "f16";
 /** Quantization at startup: the request the HTTP API and `deno task quantize` validate the same way. */
 export type QuantConfig = QuantizeRequest;
 
+/** The default model's quantization request as JSON fields; the --nsamples, --seqlen, … flags add to it. */
+const DEFAULT_MODEL_QUANTIZE_RAW = { method: "leanquant-aff", bits: 4, group_size: 128, activate: true };
+
 /**
  * How the default model (no --model, issue 11) is served: quantized at startup with LeanQuant affine 4-bit,
- * group 128, calibrated on the built-in source, and cached in --artifacts-dir under a name keyed by the
- * model's revision and these options, so the next start serves it at once.
+ * group 128, calibrated on the built-in source with the adapter's budget (main.ts applies
+ * `withAdapterBudget`), and cached in --artifacts-dir under a name keyed by the model's revision and these
+ * options, so the next start serves it at once.
  */
 export const DEFAULT_MODEL_QUANTIZE: QuantConfig = Object.freeze(
-  parseQuantizeRequest({ method: "leanquant-aff", bits: 4, group_size: 128, activate: true }),
+  parseQuantizeRequest(DEFAULT_MODEL_QUANTIZE_RAW),
 );
 
 /** Where quantized artifacts go by default (relative to the working directory). */
@@ -160,7 +164,8 @@ Batching (many clients at once):
   --kv-cache-dtype <f16|f32>  KV cache element type (default f16)
   --max-queued-requests <n>   Sequences waiting for a slot before requests get 429 (default 1024)
 
-Quantization at startup (off by default; the same job as POST /v1/quantize, cached in --artifacts-dir):
+Quantization at startup (the same job as POST /v1/quantize, cached in --artifacts-dir; off with --model unless
+--quantize is given; without --model the default model is quantized with leanquant-aff and these flags adjust it):
   --quantize <method>         leanquant-aff | leanquant-nu | gptq | rtn
   --bits <2|3|4>              Bits per weight (default 4)
   --group-size <n>            Columns per group, 0 or a multiple of 32; 0 = one group per row (default 128;
@@ -170,8 +175,8 @@ Quantization at startup (off by default; the same job as POST /v1/quantize, cach
                               (the Book of Genesis kept in the repository) or "self" (sampled from the model)
   --calib-storage <s>         Calibration hidden states: auto (default) | f32 | f16 (half memory, lossy)
   --quantize-lm-head <0|4|6|8>  Also quantize the LM head (affine g128; default 0 = full precision)
-  --nsamples <n>              Calibration windows (default 128)
-  --seqlen <n>                Tokens per window (default min(context, 2048))
+  --nsamples <n>              Calibration windows (default 128; 32 on a CPU adapter)
+  --seqlen <n>                Tokens per window (default min(context, 2048); 512 on a CPU adapter)
   --seed <n>                  Seed of the calibration draw and k-means (default 0)
   --no-act-order              Quantize columns in stored order (default: act-order, except rtn)
   --percdamp <x>              Damping λ = x · mean(diag H) (default 0.01)
@@ -272,7 +277,7 @@ export function parseConfig(args: string[], env: Record<string, string | undefin
       ["q8", "f32"] as const,
     ),
     // Without --model the default model is served, quantized at startup (cached in --artifacts-dir).
-    quant: parseQuant(flags) ?? (flags.has("--model") ? null : DEFAULT_MODEL_QUANTIZE),
+    quant: parseQuant(flags),
     artifactsDir: flags.get("--artifacts-dir") ?? DEFAULT_ARTIFACTS_DIR,
     calibDirs: Object.freeze(flags.lists.get("--calib-dir") ?? []),
     serving: parseServing(flags),
@@ -398,16 +403,23 @@ function parseAuth(flags: FlagMap, env: Record<string, string | undefined>): Aut
   return { apiKeys, adminKeys, metricsRequireKey };
 }
 
-/** --quantize and its options, validated by the request validator the CLI and HTTP API share. */
+/**
+ * --quantize and its options, validated by the request validator the CLI and HTTP API share. Without --model
+ * the default model is quantized anyway, and the options (e.g. --nsamples) adjust its request.
+ */
 function parseQuant(flags: FlagMap): QuantConfig | null {
+  const base = flags.has("--quantize") ? {} : DEFAULT_MODEL_QUANTIZE_RAW;
   if (!flags.has("--quantize")) {
     const stray = QUANT_ONLY.find((f) => flags.has(f));
-    if (stray) throw new ConfigError(`Cannot use ${stray} without --quantize`);
-    return null;
+    if (flags.has("--model")) {
+      if (stray) throw new ConfigError(`Cannot use ${stray} without --quantize`);
+      return null;
+    }
+    if (!stray) return DEFAULT_MODEL_QUANTIZE;
   }
   try {
     const raw = rawFromFlags((f) => flags.has(f) ? flags.get(f) : undefined, QUANT_LABELS);
-    return parseQuantizeRequest({ ...raw, activate: true }, { labels: QUANT_LABELS, strings: true });
+    return parseQuantizeRequest({ ...base, ...raw, activate: true }, { labels: QUANT_LABELS, strings: true });
   } catch (err) {
     if (err instanceof QuantizeOptionsError) throw new ConfigError(err.message);
     throw err;

@@ -1,5 +1,7 @@
 import assert from "node:assert/strict";
 import { ConfigError, DEFAULT_MODEL, HELP_TEXT, parseConfig } from "./config.ts";
+import { requestToJson, withAdapterBudget } from "./inference/quantize/mod.ts";
+import { artifactName } from "./inference/jobs/mod.ts";
 
 Deno.test("parseConfig() fills the documented defaults", () => {
   const config = parseConfig(["--model", "../shared/models/lq-49m/"], { HOME: "/home/u" });
@@ -132,6 +134,7 @@ Deno.test("parseConfig() reads every flag, in both spellings", () => {
       eval: null,
       activate: true,
       name: null,
+      budgetDefaulted: { nsamples: false, seqlen: false },
     },
     artifactsDir: "/srv/artifacts",
     calibDirs: ["/data/a", "/data/b"],
@@ -334,4 +337,37 @@ Deno.test("parseConfig() rejects bad values with a message naming the flag", () 
       return true;
     });
   }
+});
+
+Deno.test("the default model's startup budget follows the adapter, and the artifact name follows the budget", () => {
+  const cpu = { isCpu: true }, gpu = { isCpu: false };
+  const quant = parseConfig([], {}).quant;
+  assert.ok(quant, "without --model the default model is quantized at startup");
+  const onCpu = withAdapterBudget(quant, cpu), onGpu = withAdapterBudget(quant, gpu);
+  assert.deepEqual([onCpu.calibration.nsamples, onCpu.calibration.seqlen], [32, 512]);
+  assert.deepEqual([onGpu.calibration.nsamples, onGpu.calibration.seqlen], [128, null]);
+  const name = (r: typeof quant) =>
+    artifactName("SmolLM2-360M-Instruct", "0123456789abcdef0123", requestToJson(r));
+  assert.notEqual(name(onCpu), name(onGpu), "a GPU host must not reuse a CPU-budget artifact");
+  assert.equal(name(withAdapterBudget(quant, cpu)), name(onCpu), "the same budget finds the cached artifact");
+  // Flags given on the command line win over the adapter's budget, field by field.
+  const given = parseConfig(["--nsamples", "64"], {}).quant;
+  assert.ok(given);
+  assert.equal(given.quantize.method, "leanquant-aff", "--nsamples adjusts the default model's request");
+  assert.deepEqual(
+    [withAdapterBudget(given, cpu).calibration.nsamples, withAdapterBudget(given, cpu).calibration.seqlen],
+    [64, 512],
+  );
+  const both =
+    parseConfig(["--model", "m", "--quantize", "gptq", "--nsamples", "8", "--seqlen", "256"], {}).quant;
+  assert.ok(both);
+  assert.deepEqual(withAdapterBudget(both, gpu).calibration, both.calibration);
+  const rtn = parseConfig(["--model", "m", "--quantize", "rtn"], {}).quant;
+  assert.ok(rtn);
+  assert.equal(withAdapterBudget(rtn, cpu), rtn, "rtn without act-order reads no calibration");
+  const tiny = parseConfig(["--model", "m", "--quantize", "gptq"], {}).quant;
+  assert.ok(tiny);
+  assert.equal(withAdapterBudget(tiny, cpu, 256).calibration.seqlen, 256, "capped to a shorter context");
+  assert.equal(withAdapterBudget(tiny, gpu, 256).calibration.seqlen, null, "null is min(context, 2048)");
+  assert.throws(() => parseConfig(["--model", "m", "--nsamples", "8"], {}), /--nsamples without --quantize/);
 });

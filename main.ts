@@ -10,8 +10,9 @@ import { createShutdown } from "./server/shutdown.ts";
 import { samplingFromGenerationConfig } from "./server/protocol.ts";
 import { createEngine, type EngineHandle, loadModel, type SamplingParams } from "./inference/engine/mod.ts";
 import { createJobManager, type JobJson, type JobManager, sourceOfModel } from "./inference/jobs/mod.ts";
-import { parseModelConfig } from "./inference/model/mod.ts";
+import { loadModelConfig, parseModelConfig } from "./inference/model/mod.ts";
 import { type DownloadProgress, resolveModel } from "./inference/hub/mod.ts";
+import { withAdapterBudget } from "./inference/quantize/mod.ts";
 import { createProgressBar, formatBytes, formatSeconds } from "./cli/progress.ts";
 import { describeGpu, type Gpu, requestGpu } from "./kernels/core/mod.ts";
 
@@ -78,7 +79,8 @@ async function main(): Promise<number> {
     const generationJson = await readJsonIfPresent(join(modelDir, "generation_config.json"));
     Object.assign(generationDefaults, samplingFromGenerationConfig(generationJson));
     if (config.quant) {
-      await quantizeAtStartup(jobs, engine, config.quant);
+      const { seqLen } = await loadModelConfig(modelDir);
+      await quantizeAtStartup(jobs, engine, withAdapterBudget(config.quant, gpu, seqLen));
     } else {
       const onProgress = (detail: string) => engine.setStatus("loading", detail);
       engine.setModel(await loadModel(gpu, modelDir, { ...loadOptions, onProgress }));
@@ -124,7 +126,8 @@ function logReady(engine: EngineHandle, modelId: string, started: number): void 
 
 /**
  * `--quantize`: the same job as POST /v1/quantize, with activate; an artifact made earlier with the same
- * source revision and options (its deterministic name) is served at once instead. Progress goes to /health
+ * source revision and options (its deterministic name, which includes the calibration budget that
+ * `withAdapterBudget` chose for this adapter) is served at once instead. Progress goes to /health
  * and stderr.
  */
 async function quantizeAtStartup(
@@ -133,9 +136,11 @@ async function quantizeAtStartup(
   request: QuantConfig,
 ): Promise<void> {
   const job = await jobs.submit({ ...request, activate: true }, { confine: false, reuse: true });
+  const c = request.calibration;
+  const budget = c.source ? `, calibration ${c.nsamples} × ${c.seqlen ?? "min(context, 2048)"} tokens` : "";
   console.log(
     job.status === "queued" && job.kind === "quantize"
-      ? `[leanserve] quantizing into artifact ${job.name}`
+      ? `[leanserve] quantizing into artifact ${job.name}${budget}`
       : `[leanserve] serving cached artifact ${job.name}`,
   );
   const bar = createProgressBar(Deno.stderr);

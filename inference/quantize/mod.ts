@@ -19,10 +19,14 @@ export { lmHeadOptions } from "./lm_head.ts";
 export { sampleCalibration, SELF_CALIBRATION, selfStartToken } from "./self_calibration.ts";
 export {
   BUILTIN_DATASET,
+  type CalibrationBudget,
+  calibrationBudgetFor,
   type CalibrationSpec,
+  CPU_CALIBRATION_BUDGET,
   DEFAULT_GROUP_SIZE,
   type EvalSpec,
   FLAG_LABELS,
+  GPU_CALIBRATION_BUDGET,
   LM_HEAD_BITS,
   MAX_INLINE_TEXT_BYTES,
   parseQuantizeRequest,
@@ -35,6 +39,7 @@ export {
   SELF_DATASET,
   sourceToJson,
   type TextSource,
+  withAdapterBudget,
 } from "./options.ts";
 export { evaluatePerplexity, loadEvalModel, type PerplexityResult } from "./perplexity.ts";
 export {

@@ -65,6 +65,70 @@ export interface QuantizeRequest {
   activate: boolean;
   /** Artifact name; null means the deterministic one (inference/jobs `artifactName`). */
   name: string | null;
+  /**
+   * Which calibration budget fields the input left out and so hold the GPU defaults: the server's startup job
+   * replaces those by its adapter's budget ({@link withAdapterBudget}). Absent means none (all given).
+   */
+  budgetDefaulted?: Readonly<{ nsamples: boolean; seqlen: boolean }>;
+}
+
+/** How much calibration text the quantizer runs through the model: windows × tokens per window. */
+export interface CalibrationBudget {
+  nsamples: number;
+  /** null means min(context, 2048). */
+  seqlen: number | null;
+}
+
+/** The budget on a GPU adapter, and of every request that names none: the paper's 128 × min(context, 2048). */
+export const GPU_CALIBRATION_BUDGET: Readonly<CalibrationBudget> = Object.freeze({
+  nsamples: DEFAULT_NSAMPLES,
+  seqlen: null,
+});
+
+/**
+ * The server's startup budget on a CPU adapter (llvmpipe/lavapipe): 32 × 512 tokens, 1/16 of the GPU budget's
+ * tokens and 1/64 of its attention work, which dominate there. Even so a 360M model takes hours on two cores,
+ * a third of it in the quantizer itself, which no budget shrinks (BENCHMARKS.md "First start of the default
+ * model", with the perplexity this budget costs).
+ */
+export const CPU_CALIBRATION_BUDGET: Readonly<CalibrationBudget> = Object.freeze({
+  nsamples: 32,
+  seqlen: 512,
+});
+
+/**
+ * The startup calibration budget for an adapter.
+ * @param adapter the GPU (kernels/core `Gpu`), or anything telling whether it is a CPU adapter
+ * @returns {@link CPU_CALIBRATION_BUDGET} on a CPU adapter, else {@link GPU_CALIBRATION_BUDGET}
+ */
+export function calibrationBudgetFor(adapter: { readonly isCpu: boolean }): Readonly<CalibrationBudget> {
+  return adapter.isCpu ? CPU_CALIBRATION_BUDGET : GPU_CALIBRATION_BUDGET;
+}
+
+/**
+ * The request with the adapter's budget in the calibration fields it left out (an explicit --nsamples or
+ * --seqlen is kept). The budget is part of {@link requestToJson}, hence of the artifact name: a GPU host does
+ * not serve an artifact calibrated on a CPU host's smaller budget.
+ * @param request a validated request
+ * @param adapter where the startup job runs
+ * @param contextLength the model's context: a fixed window length is capped to it, as min(context, 2048) is
+ * @returns a new request (the same one when nothing changes or it reads no calibration)
+ */
+export function withAdapterBudget(
+  request: QuantizeRequest,
+  adapter: { readonly isCpu: boolean },
+  contextLength = Infinity,
+): QuantizeRequest {
+  const d = request.budgetDefaulted;
+  if (!d || request.calibration.source === null) return request;
+  const budget = calibrationBudgetFor(adapter);
+  const seqlen = budget.seqlen === null ? null : Math.min(budget.seqlen, contextLength);
+  const calibration = {
+    ...request.calibration,
+    ...(d.nsamples ? { nsamples: budget.nsamples } : {}),
+    ...(d.seqlen ? { seqlen } : {}),
+  };
+  return { ...request, calibration };
 }
 
 /** A field at fault; `field` is the JSON path (e.g. "calibration.nsamples"). */
@@ -145,7 +209,7 @@ export function rawFromFlags(
  * always 0); act_order on except for rtn; percdamp 0.01, exponent 4, aff_t 2048; calibration from the
  * built-in source unless rtn without act-order (which reads none and refuses any), nsamples 128, seqlen
  * min(context, 2048), seed 0, storage auto; lm_head_bits 0 (full-precision head); no eval; activate false;
- * the deterministic name.
+ * the deterministic name. `budgetDefaulted` records whether nsamples and seqlen took their defaults.
  * @param input the JSON body, or {@link rawFromFlags}'s object
  * @param style how values arrive and how messages name fields
  * @returns the request; throws QuantizeOptionsError naming the field
@@ -226,7 +290,18 @@ export function parseQuantizeRequest(input: unknown, style: ParseStyle = {}): Qu
       "expected 1–128 letters, digits, '.', '_' or '-', not starting with '.', '_' or '-'",
     );
   }
-  return { quantize, calibration, eval: evalSpec, activate: v.bool(raw.activate, "activate", false), name };
+  const budgetDefaulted = {
+    nsamples: c.nsamples === undefined || c.nsamples === null,
+    seqlen: calibration.seqlen === null,
+  };
+  return {
+    quantize,
+    calibration,
+    eval: evalSpec,
+    activate: v.bool(raw.activate, "activate", false),
+    name,
+    budgetDefaulted,
+  };
 }
 
 /**
