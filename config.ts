@@ -35,6 +35,16 @@ export const DEFAULT_MODEL_QUANTIZE: QuantConfig = Object.freeze(
   parseQuantizeRequest(DEFAULT_MODEL_QUANTIZE_RAW),
 );
 
+/**
+ * The quantization to run at startup on this adapter. On a CPU adapter the default model (no --model and no
+ * quantize flag) is served unquantized: LeanQuant over 32 layers projects to hours on lavapipe (BENCHMARKS.md,
+ * "First start of the default model"), and a newcomer without a GPU should be chatting within minutes. Any
+ * quantize flag (e.g. `--quantize leanquant-aff`) still quantizes there.
+ */
+export function startupQuant(config: Config, adapter: { readonly isCpu: boolean }): QuantConfig | null {
+  return adapter.isCpu && config.quant === DEFAULT_MODEL_QUANTIZE ? null : config.quant;
+}
+
 /** Where quantized artifacts go by default (relative to the working directory). */
 export const DEFAULT_ARTIFACTS_DIR = "artifacts";
 

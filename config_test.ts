@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { ConfigError, DEFAULT_MODEL, HELP_TEXT, parseConfig } from "./config.ts";
+import { ConfigError, DEFAULT_MODEL, HELP_TEXT, parseConfig, startupQuant } from "./config.ts";
 import { requestToJson, withAdapterBudget } from "./inference/quantize/mod.ts";
 import { artifactName } from "./inference/jobs/mod.ts";
 
@@ -370,4 +370,16 @@ Deno.test("the default model's startup budget follows the adapter, and the artif
   assert.equal(withAdapterBudget(tiny, cpu, 256).calibration.seqlen, 256, "capped to a shorter context");
   assert.equal(withAdapterBudget(tiny, gpu, 256).calibration.seqlen, null, "null is min(context, 2048)");
   assert.throws(() => parseConfig(["--model", "m", "--nsamples", "8"], {}), /--nsamples without --quantize/);
+});
+
+Deno.test("startupQuant() serves the default model unquantized on a CPU adapter unless a quantize flag asks", () => {
+  const plain = parseConfig([], {});
+  assert.equal(startupQuant(plain, { isCpu: false }), plain.quant);
+  assert.equal(startupQuant(plain, { isCpu: true }), null);
+  const asked = parseConfig(["--quantize", "leanquant-aff"], {});
+  assert.equal(startupQuant(asked, { isCpu: true })?.quantize.method, "leanquant-aff");
+  const tuned = parseConfig(["--nsamples", "16"], {});
+  assert.equal(startupQuant(tuned, { isCpu: true })?.calibration.nsamples, 16);
+  const local = parseConfig(["--model", "some/folder"], {});
+  assert.equal(startupQuant(local, { isCpu: true }), null);
 });

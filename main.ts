@@ -4,7 +4,14 @@
  * loadModel → engine ready. It does nothing else.
  */
 import { join, resolve } from "node:path";
-import { type Config, ConfigError, HELP_TEXT, parseConfig, type QuantConfig } from "./config.ts";
+import {
+  type Config,
+  ConfigError,
+  HELP_TEXT,
+  parseConfig,
+  type QuantConfig,
+  startupQuant,
+} from "./config.ts";
 import { createApp } from "./server/app.ts";
 import { createShutdown } from "./server/shutdown.ts";
 import { samplingFromGenerationConfig } from "./server/protocol.ts";
@@ -78,9 +85,16 @@ async function main(): Promise<number> {
     sourceModel = await sourceOfModel(modelDir).then((d) => d && resolve(d));
     const generationJson = await readJsonIfPresent(join(modelDir, "generation_config.json"));
     Object.assign(generationDefaults, samplingFromGenerationConfig(generationJson));
-    if (config.quant) {
+    const quant = startupQuant(config, gpu);
+    if (config.quant && !quant) {
+      console.warn(
+        "[leanserve] CPU adapter: serving the default model unquantized (LeanQuant at startup takes " +
+          "hours without a GPU); pass --quantize leanquant-aff to quantize anyway",
+      );
+    }
+    if (quant) {
       const { seqLen } = await loadModelConfig(modelDir);
-      await quantizeAtStartup(jobs, engine, withAdapterBudget(config.quant, gpu, seqLen));
+      await quantizeAtStartup(jobs, engine, withAdapterBudget(quant, gpu, seqLen));
     } else {
       const onProgress = (detail: string) => engine.setStatus("loading", detail);
       engine.setModel(await loadModel(gpu, modelDir, { ...loadOptions, onProgress }));
