@@ -15,6 +15,7 @@ import {
 import { createMatmul, createMatmulAffine, createMatmulLut } from "../kernels/matmul/mod.ts";
 import { type GpuLinear, linearBuffers } from "../inference/model/mod.ts";
 import { parseFormat, presetConfig, randomWeights } from "./random_model.ts";
+import { timePass } from "./gpu_timer.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -46,34 +47,6 @@ function parseVariant(v: string) {
     ...(m[6] ? { core: true } : {}),
   };
   return { math: m[1] as "f32" | "f16", tune };
-}
-
-async function timePass(encode: (pass: GPUComputePassEncoder) => void): Promise<number> {
-  const dev = gpu.device;
-  const qs = dev.createQuerySet({ type: "timestamp", count: 2 });
-  const resolved = dev.createBuffer({
-    size: 16,
-    usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC,
-  });
-  const read = dev.createBuffer({ size: 16, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
-  let best = Infinity;
-  for (let i = 0; i < 3; i++) {
-    const enc = dev.createCommandEncoder();
-    const pass = enc.beginComputePass({
-      timestampWrites: { querySet: qs, beginningOfPassWriteIndex: 0, endOfPassWriteIndex: 1 },
-    });
-    encode(pass);
-    pass.end();
-    enc.resolveQuerySet(qs, 0, 2, resolved, 0);
-    enc.copyBufferToBuffer(resolved, 0, read, 0, 16);
-    dev.queue.submit([enc.finish()]);
-    await read.mapAsync(GPUMapMode.READ);
-    const t = new BigInt64Array(read.getMappedRange().slice(0));
-    read.unmap();
-    best = Math.min(best, Number(t[1] - t[0]) / 1e9);
-  }
-  qs.destroy();
-  return best;
 }
 
 const rowsList = values.rows.split(",").map(Number);
@@ -131,7 +104,7 @@ for (const name of values.formats.split(",")) {
           parts.push(`${label} failed: ${(e as Error).message.slice(0, 120)}`);
           continue;
         }
-        const t = await timePass((pass) => {
+        const t = await timePass(gpu, (pass) => {
           for (let i = 0; i < REPS; i++) bound.encode(pass);
         }) / REPS;
         const f = 2 * rows * l.inDim * l.outDim;

@@ -19,6 +19,7 @@ import {
 import { createMatmul } from "../kernels/matmul/mod.ts";
 import { bindLinear, type DenseLinear, type GpuLinear, linearBuffers } from "../inference/model/mod.ts";
 import { presetConfig, randomWeights } from "./random_model.ts";
+import { timePass } from "./gpu_timer.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -34,35 +35,6 @@ if (!gpu.hasTimestamps) throw new Error("Cannot time kernels: the adapter has no
 console.log(`adapter: ${describeGpu(gpu)}`);
 const COPIES = 8;
 const REPS = values.quick ? 16 : 400;
-
-/** Seconds of GPU time for one pass holding `encode`'s dispatches (best of 3). */
-async function timePass(encode: (pass: GPUComputePassEncoder) => void): Promise<number> {
-  const dev = gpu.device;
-  const qs = dev.createQuerySet({ type: "timestamp", count: 2 });
-  const resolved = dev.createBuffer({
-    size: 16,
-    usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC,
-  });
-  const read = dev.createBuffer({ size: 16, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
-  let best = Infinity;
-  for (let i = 0; i < 3; i++) {
-    const enc = dev.createCommandEncoder();
-    const pass = enc.beginComputePass({
-      timestampWrites: { querySet: qs, beginningOfPassWriteIndex: 0, endOfPassWriteIndex: 1 },
-    });
-    encode(pass);
-    pass.end();
-    enc.resolveQuerySet(qs, 0, 2, resolved, 0);
-    enc.copyBufferToBuffer(resolved, 0, read, 0, 16);
-    dev.queue.submit([enc.finish()]);
-    await read.mapAsync(GPUMapMode.READ);
-    const t = new BigInt64Array(read.getMappedRange().slice(0));
-    read.unmap();
-    best = Math.min(best, Number(t[1] - t[0]) / 1e9);
-  }
-  qs.destroy();
-  return best;
-}
 
 /** The read ceiling: every invocation streams vec4<u32> and folds them into one word it writes. */
 function readCeilingKernel(g: Gpu, src: GPUBuffer, sink: GPUBuffer): Encodable {
@@ -108,7 +80,7 @@ async function ceiling(bytes: number): Promise<number> {
   const bufs = Array.from({ length: COPIES }, (_, i) => createStorage(gpu, bytes, `ceiling ${i}`));
   const kernels = bufs.map((b) => readCeilingKernel(gpu, b, sink));
   await checkPipelines(gpu);
-  const t = await timePass((pass) => {
+  const t = await timePass(gpu, (pass) => {
     for (let i = 0; i < REPS; i++) kernels[i % COPIES].encode(pass);
   });
   bufs.forEach((b) => b.destroy());
@@ -156,7 +128,7 @@ for (const { label, format } of formats) {
     const linears = models.map(shape.pick);
     const bound = linears.map((l) => bindLinear(gpu, l, { x, y, rows: 1 }));
     await checkPipelines(gpu);
-    const t = await timePass((pass) => {
+    const t = await timePass(gpu, (pass) => {
       for (let i = 0; i < REPS; i++) bound[i % COPIES].encode(pass);
     }) / REPS;
     const bytes = linearBuffers(linears[0]).reduce((s, b) => s + b.size, 0);
@@ -181,7 +153,7 @@ if (!values["no-head"]) {
     kernel.bind({ x, w: l.panels[0].buffer, y, rows: 1, inDim: 4096, outDim: 128256 })
   );
   await checkPipelines(gpu);
-  const t = await timePass((pass) => {
+  const t = await timePass(gpu, (pass) => {
     for (let i = 0; i < REPS / 4; i++) bound[i % COPIES].encode(pass);
   }) / (REPS / 4);
   const gbps = head[0].panels[0].buffer.size / t / 1e9;
