@@ -36,12 +36,35 @@ export const GEMM_F16_FLUSH = 16;
  * loads of step s + 1 into registers before the FMAs of step s and writes them to the other tile after, so
  * load latency hides behind the math. The format then supplies, instead of `stage`,
  *   fn loadX(e: u32, m0: u32, k0: u32) -> vec4f      the e-th 16-byte activation load (TM·TK/4 per step)
- *   fn putX(base: u32, e: u32, v: vec4f)              writes it into xs from vec4 `base` on
  *   fn loadW(e: u32, n0: u32, k0: u32) -> WR          the e-th weight load (wTasks per step)
  *   fn putW(base: u32, e: u32, v: WR)                 decodes it into ws from vec4 `base` on
  *   fn pipeStart(lid: u32, n0: u32)                   once before the first load (a barrier follows)
- * with loads past the matrix returning zeros. `xl`, `wl` are the loads per invocation (whole numbers).
+ * with loads past the matrix returning zeros (activations laid out as params.rows × params.inDim from
+ * params.xRowOffset can take {@link GEMM_PIPE_LOAD_X}). The core defines `putX`, which writes an activation
+ * load into xs (its layout). `xl`, `wl` are the loads per invocation (whole numbers).
  */
+/** `loadX` of the pipelined build for row-major activations: params.rows × params.inDim from params.xRowOffset. */
+export const GEMM_PIPE_LOAD_X = /* wgsl */ `
+fn loadX(e: u32, m0: u32, k0: u32) -> vec4f {
+  let m = e / (TK / 4u);
+  let k = (e % (TK / 4u)) * 4u;
+  if (m0 + m < params.rows && k0 + k < params.inDim) {
+    return x4[((params.xRowOffset + m0 + m) * params.inDim + k0 + k) / 4u];
+  }
+  return vec4f();
+}
+`;
+
+/** An activation load's write into xs (tile `base`), for the pipelined build and stages that reuse it. */
+const PUT_X = /* wgsl */ `
+fn putX(base: u32, e: u32, v: vec4f) {
+  let m = e / (TK / 4u);
+  let k = (e % (TK / 4u)) * 4u;
+  let t = vec4<T>(v);
+  for (var q = 0u; q < 4u; q++) { xs[base + (k + q) * XS + m / 4u][m % 4u] = t[q]; }
+}
+`;
+
 export interface GemmPipe {
   xl: number;
   wl: number;
@@ -98,7 +121,7 @@ var<workgroup> ws: array<vec4<T>, ${pipe ? "2u * " : ""}TK * WS>;  // ${
   }[k][n / 4], decoded
 
 ${staging}
-
+${PUT_X}
 // Two f16 weights packed in a u32 (low half first), as tile values (naga cannot bitcast u32 to vec2<f16>).
 fn pairOf(u: u32) -> vec2<T> { return vec2<T>(unpack2x16float(u)); }
 

@@ -321,12 +321,6 @@ fn loadX(e: u32, m0: u32, k0: u32) -> vec4f {
   return vec4f();
 }
 
-fn putX(base: u32, e: u32, v: vec4f) {
-  let m = e / (TK / 4u);
-  let k = (e % (TK / 4u)) * 4u;
-  let t = vec4<T>(v);
-  for (var q = 0u; q < 4u; q++) { xs[base + (k + q) * XS + m / 4u][m % 4u] = t[q]; }
-}
 
 // Codes k0 + 8q .. +7 of row n0 + n (at most two words of its bit stream) and the group's scale | zero.
 fn loadW(e: u32, n0: u32, k0: u32) -> vec2u {

@@ -3,7 +3,7 @@
  * (gemm_core_wgsl.ts) over dense staging, with 16-byte or scalar loads, plain or pipelined. The uniform
  * block, y and `store` come from matmul.ts's PARAMS.
  */
-import { gemmCoreWgsl, type GemmMath, type GemmPipe } from "./gemm_core_wgsl.ts";
+import { GEMM_PIPE_LOAD_X, gemmCoreWgsl, type GemmMath, type GemmPipe } from "./gemm_core_wgsl.ts";
 
 /** The tiled GEMM: the shared core (gemm_core_wgsl.ts) over dense staging with 16-byte or scalar loads. */
 export function gemmWgsl(vec: boolean, math: GemmMath, pipe?: GemmPipe): string {
@@ -18,22 +18,7 @@ export function gemmWgsl(vec: boolean, math: GemmMath, pipe?: GemmPipe): string 
 const GEMM_PIPE_STAGE = /* wgsl */ `
 fn pipeStart(lid: u32, n0: u32) {}
 
-fn loadX(e: u32, m0: u32, k0: u32) -> vec4f {
-  let m = e / (TK / 4u);
-  let k = (e % (TK / 4u)) * 4u;
-  if (m0 + m < params.rows && k0 + k < params.inDim) {
-    return x4[((params.xRowOffset + m0 + m) * params.inDim + k0 + k) / 4u];
-  }
-  return vec4f();
-}
-
-fn putX(base: u32, e: u32, v: vec4f) {
-  let m = e / (TK / 4u);
-  let k = (e % (TK / 4u)) * 4u;
-  let t = vec4<T>(v);
-  for (var q = 0u; q < 4u; q++) { xs[base + (k + q) * XS + m / 4u][m % 4u] = t[q]; }
-}
-
+${GEMM_PIPE_LOAD_X}
 fn loadW(e: u32, n0: u32, k0: u32) -> vec4u {
   let n = e / (TK / 8u);
   let k = (e % (TK / 8u)) * 8u;

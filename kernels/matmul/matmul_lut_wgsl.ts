@@ -8,7 +8,13 @@
  */
 import { unroll } from "../core/mod.ts";
 import { siluMulFn } from "../ops/mod.ts";
-import { F16_ENABLE, gemmCoreWgsl, type GemmMath, type GemmPipe } from "./gemm_core_wgsl.ts";
+import {
+  F16_ENABLE,
+  GEMM_PIPE_LOAD_X,
+  gemmCoreWgsl,
+  type GemmMath,
+  type GemmPipe,
+} from "./gemm_core_wgsl.ts";
 
 /** The uniform block both shaders share, packed in this order by matmul_lut.ts. */
 export const LUT_PARAMS_FIELDS = [
@@ -408,24 +414,7 @@ fn stageLut(lid: u32, n0: u32) {
   }
 }
 
-// The e-th 16-byte activation load of the K step at k0 (zero past the rows or inDim).
-fn loadX(e: u32, m0: u32, k0: u32) -> vec4f {
-  let m = e / (TK / 4u);
-  let k = (e % (TK / 4u)) * 4u;
-  if (m0 + m < params.rows && k0 + k < params.inDim) {
-    return x4[((params.xRowOffset + m0 + m) * params.inDim + k0 + k) / 4u];
-  }
-  return vec4f();
-}
-
-// Four neighbouring lanes read one row's 16 bytes; each value goes to its [k][row] slot.
-fn putX(base: u32, e: u32, v: vec4f) {
-  let m = e / (TK / 4u);
-  let k = (e % (TK / 4u)) * 4u;
-  let t = vec4<T>(v);
-  for (var q = 0u; q < 4u; q++) { xs[base + (k + q) * XS + m / 4u][m % 4u] = t[q]; }
-}
-
+${GEMM_PIPE_LOAD_X}
 // Task (n, q): codes k0 + 8q .. +7 of row n0 + n, at most two words of its piece.
 fn loadW(e: u32, n0: u32, k0: u32) -> u32 {
   let n = e % TN;
