@@ -11,7 +11,7 @@ import { BatchRunner } from "./batch_runner.ts";
 import { bucketOf, decodeBuckets, logitBuckets, prefillBuckets } from "./row_buckets.ts";
 import { KvCache, sizeKvCache } from "./kv_cache.ts";
 import { Scheduler } from "./scheduler.ts";
-import type { SlotSettings } from "../../kernels/ops/mod.ts";
+import { GREEDY_SLOT, type SlotSettings } from "../../kernels/ops/mod.ts";
 
 Deno.test("row buckets are few, increasing, end at the maximum and hold every count", () => {
   assert.deepEqual(decodeBuckets(1), [1]);
@@ -34,21 +34,7 @@ Deno.test("row buckets are few, increasing, end at the maximum and hold every co
   assert.throws(() => bucketOf(65, decodeBuckets(64)), /Cannot fit 65 rows/);
 });
 
-const GREEDY: SlotSettings = {
-  temperature: 0,
-  topP: 1,
-  topK: 0,
-  minP: 0,
-  seed: 0,
-  presence: 0,
-  frequency: 0,
-  repetition: 1,
-  bias: [],
-  minTokens: 0,
-  ban: [],
-  logprobs: false,
-  nTop: 0,
-};
+const GREEDY: SlotSettings = GREEDY_SLOT;
 
 Deno.test("after prebuild, serving binds no plan and compiles no pipeline", async () => {
   const gpu = await testGpu();

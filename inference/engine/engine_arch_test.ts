@@ -12,23 +12,9 @@ import { MAX_BAN, MAX_BIAS } from "./engine.ts";
 import { BatchRunner } from "./batch_runner.ts";
 import { KvCache, sizeKvCache } from "./kv_cache.ts";
 import { Scheduler } from "./scheduler.ts";
-import type { SlotSettings } from "../../kernels/ops/mod.ts";
+import { GREEDY_SLOT, type SlotSettings } from "../../kernels/ops/mod.ts";
 
-const GREEDY: SlotSettings = {
-  temperature: 0,
-  topP: 1,
-  topK: 0,
-  minP: 0,
-  seed: 0,
-  presence: 0,
-  frequency: 0,
-  repetition: 1,
-  bias: [],
-  minTokens: 0,
-  ban: [],
-  logprobs: false,
-  nTop: 0,
-};
+const GREEDY: SlotSettings = GREEDY_SLOT;
 
 const MODELS = ["tiny-llama3", "tiny-qwen2", "tiny-qwen3", "tiny-mistral-swa", "tiny-gemma3"];
 

@@ -67,6 +67,23 @@ export interface SlotSettings {
   nTop: number;
 }
 
+/** Greedy decoding with every filter and penalty off: the settings that change nothing but pick the argmax. */
+export const GREEDY_SLOT: Readonly<SlotSettings> = Object.freeze({
+  temperature: 0,
+  topP: 1,
+  topK: 0,
+  minP: 0,
+  seed: 0,
+  presence: 0,
+  frequency: 0,
+  repetition: 1,
+  bias: [],
+  minTokens: 0,
+  ban: [],
+  logprobs: false,
+  nTop: 0,
+});
+
 /** Whether the settings change any logit before sampling (logits_process.ts runs its slow path). */
 export function slotProcesses(s: SlotSettings): boolean {
   return s.presence !== 0 || s.frequency !== 0 || s.repetition !== 1 || s.bias.length > 0 ||

@@ -1,5 +1,11 @@
 import assert from "node:assert/strict";
-import { createBatchSample, packSlotParams, SLOT_PARAMS_BYTES, type SlotSettings } from "./batch_sample.ts";
+import {
+  createBatchSample,
+  GREEDY_SLOT,
+  packSlotParams,
+  SLOT_PARAMS_BYTES,
+  type SlotSettings,
+} from "./batch_sample.ts";
 import { createLogitsProcess, createLogprobs, LOGPROB_RECORD_WORDS } from "./logits_process.ts";
 import { logSoftmaxRef, sampleRef } from "../core/reference.ts";
 import { checkPipelines, type Gpu } from "../core/gpu.ts";
@@ -9,21 +15,7 @@ import { seededRandom, testGpu } from "../../tests/_gpu.ts";
 const NONE = 0xffffffff;
 const MAX_BIAS = 4;
 const MAX_BAN = 3;
-const BASE: SlotSettings = {
-  temperature: 0,
-  topP: 1,
-  topK: 0,
-  minP: 0,
-  seed: 0,
-  presence: 0,
-  frequency: 0,
-  repetition: 1,
-  bias: [],
-  minTokens: 0,
-  ban: [],
-  logprobs: false,
-  nTop: 0,
-};
+const BASE: SlotSettings = GREEDY_SLOT;
 
 /** Zipf-like logits, shuffled, so sampling filters really cut. */
 function zipf(n: number, seed: number): Float32Array {

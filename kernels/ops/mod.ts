@@ -19,6 +19,7 @@ export {
 export {
   type BatchSampleArgs,
   createBatchSample,
+  GREEDY_SLOT,
   MAX_TOP_LOGPROBS,
   packSlotParams,
   SLOT_PARAMS_BYTES,
