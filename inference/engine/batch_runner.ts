@@ -130,6 +130,10 @@ export class BatchRunner {
   #pending: PendingChunk | null = null;
   #maxBlocks: number;
   #attention: Kernel<PagedAttentionArgs>;
+  /** The row counts of decode and prefill forwards and of logit rows (row_buckets.ts), fixed by the options. */
+  #decodeBuckets: readonly number[];
+  #prefillBuckets: readonly number[];
+  #logitBuckets: readonly number[];
 
   constructor(
     gpu: Gpu,
@@ -150,6 +154,9 @@ export class BatchRunner {
     this.options = options;
     const { maxSlots, maxRows, maxChunk, maxBias, maxBan } = options;
     this.#maxBlocks = cache.layout().maxBlocks;
+    this.#decodeBuckets = decodeBuckets(maxSlots);
+    this.#prefillBuckets = prefillBuckets(maxRows);
+    this.#logitBuckets = logitBuckets(maxSlots);
     this.#s = createForwardState(gpu, config, { maxRows, maxLogitRows: maxSlots, paged: true });
     const buf = (words: number, label: string) => createStorage(gpu, words * 4, label);
     const vocab = config.vocabSize;
@@ -322,18 +329,6 @@ export class BatchRunner {
   /** The row counts forwards of `kind` run at. */
   rowBuckets(kind: StepSpec["kind"]): readonly number[] {
     return kind === "decode" ? this.#decodeBuckets : this.#prefillBuckets;
-  }
-
-  get #decodeBuckets(): number[] {
-    return decodeBuckets(this.options.maxSlots);
-  }
-
-  get #prefillBuckets(): number[] {
-    return prefillBuckets(this.options.maxRows);
-  }
-
-  get #logitBuckets(): number[] {
-    return logitBuckets(this.options.maxSlots);
   }
 
   /**
