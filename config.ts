@@ -104,6 +104,8 @@ export interface ServingConfig {
   maxNumSeqs: number;
   /** Rows of one forward: a token of every running sequence plus pieces of prompts (chunked prefill). */
   maxNumBatchedTokens: number;
+  /** Prompt rows per prefill forward while other sequences decode (≤ maxNumBatchedTokens). */
+  decodingPrefillTokens: number;
   /** Context per sequence; null means the model's, capped so one sequence fits the cache. */
   maxModelLen: number | null;
   /** KV cache budget: bytes, or a fraction of max-num-seqs full-length sequences; null: the default. */
@@ -167,6 +169,10 @@ Batching (many clients at once):
   --max-num-seqs <n>          Sequences decoding at once (default 64)
   --max-num-batched-tokens <n>
                               Rows per forward: one per running sequence plus prompt pieces (default 512)
+  --decoding-prefill-tokens <n>
+                              Prompt rows per prefill forward while other sequences decode: lower keeps
+                              their inter-token latency lower, higher gives new prompts a faster first
+                              token (default: max-num-batched-tokens)
   --max-model-len <n>         Context per sequence (default: the model's, capped so one sequence fits)
   --kv-cache-memory <size>    KV cache: bytes (e.g. 8GiB, 512MiB, 2e9) or a fraction in (0, 1] of what
                               max-num-seqs sequences of max-model-len need (default: that, at most
@@ -231,6 +237,7 @@ const VALUE_FLAGS = [
   "--quantize",
   "--max-num-seqs",
   "--max-num-batched-tokens",
+  "--decoding-prefill-tokens",
   "--max-model-len",
   "--kv-cache-memory",
   "--kv-cache-dtype",
@@ -326,9 +333,18 @@ function parseServing(flags: Map<string, string>): ServingConfig {
         `--max-num-seqs ${maxNumSeqs} sequences`,
     );
   }
+  const decodingPrefillTokens = optionalInt(flags, "--decoding-prefill-tokens", 1, 1 << 20) ??
+    maxNumBatchedTokens;
+  if (decodingPrefillTokens > maxNumBatchedTokens) {
+    throw new ConfigError(
+      `Cannot use --decoding-prefill-tokens ${decodingPrefillTokens}: a forward holds at most ` +
+        `--max-num-batched-tokens ${maxNumBatchedTokens} rows`,
+    );
+  }
   return {
     maxNumSeqs,
     maxNumBatchedTokens,
+    decodingPrefillTokens,
     maxModelLen: optionalInt(flags, "--max-model-len", 2, 1 << 24) ?? null,
     kvCacheMemory: parseMemory(flags.get("--kv-cache-memory")),
     kvCacheDtype: oneOf(flags.get("--kv-cache-dtype") ?? "f16", "--kv-cache-dtype", ["f16", "f32"] as const),

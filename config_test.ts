@@ -20,6 +20,7 @@ Deno.test("parseConfig() fills the documented defaults", () => {
     serving: {
       maxNumSeqs: 64,
       maxNumBatchedTokens: 512,
+      decodingPrefillTokens: 512,
       maxModelLen: null,
       kvCacheMemory: null,
       kvCacheDtype: "f16",
@@ -69,6 +70,7 @@ Deno.test("parseConfig() reads every flag, in both spellings", () => {
     "--max-num-seqs=8",
     "--max-num-batched-tokens",
     "64",
+    "--decoding-prefill-tokens=16",
     "--max-model-len",
     "2048",
     "--kv-cache-memory",
@@ -141,6 +143,7 @@ Deno.test("parseConfig() reads every flag, in both spellings", () => {
     serving: {
       maxNumSeqs: 8,
       maxNumBatchedTokens: 64,
+      decodingPrefillTokens: 16,
       maxModelLen: 2048,
       kvCacheMemory: { bytes: 1.5 * 2 ** 30 },
       kvCacheDtype: "f32",
@@ -170,6 +173,10 @@ Deno.test("parseConfig() reads every flag, in both spellings", () => {
   assert.throws(
     () => parseConfig(["--model", "m", "--max-num-seqs", "64", "--max-num-batched-tokens", "32"], {}),
     /a row of each/,
+  );
+  assert.throws(
+    () => parseConfig(["--model", "m", "--decoding-prefill-tokens", "1024"], {}),
+    /--decoding-prefill-tokens 1024: a forward holds at most --max-num-batched-tokens 512/,
   );
 });
 

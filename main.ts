@@ -97,7 +97,7 @@ async function main(): Promise<number> {
       await quantizeAtStartup(jobs, engine, withAdapterBudget(quant, gpu, seqLen));
     } else {
       const onProgress = (detail: string) => engine.setStatus("loading", detail);
-      engine.setModel(await loadModel(gpu, modelDir, { ...loadOptions, onProgress }));
+      await engine.setModel(await loadModel(gpu, modelDir, { ...loadOptions, onProgress }));
     }
     logReady(engine, engine.status().modelId, started);
   } catch (err) {
@@ -119,6 +119,7 @@ function createServingEngine(config: Config): EngineHandle {
     batch: {
       maxNumSeqs: sv.maxNumSeqs,
       maxNumBatchedTokens: sv.maxNumBatchedTokens,
+      decodingPrefillTokens: sv.decodingPrefillTokens,
       maxModelLen: sv.maxModelLen,
       kvCacheMemory: sv.kvCacheMemory,
       kvCacheDtype: sv.kvCacheDtype,

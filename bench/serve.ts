@@ -202,7 +202,7 @@ async function inProcess(gpu: Gpu, o: ServeBenchOptions, results: Summary[]): Pr
   const formats = o.model ? ["folder"] : o.formats;
   for (const f of formats) {
     const model = o.model ? await loadModel(gpu, o.model, {}) : await randomLoaded(gpu, o.random!, f);
-    engine.setModel(model);
+    await engine.setModel(model);
     const label = o.model ? model.modelId : `${o.random} ${f} (random weights)`;
     for (const c of o.concurrency) {
       const send = engineSender(engine, model.config.vocabSize, o);

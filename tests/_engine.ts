@@ -50,7 +50,7 @@ export async function engineFor(
 ): Promise<{ engine: EngineHandle; model: LoadedModel }> {
   const model = await loadModel(gpu, dir, { weightType: "f32" });
   const engine = createEngine("test", { batch, log: (m) => logs.push(m) });
-  engine.setModel(model);
+  await engine.setModel(model);
   return { engine, model };
 }
 

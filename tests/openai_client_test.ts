@@ -18,7 +18,7 @@ const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{1
 /** Loads a model into a real engine and serves it with keys on; logs go to `lines`. */
 async function serve(gpu: Gpu, dir: string, name: string) {
   const engine = createEngine(name, { log: () => {} });
-  engine.setModel(await loadModel(gpu, dir, { weightType: "f32", modelId: name }));
+  await engine.setModel(await loadModel(gpu, dir, { weightType: "f32", modelId: name }));
   const lines: string[] = [];
   const app = createApp({
     engine,

@@ -333,15 +333,22 @@ export class BatchRunner {
 
   /**
    * Binds the work of every bucket now (compiling the pipelines it needs), so no step binds or compiles
-   * mid-serving. Returns the number of step plans.
+   * mid-serving. It yields to the event loop after each plan, so on a hot swap the model being replaced
+   * keeps serving while this one binds (the whole set is seconds of host work on the H100; one plan is at
+   * most a few hundred ms). Resolves to the number of step plans.
    */
-  prebuild(): number {
-    let n = 0;
-    for (const rows of this.#decodeBuckets) this.#plan("decode", rows, rows), n++;
+  async prebuild(): Promise<number> {
+    const specs: [StepSpec["kind"], number, number][] = this.#decodeBuckets.map((
+      rows,
+    ) => ["decode", rows, rows]);
     for (const rows of this.#prefillBuckets) {
-      for (const logits of this.#logitBuckets) if (logits <= rows) this.#plan("prefill", rows, logits), n++;
+      for (const logits of this.#logitBuckets) if (logits <= rows) specs.push(["prefill", rows, logits]);
     }
-    return n;
+    for (const [kind, rows, logits] of specs) {
+      this.#plan(kind, rows, logits);
+      await new Promise((resolve) => setTimeout(resolve, 0));
+    }
+    return specs.length;
   }
 
   /** The bound work of one step of a kind with `rows` rows and `logits` logit rows (cached). */

@@ -47,7 +47,7 @@ Deno.test("after prebuild, serving binds no plan and compiles no pipeline", asyn
   const runner = new BatchRunner(gpu, config, weights, cache, options);
   try {
     // decode 1, 2, 3; prefill 16 × logits 1, 2, 3 and 32 × the same
-    assert.equal(runner.prebuild(), 9);
+    assert.equal(await runner.prebuild(), 9);
     const pipelines = gpu.pipelineCache.size;
     const scheduler = new Scheduler();
     const entry = scheduler.addModel(runner, () => {});

@@ -58,8 +58,11 @@ export interface ModelLease {
 
 /** An engine whose model is loaded in the background; `status()` reports progress until ready. */
 export interface EngineHandle extends Engine {
-  /** Installs a loaded model (state becomes "ready"); a later call swaps models while serving. */
-  setModel(model: LoadedModel): void;
+  /**
+   * Installs a loaded model (state becomes "ready" once it is bound); a later call swaps models while
+   * serving: the old model serves until the new one's step plans are bound. Calls take effect in order.
+   */
+  setModel(model: LoadedModel): Promise<void>;
   /** Holds the served model (e.g. to evaluate it) until `release()`; null while none is loaded. */
   lease(): ModelLease | null;
   /** Requests started and not yet ended, on any model. */
@@ -144,6 +147,8 @@ export function createEngine(
   const opts: BatchOptions = { ...BATCH_DEFAULTS, ...batch };
   const scheduler = new Scheduler({ chunkTargetMs: opts.chunkTargetMs });
   let served: Served | null = null;
+  /** The install in progress (setModel calls take effect in order). */
+  let installing: Promise<void> = Promise.resolve();
   const all: Served[] = [];
   let inFlight = 0;
   let state: EngineStatus["state"] = "loading";
@@ -188,7 +193,7 @@ export function createEngine(
     log(`[engine] freed model "${model.modelId}"`);
   }
 
-  function install(model: LoadedModel): void {
+  async function install(model: LoadedModel): Promise<void> {
     const { gpu, config } = model;
     const old = served;
     const key = kvKey(config, opts.kvCacheDtype);
@@ -212,8 +217,14 @@ export function createEngine(
     // Bind every bucket's forward now: binding one mid-serving stalls every stream (batch_runner.ts).
     if (opts.prebuild ?? !gpu.isCpu) {
       const t0 = performance.now();
-      const plans = runner.prebuild();
-      log(`[engine] bound ${plans} step plans in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+      try {
+        const plans = await runner.prebuild();
+        log(`[engine] bound ${plans} step plans in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+      } catch (err) {
+        runner.destroy();
+        if (cache !== old?.runner.cache) cache.destroy();
+        throw err;
+      }
     }
     const me: Served = { model, runner, entry: null!, leases: 0, drained: false };
     me.entry = scheduler.addModel(runner, () => {
@@ -330,9 +341,12 @@ export function createEngine(
       return Promise.resolve(m.tokenizer.decode(ids));
     },
     setModel(loaded) {
-      install(loaded);
-      state = "ready";
-      detail = "ready";
+      const done = installing.then(() => install(loaded)).then(() => {
+        state = "ready";
+        detail = "ready";
+      });
+      installing = done.catch(() => {});
+      return done;
     },
     lease,
     inFlight: () => inFlight,

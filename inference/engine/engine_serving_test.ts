@@ -184,14 +184,18 @@ Deno.test("a model swapped in while serving takes new requests; the old one fini
   const gpu = await testGpu();
   if (!gpu || !model || !bf16) return;
   const logs: string[] = [];
-  const { engine } = await engineFor(gpu, model, { maxNumSeqs: 2 }, logs);
-  const oldAlone = (await collect(engine, greedy(LONG, 40)))[0];
+  // Plans are bound at install here as on a GPU, so the swap below binds while the old model streams.
+  const { engine } = await engineFor(gpu, model, { maxNumSeqs: 2, prebuild: true }, logs);
+  const oldAlone = (await collect(engine, greedy(LONG, 200)))[0];
   const weightsBefore = engine.counters().gpuBytes.weights;
   let tokens = 0;
-  const old = collect(engine, greedy(LONG, 40), { onEvent: (ev) => ev.type === "delta" && tokens++ });
+  const old = collect(engine, greedy(LONG, 200), { onEvent: (ev) => ev.type === "delta" && tokens++ });
   await until(engine, () => tokens >= 1);
   const next = await loadModel(gpu, bf16, { weightType: "f16" });
-  engine.setModel(next);
+  const atSwap = tokens;
+  await engine.setModel(next);
+  assert.ok(logs.filter((l) => l.includes("step plans")).length === 2, logs.join("\n"));
+  assert.ok(tokens > atSwap, "the old model kept streaming while the new one bound its step plans");
   const fresh = await collect(engine, greedy(LONG, 10));
   assert.deepEqual((await old)[0].ids, oldAlone.ids, "the admitted request finished on the old model");
   await until(engine, (c) => c.gpuBytes.weights < weightsBefore);

@@ -35,13 +35,13 @@ Deno.test("setModel() swaps atomically: the request in flight ends on its model,
     const load = (name: string): Promise<LoadedModel> => loadModel(gpu, dir, { modelId: name });
     const engine = createEngine("s", { log: (m) => logs.push(m) });
     const a = await load("a");
-    engine.setModel(a);
+    await engine.setModel(a);
     const want = await rest(engine.generate(request)[Symbol.asyncIterator]());
 
     const inFlight = engine.generate(request)[Symbol.asyncIterator]();
     assert.equal((await inFlight.next()).value?.type, "start"); // the request has started on model a
     assert.equal(engine.inFlight(), 1);
-    engine.setModel(await load("b"));
+    await engine.setModel(await load("b"));
     assert.deepEqual(freed(), [], "a is still in use");
     const lease = engine.lease()!;
     assert.notEqual(lease.model.weights, a.weights, "new requests get model b");
@@ -49,7 +49,7 @@ Deno.test("setModel() swaps atomically: the request in flight ends on its model,
     await until(() => freed().includes("a"), "a is freed once its last request ended");
     assert.equal(engine.inFlight(), 0);
     assert.equal(await rest(engine.generate(request)[Symbol.asyncIterator]()), want, "b answers the same");
-    engine.setModel(await load("c"));
+    await engine.setModel(await load("c"));
     await new Promise((r) => setTimeout(r, 200));
     assert.deepEqual(freed(), ["a"], "b is leased (a job evaluating it): not freed");
     lease.release();

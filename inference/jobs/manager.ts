@@ -126,7 +126,7 @@ export function createJobManager(o: JobManagerOptions): JobManager {
       destroyLoadedModel(model);
       job.signal.throwIfAborted();
     }
-    o.engine.setModel(model);
+    await o.engine.setModel(model);
     log(`[jobs] serving ${dir}`);
   }
 
