@@ -60,6 +60,10 @@ await embedWindows(gpu, runner, {
   scale: config.embedScale,
   windows: calib.windows,
   onStored: (h) => {
+    // This measurement keeps every window on the GPU; past the budget embedWindows hands back host copies.
+    if (h instanceof Uint8Array) {
+      throw new Error("Cannot hold the windows on the GPU: lower --nsamples or --seqlen");
+    }
     hidden.push(h);
   },
 });

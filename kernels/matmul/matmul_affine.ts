@@ -52,6 +52,7 @@ import {
 import { AFFINE_PARAMS_FIELDS, PREP_WGSL } from "./matmul_affine_wgsl.ts";
 import {
   affineBatchRows,
+  type AffineDims,
   matmulAffineShader,
   type MatmulAffineSpec,
   planMatmulAffine,
@@ -76,11 +77,7 @@ export interface AffinePacked {
 }
 
 /** {@link AffinePacked} uploaded: the same fields with buffers for the arrays. */
-export interface AffineWeights {
-  bits: 2 | 3 | 4;
-  outDim: number;
-  inDim: number;
-  groupSize: number;
+export interface AffineWeights extends AffineDims {
   nGroups: number;
   /** codes: (outDim, ceil(inDim/32)·bits) u32 bit streams */
   codes: GPUBuffer;

@@ -4,7 +4,6 @@
  * figures behind each default are in the comments; `AffineTune` overrides them for sweeps.
  */
 import { ceilDiv } from "../core/mod.ts";
-import type { AffineWeights } from "./matmul_affine.ts";
 import {
   GEMM_DEFAULTS,
   type GemmMath,
@@ -113,8 +112,16 @@ export interface MatmulAffinePlan {
   tilesN: number;
 }
 
+/** The dimensions of an affine weight (matmul_affine.ts `AffineWeights` adds its buffers). */
+export interface AffineDims {
+  bits: 2 | 3 | 4;
+  outDim: number;
+  inDim: number;
+  groupSize: number;
+}
+
 /** The weight facts the planner needs. */
-export type AffineShape = Pick<AffineWeights, "bits" | "inDim" | "outDim" | "groupSize"> & {
+export type AffineShape = AffineDims & {
   rows: number;
   hasPerm: boolean;
   /** Work fused into the q8 GEMV's prologue. */

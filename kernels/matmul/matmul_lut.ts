@@ -38,7 +38,7 @@ import {
   uploadStorage,
 } from "../core/mod.ts";
 import { LUT_PARAMS_FIELDS, type LutPrologue } from "./matmul_lut_wgsl.ts";
-import { matmulLutShader, type MatmulLutSpec, planMatmulLut } from "./matmul_lut_plan.ts";
+import { type LutDims, matmulLutShader, type MatmulLutSpec, planMatmulLut } from "./matmul_lut_plan.ts";
 
 /** A LUT-quantized (outDim, inDim) weight in the kernel's layout, on the host. */
 export interface LutPacked {
@@ -53,10 +53,7 @@ export interface LutPacked {
 }
 
 /** {@link LutPacked} uploaded: the same fields with buffers for the arrays. */
-export interface LutWeights {
-  bits: 2 | 3 | 4;
-  outDim: number;
-  inDim: number;
+export interface LutWeights extends LutDims {
   /** codes: (outDim, nPieces, bits) u32 */
   codes: GPUBuffer;
   /** lut: (outDim, 2^bits / 2) u32 f16 pairs */

@@ -12,7 +12,6 @@ import {
   gemmWorkgroupBytes,
 } from "./gemm_core_wgsl.ts";
 import { ceilDiv } from "../core/mod.ts";
-import type { LutWeights } from "./matmul_lut.ts";
 import {
   GEMM_WGSL,
   gemmCoreLutWgsl,
@@ -98,8 +97,15 @@ export interface MatmulLutStep {
   tilesN: number;
 }
 
+/** The dimensions of a LUT weight (matmul_lut.ts `LutWeights` adds its buffers). */
+export interface LutDims {
+  bits: 2 | 3 | 4;
+  outDim: number;
+  inDim: number;
+}
+
 /** The weight facts the planner needs. */
-export type LutShape = Pick<LutWeights, "bits" | "inDim" | "outDim"> & {
+export type LutShape = LutDims & {
   rows: number;
   /** Work fused into the GEMV's x reads (rows ≤ LUT_PROLOGUE_MAX_ROWS). */
   prologue?: LutPrologue;
