@@ -121,7 +121,11 @@ export async function readMatrix(gpu: Gpu, m: MatrixParts, count = m.rows * m.co
 
 /** How a kernel's WGSL reads and writes one matrix binding. */
 export interface MatrixAccess {
-  /** WGSL to append to the module: nothing unsplit; the second binding, `M_SPLIT` and the accessors split. */
+  /**
+   * WGSL to PREPEND to the module: nothing unsplit; the second binding, `M_SPLIT` and the accessors split.
+   * First, because naga 29 panics (handlevec.rs) on an initializer-less override declared after an
+   * override-sized workgroup array.
+   */
   readonly wgsl: string;
   /** Expression reading element `i` (a u32 WGSL expression, the global index). */
   ld(i: string): string;
@@ -131,7 +135,7 @@ export interface MatrixAccess {
 
 /**
  * The WGSL access to matrix `name`, declared by the kernel at its usual binding (part 0 when split).
- * @param name the WGSL variable (`array<f32>`)
+ * @param name the WGSL variable (`array<f32>`), declared by the kernel
  * @param split null for the unsplit build (text unchanged: `name[i]`); else the binding of part 1 and its access
  * @returns the snippet to append and the load/store spellings
  */

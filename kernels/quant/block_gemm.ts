@@ -45,7 +45,7 @@ import {
 } from "../core/mod.ts";
 
 function head(a: MatrixAccess, b: MatrixAccess, c: MatrixAccess): string {
-  return /* wgsl */ `
+  return a.wgsl + b.wgsl + c.wgsl + /* wgsl */ `
 override TM: u32 = 64u;  // = TN = 16·R, R the register tile edge
 override TN: u32 = 64u;
 override TK: u32 = 16u;
@@ -112,7 +112,7 @@ fn store(base: u32, m: u32, n0: u32, v: vec4f) {
   }
 }
 
-` + a.wgsl + b.wgsl + c.wgsl;
+`;
 }
 
 /**

@@ -33,7 +33,7 @@ import { type BlockGemmArgs, type BlockGemmTile, createBlockGemm } from "./block
 import { LOWER_BLOCK_WGSL, lowerBlockEdge } from "./tri_inv.ts";
 
 function panelWgsl(A: MatrixAccess): string {
-  return LOWER_BLOCK_WGSL + /* wgsl */ `
+  return A.wgsl + LOWER_BLOCK_WGSL + /* wgsl */ `
 struct Params { n: u32, k0: u32 }
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read_write> A: array<f32>;     // (n, n); block (k0.., k0..) in place
@@ -98,7 +98,7 @@ fn main(@builtin(local_invocation_index) lid: u32) {
     Dinv[e] = select(0.0, blk[at(i, j)], j <= i);
   }
 }
-` + A.wgsl;
+`;
 }
 
 export interface CholeskyArgs {

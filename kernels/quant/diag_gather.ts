@@ -19,7 +19,7 @@ import {
 } from "../core/mod.ts";
 
 function wgsl(A: MatrixAccess): string {
-  return /* wgsl */ `
+  return A.wgsl + /* wgsl */ `
 override WG: u32 = 256u;
 
 struct Params { n: u32 }
@@ -33,7 +33,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
   let i = (wid.x + wid.y * nwg.x) * WG + lid;
   if (i < params.n) { d[i] = ${A.ld("i * (params.n + 1u)")}; }
 }
-` + A.wgsl;
+`;
 }
 
 export interface DiagGatherArgs {

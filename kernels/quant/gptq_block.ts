@@ -37,7 +37,7 @@ import {
 import { uRows } from "./gptq_update.ts";
 
 function wgsl(U: MatrixAccess): string {
-  return /* wgsl */ `
+  return U.wgsl + /* wgsl */ `
 override TR: u32 = 8u;     // rows per workgroup
 override L: u32 = 32u;     // invocations per row; lane l owns block columns j ≡ l (mod L)
 override B: u32 = 128u;    // block width (blockSize), a multiple of 4
@@ -167,7 +167,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
     }
   }
 }
-` + U.wgsl;
+`;
 }
 
 /** Pipeline variant: block width, grid kind and bits. */

@@ -24,7 +24,7 @@ import {
 } from "../core/mod.ts";
 
 function wgsl(U: MatrixAccess): string {
-  return /* wgsl */ `
+  return U.wgsl + /* wgsl */ `
 override TM: u32 = 64u;  // rows of W per tile
 override TN: u32 = 64u;  // columns of W per tile
 override TK: u32 = 16u;  // block columns (K) staged per step
@@ -104,7 +104,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
   store(r + 2u, n, acc2);
   store(r + 3u, n, acc3);
 }
-` + U.wgsl;
+`;
 }
 
 export interface GptqUpdateArgs {

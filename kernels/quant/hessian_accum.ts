@@ -154,7 +154,7 @@ export interface HessianAccumArgs {
  */
 export function hessianAccumShader(spec: HessianAccumSpec): string {
   const H = matrixAccess("H", spec.split ? { binding: 3, access: "read_write" } : null);
-  return head(H) + LOADS[spec.vec4 ? "vec4" : "scalar"] + mainWgsl() + H.wgsl;
+  return H.wgsl + head(H) + LOADS[spec.vec4 ? "vec4" : "scalar"] + mainWgsl();
 }
 
 /** The Hessian update; its bound plan owns a params buffer (`destroy()` frees it). */

@@ -25,7 +25,7 @@ import {
 } from "../core/mod.ts";
 
 function wgsl(U: MatrixAccess): string {
-  return /* wgsl */ `
+  return U.wgsl + /* wgsl */ `
 override WG: u32 = 256u;
 
 struct Params { cols: u32, exponent: f32 }
@@ -76,7 +76,7 @@ fn main(@builtin(local_invocation_index) lid: u32) {
     importance[k] = select(a, 1.0, u == uMin);
   }
 }
-` + U.wgsl;
+`;
 }
 
 /** Buffers and sizes of one importance computation. */

@@ -25,7 +25,7 @@ import {
 } from "../core/mod.ts";
 
 function wgsl(src: MatrixAccess, dst: MatrixAccess): string {
-  return /* wgsl */ `
+  return src.wgsl + dst.wgsl + /* wgsl */ `
 override WX: u32 = 64u;
 override WY: u32 = 4u;
 
@@ -62,7 +62,7 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
   }
   ${dst.st("i * n + j", "v")};
 }
-` + src.wgsl + dst.wgsl;
+`;
 }
 
 export interface SymPermuteArgs {

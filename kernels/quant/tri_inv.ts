@@ -62,7 +62,7 @@ fn invertLowerBlock(lid: u32, nb: u32) {
 `;
 
 function diagWgsl(L: MatrixAccess, X: MatrixAccess): string {
-  return LOWER_BLOCK_WGSL + /* wgsl */ `
+  return L.wgsl + X.wgsl + LOWER_BLOCK_WGSL + /* wgsl */ `
 struct Params { n: u32 }
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> L: array<f32>;         // (n, n) lower-triangular
@@ -90,7 +90,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
     if (i < nb && j < nb) { ${X.st("(r0 + i) * n + r0 + j", "select(0.0, blk[at(i, j)], j <= i)")}; }
   }
 }
-` + L.wgsl + X.wgsl;
+`;
 }
 
 export interface TriInvArgs {
