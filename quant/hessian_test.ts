@@ -3,7 +3,7 @@ import { createHessian } from "./hessian.ts";
 import { addBatch, createHessian as createReferenceHessian } from "./reference/reference_hessian.ts";
 import { correlatedInputs, hessianOf } from "./reference/_reference_cases.ts";
 import { checkPipelines } from "../kernels/core/gpu.ts";
-import { readF32, runPass, uploadStorage } from "../kernels/core/buffers.ts";
+import { runPass, uploadStorage } from "../kernels/core/buffers.ts";
 import { readMatrix } from "../kernels/core/matrix_parts.ts";
 import { testGpu } from "../tests/_gpu.ts";
 import { nmse } from "../tests/_assert.ts";

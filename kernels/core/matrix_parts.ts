@@ -30,7 +30,8 @@ export function rowsPerPartFor(gpu: Pick<Gpu, "maxBindingBytes">, rows: number, 
   const fit = Math.floor(gpu.maxBindingBytes / (cols * 4));
   if (rows <= fit) return rows;
   // A multiple of 128 keeps GPTQ's 128-column blocks inside one part (gptq_block/gptq_update stay unsplit).
-  const first = fit >= 128 ? fit - (fit % 128) : fit - (fit % 4);
+  let first = fit >= 128 ? fit - (fit % 128) : fit - (fit % 4);
+  if (rows - first > fit) first = fit; // the alignment must not cost the split
   if (first < 1 || rows - first > fit) {
     throw new Error(
       `Cannot allocate a ${rows}×${cols} f32 matrix: it needs more than two bindings of ` +
