@@ -262,6 +262,31 @@ function paramsOf(g: BlockGemmArgs, tilesM: number, tilesN: number): ParamField[
 }
 
 /**
+ * An operand of a two-part matrix whose elements all lie in one part, as that part alone (offset rebased):
+ * GEMMs that stay on one side of the split keep the unsplit build. The extent is the bounding range of
+ * `offset + z·batchStride + i·s0 + j·s1`, triangle masks ignored.
+ */
+function placeOperand(o: StridedOperand, d0: number, d1: number, batch: number): StridedOperand {
+  if (!isSplit(o.buffer)) return o;
+  const split = splitElement(o.buffer);
+  const last = o.offset + (batch - 1) * (o.batchStride ?? 0) + (d0 - 1) * o.s0 + (d1 - 1) * o.s1;
+  if (last < split) return { ...o, buffer: o.buffer.parts[0] };
+  if (o.offset >= split) return { ...o, buffer: o.buffer.parts[1], offset: o.offset - split };
+  return o;
+}
+
+/** {@link placeOperand} for A (M, K), B (K, N) and C (M, N). */
+function placeOperands(g: BlockGemmArgs): BlockGemmArgs {
+  const batch = Math.max(1, g.batch ?? 1);
+  return {
+    ...g,
+    a: placeOperand(g.a, g.M, g.K, batch),
+    b: placeOperand(g.b, g.K, g.N, batch),
+    c: placeOperand(g.c, g.M, g.N, batch),
+  };
+}
+
+/**
  * Builds the block GEMM kernel (both tile builds).
  * @param gpu the device
  * @returns a kernel whose bound steps record one dispatch per GEMM (none for an empty one)
@@ -301,7 +326,8 @@ export function createBlockGemm(gpu: Gpu): BlockGemmKernel {
     });
   pipelineFor(64);
   pipelineFor(128);
-  function bindAll(list: readonly BlockGemmArgs[]): BoundSteps {
+  function bindAll(given: readonly BlockGemmArgs[]): BoundSteps {
+    const list = given.map(placeOperands);
     const edge = list.map((g) => g.tile ?? 64);
     const tiles = list.map((g, i) => [ceilDiv(g.M, edge[i]), ceilDiv(g.N, edge[i])]);
     const { buffer, slots } = packParamSlots(
