@@ -38,11 +38,11 @@ export function createGpuQuantizer(
     const temp = (b: GPUBuffer) => (temps.push(b), b);
     const W = uploadStorage(gpu, input.W, "quantize W"); // (rows, cols) original order; returned holding Q
     try {
-      const onHost = input.H instanceof Float32Array;
+      // A host H goes up in one buffer, or two past one binding (kernels/core/matrix_parts.ts).
       const H = input.H instanceof Float32Array
         ? uploadMatrix(gpu, input.H, cols, cols, "quantize H")
         : input.H;
-      if (onHost) matrixBindings(H).forEach(temp);
+      if (H !== input.H) matrixBindings(H).forEach(temp);
       const factor = await factorHessian(gpu, H, cols, {
         actOrder: opts.actOrder,
         percdamp: opts.percdamp,
