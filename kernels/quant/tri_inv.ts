@@ -97,8 +97,8 @@ export interface TriInvArgs {
   /** L: (n, n) f32 row-major, lower-triangular with a non-zero diagonal; the upper triangle is ignored */
   L: MatrixBuffer;
   /**
-   * X: (n, n) f32; receives L⁻¹ in its lower triangle, scratch above. Must not be L. L and X are both one
-   * buffer or both two parts of the same split (matrix_parts.ts).
+   * X: (n, n) f32; receives L⁻¹ in its lower triangle, scratch above. Must not be L. Either may be two parts
+   * (matrix_parts.ts); the diagonal pass and the level GEMMs then use their split builds.
    */
   X: MatrixBuffer;
   n: number;
