@@ -74,6 +74,22 @@ export function splitElement(m: MatrixBuffer): number {
   return isSplit(m) ? m.rowsPerPart * m.cols : 0xffffffff;
 }
 
+/**
+ * The buffer holding elements [first, last] of `m` (global indices) whole, with `first` rebased into it, or
+ * null when the range crosses the split. Kernels bind such a range with their unsplit build.
+ */
+export function partHolding(
+  m: MatrixBuffer,
+  first: number,
+  last: number,
+): { buffer: GPUBuffer; first: number } | null {
+  if (!isSplit(m)) return { buffer: m instanceof GPUBuffer ? m : m.parts[0], first };
+  const split = splitElement(m);
+  if (last < split) return { buffer: m.parts[0], first };
+  if (first >= split) return { buffer: m.parts[1], first: first - split };
+  return null;
+}
+
 /** Bytes the matrix holds in all its parts. */
 export function matrixBytes(m: MatrixBuffer): number {
   return m instanceof GPUBuffer ? m.size : m.parts.reduce((s, b) => s + b.size, 0);

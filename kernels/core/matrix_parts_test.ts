@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { matrixAccess, rowsPerPartFor } from "./matrix_parts.ts";
+import { matrixAccess, partHolding, rowsPerPartFor } from "./matrix_parts.ts";
 
 /** wgpu's cap on one binding (kernels/core/gpu.ts). */
 const H100 = { maxBindingBytes: 2147483644 };
@@ -28,4 +28,13 @@ Deno.test("matrixAccess() leaves the unsplit spelling alone and routes the split
   assert.match(split.wgsl, /return H_1\[i - H_SPLIT\];/);
   const readOnly = matrixAccess("U", { binding: 3, access: "read" });
   assert.doesNotMatch(readOnly.wgsl, /fn st_U/, "no store into a read-only binding");
+});
+
+Deno.test("partHolding() rebases a range inside one part and refuses one across the split", () => {
+  const [p0, p1] = [{ label: "part 0" } as GPUBuffer, { label: "part 1" } as GPUBuffer];
+  const m = { parts: [p0, p1], rows: 10, cols: 4, rowsPerPart: 6 }; // split at element 24
+  assert.equal(partHolding(m, 0, 23)?.buffer, p0);
+  assert.deepEqual(partHolding(m, 24, 39), { buffer: p1, first: 0 });
+  assert.deepEqual(partHolding(m, 30, 31), { buffer: p1, first: 6 });
+  assert.equal(partHolding(m, 20, 27), null, "rows 5 and 6 straddle the split");
 });

@@ -45,6 +45,7 @@ export {
   type MatrixBuffer,
   matrixBytes,
   type MatrixParts,
+  partHolding,
   readMatrix,
   rowsPerPartFor,
   splitElement,

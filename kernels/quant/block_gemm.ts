@@ -39,6 +39,7 @@ import {
   type MatrixBuffer,
   packParamSlots,
   type ParamField,
+  partHolding,
   singleDispatch,
   splitElement,
   unroll,
@@ -267,12 +268,9 @@ function paramsOf(g: BlockGemmArgs, tilesM: number, tilesN: number): ParamField[
  * `offset + z·batchStride + i·s0 + j·s1`, triangle masks ignored.
  */
 function placeOperand(o: StridedOperand, d0: number, d1: number, batch: number): StridedOperand {
-  if (!isSplit(o.buffer)) return o;
-  const split = splitElement(o.buffer);
   const last = o.offset + (batch - 1) * (o.batchStride ?? 0) + (d0 - 1) * o.s0 + (d1 - 1) * o.s1;
-  if (last < split) return { ...o, buffer: o.buffer.parts[0] };
-  if (o.offset >= split) return { ...o, buffer: o.buffer.parts[1], offset: o.offset - split };
-  return o;
+  const part = isSplit(o.buffer) ? partHolding(o.buffer, o.offset, last) : null;
+  return part ? { ...o, buffer: part.buffer, offset: part.first } : o;
 }
 
 /** {@link placeOperand} for A (M, K), B (K, N) and C (M, N). */

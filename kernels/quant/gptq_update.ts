@@ -13,11 +13,12 @@ import {
   type Encodable,
   getPipeline,
   type Gpu,
-  isSplit,
   type Kernel,
   type MatrixAccess,
   matrixAccess,
+  matrixBindings,
   type MatrixBuffer,
+  partHolding,
   singleDispatch,
   splitElement,
   uniformParams,
@@ -163,14 +164,16 @@ export function uRows(
   U: MatrixBuffer,
   { rowLen, r0, nRows }: { rowLen: number; r0: number; nRows: number },
 ): { bindings: GPUBufferBinding[]; base: number; split: number | null } {
-  const one = (buffer: GPUBuffer, r: number) => {
-    const u = rowPanel(gpu, buffer, { rowLen, r0: r, nRows });
+  const part = partHolding(U, r0 * rowLen, (r0 + nRows) * rowLen - 1);
+  if (part) {
+    const u = rowPanel(gpu, part.buffer, { rowLen, r0: part.first / rowLen, nRows });
     return { bindings: [u.binding], base: u.base, split: null };
+  }
+  return {
+    bindings: matrixBindings(U).map((buffer) => ({ buffer })),
+    base: r0 * rowLen,
+    split: splitElement(U),
   };
-  if (!isSplit(U)) return one(U instanceof GPUBuffer ? U : U.parts[0], r0);
-  if (r0 + nRows <= U.rowsPerPart) return one(U.parts[0], r0);
-  if (r0 >= U.rowsPerPart) return one(U.parts[1], r0 - U.rowsPerPart);
-  return { bindings: U.parts.map((buffer) => ({ buffer })), base: r0 * rowLen, split: splitElement(U) };
 }
 
 /** The WGSL source (variants are `override` constants); `split`: U rows from two parts ({@link uRows}). */
