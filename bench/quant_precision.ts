@@ -17,6 +17,7 @@ import {
   type Gpu,
   readBuffer,
   readF32,
+  readMatrix,
   requestGpu,
   uploadStorage,
 } from "../kernels/core/mod.ts";
@@ -90,7 +91,7 @@ for (let l = 0; l < nLayers; l++) {
       }
     }
     h.finalize();
-    const Hg = await readF32(gpu, h.H, cols * cols);
+    const Hg = await readMatrix(gpu, h.H);
     h.destroy();
     const n = hidden.length * rows;
     for (let i = 0; i < H64.length; i++) H64[i] *= 2 / n;

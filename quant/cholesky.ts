@@ -14,8 +14,13 @@
  */
 import {
   type BoundPlan,
+  createMatrixParts,
   createStorage,
+  destroyMatrix,
   type Gpu,
+  type MatrixBuffer,
+  matrixBytes,
+  type MatrixParts,
   readF32,
   readU32,
   uploadStorage,
@@ -41,9 +46,10 @@ export interface HessianFactor {
   /**
    * (cols, cols) f32 row-major, upper-triangular (exact zeros below the diagonal), positive diagonal,
    * in the PERMUTED order: U[k][j] relates the k-th and j-th quantized columns. H⁻¹ = UᵀU for the
-   * damped, permuted H. The caller owns it and destroys it.
+   * damped, permuted H. One buffer, or two row ranges past one binding (kernels/core/matrix_parts.ts).
+   * The caller owns it and frees it (`destroyMatrix`).
    */
-  U: GPUBuffer;
+  U: MatrixParts;
   /** (cols) perm[k] = original column quantized k-th (identity without act-order) */
   perm: Int32Array;
   /** (cols) invperm[c] = rank of original column c */
@@ -85,7 +91,7 @@ function submit(gpu: Gpu, plans: readonly BoundPlan[]): void {
 }
 
 /** Reads diag(H) back: one small dispatch and one readback of n floats. */
-async function readDiagonal(gpu: Gpu, H: GPUBuffer, n: number): Promise<Float32Array> {
+async function readDiagonal(gpu: Gpu, H: MatrixBuffer, n: number): Promise<Float32Array> {
   const d = createStorage(gpu, n * 4, "factorHessian diag");
   const plan = createDiagGather(gpu).bind({ A: H, d, n });
   try {
@@ -101,7 +107,8 @@ async function readDiagonal(gpu: Gpu, H: GPUBuffer, n: number): Promise<Float32A
  * Factors a Hessian for the GPTQ loop: fixes dead columns, orders columns by act-order, damps, and
  * returns U with H⁻¹ = UᵀU, all in f32 on the GPU; retries with 10× the damping when the Cholesky fails.
  * @param gpu the device
- * @param H (cols, cols) f32 row-major, symmetric (e.g. {@link createHessian}'s after finalize); not modified
+ * @param H (cols, cols) f32 row-major, symmetric (e.g. {@link createHessian}'s after finalize), one buffer or
+ *   two parts; not modified
  * @param cols order of H
  * @returns U, the permutation, dead columns and the damping used
  * @throws Error when every attempt fails (H non-finite, or still indefinite after maxRetries)
@@ -112,22 +119,21 @@ async function readDiagonal(gpu: Gpu, H: GPUBuffer, n: number): Promise<Float32A
  */
 export async function factorHessian(
   gpu: Gpu,
-  H: GPUBuffer,
+  H: MatrixBuffer,
   cols: number,
   { actOrder = true, percdamp = 0.01, maxRetries = 4, onRetry = console.warn }: FactorOptions = {},
 ): Promise<HessianFactor> {
   const bytes = cols * cols * 4;
-  if (!Number.isInteger(cols) || cols < 1 || H.size < bytes) {
-    throw new Error(`Cannot factor the Hessian: expected (${cols}, ${cols}) f32, got ${H.size} bytes`);
-  }
-  if (bytes > gpu.maxBindingBytes) {
-    // TODO(quant): column panels for C > 23170 (70B's down_proj), docs/webgpu.md §2.
-    throw new Error(`Cannot factor a Hessian of ${cols} columns: ${bytes} bytes exceed the binding limit`);
+  if (!Number.isInteger(cols) || cols < 1 || matrixBytes(H) < bytes) {
+    throw new Error(
+      `Cannot factor the Hessian: expected (${cols}, ${cols}) f32, got ${matrixBytes(H)} bytes`,
+    );
   }
   const { dead, perm, invperm, meanDiag } = planColumns(await readDiagonal(gpu, H, cols), actOrder);
   const permBuf = actOrder ? uploadStorage(gpu, perm, "factorHessian perm") : undefined;
-  const A = createStorage(gpu, bytes, "factorHessian U"); // J·P·H·Pᵀ·J, then L, then U
-  const X = createStorage(gpu, bytes, "factorHessian L⁻¹");
+  // Past one binding, A and X are two parts each (kernels/core/matrix_parts.ts), like H.
+  const A = createMatrixParts(gpu, cols, cols, "factorHessian U"); // J·P·H·Pᵀ·J, then L, then U
+  const X = createMatrixParts(gpu, cols, cols, "factorHessian L⁻¹");
   const flag = createStorage(gpu, 4, "factorHessian flag");
   const permute = createSymPermute(gpu);
   const fixed = [
@@ -135,7 +141,7 @@ export async function factorHessian(
     createTriInv(gpu).bind({ L: A, X, n: cols }),
     permute.bind({ src: X, dst: A, n: cols, reverse: true, upperOnly: true }),
   ];
-  let U: GPUBuffer | null = null;
+  let U: MatrixParts | null = null;
   try {
     let pd = percdamp;
     for (let retries = 0; retries <= maxRetries; retries++) {
@@ -165,7 +171,8 @@ export async function factorHessian(
     throw new Error(`Cannot factor the Hessian: Cholesky failed up to percdamp ${pd / 10}`);
   } finally {
     for (const plan of fixed) plan.destroy();
-    for (const buffer of [X, flag, permBuf]) buffer?.destroy();
-    if (!U) A.destroy();
+    destroyMatrix(X);
+    for (const buffer of [flag, permBuf]) buffer?.destroy();
+    if (!U) destroyMatrix(A);
   }
 }

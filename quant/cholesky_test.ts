@@ -5,6 +5,7 @@ import { inverseSpd, upperInverseFactorLiteral } from "./reference/reference_lin
 import { correlatedInputs, hessianOf, randomSpd } from "./reference/_reference_cases.ts";
 import { checkPipelines, type Gpu } from "../kernels/core/gpu.ts";
 import { readF32, uploadStorage } from "../kernels/core/buffers.ts";
+import { destroyMatrix, readMatrix } from "../kernels/core/matrix_parts.ts";
 import { testGpu } from "../tests/_gpu.ts";
 
 /** Relative error in the max norm: max|a − b| / max|b|. */
@@ -30,8 +31,8 @@ function hessianCase(n: number, seed: number): Float32Array {
 async function factorOnGpu(gpu: Gpu, H: Float32Array, n: number, opts: Parameters<typeof factorHessian>[3]) {
   const buf = uploadStorage(gpu, H, "H");
   const f: HessianFactor = await factorHessian(gpu, buf, n, opts);
-  const U = await readF32(gpu, f.U, n * n);
-  f.U.destroy();
+  const U = await readMatrix(gpu, f.U);
+  destroyMatrix(f.U);
   return { f, U, H: await readF32(gpu, buf, n * n) };
 }
 

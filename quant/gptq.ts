@@ -22,15 +22,23 @@ import {
   createGptqUpdate,
   createMinMaxParams,
 } from "../kernels/quant/mod.ts";
-import { align4, ceilDiv, createStorage, type Gpu, uploadStorage } from "../kernels/core/mod.ts";
+import {
+  align4,
+  ceilDiv,
+  createStorage,
+  type Gpu,
+  type MatrixBuffer,
+  matrixBytes,
+  uploadStorage,
+} from "../kernels/core/mod.ts";
 import type { QuantizedLinear, QuantizeOptions } from "./types.ts";
 
 /** What a group fit sees: the current W and the slot its (scale, zero) go to. */
 export interface GroupFitArgs {
   /** (rows, cols) f32, the error-updated W in permuted order, as it stands before the block that holds colStart */
   W: GPUBuffer;
-  /** (cols, cols) f32, the factor U (for importances a_k = U_kk^(−p)) */
-  U: GPUBuffer;
+  /** (cols, cols) f32, the factor U (for importances a_k = U_kk^(−p)); one buffer or two parts */
+  U: MatrixBuffer;
   rows: number;
   cols: number;
   /** First permuted column of the group, a multiple of the group size. */
@@ -64,8 +72,11 @@ export interface LinearInput {
   W: GPUBuffer;
   rows: number;
   cols: number;
-  /** (cols, cols) f32, upper Cholesky factor of the damped H⁻¹ in permuted order (gptq.py's Hinv) */
-  U: GPUBuffer;
+  /**
+   * (cols, cols) f32, upper Cholesky factor of the damped H⁻¹ in permuted order (gptq.py's Hinv); one
+   * buffer or, past one binding, two parts (kernels/core/matrix_parts.ts)
+   */
+  U: MatrixBuffer;
   /** (cols) perm[k] = original column quantized k-th */
   perm: Int32Array;
   /** (cols) 1 for original columns with H_cc == 0; their weights are zeroed */
@@ -308,8 +319,8 @@ function checkLayer(gpu: Gpu, layer: LinearInput, opts: QuantizeOptions): void {
     ? `W holds ${layer.W.size} bytes, needs ${rows * cols * 4}`
     : rows * cols * 4 > gpu.maxBindingBytes
     ? `W needs ${rows * cols * 4} bytes in one binding (${gpu.maxBindingBytes})`
-    : layer.U.size < cols * cols * 4
-    ? `U holds ${layer.U.size} bytes, needs ${cols * cols * 4}`
+    : matrixBytes(layer.U) < cols * cols * 4
+    ? `U holds ${matrixBytes(layer.U)} bytes, needs ${cols * cols * 4}`
     : gridBytes < needGrid
     ? `the ${grid.kind} grid holds ${gridBytes} bytes, needs ${needGrid}`
     : null;

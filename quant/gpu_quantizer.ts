@@ -7,7 +7,15 @@
  * the loop, on the original weights in act-order with dead columns zeroed, weighted by a_k = U_kk^(−p);
  * the group-wise affine grid at each group start inside the loop, on the error-updated columns.
  */
-import { createStorage, type Gpu, runPass, uploadStorage } from "../kernels/core/mod.ts";
+import {
+  createStorage,
+  type Gpu,
+  matrixBindings,
+  type MatrixBuffer,
+  runPass,
+  uploadMatrix,
+  uploadStorage,
+} from "../kernels/core/mod.ts";
 import { createGatherCols } from "../kernels/quant/mod.ts";
 import { factorHessian } from "./cholesky.ts";
 import { createAffineGroupFitter, fitLut, importanceFromFactor, searchAffine } from "./grid.ts";
@@ -30,13 +38,17 @@ export function createGpuQuantizer(
     const temp = (b: GPUBuffer) => (temps.push(b), b);
     const W = uploadStorage(gpu, input.W, "quantize W"); // (rows, cols) original order; returned holding Q
     try {
-      const H = input.H instanceof Float32Array ? temp(uploadStorage(gpu, input.H, "quantize H")) : input.H;
+      // A host H goes up in one buffer, or two past one binding (kernels/core/matrix_parts.ts).
+      const H = input.H instanceof Float32Array
+        ? uploadMatrix(gpu, input.H, cols, cols, "quantize H")
+        : input.H;
+      if (H !== input.H) matrixBindings(H).forEach(temp);
       const factor = await factorHessian(gpu, H, cols, {
         actOrder: opts.actOrder,
         percdamp: opts.percdamp,
         onRetry,
       });
-      temp(factor.U);
+      factor.U.parts.forEach(temp);
       const grid = fitGrid(
         gpu,
         { W, rows, cols, U: factor.U, perm: factor.perm, dead: factor.dead },
@@ -57,7 +69,7 @@ interface FitInput {
   W: GPUBuffer;
   rows: number;
   cols: number;
-  U: GPUBuffer;
+  U: MatrixBuffer;
   perm: Int32Array;
   dead: Uint8Array;
 }

@@ -11,7 +11,7 @@
  * without one, runs its own pass and submits it; nothing reads back except {@link readAffineParams}.
  */
 import { createAffSearch, createImportance, createKMeans } from "../kernels/quant/mod.ts";
-import { createStorage, type Gpu, readF32, runPass } from "../kernels/core/mod.ts";
+import { createStorage, type Gpu, type MatrixBuffer, readF32, runPass } from "../kernels/core/mod.ts";
 import { defaultAffSteps } from "./reference/mod.ts";
 
 /** Records `fn` into `pass`, or into a pass of its own that is submitted at once. */
@@ -22,8 +22,8 @@ function record(gpu: Gpu, pass: GPUComputePassEncoder | undefined, fn: (p: GPUCo
 
 /** Options of {@link importanceFromFactor}. */
 export interface ImportanceOptions {
-  /** U: (cols, cols) f32, the upper Cholesky factor of the damped, permuted H⁻¹ */
-  U: GPUBuffer;
+  /** U: (cols, cols) f32, the upper Cholesky factor of the damped, permuted H⁻¹ (one buffer or two parts) */
+  U: MatrixBuffer;
   cols: number;
   /** p in a_k = U_kk^(−p) (default 4, the paper's) */
   exponent?: number;
@@ -209,8 +209,8 @@ export function encodeAffineGroupSearch(
 export interface AffineGroupFitArgs {
   /** (rows, cols) f32, the error-updated W in permuted order */
   W: GPUBuffer;
-  /** (cols, cols) f32, the factor U; the importance is derived from it when the fitter has none */
-  U: GPUBuffer;
+  /** (cols, cols) f32, the factor U (one buffer or two parts); the importance is derived from it when the fitter has none */
+  U: MatrixBuffer;
   rows: number;
   cols: number;
   colStart: number;
@@ -243,7 +243,7 @@ export function createAffineGroupFitter(
     importance?: GPUBuffer;
   },
 ): (pass: GPUComputePassEncoder, args: AffineGroupFitArgs) => void {
-  let derivedFor: GPUBuffer | null = null;
+  let derivedFor: MatrixBuffer | null = null;
   let derived: GPUBuffer | null = null;
   return (pass, { U, ...a }) => {
     let a32 = importance;

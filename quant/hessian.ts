@@ -12,16 +12,23 @@
  * the diagonal run); `finalize()` scales by 2/N and mirrors the lower triangle once. Nothing is read back.
  * The f64 reference is quant/reference_hessian.ts `addBatch` with `perToken`.
  */
-import { type BoundPlan, createStorage, type Gpu } from "../kernels/core/mod.ts";
+import {
+  type BoundPlan,
+  createMatrixParts,
+  destroyMatrix,
+  type Gpu,
+  type MatrixParts,
+} from "../kernels/core/mod.ts";
 import { createHessianAccum } from "../kernels/quant/mod.ts";
 
 /** A Hessian being accumulated on the GPU. */
 export interface GpuHessian {
   /**
-   * (cols, cols) f32 row-major. Before `finalize()` only the upper triangle holds the raw Σ x·xᵀ;
-   * after it H = (2/tokens)·Σ x·xᵀ, exactly symmetric. Freed by `destroy()`.
+   * (cols, cols) f32 row-major, in one buffer or, past one binding (> 23,170 columns at 2 GiB), in two row
+   * ranges (kernels/core/matrix_parts.ts). Before `finalize()` only the upper triangle holds the raw
+   * Σ x·xᵀ; after it H = (2/tokens)·Σ x·xᵀ, exactly symmetric. Freed by `destroy()`.
    */
-  readonly H: GPUBuffer;
+  readonly H: MatrixParts;
   readonly cols: number;
   /** Calibration tokens added so far. */
   readonly tokens: number;
@@ -36,7 +43,7 @@ export interface GpuHessian {
   encodeBatch(pass: GPUComputePassEncoder, x: GPUBuffer, tokens: number, xRowOffset?: number): void;
   /** Scales by 2/tokens and mirrors, in its own submit: call once the last batch has been submitted. */
   finalize(): void;
-  /** Frees H and the cached dispatch plans. */
+  /** Frees H (every part) and the cached dispatch plans. */
   destroy(): void;
 }
 
@@ -82,15 +89,9 @@ export function createHessian(gpu: Gpu, cols: number): GpuHessian {
   if (!Number.isInteger(cols) || cols < 1) {
     throw new Error(`Cannot create a Hessian: cols ${cols} is invalid`);
   }
-  if (cols * cols * 4 > gpu.maxBindingBytes) {
-    // TODO(quant): split H into column panels past ~23170 columns (docs/webgpu.md §2).
-    throw new Error(
-      `Cannot create a Hessian of ${cols} columns: ${cols * cols * 4} bytes exceed the binding limit ` +
-        `${gpu.maxBindingBytes}`,
-    );
-  }
+  // Past one binding H is two buffers of row ranges (up to 32,768 columns at 2 GiB; docs/webgpu.md §2).
+  const H = createMatrixParts(gpu, cols, cols, `hessian ${cols}`);
   const kernel = createHessianAccum(gpu);
-  const H = createStorage(gpu, cols * cols * 4, `hessian ${cols}`);
   // One plan per (x, tokens, offset): windows reuse a capture buffer, so a layer needs one or two.
   const plans = new Map<GPUBuffer, Map<string, BoundPlan>>();
   let tokens = 0;
@@ -135,7 +136,7 @@ export function createHessian(gpu: Gpu, cols: number): GpuHessian {
     destroy() {
       for (const byShape of plans.values()) for (const plan of byShape.values()) plan.destroy();
       plans.clear();
-      H.destroy();
+      destroyMatrix(H);
     },
   };
 }

@@ -3,7 +3,8 @@ import { createHessian } from "./hessian.ts";
 import { addBatch, createHessian as createReferenceHessian } from "./reference/reference_hessian.ts";
 import { correlatedInputs, hessianOf } from "./reference/_reference_cases.ts";
 import { checkPipelines } from "../kernels/core/gpu.ts";
-import { readF32, runPass, uploadStorage } from "../kernels/core/buffers.ts";
+import { runPass, uploadStorage } from "../kernels/core/buffers.ts";
+import { readMatrix } from "../kernels/core/matrix_parts.ts";
 import { testGpu } from "../tests/_gpu.ts";
 import { nmse } from "../tests/_assert.ts";
 
@@ -39,7 +40,7 @@ Deno.test("createHessian() matches add_batch's token-normalised running mean", a
       }
       assert.equal(hessian.tokens, total);
       hessian.finalize();
-      const got = await readF32(gpu, hessian.H, cols * cols);
+      const got = await readMatrix(gpu, hessian.H);
       const e = nmse(got, ref.H);
       // Measured ≤ 3.2e-13 on lavapipe (the 2048-token window; ≤ 7e-15 for the short ones).
       assert.ok(e < 1e-10, `cols ${cols}: nmse vs addBatch ${e.toExponential(2)}`);
@@ -71,7 +72,7 @@ Deno.test("createHessian() rejects batches past the buffer, after finalize, and 
   hessian.finalize();
   assert.throws(() => hessian.addBatch(x, 1), /after finalize/);
   // All-ones inputs: H = (2/10)·10·1·1ᵀ = 2 everywhere.
-  assert.deepEqual(Array.from(await readF32(gpu, hessian.H, 64)), new Array(64).fill(2));
+  assert.deepEqual(Array.from(await readMatrix(gpu, hessian.H, 64)), new Array(64).fill(2));
   hessian.destroy();
   gpu.device.destroy();
 });

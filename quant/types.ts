@@ -3,6 +3,7 @@
  * (inference/quantize_model.ts). Mirrors the f64 reference's GptqOptions/GptqResult
  * (quant/reference.ts) so results can be compared field by field.
  */
+import type { MatrixBuffer } from "../kernels/core/mod.ts";
 
 /** Grids, by their CLI names. */
 export type QuantMethod = "rtn" | "gptq" | "leanquant-nu" | "leanquant-aff";
@@ -86,10 +87,11 @@ export interface LinearQuantizerInput {
   /** (rows, cols) W, y = W x, in original column order; not modified */
   W: Float32Array;
   /**
-   * (cols, cols) H of the layer input, on the host or on the GPU (f32, row-major). Not modified: q/k/v and
+   * (cols, cols) H of the layer input, on the host or on the GPU (f32, row-major; on the GPU in one buffer or,
+   * past one binding, two parts: kernels/core/matrix_parts.ts). Not modified: q/k/v and
    * gate/up share one H, so a quantizer that damps or permutes in place must work on a copy.
    */
-  H: Float32Array | GPUBuffer;
+  H: Float32Array | MatrixBuffer;
   rows: number;
   cols: number;
 }

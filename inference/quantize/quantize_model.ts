@@ -25,7 +25,7 @@
  * buffers (GPU quantizer: ≈ 2·cols²·4 + rows·cols·4 bytes, 1.9 GB for down_proj) then join ours. The
  * quantizer is injected (`LinearQuantizer`), so the f64 reference and the GPU quantizer run the same pipeline.
  */
-import type { Gpu } from "../../kernels/core/mod.ts";
+import { type Gpu, type MatrixBuffer, rowsPerPartFor } from "../../kernels/core/mod.ts";
 import {
   createHessian,
   type LinearQuantizer,
@@ -471,8 +471,9 @@ async function captureGroup(
 }
 
 /**
- * Fails before any work when a Hessian of the model cannot be one GPU binding (quant/hessian.ts): at 2 GiB
- * that is past 23,170 columns, e.g. Llama-3-70B's down_proj (28,672). Column panels would lift this.
+ * Fails before any work when a Hessian of the model cannot be held in two GPU bindings (quant/hessian.ts
+ * splits one past a binding into two row ranges): at 2 GiB that is past 32,768 columns. Llama-3-70B's
+ * down_proj (28,672) fits.
  */
 function checkHessianSize(gpu: Gpu, c: LlamaWeightSource["config"]): void {
   const inputs: [string, number][] = [
@@ -481,15 +482,15 @@ function checkHessianSize(gpu: Gpu, c: LlamaWeightSource["config"]): void {
     ["mlp.down_proj", c.hiddenDim],
   ];
   for (const [name, cols] of inputs) {
-    const bytes = cols * cols * 4;
-    if (bytes <= gpu.maxBindingBytes) continue;
-    throw new Error(
-      `Cannot quantize this model on this GPU: the Hessian of ${name} (${cols} columns, ` +
-        `${(bytes / 1e9).toFixed(2)} GB in f32) exceeds the largest storage binding ` +
-        `(${(gpu.maxBindingBytes / 1e9).toFixed(2)} GB); Hessians in column panels are not implemented yet ` +
-        `(issue 12), so models with more than ${Math.floor(Math.sqrt(gpu.maxBindingBytes / 4))} inputs ` +
-        `to a linear cannot be quantized`,
-    );
+    try {
+      rowsPerPartFor(gpu, cols, cols);
+    } catch (err) {
+      throw new Error(
+        `Cannot quantize this model on this GPU: the Hessian of ${name} (${cols} columns, ` +
+          `${(cols * cols * 4 / 1e9).toFixed(2)} GB in f32) does not fit two storage bindings: ` +
+          (err as Error).message,
+      );
+    }
   }
 }
 
@@ -501,7 +502,7 @@ async function quantizeOne(
     layer: GpuLayer;
     l: number;
     field: LinearField;
-    H: GPUBuffer;
+    H: MatrixBuffer;
   },
 ) {
   const { gpu, c, mem } = run;

@@ -9,7 +9,7 @@
  *    batch where the pipeline waits anyway; needs `timestamp-query` (kernels/gpu.ts asks for it);
  *  - live and peak bytes of the named GPU allocations the pipeline holds.
  */
-import { type Gpu, readBuffer } from "../../kernels/core/mod.ts";
+import { type Gpu, type MatrixBuffer, readBuffer } from "../../kernels/core/mod.ts";
 import { createHostTransit, type HiddenWindow } from "./hidden_windows.ts";
 import { type BoundLayer, LAYER_STAGES, type LayerRunner, type LayerStage } from "./layer_runner.ts";
 
@@ -18,8 +18,8 @@ import { type BoundLayer, LAYER_STAGES, type LayerRunner, type LayerStage } from
  * (H = (2/N_tokens)·Σ x xᵀ). Batches are queued right after the window's forward.
  */
 export interface HessianSink {
-  /** (cols, cols) f32, valid after `finalize()` */
-  readonly H: GPUBuffer;
+  /** (cols, cols) f32, valid after `finalize()`; one buffer or, past one binding, two parts */
+  readonly H: MatrixBuffer;
   /** Adds a batch in a submit of its own. */
   addBatch(x: GPUBuffer, tokens: number, xRowOffset?: number): void;
   /** Adds a batch inside the caller's pass (used when present: one submit per window, and timeable). */

@@ -34,3 +34,20 @@ export {
 export { type BoundPlan, type BoundSteps, packParamSlots } from "./param_slots.ts";
 export { createAdvance, STATE_STRUCT } from "./step_state.ts";
 export { unroll } from "./wgsl.ts";
+export {
+  asParts,
+  createMatrixParts,
+  destroyMatrix,
+  isSplit,
+  type MatrixAccess,
+  matrixAccess,
+  matrixBindings,
+  type MatrixBuffer,
+  matrixBytes,
+  type MatrixParts,
+  partHolding,
+  readMatrix,
+  rowsPerPartFor,
+  splitElement,
+  uploadMatrix,
+} from "./matrix_parts.ts";

@@ -31,14 +31,22 @@ import {
   type Encodable,
   getPipeline,
   type Gpu,
+  isSplit,
   type Kernel,
+  type MatrixAccess,
+  matrixAccess,
+  matrixBindings,
+  type MatrixBuffer,
   packParamSlots,
   type ParamField,
+  partHolding,
   singleDispatch,
+  splitElement,
   unroll,
 } from "../core/mod.ts";
 
-const HEAD = /* wgsl */ `
+function head(a: MatrixAccess, b: MatrixAccess, c: MatrixAccess): string {
+  return a.wgsl + b.wgsl + c.wgsl + /* wgsl */ `
 override TM: u32 = 64u;  // = TN = 16·R, R the register tile edge
 override TN: u32 = 64u;
 override TK: u32 = 16u;
@@ -70,7 +78,7 @@ fn stageA(lid: u32, base: u32, m0: u32, k0: u32, kEnd: u32) {
     let gk = k0 + k;
     var v = 0.0;
     if (gm < params.M && gk < kEnd && ((params.flags & 1u) == 0u || gk <= gm)) {
-      v = a[base + gm * params.sAm + gk * params.sAk];
+      v = ${a.ld("base + gm * params.sAm + gk * params.sAk")};
     }
     sa[k * (TM / 4u + 1u) + m / 4u][m % 4u] = v;
   }
@@ -85,7 +93,7 @@ fn stageB(lid: u32, base: u32, n0: u32, k0: u32, kEnd: u32) {
     let gk = k0 + k;
     var v = 0.0;
     if (gn < params.N && gk < kEnd && ((params.flags & 2u) == 0u || gk >= gn)) {
-      v = b[base + gk * params.sBk + gn * params.sBn];
+      v = ${b.ld("base + gk * params.sBk + gn * params.sBn")};
     }
     sb[k * (TN / 4u + 1u) + n / 4u][n % 4u] = v;
   }
@@ -99,13 +107,14 @@ fn store(base: u32, m: u32, n0: u32, v: vec4f) {
       let i = base + m * params.sCm + n * params.sCn;
       var out = params.alpha * v[j];
       // beta = 0 must not read C: it may hold garbage (NaN · 0 is NaN).
-      if (params.beta != 0.0) { out = fma(params.beta, c[i], out); }
-      c[i] = out;
+      if (params.beta != 0.0) { out = fma(params.beta, ${c.ld("i")}, out); }
+      ${c.st("i", "out")};
     }
   }
 }
 
 `;
+}
 
 /**
  * The body for R×R outputs per invocation (R = 4 or 8): rows 64g + 4ty + r and columns 64h + 4tx + q for
@@ -165,9 +174,12 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
 `;
 }
 
-/** One strided operand: element (i, j) at `offset + z·batchStride + i·s0 + j·s1` (in f32 elements). */
+/**
+ * One strided operand: element (i, j) at `offset + z·batchStride + i·s0 + j·s1` (in f32 elements), the
+ * index global to the whole matrix when it is in two parts (matrix_parts.ts).
+ */
 export interface StridedOperand {
-  buffer: GPUBuffer;
+  buffer: MatrixBuffer;
   /** first element */
   offset: number;
   /** stride of the first index (m for A, k for B, m for C) */
@@ -219,8 +231,11 @@ export interface BlockGemmKernel extends Kernel<BlockGemmArgs> {
  * @param spec the tile edge
  * @returns WGSL source with entry point `main`
  */
-export function blockGemmShader({ tile }: { tile: BlockGemmTile }): string {
-  return HEAD + mainWgsl(tile / 16);
+export function blockGemmShader({ tile, split = false }: { tile: BlockGemmTile; split?: boolean }): string {
+  const [a, b, c] = ["a", "b", "c"].map((name, i) =>
+    matrixAccess(name, split ? { binding: 4 + i, access: "read_write" } : null)
+  );
+  return head(a, b, c) + mainWgsl(tile / 16);
 }
 
 function paramsOf(g: BlockGemmArgs, tilesM: number, tilesN: number): ParamField[] {
@@ -248,6 +263,28 @@ function paramsOf(g: BlockGemmArgs, tilesM: number, tilesN: number): ParamField[
 }
 
 /**
+ * An operand of a two-part matrix whose elements all lie in one part, as that part alone (offset rebased):
+ * GEMMs that stay on one side of the split keep the unsplit build. The extent is the bounding range of
+ * `offset + z·batchStride + i·s0 + j·s1`, triangle masks ignored.
+ */
+function placeOperand(o: StridedOperand, d0: number, d1: number, batch: number): StridedOperand {
+  const last = o.offset + (batch - 1) * (o.batchStride ?? 0) + (d0 - 1) * o.s0 + (d1 - 1) * o.s1;
+  const part = isSplit(o.buffer) ? partHolding(o.buffer, o.offset, last) : null;
+  return part ? { ...o, buffer: part.buffer, offset: part.first } : o;
+}
+
+/** {@link placeOperand} for A (M, K), B (K, N) and C (M, N). */
+function placeOperands(g: BlockGemmArgs): BlockGemmArgs {
+  const batch = Math.max(1, g.batch ?? 1);
+  return {
+    ...g,
+    a: placeOperand(g.a, g.M, g.K, batch),
+    b: placeOperand(g.b, g.K, g.N, batch),
+    c: placeOperand(g.c, g.M, g.N, batch),
+  };
+}
+
+/**
  * Builds the block GEMM kernel (both tile builds).
  * @param gpu the device
  * @returns a kernel whose bound steps record one dispatch per GEMM (none for an empty one)
@@ -268,9 +305,27 @@ export function createBlockGemm(gpu: Gpu): BlockGemmKernel {
     }
     return p;
   };
+  // Any operand in two parts: every operand gets a second binding (a one-part operand repeats its buffer
+  // and never reaches it: its split is 2^32 − 1).
+  const splitPipeline = (tile: BlockGemmTile, g: BlockGemmArgs) =>
+    getPipeline(gpu, {
+      name: "block_gemm",
+      code: blockGemmShader({ tile, split: true }),
+      constants: {
+        TM: tile,
+        TN: tile,
+        TK: 16,
+        a_SPLIT: splitElement(g.a.buffer),
+        b_SPLIT: splitElement(g.b.buffer),
+        c_SPLIT: splitElement(g.c.buffer),
+      },
+      spec: { tile, split: true },
+      bindings: ["uniform", "storage", "storage", "storage", "storage", "storage", "storage"],
+    });
   pipelineFor(64);
   pipelineFor(128);
-  function bindAll(list: readonly BlockGemmArgs[]): BoundSteps {
+  function bindAll(given: readonly BlockGemmArgs[]): BoundSteps {
+    const list = given.map(placeOperands);
     const edge = list.map((g) => g.tile ?? 64);
     const tiles = list.map((g, i) => [ceilDiv(g.M, edge[i]), ceilDiv(g.N, edge[i])]);
     const { buffer, slots } = packParamSlots(
@@ -281,11 +336,16 @@ export function createBlockGemm(gpu: Gpu): BlockGemmKernel {
     const steps = list.map((g, i): Encodable => {
       const count = tiles[i][0] * tiles[i][1] * (g.batch ?? 1);
       if (count === 0) return { encode() {} };
-      const pipeline = pipelineFor(edge[i]);
+      const split = [g.a, g.b, g.c].some((o) => isSplit(o.buffer));
+      const pipeline = split ? splitPipeline(edge[i], g) : pipelineFor(edge[i]);
+      const parts = [g.a, g.b, g.c].map((o) => matrixBindings(o.buffer));
+      const buffers = split
+        ? [...parts.map((p) => p[0]), ...parts.map((p) => p[p.length - 1])]
+        : parts.flat();
       const bindGroup = gpu.device.createBindGroup({
         label: "block_gemm",
         layout: pipeline.getBindGroupLayout(0),
-        entries: [slots[i], { buffer: g.a.buffer }, { buffer: g.b.buffer }, { buffer: g.c.buffer }].map(
+        entries: [slots[i], ...buffers.map((buffer) => ({ buffer }))].map(
           (resource, binding) => ({ binding, resource }),
         ),
       });

@@ -20,13 +20,20 @@ import {
   createStorage,
   getPipeline,
   type Gpu,
+  isSplit,
   type Kernel,
+  type MatrixAccess,
+  matrixAccess,
+  matrixBindings,
+  type MatrixBuffer,
   packParamSlots,
+  splitElement,
 } from "../core/mod.ts";
 import { type BlockGemmArgs, type BlockGemmTile, createBlockGemm } from "./block_gemm.ts";
 import { LOWER_BLOCK_WGSL, lowerBlockEdge } from "./tri_inv.ts";
 
-const PANEL_WGSL = LOWER_BLOCK_WGSL + /* wgsl */ `
+function panelWgsl(A: MatrixAccess): string {
+  return A.wgsl + LOWER_BLOCK_WGSL + /* wgsl */ `
 struct Params { n: u32, k0: u32 }
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read_write> A: array<f32>;     // (n, n); block (k0.., k0..) in place
@@ -48,7 +55,7 @@ fn main(@builtin(local_invocation_index) lid: u32) {
     let i = e / NB;
     let j = e % NB;
     var v = select(0.0, 1.0, i == j);  // identity past the matrix edge
-    if (i < nb && j <= i) { v = A[(k0 + i) * n + k0 + j]; }
+    if (i < nb && j <= i) { v = ${A.ld("(k0 + i) * n + k0 + j")}; }
     blk[at(i, j)] = v;
   }
   workgroupBarrier();
@@ -81,7 +88,7 @@ fn main(@builtin(local_invocation_index) lid: u32) {
   for (var e = lid; e < NB * NB; e += WG) {
     let i = e / NB;
     let j = e % NB;
-    if (i < nb && j < nb) { A[(k0 + i) * n + k0 + j] = select(0.0, blk[at(i, j)], j <= i); }
+    if (i < nb && j < nb) { ${A.st("(k0 + i) * n + k0 + j", "select(0.0, blk[at(i, j)], j <= i)")}; }
   }
   workgroupBarrier();
   invertLowerBlock(lid, nb);
@@ -92,10 +99,14 @@ fn main(@builtin(local_invocation_index) lid: u32) {
   }
 }
 `;
+}
 
 export interface CholeskyArgs {
-  /** A: (n, n) f32 row-major, symmetric (lower triangle read); overwritten by L (see module comment) */
-  A: GPUBuffer;
+  /**
+   * A: (n, n) f32 row-major, symmetric (lower triangle read); overwritten by L (see module comment). Two
+   * parts past one binding (matrix_parts.ts): the panel and the GEMMs then use their split builds.
+   */
+  A: MatrixBuffer;
   n: number;
   /** flag: (≥ 1) u32; element 0 becomes 1 on a failed pivot and is never cleared here */
   flag: GPUBuffer;
@@ -114,13 +125,13 @@ export interface CholeskyKernel extends Kernel<CholeskyArgs> {
   bind(args: CholeskyArgs): BoundPlan;
 }
 
-/** The WGSL of the panel step (the solve and update steps are block_gemm.ts). */
-export function choleskyPanelShader(): string {
-  return PANEL_WGSL;
+/** The WGSL of the panel step (the solve and update steps are block_gemm.ts); `split`: A in two parts. */
+export function choleskyPanelShader({ split = false }: { split?: boolean } = {}): string {
+  return panelWgsl(matrixAccess("A", split ? { binding: 4, access: "read_write" } : null));
 }
 
 /** The solve and update GEMMs after the panel at k0 (none for the last block). */
-function panelGemms(A: GPUBuffer, Dinv: GPUBuffer, n: number, k0: number, nb: number): BlockGemmArgs[] {
+function panelGemms(A: MatrixBuffer, Dinv: GPUBuffer, n: number, k0: number, nb: number): BlockGemmArgs[] {
   const rem = n - k0 - nb;
   if (rem <= 0) return [];
   const panel = (k0 + nb) * n + k0; // A21 = A[k0+nb.., k0..k0+nb)
@@ -157,16 +168,28 @@ export function createCholesky(
   gpu: Gpu,
   { nb = lowerBlockEdge(gpu), gemmTile }: CholeskySpec = {},
 ): CholeskyKernel {
-  const panel = getPipeline(gpu, {
-    name: "cholesky_panel",
-    code: PANEL_WGSL,
-    constants: { NB: nb, WG: 256 },
-    spec: { nb },
-    bindings: ["uniform", "storage", "storage", "storage"],
-  });
+  const panelFor = (A?: MatrixBuffer) =>
+    A && isSplit(A)
+      ? getPipeline(gpu, {
+        name: "cholesky_panel",
+        code: choleskyPanelShader({ split: true }),
+        constants: { NB: nb, WG: 256, A_SPLIT: splitElement(A) },
+        spec: { nb, split: true },
+        bindings: ["uniform", "storage", "storage", "storage", "storage"],
+      })
+      : getPipeline(gpu, {
+        name: "cholesky_panel",
+        code: choleskyPanelShader(),
+        constants: { NB: nb, WG: 256 },
+        spec: { nb },
+        bindings: ["uniform", "storage", "storage", "storage"],
+      });
+  panelFor();
   const gemm = createBlockGemm(gpu);
   return {
     bind({ A, n, flag }: CholeskyArgs): BoundPlan {
+      const panel = panelFor(A);
+      const [A0, ...A1] = matrixBindings(A);
       const Dinv = createStorage(gpu, nb * nb * 4, "cholesky L11⁻¹");
       const starts = Array.from({ length: Math.ceil(n / nb) }, (_, i) => i * nb);
       const params = packParamSlots(gpu, starts.map((k0) => [["u32", n], ["u32", k0]]), "cholesky params");
@@ -174,7 +197,7 @@ export function createCholesky(
         gpu.device.createBindGroup({
           label: "cholesky_panel",
           layout: panel.getBindGroupLayout(0),
-          entries: [slot, { buffer: A }, { buffer: Dinv }, { buffer: flag }].map(
+          entries: [slot, ...[A0, Dinv, flag, ...A1].map((buffer) => ({ buffer }))].map(
             (resource, binding) => ({ binding, resource }),
           ),
         })

@@ -8,11 +8,18 @@ import {
   dispatch2d,
   getPipeline,
   type Gpu,
+  isSplit,
   type Kernel,
+  type MatrixAccess,
+  matrixAccess,
+  matrixBindings,
+  type MatrixBuffer,
+  splitElement,
   uniformParams,
 } from "../core/mod.ts";
 
-const WGSL = /* wgsl */ `
+function wgsl(A: MatrixAccess): string {
+  return A.wgsl + /* wgsl */ `
 override WG: u32 = 256u;
 
 struct Params { n: u32 }
@@ -24,13 +31,14 @@ struct Params { n: u32 }
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
         @builtin(local_invocation_index) lid: u32) {
   let i = (wid.x + wid.y * nwg.x) * WG + lid;
-  if (i < params.n) { d[i] = A[i * (params.n + 1u)]; }
+  if (i < params.n) { d[i] = ${A.ld("i * (params.n + 1u)")}; }
 }
 `;
+}
 
 export interface DiagGatherArgs {
-  /** A: (n, n) f32 row-major */
-  A: GPUBuffer;
+  /** A: (n, n) f32 row-major; two parts past one binding */
+  A: MatrixBuffer;
   /** d: (n) f32 */
   d: GPUBuffer;
   n: number;
@@ -41,9 +49,9 @@ export interface DiagGatherKernel extends Kernel<DiagGatherArgs> {
   bind(args: DiagGatherArgs): BoundPlan;
 }
 
-/** The WGSL source. */
-export function diagGatherShader(): string {
-  return WGSL;
+/** The WGSL source; `split` reads A from two parts (matrix_parts.ts). */
+export function diagGatherShader({ split = false }: { split?: boolean } = {}): string {
+  return wgsl(matrixAccess("A", split ? { binding: 3, access: "read" } : null));
 }
 
 /**
@@ -52,19 +60,31 @@ export function diagGatherShader(): string {
  * @returns a kernel recording one dispatch
  */
 export function createDiagGather(gpu: Gpu): DiagGatherKernel {
-  const pipeline = getPipeline(gpu, {
-    name: "diag_gather",
-    code: WGSL,
-    constants: { WG: 256 },
-    bindings: ["uniform", "read-only-storage", "storage"],
-  });
+  const pipelineFor = (A?: MatrixBuffer) =>
+    A && isSplit(A)
+      ? getPipeline(gpu, {
+        name: "diag_gather",
+        code: diagGatherShader({ split: true }),
+        constants: { WG: 256, A_SPLIT: splitElement(A) },
+        spec: { split: true },
+        bindings: ["uniform", "read-only-storage", "storage", "read-only-storage"],
+      })
+      : getPipeline(gpu, {
+        name: "diag_gather",
+        code: diagGatherShader(),
+        constants: { WG: 256 },
+        bindings: ["uniform", "read-only-storage", "storage"],
+      });
+  pipelineFor();
   return {
     bind({ A, d, n }: DiagGatherArgs): BoundPlan {
+      const pipeline = pipelineFor(A);
+      const [A0, ...A1] = matrixBindings(A);
       const params = uniformParams(gpu, [["u32", n]], "diag_gather params");
       const bindGroup = gpu.device.createBindGroup({
         label: "diag_gather",
         layout: pipeline.getBindGroupLayout(0),
-        entries: [params, A, d].map((buffer, binding) => ({ binding, resource: { buffer } })),
+        entries: [params, A0, d, ...A1].map((buffer, binding) => ({ binding, resource: { buffer } })),
       });
       const [gx, gy] = dispatch2d(gpu, ceilDiv(n, 256));
       return {

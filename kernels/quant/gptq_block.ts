@@ -28,12 +28,16 @@ import {
   getPipeline,
   type Gpu,
   type Kernel,
+  type MatrixAccess,
+  matrixAccess,
+  type MatrixBuffer,
   singleDispatch,
   uniformParams,
 } from "../core/mod.ts";
-import { rowPanel } from "./gptq_update.ts";
+import { uRows } from "./gptq_update.ts";
 
-const WGSL = /* wgsl */ `
+function wgsl(U: MatrixAccess): string {
+  return U.wgsl + /* wgsl */ `
 override TR: u32 = 8u;     // rows per workgroup
 override L: u32 = 32u;     // invocations per row; lane l owns block columns j ≡ l (mod L)
 override B: u32 = 128u;    // block width (blockSize), a multiple of 4
@@ -96,7 +100,7 @@ fn quantize(r: u32, row: u32, i: u32) -> f32 {
   let cq = gridValue(r, row, w, k);
   w1[r * B + i] = cq.y;
   atomicOr(&codes1[(r * B + i) / 4u], u32(cq.x) << (8u * (i % 4u)));
-  let e = (w - cq.y) / U[params.uBase + i * params.cols + k];
+  let e = (w - cq.y) / ${U.ld("params.uBase + i * params.cols + k")};
   errs[(i & 1u) * TR + r] = e;
   err[i * params.rows + row] = e;
   return e * e;
@@ -135,7 +139,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
       let u = params.uBase + i * params.cols + params.i1;
       // First owned column right of i: the smallest j > i with j ≡ l (mod L).
       for (var j = i + 1u + (l + L - (i + 1u) % L) % L; j < params.count; j += L) {
-        w1[r * B + j] = fma(-e, U[u + j], w1[r * B + j]);
+        w1[r * B + j] = fma(-e, ${U.ld("u + j")}, w1[r * B + j]);
       }
     }
     let next = i + 1u;
@@ -164,6 +168,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
   }
 }
 `;
+}
 
 /** Pipeline variant: block width, grid kind and bits. */
 export interface GptqBlockSpec {
@@ -178,8 +183,11 @@ export interface GptqBlockSpec {
 export interface GptqBlockArgs {
   /** W: (rows, cols) f32, permuted working copy; columns [i1, i1+count) are replaced by Q */
   W: GPUBuffer;
-  /** U: (cols, cols) f32 upper Cholesky factor of the permuted H⁻¹; only rows [i1, i1+count) are bound */
-  U: GPUBuffer;
+  /**
+   * U: (cols, cols) f32 upper Cholesky factor of the permuted H⁻¹, one buffer or two parts; only rows
+   * [i1, i1+count) are bound (gptq_update.ts `uRows`)
+   */
+  U: MatrixBuffer;
   /** grid: LUT (rows, 2^bits) f32, or affine (rows, nGroups) vec2<f32> (scale, zero) */
   grid: GPUBuffer;
   /** codes: (rows, ceil(cols/4)) u32, 4 codes per word, little-endian, permuted column order */
@@ -202,9 +210,9 @@ export interface GptqBlockArgs {
   feedback: boolean;
 }
 
-/** The WGSL source (variants are `override` constants). */
-export function gptqBlockShader(): string {
-  return WGSL;
+/** The WGSL source (variants are `override` constants); `split`: U rows from two parts (`uRows`). */
+export function gptqBlockShader({ split = false }: { split?: boolean } = {}): string {
+  return wgsl(matrixAccess("U", split ? { binding: 7, access: "read" } : null));
 }
 
 /**
@@ -226,26 +234,33 @@ export function createGptqBlock(gpu: Gpu, spec: GptqBlockSpec): Kernel<GptqBlock
     ? `needs ${wgBytes} bytes of workgroup memory (${gpu.maxWorkgroupStorageBytes})`
     : null;
   if (problem) throw new Error(`Cannot build gptq_block ${JSON.stringify(spec)}: ${problem}`);
-  const pipeline = getPipeline(gpu, {
-    name: "gptq_block",
-    code: WGSL,
-    constants: { TR: tr, L: lanes, B: blockSize, LUT: lut ? 1 : 0, MAXQ: 2 ** bits - 1 },
-    bindings: [
-      "uniform",
-      "storage",
-      "read-only-storage",
-      "read-only-storage",
-      "storage",
-      "storage",
-      "storage",
-    ],
-    spec,
-  });
+  const constants = { TR: tr, L: lanes, B: blockSize, LUT: lut ? 1 : 0, MAXQ: 2 ** bits - 1 };
+  const bindings = [
+    "uniform",
+    "storage",
+    "read-only-storage",
+    "read-only-storage",
+    "storage",
+    "storage",
+    "storage",
+  ] as const;
+  const pipelineFor = (split: number | null) =>
+    split === null
+      ? getPipeline(gpu, { name: "gptq_block", code: gptqBlockShader(), constants, bindings, spec })
+      : getPipeline(gpu, {
+        name: "gptq_block",
+        code: gptqBlockShader({ split: true }),
+        constants: { ...constants, U_SPLIT: split },
+        bindings: [...bindings, "read-only-storage"],
+        spec: { ...spec, split: true },
+      });
+  pipelineFor(null);
   return {
     bind(a: GptqBlockArgs): Encodable {
       checkArgs(a, spec);
       const { rows, cols, i1, count } = a;
-      const u = rowPanel(gpu, a.U, { rowLen: cols, r0: i1, nRows: count });
+      const u = uRows(gpu, a.U, { rowLen: cols, r0: i1, nRows: count });
+      const pipeline = pipelineFor(u.split);
       const params = uniformParams(gpu, [
         ["u32", rows],
         ["u32", cols],
@@ -257,7 +272,7 @@ export function createGptqBlock(gpu: Gpu, spec: GptqBlockSpec): Kernel<GptqBlock
         ["u32", lut ? 1 : a.nGroups],
         ["u32", a.feedback ? 1 : 0],
       ], "gptq_block params");
-      const resources = [params, a.W, u.binding, a.grid, a.codes, a.err, a.loss];
+      const resources = [params, a.W, u.bindings[0], a.grid, a.codes, a.err, a.loss, ...u.bindings.slice(1)];
       const bindGroup = gpu.device.createBindGroup({
         label: "gptq_block",
         layout: pipeline.getBindGroupLayout(0),

@@ -14,11 +14,18 @@ import {
   getPipeline,
   type Gpu,
   type Kernel,
+  type MatrixAccess,
+  matrixAccess,
+  matrixBindings,
+  type MatrixBuffer,
+  partHolding,
   singleDispatch,
+  splitElement,
   uniformParams,
 } from "../core/mod.ts";
 
-const WGSL = /* wgsl */ `
+function wgsl(U: MatrixAccess): string {
+  return U.wgsl + /* wgsl */ `
 override TM: u32 = 64u;  // rows of W per tile
 override TN: u32 = 64u;  // columns of W per tile
 override TK: u32 = 16u;  // block columns (K) staged per step
@@ -52,7 +59,7 @@ fn stage(lid: u32, m0: u32, n0: u32, k0: u32) {
     let k = k0 + t / TN;
     let n = n0 + t % TN;
     var v = 0.0;
-    if (k < params.count && n < params.cols) { v = U[params.uBase + k * params.cols + n]; }
+    if (k < params.count && n < params.cols) { v = ${U.ld("params.uBase + k * params.cols + n")}; }
     us[t] = v;
   }
 }
@@ -99,14 +106,18 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
   store(r + 3u, n, acc3);
 }
 `;
+}
 
 export interface GptqUpdateArgs {
   /** W: (rows, cols) f32, permuted working copy; columns [i1 + count, cols) are updated */
   W: GPUBuffer;
   /** err: (≥ count, rows) f32, Err1ᵀ of the block (gptq_block's output) */
   err: GPUBuffer;
-  /** U: (cols, cols) f32 upper Cholesky factor of the permuted H⁻¹; only rows [i1, i1+count) are bound */
-  U: GPUBuffer;
+  /**
+   * U: (cols, cols) f32 upper Cholesky factor of the permuted H⁻¹, one buffer or two parts; only rows
+   * [i1, i1+count) are bound ({@link uRows})
+   */
+  U: MatrixBuffer;
   rows: number;
   cols: number;
   /** First column of the block. */
@@ -142,9 +153,32 @@ export function rowPanel(
   return { binding: { buffer, offset, size }, base: (start - offset) / 4 };
 }
 
-/** The WGSL source (variants are `override` constants). */
-export function gptqUpdateShader(): string {
-  return WGSL;
+/**
+ * U rows [r0, r0 + nRows) as gptq_update and gptq_block bind them. Rows inside one buffer (always when U is
+ * one buffer; with two parts whenever the block does not straddle the split, e.g. 128-column blocks and
+ * rowsPerPart a multiple of 128) are one {@link rowPanel}: the unsplit build. A block straddling the split
+ * binds both parts whole and indexes globally (`split` = U_SPLIT of the split build, matrix_parts.ts).
+ */
+export function uRows(
+  gpu: Gpu,
+  U: MatrixBuffer,
+  { rowLen, r0, nRows }: { rowLen: number; r0: number; nRows: number },
+): { bindings: GPUBufferBinding[]; base: number; split: number | null } {
+  const part = partHolding(U, r0 * rowLen, (r0 + nRows) * rowLen - 1);
+  if (part) {
+    const u = rowPanel(gpu, part.buffer, { rowLen, r0: part.first / rowLen, nRows });
+    return { bindings: [u.binding], base: u.base, split: null };
+  }
+  return {
+    bindings: matrixBindings(U).map((buffer) => ({ buffer })),
+    base: r0 * rowLen,
+    split: splitElement(U),
+  };
+}
+
+/** The WGSL source (variants are `override` constants); `split`: U rows from two parts ({@link uRows}). */
+export function gptqUpdateShader({ split = false }: { split?: boolean } = {}): string {
+  return wgsl(matrixAccess("U", split ? { binding: 4, access: "read" } : null));
 }
 
 /**
@@ -154,12 +188,22 @@ export function gptqUpdateShader(): string {
  */
 export function createGptqUpdate(gpu: Gpu): Kernel<GptqUpdateArgs> {
   const [tm, tn, tk] = [64, 64, 16];
-  const pipeline = getPipeline(gpu, {
-    name: "gptq_update",
-    code: WGSL,
-    constants: { TM: tm, TN: tn, TK: tk },
-    bindings: ["uniform", "storage", "read-only-storage", "read-only-storage"],
-  });
+  const pipelineFor = (split: number | null) =>
+    split === null
+      ? getPipeline(gpu, {
+        name: "gptq_update",
+        code: gptqUpdateShader(),
+        constants: { TM: tm, TN: tn, TK: tk },
+        bindings: ["uniform", "storage", "read-only-storage", "read-only-storage"],
+      })
+      : getPipeline(gpu, {
+        name: "gptq_update",
+        code: gptqUpdateShader({ split: true }),
+        constants: { TM: tm, TN: tn, TK: tk, U_SPLIT: split },
+        spec: { split: true },
+        bindings: ["uniform", "storage", "read-only-storage", "read-only-storage", "read-only-storage"],
+      });
+  pipelineFor(null);
   return {
     bind({ W, err, U, rows, cols, i1, count }: GptqUpdateArgs): Encodable {
       const i2 = i1 + count;
@@ -173,7 +217,8 @@ export function createGptqUpdate(gpu: Gpu): Kernel<GptqUpdateArgs> {
         ? `err holds ${err.size} bytes, needs ${count * rows * 4}`
         : null;
       if (problem) throw new Error(`Cannot bind gptq_update: ${problem}`);
-      const u = rowPanel(gpu, U, { rowLen: cols, r0: i1, nRows: count });
+      const u = uRows(gpu, U, { rowLen: cols, r0: i1, nRows: count });
+      const pipeline = pipelineFor(u.split);
       const tilesN = ceilDiv(cols - i2, tn);
       const params = uniformParams(
         gpu,
@@ -183,7 +228,10 @@ export function createGptqUpdate(gpu: Gpu): Kernel<GptqUpdateArgs> {
       const bindGroup = gpu.device.createBindGroup({
         label: "gptq_update",
         layout: pipeline.getBindGroupLayout(0),
-        entries: [{ buffer: params }, { buffer: W }, { buffer: err }, u.binding].map((resource, binding) => ({
+        entries: [{ buffer: params }, { buffer: W }, { buffer: err }, ...u.bindings].map((
+          resource,
+          binding,
+        ) => ({
           binding,
           resource,
         })),

@@ -19,7 +19,13 @@ import {
   createStorage,
   getPipeline,
   type Gpu,
+  isSplit,
   type Kernel,
+  type MatrixAccess,
+  matrixAccess,
+  matrixBindings,
+  type MatrixBuffer,
+  splitElement,
   uniformParams,
   unroll,
 } from "../core/mod.ts";
@@ -47,7 +53,8 @@ fn load4(t: u32, c: u32) -> vec4f {
 }`,
 } as const;
 
-const HEAD = /* wgsl */ `
+function head(H: MatrixAccess): string {
+  return /* wgsl */ `
 override TK: u32 = 16u;  // tokens staged per step
 
 struct Params {
@@ -69,13 +76,14 @@ fn emit(row: u32, col0: u32, v: vec4f) {
     if (row < n && col < n && row <= col) {
       let i = row * n + col;
       var h = params.beta * v[q];
-      if (params.alpha != 0.0) { h = fma(params.alpha, H[i], h); }
-      H[i] = h;
-      if (params.mirror != 0u) { H[col * n + row] = h; }
+      if (params.alpha != 0.0) { h = fma(params.alpha, ${H.ld("i")}, h); }
+      ${H.st("i", "h")};
+      if (params.mirror != 0u) { ${H.st("col * n + row", "h")}; }
     }
   }
 }
 `;
+}
 
 /** acc{r}{h}: rows 4ty + r (r < 4) or 64 + 4ty + r − 4, columns 4tx (h = 0) or 64 + 4tx (h = 1). */
 const ACC = Array.from({ length: 16 }, (_, i) => ({ name: `acc${i >> 1}${i & 1}`, r: i >> 1, h: i & 1 }));
@@ -116,16 +124,17 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
 `;
 }
 
-/** Which build: 16-byte activation loads need cols % 4 == 0. */
+/** Which build: 16-byte activation loads need cols % 4 == 0; `split` binds H as two parts (matrix_parts.ts). */
 export interface HessianAccumSpec {
   vec4: boolean;
+  split?: boolean;
 }
 
 export interface HessianAccumArgs {
   /** x: (xRowOffset + tokens, cols) f32 row-major; may be omitted when tokens = 0 */
   x?: GPUBuffer;
-  /** H: (cols, cols) f32 row-major, updated in place */
-  H: GPUBuffer;
+  /** H: (cols, cols) f32 row-major, updated in place; two parts past one binding */
+  H: MatrixBuffer;
   cols: number;
   tokens: number;
   /** first row of x read (default 0) */
@@ -144,7 +153,8 @@ export interface HessianAccumArgs {
  * @returns WGSL source with entry point `main`
  */
 export function hessianAccumShader(spec: HessianAccumSpec): string {
-  return HEAD + LOADS[spec.vec4 ? "vec4" : "scalar"] + mainWgsl();
+  const H = matrixAccess("H", spec.split ? { binding: 3, access: "read_write" } : null);
+  return H.wgsl + head(H) + LOADS[spec.vec4 ? "vec4" : "scalar"] + mainWgsl();
 }
 
 /** The Hessian update; its bound plan owns a params buffer (`destroy()` frees it). */
@@ -160,15 +170,22 @@ export interface HessianAccumKernel extends Kernel<HessianAccumArgs> {
 export function createHessianAccum(gpu: Gpu): HessianAccumKernel {
   // Two 16-token stages take 16.5 KiB of workgroup memory; halve the stage on a 16 KiB device.
   const tk = gpu.maxWorkgroupStorageBytes >= 2 * 16 * 33 * 16 ? 16 : 8;
-  const pipelines = { true: null, false: null } as Record<string, GPUComputePipeline | null>;
-  const pipelineFor = (vec4: boolean) =>
-    pipelines[String(vec4)] ??= getPipeline(gpu, {
-      name: "hessian_accum",
-      code: hessianAccumShader({ vec4 }),
-      constants: { TK: tk },
-      spec: { vec4 },
-      bindings: ["uniform", "read-only-storage", "storage"],
-    });
+  const pipelineFor = (vec4: boolean, H?: MatrixBuffer) =>
+    H && isSplit(H)
+      ? getPipeline(gpu, {
+        name: "hessian_accum",
+        code: hessianAccumShader({ vec4, split: true }),
+        constants: { TK: tk, H_SPLIT: splitElement(H) },
+        spec: { vec4, split: true },
+        bindings: ["uniform", "read-only-storage", "storage", "storage"],
+      })
+      : getPipeline(gpu, {
+        name: "hessian_accum",
+        code: hessianAccumShader({ vec4 }),
+        constants: { TK: tk },
+        spec: { vec4 },
+        bindings: ["uniform", "read-only-storage", "storage"],
+      });
   pipelineFor(true);
   pipelineFor(false);
   return {
@@ -180,7 +197,7 @@ export function createHessianAccum(gpu: Gpu): HessianAccumKernel {
         );
       }
       if (!x && tokens > 0) throw new Error("Cannot accumulate a Hessian: x is missing");
-      const pipeline = pipelineFor(cols % 4 === 0);
+      const pipeline = pipelineFor(cols % 4 === 0, H);
       const params = uniformParams(
         gpu,
         [["u32", cols], ["u32", tokens], ["u32", xRowOffset], ["u32", mirror ? 1 : 0], ["f32", alpha], [
@@ -194,7 +211,10 @@ export function createHessianAccum(gpu: Gpu): HessianAccumKernel {
       const bindGroup = gpu.device.createBindGroup({
         label: "hessian_accum",
         layout: pipeline.getBindGroupLayout(0),
-        entries: [params, x ?? stub!, H].map((buffer, binding) => ({ binding, resource: { buffer } })),
+        entries: [params, x ?? stub!, ...matrixBindings(H)].map((buffer, binding) => ({
+          binding,
+          resource: { buffer },
+        })),
       });
       return {
         encode(pass) {

@@ -9,9 +9,23 @@
  * One workgroup reads the diagonal twice (a min-reduction, then the write); U is only touched at its
  * `cols` diagonal entries, so this costs nothing next to the factorisation that produced it.
  */
-import { type Encodable, getPipeline, type Gpu, type Kernel, uniformParams } from "../core/mod.ts";
+import {
+  type Encodable,
+  getPipeline,
+  type Gpu,
+  isSplit,
+  type Kernel,
+  type MatrixAccess,
+  matrixAccess,
+  matrixBindings,
+  type MatrixBuffer,
+  matrixBytes,
+  splitElement,
+  uniformParams,
+} from "../core/mod.ts";
 
-const WGSL = /* wgsl */ `
+function wgsl(U: MatrixAccess): string {
+  return U.wgsl + /* wgsl */ `
 override WG: u32 = 256u;
 
 struct Params { cols: u32, exponent: f32 }
@@ -41,7 +55,7 @@ fn powInt(r: f32, p: u32) -> f32 {
 fn main(@builtin(local_invocation_index) lid: u32) {
   let n = params.cols;
   var m = 3.40282347e38;
-  for (var k = lid; k < n; k += WG) { m = min(m, U[k * (n + 1u)]); }
+  for (var k = lid; k < n; k += WG) { m = min(m, ${U.ld("k * (n + 1u)")}); }
   red[lid] = m;
   workgroupBarrier();
   for (var s = WG / 2u; s > 0u; s /= 2u) {
@@ -52,7 +66,7 @@ fn main(@builtin(local_invocation_index) lid: u32) {
   let p = params.exponent;
   let integral = p == floor(p) && p <= 64.0;
   for (var k = lid; k < n; k += WG) {
-    let u = U[k * (n + 1u)];
+    let u = ${U.ld("k * (n + 1u)")};
     // f32 division may be off by ~2.5 ulp (NVIDIA); one Newton step on the residual makes it ~exact.
     let r0 = uMin / u;
     let r = r0 + fma(-r0, u, uMin) / u;
@@ -63,11 +77,12 @@ fn main(@builtin(local_invocation_index) lid: u32) {
   }
 }
 `;
+}
 
 /** Buffers and sizes of one importance computation. */
 export interface ImportanceArgs {
-  /** U: (cols, cols) f32, the upper Cholesky factor of H⁻¹ in permuted column order */
-  U: GPUBuffer;
+  /** U: (cols, cols) f32, the upper Cholesky factor of H⁻¹ in permuted column order; two parts past one binding */
+  U: MatrixBuffer;
   /** importance: (cols) f32 output, a_k normalised so that max a = 1 */
   importance: GPUBuffer;
   cols: number;
@@ -77,10 +92,11 @@ export interface ImportanceArgs {
 
 /**
  * The WGSL source (variants only through the WG override).
+ * @param spec `split`: U in two parts (matrix_parts.ts)
  * @returns the shader text
  */
-export function importanceShader(): string {
-  return WGSL;
+export function importanceShader({ split = false }: { split?: boolean } = {}): string {
+  return wgsl(matrixAccess("U", split ? { binding: 3, access: "read" } : null));
 }
 
 /**
@@ -94,26 +110,43 @@ export function importanceShader(): string {
  */
 export function createImportance(gpu: Gpu): Kernel<ImportanceArgs> {
   const wg = Math.min(256, gpu.maxInvocationsPerWorkgroup);
-  const pipeline = getPipeline(gpu, {
-    name: "importance",
-    code: WGSL,
-    constants: { WG: wg },
-    bindings: ["uniform", "read-only-storage", "storage"],
-  });
+  const pipelineFor = (U?: MatrixBuffer) =>
+    U && isSplit(U)
+      ? getPipeline(gpu, {
+        name: "importance",
+        code: importanceShader({ split: true }),
+        constants: { WG: wg, U_SPLIT: splitElement(U) },
+        spec: { split: true },
+        bindings: ["uniform", "read-only-storage", "storage", "read-only-storage"],
+      })
+      : getPipeline(gpu, {
+        name: "importance",
+        code: importanceShader(),
+        constants: { WG: wg },
+        bindings: ["uniform", "read-only-storage", "storage"],
+      });
+  pipelineFor();
   return {
     bind({ U, importance, cols, exponent }: ImportanceArgs): Encodable {
+      const pipeline = pipelineFor(U);
+      const [U0, ...U1] = matrixBindings(U);
       const what = `Cannot bind importance with exponent ${exponent} and cols ${cols}`;
       if (!(exponent >= 0) || !(cols >= 1)) throw new Error(`${what}: expected exponent ≥ 0 and cols ≥ 1`);
-      if (U.size < cols * cols * 4 || importance.size < cols * 4) {
+      if (matrixBytes(U) < cols * cols * 4 || importance.size < cols * 4) {
         throw new Error(
-          `${what}: U has ${U.size} bytes and importance ${importance.size}, expected (cols, cols) and (cols) f32`,
+          `${what}: U has ${
+            matrixBytes(U)
+          } bytes and importance ${importance.size}, expected (cols, cols) and (cols) f32`,
         );
       }
       const params = uniformParams(gpu, [["u32", cols], ["f32", exponent]], "importance params");
       const bindGroup = gpu.device.createBindGroup({
         label: "importance",
         layout: pipeline.getBindGroupLayout(0),
-        entries: [params, U, importance].map((buffer, binding) => ({ binding, resource: { buffer } })),
+        entries: [params, U0, importance, ...U1].map((buffer, binding) => ({
+          binding,
+          resource: { buffer },
+        })),
       });
       return {
         encode(pass) {

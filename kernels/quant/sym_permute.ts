@@ -9,9 +9,23 @@
  * - `upperOnly` writes zeros below the diagonal (U = J·X·J from an X whose upper triangle is scratch).
  * Scattered reads are fine here: one pass over the matrix is small next to the O(n³) factorisation.
  */
-import { type BoundPlan, ceilDiv, getPipeline, type Gpu, type Kernel, uniformParams } from "../core/mod.ts";
+import {
+  type BoundPlan,
+  ceilDiv,
+  getPipeline,
+  type Gpu,
+  isSplit,
+  type Kernel,
+  type MatrixAccess,
+  matrixAccess,
+  matrixBindings,
+  type MatrixBuffer,
+  splitElement,
+  uniformParams,
+} from "../core/mod.ts";
 
-const WGSL = /* wgsl */ `
+function wgsl(src: MatrixAccess, dst: MatrixAccess): string {
+  return src.wgsl + dst.wgsl + /* wgsl */ `
 override WX: u32 = 64u;
 override WY: u32 = 4u;
 
@@ -40,21 +54,22 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
   if (i >= n || j >= n) { return; }
   var v = 0.0;
   if ((params.flags & 8u) == 0u || j >= i) {
-    v = src[source(i) * n + source(j)];
+    v = ${src.ld("source(i) * n + source(j)")};
     if (i == j) {
       if ((params.flags & 4u) != 0u && v == 0.0) { v = 1.0; }
       v += params.damp;
     }
   }
-  dst[i * n + j] = v;
+  ${dst.st("i * n + j", "v")};
 }
 `;
+}
 
 export interface SymPermuteArgs {
-  /** src: (n, n) f32 row-major */
-  src: GPUBuffer;
-  /** dst: (n, n) f32 row-major; must not be src */
-  dst: GPUBuffer;
+  /** src: (n, n) f32 row-major; two parts past one binding */
+  src: MatrixBuffer;
+  /** dst: (n, n) f32 row-major, split like src or not; must not share a buffer with src */
+  dst: MatrixBuffer;
   n: number;
   /** perm: (n) u32 or i32, perm[k] = source row/column of position k (before reversal); omit for identity */
   perm?: GPUBuffer | undefined;
@@ -73,9 +88,15 @@ export interface SymPermuteKernel extends Kernel<SymPermuteArgs> {
   bind(args: SymPermuteArgs): BoundPlan;
 }
 
-/** The WGSL source (workgroup shape is `override`). */
-export function symPermuteShader(): string {
-  return WGSL;
+/**
+ * The WGSL source (workgroup shape is `override`).
+ * @param spec which of src and dst are two parts (matrix_parts.ts); default neither
+ */
+export function symPermuteShader({ srcSplit = false, dstSplit = false } = {}): string {
+  return wgsl(
+    matrixAccess("src", srcSplit ? { binding: 4, access: "read" } : null),
+    matrixAccess("dst", dstSplit ? { binding: srcSplit ? 5 : 4, access: "read_write" } : null),
+  );
 }
 
 /**
@@ -84,22 +105,39 @@ export function symPermuteShader(): string {
  * @returns a kernel recording one dispatch of ⌈n/64⌉ × ⌈n/4⌉ workgroups
  */
 export function createSymPermute(gpu: Gpu): SymPermuteKernel {
-  const pipeline = getPipeline(gpu, {
-    name: "sym_permute",
-    code: WGSL,
-    constants: { WX: 64, WY: 4 },
-    bindings: ["uniform", "read-only-storage", "read-only-storage", "storage"],
-  });
+  const pipelineFor = (srcSplit: boolean, dstSplit: boolean, constants: Record<string, number>) =>
+    getPipeline(gpu, {
+      name: "sym_permute",
+      code: symPermuteShader({ srcSplit, dstSplit }),
+      constants: { WX: 64, WY: 4, ...constants },
+      ...(srcSplit || dstSplit ? { spec: { srcSplit, dstSplit } } : {}),
+      bindings: [
+        "uniform",
+        "read-only-storage",
+        "read-only-storage",
+        "storage",
+        ...(srcSplit ? ["read-only-storage" as const] : []),
+        ...(dstSplit ? ["storage" as const] : []),
+      ],
+    });
+  pipelineFor(false, false, {});
   return {
     bind(args: SymPermuteArgs): BoundPlan {
       const { src, dst, n, perm, reverse = false, fixDead = false, damp = 0, upperOnly = false } = args;
+      const [srcSplit, dstSplit] = [isSplit(src), isSplit(dst)];
+      const pipeline = pipelineFor(srcSplit, dstSplit, {
+        ...(srcSplit ? { src_SPLIT: splitElement(src) } : {}),
+        ...(dstSplit ? { dst_SPLIT: splitElement(dst) } : {}),
+      });
+      const [src0, ...src1] = matrixBindings(src);
+      const [dst0, ...dst1] = matrixBindings(dst);
       const flags = (perm ? 1 : 0) | (reverse ? 2 : 0) | (fixDead ? 4 : 0) | (upperOnly ? 8 : 0);
       const params = uniformParams(gpu, [["u32", n], ["u32", flags], ["f32", damp]], "sym_permute params");
       // Without a permutation the binding still needs a buffer; src is never indexed through it then.
       const bindGroup = gpu.device.createBindGroup({
         label: "sym_permute",
         layout: pipeline.getBindGroupLayout(0),
-        entries: [params, src, perm ?? src, dst].map((buffer, binding) => ({
+        entries: [params, src0, perm ?? src0, dst0, ...src1, ...dst1].map((buffer, binding) => ({
           binding,
           resource: { buffer },
         })),

@@ -21,7 +21,13 @@ import {
   dispatch2d,
   getPipeline,
   type Gpu,
+  isSplit,
   type Kernel,
+  type MatrixAccess,
+  matrixAccess,
+  matrixBindings,
+  type MatrixBuffer,
+  splitElement,
   uniformParams,
 } from "../core/mod.ts";
 import { type BlockGemmArgs, type BlockGemmTile, createBlockGemm } from "./block_gemm.ts";
@@ -55,7 +61,8 @@ fn invertLowerBlock(lid: u32, nb: u32) {
 }
 `;
 
-const DIAG_WGSL = LOWER_BLOCK_WGSL + /* wgsl */ `
+function diagWgsl(L: MatrixAccess, X: MatrixAccess): string {
+  return L.wgsl + X.wgsl + LOWER_BLOCK_WGSL + /* wgsl */ `
 struct Params { n: u32 }
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> L: array<f32>;         // (n, n) lower-triangular
@@ -72,7 +79,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
     let i = e / NB;
     let j = e % NB;
     var v = select(0.0, 1.0, i == j);  // identity past the matrix edge
-    if (i < nb && j <= i) { v = L[(r0 + i) * n + r0 + j]; }
+    if (i < nb && j <= i) { v = ${L.ld("(r0 + i) * n + r0 + j")}; }
     blk[at(i, j)] = v;
   }
   workgroupBarrier();
@@ -80,16 +87,20 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
   for (var e = lid; e < NB * NB; e += WG) {
     let i = e / NB;
     let j = e % NB;
-    if (i < nb && j < nb) { X[(r0 + i) * n + r0 + j] = select(0.0, blk[at(i, j)], j <= i); }
+    if (i < nb && j < nb) { ${X.st("(r0 + i) * n + r0 + j", "select(0.0, blk[at(i, j)], j <= i)")}; }
   }
 }
 `;
+}
 
 export interface TriInvArgs {
   /** L: (n, n) f32 row-major, lower-triangular with a non-zero diagonal; the upper triangle is ignored */
-  L: GPUBuffer;
-  /** X: (n, n) f32; receives L⁻¹ in its lower triangle, scratch above. Must not be L. */
-  X: GPUBuffer;
+  L: MatrixBuffer;
+  /**
+   * X: (n, n) f32; receives L⁻¹ in its lower triangle, scratch above. Must not be L. Either may be two parts
+   * (matrix_parts.ts); the diagonal pass and the level GEMMs then use their split builds.
+   */
+  X: MatrixBuffer;
   n: number;
 }
 
@@ -98,13 +109,16 @@ export interface TriInvKernel extends Kernel<TriInvArgs> {
   bind(args: TriInvArgs): BoundPlan;
 }
 
-/** The WGSL of the diagonal-block pass (the level GEMMs are block_gemm.ts). */
-export function triInvShader(): string {
-  return DIAG_WGSL;
+/** The WGSL of the diagonal-block pass (the level GEMMs are block_gemm.ts); `split`: L and X in two parts. */
+export function triInvShader({ split = false }: { split?: boolean } = {}): string {
+  return diagWgsl(
+    matrixAccess("L", split ? { binding: 3, access: "read" } : null),
+    matrixAccess("X", split ? { binding: 4, access: "read_write" } : null),
+  );
 }
 
 /** The block GEMMs of one doubling level: T = B·P⁻¹ for every pair, then X21 = −C⁻¹·T. */
-function levelGemms(L: GPUBuffer, X: GPUBuffer, n: number, s: number): BlockGemmArgs[] {
+function levelGemms(L: MatrixBuffer, X: MatrixBuffer, n: number, s: number): BlockGemmArgs[] {
   const full = Math.floor(n / (2 * s));
   const tail = n - full * 2 * s - s; // rows of the last, partial C block (≤ 0: no partial pair)
   const pairs = [{ r0: 0, M: s, batch: full }, { r0: full * 2 * s, M: tail, batch: tail > 0 ? 1 : 0 }];
@@ -157,21 +171,36 @@ export function createTriInv(
   gpu: Gpu,
   { nb: nbEdge = lowerBlockEdge(gpu), gemmTile }: TriInvSpec = {},
 ): TriInvKernel {
-  const diag = getPipeline(gpu, {
-    name: "tri_inv_diag",
-    code: DIAG_WGSL,
-    constants: { NB: nbEdge, WG: 256 },
-    spec: { nb: nbEdge },
-    bindings: ["uniform", "read-only-storage", "storage"],
-  });
+  const diagFor = (L?: MatrixBuffer, X?: MatrixBuffer) =>
+    L && X && (isSplit(L) || isSplit(X))
+      ? getPipeline(gpu, {
+        name: "tri_inv_diag",
+        code: triInvShader({ split: true }),
+        constants: { NB: nbEdge, WG: 256, L_SPLIT: splitElement(L), X_SPLIT: splitElement(X) },
+        spec: { nb: nbEdge, split: true },
+        bindings: ["uniform", "read-only-storage", "storage", "read-only-storage", "storage"],
+      })
+      : getPipeline(gpu, {
+        name: "tri_inv_diag",
+        code: triInvShader(),
+        constants: { NB: nbEdge, WG: 256 },
+        spec: { nb: nbEdge },
+        bindings: ["uniform", "read-only-storage", "storage"],
+      });
+  diagFor();
   const gemm = createBlockGemm(gpu);
   return {
     bind({ L, X, n }: TriInvArgs): BoundPlan {
+      const diag = diagFor(L, X);
+      const split = isSplit(L) || isSplit(X);
+      const [Ls, Xs] = [matrixBindings(L), matrixBindings(X)];
       const params = uniformParams(gpu, [["u32", n]], "tri_inv params");
       const diagGroup = gpu.device.createBindGroup({
         label: "tri_inv_diag",
         layout: diag.getBindGroupLayout(0),
-        entries: [params, L, X].map((buffer, binding) => ({ binding, resource: { buffer } })),
+        entries: [params, Ls[0], Xs[0], ...(split ? [Ls[Ls.length - 1], Xs[Xs.length - 1]] : [])].map(
+          (buffer, binding) => ({ binding, resource: { buffer } }),
+        ),
       });
       const [gx, gy] = dispatch2d(gpu, ceilDiv(n, nbEdge));
       const list: BlockGemmArgs[] = [];

@@ -3,7 +3,7 @@
  * `gptqReference` (reference.ts): exact, single-threaded and meant for small layers (stories260K-sized; C up to a few hundred). The GPU quantizer (gptq.ts `quantizeLinear`) fills
  * the same slot; it keeps H on the GPU, which is why the input accepts a GPUBuffer.
  */
-import { type Gpu, readF32 } from "../../kernels/core/mod.ts";
+import { asParts, type Gpu, readMatrix } from "../../kernels/core/mod.ts";
 import { type GptqOptions, gptqReference, type GptqResult } from "./reference.ts";
 import { type HostQuantizer, type QuantizedLinear, type QuantizeOptions, REFERENCE_GRID } from "../types.ts";
 
@@ -74,7 +74,7 @@ export function hostQuantizer(
       if (!gpu) {
         throw new Error(`Cannot read back a GPU Hessian: the ${name} quantizer was built without a GPU`);
       }
-      hostH = await readF32(gpu, H, cols * cols);
+      hostH = await readMatrix(gpu, asParts(H, cols, cols), cols * cols);
     }
     if (hostH.length !== cols * cols) {
       throw new Error(`Cannot quantize a (${rows}, ${cols}) layer: H has ${hostH.length} values`);
