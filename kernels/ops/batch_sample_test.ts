@@ -29,11 +29,15 @@ const UNWRITTEN = 0xdeadbeef;
 const OFF = { topK: 0, topP: 1, minP: 0 };
 const PACK = { maxBias: MAX_BIAS, maxBan: MAX_BAN };
 
-/** Zipf-like logits, shuffled, so sampling filters really cut. */
+/** Zipf-like logits (p ∝ rank^−1.1, shuffled, with jitter), so top-p and min-p really cut. */
 function zipf(n: number, seed: number): Float32Array {
   const rand = seededRandom(seed);
-  const rank = Array.from({ length: n }, (_, i) => i + 1).sort(() => rand() - 0.5);
-  return Float32Array.from(rank, (r) => -1.1 * Math.log(r) + 0.3 * rand());
+  const rank = Array.from({ length: n }, (_, i) => i + 1);
+  for (let i = n - 1; i > 0; i--) {
+    const j = Math.floor(rand() * (i + 1));
+    [rank[i], rank[j]] = [rank[j], rank[i]];
+  }
+  return Float32Array.from(rank, (r) => -1.1 * Math.log(r) + 0.2 * rand());
 }
 
 /** The definition of the processing (logits_process.ts), in f64 on the host. */
@@ -285,17 +289,6 @@ async function draw(
   return picks;
 }
 
-/** Zipf-like logits (p ∝ rank^−1.1, shuffled, with jitter), so top-p and min-p really cut. */
-function zipfLogits(n: number, seed: number): Float32Array {
-  const rand = seededRandom(seed);
-  const rank = Array.from({ length: n }, (_, i) => i + 1);
-  for (let i = n - 1; i > 0; i--) {
-    const j = Math.floor(rand() * (i + 1));
-    [rank[i], rank[j]] = [rank[j], rank[i]];
-  }
-  return Float32Array.from(rank, (r) => -1.1 * Math.log(r) + 0.2 * rand());
-}
-
 function argmax(x: ArrayLike<number>): number {
   let best = 0;
   for (let i = 1; i < x.length; i++) if (x[i] > x[best]) best = i;
@@ -333,7 +326,7 @@ Deno.test("sampleRef() keeps the hand-computed sets", () => {
 
 Deno.test("sampleRef() threshold search keeps exactly the sorted top-k and top-p sets", () => {
   for (const seed of [1, 2, 3]) {
-    const logits = seed === 3 ? zipfLogits(3000, seed) : randomF32(3000, seed, 4 * seed);
+    const logits = seed === 3 ? zipf(3000, seed) : randomF32(3000, seed, 4 * seed);
     const order = [...logits.keys()].sort((a, b) => logits[b] - logits[a]);
     const kept = (p: Partial<SampleRefParams>) => {
       const w = sampleWeightsRef(logits, { temperature: 1, ...OFF, seed: 0, ...p });
@@ -395,7 +388,7 @@ Deno.test("batchSample() on one row equals sampleRef step by step", async (t) =>
   });
 
   await t.step("seeded sampling equals sampleRef over temperature × topK × topP × minP", async () => {
-    const logits = zipfLogits(512, 2024);
+    const logits = zipf(512, 2024);
     const keptSizes = new Set<number>();
     let combo = 0;
     for (const temperature of [0.7, 1, 1.5]) {
@@ -423,7 +416,7 @@ Deno.test("batchSample() on one row equals sampleRef step by step", async (t) =>
     "seeded sampling equals sampleRef on 49152 and 50257 (unaligned row) vocabularies",
     async () => {
       for (const [vocab, rows] of [[49152, 1], [50257, 2]]) {
-        const logits = zipfLogits(vocab, 7);
+        const logits = zipf(vocab, 7);
         for (const [topK, topP, minP] of [[0, 0.9, 0], [0, 1, 0.05], [0, 0.95, 0.01], [50, 0.99, 0]]) {
           const settings = { temperature: 0.8, topK, topP, minP, seed: 4242 + topK };
           for (const [i, k] of kernels.entries()) {
@@ -437,7 +430,7 @@ Deno.test("batchSample() on one row equals sampleRef step by step", async (t) =>
   );
 
   await t.step("−inf logits are never drawn, counted or taken as the argmax", async () => {
-    const logits = zipfLogits(300, 5);
+    const logits = zipf(300, 5);
     for (let i = 0; i < 300; i += 3) logits[i] = -Infinity;
     for (
       const settings of [{ temperature: 1.5, ...OFF, seed: 6 }, { temperature: 1, ...OFF, topK: 20, seed: 7 }]
