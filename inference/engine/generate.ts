@@ -75,8 +75,9 @@ export function createSequenceRunner(
     slot: createStorage(gpu, SLOT_STATE_WORDS * 4, "slot state"),
     slotParams: createStorage(gpu, SLOT_PARAMS_BYTES, "sampling params"),
     outTokens: createStorage(gpu, config.seqLen * 4, "sampled ids"), // (seqLen) u32
-    // The sampler counts picks only for slots with penalties; this runner has none.
-    counts: createStorage(gpu, 16, "unused output counts"),
+    // The sampler counts each pick for the penalties (logits_process.ts); this runner has none, so
+    // nothing reads the counts.
+    counts: createStorage(gpu, config.vocabSize * 4, "output counts"),
   };
   const sample = createBatchSample(gpu).bind({
     logits: s.logits,

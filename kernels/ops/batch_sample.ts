@@ -6,9 +6,8 @@
  * Row i of `logits` belongs to forward row gather[i] and so to slot rowSlot[gather[i]] (batch_rows.ts);
  * rows whose gather entry or slot is NONE are skipped. The pick goes to
  *   outTokens[state.step · maxSlots + slot]  (read back by the host once per chunk),
- *   slots[slot].token (the next forward's input id), slots[slot].step += 1, and, when the slot's
- * logits are processed ({@link slotProcesses}), counts[slot, token] += 1 (the output counts that presence
- * and frequency penalties read; logits_process.ts, their only reader).
+ *   slots[slot].token (the next forward's input id), slots[slot].step += 1, counts[slot, token] += 1
+ * (the output counts that presence and frequency penalties read; logits_process.ts).
  * The per-slot settings live in `slotParams` (struct SlotParams, {@link packSlotParams}).
  *
  * Semantics per row (kernels/core/reference.ts `sampleRef` implements exactly this, in f64):
@@ -180,10 +179,7 @@ export interface BatchSampleArgs {
   slots: GPUBuffer;
   /** outTokens: (steps, maxSlots) u32 */
   outTokens: GPUBuffer;
-  /**
-   * counts: (maxSlots, vocabSize) u32; the low 31 bits count the token in the output (for processing
-   * slots only: with none, any small buffer will do)
-   */
+  /** counts: (maxSlots, vocabSize) u32; the low 31 bits count the token in the output */
   counts: GPUBuffer;
   rows: number;
   vocabSize: number;

@@ -14,7 +14,7 @@ struct Dims { vocab: u32, rows: u32, maxSlots: u32, negInf: f32, posInf: f32 }
 // the RNG step is read where it is used, since read_write storage is never uniform.
 struct Row {
   vocab: u32, base: u32, vLo: u32, vHi: u32,
-  temperature: f32, topP: f32, topK: u32, minP: f32, seed: u32, slot: u32, process: u32,
+  temperature: f32, topP: f32, topK: u32, minP: f32, seed: u32, slot: u32,
 }
 
 @group(0) @binding(0) var<uniform> dims: Dims;
@@ -66,18 +66,14 @@ fn keptMass(x: vec4<f32>, thr: f32, mx: f32, invT: f32) -> vec4<f32> {
   return select(vec4(0.0), exp((x - vec4(mx)) * invT), x >= vec4(thr));
 }
 
-// The pick: the output record of (chunk step, slot), the slot's next input id and RNG step, and, for a
-// slot whose logits are processed, the penalties' count of this token in the output (nothing else reads
-// the counts). On lavapipe that read-modify-write costs ~5 ms a pick (a greedy pick of a 152k row takes
-// 0.6 ms without it), and testing the flag read here rather than from r.process cost as much.
+// The pick: the output record of (chunk step, slot), the slot's next input id and RNG step, and the
+// penalties' count of this token in the output.
 fn emit(token: u32, r: Row) {
   outTokens[state.step * dims.maxSlots + r.slot] = token;
   slots[r.slot].token = token;
   slots[r.slot].step = slots[r.slot].step + 1u;
-  if (r.process != 0u) {
-    let c = r.slot * r.vocab + token;
-    counts[c] = counts[c] + 1u;
-  }
+  let c = r.slot * r.vocab + token;
+  counts[c] = counts[c] + 1u;
 }
 
 // Per-lane running max and min; strict > keeps the lowest index, since each lane sees indices in
@@ -322,7 +318,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
   let p = slotParams[slot];
   let rowBase = row * dims.vocab;
   let r = Row(dims.vocab, rowBase, rowBase / 4u, (rowBase + dims.vocab + 3u) / 4u, p.temperature, p.topP, p.topK,
-              p.minP, p.seed, slot, p.process);
+              p.minP, p.seed, slot);
   let greedy = r.temperature <= 0.0;
   let invT = select(1.0 / r.temperature, 0.0, greedy);
   let ex = extremesPass(lid, r);

@@ -5,7 +5,6 @@ import {
   GREEDY_SLOT,
   packSlotParams,
   SLOT_PARAMS_BYTES,
-  slotProcesses,
   type SlotSettings,
 } from "./batch_sample.ts";
 import { createLogitsProcess, createLogprobs, LOGPROB_RECORD_WORDS } from "./logits_process.ts";
@@ -164,8 +163,7 @@ Deno.test("batchSample() draws every row with its slot's settings and RNG step",
         { ...BASE, temperature: 0.8, topK: 40, seed: 11 },
         { ...BASE, temperature: 1.2, topP: 0.7, seed: 12 },
         { ...BASE, temperature: 1, minP: 0.1, seed: 13 },
-        // A penalty with nothing counted yet leaves the logits as they are, but makes the pick count.
-        { ...BASE, temperature: 0.7, topP: 0.9, topK: 100, seed: 14, presence: 0.5 },
+        { ...BASE, temperature: 0.7, topP: 0.9, topK: 100, seed: 14 },
       ];
       const rowSlots = [3, 0, -1, 4, 1, 2];
       const steps = [0, 5, 17, 2, 1000];
@@ -178,8 +176,7 @@ Deno.test("batchSample() draws every row with its slot's settings and RNG step",
         assert.equal(got.tokens[slot], want, `row ${r} slot ${slot}`);
         assert.equal(got.slots[slot * 4], want, "slot token");
         assert.equal(got.slots[slot * 4 + 1], steps[slot] + 1, "slot step");
-        const counted = slotProcesses(settings[slot]) ? 1 : 0;
-        assert.equal(got.counts[slot * vocab + want], counted, "output count, kept for penalties only");
+        assert.equal(got.counts[slot * vocab + want], 1, "output count");
       });
     });
   }
@@ -250,7 +247,7 @@ Deno.test("batchSample() draws every row with its slot's settings and RNG step",
 /**
  * Samples the last of `rows` logit rows (the others are noise that gather skips) `steps` times in one
  * pass, each followed by an advance, as the sequence runner does; the slot's RNG step starts at
- * `startStep`. Checks the bookkeeping (state, slot token and step) and returns the picks.
+ * `startStep`. Checks the bookkeeping (state, slot token and step, counts) and returns the picks.
  */
 async function draw(
   gpu: Gpu,
@@ -272,7 +269,7 @@ async function draw(
     state: uploadStorage(gpu, new Uint32Array([7, 0, 0, 0]), "state"),
     slots: uploadStorage(gpu, new Uint32Array([UNWRITTEN, startStep, 0, 0]), "slots"),
     outTokens: uploadStorage(gpu, new Uint32Array(steps + 1).fill(UNWRITTEN), "outTokens"),
-    counts: createStorage(gpu, 16, "counts"), // without penalties nothing is counted
+    counts: createStorage(gpu, vocabSize * 4, "counts"),
   };
   const sample = kernel.bind({ ...b, rows, vocabSize, maxSlots: 1 });
   const advance = createAdvance(gpu).bind({ state: b.state, nTokens: 1, stepInc: 1 });
@@ -285,6 +282,9 @@ async function draw(
   assert.deepEqual([...await readU32(gpu, b.state, 2)], [7 + steps, steps], "advance moved the state");
   const slot = await readU32(gpu, b.slots, 2);
   assert.deepEqual([...slot], [picks[steps - 1], startStep + steps], "slot token and RNG step");
+  const counts = await readU32(gpu, b.counts, vocabSize);
+  picks.forEach((t) => counts[t]--);
+  assert.ok(counts.every((c) => c === 0), "counts hold the picks");
   Object.values(b).forEach((buffer) => buffer.destroy());
   return picks;
 }
