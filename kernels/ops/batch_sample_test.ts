@@ -247,7 +247,8 @@ Deno.test("batchSample() draws every row with its slot's settings and RNG step",
 /**
  * Samples the last of `rows` logit rows (the others are noise that gather skips) `steps` times in one
  * pass, each followed by an advance, as the sequence runner does; the slot's RNG step starts at
- * `startStep`. Checks the bookkeeping (state, slot token and step, counts) and returns the picks.
+ * `startStep`. Checks the bookkeeping (state, slot token and step; the first test checks the counts) and
+ * returns the picks.
  */
 async function draw(
   gpu: Gpu,
@@ -282,9 +283,6 @@ async function draw(
   assert.deepEqual([...await readU32(gpu, b.state, 2)], [7 + steps, steps], "advance moved the state");
   const slot = await readU32(gpu, b.slots, 2);
   assert.deepEqual([...slot], [picks[steps - 1], startStep + steps], "slot token and RNG step");
-  const counts = await readU32(gpu, b.counts, vocabSize);
-  picks.forEach((t) => counts[t]--);
-  assert.ok(counts.every((c) => c === 0), "counts hold the picks");
   Object.values(b).forEach((buffer) => buffer.destroy());
   return picks;
 }
