@@ -11,9 +11,16 @@ import {
   type Encodable,
   type Gpu,
   sequence,
+  uploadStorage,
   writeBuffer,
 } from "../../kernels/core/mod.ts";
-import { createSample, SAMPLE_PARAMS_BYTES, writeSampleParams } from "../../kernels/ops/mod.ts";
+import {
+  createBatchSample,
+  GREEDY_SLOT,
+  packSlotParams,
+  SLOT_PARAMS_BYTES,
+  SLOT_STATE_WORDS,
+} from "../../kernels/ops/mod.ts";
 import {
   bindForward,
   createForwardState,
@@ -24,8 +31,6 @@ import {
 } from "../model/mod.ts";
 import type { SamplingParams } from "./types.ts";
 
-/** Size of the GPU ring of sampled ids; must exceed READ_AHEAD chunks. */
-const HISTORY_LEN = 1024;
 /**
  * Chunks submitted but not yet read. With two, an 8B-shaped decode spent ~30 % of its wall time with the
  * GPU idle (5.2 ms of GPU work per token, 7.5 ms per token end to end on the H100).
@@ -62,21 +67,34 @@ export function createSequenceRunner(
 ): SequenceRunner {
   const s = createForwardState(gpu, config, { maxRows: Math.min(maxPrefillRows, config.seqLen) });
   const promptIds = createStorage(gpu, s.maxRows * 4, "prompt ids"); // (maxRows) u32
-  const tokenOut = createStorage(gpu, 4, "next token"); // (1) u32, the decode forward's input id
-  const history = createStorage(gpu, HISTORY_LEN * 4, "sampled ids"); // (HISTORY_LEN) u32 ring
-  const sampleParams = createStorage(gpu, SAMPLE_PARAMS_BYTES, "sample params");
-  const sample = createSample(gpu).bind({
+  // The sampler is the batch one with one row and one slot: logit row 0 is forward row 0 of slot 0.
+  // The slot's first word is the id it sampled last, which the decode forward embeds; its second counts the
+  // ids sampled (the RNG step). state.step counts them too, and indexes outTokens, which holds a whole run.
+  const b = {
+    zero: uploadStorage(gpu, new Uint32Array(1), "row 0 of slot 0"), // gather and rowSlot
+    slot: createStorage(gpu, SLOT_STATE_WORDS * 4, "slot state"),
+    slotParams: createStorage(gpu, SLOT_PARAMS_BYTES, "sampling params"),
+    outTokens: createStorage(gpu, config.seqLen * 4, "sampled ids"), // (seqLen) u32
+    // The sampler counts each pick for the penalties (logits_process.ts); this runner has none, so
+    // nothing reads the counts.
+    counts: createStorage(gpu, config.vocabSize * 4, "output counts"),
+  };
+  const sample = createBatchSample(gpu).bind({
     logits: s.logits,
-    params: sampleParams,
+    slotParams: b.slotParams,
+    gather: b.zero,
+    rowSlot: b.zero,
     state: s.state,
-    tokenOut,
-    history,
+    slots: b.slot,
+    outTokens: b.outTokens,
+    counts: b.counts,
+    rows: 1,
     vocabSize: config.vocabSize,
-    historyLen: HISTORY_LEN,
+    maxSlots: 1,
   });
   const advance = createAdvance(gpu);
   const decodeStep = sequence([
-    bindForward(gpu, config, weights, s, { ids: tokenOut, rows: 1, logits: "last" }),
+    bindForward(gpu, config, weights, s, { ids: b.slot, rows: 1, logits: "last" }),
     sample,
     advance.bind({ state: s.state, nTokens: 1, stepInc: 1 }),
   ]);
@@ -103,8 +121,11 @@ export function createSequenceRunner(
     if (ids.length === 0 || ids.length >= config.seqLen) {
       throw new Error(`Cannot run a prompt of ${ids.length} tokens with context ${config.seqLen}`);
     }
+    const { temperature, topP, topK, minP, seed } = o.sampling;
+    const settings = { ...GREEDY_SLOT, temperature, topP, topK, minP, seed };
+    writeBuffer(gpu, b.slotParams, new Uint8Array(packSlotParams(settings, { maxBias: 0, maxBan: 0 })));
     writeBuffer(gpu, s.state, new Uint32Array(4));
-    writeSampleParams(gpu, sampleParams, o.sampling);
+    writeBuffer(gpu, b.slot, new Uint32Array(SLOT_STATE_WORDS));
     for (let start = 0; start < ids.length; start += s.maxRows) {
       const chunk = ids.slice(start, start + s.maxRows);
       writeBuffer(gpu, promptIds, Uint32Array.from(chunk));
@@ -113,7 +134,7 @@ export function createSequenceRunner(
     // The prefill sampled token 0; each decode step samples one more.
     const total = Math.min(o.maxNewTokens, config.seqLen - ids.length);
     if (total < 1) return;
-    const reads = new Readbacks(gpu, history);
+    const reads = new Readbacks(gpu, b.outTokens);
     try {
       let sampled = 1;
       let chunk = 1;
@@ -144,19 +165,19 @@ export function createSequenceRunner(
   }
 
   function destroy(): void {
-    [...forwardStateBuffers(s), promptIds, tokenOut, history, sampleParams].forEach((b) => b.destroy());
+    [...forwardStateBuffers(s), promptIds, ...Object.values(b)].forEach((buffer) => buffer.destroy());
   }
   return { forwardState: s, run, destroy };
 }
 
-/** Queued copies of ranges of the history ring into staging buffers, read in order. */
+/** Queued copies of ranges of the sampled ids into staging buffers, read in order. */
 class Readbacks {
   #pending: { staging: GPUBuffer; count: number; mapped: Promise<void> }[] = [];
   #gpu: Gpu;
-  #history: GPUBuffer;
-  constructor(gpu: Gpu, history: GPUBuffer) {
+  #ids: GPUBuffer;
+  constructor(gpu: Gpu, ids: GPUBuffer) {
     this.#gpu = gpu;
-    this.#history = history;
+    this.#ids = ids;
   }
 
   /** Ranges queued and not yet read. */
@@ -164,7 +185,7 @@ class Readbacks {
     return this.#pending.length;
   }
 
-  /** Copies ids [start, start+count) (ring indices) to a fresh staging buffer and starts mapping it. */
+  /** Copies ids [start, start+count) to a fresh staging buffer and starts mapping it. */
   queue(start: number, count: number): void {
     const device = this.#gpu.device;
     const staging = device.createBuffer({
@@ -173,12 +194,7 @@ class Readbacks {
       usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
     });
     const encoder = device.createCommandEncoder();
-    for (let i = 0; i < count;) {
-      const ring = (start + i) % HISTORY_LEN;
-      const n = Math.min(count - i, HISTORY_LEN - ring);
-      encoder.copyBufferToBuffer(this.#history, ring * 4, staging, i * 4, n * 4);
-      i += n;
-    }
+    encoder.copyBufferToBuffer(this.#ids, start * 4, staging, 0, count * 4);
     device.queue.submit([encoder.finish()]);
     this.#pending.push({ staging, count, mapped: staging.mapAsync(GPUMapMode.READ) });
   }

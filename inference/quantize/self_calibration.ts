@@ -8,7 +8,7 @@
  */
 import type { Gpu } from "../../kernels/core/mod.ts";
 import { createSequenceRunner } from "../engine/mod.ts";
-import { destroyGpuLayer, forwardStateBuffers, type GpuWeights, linearBuffers } from "../model/mod.ts";
+import { destroyGpuLayer, type GpuWeights, linearBuffers } from "../model/mod.ts";
 import type { Tokenizer } from "../text/mod.ts";
 import { loadEvalModel } from "./perplexity.ts";
 
@@ -43,7 +43,6 @@ export async function sampleCalibration(
   { nsamples, seqLen, seed = 0 }: { nsamples: number; seqLen: number; seed?: number },
 ): Promise<Uint32Array[]> {
   const m = await loadEvalModel(gpu, dir);
-  let state: GPUBuffer[] = [];
   try {
     if (seqLen > m.config.seqLen) {
       throw new Error(
@@ -51,21 +50,23 @@ export async function sampleCalibration(
       );
     }
     const runner = createSequenceRunner(gpu, m.config, m.weights);
-    state = forwardStateBuffers(runner.forwardState);
-    const start = selfStartToken(m.tokenizer);
-    const windows: Uint32Array[] = [];
-    for (let i = 0; i < nsamples; i++) {
-      const ids = [start];
-      const sampling = { temperature: 1, topP: 1, topK: 0, minP: 0, seed: seed * 1000 + i };
-      for await (const chunk of runner.run([start], { maxNewTokens: seqLen - 1, sampling })) {
-        ids.push(...chunk);
+    try {
+      const start = selfStartToken(m.tokenizer);
+      const windows: Uint32Array[] = [];
+      for (let i = 0; i < nsamples; i++) {
+        const ids = [start];
+        const sampling = { temperature: 1, topP: 1, topK: 0, minP: 0, seed: seed * 1000 + i };
+        for await (const chunk of runner.run([start], { maxNewTokens: seqLen - 1, sampling })) {
+          ids.push(...chunk);
+        }
+        windows.push(Uint32Array.from(ids.slice(0, seqLen)));
       }
-      windows.push(Uint32Array.from(ids.slice(0, seqLen)));
+      return windows;
+    } finally {
+      runner.destroy(); // activations, KV cache and the sampler's buffers
     }
-    return windows;
   } finally {
     destroyAll(m.weights);
-    state.forEach((b) => b.destroy());
   }
 }
 

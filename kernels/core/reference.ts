@@ -194,7 +194,7 @@ export function logSoftmaxRef(logits: ArrayLike<number>): Float64Array {
 
 /**
  * The sampler's RNG: h = pcg(pcg(seed) + step), with pcg the PCG-RXS-M-XS output permutation (a
- * bijection of u32). kernels/sample.ts computes the identical integer hash in WGSL.
+ * bijection of u32). kernels/ops/batch_sample.wgsl computes the identical integer hash in WGSL.
  * @returns h as a u32
  */
 export function sampleHashRef(seed: number, step: number): number {
@@ -212,7 +212,7 @@ function pcgRef(v: number): number {
   return ((w >>> 22) ^ w) >>> 0;
 }
 
-/** Sampling settings as the sampler kernel reads them (see kernels/sample.ts `SampleSettings`). */
+/** Sampling settings as the sampler kernel reads them (see kernels/ops/batch_sample.ts `SlotSettings`). */
 export interface SampleRefParams {
   temperature: number;
   topP: number;

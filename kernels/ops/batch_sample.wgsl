@@ -1,6 +1,6 @@
-// Token sampling for a batch: one workgroup per row of logits, each with its sequence slot's own
-// settings and RNG stream. kernels/ops/batch_sample.ts states the semantics (sample.ts's, per row) and
-// builds this module (it prepends `struct StepState`, `struct SlotState` and `struct SlotParams`).
+// Token sampling: one workgroup per row of logits, each with its sequence slot's own settings and RNG
+// stream. kernels/ops/batch_sample.ts states the semantics and builds this module (it prepends
+// `struct StepState`, `struct SlotState` and `struct SlotParams`).
 
 override WG: u32 = 512u;   // invocations, a power of two
 override GS: u32 = 32u;    // invocations per draw group; the WG / GS groups own contiguous segments

@@ -18,6 +18,7 @@ export {
 } from "./batch_rows.ts";
 export {
   type BatchSampleArgs,
+  type BatchSampleSpec,
   createBatchSample,
   GREEDY_SLOT,
   MAX_TOP_LOGPROBS,
@@ -47,6 +48,5 @@ export {
 } from "./paged_kv.ts";
 export { createRmsNorm, type RmsNormArgs } from "./rms_norm.ts";
 export { createRope, type RopeArgs } from "./rope.ts";
-export { createSample, SAMPLE_PARAMS_BYTES, writeSampleParams } from "./sample.ts";
 export { createSiluMul, type GateActivation, type SiluMulArgs, siluMulFn } from "./silu_mul.ts";
 export { createSoftcap, type SoftcapArgs } from "./softcap.ts";
