@@ -59,3 +59,14 @@ export function randomF32(n: number, seed: number, scale = 1): Float32Array {
   for (let i = 0; i < n; i++) out[i] = (rand() * 2 - 1) * scale;
   return out;
 }
+
+/** Zipf-like logits (p ∝ rank^−1.1, shuffled, with jitter), so a sampler's top-p and min-p really cut. */
+export function zipfLogits(n: number, seed: number): Float32Array {
+  const rand = seededRandom(seed);
+  const rank = Array.from({ length: n }, (_, i) => i + 1);
+  for (let i = n - 1; i > 0; i--) {
+    const j = Math.floor(rand() * (i + 1));
+    [rank[i], rank[j]] = [rank[j], rank[i]];
+  }
+  return Float32Array.from(rank, (r) => -1.1 * Math.log(r) + 0.2 * rand());
+}
