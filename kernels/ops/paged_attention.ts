@@ -27,7 +27,7 @@ import {
 } from "../core/mod.ts";
 import { attentionPlan } from "./attention.ts";
 import { MAX_ROW_SPLITS } from "./batch_rows.ts";
-import { createPagedCombine } from "./paged_combine.ts";
+import { createPagedCombine } from "./attention_combine.ts";
 import { SOFTCAP_FN } from "./softcap.ts";
 import { PAGED_ROW_WGSL, type PagedLayout } from "./paged_kv.ts";
 
