@@ -1,26 +1,11 @@
 import assert from "node:assert/strict";
 import { attentionPlan, createAttention } from "./attention.ts";
-import { attentionRef } from "../core/reference.ts";
+import { type AttentionCase, checkAttention } from "../../tests/_attention_check.ts";
 import { checkPipelines } from "../core/gpu.ts";
-import { createStorage, readF32, runPass, uploadStorage } from "../core/buffers.ts";
-import { randomF32, testGpu } from "../../tests/_gpu.ts";
-import { assertNmse, maxAbsDiff } from "../../tests/_assert.ts";
+import { createStorage } from "../core/buffers.ts";
+import { testGpu } from "../../tests/_gpu.ts";
 
-interface Case {
-  name: string;
-  rows: number;
-  nHeads: number;
-  nKvHeads: number;
-  headDim: number;
-  seqLen: number;
-  pos: number;
-  splits?: number;
-  window?: number;
-  softcap?: number;
-  scale?: number;
-}
-
-const CASES: Case[] = [
+const CASES: AttentionCase[] = [
   { name: "one position", rows: 1, nHeads: 1, nKvHeads: 1, headDim: 4, seqLen: 8, pos: 0 },
   { name: "MHA (G = 1)", rows: 7, nHeads: 3, nKvHeads: 3, headDim: 4, seqLen: 16, pos: 5 },
   { name: "G = 7", rows: 63, nHeads: 7, nKvHeads: 1, headDim: 12, seqLen: 128, pos: 0 },
@@ -106,56 +91,16 @@ const CASES: Case[] = [
   },
 ];
 
-/** A (seqLen, kvDim) cache filled up to `filled` rows; later rows are NaN, which must never be read. */
-function cache(seqLen: number, kvDim: number, filled: number, seed: number): Float32Array {
-  const c = new Float32Array(seqLen * kvDim).fill(NaN);
-  c.set(randomF32(filled * kvDim, seed));
-  return c;
-}
-
 Deno.test("attention() matches the f64 reference for prefill, second turns and long decode", async (t) => {
   const gpu = await testGpu();
   if (!gpu) return;
   const kernel = createAttention(gpu);
   await checkPipelines(gpu);
   for (const c of CASES) {
-    const { rows, nHeads, nKvHeads, headDim, seqLen, pos } = c;
     const plan = attentionPlan(gpu, c);
     await t.step(
       `${c.name}: ${JSON.stringify(c)} TILE ${plan.TILE} NPART ${plan.NPART} R ${plan.R}`,
-      async () => {
-        const kvDim = nKvHeads * headDim;
-        const qDim = nHeads * headDim;
-        // Scaled so the softmax is far from uniform (scores with a spread of a few units).
-        const q = randomF32(rows * qDim, rows + qDim, 3);
-        const k = cache(seqLen, kvDim, pos + rows, seqLen + 1);
-        const v = cache(seqLen, kvDim, pos + rows, seqLen + 2);
-        const out = createStorage(gpu, rows * qDim * 4, "out");
-        const bound = kernel.bind({
-          q: uploadStorage(gpu, q, "q"),
-          kCache: uploadStorage(gpu, k, "kCache"),
-          vCache: uploadStorage(gpu, v, "vCache"),
-          out,
-          state: uploadStorage(gpu, new Uint32Array([pos, 0, 0, 0]), "state"),
-          ...c,
-        });
-        await checkPipelines(gpu);
-        runPass(gpu, (pass) => bound.encode(pass));
-        const got = await readF32(gpu, out, rows * qDim);
-        const want = attentionRef(q, k, v, {
-          rows,
-          nHeads,
-          nKvHeads,
-          headDim,
-          pos0: pos,
-          ...(c.window ? { window: c.window } : {}),
-          ...(c.softcap ? { softcap: c.softcap } : {}),
-          ...(c.scale ? { scale: c.scale } : {}),
-        });
-        assertNmse(got, want, 1e-11, c.name);
-        const err = maxAbsDiff(got, want);
-        assert.ok(err <= 2e-6, `${c.name}: max |diff| ${err} > 2e-6`);
-      },
+      () => checkAttention(gpu, kernel, c),
     );
   }
   await t.step("shapes it cannot serve are rejected at bind", () => {
