@@ -27,22 +27,11 @@ import {
   uniformParams,
 } from "../core/mod.ts";
 import { createAttentionCombine } from "./attention_combine.ts";
+import { attentionEpilogueWgsl, attentionTileWgsl } from "./attention_wgsl.ts";
 import { SOFTCAP_FN } from "./softcap.ts";
 
 const WGSL = /* wgsl */ `
 ${STATE_STRUCT}
-override WG: u32 = 256u;   // invocations per workgroup
-override HD4: u32 = 2u;    // headDim / 4
-override G: u32 = 1u;      // query heads per KV head
-override QN: u32 = 2u;     // G · HD4: the vec4 outputs of one workgroup
-override TILE: u32 = 128u; // positions per tile: a power of two with G · TILE ≤ WG
-override NPART: u32 = 1u;  // partitions of a tile's positions in acc += p·V: a power of two, NPART · QN ≤ WG
-override R: u32 = 1u;      // vec4 outputs per invocation (> 1 only when QN > WG, then NPART = 1)
-
-const MAX_R = 4u;
-const SPLIT_ALIGN = 32u; // split spans are multiples of this many positions
-const NEG = -1.0e30; // stands in for −∞: WGSL may assume no infinities, and e^(NEG − m) is 0
-
 // window: 0 for none; softcap: 0 for none
 struct Params { rows: u32, nKvHeads: u32, seqLen: u32, nSplits: u32, scale: f32, window: u32, softcap: f32 }
 
@@ -54,92 +43,15 @@ struct Params { rows: u32, nKvHeads: u32, seqLen: u32, nSplits: u32, scale: f32,
 @group(0) @binding(5) var<storage, read_write> out: array<vec4<f32>>; // (rows, nHeads·headDim)
 @group(0) @binding(6) var<storage, read_write> partAcc: array<vec4<f32>>; // (rows, nHeads, nSplits, headDim)
 @group(0) @binding(7) var<storage, read_write> partMl: array<vec2<f32>>;  // (rows, nHeads, nSplits): (m, l)
-
-var<workgroup> qs: array<vec4<f32>, QN>;   // the G queries, pre-scaled by 1/√headDim
-var<workgroup> sc: array<f32, WG>;         // [g·TILE + j]: score, then probability
-var<workgroup> red: array<f32, WG>;        // reduction scratch, same indexing
-var<workgroup> mW: array<f32, G>;          // running max per head
-var<workgroup> lW: array<f32, G>;          // running sum per head
-var<workgroup> alphaW: array<f32, G>;      // this tile's rescale e^(m_old − m_new) per head
-var<workgroup> accW: array<vec4<f32>, WG>; // [part·QN + o]: partition merge
-
-// Tree max over each head's TILE entries of red; the result lands in red[g·TILE].
-fn reduceMax(lid: u32) {
-  let j = lid % TILE;
-  for (var stride = TILE / 2u; stride > 0u; stride /= 2u) {
-    if (lid < G * TILE && j < stride) { red[lid] = max(red[lid], red[lid + stride]); }
-    workgroupBarrier();
-  }
+${
+  attentionTileWgsl({
+    scoreParams: "",
+    prelude: "",
+    row: (j) => `(start + ${j})`,
+    loadK: (i) => `kCache[${i}]`,
+    loadV: (i) => `vCache[${i}]`,
+  })
 }
-
-// Scores of positions [start, start + n) for the G heads (invocation g·TILE + j takes head g,
-// position start + j); the running max and this tile's rescale per head; then sc holds e^(s − m).
-fn scoreTile(lid: u32, kvh: u32, start: u32, n: u32) {
-  let g = lid / TILE;
-  let j = lid % TILE;
-  if (lid < G * TILE) {
-    var s = NEG;
-    if (j < n) {
-      let kRow = (start + j) * params.nKvHeads * HD4 + kvh * HD4;
-      s = 0.0;
-      for (var d = 0u; d < HD4; d++) { s += dot(qs[g * HD4 + d], kCache[kRow + d]); }
-      if (params.softcap > 0.0) { s = softcap(s, params.softcap); }
-    }
-    sc[lid] = s;
-    red[lid] = s;
-  }
-  workgroupBarrier();
-  reduceMax(lid);
-  if (lid < G) {
-    let mOld = mW[lid];
-    let mNew = max(mOld, red[lid * TILE]);
-    alphaW[lid] = exp(mOld - mNew);
-    mW[lid] = mNew;
-  }
-  workgroupBarrier();
-  if (lid < G * TILE) { sc[lid] = select(0.0, exp(sc[lid] - mW[g]), j < n); }
-  workgroupBarrier();
-}
-
-// Per output slot: the unnormalised output and the softmax sum over this slot's partition.
-struct Acc { v: array<vec4<f32>, MAX_R>, l: array<f32, MAX_R> }
-
-// acc ← acc · alpha + Σ_j p_j v[start + j] (and l likewise with Σ_j p_j) for this invocation's
-// outputs; partition "part" of NPART takes positions j ≡ part (mod NPART), coalesced along headDim.
-// Summing l here, per slot, saves a second tree reduction per tile.
-fn accumulateTile(lid: u32, kvh: u32, start: u32, n: u32, acc: ptr<function, Acc>) {
-  for (var r = 0u; r < MAX_R; r++) {
-    let slot = lid + r * WG;
-    let part = slot / QN;
-    if (r < R && part < NPART) {
-      let o = slot % QN;
-      let g = o / HD4;
-      let stride = params.nKvHeads * HD4;
-      let v0 = start * stride + kvh * HD4 + o % HD4; // V at (start, this output)
-      let s0 = g * TILE;
-      var a = (*acc).v[r] * alphaW[g];
-      var l = (*acc).l[r] * alphaW[g];
-      var j = part;
-      // Four independent V loads per trip keep several rows in flight (the loop is latency-bound).
-      for (; j + 3u * NPART < n; j += 4u * NPART) {
-        let va = vCache[v0 + j * stride];
-        let vb = vCache[v0 + (j + NPART) * stride];
-        let vc = vCache[v0 + (j + 2u * NPART) * stride];
-        let vd = vCache[v0 + (j + 3u * NPART) * stride];
-        let p = vec4(sc[s0 + j], sc[s0 + j + NPART], sc[s0 + j + 2u * NPART], sc[s0 + j + 3u * NPART]);
-        a += p.x * va + p.y * vb + p.z * vc + p.w * vd;
-        l += p.x + p.y + p.z + p.w;
-      }
-      for (; j < n; j += NPART) {
-        a += sc[s0 + j] * vCache[v0 + j * stride];
-        l += sc[s0 + j];
-      }
-      (*acc).v[r] = a;
-      (*acc).l[r] = l;
-    }
-  }
-}
-
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
         @builtin(local_invocation_index) lid: u32) {
@@ -166,41 +78,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
     accumulateTile(lid, kvh, start, n, &acc);
     workgroupBarrier();
   }
-  if (NPART > 1u) { // sum the partitions: accW and red at [part·QN + o]
-    accW[lid] = acc.v[0];
-    red[lid] = acc.l[0];
-    workgroupBarrier();
-    for (var stride = NPART / 2u; stride > 0u; stride /= 2u) {
-      if (lid / QN < stride) {
-        accW[lid] += accW[lid + stride * QN];
-        red[lid] += red[lid + stride * QN];
-      }
-      workgroupBarrier();
-    }
-    acc.v[0] = accW[lid];
-    acc.l[0] = red[lid];
-  }
-  for (var r = 0u; r < MAX_R; r++) { // every column of a head has its sum; column 0 publishes it
-    let o = lid + r * WG;
-    if (r < R && o < QN && o % HD4 == 0u) { lW[o / HD4] = acc.l[r]; }
-  }
-  workgroupBarrier();
-  let nHeads = params.nKvHeads * G;
-  for (var r = 0u; r < MAX_R; r++) {
-    let o = lid + r * WG;
-    if (r < R && o < QN) {
-      let g = o / HD4;
-      if (params.nSplits == 1u) {
-        out[qRow + o] = acc.v[r] / lW[g];
-      } else {
-        partAcc[((t * nHeads + kvh * G + g) * params.nSplits + split) * HD4 + o % HD4] = acc.v[r];
-      }
-    }
-  }
-  if (params.nSplits > 1u && lid < G) {
-    partMl[(t * nHeads + kvh * G + lid) * params.nSplits + split] = vec2(mW[lid], lW[lid]);
-  }
-}
+${attentionEpilogueWgsl({ nSplits: "params.nSplits", cap: "params.nSplits" })}}
 ${SOFTCAP_FN}`;
 
 export interface AttentionArgs {

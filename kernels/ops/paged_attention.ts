@@ -7,7 +7,7 @@
  * Decode rows of many sequences and the prompt rows of a chunked prefill share one dispatch; a prompt's
  * rows are causal because its positions were appended (paged_kv.ts) before this runs.
  *
- * The work split is attention.ts's: one workgroup per (row, KV head, split) owns the G query heads of
+ * The work split and the tile walk are attention.ts's (one WGSL, attention_wgsl.ts): one workgroup per (row, KV head, split) owns the G query heads of
  * that KV head, walks its span in tiles with an online softmax, and (flash-decoding, Dao et al. 2023)
  * splits each row's positions over workgroups whose partial (m, l, acc) triples a second dispatch merges
  * (attention_combine.ts's merge). A row's split count depends only on its own length (batch_rows.ts's
@@ -30,6 +30,7 @@ import { MAX_ROW_SPLITS } from "./batch_rows.ts";
 import { createPagedCombine } from "./attention_combine.ts";
 import { SOFTCAP_FN } from "./softcap.ts";
 import { PAGED_ROW_WGSL, type PagedLayout } from "./paged_kv.ts";
+import { attentionEpilogueWgsl, attentionTileWgsl } from "./attention_wgsl.ts";
 
 function wgsl(kvType: PagedLayout["kvType"]): string {
   const pool = kvType === "f16"
@@ -42,17 +43,6 @@ fn loadV(i: u32) -> vec4<f32> { let w = vPool[i]; return vec4(unpack2x16float(w.
 fn loadK(i: u32) -> vec4<f32> { return kPool[i]; }
 fn loadV(i: u32) -> vec4<f32> { return vPool[i]; }`;
   return /* wgsl */ `
-override WG: u32 = 256u;   // invocations per workgroup
-override HD4: u32 = 2u;    // headDim / 4
-override G: u32 = 1u;      // query heads per KV head
-override QN: u32 = 2u;     // G · HD4: the vec4 outputs of one workgroup
-override TILE: u32 = 128u; // positions per tile: a power of two with G · TILE ≤ WG
-override NPART: u32 = 1u;  // partitions of a tile's positions in acc += p·V
-override R: u32 = 1u;      // vec4 outputs per invocation (> 1 only when QN > WG, then NPART = 1)
-
-const MAX_R = 4u;
-const SPLIT_ALIGN = 32u;
-const NEG = -1.0e30;
 const NONE = 0xffffffffu;
 
 // window: 0 for none; softcap: 0 for none
@@ -74,85 +64,18 @@ ${pool}
 var<private> PAGE: Page;
 ${PAGED_ROW_WGSL}
 
-var<workgroup> qs: array<vec4<f32>, QN>;
-var<workgroup> sc: array<f32, WG>;
-var<workgroup> red: array<f32, WG>;
-var<workgroup> mW: array<f32, G>;
-var<workgroup> lW: array<f32, G>;
-var<workgroup> alphaW: array<f32, G>;
-var<workgroup> accW: array<vec4<f32>, WG>;
-var<workgroup> rowW: array<u32, TILE>;      // pool row of each position of the tile
-
-fn reduceMax(lid: u32) {
-  let j = lid % TILE;
-  for (var stride = TILE / 2u; stride > 0u; stride /= 2u) {
-    if (lid < G * TILE && j < stride) { red[lid] = max(red[lid], red[lid + stride]); }
-    workgroupBarrier();
-  }
-}
-
-fn scoreTile(lid: u32, slot: u32, kvh: u32, start: u32, n: u32) {
-  let g = lid / TILE;
-  let j = lid % TILE;
+${
+    attentionTileWgsl({
+      scoreParams: "slot: u32, ",
+      prelude: `
   if (lid < TILE) { rowW[lid] = select(0u, physRow(slot, start + lid), lid < n); }
-  workgroupBarrier();
-  if (lid < G * TILE) {
-    var s = NEG;
-    if (j < n) {
-      let kRow = rowW[j] * params.nKvHeads * HD4 + kvh * HD4;
-      s = 0.0;
-      for (var d = 0u; d < HD4; d++) { s += dot(qs[g * HD4 + d], loadK(kRow + d)); }
-      if (params.softcap > 0.0) { s = softcap(s, params.softcap); }
-    }
-    sc[lid] = s;
-    red[lid] = s;
+  workgroupBarrier();`,
+      row: (j) => `rowW[${j}]`,
+      loadK: (i) => `loadK(${i})`,
+      loadV: (i) => `loadV(${i})`,
+    })
   }
-  workgroupBarrier();
-  reduceMax(lid);
-  if (lid < G) {
-    let mOld = mW[lid];
-    let mNew = max(mOld, red[lid * TILE]);
-    alphaW[lid] = exp(mOld - mNew);
-    mW[lid] = mNew;
-  }
-  workgroupBarrier();
-  if (lid < G * TILE) { sc[lid] = select(0.0, exp(sc[lid] - mW[g]), j < n); }
-  workgroupBarrier();
-}
-
-struct Acc { v: array<vec4<f32>, MAX_R>, l: array<f32, MAX_R> }
-
-fn accumulateTile(lid: u32, kvh: u32, n: u32, acc: ptr<function, Acc>) {
-  for (var r = 0u; r < MAX_R; r++) {
-    let slot = lid + r * WG;
-    let part = slot / QN;
-    if (r < R && part < NPART) {
-      let o = slot % QN;
-      let g = o / HD4;
-      let stride = params.nKvHeads * HD4;
-      let col = kvh * HD4 + o % HD4;
-      let s0 = g * TILE;
-      var a = (*acc).v[r] * alphaW[g];
-      var l = (*acc).l[r] * alphaW[g];
-      var j = part;
-      for (; j + 3u * NPART < n; j += 4u * NPART) {
-        let va = loadV(rowW[j] * stride + col);
-        let vb = loadV(rowW[j + NPART] * stride + col);
-        let vc = loadV(rowW[j + 2u * NPART] * stride + col);
-        let vd = loadV(rowW[j + 3u * NPART] * stride + col);
-        let p = vec4(sc[s0 + j], sc[s0 + j + NPART], sc[s0 + j + 2u * NPART], sc[s0 + j + 3u * NPART]);
-        a += p.x * va + p.y * vb + p.z * vc + p.w * vd;
-        l += p.x + p.y + p.z + p.w;
-      }
-      for (; j < n; j += NPART) {
-        a += sc[s0 + j] * loadV(rowW[j] * stride + col);
-        l += sc[s0 + j];
-      }
-      (*acc).v[r] = a;
-      (*acc).l[r] = l;
-    }
-  }
-}
+var<workgroup> rowW: array<u32, TILE>; // pool row of each position of the tile
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
@@ -183,50 +106,22 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
   for (var start = begin; start < end; start += TILE) {
     let n = min(TILE, end - start);
     scoreTile(lid, slot, kvh, start, n);
-    accumulateTile(lid, kvh, n, &acc);
+    accumulateTile(lid, kvh, start, n, &acc);
     workgroupBarrier();
   }
-  if (NPART > 1u) {
-    accW[lid] = acc.v[0];
-    red[lid] = acc.l[0];
-    workgroupBarrier();
-    for (var stride = NPART / 2u; stride > 0u; stride /= 2u) {
-      if (lid / QN < stride) {
-        accW[lid] += accW[lid + stride * QN];
-        red[lid] += red[lid + stride * QN];
-      }
-      workgroupBarrier();
-    }
-    acc.v[0] = accW[lid];
-    acc.l[0] = red[lid];
-  }
-  for (var r = 0u; r < MAX_R; r++) {
-    let o = lid + r * WG;
-    if (r < R && o < QN && o % HD4 == 0u) { lW[o / HD4] = acc.l[r]; }
-  }
-  workgroupBarrier();
+${
+    attentionEpilogueWgsl({
+      nSplits: "nSplits",
+      cap: "cap",
+      beforeOut: `
   // A padding row outputs zeros: sum 1 over an all-zero accumulator (split 0 carries it).
   if (pad && lid < G) {
     mW[lid] = select(NEG, 0.0, split == 0u);
     lW[lid] = select(0.0, 1.0, split == 0u || nSplits == 1u);
   }
-  workgroupBarrier();
-  let nHeads = params.nKvHeads * G;
-  for (var r = 0u; r < MAX_R; r++) {
-    let o = lid + r * WG;
-    if (r < R && o < QN) {
-      let g = o / HD4;
-      if (nSplits == 1u) {
-        out[qRow + o] = acc.v[r] / lW[g];
-      } else {
-        partAcc[((t * nHeads + kvh * G + g) * cap + split) * HD4 + o % HD4] = acc.v[r];
-      }
-    }
-  }
-  if (nSplits > 1u && lid < G) {
-    partMl[(t * nHeads + kvh * G + lid) * cap + split] = vec2(mW[lid], lW[lid]);
-  }
-}
+  workgroupBarrier();`,
+    })
+  }}
 ${SOFTCAP_FN}`;
 }
 
