@@ -217,6 +217,7 @@ export function createEngine(
     // Bind every bucket's forward now: binding one mid-serving stalls every stream (batch_runner.ts).
     if (opts.prebuild ?? !gpu.isCpu) {
       const t0 = performance.now();
+      if (state !== "ready") detail = "binding step plans"; // /health says why the start waits
       try {
         const plans = await runner.prebuild();
         log(`[engine] bound ${plans} step plans in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
