@@ -1,0 +1,168 @@
+/**
+ * The WGSL that attention.ts (a contiguous KV cache) and paged_attention.ts (a paged pool) share: the
+ * `override` shape constants, workgroup memory, the tiled online-softmax walk over a span of positions
+ * (scores for the G query heads of one KV head, then acc += p·V), and the epilogue that merges the
+ * partitions and writes the output or a split's partial (m, l, acc). The two kernels differ only in how a
+ * tile position finds its K/V row ({@link KvAccess}), in their bindings and in how a workgroup finds its row
+ * and span; see attention.ts for the algorithm.
+ */
+
+/** How the shared walk reaches K and V. */
+export interface KvAccess {
+  /** Leading parameters of scoreTile that `prelude` uses (e.g. "slot: u32, "), or "". */
+  scoreParams: string;
+  /** WGSL at the top of scoreTile (e.g. looking up the pool row of each tile position), or "". */
+  prelude: string;
+  /** The K/V row index of tile position `j` (a WGSL expression; `start` is the tile's first position). */
+  row: (j: string) => string;
+  /** Loads of the vec4 at element index `i` of K and of V, as f32. */
+  loadK: (i: string) => string;
+  loadV: (i: string) => string;
+}
+
+/** The override constants, workgroup memory and the tile functions scoreTile and accumulateTile. */
+export function attentionTileWgsl(kv: KvAccess): string {
+  const v = (j: string) => kv.loadV(`${kv.row(j)} * stride + col`);
+  return /* wgsl */ `
+override WG: u32 = 256u;   // invocations per workgroup
+override HD4: u32 = 2u;    // headDim / 4
+override G: u32 = 1u;      // query heads per KV head
+override QN: u32 = 2u;     // G · HD4: the vec4 outputs of one workgroup
+override TILE: u32 = 128u; // positions per tile: a power of two with G · TILE ≤ WG
+override NPART: u32 = 1u;  // partitions of a tile's positions in acc += p·V: a power of two, NPART · QN ≤ WG
+override R: u32 = 1u;      // vec4 outputs per invocation (> 1 only when QN > WG, then NPART = 1)
+
+const MAX_R = 4u;
+const SPLIT_ALIGN = 32u; // split spans are multiples of this many positions
+const NEG = -1.0e30; // stands in for −∞: WGSL may assume no infinities, and e^(NEG − m) is 0
+
+var<workgroup> qs: array<vec4<f32>, QN>;   // the G queries, pre-scaled by 1/√headDim
+var<workgroup> sc: array<f32, WG>;         // [g·TILE + j]: score, then probability
+var<workgroup> red: array<f32, WG>;        // reduction scratch, same indexing
+var<workgroup> mW: array<f32, G>;          // running max per head
+var<workgroup> lW: array<f32, G>;          // running sum per head
+var<workgroup> alphaW: array<f32, G>;      // this tile's rescale e^(m_old − m_new) per head
+var<workgroup> accW: array<vec4<f32>, WG>; // [part·QN + o]: partition merge
+
+// Tree max over each head's TILE entries of red; the result lands in red[g·TILE].
+fn reduceMax(lid: u32) {
+  let j = lid % TILE;
+  for (var stride = TILE / 2u; stride > 0u; stride /= 2u) {
+    if (lid < G * TILE && j < stride) { red[lid] = max(red[lid], red[lid + stride]); }
+    workgroupBarrier();
+  }
+}
+
+// Scores of positions [start, start + n) for the G heads (invocation g·TILE + j takes head g,
+// position start + j); the running max and this tile's rescale per head; then sc holds e^(s − m).
+fn scoreTile(lid: u32, ${kv.scoreParams}kvh: u32, start: u32, n: u32) {
+  let g = lid / TILE;
+  let j = lid % TILE;${kv.prelude}
+  if (lid < G * TILE) {
+    var s = NEG;
+    if (j < n) {
+      let kRow = ${kv.row("j")} * params.nKvHeads * HD4 + kvh * HD4;
+      s = 0.0;
+      for (var d = 0u; d < HD4; d++) { s += dot(qs[g * HD4 + d], ${kv.loadK("kRow + d")}); }
+      if (params.softcap > 0.0) { s = softcap(s, params.softcap); }
+    }
+    sc[lid] = s;
+    red[lid] = s;
+  }
+  workgroupBarrier();
+  reduceMax(lid);
+  if (lid < G) {
+    let mOld = mW[lid];
+    let mNew = max(mOld, red[lid * TILE]);
+    alphaW[lid] = exp(mOld - mNew);
+    mW[lid] = mNew;
+  }
+  workgroupBarrier();
+  if (lid < G * TILE) { sc[lid] = select(0.0, exp(sc[lid] - mW[g]), j < n); }
+  workgroupBarrier();
+}
+
+// Per output slot: the unnormalised output and the softmax sum over this slot's partition.
+struct Acc { v: array<vec4<f32>, MAX_R>, l: array<f32, MAX_R> }
+
+// acc ← acc · alpha + Σ_j p_j v[row(j)] (and l likewise with Σ_j p_j) for this invocation's outputs;
+// partition "part" of NPART takes positions j ≡ part (mod NPART), coalesced along headDim.
+// Summing l here, per slot, saves a second tree reduction per tile.
+fn accumulateTile(lid: u32, kvh: u32, start: u32, n: u32, acc: ptr<function, Acc>) {
+  for (var r = 0u; r < MAX_R; r++) {
+    let slot = lid + r * WG;
+    let part = slot / QN;
+    if (r < R && part < NPART) {
+      let o = slot % QN;
+      let g = o / HD4;
+      let stride = params.nKvHeads * HD4;
+      let col = kvh * HD4 + o % HD4; // this output's column of a K/V row
+      let s0 = g * TILE;
+      var a = (*acc).v[r] * alphaW[g];
+      var l = (*acc).l[r] * alphaW[g];
+      var j = part;
+      // Four independent V loads per trip keep several rows in flight (the loop is latency-bound).
+      for (; j + 3u * NPART < n; j += 4u * NPART) {
+        let va = ${v("j")};
+        let vb = ${v("(j + NPART)")};
+        let vc = ${v("(j + 2u * NPART)")};
+        let vd = ${v("(j + 3u * NPART)")};
+        let p = vec4(sc[s0 + j], sc[s0 + j + NPART], sc[s0 + j + 2u * NPART], sc[s0 + j + 3u * NPART]);
+        a += p.x * va + p.y * vb + p.z * vc + p.w * vd;
+        l += p.x + p.y + p.z + p.w;
+      }
+      for (; j < n; j += NPART) {
+        a += sc[s0 + j] * ${v("j")};
+        l += sc[s0 + j];
+      }
+      (*acc).v[r] = a;
+      (*acc).l[r] = l;
+    }
+  }
+}
+`;
+}
+
+/**
+ * The end of main, after the walk: sums the partitions, publishes each head's sum, runs `beforeOut` (WGSL,
+ * e.g. a padding row's override), then writes out = acc / l when the row has one split, else the split's
+ * partial acc and (m, l) at stride `cap` splits per (row, head). Needs t, kvh, split, qRow and acc in scope.
+ */
+export function attentionEpilogueWgsl(o: { nSplits: string; cap: string; beforeOut?: string }): string {
+  return /* wgsl */ `
+  if (NPART > 1u) { // sum the partitions: accW and red at [part·QN + o]
+    accW[lid] = acc.v[0];
+    red[lid] = acc.l[0];
+    workgroupBarrier();
+    for (var stride = NPART / 2u; stride > 0u; stride /= 2u) {
+      if (lid / QN < stride) {
+        accW[lid] += accW[lid + stride * QN];
+        red[lid] += red[lid + stride * QN];
+      }
+      workgroupBarrier();
+    }
+    acc.v[0] = accW[lid];
+    acc.l[0] = red[lid];
+  }
+  for (var r = 0u; r < MAX_R; r++) { // every column of a head has its sum; column 0 publishes it
+    let o = lid + r * WG;
+    if (r < R && o < QN && o % HD4 == 0u) { lW[o / HD4] = acc.l[r]; }
+  }
+  workgroupBarrier();${o.beforeOut ?? ""}
+  let nHeads = params.nKvHeads * G;
+  for (var r = 0u; r < MAX_R; r++) {
+    let o = lid + r * WG;
+    if (r < R && o < QN) {
+      let g = o / HD4;
+      if (${o.nSplits} == 1u) {
+        out[qRow + o] = acc.v[r] / lW[g];
+      } else {
+        partAcc[((t * nHeads + kvh * G + g) * ${o.cap} + split) * HD4 + o % HD4] = acc.v[r];
+      }
+    }
+  }
+  if (${o.nSplits} > 1u && lid < G) {
+    partMl[(t * nHeads + kvh * G + lid) * ${o.cap} + split] = vec2(mW[lid], lW[lid]);
+  }
+`;
+}
