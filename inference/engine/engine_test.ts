@@ -6,7 +6,8 @@ import type { GenerateRequest, TokenEvent } from "./types.ts";
 
 const request: GenerateRequest = {
   input: { kind: "text", prompt: "Once upon a time" },
-  maxTokens: 24,
+  // Long enough to outlast the swap below (setModel resolves a few event-loop turns later).
+  maxTokens: 200,
   stop: [],
   sampling: { temperature: 0, topP: 1, topK: 0, minP: 0, seed: 0 },
 };
