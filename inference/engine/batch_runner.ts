@@ -334,13 +334,12 @@ export class BatchRunner {
   /**
    * Binds the work of every bucket now (compiling the pipelines it needs), so no step binds or compiles
    * mid-serving. It yields to the event loop after each plan, so on a hot swap the model being replaced
-   * keeps serving while this one binds (the whole set is seconds of host work on the H100; one plan is at
-   * most a few hundred ms). Resolves to the number of step plans.
+   * keeps serving while this one binds (the whole set is seconds of host work: BENCHMARKS.md, "First
+   * start"). Resolves to the number of step plans.
    */
   async prebuild(): Promise<number> {
-    const specs: [StepSpec["kind"], number, number][] = this.#decodeBuckets.map((
-      rows,
-    ) => ["decode", rows, rows]);
+    const specs: [StepSpec["kind"], number, number][] = [];
+    for (const rows of this.#decodeBuckets) specs.push(["decode", rows, rows]);
     for (const rows of this.#prefillBuckets) {
       for (const logits of this.#logitBuckets) if (logits <= rows) specs.push(["prefill", rows, logits]);
     }
