@@ -2,7 +2,11 @@
  * `deno task bench:gemm [--rows 512] [--formats dense,affine4,lut4] [--variants f32,f16,f16k32,...]`:
  * prefill GEMM speed (TFLOP/s) at Llama-3-8B shapes for each weight format and GEMM variant (arithmetic
  * and tiles), timed with timestamp-query over passes of several dispatches. Weights are random; one format
- * per process gives the steadiest figures (see bench/kernels.ts).
+ * per process gives the steadiest figures (see bench/kernels.ts). Affine weights also take the decode
+ * variants: `q8` (the q8 GEMV, ≤ 2 rows) and `mm` (the batched q8 path the engine decodes with), the latter
+ * with build overrides mm[n<outputs per lane>][u<unroll>][w<workgroup>][k<K split>][r<rows per dispatch>],
+ * e.g. mmn4u1. One matrix is timed over and over, so at few rows it may sit in the 50 MB L2: compare
+ * variants with each other, and decode speed with `deno task bench:serve`.
  */
 import { parseArgs } from "node:util";
 import {
@@ -54,7 +58,23 @@ const maxRows = Math.max(...rowsList);
 const x = createStorage(gpu, maxRows * 14336 * 4, "x");
 const y = createStorage(gpu, maxRows * 14336 * 4, "y");
 
+/** The decode variants of affine weights (see the header), or null for a GEMM variant. */
+function decodeVariant(l: GpuLinear, rows: number, variant: string): Encodable | null {
+  if (l.format !== "affine") return null;
+  if (variant === "q8") {
+    return createMatmulAffine(gpu, { accumulate: false }).bind({ x, w: l.weights, y, rows });
+  }
+  const m = /^mm(?:n(\d+))?(?:u(\d+))?(?:w(\d+))?(?:k(\d+))?(?:r(\d+))?$/.exec(variant);
+  if (!m) return null;
+  const keys = ["no", "unroll", "wg", "ks", "rows"] as const;
+  const mm = Object.fromEntries(keys.flatMap((k, i) => m[i + 1] ? [[k, Number(m[i + 1])]] : []));
+  return createMatmulAffine(gpu, { accumulate: false, path: "gemv", tune: { mm } })
+    .bind({ x, w: l.weights, y, rows });
+}
+
 function bindVariant(l: GpuLinear, rows: number, variant: string): Encodable {
+  const decode = decodeVariant(l, rows, variant);
+  if (decode) return decode;
   const { math, tune } = parseVariant(variant);
   if (l.format === "dense") {
     const p = l.panels[0];

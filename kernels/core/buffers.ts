@@ -31,6 +31,26 @@ export function createStorage(gpu: Gpu, bytes: number, label: string): GPUBuffer
   return gpu.device.createBuffer({ label, size, usage: STORAGE });
 }
 
+const SHARED_SCRATCH = new WeakMap<GPUDevice, Map<string, GPUBuffer>>();
+
+/**
+ * A storage buffer of at least `bytes` shared by every caller that asks for `name` on this device: scratch
+ * that a kernel writes and then reads within its own dispatches (one queue runs dispatches in order, so its
+ * users never overlap), instead of one buffer per bound kernel. Sizes round up to a power of two of at
+ * least 1 MiB; a larger request replaces the buffer, and the replaced one stays with the binds that hold it
+ * until they are garbage-collected (destroying it would break them).
+ */
+export function sharedScratch(gpu: Gpu, name: string, bytes: number): GPUBuffer {
+  let byName = SHARED_SCRATCH.get(gpu.device);
+  if (!byName) SHARED_SCRATCH.set(gpu.device, byName = new Map());
+  const have = byName.get(name);
+  if (have && have.size >= bytes) return have;
+  const size = Math.max(2 ** 20, 2 ** Math.ceil(Math.log2(Math.max(bytes, 1))));
+  const buffer = createStorage(gpu, Math.min(size, Math.max(bytes, gpu.maxBindingBytes)), name);
+  byName.set(name, buffer);
+  return buffer;
+}
+
 /** Creates a storage buffer holding `data`. */
 export function uploadStorage(gpu: Gpu, data: ArrayBufferView, label: string): GPUBuffer {
   const buffer = createStorage(gpu, data.byteLength, label);

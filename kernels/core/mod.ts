@@ -11,6 +11,7 @@ export {
   readF32,
   readU32,
   runPass,
+  sharedScratch,
   uniformParams,
   uploadStorage,
   writeBuffer,

@@ -45,18 +45,23 @@ import {
   type ParamField,
   type PipelineSpec,
   sequence,
+  sharedScratch,
   singleDispatch,
   uniformParams,
   uploadStorage,
 } from "../core/mod.ts";
 import { AFFINE_PARAMS_FIELDS, PREP_WGSL } from "./matmul_affine_wgsl.ts";
 import {
-  affineBatchRows,
+  AFFINE_BATCH_ROWS,
+  affineBatchedQ8,
   type AffineDims,
+  type MatmulAffinePlan,
   matmulAffineShader,
   type MatmulAffineSpec,
   planMatmulAffine,
+  Q8MM_ROWS,
 } from "./matmul_affine_plan.ts";
+import { Q8MM_VEC4_PER_PIECE, type Q8PrepBuild, q8PrepWgsl } from "./matmul_affine_q8mm_wgsl.ts";
 
 /** An affine-quantized (outDim, inDim) weight in the kernel's layout, on the host. */
 export interface AffinePacked {
@@ -159,12 +164,15 @@ export function createMatmulAffine(gpu: Gpu, spec: MatmulAffineSpec): Kernel<Mat
     bind(args: MatmulAffineArgs): Encodable {
       const { x, w, y, rows, xRowOffset = 0, yStride = w.outDim, yColOffset = 0, yRowOffset = 0 } = args;
       checkArgs(gpu, { ...args, xRowOffset, yStride, yColOffset, yRowOffset });
-      // `path: "gemv"`: the decode GEMV over batches of rows, each its own dispatch (same kernel per row).
-      const batchRows = affineBatchRows(spec);
-      if (spec.path === "gemv" && rows > batchRows) {
+      if (args.norm && args.siluMulUp) {
+        throw new Error("Cannot bind matmul_affine: norm and siluMulUp together");
+      }
+      if (affineBatchedQ8(spec)) return bindBatchedQ8(gpu, spec, { ...args, xRowOffset, yRowOffset });
+      // `path: "gemv"` with f32 activations: the f32 GEMV over batches of rows (same kernel per row).
+      if (spec.path === "gemv" && rows > AFFINE_BATCH_ROWS) {
         const batches: Encodable[] = [];
-        for (let r0 = 0; r0 < rows; r0 += batchRows) {
-          const n = Math.min(batchRows, rows - r0);
+        for (let r0 = 0; r0 < rows; r0 += AFFINE_BATCH_ROWS) {
+          const n = Math.min(AFFINE_BATCH_ROWS, rows - r0);
           batches.push(
             kernel.bind({ ...args, rows: n, xRowOffset: xRowOffset + r0, yRowOffset: yRowOffset + r0 }),
           );
@@ -181,18 +189,10 @@ export function createMatmulAffine(gpu: Gpu, spec: MatmulAffineSpec): Kernel<Mat
         moreOutDims: (args.more ?? []).map((m) => m.w.outDim),
       };
       const plan = planMatmulAffine(spec, shape);
-      if (plan.workgroupBytes > gpu.maxWorkgroupStorageBytes) {
-        throw new Error(
-          `Cannot bind matmul_affine ${JSON.stringify(plan.shader)}: needs ${plan.workgroupBytes} bytes of ` +
-            `workgroup memory, the device allows ${gpu.maxWorkgroupStorageBytes}; lower tpr or rows`,
-        );
-      }
+      checkWorkgroupBytes(gpu, plan);
       const gather = plan.shader.path === "q8" && plan.shader.gather;
       const nPieces = ceilDiv(w.inDim, 32);
       const xp = plan.prep ? createStorage(gpu, rows * nPieces * 32 * 4, "matmul_affine xp") : null;
-      if (args.norm && args.siluMulUp) {
-        throw new Error("Cannot bind matmul_affine: norm and siluMulUp together");
-      }
       const extra6 = args.norm?.weight ?? args.siluMulUp;
       const more = args.more ?? [];
       checkMore(w, rows + yRowOffset, more);
@@ -254,6 +254,108 @@ export function createMatmulAffine(gpu: Gpu, spec: MatmulAffineSpec): Kernel<Mat
     },
   };
   return kernel;
+}
+
+function checkWorkgroupBytes(gpu: Gpu, plan: MatmulAffinePlan): void {
+  if (plan.workgroupBytes > gpu.maxWorkgroupStorageBytes) {
+    throw new Error(
+      `Cannot bind matmul_affine ${JSON.stringify(plan.shader)}: needs ${plan.workgroupBytes} bytes of ` +
+        `workgroup memory, the device allows ${gpu.maxWorkgroupStorageBytes}; lower tpr or rows`,
+    );
+  }
+}
+
+/** The uniform block of one dispatch: the fields it sets, zero elsewhere. */
+function affineParams(gpu: Gpu, values: Partial<Record<(typeof AFFINE_PARAMS_FIELDS)[number], number>>) {
+  return uniformParams(
+    gpu,
+    AFFINE_PARAMS_FIELDS.map((f): ParamField => [f === "normEps" ? "f32" : "u32", values[f] ?? 0]),
+    "matmul_affine params",
+  );
+}
+
+/**
+ * The batched q8 path (`path: "gemv"`, q8 activations): one prep pass quantizes every row (with the
+ * prologue) into a scratch shared by all such binds on the device, then main dispatches of up to
+ * Q8MM_ROWS rows each read every weight once (matmul_affine_q8mm_wgsl.ts).
+ */
+function bindBatchedQ8(
+  gpu: Gpu,
+  spec: MatmulAffineSpec,
+  args: MatmulAffineArgs & { xRowOffset: number; yRowOffset: number },
+): Encodable {
+  const { x, w, y, rows, xRowOffset, yRowOffset } = args;
+  const more = args.more ?? [];
+  checkMore(w, rows + yRowOffset, more);
+  const nPieces = ceilDiv(w.inDim, 32);
+  const gather = w.perm !== null || w.inDim % 32 !== 0;
+  const prologue = args.norm ? "norm" as const : args.siluMulUp ? "siluMul" as const : "none" as const;
+  const xq = sharedScratch(gpu, "matmul_affine q8 activations", rows * nPieces * Q8MM_VEC4_PER_PIECE * 16);
+  const dummy = sharedScratch(gpu, "matmul_affine dummy", 4);
+  const prep: Q8PrepBuild = { bits: w.bits, gather, prologue };
+  const prepParams = affineParams(gpu, {
+    rows,
+    inDim: w.inDim,
+    nPieces,
+    xBase: xRowOffset * w.inDim,
+    xStride: w.inDim,
+    normEps: args.norm?.eps ?? 0,
+  });
+  const steps = [
+    step(
+      gpu,
+      {
+        name: "matmul_affine_q8prep",
+        code: q8PrepWgsl(prep),
+        constants: gather ? { PERM: w.perm ? 1 : 0 } : {},
+        spec: prep,
+      },
+      [prepParams, x, w.perm ?? dummy, args.norm?.weight ?? args.siluMulUp ?? dummy],
+      xq,
+      rows,
+    ),
+  ];
+  const shape = { ...w, hasPerm: w.perm !== null, moreOutDims: more.map((m) => m.w.outDim) };
+  const perDispatch = spec.tune?.mm?.rows ?? Q8MM_ROWS;
+  for (let r0 = 0; r0 < rows; r0 += perDispatch) {
+    const plan = planMatmulAffine(spec, { ...shape, rows: Math.min(perDispatch, rows - r0) });
+    checkWorkgroupBytes(gpu, plan);
+    if (plan.shader.path !== "q8mm") {
+      throw new Error(`Cannot bind the batched q8 path as ${plan.shader.path}`);
+    }
+    const perWorkgroup = (plan.shader.wg / plan.shader.ks) * plan.shader.no;
+    const starts = [w, ...more.map((m) => m.w)].map((_, i, all) =>
+      all.slice(0, i).reduce((n, mw) => n + ceilDiv(mw.outDim, perWorkgroup), 0)
+    );
+    const params = affineParams(gpu, {
+      rows: plan.shader.rows,
+      inDim: w.inDim,
+      outDim: w.outDim,
+      yStride: args.yStride ?? w.outDim,
+      yColOffset: args.yColOffset ?? 0,
+      nGroups: w.nGroups,
+      nPieces,
+      xBase: r0,
+      outDim1: more[0]?.w.outDim ?? 0,
+      outDim2: more[1]?.w.outDim ?? 0,
+      wgStart1: starts[1] ?? 0,
+      wgStart2: starts[2] ?? 0,
+      yRowOffset: yRowOffset + r0,
+    });
+    const main = {
+      name: "matmul_affine_q8mm",
+      code: matmulAffineShader(plan.shader),
+      constants: plan.constants,
+      spec: plan.shader,
+    };
+    const extras = more.flatMap((m): [GPUBuffer, BindingKind][] => [
+      [m.w.codes, "read-only-storage"],
+      [m.w.scaleZero, "read-only-storage"],
+      [m.y, "storage"],
+    ]);
+    steps.push(step(gpu, main, [params, xq, w.codes, w.scaleZero], y, plan.workgroups, extras));
+  }
+  return sequence(steps);
 }
 
 /**

@@ -14,6 +14,7 @@ import {
 } from "./gemm_core_wgsl.ts";
 import { gemmWgsl, type GemvBuild, gemvWgsl } from "./matmul_affine_wgsl.ts";
 import { type Q8GemvBuild, q8GemvWgsl } from "./matmul_affine_q8_wgsl.ts";
+import { type Q8mmBuild, q8mmWgsl } from "./matmul_affine_q8mm_wgsl.ts";
 
 /** Launch shape overrides, for benchmarks and sweeps; the planner's defaults otherwise. */
 export interface AffineTune {
@@ -35,6 +36,9 @@ export interface AffineTune {
   unroll?: number;
   /** GEMM: the pipelined build (double-buffered tiles, next step's loads in flight during the math) */
   pipelined?: boolean;
+  /** Batched q8 path (matmul_affine_q8mm_wgsl.ts): lanes per output, outputs per lane, workgroup size,
+   * rows per dispatch, pieces per loop iteration. `ks` sets the order of the sums: sweeps only. */
+  mm?: Partial<Pick<Q8mmBuild, "ks" | "no" | "wg" | "rows" | "unroll">>;
 }
 
 export interface MatmulAffineSpec {
@@ -49,8 +53,10 @@ export interface MatmulAffineSpec {
   tune?: AffineTune;
   /**
    * Pin the path whatever the row count, so a row's sums do not depend on how many rows share the call:
-   * "gemm" always tiles (the batched engine's prompt forwards); "gemv" keeps the decode GEMV (q8, or f32
-   * with `activations: "f32"`), run over batches of {@link AFFINE_BATCH_ROWS} rows (its decode forwards).
+   * "gemm" always tiles (the batched engine's prompt forwards); "gemv" the decode kernels (its decode
+   * forwards): with q8 activations the batched q8 path (matmul_affine_q8mm_wgsl.ts: a prep pass, then
+   * dispatches of up to {@link Q8MM_ROWS} rows reading each weight once), with f32 the f32 GEMV over
+   * batches of {@link AFFINE_BATCH_ROWS} rows.
    */
   path?: "gemm" | "gemv";
   /**
@@ -63,18 +69,19 @@ export interface MatmulAffineSpec {
 
 /** Activation rows up to this run the q8 GEMV when it is enabled (any count with `path: "gemv"`). */
 export const AFFINE_Q8_MAX_ROWS = 2;
-/** Rows per dispatch of a `path: "gemv"` call (the GEMV's registers hold a piece of each row). */
+/** Rows per dispatch of a `path: "gemv"` call with f32 activations (the GEMV's registers hold a piece of each row). */
 export const AFFINE_BATCH_ROWS = 8;
+/** Rows per main dispatch of the batched q8 path (each lane holds outputs-per-lane × rows sums). */
+export const Q8MM_ROWS = 16;
 /**
- * Rows per dispatch of a `path: "gemv"` call on the q8 GEMV. Its lanes keep every row's int8 pieces in
- * registers: on the H100 (8B shape, 4-bit g128, 2026-12-05) a decode step took 4.7 ms at 1 row, 17 ms at
- * 4 rows in one dispatch and 146 ms at 16 rows in two dispatches of 8, so more rows per dispatch spill.
+ * Lanes splitting K for one output in the batched q8 path. It fixes the order of every sum, so it must
+ * not depend on the rows (a row's result would then depend on its batch).
  */
-export const AFFINE_Q8_BATCH_ROWS = 2;
+export const Q8MM_KS = 8;
 
-/** Rows one dispatch of a pinned decode GEMV serves (the call is split into dispatches of this many). */
-export function affineBatchRows(spec: Pick<MatmulAffineSpec, "activations">): number {
-  return (spec.activations ?? "q8") === "q8" ? AFFINE_Q8_BATCH_ROWS : AFFINE_BATCH_ROWS;
+/** Whether a bind runs the batched q8 path: a pinned decode (`path: "gemv"`) with q8 activations. */
+export function affineBatchedQ8(spec: Pick<MatmulAffineSpec, "activations" | "path">): boolean {
+  return spec.path === "gemv" && (spec.activations ?? "q8") === "q8";
 }
 
 /**
@@ -96,6 +103,7 @@ export const AFFINE_GEMV_MAX_ROWS = 8;
 export type AffineShaderSpec =
   | ({ path: "gemv" } & GemvBuild)
   | ({ path: "q8" } & Q8GemvBuild)
+  | ({ path: "q8mm" } & Q8mmBuild)
   | { path: "gemm"; math: GemmMath; pipe?: GemmPipe };
 
 /** How a bound matmul runs: exported so a benchmark can report the variant it timed. */
@@ -144,6 +152,7 @@ export function planMatmulAffine(spec: MatmulAffineSpec, shape: AffineShape): Ma
   const { rows, bits, outDim, groupSize, hasPerm } = shape;
   const t = spec.tune ?? {};
   const common = { ACC: spec.accumulate ? 1 : 0, GROUP_PIECES: groupSize / 32 };
+  if (affineBatchedQ8(spec)) return planQ8mm(common, shape, t);
   if (affineHasPrologue(spec, rows)) return planQ8(common, shape, t);
   if ((shape.moreOutDims ?? []).length > 0) {
     throw new Error("Cannot plan matmul_affine: several matrices in one dispatch need the q8 GEMV");
@@ -264,6 +273,36 @@ function planQ8(common: Record<string, number>, shape: AffineShape, t: AffineTun
 }
 
 /**
+ * The batched q8 plan for one main dispatch of `shape.rows` ≤ Q8MM_ROWS rows (matmul_affine.ts splits
+ * larger calls). Defaults: one output per lane and four pieces per iteration for one or two rows (a
+ * GEMV: loads in flight matter), two outputs per lane and one piece per iteration beyond (registers).
+ * TODO(#9): sweep on the H100.
+ */
+function planQ8mm(common: Record<string, number>, shape: AffineShape, t: AffineTune): MatmulAffinePlan {
+  const { rows, bits, outDim } = shape;
+  const mm = t.mm ?? {};
+  const ks = mm.ks ?? Q8MM_KS;
+  const wg = mm.wg ?? 256;
+  const no = mm.no ?? (rows <= 2 ? 1 : 2);
+  const unroll = mm.unroll ?? (rows <= 2 ? 4 : rows <= 8 ? 2 : 1);
+  if (rows > (mm.rows ?? Q8MM_ROWS) || wg % ks !== 0) {
+    throw new Error(
+      `Cannot plan the batched q8 matmul: ${rows} rows, wg ${wg} must be a multiple of ks ${ks}`,
+    );
+  }
+  const outDims = [outDim, ...(shape.moreOutDims ?? [])];
+  const perGroup = (wg / ks) * no;
+  return {
+    shader: { path: "q8mm", bits, rows, ks, no, wg, unroll, mats: outDims.length },
+    constants: common,
+    workgroups: outDims.reduce((n, d) => n + ceilDiv(d, perGroup), 0),
+    prep: true,
+    workgroupBytes: rows * wg * 4,
+    tilesN: 0,
+  };
+}
+
+/**
  * Builds the WGSL of one path (bits, rows and NR are unrolled by TypeScript in the GEMV; everything
  * else is an `override`, see {@link planMatmulAffine}).
  * @param spec the path and, for the GEMV, its build
@@ -271,5 +310,6 @@ function planQ8(common: Record<string, number>, shape: AffineShape, t: AffineTun
  */
 export function matmulAffineShader(spec: AffineShaderSpec): string {
   if (spec.path === "q8") return q8GemvWgsl(spec);
+  if (spec.path === "q8mm") return q8mmWgsl(spec);
   return spec.path === "gemm" ? gemmWgsl(spec.math, spec.pipe) : gemvWgsl(spec);
 }

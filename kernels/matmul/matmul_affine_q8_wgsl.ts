@@ -57,6 +57,14 @@ export interface Q8GemvBuild {
   mats: number;
 }
 
+/** Four 3-bit codes (a 12-bit group) → one per byte, for {@link codeOperand}. */
+export const SPREAD3_WGSL = /* wgsl */ `
+// Four 3-bit codes (a 12-bit group) → one per byte: bits 3i..3i+2 go to byte i.
+fn spread3(g: u32) -> u32 {
+  return (g & 7u) | ((g & 0x38u) << 5u) | ((g & 0x1c0u) << 10u) | ((g & 0xe00u) << 15u);
+}
+`;
+
 /** Loads activation row r's piece i into registers v{r}_{i}_{0..7} (zero past inDim). */
 function loadPiece(b: Q8GemvBuild, r: number, i: number): string {
   const load = (k: number, at: string, vec: string) =>
@@ -136,7 +144,7 @@ function quantizePiece(b: Q8GemvBuild, r: number, i: number): string {
  * (32/b)·t + (8/b)·i + s in its bytes; for 3 bits, operand t is codes 4t..4t+3 (12 bits at bit 12t of the
  * piece's 96-bit stream, spread into bytes), s = 0.
  */
-function operandElements(bits: number): [number, number, number[]][] {
+export function operandElements(bits: number): [number, number, number[]][] {
   if (bits === 3) {
     return Array.from({ length: 8 }, (_, t) => [t, 0, [4 * t, 4 * t + 1, 4 * t + 2, 4 * t + 3]]);
   }
@@ -149,7 +157,7 @@ function operandElements(bits: number): [number, number, number[]][] {
 }
 
 /** WGSL expression for dot4 operand (t, s) of a piece whose words are `comp(0..bits-1)`. */
-function codeOperand(bits: number, t: number, s: number, comp: (w: number) => string): string {
+export function codeOperand(bits: number, t: number, s: number, comp: (w: number) => string): string {
   if (bits !== 3) {
     const mask = ((((1 << bits) - 1) * 0x01010101) >>> 0) + "u";
     return `${s === 0 ? comp(t) : `(${comp(t)} >> ${bits * s}u)`} & ${mask}`;
@@ -258,11 +266,7 @@ fn xAt(r: u32, j: u32) -> f32 {
   return PARAMS_WGSL + STORE_WGSL + /* wgsl */ `
 ${xDecl}
 @group(0) @binding(2) var<storage, read> codes: array<${store}>;   // (outDim, nPieces) pieces
-// Four 3-bit codes (a 12-bit group) → one per byte: bits 3i..3i+2 go to byte i.
-fn spread3(g: u32) -> u32 {
-  return (g & 7u) | ((g & 0x38u) << 5u) | ((g & 0x1c0u) << 10u) | ((g & 0xe00u) << 15u);
-}
-@group(0) @binding(3) var<storage, read> scaleZero: array<u32>; // (outDim, nGroups) f16 scale | f16 zero << 16
+${SPREAD3_WGSL}@group(0) @binding(3) var<storage, read> scaleZero: array<u32>; // (outDim, nGroups) f16 scale | f16 zero << 16
 
 ${normDecl}
 ${matDecl}

@@ -1,0 +1,119 @@
+import assert from "node:assert/strict";
+import { type AffineTune, planMatmulAffine, Q8MM_ROWS } from "./matmul_affine_plan.ts";
+import { createMatmulAffine, uploadAffine } from "./matmul_affine.ts";
+import { matmulAffineRef, q8ActivationsRef, rmsNormRef } from "../core/reference.ts";
+import { checkPipelines } from "../core/gpu.ts";
+import { createStorage, readF32, runPass, uploadStorage } from "../core/buffers.ts";
+import { packAffine } from "../../quant/pack_affine.ts";
+import { randomF32, testGpu } from "../../tests/_gpu.ts";
+import { assertNmse } from "../../tests/_assert.ts";
+import { type Case, caseName, randomAffine, runCase } from "../../tests/_affine_case.ts";
+
+// The batched q8 path (a pinned `path: "gemv"`): row counts within one dispatch and across several,
+// every bit width, groups and act-order, both prologues, K tails, offsets and strides, other builds.
+const BATCHED: Case[] = [
+  { bits: 4, group: 128, rows: 1, inDim: 4096, outDim: 37 },
+  { bits: 4, group: 32, rows: 3, inDim: 384, outDim: 65, accumulate: true },
+  { bits: 3, group: 128, rows: 5, inDim: 4096, outDim: 19, norm: true },
+  { bits: 2, group: 64, gIdx: true, rows: Q8MM_ROWS + 1, inDim: 1000, outDim: 33, siluMul: true },
+  {
+    bits: 4,
+    group: 0,
+    rows: 2 * Q8MM_ROWS + 8,
+    inDim: 256,
+    outDim: 130,
+    norm: true,
+    xRowOffset: 2,
+    yColOffset: 3,
+    yStride: 140,
+  },
+  { bits: 3, group: 32, gIdx: true, rows: 2, inDim: 4097, outDim: 7, accumulate: true },
+  { bits: 2, group: 0, rows: Q8MM_ROWS, inDim: 8192 + 320, outDim: 17 },
+  { bits: 3, group: 64, rows: 9, inDim: 320, outDim: 70, siluMul: true, xRowOffset: 1 },
+  {
+    bits: 4,
+    group: 64,
+    gIdx: true,
+    rows: 6,
+    inDim: 2080,
+    outDim: 40,
+    tune: { mm: { no: 4, wg: 64, unroll: 3 } },
+  },
+  { bits: 2, group: 32, rows: 12, inDim: 512, outDim: 9, accumulate: true, tune: { mm: { rows: 5, ks: 4 } } },
+];
+
+Deno.test("matmulAffine() batched q8 path matches the reference with int8 activations", async (t) => {
+  const gpu = await testGpu();
+  if (!gpu) return;
+  for (const c of BATCHED) {
+    await t.step(caseName({ ...c, path: "gemv" }), () => runCase(gpu, { ...c, path: "gemv" }));
+  }
+  gpu.device.destroy();
+});
+
+Deno.test("matmulAffine() batched q8 path applies q/k/v in one pass, each into its own y", async (t) => {
+  const gpu = await testGpu();
+  if (!gpu) return;
+  for (const rows of [3, Q8MM_ROWS + 4]) {
+    const c = { bits: 4 as const, group: 64, gIdx: true, rows, inDim: 4097, outDims: [64, 16, 130] };
+    await t.step(`${rows} rows`, async () => {
+      const parts = c.outDims.map((outDim, i) => randomAffine({ ...c, outDim }, 200 + i));
+      for (const p of parts.slice(1)) p.gIdx = parts[0].gIdx!;
+      const packed = parts.map((p) => packAffine(p, { groupSize: c.group }));
+      const ws = packed.map((p, i) => uploadAffine(gpu, p, `w${i}`));
+      for (const w of ws.slice(1)) w.perm = ws[0].perm;
+      const x = randomF32(rows * c.inDim, 9);
+      const normWeight = Float32Array.from({ length: c.inDim }, (_, i) => 0.5 + (i % 13) / 10);
+      const ys = c.outDims.map((d) => createStorage(gpu, rows * d * 4, "y"));
+      const bound = createMatmulAffine(gpu, { accumulate: false, path: "gemv" }).bind({
+        x: uploadStorage(gpu, x, "x"),
+        w: ws[0],
+        y: ys[0],
+        rows,
+        more: ws.slice(1).map((w, i) => ({ w, y: ys[i + 1] })),
+        norm: { weight: uploadStorage(gpu, normWeight, "nw"), eps: 1e-5 },
+      });
+      await checkPipelines(gpu);
+      runPass(gpu, (pass) => bound.encode(pass));
+      const xq = q8ActivationsRef(rmsNormRef(x, normWeight, rows, 1e-5), c.inDim, packed[0].perm);
+      for (const [i, outDim] of c.outDims.entries()) {
+        const want = matmulAffineRef(xq, { ...parts[i], outDim, inDim: c.inDim, groupSize: c.group });
+        assertNmse(await readF32(gpu, ys[i], rows * outDim), want, 1e-6, `matrix ${i}`);
+      }
+    });
+  }
+  gpu.device.destroy();
+});
+
+// The engine's batched greedy decode equals one-at-a-time decode only if a row's sums do not depend on
+// the batch: every row of a 24-row call must equal, bit for bit, the same row run alone, in another
+// split of rows, and under builds that differ in everything but the K split.
+Deno.test("matmulAffine() batched q8 path gives a row the same bits whatever its batch", async () => {
+  const gpu = await testGpu();
+  if (!gpu) return;
+  const [rows, inDim, outDim] = [24, 1056, 70];
+  const parts = randomAffine({ bits: 4, group: 32, gIdx: true, inDim, outDim }, 31);
+  const w = uploadAffine(gpu, packAffine(parts, { groupSize: 32 }), "w");
+  const x = uploadStorage(gpu, randomF32(rows * inDim, 32), "x");
+  const norm = { weight: uploadStorage(gpu, randomF32(inDim, 33), "nw"), eps: 1e-5 };
+  const run = async (r0: number, n: number, tune?: AffineTune): Promise<Float32Array> => {
+    const y = createStorage(gpu, n * outDim * 4, "y");
+    const spec = { accumulate: false, path: "gemv" as const, ...(tune ? { tune } : {}) };
+    const bound = createMatmulAffine(gpu, spec).bind({ x, w, y, rows: n, xRowOffset: r0, norm });
+    await checkPipelines(gpu);
+    runPass(gpu, (pass) => bound.encode(pass));
+    return readF32(gpu, y, n * outDim);
+  };
+  const all = await run(0, rows);
+  const same = (got: Float32Array, r0: number, what: string) =>
+    assert.deepEqual(got, all.slice(r0 * outDim, r0 * outDim + got.length), what);
+  for (const r of [0, 7, 23]) same(await run(r, 1), r, `row ${r} alone`);
+  same(await run(5, 13), 5, "rows 5..17");
+  same(await run(0, rows, { mm: { no: 4, wg: 128, unroll: 3, rows: 7 } }), 0, "another build");
+  const plans = [1, 2, 16].map((n) =>
+    planMatmulAffine({ accumulate: false, path: "gemv" }, { ...w, rows: n, hasPerm: true }).shader
+  );
+  const splits = plans.map((p) => p.path === "q8mm" ? p.ks : -1);
+  assert.ok(splits.every((k) => k > 0 && k === splits[0]), `one K split for every row count, got ${splits}`);
+  gpu.device.destroy();
+});

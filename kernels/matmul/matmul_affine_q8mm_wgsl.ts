@@ -1,0 +1,270 @@
+/**
+ * WGSL for the batched decode path of kernels/matmul_affine.ts ("q8mm"): int8 activations and
+ * `dot4I8Packed`, like the q8 GEMV (matmul_affine_q8_wgsl.ts), for any number of activation rows, reading
+ * each weight once per dispatch of up to Q8MM_ROWS rows.
+ *
+ * Why a second int8 kernel: the q8 GEMV keeps every activation row's int8 pieces in registers and splits K
+ * over a whole workgroup, so its registers and its cross-lane reduction grow with the rows (on the H100 a
+ * 16-row decode step in 2-row dispatches re-read the weights eight times: 45 ms against 4.6 ms for one row).
+ * Here the activations are quantized once, by a prep pass, into a scratch buffer, and the main pass is
+ * weight-stationary: a lane loads a piece of codes once and applies it to every row.
+ *
+ * Prep pass (one workgroup per activation row): optionally the RMSNorm or SiLU·mul prologue, then per
+ * 32-column piece the int8 quantization of the q8 GEMV (d = max|x|/127, round half to even) written as
+ * three vec4<u32>: the eight dot4 operand words in {@link operandElements} order, then (d, dz = d·Σq).
+ *
+ * Main pass: KS lanes split K for one output (lane s takes pieces s, s + KS, …), NO outputs per lane,
+ * WG / KS lane groups per workgroup; each lane accumulates acc[o][r] over its pieces in order, then the
+ * KS partial sums of each (output, row) are added in lane order. The order of every sum depends on KS
+ * alone, never on the rows of the dispatch, NO, WG or the unrolling, so a row's result is the same
+ * whatever batch it is decoded in (the engine's batched greedy equals one-at-a-time greedy). Every
+ * accumulation is an explicit fma, so no compiler contracts one build differently from another.
+ */
+import { PARAMS_WGSL, STORE_WGSL } from "./matmul_affine_wgsl.ts";
+import { codeOperand, operandElements, SPREAD3_WGSL } from "./matmul_affine_q8_wgsl.ts";
+import { unroll } from "../core/mod.ts";
+import { siluMulFn } from "../ops/mod.ts";
+
+/** vec4<u32> per (row, piece) of the quantized activations: two of operand words, one of (d, dz). */
+export const Q8MM_VEC4_PER_PIECE = 3;
+
+/** Shape of the prep pass. */
+export interface Q8PrepBuild {
+  bits: 2 | 3 | 4;
+  /** activations read through `perm` or with bounds checks (act-order, or inDim % 32 ≠ 0) */
+  gather: boolean;
+  prologue: "none" | "norm" | "siluMul";
+}
+
+/** Shape of one main-pass build. */
+export interface Q8mmBuild {
+  bits: 2 | 3 | 4;
+  /** activation rows of the dispatch */
+  rows: number;
+  /** lanes splitting K for one output (fixed per weight: it sets the order of every sum) */
+  ks: number;
+  /** outputs per lane */
+  no: number;
+  /** lanes per workgroup, a multiple of ks */
+  wg: number;
+  /** pieces per lane per loop iteration (more loads in flight) */
+  unroll: number;
+  /** matrices sharing the activations in one dispatch, 1–3 (matrix m at bindings 2 + 3m, 3 + 3m, 4 + 3m) */
+  mats: number;
+}
+
+const PREP_WG = 256;
+
+/**
+ * The prep pass. Bindings: 0 params, 1 x (f32 rows at xBase + r·xStride), 2 perm (or a dummy), 3 the norm
+ * weight or the up projection (or a dummy), 4 xq (rows, nPieces) × 3 vec4<u32>.
+ */
+export function q8PrepWgsl(b: Q8PrepBuild): string {
+  const load = (name: string, k: number) =>
+    b.gather
+      ? `vec4f(${unroll(4, (j) => `at${name}(r, p * 32u + ${4 * k + j}u)`, ", ")})`
+      : `${name}4[(params.xBase + r * params.xStride) / 4u + p * 8u + ${k}u]`;
+  const gatherFn = (name: string, arr: string, rowed: boolean) => /* wgsl */ `
+fn at${name}(row: u32, j: u32) -> f32 {
+  if (j >= params.inDim) { return 0.0; }
+  var col = j;
+  if (PERM) { col = perm[j]; }
+  return ${arr}[${rowed ? "params.xBase + row * params.xStride + " : ""}col];
+}`;
+  const extraDecl = b.prologue === "none"
+    ? `@group(0) @binding(3) var<storage, read> extra: array<f32>;  // a dummy word`
+    : b.gather
+    ? `@group(0) @binding(3) var<storage, read> extra: array<f32>;  // ${
+      b.prologue === "norm" ? "(inDim) norm weight" : "the up projection, like x"
+    }${gatherFn("E", "extra", b.prologue === "siluMul")}`
+    : `@group(0) @binding(3) var<storage, read> E4: array<vec4f>;`;
+  const values = (k: number) => {
+    const v = load("X", k);
+    if (b.prologue === "siluMul") return `siluMul(${v}, ${load("E", k)})`;
+    if (b.prologue === "norm") {
+      const w = b.gather
+        ? `vec4f(${unroll(4, (j) => `atE(r, p * 32u + ${4 * k + j}u)`, ", ")})`
+        : `E4[p * 8u + ${k}u]`;
+      return `${v} * inv * ${w}`;
+    }
+    return v;
+  };
+  const el = (e: number) => `v${e >> 2}.${"xyzw"[e & 3]}`;
+  const words = operandElements(b.bits).map(([, , es]) =>
+    `pack4xI8(vec4i(round(vec4f(${unroll(4, (i) => el(es[i]), ", ")}) * q)))`
+  );
+  const norm = b.prologue !== "norm" ? "" : /* wgsl */ `
+  var ss = 0.0;
+  for (var p = lid; p < params.nPieces; p += ${PREP_WG}u) {
+    ${unroll(8, (k) => `let v${k} = ${load("X", k)};`, "\n    ")}
+    ss += ${unroll(8, (k) => `dot(v${k}, v${k})`, " + ")};
+  }
+  red[lid] = ss;
+  workgroupBarrier();
+  for (var h = ${PREP_WG / 2}u; h > 0u; h >>= 1u) {
+    if (lid < h) { red[lid] += red[lid + h]; }
+    workgroupBarrier();
+  }
+  let inv = inverseSqrt(red[0] / f32(params.inDim) + params.normEps);`;
+  return PARAMS_WGSL + /* wgsl */ `
+${b.gather ? "override PERM: bool = false;" : ""}
+${
+    b.gather
+      ? `@group(0) @binding(1) var<storage, read> x: array<f32>;${gatherFn("X", "x", true)}`
+      : `@group(0) @binding(1) var<storage, read> X4: array<vec4f>;`
+  }
+@group(0) @binding(2) var<storage, read> perm: array<u32>;   // (inDim) u32, or a dummy word
+${extraDecl}
+@group(0) @binding(4) var<storage, read_write> xq: array<vec4u>;
+${b.prologue === "siluMul" ? siluMulFn("vec4<f32>") : ""}
+var<workgroup> red: array<f32, ${PREP_WG}>;
+
+@compute @workgroup_size(${PREP_WG})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+        @builtin(local_invocation_index) lid: u32) {
+  let r = wid.x + wid.y * nwg.x;  // one activation row per workgroup (uniform: the barriers stay legal)
+  if (r >= params.rows) { return; }
+  ${norm}
+  for (var p = lid; p < params.nPieces; p += ${PREP_WG}u) {
+    ${unroll(8, (k) => `let v${k} = ${values(k)};`, "\n    ")}
+    var m = abs(v0);
+    ${unroll(7, (k) => `m = max(m, abs(v${k + 1}));`, "\n    ")}
+    let am = max(max(m.x, m.y), max(m.z, m.w));
+    let d = am / 127.0;
+    let q = select(0.0, 127.0 / am, am > 0.0);
+    ${words.map((w, i) => `let w${i} = ${w};`).join("\n    ")}
+    let dz = d * f32(${unroll(8, (i) => `dot4I8Packed(w${i}, 0x01010101u)`, " + ")});
+    let at = (r * params.nPieces + p) * 3u;
+    xq[at] = vec4u(w0, w1, w2, w3);
+    xq[at + 1u] = vec4u(w4, w5, w6, w7);
+    xq[at + 2u] = vec4u(bitcast<u32>(d), bitcast<u32>(dz), 0u, 0u);
+  }
+}
+`;
+}
+
+/**
+ * The main pass. Bindings: 0 params, 1 xq, then per matrix m: 2 + 3m codes, 3 + 3m scaleZero, 4 + 3m y.
+ * Params: rows, nPieces, nGroups, xBase (first xq row of the dispatch), y strides and offsets as the
+ * other affine shaders; outDim1/2 and wgStart1/2 for the further matrices.
+ */
+export function q8mmWgsl(b: Q8mmBuild): string {
+  const { bits, rows, ks, no, wg } = b;
+  const groups = wg / ks;
+  const cw = bits === 4 ? "vec4<u32>" : bits === 3 ? "vec3<u32>" : "vec2<u32>";
+  const store = bits === 3 ? "u32" : cw;
+  const more = Array.from({ length: b.mats - 1 }, (_, k) => k + 1);
+  const at = (arr: string) =>
+    bits === 3 ? `vec3u(${arr}[3u * i], ${arr}[3u * i + 1u], ${arr}[3u * i + 2u])` : `${arr}[i]`;
+  const ops = operandElements(bits);
+  const piece = (u: number) => {
+    const lines = [
+      `let p${u} = min(p + ${u * ks}u, params.nPieces - 1u);`,
+      `let ok${u} = p + ${u * ks}u < params.nPieces;`,
+    ];
+    for (let j = 0; j < no; j++) {
+      const id = `${j}_${u}`;
+      lines.push(
+        `let cw${id} = loadCodes(m, orow${j} * params.nPieces + p${u});`,
+        `let sz${id} = unpack2x16float(loadScaleZero(m, orow${j} * params.nGroups + groupOf(p${u})));`,
+        `let sx${id} = select(0.0, sz${id}.x, ok${u});`,
+      );
+      ops.forEach(([t, s], k) =>
+        lines.push(`let c${id}_${k} = ${codeOperand(bits, t, s, (w) => `cw${id}.${"xyzw"[w]}`)};`)
+      );
+    }
+    for (let r = 0; r < rows; r++) {
+      lines.push(
+        `let xa${r}_${u} = xq[(xr${r} + p${u}) * 3u];`,
+        `let xb${r}_${u} = xq[(xr${r} + p${u}) * 3u + 1u];`,
+        `let xd${r}_${u} = bitcast<vec2f>(xq[(xr${r} + p${u}) * 3u + 2u].xy);`,
+      );
+      for (let j = 0; j < no; j++) {
+        const id = `${j}_${u}`;
+        const dots = ops.map((_, k) =>
+          `dot4I8Packed(c${id}_${k}, ${k < 4 ? `xa${r}_${u}` : `xb${r}_${u}`}.${"xyzw"[k & 3]})`
+        );
+        lines.push(
+          `a${j}_${r} = fma(sx${id}, fma(xd${r}_${u}.x, f32(${
+            dots.join(" + ")
+          }), -(sz${id}.y * xd${r}_${u}.y)), a${j}_${r});`,
+        );
+      }
+    }
+    return lines.join("\n    ");
+  };
+  const pick = (name: string, ty: string, arr: (n: string) => string) =>
+    `fn load${name[0].toUpperCase()}${name.slice(1)}(m: u32, i: u32) -> ${ty} {
+  ${more.map((m) => `if (m == ${m}u) { return ${arr(name + m)}; }`).join("\n  ")}
+  return ${arr(name)};
+}`;
+  const matDecl = more.map((m) => `
+@group(0) @binding(${2 + 3 * m}) var<storage, read> codes${m}: array<${store}>;
+@group(0) @binding(${3 + 3 * m}) var<storage, read> scaleZero${m}: array<u32>;
+@group(0) @binding(${4 + 3 * m}) var<storage, read_write> y${m}: array<f32>;  // (rows, outDim${m})`).join(
+    "",
+  );
+  return PARAMS_WGSL + STORE_WGSL + SPREAD3_WGSL + /* wgsl */ `
+@group(0) @binding(1) var<storage, read> xq: array<vec4u>;        // (rows, nPieces) × 3, the prep pass's
+@group(0) @binding(2) var<storage, read> codes: array<${store}>;   // (outDim, nPieces) pieces
+@group(0) @binding(3) var<storage, read> scaleZero: array<u32>; // (outDim, nGroups) f16 scale | f16 zero << 16
+${matDecl}
+${pick("codes", cw, at)}
+${pick("scaleZero", "u32", (a) => `${a}[i]`)}
+fn storeTo(m: u32, r: u32, o: u32, v: f32) {
+  ${
+    more.map((m) =>
+      `if (m == ${m}u) {
+    let i = (r + params.yRowOffset) * params.outDim${m} + o;
+    if (ACC) { y${m}[i] += v; } else { y${m}[i] = v; }
+    return;
+  }`
+    ).join("\n  ")
+  }
+  store(r, o, v);
+}
+var<workgroup> red: array<f32, ${rows * wg}>;  // [row][lane], one output of each lane at a time
+
+@compute @workgroup_size(${wg})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+        @builtin(local_invocation_index) lid: u32) {
+  let flat = wid.x + wid.y * nwg.x;
+  var m = 0u;
+  var first = 0u;
+  ${
+    more.slice().reverse().map((k) =>
+      `if (m == 0u && flat >= params.wgStart${k}) { m = ${k}u; first = params.wgStart${k}; }`
+    ).join("\n  ")
+  }
+  let od = ${
+    b.mats > 1
+      ? `select(select(params.outDim, params.outDim1, m == 1u), params.outDim2, m == 2u)`
+      : "params.outDim"
+  };
+  let o0 = (flat - first) * ${groups * no}u;
+  if (o0 >= od) { return; }  // uniform per workgroup
+  let s = lid % ${ks}u;
+  let g = lid / ${ks}u;
+  ${unroll(no, (j) => `let orow${j} = min(o0 + ${j * groups}u + g, od - 1u);`)}
+  ${unroll(rows, (r) => `let xr${r} = (params.xBase + ${r}u) * params.nPieces;`)}
+  ${unroll(no, (j) => unroll(rows, (r) => `var a${j}_${r} = 0.0;`, " "))}
+  for (var p = s; p < params.nPieces; p += ${ks * b.unroll}u) {
+    ${unroll(b.unroll, piece, "\n    ")}
+  }
+  ${
+    unroll(no, (j) =>
+      `${unroll(rows, (r) => `red[${r * wg}u + lid] = a${j}_${r};`)}
+  workgroupBarrier();
+  for (var q = lid; q < ${groups * rows}u; q += ${wg}u) {
+    let r = q / ${groups}u;
+    let gg = q % ${groups}u;
+    var t = 0.0;
+    for (var k = 0u; k < ${ks}u; k++) { t += red[r * ${wg}u + gg * ${ks}u + k]; }
+    let o = o0 + ${j * groups}u + gg;
+    if (o < od) { storeTo(m, r, o, t); }
+  }
+  workgroupBarrier();`, "\n  ")
+  }
+}
+`;
+}
