@@ -4,7 +4,8 @@
  * and tiles), timed with timestamp-query over passes of several dispatches. Weights are random; one format
  * per process gives the steadiest figures (see bench/kernels.ts). Affine weights also take the decode
  * variants: `q8` (the q8 GEMV, ≤ 2 rows) and `mm` (the batched q8 path the engine decodes with), the latter
- * with build overrides mm[n<outputs per lane>][u<unroll>][w<workgroup>][k<K split>][r<rows per dispatch>],
+ * with build overrides mm[n<outputs per lane>][u<unroll>][w<workgroup>][k<K split>][r<rows per dispatch>]
+ * [l<rows per lane>],
  * e.g. mmn4u1. One matrix is timed over and over, so at few rows it may sit in the 50 MB L2: compare
  * variants with each other, and decode speed with `deno task bench:serve`.
  */
@@ -64,9 +65,9 @@ function decodeVariant(l: GpuLinear, rows: number, variant: string): Encodable |
   if (variant === "q8") {
     return createMatmulAffine(gpu, { accumulate: false }).bind({ x, w: l.weights, y, rows });
   }
-  const m = /^mm(?:n(\d+))?(?:u(\d+))?(?:w(\d+))?(?:k(\d+))?(?:r(\d+))?$/.exec(variant);
+  const m = /^mm(?:n(\d+))?(?:u(\d+))?(?:w(\d+))?(?:k(\d+))?(?:r(\d+))?(?:l(\d+))?$/.exec(variant);
   if (!m) return null;
-  const keys = ["no", "unroll", "wg", "ks", "rows"] as const;
+  const keys = ["no", "unroll", "wg", "ks", "rows", "rl"] as const;
   const mm = Object.fromEntries(keys.flatMap((k, i) => m[i + 1] ? [[k, Number(m[i + 1])]] : []));
   return createMatmulAffine(gpu, { accumulate: false, path: "gemv", tune: { mm } })
     .bind({ x, w: l.weights, y, rows });

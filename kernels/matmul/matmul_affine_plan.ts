@@ -14,7 +14,12 @@ import {
 } from "./gemm_core_wgsl.ts";
 import { gemmWgsl, type GemvBuild, gemvWgsl } from "./matmul_affine_wgsl.ts";
 import { type Q8GemvBuild, q8GemvWgsl } from "./matmul_affine_q8_wgsl.ts";
-import { type Q8mmBuild, q8mmWgsl } from "./matmul_affine_q8mm_wgsl.ts";
+import {
+  type Q8mmBuild,
+  q8mmOutputsPerWorkgroup,
+  q8mmWgsl,
+  q8mmWorkgroupSize,
+} from "./matmul_affine_q8mm_wgsl.ts";
 
 /** Launch shape overrides, for benchmarks and sweeps; the planner's defaults otherwise. */
 export interface AffineTune {
@@ -38,7 +43,7 @@ export interface AffineTune {
   pipelined?: boolean;
   /** Batched q8 path (matmul_affine_q8mm_wgsl.ts): lanes per output, outputs per lane, workgroup size,
    * rows per dispatch, pieces per loop iteration. `ks` sets the order of the sums: sweeps only. */
-  mm?: Partial<Pick<Q8mmBuild, "ks" | "no" | "wg" | "rows" | "unroll">>;
+  mm?: Partial<Pick<Q8mmBuild, "ks" | "no" | "rl" | "wg" | "rows" | "unroll">>;
 }
 
 export interface MatmulAffineSpec {
@@ -274,30 +279,39 @@ function planQ8(common: Record<string, number>, shape: AffineShape, t: AffineTun
 
 /**
  * The batched q8 plan for one main dispatch of `shape.rows` ≤ Q8MM_ROWS rows (matmul_affine.ts splits
- * larger calls). Defaults: one output per lane and four pieces per iteration for one or two rows (a
- * GEMV: loads in flight matter), two outputs per lane and one piece per iteration beyond (registers).
+ * larger calls). Defaults: four rows per lane; one output per lane and four pieces per iteration for one
+ * or two rows (a GEMV: loads in flight matter), two outputs per lane and fewer pieces beyond (registers).
  * TODO(#9): sweep on the H100.
  */
 function planQ8mm(common: Record<string, number>, shape: AffineShape, t: AffineTune): MatmulAffinePlan {
   const { rows, bits, outDim } = shape;
   const mm = t.mm ?? {};
   const ks = mm.ks ?? Q8MM_KS;
-  const wg = mm.wg ?? 256;
+  const rl = mm.rl ?? 4;
   const no = mm.no ?? (rows <= 2 ? 1 : 2);
   const unroll = mm.unroll ?? (rows <= 2 ? 4 : rows <= 8 ? 2 : 1);
-  if (rows > (mm.rows ?? Q8MM_ROWS) || wg % ks !== 0) {
-    throw new Error(
-      `Cannot plan the batched q8 matmul: ${rows} rows, wg ${wg} must be a multiple of ks ${ks}`,
-    );
+  if (rows > (mm.rows ?? Q8MM_ROWS)) {
+    throw new Error(`Cannot plan the batched q8 matmul: ${rows} rows in one dispatch`);
   }
+  const build = {
+    bits,
+    rows,
+    ks,
+    no,
+    rl,
+    wg: mm.wg ?? 256,
+    unroll,
+    mats: 1 + (shape.moreOutDims ?? []).length,
+  };
   const outDims = [outDim, ...(shape.moreOutDims ?? [])];
-  const perGroup = (wg / ks) * no;
+  const perWorkgroup = q8mmOutputsPerWorkgroup(build);
+  const wg = q8mmWorkgroupSize(build);
   return {
-    shader: { path: "q8mm", bits, rows, ks, no, wg, unroll, mats: outDims.length },
+    shader: { path: "q8mm", ...build },
     constants: common,
-    workgroups: outDims.reduce((n, d) => n + ceilDiv(d, perGroup), 0),
+    workgroups: outDims.reduce((n, d) => n + ceilDiv(d, perWorkgroup), 0),
     prep: true,
-    workgroupBytes: rows * wg * 4,
+    workgroupBytes: (wg / Math.ceil(rows / rl)) * Math.ceil(rows / rl) * rl * 4,
     tilesN: 0,
   };
 }

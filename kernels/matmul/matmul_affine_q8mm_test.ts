@@ -37,9 +37,17 @@ const BATCHED: Case[] = [
     rows: 6,
     inDim: 2080,
     outDim: 40,
-    tune: { mm: { no: 4, wg: 64, unroll: 3 } },
+    tune: { mm: { no: 4, wg: 64, unroll: 3, rl: 1 } },
   },
-  { bits: 2, group: 32, rows: 12, inDim: 512, outDim: 9, accumulate: true, tune: { mm: { rows: 5, ks: 4 } } },
+  {
+    bits: 2,
+    group: 32,
+    rows: 12,
+    inDim: 512,
+    outDim: 9,
+    accumulate: true,
+    tune: { mm: { rows: 5, ks: 4, rl: 3 } },
+  },
 ];
 
 Deno.test("matmulAffine() batched q8 path matches the reference with int8 activations", async (t) => {
@@ -109,7 +117,7 @@ Deno.test("matmulAffine() batched q8 path gives a row the same bits whatever its
     assert.deepEqual(got, all.slice(r0 * outDim, r0 * outDim + got.length), what);
   for (const r of [0, 7, 23]) same(await run(r, 1), r, `row ${r} alone`);
   same(await run(5, 13), 5, "rows 5..17");
-  same(await run(0, rows, { mm: { no: 4, wg: 128, unroll: 3, rows: 7 } }), 0, "another build");
+  same(await run(0, rows, { mm: { no: 4, wg: 128, unroll: 3, rows: 7, rl: 2 } }), 0, "another build");
   const plans = [1, 2, 16].map((n) =>
     planMatmulAffine({ accumulate: false, path: "gemv" }, { ...w, rows: n, hasPerm: true }).shader
   );

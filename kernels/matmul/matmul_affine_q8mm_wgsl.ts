@@ -13,10 +13,12 @@
  * 32-column piece the int8 quantization of the q8 GEMV (d = max|x|/127, round half to even) written as
  * three vec4<u32>: the eight dot4 operand words in {@link operandElements} order, then (d, dz = d·Σq).
  *
- * Main pass: KS lanes split K for one output (lane s takes pieces s, s + KS, …), NO outputs per lane,
- * WG / KS lane groups per workgroup; each lane accumulates acc[o][r] over its pieces in order, then the
- * KS partial sums of each (output, row) are added in lane order. The order of every sum depends on KS
- * alone, never on the rows of the dispatch, NO, WG or the unrolling, so a row's result is the same
+ * Main pass: KS lanes split K for one output (lane s takes pieces s, s + KS, …), and ⌈rows / RL⌉ lanes
+ * split the rows (RL each), for NO outputs per lane; each lane accumulates acc[o][r] over its pieces in
+ * order, then the KS partial sums of each (output, row) are added in lane order. Splitting the rows keeps
+ * a lane's registers small (16 rows in one lane's registers left one workgroup per SM on the H100). The
+ * order of every sum depends on KS alone, never on the rows of the dispatch, RL, NO, WG or the
+ * unrolling, so a row's result is the same
  * whatever batch it is decoded in (the engine's batched greedy equals one-at-a-time greedy). Every
  * accumulation is an explicit fma, so no compiler contracts one build differently from another.
  */
@@ -45,7 +47,9 @@ export interface Q8mmBuild {
   ks: number;
   /** outputs per lane */
   no: number;
-  /** lanes per workgroup, a multiple of ks */
+  /** activation rows per lane: ⌈rows / rl⌉ lanes share each (output, K slice), holding rl rows each */
+  rl: number;
+  /** lanes per workgroup at most (rounded down to whole lane groups, {@link q8mmWorkgroupSize}) */
   wg: number;
   /** pieces per lane per loop iteration (more loads in flight) */
   unroll: number;
@@ -149,8 +153,10 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
  * other affine shaders; outDim1/2 and wgStart1/2 for the further matrices.
  */
 export function q8mmWgsl(b: Q8mmBuild): string {
-  const { bits, rows, ks, no, wg } = b;
-  const groups = wg / ks;
+  const { bits, rows, ks, no, rl } = b;
+  const rg = Math.ceil(rows / rl);
+  const wg = q8mmWorkgroupSize(b);
+  const groups = wg / (ks * rg);
   const cw = bits === 4 ? "vec4<u32>" : bits === 3 ? "vec3<u32>" : "vec2<u32>";
   const store = bits === 3 ? "u32" : cw;
   const more = Array.from({ length: b.mats - 1 }, (_, k) => k + 1);
@@ -173,21 +179,21 @@ export function q8mmWgsl(b: Q8mmBuild): string {
         lines.push(`let c${id}_${k} = ${codeOperand(bits, t, s, (w) => `cw${id}.${"xyzw"[w]}`)};`)
       );
     }
-    for (let r = 0; r < rows; r++) {
+    for (let i = 0; i < rl; i++) {
       lines.push(
-        `let xa${r}_${u} = xq[(xr${r} + p${u}) * 3u];`,
-        `let xb${r}_${u} = xq[(xr${r} + p${u}) * 3u + 1u];`,
-        `let xd${r}_${u} = bitcast<vec2f>(xq[(xr${r} + p${u}) * 3u + 2u].xy);`,
+        `let xa${i}_${u} = xq[(xr${i} + p${u}) * 3u];`,
+        `let xb${i}_${u} = xq[(xr${i} + p${u}) * 3u + 1u];`,
+        `let xd${i}_${u} = bitcast<vec2f>(xq[(xr${i} + p${u}) * 3u + 2u].xy);`,
       );
       for (let j = 0; j < no; j++) {
         const id = `${j}_${u}`;
         const dots = ops.map((_, k) =>
-          `dot4I8Packed(c${id}_${k}, ${k < 4 ? `xa${r}_${u}` : `xb${r}_${u}`}.${"xyzw"[k & 3]})`
+          `dot4I8Packed(c${id}_${k}, ${k < 4 ? `xa${i}_${u}` : `xb${i}_${u}`}.${"xyzw"[k & 3]})`
         );
         lines.push(
-          `a${j}_${r} = fma(sx${id}, fma(xd${r}_${u}.x, f32(${
+          `a${j}_${i} = fma(sx${id}, fma(xd${i}_${u}.x, f32(${
             dots.join(" + ")
-          }), -(sz${id}.y * xd${r}_${u}.y)), a${j}_${r});`,
+          }), -(sz${id}.y * xd${i}_${u}.y)), a${j}_${i});`,
         );
       }
     }
@@ -204,6 +210,7 @@ export function q8mmWgsl(b: Q8mmBuild): string {
 @group(0) @binding(${4 + 3 * m}) var<storage, read_write> y${m}: array<f32>;  // (rows, outDim${m})`).join(
     "",
   );
+  const rp = rg * rl; // rows padded to whole lane groups
   return PARAMS_WGSL + STORE_WGSL + SPREAD3_WGSL + /* wgsl */ `
 @group(0) @binding(1) var<storage, read> xq: array<vec4u>;        // (rows, nPieces) × 3, the prep pass's
 @group(0) @binding(2) var<storage, read> codes: array<${store}>;   // (outDim, nPieces) pieces
@@ -223,8 +230,10 @@ fn storeTo(m: u32, r: u32, o: u32, v: f32) {
   }
   store(r, o, v);
 }
-var<workgroup> red: array<f32, ${rows * wg}>;  // [row][lane], one output of each lane at a time
+var<workgroup> red: array<f32, ${groups * rp * ks}>;  // [group][row][K slice], one output per lane at a time
 
+// Lanes: K slice s (fastest), row group rg (${rl} rows each), output group g; a warp's lanes share outputs,
+// so their code loads are the same few addresses.
 @compute @workgroup_size(${wg})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
         @builtin(local_invocation_index) lid: u32) {
@@ -244,22 +253,28 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
   let o0 = (flat - first) * ${groups * no}u;
   if (o0 >= od) { return; }  // uniform per workgroup
   let s = lid % ${ks}u;
-  let g = lid / ${ks}u;
+  let rg = (lid / ${ks}u) % ${rg}u;
+  let g = lid / ${ks * rg}u;
   ${unroll(no, (j) => `let orow${j} = min(o0 + ${j * groups}u + g, od - 1u);`)}
-  ${unroll(rows, (r) => `let xr${r} = (params.xBase + ${r}u) * params.nPieces;`)}
-  ${unroll(no, (j) => unroll(rows, (r) => `var a${j}_${r} = 0.0;`, " "))}
+  ${
+    unroll(rl, (i) =>
+      `let xr${i} = (params.xBase + min(rg * ${rl}u + ${i}u, ${rows - 1}u)) * params.nPieces;`)
+  }
+  ${unroll(no, (j) => unroll(rl, (i) => `var a${j}_${i} = 0.0;`, " "))}
   for (var p = s; p < params.nPieces; p += ${ks * b.unroll}u) {
     ${unroll(b.unroll, piece, "\n    ")}
   }
   ${
     unroll(no, (j) =>
-      `${unroll(rows, (r) => `red[${r * wg}u + lid] = a${j}_${r};`)}
+      `${
+        unroll(rl, (i) => `red[(g * ${rp}u + rg * ${rl}u + ${i}u) * ${ks}u + s] = a${j}_${i};`)
+      }
   workgroupBarrier();
   for (var q = lid; q < ${groups * rows}u; q += ${wg}u) {
-    let r = q / ${groups}u;
-    let gg = q % ${groups}u;
+    let gg = q / ${rows}u;
+    let r = q % ${rows}u;
     var t = 0.0;
-    for (var k = 0u; k < ${ks}u; k++) { t += red[r * ${wg}u + gg * ${ks}u + k]; }
+    for (var k = 0u; k < ${ks}u; k++) { t += red[(gg * ${rp}u + r) * ${ks}u + k]; }
     let o = o0 + ${j * groups}u + gg;
     if (o < od) { storeTo(m, r, o, t); }
   }
@@ -267,4 +282,18 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
   }
 }
 `;
+}
+
+/**
+ * Lanes per workgroup of a build: whole lane groups (KS · ⌈rows / RL⌉ lanes per output), as many as fit
+ * in `wg` (at least one group).
+ */
+export function q8mmWorkgroupSize(b: Pick<Q8mmBuild, "rows" | "ks" | "rl" | "wg">): number {
+  const perGroup = b.ks * Math.ceil(b.rows / b.rl);
+  return perGroup * Math.max(1, Math.floor(b.wg / perGroup));
+}
+
+/** Outputs one workgroup of a build computes. */
+export function q8mmOutputsPerWorkgroup(b: Pick<Q8mmBuild, "rows" | "ks" | "rl" | "wg" | "no">): number {
+  return (q8mmWorkgroupSize(b) / (b.ks * Math.ceil(b.rows / b.rl))) * b.no;
 }
