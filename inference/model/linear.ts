@@ -53,8 +53,9 @@ export interface AffineLinear {
   inDim: number;
   weights: AffineWeights;
   /**
-   * Decode (1–2 rows) activations: "q8" (default) quantizes them to int8 per 32 columns
-   * for int8 dot products (kernels/matmul_affine_q8_wgsl.ts, llama.cpp's q8 activations); "f32" is exact.
+   * Decode activations (1–2 rows, and every decode row of the engine): "q8" (default) quantizes them to
+   * int8 per 32 columns for int8 dot products (kernels/matmul/matmul_affine_q8_wgsl.ts and, batched,
+   * matmul_affine_q8mm_wgsl.ts; llama.cpp's q8 activations); "f32" is exact.
    */
   activations?: "q8" | "f32";
 }
