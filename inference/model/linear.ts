@@ -149,6 +149,22 @@ export interface LinearCall {
 export type LinearPath = "gemm" | "gemv";
 
 /**
+ * Whether the engine's prompt rows of affine weights with q8 activations take the batched q8 path (as its
+ * decode rows do) instead of the tiled f32 GEMM: on the H100 (8B shape, 4-bit g128) a layer's linears
+ * took 5.9 ms for 512 rows against 13.6 ms in the f16 GEMM, and 0.4 ms for 32 rows against 10 ms, whose
+ * few output tiles leave most of the GPU idle (BENCHMARKS.md). The activations are int8 per 32 columns,
+ * as llama.cpp's quantized matmuls use them for prompts too; `--decode-activations f32` keeps every row
+ * exact.
+ */
+export const AFFINE_PROMPT_Q8 = true;
+
+/** The family a pinned call of `linear` runs: see {@link AFFINE_PROMPT_Q8}. */
+function pinnedPath(linear: GpuLinear, path: LinearPath | undefined): LinearPath | undefined {
+  const q8 = linear.format === "affine" && (linear.activations ?? "q8") === "q8";
+  return path === "gemm" && q8 && AFFINE_PROMPT_Q8 ? "gemv" : path;
+}
+
+/**
  * Whether applying `linear` to `rows` rows can take the preceding RMSNorm or (with `siluMul`) SiLU·mul into
  * its kernel, so that dispatch can go: the q8 GEMV of affine weights takes both; the LUT GEMVs take
  * SiLU·mul only. Their RMSNorm prologue works (kernels/matmul_lut.ts) but each workgroup's extra pass over x
@@ -158,8 +174,9 @@ export function fusesPrologue(
   linear: GpuLinear,
   rows: number,
   kind: "norm" | "siluMul" = "norm",
-  path?: LinearPath,
+  pinned?: LinearPath,
 ): boolean {
+  const path = pinnedPath(linear, pinned);
   if (path === "gemm") return false;
   if (linear.format === "lut") return kind === "siluMul" && rows <= LUT_PROLOGUE_MAX_ROWS;
   return linear.format === "affine" &&
@@ -174,7 +191,8 @@ export function bindLinear(gpu: Gpu, linear: GpuLinear, call: LinearCall): Encod
   ) {
     throw new Error(`Cannot fuse a norm or SiLU·mul into a ${linear.format} linear over ${call.rows} rows`);
   }
-  const path = call.path ? { path: call.path } : {};
+  const pinned = pinnedPath(linear, call.path);
+  const path = pinned ? { path: pinned } : {};
   if (linear.format !== "dense") {
     const spec = { accumulate: call.accumulate ?? false };
     const args = { x: call.x, y: call.y, rows: call.rows, xRowOffset: call.xRowOffset ?? 0 };
@@ -250,7 +268,8 @@ export function bindLinears(
     const bound = items.map(({ linear, y }) => bindLinear(gpu, linear, { ...call, y }));
     return sequence(bound);
   }
-  const path = call.path ? { path: call.path } : {};
+  const pinned = pinnedPath(linears[0], call.path);
+  const path = pinned ? { path: pinned } : {};
   return createMatmulAffine(gpu, { accumulate: call.accumulate ?? false, activations: "q8", ...path }).bind({
     x: call.x,
     w: linears[0].weights,

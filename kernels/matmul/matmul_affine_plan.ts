@@ -76,8 +76,12 @@ export interface MatmulAffineSpec {
 export const AFFINE_Q8_MAX_ROWS = 2;
 /** Rows per dispatch of a `path: "gemv"` call with f32 activations (the GEMV's registers hold a piece of each row). */
 export const AFFINE_BATCH_ROWS = 8;
-/** Rows per main dispatch of the batched q8 path (each lane holds outputs-per-lane × rows sums). */
-export const Q8MM_ROWS = 16;
+/**
+ * Rows per main dispatch of the batched q8 path. One 64-row dispatch beat four of 16 rows on the H100
+ * (BENCHMARKS.md, "Serving under load"): the weights are read once, and lanes split the rows, so registers
+ * do not grow with them.
+ */
+export const Q8MM_ROWS = 64;
 /**
  * Lanes splitting K for one output in the batched q8 path. It fixes the order of every sum, so it must
  * not depend on the rows (a row's result would then depend on its batch).
@@ -287,7 +291,7 @@ function planQ8mm(common: Record<string, number>, shape: AffineShape, t: AffineT
   const { rows, bits, outDim } = shape;
   const mm = t.mm ?? {};
   const ks = mm.ks ?? Q8MM_KS;
-  const rl = mm.rl ?? 4;
+  const rl = Math.min(mm.rl ?? 4, rows);
   const no = mm.no ?? (rows <= 2 ? 1 : 2);
   const unroll = mm.unroll ?? (rows <= 2 ? 4 : rows <= 8 ? 2 : 1);
   if (rows > (mm.rows ?? Q8MM_ROWS)) {
