@@ -140,7 +140,8 @@ export interface LinearCall {
   /**
    * Pin the kernel family whatever `rows` is, so each row's sums are the same however many rows the call
    * has (the batched engine): "gemm" the tiled GEMM (no prologue; prompt rows), "gemv" the decode GEMVs
-   * in row batches (decode rows). Absent: chosen by `rows`.
+   * in row batches (decode rows); q8 affine weights take their batched q8 path for both (`pinnedPath`).
+   * Absent: chosen by `rows`.
    */
   path?: LinearPath;
 }
@@ -149,19 +150,15 @@ export interface LinearCall {
 export type LinearPath = "gemm" | "gemv";
 
 /**
- * Whether the engine's prompt rows of affine weights with q8 activations take the batched q8 path (as its
- * decode rows do) instead of the tiled f32 GEMM: on the H100 (8B shape, 4-bit g128) a layer's linears
- * took 5.9 ms for 512 rows against 13.6 ms in the f16 GEMM, and 0.4 ms for 32 rows against 10 ms, whose
- * few output tiles leave most of the GPU idle (BENCHMARKS.md). The activations are int8 per 32 columns,
- * as llama.cpp's quantized matmuls use them for prompts too; `--decode-activations f32` keeps every row
- * exact.
+ * The family a pinned call of `linear` runs. The engine's prompt rows ("gemm") of affine weights with q8
+ * activations take the batched q8 path, as its decode rows do, instead of the tiled f32 GEMM: at 8B shape
+ * it was faster at every prompt piece size, by far at small pieces, where the GEMM's few output tiles leave
+ * most of the GPU idle (BENCHMARKS.md, "Serving under load"). Its activations are int8 per 32 columns, as
+ * llama.cpp's quantized matmuls use them for prompts too; `--decode-activations f32` keeps every row exact.
  */
-export const AFFINE_PROMPT_Q8 = true;
-
-/** The family a pinned call of `linear` runs: see {@link AFFINE_PROMPT_Q8}. */
 function pinnedPath(linear: GpuLinear, path: LinearPath | undefined): LinearPath | undefined {
   const q8 = linear.format === "affine" && (linear.activations ?? "q8") === "q8";
-  return path === "gemm" && q8 && AFFINE_PROMPT_Q8 ? "gemv" : path;
+  return path === "gemm" && q8 ? "gemv" : path;
 }
 
 /**
