@@ -284,7 +284,8 @@ function planQ8(common: Record<string, number>, shape: AffineShape, t: AffineTun
 /**
  * The batched q8 plan for one main dispatch of `shape.rows` ≤ Q8MM_ROWS rows (matmul_affine.ts splits
  * larger calls). Defaults: four rows per lane; one output per lane and four pieces per iteration for one
- * or two rows (a GEMV: loads in flight matter), two outputs per lane and fewer pieces beyond (registers).
+ * or two rows (a GEMV: loads in flight matter), two outputs per lane and fewer pieces beyond (registers),
+ * four outputs from 32 rows (each row's activations then serve more outputs per load).
  * TODO(#9): sweep on the H100.
  */
 function planQ8mm(common: Record<string, number>, shape: AffineShape, t: AffineTune): MatmulAffinePlan {
@@ -292,7 +293,7 @@ function planQ8mm(common: Record<string, number>, shape: AffineShape, t: AffineT
   const mm = t.mm ?? {};
   const ks = mm.ks ?? Q8MM_KS;
   const rl = Math.min(mm.rl ?? 4, rows);
-  const no = mm.no ?? (rows <= 2 ? 1 : 2);
+  const no = mm.no ?? (rows <= 2 ? 1 : rows < 32 ? 2 : 4);
   const unroll = mm.unroll ?? (rows <= 2 ? 4 : rows <= 8 ? 2 : 1);
   if (rows > (mm.rows ?? Q8MM_ROWS)) {
     throw new Error(`Cannot plan the batched q8 matmul: ${rows} rows in one dispatch`);
