@@ -4,7 +4,8 @@
  * prefill GEMM speed (TFLOP/s) at Llama-3-8B shapes for each weight format and GEMM variant (arithmetic
  * and tiles), timed with timestamp-query over passes of several dispatches. Weights are random; one format
  * per process gives the steadiest figures (see bench/kernels.ts). Affine weights also take the decode
- * variants: `q8` (the q8 GEMV, ≤ 2 rows) and `mm` (the batched q8 path the engine decodes with), the latter
+ * variants `q8` (the q8 GEMV, ≤ 2 rows) and `mm` (the batched q8 path the engine decodes with), dense f16
+ * weights `mm` (their batched decode path), the latter
  * with build overrides mm[n<outputs per lane>][u<unroll>][w<workgroup>][k<K split>][r<rows per dispatch>]
  * [l<rows per lane>],
  * e.g. mmn4u1. One matrix is timed over and over, so at few rows it may sit in the 50 MB L2: compare
@@ -63,14 +64,19 @@ const y = createStorage(gpu, maxRows * 14336 * 4, "y");
 
 /** The decode variants of affine weights (see the header), or null for a GEMM variant. */
 function decodeVariant(l: GpuLinear, rows: number, variant: string): Encodable | null {
-  if (l.format !== "affine") return null;
-  if (variant === "q8") {
+  if (l.format === "lut") return null;
+  if (variant === "q8" && l.format === "affine") {
     return createMatmulAffine(gpu, { accumulate: false }).bind({ x, w: l.weights, y, rows });
   }
   const m = /^mm(?:n(\d+))?(?:u(\d+))?(?:w(\d+))?(?:k(\d+))?(?:r(\d+))?(?:l(\d+))?$/.exec(variant);
   if (!m) return null;
   const keys = ["no", "unroll", "wg", "ks", "rows", "rl"] as const;
   const mm = Object.fromEntries(keys.flatMap((k, i) => m[i + 1] ? [[k, Number(m[i + 1])]] : []));
+  if (l.format === "dense") {
+    const { buffer } = l.panels[0];
+    return createMatmul(gpu, { weightType: l.weightType, accumulate: false, path: "gemv", tune: { mm } })
+      .bind({ x, w: buffer, y, rows, inDim: l.inDim, outDim: l.outDim });
+  }
   return createMatmulAffine(gpu, { accumulate: false, path: "gemv", tune: { mm } })
     .bind({ x, w: l.weights, y, rows });
 }

@@ -9,6 +9,9 @@
  *   ROWS/2 activation loads (docs/webgpu.md §6: re-reading activations per weight row held a naive GEMV to a
  *   fifth of the read ceiling). Partials meet in a transposed workgroup reduction (no subgroups).
  *   9–128 rows run as several 8-row GEMV dispatches, which beat the tiled kernel there (H100).
+ * - Batched decode (`path: "gemv"`, f16 weights; WGSL in matmul_rows_wgsl.ts): the batched engine's decode
+ *   rows and LM head, dispatches of up to 64 rows that read each weight once, a row's sums independent of
+ *   its batch.
  * - Tiled GEMM (prefill, > 128 rows; WGSL in matmul_gemm_wgsl.ts): TM×TN output tiles, K staged TK
  *   columns at a time in workgroup memory (weights decoded once per tile), an 8×8 register tile per
  *   invocation; f16 weights stage through double-buffered tiles (pipelined) and may opt into f16 FMAs.
@@ -37,6 +40,7 @@ import {
   gemmWorkgroupBytes,
 } from "./gemm_core_wgsl.ts";
 import { gemmWgsl } from "./matmul_gemm_wgsl.ts";
+import { type DenseRowsBuild, denseRowsOutputsPerWorkgroup, denseRowsWgsl } from "./matmul_rows_wgsl.ts";
 
 /** Fields shared by both shaders, packed in this order by {@link createMatmul}. */
 const PARAMS = /* wgsl */ `
@@ -154,11 +158,16 @@ export interface MatmulSpec {
   weightType: "f32" | "f16";
   /** y += x·Wᵀ (residual epilogue) instead of y = x·Wᵀ. */
   accumulate: boolean;
-  /** GEMM tile overrides for sweeps: rows × columns per tile (multiples of 8), K per stage (multiple of 8). */
-  tune?: { tm?: number; tn?: number; tk?: number; pipelined?: boolean };
+  /**
+   * GEMM tile overrides for sweeps: rows × columns per tile (multiples of 8), K per stage (multiple of 8);
+   * `mm` overrides the batched decode build (matmul_rows_wgsl.ts; `ks` sets the order of sums: sweeps only).
+   */
+  tune?: { tm?: number; tn?: number; tk?: number; pipelined?: boolean; mm?: Partial<DenseRowsBuild> };
   /**
    * Pin the path whatever the row count, so a row's sums do not depend on how many rows share the call:
-   * "gemm" always tiles (the batched engine's prompt forwards), "gemv" always runs 8-row GEMV batches.
+   * "gemm" always tiles (the batched engine's prompt forwards); "gemv" runs f16 weights through the batched
+   * decode path (dispatches of up to {@link DENSE_ROWS_MAX} rows reading each weight once) and other
+   * weights through 8-row GEMV batches.
    */
   path?: "gemm" | "gemv";
   /**
@@ -190,7 +199,13 @@ export interface MatmulArgs {
 /** Which shader build: the GEMV (16-byte or scalar loads, ROWS rows, NR outputs per invocation) or the GEMM. */
 export type MatmulShaderSpec =
   | { path: "gemv"; vec4: boolean; rows: number; nr: number }
+  | ({ path: "rows" } & DenseRowsBuild)
   | { path: "gemm"; vec: boolean; math: GemmMath; pipe?: GemmPipe };
+
+/** Rows per dispatch of the batched decode path (`path: "gemv"`, f16 weights, inDim % 8 = 0). */
+export const DENSE_ROWS_MAX = 64;
+/** Lanes splitting K for one output in the batched decode path: fixed, it sets the order of every sum. */
+export const DENSE_ROWS_KS = 8;
 
 /** Activation rows one GEMV dispatch serves (its registers hold a chunk of each). */
 export const GEMV_MAX_ROWS = 8;
@@ -228,6 +243,7 @@ export function matmulShader(spec: MatmulShaderSpec): string {
   if (spec.path === "gemm") {
     return (spec.math === "f16" ? F16_ENABLE : "") + PARAMS + gemmWgsl(spec.vec, spec.math, spec.pipe);
   }
+  if (spec.path === "rows") return PARAMS + denseRowsWgsl(spec);
   return PARAMS + GEMV_LAYOUTS[spec.vec4 ? "vec4" : "scalar"] + gemvWgsl(spec.rows, spec.nr);
 }
 
@@ -282,6 +298,7 @@ export function planMatmul(
     }];
   }
   const vec4 = inDim % (f16 ? 8 : 4) === 0;
+  if (spec.path === "gemv" && f16 && vec4) return planRows(spec, common, { rows, outDim });
   const nr = 4;
   // Measured on the H100 (4096² and 14336×4096 f16): 128 invocations, and the fewest K-splitting
   // invocations per row group that still launch ~64K invocations, so small outDim keeps the GPU busy.
@@ -297,6 +314,41 @@ export function planMatmul(
       row0,
       rows: n,
       chunks: inDim / ((vec4 ? 4 : 1) * (f16 ? 2 : 1)),
+      tilesN: 0,
+    });
+  }
+  return steps;
+}
+
+/**
+ * The batched decode path: dispatches of up to DENSE_ROWS_MAX rows. Defaults as the affine kernel's
+ * batched q8 path (4 rows per lane; 1, 2 or 4 outputs per lane by rows; more units in flight for 1–2 rows).
+ */
+function planRows(
+  spec: MatmulSpec,
+  common: Record<string, number>,
+  { rows, outDim }: { rows: number; outDim: number },
+): MatmulStep[] {
+  const mm = spec.tune?.mm ?? {};
+  const perDispatch = mm.rows ?? DENSE_ROWS_MAX;
+  const steps: MatmulStep[] = [];
+  for (let row0 = 0; row0 < rows; row0 += perDispatch) {
+    const n = Math.min(perDispatch, rows - row0);
+    const build: DenseRowsBuild = {
+      rows: n,
+      ks: mm.ks ?? DENSE_ROWS_KS,
+      rl: Math.min(mm.rl ?? 4, n),
+      no: mm.no ?? (n <= 2 ? 1 : n < 32 ? 2 : 4),
+      wg: mm.wg ?? 256,
+      unroll: mm.unroll ?? (n <= 2 ? 4 : n <= 8 ? 2 : 1),
+    };
+    steps.push({
+      shader: { path: "rows", ...build },
+      constants: common,
+      workgroups: ceilDiv(outDim, denseRowsOutputsPerWorkgroup(build)),
+      row0,
+      rows: n,
+      chunks: 0,
       tilesN: 0,
     });
   }

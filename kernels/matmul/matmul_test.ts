@@ -1,5 +1,12 @@
 import assert from "node:assert/strict";
-import { createMatmul, GEMV_BATCH_MAX_ROWS, GEMV_MAX_ROWS, type MatmulSpec, planMatmul } from "./matmul.ts";
+import {
+  createMatmul,
+  DENSE_ROWS_MAX,
+  GEMV_BATCH_MAX_ROWS,
+  GEMV_MAX_ROWS,
+  type MatmulSpec,
+  planMatmul,
+} from "./matmul.ts";
 import { matmulRef } from "../core/reference.ts";
 import { checkPipelines, type Gpu } from "../core/gpu.ts";
 import {
@@ -25,6 +32,8 @@ interface Case {
   yColOffset?: number;
   gemmMath?: GemmMath;
   tune?: MatmulSpec["tune"];
+  /** pin the path (the batched engine's calls) */
+  path?: "gemv" | "gemm";
 }
 
 /** Weights as the kernel reads them, plus their exact values (f16-rounded for f16). */
@@ -46,6 +55,7 @@ async function runCase(gpu: Gpu, c: Case): Promise<void> {
     accumulate: c.accumulate ?? false,
     ...(c.gemmMath ? { gemmMath: c.gemmMath } : {}),
     ...(c.tune ? { tune: c.tune } : {}),
+    ...(c.path ? { path: c.path } : {}),
   };
   const seed = rows * 7919 + inDim * 131 + outDim;
   const x = randomF32((xRowOffset + rows) * inDim, seed);
@@ -258,5 +268,58 @@ Deno.test("matmul() bind rejects bad shapes with the offending value", async () 
   assert.throws(() => f16.bind({ ...base, yStride: 8, yColOffset: 1 }), /yStride 8 is less than/);
   assert.throws(() => f16.bind({ ...base, outDim: 300 }), /buffer "w" holds 4096 bytes, needs 4800/);
   assert.throws(() => f16.bind({ ...base, rows: 2, xRowOffset: 127 }), /buffer "x" holds 4096 bytes/);
+  gpu.device.destroy();
+});
+
+// The batched decode path (pinned "gemv", f16 weights): one dispatch and several, tails of the outputs, an
+// LM-head-like width, offsets and strides, other builds.
+const ROWS_CASES: Case[] = [
+  { weightType: "f16", rows: 1, inDim: 512, outDim: 63 },
+  { weightType: "f16", rows: 3, inDim: 1408, outDim: 7, accumulate: true },
+  { weightType: "f16", rows: 16, inDim: 64, outDim: 1408 },
+  { weightType: "f16", rows: DENSE_ROWS_MAX + 5, inDim: 256, outDim: 130, xRowOffset: 2, yColOffset: 3 },
+  { weightType: "f16", rows: 6, inDim: 64, outDim: 49152 },
+  { weightType: "f16", rows: 9, inDim: 4096, outDim: 33, tune: { mm: { ks: 4, rl: 3, no: 4, unroll: 3 } } },
+];
+
+Deno.test("matmul() batched decode path matches the f64 reference", async (t) => {
+  const gpu = await testGpu();
+  if (!gpu) return;
+  for (const c of ROWS_CASES) {
+    const pinned: Case = { ...c, path: "gemv" };
+    const shader = planMatmul({ weightType: "f16", accumulate: false, path: "gemv" }, c)[0].shader;
+    assert.equal(shader.path, "rows");
+    await t.step(JSON.stringify(c), () => runCase(gpu, pinned));
+  }
+  gpu.device.destroy();
+});
+
+// A row's sums must not depend on its batch (the engine's batched greedy equals one-at-a-time greedy): a
+// row alone, in another split of rows and under builds that differ in all but the K split give its bits.
+Deno.test("matmul() batched decode path gives a row the same bits whatever its batch", async () => {
+  const gpu = await testGpu();
+  if (!gpu) return;
+  const [rows, inDim, outDim] = [20, 1024, 70];
+  const x = uploadStorage(gpu, randomF32(rows * inDim, 5), "x");
+  const w = uploadStorage(gpu, Uint16Array.from(randomF32(outDim * inDim, 6), f32ToF16Bits), "w");
+  const run = async (r0: number, n: number, tune?: MatmulSpec["tune"]) => {
+    const y = createStorage(gpu, n * outDim * 4, "y");
+    const spec: MatmulSpec = {
+      weightType: "f16",
+      accumulate: false,
+      path: "gemv",
+      ...(tune ? { tune } : {}),
+    };
+    const bound = createMatmul(gpu, spec).bind({ x, w, y, rows: n, inDim, outDim, xRowOffset: r0 });
+    await checkPipelines(gpu);
+    runPass(gpu, (pass) => bound.encode(pass));
+    return readF32(gpu, y, n * outDim);
+  };
+  const all = await run(0, rows);
+  const same = (got: Float32Array, r0: number, what: string) =>
+    assert.deepEqual(got, all.slice(r0 * outDim, r0 * outDim + got.length), what);
+  for (const r of [0, 9, 19]) same(await run(r, 1), r, `row ${r} alone`);
+  same(await run(3, 13), 3, "rows 3..15");
+  same(await run(0, rows, { mm: { no: 4, rl: 2, wg: 128, unroll: 3, rows: 7 } }), 0, "another build");
   gpu.device.destroy();
 });
