@@ -175,7 +175,8 @@ export function fusesPrologue(
 ): boolean {
   const path = pinnedPath(linear, pinned);
   if (path === "gemm") return false;
-  if (linear.format === "lut") return kind === "siluMul" && rows <= LUT_PROLOGUE_MAX_ROWS;
+  // The pinned LUT decode path has no prologue (its builds must not change with the rows).
+  if (linear.format === "lut") return kind === "siluMul" && rows <= LUT_PROLOGUE_MAX_ROWS && path !== "gemv";
   return linear.format === "affine" &&
     affineHasPrologue({ activations: linear.activations ?? "q8", ...(path ? { path } : {}) }, rows);
 }
@@ -202,7 +203,11 @@ export function bindLinear(gpu: Gpu, linear: GpuLinear, call: LinearCall): Encod
       })
       : createMatmulLut(
         gpu,
-        call.path ? { ...spec, tune: { gemvMaxRows: call.path === "gemm" ? 0 : Infinity } } : spec,
+        call.path === "gemm"
+          ? { ...spec, tune: { gemvMaxRows: 0 } }
+          : call.path === "gemv"
+          ? { ...spec, path: "gemv" }
+          : spec,
       )
         .bind({
           ...args,

@@ -23,6 +23,13 @@ import {
   type LutPrologue,
 } from "./matmul_lut_wgsl.ts";
 import { type LutXsBuild, lutXsWgsl, lutXsWorkgroupBytes } from "./matmul_lut_xs_wgsl.ts";
+import {
+  type LutRowsBuild,
+  lutRowsOutputsPerWorkgroup,
+  lutRowsWgsl,
+  lutRowsWorkgroupBytes,
+  lutRowsWorkgroupSize,
+} from "./matmul_lut_rows_wgsl.ts";
 
 /** Activation rows up to which a LUT GEMV can apply the preceding RMSNorm or SiLU·mul itself. */
 export const LUT_PROLOGUE_MAX_ROWS = 2;
@@ -52,6 +59,8 @@ export interface LutTune {
   /** x-stationary build: output rows per workgroup and per unrolled chunk */
   rb?: number;
   unroll?: number;
+  /** Batched decode path (matmul_lut_rows_wgsl.ts); `ks` sets the order of the sums: sweeps only. */
+  mm?: Partial<Pick<LutRowsBuild, "ks" | "rl" | "no" | "wg" | "rows">>;
 }
 
 /** What a model asks for: the epilogue, plus optional launch overrides. */
@@ -65,7 +74,18 @@ export interface MatmulLutSpec {
    * tiles and products, f32 sums every 16 k, within gemmF16ErrorBound).
    */
   gemmMath?: GemmMath;
+  /**
+   * "gemv" pins the batched engine's decode kernel whatever the row count, so a row's sums do not depend on
+   * its batch: the batched decode path (dispatches of up to {@link LUT_ROWS_MAX} rows reading each code
+   * once) when inDim % 4 = 0, else 8-row GEMV batches. No fused prologue.
+   */
+  path?: "gemv";
 }
+
+/** Rows per dispatch of the batched decode path. */
+export const LUT_ROWS_MAX = 64;
+/** Lanes splitting K for one output in the batched decode path: fixed, it sets the order of every sum. */
+export const LUT_ROWS_KS = 8;
 
 /** Activation rows one GEMV dispatch serves (its registers hold a partial sum for each). */
 export const LUT_GEMV_MAX_ROWS = 8;
@@ -75,6 +95,7 @@ export const LUT_GEMV_BATCH_MAX_ROWS = 64;
 /** Which shader build a dispatch runs. */
 export type LutShaderSpec =
   | ({ path: "gemv" } & LutGemvBuild)
+  | ({ path: "rows" } & LutRowsBuild)
   | ({ path: "xs" } & LutXsBuild)
   | { path: "gemm"; core: false }
   | { path: "gemm"; core: true; math: GemmMath; pipe?: GemmPipe };
@@ -166,7 +187,11 @@ export function planMatmulLut(spec: MatmulLutSpec, shape: LutShape): MatmulLutSt
       `Cannot plan matmul_lut: a fused ${prologue} needs at most ${LUT_PROLOGUE_MAX_ROWS} rows`,
     );
   }
-  if (rows > (t.gemvMaxRows ?? LUT_GEMV_BATCH_MAX_ROWS)) {
+  if (spec.path === "gemv" && prologue !== "none") {
+    throw new Error(`Cannot plan matmul_lut: the pinned decode path has no fused ${prologue}`);
+  }
+  if (spec.path === "gemv" && shape.inDim % 4 === 0) return planRows(t, acc, shape);
+  if (rows > (spec.path === "gemv" ? Infinity : t.gemvMaxRows ?? LUT_GEMV_BATCH_MAX_ROWS)) {
     if (prologue !== "none") throw new Error(`Cannot plan matmul_lut: the GEMM has no fused ${prologue}`);
     const math = gemmMathFor(spec.gemmMath, shape.hasF16 ?? false);
     if ((math === "f16" || t.core) && shape.inDim % 4 === 0) return [planCoreGemm(t, acc, shape, math)];
@@ -233,6 +258,38 @@ export function planMatmulLut(spec: MatmulLutSpec, shape: LutShape): MatmulLutSt
 }
 
 /**
+ * The batched decode path: dispatches of up to LUT_ROWS_MAX rows, 4 rows per lane, one output per lane up
+ * to 8 rows and two beyond (defaults as the affine and dense batched paths, not yet swept for LUT).
+ */
+function planRows(t: LutTune, acc: Record<string, number>, shape: LutShape): MatmulLutStep[] {
+  const mm = t.mm ?? {};
+  const perDispatch = mm.rows ?? LUT_ROWS_MAX;
+  const steps: MatmulLutStep[] = [];
+  for (let row0 = 0; row0 < shape.rows; row0 += perDispatch) {
+    const n = Math.min(perDispatch, shape.rows - row0);
+    const b: LutRowsBuild = {
+      bits: shape.bits,
+      rows: n,
+      ks: mm.ks ?? LUT_ROWS_KS,
+      rl: Math.min(mm.rl ?? 4, n),
+      no: mm.no ?? (n <= 8 ? 1 : 2),
+      wg: mm.wg ?? 256,
+    };
+    steps.push({
+      shader: { path: "rows", ...b },
+      constants: acc,
+      workgroups: ceilDiv(shape.outDim, lutRowsOutputsPerWorkgroup(b)),
+      row0,
+      rows: n,
+      workgroupBytes: lutRowsWorkgroupBytes(b),
+      invocations: lutRowsWorkgroupSize(b),
+      tilesN: 0,
+    });
+  }
+  return steps;
+}
+
+/**
  * Builds the WGSL of one path (the GEMV is unrolled by TypeScript over bits, rows, NR and pieces; the
  * GEMM takes bits and tiles as `override` constants, see {@link planMatmulLut}).
  * @param spec the path and, for the GEMV, its build
@@ -240,6 +297,7 @@ export function planMatmulLut(spec: MatmulLutSpec, shape: LutShape): MatmulLutSt
  */
 export function matmulLutShader(spec: LutShaderSpec): string {
   if (spec.path === "xs") return lutXsWgsl(spec, LUT_PARAMS_WGSL);
+  if (spec.path === "rows") return lutRowsWgsl(spec);
   if (spec.path === "gemm") return spec.core ? gemmCoreLutWgsl(spec.math, spec.pipe) : GEMM_WGSL;
   return gemvWgsl(spec);
 }

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { createMatmulLut, type LutPacked, uploadLut } from "./matmul_lut.ts";
-import { LUT_GEMV_MAX_ROWS, type LutTune, planMatmulLut } from "./matmul_lut_plan.ts";
+import { LUT_GEMV_MAX_ROWS, LUT_ROWS_MAX, type LutTune, planMatmulLut } from "./matmul_lut_plan.ts";
 import { dequantLutRef, matmulLutRef, matmulRef, rmsNormRef, siluMulRef } from "../core/reference.ts";
 import { gemmF16ErrorBound, type GemmMath } from "./gemm_core_wgsl.ts";
 import { checkPipelines, type Gpu } from "../core/gpu.ts";
@@ -31,6 +31,8 @@ interface Case {
   prologue?: "norm" | "siluMul";
   /** the GEMM: default (f16 on the shared core with shader-f16 and inDim % 4 = 0) or "f32" (4×4 kernel) */
   gemmMath?: GemmMath;
+  /** pin the batched engine's decode path */
+  path?: "gemv";
 }
 
 /** Forces the tiled GEMM for rows past 8 (by default 9–64 rows run as GEMV batches). */
@@ -76,6 +78,7 @@ async function runCase(gpu: Gpu, c: Case, given?: { parts: LutParts; packed: Lut
     accumulate: c.accumulate ?? false,
     ...(c.tune ? { tune: c.tune } : {}),
     ...(c.gemmMath ? { gemmMath: c.gemmMath } : {}),
+    ...(c.path ? { path: c.path } : {}),
   };
   const normWeight = Float32Array.from({ length: inDim }, (_, i) => 0.5 + ((i * 7919) % 101) / 100);
   const up = randomF32((xRowOffset + rows) * inDim, seed + 3);
@@ -330,5 +333,52 @@ Deno.test("matmulLut() bind rejects bad shapes with the offending value", async 
   assert.throws(() => k.bind({ ...base, w: { ...w, bits: 5 as 4 } }), /bits must be 2, 3 or 4, got 5/);
   const huge = createMatmulLut(gpu, { accumulate: false, tune: { ks: 64 } });
   assert.throws(() => huge.bind({ ...base, rows: 8 }), /bytes of workgroup memory/);
+  gpu.device.destroy();
+});
+
+// The batched decode path (pinned "gemv", inDim % 4 = 0): every bit width, one dispatch and several,
+// output and K tails, offsets, other builds; 3-bit codes straddle words.
+const ROWS_CASES: Case[] = [
+  { bits: 4, rows: 1, inDim: 4096, outDim: 37 },
+  { bits: 3, rows: 3, inDim: 384, outDim: 65, accumulate: true },
+  { bits: 2, rows: 16, inDim: 1024, outDim: 33 },
+  { bits: 4, rows: 5, inDim: 172, outDim: 64, accumulate: true }, // K tail: stories260K's down_proj
+  { bits: 4, rows: LUT_ROWS_MAX + 5, inDim: 128, outDim: 130, xRowOffset: 2, yColOffset: 3 },
+  { bits: 3, rows: 9, inDim: 2048, outDim: 19, tune: { mm: { ks: 4, rl: 3, no: 2, wg: 64 } } },
+];
+
+Deno.test("matmulLut() batched decode path matches the f64 reference", async (t) => {
+  const gpu = await testGpu();
+  if (!gpu) return;
+  for (const c of ROWS_CASES) {
+    const pinned: Case = { ...c, path: "gemv" };
+    assert.equal(planMatmulLut({ accumulate: false, path: "gemv" }, c)[0].shader.path, "rows");
+    await t.step(JSON.stringify(c), () => runCase(gpu, pinned));
+  }
+  gpu.device.destroy();
+});
+
+// A row's sums must not depend on its batch: alone, in another split and under other builds (all but the
+// K split) a row gets the same bits.
+Deno.test("matmulLut() batched decode path gives a row the same bits whatever its batch", async () => {
+  const gpu = await testGpu();
+  if (!gpu) return;
+  const [rows, inDim, outDim] = [20, 1024, 70];
+  const w = uploadLut(gpu, packLut(randomLut({ bits: 3, inDim, outDim }, 41)), "w");
+  const x = uploadStorage(gpu, randomF32(rows * inDim, 42), "x");
+  const run = async (r0: number, n: number, tune?: LutTune) => {
+    const y = createStorage(gpu, n * outDim * 4, "y");
+    const spec = { accumulate: false, path: "gemv" as const, ...(tune ? { tune } : {}) };
+    const bound = createMatmulLut(gpu, spec).bind({ x, w, y, rows: n, xRowOffset: r0 });
+    await checkPipelines(gpu);
+    runPass(gpu, (pass) => bound.encode(pass));
+    return readF32(gpu, y, n * outDim);
+  };
+  const all = await run(0, rows);
+  const same = (got: Float32Array, r0: number, what: string) =>
+    assert.deepEqual(got, all.slice(r0 * outDim, r0 * outDim + got.length), what);
+  for (const r of [0, 9, 19]) same(await run(r, 1), r, `row ${r} alone`);
+  same(await run(3, 13), 3, "rows 3..15");
+  same(await run(0, rows, { mm: { no: 4, rl: 2, wg: 128, rows: 7 } }), 0, "another build");
   gpu.device.destroy();
 });

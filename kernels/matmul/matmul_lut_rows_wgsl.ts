@@ -1,0 +1,173 @@
+/**
+ * WGSL for the batched decode path of kernels/matmul_lut.ts ("rows"): LUT weights applied to many activation
+ * rows, each code read once per dispatch, with the lane layout of the affine kernel's batched q8 path
+ * (matmul_affine_q8mm_wgsl.ts) and the dense one (matmul_rows_wgsl.ts).
+ *
+ * Why: the row-per-lane LUT GEMV holds a partial sum per activation row and serves at most 8 rows per
+ * dispatch, so a 64-row decode step read the codes eight times; and its one-row build differs from its
+ * many-row build, so a row's sums depended on its batch.
+ *
+ * Layout: KS lanes split K for one output (lane s takes 32-column pieces s, s + KS, …), ⌈rows / RL⌉ lanes
+ * split the rows (RL each), NO outputs per lane. The workgroup's tables sit in workgroup memory as f32
+ * ([output][code]: a warp's lanes share an output, so equal codes broadcast and different ones hit
+ * different banks). Each lane looks a piece's 32 codes up once and applies them to its rows with explicit
+ * FMAs in column order; the KS partial sums of an (output, row) are added in lane order. The order of every
+ * sum depends on KS alone, so a row's result never depends on its batch. Needs inDim % 4 = 0 (16-byte
+ * activation loads; a partial last piece reads zeros past the row); other shapes keep the GEMV.
+ */
+import { unroll } from "../core/mod.ts";
+import { LUT_PARAMS_FIELDS } from "./matmul_lut_wgsl.ts";
+
+/** Shape of one build. */
+export interface LutRowsBuild {
+  bits: 2 | 3 | 4;
+  /** activation rows of the dispatch */
+  rows: number;
+  /** lanes splitting K for one output (fixed: it sets the order of every sum) */
+  ks: number;
+  /** activation rows per lane */
+  rl: number;
+  /** outputs per lane */
+  no: number;
+  /** lanes per workgroup at most (rounded down to whole lane groups) */
+  wg: number;
+}
+
+/** Lanes per workgroup of a build: whole groups of KS · ⌈rows / RL⌉ lanes, at most `wg` (at least one). */
+export function lutRowsWorkgroupSize(b: Pick<LutRowsBuild, "rows" | "ks" | "rl" | "wg">): number {
+  const perGroup = b.ks * Math.ceil(b.rows / b.rl);
+  return perGroup * Math.max(1, Math.floor(b.wg / perGroup));
+}
+
+/** Outputs one workgroup of a build computes. */
+export function lutRowsOutputsPerWorkgroup(b: LutRowsBuild): number {
+  return (lutRowsWorkgroupSize(b) / (b.ks * Math.ceil(b.rows / b.rl))) * b.no;
+}
+
+/** Workgroup memory of a build: the tables and the reduction. */
+export function lutRowsWorkgroupBytes(b: LutRowsBuild): number {
+  const wg = lutRowsWorkgroupSize(b);
+  return 4 * (lutRowsOutputsPerWorkgroup(b) * (1 << b.bits) + wg * b.rl);
+}
+
+/** WGSL expression of code k (0..31) of a piece whose words are `w(i)` (3-bit codes may straddle words). */
+function codeOf(bits: number, k: number, w: (i: number) => string): string {
+  const p = bits * k;
+  const [i, s] = [p >> 5, p & 31];
+  let e = s === 0 ? w(i) : `(${w(i)} >> ${s}u)`;
+  if (s + bits > 32) e = `(${e} | (${w(i + 1)} << ${32 - s}u))`;
+  return `(${e} & ${(1 << bits) - 1}u)`;
+}
+
+/**
+ * The shader. Bindings as the other LUT shaders: 0 params, 1 x (f32 rows, as vec4), 2 codes, 3 lut, 4 y.
+ */
+export function lutRowsWgsl(b: LutRowsBuild): string {
+  const { bits, rows, ks, rl, no } = b;
+  const rg = Math.ceil(rows / rl);
+  const wg = lutRowsWorkgroupSize(b);
+  const groups = wg / (ks * rg);
+  const rp = rg * rl;
+  const size = 1 << bits;
+  const word = (j: number) => (i: number) => `cw${j}_${i}`;
+  // Codes in groups of 8 columns: look 8 up per output, then apply them to every row (2 vec4 loads each).
+  const group = (q: number) => {
+    const lines: string[] = [];
+    for (let j = 0; j < no; j++) {
+      for (let k = 0; k < 8; k++) {
+        const c = 8 * q + k;
+        lines.push(`let w${j}_${k} = tab[t${j} + ${codeOf(bits, c, word(j))}];`);
+      }
+    }
+    for (let i = 0; i < rl; i++) {
+      lines.push(
+        `let xa${i} = select(vec4f(), x4[xr${i} + min(p * 8u + ${2 * q}u, last)], p * 8u + ${
+          2 * q
+        }u <= last);`,
+        `let xb${i} = select(vec4f(), x4[xr${i} + min(p * 8u + ${2 * q + 1}u, last)], p * 8u + ${
+          2 * q + 1
+        }u <= last);`,
+      );
+      for (let j = 0; j < no; j++) {
+        const acc = `a${j}_${i}`;
+        lines.push(
+          unroll(
+            8,
+            (k) => `${acc} = fma(w${j}_${k}, ${k < 4 ? `xa${i}` : `xb${i}`}.${"xyzw"[k & 3]}, ${acc});`,
+            " ",
+          ),
+        );
+      }
+    }
+    return `{\n      ${lines.join("\n      ")}\n    }`;
+  };
+  return /* wgsl */ `
+override ACC: bool = false;  // y += x·Qᵀ instead of y = x·Qᵀ
+struct Params { ${LUT_PARAMS_FIELDS.map((f) => `${f}: ${f === "normEps" ? "f32" : "u32"}`).join(", ")} }
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> x4: array<vec4f>;   // (xRowOffset + rows, inDim) f32
+@group(0) @binding(2) var<storage, read> codes: array<u32>;  // (outDim, nPieces, BITS) u32
+@group(0) @binding(3) var<storage, read> lut: array<u32>;    // (outDim, 2^BITS / 2) f16 pairs
+@group(0) @binding(4) var<storage, read_write> y: array<f32>;  // (rows, yStride) f32
+
+fn store(r: u32, o: u32, v: f32) {
+  let i = params.yOffset + r * params.yStride + o;
+  if (ACC) { y[i] += v; } else { y[i] = v; }
+}
+
+var<workgroup> tab: array<f32, ${groups * no * size}>;  // [output of the workgroup][code]
+var<workgroup> red: array<f32, ${groups * rp * ks}>;  // [group][row][K slice], one output per lane at a time
+
+@compute @workgroup_size(${wg})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+        @builtin(local_invocation_index) lid: u32) {
+  let o0 = (wid.x + wid.y * nwg.x) * ${groups * no}u;
+  if (o0 >= params.outDim) { return; }  // uniform per workgroup
+  for (var e = lid; e < ${(groups * no * size) / 2}u; e += ${wg}u) {
+    let o = min(o0 + e / ${size / 2}u, params.outDim - 1u);
+    let v = unpack2x16float(lut[o * ${size / 2}u + e % ${size / 2}u]);
+    tab[2u * e] = v.x;
+    tab[2u * e + 1u] = v.y;
+  }
+  workgroupBarrier();
+  let s = lid % ${ks}u;
+  let rg = (lid / ${ks}u) % ${rg}u;
+  let g = lid / ${ks * rg}u;
+  ${
+    unroll(no, (j) =>
+      `let t${j} = (${j * groups}u + g) * ${size}u;
+  let orow${j} = min(o0 + ${j * groups}u + g, params.outDim - 1u);`)
+  }
+  ${
+    unroll(rl, (i) =>
+      `let xr${i} = (params.xRowOffset + min(rg * ${rl}u + ${i}u, ${rows - 1}u)) * (params.inDim / 4u);`)
+  }
+  ${unroll(no, (j) => unroll(rl, (i) => `var a${j}_${i} = 0.0;`, " "))}
+  let last = params.inDim / 4u - 1u;  // the row's last vec4: a K tail reads zeros past it
+  for (var p = s; p < params.nPieces; p += ${ks}u) {
+    ${
+    unroll(no, (j) =>
+      unroll(bits, (i) =>
+        `let cw${j}_${i} = codes[(orow${j} * params.nPieces + p) * ${bits}u + ${i}u];`, " "))
+  }
+    ${unroll(4, group, "\n    ")}
+  }
+  ${
+    unroll(no, (j) =>
+      `${
+        unroll(rl, (i) => `red[(g * ${rp}u + rg * ${rl}u + ${i}u) * ${ks}u + s] = a${j}_${i};`)
+      }
+  workgroupBarrier();
+  for (var q = lid; q < ${groups * rows}u; q += ${wg}u) {
+    let gg = q / ${rows}u;
+    let r = q % ${rows}u;
+    var t = 0.0;
+    for (var k = 0u; k < ${ks}u; k++) { t += red[(gg * ${rp}u + r) * ${ks}u + k]; }
+    let o = o0 + ${j * groups}u + gg;
+    if (o < params.outDim) { store(r, o, t); }
+  }
+  workgroupBarrier();`, "\n  ")
+  }
+}
+`;
+}
