@@ -40,7 +40,8 @@ import {
   gemmWorkgroupBytes,
 } from "./gemm_core_wgsl.ts";
 import { gemmWgsl } from "./matmul_gemm_wgsl.ts";
-import { type DenseRowsBuild, denseRowsOutputsPerWorkgroup, denseRowsWgsl } from "./matmul_rows_wgsl.ts";
+import { type DenseRowsBuild, denseRowsWgsl } from "./matmul_rows_wgsl.ts";
+import { rowLanesOutputsPerWorkgroup } from "./row_lanes_wgsl.ts";
 
 /** Fields shared by both shaders, packed in this order by {@link createMatmul}. */
 const PARAMS = /* wgsl */ `
@@ -345,7 +346,7 @@ function planRows(
     steps.push({
       shader: { path: "rows", ...build },
       constants: common,
-      workgroups: ceilDiv(outDim, denseRowsOutputsPerWorkgroup(build)),
+      workgroups: ceilDiv(outDim, rowLanesOutputsPerWorkgroup(build)),
       row0,
       rows: n,
       chunks: 0,

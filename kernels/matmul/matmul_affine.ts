@@ -61,12 +61,8 @@ import {
   planMatmulAffine,
   Q8MM_ROWS,
 } from "./matmul_affine_plan.ts";
-import {
-  Q8MM_VEC4_PER_PIECE,
-  q8mmOutputsPerWorkgroup,
-  type Q8PrepBuild,
-  q8PrepWgsl,
-} from "./matmul_affine_q8mm_wgsl.ts";
+import { Q8MM_VEC4_PER_PIECE, type Q8PrepBuild, q8PrepWgsl } from "./matmul_affine_q8mm_wgsl.ts";
+import { rowLanesOutputsPerWorkgroup } from "./row_lanes_wgsl.ts";
 
 /** An affine-quantized (outDim, inDim) weight in the kernel's layout, on the host. */
 export interface AffinePacked {
@@ -328,7 +324,7 @@ function bindBatchedQ8(
     if (plan.shader.path !== "q8mm") {
       throw new Error(`Cannot bind the batched q8 path as ${plan.shader.path}`);
     }
-    const perWorkgroup = q8mmOutputsPerWorkgroup(plan.shader);
+    const perWorkgroup = rowLanesOutputsPerWorkgroup(plan.shader);
     const starts = [w, ...more.map((m) => m.w)].map((_, i, all) =>
       all.slice(0, i).reduce((n, mw) => n + ceilDiv(mw.outDim, perWorkgroup), 0)
     );

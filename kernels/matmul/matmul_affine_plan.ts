@@ -14,12 +14,8 @@ import {
 } from "./gemm_core_wgsl.ts";
 import { gemmWgsl, type GemvBuild, gemvWgsl } from "./matmul_affine_wgsl.ts";
 import { type Q8GemvBuild, q8GemvWgsl } from "./matmul_affine_q8_wgsl.ts";
-import {
-  type Q8mmBuild,
-  q8mmOutputsPerWorkgroup,
-  q8mmWgsl,
-  q8mmWorkgroupSize,
-} from "./matmul_affine_q8mm_wgsl.ts";
+import { type Q8mmBuild, q8mmWgsl } from "./matmul_affine_q8mm_wgsl.ts";
+import { rowLanesOutputsPerWorkgroup, rowLanesReduceBytes } from "./row_lanes_wgsl.ts";
 
 /** Launch shape overrides, for benchmarks and sweeps; the planner's defaults otherwise. */
 export interface AffineTune {
@@ -309,14 +305,13 @@ function planQ8mm(common: Record<string, number>, shape: AffineShape, t: AffineT
     mats: 1 + (shape.moreOutDims ?? []).length,
   };
   const outDims = [outDim, ...(shape.moreOutDims ?? [])];
-  const perWorkgroup = q8mmOutputsPerWorkgroup(build);
-  const wg = q8mmWorkgroupSize(build);
+  const perWorkgroup = rowLanesOutputsPerWorkgroup(build);
   return {
     shader: { path: "q8mm", ...build },
     constants: common,
     workgroups: outDims.reduce((n, d) => n + ceilDiv(d, perWorkgroup), 0),
     prep: true,
-    workgroupBytes: (wg / Math.ceil(rows / rl)) * Math.ceil(rows / rl) * rl * 4,
+    workgroupBytes: rowLanesReduceBytes(build),
     tilesN: 0,
   };
 }

@@ -65,6 +65,66 @@ fn spread3(g: u32) -> u32 {
 }
 `;
 
+/**
+ * The matrices one q8 dispatch serves (q/k/v or gate/up sharing x): matrix m > 0 reads its codes and scales
+ * at bindings `base + 3m` and `base + 1 + 3m` and writes its own y at `base + 2 + 3m` (row stride its outDim);
+ * `loadCodes(m, i)`, `loadScaleZero(m, i)` and `storeTo(m, r, o, v)` pick matrix m (uniform per workgroup,
+ * so the branches cost nothing).
+ */
+export function matricesWgsl(bits: 2 | 3 | 4, mats: number, base: number): string {
+  const cw = bits === 4 ? "vec4<u32>" : bits === 3 ? "vec3<u32>" : "vec2<u32>";
+  const store = bits === 3 ? "u32" : cw; // 3-bit pieces are three consecutive words
+  const more = Array.from({ length: mats - 1 }, (_, k) => k + 1);
+  // Element i of an array: piece i of the codes (3-bit: three words), group i of the scales.
+  const at = (arr: string, ty: string) =>
+    ty === "vec3<u32>" ? `vec3u(${arr}[3u * i], ${arr}[3u * i + 1u], ${arr}[3u * i + 2u])` : `${arr}[i]`;
+  const pick = (name: string, ty: string) =>
+    `fn load${name[0].toUpperCase()}${name.slice(1)}(m: u32, i: u32) -> ${ty} {
+  ${more.map((m) => `if (m == ${m}u) { return ${at(name + m, ty)}; }`).join("\n  ")}
+  return ${at(name, ty)};
+}`;
+  return `${
+    more.map((m) => `
+@group(0) @binding(${base + 3 * m}) var<storage, read> codes${m}: array<${store}>;
+@group(0) @binding(${base + 1 + 3 * m}) var<storage, read> scaleZero${m}: array<u32>;
+@group(0) @binding(${base + 2 + 3 * m}) var<storage, read_write> y${m}: array<f32>;  // (rows, outDim${m})`)
+      .join("")
+  }
+${pick("codes", cw)}
+${pick("scaleZero", "u32")}
+fn storeTo(m: u32, r: u32, o: u32, v: f32) {
+  ${
+    more.map((m) =>
+      `if (m == ${m}u) {
+    let i = (r + params.yRowOffset) * params.outDim${m} + o;
+    if (ACC) { y${m}[i] += v; } else { y${m}[i] = v; }
+    return;
+  }`
+    ).join("\n  ")
+  }
+  store(r, o, v);
+}`;
+}
+
+/** WGSL at the top of `main`: the workgroup's matrix `m`, its first workgroup `first` and its outputs `od`. */
+export function matrixOfWorkgroup(mats: number): string {
+  const more = Array.from({ length: mats - 1 }, (_, k) => k + 1);
+  return `let flat = wid.x + wid.y * nwg.x;
+  var m = 0u;
+  var first = 0u;
+  ${
+    more.reverse().map((k) =>
+      `if (m == 0u && flat >= params.wgStart${k}) { m = ${k}u; first = params.wgStart${k}; }`
+    )
+      .join("\n  ")
+  }
+  let od = ${
+    mats > 1
+      ? `select(select(params.outDim, params.outDim1, m == 1u), params.outDim2, m == 2u)`
+      : "params.outDim"
+  };`;
+}
+
 /** Loads activation row r's piece i into registers v{r}_{i}_{0..7} (zero past inDim). */
 function loadPiece(b: Q8GemvBuild, r: number, i: number): string {
   const load = (k: number, at: string, vec: string) =>
@@ -248,43 +308,13 @@ fn xAt(r: u32, j: u32) -> f32 {
 }`
     : `@group(0) @binding(1) var<storage, read> x4: array<vec4f>;  // rows at xBase + r·xStride, f32`;
   const parts = (u: number) => unroll(rows, (r) => `var part${u}_${r} = 0.0;`, " ");
-  const more = Array.from({ length: b.mats - 1 }, (_, k) => k + 1);
-  const matDecl = more.map((m) => `
-@group(0) @binding(${4 + 3 * m}) var<storage, read> codes${m}: array<${store}>;
-@group(0) @binding(${5 + 3 * m}) var<storage, read> scaleZero${m}: array<u32>;
-@group(0) @binding(${6 + 3 * m}) var<storage, read_write> y${m}: array<f32>;  // (rows, outDim${m})`).join(
-    "",
-  );
-  // Element i of an array: piece i of the codes (3-bit: three words), group i of the scales.
-  const at = (arr: string, ty: string) =>
-    ty === "vec3<u32>" ? `vec3u(${arr}[3u * i], ${arr}[3u * i + 1u], ${arr}[3u * i + 2u])` : `${arr}[i]`;
-  const pick = (name: string, ty: string) =>
-    `fn load${name[0].toUpperCase()}${name.slice(1)}(m: u32, i: u32) -> ${ty} {
-  ${more.map((m) => `if (m == ${m}u) { return ${at(name + m, ty)}; }`).join("\n  ")}
-  return ${at(name, ty)};
-}`;
   return PARAMS_WGSL + STORE_WGSL + /* wgsl */ `
 ${xDecl}
 @group(0) @binding(2) var<storage, read> codes: array<${store}>;   // (outDim, nPieces) pieces
 ${SPREAD3_WGSL}@group(0) @binding(3) var<storage, read> scaleZero: array<u32>; // (outDim, nGroups) f16 scale | f16 zero << 16
 
 ${normDecl}
-${matDecl}
-// The matrix m a workgroup serves is uniform across it, so these branches cost nothing.
-${pick("codes", cw)}
-${pick("scaleZero", "u32")}
-fn storeTo(m: u32, r: u32, o: u32, v: f32) {
-  ${
-    more.map((m) =>
-      `if (m == ${m}u) {
-    let i = (r + params.yRowOffset) * params.outDim${m} + o;
-    if (ACC) { y${m}[i] += v; } else { y${m}[i] = v; }
-    return;
-  }`
-    ).join("\n  ")
-  }
-  store(r, o, v);
-}
+${matricesWgsl(bits, b.mats, 4)}
 const STRIDE = ${
     wg + lpr
   }u;  // row stride of the partial sums, padded so the reduction reads spread over banks
@@ -293,19 +323,7 @@ var<workgroup> red: array<f32, ${rb * rows * (wg + lpr)}>;  // [row·ROWS + r][l
 @compute @workgroup_size(${wg})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
         @builtin(local_invocation_index) lid: u32) {
-  let flat = wid.x + wid.y * nwg.x;
-  var m = 0u;
-  var first = 0u;
-  ${
-    more.slice().reverse().map((k) =>
-      `if (m == 0u && flat >= params.wgStart${k}) { m = ${k}u; first = params.wgStart${k}; }`
-    ).join("\n  ")
-  }
-  let od = ${
-    b.mats > 1
-      ? `select(select(params.outDim, params.outDim1, m == 1u), params.outDim2, m == 2u)`
-      : "params.outDim"
-  };
+  ${matrixOfWorkgroup(b.mats)}
   let r0 = (flat - first) * ${rb}u;
   if (r0 >= od) { return; }
   ${unroll(pieces, (i) => `let p${i} = lid + ${i * wg}u;\n  let pc${i} = min(p${i}, params.nPieces - 1u);`)}

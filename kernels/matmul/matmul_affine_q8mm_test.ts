@@ -5,6 +5,7 @@ import { matmulAffineRef, q8ActivationsRef, rmsNormRef } from "../core/reference
 import { checkPipelines } from "../core/gpu.ts";
 import { createStorage, readF32, runPass, uploadStorage } from "../core/buffers.ts";
 import { packAffine } from "../../quant/pack_affine.ts";
+import { assertRowInvariance } from "../../tests/_row_invariance.ts";
 import { randomF32, testGpu } from "../../tests/_gpu.ts";
 import { assertNmse } from "../../tests/_assert.ts";
 import { type Case, caseName, randomAffine, runCase } from "../../tests/_affine_case.ts";
@@ -112,12 +113,7 @@ Deno.test("matmulAffine() batched q8 path gives a row the same bits whatever its
     runPass(gpu, (pass) => bound.encode(pass));
     return readF32(gpu, y, n * outDim);
   };
-  const all = await run(0, rows);
-  const same = (got: Float32Array, r0: number, what: string) =>
-    assert.deepEqual(got, all.slice(r0 * outDim, r0 * outDim + got.length), what);
-  for (const r of [0, 7, 23]) same(await run(r, 1), r, `row ${r} alone`);
-  same(await run(5, 13), 5, "rows 5..17");
-  same(await run(0, rows, { mm: { no: 4, wg: 128, unroll: 3, rows: 7, rl: 2 } }), 0, "another build");
+  await assertRowInvariance(rows, outDim, run, { mm: { no: 4, wg: 128, unroll: 3, rows: 7, rl: 2 } });
   const plans = [1, 2, 16].map((n) =>
     planMatmulAffine({ accumulate: false, path: "gemv" }, { ...w, rows: n, hasPerm: true }).shader
   );

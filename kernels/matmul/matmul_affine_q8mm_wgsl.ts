@@ -23,9 +23,23 @@
  * accumulation is an explicit fma, so no compiler contracts one build differently from another.
  */
 import { PARAMS_WGSL, STORE_WGSL } from "./matmul_affine_wgsl.ts";
-import { codeOperand, operandElements, SPREAD3_WGSL } from "./matmul_affine_q8_wgsl.ts";
+import {
+  codeOperand,
+  matricesWgsl,
+  matrixOfWorkgroup,
+  operandElements,
+  SPREAD3_WGSL,
+} from "./matmul_affine_q8_wgsl.ts";
 import { unroll } from "../core/mod.ts";
 import { siluMulFn } from "../ops/mod.ts";
+import {
+  type RowLanes,
+  rowLanesDecl,
+  rowLanesOutputsPerWorkgroup,
+  rowLanesReduce,
+  rowLanesSetup,
+  rowLanesWorkgroupSize,
+} from "./row_lanes_wgsl.ts";
 
 /** vec4<u32> per (row, piece) of the quantized activations: two of operand words, one of (d, dz). */
 export const Q8MM_VEC4_PER_PIECE = 3;
@@ -38,19 +52,9 @@ export interface Q8PrepBuild {
   prologue: "none" | "norm" | "siluMul";
 }
 
-/** Shape of one main-pass build. */
-export interface Q8mmBuild {
+/** Shape of one main-pass build: the lanes (row_lanes_wgsl.ts) and the codes. */
+export interface Q8mmBuild extends RowLanes {
   bits: 2 | 3 | 4;
-  /** activation rows of the dispatch */
-  rows: number;
-  /** lanes splitting K for one output (fixed per weight: it sets the order of every sum) */
-  ks: number;
-  /** outputs per lane */
-  no: number;
-  /** activation rows per lane: ⌈rows / rl⌉ lanes share each (output, K slice), holding rl rows each */
-  rl: number;
-  /** lanes per workgroup at most (rounded down to whole lane groups, {@link q8mmWorkgroupSize}) */
-  wg: number;
   /** pieces per lane per loop iteration (more loads in flight) */
   unroll: number;
   /** matrices sharing the activations in one dispatch, 1–3 (matrix m at bindings 2 + 3m, 3 + 3m, 4 + 3m) */
@@ -153,15 +157,9 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
  * other affine shaders; outDim1/2 and wgStart1/2 for the further matrices.
  */
 export function q8mmWgsl(b: Q8mmBuild): string {
-  const { bits, rows, ks, no, rl } = b;
-  const rg = Math.ceil(rows / rl);
-  const wg = q8mmWorkgroupSize(b);
-  const groups = wg / (ks * rg);
-  const cw = bits === 4 ? "vec4<u32>" : bits === 3 ? "vec3<u32>" : "vec2<u32>";
-  const store = bits === 3 ? "u32" : cw;
-  const more = Array.from({ length: b.mats - 1 }, (_, k) => k + 1);
-  const at = (arr: string) =>
-    bits === 3 ? `vec3u(${arr}[3u * i], ${arr}[3u * i + 1u], ${arr}[3u * i + 2u])` : `${arr}[i]`;
+  const { bits, ks, no, rl } = b;
+  const wg = rowLanesWorkgroupSize(b);
+  const store = bits === 4 ? "vec4<u32>" : bits === 3 ? "u32" : "vec2<u32>"; // 3-bit: three words a piece
   const ops = operandElements(bits);
   const piece = (u: number) => {
     const lines = [
@@ -199,101 +197,25 @@ export function q8mmWgsl(b: Q8mmBuild): string {
     }
     return lines.join("\n    ");
   };
-  const pick = (name: string, ty: string, arr: (n: string) => string) =>
-    `fn load${name[0].toUpperCase()}${name.slice(1)}(m: u32, i: u32) -> ${ty} {
-  ${more.map((m) => `if (m == ${m}u) { return ${arr(name + m)}; }`).join("\n  ")}
-  return ${arr(name)};
-}`;
-  const matDecl = more.map((m) => `
-@group(0) @binding(${2 + 3 * m}) var<storage, read> codes${m}: array<${store}>;
-@group(0) @binding(${3 + 3 * m}) var<storage, read> scaleZero${m}: array<u32>;
-@group(0) @binding(${4 + 3 * m}) var<storage, read_write> y${m}: array<f32>;  // (rows, outDim${m})`).join(
-    "",
-  );
-  const rp = rg * rl; // rows padded to whole lane groups
   return PARAMS_WGSL + STORE_WGSL + SPREAD3_WGSL + /* wgsl */ `
 @group(0) @binding(1) var<storage, read> xq: array<vec4u>;        // (rows, nPieces) × 3, the prep pass's
 @group(0) @binding(2) var<storage, read> codes: array<${store}>;   // (outDim, nPieces) pieces
 @group(0) @binding(3) var<storage, read> scaleZero: array<u32>; // (outDim, nGroups) f16 scale | f16 zero << 16
-${matDecl}
-${pick("codes", cw, at)}
-${pick("scaleZero", "u32", (a) => `${a}[i]`)}
-fn storeTo(m: u32, r: u32, o: u32, v: f32) {
-  ${
-    more.map((m) =>
-      `if (m == ${m}u) {
-    let i = (r + params.yRowOffset) * params.outDim${m} + o;
-    if (ACC) { y${m}[i] += v; } else { y${m}[i] = v; }
-    return;
-  }`
-    ).join("\n  ")
-  }
-  store(r, o, v);
-}
-var<workgroup> red: array<f32, ${groups * rp * ks}>;  // [group][row][K slice], one output per lane at a time
+${matricesWgsl(bits, b.mats, 2)}
+${rowLanesDecl(b)}
 
-// Lanes: K slice s (fastest), row group rg (${rl} rows each), output group g; a warp's lanes share outputs,
-// so their code loads are the same few addresses.
+// A warp's lanes share outputs (row_lanes_wgsl.ts), so their code loads are the same few addresses.
 @compute @workgroup_size(${wg})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
         @builtin(local_invocation_index) lid: u32) {
-  let flat = wid.x + wid.y * nwg.x;
-  var m = 0u;
-  var first = 0u;
-  ${
-    more.slice().reverse().map((k) =>
-      `if (m == 0u && flat >= params.wgStart${k}) { m = ${k}u; first = params.wgStart${k}; }`
-    ).join("\n  ")
-  }
-  let od = ${
-    b.mats > 1
-      ? `select(select(params.outDim, params.outDim1, m == 1u), params.outDim2, m == 2u)`
-      : "params.outDim"
-  };
-  let o0 = (flat - first) * ${groups * no}u;
+  ${matrixOfWorkgroup(b.mats)}
+  let o0 = (flat - first) * ${rowLanesOutputsPerWorkgroup(b)}u;
   if (o0 >= od) { return; }  // uniform per workgroup
-  let s = lid % ${ks}u;
-  let rg = (lid / ${ks}u) % ${rg}u;
-  let g = lid / ${ks * rg}u;
-  ${unroll(no, (j) => `let orow${j} = min(o0 + ${j * groups}u + g, od - 1u);`)}
-  ${
-    unroll(rl, (i) =>
-      `let xr${i} = (params.xBase + min(rg * ${rl}u + ${i}u, ${rows - 1}u)) * params.nPieces;`)
-  }
-  ${unroll(no, (j) => unroll(rl, (i) => `var a${j}_${i} = 0.0;`, " "))}
+  ${rowLanesSetup(b, "od", (i, row) => `let xr${i} = (params.xBase + ${row}) * params.nPieces;`)}
   for (var p = s; p < params.nPieces; p += ${ks * b.unroll}u) {
     ${unroll(b.unroll, piece, "\n    ")}
   }
-  ${
-    unroll(no, (j) =>
-      `${
-        unroll(rl, (i) => `red[(g * ${rp}u + rg * ${rl}u + ${i}u) * ${ks}u + s] = a${j}_${i};`)
-      }
-  workgroupBarrier();
-  for (var q = lid; q < ${groups * rows}u; q += ${wg}u) {
-    let gg = q / ${rows}u;
-    let r = q % ${rows}u;
-    var t = 0.0;
-    for (var k = 0u; k < ${ks}u; k++) { t += red[(gg * ${rp}u + r) * ${ks}u + k]; }
-    let o = o0 + ${j * groups}u + gg;
-    if (o < od) { storeTo(m, r, o, t); }
-  }
-  workgroupBarrier();`, "\n  ")
-  }
+  ${rowLanesReduce(b, "od", (r, o, v) => `storeTo(m, ${r}, ${o}, ${v})`)}
 }
 `;
-}
-
-/**
- * Lanes per workgroup of a build: whole lane groups (KS · ⌈rows / RL⌉ lanes per output), as many as fit
- * in `wg` (at least one group).
- */
-export function q8mmWorkgroupSize(b: Pick<Q8mmBuild, "rows" | "ks" | "rl" | "wg">): number {
-  const perGroup = b.ks * Math.ceil(b.rows / b.rl);
-  return perGroup * Math.max(1, Math.floor(b.wg / perGroup));
-}
-
-/** Outputs one workgroup of a build computes. */
-export function q8mmOutputsPerWorkgroup(b: Pick<Q8mmBuild, "rows" | "ks" | "rl" | "wg" | "no">): number {
-  return (q8mmWorkgroupSize(b) / (b.ks * Math.ceil(b.rows / b.rl))) * b.no;
 }

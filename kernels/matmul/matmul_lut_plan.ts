@@ -23,13 +23,8 @@ import {
   type LutPrologue,
 } from "./matmul_lut_wgsl.ts";
 import { type LutXsBuild, lutXsWgsl, lutXsWorkgroupBytes } from "./matmul_lut_xs_wgsl.ts";
-import {
-  type LutRowsBuild,
-  lutRowsOutputsPerWorkgroup,
-  lutRowsWgsl,
-  lutRowsWorkgroupBytes,
-  lutRowsWorkgroupSize,
-} from "./matmul_lut_rows_wgsl.ts";
+import { type LutRowsBuild, lutRowsWgsl, lutRowsWorkgroupBytes } from "./matmul_lut_rows_wgsl.ts";
+import { rowLanesOutputsPerWorkgroup, rowLanesWorkgroupSize } from "./row_lanes_wgsl.ts";
 
 /** Activation rows up to which a LUT GEMV can apply the preceding RMSNorm or SiLU·mul itself. */
 export const LUT_PROLOGUE_MAX_ROWS = 2;
@@ -278,11 +273,11 @@ function planRows(t: LutTune, acc: Record<string, number>, shape: LutShape): Mat
     steps.push({
       shader: { path: "rows", ...b },
       constants: acc,
-      workgroups: ceilDiv(shape.outDim, lutRowsOutputsPerWorkgroup(b)),
+      workgroups: ceilDiv(shape.outDim, rowLanesOutputsPerWorkgroup(b)),
       row0,
       rows: n,
       workgroupBytes: lutRowsWorkgroupBytes(b),
-      invocations: lutRowsWorkgroupSize(b),
+      invocations: rowLanesWorkgroupSize(b),
       tilesN: 0,
     });
   }

@@ -17,37 +17,24 @@
  */
 import { unroll } from "../core/mod.ts";
 import { LUT_PARAMS_FIELDS } from "./matmul_lut_wgsl.ts";
+import {
+  type RowLanes,
+  rowLanesDecl,
+  rowLanesOutputsPerWorkgroup,
+  rowLanesReduce,
+  rowLanesReduceBytes,
+  rowLanesSetup,
+  rowLanesWorkgroupSize,
+} from "./row_lanes_wgsl.ts";
 
-/** Shape of one build. */
-export interface LutRowsBuild {
+/** Shape of one build: the lanes (row_lanes_wgsl.ts) and the code width. */
+export interface LutRowsBuild extends RowLanes {
   bits: 2 | 3 | 4;
-  /** activation rows of the dispatch */
-  rows: number;
-  /** lanes splitting K for one output (fixed: it sets the order of every sum) */
-  ks: number;
-  /** activation rows per lane */
-  rl: number;
-  /** outputs per lane */
-  no: number;
-  /** lanes per workgroup at most (rounded down to whole lane groups) */
-  wg: number;
-}
-
-/** Lanes per workgroup of a build: whole groups of KS · ⌈rows / RL⌉ lanes, at most `wg` (at least one). */
-export function lutRowsWorkgroupSize(b: Pick<LutRowsBuild, "rows" | "ks" | "rl" | "wg">): number {
-  const perGroup = b.ks * Math.ceil(b.rows / b.rl);
-  return perGroup * Math.max(1, Math.floor(b.wg / perGroup));
-}
-
-/** Outputs one workgroup of a build computes. */
-export function lutRowsOutputsPerWorkgroup(b: LutRowsBuild): number {
-  return (lutRowsWorkgroupSize(b) / (b.ks * Math.ceil(b.rows / b.rl))) * b.no;
 }
 
 /** Workgroup memory of a build: the tables and the reduction. */
 export function lutRowsWorkgroupBytes(b: LutRowsBuild): number {
-  const wg = lutRowsWorkgroupSize(b);
-  return 4 * (lutRowsOutputsPerWorkgroup(b) * (1 << b.bits) + wg * b.rl);
+  return 4 * rowLanesOutputsPerWorkgroup(b) * (1 << b.bits) + rowLanesReduceBytes(b);
 }
 
 /** WGSL expression of code k (0..31) of a piece whose words are `w(i)` (3-bit codes may straddle words). */
@@ -63,11 +50,10 @@ function codeOf(bits: number, k: number, w: (i: number) => string): string {
  * The shader. Bindings as the other LUT shaders: 0 params, 1 x (f32 rows, as vec4), 2 codes, 3 lut, 4 y.
  */
 export function lutRowsWgsl(b: LutRowsBuild): string {
-  const { bits, rows, ks, rl, no } = b;
-  const rg = Math.ceil(rows / rl);
-  const wg = lutRowsWorkgroupSize(b);
-  const groups = wg / (ks * rg);
-  const rp = rg * rl;
+  const { bits, ks, rl, no } = b;
+  const wg = rowLanesWorkgroupSize(b);
+  const perWorkgroup = rowLanesOutputsPerWorkgroup(b);
+  const groups = perWorkgroup / no;
   const size = 1 << bits;
   const word = (j: number) => (i: number) => `cw${j}_${i}`;
   // Codes in groups of 8 columns: look 8 up per output, then apply them to every row (2 vec4 loads each).
@@ -115,34 +101,26 @@ fn store(r: u32, o: u32, v: f32) {
   if (ACC) { y[i] += v; } else { y[i] = v; }
 }
 
-var<workgroup> tab: array<f32, ${groups * no * size}>;  // [output of the workgroup][code]
-var<workgroup> red: array<f32, ${groups * rp * ks}>;  // [group][row][K slice], one output per lane at a time
+var<workgroup> tab: array<f32, ${perWorkgroup * size}>;  // [output of the workgroup][code]
+${rowLanesDecl(b)}
 
 @compute @workgroup_size(${wg})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
         @builtin(local_invocation_index) lid: u32) {
-  let o0 = (wid.x + wid.y * nwg.x) * ${groups * no}u;
+  let o0 = (wid.x + wid.y * nwg.x) * ${perWorkgroup}u;
   if (o0 >= params.outDim) { return; }  // uniform per workgroup
-  for (var e = lid; e < ${(groups * no * size) / 2}u; e += ${wg}u) {
+  for (var e = lid; e < ${(perWorkgroup * size) / 2}u; e += ${wg}u) {
     let o = min(o0 + e / ${size / 2}u, params.outDim - 1u);
     let v = unpack2x16float(lut[o * ${size / 2}u + e % ${size / 2}u]);
     tab[2u * e] = v.x;
     tab[2u * e + 1u] = v.y;
   }
   workgroupBarrier();
-  let s = lid % ${ks}u;
-  let rg = (lid / ${ks}u) % ${rg}u;
-  let g = lid / ${ks * rg}u;
   ${
-    unroll(no, (j) =>
-      `let t${j} = (${j * groups}u + g) * ${size}u;
-  let orow${j} = min(o0 + ${j * groups}u + g, params.outDim - 1u);`)
+    rowLanesSetup(b, "params.outDim", (i, row) =>
+      `let xr${i} = (params.xRowOffset + ${row}) * (params.inDim / 4u);`)
   }
-  ${
-    unroll(rl, (i) =>
-      `let xr${i} = (params.xRowOffset + min(rg * ${rl}u + ${i}u, ${rows - 1}u)) * (params.inDim / 4u);`)
-  }
-  ${unroll(no, (j) => unroll(rl, (i) => `var a${j}_${i} = 0.0;`, " "))}
+  ${unroll(no, (j) => `let t${j} = (${j * groups}u + g) * ${size}u;`)}
   let last = params.inDim / 4u - 1u;  // the row's last vec4: a K tail reads zeros past it
   for (var p = s; p < params.nPieces; p += ${ks}u) {
     ${
@@ -152,22 +130,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
   }
     ${unroll(4, group, "\n    ")}
   }
-  ${
-    unroll(no, (j) =>
-      `${
-        unroll(rl, (i) => `red[(g * ${rp}u + rg * ${rl}u + ${i}u) * ${ks}u + s] = a${j}_${i};`)
-      }
-  workgroupBarrier();
-  for (var q = lid; q < ${groups * rows}u; q += ${wg}u) {
-    let gg = q / ${rows}u;
-    let r = q % ${rows}u;
-    var t = 0.0;
-    for (var k = 0u; k < ${ks}u; k++) { t += red[(gg * ${rp}u + r) * ${ks}u + k]; }
-    let o = o0 + ${j * groups}u + gg;
-    if (o < params.outDim) { store(r, o, t); }
-  }
-  workgroupBarrier();`, "\n  ")
-  }
+  ${rowLanesReduce(b, "params.outDim", (r, o, v) => `store(${r}, ${o}, ${v})`)}
 }
 `;
 }

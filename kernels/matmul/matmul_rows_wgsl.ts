@@ -14,32 +14,18 @@
  * so a row's result never depends on its batch.
  */
 import { unroll } from "../core/mod.ts";
+import {
+  type RowLanes,
+  rowLanesDecl,
+  rowLanesOutputsPerWorkgroup,
+  rowLanesReduce,
+  rowLanesSetup,
+  rowLanesWorkgroupSize,
+} from "./row_lanes_wgsl.ts";
 
-/** Shape of one build. */
-export interface DenseRowsBuild {
-  /** activation rows of the dispatch */
-  rows: number;
-  /** lanes splitting K for one output (fixed: it sets the order of every sum) */
-  ks: number;
-  /** activation rows per lane */
-  rl: number;
-  /** outputs per lane */
-  no: number;
-  /** lanes per workgroup at most (rounded down to whole lane groups) */
-  wg: number;
-  /** units per lane per loop iteration */
+/** Shape of one build: the lanes (row_lanes_wgsl.ts) and the units per lane per loop iteration. */
+export interface DenseRowsBuild extends RowLanes {
   unroll: number;
-}
-
-/** Lanes per workgroup of a build: whole groups of KS · ⌈rows / RL⌉ lanes, at most `wg` (at least one). */
-export function denseRowsWorkgroupSize(b: Pick<DenseRowsBuild, "rows" | "ks" | "rl" | "wg">): number {
-  const perGroup = b.ks * Math.ceil(b.rows / b.rl);
-  return perGroup * Math.max(1, Math.floor(b.wg / perGroup));
-}
-
-/** Outputs one workgroup of a build computes. */
-export function denseRowsOutputsPerWorkgroup(b: DenseRowsBuild): number {
-  return (denseRowsWorkgroupSize(b) / (b.ks * Math.ceil(b.rows / b.rl))) * b.no;
 }
 
 /**
@@ -47,11 +33,7 @@ export function denseRowsOutputsPerWorkgroup(b: DenseRowsBuild): number {
  * 1 x (f32 rows, inDim a multiple of 8), 2 w (outDim, inDim) f16 pairs.
  */
 export function denseRowsWgsl(b: DenseRowsBuild): string {
-  const { rows, ks, rl, no } = b;
-  const rg = Math.ceil(rows / rl);
-  const wg = denseRowsWorkgroupSize(b);
-  const groups = wg / (ks * rg);
-  const rp = rg * rl;
+  const { ks, rl, no } = b;
   const unit = (u: number) => {
     const lines = [
       `let c${u} = min(c + ${u * ks}u, units - 1u);`,
@@ -82,42 +64,22 @@ export function denseRowsWgsl(b: DenseRowsBuild): string {
   return /* wgsl */ `
 @group(0) @binding(1) var<storage, read> x: array<vec4f>;      // (xRowOffset + rows, inDim) f32
 @group(0) @binding(2) var<storage, read> w: array<vec4<u32>>;  // (outDim, inDim) f16 pairs
-var<workgroup> red: array<f32, ${groups * rp * ks}>;  // [group][row][K slice], one output per lane at a time
+${rowLanesDecl(b)}
 
-@compute @workgroup_size(${wg})
+@compute @workgroup_size(${rowLanesWorkgroupSize(b)})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
         @builtin(local_invocation_index) lid: u32) {
-  let o0 = (wid.x + wid.y * nwg.x) * ${groups * no}u;
+  let o0 = (wid.x + wid.y * nwg.x) * ${rowLanesOutputsPerWorkgroup(b)}u;
   if (o0 >= params.outDim) { return; }  // uniform per workgroup
   let units = params.inDim / 8u;
-  let s = lid % ${ks}u;
-  let rg = (lid / ${ks}u) % ${rg}u;
-  let g = lid / ${ks * rg}u;
-  ${unroll(no, (j) => `let orow${j} = min(o0 + ${j * groups}u + g, params.outDim - 1u);`)}
   ${
-    unroll(rl, (i) =>
-      `let xr${i} = (params.xRowOffset + min(rg * ${rl}u + ${i}u, ${rows - 1}u)) * (params.inDim / 4u);`)
+    rowLanesSetup(b, "params.outDim", (i, row) =>
+      `let xr${i} = (params.xRowOffset + ${row}) * (params.inDim / 4u);`)
   }
-  ${unroll(no, (j) => unroll(rl, (i) => `var a${j}_${i} = 0.0;`, " "))}
   for (var c = s; c < units; c += ${ks * b.unroll}u) {
     ${unroll(b.unroll, unit, "\n    ")}
   }
-  ${
-    unroll(no, (j) =>
-      `${
-        unroll(rl, (i) => `red[(g * ${rp}u + rg * ${rl}u + ${i}u) * ${ks}u + s] = a${j}_${i};`)
-      }
-  workgroupBarrier();
-  for (var q = lid; q < ${groups * rows}u; q += ${wg}u) {
-    let gg = q / ${rows}u;
-    let r = q % ${rows}u;
-    var t = 0.0;
-    for (var k = 0u; k < ${ks}u; k++) { t += red[(gg * ${rp}u + r) * ${ks}u + k]; }
-    let o = o0 + ${j * groups}u + gg;
-    if (o < params.outDim) { store(r, o, t); }
-  }
-  workgroupBarrier();`, "\n  ")
-  }
+  ${rowLanesReduce(b, "params.outDim", (r, o, v) => `store(${r}, ${o}, ${v})`)}
 }
 `;
 }

@@ -1,0 +1,95 @@
+/**
+ * The lane layout the batched decode kernels share (matmul_affine_q8mm_wgsl.ts, matmul_rows_wgsl.ts,
+ * matmul_lut_rows_wgsl.ts): KS lanes split K for one output (lane s takes K steps s, s + KS, …),
+ * ⌈rows / RL⌉ lanes split the rows (RL each), NO outputs per lane, as many such lane groups per workgroup
+ * as fit. Each lane keeps its sums in registers `a{j}_{i}` (output j, row i of its row group); the KS
+ * partial sums of an (output, row) are then added in lane order. The order of every sum depends on KS
+ * alone, never on the rows of the dispatch, RL, NO or the workgroup size, so a row's result is the same
+ * whatever batch it runs in (the engine's batched greedy decode equals one-at-a-time decode).
+ */
+import { unroll } from "../core/mod.ts";
+
+/** Shape of a batched build's lanes. */
+export interface RowLanes {
+  /** activation rows of the dispatch */
+  rows: number;
+  /** lanes splitting K for one output (fixed per weight: it sets the order of every sum) */
+  ks: number;
+  /** activation rows per lane */
+  rl: number;
+  /** outputs per lane */
+  no: number;
+  /** lanes per workgroup at most (rounded down to whole lane groups) */
+  wg: number;
+}
+
+/** Lanes per workgroup: whole groups of KS · ⌈rows / RL⌉ lanes, at most `wg` (at least one group). */
+export function rowLanesWorkgroupSize(b: Omit<RowLanes, "no">): number {
+  const perGroup = b.ks * Math.ceil(b.rows / b.rl);
+  return perGroup * Math.max(1, Math.floor(b.wg / perGroup));
+}
+
+/** Outputs one workgroup computes. */
+export function rowLanesOutputsPerWorkgroup(b: RowLanes): number {
+  return (rowLanesWorkgroupSize(b) / (b.ks * Math.ceil(b.rows / b.rl))) * b.no;
+}
+
+/** Bytes of the reduction's workgroup memory. */
+export function rowLanesReduceBytes(b: RowLanes): number {
+  return rowLanesWorkgroupSize(b) * b.rl * 4;
+}
+
+/** Derived sizes of a build: row groups, lanes, output groups per workgroup, rows padded to row groups. */
+function derived(b: RowLanes) {
+  const rg = Math.ceil(b.rows / b.rl);
+  const wg = rowLanesWorkgroupSize(b);
+  return { rg, wg, groups: wg / (b.ks * rg), rp: rg * b.rl };
+}
+
+/** The reduction buffer's declaration (module scope). */
+export function rowLanesDecl(b: RowLanes): string {
+  const { groups, rp } = derived(b);
+  return `var<workgroup> red: array<f32, ${
+    groups * rp * b.ks
+  }>;  // [group][row][K slice], one output at a time`;
+}
+
+/**
+ * The lane's place (`s`, `rg`, `g`), its output rows `orow{j}` (clamped to od − 1; `o0` the workgroup's
+ * first output) and its zeroed sums. `rowOf(i)` is the WGSL row index of the lane's row i.
+ */
+export function rowLanesSetup(b: RowLanes, od: string, rowBase: (i: number, row: string) => string): string {
+  const { rg, groups } = derived(b);
+  return `let s = lid % ${b.ks}u;
+  let rg = (lid / ${b.ks}u) % ${rg}u;
+  let g = lid / ${b.ks * rg}u;
+  ${unroll(b.no, (j) => `let orow${j} = min(o0 + ${j * groups}u + g, ${od} - 1u);`)}
+  ${unroll(b.rl, (i) => rowBase(i, `min(rg * ${b.rl}u + ${i}u, ${b.rows - 1}u)`))}
+  ${unroll(b.no, (j) => unroll(b.rl, (i) => `var a${j}_${i} = 0.0;`, " "))}`;
+}
+
+/** Adds each (output, row)'s KS partial sums in lane order and stores them with `store(r, o, v)`. */
+export function rowLanesReduce(
+  b: RowLanes,
+  od: string,
+  store: (r: string, o: string, v: string) => string,
+): string {
+  const { wg, groups, rp } = derived(b);
+  const { ks, rl, rows } = b;
+  return unroll(
+    b.no,
+    (j) =>
+      `${unroll(rl, (i) => `red[(g * ${rp}u + rg * ${rl}u + ${i}u) * ${ks}u + s] = a${j}_${i};`)}
+  workgroupBarrier();
+  for (var q = lid; q < ${groups * rows}u; q += ${wg}u) {
+    let gg = q / ${rows}u;
+    let r = q % ${rows}u;
+    var t = 0.0;
+    for (var k = 0u; k < ${ks}u; k++) { t += red[(gg * ${rp}u + r) * ${ks}u + k]; }
+    let o = o0 + ${j * groups}u + gg;
+    if (o < ${od}) { ${store("r", "o", "t")}; }
+  }
+  workgroupBarrier();`,
+    "\n  ",
+  );
+}
