@@ -1,6 +1,6 @@
 /**
  * `deno task bench [--model <dir> | --random llama3-8b|lq-49m] [--dtype auto|f32|f16] [--prompt N] [--decode N]
- *  [--runs N] [--json <file>] [--format dense|affineN|lutN] [--prefill-rows N]`
+ *  [--runs N] [--json <file>] [--format dense|affineN|lutN] [--prefill-rows N] [--prompt-kernels runner|engine]`
  *
  * `--random` builds a model with random weights at a real shape directly on the GPU (for hosts without
  * the model files; its figures must be labelled "random weights").
@@ -8,7 +8,8 @@
  * wall time to the first sampled token of an N-token prompt (one readback included); decode as the
  * wall time of N greedy tokens after that, read back in chunks as the server does. Figures are the
  * median of several runs after one warm-up run. `--prefill-rows` sets the rows per prefill forward (the
- * prompt is run in chunks of that many rows; default 512 for random models, 256 for model folders).
+ * prompt is run in chunks of that many rows; default 512 for random models, 256 for model folders);
+ * `--prompt-kernels engine` runs the prompt on the engine's kernels (see runnerOptions).
  */
 import { parseArgs } from "node:util";
 import { describeGpu, requestGpu } from "../kernels/core/mod.ts";
@@ -34,6 +35,7 @@ const { values } = parseArgs({
     random: { type: "string" },
     format: { type: "string", default: "dense" },
     "prefill-rows": { type: "string" },
+    "prompt-kernels": { type: "string", default: "runner" },
   },
 });
 
@@ -47,7 +49,7 @@ async function loadedModel() {
   const m = await loadModel(gpu, values.model, { weightType: values.dtype as WeightType | "auto" });
   return {
     ...m,
-    runner: createSequenceRunner(gpu, m.config, m.weights, { maxPrefillRows: prefillRows(256) }),
+    runner: createSequenceRunner(gpu, m.config, m.weights, runnerOptions(256)),
   };
 }
 const weightType = model.weights.embeddingType;
@@ -56,10 +58,18 @@ console.log(
     `ready in ${((performance.now() - loadStart) / 1000).toFixed(1)} s`,
 );
 
-function prefillRows(fallback: number): number {
+/**
+ * Prompt rows per prefill forward, and with `--prompt-kernels engine` the engine's pinned prompt kernels
+ * (q8 affine prompts on the batched q8 path, the rest on the tiled GEMM) instead of the runner's own.
+ */
+function runnerOptions(fallback: number) {
   const n = Number(values["prefill-rows"] ?? fallback);
   if (!Number.isInteger(n) || n < 1) throw new Error(`Invalid --prefill-rows "${values["prefill-rows"]}"`);
-  return n;
+  const kernels = values["prompt-kernels"];
+  if (kernels !== "runner" && kernels !== "engine") {
+    throw new Error(`Invalid --prompt-kernels "${kernels}": expected runner or engine`);
+  }
+  return { maxPrefillRows: n, ...(kernels === "engine" ? { promptPath: "gemm" as const } : {}) };
 }
 
 async function randomModel(preset: string) {
@@ -67,7 +77,7 @@ async function randomModel(preset: string) {
   const wt: WeightType = values.dtype === "f32" ? "f32" : "f16";
   const format = parseFormat(values.format);
   const weights = await randomWeights(gpu, config, wt, format);
-  const runner = createSequenceRunner(gpu, config, weights, { maxPrefillRows: prefillRows(512) });
+  const runner = createSequenceRunner(gpu, config, weights, runnerOptions(512));
   const label = format.kind === "dense" ? "" : ` ${format.bits}-bit ${format.kind}`;
   return { modelId: `${preset}${label} (random weights)`, config, weights, runner };
 }

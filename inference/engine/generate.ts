@@ -27,6 +27,7 @@ import {
   type ForwardState,
   forwardStateBuffers,
   type GpuWeights,
+  type LinearPath,
   type ModelConfig,
 } from "../model/mod.ts";
 import type { SamplingParams } from "./types.ts";
@@ -63,7 +64,12 @@ export function createSequenceRunner(
   gpu: Gpu,
   config: ModelConfig,
   weights: GpuWeights,
-  { maxPrefillRows = 256, maxChunk = 16 }: { maxPrefillRows?: number; maxChunk?: number } = {},
+  { maxPrefillRows = 256, maxChunk = 16, promptPath }: {
+    maxPrefillRows?: number;
+    maxChunk?: number;
+    /** Pin the prompt forwards' kernels as the engine does ("gemm": q8 affine prompts on the batched q8 path). */
+    promptPath?: LinearPath;
+  } = {},
 ): SequenceRunner {
   const s = createForwardState(gpu, config, { maxRows: Math.min(maxPrefillRows, config.seqLen) });
   const promptIds = createStorage(gpu, s.maxRows * 4, "prompt ids"); // (maxRows) u32
@@ -108,6 +114,7 @@ export function createSequenceRunner(
         ids: promptIds,
         rows,
         logits: last ? "last" : "none",
+        ...(promptPath ? { path: promptPath } : {}),
       });
       plan = last
         ? sequence([forward, sample, advance.bind({ state: s.state, nTokens: rows, stepInc: 1 })])

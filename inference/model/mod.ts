@@ -28,6 +28,7 @@ export {
   type DenseLinear,
   type GpuLinear,
   linearBuffers,
+  type LinearPath,
   uploadDense,
   uploadLinear,
   weightBytes,

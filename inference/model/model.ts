@@ -113,6 +113,8 @@ export interface ForwardOptions {
   logits: LogitsMode;
   /** Bind to a paged KV cache with per-row positions instead of the state's cache and step state. */
   paged?: PagedKv;
+  /** Pin the linears' kernel family (see LinearCall.path); `paged` pins its own (prompt or decode). */
+  path?: LinearPath;
 }
 
 /**
@@ -136,7 +138,7 @@ export function bindForwardSteps(
   c: ModelConfig,
   w: GpuWeights,
   s: ForwardState,
-  { ids, rows, logits, paged }: ForwardOptions,
+  { ids, rows, logits, paged, path: pinned }: ForwardOptions,
 ): ForwardStep[] {
   if (rows < 1 || rows > s.maxRows) {
     throw new Error(`Cannot run a forward over ${rows} rows (max ${s.maxRows})`);
@@ -159,7 +161,7 @@ export function bindForwardSteps(
   ];
   // Batched forwards pin the kernel family (GEMM for prompt rows, GEMVs for decode rows), so a row's sums
   // do not depend on the batch (see PagedKv.prefill).
-  const path: LinearPath | undefined = paged ? (paged.prefill ? "gemm" : "gemv") : undefined;
+  const path: LinearPath | undefined = paged ? (paged.prefill ? "gemm" : "gemv") : pinned;
   for (let l = 0; l < c.nLayers; l++) {
     const kv: LayerKv = paged
       ? { paged, layer: l }
