@@ -3,11 +3,13 @@
  *   Q[o, c] = scale[o, g(c)] · (code[o, c] − zero[o, g(c)])
  *   y[r, yColOffset + o] (+)= Σ_c x[xRowOffset + r, c] · Q[o, c]      (f32 accumulation)
  * The dense matrix is never materialised. Same argument conventions and paths as matmul.ts; the planner
- * is matmul_affine_plan.ts, the WGSL is built in matmul_affine_wgsl.ts and matmul_affine_q8_wgsl.ts.
- * - q8 GEMV (rows ≤ 2, decode, the default; any row count in dispatches of 8 rows with `path: "gemv"`, the
- *   batched engine's decode rows): int8 activations and `dot4I8Packed`, optionally with the preceding RMSNorm
- *   or SiLU·mul and up to three matrices sharing x in one dispatch (q8 WGSL header). A row's sums do not
- *   depend on how many rows a dispatch serves (fixed reduction order).
+ * is matmul_affine_plan.ts, the WGSL is built in matmul_affine_wgsl.ts, matmul_affine_q8_wgsl.ts and
+ * matmul_affine_q8mm_wgsl.ts.
+ * - q8 GEMV (rows ≤ 2, decode, the default): int8 activations and `dot4I8Packed`, optionally with the
+ *   preceding RMSNorm or SiLU·mul and up to three matrices sharing x in one dispatch (q8 WGSL header).
+ * - Batched q8 path (`path: "gemv"` with q8 activations: every row of the batched engine): a prep pass
+ *   quantizes each row once (with the same prologues), then dispatches of up to 64 rows read each code once;
+ *   a row's sums never depend on the rows of its dispatch (fixed K split).
  * - f32 GEMV (rows ≤ 8, or `activations: "f32"`): TPR invocations split K for NR output rows, one 32-column
  *   piece per invocation per K step; each K step's activations are staged in workgroup memory
  *   (double-buffered, coalesced) and reused for the NR rows; codes become floats with a mantissa trick

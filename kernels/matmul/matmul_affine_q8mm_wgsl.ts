@@ -1,11 +1,11 @@
 /**
  * WGSL for the batched decode path of kernels/matmul_affine.ts ("q8mm"): int8 activations and
  * `dot4I8Packed`, like the q8 GEMV (matmul_affine_q8_wgsl.ts), for any number of activation rows, reading
- * each weight once per dispatch of up to Q8MM_ROWS rows.
+ * each weight once per dispatch of up to Q8MM_ROWS (matmul_affine_plan.ts) rows.
  *
  * Why a second int8 kernel: the q8 GEMV keeps every activation row's int8 pieces in registers and splits K
- * over a whole workgroup, so its registers and its cross-lane reduction grow with the rows (on the H100 a
- * 16-row decode step in 2-row dispatches re-read the weights eight times: 45 ms against 4.6 ms for one row).
+ * over a whole workgroup, so its registers and its cross-lane reduction grow with the rows: the engine had to
+ * run it two rows per dispatch, re-reading the weights for every pair (BENCHMARKS.md, "Serving under load").
  * Here the activations are quantized once, by a prep pass, into a scratch buffer, and the main pass is
  * weight-stationary: a lane loads a piece of codes once and applies it to every row.
  *
