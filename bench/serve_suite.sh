@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The issue-9 serving measurements on a GPU machine in one call (about 5 minutes on an H100 or H200; random
+# weights at the Llama-3-8B shape, so the figures must be labelled "random weights"):
+#   bash bench/serve_suite.sh            # everything below
+#   bash bench/serve_suite.sh decode     # only the decode-dominated table (affine4, lut4, dense)
+# Writes, under $OUT (default ./serve_suite_out): runner.txt (the single-sequence baseline, `deno task
+# bench`), decode_<format>.md (16-id prompts, 64 output ids, 1/2/16/64 streams: ITL p50 is one decode step),
+# issue.md (the issue's 512 + 256 requests at 1/16/64 streams), long.md (a 2,048-id prompt arriving while 16
+# streams decode), ttft.md (one 2,048-id prompt) and gemm_<variant>.txt (the batched q8 path's layer linears
+# at 1, 16 and 64 rows, one process per variant: timings drifted within long single-process sweeps).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-serve_suite_out}
+mkdir -p "$OUT"
+export DENO_WEBGPU_BACKEND=vulkan
+R="deno run -A"
+S="$R bench/serve.ts --random llama3-8b --waves 1"
+what=${1:-all}
+
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader >"$OUT/gpu.txt" 2>/dev/null
+date -u >"$OUT/date.txt"
+timeout 60 $R bench/bench.ts --random llama3-8b --format affine4 --prompt 512 --decode 128 >"$OUT/runner.txt" 2>&1
+for f in affine4 lut4 dense; do
+  timeout 90 $S --formats $f --prompt 16 --output 64 --concurrency 1,2,16,64 --md "$OUT/decode_$f.md" \
+    >"$OUT/decode_$f.txt" 2>&1
+done
+[ "$what" = decode ] && exit 0
+timeout 120 $S --formats affine4 --prompt 512 --output 256 --concurrency 1,16,64 --md "$OUT/issue.md" \
+  >"$OUT/issue.txt" 2>&1
+timeout 60 $S --formats affine4 --prompt 512 --output 128 --long-prompt 2048 --concurrency 16 \
+  --md "$OUT/long.md" >"$OUT/long.txt" 2>&1
+timeout 40 $S --formats affine4 --prompt 2048 --output 16 --concurrency 1 --md "$OUT/ttft.md" >"$OUT/ttft.txt" 2>&1
+for v in mm mmk16 mmn2 mmn4; do
+  timeout 30 $R bench/gemm.ts --formats affine4 --rows 1,16,64 --reps 20 --variants $v >"$OUT/gemm_$v.txt" 2>&1
+done
