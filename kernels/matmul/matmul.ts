@@ -41,7 +41,12 @@ import {
 } from "./gemm_core_wgsl.ts";
 import { gemmWgsl } from "./matmul_gemm_wgsl.ts";
 import { type DenseRowsBuild, denseRowsWgsl } from "./matmul_rows_wgsl.ts";
-import { rowLanesOutputsPerWorkgroup } from "./row_lanes_wgsl.ts";
+import {
+  ROW_LANES_MAX_ROWS,
+  rowLanesFor,
+  rowLanesOutputsPerWorkgroup,
+  type RowLanesTune,
+} from "./row_lanes_wgsl.ts";
 
 /** Fields shared by both shaders, packed in this order by {@link createMatmul}. */
 const PARAMS = /* wgsl */ `
@@ -163,11 +168,11 @@ export interface MatmulSpec {
    * GEMM tile overrides for sweeps: rows × columns per tile (multiples of 8), K per stage (multiple of 8);
    * `mm` overrides the batched decode build (matmul_rows_wgsl.ts; `ks` sets the order of sums: sweeps only).
    */
-  tune?: { tm?: number; tn?: number; tk?: number; pipelined?: boolean; mm?: Partial<DenseRowsBuild> };
+  tune?: { tm?: number; tn?: number; tk?: number; pipelined?: boolean; mm?: RowLanesTune };
   /**
    * Pin the path whatever the row count, so a row's sums do not depend on how many rows share the call:
    * "gemm" always tiles (the batched engine's prompt forwards); "gemv" runs f16 weights through the batched
-   * decode path (dispatches of up to {@link DENSE_ROWS_MAX} rows reading each weight once) and other
+   * decode path (dispatches of up to ROW_LANES_MAX_ROWS rows reading each weight once) and other
    * weights through 8-row GEMV batches.
    */
   path?: "gemm" | "gemv";
@@ -202,11 +207,6 @@ export type MatmulShaderSpec =
   | { path: "gemv"; vec4: boolean; rows: number; nr: number }
   | ({ path: "rows" } & DenseRowsBuild)
   | { path: "gemm"; vec: boolean; math: GemmMath; pipe?: GemmPipe };
-
-/** Rows per dispatch of the batched decode path (`path: "gemv"`, f16 weights, inDim % 8 = 0). */
-export const DENSE_ROWS_MAX = 64;
-/** Lanes splitting K for one output in the batched decode path: fixed, it sets the order of every sum. */
-export const DENSE_ROWS_KS = 8;
 
 /** Activation rows one GEMV dispatch serves (its registers hold a chunk of each). */
 export const GEMV_MAX_ROWS = 8;
@@ -321,34 +321,22 @@ export function planMatmul(
   return steps;
 }
 
-/**
- * The batched decode path: dispatches of up to DENSE_ROWS_MAX rows. Defaults as the affine kernel's
- * batched q8 path (4 rows per lane; 1, 2 or 4 outputs per lane by rows; more units in flight for 1–2 rows).
- */
+/** The batched decode path (`path: "gemv"`, f16 weights): dispatches of up to ROW_LANES_MAX_ROWS rows. */
 function planRows(
   spec: MatmulSpec,
   common: Record<string, number>,
   { rows, outDim }: { rows: number; outDim: number },
 ): MatmulStep[] {
-  const mm = spec.tune?.mm ?? {};
-  const perDispatch = mm.rows ?? DENSE_ROWS_MAX;
+  const perDispatch = spec.tune?.mm?.rows ?? ROW_LANES_MAX_ROWS;
   const steps: MatmulStep[] = [];
   for (let row0 = 0; row0 < rows; row0 += perDispatch) {
-    const n = Math.min(perDispatch, rows - row0);
-    const build: DenseRowsBuild = {
-      rows: n,
-      ks: mm.ks ?? DENSE_ROWS_KS,
-      rl: Math.min(mm.rl ?? 4, n),
-      no: mm.no ?? (n <= 2 ? 1 : n < 32 ? 2 : 4),
-      wg: mm.wg ?? 256,
-      unroll: mm.unroll ?? (n <= 2 ? 4 : n <= 8 ? 2 : 1),
-    };
+    const build = rowLanesFor(Math.min(perDispatch, rows - row0), spec.tune?.mm);
     steps.push({
       shader: { path: "rows", ...build },
       constants: common,
       workgroups: ceilDiv(outDim, rowLanesOutputsPerWorkgroup(build)),
       row0,
-      rows: n,
+      rows: build.rows,
       chunks: 0,
       tilesN: 0,
     });

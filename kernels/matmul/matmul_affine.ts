@@ -61,10 +61,9 @@ import {
   matmulAffineShader,
   type MatmulAffineSpec,
   planMatmulAffine,
-  Q8MM_ROWS,
 } from "./matmul_affine_plan.ts";
 import { Q8MM_VEC4_PER_PIECE, type Q8PrepBuild, q8PrepWgsl } from "./matmul_affine_q8mm_wgsl.ts";
-import { rowLanesOutputsPerWorkgroup } from "./row_lanes_wgsl.ts";
+import { ROW_LANES_MAX_ROWS, rowLanesOutputsPerWorkgroup } from "./row_lanes_wgsl.ts";
 
 /** An affine-quantized (outDim, inDim) weight in the kernel's layout, on the host. */
 export interface AffinePacked {
@@ -280,7 +279,7 @@ function affineParams(gpu: Gpu, values: Partial<Record<(typeof AFFINE_PARAMS_FIE
 /**
  * The batched q8 path (`path: "gemv"`, q8 activations): one prep pass quantizes every row (with the
  * prologue) into a scratch shared by all such binds on the device, then main dispatches of up to
- * Q8MM_ROWS rows each read every weight once (matmul_affine_q8mm_wgsl.ts).
+ * ROW_LANES_MAX_ROWS rows each read every weight once (matmul_affine_q8mm_wgsl.ts).
  */
 function bindBatchedQ8(
   gpu: Gpu,
@@ -294,7 +293,7 @@ function bindBatchedQ8(
   const gather = w.perm !== null || w.inDim % 32 !== 0;
   const prologue = args.norm ? "norm" as const : args.siluMulUp ? "siluMul" as const : "none" as const;
   const xq = sharedScratch(gpu, "matmul_affine q8 activations", rows * nPieces * Q8MM_VEC4_PER_PIECE * 16);
-  const dummy = sharedScratch(gpu, "matmul_affine dummy", 4);
+  const dummy = createStorage(gpu, 4, "matmul_affine dummy"); // for the unused bindings
   const prep: Q8PrepBuild = { bits: w.bits, gather, prologue };
   const prepParams = affineParams(gpu, {
     rows,
@@ -319,7 +318,7 @@ function bindBatchedQ8(
     ),
   ];
   const shape = { ...w, hasPerm: w.perm !== null, moreOutDims: more.map((m) => m.w.outDim) };
-  const perDispatch = spec.tune?.mm?.rows ?? Q8MM_ROWS;
+  const perDispatch = spec.tune?.mm?.rows ?? ROW_LANES_MAX_ROWS;
   for (let r0 = 0; r0 < rows; r0 += perDispatch) {
     const plan = planMatmulAffine(spec, { ...shape, rows: Math.min(perDispatch, rows - r0) });
     checkWorkgroupBytes(gpu, plan);

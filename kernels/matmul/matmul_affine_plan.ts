@@ -15,7 +15,13 @@ import {
 import { gemmWgsl, type GemvBuild, gemvWgsl } from "./matmul_affine_wgsl.ts";
 import { type Q8GemvBuild, q8GemvWgsl } from "./matmul_affine_q8_wgsl.ts";
 import { type Q8mmBuild, q8mmWgsl } from "./matmul_affine_q8mm_wgsl.ts";
-import { rowLanesOutputsPerWorkgroup, rowLanesReduceBytes } from "./row_lanes_wgsl.ts";
+import {
+  ROW_LANES_MAX_ROWS,
+  rowLanesFor,
+  rowLanesOutputsPerWorkgroup,
+  rowLanesReduceBytes,
+  type RowLanesTune,
+} from "./row_lanes_wgsl.ts";
 
 /** Launch shape overrides, for benchmarks and sweeps; the planner's defaults otherwise. */
 export interface AffineTune {
@@ -39,7 +45,7 @@ export interface AffineTune {
   pipelined?: boolean;
   /** Batched q8 path (matmul_affine_q8mm_wgsl.ts): lanes per output, outputs per lane, workgroup size,
    * rows per dispatch, pieces per loop iteration. `ks` sets the order of the sums: sweeps only. */
-  mm?: Partial<Pick<Q8mmBuild, "ks" | "no" | "rl" | "wg" | "rows" | "unroll">>;
+  mm?: RowLanesTune;
 }
 
 export interface MatmulAffineSpec {
@@ -56,7 +62,7 @@ export interface MatmulAffineSpec {
    * Pin the path whatever the row count, so a row's sums do not depend on how many rows share the call:
    * "gemm" always tiles (the batched engine's prompt forwards); "gemv" the decode kernels (its decode
    * forwards): with q8 activations the batched q8 path (matmul_affine_q8mm_wgsl.ts: a prep pass, then
-   * dispatches of up to {@link Q8MM_ROWS} rows reading each weight once), with f32 the f32 GEMV over
+   * dispatches of up to ROW_LANES_MAX_ROWS rows reading each weight once), with f32 the f32 GEMV over
    * batches of {@link AFFINE_BATCH_ROWS} rows.
    */
   path?: "gemm" | "gemv";
@@ -72,18 +78,6 @@ export interface MatmulAffineSpec {
 export const AFFINE_Q8_MAX_ROWS = 2;
 /** Rows per dispatch of a `path: "gemv"` call with f32 activations (the GEMV's registers hold a piece of each row). */
 export const AFFINE_BATCH_ROWS = 8;
-/**
- * Rows per main dispatch of the batched q8 path. One 64-row dispatch beat four of 16 rows on the H100
- * (BENCHMARKS.md, "Serving under load"): the weights are read once, and lanes split the rows, so registers
- * do not grow with them.
- */
-export const Q8MM_ROWS = 64;
-/**
- * Lanes splitting K for one output in the batched q8 path. It fixes the order of every sum, so it must
- * not depend on the rows (a row's result would then depend on its batch).
- */
-export const Q8MM_KS = 8;
-
 /** Whether a bind runs the batched q8 path: a pinned decode (`path: "gemv"`) with q8 activations. */
 export function affineBatchedQ8(spec: Pick<MatmulAffineSpec, "activations" | "path">): boolean {
   return spec.path === "gemv" && (spec.activations ?? "q8") === "q8";
@@ -278,32 +272,15 @@ function planQ8(common: Record<string, number>, shape: AffineShape, t: AffineTun
 }
 
 /**
- * The batched q8 plan for one main dispatch of `shape.rows` ≤ Q8MM_ROWS rows (matmul_affine.ts splits
- * larger calls). Defaults: four rows per lane; one output per lane and four pieces per iteration for one
- * or two rows (a GEMV: loads in flight matter), two outputs per lane and fewer pieces beyond (registers),
- * four outputs from 32 rows (each row's activations then serve more outputs per load).
- * TODO(#9): sweep on the H100.
+ * The batched q8 plan for one main dispatch of `shape.rows` ≤ ROW_LANES_MAX_ROWS rows (matmul_affine.ts
+ * splits larger calls), with the shared lane defaults (row_lanes_wgsl.ts `rowLanesFor`).
  */
 function planQ8mm(common: Record<string, number>, shape: AffineShape, t: AffineTune): MatmulAffinePlan {
   const { rows, bits, outDim } = shape;
-  const mm = t.mm ?? {};
-  const ks = mm.ks ?? Q8MM_KS;
-  const rl = Math.min(mm.rl ?? 4, rows);
-  const no = mm.no ?? (rows <= 2 ? 1 : rows < 32 ? 2 : 4);
-  const unroll = mm.unroll ?? (rows <= 2 ? 4 : rows <= 8 ? 2 : 1);
-  if (rows > (mm.rows ?? Q8MM_ROWS)) {
+  if (rows > (t.mm?.rows ?? ROW_LANES_MAX_ROWS)) {
     throw new Error(`Cannot plan the batched q8 matmul: ${rows} rows in one dispatch`);
   }
-  const build = {
-    bits,
-    rows,
-    ks,
-    no,
-    rl,
-    wg: mm.wg ?? 256,
-    unroll,
-    mats: 1 + (shape.moreOutDims ?? []).length,
-  };
+  const build = { ...rowLanesFor(rows, t.mm), bits, mats: 1 + (shape.moreOutDims ?? []).length };
   const outDims = [outDim, ...(shape.moreOutDims ?? [])];
   const perWorkgroup = rowLanesOutputsPerWorkgroup(build);
   return {

@@ -125,6 +125,20 @@ export function matrixOfWorkgroup(mats: number): string {
   };`;
 }
 
+/**
+ * WGSL `fn <name>(r: u32, j: u32) -> f32`: kernel column j of row r of `arr` (rows at xBase + r·xStride;
+ * with `rowed` false, of the one vector `arr`, r unused), read through `perm` when PERM, zero past inDim.
+ */
+export function gatherReadFn(name: string, arr: string, rowed: boolean): string {
+  return /* wgsl */ `
+fn ${name}(r: u32, j: u32) -> f32 {
+  if (j >= params.inDim) { return 0.0; }
+  var col = j;
+  if (PERM) { col = perm[j]; }
+  return ${arr}[${rowed ? "params.xBase + r * params.xStride + " : ""}col];
+}`;
+}
+
 /** Loads activation row r's piece i into registers v{r}_{i}_{0..7} (zero past inDim). */
 function loadPiece(b: Q8GemvBuild, r: number, i: number): string {
   const load = (k: number, at: string, vec: string) =>
@@ -148,7 +162,7 @@ function normPieces(b: Q8GemvBuild): string {
   const { rows, pieces } = b;
   const w = (i: number, k: number) =>
     b.gather
-      ? `vec4f(${unroll(4, (j) => `normWeightAt(p${i} * 32u + ${4 * k + j}u)`, ", ")})`
+      ? `vec4f(${unroll(4, (j) => `normWeightAt(0u, p${i} * 32u + ${4 * k + j}u)`, ", ")})`
       : `nw4[pc${i} * 8u + ${k}u]`;
   return `
   ${
@@ -271,25 +285,15 @@ export function q8GemvWgsl(b: Q8GemvBuild): string {
 ${siluMulFn("vec4<f32>")}
 ${
     b.gather
-      ? `@group(0) @binding(6) var<storage, read> up: array<f32>;  // like x: the up projection
-fn upAt(r: u32, j: u32) -> f32 {
-  if (j >= params.inDim) { return 0.0; }
-  var col = j;
-  if (PERM) { col = perm[j]; }
-  return up[params.xBase + r * params.xStride + col];
-}`
+      ? `@group(0) @binding(6) var<storage, read> up: array<f32>;  // like x: the up projection${
+        gatherReadFn("upAt", "up", true)
+      }`
       : `@group(0) @binding(6) var<storage, read> up4: array<vec4f>;  // like x: the up projection`
   }`;
   const normDecl = b.prologue !== "norm" ? upDecl : b.gather
     ? /* wgsl */ `
 @group(0) @binding(6) var<storage, read> normWeight: array<f32>;  // (inDim) f32, original column order
-var<workgroup> normSum: array<f32, ${32 * rows}>;
-fn normWeightAt(j: u32) -> f32 {
-  if (j >= params.inDim) { return 0.0; }
-  var col = j;
-  if (PERM) { col = perm[j]; }
-  return normWeight[col];
-}`
+var<workgroup> normSum: array<f32, ${32 * rows}>;${gatherReadFn("normWeightAt", "normWeight", false)}`
     : /* wgsl */ `
 @group(0) @binding(6) var<storage, read> nw4: array<vec4f>;  // (inDim) f32 norm weight
 var<workgroup> normSum: array<f32, ${32 * rows}>;`;
@@ -299,13 +303,7 @@ var<workgroup> normSum: array<f32, ${32 * rows}>;`;
     ? /* wgsl */ `
 @group(0) @binding(1) var<storage, read> x: array<f32>;      // (xRowOffset + rows, inDim) f32
 @group(0) @binding(5) var<storage, read> perm: array<u32>;   // (inDim) u32, or a dummy word
-override PERM: bool = false;
-fn xAt(r: u32, j: u32) -> f32 {
-  if (j >= params.inDim) { return 0.0; }
-  var col = j;
-  if (PERM) { col = perm[j]; }
-  return x[params.xBase + r * params.xStride + col];
-}`
+override PERM: bool = false;${gatherReadFn("xAt", "x", true)}`
     : `@group(0) @binding(1) var<storage, read> x4: array<vec4f>;  // rows at xBase + r·xStride, f32`;
   const parts = (u: number) => unroll(rows, (r) => `var part${u}_${r} = 0.0;`, " ");
   return PARAMS_WGSL + STORE_WGSL + /* wgsl */ `

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
-import { type AffineTune, planMatmulAffine, Q8MM_ROWS } from "./matmul_affine_plan.ts";
+import { type AffineTune, planMatmulAffine } from "./matmul_affine_plan.ts";
+import { ROW_LANES_MAX_ROWS } from "./row_lanes_wgsl.ts";
 import { createMatmulAffine, uploadAffine } from "./matmul_affine.ts";
 import { matmulAffineRef, q8ActivationsRef, rmsNormRef } from "../core/reference.ts";
 import { checkPipelines } from "../core/gpu.ts";
@@ -16,11 +17,11 @@ const BATCHED: Case[] = [
   { bits: 4, group: 128, rows: 1, inDim: 4096, outDim: 37 },
   { bits: 4, group: 32, rows: 3, inDim: 384, outDim: 65, accumulate: true },
   { bits: 3, group: 128, rows: 5, inDim: 4096, outDim: 19, norm: true },
-  { bits: 2, group: 64, gIdx: true, rows: Q8MM_ROWS + 1, inDim: 1000, outDim: 33, siluMul: true },
+  { bits: 2, group: 64, gIdx: true, rows: ROW_LANES_MAX_ROWS + 1, inDim: 1000, outDim: 33, siluMul: true },
   {
     bits: 4,
     group: 0,
-    rows: 2 * Q8MM_ROWS + 8,
+    rows: 2 * ROW_LANES_MAX_ROWS + 8,
     inDim: 256,
     outDim: 130,
     norm: true,
@@ -29,7 +30,7 @@ const BATCHED: Case[] = [
     yStride: 140,
   },
   { bits: 3, group: 32, gIdx: true, rows: 2, inDim: 4097, outDim: 7, accumulate: true },
-  { bits: 2, group: 0, rows: Q8MM_ROWS, inDim: 8192 + 320, outDim: 17 },
+  { bits: 2, group: 0, rows: ROW_LANES_MAX_ROWS, inDim: 8192 + 320, outDim: 17 },
   { bits: 3, group: 64, rows: 9, inDim: 320, outDim: 70, siluMul: true, xRowOffset: 1 },
   {
     bits: 4,
@@ -63,7 +64,7 @@ Deno.test("matmulAffine() batched q8 path matches the reference with int8 activa
 Deno.test("matmulAffine() batched q8 path applies q/k/v in one pass, each into its own y", async (t) => {
   const gpu = await testGpu();
   if (!gpu) return;
-  for (const rows of [3, Q8MM_ROWS + 4]) {
+  for (const rows of [3, ROW_LANES_MAX_ROWS + 4]) {
     const c = { bits: 4 as const, group: 64, gIdx: true, rows, inDim: 4097, outDims: [64, 16, 130] };
     await t.step(`${rows} rows`, async () => {
       const parts = c.outDims.map((outDim, i) => randomAffine({ ...c, outDim }, 200 + i));

@@ -1,7 +1,7 @@
 /**
  * WGSL for the batched decode path of kernels/matmul_affine.ts ("q8mm"): int8 activations and
  * `dot4I8Packed`, like the q8 GEMV (matmul_affine_q8_wgsl.ts), for any number of activation rows, reading
- * each weight once per dispatch of up to Q8MM_ROWS (matmul_affine_plan.ts) rows.
+ * each weight once per dispatch of up to ROW_LANES_MAX_ROWS (row_lanes_wgsl.ts) rows.
  *
  * Why a second int8 kernel: the q8 GEMV keeps every activation row's int8 pieces in registers and splits K
  * over a whole workgroup, so its registers and its cross-lane reduction grow with the rows: the engine had to
@@ -13,18 +13,14 @@
  * 32-column piece the int8 quantization of the q8 GEMV (d = max|x|/127, round half to even) written as
  * three vec4<u32>: the eight dot4 operand words in {@link operandElements} order, then (d, dz = d·Σq).
  *
- * Main pass: KS lanes split K for one output (lane s takes pieces s, s + KS, …), and ⌈rows / RL⌉ lanes
- * split the rows (RL each), for NO outputs per lane; each lane accumulates acc[o][r] over its pieces in
- * order, then the KS partial sums of each (output, row) are added in lane order. Splitting the rows keeps
- * a lane's registers small (16 rows in one lane's registers left one workgroup per SM on the H100). The
- * order of every sum depends on KS alone, never on the rows of the dispatch, RL, NO, WG or the
- * unrolling, so a row's result is the same
- * whatever batch it is decoded in (the engine's batched greedy equals one-at-a-time greedy). Every
- * accumulation is an explicit fma, so no compiler contracts one build differently from another.
+ * Main pass: the lane layout of row_lanes_wgsl.ts (K split over a fixed number of lanes, rows split over
+ * lanes), a piece of codes applied to each of a lane's rows; a row's result never depends on its batch.
+ * Every accumulation is an explicit fma, so no compiler contracts one build differently from another.
  */
 import { PARAMS_WGSL, STORE_WGSL } from "./matmul_affine_wgsl.ts";
 import {
   codeOperand,
+  gatherReadFn,
   matricesWgsl,
   matrixOfWorkgroup,
   operandElements,
@@ -52,10 +48,9 @@ export interface Q8PrepBuild {
   prologue: "none" | "norm" | "siluMul";
 }
 
-/** Shape of one main-pass build: the lanes (row_lanes_wgsl.ts) and the codes. */
+/** Shape of one main-pass build: the lanes (row_lanes_wgsl.ts), pieces per loop iteration, the codes. */
 export interface Q8mmBuild extends RowLanes {
   bits: 2 | 3 | 4;
-  /** pieces per lane per loop iteration (more loads in flight) */
   unroll: number;
   /** matrices sharing the activations in one dispatch, 1–3 (matrix m at bindings 2 + 3m, 3 + 3m, 4 + 3m) */
   mats: number;
@@ -72,13 +67,7 @@ export function q8PrepWgsl(b: Q8PrepBuild): string {
     b.gather
       ? `vec4f(${unroll(4, (j) => `at${name}(r, p * 32u + ${4 * k + j}u)`, ", ")})`
       : `${name}4[(params.xBase + r * params.xStride) / 4u + p * 8u + ${k}u]`;
-  const gatherFn = (name: string, arr: string, rowed: boolean) => /* wgsl */ `
-fn at${name}(row: u32, j: u32) -> f32 {
-  if (j >= params.inDim) { return 0.0; }
-  var col = j;
-  if (PERM) { col = perm[j]; }
-  return ${arr}[${rowed ? "params.xBase + row * params.xStride + " : ""}col];
-}`;
+  const gatherFn = (name: string, arr: string, rowed: boolean) => gatherReadFn(`at${name}`, arr, rowed);
   const extraDecl = b.prologue === "none"
     ? `@group(0) @binding(3) var<storage, read> extra: array<f32>;  // a dummy word`
     : b.gather
@@ -142,7 +131,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
     let q = select(0.0, 127.0 / am, am > 0.0);
     ${words.map((w, i) => `let w${i} = ${w};`).join("\n    ")}
     let dz = d * f32(${unroll(8, (i) => `dot4I8Packed(w${i}, 0x01010101u)`, " + ")});
-    let at = (r * params.nPieces + p) * 3u;
+    let at = (r * params.nPieces + p) * ${Q8MM_VEC4_PER_PIECE}u;
     xq[at] = vec4u(w0, w1, w2, w3);
     xq[at + 1u] = vec4u(w4, w5, w6, w7);
     xq[at + 2u] = vec4u(bitcast<u32>(d), bitcast<u32>(dz), 0u, 0u);

@@ -24,7 +24,13 @@ import {
 } from "./matmul_lut_wgsl.ts";
 import { type LutXsBuild, lutXsWgsl, lutXsWorkgroupBytes } from "./matmul_lut_xs_wgsl.ts";
 import { type LutRowsBuild, lutRowsWgsl, lutRowsWorkgroupBytes } from "./matmul_lut_rows_wgsl.ts";
-import { rowLanesOutputsPerWorkgroup, rowLanesWorkgroupSize } from "./row_lanes_wgsl.ts";
+import {
+  ROW_LANES_MAX_ROWS,
+  rowLanesFor,
+  rowLanesOutputsPerWorkgroup,
+  type RowLanesTune,
+  rowLanesWorkgroupSize,
+} from "./row_lanes_wgsl.ts";
 
 /** Activation rows up to which a LUT GEMV can apply the preceding RMSNorm or SiLU·mul itself. */
 export const LUT_PROLOGUE_MAX_ROWS = 2;
@@ -55,7 +61,7 @@ export interface LutTune {
   rb?: number;
   unroll?: number;
   /** Batched decode path (matmul_lut_rows_wgsl.ts); `ks` sets the order of the sums: sweeps only. */
-  mm?: Partial<Pick<LutRowsBuild, "ks" | "rl" | "no" | "wg" | "rows">>;
+  mm?: RowLanesTune;
 }
 
 /** What a model asks for: the epilogue, plus optional launch overrides. */
@@ -71,16 +77,11 @@ export interface MatmulLutSpec {
   gemmMath?: GemmMath;
   /**
    * "gemv" pins the batched engine's decode kernel whatever the row count, so a row's sums do not depend on
-   * its batch: the batched decode path (dispatches of up to {@link LUT_ROWS_MAX} rows reading each code
+   * its batch: the batched decode path (dispatches of up to ROW_LANES_MAX_ROWS rows reading each code
    * once) when inDim % 4 = 0, else 8-row GEMV batches. No fused prologue.
    */
   path?: "gemv";
 }
-
-/** Rows per dispatch of the batched decode path. */
-export const LUT_ROWS_MAX = 64;
-/** Lanes splitting K for one output in the batched decode path: fixed, it sets the order of every sum. */
-export const LUT_ROWS_KS = 8;
 
 /** Activation rows one GEMV dispatch serves (its registers hold a partial sum for each). */
 export const LUT_GEMV_MAX_ROWS = 8;
@@ -253,23 +254,15 @@ export function planMatmulLut(spec: MatmulLutSpec, shape: LutShape): MatmulLutSt
 }
 
 /**
- * The batched decode path: dispatches of up to LUT_ROWS_MAX rows, 4 rows per lane, one output per lane up
- * to 8 rows and two beyond (defaults as the affine and dense batched paths, not yet swept for LUT).
+ * The batched decode path: dispatches of up to ROW_LANES_MAX_ROWS rows, with the shared lane defaults
+ * except one output per lane up to 8 rows and two beyond (each output adds a table's lookups).
  */
 function planRows(t: LutTune, acc: Record<string, number>, shape: LutShape): MatmulLutStep[] {
-  const mm = t.mm ?? {};
-  const perDispatch = mm.rows ?? LUT_ROWS_MAX;
+  const perDispatch = t.mm?.rows ?? ROW_LANES_MAX_ROWS;
   const steps: MatmulLutStep[] = [];
   for (let row0 = 0; row0 < shape.rows; row0 += perDispatch) {
     const n = Math.min(perDispatch, shape.rows - row0);
-    const b: LutRowsBuild = {
-      bits: shape.bits,
-      rows: n,
-      ks: mm.ks ?? LUT_ROWS_KS,
-      rl: Math.min(mm.rl ?? 4, n),
-      no: mm.no ?? (n <= 8 ? 1 : 2),
-      wg: mm.wg ?? 256,
-    };
+    const b: LutRowsBuild = { ...rowLanesFor(n, { no: n <= 8 ? 1 : 2, ...t.mm }), bits: shape.bits };
     steps.push({
       shader: { path: "rows", ...b },
       constants: acc,

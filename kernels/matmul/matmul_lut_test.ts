@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { createMatmulLut, type LutPacked, uploadLut } from "./matmul_lut.ts";
-import { LUT_GEMV_MAX_ROWS, LUT_ROWS_MAX, type LutTune, planMatmulLut } from "./matmul_lut_plan.ts";
+import { LUT_GEMV_MAX_ROWS, type LutTune, planMatmulLut } from "./matmul_lut_plan.ts";
+import { ROW_LANES_MAX_ROWS } from "./row_lanes_wgsl.ts";
 import { dequantLutRef, matmulLutRef, matmulRef, rmsNormRef, siluMulRef } from "../core/reference.ts";
 import { gemmF16ErrorBound, type GemmMath } from "./gemm_core_wgsl.ts";
 import { checkPipelines, type Gpu } from "../core/gpu.ts";
@@ -344,7 +345,7 @@ const ROWS_CASES: Case[] = [
   { bits: 3, rows: 3, inDim: 384, outDim: 65, accumulate: true },
   { bits: 2, rows: 16, inDim: 1024, outDim: 33 },
   { bits: 4, rows: 5, inDim: 172, outDim: 64, accumulate: true }, // K tail: stories260K's down_proj
-  { bits: 4, rows: LUT_ROWS_MAX + 5, inDim: 128, outDim: 130, xRowOffset: 2, yColOffset: 3 },
+  { bits: 4, rows: ROW_LANES_MAX_ROWS + 5, inDim: 128, outDim: 130, xRowOffset: 2, yColOffset: 3 },
   { bits: 3, rows: 9, inDim: 2048, outDim: 19, tune: { mm: { ks: 4, rl: 3, no: 2, wg: 64 } } },
 ];
 

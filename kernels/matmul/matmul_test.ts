@@ -1,12 +1,6 @@
 import assert from "node:assert/strict";
-import {
-  createMatmul,
-  DENSE_ROWS_MAX,
-  GEMV_BATCH_MAX_ROWS,
-  GEMV_MAX_ROWS,
-  type MatmulSpec,
-  planMatmul,
-} from "./matmul.ts";
+import { createMatmul, GEMV_BATCH_MAX_ROWS, GEMV_MAX_ROWS, type MatmulSpec, planMatmul } from "./matmul.ts";
+import { ROW_LANES_MAX_ROWS } from "./row_lanes_wgsl.ts";
 import { matmulRef } from "../core/reference.ts";
 import { checkPipelines, type Gpu } from "../core/gpu.ts";
 import {
@@ -278,7 +272,7 @@ const ROWS_CASES: Case[] = [
   { weightType: "f16", rows: 1, inDim: 512, outDim: 63 },
   { weightType: "f16", rows: 3, inDim: 1408, outDim: 7, accumulate: true },
   { weightType: "f16", rows: 16, inDim: 64, outDim: 1408 },
-  { weightType: "f16", rows: DENSE_ROWS_MAX + 5, inDim: 256, outDim: 130, xRowOffset: 2, yColOffset: 3 },
+  { weightType: "f16", rows: ROW_LANES_MAX_ROWS + 5, inDim: 256, outDim: 130, xRowOffset: 2, yColOffset: 3 },
   { weightType: "f16", rows: 6, inDim: 64, outDim: 49152 },
   { weightType: "f16", rows: 9, inDim: 4096, outDim: 33, tune: { mm: { ks: 4, rl: 3, no: 4, unroll: 3 } } },
 ];

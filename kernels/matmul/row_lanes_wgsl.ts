@@ -23,6 +23,35 @@ export interface RowLanes {
   wg: number;
 }
 
+/**
+ * Rows per dispatch of the batched decode kernels. One 64-row dispatch beat four of 16 rows on the H100
+ * (BENCHMARKS.md, "Serving under load"): the weights are read once, and lanes split the rows, so registers
+ * do not grow with them.
+ */
+export const ROW_LANES_MAX_ROWS = 64;
+/** Lanes splitting K for one output. It fixes the order of every sum, so it never depends on the rows. */
+export const ROW_LANES_KS = 8;
+
+/** Build overrides for sweeps and tests: any lane field, the rows per dispatch, K steps per iteration. */
+export type RowLanesTune = Partial<RowLanes & { unroll: number }>;
+
+/**
+ * The lanes of one dispatch of `rows` rows: `tune`'s fields, else the defaults the batched kernels share:
+ * four rows per lane; one output per lane and four K steps per loop iteration for one or two rows (a GEMV:
+ * loads in flight matter), two outputs and fewer steps beyond (registers), four outputs from 32 rows (each
+ * row's activations then serve more outputs per load). TODO(#9): sweep on the H100.
+ */
+export function rowLanesFor(rows: number, tune: RowLanesTune = {}): RowLanes & { unroll: number } {
+  return {
+    rows,
+    ks: tune.ks ?? ROW_LANES_KS,
+    rl: Math.min(tune.rl ?? 4, rows),
+    no: tune.no ?? (rows <= 2 ? 1 : rows < 32 ? 2 : 4),
+    wg: tune.wg ?? 256,
+    unroll: tune.unroll ?? (rows <= 2 ? 4 : rows <= 8 ? 2 : 1),
+  };
+}
+
 /** Lanes per workgroup: whole groups of KS · ⌈rows / RL⌉ lanes, at most `wg` (at least one group). */
 export function rowLanesWorkgroupSize(b: Omit<RowLanes, "no">): number {
   const perGroup = b.ks * Math.ceil(b.rows / b.rl);
@@ -56,7 +85,8 @@ export function rowLanesDecl(b: RowLanes): string {
 
 /**
  * The lane's place (`s`, `rg`, `g`), its output rows `orow{j}` (clamped to od − 1; `o0` the workgroup's
- * first output) and its zeroed sums. `rowOf(i)` is the WGSL row index of the lane's row i.
+ * first output) and its zeroed sums; `rowBase(i, row)` declares what the lane needs of its row i, `row` being
+ * that row's WGSL index in the dispatch.
  */
 export function rowLanesSetup(b: RowLanes, od: string, rowBase: (i: number, row: string) => string): string {
   const { rg, groups } = derived(b);
