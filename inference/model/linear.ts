@@ -201,20 +201,12 @@ export function bindLinear(gpu: Gpu, linear: GpuLinear, call: LinearCall): Encod
         ...(call.norm ? { norm: call.norm } : {}),
         ...(call.siluMulUp ? { siluMulUp: call.siluMulUp } : {}),
       })
-      : createMatmulLut(
-        gpu,
-        call.path === "gemm"
-          ? { ...spec, tune: { gemvMaxRows: 0 } }
-          : call.path === "gemv"
-          ? { ...spec, path: "gemv" }
-          : spec,
-      )
-        .bind({
-          ...args,
-          w: linear.weights,
-          ...(call.norm ? { norm: call.norm } : {}),
-          ...(call.siluMulUp ? { siluMulUp: call.siluMulUp } : {}),
-        });
+      : createMatmulLut(gpu, { ...spec, ...path }).bind({
+        ...args,
+        w: linear.weights,
+        ...(call.norm ? { norm: call.norm } : {}),
+        ...(call.siluMulUp ? { siluMulUp: call.siluMulUp } : {}),
+      });
   }
   const kernel = createMatmul(gpu, {
     weightType: linear.weightType,

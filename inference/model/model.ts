@@ -159,8 +159,8 @@ export function bindForwardSteps(
       embed.bind({ table: w.tokenEmbedding, ids, out: s.x, rows, dim: c.dim, scale: c.embedScale }),
     ),
   ];
-  // Batched forwards pin the kernel family (GEMM for prompt rows, GEMVs for decode rows), so a row's sums
-  // do not depend on the batch (see PagedKv.prefill).
+  // Batched forwards pin the kernel family ("gemm" for prompt rows, "gemv" for decode rows; linear.ts maps
+  // them to each format's kernels), so a row's sums do not depend on the batch (see PagedKv.prefill).
   const path: LinearPath | undefined = paged ? (paged.prefill ? "gemm" : "gemv") : pinned;
   for (let l = 0; l < c.nLayers; l++) {
     const kv: LayerKv = paged

@@ -76,11 +76,12 @@ export interface MatmulLutSpec {
    */
   gemmMath?: GemmMath;
   /**
-   * "gemv" pins the batched engine's decode kernel whatever the row count, so a row's sums do not depend on
-   * its batch: the batched decode path (dispatches of up to ROW_LANES_MAX_ROWS rows reading each code
-   * once) when inDim % 4 = 0, else 8-row GEMV batches. No fused prologue.
+   * Pin the kernel whatever the row count, so a row's sums do not depend on its batch (the batched engine):
+   * "gemm" always tiles (prompt rows); "gemv" is the batched decode path (dispatches of up to
+   * ROW_LANES_MAX_ROWS rows reading each code once) when inDim % 4 = 0, else 8-row GEMV batches, with no
+   * fused prologue (decode rows).
    */
-  path?: "gemv";
+  path?: "gemm" | "gemv";
 }
 
 /** Activation rows one GEMV dispatch serves (its registers hold a partial sum for each). */
@@ -187,7 +188,8 @@ export function planMatmulLut(spec: MatmulLutSpec, shape: LutShape): MatmulLutSt
     throw new Error(`Cannot plan matmul_lut: the pinned decode path has no fused ${prologue}`);
   }
   if (spec.path === "gemv" && shape.inDim % 4 === 0) return planRows(t, acc, shape);
-  if (rows > (spec.path === "gemv" ? Infinity : t.gemvMaxRows ?? LUT_GEMV_BATCH_MAX_ROWS)) {
+  const gemvMaxRows = spec.path === "gemv" ? Infinity : t.gemvMaxRows ?? LUT_GEMV_BATCH_MAX_ROWS;
+  if (spec.path === "gemm" || rows > gemvMaxRows) {
     if (prologue !== "none") throw new Error(`Cannot plan matmul_lut: the GEMM has no fused ${prologue}`);
     const math = gemmMathFor(spec.gemmMath, shape.hasF16 ?? false);
     if ((math === "f16" || t.core) && shape.inDim % 4 === 0) return [planCoreGemm(t, acc, shape, math)];
