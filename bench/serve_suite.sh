@@ -13,7 +13,8 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-serve_suite_out}
 mkdir -p "$OUT"
 export DENO_WEBGPU_BACKEND=vulkan
-R="deno run -A"
+# DENO_RUN overrides how scripts run, e.g. "deno run -A --cached-only" on a machine without the registry.
+R=${DENO_RUN:-deno run -A}
 S="$R bench/serve.ts --random llama3-8b --waves 1"
 what=${1:-all}
 
