@@ -1,5 +1,10 @@
 /**
- * `deno task bench:profile [--random llama3-8b|lq-49m] [--format dense|affine4|lut4…] [--context N] [--json <file>]`
+ * `deno task bench:profile [--random llama3-8b|lq-49m] [--format dense|affine4|lut4…] [--context N]
+ *   [--batch B] [--json <file>]`
+ *
+ * With `--batch B`: one decode step of the serving engine's batch runner (inference/engine/batch_runner.ts)
+ * over B sequences, each at position `context` of a paged KV cache, greedy sampling; the steps are the
+ * runner's own (prepare, the layers, the LM head over B logit rows, logits processing, sampling, logprobs).
  *
  * Where a batch-1 decode step's GPU time goes: binds one decode forward (model.ts bindForwardSteps) at
  * position `context` and times every step in a compute pass of its own with `timestamp-query`, then sums
@@ -18,7 +23,9 @@ import {
   uploadStorage,
   writeBuffer,
 } from "../kernels/core/mod.ts";
-import { bindForwardSteps, createForwardState } from "../inference/model/mod.ts";
+import { bindForwardSteps, createForwardState, type ForwardStep } from "../inference/model/mod.ts";
+import { BatchRunner } from "../inference/engine/batch_runner.ts";
+import { BLOCK_SIZE, KvCache } from "../inference/engine/kv_cache.ts";
 import { parseFormat, presetConfig, randomWeights } from "./random_model.ts";
 
 const { values } = parseArgs({
@@ -27,6 +34,7 @@ const { values } = parseArgs({
     random: { type: "string", default: "llama3-8b" },
     format: { type: "string", default: "dense" },
     context: { type: "string", default: "576" },
+    batch: { type: "string", default: "0" },
     json: { type: "string" },
   },
 });
@@ -35,10 +43,9 @@ if (!gpu.hasTimestamps) throw new Error("Cannot profile: the adapter has no time
 console.log(`adapter: ${describeGpu(gpu)}`);
 const config = presetConfig(values.random);
 const weights = await randomWeights(gpu, config, "f16", parseFormat(values.format));
-const state = createForwardState(gpu, config, { maxRows: 1 });
-writeBuffer(gpu, state.state, new Uint32Array([Number(values.context), 0, 0, 0]));
-const ids = uploadStorage(gpu, new Uint32Array([300]), "ids");
-const steps = bindForwardSteps(gpu, config, weights, state, { ids, rows: 1, logits: "last" });
+const context = Number(values.context);
+const batch = Number(values.batch);
+const steps = batch > 0 ? batchSteps(batch) : singleSteps();
 await checkPipelines(gpu);
 
 const query = gpu.device.createQuerySet({ type: "timestamp", count: 2 * (steps.length + 1) });
@@ -88,7 +95,9 @@ steps.forEach(({ label }, i) => {
 const total = [...best.values()].reduce((s, e) => s + e.us, 0);
 const rows = [...best.entries()].sort((a, b) => b[1].us - a[1].us);
 console.log(
-  `${values.random} ${values.format} (random weights), decode step at position ${values.context}: ` +
+  `${values.random} ${values.format} (random weights), ${
+    batch > 0 ? `batched decode step of ${batch} sequences` : "decode step"
+  } at position ${context}: ` +
     `${steps.length} steps, one pass ${(bestWhole / 1e3).toFixed(2)} ms, ` +
     `sum of single-step passes ${(total / 1e3).toFixed(2)} ms`,
 );
@@ -113,6 +122,57 @@ if (values.json) {
     values.json,
     JSON.stringify({ onePassMs: bestWhole / 1e3, steps: Object.fromEntries(rows), host }, null, 2),
   );
+}
+
+/** A single-sequence decode forward (the runner of `deno task bench`). */
+function singleSteps(): ForwardStep[] {
+  const state = createForwardState(gpu, config, { maxRows: 1 });
+  writeBuffer(gpu, state.state, new Uint32Array([context, 0, 0, 0]));
+  const ids = uploadStorage(gpu, new Uint32Array([300]), "ids");
+  return bindForwardSteps(gpu, config, weights, state, { ids, rows: 1, logits: "last" });
+}
+
+/** One decode step of the engine's batch runner over `n` sequences at position `context`. */
+function batchSteps(n: number): ForwardStep[] {
+  const positions = context + 1;
+  const blocks = Math.ceil(positions / BLOCK_SIZE);
+  const cache = new KvCache(gpu, config, {
+    numBlocks: n * blocks,
+    blockSize: BLOCK_SIZE,
+    maxModelLen: blocks * BLOCK_SIZE,
+    kvType: "f16",
+    bytes: 0,
+  });
+  const runner = new BatchRunner(gpu, config, weights, cache, {
+    maxSlots: n,
+    maxRows: n,
+    maxChunk: 1,
+    maxBias: 1,
+    maxBan: 1,
+    decodingPrefillRows: n,
+  });
+  const greedy = {
+    temperature: 0,
+    topP: 1,
+    topK: 0,
+    minP: 0,
+    seed: 0,
+    presence: 0,
+    frequency: 0,
+    repetition: 1,
+    bias: [],
+    minTokens: 0,
+    ban: [],
+    logprobs: false,
+    nTop: 0,
+  };
+  for (let slot = 0; slot < n; slot++) {
+    const own = cache.allocate(blocks);
+    if (!own) throw new Error("Cannot profile: the KV cache is full");
+    runner.setSlot(slot, greedy, { step: 0, prompt: [], output: [], blocks: own });
+  }
+  const rows = Array.from({ length: n }, (_, slot) => ({ slot, pos: context, token: 300 + slot }));
+  return runner.profileSteps({ kind: "decode", rows, gather: rows.map((_, i) => i) });
 }
 
 /** CPU milliseconds to record `n` forwards into one pass, finish the command buffer and submit it. */

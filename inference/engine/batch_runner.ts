@@ -53,6 +53,8 @@ import {
   createForwardState,
   type ForwardState,
   forwardStateBuffers,
+  type ForwardStep,
+  forwardStep,
   type GpuWeights,
   type ModelConfig,
 } from "../model/mod.ts";
@@ -124,8 +126,8 @@ export class BatchRunner {
   #s: ForwardState;
   #b: Record<string, GPUBuffer>;
   #plans = new Map<string, Encodable>();
-  #bodies = new Map<string, Encodable>();
-  #heads = new Map<number, Encodable>();
+  #bodies = new Map<string, ForwardStep[]>();
+  #heads = new Map<number, ForwardStep[]>();
   /** The latest submitted chunk, not mapped yet. */
   #pending: PendingChunk | null = null;
   #maxBlocks: number;
@@ -256,17 +258,7 @@ export class BatchRunner {
     if (steps.length < 1 || steps.length > maxChunk) throw new Error(`Cannot submit ${steps.length} steps`);
     const gpu = this.#gpu;
     const plans = steps.map((st, k) => {
-      const rows = bucketOf(st.rows.length, this.rowBuckets(st.kind));
-      const logits = st.kind === "decode"
-        ? rows
-        : bucketOf(Math.max(st.gather.length, 1), this.#logitBuckets);
-      if (st.gather.length > logits || logits > maxSlots) throw new Error("Cannot fit a step's logit rows");
-      const prog = new Uint32Array(rows * ROW_ENTRY_WORDS).fill(ROW_NONE);
-      st.rows.forEach((r, i) => prog.set([r.slot, r.pos, r.token ?? ROW_NONE, 0], i * ROW_ENTRY_WORDS));
-      writeBuffer(gpu, this.#b.progRows, prog, k * maxRows * ROW_ENTRY_WORDS * 4);
-      const gather = new Uint32Array(logits).fill(ROW_NONE);
-      gather.set(st.gather);
-      writeBuffer(gpu, this.#b.progGather, gather, k * maxSlots * 4);
+      const { rows, logits } = this.#writeProgram(st, k);
       return this.#plan(st.kind, rows, logits);
     });
     writeBuffer(gpu, this.#s.state, new Uint32Array(4));
@@ -294,6 +286,33 @@ export class BatchRunner {
     const result = new Promise<ChunkResult>((resolve, reject) => (settle = { resolve, reject }));
     this.#pending = { staging, tokenBytes, lpBytes, result, ...settle };
     return result;
+  }
+
+  /**
+   * One step's work as labelled steps, with its program written as chunk step 0, for bench/profile.ts to
+   * time each in a pass of its own. "advance" is left out: it moves the chunk on, so the steps can be run
+   * again and again. Not for serving (nothing is read back).
+   */
+  profileSteps(st: StepSpec): ForwardStep[] {
+    const { rows, logits } = this.#writeProgram(st, 0);
+    writeBuffer(this.#gpu, this.#s.state, new Uint32Array(4));
+    return this.#planSteps(st.kind, rows, logits).filter((s) => s.label !== "advance");
+  }
+
+  /** Writes a step's rows and logit rows as chunk step `k`'s program; returns its buckets. */
+  #writeProgram(st: StepSpec, k: number): { rows: number; logits: number } {
+    const { maxSlots, maxRows } = this.options;
+    const gpu = this.#gpu;
+    const rows = bucketOf(st.rows.length, this.rowBuckets(st.kind));
+    const logits = st.kind === "decode" ? rows : bucketOf(Math.max(st.gather.length, 1), this.#logitBuckets);
+    if (st.gather.length > logits || logits > maxSlots) throw new Error("Cannot fit a step's logit rows");
+    const prog = new Uint32Array(rows * ROW_ENTRY_WORDS).fill(ROW_NONE);
+    st.rows.forEach((r, i) => prog.set([r.slot, r.pos, r.token ?? ROW_NONE, 0], i * ROW_ENTRY_WORDS));
+    writeBuffer(gpu, this.#b.progRows, prog, k * maxRows * ROW_ENTRY_WORDS * 4);
+    const gather = new Uint32Array(logits).fill(ROW_NONE);
+    gather.set(st.gather);
+    writeBuffer(gpu, this.#b.progGather, gather, k * maxSlots * 4);
+    return { rows, logits };
   }
 
   /**
@@ -355,6 +374,13 @@ export class BatchRunner {
     const key = `${kind}:${rows}:${logits}`;
     const hit = this.#plans.get(key);
     if (hit) return hit;
+    const plan = sequence(this.#planSteps(kind, rows, logits).map((st) => st.step));
+    this.#plans.set(key, plan);
+    return plan;
+  }
+
+  /** {@link #plan}'s work as labelled steps (bodies and heads cached, the rest bound anew). */
+  #planSteps(kind: StepSpec["kind"], rows: number, logits: number): ForwardStep[] {
     const gpu = this.#gpu;
     const c = this.config;
     const b = this.#b;
@@ -367,61 +393,71 @@ export class BatchRunner {
       vocabSize: c.vocabSize,
       maxSlots,
     };
-    const plan = sequence([
-      createBatchPrepare(gpu).bind({
-        state: this.#s.state,
-        progRows: b.progRows,
-        progGather: b.progGather,
-        slots: b.slots,
-        ids: b.ids,
-        rowPos: b.rowPos,
-        rowSlot: b.rowSlot,
-        gather: b.gather,
-        rows,
-        logitRows: logits,
-        rowStride: maxRows,
-        gatherStride: maxSlots,
-        rowSplits: b.rowSplits,
-        dispatch: b.dispatch,
-        nKvHeads: c.nKvHeads,
-        splitSpan: SPLIT_SPAN[kind],
-      }),
-      this.#body(kind, rows),
-      this.#head(logits),
-      createLogitsProcess(gpu).bind({
-        ...rowsArgs,
-        logits: this.#s.logits,
-        slots: b.slots,
-        counts: b.counts,
-        bias: b.bias,
-        ban: b.ban,
-        maxBias: this.options.maxBias,
-        maxBan: this.options.maxBan,
-        out: b.procLogits,
-      }),
-      createBatchSample(gpu).bind({
-        ...rowsArgs,
-        logits: b.procLogits,
-        state: this.#s.state,
-        slots: b.slots,
-        outTokens: b.outTokens,
-        counts: b.counts,
-      }),
-      createLogprobs(gpu).bind({
-        ...rowsArgs,
-        logits: this.#s.logits,
-        state: this.#s.state,
-        outTokens: b.outTokens,
-        outLogprobs: b.outLogprobs,
-      }),
-      createAdvance(gpu).bind({ state: this.#s.state, nTokens: 0, stepInc: 1 }),
-    ]);
-    this.#plans.set(key, plan);
-    return plan;
+    return [
+      forwardStep(
+        "prepare",
+        createBatchPrepare(gpu).bind({
+          state: this.#s.state,
+          progRows: b.progRows,
+          progGather: b.progGather,
+          slots: b.slots,
+          ids: b.ids,
+          rowPos: b.rowPos,
+          rowSlot: b.rowSlot,
+          gather: b.gather,
+          rows,
+          logitRows: logits,
+          rowStride: maxRows,
+          gatherStride: maxSlots,
+          rowSplits: b.rowSplits,
+          dispatch: b.dispatch,
+          nKvHeads: c.nKvHeads,
+          splitSpan: SPLIT_SPAN[kind],
+        }),
+      ),
+      ...this.#body(kind, rows),
+      ...this.#head(logits),
+      forwardStep(
+        "process",
+        createLogitsProcess(gpu).bind({
+          ...rowsArgs,
+          logits: this.#s.logits,
+          slots: b.slots,
+          counts: b.counts,
+          bias: b.bias,
+          ban: b.ban,
+          maxBias: this.options.maxBias,
+          maxBan: this.options.maxBan,
+          out: b.procLogits,
+        }),
+      ),
+      forwardStep(
+        "sample",
+        createBatchSample(gpu).bind({
+          ...rowsArgs,
+          logits: b.procLogits,
+          state: this.#s.state,
+          slots: b.slots,
+          outTokens: b.outTokens,
+          counts: b.counts,
+        }),
+      ),
+      forwardStep(
+        "logprobs",
+        createLogprobs(gpu).bind({
+          ...rowsArgs,
+          logits: this.#s.logits,
+          state: this.#s.state,
+          outTokens: b.outTokens,
+          outLogprobs: b.outLogprobs,
+        }),
+      ),
+      forwardStep("advance", createAdvance(gpu).bind({ state: this.#s.state, nTokens: 0, stepInc: 1 })),
+    ];
   }
 
   /** The embedding and every layer over `rows` rows of a kind (cached; the LM head is {@link #head}). */
-  #body(kind: StepSpec["kind"], rows: number): Encodable {
+  #body(kind: StepSpec["kind"], rows: number): ForwardStep[] {
     const key = `${kind}:${rows}`;
     const hit = this.#bodies.get(key);
     if (hit) return hit;
@@ -450,30 +486,36 @@ export class BatchRunner {
     // bucket instead.
     const cut = steps.findLastIndex((st) => st.label === "gather");
     if (cut < 0) throw new Error("Cannot split the paged forward: it has no gather step");
-    const body = sequence(steps.slice(0, cut).map((st) => st.step));
+    const body = steps.slice(0, cut);
     this.#bodies.set(key, body);
     return body;
   }
 
   /** Gather, final norm and LM head over `n` logit rows, as the paged forward binds them (cached). */
-  #head(n: number): Encodable {
+  #head(n: number): ForwardStep[] {
     const hit = this.#heads.get(n);
     if (hit) return hit;
     const gpu = this.#gpu;
     const c = this.config;
     const s = this.#s;
-    const head = sequence([
-      createGatherRows(gpu).bind({ gather: this.#b.gather, x: s.x, out: s.xg!, rows: n, dim: c.dim }),
-      createRmsNorm(gpu).bind({
-        x: s.xg!,
-        weight: this.#weights.finalNorm,
-        y: s.xn,
-        rows: n,
-        dim: c.dim,
-        eps: c.normEps,
-      }),
-      ...bindLmHead(gpu, c, this.#weights, { x: s.xn, y: s.logits, rows: n }).map((st) => st.step),
-    ]);
+    const head = [
+      forwardStep(
+        "gather",
+        createGatherRows(gpu).bind({ gather: this.#b.gather, x: s.x, out: s.xg!, rows: n, dim: c.dim }),
+      ),
+      forwardStep(
+        "final_norm",
+        createRmsNorm(gpu).bind({
+          x: s.xg!,
+          weight: this.#weights.finalNorm,
+          y: s.xn,
+          rows: n,
+          dim: c.dim,
+          eps: c.normEps,
+        }),
+      ),
+      ...bindLmHead(gpu, c, this.#weights, { x: s.xn, y: s.logits, rows: n }),
+    ];
     this.#heads.set(n, head);
     return head;
   }

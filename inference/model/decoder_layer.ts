@@ -394,6 +394,7 @@ function ropeAndAttention(
   ];
 }
 
-function step(label: string, step: Encodable): ForwardStep {
+/** A step labelled for profiles. */
+export function step(label: string, step: Encodable): ForwardStep {
   return { label, step };
 }

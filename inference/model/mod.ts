@@ -13,6 +13,7 @@ export {
   type LayerKernels,
   type LayerKv,
   type LayerStage,
+  step as forwardStep,
 } from "./decoder_layer.ts";
 export {
   destroyGpuLayer,

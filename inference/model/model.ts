@@ -22,6 +22,7 @@ import {
   type LayerActivations,
   type LayerKv,
   type PagedKv,
+  step,
 } from "./decoder_layer.ts";
 import { bindLinear, type GpuLinear, type LinearCall, type LinearPath } from "./linear.ts";
 import type { ModelConfig } from "./model_config.ts";
@@ -206,8 +207,4 @@ export function bindLmHead(
   if (c.finalSoftcap === null) return [head];
   const cap = createSoftcap(gpu).bind({ x: call.y, n: call.rows * c.vocabSize, cap: c.finalSoftcap });
   return [head, step("softcap", cap)];
-}
-
-function step(label: string, step: Encodable): ForwardStep {
-  return { label, step };
 }
