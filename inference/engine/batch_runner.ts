@@ -254,7 +254,7 @@ export class BatchRunner {
    * starts when the next chunk is submitted or on {@link flush}. Chunks complete in submission order.
    */
   submit(steps: readonly StepSpec[], wantLogprobs: boolean): Promise<ChunkResult> {
-    const { maxSlots, maxRows, maxChunk } = this.options;
+    const { maxSlots, maxChunk } = this.options;
     if (steps.length < 1 || steps.length > maxChunk) throw new Error(`Cannot submit ${steps.length} steps`);
     const gpu = this.#gpu;
     const plans = steps.map((st, k) => {
