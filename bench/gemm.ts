@@ -1,14 +1,15 @@
 /**
  * `deno task bench:gemm [--rows 512] [--formats dense,affine4,lut4] [--variants f32,f16,f16k32,...]
- * [--rounds 1]`:
+ * [--rounds 1] [--lm-head]`:
  * prefill GEMM speed (TFLOP/s) at Llama-3-8B shapes for each weight format and GEMM variant (arithmetic
  * and tiles), timed with timestamp-query over passes of several dispatches. Weights are random; one format
  * per process gives the steadiest figures (see bench/kernels.ts). Affine weights also take the decode
  * variants `q8` (the q8 GEMV, ≤ 2 rows) and `mm` (the batched q8 path the engine decodes with), dense f16
- * weights `mm` (their batched decode path), `mm` with build overrides mm[n<outputs per lane>][u<unroll>]
+ * and LUT weights `mm` (their batched decode paths), `mm` with build overrides mm[n<outputs per lane>][u<unroll>]
  * [w<workgroup>][k<K split>][r<rows per dispatch>][l<rows per lane>], e.g. mmn4u1. One matrix is timed over
  * and over, so at few rows it may sit in the 50 MB L2: compare variants with each other, and decode speed
- * with `deno task bench:serve`.
+ * with `deno task bench:serve`. `--lm-head` adds the f16 LM head (128256×4096), reported apart from the
+ * layer's total.
  */
 import { parseArgs } from "node:util";
 import {
@@ -31,6 +32,7 @@ const { values } = parseArgs({
     variants: { type: "string", default: "f32,f16,f16k32" },
     reps: { type: "string", default: "10" },
     rounds: { type: "string", default: "1" },
+    "lm-head": { type: "boolean", default: false },
   },
 });
 const gpu = await requestGpu();
@@ -59,11 +61,10 @@ function parseVariant(v: string) {
 const rowsList = values.rows.split(",").map(Number);
 const maxRows = Math.max(...rowsList);
 const x = createStorage(gpu, maxRows * 14336 * 4, "x");
-const y = createStorage(gpu, maxRows * 14336 * 4, "y");
+const y = createStorage(gpu, maxRows * (values["lm-head"] ? 128256 : 14336) * 4, "y");
 
 /** The decode variants of affine and dense weights (see the header), or null for a GEMM variant. */
 function decodeVariant(l: GpuLinear, rows: number, variant: string): Encodable | null {
-  if (l.format === "lut") return null;
   if (variant === "q8" && l.format === "affine") {
     return createMatmulAffine(gpu, { accumulate: false }).bind({ x, w: l.weights, y, rows });
   }
@@ -75,6 +76,14 @@ function decodeVariant(l: GpuLinear, rows: number, variant: string): Encodable |
     const { buffer } = l.panels[0];
     return createMatmul(gpu, { weightType: l.weightType, accumulate: false, path: "gemv", tune: { mm } })
       .bind({ x, w: buffer, y, rows, inDim: l.inDim, outDim: l.outDim });
+  }
+  if (l.format === "lut") {
+    return createMatmulLut(gpu, { accumulate: false, path: "gemv", tune: { mm } }).bind({
+      x,
+      w: l.weights,
+      y,
+      rows,
+    });
   }
   return createMatmulAffine(gpu, { accumulate: false, path: "gemv", tune: { mm } })
     .bind({ x, w: l.weights, y, rows });
@@ -109,13 +118,14 @@ for (const name of values.formats.split(",")) {
   const format = parseFormat(name);
   const m = await randomWeights(gpu, { ...c, nLayers: 1 }, "f16", format);
   m.tokenEmbedding.destroy();
-  linearBuffers(m.lmHead).forEach((b) => b.destroy());
+  if (!values["lm-head"]) linearBuffers(m.lmHead).forEach((b) => b.destroy());
   const L = m.layers[0];
   const shapes: [string, GpuLinear][] = [
     ["4096×4096 (q/o)", L.wq],
     ["1024×4096 (k/v)", L.wk],
     ["14336×4096 (gate/up)", L.wUp],
     ["4096×14336 (down)", L.wDown],
+    ...(values["lm-head"] ? [["128256×4096 (lm_head, f16)", m.lmHead] as [string, GpuLinear]] : []),
   ];
   const variants = values.variants.split(",");
   // Rounds go over all variants in turn and each figure is the best of its rounds. On the H100 timings
@@ -159,8 +169,8 @@ for (const name of values.formats.split(",")) {
           continue;
         }
         const f = 2 * rows * l.inDim * l.outDim;
-        // A layer runs q/o twice, k/v twice and gate/up twice.
-        const times = label.includes("down") ? 1 : 2;
+        // A layer runs q/o twice, k/v twice and gate/up twice; the LM head is not a layer's.
+        const times = label.includes("lm_head") ? 0 : label.includes("down") ? 1 : 2;
         total += times * t;
         flops += times * f;
         parts.push(`${label} ${(t * 1e3).toFixed(3)} ms ${(f / t / 1e12).toFixed(1)} TFLOP/s`);
@@ -171,6 +181,7 @@ for (const name of values.formats.split(",")) {
       );
     }
   }
+  if (values["lm-head"]) linearBuffers(m.lmHead).forEach((b) => b.destroy());
   for (const l of [L.wq, L.wk, L.wv, L.wo, L.wGate, L.wUp, L.wDown]) {
     linearBuffers(l).forEach((b) => b.destroy());
   }

@@ -191,8 +191,10 @@ async function inProcess(gpu: Gpu, o: ServeBenchOptions, results: Summary[]): Pr
   const engine = createEngine("bench", {
     log: (msg) => msg.includes("step plans") && console.log(msg),
     batch: {
-      maxNumSeqs: maxC,
-      maxNumBatchedTokens: Math.max(o.maxNumBatchedTokens, maxC),
+      // The long prompt gets a slot of its own: waiting for a stream to finish would move its prefill
+      // to the end of the window it is measured in.
+      maxNumSeqs: maxC + (o.longPrompt > 0 ? 1 : 0),
+      maxNumBatchedTokens: Math.max(o.maxNumBatchedTokens, maxC + 1),
       maxModelLen: Math.max(o.prompt, o.longPrompt) + o.output + 16,
       kvCacheMemory: o.kvCacheMemory ? { bytes: Number(o.kvCacheMemory) } : null,
       ...(o.chunkTargetMs > 0 ? { chunkTargetMs: o.chunkTargetMs } : {}),
