@@ -9,8 +9,8 @@ const PREFILL_MIN_ROWS = 16;
 /**
  * Row counts of decode forwards: 1, even counts up to 16, then multiples of 4 (of 16 from 64, 64 from 256,
  * 256 from 1024: the plan count stays bounded) up to `maxSlots`, which is always one. A padding row costs
- * what a real one does in the decode GEMVs, which serve 2 (affine q8) or 8 rows (f32 affine, dense, LUT)
- * per dispatch, each dispatch reading the weights once.
+ * what a real one does: the batched decode kernels (kernels/matmul, row_lanes_wgsl.ts) read the weights
+ * once per dispatch of up to 64 rows, and their time grows with the rows.
  */
 export function decodeBuckets(maxSlots: number): number[] {
   const out = [1];
