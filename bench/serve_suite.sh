@@ -6,8 +6,9 @@
 # Writes, under $OUT (default ./serve_suite_out): runner.txt (the single-sequence baseline, `deno task
 # bench`), decode_<format>.md (16-id prompts, 64 output ids, 1/2/16/64 streams: ITL p50 is one decode step),
 # issue.md (the issue's 512 + 256 requests at 1/16/64 streams), long.md (a 2,048-id prompt arriving while 16
-# streams decode), ttft.md (one 2,048-id prompt) and gemm_<variant>.txt (the batched q8 path's layer linears
-# at 1, 16 and 64 rows, one process per variant: timings drifted within long single-process sweeps).
+# streams decode), ttft.md (one 2,048-id prompt), runner_engine_<n>.txt (`deno task bench` timing an n-id
+# prompt on the engine's kernels) and profile_<format>.txt (one 64-row engine decode step, kernel by kernel).
+# Pack $OUT into one archive before fetching it: the device tool returns at most 8 files.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-serve_suite_out}
@@ -21,6 +22,10 @@ what=${1:-all}
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader >"$OUT/gpu.txt" 2>/dev/null
 date -u >"$OUT/date.txt"
 timeout 60 $R bench/bench.ts --random llama3-8b --format affine4 --prompt 512 --decode 128 >"$OUT/runner.txt" 2>&1
+for p in 512 2048; do
+  timeout 60 $R bench/bench.ts --random llama3-8b --format affine4 --prompt $p --decode 16 --prompt-kernels engine \
+    >"$OUT/runner_engine_$p.txt" 2>&1
+done
 for f in affine4 lut4 dense; do
   timeout 90 $S --formats $f --prompt 16 --output 64 --concurrency 1,2,16,64 --md "$OUT/decode_$f.md" \
     >"$OUT/decode_$f.txt" 2>&1
@@ -31,6 +36,6 @@ timeout 120 $S --formats affine4 --prompt 512 --output 256 --concurrency 1,16,64
 timeout 60 $S --formats affine4 --prompt 512 --output 128 --long-prompt 2048 --concurrency 16 \
   --md "$OUT/long.md" >"$OUT/long.txt" 2>&1
 timeout 40 $S --formats affine4 --prompt 2048 --output 16 --concurrency 1 --md "$OUT/ttft.md" >"$OUT/ttft.txt" 2>&1
-for v in mm mmk16 mmn2 mmn4; do
-  timeout 30 $R bench/gemm.ts --formats affine4 --rows 1,16,64 --reps 20 --variants $v >"$OUT/gemm_$v.txt" 2>&1
+for f in affine4 lut4 dense; do
+  timeout 60 $R bench/profile.ts --random llama3-8b --format $f --batch 64 --context 64 >"$OUT/profile_$f.txt" 2>&1
 done

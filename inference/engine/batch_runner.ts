@@ -514,7 +514,9 @@ export class BatchRunner {
           eps: c.normEps,
         }),
       ),
-      ...bindLmHead(gpu, c, this.#weights, { x: s.xn, y: s.logits, rows: n }),
+      // Pinned like the layers' decode rows: one kernel family at every logit count, so a row's logits
+      // do not depend on how many rows share the step, and each weight is read once per 64 rows.
+      ...bindLmHead(gpu, c, this.#weights, { x: s.xn, y: s.logits, rows: n, path: "gemv" }),
     ];
     this.#heads.set(n, head);
     return head;

@@ -81,9 +81,9 @@ export interface BatchOptions {
   /** rows per forward: decode rows plus prompt pieces (--max-num-batched-tokens) */
   maxNumBatchedTokens: number;
   /**
-   * Prompt rows per prefill forward while other sequences decode (at most maxNumBatchedTokens): the
-   * chunked-prefill trade-off between the decoding streams' inter-token latency and a new prompt's time
-   * to first token (BENCHMARKS.md "Serving under load").
+   * Most prompt rows per prefill forward while other sequences decode (at most maxNumBatchedTokens); the
+   * scheduler takes fewer, twice the decoding rows (at least 32), so the streams' inter-token latency
+   * stays within about 3× a decode step (scheduler.ts PIECE_STEPS; BENCHMARKS.md "Serving under load").
    */
   decodingPrefillTokens: number;
   /** sequences waiting for a slot before new requests get 429 (--max-queued-requests) */

@@ -32,17 +32,17 @@ interface Chunk {
   submitted: number;
   /** holds a prefill forward (its time says nothing about a decode step's) */
   prefill: boolean;
-  /** rows of its prefill forwards (0: none), and its decode forwards */
-  pieceRows: number;
-  decodeSteps: number;
 }
 
 /**
- * While sequences decode, a prompt piece may take this many decode steps' time: the step that carries it
- * then delays the streams' next ids by at most 1 + this many steps (issue 9: p99 inter-token latency
- * within 3× the median while a long prompt arrives). The scheduler measures both times as it serves.
+ * While sequences decode, a prompt piece holds at most PIECE_STEPS times the decode step's rows (at least
+ * PIECE_MIN_ROWS, so prompts advance): the batched kernels' time grows about linearly with the rows
+ * (BENCHMARKS.md "Serving under load"), so the step that carries a piece delays the streams' next ids by
+ * about 1 + PIECE_STEPS decode steps (issue 9: p99 inter-token latency within 3× the median while a long
+ * prompt arrives). `--decoding-prefill-tokens` caps it further.
  */
 const PIECE_STEPS = 2;
+const PIECE_MIN_ROWS = 32;
 
 /** Scheduler tuning. */
 export interface SchedulerOptions {
@@ -66,8 +66,6 @@ export class Scheduler {
   #admitted = 0;
   #next = 0;
   #stepMs = 5;
-  /** measured milliseconds per prompt row of a prefill forward (0: none timed yet) */
-  #rowMs = 0;
   #lastDone = 0;
   #failed: Error | null = null;
   #readAhead: number;
@@ -168,8 +166,6 @@ export class Scheduler {
       steps: 0,
       submitted: 0,
       prefill: false,
-      pieceRows: 0,
-      decodeSteps: 0,
     };
     const specs: StepSpec[] = [];
     let logprobs = false;
@@ -179,26 +175,23 @@ export class Scheduler {
       for (const [, seq] of samplers) logprobs ||= seq.init.settings.logprobs;
     };
     // Each iteration: a decode forward (one row per running sequence), then a prefill forward. While
-    // sequences decode, a chunk holds one prefill forward at most, at the end: the decoding streams get
-    // the chunk's ids when all of it has run, so every further prompt piece would delay them again.
+    // sequences decode, a chunk holds one prefill forward at most, after its first decode step: the
+    // decoding streams get the chunk's ids when all of it has run, so each further decode step or prompt
+    // piece in it would delay them again.
     while (specs.length < steps) {
       this.#admit(entry); // a draining model still serves the requests it accepted
       this.#growBlocks(entry);
       const decode = this.#decodeStep(entry, chunk);
-      if (decode) {
-        push(...decode);
-        chunk.decodeSteps++;
-      }
-      // Prefill joins the chunk's last decode step (or fills an idle chunk).
-      const last = !decode || specs.length >= steps;
+      if (decode) push(...decode);
+      const prompting = entry.running.some((s) => s.prefilling);
+      const last = !decode || specs.length >= steps || prompting;
       const prefill = specs.length < maxChunk && last
-        ? this.#prefillStep(entry, chunk, decode !== null)
+        ? this.#prefillStep(entry, chunk, decode?.[0].rows.length ?? 0)
         : null;
       if (prefill) push(...prefill);
       if (!decode && !prefill) break;
       if (prefill) {
         chunk.prefill = true;
-        chunk.pieceRows += prefill[0].rows.length;
         if (decode || prefill[1].length > 0) break; // a first id: deliver it without waiting for a long chunk
       }
     }
@@ -234,12 +227,13 @@ export class Scheduler {
   }
 
   /**
-   * Pieces of prompts, oldest admission first, up to the row budget (smaller while others decode);
-   * null when no prompt is pending.
+   * Pieces of prompts, oldest admission first, up to the row budget (smaller while `decodeRows` rows
+   * decode); null when no prompt is pending.
    */
-  #prefillStep(entry: ModelEntry, chunk: Chunk, decoding: boolean): [StepSpec, [number, Seq][]] | null {
+  #prefillStep(entry: ModelEntry, chunk: Chunk, decodeRows: number): [StepSpec, [number, Seq][]] | null {
     const { maxRows: most, decodingPrefillRows } = entry.runner.options;
-    const maxRows = decoding ? Math.min(most, decodingPrefillRows ?? most, this.#pieceRows(entry)) : most;
+    const piece = Math.max(PIECE_MIN_ROWS, PIECE_STEPS * decodeRows);
+    const maxRows = decodeRows > 0 ? Math.min(most, decodingPrefillRows ?? most, piece) : most;
     const step: StepSpec = { kind: "prefill", rows: [], gather: [] };
     const samplers: [number, Seq][] = [];
     for (const seq of entry.running) {
@@ -258,18 +252,6 @@ export class Scheduler {
       }
     }
     return step.rows.length > 0 ? [step, samplers] : null;
-  }
-
-  /**
-   * Prompt rows that fit PIECE_STEPS decode steps at the measured cost per prompt row: the largest prefill
-   * row bucket that does, the smallest bucket at least (so prompts always advance), 64 before any
-   * prompt was timed.
-   */
-  #pieceRows(entry: ModelEntry): number {
-    const buckets = entry.runner.rowBuckets("prefill");
-    if (this.#rowMs === 0) return Math.max(buckets[0], 64);
-    const fit = Math.floor((PIECE_STEPS * this.#stepMs) / this.#rowMs);
-    return buckets.filter((b) => b <= fit).at(-1) ?? buckets[0];
   }
 
   /** Admits waiting sequences (whole groups) while slots and prompt blocks are free. */
@@ -401,12 +383,6 @@ export class Scheduler {
     // A chunk's length is planned in decode steps: a prompt piece's time would shorten the next chunks
     // and add readbacks.
     if (!chunk.prefill) this.#stepMs = 0.7 * this.#stepMs + 0.3 * Math.max(0.05, span / chunk.steps);
-    else if (chunk.pieceRows > 0) {
-      // The pieces' time: the chunk's, less its decode steps at the measured rate.
-      const pieceMs = Math.max(0.01, span - chunk.decodeSteps * this.#stepMs);
-      const rowMs = pieceMs / chunk.pieceRows;
-      this.#rowMs = this.#rowMs === 0 ? rowMs : 0.7 * this.#rowMs + 0.3 * rowMs;
-    }
     const slots = chunk.entry.runner.options.maxSlots;
     chunk.samplers.forEach((samplers, k) => {
       for (const [slot, seq] of samplers) {

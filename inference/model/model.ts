@@ -201,7 +201,7 @@ export function bindLmHead(
   gpu: Gpu,
   c: ModelConfig,
   w: GpuWeights,
-  call: Pick<LinearCall, "x" | "y" | "rows" | "xRowOffset">,
+  call: Pick<LinearCall, "x" | "y" | "rows" | "xRowOffset" | "path">,
 ): ForwardStep[] {
   const head = step("lm_head", bindLinear(gpu, w.lmHead, call));
   if (c.finalSoftcap === null) return [head];

@@ -256,15 +256,15 @@ export function planMatmulLut(spec: MatmulLutSpec, shape: LutShape): MatmulLutSt
 }
 
 /**
- * The batched decode path: dispatches of up to ROW_LANES_MAX_ROWS rows, with the shared lane defaults
- * except one output per lane up to 8 rows and two beyond (each output adds a table's lookups).
+ * The batched decode path: dispatches of up to ROW_LANES_MAX_ROWS rows, with the LUT lane defaults
+ * (row_lanes_wgsl.ts `rowLanesFor`).
  */
 function planRows(t: LutTune, acc: Record<string, number>, shape: LutShape): MatmulLutStep[] {
   const perDispatch = t.mm?.rows ?? ROW_LANES_MAX_ROWS;
   const steps: MatmulLutStep[] = [];
   for (let row0 = 0; row0 < shape.rows; row0 += perDispatch) {
     const n = Math.min(perDispatch, shape.rows - row0);
-    const b: LutRowsBuild = { ...rowLanesFor(n, { no: n <= 8 ? 1 : 2, ...t.mm }), bits: shape.bits };
+    const b: LutRowsBuild = { ...rowLanesFor(n, "lut", t.mm), bits: shape.bits };
     steps.push({
       shader: { path: "rows", ...b },
       constants: acc,

@@ -35,18 +35,36 @@ export const ROW_LANES_KS = 8;
 /** Build overrides for sweeps and tests: any lane field, the rows per dispatch, K steps per iteration. */
 export type RowLanesTune = Partial<RowLanes & { unroll: number }>;
 
+/** Which batched kernel a build is for: its lane defaults differ (see {@link rowLanesFor}). */
+export type RowLanesKernel = "q8" | "dense" | "lut";
+
 /**
- * The lanes of one dispatch of `rows` rows: `tune`'s fields, else the defaults the batched kernels share:
- * four rows per lane; one output per lane and four K steps per loop iteration for one or two rows (a GEMV:
- * loads in flight matter), two outputs and fewer steps beyond (registers), four outputs from 32 rows (each
- * row's activations then serve more outputs per load). TODO(#9): sweep on the H100.
+ * The lanes of one dispatch of `rows` rows: `tune`'s fields, else the defaults, swept per kernel on the
+ * H100 with `deno task bench:gemm --variants mm…` (BENCHMARKS.md, "Serving under load", 2026-12-06):
+ * one output per lane and four K steps per loop iteration for one or two rows (a GEMV: loads in flight
+ * matter), fewer steps beyond (registers). More outputs per workgroup mean fewer reads of the activations
+ * through L2, which bound all three kernels at tens of rows, so outputs per lane grow with the rows:
+ * - q8 (affine): 2 outputs up to 31 rows, 4 to 47, then 8 outputs and 8 rows per lane (64 rows: 0.63 ms
+ *   per layer against 0.71 with 4 × 4; 512 rows: 5.19 against 5.94);
+ * - dense f16: 2 outputs up to 15 rows, then 8 (the LM head at 16 rows 0.84 against 1.30 ms, at 64 rows
+ *   2.99 against 3.05);
+ * - LUT: 1 output up to 8 rows, then 4 (64 rows: 4.38 against 8.57 ms per layer).
  */
-export function rowLanesFor(rows: number, tune: RowLanesTune = {}): RowLanes & { unroll: number } {
+export function rowLanesFor(
+  rows: number,
+  kernel: RowLanesKernel,
+  tune: RowLanesTune = {},
+): RowLanes & { unroll: number } {
+  const defaults = {
+    q8: rows <= 2 ? [1, 4] : rows < 32 ? [2, 4] : rows < 48 ? [4, 4] : [8, 8],
+    dense: rows <= 2 ? [1, 4] : rows < 16 ? [2, 4] : [8, 4],
+    lut: rows <= 8 ? [1, 4] : [4, 4],
+  }[kernel];
   return {
     rows,
     ks: tune.ks ?? ROW_LANES_KS,
-    rl: Math.min(tune.rl ?? 4, rows),
-    no: tune.no ?? (rows <= 2 ? 1 : rows < 32 ? 2 : 4),
+    rl: Math.min(tune.rl ?? defaults[1], rows),
+    no: tune.no ?? defaults[0],
     wg: tune.wg ?? 256,
     unroll: tune.unroll ?? (rows <= 2 ? 4 : rows <= 8 ? 2 : 1),
   };
