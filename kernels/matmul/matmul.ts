@@ -330,7 +330,7 @@ function planRows(
   const perDispatch = spec.tune?.mm?.rows ?? ROW_LANES_MAX_ROWS;
   const steps: MatmulStep[] = [];
   for (let row0 = 0; row0 < rows; row0 += perDispatch) {
-    const build = rowLanesFor(Math.min(perDispatch, rows - row0), "dense", spec.tune?.mm);
+    const build = rowLanesFor(Math.min(perDispatch, rows - row0), "dense", spec.tune?.mm, outDim);
     steps.push({
       shader: { path: "rows", ...build },
       constants: common,

@@ -280,8 +280,8 @@ function planQ8mm(common: Record<string, number>, shape: AffineShape, t: AffineT
   if (rows > (t.mm?.rows ?? ROW_LANES_MAX_ROWS)) {
     throw new Error(`Cannot plan the batched q8 matmul: ${rows} rows in one dispatch`);
   }
-  const build = { ...rowLanesFor(rows, "q8", t.mm), bits, mats: 1 + (shape.moreOutDims ?? []).length };
   const outDims = [outDim, ...(shape.moreOutDims ?? [])];
+  const build = { ...rowLanesFor(rows, "q8", t.mm, Math.min(...outDims)), bits, mats: outDims.length };
   const perWorkgroup = rowLanesOutputsPerWorkgroup(build);
   return {
     shader: { path: "q8mm", ...build },

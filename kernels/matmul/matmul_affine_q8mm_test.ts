@@ -32,6 +32,8 @@ const BATCHED: Case[] = [
   { bits: 3, group: 32, gIdx: true, rows: 2, inDim: 4097, outDim: 7, accumulate: true },
   { bits: 2, group: 0, rows: ROW_LANES_MAX_ROWS, inDim: 8192 + 320, outDim: 17 },
   { bits: 3, group: 64, rows: 9, inDim: 320, outDim: 70, siluMul: true, xRowOffset: 1 },
+  // ≥ 48 rows of a wide matrix: eight outputs and eight rows per lane (row_lanes_wgsl.ts defaults)
+  { bits: 4, group: 128, rows: 50, inDim: 256, outDim: 4099 },
   {
     bits: 4,
     group: 64,

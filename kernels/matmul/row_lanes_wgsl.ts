@@ -43,21 +43,25 @@ export type RowLanesKernel = "q8" | "dense" | "lut";
  * H100 with `deno task bench:gemm --variants mm…` (BENCHMARKS.md, "Serving under load", 2026-12-06):
  * one output per lane and four K steps per loop iteration for one or two rows (a GEMV: loads in flight
  * matter), fewer steps beyond (registers). More outputs per workgroup mean fewer reads of the activations
- * through L2, which bound all three kernels at tens of rows, so outputs per lane grow with the rows:
- * - q8 (affine): 2 outputs up to 31 rows, 4 to 47, then 8 outputs and 8 rows per lane (64 rows: 0.63 ms
- *   per layer against 0.71 with 4 × 4; 512 rows: 5.19 against 5.94);
+ * through L2, which bound all three kernels at tens of rows, so outputs per lane grow with the rows, but
+ * only for matrices of 4096 outputs or more (`minOutDim`: the smallest matrix of the dispatch): k/v's 1024
+ * outputs then launch too few workgroups (64 rows, 8 outputs per lane: 0.044 against 0.030 ms):
+ * - q8 (affine): 2 outputs up to 31 rows, then 4; 8 outputs and 8 rows per lane from 48 rows (64 rows:
+ *   0.63 ms per layer against 0.71 with 4 × 4; 512 rows: 5.19 against 5.94);
  * - dense f16: 2 outputs up to 15 rows, then 8 (the LM head at 16 rows 0.84 against 1.30 ms, at 64 rows
  *   2.99 against 3.05);
- * - LUT: 1 output up to 8 rows, then 4 (64 rows: 4.38 against 8.57 ms per layer).
+ * - LUT: 1 output up to 8 rows, then 4 (64 rows: 4.38 against 8.57 ms per layer; k/v faster too).
  */
 export function rowLanesFor(
   rows: number,
   kernel: RowLanesKernel,
   tune: RowLanesTune = {},
+  minOutDim = Infinity,
 ): RowLanes & { unroll: number } {
+  const wide = minOutDim >= 4096;
   const defaults = {
-    q8: rows <= 2 ? [1, 4] : rows < 32 ? [2, 4] : rows < 48 ? [4, 4] : [8, 8],
-    dense: rows <= 2 ? [1, 4] : rows < 16 ? [2, 4] : [8, 4],
+    q8: rows <= 2 ? [1, 4] : rows < 32 ? [2, 4] : rows < 48 || !wide ? [4, 4] : [8, 8],
+    dense: rows <= 2 ? [1, 4] : rows < 16 ? [2, 4] : wide ? [8, 4] : [2, 4],
     lut: rows <= 8 ? [1, 4] : [4, 4],
   }[kernel];
   return {
