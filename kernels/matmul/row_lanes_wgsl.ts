@@ -49,7 +49,7 @@ export type RowLanesKernel = "q8" | "dense" | "lut";
  * - q8 (affine): 2 outputs up to 31 rows, then 4; 8 outputs and 8 rows per lane from 48 rows (64 rows:
  *   0.63 ms per layer against 0.71 with 4 × 4; 512 rows: 5.19 against 5.94);
  * - dense f16: 2 outputs up to 15 rows, then 8 (the LM head at 16 rows 0.84 against 1.30 ms, at 64 rows
- *   2.99 against 3.05);
+ *   2.99 against 3.05); narrow matrices 4 from 32 rows (k/v at 64 rows: 59 µs against 73 with 2);
  * - LUT: 1 output up to 8 rows, then 4 (64 rows: 4.38 against 8.57 ms per layer; k/v faster too).
  */
 export function rowLanesFor(
@@ -61,7 +61,7 @@ export function rowLanesFor(
   const wide = minOutDim >= 4096;
   const defaults = {
     q8: rows <= 2 ? [1, 4] : rows < 32 ? [2, 4] : rows < 48 || !wide ? [4, 4] : [8, 8],
-    dense: rows <= 2 ? [1, 4] : rows < 16 ? [2, 4] : wide ? [8, 4] : [2, 4],
+    dense: rows <= 2 ? [1, 4] : rows < 16 ? [2, 4] : wide ? [8, 4] : rows < 32 ? [2, 4] : [4, 4],
     lut: rows <= 8 ? [1, 4] : [4, 4],
   }[kernel];
   return {
