@@ -113,6 +113,8 @@ export interface ServingConfig {
   kvCacheDtype: "f16" | "f32";
   /** Sequences waiting for a slot before new requests get 429. */
   maxQueuedRequests: number;
+  /** One-row decode steps take the batched kernels too, so a sequence's bits never depend on its batch. */
+  batchInvariant: boolean;
 }
 
 /** API keys; empty lists mean an open API and a disabled admin API. */
@@ -170,15 +172,18 @@ Batching (many clients at once):
   --max-num-batched-tokens <n>
                               Rows per forward: one per running sequence plus prompt pieces (default 512)
   --decoding-prefill-tokens <n>
-                              Prompt rows per prefill forward while other sequences decode: lower keeps
-                              their inter-token latency lower, higher gives new prompts a faster first
-                              token (default: max-num-batched-tokens)
+                              Most prompt rows per prefill forward while other sequences decode; the
+                              engine takes at most twice the decoding rows (at least 32), so their
+                              inter-token latency stays near 3 decode steps (default: max-num-batched-tokens)
   --max-model-len <n>         Context per sequence (default: the model's, capped so one sequence fits)
   --kv-cache-memory <size>    KV cache: bytes (e.g. 8GiB, 512MiB, 2e9) or a fraction in (0, 1] of what
                               max-num-seqs sequences of max-model-len need (default: that, at most
                               8 GiB on a GPU, 512 MiB on a CPU adapter)
   --kv-cache-dtype <f16|f32>  KV cache element type (default f16)
   --max-queued-requests <n>   Sequences waiting for a slot before requests get 429 (default 1024)
+  --batch-invariant           A sequence decoding alone takes the batched kernels too, so its ids and
+                              logprobs never depend on what shares its steps (default: the faster
+                              one-row kernels, whose sums differ by rounding)
 
 Quantization at startup (the same job as POST /v1/quantize, cached in --artifacts-dir; off with --model unless
 --quantize is given; without --model the default model is quantized with leanquant-aff and these flags adjust it):
@@ -252,7 +257,12 @@ const VALUE_FLAGS = [
   ...Object.values(FLAG_LABELS).filter((f) => f !== "--method" && f !== "--no-act-order"),
 ];
 /** Flags without a value. */
-const SWITCH_FLAGS = ["--no-act-order", "--metrics-require-key", "--disable-log-requests"];
+const SWITCH_FLAGS = [
+  "--no-act-order",
+  "--metrics-require-key",
+  "--disable-log-requests",
+  "--batch-invariant",
+];
 /** Flags that may be given several times; every value counts. */
 const REPEATABLE = ["--calib-dir", "--api-key", "--admin-key"];
 /** The quantize options' flags, with --quantize naming the method. */
@@ -349,6 +359,7 @@ function parseServing(flags: Map<string, string>): ServingConfig {
     kvCacheMemory: parseMemory(flags.get("--kv-cache-memory")),
     kvCacheDtype: oneOf(flags.get("--kv-cache-dtype") ?? "f16", "--kv-cache-dtype", ["f16", "f32"] as const),
     maxQueuedRequests: optionalInt(flags, "--max-queued-requests", 0, 1 << 24) ?? 1024,
+    batchInvariant: flags.has("--batch-invariant"),
   };
 }
 

@@ -25,6 +25,7 @@ Deno.test("parseConfig() fills the documented defaults", () => {
       kvCacheMemory: null,
       kvCacheDtype: "f16",
       maxQueuedRequests: 1024,
+      batchInvariant: false,
     },
     hub: {
       cacheDir: "/home/u/.cache/huggingface/hub",
@@ -78,6 +79,7 @@ Deno.test("parseConfig() reads every flag, in both spellings", () => {
     "--kv-cache-dtype=f32",
     "--max-queued-requests",
     "3",
+    "--batch-invariant",
     "--seqlen=64",
     "--no-act-order",
     "--percdamp",
@@ -148,6 +150,7 @@ Deno.test("parseConfig() reads every flag, in both spellings", () => {
       kvCacheMemory: { bytes: 1.5 * 2 ** 30 },
       kvCacheDtype: "f32",
       maxQueuedRequests: 3,
+      batchInvariant: true,
     },
     hub: {
       cacheDir: "/cache",

@@ -124,6 +124,7 @@ function createServingEngine(config: Config): EngineHandle {
       kvCacheMemory: sv.kvCacheMemory,
       kvCacheDtype: sv.kvCacheDtype,
       maxQueued: sv.maxQueuedRequests,
+      batchInvariant: sv.batchInvariant,
     },
   });
 }

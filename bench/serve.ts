@@ -41,6 +41,8 @@ export interface ServeBenchOptions {
   chunkTargetMs: number;
   /** prompt rows per prefill forward while others decode (0: the engine's default) */
   decodingPrefillTokens: number;
+  /** the engine's --batch-invariant */
+  batchInvariant: boolean;
   /** requests per stream when --requests is 0 (at least 4 requests in all) */
   waves: number;
 }
@@ -64,6 +66,7 @@ export function parseServeArgs(args: string[]): ServeBenchOptions {
       "kv-cache-memory": { type: "string" },
       "chunk-target-ms": { type: "string", default: "0" },
       "decoding-prefill-tokens": { type: "string", default: "0" },
+      "batch-invariant": { type: "boolean", default: false },
       waves: { type: "string", default: "2" },
       json: { type: "string" },
       md: { type: "string" },
@@ -85,6 +88,7 @@ export function parseServeArgs(args: string[]): ServeBenchOptions {
     kvCacheMemory: values["kv-cache-memory"] ?? null,
     chunkTargetMs: Number(values["chunk-target-ms"]),
     decodingPrefillTokens: Number(values["decoding-prefill-tokens"]),
+    batchInvariant: values["batch-invariant"],
     waves: Number(values.waves),
   };
 }
@@ -199,13 +203,15 @@ async function inProcess(gpu: Gpu, o: ServeBenchOptions, results: Summary[]): Pr
       kvCacheMemory: o.kvCacheMemory ? { bytes: Number(o.kvCacheMemory) } : null,
       ...(o.chunkTargetMs > 0 ? { chunkTargetMs: o.chunkTargetMs } : {}),
       ...(o.decodingPrefillTokens > 0 ? { decodingPrefillTokens: o.decodingPrefillTokens } : {}),
+      batchInvariant: o.batchInvariant,
     },
   });
   const formats = o.model ? ["folder"] : o.formats;
   for (const f of formats) {
     const model = o.model ? await loadModel(gpu, o.model, {}) : await randomLoaded(gpu, o.random!, f);
     await engine.setModel(model);
-    const label = o.model ? model.modelId : `${o.random} ${f} (random weights)`;
+    const label = (o.model ? model.modelId : `${o.random} ${f} (random weights)`) +
+      (o.batchInvariant ? ", batch-invariant" : "");
     for (const c of o.concurrency) {
       const send = engineSender(engine, model.config.vocabSize, o);
       await send(0, o.prompt); // warm-up: pipelines and plans

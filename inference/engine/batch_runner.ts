@@ -111,6 +111,8 @@ export interface BatchRunnerOptions {
    * delays the decoding streams less and the new prompt's first token more); idle, a forward takes maxRows.
    */
   decodingPrefillRows?: number;
+  /** decode forwards of one row take the batched kernels too (PagedKv.invariant); default false */
+  batchInvariant?: boolean;
   /** logit_bias entries and banned ids per slot */
   maxBias: number;
   maxBan: number;
@@ -480,6 +482,7 @@ export class BatchRunner {
         gather: b.gather,
         logitRows: 1,
         prefill: kind === "prefill",
+        invariant: this.options.batchInvariant ?? false,
       },
     });
     // The paged forward ends with gather, final norm and LM head over its logit rows: bound per logit
@@ -515,8 +518,14 @@ export class BatchRunner {
         }),
       ),
       // Pinned like the layers' decode rows: one kernel family at every logit count, so a row's logits
-      // do not depend on how many rows share the step, and each weight is read once per 64 rows.
-      ...bindLmHead(gpu, c, this.#weights, { x: s.xn, y: s.logits, rows: n, path: "gemv" }),
+      // do not depend on how many rows share the step, and each weight is read once per 64 rows; one row
+      // takes the GEMV unless the runner is batch-invariant (as the layers, PagedKv.invariant).
+      ...bindLmHead(gpu, c, this.#weights, {
+        x: s.xn,
+        y: s.logits,
+        rows: n,
+        ...(n > 1 || this.options.batchInvariant ? { path: "gemv" as const } : {}),
+      }),
     ];
     this.#heads.set(n, head);
     return head;

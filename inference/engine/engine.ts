@@ -86,6 +86,12 @@ export interface BatchOptions {
    * stays within about 3× a decode step (scheduler.ts PIECE_STEPS; BENCHMARKS.md "Serving under load").
    */
   decodingPrefillTokens: number;
+  /**
+   * Every decode forward takes the batched kernels, one-row forwards too (--batch-invariant): a sequence's
+   * ids and logprobs are then the bits it gets alone, whatever shares its steps, at some cost to one-stream
+   * speed (BENCHMARKS.md "Serving under load"). Default false.
+   */
+  batchInvariant: boolean;
   /** sequences waiting for a slot before new requests get 429 (--max-queued-requests) */
   maxQueued: number;
   /** KV cache budget (--kv-cache-memory); null: the default of kv_cache.ts */
@@ -112,6 +118,7 @@ export const BATCH_DEFAULTS: Readonly<BatchOptions> = Object.freeze({
   maxNumSeqs: 64,
   maxNumBatchedTokens: 512,
   decodingPrefillTokens: 512,
+  batchInvariant: false,
   maxQueued: 1024,
   kvCacheMemory: null,
   maxModelLen: null,
@@ -213,6 +220,7 @@ export function createEngine(
       maxBias: MAX_BIAS,
       maxBan: MAX_BAN,
       decodingPrefillRows: opts.decodingPrefillTokens,
+      batchInvariant: opts.batchInvariant,
     });
     // Bind every bucket's forward now: binding one mid-serving stalls every stream (batch_runner.ts).
     if (opts.prebuild ?? !gpu.isCpu) {

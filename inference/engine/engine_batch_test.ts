@@ -1,9 +1,11 @@
 /**
  * Continuous batching gives each sequence what it would get alone: sequences of different lengths join
- * and leave at different steps (chunked prefill interleaved with decode) and their greedy ids and
- * logprobs are the bits of one-at-a-time runs for dense, affine and LUT weights (pinned kernel paths whose
- * sums never depend on the rows, per-row attention splits). Also: `n = 2` shares its prompt's
- * blocks, and logprobs match a CPU log-softmax of the model's logits.
+ * and leave at different steps (chunked prefill interleaved with decode) and, with `batchInvariant`, their
+ * greedy ids and logprobs are the bits of one-at-a-time runs for dense, affine and LUT weights (pinned
+ * kernel paths whose sums never depend on the rows, per-row attention splits). By default a sequence
+ * decoding alone takes the one-row GEMVs, whose sums differ by rounding: the same ids wherever the top two
+ * logprobs are 1e-3 apart or more. Also: `n = 2` shares its prompt's blocks, and logprobs match a CPU
+ * log-softmax of the model's logits.
  */
 import assert from "node:assert/strict";
 import { collect, engineFor, type Finished, greedy, quantizeInto } from "../../tests/_engine.ts";
@@ -21,9 +23,14 @@ const PROMPTS: [string, number][] = [
 ];
 
 /** Batched runs: each request starts once the previous one has its first token (or at once when `burst`). */
-async function batched(gpu: Gpu, dir: string, burst: boolean): Promise<Finished[]> {
+async function batched(gpu: Gpu, dir: string, burst: boolean, batchInvariant: boolean): Promise<Finished[]> {
   // Plans bound at install (as on a GPU), unlike the one-at-a-time runs: the same ids either way.
-  const { engine } = await engineFor(gpu, dir, { maxNumSeqs: 4, maxNumBatchedTokens: 16, prebuild: true });
+  const { engine } = await engineFor(gpu, dir, {
+    maxNumSeqs: 4,
+    maxNumBatchedTokens: 16,
+    prebuild: true,
+    batchInvariant,
+  });
   const runs: Promise<Finished[]>[] = [];
   for (const [prompt, max] of PROMPTS) {
     let first!: () => void;
@@ -34,8 +41,8 @@ async function batched(gpu: Gpu, dir: string, burst: boolean): Promise<Finished[
   return (await Promise.all(runs)).map((r) => r[0]);
 }
 
-async function alone(gpu: Gpu, dir: string): Promise<Finished[]> {
-  const { engine } = await engineFor(gpu, dir, { maxNumSeqs: 4, maxNumBatchedTokens: 16 });
+async function alone(gpu: Gpu, dir: string, batchInvariant: boolean): Promise<Finished[]> {
+  const { engine } = await engineFor(gpu, dir, { maxNumSeqs: 4, maxNumBatchedTokens: 16, batchInvariant });
   const out: Finished[] = [];
   for (const [prompt, max] of PROMPTS) out.push((await collect(engine, greedy(prompt, max)))[0]);
   return out;
@@ -67,17 +74,28 @@ Deno.test("batched greedy decode reproduces one-at-a-time greedy decode", async 
   if (!gpu || !model || !calib) return;
   const tmp = await Deno.makeTempDir();
   try {
-    const folders: [string, string, boolean][] = [
-      ["dense f32", model, true],
-      ["affine 4-bit (q8 GEMV)", await quantizeInto(gpu, model, tmp, "affine", null), true],
-      ["LUT 4-bit", await quantizeInto(gpu, model, tmp, "lut", calib), true],
+    const folders: [string, string][] = [
+      ["dense f32", model],
+      ["affine 4-bit (q8)", await quantizeInto(gpu, model, tmp, "affine", null)],
+      ["LUT 4-bit", await quantizeInto(gpu, model, tmp, "lut", calib)],
     ];
-    for (const [name, dir, exact] of folders) {
-      await t.step(name, async () => {
-        const want = await alone(gpu, dir);
-        assert.ok(want.every((w) => w.ids.length > 0));
-        assertSame(await batched(gpu, dir, false), want, exact);
-        assertSame(await batched(gpu, dir, true), want, exact);
+    for (const [name, dir] of folders) {
+      let invariant: Finished[] = [];
+      await t.step(`${name}, batch-invariant: bit for bit`, async () => {
+        invariant = await alone(gpu, dir, true);
+        assert.ok(invariant.every((w) => w.ids.length > 0));
+        assertSame(await batched(gpu, dir, false, true), invariant, true);
+        assertSame(await batched(gpu, dir, true, true), invariant, true);
+      });
+      await t.step(`${name}, default: the same ids outside near ties`, async () => {
+        const want = await alone(gpu, dir, false);
+        // Alone, every decode step has one row: the one-row GEMVs ran. The LUT GEMV sums in another order
+        // than the batched LUT kernel; on this 64-wide model the dense f32 weights take the GEMV either way
+        // (the batched dense kernel is for f16), and the two q8 kernels gave the same bits on it.
+        if (name.startsWith("LUT")) {
+          assert.notDeepEqual(want.map((w) => w.logprobs), invariant.map((w) => w.logprobs));
+        }
+        assertSame(await batched(gpu, dir, false, false), want, false);
       });
     }
   } finally {
@@ -90,7 +108,12 @@ Deno.test("n = 2 shares the prompt's blocks and gives two choices", async () => 
   const model = sharedPath("models/stories260K");
   const gpu = await testGpu();
   if (!gpu || !model) return;
-  const { engine } = await engineFor(gpu, model, { maxNumSeqs: 4, maxNumBatchedTokens: 64 });
+  // Batch-invariant: the n = 1 run decodes alone, the two choices together.
+  const { engine } = await engineFor(gpu, model, {
+    maxNumSeqs: 4,
+    maxNumBatchedTokens: 64,
+    batchInvariant: true,
+  });
   // 42 prompt ids: 2 full blocks shared, the last partial block recomputed by the second choice.
   const prompt =
     "Once upon a time there was a little girl named Lily. She loved to play outside in the sun. " +

@@ -123,6 +123,13 @@ export interface PagedKv {
    * so a row's numbers do not depend on how a prompt was chunked or what shared its forward.
    */
   prefill: boolean;
+  /**
+   * Batch invariance (`--batch-invariant`): decode forwards of one row take the batched kernels too.
+   * Without it a one-row decode forward takes each format's one-row GEMVs (fused norm and SiLU·mul, merged
+   * q/k/v), which are faster but sum in another order, so a sequence's numbers then differ, by rounding,
+   * between the steps it decodes alone and those it shares.
+   */
+  invariant: boolean;
 }
 
 /** One bound step of a forward, labelled by what it computes (for profiles). */

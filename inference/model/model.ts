@@ -162,7 +162,10 @@ export function bindForwardSteps(
   ];
   // Batched forwards pin the kernel family ("gemm" for prompt rows, "gemv" for decode rows; linear.ts maps
   // them to each format's kernels), so a row's sums do not depend on the batch (see PagedKv.prefill).
-  const path: LinearPath | undefined = paged ? (paged.prefill ? "gemm" : "gemv") : pinned;
+  const oneRowGemv = paged && !paged.prefill && !paged.invariant && rows === 1;
+  const path: LinearPath | undefined = paged
+    ? (paged.prefill ? "gemm" : oneRowGemv ? undefined : "gemv")
+    : pinned;
   for (let l = 0; l < c.nLayers; l++) {
     const kv: LayerKv = paged
       ? { paged, layer: l }
