@@ -111,7 +111,7 @@ export interface BatchRunnerOptions {
    * delays the decoding streams less and the new prompt's first token more); idle, a forward takes maxRows.
    */
   decodingPrefillRows?: number;
-  /** decode forwards of one row take the batched kernels too (PagedKv.invariant); default false */
+  /** decode forwards of every row count take the batched kernels (PagedKv.invariant); default false */
   batchInvariant?: boolean;
   /** logit_bias entries and banned ids per slot */
   maxBias: number;
@@ -517,14 +517,14 @@ export class BatchRunner {
           eps: c.normEps,
         }),
       ),
-      // Pinned like the layers' decode rows: one kernel family at every logit count, so a row's logits
-      // do not depend on how many rows share the step, and each weight is read once per 64 rows; one row
-      // takes the GEMV unless the runner is batch-invariant (as the layers, PagedKv.invariant).
+      // Pinned like the layers' decode rows (PagedKv.invariant): batch-invariant, one kernel family at
+      // every logit count; else the GEMV for the few rows one dispatch serves; beyond, each weight is read
+      // once per 64 rows.
       ...bindLmHead(gpu, c, this.#weights, {
         x: s.xn,
         y: s.logits,
         rows: n,
-        ...(n > 1 || this.options.batchInvariant ? { path: "gemv" as const } : {}),
+        path: this.options.batchInvariant ? "gemv" : "decode",
       }),
     ];
     this.#heads.set(n, head);

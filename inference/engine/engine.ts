@@ -87,9 +87,9 @@ export interface BatchOptions {
    */
   decodingPrefillTokens: number;
   /**
-   * Every decode forward takes the batched kernels, one-row forwards too (--batch-invariant): a sequence's
-   * ids and logprobs are then the bits it gets alone, whatever shares its steps, at some cost to one-stream
-   * speed (BENCHMARKS.md "Serving under load"). Default false.
+   * Every decode forward takes the batched kernels, few-row forwards too (--batch-invariant): a sequence's
+   * ids and logprobs are then the bits it gets alone, whatever shares its steps, at some cost to few-stream
+   * speed (BENCHMARKS.md "Serving under load"). Default false (PagedKv.invariant).
    */
   batchInvariant: boolean;
   /** sequences waiting for a slot before new requests get 429 (--max-queued-requests) */

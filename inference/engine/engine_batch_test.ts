@@ -2,9 +2,9 @@
  * Continuous batching gives each sequence what it would get alone: sequences of different lengths join
  * and leave at different steps (chunked prefill interleaved with decode) and, with `batchInvariant`, their
  * greedy ids and logprobs are the bits of one-at-a-time runs for dense, affine and LUT weights (pinned
- * kernel paths whose sums never depend on the rows, per-row attention splits). By default a sequence
- * decoding alone takes the one-row GEMVs, whose sums differ by rounding: the same ids wherever the top two
- * logprobs are 1e-3 apart or more. Also: `n = 2` shares its prompt's blocks, and logprobs match a CPU
+ * kernel paths whose sums never depend on the rows, per-row attention splits). By default decode steps of
+ * few rows take the GEMVs, whose sums differ by rounding: the same ids wherever the top two logprobs are
+ * 1e-3 apart or more. Also: `n = 2` shares its prompt's blocks, and logprobs match a CPU
  * log-softmax of the model's logits.
  */
 import assert from "node:assert/strict";

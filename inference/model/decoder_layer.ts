@@ -124,10 +124,10 @@ export interface PagedKv {
    */
   prefill: boolean;
   /**
-   * Batch invariance (`--batch-invariant`): decode forwards of one row take the batched kernels too.
-   * Without it a one-row decode forward takes each format's one-row GEMVs (fused norm and SiLU·mul, merged
-   * q/k/v), which are faster but sum in another order, so a sequence's numbers then differ, by rounding,
-   * between the steps it decodes alone and those it shares.
+   * Batch invariance (`--batch-invariant`): decode forwards of any row count take the batched kernels
+   * (LinearCall.path "gemv"). Without it they take the "decode" path: as many rows as one dispatch of the
+   * format's GEMV serves (2 for q8 affine, 8 for dense and LUT) take that GEMV, which is faster but sums
+   * in another order, so a sequence's numbers differ, by rounding, between such steps and larger ones.
    */
   invariant: boolean;
 }

@@ -14,11 +14,14 @@ import {
   writeBuffer,
 } from "../../kernels/core/mod.ts";
 import {
+  AFFINE_Q8_MAX_ROWS,
   affineHasPrologue,
   type AffineWeights,
   createMatmul,
   createMatmulAffine,
   createMatmulLut,
+  GEMV_MAX_ROWS,
+  LUT_GEMV_MAX_ROWS,
   LUT_PROLOGUE_MAX_ROWS,
   type LutWeights,
 } from "../../kernels/matmul/mod.ts";
@@ -139,15 +142,22 @@ export interface LinearCall {
   siluMulUp?: GPUBuffer;
   /**
    * Pin the kernel family whatever `rows` is, so each row's sums are the same however many rows the call
-   * has (the batched engine): "gemm" the tiled GEMM (no prologue; prompt rows), "gemv" the decode GEMVs
-   * in row batches (decode rows); q8 affine weights take their batched q8 path for both (`pinnedPath`).
-   * Absent: chosen by `rows`.
+   * has (the batched engine): "gemm" the tiled GEMM (no prologue; prompt rows), "gemv" the batched decode
+   * kernels (decode rows); q8 affine weights take their batched q8 path for both (`pinnedPath`). "decode":
+   * rows that one dispatch of the format's GEMV serves take it (fused prologues, merged q/k/v; faster, but
+   * its sums differ from the batched kernels'), more rows the batched kernels. Absent: chosen by `rows`.
    */
   path?: LinearPath;
 }
 
 /** See {@link LinearCall.path}. */
-export type LinearPath = "gemm" | "gemv";
+export type LinearPath = "gemm" | "gemv" | "decode";
+
+/** Decode rows that one dispatch of a linear's GEMV serves (the "decode" path). */
+function gemvRows(linear: GpuLinear): number {
+  if (linear.format === "affine") return (linear.activations ?? "q8") === "q8" ? AFFINE_Q8_MAX_ROWS : 0;
+  return linear.format === "lut" ? LUT_GEMV_MAX_ROWS : GEMV_MAX_ROWS;
+}
 
 /**
  * The family a pinned call of `linear` runs. The engine's prompt rows ("gemm") of affine weights with q8
@@ -156,7 +166,12 @@ export type LinearPath = "gemm" | "gemv";
  * most of the GPU idle (BENCHMARKS.md, "Serving under load"). Its activations are int8 per 32 columns, as
  * llama.cpp's quantized matmuls use them for prompts too; `--decode-activations f32` keeps every row exact.
  */
-function pinnedPath(linear: GpuLinear, path: LinearPath | undefined): LinearPath | undefined {
+function pinnedPath(
+  linear: GpuLinear,
+  path: LinearPath | undefined,
+  rows: number,
+): "gemm" | "gemv" | undefined {
+  if (path === "decode") return rows <= gemvRows(linear) ? undefined : "gemv";
   const q8 = linear.format === "affine" && (linear.activations ?? "q8") === "q8";
   return path === "gemm" && q8 ? "gemv" : path;
 }
@@ -173,7 +188,7 @@ export function fusesPrologue(
   kind: "norm" | "siluMul" = "norm",
   pinned?: LinearPath,
 ): boolean {
-  const path = pinnedPath(linear, pinned);
+  const path = pinnedPath(linear, pinned, rows);
   if (path === "gemm") return false;
   // The pinned LUT decode path has no prologue (its builds must not change with the rows).
   if (linear.format === "lut") return kind === "siluMul" && rows <= LUT_PROLOGUE_MAX_ROWS && path !== "gemv";
@@ -189,7 +204,7 @@ export function bindLinear(gpu: Gpu, linear: GpuLinear, call: LinearCall): Encod
   ) {
     throw new Error(`Cannot fuse a norm or SiLU·mul into a ${linear.format} linear over ${call.rows} rows`);
   }
-  const pinned = pinnedPath(linear, call.path);
+  const pinned = pinnedPath(linear, call.path, call.rows);
   const path = pinned ? { path: pinned } : {};
   if (linear.format !== "dense") {
     const spec = { accumulate: call.accumulate ?? false };
@@ -262,7 +277,7 @@ export function bindLinears(
     const bound = items.map(({ linear, y }) => bindLinear(gpu, linear, { ...call, y }));
     return sequence(bound);
   }
-  const pinned = pinnedPath(linears[0], call.path);
+  const pinned = pinnedPath(linears[0], call.path, call.rows);
   const path = pinned ? { path: pinned } : {};
   return createMatmulAffine(gpu, { accumulate: call.accumulate ?? false, activations: "q8", ...path }).bind({
     x: call.x,

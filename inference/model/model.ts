@@ -162,9 +162,8 @@ export function bindForwardSteps(
   ];
   // Batched forwards pin the kernel family ("gemm" for prompt rows, "gemv" for decode rows; linear.ts maps
   // them to each format's kernels), so a row's sums do not depend on the batch (see PagedKv.prefill).
-  const oneRowGemv = paged && !paged.prefill && !paged.invariant && rows === 1;
   const path: LinearPath | undefined = paged
-    ? (paged.prefill ? "gemm" : oneRowGemv ? undefined : "gemv")
+    ? (paged.prefill ? "gemm" : paged.invariant ? "gemv" : "decode")
     : pinned;
   for (let l = 0; l < c.nLayers; l++) {
     const kv: LayerKv = paged

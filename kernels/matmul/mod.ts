@@ -14,6 +14,6 @@ export {
   type LutWeights,
   uploadLut,
 } from "./matmul_lut.ts";
-export { createMatmul } from "./matmul.ts";
-export { affineHasPrologue } from "./matmul_affine_plan.ts";
-export { LUT_PROLOGUE_MAX_ROWS } from "./matmul_lut_plan.ts";
+export { createMatmul, GEMV_MAX_ROWS } from "./matmul.ts";
+export { AFFINE_Q8_MAX_ROWS, affineHasPrologue } from "./matmul_affine_plan.ts";
+export { LUT_GEMV_MAX_ROWS, LUT_PROLOGUE_MAX_ROWS } from "./matmul_lut_plan.ts";
