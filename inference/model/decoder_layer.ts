@@ -125,9 +125,9 @@ export interface PagedKv {
   prefill: boolean;
   /**
    * Batch invariance (`--batch-invariant`): decode forwards of any row count take the batched kernels
-   * (LinearCall.path "gemv"). Without it they take the "decode" path: as many rows as one dispatch of the
-   * format's GEMV serves (2 for q8 affine, 8 for dense and LUT) take that GEMV, which is faster but sums
-   * in another order, so a sequence's numbers differ, by rounding, between such steps and larger ones.
+   * (LinearCall.path "gemv"). Without it they take the "decode" path (linear.ts `gemvRows`): few rows take
+   * the format's GEMV, which is faster but sums in another order, so a sequence's numbers differ, by
+   * rounding, between such steps and larger ones.
    */
   invariant: boolean;
 }

@@ -21,7 +21,7 @@ import {
   createMatmulAffine,
   createMatmulLut,
   GEMV_MAX_ROWS,
-  LUT_GEMV_MAX_ROWS,
+  LUT_GEMV_BATCH_MAX_ROWS,
   LUT_PROLOGUE_MAX_ROWS,
   type LutWeights,
 } from "../../kernels/matmul/mod.ts";
@@ -153,10 +153,15 @@ export interface LinearCall {
 /** See {@link LinearCall.path}. */
 export type LinearPath = "gemm" | "gemv" | "decode";
 
-/** Decode rows that one dispatch of a linear's GEMV serves (the "decode" path). */
+/**
+ * Decode rows that take a linear's GEMV on the "decode" path: what one dispatch serves for q8 affine and
+ * dense f16 weights; for LUT weights every row count the LUT GEMV's 8-row batches serve, which beat the
+ * batched LUT kernel at every count measured on the H100 (8B shape: 8.8 against 24.5 ms a 2-row step,
+ * 14.5 ms an 8-row step against 44.7 ms a 16-row one; BENCHMARKS.md "Serving under load").
+ */
 function gemvRows(linear: GpuLinear): number {
   if (linear.format === "affine") return (linear.activations ?? "q8") === "q8" ? AFFINE_Q8_MAX_ROWS : 0;
-  return linear.format === "lut" ? LUT_GEMV_MAX_ROWS : GEMV_MAX_ROWS;
+  return linear.format === "lut" ? LUT_GEMV_BATCH_MAX_ROWS : GEMV_MAX_ROWS;
 }
 
 /**
