@@ -47,8 +47,9 @@ export async function engineFor(
   dir: string,
   batch: Partial<BatchOptions>,
   logs: string[] = [],
+  weightType: "f32" | "f16" = "f32",
 ): Promise<{ engine: EngineHandle; model: LoadedModel }> {
-  const model = await loadModel(gpu, dir, { weightType: "f32" });
+  const model = await loadModel(gpu, dir, { weightType });
   const engine = createEngine("test", { batch, log: (m) => logs.push(m) });
   await engine.setModel(model);
   return { engine, model };

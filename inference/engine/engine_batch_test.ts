@@ -151,11 +151,23 @@ Deno.test("logprobs match a CPU log-softmax of the model's logits", async (t) =>
       () => checkLogprobs(gpu, model, kvCacheDtype, tol),
     );
   }
+  // f16 weights: the engine's prompt rows take the batched dense kernel (linear.ts pinnedPath), the plain
+  // forward the tiled GEMM; the same f16 weights summed in f32 in two orders.
+  await t.step(
+    "f16 weights, f32 KV cache, tolerance 1e-4",
+    () => checkLogprobs(gpu, model, "f32", 1e-4, "f16"),
+  );
   gpu.device.destroy();
 });
 
-async function checkLogprobs(gpu: Gpu, model: string, kvCacheDtype: "f16" | "f32", tol: number) {
-  const { engine, model: m } = await engineFor(gpu, model, { kvCacheDtype });
+async function checkLogprobs(
+  gpu: Gpu,
+  model: string,
+  kvCacheDtype: "f16" | "f32",
+  tol: number,
+  weightType: "f32" | "f16" = "f32",
+) {
+  const { engine, model: m } = await engineFor(gpu, model, { kvCacheDtype }, [], weightType);
   const prompt = "The cat sat on the";
   const [got] = await collect(engine, greedy(prompt, 5, { logprobs: 5 }));
   const ids = m.tokenizer.encode(prompt, { addSpecialTokens: true });

@@ -119,8 +119,9 @@ export interface PagedKv {
   gather: GPUBuffer;
   logitRows: number;
   /**
-   * Prompt rows: every layer linear runs the tiled GEMM whatever the row count (and fuses no prologue),
-   * so a row's numbers do not depend on how a prompt was chunked or what shared its forward.
+   * Prompt rows: every layer linear runs one kernel family whatever the row count (and fuses no prologue),
+   * the tiled GEMM or, for q8 affine and f16 dense weights, their batched decode kernel (linear.ts
+   * `pinnedPath`), so a row's numbers do not depend on how a prompt was chunked or what shared its forward.
    */
   prefill: boolean;
   /**

@@ -170,6 +170,11 @@ function gemvRows(linear: GpuLinear): number {
  * it was faster at every prompt piece size, by far at small pieces, where the GEMM's few output tiles leave
  * most of the GPU idle (BENCHMARKS.md, "Serving under load"). Its activations are int8 per 32 columns, as
  * llama.cpp's quantized matmuls use them for prompts too; `--decode-activations f32` keeps every row exact.
+ * Prompt rows of f16 dense weights take their batched decode kernel likewise (f32 sums of the same f16
+ * weights, in another order): at 8B shape 11.4 against 12.6–13.7 ms per layer at 512 rows, and at the
+ * 32–128-row pieces prompts are read in while others decode the GEMM leaves most of the GPU idle (64 rows:
+ * 1.4 ms per layer, against 8.4–8.8 for the affine GEMM on the same tiles). LUT prompts keep the GEMM: eight
+ * 64-row dispatches of the batched LUT kernel (4.4 ms each) would be ~2.5× its ~13 ms at 512 rows.
  */
 function pinnedPath(
   linear: GpuLinear,
@@ -178,7 +183,8 @@ function pinnedPath(
 ): "gemm" | "gemv" | undefined {
   if (path === "decode") return rows <= gemvRows(linear) ? undefined : "gemv";
   const q8 = linear.format === "affine" && (linear.activations ?? "q8") === "q8";
-  return path === "gemm" && q8 ? "gemv" : path;
+  const denseRows = linear.format === "dense" && linear.weightType === "f16" && linear.inDim % 8 === 0;
+  return path === "gemm" && (q8 || denseRows) ? "gemv" : path;
 }
 
 /**
