@@ -59,6 +59,7 @@ export function rowLanesFor(
   minOutDim = Infinity,
 ): RowLanes & { unroll: number } {
   const wide = minOutDim >= 4096;
+  // [outputs per lane, rows per lane]
   const defaults = {
     q8: rows <= 2 ? [1, 4] : rows < 32 ? [2, 4] : rows < 48 || !wide ? [4, 4] : [8, 8],
     dense: rows <= 2 ? [1, 4] : rows < 16 ? [2, 4] : wide ? [8, 4] : rows < 32 ? [2, 4] : [4, 4],
