@@ -74,7 +74,12 @@ Deno.test("chat page over the real server: lq-49m's answer streams into the page
     await send(page, "Tell me a story.", 180_000);
     const shown = await js<string>(page, `${lastAnswer}.querySelector(".body").textContent`);
     const seen = await js<string[]>(page, `[...(globalThis.__seen ?? [])].filter((t) => t !== "")`);
-    assert.ok(seen.length >= 1 && seen.every((t) => t.length < shown.length), `partial texts: ${seen}`);
+    // It grew while streaming: shorter texts were on the page before the answer ended (the page marks the
+    // answer done before it renders the whole text; a last frame of the stream may still show all of it).
+    assert.ok(
+      seen.some((t) => t.length < shown.length) && seen.every((t) => t.length <= shown.length),
+      `partial texts: ${JSON.stringify(seen)}, shown: ${JSON.stringify(shown)}`,
+    );
     assert.match(
       await js<string>(page, `${lastAnswer}.querySelector(".meta").textContent`),
       /^\d+ tokens? in [\d.]+ s · [\d.]+ tok\/s · first token \d+ ms · (stop|length)$/,

@@ -152,9 +152,10 @@ async function send(text) {
     cancelAnimationFrame(frame);
     answer.content = r.text;
     answer.meta = describeResult(r);
+    // The state first: the whole answer is rendered as a finished one, never as a stream's last frame.
+    view.dataset.state = r.stopped ? "stopped" : "done";
     fillBody(body, answer);
     meta.textContent = answer.meta;
-    view.dataset.state = r.stopped ? "stopped" : "done";
     if (r.text === "") throw new Error("The answer was stopped before its first token");
     conversation.push(answer);
   } catch (err) {
