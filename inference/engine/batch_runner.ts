@@ -57,6 +57,7 @@ import {
   forwardStep,
   type GpuWeights,
   type ModelConfig,
+  type PagedKv,
 } from "../model/mod.ts";
 import type { KvCache } from "./kv_cache.ts";
 import { bucketOf, decodeBuckets, logitBuckets, prefillBuckets } from "./row_buckets.ts";
@@ -111,7 +112,7 @@ export interface BatchRunnerOptions {
    * delays the decoding streams less and the new prompt's first token more); idle, a forward takes maxRows.
    */
   decodingPrefillRows?: number;
-  /** decode forwards of every row count take the batched kernels (PagedKv.invariant); default false */
+  /** decode forwards of every row count take the batched kernels (PagedKv.decodePath "gemv"); default false */
   batchInvariant?: boolean;
   /** logit_bias entries and banned ids per slot */
   maxBias: number;
@@ -134,6 +135,8 @@ export class BatchRunner {
   #pending: PendingChunk | null = null;
   #maxBlocks: number;
   #attention: Kernel<PagedAttentionArgs>;
+  /** PagedKv.decodePath of every decode forward and LM head */
+  #decodePath: PagedKv["decodePath"];
   /** The row counts of decode and prefill forwards and of logit rows (row_buckets.ts), fixed by the options. */
   #decodeBuckets: readonly number[];
   #prefillBuckets: readonly number[];
@@ -184,6 +187,7 @@ export class BatchRunner {
       dispatch: createDispatchBuffer(gpu, "batch attention grid"),
     };
     this.#attention = createPagedAttention(gpu);
+    this.#decodePath = options.batchInvariant ? "gemv" : "decode";
     writeBuffer(gpu, this.#b.blockTable, new Uint32Array(maxSlots * this.#maxBlocks).fill(ROW_NONE));
   }
 
@@ -482,7 +486,7 @@ export class BatchRunner {
         gather: b.gather,
         logitRows: 1,
         prefill: kind === "prefill",
-        invariant: this.options.batchInvariant ?? false,
+        decodePath: this.#decodePath,
       },
     });
     // The paged forward ends with gather, final norm and LM head over its logit rows: bound per logit
@@ -517,15 +521,9 @@ export class BatchRunner {
           eps: c.normEps,
         }),
       ),
-      // Pinned like the layers' decode rows (PagedKv.invariant): batch-invariant, one kernel family at
-      // every logit count; else the GEMV for the few rows one dispatch serves; beyond, each weight is read
-      // once per 64 rows.
-      ...bindLmHead(gpu, c, this.#weights, {
-        x: s.xn,
-        y: s.logits,
-        rows: n,
-        path: this.options.batchInvariant ? "gemv" : "decode",
-      }),
+      // The layers' decode path (PagedKv.decodePath) for prompt and decode steps alike: head rows come one
+      // per sequence, so their count is a decode row count.
+      ...bindLmHead(gpu, c, this.#weights, { x: s.xn, y: s.logits, rows: n, path: this.#decodePath }),
     ];
     this.#heads.set(n, head);
     return head;

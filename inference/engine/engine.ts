@@ -89,7 +89,7 @@ export interface BatchOptions {
   /**
    * Every decode forward takes the batched kernels, few-row forwards too (--batch-invariant): a sequence's
    * ids and logprobs are then the bits it gets alone, whatever shares its steps, at some cost to few-stream
-   * speed (BENCHMARKS.md "Serving under load"). Default false (PagedKv.invariant).
+   * speed (BENCHMARKS.md "Serving under load"). Default false (PagedKv.decodePath).
    */
   batchInvariant: boolean;
   /** sequences waiting for a slot before new requests get 429 (--max-queued-requests) */

@@ -125,12 +125,11 @@ export interface PagedKv {
    */
   prefill: boolean;
   /**
-   * Batch invariance (`--batch-invariant`): decode forwards of any row count take the batched kernels
-   * (LinearCall.path "gemv"). Without it they take the "decode" path (linear.ts `gemvRows`): few rows take
-   * the format's GEMV, which is faster but sums in another order, so a sequence's numbers differ, by
-   * rounding, between such steps and larger ones.
+   * The linears' path for decode rows (LinearCall.path), the LM head's too: "gemv" (`--batch-invariant`)
+   * takes the batched kernels at every row count, so a row's sums never depend on its batch; "decode"
+   * takes the format's GEMV for few rows (linear.ts `gemvRows`), faster but summing in another order.
    */
-  invariant: boolean;
+  decodePath: "gemv" | "decode";
 }
 
 /** One bound step of a forward, labelled by what it computes (for profiles). */
