@@ -1,10 +1,11 @@
 /**
  * `deno task bench:profile [--random llama3-8b|lq-49m] [--format dense|affine4|lut4…] [--context N]
- *   [--batch B] [--json <file>]`
+ *   [--batch B [--batch-invariant]] [--json <file>]`
  *
  * With `--batch B`: one decode step of the serving engine's batch runner (inference/engine/batch_runner.ts)
  * over B sequences, each at position `context` of a paged KV cache, greedy sampling; the steps are the
- * runner's own (prepare, the layers, the LM head over B logit rows, logits processing, sampling, logprobs).
+ * runner's own (prepare, the layers, the LM head over B logit rows, logits processing, sampling, logprobs),
+ * on the engine's default decode path or, with `--batch-invariant`, its batched kernels at every B.
  *
  * Where a batch-1 decode step's GPU time goes: binds one decode forward (model.ts bindForwardSteps) at
  * position `context` and times every step in a compute pass of its own with `timestamp-query`, then sums
@@ -23,6 +24,7 @@ import {
   uploadStorage,
   writeBuffer,
 } from "../kernels/core/mod.ts";
+import { GREEDY_SLOT } from "../kernels/ops/mod.ts";
 import { bindForwardSteps, createForwardState, type ForwardStep } from "../inference/model/mod.ts";
 import { BatchRunner } from "../inference/engine/batch_runner.ts";
 import { BLOCK_SIZE, KvCache } from "../inference/engine/kv_cache.ts";
@@ -35,6 +37,7 @@ const { values } = parseArgs({
     format: { type: "string", default: "dense" },
     context: { type: "string", default: "576" },
     batch: { type: "string", default: "0" },
+    "batch-invariant": { type: "boolean", default: false },
     json: { type: "string" },
   },
 });
@@ -150,26 +153,12 @@ function batchSteps(n: number): ForwardStep[] {
     maxBias: 1,
     maxBan: 1,
     decodingPrefillRows: n,
+    batchInvariant: values["batch-invariant"],
   });
-  const greedy = {
-    temperature: 0,
-    topP: 1,
-    topK: 0,
-    minP: 0,
-    seed: 0,
-    presence: 0,
-    frequency: 0,
-    repetition: 1,
-    bias: [],
-    minTokens: 0,
-    ban: [],
-    logprobs: false,
-    nTop: 0,
-  };
   for (let slot = 0; slot < n; slot++) {
     const own = cache.allocate(blocks);
     if (!own) throw new Error("Cannot profile: the KV cache is full");
-    runner.setSlot(slot, greedy, { step: 0, prompt: [], output: [], blocks: own });
+    runner.setSlot(slot, GREEDY_SLOT, { step: 0, prompt: [], output: [], blocks: own });
   }
   const rows = Array.from({ length: n }, (_, slot) => ({ slot, pos: context, token: 300 + slot }));
   return runner.profileSteps({ kind: "decode", rows, gather: rows.map((_, i) => i) });

@@ -3,11 +3,17 @@
 # weights at the Llama-3-8B shape, so the figures must be labelled "random weights"):
 #   bash bench/serve_suite.sh            # everything below
 #   bash bench/serve_suite.sh decode     # only the decode-dominated table (affine4, lut4, dense)
+#   bash bench/serve_suite.sh sweep [variants]   # the batched kernels instead: profiles and lane variants
 # Writes, under $OUT (default ./serve_suite_out): runner.txt (the single-sequence baseline, `deno task
 # bench`), decode_<format>.md (16-id prompts, 64 output ids, 1/2/16/64 streams: ITL p50 is one decode step),
 # issue.md (the issue's 512 + 256 requests at 1/16/64 streams), long.md (a 2,048-id prompt arriving while 16
 # streams decode), ttft.md (one 2,048-id prompt), runner_engine_<n>.txt (`deno task bench` timing an n-id
 # prompt on the engine's kernels) and profile_<format>.txt (one 64-row engine decode step, kernel by kernel).
+# `sweep` writes profile_<format>_b<B>.txt (one decode step of B rows on the batched kernels, kernel by
+# kernel) and gemm_<variant>.txt (bench:gemm's affine4 layer linears at 16, 32, 64 and 512 rows per lane
+# variant, one process each: timings drifted within long single-process sweeps; variant names in
+# bench/gemm.ts: mm, then n<outputs per lane> u<unroll> w<workgroup> k<K split> r<rows per dispatch> l<rows
+# per lane>, in that order).
 # Pack $OUT into one archive before fetching it: the device tool returns at most 8 files.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -21,6 +27,16 @@ what=${1:-all}
 
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader >"$OUT/gpu.txt" 2>/dev/null
 date -u >"$OUT/date.txt"
+if [ "$what" = sweep ]; then
+  P="$R bench/profile.ts --random llama3-8b --context 64 --batch-invariant"
+  for b in 1 16 64; do timeout 60 $P --format affine4 --batch $b >"$OUT/profile_affine4_b$b.txt" 2>&1; done
+  for f in lut4 dense; do timeout 60 $P --format $f --batch 64 >"$OUT/profile_${f}_b64.txt" 2>&1; done
+  for v in ${2:-mm mml8 mmn8l8 mmn4l8 mmn8 mmk16}; do
+    timeout 40 $R bench/gemm.ts --formats affine4 --rows 16,32,64,512 --reps 20 --variants $v \
+      >"$OUT/gemm_$v.txt" 2>&1
+  done
+  exit 0
+fi
 timeout 60 $R bench/bench.ts --random llama3-8b --format affine4 --prompt 512 --decode 128 >"$OUT/runner.txt" 2>&1
 for p in 512 2048; do
   timeout 60 $R bench/bench.ts --random llama3-8b --format affine4 --prompt $p --decode 16 --prompt-kernels engine \
