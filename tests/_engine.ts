@@ -11,6 +11,12 @@ import type {
   TokenLogprob,
 } from "../inference/engine/mod.ts";
 import { createEngine, type LoadedModel, loadModel } from "../inference/engine/mod.ts";
+import { BatchRunner } from "../inference/engine/batch_runner.ts";
+import { MAX_BAN, MAX_BIAS } from "../inference/engine/engine.ts";
+import { KvCache, sizeKvCache } from "../inference/engine/kv_cache.ts";
+import { Scheduler } from "../inference/engine/scheduler.ts";
+import { loadModelConfig, uploadModelWeights } from "../inference/model/mod.ts";
+import { GREEDY_SLOT } from "../kernels/ops/mod.ts";
 
 /**
  * Quantizes `model` into `dir`: "affine" is RTN 4-bit with groups of 32 (no calibration text needed),
@@ -101,4 +107,59 @@ export async function collect(
     if (ev.type === "end") at(ev.index ?? 0).finish = ev.finishReason;
   }
   return out;
+}
+
+/**
+ * A folder's f32 weights behind a batch runner and a scheduler, without the engine around them (tests that
+ * watch what the scheduler submits, or the paged path of every architecture): `generate` adds one greedy
+ * sequence and resolves with its `limit` ids; `onToken(n)` sees the count after each id.
+ */
+export async function schedulerFor(
+  gpu: Gpu,
+  dir: string,
+  { maxModelLen, maxRows }: { maxModelLen: number; maxRows: number },
+): Promise<{
+  runner: BatchRunner;
+  generate: (prompt: readonly number[], limit: number, onToken?: (n: number) => void) => Promise<number[]>;
+  destroy: () => void;
+}> {
+  const config = await loadModelConfig(dir);
+  const weights = await uploadModelWeights(gpu, dir, config, { weightType: "f32" });
+  const shape = sizeKvCache(gpu, config, { memory: null, maxModelLen, maxNumSeqs: 4, kvType: "f32" });
+  const cache = new KvCache(gpu, config, shape);
+  const runner = new BatchRunner(gpu, config, weights, cache, {
+    maxSlots: 4,
+    maxRows,
+    maxChunk: 8,
+    maxBias: MAX_BIAS,
+    maxBan: MAX_BAN,
+  });
+  const scheduler = new Scheduler();
+  const entry = scheduler.addModel(runner, () => {});
+  const generate = (prompt: readonly number[], limit: number, onToken?: (n: number) => void) =>
+    new Promise<number[]>((resolve, reject) => {
+      const out: number[] = [];
+      scheduler.add(entry, [{
+        prompt,
+        limit,
+        settings: GREEDY_SLOT,
+        sink: {
+          token(id) {
+            out.push(id);
+            onToken?.(out.length);
+            if (out.length === limit) resolve(out);
+            return false;
+          },
+          fail: reject,
+        },
+      }]);
+    });
+  return {
+    runner,
+    generate,
+    destroy: () => {
+      runner.destroy();
+      cache.destroy();
+    },
+  };
 }

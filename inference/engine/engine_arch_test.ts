@@ -7,14 +7,7 @@
  */
 import assert from "node:assert/strict";
 import { sharedPath, testGpu } from "../../tests/_gpu.ts";
-import { loadModelConfig, uploadModelWeights } from "../model/mod.ts";
-import { MAX_BAN, MAX_BIAS } from "./engine.ts";
-import { BatchRunner } from "./batch_runner.ts";
-import { KvCache, sizeKvCache } from "./kv_cache.ts";
-import { Scheduler } from "./scheduler.ts";
-import { GREEDY_SLOT, type SlotSettings } from "../../kernels/ops/mod.ts";
-
-const GREEDY: SlotSettings = GREEDY_SLOT;
+import { schedulerFor } from "../../tests/_engine.ts";
 
 const MODELS = ["tiny-llama3", "tiny-qwen2", "tiny-qwen3", "tiny-mistral-swa", "tiny-gemma3"];
 
@@ -23,45 +16,14 @@ for (const name of MODELS) {
     const dir = sharedPath(`models/${name}`);
     const gpu = await testGpu();
     if (!gpu || !dir) return;
-    const config = await loadModelConfig(dir);
-    const weights = await uploadModelWeights(gpu, dir, config, { weightType: "f32" });
-    const shape = sizeKvCache(gpu, config, { memory: null, maxModelLen: 256, maxNumSeqs: 4, kvType: "f32" });
-    const cache = new KvCache(gpu, config, shape);
-    const runner = new BatchRunner(gpu, config, weights, cache, {
-      maxSlots: 4,
-      maxRows: 16,
-      maxChunk: 8,
-      maxBias: MAX_BIAS,
-      maxBan: MAX_BAN,
-    });
+    const served = await schedulerFor(gpu, dir, { maxModelLen: 256, maxRows: 16 });
     try {
-      const scheduler = new Scheduler();
-      const entry = scheduler.addModel(runner, () => {});
       const cases: { ids: number[]; greedy24_ids: number[] }[] =
         JSON.parse(await Deno.readTextFile(`${dir}/golden.json`)).cases;
-      const runs = cases.map((c) =>
-        new Promise<number[]>((resolve, reject) => {
-          const out: number[] = [];
-          scheduler.add(entry, [{
-            prompt: c.ids,
-            limit: c.greedy24_ids.length,
-            settings: GREEDY,
-            sink: {
-              token(id) {
-                out.push(id);
-                if (out.length === c.greedy24_ids.length) resolve(out);
-                return false;
-              },
-              fail: reject,
-            },
-          }]);
-        })
-      );
-      const got = await Promise.all(runs);
+      const got = await Promise.all(cases.map((c) => served.generate(c.ids, c.greedy24_ids.length)));
       cases.forEach((c, i) => assert.deepEqual(got[i], c.greedy24_ids, `prompt ${i} (${c.ids.length} ids)`));
     } finally {
-      runner.destroy();
-      cache.destroy();
+      served.destroy();
       gpu.device.destroy();
     }
   });

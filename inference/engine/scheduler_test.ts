@@ -6,65 +6,31 @@
  */
 import assert from "node:assert/strict";
 import { sharedPath, testGpu } from "../../tests/_gpu.ts";
-import { loadModelConfig, uploadModelWeights } from "../model/mod.ts";
-import { MAX_BAN, MAX_BIAS } from "./engine.ts";
-import { BatchRunner, type StepSpec } from "./batch_runner.ts";
-import { KvCache, sizeKvCache } from "./kv_cache.ts";
-import { Scheduler } from "./scheduler.ts";
-import { GREEDY_SLOT } from "../../kernels/ops/mod.ts";
+import { schedulerFor } from "../../tests/_engine.ts";
+import type { StepSpec } from "./batch_runner.ts";
 
 Deno.test("a prompt arriving while others decode is read in pieces of at most twice the decoding rows", async () => {
   const dir = sharedPath("models/stories260K");
   const gpu = await testGpu();
   if (!gpu || !dir) return;
-  const config = await loadModelConfig(dir);
-  const weights = await uploadModelWeights(gpu, dir, config, { weightType: "f32" });
-  const shape = sizeKvCache(gpu, config, { memory: null, maxModelLen: 320, maxNumSeqs: 4, kvType: "f32" });
-  const cache = new KvCache(gpu, config, shape);
-  const runner = new BatchRunner(gpu, config, weights, cache, {
-    maxSlots: 4,
-    maxRows: 128,
-    maxChunk: 8,
-    maxBias: MAX_BIAS,
-    maxBan: MAX_BAN,
-  });
+  const served = await schedulerFor(gpu, dir, { maxModelLen: 320, maxRows: 128 });
+  const { runner, generate } = served;
   const chunks: StepSpec[][] = [];
   const submit = runner.submit.bind(runner);
   runner.submit = (steps, wantLogprobs) => {
     chunks.push(steps.map((s) => ({ ...s, rows: [...s.rows] })));
     return submit(steps, wantLogprobs);
   };
-  const scheduler = new Scheduler();
-  const entry = scheduler.addModel(runner, () => {});
-  const run = (prompt: number[], limit: number, onFirst?: () => void) =>
-    new Promise<void>((resolve, reject) => {
-      let n = 0;
-      scheduler.add(entry, [{
-        prompt,
-        limit,
-        settings: GREEDY_SLOT,
-        sink: {
-          token() {
-            if (++n === 1) onFirst?.();
-            if (n === limit) resolve();
-            return false;
-          },
-          fail: reject,
-        },
-      }]);
-    });
   try {
     const ids = (n: number, from: number) => Array.from({ length: n }, (_, i) => 1 + ((from + i) % 400));
     let decoding!: () => void;
     const both = new Promise<void>((r) => (decoding = r));
     let firsts = 0;
-    const short = [
-      run(ids(5, 0), 60, () => ++firsts === 2 && decoding()),
-      run(ids(7, 50), 60, () => ++firsts === 2 && decoding()),
-    ];
+    const first = (n: number) => n === 1 && ++firsts === 2 && decoding();
+    const short = [generate(ids(5, 0), 60, first), generate(ids(7, 50), 60, first)];
     await both;
     const from = chunks.length;
-    await Promise.all([...short, run(ids(200, 100), 4)]);
+    await Promise.all([...short, generate(ids(200, 100), 4)]);
     const pieces = chunks.slice(from).filter((c) => c.some((s) => s.kind === "prefill"));
     assert.ok(pieces.length >= 2, `the 200-id prompt took ${pieces.length} pieces`);
     let beside = 0;
@@ -83,8 +49,7 @@ Deno.test("a prompt arriving while others decode is read in pieces of at most tw
     }
     assert.ok(beside >= 2, `only ${beside} pieces ran while the others decoded`);
   } finally {
-    runner.destroy();
-    cache.destroy();
+    served.destroy();
     gpu.device.destroy();
   }
 });
