@@ -4,18 +4,35 @@
  * split), since the engine's batched greedy decode must equal one-at-a-time decode.
  */
 import assert from "node:assert/strict";
+import {
+  checkPipelines,
+  createStorage,
+  type Encodable,
+  type Gpu,
+  readF32,
+  runPass,
+} from "../kernels/core/mod.ts";
 
 /**
- * @param run binds and runs rows [r0, r0 + n) of the case's x (with an optional build override) and returns
- *   their (n, outDim) outputs
+ * @param bind binds rows [r0, r0 + n) of the case's x into `y` (n, outDim), with an optional build override
  * @param other the build override for the last comparison
  */
 export async function assertRowInvariance<T>(
+  gpu: Gpu,
   rows: number,
   outDim: number,
-  run: (r0: number, n: number, tune?: T) => Promise<Float32Array>,
+  bind: (y: GPUBuffer, r0: number, n: number, tune?: T) => Encodable,
   other: T,
 ): Promise<void> {
+  const run = async (r0: number, n: number, tune?: T) => {
+    const y = createStorage(gpu, n * outDim * 4, "y");
+    const bound = bind(y, r0, n, tune);
+    await checkPipelines(gpu);
+    runPass(gpu, (pass) => bound.encode(pass));
+    const out = await readF32(gpu, y, n * outDim);
+    y.destroy();
+    return out;
+  };
   const all = await run(0, rows);
   const same = (got: Float32Array, r0: number, what: string) =>
     assert.deepEqual(got, all.slice(r0 * outDim, r0 * outDim + got.length), what);

@@ -108,15 +108,10 @@ Deno.test("matmulAffine() batched q8 path gives a row the same bits whatever its
   const w = uploadAffine(gpu, packAffine(parts, { groupSize: 32 }), "w");
   const x = uploadStorage(gpu, randomF32(rows * inDim, 32), "x");
   const norm = { weight: uploadStorage(gpu, randomF32(inDim, 33), "nw"), eps: 1e-5 };
-  const run = async (r0: number, n: number, tune?: AffineTune): Promise<Float32Array> => {
-    const y = createStorage(gpu, n * outDim * 4, "y");
-    const spec = { accumulate: false, path: "gemv" as const, ...(tune ? { tune } : {}) };
-    const bound = createMatmulAffine(gpu, spec).bind({ x, w, y, rows: n, xRowOffset: r0, norm });
-    await checkPipelines(gpu);
-    runPass(gpu, (pass) => bound.encode(pass));
-    return readF32(gpu, y, n * outDim);
-  };
-  await assertRowInvariance(rows, outDim, run, { mm: { no: 4, wg: 128, unroll: 3, rows: 7, rl: 2 } });
+  const bind = (y: GPUBuffer, r0: number, n: number, tune?: AffineTune) =>
+    createMatmulAffine(gpu, { accumulate: false, path: "gemv", ...(tune ? { tune } : {}) })
+      .bind({ x, w, y, rows: n, xRowOffset: r0, norm });
+  await assertRowInvariance(gpu, rows, outDim, bind, { mm: { no: 4, wg: 128, unroll: 3, rows: 7, rl: 2 } });
   const plans = [1, 2, 16].map((n) =>
     planMatmulAffine({ accumulate: false, path: "gemv" }, { ...w, rows: n, hasPerm: true }).shader
   );

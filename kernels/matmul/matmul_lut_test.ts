@@ -368,14 +368,9 @@ Deno.test("matmulLut() batched decode path gives a row the same bits whatever it
   const [rows, inDim, outDim] = [20, 1024, 70];
   const w = uploadLut(gpu, packLut(randomLut({ bits: 3, inDim, outDim }, 41)), "w");
   const x = uploadStorage(gpu, randomF32(rows * inDim, 42), "x");
-  const run = async (r0: number, n: number, tune?: LutTune) => {
-    const y = createStorage(gpu, n * outDim * 4, "y");
-    const spec = { accumulate: false, path: "gemv" as const, ...(tune ? { tune } : {}) };
-    const bound = createMatmulLut(gpu, spec).bind({ x, w, y, rows: n, xRowOffset: r0 });
-    await checkPipelines(gpu);
-    runPass(gpu, (pass) => bound.encode(pass));
-    return readF32(gpu, y, n * outDim);
-  };
-  await assertRowInvariance(rows, outDim, run, { mm: { no: 4, rl: 2, wg: 128, rows: 7 } });
+  const bind = (y: GPUBuffer, r0: number, n: number, tune?: LutTune) =>
+    createMatmulLut(gpu, { accumulate: false, path: "gemv", ...(tune ? { tune } : {}) })
+      .bind({ x, w, y, rows: n, xRowOffset: r0 });
+  await assertRowInvariance(gpu, rows, outDim, bind, { mm: { no: 4, rl: 2, wg: 128, rows: 7 } });
   gpu.device.destroy();
 });

@@ -299,19 +299,9 @@ Deno.test("matmul() batched decode path gives a row the same bits whatever its b
   const [rows, inDim, outDim] = [20, 1024, 70];
   const x = uploadStorage(gpu, randomF32(rows * inDim, 5), "x");
   const w = uploadStorage(gpu, Uint16Array.from(randomF32(outDim * inDim, 6), f32ToF16Bits), "w");
-  const run = async (r0: number, n: number, tune?: MatmulSpec["tune"]) => {
-    const y = createStorage(gpu, n * outDim * 4, "y");
-    const spec: MatmulSpec = {
-      weightType: "f16",
-      accumulate: false,
-      path: "gemv",
-      ...(tune ? { tune } : {}),
-    };
-    const bound = createMatmul(gpu, spec).bind({ x, w, y, rows: n, inDim, outDim, xRowOffset: r0 });
-    await checkPipelines(gpu);
-    runPass(gpu, (pass) => bound.encode(pass));
-    return readF32(gpu, y, n * outDim);
-  };
-  await assertRowInvariance(rows, outDim, run, { mm: { no: 4, rl: 2, wg: 128, unroll: 3, rows: 7 } });
+  const bind = (y: GPUBuffer, r0: number, n: number, tune?: MatmulSpec["tune"]) =>
+    createMatmul(gpu, { weightType: "f16", accumulate: false, path: "gemv", ...(tune ? { tune } : {}) })
+      .bind({ x, w, y, rows: n, inDim, outDim, xRowOffset: r0 });
+  await assertRowInvariance(gpu, rows, outDim, bind, { mm: { no: 4, rl: 2, wg: 128, unroll: 3, rows: 7 } });
   gpu.device.destroy();
 });
