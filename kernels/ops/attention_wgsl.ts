@@ -7,6 +7,8 @@
  * and span; see attention.ts for the algorithm.
  */
 
+import { unroll } from "../core/mod.ts";
+
 /** How the shared walk reaches K and V. */
 export interface KvAccess {
   /** Leading parameters of scoreTile that `prelude` uses (e.g. "slot: u32, "), or "". */
@@ -63,7 +65,14 @@ fn scoreTile(lid: u32, ${kv.scoreParams}kvh: u32, start: u32, n: u32) {
     if (j < n) {
       let kRow = ${kv.row("j")} * params.nKvHeads * HD4 + kvh * HD4;
       s = 0.0;
-      for (var d = 0u; d < HD4; d++) { s += dot(qs[g * HD4 + d], ${kv.loadK("kRow + d")}); }
+      // Eight K loads issued before their dots: one at a time, each trip waited on the memory (the score
+      // is latency-bound at decode). The sum's order is the one-at-a-time order.
+      var d = 0u;
+      for (; d + 8u <= HD4; d += 8u) {
+        ${unroll(8, (i) => `let k${i} = ${kv.loadK(`kRow + d + ${i}u`)};`, "\n        ")}
+        ${unroll(8, (i) => `s += dot(qs[g * HD4 + d + ${i}u], k${i});`, "\n        ")}
+      }
+      for (; d < HD4; d++) { s += dot(qs[g * HD4 + d], ${kv.loadK("kRow + d")}); }
       if (params.softcap > 0.0) { s = softcap(s, params.softcap); }
     }
     sc[lid] = s;
@@ -101,7 +110,20 @@ fn accumulateTile(lid: u32, kvh: u32, start: u32, n: u32, acc: ptr<function, Acc
       var a = (*acc).v[r] * alphaW[g];
       var l = (*acc).l[r] * alphaW[g];
       var j = part;
-      // Four independent V loads per trip keep several rows in flight (the loop is latency-bound).
+      // Independent V loads keep several rows in flight (the loop is latency-bound): eight per trip, summed
+      // as two trips of four, so the order of the sums is the four-at-a-time one.
+      for (; j + 7u * NPART < n; j += 8u * NPART) {
+        ${unroll(8, (i) => `let v${i} = ${v(i === 0 ? "j" : `(j + ${i}u * NPART)`)};`, "\n        ")}
+        ${
+    unroll(2, (h) => {
+      const at = (i: number) => `sc[s0 + j${i ? ` + ${i}u * NPART` : ""}]`;
+      const [a, b, c, d] = [0, 1, 2, 3].map((i) => 4 * h + i);
+      return `let p${h} = vec4(${at(a)}, ${at(b)}, ${at(c)}, ${at(d)});
+        a += p${h}.x * v${a} + p${h}.y * v${b} + p${h}.z * v${c} + p${h}.w * v${d};
+        l += p${h}.x + p${h}.y + p${h}.z + p${h}.w;`;
+    }, "\n        ")
+  }
+      }
       for (; j + 3u * NPART < n; j += 4u * NPART) {
         let va = ${v("j")};
         let vb = ${v("(j + NPART)")};
