@@ -157,36 +157,43 @@ Deno.test("batchSample() draws every row with its slot's settings and RNG step",
       });
     });
   }
-  await t.step("penalties, logit bias and the min-tokens ban match their definition", async () => {
-    const vocab = 515;
-    const settings: SlotSettings[] = [
-      { ...BASE, presence: 0.5, frequency: 0.25, repetition: 1.3, bias: [[3, 2.5], [500, -100]] },
-      { ...BASE, repetition: 0.8, minTokens: 4, ban: [7, 9, 514] },
-      { ...BASE, minTokens: 2, ban: [7], bias: [[1, 1]] }, // already sampled 2: no ban
-      { ...BASE, temperature: 1, seed: 5 }, // untouched copy
-    ];
-    const rand = seededRandom(3);
-    const counts = new Uint32Array(settings.length * vocab).map(() => {
-      const x = rand();
-      return x < 0.1 ? 0x80000000 : x < 0.2 ? 1 + Math.floor(rand() * 4) : x < 0.25 ? 0x80000002 : 0;
-    });
-    const before = counts.slice();
-    const steps = [0, 3, 2, 0];
-    const got = await run(gpu, { vocab, rowSlots: [0, 1, 2, 3], settings, steps, counts, chunkStep: 0 });
-    settings.forEach((st, slot) => {
-      const raw = got.logits.subarray(slot * vocab, (slot + 1) * vocab);
-      const want = processRef(raw, st, before.subarray(slot * vocab, (slot + 1) * vocab), steps[slot]);
-      const proc = got.proc.subarray(slot * vocab, (slot + 1) * vocab);
-      for (let i = 0; i < vocab; i++) {
-        const ok = want[i] === -Infinity ? proc[i] === -Infinity : Math.abs(proc[i] - want[i]) <= 1e-5;
-        assert.ok(ok, `slot ${slot} token ${i}: got ${proc[i]}, want ${want[i]}`);
-      }
-      const argmax = want.reduce((m, x, i) => (x > want[m] ? i : m), 0);
-      if (st.temperature === 0) {
-        assert.equal(got.tokens[slot], argmax, `slot ${slot} greedy on processed logits`);
-      }
-    });
-  });
+  // 515 ids: one workgroup per row; 4,610: three (process walks 2,048 ids per workgroup), with biased and
+  // banned ids on either side of each edge.
+  const cases: [number, number[]][] = [[515, [1, 3, 7, 9, 500, 514]], [4610, [1, 2047, 2048, 3, 4095, 4609]]];
+  for (const [vocab, ids] of cases) {
+    await t.step(
+      `penalties, logit bias and the min-tokens ban match their definition (vocab ${vocab})`,
+      async () => {
+        const settings: SlotSettings[] = [
+          { ...BASE, presence: 0.5, frequency: 0.25, repetition: 1.3, bias: [[ids[1], 2.5], [ids[4], -100]] },
+          { ...BASE, repetition: 0.8, minTokens: 4, ban: [ids[2], ids[3], ids[5]] },
+          { ...BASE, minTokens: 2, ban: [ids[2]], bias: [[ids[0], 1]] }, // already sampled 2: no ban
+          { ...BASE, temperature: 1, seed: 5 }, // untouched copy
+        ];
+        const rand = seededRandom(3);
+        const counts = new Uint32Array(settings.length * vocab).map(() => {
+          const x = rand();
+          return x < 0.1 ? 0x80000000 : x < 0.2 ? 1 + Math.floor(rand() * 4) : x < 0.25 ? 0x80000002 : 0;
+        });
+        const before = counts.slice();
+        const steps = [0, 3, 2, 0];
+        const got = await run(gpu, { vocab, rowSlots: [0, 1, 2, 3], settings, steps, counts, chunkStep: 0 });
+        settings.forEach((st, slot) => {
+          const raw = got.logits.subarray(slot * vocab, (slot + 1) * vocab);
+          const want = processRef(raw, st, before.subarray(slot * vocab, (slot + 1) * vocab), steps[slot]);
+          const proc = got.proc.subarray(slot * vocab, (slot + 1) * vocab);
+          for (let i = 0; i < vocab; i++) {
+            const ok = want[i] === -Infinity ? proc[i] === -Infinity : Math.abs(proc[i] - want[i]) <= 1e-5;
+            assert.ok(ok, `slot ${slot} token ${i}: got ${proc[i]}, want ${want[i]}`);
+          }
+          const argmax = want.reduce((m, x, i) => (x > want[m] ? i : m), 0);
+          if (st.temperature === 0) {
+            assert.equal(got.tokens[slot], argmax, `slot ${slot} greedy on processed logits`);
+          }
+        });
+      },
+    );
+  }
   await t.step("logprobs of the pick and the top alternatives match a CPU log-softmax", async () => {
     const vocab = 777;
     const settings: SlotSettings[] = [
