@@ -14,7 +14,6 @@ import {
   writeBuffer,
 } from "../../kernels/core/mod.ts";
 import {
-  AFFINE_Q8_MAX_ROWS,
   affineHasPrologue,
   type AffineWeights,
   createMatmul,
@@ -154,13 +153,14 @@ export interface LinearCall {
 export type LinearPath = "gemm" | "gemv" | "decode";
 
 /**
- * Decode rows that take a linear's GEMV on the "decode" path: what one dispatch serves for q8 affine and
- * dense f16 weights; for LUT weights every row count the LUT GEMV's 8-row batches serve, which beat the
- * batched LUT kernel at every count measured on the H100 (8B shape: 8.8 against 24.5 ms a 2-row step,
- * 14.5 ms an 8-row step against 44.7 ms a 16-row one; BENCHMARKS.md "Serving under load").
+ * Decode rows that take a linear's GEMV on the "decode" path, from H100 timings at 8B shape (BENCHMARKS.md
+ * "Serving under load"): one row for q8 affine weights (a 2-row step on the q8 GEMV's two-row dispatches
+ * took 7.8 ms, on the batched kernel 5.8); what one dispatch serves for dense f16 weights; for LUT weights
+ * every row count the LUT GEMV's 8-row batches serve, which beat the batched LUT kernel at every count
+ * measured (8.8 against 24.5 ms a 2-row step, 25.5 against 44.7 ms a 16-row one, 93.6 against 137.8 at 64).
  */
 function gemvRows(linear: GpuLinear): number {
-  if (linear.format === "affine") return (linear.activations ?? "q8") === "q8" ? AFFINE_Q8_MAX_ROWS : 0;
+  if (linear.format === "affine") return (linear.activations ?? "q8") === "q8" ? 1 : 0;
   return linear.format === "lut" ? LUT_GEMV_BATCH_MAX_ROWS : GEMV_MAX_ROWS;
 }
 
