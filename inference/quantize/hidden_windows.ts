@@ -7,8 +7,9 @@
  * do not depend on where a window lives (quantize_model_test.ts checks they are bit-identical); only time
  * does: every stage moves the host windows over PCIe once (the stores twice).
  *
- * Transit slots are reused round-robin; a slot is written again only once its previous window's pass (and
- * readback) is done, so at most SLOTS windows are in flight and upload staging stays bounded.
+ * Uploads are queued without waiting (queue order keeps each behind the passes that read the buffer
+ * before); at most MAX_IN_FLIGHT windows and READBACKS results wait between two drains, so upload staging
+ * and readback buffers stay bounded.
  */
 import { createStorage, type Gpu } from "../../kernels/core/mod.ts";
 
@@ -21,29 +22,33 @@ export type HiddenWindow = GPUBuffer | Uint8Array<ArrayBuffer>;
  */
 export const DEFAULT_GPU_HIDDEN_BYTES = 2 ** 30;
 
-/** Windows in flight through the transit buffers. */
-const SLOTS = 3;
-
-/** A transit buffer and, for stages that store, its readback buffer. */
-export interface TransitSlot {
-  readonly buffer: GPUBuffer;
-  /** Created on the first readback. */
-  readback: GPUBuffer | null;
-  /** Settles when the slot's last window (and its readback) is done. */
-  busy: Promise<void>;
-}
+/** Transit buffers, used in turn: queue order keeps a write behind the passes that read the previous one. */
+const TRANSIT_BUFFERS = 2;
+/**
+ * Windows submitted between two waits for the GPU: bounds the upload staging queued behind the GPU's work.
+ * Every wait drains the whole queue (Deno's `mapAsync` and `onSubmittedWorkDone`, docs/webgpu.md §3).
+ */
+const MAX_IN_FLIGHT = 8;
+/** Readback buffers: the storing stages' results are copied back to host memory this many at a time. */
+const READBACKS = 4;
 
 /** Streams host windows through the GPU, one stage at a time. */
 export interface HostTransit {
-  /** GPU bytes it holds now. */
+  /** GPU bytes it holds now (transit and readback buffers). */
   readonly bytes: number;
-  /** Waits for a free slot and queues `data` into its buffer (ordered before the next submit). */
-  upload(data: Uint8Array<ArrayBuffer>): Promise<TransitSlot>;
-  /** Records the copy of the slot's buffer into its readback buffer (after the stage stored into it). */
-  recordReadback(enc: GPUCommandEncoder, slot: TransitSlot): void;
-  /** After the window's submit: marks the slot busy until it is done, copying back into `into` if given. */
-  submitted(slot: TransitSlot, into: Uint8Array | null): void;
-  /** Waits for every window in flight; rethrows a failed readback. */
+  /**
+   * Queues `data` into the next transit buffer, ordered after the work already submitted, and returns that
+   * buffer. Waits for the GPU (a drain) first when MAX_IN_FLIGHT windows or READBACKS results are pending.
+   */
+  upload(data: Uint8Array<ArrayBuffer>): Promise<GPUBuffer>;
+  /**
+   * Records the copy of `buffer` (after the stage stored into it) into a free readback buffer; the bytes
+   * land in `into` at the next drain. Call after {@link upload} for the same window, which left one free.
+   */
+  recordReadback(enc: GPUCommandEncoder, buffer: GPUBuffer, into: Uint8Array): void;
+  /** After the window's submit. */
+  submitted(): void;
+  /** Waits for everything submitted and copies every pending result to its host window. */
   drain(): Promise<void>;
   destroy(): void;
 }
@@ -59,61 +64,80 @@ export function residentWindows(count: number, bytes: number, budget: number): n
 
 /**
  * Creates the transit buffers for windows of `size` bytes.
+ *
+ * Why no wait per window: a wait is a drain in Deno (docs/webgpu.md §3), so waiting for each window's
+ * slot, as this did first, ran uploads and GPU passes one after the other (an 8B layer with 96 of 128
+ * windows on the host took 23.2 s against 14.9 s with all on the GPU; H100, BENCHMARKS.md). Queue order
+ * makes `writeBuffer` land after the passes already submitted, so uploads overlap the GPU's work; only the
+ * readbacks need waits, and they wait READBACKS windows at a time.
  * @param gpu the device
  * @param size bytes of one window (a multiple of 4)
  */
 export function createHostTransit(gpu: Gpu, size: number): HostTransit {
-  const slots: TransitSlot[] = Array.from({ length: SLOTS }, (_, i) => ({
-    buffer: createStorage(gpu, size, `hidden transit ${i}`),
-    readback: null,
-    busy: Promise.resolve(),
-  }));
+  const buffers = Array.from(
+    { length: TRANSIT_BUFFERS },
+    (_, i) => createStorage(gpu, size, `hidden transit ${i}`),
+  );
+  const readbacks: GPUBuffer[] = [];
+  const free: GPUBuffer[] = [];
+  const pending: { rb: GPUBuffer; into: Uint8Array }[] = [];
   let next = 0;
-  const settle = (slot: TransitSlot, p: Promise<void>) => {
-    p.catch(() => {}); // surfaces when the slot is next awaited, or in drain()
-    slot.busy = p;
+  let inFlight = 0;
+  const drain = async () => {
+    if (pending.length > 0) {
+      const done = pending.splice(0);
+      // The first map waits for all submitted work; every buffer is unmapped again even if one fails.
+      const maps = await Promise.allSettled(done.map(({ rb }) => rb.mapAsync(GPUMapMode.READ)));
+      try {
+        for (const [i, m] of maps.entries()) {
+          if (m.status === "rejected") throw m.reason;
+          done[i].into.set(new Uint8Array(done[i].rb.getMappedRange(), 0, done[i].into.byteLength));
+        }
+      } finally {
+        for (const [i, m] of maps.entries()) if (m.status === "fulfilled") done[i].rb.unmap();
+        free.push(...done.map(({ rb }) => rb));
+      }
+    } else if (inFlight > 0) {
+      await gpu.device.queue.onSubmittedWorkDone();
+    }
+    inFlight = 0;
   };
   return {
     get bytes() {
-      return slots.reduce((s, t) => s + t.buffer.size + (t.readback?.size ?? 0), 0);
+      return TRANSIT_BUFFERS * size + readbacks.length * size;
     },
     async upload(data) {
       if (data.byteLength !== size) {
         throw new Error(`Cannot upload ${data.byteLength} bytes as a ${size}-byte window`);
       }
-      const slot = slots[next];
-      next = (next + 1) % SLOTS;
-      await slot.busy;
-      gpu.device.queue.writeBuffer(slot.buffer, 0, data);
-      return slot;
+      if (inFlight >= MAX_IN_FLIGHT || pending.length >= READBACKS) await drain();
+      const buffer = buffers[next];
+      next = (next + 1) % TRANSIT_BUFFERS;
+      gpu.device.queue.writeBuffer(buffer, 0, data);
+      return buffer;
     },
-    recordReadback(enc, slot) {
-      slot.readback ??= gpu.device.createBuffer({
-        label: "hidden transit readback",
-        size: slot.buffer.size,
-        usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
-      });
-      enc.copyBufferToBuffer(slot.buffer, 0, slot.readback, 0, slot.buffer.size);
-    },
-    submitted(slot, into) {
-      const rb = slot.readback;
-      if (!into || !rb) return settle(slot, gpu.device.queue.onSubmittedWorkDone());
-      settle(
-        slot,
-        rb.mapAsync(GPUMapMode.READ).then(() => {
-          into.set(new Uint8Array(rb.getMappedRange(), 0, into.byteLength));
-          rb.unmap();
-        }),
-      );
-    },
-    async drain() {
-      await Promise.all(slots.map((s) => s.busy));
-    },
-    destroy() {
-      for (const s of slots) {
-        s.buffer.destroy();
-        s.readback?.destroy();
+    recordReadback(enc, buffer, into) {
+      let rb = free.pop();
+      if (!rb) {
+        if (readbacks.length >= READBACKS) {
+          throw new Error("Cannot read back a window: no readback buffer is free");
+        }
+        rb = gpu.device.createBuffer({
+          label: `hidden transit readback ${readbacks.length}`,
+          size,
+          usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+        });
+        readbacks.push(rb);
       }
+      enc.copyBufferToBuffer(buffer, 0, rb, 0, size);
+      pending.push({ rb, into });
+    },
+    submitted() {
+      inFlight++;
+    },
+    drain,
+    destroy() {
+      for (const b of [...buffers, ...readbacks]) b.destroy();
     },
   };
 }

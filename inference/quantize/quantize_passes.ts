@@ -74,19 +74,20 @@ export async function runWindows(
   try {
     let synced = performance.now();
     for (const h of hidden) {
-      const slot = h instanceof Uint8Array ? await transit!.upload(h) : null;
+      const onHost = h instanceof Uint8Array;
+      const x = onHost ? await transit!.upload(h) : h;
       const enc = gpu.device.createCommandEncoder({ label: `window ${bound.stage}` });
-      bound.encode(enc, slot?.buffer ?? (h as GPUBuffer), timer?.writes(`forward ${bound.stage}`));
+      bound.encode(enc, x, timer?.writes(`forward ${bound.stage}`));
       if (sink?.encodeBatch) {
         const writes = timer?.writes("hessian");
         const pass = enc.beginComputePass(writes ? { timestampWrites: writes } : {});
         sink.encodeBatch(pass, bound.capture!, rows);
         pass.end();
       }
-      if (slot && bound.writesHidden) transit!.recordReadback(enc, slot);
+      if (onHost && bound.writesHidden) transit!.recordReadback(enc, x, h);
       gpu.device.queue.submit([enc.finish()]);
-      if (slot) {
-        transit!.submitted(slot, bound.writesHidden ? h as Uint8Array<ArrayBuffer> : null);
+      if (onHost) {
+        transit!.submitted();
         onTransitBytes?.(transit!.bytes);
       }
       if (sink && !sink.encodeBatch) sink.addBatch(bound.capture!, rows);
