@@ -40,13 +40,17 @@ interface Setup {
   steps: number[];
   counts: Uint32Array;
   chunkStep: number;
+  /** row r's logits (default: a Zipf row) */
+  logits?: (r: number) => Float32Array;
 }
 
 async function run(gpu: Gpu, s: Setup) {
   const rows = s.rowSlots.length;
   const maxSlots = s.settings.length;
   const logits = new Float32Array(rows * s.vocab);
-  s.rowSlots.forEach((_, r) => logits.set(zipfLogits(s.vocab, 31 * r + s.vocab), r * s.vocab));
+  s.rowSlots.forEach((_, r) =>
+    logits.set(s.logits?.(r) ?? zipfLogits(s.vocab, 31 * r + s.vocab), r * s.vocab)
+  );
   const params = new Uint8Array(maxSlots * SLOT_PARAMS_BYTES);
   const bias = new Uint32Array(maxSlots * MAX_BIAS * 2);
   const ban = new Uint32Array(maxSlots * MAX_BAN);
@@ -224,6 +228,36 @@ Deno.test("batchSample() draws every row with its slot's settings and RNG step",
       }
     });
     assert.equal(got.tokens[2], 5, "the bias moved the greedy pick, the logprobs stay the model's");
+  });
+  await t.step("logprobs: ties keep the lower id first across invocations, −inf never listed", async () => {
+    // Every 256th id ties at the top (31 of them, all in the walk of one invocation of 256: its whole list
+    // and every draw of the merge), the rest in four lower levels, and −inf on the last ids.
+    const vocab = 8000;
+    const level = (i: number) => i >= 7900 ? -Infinity : i % 256 === 0 ? 0 : -1 - ((i * 7919) % 4);
+    const settings: SlotSettings[] = [{ ...BASE, logprobs: true, nTop: 20 }];
+    const got = await run(gpu, {
+      vocab,
+      rowSlots: [0],
+      settings,
+      steps: [0],
+      counts: new Uint32Array(vocab),
+      chunkStep: 1,
+      logits: () => Float32Array.from({ length: vocab }, (_, i) => level(i)),
+    });
+    const lp = logSoftmaxRef(got.logits);
+    const rec = got.records.subarray(0, LOGPROB_RECORD_WORDS);
+    const f = new Float32Array(rec.buffer, rec.byteOffset, rec.length);
+    const order = Array.from(lp.keys()).filter((i) => lp[i] > -Infinity).sort((a, b) =>
+      lp[b] - lp[a] || a - b
+    );
+    for (let k = 0; k < 20; k++) {
+      assert.equal(rec[2 + 2 * k], order[k], `top ${k} id`);
+      assert.ok(
+        Math.abs(f[3 + 2 * k] - lp[order[k]]) <= 1e-5,
+        `top ${k} logprob ${f[3 + 2 * k]} vs ${lp[order[k]]}`,
+      );
+    }
+    assert.ok(Math.abs(f[0] - lp[got.tokens[0]]) <= 1e-5, "the pick's logprob");
   });
   gpu.device.destroy();
 });
