@@ -1,11 +1,12 @@
 /**
  * `deno task bench:profile [--random llama3-8b|lq-49m] [--format dense|affine4|lut4…] [--context N]
- *   [--batch B [--batch-invariant]] [--json <file>]`
+ *   [--batch B [--batch-invariant] [--top-logprobs N]] [--json <file>]`
  *
  * With `--batch B`: one decode step of the serving engine's batch runner (inference/engine/batch_runner.ts)
  * over B sequences, each at position `context` of a paged KV cache, greedy sampling; the steps are the
  * runner's own (prepare, the layers, the LM head over B logit rows, logits processing, sampling, logprobs),
- * on the engine's default decode path or, with `--batch-invariant`, its batched kernels at every B.
+ * on the engine's default decode path or, with `--batch-invariant`, its batched kernels at every B; with
+ * `--top-logprobs N` every sequence asks for its logprobs and N alternatives (the logprobs step runs).
  *
  * Where a batch-1 decode step's GPU time goes: binds one decode forward (model.ts bindForwardSteps) at
  * position `context` and times every step in a compute pass of its own with `timestamp-query`, then sums
@@ -38,6 +39,7 @@ const { values } = parseArgs({
     context: { type: "string", default: "576" },
     batch: { type: "string", default: "0" },
     "batch-invariant": { type: "boolean", default: false },
+    "top-logprobs": { type: "string" },
     json: { type: "string" },
   },
 });
@@ -158,7 +160,10 @@ function batchSteps(n: number): ForwardStep[] {
   for (let slot = 0; slot < n; slot++) {
     const own = cache.allocate(blocks);
     if (!own) throw new Error("Cannot profile: the KV cache is full");
-    runner.setSlot(slot, GREEDY_SLOT, { step: 0, prompt: [], output: [], blocks: own });
+    const settings = values["top-logprobs"] === undefined
+      ? GREEDY_SLOT
+      : { ...GREEDY_SLOT, logprobs: true, nTop: Number(values["top-logprobs"]) };
+    runner.setSlot(slot, settings, { step: 0, prompt: [], output: [], blocks: own });
   }
   const rows = Array.from({ length: n }, (_, slot) => ({ slot, pos: context, token: 300 + slot }));
   return runner.profileSteps({ kind: "decode", rows, gather: rows.map((_, i) => i) });
