@@ -17,10 +17,12 @@ import { createStorage, type Gpu } from "../../kernels/core/mod.ts";
 export type HiddenWindow = GPUBuffer | Uint8Array<ArrayBuffer>;
 
 /**
- * Default bytes of hidden states kept on the GPU: 1 GiB. Every model whose calibration states fit keeps them
- * all there (no transfers); at 8B shape (32 MiB per f32 window) 32 of 128 windows stay.
+ * Default bytes of hidden states kept on the GPU: 1.75 GiB. Every model whose calibration states fit keeps
+ * them all there (no transfers); at 8B shape (32 MiB per f32 window) 56 of 128 windows stay, for a
+ * whole-process peak of 5,508 MiB (5.78 GB, under issue 12's 6 GB) and 20.3 s per layer, against 4,739 MiB and
+ * 21.8 s with 1 GiB and 8,072 MiB and 16.3 s with every window (H100, BENCHMARKS.md "Quantization speed").
  */
-export const DEFAULT_GPU_HIDDEN_BYTES = 2 ** 30;
+export const DEFAULT_GPU_HIDDEN_BYTES = 1.75 * 2 ** 30;
 
 /** Transit buffers, used in turn: queue order keeps a write behind the passes that read the previous one. */
 const TRANSIT_BUFFERS = 2;

@@ -17,10 +17,10 @@
  *
  * Memory at 8B (128 × 2048): hidden states 4.3 GB in f32 (the default wherever they fit
  * {@link AUTO_F32_HIDDEN_LIMIT}; f16 halves that but is lossy, see {@link chooseHiddenStorage}), of which only
- * `gpuHiddenBytes` (default 1 GiB) stay on the GPU and the rest stream from host memory (hidden_windows.ts;
+ * `gpuHiddenBytes` (default 1.75 GiB) stay on the GPU and the rest stream from host memory (hidden_windows.ts;
  * bit-identical, slower), the f32 layer ≤ 0.87 GB, one Hessian ≤ 0.82 GB (down_proj), the runner's scratch
- * 0.54 GB while capturing; tracked peak 3.2 GB at the down_proj capture, 4,735 MiB for the whole process
- * (BENCHMARKS.md, 2026-12-05 evening). After each capture the weights no later step reads
+ * 0.54 GB while capturing; tracked peak 4.0 GB at the down_proj capture, 5,508 MiB for the whole process
+ * (BENCHMARKS.md, "Quantization speed", 2026-12-06). After each capture the weights no later step reads
  * (SEQUENTIAL_GROUPS.freed), the scratch and the transit buffers are freed for the quantizer, whose own
  * buffers (GPU quantizer: ≈ 2·cols²·4 + rows·cols·4 bytes, 1.9 GB for down_proj) then join ours. The
  * quantizer is injected (`LinearQuantizer`), so the f64 reference and the GPU quantizer run the same pipeline.
