@@ -6,7 +6,8 @@ import {
   SLOT_PARAMS_BYTES,
   type SlotSettings,
 } from "./batch_sample.ts";
-import { createLogitsProcess, createLogprobs, LOGPROB_RECORD_WORDS } from "./logits_process.ts";
+import { createLogitsProcess } from "./logits_process.ts";
+import { createLogprobs, LOGPROB_RECORD_WORDS } from "./logprobs.ts";
 import { logSoftmaxRef, sampleRef } from "../core/reference.ts";
 import { checkPipelines, type Gpu } from "../core/gpu.ts";
 import { createStorage, readF32, readU32, runPass, uploadStorage } from "../core/buffers.ts";
@@ -229,35 +230,44 @@ Deno.test("batchSample() draws every row with its slot's settings and RNG step",
     });
     assert.equal(got.tokens[2], 5, "the bias moved the greedy pick, the logprobs stay the model's");
   });
-  await t.step("logprobs: ties keep the lower id first across invocations, −inf never listed", async () => {
-    // Every 256th id ties at the top (31 of them, all in the walk of one invocation of 256: its whole list
-    // and every draw of the merge), the rest in four lower levels, and −inf on the last ids.
-    const vocab = 8000;
-    const level = (i: number) => i >= 7900 ? -Infinity : i % 256 === 0 ? 0 : -1 - ((i * 7919) % 4);
-    const settings: SlotSettings[] = [{ ...BASE, logprobs: true, nTop: 20 }];
-    const got = await run(gpu, {
-      vocab,
-      rowSlots: [0],
-      settings,
-      steps: [0],
-      counts: new Uint32Array(vocab),
-      chunkStep: 1,
-      logits: () => Float32Array.from({ length: vocab }, (_, i) => level(i)),
-    });
-    const lp = logSoftmaxRef(got.logits);
-    const rec = got.records.subarray(0, LOGPROB_RECORD_WORDS);
-    const f = new Float32Array(rec.buffer, rec.byteOffset, rec.length);
-    const order = Array.from(lp.keys()).filter((i) => lp[i] > -Infinity).sort((a, b) =>
-      lp[b] - lp[a] || a - b
-    );
-    for (let k = 0; k < 20; k++) {
-      assert.equal(rec[2 + 2 * k], order[k], `top ${k} id`);
-      assert.ok(
-        Math.abs(f[3 + 2 * k] - lp[order[k]]) <= 1e-5,
-        `top ${k} logprob ${f[3 + 2 * k]} vs ${lp[order[k]]}`,
+  // logprobs.ts draws each chunk's best (2,048 ids: 8 per invocation), then the row's best from the chunks'.
+  const tieCases: [string, number, (i: number) => number][] = [
+    // every 256th id ties at the top: 8 per chunk, all in one invocation's registers, over four chunks
+    ["ties across chunks", 8000, (i) => i >= 7900 ? -Infinity : i % 256 === 0 ? 0 : -1 - ((i * 7919) % 4)],
+    // the 25 best in one chunk (ids 4,100–4,124, tied in pairs), so all 20 come from its candidates
+    [
+      "one chunk holds the best",
+      10000,
+      (i) => i >= 4100 && i < 4125 ? 5 - Math.floor((i - 4100) / 2) : i < 50 ? -Infinity : -((i * 7919) % 7),
+    ],
+  ];
+  for (const [name, vocab, level] of tieCases) {
+    await t.step(`logprobs: ${name}, lower id first on ties, −inf never listed`, async () => {
+      const settings: SlotSettings[] = [{ ...BASE, logprobs: true, nTop: 20 }];
+      const got = await run(gpu, {
+        vocab,
+        rowSlots: [0],
+        settings,
+        steps: [0],
+        counts: new Uint32Array(vocab),
+        chunkStep: 1,
+        logits: () => Float32Array.from({ length: vocab }, (_, i) => level(i)),
+      });
+      const lp = logSoftmaxRef(got.logits);
+      const rec = got.records.subarray(0, LOGPROB_RECORD_WORDS);
+      const f = new Float32Array(rec.buffer, rec.byteOffset, rec.length);
+      const order = Array.from(lp.keys()).filter((i) => lp[i] > -Infinity).sort((a, b) =>
+        lp[b] - lp[a] || a - b
       );
-    }
-    assert.ok(Math.abs(f[0] - lp[got.tokens[0]]) <= 1e-5, "the pick's logprob");
-  });
+      for (let k = 0; k < 20; k++) {
+        assert.equal(rec[2 + 2 * k], order[k], `top ${k} id`);
+        assert.ok(
+          Math.abs(f[3 + 2 * k] - lp[order[k]]) <= 1e-5,
+          `top ${k} logprob ${f[3 + 2 * k]} vs ${lp[order[k]]}`,
+        );
+      }
+      assert.ok(Math.abs(f[0] - lp[got.tokens[0]]) <= 1e-5, "the pick's logprob");
+    });
+  }
   gpu.device.destroy();
 });

@@ -1,20 +1,15 @@
 /**
- * What happens to a batch's logits around sampling (batch_sample.ts), each row with its slot's settings
- * (struct SlotParams):
+ * What happens to a batch's logits before sampling (batch_sample.ts), each row with its slot's settings
+ * (struct SlotParams); logprobs.ts reads the raw logits after it.
  *
- * `process` (before sampling; workgroups of PROCESS_CHUNK ids of one row) writes out = f(logits) and leaves
- * the raw logits for `logprobs`:
+ * `process` (workgroups of PROCESS_CHUNK ids of one row) writes out = f(logits) and leaves the raw logits for
+ * `logprobs`:
  *   seen = token in the prompt (bit 31 of counts) or in the output (counts & 0x7fffffff = n > 0);
  *   l ← seen ? (l > 0 ? l / repetition : l · repetition) : l       (vLLM's repetition_penalty)
  *   l ← l − frequency · n − presence · [n > 0]                      (OpenAI's penalties, output tokens only)
  *   l ← l + bias[token]                                             (logit_bias)
  *   l ← −inf for the `ban` ids while the slot has sampled fewer than minTokens ids (vLLM's min_tokens).
  * Slots without any of these copy the row unchanged.
- *
- * `logprobs` (after sampling; one workgroup per row) reads the raw logits (the model's distribution, as vLLM reports by default,
- * not the processed one): lse = max + ln Σ e^(l − max), the chosen token's l − lse and the nTop most likely
- * tokens (ties: lower id first), into outLogprobs[state.step · maxSlots + slot] = [logprob, n, (id, logprob) ×
- * MAX_TOP_LOGPROBS] (f32 bits and u32). Slots that asked for none are skipped.
  */
 import {
   bindBuffers,
@@ -22,16 +17,13 @@ import {
   getPipeline,
   type Gpu,
   type Kernel,
-  STATE_STRUCT,
   uniformParams,
 } from "../core/mod.ts";
 import { SLOT_STRUCT } from "./batch_rows.ts";
-import { MAX_TOP_LOGPROBS, SLOT_PARAMS_STRUCT } from "./batch_sample.ts";
+import { SLOT_PARAMS_STRUCT } from "./batch_sample.ts";
 
-/** u32 words of one logprob record: the chosen token's logprob, n, then n (id, logprob) pairs (padded). */
-export const LOGPROB_RECORD_WORDS = 2 + 2 * MAX_TOP_LOGPROBS;
-
-const HEAD = /* wgsl */ `
+/** Bindings 0–4 of both kernels (logprobs.ts too): dims, the raw logits, the slots' params, the rows. */
+export const LOGIT_ROWS_WGSL = /* wgsl */ `
 override WG: u32 = 256u;
 const NONE = 0xffffffffu;
 struct Dims { vocab: u32, rows: u32, maxSlots: u32, maxBias: u32, maxBan: u32, negInf: f32 }
@@ -59,7 +51,7 @@ const PROCESS_WGSL = /* wgsl */ `
 const CHUNK = ${PROCESS_CHUNK}u;
 ${SLOT_STRUCT}
 ${SLOT_PARAMS_STRUCT}
-${HEAD}
+${LOGIT_ROWS_WGSL}
 @group(0) @binding(5) var<storage, read> slots: array<SlotState>;
 @group(0) @binding(6) var<storage, read> counts: array<u32>;       // (maxSlots, vocab)
 @group(0) @binding(7) var<storage, read> bias: array<vec2<u32>>;   // (maxSlots, maxBias): id, f32 bits
@@ -105,111 +97,8 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
 }
 `;
 
-const LOGPROBS_WGSL = /* wgsl */ `
-${STATE_STRUCT}
-${SLOT_PARAMS_STRUCT}
-${HEAD}
-const REC = ${LOGPROB_RECORD_WORDS}u;
-@group(0) @binding(5) var<storage, read> state: StepState;
-@group(0) @binding(6) var<storage, read> outTokens: array<u32>;        // (steps, maxSlots)
-@group(0) @binding(7) var<storage, read_write> outLogprobs: array<u32>; // (steps, maxSlots, REC)
-
-const K = ${MAX_TOP_LOGPROBS}u;
-
-var<workgroup> redV: array<f32, WG>;
-var<workgroup> redI: array<u32, WG>;
-var<workgroup> redS: array<f32, WG>;
-
-// (value, id) pairs order by value, then lower id first; (−inf, NONE) is below everything.
-fn better(v: f32, i: u32, w: f32, j: u32) -> bool { return v > w || (v == w && i < j); }
-
-// Tree argmax (in that order) of the invocations' (redV, redI); uniform result.
-fn bestOf(lid: u32, v: f32, i: u32) -> vec2<u32> {
-  workgroupBarrier(); // earlier reads of redV/redI are done
-  redV[lid] = v;
-  redI[lid] = i;
-  workgroupBarrier();
-  for (var s = WG / 2u; s > 0u; s >>= 1u) {
-    if (lid < s && better(redV[lid + s], redI[lid + s], redV[lid], redI[lid])) {
-      redV[lid] = redV[lid + s];
-      redI[lid] = redI[lid + s];
-    }
-    workgroupBarrier();
-  }
-  return vec2(bitcast<u32>(workgroupUniformLoad(&redV[0])), workgroupUniformLoad(&redI[0]));
-}
-
-// One pass over the row: each invocation keeps its own nTop best (value, id) in order and an online
-// log-sum-exp (max m, Σ e^(v − m)); the invocations' sums then merge by tree, and the nTop best of the row
-// are drawn one at a time from the heads of the invocations' lists. (Walking the row once per alternative
-// cost ~0.2 ms each on the H100, ~4.6 ms a step for top_logprobs = 20.)
-@compute @workgroup_size(WG)
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
-  let row = wid.x;
-  if (row >= dims.rows) { return; }
-  let slot = slotOf(row);
-  if (slot == NONE) { return; }
-  let p = slotParams[slot];
-  if (p.logprobs == 0u) { return; }
-  let base = row * dims.vocab;
-  let n = min(p.nTop, K);
-  var topV: array<f32, K>;
-  var topI: array<u32, K>;
-  for (var k = 0u; k < K; k++) { topV[k] = dims.negInf; topI[k] = NONE; }
-  var m = dims.negInf;
-  var sum = 0.0;
-  for (var i = lid; i < dims.vocab; i += WG) {
-    let v = logits[base + i];
-    if (v <= dims.negInf) { continue; }
-    if (v > m) {
-      sum = select(0.0, sum * exp(m - v), m > dims.negInf) + 1.0; // no infinities in the arithmetic
-      m = v;
-    } else {
-      sum += exp(v - m);
-    }
-    // ids rise along the walk, so an equal value never displaces a kept one: lower ids stay first
-    if (n > 0u && v > topV[n - 1u]) {
-      var j = n - 1u;
-      while (j > 0u && v > topV[j - 1u]) {
-        topV[j] = topV[j - 1u];
-        topI[j] = topI[j - 1u];
-        j--;
-      }
-      topV[j] = v;
-      topI[j] = i;
-    }
-  }
-  // log-sum-exp: the largest m, then Σ sum · e^(m − M) by tree
-  let mx = bitcast<f32>(bestOf(lid, m, lid).x);
-  workgroupBarrier();
-  redS[lid] = select(0.0, sum * exp(m - mx), m > dims.negInf);
-  workgroupBarrier();
-  for (var s = WG / 2u; s > 0u; s >>= 1u) {
-    if (lid < s) { redS[lid] += redS[lid + s]; }
-    workgroupBarrier();
-  }
-  let lse = mx + log(workgroupUniformLoad(&redS[0]));
-  let rec = (state.step * dims.maxSlots + slot) * REC;
-  if (lid == 0u) {
-    let tok = outTokens[state.step * dims.maxSlots + slot];
-    outLogprobs[rec] = bitcast<u32>(logits[base + min(tok, dims.vocab - 1u)] - lse);
-    outLogprobs[rec + 1u] = p.nTop;
-  }
-  var head = 0u;
-  for (var k = 0u; k < n; k++) {
-    let hv = select(dims.negInf, topV[min(head, K - 1u)], head < n);
-    let hi = select(NONE, topI[min(head, K - 1u)], head < n);
-    let best = bestOf(lid, hv, hi);
-    if (best.y == hi && hi != NONE) { head++; } // ids are unique: only the owner pops
-    if (lid == 0u) {
-      outLogprobs[rec + 2u + 2u * k] = best.y;
-      outLogprobs[rec + 3u + 2u * k] = bitcast<u32>(bitcast<f32>(best.x) - lse);
-    }
-  }
-}
-`;
-
-interface RowsArgs {
+/** The logit rows both kernels read (logprobs.ts too). */
+export interface RowsArgs {
   /** logits: (rows, vocabSize) f32, the LM head's raw output */
   logits: GPUBuffer;
   /** slotParams: (maxSlots) struct SlotParams (batch_sample.ts) */
@@ -236,16 +125,8 @@ export interface LogitsProcessArgs extends RowsArgs {
   out: GPUBuffer;
 }
 
-export interface LogprobsArgs extends RowsArgs {
-  /** state: the chunk's step (state.step) */
-  state: GPUBuffer;
-  /** outTokens: (steps, maxSlots) u32 the sampler wrote */
-  outTokens: GPUBuffer;
-  /** outLogprobs: (steps, maxSlots, LOGPROB_RECORD_WORDS) u32 */
-  outLogprobs: GPUBuffer;
-}
-
-function dims(gpu: Gpu, a: RowsArgs, maxBias = 0, maxBan = 0): GPUBuffer {
+/** The `dims` uniform of {@link LOGIT_ROWS_WGSL}. */
+export function logitDims(gpu: Gpu, a: RowsArgs, maxBias = 0, maxBan = 0): GPUBuffer {
   return uniformParams(gpu, [
     ["u32", a.vocabSize],
     ["u32", a.rows],
@@ -254,16 +135,6 @@ function dims(gpu: Gpu, a: RowsArgs, maxBias = 0, maxBan = 0): GPUBuffer {
     ["u32", maxBan],
     ["f32", -Infinity],
   ], "logits dims");
-}
-
-function rowsDispatch(pipeline: GPUComputePipeline, group: GPUBindGroup, rows: number): Encodable {
-  return {
-    encode(pass) {
-      pass.setPipeline(pipeline);
-      pass.setBindGroup(0, group);
-      pass.dispatchWorkgroups(rows);
-    },
-  };
 }
 
 const RO = "read-only-storage" as const;
@@ -283,7 +154,7 @@ export function createLogitsProcess(gpu: Gpu): Kernel<LogitsProcessArgs> {
   return {
     bind(a: LogitsProcessArgs): Encodable {
       const group = bindBuffers(gpu, pipeline, [
-        dims(gpu, a, a.maxBias, a.maxBan),
+        logitDims(gpu, a, a.maxBias, a.maxBan),
         a.logits,
         a.slotParams,
         a.gather,
@@ -302,35 +173,6 @@ export function createLogitsProcess(gpu: Gpu): Kernel<LogitsProcessArgs> {
           pass.dispatchWorkgroups(chunks, a.rows);
         },
       };
-    },
-  };
-}
-
-/**
- * Builds `logprobs`: the chosen token's logprob and the top alternatives from the raw logits.
- * @param gpu the device
- */
-export function createLogprobs(gpu: Gpu): Kernel<LogprobsArgs> {
-  const wg = Math.min(256, gpu.maxInvocationsPerWorkgroup);
-  const pipeline = getPipeline(gpu, {
-    name: "logprobs",
-    code: LOGPROBS_WGSL,
-    constants: { WG: wg },
-    bindings: ["uniform", RO, RO, RO, RO, RO, RO, "storage"],
-  });
-  return {
-    bind(a: LogprobsArgs): Encodable {
-      const group = bindBuffers(gpu, pipeline, [
-        dims(gpu, a),
-        a.logits,
-        a.slotParams,
-        a.gather,
-        a.rowSlot,
-        a.state,
-        a.outTokens,
-        a.outLogprobs,
-      ]);
-      return rowsDispatch(pipeline, group, a.rows);
     },
   };
 }
