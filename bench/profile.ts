@@ -1,12 +1,13 @@
 /**
  * `deno task bench:profile [--random llama3-8b|lq-49m] [--format dense|affine4|lut4…] [--context N]
- *   [--batch B [--batch-invariant] [--top-logprobs N]] [--json <file>]`
+ *   [--batch B [--batch-invariant] [--top-logprobs N] [--temperature T --top-p P --top-k K]] [--json <file>]`
  *
  * With `--batch B`: one decode step of the serving engine's batch runner (inference/engine/batch_runner.ts)
  * over B sequences, each at position `context` of a paged KV cache, greedy sampling; the steps are the
  * runner's own (prepare, the layers, the LM head over B logit rows, logits processing, sampling, logprobs),
  * on the engine's default decode path or, with `--batch-invariant`, its batched kernels at every B; with
- * `--top-logprobs N` every sequence asks for its logprobs and N alternatives (the logprobs step runs).
+ * `--top-logprobs N` every sequence asks for its logprobs and N alternatives (the logprobs step runs); with
+ * `--temperature` (and `--top-p`, `--top-k`) it samples instead of taking the argmax.
  *
  * Where a batch-1 decode step's GPU time goes: binds one decode forward (model.ts bindForwardSteps) at
  * position `context` and times every step in a compute pass of its own with `timestamp-query`, then sums
@@ -40,6 +41,9 @@ const { values } = parseArgs({
     batch: { type: "string", default: "0" },
     "batch-invariant": { type: "boolean", default: false },
     "top-logprobs": { type: "string" },
+    temperature: { type: "string" },
+    "top-p": { type: "string" },
+    "top-k": { type: "string" },
     json: { type: "string" },
   },
 });
@@ -160,9 +164,18 @@ function batchSteps(n: number): ForwardStep[] {
   for (let slot = 0; slot < n; slot++) {
     const own = cache.allocate(blocks);
     if (!own) throw new Error("Cannot profile: the KV cache is full");
-    const settings = values["top-logprobs"] === undefined
-      ? GREEDY_SLOT
-      : { ...GREEDY_SLOT, logprobs: true, nTop: Number(values["top-logprobs"]) };
+    const settings = {
+      ...GREEDY_SLOT,
+      ...(values["top-logprobs"] === undefined
+        ? {}
+        : { logprobs: true, nTop: Number(values["top-logprobs"]) }),
+      ...(values.temperature === undefined ? {} : {
+        temperature: Number(values.temperature),
+        topP: Number(values["top-p"] ?? 1),
+        topK: Number(values["top-k"] ?? 0),
+        seed: slot + 1,
+      }),
+    };
     runner.setSlot(slot, settings, { step: 0, prompt: [], output: [], blocks: own });
   }
   const rows = Array.from({ length: n }, (_, slot) => ({ slot, pos: context, token: 300 + slot }));
