@@ -50,6 +50,15 @@ export interface HostTransit {
   recordReadback(enc: GPUCommandEncoder, buffer: GPUBuffer, into: Uint8Array): void;
   /** After the window's submit. */
   submitted(): void;
+  /** Whether results wait to be copied back. */
+  readonly pending: boolean;
+  /**
+   * Waits for everything submitted (a drain) and maps the pending results' buffers: submit work that needs
+   * no upload (a resident window) before {@link copyOut}, so the GPU runs it while the host copies.
+   */
+  mapPending(): Promise<void>;
+  /** Copies the mapped results to their host windows and frees their buffers. */
+  copyOut(): void;
   /** Waits for everything submitted and copies every pending result to its host window. */
   drain(): Promise<void>;
   destroy(): void;
@@ -57,11 +66,21 @@ export interface HostTransit {
 
 /**
  * How many of `count` windows of `bytes` each stay on the GPU under `budget` bytes.
- * @returns windows 0..n−1 are resident, the rest live on the host
+ * @returns the number of resident windows; {@link isResident} says which
  */
 export function residentWindows(count: number, bytes: number, budget: number): number {
   if (!(budget >= 0)) throw new Error(`Cannot budget ${budget} bytes of hidden states: expected ≥ 0`);
   return Math.min(count, Math.floor(budget / bytes));
+}
+
+/**
+ * Whether window `w` of `count` is one of the `resident` windows on the GPU: they are spread evenly over the
+ * windows, so a stage walking them in order meets a resident window every few host ones, and its passes
+ * (which need no upload) keep the GPU busy while the host copies the host windows' results back
+ * (runWindows). The order of the windows, and so of every sum over them, never depends on the budget.
+ */
+export function isResident(w: number, count: number, resident: number): boolean {
+  return Math.floor(((w + 1) * resident) / count) > Math.floor((w * resident) / count);
 }
 
 /**
@@ -71,7 +90,8 @@ export function residentWindows(count: number, bytes: number, budget: number): n
  * slot, as this did first, ran uploads and GPU passes one after the other (an 8B layer with 96 of 128
  * windows on the host took 23.2 s against 14.9 s with all on the GPU; H100, BENCHMARKS.md). Queue order
  * makes `writeBuffer` land after the passes already submitted, so uploads overlap the GPU's work; only the
- * readbacks need waits, and they wait READBACKS windows at a time.
+ * readbacks need waits: at most READBACKS windows at a time, and runWindows maps them before a resident
+ * window's pass and copies them back while it runs ({@link isResident} spreads those windows).
  * @param gpu the device
  * @param size bytes of one window (a multiple of 4)
  */
@@ -83,26 +103,40 @@ export function createHostTransit(gpu: Gpu, size: number): HostTransit {
   const readbacks: GPUBuffer[] = [];
   const free: GPUBuffer[] = [];
   const pending: { rb: GPUBuffer; into: Uint8Array }[] = [];
+  let mapped: { rb: GPUBuffer; into: Uint8Array }[] = [];
   let next = 0;
   let inFlight = 0;
-  const drain = async () => {
-    if (pending.length > 0) {
-      const done = pending.splice(0);
-      // The first map waits for all submitted work; every buffer is unmapped again even if one fails.
-      const maps = await Promise.allSettled(done.map(({ rb }) => rb.mapAsync(GPUMapMode.READ)));
-      try {
-        for (const [i, m] of maps.entries()) {
-          if (m.status === "rejected") throw m.reason;
-          done[i].into.set(new Uint8Array(done[i].rb.getMappedRange(), 0, done[i].into.byteLength));
-        }
-      } finally {
-        for (const [i, m] of maps.entries()) if (m.status === "fulfilled") done[i].rb.unmap();
-        free.push(...done.map(({ rb }) => rb));
-      }
-    } else if (inFlight > 0) {
-      await gpu.device.queue.onSubmittedWorkDone();
+  const mapPending = async () => {
+    if (pending.length === 0) {
+      if (inFlight > 0) await gpu.device.queue.onSubmittedWorkDone();
+      inFlight = 0;
+      return;
     }
+    const done = pending.splice(0);
+    // The first map waits for all submitted work; a failure unmaps the others and frees every buffer.
+    const maps = await Promise.allSettled(done.map(({ rb }) => rb.mapAsync(GPUMapMode.READ)));
     inFlight = 0;
+    const failed = maps.find((m) => m.status === "rejected");
+    if (failed) {
+      for (const [i, m] of maps.entries()) if (m.status === "fulfilled") done[i].rb.unmap();
+      free.push(...done.map(({ rb }) => rb));
+      throw (failed as PromiseRejectedResult).reason;
+    }
+    mapped.push(...done);
+  };
+  const copyOut = () => {
+    const done = mapped;
+    mapped = [];
+    try {
+      for (const { rb, into } of done) into.set(new Uint8Array(rb.getMappedRange(), 0, into.byteLength));
+    } finally {
+      for (const { rb } of done) rb.unmap();
+      free.push(...done.map(({ rb }) => rb));
+    }
+  };
+  const drain = async () => {
+    await mapPending();
+    copyOut();
   };
   return {
     get bytes() {
@@ -137,6 +171,11 @@ export function createHostTransit(gpu: Gpu, size: number): HostTransit {
     submitted() {
       inFlight++;
     },
+    get pending() {
+      return pending.length > 0;
+    },
+    mapPending,
+    copyOut,
     drain,
     destroy() {
       for (const b of [...buffers, ...readbacks]) b.destroy();

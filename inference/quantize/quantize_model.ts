@@ -33,7 +33,12 @@ import {
   type QuantizedLinearWithQ,
   type QuantizeOptions,
 } from "../../quant/mod.ts";
-import { DEFAULT_GPU_HIDDEN_BYTES, type HiddenWindow, residentWindows } from "./hidden_windows.ts";
+import {
+  DEFAULT_GPU_HIDDEN_BYTES,
+  type HiddenWindow,
+  isResident,
+  residentWindows,
+} from "./hidden_windows.ts";
 import { createLayerRunner, type HiddenStorage, type LayerRunner, type LayerStage } from "./layer_runner.ts";
 import { quantizeLmHead } from "./lm_head.ts";
 import {
@@ -286,7 +291,7 @@ export async function quantizeModel(
       dim: c.dim,
       scale: c.embedScale,
       windows,
-      place: (w) => w < gpuWindows ? "gpu" : "host",
+      place: (w) => isResident(w, windows.length, gpuWindows) ? "gpu" : "host",
       slice: run.slice,
       onStored(h) {
         hidden.push(h);

@@ -75,6 +75,10 @@ export async function runWindows(
     let synced = performance.now();
     for (const h of hidden) {
       const onHost = h instanceof Uint8Array;
+      // Before a resident window, results of host windows are mapped (a drain); the window's passes then
+      // run while they are copied back, instead of leaving the GPU idle during the copy.
+      const overlap = !onHost && transit !== null && transit.pending;
+      if (overlap) await transit.mapPending();
       const x = onHost ? await transit!.upload(h) : h;
       const enc = gpu.device.createCommandEncoder({ label: `window ${bound.stage}` });
       bound.encode(enc, x, timer?.writes(`forward ${bound.stage}`));
@@ -90,6 +94,7 @@ export async function runWindows(
         transit!.submitted();
         onTransitBytes?.(transit!.bytes);
       }
+      if (overlap) transit.copyOut();
       if (sink && !sink.encodeBatch) sink.addBatch(bound.capture!, rows);
       if (timer?.full) {
         await timer.flush();
