@@ -17,6 +17,7 @@ Deno.test("parseConfig() fills the documented defaults", () => {
     quant: null,
     artifactsDir: "artifacts",
     calibDirs: [],
+    calibGpuMemory: 1.75 * 2 ** 30,
     serving: {
       maxNumSeqs: 64,
       maxNumBatchedTokens: 512,
@@ -106,6 +107,8 @@ Deno.test("parseConfig() reads every flag, in both spellings", () => {
     "--disable-log-requests",
     "--shutdown-grace-seconds",
     "0",
+    "--calib-gpu-memory",
+    "all",
   ], { PORT: "1234", HOST: "10.0.0.1", HF_HUB_CACHE: "/ignored", LEANSERVE_API_KEY: "from-env" });
   assert.deepEqual(config, {
     help: false,
@@ -142,6 +145,7 @@ Deno.test("parseConfig() reads every flag, in both spellings", () => {
     },
     artifactsDir: "/srv/artifacts",
     calibDirs: ["/data/a", "/data/b"],
+    calibGpuMemory: Infinity,
     serving: {
       maxNumSeqs: 8,
       maxNumBatchedTokens: 64,
@@ -213,6 +217,23 @@ Deno.test("parseConfig() takes PORT from the environment and quantization defaul
       .lmHeadBits,
     8,
   );
+});
+
+Deno.test("parseConfig() --calib-gpu-memory: sizes, all, and a clear error", () => {
+  const bytes = (text: string) =>
+    parseConfig(["--model", "m", "--calib-gpu-memory", text], {}).calibGpuMemory;
+  assert.equal(bytes("4GiB"), 4 * 2 ** 30);
+  assert.equal(bytes("1792MiB"), 1792 * 2 ** 20);
+  assert.equal(bytes("2e9"), 2e9);
+  assert.equal(bytes("0"), 0, "every window streams from host memory");
+  assert.equal(bytes("ALL"), Infinity);
+  for (const bad of ["-1GiB", "lots", "4 parsecs", "constructor", ""]) {
+    assert.throws(
+      () => bytes(bad),
+      (e: Error) => e instanceof ConfigError && e.message.includes(`--calib-gpu-memory "${bad}"`),
+      bad,
+    );
+  }
 });
 
 Deno.test("parseConfig() serves DEFAULT_MODEL, a small Llama repo, when --model is absent", () => {

@@ -61,6 +61,7 @@ async function main(): Promise<number> {
     sourceModel: () => sourceModel,
     artifactsDir: resolve(config.artifactsDir),
     calibDirs: config.calibDirs.map((d) => resolve(d)),
+    calibGpuMemory: config.calibGpuMemory,
     loadOptions,
   });
   const shutdown = createShutdown({ graceMs: config.shutdownGraceSeconds * 1000 });

@@ -17,9 +17,11 @@ import { describeGpu, type Gpu, requestGpu } from "../kernels/core/mod.ts";
 import { createExactQuantizer, exactOptions, QUANTIZE_DEFAULTS } from "../quant/mod.ts";
 import { createReferenceQuantizer } from "../quant/reference/mod.ts";
 import {
+  DEFAULT_CALIB_GPU_MEMORY,
   DEFAULT_GROUP_SIZE,
   DEFAULT_NSAMPLES,
   FLAG_LABELS,
+  parseCalibGpuMemory,
   parseQuantizeRequest,
   QuantizeOptionsError,
   type QuantizeRequest,
@@ -52,6 +54,8 @@ export const QUANTIZE_HELP = `Usage: deno task quantize --model <dir> --method <
                          8 bits are served dequantized (same quality, no memory or speed gain)
   --calib-storage <s>    auto (default: f32 unless the calibration hidden states exceed 4 GiB) | f32
                          | f16 (half the memory, LOSSY: +5 % perplexity for leanquant-nu 2-bit on stories260K)
+  --calib-gpu-memory <s> how much of those states stays on the GPU: a size (default 1792MiB: an 8B model in
+                         under 6 GB) or "all" (faster); the rest streams from host memory, same results
   --quantizer <q>        gpu (default) | reference (the f64 spec implementation; small models only)
                          | exact (LeanQuant-Exact greedy OBQ, f64, O(R·C³); leanquant-nu/aff row-wise, small models)
   --out <dir>            output folder (must not exist); written with a checksum manifest, like the server's
@@ -65,6 +69,8 @@ export interface QuantizeArgs {
   /** The validated options (inference/quantize/options.ts, shared with the server). */
   request: QuantizeRequest;
   calibDirs: string[];
+  /** `--calib-gpu-memory`: bytes of calibration hidden states kept on the GPU (Infinity: all; default 1.75 GiB). */
+  calibGpuMemory?: number;
 }
 
 /**
@@ -78,6 +84,7 @@ export function parseQuantizeArgs(args: string[]): QuantizeArgs {
     out: { type: "string" },
     quantizer: { type: "string" },
     "calib-dir": { type: "string", multiple: true },
+    "calib-gpu-memory": { type: "string" },
   };
   for (const flag of Object.values(FLAG_LABELS)) {
     options[flag.slice(2)] = { type: flag === "--no-act-order" ? "boolean" : "string" };
@@ -93,9 +100,12 @@ export function parseQuantizeArgs(args: string[]): QuantizeArgs {
     throw new Error(`Cannot use --quantizer ${JSON.stringify(quantizer)}: expected gpu, reference or exact`);
   }
   let request: QuantizeRequest;
+  let calibGpuMemory = DEFAULT_CALIB_GPU_MEMORY;
   try {
     const raw = rawFromFlags((flag) => values[flag.slice(2)] as string | boolean | undefined);
     request = parseQuantizeRequest(raw, { labels: FLAG_LABELS, strings: true });
+    const memory = values["calib-gpu-memory"];
+    if (typeof memory === "string") calibGpuMemory = parseCalibGpuMemory(memory);
   } catch (err) {
     if (err instanceof QuantizeOptionsError) throw new Error(err.message);
     throw err;
@@ -108,6 +118,7 @@ export function parseQuantizeArgs(args: string[]): QuantizeArgs {
     quantizer,
     request,
     calibDirs: (values["calib-dir"] ?? []) as string[],
+    calibGpuMemory,
   };
 }
 
@@ -144,6 +155,7 @@ export async function runQuantize(
       evalText: null,
       dest: resolve(a.out),
       record: { name: null, quantizer: a.quantizer },
+      ...(a.calibGpuMemory === undefined ? {} : { gpuHiddenBytes: a.calibGpuMemory }),
       ...(calibWindows ? { windows: calibWindows } : {}),
       ...(a.quantizer === "exact"
         ? { quantizer: createExactQuantizer(gpu, { onRetry }), quantizerName: "exact-f64" }

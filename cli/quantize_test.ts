@@ -27,6 +27,7 @@ Deno.test("parseQuantizeArgs() applies the shared defaults", () => {
     lmHeadBits: 0,
   });
   assert.equal(a.request.eval, null);
+  assert.equal(a.calibGpuMemory, 1.75 * 2 ** 30, "--calib-gpu-memory: 8B under 6 GB");
 });
 
 Deno.test("parseQuantizeArgs() reads every option", () => {
@@ -34,8 +35,10 @@ Deno.test("parseQuantizeArgs() reads every option", () => {
     ...base,
     ...["--method", "leanquant-aff", "--bits", "3", "--group-size", "64", "--nsamples", "16"],
     ...["--seqlen", "512", "--seed", "7", "--percdamp", "0.1", "--no-act-order", "--aff-t", "256"],
-    ...["--exponent", "3", "--quantize-lm-head", "8", "--calib-storage", "f16"],
+    ...["--exponent", "3", "--quantize-lm-head", "8", "--calib-storage", "f16", "--calib-gpu-memory", "4GiB"],
   ]);
+  assert.equal(a.calibGpuMemory, 4 * 2 ** 30);
+  assert.equal(parseQuantizeArgs([...base, "--calib-gpu-memory", "all"]).calibGpuMemory, Infinity);
   assert.deepEqual(a.request.calibration, {
     source: { kind: "file", path: "c.txt" },
     nsamples: 16,
@@ -94,6 +97,10 @@ Deno.test("parseQuantizeArgs() rejects missing and bad values, naming the flag",
   assert.throws(
     () => parseQuantizeArgs([...base, "--calib-storage", "bf16"]),
     /Cannot use --calib-storage "bf16": expected one of auto, f32, f16/,
+  );
+  assert.throws(
+    () => parseQuantizeArgs([...base, "--calib-gpu-memory", "much"]),
+    /Cannot use --calib-gpu-memory "much": expected "all" or a size/,
   );
 });
 

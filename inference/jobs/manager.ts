@@ -39,6 +39,8 @@ export interface JobManagerOptions {
   calibDirs: readonly string[];
   /** How activated artifacts are loaded (served name, dtype, decode activations). */
   loadOptions: LoadModelOptions;
+  /** `--calib-gpu-memory`: bytes of calibration hidden states a job keeps on the GPU (default 1.75 GiB). */
+  calibGpuMemory?: number;
   log?: (line: string) => void;
   /** Turn length of job work while requests are in flight (serving_yield.ts). */
   yieldPolicy?: YieldPolicy;
@@ -195,6 +197,7 @@ export function createJobManager(o: JobManagerOptions): JobManager {
         dest,
         record: { name: job.name, source: { revision } },
         served: () => o.engine.lease(),
+        ...(o.calibGpuMemory === undefined ? {} : { gpuHiddenBytes: o.calibGpuMemory }),
       },
       job.events(),
       { signal: job.signal, yieldToServing },

@@ -66,6 +66,8 @@ export interface QuantizeRunInput {
   served?: () => ModelLease | null;
   /** Windows drawn elsewhere (benchmarks comparing sources): used instead of `calibration`'s. */
   windows?: Uint32Array[];
+  /** Bytes of calibration hidden states kept on the GPU (`--calib-gpu-memory`; same results either way). */
+  gpuHiddenBytes?: number;
 }
 
 /** What a run reports while it goes. */
@@ -251,6 +253,7 @@ async function quantizeInto(
       quantizer: input.quantizer ?? createGpuQuantizer(gpu, { onRetry: (m) => events.log?.(m) }),
       windows,
       hiddenStorage,
+      ...(input.gpuHiddenBytes === undefined ? {} : { gpuHiddenBytes: input.gpuHiddenBytes }),
       onProgress: (p) => events.progress?.(p),
       onLinear: (r) => events.linear?.(r),
       onLayer: (i, layer) => writer.writeLayer(i, layer),

@@ -9,6 +9,7 @@ import { QUANTIZE_DEFAULTS, type QuantizeOptions, type QuantMethod } from "../..
 import { DEFAULT_NSAMPLES } from "./calibration.ts";
 import type { HiddenStorageChoice } from "./quantize_model.ts";
 import { SELF_CALIBRATION } from "./self_calibration.ts";
+import { DEFAULT_GPU_HIDDEN_BYTES } from "./hidden_windows.ts";
 
 /** The methods, in the order help texts list them. */
 export const QUANT_METHODS: readonly QuantMethod[] = ["leanquant-aff", "leanquant-nu", "gptq", "rtn"];
@@ -30,6 +31,54 @@ export const LM_HEAD_BITS: readonly number[] = [0, 4, 6, 8];
 
 /** How the calibration hidden states are stored (quantize_model.ts `chooseHiddenStorage`). */
 const STORAGE_CHOICES: readonly HiddenStorageChoice[] = ["auto", "f32", "f16"];
+
+/** Bytes per unit of a size flag (`--calib-gpu-memory` here, `--kv-cache-memory` in config.ts). */
+export const SIZE_UNITS: Readonly<Record<string, number>> = Object.freeze({
+  "": 1,
+  b: 1,
+  kb: 1e3,
+  mb: 1e6,
+  gb: 1e9,
+  kib: 2 ** 10,
+  mib: 2 ** 20,
+  gib: 2 ** 30,
+});
+
+/**
+ * A size such as "8GiB", "512MiB", "2e9" or "0", as a number and its unit's bytes; null when it is not one.
+ * @param text the flag's value
+ */
+export function parseSize(text: string): { value: number; unit: string; bytes: number } | null {
+  const m = /^\s*([0-9.]+(?:e[0-9]+)?)\s*([a-z]*)\s*$/i.exec(text);
+  const value = m ? Number(m[1]) : NaN;
+  const unit = m ? m[2].toLowerCase() : "";
+  if (!m || !Number.isFinite(value) || value < 0 || !Object.hasOwn(SIZE_UNITS, unit)) return null;
+  return { value, unit, bytes: Math.floor(value * SIZE_UNITS[unit]) };
+}
+
+/** Default of `--calib-gpu-memory` (hidden_windows.ts: 1.75 GiB, 8B quantization under 6 GB). */
+export const DEFAULT_CALIB_GPU_MEMORY = DEFAULT_GPU_HIDDEN_BYTES;
+
+/**
+ * `--calib-gpu-memory` of the quantize task and the server: bytes of calibration hidden states kept on the GPU
+ * ("all", or a size: "4GiB", "1792MiB", "0" streams every window from host memory). An execution setting, not
+ * part of a request: the results are the same bits whatever it is (hidden_windows.ts), so it is not in an
+ * artifact's name either. More is faster (8B: 14.6 s a layer with every window, against ~19 s at the default).
+ * @param text the flag's value
+ * @param flag the flag's name, for the message
+ * @returns bytes, or Infinity for "all"
+ */
+export function parseCalibGpuMemory(text: string, flag = "--calib-gpu-memory"): number {
+  if (text.trim().toLowerCase() === "all") return Infinity;
+  const size = parseSize(text);
+  if (!size) {
+    throw new QuantizeOptionsError(
+      `Cannot use ${flag} "${text}": expected "all" or a size (e.g. 4GiB, 1792MiB, 2e9, 0)`,
+      "calib_gpu_memory",
+    );
+  }
+  return size.bytes;
+}
 
 /** Where calibration or evaluation text comes from; paths and names are resolved later (inference/jobs). */
 export type TextSource =
