@@ -1,9 +1,10 @@
 /**
  * Where the calibration hidden states live (issue 12: an 8B model in ≤ 6 GB of GPU memory without giving up
  * f32 states). At Llama-3-8B shape with 128 × 2048 tokens the f32 states are 4.3 GB, more than half the
- * budget. So only the first windows that fit `gpuHiddenBytes` stay on the GPU; the rest keep their exact bytes
- * in host memory and are streamed through a few transit buffers: uploaded before their stage's pass and, for
- * the stages that store (gateUp, out), copied back after it. The bytes are the same either way, so results
+ * budget. So only as many windows as fit `gpuHiddenBytes` (`--calib-gpu-memory`) stay on the GPU, spread
+ * evenly over the windows ({@link isResident}); the rest keep their exact bytes in host memory and are
+ * streamed through a few transit buffers: uploaded before their stage's pass and, for the stages that store
+ * (gateUp, out), copied back after it. The bytes are the same either way, so results
  * do not depend on where a window lives (quantize_model_test.ts checks they are bit-identical); only time
  * does: every stage moves the host windows over PCIe once (the stores twice).
  *
