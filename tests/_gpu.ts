@@ -40,6 +40,34 @@ export function sharedPath(relative: string): string | null {
   }
 }
 
+/**
+ * Runs `fn` with a fresh GPU, the ../shared fixtures named in `fixtures` (resolved by {@link sharedPath}) and a
+ * temporary folder, then removes the folder and destroys the device; skips (outside CI) when a fixture or
+ * the GPU is missing, as both of those do.
+ * @param fixtures name → path under ../shared
+ * @param fn the test body
+ */
+export async function withGpuFixtures<K extends string>(
+  fixtures: Record<K, string>,
+  fn: (gpu: Gpu, files: Record<K, string>, tmp: string) => Promise<void>,
+): Promise<void> {
+  const files = {} as Record<K, string>;
+  for (const [name, relative] of Object.entries(fixtures) as [K, string][]) {
+    const path = sharedPath(relative);
+    if (!path) return;
+    files[name] = path;
+  }
+  const gpu = await testGpu();
+  if (!gpu) return;
+  const tmp = await Deno.makeTempDir();
+  try {
+    await fn(gpu, files, tmp);
+  } finally {
+    await Deno.remove(tmp, { recursive: true });
+    gpu.device.destroy();
+  }
+}
+
 /** Seeded PRNG (mulberry32) for reproducible test inputs. */
 export function seededRandom(seed: number): () => number {
   let a = seed >>> 0;

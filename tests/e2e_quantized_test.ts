@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { sharedPath, testGpu } from "./_gpu.ts";
+import { sharedPath, testGpu, withGpuFixtures } from "./_gpu.ts";
 import { loadModel } from "../inference/engine/load_model.ts";
 import { createSequenceRunner } from "../inference/engine/generate.ts";
 
@@ -85,14 +85,11 @@ const SERVED = [
   { name: "nu4", args: ["--method", "leanquant-nu", "--bits", "4"] },
 ];
 
-Deno.test("a quantized folder serves through the fused kernels like its dequantized weights", async (t) => {
-  const model = sharedPath("models/stories260K");
-  const calib = sharedPath("data/calib/tinystories_calib_second_half.txt");
-  if (!model || !calib) return;
-  const gpu = await testGpu();
-  if (!gpu) return;
-  const tmp = await Deno.makeTempDir();
-  try {
+Deno.test("a quantized folder serves through the fused kernels like its dequantized weights", (t) =>
+  withGpuFixtures({
+    model: "models/stories260K",
+    calib: "data/calib/tinystories_calib_second_half.txt",
+  }, async (gpu, { model, calib }, tmp) => {
     for (const { name, args } of SERVED) {
       await t.step(name, async () => {
         const out = join(tmp, name);
@@ -130,11 +127,7 @@ Deno.test("a quantized folder serves through the fused kernels like its dequanti
         }
       });
     }
-  } finally {
-    gpu.device.destroy();
-    await Deno.remove(tmp, { recursive: true });
-  }
-});
+  }));
 
 Deno.test("--quantize at startup reports progress on /health, then serves", async () => {
   const model = sharedPath("models/stories260K");

@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { sharedPath, testGpu } from "./_gpu.ts";
+import { withGpuFixtures } from "./_gpu.ts";
 import { runQuantize } from "../cli/quantize.ts";
 import { parseQuantizeRequest } from "../inference/quantize/options.ts";
 import { loadModelConfig } from "../inference/model/model_config.ts";
@@ -17,28 +17,25 @@ import { evaluatePerplexity, loadEvalModel } from "../inference/quantize/perplex
 import { destroyWeights } from "../bench/ppl_protocol.ts";
 import type { Gpu } from "../kernels/core/gpu.ts";
 
-Deno.test("a quantized LM head is written, reloaded, served fused at 4 bits and costs little perplexity", async () => {
-  const model = sharedPath("models/stories260K");
-  const calib = sharedPath("data/calib/tinystories_calib_second_half.txt");
-  const evalText = sharedPath("data/tinystories/tinystories_eval_first_half.txt");
-  if (!model || !calib || !evalText) return;
-  const gpu = await testGpu();
-  if (!gpu) return;
-  const tmp = await Deno.makeTempDir();
-  const quantize = (lmHeadBits: 0 | 4 | 8) =>
-    runQuantize({
-      model,
-      out: join(tmp, `head${lmHeadBits}`),
-      quantizer: "gpu",
-      calibDirs: [],
-      request: parseQuantizeRequest({
-        method: "leanquant-nu",
-        bits: 4,
-        lm_head_bits: lmHeadBits,
-        calibration: { file: calib, nsamples: 4, seqlen: 128 },
-      }),
-    }, { gpu, quiet: true }).then((r) => r.pipeline);
-  try {
+Deno.test("a quantized LM head is written, reloaded, served fused at 4 bits and costs little perplexity", () =>
+  withGpuFixtures({
+    model: "models/stories260K",
+    calib: "data/calib/tinystories_calib_second_half.txt",
+    evalText: "data/tinystories/tinystories_eval_first_half.txt",
+  }, async (gpu, { model, calib, evalText }, tmp) => {
+    const quantize = (lmHeadBits: 0 | 4 | 8) =>
+      runQuantize({
+        model,
+        out: join(tmp, `head${lmHeadBits}`),
+        quantizer: "gpu",
+        calibDirs: [],
+        request: parseQuantizeRequest({
+          method: "leanquant-nu",
+          bits: 4,
+          lm_head_bits: lmHeadBits,
+          calibration: { file: calib, nsamples: 4, seqlen: 128 },
+        }),
+      }, { gpu, quiet: true }).then((r) => r.pipeline);
     const config = await loadModelConfig(model);
     const r4 = await quantize(4);
     assert.ok(r4.lmHead, "the result carries the head");
@@ -75,11 +72,7 @@ Deno.test("a quantized LM head is written, reloaded, served fused at 4 bits and 
     );
     assert.ok(Math.abs(p8 / p0 - 1) < 0.01, `8-bit head moved perplexity ${p0} → ${p8}`);
     assert.ok(p4 / p0 < 1.05, `4-bit head moved perplexity ${p0} → ${p4}`);
-  } finally {
-    await Deno.remove(tmp, { recursive: true });
-    gpu.device.destroy();
-  }
-});
+  }));
 
 async function tiedEmbedding(dir: string): Promise<Float32Array> {
   const source = await openLlamaWeights(dir, await loadModelConfig(dir));

@@ -5,18 +5,15 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { sharedPath, testGpu } from "./_gpu.ts";
+import { withGpuFixtures } from "./_gpu.ts";
 import { runQuantize } from "../cli/quantize.ts";
 import { parseQuantizeRequest } from "../inference/quantize/options.ts";
 
-Deno.test("--calib-gpu-memory moves calibration windows to host memory and changes no weight byte", async () => {
-  const model = sharedPath("models/stories260K");
-  const calib = sharedPath("data/calib/tinystories_calib_second_half.txt");
-  if (!model || !calib) return;
-  const gpu = await testGpu();
-  if (!gpu) return;
-  const tmp = await Deno.makeTempDir();
-  try {
+Deno.test("--calib-gpu-memory moves calibration windows to host memory and changes no weight byte", () =>
+  withGpuFixtures({
+    model: "models/stories260K",
+    calib: "data/calib/tinystories_calib_second_half.txt",
+  }, async (gpu, { model, calib }, tmp) => {
     const request = parseQuantizeRequest({
       method: "leanquant-aff",
       bits: 3,
@@ -54,8 +51,4 @@ Deno.test("--calib-gpu-memory moves calibration windows to host memory and chang
       assert.deepEqual(got.map(([f]) => f), want.map(([f]) => f), `${name}: the same files`);
       got.forEach(([f, bytes], i) => assert.ok(bytes.every((b, j) => b === want[i][1][j]), `${name}: ${f}`));
     }
-  } finally {
-    await Deno.remove(tmp, { recursive: true });
-    gpu.device.destroy();
-  }
-});
+  }));
