@@ -4,7 +4,7 @@
  */
 import { basename, join } from "node:path";
 import {
-  DEFAULT_CALIB_GPU_MEMORY,
+  DEFAULT_GPU_HIDDEN_BYTES,
   FLAG_LABELS,
   parseCalibGpuMemory,
   parseQuantizeRequest,
@@ -388,7 +388,7 @@ function parseMemory(text: string | undefined): ServingConfig["kvCacheMemory"] {
 
 /** `--calib-gpu-memory` (inference/quantize/options.ts), its error as a ConfigError. */
 function parseCalibGpuMemorySafely(text: string | undefined): number {
-  if (text === undefined) return DEFAULT_CALIB_GPU_MEMORY;
+  if (text === undefined) return DEFAULT_GPU_HIDDEN_BYTES;
   try {
     return parseCalibGpuMemory(text);
   } catch (err) {

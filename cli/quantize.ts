@@ -17,7 +17,7 @@ import { describeGpu, type Gpu, requestGpu } from "../kernels/core/mod.ts";
 import { createExactQuantizer, exactOptions, QUANTIZE_DEFAULTS } from "../quant/mod.ts";
 import { createReferenceQuantizer } from "../quant/reference/mod.ts";
 import {
-  DEFAULT_CALIB_GPU_MEMORY,
+  DEFAULT_GPU_HIDDEN_BYTES,
   DEFAULT_GROUP_SIZE,
   DEFAULT_NSAMPLES,
   FLAG_LABELS,
@@ -100,7 +100,7 @@ export function parseQuantizeArgs(args: string[]): QuantizeArgs {
     throw new Error(`Cannot use --quantizer ${JSON.stringify(quantizer)}: expected gpu, reference or exact`);
   }
   let request: QuantizeRequest;
-  let calibGpuMemory = DEFAULT_CALIB_GPU_MEMORY;
+  let calibGpuMemory = DEFAULT_GPU_HIDDEN_BYTES;
   try {
     const raw = rawFromFlags((flag) => values[flag.slice(2)] as string | boolean | undefined);
     request = parseQuantizeRequest(raw, { labels: FLAG_LABELS, strings: true });

@@ -23,7 +23,6 @@ export {
   calibrationBudgetFor,
   type CalibrationSpec,
   CPU_CALIBRATION_BUDGET,
-  DEFAULT_CALIB_GPU_MEMORY,
   DEFAULT_GROUP_SIZE,
   type EvalSpec,
   FLAG_LABELS,
@@ -55,3 +54,4 @@ export {
   type QuantizeModelResult,
   type QuantizeProgress,
 } from "./quantize_model.ts";
+export { DEFAULT_GPU_HIDDEN_BYTES } from "./hidden_windows.ts";

@@ -9,7 +9,6 @@ import { QUANTIZE_DEFAULTS, type QuantizeOptions, type QuantMethod } from "../..
 import { DEFAULT_NSAMPLES } from "./calibration.ts";
 import type { HiddenStorageChoice } from "./quantize_model.ts";
 import { SELF_CALIBRATION } from "./self_calibration.ts";
-import { DEFAULT_GPU_HIDDEN_BYTES } from "./hidden_windows.ts";
 
 /** The methods, in the order help texts list them. */
 export const QUANT_METHODS: readonly QuantMethod[] = ["leanquant-aff", "leanquant-nu", "gptq", "rtn"];
@@ -55,9 +54,6 @@ export function parseSize(text: string): { value: number; unit: string; bytes: n
   if (!m || !Number.isFinite(value) || value < 0 || !Object.hasOwn(SIZE_UNITS, unit)) return null;
   return { value, unit, bytes: Math.floor(value * SIZE_UNITS[unit]) };
 }
-
-/** Default of `--calib-gpu-memory` (hidden_windows.ts: 1.75 GiB, 8B quantization under 6 GB). */
-export const DEFAULT_CALIB_GPU_MEMORY = DEFAULT_GPU_HIDDEN_BYTES;
 
 /**
  * `--calib-gpu-memory` of the quantize task and the server: bytes of calibration hidden states kept on the GPU

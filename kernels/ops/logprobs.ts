@@ -77,8 +77,7 @@ fn sumScaled(lid: u32, m: f32, s: f32, mx: f32) -> f32 {
 }
 
 // The slot's alternatives if it asks for logprobs, else NONE (uniform per workgroup).
-fn wanted(row: u32) -> u32 {
-  let slot = slotOf(row);
+fn wanted(slot: u32) -> u32 {
   if (slot == NONE || slotParams[slot].logprobs == 0u) { return NONE; }
   return min(slotParams[slot].nTop, K);
 }
@@ -93,7 +92,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
         @builtin(local_invocation_index) lid: u32) {
   let row = wid.y;
   if (row >= dims.rows) { return; }
-  let n = wanted(row);
+  let n = wanted(slotOf(row));
   if (n == NONE) { return; }
   let lo = wid.x * CHUNK + lid;
   let base = row * dims.vocab;
@@ -141,9 +140,9 @@ const REC = ${LOGPROB_RECORD_WORDS}u;
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
   let row = wid.x;
   if (row >= dims.rows) { return; }
-  let n = wanted(row);
-  if (n == NONE) { return; }
   let slot = slotOf(row);
+  let n = wanted(slot);
+  if (n == NONE) { return; }
   let chunks = (dims.vocab + CHUNK - 1u) / CHUNK;
   let first = row * chunks * RECORD;
   // lse: the chunks' (max, sum) pairs, combined per invocation, then over the workgroup
