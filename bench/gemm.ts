@@ -42,18 +42,18 @@ const REPS = Number(values.reps);
 
 /**
  * A variant names its whole build, so defaults never blur a comparison: f32|f16, then optional k<TK>
- * (default 16), m<TM>, n<TN>, p (pipelined; plain otherwise) and, for LUT, c (the shared core in f32), e.g.
- * f16k32p or f32c.
+ * (default 16), m<TM>, n<TN>, p (pipelined; plain otherwise) and, for LUT, q (its own 4×4 kernel in f32
+ * instead of the shared core), e.g. f16k32p or f32q.
  */
 function parseVariant(v: string) {
-  const m = /^(f32|f16)(?:k(\d+))?(?:m(\d+))?(?:n(\d+))?(p?)(c?)$/.exec(v);
-  if (!m) throw new Error(`Invalid variant "${v}": expected f32|f16, then k<TK>, m<TM>, n<TN>, p, c`);
+  const m = /^(f32|f16)(?:k(\d+))?(?:m(\d+))?(?:n(\d+))?(p?)(q?)$/.exec(v);
+  if (!m) throw new Error(`Invalid variant "${v}": expected f32|f16, then k<TK>, m<TM>, n<TN>, p, q`);
   const tune = {
     tk: Number(m[2] ?? 16),
     ...(m[3] ? { tm: Number(m[3]) } : {}),
     ...(m[4] ? { tn: Number(m[4]) } : {}),
     pipelined: m[5] === "p",
-    ...(m[6] ? { core: true } : {}),
+    core: !m[6],
   };
   return { math: m[1] as "f32" | "f16", tune };
 }

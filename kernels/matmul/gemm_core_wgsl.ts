@@ -70,13 +70,20 @@ export interface GemmPipe {
   wl: number;
 }
 
+/** One build of the core: its arithmetic, K columns per step (written out), and the pipelined loads if any. */
+export interface GemmBuild {
+  math: GemmMath;
+  tk: number;
+  pipe?: GemmPipe;
+}
+
 /**
  * @param staging the format's bindings and its `stage` function (WGSL), or the pipelined functions
- * @param math the inner loop's arithmetic (the f16 build needs {@link F16_ENABLE} at the shader's start)
- * @param pipe loads per invocation of the pipelined build (see {@link GemmPipe}); absent: `stage`
+ * @param build the inner loop's arithmetic (the f16 build needs {@link F16_ENABLE} at the shader's start),
+ * K columns per step and the loads per invocation of the pipelined build ({@link GemmPipe}; absent: `stage`)
  * @returns the rest of the shader: overrides, workgroup tiles, `put` and entry point `main`
  */
-export function gemmCoreWgsl(staging: string, math: GemmMath = "f32", pipe?: GemmPipe): string {
+export function gemmCoreWgsl(staging: string, { math, tk, pipe }: GemmBuild): string {
   const f16 = math === "f16";
   const sum = f16 ? "h" : "acc";
   const fmas = unroll(16, (i) => {
@@ -87,33 +94,27 @@ export function gemmCoreWgsl(staging: string, math: GemmMath = "f32", pipe?: Gem
     const [a, r, h] = [Math.floor(i / 8), Math.floor(i / 2) % 4, i % 2];
     return `put(m0 + ${a}u * (TM / 2u) + 4u * ty + ${r}u, n0 + ${h}u * (TN / 2u) + 4u * tx, acc[${i}]);`;
   });
-  const step = /* wgsl */ `
-      let a0 = xs[xb + k * XS + ty];
-      let a1 = xs[xb + k * XS + ty + TM / 8u];
-      let b0 = ws[wb + k * WS + tx];
-      let b1 = ws[wb + k * WS + tx + TN / 8u];
-      ${fmas}`;
-  // f16: FLUSH k per f16 partial, then one f32 add per accumulator. The partials are zeroed by hand: naga
-  // hoists a loop body's `var` to the function entry, so its declaration does not zero it per iteration.
-  const inner = f16
-    ? /* wgsl */ `
-    for (var k1 = 0u; k1 < TK; k1 += FLUSH) {
-      for (var k = k1; k < k1 + FLUSH; k++) {${step}
-      }
-      ${unroll(16, (i) => `acc[${i}] += vec4f(h[${i}]); h[${i}] = vec4<f16>();`)}
-    }`
-    : /* wgsl */ `
-    for (var k = 0u; k < TK; k++) {${step}
+  // The k steps are written out: the H100's driver does not unroll naga's loops, and the loop ran at half
+  // the speed (docs/webgpu.md §6).
+  const step = (k: number) => /* wgsl */ `{
+      let a0 = xs[xb + ${k}u * XS + ty];
+      let a1 = xs[xb + ${k}u * XS + ty + TM / 8u];
+      let b0 = ws[wb + ${k}u * WS + tx];
+      let b1 = ws[wb + ${k}u * WS + tx + TN / 8u];
+      ${fmas}
     }`;
+  // f16: FLUSH k per f16 partial, then one f32 add per accumulator.
+  const flush = unroll(16, (i) => `acc[${i}] += vec4f(h[${i}]); h[${i}] = vec4<f16>();`);
+  const inner = unroll(tk, (k) => step(k) + (f16 && (k + 1) % GEMM_F16_FLUSH === 0 ? `\n    ${flush}` : ""), "\n    ");
+  if (f16 && tk % GEMM_F16_FLUSH !== 0) throw new Error(`Cannot build the f16 GEMM core: tk ${tk} is no multiple of ${GEMM_F16_FLUSH}`);
   return /* wgsl */ `
 alias T = ${f16 ? "f16" : "f32"};  // scalar type of the staged tiles and of the products
 override TM: u32 = 128u;  // activation rows per tile, multiple of 8
 override TN: u32 = 128u;  // output columns per tile, multiple of 8
-override TK: u32 = 16u;   // K columns staged per step${f16 ? ", a multiple of FLUSH" : ""}
+const TK: u32 = ${tk}u;   // K columns staged per step (the k steps are written out)
 override WG: u32 = (TM / 8u) * (TN / 8u);
 override XS: u32 = TM / 4u + 1u;  // vec4 row strides of the staged tiles; the +1 spreads banks
 override WS: u32 = TN / 4u + 1u;
-${f16 ? `override FLUSH: u32 = ${GEMM_F16_FLUSH}u;  // k steps summed in f16 before the f32 add` : ""}
 
 var<workgroup> xs: array<vec4<T>, ${pipe ? "2u * " : ""}TK * XS>;  // ${pipe ? "[tile]" : ""}[k][m / 4]
 var<workgroup> ws: array<vec4<T>, ${pipe ? "2u * " : ""}TK * WS>;  // ${

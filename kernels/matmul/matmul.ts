@@ -35,7 +35,7 @@ import {
   GEMM_DEFAULTS,
   type GemmMath,
   gemmMathFor,
-  type GemmPipe,
+  type GemmBuild,
   gemmPipeFor,
   gemmWorkgroupBytes,
 } from "./gemm_core_wgsl.ts";
@@ -206,7 +206,7 @@ export interface MatmulArgs {
 export type MatmulShaderSpec =
   | { path: "gemv"; vec4: boolean; rows: number; nr: number }
   | ({ path: "rows" } & DenseRowsBuild)
-  | { path: "gemm"; vec: boolean; math: GemmMath; pipe?: GemmPipe };
+  | ({ path: "gemm"; vec: boolean } & GemmBuild);
 
 /** Activation rows one GEMV dispatch serves (its registers hold a chunk of each). */
 export const GEMV_MAX_ROWS = 8;
@@ -242,7 +242,7 @@ export interface MatmulStep {
  */
 export function matmulShader(spec: MatmulShaderSpec): string {
   if (spec.path === "gemm") {
-    return (spec.math === "f16" ? F16_ENABLE : "") + PARAMS + gemmWgsl(spec.vec, spec.math, spec.pipe);
+    return (spec.math === "f16" ? F16_ENABLE : "") + PARAMS + gemmWgsl(spec.vec, spec);
   }
   if (spec.path === "rows") return PARAMS + denseRowsWgsl(spec);
   return PARAMS + GEMV_LAYOUTS[spec.vec4 ? "vec4" : "scalar"] + gemvWgsl(spec.rows, spec.nr);
@@ -271,7 +271,7 @@ export function planMatmul(
     // best of six tilings on the H100 from 128 to 2048 rows (scalar staging)
     const t = { TM: spec.tune?.tm ?? 128, TN: spec.tune?.tn ?? 128, TK: spec.tune?.tk ?? 16 };
     const tilesN = ceilDiv(outDim, t.TN);
-    const constants = { ...common, ...t };
+    const constants = { ...common, TM: t.TM, TN: t.TN };
     const math = f16 ? gemmMathFor(spec.gemmMath, hasF16) : "f32";
     if (math === "f16" && t.TK % 16 !== 0) {
       throw new Error(`Cannot plan the f16 GEMM: tk ${t.TK} (need multiples of 16)`);
@@ -288,6 +288,7 @@ export function planMatmul(
         path: "gemm",
         vec,
         math,
+        tk: t.TK,
         ...(pipe ? { pipe } : {}),
       },
       constants,

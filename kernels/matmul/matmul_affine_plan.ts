@@ -8,7 +8,7 @@ import {
   GEMM_DEFAULTS,
   type GemmMath,
   gemmMathFor,
-  type GemmPipe,
+  type GemmBuild,
   gemmStaging,
   gemmWorkgroupBytes,
 } from "./gemm_core_wgsl.ts";
@@ -103,7 +103,7 @@ export type AffineShaderSpec =
   | ({ path: "gemv" } & GemvBuild)
   | ({ path: "q8" } & Q8GemvBuild)
   | ({ path: "q8mm" } & Q8mmBuild)
-  | { path: "gemm"; math: GemmMath; pipe?: GemmPipe };
+  | ({ path: "gemm" } & GemmBuild);
 
 /** How a bound matmul runs: exported so a benchmark can report the variant it timed. */
 export interface MatmulAffinePlan {
@@ -215,8 +215,8 @@ export function planMatmulAffine(spec: MatmulAffineSpec, shape: AffineShape): Ma
     throw new Error(`Cannot plan matmul_affine f16 GEMM: tk ${tk} (need 16 or 32)`);
   }
   return {
-    shader: { path: "gemm", math, ...(pipe ? { pipe } : {}) },
-    constants: { ...common, BITS: bits, TM: tm, TN: tn, TK: tk },
+    shader: { path: "gemm", math, tk, ...(pipe ? { pipe } : {}) },
+    constants: { ...common, BITS: bits, TM: tm, TN: tn },
     workgroups: ceilDiv(rows, tm) * tilesN,
     // 16-byte activation loads need 16-byte aligned rows in column order: else read the prep scratch.
     prep: hasPerm || shape.inDim % 4 !== 0,
@@ -302,5 +302,5 @@ function planQ8mm(common: Record<string, number>, shape: AffineShape, t: AffineT
 export function matmulAffineShader(spec: AffineShaderSpec): string {
   if (spec.path === "q8") return q8GemvWgsl(spec);
   if (spec.path === "q8mm") return q8mmWgsl(spec);
-  return spec.path === "gemm" ? gemmWgsl(spec.math, spec.pipe) : gemvWgsl(spec);
+  return spec.path === "gemm" ? gemmWgsl(spec) : gemvWgsl(spec);
 }

@@ -12,7 +12,7 @@
  * Both lose at most a few f32 ulps to the cancellation (tests hold NMSE ≤ 1e-10 against f64).
  */
 import { unroll } from "../core/mod.ts";
-import { F16_ENABLE, gemmCoreWgsl, type GemmMath, type GemmPipe } from "./gemm_core_wgsl.ts";
+import { F16_ENABLE, type GemmBuild, gemmCoreWgsl } from "./gemm_core_wgsl.ts";
 
 /** The uniform block every shader of the kernel shares, packed in this order by matmul_affine.ts. */
 export const AFFINE_PARAMS_FIELDS = [
@@ -303,9 +303,9 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
  * into workgroup memory: one invocation per 8 codes of a row (at most two words of its bit stream), whose
  * group's scale and zero it reads once. TK divides the 32-column piece, so a K step never straddles a group.
  */
-export function gemmWgsl(math: GemmMath, pipe?: GemmPipe): string {
-  return (math === "f16" ? F16_ENABLE : "") + PARAMS_WGSL + STORE_WGSL + GEMM_BINDINGS +
-    gemmCoreWgsl(pipe ? GEMM_PIPE_STAGE : GEMM_STAGE, math, pipe);
+export function gemmWgsl(build: GemmBuild): string {
+  return (build.math === "f16" ? F16_ENABLE : "") + PARAMS_WGSL + STORE_WGSL + GEMM_BINDINGS +
+    gemmCoreWgsl(build.pipe ? GEMM_PIPE_STAGE : GEMM_STAGE, build);
 }
 
 /** The pipelined build's loads and decodes (gemm_core_wgsl.ts GemmPipe), one task as in GEMM_STAGE. */

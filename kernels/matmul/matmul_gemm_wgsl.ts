@@ -3,15 +3,12 @@
  * (gemm_core_wgsl.ts) over dense staging, with 16-byte or scalar loads, plain or pipelined. The uniform
  * block, y and `store` come from matmul.ts's PARAMS.
  */
-import { GEMM_PIPE_LOAD_X, gemmCoreWgsl, type GemmMath, type GemmPipe } from "./gemm_core_wgsl.ts";
+import { type GemmBuild, GEMM_PIPE_LOAD_X, gemmCoreWgsl } from "./gemm_core_wgsl.ts";
 
 /** The tiled GEMM: the shared core (gemm_core_wgsl.ts) over dense staging with 16-byte or scalar loads. */
-export function gemmWgsl(vec: boolean, math: GemmMath, pipe?: GemmPipe): string {
-  if (pipe) return gemmCoreWgsl(GEMM_VEC_BINDINGS + GEMM_PIPE_STAGE, math, pipe);
-  return gemmCoreWgsl(
-    vec ? GEMM_VEC_BINDINGS + GEMM_VEC_STAGE : GEMM_SCALAR_BINDINGS + STAGE_SCALAR,
-    math,
-  );
+export function gemmWgsl(vec: boolean, build: GemmBuild): string {
+  if (build.pipe) return gemmCoreWgsl(GEMM_VEC_BINDINGS + GEMM_PIPE_STAGE, build);
+  return gemmCoreWgsl(vec ? GEMM_VEC_BINDINGS + GEMM_VEC_STAGE : GEMM_SCALAR_BINDINGS + STAGE_SCALAR, build);
 }
 
 /** The pipelined build for f16 weights (gemm_core_wgsl.ts GemmPipe): the 16-byte loads of GEMM_VEC_STAGE. */

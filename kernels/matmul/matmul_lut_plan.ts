@@ -7,7 +7,7 @@ import {
   GEMM_DEFAULTS,
   type GemmMath,
   gemmMathFor,
-  type GemmPipe,
+  type GemmBuild,
   gemmStaging,
   gemmWorkgroupBytes,
 } from "./gemm_core_wgsl.ts";
@@ -51,8 +51,8 @@ export interface LutTune {
   /** Core GEMM: the pipelined build (double-buffered tiles, next step's loads in flight during the math) */
   pipelined?: boolean;
   /**
-   * The f32 GEMM on the shared 8×8 core (16-byte activation loads) instead of the 4×4 kernel; inDim % 4 = 0.
-   * Tested, not yet timed on the H100 (the f16 core build measured +53 % end to end there).
+   * The f32 GEMM on the shared 8×8 core (16-byte activation loads; default where inDim % 4 = 0), or false:
+   * the 4×4 kernel, which also serves other inDim.
    */
   core?: boolean;
   /** One-row GEMV: use the x-stationary build when K fits one workgroup (default true) */
@@ -70,7 +70,7 @@ export interface MatmulLutSpec {
   accumulate: boolean;
   tune?: LutTune;
   /**
-   * The tiled GEMM: "f32" (default) the exact 4×4 kernel (or the shared core with `tune.core`); "f16"
+   * The tiled GEMM: "f32" (default) the shared 8×8 core in f32 where inDim % 4 = 0, else the 4×4 kernel; "f16"
    * (needs `shader-f16`; inDim % 4 = 0, else f32) the shared 8×8 core in f16 (gemm_core_wgsl.ts: f16
    * tiles and products, f32 sums every 16 k, within gemmF16ErrorBound).
    */
@@ -95,7 +95,7 @@ export type LutShaderSpec =
   | ({ path: "rows" } & LutRowsBuild)
   | ({ path: "xs" } & LutXsBuild)
   | { path: "gemm"; core: false }
-  | { path: "gemm"; core: true; math: GemmMath; pipe?: GemmPipe };
+  | ({ path: "gemm"; core: true } & GemmBuild);
 
 /** One dispatch of a bound matmul; exported so a benchmark can report the variant it timed. */
 export interface MatmulLutStep {
@@ -192,7 +192,9 @@ export function planMatmulLut(spec: MatmulLutSpec, shape: LutShape): MatmulLutSt
   if (spec.path === "gemm" || rows > gemvMaxRows) {
     if (prologue !== "none") throw new Error(`Cannot plan matmul_lut: the GEMM has no fused ${prologue}`);
     const math = gemmMathFor(spec.gemmMath, shape.hasF16 ?? false);
-    if ((math === "f16" || t.core) && shape.inDim % 4 === 0) return [planCoreGemm(t, acc, shape, math)];
+    if ((math === "f16" || (t.core ?? true)) && shape.inDim % 4 === 0) {
+      return [planCoreGemm(t, acc, shape, math)];
+    }
     const tm = t.tm ?? (rows <= 32 ? 32 : 64);
     const tn = t.tn ?? 64;
     if (tm % 4 !== 0 || tn % 32 !== 0) {
@@ -288,7 +290,7 @@ function planRows(t: LutTune, acc: Record<string, number>, shape: LutShape): Mat
 export function matmulLutShader(spec: LutShaderSpec): string {
   if (spec.path === "xs") return lutXsWgsl(spec, LUT_PARAMS_WGSL);
   if (spec.path === "rows") return lutRowsWgsl(spec);
-  if (spec.path === "gemm") return spec.core ? gemmCoreLutWgsl(spec.math, spec.pipe) : GEMM_WGSL;
+  if (spec.path === "gemm") return spec.core ? gemmCoreLutWgsl(spec) : GEMM_WGSL;
   return gemvWgsl(spec);
 }
 
@@ -314,8 +316,8 @@ function planCoreGemm(
   }
   const tilesN = ceilDiv(outDim, tn);
   return {
-    shader: { path: "gemm", core: true, math, ...(pipe ? { pipe } : {}) },
-    constants: { ...acc, BITS: bits, TM: tm, TN: tn, TK: tk },
+    shader: { path: "gemm", core: true, math, tk, ...(pipe ? { pipe } : {}) },
+    constants: { ...acc, BITS: bits, TM: tm, TN: tn },
     workgroups: ceilDiv(rows, tm) * tilesN,
     row0: 0,
     rows,

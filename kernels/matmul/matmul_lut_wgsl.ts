@@ -12,8 +12,7 @@ import {
   F16_ENABLE,
   GEMM_PIPE_LOAD_X,
   gemmCoreWgsl,
-  type GemmMath,
-  type GemmPipe,
+  type GemmBuild,
 } from "./gemm_core_wgsl.ts";
 
 /** The uniform block both shaders share, packed in this order by matmul_lut.ts. */
@@ -388,15 +387,15 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
  * dequantizes the weight tile by lookups (each code once per tile: one invocation per 8 codes of a row)
  * and reads the activation tile with 16-byte loads. TK divides the 32-column piece.
  */
-export function gemmCoreLutWgsl(math: GemmMath, pipe?: GemmPipe): string {
-  return (math === "f16" ? F16_ENABLE : "") +
+export function gemmCoreLutWgsl(build: GemmBuild): string {
+  return (build.math === "f16" ? F16_ENABLE : "") +
     LUT_PARAMS_WGSL.replace(
       "var<storage, read> x: array<f32>;",
       "var<storage, read> x4: array<vec4f>;",
     ) + /* wgsl */ `
 override BITS: u32 = 4u;
 @group(0) @binding(2) var<storage, read> codes: array<u32>;  // (outDim, nPieces, BITS) u32
-` + gemmCoreWgsl(LUT_DECODE + (pipe ? LUT_PIPE_STAGE : LUT_STAGE), math, pipe);
+` + gemmCoreWgsl(LUT_DECODE + (build.pipe ? LUT_PIPE_STAGE : LUT_STAGE), build);
 }
 
 // After the core's overrides in the text: naga panics on an override-sized array declared before them.
