@@ -198,17 +198,30 @@ function shader(v: Variant): { code: string; wg: number } {
     // Tasks per invocation; the last load of an operand with fewer tasks than that is guarded.
     const [xl, wl] = [Math.ceil(x.tasks / wg), Math.ceil(w.tasks / wg)];
     if (x.tasks % wg && x.tasks > wg || w.tasks % wg && w.tasks > wg) throw new Error("tasks do not divide");
-    const guard = (tasks: number, i: number) => (i + 1) * wg > tasks ? `if (lid + ${i * wg}u < ${tasks}u) ` : "";
+    const guard = (tasks: number, i: number) =>
+      (i + 1) * wg > tasks ? `if (lid + ${i * wg}u < ${tasks}u) ` : "";
     const loadsOf = (id: string, r: string, o: { tasks: number; regType: string }, n: number, k0: string) =>
-      unroll(n, (i) =>
-        `var ${r}${i}: ${o.regType};\n    ${guard(o.tasks, i)}{ ${r}${i} = load${id}(lid + ${i * wg}u, ${
-          id === "X" ? "m0" : "n0"
-        }, ${k0}); }`, "\n    ");
+      unroll(
+        n,
+        (i) =>
+          `var ${r}${i}: ${o.regType};\n    ${guard(o.tasks, i)}{ ${r}${i} = load${id}(lid + ${i * wg}u, ${
+            id === "X" ? "m0" : "n0"
+          }, ${k0}); }`,
+        "\n    ",
+      );
     const loads = (k0: string) => loadsOf("X", "xr", x, xl, k0) + "\n    " + loadsOf("W", "wr", w, wl, k0);
     const puts = (b: string) =>
-      unroll(xl, (i) => `${guard(x.tasks, i)}{ putX(${b} * ${v.tk}u * XS, lid + ${i * wg}u, xr${i}); }`, "\n    ") +
+      unroll(
+        xl,
+        (i) => `${guard(x.tasks, i)}{ putX(${b} * ${v.tk}u * XS, lid + ${i * wg}u, xr${i}); }`,
+        "\n    ",
+      ) +
       "\n    " +
-      unroll(wl, (i) => `${guard(w.tasks, i)}{ putW(${b} * ${v.tk}u * WS, lid + ${i * wg}u, wr${i}); }`, "\n    ");
+      unroll(
+        wl,
+        (i) => `${guard(w.tasks, i)}{ putW(${b} * ${v.tk}u * WS, lid + ${i * wg}u, wr${i}); }`,
+        "\n    ",
+      );
     loop = `{
     ${loads("0u")}
     ${puts("0u")}
@@ -314,7 +327,10 @@ const transpose = (src: Float32Array, rows: number, cols: number) => {
   return t;
 };
 const upload = (data: Float32Array<ArrayBuffer>) => {
-  const buf = dev.createBuffer({ size: data.byteLength, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST });
+  const buf = dev.createBuffer({
+    size: data.byteLength,
+    usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST,
+  });
   dev.queue.writeBuffer(buf, 0, data);
   return buf;
 };
@@ -393,7 +409,9 @@ for (const name of values.variants.split(",")) {
     console.log(
       `${name.padEnd(36)} wg ${String(wg).padStart(4)}  ${(s * 1e3).toFixed(3)} ms  ${
         tflops.toFixed(1)
-      } TFLOP/s  err/Σ|ab| ${worst.toExponential(1)}  build ${compileMs.toFixed(0)} ms${worst > 1e-5 ? "  WRONG" : ""}`,
+      } TFLOP/s  err/Σ|ab| ${worst.toExponential(1)}  build ${compileMs.toFixed(0)} ms${
+        worst > 1e-5 ? "  WRONG" : ""
+      }`,
     );
     dimsBuf.destroy();
   } catch (e) {

@@ -96,7 +96,8 @@ export function gemmCoreWgsl(staging: string, { math, tk, pipe }: GemmBuild): st
   });
   // The k steps are written out: the H100's driver does not unroll naga's loops, and the loop ran at half
   // the speed (docs/webgpu.md §6).
-  const step = (k: number) => /* wgsl */ `{
+  const step = (k: number) =>
+    /* wgsl */ `{
       let a0 = xs[xb + ${k}u * XS + ty];
       let a1 = xs[xb + ${k}u * XS + ty + TM / 8u];
       let b0 = ws[wb + ${k}u * WS + tx];
@@ -105,8 +106,14 @@ export function gemmCoreWgsl(staging: string, { math, tk, pipe }: GemmBuild): st
     }`;
   // f16: FLUSH k per f16 partial, then one f32 add per accumulator.
   const flush = unroll(16, (i) => `acc[${i}] += vec4f(h[${i}]); h[${i}] = vec4<f16>();`);
-  const inner = unroll(tk, (k) => step(k) + (f16 && (k + 1) % GEMM_F16_FLUSH === 0 ? `\n    ${flush}` : ""), "\n    ");
-  if (f16 && tk % GEMM_F16_FLUSH !== 0) throw new Error(`Cannot build the f16 GEMM core: tk ${tk} is no multiple of ${GEMM_F16_FLUSH}`);
+  const inner = unroll(
+    tk,
+    (k) => step(k) + (f16 && (k + 1) % GEMM_F16_FLUSH === 0 ? `\n    ${flush}` : ""),
+    "\n    ",
+  );
+  if (f16 && tk % GEMM_F16_FLUSH !== 0) {
+    throw new Error(`Cannot build the f16 GEMM core: tk ${tk} is no multiple of ${GEMM_F16_FLUSH}`);
+  }
   return /* wgsl */ `
 alias T = ${f16 ? "f16" : "f32"};  // scalar type of the staged tiles and of the products
 override TM: u32 = 128u;  // activation rows per tile, multiple of 8

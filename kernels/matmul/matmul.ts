@@ -33,9 +33,9 @@ import {
 import {
   F16_ENABLE,
   GEMM_DEFAULTS,
+  type GemmBuild,
   type GemmMath,
   gemmMathFor,
-  type GemmBuild,
   gemmPipeFor,
   gemmWorkgroupBytes,
 } from "./gemm_core_wgsl.ts";

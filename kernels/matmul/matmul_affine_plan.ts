@@ -6,9 +6,9 @@
 import { ceilDiv } from "../core/mod.ts";
 import {
   GEMM_DEFAULTS,
+  type GemmBuild,
   type GemmMath,
   gemmMathFor,
-  type GemmBuild,
   gemmStaging,
   gemmWorkgroupBytes,
 } from "./gemm_core_wgsl.ts";

@@ -3,7 +3,7 @@
  * (gemm_core_wgsl.ts) over dense staging, with 16-byte or scalar loads, plain or pipelined. The uniform
  * block, y and `store` come from matmul.ts's PARAMS.
  */
-import { type GemmBuild, GEMM_PIPE_LOAD_X, gemmCoreWgsl } from "./gemm_core_wgsl.ts";
+import { GEMM_PIPE_LOAD_X, type GemmBuild, gemmCoreWgsl } from "./gemm_core_wgsl.ts";
 
 /** The tiled GEMM: the shared core (gemm_core_wgsl.ts) over dense staging with 16-byte or scalar loads. */
 export function gemmWgsl(vec: boolean, build: GemmBuild): string {

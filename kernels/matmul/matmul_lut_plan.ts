@@ -5,9 +5,9 @@
  */
 import {
   GEMM_DEFAULTS,
+  type GemmBuild,
   type GemmMath,
   gemmMathFor,
-  type GemmBuild,
   gemmStaging,
   gemmWorkgroupBytes,
 } from "./gemm_core_wgsl.ts";

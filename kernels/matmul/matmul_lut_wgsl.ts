@@ -8,12 +8,7 @@
  */
 import { unroll } from "../core/mod.ts";
 import { siluMulFn } from "../ops/mod.ts";
-import {
-  F16_ENABLE,
-  GEMM_PIPE_LOAD_X,
-  gemmCoreWgsl,
-  type GemmBuild,
-} from "./gemm_core_wgsl.ts";
+import { F16_ENABLE, GEMM_PIPE_LOAD_X, type GemmBuild, gemmCoreWgsl } from "./gemm_core_wgsl.ts";
 
 /** The uniform block both shaders share, packed in this order by matmul_lut.ts. */
 export const LUT_PARAMS_FIELDS = [

@@ -49,7 +49,7 @@ function head(a: MatrixAccess, b: MatrixAccess, c: MatrixAccess): string {
   return a.wgsl + b.wgsl + c.wgsl + /* wgsl */ `
 override TM: u32 = 64u;  // = TN = 16·R, R the register tile edge
 override TN: u32 = 64u;
-override TK: u32 = 16u;
+const TK: u32 = 16u;     // K per step (written out in main)
 const WG = 256u;         // 16×16 invocations
 
 struct Params {
@@ -128,6 +128,22 @@ function mainWgsl(r: number): string {
     (_, i) => ({ g: Math.floor(i / (4 * G)), r: Math.floor(i / G) % 4, h: i % G }),
   );
   const name = (a: { g: number; r: number; h: number }) => `acc${a.g}${a.r}${a.h}`;
+  // The TK = 16 k steps are written out: the H100's driver does not reliably unroll naga's loops
+  // (docs/webgpu.md §6).
+  const step = (k: number) =>
+    `{
+      ${unroll(G, (g) => `let a${g} = sa[${k}u * (TM / 4u + 1u) + ${16 * g}u + ty];`)}
+      ${unroll(G, (h) => `let b${h} = sb[${k}u * (TN / 4u + 1u) + ${16 * h}u + tx];`)}
+      ${
+      unroll(
+        accs.length,
+        (i) =>
+          `${name(accs[i])} = fma(vec4f(a${accs[i].g}.${"xyzw"[accs[i].r]}), b${accs[i].h}, ${
+            name(accs[i])
+          });`,
+      )
+    }
+    }`;
   return /* wgsl */ `
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
@@ -152,16 +168,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
     stageA(lid, aBase, m0, k0, kEnd);
     stageB(lid, bBase, n0, k0, kEnd);
     workgroupBarrier();
-    for (var k = 0u; k < TK; k++) {
-      ${unroll(G, (g) => `let a${g} = sa[k * (TM / 4u + 1u) + ${16 * g}u + ty];`)}
-      ${unroll(G, (h) => `let b${h} = sb[k * (TN / 4u + 1u) + ${16 * h}u + tx];`)}
-      ${
-    unroll(accs.length, (i) => {
-      const a = accs[i];
-      return `${name(a)} = fma(vec4f(a${a.g}.${"xyzw"[a.r]}), b${a.h}, ${name(a)});`;
-    })
-  }
-    }
+    ${unroll(16, step, "\n    ")}
     workgroupBarrier();
   }
   let cBase = params.cOff + z * params.cBatch;
@@ -297,7 +304,7 @@ export function createBlockGemm(gpu: Gpu): BlockGemmKernel {
       p = getPipeline(gpu, {
         name: "block_gemm",
         code: blockGemmShader({ tile }),
-        constants: { TM: tile, TN: tile, TK: 16 },
+        constants: { TM: tile, TN: tile },
         spec: { tile },
         bindings: ["uniform", "storage", "storage", "storage"],
       });
@@ -314,7 +321,6 @@ export function createBlockGemm(gpu: Gpu): BlockGemmKernel {
       constants: {
         TM: tile,
         TN: tile,
-        TK: 16,
         a_SPLIT: splitElement(g.a.buffer),
         b_SPLIT: splitElement(g.b.buffer),
         c_SPLIT: splitElement(g.c.buffer),

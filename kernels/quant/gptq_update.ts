@@ -22,13 +22,14 @@ import {
   singleDispatch,
   splitElement,
   uniformParams,
+  unroll,
 } from "../core/mod.ts";
 
 function wgsl(U: MatrixAccess): string {
   return U.wgsl + /* wgsl */ `
 override TM: u32 = 64u;  // rows of W per tile
 override TN: u32 = 64u;  // columns of W per tile
-override TK: u32 = 16u;  // block columns (K) staged per step
+const TK: u32 = 16u;     // block columns (K) staged per step (written out in main)
 override WG: u32 = (TM / 4u) * (TN / 4u);
 
 struct Params {
@@ -87,15 +88,18 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
   for (var k0 = 0u; k0 < params.count; k0 += TK) {
     stage(lid, m0, n0, k0);
     workgroupBarrier();
-    for (var k = 0u; k < TK; k++) {
-      let a = k * TM + 4u * ty;
-      let b = k * TN + 4u * tx;
+    ${
+    unroll(16, (k) =>
+      /* wgsl */ `{
+      let a = ${k}u * TM + 4u * ty;
+      let b = ${k}u * TN + 4u * tx;
       let u = vec4f(us[b], us[b + 1u], us[b + 2u], us[b + 3u]);
       acc0 = fma(vec4f(es[a]), u, acc0);
       acc1 = fma(vec4f(es[a + 1u]), u, acc1);
       acc2 = fma(vec4f(es[a + 2u]), u, acc2);
       acc3 = fma(vec4f(es[a + 3u]), u, acc3);
-    }
+    }`, "\n    ")
+  }
     workgroupBarrier();
   }
   let r = m0 + 4u * ty;
@@ -187,19 +191,19 @@ export function gptqUpdateShader({ split = false }: { split?: boolean } = {}): s
  * @returns a kernel; `bind` fixes one block's buffers and column range
  */
 export function createGptqUpdate(gpu: Gpu): Kernel<GptqUpdateArgs> {
-  const [tm, tn, tk] = [64, 64, 16];
+  const [tm, tn] = [64, 64];
   const pipelineFor = (split: number | null) =>
     split === null
       ? getPipeline(gpu, {
         name: "gptq_update",
         code: gptqUpdateShader(),
-        constants: { TM: tm, TN: tn, TK: tk },
+        constants: { TM: tm, TN: tn },
         bindings: ["uniform", "storage", "read-only-storage", "read-only-storage"],
       })
       : getPipeline(gpu, {
         name: "gptq_update",
         code: gptqUpdateShader({ split: true }),
-        constants: { TM: tm, TN: tn, TK: tk, U_SPLIT: split },
+        constants: { TM: tm, TN: tn, U_SPLIT: split },
         spec: { split: true },
         bindings: ["uniform", "storage", "read-only-storage", "read-only-storage", "read-only-storage"],
       });

@@ -53,9 +53,9 @@ fn load4(t: u32, c: u32) -> vec4f {
 }`,
 } as const;
 
-function head(H: MatrixAccess): string {
+function head(H: MatrixAccess, tk: number): string {
   return /* wgsl */ `
-override TK: u32 = 16u;  // tokens staged per step
+const TK: u32 = ${tk}u;  // tokens staged per step (written out in main)
 
 struct Params {
   cols: u32, tokens: u32, xRowOffset: u32,
@@ -88,8 +88,17 @@ fn emit(row: u32, col0: u32, v: vec4f) {
 /** acc{r}{h}: rows 4ty + r (r < 4) or 64 + 4ty + r − 4, columns 4tx (h = 0) or 64 + 4tx (h = 1). */
 const ACC = Array.from({ length: 16 }, (_, i) => ({ name: `acc${i >> 1}${i & 1}`, r: i >> 1, h: i & 1 }));
 
-function mainWgsl(): string {
+function mainWgsl(tk: number): string {
   const lane = (r: number) => `a${r >> 2}.${"xyzw"[r & 3]}`;
+  // The k steps are written out: the H100's driver does not reliably unroll naga's loops (docs/webgpu.md §6).
+  const step = (k: number) =>
+    /* wgsl */ `{
+      let a0 = sa[${k * 33}u + ty];
+      let a1 = sa[${k * 33 + 16}u + ty];
+      let b0 = sb[${k * 33}u + tx];
+      let b1 = sb[${k * 33 + 16}u + tx];
+      ${unroll(16, (i) => `${ACC[i].name} = fma(vec4f(${lane(ACC[i].r)}), b${ACC[i].h}, ${ACC[i].name});`)}
+    }`;
   const rowOf = (r: number) => (r < 4 ? `4u * ty + ${r}u` : `64u + 4u * ty + ${r - 4}u`);
   return /* wgsl */ `
 @compute @workgroup_size(256)
@@ -110,13 +119,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
       sb[t * 33u + c4] = load4(t0 + t, j0 + 4u * c4);
     }
     workgroupBarrier();
-    for (var k = 0u; k < TK; k++) {
-      let a0 = sa[k * 33u + ty];
-      let a1 = sa[k * 33u + 16u + ty];
-      let b0 = sb[k * 33u + tx];
-      let b1 = sb[k * 33u + 16u + tx];
-      ${unroll(16, (i) => `${ACC[i].name} = fma(vec4f(${lane(ACC[i].r)}), b${ACC[i].h}, ${ACC[i].name});`)}
-    }
+    ${unroll(tk, step, "\n    ")}
     workgroupBarrier();
   }
   ${ACC.map((a) => `emit(i0 + ${rowOf(a.r)}, j0 + ${a.h * 64}u + 4u * tx, ${a.name});`).join("\n  ")}
@@ -128,6 +131,8 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
 export interface HessianAccumSpec {
   vec4: boolean;
   split?: boolean;
+  /** tokens staged per step (default 16) */
+  tk?: number;
 }
 
 export interface HessianAccumArgs {
@@ -154,7 +159,8 @@ export interface HessianAccumArgs {
  */
 export function hessianAccumShader(spec: HessianAccumSpec): string {
   const H = matrixAccess("H", spec.split ? { binding: 3, access: "read_write" } : null);
-  return H.wgsl + head(H) + LOADS[spec.vec4 ? "vec4" : "scalar"] + mainWgsl();
+  const tk = spec.tk ?? 16;
+  return H.wgsl + head(H, tk) + LOADS[spec.vec4 ? "vec4" : "scalar"] + mainWgsl(tk);
 }
 
 /** The Hessian update; its bound plan owns a params buffer (`destroy()` frees it). */
@@ -174,16 +180,16 @@ export function createHessianAccum(gpu: Gpu): HessianAccumKernel {
     H && isSplit(H)
       ? getPipeline(gpu, {
         name: "hessian_accum",
-        code: hessianAccumShader({ vec4, split: true }),
-        constants: { TK: tk, H_SPLIT: splitElement(H) },
-        spec: { vec4, split: true },
+        code: hessianAccumShader({ vec4, split: true, tk }),
+        constants: { H_SPLIT: splitElement(H) },
+        spec: { vec4, split: true, tk },
         bindings: ["uniform", "read-only-storage", "storage", "storage"],
       })
       : getPipeline(gpu, {
         name: "hessian_accum",
-        code: hessianAccumShader({ vec4 }),
-        constants: { TK: tk },
-        spec: { vec4 },
+        code: hessianAccumShader({ vec4, tk }),
+        constants: {},
+        spec: { vec4, tk },
         bindings: ["uniform", "read-only-storage", "storage"],
       });
   pipelineFor(true);
