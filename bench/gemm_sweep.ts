@@ -17,11 +17,50 @@
  * and the core's habits, to find which of them costs: -h B as f16 pairs (`rm` staging: one 16-byte load of
  * 8 values, 8 scalar stores), -g bounds checks on every load, -e the core's epilogue (one checked scalar
  * store per output through a function), -o the tile sizes as pipeline-overridable constants.
+ *
+ * `core` and `core-h` (f32 or f16 weights), with `-p` pipelined, time the real dense GEMM
+ * (kernels/matmul/matmul.ts, path "gemm", f32 arithmetic) on the same data, for comparison; `corex` is the
+ * core's shader (gemm_core_wgsl.ts, 128×128×16, f32) over this file's plain unchecked staging.
  */
 import { parseArgs } from "node:util";
 import { describeGpu, f16BitsToF32, f32ToF16Bits, requestGpu } from "../kernels/core/mod.ts";
 import { unroll } from "../kernels/core/mod.ts";
 import { timePass } from "./gpu_timer.ts";
+import { createMatmul } from "../kernels/matmul/mod.ts";
+import { gemmCoreWgsl } from "../kernels/matmul/gemm_core_wgsl.ts";
+
+/** `corex`: the core's shader over unchecked row-major staging, in this file's bindings. */
+function corexShader(): string {
+  const put = (tile: string, stride: string, v: string) =>
+    unroll(4, (q) => `${tile}[(k + ${q}u) * ${stride} + r / 4u][r % 4u] = ${v}[${q}];`, "\n    ");
+  // Staging goes in the core's text, after its overrides: naga panics on a function that uses an override
+  // declared after it.
+  return gemmCoreWgsl(
+    `
+@group(0) @binding(0) var<storage, read> A: array<vec4f>;
+@group(0) @binding(1) var<storage, read> B: array<vec4f>;
+@group(0) @binding(2) var<storage, read_write> C: array<vec4f>;
+struct Params { rows: u32, outDim: u32, inDim: u32, tilesN: u32 }
+@group(0) @binding(3) var<uniform> params: Params;
+fn store(r: u32, o: u32, v: f32) { let i = r * params.outDim + o; C[i / 4u][i % 4u] = v; }
+fn stage(lid: u32, m0: u32, n0: u32, k0: u32) {
+  for (var e = lid; e < TM * TK / 4u; e += WG) {
+    let r = e / (TK / 4u);
+    let k = (e % (TK / 4u)) * 4u;
+    let v = A[((m0 + r) * params.inDim + k0 + k) / 4u];
+    ${put("xs", "XS", "v")}
+  }
+  for (var e = lid; e < TN * TK / 4u; e += WG) {
+    let r = e / (TK / 4u);
+    let k = (e % (TK / 4u)) * 4u;
+    let v = B[((n0 + r) * params.inDim + k0 + k) / 4u];
+    ${put("ws", "WS", "v")}
+  }
+}
+`,
+    { math: "f32", tk: 16 },
+  );
+}
 
 type Layout = "rm" | "rm4" | "km";
 interface Variant {
@@ -354,17 +393,45 @@ const layout = dev.createBindGroupLayout({
 });
 const samples = Array.from({ length: 64 }, (_, i) => [(i * 977) % M, (i * 1531 + 7) % N]);
 
+/** The real dense GEMM on the same data (`core[-h][-p]`). */
+async function timeCore(name: string): Promise<void> {
+  const f16 = name.includes("-h");
+  const mm = createMatmul(gpu, {
+    weightType: f16 ? "f16" : "f32",
+    accumulate: false,
+    path: "gemm",
+    tune: { pipelined: name.includes("-p") },
+  });
+  const plan = mm.bind({ x: bufs.a.rm, w: f16 ? bufs.b.h : bufs.b.rm, y: c, rows: M, inDim: K, outDim: N });
+  const reps = Number(values.reps);
+  await timePass(gpu, (p) => plan.encode(p), 1);
+  const s = (await timePass(gpu, (p) => {
+    for (let i = 0; i < reps; i++) plan.encode(p);
+  }, 3)) / reps;
+  console.log(
+    `${name.padEnd(36)} ${(s * 1e3).toFixed(3)} ms  ${((2 * M * N * K) / s / 1e12).toFixed(1)} TFLOP/s`,
+  );
+}
+
 for (const name of values.variants.split(",")) {
-  const v = parseVariant(name);
+  if (/^core(-|$)/.test(name)) {
+    await timeCore(name);
+    continue;
+  }
+  const v = parseVariant(name === "corex" ? "t128x128k16r8x8" : name);
   try {
     if (M % v.tm || N % v.tn || K % v.tk) throw new Error("sizes must be multiples of the tile");
-    const { code, wg } = shader(v);
+    const { code, wg } = name === "corex" ? { code: corexShader(), wg: 256 } : shader(v);
     const t0 = performance.now();
     dev.pushErrorScope("validation");
     const module = dev.createShaderModule({ code });
     const pipeline = dev.createComputePipeline({
       layout: dev.createPipelineLayout({ bindGroupLayouts: [layout] }),
-      compute: { module, entryPoint: "main" },
+      compute: {
+        module,
+        entryPoint: "main",
+        ...(name === "corex" ? { constants: { TM: 128, TN: 128 } } : {}),
+      },
     });
     const err = await dev.popErrorScope();
     if (err) throw new Error(err.message);

@@ -61,7 +61,7 @@ fn putX(base: u32, e: u32, v: vec4f) {
   let m = e / (TK / 4u);
   let k = (e % (TK / 4u)) * 4u;
   let t = vec4<T>(v);
-  for (var q = 0u; q < 4u; q++) { xs[base + (k + q) * XS + m / 4u][m % 4u] = t[q]; }
+  ${unroll(4, (q) => `xs[base + (k + ${q}u) * XS + m / 4u][m % 4u] = t[${q}];`)}
 }
 `;
 
@@ -135,7 +135,7 @@ fn pairOf(u: u32) -> vec2<T> { return vec2<T>(unpack2x16float(u)); }
 
 fn put(r: u32, n: u32, v: vec4f) {
   if (r >= params.rows) { return; }
-  for (var j = 0u; j < 4u; j++) { if (n + j < params.outDim) { store(r, n + j, v[j]); } }
+  ${unroll(4, (j) => `if (n + ${j}u < params.outDim) { store(r, n + ${j}u, v[${j}]); }`)}
 }
 
 @compute @workgroup_size(WG)
@@ -241,11 +241,12 @@ function pipelinedLoop({ xl, wl }: GemmPipe, inner: string): string {
 }
 
 /**
- * Build defaults (H100, BENCHMARKS.md "prefill GEMMs in f16"): the pipelined build measured 3–4 % faster end
- * to end for the dense f16-weight GEMM and 3 % slower for the affine one (near run-to-run noise); TK 32 beat
- * 16 for f16 tiles by 4 %.
+ * Build defaults (H100, BENCHMARKS.md "the GEMMs' k steps written out"): with the k steps written out the
+ * pipelined build ran as fast as the plain one at 2048 rows and faster at 512 (dense 20.8 vs 17.8 TFLOP/s,
+ * affine 20.5 vs 17.7, LUT 20.3 vs 16.1), so every format pipelines where its tiles allow; TK 32 beat 16 for
+ * f16 tiles by 4 % (measured before).
  */
-export const GEMM_DEFAULTS = { pipelined: { dense: true, affine: false, lut: true }, f16Tk: 32 };
+export const GEMM_DEFAULTS = { pipelined: { dense: true, affine: true, lut: true }, f16Tk: 32 };
 
 /**
  * K per step and pipelining of one affine or LUT GEMM build: the tune's values where given, else the first

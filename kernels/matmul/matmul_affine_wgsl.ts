@@ -340,10 +340,10 @@ fn putW(base: u32, e: u32, v: vec2u) {
   let n = e % TN;
   let q = e / TN;
   let sz = unpack2x16float(v.y);
-  for (var j = 0u; j < 8u; j++) {
-    let code = f32((v.x >> (BITS * j)) & ((1u << BITS) - 1u));
-    ws[base + (8u * q + j) * WS + n / 4u][n % 4u] = T(sz.x * (code - sz.y));
-  }
+  ${
+  unroll(8, (j) =>
+    `ws[base + (8u * q + ${j}u) * WS + n / 4u][n % 4u] = T(sz.x * (f32((v.x >> (BITS * ${j}u)) & ((1u << BITS) - 1u)) - sz.y));`)
+}
 }
 `;
 
@@ -366,7 +366,7 @@ fn stage(lid: u32, m0: u32, n0: u32, k0: u32) {
       v = x4[(params.xBase + (m0 + m) * params.xStride + k0 + k) / 4u];
     }
     let t = vec4<T>(v);
-    for (var q = 0u; q < 4u; q++) { xs[(k + q) * XS + m / 4u][m % 4u] = t[q]; }
+    ${unroll(4, (q) => `xs[(k + ${q}u) * XS + m / 4u][m % 4u] = t[${q}];`, "\n    ")}
   }
   // Task (n, q): codes k0 + 8q .. +7 of row n0 + n.
   let sz0 = groupOf(k0 / 32u);
@@ -384,10 +384,14 @@ fn stage(lid: u32, m0: u32, n0: u32, k0: u32) {
       if (sh + 8u * BITS > 32u) { word |= codes[i + 1u] << (32u - sh); }
       sz = unpack2x16float(scaleZero[row * params.nGroups + sz0]);
     }
-    for (var j = 0u; j < 8u; j++) {
-      let code = f32((word >> (BITS * j)) & ((1u << BITS) - 1u));
-      ws[(8u * q + j) * WS + n / 4u][n % 4u] = T(sz.x * (code - sz.y));
-    }
+    ${
+  unroll(
+    8,
+    (j) =>
+      `ws[(8u * q + ${j}u) * WS + n / 4u][n % 4u] = T(sz.x * (f32((word >> (BITS * ${j}u)) & ((1u << BITS) - 1u)) - sz.y));`,
+    "\n    ",
+  )
+}
   }
 }
 `;

@@ -4,11 +4,24 @@
  * block, y and `store` come from matmul.ts's PARAMS.
  */
 import { GEMM_PIPE_LOAD_X, type GemmBuild, gemmCoreWgsl } from "./gemm_core_wgsl.ts";
+import { unroll } from "../core/mod.ts";
 
 /** The tiled GEMM: the shared core (gemm_core_wgsl.ts) over dense staging with 16-byte or scalar loads. */
 export function gemmWgsl(vec: boolean, build: GemmBuild): string {
   if (build.pipe) return gemmCoreWgsl(GEMM_VEC_BINDINGS + GEMM_PIPE_STAGE, build);
   return gemmCoreWgsl(vec ? GEMM_VEC_BINDINGS + GEMM_VEC_STAGE : GEMM_SCALAR_BINDINGS + STAGE_SCALAR, build);
+}
+
+/**
+ * The eight f16 weights of a 16-byte load `u` (row n, columns k .. k + 7) into the tile from vec4 `base`,
+ * written out, like every small loop of the staging: the real dense GEMM with such loops ran at 23 TFLOP/s
+ * where the same core over written-out staging ran at 32 (docs/webgpu.md §6).
+ */
+function putPairs(base: string): string {
+  return unroll(4, (q) =>
+    `let pair${q} = pairOf(u[${q}]);
+    ws[${base}(k + ${2 * q}u) * WS + n / 4u][n % 4u] = pair${q}.x;
+    ws[${base}(k + ${2 * q + 1}u) * WS + n / 4u][n % 4u] = pair${q}.y;`, "\n    ");
 }
 
 /** The pipelined build for f16 weights (gemm_core_wgsl.ts GemmPipe): the 16-byte loads of GEMM_VEC_STAGE. */
@@ -26,11 +39,7 @@ fn loadW(e: u32, n0: u32, k0: u32) -> vec4u {
 fn putW(base: u32, e: u32, u: vec4u) {
   let n = e / (TK / 8u);
   let k = (e % (TK / 8u)) * 8u;
-  for (var q = 0u; q < 4u; q++) {
-    let pair = pairOf(u[q]);
-    ws[base + (k + 2u * q) * WS + n / 4u][n % 4u] = pair.x;
-    ws[base + (k + 2u * q + 1u) * WS + n / 4u][n % 4u] = pair.y;
-  }
+  ${putPairs("base + ")}
 }
 `;
 
@@ -83,7 +92,7 @@ fn stage(lid: u32, m0: u32, n0: u32, k0: u32) {
     var v = vec4f();
     if (m0 + m < params.rows && k0 + k < K) { v = x4[((params.xRowOffset + m0 + m) * K + k0 + k) / 4u]; }
     let t = vec4<T>(v);
-    for (var q = 0u; q < 4u; q++) { xs[(k + q) * XS + m / 4u][m % 4u] = t[q]; }
+    ${unroll(4, (q) => `xs[(k + ${q}u) * XS + m / 4u][m % 4u] = t[${q}];`, "\n    ")}
   }
   if (F16) {
     for (var e = lid; e < TN * TK / 8u; e += WG) {
@@ -91,11 +100,7 @@ fn stage(lid: u32, m0: u32, n0: u32, k0: u32) {
       let k = (e % (TK / 8u)) * 8u;
       var u = vec4u();
       if (n0 + n < params.outDim && k0 + k < K) { u = w4[((n0 + n) * K + k0 + k) / 8u]; }
-      for (var q = 0u; q < 4u; q++) {
-        let pair = pairOf(u[q]);
-        ws[(k + 2u * q) * WS + n / 4u][n % 4u] = pair.x;
-        ws[(k + 2u * q + 1u) * WS + n / 4u][n % 4u] = pair.y;
-      }
+      ${putPairs("")}
     }
   } else {
     for (var e = lid; e < TN * TK / 4u; e += WG) {
@@ -103,7 +108,7 @@ fn stage(lid: u32, m0: u32, n0: u32, k0: u32) {
       let k = (e % (TK / 4u)) * 4u;
       var u = vec4u();
       if (n0 + n < params.outDim && k0 + k < K) { u = w4[((n0 + n) * K + k0 + k) / 4u]; }
-      for (var q = 0u; q < 4u; q++) { ws[(k + q) * WS + n / 4u][n % 4u] = T(bitcast<f32>(u[q])); }
+      ${unroll(4, (q) => `ws[(k + ${q}u) * WS + n / 4u][n % 4u] = T(bitcast<f32>(u[${q}]));`, "\n      ")}
     }
   }
 }

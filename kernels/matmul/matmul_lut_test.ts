@@ -278,7 +278,8 @@ Deno.test("matmulLut() splits dispatches past maxComputeWorkgroupsPerDimension",
   for (
     const c of [
       { bits: 4, rows: 2, inDim: 64, outDim: 2049 },
-      { bits: 3, rows: 9, inDim: 40, outDim: 4097, tune: GEMM },
+      { bits: 3, rows: 9, inDim: 40, outDim: 4097, tune: { ...GEMM, core: false } },
+      { bits: 2, rows: 9, inDim: 40, outDim: 8193, tune: GEMM },
     ] as Case[]
   ) {
     const steps = planMatmulLut({ accumulate: false, ...(c.tune ? { tune: c.tune } : {}) }, c);
@@ -312,7 +313,8 @@ Deno.test("planMatmulLut() batches GEMV rows by 8 and reaches the GEMM past gemv
   }
   assert.throws(() => plan(2, { nr: 3 }), /nr 3 and rw 1 must be 1, 2 or 4/);
   assert.throws(() => plan(1, { xs: true, rb: 24 }), /need wg % rb = 0/);
-  assert.throws(() => plan(9, { ...GEMM, tn: 48 }), /tn 48 of 32/);
+  assert.throws(() => plan(9, { ...GEMM, core: false, tn: 48 }), /tn 48 of 32/);
+  assert.throws(() => plan(9, { ...GEMM, tn: 48 }), /tiles 32×48×16/);
 });
 
 Deno.test("matmulLut() bind rejects bad shapes with the offending value", async () => {

@@ -426,10 +426,10 @@ fn loadW(e: u32, n0: u32, k0: u32) -> u32 {
 fn putW(base: u32, e: u32, word: u32) {
   let n = e % TN;
   let q = e / TN;
-  for (var j = 0u; j < 8u; j++) {
-    let code = (word >> (BITS * j)) & ((1u << BITS) - 1u);
-    ws[base + (8u * q + j) * WS + n / 4u][n % 4u] = lutS[code * TN + n];
-  }
+  ${
+  unroll(8, (j) =>
+    `ws[base + (8u * q + ${j}u) * WS + n / 4u][n % 4u] = lutS[((word >> (BITS * ${j}u)) & ((1u << BITS) - 1u)) * TN + n];`)
+}
 }
 `;
 
