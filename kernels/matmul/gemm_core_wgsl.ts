@@ -167,11 +167,15 @@ export function gemmWorkgroupBytes(
 
 /**
  * Loads per invocation of a pipelined build whose format makes 16-byte activation loads and one weight
- * load per 8 values of a row, or undefined when the tiles do not divide evenly among the invocations.
+ * load per `perLoad` values of a row (8: f16 pairs or codes; 4: f32), or undefined when the tiles do not
+ * divide evenly among the invocations.
  */
-export function gemmPipeFor({ tm, tn, tk }: { tm: number; tn: number; tk: number }): GemmPipe | undefined {
+export function gemmPipeFor(
+  { tm, tn, tk }: { tm: number; tn: number; tk: number },
+  perLoad = 8,
+): GemmPipe | undefined {
   const wg = (tm / 8) * (tn / 8);
-  const pipe = { xl: (tm * tk) / 4 / wg, wl: (tn * tk) / 8 / wg };
+  const pipe = { xl: (tm * tk) / 4 / wg, wl: (tn * tk) / perLoad / wg };
   return Number.isInteger(pipe.xl) && Number.isInteger(pipe.wl) && pipe.xl >= 1 && pipe.wl >= 1
     ? pipe
     : undefined;

@@ -278,11 +278,11 @@ export function planMatmul(
     }
     // 16-byte staging loads need 16-byte aligned rows and whole loads per K tile.
     const vec = inDim % (f16 ? 8 : 4) === 0;
-    // The pipelined build stages f16 weights with 16-byte loads only.
+    // The pipelined build stages with 16-byte loads only: 8 f16 or 4 f32 weights each.
     const tiles = { tm: t.TM, tn: t.TN, tk: t.TK };
-    const pipelined = (spec.tune?.pipelined ?? GEMM_DEFAULTS.pipelined.dense) && f16 && vec &&
+    const pipelined = (spec.tune?.pipelined ?? GEMM_DEFAULTS.pipelined.dense) && vec &&
       gemmWorkgroupBytes(tiles, math, true) <= maxWorkgroupBytes;
-    const pipe = pipelined ? gemmPipeFor(tiles) : undefined;
+    const pipe = pipelined ? gemmPipeFor(tiles, f16 ? 8 : 4) : undefined;
     return [{
       shader: {
         path: "gemm",

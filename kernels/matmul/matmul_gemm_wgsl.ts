@@ -24,22 +24,28 @@ function putPairs(base: string): string {
     ws[${base}(k + ${2 * q + 1}u) * WS + n / 4u][n % 4u] = pair${q}.y;`, "\n    ");
 }
 
-/** The pipelined build for f16 weights (gemm_core_wgsl.ts GemmPipe): the 16-byte loads of GEMM_VEC_STAGE. */
+/** The pipelined build (gemm_core_wgsl.ts GemmPipe): the 16-byte loads of GEMM_VEC_STAGE, f16 or f32 weights. */
 const GEMM_PIPE_STAGE = /* wgsl */ `
 fn pipeStart(lid: u32, n0: u32) {}
 
 ${GEMM_PIPE_LOAD_X}
 fn loadW(e: u32, n0: u32, k0: u32) -> vec4u {
-  let n = e / (TK / 8u);
-  let k = (e % (TK / 8u)) * 8u;
-  if (n0 + n < params.outDim && k0 + k < params.inDim) { return w4[((n0 + n) * params.inDim + k0 + k) / 8u]; }
+  let per = select(4u, 8u, F16);  // weights per 16-byte load
+  let n = e / (TK / per);
+  let k = (e % (TK / per)) * per;
+  if (n0 + n < params.outDim && k0 + k < params.inDim) { return w4[((n0 + n) * params.inDim + k0 + k) / per]; }
   return vec4u();
 }
 
 fn putW(base: u32, e: u32, u: vec4u) {
-  let n = e / (TK / 8u);
-  let k = (e % (TK / 8u)) * 8u;
-  ${putPairs("base + ")}
+  let per = select(4u, 8u, F16);
+  let n = e / (TK / per);
+  let k = (e % (TK / per)) * per;
+  if (F16) {
+    ${putPairs("base + ")}
+  } else {
+    ${unroll(4, (q) => `ws[base + (k + ${q}u) * WS + n / 4u][n % 4u] = T(bitcast<f32>(u[${q}]));`, "\n    ")}
+  }
 }
 `;
 

@@ -162,6 +162,25 @@ const CASES: Case[] = [
     tune: { pipelined: true, tm: 32, tk: 32 },
   },
   { weightType: "f16", rows: 129, inDim: 64, outDim: 65, gemmMath: "f32", tune: { pipelined: true, tn: 32 } },
+  // the pipelined f32-weight GEMM (the quantizer's calibration forwards): K and row tails, offsets
+  {
+    weightType: "f32",
+    rows: 131,
+    inDim: 1036,
+    outDim: 129,
+    accumulate: true,
+    xRowOffset: 3,
+    yColOffset: 2,
+    tune: { pipelined: true, tm: 64 },
+  },
+  {
+    weightType: "f32",
+    rows: 40,
+    inDim: 68,
+    outDim: 33,
+    path: "gemm",
+    tune: { pipelined: true, tm: 32, tn: 32 },
+  },
 ];
 
 Deno.test("matmul() matches the f64 reference on awkward shapes", async (t) => {
