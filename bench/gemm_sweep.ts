@@ -26,8 +26,7 @@ import { parseArgs } from "node:util";
 import { describeGpu, f16BitsToF32, f32ToF16Bits, requestGpu } from "../kernels/core/mod.ts";
 import { unroll } from "../kernels/core/mod.ts";
 import { timePass } from "./gpu_timer.ts";
-import { createMatmul } from "../kernels/matmul/mod.ts";
-import { gemmCoreWgsl } from "../kernels/matmul/gemm_core_wgsl.ts";
+import { createMatmul, gemmCoreWgsl } from "../kernels/matmul/mod.ts";
 
 /** `corex`: the core's shader over unchecked row-major staging, in this file's bindings. */
 function corexShader(): string {
