@@ -42,18 +42,16 @@ const REPS = Number(values.reps);
 
 /**
  * A variant names its whole build, so defaults never blur a comparison: f32|f16, then optional k<TK>
- * (default 16), m<TM>, n<TN>, p (pipelined; plain otherwise) and, for LUT, q (its own 4×4 kernel in f32
- * instead of the shared core), e.g. f16k32p or f32q.
+ * (default 16), m<TM>, n<TN>, p (pipelined; plain otherwise), e.g. f16k32p.
  */
 function parseVariant(v: string) {
-  const m = /^(f32|f16)(?:k(\d+))?(?:m(\d+))?(?:n(\d+))?(p?)(q?)$/.exec(v);
-  if (!m) throw new Error(`Invalid variant "${v}": expected f32|f16, then k<TK>, m<TM>, n<TN>, p, q`);
+  const m = /^(f32|f16)(?:k(\d+))?(?:m(\d+))?(?:n(\d+))?(p?)$/.exec(v);
+  if (!m) throw new Error(`Invalid variant "${v}": expected f32|f16, then k<TK>, m<TM>, n<TN>, p`);
   const tune = {
     tk: Number(m[2] ?? 16),
     ...(m[3] ? { tm: Number(m[3]) } : {}),
     ...(m[4] ? { tn: Number(m[4]) } : {}),
     pipelined: m[5] === "p",
-    core: !m[6],
   };
   return { math: m[1] as "f32" | "f16", tune };
 }
@@ -108,7 +106,6 @@ function bindVariant(l: GpuLinear, rows: number, variant: string): Encodable {
     return createMatmulAffine(gpu, { accumulate: false, path: "gemm", gemmMath: math, tune })
       .bind({ x, w: l.weights, y, rows });
   }
-  // "f32" is the LUT's own exact 4×4 kernel (its tiles are tm × tn, tk fixed at 32), "f32c" the core in f32.
   return createMatmulLut(gpu, { accumulate: false, gemmMath: math, tune: { gemvMaxRows: 0, ...tune } })
     .bind({ x, w: l.weights, y, rows });
 }

@@ -56,6 +56,23 @@ fn loadX(e: u32, m0: u32, k0: u32) -> vec4f {
 }
 `;
 
+/**
+ * `loadX` for activations of any width (`x`, f32 scalars): four checked scalar loads where 16-byte loads
+ * would straddle rows (inDim % 4 ≠ 0).
+ */
+export const GEMM_PIPE_LOAD_X_SCALAR = /* wgsl */ `
+fn loadX(e: u32, m0: u32, k0: u32) -> vec4f {
+  let m = e / (TK / 4u);
+  let k = k0 + (e % (TK / 4u)) * 4u;
+  var v = vec4f();
+  if (m0 + m < params.rows) {
+    let row = (params.xRowOffset + m0 + m) * params.inDim;
+    ${unroll(4, (q) => `if (k + ${q}u < params.inDim) { v[${q}] = x[row + k + ${q}u]; }`)}
+  }
+  return v;
+}
+`;
+
 /** An activation load's write into xs (tile `base`), for the pipelined build and stages that reuse it. */
 const PUT_X = /* wgsl */ `
 fn putX(base: u32, e: u32, v: vec4f) {

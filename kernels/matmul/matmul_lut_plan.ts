@@ -13,7 +13,6 @@ import {
 } from "./gemm_core_wgsl.ts";
 import { ceilDiv } from "../core/mod.ts";
 import {
-  GEMM_WGSL,
   gemmCoreLutWgsl,
   gemvRowTile,
   gemvWgsl,
@@ -44,17 +43,12 @@ export interface LutTune {
   pieces?: number;
   /** Row counts up to this run as ⌈rows / 8⌉ GEMV dispatches, larger ones the GEMM (default 64). */
   gemvMaxRows?: number;
-  /** GEMM: output tile (activation rows × output rows; tn a multiple of 32); f16 GEMM: K per step (16, 32) */
+  /** GEMM: output tile (activation rows × output rows; tm a multiple of 8, tn of 32); K per step (16, 32) */
   tm?: number;
   tn?: number;
   tk?: number;
   /** Core GEMM: the pipelined build (double-buffered tiles, next step's loads in flight during the math) */
   pipelined?: boolean;
-  /**
-   * The f32 GEMM on the shared 8×8 core (16-byte activation loads; default where inDim % 4 = 0), or false:
-   * the 4×4 kernel, which also serves other inDim.
-   */
-  core?: boolean;
   /** One-row GEMV: use the x-stationary build when K fits one workgroup (default true) */
   xs?: boolean;
   /** x-stationary build: output rows per workgroup and per unrolled chunk */
@@ -70,9 +64,8 @@ export interface MatmulLutSpec {
   accumulate: boolean;
   tune?: LutTune;
   /**
-   * The tiled GEMM: "f32" (default) the shared 8×8 core in f32 where inDim % 4 = 0, else the 4×4 kernel; "f16"
-   * (needs `shader-f16`; inDim % 4 = 0, else f32) the shared 8×8 core in f16 (gemm_core_wgsl.ts: f16
-   * tiles and products, f32 sums every 16 k, within gemmF16ErrorBound).
+   * The tiled GEMM's arithmetic on the shared 8×8 core: "f32" (default, exact) or "f16" (needs
+   * `shader-f16`; f16 tiles and products, f32 sums every 16 k, within gemmF16ErrorBound; gemm_core_wgsl.ts).
    */
   gemmMath?: GemmMath;
   /**
@@ -94,8 +87,7 @@ export type LutShaderSpec =
   | ({ path: "gemv" } & LutGemvBuild)
   | ({ path: "rows" } & LutRowsBuild)
   | ({ path: "xs" } & LutXsBuild)
-  | { path: "gemm"; core: false }
-  | ({ path: "gemm"; core: true } & GemmBuild);
+  | ({ path: "gemm"; vec: boolean } & GemmBuild);
 
 /** One dispatch of a bound matmul; exported so a benchmark can report the variant it timed. */
 export interface MatmulLutStep {
@@ -191,26 +183,7 @@ export function planMatmulLut(spec: MatmulLutSpec, shape: LutShape): MatmulLutSt
   const gemvMaxRows = spec.path === "gemv" ? Infinity : t.gemvMaxRows ?? LUT_GEMV_BATCH_MAX_ROWS;
   if (spec.path === "gemm" || rows > gemvMaxRows) {
     if (prologue !== "none") throw new Error(`Cannot plan matmul_lut: the GEMM has no fused ${prologue}`);
-    const math = gemmMathFor(spec.gemmMath, shape.hasF16 ?? false);
-    if ((math === "f16" || (t.core ?? true)) && shape.inDim % 4 === 0) {
-      return [planCoreGemm(t, acc, shape, math)];
-    }
-    const tm = t.tm ?? (rows <= 32 ? 32 : 64);
-    const tn = t.tn ?? 64;
-    if (tm % 4 !== 0 || tn % 32 !== 0) {
-      throw new Error(`Cannot plan matmul_lut GEMM: tm ${tm} must be a multiple of 4 and tn ${tn} of 32`);
-    }
-    const tilesN = ceilDiv(outDim, tn);
-    return [{
-      shader: { path: "gemm", core: false },
-      constants: { ...acc, BITS: bits, TM: tm, TN: tn },
-      workgroups: ceilDiv(rows, tm) * tilesN,
-      row0: 0,
-      rows,
-      workgroupBytes: 4 * 16 * tn + 32 * (tm / 4 + 1 + tn / 4 + 1) * 16,
-      invocations: (tm / 4) * (tn / 4),
-      tilesN,
-    }];
+    return [planCoreGemm(t, acc, shape, gemmMathFor(spec.gemmMath, shape.hasF16 ?? false))];
   }
   const nPieces = ceilDiv(shape.inDim, 32);
   // H100, random tables, row-major codes, one format per process: the x-stationary build wins for 3-bit
@@ -290,7 +263,7 @@ function planRows(t: LutTune, acc: Record<string, number>, shape: LutShape): Mat
 export function matmulLutShader(spec: LutShaderSpec): string {
   if (spec.path === "xs") return lutXsWgsl(spec, LUT_PARAMS_WGSL);
   if (spec.path === "rows") return lutRowsWgsl(spec);
-  if (spec.path === "gemm") return spec.core ? gemmCoreLutWgsl(spec) : GEMM_WGSL;
+  if (spec.path === "gemm") return gemmCoreLutWgsl(spec);
   return gemvWgsl(spec);
 }
 
@@ -316,7 +289,7 @@ function planCoreGemm(
   }
   const tilesN = ceilDiv(outDim, tn);
   return {
-    shader: { path: "gemm", core: true, math, tk, ...(pipe ? { pipe } : {}) },
+    shader: { path: "gemm", vec: shape.inDim % 4 === 0, math, tk, ...(pipe ? { pipe } : {}) },
     constants: { ...acc, BITS: bits, TM: tm, TN: tn },
     workgroups: ceilDiv(rows, tm) * tilesN,
     row0: 0,

@@ -31,7 +31,7 @@ interface Case {
   tune?: LutTune;
   /** fuse an RMSNorm of x, or silu(x)·up, into the GEMV (rows ≤ 2) */
   prologue?: "norm" | "siluMul";
-  /** the GEMM: default (f16 on the shared core with shader-f16 and inDim % 4 = 0) or "f32" (4×4 kernel) */
+  /** the GEMM's arithmetic on the shared core: f32 (default) or f16 */
   gemmMath?: GemmMath;
   /** pin the batched engine's decode path */
   path?: "gemv";
@@ -105,7 +105,7 @@ async function runCase(gpu: Gpu, c: Case, given?: { parts: LutParts; packed: Lut
     matmulLutRef(xs, { ...w, outDim, inDim }, c.accumulate ? { acc: accIn } : {});
   const what = JSON.stringify(c);
   const shader = planMatmulLut(spec, { ...c, hasF16: gpu.hasF16 })[0].shader;
-  if (shader.path === "gemm" && shader.core && shader.math === "f16") {
+  if (shader.path === "gemm" && shader.math === "f16") {
     // f16 arithmetic: every element within the worst-case bound, and a typical error near f16 rounding.
     const q = dequantLutRef({ ...w, outDim, inDim }).map(Math.abs);
     const abs = matmulRef(Array.from(xs, Math.abs), q, rows, inDim, outDim);
@@ -159,8 +159,9 @@ const CASES: Case[] = [
   { bits: 3, rows: 3, inDim: 64, outDim: 7, xRowOffset: 1, yColOffset: 5, yStride: 70 },
   { bits: 2, rows: 9, inDim: 65, outDim: 65, accumulate: true, xRowOffset: 4, yColOffset: 1, yStride: 66 },
   { bits: 4, rows: 9, inDim: 65, outDim: 7, xRowOffset: 3, yColOffset: 2, yStride: 12, tune: GEMM },
-  // the GEMM on the shared core (inDim % 4 = 0): in f16 (K tails within a piece, row and column tails, TK 16
-  // and 32, pipelined or not, offsets) and in f32 (the default); and the 4×4 kernel pinned (`core: false`)
+  // the GEMM on the shared core: in f16 (K tails within a piece, row and column tails, TK 16 and 32,
+  // pipelined or not, offsets) and in f32 (the default), with 16-byte activation loads or scalar ones
+  // (inDim % 4 ≠ 0: 65, 130 and 1 above, 66 and 7 here, pipelined and plain)
   {
     bits: 4,
     rows: 130,
@@ -201,15 +202,26 @@ const CASES: Case[] = [
     gemmMath: "f16",
     tune: { ...GEMM, pipelined: true, tm: 64, tn: 32 },
   },
-  { bits: 4, rows: 70, inDim: 1028, outDim: 129, accumulate: true, xRowOffset: 1, tune: { core: true } },
+  { bits: 4, rows: 70, inDim: 1028, outDim: 129, accumulate: true, xRowOffset: 1 },
   {
     bits: 3,
     rows: 33,
     inDim: 100,
     outDim: 40,
-    tune: { ...GEMM, core: true, pipelined: false, tm: 32, tn: 32 },
+    tune: { ...GEMM, pipelined: false, tm: 32, tn: 32 },
   },
-  { bits: 4, rows: 33, inDim: 64, outDim: 65, tune: { ...GEMM, core: false }, gemmMath: "f32" },
+  { bits: 4, rows: 33, inDim: 64, outDim: 65, tune: GEMM, gemmMath: "f32" },
+  {
+    bits: 3,
+    rows: 70,
+    inDim: 66,
+    outDim: 40,
+    accumulate: true,
+    xRowOffset: 2,
+    tune: { pipelined: true, tm: 64, tn: 64 },
+  },
+  { bits: 2, rows: 9, inDim: 7, outDim: 33, tune: { ...GEMM, pipelined: false } },
+  { bits: 4, rows: 12, inDim: 130, outDim: 70, gemmMath: "f16", tune: GEMM },
   { bits: 3, rows: 40, inDim: 4096, outDim: 7, accumulate: true, tune: GEMM, gemmMath: "f32" },
 ];
 
@@ -278,7 +290,7 @@ Deno.test("matmulLut() splits dispatches past maxComputeWorkgroupsPerDimension",
   for (
     const c of [
       { bits: 4, rows: 2, inDim: 64, outDim: 2049 },
-      { bits: 3, rows: 9, inDim: 40, outDim: 4097, tune: { ...GEMM, core: false } },
+      { bits: 3, rows: 9, inDim: 42, outDim: 4097, tune: { ...GEMM, tn: 32 } },
       { bits: 2, rows: 9, inDim: 40, outDim: 8193, tune: GEMM },
     ] as Case[]
   ) {
@@ -313,7 +325,6 @@ Deno.test("planMatmulLut() batches GEMV rows by 8 and reaches the GEMM past gemv
   }
   assert.throws(() => plan(2, { nr: 3 }), /nr 3 and rw 1 must be 1, 2 or 4/);
   assert.throws(() => plan(1, { xs: true, rb: 24 }), /need wg % rb = 0/);
-  assert.throws(() => plan(9, { ...GEMM, core: false, tn: 48 }), /tn 48 of 32/);
   assert.throws(() => plan(9, { ...GEMM, tn: 48 }), /tiles 32×48×16/);
 });
 

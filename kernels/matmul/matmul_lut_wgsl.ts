@@ -8,7 +8,13 @@
  */
 import { unroll } from "../core/mod.ts";
 import { siluMulFn } from "../ops/mod.ts";
-import { F16_ENABLE, GEMM_PIPE_LOAD_X, type GemmBuild, gemmCoreWgsl } from "./gemm_core_wgsl.ts";
+import {
+  F16_ENABLE,
+  GEMM_PIPE_LOAD_X,
+  GEMM_PIPE_LOAD_X_SCALAR,
+  type GemmBuild,
+  gemmCoreWgsl,
+} from "./gemm_core_wgsl.ts";
 
 /** The uniform block both shaders share, packed in this order by matmul_lut.ts. */
 export const LUT_PARAMS_FIELDS = [
@@ -279,122 +285,29 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
 }
 
 /**
- * Tiled GEMM (rows past the GEMV): TM×TN output tiles, one 32-column piece per K step. The TN rows'
- * LUTs are staged once per workgroup; each step dequantizes the weight tile into workgroup memory
- * (each code once per tile) next to the activation tile, then every invocation runs a 4×4 register
- * tile over the 32 columns.
+ * Tiled GEMM (rows past the GEMV) on the shared register-tiled core (gemm_core_wgsl.ts: 8×8 per
+ * invocation; in f32, or in f16 with f32 sums every 16 k). The TN rows' LUTs are copied into workgroup
+ * memory in the tiles' type at the first K step (or before the first load); each step then dequantizes the
+ * weight tile by lookups (each code once per tile: one invocation per 8 codes of a row) and reads the
+ * activation tile with 16-byte loads (`vec`: inDim % 4 = 0) or checked scalar ones. TK divides the 32-column
+ * piece.
  */
-export const GEMM_WGSL = LUT_PARAMS_WGSL + /* wgsl */ `
-override BITS: u32 = 4u;
-override TM: u32 = 64u;  // activation rows per tile
-override TN: u32 = 64u;  // output rows per tile, a multiple of 32 (conflict-free LUT lookups)
-const TK = 32u;          // K columns per step: one piece
-override WG: u32 = (TM / 4u) * (TN / 4u);
-
-@group(0) @binding(2) var<storage, read> codes: array<u32>;  // (outDim, nPieces, BITS) u32
-
-var<workgroup> lutS: array<f32, 16u * TN>;  // [code][row in tile]
-// [k][m / 4] and [k][n / 4]; the extra vec4 per k row makes the staging stores bank-conflict free.
-var<workgroup> xs: array<vec4f, TK * (TM / 4u + 1u)>;
-var<workgroup> ws: array<vec4f, TK * (TN / 4u + 1u)>;
-
-fn stage(lid: u32, m0: u32, n0: u32, piece: u32) {
-  let k0 = piece * TK;
-  for (var e = lid; e < TM * TK; e += WG) {
-    let k = (e / 4u) % TK;
-    let m = (e / (4u * TK)) * 4u + e % 4u;
-    var v = 0.0;
-    if (m0 + m < params.rows && k0 + k < params.inDim) {
-      v = x[(params.xRowOffset + m0 + m) * params.inDim + k0 + k];
-    }
-    xs[k * (TM / 4u + 1u) + m / 4u][m % 4u] = v;
-  }
-  // Task (n, q): codes 8q..8q+7 of the piece in row n0 + n, at most two words of its piece.
-  for (var e = lid; e < TN * 4u; e += WG) {
-    let n = e % TN;
-    let q = e / TN;
-    var word = 0u;
-    if (n0 + n < params.outDim) {
-      let off = 8u * q * BITS;
-      let i = ((n0 + n) * params.nPieces + piece) * BITS + off / 32u;
-      let sh = off % 32u;
-      word = codes[i] >> sh;
-      if (sh + 8u * BITS > 32u) { word |= codes[i + 1u] << (32u - sh); }
-    }
-    for (var j = 0u; j < 8u; j++) {
-      let code = (word >> (BITS * j)) & ((1u << BITS) - 1u);
-      ws[(8u * q + j) * (TN / 4u + 1u) + n / 4u][n % 4u] = lutS[code * TN + n];
-    }
-  }
-}
-
-@compute @workgroup_size(WG)
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
-        @builtin(local_invocation_index) lid: u32) {
-  let tile = wid.x + wid.y * nwg.x;
-  if (tile >= ((params.rows + TM - 1u) / TM) * params.tilesN) { return; }
-  let m0 = (tile / params.tilesN) * TM;
-  let n0 = (tile % params.tilesN) * TN;
-  let hp = (1u << BITS) / 2u;  // f16 pairs per LUT row
-  for (var e = lid; e < TN * hp; e += WG) {
-    let n = e / hp;
-    let pair = e % hp;
-    let v = unpack2x16float(lut[min(n0 + n, params.outDim - 1u) * hp + pair]);
-    lutS[2u * pair * TN + n] = v.x;
-    lutS[(2u * pair + 1u) * TN + n] = v.y;
-  }
-  let tx = lid % (TN / 4u);
-  let ty = lid / (TN / 4u);
-  var acc: array<vec4f, 4>;  // rows m0 + 4ty + i, columns n0 + 4tx .. +3
-  for (var p = 0u; p < params.nPieces; p++) {
-    workgroupBarrier();  // the LUT is staged (first step); the previous step's reads are done
-    stage(lid, m0, n0, p);
-    workgroupBarrier();
-    for (var k = 0u; k < TK; k++) {
-      let a = xs[k * (TM / 4u + 1u) + ty];
-      let b = ws[k * (TN / 4u + 1u) + tx];
-      acc[0] = fma(vec4f(a.x), b, acc[0]);
-      acc[1] = fma(vec4f(a.y), b, acc[1]);
-      acc[2] = fma(vec4f(a.z), b, acc[2]);
-      acc[3] = fma(vec4f(a.w), b, acc[3]);
-    }
-  }
-  ${
-  unroll(4, (i) =>
-    `if (m0 + 4u * ty + ${i}u < params.rows) {
-    ${
-      unroll(
-        4,
-        (j) =>
-          `if (n0 + 4u * tx + ${j}u < params.outDim) { store(m0 + 4u * ty + ${i}u, n0 + 4u * tx + ${j}u, acc[${i}][${j}]); }`,
-        "\n    ",
-      )
-    }
-  }`)
-}
-}
-`;
-
-/**
- * Tiled GEMM on the shared register-tiled core (gemm_core_wgsl.ts: 8×8 per invocation; in f32, or in f16
- * with f32 sums every 16 k); needs inDim % 4 = 0 (16-byte activation loads). The TN rows' LUTs are copied
- * into workgroup memory in the tiles' type at the first K step (or before the first load); each step then
- * dequantizes the weight tile by lookups (each code once per tile: one invocation per 8 codes of a row)
- * and reads the activation tile with 16-byte loads. TK divides the 32-column piece.
- */
-export function gemmCoreLutWgsl(build: GemmBuild): string {
-  return (build.math === "f16" ? F16_ENABLE : "") +
-    LUT_PARAMS_WGSL.replace(
-      "var<storage, read> x: array<f32>;",
-      "var<storage, read> x4: array<vec4f>;",
-    ) + /* wgsl */ `
+export function gemmCoreLutWgsl(build: GemmBuild & { vec: boolean }): string {
+  const params = build.vec
+    ? LUT_PARAMS_WGSL.replace("var<storage, read> x: array<f32>;", "var<storage, read> x4: array<vec4f>;")
+    : LUT_PARAMS_WGSL;
+  return (build.math === "f16" ? F16_ENABLE : "") + params + /* wgsl */ `
 override BITS: u32 = 4u;
 @group(0) @binding(2) var<storage, read> codes: array<u32>;  // (outDim, nPieces, BITS) u32
-` + gemmCoreWgsl(LUT_DECODE + (build.pipe ? LUT_PIPE_STAGE : LUT_STAGE), build);
+` + gemmCoreWgsl(
+    lutDecode(build.vec ? GEMM_PIPE_LOAD_X : GEMM_PIPE_LOAD_X_SCALAR) +
+      (build.pipe ? LUT_PIPE_STAGE : LUT_STAGE),
+    build,
+  );
 }
 
 // After the core's overrides in the text: naga panics on an override-sized array declared before them.
-const LUT_DECODE = /* wgsl */ `
+const lutDecode = (loadX: string) => /* wgsl */ `
 var<workgroup> lutS: array<T, 16u * TN>;  // [code][row in tile]; TN a multiple of 32: conflict-free
 
 // The TN rows' LUTs into lutS (every invocation calls it; a barrier must follow).
@@ -408,7 +321,7 @@ fn stageLut(lid: u32, n0: u32) {
   }
 }
 
-${GEMM_PIPE_LOAD_X}
+${loadX}
 // Task (n, q): codes k0 + 8q .. +7 of row n0 + n, at most two words of its piece.
 fn loadW(e: u32, n0: u32, k0: u32) -> u32 {
   let n = e % TN;
