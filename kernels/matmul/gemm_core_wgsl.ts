@@ -14,12 +14,12 @@
  *
  * f16 build ({@link GemmMath} "f16", needs `shader-f16`; the shader must start with {@link F16_ENABLE}): the
  * tiles hold f16 (half the workgroup memory and its traffic) and the 64 products per k are packed f16 FMAs
- * into f16 partial sums, which are added to f32 accumulators every FLUSH k; {@link gemmF16ErrorBound} is
- * the worst-case error the tests hold every output to. On the H100 (BENCHMARKS.md, "prefill GEMMs in
- * f16") it gained only 3–10 % over f32 FMAs, then held back like f32 by the staging's dynamically indexed
- * loops (written out since; f16 not re-timed after that), and it moved a tiny quantized model's prefill
- * logits by up to 3e-2 against f32, so every GEMM defaults to f32 and f16 is opt-in (`gemmMath: "f16"` in
- * the kernels' specs).
+ * into f16 partial sums, which are added to f32 accumulators every GEMM_F16_FLUSH k; {@link
+ * gemmF16ErrorBound} is the worst-case error the tests hold every output to. On the H100 (BENCHMARKS.md,
+ * "prefill GEMMs in f16") it gained only 3–10 % over f32 FMAs, then held back like f32 by the staging's
+ * dynamically indexed loops (written out since; f16 not re-timed after that), and it moved a tiny quantized
+ * model's prefill logits by up to 3e-2 against f32, so every GEMM defaults to f32 and f16 is opt-in
+ * (`gemmMath: "f16"` in the kernels' specs).
  */
 import { unroll } from "../core/mod.ts";
 
@@ -122,16 +122,17 @@ export function gemmCoreWgsl(staging: string, { math, tk, pipe }: GemmBuild): st
       let b1 = ws[wb + ${k}u * WS + tx + TN / 8u];
       ${fmas}
     }`;
-  // f16: FLUSH k per f16 partial, then one f32 add per accumulator.
+  if (f16 && tk % GEMM_F16_FLUSH !== 0) {
+    throw new Error(`Cannot build the f16 GEMM core: tk ${tk} is no multiple of ${GEMM_F16_FLUSH}`);
+  }
+  // f16: GEMM_F16_FLUSH k per f16 partial, then one f32 add per accumulator (the partials are zeroed by
+  // hand, once per flush).
   const flush = unroll(16, (i) => `acc[${i}] += vec4f(h[${i}]); h[${i}] = vec4<f16>();`);
   const inner = unroll(
     tk,
     (k) => step(k) + (f16 && (k + 1) % GEMM_F16_FLUSH === 0 ? `\n    ${flush}` : ""),
     "\n    ",
   );
-  if (f16 && tk % GEMM_F16_FLUSH !== 0) {
-    throw new Error(`Cannot build the f16 GEMM core: tk ${tk} is no multiple of ${GEMM_F16_FLUSH}`);
-  }
   return /* wgsl */ `
 alias T = ${f16 ? "f16" : "f32"};  // scalar type of the staged tiles and of the products
 override TM: u32 = 128u;  // activation rows per tile, multiple of 8
