@@ -393,6 +393,27 @@ const layout = dev.createBindGroupLayout({
 const samples = Array.from({ length: 64 }, (_, i) => [(i * 977) % M, (i * 1531 + 7) % N]);
 
 /** The real dense GEMM on the same data (`core[-h][-p]`). */
+/** Worst |C − f64 sum| / Σ|a·b| over the sampled outputs of the last GEMM (B rounded to f16 for f16 builds). */
+async function worstError(f16: boolean): Promise<number> {
+  const enc = dev.createCommandEncoder();
+  enc.copyBufferToBuffer(c, 0, read, 0, M * N * 4);
+  dev.queue.submit([enc.finish()]);
+  await read.mapAsync(GPUMapMode.READ);
+  const out = new Float32Array(read.getMappedRange().slice(0));
+  read.unmap();
+  let worst = 0;
+  for (const [i, j] of samples) {
+    let sum = 0, abs = 0;
+    for (let k = 0; k < K; k++) {
+      const bv = f16 ? bRounded[j * K + k] : b[j * K + k];
+      sum += a[i * K + k] * bv;
+      abs += Math.abs(a[i * K + k] * bv);
+    }
+    worst = Math.max(worst, Math.abs(out[i * N + j] - sum) / abs);
+  }
+  return worst;
+}
+
 async function timeCore(name: string): Promise<void> {
   const f16 = name.includes("-h");
   const mm = createMatmul(gpu, {
@@ -407,8 +428,10 @@ async function timeCore(name: string): Promise<void> {
   const s = (await timePass(gpu, (p) => {
     for (let i = 0; i < reps; i++) plan.encode(p);
   }, 3)) / reps;
+  const worst = await worstError(f16);
   console.log(
-    `${name.padEnd(36)} ${(s * 1e3).toFixed(3)} ms  ${((2 * M * N * K) / s / 1e12).toFixed(1)} TFLOP/s`,
+    `${name.padEnd(36)} ${(s * 1e3).toFixed(3)} ms  ${((2 * M * N * K) / s / 1e12).toFixed(1)} TFLOP/s  ` +
+      `err/Σ|ab| ${worst.toExponential(1)}${worst > 1e-5 ? "  WRONG" : ""}`,
   );
 }
 
@@ -455,22 +478,7 @@ for (const name of values.variants.split(",")) {
     const reps = Number(values.reps);
     await timePass(gpu, (p) => run(p, 1), 1);
     const s = (await timePass(gpu, (p) => run(p, reps), 3)) / reps;
-    const enc = dev.createCommandEncoder();
-    enc.copyBufferToBuffer(c, 0, read, 0, M * N * 4);
-    dev.queue.submit([enc.finish()]);
-    await read.mapAsync(GPUMapMode.READ);
-    const out = new Float32Array(read.getMappedRange().slice(0));
-    read.unmap();
-    let worst = 0;
-    for (const [i, j] of samples) {
-      let sum = 0, abs = 0;
-      for (let k = 0; k < K; k++) {
-        const bv = v.f16 ? bRounded[j * K + k] : b[j * K + k];
-        sum += a[i * K + k] * bv;
-        abs += Math.abs(a[i * K + k] * bv);
-      }
-      worst = Math.max(worst, Math.abs(out[i * N + j] - sum) / abs);
-    }
+    const worst = await worstError(v.f16);
     const tflops = (2 * M * N * K) / s / 1e12;
     console.log(
       `${name.padEnd(36)} wg ${String(wg).padStart(4)}  ${(s * 1e3).toFixed(3)} ms  ${
