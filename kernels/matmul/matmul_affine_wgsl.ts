@@ -308,10 +308,12 @@ export function gemmWgsl(build: GemmBuild): string {
     gemmCoreWgsl(build.pipe ? GEMM_PIPE_STAGE : GEMM_STAGE, build);
 }
 
-/** The pipelined build's loads and decodes (gemm_core_wgsl.ts GemmPipe), one task as in GEMM_STAGE. */
-const GEMM_PIPE_STAGE = /* wgsl */ `
-fn pipeStart(lid: u32, n0: u32) {}
-
+/**
+ * The staging's loads and decodes, one task each: a 16-byte activation load, and codes k0 + 8q .. +7 of row
+ * n0 + n (at most two words of its bit stream) with the group's scale | zero. The pipelined build
+ * (gemm_core_wgsl.ts GemmPipe) issues them a step ahead; the plain one in `stage`.
+ */
+const GEMM_LOADS = /* wgsl */ `
 fn loadX(e: u32, m0: u32, k0: u32) -> vec4f {
   let m = e / (TK / 4u);
   let k = (e % (TK / 4u)) * 4u;
@@ -321,8 +323,6 @@ fn loadX(e: u32, m0: u32, k0: u32) -> vec4f {
   return vec4f();
 }
 
-
-// Codes k0 + 8q .. +7 of row n0 + n (at most two words of its bit stream) and the group's scale | zero.
 fn loadW(e: u32, n0: u32, k0: u32) -> vec2u {
   let n = e % TN;
   let q = e / TN;
@@ -347,53 +347,24 @@ fn putW(base: u32, e: u32, v: vec2u) {
 }
 `;
 
+const GEMM_PIPE_STAGE = /* wgsl */ `
+fn pipeStart(lid: u32, n0: u32) {}
+${GEMM_LOADS}`;
+
+const GEMM_STAGE = /* wgsl */ `
+${GEMM_LOADS}
+fn stage(lid: u32, m0: u32, n0: u32, k0: u32) {
+  for (var e = lid; e < TM * TK / 4u; e += WG) { putX(0u, e, loadX(e, m0, k0)); }
+  for (var e = lid; e < TN * TK / 8u; e += WG) { putW(0u, e, loadW(e, n0, k0)); }
+}
+`;
+
 const GEMM_BINDINGS = /* wgsl */ `
 override BITS: u32 = 4u;
 
 @group(0) @binding(1) var<storage, read> x4: array<vec4f>;       // activations from xBase, row stride xStride
 @group(0) @binding(2) var<storage, read> codes: array<u32>;      // (outDim, rowWords) u32 bit streams
 @group(0) @binding(3) var<storage, read> scaleZero: array<u32>;  // (outDim, nGroups) f16 pairs
-`;
-
-const GEMM_STAGE = /* wgsl */ `
-fn stage(lid: u32, m0: u32, n0: u32, k0: u32) {
-  // Four neighbouring lanes read one row's 16 bytes; each value goes to its [k][row] slot.
-  for (var e = lid; e < TM * TK / 4u; e += WG) {
-    let m = e / (TK / 4u);
-    let k = (e % (TK / 4u)) * 4u;
-    var v = vec4f();
-    if (m0 + m < params.rows && k0 + k < params.xStride) {
-      v = x4[(params.xBase + (m0 + m) * params.xStride + k0 + k) / 4u];
-    }
-    let t = vec4<T>(v);
-    ${unroll(4, (q) => `xs[(k + ${q}u) * XS + m / 4u][m % 4u] = t[${q}];`, "\n    ")}
-  }
-  // Task (n, q): codes k0 + 8q .. +7 of row n0 + n.
-  let sz0 = groupOf(k0 / 32u);
-  for (var e = lid; e < TN * TK / 8u; e += WG) {
-    let n = e % TN;
-    let q = e / TN;
-    var sz = vec2f();
-    var word = 0u;
-    if (n0 + n < params.outDim && k0 + 8u * q < params.nPieces * 32u) {
-      let row = n0 + n;
-      let off = (k0 + 8u * q) * BITS;
-      let i = row * params.rowWords + off / 32u;
-      let sh = off % 32u;
-      word = codes[i] >> sh;
-      if (sh + 8u * BITS > 32u) { word |= codes[i + 1u] << (32u - sh); }
-      sz = unpack2x16float(scaleZero[row * params.nGroups + sz0]);
-    }
-    ${
-  unroll(
-    8,
-    (j) =>
-      `ws[(8u * q + ${j}u) * WS + n / 4u][n % 4u] = T(sz.x * (f32((word >> (BITS * ${j}u)) & ((1u << BITS) - 1u)) - sz.y));`,
-    "\n    ",
-  )
-}
-  }
-}
 `;
 
 /**

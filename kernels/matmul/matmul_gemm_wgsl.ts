@@ -17,17 +17,19 @@ export function gemmWgsl(vec: boolean, build: GemmBuild): string {
  * written out, like every small loop of the staging: the real dense GEMM with such loops ran at 23 TFLOP/s
  * where the same core over written-out staging ran at 32 (docs/webgpu.md §6).
  */
-function putPairs(base: string): string {
+function putPairs(): string {
   return unroll(4, (q) =>
     `let pair${q} = pairOf(u[${q}]);
-    ws[${base}(k + ${2 * q}u) * WS + n / 4u][n % 4u] = pair${q}.x;
-    ws[${base}(k + ${2 * q + 1}u) * WS + n / 4u][n % 4u] = pair${q}.y;`, "\n    ");
+    ws[base + (k + ${2 * q}u) * WS + n / 4u][n % 4u] = pair${q}.x;
+    ws[base + (k + ${2 * q + 1}u) * WS + n / 4u][n % 4u] = pair${q}.y;`, "\n    ");
 }
 
-/** The pipelined build (gemm_core_wgsl.ts GemmPipe): the 16-byte loads of GEMM_VEC_STAGE, f16 or f32 weights. */
-const GEMM_PIPE_STAGE = /* wgsl */ `
-fn pipeStart(lid: u32, n0: u32) {}
-
+/**
+ * The 16-byte loads (rows are 16-byte aligned: four lanes read one row's 16 K values of x; W's loads hold 8
+ * f16 or 4 f32 weights) and their writes into the tiles, one task each. The pipelined build
+ * (gemm_core_wgsl.ts GemmPipe) issues them a step ahead; the plain one in `stage` (GEMM_VEC_STAGE).
+ */
+const GEMM_VEC_LOADS = /* wgsl */ `
 ${GEMM_PIPE_LOAD_X}
 fn loadW(e: u32, n0: u32, k0: u32) -> vec4u {
   let per = select(4u, 8u, F16);  // weights per 16-byte load
@@ -42,12 +44,16 @@ fn putW(base: u32, e: u32, u: vec4u) {
   let n = e / (TK / per);
   let k = (e % (TK / per)) * per;
   if (F16) {
-    ${putPairs("base + ")}
+    ${putPairs()}
   } else {
     ${unroll(4, (q) => `ws[base + (k + ${q}u) * WS + n / 4u][n % 4u] = T(bitcast<f32>(u[${q}]));`, "\n    ")}
   }
 }
 `;
+
+const GEMM_PIPE_STAGE = /* wgsl */ `
+fn pipeStart(lid: u32, n0: u32) {}
+${GEMM_VEC_LOADS}`;
 
 const STAGE_SCALAR = /* wgsl */ `
 fn stage(lid: u32, m0: u32, n0: u32, k0: u32) {
@@ -84,38 +90,15 @@ const GEMM_VEC_BINDINGS = /* wgsl */ `
 @group(0) @binding(2) var<storage, read> w4: array<vec4u>;  // f32 bits (inDim % 4 = 0) or f16 pairs (% 8)`;
 
 /**
- * Staging with 16-byte global loads along K (rows are 16-byte aligned): four lanes read one row's 16 K
- * values of x, two or four read W's; each value goes to its [k][row] slot. The scalar build issues 4×
- * (8× for f16) as many global loads, which held the GEMM near 12–14 TFLOP/s on the H100 while the
- * Hessian kernel (vec4 loads, same tiles) ran at 28.
+ * Staging with 16-byte global loads along K. The scalar build issues 4× (8× for f16) as many global loads,
+ * which held the GEMM near 12–14 TFLOP/s on the H100 while the Hessian kernel (vec4 loads, same tiles) ran
+ * at 28.
  */
 const GEMM_VEC_STAGE = /* wgsl */ `
+${GEMM_VEC_LOADS}
 fn stage(lid: u32, m0: u32, n0: u32, k0: u32) {
-  let K = params.inDim;
-  for (var e = lid; e < TM * TK / 4u; e += WG) {
-    let m = e / (TK / 4u);
-    let k = (e % (TK / 4u)) * 4u;
-    var v = vec4f();
-    if (m0 + m < params.rows && k0 + k < K) { v = x4[((params.xRowOffset + m0 + m) * K + k0 + k) / 4u]; }
-    let t = vec4<T>(v);
-    ${unroll(4, (q) => `xs[(k + ${q}u) * XS + m / 4u][m % 4u] = t[${q}];`, "\n    ")}
-  }
-  if (F16) {
-    for (var e = lid; e < TN * TK / 8u; e += WG) {
-      let n = e / (TK / 8u);
-      let k = (e % (TK / 8u)) * 8u;
-      var u = vec4u();
-      if (n0 + n < params.outDim && k0 + k < K) { u = w4[((n0 + n) * K + k0 + k) / 8u]; }
-      ${putPairs("")}
-    }
-  } else {
-    for (var e = lid; e < TN * TK / 4u; e += WG) {
-      let n = e / (TK / 4u);
-      let k = (e % (TK / 4u)) * 4u;
-      var u = vec4u();
-      if (n0 + n < params.outDim && k0 + k < K) { u = w4[((n0 + n) * K + k0 + k) / 4u]; }
-      ${unroll(4, (q) => `ws[(k + ${q}u) * WS + n / 4u][n % 4u] = T(bitcast<f32>(u[${q}]));`, "\n      ")}
-    }
-  }
+  for (var e = lid; e < TM * TK / 4u; e += WG) { putX(0u, e, loadX(e, m0, k0)); }
+  let per = select(4u, 8u, F16);
+  for (var e = lid; e < TN * TK / per; e += WG) { putW(0u, e, loadW(e, n0, k0)); }
 }
 `;
