@@ -75,7 +75,7 @@ fn gridValue(r: u32, row: u32, w: f32, k: u32) -> vec2f {
     let base = r * (MAXQ + 1u);
     var best = 0u;
     var bestDist = abs(lutS[base] - w);
-    for (var c = 1u; c <= MAXQ; c++) {  // constant trip count: the driver can unroll it
+    for (var c = 1u; c <= MAXQ; c++) {  // may stay a loop on NVIDIA (docs/webgpu.md §6); not timed written out
       let dist = abs(lutS[base + c] - w);
       if (dist < bestDist) {
         best = c;
