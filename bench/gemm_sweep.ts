@@ -1,5 +1,5 @@
 /**
- * `deno run -A bench/gemm_sweep.ts [--m 2048] [--n 4096] [--k 4096] [--variants v1,v2,…]`: a laboratory for
+ * `deno task bench:gemm-sweep [--m 2048] [--n 4096] [--k 4096] [--variants v1,v2,…]`: a laboratory for
  * the register-tiled GEMM core (kernels/matmul/gemm_core_wgsl.ts). It times stand-alone f32 GEMMs
  * C = A·Bᵀ (A: M×K activations, B: N×K weights, no bounds checks: every size a multiple of its tile) in
  * builds that differ in one thing at a time, to find what holds the core near 20 TFLOP/s on the H100.
