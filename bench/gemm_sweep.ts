@@ -423,16 +423,35 @@ async function timeCore(name: string): Promise<void> {
     tune: { pipelined: name.includes("-p") },
   });
   const plan = mm.bind({ x: bufs.a.rm, w: f16 ? bufs.b.h : bufs.b.rm, y: c, rows: M, inDim: K, outDim: N });
+  report(name, await timeReps((p) => plan.encode(p)), await worstError(f16));
+}
+
+/** Seconds per GEMM: one warm-up, then the best of three passes of `--reps` GEMMs each. */
+async function timeReps(encode: (pass: GPUComputePassEncoder) => void): Promise<number> {
   const reps = Number(values.reps);
-  await timePass(gpu, (p) => plan.encode(p), 1);
-  const s = (await timePass(gpu, (p) => {
-    for (let i = 0; i < reps; i++) plan.encode(p);
+  await timePass(gpu, encode, 1);
+  return (await timePass(gpu, (p) => {
+    for (let i = 0; i < reps; i++) encode(p);
   }, 3)) / reps;
-  const worst = await worstError(f16);
+}
+
+/** One result line; "WRONG" past 1e-5 of Σ|a·b|. */
+function report(name: string, seconds: number, worst: number, extra = ""): void {
   console.log(
-    `${name.padEnd(36)} ${(s * 1e3).toFixed(3)} ms  ${((2 * M * N * K) / s / 1e12).toFixed(1)} TFLOP/s  ` +
-      `err/Σ|ab| ${worst.toExponential(1)}${worst > 1e-5 ? "  WRONG" : ""}`,
+    `${name.padEnd(36)}${extra}  ${(seconds * 1e3).toFixed(3)} ms  ${
+      ((2 * M * N * K) / seconds / 1e12).toFixed(1)
+    } TFLOP/s  err/Σ|ab| ${worst.toExponential(1)}${worst > 1e-5 ? "  WRONG" : ""}`,
   );
+}
+
+/** A stand-alone build: its variant (tiles, layouts), WGSL, workgroup size and pipeline constants. */
+function buildOf(name: string) {
+  if (name === "corex") {
+    const v = parseVariant("t128x128k16r8x8");
+    return { v, code: corexShader(), wg: 256, constants: { TM: 128, TN: 128 } };
+  }
+  const v = parseVariant(name);
+  return { v, ...shader(v), constants: {} };
 }
 
 for (const name of values.variants.split(",")) {
@@ -440,20 +459,15 @@ for (const name of values.variants.split(",")) {
     await timeCore(name);
     continue;
   }
-  const v = parseVariant(name === "corex" ? "t128x128k16r8x8" : name);
   try {
+    const { v, code, wg, constants } = buildOf(name);
     if (M % v.tm || N % v.tn || K % v.tk) throw new Error("sizes must be multiples of the tile");
-    const { code, wg } = name === "corex" ? { code: corexShader(), wg: 256 } : shader(v);
     const t0 = performance.now();
     dev.pushErrorScope("validation");
     const module = dev.createShaderModule({ code });
     const pipeline = dev.createComputePipeline({
       layout: dev.createPipelineLayout({ bindGroupLayouts: [layout] }),
-      compute: {
-        module,
-        entryPoint: "main",
-        ...(name === "corex" ? { constants: { TM: 128, TN: 128 } } : {}),
-      },
+      compute: { module, entryPoint: "main", constants },
     });
     const err = await dev.popErrorScope();
     if (err) throw new Error(err.message);
@@ -470,22 +484,16 @@ for (const name of values.variants.split(",")) {
       ],
     });
     const groups = (M / v.tm) * (N / v.tn);
-    const run = (pass: GPUComputePassEncoder, reps: number) => {
+    const s = await timeReps((pass) => {
       pass.setPipeline(pipeline);
       pass.setBindGroup(0, bind);
-      for (let i = 0; i < reps; i++) pass.dispatchWorkgroups(groups);
-    };
-    const reps = Number(values.reps);
-    await timePass(gpu, (p) => run(p, 1), 1);
-    const s = (await timePass(gpu, (p) => run(p, reps), 3)) / reps;
-    const worst = await worstError(v.f16);
-    const tflops = (2 * M * N * K) / s / 1e12;
-    console.log(
-      `${name.padEnd(36)} wg ${String(wg).padStart(4)}  ${(s * 1e3).toFixed(3)} ms  ${
-        tflops.toFixed(1)
-      } TFLOP/s  err/Σ|ab| ${worst.toExponential(1)}  build ${compileMs.toFixed(0)} ms${
-        worst > 1e-5 ? "  WRONG" : ""
-      }`,
+      pass.dispatchWorkgroups(groups);
+    });
+    report(
+      name,
+      s,
+      await worstError(v.f16),
+      ` wg ${String(wg).padStart(4)}  build ${compileMs.toFixed(0)} ms`,
     );
     dimsBuf.destroy();
   } catch (e) {
