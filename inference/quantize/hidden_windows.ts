@@ -20,8 +20,8 @@ export type HiddenWindow = GPUBuffer | Uint8Array<ArrayBuffer>;
 /**
  * Default bytes of hidden states kept on the GPU: 1.75 GiB. Every model whose calibration states fit keeps
  * them all there (no transfers); at 8B shape (32 MiB per f32 window) 56 of 128 windows stay, for a
- * whole-process peak of 5,508 MiB (5.78 GB, under issue 12's 6 GB) and 20.3 s per layer, against 4,739 MiB and
- * 21.8 s with 1 GiB and 8,072 MiB and 16.3 s with every window (H100, BENCHMARKS.md "Quantization speed").
+ * whole-process peak of 5,504–5,508 MiB (under issue 12's 6 GB), against 4,739 MiB with 1 GiB and 8,072 MiB
+ * with every window, which is faster (H100; per-layer times in BENCHMARKS.md "Quantization speed").
  */
 export const DEFAULT_GPU_HIDDEN_BYTES = 1.75 * 2 ** 30;
 

@@ -32,7 +32,7 @@ export const LM_HEAD_BITS: readonly number[] = [0, 4, 6, 8];
 const STORAGE_CHOICES: readonly HiddenStorageChoice[] = ["auto", "f32", "f16"];
 
 /** Bytes per unit of a size flag (`--calib-gpu-memory` here, `--kv-cache-memory` in config.ts). */
-export const SIZE_UNITS: Readonly<Record<string, number>> = Object.freeze({
+const SIZE_UNITS: Readonly<Record<string, number>> = Object.freeze({
   "": 1,
   b: 1,
   kb: 1e3,
@@ -59,7 +59,7 @@ export function parseSize(text: string): { value: number; unit: string; bytes: n
  * `--calib-gpu-memory` of the quantize task and the server: bytes of calibration hidden states kept on the GPU
  * ("all", or a size: "4GiB", "1792MiB", "0" streams every window from host memory). An execution setting, not
  * part of a request: the results are the same bits whatever it is (hidden_windows.ts), so it is not in an
- * artifact's name either. More is faster (8B: 14.6 s a layer with every window, against ~19 s at the default).
+ * artifact's name either. More is faster (BENCHMARKS.md "Quantization speed").
  * @param text the flag's value
  * @param flag the flag's name, for the message
  * @returns bytes, or Infinity for "all"
