@@ -1,6 +1,6 @@
 /**
  * `deno task bench:profile [--random llama3-8b|lq-49m] [--format dense|affine4|lut4…] [--context N]
- *   [--batch B [--batch-invariant] [--top-logprobs N] [--temperature T --top-p P --top-k K]] [--json <file>]`
+ *   [--prompt N | --batch B [--batch-invariant] [--top-logprobs N] [--temperature T --top-p P --top-k K]] [--json <file>]`
  *
  * With `--batch B`: one decode step of the serving engine's batch runner (inference/engine/batch_runner.ts)
  * over B sequences, each at position `context` of a paged KV cache, greedy sampling; the steps are the
@@ -8,6 +8,9 @@
  * on the engine's default decode path or, with `--batch-invariant`, its batched kernels at every B; with
  * `--top-logprobs N` every sequence asks for its logprobs and N alternatives (the logprobs step runs); with
  * `--temperature` (and `--top-p`, `--top-k`) it samples instead of taking the argmax.
+ *
+ * With `--prompt N`: one prefill forward of the single-sequence runner over N prompt rows that follow `context`
+ * cached positions (the runner prefills a long prompt in such chunks; `deno task bench --prefill-rows`).
  *
  * Where a batch-1 decode step's GPU time goes: binds one decode forward (model.ts bindForwardSteps) at
  * position `context` and times every step in a compute pass of its own with `timestamp-query`, then sums
@@ -38,6 +41,7 @@ const { values } = parseArgs({
     random: { type: "string", default: "llama3-8b" },
     format: { type: "string", default: "dense" },
     context: { type: "string", default: "576" },
+    prompt: { type: "string", default: "1" },
     batch: { type: "string", default: "0" },
     "batch-invariant": { type: "boolean", default: false },
     "top-logprobs": { type: "string" },
@@ -54,6 +58,8 @@ const config = presetConfig(values.random);
 const weights = await randomWeights(gpu, config, "f16", parseFormat(values.format));
 const context = Number(values.context);
 const batch = Number(values.batch);
+const prompt = Number(values.prompt);
+if (!Number.isInteger(prompt) || prompt < 1) throw new Error(`Invalid --prompt "${values.prompt}"`);
 const steps = batch > 0 ? batchSteps(batch) : singleSteps();
 await checkPipelines(gpu);
 
@@ -105,7 +111,11 @@ const total = [...best.values()].reduce((s, e) => s + e.us, 0);
 const rows = [...best.entries()].sort((a, b) => b[1].us - a[1].us);
 console.log(
   `${values.random} ${values.format} (random weights), ${
-    batch > 0 ? `batched decode step of ${batch} sequences` : "decode step"
+    batch > 0
+      ? `batched decode step of ${batch} sequences`
+      : prompt > 1
+      ? `prefill forward of ${prompt} rows`
+      : "decode step"
   } at position ${context}: ` +
     `${steps.length} steps, one pass ${(bestWhole / 1e3).toFixed(2)} ms, ` +
     `sum of single-step passes ${(total / 1e3).toFixed(2)} ms`,
@@ -116,16 +126,17 @@ for (const [label, { count, us }] of rows) {
       `${(us / count).toFixed(1).padStart(7)} µs each  ${((100 * us) / total).toFixed(1).padStart(5)} %`,
   );
 }
-const host = await hostCost(16);
-console.log(
-  `host, 16 forwards per submit: encode ${host.encodeMs.toFixed(1)} ms, finish() ${
-    host.finishMs.toFixed(1)
-  } ms, ` +
-    `submit ${host.submitMs.toFixed(1)} ms → ${
+// The host cost of a prefill forward is one encode among seconds of GPU work; it is timed for decode.
+const host = prompt > 1 ? null : await hostCost(16);
+if (host) {
+  console.log(
+    `host, 16 forwards per submit: encode ${host.encodeMs.toFixed(1)} ms, finish() ${
+      host.finishMs.toFixed(1)
+    } ms, submit ${host.submitMs.toFixed(1)} ms → ${
       ((host.encodeMs + host.finishMs + host.submitMs) / 16).toFixed(2)
-    } ms ` +
-    `per token`,
-);
+    } ms per token`,
+  );
+}
 if (values.json) {
   await Deno.writeTextFile(
     values.json,
@@ -133,12 +144,12 @@ if (values.json) {
   );
 }
 
-/** A single-sequence decode forward (the runner of `deno task bench`). */
+/** A single-sequence forward of `prompt` rows (the runner of `deno task bench`; one row: a decode step). */
 function singleSteps(): ForwardStep[] {
-  const state = createForwardState(gpu, config, { maxRows: 1 });
+  const state = createForwardState(gpu, config, { maxRows: prompt });
   writeBuffer(gpu, state.state, new Uint32Array([context, 0, 0, 0]));
-  const ids = uploadStorage(gpu, new Uint32Array([300]), "ids");
-  return bindForwardSteps(gpu, config, weights, state, { ids, rows: 1, logits: "last" });
+  const ids = uploadStorage(gpu, Uint32Array.from({ length: prompt }, (_, i) => 300 + i), "ids");
+  return bindForwardSteps(gpu, config, weights, state, { ids, rows: prompt, logits: "last" });
 }
 
 /** One decode step of the engine's batch runner over `n` sequences at position `context`. */

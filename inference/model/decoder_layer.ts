@@ -26,8 +26,8 @@ import type { Encodable, Gpu, Kernel } from "../../kernels/core/mod.ts";
 import {
   type AttentionArgs,
   type BiasAddArgs,
-  createAttention,
   createBiasAdd,
+  createFlashAttention,
   createHeadNorm,
   createPagedRopeAppend,
   createRmsNorm,
@@ -158,6 +158,13 @@ export interface LayerKernels {
   gatedAct: Kernel<SiluMulArgs>;
 }
 
+/**
+ * Prompt chunks of at least this many rows take the tiled attention (kernels/ops/flash_attention.ts: each K/V
+ * row read once per block of query rows); shorter forwards keep attention.ts, whose per-row workgroups and
+ * splits fill the GPU where a few blocks of rows cannot (`deno task bench:attention`, BENCHMARKS.md).
+ */
+export const TILED_ATTENTION_MIN_ROWS = 256;
+
 /** Builds the kernels {@link bindDecoderLayer} binds for model `c`. */
 export function createLayerKernels(gpu: Gpu, c: ModelConfig): LayerKernels {
   return {
@@ -165,7 +172,7 @@ export function createLayerKernels(gpu: Gpu, c: ModelConfig): LayerKernels {
     headNorm: createHeadNorm(gpu),
     biasAdd: createBiasAdd(gpu),
     rope: createRope(gpu),
-    attention: createAttention(gpu),
+    attention: createFlashAttention(gpu, { minRows: TILED_ATTENTION_MIN_ROWS }),
     pagedRope: createPagedRopeAppend(gpu),
     gatedAct: createSiluMul(gpu, { activation: c.activation }),
   };

@@ -70,10 +70,14 @@ export function flashAttentionPlan(
   return { WG, TPR, D4: HD4 / TPR, BC, HD4, BR: WG / TPR };
 }
 
-/** Overrides of the default tiling (benchmarks): invocations per workgroup and the largest K/V tile. */
+/**
+ * Overrides of the default tiling (benchmarks): invocations per workgroup and the largest K/V tile; and the
+ * fewest rows a bind takes the tiled kernel for (fewer get attention.ts; default 1).
+ */
 export interface FlashTune {
   WG?: number;
   BC?: number;
+  minRows?: number;
 }
 
 /** The WGSL of one plan. */
@@ -182,7 +186,8 @@ const BINDINGS: readonly BindingKind[] = [
 ];
 
 /**
- * Builds the tiled attention. Binds with a head size it cannot tile, or with `splits` > 1, get attention.ts.
+ * Builds the tiled attention. Binds with a head size it cannot tile, with `splits` > 1 or with fewer than
+ * `tune.minRows` rows get attention.ts.
  * @param gpu the device
  * @param tune tiling overrides (benchmarks; default 128 invocations, tiles of up to 16 positions)
  * @returns a kernel taking attention.ts's arguments
@@ -193,7 +198,9 @@ export function createFlashAttention(gpu: Gpu, tune: FlashTune = {}): Kernel<Att
     bind(args: AttentionArgs): Encodable {
       const { q, kCache, vCache, out, state, rows, nHeads, nKvHeads, headDim, seqLen } = args;
       const plan = flashAttentionPlan(gpu, { headDim }, tune);
-      if (!plan || (args.splits ?? 1) > 1) return (fallback ??= createAttention(gpu)).bind(args);
+      if (!plan || (args.splits ?? 1) > 1 || rows < (tune.minRows ?? 1)) {
+        return (fallback ??= createAttention(gpu)).bind(args);
+      }
       if (nHeads % nKvHeads !== 0) {
         throw new Error(
           `Cannot build attention for nHeads ${nHeads}, nKvHeads ${nKvHeads}: nHeads must be a multiple of nKvHeads`,
