@@ -8,7 +8,9 @@
  * wall time to the first sampled token of an N-token prompt (one readback included); decode as the
  * wall time of N greedy tokens after that, read back in chunks as the server does. Figures are the
  * median of several runs after one warm-up run. `--prefill-rows` sets the rows per prefill forward (the
- * prompt is run in chunks of that many rows; default 512 for random models, 256 for model folders);
+ * prompt is run in chunks of that many rows; default 2048 for random models, so the 2,048-token prompt of
+ * issue 12's prefill measure is one forward as in vLLM's default token budget, 0.5 GB of activations at 8B;
+ * 256 for model folders);
  * `--prompt-kernels engine` runs the prompt on the engine's kernels (see runnerOptions).
  */
 import { parseArgs } from "node:util";
@@ -77,7 +79,7 @@ async function randomModel(preset: string) {
   const wt: WeightType = values.dtype === "f32" ? "f32" : "f16";
   const format = parseFormat(values.format);
   const weights = await randomWeights(gpu, config, wt, format);
-  const runner = createSequenceRunner(gpu, config, weights, runnerOptions(512));
+  const runner = createSequenceRunner(gpu, config, weights, runnerOptions(2048));
   const label = format.kind === "dense" ? "" : ` ${format.bits}-bit ${format.kind}`;
   return { modelId: `${preset}${label} (random weights)`, config, weights, runner };
 }

@@ -34,6 +34,7 @@ import {
   createLogitsProcess,
   createLogprobs,
   createPagedAttention,
+  createPagedFlashAttention,
   createRmsNorm,
   LOGPROB_RECORD_WORDS,
   packSlotParams,
@@ -134,7 +135,10 @@ export class BatchRunner {
   /** The latest submitted chunk, not mapped yet. */
   #pending: PendingChunk | null = null;
   #maxBlocks: number;
+  /** decode rows: per-row workgroups and splits (paged_attention.ts) */
   #attention: Kernel<PagedAttentionArgs>;
+  /** prompt rows: blocks of rows share each K/V tile (paged_flash_attention.ts) */
+  #promptAttention: Kernel<PagedAttentionArgs>;
   /** PagedKv.decodePath of every decode forward and LM head */
   #decodePath: PagedKv["decodePath"];
   /** The row counts of decode and prefill forwards and of logit rows (row_buckets.ts), fixed by the options. */
@@ -187,6 +191,7 @@ export class BatchRunner {
       dispatch: createDispatchBuffer(gpu, "batch attention grid"),
     };
     this.#attention = createPagedAttention(gpu);
+    this.#promptAttention = createPagedFlashAttention(gpu);
     this.#decodePath = options.batchInvariant ? "gemv" : "decode";
     writeBuffer(gpu, this.#b.blockTable, new Uint32Array(maxSlots * this.#maxBlocks).fill(ROW_NONE));
   }
@@ -482,7 +487,7 @@ export class BatchRunner {
         rowSplits: b.rowSplits,
         dispatch: b.dispatch,
         maxSplits: pagedMaxSplits(this.cache.shape.maxModelLen, SPLIT_SPAN[kind]),
-        attention: this.#attention,
+        attention: kind === "prefill" ? this.#promptAttention : this.#attention,
         gather: b.gather,
         logitRows: 1,
         prefill: kind === "prefill",

@@ -163,7 +163,7 @@ export interface LayerKernels {
  * row read once per block of query rows); shorter forwards keep attention.ts, whose per-row workgroups and
  * splits fill the GPU where a few blocks of rows cannot (`deno task bench:attention`, BENCHMARKS.md).
  */
-export const TILED_ATTENTION_MIN_ROWS = 256;
+export const TILED_ATTENTION_MIN_ROWS = 128;
 
 /** Builds the kernels {@link bindDecoderLayer} binds for model `c`. */
 export function createLayerKernels(gpu: Gpu, c: ModelConfig): LayerKernels {

@@ -80,14 +80,65 @@ export interface FlashTune {
   minRows?: number;
 }
 
-/** The WGSL of one plan. */
-export function flashAttentionShader({ WG, TPR, D4, BC, HD4, BR }: FlashPlan): string {
+/**
+ * WGSL shared by the tiled kernels (this one and paged_flash_attention.ts): the K/V tiles in workgroup
+ * memory, and the partial scores of a row's invocations when TPR > 1.
+ */
+export function flashWorkgroupWgsl({ WG, TPR, BC, HD4 }: FlashPlan): string {
+  return /* wgsl */ `
+var<workgroup> kT: array<vec4f, ${BC * HD4}>; // [c·HD4 + d]: the tile's keys
+var<workgroup> vT: array<vec4f, ${BC * HD4}>; // [c·HD4 + d]: the tile's values
+${TPR > 1 ? `var<workgroup> sp: array<f32, ${BC * WG}>; // [c·WG + invocation]: partial scores` : ""}`;
+}
+
+/**
+ * WGSL: one K/V tile (positions c0..c0 + BC − 1, already in kT and vT) taken by a row's online softmax: the
+ * invocation's query slice q0.. dotted with each key, the partial scores summed in a fixed order (so a row's
+ * invocations agree bit for bit), then m, l and the accumulators a0.. updated. `ok(c)` says whether the row
+ * sees position c0 + c; an unseen position adds exactly nothing (p = 0, and α = 1 while m stays), so a row's
+ * result depends only on its own positions and the BC-aligned tiles, not on the rows that share its block.
+ * Ends with a barrier: the next tile overwrites kT, vT and sp.
+ */
+export function flashTileWgsl({ WG, TPR, D4, BC, HD4 }: FlashPlan, ok: (c: number) => string): string {
   const range = (n: number) => Array.from({ length: n }, (_, i) => i);
   const cs = range(BC);
   const ks = range(D4);
   // score c: this invocation's slice of q · K[c0 + c]
   const dots = (c: number) => ks.map((k) => `dot(q${k}, kT[${c * HD4}u + j + ${k * TPR}u])`).join(" + ");
   const sum = (c: number) => range(TPR).map((i) => `sp[${c * WG}u + r * ${TPR}u + ${i}u]`).join(" + ");
+  return /* wgsl */ `
+    ${unroll(BC, (c) => `var s${c} = ${dots(c)};`)}
+    ${
+    TPR > 1
+      ? `${unroll(BC, (c) => `sp[${c * WG}u + lid] = s${c};`)}
+    workgroupBarrier();
+    ${unroll(BC, (c) => `s${c} = ${sum(c)};`)}`
+      : ""
+  }
+    var mt = m;
+    ${
+    unroll(BC, (c) =>
+      `let ok${c} = ${ok(c)};
+    if (capped) { s${c} = softcap(s${c}, params.softcap); }
+    if (ok${c}) { mt = max(mt, s${c}); }`)
+  }
+    let alpha = exp(m - mt);
+    ${unroll(BC, (c) => `let p${c} = select(0.0, exp(s${c} - mt), ok${c});`)}
+    l = l * alpha + ${cs.map((c) => `p${c}`).join(" + ")};
+    ${unroll(D4, (k) => `a${k} *= alpha;`)}
+    ${
+    unroll(
+      BC,
+      (c) => unroll(D4, (k) => `a${k} = fma(vec4f(p${c}), vT[${c * HD4}u + j + ${k * TPR}u], a${k});`),
+    )
+  }
+    m = mt;
+    workgroupBarrier();`;
+}
+
+/** The WGSL of one plan. */
+export function flashAttentionShader(plan: FlashPlan): string {
+  const { WG, TPR, D4, BC, HD4, BR } = plan;
   return /* wgsl */ `
 ${STATE_STRUCT}
 const NEG = -1.0e30; // stands in for −∞: WGSL may assume no infinities, and e^(NEG − m) is 0
@@ -100,10 +151,7 @@ struct Params { rows: u32, nHeads: u32, nKvHeads: u32, seqLen: u32, scale: f32, 
 @group(0) @binding(3) var<storage, read> kCache: array<vec4f>;  // (seqLen, nKvHeads·headDim)
 @group(0) @binding(4) var<storage, read> vCache: array<vec4f>;  // (seqLen, nKvHeads·headDim)
 @group(0) @binding(5) var<storage, read_write> out: array<vec4f>; // (rows, nHeads·headDim)
-
-var<workgroup> kT: array<vec4f, ${BC * HD4}>; // [c·HD4 + d]: the tile's keys
-var<workgroup> vT: array<vec4f, ${BC * HD4}>; // [c·HD4 + d]: the tile's values
-${TPR > 1 ? `var<workgroup> sp: array<f32, ${BC * WG}>; // [c·WG + invocation]: partial scores` : ""}
+${flashWorkgroupWgsl(plan)}
 
 @compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
@@ -144,33 +192,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
       vT[e] = vv;
     }
     workgroupBarrier();
-    ${unroll(BC, (c) => `var s${c} = ${dots(c)};`)}
-    ${
-    TPR > 1
-      ? `${unroll(BC, (c) => `sp[${c * WG}u + lid] = s${c};`)}
-    workgroupBarrier();
-    ${unroll(BC, (c) => `s${c} = ${sum(c)};`)}`
-      : ""
-  }
-    var mt = m;
-    ${
-    unroll(BC, (c) =>
-      `let ok${c} = c0 + ${c}u <= P && c0 + ${c}u >= lo;
-    if (capped) { s${c} = softcap(s${c}, params.softcap); }
-    if (ok${c}) { mt = max(mt, s${c}); }`)
-  }
-    let alpha = exp(m - mt);
-    ${unroll(BC, (c) => `let p${c} = select(0.0, exp(s${c} - mt), ok${c});`)}
-    l = l * alpha + ${cs.map((c) => `p${c}`).join(" + ")};
-    ${unroll(D4, (k) => `a${k} *= alpha;`)}
-    ${
-    unroll(
-      BC,
-      (c) => unroll(D4, (k) => `a${k} = fma(vec4f(p${c}), vT[${c * HD4}u + j + ${k * TPR}u], a${k});`),
-    )
-  }
-    m = mt;
-    workgroupBarrier(); // the next tile overwrites kT, vT and sp
+${flashTileWgsl(plan, (c) => `c0 + ${c}u <= P && c0 + ${c}u >= lo`)}
   }
   if (t0 + r < params.rows) {
     ${unroll(D4, (k) => `out[qBase + ${k * TPR}u] = a${k} / l;`)}

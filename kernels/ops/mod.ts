@@ -1,7 +1,7 @@
 /**
  * Inference ops, one kernel per module: embedding, RMSNorm, per-head q/k RMSNorm, bias add, RoPE (+ KV
  * append), attention, SiLU·mul (or GELU·mul), soft-capping, sampling, NLL, f16 conversion; the batched
- * path's row bookkeeping, paged RoPE + KV append and paged attention.
+ * path's row bookkeeping, paged RoPE + KV append and paged attention (per row, and tiled for prompt rows).
  */
 export { type AttentionArgs, createAttention } from "./attention.ts";
 export { createFlashAttention } from "./flash_attention.ts";
@@ -41,6 +41,7 @@ export {
   pagedMaxSplits,
   SPLIT_SPAN,
 } from "./paged_attention.ts";
+export { createPagedFlashAttention } from "./paged_flash_attention.ts";
 export {
   createPagedRopeAppend,
   type KvType,

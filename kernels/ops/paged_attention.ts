@@ -32,8 +32,12 @@ import { SOFTCAP_FN } from "./softcap.ts";
 import { PAGED_ROW_WGSL, type PagedLayout } from "./paged_kv.ts";
 import { attentionEpilogueWgsl, attentionTileWgsl } from "./attention_wgsl.ts";
 
-function wgsl(kvType: PagedLayout["kvType"]): string {
-  const pool = kvType === "f16"
+/**
+ * WGSL: a layer's K and V pools at bindings 5 and 6, and `loadK(i)`, `loadV(i)`: the i-th vec4 of a pool
+ * (pool row · kvDim / 4 + d) as f32 (also paged_flash_attention.ts).
+ */
+export function pagedPoolWgsl(kvType: PagedLayout["kvType"]): string {
+  return kvType === "f16"
     ? `@group(0) @binding(5) var<storage, read> kPool: array<vec2<u32>>; // (rows, kvDim) f16, 4 per vec2
 @group(0) @binding(6) var<storage, read> vPool: array<vec2<u32>>;
 fn loadK(i: u32) -> vec4<f32> { let w = kPool[i]; return vec4(unpack2x16float(w.x), unpack2x16float(w.y)); }
@@ -42,6 +46,10 @@ fn loadV(i: u32) -> vec4<f32> { let w = vPool[i]; return vec4(unpack2x16float(w.
 @group(0) @binding(6) var<storage, read> vPool: array<vec4<f32>>;
 fn loadK(i: u32) -> vec4<f32> { return kPool[i]; }
 fn loadV(i: u32) -> vec4<f32> { return vPool[i]; }`;
+}
+
+function wgsl(kvType: PagedLayout["kvType"]): string {
+  const pool = pagedPoolWgsl(kvType);
   return /* wgsl */ `
 const NONE = 0xffffffffu;
 

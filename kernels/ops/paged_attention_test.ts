@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { createPagedAttention, pagedMaxSplits } from "./paged_attention.ts";
+import { createPagedFlashAttention } from "./paged_flash_attention.ts";
 import { createDispatchBuffer, MAX_ROW_SPLITS } from "./batch_rows.ts";
 import type { KvType } from "./paged_kv.ts";
 import { attentionRef } from "../core/reference.ts";
@@ -29,6 +30,8 @@ interface Case {
   rows: [number, number][];
   /** positions per split (batch_rows.ts's splitSpan) */
   span: number;
+  window?: number;
+  softcap?: number;
 }
 
 /** A prefill chunk of slot 1 (positions 30..37), decode rows of three other slots, and a padding row. */
@@ -43,142 +46,177 @@ const MIXED: [number, number][] = [
   [3, 0],
 ];
 
+/**
+ * A prefill forward: pieces of three prompts (70, 90 and 3 rows) and padding, so the tiled kernel's blocks of
+ * rows (64 or 128) hold rows of two or three sequences.
+ */
+const PIECES: [number, number][] = [
+  ...Array.from({ length: 70 }, (_, i) => [0, i] as [number, number]),
+  ...Array.from({ length: 90 }, (_, i) => [1, 30 + i] as [number, number]),
+  ...Array.from({ length: 3 }, (_, i) => [2, 97 + i] as [number, number]),
+  [-1, 0],
+  [-1, 0],
+];
+
 const CASES: Case[] = [
   { nHeads: 8, nKvHeads: 4, headDim: 8, blockSize: 16, lens: [5, 38, 100, 1], rows: MIXED, span: 1024 },
+  { nHeads: 8, nKvHeads: 2, headDim: 32, blockSize: 16, lens: [70, 120, 100], rows: PIECES, span: 1024 },
+  {
+    nHeads: 32,
+    nKvHeads: 8,
+    headDim: 128,
+    blockSize: 16,
+    lens: [70, 120, 100],
+    rows: PIECES,
+    span: 1024,
+    window: 37,
+    softcap: 3,
+  },
   { nHeads: 8, nKvHeads: 4, headDim: 64, blockSize: 16, lens: [5, 38, 100, 1], rows: MIXED, span: 32 },
   { nHeads: 32, nKvHeads: 8, headDim: 128, blockSize: 16, lens: [5, 38, 300, 1], rows: MIXED, span: 64 },
   { nHeads: 4, nKvHeads: 4, headDim: 16, blockSize: 4, lens: [200, 38, 100, 1], rows: MIXED, span: 3 },
 ];
 
-Deno.test("pagedAttention() matches the f64 reference per row for mixed prefill and decode rows", async (t) => {
-  const gpu = await testGpu();
-  if (!gpu) return;
-  const kernel = createPagedAttention(gpu);
-  for (const kvType of ["f16", "f32"] as KvType[]) {
-    for (const c of CASES) {
-      await t.step(`${kvType} ${JSON.stringify({ ...c, rows: c.rows.length })}`, async () => {
-        const { nHeads, nKvHeads, headDim, blockSize, lens } = c;
-        const kvDim = nKvHeads * headDim;
-        const maxBlocks = Math.ceil(Math.max(...lens) / blockSize) + 1;
-        const numBlocks = lens.reduce((n, l) => n + Math.ceil(l / blockSize), 0) + 3;
-        // Blocks handed out in a shuffled order, so neighbours in a sequence are far apart in the pool.
-        const rand = seededRandom(numBlocks);
-        const free = Array.from({ length: numBlocks }, (_, i) => i).sort(() => rand() - 0.5);
-        const table = new Uint32Array(lens.length * maxBlocks).fill(NONE);
-        const round = (x: number) => kvType === "f16" ? f16BitsToF32(f32ToF16Bits(x)) : Math.fround(x);
-        const kPool = new Float32Array(numBlocks * blockSize * kvDim).fill(NaN);
-        const vPool = new Float32Array(numBlocks * blockSize * kvDim).fill(NaN);
-        const seqK: Float32Array[] = [];
-        const seqV: Float32Array[] = [];
-        lens.forEach((len, s) => {
-          const k = randomF32(len * kvDim, 10 + s).map(round);
-          const v = randomF32(len * kvDim, 20 + s).map(round);
-          seqK.push(k);
-          seqV.push(v);
-          for (let b = 0; b < Math.ceil(len / blockSize); b++) table[s * maxBlocks + b] = free.pop()!;
-          for (let p = 0; p < len; p++) {
-            const phys = table[s * maxBlocks + Math.floor(p / blockSize)] * blockSize + p % blockSize;
-            kPool.set(k.subarray(p * kvDim, (p + 1) * kvDim), phys * kvDim);
-            vPool.set(v.subarray(p * kvDim, (p + 1) * kvDim), phys * kvDim);
-          }
+const KERNELS = [
+  { name: "per-row", create: createPagedAttention },
+  { name: "tiled", create: createPagedFlashAttention },
+];
+
+for (const { name, create } of KERNELS) {
+  Deno.test(`pagedAttention() ${name} matches the f64 reference per row for mixed prefill and decode rows`, async (t) => {
+    const gpu = await testGpu();
+    if (!gpu) return;
+    const kernel = create(gpu);
+    for (const kvType of ["f16", "f32"] as KvType[]) {
+      for (const c of CASES) {
+        await t.step(`${kvType} ${JSON.stringify({ ...c, rows: c.rows.length })}`, async () => {
+          const { nHeads, nKvHeads, headDim, blockSize, lens } = c;
+          const kvDim = nKvHeads * headDim;
+          const maxBlocks = Math.ceil(Math.max(...lens) / blockSize) + 1;
+          const numBlocks = lens.reduce((n, l) => n + Math.ceil(l / blockSize), 0) + 3;
+          // Blocks handed out in a shuffled order, so neighbours in a sequence are far apart in the pool.
+          const rand = seededRandom(numBlocks);
+          const free = Array.from({ length: numBlocks }, (_, i) => i).sort(() => rand() - 0.5);
+          const table = new Uint32Array(lens.length * maxBlocks).fill(NONE);
+          const round = (x: number) => kvType === "f16" ? f16BitsToF32(f32ToF16Bits(x)) : Math.fround(x);
+          const kPool = new Float32Array(numBlocks * blockSize * kvDim).fill(NaN);
+          const vPool = new Float32Array(numBlocks * blockSize * kvDim).fill(NaN);
+          const seqK: Float32Array[] = [];
+          const seqV: Float32Array[] = [];
+          lens.forEach((len, s) => {
+            const k = randomF32(len * kvDim, 10 + s).map(round);
+            const v = randomF32(len * kvDim, 20 + s).map(round);
+            seqK.push(k);
+            seqV.push(v);
+            for (let b = 0; b < Math.ceil(len / blockSize); b++) table[s * maxBlocks + b] = free.pop()!;
+            for (let p = 0; p < len; p++) {
+              const phys = table[s * maxBlocks + Math.floor(p / blockSize)] * blockSize + p % blockSize;
+              kPool.set(k.subarray(p * kvDim, (p + 1) * kvDim), phys * kvDim);
+              vPool.set(v.subarray(p * kvDim, (p + 1) * kvDim), phys * kvDim);
+            }
+          });
+          const upload = (x: Float32Array, label: string) =>
+            kvType === "f32"
+              ? uploadStorage(gpu, x, label)
+              : uploadStorage(gpu, new Uint16Array(Array.from(x, (e) => f32ToF16Bits(e))), label);
+          const rows = c.rows.length;
+          const qDim = nHeads * headDim;
+          const q = randomF32(rows * qDim, rows + qDim, 3);
+          const out = createStorage(gpu, rows * qDim * 4, "out");
+          // What batch_rows.ts's prepare writes: each row's split count and the grid over the largest.
+          const splits = c.rows.map(([s, p]) =>
+            Math.max(1, Math.min(MAX_ROW_SPLITS, Math.ceil((s < 0 ? 1 : p + 1) / c.span)))
+          );
+          const cap = Math.max(...splits);
+          const dispatch = createDispatchBuffer(gpu, "dispatch");
+          writeBuffer(gpu, dispatch, Uint32Array.of(rows * nKvHeads * cap, 1, 1, cap));
+          const bound = kernel.bind({
+            q: uploadStorage(gpu, q, "q"),
+            kPool: upload(kPool, "kPool"),
+            vPool: upload(vPool, "vPool"),
+            rowPos: uploadStorage(gpu, Uint32Array.from(c.rows, ([, p]) => p), "rowPos"),
+            rowSlot: uploadStorage(gpu, Uint32Array.from(c.rows, ([s]) => s < 0 ? NONE : s), "rowSlot"),
+            blockTable: uploadStorage(gpu, table, "table"),
+            out,
+            layout: { blockSize, maxBlocks, kvType },
+            rows,
+            nHeads,
+            nKvHeads,
+            headDim,
+            rowSplits: uploadStorage(gpu, Uint32Array.from(splits), "rowSplits"),
+            dispatch,
+            maxSplits: pagedMaxSplits(Math.max(...lens), c.span),
+            window: c.window ?? null,
+            softcap: c.softcap ?? null,
+          });
+          await checkPipelines(gpu);
+          runPass(gpu, (pass) => bound.encode(pass));
+          const got = await readF32(gpu, out, rows * qDim);
+          c.rows.forEach(([s, pos], r) => {
+            const row = got.subarray(r * qDim, (r + 1) * qDim);
+            if (s < 0) {
+              assert.equal(maxAbsDiff(row, new Float32Array(qDim)), 0, "padding row outputs zeros");
+              return;
+            }
+            const want = attentionRef(q.subarray(r * qDim, (r + 1) * qDim), seqK[s], seqV[s], {
+              rows: 1,
+              nHeads,
+              nKvHeads,
+              headDim,
+              pos0: pos,
+              window: c.window ?? 0,
+              softcap: c.softcap ?? 0,
+            });
+            const err = maxAbsDiff(row, want);
+            assert.ok(err <= 3e-6, `row ${r} (slot ${s}, pos ${pos}): max |diff| ${err}`);
+          });
         });
-        const upload = (x: Float32Array, label: string) =>
-          kvType === "f32"
-            ? uploadStorage(gpu, x, label)
-            : uploadStorage(gpu, new Uint16Array(Array.from(x, (e) => f32ToF16Bits(e))), label);
-        const rows = c.rows.length;
-        const qDim = nHeads * headDim;
-        const q = randomF32(rows * qDim, rows + qDim, 3);
-        const out = createStorage(gpu, rows * qDim * 4, "out");
-        // What batch_rows.ts's prepare writes: each row's split count and the grid over the largest.
-        const splits = c.rows.map(([s, p]) =>
-          Math.max(1, Math.min(MAX_ROW_SPLITS, Math.ceil((s < 0 ? 1 : p + 1) / c.span)))
-        );
-        const cap = Math.max(...splits);
+      }
+    }
+    await t.step("a row's result does not depend on the other rows of the batch", async () => {
+      // Row 0 (slot 0 at position 99) alone, then with 9 other rows: its output bits must not change.
+      const { nHeads, nKvHeads, headDim } = { nHeads: 8, nKvHeads: 4, headDim: 64 };
+      const kvDim = nKvHeads * headDim;
+      const blockSize = 16;
+      const maxBlocks = 8;
+      const table = Uint32Array.from({ length: 2 * maxBlocks }, (_, i) => i);
+      const pool = (seed: number) =>
+        uploadStorage(gpu, randomF32(2 * maxBlocks * blockSize * kvDim, seed), "pool");
+      const kPool = pool(1);
+      const vPool = pool(2);
+      const q = randomF32(10 * nHeads * headDim, 3, 3);
+      const run = async (rows: number) => {
+        const pos = Array.from({ length: rows }, (_, r) => r === 0 ? 99 : 20 + r * 9);
+        const splits = pos.map((p) => Math.ceil((p + 1) / 16));
         const dispatch = createDispatchBuffer(gpu, "dispatch");
-        writeBuffer(gpu, dispatch, Uint32Array.of(rows * nKvHeads * cap, 1, 1, cap));
+        writeBuffer(
+          gpu,
+          dispatch,
+          Uint32Array.of(rows * nKvHeads * Math.max(...splits), 1, 1, Math.max(...splits)),
+        );
+        const out = createStorage(gpu, rows * nHeads * headDim * 4, "out");
         const bound = kernel.bind({
-          q: uploadStorage(gpu, q, "q"),
-          kPool: upload(kPool, "kPool"),
-          vPool: upload(vPool, "vPool"),
-          rowPos: uploadStorage(gpu, Uint32Array.from(c.rows, ([, p]) => p), "rowPos"),
-          rowSlot: uploadStorage(gpu, Uint32Array.from(c.rows, ([s]) => s < 0 ? NONE : s), "rowSlot"),
+          q: uploadStorage(gpu, q.subarray(0, rows * nHeads * headDim), "q"),
+          kPool,
+          vPool,
+          rowPos: uploadStorage(gpu, Uint32Array.from(pos), "rowPos"),
+          rowSlot: uploadStorage(gpu, Uint32Array.from(pos, (_, r) => r % 2), "rowSlot"),
           blockTable: uploadStorage(gpu, table, "table"),
           out,
-          layout: { blockSize, maxBlocks, kvType },
+          layout: { blockSize, maxBlocks, kvType: "f32" },
           rows,
           nHeads,
           nKvHeads,
           headDim,
           rowSplits: uploadStorage(gpu, Uint32Array.from(splits), "rowSplits"),
           dispatch,
-          maxSplits: pagedMaxSplits(Math.max(...lens), c.span),
+          maxSplits: 8,
         });
-        await checkPipelines(gpu);
         runPass(gpu, (pass) => bound.encode(pass));
-        const got = await readF32(gpu, out, rows * qDim);
-        c.rows.forEach(([s, pos], r) => {
-          const row = got.subarray(r * qDim, (r + 1) * qDim);
-          if (s < 0) {
-            assert.equal(maxAbsDiff(row, new Float32Array(qDim)), 0, "padding row outputs zeros");
-            return;
-          }
-          const want = attentionRef(q.subarray(r * qDim, (r + 1) * qDim), seqK[s], seqV[s], {
-            rows: 1,
-            nHeads,
-            nKvHeads,
-            headDim,
-            pos0: pos,
-          });
-          const err = maxAbsDiff(row, want);
-          assert.ok(err <= 3e-6, `row ${r} (slot ${s}, pos ${pos}): max |diff| ${err}`);
-        });
-      });
-    }
-  }
-  await t.step("a row's result does not depend on the other rows of the batch", async () => {
-    // Row 0 (slot 0 at position 99) alone, then with 9 other rows: its output bits must not change.
-    const { nHeads, nKvHeads, headDim } = { nHeads: 8, nKvHeads: 4, headDim: 64 };
-    const kvDim = nKvHeads * headDim;
-    const blockSize = 16;
-    const maxBlocks = 8;
-    const table = Uint32Array.from({ length: 2 * maxBlocks }, (_, i) => i);
-    const pool = (seed: number) =>
-      uploadStorage(gpu, randomF32(2 * maxBlocks * blockSize * kvDim, seed), "pool");
-    const kPool = pool(1);
-    const vPool = pool(2);
-    const q = randomF32(10 * nHeads * headDim, 3, 3);
-    const run = async (rows: number) => {
-      const pos = Array.from({ length: rows }, (_, r) => r === 0 ? 99 : 20 + r * 9);
-      const splits = pos.map((p) => Math.ceil((p + 1) / 16));
-      const dispatch = createDispatchBuffer(gpu, "dispatch");
-      writeBuffer(
-        gpu,
-        dispatch,
-        Uint32Array.of(rows * nKvHeads * Math.max(...splits), 1, 1, Math.max(...splits)),
-      );
-      const out = createStorage(gpu, rows * nHeads * headDim * 4, "out");
-      const bound = kernel.bind({
-        q: uploadStorage(gpu, q.subarray(0, rows * nHeads * headDim), "q"),
-        kPool,
-        vPool,
-        rowPos: uploadStorage(gpu, Uint32Array.from(pos), "rowPos"),
-        rowSlot: uploadStorage(gpu, Uint32Array.from(pos, (_, r) => r % 2), "rowSlot"),
-        blockTable: uploadStorage(gpu, table, "table"),
-        out,
-        layout: { blockSize, maxBlocks, kvType: "f32" },
-        rows,
-        nHeads,
-        nKvHeads,
-        headDim,
-        rowSplits: uploadStorage(gpu, Uint32Array.from(splits), "rowSplits"),
-        dispatch,
-        maxSplits: 8,
-      });
-      runPass(gpu, (pass) => bound.encode(pass));
-      return await readF32(gpu, out, nHeads * headDim);
-    };
-    assert.deepEqual(await run(10), await run(1));
+        return await readF32(gpu, out, nHeads * headDim);
+      };
+      assert.deepEqual(await run(10), await run(1));
+    });
+    gpu.device.destroy();
   });
-  gpu.device.destroy();
-});
+}
