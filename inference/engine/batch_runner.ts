@@ -46,6 +46,7 @@ import {
   SLOT_STATE_WORDS,
   slotProcesses,
   type SlotSettings,
+  SPLIT_CAP,
   SPLIT_SPAN,
 } from "../../kernels/ops/mod.ts";
 import {
@@ -424,6 +425,7 @@ export class BatchRunner {
           dispatch: b.dispatch,
           nKvHeads: c.nKvHeads,
           splitSpan: SPLIT_SPAN[kind],
+          maxSplits: SPLIT_CAP[kind],
         }),
       ),
       ...this.#body(kind, rows),
@@ -486,7 +488,7 @@ export class BatchRunner {
         layout: this.cache.layout(),
         rowSplits: b.rowSplits,
         dispatch: b.dispatch,
-        maxSplits: pagedMaxSplits(this.cache.shape.maxModelLen, SPLIT_SPAN[kind]),
+        maxSplits: pagedMaxSplits(this.cache.shape.maxModelLen, SPLIT_SPAN[kind], SPLIT_CAP[kind]),
         attention: kind === "prefill" ? this.#promptAttention : this.#attention,
         gather: b.gather,
         logitRows: 1,

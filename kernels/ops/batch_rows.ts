@@ -122,7 +122,7 @@ export interface BatchPrepareArgs {
   rowPos: GPUBuffer;
   rowSlot: GPUBuffer;
   gather: GPUBuffer;
-  /** rowSplits: (rows) u32, attention splits of each row: ⌈(pos + 1) / splitSpan⌉ in [1, MAX_ROW_SPLITS] */
+  /** rowSplits: (rows) u32, attention splits of each row: ⌈(pos + 1) / splitSpan⌉ in [1, maxSplits] */
   rowSplits: GPUBuffer;
   /** dispatch: [DISPATCH_WORDS] u32, a {@link createDispatchBuffer} (the attention's indirect grid and cap) */
   dispatch: GPUBuffer;
@@ -133,6 +133,8 @@ export interface BatchPrepareArgs {
   nKvHeads: number;
   /** positions per attention split of a row */
   splitSpan: number;
+  /** most splits of a row (default MAX_ROW_SPLITS) */
+  maxSplits?: number;
 }
 
 /** A buffer the prepare kernel writes and the attention dispatches from (storage and indirect). */
@@ -177,7 +179,7 @@ export function createBatchPrepare(gpu: Gpu): Kernel<BatchPrepareArgs> {
         ["u32", a.gatherStride],
         ["u32", a.nKvHeads],
         ["u32", a.splitSpan],
-        ["u32", MAX_ROW_SPLITS],
+        ["u32", Math.min(a.maxSplits ?? MAX_ROW_SPLITS, MAX_ROW_SPLITS)],
         ["u32", gpu.maxWorkgroupsPerDimension],
       ], "batch_prepare params");
       const bindGroup = bindBuffers(gpu, pipeline, [

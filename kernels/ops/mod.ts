@@ -39,6 +39,7 @@ export {
   createPagedAttention,
   type PagedAttentionArgs,
   pagedMaxSplits,
+  SPLIT_CAP,
   SPLIT_SPAN,
 } from "./paged_attention.ts";
 export { createPagedFlashAttention } from "./paged_flash_attention.ts";

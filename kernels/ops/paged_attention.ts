@@ -172,12 +172,22 @@ const BINDINGS: readonly BindingKind[] = [
   ...(["read-only-storage", "read-only-storage"] as const),
 ];
 
-/** Positions per attention split: decode rows (short splits fill the GPU) and prompt rows (few splits). */
-export const SPLIT_SPAN = { decode: 64, prefill: 1024 } as const;
+/**
+ * Positions per attention split of a row: decode rows (paged_attention.ts: short splits fill the GPU) and
+ * prompt rows (paged_flash_attention.ts: a short piece at a long context has few blocks of rows, and its
+ * splits give it workgroups).
+ */
+export const SPLIT_SPAN = { decode: 64, prefill: 256 } as const;
+
+/**
+ * Most splits of a row: prompt rows are many, and their partials take rows · nHeads · cap · headDim f32
+ * (16 MiB per 128 rows at 8B heads); past cap · span positions their splits grow longer instead.
+ */
+export const SPLIT_CAP = { decode: MAX_ROW_SPLITS, prefill: 8 } as const;
 
 /** The largest split count a row can have when sequences reach `maxLen` positions. */
-export function pagedMaxSplits(maxLen: number, span: number): number {
-  return Math.max(1, Math.min(MAX_ROW_SPLITS, Math.ceil(maxLen / span)));
+export function pagedMaxSplits(maxLen: number, span: number, cap: number = MAX_ROW_SPLITS): number {
+  return Math.max(1, Math.min(cap, MAX_ROW_SPLITS, Math.ceil(maxLen / span)));
 }
 
 /**

@@ -61,6 +61,7 @@ const PIECES: [number, number][] = [
 const CASES: Case[] = [
   { nHeads: 8, nKvHeads: 4, headDim: 8, blockSize: 16, lens: [5, 38, 100, 1], rows: MIXED, span: 1024 },
   { nHeads: 8, nKvHeads: 2, headDim: 32, blockSize: 16, lens: [70, 120, 100], rows: PIECES, span: 1024 },
+  { nHeads: 8, nKvHeads: 2, headDim: 32, blockSize: 16, lens: [70, 120, 100], rows: PIECES, span: 40 },
   {
     nHeads: 32,
     nKvHeads: 8,
@@ -68,7 +69,7 @@ const CASES: Case[] = [
     blockSize: 16,
     lens: [70, 120, 100],
     rows: PIECES,
-    span: 1024,
+    span: 48,
     window: 37,
     softcap: 3,
   },

@@ -5,17 +5,24 @@
  * The engine's prefill forwards (pieces of prompts, batch_runner.ts) run it; decode rows keep
  * paged_attention.ts, whose per-row workgroups and splits suit one row per sequence.
  *
- * One workgroup per (block of BR consecutive rows of the forward, query head). Pieces of several prompts
+ * One workgroup per (block of BR consecutive rows of the forward, query head, split). Pieces of several prompts
  * follow each other in a forward, so a block may hold rows of more than one sequence: it walks them one run
  * of consecutive same-slot rows at a time, loading that slot's tiles (positions from the run's lowest window start to its
  * highest position, BC-aligned) through the block table while the block's other rows see none of them. A
  * position a row does not see adds exactly nothing to it (flash_attention.ts flashTileWgsl), so a row's
  * result depends only on its own slot and position, never on what shares its block or forward: batched
  * greedy decode still gives the bits of one-at-a-time decode. Padding rows (slot NONE) output zeros.
+ *
+ * Splits (flash-decoding, as paged_attention.ts): a short piece at a long context has few blocks, so each
+ * row's positions are split as paged_attention.ts splits them (the row's own split count, batch_rows.ts,
+ * from its own length only: the sums stay batch invariant). Split s of a block walks the union of its rows'
+ * s-th spans, each row seeing only its own; rows of one split write their output, the others partial
+ * (m, l, acc) triples that paged_attention.ts's merge (attention_combine.ts) combines.
  */
 import {
   bindBuffers,
   type BindingKind,
+  createStorage,
   dispatch2d,
   type Encodable,
   getPipeline,
@@ -25,6 +32,8 @@ import {
   unroll,
 } from "../core/mod.ts";
 import { flashAttentionPlan, type FlashPlan, flashTileWgsl, flashWorkgroupWgsl } from "./flash_attention.ts";
+import { createPagedCombine } from "./attention_combine.ts";
+import { MAX_ROW_SPLITS } from "./batch_rows.ts";
 import { createPagedAttention, type PagedAttentionArgs, pagedPoolWgsl } from "./paged_attention.ts";
 import { PAGED_ROW_WGSL, type PagedLayout } from "./paged_kv.ts";
 import { SOFTCAP_FN } from "./softcap.ts";
@@ -35,6 +44,8 @@ export function pagedFlashShader(plan: FlashPlan, kvType: PagedLayout["kvType"])
   return /* wgsl */ `
 const NONE = 0xffffffffu;
 const NEG = -1.0e30; // stands in for −∞ (flash_attention.ts)
+
+const SPLIT_ALIGN = 32u; // as attention_wgsl.ts: a row's split spans are multiples of this many positions
 
 // window: 0 for none; softcap: 0 for none; blocks: ⌈rows / BR⌉
 struct Params {
@@ -50,15 +61,24 @@ struct Page { blockSize: u32, maxBlocks: u32 }
 @group(0) @binding(4) var<storage, read> q: array<vec4f>; // (rows, nHeads·headDim)
 ${pagedPoolWgsl(kvType)}
 @group(0) @binding(7) var<storage, read_write> out: array<vec4f>; // (rows, nHeads·headDim)
+@group(0) @binding(8) var<storage, read_write> partAcc: array<vec4f>; // (rows, nHeads, cap, headDim)
+@group(0) @binding(9) var<storage, read_write> partMl: array<vec2f>;  // (rows, nHeads, cap): (m, l)
+@group(0) @binding(10) var<storage, read> rowSplits: array<u32>;   // (rows) splits of each row
+@group(0) @binding(11) var<storage, read> dispatch: array<u32, 4>; // [3]: the forward's largest split count
 
 var<private> PAGE: Page;
 ${PAGED_ROW_WGSL}
 ${flashWorkgroupWgsl(plan)}
 var<workgroup> poolRow: array<u32, ${BC}>; // pool row of each position of the tile (NONE: zeros)
 
-/** The first position row position p sees. */
-fn windowStart(p: u32) -> u32 {
-  return select(0u, p + 1u - params.window, params.window > 0u && p + 1u > params.window);
+/** The positions [begin, end) of a split of the row at position p with n splits (empty for split ≥ n). */
+fn span(p: u32, n: u32, split: u32) -> vec2u {
+  if (split >= n) { return vec2u(0u, 0u); }
+  let len = p + 1u;
+  let lo = select(0u, len - params.window, params.window > 0u && len > params.window);
+  let chunk = (len - lo + n * SPLIT_ALIGN - 1u) / (n * SPLIT_ALIGN) * SPLIT_ALIGN;
+  let begin = min(lo + split * chunk, len);
+  return vec2u(begin, min(begin + chunk, len));
 }
 
 @compute @workgroup_size(${WG})
@@ -66,9 +86,12 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
         @builtin(local_invocation_index) lid: u32) {
   PAGE = Page(params.blockSize, params.maxBlocks);
   let flat = wid.x + wid.y * nwg.x;
-  if (flat >= params.blocks * params.nHeads) { return; }
+  let cells = params.blocks * params.nHeads;
+  let cap = dispatch[3];
+  let split = flat / cells;
+  if (split >= cap) { return; }
   let blk = flat % params.blocks;
-  let h = flat / params.blocks;
+  let h = (flat % cells) / params.blocks;
   let kvh = h / (params.nHeads / params.nKvHeads);
   let r = lid / ${TPR}u;
   let j = lid % ${TPR}u;
@@ -76,8 +99,8 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
   let tEnd = min(t0 + ${BR}u, params.rows);
   let t = min(t0 + r, params.rows - 1u); // rows past the end compute row rows − 1 and write nothing
   let slot = rowSlot[t];
-  let P = rowPos[t];
-  let lo = windowStart(P);
+  let nSplits = rowSplits[t];
+  let own = span(rowPos[t], nSplits, split);
   let stride = params.nKvHeads * ${HD4}u;
   let capped = params.softcap > 0.0;
   let qBase = (t * params.nHeads + h) * ${HD4}u + j;
@@ -90,19 +113,22 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
   loop {
     if (s >= tEnd) { break; }
     let run = rowSlot[s];
-    var runLo = windowStart(rowPos[s]);
-    var runHi = rowPos[s];
-    var e = s + 1u;
+    var runLo = 0xffffffffu;
+    var runHi = 0u; // the union of the run's rows' spans of this split: [runLo, runHi)
+    var e = s;
     loop {
       if (e >= tEnd || rowSlot[e] != run) { break; }
-      runLo = min(runLo, windowStart(rowPos[e]));
-      runHi = max(runHi, rowPos[e]);
+      let sp = span(rowPos[e], rowSplits[e], split);
+      if (sp.y > sp.x) {
+        runLo = min(runLo, sp.x);
+        runHi = max(runHi, sp.y);
+      }
       e += 1u;
     }
     let mine = t >= s && t < e; // this row is one of the run's
-    if (run != NONE) {
-      for (var c0 = runLo / ${BC}u * ${BC}u; c0 <= runHi; c0 += ${BC}u) {
-        if (lid < ${BC}u) { poolRow[lid] = select(NONE, physRow(run, c0 + lid), c0 + lid <= runHi); }
+    if (run != NONE && runHi > 0u) {
+      for (var c0 = runLo / ${BC}u * ${BC}u; c0 < runHi; c0 += ${BC}u) {
+        if (lid < ${BC}u) { poolRow[lid] = select(NONE, physRow(run, c0 + lid), c0 + lid < runHi); }
         workgroupBarrier();
         for (var i = lid; i < ${BC * HD4}u; i += ${WG}u) {
           let pr = poolRow[i / ${HD4}u];
@@ -117,14 +143,20 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
           vT[i] = vv;
         }
         workgroupBarrier();
-${flashTileWgsl(plan, (c) => `mine && c0 + ${c}u <= P && c0 + ${c}u >= lo`)}
+${flashTileWgsl(plan, (c) => `mine && c0 + ${c}u >= own.x && c0 + ${c}u < own.y`)}
       }
     }
     s = e;
   }
-  if (t0 + r < params.rows) {
-    let pad = slot == NONE;
-    ${unroll(D4, (k) => `out[qBase + ${k * TPR}u] = select(a${k} / l, vec4f(), pad);`)}
+  if (t0 + r < params.rows && split < nSplits) {
+    if (nSplits == 1u) {
+      let pad = slot == NONE;
+      ${unroll(D4, (k) => `out[qBase + ${k * TPR}u] = select(a${k} / l, vec4f(), pad);`)}
+    } else {
+      let part = ((t * params.nHeads + h) * cap + split) * ${HD4}u + j;
+      ${unroll(D4, (k) => `partAcc[part + ${k * TPR}u] = a${k};`)}
+      if (j == 0u) { partMl[(t * params.nHeads + h) * cap + split] = vec2f(m, l); }
+    }
   }
 }
 ${SOFTCAP_FN}`;
@@ -134,21 +166,37 @@ const BINDINGS: readonly BindingKind[] = [
   "uniform",
   ...(["read-only-storage", "read-only-storage", "read-only-storage", "read-only-storage"] as const),
   ...(["read-only-storage", "read-only-storage"] as const),
-  "storage",
+  ...(["storage", "storage", "storage"] as const),
+  ...(["read-only-storage", "read-only-storage"] as const),
 ];
 
 /**
- * Builds the tiled paged attention for prompt rows. It takes paged_attention.ts's arguments and ignores the
- * split ones (rowSplits, dispatch, maxSplits); a head size it cannot tile gets paged_attention.ts.
+ * Builds the tiled paged attention for prompt rows, with paged_attention.ts's arguments (rowSplits and
+ * dispatch[3] from batch_rows.ts's prepare; its grid is not used); a head size it cannot tile gets
+ * paged_attention.ts. Binds of one kernel share their split scratch (WebGPU orders a pass's dispatches).
  * @param gpu the device
  */
 export function createPagedFlashAttention(gpu: Gpu): Kernel<PagedAttentionArgs> {
   let fallback: Kernel<PagedAttentionArgs> | null = null;
+  let partAcc = createStorage(gpu, 16, "paged flash attention partAcc");
+  let partMl = createStorage(gpu, 16, "paged flash attention partMl");
   return {
     bind(a: PagedAttentionArgs): Encodable {
-      const { rows, nHeads, nKvHeads, headDim } = a;
+      const { rows, nHeads, nKvHeads, headDim, maxSplits } = a;
       const plan = flashAttentionPlan(gpu, { headDim });
       if (!plan) return (fallback ??= createPagedAttention(gpu)).bind(a);
+      if (!(Number.isInteger(maxSplits) && maxSplits >= 1 && maxSplits <= MAX_ROW_SPLITS)) {
+        throw new Error(
+          `Cannot bind paged attention: maxSplits ${maxSplits} must be in [1, ${MAX_ROW_SPLITS}]`,
+        );
+      }
+      const cells = rows * nHeads * maxSplits;
+      if (maxSplits > 1 && partAcc.size < cells * headDim * 4) {
+        partAcc = createStorage(gpu, cells * headDim * 4, "paged flash attention partAcc");
+      }
+      if (maxSplits > 1 && partMl.size < cells * 8) {
+        partMl = createStorage(gpu, cells * 8, "paged flash attention partMl");
+      }
       if (nHeads % nKvHeads !== 0) {
         throw new Error(
           `Cannot build attention for nHeads ${nHeads}, nKvHeads ${nKvHeads}: nHeads must be a multiple of nKvHeads`,
@@ -182,13 +230,22 @@ export function createPagedFlashAttention(gpu: Gpu): Kernel<PagedAttentionArgs> 
         a.kPool,
         a.vPool,
         a.out,
+        partAcc,
+        partMl,
+        a.rowSplits,
+        a.dispatch,
       ]);
-      const [gx, gy] = dispatch2d(gpu, blocks * nHeads);
+      // Every split a row of this bind can have; workgroups past the forward's own cap return at once.
+      const [gx, gy] = dispatch2d(gpu, blocks * nHeads * maxSplits);
+      const merge = maxSplits > 1
+        ? createPagedCombine(gpu).bind({ ...a, partAcc, partMl, rows, nHeads, headDim })
+        : null;
       return {
         encode(pass) {
           pass.setPipeline(pipeline);
           pass.setBindGroup(0, bindGroup);
           pass.dispatchWorkgroups(gx, gy);
+          merge?.encode(pass);
         },
       };
     },
