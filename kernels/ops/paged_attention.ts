@@ -177,7 +177,7 @@ const BINDINGS: readonly BindingKind[] = [
  * prompt rows (paged_flash_attention.ts: a short piece at a long context has few blocks of rows, and its
  * splits give it workgroups).
  */
-export const SPLIT_SPAN = { decode: 64, prefill: 256 } as const;
+export const SPLIT_SPAN = { decode: 64, prefill: 128 } as const;
 
 /**
  * Most splits of a row: prompt rows are many, and their partials take rows · nHeads · cap · headDim f32

@@ -4,7 +4,7 @@ import { createPagedFlashAttention } from "./paged_flash_attention.ts";
 import { createDispatchBuffer, MAX_ROW_SPLITS } from "./batch_rows.ts";
 import type { KvType } from "./paged_kv.ts";
 import { attentionRef } from "../core/reference.ts";
-import { checkPipelines } from "../core/gpu.ts";
+import { checkPipelines, type Gpu } from "../core/gpu.ts";
 import {
   createStorage,
   f16BitsToF32,
@@ -78,12 +78,17 @@ const CASES: Case[] = [
   { nHeads: 4, nKvHeads: 4, headDim: 16, blockSize: 4, lens: [200, 38, 100, 1], rows: MIXED, span: 3 },
 ];
 
+/** Each kernel, and builds of it whose rows must come out with the same bits (the tiled kernel's block sizes). */
 const KERNELS = [
-  { name: "per-row", create: createPagedAttention },
-  { name: "tiled", create: createPagedFlashAttention },
+  { name: "per-row", create: createPagedAttention, builds: [] },
+  {
+    name: "tiled",
+    create: createPagedFlashAttention,
+    builds: [32, 64, 128].map((WG) => (gpu: Gpu) => createPagedFlashAttention(gpu, { WG })),
+  },
 ];
 
-for (const { name, create } of KERNELS) {
+for (const { name, create, builds } of KERNELS) {
   Deno.test(`pagedAttention() ${name} matches the f64 reference per row for mixed prefill and decode rows`, async (t) => {
     const gpu = await testGpu();
     if (!gpu) return;
@@ -131,7 +136,7 @@ for (const { name, create } of KERNELS) {
           const cap = Math.max(...splits);
           const dispatch = createDispatchBuffer(gpu, "dispatch");
           writeBuffer(gpu, dispatch, Uint32Array.of(rows * nKvHeads * cap, 1, 1, cap));
-          const bound = kernel.bind({
+          const args = {
             q: uploadStorage(gpu, q, "q"),
             kPool: upload(kPool, "kPool"),
             vPool: upload(vPool, "vPool"),
@@ -149,10 +154,18 @@ for (const { name, create } of KERNELS) {
             maxSplits: pagedMaxSplits(Math.max(...lens), c.span),
             window: c.window ?? null,
             softcap: c.softcap ?? null,
-          });
+          };
+          const bound = kernel.bind(args);
           await checkPipelines(gpu);
           runPass(gpu, (pass) => bound.encode(pass));
           const got = await readF32(gpu, out, rows * qDim);
+          for (const build of builds) {
+            const other = createStorage(gpu, rows * qDim * 4, "out");
+            const b = build(gpu).bind({ ...args, out: other });
+            await checkPipelines(gpu);
+            runPass(gpu, (pass) => b.encode(pass));
+            assert.deepEqual(await readF32(gpu, other, rows * qDim), got, "the same bits in another build");
+          }
           c.rows.forEach(([s, pos], r) => {
             const row = got.subarray(r * qDim, (r + 1) * qDim);
             if (s < 0) {

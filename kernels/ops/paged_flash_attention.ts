@@ -5,13 +5,14 @@
  * The engine's prefill forwards (pieces of prompts, batch_runner.ts) run it; decode rows keep
  * paged_attention.ts, whose per-row workgroups and splits suit one row per sequence.
  *
- * One workgroup per (block of BR consecutive rows of the forward, query head, split). Pieces of several prompts
- * follow each other in a forward, so a block may hold rows of more than one sequence: it walks them one run
- * of consecutive same-slot rows at a time, loading that slot's tiles (positions from the run's lowest window start to its
- * highest position, BC-aligned) through the block table while the block's other rows see none of them. A
- * position a row does not see adds exactly nothing to it (flash_attention.ts flashTileWgsl), so a row's
- * result depends only on its own slot and position, never on what shares its block or forward: batched
- * greedy decode still gives the bits of one-at-a-time decode. Padding rows (slot NONE) output zeros.
+ * One workgroup per (block of BR consecutive rows of the forward, query head, split); BR shrinks with the
+ * forward, so that a short piece still spreads over the GPU. Pieces of several prompts follow each other in
+ * a forward, so a block may hold rows of more than one sequence: it walks them one run of consecutive
+ * same-slot rows at a time, loading that slot's tiles through the block table while the block's other rows
+ * see none of them. A position a row does not see adds exactly nothing to it (flash_attention.ts
+ * flashTileWgsl) and the tiles are BC-aligned positions whatever the block, so a row's result depends only on
+ * its own slot and position, never on what shares its block or forward, nor on BR: batched greedy decode
+ * still gives the bits of one-at-a-time decode. Padding rows (slot NONE) output zeros.
  *
  * Splits (flash-decoding, as paged_attention.ts): a short piece at a long context has few blocks, so each
  * row's positions are split as paged_attention.ts splits them (the row's own split count, batch_rows.ts,
@@ -175,16 +176,22 @@ const BINDINGS: readonly BindingKind[] = [
  * dispatch[3] from batch_rows.ts's prepare; its grid is not used); a head size it cannot tile gets
  * paged_attention.ts. Binds of one kernel share their split scratch (WebGPU orders a pass's dispatches).
  * @param gpu the device
+ * @param tune WG: invocations per workgroup for every bind (tests); default by the bind's rows
  */
-export function createPagedFlashAttention(gpu: Gpu): Kernel<PagedAttentionArgs> {
+export function createPagedFlashAttention(gpu: Gpu, tune: { WG?: number } = {}): Kernel<PagedAttentionArgs> {
   let fallback: Kernel<PagedAttentionArgs> | null = null;
   let partAcc = createStorage(gpu, 16, "paged flash attention partAcc");
   let partMl = createStorage(gpu, 16, "paged flash attention partMl");
   return {
     bind(a: PagedAttentionArgs): Encodable {
       const { rows, nHeads, nKvHeads, headDim, maxSplits } = a;
-      const plan = flashAttentionPlan(gpu, { headDim });
-      if (!plan) return (fallback ??= createPagedAttention(gpu)).bind(a);
+      const widest = flashAttentionPlan(gpu, { headDim });
+      if (!widest) return (fallback ??= createPagedAttention(gpu)).bind(a);
+      // Blocks of fewer rows for smaller forwards (more workgroups for a short piece); the tile size stays
+      // the widest plan's, so a row's sums are the same in every block size (tested).
+      const WG = tune.WG ?? (rows >= 512 ? widest.WG : rows >= 128 ? 64 : 32);
+      const plan = flashAttentionPlan(gpu, { headDim }, { WG, BC: widest.BC }) ?? widest;
+      if (plan.BC !== widest.BC) throw new Error(`Cannot tile attention: block sizes changed the tile`);
       if (!(Number.isInteger(maxSplits) && maxSplits >= 1 && maxSplits <= MAX_ROW_SPLITS)) {
         throw new Error(
           `Cannot bind paged attention: maxSplits ${maxSplits} must be in [1, ${MAX_ROW_SPLITS}]`,
