@@ -190,19 +190,26 @@ export function pagedMaxSplits(maxLen: number, span: number, cap: number = MAX_R
   return Math.max(1, Math.min(cap, MAX_ROW_SPLITS, Math.ceil(maxLen / span)));
 }
 
+/** A paged attention kernel's split partials, shared by its binds and grown to each one's need. */
+export interface SplitScratch {
+  /**
+   * Checks `a.maxSplits` and sizes the partials for it.
+   * @returns the kernel's buffers after its params (bindings 1–11: rowPos, rowSlot, blockTable, q, kPool,
+   * vPool, out, partAcc, partMl, rowSplits, dispatch) and the merge of the splits (null for one split)
+   */
+  bind(a: PagedAttentionArgs): { buffers: GPUBuffer[]; merge: Encodable | null };
+}
+
 /**
- * Builds the paged attention. Binds of one kernel share their split scratch (WebGPU orders the
- * dispatches of a pass).
- * @param gpu the device
- * @returns a kernel whose `bind` fixes buffers, shapes and the split count
+ * The split scratch of paged_attention.ts and paged_flash_attention.ts. Binds share it: WebGPU orders a
+ * pass's dispatches, and an earlier bind keeps the smaller buffer it was bound with.
  */
-export function createPagedAttention(gpu: Gpu): Kernel<PagedAttentionArgs> {
-  let partAcc = createStorage(gpu, 16, "paged attention partAcc");
-  let partMl = createStorage(gpu, 16, "paged attention partMl");
+export function createSplitScratch(gpu: Gpu, label: string): SplitScratch {
+  let partAcc = createStorage(gpu, 16, `${label} partAcc`);
+  let partMl = createStorage(gpu, 16, `${label} partMl`);
   return {
-    bind(a: PagedAttentionArgs): Encodable {
-      const { rows, nHeads, nKvHeads, headDim, maxSplits } = a;
-      const plan = attentionPlan(gpu, { nHeads, nKvHeads, headDim });
+    bind(a: PagedAttentionArgs) {
+      const { rows, nHeads, headDim, maxSplits } = a;
       if (!(Number.isInteger(maxSplits) && maxSplits >= 1 && maxSplits <= MAX_ROW_SPLITS)) {
         throw new Error(
           `Cannot bind paged attention: maxSplits ${maxSplits} must be in [1, ${MAX_ROW_SPLITS}]`,
@@ -210,11 +217,33 @@ export function createPagedAttention(gpu: Gpu): Kernel<PagedAttentionArgs> {
       }
       const cells = rows * nHeads * maxSplits;
       if (maxSplits > 1 && partAcc.size < cells * headDim * 4) {
-        partAcc = createStorage(gpu, cells * headDim * 4, "paged attention partAcc");
+        partAcc = createStorage(gpu, cells * headDim * 4, `${label} partAcc`);
       }
       if (maxSplits > 1 && partMl.size < cells * 8) {
-        partMl = createStorage(gpu, cells * 8, "paged attention partMl");
+        partMl = createStorage(gpu, cells * 8, `${label} partMl`);
       }
+      const buffers = [a.rowPos, a.rowSlot, a.blockTable, a.q, a.kPool, a.vPool, a.out, partAcc, partMl];
+      const merge = maxSplits > 1
+        ? createPagedCombine(gpu).bind({ ...a, partAcc, partMl, rows, nHeads, headDim })
+        : null;
+      return { buffers: [...buffers, a.rowSplits, a.dispatch], merge };
+    },
+  };
+}
+
+/**
+ * Builds the paged attention. Binds of one kernel share their split scratch (WebGPU orders the
+ * dispatches of a pass).
+ * @param gpu the device
+ * @returns a kernel whose `bind` fixes buffers, shapes and the split count
+ */
+export function createPagedAttention(gpu: Gpu): Kernel<PagedAttentionArgs> {
+  const scratch = createSplitScratch(gpu, "paged attention");
+  return {
+    bind(a: PagedAttentionArgs): Encodable {
+      const { rows, nKvHeads, headDim } = a;
+      const plan = attentionPlan(gpu, { nHeads: a.nHeads, nKvHeads, headDim });
+      const { buffers, merge } = scratch.bind(a);
       const main = getPipeline(gpu, {
         name: "paged_attention",
         code: wgsl(a.layout.kvType),
@@ -231,23 +260,7 @@ export function createPagedAttention(gpu: Gpu): Kernel<PagedAttentionArgs> {
         ["u32", a.window ?? 0],
         ["f32", a.softcap ?? 0],
       ], "paged attention params");
-      const bindGroup = bindBuffers(gpu, main, [
-        params,
-        a.rowPos,
-        a.rowSlot,
-        a.blockTable,
-        a.q,
-        a.kPool,
-        a.vPool,
-        a.out,
-        partAcc,
-        partMl,
-        a.rowSplits,
-        a.dispatch,
-      ]);
-      const merge = maxSplits > 1
-        ? createPagedCombine(gpu).bind({ ...a, partAcc, partMl, rows, nHeads, headDim })
-        : null;
+      const bindGroup = bindBuffers(gpu, main, [params, ...buffers]);
       return {
         encode(pass) {
           pass.setPipeline(main);

@@ -23,7 +23,6 @@
 import {
   bindBuffers,
   type BindingKind,
-  createStorage,
   dispatch2d,
   type Encodable,
   getPipeline,
@@ -33,9 +32,12 @@ import {
   unroll,
 } from "../core/mod.ts";
 import { flashAttentionPlan, type FlashPlan, flashTileWgsl, flashWorkgroupWgsl } from "./flash_attention.ts";
-import { createPagedCombine } from "./attention_combine.ts";
-import { MAX_ROW_SPLITS } from "./batch_rows.ts";
-import { createPagedAttention, type PagedAttentionArgs, pagedPoolWgsl } from "./paged_attention.ts";
+import {
+  createPagedAttention,
+  createSplitScratch,
+  type PagedAttentionArgs,
+  pagedPoolWgsl,
+} from "./paged_attention.ts";
 import { PAGED_ROW_WGSL, type PagedLayout } from "./paged_kv.ts";
 import { SOFTCAP_FN } from "./softcap.ts";
 
@@ -180,8 +182,7 @@ const BINDINGS: readonly BindingKind[] = [
  */
 export function createPagedFlashAttention(gpu: Gpu, tune: { WG?: number } = {}): Kernel<PagedAttentionArgs> {
   let fallback: Kernel<PagedAttentionArgs> | null = null;
-  let partAcc = createStorage(gpu, 16, "paged flash attention partAcc");
-  let partMl = createStorage(gpu, 16, "paged flash attention partMl");
+  const scratch = createSplitScratch(gpu, "paged flash attention");
   return {
     bind(a: PagedAttentionArgs): Encodable {
       const { rows, nHeads, nKvHeads, headDim, maxSplits } = a;
@@ -192,23 +193,12 @@ export function createPagedFlashAttention(gpu: Gpu, tune: { WG?: number } = {}):
       const WG = tune.WG ?? (rows >= 512 ? widest.WG : rows >= 128 ? 64 : 32);
       const plan = flashAttentionPlan(gpu, { headDim }, { WG, BC: widest.BC }) ?? widest;
       if (plan.BC !== widest.BC) throw new Error(`Cannot tile attention: block sizes changed the tile`);
-      if (!(Number.isInteger(maxSplits) && maxSplits >= 1 && maxSplits <= MAX_ROW_SPLITS)) {
-        throw new Error(
-          `Cannot bind paged attention: maxSplits ${maxSplits} must be in [1, ${MAX_ROW_SPLITS}]`,
-        );
-      }
-      const cells = rows * nHeads * maxSplits;
-      if (maxSplits > 1 && partAcc.size < cells * headDim * 4) {
-        partAcc = createStorage(gpu, cells * headDim * 4, "paged flash attention partAcc");
-      }
-      if (maxSplits > 1 && partMl.size < cells * 8) {
-        partMl = createStorage(gpu, cells * 8, "paged flash attention partMl");
-      }
       if (nHeads % nKvHeads !== 0) {
         throw new Error(
           `Cannot build attention for nHeads ${nHeads}, nKvHeads ${nKvHeads}: nHeads must be a multiple of nKvHeads`,
         );
       }
+      const { buffers, merge } = scratch.bind(a);
       const kvType = a.layout.kvType;
       const pipeline = getPipeline(gpu, {
         name: "paged_flash_attention",
@@ -228,25 +218,9 @@ export function createPagedFlashAttention(gpu: Gpu, tune: { WG?: number } = {}):
         ["f32", a.softcap ?? 0],
         ["u32", blocks],
       ], "paged flash attention params");
-      const bindGroup = bindBuffers(gpu, pipeline, [
-        params,
-        a.rowPos,
-        a.rowSlot,
-        a.blockTable,
-        a.q,
-        a.kPool,
-        a.vPool,
-        a.out,
-        partAcc,
-        partMl,
-        a.rowSplits,
-        a.dispatch,
-      ]);
+      const bindGroup = bindBuffers(gpu, pipeline, [params, ...buffers]);
       // Every split a row of this bind can have; workgroups past the forward's own cap return at once.
       const [gx, gy] = dispatch2d(gpu, blocks * nHeads * maxSplits);
-      const merge = maxSplits > 1
-        ? createPagedCombine(gpu).bind({ ...a, partAcc, partMl, rows, nHeads, headDim })
-        : null;
       return {
         encode(pass) {
           pass.setPipeline(pipeline);
