@@ -186,9 +186,10 @@ Batching (many clients at once):
                               8 GiB on a GPU, 512 MiB on a CPU adapter)
   --kv-cache-dtype <f16|f32>  KV cache element type (default f16)
   --max-queued-requests <n>   Sequences waiting for a slot before requests get 429 (default 1024)
-  --batch-invariant           Every decode step takes the batched kernels, so a sequence's ids and
-                              logprobs never depend on what shares its steps (default: steps of few
-                              rows take the faster GEMVs, whose sums differ by rounding)
+  --batch-invariant           Every decode step takes the batched kernels and every prompt piece the
+                              tiled attention, so a sequence's ids and logprobs never depend on what
+                              shares its steps (default: steps of few rows take the faster GEMVs, and
+                              pieces under 256 rows the per-row attention, whose sums differ by rounding)
 
 Quantization at startup (the same job as POST /v1/quantize, cached in --artifacts-dir; off with --model unless
 --quantize is given; without --model the default model is quantized with leanquant-aff and these flags adjust it):

@@ -64,6 +64,9 @@ import {
 import type { KvCache } from "./kv_cache.ts";
 import { bucketOf, decodeBuckets, logitBuckets, prefillBuckets } from "./row_buckets.ts";
 
+/** Prefill forwards of at least this many rows attend their prompt rows tiled ({@link BatchRunner}). */
+export const TILED_PROMPT_ROWS = 256;
+
 /** One row of a step: a sequence slot, the position it fills, and its token (null: the slot's last pick). */
 export interface RowSpec {
   slot: number;
@@ -114,7 +117,10 @@ export interface BatchRunnerOptions {
    * delays the decoding streams less and the new prompt's first token more); idle, a forward takes maxRows.
    */
   decodingPrefillRows?: number;
-  /** decode forwards of every row count take the batched kernels (PagedKv.decodePath "gemv"); default false */
+  /**
+   * Decode forwards of every row count take the batched kernels (PagedKv.decodePath "gemv") and prompt rows
+   * of every piece size the tiled attention; default false
+   */
   batchInvariant?: boolean;
   /** logit_bias entries and banned ids per slot */
   maxBias: number;
@@ -424,8 +430,8 @@ export class BatchRunner {
           rowSplits: b.rowSplits,
           dispatch: b.dispatch,
           nKvHeads: c.nKvHeads,
-          splitSpan: SPLIT_SPAN[kind],
-          maxSplits: SPLIT_CAP[kind],
+          splitSpan: SPLIT_SPAN[this.#attentionOf(kind, rows)],
+          maxSplits: SPLIT_CAP[this.#attentionOf(kind, rows)],
         }),
       ),
       ...this.#body(kind, rows),
@@ -469,12 +475,24 @@ export class BatchRunner {
     ];
   }
 
+  /**
+   * The attention of a forward's rows: decode rows per row; prompt rows tiled (paged_flash_attention.ts) in
+   * forwards of TILED_PROMPT_ROWS or more, or in all with `batchInvariant` (a row's bits must not depend on
+   * the size of the piece it falls in), else per row too. Under load prompts come in pieces of ~2 decode
+   * steps' rows, where the tiled kernel's few blocks were slower (BENCHMARKS.md, "tiled attention").
+   */
+  #attentionOf(kind: StepSpec["kind"], rows: number): keyof typeof SPLIT_SPAN {
+    if (kind === "decode") return "decode";
+    return this.options.batchInvariant || rows >= TILED_PROMPT_ROWS ? "tiled" : "prefill";
+  }
+
   /** The embedding and every layer over `rows` rows of a kind (cached; the LM head is {@link #head}). */
   #body(kind: StepSpec["kind"], rows: number): ForwardStep[] {
     const key = `${kind}:${rows}`;
     const hit = this.#bodies.get(key);
     if (hit) return hit;
     const b = this.#b;
+    const split = this.#attentionOf(kind, rows);
     const steps = bindForwardSteps(this.#gpu, this.config, this.#weights, this.#s, {
       ids: b.ids,
       rows,
@@ -488,8 +506,8 @@ export class BatchRunner {
         layout: this.cache.layout(),
         rowSplits: b.rowSplits,
         dispatch: b.dispatch,
-        maxSplits: pagedMaxSplits(this.cache.shape.maxModelLen, SPLIT_SPAN[kind], SPLIT_CAP[kind]),
-        attention: kind === "prefill" ? this.#promptAttention : this.#attention,
+        maxSplits: pagedMaxSplits(this.cache.shape.maxModelLen, SPLIT_SPAN[split], SPLIT_CAP[split]),
+        attention: split === "tiled" ? this.#promptAttention : this.#attention,
         gather: b.gather,
         logitRows: 1,
         prefill: kind === "prefill",

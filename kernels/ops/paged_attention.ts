@@ -173,17 +173,17 @@ const BINDINGS: readonly BindingKind[] = [
 ];
 
 /**
- * Positions per attention split of a row: decode rows (paged_attention.ts: short splits fill the GPU) and
- * prompt rows (paged_flash_attention.ts: a short piece at a long context has few blocks of rows, and its
- * splits give it workgroups).
+ * Positions per attention split of a row, by the kernel that attends it: decode rows (short splits fill the
+ * GPU), prompt rows on this kernel (few, long splits), prompt rows on paged_flash_attention.ts (a short piece
+ * at a long context has few blocks of rows, and its splits give it workgroups).
  */
-export const SPLIT_SPAN = { decode: 64, prefill: 128 } as const;
+export const SPLIT_SPAN = { decode: 64, prefill: 1024, tiled: 128 } as const;
 
 /**
- * Most splits of a row: prompt rows are many, and their partials take rows · nHeads · cap · headDim f32
- * (16 MiB per 128 rows at 8B heads); past cap · span positions their splits grow longer instead.
+ * Most splits of a row. The tiled kernel's prompt rows are many, and their partials take rows · nHeads · cap
+ * · headDim f32 (16 MiB per 128 rows at 8B heads); past cap · span positions their splits grow longer.
  */
-export const SPLIT_CAP = { decode: MAX_ROW_SPLITS, prefill: 8 } as const;
+export const SPLIT_CAP = { decode: MAX_ROW_SPLITS, prefill: MAX_ROW_SPLITS, tiled: 8 } as const;
 
 /** The largest split count a row can have when sequences reach `maxLen` positions. */
 export function pagedMaxSplits(maxLen: number, span: number, cap: number = MAX_ROW_SPLITS): number {
