@@ -188,8 +188,9 @@ Batching (many clients at once):
   --max-queued-requests <n>   Sequences waiting for a slot before requests get 429 (default 1024)
   --batch-invariant           Every decode step takes the batched kernels and every prompt piece the
                               tiled attention, so a sequence's ids and logprobs never depend on what
-                              shares its steps (default: steps of few rows take the faster GEMVs, and
-                              pieces under 256 rows the per-row attention, whose sums differ by rounding)
+                              shares its steps (default: steps of few rows take the faster GEMVs, pieces
+                              under 256 rows the per-row attention and LUT pieces under 128 rows the
+                              batched LUT kernel, whose sums differ by rounding)
 
 Quantization at startup (the same job as POST /v1/quantize, cached in --artifacts-dir; off with --model unless
 --quantize is given; without --model the default model is quantized with leanquant-aff and these flags adjust it):

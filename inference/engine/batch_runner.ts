@@ -118,8 +118,9 @@ export interface BatchRunnerOptions {
    */
   decodingPrefillRows?: number;
   /**
-   * Decode forwards of every row count take the batched kernels (PagedKv.decodePath "gemv") and prompt rows
-   * of every piece size the tiled attention; default false
+   * Decode forwards of every row count take the batched kernels (PagedKv.decodePath "gemv"), and prompt
+   * rows of every piece size the tiled attention and their linears' one family (PagedKv.promptPath "gemm");
+   * default false
    */
   batchInvariant?: boolean;
   /** logit_bias entries and banned ids per slot */
@@ -511,6 +512,7 @@ export class BatchRunner {
         gather: b.gather,
         logitRows: 1,
         prefill: kind === "prefill",
+        promptPath: this.options.batchInvariant ? "gemm" : "prompt",
         decodePath: this.#decodePath,
       },
     });

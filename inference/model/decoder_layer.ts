@@ -125,6 +125,11 @@ export interface PagedKv {
    */
   prefill: boolean;
   /**
+   * The linears' path for prompt rows: "gemm" (`--batch-invariant`) as above; "prompt" lets small pieces
+   * of LUT weights take the batched LUT kernel (faster; their sums then depend on the piece's size).
+   */
+  promptPath: "gemm" | "prompt";
+  /**
    * The linears' path for decode rows (LinearCall.path), the LM head's too: "gemv" (`--batch-invariant`)
    * takes the batched kernels at every row count, so a row's sums never depend on its batch; "decode"
    * takes the format's GEMV for few rows (linear.ts `gemvRows`), faster but summing in another order.

@@ -144,13 +144,18 @@ export interface LinearCall {
    * has (the batched engine): "gemm" the tiled GEMM (no prologue; prompt rows), "gemv" the batched decode
    * kernels (decode rows); q8 affine weights take their batched q8 path for both (`pinnedPath`). "decode":
    * rows that one dispatch of the format's GEMV serves take it (fused prologues, merged q/k/v; faster, but
-   * its sums differ from the batched kernels'), more rows the batched kernels. Absent: chosen by `rows`.
+   * its sums differ from the batched kernels'), more rows the batched kernels. "prompt": prompt rows as
+   * "gemm", except small pieces of LUT weights, which take the batched LUT kernel (`pinnedPath`); a row's
+   * sums then depend on its piece's size. Absent: chosen by `rows`.
    */
   path?: LinearPath;
 }
 
+/** Prompt pieces of LUT weights on the "prompt" path take the GEMM from this many rows ({@link pinnedPath}). */
+export const LUT_PROMPT_GEMM_ROWS = 128;
+
 /** See {@link LinearCall.path}. */
-export type LinearPath = "gemm" | "gemv" | "decode";
+export type LinearPath = "gemm" | "gemv" | "decode" | "prompt";
 
 /**
  * Decode rows that take a linear's GEMV on the "decode" path, from H100 timings at 8B shape (BENCHMARKS.md
@@ -174,13 +179,19 @@ function gemvRows(linear: GpuLinear): number {
  * weights, in another order): at 8B shape 11.4 against 12.6–13.7 ms per layer at 512 rows, and at the
  * 32–128-row pieces prompts are read in while others decode the GEMM leaves most of the GPU idle (64 rows:
  * 1.4 ms per layer, against 8.4–8.8 for the affine GEMM on the same tiles). LUT prompts keep the GEMM: eight
- * 64-row dispatches of the batched LUT kernel (4.4 ms each) would be ~2.5× its ~13 ms at 512 rows.
+ * 64-row dispatches of the batched LUT kernel (4.4 ms each) would be ~2.5× its ~13 ms at 512 rows. But the
+ * pieces of ~2 decode steps' rows that prompts advance by while others decode (32 at 16 streams) left the
+ * GEMM ~10 ms a layer (its few output tiles) and LUT streams at 164 ms a token under load (H100, 2026-12-06):
+ * on the "prompt" path LUT pieces under {@link LUT_PROMPT_GEMM_ROWS} rows take the batched LUT kernel, about
+ * 0.07 ms a row and layer.
  */
 function pinnedPath(
   linear: GpuLinear,
-  path: LinearPath | undefined,
+  pinned: LinearPath | undefined,
   rows: number,
 ): "gemm" | "gemv" | undefined {
+  const smallLut = linear.format === "lut" && rows < LUT_PROMPT_GEMM_ROWS;
+  const path = pinned === "prompt" ? (smallLut ? "gemv" : "gemm") : pinned;
   if (path === "decode") return rows <= gemvRows(linear) ? undefined : "gemv";
   const q8 = linear.format === "affine" && (linear.activations ?? "q8") === "q8";
   const denseRows = linear.format === "dense" && linear.weightType === "f16" && linear.inDim % 8 === 0;

@@ -5,7 +5,7 @@
  * (inference/engine/batch_runner.ts). LUT decode GEMVs agree to f32 rounding.
  */
 import assert from "node:assert/strict";
-import { bindLinear, type LinearPath } from "./linear.ts";
+import { bindLinear, type GpuLinear, type LinearPath, LUT_PROMPT_GEMM_ROWS } from "./linear.ts";
 import { parseModelConfig } from "./model_config.ts";
 import { createStorage, readF32, runPass, uploadStorage } from "../../kernels/core/mod.ts";
 import { type RandomFormat, randomWeights } from "../../bench/random_model.ts";
@@ -76,6 +76,30 @@ Deno.test("a pinned linear gives each row the same bits alone and in a batch", a
           }
         });
       }
+    }
+  }
+  gpu.device.destroy();
+});
+
+Deno.test("the prompt path takes the batched LUT kernel for small pieces, the GEMM from LUT_PROMPT_GEMM_ROWS", async () => {
+  const gpu = await testGpu();
+  if (!gpu) return;
+  const c = CONFIG;
+  const x = uploadStorage(gpu, randomF32(LUT_PROMPT_GEMM_ROWS * c.hiddenDim, 7), "x");
+  const run = async (l: GpuLinear, rows: number, path: LinearPath): Promise<Float32Array> => {
+    const y = createStorage(gpu, rows * l.outDim * 4, "y");
+    const bound = bindLinear(gpu, l, { x, y, rows, path });
+    runPass(gpu, (pass) => bound.encode(pass));
+    return await readF32(gpu, y, rows * l.outDim);
+  };
+  for (const format of [{ kind: "lut", bits: 4 }, { kind: "affine", bits: 4 }] as RandomFormat[]) {
+    const linear: GpuLinear = (await randomWeights(gpu, c, "f16", format)).layers[0].wDown;
+    for (const rows of [13, LUT_PROMPT_GEMM_ROWS - 1, LUT_PROMPT_GEMM_ROWS]) {
+      const small = format.kind === "lut" && rows < LUT_PROMPT_GEMM_ROWS;
+      const want = await run(linear, rows, small ? "gemv" : "gemm");
+      assert.deepEqual(await run(linear, rows, "prompt"), want, `${format.kind}, ${rows} rows`);
+      // The two LUT families sum in other orders, so the check above tells them apart.
+      if (small) assert.notDeepEqual(await run(linear, rows, "gemm"), want, `lut, ${rows} rows: gemm`);
     }
   }
   gpu.device.destroy();

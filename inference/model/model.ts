@@ -160,9 +160,9 @@ export function bindForwardSteps(
       embed.bind({ table: w.tokenEmbedding, ids, out: s.x, rows, dim: c.dim, scale: c.embedScale }),
     ),
   ];
-  // Batched forwards pin the kernel family of prompt rows ("gemm", PagedKv.prefill) and choose the decode
+  // Batched forwards pin the kernel family of prompt rows (PagedKv.prefill, promptPath) and choose the decode
   // rows' (PagedKv.decodePath); linear.ts maps each to the format's kernels.
-  const path: LinearPath | undefined = paged ? (paged.prefill ? "gemm" : paged.decodePath) : pinned;
+  const path: LinearPath | undefined = paged ? (paged.prefill ? paged.promptPath : paged.decodePath) : pinned;
   for (let l = 0; l < c.nLayers; l++) {
     const kv: LayerKv = paged
       ? { paged, layer: l }
