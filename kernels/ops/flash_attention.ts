@@ -13,6 +13,11 @@
  * (running max m, sum l, output rescaled by e^(m_old − m_new); Milakov & Gimelshein 2018) takes the tile.
  * Positions past a row's own (causal) or before its window are masked; cache rows past pos + rows are never
  * read. Everything is f32.
+ *
+ * The tile walk is bound by workgroup-memory reads: one float per FMA, ~14 TFLOP/s at 8B heads on the H100
+ * (BENCHMARKS.md, "tiled attention for prompts"). With R = 2 (FlashTune.R) each invocation group holds two
+ * rows (TPR doubles so their registers fit) and every K/V vec4 it reads serves both; tested, not yet timed,
+ * so R = 1 stays the default (`deno task bench:attention` compares them).
  */
 import {
   bindBuffers,
@@ -41,7 +46,9 @@ export interface FlashPlan {
   BC: number;
   /** headDim / 4 */
   HD4: number;
-  /** query rows per workgroup: WG / TPR */
+  /** query rows per invocation group (1, or 2: each K/V vec4 read from workgroup memory serves two rows) */
+  R: number;
+  /** query rows per workgroup: WG / TPR · R */
   BR: number;
 }
 
@@ -57,26 +64,31 @@ export function flashAttentionPlan(
 ): FlashPlan | null {
   if (headDim % 4 !== 0) return null;
   const HD4 = headDim / 4;
+  const R = tune.R ?? 1;
+  if (![1, 2].includes(R)) return null;
+  // Each invocation holds R rows' query and output slices in registers: 2·R·D4 vec4 ≤ 32.
   let TPR = 1;
-  while (HD4 / TPR > 16) TPR *= 2;
+  while (HD4 / TPR > 16 / R) TPR *= 2;
   if (HD4 % TPR !== 0) return null;
   const WG = Math.min(tune.WG ?? 128, gpu.maxInvocationsPerWorkgroup);
   if (TPR > WG) return null;
-  const bytes = (bc: number) => 2 * bc * HD4 * 16 + (TPR > 1 ? bc * WG * 4 : 0);
+  const bytes = (bc: number) => 2 * bc * HD4 * 16 + (TPR > 1 ? R * bc * WG * 4 : 0);
   const BC = [16, 8, 4].filter((bc) => bc <= (tune.BC ?? 16)).find((bc) =>
     bytes(bc) <= gpu.maxWorkgroupStorageBytes
   );
   if (BC === undefined) return null;
-  return { WG, TPR, D4: HD4 / TPR, BC, HD4, BR: WG / TPR };
+  return { WG, TPR, D4: HD4 / TPR, BC, HD4, R, BR: (WG / TPR) * R };
 }
 
 /**
- * Overrides of the default tiling (benchmarks): invocations per workgroup and the largest K/V tile; and the
- * fewest rows a bind takes the tiled kernel for (fewer get attention.ts; default 1).
+ * Overrides of the default tiling (benchmarks): invocations per workgroup, the largest K/V tile and rows per
+ * invocation group; and the fewest rows a bind takes the tiled kernel for (fewer get attention.ts; default 1).
  */
 export interface FlashTune {
   WG?: number;
   BC?: number;
+  /** query rows per invocation group (default 1) */
+  R?: number;
   minRows?: number;
 }
 
@@ -84,61 +96,99 @@ export interface FlashTune {
  * WGSL shared by the tiled kernels (this one and paged_flash_attention.ts): the K/V tiles in workgroup
  * memory, and the partial scores of a row's invocations when TPR > 1.
  */
-export function flashWorkgroupWgsl({ WG, TPR, BC, HD4 }: FlashPlan): string {
+export function flashWorkgroupWgsl({ WG, TPR, BC, HD4, R }: FlashPlan): string {
   return /* wgsl */ `
 var<workgroup> kT: array<vec4f, ${BC * HD4}>; // [c·HD4 + d]: the tile's keys
 var<workgroup> vT: array<vec4f, ${BC * HD4}>; // [c·HD4 + d]: the tile's values
-${TPR > 1 ? `var<workgroup> sp: array<f32, ${BC * WG}>; // [c·WG + invocation]: partial scores` : ""}`;
+${
+    TPR > 1
+      ? `var<workgroup> sp: array<f32, ${R * BC * WG}>; // [(i·BC + c)·WG + invocation]: partial scores`
+      : ""
+  }`;
 }
 
 /**
- * WGSL: one K/V tile (positions c0..c0 + BC − 1, already in kT and vT) taken by a row's online softmax: the
- * invocation's query slice q0.. dotted with each key, the partial scores summed in a fixed order (so a row's
- * invocations agree bit for bit), then m, l and the accumulators a0.. updated. `ok(c)` says whether the row
+ * WGSL: an invocation's row state for {@link flashTileWgsl}: row i's query slice q{i}_k (scaled), output
+ * accumulators a{i}_k, running max m{i} and sum l{i}; `qBase(i)` is row i's first vec4 for this invocation.
+ */
+export function flashRowsWgsl({ D4, TPR, R }: FlashPlan, qBase: (i: number) => string): string {
+  return unroll(
+    R,
+    (i) =>
+      `${unroll(D4, (k) => `let q${i}_${k} = q[${qBase(i)} + ${k * TPR}u] * params.scale;`)}
+  ${unroll(D4, (k) => `var a${i}_${k} = vec4f();`)}
+  var m${i} = NEG;
+  var l${i} = 0.0;`,
+  );
+}
+
+/**
+ * WGSL: one K/V tile (positions c0..c0 + BC − 1, already in kT and vT) taken by the online softmax of the
+ * invocation's R rows (state from {@link flashRowsWgsl}; `rg` its row group, `j` its slice): each key and
+ * value read from workgroup memory serves all R rows; a row's partial scores are summed in a fixed order (so
+ * its invocations agree bit for bit), then m, l and the accumulators updated. `ok(i, c)` says whether row i
  * sees position c0 + c; an unseen position adds exactly nothing (p = 0, and α = 1 while m stays), so a row's
  * result depends only on its own positions and the BC-aligned tiles, not on the rows that share its block.
  * Ends with a barrier: the next tile overwrites kT, vT and sp.
  */
-export function flashTileWgsl({ WG, TPR, D4, BC, HD4 }: FlashPlan, ok: (c: number) => string): string {
+export function flashTileWgsl(
+  { WG, TPR, D4, BC, HD4, R }: FlashPlan,
+  ok: (i: number, c: number) => string,
+): string {
   const range = (n: number) => Array.from({ length: n }, (_, i) => i);
-  const cs = range(BC);
-  const ks = range(D4);
-  // score c: this invocation's slice of q · K[c0 + c]
-  const dots = (c: number) => ks.map((k) => `dot(q${k}, kT[${c * HD4}u + j + ${k * TPR}u])`).join(" + ");
-  const sum = (c: number) => range(TPR).map((i) => `sp[${c * WG}u + r * ${TPR}u + ${i}u]`).join(" + ");
-  return /* wgsl */ `
-    ${unroll(BC, (c) => `var s${c} = ${dots(c)};`)}
-    ${
-    TPR > 1
-      ? `${unroll(BC, (c) => `sp[${c * WG}u + lid] = s${c};`)}
-    workgroupBarrier();
-    ${unroll(BC, (c) => `s${c} = ${sum(c)};`)}`
-      : ""
-  }
-    var mt = m;
+  const rs = range(R);
+  const at = (c: number, k: number) => `${c * HD4}u + j + ${k * TPR}u`;
+  // score c of every row: this invocation's slices of q · K[c0 + c], each key vec4 loaded once
+  const score = (c: number) =>
+    `{
+      ${unroll(D4, (k) => `let k${k} = kT[${at(c, k)}];`, "\n      ")}
+      ${
+      unroll(R, (i) =>
+        `s${i}_${c} = ${range(D4).map((k) => `dot(q${i}_${k}, k${k})`).join(" + ")};`, "\n      ")
+    }
+    }`;
+  const slot = (i: number, c: number) => (i * BC + c) * WG;
+  const sum = (i: number, c: number) =>
+    range(TPR).map((p) => `sp[${slot(i, c)}u + rg * ${TPR}u + ${p}u]`).join(" + ");
+  const row = (i: number) => `
+    var mt${i} = m${i};
     ${
     unroll(BC, (c) =>
-      `let ok${c} = ${ok(c)};
-    if (capped) { s${c} = softcap(s${c}, params.softcap); }
-    if (ok${c}) { mt = max(mt, s${c}); }`)
+      `let ok${i}_${c} = ${ok(i, c)};
+    if (capped) { s${i}_${c} = softcap(s${i}_${c}, params.softcap); }
+    if (ok${i}_${c}) { mt${i} = max(mt${i}, s${i}_${c}); }`)
   }
-    let alpha = exp(m - mt);
-    ${unroll(BC, (c) => `let p${c} = select(0.0, exp(s${c} - mt), ok${c});`)}
-    l = l * alpha + ${cs.map((c) => `p${c}`).join(" + ")};
-    ${unroll(D4, (k) => `a${k} *= alpha;`)}
-    ${
+    let alpha${i} = exp(m${i} - mt${i});
+    ${unroll(BC, (c) => `let p${i}_${c} = select(0.0, exp(s${i}_${c} - mt${i}), ok${i}_${c});`)}
+    l${i} = l${i} * alpha${i} + ${range(BC).map((c) => `p${i}_${c}`).join(" + ")};
+    ${unroll(D4, (k) => `a${i}_${k} *= alpha${i};`)}
+    m${i} = mt${i};`;
+  const accumulate = (c: number) =>
     unroll(
-      BC,
-      (c) => unroll(D4, (k) => `a${k} = fma(vec4f(p${c}), vT[${c * HD4}u + j + ${k * TPR}u], a${k});`),
-    )
+      D4,
+      (k) =>
+        `{ let v = vT[${at(c, k)}]; ${
+          rs.map((i) => `a${i}_${k} = fma(vec4f(p${i}_${c}), v, a${i}_${k});`).join(" ")
+        } }`,
+    );
+  return /* wgsl */ `
+    ${unroll(R, (i) => unroll(BC, (c) => `var s${i}_${c}: f32;`))}
+    ${unroll(BC, score)}
+    ${
+    TPR > 1
+      ? `${unroll(R, (i) => unroll(BC, (c) => `sp[${slot(i, c)}u + lid] = s${i}_${c};`))}
+    workgroupBarrier();
+    ${unroll(R, (i) => unroll(BC, (c) => `s${i}_${c} = ${sum(i, c)};`))}`
+      : ""
   }
-    m = mt;
+    ${rs.map(row).join("")}
+    ${unroll(BC, accumulate)}
     workgroupBarrier();`;
 }
 
 /** The WGSL of one plan. */
 export function flashAttentionShader(plan: FlashPlan): string {
-  const { WG, TPR, D4, BC, HD4, BR } = plan;
+  const { WG, TPR, D4, BC, HD4, BR, R } = plan;
   return /* wgsl */ `
 ${STATE_STRUCT}
 const NEG = -1.0e30; // stands in for −∞: WGSL may assume no infinities, and e^(NEG − m) is 0
@@ -161,23 +211,23 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
   let blk = params.blocks - 1u - flat % params.blocks; // longest blocks first, so the grid's tail is short
   let h = flat / params.blocks;
   let kvh = h / (params.nHeads / params.nKvHeads);
-  let r = lid / ${TPR}u;
+  let rg = lid / ${TPR}u;
   let j = lid % ${TPR}u;
   let t0 = blk * ${BR}u;
-  let t = min(t0 + r, params.rows - 1u); // rows past the end compute row rows − 1 and write nothing
-  let P = state.pos + t;
-  let lo = select(0u, P + 1u - params.window, params.window > 0u && P + 1u > params.window);
+  // row i of this invocation: t0 + rg·R + i; rows past the end compute row rows − 1 and write nothing
+  ${
+    unroll(R, (i) =>
+      `let row${i} = min(t0 + rg * ${R}u + ${i}u, params.rows - 1u);
+  let P${i} = state.pos + row${i};
+  let lo${i} = select(0u, P${i} + 1u - params.window, params.window > 0u && P${i} + 1u > params.window);`)
+  }
   let first = state.pos + t0;
   let blockLo = select(0u, first + 1u - params.window, params.window > 0u && first + 1u > params.window);
   let last = state.pos + min(t0 + ${BR}u, params.rows) - 1u;
   let filled = min(state.pos + params.rows, params.seqLen);
   let stride = params.nKvHeads * ${HD4}u;
   let capped = params.softcap > 0.0;
-  let qBase = (t * params.nHeads + h) * ${HD4}u + j;
-  ${unroll(D4, (k) => `let q${k} = q[qBase + ${k * TPR}u] * params.scale;`)}
-  ${unroll(D4, (k) => `var a${k} = vec4f();`)}
-  var m = NEG;
-  var l = 0.0;
+  ${flashRowsWgsl(plan, (i) => `(row${i} * params.nHeads + h) * ${HD4}u + j`)}
   for (var c0 = blockLo / ${BC}u * ${BC}u; c0 <= last; c0 += ${BC}u) {
     for (var e = lid; e < ${BC * HD4}u; e += ${WG}u) {
       let c = c0 + e / ${HD4}u;
@@ -192,10 +242,14 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
       vT[e] = vv;
     }
     workgroupBarrier();
-${flashTileWgsl(plan, (c) => `c0 + ${c}u <= P && c0 + ${c}u >= lo`)}
+${flashTileWgsl(plan, (i, c) => `c0 + ${c}u <= P${i} && c0 + ${c}u >= lo${i}`)}
   }
-  if (t0 + r < params.rows) {
-    ${unroll(D4, (k) => `out[qBase + ${k * TPR}u] = a${k} / l;`)}
+  ${
+    unroll(R, (i) =>
+      `if (t0 + rg * ${R}u + ${i}u < params.rows) {
+    let o = (row${i} * params.nHeads + h) * ${HD4}u + j;
+    ${unroll(D4, (k) => `out[o + ${k * TPR}u] = a${i}_${k} / l${i};`)}
+  }`)
   }
 }
 ${SOFTCAP_FN}`;

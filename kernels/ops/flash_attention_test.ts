@@ -31,13 +31,15 @@ const CASES: AttentionCase[] = [
 Deno.test("flash attention matches the f64 reference over whole windows", async (t) => {
   const gpu = await testGpu();
   if (!gpu) return;
-  const kernel = createFlashAttention(gpu);
-  for (const c of CASES) {
-    const plan = flashAttentionPlan(gpu, c);
-    await t.step(`${c.name}: ${JSON.stringify(plan)}`, async () => {
-      assert.ok(plan, "the flash kernel serves this head size");
-      await checkAttention(gpu, kernel, c);
-    });
+  for (const R of [1, 2]) {
+    const kernel = createFlashAttention(gpu, { R });
+    for (const c of CASES) {
+      const plan = flashAttentionPlan(gpu, c, { R });
+      await t.step(`${c.name}: ${JSON.stringify(plan)}`, async () => {
+        assert.ok(plan, "the flash kernel serves this head size");
+        await checkAttention(gpu, kernel, c);
+      });
+    }
   }
   await t.step("head sizes it cannot tile fall back to attention.ts", () => {
     assert.equal(flashAttentionPlan(gpu, { headDim: 6 }), null);

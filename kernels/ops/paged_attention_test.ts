@@ -86,6 +86,11 @@ const KERNELS = [
     create: createPagedFlashAttention,
     builds: [32, 64, 128].map((WG) => (gpu: Gpu) => createPagedFlashAttention(gpu, { WG })),
   },
+  {
+    name: "tiled, two rows per invocation",
+    create: (gpu: Gpu) => createPagedFlashAttention(gpu, { R: 2 }),
+    builds: [32, 64, 128].map((WG) => (gpu: Gpu) => createPagedFlashAttention(gpu, { WG, R: 2 })),
+  },
 ];
 
 for (const { name, create, builds } of KERNELS) {

@@ -31,7 +31,13 @@ import {
   uniformParams,
   unroll,
 } from "../core/mod.ts";
-import { flashAttentionPlan, type FlashPlan, flashTileWgsl, flashWorkgroupWgsl } from "./flash_attention.ts";
+import {
+  flashAttentionPlan,
+  type FlashPlan,
+  flashRowsWgsl,
+  flashTileWgsl,
+  flashWorkgroupWgsl,
+} from "./flash_attention.ts";
 import {
   createPagedAttention,
   createSplitScratch,
@@ -43,7 +49,7 @@ import { SOFTCAP_FN } from "./softcap.ts";
 
 /** The WGSL of one plan and pool type. */
 export function pagedFlashShader(plan: FlashPlan, kvType: PagedLayout["kvType"]): string {
-  const { WG, TPR, D4, BC, HD4, BR } = plan;
+  const { WG, TPR, D4, BC, HD4, BR, R } = plan;
   return /* wgsl */ `
 const NONE = 0xffffffffu;
 const NEG = -1.0e30; // stands in for −∞ (flash_attention.ts)
@@ -96,21 +102,20 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
   let blk = flat % params.blocks;
   let h = (flat % cells) / params.blocks;
   let kvh = h / (params.nHeads / params.nKvHeads);
-  let r = lid / ${TPR}u;
+  let rg = lid / ${TPR}u;
   let j = lid % ${TPR}u;
   let t0 = blk * ${BR}u;
   let tEnd = min(t0 + ${BR}u, params.rows);
-  let t = min(t0 + r, params.rows - 1u); // rows past the end compute row rows − 1 and write nothing
-  let slot = rowSlot[t];
-  let nSplits = rowSplits[t];
-  let own = span(rowPos[t], nSplits, split);
+  // row i of this invocation: t0 + rg·R + i; rows past the end compute row rows − 1 and write nothing
+  ${
+    unroll(R, (i) =>
+      `let row${i} = min(t0 + rg * ${R}u + ${i}u, params.rows - 1u);
+  let nSplits${i} = rowSplits[row${i}];
+  let own${i} = span(rowPos[row${i}], nSplits${i}, split);`)
+  }
   let stride = params.nKvHeads * ${HD4}u;
   let capped = params.softcap > 0.0;
-  let qBase = (t * params.nHeads + h) * ${HD4}u + j;
-  ${unroll(D4, (k) => `let q${k} = q[qBase + ${k * TPR}u] * params.scale;`)}
-  ${unroll(D4, (k) => `var a${k} = vec4f();`)}
-  var m = NEG;
-  var l = 0.0;
+  ${flashRowsWgsl(plan, (i) => `(row${i} * params.nHeads + h) * ${HD4}u + j`)}
   // Runs of same-slot rows; every value here comes from uniform indices, so the barriers stay uniform.
   var s = t0;
   loop {
@@ -128,7 +133,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
       }
       e += 1u;
     }
-    let mine = t >= s && t < e; // this row is one of the run's
+    ${unroll(R, (i) => `let mine${i} = row${i} >= s && row${i} < e; // row i is one of the run's`)}
     if (run != NONE && runHi > 0u) {
       for (var c0 = runLo / ${BC}u * ${BC}u; c0 < runHi; c0 += ${BC}u) {
         if (lid < ${BC}u) { poolRow[lid] = select(NONE, physRow(run, c0 + lid), c0 + lid < runHi); }
@@ -146,20 +151,26 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
           vT[i] = vv;
         }
         workgroupBarrier();
-${flashTileWgsl(plan, (c) => `mine && c0 + ${c}u >= own.x && c0 + ${c}u < own.y`)}
+${flashTileWgsl(plan, (i, c) => `mine${i} && c0 + ${c}u >= own${i}.x && c0 + ${c}u < own${i}.y`)}
       }
     }
     s = e;
   }
-  if (t0 + r < params.rows && split < nSplits) {
-    if (nSplits == 1u) {
-      let pad = slot == NONE;
-      ${unroll(D4, (k) => `out[qBase + ${k * TPR}u] = select(a${k} / l, vec4f(), pad);`)}
+  ${
+    unroll(R, (i) =>
+      `if (t0 + rg * ${R}u + ${i}u < params.rows && split < nSplits${i}) {
+    let cell = row${i} * params.nHeads + h;
+    if (nSplits${i} == 1u) {
+      let pad = rowSlot[row${i}] == NONE;
+      ${
+        unroll(D4, (k) => `out[cell * ${HD4}u + j + ${k * TPR}u] = select(a${i}_${k} / l${i}, vec4f(), pad);`)
+      }
     } else {
-      let part = ((t * params.nHeads + h) * cap + split) * ${HD4}u + j;
-      ${unroll(D4, (k) => `partAcc[part + ${k * TPR}u] = a${k};`)}
-      if (j == 0u) { partMl[(t * params.nHeads + h) * cap + split] = vec2f(m, l); }
+      let part = (cell * cap + split) * ${HD4}u + j;
+      ${unroll(D4, (k) => `partAcc[part + ${k * TPR}u] = a${i}_${k};`)}
+      if (j == 0u) { partMl[cell * cap + split] = vec2f(m${i}, l${i}); }
     }
+  }`)
   }
 }
 ${SOFTCAP_FN}`;
@@ -178,20 +189,24 @@ const BINDINGS: readonly BindingKind[] = [
  * dispatch[3] from batch_rows.ts's prepare; its grid is not used); a head size it cannot tile gets
  * paged_attention.ts. Binds of one kernel share their split scratch (WebGPU orders a pass's dispatches).
  * @param gpu the device
- * @param tune WG: invocations per workgroup for every bind (tests); default by the bind's rows
+ * @param tune WG: invocations per workgroup for every bind (tests; default by the bind's rows); R: rows per
+ * invocation group (flash_attention.ts FlashTune; default 1)
  */
-export function createPagedFlashAttention(gpu: Gpu, tune: { WG?: number } = {}): Kernel<PagedAttentionArgs> {
+export function createPagedFlashAttention(
+  gpu: Gpu,
+  tune: { WG?: number; R?: number } = {},
+): Kernel<PagedAttentionArgs> {
   let fallback: Kernel<PagedAttentionArgs> | null = null;
   const scratch = createSplitScratch(gpu, "paged flash attention");
   return {
     bind(a: PagedAttentionArgs): Encodable {
       const { rows, nHeads, nKvHeads, headDim, maxSplits } = a;
-      const widest = flashAttentionPlan(gpu, { headDim });
+      const widest = flashAttentionPlan(gpu, { headDim }, { R: tune.R ?? 1 });
       if (!widest) return (fallback ??= createPagedAttention(gpu)).bind(a);
       // Blocks of fewer rows for smaller forwards (more workgroups for a short piece); the tile size stays
       // the widest plan's, so a row's sums are the same in every block size (tested).
       const WG = tune.WG ?? (rows >= 512 ? widest.WG : rows >= 128 ? 64 : 32);
-      const plan = flashAttentionPlan(gpu, { headDim }, { WG, BC: widest.BC }) ?? widest;
+      const plan = flashAttentionPlan(gpu, { headDim }, { WG, BC: widest.BC, R: widest.R }) ?? widest;
       if (plan.BC !== widest.BC) throw new Error(`Cannot tile attention: block sizes changed the tile`);
       if (nHeads % nKvHeads !== 0) {
         throw new Error(
