@@ -27,7 +27,7 @@ import {
   uniformParams,
 } from "../core/mod.ts";
 import { createAttentionCombine } from "./attention_combine.ts";
-import { attentionEpilogueWgsl, attentionTileWgsl } from "./attention_wgsl.ts";
+import { attentionEpilogueWgsl, attentionTileWgsl, SPLIT_ALIGN } from "./attention_wgsl.ts";
 import { SOFTCAP_FN } from "./softcap.ts";
 
 const WGSL = /* wgsl */ `
@@ -62,10 +62,9 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
   let kvh = (flat / rows) % params.nKvHeads;
   let split = flat / (rows * params.nKvHeads);
   let len = min(state.pos + t + 1u, params.seqLen);
-  let lo = select(0u, len - params.window, params.window > 0u && len > params.window);
-  let chunk = (len - lo + params.nSplits * SPLIT_ALIGN - 1u) / (params.nSplits * SPLIT_ALIGN) * SPLIT_ALIGN;
-  let begin = lo + split * chunk;
-  let end = min(begin + chunk, len);
+  let span = splitSpan(len, params.window, params.nSplits, split);
+  let begin = span.x;
+  let end = span.y;
   let qRow = (t * params.nKvHeads + kvh) * QN; // heads kvh·G .. kvh·G + G − 1 of row t are adjacent
 
   for (var i = lid; i < QN; i += WG) { qs[i] = q[qRow + i] * params.scale; }
@@ -144,8 +143,6 @@ function floorPow2(x: number): number {
 /** Enough workgroups to keep a large GPU busy (H100: 132 SMs) when rows · nKvHeads cannot. */
 const TARGET_WORKGROUPS = 512;
 const MAX_SPLITS = 64;
-/** SPLIT_ALIGN in the WGSL. */
-const SPLIT_ALIGN = 32;
 
 /**
  * Splits per (row, KV head): `requested` or, by default, one when rows alone fill the GPU (prefill)

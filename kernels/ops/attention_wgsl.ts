@@ -9,6 +9,24 @@
 
 import { unroll } from "../core/mod.ts";
 
+/** Split spans are multiples of this many positions (the host sizes split counts with it too). */
+export const SPLIT_ALIGN = 32;
+
+/**
+ * WGSL: `splitSpan(len, window, n, split)`, the positions [begin, end) that split `split` of n walks of a row
+ * that sees positions [lo, len), lo the start of its sliding window (0 without): spans of one length, a
+ * multiple of SPLIT_ALIGN, from the row's own length only (so a row's sums do not depend on its batch).
+ * A split past the row's positions comes out empty (end ≤ begin). Every attention kernel splits this way.
+ */
+export const SPLIT_SPAN_WGSL = /* wgsl */ `
+const SPLIT_ALIGN = ${SPLIT_ALIGN}u;
+fn splitSpan(len: u32, window: u32, n: u32, split: u32) -> vec2u {
+  let lo = select(0u, len - window, window > 0u && len > window);
+  let chunk = (len - lo + n * SPLIT_ALIGN - 1u) / (n * SPLIT_ALIGN) * SPLIT_ALIGN;
+  let begin = lo + split * chunk;
+  return vec2u(begin, min(begin + chunk, len));
+}`;
+
 /** How the shared walk reaches K and V. */
 export interface KvAccess {
   /** Leading parameters of scoreTile that `prelude` uses (e.g. "slot: u32, "), or "". */
@@ -35,7 +53,7 @@ override NPART: u32 = 1u;  // partitions of a tile's positions in acc += p·V: a
 override R: u32 = 1u;      // vec4 outputs per invocation (> 1 only when QN > WG, then NPART = 1)
 
 const MAX_R = 4u;
-const SPLIT_ALIGN = 32u; // split spans are multiples of this many positions
+${SPLIT_SPAN_WGSL}
 const NEG = -1.0e30; // stands in for −∞: WGSL may assume no infinities, and e^(NEG − m) is 0
 
 var<workgroup> qs: array<vec4<f32>, QN>;   // the G queries, pre-scaled by 1/√headDim

@@ -65,7 +65,7 @@ export function flashAttentionPlan(
   if (headDim % 4 !== 0) return null;
   const HD4 = headDim / 4;
   const R = tune.R ?? 1;
-  if (![1, 2].includes(R)) return null;
+  if (R !== 1 && R !== 2) throw new Error(`Cannot tile attention with ${R} rows per invocation: 1 or 2`);
   // Each invocation holds R rows' query and output slices in registers: 2·R·D4 vec4 ≤ 32.
   let TPR = 1;
   while (HD4 / TPR > 16 / R) TPR *= 2;

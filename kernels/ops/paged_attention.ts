@@ -101,10 +101,9 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
   let slot = rowSlot[t];
   let pad = slot == NONE;
   let len = select(rowPos[t] + 1u, 0u, pad);
-  let lo = select(0u, len - params.window, params.window > 0u && len > params.window);
-  let chunk = (len - lo + nSplits * SPLIT_ALIGN - 1u) / (nSplits * SPLIT_ALIGN) * SPLIT_ALIGN;
-  let begin = lo + split * chunk;
-  let end = min(begin + chunk, len);
+  let span = splitSpan(len, params.window, nSplits, split);
+  let begin = span.x;
+  let end = span.y;
   let qRow = (t * params.nKvHeads + kvh) * QN;
 
   for (var i = lid; i < QN; i += WG) { qs[i] = q[qRow + i] * params.scale; }

@@ -46,6 +46,7 @@ import {
 } from "./paged_attention.ts";
 import { PAGED_ROW_WGSL, type PagedLayout } from "./paged_kv.ts";
 import { SOFTCAP_FN } from "./softcap.ts";
+import { SPLIT_SPAN_WGSL } from "./attention_wgsl.ts";
 
 /** The WGSL of one plan and pool type. */
 export function pagedFlashShader(plan: FlashPlan, kvType: PagedLayout["kvType"]): string {
@@ -53,8 +54,6 @@ export function pagedFlashShader(plan: FlashPlan, kvType: PagedLayout["kvType"])
   return /* wgsl */ `
 const NONE = 0xffffffffu;
 const NEG = -1.0e30; // stands in for −∞ (flash_attention.ts)
-
-const SPLIT_ALIGN = 32u; // as attention_wgsl.ts: a row's split spans are multiples of this many positions
 
 // window: 0 for none; softcap: 0 for none; blocks: ⌈rows / BR⌉
 struct Params {
@@ -80,14 +79,10 @@ ${PAGED_ROW_WGSL}
 ${flashWorkgroupWgsl(plan)}
 var<workgroup> poolRow: array<u32, ${BC}>; // pool row of each position of the tile (NONE: zeros)
 
+${SPLIT_SPAN_WGSL}
 /** The positions [begin, end) of a split of the row at position p with n splits (empty for split ≥ n). */
 fn span(p: u32, n: u32, split: u32) -> vec2u {
-  if (split >= n) { return vec2u(0u, 0u); }
-  let len = p + 1u;
-  let lo = select(0u, len - params.window, params.window > 0u && len > params.window);
-  let chunk = (len - lo + n * SPLIT_ALIGN - 1u) / (n * SPLIT_ALIGN) * SPLIT_ALIGN;
-  let begin = min(lo + split * chunk, len);
-  return vec2u(begin, min(begin + chunk, len));
+  return select(vec2u(0u, 0u), splitSpan(p + 1u, params.window, n, split), split < n);
 }
 
 @compute @workgroup_size(${WG})
@@ -126,10 +121,10 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
     var e = s;
     loop {
       if (e >= tEnd || rowSlot[e] != run) { break; }
-      let sp = span(rowPos[e], rowSplits[e], split);
-      if (sp.y > sp.x) {
-        runLo = min(runLo, sp.x);
-        runHi = max(runHi, sp.y);
+      let seg = span(rowPos[e], rowSplits[e], split);
+      if (seg.y > seg.x) {
+        runLo = min(runLo, seg.x);
+        runHi = max(runHi, seg.y);
       }
       e += 1u;
     }
