@@ -404,6 +404,7 @@ export class BatchRunner {
     const c = this.config;
     const b = this.#b;
     const { maxSlots, maxRows } = this.options;
+    const split = this.#attentionOf(kind, rows); // how #body's attention splits its rows
     const rowsArgs = {
       slotParams: b.slotParams,
       gather: b.gather,
@@ -431,8 +432,8 @@ export class BatchRunner {
           rowSplits: b.rowSplits,
           dispatch: b.dispatch,
           nKvHeads: c.nKvHeads,
-          splitSpan: SPLIT_SPAN[this.#attentionOf(kind, rows)],
-          maxSplits: SPLIT_CAP[this.#attentionOf(kind, rows)],
+          splitSpan: SPLIT_SPAN[split],
+          maxSplits: SPLIT_CAP[split],
         }),
       ),
       ...this.#body(kind, rows),
