@@ -2,8 +2,8 @@
  * `deno task bench:attention [--random llama3-8b] [--rows 16,64,128,256,512,2048] [--pos 0,1536]`:
  * GPU time of one layer's prompt attention at a model's head shape, per-row (kernels/ops/attention.ts, its
  * default splits) against tiled (kernels/ops/flash_attention.ts, one and two query rows per invocation
- * group: FlashTune.R), for a chunk of `rows` prompt rows that
- * follows `pos` cached positions (a single-sequence prefill of a long prompt runs such chunks). TFLOP/s count
+ * group: FlashTune.R), for a chunk of `rows` prompt rows that follows `pos` cached positions (a
+ * single-sequence prefill of a long prompt runs such chunks). TFLOP/s count
  * the causal work only: 4·headDim·nHeads per (row, visible position). Timestamp-query, best of 5 after a
  * warm-up; the cache holds random values (the time does not depend on them).
  */

@@ -1,6 +1,7 @@
 /**
  * `deno task bench:profile [--random llama3-8b|lq-49m] [--format dense|affine4|lut4…] [--context N]
- *   [--prompt N | --batch B [--batch-invariant] [--top-logprobs N] [--temperature T --top-p P --top-k K]] [--json <file>]`
+ *   [--prompt N | --batch B [--batch-invariant] [--top-logprobs N] [--temperature T --top-p P --top-k K]]
+ *   [--json <file>]`
  *
  * With `--batch B`: one decode step of the serving engine's batch runner (inference/engine/batch_runner.ts)
  * over B sequences, each at position `context` of a paged KV cache, greedy sampling; the steps are the
