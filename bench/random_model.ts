@@ -136,7 +136,13 @@ export async function randomWeights(
       codes: words(lutCodeWords(bits, outDim, inDim), `${label}.codes`),
       lut: words(outDim * 2 ** bits / 2, `${label}.lut`, true),
     };
-    return { format: "lut", outDim, inDim, weights };
+    return {
+      format: "lut",
+      outDim,
+      inDim,
+      weights,
+      ...(format.activations ? { activations: format.activations } : {}),
+    };
   };
   const linear = (outDim: number, inDim: number, label: string): DenseLinear => {
     if (outDim * inDim * weightBytes(weightType) > gpu.maxBindingBytes) {
@@ -174,12 +180,16 @@ export async function randomWeights(
   return { tokenEmbedding, embeddingType: weightType, layers, finalNorm: ones, lmHead };
 }
 
-/** "dense", "affine4" (group 128), "lut3", ...; "affine4f32": affine with exact f32 decode activations. */
+/**
+ * "dense", "affine4" (group 128), "lut3", ...; a suffix sets the engine's activations: "affine4f32" exact
+ * f32 (affine defaults to q8), "lut4q8" the int8 LUT path (LUT defaults to f32).
+ */
 export function parseFormat(text: string): RandomFormat {
-  const f32 = /^affine([234])f32$/.exec(text);
-  if (f32) return { kind: "affine", bits: Number(f32[1]) as 2 | 3 | 4, activations: "f32" };
-  const m = /^(affine|lut)([234])$/.exec(text);
-  if (m) return { kind: m[1] as "affine" | "lut", bits: Number(m[2]) as 2 | 3 | 4 };
+  const m = /^(affine|lut)([234])(q8|f32)?$/.exec(text);
+  if (m) {
+    const activations = m[3] ? { activations: m[3] as "q8" | "f32" } : {};
+    return { kind: m[1] as "affine" | "lut", bits: Number(m[2]) as 2 | 3 | 4, ...activations };
+  }
   if (text !== "dense") {
     throw new Error(`Invalid --format "${text}": expected dense, affineN or lutN (N = 2, 3, 4)`);
   }

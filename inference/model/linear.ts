@@ -68,6 +68,12 @@ export interface LutLinear {
   outDim: number;
   inDim: number;
   weights: LutWeights;
+  /**
+   * The engine's rows (pinned paths, `pinnedPath`): "q8" takes the int8 batched LUT path (int8 activations
+   * per 32 columns and int8 tables per output row, kernels/matmul/matmul_lut_q8mm_wgsl.ts); "f32"
+   * (default) the exact f32 kernels.
+   */
+  activations?: "q8" | "f32";
 }
 
 /** Every GPU buffer a linear holds (to size or destroy it). */
@@ -166,6 +172,7 @@ export type LinearPath = "gemm" | "gemv" | "decode" | "prompt";
  */
 function gemvRows(linear: GpuLinear): number {
   if (linear.format === "affine") return (linear.activations ?? "q8") === "q8" ? 1 : 0;
+  if (linear.format === "lut" && linear.activations === "q8") return 1;
   return linear.format === "lut" ? LUT_GEMV_BATCH_MAX_ROWS : GEMV_MAX_ROWS;
 }
 
@@ -193,7 +200,9 @@ function pinnedPath(
   const smallLut = linear.format === "lut" && rows < LUT_PROMPT_GEMM_ROWS;
   const path = pinned === "prompt" ? (smallLut ? "gemv" : "gemm") : pinned;
   if (path === "decode") return rows <= gemvRows(linear) ? undefined : "gemv";
-  const q8 = linear.format === "affine" && (linear.activations ?? "q8") === "q8";
+  const q8 = linear.format === "affine"
+    ? (linear.activations ?? "q8") === "q8"
+    : linear.format === "lut" && linear.activations === "q8";
   const denseRows = linear.format === "dense" && linear.weightType === "f16" && linear.inDim % 8 === 0;
   return path === "gemm" && (q8 || denseRows) ? "gemv" : path;
 }
@@ -212,7 +221,9 @@ export function fusesPrologue(
 ): boolean {
   const path = pinnedPath(linear, pinned, rows);
   if (path === "gemm") return false;
-  // The pinned LUT decode path has no prologue (its builds must not change with the rows).
+  // The int8 LUT path's prep pass takes either; the pinned f32 LUT path has none (its builds must not
+  // change with the rows).
+  if (linear.format === "lut" && path === "gemv" && linear.activations === "q8") return true;
   if (linear.format === "lut") return kind === "siluMul" && rows <= LUT_PROLOGUE_MAX_ROWS && path !== "gemv";
   return linear.format === "affine" &&
     affineHasPrologue({ activations: linear.activations ?? "q8", ...(path ? { path } : {}) }, rows);
@@ -238,7 +249,7 @@ export function bindLinear(gpu: Gpu, linear: GpuLinear, call: LinearCall): Encod
         ...(call.norm ? { norm: call.norm } : {}),
         ...(call.siluMulUp ? { siluMulUp: call.siluMulUp } : {}),
       })
-      : createMatmulLut(gpu, { ...spec, ...path }).bind({
+      : createMatmulLut(gpu, { ...spec, activations: linear.activations ?? "f32", ...path }).bind({
         ...args,
         w: linear.weights,
         ...(call.norm ? { norm: call.norm } : {}),

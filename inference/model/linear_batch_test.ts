@@ -2,7 +2,8 @@
  * Batch invariance of pinned linears (linear.ts `path`): a row's outputs are the same bits whether it is
  * computed alone or with other rows, for dense and affine weights (GEMV and GEMM) and for LUT weights
  * through the GEMM, which is what lets batched greedy decode reproduce one-at-a-time greedy decode exactly
- * (inference/engine/batch_runner.ts). LUT decode GEMVs agree to f32 rounding.
+ * (inference/engine/batch_runner.ts), and for LUT weights on the int8 batched path (both pinned paths). LUT
+ * decode GEMVs agree to f32 rounding.
  */
 import assert from "node:assert/strict";
 import { bindLinear, type GpuLinear, type LinearPath, LUT_PROMPT_GEMM_ROWS } from "./linear.ts";
@@ -48,10 +49,11 @@ Deno.test("a pinned linear gives each row the same bits alone and in a batch", a
     const weights = await randomWeights(gpu, c, weightType, format);
     const L = weights.layers[0];
     for (const path of ["gemv", "gemm"] as LinearPath[]) {
-      for (const activations of format.kind === "affine" ? ["q8", "f32"] as const : [undefined]) {
+      const choices = { affine: ["q8", "f32"] as const, lut: [undefined, "q8"] as const, dense: [undefined] };
+      for (const activations of choices[format.kind]) {
         await t.step(`${name} ${path}${activations ? ` ${activations}` : ""}`, async () => {
           for (const linear of [L.wGate, L.wDown]) {
-            const l = activations && linear.format === "affine" ? { ...linear, activations } : linear;
+            const l = activations && linear.format !== "dense" ? { ...linear, activations } : linear;
             const run = async (n: number, xRowOffset: number): Promise<Float32Array> => {
               const y = createStorage(gpu, n * l.outDim * 4, "y");
               const bound = bindLinear(gpu, l, { x, y, rows: n, xRowOffset, path });
@@ -63,7 +65,7 @@ Deno.test("a pinned linear gives each row the same bits alone and in a batch", a
               const alone = await run(1, r);
               const batched = all.subarray(r * l.outDim, (r + 1) * l.outDim);
               const what = `row ${r} of ${l.outDim}×${l.inDim}`;
-              if (format.kind !== "lut" || path === "gemm") {
+              if (format.kind !== "lut" || path === "gemm" || activations === "q8") {
                 assert.deepEqual(batched, alone, what);
                 continue;
               }

@@ -422,13 +422,35 @@ export function q8ActivationsRef(
       const d = f(amax / 127);
       const inv = amax > 0 ? f(127 / amax) : 0;
       for (const c of cols) {
-        const v = f(x[base + c] * inv);
-        const r = Math.round(v);
-        // round half to even, as WGSL round()
-        const q = Math.abs(v % 1) === 0.5 && r % 2 !== 0 ? r - 1 : r;
-        out[base + c] = d * q;
+        out[base + c] = d * roundHalfEven(f(x[base + c] * inv));
       }
     }
+  }
+  return out;
+}
+
+/** Rounds half to even, as WGSL round(). */
+function roundHalfEven(v: number): number {
+  const r = Math.round(v);
+  return Math.abs(v % 1) === 0.5 && r % 2 !== 0 ? r - 1 : r;
+}
+
+/**
+ * The tables the int8 LUT path multiplies (matmul_lut_q8mm_wgsl.ts): each row's 2^bits levels quantized to
+ * int8 with s = max|level| / 127, round half to even, in the kernel's f32 arithmetic; returns s·l8.
+ * @param lut (rows, 2^bits) levels, as the kernel reads them (f16 values)
+ * @param levels 2^bits
+ * @returns (rows, 2^bits) dequantized int8 levels
+ */
+export function lutQ8TablesRef(lut: ArrayLike<number>, levels: number): Float64Array {
+  const out = new Float64Array(lut.length);
+  const f = Math.fround;
+  for (let base = 0; base < lut.length; base += levels) {
+    let amax = 0;
+    for (let c = 0; c < levels; c++) amax = Math.max(amax, Math.abs(lut[base + c]));
+    const s = f(amax / 127);
+    const inv = amax > 0 ? f(127 / amax) : 0;
+    for (let c = 0; c < levels; c++) out[base + c] = s * roundHalfEven(f(lut[base + c] * inv));
   }
   return out;
 }

@@ -290,33 +290,17 @@ function bindBatchedQ8(
   const more = args.more ?? [];
   checkMore(w, rows + yRowOffset, more);
   const nPieces = ceilDiv(w.inDim, 32);
-  const gather = w.perm !== null || w.inDim % 32 !== 0;
-  const prologue = args.norm ? "norm" as const : args.siluMulUp ? "siluMul" as const : "none" as const;
-  const xq = sharedScratch(gpu, "matmul_affine q8 activations", rows * nPieces * Q8MM_VEC4_PER_PIECE * 16);
-  const dummy = createStorage(gpu, 4, "matmul_affine dummy"); // for the unused bindings
-  const prep: Q8PrepBuild = { bits: w.bits, gather, prologue };
-  const prepParams = affineParams(gpu, {
+  const { prep, xq } = bindQ8Prep(gpu, {
+    x,
     rows,
     inDim: w.inDim,
-    nPieces,
-    xBase: xRowOffset * w.inDim,
-    xStride: w.inDim,
-    normEps: args.norm?.eps ?? 0,
+    xRowOffset,
+    order: w.bits,
+    perm: w.perm,
+    ...(args.norm ? { norm: args.norm } : {}),
+    ...(args.siluMulUp ? { siluMulUp: args.siluMulUp } : {}),
   });
-  const steps = [
-    step(
-      gpu,
-      {
-        name: "matmul_affine_q8prep",
-        code: q8PrepWgsl(prep),
-        constants: gather ? { PERM: w.perm ? 1 : 0 } : {},
-        spec: prep,
-      },
-      [prepParams, x, w.perm ?? dummy, args.norm?.weight ?? args.siluMulUp ?? dummy],
-      xq,
-      rows,
-    ),
-  ];
+  const steps = [prep];
   const shape = { ...w, hasPerm: w.perm !== null, moreOutDims: more.map((m) => m.w.outDim) };
   const perDispatch = spec.tune?.mm?.rows ?? ROW_LANES_MAX_ROWS;
   for (let r0 = 0; r0 < rows; r0 += perDispatch) {
@@ -358,6 +342,56 @@ function bindBatchedQ8(
     steps.push(step(gpu, main, [params, xq, w.codes, w.scaleZero], y, plan.workgroups, extras));
   }
   return sequence(steps);
+}
+
+/** What the q8 prep pass reads: {@link bindQ8Prep}. */
+export interface Q8PrepArgs {
+  /** x: (xRowOffset + rows, inDim) f32 */
+  x: GPUBuffer;
+  rows: number;
+  inDim: number;
+  xRowOffset: number;
+  /** the element order of the dot4 operands (Q8PrepBuild.bits): the main pass's code layout decides it */
+  order: 2 | 3 | 4;
+  /** kernel column j reads x column perm[j] (act-order), or null */
+  perm: GPUBuffer | null;
+  norm?: { weight: GPUBuffer; eps: number };
+  siluMulUp?: GPUBuffer;
+}
+
+/**
+ * The prep pass of the batched q8 paths (affine here, LUT in matmul_lut.ts): quantizes every row, after the
+ * prologue, to int8 per 32 columns into a scratch shared by all such binds on the device
+ * (matmul_affine_q8mm_wgsl.ts `q8PrepWgsl`). Returns the dispatch and the scratch, rows from 0.
+ */
+export function bindQ8Prep(gpu: Gpu, a: Q8PrepArgs): { prep: Encodable; xq: GPUBuffer } {
+  const nPieces = ceilDiv(a.inDim, 32);
+  const gather = a.perm !== null || a.inDim % 32 !== 0;
+  const prologue = a.norm ? "norm" as const : a.siluMulUp ? "siluMul" as const : "none" as const;
+  const xq = sharedScratch(gpu, "matmul q8 activations", a.rows * nPieces * Q8MM_VEC4_PER_PIECE * 16);
+  const dummy = sharedScratch(gpu, "matmul q8 prep dummy", 4); // for the unused bindings
+  const build: Q8PrepBuild = { bits: a.order, gather, prologue };
+  const params = affineParams(gpu, {
+    rows: a.rows,
+    inDim: a.inDim,
+    nPieces,
+    xBase: a.xRowOffset * a.inDim,
+    xStride: a.inDim,
+    normEps: a.norm?.eps ?? 0,
+  });
+  const prep = step(
+    gpu,
+    {
+      name: "matmul_q8prep",
+      code: q8PrepWgsl(build),
+      constants: gather ? { PERM: a.perm ? 1 : 0 } : {},
+      spec: build,
+    },
+    [params, a.x, a.perm ?? dummy, a.norm?.weight ?? a.siluMulUp ?? dummy],
+    xq,
+    a.rows,
+  );
+  return { prep, xq };
 }
 
 /**

@@ -38,7 +38,17 @@ import {
   uploadStorage,
 } from "../core/mod.ts";
 import { LUT_PARAMS_FIELDS, type LutPrologue } from "./matmul_lut_wgsl.ts";
-import { type LutDims, matmulLutShader, type MatmulLutSpec, planMatmulLut } from "./matmul_lut_plan.ts";
+import {
+  lutBatchedQ8,
+  type LutDims,
+  matmulLutShader,
+  type MatmulLutSpec,
+  type MatmulLutStep,
+  planLutQ8mm,
+  planMatmulLut,
+} from "./matmul_lut_plan.ts";
+import { bindQ8Prep } from "./matmul_affine.ts";
+import { LUT_Q8_PREP_ORDER } from "./matmul_lut_q8mm_wgsl.ts";
 
 /** A LUT-quantized (outDim, inDim) weight in the kernel's layout, on the host. */
 export interface LutPacked {
@@ -136,57 +146,84 @@ export function createMatmulLut(gpu: Gpu, spec: MatmulLutSpec): Kernel<MatmulLut
         hasF16: gpu.hasF16,
         maxWorkgroupBytes: gpu.maxWorkgroupStorageBytes,
       };
-      const dispatches = planMatmulLut(spec, shape).map((step) => {
-        if (
-          step.workgroupBytes > gpu.maxWorkgroupStorageBytes ||
-          step.invocations > gpu.maxInvocationsPerWorkgroup
-        ) {
-          throw new Error(
-            `Cannot bind matmul_lut ${JSON.stringify(step.shader)}: needs ${step.workgroupBytes} bytes of ` +
-              `workgroup memory and ${step.invocations} invocations, the device allows ` +
-              `${gpu.maxWorkgroupStorageBytes} and ${gpu.maxInvocationsPerWorkgroup}; lower the tiles`,
-          );
-        }
-        const pipeline = getPipeline(gpu, {
-          name: `matmul_lut_${step.shader.path}`,
-          code: matmulLutShader(step.shader),
-          constants: step.constants,
-          bindings: [
-            "uniform",
-            "read-only-storage",
-            "read-only-storage",
-            "read-only-storage",
-            "storage",
-            ...(extra ? ["read-only-storage" as const] : []),
-          ],
-          spec: step.shader,
-        });
-        const values: Record<(typeof LUT_PARAMS_FIELDS)[number], number> = {
-          rows: step.rows,
+      if (lutBatchedQ8(spec)) {
+        const { prep, xq } = bindQ8Prep(gpu, {
+          x,
+          rows,
           inDim: w.inDim,
-          outDim: w.outDim,
-          xRowOffset: xRowOffset + step.row0,
-          yStride,
-          yOffset: yColOffset + step.row0 * yStride,
-          nPieces: lutPieces(w.inDim),
-          tilesN: step.tilesN,
-          normEps: args.norm?.eps ?? 0,
-        };
-        const fields = LUT_PARAMS_FIELDS.map((f): ParamField => [f === "normEps" ? "f32" : "u32", values[f]]);
-        const params = uniformParams(gpu, fields, "matmul_lut params");
-        const bindGroup = gpu.device.createBindGroup({
-          label: "matmul_lut",
-          layout: pipeline.getBindGroupLayout(0),
-          entries: [params, x, w.codes, w.lut, y, ...(extra ? [extra] : [])].map((buffer, binding) => ({
-            binding,
-            resource: { buffer },
-          })),
+          xRowOffset,
+          order: LUT_Q8_PREP_ORDER,
+          perm: null,
+          ...(args.norm ? { norm: args.norm } : {}),
+          ...(args.siluMulUp ? { siluMulUp: args.siluMulUp } : {}),
         });
-        return singleDispatch(pipeline, bindGroup, dispatch2d(gpu, step.workgroups));
-      });
+        const main = planLutQ8mm(spec, shape).map((step) =>
+          bindStep(gpu, step, [xq, w.codes, w.lut, y], { ...args, yStride, yColOffset, xRowOffset: 0 })
+        );
+        return sequence([prep, ...main]);
+      }
+      const dispatches = planMatmulLut(spec, shape).map((step) =>
+        bindStep(gpu, step, [x, w.codes, w.lut, y, ...(extra ? [extra] : [])], {
+          ...args,
+          yStride,
+          yColOffset,
+          xRowOffset,
+        })
+      );
       return sequence(dispatches);
     },
   };
+}
+
+/** One planned dispatch bound to `[params, ...buffers]` (the last buffer before any extra is y). */
+function bindStep(
+  gpu: Gpu,
+  step: MatmulLutStep,
+  buffers: GPUBuffer[],
+  a: MatmulLutArgs & { yStride: number; yColOffset: number; xRowOffset: number },
+): Encodable {
+  if (
+    step.workgroupBytes > gpu.maxWorkgroupStorageBytes || step.invocations > gpu.maxInvocationsPerWorkgroup
+  ) {
+    throw new Error(
+      `Cannot bind matmul_lut ${JSON.stringify(step.shader)}: needs ${step.workgroupBytes} bytes of ` +
+        `workgroup memory and ${step.invocations} invocations, the device allows ` +
+        `${gpu.maxWorkgroupStorageBytes} and ${gpu.maxInvocationsPerWorkgroup}; lower the tiles`,
+    );
+  }
+  const pipeline = getPipeline(gpu, {
+    name: `matmul_lut_${step.shader.path}`,
+    code: matmulLutShader(step.shader),
+    constants: step.constants,
+    bindings: [
+      "uniform",
+      "read-only-storage",
+      "read-only-storage",
+      "read-only-storage",
+      "storage",
+      ...(buffers.length > 4 ? ["read-only-storage" as const] : []),
+    ],
+    spec: step.shader,
+  });
+  const values: Record<(typeof LUT_PARAMS_FIELDS)[number], number> = {
+    rows: step.rows,
+    inDim: a.w.inDim,
+    outDim: a.w.outDim,
+    xRowOffset: a.xRowOffset + step.row0,
+    yStride: a.yStride,
+    yOffset: a.yColOffset + step.row0 * a.yStride,
+    nPieces: lutPieces(a.w.inDim),
+    tilesN: step.tilesN,
+    normEps: a.norm?.eps ?? 0,
+  };
+  const fields = LUT_PARAMS_FIELDS.map((f): ParamField => [f === "normEps" ? "f32" : "u32", values[f]]);
+  const params = uniformParams(gpu, fields, "matmul_lut params");
+  const bindGroup = gpu.device.createBindGroup({
+    label: "matmul_lut",
+    layout: pipeline.getBindGroupLayout(0),
+    entries: [params, ...buffers].map((buffer, binding) => ({ binding, resource: { buffer } })),
+  });
+  return singleDispatch(pipeline, bindGroup, dispatch2d(gpu, step.workgroups));
 }
 
 /** Load-time shape and size checks; throws a message naming the offending value. */

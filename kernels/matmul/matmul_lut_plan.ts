@@ -23,6 +23,7 @@ import {
 } from "./matmul_lut_wgsl.ts";
 import { type LutXsBuild, lutXsWgsl, lutXsWorkgroupBytes } from "./matmul_lut_xs_wgsl.ts";
 import { type LutRowsBuild, lutRowsWgsl, lutRowsWorkgroupBytes } from "./matmul_lut_rows_wgsl.ts";
+import { type LutQ8mmBuild, lutQ8mmWgsl, lutQ8mmWorkgroupBytes } from "./matmul_lut_q8mm_wgsl.ts";
 import {
   ROW_LANES_MAX_ROWS,
   rowLanesFor,
@@ -75,6 +76,17 @@ export interface MatmulLutSpec {
    * fused prologue (decode rows).
    */
   path?: "gemm" | "gemv";
+  /**
+   * The pinned decode path's activations (`path: "gemv"` only): "f32" (default) the exact batched LUT
+   * kernel; "q8" int8 activations per 32 columns and int8 tables per output row, on int8 dot products
+   * (matmul_lut_q8mm_wgsl.ts: a prep pass, then dispatches of up to ROW_LANES_MAX_ROWS rows).
+   */
+  activations?: "q8" | "f32";
+}
+
+/** Whether a bind runs the int8 batched path: a pinned decode (`path: "gemv"`) with q8 activations. */
+export function lutBatchedQ8(spec: Pick<MatmulLutSpec, "activations" | "path">): boolean {
+  return spec.path === "gemv" && spec.activations === "q8";
 }
 
 /** Activation rows one GEMV dispatch serves (its registers hold a partial sum for each). */
@@ -86,6 +98,7 @@ export const LUT_GEMV_BATCH_MAX_ROWS = 64;
 export type LutShaderSpec =
   | ({ path: "gemv" } & LutGemvBuild)
   | ({ path: "rows" } & LutRowsBuild)
+  | ({ path: "q8mm" } & LutQ8mmBuild)
   | ({ path: "xs" } & LutXsBuild)
   | ({ path: "gemm"; vec: boolean } & GemmBuild);
 
@@ -255,12 +268,38 @@ function planRows(t: LutTune, acc: Record<string, number>, shape: LutShape): Mat
 }
 
 /**
+ * The int8 batched path's main dispatches (matmul_lut.ts adds the prep pass): up to ROW_LANES_MAX_ROWS rows
+ * each, with the "lutq8" lane defaults (row_lanes_wgsl.ts `rowLanesFor`).
+ */
+export function planLutQ8mm(spec: MatmulLutSpec, shape: LutShape): MatmulLutStep[] {
+  const t = spec.tune ?? {};
+  const perDispatch = t.mm?.rows ?? ROW_LANES_MAX_ROWS;
+  const steps: MatmulLutStep[] = [];
+  for (let row0 = 0; row0 < shape.rows; row0 += perDispatch) {
+    const n = Math.min(perDispatch, shape.rows - row0);
+    const b: LutQ8mmBuild = { ...rowLanesFor(n, "lutq8", t.mm, shape.outDim), bits: shape.bits };
+    steps.push({
+      shader: { path: "q8mm", ...b },
+      constants: { ACC: spec.accumulate ? 1 : 0 },
+      workgroups: ceilDiv(shape.outDim, rowLanesOutputsPerWorkgroup(b)),
+      row0,
+      rows: n,
+      workgroupBytes: lutQ8mmWorkgroupBytes(b),
+      invocations: rowLanesWorkgroupSize(b),
+      tilesN: 0,
+    });
+  }
+  return steps;
+}
+
+/**
  * Builds the WGSL of one path (the GEMV is unrolled by TypeScript over bits, rows, NR and pieces; the
  * GEMM takes bits and tiles as `override` constants, see {@link planMatmulLut}).
  * @param spec the path and, for the GEMV, its build
  * @returns WGSL source with entry point `main`
  */
 export function matmulLutShader(spec: LutShaderSpec): string {
+  if (spec.path === "q8mm") return lutQ8mmWgsl(spec);
   if (spec.path === "xs") return lutXsWgsl(spec, LUT_PARAMS_WGSL);
   if (spec.path === "rows") return lutRowsWgsl(spec);
   if (spec.path === "gemm") return gemmCoreLutWgsl(spec);

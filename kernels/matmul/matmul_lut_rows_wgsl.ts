@@ -38,7 +38,7 @@ export function lutRowsWorkgroupBytes(b: LutRowsBuild): number {
 }
 
 /** WGSL expression of code k (0..31) of a piece whose words are `w(i)` (3-bit codes may straddle words). */
-function codeOf(bits: number, k: number, w: (i: number) => string): string {
+export function lutCodeOf(bits: number, k: number, w: (i: number) => string): string {
   const p = bits * k;
   const [i, s] = [p >> 5, p & 31];
   let e = s === 0 ? w(i) : `(${w(i)} >> ${s}u)`;
@@ -62,7 +62,7 @@ export function lutRowsWgsl(b: LutRowsBuild): string {
     for (let j = 0; j < no; j++) {
       for (let k = 0; k < 8; k++) {
         const c = 8 * q + k;
-        lines.push(`let w${j}_${k} = tab[t${j} + ${codeOf(bits, c, word(j))}];`);
+        lines.push(`let w${j}_${k} = tab[t${j} + ${lutCodeOf(bits, c, word(j))}];`);
       }
     }
     for (let i = 0; i < rl; i++) {

@@ -1,130 +1,14 @@
 import assert from "node:assert/strict";
-import { createMatmulLut, type LutPacked, uploadLut } from "./matmul_lut.ts";
-import { LUT_GEMV_MAX_ROWS, type LutTune, planMatmulLut } from "./matmul_lut_plan.ts";
+import { createMatmulLut, uploadLut } from "./matmul_lut.ts";
+import { type LutTune, planMatmulLut } from "./matmul_lut_plan.ts";
 import { ROW_LANES_MAX_ROWS } from "./row_lanes_wgsl.ts";
-import { dequantLutRef, matmulLutRef, matmulRef, rmsNormRef, siluMulRef } from "../core/reference.ts";
-import { gemmF16ErrorBound, type GemmMath } from "./gemm_core_wgsl.ts";
-import { checkPipelines, type Gpu } from "../core/gpu.ts";
-import {
-  createStorage,
-  f16BitsToF32,
-  f32ToF16Bits,
-  readF32,
-  runPass,
-  uploadStorage,
-} from "../core/buffers.ts";
-import { type LutParts, packLut, packLutTensors } from "../../quant/pack_lut.ts";
+import { createStorage, uploadStorage } from "../core/buffers.ts";
+import type { Gpu } from "../core/gpu.ts";
+import { packLut, packLutTensors } from "../../quant/pack_lut.ts";
 import { linearTensors } from "../../inference/model/quant_format.ts";
 import { assertRowInvariance } from "../../tests/_row_invariance.ts";
-import { randomF32, seededRandom, testGpu } from "../../tests/_gpu.ts";
-import { assertBoundedMatmul, assertStridedMatmul } from "../../tests/_assert.ts";
-
-interface Case {
-  bits: 2 | 3 | 4;
-  rows: number;
-  inDim: number;
-  outDim: number;
-  accumulate?: boolean;
-  xRowOffset?: number;
-  yStride?: number;
-  yColOffset?: number;
-  tune?: LutTune;
-  /** fuse an RMSNorm of x, or silu(x)·up, into the GEMV (rows ≤ 2) */
-  prologue?: "norm" | "siluMul";
-  /** the GEMM's arithmetic on the shared core: f32 (default) or f16 */
-  gemmMath?: GemmMath;
-  /** pin the batched engine's decode path */
-  path?: "gemv";
-}
-
-/** Forces the tiled GEMM for rows past 8 (by default 9–64 rows run as GEMV batches). */
-const GEMM: LutTune = { gemvMaxRows: LUT_GEMV_MAX_ROWS };
-
-/** Seeded random codes and per-row LUTs rounded to f16, so the reference sees exactly what the kernel sees. */
-function randomLut({ bits, inDim, outDim }: Pick<Case, "bits" | "inDim" | "outDim">, seed: number): LutParts {
-  const rand = seededRandom(seed);
-  const levels = 1 << bits;
-  return {
-    rows: outDim,
-    cols: inDim,
-    bits,
-    codes: Uint8Array.from({ length: outDim * inDim }, () => Math.floor(rand() * levels)),
-    lut: Float32Array.from({ length: outDim * levels }, () => f16BitsToF32(f32ToF16Bits(rand() * 2 - 1))),
-  };
-}
-
-/** The activation rows the kernel should multiply: x's rows after the case's prologue. */
-function prologueRef(
-  c: Case,
-  x: Float32Array,
-  up: Float32Array,
-  normWeight: Float32Array,
-): ArrayLike<number> {
-  const from = (c.xRowOffset ?? 0) * c.inDim;
-  const rows = x.subarray(from, from + c.rows * c.inDim);
-  if (c.prologue === "norm") return rmsNormRef(rows, normWeight, c.rows, 1e-5);
-  if (c.prologue === "siluMul") return siluMulRef(rows, up.subarray(from, from + c.rows * c.inDim));
-  return rows;
-}
-
-/** Runs one case and checks the written columns by NMSE and every other element of y unchanged. */
-async function runCase(gpu: Gpu, c: Case, given?: { parts: LutParts; packed: LutPacked }): Promise<void> {
-  const { rows, inDim, outDim, xRowOffset = 0, yColOffset = 0, yStride = outDim + yColOffset } = c;
-  const seed = c.bits * 1_000_003 + rows * 7919 + inDim * 131 + outDim;
-  const w = given?.parts ?? randomLut(c, seed);
-  const packed = given?.packed ?? packLut(w);
-  const x = randomF32((xRowOffset + rows) * inDim, seed + 1);
-  const y0 = randomF32(rows * yStride, seed + 2);
-  const y = uploadStorage(gpu, y0, "y");
-  const spec = {
-    accumulate: c.accumulate ?? false,
-    ...(c.tune ? { tune: c.tune } : {}),
-    ...(c.gemmMath ? { gemmMath: c.gemmMath } : {}),
-    ...(c.path ? { path: c.path } : {}),
-  };
-  const normWeight = Float32Array.from({ length: inDim }, (_, i) => 0.5 + ((i * 7919) % 101) / 100);
-  const up = randomF32((xRowOffset + rows) * inDim, seed + 3);
-  const bound = createMatmulLut(gpu, spec).bind({
-    x: uploadStorage(gpu, x, "x"),
-    w: uploadLut(gpu, packed, "w"),
-    y,
-    rows,
-    xRowOffset,
-    yStride,
-    yColOffset,
-    ...(c.prologue === "norm" ? { norm: { weight: uploadStorage(gpu, normWeight, "nw"), eps: 1e-5 } } : {}),
-    ...(c.prologue === "siluMul" ? { siluMulUp: uploadStorage(gpu, up, "up") } : {}),
-  });
-  await checkPipelines(gpu);
-  runPass(gpu, (pass) => bound.encode(pass));
-  const got = await readF32(gpu, y, rows * yStride);
-
-  const xs = prologueRef(c, x, up, normWeight);
-  const out = { rows, outDim, yStride, yColOffset };
-  const want = (accIn: Float32Array) =>
-    matmulLutRef(xs, { ...w, outDim, inDim }, c.accumulate ? { acc: accIn } : {});
-  const what = JSON.stringify(c);
-  const shader = planMatmulLut(spec, { ...c, hasF16: gpu.hasF16 })[0].shader;
-  if (shader.path === "gemm" && shader.math === "f16") {
-    // f16 arithmetic: every element within the worst-case bound, and a typical error near f16 rounding.
-    const q = dequantLutRef({ ...w, outDim, inDim }).map(Math.abs);
-    const abs = matmulRef(Array.from(xs, Math.abs), q, rows, inDim, outDim);
-    const e = assertBoundedMatmul(got, y0, out, want, (i, v) => gemmF16ErrorBound(abs[i], inDim, v), what);
-    assert.ok(e <= 2e-6, `${what}: f16 GEMM nmse ${e.toExponential(3)} > 2e-6`);
-    return;
-  }
-  assertStridedMatmul(got, y0, out, want, { what });
-}
-
-function caseName(c: Case): string {
-  const steps = planMatmulLut({ accumulate: false, ...(c.tune ? { tune: c.tune } : {}) }, c);
-  const path = steps[0].shader.path === "gemv" ? `gemv×${steps.length}` : steps[0].shader.path;
-  return `${path} ${c.bits}-bit${c.accumulate ? " +=" : ""} rows ${c.rows}, ${c.outDim}×${c.inDim}` +
-    (c.xRowOffset || c.yColOffset
-      ? `, xRowOffset ${c.xRowOffset ?? 0}, yColOffset ${c.yColOffset ?? 0}`
-      : "") +
-    (c.tune ? ` ${JSON.stringify(c.tune)}` : "");
-}
+import { randomF32, testGpu } from "../../tests/_gpu.ts";
+import { type Case, caseName, GEMM, randomLut, runCase } from "../../tests/_lut_case.ts";
 
 const CASES: Case[] = [
   // GEMV (rows ≤ 8): K tails (inDim % 32 ≠ 0), row-tile tails, one or many pieces per window

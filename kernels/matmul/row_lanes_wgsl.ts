@@ -36,7 +36,7 @@ export const ROW_LANES_KS = 8;
 export type RowLanesTune = Partial<RowLanes & { unroll: number }>;
 
 /** Which batched kernel a build is for: its lane defaults differ (see {@link rowLanesFor}). */
-export type RowLanesKernel = "q8" | "dense" | "lut";
+export type RowLanesKernel = "q8" | "dense" | "lut" | "lutq8";
 
 /**
  * The lanes of one dispatch of `rows` rows: `tune`'s fields, else the defaults, swept per kernel on the
@@ -50,7 +50,8 @@ export type RowLanesKernel = "q8" | "dense" | "lut";
  *   0.63 ms per layer against 0.71 with 4 × 4; 512 rows: 5.19 against 5.94);
  * - dense f16: 2 outputs up to 15 rows, then 8 (the LM head at 16 rows 0.84 against 1.30 ms, at 64 rows
  *   2.99 against 3.05); narrow matrices 4 from 32 rows (k/v at 64 rows: 59 µs against 73 with 2);
- * - LUT: 1 output up to 8 rows, then 4 (64 rows: 4.38 against 8.57 ms per layer; k/v faster too).
+ * - LUT: 1 output up to 8 rows, then 4 (64 rows: 4.38 against 8.57 ms per layer; k/v faster too);
+ * - LUT on int8 (matmul_lut_q8mm_wgsl.ts): q8's, untimed.
  */
 export function rowLanesFor(
   rows: number,
@@ -64,6 +65,7 @@ export function rowLanesFor(
     q8: rows <= 2 ? [1, 4] : rows < 32 ? [2, 4] : rows < 48 || !wide ? [4, 4] : [8, 8],
     dense: rows <= 2 ? [1, 4] : rows < 16 ? [2, 4] : wide ? [8, 4] : rows < 32 ? [2, 4] : [4, 4],
     lut: rows <= 8 ? [1, 4] : [4, 4],
+    lutq8: rows <= 2 ? [1, 4] : rows < 32 ? [2, 4] : rows < 48 || !wide ? [4, 4] : [8, 8],
   }[kernel];
   return {
     rows,

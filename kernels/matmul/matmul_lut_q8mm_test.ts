@@ -1,0 +1,82 @@
+import assert from "node:assert/strict";
+import { createMatmulLut, uploadLut } from "./matmul_lut.ts";
+import { type LutTune, planLutQ8mm } from "./matmul_lut_plan.ts";
+import { lutQ8mmWorkgroupBytes } from "./matmul_lut_q8mm_wgsl.ts";
+import { ROW_LANES_MAX_ROWS } from "./row_lanes_wgsl.ts";
+import { uploadStorage } from "../core/buffers.ts";
+import { packLut } from "../../quant/pack_lut.ts";
+import { assertRowInvariance } from "../../tests/_row_invariance.ts";
+import { randomF32, testGpu } from "../../tests/_gpu.ts";
+import { type Case, caseName, randomLut, runCase } from "../../tests/_lut_case.ts";
+
+// The int8 batched path (`path: "gemv"`, `activations: "q8"`): every bit width, row counts within one
+// dispatch and across several, K tails (inDim % 32 ≠ 0), output tails, both prologues, offsets and strides,
+// other builds.
+const Q8: Case[] = [
+  { bits: 4, rows: 1, inDim: 4096, outDim: 37 },
+  { bits: 4, rows: 3, inDim: 384, outDim: 65, accumulate: true },
+  { bits: 3, rows: 5, inDim: 4097, outDim: 19, prologue: "norm" },
+  { bits: 2, rows: ROW_LANES_MAX_ROWS + 1, inDim: 1000, outDim: 33, prologue: "siluMul" },
+  {
+    bits: 4,
+    rows: 2 * ROW_LANES_MAX_ROWS + 8,
+    inDim: 256,
+    outDim: 130,
+    prologue: "norm",
+    xRowOffset: 2,
+    yColOffset: 3,
+    yStride: 140,
+  },
+  { bits: 3, rows: 2, inDim: 65, outDim: 7, accumulate: true },
+  { bits: 2, rows: ROW_LANES_MAX_ROWS, inDim: 8192 + 320, outDim: 17 },
+  { bits: 3, rows: 9, inDim: 320, outDim: 70, prologue: "siluMul", xRowOffset: 1 },
+  // ≥ 48 rows of a wide matrix: eight outputs and eight rows per lane (row_lanes_wgsl.ts defaults)
+  { bits: 4, rows: 50, inDim: 256, outDim: 4099 },
+  { bits: 4, rows: 6, inDim: 2080, outDim: 40, tune: { mm: { no: 4, wg: 64, unroll: 3, rl: 1 } } },
+  { bits: 2, rows: 12, inDim: 512, outDim: 9, accumulate: true, tune: { mm: { rows: 5, ks: 4, rl: 3 } } },
+];
+
+Deno.test("matmulLut() int8 batched path matches the reference with int8 activations and tables", async (t) => {
+  const gpu = await testGpu();
+  if (!gpu) return;
+  for (const c of Q8) {
+    const q8: Case = { ...c, path: "gemv", activations: "q8" };
+    await t.step(caseName(q8), () => runCase(gpu, q8));
+  }
+  gpu.device.destroy();
+});
+
+// A row's sums must not depend on its batch: alone, in another split and under other builds (all but the
+// K split) a row gets the same bits.
+Deno.test("matmulLut() int8 batched path gives a row the same bits whatever its batch", async () => {
+  const gpu = await testGpu();
+  if (!gpu) return;
+  const [rows, inDim, outDim] = [20, 1024, 70];
+  const w = uploadLut(gpu, packLut(randomLut({ bits: 4, inDim, outDim }, 43)), "w");
+  const x = uploadStorage(gpu, randomF32(rows * inDim, 44), "x");
+  const bind = (y: GPUBuffer, r0: number, n: number, tune?: LutTune) =>
+    createMatmulLut(gpu, { accumulate: false, path: "gemv", activations: "q8", ...(tune ? { tune } : {}) })
+      .bind({ x, w, y, rows: n, xRowOffset: r0 });
+  await assertRowInvariance(gpu, rows, outDim, bind, { mm: { no: 4, rl: 2, wg: 128, rows: 7 } });
+  gpu.device.destroy();
+});
+
+Deno.test("planLutQ8mm() splits rows into dispatches and fits lavapipe's workgroup memory", () => {
+  const shape = { bits: 4 as const, inDim: 4096, outDim: 14336 };
+  const plan = (rows: number) =>
+    planLutQ8mm({ accumulate: false, path: "gemv", activations: "q8" }, { ...shape, rows });
+  assert.deepEqual(plan(2 * ROW_LANES_MAX_ROWS + 1).map((s) => [s.row0, s.rows]), [
+    [0, ROW_LANES_MAX_ROWS],
+    [ROW_LANES_MAX_ROWS, ROW_LANES_MAX_ROWS],
+    [2 * ROW_LANES_MAX_ROWS, 1],
+  ]);
+  for (const rows of [1, 2, 16, 31, 48, ROW_LANES_MAX_ROWS]) {
+    for (const bits of [2, 3, 4] as const) {
+      const [step] = planLutQ8mm({ accumulate: false }, { ...shape, bits, rows });
+      assert.equal(step.shader.path, "q8mm");
+      if (step.shader.path !== "q8mm") continue;
+      assert.equal(step.workgroupBytes, lutQ8mmWorkgroupBytes(step.shader));
+      assert.ok(step.workgroupBytes <= 32768, `${rows} rows, ${bits}-bit: ${step.workgroupBytes} bytes`);
+    }
+  }
+});

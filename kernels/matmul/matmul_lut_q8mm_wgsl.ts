@@ -1,0 +1,150 @@
+/**
+ * WGSL for the int8 batched path of kernels/matmul_lut.ts ("q8mm"): LUT weights applied to many activation
+ * rows with `dot4I8Packed`, as the affine kernel's batched q8 path (matmul_affine_q8mm_wgsl.ts) does.
+ *
+ * Why: the f32 batched LUT kernel (matmul_lut_rows_wgsl.ts) does one table lookup and one FMA per weight and
+ * row; at 64 rows of an 8B layer it took 4.1–4.4 ms against 0.63 for affine weights on int8 dot products
+ * (H100, BENCHMARKS.md "Serving under load"), and LUT streams under load ran at a third of affine's rate.
+ *
+ * Numerics: the activations are quantized per 32 columns by the affine path's prep pass (d = max|x| / 127,
+ * round half to even), in natural column order. Each output row's table (2^bits f16 values) is quantized to
+ * int8 with its own scale s = max|t| / 127 (round half to even), in the workgroup, from the f16 table: nothing
+ * is stored besides the weight. A weight then moves by at most s / 2 (a 4-bit table of 16 levels over the
+ * same range has steps of ~range / 15, so the added error is ~1/17 of a step at most); llama.cpp's
+ * non-uniform IQ4_NL format multiplies int8 levels with int8 activations the same way.
+ *   y[r, o] = s_o · Σ_p d[r, p] · Σ_{k in piece p} l8[o, code[o, k]] · q[r, k]
+ *
+ * Decoding: the workgroup keeps, per output, four copies of its int8 table, copy j shifted to byte j of a
+ * u32, so one dot4 operand (4 consecutive columns) is four lookups OR-ed together. Lanes as
+ * row_lanes_wgsl.ts: K split over a fixed number of lanes, rows over lanes, every sum an explicit fma in an
+ * order that depends on KS alone, so a row's result never depends on its batch.
+ */
+import { unroll } from "../core/mod.ts";
+import { LUT_PARAMS_FIELDS } from "./matmul_lut_wgsl.ts";
+import {
+  type RowLanes,
+  rowLanesDecl,
+  rowLanesOutputsPerWorkgroup,
+  rowLanesReduce,
+  rowLanesReduceBytes,
+  rowLanesSetup,
+  rowLanesWorkgroupSize,
+} from "./row_lanes_wgsl.ts";
+import { lutCodeOf } from "./matmul_lut_rows_wgsl.ts";
+
+/**
+ * The element order the prep pass must write (matmul_affine_q8mm_wgsl.ts `q8PrepWgsl`, whose 3-bit order is
+ * the natural one: operand word w holds columns 4w .. 4w + 3 of a piece).
+ */
+export const LUT_Q8_PREP_ORDER = 3;
+
+/** Shape of one build: the lanes, the code width, pieces per loop iteration. */
+export interface LutQ8mmBuild extends RowLanes {
+  bits: 2 | 3 | 4;
+  unroll: number;
+}
+
+/** Workgroup memory of a build: the shifted tables, the scales and the reduction. */
+export function lutQ8mmWorkgroupBytes(b: LutQ8mmBuild): number {
+  return 4 * rowLanesOutputsPerWorkgroup(b) * (4 * (1 << b.bits) + 1) + rowLanesReduceBytes(b);
+}
+
+/**
+ * The main pass. Bindings: 0 params (LUT params; xRowOffset is the first prep row of the dispatch), 1 xq
+ * (the prep pass's rows, 3 vec4<u32> per piece), 2 codes, 3 lut, 4 y.
+ */
+export function lutQ8mmWgsl(b: LutQ8mmBuild): string {
+  const { bits, ks, no, rl } = b;
+  const wg = rowLanesWorkgroupSize(b);
+  const perWorkgroup = rowLanesOutputsPerWorkgroup(b);
+  const groups = perWorkgroup / no;
+  const size = 1 << bits;
+  const piece = (u: number) => {
+    const lines = [
+      `let p${u} = min(p + ${u * ks}u, params.nPieces - 1u);`,
+      `let ok${u} = p + ${u * ks}u < params.nPieces;`,
+    ];
+    for (let j = 0; j < no; j++) {
+      const id = `${j}_${u}`;
+      for (let i = 0; i < bits; i++) {
+        lines.push(`let cw${id}_${i} = codes[(orow${j} * params.nPieces + p${u}) * ${bits}u + ${i}u];`);
+      }
+      for (let k = 0; k < 8; k++) {
+        const look = (e: number) =>
+          `tq[t${j} + ${e * size}u + ${lutCodeOf(bits, 4 * k + e, (i) => `cw${id}_${i}`)}]`;
+        lines.push(`let c${id}_${k} = ${unroll(4, look, " | ")};`);
+      }
+    }
+    for (let i = 0; i < rl; i++) {
+      const at = `(xr${i} + p${u}) * 3u`;
+      lines.push(
+        `let xa${i}_${u} = xq[${at}];`,
+        `let xb${i}_${u} = xq[${at} + 1u];`,
+        `let xd${i}_${u} = select(0.0, bitcast<f32>(xq[${at} + 2u].x), ok${u});`,
+      );
+      for (let j = 0; j < no; j++) {
+        const id = `${j}_${u}`;
+        const dots = unroll(
+          8,
+          (k) => `dot4I8Packed(c${id}_${k}, ${k < 4 ? `xa${i}_${u}` : `xb${i}_${u}`}.${"xyzw"[k & 3]})`,
+          " + ",
+        );
+        lines.push(`a${j}_${i} = fma(xd${i}_${u}, f32(${dots}), a${j}_${i});`);
+      }
+    }
+    return lines.join("\n    ");
+  };
+  return /* wgsl */ `
+override ACC: bool = false;  // y += x·Qᵀ instead of y = x·Qᵀ
+struct Params { ${LUT_PARAMS_FIELDS.map((f) => `${f}: ${f === "normEps" ? "f32" : "u32"}`).join(", ")} }
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> xq: array<vec4u>;   // (rows, nPieces) × 3, the prep pass's
+@group(0) @binding(2) var<storage, read> codes: array<u32>;  // (outDim, nPieces, BITS) u32
+@group(0) @binding(3) var<storage, read> lut: array<u32>;    // (outDim, 2^BITS / 2) f16 pairs
+@group(0) @binding(4) var<storage, read_write> y: array<f32>;  // (rows, yStride) f32
+
+fn store(r: u32, o: u32, v: f32) {
+  let i = params.yOffset + r * params.yStride + o;
+  if (ACC) { y[i] += v; } else { y[i] = v; }
+}
+
+// [output of the workgroup][byte j][code]: the int8 level of the code, shifted to byte j
+var<workgroup> tq: array<u32, ${perWorkgroup * 4 * size}>;
+var<workgroup> sc: array<f32, ${perWorkgroup}>;  // s = max|table| / 127 of each output
+${rowLanesDecl(b)}
+
+@compute @workgroup_size(${wg})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+        @builtin(local_invocation_index) lid: u32) {
+  let o0 = (wid.x + wid.y * nwg.x) * ${perWorkgroup}u;
+  if (o0 >= params.outDim) { return; }  // uniform per workgroup
+  for (var e = lid; e < ${perWorkgroup}u; e += ${wg}u) {
+    let base = min(o0 + e, params.outDim - 1u) * ${size / 2}u;
+    var am = 0.0;
+    for (var i = 0u; i < ${size / 2}u; i++) {
+      let v = abs(unpack2x16float(lut[base + i]));
+      am = max(am, max(v.x, v.y));
+    }
+    sc[e] = am / 127.0;
+    let q = select(0.0, 127.0 / am, am > 0.0);
+    for (var i = 0u; i < ${size / 2}u; i++) {
+      let l = bitcast<vec2u>(vec2i(round(unpack2x16float(lut[base + i]) * q))) & vec2u(255u);
+      for (var j = 0u; j < 4u; j++) {
+        tq[(e * 4u + j) * ${size}u + 2u * i] = l.x << (8u * j);
+        tq[(e * 4u + j) * ${size}u + 2u * i + 1u] = l.y << (8u * j);
+      }
+    }
+  }
+  workgroupBarrier();
+  ${
+    rowLanesSetup(b, "params.outDim", (i, row) =>
+      `let xr${i} = (params.xRowOffset + ${row}) * params.nPieces;`)
+  }
+  ${unroll(no, (j) => `let t${j} = (${j * groups}u + g) * ${4 * size}u;`)}
+  for (var p = s; p < params.nPieces; p += ${ks * b.unroll}u) {
+    ${unroll(b.unroll, piece, "\n    ")}
+  }
+  ${rowLanesReduce(b, "params.outDim", (r, o, v) => `store(${r}, ${o}, ${v} * sc[${o} - o0])`)}
+}
+`;
+}
