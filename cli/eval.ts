@@ -2,7 +2,8 @@
  * `deno task eval`: perplexity of a model folder (full precision, or quantized and dequantized at load) on a
  * text file, with non-overlapping windows of the model context and the tail dropped (inference/perplexity.ts).
  *
- *   deno task eval --model <dir> --text <file> [--ctx N] [--max-windows N] [--json]
+ *   deno task eval --model <dir> --text <file> [--ctx N] [--max-windows N] [--kernels runner|engine]
+ *     [--decode-activations q8|f32] [--json]
  *
  * Progress goes to stderr; stdout ends with `perplexity: <value>` (preceded by one JSON line with --json).
  */
@@ -27,6 +28,8 @@ export interface EvalArgs {
   /** null: the model context */
   ctx: number | null;
   maxWindows: number | null;
+  kernels: "runner" | "engine";
+  decodeActivations: "q8" | "f32";
   json: boolean;
 }
 
@@ -44,6 +47,8 @@ export function parseEvalArgs(args: string[]): EvalArgs {
       text: { type: "string" },
       ctx: { type: "string" },
       "max-windows": { type: "string" },
+      kernels: { type: "string", default: "runner" },
+      "decode-activations": { type: "string", default: "q8" },
       json: { type: "boolean", default: false },
     },
   });
@@ -57,9 +62,17 @@ export function parseEvalArgs(args: string[]): EvalArgs {
     }
     return n;
   };
+  const oneOf = <T extends string>(key: string, v: string, allowed: readonly T[]): T => {
+    if (!(allowed as readonly string[]).includes(v)) {
+      throw new Error(`Invalid --${key} "${v}": expected ${allowed.join(" or ")}`);
+    }
+    return v as T;
+  };
   return {
     model: values.model,
     text: values.text,
+    kernels: oneOf("kernels", values.kernels, ["runner", "engine"] as const),
+    decodeActivations: oneOf("decode-activations", values["decode-activations"], ["q8", "f32"] as const),
     ctx: int("ctx", values.ctx, 2),
     maxWindows: int("max-windows", values["max-windows"], 1),
     json: values.json,
@@ -75,7 +88,7 @@ export async function runEval(a: EvalArgs): Promise<PerplexityResult & { seconds
   const gpu = await requestGpu();
   console.error(`[eval] ${describeGpu(gpu)}`);
   try {
-    const m = await loadEvalModel(gpu, a.model);
+    const m = await loadEvalModel(gpu, a.model, { decodeActivations: a.decodeActivations });
     if (m.quantization) {
       console.error(
         `[eval] quantized folder (${m.quantization.method}, ${m.quantization.bits} bits): dequantized at load`,
@@ -87,6 +100,7 @@ export async function runEval(a: EvalArgs): Promise<PerplexityResult & { seconds
     const r = await evaluatePerplexity(gpu, m.config, m.weights, ids, {
       ctx: a.ctx ?? m.config.seqLen,
       ...(a.maxWindows !== null ? { maxWindows: a.maxWindows } : {}),
+      ...(a.kernels === "engine" ? { path: "gemm" as const } : {}),
       onProgress: (done, total) => bar.update(done / total, `window ${done}/${total}`),
     });
     bar.done();

@@ -362,7 +362,7 @@ function uploadFusedLinear(
   perms: SharedPerms,
 ): GpuLinear {
   const { rows: outDim, cols: inDim } = q;
-  if (q.lut) return { format: "lut", outDim, inDim, weights: uploadLut(gpu, packLut(q), label) };
+  if (q.lut) return { format: "lut", outDim, inDim, weights: uploadLut(gpu, packLut(q), label), activations };
   if (!q.scale || !q.zero) throw new Error(`Cannot upload "${label}": neither a LUT nor scale/zero`);
   // Groups are groupSize columns wide in act-order rank; group 0 holds exactly groupSize of them.
   const nGroups = q.scale.length / q.rows;

@@ -23,6 +23,7 @@ import {
   createForwardState,
   forwardStateBuffers,
   type GpuWeights,
+  type LinearPath,
   loadModelConfig,
   type ModelConfig,
   type ParsedQuantization,
@@ -47,6 +48,12 @@ export interface PerplexityOptions {
   yieldToServing?: () => Promise<void>;
   /** Cancels the evaluation between windows (throws the signal's reason). */
   signal?: AbortSignal;
+  /**
+   * Pin the linears' kernels (model/linear.ts `LinearPath`): "gemm" evaluates through the engine's prompt
+   * kernels, the batched int8 paths for weights loaded with q8 activations. Default: chosen by rows, as the
+   * single-sequence runner does.
+   */
+  path?: LinearPath;
 }
 
 /** The result of an evaluation. */
@@ -85,7 +92,7 @@ export async function evaluatePerplexity(
   config: ModelConfig,
   weights: GpuWeights,
   ids: ArrayLike<number>,
-  { ctx = config.seqLen, maxWindows = Infinity, maxLogitRows, onProgress, yieldToServing, signal }:
+  { ctx = config.seqLen, maxWindows = Infinity, maxLogitRows, onProgress, yieldToServing, signal, path }:
     PerplexityOptions = {},
 ): Promise<PerplexityResult> {
   if (!Number.isInteger(ctx) || ctx < 2 || ctx > config.seqLen) {
@@ -113,7 +120,12 @@ export async function evaluatePerplexity(
   const all = createStorage(gpu, windows * preds * 4, "eval nll all"); // (windows, ctx − 1) f32
   writeBuffer(gpu, s.state, new Uint32Array(4));
   const steps: Encodable[] = [
-    bindForward(gpu, config, weights, s, { ids: idBuf, rows: ctx, logits: "none" }),
+    bindForward(gpu, config, weights, s, {
+      ids: idBuf,
+      rows: ctx,
+      logits: "none",
+      ...(path ? { path } : {}),
+    }),
     createRmsNorm(gpu).bind({
       x: s.x,
       weight: weights.finalNorm,
@@ -188,12 +200,17 @@ export interface EvalModel {
 export async function loadEvalModel(
   gpu: Gpu,
   dir: string,
-  { weightType = "auto", fused = true }: { weightType?: WeightType | "auto"; fused?: boolean } = {},
+  { weightType = "auto", fused = true, decodeActivations = "q8" }: {
+    weightType?: WeightType | "auto";
+    fused?: boolean;
+    /** the quantized linears' activations on the engine's kernels (model/linear.ts) */
+    decodeActivations?: "q8" | "f32";
+  } = {},
 ): Promise<EvalModel> {
   const config = await loadModelConfig(dir);
   const tokenizer = await loadTokenizer(dir);
   const quantization = parseQuantization(config.quantization);
   const type = resolveWeightType(config, weightType);
-  const weights = await uploadModelWeights(gpu, dir, config, { weightType: type, fused });
+  const weights = await uploadModelWeights(gpu, dir, config, { weightType: type, fused, decodeActivations });
   return { config, tokenizer, weights, quantization };
 }
