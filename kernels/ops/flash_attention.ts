@@ -16,8 +16,9 @@
  *
  * The tile walk is bound by workgroup-memory reads: one float per FMA, ~14 TFLOP/s at 8B heads on the H100
  * (BENCHMARKS.md, "tiled attention for prompts"). With R = 2 (FlashTune.R) each invocation group holds two
- * rows (TPR doubles so their registers fit) and every K/V vec4 it reads serves both; tested, not yet timed,
- * so R = 1 stays the default (`deno task bench:attention` compares them).
+ * rows (TPR doubles so their registers fit) and every K/V vec4 it reads serves both; timed slower at every
+ * size (H200: 2,048 rows 4.6 against 3.0 ms a layer, BENCHMARKS.md), so R = 1 is the default and R = 2 a
+ * tested build for sweeps (`deno task bench:attention` compares them).
  */
 import {
   bindBuffers,
