@@ -79,7 +79,10 @@ export interface Config {
   maxTokensDefault: number | null;
   /** "auto" means f16 when the adapter has shader-f16 and the checkpoint is not f32. */
   dtype: WeightDtype;
-  /** Decode activations of affine GEMVs: int8 per 32 columns ("q8", faster) or exact "f32". */
+  /**
+   * Activations of the quantized kernels (affine decode GEMVs, and every engine row of affine and LUT
+   * weights): int8 per 32 columns ("q8", faster) or exact "f32".
+   */
   decodeActivations: "q8" | "f32";
   /** --quantize and its options (inference/quantize/options.ts), activated at startup; null without. */
   quant: QuantConfig | null;
@@ -169,8 +172,10 @@ Serving:
   --dtype <auto|f32|f16>      Weight storage on the GPU (default auto: f16 when the adapter has shader-f16
                               and the checkpoint is not f32, else f32)
   --decode-activations <q8|f32>
-                              Decode GEMVs of affine weights quantize activations to int8 per 32
-                              columns and use int8 dot products (q8, default, faster), or stay exact f32
+                              The quantized kernels (affine decode GEMVs; the engine's batched rows of
+                              affine and LUT weights, LUT tables then int8 per row) quantize activations
+                              to int8 per 32 columns for int8 dot products (q8, default, faster), or
+                              stay exact f32
 
 Batching (many clients at once):
   --max-num-seqs <n>          Sequences decoding at once (default 64)
