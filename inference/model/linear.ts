@@ -278,17 +278,21 @@ export function bindLinear(gpu: Gpu, linear: GpuLinear, call: LinearCall): Encod
 }
 
 /**
- * Whether these linears, applied to the same x over `rows` rows, can run as one dispatch: affine weights on
- * the q8 GEMV with the same bits, inDim and groups and one shared perm buffer (q/k/v and gate/up of our
- * folders share their act-order permutation; quant_folder.ts uploads it once).
+ * Whether these linears, applied to the same x over `rows` rows, can run as one bind: affine weights on the
+ * q8 GEMV or batched q8 path with the same bits, inDim and groups and one shared perm buffer (q/k/v and
+ * gate/up of our folders share their act-order permutation; quant_folder.ts uploads it once), one dispatch;
+ * or LUT weights with the same bits and inDim on the int8 batched path, which quantizes x once for all.
  */
-export function mergesLinears(
-  linears: GpuLinear[],
-  rows: number,
-  path?: LinearPath,
-): linears is AffineLinear[] {
+export function mergesLinears(linears: GpuLinear[], rows: number, path?: LinearPath): boolean {
   if (linears.length < 2 || linears.length > 3) return false;
   const [first] = linears;
+  if (first.format === "lut") {
+    return pinnedPath(first, path, rows) === "gemv" &&
+      linears.every((l) =>
+        l.format === "lut" && l.activations === "q8" && l.weights.bits === first.weights.bits &&
+        l.inDim === first.inDim
+      );
+  }
   return linears.every((l) =>
     l.format === "affine" && first.format === "affine" && fusesPrologue(l, rows, "norm", path) &&
     l.weights.bits === first.weights.bits && l.weights.inDim === first.weights.inDim &&
@@ -312,14 +316,25 @@ export function bindLinears(
   }
   const pinned = pinnedPath(linears[0], call.path, call.rows);
   const path = pinned ? { path: pinned } : {};
-  return createMatmulAffine(gpu, { accumulate: call.accumulate ?? false, activations: "q8", ...path }).bind({
+  const common = {
     x: call.x,
-    w: linears[0].weights,
     y: items[0].y,
     rows: call.rows,
     xRowOffset: call.xRowOffset ?? 0,
     ...(call.norm ? { norm: call.norm } : {}),
     ...(call.siluMulUp ? { siluMulUp: call.siluMulUp } : {}),
+  };
+  const first = linears[0];
+  if (first.format === "lut") {
+    return createMatmulLut(gpu, { accumulate: call.accumulate ?? false, activations: "q8", ...path }).bind({
+      ...common,
+      w: first.weights,
+      more: items.slice(1).map(({ linear, y }) => ({ w: (linear as LutLinear).weights, y })),
+    });
+  }
+  return createMatmulAffine(gpu, { accumulate: call.accumulate ?? false, activations: "q8", ...path }).bind({
+    ...common,
+    w: (first as AffineLinear).weights,
     more: items.slice(1).map(({ linear, y }) => ({ w: (linear as AffineLinear).weights, y })),
   });
 }

@@ -116,6 +116,11 @@ export interface MatmulLutArgs {
   norm?: { weight: GPUBuffer; eps: number };
   /** x is a gate: y = (silu(x)·up)·Qᵀ, up shaped like x (rows ≤ LUT_PROLOGUE_MAX_ROWS; not with `norm`). */
   siluMulUp?: GPUBuffer;
+  /**
+   * Further matrices applied to the same x, each into its own y (rows, outDim) (q/k/v, gate/up): the int8
+   * batched path only, which quantizes x once for all of them. Same inDim and bits as `w`.
+   */
+  more?: { w: LutWeights; y: GPUBuffer }[];
 }
 
 /**
@@ -160,8 +165,21 @@ export function createMatmulLut(gpu: Gpu, spec: MatmulLutSpec): Kernel<MatmulLut
         const main = planLutQ8mm(spec, shape).map((step) =>
           bindStep(gpu, step, [xq, w.codes, w.lut, y], { ...args, yStride, yColOffset, xRowOffset: 0 })
         );
-        return sequence([prep, ...main]);
+        const more = (args.more ?? []).flatMap((m) => {
+          checkMore(gpu, args, m);
+          return planLutQ8mm(spec, { ...shape, outDim: m.w.outDim }).map((step) =>
+            bindStep(gpu, step, [xq, m.w.codes, m.w.lut, m.y], {
+              ...args,
+              w: m.w,
+              yStride: m.w.outDim,
+              yColOffset: 0,
+              xRowOffset: 0,
+            })
+          );
+        });
+        return sequence([prep, ...main, ...more]);
       }
+      if (args.more?.length) throw new Error("Cannot bind matmul_lut: `more` needs the int8 batched path");
       const dispatches = planMatmulLut(spec, shape).map((step) =>
         bindStep(gpu, step, [x, w.codes, w.lut, y, ...(extra ? [extra] : [])], {
           ...args,
@@ -226,10 +244,21 @@ function bindStep(
   return singleDispatch(pipeline, bindGroup, dispatch2d(gpu, step.workgroups));
 }
 
+/** A further matrix of one int8 bind must look like the first; its y must hold rows × outDim. */
+function checkMore(gpu: Gpu, a: MatmulLutArgs, m: { w: LutWeights; y: GPUBuffer }): void {
+  if (m.w.bits !== a.w.bits || m.w.inDim !== a.w.inDim) {
+    throw new Error(
+      `Cannot bind matmul_lut with a further ${m.w.outDim}×${m.w.inDim} ${m.w.bits}-bit matrix: bits and ` +
+        `inDim must equal the first matrix's (${a.w.bits}, ${a.w.inDim})`,
+    );
+  }
+  checkArgs(gpu, { ...a, w: m.w, y: m.y, xRowOffset: a.xRowOffset ?? 0, yStride: m.w.outDim, yColOffset: 0 });
+}
+
 /** Load-time shape and size checks; throws a message naming the offending value. */
 function checkArgs(
   gpu: Gpu,
-  a: Required<Omit<MatmulLutArgs, "norm" | "siluMulUp">> & Pick<MatmulLutArgs, "norm" | "siluMulUp">,
+  a: Required<Omit<MatmulLutArgs, "norm" | "siluMulUp" | "more">> & Pick<MatmulLutArgs, "norm" | "siluMulUp">,
 ): void {
   const { w } = a;
   const fail = (msg: string) => {

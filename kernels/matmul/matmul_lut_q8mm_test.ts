@@ -3,7 +3,9 @@ import { createMatmulLut, uploadLut } from "./matmul_lut.ts";
 import { type LutTune, planLutQ8mm } from "./matmul_lut_plan.ts";
 import { lutQ8mmWorkgroupBytes } from "./matmul_lut_q8mm_wgsl.ts";
 import { ROW_LANES_MAX_ROWS } from "./row_lanes_wgsl.ts";
-import { uploadStorage } from "../core/buffers.ts";
+import { createStorage, readF32, runPass, uploadStorage } from "../core/buffers.ts";
+import { checkPipelines } from "../core/gpu.ts";
+import { type Encodable, sequence } from "../core/mod.ts";
 import { packLut } from "../../quant/pack_lut.ts";
 import { assertRowInvariance } from "../../tests/_row_invariance.ts";
 import { randomF32, testGpu } from "../../tests/_gpu.ts";
@@ -79,4 +81,40 @@ Deno.test("planLutQ8mm() splits rows into dispatches and fits lavapipe's workgro
       assert.ok(step.workgroupBytes <= 32768, `${rows} rows, ${bits}-bit: ${step.workgroupBytes} bytes`);
     }
   }
+});
+
+Deno.test("matmulLut() int8 batched path applies q/k/v after one prep pass, each into its own y", async () => {
+  const gpu = await testGpu();
+  if (!gpu) return;
+  const [rows, inDim, outDims] = [ROW_LANES_MAX_ROWS + 3, 4097, [64, 16, 130]];
+  const ws = outDims.map((outDim, i) =>
+    uploadLut(gpu, packLut(randomLut({ bits: 3, inDim, outDim }, 50 + i)), "w")
+  );
+  const x = uploadStorage(gpu, randomF32(rows * inDim, 53), "x");
+  const norm = { weight: uploadStorage(gpu, randomF32(inDim, 54), "nw"), eps: 1e-5 };
+  const kernel = createMatmulLut(gpu, { accumulate: false, path: "gemv", activations: "q8" });
+  const run = async (bind: (ys: GPUBuffer[]) => Encodable) => {
+    const ys = outDims.map((d) => createStorage(gpu, rows * d * 4, "y"));
+    const bound = bind(ys);
+    await checkPipelines(gpu);
+    runPass(gpu, (pass) => bound.encode(pass));
+    return await Promise.all(ys.map((y, i) => readF32(gpu, y, rows * outDims[i])));
+  };
+  const merged = await run((ys) =>
+    kernel.bind({ x, w: ws[0], y: ys[0], rows, norm, more: ws.slice(1).map((w, i) => ({ w, y: ys[i + 1] })) })
+  );
+  const alone = await run((ys) => sequence(ws.map((w, i) => kernel.bind({ x, w, y: ys[i], rows, norm }))));
+  assert.deepEqual(merged, alone);
+  assert.throws(
+    () =>
+      kernel.bind({
+        x,
+        w: ws[0],
+        y: ws[0].codes,
+        rows: 1,
+        more: [{ w: { ...ws[1], bits: 4 }, y: ws[1].lut }],
+      }),
+    /bits and inDim must equal the first matrix's \(3, 4097\)/,
+  );
+  gpu.device.destroy();
 });
