@@ -168,7 +168,8 @@ export type LinearPath = "gemm" | "gemv" | "decode" | "prompt";
  * "Serving under load"): one row for q8 affine weights (a 2-row step on the q8 GEMV's two-row dispatches
  * took 7.8 ms, on the batched kernel 5.8); what one dispatch serves for dense f16 weights; for LUT weights
  * every row count the LUT GEMV's 8-row batches serve, which beat the batched LUT kernel at every count
- * measured (8.8 against 24.5 ms a 2-row step, 25.5 against 44.7 ms a 16-row one, 93.6 against 137.8 at 64).
+ * measured (8.8 against 24.5 ms a 2-row step, 25.5 against 44.7 ms a 16-row one, 93.6 against 137.8 at 64);
+ * with q8 activations one row, as affine (its int8 batched path beyond).
  */
 function gemvRows(linear: GpuLinear): number {
   if (linear.format === "affine") return (linear.activations ?? "q8") === "q8" ? 1 : 0;
@@ -190,7 +191,8 @@ function gemvRows(linear: GpuLinear): number {
  * pieces of ~2 decode steps' rows that prompts advance by while others decode (32 at 16 streams) left the
  * GEMM ~10 ms a layer (its few output tiles) and LUT streams at 164 ms a token under load (H100, 2026-12-06):
  * on the "prompt" path LUT pieces under {@link LUT_PROMPT_GEMM_ROWS} rows take the batched LUT kernel, about
- * 0.07 ms a row and layer.
+ * 0.07 ms a row and layer. LUT weights with q8 activations (the default for quantized folders) take their
+ * int8 batched path for every engine row instead, as q8 affine weights do.
  */
 function pinnedPath(
   linear: GpuLinear,
