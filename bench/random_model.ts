@@ -141,7 +141,7 @@ export async function randomWeights(
       outDim,
       inDim,
       weights,
-      ...(format.activations ? { activations: format.activations } : {}),
+      activations: format.activations ?? "q8",
     };
   };
   const linear = (outDim: number, inDim: number, label: string): DenseLinear => {
@@ -181,8 +181,8 @@ export async function randomWeights(
 }
 
 /**
- * "dense", "affine4" (group 128), "lut3", ...; a suffix sets the engine's activations: "affine4f32" exact
- * f32 (affine defaults to q8), "lut4q8" the int8 LUT path (LUT defaults to f32).
+ * "dense", "affine4" (group 128), "lut3", ...; a suffix sets the engine's activations, q8 by default as for
+ * loaded folders (`--decode-activations`): "affine4f32" and "lut4f32" keep them exact f32.
  */
 export function parseFormat(text: string): RandomFormat {
   const m = /^(affine|lut)([234])(q8|f32)?$/.exec(text);

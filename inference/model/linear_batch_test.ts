@@ -49,7 +49,7 @@ Deno.test("a pinned linear gives each row the same bits alone and in a batch", a
     const weights = await randomWeights(gpu, c, weightType, format);
     const L = weights.layers[0];
     for (const path of ["gemv", "gemm"] as LinearPath[]) {
-      const choices = { affine: ["q8", "f32"] as const, lut: [undefined, "q8"] as const, dense: [undefined] };
+      const choices = { affine: ["q8", "f32"] as const, lut: ["f32", "q8"] as const, dense: [undefined] };
       for (const activations of choices[format.kind]) {
         await t.step(`${name} ${path}${activations ? ` ${activations}` : ""}`, async () => {
           for (const linear of [L.wGate, L.wDown]) {
@@ -94,7 +94,11 @@ Deno.test("the prompt path takes the batched LUT kernel for small pieces, the GE
     runPass(gpu, (pass) => bound.encode(pass));
     return await readF32(gpu, y, rows * l.outDim);
   };
-  for (const format of [{ kind: "lut", bits: 4 }, { kind: "affine", bits: 4 }] as RandomFormat[]) {
+  const formats = [{ kind: "lut", bits: 4, activations: "f32" }, {
+    kind: "affine",
+    bits: 4,
+  }] as RandomFormat[];
+  for (const format of formats) {
     const linear: GpuLinear = (await randomWeights(gpu, c, "f16", format)).layers[0].wDown;
     for (const rows of [13, LUT_PROMPT_GEMM_ROWS - 1, LUT_PROMPT_GEMM_ROWS]) {
       const small = format.kind === "lut" && rows < LUT_PROMPT_GEMM_ROWS;
