@@ -2,12 +2,12 @@
 # The issue-9 serving measurements on a GPU machine in one call (about 5 minutes on an H100 or H200; random
 # weights at the Llama-3-8B shape, so the figures must be labelled "random weights"):
 #   bash bench/serve_suite.sh            # everything below
-#   bash bench/serve_suite.sh decode     # only the decode-dominated table (affine4, lut4, dense)
+#   bash bench/serve_suite.sh decode     # only the decode-dominated table (affine4, lut4, lut4f32, dense)
 #   bash bench/serve_suite.sh sweep [variants]   # the batched kernels instead: profiles and lane variants
 # Writes, under $OUT (default ./serve_suite_out): runner.txt (the single-sequence baseline, `deno task
 # bench`), decode_<format>.md (16-id prompts, 64 output ids, 1/2/16/64 streams: ITL p50 is one decode step),
-# issue.md (the issue's 512 + 256 requests at 1/16/64 streams), long.md (a 2,048-id prompt arriving while 16
-# streams decode), ttft.md (one 2,048-id prompt), runner_engine_<n>.txt (`deno task bench` timing an n-id
+# issue.md (the issue's 512 + 256 requests at 1/16/64 streams), long_<format>.md (a 2,048-id prompt arriving
+# while 16 streams decode), ttft.md (one 2,048-id prompt), runner_engine_<n>.txt (`deno task bench` timing an n-id
 # prompt on the engine's kernels) and profile_<format>.txt (one 64-row engine decode step, kernel by kernel).
 # `sweep` writes profile_<format>_b<B>.txt (one decode step of B rows on the batched kernels, kernel by
 # kernel) and gemm_<variant>.txt (bench:gemm's affine4 layer linears at 16, 32, 64 and 512 rows per lane
@@ -42,15 +42,18 @@ for p in 512 2048; do
   timeout 60 $R bench/bench.ts --random llama3-8b --format affine4 --prompt $p --decode 16 --prompt-kernels engine \
     >"$OUT/runner_engine_$p.txt" 2>&1
 done
-for f in affine4 lut4 dense; do
+# lut4 runs the engine's LUT rows on int8 dot products (the default), lut4f32 on the exact f32 kernels
+for f in affine4 lut4 lut4f32 dense; do
   timeout 90 $S --formats $f --prompt 16 --output 64 --concurrency 1,2,16,64 --md "$OUT/decode_$f.md" \
     >"$OUT/decode_$f.txt" 2>&1
 done
 [ "$what" = decode ] && exit 0
 timeout 120 $S --formats affine4 --prompt 512 --output 256 --concurrency 1,16,64 --md "$OUT/issue.md" \
   >"$OUT/issue.txt" 2>&1
-timeout 60 $S --formats affine4 --prompt 512 --output 128 --long-prompt 2048 --concurrency 16 \
-  --md "$OUT/long.md" >"$OUT/long.txt" 2>&1
+for f in affine4 lut4; do
+  timeout 90 $S --formats $f --prompt 512 --output 128 --long-prompt 2048 --concurrency 16 \
+    --md "$OUT/long_$f.md" >"$OUT/long_$f.txt" 2>&1
+done
 timeout 40 $S --formats affine4 --prompt 2048 --output 16 --concurrency 1 --md "$OUT/ttft.md" >"$OUT/ttft.txt" 2>&1
 for f in affine4 lut4 dense; do
   timeout 60 $R bench/profile.ts --random llama3-8b --format $f --batch 64 --context 64 >"$OUT/profile_$f.txt" 2>&1
