@@ -3,7 +3,7 @@
 # weights at the Llama-3-8B shape, so the figures must be labelled "random weights"):
 #   bash bench/serve_suite.sh            # everything below
 #   bash bench/serve_suite.sh decode     # only the decode-dominated table (affine4, lut4, lut4f32, dense)
-#   bash bench/serve_suite.sh sweep [variants]   # the batched kernels instead: profiles and lane variants
+#   bash bench/serve_suite.sh sweep [variants [lut variants]]   # the batched kernels: profiles, lane variants
 # Writes, under $OUT (default ./serve_suite_out): runner.txt (the single-sequence baseline, `deno task
 # bench`), decode_<format>.md (16-id prompts, 64 output ids, 1/2/16/64 streams: ITL p50 is one decode step),
 # issue.md (the issue's 512 + 256 requests at 1/16/64 streams), long_<format>.md (a 2,048-id prompt arriving
@@ -34,6 +34,11 @@ if [ "$what" = sweep ]; then
   for v in ${2:-mm mml8 mmn8l8 mmn4l8 mmn8 mmk16}; do
     timeout 40 $R bench/gemm.ts --formats affine4 --rows 16,32,64,512 --reps 20 --variants $v \
       >"$OUT/gemm_$v.txt" 2>&1
+  done
+  # LUT weights: the f32 batched kernel (mm) against the int8 path, byte-shifted (mq) or chunk tables (mqc)
+  for v in ${3:-mm mq mqc mqn4 mqn8l8 mqcn4}; do
+    timeout 40 $R bench/gemm.ts --formats lut4 --rows 16,32,64,512 --reps 20 --variants $v \
+      >"$OUT/gemm_lut4_$v.txt" 2>&1
   done
   exit 0
 fi

@@ -57,6 +57,8 @@ export interface LutTune {
   unroll?: number;
   /** Batched decode path (matmul_lut_rows_wgsl.ts); `ks` sets the order of the sums: sweeps only. */
   mm?: RowLanesTune;
+  /** Int8 batched path: chunk tables (matmul_lut_q8mm_wgsl.ts `LutQ8mmBuild.chunks`), a sweep variant. */
+  q8Chunks?: boolean;
 }
 
 /** What a model asks for: the epilogue, plus optional launch overrides. */
@@ -277,7 +279,11 @@ export function planLutQ8mm(spec: MatmulLutSpec, shape: LutShape): MatmulLutStep
   const steps: MatmulLutStep[] = [];
   for (let row0 = 0; row0 < shape.rows; row0 += perDispatch) {
     const n = Math.min(perDispatch, shape.rows - row0);
-    const b: LutQ8mmBuild = { ...rowLanesFor(n, "lutq8", t.mm, shape.outDim), bits: shape.bits };
+    const b: LutQ8mmBuild = {
+      ...rowLanesFor(n, "lutq8", t.mm, shape.outDim),
+      bits: shape.bits,
+      ...(t.q8Chunks ? { chunks: true } : {}),
+    };
     steps.push({
       shader: { path: "q8mm", ...b },
       constants: { ACC: spec.accumulate ? 1 : 0 },

@@ -36,6 +36,10 @@ const Q8: Case[] = [
   { bits: 4, rows: 50, inDim: 256, outDim: 4099 },
   { bits: 4, rows: 6, inDim: 2080, outDim: 40, tune: { mm: { no: 4, wg: 64, unroll: 3, rl: 1 } } },
   { bits: 2, rows: 12, inDim: 512, outDim: 9, accumulate: true, tune: { mm: { rows: 5, ks: 4, rl: 3 } } },
+  // chunk tables (a lookup per two codes, per four at 2 bits), in builds that fit lavapipe's 32 KiB
+  { bits: 4, rows: 20, inDim: 4097, outDim: 37, tune: { q8Chunks: true } },
+  { bits: 3, rows: 3, inDim: 320, outDim: 70, prologue: "norm", tune: { q8Chunks: true } },
+  { bits: 2, rows: 50, inDim: 1000, outDim: 33, accumulate: true, tune: { q8Chunks: true, mm: { no: 2 } } },
 ];
 
 Deno.test("matmulLut() int8 batched path matches the reference with int8 activations and tables", async (t) => {
@@ -116,5 +120,27 @@ Deno.test("matmulLut() int8 batched path applies q/k/v after one prep pass, each
       }),
     /bits and inDim must equal the first matrix's \(3, 4097\)/,
   );
+  gpu.device.destroy();
+});
+
+// Chunk tables hold the same int8 levels as the byte-shifted copies and feed the same dot products in the same
+// order: the two builds give the same bits.
+Deno.test("matmulLut() int8 batched path gives the same bits with chunk tables", async () => {
+  const gpu = await testGpu();
+  if (!gpu) return;
+  for (const bits of [2, 3, 4] as const) {
+    const [rows, inDim, outDim] = [9, 1000, 45];
+    const w = uploadLut(gpu, packLut(randomLut({ bits, inDim, outDim }, 60 + bits)), "w");
+    const x = uploadStorage(gpu, randomF32(rows * inDim, 61), "x");
+    const run = async (tune: LutTune): Promise<Float32Array> => {
+      const y = createStorage(gpu, rows * outDim * 4, "y");
+      const bound = createMatmulLut(gpu, { accumulate: false, path: "gemv", activations: "q8", tune })
+        .bind({ x, w, y, rows });
+      await checkPipelines(gpu);
+      runPass(gpu, (pass) => bound.encode(pass));
+      return await readF32(gpu, y, rows * outDim);
+    };
+    assert.deepEqual(await run({ q8Chunks: true }), await run({}), `${bits}-bit`);
+  }
   gpu.device.destroy();
 });

@@ -30,7 +30,7 @@ import {
   rowLanesSetup,
   rowLanesWorkgroupSize,
 } from "./row_lanes_wgsl.ts";
-import { lutCodeOf } from "./matmul_lut_rows_wgsl.ts";
+import { lutCodeOf, streamBits } from "./matmul_lut_rows_wgsl.ts";
 
 /**
  * The element order the prep pass must write (matmul_affine_q8mm_wgsl.ts `q8PrepWgsl`, whose 3-bit order is
@@ -38,15 +38,28 @@ import { lutCodeOf } from "./matmul_lut_rows_wgsl.ts";
  */
 export const LUT_Q8_PREP_ORDER = 3;
 
-/** Shape of one build: the lanes, the code width, pieces per loop iteration. */
+/** Shape of one build: the lanes, the code width, pieces per loop iteration, the tables' kind. */
 export interface LutQ8mmBuild extends RowLanes {
   bits: 2 | 3 | 4;
   unroll: number;
+  /**
+   * Chunk tables instead of byte-shifted copies: one entry per value of a chunk of codes (two codes at 3 and
+   * 4 bits, four at 2), holding their int8 levels side by side, so an operand is two lookups (one at 2 bits)
+   * instead of four; 2^(chunk bits) entries per output (256 at 2 and 4 bits). A sweep variant, untimed.
+   */
+  chunks?: boolean;
 }
 
-/** Workgroup memory of a build: the shifted tables, the scales and the reduction. */
+/** Bits of one chunk table index ({@link LutQ8mmBuild.chunks}). */
+function chunkBits(bits: number): number {
+  return bits === 2 ? 8 : 2 * bits;
+}
+
+/** Workgroup memory of a build: the tables, the scales and the reduction. */
 export function lutQ8mmWorkgroupBytes(b: LutQ8mmBuild): number {
-  return 4 * rowLanesOutputsPerWorkgroup(b) * (4 * (1 << b.bits) + 1) + rowLanesReduceBytes(b);
+  const size = 1 << b.bits;
+  const perOutput = b.chunks ? (1 << chunkBits(b.bits)) + size + 1 : 4 * size + 1;
+  return 4 * rowLanesOutputsPerWorkgroup(b) * perOutput + rowLanesReduceBytes(b);
 }
 
 /**
@@ -59,6 +72,10 @@ export function lutQ8mmWgsl(b: LutQ8mmBuild): string {
   const perWorkgroup = rowLanesOutputsPerWorkgroup(b);
   const groups = perWorkgroup / no;
   const size = 1 << bits;
+  const chunks = b.chunks ?? false;
+  const cb = chunkBits(bits);
+  const perChunk = cb / bits; // codes per chunk
+  const entries = chunks ? 1 << cb : 4 * size; // table words per output
   const piece = (u: number) => {
     const lines = [
       `let p${u} = min(p + ${u * ks}u, params.nPieces - 1u);`,
@@ -70,9 +87,14 @@ export function lutQ8mmWgsl(b: LutQ8mmBuild): string {
         lines.push(`let cw${id}_${i} = codes[(orow${j} * params.nPieces + p${u}) * ${bits}u + ${i}u];`);
       }
       for (let k = 0; k < 8; k++) {
-        const look = (e: number) =>
-          `tq[t${j} + ${e * size}u + ${lutCodeOf(bits, 4 * k + e, (i) => `cw${id}_${i}`)}]`;
-        lines.push(`let c${id}_${k} = ${unroll(4, look, " | ")};`);
+        const w = (i: number) => `cw${id}_${i}`;
+        const look = chunks
+          ? (c: number) => {
+            const at = `tq[t${j} + ${streamBits(bits * (4 * k + c * perChunk), cb, w)}]`;
+            return c === 0 ? at : `(${at} << ${8 * perChunk * c}u)`;
+          }
+          : (e: number) => `tq[t${j} + ${e * size}u + ${lutCodeOf(bits, 4 * k + e, w)}]`;
+        lines.push(`let c${id}_${k} = ${unroll(chunks ? 4 / perChunk : 4, look, " | ")};`);
       }
     }
     for (let i = 0; i < rl; i++) {
@@ -108,8 +130,14 @@ fn store(r: u32, o: u32, v: f32) {
   if (ACC) { y[i] += v; } else { y[i] = v; }
 }
 
-// [output of the workgroup][byte j][code]: the int8 level of the code, shifted to byte j
-var<workgroup> tq: array<u32, ${perWorkgroup * 4 * size}>;
+${
+    chunks
+      ? `// [output of the workgroup][chunk]: the int8 levels of a chunk's codes in its low bytes
+var<workgroup> tq: array<u32, ${perWorkgroup * entries}>;
+var<workgroup> l8: array<u32, ${perWorkgroup * size}>;  // [output][code]: the int8 level, a byte`
+      : `// [output of the workgroup][byte j][code]: the int8 level of the code, shifted to byte j
+var<workgroup> tq: array<u32, ${perWorkgroup * entries}>;`
+  }
 var<workgroup> sc: array<f32, ${perWorkgroup}>;  // s = max|table| / 127 of each output
 ${rowLanesDecl(b)}
 
@@ -129,18 +157,33 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
     let q = select(0.0, 127.0 / am, am > 0.0);
     for (var i = 0u; i < ${size / 2}u; i++) {
       let l = bitcast<vec2u>(vec2i(round(unpack2x16float(lut[base + i]) * q))) & vec2u(255u);
-      for (var j = 0u; j < 4u; j++) {
+      ${
+    chunks
+      ? `l8[e * ${size}u + 2u * i] = l.x;
+      l8[e * ${size}u + 2u * i + 1u] = l.y;`
+      : `for (var j = 0u; j < 4u; j++) {
         tq[(e * 4u + j) * ${size}u + 2u * i] = l.x << (8u * j);
         tq[(e * 4u + j) * ${size}u + 2u * i + 1u] = l.y << (8u * j);
-      }
+      }`
+  }
     }
   }
   workgroupBarrier();
   ${
+    chunks
+      ? `for (var e = lid; e < ${perWorkgroup * entries}u; e += ${wg}u) {
+    let at = (e / ${entries}u) * ${size}u;
+    let i = e % ${entries}u;
+    tq[e] = ${unroll(perChunk, (c) => `(l8[at + ((i >> ${bits * c}u) & ${size - 1}u)] << ${8 * c}u)`, " | ")};
+  }
+  workgroupBarrier();`
+      : ""
+  }
+  ${
     rowLanesSetup(b, "params.outDim", (i, row) =>
       `let xr${i} = (params.xRowOffset + ${row}) * params.nPieces;`)
   }
-  ${unroll(no, (j) => `let t${j} = (${j * groups}u + g) * ${4 * size}u;`)}
+  ${unroll(no, (j) => `let t${j} = (${j * groups}u + g) * ${entries}u;`)}
   for (var p = s; p < params.nPieces; p += ${ks * b.unroll}u) {
     ${unroll(b.unroll, piece, "\n    ")}
   }

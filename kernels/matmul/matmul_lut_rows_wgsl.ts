@@ -39,11 +39,15 @@ export function lutRowsWorkgroupBytes(b: LutRowsBuild): number {
 
 /** WGSL expression of code k (0..31) of a piece whose words are `w(i)` (3-bit codes may straddle words). */
 export function lutCodeOf(bits: number, k: number, w: (i: number) => string): string {
-  const p = bits * k;
+  return streamBits(bits * k, bits, w);
+}
+
+/** WGSL expression of bits [p, p + width) (width < 32) of a piece's bit stream, words `w(i)`, LSB first. */
+export function streamBits(p: number, width: number, w: (i: number) => string): string {
   const [i, s] = [p >> 5, p & 31];
   let e = s === 0 ? w(i) : `(${w(i)} >> ${s}u)`;
-  if (s + bits > 32) e = `(${e} | (${w(i + 1)} << ${32 - s}u))`;
-  return `(${e} & ${(1 << bits) - 1}u)`;
+  if (s + width > 32) e = `(${e} | (${w(i + 1)} << ${32 - s}u))`;
+  return s + width === 32 ? e : `(${e} & ${(1 << width) - 1}u)`;
 }
 
 /**
