@@ -20,7 +20,7 @@
  * order that depends on KS alone, so a row's result never depends on its batch.
  */
 import { unroll } from "../core/mod.ts";
-import { LUT_PARAMS_FIELDS } from "./matmul_lut_wgsl.ts";
+import { lutParamsWgsl } from "./matmul_lut_wgsl.ts";
 import {
   type RowLanes,
   rowLanesDecl,
@@ -117,18 +117,8 @@ export function lutQ8mmWgsl(b: LutQ8mmBuild): string {
     return lines.join("\n    ");
   };
   return /* wgsl */ `
-override ACC: bool = false;  // y += x·Qᵀ instead of y = x·Qᵀ
-struct Params { ${LUT_PARAMS_FIELDS.map((f) => `${f}: ${f === "normEps" ? "f32" : "u32"}`).join(", ")} }
-@group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> xq: array<vec4u>;   // (rows, nPieces) × 3, the prep pass's
+${lutParamsWgsl("var<storage, read> xq: array<vec4u>;   // (rows, nPieces) × 3, the prep pass's")}
 @group(0) @binding(2) var<storage, read> codes: array<u32>;  // (outDim, nPieces, BITS) u32
-@group(0) @binding(3) var<storage, read> lut: array<u32>;    // (outDim, 2^BITS / 2) f16 pairs
-@group(0) @binding(4) var<storage, read_write> y: array<f32>;  // (rows, yStride) f32
-
-fn store(r: u32, o: u32, v: f32) {
-  let i = params.yOffset + r * params.yStride + o;
-  if (ACC) { y[i] += v; } else { y[i] = v; }
-}
 
 ${
     chunks

@@ -16,7 +16,7 @@
  * activation loads; a partial last piece reads zeros past the row); other shapes keep the GEMV.
  */
 import { unroll } from "../core/mod.ts";
-import { LUT_PARAMS_FIELDS } from "./matmul_lut_wgsl.ts";
+import { LUT_X4_DECL, lutParamsWgsl } from "./matmul_lut_wgsl.ts";
 import {
   type RowLanes,
   rowLanesDecl,
@@ -92,18 +92,8 @@ export function lutRowsWgsl(b: LutRowsBuild): string {
     return `{\n      ${lines.join("\n      ")}\n    }`;
   };
   return /* wgsl */ `
-override ACC: bool = false;  // y += x·Qᵀ instead of y = x·Qᵀ
-struct Params { ${LUT_PARAMS_FIELDS.map((f) => `${f}: ${f === "normEps" ? "f32" : "u32"}`).join(", ")} }
-@group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> x4: array<vec4f>;   // (xRowOffset + rows, inDim) f32
+${lutParamsWgsl(LUT_X4_DECL)}
 @group(0) @binding(2) var<storage, read> codes: array<u32>;  // (outDim, nPieces, BITS) u32
-@group(0) @binding(3) var<storage, read> lut: array<u32>;    // (outDim, 2^BITS / 2) f16 pairs
-@group(0) @binding(4) var<storage, read_write> y: array<f32>;  // (rows, yStride) f32
-
-fn store(r: u32, o: u32, v: f32) {
-  let i = params.yOffset + r * params.yStride + o;
-  if (ACC) { y[i] += v; } else { y[i] = v; }
-}
 
 var<workgroup> tab: array<f32, ${perWorkgroup * size}>;  // [output of the workgroup][code]
 ${rowLanesDecl(b)}

@@ -29,13 +29,20 @@ export const LUT_PARAMS_FIELDS = [
   "normEps", // GEMV with a fused RMSNorm: epsilon (the one f32 field)
 ] as const;
 
-/** The uniform block, x/lut/y bindings and store every LUT shader starts with. */
-export const LUT_PARAMS_WGSL = /* wgsl */ `
+/**
+ * The uniform block, activation/lut/y bindings and store every LUT shader starts with (each declares its
+ * codes at binding 2). `x` is binding 1's declaration: f32 activations by default, `x4` vec4s for 16-byte
+ * loads, or the int8 path's prepared rows.
+ */
+export function lutParamsWgsl(
+  x = "var<storage, read> x: array<f32>;     // (xRowOffset + rows, inDim) f32",
+): string {
+  return /* wgsl */ `
 override ACC: bool = false;  // y += x·Qᵀ instead of y = x·Qᵀ
 
 struct Params { ${LUT_PARAMS_FIELDS.map((f) => `${f}: ${f === "normEps" ? "f32" : "u32"}`).join(", ")} }
 @group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;     // (xRowOffset + rows, inDim) f32
+@group(0) @binding(1) ${x}
 @group(0) @binding(3) var<storage, read> lut: array<u32>;   // (outDim, 2^BITS / 2) f16 pairs
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;  // (rows, yStride) f32
 
@@ -44,6 +51,13 @@ fn store(r: u32, o: u32, v: f32) {
   if (ACC) { y[i] += v; } else { y[i] = v; }
 }
 `;
+}
+
+/** {@link lutParamsWgsl} with f32 activations. */
+export const LUT_PARAMS_WGSL = lutParamsWgsl();
+
+/** Binding 1 as 16-byte activation loads. */
+export const LUT_X4_DECL = "var<storage, read> x4: array<vec4f>;   // (xRowOffset + rows, inDim) f32";
 
 /** What a one- or two-row GEMV does to x first (see matmul_lut.ts MatmulLutArgs.norm / siluMulUp). */
 export type LutPrologue = "none" | "norm" | "siluMul";
@@ -293,9 +307,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
  * piece.
  */
 export function gemmCoreLutWgsl(build: GemmBuild & { vec: boolean }): string {
-  const params = build.vec
-    ? LUT_PARAMS_WGSL.replace("var<storage, read> x: array<f32>;", "var<storage, read> x4: array<vec4f>;")
-    : LUT_PARAMS_WGSL;
+  const params = build.vec ? lutParamsWgsl(LUT_X4_DECL) : LUT_PARAMS_WGSL;
   return (build.math === "f16" ? F16_ENABLE : "") + params + /* wgsl */ `
 override BITS: u32 = 4u;
 @group(0) @binding(2) var<storage, read> codes: array<u32>;  // (outDim, nPieces, BITS) u32
