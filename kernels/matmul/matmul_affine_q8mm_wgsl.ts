@@ -140,6 +140,33 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
 `;
 }
 
+/** Piece u of a lane's loop iteration (lane s takes pieces s, s + KS, …): its index, clamped, and whether it is real. */
+export function q8PieceHead(u: number, ks: number): string[] {
+  return [
+    `let p${u} = min(p + ${u * ks}u, params.nPieces - 1u);`,
+    `let ok${u} = p + ${u * ks}u < params.nPieces;`,
+  ];
+}
+
+/** The prep pass's piece u of the lane's row i: its eight operand words (xa, xb) and (d, dz) as xd. */
+export function q8RowLoads(i: number, u: number): string[] {
+  const at = `(xr${i} + p${u}) * ${Q8MM_VEC4_PER_PIECE}u`;
+  return [
+    `let xa${i}_${u} = xq[${at}];`,
+    `let xb${i}_${u} = xq[${at} + 1u];`,
+    `let xd${i}_${u} = bitcast<vec2f>(xq[${at} + 2u].xy);`,
+  ];
+}
+
+/** The integer dot product of code operands `c{id}_0..7` with row i's piece u (words from {@link q8RowLoads}). */
+export function q8Dots(id: string, i: number, u: number): string {
+  return unroll(
+    8,
+    (k) => `dot4I8Packed(c${id}_${k}, ${k < 4 ? "xa" : "xb"}${i}_${u}.${"xyzw"[k & 3]})`,
+    " + ",
+  );
+}
+
 /**
  * The main pass. Bindings: 0 params, 1 xq, then per matrix m: 2 + 3m codes, 3 + 3m scaleZero, 4 + 3m y.
  * Params: rows, nPieces, nGroups, xBase (first xq row of the dispatch), y strides and offsets as the
@@ -151,10 +178,7 @@ export function q8mmWgsl(b: Q8mmBuild): string {
   const store = bits === 4 ? "vec4<u32>" : bits === 3 ? "u32" : "vec2<u32>"; // 3-bit: three words a piece
   const ops = operandElements(bits);
   const piece = (u: number) => {
-    const lines = [
-      `let p${u} = min(p + ${u * ks}u, params.nPieces - 1u);`,
-      `let ok${u} = p + ${u * ks}u < params.nPieces;`,
-    ];
+    const lines = q8PieceHead(u, ks);
     for (let j = 0; j < no; j++) {
       const id = `${j}_${u}`;
       lines.push(
@@ -167,20 +191,14 @@ export function q8mmWgsl(b: Q8mmBuild): string {
       );
     }
     for (let i = 0; i < rl; i++) {
-      lines.push(
-        `let xa${i}_${u} = xq[(xr${i} + p${u}) * 3u];`,
-        `let xb${i}_${u} = xq[(xr${i} + p${u}) * 3u + 1u];`,
-        `let xd${i}_${u} = bitcast<vec2f>(xq[(xr${i} + p${u}) * 3u + 2u].xy);`,
-      );
+      lines.push(...q8RowLoads(i, u));
       for (let j = 0; j < no; j++) {
         const id = `${j}_${u}`;
-        const dots = ops.map((_, k) =>
-          `dot4I8Packed(c${id}_${k}, ${k < 4 ? `xa${i}_${u}` : `xb${i}_${u}`}.${"xyzw"[k & 3]})`
-        );
         lines.push(
           `a${j}_${i} = fma(sx${id}, fma(xd${i}_${u}.x, f32(${
-            dots.join(" + ")
-          }), -(sz${id}.y * xd${i}_${u}.y)), a${j}_${i});`,
+            q8Dots(id, i, u)
+          }), -(sz${id}.y * xd${i}_${u}.y)), ` +
+            `a${j}_${i});`,
         );
       }
     }

@@ -162,22 +162,20 @@ export function createMatmulLut(gpu: Gpu, spec: MatmulLutSpec): Kernel<MatmulLut
           ...(args.norm ? { norm: args.norm } : {}),
           ...(args.siluMulUp ? { siluMulUp: args.siluMulUp } : {}),
         });
-        const main = planLutQ8mm(spec, shape).map((step) =>
-          bindStep(gpu, step, [xq, w.codes, w.lut, y], { ...args, yStride, yColOffset, xRowOffset: 0 })
+        // The first matrix, then the further ones (y of their own, dense rows), all reading the one xq.
+        const targets = [
+          { w, y, yStride, yColOffset },
+          ...(args.more ?? []).map((m) => {
+            checkMore(gpu, args, m);
+            return { w: m.w, y: m.y, yStride: m.w.outDim, yColOffset: 0 };
+          }),
+        ];
+        const main = targets.flatMap((t) =>
+          planLutQ8mm(spec, { ...shape, outDim: t.w.outDim }).map((step) =>
+            bindStep(gpu, step, [xq, t.w.codes, t.w.lut, t.y], { ...args, ...t, xRowOffset: 0 })
+          )
         );
-        const more = (args.more ?? []).flatMap((m) => {
-          checkMore(gpu, args, m);
-          return planLutQ8mm(spec, { ...shape, outDim: m.w.outDim }).map((step) =>
-            bindStep(gpu, step, [xq, m.w.codes, m.w.lut, m.y], {
-              ...args,
-              w: m.w,
-              yStride: m.w.outDim,
-              yColOffset: 0,
-              xRowOffset: 0,
-            })
-          );
-        });
-        return sequence([prep, ...main, ...more]);
+        return sequence([prep, ...main]);
       }
       if (args.more?.length) throw new Error("Cannot bind matmul_lut: `more` needs the int8 batched path");
       const dispatches = planMatmulLut(spec, shape).map((step) =>

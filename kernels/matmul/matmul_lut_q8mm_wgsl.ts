@@ -31,6 +31,7 @@ import {
   rowLanesWorkgroupSize,
 } from "./row_lanes_wgsl.ts";
 import { lutCodeOf, streamBits } from "./matmul_lut_rows_wgsl.ts";
+import { q8Dots, q8PieceHead, q8RowLoads } from "./matmul_affine_q8mm_wgsl.ts";
 
 /**
  * The element order the prep pass must write (matmul_affine_q8mm_wgsl.ts `q8PrepWgsl`, whose 3-bit order is
@@ -77,17 +78,14 @@ export function lutQ8mmWgsl(b: LutQ8mmBuild): string {
   const perChunk = cb / bits; // codes per chunk
   const entries = chunks ? 1 << cb : 4 * size; // table words per output
   const piece = (u: number) => {
-    const lines = [
-      `let p${u} = min(p + ${u * ks}u, params.nPieces - 1u);`,
-      `let ok${u} = p + ${u * ks}u < params.nPieces;`,
-    ];
+    const lines = q8PieceHead(u, ks);
     for (let j = 0; j < no; j++) {
       const id = `${j}_${u}`;
       for (let i = 0; i < bits; i++) {
         lines.push(`let cw${id}_${i} = codes[(orow${j} * params.nPieces + p${u}) * ${bits}u + ${i}u];`);
       }
+      const w = (i: number) => `cw${id}_${i}`;
       for (let k = 0; k < 8; k++) {
-        const w = (i: number) => `cw${id}_${i}`;
         const look = chunks
           ? (c: number) => {
             const at = `tq[t${j} + ${streamBits(bits * (4 * k + c * perChunk), cb, w)}]`;
@@ -98,20 +96,10 @@ export function lutQ8mmWgsl(b: LutQ8mmBuild): string {
       }
     }
     for (let i = 0; i < rl; i++) {
-      const at = `(xr${i} + p${u}) * 3u`;
-      lines.push(
-        `let xa${i}_${u} = xq[${at}];`,
-        `let xb${i}_${u} = xq[${at} + 1u];`,
-        `let xd${i}_${u} = select(0.0, bitcast<f32>(xq[${at} + 2u].x), ok${u});`,
-      );
+      // a piece past the row's end (clamped to the last) counts nothing
+      lines.push(...q8RowLoads(i, u), `let d${i}_${u} = select(0.0, xd${i}_${u}.x, ok${u});`);
       for (let j = 0; j < no; j++) {
-        const id = `${j}_${u}`;
-        const dots = unroll(
-          8,
-          (k) => `dot4I8Packed(c${id}_${k}, ${k < 4 ? `xa${i}_${u}` : `xb${i}_${u}`}.${"xyzw"[k & 3]})`,
-          " + ",
-        );
-        lines.push(`a${j}_${i} = fma(xd${i}_${u}, f32(${dots}), a${j}_${i});`);
+        lines.push(`a${j}_${i} = fma(d${i}_${u}, f32(${q8Dots(`${j}_${u}`, i, u)}), a${j}_${i});`);
       }
     }
     return lines.join("\n    ");
