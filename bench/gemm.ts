@@ -5,8 +5,9 @@
  * and tiles), timed with timestamp-query over passes of several dispatches. Weights are random; one format
  * per process gives the steadiest figures (see bench/kernels.ts). Affine weights also take the decode
  * variants `q8` (the q8 GEMV, ≤ 2 rows) and `mm` (the batched q8 path the engine decodes with), dense f16
- * and LUT weights `mm` (their batched decode paths), LUT weights also `mq` (the int8 batched LUT path) and
- * `mqc` (it with chunk tables), each with build overrides [n<outputs per lane>][u<unroll>][w<workgroup>]
+ * and LUT weights `mm` (their batched decode paths), LUT weights also `mq` (the int8 batched LUT path as the
+ * engine runs it: chunk tables where they fit), `mqc` (chunk tables always) and `mqs` (byte-shifted tables),
+ * each with build overrides [n<outputs per lane>][u<unroll>][w<workgroup>]
  * [k<K split>][r<rows per dispatch>][l<rows per lane>], e.g. mmn4u1. One matrix is timed over and over, so at
  * few rows it may sit in the 50 MB L2: compare variants with each other, and decode speed
  * with `deno task bench:serve`. `--lm-head` adds the f16 LM head (128256×4096), reported apart from the
@@ -67,7 +68,9 @@ function decodeVariant(l: GpuLinear, rows: number, variant: string): Encodable |
   if (variant === "q8" && l.format === "affine") {
     return createMatmulAffine(gpu, { accumulate: false }).bind({ x, w: l.weights, y, rows });
   }
-  const m = /^(mm|mqc|mq)(?:n(\d+))?(?:u(\d+))?(?:w(\d+))?(?:k(\d+))?(?:r(\d+))?(?:l(\d+))?$/.exec(variant);
+  const m = /^(mm|mqc|mqs|mq)(?:n(\d+))?(?:u(\d+))?(?:w(\d+))?(?:k(\d+))?(?:r(\d+))?(?:l(\d+))?$/.exec(
+    variant,
+  );
   if (!m) return null;
   const keys = ["no", "unroll", "wg", "ks", "rows", "rl"] as const;
   const mm = Object.fromEntries(keys.flatMap((k, i) => m[i + 2] ? [[k, Number(m[i + 2])]] : []));
@@ -79,7 +82,7 @@ function decodeVariant(l: GpuLinear, rows: number, variant: string): Encodable |
   }
   if (l.format === "lut") {
     const activations = m[1] === "mm" ? "f32" as const : "q8" as const;
-    const tune = { mm, ...(m[1] === "mqc" ? { q8Chunks: true } : {}) };
+    const tune = { mm, ...(m[1] === "mq" ? {} : { q8Chunks: m[1] === "mqc" }) };
     return createMatmulLut(gpu, { accumulate: false, path: "gemv", activations, tune }).bind({
       x,
       w: l.weights,

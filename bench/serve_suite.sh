@@ -35,8 +35,8 @@ if [ "$what" = sweep ]; then
     timeout 40 $R bench/gemm.ts --formats affine4 --rows 16,32,64,512 --reps 20 --variants $v \
       >"$OUT/gemm_$v.txt" 2>&1
   done
-  # LUT weights: the f32 batched kernel (mm) against the int8 path, byte-shifted (mq) or chunk tables (mqc)
-  for v in ${3:-mm mq mqc mqn4 mqn8l8 mqcn4}; do
+  # LUT weights: the f32 batched kernel (mm) against the int8 path, chunk tables (mqc) or byte-shifted (mqs)
+  for v in ${3:-mm mq mqc mqs mqcl8 mqcu2}; do
     timeout 40 $R bench/gemm.ts --formats lut4 --rows 16,32,64,512 --reps 20 --variants $v \
       >"$OUT/gemm_lut4_$v.txt" 2>&1
   done

@@ -57,7 +57,10 @@ export interface LutTune {
   unroll?: number;
   /** Batched decode path (matmul_lut_rows_wgsl.ts); `ks` sets the order of the sums: sweeps only. */
   mm?: RowLanesTune;
-  /** Int8 batched path: chunk tables (matmul_lut_q8mm_wgsl.ts `LutQ8mmBuild.chunks`), a sweep variant. */
+  /**
+   * Int8 batched path: chunk tables (matmul_lut_q8mm_wgsl.ts `LutQ8mmBuild.chunks`; true) or byte-shifted
+   * copies (false). Default: chunk tables wherever they fit the device's workgroup memory (the same bits).
+   */
   q8Chunks?: boolean;
 }
 
@@ -279,11 +282,19 @@ export function planLutQ8mm(spec: MatmulLutSpec, shape: LutShape): MatmulLutStep
   const steps: MatmulLutStep[] = [];
   for (let row0 = 0; row0 < shape.rows; row0 += perDispatch) {
     const n = Math.min(perDispatch, shape.rows - row0);
-    const b: LutQ8mmBuild = {
-      ...rowLanesFor(n, "lutq8", t.mm, shape.outDim),
+    const lanes = rowLanesFor(n, "lutq8", t.mm, shape.outDim);
+    const build = (chunks: boolean): LutQ8mmBuild => ({
+      ...lanes,
       bits: shape.bits,
-      ...(t.q8Chunks ? { chunks: true } : {}),
-    };
+      ...(chunks ? { chunks } : {}),
+    });
+    // Chunk tables were 25-35 % faster on the H100 (BENCHMARKS.md, "Serving under load", eleventh session);
+    // where their 2^(chunk bits) entries per output do not fit (lavapipe's 32 KiB at 64 rows), the
+    // byte-shifted copies give the same bits.
+    let b = build(t.q8Chunks ?? true);
+    if (t.q8Chunks === undefined && lutQ8mmWorkgroupBytes(b) > (shape.maxWorkgroupBytes ?? 32768)) {
+      b = build(false);
+    }
     steps.push({
       shader: { path: "q8mm", ...b },
       constants: { ACC: spec.accumulate ? 1 : 0 },

@@ -36,10 +36,11 @@ const Q8: Case[] = [
   { bits: 4, rows: 50, inDim: 256, outDim: 4099 },
   { bits: 4, rows: 6, inDim: 2080, outDim: 40, tune: { mm: { no: 4, wg: 64, unroll: 3, rl: 1 } } },
   { bits: 2, rows: 12, inDim: 512, outDim: 9, accumulate: true, tune: { mm: { rows: 5, ks: 4, rl: 3 } } },
-  // chunk tables (a lookup per two codes, per four at 2 bits), in builds that fit lavapipe's 32 KiB
-  { bits: 4, rows: 20, inDim: 4097, outDim: 37, tune: { q8Chunks: true } },
-  { bits: 3, rows: 3, inDim: 320, outDim: 70, prologue: "norm", tune: { q8Chunks: true } },
-  { bits: 2, rows: 50, inDim: 1000, outDim: 33, accumulate: true, tune: { q8Chunks: true, mm: { no: 2 } } },
+  // the cases above take chunk tables where they fit lavapipe's 32 KiB (the 50-row one does not); these ask
+  // for the byte-shifted copies
+  { bits: 4, rows: 20, inDim: 4097, outDim: 37, tune: { q8Chunks: false } },
+  { bits: 3, rows: 3, inDim: 320, outDim: 70, prologue: "norm", tune: { q8Chunks: false } },
+  { bits: 2, rows: 50, inDim: 1000, outDim: 33, accumulate: true, tune: { q8Chunks: false, mm: { no: 2 } } },
 ];
 
 Deno.test("matmulLut() int8 batched path matches the reference with int8 activations and tables", async (t) => {
@@ -85,6 +86,20 @@ Deno.test("planLutQ8mm() splits rows into dispatches and fits lavapipe's workgro
       assert.ok(step.workgroupBytes <= 32768, `${rows} rows, ${bits}-bit: ${step.workgroupBytes} bytes`);
     }
   }
+  // chunk tables where they fit (the H100's 48 KiB holds them at 64 rows, lavapipe's 32 KiB does not),
+  // byte-shifted copies where they do not or when asked for
+  const chunks = (rows: number, maxWorkgroupBytes?: number, tune?: LutTune) => {
+    const [step] = planLutQ8mm({ accumulate: false, ...(tune ? { tune } : {}) }, {
+      ...shape,
+      rows,
+      ...(maxWorkgroupBytes ? { maxWorkgroupBytes } : {}),
+    });
+    return step.shader.path === "q8mm" && step.shader.chunks === true;
+  };
+  assert.equal(chunks(16), true);
+  assert.equal(chunks(ROW_LANES_MAX_ROWS), false);
+  assert.equal(chunks(ROW_LANES_MAX_ROWS, 49152), true);
+  assert.equal(chunks(16, undefined, { q8Chunks: false }), false);
 });
 
 Deno.test("matmulLut() int8 batched path applies q/k/v after one prep pass, each into its own y", async () => {
@@ -125,7 +140,7 @@ Deno.test("matmulLut() int8 batched path applies q/k/v after one prep pass, each
 
 // Chunk tables hold the same int8 levels as the byte-shifted copies and feed the same dot products in the same
 // order: the two builds give the same bits.
-Deno.test("matmulLut() int8 batched path gives the same bits with chunk tables", async () => {
+Deno.test("matmulLut() int8 batched path gives the same bits with chunk tables and byte-shifted copies", async () => {
   const gpu = await testGpu();
   if (!gpu) return;
   for (const bits of [2, 3, 4] as const) {
@@ -140,7 +155,7 @@ Deno.test("matmulLut() int8 batched path gives the same bits with chunk tables",
       runPass(gpu, (pass) => bound.encode(pass));
       return await readF32(gpu, y, rows * outDim);
     };
-    assert.deepEqual(await run({ q8Chunks: true }), await run({}), `${bits}-bit`);
+    assert.deepEqual(await run({ q8Chunks: true }), await run({ q8Chunks: false }), `${bits}-bit`);
   }
   gpu.device.destroy();
 });

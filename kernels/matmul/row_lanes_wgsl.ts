@@ -51,7 +51,8 @@ export type RowLanesKernel = "q8" | "dense" | "lut" | "lutq8";
  * - dense f16: 2 outputs up to 15 rows, then 8 (the LM head at 16 rows 0.84 against 1.30 ms, at 64 rows
  *   2.99 against 3.05); narrow matrices 4 from 32 rows (k/v at 64 rows: 59 µs against 73 with 2);
  * - LUT: 1 output up to 8 rows, then 4 (64 rows: 4.38 against 8.57 ms per layer; k/v faster too);
- * - LUT on int8 (matmul_lut_q8mm_wgsl.ts): q8's, untimed.
+ * - LUT on int8 (matmul_lut_q8mm_wgsl.ts, chunk tables): q8's, but eight rows per lane from 32 rows (32 rows:
+ *   0.49 against 0.53 ms per layer; eleventh session).
  */
 export function rowLanesFor(
   rows: number,
@@ -65,7 +66,7 @@ export function rowLanesFor(
     q8: rows <= 2 ? [1, 4] : rows < 32 ? [2, 4] : rows < 48 || !wide ? [4, 4] : [8, 8],
     dense: rows <= 2 ? [1, 4] : rows < 16 ? [2, 4] : wide ? [8, 4] : rows < 32 ? [2, 4] : [4, 4],
     lut: rows <= 8 ? [1, 4] : [4, 4],
-    lutq8: rows <= 2 ? [1, 4] : rows < 32 ? [2, 4] : rows < 48 || !wide ? [4, 4] : [8, 8],
+    lutq8: rows <= 2 ? [1, 4] : rows < 32 ? [2, 4] : !wide ? [4, 4] : rows < 48 ? [4, 8] : [8, 8],
   }[kernel];
   return {
     rows,
