@@ -57,8 +57,9 @@ const probes: Probe[] = [
   {
     name: "f32 fma",
     chains: 8,
-    decl: (i) => `var c${i} = f32(${seed(i)} & 255u) * 1e-3;`,
-    step: (i) => `c${i} = fma(c${i}, 0.999, 1e-4);`,
+    // multiplier and addend in registers (values the compiler cannot know), as a GEMM's operands are
+    decl: (i) => `var c${i} = f32(${seed(i)} & 255u) * 1e-3; let m${i} = 0.999 - f32(gid & 1u) * 1e-7;`,
+    step: (i) => `c${i} = fma(c${i}, m${i}, m${i} - 0.998);`,
     fold: (i) => `bitcast<u32>(c${i})`,
     opsPerStep: 2,
     unit: "TFLOP/s",
@@ -66,8 +67,11 @@ const probes: Probe[] = [
   {
     name: "f16 vec2 fma",
     chains: 8,
-    decl: (i) => `var c${i} = vec2<f16>(f16(${seed(i)} & 255u) * 1e-3h, 0.5h);`,
-    step: (i) => `c${i} = fma(c${i}, vec2<f16>(0.999h, 0.998h), vec2<f16>(1e-4h, 2e-4h));`,
+    decl: (i) =>
+      `var c${i} = vec2<f16>(f16(${
+        seed(i)
+      } & 255u) * 1e-3h, 0.5h); let m${i} = vec2<f16>(0.999h - f16(gid & 1u) * 1e-4h);`,
+    step: (i) => `c${i} = fma(c${i}, m${i}, m${i} - vec2<f16>(0.998h));`,
     fold: (i) => `pack2x16float(vec2f(c${i}))`,
     opsPerStep: 4,
     unit: "TFLOP/s",
