@@ -46,6 +46,11 @@ export interface AffineTune {
   /** Batched q8 path (matmul_affine_q8mm_wgsl.ts): lanes per output, outputs per lane, workgroup size,
    * rows per dispatch, pieces per loop iteration. `ks` sets the order of the sums: sweeps only. */
   mm?: RowLanesTune;
+  /**
+   * Batched q8 path: load the next piece's codes and scales while the current one's math runs (one piece per
+   * loop iteration; sweeps).
+   */
+  q8Prefetch?: boolean;
 }
 
 export interface MatmulAffineSpec {
@@ -281,7 +286,12 @@ function planQ8mm(common: Record<string, number>, shape: AffineShape, t: AffineT
     throw new Error(`Cannot plan the batched q8 matmul: ${rows} rows in one dispatch`);
   }
   const outDims = [outDim, ...(shape.moreOutDims ?? [])];
-  const build = { ...rowLanesFor(rows, "q8", t.mm, Math.min(...outDims)), bits, mats: outDims.length };
+  const build = {
+    ...rowLanesFor(rows, "q8", t.mm, Math.min(...outDims)),
+    bits,
+    mats: outDims.length,
+    ...(t.q8Prefetch ? { prefetch: true, unroll: 1 } : {}),
+  };
   const perWorkgroup = rowLanesOutputsPerWorkgroup(build);
   return {
     shader: { path: "q8mm", ...build },

@@ -54,6 +54,11 @@ export interface Q8mmBuild extends RowLanes {
   unroll: number;
   /** matrices sharing the activations in one dispatch, 1–3 (matrix m at bindings 2 + 3m, 3 + 3m, 4 + 3m) */
   mats: number;
+  /**
+   * Load the next piece's codes and scales (registers `nc{j}`, `ns{j}`) before the current piece's math, so
+   * their trip from memory overlaps it (unroll 1 only).
+   */
+  prefetch?: boolean;
 }
 
 const PREP_WG = 256;
@@ -177,13 +182,30 @@ export function q8mmWgsl(b: Q8mmBuild): string {
   const wg = rowLanesWorkgroupSize(b);
   const store = bits === 4 ? "vec4<u32>" : bits === 3 ? "u32" : "vec2<u32>"; // 3-bit: three words a piece
   const ops = operandElements(bits);
+  const prefetch = b.prefetch === true;
+  if (prefetch && b.unroll !== 1) {
+    throw new Error(`Cannot build the batched q8 matmul: prefetch needs unroll 1`);
+  }
+  // piece q's code words and scale word of output j
+  const codesAt = (j: number, q: string) => `loadCodes(m, orow${j} * params.nPieces + ${q})`;
+  const scaleAt = (j: number, q: string) => `loadScaleZero(m, orow${j} * params.nGroups + groupOf(${q}))`;
   const piece = (u: number) => {
     const lines = q8PieceHead(u, ks);
+    if (prefetch) lines.push(`let pn = min(p + ${ks}u, params.nPieces - 1u);`);
     for (let j = 0; j < no; j++) {
       const id = `${j}_${u}`;
       lines.push(
-        `let cw${id} = loadCodes(m, orow${j} * params.nPieces + p${u});`,
-        `let sz${id} = unpack2x16float(loadScaleZero(m, orow${j} * params.nGroups + groupOf(p${u})));`,
+        ...(prefetch
+          ? [
+            `let cw${id} = nc${j};`,
+            `let sz${id} = unpack2x16float(ns${j});`,
+            `nc${j} = ${codesAt(j, "pn")};`,
+            `ns${j} = ${scaleAt(j, "pn")};`,
+          ]
+          : [
+            `let cw${id} = ${codesAt(j, `p${u}`)};`,
+            `let sz${id} = unpack2x16float(${scaleAt(j, `p${u}`)});`,
+          ]),
         `let sx${id} = select(0.0, sz${id}.x, ok${u});`,
       );
       ops.forEach(([t, s], k) =>
@@ -219,6 +241,14 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
   let o0 = (flat - first) * ${rowLanesOutputsPerWorkgroup(b)}u;
   if (o0 >= od) { return; }  // uniform per workgroup
   ${rowLanesSetup(b, "od", (i, row) => `let xr${i} = (params.xBase + ${row}) * params.nPieces;`)}
+  ${
+    prefetch
+      ? unroll(no, (j) => {
+        const p0 = "min(s, params.nPieces - 1u)";
+        return `var nc${j} = ${codesAt(j, p0)}; var ns${j} = ${scaleAt(j, p0)};`;
+      })
+      : ""
+  }
   for (var p = s; p < params.nPieces; p += ${ks * b.unroll}u) {
     ${unroll(b.unroll, piece, "\n    ")}
   }
