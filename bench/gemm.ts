@@ -8,8 +8,8 @@
  * and LUT weights `mm` (their batched decode paths), LUT weights also `mq` (the int8 batched LUT path as the
  * engine runs it: chunk tables where they fit), `mqc` (chunk tables always) and `mqs` (byte-shifted tables),
  * each with build overrides [n<outputs per lane>][u<unroll>][w<workgroup>]
- * [k<K split>][r<rows per dispatch>][l<rows per lane>], then p for the affine build that prefetches the next
- * piece's codes, e.g. mmn4u1, mmp. One matrix is timed over and over, so at
+ * [k<K split>][r<rows per dispatch>][l<rows per lane>], then p for the int8 builds that prefetch the next
+ * piece's codes, e.g. mmn4u1, mmp, mqp. One matrix is timed over and over, so at
  * few rows it may sit in the 50 MB L2: compare variants with each other, and decode speed
  * with `deno task bench:serve`. `--lm-head` adds the f16 LM head (128256×4096), reported apart from the
  * layer's total.
@@ -75,9 +75,10 @@ function decodeVariant(l: GpuLinear, rows: number, variant: string): Encodable |
   if (!m) return null;
   const keys = ["no", "unroll", "wg", "ks", "rows", "rl"] as const;
   const mm = Object.fromEntries(keys.flatMap((k, i) => m[i + 2] ? [[k, Number(m[i + 2])]] : []));
-  if (m[9] && l.format !== "affine") {
-    throw new Error(`Variant "${variant}": the prefetch build is for affine weights`);
+  if (m[9] && m[1] === "mm" && l.format !== "affine") {
+    throw new Error(`Variant "${variant}": the prefetch builds are the int8 ones (affine mm…p, LUT mq…p)`);
   }
+
   if (m[1] !== "mm" && l.format !== "lut") throw new Error(`Variant "${variant}" is for LUT weights only`);
   if (l.format === "dense") {
     const { buffer } = l.panels[0];
@@ -86,7 +87,7 @@ function decodeVariant(l: GpuLinear, rows: number, variant: string): Encodable |
   }
   if (l.format === "lut") {
     const activations = m[1] === "mm" ? "f32" as const : "q8" as const;
-    const tune = { mm, ...(m[1] === "mq" ? {} : { q8Chunks: m[1] === "mqc" }) };
+    const tune = { mm, q8Prefetch: m[9] === "p", ...(m[1] === "mq" ? {} : { q8Chunks: m[1] === "mqc" }) };
     return createMatmulLut(gpu, { accumulate: false, path: "gemv", activations, tune }).bind({
       x,
       w: l.weights,

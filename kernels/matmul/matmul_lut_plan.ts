@@ -62,6 +62,8 @@ export interface LutTune {
    * copies (false). Default: chunk tables wherever they fit the device's workgroup memory (the same bits).
    */
   q8Chunks?: boolean;
+  /** Int8 batched path: load the next piece's codes during the current one's math (one piece per iteration). */
+  q8Prefetch?: boolean;
 }
 
 /** What a model asks for: the epilogue, plus optional launch overrides. */
@@ -287,6 +289,7 @@ export function planLutQ8mm(spec: MatmulLutSpec, shape: LutShape): MatmulLutStep
       ...lanes,
       bits: shape.bits,
       ...(chunks ? { chunks } : {}),
+      ...(t.q8Prefetch ? { prefetch: true, unroll: 1 } : {}),
     });
     // Chunk tables were 25-35 % faster on the H100 (BENCHMARKS.md, "Serving under load", eleventh session);
     // where their 2^(chunk bits) entries per output do not fit (lavapipe's 32 KiB at 64 rows), the

@@ -52,6 +52,8 @@ export interface LutQ8mmBuild extends RowLanes {
    * (matmul_lut_plan.ts `planLutQ8mm`): 0.77 against 1.03 ms per 64-row 8B layer on the H100.
    */
   chunks?: boolean;
+  /** Load the next piece's code words (`nc{j}_{i}`) before the current piece's math (unroll 1 only). */
+  prefetch?: boolean;
 }
 
 /** Bits of one chunk table index ({@link LutQ8mmBuild.chunks}). */
@@ -80,12 +82,23 @@ export function lutQ8mmWgsl(b: LutQ8mmBuild): string {
   const cb = chunkBits(bits);
   const perChunk = cb / bits; // codes per chunk
   const entries = chunks ? 1 << cb : 4 * size; // table words per output
+  const prefetch = b.prefetch === true;
+  if (prefetch && b.unroll !== 1) {
+    throw new Error(`Cannot build the int8 LUT matmul: prefetch needs unroll 1`);
+  }
+  const codeAt = (j: number, q: string, i: number) =>
+    `codes[(orow${j} * params.nPieces + ${q}) * ${bits}u + ${i}u]`;
   const piece = (u: number) => {
     const lines = q8PieceHead(u, ks);
+    if (prefetch) lines.push(`let pn = min(p + ${ks}u, params.nPieces - 1u);`);
     for (let j = 0; j < no; j++) {
       const id = `${j}_${u}`;
       for (let i = 0; i < bits; i++) {
-        lines.push(`let cw${id}_${i} = codes[(orow${j} * params.nPieces + p${u}) * ${bits}u + ${i}u];`);
+        lines.push(
+          ...(prefetch
+            ? [`let cw${id}_${i} = nc${j}_${i};`, `nc${j}_${i} = ${codeAt(j, "pn", i)};`]
+            : [`let cw${id}_${i} = ${codeAt(j, `p${u}`, i)};`]),
+        );
       }
       const w = (i: number) => `cw${id}_${i}`;
       for (let k = 0; k < 8; k++) {
@@ -165,6 +178,12 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
       `let xr${i} = (params.xRowOffset + ${row}) * params.nPieces;`)
   }
   ${unroll(no, (j) => `let t${j} = (${j * groups}u + g) * ${entries}u;`)}
+  ${
+    prefetch
+      ? unroll(no, (j) =>
+        unroll(bits, (i) => `var nc${j}_${i} = ${codeAt(j, "min(s, params.nPieces - 1u)", i)};`, " "))
+      : ""
+  }
   for (var p = s; p < params.nPieces; p += ${ks * b.unroll}u) {
     ${unroll(b.unroll, piece, "\n    ")}
   }
