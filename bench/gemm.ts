@@ -8,8 +8,8 @@
  * and LUT weights `mm` (their batched decode paths), LUT weights also `mq` (the int8 batched LUT path as the
  * engine runs it: chunk tables where they fit), `mqc` (chunk tables always) and `mqs` (byte-shifted tables),
  * each with build overrides [n<outputs per lane>][u<unroll>][w<workgroup>]
- * [k<K split>][r<rows per dispatch>][l<rows per lane>], then p for the int8 builds that prefetch the next
- * piece's codes, e.g. mmn4u1, mmp, mqp. One matrix is timed over and over, so at
+ * [k<K split>][r<rows per dispatch>][l<rows per lane>], then p (pp) for the int8 builds that load the next
+ * piece's codes (and activation rows) ahead, e.g. mmn4u1, mmp, mqpp. One matrix is timed over and over, so at
  * few rows it may sit in the 50 MB L2: compare variants with each other, and decode speed
  * with `deno task bench:serve`. `--lm-head` adds the f16 LM head (128256×4096), reported apart from the
  * layer's total.
@@ -69,12 +69,13 @@ function decodeVariant(l: GpuLinear, rows: number, variant: string): Encodable |
   if (variant === "q8" && l.format === "affine") {
     return createMatmulAffine(gpu, { accumulate: false }).bind({ x, w: l.weights, y, rows });
   }
-  const m = /^(mm|mqc|mqs|mq)(?:n(\d+))?(?:u(\d+))?(?:w(\d+))?(?:k(\d+))?(?:r(\d+))?(?:l(\d+))?(p)?$/.exec(
+  const m = /^(mm|mqc|mqs|mq)(?:n(\d+))?(?:u(\d+))?(?:w(\d+))?(?:k(\d+))?(?:r(\d+))?(?:l(\d+))?(pp?)?$/.exec(
     variant,
   );
   if (!m) return null;
   const keys = ["no", "unroll", "wg", "ks", "rows", "rl"] as const;
   const mm = Object.fromEntries(keys.flatMap((k, i) => m[i + 2] ? [[k, Number(m[i + 2])]] : []));
+  const prefetch = m[9] === "p" ? "codes" as const : m[9] === "pp" ? "all" as const : undefined;
   if (m[9] && m[1] === "mm" && l.format !== "affine") {
     throw new Error(`Variant "${variant}": the prefetch builds are the int8 ones (affine mm…p, LUT mq…p)`);
   }
@@ -87,7 +88,7 @@ function decodeVariant(l: GpuLinear, rows: number, variant: string): Encodable |
   }
   if (l.format === "lut") {
     const activations = m[1] === "mm" ? "f32" as const : "q8" as const;
-    const tune = { mm, q8Prefetch: m[9] === "p", ...(m[1] === "mq" ? {} : { q8Chunks: m[1] === "mqc" }) };
+    const tune = { mm, q8Prefetch: prefetch, ...(m[1] === "mq" ? {} : { q8Chunks: m[1] === "mqc" }) };
     return createMatmulLut(gpu, { accumulate: false, path: "gemv", activations, tune }).bind({
       x,
       w: l.weights,
@@ -95,7 +96,7 @@ function decodeVariant(l: GpuLinear, rows: number, variant: string): Encodable |
       rows,
     });
   }
-  return createMatmulAffine(gpu, { accumulate: false, path: "gemv", tune: { mm, q8Prefetch: m[9] === "p" } })
+  return createMatmulAffine(gpu, { accumulate: false, path: "gemv", tune: { mm, q8Prefetch: prefetch } })
     .bind({ x, w: l.weights, y, rows });
 }
 

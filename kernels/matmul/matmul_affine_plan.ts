@@ -14,7 +14,7 @@ import {
 } from "./gemm_core_wgsl.ts";
 import { gemmWgsl, type GemvBuild, gemvWgsl } from "./matmul_affine_wgsl.ts";
 import { type Q8GemvBuild, q8GemvWgsl } from "./matmul_affine_q8_wgsl.ts";
-import { type Q8mmBuild, q8mmWgsl } from "./matmul_affine_q8mm_wgsl.ts";
+import { type Q8mmBuild, q8mmWgsl, type Q8Prefetch } from "./matmul_affine_q8mm_wgsl.ts";
 import {
   ROW_LANES_MAX_ROWS,
   rowLanesFor,
@@ -50,7 +50,7 @@ export interface AffineTune {
    * Batched q8 path: load the next piece's codes and scales while the current one's math runs (one piece per
    * loop iteration; sweeps).
    */
-  q8Prefetch?: boolean;
+  q8Prefetch?: Q8Prefetch;
 }
 
 export interface MatmulAffineSpec {
@@ -290,7 +290,7 @@ function planQ8mm(common: Record<string, number>, shape: AffineShape, t: AffineT
     ...rowLanesFor(rows, "q8", t.mm, Math.min(...outDims)),
     bits,
     mats: outDims.length,
-    ...(t.q8Prefetch ? { prefetch: true, unroll: 1 } : {}),
+    ...(t.q8Prefetch ? { prefetch: t.q8Prefetch, unroll: 1 } : {}),
   };
   const perWorkgroup = rowLanesOutputsPerWorkgroup(build);
   return {

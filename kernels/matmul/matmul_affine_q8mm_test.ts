@@ -53,9 +53,9 @@ const BATCHED: Case[] = [
     tune: { mm: { rows: 5, ks: 4, rl: 3 } },
   },
   // the build that loads the next piece's codes during the current one's math, with K tails and act-order
-  { bits: 3, group: 32, gIdx: true, rows: 20, inDim: 4097, outDim: 45, tune: { q8Prefetch: true } },
-  { bits: 4, group: 128, rows: 50, inDim: 1056, outDim: 4099, norm: true, tune: { q8Prefetch: true } },
-  { bits: 2, group: 0, rows: 5, inDim: 96, outDim: 33, tune: { q8Prefetch: true, mm: { no: 3, rl: 2 } } },
+  { bits: 3, group: 32, gIdx: true, rows: 20, inDim: 4097, outDim: 45, tune: { q8Prefetch: "codes" } },
+  { bits: 4, group: 128, rows: 50, inDim: 1056, outDim: 4099, norm: true, tune: { q8Prefetch: "all" } },
+  { bits: 2, group: 0, rows: 5, inDim: 96, outDim: 33, tune: { q8Prefetch: "all", mm: { no: 3, rl: 2 } } },
 ];
 
 Deno.test("matmulAffine() batched q8 path matches the reference with int8 activations", async (t) => {
@@ -116,7 +116,7 @@ Deno.test("matmulAffine() batched q8 path gives a row the same bits whatever its
     createMatmulAffine(gpu, { accumulate: false, path: "gemv", ...(tune ? { tune } : {}) })
       .bind({ x, w, y, rows: n, xRowOffset: r0, norm });
   await assertRowInvariance(gpu, rows, outDim, bind, { mm: { no: 4, wg: 128, unroll: 3, rows: 7, rl: 2 } });
-  await assertRowInvariance(gpu, rows, outDim, bind, { q8Prefetch: true, mm: { no: 2, rows: 9, rl: 3 } });
+  await assertRowInvariance(gpu, rows, outDim, bind, { q8Prefetch: "all", mm: { no: 2, rows: 9, rl: 3 } });
   const plans = [1, 2, 16].map((n) =>
     planMatmulAffine({ accumulate: false, path: "gemv" }, { ...w, rows: n, hasPerm: true }).shader
   );

@@ -54,11 +54,8 @@ export interface Q8mmBuild extends RowLanes {
   unroll: number;
   /** matrices sharing the activations in one dispatch, 1–3 (matrix m at bindings 2 + 3m, 3 + 3m, 4 + 3m) */
   mats: number;
-  /**
-   * Load the next piece's codes and scales (registers `nc{j}`, `ns{j}`) before the current piece's math, so
-   * their trip from memory overlaps it (unroll 1 only).
-   */
-  prefetch?: boolean;
+  /** What to load a piece ahead (registers `nc{j}`, `ns{j}` and, for "all", `nx{a,b,d}{i}`; unroll 1). */
+  prefetch?: Q8Prefetch;
 }
 
 const PREP_WG = 256;
@@ -153,14 +150,46 @@ export function q8PieceHead(u: number, ks: number): string[] {
   ];
 }
 
-/** The prep pass's piece u of the lane's row i: its eight operand words (xa, xb) and (d, dz) as xd. */
-export function q8RowLoads(i: number, u: number): string[] {
-  const at = `(xr${i} + p${u}) * ${Q8MM_VEC4_PER_PIECE}u`;
+/**
+ * What a main pass loads one piece ahead (into registers, before the current piece's math, so the loads'
+ * trip overlaps it): the codes and scales, or those and the activation rows too. Loops of one piece only.
+ */
+export type Q8Prefetch = "codes" | "all";
+
+/** Row i's words of piece q as the prep pass stored them: (xa, xb) the operand words, xd (d, dz, 0, 0). */
+function q8RowWords(i: number, q: string): [string, string, string] {
+  const at = `(xr${i} + ${q}) * ${Q8MM_VEC4_PER_PIECE}u`;
+  return [`xq[${at}]`, `xq[${at} + 1u]`, `xq[${at} + 2u]`];
+}
+
+/**
+ * The prep pass's piece u of the lane's row i: its eight operand words (xa, xb) and (d, dz) as xd. Prefetched,
+ * they are the registers `nx{a,b,d}{i}` loaded an iteration before, which then load piece `pn`.
+ */
+export function q8RowLoads(i: number, u: number, prefetch = false): string[] {
+  if (!prefetch) {
+    const [a, b, d] = q8RowWords(i, `p${u}`);
+    return [
+      `let xa${i}_${u} = ${a};`,
+      `let xb${i}_${u} = ${b};`,
+      `let xd${i}_${u} = bitcast<vec2f>(${d}.xy);`,
+    ];
+  }
+  const [a, b, d] = q8RowWords(i, "pn");
   return [
-    `let xa${i}_${u} = xq[${at}];`,
-    `let xb${i}_${u} = xq[${at} + 1u];`,
-    `let xd${i}_${u} = bitcast<vec2f>(xq[${at} + 2u].xy);`,
+    `let xa${i}_${u} = nxa${i};`,
+    `let xb${i}_${u} = nxb${i};`,
+    `let xd${i}_${u} = bitcast<vec2f>(nxd${i}.xy);`,
+    `nxa${i} = ${a};`,
+    `nxb${i} = ${b};`,
+    `nxd${i} = ${d};`,
   ];
+}
+
+/** Declarations before the loop of a prefetching pass: row i's registers, holding the lane's first piece. */
+export function q8RowPrefetchInit(i: number): string {
+  const [a, b, d] = q8RowWords(i, "min(s, params.nPieces - 1u)");
+  return `var nxa${i} = ${a}; var nxb${i} = ${b}; var nxd${i} = ${d};`;
 }
 
 /** The integer dot product of code operands `c{id}_0..7` with row i's piece u (words from {@link q8RowLoads}). */
@@ -182,7 +211,8 @@ export function q8mmWgsl(b: Q8mmBuild): string {
   const wg = rowLanesWorkgroupSize(b);
   const store = bits === 4 ? "vec4<u32>" : bits === 3 ? "u32" : "vec2<u32>"; // 3-bit: three words a piece
   const ops = operandElements(bits);
-  const prefetch = b.prefetch === true;
+  const prefetch = b.prefetch !== undefined;
+  const prefetchRows = b.prefetch === "all";
   if (prefetch && b.unroll !== 1) {
     throw new Error(`Cannot build the batched q8 matmul: prefetch needs unroll 1`);
   }
@@ -213,7 +243,7 @@ export function q8mmWgsl(b: Q8mmBuild): string {
       );
     }
     for (let i = 0; i < rl; i++) {
-      lines.push(...q8RowLoads(i, u));
+      lines.push(...q8RowLoads(i, u, prefetchRows));
       for (let j = 0; j < no; j++) {
         const id = `${j}_${u}`;
         lines.push(
@@ -249,6 +279,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
       })
       : ""
   }
+  ${prefetchRows ? unroll(rl, q8RowPrefetchInit) : ""}
   for (var p = s; p < params.nPieces; p += ${ks * b.unroll}u) {
     ${unroll(b.unroll, piece, "\n    ")}
   }

@@ -24,6 +24,7 @@ import {
 import { type LutXsBuild, lutXsWgsl, lutXsWorkgroupBytes } from "./matmul_lut_xs_wgsl.ts";
 import { type LutRowsBuild, lutRowsWgsl, lutRowsWorkgroupBytes } from "./matmul_lut_rows_wgsl.ts";
 import { type LutQ8mmBuild, lutQ8mmWgsl, lutQ8mmWorkgroupBytes } from "./matmul_lut_q8mm_wgsl.ts";
+import type { Q8Prefetch } from "./matmul_affine_q8mm_wgsl.ts";
 import {
   ROW_LANES_MAX_ROWS,
   rowLanesFor,
@@ -63,7 +64,7 @@ export interface LutTune {
    */
   q8Chunks?: boolean;
   /** Int8 batched path: load the next piece's codes during the current one's math (one piece per iteration). */
-  q8Prefetch?: boolean;
+  q8Prefetch?: Q8Prefetch;
 }
 
 /** What a model asks for: the epilogue, plus optional launch overrides. */
@@ -289,7 +290,7 @@ export function planLutQ8mm(spec: MatmulLutSpec, shape: LutShape): MatmulLutStep
       ...lanes,
       bits: shape.bits,
       ...(chunks ? { chunks } : {}),
-      ...(t.q8Prefetch ? { prefetch: true, unroll: 1 } : {}),
+      ...(t.q8Prefetch ? { prefetch: t.q8Prefetch, unroll: 1 } : {}),
     });
     // Chunk tables were 25-35 % faster on the H100 (BENCHMARKS.md, "Serving under load", eleventh session);
     // where their 2^(chunk bits) entries per output do not fit (lavapipe's 32 KiB at 64 rows), the

@@ -42,8 +42,8 @@ const Q8: Case[] = [
   { bits: 3, rows: 3, inDim: 320, outDim: 70, prologue: "norm", tune: { q8Chunks: false } },
   { bits: 2, rows: 50, inDim: 1000, outDim: 33, accumulate: true, tune: { q8Chunks: false, mm: { no: 2 } } },
   // the build that loads the next piece's codes during the current one's math
-  { bits: 3, rows: 20, inDim: 4097, outDim: 45, tune: { q8Prefetch: true } },
-  { bits: 4, rows: 7, inDim: 96, outDim: 33, tune: { q8Prefetch: true, q8Chunks: false, mm: { no: 3 } } },
+  { bits: 3, rows: 20, inDim: 4097, outDim: 45, tune: { q8Prefetch: "codes" } },
+  { bits: 4, rows: 7, inDim: 96, outDim: 33, tune: { q8Prefetch: "all", q8Chunks: false, mm: { no: 3 } } },
 ];
 
 Deno.test("matmulLut() int8 batched path matches the reference with int8 activations and tables", async (t) => {

@@ -33,7 +33,13 @@ import {
   rowLanesWorkgroupSize,
 } from "./row_lanes_wgsl.ts";
 import { lutCodeOf, streamBits } from "./matmul_lut_rows_wgsl.ts";
-import { q8Dots, q8PieceHead, q8RowLoads } from "./matmul_affine_q8mm_wgsl.ts";
+import {
+  q8Dots,
+  q8PieceHead,
+  type Q8Prefetch,
+  q8RowLoads,
+  q8RowPrefetchInit,
+} from "./matmul_affine_q8mm_wgsl.ts";
 
 /**
  * The element order the prep pass must write (matmul_affine_q8mm_wgsl.ts `q8PrepWgsl`, whose 3-bit order is
@@ -52,8 +58,8 @@ export interface LutQ8mmBuild extends RowLanes {
    * (matmul_lut_plan.ts `planLutQ8mm`): 0.77 against 1.03 ms per 64-row 8B layer on the H100.
    */
   chunks?: boolean;
-  /** Load the next piece's code words (`nc{j}_{i}`) before the current piece's math (unroll 1 only). */
-  prefetch?: boolean;
+  /** What to load a piece ahead (matmul_affine_q8mm_wgsl.ts `Q8Prefetch`; code words `nc{j}_{i}`; unroll 1). */
+  prefetch?: Q8Prefetch;
 }
 
 /** Bits of one chunk table index ({@link LutQ8mmBuild.chunks}). */
@@ -82,7 +88,8 @@ export function lutQ8mmWgsl(b: LutQ8mmBuild): string {
   const cb = chunkBits(bits);
   const perChunk = cb / bits; // codes per chunk
   const entries = chunks ? 1 << cb : 4 * size; // table words per output
-  const prefetch = b.prefetch === true;
+  const prefetch = b.prefetch !== undefined;
+  const prefetchRows = b.prefetch === "all";
   if (prefetch && b.unroll !== 1) {
     throw new Error(`Cannot build the int8 LUT matmul: prefetch needs unroll 1`);
   }
@@ -113,7 +120,7 @@ export function lutQ8mmWgsl(b: LutQ8mmBuild): string {
     }
     for (let i = 0; i < rl; i++) {
       // a piece past the row's end (clamped to the last) counts nothing
-      lines.push(...q8RowLoads(i, u), `let d${i}_${u} = select(0.0, xd${i}_${u}.x, ok${u});`);
+      lines.push(...q8RowLoads(i, u, prefetchRows), `let d${i}_${u} = select(0.0, xd${i}_${u}.x, ok${u});`);
       for (let j = 0; j < no; j++) {
         lines.push(`a${j}_${i} = fma(d${i}_${u}, f32(${q8Dots(`${j}_${u}`, i, u)}), a${j}_${i});`);
       }
@@ -184,6 +191,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
         unroll(bits, (i) => `var nc${j}_${i} = ${codeAt(j, "min(s, params.nPieces - 1u)", i)};`, " "))
       : ""
   }
+  ${prefetchRows ? unroll(rl, q8RowPrefetchInit) : ""}
   for (var p = s; p < params.nPieces; p += ${ks * b.unroll}u) {
     ${unroll(b.unroll, piece, "\n    ")}
   }
