@@ -88,7 +88,11 @@ function decodeVariant(l: GpuLinear, rows: number, variant: string): Encodable |
   }
   if (l.format === "lut") {
     const activations = m[1] === "mm" ? "f32" as const : "q8" as const;
-    const tune = { mm, q8Prefetch: prefetch, ...(m[1] === "mq" ? {} : { q8Chunks: m[1] === "mqc" }) };
+    const tune = {
+      mm,
+      ...(prefetch ? { q8Prefetch: prefetch } : {}),
+      ...(m[1] === "mq" ? {} : { q8Chunks: m[1] === "mqc" }),
+    };
     return createMatmulLut(gpu, { accumulate: false, path: "gemv", activations, tune }).bind({
       x,
       w: l.weights,
@@ -96,7 +100,11 @@ function decodeVariant(l: GpuLinear, rows: number, variant: string): Encodable |
       rows,
     });
   }
-  return createMatmulAffine(gpu, { accumulate: false, path: "gemv", tune: { mm, q8Prefetch: prefetch } })
+  return createMatmulAffine(gpu, {
+    accumulate: false,
+    path: "gemv",
+    tune: { mm, ...(prefetch ? { q8Prefetch: prefetch } : {}) },
+  })
     .bind({ x, w: l.weights, y, rows });
 }
 
