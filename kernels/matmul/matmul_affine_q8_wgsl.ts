@@ -214,6 +214,13 @@ function quantizePiece(b: Q8GemvBuild, r: number, i: number): string {
 }
 
 /**
+ * The {@link operandElements} order that is the natural column order (operand t holds columns 4t .. 4t + 3):
+ * 3-bit codes' order, which int8 kernels whose operands are not read from packed codes (the LUT one) ask of
+ * the prep pass.
+ */
+export const NATURAL_OPERAND_ORDER = 3;
+
+/**
  * The dot4 operands of a piece as (t, s, elements): for 2/4 bits, `(word t >> b·s) & mask` holds codes
  * (32/b)·t + (8/b)·i + s in its bytes; for 3 bits, operand t is codes 4t..4t+3 (12 bits at bit 12t of the
  * piece's 96-bit stream, spread into bytes), s = 0.

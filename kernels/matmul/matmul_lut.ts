@@ -48,7 +48,7 @@ import {
   planMatmulLut,
 } from "./matmul_lut_plan.ts";
 import { bindQ8Prep } from "./matmul_affine.ts";
-import { LUT_Q8_PREP_ORDER } from "./matmul_lut_q8mm_wgsl.ts";
+import { NATURAL_OPERAND_ORDER } from "./matmul_affine_q8_wgsl.ts";
 
 /** A LUT-quantized (outDim, inDim) weight in the kernel's layout, on the host. */
 export interface LutPacked {
@@ -157,7 +157,7 @@ export function createMatmulLut(gpu: Gpu, spec: MatmulLutSpec): Kernel<MatmulLut
           rows,
           inDim: w.inDim,
           xRowOffset,
-          order: LUT_Q8_PREP_ORDER,
+          order: NATURAL_OPERAND_ORDER,
           perm: null,
           ...(args.norm ? { norm: args.norm } : {}),
           ...(args.siluMulUp ? { siluMulUp: args.siluMulUp } : {}),

@@ -41,12 +41,6 @@ import {
   q8RowPrefetchInit,
 } from "./matmul_affine_q8mm_wgsl.ts";
 
-/**
- * The element order the prep pass must write (matmul_affine_q8mm_wgsl.ts `q8PrepWgsl`, whose 3-bit order is
- * the natural one: operand word w holds columns 4w .. 4w + 3 of a piece).
- */
-export const LUT_Q8_PREP_ORDER = 3;
-
 /** Shape of one build: the lanes, the code width, pieces per loop iteration, the tables' kind. */
 export interface LutQ8mmBuild extends RowLanes {
   bits: 2 | 3 | 4;
