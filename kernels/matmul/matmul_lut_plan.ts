@@ -292,7 +292,7 @@ export function planLutQ8mm(spec: MatmulLutSpec, shape: LutShape): MatmulLutStep
       ...(chunks ? { chunks } : {}),
       ...(t.q8Prefetch ? { prefetch: t.q8Prefetch, unroll: 1 } : {}),
     });
-    // Chunk tables were 25-35 % faster on the H100 (BENCHMARKS.md, "Serving under load", eleventh session);
+    // Chunk tables took 25–38 % less time on the H100 (BENCHMARKS.md, "Serving under load", eleventh session);
     // where their 2^(chunk bits) entries per output do not fit (lavapipe's 32 KiB at 64 rows), the
     // byte-shifted copies give the same bits.
     let b = build(t.q8Chunks ?? true);
