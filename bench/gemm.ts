@@ -75,8 +75,8 @@ function decodeVariant(l: GpuLinear, rows: number, variant: string): Encodable |
   if (!m) return null;
   const keys = ["no", "unroll", "wg", "ks", "rows", "rl"] as const;
   const mm = Object.fromEntries(keys.flatMap((k, i) => m[i + 2] ? [[k, Number(m[i + 2])]] : []));
-  const prefetch = m[9] === "p" ? "codes" as const : m[9] === "pp" ? "all" as const : undefined;
-  if (m[9] && m[1] === "mm" && l.format !== "affine") {
+  const prefetch = m[8] === "p" ? "codes" as const : m[8] === "pp" ? "all" as const : undefined;
+  if (m[8] && m[1] === "mm" && l.format !== "affine") {
     throw new Error(`Variant "${variant}": the prefetch builds are the int8 ones (affine mm…p, LUT mq…p)`);
   }
 
