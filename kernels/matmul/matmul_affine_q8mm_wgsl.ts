@@ -156,6 +156,14 @@ export function q8PieceHead(u: number, ks: number): string[] {
  */
 export type Q8Prefetch = "codes" | "all";
 
+/** A prefetching pass's first piece of the lane, loaded before the loop. */
+export const Q8_FIRST_PIECE = "min(s, params.nPieces - 1u)";
+
+/** A prefetching pass's next piece (`pn`, clamped), loaded during the current one. */
+export function q8NextPiece(ks: number): string {
+  return `let pn = min(p + ${ks}u, params.nPieces - 1u);`;
+}
+
 /** Row i's words of piece q as the prep pass stored them: (xa, xb) the operand words, xd (d, dz, 0, 0). */
 function q8RowWords(i: number, q: string): [string, string, string] {
   const at = `(xr${i} + ${q}) * ${Q8MM_VEC4_PER_PIECE}u`;
@@ -188,7 +196,7 @@ export function q8RowLoads(i: number, u: number, prefetch = false): string[] {
 
 /** Declarations before the loop of a prefetching pass: row i's registers, holding the lane's first piece. */
 export function q8RowPrefetchInit(i: number): string {
-  const [a, b, d] = q8RowWords(i, "min(s, params.nPieces - 1u)");
+  const [a, b, d] = q8RowWords(i, Q8_FIRST_PIECE);
   return `var nxa${i} = ${a}; var nxb${i} = ${b}; var nxd${i} = ${d};`;
 }
 
@@ -221,7 +229,7 @@ export function q8mmWgsl(b: Q8mmBuild): string {
   const scaleAt = (j: number, q: string) => `loadScaleZero(m, orow${j} * params.nGroups + groupOf(${q}))`;
   const piece = (u: number) => {
     const lines = q8PieceHead(u, ks);
-    if (prefetch) lines.push(`let pn = min(p + ${ks}u, params.nPieces - 1u);`);
+    if (prefetch) lines.push(q8NextPiece(ks));
     for (let j = 0; j < no; j++) {
       const id = `${j}_${u}`;
       lines.push(
@@ -273,10 +281,8 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
   ${rowLanesSetup(b, "od", (i, row) => `let xr${i} = (params.xBase + ${row}) * params.nPieces;`)}
   ${
     prefetch
-      ? unroll(no, (j) => {
-        const p0 = "min(s, params.nPieces - 1u)";
-        return `var nc${j} = ${codesAt(j, p0)}; var ns${j} = ${scaleAt(j, p0)};`;
-      })
+      ? unroll(no, (j) =>
+        `var nc${j} = ${codesAt(j, Q8_FIRST_PIECE)}; var ns${j} = ${scaleAt(j, Q8_FIRST_PIECE)};`)
       : ""
   }
   ${prefetchRows ? unroll(rl, q8RowPrefetchInit) : ""}

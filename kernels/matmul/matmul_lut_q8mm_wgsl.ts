@@ -34,7 +34,9 @@ import {
 } from "./row_lanes_wgsl.ts";
 import { lutCodeOf, streamBits } from "./matmul_lut_rows_wgsl.ts";
 import {
+  Q8_FIRST_PIECE,
   q8Dots,
+  q8NextPiece,
   q8PieceHead,
   type Q8Prefetch,
   q8RowLoads,
@@ -91,7 +93,7 @@ export function lutQ8mmWgsl(b: LutQ8mmBuild): string {
     `codes[(orow${j} * params.nPieces + ${q}) * ${bits}u + ${i}u]`;
   const piece = (u: number) => {
     const lines = q8PieceHead(u, ks);
-    if (prefetch) lines.push(`let pn = min(p + ${ks}u, params.nPieces - 1u);`);
+    if (prefetch) lines.push(q8NextPiece(ks));
     for (let j = 0; j < no; j++) {
       const id = `${j}_${u}`;
       for (let i = 0; i < bits; i++) {
@@ -181,8 +183,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
   ${unroll(no, (j) => `let t${j} = (${j * groups}u + g) * ${entries}u;`)}
   ${
     prefetch
-      ? unroll(no, (j) =>
-        unroll(bits, (i) => `var nc${j}_${i} = ${codeAt(j, "min(s, params.nPieces - 1u)", i)};`, " "))
+      ? unroll(no, (j) => unroll(bits, (i) => `var nc${j}_${i} = ${codeAt(j, Q8_FIRST_PIECE, i)};`, " "))
       : ""
   }
   ${prefetchRows ? unroll(rl, q8RowPrefetchInit) : ""}
