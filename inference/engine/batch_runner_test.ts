@@ -18,6 +18,23 @@ Deno.test("row buckets are few, increasing, end at the maximum and hold every co
   assert.deepEqual(decodeBuckets(3), [1, 2, 3]);
   assert.deepEqual(decodeBuckets(24), [1, 2, 4, 6, 8, 10, 12, 14, 16, 20, 24]);
   assert.deepEqual(prefillBuckets(512), [16, 32, 64, 128, 256, 512]);
+  assert.deepEqual(prefillBuckets(2048), [
+    16,
+    32,
+    64,
+    128,
+    256,
+    512,
+    640,
+    768,
+    896,
+    1024,
+    1280,
+    1536,
+    1792,
+    2048,
+  ]);
+  assert.deepEqual(prefillBuckets(700), [16, 32, 64, 128, 256, 512, 640, 700]);
   assert.deepEqual(prefillBuckets(8), [8]);
   assert.deepEqual(logitBuckets(64), [1, 2, 4, 8, 16, 32, 64]);
   for (const max of [1, 2, 5, 16, 17, 64, 100, 256, 1000, 4096]) {

@@ -19,10 +19,15 @@ export function decodeBuckets(maxSlots: number): number[] {
   return [...out.filter((b) => b < maxSlots), maxSlots];
 }
 
-/** Row counts of prefill forwards: powers of two from 16 below `maxRows`, and `maxRows`. */
+/**
+ * Row counts of prefill forwards: powers of two from 16 to 512, then four per octave (512, 640, 768, 896,
+ * 1,024, 1,280, …) below `maxRows`, and `maxRows`. A prompt of 600 ids that an idle server reads in one
+ * forward then pads 40 rows, not the 424 of the next power of two; the plan count stays bounded.
+ */
 export function prefillBuckets(maxRows: number): number[] {
   const out: number[] = [];
-  for (let b = PREFILL_MIN_ROWS; b < maxRows; b *= 2) out.push(b);
+  const next = (b: number) => b < 512 ? 2 * b : b + 2 ** Math.floor(Math.log2(b)) / 4;
+  for (let b = PREFILL_MIN_ROWS; b < maxRows; b = next(b)) out.push(b);
   return [...out, maxRows];
 }
 

@@ -160,6 +160,12 @@ export interface LinearCall {
 /** Prompt pieces of LUT weights on the "prompt" path take the GEMM from this many rows ({@link pinnedPath}). */
 export const LUT_PROMPT_GEMM_ROWS = 128;
 
+/**
+ * Prompt pieces of f16 dense weights on the "prompt" path take the tiled GEMM from this many rows, fewer
+ * their batched decode kernel ({@link pinnedPath}).
+ */
+export const DENSE_PROMPT_GEMM_ROWS = 256;
+
 /** See {@link LinearCall.path}. */
 export type LinearPath = "gemm" | "gemv" | "decode" | "prompt";
 
@@ -183,10 +189,12 @@ function gemvRows(linear: GpuLinear): number {
  * it was faster at every prompt piece size, by far at small pieces, where the GEMM's few output tiles leave
  * most of the GPU idle (BENCHMARKS.md, "Serving under load"). Its activations are int8 per 32 columns, as
  * llama.cpp's quantized matmuls use them for prompts too; `--decode-activations f32` keeps every row exact.
- * Prompt rows of f16 dense weights take their batched decode kernel likewise (f32 sums of the same f16
- * weights, in another order): at 8B shape 11.4 against 12.6–13.7 ms per layer at 512 rows, and at the
- * 32–128-row pieces prompts are read in while others decode the GEMM leaves most of the GPU idle (64 rows:
- * 1.4 ms per layer, against 8.4–8.8 for the affine GEMM on the same tiles). LUT prompts keep the GEMM: eight
+ * Pinned "gemm" rows of f16 dense weights take their batched decode kernel likewise (f32 sums of the same
+ * f16 weights, in another order): at the 32–128-row pieces prompts are read in while others decode the GEMM
+ * leaves most of the GPU idle (64 rows: 1.4 ms per layer, against 8.4–8.8 for the affine GEMM on the same
+ * tiles). On the "prompt" path, pieces of {@link DENSE_PROMPT_GEMM_ROWS} rows or more take the GEMM: since
+ * its staging was written out it runs a 512-row layer in 7.2 ms against the decode kernel's 11.1 (H100,
+ * BENCHMARKS.md "f16 builds re-timed"), which an idle server's prompt pieces are. LUT prompts keep the GEMM: eight
  * 64-row dispatches of the batched LUT kernel (4.4 ms each) would be ~2.5× its ~13 ms at 512 rows. But the
  * pieces of ~2 decode steps' rows that prompts advance by while others decode (32 at 16 streams) left the
  * GEMM ~10 ms a layer (its few output tiles) and LUT streams at 164 ms a token under load (H100, 2026-12-06):
@@ -205,7 +213,8 @@ function pinnedPath(
   const q8 = linear.format === "affine"
     ? (linear.activations ?? "q8") === "q8"
     : linear.format === "lut" && linear.activations === "q8";
-  const denseRows = linear.format === "dense" && linear.weightType === "f16" && linear.inDim % 8 === 0;
+  const denseRows = linear.format === "dense" && linear.weightType === "f16" && linear.inDim % 8 === 0 &&
+    !(pinned === "prompt" && rows >= DENSE_PROMPT_GEMM_ROWS);
   return path === "gemm" && (q8 || denseRows) ? "gemv" : path;
 }
 

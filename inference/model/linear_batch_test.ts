@@ -6,7 +6,13 @@
  * decode GEMVs agree to f32 rounding.
  */
 import assert from "node:assert/strict";
-import { bindLinear, type GpuLinear, type LinearPath, LUT_PROMPT_GEMM_ROWS } from "./linear.ts";
+import {
+  bindLinear,
+  DENSE_PROMPT_GEMM_ROWS,
+  type GpuLinear,
+  type LinearPath,
+  LUT_PROMPT_GEMM_ROWS,
+} from "./linear.ts";
 import { parseModelConfig } from "./model_config.ts";
 import { createStorage, readF32, runPass, uploadStorage } from "../../kernels/core/mod.ts";
 import { type RandomFormat, randomWeights } from "../../bench/random_model.ts";
@@ -107,6 +113,29 @@ Deno.test("the prompt path takes the batched LUT kernel for small pieces, the GE
       // The two LUT families sum in other orders, so the check above tells them apart.
       if (small) assert.notDeepEqual(await run(linear, rows, "gemm"), want, `lut, ${rows} rows: gemm`);
     }
+  }
+  gpu.device.destroy();
+});
+
+Deno.test("the prompt path takes the batched f16 kernel for small pieces, the GEMM from DENSE_PROMPT_GEMM_ROWS", async () => {
+  const gpu = await testGpu();
+  if (!gpu) return;
+  const c = CONFIG;
+  const x = uploadStorage(gpu, randomF32(DENSE_PROMPT_GEMM_ROWS * c.hiddenDim, 9), "x");
+  const run = async (l: GpuLinear, rows: number, path?: LinearPath): Promise<Float32Array> => {
+    const y = createStorage(gpu, rows * l.outDim * 4, "y");
+    const bound = bindLinear(gpu, l, { x, y, rows, ...(path ? { path } : {}) });
+    runPass(gpu, (pass) => bound.encode(pass));
+    return await readF32(gpu, y, rows * l.outDim);
+  };
+  const linear = (await randomWeights(gpu, c, "f16", { kind: "dense" })).layers[0].wDown;
+  for (const rows of [DENSE_PROMPT_GEMM_ROWS - 1, DENSE_PROMPT_GEMM_ROWS]) {
+    const pinned = await run(linear, rows, "gemm"); // --batch-invariant: the batched kernel at every size
+    const gemm = await run(linear, rows); // unpinned, this many rows take the tiled GEMM
+    // The two families sum in other orders, so the check below tells which one the prompt path took.
+    assert.notDeepEqual(gemm, pinned, `${rows} rows: the GEMM and the batched kernel agree bit for bit`);
+    const want = rows < DENSE_PROMPT_GEMM_ROWS ? pinned : gemm;
+    assert.deepEqual(await run(linear, rows, "prompt"), want, `${rows} rows`);
   }
   gpu.device.destroy();
 });
