@@ -180,7 +180,7 @@ Serving:
 Batching (many clients at once):
   --max-num-seqs <n>          Sequences decoding at once (default 64)
   --max-num-batched-tokens <n>
-                              Rows per forward: one per running sequence plus prompt pieces (default 512)
+                              Rows per forward: one per running sequence plus prompt pieces (default 2048)
   --decoding-prefill-tokens <n>
                               Most prompt rows per prefill forward while other sequences decode; the
                               engine takes at most twice the decoding rows (at least 32), so their
@@ -353,7 +353,7 @@ export function parseConfig(args: string[], env: Record<string, string | undefin
 function parseServing(flags: Map<string, string>): ServingConfig {
   const maxNumSeqs = optionalInt(flags, "--max-num-seqs", 1, 4096) ?? 64;
   const maxNumBatchedTokens = optionalInt(flags, "--max-num-batched-tokens", 1, 1 << 20) ??
-    Math.max(512, maxNumSeqs);
+    Math.max(2048, maxNumSeqs);
   if (maxNumBatchedTokens < maxNumSeqs) {
     throw new ConfigError(
       `Cannot use --max-num-batched-tokens ${maxNumBatchedTokens}: a forward must hold a row of each of ` +

@@ -20,8 +20,8 @@ Deno.test("parseConfig() fills the documented defaults", () => {
     calibGpuMemory: 1.75 * 2 ** 30,
     serving: {
       maxNumSeqs: 64,
-      maxNumBatchedTokens: 512,
-      decodingPrefillTokens: 512,
+      maxNumBatchedTokens: 2048,
+      decodingPrefillTokens: 2048,
       maxModelLen: null,
       kvCacheMemory: null,
       kvCacheDtype: "f16",
@@ -182,8 +182,8 @@ Deno.test("parseConfig() reads every flag, in both spellings", () => {
     /a row of each/,
   );
   assert.throws(
-    () => parseConfig(["--model", "m", "--decoding-prefill-tokens", "1024"], {}),
-    /--decoding-prefill-tokens 1024: a forward holds at most --max-num-batched-tokens 512/,
+    () => parseConfig(["--model", "m", "--decoding-prefill-tokens", "4096"], {}),
+    /--decoding-prefill-tokens 4096: a forward holds at most --max-num-batched-tokens 2048/,
   );
 });
 

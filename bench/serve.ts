@@ -62,7 +62,7 @@ export function parseServeArgs(args: string[]): ServeBenchOptions {
       output: { type: "string", default: "256" },
       rate: { type: "string", default: "0" },
       "long-prompt": { type: "string", default: "0" },
-      "max-num-batched-tokens": { type: "string", default: "512" },
+      "max-num-batched-tokens": { type: "string", default: "2048" },
       "kv-cache-memory": { type: "string" },
       "chunk-target-ms": { type: "string", default: "0" },
       "decoding-prefill-tokens": { type: "string", default: "0" },

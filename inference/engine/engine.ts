@@ -116,8 +116,8 @@ export interface BatchOptions {
 /** Defaults of {@link BatchOptions}. */
 export const BATCH_DEFAULTS: Readonly<BatchOptions> = Object.freeze({
   maxNumSeqs: 64,
-  maxNumBatchedTokens: 512,
-  decodingPrefillTokens: 512,
+  maxNumBatchedTokens: 2048,
+  decodingPrefillTokens: 2048,
   batchInvariant: false,
   maxQueued: 1024,
   kvCacheMemory: null,
