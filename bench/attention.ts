@@ -2,7 +2,7 @@
  * `deno task bench:attention [--random llama3-8b] [--rows 16,64,128,256,512,2048] [--pos 0,1536]`:
  * GPU time of one layer's prompt attention at a model's head shape, per-row (kernels/ops/attention.ts, its
  * default splits) against tiled (kernels/ops/flash_attention.ts, one and two query rows per invocation
- * group: FlashTune.R), for a chunk of `rows` prompt rows that follows `pos` cached positions (a
+ * group: FlashTune.R; and the register-blocked build, flash_attention_blocked.ts), for a chunk of `rows` prompt rows that follows `pos` cached positions (a
  * single-sequence prefill of a long prompt runs such chunks). TFLOP/s count
  * the causal work only: 4·headDim·nHeads per (row, visible position). Timestamp-query, best of 5 after a
  * warm-up; the cache holds random values (the time does not depend on them).
@@ -45,9 +45,14 @@ const pass = enc.beginComputePass();
 pass.end();
 gpu.device.queue.submit([enc.finish()]);
 
-const kernels = [createAttention(gpu), createFlashAttention(gpu), createFlashAttention(gpu, { R: 2 })];
+const kernels = [
+  createAttention(gpu),
+  createFlashAttention(gpu),
+  createFlashAttention(gpu, { R: 2 }),
+  createFlashAttention(gpu, { build: "blocked" }),
+];
 console.log(`${values.random} heads ${c.nHeads}/${c.nKvHeads}×${c.headDim}: µs (TFLOP/s) per layer`);
-console.log("rows  pos    per-row            tiled              tiled, 2 rows per invocation");
+console.log("rows  pos    per-row            tiled              tiled, 2 rows/group    tiled, blocked");
 for (const pos of posList) {
   writeBuffer(gpu, state, new Uint32Array([pos, 0, 0, 0]));
   for (const rows of rowsList) {

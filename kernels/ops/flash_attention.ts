@@ -34,6 +34,7 @@ import {
 } from "../core/mod.ts";
 import { type AttentionArgs, createAttention } from "./attention.ts";
 import { SOFTCAP_FN } from "./softcap.ts";
+import { blockedFlashPlan, blockedFlashShader } from "./flash_attention_blocked.ts";
 
 /** The tiling of one head size. */
 export interface FlashPlan {
@@ -91,6 +92,12 @@ export interface FlashTune {
   /** query rows per invocation group (default 1) */
   R?: number;
   minRows?: number;
+  /**
+   * "blocked": the register-blocked build (flash_attention_blocked.ts) where it can tile the head size, with
+   * its tiling from `blockedTile` (default: the largest that fits); "rows" (default): this module's build.
+   */
+  build?: "rows" | "blocked";
+  blockedTile?: { BR?: number; BC?: number };
 }
 
 /**
@@ -283,9 +290,23 @@ export function createFlashAttention(gpu: Gpu, tune: FlashTune = {}): Kernel<Att
           `Cannot build attention for nHeads ${nHeads}, nKvHeads ${nKvHeads}: nHeads must be a multiple of nKvHeads`,
         );
       }
-      const code = flashAttentionShader(plan);
-      const pipeline = getPipeline(gpu, { name: "flash_attention", code, spec: plan, bindings: BINDINGS });
-      const blocks = Math.ceil(rows / plan.BR);
+      const blocked = tune.build === "blocked"
+        ? blockedFlashPlan(gpu, { headDim }, tune.blockedTile ?? {})
+        : null;
+      const pipeline = blocked
+        ? getPipeline(gpu, {
+          name: "flash_attention_blocked",
+          code: blockedFlashShader(blocked),
+          spec: blocked,
+          bindings: BINDINGS,
+        })
+        : getPipeline(gpu, {
+          name: "flash_attention",
+          code: flashAttentionShader(plan),
+          spec: plan,
+          bindings: BINDINGS,
+        });
+      const blocks = Math.ceil(rows / (blocked ?? plan).BR);
       const params = uniformParams(
         gpu,
         [

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { createFlashAttention, flashAttentionPlan } from "./flash_attention.ts";
+import { blockedFlashPlan } from "./flash_attention_blocked.ts";
 import { type AttentionCase, checkAttention } from "../../tests/_attention_check.ts";
 import { testGpu } from "../../tests/_gpu.ts";
 
@@ -37,6 +38,27 @@ Deno.test("flash attention matches the f64 reference over whole windows", async 
       const plan = flashAttentionPlan(gpu, c, { R });
       await t.step(`${c.name}: ${JSON.stringify(plan)}`, async () => {
         assert.ok(plan, "the flash kernel serves this head size");
+        await checkAttention(gpu, kernel, c);
+      });
+    }
+  }
+  // The register-blocked build: its default tiling for the device, and the smallest one.
+  for (const tile of [undefined, { BR: 16, BC: 16 }]) {
+    const tune = { build: "blocked" as const, ...(tile ? { blockedTile: tile } : {}) };
+    const kernel = createFlashAttention(gpu, tune);
+    const more: AttentionCase[] = [
+      { name: "headDim 96 (DV 3)", rows: 50, nHeads: 4, nKvHeads: 4, headDim: 96, seqLen: 96, pos: 7 },
+      {
+        name: "headDim 64: scale, softcap and window",
+        ...{ rows: 100, nHeads: 4, nKvHeads: 2, headDim: 64, seqLen: 160, pos: 20 },
+        ...{ scale: 0.5, softcap: 5, window: 45 },
+      },
+    ];
+    for (const c of [...CASES.filter((c) => c.headDim >= 32), ...more]) {
+      const plan = blockedFlashPlan(gpu, c, tile);
+      await t.step(`blocked, ${c.name}: ${JSON.stringify(plan)}`, async () => {
+        // Head sizes up to 128 (Llama, Qwen, Mistral) fit; wider ones keep the rows build.
+        if (c.headDim <= 128) assert.ok(plan, "the blocked build serves this head size");
         await checkAttention(gpu, kernel, c);
       });
     }

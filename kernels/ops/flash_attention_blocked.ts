@@ -1,0 +1,211 @@
+/**
+ * WGSL of the register-blocked build of the tiled causal attention (flash_attention.ts picks it; same
+ * arguments and result): the scores and the output are computed as two small GEMMs per K/V tile, each
+ * invocation owning a 4 × 4 block of scores and a 4-row × DV-vec4 block of the output, so every vec4 it
+ * reads from workgroup memory serves four rows or four positions.
+ *
+ * Why: the row-per-invocation-group build (flash_attention.ts) reads one float of workgroup memory per
+ * multiply-add (each key and value vec4 serves one row), which held it near 11–14 TFLOP/s on the H100
+ * (BENCHMARKS.md, "tiled attention for prompts"), while the f32 GEMM core with its 8 × 8 register tiles runs
+ * at 37. Here the scores take 8 vec4 reads per 64 multiply-adds (4 query rows' and 4 keys' vec4 at one
+ * column offset) and P·V 1 + DV reads per 16·DV.
+ *
+ * One workgroup per (block of BR query rows, query head), WG = (BR / 4)·(BC / 4) invocations; invocation
+ * (rb, cb) owns rows rb + i·BR/4 and positions cb + j·BC/4 (i, j < 4: neighbouring invocations read
+ * neighbouring rows, so the reads spread over the banks), and output columns (vec4) cb + k·BC/4, k < DV.
+ * Per tile of BC positions: K → workgroup memory; scores; the scores → `pS`; V → the K tile's memory while
+ * the first BR invocations each run the online softmax (Milakov & Gimelshein 2018) of one row over the tile
+ * (running max and sum in that invocation's registers, the rescale factor α to `rowS`); then every invocation
+ * rescales its output block and adds P·V. Four barriers a tile. Masking and the tile walk are those of
+ * flash_attention.ts (a masked position adds exactly nothing). Everything is f32; the sums run in another
+ * order than the other build's (tested against the same f64 reference).
+ */
+import { STATE_STRUCT, unroll } from "../core/mod.ts";
+import { SOFTCAP_FN } from "./softcap.ts";
+
+/** The tiling of one head size for the blocked build. */
+export interface BlockedFlashPlan {
+  /** query rows per workgroup, a multiple of 4 */
+  BR: number;
+  /** positions per K/V tile, a multiple of 4 */
+  BC: number;
+  /** headDim / 4 */
+  HD4: number;
+  /** output vec4 per invocation and row: HD4 / (BC / 4) */
+  DV: number;
+  /** invocations per workgroup: (BR / 4)·(BC / 4) */
+  WG: number;
+}
+
+/** Output vec4 per invocation and row at most (4·DV vec4 accumulators in registers). */
+const MAX_DV = 8;
+
+/** Workgroup bytes of one blocked tiling: Q and the K/V tile (rows padded by a vec4), P, and α / l. */
+export function blockedFlashBytes({ BR, BC, HD4 }: Pick<BlockedFlashPlan, "BR" | "BC" | "HD4">): number {
+  return 16 * ((BR + BC) * (HD4 + 1) + BC * (BR / 4) + BR / 4);
+}
+
+/**
+ * The blocked tiling for `headDim`, or null when this build cannot serve it (the caller keeps the other):
+ * the first of 32 × 32, 16 × 32, 32 × 16, 16 × 16 (rows × positions) that fits the device's workgroup
+ * memory and invocations with DV ≤ {@link MAX_DV}, or the one `tune` names.
+ */
+export function blockedFlashPlan(
+  limits: { maxWorkgroupStorageBytes: number; maxInvocationsPerWorkgroup: number },
+  { headDim }: { headDim: number },
+  tune: { BR?: number; BC?: number } = {},
+): BlockedFlashPlan | null {
+  if (headDim % 16 !== 0) return null; // column vec4 four at a time
+  const HD4 = headDim / 4;
+  const tilings = tune.BR !== undefined || tune.BC !== undefined
+    ? [[tune.BR ?? 32, tune.BC ?? 32]]
+    : [[32, 32], [16, 32], [32, 16], [16, 16]];
+  for (const [BR, BC] of tilings) {
+    if (BR % 4 !== 0 || BC % 4 !== 0 || HD4 % (BC / 4) !== 0) continue;
+    const plan = { BR, BC, HD4, DV: HD4 / (BC / 4), WG: (BR / 4) * (BC / 4) };
+    if (
+      plan.DV <= MAX_DV && plan.WG <= limits.maxInvocationsPerWorkgroup &&
+      blockedFlashBytes(plan) <= limits.maxWorkgroupStorageBytes
+    ) return plan;
+  }
+  return null;
+}
+
+/** The WGSL of one blocked plan (bindings and params as flash_attention.ts's shader). */
+export function blockedFlashShader({ BR, BC, HD4, DV, WG }: BlockedFlashPlan): string {
+  const RB4 = BR / 4;
+  const CB4 = BC / 4;
+  const QS = HD4 + 1; // vec4 row stride of the Q and K/V tiles; the pad spreads neighbouring rows' banks
+  const r4 = [0, 1, 2, 3];
+  // scores s{i}[j] of rows rb + i·RB4 and positions cb + j·CB4, four column vec4 per written-out step
+  const scoreStep = (u: number) =>
+    `{
+      ${unroll(4, (i) => `let a${i} = qS[(rb + ${i * RB4}u) * ${QS}u + d + ${u}u];`, "\n      ")}
+      ${unroll(4, (j) => `let b${j} = kvS[(cb + ${j * CB4}u) * ${QS}u + d + ${u}u];`, "\n      ")}
+      ${unroll(4, (i) => `s${i} += vec4f(${r4.map((j) => `dot(a${i}, b${j})`).join(", ")});`, "\n      ")}
+    }`;
+  // P·V for position c + u: p holds rows rb + i·RB4
+  const pvStep = (u: number) =>
+    `{
+      let p = pS[(c + ${u}u) * ${RB4}u + rb];
+      ${
+      unroll(DV, (k) =>
+        `{ let v = kvS[(c + ${u}u) * ${QS}u + cb + ${k * CB4}u]; ${
+          r4.map((i) => `o${i}_${k} = fma(vec4f(p[${i}]), v, o${i}_${k});`).join(" ")
+        } }`, "\n      ")
+    }
+    }`;
+  return /* wgsl */ `
+${STATE_STRUCT}
+const NEG = -1.0e30; // stands in for −∞: WGSL may assume no infinities, and e^(NEG − m) is 0
+
+// window: 0 for none; softcap: 0 for none; blocks: ⌈rows / BR⌉
+struct Params { rows: u32, nHeads: u32, nKvHeads: u32, seqLen: u32, scale: f32, window: u32, softcap: f32, blocks: u32 }
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> state: StepState;
+@group(0) @binding(2) var<storage, read> q: array<vec4f>;       // (rows, nHeads·headDim)
+@group(0) @binding(3) var<storage, read> kCache: array<vec4f>;  // (seqLen, nKvHeads·headDim)
+@group(0) @binding(4) var<storage, read> vCache: array<vec4f>;  // (seqLen, nKvHeads·headDim)
+@group(0) @binding(5) var<storage, read_write> out: array<vec4f>; // (rows, nHeads·headDim)
+
+var<workgroup> qS: array<vec4f, ${BR * QS}>;   // [row][column vec4], scaled
+var<workgroup> kvS: array<vec4f, ${BC * QS}>;  // [position][column vec4]: the tile's keys, then its values
+var<workgroup> pS: array<vec4f, ${
+    BC * RB4
+  }>;  // [position][rb]: scores, then probabilities, of rows rb + i·${RB4}
+var<workgroup> rowS: array<vec4f, ${RB4}>;     // [rb]: α (per tile), then l (at the end), of rows rb + i·${RB4}
+
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+        @builtin(local_invocation_index) lid: u32) {
+  let flat = wid.x + wid.y * nwg.x;
+  if (flat >= params.blocks * params.nHeads) { return; }
+  let blk = params.blocks - 1u - flat % params.blocks; // longest blocks first, so the grid's tail is short
+  let h = flat / params.blocks;
+  let kvh = h / (params.nHeads / params.nKvHeads);
+  let rb = lid % ${RB4}u;
+  let cb = lid / ${RB4}u;
+  let t0 = blk * ${BR}u;
+  for (var e = lid; e < ${BR * HD4}u; e += ${WG}u) {
+    let r = e / ${HD4}u;
+    var v = vec4f();
+    if (t0 + r < params.rows) { v = q[((t0 + r) * params.nHeads + h) * ${HD4}u + e % ${HD4}u] * params.scale; }
+    qS[r * ${QS}u + e % ${HD4}u] = v;
+  }
+  let first = state.pos + t0;
+  let blockLo = select(0u, first + 1u - params.window, params.window > 0u && first + 1u > params.window);
+  let last = state.pos + min(t0 + ${BR}u, params.rows) - 1u;
+  let filled = min(state.pos + params.rows, params.seqLen);
+  let stride = params.nKvHeads * ${HD4}u;
+  let capped = params.softcap > 0.0;
+  // The softmax of row t0 + lid (lid < BR; at pS[·][lid % RB4][lid / RB4]): its position, window start,
+  // running max and sum.
+  let P = state.pos + t0 + lid;
+  let lo = select(0u, P + 1u - params.window, params.window > 0u && P + 1u > params.window);
+  var m = NEG;
+  var l = 0.0;
+  ${unroll(4, (i) => unroll(DV, (k) => `var o${i}_${k} = vec4f();`, " "))}
+  for (var c0 = blockLo / ${BC}u * ${BC}u; c0 <= last; c0 += ${BC}u) {
+    for (var e = lid; e < ${BC * HD4}u; e += ${WG}u) {
+      let c = e / ${HD4}u;
+      var kv = vec4f();
+      if (c0 + c < filled) { kv = kCache[(c0 + c) * stride + kvh * ${HD4}u + e % ${HD4}u]; }
+      kvS[c * ${QS}u + e % ${HD4}u] = kv;
+    }
+    workgroupBarrier();
+    ${unroll(4, (i) => `var s${i} = vec4f();`, " ")}
+    for (var d = 0u; d < ${HD4}u; d += 4u) {
+      ${unroll(4, scoreStep, "\n      ")}
+    }
+    ${
+    unroll(4, (j) => `pS[(cb + ${j * CB4}u) * ${RB4}u + rb] = vec4f(s0[${j}], s1[${j}], s2[${j}], s3[${j}]);`)
+  }
+    workgroupBarrier();
+    for (var e = lid; e < ${BC * HD4}u; e += ${WG}u) {
+      let c = e / ${HD4}u;
+      var vv = vec4f();
+      if (c0 + c < filled) { vv = vCache[(c0 + c) * stride + kvh * ${HD4}u + e % ${HD4}u]; }
+      kvS[c * ${QS}u + e % ${HD4}u] = vv;
+    }
+    if (lid < ${BR}u) {
+      let at = lid % ${RB4}u;
+      let comp = lid / ${RB4}u;
+      var mt = m;
+      for (var c = 0u; c < ${BC}u; c++) {
+        var s = pS[c * ${RB4}u + at][comp];
+        if (capped) { s = softcap(s, params.softcap); }
+        pS[c * ${RB4}u + at][comp] = s;
+        if (c0 + c <= P && c0 + c >= lo) { mt = max(mt, s); }
+      }
+      var sum = 0.0;
+      for (var c = 0u; c < ${BC}u; c++) {
+        let p = select(0.0, exp(pS[c * ${RB4}u + at][comp] - mt), c0 + c <= P && c0 + c >= lo);
+        pS[c * ${RB4}u + at][comp] = p;
+        sum += p;
+      }
+      let alpha = exp(m - mt);
+      l = l * alpha + sum;
+      m = mt;
+      rowS[at][comp] = alpha;
+    }
+    workgroupBarrier();
+    let alpha = rowS[rb];
+    ${unroll(4, (i) => unroll(DV, (k) => `o${i}_${k} *= alpha[${i}];`, " "))}
+    for (var c = 0u; c < ${BC}u; c += 4u) {
+      ${unroll(4, pvStep, "\n      ")}
+    }
+    workgroupBarrier();
+  }
+  if (lid < ${BR}u) { rowS[lid % ${RB4}u][lid / ${RB4}u] = l; }
+  workgroupBarrier();
+  let ls = rowS[rb];
+  ${
+    unroll(4, (i) =>
+      `if (t0 + rb + ${i * RB4}u < params.rows) {
+    let o = ((t0 + rb + ${i * RB4}u) * params.nHeads + h) * ${HD4}u + cb;
+    ${unroll(DV, (k) => `out[o + ${k * CB4}u] = o${i}_${k} / ls[${i}];`, " ")}
+  }`)
+  }
+}
+${SOFTCAP_FN}`;
+}
