@@ -71,8 +71,53 @@ export function blockedFlashPlan(
   return null;
 }
 
-/** The WGSL of one blocked plan (bindings and params as flash_attention.ts's shader). */
-export function blockedFlashShader({ BR, BC, HD4, DV, WG }: BlockedFlashPlan): string {
+/**
+ * WGSL: the workgroup tiles of a blocked plan: Q (scaled), the K/V tile, the scores/probabilities `pS` and
+ * the per-row factors `rowS`.
+ */
+export function blockedWorkgroupWgsl({ BR, BC, HD4 }: BlockedFlashPlan): string {
+  const RB4 = BR / 4;
+  return /* wgsl */ `
+var<workgroup> qS: array<vec4f, ${BR * (HD4 + 1)}>;  // [row][column vec4], scaled; rows padded by a vec4
+var<workgroup> kvS: array<vec4f, ${BC * (HD4 + 1)}>; // [position][column vec4]: the tile's keys, then values
+var<workgroup> pS: array<vec4f, ${
+    BC * RB4
+  }>;  // [position][rb]: scores, then probabilities, of rows rb + i·${RB4}
+var<workgroup> rowS: array<vec4f, ${RB4}>;     // [rb]: α (per tile), then l (at the end), of rows rb + i·${RB4}`;
+}
+
+/**
+ * WGSL after the kernel has `lid`, `t0` (first row of the block) and `h`: the invocation's row and column
+ * blocks `rb`, `cb`, the block's query rows in qS (row t0 + r of head h, zero past params.rows) and the
+ * output accumulators o{i}_{k}; the softmax state `m`, `l` of row t0 + lid (lid < BR) is declared too.
+ */
+export function blockedSetupWgsl({ BR, HD4, DV, WG }: BlockedFlashPlan): string {
+  const RB4 = BR / 4;
+  return /* wgsl */ `
+  let rb = lid % ${RB4}u;
+  let cb = lid / ${RB4}u;
+  for (var e = lid; e < ${BR * HD4}u; e += ${WG}u) {
+    let r = e / ${HD4}u;
+    var v = vec4f();
+    if (t0 + r < params.rows) { v = q[((t0 + r) * params.nHeads + h) * ${HD4}u + e % ${HD4}u] * params.scale; }
+    qS[r * ${HD4 + 1}u + e % ${HD4}u] = v;
+  }
+  var m = NEG;  // row t0 + lid's running max and sum (lid < BR; at pS[·][lid % ${RB4}][lid / ${RB4}])
+  var l = 0.0;
+  ${unroll(4, (i) => unroll(DV, (k) => `var o${i}_${k} = vec4f();`, " "))}`;
+}
+
+/**
+ * WGSL: one tile of BC positions from c0 (a multiple of BC). `load(kind, c, col)` is a statement that sets
+ * `var v: vec4f` (already zero) to K or V of tile position c, column vec4 col (zero for a position no row
+ * sees); `sees(c)` says whether row t0 + lid sees position c0 + c. Ends with a barrier: the next tile
+ * overwrites the tiles.
+ */
+export function blockedTileWgsl(
+  { BR, BC, HD4, DV, WG }: BlockedFlashPlan,
+  load: (kind: "K" | "V", c: string, col: string) => string,
+  sees: (c: string) => string,
+): string {
   const RB4 = BR / 4;
   const CB4 = BC / 4;
   const QS = HD4 + 1; // vec4 row stride of the Q and K/V tiles; the pad spreads neighbouring rows' banks
@@ -95,63 +140,14 @@ export function blockedFlashShader({ BR, BC, HD4, DV, WG }: BlockedFlashPlan): s
         } }`, "\n      ")
     }
     }`;
+  const fill = (kind: "K" | "V") =>
+    `for (var e = lid; e < ${BC * HD4}u; e += ${WG}u) {
+      var v = vec4f();
+      ${load(kind, `e / ${HD4}u`, `e % ${HD4}u`)}
+      kvS[e / ${HD4}u * ${QS}u + e % ${HD4}u] = v;
+    }`;
   return /* wgsl */ `
-${STATE_STRUCT}
-const NEG = -1.0e30; // stands in for −∞: WGSL may assume no infinities, and e^(NEG − m) is 0
-
-// window: 0 for none; softcap: 0 for none; blocks: ⌈rows / BR⌉
-struct Params { rows: u32, nHeads: u32, nKvHeads: u32, seqLen: u32, scale: f32, window: u32, softcap: f32, blocks: u32 }
-@group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> state: StepState;
-@group(0) @binding(2) var<storage, read> q: array<vec4f>;       // (rows, nHeads·headDim)
-@group(0) @binding(3) var<storage, read> kCache: array<vec4f>;  // (seqLen, nKvHeads·headDim)
-@group(0) @binding(4) var<storage, read> vCache: array<vec4f>;  // (seqLen, nKvHeads·headDim)
-@group(0) @binding(5) var<storage, read_write> out: array<vec4f>; // (rows, nHeads·headDim)
-
-var<workgroup> qS: array<vec4f, ${BR * QS}>;   // [row][column vec4], scaled
-var<workgroup> kvS: array<vec4f, ${BC * QS}>;  // [position][column vec4]: the tile's keys, then its values
-var<workgroup> pS: array<vec4f, ${
-    BC * RB4
-  }>;  // [position][rb]: scores, then probabilities, of rows rb + i·${RB4}
-var<workgroup> rowS: array<vec4f, ${RB4}>;     // [rb]: α (per tile), then l (at the end), of rows rb + i·${RB4}
-
-@compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
-        @builtin(local_invocation_index) lid: u32) {
-  let flat = wid.x + wid.y * nwg.x;
-  if (flat >= params.blocks * params.nHeads) { return; }
-  let blk = params.blocks - 1u - flat % params.blocks; // longest blocks first, so the grid's tail is short
-  let h = flat / params.blocks;
-  let kvh = h / (params.nHeads / params.nKvHeads);
-  let rb = lid % ${RB4}u;
-  let cb = lid / ${RB4}u;
-  let t0 = blk * ${BR}u;
-  for (var e = lid; e < ${BR * HD4}u; e += ${WG}u) {
-    let r = e / ${HD4}u;
-    var v = vec4f();
-    if (t0 + r < params.rows) { v = q[((t0 + r) * params.nHeads + h) * ${HD4}u + e % ${HD4}u] * params.scale; }
-    qS[r * ${QS}u + e % ${HD4}u] = v;
-  }
-  let first = state.pos + t0;
-  let blockLo = select(0u, first + 1u - params.window, params.window > 0u && first + 1u > params.window);
-  let last = state.pos + min(t0 + ${BR}u, params.rows) - 1u;
-  let filled = min(state.pos + params.rows, params.seqLen);
-  let stride = params.nKvHeads * ${HD4}u;
-  let capped = params.softcap > 0.0;
-  // The softmax of row t0 + lid (lid < BR; at pS[·][lid % RB4][lid / RB4]): its position, window start,
-  // running max and sum.
-  let P = state.pos + t0 + lid;
-  let lo = select(0u, P + 1u - params.window, params.window > 0u && P + 1u > params.window);
-  var m = NEG;
-  var l = 0.0;
-  ${unroll(4, (i) => unroll(DV, (k) => `var o${i}_${k} = vec4f();`, " "))}
-  for (var c0 = blockLo / ${BC}u * ${BC}u; c0 <= last; c0 += ${BC}u) {
-    for (var e = lid; e < ${BC * HD4}u; e += ${WG}u) {
-      let c = e / ${HD4}u;
-      var kv = vec4f();
-      if (c0 + c < filled) { kv = kCache[(c0 + c) * stride + kvh * ${HD4}u + e % ${HD4}u]; }
-      kvS[c * ${QS}u + e % ${HD4}u] = kv;
-    }
+    ${fill("K")}
     workgroupBarrier();
     ${unroll(4, (i) => `var s${i} = vec4f();`, " ")}
     for (var d = 0u; d < ${HD4}u; d += 4u) {
@@ -161,25 +157,20 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
     unroll(4, (j) => `pS[(cb + ${j * CB4}u) * ${RB4}u + rb] = vec4f(s0[${j}], s1[${j}], s2[${j}], s3[${j}]);`)
   }
     workgroupBarrier();
-    for (var e = lid; e < ${BC * HD4}u; e += ${WG}u) {
-      let c = e / ${HD4}u;
-      var vv = vec4f();
-      if (c0 + c < filled) { vv = vCache[(c0 + c) * stride + kvh * ${HD4}u + e % ${HD4}u]; }
-      kvS[c * ${QS}u + e % ${HD4}u] = vv;
-    }
+    ${fill("V")}
     if (lid < ${BR}u) {
       let at = lid % ${RB4}u;
       let comp = lid / ${RB4}u;
       var mt = m;
       for (var c = 0u; c < ${BC}u; c++) {
         var s = pS[c * ${RB4}u + at][comp];
-        if (capped) { s = softcap(s, params.softcap); }
+        if (params.softcap > 0.0) { s = softcap(s, params.softcap); }
         pS[c * ${RB4}u + at][comp] = s;
-        if (c0 + c <= P && c0 + c >= lo) { mt = max(mt, s); }
+        if (${sees("c")}) { mt = max(mt, s); }
       }
       var sum = 0.0;
       for (var c = 0u; c < ${BC}u; c++) {
-        let p = select(0.0, exp(pS[c * ${RB4}u + at][comp] - mt), c0 + c <= P && c0 + c >= lo);
+        let p = select(0.0, exp(pS[c * ${RB4}u + at][comp] - mt), ${sees("c")});
         pS[c * ${RB4}u + at][comp] = p;
         sum += p;
       }
@@ -194,11 +185,64 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
     for (var c = 0u; c < ${BC}u; c += 4u) {
       ${unroll(4, pvStep, "\n      ")}
     }
-    workgroupBarrier();
-  }
-  if (lid < ${BR}u) { rowS[lid % ${RB4}u][lid / ${RB4}u] = l; }
+    workgroupBarrier();`;
+}
+
+/** WGSL after the last tile: `ls`, the sums l of rows rb + i·BR/4 (every invocation). */
+export function blockedSumsWgsl({ BR }: BlockedFlashPlan): string {
+  return /* wgsl */ `
+  if (lid < ${BR}u) { rowS[lid % ${BR / 4}u][lid / ${BR / 4}u] = l; }
   workgroupBarrier();
-  let ls = rowS[rb];
+  let ls = rowS[rb];`;
+}
+
+/** The WGSL of one blocked plan (bindings and params as flash_attention.ts's shader). */
+export function blockedFlashShader(plan: BlockedFlashPlan): string {
+  const { BR, BC, HD4, DV, WG } = plan;
+  const RB4 = BR / 4;
+  const CB4 = BC / 4;
+  return /* wgsl */ `
+${STATE_STRUCT}
+const NEG = -1.0e30; // stands in for −∞: WGSL may assume no infinities, and e^(NEG − m) is 0
+
+// window: 0 for none; softcap: 0 for none; blocks: ⌈rows / BR⌉
+struct Params { rows: u32, nHeads: u32, nKvHeads: u32, seqLen: u32, scale: f32, window: u32, softcap: f32, blocks: u32 }
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> state: StepState;
+@group(0) @binding(2) var<storage, read> q: array<vec4f>;       // (rows, nHeads·headDim)
+@group(0) @binding(3) var<storage, read> kCache: array<vec4f>;  // (seqLen, nKvHeads·headDim)
+@group(0) @binding(4) var<storage, read> vCache: array<vec4f>;  // (seqLen, nKvHeads·headDim)
+@group(0) @binding(5) var<storage, read_write> out: array<vec4f>; // (rows, nHeads·headDim)
+${blockedWorkgroupWgsl(plan)}
+
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+        @builtin(local_invocation_index) lid: u32) {
+  let flat = wid.x + wid.y * nwg.x;
+  if (flat >= params.blocks * params.nHeads) { return; }
+  let blk = params.blocks - 1u - flat % params.blocks; // longest blocks first, so the grid's tail is short
+  let h = flat / params.blocks;
+  let kvh = h / (params.nHeads / params.nKvHeads);
+  let t0 = blk * ${BR}u;
+  ${blockedSetupWgsl(plan)}
+  let first = state.pos + t0;
+  let blockLo = select(0u, first + 1u - params.window, params.window > 0u && first + 1u > params.window);
+  let last = state.pos + min(t0 + ${BR}u, params.rows) - 1u;
+  let filled = min(state.pos + params.rows, params.seqLen);
+  let stride = params.nKvHeads * ${HD4}u;
+  let P = state.pos + t0 + lid;  // row t0 + lid's position and window start (its softmax)
+  let lo = select(0u, P + 1u - params.window, params.window > 0u && P + 1u > params.window);
+  for (var c0 = blockLo / ${BC}u * ${BC}u; c0 <= last; c0 += ${BC}u) {
+    ${
+    blockedTileWgsl(
+      plan,
+      (kind, c, col) =>
+        `if (c0 + ${c} < filled) { v = ${kind.toLowerCase()}Cache[(c0 + ${c}) * stride + kvh * ${HD4}u + ${col}]; }`,
+      (c) => `c0 + ${c} <= P && c0 + ${c} >= lo`,
+    )
+  }
+  }
+  ${blockedSumsWgsl(plan)}
   ${
     unroll(4, (i) =>
       `if (t0 + rb + ${i * RB4}u < params.rows) {
