@@ -87,6 +87,11 @@ const KERNELS = [
     builds: [32, 64, 128].map((WG) => (gpu: Gpu) => createPagedFlashAttention(gpu, { WG })),
   },
   {
+    name: "tiled, register-blocked",
+    create: (gpu: Gpu) => createPagedFlashAttention(gpu, { build: "blocked" }),
+    builds: [16, 32].map((BR) => (gpu: Gpu) => createPagedFlashAttention(gpu, { build: "blocked", BR })),
+  },
+  {
     name: "tiled, two rows per invocation",
     create: (gpu: Gpu) => createPagedFlashAttention(gpu, { R: 2 }),
     builds: [32, 64, 128].map((WG) => (gpu: Gpu) => createPagedFlashAttention(gpu, { WG, R: 2 })),

@@ -46,11 +46,18 @@ import {
 } from "./paged_attention.ts";
 import { PAGED_ROW_WGSL, type PagedLayout } from "./paged_kv.ts";
 import { SOFTCAP_FN } from "./softcap.ts";
+import {
+  type BlockedFlashPlan,
+  blockedFlashPlan,
+  blockedSetupWgsl,
+  blockedSumsWgsl,
+  blockedTileWgsl,
+  blockedWorkgroupWgsl,
+} from "./flash_attention_blocked.ts";
 import { SPLIT_SPAN_WGSL } from "./attention_wgsl.ts";
 
-/** The WGSL of one plan and pool type. */
-export function pagedFlashShader(plan: FlashPlan, kvType: PagedLayout["kvType"]): string {
-  const { WG, TPR, D4, BC, HD4, BR, R } = plan;
+/** WGSL shared by both paged builds: params, bindings, the pool, the block table and `span`. */
+function pagedHeaderWgsl(kvType: PagedLayout["kvType"]): string {
   return /* wgsl */ `
 const NONE = 0xffffffffu;
 const NEG = -1.0e30; // stands in for −∞ (flash_attention.ts)
@@ -76,14 +83,21 @@ ${pagedPoolWgsl(kvType)}
 
 var<private> PAGE: Page;
 ${PAGED_ROW_WGSL}
-${flashWorkgroupWgsl(plan)}
-var<workgroup> poolRow: array<u32, ${BC}>; // pool row of each position of the tile (NONE: zeros)
 
 ${SPLIT_SPAN_WGSL}
 /** The positions [begin, end) of a split of the row at position p with n splits (empty for split ≥ n). */
 fn span(p: u32, n: u32, split: u32) -> vec2u {
   return select(vec2u(0u, 0u), splitSpan(p + 1u, params.window, n, split), split < n);
+}`;
 }
+
+/** The WGSL of one plan and pool type. */
+export function pagedFlashShader(plan: FlashPlan, kvType: PagedLayout["kvType"]): string {
+  const { WG, TPR, D4, BC, HD4, BR, R } = plan;
+  return /* wgsl */ `
+${pagedHeaderWgsl(kvType)}
+${flashWorkgroupWgsl(plan)}
+var<workgroup> poolRow: array<u32, ${BC}>; // pool row of each position of the tile (NONE: zeros)
 
 @compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
@@ -171,6 +185,106 @@ ${flashTileWgsl(plan, (i, c) => `mine${i} && c0 + ${c}u >= own${i}.x && c0 + ${c
 ${SOFTCAP_FN}`;
 }
 
+/**
+ * The WGSL of one blocked plan (flash_attention_blocked.ts) and pool type: the same bindings, runs, splits
+ * and outputs as {@link pagedFlashShader}, with the register-blocked tile. Row t0 + lid's softmax state
+ * (lid < BR) decides what it sees; the output blocks write each row's result or split partials.
+ */
+export function pagedBlockedShader(plan: BlockedFlashPlan, kvType: PagedLayout["kvType"]): string {
+  const { WG, BC, HD4, BR, DV } = plan;
+  const RB4 = BR / 4;
+  const CB4 = BC / 4;
+  return /* wgsl */ `
+${pagedHeaderWgsl(kvType)}
+${blockedWorkgroupWgsl(plan)}
+var<workgroup> poolRow: array<u32, ${BC}>; // pool row of each position of the tile (NONE: zeros)
+
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+        @builtin(local_invocation_index) lid: u32) {
+  PAGE = Page(params.blockSize, params.maxBlocks);
+  let flat = wid.x + wid.y * nwg.x;
+  let cells = params.blocks * params.nHeads;
+  let cap = dispatch[3];
+  let split = flat / cells;
+  if (split >= cap) { return; }
+  let blk = flat % params.blocks;
+  let h = (flat % cells) / params.blocks;
+  let kvh = h / (params.nHeads / params.nKvHeads);
+  let t0 = blk * ${BR}u;
+  let tEnd = min(t0 + ${BR}u, params.rows);
+  ${blockedSetupWgsl(plan)}
+  // Row t0 + lid's softmax (lid < BR): its splits and this split's positions (none past the rows).
+  let myRow = min(t0 + lid, params.rows - 1u);
+  let real = t0 + lid < params.rows;
+  let mySplits = rowSplits[myRow];
+  let own = select(vec2u(0u, 0u), span(rowPos[myRow], mySplits, split), real);
+  let stride = params.nKvHeads * ${HD4}u;
+  // Runs of same-slot rows; every value here comes from uniform indices, so the barriers stay uniform.
+  var s = t0;
+  loop {
+    if (s >= tEnd) { break; }
+    let run = rowSlot[s];
+    var runLo = 0xffffffffu;
+    var runHi = 0u; // the union of the run's rows' spans of this split: [runLo, runHi)
+    var e = s;
+    loop {
+      if (e >= tEnd || rowSlot[e] != run) { break; }
+      let seg = span(rowPos[e], rowSplits[e], split);
+      if (seg.y > seg.x) {
+        runLo = min(runLo, seg.x);
+        runHi = max(runHi, seg.y);
+      }
+      e += 1u;
+    }
+    let mine = t0 + lid >= s && t0 + lid < e; // row t0 + lid is one of the run's
+    if (run != NONE && runHi > 0u) {
+      for (var c0 = runLo / ${BC}u * ${BC}u; c0 < runHi; c0 += ${BC}u) {
+        for (var i = lid; i < ${BC}u; i += ${WG}u) {
+          poolRow[i] = select(NONE, physRow(run, c0 + i), c0 + i < runHi);
+        }
+        workgroupBarrier();
+        ${
+    blockedTileWgsl(
+      plan,
+      (kind, c, col) =>
+        `let pr = poolRow[${c}];
+      if (pr != NONE) { v = load${kind}(pr * stride + kvh * ${HD4}u + ${col}); }`,
+      (c) => `mine && c0 + ${c} >= own.x && c0 + ${c} < own.y`,
+    )
+  }
+      }
+    }
+    s = e;
+  }
+  if (real && split < mySplits && mySplits > 1u) { partMl[(myRow * params.nHeads + h) * cap + split] = vec2f(m, l); }
+  ${blockedSumsWgsl(plan)}
+  ${
+    unroll(4, (i) =>
+      `{
+    let row = t0 + rb + ${i * RB4}u;
+    let n = rowSplits[min(row, params.rows - 1u)];
+    if (row < params.rows && split < n) {
+      let cell = row * params.nHeads + h;
+      if (n == 1u) {
+        let pad = rowSlot[row] == NONE;
+        ${
+        unroll(DV, (k) =>
+          `out[cell * ${HD4}u + cb + ${k * CB4}u] = select(o${i}_${k} / ls[${i}], vec4f(), pad);`)
+      }
+      } else {
+        let part = (cell * cap + split) * ${HD4}u + cb;
+        ${
+        unroll(DV, (k) => `partAcc[part + ${k * CB4}u] = o${i}_${k};`)
+      }
+      }
+    }
+  }`)
+  }
+}
+${SOFTCAP_FN}`;
+}
+
 const BINDINGS: readonly BindingKind[] = [
   "uniform",
   ...(["read-only-storage", "read-only-storage", "read-only-storage", "read-only-storage"] as const),
@@ -189,13 +303,21 @@ const BINDINGS: readonly BindingKind[] = [
  */
 export function createPagedFlashAttention(
   gpu: Gpu,
-  tune: { WG?: number; R?: number } = {},
+  tune: { WG?: number; R?: number; build?: "rows" | "blocked"; BR?: number } = {},
 ): Kernel<PagedAttentionArgs> {
   let fallback: Kernel<PagedAttentionArgs> | null = null;
   const scratch = createSplitScratch(gpu, "paged flash attention");
   return {
     bind(a: PagedAttentionArgs): Encodable {
-      const { rows, nHeads, nKvHeads, headDim, maxSplits } = a;
+      const { rows, headDim } = a;
+      const blocked = tune.build === "blocked" ? blockedPlanFor(gpu, headDim, rows, tune.BR) : null;
+      if (blocked) {
+        const spec = { ...blocked, kvType: a.layout.kvType, build: "blocked" };
+        return bindPaged(gpu, a, scratch, blocked.BR, {
+          code: pagedBlockedShader(blocked, spec.kvType),
+          spec,
+        });
+      }
       const widest = flashAttentionPlan(gpu, { headDim }, { R: tune.R ?? 1 });
       if (!widest) return (fallback ??= createPagedAttention(gpu)).bind(a);
       // Blocks of fewer rows for smaller forwards (more workgroups for a short piece); the tile size stays
@@ -203,42 +325,61 @@ export function createPagedFlashAttention(
       const WG = tune.WG ?? (rows >= 512 ? widest.WG : rows >= 128 ? 64 : 32);
       const plan = flashAttentionPlan(gpu, { headDim }, { WG, BC: widest.BC, R: widest.R }) ?? widest;
       if (plan.BC !== widest.BC) throw new Error(`Cannot tile attention: block sizes changed the tile`);
-      if (nHeads % nKvHeads !== 0) {
-        throw new Error(
-          `Cannot build attention for nHeads ${nHeads}, nKvHeads ${nKvHeads}: nHeads must be a multiple of nKvHeads`,
-        );
-      }
-      const { buffers, merge } = scratch.bind(a);
-      const kvType = a.layout.kvType;
-      const pipeline = getPipeline(gpu, {
-        name: "paged_flash_attention",
-        code: pagedFlashShader(plan, kvType),
-        spec: { ...plan, kvType },
-        bindings: BINDINGS,
-      });
-      const blocks = Math.ceil(rows / plan.BR);
-      const params = uniformParams(gpu, [
-        ["u32", rows],
-        ["u32", nHeads],
-        ["u32", nKvHeads],
-        ["f32", a.scale ?? 1 / Math.sqrt(headDim)],
-        ["u32", a.layout.blockSize],
-        ["u32", a.layout.maxBlocks],
-        ["u32", a.window ?? 0],
-        ["f32", a.softcap ?? 0],
-        ["u32", blocks],
-      ], "paged flash attention params");
-      const bindGroup = bindBuffers(gpu, pipeline, [params, ...buffers]);
-      // Every split a row of this bind can have; workgroups past the forward's own cap return at once.
-      const [gx, gy] = dispatch2d(gpu, blocks * nHeads * maxSplits);
-      return {
-        encode(pass) {
-          pass.setPipeline(pipeline);
-          pass.setBindGroup(0, bindGroup);
-          pass.dispatchWorkgroups(gx, gy);
-          merge?.encode(pass);
-        },
-      };
+      const spec = { ...plan, kvType: a.layout.kvType };
+      return bindPaged(gpu, a, scratch, plan.BR, { code: pagedFlashShader(plan, spec.kvType), spec });
+    },
+  };
+}
+
+/**
+ * The blocked tiling of a bind, or null where it cannot tile the head size: blocks of 32 rows from 128
+ * rows, of 16 below (more workgroups for a short piece), with the widest plan's tile of positions, so a
+ * row's sums are the same in every block size.
+ */
+function blockedPlanFor(gpu: Gpu, headDim: number, rows: number, BR?: number): BlockedFlashPlan | null {
+  const widest = blockedFlashPlan(gpu, { headDim });
+  if (!widest) return null;
+  const br = BR ?? (rows >= 128 ? widest.BR : 16);
+  return blockedFlashPlan(gpu, { headDim }, { BR: br, BC: widest.BC }) ?? widest;
+}
+
+/** One bind of either build: its `BR` rows per block, the split scratch and merge, the grid. */
+function bindPaged(
+  gpu: Gpu,
+  a: PagedAttentionArgs,
+  scratch: ReturnType<typeof createSplitScratch>,
+  BR: number,
+  build: { code: string; spec: unknown },
+): Encodable {
+  const { rows, nHeads, nKvHeads, headDim, maxSplits } = a;
+  if (nHeads % nKvHeads !== 0) {
+    throw new Error(
+      `Cannot build attention for nHeads ${nHeads}, nKvHeads ${nKvHeads}: nHeads must be a multiple of nKvHeads`,
+    );
+  }
+  const { buffers, merge } = scratch.bind(a);
+  const pipeline = getPipeline(gpu, { name: "paged_flash_attention", ...build, bindings: BINDINGS });
+  const blocks = Math.ceil(rows / BR);
+  const params = uniformParams(gpu, [
+    ["u32", rows],
+    ["u32", nHeads],
+    ["u32", nKvHeads],
+    ["f32", a.scale ?? 1 / Math.sqrt(headDim)],
+    ["u32", a.layout.blockSize],
+    ["u32", a.layout.maxBlocks],
+    ["u32", a.window ?? 0],
+    ["f32", a.softcap ?? 0],
+    ["u32", blocks],
+  ], "paged flash attention params");
+  const bindGroup = bindBuffers(gpu, pipeline, [params, ...buffers]);
+  // Every split a row of this bind can have; workgroups past the forward's own cap return at once.
+  const [gx, gy] = dispatch2d(gpu, blocks * nHeads * maxSplits);
+  return {
+    encode(pass) {
+      pass.setPipeline(pipeline);
+      pass.setBindGroup(0, bindGroup);
+      pass.dispatchWorkgroups(gx, gy);
+      merge?.encode(pass);
     },
   };
 }
