@@ -34,7 +34,14 @@ import {
 } from "../core/mod.ts";
 import { type AttentionArgs, createAttention } from "./attention.ts";
 import { SOFTCAP_FN } from "./softcap.ts";
-import { blockedFlashPlan, blockedFlashShader } from "./flash_attention_blocked.ts";
+import {
+  type BlockedFlashPlan,
+  blockedFlashPlan,
+  blockedSetupWgsl,
+  blockedSumsWgsl,
+  blockedTileWgsl,
+  blockedWorkgroupWgsl,
+} from "./flash_attention_blocked.ts";
 
 /** The tiling of one head size. */
 export interface FlashPlan {
@@ -194,10 +201,8 @@ export function flashTileWgsl(
     workgroupBarrier();`;
 }
 
-/** The WGSL of one plan. */
-export function flashAttentionShader(plan: FlashPlan): string {
-  const { WG, TPR, D4, BC, HD4, BR, R } = plan;
-  return /* wgsl */ `
+/** WGSL shared by both builds: the step state, params and bindings. */
+const FLASH_HEADER_WGSL = /* wgsl */ `
 ${STATE_STRUCT}
 const NEG = -1.0e30; // stands in for −∞: WGSL may assume no infinities, and e^(NEG − m) is 0
 
@@ -208,7 +213,13 @@ struct Params { rows: u32, nHeads: u32, nKvHeads: u32, seqLen: u32, scale: f32, 
 @group(0) @binding(2) var<storage, read> q: array<vec4f>;       // (rows, nHeads·headDim)
 @group(0) @binding(3) var<storage, read> kCache: array<vec4f>;  // (seqLen, nKvHeads·headDim)
 @group(0) @binding(4) var<storage, read> vCache: array<vec4f>;  // (seqLen, nKvHeads·headDim)
-@group(0) @binding(5) var<storage, read_write> out: array<vec4f>; // (rows, nHeads·headDim)
+@group(0) @binding(5) var<storage, read_write> out: array<vec4f>; // (rows, nHeads·headDim)`;
+
+/** The WGSL of one plan. */
+export function flashAttentionShader(plan: FlashPlan): string {
+  const { WG, TPR, D4, BC, HD4, BR, R } = plan;
+  return /* wgsl */ `
+${FLASH_HEADER_WGSL}
 ${flashWorkgroupWgsl(plan)}
 
 @compute @workgroup_size(${WG})
@@ -263,6 +274,54 @@ ${flashTileWgsl(plan, (i, c) => `c0 + ${c}u <= P${i} && c0 + ${c}u >= lo${i}`)}
 ${SOFTCAP_FN}`;
 }
 
+/** The WGSL of one blocked plan (flash_attention_blocked.ts): the same bindings, tile walk and output. */
+function blockedShader(plan: BlockedFlashPlan): string {
+  const { BR, BC, HD4, DV, WG } = plan;
+  const RB4 = BR / 4;
+  const CB4 = BC / 4;
+  return /* wgsl */ `
+${FLASH_HEADER_WGSL}
+${blockedWorkgroupWgsl(plan)}
+
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+        @builtin(local_invocation_index) lid: u32) {
+  let flat = wid.x + wid.y * nwg.x;
+  if (flat >= params.blocks * params.nHeads) { return; }
+  let blk = params.blocks - 1u - flat % params.blocks; // longest blocks first, so the grid's tail is short
+  let h = flat / params.blocks;
+  let kvh = h / (params.nHeads / params.nKvHeads);
+  let t0 = blk * ${BR}u;
+  ${blockedSetupWgsl(plan)}
+  let first = state.pos + t0;
+  let blockLo = select(0u, first + 1u - params.window, params.window > 0u && first + 1u > params.window);
+  let last = state.pos + min(t0 + ${BR}u, params.rows) - 1u;
+  let filled = min(state.pos + params.rows, params.seqLen);
+  let stride = params.nKvHeads * ${HD4}u;
+  let P = state.pos + t0 + lid;  // row t0 + lid's position and window start (its softmax)
+  let lo = select(0u, P + 1u - params.window, params.window > 0u && P + 1u > params.window);
+  for (var c0 = blockLo / ${BC}u * ${BC}u; c0 <= last; c0 += ${BC}u) {
+    ${
+    blockedTileWgsl(
+      plan,
+      (kind, c, col) =>
+        `if (c0 + ${c} < filled) { v = ${kind.toLowerCase()}Cache[(c0 + ${c}) * stride + kvh * ${HD4}u + ${col}]; }`,
+      (c) => `c0 + ${c} <= P && c0 + ${c} >= lo`,
+    )
+  }
+  }
+  ${blockedSumsWgsl(plan)}
+  ${
+    unroll(4, (i) =>
+      `if (t0 + rb + ${i * RB4}u < params.rows) {
+    let o = ((t0 + rb + ${i * RB4}u) * params.nHeads + h) * ${HD4}u + cb;
+    ${unroll(DV, (k) => `out[o + ${k * CB4}u] = o${i}_${k} / ls[${i}];`, " ")}
+  }`)
+  }
+}
+${SOFTCAP_FN}`;
+}
+
 const BINDINGS: readonly BindingKind[] = [
   "uniform",
   ...(["read-only-storage", "read-only-storage", "read-only-storage", "read-only-storage"] as const),
@@ -296,7 +355,7 @@ export function createFlashAttention(gpu: Gpu, tune: FlashTune = {}): Kernel<Att
       const pipeline = blocked
         ? getPipeline(gpu, {
           name: "flash_attention_blocked",
-          code: blockedFlashShader(blocked),
+          code: blockedShader(blocked),
           spec: blocked,
           bindings: BINDINGS,
         })

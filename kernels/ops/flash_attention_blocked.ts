@@ -1,6 +1,7 @@
 /**
- * WGSL of the register-blocked build of the tiled causal attention (flash_attention.ts picks it; same
- * arguments and result): the scores and the output are computed as two small GEMMs per K/V tile, each
+ * WGSL pieces of the register-blocked build of the tiled causal attention, which flash_attention.ts and
+ * paged_flash_attention.ts assemble into their kernels (same arguments and results as their other build):
+ * the scores and the output are computed as two small GEMMs per K/V tile, each
  * invocation owning a 4 × 4 block of scores and a 4-row × DV-vec4 block of the output, so every vec4 it
  * reads from workgroup memory serves four rows or four positions.
  *
@@ -20,8 +21,7 @@
  * flash_attention.ts (a masked position adds exactly nothing). Everything is f32; the sums run in another
  * order than the other build's (tested against the same f64 reference).
  */
-import { STATE_STRUCT, unroll } from "../core/mod.ts";
-import { SOFTCAP_FN } from "./softcap.ts";
+import { unroll } from "../core/mod.ts";
 
 /** The tiling of one head size for the blocked build. */
 export interface BlockedFlashPlan {
@@ -194,62 +194,4 @@ export function blockedSumsWgsl({ BR }: BlockedFlashPlan): string {
   if (lid < ${BR}u) { rowS[lid % ${BR / 4}u][lid / ${BR / 4}u] = l; }
   workgroupBarrier();
   let ls = rowS[rb];`;
-}
-
-/** The WGSL of one blocked plan (bindings and params as flash_attention.ts's shader). */
-export function blockedFlashShader(plan: BlockedFlashPlan): string {
-  const { BR, BC, HD4, DV, WG } = plan;
-  const RB4 = BR / 4;
-  const CB4 = BC / 4;
-  return /* wgsl */ `
-${STATE_STRUCT}
-const NEG = -1.0e30; // stands in for −∞: WGSL may assume no infinities, and e^(NEG − m) is 0
-
-// window: 0 for none; softcap: 0 for none; blocks: ⌈rows / BR⌉
-struct Params { rows: u32, nHeads: u32, nKvHeads: u32, seqLen: u32, scale: f32, window: u32, softcap: f32, blocks: u32 }
-@group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> state: StepState;
-@group(0) @binding(2) var<storage, read> q: array<vec4f>;       // (rows, nHeads·headDim)
-@group(0) @binding(3) var<storage, read> kCache: array<vec4f>;  // (seqLen, nKvHeads·headDim)
-@group(0) @binding(4) var<storage, read> vCache: array<vec4f>;  // (seqLen, nKvHeads·headDim)
-@group(0) @binding(5) var<storage, read_write> out: array<vec4f>; // (rows, nHeads·headDim)
-${blockedWorkgroupWgsl(plan)}
-
-@compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
-        @builtin(local_invocation_index) lid: u32) {
-  let flat = wid.x + wid.y * nwg.x;
-  if (flat >= params.blocks * params.nHeads) { return; }
-  let blk = params.blocks - 1u - flat % params.blocks; // longest blocks first, so the grid's tail is short
-  let h = flat / params.blocks;
-  let kvh = h / (params.nHeads / params.nKvHeads);
-  let t0 = blk * ${BR}u;
-  ${blockedSetupWgsl(plan)}
-  let first = state.pos + t0;
-  let blockLo = select(0u, first + 1u - params.window, params.window > 0u && first + 1u > params.window);
-  let last = state.pos + min(t0 + ${BR}u, params.rows) - 1u;
-  let filled = min(state.pos + params.rows, params.seqLen);
-  let stride = params.nKvHeads * ${HD4}u;
-  let P = state.pos + t0 + lid;  // row t0 + lid's position and window start (its softmax)
-  let lo = select(0u, P + 1u - params.window, params.window > 0u && P + 1u > params.window);
-  for (var c0 = blockLo / ${BC}u * ${BC}u; c0 <= last; c0 += ${BC}u) {
-    ${
-    blockedTileWgsl(
-      plan,
-      (kind, c, col) =>
-        `if (c0 + ${c} < filled) { v = ${kind.toLowerCase()}Cache[(c0 + ${c}) * stride + kvh * ${HD4}u + ${col}]; }`,
-      (c) => `c0 + ${c} <= P && c0 + ${c} >= lo`,
-    )
-  }
-  }
-  ${blockedSumsWgsl(plan)}
-  ${
-    unroll(4, (i) =>
-      `if (t0 + rb + ${i * RB4}u < params.rows) {
-    let o = ((t0 + rb + ${i * RB4}u) * params.nHeads + h) * ${HD4}u + cb;
-    ${unroll(DV, (k) => `out[o + ${k * CB4}u] = o${i}_${k} / ls[${i}];`, " ")}
-  }`)
-  }
-}
-${SOFTCAP_FN}`;
 }

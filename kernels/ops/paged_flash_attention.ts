@@ -91,6 +91,42 @@ fn span(p: u32, n: u32, split: u32) -> vec2u {
 }`;
 }
 
+/**
+ * WGSL of both builds' walk over the block's runs of same-slot rows [s, e): `mine` (statements knowing s and
+ * e) per run, then per tile of BC positions from c0 the pool rows in `poolRow`, a barrier, and `tile`. Every
+ * value the loops test comes from uniform indices, so the barriers stay uniform.
+ */
+function pagedRunsWgsl({ BC, WG }: { BC: number; WG: number }, mine: string, tile: string): string {
+  return /* wgsl */ `var s = t0;
+  loop {
+    if (s >= tEnd) { break; }
+    let run = rowSlot[s];
+    var runLo = 0xffffffffu;
+    var runHi = 0u; // the union of the run's rows' spans of this split: [runLo, runHi)
+    var e = s;
+    loop {
+      if (e >= tEnd || rowSlot[e] != run) { break; }
+      let seg = span(rowPos[e], rowSplits[e], split);
+      if (seg.y > seg.x) {
+        runLo = min(runLo, seg.x);
+        runHi = max(runHi, seg.y);
+      }
+      e += 1u;
+    }
+    ${mine}
+    if (run != NONE && runHi > 0u) {
+      for (var c0 = runLo / ${BC}u * ${BC}u; c0 < runHi; c0 += ${BC}u) {
+        for (var i = lid; i < ${BC}u; i += ${WG}u) {
+          poolRow[i] = select(NONE, physRow(run, c0 + i), c0 + i < runHi);
+        }
+        workgroupBarrier();
+        ${tile}
+      }
+    }
+    s = e;
+  }`;
+}
+
 /** The WGSL of one plan and pool type. */
 export function pagedFlashShader(plan: FlashPlan, kvType: PagedLayout["kvType"]): string {
   const { WG, TPR, D4, BC, HD4, BR, R } = plan;
@@ -125,29 +161,11 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
   let stride = params.nKvHeads * ${HD4}u;
   let capped = params.softcap > 0.0;
   ${flashRowsWgsl(plan, (i) => `(row${i} * params.nHeads + h) * ${HD4}u + j`)}
-  // Runs of same-slot rows; every value here comes from uniform indices, so the barriers stay uniform.
-  var s = t0;
-  loop {
-    if (s >= tEnd) { break; }
-    let run = rowSlot[s];
-    var runLo = 0xffffffffu;
-    var runHi = 0u; // the union of the run's rows' spans of this split: [runLo, runHi)
-    var e = s;
-    loop {
-      if (e >= tEnd || rowSlot[e] != run) { break; }
-      let seg = span(rowPos[e], rowSplits[e], split);
-      if (seg.y > seg.x) {
-        runLo = min(runLo, seg.x);
-        runHi = max(runHi, seg.y);
-      }
-      e += 1u;
-    }
-    ${unroll(R, (i) => `let mine${i} = row${i} >= s && row${i} < e; // row i is one of the run's`)}
-    if (run != NONE && runHi > 0u) {
-      for (var c0 = runLo / ${BC}u * ${BC}u; c0 < runHi; c0 += ${BC}u) {
-        if (lid < ${BC}u) { poolRow[lid] = select(NONE, physRow(run, c0 + lid), c0 + lid < runHi); }
-        workgroupBarrier();
-        for (var i = lid; i < ${BC * HD4}u; i += ${WG}u) {
+  ${
+    pagedRunsWgsl(
+      plan,
+      unroll(R, (i) => `let mine${i} = row${i} >= s && row${i} < e; // row i is one of the run's`),
+      `for (var i = lid; i < ${BC * HD4}u; i += ${WG}u) {
           let pr = poolRow[i / ${HD4}u];
           var kv = vec4f();
           var vv = vec4f();
@@ -160,10 +178,8 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
           vT[i] = vv;
         }
         workgroupBarrier();
-${flashTileWgsl(plan, (i, c) => `mine${i} && c0 + ${c}u >= own${i}.x && c0 + ${c}u < own${i}.y`)}
-      }
-    }
-    s = e;
+${flashTileWgsl(plan, (i, c) => `mine${i} && c0 + ${c}u >= own${i}.x && c0 + ${c}u < own${i}.y`)}`,
+    )
   }
   ${
     unroll(R, (i) =>
@@ -220,42 +236,18 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
   let mySplits = rowSplits[myRow];
   let own = select(vec2u(0u, 0u), span(rowPos[myRow], mySplits, split), real);
   let stride = params.nKvHeads * ${HD4}u;
-  // Runs of same-slot rows; every value here comes from uniform indices, so the barriers stay uniform.
-  var s = t0;
-  loop {
-    if (s >= tEnd) { break; }
-    let run = rowSlot[s];
-    var runLo = 0xffffffffu;
-    var runHi = 0u; // the union of the run's rows' spans of this split: [runLo, runHi)
-    var e = s;
-    loop {
-      if (e >= tEnd || rowSlot[e] != run) { break; }
-      let seg = span(rowPos[e], rowSplits[e], split);
-      if (seg.y > seg.x) {
-        runLo = min(runLo, seg.x);
-        runHi = max(runHi, seg.y);
-      }
-      e += 1u;
-    }
-    let mine = t0 + lid >= s && t0 + lid < e; // row t0 + lid is one of the run's
-    if (run != NONE && runHi > 0u) {
-      for (var c0 = runLo / ${BC}u * ${BC}u; c0 < runHi; c0 += ${BC}u) {
-        for (var i = lid; i < ${BC}u; i += ${WG}u) {
-          poolRow[i] = select(NONE, physRow(run, c0 + i), c0 + i < runHi);
-        }
-        workgroupBarrier();
-        ${
-    blockedTileWgsl(
+  ${
+    pagedRunsWgsl(
       plan,
-      (kind, c, col) =>
-        `let pr = poolRow[${c}];
+      "let mine = t0 + lid >= s && t0 + lid < e; // row t0 + lid is one of the run's",
+      blockedTileWgsl(
+        plan,
+        (kind, c, col) =>
+          `let pr = poolRow[${c}];
       if (pr != NONE) { v = load${kind}(pr * stride + kvh * ${HD4}u + ${col}); }`,
-      (c) => `mine && c0 + ${c} >= own.x && c0 + ${c} < own.y`,
+        (c) => `mine && c0 + ${c} >= own.x && c0 + ${c} < own.y`,
+      ),
     )
-  }
-      }
-    }
-    s = e;
   }
   if (real && split < mySplits && mySplits > 1u) { partMl[(myRow * params.nHeads + h) * cap + split] = vec2f(m, l); }
   ${blockedSumsWgsl(plan)}
