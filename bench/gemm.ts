@@ -3,16 +3,19 @@
  * [--rounds 1] [--lm-head]`:
  * prefill GEMM speed (TFLOP/s) at Llama-3-8B shapes for each weight format and GEMM variant (arithmetic
  * and tiles), timed with timestamp-query over passes of several dispatches. Weights are random; one format
- * per process gives the steadiest figures (see bench/kernels.ts). Affine weights also take the decode
- * variants `q8` (the q8 GEMV, ≤ 2 rows) and `mm` (the batched q8 path the engine decodes with), dense f16
- * and LUT weights `mm` (their batched decode paths), LUT weights also `mq` (the int8 batched LUT path as the
- * engine runs it: chunk tables where they fit), `mqc` (chunk tables always) and `mqs` (byte-shifted tables),
- * each with build overrides [n<outputs per lane>][u<unroll>][w<workgroup>]
- * [k<K split>][r<rows per dispatch>][l<rows per lane>], then p (pp) for the int8 builds that load the next
- * piece's codes (and activation rows) ahead, e.g. mmn4u1, mmp, mqpp. One matrix is timed over and over, so at
- * few rows it may sit in the 50 MB L2: compare variants with each other, and decode speed
- * with `deno task bench:serve`. `--lm-head` adds the f16 LM head (128256×4096), reported apart from the
- * layer's total.
+ * per process gives the steadiest figures (see bench/kernels.ts). Affine and LUT weights also take the
+ * decode variants `q8` (their int8 GEMV, ≤ 2 rows, as an unpinned call with q8 activations runs it, for LUT
+ * weights with `LutTune.q8Gemv`; LUT also `q8c` with chunk tables, `q8s` with byte-shifted ones; then optional r<rows per workgroup>
+ * u<unroll>, e.g. q8r8u4) and `gemv` (the f32 GEMV an unpinned call with f32 activations runs: for LUT
+ * weights at one row the x-stationary or row-per-lane build, as the planner picks); affine weights `mm`
+ * (the batched q8 path the engine decodes with), dense f16 and LUT weights `mm` (their batched decode
+ * paths), LUT weights also `mq` (the int8 batched LUT path as the engine runs it: chunk tables where they
+ * fit), `mqc` (chunk tables always) and `mqs` (byte-shifted tables), each with build overrides
+ * [n<outputs per lane>][u<unroll>][w<workgroup>][k<K split>][r<rows per dispatch>][l<rows per lane>], then p
+ * (pp) for the int8 builds that load the next piece's codes (and activation rows) ahead, e.g. mmn4u1, mmp,
+ * mqpp. One matrix is timed over and over, so at few rows it may sit in the 50 MB L2: compare variants with
+ * each other, and decode speed with `deno task bench:serve`. `--lm-head` adds the f16 LM head (128256×4096),
+ * reported apart from the layer's total.
  */
 import { parseArgs } from "node:util";
 import {
@@ -64,11 +67,32 @@ const maxRows = Math.max(...rowsList);
 const x = createStorage(gpu, maxRows * 14336 * 4, "x");
 const y = createStorage(gpu, maxRows * (values["lm-head"] ? 128256 : 14336) * 4, "y");
 
-/** The decode variants of affine and dense weights (see the header), or null for a GEMM variant. */
-function decodeVariant(l: GpuLinear, rows: number, variant: string): Encodable | null {
-  if (variant === "q8" && l.format === "affine") {
-    return createMatmulAffine(gpu, { accumulate: false }).bind({ x, w: l.weights, y, rows });
+/** The GEMV variants (`q8…`, `gemv`; see the header), or null for another variant. */
+function gemvVariant(l: GpuLinear, rows: number, variant: string): Encodable | null {
+  const m = /^(?:(gemv)|q8([cs])?(?:r(\d+))?(?:u(\d+))?)$/.exec(variant);
+  if (!m) return null;
+  if (l.format === "dense") throw new Error(`Variant "${variant}" is for affine and LUT weights`);
+  const activations = m[1] ? "f32" as const : "q8" as const;
+  const tune = { ...(m[3] ? { rb: Number(m[3]) } : {}), ...(m[4] ? { unroll: Number(m[4]) } : {}) };
+  if (l.format === "affine") {
+    if (m[2]) throw new Error(`Variant "${variant}": chunk or byte-shifted tables are for LUT weights`);
+    return createMatmulAffine(gpu, { accumulate: false, activations, tune }).bind({
+      x,
+      w: l.weights,
+      y,
+      rows,
+    });
   }
+  const tables = m[2] ? { q8Chunks: m[2] === "c" } : {};
+  const lutTune = { ...tune, ...tables, q8Gemv: activations === "q8" };
+  return createMatmulLut(gpu, { accumulate: false, activations, tune: lutTune })
+    .bind({ x, w: l.weights, y, rows });
+}
+
+/** The batched decode variants of affine, LUT and dense weights (see the header), or null for a GEMM variant. */
+function decodeVariant(l: GpuLinear, rows: number, variant: string): Encodable | null {
+  const gemv = gemvVariant(l, rows, variant);
+  if (gemv) return gemv;
   const m = /^(mm|mqc|mqs|mq)(?:n(\d+))?(?:u(\d+))?(?:w(\d+))?(?:k(\d+))?(?:r(\d+))?(?:l(\d+))?(pp?)?$/.exec(
     variant,
   );

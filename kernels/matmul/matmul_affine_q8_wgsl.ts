@@ -21,6 +21,9 @@
  * activation word for (word t, shift s) packs elements (32/b)·t + (8/b)·i + s, i = 0..3. 3-bit pieces
  * (three words, codes straddling them) take codes 4t..4t+3 as one 12-bit group spread into bytes: ~9
  * instructions per 4 codes instead of 2 per 8, still fewer than the f32 GEMV's 3 per code.
+ *
+ * The format's part (scales and zeros here) is a {@link Q8GemvFormat}: the LUT one-row int8 GEMV
+ * (matmul_lut_q8_wgsl.ts) is this kernel with table lookups for the code operands.
  */
 import { PARAMS_WGSL, STORE_WGSL } from "./matmul_affine_wgsl.ts";
 import { unroll } from "../core/mod.ts";
@@ -67,11 +70,11 @@ fn spread3(g: u32) -> u32 {
 
 /**
  * The matrices one q8 dispatch serves (q/k/v or gate/up sharing x): matrix m > 0 reads its codes and scales
- * at bindings `base + 3m` and `base + 1 + 3m` and writes its own y at `base + 2 + 3m` (row stride its outDim);
- * `loadCodes(m, i)`, `loadScaleZero(m, i)` and `storeTo(m, r, o, v)` pick matrix m (uniform per workgroup,
- * so the branches cost nothing).
+ * (`table`: "scaleZero", or "lut" for LUT weights) at bindings `base + 3m` and `base + 1 + 3m` and writes its
+ * own y at `base + 2 + 3m` (row stride its outDim); `loadCodes(m, i)`, `loadScaleZero(m, i)` (`loadLut`) and
+ * `storeTo(m, r, o, v)` pick matrix m (uniform per workgroup, so the branches cost nothing).
  */
-export function matricesWgsl(bits: 2 | 3 | 4, mats: number, base: number): string {
+export function matricesWgsl(bits: 2 | 3 | 4, mats: number, base: number, table = "scaleZero"): string {
   const cw = bits === 4 ? "vec4<u32>" : bits === 3 ? "vec3<u32>" : "vec2<u32>";
   const store = bits === 3 ? "u32" : cw; // 3-bit pieces are three consecutive words
   const more = Array.from({ length: mats - 1 }, (_, k) => k + 1);
@@ -86,12 +89,12 @@ export function matricesWgsl(bits: 2 | 3 | 4, mats: number, base: number): strin
   return `${
     more.map((m) => `
 @group(0) @binding(${base + 3 * m}) var<storage, read> codes${m}: array<${store}>;
-@group(0) @binding(${base + 1 + 3 * m}) var<storage, read> scaleZero${m}: array<u32>;
+@group(0) @binding(${base + 1 + 3 * m}) var<storage, read> ${table}${m}: array<u32>;
 @group(0) @binding(${base + 2 + 3 * m}) var<storage, read_write> y${m}: array<f32>;  // (rows, outDim${m})`)
       .join("")
   }
 ${pick("codes", cw)}
-${pick("scaleZero", "u32")}
+${pick(table, "u32")}
 fn storeTo(m: u32, r: u32, o: u32, v: f32) {
   ${
     more.map((m) =>
@@ -193,24 +196,23 @@ function normPieces(b: Q8GemvBuild): string {
   workgroupBarrier();  // the partial sums below reuse red`;
 }
 
-/** Quantizes activation row r's piece i into registers xq{r}_{i}_{t}_{s}, d{r}_{i} and dz{r}_{i}. */
-function quantizePiece(b: Q8GemvBuild, r: number, i: number): string {
+/** Quantizes activation row r's piece i into registers xq{r}_{i}_{t}_{s}, d{r}_{i} and (f.dz) dz{r}_{i}. */
+function quantizePiece(f: Q8GemvFormat, r: number, i: number): string {
   const id = `${r}_${i}`;
   const el = (e: number) => `v${id}_${e >> 2}.${"xyzw"[e & 3]}`;
   const words: string[] = [];
-  for (const [t, s, es] of operandElements(b.bits)) {
+  for (const [t, s, es] of operandElements(f.order)) {
     const vals = unroll(4, (i2) => el(es[i2]), ", ");
     words.push(`let xq${id}_${t}_${s} = pack4xI8(vec4i(round(vec4f(${vals}) * inv${id})));`);
   }
-  const sum = operandElements(b.bits).map(([t, s]) => `dot4I8Packed(xq${id}_${t}_${s}, 0x01010101u)`)
+  const sum = operandElements(f.order).map(([t, s]) => `dot4I8Packed(xq${id}_${t}_${s}, 0x01010101u)`)
     .join(" + ");
   return `  var m${id} = abs(v${id}_0);
   ${unroll(7, (k) => `m${id} = max(m${id}, abs(v${id}_${k + 1}));`)}
   let am${id} = max(max(m${id}.x, m${id}.y), max(m${id}.z, m${id}.w));
   let d${id} = am${id} / 127.0;
   let inv${id} = select(0.0, 127.0 / am${id}, am${id} > 0.0);
-  ${words.join("\n  ")}
-  let dz${id} = d${id} * f32(${sum});`;
+  ${words.join("\n  ")}${f.dz ? `\n  let dz${id} = d${id} * f32(${sum});` : ""}`;
 }
 
 /**
@@ -250,6 +252,45 @@ export function codeOperand(bits: number, t: number, s: number, comp: (w: number
   return `spread3(${g})`;
 }
 
+/**
+ * What the weights' format puts into the q8 GEMV ({@link q8GemvWgsl}): affine scales and zeros
+ * ({@link affineQ8Format}) or int8 tables (matmul_lut_q8_wgsl.ts). The activations, code loads, loop and
+ * reduction are the kernel's.
+ */
+export interface Q8GemvFormat {
+  /** binding 3's array of u32 (matrix m > 0: `<table>m`, read through `load<Table>(m, i)`; matricesWgsl) */
+  table: string;
+  /** binding 3's declaration and the format's workgroup memory */
+  decl: string;
+  /** the activation operands' element order ({@link operandElements}) */
+  order: number;
+  /** the math reads dz{r}_{i} = d · Σq of each piece (zero points) */
+  dz: boolean;
+  /** WGSL of a u32 loaded beside piece i's code words of chunk row `row` (into csz{u}_{i}), or null */
+  side: ((row: string, i: number) => string) | null;
+  /** WGSL every invocation runs once the first chunk's code words are loading (e.g. filling tables) */
+  setup: string;
+  /** chunk row u's contribution of piece i for every activation row, into part{u}_{r} (words cw{u}_{i}) */
+  math: (u: number, i: number) => string;
+  /** WGSL of output row `ru`'s value from its sum `t` */
+  result: (t: string, ru: string) => string;
+}
+
+/** The affine format: scale/zero per group at binding 3, s·d·(Σ code·q − z·Σq) per piece. */
+export function affineQ8Format(b: Q8GemvBuild): Q8GemvFormat {
+  return {
+    table: "scaleZero",
+    decl: `${SPREAD3_WGSL}@group(0) @binding(3) var<storage, read> scaleZero: array<u32>; ` +
+      `// (outDim, nGroups) f16 scale | f16 zero << 16`,
+    order: b.bits,
+    dz: true,
+    side: (row, i) => `loadScaleZero(m, ${row} * params.nGroups + groupOf(pc${i}))`,
+    setup: "",
+    math: (u, i) => pieceMath(b, u, i),
+    result: (t) => t,
+  };
+}
+
 /** Chunk row u's contribution of piece i for every activation row, into part{u}_{r}. */
 function pieceMath(b: Q8GemvBuild, u: number, i: number): string {
   const { bits, rows } = b;
@@ -271,21 +312,31 @@ function pieceMath(b: Q8GemvBuild, u: number, i: number): string {
   return lines.join("\n      ");
 }
 
-/** Loads (declares with `decl`) the code words and scale/zero of chunk rows [base, base + U) into `pre`. */
-function chunkLoads(b: Q8GemvBuild, pre: string, szPre: string, decl: string, base: string): string {
+/**
+ * Loads (declares with `decl`) the code words of chunk rows [base, base + U) into `pre`, and the format's
+ * side words into `szPre`.
+ */
+function chunkLoads(
+  b: Q8GemvBuild,
+  f: Q8GemvFormat,
+  [pre, szPre]: [string, string],
+  decl: string,
+  base: string,
+): string {
   return unroll(b.unroll, (u) =>
     unroll(b.pieces, (i) => {
       const row = `min(r0 + ${base} + ${u}u, od - 1u)`;
-      return `${decl}${pre}${u}_${i} = loadCodes(m, ${row} * params.nPieces + pc${i}); ` +
-        `${decl}${szPre}${u}_${i} = loadScaleZero(m, ${row} * params.nGroups + groupOf(pc${i}));`;
+      return `${decl}${pre}${u}_${i} = loadCodes(m, ${row} * params.nPieces + pc${i});` +
+        (f.side ? ` ${decl}${szPre}${u}_${i} = ${f.side(row, i)};` : "");
     }, "\n  "), "\n  ");
 }
 
 /**
  * The q8 GEMV shader for one build. Bindings as the other affine shaders: 0 params, 1 x (f32),
- * 2 codes, 3 scaleZero, 4 y, and 5 perm when `gather`.
+ * 2 codes, 3 scaleZero (or the format's table), 4 y, and 5 perm when `gather`.
+ * @param f the weights' format (default affine; matmul_lut_q8_wgsl.ts passes the LUT one)
  */
-export function q8GemvWgsl(b: Q8GemvBuild): string {
+export function q8GemvWgsl(b: Q8GemvBuild, f: Q8GemvFormat = affineQ8Format(b)): string {
   const { bits, rows, wg, pieces, rb } = b;
   const lpr = wg / rb;
   const upDecl = b.prologue !== "siluMul" ? "" : /* wgsl */ `
@@ -316,10 +367,10 @@ override PERM: bool = false;${gatherReadFn("xAt", "x", true)}`
   return PARAMS_WGSL + STORE_WGSL + /* wgsl */ `
 ${xDecl}
 @group(0) @binding(2) var<storage, read> codes: array<${store}>;   // (outDim, nPieces) pieces
-${SPREAD3_WGSL}@group(0) @binding(3) var<storage, read> scaleZero: array<u32>; // (outDim, nGroups) f16 scale | f16 zero << 16
+${f.decl}
 
 ${normDecl}
-${matricesWgsl(bits, b.mats, 4)}
+${matricesWgsl(bits, b.mats, 4, f.table)}
 const STRIDE = ${
     wg + lpr
   }u;  // row stride of the partial sums, padded so the reduction reads spread over banks
@@ -334,17 +385,17 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
   ${unroll(pieces, (i) => `let p${i} = lid + ${i * wg}u;\n  let pc${i} = min(p${i}, params.nPieces - 1u);`)}
   ${unroll(rows, (r) => unroll(pieces, (i) => loadPiece(b, r, i)))}
   ${b.prologue === "norm" ? normPieces(b) : ""}
-  ${unroll(rows, (r) => unroll(pieces, (i) => quantizePiece(b, r, i)))}
-  ${chunkLoads(b, "cw", "csz", "var ", "0u")}
+  ${unroll(rows, (r) => unroll(pieces, (i) => quantizePiece(f, r, i)))}
+  ${chunkLoads(b, f, ["cw", "csz"], "var ", "0u")}${f.setup ? `\n  ${f.setup}` : ""}
   for (var rr = 0u; rr < ${rb}u; rr += ${b.unroll}u) {
     // The next chunk's words load before this chunk's math (the last chunk re-reads its own rows: L1 hits).
     let nx = select(rr, rr + ${b.unroll}u, rr + ${b.unroll}u < ${rb}u);
-    ${chunkLoads(b, "nw", "nsz", "let ", "nx")}
+    ${chunkLoads(b, f, ["nw", "nsz"], "let ", "nx")}
     ${
     unroll(b.unroll, (u) =>
       `{
       ${parts(u)}
-      ${unroll(pieces, (i) => pieceMath(b, u, i), "\n      ")}
+      ${unroll(pieces, (i) => f.math(u, i), "\n      ")}
       ${
         unroll(rows, (r) =>
           `red[((rr + ${u}u) * ${rows}u + ${r}u) * STRIDE + lid] = part${u}_${r};`, "\n      ")
@@ -354,7 +405,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
     ${
     unroll(b.unroll, (u) =>
       unroll(pieces, (i) =>
-        `cw${u}_${i} = nw${u}_${i}; csz${u}_${i} = nsz${u}_${i};`, " "), "\n    ")
+        `cw${u}_${i} = nw${u}_${i};${f.side ? ` csz${u}_${i} = nsz${u}_${i};` : ""}`, " "), "\n    ")
   }
   }
   workgroupBarrier();
@@ -376,7 +427,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
     unroll(rows, (r) =>
       `var t${r} = 0.0;
       for (var t = 0u; t < ${SEGS}u; t++) { t${r} += red[(ru * ${rows}u + ${r}u) * STRIDE + t]; }
-      storeTo(m, ${r}u, r0 + ru, t${r});`, "\n      ")
+      storeTo(m, ${r}u, r0 + ru, ${f.result(`t${r}`, "ru")});`, "\n      ")
   }
     }
   }

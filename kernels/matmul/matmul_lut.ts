@@ -4,8 +4,9 @@
  *   y[r, yColOffset + o] (+)= Σ_c x[xRowOffset + r, c] · Q[o, c]      (f32 accumulation)
  * The dense matrix is never materialised. Same argument conventions as matmul.ts and matmul_affine.ts: a
  * GEMV for decode (rows ≤ 8; 9–64 rows run as several 8-row GEMV dispatches, as in matmul.ts; one row may
- * run x-stationary) and a tiled GEMM for prefill. Planner: matmul_lut_plan.ts; shaders: matmul_lut_wgsl.ts
- * and matmul_lut_xs_wgsl.ts.
+ * run x-stationary) and a tiled GEMM for prefill. With q8 activations, one or two unpinned rows take the
+ * int8 GEMV (matmul_lut_q8_wgsl.ts) and pinned decode rows the int8 batched path (matmul_lut_q8mm_wgsl.ts).
+ * Planner: matmul_lut_plan.ts; shaders: matmul_lut_wgsl.ts, matmul_lut_xs_wgsl.ts and the int8 ones.
  *
  * Kernel layout ({@link LutPacked}, produced by quant/pack_lut.ts):
  * - Columns stay in original order (LeanQuant stores nu codes un-permuted), cut into 32-column
@@ -25,6 +26,7 @@
  * Activations past inDim are read as zero, so the padding codes add nothing.
  */
 import {
+  type BindingKind,
   ceilDiv,
   dispatch2d,
   type Encodable,
@@ -33,6 +35,7 @@ import {
   type Kernel,
   type ParamField,
   sequence,
+  sharedScratch,
   singleDispatch,
   uniformParams,
   uploadStorage,
@@ -49,6 +52,7 @@ import {
 } from "./matmul_lut_plan.ts";
 import { bindQ8Prep } from "./matmul_affine.ts";
 import { NATURAL_OPERAND_ORDER } from "./matmul_affine_q8_wgsl.ts";
+import { AFFINE_PARAMS_FIELDS } from "./matmul_affine_wgsl.ts";
 
 /** A LUT-quantized (outDim, inDim) weight in the kernel's layout, on the host. */
 export interface LutPacked {
@@ -118,7 +122,8 @@ export interface MatmulLutArgs {
   siluMulUp?: GPUBuffer;
   /**
    * Further matrices applied to the same x, each into its own y (rows, outDim) (q/k/v, gate/up): the int8
-   * batched path only, which quantizes x once for all of them. Same inDim and bits as `w`.
+   * paths only, which quantize x once for all of them (the int8 GEMV: at most two more, in one dispatch).
+   * Same inDim and bits as `w`.
    */
   more?: { w: LutWeights; y: GPUBuffer }[];
 }
@@ -177,36 +182,26 @@ export function createMatmulLut(gpu: Gpu, spec: MatmulLutSpec): Kernel<MatmulLut
         );
         return sequence([prep, ...main]);
       }
-      if (args.more?.length) throw new Error("Cannot bind matmul_lut: `more` needs the int8 batched path");
-      const dispatches = planMatmulLut(spec, shape).map((step) =>
-        bindStep(gpu, step, [x, w.codes, w.lut, y, ...(extra ? [extra] : [])], {
-          ...args,
-          yStride,
-          yColOffset,
-          xRowOffset,
-        })
+      const more = args.more ?? [];
+      for (const m of more) checkMore(gpu, args, m);
+      const steps = planMatmulLut(spec, { ...shape, moreOutDims: more.map((m) => m.w.outDim) });
+      const a = { ...args, yStride, yColOffset, xRowOffset };
+      const dispatches = steps.map((step) =>
+        step.shader.path === "q8gemv"
+          ? bindQ8Gemv(gpu, step, a)
+          : bindStep(gpu, step, [x, w.codes, w.lut, y, ...(extra ? [extra] : [])], a)
       );
       return sequence(dispatches);
     },
   };
 }
 
+/** The bind's arguments with their defaults filled in. */
+type BoundArgs = MatmulLutArgs & { yStride: number; yColOffset: number; xRowOffset: number };
+
 /** One planned dispatch bound to `[params, ...buffers]` (the last buffer before any extra is y). */
-function bindStep(
-  gpu: Gpu,
-  step: MatmulLutStep,
-  buffers: GPUBuffer[],
-  a: MatmulLutArgs & { yStride: number; yColOffset: number; xRowOffset: number },
-): Encodable {
-  if (
-    step.workgroupBytes > gpu.maxWorkgroupStorageBytes || step.invocations > gpu.maxInvocationsPerWorkgroup
-  ) {
-    throw new Error(
-      `Cannot bind matmul_lut ${JSON.stringify(step.shader)}: needs ${step.workgroupBytes} bytes of ` +
-        `workgroup memory and ${step.invocations} invocations, the device allows ` +
-        `${gpu.maxWorkgroupStorageBytes} and ${gpu.maxInvocationsPerWorkgroup}; lower the tiles`,
-    );
-  }
+function bindStep(gpu: Gpu, step: MatmulLutStep, buffers: GPUBuffer[], a: BoundArgs): Encodable {
+  checkStep(gpu, step);
   const pipeline = getPipeline(gpu, {
     name: `matmul_lut_${step.shader.path}`,
     code: matmulLutShader(step.shader),
@@ -238,6 +233,83 @@ function bindStep(
     label: "matmul_lut",
     layout: pipeline.getBindGroupLayout(0),
     entries: [params, ...buffers].map((buffer, binding) => ({ binding, resource: { buffer } })),
+  });
+  return singleDispatch(pipeline, bindGroup, dispatch2d(gpu, step.workgroups));
+}
+
+/** Throws when a planned dispatch needs more workgroup memory or invocations than the device allows. */
+function checkStep(gpu: Gpu, step: MatmulLutStep): void {
+  if (
+    step.workgroupBytes > gpu.maxWorkgroupStorageBytes || step.invocations > gpu.maxInvocationsPerWorkgroup
+  ) {
+    throw new Error(
+      `Cannot bind matmul_lut ${JSON.stringify(step.shader)}: needs ${step.workgroupBytes} bytes of ` +
+        `workgroup memory and ${step.invocations} invocations, the device allows ` +
+        `${gpu.maxWorkgroupStorageBytes} and ${gpu.maxInvocationsPerWorkgroup}; lower the tiles`,
+    );
+  }
+}
+
+/**
+ * The int8 GEMV's dispatch: the affine q8 GEMV's params block and bindings (matmul_lut_q8_wgsl.ts), a dummy
+ * word for its perm binding, the further matrices (`more`) from binding 7.
+ */
+function bindQ8Gemv(gpu: Gpu, step: MatmulLutStep, a: BoundArgs): Encodable {
+  if (step.shader.path !== "q8gemv") throw new Error(`Cannot bind ${step.shader.path} as the int8 GEMV`);
+  checkStep(gpu, step);
+  const b = step.shader;
+  const { w } = a;
+  const more = a.more ?? [];
+  if (more.length > 2) throw new Error(`Cannot bind matmul_lut: at most 2 more matrices, got ${more.length}`);
+  const starts = [w, ...more.map((m) => m.w)].map((_, i, all) =>
+    all.slice(0, i).reduce((n, mw) => n + ceilDiv(mw.outDim, b.rb), 0)
+  );
+  const values: Partial<Record<(typeof AFFINE_PARAMS_FIELDS)[number], number>> = {
+    rows: step.rows,
+    inDim: w.inDim,
+    outDim: w.outDim,
+    xRowOffset: a.xRowOffset,
+    yStride: a.yStride,
+    yColOffset: a.yColOffset,
+    nPieces: lutPieces(w.inDim),
+    xBase: a.xRowOffset * w.inDim,
+    xStride: w.inDim,
+    normEps: a.norm?.eps ?? 0,
+    outDim1: more[0]?.w.outDim ?? 0,
+    outDim2: more[1]?.w.outDim ?? 0,
+    wgStart1: starts[1] ?? 0,
+    wgStart2: starts[2] ?? 0,
+  };
+  const params = uniformParams(
+    gpu,
+    AFFINE_PARAMS_FIELDS.map((f): ParamField => [f === "normEps" ? "f32" : "u32", values[f] ?? 0]),
+    "matmul_lut q8gemv params",
+  );
+  const dummy = sharedScratch(gpu, "matmul q8 prep dummy", 4);
+  const extra = a.norm?.weight ?? a.siluMulUp;
+  const ro = "read-only-storage" as const;
+  const entries: [GPUBuffer, BindingKind][] = [
+    [params, "uniform"],
+    [a.x, ro],
+    [w.codes, ro],
+    [w.lut, ro],
+    [a.y, "storage"],
+    // bindings 5 (perm) and 6 (norm weight or up) are positional: dummies hold the unused ones before the last
+    ...(b.gather || extra || more.length ? [[dummy, ro] as [GPUBuffer, BindingKind]] : []),
+    ...(extra || more.length ? [[extra ?? dummy, ro] as [GPUBuffer, BindingKind]] : []),
+    ...more.flatMap((m): [GPUBuffer, BindingKind][] => [[m.w.codes, ro], [m.w.lut, ro], [m.y, "storage"]]),
+  ];
+  const pipeline = getPipeline(gpu, {
+    name: "matmul_lut_q8gemv",
+    code: matmulLutShader(b),
+    constants: step.constants,
+    bindings: entries.map(([, kind]) => kind),
+    spec: b,
+  });
+  const bindGroup = gpu.device.createBindGroup({
+    label: "matmul_lut_q8gemv",
+    layout: pipeline.getBindGroupLayout(0),
+    entries: entries.map(([buffer], binding) => ({ binding, resource: { buffer } })),
   });
   return singleDispatch(pipeline, bindGroup, dispatch2d(gpu, step.workgroups));
 }

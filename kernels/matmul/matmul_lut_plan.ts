@@ -1,7 +1,8 @@
 /**
  * The planner of kernels/matmul_lut.ts: the dispatches of one bind (row-per-lane GEMV batches, the
- * x-stationary one-row GEMV, or the tiled GEMM), their builds and launch shapes, from the weight's facts
- * and the row count. The H100 figures behind each default are in the comments; `LutTune` overrides them.
+ * x-stationary one-row GEMV, its int8 twin, or the tiled GEMM), their builds and launch shapes, from the
+ * weight's facts and the row count. The H100 figures behind each default are in the comments; `LutTune`
+ * overrides them.
  */
 import {
   GEMM_DEFAULTS,
@@ -25,6 +26,7 @@ import { type LutXsBuild, lutXsWgsl, lutXsWorkgroupBytes } from "./matmul_lut_xs
 import { type LutRowsBuild, lutRowsWgsl, lutRowsWorkgroupBytes } from "./matmul_lut_rows_wgsl.ts";
 import { type LutQ8mmBuild, lutQ8mmWgsl, lutQ8mmWorkgroupBytes } from "./matmul_lut_q8mm_wgsl.ts";
 import type { Q8Prefetch } from "./matmul_affine_q8mm_wgsl.ts";
+import { type LutQ8GemvBuild, lutQ8GemvWgsl, lutQ8GemvWorkgroupBytes } from "./matmul_lut_q8_wgsl.ts";
 import {
   ROW_LANES_MAX_ROWS,
   rowLanesFor,
@@ -53,14 +55,21 @@ export interface LutTune {
   pipelined?: boolean;
   /** One-row GEMV: use the x-stationary build when K fits one workgroup (default true) */
   xs?: boolean;
-  /** x-stationary build: output rows per workgroup and per unrolled chunk */
+  /** x-stationary builds (f32 and int8): output rows per workgroup and per unrolled chunk */
   rb?: number;
   unroll?: number;
+  /**
+   * Unpinned calls of up to LUT_Q8_GEMV_MAX_ROWS rows with q8 activations: the int8 GEMV
+   * (matmul_lut_q8_wgsl.ts) when true; by default (false) the f32 GEMV, as with f32 activations, until the
+   * int8 one is timed on the H100 (`deno task bench:gemm --formats lut4 --rows 1 --variants q8,gemv`).
+   */
+  q8Gemv?: boolean;
   /** Batched decode path (matmul_lut_rows_wgsl.ts); `ks` sets the order of the sums: sweeps only. */
   mm?: RowLanesTune;
   /**
-   * Int8 batched path: chunk tables (matmul_lut_q8mm_wgsl.ts `LutQ8mmBuild.chunks`; true) or byte-shifted
-   * copies (false). Default: chunk tables wherever they fit the device's workgroup memory (the same bits).
+   * Int8 paths (batched and GEMV): chunk tables (matmul_lut_q8mm_wgsl.ts `LutQ8mmBuild.chunks`; true) or
+   * byte-shifted copies (false). Default: chunk tables wherever they fit the device's workgroup memory (the
+   * same bits).
    */
   q8Chunks?: boolean;
   /** Int8 batched path: load the next piece's codes during the current one's math (one piece per iteration). */
@@ -85,11 +94,22 @@ export interface MatmulLutSpec {
    */
   path?: "gemm" | "gemv";
   /**
-   * The pinned decode path's activations (`path: "gemv"` only): "f32" (default) the exact batched LUT
-   * kernel; "q8" int8 activations per 32 columns and int8 tables per output row, on int8 dot products
-   * (matmul_lut_q8mm_wgsl.ts: a prep pass, then dispatches of up to ROW_LANES_MAX_ROWS rows).
+   * Decode activations: "f32" (default) the exact kernels; "q8" int8 activations per 32 columns and int8
+   * tables per output row, on int8 dot products: with `path: "gemv"` the batched path
+   * (matmul_lut_q8mm_wgsl.ts: a prep pass, then dispatches of up to ROW_LANES_MAX_ROWS rows), unpinned the
+   * int8 GEMV for up to LUT_Q8_GEMV_MAX_ROWS rows (matmul_lut_q8_wgsl.ts; the same tables and integer sums),
+   * the f32 kernels beyond.
    */
   activations?: "q8" | "f32";
+}
+
+/** Activation rows up to which an unpinned call with q8 activations runs the int8 GEMV. */
+export const LUT_Q8_GEMV_MAX_ROWS = 2;
+
+/** Whether an unpinned bind of `rows` rows runs the int8 GEMV (q8 activations, unless tuned off). */
+export function lutQ8Gemv(spec: Pick<MatmulLutSpec, "activations" | "path" | "tune">, rows: number): boolean {
+  return spec.activations === "q8" && spec.path === undefined && rows <= LUT_Q8_GEMV_MAX_ROWS &&
+    (spec.tune?.q8Gemv ?? false);
 }
 
 /** Whether a bind runs the int8 batched path: a pinned decode (`path: "gemv"`) with q8 activations. */
@@ -107,6 +127,7 @@ export type LutShaderSpec =
   | ({ path: "gemv" } & LutGemvBuild)
   | ({ path: "rows" } & LutRowsBuild)
   | ({ path: "q8mm" } & LutQ8mmBuild)
+  | ({ path: "q8gemv" } & LutQ8GemvBuild)
   | ({ path: "xs" } & LutXsBuild)
   | ({ path: "gemm"; vec: boolean } & GemmBuild);
 
@@ -146,6 +167,8 @@ export type LutShape = LutDims & {
   hasF16?: boolean;
   /** The device's workgroup memory (default 32 KiB, lavapipe's): the f16 GEMM's K step is sized to fit. */
   maxWorkgroupBytes?: number;
+  /** Rows of the further matrices of one int8 GEMV dispatch (matmul_lut.ts `MatmulLutArgs.more`). */
+  moreOutDims?: number[];
 };
 
 /**
@@ -200,6 +223,10 @@ export function planMatmulLut(spec: MatmulLutSpec, shape: LutShape): MatmulLutSt
   if (spec.path === "gemv" && prologue !== "none") {
     throw new Error(`Cannot plan matmul_lut: the pinned decode path has no fused ${prologue}`);
   }
+  if (lutQ8Gemv(spec, rows)) return [planQ8Gemv(t, acc, shape)];
+  if ((shape.moreOutDims ?? []).length > 0) {
+    throw new Error("Cannot plan matmul_lut: several matrices in one dispatch need an int8 path");
+  }
   if (spec.path === "gemv" && shape.inDim % 4 === 0) return planRows(t, acc, shape);
   const gemvMaxRows = spec.path === "gemv" ? Infinity : t.gemvMaxRows ?? LUT_GEMV_BATCH_MAX_ROWS;
   if (spec.path === "gemm" || rows > gemvMaxRows) {
@@ -249,6 +276,54 @@ export function planMatmulLut(spec: MatmulLutSpec, shape: LutShape): MatmulLutSt
     });
   }
   return steps;
+}
+
+/**
+ * The int8 GEMV, with the affine q8 GEMV's launch shape (matmul_affine_plan.ts `planQ8`: a lane per up to
+ * four pieces of K, 16 output rows per workgroup, fewer when that leaves under 256 workgroups); chunk tables
+ * where they fit the device's workgroup memory at that RB (at 8B shapes they fit the H100's 48 KiB, not
+ * always lavapipe's 32), else byte-shifted copies, else half the rows. Untimed on the H100 so far.
+ */
+function planQ8Gemv(t: LutTune, acc: Record<string, number>, shape: LutShape): MatmulLutStep {
+  const { rows, bits, inDim } = shape;
+  const outDims = [shape.outDim, ...(shape.moreOutDims ?? [])];
+  const nPieces = ceilDiv(inDim, 32);
+  const wg = Math.min(256, Math.max(32, ceilDiv(nPieces, 32) * 32));
+  const total = outDims.reduce((a, b) => a + b, 0);
+  const gather = inDim % 32 !== 0;
+  const build = (rb: number, chunks: boolean): LutQ8GemvBuild => ({
+    bits,
+    rows,
+    wg,
+    pieces: ceilDiv(nPieces, wg),
+    rb,
+    unroll: Math.min(rb, t.unroll ?? (ceilDiv(nPieces, wg) * rows > 1 ? 4 : 8)),
+    gather,
+    prologue: shape.prologue ?? "none",
+    mats: outDims.length,
+    chunks,
+  });
+  const tables = t.q8Chunks === undefined ? [true, false] : [t.q8Chunks];
+  for (let rb = t.rb ?? [16, 8].find((n) => ceilDiv(total, n) >= 256) ?? 4; rb >= 1; rb /= 2) {
+    for (const chunks of tables) {
+      const b = build(rb, chunks);
+      if (lutQ8GemvWorkgroupBytes(b) > (shape.maxWorkgroupBytes ?? 32768)) continue;
+      if (wg % b.rb !== 0 || b.rb % b.unroll !== 0) {
+        throw new Error(`Cannot plan matmul_lut int8 GEMV: need wg ${wg} % rb ${b.rb} = 0, rb % unroll = 0`);
+      }
+      return {
+        shader: { path: "q8gemv", ...b },
+        constants: { ...acc, ...(gather ? { PERM: 0 } : {}) },
+        workgroups: outDims.reduce((n, d) => n + ceilDiv(d, rb), 0),
+        row0: 0,
+        rows,
+        workgroupBytes: lutQ8GemvWorkgroupBytes(b),
+        invocations: wg,
+        tilesN: 0,
+      };
+    }
+  }
+  throw new Error(`Cannot plan matmul_lut int8 GEMV: no build fits ${shape.maxWorkgroupBytes} bytes`);
 }
 
 /**
@@ -321,6 +396,7 @@ export function planLutQ8mm(spec: MatmulLutSpec, shape: LutShape): MatmulLutStep
  */
 export function matmulLutShader(spec: LutShaderSpec): string {
   if (spec.path === "q8mm") return lutQ8mmWgsl(spec);
+  if (spec.path === "q8gemv") return lutQ8GemvWgsl(spec);
   if (spec.path === "xs") return lutXsWgsl(spec, LUT_PARAMS_WGSL);
   if (spec.path === "rows") return lutRowsWgsl(spec);
   if (spec.path === "gemm") return gemmCoreLutWgsl(spec);

@@ -63,11 +63,119 @@ function chunkBits(bits: number): number {
   return bits === 2 ? 8 : 2 * bits;
 }
 
+/** `tq` words per output: a chunk table's entries, or four byte-shifted copies of the 2^bits levels. */
+export function lutQ8TableWords(bits: number, chunks: boolean): number {
+  return chunks ? 1 << chunkBits(bits) : 4 << bits;
+}
+
+/** Workgroup memory of the int8 tables of `outputs` outputs ({@link lutQ8TablesDecl}), in bytes. */
+export function lutQ8TablesBytes(bits: number, chunks: boolean, outputs: number): number {
+  return 4 * outputs * (lutQ8TableWords(bits, chunks) + (chunks ? 1 << bits : 0) + 1);
+}
+
 /** Workgroup memory of a build: the tables, the scales and the reduction. */
 export function lutQ8mmWorkgroupBytes(b: LutQ8mmBuild): number {
-  const size = 1 << b.bits;
-  const perOutput = b.chunks ? (1 << chunkBits(b.bits)) + size + 1 : 4 * size + 1;
-  return 4 * rowLanesOutputsPerWorkgroup(b) * perOutput + rowLanesReduceBytes(b);
+  return lutQ8TablesBytes(b.bits, b.chunks ?? false, rowLanesOutputsPerWorkgroup(b)) + rowLanesReduceBytes(b);
+}
+
+/**
+ * The int8 tables of a workgroup's `outputs` outputs, in workgroup memory: `tq` (chunk tables or byte-shifted
+ * copies, read by {@link lutQ8Operand}), `l8` (the chunk tables' source levels) and `sc` (each output's scale),
+ * filled by {@link lutQ8TablesFill}.
+ */
+export function lutQ8TablesDecl(bits: number, chunks: boolean, outputs: number): string {
+  const entries = lutQ8TableWords(bits, chunks);
+  return chunks
+    ? `// [output of the workgroup][chunk]: the int8 levels of a chunk's codes in its low bytes
+var<workgroup> tq: array<u32, ${outputs * entries}>;
+var<workgroup> l8: array<u32, ${outputs << bits}>;  // [output][code]: the int8 level, a byte
+var<workgroup> sc: array<f32, ${outputs}>;  // s = max|table| / 127 of each output`
+    : `// [output of the workgroup][byte j][code]: the int8 level of the code, shifted to byte j
+var<workgroup> tq: array<u32, ${outputs * entries}>;
+var<workgroup> sc: array<f32, ${outputs}>;  // s = max|table| / 127 of each output`;
+}
+
+/** Where {@link lutQ8TablesFill} reads a workgroup's tables from. */
+export interface LutQ8Fill {
+  bits: number;
+  chunks: boolean;
+  /** outputs of the workgroup, and its invocations (each with its `lid`) */
+  outputs: number;
+  wg: number;
+  /** WGSL: the weight row of output `e` of the workgroup, clamped to the matrix */
+  row: string;
+  /** WGSL: word `at` (f16 pair) of the (outDim, 2^bits / 2) tables */
+  word: (at: string) => string;
+}
+
+/**
+ * WGSL statements, run by every invocation of the workgroup (they end on a barrier), that fill
+ * {@link lutQ8TablesDecl}: each output's f16 table quantized to int8 with s = max|t| / 127, round half to even
+ * (the one definition of the int8 tables: the batched path and the one-row GEMV, matmul_lut_q8_wgsl.ts), then
+ * the chunk tables from those levels.
+ */
+export function lutQ8TablesFill(f: LutQ8Fill): string {
+  const { bits, chunks, outputs, wg } = f;
+  const size = 1 << bits;
+  const entries = lutQ8TableWords(bits, chunks);
+  const perChunk = chunkBits(bits) / bits;
+  return `for (var e = lid; e < ${outputs}u; e += ${wg}u) {
+    let base = ${f.row} * ${size / 2}u;
+    var am = 0.0;
+    for (var i = 0u; i < ${size / 2}u; i++) {
+      let v = abs(unpack2x16float(${f.word("base + i")}));
+      am = max(am, max(v.x, v.y));
+    }
+    sc[e] = am / 127.0;
+    let q = select(0.0, 127.0 / am, am > 0.0);
+    for (var i = 0u; i < ${size / 2}u; i++) {
+      let l = bitcast<vec2u>(vec2i(round(unpack2x16float(${f.word("base + i")}) * q))) & vec2u(255u);
+      ${
+    chunks
+      ? `l8[e * ${size}u + 2u * i] = l.x;
+      l8[e * ${size}u + 2u * i + 1u] = l.y;`
+      : `for (var j = 0u; j < 4u; j++) {
+        tq[(e * 4u + j) * ${size}u + 2u * i] = l.x << (8u * j);
+        tq[(e * 4u + j) * ${size}u + 2u * i + 1u] = l.y << (8u * j);
+      }`
+  }
+    }
+  }
+  workgroupBarrier();
+  ${
+    chunks
+      ? `for (var e = lid; e < ${outputs * entries}u; e += ${wg}u) {
+    let at = (e / ${entries}u) * ${size}u;
+    let i = e % ${entries}u;
+    tq[e] = ${unroll(perChunk, (c) => `(l8[at + ((i >> ${bits * c}u) & ${size - 1}u)] << ${8 * c}u)`, " | ")};
+  }
+  workgroupBarrier();`
+      : ""
+  }`;
+}
+
+/**
+ * WGSL expression of dot4 operand k (columns 4k .. 4k + 3 of a piece, natural order) from the piece's code
+ * words `w(i)` and one output's tables at word `t` of `tq`: chunk lookups side by side (two, one at 2 bits), or
+ * four byte-shifted levels OR-ed together.
+ */
+export function lutQ8Operand(
+  bits: number,
+  chunks: boolean,
+  k: number,
+  w: (i: number) => string,
+  t: string,
+): string {
+  const size = 1 << bits;
+  const cb = chunkBits(bits);
+  const perChunk = cb / bits;
+  const look = chunks
+    ? (c: number) => {
+      const at = `tq[${t} + ${streamBits(bits * (4 * k + c * perChunk), cb, w)}]`;
+      return c === 0 ? at : `(${at} << ${8 * perChunk * c}u)`;
+    }
+    : (e: number) => `tq[${t} + ${e * size}u + ${lutCodeOf(bits, 4 * k + e, w)}]`;
+  return unroll(chunks ? 4 / perChunk : 4, look, " | ");
 }
 
 /**
@@ -79,11 +187,8 @@ export function lutQ8mmWgsl(b: LutQ8mmBuild): string {
   const wg = rowLanesWorkgroupSize(b);
   const perWorkgroup = rowLanesOutputsPerWorkgroup(b);
   const groups = perWorkgroup / no;
-  const size = 1 << bits;
   const chunks = b.chunks ?? false;
-  const cb = chunkBits(bits);
-  const perChunk = cb / bits; // codes per chunk
-  const entries = chunks ? 1 << cb : 4 * size; // table words per output
+  const entries = lutQ8TableWords(bits, chunks);
   const prefetch = b.prefetch !== undefined;
   const prefetchRows = b.prefetch === "all";
   if (prefetch && b.unroll !== 1) {
@@ -105,13 +210,7 @@ export function lutQ8mmWgsl(b: LutQ8mmBuild): string {
       }
       const w = (i: number) => `cw${id}_${i}`;
       for (let k = 0; k < 8; k++) {
-        const look = chunks
-          ? (c: number) => {
-            const at = `tq[t${j} + ${streamBits(bits * (4 * k + c * perChunk), cb, w)}]`;
-            return c === 0 ? at : `(${at} << ${8 * perChunk * c}u)`;
-          }
-          : (e: number) => `tq[t${j} + ${e * size}u + ${lutCodeOf(bits, 4 * k + e, w)}]`;
-        lines.push(`let c${id}_${k} = ${unroll(chunks ? 4 / perChunk : 4, look, " | ")};`);
+        lines.push(`let c${id}_${k} = ${lutQ8Operand(bits, chunks, k, w, `t${j}`)};`);
       }
     }
     for (let i = 0; i < rl; i++) {
@@ -127,15 +226,7 @@ export function lutQ8mmWgsl(b: LutQ8mmBuild): string {
 ${lutParamsWgsl("var<storage, read> xq: array<vec4u>;   // (rows, nPieces) × 3, the prep pass's")}
 @group(0) @binding(2) var<storage, read> codes: array<u32>;  // (outDim, nPieces, BITS) u32
 
-${
-    chunks
-      ? `// [output of the workgroup][chunk]: the int8 levels of a chunk's codes in its low bytes
-var<workgroup> tq: array<u32, ${perWorkgroup * entries}>;
-var<workgroup> l8: array<u32, ${perWorkgroup * size}>;  // [output][code]: the int8 level, a byte`
-      : `// [output of the workgroup][byte j][code]: the int8 level of the code, shifted to byte j
-var<workgroup> tq: array<u32, ${perWorkgroup * entries}>;`
-  }
-var<workgroup> sc: array<f32, ${perWorkgroup}>;  // s = max|table| / 127 of each output
+${lutQ8TablesDecl(bits, chunks, perWorkgroup)}
 ${rowLanesDecl(b)}
 
 @compute @workgroup_size(${wg})
@@ -143,38 +234,15 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
         @builtin(local_invocation_index) lid: u32) {
   let o0 = (wid.x + wid.y * nwg.x) * ${perWorkgroup}u;
   if (o0 >= params.outDim) { return; }  // uniform per workgroup
-  for (var e = lid; e < ${perWorkgroup}u; e += ${wg}u) {
-    let base = min(o0 + e, params.outDim - 1u) * ${size / 2}u;
-    var am = 0.0;
-    for (var i = 0u; i < ${size / 2}u; i++) {
-      let v = abs(unpack2x16float(lut[base + i]));
-      am = max(am, max(v.x, v.y));
-    }
-    sc[e] = am / 127.0;
-    let q = select(0.0, 127.0 / am, am > 0.0);
-    for (var i = 0u; i < ${size / 2}u; i++) {
-      let l = bitcast<vec2u>(vec2i(round(unpack2x16float(lut[base + i]) * q))) & vec2u(255u);
-      ${
-    chunks
-      ? `l8[e * ${size}u + 2u * i] = l.x;
-      l8[e * ${size}u + 2u * i + 1u] = l.y;`
-      : `for (var j = 0u; j < 4u; j++) {
-        tq[(e * 4u + j) * ${size}u + 2u * i] = l.x << (8u * j);
-        tq[(e * 4u + j) * ${size}u + 2u * i + 1u] = l.y << (8u * j);
-      }`
-  }
-    }
-  }
-  workgroupBarrier();
   ${
-    chunks
-      ? `for (var e = lid; e < ${perWorkgroup * entries}u; e += ${wg}u) {
-    let at = (e / ${entries}u) * ${size}u;
-    let i = e % ${entries}u;
-    tq[e] = ${unroll(perChunk, (c) => `(l8[at + ((i >> ${bits * c}u) & ${size - 1}u)] << ${8 * c}u)`, " | ")};
-  }
-  workgroupBarrier();`
-      : ""
+    lutQ8TablesFill({
+      bits,
+      chunks,
+      outputs: perWorkgroup,
+      wg,
+      row: "min(o0 + e, params.outDim - 1u)",
+      word: (at) => `lut[${at}]`,
+    })
   }
   ${
     rowLanesSetup(b, "params.outDim", (i, row) =>
