@@ -164,7 +164,7 @@ export const LUT_PROMPT_GEMM_ROWS = 128;
  * Prompt pieces of f16 dense weights on the "prompt" path take the tiled GEMM from this many rows, fewer
  * their batched decode kernel ({@link pinnedPath}).
  */
-export const DENSE_PROMPT_GEMM_ROWS = 256;
+export const DENSE_PROMPT_GEMM_ROWS = 512;
 
 /** See {@link LinearCall.path}. */
 export type LinearPath = "gemm" | "gemv" | "decode" | "prompt";
@@ -194,7 +194,8 @@ function gemvRows(linear: GpuLinear): number {
  * leaves most of the GPU idle (64 rows: 1.4 ms per layer, against 8.4–8.8 for the affine GEMM on the same
  * tiles). On the "prompt" path, pieces of {@link DENSE_PROMPT_GEMM_ROWS} rows or more take the GEMM: since
  * its staging was written out it runs a 512-row layer in 7.2 ms against the decode kernel's 11.1 (H100,
- * BENCHMARKS.md "f16 builds re-timed"), which an idle server's prompt pieces are. LUT prompts keep the GEMM: eight
+ * BENCHMARKS.md "f16 builds re-timed"), and an idle server's prompts come in such pieces (smaller pieces
+ * leave its 128 × 128 tiles too few for the GPU: untimed, so they stay). LUT prompts keep the GEMM: eight
  * 64-row dispatches of the batched LUT kernel (4.4 ms each) would be ~2.5× its ~13 ms at 512 rows. But the
  * pieces of ~2 decode steps' rows that prompts advance by while others decode (32 at 16 streams) left the
  * GEMM ~10 ms a layer (its few output tiles) and LUT streams at 164 ms a token under load (H100, 2026-12-06):
