@@ -47,8 +47,8 @@ gpu.device.queue.submit([enc.finish()]);
 
 const kernels = [
   createAttention(gpu),
-  createFlashAttention(gpu),
-  createFlashAttention(gpu, { R: 2 }),
+  createFlashAttention(gpu, { build: "rows" }),
+  createFlashAttention(gpu, { R: 2, build: "rows" }),
   createFlashAttention(gpu, { build: "blocked" }),
 ];
 console.log(`${values.random} heads ${c.nHeads}/${c.nKvHeads}×${c.headDim}: µs (TFLOP/s) per layer`);

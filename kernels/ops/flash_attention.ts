@@ -108,6 +108,12 @@ export interface FlashTune {
 }
 
 /**
+ * The build both tiled kernels (this one and paged_flash_attention.ts) take unless tuned: the rows build,
+ * until the blocked one is timed on the H100 (BENCHMARKS.md, "twelfth session"; `deno task bench:attention`).
+ */
+export const FLASH_BUILD_DEFAULT: "rows" | "blocked" = "rows";
+
+/**
  * WGSL shared by the tiled kernels (this one and paged_flash_attention.ts): the K/V tiles in workgroup
  * memory, and the partial scores of a row's invocations when TPR > 1.
  */
@@ -349,7 +355,7 @@ export function createFlashAttention(gpu: Gpu, tune: FlashTune = {}): Kernel<Att
           `Cannot build attention for nHeads ${nHeads}, nKvHeads ${nKvHeads}: nHeads must be a multiple of nKvHeads`,
         );
       }
-      const blocked = tune.build === "blocked"
+      const blocked = (tune.build ?? FLASH_BUILD_DEFAULT) === "blocked"
         ? blockedFlashPlan(gpu, { headDim }, tune.blockedTile ?? {})
         : null;
       const pipeline = blocked

@@ -83,8 +83,8 @@ const KERNELS = [
   { name: "per-row", create: createPagedAttention, builds: [] },
   {
     name: "tiled",
-    create: createPagedFlashAttention,
-    builds: [32, 64, 128].map((WG) => (gpu: Gpu) => createPagedFlashAttention(gpu, { WG })),
+    create: (gpu: Gpu) => createPagedFlashAttention(gpu, { build: "rows" }),
+    builds: [32, 64, 128].map((WG) => (gpu: Gpu) => createPagedFlashAttention(gpu, { WG, build: "rows" })),
   },
   {
     name: "tiled, register-blocked",
@@ -93,8 +93,10 @@ const KERNELS = [
   },
   {
     name: "tiled, two rows per invocation",
-    create: (gpu: Gpu) => createPagedFlashAttention(gpu, { R: 2 }),
-    builds: [32, 64, 128].map((WG) => (gpu: Gpu) => createPagedFlashAttention(gpu, { WG, R: 2 })),
+    create: (gpu: Gpu) => createPagedFlashAttention(gpu, { R: 2, build: "rows" }),
+    builds: [32, 64, 128].map((WG) => (gpu: Gpu) =>
+      createPagedFlashAttention(gpu, { WG, R: 2, build: "rows" })
+    ),
   },
 ];
 

@@ -32,6 +32,7 @@ import {
   unroll,
 } from "../core/mod.ts";
 import {
+  FLASH_BUILD_DEFAULT,
   flashAttentionPlan,
   type FlashPlan,
   flashRowsWgsl,
@@ -302,7 +303,8 @@ export function createPagedFlashAttention(
   return {
     bind(a: PagedAttentionArgs): Encodable {
       const { rows, headDim } = a;
-      const blocked = tune.build === "blocked" ? blockedPlanFor(gpu, headDim, rows, tune.BR) : null;
+      const build = tune.build ?? FLASH_BUILD_DEFAULT;
+      const blocked = build === "blocked" ? blockedPlanFor(gpu, headDim, rows, tune.BR) : null;
       if (blocked) {
         const spec = { ...blocked, kvType: a.layout.kvType, build: "blocked" };
         return bindPaged(gpu, a, scratch, blocked.BR, {
