@@ -221,6 +221,21 @@ struct Params { rows: u32, nHeads: u32, nKvHeads: u32, seqLen: u32, scale: f32, 
 @group(0) @binding(4) var<storage, read> vCache: array<vec4f>;  // (seqLen, nKvHeads·headDim)
 @group(0) @binding(5) var<storage, read_write> out: array<vec4f>; // (rows, nHeads·headDim)`;
 
+/**
+ * WGSL of both builds' start of `main`: the workgroup's block of rows `blk` (longest blocks first, so the
+ * grid's tail is short) and head `h` (its KV head `kvh`).
+ */
+function flashEntryWgsl(WG: number): string {
+  return /* wgsl */ `@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+        @builtin(local_invocation_index) lid: u32) {
+  let flat = wid.x + wid.y * nwg.x;
+  if (flat >= params.blocks * params.nHeads) { return; }
+  let blk = params.blocks - 1u - flat % params.blocks;
+  let h = flat / params.blocks;
+  let kvh = h / (params.nHeads / params.nKvHeads);`;
+}
+
 /** The WGSL of one plan. */
 export function flashAttentionShader(plan: FlashPlan): string {
   const { WG, TPR, D4, BC, HD4, BR, R } = plan;
@@ -228,14 +243,7 @@ export function flashAttentionShader(plan: FlashPlan): string {
 ${FLASH_HEADER_WGSL}
 ${flashWorkgroupWgsl(plan)}
 
-@compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
-        @builtin(local_invocation_index) lid: u32) {
-  let flat = wid.x + wid.y * nwg.x;
-  if (flat >= params.blocks * params.nHeads) { return; }
-  let blk = params.blocks - 1u - flat % params.blocks; // longest blocks first, so the grid's tail is short
-  let h = flat / params.blocks;
-  let kvh = h / (params.nHeads / params.nKvHeads);
+${flashEntryWgsl(WG)}
   let rg = lid / ${TPR}u;
   let j = lid % ${TPR}u;
   let t0 = blk * ${BR}u;
@@ -289,14 +297,7 @@ function blockedShader(plan: BlockedFlashPlan): string {
 ${FLASH_HEADER_WGSL}
 ${blockedWorkgroupWgsl(plan)}
 
-@compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
-        @builtin(local_invocation_index) lid: u32) {
-  let flat = wid.x + wid.y * nwg.x;
-  if (flat >= params.blocks * params.nHeads) { return; }
-  let blk = params.blocks - 1u - flat % params.blocks; // longest blocks first, so the grid's tail is short
-  let h = flat / params.blocks;
-  let kvh = h / (params.nHeads / params.nKvHeads);
+${flashEntryWgsl(WG)}
   let t0 = blk * ${BR}u;
   ${blockedSetupWgsl(plan)}
   let first = state.pos + t0;

@@ -128,13 +128,12 @@ function pagedRunsWgsl({ BC, WG }: { BC: number; WG: number }, mine: string, til
   }`;
 }
 
-/** The WGSL of one plan and pool type. */
-export function pagedFlashShader(plan: FlashPlan, kvType: PagedLayout["kvType"]): string {
-  const { WG, TPR, D4, BC, HD4, BR, R } = plan;
-  return /* wgsl */ `
-${pagedHeaderWgsl(kvType)}
-${flashWorkgroupWgsl(plan)}
-var<workgroup> poolRow: array<u32, ${BC}>; // pool row of each position of the tile (NONE: zeros)
+/**
+ * WGSL of both builds from the tile's pool rows to the start of `main`: the workgroup's split, block of rows
+ * `blk` and head `h` (its KV head `kvh`); workgroups past the forward's largest split count return.
+ */
+function pagedEntryWgsl({ BC, WG }: { BC: number; WG: number }): string {
+  return /* wgsl */ `var<workgroup> poolRow: array<u32, ${BC}>; // pool row of each position of the tile (NONE: zeros)
 
 @compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
@@ -147,7 +146,16 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
   if (split >= cap) { return; }
   let blk = flat % params.blocks;
   let h = (flat % cells) / params.blocks;
-  let kvh = h / (params.nHeads / params.nKvHeads);
+  let kvh = h / (params.nHeads / params.nKvHeads);`;
+}
+
+/** The WGSL of one plan and pool type. */
+export function pagedFlashShader(plan: FlashPlan, kvType: PagedLayout["kvType"]): string {
+  const { WG, TPR, D4, BC, HD4, BR, R } = plan;
+  return /* wgsl */ `
+${pagedHeaderWgsl(kvType)}
+${flashWorkgroupWgsl(plan)}
+${pagedEntryWgsl(plan)}
   let rg = lid / ${TPR}u;
   let j = lid % ${TPR}u;
   let t0 = blk * ${BR}u;
@@ -214,20 +222,7 @@ export function pagedBlockedShader(plan: BlockedFlashPlan, kvType: PagedLayout["
   return /* wgsl */ `
 ${pagedHeaderWgsl(kvType)}
 ${blockedWorkgroupWgsl(plan)}
-var<workgroup> poolRow: array<u32, ${BC}>; // pool row of each position of the tile (NONE: zeros)
-
-@compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
-        @builtin(local_invocation_index) lid: u32) {
-  PAGE = Page(params.blockSize, params.maxBlocks);
-  let flat = wid.x + wid.y * nwg.x;
-  let cells = params.blocks * params.nHeads;
-  let cap = dispatch[3];
-  let split = flat / cells;
-  if (split >= cap) { return; }
-  let blk = flat % params.blocks;
-  let h = (flat % cells) / params.blocks;
-  let kvh = h / (params.nHeads / params.nKvHeads);
+${pagedEntryWgsl(plan)}
   let t0 = blk * ${BR}u;
   let tEnd = min(t0 + ${BR}u, params.rows);
   ${blockedSetupWgsl(plan)}
