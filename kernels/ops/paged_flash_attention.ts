@@ -216,7 +216,7 @@ ${SOFTCAP_FN}`;
  * (lid < BR) decides what it sees; the output blocks write each row's result or split partials.
  */
 export function pagedBlockedShader(plan: BlockedFlashPlan, kvType: PagedLayout["kvType"]): string {
-  const { WG, BC, HD4, BR, DV } = plan;
+  const { BC, HD4, BR, DV } = plan;
   const RB4 = BR / 4;
   const CB4 = BC / 4;
   return /* wgsl */ `
