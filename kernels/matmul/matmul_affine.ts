@@ -201,36 +201,27 @@ export function createMatmulAffine(gpu: Gpu, spec: MatmulAffineSpec): Kernel<Mat
       const needsPerm = xp || gather || extra6 || more.length > 0;
       const perm = w.perm ?? (needsPerm ? createStorage(gpu, 4, "matmul_affine no perm") : null);
       const rb = plan.shader.path === "q8" ? plan.shader.rb : 1;
-      const wgStarts = [w, ...more.map((m) => m.w)].map((_, i, all) =>
-        all.slice(0, i).reduce((n, mw) => n + ceilDiv(mw.outDim, rb), 0)
-      );
-      const params = uniformParams(
-        gpu,
-        AFFINE_PARAMS_FIELDS.map((f): ParamField => [
-          f === "normEps" ? "f32" : "u32",
-          {
-            rows,
-            inDim: w.inDim,
-            outDim: w.outDim,
-            xRowOffset,
-            yStride,
-            yColOffset,
-            rowWords: affineRowWords(w.bits, w.inDim),
-            nGroups: w.nGroups,
-            nPieces,
-            xBase: xp ? 0 : xRowOffset * w.inDim,
-            xStride: xp ? nPieces * 32 : w.inDim,
-            tilesN: plan.tilesN,
-            normEps: args.norm?.eps ?? 0,
-            outDim1: more[0]?.w.outDim ?? 0,
-            outDim2: more[1]?.w.outDim ?? 0,
-            wgStart1: wgStarts[1] ?? 0,
-            wgStart2: wgStarts[2] ?? 0,
-            yRowOffset,
-          }[f],
-        ]),
-        "matmul_affine params",
-      );
+      const wgStarts = matrixWorkgroupStarts([w, ...more.map((m) => m.w)].map((mw) => mw.outDim), rb);
+      const params = affineParams(gpu, {
+        rows,
+        inDim: w.inDim,
+        outDim: w.outDim,
+        xRowOffset,
+        yStride,
+        yColOffset,
+        rowWords: affineRowWords(w.bits, w.inDim),
+        nGroups: w.nGroups,
+        nPieces,
+        xBase: xp ? 0 : xRowOffset * w.inDim,
+        xStride: xp ? nPieces * 32 : w.inDim,
+        tilesN: plan.tilesN,
+        normEps: args.norm?.eps ?? 0,
+        outDim1: more[0]?.w.outDim ?? 0,
+        outDim2: more[1]?.w.outDim ?? 0,
+        wgStart1: wgStarts[1] ?? 0,
+        wgStart2: wgStarts[2] ?? 0,
+        yRowOffset,
+      });
       const steps: Encodable[] = [];
       if (xp && perm) {
         const prep = { name: "matmul_affine_prep", code: PREP_WGSL, constants: { PERM: w.perm ? 1 : 0 } };
@@ -267,13 +258,30 @@ function checkWorkgroupBytes(gpu: Gpu, plan: MatmulAffinePlan): void {
   }
 }
 
-/** The uniform block of one dispatch: the fields it sets, zero elsewhere. */
-function affineParams(gpu: Gpu, values: Partial<Record<(typeof AFFINE_PARAMS_FIELDS)[number], number>>) {
+/**
+ * The uniform block of one dispatch of the affine kernels' params (also the LUT int8 kernels', which share
+ * them): the fields it sets, zero elsewhere.
+ */
+export function affineParams(
+  gpu: Gpu,
+  values: Partial<Record<(typeof AFFINE_PARAMS_FIELDS)[number], number>>,
+  label = "matmul_affine params",
+) {
   return uniformParams(
     gpu,
     AFFINE_PARAMS_FIELDS.map((f): ParamField => [f === "normEps" ? "f32" : "u32", values[f] ?? 0]),
-    "matmul_affine params",
+    label,
   );
+}
+
+/**
+ * The first workgroup of each matrix of a dispatch serving several (q/k/v, gate/up: params `wgStart1`,
+ * `wgStart2`) when a workgroup owns `perWorkgroup` outputs.
+ */
+export function matrixWorkgroupStarts(outDims: number[], perWorkgroup: number): number[] {
+  const starts = [0];
+  for (const d of outDims.slice(0, -1)) starts.push(starts[starts.length - 1] + ceilDiv(d, perWorkgroup));
+  return starts;
 }
 
 /**
@@ -310,9 +318,7 @@ function bindBatchedQ8(
       throw new Error(`Cannot bind the batched q8 path as ${plan.shader.path}`);
     }
     const perWorkgroup = rowLanesOutputsPerWorkgroup(plan.shader);
-    const starts = [w, ...more.map((m) => m.w)].map((_, i, all) =>
-      all.slice(0, i).reduce((n, mw) => n + ceilDiv(mw.outDim, perWorkgroup), 0)
-    );
+    const starts = matrixWorkgroupStarts([w, ...more.map((m) => m.w)].map((mw) => mw.outDim), perWorkgroup);
     const params = affineParams(gpu, {
       rows: plan.shader.rows,
       inDim: w.inDim,

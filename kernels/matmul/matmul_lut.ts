@@ -50,9 +50,8 @@ import {
   planLutQ8mm,
   planMatmulLut,
 } from "./matmul_lut_plan.ts";
-import { bindQ8Prep } from "./matmul_affine.ts";
+import { affineParams, bindQ8Prep, matrixWorkgroupStarts } from "./matmul_affine.ts";
 import { NATURAL_OPERAND_ORDER } from "./matmul_affine_q8_wgsl.ts";
-import { AFFINE_PARAMS_FIELDS } from "./matmul_affine_wgsl.ts";
 
 /** A LUT-quantized (outDim, inDim) weight in the kernel's layout, on the host. */
 export interface LutPacked {
@@ -261,10 +260,8 @@ function bindQ8Gemv(gpu: Gpu, step: MatmulLutStep, a: BoundArgs): Encodable {
   const { w } = a;
   const more = a.more ?? [];
   if (more.length > 2) throw new Error(`Cannot bind matmul_lut: at most 2 more matrices, got ${more.length}`);
-  const starts = [w, ...more.map((m) => m.w)].map((_, i, all) =>
-    all.slice(0, i).reduce((n, mw) => n + ceilDiv(mw.outDim, b.rb), 0)
-  );
-  const values: Partial<Record<(typeof AFFINE_PARAMS_FIELDS)[number], number>> = {
+  const starts = matrixWorkgroupStarts([w, ...more.map((m) => m.w)].map((mw) => mw.outDim), b.rb);
+  const params = affineParams(gpu, {
     rows: step.rows,
     inDim: w.inDim,
     outDim: w.outDim,
@@ -279,12 +276,7 @@ function bindQ8Gemv(gpu: Gpu, step: MatmulLutStep, a: BoundArgs): Encodable {
     outDim2: more[1]?.w.outDim ?? 0,
     wgStart1: starts[1] ?? 0,
     wgStart2: starts[2] ?? 0,
-  };
-  const params = uniformParams(
-    gpu,
-    AFFINE_PARAMS_FIELDS.map((f): ParamField => [f === "normEps" ? "f32" : "u32", values[f] ?? 0]),
-    "matmul_lut q8gemv params",
-  );
+  }, "matmul_lut q8gemv params");
   const dummy = sharedScratch(gpu, "matmul q8 prep dummy", 4);
   const extra = a.norm?.weight ?? a.siluMulUp;
   const ro = "read-only-storage" as const;
