@@ -164,8 +164,10 @@ export function blockedTileWgsl(
       var mt = m;
       for (var c = 0u; c < ${BC}u; c++) {
         var s = pS[c * ${RB4}u + at][comp];
-        if (params.softcap > 0.0) { s = softcap(s, params.softcap); }
-        pS[c * ${RB4}u + at][comp] = s;
+        if (params.softcap > 0.0) {
+          s = softcap(s, params.softcap);
+          pS[c * ${RB4}u + at][comp] = s;
+        }
         if (${sees("c")}) { mt = max(mt, s); }
       }
       var sum = 0.0;
