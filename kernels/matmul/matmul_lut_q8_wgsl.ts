@@ -16,8 +16,9 @@
  * differs (per lane, then the kernel's fixed reduction), and with a fused RMSNorm the order of its Σx² (the
  * affine q8 GEMV's, not the prep pass's), which can move an activation to the next int8 value. The cost in
  * precision is the two int8 roundings: an activation moves by at most d/2 (1/254 of its piece's largest |x|),
- * a weight by at most s/2 (about 1/17 of a 4-bit table's step); for uniform random tables and activations, an NMSE of 2–3e-5 against the exact product
- * at 2–4 bits, about half of it from the activations alone (what the affine q8 GEMV costs).
+ * a weight by at most s/2 (about 1/17 of a 4-bit table's step); for uniform random tables and activations,
+ * an NMSE of 2–3e-5 against the exact product at 2–4 bits, about half of it from the activations alone (what
+ * the affine q8 GEMV costs).
  *
  * Work split (the affine kernel's, "x-stationary"): a workgroup owns RB consecutive output rows; lane l owns
  * pieces l, l + WG, … of x, quantizes them once into registers, and walks the RB rows U at a time, loading
@@ -28,8 +29,9 @@
  * lookups OR-ed together); both give the same bits. The 32 lanes of a warp share a row, so their lookups go
  * to one table: a byte-shifted copy's 2^b words lie in distinct banks (its lookups never conflict), a chunk
  * table's 64 or 256 words do not (random codes make 2–4-way conflicts). Filling costs each lane
- * RB · 2^(chunk bits) / WG table words per workgroup against RB · P · 8 operands (4-bit, K = 4096: 32 words against 128 operands), the price of storing nothing besides
- * the weight. Binds with the affine kernels' params block (matmul_affine_wgsl.ts), as the LUT prep pass does.
+ * RB · 2^(chunk bits) / WG table words per workgroup against RB · P · 8 operands (4-bit, K = 4096: 32 words
+ * against 128 operands), the price of storing nothing besides the weight. Binds with the affine kernels'
+ * params block (matmul_affine_wgsl.ts), as the LUT prep pass does.
  */
 import {
   NATURAL_OPERAND_ORDER,
