@@ -14,7 +14,13 @@
  */
 import { parseArgs } from "node:util";
 import { describeGpu, type Gpu, requestGpu } from "../kernels/core/mod.ts";
-import { createEngine, type EngineHandle, type LoadedModel, loadModel } from "../inference/engine/mod.ts";
+import {
+  BATCH_DEFAULTS,
+  createEngine,
+  type EngineHandle,
+  type LoadedModel,
+  loadModel,
+} from "../inference/engine/mod.ts";
 import { createTokenizer } from "../inference/text/mod.ts";
 import { parseFormat, presetConfig, randomWeights } from "./random_model.ts";
 import { type RequestTiming, summarize, type Summary, toMarkdown } from "./serve_stats.ts";
@@ -62,7 +68,7 @@ export function parseServeArgs(args: string[]): ServeBenchOptions {
       output: { type: "string", default: "256" },
       rate: { type: "string", default: "0" },
       "long-prompt": { type: "string", default: "0" },
-      "max-num-batched-tokens": { type: "string", default: "2048" },
+      "max-num-batched-tokens": { type: "string", default: String(BATCH_DEFAULTS.maxNumBatchedTokens) },
       "kv-cache-memory": { type: "string" },
       "chunk-target-ms": { type: "string", default: "0" },
       "decoding-prefill-tokens": { type: "string", default: "0" },
