@@ -123,6 +123,8 @@ export interface ServingConfig {
   maxQueuedRequests: number;
   /** One-row decode steps take the batched kernels too, so a sequence's bits never depend on its batch. */
   batchInvariant: boolean;
+  /** Full KV blocks stay cached for later prompts with the same start (off: --no-enable-prefix-caching). */
+  prefixCaching: boolean;
 }
 
 /** API keys; empty lists mean an open API and a disabled admin API. */
@@ -196,6 +198,10 @@ Batching (many clients at once):
                               shares its steps (default: steps of few rows take the faster GEMVs, pieces
                               under 256 rows the per-row attention and LUT pieces under 128 rows the
                               batched LUT kernel, whose sums differ by rounding)
+  --no-enable-prefix-caching  Prefill every prompt in full (default: full KV blocks stay cached, and a
+                              prompt that starts with the same ids as an earlier one, e.g. a shared
+                              system prompt or a conversation's earlier turns, reuses them;
+                              --enable-prefix-caching says so explicitly)
 
 Quantization at startup (the same job as POST /v1/quantize, cached in --artifacts-dir; off with --model unless
 --quantize is given; without --model the default model is quantized with leanquant-aff and these flags adjust it):
@@ -278,6 +284,8 @@ const SWITCH_FLAGS = [
   "--metrics-require-key",
   "--disable-log-requests",
   "--batch-invariant",
+  "--enable-prefix-caching",
+  "--no-enable-prefix-caching",
 ];
 /** Flags that may be given several times; every value counts. */
 const REPEATABLE = ["--calib-dir", "--api-key", "--admin-key"];
@@ -351,6 +359,9 @@ export function parseConfig(args: string[], env: Record<string, string | undefin
 }
 
 function parseServing(flags: Map<string, string>): ServingConfig {
+  if (flags.has("--enable-prefix-caching") && flags.has("--no-enable-prefix-caching")) {
+    throw new ConfigError("Cannot use both --enable-prefix-caching and --no-enable-prefix-caching");
+  }
   const maxNumSeqs = optionalInt(flags, "--max-num-seqs", 1, 4096) ?? 64;
   const maxNumBatchedTokens = optionalInt(flags, "--max-num-batched-tokens", 1, 1 << 20) ??
     Math.max(2048, maxNumSeqs);
@@ -377,6 +388,7 @@ function parseServing(flags: Map<string, string>): ServingConfig {
     kvCacheDtype: oneOf(flags.get("--kv-cache-dtype") ?? "f16", "--kv-cache-dtype", ["f16", "f32"] as const),
     maxQueuedRequests: optionalInt(flags, "--max-queued-requests", 0, 1 << 24) ?? 1024,
     batchInvariant: flags.has("--batch-invariant"),
+    prefixCaching: !flags.has("--no-enable-prefix-caching"),
   };
 }
 

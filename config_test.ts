@@ -27,6 +27,7 @@ Deno.test("parseConfig() fills the documented defaults", () => {
       kvCacheDtype: "f16",
       maxQueuedRequests: 1024,
       batchInvariant: false,
+      prefixCaching: true,
     },
     hub: {
       cacheDir: "/home/u/.cache/huggingface/hub",
@@ -81,6 +82,7 @@ Deno.test("parseConfig() reads every flag, in both spellings", () => {
     "--max-queued-requests",
     "3",
     "--batch-invariant",
+    "--no-enable-prefix-caching",
     "--seqlen=64",
     "--no-act-order",
     "--percdamp",
@@ -155,6 +157,7 @@ Deno.test("parseConfig() reads every flag, in both spellings", () => {
       kvCacheDtype: "f32",
       maxQueuedRequests: 3,
       batchInvariant: true,
+      prefixCaching: false,
     },
     hub: {
       cacheDir: "/cache",
@@ -265,6 +268,15 @@ Deno.test("parseConfig() reads the Hugging Face variables as huggingface_hub doe
   assert.equal(hub({ HF_TOKEN_PATH: "/t" }).tokenFile, "/t");
   assert.equal(parseConfig([], { HOST: "0.0.0.0" }).host, "0.0.0.0");
   assert.equal(parseConfig(["--host", "::1"], { HOST: "0.0.0.0" }).host, "::1", "the flag beats $HOST");
+});
+
+Deno.test("parseConfig() keeps prefix caching on unless told otherwise, and refuses both switches", () => {
+  assert.equal(parseConfig(["--enable-prefix-caching"], {}).serving.prefixCaching, true);
+  assert.equal(parseConfig(["--no-enable-prefix-caching"], {}).serving.prefixCaching, false);
+  assert.throws(
+    () => parseConfig(["--enable-prefix-caching", "--no-enable-prefix-caching"], {}),
+    /both --enable-prefix-caching and --no-enable-prefix-caching/,
+  );
 });
 
 Deno.test("parseConfig() reads API and admin keys from the environment, comma-separated", () => {

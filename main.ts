@@ -126,6 +126,7 @@ function createServingEngine(config: Config): EngineHandle {
       kvCacheDtype: sv.kvCacheDtype,
       maxQueued: sv.maxQueuedRequests,
       batchInvariant: sv.batchInvariant,
+      prefixCaching: sv.prefixCaching,
     },
   });
 }

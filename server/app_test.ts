@@ -124,7 +124,12 @@ Deno.test("POST /v1/chat/completions answers a chat.completion with usage", asyn
     finish_reason: "stop",
     logprobs: null,
   }]);
-  assert.deepEqual(body.usage, { prompt_tokens: 7, completion_tokens: 3, total_tokens: 10 });
+  assert.deepEqual(body.usage, {
+    prompt_tokens: 7,
+    completion_tokens: 3,
+    total_tokens: 10,
+    prompt_tokens_details: { cached_tokens: 0 },
+  });
   // request → server defaults → generation_config, field by field
   assert.deepEqual(engine.requests[0], {
     input: { kind: "chat", messages: [{ role: "user", content: "Hi" }] },
@@ -167,7 +172,12 @@ Deno.test("POST /v1/chat/completions streams role, deltas, finish, usage, then [
   assert.deepEqual(chunks[3].choices, [{ index: 0, delta: {}, finish_reason: "length", logprobs: null }]);
   assert.deepEqual(chunks.slice(0, 4).map((c) => c.usage), [null, null, null, null]);
   assert.deepEqual(chunks[4].choices, []);
-  assert.deepEqual(chunks[4].usage, { prompt_tokens: 7, completion_tokens: 3, total_tokens: 10 });
+  assert.deepEqual(chunks[4].usage, {
+    prompt_tokens: 7,
+    completion_tokens: 3,
+    total_tokens: 10,
+    prompt_tokens_details: { cached_tokens: 0 },
+  });
   assert.equal(chunks.length, 5);
 });
 

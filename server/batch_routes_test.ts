@@ -69,7 +69,12 @@ Deno.test("chat: n choices with logprobs.content, usage summed over choices", as
     "B!",
   ]);
   assert.deepEqual(body.choices.map((c: { finish_reason: string }) => c.finish_reason), ["length", "stop"]);
-  assert.deepEqual(body.usage, { prompt_tokens: 4, completion_tokens: 4, total_tokens: 8 });
+  assert.deepEqual(body.usage, {
+    prompt_tokens: 4,
+    completion_tokens: 4,
+    total_tokens: 8,
+    prompt_tokens_details: { cached_tokens: 0 },
+  });
   const content = body.choices[1].logprobs.content;
   assert.deepEqual(content[0], {
     token: "B",
@@ -107,7 +112,12 @@ Deno.test("chat stream: a role chunk per choice, deltas by index, usage after th
   );
   const last = chunks.at(-1);
   assert.deepEqual(last.choices, []);
-  assert.deepEqual(last.usage, { prompt_tokens: 4, completion_tokens: 4, total_tokens: 8 });
+  assert.deepEqual(last.usage, {
+    prompt_tokens: 4,
+    completion_tokens: 4,
+    total_tokens: 8,
+    prompt_tokens_details: { cached_tokens: 0 },
+  });
   assert.equal(chunks.filter((c) => c.usage).length, 1);
 });
 

@@ -105,6 +105,18 @@ export function createServerMetrics(source: MetricsSource = {}): ServerMetrics {
     [],
     { collect: () => one(engine()?.preemptionsTotal) },
   );
+  r.counter(
+    "leanserve_prefix_cache_queries_total",
+    "Prompt tokens of admitted requests looked up in the prefix cache.",
+    [],
+    { collect: () => one(engine()?.prefixCacheQueriesTotal) },
+  );
+  r.counter(
+    "leanserve_prefix_cache_hits_total",
+    "Prompt tokens whose keys and values came from the prefix cache instead of a prefill.",
+    [],
+    { collect: () => one(engine()?.prefixCacheHitsTotal) },
+  );
   r.gauge("leanserve_requests_running", "Sequences decoding or prefilling now.", {
     collect: () => one(engine()?.running),
   });
@@ -117,17 +129,22 @@ export function createServerMetrics(source: MetricsSource = {}): ServerMetrics {
       return e && e.kvBlocksTotal > 0 ? [{ value: e.kvBlocksUsed / e.kvBlocksTotal }] : [];
     },
   });
-  r.gauge("leanserve_kv_cache_blocks", "KV-cache blocks by state.", {
-    labelNames: ["state"],
-    collect: () => {
-      const e = engine();
-      if (!e) return [];
-      return [
-        { labels: { state: "used" }, value: e.kvBlocksUsed },
-        { labels: { state: "free" }, value: e.kvBlocksTotal - e.kvBlocksUsed },
-      ];
+  r.gauge(
+    "leanserve_kv_cache_blocks",
+    "KV-cache blocks by state (cached: free, holding a reusable prefix).",
+    {
+      labelNames: ["state"],
+      collect: () => {
+        const e = engine();
+        if (!e) return [];
+        return [
+          { labels: { state: "used" }, value: e.kvBlocksUsed },
+          { labels: { state: "cached" }, value: e.kvBlocksCached },
+          { labels: { state: "free" }, value: e.kvBlocksTotal - e.kvBlocksUsed - e.kvBlocksCached },
+        ];
+      },
     },
-  });
+  );
   r.gauge("leanserve_gpu_bytes", "Bytes of GPU buffers by use.", {
     labelNames: ["kind"],
     collect: () => gpuSamples(engine(), source.gpu?.() ?? null),

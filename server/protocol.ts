@@ -15,6 +15,8 @@ export interface Usage {
   prompt_tokens: number;
   completion_tokens: number;
   total_tokens: number;
+  /** OpenAI's `cached_tokens`: prompt tokens whose keys and values came from the prefix cache */
+  prompt_tokens_details: { cached_tokens: number };
 }
 
 /** Why generation ended, in OpenAI terms. */

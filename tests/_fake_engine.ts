@@ -57,10 +57,13 @@ export class FakeEngine implements Engine {
       waiting: this.waiting,
       kvBlocksUsed: 3,
       kvBlocksTotal: 4,
+      kvBlocksCached: 1,
       gpuBytes: { weights: 1000, kvCache: 200, scratch: 30 },
       promptTokensTotal: this.promptTokensTotal,
       generatedTokensTotal: this.generatedTokensTotal,
       preemptionsTotal: 0,
+      prefixCacheQueriesTotal: 40,
+      prefixCacheHitsTotal: 32,
     };
   }
 

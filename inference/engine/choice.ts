@@ -83,6 +83,7 @@ export function createChoice(spec: ChoiceSpec): SeqSink {
   const decoder = createStreamDecoder(tokenizer, { context: spec.prompt });
   const stops = createStopMatcher(spec.stop);
   let completion = 0;
+  let cached = 0;
   let ended = false;
   const end = (finishReason: "stop" | "length", flush: boolean) => {
     if (flush) {
@@ -96,6 +97,7 @@ export function createChoice(spec: ChoiceSpec): SeqSink {
       finishReason,
       promptTokens: spec.prompt.length,
       completionTokens: completion,
+      cachedTokens: cached,
     });
     spec.onEnd(completion);
   };
@@ -122,6 +124,9 @@ export function createChoice(spec: ChoiceSpec): SeqSink {
     },
     fail(err) {
       if (!ended) channel.fail(err);
+    },
+    cached(tokens) {
+      cached = tokens;
     },
   };
 }

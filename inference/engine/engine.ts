@@ -94,6 +94,12 @@ export interface BatchOptions {
   batchInvariant: boolean;
   /** sequences waiting for a slot before new requests get 429 (--max-queued-requests) */
   maxQueued: number;
+  /**
+   * Keep full KV blocks for later prompts that start with the same ids (vLLM's automatic prefix caching;
+   * scheduler.ts): a shared system prompt or a conversation's earlier turns are prefilled once. Off with
+   * --no-enable-prefix-caching.
+   */
+  prefixCaching: boolean;
   /** KV cache budget (--kv-cache-memory); null: the default of kv_cache.ts */
   kvCacheMemory: KvSizing["memory"];
   /** context per sequence (--max-model-len); null: the model's, capped so one sequence fits */
@@ -120,6 +126,7 @@ export const BATCH_DEFAULTS: Readonly<BatchOptions> = Object.freeze({
   decodingPrefillTokens: 2048,
   batchInvariant: false,
   maxQueued: 1024,
+  prefixCaching: true,
   kvCacheMemory: null,
   maxModelLen: null,
   kvCacheDtype: "f16",
@@ -152,7 +159,7 @@ export function createEngine(
   { log = console.log, batch = {} }: { log?: (msg: string) => void; batch?: Partial<BatchOptions> } = {},
 ): EngineHandle {
   const opts: BatchOptions = { ...BATCH_DEFAULTS, ...batch };
-  const scheduler = new Scheduler({ chunkTargetMs: opts.chunkTargetMs });
+  const scheduler = new Scheduler({ chunkTargetMs: opts.chunkTargetMs, prefixCaching: opts.prefixCaching });
   let served: Served | null = null;
   /** The install in progress (setModel calls take effect in order). */
   let installing: Promise<void> = Promise.resolve();
@@ -311,6 +318,7 @@ export function createEngine(
       waiting,
       kvBlocksUsed: [...caches].reduce((n, c) => n + c.usedBlocks, 0),
       kvBlocksTotal: [...caches].reduce((n, c) => n + c.shape.numBlocks, 0),
+      kvBlocksCached: [...caches].reduce((n, c) => n + c.cachedBlocks, 0),
       gpuBytes: {
         weights: [...weights].reduce((n, b) => n + b.size, 0),
         kvCache: [...caches].reduce((n, c) => n + c.shape.bytes, 0),
@@ -319,6 +327,8 @@ export function createEngine(
       promptTokensTotal: scheduler.promptTokens,
       generatedTokensTotal: scheduler.generatedTokens,
       preemptionsTotal: scheduler.preemptions,
+      prefixCacheQueriesTotal: scheduler.prefixQueries,
+      prefixCacheHitsTotal: scheduler.prefixHits,
     };
   }
 

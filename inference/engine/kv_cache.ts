@@ -2,7 +2,8 @@
  * The paged KV cache (vLLM's PagedAttention, Kwon et al. 2023): per layer one pool of fixed-size blocks
  * of positions for K and one for V (kernels/ops/paged_kv.ts), and the host's allocator of those blocks.
  * A sequence holds a list of blocks (its block table); sequences that share a prompt share its full
- * blocks, counted by reference, and a block returns to the free list when its last holder lets go.
+ * blocks, counted by reference, and full blocks stay cached for later prompts with the same start after
+ * their last holder lets go (block_pool.ts).
  *
  * The cache is sized once from a byte budget; `--max-model-len` is capped so that one sequence always
  * fits, so a Llama-3.1 config with 131,072 positions never allocates them all up front.
@@ -10,6 +11,7 @@
 import { createStorage, type Gpu } from "../../kernels/core/mod.ts";
 import type { KvType, PagedLayout } from "../../kernels/ops/mod.ts";
 import type { ModelConfig } from "../model/mod.ts";
+import { BlockPool } from "./block_pool.ts";
 
 /** Positions per block (vLLM's default). */
 export const BLOCK_SIZE = 16;
@@ -86,25 +88,21 @@ export function sizeKvCache(
   return { numBlocks, blockSize: BLOCK_SIZE, maxModelLen, kvType: s.kvType, bytes: numBlocks * blockBytes };
 }
 
-/** The pools on the GPU and the block allocator. */
-export class KvCache {
+/** The pools on the GPU, and their block allocator (block_pool.ts). */
+export class KvCache extends BlockPool {
   readonly shape: KvShape;
   readonly kPool: GPUBuffer[];
   readonly vPool: GPUBuffer[];
   /** What the cache was built for: another model may share it only with the same layout. */
   readonly key: string;
-  #free: number[];
-  #refs: Uint32Array;
 
   constructor(gpu: Gpu, c: ModelConfig, shape: KvShape) {
+    super(shape.numBlocks);
     this.shape = shape;
     this.key = kvKey(c, shape.kvType);
     const layerBytes = shape.numBlocks * shape.blockSize * c.kvDim * (shape.kvType === "f16" ? 2 : 4);
     this.kPool = Array.from({ length: c.nLayers }, (_, l) => createStorage(gpu, layerBytes, `kPool ${l}`));
     this.vPool = Array.from({ length: c.nLayers }, (_, l) => createStorage(gpu, layerBytes, `vPool ${l}`));
-    // Popped from the end: lower ids first.
-    this.#free = Array.from({ length: shape.numBlocks }, (_, i) => shape.numBlocks - 1 - i);
-    this.#refs = new Uint32Array(shape.numBlocks);
   }
 
   /** The layout the kernels bind, for sequences of up to maxModelLen positions. */
@@ -113,41 +111,9 @@ export class KvCache {
     return { blockSize, maxBlocks: Math.ceil(maxModelLen / blockSize), kvType };
   }
 
-  get freeBlocks(): number {
-    return this.#free.length;
-  }
-
-  get usedBlocks(): number {
-    return this.shape.numBlocks - this.#free.length;
-  }
-
   /** Blocks that cover `positions` positions. */
   blocksFor(positions: number): number {
     return Math.ceil(positions / this.shape.blockSize);
-  }
-
-  /** Takes `n` free blocks (reference 1 each), or returns null and takes none. */
-  allocate(n: number): number[] | null {
-    if (n > this.#free.length) return null;
-    const out = this.#free.splice(this.#free.length - n, n).reverse();
-    for (const b of out) this.#refs[b] = 1;
-    return out;
-  }
-
-  /** Adds a holder to blocks another sequence holds (a shared prompt). */
-  share(blocks: readonly number[]): void {
-    for (const b of blocks) {
-      if (this.#refs[b] === 0) throw new Error(`Cannot share KV block ${b}: it is free`);
-      this.#refs[b]++;
-    }
-  }
-
-  /** Drops one holder of each block; blocks nobody holds become free. */
-  release(blocks: readonly number[]): void {
-    for (const b of blocks) {
-      if (this.#refs[b] === 0) throw new Error(`Cannot release KV block ${b}: it is already free`);
-      if (--this.#refs[b] === 0) this.#free.push(b);
-    }
   }
 
   destroy(): void {

@@ -13,12 +13,22 @@
  * with prompt + output as its new prompt (recompute). The `n` sequences of a request share their prompt's
  * full blocks: the first prefills the whole prompt, the others only its last (partial) block.
  *
+ * Prefix caching (vLLM's APC; on unless --no-enable-prefix-caching): a full block is registered in the
+ * cache (block_pool.ts) under the name of every id up to its end (prefix_hash.ts) once the steps that write
+ * it are planned and its ids are known (prompt ids at once, sampled ids when they are read), and stays
+ * cached after its holders let go. An admitted prompt takes the longest run of cached blocks from its
+ * start (all but its last id: that one's row gives the first sampled id) and prefills from there. The
+ * steps that wrote those blocks are planned before any step that reads them, and a planned step's writes
+ * precede a later step's reads on the GPU queue, so a cached block is complete whenever it is read. A
+ * preempted sequence takes back its own blocks unless they were evicted meanwhile.
+ *
  * Two models may be served at once while one replaces the other (hot swap): each has its own runner and
  * queue; the loop alternates between them and frees the old one when its last sequence ends.
  */
 import { LOGPROB_RECORD_WORDS as RECORD } from "../../kernels/ops/mod.ts";
 import type { BatchRunner, ChunkResult, StepSpec } from "./batch_runner.ts";
 import type { KvCache } from "./kv_cache.ts";
+import { PrefixHashes } from "./prefix_hash.ts";
 import { type ModelEntry, Seq, type SeqInit } from "./sequence.ts";
 
 export { type ModelEntry, Seq, type SeqInit, type SeqSink } from "./sequence.ts";
@@ -50,6 +60,8 @@ export interface SchedulerOptions {
   readAhead?: number;
   /** aim for chunks of about this many milliseconds of GPU time (ids arrive in bursts of one chunk) */
   chunkTargetMs?: number;
+  /** keep full blocks for later prompts with the same start (the engine's default: BATCH_DEFAULTS) */
+  prefixCaching?: boolean;
 }
 
 /** The batching loop. */
@@ -70,13 +82,19 @@ export class Scheduler {
   #failed: Error | null = null;
   #readAhead: number;
   #targetMs: number;
+  #prefixCaching: boolean;
+  #models = 0;
   promptTokens = 0;
   generatedTokens = 0;
   preemptions = 0;
+  /** prompt ids of first admissions, and those of them a cached prefix covered */
+  prefixQueries = 0;
+  prefixHits = 0;
 
-  constructor({ readAhead = 3, chunkTargetMs = 15 }: SchedulerOptions = {}) {
+  constructor({ readAhead = 3, chunkTargetMs = 15, prefixCaching = false }: SchedulerOptions = {}) {
     this.#readAhead = readAhead;
     this.#targetMs = chunkTargetMs;
+    this.#prefixCaching = prefixCaching;
     this.#loop().catch((err) => this.#failAll(err as Error));
   }
 
@@ -90,6 +108,7 @@ export class Scheduler {
       freeSlots: Array.from({ length: runner.options.maxSlots }, (_, i) => runner.options.maxSlots - 1 - i),
       draining: false,
       onDrained,
+      prefixSalt: this.#prefixCaching ? `leanserve model ${this.#models++}` : null,
     };
     this.#entries.push(entry);
     this.#poke();
@@ -243,6 +262,7 @@ export class Scheduler {
       for (let i = 0; i < n; i++) {
         step.rows.push({ slot: seq.slot, pos: seq.computed, token: seq.prompt[seq.computed++] });
       }
+      this.#register(seq);
       this.promptTokens += n;
       chunk.seqs.add(seq);
       if (!seq.prefilling) {
@@ -257,33 +277,82 @@ export class Scheduler {
   /** Admits waiting sequences (whole groups) while slots and prompt blocks are free. */
   #admit(entry: ModelEntry): void {
     const cache = entry.runner.cache;
+    const bs = cache.shape.blockSize;
     const watermark = Math.max(1, Math.ceil(cache.shape.numBlocks / 100));
     while (entry.waiting.length > 0) {
       const head = entry.waiting[0];
       const group = head.group.filter((s) => s.state === "waiting" && entry.waiting.includes(s));
+      const first = head.output.length === 0 && head.sampledBase === 0;
       const fresh = group.length > 1 && group.every((s) => s.output.length === 0 && s.sampledBase === 0);
       const len = head.prompt.length;
+      const hit = this.#cachedPrefix(head);
       let members = fresh ? group : [head];
-      let shared = fresh ? Math.floor((len - 1) / cache.shape.blockSize) : 0;
-      const needOf = (m: number) => cache.blocksFor(len) + (m - 1) * (cache.blocksFor(len) - shared);
-      if (needOf(members.length) > cache.shape.numBlocks) [members, shared] = [[head], 0]; // never fits together
+      let shared = fresh ? Math.floor((len - 1) / bs) : 0;
+      const hold = (m: number) => cache.blocksFor(len) + (m - 1) * (cache.blocksFor(len) - shared);
+      if (hold(members.length) > cache.shape.numBlocks) [members, shared] = [[head], 0]; // never fits together
+      // Cached blocks that nobody holds leave the free count once held.
+      const take = hold(members.length) - hit.length + cache.countFree(hit);
       // Keep a little room for running sequences to grow; an idle cache takes any prompt that fits.
       const room = this.#cacheBusy(cache) ? watermark : 0;
-      if (entry.freeSlots.length < members.length || cache.freeBlocks < needOf(members.length) + room) return;
-      const parentBlocks = cache.allocate(cache.blocksFor(len))!;
+      if (entry.freeSlots.length < members.length || cache.freeBlocks < take + room) return;
+      cache.share(hit);
+      const parentBlocks = [...hit, ...cache.allocate(cache.blocksFor(len) - hit.length)!];
+      if (first) {
+        this.prefixQueries += len;
+        this.prefixHits += hit.length * bs;
+      }
       members.forEach((seq, i) => {
-        const own = i === 0 ? parentBlocks : cache.allocate(cache.blocksFor(len) - shared)!;
-        if (i > 0) {
+        if (i === 0) {
+          seq.blocks = parentBlocks;
+          seq.start = hit.length * bs;
+          seq.registered = hit.length;
+        } else {
+          const own = cache.allocate(cache.blocksFor(len) - shared)!;
           cache.share(parentBlocks.slice(0, shared));
           seq.parent = members[0];
-          seq.start = shared * cache.shape.blockSize;
+          seq.start = shared * bs;
+          seq.registered = shared; // the parent registers them
+          seq.blocks = [...parentBlocks.slice(0, shared), ...own];
         }
-        seq.blocks = i === 0 ? own : [...parentBlocks.slice(0, shared), ...own];
         seq.computed = seq.start;
+        if (first) seq.init.sink.cached?.(hit.length * bs);
         this.#install(entry, seq);
       });
       entry.waiting = entry.waiting.filter((s) => !members.includes(s));
     }
+  }
+
+  /** The cached blocks that hold the start of `seq`'s prompt (all of it but its last id). */
+  #cachedPrefix(seq: Seq): number[] {
+    const salt = seq.model.prefixSalt;
+    if (salt === null) return [];
+    const cache = seq.model.runner.cache;
+    const bs = cache.shape.blockSize;
+    seq.names ??= new PrefixHashes(salt, bs);
+    return cache.match(seq.names.upTo(seq.prompt, Math.floor((seq.prompt.length - 1) / bs)));
+  }
+
+  /**
+   * Registers the blocks of a running sequence that became full: every position written or planned, every
+   * id known (a decode row's id is known once it is read back). With --batch-invariant only prompt rows'
+   * blocks: decode rows run other kernels than prompt rows, so a block a decode step wrote has other bits
+   * than the same ids prefilled, and a later prompt's answer would depend on whether it was still cached.
+   */
+  #register(seq: Seq): void {
+    const salt = seq.model.prefixSalt;
+    if (salt === null || seq.state !== "running") return;
+    const runner = seq.model.runner;
+    const cache = runner.cache;
+    const bs = cache.shape.blockSize;
+    const known = runner.options.batchInvariant
+      ? seq.prompt.length
+      : seq.init.prompt.length + seq.output.length;
+    const full = Math.min(Math.floor(seq.computed / bs), Math.floor(known / bs), seq.blocks.length);
+    if (full <= seq.registered) return;
+    seq.names ??= new PrefixHashes(salt, bs);
+    const names = seq.names.upTo([...seq.init.prompt, ...seq.output], full);
+    for (let k = seq.registered; k < full; k++) cache.register(seq.blocks[k], names[k]);
+    seq.registered = full;
   }
 
   /** Whether any model's running sequences hold blocks of `cache`. */
@@ -352,6 +421,7 @@ export class Scheduler {
     seq.parent = null;
     seq.start = 0;
     seq.computed = 0;
+    seq.registered = 0;
     seq.model.waiting.unshift(seq);
   }
 
@@ -392,6 +462,7 @@ export class Scheduler {
           null;
         seq.output.push(id);
         this.generatedTokens++;
+        this.#register(seq);
         if (seq.init.sink.token(id, rec) || seq.output.length >= seq.init.limit) this.#finish(seq);
       }
     });

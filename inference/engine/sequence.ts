@@ -4,6 +4,7 @@
  */
 import type { SlotSettings } from "../../kernels/ops/mod.ts";
 import type { BatchRunner } from "./batch_runner.ts";
+import type { PrefixHashes } from "./prefix_hash.ts";
 
 /** Where a sequence's sampled ids go. */
 export interface SeqSink {
@@ -11,6 +12,8 @@ export interface SeqSink {
   token(id: number, logprobs: Uint32Array | null): boolean;
   /** The engine failed; the sequence is gone. */
   fail(err: Error): void;
+  /** Once, at the sequence's first admission: the prompt ids its cached prefix saved prefilling. */
+  cached?(tokens: number): void;
 }
 
 /** What a sequence needs to run. */
@@ -45,6 +48,10 @@ export class Seq {
   parent: Seq | null = null;
   start = 0;
   admittedAt = 0;
+  /** its leading blocks registered in the prefix cache (or held from it) */
+  registered = 0;
+  /** the names of its full blocks (prefix_hash.ts), made when first needed */
+  names: PrefixHashes | null = null;
   /** sequences admitted together (one request's choices) */
   group: Seq[];
 
@@ -78,4 +85,6 @@ export interface ModelEntry {
   draining: boolean;
   /** called once the entry is empty after draining */
   onDrained: () => void;
+  /** what names this model's blocks in the prefix cache (prefix_hash.ts), or null when it is off */
+  prefixSalt: string | null;
 }

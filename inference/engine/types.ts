@@ -81,6 +81,8 @@ export type TokenEvent =
     finishReason: "stop" | "length";
     promptTokens: number;
     completionTokens: number;
+    /** prompt ids whose keys and values came from the prefix cache (OpenAI's `cached_tokens`) */
+    cachedTokens?: number;
     index?: number;
   };
 
@@ -119,12 +121,17 @@ export interface EngineCounters {
   /** paged KV-cache blocks holding a sequence's positions, and all of them */
   kvBlocksUsed: number;
   kvBlocksTotal: number;
+  /** free blocks that still hold a cached prefix (reused by a prompt with the same start, else evicted) */
+  kvBlocksCached: number;
   /** Bytes of GPU buffers by use, each buffer once; scratch = activations and other working buffers. */
   gpuBytes: { weights: number; kvCache: number; scratch: number };
   promptTokensTotal: number;
   generatedTokensTotal: number;
   /** sequences preempted (KV cache full) and recomputed later */
   preemptionsTotal: number;
+  /** prompt ids of admitted requests, and those of them whose KV came from the prefix cache */
+  prefixCacheQueriesTotal: number;
+  prefixCacheHitsTotal: number;
 }
 
 /** Options of Engine.tokenize (vLLM's /tokenize fields). */

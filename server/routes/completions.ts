@@ -120,10 +120,14 @@ export async function collectChoices(
   return { choices, usage: usage.total() };
 }
 
-/** Adds up usage over a request's choices: its prompt once, every choice's completion tokens. */
+/**
+ * Adds up usage over a request's choices: its prompt once, every choice's completion tokens, and the
+ * prompt ids the prefix cache served.
+ */
 export function usageCounter(n = 1): { add(ev: TokenEvent): void; done(): boolean; total(): Usage } {
   let prompt = 0;
   let completion = 0;
+  let cached = 0;
   let ended = 0;
   return {
     add(ev) {
@@ -131,6 +135,8 @@ export function usageCounter(n = 1): { add(ev: TokenEvent): void; done(): boolea
       if (ev.type === "end") {
         prompt = ev.promptTokens;
         completion += ev.completionTokens;
+        // The choices of a request share its prompt: each reports the same cached prefix.
+        cached = Math.max(cached, ev.cachedTokens ?? 0);
         ended++;
       }
     },
@@ -140,6 +146,7 @@ export function usageCounter(n = 1): { add(ev: TokenEvent): void; done(): boolea
       prompt_tokens: prompt,
       completion_tokens: completion,
       total_tokens: prompt + completion,
+      prompt_tokens_details: { cached_tokens: cached },
     }),
   };
 }

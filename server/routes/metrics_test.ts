@@ -47,7 +47,10 @@ Deno.test("GET /metrics counts requests, tokens and latencies, and reads the gau
   assert.equal(sampleValue(m, "leanserve_requests_waiting"), 2);
   assert.equal(sampleValue(m, "leanserve_kv_cache_usage_ratio"), 0.75);
   assert.equal(sampleValue(m, "leanserve_kv_cache_blocks", { state: "used" }), 3);
-  assert.equal(sampleValue(m, "leanserve_kv_cache_blocks", { state: "free" }), 1);
+  assert.equal(sampleValue(m, "leanserve_kv_cache_blocks", { state: "cached" }), 1);
+  assert.equal(sampleValue(m, "leanserve_kv_cache_blocks", { state: "free" }), 0);
+  assert.equal(sampleValue(m, "leanserve_prefix_cache_queries_total"), 40);
+  assert.equal(sampleValue(m, "leanserve_prefix_cache_hits_total"), 32);
   assert.equal(sampleValue(m, "leanserve_gpu_bytes", { kind: "weights" }), 1000);
   assert.equal(sampleValue(m, "leanserve_gpu_bytes", { kind: "kv_cache" }), 200);
   assert.equal(
