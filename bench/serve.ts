@@ -6,10 +6,15 @@
  * Poisson arrivals (--rate req/s, capped at the concurrency). It reports output tokens/s, time to first
  * token and inter-token latency (p50/p99) per format and concurrency, as a JSON file and a markdown table.
  * `--long-prompt N` adds one N-id prompt once the streams decode and reports the streams' inter-token
- * latency while it is prefilled (chunked prefill keeps them flowing).
+ * latency while it is prefilled (chunked prefill keeps them flowing). Prompts share no ids unless
+ * `--shared-prefix N` gives them all the same first N (a system prompt: what prefix caching serves;
+ * `--no-prefix-caching` turns the engine's off); no request repeats another's prompt, the warm-up's
+ * included, so the cache serves only what the flags say.
  *
  *   deno task bench:serve --random llama3-8b --formats dense,affine4,lut4 --concurrency 1,16,64 \
  *     --json serve.json --md serve.md
+ *   deno task bench:serve --random llama3-8b --formats affine4 --concurrency 16 --prompt 2048 \
+ *     --shared-prefix 1536 [--no-prefix-caching]
  *   deno task bench:serve --random tiny --prompt 16 --output 8 --concurrency 1,2   # does it run (lavapipe)
  */
 import { parseArgs } from "node:util";
@@ -51,6 +56,10 @@ export interface ServeBenchOptions {
   batchInvariant: boolean;
   /** requests per stream when --requests is 0 (at least 4 requests in all) */
   waves: number;
+  /** leading prompt ids every request shares */
+  sharedPrefix: number;
+  /** the engine's prefix caching (--no-prefix-caching: off) */
+  prefixCaching: boolean;
 }
 
 /** Parses the command line. */
@@ -74,6 +83,8 @@ export function parseServeArgs(args: string[]): ServeBenchOptions {
       "decoding-prefill-tokens": { type: "string", default: "0" },
       "batch-invariant": { type: "boolean", default: false },
       waves: { type: "string", default: "2" },
+      "shared-prefix": { type: "string", default: "0" },
+      "no-prefix-caching": { type: "boolean", default: false },
       json: { type: "string" },
       md: { type: "string" },
     },
@@ -96,28 +107,38 @@ export function parseServeArgs(args: string[]): ServeBenchOptions {
     decodingPrefillTokens: Number(values["decoding-prefill-tokens"]),
     batchInvariant: values["batch-invariant"],
     waves: Number(values.waves),
+    sharedPrefix: Number(values["shared-prefix"]),
+    prefixCaching: !values["no-prefix-caching"],
   };
 }
 
-/** Prompt ids of request `id`: distinct per request (no shared prefixes), ordinary ids past 256. */
-function promptIds(id: number, n: number, vocab: number): number[] {
-  return Array.from({ length: n }, (_, i) => 256 + ((id * 7919 + i * 104729) % Math.max(1, vocab - 256)));
+/**
+ * Prompt ids of request `id`: the first `shared` the same for every request, the others (from the first
+ * on) distinct per request; ordinary ids past 256.
+ */
+function promptIds(id: number, n: number, vocab: number, shared: number): number[] {
+  const span = Math.max(1, vocab - 256);
+  return Array.from({ length: n }, (_, i) => 256 + (((i < shared ? 1 : id + 2) * 7919 + i * 104729) % span));
 }
 
-/** An in-process request: TTFT and the gap before each later token. */
-function engineSender(engine: EngineHandle, vocab: number, o: ServeBenchOptions): Send {
+/** Request ids of each load: apart from every other load's, so no prompt repeats across loads. */
+const LOAD_IDS = 1e7;
+
+/** An in-process request: TTFT and the gap before each later token. `base` keeps its ids apart. */
+function engineSender(engine: EngineHandle, vocab: number, o: ServeBenchOptions, base: number): Send {
   return async (id, len, onFirst) => {
     const t0 = performance.now();
     let last = t0;
     const timing: RequestTiming = { start: t0, ttft: NaN, gaps: [], tokens: 0, end: t0 };
     const request = {
-      input: { kind: "tokens" as const, ids: promptIds(id, len, vocab) },
+      input: { kind: "tokens" as const, ids: promptIds(base + id, len, vocab, o.sharedPrefix) },
       maxTokens: o.output,
       stop: [],
       sampling: { temperature: 0, topP: 1, topK: 0, minP: 0, seed: 0 },
       ignoreEos: true,
     };
     for await (const ev of engine.generate(request)) {
+      if (ev.type === "end") timing.cached = ev.cachedTokens ?? 0;
       if (ev.type !== "delta" || !ev.tokens) continue;
       const now = performance.now();
       if (timing.tokens === 0) {
@@ -135,18 +156,20 @@ function engineSender(engine: EngineHandle, vocab: number, o: ServeBenchOptions)
 }
 
 /** A request to a running server (streaming /v1/completions); a gap per SSE chunk. */
-function httpSender(base: string, o: ServeBenchOptions): Send {
+function httpSender(url: string, o: ServeBenchOptions, base: number): Send {
   return async (id, len, onFirst) => {
-    const prompt = Array.from({ length: len }, (_, i) => `w${(id * 31 + i) % 997}`).join(" ");
+    // Words, not ids: about one token each (a shared start, then the request's number in every word).
+    const word = (i: number) => (i < o.sharedPrefix ? `s${i % 997}` : `w${base + id}x${i % 97}`);
+    const prompt = Array.from({ length: len }, (_, i) => word(i)).join(" ");
     const t0 = performance.now();
     const timing: RequestTiming = { start: t0, ttft: NaN, gaps: [], tokens: 0, end: t0 };
-    const res = await fetch(`${base}/v1/completions`, {
+    const res = await fetch(`${url}/v1/completions`, {
       method: "POST",
       headers: { "content-type": "application/json" },
       body: JSON.stringify({ prompt, max_tokens: o.output, stream: true, ignore_eos: true, temperature: 0 }),
     });
     if (!res.ok || !res.body) {
-      throw new Error(`Cannot benchmark ${base}: HTTP ${res.status} ${await res.text()}`);
+      throw new Error(`Cannot benchmark ${url}: HTTP ${res.status} ${await res.text()}`);
     }
     let last = t0;
     for await (const chunk of res.body.pipeThrough(new TextDecoderStream())) {
@@ -210,8 +233,10 @@ async function inProcess(gpu: Gpu, o: ServeBenchOptions, results: Summary[]): Pr
       ...(o.chunkTargetMs > 0 ? { chunkTargetMs: o.chunkTargetMs } : {}),
       ...(o.decodingPrefillTokens > 0 ? { decodingPrefillTokens: o.decodingPrefillTokens } : {}),
       batchInvariant: o.batchInvariant,
+      prefixCaching: o.prefixCaching,
     },
   });
+  let loads = 0;
   const formats = o.model ? ["folder"] : o.formats;
   for (const f of formats) {
     const model = o.model ? await loadModel(gpu, o.model, {}) : await randomLoaded(gpu, o.random!, f);
@@ -219,8 +244,8 @@ async function inProcess(gpu: Gpu, o: ServeBenchOptions, results: Summary[]): Pr
     const label = (o.model ? model.modelId : `${o.random} ${f} (random weights)`) +
       (o.batchInvariant ? ", batch-invariant" : "");
     for (const c of o.concurrency) {
-      const send = engineSender(engine, model.config.vocabSize, o);
-      await send(0, o.prompt); // warm-up: pipelines and plans
+      const send = engineSender(engine, model.config.vocabSize, o, LOAD_IDS * ++loads);
+      await send(LOAD_IDS - 1, o.prompt); // warm-up: pipelines and plans (it also caches a shared prefix)
       const n = o.requests || Math.max(4, o.waves * c);
       const run = await load(send, c, n, o);
       results.push(summarize(label, c, run.timings, run.wallMs, run.long));
@@ -242,9 +267,9 @@ async function randomLoaded(gpu: Gpu, preset: string, format: string): Promise<L
 export async function runServeBench(o: ServeBenchOptions, log = console.log): Promise<Summary[]> {
   const results: Summary[] = [];
   if (o.server) {
-    for (const c of o.concurrency) {
-      const send = httpSender(o.server, o);
-      await send(0, o.prompt);
+    for (const [k, c] of o.concurrency.entries()) {
+      const send = httpSender(o.server, o, LOAD_IDS * (k + 1));
+      await send(LOAD_IDS - 1, o.prompt);
       const run = await load(send, c, o.requests || Math.max(4, o.waves * c), o);
       results.push(summarize(`server ${o.server}`, c, run.timings, run.wallMs, run.long));
       log(toMarkdown([results.at(-1)!]).split("\n").at(-1)!);

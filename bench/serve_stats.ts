@@ -9,6 +9,8 @@ export interface RequestTiming {
   gaps: { at: number; ms: number }[];
   tokens: number;
   end: number;
+  /** prompt ids the engine's prefix cache served (in process; 0 over HTTP, where streams carry no usage) */
+  cached?: number;
 }
 
 /** One row of the table. */
@@ -21,6 +23,8 @@ export interface Summary {
   outputTokensPerSecond: number;
   ttftMs: { p50: number; p99: number };
   itlMs: { p50: number; p99: number };
+  /** prompt ids the prefix cache served, over all requests */
+  cachedPromptTokens: number;
   /** with --long-prompt: its own TTFT, and the other streams' gaps while it was prefilled */
   longPrompt: { ttftMs: number; itlMsDuring: { p50: number; p99: number }; gaps: number } | null;
 }
@@ -56,6 +60,7 @@ export function summarize(
     outputTokensPerSecond: tokens / (wallMs / 1000),
     ttftMs: stats(timings.map((t) => t.ttft)),
     itlMs: stats(gaps.map((g) => g.ms)),
+    cachedPromptTokens: timings.reduce((n, t) => n + (t.cached ?? 0), 0),
     longPrompt: long ? { ttftMs: long.ttft, itlMsDuring: stats(during), gaps: during.length } : null,
   };
 }
@@ -64,8 +69,8 @@ export function summarize(
 export function toMarkdown(rows: readonly Summary[]): string {
   const f = (x: number, d = 1) => (Number.isFinite(x) ? x.toFixed(d) : "–");
   const head =
-    "| model | concurrency | requests | output tok/s | TTFT p50 / p99 (ms) | ITL p50 / p99 (ms) | long prompt: TTFT (ms), ITL p50 / p99 during (ms) |\n" +
-    "| --- | ---: | ---: | ---: | ---: | ---: | ---: |";
+    "| model | concurrency | requests | output tok/s | TTFT p50 / p99 (ms) | ITL p50 / p99 (ms) | long prompt: TTFT (ms), ITL p50 / p99 during (ms) | prompt ids cached |\n" +
+    "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |";
   const lines = rows.map((r) =>
     `| ${r.label} | ${r.concurrency} | ${r.requests} | ${f(r.outputTokensPerSecond)} | ${f(r.ttftMs.p50)} / ${
       f(r.ttftMs.p99)
@@ -75,7 +80,7 @@ export function toMarkdown(rows: readonly Summary[]): string {
           f(r.longPrompt.itlMsDuring.p99, 2)
         }`
         : "–"
-    } |`
+    } | ${r.cachedPromptTokens} |`
   );
   return [head, ...lines].join("\n");
 }

@@ -43,5 +43,31 @@ Deno.test("bench:serve runs in process on a tiny random model for every format",
   for (const r of rows) {
     assert.equal(r.outputTokens, 12, `${r.label}: 2 requests × 6 tokens`);
     assert.ok(r.outputTokensPerSecond > 0 && r.ttftMs.p50 > 0 && r.itlMs.p99 >= r.itlMs.p50);
+    assert.equal(r.cachedPromptTokens, 0, "no request repeats a prompt, the warm-up's included");
   }
+});
+
+Deno.test("bench:serve --shared-prefix: the prefix cache serves the shared start's full blocks", async () => {
+  const gpu = await testGpu();
+  if (!gpu) return;
+  gpu.device.destroy();
+  const args = [
+    "--random",
+    "tiny",
+    "--formats",
+    "dense",
+    "--prompt",
+    "40",
+    "--output",
+    "2",
+    "--requests",
+    "3",
+  ];
+  const [on] = await runServeBench(parseServeArgs([...args, "--shared-prefix", "33"]), () => {});
+  assert.equal(on.cachedPromptTokens, 3 * 32, "two blocks of 16 per request (the warm-up cached them)");
+  const [off] = await runServeBench(
+    parseServeArgs([...args, "--shared-prefix", "33", "--no-prefix-caching"]),
+    () => {},
+  );
+  assert.equal(off.cachedPromptTokens, 0);
 });

@@ -77,6 +77,7 @@ Deno.test("the openai package talks to leanserve: completions, streaming, errors
         prompt_tokens: golden.ids.length,
         completion_tokens: 8,
         total_tokens: golden.ids.length + 8,
+        prompt_tokens_details: { cached_tokens: 0 },
       });
     });
     await t.step(
@@ -239,6 +240,7 @@ Deno.test("the openai package chats with lq-49m, streaming with usage", async (t
       );
       assert.equal(res.usage?.prompt_tokens, chat.ids.length);
       assert.equal(res.usage?.completion_tokens, 4);
+      assert.equal(res.usage?.prompt_tokens_details?.cached_tokens, 0, "a first request finds no prefix");
     });
     await t.step("chat streaming with include_usage: role first, same text, usage last", async () => {
       const stream = await openai.chat.completions.create({
@@ -254,6 +256,11 @@ Deno.test("the openai package chats with lq-49m, streaming with usage", async (t
       assert.equal(chunks[0].choices[0].delta.role, "assistant");
       assert.equal(chunks.map((c) => c.choices[0]?.delta.content ?? "").join(""), reply);
       assert.equal(chunks.at(-1)!.usage?.total_tokens, chat.ids.length + 4);
+      // The same conversation again: its full blocks of 16 ids come from the prefix cache, and its
+      // last id is prefilled (its row gives the first sampled id).
+      const cached = Math.floor((chat.ids.length - 1) / 16) * 16;
+      assert.ok(cached > 0);
+      assert.equal(chunks.at(-1)!.usage?.prompt_tokens_details?.cached_tokens, cached);
     });
     await t.step("/tokenize renders the chat template exactly as transformers does", async () => {
       const tok = await (await s.post("/tokenize", { messages: chat.messages })).json();
