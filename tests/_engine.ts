@@ -61,12 +61,16 @@ export async function engineFor(
   return { engine, model };
 }
 
-/** One finished choice: its ids (from the logprob entries), text, finish reason and entries. */
+/**
+ * One finished choice: its ids (from the logprob entries), text, finish reason and entries, and the prompt
+ * ids its end event says the prefix cache served.
+ */
 export interface Finished {
   ids: number[];
   text: string;
   finish: string;
   logprobs: TokenLogprob[];
+  cached: number;
 }
 
 /** A greedy /v1/completions-like request with logprobs (top 2: the margin of each pick). */
@@ -95,7 +99,7 @@ export async function collect(
   { signal, onEvent }: { signal?: AbortSignal; onEvent?: (ev: TokenEvent) => void } = {},
 ): Promise<Finished[]> {
   const out: Finished[] = [];
-  const at = (i: number) => (out[i] ??= { ids: [], text: "", finish: "", logprobs: [] });
+  const at = (i: number) => (out[i] ??= { ids: [], text: "", finish: "", logprobs: [], cached: -1 });
   for await (const ev of engine.generate(request, signal)) {
     onEvent?.(ev);
     if (ev.type === "delta") {
@@ -104,7 +108,9 @@ export async function collect(
       c.logprobs.push(...(ev.logprobs ?? []));
       c.ids.push(...(ev.logprobs ?? []).map((l) => l.id));
     }
-    if (ev.type === "end") at(ev.index ?? 0).finish = ev.finishReason;
+    if (ev.type === "end") {
+      [at(ev.index ?? 0).finish, at(ev.index ?? 0).cached] = [ev.finishReason, ev.cachedTokens ?? -1];
+    }
   }
   return out;
 }

@@ -5,26 +5,15 @@
  * bits it gets with caching off.
  */
 import assert from "node:assert/strict";
-import { engineFor, type Finished, greedy } from "../../tests/_engine.ts";
+import { collect, engineFor, greedy } from "../../tests/_engine.ts";
 import { sharedPath, testGpu } from "../../tests/_gpu.ts";
 import { type EngineHandle, type GenerateRequest, loadModel } from "./mod.ts";
 
 const START = "Once upon a time there was a little girl named Lily. She loved to play outside in the sun. " +
   "One day she saw a big";
 
-/** A choice's ids and logprobs, and the cached tokens its end event reported. */
-async function run(engine: EngineHandle, request: GenerateRequest): Promise<Finished & { cached: number }> {
-  const out = { ids: [] as number[], text: "", finish: "", logprobs: [] as Finished["logprobs"], cached: -1 };
-  for await (const ev of engine.generate(request)) {
-    if (ev.type === "delta") {
-      out.text += ev.text;
-      out.logprobs.push(...(ev.logprobs ?? []));
-      out.ids.push(...(ev.logprobs ?? []).map((l) => l.id));
-    }
-    if (ev.type === "end") [out.finish, out.cached] = [ev.finishReason, ev.cachedTokens ?? -1];
-  }
-  return out;
-}
+/** The one choice of a request, run to the end. */
+const run = async (engine: EngineHandle, request: GenerateRequest) => (await collect(engine, request))[0];
 
 Deno.test("a prompt with an earlier prompt's start reuses its blocks and gets the same bits", async (t) => {
   const model = sharedPath("models/stories260K");
