@@ -13,9 +13,9 @@
  * with prompt + output as its new prompt (recompute). The `n` sequences of a request share their prompt's
  * full blocks: the first prefills the whole prompt, the others only its last (partial) block.
  *
- * Prefix caching (vLLM's APC; on unless --no-enable-prefix-caching): a full block is registered in the
- * cache (block_pool.ts) under the name of every id up to its end (prefix_hash.ts) once the steps that write
- * it are planned and its ids are known (prompt ids at once, sampled ids when they are read), and stays
+ * Prefix caching (vLLM's APC; on unless --no-enable-prefix-caching; prefix_cache.ts): a full block is
+ * registered in the cache (block_pool.ts) under the name of every id up to its end (prefix_hash.ts) once the
+ * steps that write it are planned and its ids are known (prompt ids at once, sampled ids when they are read), and stays
  * cached after its holders let go. An admitted prompt takes the longest run of cached blocks from its
  * start (all but its last id: that one's row gives the first sampled id) and prefills from there. The
  * steps that wrote those blocks are planned before any step that reads them, and a planned step's writes
@@ -28,7 +28,7 @@
 import { LOGPROB_RECORD_WORDS as RECORD } from "../../kernels/ops/mod.ts";
 import type { BatchRunner, ChunkResult, StepSpec } from "./batch_runner.ts";
 import type { KvCache } from "./kv_cache.ts";
-import { PrefixHashes } from "./prefix_hash.ts";
+import { cachedPrefix, registerFull } from "./prefix_cache.ts";
 import { type ModelEntry, Seq, type SeqInit } from "./sequence.ts";
 
 export { type ModelEntry, Seq, type SeqInit, type SeqSink } from "./sequence.ts";
@@ -262,7 +262,7 @@ export class Scheduler {
       for (let i = 0; i < n; i++) {
         step.rows.push({ slot: seq.slot, pos: seq.computed, token: seq.prompt[seq.computed++] });
       }
-      this.#register(seq);
+      registerFull(seq);
       this.promptTokens += n;
       chunk.seqs.add(seq);
       if (!seq.prefilling) {
@@ -285,7 +285,7 @@ export class Scheduler {
       const first = head.output.length === 0 && head.sampledBase === 0;
       const fresh = group.length > 1 && group.every((s) => s.output.length === 0 && s.sampledBase === 0);
       const len = head.prompt.length;
-      const hit = this.#cachedPrefix(head);
+      const hit = cachedPrefix(head);
       let members = fresh ? group : [head];
       let shared = fresh ? Math.floor((len - 1) / bs) : 0;
       const hold = (m: number) => cache.blocksFor(len) + (m - 1) * (cache.blocksFor(len) - shared);
@@ -320,39 +320,6 @@ export class Scheduler {
       });
       entry.waiting = entry.waiting.filter((s) => !members.includes(s));
     }
-  }
-
-  /** The cached blocks that hold the start of `seq`'s prompt (all of it but its last id). */
-  #cachedPrefix(seq: Seq): number[] {
-    const salt = seq.model.prefixSalt;
-    if (salt === null) return [];
-    const cache = seq.model.runner.cache;
-    const bs = cache.shape.blockSize;
-    seq.names ??= new PrefixHashes(salt, bs);
-    return cache.match(seq.names.upTo(seq.prompt, Math.floor((seq.prompt.length - 1) / bs)));
-  }
-
-  /**
-   * Registers the blocks of a running sequence that became full: every position written or planned, every
-   * id known (a decode row's id is known once it is read back). With --batch-invariant only prompt rows'
-   * blocks: decode rows run other kernels than prompt rows, so a block a decode step wrote has other bits
-   * than the same ids prefilled, and a later prompt's answer would depend on whether it was still cached.
-   */
-  #register(seq: Seq): void {
-    const salt = seq.model.prefixSalt;
-    if (salt === null || seq.state !== "running") return;
-    const runner = seq.model.runner;
-    const cache = runner.cache;
-    const bs = cache.shape.blockSize;
-    const known = runner.options.batchInvariant
-      ? seq.prompt.length
-      : seq.init.prompt.length + seq.output.length;
-    const full = Math.min(Math.floor(seq.computed / bs), Math.floor(known / bs), seq.blocks.length);
-    if (full <= seq.registered) return;
-    seq.names ??= new PrefixHashes(salt, bs);
-    const names = seq.names.upTo([...seq.init.prompt, ...seq.output], full);
-    for (let k = seq.registered; k < full; k++) cache.register(seq.blocks[k], names[k]);
-    seq.registered = full;
   }
 
   /** Whether any model's running sequences hold blocks of `cache`. */
@@ -462,7 +429,7 @@ export class Scheduler {
           null;
         seq.output.push(id);
         this.generatedTokens++;
-        this.#register(seq);
+        registerFull(seq);
         if (seq.init.sink.token(id, rec) || seq.output.length >= seq.init.limit) this.#finish(seq);
       }
     });
