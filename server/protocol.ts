@@ -104,6 +104,8 @@ const MAX_N = 128;
 const MAX_TOP_LOGPROBS = 20;
 const MAX_LOGIT_BIAS = 300;
 const MAX_STOP_TOKEN_IDS = 32;
+/** Characters of a cache_salt (vLLM takes any non-empty string; a 256-bit base64 secret is 43). */
+const MAX_CACHE_SALT = 1024;
 
 type Body = Record<string, unknown>;
 
@@ -248,7 +250,7 @@ function parseCommon(
   return { request, stream, includeUsage, model };
 }
 
-/** Penalties, logit_bias, min_tokens, ignore_eos and stop_token_ids; only what the request sets. */
+/** Penalties, logit_bias, min_tokens, ignore_eos, stop_token_ids and cache_salt; only what the request sets. */
 function parseExtensions(b: Body): Partial<GenerateRequest> {
   const out: Partial<GenerateRequest> = {};
   const presence = numberIn(b, "presence_penalty", -2, 2, false) ?? 0;
@@ -279,6 +281,13 @@ function parseExtensions(b: Body): Partial<GenerateRequest> {
       ids.every((id) => Number.isSafeInteger(id) && id >= 0);
     if (!ok) throw badValue("stop_token_ids", ids, `at most ${MAX_STOP_TOKEN_IDS} token ids`);
     if ((ids as number[]).length > 0) out.stopTokenIds = ids as number[];
+  }
+  if (given(b.cache_salt)) {
+    const salt = b.cache_salt;
+    if (typeof salt !== "string" || salt.length === 0 || salt.length > MAX_CACHE_SALT) {
+      throw badValue("cache_salt", salt, `a non-empty string of at most ${MAX_CACHE_SALT} characters`);
+    }
+    out.cacheSalt = salt;
   }
   return out;
 }

@@ -149,6 +149,9 @@ Deno.test("parseChatRequest() rejects out-of-range and unsupported options", () 
     [{ min_tokens: -1 }, "min_tokens"],
     [{ ignore_eos: 1 }, "ignore_eos"],
     [{ stop_token_ids: [-1] }, "stop_token_ids"],
+    [{ cache_salt: "" }, "cache_salt"],
+    [{ cache_salt: 7 }, "cache_salt"],
+    [{ cache_salt: "x".repeat(1025) }, "cache_salt"],
     [{ seed: "1" }, "seed"],
     [{ response_format: { type: "json_object" } }, "response_format"],
     [{ tools: [{ type: "function", function: { name: "f" } }] }, "tools"],
@@ -204,6 +207,7 @@ Deno.test("parse*Request() reads n, logprobs, penalties, logit_bias and vLLM's e
     min_tokens: 4,
     ignore_eos: true,
     stop_token_ids: [2, 3],
+    cache_salt: "tenant-secret",
     max_tokens: 8,
   }).request;
   assert.equal(chat.n, 3);
@@ -213,6 +217,7 @@ Deno.test("parse*Request() reads n, logprobs, penalties, logit_bias and vLLM's e
   assert.equal(chat.minTokens, 4);
   assert.equal(chat.ignoreEos, true);
   assert.deepEqual(chat.stopTokenIds, [2, 3]);
+  assert.equal(chat.cacheSalt, "tenant-secret");
   assert.equal(chat.maxTokensStrict, true);
   assert.equal(parseChatRequest({ messages: USER, logprobs: true }).request.logprobs, 0);
   assert.equal(parseChatRequest({ messages: USER, logprobs: false }).request.logprobs, undefined);

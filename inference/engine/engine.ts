@@ -277,6 +277,7 @@ export function createEngine(
       prompt: ids,
       limit,
       settings: { ...base, seed: index === 0 ? seed : mixSeed(seed, index) },
+      ...(request.cacheSalt !== undefined ? { cacheSalt: request.cacheSalt } : {}),
       sink: createChoice({
         index,
         tokenizer: m.tokenizer,

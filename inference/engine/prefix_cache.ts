@@ -2,7 +2,8 @@
  * Prefix caching (vLLM's automatic prefix caching) as the scheduler runs it: which cached blocks an
  * admitted prompt takes, and when a running sequence's full blocks are registered for later prompts. The
  * blocks live in the cache's allocator (block_pool.ts) under the names of prefix_hash.ts; the model's salt
- * (`ModelEntry.prefixSalt`, null when caching is off) keeps models sharing a cache apart.
+ * (`ModelEntry.prefixSalt`, null when caching is off) keeps models sharing a cache apart, and a request's
+ * own (`cache_salt`) keeps it apart from requests without that salt.
  */
 import { PrefixHashes } from "./prefix_hash.ts";
 import type { Seq } from "./sequence.ts";
@@ -13,7 +14,7 @@ export function cachedPrefix(seq: Seq): number[] {
   if (salt === null) return [];
   const cache = seq.model.runner.cache;
   const bs = cache.shape.blockSize;
-  seq.names ??= new PrefixHashes(salt, bs);
+  seq.names ??= namesOf(seq, salt, bs);
   return cache.match(seq.names.upTo(seq.prompt, Math.floor((seq.prompt.length - 1) / bs)));
 }
 
@@ -34,8 +35,14 @@ export function registerFull(seq: Seq): void {
     : seq.init.prompt.length + seq.output.length;
   const full = Math.min(Math.floor(seq.computed / bs), Math.floor(known / bs), seq.blocks.length);
   if (full <= seq.registered) return;
-  seq.names ??= new PrefixHashes(salt, bs);
+  seq.names ??= namesOf(seq, salt, bs);
   const names = seq.names.upTo([...seq.init.prompt, ...seq.output], full);
   for (let k = seq.registered; k < full; k++) cache.register(seq.blocks[k], names[k]);
   seq.registered = full;
+}
+
+/** A sequence's block names: its model's salt, then its request's. */
+function namesOf(seq: Seq, salt: string, blockSize: number): PrefixHashes {
+  const own = seq.init.cacheSalt;
+  return new PrefixHashes(own === undefined ? salt : `${salt}\u0000${own}`, blockSize);
 }

@@ -65,7 +65,7 @@ Deno.test("a prompt with an earlier prompt's start reuses its blocks and gets th
   gpu.device.destroy();
 });
 
-Deno.test("by default an answer's blocks are cached too; a swapped-in model never takes another's", async () => {
+Deno.test("by default an answer's blocks are cached too; a salt or a swapped-in model keeps prefixes apart", async () => {
   const model = sharedPath("models/stories260K");
   const gpu = await testGpu();
   if (!gpu || !model) return;
@@ -88,6 +88,13 @@ Deno.test("by default an answer's blocks are cached too; a swapped-in model neve
     assert.equal(got.ids[compared], want.ids[compared], `id ${compared}`);
   }
   assert.ok(compared >= 4, `only ${compared} ids compared`);
+
+  // A request's cache_salt keeps its blocks apart from requests without it, or with another salt.
+  const salted = (salt: string) => ({ ...request, cacheSalt: salt });
+  assert.equal((await run(engine, salted("a"))).cached, 0, "an unsalted run's blocks are not shared");
+  const all = Math.floor((turn.length - 1) / 16) * 16; // its own prompt's blocks, all but the last id
+  assert.equal((await run(engine, salted("a"))).cached, all, "the same salt shares them");
+  assert.equal((await run(engine, salted("b"))).cached, 0, "another salt does not");
 
   // The same folder loaded again shares the cache (same layout) but not its prefixes.
   await engine.setModel(await loadModel(gpu, model, { weightType: "f32" }));

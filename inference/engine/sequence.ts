@@ -23,6 +23,8 @@ export interface SeqInit {
   limit: number;
   settings: SlotSettings;
   sink: SeqSink;
+  /** its prefix-cache blocks are shared only with sequences of the same salt (GenerateRequest.cacheSalt) */
+  cacheSalt?: string;
 }
 
 /** Where a sequence is in its life. */

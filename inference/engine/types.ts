@@ -54,6 +54,11 @@ export interface GenerateRequest {
   ignoreEos?: boolean;
   /** Token ids that end a choice like EOS (not returned; vLLM stop_token_ids). */
   stopTokenIds?: number[];
+  /**
+   * Prefix-cache blocks are shared only among requests with the same salt (vLLM cache_salt): a tenant's
+   * secret salt keeps others from timing whether its prompts are cached.
+   */
+  cacheSalt?: string;
 }
 
 /** One generated token's logprob, as the engine reports it with `GenerateRequest.logprobs`. */
