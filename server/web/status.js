@@ -5,7 +5,7 @@ import { formatBytes } from "./dom.js";
 /**
  * @typedef {{name: string, labels: Record<string, string>, value: number}} Sample
  * @typedef {{
- *   running: number|null, waiting: number|null, kvUsage: number|null,
+ *   running: number|null, waiting: number|null, kvUsage: number|null, prefixHitRate: number|null,
  *   gpuBytes: Record<string, number>, generationTokens: number|null, tokensPerSecond: number|null
  * }} Summary
  */
@@ -64,10 +64,14 @@ export function summarizeMetrics(samples, previous, now) {
       tokensPerSecond = (generationTokens - before) / ((now - previous.at) / 1000);
     }
   }
+  // Since the server started: the share of admitted prompt tokens the prefix cache served.
+  const queries = one("leanserve_prefix_cache_queries_total");
+  const hits = one("leanserve_prefix_cache_hits_total");
   return {
     running: one("leanserve_requests_running"),
     waiting: one("leanserve_requests_waiting"),
     kvUsage: one("leanserve_kv_cache_usage_ratio"),
+    prefixHitRate: queries && hits !== null ? hits / queries : null,
     gpuBytes,
     generationTokens,
     tokensPerSecond,
@@ -84,7 +88,8 @@ export function describeMetrics(s) {
   const kinds = Object.entries(s?.gpuBytes ?? {});
   return {
     requests: `${n(s?.running)} running · ${n(s?.waiting)} waiting`,
-    kv: s?.kvUsage === null || s?.kvUsage === undefined ? "—" : `${(s.kvUsage * 100).toFixed(0)}%`,
+    kv: (s?.kvUsage === null || s?.kvUsage === undefined ? "—" : `${(s.kvUsage * 100).toFixed(0)}%`) +
+      (typeof s?.prefixHitRate === "number" ? ` · prefix hits ${(s.prefixHitRate * 100).toFixed(0)}%` : ""),
     gpu: kinds.length ? kinds.map(([k, v]) => `${k} ${formatBytes(v)}`).join(", ") : "—",
     throughput: s?.tokensPerSecond === null || s?.tokensPerSecond === undefined
       ? "—"

@@ -9,20 +9,22 @@ leanserve_kv_cache_usage_ratio 0.25
 leanserve_gpu_bytes{kind="weights"} 104857600
 leanserve_gpu_bytes{kind="kv_cache",note="a \\"quoted\\" label"} 1048576
 leanserve_generation_tokens_total 100
+leanserve_prefix_cache_queries_total 400
+leanserve_prefix_cache_hits_total 300
 leanserve_request_duration_seconds_bucket{le="+Inf",route="/v1/chat/completions"} 3
 garbage line without value
 `;
 
 Deno.test("parsePrometheus() reads names, labels (with escapes) and values, and skips comments", () => {
   const samples = parsePrometheus(SCRAPE);
-  assert.equal(samples.length, 7);
+  assert.equal(samples.length, 9);
   assert.deepEqual(samples[3], {
     name: "leanserve_gpu_bytes",
     labels: { kind: "weights" },
     value: 104857600,
   });
   assert.deepEqual(samples[4].labels, { kind: "kv_cache", note: 'a "quoted" label' });
-  assert.equal(samples[6].labels.le, "+Inf");
+  assert.equal(samples[8].labels.le, "+Inf");
 });
 
 Deno.test("summarizeMetrics() differences the token counter into tokens per second", () => {
@@ -30,6 +32,7 @@ Deno.test("summarizeMetrics() differences the token counter into tokens per seco
   assert.equal(first.running, 1);
   assert.equal(first.waiting, 2);
   assert.equal(first.kvUsage, 0.25);
+  assert.equal(first.prefixHitRate, 0.75);
   assert.deepEqual(first.gpuBytes, { weights: 104857600, kv_cache: 1048576 });
   assert.equal(first.tokensPerSecond, null, "no rate from one scrape");
   const later = SCRAPE.replace("tokens_total 100", "tokens_total 130");
@@ -42,7 +45,7 @@ Deno.test("summarizeMetrics() differences the token counter into tokens per seco
   assert.equal(restarted.tokensPerSecond, null, "a counter that went down is a restart, not a negative rate");
   assert.deepEqual(describeMetrics(second), {
     requests: "1 running · 2 waiting",
-    kv: "25%",
+    kv: "25% · prefix hits 75%",
     gpu: "weights 100 MiB, kv_cache 1.0 MiB",
     throughput: "15.0 tok/s",
   });
