@@ -4,7 +4,7 @@
  * naming the offending field. Unknown fields are ignored (clients send extras), and `null` means "not given".
  * Reference: https://platform.openai.com/docs/api-reference/chat/create
  */
-import type { ChatMessage, GenerateRequest, SamplingParams } from "../inference/engine/mod.ts";
+import type { ChatMessage, ChatToolCall, GenerateRequest, SamplingParams } from "../inference/engine/mod.ts";
 import { ApiError, invalidRequest } from "./errors.ts";
 import type { ChatLogprobs, CompletionLogprobs } from "./logprobs.ts";
 
@@ -19,8 +19,15 @@ export interface Usage {
   prompt_tokens_details: { cached_tokens: number };
 }
 
-/** Why generation ended, in OpenAI terms. */
-export type FinishReason = "stop" | "length";
+/** Why generation ended, in OpenAI terms ("tool_calls": the answer is function calls). */
+export type FinishReason = "stop" | "length" | "tool_calls";
+
+/** A function call the model made, as OpenAI returns it (`arguments` is JSON text). */
+export interface ToolCall {
+  id: string;
+  type: "function";
+  function: { name: string; arguments: string };
+}
 
 /** A non-streaming `/v1/chat/completions` response. */
 export interface ChatCompletion {
@@ -30,7 +37,7 @@ export interface ChatCompletion {
   model: string;
   choices: {
     index: number;
-    message: { role: "assistant"; content: string };
+    message: { role: "assistant"; content: string | null; tool_calls?: ToolCall[] };
     finish_reason: FinishReason;
     logprobs: ChatLogprobs | null;
   }[];
@@ -45,7 +52,7 @@ export interface ChatCompletionChunk {
   model: string;
   choices: {
     index: number;
-    delta: { role?: "assistant"; content?: string };
+    delta: { role?: "assistant"; content?: string; tool_calls?: (ToolCall & { index: number })[] };
     finish_reason: FinishReason | null;
     logprobs: ChatLogprobs | null;
   }[];
@@ -87,6 +94,11 @@ export interface ParsedRequest {
   includeUsage: boolean;
   /** The `model` field as sent, or null; any name is accepted since one model is served. */
   model: string | null;
+  /**
+   * Chat with `tools` (and `tool_choice` "auto"): the answer's function calls are read back into
+   * `tool_calls`, all of them or with `parallel_tool_calls: false` the first; null otherwise.
+   */
+  tools: { parallel: boolean } | null;
 }
 
 /** Used when neither the request, the server nor the model sets a field (OpenAI's defaults). */
@@ -104,6 +116,7 @@ const MAX_N = 128;
 const MAX_TOP_LOGPROBS = 20;
 const MAX_LOGIT_BIAS = 300;
 const MAX_STOP_TOKEN_IDS = 32;
+const MAX_TOOLS = 128;
 /** Characters of a cache_salt (vLLM takes any non-empty string; a 256-bit base64 secret is 43). */
 const MAX_CACHE_SALT = 1024;
 
@@ -128,10 +141,13 @@ export function parseChatRequest(body: unknown, defaults: RequestDefaults = {}):
   const messages = parseChatMessages(b.messages);
   // 3. Chat-only features we do not implement.
   rejectChatExtras(b);
-  // 4. logprobs (a boolean) and top_logprobs (0..20).
+  // 4. tools, tool_choice and parallel_tool_calls.
+  const tools = parseChatTools(b);
+  // 5. logprobs (a boolean) and top_logprobs (0..20).
   const logprobs = parseChatLogprobs(b);
-  // 5. Fields shared with /v1/completions.
-  return parseCommon(b, { kind: "chat", messages }, defaults, logprobs);
+  // 6. Fields shared with /v1/completions.
+  const input = { kind: "chat" as const, messages, ...(tools ? { tools: tools.defs } : {}) };
+  return { ...parseCommon(b, input, defaults, logprobs), tools: tools && { parallel: tools.parallel } };
 }
 
 /**
@@ -247,7 +263,7 @@ function parseCommon(
     ...(logprobs !== null ? { logprobs } : {}),
     ...parseExtensions(b),
   };
-  return { request, stream, includeUsage, model };
+  return { request, stream, includeUsage, model, tools: null };
 }
 
 /** Penalties, logit_bias, min_tokens, ignore_eos, stop_token_ids and cache_salt; only what the request sets. */
@@ -308,7 +324,93 @@ function parseMessage(m: unknown, path: string): ChatMessage {
     throw badValue(`${path}.role`, role, `one of ${ROLES.join(", ")}`);
   }
   // "developer" is OpenAI's newer name for "system"; chat templates only know the latter.
-  return { role: role === "developer" ? "system" : role, content: parseContent(m.content, role, path) };
+  const out: ChatMessage = {
+    role: role === "developer" ? "system" : role,
+    content: parseContent(m.content, role, path),
+  };
+  if (role === "assistant" && given(m.tool_calls)) {
+    if (!Array.isArray(m.tool_calls)) throw badValue(`${path}.tool_calls`, m.tool_calls, "an array");
+    if (m.tool_calls.length > 0) {
+      out.tool_calls = m.tool_calls.map((c, i) => parseCallMessage(c, `${path}.tool_calls[${i}]`));
+    }
+  }
+  if (role === "tool" && given(m.tool_call_id)) {
+    if (typeof m.tool_call_id !== "string") {
+      throw badValue(`${path}.tool_call_id`, m.tool_call_id, "a string");
+    }
+    out.tool_call_id = m.tool_call_id;
+  }
+  return out;
+}
+
+/**
+ * A function call of an earlier assistant turn. Its `arguments` (JSON text) go to the template as the
+ * object they encode, as vLLM hands them over: templates write them with `tojson`.
+ */
+function parseCallMessage(c: unknown, path: string): ChatToolCall {
+  const fn = isObject(c) ? c.function : undefined;
+  if (!isObject(c) || !isObject(fn) || typeof fn.name !== "string") {
+    throw badValue(path, c, 'a call {"id", "type": "function", "function": {"name", "arguments"}}');
+  }
+  const text = fn.arguments;
+  if (given(text) && typeof text !== "string") {
+    throw badValue(`${path}.function.arguments`, text, "a string of JSON");
+  }
+  let args: unknown = text ?? "{}";
+  try {
+    const parsed = JSON.parse(args as string);
+    if (isObject(parsed)) args = parsed;
+  } catch {
+    // Not JSON: the template gets the text as it came.
+  }
+  return {
+    id: typeof c.id === "string" ? c.id : "",
+    type: "function",
+    function: { name: fn.name, arguments: args },
+  };
+}
+
+/**
+ * `tools` (function definitions), `tool_choice` ("auto", the default with tools, or "none": the tools are
+ * then not shown to the model) and `parallel_tool_calls`; null when no tool is offered. "required" and a
+ * named function would need constrained decoding: a 400.
+ */
+export function parseChatTools(b: Body): { defs: unknown[]; parallel: boolean } | null {
+  const choice = b.tool_choice;
+  if (given(choice) && choice !== "none" && choice !== "auto") {
+    throw unsupported(
+      "tool_choice",
+      `only tool_choice "auto" and "none" are supported (forcing a call needs constrained decoding), got ${
+        JSON.stringify(choice)
+      }`,
+    );
+  }
+  const parallel = given(b.parallel_tool_calls) ? requireBool(b, "parallel_tool_calls") : true;
+  if (!given(b.tools)) return null;
+  if (!Array.isArray(b.tools) || b.tools.length > MAX_TOOLS) {
+    throw badValue("tools", b.tools, `an array of at most ${MAX_TOOLS} function definitions`);
+  }
+  const defs = b.tools.map((t, i) => {
+    const fn = isObject(t) ? t.function : undefined;
+    if (!isObject(t) || t.type !== "function" || !isObject(fn)) {
+      throw badValue(
+        `tools[${i}]`,
+        t,
+        '{"type": "function", "function": {"name", "description", "parameters"}}',
+      );
+    }
+    if (typeof fn.name !== "string" || !/^[a-zA-Z0-9_-]{1,64}$/.test(fn.name)) {
+      throw badValue(`tools[${i}].function.name`, fn.name, "1 to 64 letters, digits, _ or -");
+    }
+    if (given(fn.description) && typeof fn.description !== "string") {
+      throw badValue(`tools[${i}].function.description`, fn.description, "a string");
+    }
+    if (given(fn.parameters) && !isObject(fn.parameters)) {
+      throw badValue(`tools[${i}].function.parameters`, fn.parameters, "a JSON Schema object");
+    }
+    return { type: "function", function: fn };
+  });
+  return defs.length > 0 && choice !== "none" ? { defs, parallel } : null;
 }
 
 function parseContent(content: unknown, role: string, path: string): string {
@@ -340,13 +442,8 @@ function rejectChatExtras(b: Body): void {
       );
     }
   }
-  for (const key of ["tools", "functions"]) {
-    if (given(b[key]) && !(Array.isArray(b[key]) && b[key].length === 0)) {
-      throw unsupported(key, "tool calling is not supported");
-    }
-  }
-  if (given(b.tool_choice) && b.tool_choice !== "none" && b.tool_choice !== "auto") {
-    throw unsupported("tool_choice", "tool calling is not supported");
+  if (given(b.functions) && !(Array.isArray(b.functions) && b.functions.length === 0)) {
+    throw unsupported("functions", 'the legacy "functions" field is not supported; use "tools"');
   }
 }
 

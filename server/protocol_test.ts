@@ -27,6 +27,7 @@ Deno.test("parseChatRequest() fills OpenAI's defaults for a minimal request", ()
     stream: false,
     includeUsage: false,
     model: null,
+    tools: null,
   });
 });
 
@@ -154,8 +155,28 @@ Deno.test("parseChatRequest() rejects out-of-range and unsupported options", () 
     [{ cache_salt: "x".repeat(1025) }, "cache_salt"],
     [{ seed: "1" }, "seed"],
     [{ response_format: { type: "json_object" } }, "response_format"],
-    [{ tools: [{ type: "function", function: { name: "f" } }] }, "tools"],
+    [{ tools: [{ type: "function", function: { name: "f" } }], tool_choice: "required" }, "tool_choice"],
     [{ tool_choice: { type: "function", function: { name: "f" } } }, "tool_choice"],
+    [{ tools: { type: "function" } }, "tools"],
+    [{ tools: [{ type: "retrieval" }] }, "tools[0]"],
+    [{ tools: [{ type: "function", function: { name: "a.b" } }] }, "tools[0].function.name"],
+    [
+      { tools: [{ type: "function", function: { name: "f", parameters: "{}" } }] },
+      "tools[0].function.parameters",
+    ],
+    [{ parallel_tool_calls: "no" }, "parallel_tool_calls"],
+    [{ functions: [{ name: "f" }] }, "functions"],
+    [
+      { messages: [...USER, { role: "assistant", content: null, tool_calls: [{ id: "c", function: {} }] }] },
+      "messages[1].tool_calls[0]",
+    ],
+    [
+      {
+        messages: [...USER, { role: "assistant", tool_calls: [{ function: { name: "f", arguments: {} } }] }],
+      },
+      "messages[1].tool_calls[0].function.arguments",
+    ],
+    [{ messages: [...USER, { role: "tool", content: "18 C", tool_call_id: 5 }] }, "messages[1].tool_call_id"],
   ];
   for (const [extra, param] of cases) {
     assertRejects400(() => parseChatRequest({ messages: USER, ...extra }), param);

@@ -13,6 +13,7 @@ import {
   type TokenEvent,
   type TokenizeOptions,
   type TokenizeResult,
+  type ToolCallFormat,
 } from "../inference/engine/mod.ts";
 
 /** What the fake does for each request. */
@@ -30,6 +31,8 @@ export const FAKE_VOCAB = 0x10000;
 export class FakeEngine implements Engine {
   state: EngineStatus["state"] = "ready";
   hasChatTemplate = true;
+  /** How its "model" writes function calls (null: it takes no tools). */
+  toolCallFormat: ToolCallFormat | null = null;
   contextLength = 64;
   script: FakeScript = { deltas: ["Hel", "lo", " world"] };
   requests: GenerateRequest[] = [];
@@ -48,6 +51,7 @@ export class FakeEngine implements Engine {
       modelId: "fake-model",
       contextLength: this.contextLength,
       hasChatTemplate: this.hasChatTemplate,
+      toolCallFormat: this.toolCallFormat,
     };
   }
 

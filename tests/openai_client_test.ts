@@ -267,6 +267,23 @@ Deno.test("the openai package chats with lq-49m, streaming with usage", async (t
       assert.deepEqual(tok.tokens, chat.ids);
       assert.equal(tok.max_model_len, 1024);
     });
+    await t.step("tools: a 400 naming them, since lq-49m's template renders no tool calls", async () => {
+      const err = await rejection(
+        openai.chat.completions.create({
+          model: "lq-49m",
+          messages: chat.messages,
+          tools: [{ type: "function", function: { name: "get_weather" } }],
+        }),
+        BadRequestError,
+      );
+      assert.equal(err.param, "tools");
+      const tok = await s.post("/tokenize", {
+        messages: chat.messages,
+        tools: [{ type: "function", function: { name: "get_weather" } }],
+      });
+      assert.equal(tok.status, 400);
+      assert.equal((await tok.json()).error.param, "tools");
+    });
   } finally {
     await s.stop();
     gpu.device.destroy();

@@ -177,6 +177,7 @@ export function createEngine(
       modelId: m?.modelId ?? modelId,
       contextLength: served?.runner.cache.shape.maxModelLen ?? 0,
       hasChatTemplate: m?.chatTemplate != null,
+      toolCallFormat: m?.chatTemplate?.toolCallFormat ?? null,
       quantization: m?.quantization ?? null,
     };
   }
@@ -463,9 +464,18 @@ function promptIds(
       "no_chat_template",
     );
   }
+  if ((input.tools?.length ?? 0) > 0 && !m.chatTemplate.toolCallFormat) {
+    throw new EngineInputError(
+      `Cannot use tools with model "${m.modelId}": its chat template renders no tool calls the server can read`,
+      "tools",
+    );
+  }
   let text: string;
   try {
-    text = m.chatTemplate.render(input.messages, { addGenerationPrompt });
+    text = m.chatTemplate.render(input.messages, {
+      addGenerationPrompt,
+      ...(input.tools ? { tools: input.tools } : {}),
+    });
   } catch (err) {
     // A template may reject a conversation (raise_exception): that is the client's input, not a server fault.
     throw new EngineInputError((err as Error).message, "messages", "chat_template_error");

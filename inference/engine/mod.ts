@@ -16,6 +16,7 @@ export { createSequenceRunner } from "./generate.ts";
 export { loadModel, type LoadModelOptions } from "./load_model.ts";
 export {
   type ChatMessage,
+  type ChatToolCall,
   type Engine,
   EngineBusyError,
   type EngineCounters,
@@ -29,4 +30,5 @@ export {
   type TokenizeOptions,
   type TokenizeResult,
   type TokenLogprob,
+  type ToolCallFormat,
 } from "./types.ts";

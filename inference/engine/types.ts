@@ -3,9 +3,9 @@
  * the only file of inference/ that server/ imports.
  */
 
-import type { ChatMessage } from "../text/mod.ts";
+import type { ChatMessage, ChatToolCall, ToolCallFormat } from "../text/mod.ts";
 
-export type { ChatMessage };
+export type { ChatMessage, ChatToolCall, ToolCallFormat };
 
 /** Sampling settings resolved once per request (request → server defaults → generation_config.json). */
 export interface SamplingParams {
@@ -23,7 +23,8 @@ export interface SamplingParams {
 
 /** One generation request, already tokenized-free: the engine tokenizes. */
 export type GenerateInput =
-  | { kind: "chat"; messages: ChatMessage[] }
+  /** `tools`: function definitions the chat template renders (OpenAI's `tools`, as given) */
+  | { kind: "chat"; messages: ChatMessage[]; tools?: readonly unknown[] }
   | { kind: "text"; prompt: string }
   /** Prompt token ids as they are (benchmarks; the HTTP API does not take ids). */
   | { kind: "tokens"; ids: number[] };
@@ -113,6 +114,11 @@ export interface EngineStatus {
   contextLength: number;
   /** True when the model has a chat template. */
   hasChatTemplate: boolean;
+  /**
+   * How the model writes function calls, when its chat template renders `tools` in a form the server reads
+   * back (`tool_calls`); null: requests with tools get a 400. Absent: null.
+   */
+  toolCallFormat?: ToolCallFormat | null;
   /** The served weights' quantization; null for full precision (and while loading). */
   quantization?: ModelQuantization | null;
 }

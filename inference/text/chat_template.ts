@@ -7,11 +7,32 @@
 import { join } from "node:path";
 import { Template } from "@huggingface/jinja";
 
-/** One message of a conversation, as chat templates read it. */
+/** One message of a conversation, as chat templates read it (their snake_case names). */
 export interface ChatMessage {
   role: string;
   content: string;
+  /** An assistant turn's function calls. */
+  tool_calls?: ChatToolCall[];
+  /** A tool turn: the call it answers. */
+  tool_call_id?: string;
 }
+
+/**
+ * A function call in an assistant turn. `arguments` is an object where the client's JSON text parses to
+ * one (templates write it with `tojson`, as vLLM hands it to them), else the text.
+ */
+export interface ChatToolCall {
+  id: string;
+  type: "function";
+  function: { name: string; arguments: unknown };
+}
+
+/**
+ * How a template's model writes a function call, so the server can read it back: "hermes" is
+ * `<tool_call>{"name": …, "arguments": {…}}</tool_call>` (Qwen2.5, Qwen3, Hermes and others whose
+ * template shows that form); null: the template renders no tools, or in a form not read here.
+ */
+export type ToolCallFormat = "hermes";
 
 /** Options of one render. */
 export interface RenderOptions {
@@ -23,12 +44,16 @@ export interface RenderOptions {
   eosToken?: string;
   /** Extra template variables (e.g. `enable_thinking` for Qwen3). */
   extra?: Record<string, unknown>;
+  /** Function definitions (`{type: "function", function: {name, description, parameters}}`), as `tools`. */
+  tools?: readonly unknown[];
 }
 
 /** A compiled chat template. */
 export interface ChatTemplate {
   /** The Jinja source. */
   readonly source: string;
+  /** How the model writes function calls, when the template renders `tools` in a form read back here. */
+  readonly toolCallFormat: ToolCallFormat | null;
   /**
    * Renders a conversation to prompt text.
    * @param messages The conversation.
@@ -66,10 +91,12 @@ export function compileChatTemplate(source: string, tokens: SpecialTokens = {}):
   }
   return {
     source,
-    render(messages, { addGenerationPrompt = false, bosToken, eosToken, extra = {} } = {}) {
+    toolCallFormat: toolCallFormatOf(source),
+    render(messages, { addGenerationPrompt = false, bosToken, eosToken, extra = {}, tools } = {}) {
       try {
         return template.render({
           ...extra,
+          ...(tools && tools.length > 0 ? { tools } : {}),
           messages,
           add_generation_prompt: addGenerationPrompt,
           bos_token: bosToken ?? tokens.bosToken ?? "",
@@ -95,6 +122,11 @@ export async function loadChatTemplate(dir: string): Promise<ChatTemplate | null
   if (jinja !== null) return compileChatTemplate(jinja, tokens);
   const source = config ? pickTemplate(config.chat_template) : null;
   return source === null ? null : compileChatTemplate(source, tokens);
+}
+
+/** A template that renders `tools` and shows the model `<tool_call>` tags asks for the hermes form. */
+function toolCallFormatOf(source: string): ToolCallFormat | null {
+  return /\btools\b/.test(source) && source.includes("<tool_call>") ? "hermes" : null;
 }
 
 function pickTemplate(value: unknown): string | null {

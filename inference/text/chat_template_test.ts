@@ -41,6 +41,47 @@ Deno.test("loadChatTemplate() renders Qwen3's template, thinking switch included
   assert.equal(noThink, text + "<think>\n\n</think>\n\n");
 });
 
+Deno.test("Qwen3's template renders tools, an assistant's call and the tool's answer in the hermes form", async () => {
+  const dir = sharedPath("tokenizers/qwen3");
+  if (!dir) return;
+  const template = await loadChatTemplate(dir);
+  assert.ok(template);
+  assert.equal(template.toolCallFormat, "hermes");
+  const tools = [{
+    type: "function",
+    function: {
+      name: "get_weather",
+      description: "Weather in a city",
+      parameters: { type: "object", properties: { city: { type: "string" } }, required: ["city"] },
+    },
+  }];
+  const call = {
+    id: "call_1",
+    type: "function" as const,
+    function: { name: "get_weather", arguments: { city: "Paris" } },
+  };
+  const messages = [
+    { role: "user", content: "Weather in Paris?" },
+    { role: "assistant", content: "", tool_calls: [call] },
+    { role: "tool", content: "18 C", tool_call_id: "call_1" },
+  ];
+  // What the template's source writes (json.dumps spacing for `tojson`, as transformers renders it).
+  const want = "<|im_start|>system\n# Tools\n\nYou may call one or more functions to assist with the user " +
+    "query.\n\nYou are provided with function signatures within <tools></tools> XML tags:\n<tools>\n" +
+    '{"type": "function", "function": {"name": "get_weather", "description": "Weather in a city", ' +
+    '"parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}\n' +
+    "</tools>\n\nFor each function call, return a json object with function name and arguments within " +
+    "<tool_call></tool_call> XML tags:\n<tool_call>\n" +
+    '{"name": <function-name>, "arguments": <args-json-object>}\n</tool_call><|im_end|>\n' +
+    "<|im_start|>user\nWeather in Paris?<|im_end|>\n<|im_start|>assistant\n<tool_call>\n" +
+    '{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call><|im_end|>\n' +
+    "<|im_start|>user\n<tool_response>\n18 C\n</tool_response><|im_end|>\n<|im_start|>assistant\n";
+  assert.equal(template.render(messages, { addGenerationPrompt: true, tools }), want);
+  // No tools, or an empty list: the plain system-less prompt.
+  const plain = template.render([messages[0]], { addGenerationPrompt: true, tools: [] });
+  assert.equal(plain, "<|im_start|>user\nWeather in Paris?<|im_end|>\n<|im_start|>assistant\n");
+});
+
 Deno.test("loadChatTemplate() returns null for a base model without a template", async () => {
   const dir = sharedPath("models/stories260K");
   if (!dir) return;

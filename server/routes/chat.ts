@@ -1,7 +1,9 @@
 /**
  * POST /v1/chat/completions. Streams as `chat.completion.chunk` events: a role chunk per choice, content
  * deltas (with `logprobs.content` when asked), a finish chunk per choice with an empty delta, an optional
- * usage chunk, then `data: [DONE]`.
+ * usage chunk, then `data: [DONE]`. With `tools`, the model's function calls (tool_calls.ts) come back as
+ * `tool_calls` with finish reason "tool_calls"; streamed, the text from a call's start on is held back and
+ * the calls go out whole in one delta before the finish chunk.
  */
 import type { Handler } from "hono";
 import { invalidRequest } from "../errors.ts";
@@ -11,6 +13,7 @@ import {
   chatLogprobs,
   parseChatRequest,
 } from "../protocol.ts";
+import { parseToolCalls, ToolCallStream } from "../tool_calls.ts";
 import {
   collectChoices,
   readJsonBody,
@@ -36,11 +39,18 @@ export function chatHandler(deps: RouteDeps): Handler {
         "no_chat_template",
       );
     }
+    if (parsed.tools && !deps.engine.status().toolCallFormat) {
+      throw invalidRequest(
+        "Cannot use tools with this model: its chat template renders no tool calls the server can read",
+        "tools",
+      );
+    }
     const events = await startGeneration(c, deps, parsed.request);
     const id = `chatcmpl-${crypto.randomUUID().replaceAll("-", "")}`;
     const created = Math.floor(Date.now() / 1000);
     const model = deps.modelName();
     const n = parsed.request.n ?? 1;
+    const tools = parsed.tools;
     const wantLogprobs = parsed.request.logprobs !== undefined && parsed.request.logprobs !== null;
 
     if (!parsed.stream) {
@@ -50,12 +60,19 @@ export function chatHandler(deps: RouteDeps): Handler {
         object: "chat.completion",
         created,
         model,
-        choices: done.choices.map((ch, index) => ({
-          index,
-          message: { role: "assistant", content: ch.text },
-          finish_reason: ch.finishReason,
-          logprobs: wantLogprobs ? chatLogprobs(ch.logprobs) : null,
-        })),
+        choices: done.choices.map((ch, index) => {
+          const { content, calls } = tools
+            ? parseToolCalls(ch.text, tools.parallel)
+            : { content: ch.text, calls: [] };
+          return {
+            index,
+            message: calls.length > 0
+              ? { role: "assistant", content: content || null, tool_calls: calls }
+              : { role: "assistant", content },
+            finish_reason: calls.length > 0 ? "tool_calls" : ch.finishReason,
+            logprobs: wantLogprobs ? chatLogprobs(ch.logprobs) : null,
+          };
+        }),
         usage: done.usage,
       };
       return c.json(body);
@@ -71,6 +88,7 @@ export function chatHandler(deps: RouteDeps): Handler {
       ...(parsed.includeUsage ? { usage: null } : {}),
     });
     const usage = usageCounter(n);
+    const held = tools ? Array.from({ length: n }, () => new ToolCallStream(tools.parallel)) : null;
     return streamGeneration(c, events, deps, (ev): ChatCompletionChunk[] => {
       usage.add(ev);
       if (ev.type === "start") {
@@ -87,12 +105,21 @@ export function chatHandler(deps: RouteDeps): Handler {
       }
       const index = ev.index ?? 0;
       if (ev.type === "delta") {
-        if (ev.text === "" && !ev.logprobs) return [];
+        const text = held ? held[index].push(ev.text) : ev.text;
+        if (text === "" && !ev.logprobs) return [];
         const logprobs = ev.logprobs && wantLogprobs ? chatLogprobs(ev.logprobs) : null;
-        return [frame([{ index, delta: { content: ev.text }, finish_reason: null, logprobs }])];
+        return [frame([{ index, delta: { content: text }, finish_reason: null, logprobs }])];
       }
-      const last = frame([{ index, delta: {}, finish_reason: ev.finishReason, logprobs: null }]);
-      return parsed.includeUsage && usage.done() ? [last, { ...frame([]), usage: usage.total() }] : [last];
+      const out: ChatCompletionChunk[] = [];
+      const { content, calls } = held ? held[index].finish() : { content: "", calls: [] };
+      if (content) out.push(frame([{ index, delta: { content }, finish_reason: null, logprobs: null }]));
+      if (calls.length > 0) {
+        const delta = { tool_calls: calls.map((call, i) => ({ index: i, ...call })) };
+        out.push(frame([{ index, delta, finish_reason: null, logprobs: null }]));
+      }
+      const reason = calls.length > 0 ? "tool_calls" : ev.finishReason;
+      out.push(frame([{ index, delta: {}, finish_reason: reason, logprobs: null }]));
+      return parsed.includeUsage && usage.done() ? [...out, { ...frame([]), usage: usage.total() }] : out;
     });
   };
 }

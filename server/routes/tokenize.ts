@@ -1,7 +1,7 @@
 /**
  * POST /tokenize and POST /detokenize in vLLM's shapes (vllm/entrypoints/openai/protocol.py):
  * - `{model?, prompt, add_special_tokens = true, return_token_strs = false}` (TokenizeCompletionRequest), or
- *   `{model?, messages, add_generation_prompt = true, add_special_tokens = false, return_token_strs = false}`
+ *   `{model?, messages, tools?, add_generation_prompt = true, add_special_tokens = false, return_token_strs = false}`
  *   (TokenizeChatRequest) → `{count, max_model_len, tokens, token_strs?}`;
  * - `{model?, tokens}` → `{prompt}`, special tokens included as text.
  * The ids are exactly those generation would use for the same prompt or messages.
@@ -9,7 +9,7 @@
 import type { Handler } from "hono";
 import type { Engine, GenerateInput, TokenizeOptions } from "../../inference/engine/mod.ts";
 import { ApiError, invalidRequest } from "../errors.ts";
-import { parseChatMessages } from "../protocol.ts";
+import { parseChatMessages, parseChatTools } from "../protocol.ts";
 import { readJsonBody } from "./completions.ts";
 
 /** vLLM's TokenizeResponse. */
@@ -81,7 +81,7 @@ export function parseTokenizeRequest(body: unknown): { input: GenerateInput; opt
         "unsupported_parameter",
       );
     }
-    for (const key of ["tools", "chat_template", "chat_template_kwargs"]) {
+    for (const key of ["chat_template", "chat_template_kwargs"]) {
       if (given(b[key]) && !(Array.isArray(b[key]) && b[key].length === 0)) {
         throw invalidRequest(
           `Cannot serve this request: ${key} is not supported`,
@@ -90,8 +90,10 @@ export function parseTokenizeRequest(body: unknown): { input: GenerateInput; opt
         );
       }
     }
+    // tools as chat renders them, so the count is what generation would prefill.
+    const tools = parseChatTools(b);
     return {
-      input: { kind: "chat", messages },
+      input: { kind: "chat", messages, ...(tools ? { tools: tools.defs } : {}) },
       options: {
         addGenerationPrompt: optionalBool(b, "add_generation_prompt") ?? true,
         addSpecialTokens: optionalBool(b, "add_special_tokens") ?? false,

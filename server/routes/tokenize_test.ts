@@ -64,7 +64,7 @@ Deno.test("POST /tokenize and /detokenize reject bad input with a 400 naming the
       { messages: [{ role: "user", content: "x" }], continue_final_message: true },
       "continue_final_message",
     ],
-    ["/tokenize", { messages: [{ role: "user", content: "x" }], tools: [{}] }, "tools"],
+    ["/tokenize", { messages: [{ role: "user", content: "x" }], tools: [{}] }, "tools[0]"],
     ["/detokenize", {}, "tokens"],
     ["/detokenize", { tokens: "1 2" }, "tokens"],
     ["/detokenize", { tokens: [1, -1] }, "tokens[1]"],

@@ -1,0 +1,52 @@
+import assert from "node:assert/strict";
+import { parseToolCalls, ToolCallStream } from "./tool_calls.ts";
+
+const CALL = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>';
+const CALL2 = '<tool_call>\n{"name": "get_time", "arguments": {}}\n</tool_call>';
+
+Deno.test("parseToolCalls() reads hermes calls, the content before them, and ids of OpenAI's shape", () => {
+  const a = parseToolCalls(`I will check.\n${CALL}\n${CALL2}`);
+  assert.equal(a.content, "I will check.\n");
+  assert.deepEqual(
+    a.calls.map((c) => [c.type, c.function.name, JSON.parse(c.function.arguments)]),
+    [["function", "get_weather", { city: "Paris" }], ["function", "get_time", {}]],
+  );
+  assert.match(a.calls[0].id, /^call_[0-9a-f]{24}$/);
+  assert.notEqual(a.calls[0].id, a.calls[1].id);
+  assert.equal(parseToolCalls(`${CALL}${CALL2}`, false).calls.length, 1, "parallel_tool_calls: false");
+  // A call cut short by max_tokens after its JSON still counts; one cut inside its JSON does not.
+  assert.equal(parseToolCalls(CALL.replace("\n</tool_call>", "")).calls.length, 1);
+});
+
+Deno.test("parseToolCalls() leaves an answer it cannot read whole as content", () => {
+  for (const text of ["No tools needed.", "<tool_call>{not json}</tool_call>", `${CALL} and more text`]) {
+    assert.deepEqual(parseToolCalls(text), { content: text, calls: [] });
+  }
+  assert.deepEqual(
+    parseToolCalls('<tool_call>{"arguments": {}}</tool_call>').calls,
+    [],
+    "a call needs a name",
+  );
+});
+
+Deno.test("ToolCallStream sends content until a call starts and the calls whole at the end", () => {
+  const s = new ToolCallStream();
+  const text = `Sure.${CALL}`;
+  let sent = "";
+  // One character at a time: a "<" may start a call, so it waits until it cannot.
+  for (const ch of text) sent += s.push(ch);
+  assert.equal(sent, "Sure.");
+  const end = s.finish();
+  assert.equal(end.content, "");
+  assert.equal(end.calls[0].function.name, "get_weather");
+
+  const plain = new ToolCallStream();
+  assert.equal(plain.push("a <b"), "a <b", "not the start of a call");
+  assert.equal(plain.push(" <to"), " ");
+  assert.equal(plain.push("y> c <tool"), "<toy> c ");
+  assert.deepEqual(plain.finish(), { content: "<tool", calls: [] }, "a held tail goes out as content");
+
+  const broken = new ToolCallStream();
+  assert.equal(broken.push("x<tool_call>{oops"), "x");
+  assert.deepEqual(broken.finish(), { content: "<tool_call>{oops", calls: [] });
+});

@@ -1,0 +1,163 @@
+/**
+ * Function calling through the official `openai` package: the server hands `tools` and earlier calls to
+ * the chat template and reads the model's hermes-form calls back into `tool_calls`, streamed and not. The
+ * "model" is the scripted engine (a real tiny model writes no calls); the templates' rendering of tools is
+ * tested against Qwen3's template in inference/text/chat_template_test.ts.
+ */
+import assert from "node:assert/strict";
+import OpenAI, { BadRequestError } from "openai";
+import type { ChatCompletionTool } from "openai/resources/chat/completions";
+import { createApp } from "../server/app.ts";
+import { FakeEngine } from "./_fake_engine.ts";
+
+const TOOLS: ChatCompletionTool[] = [{
+  type: "function",
+  function: {
+    name: "get_weather",
+    description: "Weather in a city",
+    parameters: { type: "object", properties: { city: { type: "string" } }, required: ["city"] },
+  },
+}];
+const ANSWER = [
+  "Let me check.",
+  "<tool",
+  '_call>\n{"name": "get_weather", ',
+  '"arguments": {"city": "Paris"}}\n</tool_call>',
+];
+
+function serve(engine: FakeEngine) {
+  const app = createApp({ engine, config: {} });
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, app.fetch);
+  const client = new OpenAI({
+    apiKey: "none",
+    baseURL: `http://127.0.0.1:${server.addr.port}/v1`,
+    maxRetries: 0,
+  });
+  return { client, stop: () => server.shutdown() };
+}
+
+Deno.test("the openai package gets tool_calls back, streamed and not, and sends earlier calls on", async (t) => {
+  const engine = new FakeEngine();
+  engine.toolCallFormat = "hermes";
+  engine.script = { deltas: ANSWER };
+  const { client, stop } = serve(engine);
+  const user = { role: "user" as const, content: "Weather in Paris?" };
+  try {
+    let id = "";
+    await t.step("not streamed: content before the call, the call, finish_reason tool_calls", async () => {
+      const res = await client.chat.completions.create({ model: "m", messages: [user], tools: TOOLS });
+      const choice = res.choices[0];
+      assert.equal(choice.finish_reason, "tool_calls");
+      assert.equal(choice.message.content, "Let me check.");
+      const call = choice.message.tool_calls![0];
+      assert.ok(call.type === "function");
+      assert.equal(call.function.name, "get_weather");
+      assert.deepEqual(JSON.parse(call.function.arguments), { city: "Paris" });
+      assert.match(call.id, /^call_/);
+      id = call.id;
+      const input = engine.requests.at(-1)!.input;
+      assert.ok(input.kind === "chat");
+      assert.deepEqual(input.tools, TOOLS, "the template gets the tools as sent");
+    });
+    await t.step("streamed: no tag leaks into content; the call in one delta before the finish", async () => {
+      const stream = await client.chat.completions.create({
+        model: "m",
+        messages: [user],
+        tools: TOOLS,
+        stream: true,
+      });
+      let content = "";
+      const calls = [];
+      let finish = null;
+      for await (const chunk of stream) {
+        const c = chunk.choices[0];
+        content += c?.delta.content ?? "";
+        calls.push(...(c?.delta.tool_calls ?? []));
+        finish = c?.finish_reason ?? finish;
+      }
+      assert.equal(content, "Let me check.");
+      assert.equal(calls.length, 1);
+      assert.equal(calls[0].index, 0);
+      assert.equal(calls[0].function?.name, "get_weather");
+      assert.deepEqual(JSON.parse(calls[0].function?.arguments ?? ""), { city: "Paris" });
+      assert.equal(finish, "tool_calls");
+    });
+    await t.step("the next turn: the call's arguments reach the template as an object", async () => {
+      engine.script = { deltas: ["It is 18 C."] };
+      const res = await client.chat.completions.create({
+        model: "m",
+        tools: TOOLS,
+        messages: [
+          user,
+          {
+            role: "assistant",
+            content: null,
+            tool_calls: [{
+              id,
+              type: "function",
+              function: { name: "get_weather", arguments: '{"city":"Paris"}' },
+            }],
+          },
+          { role: "tool", tool_call_id: id, content: "18 C" },
+        ],
+      });
+      assert.equal(res.choices[0].message.content, "It is 18 C.");
+      assert.equal(res.choices[0].finish_reason, "stop");
+      assert.equal(res.choices[0].message.tool_calls, undefined);
+      const input = engine.requests.at(-1)!.input;
+      assert.ok(input.kind === "chat");
+      assert.deepEqual(input.messages.slice(1), [
+        {
+          role: "assistant",
+          content: "",
+          tool_calls: [{
+            id,
+            type: "function",
+            function: { name: "get_weather", arguments: { city: "Paris" } },
+          }],
+        },
+        { role: "tool", content: "18 C", tool_call_id: id },
+      ]);
+    });
+    await t.step('tool_choice "none": no tools shown, a tag in the text stays text', async () => {
+      engine.script = { deltas: ANSWER };
+      const res = await client.chat.completions.create({
+        model: "m",
+        messages: [user],
+        tools: TOOLS,
+        tool_choice: "none",
+      });
+      assert.equal(res.choices[0].message.content, ANSWER.join(""));
+      assert.equal(res.choices[0].finish_reason, "stop");
+      const input = engine.requests.at(-1)!.input;
+      assert.ok(input.kind === "chat" && input.tools === undefined);
+    });
+    await t.step("what cannot be served is a 400 naming the field", async () => {
+      const bad = async (body: Partial<OpenAI.ChatCompletionCreateParamsNonStreaming>, param: string) => {
+        try {
+          await client.chat.completions.create({ model: "m", messages: [user], ...body });
+        } catch (err) {
+          assert.ok(err instanceof BadRequestError, String(err));
+          assert.equal(err.param, param);
+          return;
+        }
+        assert.fail(`no 400 for ${param}`);
+      };
+      await bad({ tools: TOOLS, tool_choice: "required" }, "tool_choice");
+      await bad(
+        { tools: TOOLS, tool_choice: { type: "function", function: { name: "get_weather" } } },
+        "tool_choice",
+      );
+      await bad(
+        { tools: [{ type: "function", function: { name: "get weather" } }] },
+        "tools[0].function.name",
+      );
+      engine.toolCallFormat = null;
+      const before = engine.requests.length;
+      await bad({ tools: TOOLS }, "tools");
+      assert.equal(engine.requests.length, before, "refused before the engine");
+    });
+  } finally {
+    await stop();
+  }
+});
