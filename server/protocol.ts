@@ -117,6 +117,8 @@ const MAX_TOP_LOGPROBS = 20;
 const MAX_LOGIT_BIAS = 300;
 const MAX_STOP_TOKEN_IDS = 32;
 const MAX_TOOLS = 128;
+/** Template variables the server sets (chat_template.ts); chat_template_kwargs may not replace them. */
+const RESERVED_TEMPLATE_VARS = ["messages", "tools", "add_generation_prompt", "bos_token", "eos_token"];
 /** Characters of a cache_salt (vLLM takes any non-empty string; a 256-bit base64 secret is 43). */
 const MAX_CACHE_SALT = 1024;
 
@@ -145,8 +147,15 @@ export function parseChatRequest(body: unknown, defaults: RequestDefaults = {}):
   const tools = parseChatTools(b);
   // 5. logprobs (a boolean) and top_logprobs (0..20).
   const logprobs = parseChatLogprobs(b);
-  // 6. Fields shared with /v1/completions.
-  const input = { kind: "chat" as const, messages, ...(tools ? { tools: tools.defs } : {}) };
+  // 6. chat_template_kwargs: extra template variables.
+  const templateVars = parseTemplateVars(b);
+  // 7. Fields shared with /v1/completions.
+  const input = {
+    kind: "chat" as const,
+    messages,
+    ...(tools ? { tools: tools.defs } : {}),
+    ...(templateVars ? { templateVars } : {}),
+  };
   return { ...parseCommon(b, input, defaults, logprobs), tools: tools && { parallel: tools.parallel } };
 }
 
@@ -368,6 +377,25 @@ function parseCallMessage(c: unknown, path: string): ChatToolCall {
     type: "function",
     function: { name: fn.name, arguments: args },
   };
+}
+
+/**
+ * vLLM's `chat_template_kwargs`: extra variables for the chat template (e.g. `{"enable_thinking": false}` for
+ * Qwen3); null when absent or empty. The variables the server sets itself cannot be overridden.
+ */
+export function parseTemplateVars(b: Body): Record<string, unknown> | null {
+  if (!given(b.chat_template_kwargs)) return null;
+  const vars = b.chat_template_kwargs;
+  if (!isObject(vars)) throw badValue("chat_template_kwargs", vars, "an object of template variables");
+  for (const key of RESERVED_TEMPLATE_VARS) {
+    if (key in vars) {
+      throw invalidRequest(
+        `Cannot set "${key}" through chat_template_kwargs: the server sets it`,
+        `chat_template_kwargs.${key}`,
+      );
+    }
+  }
+  return Object.keys(vars).length > 0 ? vars : null;
 }
 
 /**

@@ -177,6 +177,11 @@ Deno.test("parseChatRequest() rejects out-of-range and unsupported options", () 
       "messages[1].tool_calls[0].function.arguments",
     ],
     [{ messages: [...USER, { role: "tool", content: "18 C", tool_call_id: 5 }] }, "messages[1].tool_call_id"],
+    [{ chat_template_kwargs: [true] }, "chat_template_kwargs"],
+    [
+      { chat_template_kwargs: { add_generation_prompt: false } },
+      "chat_template_kwargs.add_generation_prompt",
+    ],
   ];
   for (const [extra, param] of cases) {
     assertRejects400(() => parseChatRequest({ messages: USER, ...extra }), param);
@@ -239,6 +244,8 @@ Deno.test("parse*Request() reads n, logprobs, penalties, logit_bias and vLLM's e
   assert.equal(chat.ignoreEos, true);
   assert.deepEqual(chat.stopTokenIds, [2, 3]);
   assert.equal(chat.cacheSalt, "tenant-secret");
+  const vars = parseChatRequest({ messages: USER, chat_template_kwargs: { enable_thinking: false } }).request;
+  assert.deepEqual(vars.input, { kind: "chat", messages: USER, templateVars: { enable_thinking: false } });
   assert.equal(chat.maxTokensStrict, true);
   assert.equal(parseChatRequest({ messages: USER, logprobs: true }).request.logprobs, 0);
   assert.equal(parseChatRequest({ messages: USER, logprobs: false }).request.logprobs, undefined);

@@ -475,6 +475,7 @@ function promptIds(
     text = m.chatTemplate.render(input.messages, {
       addGenerationPrompt,
       ...(input.tools ? { tools: input.tools } : {}),
+      ...(input.templateVars ? { extra: input.templateVars } : {}),
     });
   } catch (err) {
     // A template may reject a conversation (raise_exception): that is the client's input, not a server fault.

@@ -60,3 +60,35 @@ Deno.test("setModel() swaps atomically: the request in flight ends on its model,
     gpu.device.destroy();
   }
 });
+
+Deno.test("a chat request's tools and template variables reach the model's chat template", async () => {
+  const src = sharedPath("models/stories260K");
+  const gpu = await testGpu();
+  if (!gpu || !src) return;
+  // stories260K with a chat template of our own (chat_template.jinja wins over tokenizer_config.json).
+  const dir = await Deno.makeTempDir();
+  try {
+    for (const f of ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"]) {
+      await Deno.symlink(`${src}/${f}`, `${dir}/${f}`);
+    }
+    await Deno.writeTextFile(
+      `${dir}/chat_template.jinja`,
+      "{% if tools %}<tool_call>{% for t in tools %}{{ t.function.name }} {% endfor %}{% endif %}" +
+        "{{ greeting }}{% for m in messages %}{{ m.content }}{% endfor %}",
+    );
+    const engine = createEngine("m", { log: () => {} });
+    await engine.setModel(await loadModel(gpu, dir, { weightType: "f32" }));
+    assert.equal(engine.status().toolCallFormat, "hermes");
+    const messages = [{ role: "user", content: "Once upon a time" }];
+    const ids = async (extra: object) => (await engine.tokenize({ kind: "chat", messages, ...extra })).ids;
+    const words = async (text: string) =>
+      (await engine.tokenize({ kind: "text", prompt: text }, { addSpecialTokens: false })).ids;
+    assert.deepEqual(await ids({}), await words("Once upon a time"));
+    assert.deepEqual(await ids({ templateVars: { greeting: "Hi " } }), await words("Hi Once upon a time"));
+    const tools = [{ type: "function", function: { name: "look" } }];
+    assert.deepEqual(await ids({ tools }), await words("<tool_call>look Once upon a time"));
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+    gpu.device.destroy();
+  }
+});

@@ -23,8 +23,16 @@ export interface SamplingParams {
 
 /** One generation request, already tokenized-free: the engine tokenizes. */
 export type GenerateInput =
-  /** `tools`: function definitions the chat template renders (OpenAI's `tools`, as given) */
-  | { kind: "chat"; messages: ChatMessage[]; tools?: readonly unknown[] }
+  /**
+   * `tools`: function definitions the chat template renders (OpenAI's `tools`, as given); `templateVars`:
+   * extra variables for the template (vLLM's `chat_template_kwargs`, e.g. Qwen3's `enable_thinking`)
+   */
+  | {
+    kind: "chat";
+    messages: ChatMessage[];
+    tools?: readonly unknown[];
+    templateVars?: Record<string, unknown>;
+  }
   | { kind: "text"; prompt: string }
   /** Prompt token ids as they are (benchmarks; the HTTP API does not take ids). */
   | { kind: "tokens"; ids: number[] };

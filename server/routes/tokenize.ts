@@ -1,7 +1,8 @@
 /**
  * POST /tokenize and POST /detokenize in vLLM's shapes (vllm/entrypoints/openai/protocol.py):
  * - `{model?, prompt, add_special_tokens = true, return_token_strs = false}` (TokenizeCompletionRequest), or
- *   `{model?, messages, tools?, add_generation_prompt = true, add_special_tokens = false, return_token_strs = false}`
+ *   `{model?, messages, tools?, chat_template_kwargs?, add_generation_prompt = true, add_special_tokens = false,
+ *   return_token_strs = false}`
  *   (TokenizeChatRequest) → `{count, max_model_len, tokens, token_strs?}`;
  * - `{model?, tokens}` → `{prompt}`, special tokens included as text.
  * The ids are exactly those generation would use for the same prompt or messages.
@@ -9,7 +10,7 @@
 import type { Handler } from "hono";
 import type { Engine, GenerateInput, TokenizeOptions } from "../../inference/engine/mod.ts";
 import { ApiError, invalidRequest } from "../errors.ts";
-import { parseChatMessages, parseChatTools } from "../protocol.ts";
+import { parseChatMessages, parseChatTools, parseTemplateVars } from "../protocol.ts";
 import { readJsonBody } from "./completions.ts";
 
 /** vLLM's TokenizeResponse. */
@@ -81,7 +82,7 @@ export function parseTokenizeRequest(body: unknown): { input: GenerateInput; opt
         "unsupported_parameter",
       );
     }
-    for (const key of ["chat_template", "chat_template_kwargs"]) {
+    for (const key of ["chat_template"]) {
       if (given(b[key]) && !(Array.isArray(b[key]) && b[key].length === 0)) {
         throw invalidRequest(
           `Cannot serve this request: ${key} is not supported`,
@@ -92,8 +93,14 @@ export function parseTokenizeRequest(body: unknown): { input: GenerateInput; opt
     }
     // tools as chat renders them, so the count is what generation would prefill.
     const tools = parseChatTools(b);
+    const templateVars = parseTemplateVars(b);
     return {
-      input: { kind: "chat", messages, ...(tools ? { tools: tools.defs } : {}) },
+      input: {
+        kind: "chat",
+        messages,
+        ...(tools ? { tools: tools.defs } : {}),
+        ...(templateVars ? { templateVars } : {}),
+      },
       options: {
         addGenerationPrompt: optionalBool(b, "add_generation_prompt") ?? true,
         addSpecialTokens: optionalBool(b, "add_special_tokens") ?? false,

@@ -65,6 +65,12 @@ Deno.test("POST /tokenize and /detokenize reject bad input with a 400 naming the
       "continue_final_message",
     ],
     ["/tokenize", { messages: [{ role: "user", content: "x" }], tools: [{}] }, "tools[0]"],
+    ["/tokenize", { messages: [{ role: "user", content: "x" }], chat_template: "{{ x }}" }, "chat_template"],
+    [
+      "/tokenize",
+      { messages: [{ role: "user", content: "x" }], chat_template_kwargs: 1 },
+      "chat_template_kwargs",
+    ],
     ["/detokenize", {}, "tokens"],
     ["/detokenize", { tokens: "1 2" }, "tokens"],
     ["/detokenize", { tokens: [1, -1] }, "tokens[1]"],
