@@ -77,6 +77,8 @@ export interface Config {
   port: number;
   /** max_tokens for requests that give none; null means up to the context length. */
   maxTokensDefault: number | null;
+  /** Chat answers of a `<think>` template split into reasoning_content and content (--reasoning-parser). */
+  splitReasoning: boolean;
   /** "auto" means f16 when the adapter has shader-f16 and the checkpoint is not f32. */
   dtype: WeightDtype;
   /**
@@ -171,6 +173,10 @@ Serving:
   --port <n>                  Port to listen on (default: $PORT, else 8000)
   --served-model-name <name>  Model name reported by the API (default: the folder's or repo's name)
   --max-tokens-default <n>    max_tokens for requests that give none (default: up to the context length)
+  --reasoning-parser <auto|none>
+                              auto: a model whose chat template knows <think> blocks (Qwen3, DeepSeek-R1)
+                              answers chat with its reasoning in reasoning_content, apart from content;
+                              none: the text as generated (default auto)
   --dtype <auto|f32|f16>      Weight storage on the GPU (default auto: f16 when the adapter has shader-f16
                               and the checkpoint is not f32, else f32)
   --decode-activations <q8|f32>
@@ -258,6 +264,7 @@ const VALUE_FLAGS = [
   "--port",
   "--served-model-name",
   "--max-tokens-default",
+  "--reasoning-parser",
   "--dtype",
   "--decode-activations",
   "--quantize",
@@ -321,6 +328,9 @@ export function parseConfig(args: string[], env: Record<string, string | undefin
     host: flags.get("--host") ?? env.HOST ?? "127.0.0.1",
     port: portText === undefined ? 8000 : int(portText, flags.has("--port") ? "--port" : "PORT", 1, 65535),
     maxTokensDefault: optionalInt(flags, "--max-tokens-default", 1, Number.MAX_SAFE_INTEGER) ?? null,
+    splitReasoning:
+      oneOf(flags.get("--reasoning-parser") ?? "auto", "--reasoning-parser", ["auto", "none"] as const) ===
+        "auto",
     dtype: oneOf(flags.get("--dtype") ?? "auto", "--dtype", ["auto", "f32", "f16"] as const),
     decodeActivations: oneOf(
       flags.get("--decode-activations") ?? "q8",

@@ -12,6 +12,7 @@ Deno.test("parseConfig() fills the documented defaults", () => {
     host: "127.0.0.1",
     port: 8000,
     maxTokensDefault: null,
+    splitReasoning: true,
     dtype: "auto",
     decodeActivations: "q8",
     quant: null,
@@ -83,6 +84,8 @@ Deno.test("parseConfig() reads every flag, in both spellings", () => {
     "3",
     "--batch-invariant",
     "--no-enable-prefix-caching",
+    "--reasoning-parser",
+    "none",
     "--seqlen=64",
     "--no-act-order",
     "--percdamp",
@@ -119,6 +122,7 @@ Deno.test("parseConfig() reads every flag, in both spellings", () => {
     host: "0.0.0.0",
     port: 9001, // the flag beats $PORT
     maxTokensDefault: 256,
+    splitReasoning: false,
     dtype: "f16",
     decodeActivations: "f32",
     quant: {

@@ -31,6 +31,11 @@ export interface ServerConfig {
   auth?: AuthOptions;
   /** Largest body (default 4 MiB) and longest prompt (default: the context length). */
   limits?: { maxBodyBytes?: number; maxPromptTokens?: number | null };
+  /**
+   * Chat answers of a model whose template knows `<think>` blocks split into `reasoning_content` and
+   * `content` (server/reasoning.ts); false: the text as generated. Default true.
+   */
+  splitReasoning?: boolean;
 }
 
 /** Everything createApp needs. */
@@ -91,6 +96,7 @@ export function createApp(options: AppOptions): Hono {
     },
     logError,
     maxPromptTokens,
+    splitReasoning: config.splitReasoning ?? true,
     ...(stopSignal ? { stopSignal } : {}),
   };
   const modelsDeps = { engine, modelName, created: Math.floor(Date.now() / 1000) };

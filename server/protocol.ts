@@ -37,7 +37,12 @@ export interface ChatCompletion {
   model: string;
   choices: {
     index: number;
-    message: { role: "assistant"; content: string | null; tool_calls?: ToolCall[] };
+    message: {
+      role: "assistant";
+      content: string | null;
+      reasoning_content?: string;
+      tool_calls?: ToolCall[];
+    };
     finish_reason: FinishReason;
     logprobs: ChatLogprobs | null;
   }[];
@@ -52,7 +57,12 @@ export interface ChatCompletionChunk {
   model: string;
   choices: {
     index: number;
-    delta: { role?: "assistant"; content?: string; tool_calls?: (ToolCall & { index: number })[] };
+    delta: {
+      role?: "assistant";
+      content?: string;
+      reasoning_content?: string;
+      tool_calls?: (ToolCall & { index: number })[];
+    };
     finish_reason: FinishReason | null;
     logprobs: ChatLogprobs | null;
   }[];

@@ -6,6 +6,7 @@
  * call: the whole answer stays content, as the model wrote it.
  */
 import type { ToolCall } from "./protocol.ts";
+import { partialTail } from "./reasoning.ts";
 
 const START = "<tool_call>";
 const END = "</tool_call>";
@@ -88,8 +89,7 @@ export class ToolCallStream {
       return out;
     }
     // Keep back the longest tail that could still become "<tool_call>".
-    let keep = Math.min(START.length - 1, this.#held.length);
-    while (keep > 0 && !START.startsWith(this.#held.slice(-keep))) keep--;
+    const keep = partialTail(this.#held, START);
     const out = this.#held.slice(0, this.#held.length - keep);
     this.#held = this.#held.slice(this.#held.length - keep);
     return out;

@@ -33,6 +33,8 @@ export class FakeEngine implements Engine {
   hasChatTemplate = true;
   /** How its "model" writes function calls (null: it takes no tools). */
   toolCallFormat: ToolCallFormat | null = null;
+  /** Its "template" knows <think> blocks (EngineStatus.thinking). */
+  thinking: { opensInPrompt: boolean } | null = null;
   contextLength = 64;
   script: FakeScript = { deltas: ["Hel", "lo", " world"] };
   requests: GenerateRequest[] = [];
@@ -52,6 +54,7 @@ export class FakeEngine implements Engine {
       contextLength: this.contextLength,
       hasChatTemplate: this.hasChatTemplate,
       toolCallFormat: this.toolCallFormat,
+      thinking: this.thinking,
     };
   }
 

@@ -1,8 +1,9 @@
 /**
- * Function calling through the official `openai` package: the server hands `tools` and earlier calls to
- * the chat template and reads the model's hermes-form calls back into `tool_calls`, streamed and not. The
- * "model" is the scripted engine (a real tiny model writes no calls); the templates' rendering of tools is
- * tested against Qwen3's template in inference/text/chat_template_test.ts.
+ * Function calling and reasoning through the official `openai` package: the server hands `tools` and
+ * earlier calls to the chat template and reads the model's hermes-form calls back into `tool_calls`, and
+ * splits a `<think>` block into `reasoning_content`, streamed and not. The "model" is the scripted engine
+ * (a real tiny model writes neither); the templates' rendering of tools is tested against Qwen3's template
+ * in inference/text/chat_template_test.ts.
  */
 import assert from "node:assert/strict";
 import OpenAI, { BadRequestError } from "openai";
@@ -25,8 +26,8 @@ const ANSWER = [
   '"arguments": {"city": "Paris"}}\n</tool_call>',
 ];
 
-function serve(engine: FakeEngine) {
-  const app = createApp({ engine, config: {} });
+function serve(engine: FakeEngine, config: { splitReasoning?: boolean } = {}) {
+  const app = createApp({ engine, config });
   const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, app.fetch);
   const client = new OpenAI({
     apiKey: "none",
@@ -160,4 +161,57 @@ Deno.test("the openai package gets tool_calls back, streamed and not, and sends 
   } finally {
     await stop();
   }
+});
+
+/** What the SDK's types leave out: vLLM's reasoning_content, on a message or a delta. */
+const reasoningOf = (x: unknown) => (x as { reasoning_content?: string }).reasoning_content;
+
+Deno.test("a <think> block comes back as reasoning_content, apart from content and calls", async (t) => {
+  const engine = new FakeEngine();
+  engine.toolCallFormat = "hermes";
+  engine.thinking = { opensInPrompt: false };
+  const thought = ["<thi", "nk>\nIt asks for", " weather.\n</th", "ink>\n\n"];
+  const user = { role: "user" as const, content: "Weather in Paris?" };
+  const { client, stop } = serve(engine);
+  try {
+    await t.step("not streamed, with a call after the reasoning", async () => {
+      engine.script = { deltas: [...thought, ...ANSWER] };
+      const res = await client.chat.completions.create({ model: "m", messages: [user], tools: TOOLS });
+      const message = res.choices[0].message;
+      assert.equal(reasoningOf(message), "\nIt asks for weather.\n");
+      assert.equal(message.content, "Let me check.");
+      assert.equal(
+        message.tool_calls?.[0].type === "function" && message.tool_calls[0].function.name,
+        "get_weather",
+      );
+      assert.equal(res.choices[0].finish_reason, "tool_calls");
+    });
+    await t.step("streamed: reasoning deltas first, then content, no tag in either", async () => {
+      engine.script = { deltas: [...thought, "4 apples"] };
+      const stream = await client.chat.completions.create({ model: "m", messages: [user], stream: true });
+      let reasoning = "";
+      let content = "";
+      for await (const chunk of stream) {
+        const d = chunk.choices[0]?.delta;
+        if (!d) continue;
+        assert.ok(!(content && reasoningOf(d)), "no reasoning after the answer started");
+        reasoning += reasoningOf(d) ?? "";
+        content += d.content ?? "";
+      }
+      assert.deepEqual([reasoning, content], ["\nIt asks for weather.\n", "4 apples"]);
+    });
+  } finally {
+    await stop();
+  }
+  await t.step("--reasoning-parser none: the text as generated", async () => {
+    const raw = serve(engine, { splitReasoning: false });
+    try {
+      engine.script = { deltas: [...thought, "4"] };
+      const res = await raw.client.chat.completions.create({ model: "m", messages: [user] });
+      assert.equal(res.choices[0].message.content, thought.join("") + "4");
+      assert.equal(reasoningOf(res.choices[0].message), undefined);
+    } finally {
+      await raw.stop();
+    }
+  });
 });

@@ -178,6 +178,7 @@ export function createEngine(
       contextLength: served?.runner.cache.shape.maxModelLen ?? 0,
       hasChatTemplate: m?.chatTemplate != null,
       toolCallFormat: m?.chatTemplate?.toolCallFormat ?? null,
+      thinking: m?.chatTemplate?.thinking ?? null,
       quantization: m?.quantization ?? null,
     };
   }

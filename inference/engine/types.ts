@@ -127,6 +127,11 @@ export interface EngineStatus {
    * back (`tool_calls`); null: requests with tools get a 400. Absent: null.
    */
   toolCallFormat?: ToolCallFormat | null;
+  /**
+   * The chat template knows `<think>` blocks: the server may split answers into reasoning and content
+   * (`opensInPrompt`: the generation prompt opens the block). Absent: null.
+   */
+  thinking?: { opensInPrompt: boolean } | null;
   /** The served weights' quantization; null for full precision (and while loading). */
   quantization?: ModelQuantization | null;
 }

@@ -55,6 +55,11 @@ export interface ChatTemplate {
   /** How the model writes function calls, when the template renders `tools` in a form read back here. */
   readonly toolCallFormat: ToolCallFormat | null;
   /**
+   * The template knows `<think>` blocks (Qwen3, DeepSeek-R1): answers may reason before they answer;
+   * `opensInPrompt` when its generation prompt already opens the block. Null: no reasoning to split off.
+   */
+  readonly thinking: { opensInPrompt: boolean } | null;
+  /**
    * Renders a conversation to prompt text.
    * @param messages The conversation.
    * @param options Generation prompt, special tokens and extra variables.
@@ -89,9 +94,10 @@ export function compileChatTemplate(source: string, tokens: SpecialTokens = {}):
   } catch (err) {
     throw new Error(`Cannot compile the chat template: ${(err as Error).message}`);
   }
-  return {
+  const out: ChatTemplate = {
     source,
     toolCallFormat: toolCallFormatOf(source),
+    thinking: null,
     render(messages, { addGenerationPrompt = false, bosToken, eosToken, extra = {}, tools } = {}) {
       try {
         return template.render({
@@ -108,6 +114,18 @@ export function compileChatTemplate(source: string, tokens: SpecialTokens = {}):
       }
     },
   };
+  return source.includes("</think>") ? { ...out, thinking: { opensInPrompt: opensThink(out) } } : out;
+}
+
+/** Whether a one-message conversation's generation prompt ends inside an opened `<think>` block. */
+function opensThink(t: ChatTemplate): boolean {
+  try {
+    return t.render([{ role: "user", content: "x" }], { addGenerationPrompt: true }).trimEnd().endsWith(
+      "<think>",
+    );
+  } catch {
+    return false; // a template that refuses the probe conversation: answers open their own block, if any
+  }
 }
 
 /**

@@ -47,6 +47,8 @@ Deno.test("Qwen3's template renders tools, an assistant's call and the tool's an
   const template = await loadChatTemplate(dir);
   assert.ok(template);
   assert.equal(template.toolCallFormat, "hermes");
+  // Qwen3 knows <think> blocks; its generation prompt leaves the model to open one.
+  assert.deepEqual(template.thinking, { opensInPrompt: false });
   const tools = [{
     type: "function",
     function: {
@@ -126,4 +128,13 @@ Deno.test("compileChatTemplate() reports syntax errors and the template's own ex
     () => t.render([{ role: "assistant", content: "a" }]),
     /^Error: Cannot render the chat template: .*Conversation must start with user/,
   );
+});
+
+Deno.test("compileChatTemplate() sees a generation prompt that opens a <think> block", () => {
+  const r1 = compileChatTemplate(
+    "{% for m in messages %}{{ m.content }}{% endfor %}{% if add_generation_prompt %}A: <think>\n{% endif %}" +
+      "{# answers: ...</think> #}",
+  );
+  assert.deepEqual(r1.thinking, { opensInPrompt: true });
+  assert.equal(compileChatTemplate("{% for m in messages %}{{ m.content }}{% endfor %}").thinking, null);
 });

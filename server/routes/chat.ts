@@ -3,7 +3,8 @@
  * deltas (with `logprobs.content` when asked), a finish chunk per choice with an empty delta, an optional
  * usage chunk, then `data: [DONE]`. With `tools`, the model's function calls (tool_calls.ts) come back as
  * `tool_calls` with finish reason "tool_calls"; streamed, the text from a call's start on is held back and
- * the calls go out whole in one delta before the finish chunk.
+ * the calls go out whole in one delta before the finish chunk. A model whose template knows `<think>` blocks
+ * has its reasoning apart, in `reasoning_content` (reasoning.ts; off with --reasoning-parser none).
  */
 import type { Handler } from "hono";
 import { invalidRequest } from "../errors.ts";
@@ -13,6 +14,7 @@ import {
   chatLogprobs,
   parseChatRequest,
 } from "../protocol.ts";
+import { ReasoningStream, splitReasoning } from "../reasoning.ts";
 import { parseToolCalls, ToolCallStream } from "../tool_calls.ts";
 import {
   collectChoices,
@@ -51,6 +53,8 @@ export function chatHandler(deps: RouteDeps): Handler {
     const model = deps.modelName();
     const n = parsed.request.n ?? 1;
     const tools = parsed.tools;
+    // Answers of a template that knows <think> blocks: reasoning apart from content (reasoning.ts).
+    const thinking = deps.splitReasoning === false ? null : deps.engine.status().thinking ?? null;
     const wantLogprobs = parsed.request.logprobs !== undefined && parsed.request.logprobs !== null;
 
     if (!parsed.stream) {
@@ -61,14 +65,18 @@ export function chatHandler(deps: RouteDeps): Handler {
         created,
         model,
         choices: done.choices.map((ch, index) => {
+          const split = thinking ? splitReasoning(ch.text, thinking) : { reasoning: null, content: ch.text };
           const { content, calls } = tools
-            ? parseToolCalls(ch.text, tools.parallel)
-            : { content: ch.text, calls: [] };
+            ? parseToolCalls(split.content, tools.parallel)
+            : { content: split.content, calls: [] };
           return {
             index,
-            message: calls.length > 0
-              ? { role: "assistant", content: content || null, tool_calls: calls }
-              : { role: "assistant", content },
+            message: {
+              role: "assistant",
+              content: calls.length > 0 ? content || null : content,
+              ...(split.reasoning !== null ? { reasoning_content: split.reasoning } : {}),
+              ...(calls.length > 0 ? { tool_calls: calls } : {}),
+            },
             finish_reason: calls.length > 0 ? "tool_calls" : ch.finishReason,
             logprobs: wantLogprobs ? chatLogprobs(ch.logprobs) : null,
           };
@@ -89,6 +97,12 @@ export function chatHandler(deps: RouteDeps): Handler {
     });
     const usage = usageCounter(n);
     const held = tools ? Array.from({ length: n }, () => new ToolCallStream(tools.parallel)) : null;
+    const thoughts = thinking ? Array.from({ length: n }, () => new ReasoningStream(thinking)) : null;
+    /** A delta of reasoning and content, each only when there is some (content also when neither is). */
+    const delta = (reasoning: string, content: string) => ({
+      ...(reasoning ? { reasoning_content: reasoning } : {}),
+      ...(content || !reasoning ? { content } : {}),
+    });
     return streamGeneration(c, events, deps, (ev): ChatCompletionChunk[] => {
       usage.add(ev);
       if (ev.type === "start") {
@@ -105,14 +119,22 @@ export function chatHandler(deps: RouteDeps): Handler {
       }
       const index = ev.index ?? 0;
       if (ev.type === "delta") {
-        const text = held ? held[index].push(ev.text) : ev.text;
-        if (text === "" && !ev.logprobs) return [];
+        const split = thoughts ? thoughts[index].push(ev.text) : { reasoning: "", content: ev.text };
+        const text = held ? held[index].push(split.content) : split.content;
+        if (text === "" && split.reasoning === "" && !ev.logprobs) return [];
         const logprobs = ev.logprobs && wantLogprobs ? chatLogprobs(ev.logprobs) : null;
-        return [frame([{ index, delta: { content: text }, finish_reason: null, logprobs }])];
+        return [frame([{ index, delta: delta(split.reasoning, text), finish_reason: null, logprobs }])];
       }
       const out: ChatCompletionChunk[] = [];
-      const { content, calls } = held ? held[index].finish() : { content: "", calls: [] };
-      if (content) out.push(frame([{ index, delta: { content }, finish_reason: null, logprobs: null }]));
+      const tail = thoughts ? thoughts[index].finish() : { reasoning: "", content: "" };
+      const flushed = held ? held[index].push(tail.content) : tail.content;
+      const { content: rest, calls } = held ? held[index].finish() : { content: "", calls: [] };
+      const content = flushed + rest;
+      if (tail.reasoning || content) {
+        out.push(
+          frame([{ index, delta: delta(tail.reasoning, content), finish_reason: null, logprobs: null }]),
+        );
+      }
       if (calls.length > 0) {
         const delta = { tool_calls: calls.map((call, i) => ({ index: i, ...call })) };
         out.push(frame([{ index, delta, finish_reason: null, logprobs: null }]));

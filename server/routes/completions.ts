@@ -27,6 +27,8 @@ export interface RouteDeps {
   maxPromptTokens?: number | null;
   /** Fires when in-flight generations must stop (the shutdown grace is over). */
   stopSignal?: AbortSignal;
+  /** Split chat answers into reasoning and content where the model's template knows `<think>` (ServerConfig). */
+  splitReasoning?: boolean;
 }
 
 /** The `end` event of a generation. */
