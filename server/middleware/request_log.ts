@@ -25,6 +25,8 @@ export interface RequestRecord {
   /** Set by trackGeneration; null for other routes. Completion tokens add up over the `n` choices. */
   promptTokens: number | null;
   completionTokens: number | null;
+  /** Prompt tokens the prefix cache served (OpenAI's cached_tokens). */
+  cachedTokens: number | null;
   /** Request start → first non-empty text delta. */
   ttftMs: number | null;
   /** Seconds between consecutive non-empty text deltas (one delta may carry several tokens). */
@@ -75,6 +77,7 @@ export function requestLog(
         durationMs: 0,
         aborted: false,
         promptTokens: null,
+        cachedTokens: null,
         completionTokens: null,
         ttftMs: null,
         interTokenSeconds: [],
@@ -142,6 +145,7 @@ export async function* trackGeneration(
       if (ev.type === "end") {
         r.promptTokens = ev.promptTokens;
         r.completionTokens = (r.completionTokens ?? 0) + ev.completionTokens;
+        if (ev.cachedTokens !== undefined) r.cachedTokens = Math.max(r.cachedTokens ?? 0, ev.cachedTokens);
         if ((ev.index ?? 0) === 0) r.finishReason = ev.finishReason;
       }
     }
@@ -186,6 +190,7 @@ function logLine(r: RequestRecord, start: Date): string {
     duration_ms: round(r.durationMs),
     prompt_tokens: r.promptTokens,
     completion_tokens: r.completionTokens,
+    cached_tokens: r.cachedTokens,
     ttft_ms: r.ttftMs === null ? null : round(r.ttftMs),
     finish_reason: r.finishReason,
     ...(r.aborted ? { aborted: true } : {}),

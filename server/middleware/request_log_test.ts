@@ -55,6 +55,7 @@ Deno.test("one JSON line per request with tokens, TTFT and duration", async () =
     "duration_ms",
     "prompt_tokens",
     "completion_tokens",
+    "cached_tokens",
     "ttft_ms",
     "finish_reason",
   ]);
@@ -95,8 +96,22 @@ Deno.test("n choices: completion tokens add up, the finish reason is choice 0's"
         yield { type: "start", promptTokens: 4 };
         yield { type: "delta", text: "a", index: 0 };
         yield { type: "delta", text: "b", index: 1 };
-        yield { type: "end", finishReason: "length", promptTokens: 4, completionTokens: 3, index: 1 };
-        yield { type: "end", finishReason: "stop", promptTokens: 4, completionTokens: 2, index: 0 };
+        yield {
+          type: "end",
+          finishReason: "length",
+          promptTokens: 4,
+          completionTokens: 3,
+          cachedTokens: 0,
+          index: 1,
+        };
+        yield {
+          type: "end",
+          finishReason: "stop",
+          promptTokens: 4,
+          completionTokens: 2,
+          cachedTokens: 0,
+          index: 0,
+        };
       },
     },
     config: {},
@@ -106,6 +121,7 @@ Deno.test("n choices: completion tokens add up, the finish reason is choice 0's"
   assert.equal((await res.json()).choices.length, 2);
   const line = JSON.parse(lines[0]);
   assert.deepEqual([line.prompt_tokens, line.completion_tokens, line.finish_reason], [4, 5, "stop"]);
+  assert.equal(line.cached_tokens, 0, "the engine's count; null where it gives none");
 });
 
 Deno.test("a client that leaves mid-stream is logged once, as aborted", async () => {
