@@ -1,7 +1,7 @@
 /**
  * A scripted Engine for server tests: no GPU. It tokenizes one id per UTF-16 code unit (plus a BOS of 1),
- * streams scripted deltas (optionally slowly), and, like the real engine, ends an aborted run at its next
- * "chunk" with a normal end event.
+ * streams scripted deltas (optionally slowly; the same to each of `n` choices), and, like the real engine,
+ * ends an aborted run at its next "chunk" with a normal end event.
  */
 import {
   type Engine,
@@ -103,19 +103,25 @@ export class FakeEngine implements Engine {
     this.promptTokensTotal += promptTokens;
     try {
       yield { type: "start", promptTokens };
+      // With n > 1 every choice gets the script, its deltas interleaved by index.
+      const n = request.n ?? 1;
+      const at = (index: number) => (n > 1 ? { index } : {});
       for (const text of s.deltas) {
         if (s.delayMs) await sleep(s.delayMs, signal);
         if (signal?.aborted) break;
         completion++;
-        this.generatedTokensTotal++;
-        yield { type: "delta", text };
+        this.generatedTokensTotal += n;
+        for (let i = 0; i < n; i++) yield { type: "delta", text, ...at(i) };
       }
-      yield {
-        type: "end",
-        finishReason: signal?.aborted ? "stop" : s.finishReason ?? "stop",
-        promptTokens,
-        completionTokens: completion,
-      };
+      for (let i = 0; i < n; i++) {
+        yield {
+          type: "end",
+          finishReason: signal?.aborted ? "stop" : s.finishReason ?? "stop",
+          promptTokens,
+          completionTokens: completion,
+          ...at(i),
+        };
+      }
     } finally {
       this.running--;
       this.finished++;

@@ -83,6 +83,25 @@ Deno.test("the openai package gets tool_calls back, streamed and not, and sends 
       assert.deepEqual(JSON.parse(calls[0].function?.arguments ?? ""), { city: "Paris" });
       assert.equal(finish, "tool_calls");
     });
+    await t.step("n = 2 streamed: each choice's calls apart, by index", async () => {
+      const stream = await client.chat.completions.create({
+        model: "m",
+        messages: [user],
+        tools: TOOLS,
+        n: 2,
+        stream: true,
+      });
+      const calls: string[][] = [[], []];
+      const finish: (string | null)[] = [null, null];
+      for await (const chunk of stream) {
+        for (const c of chunk.choices) {
+          calls[c.index].push(...(c.delta.tool_calls ?? []).map((x) => x.function?.name ?? ""));
+          finish[c.index] = c.finish_reason ?? finish[c.index];
+        }
+      }
+      assert.deepEqual(calls, [["get_weather"], ["get_weather"]]);
+      assert.deepEqual(finish, ["tool_calls", "tool_calls"]);
+    });
     await t.step("the next turn: the call's arguments reach the template as an object", async () => {
       engine.script = { deltas: ["It is 18 C."] };
       const res = await client.chat.completions.create({
