@@ -164,6 +164,8 @@ export async function artifactDir(): Promise<string> {
 export class ScriptedEngine implements Engine {
   modelId = "scripted-model";
   hasChatTemplate = true;
+  /** Its "template" knows <think> blocks: the server splits reasoning off. */
+  thinking: { opensInPrompt: boolean } | null = null;
   /** Text pieces of each answer. */
   deltas: string[] = ["Hello", " there"];
   /** Pause before each piece. */
@@ -180,6 +182,7 @@ export class ScriptedEngine implements Engine {
       modelId: this.modelId,
       contextLength: 512,
       hasChatTemplate: this.hasChatTemplate,
+      thinking: this.thinking,
     };
   }
 

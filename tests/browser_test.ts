@@ -240,6 +240,28 @@ Deno.test("chat page over a scripted engine: key prompt, safe Markdown, sampling
       assert.equal(req.input.messages.length, 4, "system + the conversation so far + the new message");
     });
 
+    await t.step(
+      "a thinking model's reasoning shows folded above its answer and is not sent back",
+      async () => {
+        engine.thinking = { opensInPrompt: false };
+        engine.deltas = ["<think>Two and", " two.</think>", "\n\nFour."];
+        await send(page, "2+2?");
+        const answer = `${lastAnswer}.querySelector(".body")`;
+        assert.equal(
+          await js(page, `${answer}.querySelector("details.reasoning p").textContent`),
+          "Two and two.",
+        );
+        assert.equal(await js(page, `${answer}.querySelector("details.reasoning").open`), false);
+        assert.equal(await js(page, `${answer}.lastElementChild.textContent`), "Four.");
+        engine.thinking = null;
+        engine.deltas = ["ok"];
+        await send(page, "thanks");
+        const req = engine.requests.at(-1)!;
+        assert.ok(req.input.kind === "chat");
+        assert.deepEqual(req.input.messages.at(-2), { role: "assistant", content: "Four." });
+      },
+    );
+
     await t.step("Stop aborts the request, which the server passes on to the engine", async () => {
       engine.deltas = ["partial answer"];
       engine.hangUntilAbort = true;

@@ -11,7 +11,10 @@ const SAMPLING_KEY = "leanserve.sampling";
 const NUMBER_FIELDS = ["temperature", "top_p", "top_k", "min_p", "max_tokens", "seed"];
 const INTEGER_FIELDS = new Set(["top_k", "max_tokens", "seed"]);
 
-/** @typedef {{role: "user"|"assistant", content: string, label?: string, meta?: string}} Entry */
+/**
+ * @typedef {{role: "user"|"assistant", content: string, reasoning?: string, label?: string, meta?: string}} Entry
+ *   `reasoning`: a thinking model's reasoning, shown folded above its answer and never sent back.
+ */
 
 /** @type {Entry[]} */
 let conversation = loadConversation();
@@ -43,8 +46,22 @@ function saveConversation() {
  * @param {Entry} m
  */
 function fillBody(body, m) {
-  if (m.role === "assistant") body.replaceChildren(renderMarkdown(m.content));
-  else body.textContent = m.content;
+  if (m.role !== "assistant") {
+    body.textContent = m.content;
+    return;
+  }
+  // Open while the model is still thinking (no answer yet), folded once the answer starts.
+  const reasoning = m.reasoning
+    ? h(
+      "details",
+      { class: "reasoning", open: m.content === "" },
+      h("summary", { text: "Reasoning" }),
+      h("p", {
+        text: m.reasoning.trim(),
+      }),
+    )
+    : null;
+  body.replaceChildren(...(reasoning ? [reasoning] : []), renderMarkdown(m.content));
 }
 
 /**
@@ -137,8 +154,9 @@ async function send(text) {
   controller = new AbortController();
   setBusy(true);
   let frame = 0;
-  const onText = (/** @type {string} */ t) => {
+  const onText = (/** @type {string} */ t, /** @type {string} */ reasoning) => {
     answer.content = t;
+    if (reasoning) answer.reasoning = reasoning;
     meta.textContent = "generating…";
     // Re-render at most once per frame: a fast model sends many deltas between paints.
     frame ||= requestAnimationFrame(() => {
@@ -151,12 +169,19 @@ async function send(text) {
     const r = await streamChat(messages, { params: samplingParams(), signal: controller.signal, onText });
     cancelAnimationFrame(frame);
     answer.content = r.text;
+    if (r.reasoning) answer.reasoning = r.reasoning;
     answer.meta = describeResult(r);
     // The state first: the whole answer is rendered as a finished one, never as a stream's last frame.
     view.dataset.state = r.stopped ? "stopped" : "done";
     fillBody(body, answer);
     meta.textContent = answer.meta;
-    if (r.text === "") throw new Error("The answer was stopped before its first token");
+    if (r.text === "") {
+      throw new Error(
+        r.reasoning
+          ? "The answer was stopped while the model was still reasoning"
+          : "The answer was stopped before its first token",
+      );
+    }
     conversation.push(answer);
   } catch (err) {
     // Nothing usable came back: take the question out of the history and give it back to edit or resend.

@@ -6,7 +6,7 @@ import { readSse } from "./sse.js";
 /**
  * @typedef {{role: string, content: string}} Message
  * @typedef {{
- *   text: string, model: string|null, finishReason: string|null, stopped: boolean,
+ *   text: string, reasoning: string, model: string|null, finishReason: string|null, stopped: boolean,
  *   promptTokens: number|null, completionTokens: number, ttftMs: number|null, tokensPerSecond: number|null,
  *   totalMs: number
  * }} ChatResult
@@ -34,8 +34,11 @@ export function streamCompletion(prompt, opts = {}) {
 }
 
 /**
- * @typedef {{params?: Record<string, unknown>, signal?: AbortSignal, onText?: (text: string) => void}} StreamOptions
- *   `params`: sampling fields sent as they are (temperature, top_p, max_tokens, ...).
+ * @typedef {{
+ *   params?: Record<string, unknown>, signal?: AbortSignal, onText?: (text: string, reasoning: string) => void
+ * }} StreamOptions
+ *   `params`: sampling fields sent as they are (temperature, top_p, max_tokens, ...); `onText` gets the answer
+ *   and the reasoning so far (a thinking model's `reasoning_content`, else "").
  */
 
 /**
@@ -48,6 +51,7 @@ async function streamGeneration(path, input, { params = {}, signal, onText = () 
   const t0 = performance.now();
   const state = {
     text: "",
+    reasoning: "",
     model: /** @type {string|null} */ (null),
     finishReason: /** @type {string|null} */ (null),
     usage: /** @type {{prompt_tokens: number, completion_tokens: number}|null} */ (null),
@@ -63,7 +67,7 @@ async function streamGeneration(path, input, { params = {}, signal, onText = () 
       // Read on to the end of the body after [DONE]: cancelling it would show as a failed request.
       if (ev.data === "[DONE]") continue;
       applyChunk(state, JSON.parse(ev.data));
-      onText(state.text);
+      onText(state.text, state.reasoning);
     }
   } catch (err) {
     if (!signal?.aborted) throw err;
@@ -85,6 +89,12 @@ function applyChunk(state, chunk) {
   state.model ??= chunk.model ?? null;
   const choice = chunk.choices?.[0];
   const piece = choice?.delta?.content ?? choice?.text;
+  const thought = choice?.delta?.reasoning_content;
+  if (typeof thought === "string" && thought !== "") {
+    state.tFirst ??= performance.now();
+    state.reasoning += thought;
+    state.deltas++;
+  }
   if (typeof piece === "string" && piece !== "") {
     state.tFirst ??= performance.now();
     state.text += piece;
@@ -109,6 +119,7 @@ function summarize(state, t0, stopped) {
   const tokensPerSecond = completionTokens > 0 && totalMs > 0 ? completionTokens / (totalMs / 1000) : null;
   return {
     text: state.text,
+    reasoning: state.reasoning,
     model: state.model,
     finishReason: state.finishReason,
     stopped,
