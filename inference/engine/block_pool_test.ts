@@ -62,19 +62,20 @@ Deno.test("BlockPool keeps the first copy of a prefix and never registers a free
 
 Deno.test("PrefixHashes names a block by every id up to its end, and by the model", () => {
   const ids = Array.from({ length: 40 }, (_, i) => i);
-  const names = new PrefixHashes("m0", 16).upTo(ids, 2);
+  const names = new PrefixHashes("m0", 16).upTo(2, ids);
   assert.equal(names.length, 2);
   assert.notEqual(names[0], names[1]);
   // The same second block after another first block has another name.
   const other = [99, ...ids.slice(1)];
-  const theirs = new PrefixHashes("m0", 16).upTo(other, 2);
+  const theirs = new PrefixHashes("m0", 16).upTo(2, other);
   assert.notEqual(theirs[0], names[0]);
   assert.notEqual(theirs[1], names[1]);
   // Another model (salt) names the same ids apart.
-  assert.notEqual(new PrefixHashes("m1", 16).upTo(ids, 1)[0], names[0]);
+  assert.notEqual(new PrefixHashes("m1", 16).upTo(1, ids)[0], names[0]);
   // Names grow with the stream and stay what they were.
   const h = new PrefixHashes("m0", 16);
-  h.upTo(ids.slice(0, 16), 1);
-  assert.deepEqual(h.upTo(ids, 2), names);
-  assert.throws(() => h.upTo(ids, 3), /the stream has 40 ids/);
+  h.upTo(1, ids.slice(0, 16));
+  assert.deepEqual(h.upTo(2, ids.slice(0, 20), ids.slice(20)), names, "a stream in two parts");
+  assert.deepEqual(h.upTo(1, ids), [names[0]]);
+  assert.throws(() => h.upTo(3, ids), /the stream has 40 ids/);
 });

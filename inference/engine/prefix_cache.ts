@@ -15,7 +15,7 @@ export function cachedPrefix(seq: Seq): number[] {
   const cache = seq.model.runner.cache;
   const bs = cache.shape.blockSize;
   seq.names ??= namesOf(seq, salt, bs);
-  return cache.match(seq.names.upTo(seq.prompt, Math.floor((seq.prompt.length - 1) / bs)));
+  return cache.match(seq.names.upTo(Math.floor((seq.prompt.length - 1) / bs), seq.prompt));
 }
 
 /**
@@ -36,7 +36,7 @@ export function registerFull(seq: Seq): void {
   const full = Math.min(Math.floor(seq.computed / bs), Math.floor(known / bs), seq.blocks.length);
   if (full <= seq.registered) return;
   seq.names ??= namesOf(seq, salt, bs);
-  const names = seq.names.upTo([...seq.init.prompt, ...seq.output], full);
+  const names = seq.names.upTo(full, seq.init.prompt, seq.output);
   for (let k = seq.registered; k < full; k++) cache.register(seq.blocks[k], names[k]);
   seq.registered = full;
 }

@@ -20,16 +20,19 @@ export class PrefixHashes {
   }
 
   /**
-   * The names of the first `blocks` full blocks of `tokens`. `tokens` must extend the stream the earlier
-   * calls saw (a sequence's prompt, then its prompt and output).
+   * The names of the first `blocks` full blocks of the stream that `parts` spell one after another (a
+   * sequence's prompt, then its prompt and output: no copy of them is made). The stream must extend the
+   * one the earlier calls saw.
    */
-  upTo(tokens: readonly number[], blocks: number): readonly string[] {
+  upTo(blocks: number, ...parts: readonly (readonly number[])[]): readonly string[] {
     const bs = this.#blockSize;
-    if (blocks * bs > tokens.length) {
-      throw new Error(`Cannot name ${blocks} blocks of ${bs} positions: the stream has ${tokens.length} ids`);
+    const length = parts.reduce((n, p) => n + p.length, 0);
+    if (blocks * bs > length) {
+      throw new Error(`Cannot name ${blocks} blocks of ${bs} positions: the stream has ${length} ids`);
     }
+    const ids = new Uint32Array(bs);
     for (let k = this.#names.length; k < blocks; k++) {
-      const ids = Uint32Array.from(tokens.slice(k * bs, (k + 1) * bs));
+      for (let j = 0; j < bs; j++) ids[j] = tokenAt(parts, k * bs + j);
       this.#names.push(
         createHash("sha256")
           .update(k === 0 ? this.#salt : this.#names[k - 1])
@@ -37,6 +40,16 @@ export class PrefixHashes {
           .digest("base64"),
       );
     }
-    return this.#names.slice(0, blocks);
+    // Most calls ask for every name known so far: no copy then.
+    return this.#names.length === blocks ? this.#names : this.#names.slice(0, blocks);
   }
+}
+
+/** Id `i` of the stream `parts` spell. */
+function tokenAt(parts: readonly (readonly number[])[], i: number): number {
+  for (const p of parts) {
+    if (i < p.length) return p[i];
+    i -= p.length;
+  }
+  throw new Error(`Cannot read id ${i} past the stream's end`);
 }
