@@ -155,26 +155,51 @@ function engineSender(engine: EngineHandle, vocab: number, o: ServeBenchOptions,
   };
 }
 
-/** A request to a running server (streaming /v1/completions); a gap per SSE chunk. */
+/** A request to a running server (streaming /v1/completions with usage); a gap per SSE chunk. */
 function httpSender(url: string, o: ServeBenchOptions, base: number): Send {
   return async (id, len, onFirst) => {
-    // Words, not ids: about one token each (a shared start, then the request's number in every word).
-    const word = (i: number) => (i < o.sharedPrefix ? `s${i % 997}` : `w${base + id}x${i % 97}`);
+    // Words, not ids (about one token each on a large vocabulary): the shared start, then the request's
+    // number, which makes the rest its own.
+    const word = (i: number) =>
+      i < o.sharedPrefix
+        ? `s${i % 997}`
+        : i === o.sharedPrefix
+        ? `r${(base + id).toString(36)}`
+        : `w${i % 997}`;
     const prompt = Array.from({ length: len }, (_, i) => word(i)).join(" ");
     const t0 = performance.now();
     const timing: RequestTiming = { start: t0, ttft: NaN, gaps: [], tokens: 0, end: t0 };
     const res = await fetch(`${url}/v1/completions`, {
       method: "POST",
       headers: { "content-type": "application/json" },
-      body: JSON.stringify({ prompt, max_tokens: o.output, stream: true, ignore_eos: true, temperature: 0 }),
+      body: JSON.stringify({
+        prompt,
+        max_tokens: o.output,
+        stream: true,
+        stream_options: { include_usage: true },
+        ignore_eos: true,
+        temperature: 0,
+      }),
     });
     if (!res.ok || !res.body) {
       throw new Error(`Cannot benchmark ${url}: HTTP ${res.status} ${await res.text()}`);
     }
     let last = t0;
+    let rest = ""; // a line cut between two network chunks
     for await (const chunk of res.body.pipeThrough(new TextDecoderStream())) {
-      const events = chunk.split("\n").filter((l) => l.startsWith("data: {") && l.includes('"text"'));
-      for (const _ of events) {
+      const lines = (rest + chunk).split("\n");
+      rest = lines.pop()!;
+      for (const line of lines) {
+        if (!line.startsWith("data: {")) continue;
+        const ev = JSON.parse(line.slice(6));
+        if (ev.usage) {
+          // The exact counts: a delta may carry several tokens, or a token no text yet.
+          timing.cached = ev.usage.prompt_tokens_details?.cached_tokens ?? 0;
+          timing.tokens = ev.usage.completion_tokens;
+          continue;
+        }
+        // Text deltas only: the finish chunk's text is empty.
+        if (!ev.choices?.[0]?.text) continue;
         const now = performance.now();
         if (timing.tokens === 0) {
           timing.ttft = now - t0;

@@ -9,7 +9,7 @@ export interface RequestTiming {
   gaps: { at: number; ms: number }[];
   tokens: number;
   end: number;
-  /** prompt ids the engine's prefix cache served (in process; 0 over HTTP, where streams carry no usage) */
+  /** prompt ids the engine's prefix cache served (its end event, or over HTTP the stream's usage) */
   cached?: number;
 }
 

@@ -1,7 +1,9 @@
 import assert from "node:assert/strict";
 import { parseServeArgs, runServeBench } from "./serve.ts";
 import { percentile, summarize, toMarkdown } from "./serve_stats.ts";
-import { testGpu } from "../tests/_gpu.ts";
+import { sharedPath, testGpu } from "../tests/_gpu.ts";
+import { createEngine, loadModel } from "../inference/engine/mod.ts";
+import { createApp } from "../server/app.ts";
 
 Deno.test("serve stats: nearest-rank percentiles, tokens/s and the long prompt's window", () => {
   assert.equal(percentile([5, 1, 3, 2, 4], 50), 3);
@@ -70,4 +72,39 @@ Deno.test("bench:serve --shared-prefix: the prefix cache serves the shared start
     () => {},
   );
   assert.equal(off.cachedPromptTokens, 0);
+});
+
+Deno.test("bench:serve --server: tokens and cached prompt ids over HTTP, from the stream and its usage", async () => {
+  const dir = sharedPath("models/stories260K");
+  const gpu = await testGpu();
+  if (!gpu || !dir) return;
+  const engine = createEngine("stories260K", { log: () => {} });
+  await engine.setModel(await loadModel(gpu, dir, { weightType: "f32" }));
+  const server = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen: () => {} },
+    createApp({ engine, config: {} }).fetch,
+  );
+  try {
+    const url = `http://127.0.0.1:${server.addr.port}`;
+    const args = [
+      "--server",
+      url,
+      "--prompt",
+      "48",
+      "--output",
+      "4",
+      "--requests",
+      "2",
+      "--concurrency",
+      "1",
+    ];
+    const [shared] = await runServeBench(parseServeArgs([...args, "--shared-prefix", "40"]), () => {});
+    assert.equal(shared.outputTokens, 8, "2 requests × 4, from the usage chunk");
+    assert.ok(shared.cachedPromptTokens >= 2 * 32, `${shared.cachedPromptTokens} prompt ids cached`);
+    const [apart] = await runServeBench(parseServeArgs(args), () => {});
+    assert.equal(apart.cachedPromptTokens, 0);
+  } finally {
+    await server.shutdown();
+    gpu.device.destroy();
+  }
 });
