@@ -58,6 +58,21 @@ Deno.test("a prompt with an earlier prompt's start reuses its blocks and gets th
     await check({ ...greedy("", 8), input: { kind: "tokens", ids: turn } }, blocks(start.length));
   });
 
+  await t.step(
+    "a burst of the same prompt and of prompts sharing its start, run together",
+    async () => {
+      const other = START + " red ball in the garden and ran to get it.";
+      const burst = [START, START, other, START, other].map((p) => greedy(p, 6));
+      const got = await Promise.all(burst.map((r) => run(engine, r)));
+      const want = await Promise.all(burst.map((r) => run(plain, r)));
+      got.forEach((g, i) => {
+        assert.deepEqual(g.ids, want[i].ids, `request ${i}`);
+        assert.deepEqual(g.logprobs, want[i].logprobs, `request ${i}, bit for bit`);
+      });
+      assert.equal(engine.counters().kvBlocksUsed, 0, "every block let go");
+    },
+  );
+
   const c = engine.counters();
   assert.ok(c.prefixCacheHitsTotal > 0 && c.prefixCacheHitsTotal < c.prefixCacheQueriesTotal);
   assert.equal(plain.counters().prefixCacheHitsTotal, 0);
