@@ -201,7 +201,6 @@ export function createMatmulAffine(gpu: Gpu, spec: MatmulAffineSpec): Kernel<Mat
       const needsPerm = xp || gather || extra6 || more.length > 0;
       const perm = w.perm ?? (needsPerm ? createStorage(gpu, 4, "matmul_affine no perm") : null);
       const rb = plan.shader.path === "q8" ? plan.shader.rb : 1;
-      const wgStarts = matrixWorkgroupStarts([w, ...more.map((m) => m.w)].map((mw) => mw.outDim), rb);
       const params = affineParams(gpu, {
         rows,
         inDim: w.inDim,
@@ -216,10 +215,7 @@ export function createMatmulAffine(gpu: Gpu, spec: MatmulAffineSpec): Kernel<Mat
         xStride: xp ? nPieces * 32 : w.inDim,
         tilesN: plan.tilesN,
         normEps: args.norm?.eps ?? 0,
-        outDim1: more[0]?.w.outDim ?? 0,
-        outDim2: more[1]?.w.outDim ?? 0,
-        wgStart1: wgStarts[1] ?? 0,
-        wgStart2: wgStarts[2] ?? 0,
+        ...mergedMatrixParams([w, ...more.map((m) => m.w)].map((mw) => mw.outDim), rb),
         yRowOffset,
       });
       const steps: Encodable[] = [];
@@ -275,13 +271,21 @@ export function affineParams(
 }
 
 /**
- * The first workgroup of each matrix of a dispatch serving several (q/k/v, gate/up: params `wgStart1`,
- * `wgStart2`) when a workgroup owns `perWorkgroup` outputs.
+ * The params of the matrices a dispatch serves after the first (q/k/v, gate/up): their widths and the first
+ * workgroup of each when a workgroup owns `perWorkgroup` outputs.
  */
-export function matrixWorkgroupStarts(outDims: number[], perWorkgroup: number): number[] {
+export function mergedMatrixParams(
+  outDims: readonly number[],
+  perWorkgroup: number,
+): Record<"outDim1" | "outDim2" | "wgStart1" | "wgStart2", number> {
   const starts = [0];
   for (const d of outDims.slice(0, -1)) starts.push(starts[starts.length - 1] + ceilDiv(d, perWorkgroup));
-  return starts;
+  return {
+    outDim1: outDims[1] ?? 0,
+    outDim2: outDims[2] ?? 0,
+    wgStart1: starts[1] ?? 0,
+    wgStart2: starts[2] ?? 0,
+  };
 }
 
 /**
@@ -318,7 +322,6 @@ function bindBatchedQ8(
       throw new Error(`Cannot bind the batched q8 path as ${plan.shader.path}`);
     }
     const perWorkgroup = rowLanesOutputsPerWorkgroup(plan.shader);
-    const starts = matrixWorkgroupStarts([w, ...more.map((m) => m.w)].map((mw) => mw.outDim), perWorkgroup);
     const params = affineParams(gpu, {
       rows: plan.shader.rows,
       inDim: w.inDim,
@@ -328,10 +331,7 @@ function bindBatchedQ8(
       nGroups: w.nGroups,
       nPieces,
       xBase: r0,
-      outDim1: more[0]?.w.outDim ?? 0,
-      outDim2: more[1]?.w.outDim ?? 0,
-      wgStart1: starts[1] ?? 0,
-      wgStart2: starts[2] ?? 0,
+      ...mergedMatrixParams([w, ...more.map((m) => m.w)].map((mw) => mw.outDim), perWorkgroup),
       yRowOffset: yRowOffset + r0,
     });
     const main = {

@@ -50,7 +50,7 @@ import {
   planLutQ8mm,
   planMatmulLut,
 } from "./matmul_lut_plan.ts";
-import { affineParams, bindQ8Prep, matrixWorkgroupStarts } from "./matmul_affine.ts";
+import { affineParams, bindQ8Prep, mergedMatrixParams } from "./matmul_affine.ts";
 import { NATURAL_OPERAND_ORDER } from "./matmul_affine_q8_wgsl.ts";
 
 /** A LUT-quantized (outDim, inDim) weight in the kernel's layout, on the host. */
@@ -260,7 +260,6 @@ function bindQ8Gemv(gpu: Gpu, step: MatmulLutStep, a: BoundArgs): Encodable {
   const { w } = a;
   const more = a.more ?? [];
   if (more.length > 2) throw new Error(`Cannot bind matmul_lut: at most 2 more matrices, got ${more.length}`);
-  const starts = matrixWorkgroupStarts([w, ...more.map((m) => m.w)].map((mw) => mw.outDim), b.rb);
   const params = affineParams(gpu, {
     rows: step.rows,
     inDim: w.inDim,
@@ -272,10 +271,7 @@ function bindQ8Gemv(gpu: Gpu, step: MatmulLutStep, a: BoundArgs): Encodable {
     xBase: a.xRowOffset * w.inDim,
     xStride: w.inDim,
     normEps: a.norm?.eps ?? 0,
-    outDim1: more[0]?.w.outDim ?? 0,
-    outDim2: more[1]?.w.outDim ?? 0,
-    wgStart1: starts[1] ?? 0,
-    wgStart2: starts[2] ?? 0,
+    ...mergedMatrixParams([w, ...more.map((m) => m.w)].map((mw) => mw.outDim), b.rb),
   }, "matmul_lut q8gemv params");
   const dummy = sharedScratch(gpu, "matmul q8 prep dummy", 4);
   const extra = a.norm?.weight ?? a.siluMulUp;
