@@ -4,7 +4,16 @@
  * naming the offending field. Unknown fields are ignored (clients send extras), and `null` means "not given".
  * Reference: https://platform.openai.com/docs/api-reference/chat/create
  */
-import type { ChatMessage, ChatToolCall, GenerateRequest, SamplingParams } from "../inference/engine/mod.ts";
+import {
+  type ChatMessage,
+  type ChatToolCall,
+  compileJsonSchema,
+  type GenerateRequest,
+  type JsonGrammar,
+  jsonObjectGrammar,
+  type SamplingParams,
+  SchemaError,
+} from "../inference/engine/mod.ts";
 import { ApiError, invalidRequest } from "./errors.ts";
 import type { ChatLogprobs, CompletionLogprobs } from "./logprobs.ts";
 
@@ -324,7 +333,71 @@ function parseExtensions(b: Body): Partial<GenerateRequest> {
     }
     out.cacheSalt = salt;
   }
+  const grammar = parseStructuredOutput(b);
+  if (grammar) out.grammar = grammar;
   return out;
+}
+
+/**
+ * The JSON the output must be, or null: OpenAI's `response_format` (`json_object`, `json_schema`), or
+ * vLLM's `structured_outputs: {json}` and its older `guided_json` (a schema, or a JSON string of one).
+ */
+function parseStructuredOutput(b: Body): JsonGrammar | null {
+  const asked: [string, unknown][] = [];
+  const rf = b.response_format;
+  if (given(rf)) {
+    if (!isObject(rf)) throw badValue("response_format", rf, 'an object with "type"');
+    if (rf.type === "json_object") asked.push(["response_format", null]);
+    else if (rf.type === "json_schema") {
+      const js = rf.json_schema;
+      if (!isObject(js)) {
+        throw badValue("response_format.json_schema", js, 'an object with "name" and "schema"');
+      }
+      if (given(js.name) && (typeof js.name !== "string" || !/^[a-zA-Z0-9_-]{1,64}$/.test(js.name))) {
+        throw badValue("response_format.json_schema.name", js.name, "1 to 64 letters, digits, _ or -");
+      }
+      if (given(js.strict) && typeof js.strict !== "boolean") {
+        throw badValue("response_format.json_schema.strict", js.strict, "a boolean");
+      }
+      asked.push(["response_format.json_schema.schema", given(js.schema) ? js.schema : null]);
+    } else if (rf.type !== "text") {
+      throw badValue("response_format.type", rf.type, '"text", "json_object" or "json_schema"');
+    }
+  }
+  if (given(b.guided_json)) asked.push(["guided_json", b.guided_json]);
+  if (given(b.structured_outputs)) {
+    const so = b.structured_outputs;
+    if (!isObject(so)) throw badValue("structured_outputs", so, 'an object with "json"');
+    const other = Object.keys(so).find((k) => k !== "json" && given(so[k]));
+    if (other !== undefined) {
+      throw unsupported(`structured_outputs.${other}`, "structured outputs take only a JSON schema (json)");
+    }
+    if (given(so.json)) asked.push(["structured_outputs.json", so.json]);
+  }
+  for (const key of ["guided_regex", "guided_choice", "guided_grammar"]) {
+    if (given(b[key])) {
+      throw unsupported(key, `${key} is not supported; use response_format with a JSON schema`);
+    }
+  }
+  if (asked.length > 1) {
+    throw invalidRequest(`Cannot use both "${asked[0][0]}" and "${asked[1][0]}"`, asked[1][0]);
+  }
+  if (asked.length === 0) return null;
+  let [param, schema] = asked[0];
+  if (schema === null) return jsonObjectGrammar();
+  if (typeof schema === "string") {
+    try {
+      schema = JSON.parse(schema);
+    } catch {
+      throw badValue(param, schema, "a JSON schema (an object, or a string holding one)");
+    }
+  }
+  try {
+    return compileJsonSchema(schema, param);
+  } catch (err) {
+    if (err instanceof SchemaError) throw invalidRequest(err.message, err.param);
+    throw err;
+  }
 }
 
 /** Chat's `logprobs` (boolean) and `top_logprobs` (0..20, needs logprobs): the top count, or null. */
@@ -471,15 +544,6 @@ function parseContent(content: unknown, role: string, path: string): string {
 }
 
 function rejectChatExtras(b: Body): void {
-  if (given(b.response_format)) {
-    const type = isObject(b.response_format) ? b.response_format.type : b.response_format;
-    if (type !== "text") {
-      throw unsupported(
-        "response_format",
-        `only response_format type "text" is supported, got ${JSON.stringify(type)}`,
-      );
-    }
-  }
   if (given(b.functions) && !(Array.isArray(b.functions) && b.functions.length === 0)) {
     throw unsupported("functions", 'the legacy "functions" field is not supported; use "tools"');
   }

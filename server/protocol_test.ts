@@ -154,7 +154,38 @@ Deno.test("parseChatRequest() rejects out-of-range and unsupported options", () 
     [{ cache_salt: 7 }, "cache_salt"],
     [{ cache_salt: "x".repeat(1025) }, "cache_salt"],
     [{ seed: "1" }, "seed"],
-    [{ response_format: { type: "json_object" } }, "response_format"],
+    [{ response_format: "json" }, "response_format"],
+    [{ response_format: { type: "xml" } }, "response_format.type"],
+    [{ response_format: { type: "json_schema" } }, "response_format.json_schema"],
+    [
+      { response_format: { type: "json_schema", json_schema: { name: "a b", schema: {} } } },
+      "response_format.json_schema.name",
+    ],
+    [
+      {
+        response_format: {
+          type: "json_schema",
+          json_schema: { name: "a", schema: { type: "string", pattern: "x" } },
+        },
+      },
+      "response_format.json_schema.schema.pattern",
+    ],
+    [
+      {
+        response_format: {
+          type: "json_schema",
+          json_schema: {
+            name: "a",
+            schema: { type: "object", properties: { n: { type: "integer", maximum: 3 } } },
+          },
+        },
+      },
+      "response_format.json_schema.schema.properties.n.maximum",
+    ],
+    [{ guided_json: "{not json" }, "guided_json"],
+    [{ guided_regex: "a+" }, "guided_regex"],
+    [{ structured_outputs: { choice: ["a"] } }, "structured_outputs.choice"],
+    [{ response_format: { type: "json_object" }, guided_json: {} }, "guided_json"],
     [{ tools: [{ type: "function", function: { name: "f" } }], tool_choice: "required" }, "tool_choice"],
     [{ tool_choice: { type: "function", function: { name: "f" } } }, "tool_choice"],
     [{ tools: { type: "function" } }, "tools"],
@@ -262,6 +293,18 @@ Deno.test("parse*Request() reads n, logprobs, penalties, logit_bias and vLLM's e
   for (const [seed, want] of [[-1, 4294967295], [2 ** 63 - 1, 0], [2 ** 32 + 5, 5], [123, 123]]) {
     assert.equal(parseCompletionRequest({ prompt: "a", seed }).request.sampling.seed, want, `seed ${seed}`);
   }
+});
+
+Deno.test("parse*Request() compiles response_format, structured_outputs.json and guided_json", () => {
+  const user = { messages: [{ role: "user", content: "Hi" }] };
+  assert.equal(parseChatRequest({ ...user, response_format: { type: "text" } }).request.grammar, undefined);
+  assert.ok(parseChatRequest({ ...user, response_format: { type: "json_object" } }).request.grammar);
+  const schema = { type: "object", properties: { a: { type: "integer" } }, required: ["a"] };
+  const rf = { type: "json_schema", json_schema: { name: "thing", schema, strict: true } };
+  assert.ok(parseChatRequest({ ...user, response_format: rf }).request.grammar);
+  assert.ok(parseCompletionRequest({ prompt: "x", response_format: rf }).request.grammar);
+  assert.ok(parseCompletionRequest({ prompt: "x", structured_outputs: { json: schema } }).request.grammar);
+  assert.ok(parseCompletionRequest({ prompt: "x", guided_json: JSON.stringify(schema) }).request.grammar);
 });
 
 Deno.test("samplingFromGenerationConfig() maps HF fields and rejects bad values", () => {

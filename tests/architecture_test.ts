@@ -37,6 +37,7 @@ const ALLOWED: Record<string, readonly string[]> = {
   "inference/engine": [
     "inference/model",
     "inference/text",
+    "inference/structured",
     "inference/formats",
     "kernels/core",
     "kernels/ops",
@@ -64,6 +65,8 @@ const ALLOWED: Record<string, readonly string[]> = {
   ],
   "inference/model": ["inference/formats", "quant", "kernels/core", "kernels/ops", "kernels/matmul"],
   "inference/text": [],
+  // Structured output knows bytes and JSON Schema, not tokenizers or the GPU: the engine hands it token bytes.
+  "inference/structured": [],
   "inference/formats": [],
   // Model sources know files and HTTP, not the GPU or the model: main.ts hands in the config.json check.
   "inference/hub": [],

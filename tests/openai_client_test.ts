@@ -267,6 +267,65 @@ Deno.test("the openai package chats with lq-49m, streaming with usage", async (t
       assert.deepEqual(tok.tokens, chat.ids);
       assert.equal(tok.max_model_len, 1024);
     });
+    await t.step("response_format json_schema: the reply parses and fits the schema", async () => {
+      const person = {
+        type: "object",
+        properties: { name: { type: "string", maxLength: 24 }, age: { type: "integer" } },
+        required: ["name", "age"],
+        additionalProperties: false,
+      };
+      const res = await openai.chat.completions.create({
+        model: "lq-49m",
+        messages: [{ role: "user", content: "Describe a person as JSON with their name and age." }],
+        max_tokens: 80,
+        temperature: 0,
+        response_format: {
+          type: "json_schema",
+          json_schema: { name: "person", schema: person, strict: true },
+        },
+      });
+      const content = res.choices[0].message.content ?? "";
+      assert.equal(res.choices[0].finish_reason, "stop", content);
+      const value = JSON.parse(content);
+      assert.deepEqual(Object.keys(value), ["name", "age"]);
+      assert.ok(typeof value.name === "string" && value.name.length <= 24 && Number.isInteger(value.age));
+    });
+    await t.step("response_format json_object, streamed: the deltas join into one JSON object", async () => {
+      const stream = await openai.chat.completions.create({
+        model: "lq-49m",
+        messages: [{ role: "user", content: "List three colors as a JSON object." }],
+        max_tokens: 120,
+        temperature: 0,
+        stream: true,
+        response_format: { type: "json_object" },
+      });
+      let text = "";
+      let finish: string | null = null;
+      for await (const chunk of stream) {
+        text += chunk.choices[0]?.delta.content ?? "";
+        finish = chunk.choices[0]?.finish_reason ?? finish;
+      }
+      assert.equal(finish, "stop", text);
+      const value = JSON.parse(text);
+      assert.ok(typeof value === "object" && value !== null && !Array.isArray(value), text);
+    });
+    await t.step("response_format with a keyword leanserve cannot enforce: a 400 naming it", async () => {
+      const err = await rejection(
+        openai.chat.completions.create({
+          model: "lq-49m",
+          messages: chat.messages,
+          response_format: {
+            type: "json_schema",
+            json_schema: {
+              name: "x",
+              schema: { type: "object", properties: { d: { type: "string", format: "date" } } },
+            },
+          },
+        }),
+        BadRequestError,
+      );
+      assert.equal(err.param, "response_format.json_schema.schema.properties.d.format");
+    });
     await t.step("tools: a 400 naming them, since lq-49m's template renders no tool calls", async () => {
       const err = await rejection(
         openai.chat.completions.create({

@@ -7,8 +7,8 @@
  * host writes every step's rows into a program buffer (kernels/ops/batch_rows.ts), so all steps go into
  * one submit and one readback (a readback costs ≥ 10 ms in Deno, docs/webgpu.md §3); decode rows embed the
  * id their sequence sampled in the previous step, which stays on the GPU. Sequences live in slots: each
- * slot has its sampling settings, RNG step, output counts (penalties), logit bias, ban list and block
- * table (kernels/ops/batch_sample.ts, logits_process.ts, paged_kv.ts).
+ * slot has its sampling settings, RNG step, output counts (penalties), logit bias, ban list, token mask
+ * (structured output) and block table (kernels/ops/batch_sample.ts, logits_process.ts, paged_kv.ts).
  *
  * Forwards run at a few fixed row counts (buckets; padding rows are no-ops), and {@link BatchRunner.prebuild}
  * binds every bucket's work when the model is installed, as vLLM captures its CUDA graphs at start: binding
@@ -37,6 +37,7 @@ import {
   createPagedFlashAttention,
   createRmsNorm,
   LOGPROB_RECORD_WORDS,
+  maskWords,
   packSlotParams,
   type PagedAttentionArgs,
   pagedMaxSplits,
@@ -190,6 +191,7 @@ export class BatchRunner {
       slotParams: createStorage(gpu, maxSlots * SLOT_PARAMS_BYTES, "batch slotParams"),
       bias: buf(maxSlots * maxBias * 2, "batch logit bias"),
       ban: buf(maxSlots * Math.max(maxBan, 1), "batch ban"),
+      mask: buf(maxSlots * maskWords(vocab), "batch token mask"),
       counts: buf(maxSlots * vocab, "batch counts"),
       blockTable: buf(maxSlots * this.#maxBlocks, "batch block table"),
       procLogits: buf(maxSlots * vocab, "batch processed logits"),
@@ -255,6 +257,19 @@ export class BatchRunner {
     const table = new Uint32Array(this.#maxBlocks).fill(ROW_NONE);
     table.set(blocks);
     writeBuffer(gpu, this.#b.blockTable, table, slot * this.#maxBlocks * 4);
+  }
+
+  /**
+   * Writes a slot's token mask, which the next chunk applies while the slot's settings say `masked`.
+   * @param slot the sequence slot
+   * @param words maskWords(vocabSize) u32: bit (id & 31) of word id >> 5 set = id allowed
+   */
+  setMask(slot: number, words: Uint32Array): void {
+    const n = maskWords(this.config.vocabSize);
+    if (words.length !== n) {
+      throw new Error(`Cannot set the token mask of slot ${slot}: expected ${n} words, got ${words.length}`);
+    }
+    writeBuffer(this.#gpu, this.#b.mask, words, slot * n * 4);
   }
 
   /** Writes block table entries [from, from + blocks.length) of a slot. */
@@ -450,6 +465,7 @@ export class BatchRunner {
           maxBias: this.options.maxBias,
           maxBan: this.options.maxBan,
           out: b.procLogits,
+          mask: b.mask,
         }),
       ),
       forwardStep(

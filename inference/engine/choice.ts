@@ -3,6 +3,7 @@
  * detokenizer, stop strings held back, EOS and stop ids), logprob entries and its end event; an
  * `EventChannel` carries the events of all of a request's choices to the caller's iterator.
  */
+import type { GrammarMatcher } from "../structured/mod.ts";
 import { createStreamDecoder, type Tokenizer } from "../text/mod.ts";
 import { createStopMatcher } from "./stop_text.ts";
 import type { SeqSink } from "./scheduler.ts";
@@ -73,6 +74,8 @@ export interface ChoiceSpec {
   /** top logprobs per token, or null for no logprobs */
   logprobs: number | null;
   channel: EventChannel;
+  /** the grammar the output follows (structured output): advanced by every id; complete ends the choice */
+  grammar?: GrammarMatcher | null;
   /** called once when the choice has sent its end event */
   onEnd: (completionTokens: number) => void;
 }
@@ -109,11 +112,21 @@ export function createChoice(spec: ChoiceSpec): SeqSink {
         end("stop", true);
         return true;
       }
+      // The mask allows only ids the grammar takes; one it refuses (never expected) ends the choice untaken.
+      if (spec.grammar && !spec.grammar.accept(id)) {
+        completion--;
+        end("stop", true);
+        return true;
+      }
       const r = stops.push(decoder.push(id));
       const logprobs = spec.logprobs !== null && record ? [readLogprob(tokenizer, id, record)] : null;
       channel.push({ type: "delta", index, text: r.emit, tokens: 1, ...(logprobs ? { logprobs } : {}) });
       if (r.stopped) {
         end("stop", false);
+        return true;
+      }
+      if (spec.grammar?.complete) {
+        end("stop", true); // the value is whole: nothing may follow it
         return true;
       }
       if (completion >= spec.limit) {

@@ -11,6 +11,7 @@
  */
 import type { Gpu } from "../../kernels/core/mod.ts";
 import type { KvType, SlotSettings } from "../../kernels/ops/mod.ts";
+import { GrammarMatcher, TokenVocab } from "../structured/mod.ts";
 import type { ChatTemplate, Tokenizer } from "../text/mod.ts";
 import { type GpuWeights, gpuWeightsBuffers, type ModelConfig } from "../model/mod.ts";
 import { BatchRunner } from "./batch_runner.ts";
@@ -275,12 +276,18 @@ export function createEngine(
     if (request.sampling.seed === null && request.sampling.temperature > 0) {
       log(`[engine] sampling seed ${seed}`);
     }
-    const inits = Array.from({ length: n }, (_, index) => ({
+    const grammars = Array.from(
+      { length: n },
+      () => request.grammar ? new GrammarMatcher(request.grammar, tokenVocab(m)) : null,
+    );
+    const inits = grammars.map((grammar, index) => ({
       prompt: ids,
       limit,
       settings: { ...base, seed: index === 0 ? seed : mixSeed(seed, index) },
       ...(request.cacheSalt !== undefined ? { cacheSalt: request.cacheSalt } : {}),
+      ...(grammar ? { constraint: { mask: () => grammar.mask(stopIds) } } : {}),
       sink: createChoice({
+        grammar,
         index,
         tokenizer: m.tokenizer,
         prompt: ids,
@@ -440,7 +447,16 @@ function slotSettings(m: LoadedModel, r: GenerateRequest, banIds: number[]): Slo
     ban: (r.minTokens ?? 0) > 0 ? ban : [],
     logprobs: r.logprobs !== undefined && r.logprobs !== null,
     nTop: r.logprobs ?? 0,
+    masked: r.grammar !== undefined,
   };
+}
+
+/** Each tokenizer's vocabulary as byte strings, with its trie and mask cache (built at the first use). */
+const vocabs = new WeakMap<LoadedModel, TokenVocab>();
+function tokenVocab(m: LoadedModel): TokenVocab {
+  let v = vocabs.get(m);
+  if (!v) vocabs.set(m, v = new TokenVocab(m.tokenizer.tokenBytesTable(), m.config.vocabSize));
+  return v;
 }
 
 /** A distinct u32 seed for choice `index` > 0 of a request seeded with `seed`. */

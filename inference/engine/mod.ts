@@ -13,6 +13,7 @@ export {
   type ModelLease,
 } from "./engine.ts";
 export { createSequenceRunner } from "./generate.ts";
+export { compileJsonSchema, jsonObjectGrammar, SchemaError } from "../structured/mod.ts";
 export { loadModel, type LoadModelOptions } from "./load_model.ts";
 export {
   type ChatMessage,
@@ -24,6 +25,7 @@ export {
   type EngineStatus,
   type GenerateInput,
   type GenerateRequest,
+  type JsonGrammar,
   type ModelQuantization,
   type SamplingParams,
   type TokenEvent,

@@ -22,6 +22,11 @@
  * precede a later step's reads on the GPU queue, so a cached block is complete whenever it is read. A
  * preempted sequence takes back its own blocks unless they were evicted meanwhile.
  *
+ * Structured output (SeqInit.constraint): the mask of the ids a sequence's grammar allows next depends on
+ * the id it sampled last, which the host learns only at the readback, so a constrained sequence has at most
+ * one sampling row in flight; its mask is written once that id is read (and at each admission), before any
+ * later chunk is submitted.
+ *
  * Two models may be served at once while one replaces the other (hot swap): each has its own runner and
  * queue; the loop alternates between them and frees the old one when its last sequence ends.
  */
@@ -236,6 +241,8 @@ export class Scheduler {
     const samplers: [number, Seq][] = [];
     for (const seq of entry.running) {
       if (seq.prefilling || seq.sampled >= seq.budget) continue;
+      // A constrained sequence's next mask needs the id it sampled last: one sampling row per readback.
+      if (seq.init.constraint && (seq.inFlight > 0 || chunk.seqs.has(seq))) continue;
       step.gather.push(step.rows.length);
       step.rows.push({ slot: seq.slot, pos: seq.computed++, token: null });
       samplers.push([seq.slot, seq]);
@@ -338,6 +345,7 @@ export class Scheduler {
       output: seq.output,
       blocks: seq.blocks,
     });
+    if (seq.init.constraint) entry.runner.setMask(seq.slot, seq.init.constraint.mask());
     entry.running.push(seq);
   }
 
@@ -431,6 +439,9 @@ export class Scheduler {
         this.generatedTokens++;
         registerFull(seq);
         if (seq.init.sink.token(id, rec) || seq.output.length >= seq.init.limit) this.#finish(seq);
+        else if (seq.init.constraint && seq.state === "running") {
+          chunk.entry.runner.setMask(seq.slot, seq.init.constraint.mask());
+        }
       }
     });
     for (const seq of chunk.seqs) {

@@ -16,6 +16,12 @@ export interface SeqSink {
   cached?(tokens: number): void;
 }
 
+/** What a grammar allows next (structured output): the sequence samples one id per chunk, masked. */
+export interface SeqConstraint {
+  /** The mask of the ids allowed after the ids the sink has taken so far (kernels/ops/logits_process.ts). */
+  mask(): Uint32Array;
+}
+
 /** What a sequence needs to run. */
 export interface SeqInit {
   prompt: readonly number[];
@@ -25,6 +31,8 @@ export interface SeqInit {
   sink: SeqSink;
   /** its prefix-cache blocks are shared only with sequences of the same salt (GenerateRequest.cacheSalt) */
   cacheSalt?: string;
+  /** the grammar its output follows (its sink advances it), or absent */
+  constraint?: SeqConstraint;
 }
 
 /** Where a sequence is in its life. */

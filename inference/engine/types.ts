@@ -3,9 +3,10 @@
  * the only file of inference/ that server/ imports.
  */
 
+import type { JsonGrammar } from "../structured/mod.ts";
 import type { ChatMessage, ChatToolCall, ToolCallFormat } from "../text/mod.ts";
 
-export type { ChatMessage, ChatToolCall, ToolCallFormat };
+export type { ChatMessage, ChatToolCall, JsonGrammar, ToolCallFormat };
 
 /** Sampling settings resolved once per request (request → server defaults → generation_config.json). */
 export interface SamplingParams {
@@ -68,6 +69,11 @@ export interface GenerateRequest {
    * secret salt keeps others from timing whether its prompts are cached.
    */
   cacheSalt?: string;
+  /**
+   * The output must be JSON of this grammar (structured output: response_format): each step samples only
+   * ids that keep it so, and the choice ends (finish reason "stop") once the value is complete.
+   */
+  grammar?: JsonGrammar;
 }
 
 /** One generated token's logprob, as the engine reports it with `GenerateRequest.logprobs`. */

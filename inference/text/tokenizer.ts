@@ -7,7 +7,13 @@
  */
 import { join } from "node:path";
 import { BpeModel, type BpeModelJson } from "./tokenizer_bpe.ts";
-import { buildDecoder, type Decoder } from "./tokenizer_decoders.ts";
+import {
+  buildByteDecoder,
+  buildDecoder,
+  buildTokenBytesTable,
+  type ByteDecoder,
+  type Decoder,
+} from "./tokenizer_decoders.ts";
 import {
   buildNormalizer,
   buildPreTokenizer,
@@ -81,6 +87,8 @@ export class Tokenizer {
   #preTokenizer: PreTokenizer | null;
   #postProcessor: PostProcessor;
   #decoder: Decoder | null;
+  #byteDecoder: ByteDecoder | null;
+  #tokenBytes: readonly (Uint8Array | null)[] | null = null;
   #matchers = new Map<string, AddedTokenMatcher | null>();
 
   /** Use `loadTokenizer` or `createTokenizer`, which turn build errors into one clear message. */
@@ -102,6 +110,7 @@ export class Tokenizer {
     this.#normalizer = buildNormalizer(json.normalizer);
     this.#preTokenizer = buildPreTokenizer(json.pre_tokenizer);
     this.#decoder = buildDecoder(json.decoder);
+    this.#byteDecoder = buildByteDecoder(json.decoder);
     this.bosTokenId = this.#configTokenId(config?.bos_token, "bos_token");
     this.eosTokenId = this.#configTokenId(config?.eos_token, "eos_token");
     this.#postProcessor = buildPostProcessor(json.post_processor, {
@@ -183,6 +192,32 @@ export class Tokenizer {
       if (token !== undefined) tokens.push(token);
     }
     return this.#decoder ? this.#decoder(tokens).join("") : tokens.join(" ");
+  }
+
+  /**
+   * The bytes an id adds to text when it is decoded in the middle of a sequence (not first): what grammar-
+   * constrained decoding walks. They may end inside a UTF-8 character (byte-level and `<0xNN>` tokens).
+   * @param id the token id
+   * @returns the bytes (a view into the shared table: do not modify); null for special added tokens (they
+   *   are never text) and unknown ids
+   */
+  tokenBytes(id: number): Uint8Array | null {
+    return this.tokenBytesTable()[id] ?? null;
+  }
+
+  /**
+   * `tokenBytes` of every id, built on the first call and cached.
+   * @returns the table, of length `vocabSize`
+   */
+  tokenBytesTable(): readonly (Uint8Array | null)[] {
+    if (this.#tokenBytes === null) {
+      const tokens = Array.from(
+        { length: this.vocabSize },
+        (_, id) => this.specialTokenIds.has(id) ? null : this.idToToken(id),
+      );
+      this.#tokenBytes = Object.freeze(buildTokenBytesTable(tokens, this.#byteDecoder));
+    }
+    return this.#tokenBytes;
   }
 
   /** The id of a token string (added tokens first, then the vocabulary), or null. */

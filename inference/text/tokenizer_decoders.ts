@@ -52,24 +52,23 @@ export function buildDecoder(json: ComponentJson | null | undefined): Decoder | 
 /** Byte chars back to bytes; a token with any other char (an added token) contributes its UTF-8. */
 function byteLevelDecode(tokens: string[]): string {
   const bytes: number[] = [];
-  for (const token of tokens) {
-    const start = bytes.length;
-    let mapped = true;
-    for (let i = 0; i < token.length; i++) {
-      const cp = token.charCodeAt(i);
-      const b = cp < CHAR_TO_BYTE.length ? CHAR_TO_BYTE[cp] : -1;
-      if (b < 0) {
-        mapped = false;
-        break;
-      }
-      bytes.push(b);
-    }
-    if (!mapped) {
-      bytes.length = start;
-      for (const b of ENCODER.encode(token)) bytes.push(b);
-    }
-  }
+  for (const token of tokens) pushByteLevelBytes(token, bytes);
   return UTF8.decode(new Uint8Array(bytes));
+}
+
+/** Appends the bytes of one ByteLevel token to `out` (its UTF-8 when a char is outside the byte table). */
+function pushByteLevelBytes(token: string, out: number[]): void {
+  const start = out.length;
+  for (let i = 0; i < token.length; i++) {
+    const cp = token.charCodeAt(i);
+    const b = cp < CHAR_TO_BYTE.length ? CHAR_TO_BYTE[cp] : -1;
+    if (b < 0) {
+      out.length = start;
+      for (const u of ENCODER.encode(token)) out.push(u);
+      return;
+    }
+    out.push(b);
+  }
 }
 
 /** The byte of a `<0xNN>` token, or -1. */
@@ -113,4 +112,107 @@ function strip(token: string, content: string, start: number, stop: number): str
   let to = chars.length;
   while (chars.length - to < stop && to > from && chars[to - 1] === content) to--;
   return chars.slice(from, to).join("");
+}
+
+/** One token on its way through a byte decoder: text, or raw bytes once a byte step has turned it into bytes. */
+type Piece = string | Uint8Array;
+
+/** One decoder step applied to a single token that is not the first of the text. */
+type ByteStep = (piece: Piece) => Piece;
+
+/** Maps a token string to the bytes it adds to decoded text when it is not the first token. */
+export type ByteDecoder = (token: string) => Uint8Array;
+
+/**
+ * Builds the per-token form of the decode chain: the bytes a token adds in the middle of a decoded text,
+ * so that `decode(ids)` is, as bytes, `decode([ids[0]])` followed by the bytes of `ids[1..]` (when all of
+ * it is valid UTF-8). Metaspace's replacement char becomes a space; a Strip after Fuse or ByteLevel (which
+ * join the tokens into one text) strips the ends of the whole text, so it leaves a middle token alone;
+ * `<0xNN>` gives the byte NN and ByteLevel its raw bytes, which may end inside a UTF-8 character.
+ * Text steps leave a token that is already bytes unchanged (a lone byte is not text yet); the HF chains
+ * put Replace and Metaspace before the byte steps, and their Strip after a Fuse, where it skips a middle token.
+ * @param json the `decoder` entry
+ * @returns the byte decoder, or null when the JSON has none (decode then joins tokens with " ")
+ * @example
+ * ```ts
+ * const bytes = buildByteDecoder({ type: "ByteLevel" })!;
+ * console.assert(bytes("Ġæ").join() === "32,230"); // a space, then the first byte of "日"
+ * ```
+ */
+export function buildByteDecoder(json: ComponentJson | null | undefined): ByteDecoder | null {
+  if (!json) return null;
+  const steps: ByteStep[] = [];
+  let fused = false; // a Fuse or ByteLevel already joined the tokens: later steps see the whole text
+  const add = (j: ComponentJson) => {
+    if (j.type === "Sequence") (j.decoders as ComponentJson[]).forEach(add);
+    else {
+      steps.push(byteStep(j, fused));
+      fused ||= j.type === "Fuse" || j.type === "ByteLevel";
+    }
+  };
+  add(json);
+  return (token) => {
+    const piece = steps.reduce<Piece>((p, step) => step(p), token);
+    return typeof piece === "string" ? ENCODER.encode(piece) : piece;
+  };
+}
+
+/** One step of `buildByteDecoder`; `fused` says whether an earlier step joined the tokens into one text. */
+function byteStep(json: ComponentJson, fused: boolean): ByteStep {
+  const text = (f: (s: string) => string): ByteStep => (p) => typeof p === "string" ? f(p) : p;
+  switch (json.type) {
+    case "ByteLevel":
+      return (p) => {
+        if (typeof p !== "string") return p;
+        const bytes: number[] = [];
+        pushByteLevelBytes(p, bytes);
+        return new Uint8Array(bytes);
+      };
+    case "ByteFallback":
+      return (p) => {
+        const b = typeof p === "string" ? byteTokenValue(p) : -1;
+        return b >= 0 ? Uint8Array.of(b) : p;
+      };
+    case "Fuse":
+      return (p) => p;
+    case "Replace": {
+      const regex = patternRegex(json.pattern);
+      return text((s) => s.replace(regex, () => json.content as string));
+    }
+    case "Strip":
+      // once fused, the strip applies to the ends of the whole text, which a middle token never is
+      return fused
+        ? (p) => p
+        : text((s) => strip(s, json.content as string, json.start as number, json.stop as number));
+    case "Metaspace": {
+      const replacement = (json.replacement as string | undefined) ?? "▁";
+      const never = json.prepend_scheme === "never" || json.add_prefix_space === false;
+      // decode drops the replacement chars of token 0 only: once fused, all text is token 0
+      const space = fused && !never ? "" : " ";
+      return text((s) => s.split(replacement).join(space));
+    }
+    default:
+      throw new Error(`unsupported decoder type "${json.type}"`);
+  }
+}
+
+/**
+ * The mid-text bytes of every id, as views into one shared buffer (one allocation for a 150k vocabulary).
+ * @param tokens the token string of each id; null for an id that is never text (special or unknown)
+ * @param decoder from `buildByteDecoder`; null joins tokens with " ", as decode does without a decoder
+ * @returns the bytes of each id, null where `tokens` has null
+ */
+export function buildTokenBytesTable(
+  tokens: readonly (string | null)[],
+  decoder: ByteDecoder | null,
+): (Uint8Array | null)[] {
+  const pieces = tokens.map((t) => t === null ? null : decoder ? decoder(t) : ENCODER.encode(` ${t}`));
+  const buffer = new Uint8Array(pieces.reduce((n, p) => n + (p?.length ?? 0), 0));
+  let offset = 0;
+  return pieces.map((p) => {
+    if (p === null) return null;
+    buffer.set(p, offset);
+    offset += p.length;
+    return buffer.subarray(offset - p.length, offset);
+  });
 }

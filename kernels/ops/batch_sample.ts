@@ -56,13 +56,13 @@ import {
 import { SLOT_STRUCT } from "./batch_rows.ts";
 import BATCH_SAMPLE_WGSL from "./batch_sample.wgsl" with { type: "text" };
 
-/** WGSL of one slot's settings: sampling, penalties, logit bias, min-tokens ban, logprobs. */
+/** WGSL of one slot's settings: sampling, penalties, logit bias, min-tokens ban, token mask, logprobs. */
 export const SLOT_PARAMS_STRUCT = /* wgsl */ `
 struct SlotParams {
   temperature: f32, topP: f32, topK: u32, minP: f32,
   seed: u32, presence: f32, frequency: f32, repetition: f32,
   nBias: u32, minTokens: u32, nBan: u32, nTop: u32,
-  logprobs: u32, process: u32, reserved0: u32, reserved1: u32,
+  logprobs: u32, process: u32, masked: u32, reserved1: u32,
 }
 `;
 
@@ -98,6 +98,8 @@ export interface SlotSettings {
   logprobs: boolean;
   /** top logprobs per token, 0..MAX_TOP_LOGPROBS */
   nTop: number;
+  /** the slot's token mask (logits_process.ts) is applied: ids whose bit is clear get −inf */
+  masked: boolean;
 }
 
 /** Greedy decoding with every filter and penalty off: the settings that change nothing but pick the argmax. */
@@ -115,12 +117,13 @@ export const GREEDY_SLOT: Readonly<SlotSettings> = Object.freeze({
   ban: [],
   logprobs: false,
   nTop: 0,
+  masked: false,
 });
 
 /** Whether the settings change any logit before sampling (logits_process.ts runs its slow path). */
 export function slotProcesses(s: SlotSettings): boolean {
   return s.presence !== 0 || s.frequency !== 0 || s.repetition !== 1 || s.bias.length > 0 ||
-    (s.minTokens > 0 && s.ban.length > 0);
+    (s.minTokens > 0 && s.ban.length > 0) || s.masked;
 }
 
 /**
@@ -162,6 +165,7 @@ export function packSlotParams(
   u(11, s.nTop);
   u(12, s.logprobs ? 1 : 0);
   u(13, slotProcesses(s) ? 1 : 0);
+  u(14, s.masked ? 1 : 0);
   return view.buffer;
 }
 

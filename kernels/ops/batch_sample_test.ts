@@ -6,7 +6,7 @@ import {
   SLOT_PARAMS_BYTES,
   type SlotSettings,
 } from "./batch_sample.ts";
-import { createLogitsProcess } from "./logits_process.ts";
+import { createLogitsProcess, maskWords } from "./logits_process.ts";
 import { createLogprobs, LOGPROB_RECORD_WORDS } from "./logprobs.ts";
 import { logSoftmaxRef, sampleRef } from "../core/reference.ts";
 import { checkPipelines, type Gpu } from "../core/gpu.ts";
@@ -18,8 +18,15 @@ const MAX_BIAS = 4;
 const MAX_BAN = 3;
 const BASE: SlotSettings = GREEDY_SLOT;
 
-/** The definition of the processing (logits_process.ts), in f64 on the host. */
-function processRef(l: Float32Array, s: SlotSettings, counts: Uint32Array, sampled: number): Float64Array {
+/**
+ * The definition of the processing (logits_process.ts), in f64 on the host: `counts` and `mask` are the
+ * slot's rows, `sampled` its RNG step.
+ */
+function processRef(
+  l: Float32Array,
+  s: SlotSettings,
+  { counts, sampled, mask }: { counts: Uint32Array; sampled: number; mask: Uint32Array },
+): Float64Array {
   const out = Float64Array.from(l);
   for (let i = 0; i < l.length; i++) {
     const n = counts[i] & 0x7fffffff;
@@ -29,7 +36,20 @@ function processRef(l: Float32Array, s: SlotSettings, counts: Uint32Array, sampl
   }
   for (const [id, v] of s.bias) out[id] += v;
   if (sampled < s.minTokens) { for (const id of s.ban) out[id] = -Infinity; }
+  if (s.masked) { for (let i = 0; i < l.length; i++) if (!allowed(mask, i)) out[i] = -Infinity; }
   return out;
+}
+
+/** Whether bit (id & 31) of word id >> 5 of a mask row is set. */
+function allowed(mask: Uint32Array, id: number): boolean {
+  return ((mask[id >>> 5] >>> (id & 31)) & 1) === 1;
+}
+
+/** The first index of the largest value. */
+function argmax(x: ArrayLike<number>): number {
+  let best = 0;
+  for (let i = 1; i < x.length; i++) if (x[i] > x[best]) best = i;
+  return best;
 }
 
 interface Setup {
@@ -43,6 +63,8 @@ interface Setup {
   chunkStep: number;
   /** row r's logits (default: a Zipf row) */
   logits?: (r: number) => Float32Array;
+  /** (maxSlots, maskWords(vocab)) token masks (default: none allowed; only `masked` slots read theirs) */
+  masks?: Uint32Array;
 }
 
 async function run(gpu: Gpu, s: Setup) {
@@ -83,6 +105,7 @@ async function run(gpu: Gpu, s: Setup) {
     counts: uploadStorage(gpu, s.counts, "counts"),
     bias: uploadStorage(gpu, bias, "bias"),
     ban: uploadStorage(gpu, ban, "ban"),
+    mask: uploadStorage(gpu, s.masks ?? new Uint32Array(maxSlots * maskWords(s.vocab)), "mask"),
     state: uploadStorage(gpu, new Uint32Array([0, s.chunkStep, 0, 0]), "state"),
     outTokens: uploadStorage(gpu, new Uint32Array(steps * maxSlots).fill(NONE), "outTokens"),
     outLogprobs: createStorage(gpu, steps * maxSlots * LOGPROB_RECORD_WORDS * 4, "outLogprobs"),
@@ -105,6 +128,7 @@ async function run(gpu: Gpu, s: Setup) {
     maxBias: MAX_BIAS,
     maxBan: MAX_BAN,
     out: b.proc,
+    mask: b.mask,
   });
   const sample = createBatchSample(gpu).bind({
     ...common,
@@ -185,7 +209,8 @@ Deno.test("batchSample() draws every row with its slot's settings and RNG step",
         const got = await run(gpu, { vocab, rowSlots: [0, 1, 2, 3], settings, steps, counts, chunkStep: 0 });
         settings.forEach((st, slot) => {
           const raw = got.logits.subarray(slot * vocab, (slot + 1) * vocab);
-          const want = processRef(raw, st, before.subarray(slot * vocab, (slot + 1) * vocab), steps[slot]);
+          const counts = before.subarray(slot * vocab, (slot + 1) * vocab);
+          const want = processRef(raw, st, { counts, sampled: steps[slot], mask: new Uint32Array(0) });
           const proc = got.proc.subarray(slot * vocab, (slot + 1) * vocab);
           for (let i = 0; i < vocab; i++) {
             const ok = want[i] === -Infinity ? proc[i] === -Infinity : Math.abs(proc[i] - want[i]) <= 1e-5;
@@ -199,6 +224,98 @@ Deno.test("batchSample() draws every row with its slot's settings and RNG step",
       },
     );
   }
+  // 5,000 ids: 157 mask words, the last holding 8 ids (its other 24 bits are set and must not matter), and
+  // three process workgroups; the allowed ids include both sides of each workgroup edge.
+  await t.step(
+    "a token mask sends clear ids to −inf after the penalties; unmasked slots ignore theirs",
+    async () => {
+      const vocab = 5000;
+      const words = maskWords(vocab);
+      const edges = [0, 2047, 2048, 4095, 4096, 4991, 4992, 4999];
+      const rowSlots = [2, 0, 4, 1, 3];
+      const rows = rowSlots.map((_, r) => zipfLogits(vocab, 7 * r + 1));
+      const rowOf = (slot: number) => rows[rowSlots.indexOf(slot)];
+      const rand = seededRandom(17);
+      const masks = new Uint32Array(5 * words);
+      const setBit = (slot: number, id: number, on: boolean) => {
+        const w = slot * words + (id >>> 5);
+        masks[w] = on ? masks[w] | (1 << (id & 31)) : masks[w] & ~(1 << (id & 31));
+      };
+      for (const slot of [0, 1, 3]) {
+        for (let id = 0; id < vocab; id++) setBit(slot, id, rand() < 0.1);
+        for (const id of edges) setBit(slot, id, true);
+        for (let id = vocab; id < words * 32; id++) setBit(slot, id, true);
+        setBit(slot, argmax(rowOf(slot)), false); // the unmasked argmax is masked
+      }
+      setBit(4, 4999, true); // slot 4 allows one id; slot 2's row stays clear, as it is not masked
+      for (let id = vocab; id < words * 32; id++) setBit(4, id, true);
+      const hot = argmax(rowOf(1));
+      const settings: SlotSettings[] = [
+        { ...BASE, masked: true },
+        // a masked id biased to the top stays −inf; the allowed edges get penalties and a bias
+        { ...BASE, masked: true, temperature: 1, seed: 21, presence: 0.5, bias: [[hot, 100], [2048, 3]] },
+        { ...BASE, presence: 0.5, frequency: 0.25, repetition: 1.3, bias: [[7, 2]] },
+        { ...BASE, masked: true, temperature: 0.8, topK: 5, seed: 22, minTokens: 3, ban: [2047] },
+        { ...BASE, masked: true },
+      ];
+      const counts = new Uint32Array(settings.length * vocab).map(() => {
+        const x = rand();
+        return x < 0.1 ? 0x80000000 : x < 0.2 ? 1 + Math.floor(rand() * 4) : 0;
+      });
+      for (let round = 0; round < 6; round++) {
+        const steps = settings.map((_, slot) => 5 * round + slot);
+        const got = await run(gpu, {
+          vocab,
+          rowSlots,
+          settings,
+          steps,
+          counts,
+          chunkStep: 0,
+          logits: (r) => rows[r],
+          masks,
+        });
+        rowSlots.forEach((slot, r) => {
+          const st = settings[slot];
+          const raw = got.logits.subarray(r * vocab, (r + 1) * vocab);
+          const mask = masks.subarray(slot * words, (slot + 1) * words);
+          const want = processRef(raw, st, {
+            counts: counts.subarray(slot * vocab, (slot + 1) * vocab),
+            sampled: steps[slot],
+            mask,
+          });
+          const proc = got.proc.subarray(r * vocab, (r + 1) * vocab);
+          // Slots 0 and 4 only mask: their kept logits are the raw ones, bit for bit.
+          const tol = slot === 0 || slot === 4 ? 0 : 1e-5;
+          for (let i = 0; i < vocab; i++) {
+            const ok = want[i] === -Infinity ? proc[i] === -Infinity : Math.abs(proc[i] - want[i]) <= tol;
+            assert.ok(ok, `slot ${slot} token ${i}: got ${proc[i]}, want ${want[i]}`);
+          }
+          const tok = got.tokens[slot];
+          if (st.masked) assert.ok(allowed(mask, tok), `slot ${slot} picked masked id ${tok}`);
+          if (st.temperature === 0) {
+            assert.equal(tok, argmax(want), `slot ${slot}: greedy over the allowed ids`);
+          } else {assert.equal(
+              tok,
+              sampleRef(proc, st, steps[slot]),
+              `slot ${slot}: draw on the masked row`,
+            );}
+        });
+        assert.notEqual(got.tokens[0], argmax(rowOf(0)), "the mask moved slot 0's greedy pick");
+        assert.equal(got.tokens[4], 4999, "slot 4 allows only 4999");
+        assert.equal(
+          got.tokens[2],
+          argmax(processRef(rowOf(2), settings[2], {
+            counts: counts.subarray(2 * vocab, 3 * vocab),
+            sampled: steps[2],
+            mask: new Uint32Array(0),
+          })),
+        );
+      }
+      const packed = new Uint32Array(packSlotParams({ ...BASE, masked: true }, { maxBias: 0, maxBan: 0 }));
+      assert.deepEqual([packed[13], packed[14]], [1, 1], "a masked slot processes; word 14 is `masked`");
+      assert.equal(new Uint32Array(packSlotParams(BASE, { maxBias: 0, maxBan: 0 }))[14], 0);
+    },
+  );
   await t.step("logprobs of the pick and the top alternatives match a CPU log-softmax", async () => {
     const vocab = 777;
     const settings: SlotSettings[] = [

@@ -8,7 +8,9 @@
  *   l ← seen ? (l > 0 ? l / repetition : l · repetition) : l       (vLLM's repetition_penalty)
  *   l ← l − frequency · n − presence · [n > 0]                      (OpenAI's penalties, output tokens only)
  *   l ← l + bias[token]                                             (logit_bias)
- *   l ← −inf for the `ban` ids while the slot has sampled fewer than minTokens ids (vLLM's min_tokens).
+ *   l ← −inf for the `ban` ids while the slot has sampled fewer than minTokens ids (vLLM's min_tokens)
+ *   l ← −inf unless bit (id & 31) of mask[slot, id >> 5] is set, when the slot is `masked` (a grammar's
+ *       allowed ids for structured output; applied last, so neither a bias nor a penalty lifts a masked id).
  * Slots without any of these copy the row unchanged.
  */
 import {
@@ -57,6 +59,7 @@ ${LOGIT_ROWS_WGSL}
 @group(0) @binding(7) var<storage, read> bias: array<vec2<u32>>;   // (maxSlots, maxBias): id, f32 bits
 @group(0) @binding(8) var<storage, read> ban: array<u32>;          // (maxSlots, maxBan)
 @group(0) @binding(9) var<storage, read_write> out: array<f32>;    // (rows, vocab)
+@group(0) @binding(10) var<storage, read> mask: array<u32>;        // (maxSlots, ceil(vocab / 32)) bits
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
@@ -94,6 +97,13 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
       if (id >= lo && id < hi) { out[base + id] = dims.negInf; }
     }
   }
+  if (p.masked != 0u) {
+    storageBarrier();
+    let mBase = slot * ((dims.vocab + 31u) / 32u);
+    for (var i = lo + lid; i < hi; i += WG) {
+      if ((mask[mBase + (i >> 5u)] & (1u << (i & 31u))) == 0u) { out[base + i] = dims.negInf; }
+    }
+  }
 }
 `;
 
@@ -123,6 +133,17 @@ export interface LogitsProcessArgs extends RowsArgs {
   maxBan: number;
   /** out: (rows, vocabSize) f32, what the sampler reads */
   out: GPUBuffer;
+  /** mask: (maxSlots, maskWords(vocabSize)) u32; bit (id & 31) of word id >> 5 set = id allowed */
+  mask: GPUBuffer;
+}
+
+/**
+ * Words of one slot's token mask.
+ * @param vocabSize the model's vocabulary
+ * @returns ceil(vocabSize / 32): one bit per id, ids ≥ vocabSize in the last word ignored
+ */
+export function maskWords(vocabSize: number): number {
+  return Math.ceil(vocabSize / 32);
 }
 
 /** The `dims` uniform of {@link LOGIT_ROWS_WGSL}. */
@@ -140,7 +161,7 @@ export function logitDims(gpu: Gpu, a: RowsArgs, maxBias = 0, maxBan = 0): GPUBu
 const RO = "read-only-storage" as const;
 
 /**
- * Builds `process`: penalties, logit bias and the min-tokens ban, raw logits → out.
+ * Builds `process`: penalties, logit bias, the min-tokens ban and the token mask, raw logits → out.
  * @param gpu the device
  */
 export function createLogitsProcess(gpu: Gpu): Kernel<LogitsProcessArgs> {
@@ -149,10 +170,16 @@ export function createLogitsProcess(gpu: Gpu): Kernel<LogitsProcessArgs> {
     name: "logits_process",
     code: PROCESS_WGSL,
     constants: { WG: wg },
-    bindings: ["uniform", RO, RO, RO, RO, RO, RO, RO, RO, "storage"],
+    bindings: ["uniform", RO, RO, RO, RO, RO, RO, RO, RO, "storage", RO],
   });
   return {
     bind(a: LogitsProcessArgs): Encodable {
+      if (a.mask.size < a.maxSlots * maskWords(a.vocabSize) * 4) {
+        throw new Error(
+          `Cannot bind logits_process: mask holds fewer than ${a.maxSlots} rows of ` +
+            `${maskWords(a.vocabSize)} words`,
+        );
+      }
       const group = bindBuffers(gpu, pipeline, [
         logitDims(gpu, a, a.maxBias, a.maxBan),
         a.logits,
@@ -164,6 +191,7 @@ export function createLogitsProcess(gpu: Gpu): Kernel<LogitsProcessArgs> {
         a.bias,
         a.ban,
         a.out,
+        a.mask,
       ]);
       const chunks = Math.ceil(a.vocabSize / PROCESS_CHUNK);
       return {

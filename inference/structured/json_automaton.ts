@@ -1,0 +1,454 @@
+/**
+ * A byte-level pushdown automaton for the JSON a grammar (json_schema.ts) allows. A state is an immutable
+ * stack of frames (a linked list, shared between states), so stepping copies nothing but the top frame and
+ * a token's walk can branch at every byte (token_mask.ts walks the whole vocabulary as a trie). Where the
+ * grammar is ambiguous (anyOf, a number that may go on or end) a position has several stacks: a
+ * {@link StateSet}.
+ *
+ * Accepted text: JSON (RFC 8259) of the grammar's value with
+ * - whitespace only between tokens, and there either one space (or tab) or one newline followed by at most
+ *   {@link MAX_INDENT} spaces or tabs: compact and pretty-printed JSON both fit, a model cannot pad forever
+ *   (the endless-whitespace failure of unbounded JSON grammars), none before or after the value (the
+ *   output ends where the value does), and no CR;
+ * - strings: any character but controls, `"` and `\` unescaped; the escapes `\" \\ \/ \b \f \n \r \t` and
+ *   `\uXXXX`; multi-byte UTF-8 checked for its lead and continuation bytes (tokens may split a character);
+ *   minLength/maxLength count characters, an escape counting one;
+ * - object keys as JSON.stringify writes them, in the schema's order (json_schema.ts).
+ */
+import type { JsonGrammar, JsonNode } from "./json_schema.ts";
+
+/** Most spaces or tabs after a newline between two JSON tokens (pretty-printing's indentation). */
+export const MAX_INDENT = 32;
+
+/**
+ * A frame's whitespace so far: WS_NONE, WS_DONE (a space: no more), or WS_LINE + k (a newline and k
+ * indentation bytes).
+ */
+const WS_NONE = 0, WS_DONE = 1, WS_LINE = 2;
+
+/** The whitespace state after byte `b`, or −1 when `b` may not extend it. */
+function moreWs(ws: number, b: number): number {
+  if (ws === WS_NONE) return b === 0x0a ? WS_LINE : b === 0x20 || b === 0x09 ? WS_DONE : -1;
+  if (ws >= WS_LINE && (b === 0x20 || b === 0x09) && ws - WS_LINE < MAX_INDENT) return ws + 1;
+  return -1;
+}
+
+type ObjectNode = JsonNode & { kind: "object" };
+type ArrayNode = JsonNode & { kind: "array" };
+type StringNode = JsonNode & { kind: "string" };
+
+/** Where in an object: after `{`, after a key, after a value, after a comma. */
+const enum Obj {
+  Open,
+  Colon,
+  After,
+  Key,
+}
+/** Where in a number. */
+const enum Num {
+  Sign,
+  Zero,
+  Int,
+  Dot,
+  Frac,
+  Exp,
+  ExpSign,
+  ExpDigits,
+}
+
+/** Literal alternatives being matched; `tags[k]` is the property index a key literal picks (or −1). */
+interface LitSource {
+  id: string;
+  texts: Uint8Array[];
+  tags: number[];
+  /** the object whose keys these are, or null for a value literal */
+  obj: ObjectNode | null;
+}
+
+type Frame =
+  | { t: "end" }
+  | { t: "val"; node: JsonNode; ws: number }
+  /** `i`: the next property index (listed properties), or 0 for a map */
+  | { t: "obj"; node: ObjectNode; phase: Obj; i: number; ws: number }
+  /** `n`: items so far, capped where it no longer matters */
+  | { t: "arr"; node: ArrayNode; open: boolean; n: number; ws: number }
+  /** `len`: characters (tracked only under min/maxLength); `esc`: 0, 1 after `\`, 2–5 in `\u`; `u8`: continuation bytes due */
+  | { t: "str"; node: StringNode; len: number; esc: number; u8: number; key: ObjectNode | null }
+  | { t: "num"; integer: boolean; phase: Num }
+  /** `cand`: indices into src.texts still matching after `pos` bytes */
+  | { t: "lit"; src: LitSource; cand: number[]; pos: number };
+
+/** One stack: the top frame and the rest. */
+export interface Stack {
+  readonly f: Frame;
+  readonly up: Stack | null;
+  /** memoized key */
+  k?: string;
+}
+
+/** The stacks one position may be in (deduplicated by key). */
+export type StateSet = Stack[];
+
+const END: Stack = { f: { t: "end" }, up: null };
+
+const QUOTE = 0x22, BACKSLASH = 0x5c, COMMA = 0x2c, COLON = 0x3a;
+const LBRACE = 0x7b, RBRACE = 0x7d, LBRACK = 0x5b, RBRACK = 0x5d;
+const MINUS = 0x2d, PLUS = 0x2b, DOT = 0x2e, ZERO = 0x30, NINE = 0x39;
+
+const isWs = (b: number) => b === 0x20 || b === 0x0a || b === 0x0d || b === 0x09;
+const isDigit = (b: number) => b >= ZERO && b <= NINE;
+const isHex = (b: number) => isDigit(b) || (b >= 0x41 && b <= 0x46) || (b >= 0x61 && b <= 0x66);
+
+const on = (up: Stack | null, f: Frame): Stack => ({ f, up });
+
+/** The state before any output. */
+export function initialStates(grammar: JsonGrammar): StateSet {
+  return [on(END, { t: "val", node: grammar.root, ws: WS_DONE })]; // no whitespace before the value
+}
+
+/**
+ * Feeds one byte to every stack of a set.
+ * @returns the stacks that accept it (empty: the byte is not allowed)
+ */
+export function stepStates(states: StateSet, b: number): StateSet {
+  const out: Stack[] = [];
+  for (const s of states) feed(s, b, out);
+  return out.length > 1 ? dedupe(out) : out;
+}
+
+/** Whether the output may end here (the value is complete). */
+export function canEnd(states: StateSet): boolean {
+  return states.some(stackCanEnd);
+}
+
+/** Whether the value is complete and nothing more may follow. */
+export function isComplete(states: StateSet): boolean {
+  return states.length > 0 && states.every((s) => s.f.t === "end");
+}
+
+/** A string naming a state set (equal keys: equal futures). */
+export function statesKey(states: StateSet): string {
+  return states.length === 1 ? keyOf(states[0]) : states.map(keyOf).sort().join("|");
+}
+
+function dedupe(stacks: Stack[]): Stack[] {
+  const seen = new Map<string, Stack>();
+  for (const s of stacks) {
+    const k = keyOf(s);
+    if (!seen.has(k)) seen.set(k, s);
+  }
+  return [...seen.values()];
+}
+
+function keyOf(s: Stack): string {
+  if (s.k !== undefined) return s.k;
+  const f = s.f;
+  let own: string;
+  switch (f.t) {
+    case "end":
+      own = "e";
+      break;
+    case "val":
+      own = `v${f.node.id},${f.ws}`;
+      break;
+    case "obj":
+      own = `o${f.node.id},${f.phase},${f.i},${f.ws}`;
+      break;
+    case "arr":
+      own = `a${f.node.id},${f.open ? 1 : 0},${f.n},${f.ws}`;
+      break;
+    case "str":
+      own = `s${f.node.id},${f.len},${f.esc},${f.u8},${f.key?.id ?? -1}`;
+      break;
+    case "num":
+      own = `n${f.integer ? 1 : 0},${f.phase}`;
+      break;
+    case "lit":
+      own = `l${f.src.id},${f.pos},${f.cand.join(".")}`;
+      break;
+  }
+  s.k = s.up ? `${own}/${keyOf(s.up)}` : own;
+  return s.k;
+}
+
+function stackCanEnd(s: Stack): boolean {
+  const f = s.f;
+  if (f.t === "end") return true;
+  if (f.t === "num") return numAccepting(f.phase) && stackCanEnd(s.up!);
+  if (f.t === "lit") return f.cand.some((c) => f.src.texts[c].length === f.pos) && stackCanEnd(s.up!);
+  return false;
+}
+
+function numAccepting(p: Num): boolean {
+  return p === Num.Zero || p === Num.Int || p === Num.Frac || p === Num.ExpDigits;
+}
+
+/** Feeds byte `b` to stack `s`, pushing every resulting stack to `out`. */
+function feed(s: Stack, b: number, out: Stack[]): void {
+  const f = s.f;
+  const up = s.up!;
+  switch (f.t) {
+    case "end":
+      return;
+    case "val":
+      if (isWs(b)) {
+        const ws = moreWs(f.ws, b);
+        if (ws >= 0) out.push(on(up, { ...f, ws }));
+        return;
+      }
+      return startValue(f.node, up, b, out);
+    case "obj":
+      return feedObject(s, f, b, out);
+    case "arr": {
+      if (isWs(b)) {
+        const ws = moreWs(f.ws, b);
+        if (ws >= 0) out.push(on(up, { ...f, ws }));
+        return;
+      }
+      const node = f.node;
+      if (f.open) {
+        if (b === RBRACK && node.minItems === 0) out.push(up);
+        else if (node.maxItems > 0) startValue(node.items, on(up, arrAfter(node, 1)), b, out);
+        return;
+      }
+      if (b === RBRACK && f.n >= node.minItems) out.push(up);
+      else if (b === COMMA && f.n < node.maxItems) {
+        out.push(on(on(up, arrAfter(node, f.n + 1)), { t: "val", node: node.items, ws: WS_NONE }));
+      }
+      return;
+    }
+    case "str":
+      return feedString(s, f, b, out);
+    case "num":
+      return feedNumber(s, f, b, out);
+    case "lit": {
+      const { src, cand, pos } = f;
+      const next: number[] = [];
+      let ended = false;
+      for (const c of cand) {
+        const text = src.texts[c];
+        if (text.length === pos) ended = true;
+        else if (text[pos] === b) next.push(c);
+      }
+      if (ended) feed(up, b, out); // a shorter alternative ended: the byte is the next token's
+      if (next.length > 0) litAdvance(src, next, pos + 1, up, out);
+      return;
+    }
+  }
+}
+
+/** The item count an array frame keeps: exact where a bound still needs it. */
+function arrAfter(node: ArrayNode, n: number): Frame {
+  const cap = Number.isFinite(node.maxItems) ? node.maxItems : node.minItems;
+  return { t: "arr", node, open: false, n: Math.min(n, Math.max(cap, 1)), ws: WS_NONE };
+}
+
+function startValue(node: JsonNode, up: Stack, b: number, out: Stack[]): void {
+  switch (node.kind) {
+    case "ref":
+      return startValue(node.to!, up, b, out);
+    case "anyOf":
+      for (const o of node.options) startValue(o, up, b, out);
+      return;
+    case "object":
+      if (b === LBRACE) out.push(on(up, { t: "obj", node, phase: Obj.Open, i: 0, ws: WS_NONE }));
+      return;
+    case "array":
+      if (b === LBRACK) out.push(on(up, { t: "arr", node, open: true, n: 0, ws: WS_NONE }));
+      return;
+    case "string":
+      if (b === QUOTE) out.push(on(up, { t: "str", node, len: 0, esc: 0, u8: 0, key: null }));
+      return;
+    case "number":
+      if (b === MINUS) out.push(on(up, { t: "num", integer: node.integer, phase: Num.Sign }));
+      else if (b === ZERO) out.push(on(up, { t: "num", integer: node.integer, phase: Num.Zero }));
+      else if (isDigit(b)) out.push(on(up, { t: "num", integer: node.integer, phase: Num.Int }));
+      return;
+    case "literal": {
+      const src = valueLiterals(node);
+      const next = src.texts.flatMap((t, c) => (t[0] === b ? [c] : []));
+      if (next.length > 0) litAdvance(src, next, 1, up, out);
+      return;
+    }
+  }
+}
+
+/** After a literal's byte: the literal frame, or what follows it once no longer alternative remains. */
+function litAdvance(src: LitSource, cand: number[], pos: number, up: Stack, out: Stack[]): void {
+  const done = cand.filter((c) => src.texts[c].length === pos);
+  if (done.length === cand.length) {
+    // Every alternative left ends here: leave the literal now, so a complete value is complete.
+    for (const c of done) out.push(litDone(src, c, up));
+    return;
+  }
+  if (src.obj && done.length > 0) {
+    // Key literals end in `"`, so one never is a prefix of another: unreachable, kept for safety.
+    for (const c of done) out.push(litDone(src, c, up));
+    out.push(on(up, { t: "lit", src, cand: cand.filter((c) => !done.includes(c)), pos }));
+    return;
+  }
+  out.push(on(up, { t: "lit", src, cand, pos }));
+}
+
+function litDone(src: LitSource, c: number, up: Stack): Stack {
+  if (!src.obj) return up;
+  return on(up, { t: "obj", node: src.obj, phase: Obj.Colon, i: src.tags[c], ws: WS_NONE });
+}
+
+const valueSources = new WeakMap<JsonNode, LitSource>();
+function valueLiterals(node: JsonNode & { kind: "literal" }): LitSource {
+  let src = valueSources.get(node);
+  if (!src) {
+    src = { id: `L${node.id}`, texts: node.texts, tags: node.texts.map(() => -1), obj: null };
+    valueSources.set(node, src);
+  }
+  return src;
+}
+
+const keySources = new WeakMap<ObjectNode, (LitSource | null)[]>();
+const encoder = new TextEncoder();
+/** The keys that may come next from property index `i` on: up to and including the first required one. */
+function keyLiterals(node: ObjectNode, i: number): LitSource | null {
+  let byIndex = keySources.get(node);
+  if (!byIndex) keySources.set(node, byIndex = []);
+  if (byIndex[i] !== undefined) return byIndex[i];
+  const texts: Uint8Array[] = [];
+  const tags: number[] = [];
+  for (let j = i; j < node.props.length; j++) {
+    texts.push(encoder.encode(JSON.stringify(node.props[j].name)));
+    tags.push(j);
+    if (node.props[j].required) break;
+  }
+  byIndex[i] = texts.length > 0 ? { id: `K${node.id}.${i}`, texts, tags, obj: node } : null;
+  return byIndex[i];
+}
+
+/** Whether an object may close with properties from index `i` on still unwritten. */
+function mayClose(node: ObjectNode, i: number): boolean {
+  for (let j = i; j < node.props.length; j++) if (node.props[j].required) return false;
+  return true;
+}
+
+function feedObject(s: Stack, f: Frame & { t: "obj" }, b: number, out: Stack[]): void {
+  const up = s.up!;
+  const node = f.node;
+  if (isWs(b)) {
+    const ws = moreWs(f.ws, b);
+    if (ws >= 0) out.push(on(up, { ...f, ws }));
+    return;
+  }
+  const map = node.props.length === 0;
+  switch (f.phase) {
+    case Obj.Open:
+    case Obj.Key: {
+      if (b === RBRACE && f.phase === Obj.Open && mayClose(node, f.i)) {
+        out.push(up);
+        return;
+      }
+      if (map) {
+        if (b === QUOTE && node.rest) {
+          const key: StringNode = { kind: "string", id: -1, minLength: 0, maxLength: Infinity };
+          out.push(on(up, { t: "str", node: key, len: 0, esc: 0, u8: 0, key: node }));
+        }
+        return;
+      }
+      const src = keyLiterals(node, f.i);
+      if (!src) return;
+      const next = src.texts.flatMap((t, c) => (t[0] === b ? [c] : []));
+      if (next.length > 0) litAdvance(src, next, 1, up, out);
+      return;
+    }
+    case Obj.Colon: {
+      if (b !== COLON) return;
+      const value = map ? node.rest! : node.props[f.i].value;
+      const after: Frame = { t: "obj", node, phase: Obj.After, i: map ? 0 : f.i + 1, ws: WS_NONE };
+      out.push(on(on(up, after), { t: "val", node: value, ws: WS_NONE }));
+      return;
+    }
+    case Obj.After:
+      if (b === RBRACE && mayClose(node, f.i)) out.push(up);
+      else if (b === COMMA && (map || f.i < node.props.length)) {
+        out.push(on(up, { t: "obj", node, phase: Obj.Key, i: f.i, ws: WS_NONE }));
+      }
+      return;
+  }
+}
+
+function feedString(s: Stack, f: Frame & { t: "str" }, b: number, out: Stack[]): void {
+  const up = s.up!;
+  const track = f.node.minLength > 0 || Number.isFinite(f.node.maxLength);
+  const room = f.len < f.node.maxLength;
+  if (f.u8 > 0) {
+    if (b >= 0x80 && b <= 0xbf) out.push(on(up, { ...f, u8: f.u8 - 1 }));
+    return;
+  }
+  if (f.esc === 1) {
+    if (b === 0x75) out.push(on(up, { ...f, esc: 2 })); // \u
+    else if ('"\\/bfnrt'.includes(String.fromCharCode(b))) {
+      out.push(on(up, { ...f, esc: 0, len: track ? f.len + 1 : 0 }));
+    }
+    return;
+  }
+  if (f.esc >= 2) {
+    if (!isHex(b)) return;
+    out.push(on(up, f.esc === 5 ? { ...f, esc: 0, len: track ? f.len + 1 : 0 } : { ...f, esc: f.esc + 1 }));
+    return;
+  }
+  if (b === QUOTE) {
+    if (f.len < f.node.minLength) return;
+    out.push(f.key ? on(up, { t: "obj", node: f.key, phase: Obj.Colon, i: 0, ws: WS_NONE }) : up);
+    return;
+  }
+  if (b < 0x20 || !room) return;
+  if (b === BACKSLASH) {
+    out.push(on(up, { ...f, esc: 1 }));
+    return;
+  }
+  if (b < 0x80) {
+    // The common case: an unconstrained string stays in the very same state (no allocation).
+    out.push(track ? on(up, { ...f, len: f.len + 1 }) : s);
+    return;
+  }
+  const more = b >= 0xc2 && b <= 0xdf ? 1 : b >= 0xe0 && b <= 0xef ? 2 : b >= 0xf0 && b <= 0xf4 ? 3 : 0;
+  if (more > 0) out.push(on(up, { ...f, u8: more, len: track ? f.len + 1 : 0 }));
+}
+
+function feedNumber(s: Stack, f: Frame & { t: "num" }, b: number, out: Stack[]): void {
+  const up = s.up!;
+  const to = (phase: Num): void => {
+    out.push(phase === f.phase ? s : on(up, { ...f, phase }));
+  };
+  const digit = isDigit(b);
+  const fraction = !f.integer && b === DOT;
+  const exponent = !f.integer && (b === 0x65 || b === 0x45);
+  switch (f.phase) {
+    case Num.Sign:
+      if (b === ZERO) to(Num.Zero);
+      else if (digit) to(Num.Int);
+      return;
+    case Num.Zero:
+    case Num.Int:
+      if (digit && f.phase === Num.Int) return to(Num.Int);
+      if (fraction) return to(Num.Dot);
+      if (exponent) return to(Num.Exp);
+      if (!digit) feed(up, b, out); // the number ended; the byte is the next token's
+      return;
+    case Num.Dot:
+      if (digit) to(Num.Frac);
+      return;
+    case Num.Frac:
+      if (digit) return to(Num.Frac);
+      if (exponent) return to(Num.Exp);
+      return feed(up, b, out);
+    case Num.Exp:
+      if (b === PLUS || b === MINUS) to(Num.ExpSign);
+      else if (digit) to(Num.ExpDigits);
+      return;
+    case Num.ExpSign:
+      if (digit) to(Num.ExpDigits);
+      return;
+    case Num.ExpDigits:
+      if (digit) return to(Num.ExpDigits);
+      return feed(up, b, out);
+  }
+}

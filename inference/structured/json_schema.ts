@@ -1,0 +1,391 @@
+/**
+ * JSON Schema → the grammar the byte automaton (json_automaton.ts) walks: a graph of {@link JsonNode}s.
+ *
+ * What a schema may say, and what it means here (OpenAI's structured outputs in strict mode, which vLLM's
+ * xgrammar backend also follows):
+ * - `type` (one name or a list), `enum`, `const`, `anyOf` / `oneOf` (both as "any of": the options are
+ *   not checked for exclusivity), a one-element `allOf`, `$ref` to `#`, `#/$defs/…` or `#/definitions/…`
+ *   (recursive schemas work).
+ * - objects: `properties` come out in the schema's order, each `required` one always, the others may be
+ *   left out; no other keys (additionalProperties is taken as false whenever properties are listed, as
+ *   in OpenAI's strict mode, so a model cannot wander off into keys nobody asked for). Without `properties`,
+ *   any string keys with values of `additionalProperties` (a schema; absent or true: any JSON value;
+ *   false: none, so `{}`).
+ * - arrays: `items`, `minItems`, `maxItems`. strings: `minLength`, `maxLength` (in characters).
+ *   numbers: JSON numbers; `integer`: no fraction or exponent.
+ * - Annotations (`title`, `description`, `default`, `examples`, `$schema`, `$id`, `$comment`, `deprecated`,
+ *   `readOnly`, `writeOnly`, `strict`, `nullable` with a type list) are ignored.
+ * - Any other keyword that would constrain values (`pattern`, `format`, `minimum`, `multipleOf`,
+ *   `prefixItems`, `uniqueItems`, `patternProperties`, …) is refused with an error naming where it sits,
+ *   rather than silently producing output that breaks it.
+ * Output is the canonical form: keys as JSON.stringify writes them, literals (enum, const, true, false,
+ * null) exactly as JSON.stringify writes them.
+ */
+
+/** A bad or unsupported schema; `param` is the request field it sits at (for the 400). */
+export class SchemaError extends Error {
+  readonly param: string;
+  constructor(message: string, param: string) {
+    super(message);
+    this.name = "SchemaError";
+    this.param = param;
+  }
+}
+
+/** One property of an object node. */
+export interface PropNode {
+  name: string;
+  required: boolean;
+  value: JsonNode;
+}
+
+/** A node of the grammar; `id` names it in automaton state keys. */
+export type JsonNode =
+  | { kind: "object"; id: number; props: PropNode[]; rest: JsonNode | null }
+  | { kind: "array"; id: number; items: JsonNode; minItems: number; maxItems: number }
+  | { kind: "string"; id: number; minLength: number; maxLength: number }
+  | { kind: "number"; id: number; integer: boolean }
+  /** exact JSON texts (enum, const, true/false, null) */
+  | { kind: "literal"; id: number; texts: Uint8Array[] }
+  | { kind: "anyOf"; id: number; options: JsonNode[] }
+  /** a $ref, resolved once all definitions are compiled */
+  | { kind: "ref"; id: number; to: JsonNode | null };
+
+/** A compiled grammar: the value the output must be. */
+export interface JsonGrammar {
+  /** unique per compile: mask caches key on it */
+  readonly id: number;
+  readonly root: JsonNode;
+}
+
+const ANNOTATIONS = new Set([
+  "title",
+  "description",
+  "default",
+  "examples",
+  "$schema",
+  "$id",
+  "$comment",
+  "deprecated",
+  "readOnly",
+  "writeOnly",
+  "strict",
+  "nullable",
+  "$defs",
+  "definitions",
+]);
+const HANDLED = new Set([
+  "type",
+  "enum",
+  "const",
+  "anyOf",
+  "oneOf",
+  "allOf",
+  "$ref",
+  "properties",
+  "required",
+  "additionalProperties",
+  "items",
+  "minItems",
+  "maxItems",
+  "minLength",
+  "maxLength",
+]);
+const TYPES = ["object", "array", "string", "number", "integer", "boolean", "null"];
+/** Deepest schema nesting compiled (a bound on work for what a client sends). */
+const MAX_DEPTH = 64;
+/** Most nodes one schema may compile to. */
+const MAX_NODES = 10_000;
+
+let grammars = 0;
+const encoder = new TextEncoder();
+
+/**
+ * Compiles a JSON Schema.
+ * @param schema the parsed schema
+ * @param param the request field it came from (error messages name paths under it)
+ * @returns the grammar
+ * @throws SchemaError naming the first unsupported or malformed part
+ */
+export function compileJsonSchema(schema: unknown, param: string): JsonGrammar {
+  return new Compiler(schema, param).grammar();
+}
+
+/** The grammar of `response_format: {"type": "json_object"}`: any JSON object. */
+export function jsonObjectGrammar(): JsonGrammar {
+  return new Compiler({ type: "object" }, "response_format").grammar();
+}
+
+class Compiler {
+  #nextId = 0;
+  #root: unknown;
+  #param: string;
+  #refs = new Map<string, JsonNode & { kind: "ref" }>();
+  #pending: [path: string, node: JsonNode & { kind: "ref" }][] = [];
+  #any: JsonNode | null = null;
+
+  constructor(root: unknown, param: string) {
+    this.#root = root;
+    this.#param = param;
+  }
+
+  grammar(): JsonGrammar {
+    const root = this.#compile(this.#root, this.#param, 0);
+    // Resolve refs (each compiled once, so recursive schemas close into cycles).
+    while (this.#pending.length > 0) {
+      const [path, ref] = this.#pending.pop()!;
+      ref.to = this.#compile(this.#lookup(path), `${this.#param} $ref "${path}"`, 0);
+    }
+    this.#checkProductive(root);
+    return { id: ++grammars, root };
+  }
+
+  #node<T extends Omit<JsonNode, "id">>(n: T): T & { id: number } {
+    if (this.#nextId >= MAX_NODES) {
+      throw new SchemaError(`Cannot compile the schema: more than ${MAX_NODES} nodes`, this.#param);
+    }
+    return { ...n, id: this.#nextId++ };
+  }
+
+  #compile(s: unknown, path: string, depth: number): JsonNode {
+    if (depth > MAX_DEPTH) {
+      throw new SchemaError(`Cannot compile the schema: nested deeper than ${MAX_DEPTH}`, path);
+    }
+    if (s === true) return this.#anyValue();
+    if (!isObject(s)) throw new SchemaError(`Invalid schema at ${path}: expected an object`, path);
+    for (const key of Object.keys(s)) {
+      if (!HANDLED.has(key) && !ANNOTATIONS.has(key)) {
+        throw new SchemaError(`Unsupported schema keyword "${key}" at ${path}`, `${path}.${key}`);
+      }
+    }
+    if (s.$ref !== undefined) {
+      if (typeof s.$ref !== "string") throw new SchemaError(`Invalid $ref at ${path}`, `${path}.$ref`);
+      const others = Object.keys(s).filter((k) => HANDLED.has(k) && k !== "$ref");
+      if (others.length > 0) {
+        throw new SchemaError(`Unsupported schema at ${path}: "$ref" beside "${others[0]}"`, path);
+      }
+      return this.#ref(s.$ref, `${path}.$ref`);
+    }
+    const parts: JsonNode[] = [];
+    if (s.allOf !== undefined) {
+      if (!Array.isArray(s.allOf) || s.allOf.length !== 1) {
+        throw new SchemaError(
+          `Unsupported schema at ${path}: "allOf" with other than one schema`,
+          `${path}.allOf`,
+        );
+      }
+      parts.push(this.#compile(s.allOf[0], `${path}.allOf[0]`, depth + 1));
+    }
+    for (const key of ["anyOf", "oneOf"] as const) {
+      if (s[key] === undefined) continue;
+      const list = s[key];
+      if (!Array.isArray(list) || list.length === 0) {
+        throw new SchemaError(
+          `Invalid schema at ${path}: "${key}" must be a non-empty array`,
+          `${path}.${key}`,
+        );
+      }
+      parts.push(
+        this.#node({
+          kind: "anyOf",
+          options: list.map((o, i) => this.#compile(o, `${path}.${key}[${i}]`, depth + 1)),
+        }),
+      );
+    }
+    const own = this.#own(s, path, depth);
+    if (own) parts.push(own);
+    if (parts.length > 1) {
+      throw new SchemaError(
+        `Unsupported schema at ${path}: combine "anyOf"/"oneOf"/"allOf" with nothing else`,
+        path,
+      );
+    }
+    return parts[0] ?? this.#anyValue();
+  }
+
+  /** The node of a schema's own keywords (type, enum, const and their refinements), or null if none. */
+  #own(s: Record<string, unknown>, path: string, depth: number): JsonNode | null {
+    if (s.const !== undefined || s.enum !== undefined) {
+      const values = s.const !== undefined ? [s.const] : s.enum;
+      if (!Array.isArray(values) || values.length === 0) {
+        throw new SchemaError(`Invalid schema at ${path}: "enum" must be a non-empty array`, `${path}.enum`);
+      }
+      const texts = [...new Set(values.map((v) => JSON.stringify(v)))].map((t) => encoder.encode(t));
+      return this.#node({ kind: "literal", texts });
+    }
+    let types: string[];
+    if (s.type === undefined) {
+      const implied = ["properties", "additionalProperties"].some((k) => k in s)
+        ? "object"
+        : ["items", "minItems", "maxItems"].some((k) => k in s)
+        ? "array"
+        : ["minLength", "maxLength"].some((k) => k in s)
+        ? "string"
+        : null;
+      if (!implied) return null;
+      types = [implied];
+    } else {
+      types = Array.isArray(s.type) ? s.type : [s.type];
+      if (types.length === 0 || types.some((t) => typeof t !== "string" || !TYPES.includes(t))) {
+        throw new SchemaError(
+          `Invalid schema at ${path}: "type" must be one of ${TYPES.join(", ")} (or a list of them)`,
+          `${path}.type`,
+        );
+      }
+    }
+    const options = [...new Set(types)].map((t) => this.#typed(t, s, path, depth));
+    return options.length === 1 ? options[0] : this.#node({ kind: "anyOf", options });
+  }
+
+  #typed(type: string, s: Record<string, unknown>, path: string, depth: number): JsonNode {
+    switch (type) {
+      case "object": {
+        const props: PropNode[] = [];
+        const required = s.required ?? [];
+        if (!Array.isArray(required) || required.some((r) => typeof r !== "string")) {
+          throw new SchemaError(
+            `Invalid schema at ${path}: "required" must be a list of names`,
+            `${path}.required`,
+          );
+        }
+        if (s.properties !== undefined) {
+          if (!isObject(s.properties)) {
+            throw new SchemaError(
+              `Invalid schema at ${path}: "properties" must be an object`,
+              `${path}.properties`,
+            );
+          }
+          for (const [name, sub] of Object.entries(s.properties)) {
+            props.push({
+              name,
+              required: required.includes(name),
+              value: this.#compile(sub, `${path}.properties.${name}`, depth + 1),
+            });
+          }
+          const missing = required.find((r) => !props.some((p) => p.name === r));
+          if (missing !== undefined) {
+            throw new SchemaError(
+              `Unsupported schema at ${path}: required "${missing}" is not among the properties`,
+              `${path}.required`,
+            );
+          }
+          return this.#node({ kind: "object", props, rest: null });
+        }
+        if (required.length > 0) {
+          throw new SchemaError(
+            `Unsupported schema at ${path}: "required" without "properties"`,
+            `${path}.required`,
+          );
+        }
+        const extra = s.additionalProperties;
+        const rest = extra === false
+          ? null
+          : extra === undefined || extra === true
+          ? this.#anyValue()
+          : this.#compile(extra, `${path}.additionalProperties`, depth + 1);
+        return this.#node({ kind: "object", props, rest });
+      }
+      case "array": {
+        const minItems = this.#count(s, "minItems", path, 0);
+        const maxItems = this.#count(s, "maxItems", path, Infinity);
+        if (minItems > maxItems) {
+          throw new SchemaError(`Invalid schema at ${path}: minItems > maxItems`, `${path}.minItems`);
+        }
+        const items = s.items === undefined
+          ? this.#anyValue()
+          : this.#compile(s.items, `${path}.items`, depth + 1);
+        return this.#node({ kind: "array", items, minItems, maxItems });
+      }
+      case "string": {
+        const minLength = this.#count(s, "minLength", path, 0);
+        const maxLength = this.#count(s, "maxLength", path, Infinity);
+        if (minLength > maxLength) {
+          throw new SchemaError(`Invalid schema at ${path}: minLength > maxLength`, `${path}.minLength`);
+        }
+        return this.#node({ kind: "string", minLength, maxLength });
+      }
+      case "number":
+      case "integer":
+        return this.#node({ kind: "number", integer: type === "integer" });
+      case "boolean":
+        return this.#node({ kind: "literal", texts: [encoder.encode("true"), encoder.encode("false")] });
+      default:
+        return this.#node({ kind: "literal", texts: [encoder.encode("null")] });
+    }
+  }
+
+  #count(s: Record<string, unknown>, key: string, path: string, fallback: number): number {
+    const v = s[key];
+    if (v === undefined) return fallback;
+    if (!Number.isSafeInteger(v) || (v as number) < 0) {
+      throw new SchemaError(`Invalid schema at ${path}: "${key}" must be an integer ≥ 0`, `${path}.${key}`);
+    }
+    return v as number;
+  }
+
+  /** Any JSON value (one shared node graph per grammar). */
+  #anyValue(): JsonNode {
+    if (this.#any) return this.#any;
+    const any = this.#node({ kind: "anyOf", options: [] as JsonNode[] });
+    this.#any = any;
+    any.options.push(
+      this.#node({ kind: "object", props: [], rest: any }),
+      this.#node({ kind: "array", items: any, minItems: 0, maxItems: Infinity }),
+      this.#node({ kind: "string", minLength: 0, maxLength: Infinity }),
+      this.#node({ kind: "number", integer: false }),
+      this.#node({ kind: "literal", texts: ["true", "false", "null"].map((t) => encoder.encode(t)) }),
+    );
+    return any;
+  }
+
+  #ref(ref: string, param: string): JsonNode {
+    if (!(ref === "#" || ref.startsWith("#/"))) {
+      throw new SchemaError(`Unsupported $ref "${ref}": only references into this schema ("#/…")`, param);
+    }
+    let node = this.#refs.get(ref);
+    if (!node) {
+      this.#lookup(ref, param); // fail now, at the field that names it
+      node = this.#node({ kind: "ref", to: null });
+      this.#refs.set(ref, node);
+      this.#pending.push([ref, node]);
+    }
+    return node;
+  }
+
+  /** The schema a "#/a/b" pointer names. */
+  #lookup(ref: string, param = this.#param): unknown {
+    let at: unknown = this.#root;
+    for (const raw of ref.slice(2).split("/").filter((p) => p !== "")) {
+      const key = raw.replaceAll("~1", "/").replaceAll("~0", "~");
+      if (!isObject(at) || !(key in at)) throw new SchemaError(`Cannot resolve $ref "${ref}"`, param);
+      at = at[key];
+    }
+    return at;
+  }
+
+  /** Refuses a cycle of refs and anyOf that never reads a byte ({"$ref": "#"} as the whole schema). */
+  #checkProductive(root: JsonNode): void {
+    const done = new Set<JsonNode>();
+    const visit = (n: JsonNode, path: Set<JsonNode>) => {
+      if (done.has(n)) return;
+      if (path.has(n)) {
+        throw new SchemaError("Invalid schema: a $ref cycle that matches no value", this.#param);
+      }
+      if (n.kind === "ref" || n.kind === "anyOf") {
+        path.add(n);
+        for (const o of n.kind === "ref" ? [n.to!] : n.options) visit(o, path);
+        path.delete(n);
+      }
+      done.add(n);
+      if (n.kind === "object") {
+        for (const p of n.props) visit(p.value, new Set());
+        if (n.rest) visit(n.rest, new Set());
+      } else if (n.kind === "array") visit(n.items, new Set());
+    };
+    visit(root, new Set());
+  }
+}
+
+function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === "object" && v !== null && !Array.isArray(v);
+}
