@@ -7,12 +7,15 @@
 import {
   type ChatMessage,
   type ChatToolCall,
-  compileJsonSchema,
+  compileSchemaNode,
   type GenerateRequest,
+  grammarOf,
   type JsonGrammar,
+  type JsonNode,
   jsonObjectGrammar,
   type SamplingParams,
   SchemaError,
+  type ToolSpec,
 } from "../inference/engine/mod.ts";
 import { ApiError, invalidRequest } from "./errors.ts";
 import type { ChatLogprobs, CompletionLogprobs } from "./logprobs.ts";
@@ -113,11 +116,19 @@ export interface ParsedRequest {
   includeUsage: boolean;
   /** The `model` field as sent, or null; any name is accepted since one model is served. */
   model: string | null;
-  /**
-   * Chat with `tools` (and `tool_choice` "auto"): the answer's function calls are read back into
-   * `tool_calls`, all of them or with `parallel_tool_calls: false` the first; null otherwise.
-   */
-  tools: { parallel: boolean } | null;
+  /** Chat with `tools` (and `tool_choice` other than "none"); null otherwise. */
+  tools: { parallel: boolean; forced: ToolSpec[] | null } | null;
+}
+
+/**
+ * A chat's tools: the definitions the template renders, whether the answer's calls are all read back into
+ * `tool_calls` or (`parallel_tool_calls: false`) only the first, and with `tool_choice` "required" or a
+ * named function the functions the output is constrained to call (null: "auto", the model may answer).
+ */
+export interface ChatTools {
+  defs: { type: "function"; function: Record<string, unknown> }[];
+  parallel: boolean;
+  forced: ToolSpec[] | null;
 }
 
 /** Used when neither the request, the server nor the model sets a field (OpenAI's defaults). */
@@ -175,7 +186,11 @@ export function parseChatRequest(body: unknown, defaults: RequestDefaults = {}):
     ...(tools ? { tools: tools.defs } : {}),
     ...(templateVars ? { templateVars } : {}),
   };
-  return { ...parseCommon(b, input, defaults, logprobs), tools: tools && { parallel: tools.parallel } };
+  const parsed = parseCommon(b, input, defaults, logprobs);
+  if (tools?.forced && parsed.request.grammar) {
+    throw invalidRequest('Cannot force a function call and a "response_format" at once', "tool_choice");
+  }
+  return { ...parsed, tools: tools && { parallel: tools.parallel, forced: tools.forced } };
 }
 
 /**
@@ -392,12 +407,7 @@ function parseStructuredOutput(b: Body): JsonGrammar | null {
       throw badValue(param, schema, "a JSON schema (an object, or a string holding one)");
     }
   }
-  try {
-    return compileJsonSchema(schema, param);
-  } catch (err) {
-    if (err instanceof SchemaError) throw invalidRequest(err.message, err.param);
-    throw err;
-  }
+  return grammarOf(schemaNode(schema, param));
 }
 
 /** Chat's `logprobs` (boolean) and `top_logprobs` (0..20, needs logprobs): the top count, or null. */
@@ -486,18 +496,26 @@ export function parseTemplateVars(b: Body): Record<string, unknown> | null {
  * then not shown to the model) and `parallel_tool_calls`; null when no tool is offered. "required" and a
  * named function would need constrained decoding: a 400.
  */
-export function parseChatTools(b: Body): { defs: unknown[]; parallel: boolean } | null {
+export function parseChatTools(b: Body): ChatTools | null {
   const choice = b.tool_choice;
-  if (given(choice) && choice !== "none" && choice !== "auto") {
-    throw unsupported(
+  const named = isObject(choice) && choice.type === "function" && isObject(choice.function) &&
+      typeof choice.function.name === "string"
+    ? choice.function.name
+    : null;
+  if (given(choice) && !["none", "auto", "required"].includes(choice as string) && named === null) {
+    throw badValue(
       "tool_choice",
-      `only tool_choice "auto" and "none" are supported (forcing a call needs constrained decoding), got ${
-        JSON.stringify(choice)
-      }`,
+      choice,
+      '"none", "auto", "required" or {"type": "function", "function": {"name": …}}',
     );
   }
   const parallel = given(b.parallel_tool_calls) ? requireBool(b, "parallel_tool_calls") : true;
-  if (!given(b.tools)) return null;
+  if (!given(b.tools) || (Array.isArray(b.tools) && b.tools.length === 0)) {
+    if (choice === "required" || named !== null) {
+      throw invalidRequest('Cannot force a function call without "tools"', "tool_choice");
+    }
+    return null;
+  }
   if (!Array.isArray(b.tools) || b.tools.length > MAX_TOOLS) {
     throw badValue("tools", b.tools, `an array of at most ${MAX_TOOLS} function definitions`);
   }
@@ -519,9 +537,35 @@ export function parseChatTools(b: Body): { defs: unknown[]; parallel: boolean } 
     if (given(fn.parameters) && !isObject(fn.parameters)) {
       throw badValue(`tools[${i}].function.parameters`, fn.parameters, "a JSON Schema object");
     }
-    return { type: "function", function: fn };
+    return { type: "function" as const, function: fn };
   });
-  return defs.length > 0 && choice !== "none" ? { defs, parallel } : null;
+  if (choice === "none") return null;
+  // Forced calls: the output is constrained to calls of these functions, each to its parameters' schema.
+  let forced: ToolSpec[] | null = null;
+  if (choice === "required" || named !== null) {
+    const picked = defs.map((d, i) => [d.function, i] as const).filter(([fn]) =>
+      named === null || fn.name === named
+    );
+    if (picked.length === 0) {
+      throw invalidRequest(`Cannot force a call of "${named}": no tool has that name`, "tool_choice");
+    }
+    forced = picked.map(([fn, i]) => ({
+      name: fn.name as string,
+      arguments: schemaNode(fn.parameters ?? { type: "object" }, `tools[${i}].function.parameters`),
+    }));
+  }
+  // A named function is called once (OpenAI's "forces the model to call that function").
+  return { defs, parallel: parallel && named === null, forced };
+}
+
+/** A schema's grammar node, its errors as 400s naming where they sit. */
+function schemaNode(schema: unknown, param: string): JsonNode {
+  try {
+    return compileSchemaNode(schema, param);
+  } catch (err) {
+    if (err instanceof SchemaError) throw invalidRequest(err.message, err.param);
+    throw err;
+  }
 }
 
 function parseContent(content: unknown, role: string, path: string): string {

@@ -186,7 +186,11 @@ Deno.test("parseChatRequest() rejects out-of-range and unsupported options", () 
     [{ guided_regex: "a+" }, "guided_regex"],
     [{ structured_outputs: { choice: ["a"] } }, "structured_outputs.choice"],
     [{ response_format: { type: "json_object" }, guided_json: {} }, "guided_json"],
-    [{ tools: [{ type: "function", function: { name: "f" } }], tool_choice: "required" }, "tool_choice"],
+    [{ tools: [{ type: "function", function: { name: "f" } }], tool_choice: "anything" }, "tool_choice"],
+    [{
+      tools: [{ type: "function", function: { name: "f" } }],
+      tool_choice: { type: "function", function: { name: "g" } },
+    }, "tool_choice"],
     [{ tool_choice: { type: "function", function: { name: "f" } } }, "tool_choice"],
     [{ tools: { type: "function" } }, "tools"],
     [{ tools: [{ type: "retrieval" }] }, "tools[0]"],

@@ -6,6 +6,8 @@
  * block is all content; one cut short inside it is all reasoning.
  */
 
+import type { ReasoningMarks } from "../inference/engine/mod.ts";
+
 const OPEN = "<think>";
 const CLOSE = "</think>";
 
@@ -13,6 +15,11 @@ const CLOSE = "</think>";
 export interface ReasoningStart {
   /** the template's generation prompt ends with `<think>`: answers start inside it */
   opensInPrompt: boolean;
+}
+
+/** The marks of a template's reasoning block: a constrained answer's grammar starts after it. */
+export function reasoningMarks(start: ReasoningStart): ReasoningMarks {
+  return { open: OPEN, close: CLOSE, opensInPrompt: start.opensInPrompt };
 }
 
 /** An answer split into reasoning (null when there was none) and content. */

@@ -5,11 +5,19 @@
  * before the first call is the message's content. When a call's JSON does not parse, nothing is taken for a
  * call: the whole answer stays content, as the model wrote it.
  */
+import type { ToolCallMarks } from "../inference/engine/mod.ts";
 import type { ToolCall } from "./protocol.ts";
 import { partialTail } from "./reasoning.ts";
 
 const START = "<tool_call>";
 const END = "</tool_call>";
+
+/** How a hermes template writes a call: what `tool_choice` "required" or a named function constrains to. */
+export const HERMES_CALL_MARKS: Readonly<ToolCallMarks> = Object.freeze({
+  open: `${START}\n`,
+  close: `\n${END}`,
+  separator: "\n",
+});
 
 /** An answer split into content and calls; `calls` is empty when it holds none (or none that parse). */
 export interface ParsedAnswer {

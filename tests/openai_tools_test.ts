@@ -152,6 +152,31 @@ Deno.test("the openai package gets tool_calls back, streamed and not, and sends 
       const input = engine.requests.at(-1)!.input;
       assert.ok(input.kind === "chat" && input.tools === undefined);
     });
+    await t.step(
+      'tool_choice "required" or a named function: the engine gets a grammar, "auto" none',
+      async () => {
+        engine.script = { deltas: ANSWER.slice(1) };
+        for (
+          const tool_choice of ["required", { type: "function", function: { name: "get_weather" } }] as const
+        ) {
+          const res = await client.chat.completions.create({
+            model: "m",
+            messages: [user],
+            tools: TOOLS,
+            tool_choice,
+          });
+          assert.equal(res.choices[0].finish_reason, "tool_calls");
+          assert.ok(engine.requests.at(-1)!.grammar, JSON.stringify(tool_choice));
+        }
+        await client.chat.completions.create({
+          model: "m",
+          messages: [user],
+          tools: TOOLS,
+          tool_choice: "auto",
+        });
+        assert.equal(engine.requests.at(-1)!.grammar, undefined);
+      },
+    );
     await t.step("what cannot be served is a 400 naming the field", async () => {
       const bad = async (body: Partial<OpenAI.ChatCompletionCreateParamsNonStreaming>, param: string) => {
         try {
@@ -163,9 +188,23 @@ Deno.test("the openai package gets tool_calls back, streamed and not, and sends 
         }
         assert.fail(`no 400 for ${param}`);
       };
-      await bad({ tools: TOOLS, tool_choice: "required" }, "tool_choice");
+      await bad({ tool_choice: "required" }, "tool_choice"); // nothing to call
       await bad(
-        { tools: TOOLS, tool_choice: { type: "function", function: { name: "get_weather" } } },
+        { tools: TOOLS, tool_choice: { type: "function", function: { name: "get_time" } } },
+        "tool_choice",
+      );
+      await bad(
+        {
+          tools: [{
+            type: "function",
+            function: { name: "f", parameters: { type: "string", pattern: "^a" } },
+          }],
+          tool_choice: "required",
+        },
+        "tools[0].function.parameters.pattern",
+      );
+      await bad(
+        { tools: TOOLS, tool_choice: "required", response_format: { type: "json_object" } },
         "tool_choice",
       );
       await bad(

@@ -13,7 +13,19 @@ export {
   type ModelLease,
 } from "./engine.ts";
 export { createSequenceRunner } from "./generate.ts";
-export { compileJsonSchema, jsonObjectGrammar, SchemaError } from "../structured/mod.ts";
+export {
+  afterReasoning,
+  compileJsonSchema,
+  compileSchemaNode,
+  grammarOf,
+  type JsonNode,
+  jsonObjectGrammar,
+  type ReasoningMarks,
+  SchemaError,
+  type ToolCallMarks,
+  toolCallsGrammar,
+  type ToolSpec,
+} from "../structured/mod.ts";
 export { loadModel, type LoadModelOptions } from "./load_model.ts";
 export {
   type ChatMessage,

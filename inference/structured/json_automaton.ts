@@ -15,7 +15,7 @@
  *   minLength/maxLength count characters, an escape counting one;
  * - object keys as JSON.stringify writes them, in the schema's order (json_schema.ts).
  */
-import type { JsonGrammar, JsonNode } from "./json_schema.ts";
+import type { JsonGrammar, JsonNode } from "./grammar.ts";
 
 /** Most spaces or tabs after a newline between two JSON tokens (pretty-printing's indentation). */
 export const MAX_INDENT = 32;
@@ -36,6 +36,12 @@ function moreWs(ws: number, b: number): number {
 type ObjectNode = JsonNode & { kind: "object" };
 type ArrayNode = JsonNode & { kind: "array" };
 type StringNode = JsonNode & { kind: "string" };
+type SeqNode = JsonNode & { kind: "seq" };
+type UntilNode = JsonNode & { kind: "until" };
+type ListNode = JsonNode & { kind: "list" };
+
+/** Most whitespace bytes after a free text's stop (a reasoning block's blank line). */
+const MAX_GAP = 4;
 
 /** Where in an object: after `{`, after a key, after a value, after a comma. */
 const enum Obj {
@@ -76,7 +82,13 @@ type Frame =
   | { t: "str"; node: StringNode; len: number; esc: number; u8: number; key: ObjectNode | null }
   | { t: "num"; integer: boolean; phase: Num }
   /** `cand`: indices into src.texts still matching after `pos` bytes */
-  | { t: "lit"; src: LitSource; cand: number[]; pos: number };
+  | { t: "lit"; src: LitSource; cand: number[]; pos: number }
+  /** item `i` of a sequence comes next */
+  | { t: "seq"; node: SeqNode; i: number }
+  /** free text: `pos` bytes of the stop matched, or (`gap` ≥ 0) the stop was read and `gap` spaces since */
+  | { t: "until"; node: UntilNode; pos: number; gap: number }
+  /** `n` items of a list read (capped as arrays are) */
+  | { t: "list"; node: ListNode; n: number };
 
 /** One stack: the top frame and the rest. */
 export interface Stack {
@@ -166,6 +178,15 @@ function keyOf(s: Stack): string {
     case "lit":
       own = `l${f.src.id},${f.pos},${f.cand.join(".")}`;
       break;
+    case "seq":
+      own = `q${f.node.id},${f.i}`;
+      break;
+    case "until":
+      own = `u${f.node.id},${f.pos},${f.gap}`;
+      break;
+    case "list":
+      own = `i${f.node.id},${f.n}`;
+      break;
   }
   s.k = s.up ? `${own}/${keyOf(s.up)}` : own;
   return s.k;
@@ -176,6 +197,7 @@ function stackCanEnd(s: Stack): boolean {
   if (f.t === "end") return true;
   if (f.t === "num") return numAccepting(f.phase) && stackCanEnd(s.up!);
   if (f.t === "lit") return f.cand.some((c) => f.src.texts[c].length === f.pos) && stackCanEnd(s.up!);
+  if (f.t === "list") return f.n >= f.node.min && stackCanEnd(s.up!);
   return false;
 }
 
@@ -234,7 +256,39 @@ function feed(s: Stack, b: number, out: Stack[]): void {
       if (next.length > 0) litAdvance(src, next, pos + 1, up, out);
       return;
     }
+    case "seq": {
+      const { node, i } = f;
+      return startValue(node.items[i], i + 1 < node.items.length ? on(up, { ...f, i: i + 1 }) : up, b, out);
+    }
+    case "until":
+      return feedUntil(s, f, b, out);
+    case "list": {
+      const { node, n } = f;
+      if (n >= node.min) feed(up, b, out); // the list ended
+      if (n < node.max) startValue(node.more, on(up, listAfter(node, n + 1)), b, out);
+      return;
+    }
   }
+}
+
+function listAfter(node: ListNode, n: number): Frame {
+  const cap = Number.isFinite(node.max) ? node.max : node.min;
+  return { t: "list", node, n: Math.min(n, Math.max(cap, 1)) };
+}
+
+function feedUntil(s: Stack, f: Frame & { t: "until" }, b: number, out: Stack[]): void {
+  const up = s.up!;
+  if (f.gap >= 0) {
+    if ((b === 0x20 || b === 0x0a) && f.gap < MAX_GAP) out.push(on(up, { ...f, gap: f.gap + 1 }));
+    else feed(up, b, out); // the free text is over: the byte is what follows
+    return;
+  }
+  const { stop, fail } = f.node;
+  let pos = f.pos;
+  while (pos > 0 && stop[pos] !== b) pos = fail[pos];
+  if (stop[pos] === b) pos++;
+  if (pos === stop.length) out.push(on(up, { ...f, pos: 0, gap: 0 }));
+  else out.push(pos === f.pos ? s : on(up, { ...f, pos }));
 }
 
 /** The item count an array frame keeps: exact where a bound still needs it. */
@@ -264,6 +318,17 @@ function startValue(node: JsonNode, up: Stack, b: number, out: Stack[]): void {
       else if (b === ZERO) out.push(on(up, { t: "num", integer: node.integer, phase: Num.Zero }));
       else if (isDigit(b)) out.push(on(up, { t: "num", integer: node.integer, phase: Num.Int }));
       return;
+    case "seq":
+      return feed(on(up, { t: "seq", node, i: 0 }), b, out);
+    case "until":
+      return feedUntil(
+        on(up, { t: "until", node, pos: 0, gap: -1 }),
+        { t: "until", node, pos: 0, gap: -1 },
+        b,
+        out,
+      );
+    case "list":
+      return startValue(node.item, on(up, listAfter(node, 1)), b, out);
     case "literal": {
       const src = valueLiterals(node);
       const next = src.texts.flatMap((t, c) => (t[0] === b ? [c] : []));

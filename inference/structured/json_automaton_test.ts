@@ -1,6 +1,13 @@
 import assert from "node:assert/strict";
 import { canEnd, initialStates, isComplete, MAX_INDENT, stepStates } from "./json_automaton.ts";
-import { compileJsonSchema, type JsonGrammar, jsonObjectGrammar, SchemaError } from "./json_schema.ts";
+import { afterReasoning, toolCallsGrammar } from "./grammar.ts";
+import {
+  compileJsonSchema,
+  compileSchemaNode,
+  type JsonGrammar,
+  jsonObjectGrammar,
+  SchemaError,
+} from "./json_schema.ts";
 
 const enc = new TextEncoder();
 
@@ -188,4 +195,42 @@ Deno.test("json schema: unsupported or malformed parts name where they are", () 
   }
   // Annotations are fine.
   compileJsonSchema({ title: "T", description: "d", type: "object", properties: { a: { default: 1 } } }, "s");
+});
+
+Deno.test("json automaton: a value after a reasoning block, and function calls between marks", () => {
+  const obj = compileJsonSchema(
+    { type: "object", properties: { a: { type: "integer" } }, required: ["a"] },
+    "s",
+  );
+  const think = { open: "<think>", close: "</think>", opensInPrompt: false };
+  const free = afterReasoning(obj, think);
+  assert.equal(verdict(free, '{"a":1}'), "complete"); // no block
+  assert.equal(verdict(free, '<think>\n2 < 3, </thin </think>\n\n{"a":1}'), "complete");
+  assert.equal(verdict(free, "<think>\n</think>\n\n"), "partial");
+  assert.equal(verdict(free, '<think>x</think>\n\n\n\n\n{"a":1}'), "reject"); // at most 4 blank bytes
+  assert.equal(verdict(free, 'x{"a":1}'), "reject");
+  const opened = afterReasoning(obj, { ...think, opensInPrompt: true });
+  assert.equal(verdict(opened, 'all free {"a":1} text</think>{"a":2}'), "complete");
+  assert.equal(verdict(opened, '{"a":1}'), "partial"); // still inside the block
+
+  const marks = { open: "<tool_call>\n", close: "\n</tool_call>", separator: "\n" };
+  const tools = [
+    {
+      name: "get_weather",
+      arguments: compileSchemaNode({ type: "object", properties: { city: { type: "string" } } }, "p"),
+    },
+    { name: "get_time", arguments: compileSchemaNode({ type: "object" }, "p") },
+  ];
+  const call = (name: string, args: string) =>
+    `<tool_call>\n{"name": "${name}", "arguments": ${args}}\n</tool_call>`;
+  const one = toolCallsGrammar(marks, tools, false);
+  assert.equal(verdict(one, call("get_weather", '{"city": "Paris"}')), "complete");
+  assert.equal(verdict(one, call("get_time", '{"tz": 1}')), "complete");
+  assert.equal(verdict(one, call("get_weather", '{"tz": 1}')), "reject"); // not its parameters
+  assert.equal(verdict(one, call("get_date", "{}")), "reject");
+  assert.equal(verdict(one, `${call("get_time", "{}")}\n${call("get_time", "{}")}`), "reject"); // one call
+  const many = toolCallsGrammar(marks, tools, true);
+  assert.equal(verdict(many, call("get_time", "{}")), "canEnd"); // or another call
+  assert.equal(verdict(many, `${call("get_time", "{}")}\n${call("get_weather", "{}")}`), "canEnd");
+  assert.equal(verdict(many, "Sure: " + call("get_time", "{}")), "reject");
 });

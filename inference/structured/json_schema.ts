@@ -21,6 +21,9 @@
  * Output is the canonical form: keys as JSON.stringify writes them, literals (enum, const, true, false,
  * null) exactly as JSON.stringify writes them.
  */
+import { grammarOf, type JsonGrammar, type JsonNode, makeNode, type PropNode } from "./grammar.ts";
+
+export type { JsonGrammar, JsonNode };
 
 /** A bad or unsupported schema; `param` is the request field it sits at (for the 400). */
 export class SchemaError extends Error {
@@ -30,32 +33,6 @@ export class SchemaError extends Error {
     this.name = "SchemaError";
     this.param = param;
   }
-}
-
-/** One property of an object node. */
-export interface PropNode {
-  name: string;
-  required: boolean;
-  value: JsonNode;
-}
-
-/** A node of the grammar; `id` names it in automaton state keys. */
-export type JsonNode =
-  | { kind: "object"; id: number; props: PropNode[]; rest: JsonNode | null }
-  | { kind: "array"; id: number; items: JsonNode; minItems: number; maxItems: number }
-  | { kind: "string"; id: number; minLength: number; maxLength: number }
-  | { kind: "number"; id: number; integer: boolean }
-  /** exact JSON texts (enum, const, true/false, null) */
-  | { kind: "literal"; id: number; texts: Uint8Array[] }
-  | { kind: "anyOf"; id: number; options: JsonNode[] }
-  /** a $ref, resolved once all definitions are compiled */
-  | { kind: "ref"; id: number; to: JsonNode | null };
-
-/** A compiled grammar: the value the output must be. */
-export interface JsonGrammar {
-  /** unique per compile: mask caches key on it */
-  readonly id: number;
-  readonly root: JsonNode;
 }
 
 const ANNOTATIONS = new Set([
@@ -97,7 +74,6 @@ const MAX_DEPTH = 64;
 /** Most nodes one schema may compile to. */
 const MAX_NODES = 10_000;
 
-let grammars = 0;
 const encoder = new TextEncoder();
 
 /**
@@ -108,16 +84,21 @@ const encoder = new TextEncoder();
  * @throws SchemaError naming the first unsupported or malformed part
  */
 export function compileJsonSchema(schema: unknown, param: string): JsonGrammar {
-  return new Compiler(schema, param).grammar();
+  return grammarOf(compileSchemaNode(schema, param));
+}
+
+/** The root node of a schema (to combine with others: grammar.ts); throws as compileJsonSchema does. */
+export function compileSchemaNode(schema: unknown, param: string): JsonNode {
+  return new Compiler(schema, param).root();
 }
 
 /** The grammar of `response_format: {"type": "json_object"}`: any JSON object. */
 export function jsonObjectGrammar(): JsonGrammar {
-  return new Compiler({ type: "object" }, "response_format").grammar();
+  return compileJsonSchema({ type: "object" }, "response_format");
 }
 
 class Compiler {
-  #nextId = 0;
+  #made = 0;
   #root: unknown;
   #param: string;
   #refs = new Map<string, JsonNode & { kind: "ref" }>();
@@ -129,7 +110,7 @@ class Compiler {
     this.#param = param;
   }
 
-  grammar(): JsonGrammar {
+  root(): JsonNode {
     const root = this.#compile(this.#root, this.#param, 0);
     // Resolve refs (each compiled once, so recursive schemas close into cycles).
     while (this.#pending.length > 0) {
@@ -137,14 +118,14 @@ class Compiler {
       ref.to = this.#compile(this.#lookup(path), `${this.#param} $ref "${path}"`, 0);
     }
     this.#checkProductive(root);
-    return { id: ++grammars, root };
+    return root;
   }
 
   #node<T extends Omit<JsonNode, "id">>(n: T): T & { id: number } {
-    if (this.#nextId >= MAX_NODES) {
+    if (++this.#made > MAX_NODES) {
       throw new SchemaError(`Cannot compile the schema: more than ${MAX_NODES} nodes`, this.#param);
     }
-    return { ...n, id: this.#nextId++ };
+    return makeNode(n);
   }
 
   #compile(s: unknown, path: string, depth: number): JsonNode {

@@ -1,7 +1,18 @@
 /**
- * Structured output: JSON Schema → a byte automaton → per-step token masks (grammar-constrained decoding,
- * OpenAI's `response_format`). The engine keeps one {@link TokenVocab} per tokenizer and one
- * {@link GrammarMatcher} per constrained sequence; the GPU applies the masks (kernels/ops/logits_process.ts).
+ * Structured output: JSON Schema → a byte automaton → per-step token masks (grammar-constrained decoding:
+ * OpenAI's `response_format`, forced function calls). The engine keeps one {@link TokenVocab} per
+ * tokenizer and one {@link GrammarMatcher} per constrained sequence; the GPU applies the masks
+ * (kernels/ops/logits_process.ts).
  */
-export { compileJsonSchema, type JsonGrammar, jsonObjectGrammar, SchemaError } from "./json_schema.ts";
-export { GrammarMatcher, maskWordCount, TokenVocab } from "./token_mask.ts";
+export {
+  afterReasoning,
+  grammarOf,
+  type JsonGrammar,
+  type JsonNode,
+  type ReasoningMarks,
+  type ToolCallMarks,
+  toolCallsGrammar,
+  type ToolSpec,
+} from "./grammar.ts";
+export { compileJsonSchema, compileSchemaNode, jsonObjectGrammar, SchemaError } from "./json_schema.ts";
+export { GrammarMatcher, TokenVocab } from "./token_mask.ts";

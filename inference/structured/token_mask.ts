@@ -9,7 +9,7 @@
  * start with the grammar's id).
  */
 import { canEnd, initialStates, isComplete, type StateSet, statesKey, stepStates } from "./json_automaton.ts";
-import type { JsonGrammar } from "./json_schema.ts";
+import type { JsonGrammar } from "./grammar.ts";
 
 /** u32 words of a mask over `size` ids (bit id & 31 of word id >> 5). */
 export function maskWordCount(size: number): number {

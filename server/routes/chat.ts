@@ -5,17 +5,21 @@
  * `tool_calls` with finish reason "tool_calls"; streamed, the text from a call's start on is held back and
  * the calls go out whole in one delta before the finish chunk. A model whose template knows `<think>` blocks
  * has its reasoning apart, in `reasoning_content` (reasoning.ts; off with --reasoning-parser none).
+ * `tool_choice` "required" or a named function, and `response_format`, constrain the answer to a grammar
+ * (inference/structured) that starts after such a reasoning block.
  */
 import type { Handler } from "hono";
+import { afterReasoning, type GenerateRequest, toolCallsGrammar } from "../../inference/engine/mod.ts";
 import { invalidRequest } from "../errors.ts";
 import {
   type ChatCompletion,
   type ChatCompletionChunk,
   chatLogprobs,
   parseChatRequest,
+  type ParsedRequest,
 } from "../protocol.ts";
-import { ReasoningStream, splitReasoning } from "../reasoning.ts";
-import { parseToolCalls, ToolCallStream } from "../tool_calls.ts";
+import { reasoningMarks, type ReasoningStart, ReasoningStream, splitReasoning } from "../reasoning.ts";
+import { HERMES_CALL_MARKS, parseToolCalls, ToolCallStream } from "../tool_calls.ts";
 import {
   collectChoices,
   readJsonBody,
@@ -47,7 +51,7 @@ export function chatHandler(deps: RouteDeps): Handler {
         "tools",
       );
     }
-    const events = await startGeneration(c, deps, parsed.request);
+    const events = await startGeneration(c, deps, constrained(parsed, deps.engine.status().thinking ?? null));
     const id = `chatcmpl-${crypto.randomUUID().replaceAll("-", "")}`;
     const created = Math.floor(Date.now() / 1000);
     const model = deps.modelName();
@@ -144,4 +148,18 @@ export function chatHandler(deps: RouteDeps): Handler {
       return parsed.includeUsage && usage.done() ? [...out, { ...frame([]), usage: usage.total() }] : out;
     });
   };
+}
+
+/**
+ * The request with the grammar its answer follows: forced function calls (tool_choice "required" or named)
+ * or the response_format, after the reasoning block a thinking template lets the model write first.
+ */
+function constrained(parsed: ParsedRequest, thinking: ReasoningStart | null): GenerateRequest {
+  const forced = parsed.tools?.forced;
+  let grammar = forced
+    ? toolCallsGrammar(HERMES_CALL_MARKS, forced, parsed.tools!.parallel)
+    : parsed.request.grammar;
+  if (!grammar) return parsed.request;
+  if (thinking) grammar = afterReasoning(grammar, reasoningMarks(thinking));
+  return { ...parsed.request, grammar };
 }

@@ -1,0 +1,146 @@
+/**
+ * The grammar the byte automaton (json_automaton.ts) walks: a graph of nodes, most of them compiled from
+ * a JSON Schema (json_schema.ts), plus the few combinators that wrap a value in the text a chat format
+ * puts around it: exact text, sequences, free text up to a marker (a reasoning block), and lists (several
+ * function calls).
+ */
+
+/** One property of an object node. */
+export interface PropNode {
+  name: string;
+  required: boolean;
+  value: JsonNode;
+}
+
+/** A node of the grammar; `id` names it in automaton state keys. */
+export type JsonNode =
+  | { kind: "object"; id: number; props: PropNode[]; rest: JsonNode | null }
+  | { kind: "array"; id: number; items: JsonNode; minItems: number; maxItems: number }
+  | { kind: "string"; id: number; minLength: number; maxLength: number }
+  | { kind: "number"; id: number; integer: boolean }
+  /** exact texts (enum, const, true/false, null; or any text: exactText) */
+  | { kind: "literal"; id: number; texts: Uint8Array[] }
+  | { kind: "anyOf"; id: number; options: JsonNode[] }
+  /** a $ref, resolved once all definitions are compiled */
+  | { kind: "ref"; id: number; to: JsonNode | null }
+  /** items in turn */
+  | { kind: "seq"; id: number; items: JsonNode[] }
+  /** any bytes through `stop` (fail: its KMP failure function), then a little whitespace */
+  | { kind: "until"; id: number; stop: Uint8Array; fail: Int32Array }
+  /** min..max items; `more` is the separator and an item */
+  | { kind: "list"; id: number; item: JsonNode; more: JsonNode; min: number; max: number };
+
+/** A grammar: the output must match `root`. */
+export interface JsonGrammar {
+  /** unique per grammar: mask caches key on it */
+  readonly id: number;
+  readonly root: JsonNode;
+}
+
+let nodes = 0;
+let grammars = 0;
+const encoder = new TextEncoder();
+
+/** Gives a node its id (unique across grammars, so nodes of several schemas combine). */
+export function makeNode<T extends Omit<JsonNode, "id">>(n: T): T & { id: number } {
+  return { ...n, id: nodes++ };
+}
+
+/** A grammar of a root node. */
+export function grammarOf(root: JsonNode): JsonGrammar {
+  return { id: ++grammars, root };
+}
+
+/** Exactly this text (its UTF-8 bytes). */
+export function exactText(text: string): JsonNode {
+  return makeNode({ kind: "literal", texts: [encoder.encode(text)] });
+}
+
+/** Each item in turn. */
+export function sequence(...items: JsonNode[]): JsonNode {
+  return makeNode({ kind: "seq", items });
+}
+
+/** Any one of the options. */
+export function oneOfNodes(...options: JsonNode[]): JsonNode {
+  return makeNode({ kind: "anyOf", options });
+}
+
+/**
+ * Any bytes up to and including the first `stop`, then at most a few spaces or newlines (what a reasoning
+ * block and the blank line after it look like).
+ */
+export function textUntil(stop: string): JsonNode {
+  const bytes = encoder.encode(stop);
+  // KMP failure function: on a mismatch after k matched bytes, fail[k] of them still match.
+  const fail = new Int32Array(bytes.length + 1);
+  for (let k = 2, j = 0; k <= bytes.length; k++) {
+    while (j > 0 && bytes[k - 1] !== bytes[j]) j = fail[j];
+    if (bytes[k - 1] === bytes[j]) j++;
+    fail[k] = j;
+  }
+  return makeNode({ kind: "until", stop: bytes, fail });
+}
+
+/** `min` to `max` items with `separator` text between them. */
+export function separatedList(item: JsonNode, separator: string, min: number, max: number): JsonNode {
+  return makeNode({ kind: "list", item, more: sequence(exactText(separator), item), min, max });
+}
+
+/** How a chat template's reasoning block looks (server/reasoning.ts). */
+export interface ReasoningMarks {
+  open: string;
+  close: string;
+  /** the generation prompt already opened the block: the output starts inside it */
+  opensInPrompt: boolean;
+}
+
+/**
+ * A grammar whose value may follow a reasoning block (Qwen3, DeepSeek-R1): the block's text is free, the
+ * grammar holds from its end on. A block the prompt opened must be closed; another is optional.
+ */
+export function afterReasoning(g: JsonGrammar, marks: ReasoningMarks): JsonGrammar {
+  const block = textUntil(marks.close);
+  const root = marks.opensInPrompt
+    ? sequence(block, g.root)
+    : oneOfNodes(sequence(exactText(marks.open), block, g.root), g.root);
+  return grammarOf(root);
+}
+
+/** How a chat format wraps one function call (server/tool_calls.ts: hermes `<tool_call>\n…\n</tool_call>`). */
+export interface ToolCallMarks {
+  open: string;
+  close: string;
+  /** between two calls */
+  separator: string;
+}
+
+/** A function the output may call: its name and the node of its arguments (compileSchemaNode). */
+export interface ToolSpec {
+  name: string;
+  arguments: JsonNode;
+}
+
+/**
+ * Output that is function calls and nothing else (`tool_choice` "required" or a named function): each call
+ * `{"name": <one of the tools>, "arguments": <its parameters' JSON>}` between the format's marks; one call,
+ * or with `parallel` one or more.
+ */
+export function toolCallsGrammar(marks: ToolCallMarks, tools: ToolSpec[], parallel: boolean): JsonGrammar {
+  const calls = tools.map((t) =>
+    makeNode({
+      kind: "object",
+      props: [
+        { name: "name", required: true, value: exactText(JSON.stringify(t.name)) },
+        { name: "arguments", required: true, value: t.arguments },
+      ],
+      rest: null,
+    })
+  );
+  const one = sequence(
+    exactText(marks.open),
+    calls.length === 1 ? calls[0] : oneOfNodes(...calls),
+    exactText(marks.close),
+  );
+  return grammarOf(parallel ? separatedList(one, marks.separator, 1, Infinity) : one);
+}
