@@ -11,7 +11,7 @@ import { assertStridedMatmul } from "../../tests/_assert.ts";
 import { randomF32, testGpu } from "../../tests/_gpu.ts";
 import { type Case, randomLut } from "../../tests/_lut_case.ts";
 
-/** The int8 GEMV, opt-in (LutTune.q8Gemv) until it is timed on the H100. */
+/** The int8 GEMV, opt-in (LutTune.q8Gemv: slower than the f32 GEMV for one row on the H100). */
 const ON: LutTune = { q8Gemv: true };
 
 // The int8 GEMV (unpinned, q8 activations, ≤ 2 rows): every bit width, K tails (inDim % 32 ≠ 0) and pieces
@@ -263,7 +263,7 @@ Deno.test("planMatmulLut() takes the int8 GEMV for up to two unpinned q8 rows, s
   const path = (rows: number, spec: { path?: "gemv"; activations?: "q8" | "f32"; tune?: LutTune }) =>
     planMatmulLut({ accumulate: false, ...spec }, { bits: 4, inDim: 4096, outDim: 4096, rows })[0].shader
       .path;
-  // Off by default until it is timed on the H100.
+  // Off by default: on the H100 it is no faster than the f32 GEMV for one row (BENCHMARKS.md).
   assert.notEqual(path(1, { activations: "q8" }), "q8gemv");
   assert.equal(path(1, { activations: "q8", tune: ON }), "q8gemv");
   assert.equal(path(2, { activations: "q8", tune: ON }), "q8gemv");

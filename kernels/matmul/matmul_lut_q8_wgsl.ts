@@ -5,7 +5,8 @@
  * Why: with `activations: "q8"` the engine's single-stream decode (one row, no pinned path) still ran the
  * exact f32 LUT GEMV, 7.52 ms per 8B decode step on the H100 against 4.48 ms for affine weights on their
  * one-row int8 GEMV; the int8 batched LUT path (matmul_lut_q8mm_wgsl.ts) is slower still at one row (8.25 ms),
- * as it is weight-stationary over rows. Opt-in (`LutTune.q8Gemv`) until it is timed on the H100.
+ * as it is weight-stationary over rows. Opt-in (`LutTune.q8Gemv`): on the H100
+ * it is no faster than the f32 GEMV for one row (0.19 against 0.14 ms a Llama-3-8B layer, BENCHMARKS.md).
  *
  * Numerics: those of the int8 batched path, exactly. Activations are quantized per 32 columns as the affine
  * q8 GEMV and the prep pass do (d = max|x| / 127, round half to even), in natural column order

@@ -108,8 +108,9 @@ export interface FlashTune {
 }
 
 /**
- * The build both tiled kernels (this one and paged_flash_attention.ts) take unless tuned: the rows build,
- * until the blocked one is timed on the H100 (BENCHMARKS.md, "twelfth session"; `deno task bench:attention`).
+ * The build both tiled kernels (this one and paged_flash_attention.ts) take unless tuned: the rows build. The
+ * blocked one is 2–7× faster on lavapipe but 3–7× slower on the H100 at 512–2,048 prompt rows (BENCHMARKS.md,
+ * "fourteenth session"), so it stays opt-in.
  */
 export const FLASH_BUILD_DEFAULT: "rows" | "blocked" = "rows";
 
