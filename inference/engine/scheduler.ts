@@ -158,13 +158,23 @@ export class Scheduler {
   async #loop(): Promise<void> {
     for (;;) {
       this.#retire();
-      if (this.#inflight.length < this.#readAhead && this.#submitNext()) continue;
+      if (this.#inflight.length < this.#aheadNow() && this.#submitNext()) continue;
       if (this.#inflight.length > 0) {
         await this.#readOldest();
         continue;
       }
       await new Promise<void>((resolve) => (this.#wake = resolve));
     }
+  }
+
+  /**
+   * Chunks to keep submitted ahead of the readback. A constrained sequence waits for its readback before its
+   * next row, so each further queued chunk it is not in delays its next id by a chunk: with one running, two
+   * (one chunk runs while the host reads the other, so the GPU still never waits on the host).
+   */
+  #aheadNow(): number {
+    const constrained = this.#entries.some((e) => e.running.some((s) => s.init.constraint));
+    return constrained ? Math.min(2, this.#readAhead) : this.#readAhead;
   }
 
   /** Plans and submits a chunk for the next model with work (round robin); false when none has any. */
