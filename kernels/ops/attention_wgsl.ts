@@ -73,28 +73,32 @@ fn reduceMax(lid: u32) {
   }
 }
 
-// Scores of positions [start, start + n) for the G heads (invocation g·TILE + j takes head g,
-// position start + j); the running max and this tile's rescale per head; then sc holds e^(s − m).
+// Scores of positions [start, start + n) for the G heads into sc[g·TILE + j] (head g, position start + j);
+// the running max and this tile's rescale per head; then sc holds e^(s − m). Invocation j·G + g computes
+// score (g, j): the G heads of a position are neighbours, so one load instruction of a warp touches 32 / G
+// K rows (each read by G invocations at once) rather than 32, and every score's sum keeps its order.
 fn scoreTile(lid: u32, ${kv.scoreParams}kvh: u32, start: u32, n: u32) {
   let g = lid / TILE;
   let j = lid % TILE;${kv.prelude}
   if (lid < G * TILE) {
+    let gs = lid % G;
+    let js = lid / G;
     var s = NEG;
-    if (j < n) {
-      let kRow = ${kv.row("j")} * params.nKvHeads * HD4 + kvh * HD4;
+    if (js < n) {
+      let kRow = ${kv.row("js")} * params.nKvHeads * HD4 + kvh * HD4;
       s = 0.0;
       // Eight K loads issued before their dots: one at a time, each trip waited on the memory (the score
       // is latency-bound at decode). The sum's order is the one-at-a-time order.
       var d = 0u;
       for (; d + 8u <= HD4; d += 8u) {
         ${unroll(8, (i) => `let k${i} = ${kv.loadK(`kRow + d + ${i}u`)};`, "\n        ")}
-        ${unroll(8, (i) => `s += dot(qs[g * HD4 + d + ${i}u], k${i});`, "\n        ")}
+        ${unroll(8, (i) => `s += dot(qs[gs * HD4 + d + ${i}u], k${i});`, "\n        ")}
       }
-      for (; d < HD4; d++) { s += dot(qs[g * HD4 + d], ${kv.loadK("kRow + d")}); }
+      for (; d < HD4; d++) { s += dot(qs[gs * HD4 + d], ${kv.loadK("kRow + d")}); }
       if (params.softcap > 0.0) { s = softcap(s, params.softcap); }
     }
-    sc[lid] = s;
-    red[lid] = s;
+    sc[gs * TILE + js] = s;
+    red[gs * TILE + js] = s;
   }
   workgroupBarrier();
   reduceMax(lid);
