@@ -2,7 +2,7 @@
  * Structured output: JSON Schema → a byte automaton → per-step token masks (grammar-constrained decoding:
  * OpenAI's `response_format`, forced function calls). The engine keeps one {@link TokenVocab} per
  * tokenizer and one {@link GrammarMatcher} per constrained sequence; the GPU applies the masks
- * (kernels/ops/logits_process.ts).
+ * (kernels/ops/logits_process.ts). The whole path: docs/structured_output.md.
  */
 export {
   afterReasoning,
