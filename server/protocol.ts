@@ -202,11 +202,23 @@ export function parseChatRequest(body: unknown, defaults: RequestDefaults = {}):
 export function parseCompletionRequest(body: unknown, defaults: RequestDefaults = {}): ParsedRequest {
   // 1. The body is a JSON object.
   const b = requireObject(body);
-  // 2. prompt: a string, or an array holding exactly one string.
+  // 2. prompt: a string or token ids (as the OpenAI API and vLLM take them), or an array of exactly one of those.
   let prompt = b.prompt;
-  if (Array.isArray(prompt) && prompt.length === 1) prompt = prompt[0];
-  if (typeof prompt !== "string") {
-    throw invalidRequest('Cannot read "prompt": expected a string or an array of one string', "prompt");
+  if (
+    Array.isArray(prompt) && prompt.length === 1 &&
+    (typeof prompt[0] === "string" || Array.isArray(prompt[0]))
+  ) {
+    prompt = prompt[0];
+  }
+  const ids =
+    Array.isArray(prompt) && prompt.length > 0 && prompt.every((id) => Number.isSafeInteger(id) && id >= 0)
+      ? prompt as number[]
+      : null;
+  if (typeof prompt !== "string" && !ids) {
+    throw invalidRequest(
+      'Cannot read "prompt": expected a string, an array of token ids, or an array of one of those',
+      "prompt",
+    );
   }
   // 3. Legacy options that would change the output shape.
   if (given(b.echo) && b.echo !== false) throw unsupported("echo", "echo is not supported");
@@ -226,7 +238,12 @@ export function parseCompletionRequest(body: unknown, defaults: RequestDefaults 
     logprobs = b.logprobs as number;
   }
   // 5. Fields shared with /v1/chat/completions.
-  return parseCommon(b, { kind: "text", prompt }, defaults, logprobs);
+  return parseCommon(
+    b,
+    ids ? { kind: "tokens", ids } : { kind: "text", prompt: prompt as string },
+    defaults,
+    logprobs,
+  );
 }
 
 /**

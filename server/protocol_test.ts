@@ -243,10 +243,24 @@ Deno.test("parseCompletionRequest() reads a prompt and the shared fields", () =>
   assert.equal(parseCompletionRequest({ prompt: "", echo: false, suffix: null }).request.input.kind, "text");
 });
 
+Deno.test("parseCompletionRequest() takes a prompt of token ids, alone or as the one prompt of a list", () => {
+  for (const prompt of [[1, 403, 407], [[1, 403, 407]]]) {
+    assert.deepEqual(parseCompletionRequest({ prompt }).request.input, {
+      kind: "tokens",
+      ids: [1, 403, 407],
+    });
+  }
+  assert.deepEqual(parseCompletionRequest({ prompt: ["hi"] }).request.input, { kind: "text", prompt: "hi" });
+});
+
 Deno.test("parseCompletionRequest() rejects what it cannot serve", () => {
   assertRejects400(() => parseCompletionRequest({}), "prompt");
   assertRejects400(() => parseCompletionRequest({ prompt: ["a", "b"] }), "prompt");
-  assertRejects400(() => parseCompletionRequest({ prompt: [1, 2, 3] }), "prompt");
+  assertRejects400(() => parseCompletionRequest({ prompt: [] }), "prompt");
+  assertRejects400(() => parseCompletionRequest({ prompt: [1, -2] }), "prompt");
+  assertRejects400(() => parseCompletionRequest({ prompt: [1.5] }), "prompt");
+  assertRejects400(() => parseCompletionRequest({ prompt: [[1], [2]] }), "prompt");
+  assertRejects400(() => parseCompletionRequest({ prompt: ["a", 1] }), "prompt");
   assertRejects400(() => parseCompletionRequest({ prompt: "a", echo: true }), "echo");
   assertRejects400(() => parseCompletionRequest({ prompt: "a", suffix: "z" }), "suffix");
   assertRejects400(() => parseCompletionRequest({ prompt: "a", best_of: 2 }), "best_of");

@@ -208,6 +208,25 @@ Deno.test("the openai package talks to leanserve: completions, streaming, errors
       assert.equal(bad?.status, 400);
       assert.equal(bad?.route, "/v1/completions");
     });
+    // Last: the log and metrics steps above count the earlier requests.
+    await t.step(
+      "completions.create with a prompt of token ids: the same text; an id past the vocabulary is a 400",
+      async () => {
+        const res = await openai.completions.create({
+          model: "stories260K",
+          prompt: golden.ids,
+          max_tokens: 8,
+          temperature: 0,
+        });
+        assert.equal(res.choices[0].text, greedy);
+        assert.equal(res.usage?.prompt_tokens, golden.ids.length);
+        const err = await rejection(
+          openai.completions.create({ model: "stories260K", prompt: [1, 403, 100_000], max_tokens: 2 }),
+          BadRequestError,
+        );
+        assert.equal(err.param, "prompt[2]");
+      },
+    );
   } finally {
     await s.stop();
     gpu.device.destroy();

@@ -472,7 +472,18 @@ function promptIds(
   input: GenerateInput,
   { addSpecialTokens = input.kind === "text", addGenerationPrompt = true }: TokenizeOptions = {},
 ): number[] {
-  if (input.kind === "tokens") return input.ids;
+  if (input.kind === "tokens") {
+    // Ids come from clients too (/v1/completions takes a prompt of ids): one past the embedding is a 400.
+    const vocab = m.config.vocabSize;
+    const bad = input.ids.findIndex((id) => !(Number.isSafeInteger(id) && id >= 0 && id < vocab));
+    if (bad >= 0) {
+      throw new EngineInputError(
+        `Cannot use token id ${input.ids[bad]}: the vocabulary has ${vocab} ids`,
+        `prompt[${bad}]`,
+      );
+    }
+    return input.ids;
+  }
   if (input.kind === "text") return m.tokenizer.encode(input.prompt, { addSpecialTokens });
   if (!m.chatTemplate) {
     throw new EngineInputError(
