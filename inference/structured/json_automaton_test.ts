@@ -185,6 +185,8 @@ Deno.test("json schema: unsupported or malformed parts name where they are", () 
     [{ anyOf: [] }, "schema.anyOf"],
     [{ allOf: [{}, {}] }, "schema.allOf"],
     ["string", "schema"],
+    [{ enum: Array.from({ length: 257 }, (_, i) => i) }, "schema.enum"],
+    [{ anyOf: Array.from({ length: 257 }, () => ({ type: "null" })) }, "schema.anyOf"],
   ];
   for (const [schema, param] of bad) {
     assert.throws(() => compileJsonSchema(schema, "schema"), (e: unknown) => {

@@ -73,6 +73,11 @@ const TYPES = ["object", "array", "string", "number", "integer", "boolean", "nul
 const MAX_DEPTH = 64;
 /** Most nodes one schema may compile to. */
 const MAX_NODES = 10_000;
+/**
+ * Most values of one enum and options of one anyOf: every alternative is a branch the mask walk (token_mask.ts)
+ * carries along each byte, on the scheduler's loop.
+ */
+const MAX_ALTERNATIVES = 256;
 
 const encoder = new TextEncoder();
 
@@ -166,6 +171,12 @@ class Compiler {
           `${path}.${key}`,
         );
       }
+      if (list.length > MAX_ALTERNATIVES) {
+        throw new SchemaError(
+          `Unsupported schema at ${path}: more than ${MAX_ALTERNATIVES} "${key}" options`,
+          `${path}.${key}`,
+        );
+      }
       parts.push(
         this.#node({
           kind: "anyOf",
@@ -190,6 +201,12 @@ class Compiler {
       const values = s.const !== undefined ? [s.const] : s.enum;
       if (!Array.isArray(values) || values.length === 0) {
         throw new SchemaError(`Invalid schema at ${path}: "enum" must be a non-empty array`, `${path}.enum`);
+      }
+      if (values.length > MAX_ALTERNATIVES) {
+        throw new SchemaError(
+          `Unsupported schema at ${path}: more than ${MAX_ALTERNATIVES} "enum" values`,
+          `${path}.enum`,
+        );
       }
       const texts = [...new Set(values.map((v) => JSON.stringify(v)))].map((t) => encoder.encode(t));
       return this.#node({ kind: "literal", texts });
