@@ -21,8 +21,9 @@ export interface ChatLogprobs {
 /** `choices[].logprobs` of a text completion (or chunk): the legacy shape. */
 export interface CompletionLogprobs {
   tokens: string[];
-  token_logprobs: number[];
-  top_logprobs: Record<string, number>[];
+  /** null for an echoed prompt's first token (nothing predicts it), as OpenAI sends it */
+  token_logprobs: (number | null)[];
+  top_logprobs: (Record<string, number> | null)[];
   /** character offset of each token in the choice's text */
   text_offset: number[];
 }
@@ -33,7 +34,7 @@ export function chatLogprobs(entries: readonly TokenLogprob[]): ChatLogprobs {
   return {
     content: entries.map((e) => ({
       token: e.token,
-      logprob: e.logprob,
+      logprob: e.logprob ?? 0, // never null here: chat has no echo
       bytes: bytes(e.token),
       top_logprobs: e.top.map((t) => ({ token: t.token, logprob: t.logprob, bytes: bytes(t.token) })),
     })),
@@ -51,7 +52,9 @@ export function completionLogprobs(entries: readonly TokenLogprob[], offset = 0)
   return {
     tokens: entries.map((e) => e.token),
     token_logprobs: entries.map((e) => e.logprob),
-    top_logprobs: entries.map((e) => Object.fromEntries(e.top.map((t) => [t.token, t.logprob]))),
+    top_logprobs: entries.map((e) =>
+      e.logprob === null ? null : Object.fromEntries(e.top.map((t) => [t.token, t.logprob]))
+    ),
     text_offset,
   };
 }

@@ -220,8 +220,8 @@ export function parseCompletionRequest(body: unknown, defaults: RequestDefaults 
       "prompt",
     );
   }
-  // 3. Legacy options that would change the output shape.
-  if (given(b.echo) && b.echo !== false) throw unsupported("echo", "echo is not supported");
+  // 3. echo (the prompt comes back first, with its logprobs when asked); legacy options we do not serve.
+  const echo = given(b.echo) ? requireBool(b, "echo") : false;
   if (given(b.suffix) && b.suffix !== "") throw unsupported("suffix", "suffix is not supported");
   if (given(b.best_of) && b.best_of !== (b.n ?? 1)) {
     throw unsupported("best_of", "only best_of = n is supported");
@@ -238,12 +238,14 @@ export function parseCompletionRequest(body: unknown, defaults: RequestDefaults 
     logprobs = b.logprobs as number;
   }
   // 5. Fields shared with /v1/chat/completions.
-  return parseCommon(
+  const parsed = parseCommon(
     b,
     ids ? { kind: "tokens", ids } : { kind: "text", prompt: prompt as string },
     defaults,
     logprobs,
   );
+  if (echo) parsed.request.echo = true;
+  return parsed;
 }
 
 /**

@@ -208,6 +208,48 @@ Deno.test("the openai package talks to leanserve: completions, streaming, errors
       assert.equal(bad?.status, 400);
       assert.equal(bad?.route, "/v1/completions");
     });
+    await t.step("echo with logprobs: the prompt's tokens scored as generation scores them", async () => {
+      const gen = await openai.completions.create({
+        model: "stories260K",
+        prompt: golden.ids,
+        max_tokens: 6,
+        temperature: 0,
+        logprobs: 1,
+      });
+      const genLp = gen.choices[0].logprobs!;
+      // The same ids again, now as the prompt's tail (the greedy ids PyTorch produced), echoed and scored.
+      const ids = [...golden.ids, ...golden.greedy32_ids.slice(0, 6)];
+      const res = await openai.completions.create({
+        model: "stories260K",
+        prompt: ids,
+        max_tokens: 1,
+        temperature: 0,
+        logprobs: 1,
+        echo: true,
+      });
+      const lp = res.choices[0].logprobs!;
+      assert.equal(lp.tokens!.length, ids.length + 1);
+      assert.equal(lp.token_logprobs![0], null);
+      assert.equal(lp.top_logprobs![0], null);
+      const { prompt } = await (await s.post("/detokenize", { tokens: ids })).json();
+      assert.ok(res.choices[0].text.startsWith(prompt), "the decoded ids come first");
+      for (let i = 0; i < 6; i++) {
+        const at = golden.ids.length + i;
+        assert.equal(lp.tokens![at], genLp.tokens![i]);
+        assert.ok(Math.abs(lp.token_logprobs![at]! - genLp.token_logprobs![i]!) < 1e-3, `position ${at}`);
+        assert.ok(lp.tokens![at] in lp.top_logprobs![at]!, "greedy ids are each position's best");
+      }
+      assert.equal(res.usage?.completion_tokens, 1);
+      // A text prompt comes back as sent, then the greedy text.
+      const text = await openai.completions.create({
+        model: "stories260K",
+        prompt: golden.prompt,
+        max_tokens: 8,
+        temperature: 0,
+        echo: true,
+      });
+      assert.equal(text.choices[0].text, golden.prompt + greedy);
+    });
     // Last: the log and metrics steps above count the earlier requests.
     await t.step(
       "completions.create with a prompt of token ids: the same text; an id past the vocabulary is a 400",

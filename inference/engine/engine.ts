@@ -16,6 +16,7 @@ import type { ChatTemplate, Tokenizer } from "../text/mod.ts";
 import { type GpuWeights, gpuWeightsBuffers, type ModelConfig } from "../model/mod.ts";
 import { BatchRunner } from "./batch_runner.ts";
 import { createChoice, EventChannel } from "./choice.ts";
+import { type PromptLogprob, scorePrompt } from "./prompt_logprobs.ts";
 import { KvCache, kvKey, type KvSizing, sizeKvCache } from "./kv_cache.ts";
 import { type ModelEntry, Scheduler, type Seq } from "./scheduler.ts";
 import {
@@ -30,6 +31,7 @@ import {
   type TokenEvent,
   type TokenizeOptions,
   type TokenizeResult,
+  type TokenLogprob,
 } from "./types.ts";
 
 /** Everything the engine serves with, produced by load_model.ts. */
@@ -166,6 +168,8 @@ export function createEngine(
   let installing: Promise<void> = Promise.resolve();
   const all: Served[] = [];
   let inFlight = 0;
+  /** the prompt being scored for an echo, if any (scorePrompt calls run one at a time) */
+  let scoring: Promise<void> = Promise.resolve();
   let state: EngineStatus["state"] = "loading";
   let detail = "loading model";
 
@@ -311,11 +315,50 @@ export function createEngine(
     try {
       if (signal?.aborted) return;
       yield { type: "start", promptTokens: ids.length };
+      if (request.echo) yield* echoPrompt(s, request, ids, n);
       yield* channel;
     } finally {
       inFlight--;
       signal?.removeEventListener("abort", cancel);
       cancel();
+    }
+  }
+
+  /** The prompt as each choice's first delta, with its tokens' logprobs when asked (GenerateRequest.echo). */
+  async function* echoPrompt(
+    s: Served,
+    request: GenerateRequest,
+    ids: number[],
+    n: number,
+  ): AsyncGenerator<TokenEvent> {
+    const { tokenizer } = s.model;
+    const text = request.input.kind === "text" ? request.input.prompt : tokenizer.decode(ids);
+    let logprobs: TokenLogprob[] | undefined;
+    if (request.logprobs !== undefined && request.logprobs !== null) {
+      const top = request.logprobs;
+      const m = s.model;
+      // One prompt scored at a time: each holds its own activations for the whole prompt. The lease keeps a
+      // model swapped out meanwhile from being freed under it (its sequences may all end first).
+      s.leases++;
+      let records: PromptLogprob[];
+      try {
+        const scored = scoring.then(() => scorePrompt(m.gpu, m.config, m.weights, ids, top));
+        scoring = scored.then(() => {}, () => {});
+        records = await scored;
+      } finally {
+        if (--s.leases === 0 && s.drained) free(s);
+      }
+      const entry = (id: number) => ({ id, token: tokenizer.decode([id]) });
+      logprobs = ids.map((id, t) =>
+        t === 0 ? { ...entry(id), logprob: null, top: [] } : {
+          ...entry(id),
+          logprob: records[t - 1].logprob,
+          top: records[t - 1].top.map(([alt, logprob]) => ({ ...entry(alt), logprob })),
+        }
+      );
+    }
+    for (let index = 0; index < n; index++) {
+      yield { type: "delta", index, text, tokens: 0, ...(logprobs ? { logprobs } : {}) };
     }
   }
 

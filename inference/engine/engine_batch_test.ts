@@ -178,7 +178,7 @@ async function checkLogprobs(
     const row = ids.length - 1 + k;
     const want = logSoftmaxRef(logits.subarray(row * vocab, (row + 1) * vocab));
     assert.ok(
-      Math.abs(entry.logprob - want[entry.id]) < tol,
+      Math.abs(entry.logprob! - want[entry.id]) < tol,
       `token ${k}: ${entry.logprob} vs ${want[entry.id]}`,
     );
     const order = Array.from(want.keys()).sort((a, b) => want[b] - want[a]);
@@ -192,5 +192,25 @@ async function checkLogprobs(
       assert.deepEqual(entry.top.map((x) => x.id), order.slice(0, 5), `token ${k} top ids`);
       assert.equal(entry.id, order[0], "greedy picks the top token");
     }
+  });
+  // echo: the same ids as a prompt, every position scored against the same reference (the first unscored).
+  const [echoed] = await collect(engine, {
+    ...greedy("", 1, { logprobs: 5, echo: true }),
+    input: { kind: "tokens", ids: all },
+  });
+  const scored = echoed.logprobs.slice(0, all.length);
+  assert.deepEqual(scored.map((e) => e.id), all);
+  assert.equal(scored[0].logprob, null);
+  scored.slice(1).forEach((entry, t) => {
+    const want = logSoftmaxRef(logits.subarray(t * vocab, (t + 1) * vocab));
+    assert.ok(
+      Math.abs(entry.logprob! - want[entry.id]) < tol,
+      `prompt ${t + 1}: ${entry.logprob} vs ${want[entry.id]}`,
+    );
+    const order = Array.from(want.keys()).sort((a, b) => want[b] - want[a]);
+    entry.top.forEach((x) =>
+      assert.ok(Math.abs(x.logprob - want[x.id]) < tol, `prompt ${t + 1} top ${x.id}`)
+    );
+    if (kvCacheDtype === "f32") assert.deepEqual(entry.top.map((x) => x.id), order.slice(0, 5));
   });
 }

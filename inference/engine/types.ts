@@ -70,18 +70,24 @@ export interface GenerateRequest {
    */
   cacheSalt?: string;
   /**
+   * Send the prompt back first (the completions API's `echo`): each choice's first delta is the prompt's text
+   * and, with `logprobs`, its tokens' logprobs (the first one null), before the generated ones.
+   */
+  echo?: boolean;
+  /**
    * The output must be JSON of this grammar (structured output: response_format): each step samples only
    * ids that keep it so, and the choice ends (finish reason "stop") once the value is complete.
    */
   grammar?: JsonGrammar;
 }
 
-/** One generated token's logprob, as the engine reports it with `GenerateRequest.logprobs`. */
+/** One generated (or, with `echo`, prompt) token's logprob, as the engine reports it with `GenerateRequest.logprobs`. */
 export interface TokenLogprob {
   id: number;
   /** The token decoded on its own (a partial UTF-8 character shows as U+FFFD). */
   token: string;
-  logprob: number;
+  /** null only for the first token of an echoed prompt, which nothing predicts (its `top` is empty) */
+  logprob: number | null;
   /** The most likely tokens at this position, best first. */
   top: { id: number; token: string; logprob: number }[];
 }
