@@ -346,12 +346,8 @@ function litAdvance(src: LitSource, cand: number[], pos: number, up: Stack, out:
     for (const c of done) out.push(litDone(src, c, up));
     return;
   }
-  if (src.obj && done.length > 0) {
-    // Key literals end in `"`, so one never is a prefix of another: unreachable, kept for safety.
-    for (const c of done) out.push(litDone(src, c, up));
-    out.push(on(up, { t: "lit", src, cand: cand.filter((c) => !done.includes(c)), pos }));
-    return;
-  }
+  // Some alternative goes on (a shorter one that ended here ends at the next byte: feed's "lit" case). Keys
+  // never get here with one ended: each is a JSON string, closed by its only unescaped quote.
   out.push(on(up, { t: "lit", src, cand, pos }));
 }
 
