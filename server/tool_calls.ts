@@ -1,22 +1,28 @@
 /**
- * Function calls read back from generated text into OpenAI's `tool_calls` (vLLM's "hermes" tool parser):
- * a model whose chat template offers tools in that form answers
- * `<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>`, once per call. Text
- * before the first call is the message's content. When a call's JSON does not parse, nothing is taken for a
- * call: the whole answer stays content, as the model wrote it.
+ * Function calls read back from generated text into OpenAI's `tool_calls`, in the forms of vLLM's tool
+ * parsers that the chat template asks for (ChatTemplate.toolCallFormat):
+ * - "hermes" (Qwen2.5, Qwen3, Hermes): `<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n
+ *   </tool_call>`, once per call; text before the first call is the message's content.
+ * - "llama3_json" (Llama 3.1 to 3.3): the whole answer is `{"name": "get_weather", "parameters": {…}}`
+ *   (optionally after `<|python_tag|>`), several separated by `;`.
+ * When a call's JSON does not parse, nothing is taken for a call: the whole answer stays content, as the
+ * model wrote it.
  */
-import type { ToolCallMarks } from "../inference/engine/mod.ts";
+import type { ToolCallFormat, ToolCallMarks } from "../inference/engine/mod.ts";
 import type { ToolCall } from "./protocol.ts";
 import { partialTail } from "./reasoning.ts";
 
 const START = "<tool_call>";
 const END = "</tool_call>";
+const PYTHON_TAG = "<|python_tag|>";
 
-/** How a hermes template writes a call: what `tool_choice` "required" or a named function constrains to. */
-export const HERMES_CALL_MARKS: Readonly<ToolCallMarks> = Object.freeze({
-  open: `${START}\n`,
-  close: `\n${END}`,
-  separator: "\n",
+/**
+ * How a template writes calls: what `tool_choice` "required" or a named function constrains the answer to
+ * (inference/structured toolCallsGrammar), per format.
+ */
+export const CALL_MARKS: Readonly<Record<ToolCallFormat, Readonly<ToolCallMarks>>> = Object.freeze({
+  hermes: { open: `${START}\n`, close: `\n${END}`, separator: "\n", argumentsKey: "arguments" },
+  llama3_json: { open: "", close: "", separator: "; ", argumentsKey: "parameters" },
 });
 
 /** An answer split into content and calls; `calls` is empty when it holds none (or none that parse). */
@@ -29,6 +35,7 @@ export interface ParsedAnswer {
  * Splits a whole answer.
  * @param text The generated text.
  * @param parallel false keeps only the first call (`parallel_tool_calls: false`).
+ * @param format the template's form of calls
  * @example
  * ```ts
  * import { parseToolCalls } from "./tool_calls.ts";
@@ -36,7 +43,12 @@ export interface ParsedAnswer {
  * console.assert(a.content === "Let me look." && a.calls[0].function.arguments === '{"x":1}');
  * ```
  */
-export function parseToolCalls(text: string, parallel = true): ParsedAnswer {
+export function parseToolCalls(
+  text: string,
+  parallel = true,
+  format: ToolCallFormat = "hermes",
+): ParsedAnswer {
+  if (format === "llama3_json") return parseLlamaCalls(text, parallel);
   const at = text.indexOf(START);
   if (at < 0) return { content: text, calls: [] };
   const calls: ToolCall[] = [];
@@ -55,6 +67,39 @@ export function parseToolCalls(text: string, parallel = true): ParsedAnswer {
   return { content: text.slice(0, at), calls: parallel ? calls : calls.slice(0, 1) };
 }
 
+/** Llama 3.x: the whole answer is calls (after an optional <|python_tag|>), `;`-separated JSON objects. */
+function parseLlamaCalls(text: string, parallel: boolean): ParsedAnswer {
+  let rest = text.trimStart();
+  if (rest.startsWith(PYTHON_TAG)) rest = rest.slice(PYTHON_TAG.length).trimStart();
+  if (!rest.startsWith("{")) return { content: text, calls: [] };
+  const calls: ToolCall[] = [];
+  while (rest !== "") {
+    const end = jsonObjectEnd(rest);
+    const call = end < 0 ? null : readCall(rest.slice(0, end));
+    if (!call) return { content: text, calls: [] };
+    calls.push(call);
+    rest = rest.slice(end).trimStart();
+    if (rest.startsWith(";")) rest = rest.slice(1).trimStart();
+  }
+  return { content: "", calls: parallel ? calls : calls.slice(0, 1) };
+}
+
+/** The length of the JSON object that `text` starts with (strings and escapes respected), or −1. */
+function jsonObjectEnd(text: string): number {
+  let depth = 0;
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i];
+    if (inString) {
+      if (c === "\\") i++;
+      else if (c === '"') inString = false;
+    } else if (c === '"') inString = true;
+    else if (c === "{" || c === "[") depth++;
+    else if ((c === "}" || c === "]") && --depth === 0) return i + 1;
+  }
+  return -1;
+}
+
 function readCall(body: string): ToolCall | null {
   let json: unknown;
   try {
@@ -63,7 +108,13 @@ function readCall(body: string): ToolCall | null {
     return null;
   }
   if (typeof json !== "object" || json === null) return null;
-  const { name, arguments: args } = json as { name?: unknown; arguments?: unknown };
+  // "parameters" is Llama 3.x's name for the arguments (vLLM's llama3_json parser takes either).
+  const { name, arguments: given, parameters } = json as {
+    name?: unknown;
+    arguments?: unknown;
+    parameters?: unknown;
+  };
+  const args = given ?? parameters;
   if (typeof name !== "string" || name === "") return null;
   return {
     id: `call_${crypto.randomUUID().replaceAll("-", "").slice(0, 24)}`,
@@ -74,21 +125,26 @@ function readCall(body: string): ToolCall | null {
 
 /**
  * One streamed choice's text, held back from the first `<tool_call>` on (and while the text so far might
- * be its start), so that calls go out whole in `tool_calls` and never as content.
+ * be its start), so that calls go out whole in `tool_calls` and never as content. For "llama3_json" an
+ * answer is calls only if it starts with one, so its start is held until its first character says.
  */
 export class ToolCallStream {
   #held = "";
   #inCall = false;
+  #decided = false;
   readonly #parallel: boolean;
+  readonly #format: ToolCallFormat;
 
-  constructor(parallel = true) {
+  constructor(parallel = true, format: ToolCallFormat = "hermes") {
     this.#parallel = parallel;
+    this.#format = format;
   }
 
   /** Takes the next piece of text; returns the content that may be sent now. */
   push(text: string): string {
     this.#held += text;
     if (this.#inCall) return "";
+    if (this.#format === "llama3_json") return this.#pushLlama();
     const at = this.#held.indexOf(START);
     if (at >= 0) {
       this.#inCall = true;
@@ -103,12 +159,25 @@ export class ToolCallStream {
     return out;
   }
 
+  #pushLlama(): string {
+    if (this.#decided) {
+      const out = this.#held;
+      this.#held = "";
+      return out;
+    }
+    const start = this.#held.trimStart();
+    if (start === "" || (PYTHON_TAG.startsWith(start) && start.length < PYTHON_TAG.length)) return "";
+    this.#decided = true;
+    this.#inCall = start.startsWith("{") || start.startsWith(PYTHON_TAG);
+    return this.#inCall ? "" : this.#pushLlama();
+  }
+
   /** At the end of the choice: the content still held (sent as content) and the calls. */
   finish(): ParsedAnswer {
     const held = this.#held;
     this.#held = "";
     if (!this.#inCall) return { content: held, calls: [] };
-    const parsed = parseToolCalls(held, this.#parallel);
+    const parsed = parseToolCalls(held, this.#parallel, this.#format);
     return parsed.calls.length > 0 ? { content: "", calls: parsed.calls } : { content: held, calls: [] };
   }
 }

@@ -50,3 +50,37 @@ Deno.test("ToolCallStream sends content until a call starts and the calls whole 
   assert.equal(broken.push("x<tool_call>{oops"), "x");
   assert.deepEqual(broken.finish(), { content: "<tool_call>{oops", calls: [] });
 });
+
+Deno.test("llama3_json: an answer that is calls ({name, parameters}; several after `;`) is read back", () => {
+  const weather = '{"name": "get_weather", "parameters": {"city": "Paris"}}';
+  const one = parseToolCalls(weather, true, "llama3_json");
+  assert.equal(one.content, "");
+  assert.equal(one.calls[0].function.name, "get_weather");
+  assert.equal(one.calls[0].function.arguments, '{"city":"Paris"}');
+  const tagged = parseToolCalls(
+    `<|python_tag|>${weather}; {"name": "f", "arguments": {"s": "a;}b"}}`,
+    true,
+    "llama3_json",
+  );
+  assert.deepEqual(tagged.calls.map((c) => c.function.arguments), ['{"city":"Paris"}', '{"s":"a;}b"}']);
+  assert.equal(parseToolCalls(`${weather}; ${weather}`, false, "llama3_json").calls.length, 1);
+  // Not calls: prose, a broken object, prose after the calls.
+  for (const text of ["It is sunny.", '{"name": "f", "parameters": {', `${weather} and more`, '{"x": 1}']) {
+    assert.deepEqual(parseToolCalls(text, true, "llama3_json"), { content: text, calls: [] }, text);
+  }
+});
+
+Deno.test("ToolCallStream (llama3_json): prose flows once it starts; a call is held to the end", () => {
+  const prose = new ToolCallStream(true, "llama3_json");
+  assert.equal(prose.push(" "), "");
+  assert.equal(prose.push(" Sunny"), "  Sunny");
+  assert.equal(prose.push(" today."), " today.");
+  assert.deepEqual(prose.finish(), { content: "", calls: [] });
+  const call = new ToolCallStream(true, "llama3_json");
+  for (const piece of ["<|python", "_tag|>", '{"name": "f", ', '"parameters": {}}']) {
+    assert.equal(call.push(piece), "");
+  }
+  const done = call.finish();
+  assert.equal(done.content, "");
+  assert.equal(done.calls[0].function.name, "f");
+});

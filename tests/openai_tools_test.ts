@@ -273,3 +273,50 @@ Deno.test("a <think> block comes back as reasoning_content, apart from content a
     }
   });
 });
+
+Deno.test("a Llama 3.x model's calls ({name, parameters}) come back as tool_calls, streamed and not", async () => {
+  const engine = new FakeEngine();
+  engine.toolCallFormat = "llama3_json";
+  engine.script = { deltas: ['{"name": "get_weather", ', '"parameters": {"city": "Paris"}}'] };
+  const { client, stop } = serve(engine);
+  const user = { role: "user" as const, content: "Weather in Paris?" };
+  try {
+    const res = await client.chat.completions.create({ model: "m", messages: [user], tools: TOOLS });
+    assert.equal(res.choices[0].finish_reason, "tool_calls");
+    assert.equal(res.choices[0].message.content, null);
+    const call = res.choices[0].message.tool_calls![0];
+    assert.ok(call.type === "function");
+    assert.deepEqual([call.function.name, JSON.parse(call.function.arguments)], ["get_weather", {
+      city: "Paris",
+    }]);
+    const stream = await client.chat.completions.create({
+      model: "m",
+      messages: [user],
+      tools: TOOLS,
+      stream: true,
+    });
+    let content = "";
+    const calls: string[] = [];
+    for await (const chunk of stream) {
+      content += chunk.choices[0]?.delta.content ?? "";
+      for (const c of chunk.choices[0]?.delta.tool_calls ?? []) calls.push(c.function!.name!);
+    }
+    assert.equal(content, "");
+    assert.deepEqual(calls, ["get_weather"]);
+    // Forced: the engine gets a grammar of Llama's form.
+    await client.chat.completions.create({
+      model: "m",
+      messages: [user],
+      tools: TOOLS,
+      tool_choice: "required",
+    });
+    assert.ok(engine.requests.at(-1)!.grammar);
+    // Prose stays content.
+    engine.script = { deltas: ["It is", " sunny."] };
+    const prose = await client.chat.completions.create({ model: "m", messages: [user], tools: TOOLS });
+    assert.equal(prose.choices[0].message.content, "It is sunny.");
+    assert.equal(prose.choices[0].finish_reason, "stop");
+  } finally {
+    await stop();
+  }
+});

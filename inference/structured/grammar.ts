@@ -107,12 +107,15 @@ export function afterReasoning(g: JsonGrammar, marks: ReasoningMarks): JsonGramm
   return grammarOf(root);
 }
 
-/** How a chat format wraps one function call (server/tool_calls.ts: hermes `<tool_call>\n…\n</tool_call>`). */
+/** How a chat format writes one function call (server/tool_calls.ts: hermes `<tool_call>\n…\n</tool_call>`). */
 export interface ToolCallMarks {
+  /** text before and after a call's JSON object ("" for none) */
   open: string;
   close: string;
   /** between two calls */
   separator: string;
+  /** the object's key for the arguments ("arguments"; Llama 3.x "parameters") */
+  argumentsKey: string;
 }
 
 /** A function the output may call: its name and the node of its arguments (compileSchemaNode). */
@@ -123,8 +126,8 @@ export interface ToolSpec {
 
 /**
  * Output that is function calls and nothing else (`tool_choice` "required" or a named function): each call
- * `{"name": <one of the tools>, "arguments": <its parameters' JSON>}` between the format's marks; one call,
- * or with `parallel` one or more.
+ * `{"name": <one of the tools>, <argumentsKey>: <its parameters' JSON>}` between the format's marks; one
+ * call, or with `parallel` one or more.
  */
 export function toolCallsGrammar(marks: ToolCallMarks, tools: ToolSpec[], parallel: boolean): JsonGrammar {
   const calls = tools.map((t) =>
@@ -132,15 +135,16 @@ export function toolCallsGrammar(marks: ToolCallMarks, tools: ToolSpec[], parall
       kind: "object",
       props: [
         { name: "name", required: true, value: exactText(JSON.stringify(t.name)) },
-        { name: "arguments", required: true, value: t.arguments },
+        { name: marks.argumentsKey, required: true, value: t.arguments },
       ],
       rest: null,
     })
   );
-  const one = sequence(
-    exactText(marks.open),
-    calls.length === 1 ? calls[0] : oneOfNodes(...calls),
-    exactText(marks.close),
+  const call = calls.length === 1 ? calls[0] : oneOfNodes(...calls);
+  // Empty marks are left out: an exact text must read at least one byte.
+  const parts = [marks.open, null, marks.close].flatMap((m) =>
+    m === null ? [call] : m === "" ? [] : [exactText(m)]
   );
+  const one = parts.length === 1 ? call : sequence(...parts);
   return grammarOf(parallel ? separatedList(one, marks.separator, 1, Infinity) : one);
 }

@@ -215,7 +215,12 @@ Deno.test("json automaton: a value after a reasoning block, and function calls b
   assert.equal(verdict(opened, 'all free {"a":1} text</think>{"a":2}'), "complete");
   assert.equal(verdict(opened, '{"a":1}'), "partial"); // still inside the block
 
-  const marks = { open: "<tool_call>\n", close: "\n</tool_call>", separator: "\n" };
+  const marks = {
+    open: "<tool_call>\n",
+    close: "\n</tool_call>",
+    separator: "\n",
+    argumentsKey: "arguments",
+  };
   const tools = [
     {
       name: "get_weather",
@@ -235,4 +240,16 @@ Deno.test("json automaton: a value after a reasoning block, and function calls b
   assert.equal(verdict(many, call("get_time", "{}")), "canEnd"); // or another call
   assert.equal(verdict(many, `${call("get_time", "{}")}\n${call("get_weather", "{}")}`), "canEnd");
   assert.equal(verdict(many, "Sure: " + call("get_time", "{}")), "reject");
+  // Llama 3.x: bare objects with "parameters", "; " between calls.
+  const llama = { open: "", close: "", separator: "; ", argumentsKey: "parameters" };
+  const bare = (name: string, args: string) => `{"name": "${name}", "parameters": ${args}}`;
+  const llamaMany = toolCallsGrammar(llama, tools, true);
+  assert.equal(verdict(llamaMany, bare("get_time", "{}")), "canEnd");
+  assert.equal(
+    verdict(llamaMany, `${bare("get_time", "{}")}; ${bare("get_weather", '{"city": "Oslo"}')}`),
+    "canEnd",
+  );
+  assert.equal(verdict(llamaMany, call("get_time", "{}")), "reject");
+  assert.equal(verdict(toolCallsGrammar(llama, tools, false), bare("get_time", "{}")), "complete");
+  assert.equal(verdict(llamaMany, `{"name": "get_time", "arguments": {}}`), "reject");
 });

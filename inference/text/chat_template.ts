@@ -30,9 +30,11 @@ export interface ChatToolCall {
 /**
  * How a template's model writes a function call, so the server can read it back: "hermes" is
  * `<tool_call>{"name": …, "arguments": {…}}</tool_call>` (Qwen2.5, Qwen3, Hermes and others whose
- * template shows that form); null: the template renders no tools, or in a form not read here.
+ * template shows that form); "llama3_json" an answer that is `{"name": …, "parameters": {…}}` (Meta's Llama
+ * 3.1 to 3.3 templates, vLLM's llama3_json parser); null: the template renders no tools, or in a form not
+ * read here.
  */
-export type ToolCallFormat = "hermes";
+export type ToolCallFormat = "hermes" | "llama3_json";
 
 /** Options of one render. */
 export interface RenderOptions {
@@ -144,7 +146,11 @@ export async function loadChatTemplate(dir: string): Promise<ChatTemplate | null
 
 /** A template that renders `tools` and shows the model `<tool_call>` tags asks for the hermes form. */
 function toolCallFormatOf(source: string): ToolCallFormat | null {
-  return /\btools\b/.test(source) && source.includes("<tool_call>") ? "hermes" : null;
+  if (!/\btools\b/.test(source)) return null;
+  if (source.includes("<tool_call>")) return "hermes";
+  // Meta's Llama 3.1–3.3 templates: tools under "Environment: ipython", calls as {"name", "parameters"}.
+  if (source.includes("Environment: ipython") && source.includes('"parameters": ')) return "llama3_json";
+  return null;
 }
 
 function pickTemplate(value: unknown): string | null {

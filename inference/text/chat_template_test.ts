@@ -138,3 +138,23 @@ Deno.test("compileChatTemplate() sees a generation prompt that opens a <think> b
   assert.deepEqual(r1.thinking, { opensInPrompt: true });
   assert.equal(compileChatTemplate("{% for m in messages %}{{ m.content }}{% endfor %}").thinking, null);
 });
+
+Deno.test("a Llama 3.1-style template (tools under Environment: ipython, calls as name/parameters) is llama3_json", () => {
+  // The parts of Meta's Llama 3.1 template that say how tools and calls look (abridged).
+  const source = `{{- bos_token }}{%- if tools is not none %}{{- "Environment: ipython\\n" }}{%- endif %}
+{{- 'Respond in the format {"name": function name, "parameters": dictionary of argument name and its value}.' }}
+{%- for message in messages %}{%- if 'tool_calls' in message %}{%- set tool_call = message.tool_calls[0].function %}
+{{- '{"name": "' + tool_call.name + '", ' }}{{- '"parameters": ' }}{{- tool_call.arguments | tojson }}{{- "}" }}
+{%- else %}{{- message.content }}{%- endif %}{%- endfor %}`;
+  const t = compileChatTemplate(source);
+  assert.equal(t.toolCallFormat, "llama3_json");
+  const out = t.render(
+    [{
+      role: "assistant",
+      content: "",
+      tool_calls: [{ id: "c", type: "function", function: { name: "f", arguments: { x: 1 } } }],
+    }],
+    { tools: [{ type: "function", function: { name: "f" } }] },
+  );
+  assert.ok(out.includes('{"name": "f", "parameters": {"x": 1}}'), out);
+});

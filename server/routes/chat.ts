@@ -9,7 +9,12 @@
  * (inference/structured) that starts after such a reasoning block.
  */
 import type { Handler } from "hono";
-import { afterReasoning, type GenerateRequest, toolCallsGrammar } from "../../inference/engine/mod.ts";
+import {
+  afterReasoning,
+  type GenerateRequest,
+  type ToolCallFormat,
+  toolCallsGrammar,
+} from "../../inference/engine/mod.ts";
 import { invalidRequest } from "../errors.ts";
 import {
   type ChatCompletion,
@@ -19,7 +24,7 @@ import {
   type ParsedRequest,
 } from "../protocol.ts";
 import { reasoningMarks, type ReasoningStart, ReasoningStream, splitReasoning } from "../reasoning.ts";
-import { HERMES_CALL_MARKS, parseToolCalls, ToolCallStream } from "../tool_calls.ts";
+import { CALL_MARKS, parseToolCalls, ToolCallStream } from "../tool_calls.ts";
 import {
   collectChoices,
   readJsonBody,
@@ -51,7 +56,10 @@ export function chatHandler(deps: RouteDeps): Handler {
         "tools",
       );
     }
-    const events = await startGeneration(c, deps, constrained(parsed, deps.engine.status().thinking ?? null));
+    // The template's form of calls (checked above to be one the server reads whenever tools are given).
+    const format = deps.engine.status().toolCallFormat ?? null;
+    const thinks = deps.engine.status().thinking ?? null;
+    const events = await startGeneration(c, deps, constrained(parsed, format, thinks));
     const id = `chatcmpl-${crypto.randomUUID().replaceAll("-", "")}`;
     const created = Math.floor(Date.now() / 1000);
     const model = deps.modelName();
@@ -71,7 +79,7 @@ export function chatHandler(deps: RouteDeps): Handler {
         choices: done.choices.map((ch, index) => {
           const split = thinking ? splitReasoning(ch.text, thinking) : { reasoning: null, content: ch.text };
           const { content, calls } = tools
-            ? parseToolCalls(split.content, tools.parallel)
+            ? parseToolCalls(split.content, tools.parallel, format!)
             : { content: split.content, calls: [] };
           return {
             index,
@@ -100,7 +108,7 @@ export function chatHandler(deps: RouteDeps): Handler {
       ...(parsed.includeUsage ? { usage: null } : {}),
     });
     const usage = usageCounter(n);
-    const held = tools ? Array.from({ length: n }, () => new ToolCallStream(tools.parallel)) : null;
+    const held = tools ? Array.from({ length: n }, () => new ToolCallStream(tools.parallel, format!)) : null;
     const thoughts = thinking ? Array.from({ length: n }, () => new ReasoningStream(thinking)) : null;
     /** A delta of reasoning and content, each only when there is some (content also when neither is). */
     const delta = (reasoning: string, content: string) => ({
@@ -154,10 +162,14 @@ export function chatHandler(deps: RouteDeps): Handler {
  * The request with the grammar its answer follows: forced function calls (tool_choice "required" or named)
  * or the response_format, after the reasoning block a thinking template lets the model write first.
  */
-function constrained(parsed: ParsedRequest, thinking: ReasoningStart | null): GenerateRequest {
-  const forced = parsed.tools?.forced;
+function constrained(
+  parsed: ParsedRequest,
+  format: ToolCallFormat | null,
+  thinking: ReasoningStart | null,
+): GenerateRequest {
+  const forced = format ? parsed.tools?.forced : null;
   let grammar = forced
-    ? toolCallsGrammar(HERMES_CALL_MARKS, forced, parsed.tools!.parallel)
+    ? toolCallsGrammar(CALL_MARKS[format!], forced, parsed.tools!.parallel)
     : parsed.request.grammar;
   if (!grammar) return parsed.request;
   if (thinking) grammar = afterReasoning(grammar, reasoningMarks(thinking));
