@@ -16,7 +16,7 @@ import type { ChatTemplate, Tokenizer } from "../text/mod.ts";
 import { type GpuWeights, gpuWeightsBuffers, type ModelConfig } from "../model/mod.ts";
 import { BatchRunner } from "./batch_runner.ts";
 import { createChoice, EventChannel } from "./choice.ts";
-import { type PromptLogprob, scorePrompt } from "./prompt_logprobs.ts";
+import { maxScoredPrompt, type PromptLogprob, scorePrompt } from "./prompt_logprobs.ts";
 import { KvCache, kvKey, type KvSizing, sizeKvCache } from "./kv_cache.ts";
 import { type ModelEntry, Scheduler, type Seq } from "./scheduler.ts";
 import {
@@ -270,6 +270,15 @@ export function createEngine(
     }
     if (scheduler.counts().waiting + n > opts.maxQueued) {
       throw new EngineBusyError(`Cannot queue the request: ${opts.maxQueued} sequences are already waiting`);
+    }
+    if (request.echo && request.logprobs !== undefined && request.logprobs !== null) {
+      const most = maxScoredPrompt(m.config);
+      if (ids.length > most) {
+        throw new EngineInputError(
+          `Cannot score a prompt of ${ids.length} tokens (echo with logprobs): at most ${most}`,
+          request.input.kind === "chat" ? "messages" : "prompt",
+        );
+      }
     }
     const channel = new EventChannel();
     let open = n;

@@ -5,9 +5,9 @@
  * with the next prompt id as the "chosen" token: entry t is log p(ids[t + 1] | ids ≤ t) and the `top` most
  * likely ids there, as generation reports them (raw logits, ties to the lower id).
  *
- * It runs beside the scheduler on the same queue, with its own activations and cache, one prompt at a time
- * (the engine serializes the calls): a 2,048-id prompt at the 8B shape holds ~1 GiB of activations while
- * it runs, freed at the end.
+ * It runs beside the scheduler on the same queue, with its own activations (forwards of at most 256 rows)
+ * and an f32 cache as long as the prompt, one prompt at a time (the engine serializes the calls), all freed
+ * at the end: at the 8B shape 256 KiB of cache per id, so prompts are capped at 4 GiB of it (16K ids).
  */
 import {
   checkPipelines,
@@ -34,8 +34,17 @@ import {
   type ModelConfig,
 } from "../model/mod.ts";
 
-/** Most bytes of logits computed at once (the LM head runs in row chunks of this size). */
+/** Most bytes of logits computed at once (the LM head runs over at most this many rows' logits). */
 const MAX_LOGITS_BYTES = 64 * 2 ** 20;
+/** Most prompt rows per forward: activations stay ~100 MB at the 8B shape, whatever the prompt's length. */
+const MAX_FORWARD_ROWS = 256;
+/** Most bytes of the f32 K/V cache a scored prompt may hold (its length is refused beyond). */
+export const MAX_SCORE_CACHE_BYTES = 4 * 2 ** 30;
+
+/** The longest prompt {@link scorePrompt} takes for a model: its f32 cache within MAX_SCORE_CACHE_BYTES. */
+export function maxScoredPrompt(config: ModelConfig): number {
+  return Math.floor(MAX_SCORE_CACHE_BYTES / (2 * config.nLayers * config.kvDim * 4));
+}
 
 /** One prompt position's record: the next id's logprob and the best `top` (id, logprob) pairs. */
 export interface PromptLogprob {
@@ -44,12 +53,13 @@ export interface PromptLogprob {
 }
 
 /**
- * Scores a prompt.
+ * Scores a prompt in forwards of at most MAX_FORWARD_ROWS rows over a cache as long as the prompt.
  * @param gpu the device
  * @param config the model
  * @param weights its weights as served
- * @param ids the prompt (≥ 2 ids, all in the vocabulary)
+ * @param ids the prompt (all in the vocabulary, at most maxScoredPrompt(config) ids)
  * @param top alternatives per position, 0..20
+ * @param options `rowsPerForward`: most rows per forward (default MAX_FORWARD_ROWS; tests make it small)
  * @returns ids.length − 1 records: entry t for ids[t + 1]
  */
 export async function scorePrompt(
@@ -58,66 +68,62 @@ export async function scorePrompt(
   weights: GpuWeights,
   ids: readonly number[],
   top: number,
+  { rowsPerForward = MAX_FORWARD_ROWS }: { rowsPerForward?: number } = {},
 ): Promise<PromptLogprob[]> {
   const n = ids.length;
   const preds = n - 1;
   if (preds < 1) return [];
+  if (n > maxScoredPrompt(config)) {
+    throw new Error(`Cannot score a prompt of ${n} ids: at most ${maxScoredPrompt(config)}`);
+  }
+  // The cache holds this prompt only (a model's context can be 128K positions).
+  const c: ModelConfig = { ...config, seqLen: n };
   const fit = Math.floor(Math.min(MAX_LOGITS_BYTES, gpu.maxBindingBytes) / (config.vocabSize * 4));
-  const chunk = Math.max(1, Math.min(preds, fit));
-  const s = createForwardState(gpu, config, { maxRows: n, maxLogitRows: chunk });
+  const rowsPer = Math.max(1, Math.min(preds, rowsPerForward, fit));
+  const s = createForwardState(gpu, c, { maxRows: rowsPer, maxLogitRows: rowsPer });
   const u32 = (words: number, label: string) => createStorage(gpu, words * 4, label);
-  const idBuf = u32(n, "score ids"); // (n) u32
-  const targets = u32(chunk, "score targets"); // (chunk) u32: the next id of each row of a chunk
-  const rowIndex = u32(chunk, "score rows"); // (chunk) u32: 0, 1, …: row r is "slot" r
-  const slotParams = createStorage(gpu, chunk * SLOT_PARAMS_BYTES, "score slot params");
-  const records = u32(chunk * LOGPROB_RECORD_WORDS, "score records"); // (chunk, REC) u32
+  const idBuf = u32(rowsPer, "score ids"); // (rows) u32: this forward's prompt ids
+  const targets = u32(rowsPer, "score targets"); // (rows) u32: the next id of each row
+  const rowIndex = u32(rowsPer, "score rows"); // (rows) u32: 0, 1, …: row r is "slot" r
+  const slotParams = createStorage(gpu, rowsPer * SLOT_PARAMS_BYTES, "score slot params");
+  const records = u32(rowsPer * LOGPROB_RECORD_WORDS, "score records"); // (rows, REC) u32
   const all = u32(preds * LOGPROB_RECORD_WORDS, "score records all"); // (n − 1, REC) u32
   const owned = [idBuf, targets, rowIndex, slotParams, records, all, ...forwardStateBuffers(s)];
   try {
-    writeBuffer(gpu, idBuf, Uint32Array.from(ids));
-    writeBuffer(gpu, s.state, new Uint32Array(4)); // position 0, step 0
-    writeBuffer(gpu, rowIndex, Uint32Array.from({ length: chunk }, (_, r) => r));
+    writeBuffer(gpu, rowIndex, Uint32Array.from({ length: rowsPer }, (_, r) => r));
     const params = new Uint8Array(packSlotParams({ ...GREEDY_SLOT, logprobs: true, nTop: top }, {
       maxBias: 0,
       maxBan: 0,
     }));
-    const packed = new Uint8Array(chunk * SLOT_PARAMS_BYTES);
-    for (let r = 0; r < chunk; r++) packed.set(params, r * SLOT_PARAMS_BYTES);
+    const packed = new Uint8Array(rowsPer * SLOT_PARAMS_BYTES);
+    for (let r = 0; r < rowsPer; r++) packed.set(params, r * SLOT_PARAMS_BYTES);
     writeBuffer(gpu, slotParams, packed);
-    const head: Encodable[] = [
-      bindForward(gpu, config, weights, s, { ids: idBuf, rows: n, logits: "none" }),
-      createRmsNorm(gpu).bind({
-        x: s.x,
-        weight: weights.finalNorm,
-        y: s.xn,
-        rows: n,
-        dim: config.dim,
-        eps: config.normEps,
-      }),
-    ];
     const logprobs = createLogprobs(gpu);
-    await checkPipelines(gpu);
-    for (let off = 0; off < preds; off += chunk) {
-      const rows = Math.min(chunk, preds - off);
+    const norm = createRmsNorm(gpu);
+    // Positions [off, off + rows) predict ids (off, off + rows]; the last id is never a row.
+    for (let off = 0; off < preds; off += rowsPer) {
+      const rows = Math.min(rowsPer, preds - off);
+      writeBuffer(gpu, idBuf, Uint32Array.from(ids.slice(off, off + rows)));
       writeBuffer(gpu, targets, Uint32Array.from(ids.slice(off + 1, off + 1 + rows)));
+      writeBuffer(gpu, s.state, Uint32Array.of(off, 0, 0, 0)); // pos = off, step 0
       const steps: Encodable[] = [
-        ...(off === 0 ? head : []),
-        ...bindLmHead(gpu, config, weights, { x: s.xn, y: s.logits, rows, xRowOffset: off }).map((h) =>
-          h.step
-        ),
+        bindForward(gpu, c, weights, s, { ids: idBuf, rows, logits: "none" }),
+        norm.bind({ x: s.x, weight: weights.finalNorm, y: s.xn, rows, dim: c.dim, eps: c.normEps }),
+        ...bindLmHead(gpu, c, weights, { x: s.xn, y: s.logits, rows }).map((h) => h.step),
         logprobs.bind({
           logits: s.logits,
           slotParams,
           gather: rowIndex,
           rowSlot: rowIndex,
           rows,
-          vocabSize: config.vocabSize,
-          maxSlots: chunk,
+          vocabSize: c.vocabSize,
+          maxSlots: rowsPer,
           state: s.state,
           outTokens: targets,
           outLogprobs: records,
         }),
       ];
+      if (off === 0) await checkPipelines(gpu);
       const enc = gpu.device.createCommandEncoder({ label: "score prompt" });
       const pass = enc.beginComputePass();
       steps.forEach((step) => step.encode(pass));
