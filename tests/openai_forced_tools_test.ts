@@ -13,6 +13,14 @@ import { createEngine, loadModel } from "../inference/engine/mod.ts";
 import { createApp } from "../server/app.ts";
 import { sharedPath, testGpu } from "./_gpu.ts";
 
+/** lq-49m's ChatML turns, after each template's tool prompt. */
+const CHATML_TURNS = `
+{%- for message in messages %}<|im_start|>{{ message.role }}
+{{ message.content }}<|im_end|>
+{% endfor %}
+{%- if add_generation_prompt %}<|im_start|>assistant
+{% endif %}`;
+
 /** A hermes template in the manner of Qwen2.5's: tools in the system turn, calls as <tool_call> JSON. */
 const HERMES_TEMPLATE = `{%- if tools %}<|im_start|>system
 You may call one or more functions. Signatures:
@@ -24,12 +32,7 @@ You may call one or more functions. Signatures:
 For each call, return <tool_call>
 {"name": <function-name>, "arguments": <args-json-object>}
 </tool_call><|im_end|>
-{% endif %}
-{%- for message in messages %}<|im_start|>{{ message.role }}
-{{ message.content }}<|im_end|>
-{% endfor %}
-{%- if add_generation_prompt %}<|im_start|>assistant
-{% endif %}`;
+{% endif %}${CHATML_TURNS}`;
 
 /** Meta's Llama 3.1 form (its template's tool prompt, abridged) on lq-49m's ChatML turns: bare JSON calls. */
 const LLAMA_TEMPLATE = `{%- if tools %}<|im_start|>system
@@ -39,12 +42,7 @@ Respond in the format {"name": function name, "parameters": dictionary of argume
 {%- for tool in tools %}
 {{ tool | tojson }}
 {%- endfor %}<|im_end|>
-{% endif %}
-{%- for message in messages %}<|im_start|>{{ message.role }}
-{{ message.content }}<|im_end|>
-{% endfor %}
-{%- if add_generation_prompt %}<|im_start|>assistant
-{% endif %}`;
+{% endif %}${CHATML_TURNS}`;
 
 const TOOLS: ChatCompletionTool[] = [
   {
