@@ -4,22 +4,30 @@
  * naming the offending field. Unknown fields are ignored (clients send extras), and `null` means "not given".
  * Reference: https://platform.openai.com/docs/api-reference/chat/create
  */
-import {
-  type ChatMessage,
-  type ChatToolCall,
-  compileSchemaNode,
-  type GenerateRequest,
-  grammarOf,
-  type JsonGrammar,
-  type JsonNode,
-  jsonObjectGrammar,
-  type SamplingParams,
-  SchemaError,
-  type ToolSpec,
+import type {
+  ChatMessage,
+  ChatToolCall,
+  GenerateRequest,
+  SamplingParams,
+  ToolSpec,
 } from "../inference/engine/mod.ts";
+import { parseChatTools, parseStructuredOutput } from "./constraints.ts";
 import { ApiError, invalidRequest } from "./errors.ts";
 import type { ChatLogprobs, CompletionLogprobs } from "./logprobs.ts";
+import {
+  badValue,
+  type Body,
+  given,
+  intIn,
+  isObject,
+  numberIn,
+  positiveInt,
+  requireBool,
+  requireObject,
+  unsupported,
+} from "./validate.ts";
 
+export { type ChatTools, parseChatTools } from "./constraints.ts";
 export { chatLogprobs, completionLogprobs } from "./logprobs.ts";
 
 /** Token counts reported in `usage`. */
@@ -120,17 +128,6 @@ export interface ParsedRequest {
   tools: { parallel: boolean; forced: ToolSpec[] | null } | null;
 }
 
-/**
- * A chat's tools: the definitions the template renders, whether the answer's calls are all read back into
- * `tool_calls` or (`parallel_tool_calls: false`) only the first, and with `tool_choice` "required" or a
- * named function the functions the output is constrained to call (null: "auto", the model may answer).
- */
-export interface ChatTools {
-  defs: { type: "function"; function: Record<string, unknown> }[];
-  parallel: boolean;
-  forced: ToolSpec[] | null;
-}
-
 /** Used when neither the request, the server nor the model sets a field (OpenAI's defaults). */
 export const BUILTIN_SAMPLING: Readonly<SamplingParams> = Object.freeze({
   temperature: 1,
@@ -146,13 +143,10 @@ const MAX_N = 128;
 const MAX_TOP_LOGPROBS = 20;
 const MAX_LOGIT_BIAS = 300;
 const MAX_STOP_TOKEN_IDS = 32;
-const MAX_TOOLS = 128;
 /** Template variables the server sets (chat_template.ts); chat_template_kwargs may not replace them. */
 const RESERVED_TEMPLATE_VARS = ["messages", "tools", "add_generation_prompt", "bos_token", "eos_token"];
 /** Characters of a cache_salt (vLLM takes any non-empty string; a 256-bit base64 secret is 43). */
 const MAX_CACHE_SALT = 1024;
-
-type Body = Record<string, unknown>;
 
 /**
  * Validates a `/v1/chat/completions` body.
@@ -372,63 +366,6 @@ function parseExtensions(b: Body): Partial<GenerateRequest> {
   return out;
 }
 
-/**
- * The JSON the output must be, or null: OpenAI's `response_format` (`json_object`, `json_schema`), or
- * vLLM's `structured_outputs: {json}` and its older `guided_json` (a schema, or a JSON string of one).
- */
-function parseStructuredOutput(b: Body): JsonGrammar | null {
-  const asked: [string, unknown][] = [];
-  const rf = b.response_format;
-  if (given(rf)) {
-    if (!isObject(rf)) throw badValue("response_format", rf, 'an object with "type"');
-    if (rf.type === "json_object") asked.push(["response_format", null]);
-    else if (rf.type === "json_schema") {
-      const js = rf.json_schema;
-      if (!isObject(js)) {
-        throw badValue("response_format.json_schema", js, 'an object with "name" and "schema"');
-      }
-      if (given(js.name) && (typeof js.name !== "string" || !/^[a-zA-Z0-9_-]{1,64}$/.test(js.name))) {
-        throw badValue("response_format.json_schema.name", js.name, "1 to 64 letters, digits, _ or -");
-      }
-      if (given(js.strict) && typeof js.strict !== "boolean") {
-        throw badValue("response_format.json_schema.strict", js.strict, "a boolean");
-      }
-      asked.push(["response_format.json_schema.schema", given(js.schema) ? js.schema : null]);
-    } else if (rf.type !== "text") {
-      throw badValue("response_format.type", rf.type, '"text", "json_object" or "json_schema"');
-    }
-  }
-  if (given(b.guided_json)) asked.push(["guided_json", b.guided_json]);
-  if (given(b.structured_outputs)) {
-    const so = b.structured_outputs;
-    if (!isObject(so)) throw badValue("structured_outputs", so, 'an object with "json"');
-    const other = Object.keys(so).find((k) => k !== "json" && given(so[k]));
-    if (other !== undefined) {
-      throw unsupported(`structured_outputs.${other}`, "structured outputs take only a JSON schema (json)");
-    }
-    if (given(so.json)) asked.push(["structured_outputs.json", so.json]);
-  }
-  for (const key of ["guided_regex", "guided_choice", "guided_grammar"]) {
-    if (given(b[key])) {
-      throw unsupported(key, `${key} is not supported; use response_format with a JSON schema`);
-    }
-  }
-  if (asked.length > 1) {
-    throw invalidRequest(`Cannot use both "${asked[0][0]}" and "${asked[1][0]}"`, asked[1][0]);
-  }
-  if (asked.length === 0) return null;
-  let [param, schema] = asked[0];
-  if (schema === null) return jsonObjectGrammar();
-  if (typeof schema === "string") {
-    try {
-      schema = JSON.parse(schema);
-    } catch {
-      throw badValue(param, schema, "a JSON schema (an object, or a string holding one)");
-    }
-  }
-  return grammarOf(schemaNode(schema, param));
-}
-
 /** Chat's `logprobs` (boolean) and `top_logprobs` (0..20, needs logprobs): the top count, or null. */
 function parseChatLogprobs(b: Body): number | null {
   const on = given(b.logprobs) ? requireBool(b, "logprobs") : false;
@@ -510,83 +447,6 @@ export function parseTemplateVars(b: Body): Record<string, unknown> | null {
   return Object.keys(vars).length > 0 ? vars : null;
 }
 
-/**
- * `tools` (function definitions), `tool_choice` ("auto", the default with tools, or "none": the tools are
- * then not shown to the model) and `parallel_tool_calls`; null when no tool is offered. "required" and a
- * named function would need constrained decoding: a 400.
- */
-export function parseChatTools(b: Body): ChatTools | null {
-  const choice = b.tool_choice;
-  const named = isObject(choice) && choice.type === "function" && isObject(choice.function) &&
-      typeof choice.function.name === "string"
-    ? choice.function.name
-    : null;
-  if (given(choice) && !["none", "auto", "required"].includes(choice as string) && named === null) {
-    throw badValue(
-      "tool_choice",
-      choice,
-      '"none", "auto", "required" or {"type": "function", "function": {"name": …}}',
-    );
-  }
-  const parallel = given(b.parallel_tool_calls) ? requireBool(b, "parallel_tool_calls") : true;
-  if (!given(b.tools) || (Array.isArray(b.tools) && b.tools.length === 0)) {
-    if (choice === "required" || named !== null) {
-      throw invalidRequest('Cannot force a function call without "tools"', "tool_choice");
-    }
-    return null;
-  }
-  if (!Array.isArray(b.tools) || b.tools.length > MAX_TOOLS) {
-    throw badValue("tools", b.tools, `an array of at most ${MAX_TOOLS} function definitions`);
-  }
-  const defs = b.tools.map((t, i) => {
-    const fn = isObject(t) ? t.function : undefined;
-    if (!isObject(t) || t.type !== "function" || !isObject(fn)) {
-      throw badValue(
-        `tools[${i}]`,
-        t,
-        '{"type": "function", "function": {"name", "description", "parameters"}}',
-      );
-    }
-    if (typeof fn.name !== "string" || !/^[a-zA-Z0-9_-]{1,64}$/.test(fn.name)) {
-      throw badValue(`tools[${i}].function.name`, fn.name, "1 to 64 letters, digits, _ or -");
-    }
-    if (given(fn.description) && typeof fn.description !== "string") {
-      throw badValue(`tools[${i}].function.description`, fn.description, "a string");
-    }
-    if (given(fn.parameters) && !isObject(fn.parameters)) {
-      throw badValue(`tools[${i}].function.parameters`, fn.parameters, "a JSON Schema object");
-    }
-    return { type: "function" as const, function: fn };
-  });
-  if (choice === "none") return null;
-  // Forced calls: the output is constrained to calls of these functions, each to its parameters' schema.
-  let forced: ToolSpec[] | null = null;
-  if (choice === "required" || named !== null) {
-    const picked = defs.map((d, i) => [d.function, i] as const).filter(([fn]) =>
-      named === null || fn.name === named
-    );
-    if (picked.length === 0) {
-      throw invalidRequest(`Cannot force a call of "${named}": no tool has that name`, "tool_choice");
-    }
-    forced = picked.map(([fn, i]) => ({
-      name: fn.name as string,
-      arguments: schemaNode(fn.parameters ?? { type: "object" }, `tools[${i}].function.parameters`),
-    }));
-  }
-  // A named function is called once (OpenAI's "forces the model to call that function").
-  return { defs, parallel: parallel && named === null, forced };
-}
-
-/** A schema's grammar node, its errors as 400s naming where they sit. */
-function schemaNode(schema: unknown, param: string): JsonNode {
-  try {
-    return compileSchemaNode(schema, param);
-  } catch (err) {
-    if (err instanceof SchemaError) throw invalidRequest(err.message, err.param);
-    throw err;
-  }
-}
-
 function parseContent(content: unknown, role: string, path: string): string {
   if (typeof content === "string") return content;
   // An assistant turn that only carried tool calls has null content.
@@ -656,54 +516,4 @@ function parseStop(stop: unknown): string[] {
     throw badValue("stop", stop, `a non-empty string or an array of at most ${MAX_STOP} non-empty strings`);
   }
   return list as string[];
-}
-
-function numberIn(b: Body, key: string, min: number, max: number, minExclusive: boolean): number | undefined {
-  const v = b[key];
-  if (!given(v)) return undefined;
-  const ok = typeof v === "number" && Number.isFinite(v) && (minExclusive ? v > min : v >= min) && v <= max;
-  if (!ok) throw badValue(key, v, `a number in ${minExclusive ? "(" : "["}${min}, ${max}]`);
-  return v as number;
-}
-
-function intIn(b: Body, key: string, min: number, max: number): number {
-  const v = b[key];
-  if (!Number.isSafeInteger(v) || (v as number) < min || (v as number) > max) {
-    throw badValue(key, v, `an integer from ${min} to ${max}`);
-  }
-  return v as number;
-}
-
-function positiveInt(b: Body, key: string): number | undefined {
-  const v = b[key];
-  if (!given(v)) return undefined;
-  if (!Number.isSafeInteger(v) || (v as number) < 1) throw badValue(key, v, "a positive integer");
-  return v as number;
-}
-
-function requireBool(b: Body, key: string): boolean {
-  if (typeof b[key] !== "boolean") throw badValue(key, b[key], "a boolean");
-  return b[key] as boolean;
-}
-
-function requireObject(body: unknown): Body {
-  if (!isObject(body)) throw invalidRequest("Cannot read the request body: expected a JSON object");
-  return body;
-}
-
-function isObject(v: unknown): v is Body {
-  return typeof v === "object" && v !== null && !Array.isArray(v);
-}
-
-/** Clients send `null` for fields they leave at the default. */
-function given(v: unknown): boolean {
-  return v !== undefined && v !== null;
-}
-
-function badValue(param: string, value: unknown, expected: string): ApiError {
-  return invalidRequest(`Cannot accept "${param}" = ${JSON.stringify(value)}: expected ${expected}`, param);
-}
-
-function unsupported(param: string, detail: string): ApiError {
-  return invalidRequest(`Cannot serve this request: ${detail}`, param, "unsupported_parameter");
 }

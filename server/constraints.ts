@@ -1,0 +1,164 @@
+/**
+ * What constrains an answer, as requests say it: OpenAI's `tools` with `tool_choice` (function calling; forced
+ * calls become a grammar in the chat route) and `response_format` with vLLM's `structured_outputs` /
+ * `guided_json` (a JSON Schema compiled here, so a schema the server cannot enforce is a 400 naming the
+ * keyword's path). Pure validators, as protocol.ts's.
+ */
+import {
+  compileSchemaNode,
+  grammarOf,
+  type JsonGrammar,
+  type JsonNode,
+  jsonObjectGrammar,
+  SchemaError,
+  type ToolSpec,
+} from "../inference/engine/mod.ts";
+import { invalidRequest } from "./errors.ts";
+import { badValue, type Body, given, isObject, requireBool, unsupported } from "./validate.ts";
+
+const MAX_TOOLS = 128;
+
+/**
+ * A chat's tools: the definitions the template renders, whether the answer's calls are all read back into
+ * `tool_calls` or (`parallel_tool_calls: false`) only the first, and with `tool_choice` "required" or a
+ * named function the functions the output is constrained to call (null: "auto", the model may answer).
+ */
+export interface ChatTools {
+  defs: { type: "function"; function: Record<string, unknown> }[];
+  parallel: boolean;
+  forced: ToolSpec[] | null;
+}
+
+/**
+ * `tools` (function definitions), `tool_choice` ("auto", the default with tools, or "none": the tools are
+ * then not shown to the model) and `parallel_tool_calls`; null when no tool is offered. "required" and a
+ * named function would need constrained decoding: a 400.
+ */
+export function parseChatTools(b: Body): ChatTools | null {
+  const choice = b.tool_choice;
+  const named = isObject(choice) && choice.type === "function" && isObject(choice.function) &&
+      typeof choice.function.name === "string"
+    ? choice.function.name
+    : null;
+  if (given(choice) && !["none", "auto", "required"].includes(choice as string) && named === null) {
+    throw badValue(
+      "tool_choice",
+      choice,
+      '"none", "auto", "required" or {"type": "function", "function": {"name": …}}',
+    );
+  }
+  const parallel = given(b.parallel_tool_calls) ? requireBool(b, "parallel_tool_calls") : true;
+  if (!given(b.tools) || (Array.isArray(b.tools) && b.tools.length === 0)) {
+    if (choice === "required" || named !== null) {
+      throw invalidRequest('Cannot force a function call without "tools"', "tool_choice");
+    }
+    return null;
+  }
+  if (!Array.isArray(b.tools) || b.tools.length > MAX_TOOLS) {
+    throw badValue("tools", b.tools, `an array of at most ${MAX_TOOLS} function definitions`);
+  }
+  const defs = b.tools.map((t, i) => {
+    const fn = isObject(t) ? t.function : undefined;
+    if (!isObject(t) || t.type !== "function" || !isObject(fn)) {
+      throw badValue(
+        `tools[${i}]`,
+        t,
+        '{"type": "function", "function": {"name", "description", "parameters"}}',
+      );
+    }
+    if (typeof fn.name !== "string" || !/^[a-zA-Z0-9_-]{1,64}$/.test(fn.name)) {
+      throw badValue(`tools[${i}].function.name`, fn.name, "1 to 64 letters, digits, _ or -");
+    }
+    if (given(fn.description) && typeof fn.description !== "string") {
+      throw badValue(`tools[${i}].function.description`, fn.description, "a string");
+    }
+    if (given(fn.parameters) && !isObject(fn.parameters)) {
+      throw badValue(`tools[${i}].function.parameters`, fn.parameters, "a JSON Schema object");
+    }
+    return { type: "function" as const, function: fn };
+  });
+  if (choice === "none") return null;
+  // Forced calls: the output is constrained to calls of these functions, each to its parameters' schema.
+  let forced: ToolSpec[] | null = null;
+  if (choice === "required" || named !== null) {
+    const picked = defs.map((d, i) => [d.function, i] as const).filter(([fn]) =>
+      named === null || fn.name === named
+    );
+    if (picked.length === 0) {
+      throw invalidRequest(`Cannot force a call of "${named}": no tool has that name`, "tool_choice");
+    }
+    forced = picked.map(([fn, i]) => ({
+      name: fn.name as string,
+      arguments: schemaNode(fn.parameters ?? { type: "object" }, `tools[${i}].function.parameters`),
+    }));
+  }
+  // A named function is called once (OpenAI's "forces the model to call that function").
+  return { defs, parallel: parallel && named === null, forced };
+}
+
+/** A schema's grammar node, its errors as 400s naming where they sit. */
+function schemaNode(schema: unknown, param: string): JsonNode {
+  try {
+    return compileSchemaNode(schema, param);
+  } catch (err) {
+    if (err instanceof SchemaError) throw invalidRequest(err.message, err.param);
+    throw err;
+  }
+}
+
+/**
+ * The JSON the output must be, or null: OpenAI's `response_format` (`json_object`, `json_schema`), or
+ * vLLM's `structured_outputs: {json}` and its older `guided_json` (a schema, or a JSON string of one).
+ */
+export function parseStructuredOutput(b: Body): JsonGrammar | null {
+  const asked: [string, unknown][] = [];
+  const rf = b.response_format;
+  if (given(rf)) {
+    if (!isObject(rf)) throw badValue("response_format", rf, 'an object with "type"');
+    if (rf.type === "json_object") asked.push(["response_format", null]);
+    else if (rf.type === "json_schema") {
+      const js = rf.json_schema;
+      if (!isObject(js)) {
+        throw badValue("response_format.json_schema", js, 'an object with "name" and "schema"');
+      }
+      if (given(js.name) && (typeof js.name !== "string" || !/^[a-zA-Z0-9_-]{1,64}$/.test(js.name))) {
+        throw badValue("response_format.json_schema.name", js.name, "1 to 64 letters, digits, _ or -");
+      }
+      if (given(js.strict) && typeof js.strict !== "boolean") {
+        throw badValue("response_format.json_schema.strict", js.strict, "a boolean");
+      }
+      asked.push(["response_format.json_schema.schema", given(js.schema) ? js.schema : null]);
+    } else if (rf.type !== "text") {
+      throw badValue("response_format.type", rf.type, '"text", "json_object" or "json_schema"');
+    }
+  }
+  if (given(b.guided_json)) asked.push(["guided_json", b.guided_json]);
+  if (given(b.structured_outputs)) {
+    const so = b.structured_outputs;
+    if (!isObject(so)) throw badValue("structured_outputs", so, 'an object with "json"');
+    const other = Object.keys(so).find((k) => k !== "json" && given(so[k]));
+    if (other !== undefined) {
+      throw unsupported(`structured_outputs.${other}`, "structured outputs take only a JSON schema (json)");
+    }
+    if (given(so.json)) asked.push(["structured_outputs.json", so.json]);
+  }
+  for (const key of ["guided_regex", "guided_choice", "guided_grammar"]) {
+    if (given(b[key])) {
+      throw unsupported(key, `${key} is not supported; use response_format with a JSON schema`);
+    }
+  }
+  if (asked.length > 1) {
+    throw invalidRequest(`Cannot use both "${asked[0][0]}" and "${asked[1][0]}"`, asked[1][0]);
+  }
+  if (asked.length === 0) return null;
+  let [param, schema] = asked[0];
+  if (schema === null) return jsonObjectGrammar();
+  if (typeof schema === "string") {
+    try {
+      schema = JSON.parse(schema);
+    } catch {
+      throw badValue(param, schema, "a JSON schema (an object, or a string holding one)");
+    }
+  }
+  return grammarOf(schemaNode(schema, param));
+}
