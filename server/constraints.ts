@@ -5,6 +5,7 @@
  * keyword's path). Pure validators, as protocol.ts's.
  */
 import {
+  choiceGrammar,
   compileSchemaNode,
   grammarOf,
   type JsonGrammar,
@@ -106,16 +107,20 @@ function schemaNode(schema: unknown, param: string): JsonNode {
   }
 }
 
+/** Most strings of a choice (each is a branch the mask walk carries along). */
+const MAX_CHOICES = 256;
+
 /**
- * The JSON the output must be, or null: OpenAI's `response_format` (`json_object`, `json_schema`), or
- * vLLM's `structured_outputs: {json}` and its older `guided_json` (a schema, or a JSON string of one).
+ * The grammar the output must follow, or null: OpenAI's `response_format` (`json_object`, `json_schema`), or
+ * vLLM's `structured_outputs` (`json`: a schema; `choice`: exactly one of some strings) and their older
+ * spellings `guided_json` (a schema, or a JSON string of one) and `guided_choice`.
  */
 export function parseStructuredOutput(b: Body): JsonGrammar | null {
-  const asked: [string, unknown][] = [];
+  const asked: [param: string, value: unknown, kind: "schema" | "choice"][] = [];
   const rf = b.response_format;
   if (given(rf)) {
     if (!isObject(rf)) throw badValue("response_format", rf, 'an object with "type"');
-    if (rf.type === "json_object") asked.push(["response_format", null]);
+    if (rf.type === "json_object") asked.push(["response_format", null, "schema"]);
     else if (rf.type === "json_schema") {
       const js = rf.json_schema;
       if (!isObject(js)) {
@@ -127,38 +132,49 @@ export function parseStructuredOutput(b: Body): JsonGrammar | null {
       if (given(js.strict) && typeof js.strict !== "boolean") {
         throw badValue("response_format.json_schema.strict", js.strict, "a boolean");
       }
-      asked.push(["response_format.json_schema.schema", given(js.schema) ? js.schema : null]);
+      asked.push(["response_format.json_schema.schema", given(js.schema) ? js.schema : null, "schema"]);
     } else if (rf.type !== "text") {
       throw badValue("response_format.type", rf.type, '"text", "json_object" or "json_schema"');
     }
   }
-  if (given(b.guided_json)) asked.push(["guided_json", b.guided_json]);
+  if (given(b.guided_json)) asked.push(["guided_json", b.guided_json, "schema"]);
+  if (given(b.guided_choice)) asked.push(["guided_choice", b.guided_choice, "choice"]);
   if (given(b.structured_outputs)) {
     const so = b.structured_outputs;
-    if (!isObject(so)) throw badValue("structured_outputs", so, 'an object with "json"');
-    const other = Object.keys(so).find((k) => k !== "json" && given(so[k]));
+    if (!isObject(so)) throw badValue("structured_outputs", so, 'an object with "json" or "choice"');
+    const other = Object.keys(so).find((k) => k !== "json" && k !== "choice" && given(so[k]));
     if (other !== undefined) {
-      throw unsupported(`structured_outputs.${other}`, "structured outputs take only a JSON schema (json)");
+      throw unsupported(
+        `structured_outputs.${other}`,
+        "structured outputs take a JSON schema (json) or strings to choose from (choice)",
+      );
     }
-    if (given(so.json)) asked.push(["structured_outputs.json", so.json]);
+    if (given(so.json)) asked.push(["structured_outputs.json", so.json, "schema"]);
+    if (given(so.choice)) asked.push(["structured_outputs.choice", so.choice, "choice"]);
   }
-  for (const key of ["guided_regex", "guided_choice", "guided_grammar"]) {
+  for (const key of ["guided_regex", "guided_grammar"]) {
     if (given(b[key])) {
-      throw unsupported(key, `${key} is not supported; use response_format with a JSON schema`);
+      throw unsupported(key, `${key} is not supported; use a JSON schema or a choice of strings`);
     }
   }
   if (asked.length > 1) {
     throw invalidRequest(`Cannot use both "${asked[0][0]}" and "${asked[1][0]}"`, asked[1][0]);
   }
   if (asked.length === 0) return null;
-  let [param, schema] = asked[0];
-  if (schema === null) return jsonObjectGrammar();
-  if (typeof schema === "string") {
+  let [param, value, kind] = asked[0];
+  if (kind === "choice") {
+    const ok = Array.isArray(value) && value.length > 0 && value.length <= MAX_CHOICES &&
+      value.every((c) => typeof c === "string" && c !== "");
+    if (!ok) throw badValue(param, value, `1 to ${MAX_CHOICES} non-empty strings`);
+    return choiceGrammar(value as string[]);
+  }
+  if (value === null) return jsonObjectGrammar();
+  if (typeof value === "string") {
     try {
-      schema = JSON.parse(schema);
+      value = JSON.parse(value);
     } catch {
-      throw badValue(param, schema, "a JSON schema (an object, or a string holding one)");
+      throw badValue(param, value, "a JSON schema (an object, or a string holding one)");
     }
   }
-  return grammarOf(schemaNode(schema, param));
+  return grammarOf(schemaNode(value, param));
 }

@@ -184,7 +184,10 @@ Deno.test("parseChatRequest() rejects out-of-range and unsupported options", () 
     ],
     [{ guided_json: "{not json" }, "guided_json"],
     [{ guided_regex: "a+" }, "guided_regex"],
-    [{ structured_outputs: { choice: ["a"] } }, "structured_outputs.choice"],
+    [{ structured_outputs: { regex: "a+" } }, "structured_outputs.regex"],
+    [{ structured_outputs: { choice: [] } }, "structured_outputs.choice"],
+    [{ guided_choice: ["a", 1] }, "guided_choice"],
+    [{ guided_choice: ["a"], guided_json: {} }, "guided_choice"],
     [{ response_format: { type: "json_object" }, guided_json: {} }, "guided_json"],
     [{ tools: [{ type: "function", function: { name: "f" } }], tool_choice: "anything" }, "tool_choice"],
     [{
@@ -323,6 +326,8 @@ Deno.test("parse*Request() compiles response_format, structured_outputs.json and
   assert.ok(parseCompletionRequest({ prompt: "x", response_format: rf }).request.grammar);
   assert.ok(parseCompletionRequest({ prompt: "x", structured_outputs: { json: schema } }).request.grammar);
   assert.ok(parseCompletionRequest({ prompt: "x", guided_json: JSON.stringify(schema) }).request.grammar);
+  assert.ok(parseCompletionRequest({ prompt: "x", guided_choice: ["yes", "no"] }).request.grammar);
+  assert.ok(parseChatRequest({ ...user, structured_outputs: { choice: ["a", "b"] } }).request.grammar);
 });
 
 Deno.test("samplingFromGenerationConfig() maps HF fields and rejects bad values", () => {

@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { collect, engineFor, greedy } from "../../tests/_engine.ts";
 import { sharedPath, testGpu } from "../../tests/_gpu.ts";
 import { GrammarMatcher, TokenVocab } from "../structured/mod.ts";
-import { compileJsonSchema } from "./mod.ts";
+import { choiceGrammar, compileJsonSchema } from "./mod.ts";
 
 const PROMPT = "Once upon a time there was a little girl named Lily.";
 
@@ -83,5 +83,20 @@ Deno.test("structured output: greedy and sampled choices are JSON of the schema"
   }
   assert.ok(whole >= 1, `no sampled choice finished: ${sampled.map((c) => c.text).join(" | ")}`);
   assert.ok(new Set(sampled.map((c) => c.text)).size > 1, "sampled choices differ");
+
+  // A choice of strings (vLLM's guided_choice): every answer is exactly one of them.
+  const options = ["happy", "sad", "sleepy"];
+  const picked = await collect(
+    engine,
+    greedy(PROMPT, 20, {
+      grammar: choiceGrammar(options),
+      n: 3,
+      sampling: { temperature: 1.5, topP: 1, topK: 0, minP: 0, seed: 5 },
+    }),
+  );
+  for (const c of picked) {
+    assert.ok(options.includes(c.text), c.text);
+    assert.equal(c.finish, "stop");
+  }
   gpu.device.destroy();
 });

@@ -15,6 +15,7 @@ export {
 export { createSequenceRunner } from "./generate.ts";
 export {
   afterReasoning,
+  choiceGrammar,
   compileJsonSchema,
   compileSchemaNode,
   grammarOf,

@@ -56,6 +56,11 @@ export function exactText(text: string): JsonNode {
   return makeNode({ kind: "literal", texts: [encoder.encode(text)] });
 }
 
+/** Exactly one of these texts and nothing after it (vLLM's `guided_choice`). */
+export function choiceGrammar(texts: readonly string[]): JsonGrammar {
+  return grammarOf(makeNode({ kind: "literal", texts: [...new Set(texts)].map((t) => encoder.encode(t)) }));
+}
+
 /** Each item in turn. */
 export function sequence(...items: JsonNode[]): JsonNode {
   return makeNode({ kind: "seq", items });

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { canEnd, initialStates, isComplete, MAX_INDENT, stepStates } from "./json_automaton.ts";
-import { afterReasoning, toolCallsGrammar } from "./grammar.ts";
+import { afterReasoning, choiceGrammar, toolCallsGrammar } from "./grammar.ts";
 import {
   compileJsonSchema,
   compileSchemaNode,
@@ -252,4 +252,15 @@ Deno.test("json automaton: a value after a reasoning block, and function calls b
   assert.equal(verdict(llamaMany, call("get_time", "{}")), "reject");
   assert.equal(verdict(toolCallsGrammar(llama, tools, false), bare("get_time", "{}")), "complete");
   assert.equal(verdict(llamaMany, `{"name": "get_time", "arguments": {}}`), "reject");
+});
+
+Deno.test("json automaton: a choice of strings is exactly one of them", () => {
+  const g = choiceGrammar(["yes", "no", "yesterday", "é"]);
+  assert.equal(verdict(g, "yes"), "canEnd"); // or "yesterday"
+  assert.equal(verdict(g, "yesterday"), "complete");
+  assert.equal(verdict(g, "no"), "complete");
+  assert.equal(verdict(g, "é"), "complete");
+  assert.equal(verdict(g, "n"), "partial");
+  assert.equal(verdict(g, "nope"), "reject");
+  assert.equal(verdict(g, " yes"), "reject");
 });

@@ -6,6 +6,7 @@
  */
 export {
   afterReasoning,
+  choiceGrammar,
   grammarOf,
   type JsonGrammar,
   type JsonNode,
