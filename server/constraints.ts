@@ -11,6 +11,8 @@ import {
   type JsonGrammar,
   type JsonNode,
   jsonObjectGrammar,
+  RegexError,
+  regexGrammar,
   SchemaError,
   type ToolSpec,
 } from "../inference/engine/mod.ts";
@@ -107,16 +109,19 @@ function schemaNode(schema: unknown, param: string): JsonNode {
   }
 }
 
+/** Most characters of a regex (its NFA grows with them). */
+const MAX_REGEX = 4096;
 /** Most strings of a choice (each is a branch the mask walk carries along). */
 const MAX_CHOICES = 256;
 
 /**
  * The grammar the output must follow, or null: OpenAI's `response_format` (`json_object`, `json_schema`), or
- * vLLM's `structured_outputs` (`json`: a schema; `choice`: exactly one of some strings) and their older
- * spellings `guided_json` (a schema, or a JSON string of one) and `guided_choice`.
+ * vLLM's `structured_outputs` (`json`: a schema; `choice`: exactly one of some strings; `regex`: text the
+ * expression matches whole) and their older spellings `guided_json` (a schema, or a JSON string of one),
+ * `guided_choice` and `guided_regex`.
  */
 export function parseStructuredOutput(b: Body): JsonGrammar | null {
-  const asked: [param: string, value: unknown, kind: "schema" | "choice"][] = [];
+  const asked: [param: string, value: unknown, kind: "schema" | "choice" | "regex"][] = [];
   const rf = b.response_format;
   if (given(rf)) {
     if (!isObject(rf)) throw badValue("response_format", rf, 'an object with "type"');
@@ -139,29 +144,40 @@ export function parseStructuredOutput(b: Body): JsonGrammar | null {
   }
   if (given(b.guided_json)) asked.push(["guided_json", b.guided_json, "schema"]);
   if (given(b.guided_choice)) asked.push(["guided_choice", b.guided_choice, "choice"]);
+  if (given(b.guided_regex)) asked.push(["guided_regex", b.guided_regex, "regex"]);
   if (given(b.structured_outputs)) {
     const so = b.structured_outputs;
     if (!isObject(so)) throw badValue("structured_outputs", so, 'an object with "json" or "choice"');
-    const other = Object.keys(so).find((k) => k !== "json" && k !== "choice" && given(so[k]));
+    const other = Object.keys(so).find((k) => !["json", "choice", "regex"].includes(k) && given(so[k]));
     if (other !== undefined) {
       throw unsupported(
         `structured_outputs.${other}`,
-        "structured outputs take a JSON schema (json) or strings to choose from (choice)",
+        "structured outputs take a JSON schema (json), strings to choose from (choice) or a regex",
       );
     }
     if (given(so.json)) asked.push(["structured_outputs.json", so.json, "schema"]);
     if (given(so.choice)) asked.push(["structured_outputs.choice", so.choice, "choice"]);
+    if (given(so.regex)) asked.push(["structured_outputs.regex", so.regex, "regex"]);
   }
-  for (const key of ["guided_regex", "guided_grammar"]) {
-    if (given(b[key])) {
-      throw unsupported(key, `${key} is not supported; use a JSON schema or a choice of strings`);
-    }
+  if (given(b.guided_grammar)) {
+    throw unsupported("guided_grammar", "grammars are not supported; use a JSON schema, a choice or a regex");
   }
   if (asked.length > 1) {
     throw invalidRequest(`Cannot use both "${asked[0][0]}" and "${asked[1][0]}"`, asked[1][0]);
   }
   if (asked.length === 0) return null;
   let [param, value, kind] = asked[0];
+  if (kind === "regex") {
+    if (typeof value !== "string" || value === "" || value.length > MAX_REGEX) {
+      throw badValue(param, value, `a regular expression of 1 to ${MAX_REGEX} characters`);
+    }
+    try {
+      return regexGrammar(value);
+    } catch (err) {
+      if (err instanceof RegexError) throw invalidRequest(err.message, param);
+      throw err;
+    }
+  }
   if (kind === "choice") {
     const ok = Array.isArray(value) && value.length > 0 && value.length <= MAX_CHOICES &&
       value.every((c) => typeof c === "string" && c !== "");

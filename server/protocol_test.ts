@@ -183,8 +183,11 @@ Deno.test("parseChatRequest() rejects out-of-range and unsupported options", () 
       "response_format.json_schema.schema.properties.n.maximum",
     ],
     [{ guided_json: "{not json" }, "guided_json"],
-    [{ guided_regex: "a+" }, "guided_regex"],
-    [{ structured_outputs: { regex: "a+" } }, "structured_outputs.regex"],
+    [{ guided_regex: "a(" }, "guided_regex"],
+    [{ guided_regex: "" }, "guided_regex"],
+    [{ guided_grammar: "root ::= x" }, "guided_grammar"],
+    [{ structured_outputs: { grammar: "root ::= x" } }, "structured_outputs.grammar"],
+    [{ structured_outputs: { regex: "(?=a)" } }, "structured_outputs.regex"],
     [{ structured_outputs: { choice: [] } }, "structured_outputs.choice"],
     [{ guided_choice: ["a", 1] }, "guided_choice"],
     [{ guided_choice: ["a"], guided_json: {} }, "guided_choice"],
@@ -327,6 +330,8 @@ Deno.test("parse*Request() compiles response_format, structured_outputs.json and
   assert.ok(parseCompletionRequest({ prompt: "x", structured_outputs: { json: schema } }).request.grammar);
   assert.ok(parseCompletionRequest({ prompt: "x", guided_json: JSON.stringify(schema) }).request.grammar);
   assert.ok(parseCompletionRequest({ prompt: "x", guided_choice: ["yes", "no"] }).request.grammar);
+  assert.ok(parseCompletionRequest({ prompt: "x", guided_regex: "\\d{3}" }).request.grammar);
+  assert.ok(parseChatRequest({ ...user, structured_outputs: { regex: "[a-z]+" } }).request.grammar);
   assert.ok(parseChatRequest({ ...user, structured_outputs: { choice: ["a", "b"] } }).request.grammar);
 });
 

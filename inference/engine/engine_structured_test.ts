@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { collect, engineFor, greedy } from "../../tests/_engine.ts";
 import { sharedPath, testGpu } from "../../tests/_gpu.ts";
 import { GrammarMatcher, TokenVocab } from "../structured/mod.ts";
-import { choiceGrammar, compileJsonSchema } from "./mod.ts";
+import { choiceGrammar, compileJsonSchema, regexGrammar } from "./mod.ts";
 
 const PROMPT = "Once upon a time there was a little girl named Lily.";
 
@@ -96,6 +96,20 @@ Deno.test("structured output: greedy and sampled choices are JSON of the schema"
   );
   for (const c of picked) {
     assert.ok(options.includes(c.text), c.text);
+    assert.equal(c.finish, "stop");
+  }
+
+  // A regex (vLLM's guided_regex): every answer matches it whole.
+  const phones = await collect(
+    engine,
+    greedy(PROMPT, 20, {
+      grammar: regexGrammar("\\(?[0-9]{3}\\)? [0-9]{3}-[0-9]{4}"),
+      n: 2,
+      sampling: { temperature: 1.5, topP: 1, topK: 0, minP: 0, seed: 9 },
+    }),
+  );
+  for (const c of phones) {
+    assert.match(c.text, /^\(?[0-9]{3}\)? [0-9]{3}-[0-9]{4}$/);
     assert.equal(c.finish, "stop");
   }
   gpu.device.destroy();

@@ -22,6 +22,8 @@ export {
   type JsonNode,
   jsonObjectGrammar,
   type ReasoningMarks,
+  RegexError,
+  regexGrammar,
   SchemaError,
   type ToolCallMarks,
   toolCallsGrammar,

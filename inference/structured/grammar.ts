@@ -4,6 +4,7 @@
  * puts around it: exact text, sequences, free text up to a marker (a reasoning block), and lists (several
  * function calls).
  */
+import { RegexDfa } from "./regex.ts";
 
 /** One property of an object node. */
 export interface PropNode {
@@ -28,7 +29,9 @@ export type JsonNode =
   /** any bytes through `stop` (fail: its KMP failure function), then a little whitespace */
   | { kind: "until"; id: number; stop: Uint8Array; fail: Int32Array }
   /** min..max items; `more` is the separator and an item */
-  | { kind: "list"; id: number; item: JsonNode; more: JsonNode; min: number; max: number };
+  | { kind: "list"; id: number; item: JsonNode; more: JsonNode; min: number; max: number }
+  /** text matching a regular expression (regex.ts) */
+  | { kind: "regex"; id: number; dfa: RegexDfa };
 
 /** A grammar: the output must match `root`. */
 export interface JsonGrammar {
@@ -54,6 +57,14 @@ export function grammarOf(root: JsonNode): JsonGrammar {
 /** Exactly this text (its UTF-8 bytes). */
 export function exactText(text: string): JsonNode {
   return makeNode({ kind: "literal", texts: [encoder.encode(text)] });
+}
+
+/**
+ * Text that matches a regular expression as a whole (vLLM's `guided_regex`; regex.ts says which syntax).
+ * @throws RegexError naming what it cannot compile
+ */
+export function regexGrammar(pattern: string): JsonGrammar {
+  return grammarOf(makeNode({ kind: "regex", dfa: new RegexDfa(pattern) }));
 }
 
 /** Exactly one of these texts and nothing after it (vLLM's `guided_choice`). */

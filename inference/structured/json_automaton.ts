@@ -39,6 +39,7 @@ type StringNode = JsonNode & { kind: "string" };
 type SeqNode = JsonNode & { kind: "seq" };
 type UntilNode = JsonNode & { kind: "until" };
 type ListNode = JsonNode & { kind: "list" };
+type RegexNode = JsonNode & { kind: "regex" };
 
 /** Most whitespace bytes after a free text's stop (a reasoning block's blank line). */
 const MAX_GAP = 4;
@@ -88,7 +89,9 @@ type Frame =
   /** free text: `pos` bytes of the stop matched, or (`gap` ≥ 0) the stop was read and `gap` spaces since */
   | { t: "until"; node: UntilNode; pos: number; gap: number }
   /** `n` items of a list read (capped as arrays are) */
-  | { t: "list"; node: ListNode; n: number };
+  | { t: "list"; node: ListNode; n: number }
+  /** in DFA state `d` of a regex */
+  | { t: "re"; node: RegexNode; d: number };
 
 /** One stack: the top frame and the rest. */
 export interface Stack {
@@ -187,6 +190,9 @@ function keyOf(s: Stack): string {
     case "list":
       own = `i${f.node.id},${f.n}`;
       break;
+    case "re":
+      own = `r${f.node.id},${f.d}`;
+      break;
   }
   s.k = s.up ? `${own}/${keyOf(s.up)}` : own;
   return s.k;
@@ -198,6 +204,7 @@ function stackCanEnd(s: Stack): boolean {
   if (f.t === "num") return numAccepting(f.phase) && stackCanEnd(s.up!);
   if (f.t === "lit") return f.cand.some((c) => f.src.texts[c].length === f.pos) && stackCanEnd(s.up!);
   if (f.t === "list") return f.n >= f.node.min && stackCanEnd(s.up!);
+  if (f.t === "re") return f.node.dfa.accepting(f.d) && stackCanEnd(s.up!);
   return false;
 }
 
@@ -262,6 +269,15 @@ function feed(s: Stack, b: number, out: Stack[]): void {
     }
     case "until":
       return feedUntil(s, f, b, out);
+    case "re": {
+      const { dfa } = f.node;
+      if (dfa.accepting(f.d)) feed(up, b, out); // the match may end here: the byte is what follows
+      const d = dfa.step(f.d, b);
+      if (d < 0) return;
+      // A match that nothing can extend is over: leave it now, so a complete output is complete.
+      out.push(dfa.accepting(d) && !dfa.hasExits(d) ? up : on(up, { ...f, d }));
+      return;
+    }
     case "list": {
       const { node, n } = f;
       if (n >= node.min) feed(up, b, out); // the list ended
@@ -329,6 +345,8 @@ function startValue(node: JsonNode, up: Stack, b: number, out: Stack[]): void {
       );
     case "list":
       return startValue(node.item, on(up, listAfter(node, 1)), b, out);
+    case "regex":
+      return feed(on(up, { t: "re", node, d: 0 }), b, out);
     case "literal": {
       const src = valueLiterals(node);
       const next = src.texts.flatMap((t, c) => (t[0] === b ? [c] : []));

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { canEnd, initialStates, isComplete, MAX_INDENT, stepStates } from "./json_automaton.ts";
-import { afterReasoning, choiceGrammar, toolCallsGrammar } from "./grammar.ts";
+import { afterReasoning, choiceGrammar, regexGrammar, toolCallsGrammar } from "./grammar.ts";
 import {
   compileJsonSchema,
   compileSchemaNode,
@@ -263,4 +263,16 @@ Deno.test("json automaton: a choice of strings is exactly one of them", () => {
   assert.equal(verdict(g, "n"), "partial");
   assert.equal(verdict(g, "nope"), "reject");
   assert.equal(verdict(g, " yes"), "reject");
+});
+
+Deno.test("json automaton: a regex is matched whole; a match nothing extends is complete", () => {
+  const phone = regexGrammar("[0-9]{3}-[0-9]{4}");
+  assert.equal(verdict(phone, "555-1234"), "complete");
+  assert.equal(verdict(phone, "555-12"), "partial");
+  assert.equal(verdict(phone, "55a"), "reject");
+  const num = regexGrammar("\\d+");
+  assert.equal(verdict(num, "42"), "canEnd");
+  // After a reasoning block, as a thinking template's answers are.
+  const after = afterReasoning(phone, { open: "<think>", close: "</think>", opensInPrompt: false });
+  assert.equal(verdict(after, "<think>hm</think>\n\n555-1234"), "complete");
 });

@@ -11,9 +11,11 @@ export {
   type JsonGrammar,
   type JsonNode,
   type ReasoningMarks,
+  regexGrammar,
   type ToolCallMarks,
   toolCallsGrammar,
   type ToolSpec,
 } from "./grammar.ts";
 export { compileJsonSchema, compileSchemaNode, jsonObjectGrammar, SchemaError } from "./json_schema.ts";
+export { RegexError } from "./regex.ts";
 export { GrammarMatcher, TokenVocab } from "./token_mask.ts";

@@ -1,0 +1,102 @@
+import assert from "node:assert/strict";
+import { RegexDfa, RegexError } from "./regex.ts";
+
+const enc = new TextEncoder();
+
+/** Whether the whole text matches, by walking the DFA byte by byte. */
+function matches(dfa: RegexDfa, text: string): boolean {
+  let d = 0;
+  for (const b of enc.encode(text)) {
+    d = dfa.step(d, b);
+    if (d < 0) return false;
+  }
+  return dfa.accepting(d);
+}
+
+const PATTERNS = [
+  "[0-9]{3}-[0-9]{4}",
+  "(yes|no|maybe)",
+  "\\d+(\\.\\d{1,2})?",
+  "[A-Z][a-z]*( [A-Z][a-z]*)*",
+  "a{2,4}b?",
+  "(ab|a)*c",
+  "[^,\\n]+(,[^,\\n]+)*",
+  "\\w+@\\w+\\.(com|org)",
+  ".{0,3}é+",
+  "(?:x|y)+z{0,}",
+  "^\\s*[-+]?\\d+\\s*$",
+  "colou?r",
+  "[a-c\\d_]{2}",
+  "😀|😀😀",
+];
+
+const SAMPLES = [
+  "",
+  "555-1234",
+  "55-1234",
+  "yes",
+  "no",
+  "maybe",
+  "yess",
+  "3",
+  "3.14",
+  "3.141",
+  "12.",
+  "Hello World",
+  "hello",
+  "Hello world",
+  "aa",
+  "aaaab",
+  "aaaaa",
+  "aab",
+  "c",
+  "abac",
+  "ababc",
+  "aac",
+  "x,y,z",
+  "x,,y",
+  "a\nb",
+  "me@ex.com",
+  "me@ex.net",
+  "abcé",
+  "abcdé",
+  "éé",
+  "xyxyz",
+  "xyzzz",
+  "z",
+  "  -42 ",
+  "+7",
+  "4 2",
+  "color",
+  "colour",
+  "colouur",
+  "a1",
+  "_c",
+  "ad",
+  "😀",
+  "😀😀",
+  "😀😀😀",
+];
+
+Deno.test("regex: the DFA accepts exactly what JavaScript's RegExp matches whole", () => {
+  for (const p of PATTERNS) {
+    const dfa = new RegexDfa(p);
+    const re = new RegExp(`^(?:${p.replace(/^\^/, "").replace(/\$$/, "")})$`, "u");
+    for (const s of SAMPLES) assert.equal(matches(dfa, s), re.test(s), `${p} on ${JSON.stringify(s)}`);
+  }
+});
+
+Deno.test("regex: what it cannot compile is an error naming it", () => {
+  for (const p of ["(a", "a)", "[a-", "*a", "a{3,2}", "(?=a)", "\\1", "a\\bb", "\\p{L}", "a^b", "x{1001}"]) {
+    assert.throws(() => new RegexDfa(p), RegexError, p);
+  }
+});
+
+Deno.test("regex: a match nothing can extend has no exits", () => {
+  const dfa = new RegexDfa("(yes|no)");
+  let d = 0;
+  for (const b of enc.encode("yes")) d = dfa.step(d, b);
+  assert.ok(dfa.accepting(d) && !dfa.hasExits(d));
+  const open = new RegexDfa("a+");
+  assert.ok(open.hasExits(open.step(0, 0x61)));
+});
