@@ -165,10 +165,10 @@ Deno.test("parseChatRequest() rejects out-of-range and unsupported options", () 
       {
         response_format: {
           type: "json_schema",
-          json_schema: { name: "a", schema: { type: "string", pattern: "x" } },
+          json_schema: { name: "a", schema: { type: "string", format: "x" } },
         },
       },
-      "response_format.json_schema.schema.pattern",
+      "response_format.json_schema.schema.format",
     ],
     [
       {

@@ -197,11 +197,11 @@ Deno.test("the openai package gets tool_calls back, streamed and not, and sends 
         {
           tools: [{
             type: "function",
-            function: { name: "f", parameters: { type: "string", pattern: "^a" } },
+            function: { name: "f", parameters: { type: "string", format: "email" } },
           }],
           tool_choice: "required",
         },
-        "tools[0].function.parameters.pattern",
+        "tools[0].function.parameters.format",
       );
       await bad(
         { tools: TOOLS, tool_choice: "required", response_format: { type: "json_object" } },

@@ -17,7 +17,8 @@ export interface PropNode {
 export type JsonNode =
   | { kind: "object"; id: number; props: PropNode[]; rest: JsonNode | null }
   | { kind: "array"; id: number; items: JsonNode; minItems: number; maxItems: number }
-  | { kind: "string"; id: number; minLength: number; maxLength: number }
+  /** `pattern`: what the decoded characters must match (JSON Schema's search semantics built in), or null */
+  | { kind: "string"; id: number; minLength: number; maxLength: number; pattern: RegexDfa | null }
   | { kind: "number"; id: number; integer: boolean }
   /** exact texts (enum, const, true/false, null; or any text: exactText) */
   | { kind: "literal"; id: number; texts: Uint8Array[] }

@@ -79,8 +79,11 @@ type Frame =
   | { t: "obj"; node: ObjectNode; phase: Obj; i: number; ws: number }
   /** `n`: items so far, capped where it no longer matters */
   | { t: "arr"; node: ArrayNode; open: boolean; n: number; ws: number }
-  /** `len`: characters (tracked only under min/maxLength); `esc`: 0, 1 after `\`, 2–5 in `\u`; `u8`: continuation bytes due */
-  | { t: "str"; node: StringNode; len: number; esc: number; u8: number; key: ObjectNode | null }
+  /**
+   * `len`: characters (tracked only under min/maxLength); `esc`: 0, 1 after `\`, 2–5 in `\u`; `u8`: continuation
+   * bytes due; `re`: the pattern's DFA state over the decoded characters (0 without a pattern)
+   */
+  | { t: "str"; node: StringNode; len: number; esc: number; u8: number; key: ObjectNode | null; re: number }
   | { t: "num"; integer: boolean; phase: Num }
   /** `cand`: indices into src.texts still matching after `pos` bytes */
   | { t: "lit"; src: LitSource; cand: number[]; pos: number }
@@ -173,7 +176,7 @@ function keyOf(s: Stack): string {
       own = `a${f.node.id},${f.open ? 1 : 0},${f.n},${f.ws}`;
       break;
     case "str":
-      own = `s${f.node.id},${f.len},${f.esc},${f.u8},${f.key?.id ?? -1}`;
+      own = `s${f.node.id},${f.len},${f.esc},${f.u8},${f.key?.id ?? -1},${f.re}`;
       break;
     case "num":
       own = `n${f.integer ? 1 : 0},${f.phase}`;
@@ -327,7 +330,7 @@ function startValue(node: JsonNode, up: Stack, b: number, out: Stack[]): void {
       if (b === LBRACK) out.push(on(up, { t: "arr", node, open: true, n: 0, ws: WS_NONE }));
       return;
     case "string":
-      if (b === QUOTE) out.push(on(up, { t: "str", node, len: 0, esc: 0, u8: 0, key: null }));
+      if (b === QUOTE) out.push(on(up, { t: "str", node, len: 0, esc: 0, u8: 0, key: null, re: 0 }));
       return;
     case "number":
       if (b === MINUS) out.push(on(up, { t: "num", integer: node.integer, phase: Num.Sign }));
@@ -426,8 +429,14 @@ function feedObject(s: Stack, f: Frame & { t: "obj" }, b: number, out: Stack[]):
       }
       if (map) {
         if (b === QUOTE && node.rest) {
-          const key: StringNode = { kind: "string", id: -1, minLength: 0, maxLength: Infinity };
-          out.push(on(up, { t: "str", node: key, len: 0, esc: 0, u8: 0, key: node }));
+          const key: StringNode = {
+            kind: "string",
+            id: -1,
+            minLength: 0,
+            maxLength: Infinity,
+            pattern: null,
+          };
+          out.push(on(up, { t: "str", node: key, len: 0, esc: 0, u8: 0, key: node, re: 0 }));
         }
         return;
       }
@@ -457,14 +466,20 @@ function feedString(s: Stack, f: Frame & { t: "str" }, b: number, out: Stack[]):
   const up = s.up!;
   const track = f.node.minLength > 0 || Number.isFinite(f.node.maxLength);
   const room = f.len < f.node.maxLength;
+  const dfa = f.node.pattern;
+  // The pattern reads decoded characters: raw bytes as they come, an escape as the byte it stands for.
+  const re = (byte: number) => (dfa ? dfa.step(f.re, byte) : 0);
   if (f.u8 > 0) {
-    if (b >= 0x80 && b <= 0xbf) out.push(on(up, { ...f, u8: f.u8 - 1 }));
+    const d = re(b);
+    if (b >= 0x80 && b <= 0xbf && d >= 0) out.push(on(up, { ...f, u8: f.u8 - 1, re: d }));
     return;
   }
   if (f.esc === 1) {
-    if (b === 0x75) out.push(on(up, { ...f, esc: 2 })); // \u
-    else if ('"\\/bfnrt'.includes(String.fromCharCode(b))) {
-      out.push(on(up, { ...f, esc: 0, len: track ? f.len + 1 : 0 }));
+    const decoded = ESCAPES.get(b);
+    if (b === 0x75 && !dfa) out.push(on(up, { ...f, esc: 2 })); // \u (not under a pattern: code units)
+    else if (decoded !== undefined) {
+      const d = re(decoded);
+      if (d >= 0) out.push(on(up, { ...f, esc: 0, len: track ? f.len + 1 : 0, re: d }));
     }
     return;
   }
@@ -474,7 +489,7 @@ function feedString(s: Stack, f: Frame & { t: "str" }, b: number, out: Stack[]):
     return;
   }
   if (b === QUOTE) {
-    if (f.len < f.node.minLength) return;
+    if (f.len < f.node.minLength || (dfa && !dfa.accepting(f.re))) return;
     out.push(f.key ? on(up, { t: "obj", node: f.key, phase: Obj.Colon, i: 0, ws: WS_NONE }) : up);
     return;
   }
@@ -483,14 +498,21 @@ function feedString(s: Stack, f: Frame & { t: "str" }, b: number, out: Stack[]):
     out.push(on(up, { ...f, esc: 1 }));
     return;
   }
+  const d = re(b);
+  if (d < 0) return;
   if (b < 0x80) {
     // The common case: an unconstrained string stays in the very same state (no allocation).
-    out.push(track ? on(up, { ...f, len: f.len + 1 }) : s);
+    out.push(track || dfa ? on(up, { ...f, len: track ? f.len + 1 : 0, re: d }) : s);
     return;
   }
   const more = b >= 0xc2 && b <= 0xdf ? 1 : b >= 0xe0 && b <= 0xef ? 2 : b >= 0xf0 && b <= 0xf4 ? 3 : 0;
-  if (more > 0) out.push(on(up, { ...f, u8: more, len: track ? f.len + 1 : 0 }));
+  if (more > 0) out.push(on(up, { ...f, u8: more, len: track ? f.len + 1 : 0, re: d }));
 }
+
+/** The byte each one-character JSON escape stands for. */
+const ESCAPES = new Map(
+  [...'"\\/bfnrt'].map((c, i) => [c.charCodeAt(0), [0x22, 0x5c, 0x2f, 0x08, 0x0c, 0x0a, 0x0d, 0x09][i]]),
+);
 
 function feedNumber(s: Stack, f: Frame & { t: "num" }, b: number, out: Stack[]): void {
   const up = s.up!;

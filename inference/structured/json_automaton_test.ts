@@ -174,7 +174,8 @@ Deno.test("json automaton: any object agrees with JSON.parse on mutated texts", 
 
 Deno.test("json schema: unsupported or malformed parts name where they are", () => {
   const bad: [unknown, string][] = [
-    [{ type: "string", pattern: "^a" }, "schema.pattern"],
+    [{ type: "string", pattern: "(?=a)" }, "schema.pattern"],
+    [{ type: "string", format: "date" }, "schema.format"],
     [{ type: "object", properties: { a: { type: "integer", minimum: 0 } } }, "schema.properties.a.minimum"],
     [{ type: "array", minItems: 3, maxItems: 2 }, "schema.minItems"],
     [{ type: "strin" }, "schema.type"],
@@ -275,4 +276,21 @@ Deno.test("json automaton: a regex is matched whole; a match nothing extends is 
   // After a reasoning block, as a thinking template's answers are.
   const after = afterReasoning(phone, { open: "<think>", close: "</think>", opensInPrompt: false });
   assert.equal(verdict(after, "<think>hm</think>\n\n555-1234"), "complete");
+});
+
+Deno.test("json automaton: a string's pattern holds over its decoded characters (search unless anchored)", () => {
+  const g = compileJsonSchema({
+    type: "object",
+    properties: {
+      id: { type: "string", pattern: "^[a-z]+-\\d+$" },
+      note: { type: "string", pattern: "ab|\n" },
+    },
+    required: ["id", "note"],
+  }, "schema");
+  assert.equal(verdict(g, '{"id": "abc-42", "note": "xxabyy"}'), "complete");
+  assert.equal(verdict(g, '{"id": "abc-42", "note": "line\\nbreak"}'), "complete"); // the escape is a newline
+  assert.equal(verdict(g, '{"id": "abc-42", "note": "xyz"}'), "reject");
+  assert.equal(verdict(g, '{"id": "abc42", "note": "ab"}'), "reject");
+  assert.equal(verdict(g, '{"id": "Abc-1", "note": "ab"}'), "reject");
+  assert.equal(verdict(g, '{"id": "a\\u0062-1", "note": "ab"}'), "reject"); // no \u escapes under a pattern
 });

@@ -22,6 +22,7 @@
  * null) exactly as JSON.stringify writes them.
  */
 import { grammarOf, type JsonGrammar, type JsonNode, makeNode, type PropNode } from "./grammar.ts";
+import { RegexDfa, RegexError } from "./regex.ts";
 
 export type { JsonGrammar, JsonNode };
 
@@ -52,6 +53,7 @@ const ANNOTATIONS = new Set([
   "definitions",
 ]);
 const HANDLED = new Set([
+  "pattern",
   "type",
   "enum",
   "const",
@@ -71,6 +73,8 @@ const HANDLED = new Set([
 const TYPES = ["object", "array", "string", "number", "integer", "boolean", "null"];
 /** Deepest schema nesting compiled (a bound on work for what a client sends). */
 const MAX_DEPTH = 64;
+/** Most characters of one `pattern`. */
+const MAX_PATTERN = 1024;
 /** Most nodes one schema may compile to. */
 const MAX_NODES = 10_000;
 /**
@@ -300,7 +304,7 @@ class Compiler {
         if (minLength > maxLength) {
           throw new SchemaError(`Invalid schema at ${path}: minLength > maxLength`, `${path}.minLength`);
         }
-        return this.#node({ kind: "string", minLength, maxLength });
+        return this.#node({ kind: "string", minLength, maxLength, pattern: this.#pattern(s, path) });
       }
       case "number":
       case "integer":
@@ -309,6 +313,33 @@ class Compiler {
         return this.#node({ kind: "literal", texts: [encoder.encode("true"), encoder.encode("false")] });
       default:
         return this.#node({ kind: "literal", texts: [encoder.encode("null")] });
+    }
+  }
+
+  /**
+   * A string's `pattern` as a DFA over its decoded characters. JSON Schema's patterns search (ECMA-262): one
+   * matches anywhere in the string unless anchored, so an unanchored end gets any characters around it.
+   */
+  #pattern(s: Record<string, unknown>, path: string): RegexDfa | null {
+    const p = s.pattern;
+    if (p === undefined) return null;
+    if (typeof p !== "string" || p.length > MAX_PATTERN) {
+      throw new SchemaError(
+        `Invalid schema at ${path}: "pattern" must be a string of at most ${MAX_PATTERN}`,
+        `${path}.pattern`,
+      );
+    }
+    const start = p.startsWith("^");
+    const end = p.endsWith("$") && !p.endsWith("\\$");
+    const core = p.slice(start ? 1 : 0, end ? -1 : undefined);
+    const any = "[\\s\\S]*";
+    try {
+      return new RegexDfa(`${start ? "" : any}(?:${core})${end ? "" : any}`);
+    } catch (err) {
+      if (err instanceof RegexError) {
+        throw new SchemaError(`${err.message} (at ${path}.pattern)`, `${path}.pattern`);
+      }
+      throw err;
     }
   }
 
@@ -329,7 +360,7 @@ class Compiler {
     any.options.push(
       this.#node({ kind: "object", props: [], rest: any }),
       this.#node({ kind: "array", items: any, minItems: 0, maxItems: Infinity }),
-      this.#node({ kind: "string", minLength: 0, maxLength: Infinity }),
+      this.#node({ kind: "string", minLength: 0, maxLength: Infinity, pattern: null }),
       this.#node({ kind: "number", integer: false }),
       this.#node({ kind: "literal", texts: ["true", "false", "null"].map((t) => encoder.encode(t)) }),
     );

@@ -40,7 +40,7 @@ function greedyIds(vocab: TokenVocab, text: string): number[] {
 const SCHEMA = {
   type: "object",
   properties: {
-    name: { type: "string", maxLength: 16 },
+    name: { type: "string", maxLength: 16, pattern: "Ada" },
     n: { type: "integer" },
     kind: { enum: ["cat", "catalog", "dog"] },
     xs: { type: "array", items: { type: "number" } },
