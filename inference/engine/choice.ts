@@ -144,8 +144,8 @@ export function createChoice(spec: ChoiceSpec): SeqSink {
   };
 }
 
-/** A logprob record (kernels/ops/logits_process.ts) as a TokenLogprob. */
-function readLogprob(tokenizer: Tokenizer, id: number, record: Uint32Array): TokenLogprob {
+/** A logprob record (kernels/ops/logprobs.ts) as a TokenLogprob. */
+export function readLogprob(tokenizer: Tokenizer, id: number, record: Uint32Array): TokenLogprob {
   const f = new Float32Array(record.buffer, record.byteOffset, record.length);
   const top: TokenLogprob["top"] = [];
   for (let k = 0; k < record[1]; k++) {

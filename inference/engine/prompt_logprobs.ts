@@ -46,12 +46,6 @@ export function maxScoredPrompt(config: ModelConfig): number {
   return Math.floor(MAX_SCORE_CACHE_BYTES / (2 * config.nLayers * config.kvDim * 4));
 }
 
-/** One prompt position's record: the next id's logprob and the best `top` (id, logprob) pairs. */
-export interface PromptLogprob {
-  logprob: number;
-  top: [id: number, logprob: number][];
-}
-
 /**
  * Scores a prompt in forwards of at most MAX_FORWARD_ROWS rows over a cache as long as the prompt.
  * @param gpu the device
@@ -60,7 +54,8 @@ export interface PromptLogprob {
  * @param ids the prompt (all in the vocabulary, at most maxScoredPrompt(config) ids)
  * @param top alternatives per position, 0..20
  * @param options `rowsPerForward`: most rows per forward (default MAX_FORWARD_ROWS; tests make it small)
- * @returns ids.length − 1 records: entry t for ids[t + 1]
+ * @returns (ids.length − 1, LOGPROB_RECORD_WORDS) u32: record t, for ids[t + 1], in the sampler's layout
+ *   (kernels/ops/logprobs.ts; choice.ts readLogprob reads one)
  */
 export async function scorePrompt(
   gpu: Gpu,
@@ -69,10 +64,10 @@ export async function scorePrompt(
   ids: readonly number[],
   top: number,
   { rowsPerForward = MAX_FORWARD_ROWS }: { rowsPerForward?: number } = {},
-): Promise<PromptLogprob[]> {
+): Promise<Uint32Array> {
   const n = ids.length;
   const preds = n - 1;
-  if (preds < 1) return [];
+  if (preds < 1) return new Uint32Array(0);
   if (n > maxScoredPrompt(config)) {
     throw new Error(`Cannot score a prompt of ${n} ids: at most ${maxScoredPrompt(config)}`);
   }
@@ -137,19 +132,7 @@ export async function scorePrompt(
       );
       gpu.device.queue.submit([enc.finish()]);
     }
-    const words = await readU32(gpu, all, preds * LOGPROB_RECORD_WORDS);
-    const f = new Float32Array(words.buffer, words.byteOffset, words.length);
-    return Array.from({ length: preds }, (_, t) => {
-      const at = t * LOGPROB_RECORD_WORDS;
-      const k = words[at + 1];
-      return {
-        logprob: f[at],
-        top: Array.from(
-          { length: k },
-          (_, j): [number, number] => [words[at + 2 + 2 * j], f[at + 3 + 2 * j]],
-        ),
-      };
-    });
+    return await readU32(gpu, all, preds * LOGPROB_RECORD_WORDS);
   } finally {
     owned.forEach((b) => b.destroy());
   }

@@ -1,18 +1,11 @@
 import assert from "node:assert/strict";
+import { logSoftmaxRef } from "../../kernels/core/reference.ts";
+import { LOGPROB_RECORD_WORDS } from "../../kernels/ops/mod.ts";
 import { forwardLogits } from "../../tests/_golden.ts";
 import { sharedPath, testGpu } from "../../tests/_gpu.ts";
 import { loadModel } from "./mod.ts";
+import { readLogprob } from "./choice.ts";
 import { scorePrompt } from "./prompt_logprobs.ts";
-
-/** Natural-log softmax of one row, in f64. */
-function logSoftmax(row: Float32Array): Float64Array {
-  let max = -Infinity;
-  for (const v of row) max = Math.max(max, v);
-  let sum = 0;
-  for (const v of row) sum += Math.exp(v - max);
-  const lse = max + Math.log(sum);
-  return Float64Array.from(row, (v) => v - lse);
-}
 
 Deno.test("scorePrompt: each position's next-id logprob and top ids, in one forward or in windows", async () => {
   const dir = sharedPath("models/stories260K");
@@ -25,18 +18,29 @@ Deno.test("scorePrompt: each position's next-id logprob and top ids, in one forw
   );
   const vocab = m.config.vocabSize;
   const logits = await forwardLogits(gpu, m.config, m.weights, ids);
-  const whole = await scorePrompt(gpu, m.config, m.weights, ids, 3);
-  const windows = await scorePrompt(gpu, m.config, m.weights, ids, 3, { rowsPerForward: 5 });
+  /** A scored prompt's records as TokenLogprobs: entry t for ids[t + 1]. */
+  const read = (words: Uint32Array) =>
+    Array.from(
+      { length: words.length / LOGPROB_RECORD_WORDS },
+      (_, t) =>
+        readLogprob(
+          m.tokenizer,
+          ids[t + 1],
+          words.subarray(t * LOGPROB_RECORD_WORDS, (t + 1) * LOGPROB_RECORD_WORDS),
+        ),
+    );
+  const whole = read(await scorePrompt(gpu, m.config, m.weights, ids, 3));
+  const windows = read(await scorePrompt(gpu, m.config, m.weights, ids, 3, { rowsPerForward: 5 }));
   assert.equal(whole.length, ids.length - 1);
   for (const got of [whole, windows]) {
     got.forEach((r, t) => {
-      const want = logSoftmax(logits.subarray(t * vocab, (t + 1) * vocab));
+      const want = logSoftmaxRef(logits.subarray(t * vocab, (t + 1) * vocab));
       assert.ok(
-        Math.abs(r.logprob - want[ids[t + 1]]) < 1e-4,
+        Math.abs(r.logprob! - want[ids[t + 1]]) < 1e-4,
         `position ${t}: ${r.logprob} vs ${want[ids[t + 1]]}`,
       );
       const order = Array.from(want.keys()).sort((a, b) => want[b] - want[a]);
-      assert.deepEqual(r.top.map(([id]) => id), order.slice(0, 3), `position ${t} top ids`);
+      assert.deepEqual(r.top.map((x) => x.id), order.slice(0, 3), `position ${t} top ids`);
     });
   }
   gpu.device.destroy();
