@@ -10,13 +10,13 @@
  * released.
  */
 import type { Gpu } from "../../kernels/core/mod.ts";
-import type { KvType, SlotSettings } from "../../kernels/ops/mod.ts";
+import { type KvType, LOGPROB_RECORD_WORDS, type SlotSettings } from "../../kernels/ops/mod.ts";
 import { GrammarMatcher, TokenVocab } from "../structured/mod.ts";
 import type { ChatTemplate, Tokenizer } from "../text/mod.ts";
 import { type GpuWeights, gpuWeightsBuffers, type ModelConfig } from "../model/mod.ts";
 import { BatchRunner } from "./batch_runner.ts";
-import { createChoice, EventChannel } from "./choice.ts";
-import { maxScoredPrompt, type PromptLogprob, scorePrompt } from "./prompt_logprobs.ts";
+import { createChoice, EventChannel, readLogprob } from "./choice.ts";
+import { maxScoredPrompt, scorePrompt } from "./prompt_logprobs.ts";
 import { KvCache, kvKey, type KvSizing, sizeKvCache } from "./kv_cache.ts";
 import { type ModelEntry, Scheduler, type Seq } from "./scheduler.ts";
 import {
@@ -150,6 +150,8 @@ interface Served {
   leases: number;
   /** the scheduler has drained it (replaced, last sequence ended) */
   drained: boolean;
+  /** its vocabulary as byte strings, trie and mask cache (structured output), made at the first use */
+  vocab?: TokenVocab;
 }
 
 /**
@@ -291,7 +293,7 @@ export function createEngine(
     }
     const grammars = Array.from(
       { length: n },
-      () => request.grammar ? new GrammarMatcher(request.grammar, tokenVocab(m)) : null,
+      () => request.grammar ? new GrammarMatcher(request.grammar, s.vocab ??= tokenVocab(m)) : null,
     );
     const inits = grammars.map((grammar, index) => ({
       prompt: ids,
@@ -349,7 +351,7 @@ export function createEngine(
       // One prompt scored at a time: each holds its own activations for the whole prompt. The lease keeps a
       // model swapped out meanwhile from being freed under it (its sequences may all end first).
       s.leases++;
-      let records: PromptLogprob[];
+      let records: Uint32Array;
       try {
         const scored = scoring.then(() => scorePrompt(m.gpu, m.config, m.weights, ids, top));
         scoring = scored.then(() => {}, () => {});
@@ -357,13 +359,11 @@ export function createEngine(
       } finally {
         if (--s.leases === 0 && s.drained) free(s);
       }
-      const entry = (id: number) => ({ id, token: tokenizer.decode([id]) });
+      const rec = (t: number) => records.subarray(t * LOGPROB_RECORD_WORDS, (t + 1) * LOGPROB_RECORD_WORDS);
       logprobs = ids.map((id, t) =>
-        t === 0 ? { ...entry(id), logprob: null, top: [] } : {
-          ...entry(id),
-          logprob: records[t - 1].logprob,
-          top: records[t - 1].top.map(([alt, logprob]) => ({ ...entry(alt), logprob })),
-        }
+        t === 0
+          ? { id, token: tokenizer.decode([id]), logprob: null, top: [] }
+          : readLogprob(tokenizer, id, rec(t - 1))
       );
     }
     for (let index = 0; index < n; index++) {
@@ -503,12 +503,9 @@ function slotSettings(m: LoadedModel, r: GenerateRequest, banIds: number[]): Slo
   };
 }
 
-/** Each tokenizer's vocabulary as byte strings, with its trie and mask cache (built at the first use). */
-const vocabs = new WeakMap<LoadedModel, TokenVocab>();
+/** A model's vocabulary as byte strings over its logit rows (ids past the tokenizer's are never allowed). */
 function tokenVocab(m: LoadedModel): TokenVocab {
-  let v = vocabs.get(m);
-  if (!v) vocabs.set(m, v = new TokenVocab(m.tokenizer.tokenBytesTable(), m.config.vocabSize));
-  return v;
+  return new TokenVocab(m.tokenizer.tokenBytesTable(), m.config.vocabSize);
 }
 
 /** A distinct u32 seed for choice `index` > 0 of a request seeded with `seed`. */

@@ -1,13 +1,13 @@
 import assert from "node:assert/strict";
 import { canEnd, initialStates, isComplete, MAX_INDENT, stepStates } from "./json_automaton.ts";
-import { afterReasoning, choiceGrammar, regexGrammar, toolCallsGrammar } from "./grammar.ts";
 import {
-  compileJsonSchema,
-  compileSchemaNode,
+  afterReasoning,
+  choiceGrammar,
   type JsonGrammar,
-  jsonObjectGrammar,
-  SchemaError,
-} from "./json_schema.ts";
+  regexGrammar,
+  toolCallsGrammar,
+} from "./grammar.ts";
+import { compileJsonSchema, compileSchemaNode, jsonObjectGrammar, SchemaError } from "./json_schema.ts";
 
 const enc = new TextEncoder();
 

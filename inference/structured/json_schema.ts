@@ -24,8 +24,6 @@
 import { grammarOf, type JsonGrammar, type JsonNode, makeNode, type PropNode } from "./grammar.ts";
 import { RegexDfa, RegexError } from "./regex.ts";
 
-export type { JsonGrammar, JsonNode };
-
 /** A bad or unsupported schema; `param` is the request field it sits at (for the 400). */
 export class SchemaError extends Error {
   readonly param: string;

@@ -11,11 +11,6 @@
 import { canEnd, initialStates, isComplete, type StateSet, statesKey, stepStates } from "./json_automaton.ts";
 import type { JsonGrammar } from "./grammar.ts";
 
-/** u32 words of a mask over `size` ids (bit id & 31 of word id >> 5). */
-export function maskWordCount(size: number): number {
-  return Math.ceil(size / 32);
-}
-
 /** Host memory the mask cache of one vocabulary may hold. */
 const MASK_CACHE_BYTES = 64 << 20;
 
@@ -41,7 +36,7 @@ export class TokenVocab {
    */
   constructor(bytes: readonly (Uint8Array | null)[], size: number) {
     this.size = size;
-    this.words = maskWordCount(size);
+    this.words = Math.ceil(size / 32); // bit id & 31 of word id >> 5: logits_process.ts's mask row
     this.bytes = bytes;
     let total = 1;
     for (const b of bytes) total += b?.length ?? 0;
