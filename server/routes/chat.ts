@@ -42,31 +42,32 @@ import {
 export function chatHandler(deps: RouteDeps): Handler {
   return async (c) => {
     const parsed = parseChatRequest(await readJsonBody(c), deps.defaults);
+    // One view of the served model's template for the checks, the grammar and reading the answer back.
+    const status = deps.engine.status();
     // Fail before queueing: the engine would reject it too, but only once the request reaches the GPU.
-    if (!deps.engine.status().hasChatTemplate) {
+    if (!status.hasChatTemplate) {
       throw invalidRequest(
         "Cannot chat with this model: it has no chat template; use /v1/completions instead",
         "messages",
         "no_chat_template",
       );
     }
-    if (parsed.tools && !deps.engine.status().toolCallFormat) {
+    if (parsed.tools && !status.toolCallFormat) {
       throw invalidRequest(
         "Cannot use tools with this model: its chat template renders no tool calls the server can read",
         "tools",
       );
     }
     // The template's form of calls (checked above to be one the server reads whenever tools are given).
-    const format = deps.engine.status().toolCallFormat ?? null;
-    const thinks = deps.engine.status().thinking ?? null;
-    const events = await startGeneration(c, deps, constrained(parsed, format, thinks));
+    const format = status.toolCallFormat ?? null;
+    const events = await startGeneration(c, deps, constrained(parsed, format, status.thinking ?? null));
     const id = `chatcmpl-${crypto.randomUUID().replaceAll("-", "")}`;
     const created = Math.floor(Date.now() / 1000);
     const model = deps.modelName();
     const n = parsed.request.n ?? 1;
     const tools = parsed.tools;
     // Answers of a template that knows <think> blocks: reasoning apart from content (reasoning.ts).
-    const thinking = deps.splitReasoning === false ? null : deps.engine.status().thinking ?? null;
+    const thinking = deps.splitReasoning === false ? null : status.thinking ?? null;
     const wantLogprobs = parsed.request.logprobs !== undefined && parsed.request.logprobs !== null;
 
     if (!parsed.stream) {
