@@ -5,6 +5,9 @@
  *   </tool_call>`, once per call; text before the first call is the message's content.
  * - "llama3_json" (Llama 3.1 to 3.3): the whole answer is `{"name": "get_weather", "parameters": {…}}`
  *   (optionally after `<|python_tag|>`), several separated by `;`.
+ * - "mistral" (Mistral 7B v0.3 to Small 3.1): the whole answer is `[TOOL_CALLS] [{"name": "get_weather",
+ *   "arguments": {…}}, …]`, one JSON list. [TOOL_CALLS] is a special token, left out of the text the
+ *   server decodes, so the list alone reads as calls too.
  * When a call's JSON does not parse, nothing is taken for a call: the whole answer stays content, as the
  * model wrote it.
  */
@@ -15,6 +18,7 @@ import { partialTail } from "./reasoning.ts";
 const START = "<tool_call>";
 const END = "</tool_call>";
 const PYTHON_TAG = "<|python_tag|>";
+const MISTRAL_TAG = "[TOOL_CALLS]";
 
 /**
  * How a template writes calls: what `tool_choice` "required" or a named function constrains the answer to
@@ -23,7 +27,20 @@ const PYTHON_TAG = "<|python_tag|>";
 export const CALL_MARKS: Readonly<Record<ToolCallFormat, Readonly<ToolCallMarks>>> = Object.freeze({
   hermes: { open: `${START}\n`, close: `\n${END}`, separator: "\n", argumentsKey: "arguments" },
   llama3_json: { open: "", close: "", separator: "; ", argumentsKey: "parameters" },
+  mistral: {
+    open: "",
+    close: "",
+    separator: ", ",
+    argumentsKey: "arguments",
+    list: { open: "[", close: "]" },
+  },
 });
+
+/** The text that opens an answer of calls in the formats whose whole answer is calls. */
+const ANSWER_START: Partial<Record<ToolCallFormat, { tag: string; json: string }>> = {
+  llama3_json: { tag: PYTHON_TAG, json: "{" },
+  mistral: { tag: MISTRAL_TAG, json: "[" },
+};
 
 /** An answer split into content and calls; `calls` is empty when it holds none (or none that parse). */
 export interface ParsedAnswer {
@@ -49,6 +66,7 @@ export function parseToolCalls(
   format: ToolCallFormat = "hermes",
 ): ParsedAnswer {
   if (format === "llama3_json") return parseLlamaCalls(text, parallel);
+  if (format === "mistral") return parseMistralCalls(text, parallel);
   const at = text.indexOf(START);
   if (at < 0) return { content: text, calls: [] };
   const calls: ToolCall[] = [];
@@ -84,7 +102,25 @@ function parseLlamaCalls(text: string, parallel: boolean): ParsedAnswer {
   return { content: "", calls: parallel ? calls : calls.slice(0, 1) };
 }
 
-/** The length of the JSON object that `text` starts with (strings and escapes respected), or −1. */
+/** Mistral: the whole answer is one JSON list of calls (after an optional [TOOL_CALLS]). */
+function parseMistralCalls(text: string, parallel: boolean): ParsedAnswer {
+  let rest = text.trimStart();
+  if (rest.startsWith(MISTRAL_TAG)) rest = rest.slice(MISTRAL_TAG.length).trimStart();
+  const end = rest.startsWith("[") ? jsonObjectEnd(rest) : -1;
+  if (end < 0 || rest.slice(end).trim() !== "") return { content: text, calls: [] };
+  let list: unknown;
+  try {
+    list = JSON.parse(rest.slice(0, end));
+  } catch {
+    return { content: text, calls: [] };
+  }
+  const read = Array.isArray(list) ? list.map(callOf) : [];
+  const calls = read.filter((c) => c !== null);
+  if (calls.length === 0 || calls.length < read.length) return { content: text, calls: [] };
+  return { content: "", calls: parallel ? calls : calls.slice(0, 1) };
+}
+
+/** The length of the JSON object (or list) that `text` starts with (strings and escapes respected), or −1. */
 function jsonObjectEnd(text: string): number {
   let depth = 0;
   let inString = false;
@@ -101,12 +137,15 @@ function jsonObjectEnd(text: string): number {
 }
 
 function readCall(body: string): ToolCall | null {
-  let json: unknown;
   try {
-    json = JSON.parse(body);
+    return callOf(JSON.parse(body));
   } catch {
     return null;
   }
+}
+
+/** A call from its parsed JSON object, or null if it is not one. */
+function callOf(json: unknown): ToolCall | null {
   if (typeof json !== "object" || json === null) return null;
   // "parameters" is Llama 3.x's name for the arguments (vLLM's llama3_json parser takes either).
   const { name, arguments: given, parameters } = json as {
@@ -125,8 +164,9 @@ function readCall(body: string): ToolCall | null {
 
 /**
  * One streamed choice's text, held back from the first `<tool_call>` on (and while the text so far might
- * be its start), so that calls go out whole in `tool_calls` and never as content. For "llama3_json" an
- * answer is calls only if it starts with one, so its start is held until its first character says.
+ * be its start), so that calls go out whole in `tool_calls` and never as content. For "llama3_json" and
+ * "mistral" an answer is calls only if it starts with them, so its start is held until its first
+ * character says.
  */
 export class ToolCallStream {
   #held = "";
@@ -144,7 +184,8 @@ export class ToolCallStream {
   push(text: string): string {
     this.#held += text;
     if (this.#inCall) return "";
-    if (this.#format === "llama3_json") return this.#pushLlama();
+    const start = ANSWER_START[this.#format];
+    if (start) return this.#pushWhole(start);
     const at = this.#held.indexOf(START);
     if (at >= 0) {
       this.#inCall = true;
@@ -159,17 +200,18 @@ export class ToolCallStream {
     return out;
   }
 
-  #pushLlama(): string {
+  /** A format whose answer is calls only as a whole: decided by its start, the tag or the JSON's first character. */
+  #pushWhole(opening: { tag: string; json: string }): string {
     if (this.#decided) {
       const out = this.#held;
       this.#held = "";
       return out;
     }
     const start = this.#held.trimStart();
-    if (start === "" || (PYTHON_TAG.startsWith(start) && start.length < PYTHON_TAG.length)) return "";
+    if (start === "" || (opening.tag.startsWith(start) && start.length < opening.tag.length)) return "";
     this.#decided = true;
-    this.#inCall = start.startsWith("{") || start.startsWith(PYTHON_TAG);
-    return this.#inCall ? "" : this.#pushLlama();
+    this.#inCall = start.startsWith(opening.json) || start.startsWith(opening.tag);
+    return this.#inCall ? "" : this.#pushWhole(opening);
   }
 
   /** At the end of the choice: the content still held (sent as content) and the calls. */

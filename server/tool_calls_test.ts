@@ -84,3 +84,49 @@ Deno.test("ToolCallStream (llama3_json): prose flows once it starts; a call is h
   assert.equal(done.content, "");
   assert.equal(done.calls[0].function.name, "f");
 });
+
+Deno.test("mistral: an answer that is one JSON list of calls (after an optional [TOOL_CALLS]) is read back", () => {
+  const weather = '{"name": "get_weather", "arguments": {"city": "Paris"}, "id": "a1b2c3d4e"}';
+  for (
+    const text of [`[${weather}]`, ` [TOOL_CALLS] [${weather}, {"name": "f", "arguments": {"s": "]"}}]\n`]
+  ) {
+    const read = parseToolCalls(text, true, "mistral");
+    assert.equal(read.content, "", text);
+    assert.equal(read.calls[0].function.name, "get_weather");
+    assert.equal(read.calls[0].function.arguments, '{"city":"Paris"}');
+  }
+  const two = parseToolCalls(`[${weather}, {"name": "f", "arguments": {"s": "]"}}]`, true, "mistral");
+  assert.deepEqual(two.calls.map((c) => c.function.arguments), ['{"city":"Paris"}', '{"s":"]"}']);
+  assert.equal(parseToolCalls(`[${weather}, ${weather}]`, false, "mistral").calls.length, 1);
+  // Not calls: prose, a list that is not of calls, a broken list, text after the list, an empty list.
+  for (
+    const text of [
+      "It is sunny.",
+      "[1] See the notes.",
+      `[${weather}, 3]`,
+      `[${weather}`,
+      `[${weather}] ok`,
+      "[]",
+    ]
+  ) {
+    assert.deepEqual(parseToolCalls(text, true, "mistral"), { content: text, calls: [] }, text);
+  }
+});
+
+Deno.test("ToolCallStream (mistral): a list of calls is held to the end; prose flows once it starts", () => {
+  const call = new ToolCallStream(true, "mistral");
+  for (const piece of [" [", '{"name": "f", ', '"arguments": {"x": [1]}}', "]"]) {
+    assert.equal(call.push(piece), "");
+  }
+  const done = call.finish();
+  assert.equal(done.content, "");
+  assert.equal(done.calls[0].function.arguments, '{"x":[1]}');
+  const prose = new ToolCallStream(true, "mistral");
+  assert.equal(prose.push("Sunny"), "Sunny");
+  assert.equal(prose.push(" [today]."), " [today].");
+  assert.deepEqual(prose.finish(), { content: "", calls: [] });
+  // A list that turns out not to be calls goes out as content, whole, at the end.
+  const note = new ToolCallStream(true, "mistral");
+  assert.equal(note.push("[1] See"), "");
+  assert.deepEqual(note.finish(), { content: "[1] See", calls: [] });
+});

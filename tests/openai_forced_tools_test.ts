@@ -1,7 +1,7 @@
 /**
  * Forced function calls on a real model through the official `openai` package: lq-49m's weights and
- * tokenizer behind a hermes chat template (Qwen2.5's form of tool calls) and behind a Llama 3.1-style one
- * (lq-49m's own template renders no tools), so `tool_choice` "required" or a named function makes the
+ * tokenizer behind a hermes chat template (Qwen2.5's form of tool calls), a Llama 3.1-style one and a
+ * Mistral-style one (lq-49m's own template renders no tools), so `tool_choice` "required" or a named function makes the
  * grammar-constrained answer a call the server reads back into `tool_calls`, with arguments that fit the
  * function's parameters.
  */
@@ -44,6 +44,12 @@ Respond in the format {"name": function name, "parameters": dictionary of argume
 {%- endfor %}<|im_end|>
 {% endif %}${CHATML_TURNS}`;
 
+/** Mistral's form (v0.3: tools in [AVAILABLE_TOOLS], calls as one list after [TOOL_CALLS]) on ChatML turns. */
+const MISTRAL_TEMPLATE = `{%- if tools %}<|im_start|>system
+[AVAILABLE_TOOLS] {{ tools | tojson }}[/AVAILABLE_TOOLS]
+Answer with [TOOL_CALLS] [{"name": ..., "arguments": {...}}]<|im_end|>
+{% endif %}${CHATML_TURNS}`;
+
 const TOOLS: ChatCompletionTool[] = [
   {
     type: "function",
@@ -83,7 +89,11 @@ async function withTemplate(dir: string, template: string): Promise<string> {
   return out;
 }
 
-for (const [format, template] of [["hermes", HERMES_TEMPLATE], ["llama3_json", LLAMA_TEMPLATE]] as const) {
+const TEMPLATES = [["hermes", HERMES_TEMPLATE], ["llama3_json", LLAMA_TEMPLATE], [
+  "mistral",
+  MISTRAL_TEMPLATE,
+]] as const;
+for (const [format, template] of TEMPLATES) {
   Deno.test(`forced function calls on lq-49m (${format}): tool_choice required and named give calls that fit`, async (t) => {
     const dir = sharedPath("models/lq-49m");
     if (!dir) return;

@@ -133,6 +133,8 @@ export interface ToolCallMarks {
   separator: string;
   /** the object's key for the arguments ("arguments"; Llama 3.x "parameters") */
   argumentsKey: string;
+  /** text before and after all the calls (Mistral's JSON list: "[" and "]"), if any */
+  list?: { open: string; close: string };
 }
 
 /** A function the output may call: its name and the node of its arguments (compileSchemaNode). */
@@ -163,5 +165,8 @@ export function toolCallsGrammar(marks: ToolCallMarks, tools: ToolSpec[], parall
     m === null ? [call] : m === "" ? [] : [exactText(m)]
   );
   const one = parts.length === 1 ? call : sequence(...parts);
-  return grammarOf(parallel ? separatedList(one, marks.separator, 1, Infinity) : one);
+  const list = parallel ? separatedList(one, marks.separator, 1, Infinity) : one;
+  return grammarOf(
+    marks.list ? sequence(exactText(marks.list.open), list, exactText(marks.list.close)) : list,
+  );
 }

@@ -31,10 +31,11 @@ export interface ChatToolCall {
  * How a template's model writes a function call, so the server can read it back: "hermes" is
  * `<tool_call>{"name": …, "arguments": {…}}</tool_call>` (Qwen2.5, Qwen3, Hermes and others whose
  * template shows that form); "llama3_json" an answer that is `{"name": …, "parameters": {…}}` (Meta's Llama
- * 3.1 to 3.3 templates, vLLM's llama3_json parser); null: the template renders no tools, or in a form not
- * read here.
+ * 3.1 to 3.3 templates, vLLM's llama3_json parser); "mistral" an answer that is `[TOOL_CALLS] [{"name": …,
+ * "arguments": {…}}, …]` (Mistral's templates from 7B v0.3 to Small 3.1, vLLM's mistral parser); null: the
+ * template renders no tools, or in a form not read here (Mistral's newer `[TOOL_CALLS]name[ARGS]{…}`).
  */
-export type ToolCallFormat = "hermes" | "llama3_json";
+export type ToolCallFormat = "hermes" | "llama3_json" | "mistral";
 
 /** Options of one render. */
 export interface RenderOptions {
@@ -144,12 +145,14 @@ export async function loadChatTemplate(dir: string): Promise<ChatTemplate | null
   return source === null ? null : compileChatTemplate(source, tokens);
 }
 
-/** A template that renders `tools` and shows the model `<tool_call>` tags asks for the hermes form. */
+/** The form of calls a template that renders `tools` shows its model (see {@link ToolCallFormat}). */
 function toolCallFormatOf(source: string): ToolCallFormat | null {
   if (!/\btools\b/.test(source)) return null;
   if (source.includes("<tool_call>")) return "hermes";
   // Meta's Llama 3.1–3.3 templates: tools under "Environment: ipython", calls as {"name", "parameters"}.
   if (source.includes("Environment: ipython") && source.includes('"parameters": ')) return "llama3_json";
+  // Mistral's: calls after a [TOOL_CALLS] token as one JSON list; the [ARGS] form (tokenizer v11) is not read.
+  if (source.includes("[TOOL_CALLS]") && !source.includes("[ARGS]")) return "mistral";
   return null;
 }
 

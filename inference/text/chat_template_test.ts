@@ -158,3 +158,27 @@ Deno.test("a Llama 3.1-style template (tools under Environment: ipython, calls a
   );
   assert.ok(out.includes('{"name": "f", "parameters": {"x": 1}}'), out);
 });
+
+Deno.test("a Mistral template (calls after [TOOL_CALLS] as one JSON list) is mistral; its [ARGS] form is not read", () => {
+  // The parts of Mistral's v0.3 template that say how tools and calls look (abridged).
+  const source = `{%- for message in messages %}{%- if message.role == "user" %}
+{%- if tools is not none %}{{- "[AVAILABLE_TOOLS] " + tools | tojson + "[/AVAILABLE_TOOLS]" }}{%- endif %}
+{{- "[INST] " + message.content + "[/INST]" }}{%- elif message.tool_calls is defined %}{{- "[TOOL_CALLS] [" }}
+{%- for tool_call in message.tool_calls %}{{- '{"name": "' + tool_call.function.name + '", "arguments": ' }}
+{{- tool_call.function.arguments | tojson + "}" }}{%- if not loop.last %}{{- ", " }}{%- endif %}{%- endfor %}
+{{- "]" + eos_token }}{%- endif %}{%- endfor %}`;
+  const t = compileChatTemplate(source, { eosToken: "</s>" });
+  assert.equal(t.toolCallFormat, "mistral");
+  const out = t.render(
+    [{
+      role: "assistant",
+      content: "",
+      tool_calls: [{ id: "c", type: "function", function: { name: "f", arguments: { x: 1 } } }],
+    }],
+    { tools: [{ type: "function", function: { name: "f" } }] },
+  );
+  assert.ok(out.includes('[TOOL_CALLS] [{"name": "f", "arguments": {"x": 1}}]</s>'), out);
+  const v11 = `{%- if tools %}[AVAILABLE_TOOLS]{{ tools | tojson }}[/AVAILABLE_TOOLS]{%- endif %}
+{%- for m in messages %}{%- for c in m.tool_calls or [] %}[TOOL_CALLS]{{ c.function.name }}[ARGS]{{ c.function.arguments }}{%- endfor %}{%- endfor %}`;
+  assert.equal(compileChatTemplate(v11).toolCallFormat, null);
+});
