@@ -2,11 +2,14 @@
  * What constrains an answer, as requests say it: OpenAI's `tools` with `tool_choice` (function calling; forced
  * calls become a grammar in the chat route) and `response_format` with vLLM's `structured_outputs` /
  * `guided_json` (a JSON Schema compiled here, so a schema the server cannot enforce is a 400 naming the
- * keyword's path). Pure validators, as protocol.ts's.
+ * keyword's path), its choice, regex and GBNF grammar, and llama-server's `grammar`. Pure validators, as
+ * protocol.ts's.
  */
 import {
   choiceGrammar,
   compileSchemaNode,
+  GbnfError,
+  gbnfGrammar,
   grammarOf,
   type JsonGrammar,
   type JsonNode,
@@ -113,15 +116,18 @@ function schemaNode(schema: unknown, param: string): JsonNode {
 const MAX_REGEX = 4096;
 /** Most strings of a choice (each is a branch the mask walk carries along). */
 const MAX_CHOICES = 256;
+/** Most characters of a GBNF grammar (gbnf.ts bounds its items and nesting too). */
+const MAX_GRAMMAR = 65_536;
 
 /**
  * The grammar the output must follow, or null: OpenAI's `response_format` (`json_object`, `json_schema`), or
  * vLLM's `structured_outputs` (`json`: a schema; `choice`: exactly one of some strings; `regex`: text the
- * expression matches whole) and their older spellings `guided_json` (a schema, or a JSON string of one),
- * `guided_choice` and `guided_regex`.
+ * expression matches whole; `grammar`: text of a GBNF grammar, gbnf.ts) and their older spellings
+ * `guided_json` (a schema, or a JSON string of one), `guided_choice`, `guided_regex` and `guided_grammar`,
+ * or llama-server's `grammar` (GBNF). At most one of them.
  */
 export function parseStructuredOutput(b: Body): JsonGrammar | null {
-  const asked: [param: string, value: unknown, kind: "schema" | "choice" | "regex"][] = [];
+  const asked: [param: string, value: unknown, kind: "schema" | "choice" | "regex" | "grammar"][] = [];
   const rf = b.response_format;
   if (given(rf)) {
     if (!isObject(rf)) throw badValue("response_format", rf, 'an object with "type"');
@@ -145,22 +151,28 @@ export function parseStructuredOutput(b: Body): JsonGrammar | null {
   if (given(b.guided_json)) asked.push(["guided_json", b.guided_json, "schema"]);
   if (given(b.guided_choice)) asked.push(["guided_choice", b.guided_choice, "choice"]);
   if (given(b.guided_regex)) asked.push(["guided_regex", b.guided_regex, "regex"]);
+  if (given(b.guided_grammar)) asked.push(["guided_grammar", b.guided_grammar, "grammar"]);
+  // llama-server's clients send "" for no grammar.
+  if (given(b.grammar) && b.grammar !== "") asked.push(["grammar", b.grammar, "grammar"]);
   if (given(b.structured_outputs)) {
     const so = b.structured_outputs;
-    if (!isObject(so)) throw badValue("structured_outputs", so, 'an object with "json" or "choice"');
-    const other = Object.keys(so).find((k) => !["json", "choice", "regex"].includes(k) && given(so[k]));
+    if (!isObject(so)) {
+      throw badValue("structured_outputs", so, 'an object with "json", "choice", "regex" or "grammar"');
+    }
+    const other = Object.keys(so).find((k) =>
+      !["json", "choice", "regex", "grammar"].includes(k) && given(so[k])
+    );
     if (other !== undefined) {
       throw unsupported(
         `structured_outputs.${other}`,
-        "structured outputs take a JSON schema (json), strings to choose from (choice) or a regex",
+        "structured outputs take a JSON schema (json), strings to choose from (choice), a regex or a GBNF " +
+          "grammar",
       );
     }
     if (given(so.json)) asked.push(["structured_outputs.json", so.json, "schema"]);
     if (given(so.choice)) asked.push(["structured_outputs.choice", so.choice, "choice"]);
     if (given(so.regex)) asked.push(["structured_outputs.regex", so.regex, "regex"]);
-  }
-  if (given(b.guided_grammar)) {
-    throw unsupported("guided_grammar", "grammars are not supported; use a JSON schema, a choice or a regex");
+    if (given(so.grammar)) asked.push(["structured_outputs.grammar", so.grammar, "grammar"]);
   }
   if (asked.length > 1) {
     throw invalidRequest(`Cannot use both "${asked[0][0]}" and "${asked[1][0]}"`, asked[1][0]);
@@ -175,6 +187,17 @@ export function parseStructuredOutput(b: Body): JsonGrammar | null {
       return regexGrammar(value);
     } catch (err) {
       if (err instanceof RegexError) throw invalidRequest(err.message, param);
+      throw err;
+    }
+  }
+  if (kind === "grammar") {
+    if (typeof value !== "string" || value === "" || value.length > MAX_GRAMMAR) {
+      throw badValue(param, value, `a GBNF grammar of 1 to ${MAX_GRAMMAR} characters`);
+    }
+    try {
+      return gbnfGrammar(value);
+    } catch (err) {
+      if (err instanceof GbnfError) throw invalidRequest(err.message, param);
       throw err;
     }
   }

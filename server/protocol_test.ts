@@ -176,17 +176,26 @@ Deno.test("parseChatRequest() rejects out-of-range and unsupported options", () 
           type: "json_schema",
           json_schema: {
             name: "a",
-            schema: { type: "object", properties: { n: { type: "integer", maximum: 3 } } },
+            schema: { type: "object", properties: { n: { type: "integer", multipleOf: 3 } } },
           },
         },
       },
-      "response_format.json_schema.schema.properties.n.maximum",
+      "response_format.json_schema.schema.properties.n.multipleOf",
     ],
     [{ guided_json: "{not json" }, "guided_json"],
     [{ guided_regex: "a(" }, "guided_regex"],
     [{ guided_regex: "" }, "guided_regex"],
     [{ guided_grammar: "root ::= x" }, "guided_grammar"],
+    [{ guided_grammar: "" }, "guided_grammar"],
     [{ structured_outputs: { grammar: "root ::= x" } }, "structured_outputs.grammar"],
+    [{ structured_outputs: { lark: "start: x" } }, "structured_outputs.lark"],
+    [{ grammar: 'root ::= "a' }, "grammar"],
+    [{ grammar: ["root ::= x"] }, "grammar"],
+    [{ guided_grammar: 'root ::= "a"', guided_regex: "a" }, "guided_grammar"],
+    [
+      { grammar: 'root ::= "a"', structured_outputs: { grammar: 'root ::= "a"' } },
+      "structured_outputs.grammar",
+    ],
     [{ structured_outputs: { regex: "(?=a)" } }, "structured_outputs.regex"],
     [{ structured_outputs: { choice: [] } }, "structured_outputs.choice"],
     [{ guided_choice: ["a", 1] }, "guided_choice"],
@@ -333,6 +342,35 @@ Deno.test("parse*Request() compiles response_format, structured_outputs.json and
   assert.ok(parseCompletionRequest({ prompt: "x", guided_regex: "\\d{3}" }).request.grammar);
   assert.ok(parseChatRequest({ ...user, structured_outputs: { regex: "[a-z]+" } }).request.grammar);
   assert.ok(parseChatRequest({ ...user, structured_outputs: { choice: ["a", "b"] } }).request.grammar);
+});
+
+Deno.test("parse*Request() compiles GBNF grammars: structured_outputs.grammar, guided_grammar and grammar", () => {
+  const user = { messages: [{ role: "user", content: "Hi" }] };
+  const gbnf = 'root ::= "yes" | "no" | [0-9]{3}';
+  for (
+    const field of [{ structured_outputs: { grammar: gbnf } }, { guided_grammar: gbnf }, { grammar: gbnf }]
+  ) {
+    assert.ok(parseChatRequest({ ...user, ...field }).request.grammar, JSON.stringify(field));
+    assert.ok(parseCompletionRequest({ prompt: "x", ...field }).request.grammar, JSON.stringify(field));
+  }
+  // llama-server's clients send an empty grammar for none.
+  assert.equal(parseCompletionRequest({ prompt: "x", grammar: "" }).request.grammar, undefined);
+  // A parse error is a 400 naming the field, with the line and column.
+  assertRejects400(
+    () => parseChatRequest({ ...user, guided_grammar: 'root ::= item+\nitem ::= "a" | ite' }),
+    "guided_grammar",
+    /line 2, column 16: undefined rule "ite"/,
+  );
+  assertRejects400(
+    () => parseCompletionRequest({ prompt: "x", structured_outputs: { grammar: 'root ::= ("a" "b"' } }),
+    "structured_outputs.grammar",
+    /line 1, column 10: "\(" is not closed/,
+  );
+  assertRejects400(
+    () => parseCompletionRequest({ prompt: "x", grammar: 'root ::= root "a" | "b"' }),
+    "grammar",
+    /line 1, column 10: rule "root" is left-recursive/,
+  );
 });
 
 Deno.test("samplingFromGenerationConfig() maps HF fields and rejects bad values", () => {

@@ -379,7 +379,7 @@ Deno.test("the openai package chats with lq-49m, streaming with usage", async (t
             type: "json_schema",
             json_schema: {
               name: "x",
-              schema: { type: "object", properties: { d: { type: "string", format: "date" } } },
+              schema: { type: "object", properties: { d: { type: "string", format: "iri" } } },
             },
           },
         }),
@@ -387,6 +387,39 @@ Deno.test("the openai package chats with lq-49m, streaming with usage", async (t
       );
       assert.equal(err.param, "response_format.json_schema.schema.properties.d.format");
     });
+    await t.step(
+      "a GBNF grammar (structured_outputs, llama-server's grammar): the reply matches it",
+      async () => {
+        const grammar = 'root ::= answer "."?\nanswer ::= "yes" | "no" | [0-9]{3}';
+        const body = {
+          model: "lq-49m",
+          messages: [{ role: "user", content: "Is the sky blue? Answer yes or no." }],
+          max_tokens: 8,
+          temperature: 0,
+          structured_outputs: { grammar },
+        };
+        const res = await openai.chat.completions.create(
+          body as OpenAI.ChatCompletionCreateParamsNonStreaming,
+        );
+        const content = res.choices[0].message.content ?? "";
+        assert.match(content, /^(yes|no|[0-9]{3})\.?$/);
+        assert.equal(res.choices[0].finish_reason, "stop", content);
+        const plain = await s.post("/v1/chat/completions", {
+          ...body,
+          structured_outputs: undefined,
+          grammar,
+        });
+        assert.equal((await plain.json()).choices[0].message.content, content);
+        const bad = await s.post("/v1/chat/completions", {
+          ...body,
+          structured_outputs: { grammar: "root ::= maybe" },
+        });
+        assert.equal(bad.status, 400);
+        const { error } = await bad.json();
+        assert.equal(error.param, "structured_outputs.grammar");
+        assert.match(error.message, /line 1, column 10: undefined rule "maybe"/);
+      },
+    );
     await t.step("tools: a 400 naming them, since lq-49m's template renders no tool calls", async () => {
       const err = await rejection(
         openai.chat.completions.create({

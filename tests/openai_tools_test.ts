@@ -197,7 +197,7 @@ Deno.test("the openai package gets tool_calls back, streamed and not, and sends 
         {
           tools: [{
             type: "function",
-            function: { name: "f", parameters: { type: "string", format: "email" } },
+            function: { name: "f", parameters: { type: "string", format: "iri" } },
           }],
           tool_choice: "required",
         },

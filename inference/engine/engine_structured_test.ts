@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { collect, engineFor, greedy } from "../../tests/_engine.ts";
 import { sharedPath, testGpu } from "../../tests/_gpu.ts";
 import { GrammarMatcher, TokenVocab } from "../structured/mod.ts";
-import { choiceGrammar, compileJsonSchema, regexGrammar } from "./mod.ts";
+import { choiceGrammar, compileJsonSchema, gbnfGrammar, regexGrammar } from "./mod.ts";
 
 const PROMPT = "Once upon a time there was a little girl named Lily.";
 
@@ -112,5 +112,26 @@ Deno.test("structured output: greedy and sampled choices are JSON of the schema"
     assert.match(c.text, /^\(?[0-9]{3}\)? [0-9]{3}-[0-9]{4}$/);
     assert.equal(c.finish, "stop");
   }
+
+  // A GBNF grammar (vLLM's guided_grammar, llama-server's grammar): every answer matches it whole, and a
+  // recursive one's ids are each allowed where they came (a hot random model may not close every list).
+  const answers = await collect(
+    engine,
+    greedy(PROMPT, 12, {
+      grammar: gbnfGrammar('root ::= "yes" | "no" | [0-9]{3}'),
+      n: 3,
+      sampling: { temperature: 1.5, topP: 1, topK: 0, minP: 0, seed: 13 },
+    }),
+  );
+  for (const c of answers) {
+    assert.match(c.text, /^(yes|no|[0-9]{3})$/);
+    assert.equal(c.finish, "stop");
+  }
+  const nested = gbnfGrammar('root ::= "[" (item ("," item)*)? "]"\nitem ::= [a-z]{1,4} | root');
+  const [tree] = await collect(engine, greedy(PROMPT, 24, { grammar: nested }));
+  const m = new GrammarMatcher(nested, vocab);
+  tree.ids.forEach((id, i) => assert.ok(m.accept(id), `id ${i} (${id}) is outside the grammar`));
+  assert.match(tree.text, /^\[[a-z,[\]]*$/);
+  if (tree.finish === "stop") assert.ok(m.complete, tree.text);
   gpu.device.destroy();
 });

@@ -18,6 +18,8 @@ export {
   choiceGrammar,
   compileJsonSchema,
   compileSchemaNode,
+  GbnfError,
+  gbnfGrammar,
   grammarOf,
   type JsonNode,
   jsonObjectGrammar,

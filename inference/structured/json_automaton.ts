@@ -14,6 +14,10 @@
  *   `\uXXXX`; multi-byte UTF-8 checked for its lead and continuation bytes (tokens may split a character);
  *   minLength/maxLength count characters, an escape counting one;
  * - object keys as JSON.stringify writes them, in the schema's order (json_schema.ts).
+ *
+ * The other kinds (literal, regex, any-of, ref, seq, list: a regex, a choice, a chat format's marks, a GBNF
+ * grammar from gbnf.ts) read exactly their text, no whitespace implied; seq, list, any-of and regex may
+ * match empty text.
  */
 import type { JsonGrammar, JsonNode } from "./grammar.ts";
 
@@ -40,6 +44,12 @@ type SeqNode = JsonNode & { kind: "seq" };
 type UntilNode = JsonNode & { kind: "until" };
 type ListNode = JsonNode & { kind: "list" };
 type RegexNode = JsonNode & { kind: "regex" };
+
+/**
+ * Most stacks one position may hold; a byte that would make more is refused. Only a grammar ambiguous enough
+ * to multiply its parses with each byte gets there (GBNF's `s ::= "a" s "b" | "a" s "c" | ""` doubles them).
+ */
+export const MAX_STACKS = 1024;
 
 /** Most whitespace bytes after a free text's stop (a reasoning block's blank line). */
 const MAX_GAP = 4;
@@ -131,7 +141,8 @@ export function initialStates(grammar: JsonGrammar): StateSet {
 export function stepStates(states: StateSet, b: number): StateSet {
   const out: Stack[] = [];
   for (const s of states) feed(s, b, out);
-  return out.length > 1 ? dedupe(out) : out;
+  const set = out.length > 1 ? dedupe(out) : out;
+  return set.length > MAX_STACKS ? [] : set;
 }
 
 /** Whether the output may end here (the value is complete). */
@@ -204,11 +215,45 @@ function keyOf(s: Stack): string {
 function stackCanEnd(s: Stack): boolean {
   const f = s.f;
   if (f.t === "end") return true;
+  if (f.t === "val") return nullable(f.node) && stackCanEnd(s.up!);
+  if (f.t === "seq") {
+    for (let i = f.i; i < f.node.items.length; i++) if (!nullable(f.node.items[i])) return false;
+    return stackCanEnd(s.up!);
+  }
   if (f.t === "num") return numAccepting(f.phase) && stackCanEnd(s.up!);
   if (f.t === "lit") return f.cand.some((c) => f.src.texts[c].length === f.pos) && stackCanEnd(s.up!);
   if (f.t === "list") return f.n >= f.node.min && stackCanEnd(s.up!);
   if (f.t === "re") return f.node.dfa.accepting(f.d) && stackCanEnd(s.up!);
   return false;
+}
+
+const nullables = new WeakMap<JsonNode, boolean>();
+/** Whether a node may match empty text (never a JSON value; GBNF's `x*`, `x?`, empty alternatives). */
+function nullable(node: JsonNode): boolean {
+  let v = nullables.get(node);
+  if (v !== undefined) return v;
+  nullables.set(node, false); // a cycle back to here reads text first (gbnf.ts refuses left recursion)
+  switch (node.kind) {
+    case "ref":
+      v = nullable(node.to!);
+      break;
+    case "anyOf":
+      v = node.options.some(nullable);
+      break;
+    case "seq":
+      v = node.items.every(nullable);
+      break;
+    case "list":
+      v = node.min === 0 || nullable(node.item);
+      break;
+    case "regex":
+      v = node.dfa.accepting(0);
+      break;
+    default:
+      v = false;
+  }
+  nullables.set(node, v);
+  return v;
 }
 
 function numAccepting(p: Num): boolean {
@@ -225,8 +270,11 @@ function feed(s: Stack, b: number, out: Stack[]): void {
     case "val":
       if (isWs(b)) {
         const ws = moreWs(f.ws, b);
-        if (ws >= 0) out.push(on(up, { ...f, ws }));
-        return;
+        if (ws >= 0) {
+          out.push(on(up, { ...f, ws }));
+          return;
+        }
+        // No more JSON whitespace here: the byte may still begin the value (a regex's, a GBNF rule's).
       }
       return startValue(f.node, up, b, out);
     case "obj":
@@ -284,15 +332,17 @@ function feed(s: Stack, b: number, out: Stack[]): void {
     case "list": {
       const { node, n } = f;
       if (n >= node.min) feed(up, b, out); // the list ended
-      if (n < node.max) startValue(node.more, on(up, listAfter(node, n + 1)), b, out);
+      if (n < node.max) startValue(node.more, listAfter(node, n + 1, up), b, out);
       return;
     }
   }
 }
 
-function listAfter(node: ListNode, n: number): Frame {
+/** What follows a list's n-th item: the list frame, or once `max` items are read what follows the list. */
+function listAfter(node: ListNode, n: number, up: Stack): Stack {
+  if (n >= node.max) return up;
   const cap = Number.isFinite(node.max) ? node.max : node.min;
-  return { t: "list", node, n: Math.min(n, Math.max(cap, 1)) };
+  return on(up, { t: "list", node, n: Math.min(n, Math.max(cap, 1)) });
 }
 
 function feedUntil(s: Stack, f: Frame & { t: "until" }, b: number, out: Stack[]): void {
@@ -347,7 +397,9 @@ function startValue(node: JsonNode, up: Stack, b: number, out: Stack[]): void {
         out,
       );
     case "list":
-      return startValue(node.item, on(up, listAfter(node, 1)), b, out);
+      if (node.min === 0) feed(up, b, out); // no item
+      if (node.max > 0) startValue(node.item, listAfter(node, 1, up), b, out);
+      return;
     case "regex":
       return feed(on(up, { t: "re", node, d: 0 }), b, out);
     case "literal": {

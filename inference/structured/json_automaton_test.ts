@@ -175,8 +175,8 @@ Deno.test("json automaton: any object agrees with JSON.parse on mutated texts", 
 Deno.test("json schema: unsupported or malformed parts name where they are", () => {
   const bad: [unknown, string][] = [
     [{ type: "string", pattern: "(?=a)" }, "schema.pattern"],
-    [{ type: "string", format: "date" }, "schema.format"],
-    [{ type: "object", properties: { a: { type: "integer", minimum: 0 } } }, "schema.properties.a.minimum"],
+    [{ type: "string", format: "date-tim" }, "schema.format"],
+    [{ type: "object", properties: { a: { type: "integer", minimum: "0" } } }, "schema.properties.a.minimum"],
     [{ type: "array", minItems: 3, maxItems: 2 }, "schema.minItems"],
     [{ type: "strin" }, "schema.type"],
     [{ type: "object", properties: { a: {} }, required: ["b"] }, "schema.required"],
@@ -293,4 +293,19 @@ Deno.test("json automaton: a string's pattern holds over its decoded characters 
   assert.equal(verdict(g, '{"id": "abc42", "note": "ab"}'), "reject");
   assert.equal(verdict(g, '{"id": "Abc-1", "note": "ab"}'), "reject");
   assert.equal(verdict(g, '{"id": "a\\u0062-1", "note": "ab"}'), "reject"); // no \u escapes under a pattern
+});
+
+Deno.test("json automaton: a regex, a choice or free reasoning text may begin with whitespace", () => {
+  assert.equal(verdict(regexGrammar("\\s*yes"), "\n yes"), "complete");
+  assert.equal(verdict(regexGrammar(" ?[0-9]+"), " 12"), "canEnd");
+  assert.equal(verdict(regexGrammar("a*"), ""), "canEnd"); // the whole output may be empty
+  assert.equal(verdict(choiceGrammar([" a", "b"]), " a"), "complete");
+  const reasoned = afterReasoning(compileJsonSchema({ type: "boolean" }, "schema"), {
+    open: "<think>",
+    close: "</think>",
+    opensInPrompt: true,
+  });
+  assert.equal(verdict(reasoned, "\nhm</think>\n\ntrue"), "complete");
+  // JSON values still take no whitespace before them.
+  assert.equal(verdict(compileJsonSchema({ type: "boolean" }, "schema"), " true"), "reject");
 });

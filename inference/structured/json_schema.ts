@@ -11,18 +11,25 @@
  *   in OpenAI's strict mode, so a model cannot wander off into keys nobody asked for). Without `properties`,
  *   any string keys with values of `additionalProperties` (a schema; absent or true: any JSON value;
  *   false: none, so `{}`).
- * - arrays: `items`, `minItems`, `maxItems`. strings: `minLength`, `maxLength` (in characters).
- *   numbers: JSON numbers; `integer`: no fraction or exponent.
+ * - arrays: `items`, `minItems`, `maxItems`. strings: `minLength`, `maxLength` (in characters), `pattern`
+ *   (search semantics, as ECMA-262), or `format` (string_formats.ts: date-time, date, time, duration, uuid,
+ *   email, hostname, ipv4, ipv6, uri; not beside `pattern`).
+ * - numbers: JSON numbers; `integer`: no fraction or exponent. `minimum`, `maximum`, `exclusiveMinimum`,
+ *   `exclusiveMaximum` (numbers, or draft 4's booleans) and `multipleOf` make the number a regex of the texts
+ *   in range (numeric_range.ts: no exponent then); OpenAPI's `format` int32 and int64 bound integers, float
+ *   and double are accepted. As JSON Schema has it, a format of one type leaves values of other types alone.
  * - Annotations (`title`, `description`, `default`, `examples`, `$schema`, `$id`, `$comment`, `deprecated`,
  *   `readOnly`, `writeOnly`, `strict`, `nullable` with a type list) are ignored.
- * - Any other keyword that would constrain values (`pattern`, `format`, `minimum`, `multipleOf`,
- *   `prefixItems`, `uniqueItems`, `patternProperties`, …) is refused with an error naming where it sits,
- *   rather than silently producing output that breaks it.
+ * - Any other keyword that would constrain values (`prefixItems`, `uniqueItems`, `patternProperties`, …), an
+ *   unknown `format`, and bounds the regex cannot take (numeric_range.ts) are refused with an error naming
+ *   where they sit, rather than silently producing output that breaks them.
  * Output is the canonical form: keys as JSON.stringify writes them, literals (enum, const, true, false,
  * null) exactly as JSON.stringify writes them.
  */
 import { grammarOf, type JsonGrammar, type JsonNode, makeNode, type PropNode } from "./grammar.ts";
+import { type NumberBound, NumberRangeError, numberRegex } from "./numeric_range.ts";
 import { RegexDfa, RegexError } from "./regex.ts";
+import { isKnownFormat, NUMBER_FORMATS, stringFormatRegex } from "./string_formats.ts";
 
 /** A bad or unsupported schema; `param` is the request field it sits at (for the 400). */
 export class SchemaError extends Error {
@@ -67,7 +74,15 @@ const HANDLED = new Set([
   "maxItems",
   "minLength",
   "maxLength",
+  "format",
+  "minimum",
+  "maximum",
+  "exclusiveMinimum",
+  "exclusiveMaximum",
+  "multipleOf",
 ]);
+/** Keywords of numbers (besides format). */
+const NUMERIC = ["minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf"];
 const TYPES = ["object", "array", "string", "number", "integer", "boolean", "null"];
 /** Deepest schema nesting compiled (a bound on work for what a client sends). */
 const MAX_DEPTH = 64;
@@ -111,6 +126,8 @@ class Compiler {
   #refs = new Map<string, JsonNode & { kind: "ref" }>();
   #pending: [path: string, node: JsonNode & { kind: "ref" }][] = [];
   #any: JsonNode | null = null;
+  /** each string format's DFA, shared by the strings of this schema that use it */
+  #formats = new Map<string, RegexDfa>();
 
   constructor(root: unknown, param: string) {
     this.#root = root;
@@ -145,6 +162,9 @@ class Compiler {
       if (!HANDLED.has(key) && !ANNOTATIONS.has(key)) {
         throw new SchemaError(`Unsupported schema keyword "${key}" at ${path}`, `${path}.${key}`);
       }
+    }
+    if (s.format !== undefined && (typeof s.format !== "string" || !isKnownFormat(s.format))) {
+      throw new SchemaError(`Unsupported format ${JSON.stringify(s.format)} at ${path}`, `${path}.format`);
     }
     if (s.$ref !== undefined) {
       if (typeof s.$ref !== "string") throw new SchemaError(`Invalid $ref at ${path}`, `${path}.$ref`);
@@ -219,8 +239,10 @@ class Compiler {
         ? "object"
         : ["items", "minItems", "maxItems"].some((k) => k in s)
         ? "array"
-        : ["minLength", "maxLength"].some((k) => k in s)
+        : ["minLength", "maxLength", "pattern"].some((k) => k in s) || stringFormatRegex(s.format as string)
         ? "string"
+        : NUMERIC.some((k) => k in s) || Object.hasOwn(NUMBER_FORMATS, s.format as string)
+        ? "number"
         : null;
       if (!implied) return null;
       types = [implied];
@@ -306,7 +328,7 @@ class Compiler {
       }
       case "number":
       case "integer":
-        return this.#node({ kind: "number", integer: type === "integer" });
+        return this.#number(s, type === "integer", path);
       case "boolean":
         return this.#node({ kind: "literal", texts: [encoder.encode("true"), encoder.encode("false")] });
       default:
@@ -315,11 +337,21 @@ class Compiler {
   }
 
   /**
-   * A string's `pattern` as a DFA over its decoded characters. JSON Schema's patterns search (ECMA-262): one
-   * matches anywhere in the string unless anchored, so an unanchored end gets any characters around it.
+   * A string's `pattern` or `format` as a DFA over its decoded characters. JSON Schema's patterns search
+   * (ECMA-262): one matches anywhere in the string unless anchored, so an unanchored end gets any characters
+   * around it. A format matches the whole string.
    */
   #pattern(s: Record<string, unknown>, path: string): RegexDfa | null {
     const p = s.pattern;
+    const format = typeof s.format === "string" ? stringFormatRegex(s.format) : undefined;
+    if (format !== undefined) {
+      if (p !== undefined) {
+        throw new SchemaError(`Unsupported schema at ${path}: "format" beside "pattern"`, `${path}.format`);
+      }
+      const dfa = this.#formats.get(format) ?? new RegexDfa(format);
+      this.#formats.set(format, dfa);
+      return dfa;
+    }
     if (p === undefined) return null;
     if (typeof p !== "string" || p.length > MAX_PATTERN) {
       throw new SchemaError(
@@ -337,6 +369,55 @@ class Compiler {
       if (err instanceof RegexError) {
         throw new SchemaError(`${err.message} (at ${path}.pattern)`, `${path}.pattern`);
       }
+      throw err;
+    }
+  }
+
+  /**
+   * A number node; with bounds, `multipleOf` or an integer format, a regex node of the texts in range
+   * (numeric_range.ts).
+   */
+  #number(s: Record<string, unknown>, integer: boolean, path: string): JsonNode {
+    const finite = (key: string): number => {
+      if (typeof s[key] !== "number" || !Number.isFinite(s[key])) {
+        throw new SchemaError(`Invalid schema at ${path}: "${key}" must be a number`, `${path}.${key}`);
+      }
+      return s[key] as number;
+    };
+    const lower: NumberBound[] = [];
+    const upper: NumberBound[] = [];
+    const sides = [["minimum", "exclusiveMinimum", lower], ["maximum", "exclusiveMaximum", upper]] as const;
+    for (const [key, ex, bounds] of sides) {
+      // Draft 4: a boolean exclusiveMinimum makes minimum exclusive; 2019+: a bound of its own.
+      const draft4 = typeof s[ex] === "boolean";
+      if (draft4 && s[ex] === true && s[key] === undefined) {
+        throw new SchemaError(`Invalid schema at ${path}: "${ex}" true without "${key}"`, `${path}.${ex}`);
+      }
+      if (s[ex] !== undefined && !draft4) bounds.push({ keyword: ex, value: finite(ex), exclusive: true });
+      if (s[key] !== undefined) bounds.push({ keyword: key, value: finite(key), exclusive: s[ex] === true });
+    }
+    const range = typeof s.format === "string" ? NUMBER_FORMATS[s.format] : undefined;
+    if (range) {
+      lower.push({ keyword: "format", value: range[0], exclusive: false });
+      upper.push({ keyword: "format", value: range[1], exclusive: false });
+    }
+    const multipleOf = s.multipleOf === undefined ? null : finite("multipleOf");
+    if (multipleOf !== null && multipleOf <= 0) {
+      throw new SchemaError(`Invalid schema at ${path}: "multipleOf" must be > 0`, `${path}.multipleOf`);
+    }
+    if (lower.length === 0 && upper.length === 0 && multipleOf === null) {
+      return this.#node({ kind: "number", integer });
+    }
+    try {
+      return this.#node({
+        kind: "regex",
+        dfa: new RegexDfa(numberRegex({ integer, lower, upper, multipleOf })),
+      });
+    } catch (err) {
+      if (err instanceof NumberRangeError) {
+        throw new SchemaError(`${err.message} (at ${path}.${err.keyword})`, `${path}.${err.keyword}`);
+      }
+      if (err instanceof RegexError) throw new SchemaError(`${err.message} (at ${path})`, path);
       throw err;
     }
   }

@@ -1,7 +1,8 @@
 /**
- * Structured output: JSON Schema → a byte automaton → per-step token masks (grammar-constrained decoding:
- * OpenAI's `response_format`, forced function calls). The engine keeps one {@link TokenVocab} per
- * tokenizer and one {@link GrammarMatcher} per constrained sequence; the GPU applies the masks
+ * Structured output: JSON Schema (or a regex, a choice, a GBNF grammar) → a byte automaton → per-step token
+ * masks (grammar-constrained decoding: OpenAI's `response_format`, vLLM's `structured_outputs`, forced
+ * function calls). The engine keeps one {@link TokenVocab} per tokenizer and one {@link GrammarMatcher} per
+ * constrained sequence; the GPU applies the masks
  * (kernels/ops/logits_process.ts). The whole path: docs/structured_output.md.
  */
 export {
@@ -16,6 +17,7 @@ export {
   toolCallsGrammar,
   type ToolSpec,
 } from "./grammar.ts";
+export { GbnfError, gbnfGrammar } from "./gbnf.ts";
 export { compileJsonSchema, compileSchemaNode, jsonObjectGrammar, SchemaError } from "./json_schema.ts";
 export { RegexError } from "./regex.ts";
 export { GrammarMatcher, TokenVocab } from "./token_mask.ts";

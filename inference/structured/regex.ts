@@ -19,8 +19,8 @@ const MAX_STATES = 20_000;
 /** Most DFA states built for one pattern; past it the output is refused there (a pathological pattern). */
 const MAX_DFA_STATES = 10_000;
 
-/** NFA: per state, byte ranges [lo, hi] to a state, and ε-edges. */
-interface Nfa {
+/** NFA: per state, byte ranges [lo, hi] to a state, and ε-edges (built here, or by gbnf.ts). */
+export interface Nfa {
   edges: [lo: number, hi: number, to: number][][];
   eps: number[][];
   start: number;
@@ -36,7 +36,7 @@ interface Frag {
 const encoder = new TextEncoder();
 
 /** Byte-level alternatives of one Unicode character class, as UTF-8 byte sequences of ranges. */
-type ByteSeq = [lo: number, hi: number][];
+export type ByteSeq = [lo: number, hi: number][];
 
 /** Every UTF-8 character except those of `exclude` (ASCII code points), as byte sequences. */
 function anyChar(excludeAscii: (c: number) => boolean): ByteSeq[] {
@@ -300,6 +300,42 @@ function bytesOf(cp: number): ByteSeq {
   return Array.from(encoder.encode(String.fromCodePoint(cp)), (b): [number, number] => [b, b]);
 }
 
+/**
+ * The UTF-8 encodings of code points lo..hi (surrogates left out) as byte sequences of ranges: the range is
+ * split until each piece's first and last characters differ only in bytes that span whole ranges (the
+ * method of Rust's regex-syntax `Utf8Sequences`).
+ */
+export function utf8Seqs(lo: number, hi: number, out: ByteSeq[] = []): ByteSeq[] {
+  if (lo > hi) return out;
+  if (lo <= 0xdfff && hi >= 0xd800) {
+    utf8Seqs(lo, 0xd7ff, out);
+    return utf8Seqs(0xe000, hi, out);
+  }
+  for (const max of [0x7f, 0x7ff, 0xffff]) {
+    if (lo <= max && hi > max) {
+      utf8Seqs(lo, max, out);
+      return utf8Seqs(max + 1, hi, out);
+    }
+  }
+  const n = hi < 0x80 ? 1 : hi < 0x800 ? 2 : hi < 0x10000 ? 3 : 4;
+  for (let k = 1; k < n; k++) {
+    const m = (1 << (6 * k)) - 1; // the low k continuation bytes
+    if ((lo & ~m) !== (hi & ~m)) {
+      if ((lo & m) !== 0) {
+        utf8Seqs(lo, lo | m, out);
+        return utf8Seqs((lo | m) + 1, hi, out);
+      }
+      if ((hi & m) !== m) {
+        utf8Seqs(lo, (hi & ~m) - 1, out);
+        return utf8Seqs(hi & ~m, hi, out);
+      }
+    }
+  }
+  const a = bytesOf(lo), b = bytesOf(hi);
+  out.push(a.map(([x], k): [number, number] => [x, b[k][0]]));
+  return out;
+}
+
 /** A compiled pattern: DFA states made on demand. State 0 is the start; −1 is dead. */
 export class RegexDfa {
   readonly source: string;
@@ -310,9 +346,14 @@ export class RegexDfa {
   #accepting: boolean[] = [];
   #exits: (boolean | undefined)[] = [];
 
-  constructor(source: string) {
+  /**
+   * @param source the pattern
+   * @param nfa its NFA when already built (gbnf.ts builds one from a grammar); else the pattern is compiled
+   * @throws RegexError naming what it cannot compile
+   */
+  constructor(source: string, nfa?: Nfa) {
     this.source = source;
-    this.#nfa = new Parser(source).compile();
+    this.#nfa = nfa ?? new Parser(source).compile();
     this.#intern(this.#closure([this.#nfa.start]));
   }
 
