@@ -15,8 +15,32 @@ export interface PropNode {
 
 /** A node of the grammar; `id` names it in automaton state keys. */
 export type JsonNode =
-  | { kind: "object"; id: number; props: PropNode[]; rest: JsonNode | null }
-  | { kind: "array"; id: number; items: JsonNode; minItems: number; maxItems: number }
+  /**
+   * `props` in order, then (with `rest`) any number of other keys with values of `rest`: any key in a map (no
+   * props), else one whose decoded characters `restKey` accepts (not a listed name); `minProps` to `maxProps`
+   * keys in all
+   */
+  | {
+    kind: "object";
+    id: number;
+    props: PropNode[];
+    rest: JsonNode | null;
+    restKey: RegexDfa | null;
+    minProps: number;
+    maxProps: number;
+  }
+  /**
+   * item k is `prefix[k]`'s, the items after the prefix `items`' (null: none; maxItems is then at most the
+   * prefix's length)
+   */
+  | {
+    kind: "array";
+    id: number;
+    prefix: JsonNode[];
+    items: JsonNode | null;
+    minItems: number;
+    maxItems: number;
+  }
   /** `pattern`: what the decoded characters must match (JSON Schema's search semantics built in), or null */
   | { kind: "string"; id: number; minLength: number; maxLength: number; pattern: RegexDfa | null }
   | { kind: "number"; id: number; integer: boolean }
@@ -157,6 +181,9 @@ export function toolCallsGrammar(marks: ToolCallMarks, tools: ToolSpec[], parall
         { name: marks.argumentsKey, required: true, value: t.arguments },
       ],
       rest: null,
+      restKey: null,
+      minProps: 0,
+      maxProps: Infinity,
     })
   );
   const call = calls.length === 1 ? calls[0] : oneOfNodes(...calls);

@@ -13,7 +13,10 @@
  * - strings: any character but controls, `"` and `\` unescaped; the escapes `\" \\ \/ \b \f \n \r \t` and
  *   `\uXXXX`; multi-byte UTF-8 checked for its lead and continuation bytes (tokens may split a character);
  *   minLength/maxLength count characters, an escape counting one;
- * - object keys as JSON.stringify writes them, in the schema's order (json_schema.ts).
+ * - object keys as JSON.stringify writes them, in the schema's order (json_schema.ts), then other keys where
+ *   the object takes them (any string; beside listed keys, none of their names); a key is offered only while
+ *   the object can still close within its minProps..maxProps, so no output walks into a dead end;
+ * - array items of the prefix's nodes in turn (tuples), then of `items`.
  *
  * The other kinds (literal, regex, any-of, ref, seq, list: a regex, a choice, a chat format's marks, a GBNF
  * grammar from gbnf.ts) read exactly their text, no whitespace implied; seq, list, any-of and regex may
@@ -80,20 +83,25 @@ interface LitSource {
   tags: number[];
   /** the object whose keys these are, or null for a value literal */
   obj: ObjectNode | null;
+  /** for keys: the object's key count with this one (see the "obj" frame) */
+  n: number;
 }
 
 type Frame =
   | { t: "end" }
   | { t: "val"; node: JsonNode; ws: number }
-  /** `i`: the next property index (listed properties), or 0 for a map */
-  | { t: "obj"; node: ObjectNode; phase: Obj; i: number; ws: number }
-  /** `n`: items so far, capped where it no longer matters */
+  /**
+   * `i`: the next property index, props.length once other keys (`rest`) began (always 0 in a map); `n`: keys
+   * so far, counted only under minProps/maxProps and capped where it no longer matters
+   */
+  | { t: "obj"; node: ObjectNode; phase: Obj; i: number; n: number; ws: number }
+  /** `n`: items so far, capped where it no longer matters (exact through the prefix) */
   | { t: "arr"; node: ArrayNode; open: boolean; n: number; ws: number }
   /**
    * `len`: characters (tracked only under min/maxLength); `esc`: 0, 1 after `\`, 2–5 in `\u`; `u8`: continuation
    * bytes due; `re`: the pattern's DFA state over the decoded characters (0 without a pattern)
    */
-  | { t: "str"; node: StringNode; len: number; esc: number; u8: number; key: ObjectNode | null; re: number }
+  | { t: "str"; node: StringNode; len: number; esc: number; u8: number; re: number }
   | { t: "num"; integer: boolean; phase: Num }
   /** `cand`: indices into src.texts still matching after `pos` bytes */
   | { t: "lit"; src: LitSource; cand: number[]; pos: number }
@@ -181,13 +189,13 @@ function keyOf(s: Stack): string {
       own = `v${f.node.id},${f.ws}`;
       break;
     case "obj":
-      own = `o${f.node.id},${f.phase},${f.i},${f.ws}`;
+      own = `o${f.node.id},${f.phase},${f.i},${f.n},${f.ws}`;
       break;
     case "arr":
       own = `a${f.node.id},${f.open ? 1 : 0},${f.n},${f.ws}`;
       break;
     case "str":
-      own = `s${f.node.id},${f.len},${f.esc},${f.u8},${f.key?.id ?? -1},${f.re}`;
+      own = `s${f.node.id},${f.len},${f.esc},${f.u8},${f.re}`;
       break;
     case "num":
       own = `n${f.integer ? 1 : 0},${f.phase}`;
@@ -288,12 +296,12 @@ function feed(s: Stack, b: number, out: Stack[]): void {
       const node = f.node;
       if (f.open) {
         if (b === RBRACK && node.minItems === 0) out.push(up);
-        else if (node.maxItems > 0) startValue(node.items, on(up, arrAfter(node, 1)), b, out);
+        else if (node.maxItems > 0) startValue(itemNode(node, 0), on(up, arrAfter(node, 1)), b, out);
         return;
       }
       if (b === RBRACK && f.n >= node.minItems) out.push(up);
       else if (b === COMMA && f.n < node.maxItems) {
-        out.push(on(on(up, arrAfter(node, f.n + 1)), { t: "val", node: node.items, ws: WS_NONE }));
+        out.push(on(on(up, arrAfter(node, f.n + 1)), { t: "val", node: itemNode(node, f.n), ws: WS_NONE }));
       }
       return;
     }
@@ -360,10 +368,15 @@ function feedUntil(s: Stack, f: Frame & { t: "until" }, b: number, out: Stack[])
   else out.push(pos === f.pos ? s : on(up, { ...f, pos }));
 }
 
-/** The item count an array frame keeps: exact where a bound still needs it. */
+/** The item count an array frame keeps: exact where a bound or the prefix still needs it. */
 function arrAfter(node: ArrayNode, n: number): Frame {
-  const cap = Number.isFinite(node.maxItems) ? node.maxItems : node.minItems;
+  const cap = Math.max(Number.isFinite(node.maxItems) ? node.maxItems : node.minItems, node.prefix.length);
   return { t: "arr", node, open: false, n: Math.min(n, Math.max(cap, 1)), ws: WS_NONE };
+}
+
+/** The node of item `k` (0-based; maxItems keeps `k` within the prefix when items is null). */
+function itemNode(node: ArrayNode, k: number): JsonNode {
+  return k < node.prefix.length ? node.prefix[k] : node.items!;
 }
 
 function startValue(node: JsonNode, up: Stack, b: number, out: Stack[]): void {
@@ -374,13 +387,13 @@ function startValue(node: JsonNode, up: Stack, b: number, out: Stack[]): void {
       for (const o of node.options) startValue(o, up, b, out);
       return;
     case "object":
-      if (b === LBRACE) out.push(on(up, { t: "obj", node, phase: Obj.Open, i: 0, ws: WS_NONE }));
+      if (b === LBRACE) out.push(on(up, { t: "obj", node, phase: Obj.Open, i: 0, n: 0, ws: WS_NONE }));
       return;
     case "array":
       if (b === LBRACK) out.push(on(up, { t: "arr", node, open: true, n: 0, ws: WS_NONE }));
       return;
     case "string":
-      if (b === QUOTE) out.push(on(up, { t: "str", node, len: 0, esc: 0, u8: 0, key: null, re: 0 }));
+      if (b === QUOTE) out.push(on(up, { t: "str", node, len: 0, esc: 0, u8: 0, re: 0 }));
       return;
     case "number":
       if (b === MINUS) out.push(on(up, { t: "num", integer: node.integer, phase: Num.Sign }));
@@ -426,41 +439,88 @@ function litAdvance(src: LitSource, cand: number[], pos: number, up: Stack, out:
 
 function litDone(src: LitSource, c: number, up: Stack): Stack {
   if (!src.obj) return up;
-  return on(up, { t: "obj", node: src.obj, phase: Obj.Colon, i: src.tags[c], ws: WS_NONE });
+  return on(up, { t: "obj", node: src.obj, phase: Obj.Colon, i: src.tags[c], n: src.n, ws: WS_NONE });
 }
 
 const valueSources = new WeakMap<JsonNode, LitSource>();
 function valueLiterals(node: JsonNode & { kind: "literal" }): LitSource {
   let src = valueSources.get(node);
   if (!src) {
-    src = { id: `L${node.id}`, texts: node.texts, tags: node.texts.map(() => -1), obj: null };
+    src = { id: `L${node.id}`, texts: node.texts, tags: node.texts.map(() => -1), obj: null, n: 0 };
     valueSources.set(node, src);
   }
   return src;
 }
 
-const keySources = new WeakMap<ObjectNode, (LitSource | null)[]>();
+const keySources = new WeakMap<ObjectNode, (LitSource | null)[][]>();
 const encoder = new TextEncoder();
-/** The keys that may come next from property index `i` on: up to and including the first required one. */
-function keyLiterals(node: ObjectNode, i: number): LitSource | null {
+/**
+ * The keys that may come next from property index `i` on with `n` keys written: up to and including the first
+ * required one, each only if the object can still close within minProps..maxProps after it.
+ */
+function keyLiterals(node: ObjectNode, i: number, n: number): LitSource | null {
   let byIndex = keySources.get(node);
   if (!byIndex) keySources.set(node, byIndex = []);
-  if (byIndex[i] !== undefined) return byIndex[i];
+  const byCount = byIndex[i] ??= [];
+  if (byCount[n] !== undefined) return byCount[n];
+  const required = requiredFrom(node);
   const texts: Uint8Array[] = [];
   const tags: number[] = [];
   for (let j = i; j < node.props.length; j++) {
-    texts.push(encoder.encode(JSON.stringify(node.props[j].name)));
-    tags.push(j);
+    // After key j: n + 1 keys, the required ones after j still due, and (without other keys) at most the
+    // properties after j to reach minProps.
+    const least = n + 1 + required[j + 1];
+    const most = node.rest ? Infinity : n + node.props.length - j;
+    if (least <= node.maxProps && most >= node.minProps) {
+      texts.push(encoder.encode(JSON.stringify(node.props[j].name)));
+      tags.push(j);
+    }
     if (node.props[j].required) break;
   }
-  byIndex[i] = texts.length > 0 ? { id: `K${node.id}.${i}`, texts, tags, obj: node } : null;
-  return byIndex[i];
+  byCount[n] = texts.length > 0
+    ? { id: `K${node.id}.${i}.${n}`, texts, tags, obj: node, n: countAfter(node, n) }
+    : null;
+  return byCount[n];
 }
 
-/** Whether an object may close with properties from index `i` on still unwritten. */
-function mayClose(node: ObjectNode, i: number): boolean {
-  for (let j = i; j < node.props.length; j++) if (node.props[j].required) return false;
-  return true;
+const requiredCounts = new WeakMap<ObjectNode, Int32Array>();
+/** For each property index j (and props.length), how many required properties are at j or after. */
+function requiredFrom(node: ObjectNode): Int32Array {
+  let counts = requiredCounts.get(node);
+  if (!counts) {
+    counts = new Int32Array(node.props.length + 1);
+    for (let j = node.props.length - 1; j >= 0; j--) {
+      counts[j] = counts[j + 1] + (node.props[j].required ? 1 : 0);
+    }
+    requiredCounts.set(node, counts);
+  }
+  return counts;
+}
+
+/** The key count after one more key, capped where the bounds no longer tell counts apart (0: no bounds). */
+function countAfter(node: ObjectNode, n: number): number {
+  return Math.min(n + 1, Number.isFinite(node.maxProps) ? node.maxProps : node.minProps);
+}
+
+/** Whether an object may close with properties from index `i` on still unwritten and `n` keys written. */
+function mayClose(node: ObjectNode, i: number, n: number): boolean {
+  return requiredFrom(node)[i] === 0 && n >= node.minProps;
+}
+
+/** Whether a key other than the listed ones (`rest`) may come next: all required ones written, room left. */
+function otherKey(node: ObjectNode, i: number, n: number): boolean {
+  return node.rest !== null && requiredFrom(node)[i] === 0 && n < node.maxProps;
+}
+
+const keyNodes = new WeakMap<ObjectNode, StringNode>();
+/** The string node of an object's other keys (its `restKey` pattern; the frame under it names the object). */
+function keyNode(node: ObjectNode): StringNode {
+  let key = keyNodes.get(node);
+  if (!key) {
+    key = { kind: "string", id: -1, minLength: 0, maxLength: Infinity, pattern: node.restKey };
+    keyNodes.set(node, key);
+  }
+  return key;
 }
 
 function feedObject(s: Stack, f: Frame & { t: "obj" }, b: number, out: Stack[]): void {
@@ -471,28 +531,20 @@ function feedObject(s: Stack, f: Frame & { t: "obj" }, b: number, out: Stack[]):
     if (ws >= 0) out.push(on(up, { ...f, ws }));
     return;
   }
-  const map = node.props.length === 0;
+  const listed = node.props.length;
   switch (f.phase) {
     case Obj.Open:
     case Obj.Key: {
-      if (b === RBRACE && f.phase === Obj.Open && mayClose(node, f.i)) {
+      if (b === RBRACE && f.phase === Obj.Open && mayClose(node, f.i, f.n)) {
         out.push(up);
         return;
       }
-      if (map) {
-        if (b === QUOTE && node.rest) {
-          const key: StringNode = {
-            kind: "string",
-            id: -1,
-            minLength: 0,
-            maxLength: Infinity,
-            pattern: null,
-          };
-          out.push(on(up, { t: "str", node: key, len: 0, esc: 0, u8: 0, key: node, re: 0 }));
-        }
-        return;
+      if (b === QUOTE && otherKey(node, f.i, f.n)) {
+        // The key, then this object expecting a colon; index `listed`: the value is rest's.
+        const colon: Frame = { ...f, phase: Obj.Colon, i: listed, n: countAfter(node, f.n), ws: WS_NONE };
+        out.push(on(on(up, colon), { t: "str", node: keyNode(node), len: 0, esc: 0, u8: 0, re: 0 }));
       }
-      const src = keyLiterals(node, f.i);
+      const src = keyLiterals(node, f.i, f.n);
       if (!src) return;
       const next = src.texts.flatMap((t, c) => (t[0] === b ? [c] : []));
       if (next.length > 0) litAdvance(src, next, 1, up, out);
@@ -500,15 +552,15 @@ function feedObject(s: Stack, f: Frame & { t: "obj" }, b: number, out: Stack[]):
     }
     case Obj.Colon: {
       if (b !== COLON) return;
-      const value = map ? node.rest! : node.props[f.i].value;
-      const after: Frame = { t: "obj", node, phase: Obj.After, i: map ? 0 : f.i + 1, ws: WS_NONE };
-      out.push(on(on(up, after), { t: "val", node: value, ws: WS_NONE }));
+      const own = f.i < listed;
+      const after: Frame = { ...f, phase: Obj.After, i: own ? f.i + 1 : listed, ws: WS_NONE };
+      out.push(on(on(up, after), { t: "val", node: own ? node.props[f.i].value : node.rest!, ws: WS_NONE }));
       return;
     }
     case Obj.After:
-      if (b === RBRACE && mayClose(node, f.i)) out.push(up);
-      else if (b === COMMA && (map || f.i < node.props.length)) {
-        out.push(on(up, { t: "obj", node, phase: Obj.Key, i: f.i, ws: WS_NONE }));
+      if (b === RBRACE && mayClose(node, f.i, f.n)) out.push(up);
+      else if (b === COMMA && (otherKey(node, f.i, f.n) || keyLiterals(node, f.i, f.n))) {
+        out.push(on(up, { t: "obj", node, phase: Obj.Key, i: f.i, n: f.n, ws: WS_NONE }));
       }
       return;
   }
@@ -542,7 +594,7 @@ function feedString(s: Stack, f: Frame & { t: "str" }, b: number, out: Stack[]):
   }
   if (b === QUOTE) {
     if (f.len < f.node.minLength || (dfa && !dfa.accepting(f.re))) return;
-    out.push(f.key ? on(up, { t: "obj", node: f.key, phase: Obj.Colon, i: 0, ws: WS_NONE }) : up);
+    out.push(up);
     return;
   }
   if (b < 0x20 || !room) return;

@@ -7,28 +7,36 @@
  *   not checked for exclusivity), a one-element `allOf`, `$ref` to `#`, `#/$defs/…` or `#/definitions/…`
  *   (recursive schemas work).
  * - objects: `properties` come out in the schema's order, each `required` one always, the others may be
- *   left out; no other keys (additionalProperties is taken as false whenever properties are listed, as
- *   in OpenAI's strict mode, so a model cannot wander off into keys nobody asked for). Without `properties`,
- *   any string keys with values of `additionalProperties` (a schema; absent or true: any JSON value;
- *   false: none, so `{}`).
- * - arrays: `items`, `minItems`, `maxItems`. strings: `minLength`, `maxLength` (in characters), `pattern`
- *   (search semantics, as ECMA-262), or `format` (string_formats.ts: date-time, date, time, duration, uuid,
- *   email, hostname, ipv4, ipv6, uri; not beside `pattern`).
+ *   left out. Other keys only where `additionalProperties` is true or a schema: then after the listed ones,
+ *   any number of them, never a listed name (absent, as false, means none whenever properties are listed, as
+ *   in OpenAI's strict mode and xgrammar's strict mode, so a model cannot wander off into keys nobody asked
+ *   for). Without `properties`, any string keys with values of `additionalProperties` (a schema; absent or
+ *   true: any JSON value; false: none, so `{}`). `minProperties` / `maxProperties` bound the keys written
+ *   (optional ones are offered only while the bounds can still be met). Other keys are not kept apart from
+ *   each other: a map or its extra keys may repeat a key (JSON.parse keeps the last), as no grammar can
+ *   remember every key.
+ * - arrays: `prefixItems` (tuples; drafts 4–2019: `items` as a list), then `items` for the rest
+ *   (`additionalItems` beside a list; false: no more items), `minItems`, `maxItems` (counting the prefix
+ *   too: a prefix item past minItems is optional), `uniqueItems: false`. strings: `minLength`, `maxLength`
+ *   (in characters), `pattern` (search semantics, as ECMA-262), or `format` (string_formats.ts: date-time,
+ *   date, time, duration, uuid, email, hostname, ipv4, ipv6, uri; not beside `pattern`).
  * - numbers: JSON numbers; `integer`: no fraction or exponent. `minimum`, `maximum`, `exclusiveMinimum`,
  *   `exclusiveMaximum` (numbers, or draft 4's booleans) and `multipleOf` make the number a regex of the texts
  *   in range (numeric_range.ts: no exponent then); OpenAPI's `format` int32 and int64 bound integers, float
  *   and double are accepted. As JSON Schema has it, a format of one type leaves values of other types alone.
  * - Annotations (`title`, `description`, `default`, `examples`, `$schema`, `$id`, `$comment`, `deprecated`,
  *   `readOnly`, `writeOnly`, `strict`, `nullable` with a type list) are ignored.
- * - Any other keyword that would constrain values (`prefixItems`, `uniqueItems`, `patternProperties`, …), an
- *   unknown `format`, and bounds the regex cannot take (numeric_range.ts) are refused with an error naming
- *   where they sit, rather than silently producing output that breaks them.
- * Output is the canonical form: keys as JSON.stringify writes them, literals (enum, const, true, false,
- * null) exactly as JSON.stringify writes them.
+ * - Any other keyword that would constrain values (`uniqueItems: true`, `patternProperties`,
+ *   `propertyNames`, `contains`, `contentEncoding`, …), an unknown `format`, and bounds the regex cannot take
+ *   (numeric_range.ts) are refused with an error naming where they sit, rather than silently producing output
+ *   that breaks them.
+ * Output is the canonical form: listed keys as JSON.stringify writes them (other keys beside them have no
+ * `\u` escapes: the DFA that keeps out the listed names reads decoded characters, as a pattern does),
+ * literals (enum, const, true, false, null) exactly as JSON.stringify writes them.
  */
 import { grammarOf, type JsonGrammar, type JsonNode, makeNode, type PropNode } from "./grammar.ts";
 import { type NumberBound, NumberRangeError, numberRegex } from "./numeric_range.ts";
-import { RegexDfa, RegexError } from "./regex.ts";
+import { exceptTextsDfa, RegexDfa, RegexError } from "./regex.ts";
 import { isKnownFormat, NUMBER_FORMATS, stringFormatRegex } from "./string_formats.ts";
 
 /** A bad or unsupported schema; `param` is the request field it sits at (for the 400). */
@@ -69,9 +77,14 @@ const HANDLED = new Set([
   "properties",
   "required",
   "additionalProperties",
+  "minProperties",
+  "maxProperties",
   "items",
+  "prefixItems",
+  "additionalItems",
   "minItems",
   "maxItems",
+  "uniqueItems",
   "minLength",
   "maxLength",
   "format",
@@ -81,6 +94,9 @@ const HANDLED = new Set([
   "exclusiveMaximum",
   "multipleOf",
 ]);
+/** Keywords that make a schema without a type one of objects, or of arrays. */
+const OBJECT_KEYWORDS = ["properties", "additionalProperties", "minProperties", "maxProperties"];
+const ARRAY_KEYWORDS = ["items", "prefixItems", "minItems", "maxItems"];
 /** Keywords of numbers (besides format). */
 const NUMERIC = ["minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf"];
 const TYPES = ["object", "array", "string", "number", "integer", "boolean", "null"];
@@ -163,6 +179,15 @@ class Compiler {
         throw new SchemaError(`Unsupported schema keyword "${key}" at ${path}`, `${path}.${key}`);
       }
     }
+    if (s.uniqueItems !== undefined && s.uniqueItems !== false) {
+      // false constrains nothing; true cannot be kept by a grammar (it would have to remember every item)
+      throw new SchemaError(
+        s.uniqueItems === true
+          ? `Unsupported schema keyword "uniqueItems" at ${path}: distinct items cannot be enforced`
+          : `Invalid schema at ${path}: "uniqueItems" must be a boolean`,
+        `${path}.uniqueItems`,
+      );
+    }
     if (s.format !== undefined && (typeof s.format !== "string" || !isKnownFormat(s.format))) {
       throw new SchemaError(`Unsupported format ${JSON.stringify(s.format)} at ${path}`, `${path}.format`);
     }
@@ -235,9 +260,9 @@ class Compiler {
     }
     let types: string[];
     if (s.type === undefined) {
-      const implied = ["properties", "additionalProperties"].some((k) => k in s)
+      const implied = OBJECT_KEYWORDS.some((k) => k in s)
         ? "object"
-        : ["items", "minItems", "maxItems"].some((k) => k in s)
+        : ARRAY_KEYWORDS.some((k) => k in s)
         ? "array"
         : ["minLength", "maxLength", "pattern"].some((k) => k in s) || stringFormatRegex(s.format as string)
         ? "string"
@@ -261,63 +286,10 @@ class Compiler {
 
   #typed(type: string, s: Record<string, unknown>, path: string, depth: number): JsonNode {
     switch (type) {
-      case "object": {
-        const props: PropNode[] = [];
-        const required = s.required ?? [];
-        if (!Array.isArray(required) || required.some((r) => typeof r !== "string")) {
-          throw new SchemaError(
-            `Invalid schema at ${path}: "required" must be a list of names`,
-            `${path}.required`,
-          );
-        }
-        if (s.properties !== undefined) {
-          if (!isObject(s.properties)) {
-            throw new SchemaError(
-              `Invalid schema at ${path}: "properties" must be an object`,
-              `${path}.properties`,
-            );
-          }
-          for (const [name, sub] of Object.entries(s.properties)) {
-            props.push({
-              name,
-              required: required.includes(name),
-              value: this.#compile(sub, `${path}.properties.${name}`, depth + 1),
-            });
-          }
-          const missing = required.find((r) => !props.some((p) => p.name === r));
-          if (missing !== undefined) {
-            throw new SchemaError(
-              `Unsupported schema at ${path}: required "${missing}" is not among the properties`,
-              `${path}.required`,
-            );
-          }
-          return this.#node({ kind: "object", props, rest: null });
-        }
-        if (required.length > 0) {
-          throw new SchemaError(
-            `Unsupported schema at ${path}: "required" without "properties"`,
-            `${path}.required`,
-          );
-        }
-        const extra = s.additionalProperties;
-        const rest = extra === false
-          ? null
-          : extra === undefined || extra === true
-          ? this.#anyValue()
-          : this.#compile(extra, `${path}.additionalProperties`, depth + 1);
-        return this.#node({ kind: "object", props, rest });
-      }
-      case "array": {
-        const minItems = this.#count(s, "minItems", path, 0);
-        const maxItems = this.#count(s, "maxItems", path, Infinity);
-        if (minItems > maxItems) {
-          throw new SchemaError(`Invalid schema at ${path}: minItems > maxItems`, `${path}.minItems`);
-        }
-        const items = s.items === undefined
-          ? this.#anyValue()
-          : this.#compile(s.items, `${path}.items`, depth + 1);
-        return this.#node({ kind: "array", items, minItems, maxItems });
-      }
+      case "object":
+        return this.#object(s, path, depth);
+      case "array":
+        return this.#array(s, path, depth);
       case "string": {
         const minLength = this.#count(s, "minLength", path, 0);
         const maxLength = this.#count(s, "maxLength", path, Infinity);
@@ -334,6 +306,124 @@ class Compiler {
       default:
         return this.#node({ kind: "literal", texts: [encoder.encode("null")] });
     }
+  }
+
+  /**
+   * An object: `properties` in the schema's order, each required one always, then other keys with values of
+   * `additionalProperties` when it is true or a schema (absent beside `properties`: no other keys, as in
+   * OpenAI's strict mode); without `properties`, a map. min/maxProperties bound the keys in all.
+   */
+  #object(s: Record<string, unknown>, path: string, depth: number): JsonNode {
+    const required = s.required ?? [];
+    if (!Array.isArray(required) || required.some((r) => typeof r !== "string")) {
+      throw new SchemaError(
+        `Invalid schema at ${path}: "required" must be a list of names`,
+        `${path}.required`,
+      );
+    }
+    if (s.properties !== undefined && !isObject(s.properties)) {
+      throw new SchemaError(
+        `Invalid schema at ${path}: "properties" must be an object`,
+        `${path}.properties`,
+      );
+    }
+    const props: PropNode[] = Object.entries(s.properties ?? {}).map(([name, sub]) => ({
+      name,
+      required: required.includes(name),
+      value: this.#compile(sub, `${path}.properties.${name}`, depth + 1),
+    }));
+    const missing = required.find((r) => !props.some((p) => p.name === r));
+    if (missing !== undefined) {
+      throw new SchemaError(
+        s.properties === undefined
+          ? `Unsupported schema at ${path}: "required" without "properties"`
+          : `Unsupported schema at ${path}: required "${missing}" is not among the properties`,
+        `${path}.required`,
+      );
+    }
+    const extra = s.additionalProperties;
+    const rest = extra === false || (extra === undefined && s.properties !== undefined)
+      ? null
+      : extra === undefined || extra === true
+      ? this.#anyValue()
+      : this.#compile(extra, `${path}.additionalProperties`, depth + 1);
+    let restKey: RegexDfa | null = null;
+    if (rest && props.length > 0) {
+      try {
+        restKey = exceptTextsDfa(props.map((p) => p.name));
+      } catch (err) {
+        if (!(err instanceof RegexError)) throw err;
+        throw new SchemaError(
+          `${err.message} (at ${path}.additionalProperties)`,
+          `${path}.additionalProperties`,
+        );
+      }
+    }
+    const minProps = this.#count(s, "minProperties", path, 0);
+    const maxProps = this.#count(s, "maxProperties", path, Infinity);
+    if (minProps > maxProps) {
+      throw new SchemaError(
+        `Invalid schema at ${path}: minProperties > maxProperties`,
+        `${path}.minProperties`,
+      );
+    }
+    const nRequired = props.filter((p) => p.required).length;
+    if (nRequired > maxProps) {
+      throw new SchemaError(
+        `Invalid schema at ${path}: maxProperties < the ${nRequired} required properties`,
+        `${path}.maxProperties`,
+      );
+    }
+    if (!rest && props.length < minProps) {
+      throw new SchemaError(
+        `Unsupported schema at ${path}: minProperties > the ${props.length} properties ` +
+          `(other keys need "additionalProperties")`,
+        `${path}.minProperties`,
+      );
+    }
+    return this.#node({ kind: "object", props, rest, restKey, minProps, maxProps });
+  }
+
+  /**
+   * An array: items `prefixItems[k]` (drafts 4–2019: `items` as a list), then items of `items`
+   * (`additionalItems`; absent or true: any value, false: none); minItems/maxItems count them all, so with
+   * minItems below the prefix's length its last items are optional.
+   */
+  #array(s: Record<string, unknown>, path: string, depth: number): JsonNode {
+    const minItems = this.#count(s, "minItems", path, 0);
+    let maxItems = this.#count(s, "maxItems", path, Infinity);
+    if (minItems > maxItems) {
+      throw new SchemaError(`Invalid schema at ${path}: minItems > maxItems`, `${path}.minItems`);
+    }
+    const tuple = Array.isArray(s.items);
+    if (s.prefixItems !== undefined && (tuple || s.additionalItems !== undefined)) {
+      // Drafts mixed: 2020-12's prefixItems beside the older list form or its additionalItems.
+      const [key, what] = tuple ? ["items", 'a list of "items"'] : ["additionalItems", '"additionalItems"'];
+      throw new SchemaError(`Unsupported schema at ${path}: "prefixItems" beside ${what}`, `${path}.${key}`);
+    }
+    const [listKey, restKey] = tuple ? ["items", "additionalItems"] : ["prefixItems", "items"];
+    const list = s[listKey] ?? [];
+    if (!Array.isArray(list)) {
+      throw new SchemaError(`Invalid schema at ${path}: "prefixItems" must be a list`, `${path}.prefixItems`);
+    }
+    const prefix = list.map((sub, k) => this.#compile(sub, `${path}.${listKey}[${k}]`, depth + 1));
+    const after = s[restKey];
+    if (after === false) {
+      if (minItems > prefix.length) {
+        throw new SchemaError(
+          `Invalid schema at ${path}: minItems > the ${prefix.length} items of "${listKey}" ` +
+            `("${restKey}" is false)`,
+          `${path}.minItems`,
+        );
+      }
+      maxItems = Math.min(maxItems, prefix.length);
+    }
+    const items = after === false
+      ? null
+      : after === undefined
+      ? this.#anyValue()
+      : this.#compile(after, `${path}.${restKey}`, depth + 1);
+    return this.#node({ kind: "array", prefix, items, minItems, maxItems });
   }
 
   /**
@@ -437,8 +527,8 @@ class Compiler {
     const any = this.#node({ kind: "anyOf", options: [] as JsonNode[] });
     this.#any = any;
     any.options.push(
-      this.#node({ kind: "object", props: [], rest: any }),
-      this.#node({ kind: "array", items: any, minItems: 0, maxItems: Infinity }),
+      this.#node({ kind: "object", props: [], rest: any, restKey: null, minProps: 0, maxProps: Infinity }),
+      this.#node({ kind: "array", prefix: [], items: any, minItems: 0, maxItems: Infinity }),
       this.#node({ kind: "string", minLength: 0, maxLength: Infinity, pattern: null }),
       this.#node({ kind: "number", integer: false }),
       this.#node({ kind: "literal", texts: ["true", "false", "null"].map((t) => encoder.encode(t)) }),
@@ -488,7 +578,10 @@ class Compiler {
       if (n.kind === "object") {
         for (const p of n.props) visit(p.value, new Set());
         if (n.rest) visit(n.rest, new Set());
-      } else if (n.kind === "array") visit(n.items, new Set());
+      } else if (n.kind === "array") {
+        for (const p of n.prefix) visit(p, new Set());
+        if (n.items) visit(n.items, new Set());
+      }
     };
     visit(root, new Set());
   }

@@ -415,3 +415,49 @@ export class RegexDfa {
     return id;
   }
 }
+
+/**
+ * Every byte string but the UTF-8 of these texts (the keys of an object's other properties: not a listed
+ * name). The NFA is the texts' trie plus one state that takes any bytes, entered where a byte leaves the
+ * trie; every state but a text's end accepts. It is deterministic, so its DFA has as many states.
+ * @throws RegexError when the trie has more states than a DFA may
+ */
+export function exceptTextsDfa(texts: readonly string[]): RegexDfa {
+  const nfa: Nfa = { edges: [[]], eps: [[]], start: 0, accept: 0 };
+  const ends = new Set<number>();
+  const child = new Map<string, number>(); // `${state},${byte}` → state
+  for (const text of new Set(texts)) {
+    let at = 0;
+    for (const b of encoder.encode(text)) {
+      let to = child.get(`${at},${b}`);
+      if (to === undefined) {
+        if (nfa.edges.length >= MAX_DFA_STATES - 2) {
+          throw new RegexError(
+            `Cannot keep other keys from the listed names: more than ${MAX_DFA_STATES} states`,
+          );
+        }
+        to = nfa.edges.push([]) - 1;
+        nfa.eps.push([]);
+        child.set(`${at},${b}`, to);
+        nfa.edges[at].push([b, b, to]);
+      }
+      at = to;
+    }
+    ends.add(at);
+  }
+  const free = nfa.edges.length;
+  nfa.accept = free + 1;
+  nfa.edges.push([[0, 255, free]], []);
+  nfa.eps.push([nfa.accept], []);
+  for (let s = 0; s < free; s++) {
+    // The bytes no trie edge takes lead to `free`: the gaps between the sorted edge bytes.
+    const taken = nfa.edges[s].map(([b]) => b).sort((x, y) => x - y);
+    let lo = 0;
+    for (const b of [...taken, 256]) {
+      if (b > lo) nfa.edges[s].push([lo, b - 1, free]);
+      lo = b + 1;
+    }
+    if (!ends.has(s)) nfa.eps[s].push(nfa.accept);
+  }
+  return new RegexDfa("(any text but the listed names)", nfa);
+}

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { RegexDfa, RegexError } from "./regex.ts";
+import { exceptTextsDfa, RegexDfa, RegexError } from "./regex.ts";
 
 const enc = new TextEncoder();
 
@@ -99,4 +99,16 @@ Deno.test("regex: a match nothing can extend has no exits", () => {
   assert.ok(dfa.accepting(d) && !dfa.hasExits(d));
   const open = new RegexDfa("a+");
   assert.ok(open.hasExits(open.step(0, 0x61)));
+});
+
+Deno.test("exceptTextsDfa(): every text but the listed ones, byte for byte", () => {
+  const names = ["a", "ab", "abc", "b", "é", "😀x", ""];
+  const dfa = exceptTextsDfa(names);
+  const probes = [...names, "abcd", "ac", "ba", "e", "é😀", "😀", "😀xx", "x", "\u0000", "aab"];
+  for (const text of probes) assert.equal(matches(dfa, text), !names.includes(text), JSON.stringify(text));
+  assert.equal(matches(exceptTextsDfa(["a"]), ""), true);
+  // A text that leaves the trie takes any bytes after it, invalid UTF-8 too (the string frame checks that).
+  let d = dfa.step(0, 0xff);
+  for (const b of [0x00, 0xff, 0x61]) d = dfa.step(d, b);
+  assert.ok(d >= 0 && dfa.accepting(d));
 });

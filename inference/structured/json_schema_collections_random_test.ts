@@ -1,0 +1,225 @@
+import assert from "node:assert/strict";
+import { canEnd, initialStates, isComplete, stepStates } from "./json_automaton.ts";
+import type { JsonGrammar } from "./grammar.ts";
+import { compileJsonSchema } from "./json_schema.ts";
+
+const enc = new TextEncoder();
+
+/** Whether the automaton takes a whole text as a complete value. */
+function accepts(g: JsonGrammar, text: string): boolean {
+  let s = initialStates(g);
+  for (const b of enc.encode(text)) {
+    s = stepStates(s, b);
+    if (s.length === 0) return false;
+  }
+  return isComplete(s);
+}
+
+type Schema = boolean | { [key: string]: unknown };
+const isObj = (v: unknown): v is Record<string, unknown> =>
+  typeof v === "object" && v !== null && !Array.isArray(v);
+const TYPE_OF: Record<string, (v: unknown) => boolean> = {
+  object: isObj,
+  array: Array.isArray,
+  string: (v) => typeof v === "string",
+  number: (v) => typeof v === "number",
+  integer: Number.isInteger,
+  boolean: (v) => typeof v === "boolean",
+  null: (v) => v === null,
+};
+
+/**
+ * JSON Schema validity for the keywords these tests use. `asWritten`: also what the grammar adds (a type its
+ * keywords imply; listed keys in schema order before the others; beside `properties`, no other keys unless
+ * additionalProperties says so).
+ */
+function valid(s: Schema, v: unknown, asWritten = false): boolean {
+  if (typeof s === "boolean") return s;
+  const ok = (sub: unknown, x: unknown) => valid(sub as Schema, x, asWritten);
+  const same = (x: unknown) => JSON.stringify(x) === JSON.stringify(v);
+  if ("const" in s && !same(s.const)) return false;
+  if (s.enum && !(s.enum as unknown[]).some(same)) return false;
+  const implied = ["properties", "additionalProperties", "minProperties", "maxProperties"].some((k) => k in s)
+    ? "object"
+    : ["items", "prefixItems", "minItems", "maxItems"].some((k) => k in s)
+    ? "array"
+    : undefined;
+  const type = s.type ?? (asWritten ? implied : undefined);
+  if (type && ![type].flat().some((t) => TYPE_OF[t as string](v))) return false;
+  if (Array.isArray(v)) {
+    const tuple = Array.isArray(s.items);
+    const prefix = (tuple ? s.items : s.prefixItems ?? []) as Schema[];
+    const after = (tuple ? s.additionalItems : s.items) ?? true;
+    if (v.length < (s.minItems as number ?? 0) || v.length > (s.maxItems as number ?? Infinity)) return false;
+    return v.every((x, k) => ok(k < prefix.length ? prefix[k] : after, x));
+  }
+  if (!isObj(v)) return true;
+  const props = (s.properties ?? {}) as Record<string, Schema>;
+  const keys = Object.keys(v);
+  if (
+    keys.length < (s.minProperties as number ?? 0) || keys.length > (s.maxProperties as number ?? Infinity)
+  ) {
+    return false;
+  }
+  if (((s.required ?? []) as string[]).some((r) => !(r in v))) return false;
+  const extra = s.additionalProperties ?? !(asWritten && s.properties);
+  if (!keys.every((k) => ok(Object.hasOwn(props, k) ? props[k] : extra, v[k]))) return false;
+  const names = Object.keys(props);
+  const rank = (k: string) => (names.includes(k) ? names.indexOf(k) : names.length);
+  return !asWritten || keys.every((k, i) => i === 0 || rank(keys[i - 1]) <= rank(k));
+}
+
+/** Whether some object of a JSON text repeats a key (JSON.parse keeps the last). */
+function repeatsKey(text: string): boolean {
+  const open: (Set<string> | null)[] = []; // a key set per object, null per array
+  let key = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i];
+    if (c === '"') {
+      let j = i + 1;
+      while (text[j] !== '"') j += text[j] === "\\" ? 2 : 1;
+      const s = JSON.parse(text.slice(i, j + 1));
+      const keys = open.at(-1);
+      if (key && keys) {
+        if (keys.has(s)) return true;
+        keys.add(s);
+      }
+      key = false;
+      i = j;
+    } else if (c === "{" || c === "[") {
+      open.push(c === "{" ? new Set() : null);
+      key = c === "{";
+    } else if (c === "}" || c === "]") {
+      open.pop();
+      key = false;
+    } else if (c === ",") key = open.at(-1) instanceof Set;
+  }
+  return false;
+}
+
+const int = { type: "integer" };
+const str = { type: "string" };
+const bool = { type: "boolean" };
+const SCHEMAS: Schema[] = [
+  { type: "array", prefixItems: [int, str], minItems: 2, maxItems: 2 }, // Pydantic's tuple[int, str]
+  { prefixItems: [int, str], items: bool, minItems: 1 },
+  { type: "array", items: [str, int, { type: "null" }], additionalItems: false, minItems: 1 }, // draft 4
+  { type: "array", items: [int], additionalItems: str, maxItems: 3 },
+  { prefixItems: [{ const: 1 }, { const: "a" }, bool], maxItems: 2 },
+  { prefixItems: [int, int], items: false },
+  {
+    type: "object",
+    properties: { a: int, b: str, c: bool },
+    required: ["b"],
+    minProperties: 2,
+    maxProperties: 2,
+  },
+  { type: "object", properties: { a: int, b: str, c: bool }, minProperties: 1, maxProperties: 2 },
+  { properties: { a: int, b: int, c: int }, required: ["c"], maxProperties: 2 },
+  { properties: { a: int, b: str }, required: ["a"], additionalProperties: bool, maxProperties: 3 },
+  { properties: { a: int, ab: str }, additionalProperties: true, minProperties: 2 },
+  { type: "object", additionalProperties: int, minProperties: 1, maxProperties: 2 },
+  {
+    type: "object",
+    properties: {
+      pt: { prefixItems: [int, int], items: false, minItems: 2 },
+      tags: { type: "array", items: str, uniqueItems: false, maxItems: 2 },
+    },
+    required: ["pt"],
+    additionalProperties: { prefixItems: [str], maxItems: 1 },
+    maxProperties: 2,
+  },
+];
+
+/** Seeded random values near a schema: mostly of its shape, with lengths and keys around its bounds. */
+function sampler(seed: number) {
+  const rand = (n: number) => { // mulberry32
+    let t = (seed = (seed + 0x6d2b79f5) >>> 0);
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) % n;
+  };
+  const POOL = [0, 2, -1, 1.5, "a", "", "x y", true, false, null, [], {}, [1, "a"], { a: 1 }];
+  const sample = (s: Schema, depth: number): unknown => {
+    if (typeof s === "boolean" || rand(20) === 0 || depth > 3) return POOL[rand(POOL.length)];
+    if ("const" in s) return s.const;
+    const type = s.type ?? (s.properties || s.additionalProperties ? "object" : "array");
+    if (type === "integer") return rand(4) - 1;
+    if (type === "string") return ["a", "", "x y"][rand(3)];
+    if (type === "boolean") return rand(2) === 1;
+    if (type === "null") return null;
+    if (type === "array") {
+      const tuple = Array.isArray(s.items);
+      const prefix = (tuple ? s.items : s.prefixItems ?? []) as Schema[];
+      const after = ((tuple ? s.additionalItems : s.items) ?? true) as Schema;
+      const lo = (s.minItems ?? 0) as number;
+      const hi = Math.min((s.maxItems ?? Infinity) as number, prefix.length + (after === false ? 0 : 2));
+      const length = rand(2) === 0 && lo <= hi ? lo + rand(hi - lo + 1) : rand(prefix.length + 3);
+      return Array.from({ length }, (_, k) => sample(prefix[k] ?? after, depth + 1));
+    }
+    const props = (s.properties ?? {}) as Record<string, Schema>;
+    const required = (s.required ?? []) as string[];
+    const keys = [
+      ...Object.keys(props).filter((k) => (required.includes(k) && rand(2) === 0) || rand(3) > 0),
+      ...["x", "a", "b", "y"].filter(() => rand(4) === 0),
+    ];
+    if (rand(4) === 0) keys.reverse();
+    const extra = (s.additionalProperties ?? true) as Schema;
+    return Object.fromEntries([...new Set(keys)].map((k) => [k, sample(props[k] ?? extra, depth + 1)]));
+  };
+  return { rand, sample };
+}
+
+Deno.test("json schema: tuples, key counts and other keys accept exactly the valid texts in grammar order", () => {
+  for (const schema of SCHEMAS) {
+    const g = compileJsonSchema(schema, "schema");
+    const { sample } = sampler(7);
+    let accepted = 0, rejected = 0;
+    for (let n = 0; n < 1500; n++) {
+      const v = sample(schema, 0);
+      for (const text of [JSON.stringify(v), JSON.stringify(v, null, 2)]) {
+        const want = valid(schema, v, true);
+        assert.equal(accepts(g, text), want, `${JSON.stringify(schema)}: ${text}`);
+        if (want) accepted++;
+        else rejected++;
+      }
+    }
+    // Both sides are exercised: the test could fail either way.
+    assert.ok(accepted >= 200 && rejected >= 200, `${JSON.stringify(schema)}: ${accepted} / ${rejected}`);
+  }
+});
+
+Deno.test("json schema: every text a random walk of the automaton completes parses and validates", () => {
+  const bytes = [0x0a, ...Array.from({ length: 95 }, (_, i) => 0x20 + i)];
+  const closers = enc.encode('"]}');
+  for (const schema of SCHEMAS) {
+    const g = compileJsonSchema(schema, "schema");
+    const { rand } = sampler(11);
+    let done = 0;
+    for (let walk = 0; walk < 60; walk++) {
+      let s = initialStates(g);
+      let text = "";
+      while (text.length < 400 && !isComplete(s) && !(canEnd(s) && rand(3) === 0)) {
+        const next = bytes.flatMap((b) => {
+          const t = stepStates(s, b);
+          return t.length > 0 ? [[b, t] as const] : [];
+        });
+        // A byte may only lead where the value can still be completed: never to a dead end.
+        assert.ok(next.length > 0 || canEnd(s), `dead end after ${JSON.stringify(text)}`);
+        if (next.length === 0) break;
+        const close = next.filter(([b]) => closers.includes(b));
+        const [b, t] = close.length > 0 && rand(3) === 0
+          ? close[rand(close.length)]
+          : next[rand(next.length)];
+        text += String.fromCharCode(b);
+        s = t;
+      }
+      if (!canEnd(s)) continue; // ran out of length
+      done++;
+      const v = JSON.parse(text);
+      // Repeated other keys are the one documented way out (a grammar cannot remember every key).
+      assert.ok(valid(schema, v) || repeatsKey(text), `${JSON.stringify(schema)}: ${text}`);
+    }
+    assert.ok(done >= 30, `${JSON.stringify(schema)}: only ${done} walks completed`);
+  }
+});
