@@ -6,21 +6,12 @@
  */
 import assert from "node:assert/strict";
 import { type GbnfExpr, gbnfGrammar, type GbnfRule, parseGbnf } from "./gbnf.ts";
-import { canEnd, initialStates, isComplete, MAX_STACKS, stepStates } from "./json_automaton.ts";
+import { canEnd, initialStates, MAX_STACKS, stepStates } from "./json_automaton.ts";
 import type { JsonGrammar } from "./grammar.ts";
 import { GrammarMatcher, TokenVocab } from "./token_mask.ts";
+import { verdict } from "../../tests/_walk.ts";
 
 const enc = new TextEncoder();
-
-/** What the automaton makes of a whole text. */
-function verdict(g: JsonGrammar, text: string): "complete" | "canEnd" | "partial" | "reject" {
-  let s = initialStates(g);
-  for (const b of enc.encode(text)) {
-    s = stepStates(s, b);
-    if (s.length === 0) return "reject";
-  }
-  return isComplete(s) ? "complete" : canEnd(s) ? "canEnd" : "partial";
-}
 
 const accepts = (g: JsonGrammar, text: string) => ["complete", "canEnd"].includes(verdict(g, text));
 

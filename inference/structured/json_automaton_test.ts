@@ -1,25 +1,10 @@
 import assert from "node:assert/strict";
-import { canEnd, initialStates, isComplete, MAX_INDENT, stepStates } from "./json_automaton.ts";
-import {
-  afterReasoning,
-  choiceGrammar,
-  type JsonGrammar,
-  regexGrammar,
-  toolCallsGrammar,
-} from "./grammar.ts";
+import { MAX_INDENT } from "./json_automaton.ts";
+import { afterReasoning, choiceGrammar, regexGrammar, toolCallsGrammar } from "./grammar.ts";
 import { compileJsonSchema, compileSchemaNode, jsonObjectGrammar, SchemaError } from "./json_schema.ts";
+import { verdict } from "../../tests/_walk.ts";
 
 const enc = new TextEncoder();
-
-/** What the automaton makes of a whole text. */
-function verdict(g: JsonGrammar, text: string | Uint8Array): "complete" | "canEnd" | "partial" | "reject" {
-  let s = initialStates(g);
-  for (const b of typeof text === "string" ? enc.encode(text) : text) {
-    s = stepStates(s, b);
-    if (s.length === 0) return "reject";
-  }
-  return isComplete(s) ? "complete" : canEnd(s) ? "canEnd" : "partial";
-}
 
 const PERSON = {
   type: "object",

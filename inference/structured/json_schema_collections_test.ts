@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
-import { canEnd, initialStates, isComplete, type StateSet, stepStates } from "./json_automaton.ts";
-import type { JsonGrammar } from "./grammar.ts";
+import { initialStates, type StateSet, stepStates } from "./json_automaton.ts";
 import { compileJsonSchema, SchemaError } from "./json_schema.ts";
 import { GrammarMatcher, TokenVocab } from "./token_mask.ts";
+import { verdict } from "../../tests/_walk.ts";
 
 const enc = new TextEncoder();
 
@@ -12,12 +12,6 @@ function feedAll(s: StateSet, text: string): StateSet {
     if (s.length === 0) break;
   }
   return s;
-}
-
-/** What the automaton makes of a whole text. */
-function verdict(g: JsonGrammar, text: string): "complete" | "canEnd" | "partial" | "reject" {
-  const s = feedAll(initialStates(g), text);
-  return s.length === 0 ? "reject" : isComplete(s) ? "complete" : canEnd(s) ? "canEnd" : "partial";
 }
 
 type Schema = boolean | { [key: string]: unknown };

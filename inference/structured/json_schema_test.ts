@@ -1,20 +1,9 @@
 import assert from "node:assert/strict";
-import { canEnd, initialStates, isComplete, stepStates } from "./json_automaton.ts";
-import type { JsonGrammar } from "./grammar.ts";
 import { compileJsonSchema, SchemaError } from "./json_schema.ts";
 import { GrammarMatcher, TokenVocab } from "./token_mask.ts";
+import { verdict } from "../../tests/_walk.ts";
 
 const enc = new TextEncoder();
-
-/** What the automaton makes of a whole text. */
-function verdict(g: JsonGrammar, text: string): "complete" | "canEnd" | "partial" | "reject" {
-  let s = initialStates(g);
-  for (const b of enc.encode(text)) {
-    s = stepStates(s, b);
-    if (s.length === 0) return "reject";
-  }
-  return isComplete(s) ? "complete" : canEnd(s) ? "canEnd" : "partial";
-}
 
 const BOUNDED = {
   type: "object",

@@ -1,18 +1,7 @@
 import assert from "node:assert/strict";
 import { intRange, MAX_MULTIPLES, type NumberBound, NumberRangeError, numberRegex } from "./numeric_range.ts";
 import { RegexDfa } from "./regex.ts";
-
-const enc = new TextEncoder();
-
-/** Whether the whole text matches, by walking the DFA byte by byte. */
-function matches(dfa: RegexDfa, text: string): boolean {
-  let d = 0;
-  for (const b of enc.encode(text)) {
-    d = dfa.step(d, b);
-    if (d < 0) return false;
-  }
-  return dfa.accepting(d);
-}
+import { dfaMatches } from "../../tests/_walk.ts";
 
 /** A bound as numberRegex takes it. */
 function bound(keyword: string, value: number, exclusive: boolean): NumberBound {
@@ -90,12 +79,12 @@ Deno.test("numberRegex() matches exactly the integers in range, for every pair o
       }
       const dfa = dfaOf(c, integer);
       for (const v of texts) {
-        assert.equal(matches(dfa, String(v)), inRange(v, c), `${v} in ${JSON.stringify(c)} (${integer})`);
+        assert.equal(dfaMatches(dfa, String(v)), inRange(v, c), `${v} in ${JSON.stringify(c)} (${integer})`);
         checked++;
       }
       // Never -0, leading zeros, a plus sign or an exponent.
-      for (const bad of ["-0", "00", "01", "+1", "1e1", "-", ""]) assert.ok(!matches(dfa, bad), bad);
-      if (integer) assert.ok(!matches(dfa, "1.0") && !matches(dfa, "0.5"));
+      for (const bad of ["-0", "00", "01", "+1", "1e1", "-", ""]) assert.ok(!dfaMatches(dfa, bad), bad);
+      if (integer) assert.ok(!dfaMatches(dfa, "1.0") && !dfaMatches(dfa, "0.5"));
     }
   }
   assert.ok(checked > 1_000_000, String(checked));
@@ -166,23 +155,26 @@ Deno.test("numberRegex() agrees with JavaScript's comparison on decimals near an
     for (const text of probes) {
       const v = Number(text);
       const negativeZero = text.startsWith("-") && v === 0;
-      assert.equal(matches(dfa, text), inRange(v, c) && !negativeZero, `${text} in ${JSON.stringify(c)}`);
+      assert.equal(dfaMatches(dfa, text), inRange(v, c) && !negativeZero, `${text} in ${JSON.stringify(c)}`);
       checked++;
     }
-    for (const bad of ["1.", ".5", "-", "01.5", "1e0", "0.5e1"]) assert.ok(!matches(dfa, bad), bad);
+    for (const bad of ["1.", ".5", "-", "01.5", "1e0", "0.5e1"]) assert.ok(!dfaMatches(dfa, bad), bad);
   }
   assert.ok(checked > 50_000, String(checked));
 });
 
 Deno.test("numberRegex() with tiny and long decimal bounds", () => {
   const tiny = dfaOf({ lo: 1e-7, loEx: true, hi: 1e-6 }, false);
-  assert.ok(matches(tiny, "0.0000001000001") && matches(tiny, "0.000001") && matches(tiny, "0.00000050"));
-  assert.ok(!matches(tiny, "0.0000001") && !matches(tiny, "0.0000010001") && !matches(tiny, "0"));
+  assert.ok(
+    dfaMatches(tiny, "0.0000001000001") && dfaMatches(tiny, "0.000001") && dfaMatches(tiny, "0.00000050"),
+  );
+  assert.ok(!dfaMatches(tiny, "0.0000001") && !dfaMatches(tiny, "0.0000010001") && !dfaMatches(tiny, "0"));
   const third = dfaOf({ lo: 1 / 3, hi: 2 / 3 }, false); // 0.3333333333333333 and 0.6666666666666666
   assert.ok(
-    matches(third, "0.3333333333333333") && matches(third, "0.5") && matches(third, "0.6666666666666666"),
+    dfaMatches(third, "0.3333333333333333") && dfaMatches(third, "0.5") &&
+      dfaMatches(third, "0.6666666666666666"),
   );
-  assert.ok(!matches(third, "0.3333333333333332") && !matches(third, "0.66666666666666661"));
+  assert.ok(!dfaMatches(third, "0.3333333333333332") && !dfaMatches(third, "0.66666666666666661"));
 });
 
 Deno.test("intRange() of one-sided ranges is the familiar pattern", () => {
@@ -206,36 +198,37 @@ Deno.test("numberRegex() with multipleOf: divisors of 1000 by their last digits,
         continue;
       }
       const dfa = dfaOf(c, true, k);
-      for (const v of texts) assert.equal(matches(dfa, String(v)), want.has(v), `${v} % ${k}`);
-      assert.ok(!matches(dfa, "-0") && !matches(dfa, `${k}.0`));
+      for (const v of texts) assert.equal(dfaMatches(dfa, String(v)), want.has(v), `${v} % ${k}`);
+      assert.ok(!dfaMatches(dfa, "-0") && !dfaMatches(dfa, `${k}.0`));
       // A number that is a multiple of an integer is an integer: the same texts.
       if (c.lo === 0) assert.equal(dfaOf(c, false, k).source, dfa.source);
     }
   }
   // Integers bigger than the window: the rule is on the last digits.
   const eight = dfaOf({}, true, 8);
-  for (const v of [123456789000n, 10n ** 30n + 8n, -(2n ** 70n)]) assert.ok(matches(eight, String(v)));
-  for (const v of [123456789004n, 10n ** 30n + 4n]) assert.ok(!matches(eight, String(v)));
+  for (const v of [123456789000n, 10n ** 30n + 8n, -(2n ** 70n)]) assert.ok(dfaMatches(eight, String(v)));
+  for (const v of [123456789004n, 10n ** 30n + 4n]) assert.ok(!dfaMatches(eight, String(v)));
 });
 
 Deno.test("numberRegex() with a decimal multipleOf lists the multiples in range", () => {
   const quarter = dfaOf({ lo: -1, hi: 2, hiEx: true }, false, 0.25);
   const want = ["-1", "-0.75", "-0.5", "-0.25", "0", "0.25", "0.5", "0.75", "1", "1.25", "1.5", "1.75"];
-  for (const t of want) assert.ok(matches(quarter, t), t);
-  for (const t of ["2", "0.3", "-1.25", "0.50", "-0", "1.0"]) assert.ok(!matches(quarter, t), t);
+  for (const t of want) assert.ok(dfaMatches(quarter, t), t);
+  for (const t of ["2", "0.3", "-1.25", "0.50", "-0", "1.0"]) assert.ok(!dfaMatches(quarter, t), t);
   // 0.1 is the decimal 0.1, not the double's binary expansion: 0.3 is a multiple.
   const tenth = dfaOf({ lo: 0.15, hi: 0.35 }, false, 0.1);
   assert.ok(
-    matches(tenth, "0.2") && matches(tenth, "0.3") && !matches(tenth, "0.1") && !matches(tenth, "0.4"),
+    dfaMatches(tenth, "0.2") && dfaMatches(tenth, "0.3") && !dfaMatches(tenth, "0.1") &&
+      !dfaMatches(tenth, "0.4"),
   );
   // Integers that are multiples of 1.5: the multiples of 3.
   const threeHalves = dfaOf({ lo: 0, hi: 10 }, true, 1.5);
   assert.deepEqual(
-    Array.from({ length: 11 }, (_, v) => v).filter((v) => matches(threeHalves, String(v))),
+    Array.from({ length: 11 }, (_, v) => v).filter((v) => dfaMatches(threeHalves, String(v))),
     [0, 3, 6, 9],
   );
   // An integer type with multipleOf 0.5: every integer.
-  assert.ok(matches(dfaOf({}, true, 0.5), "12345"));
+  assert.ok(dfaMatches(dfaOf({}, true, 0.5), "12345"));
 });
 
 Deno.test("numberRegex() refuses what it cannot bound, naming the keyword", () => {
@@ -275,7 +268,7 @@ Deno.test("numberRegex() refuses what it cannot bound, naming the keyword", () =
     upper: [bound("maximum", 6, false), bound("exclusiveMaximum", 9, true)],
   });
   const dfa = new RegexDfa(both);
-  assert.deepEqual([2, 3, 4, 6, 7].map((v) => matches(dfa, String(v))), [false, false, true, true, false]);
+  assert.deepEqual([2, 3, 4, 6, 7].map((v) => dfaMatches(dfa, String(v))), [false, false, true, true, false]);
   // MAX_MULTIPLES listed values are fine, one more is not.
   const listed = (hi: number) => ({
     ...none,
@@ -304,8 +297,8 @@ Deno.test("numberRegex() keeps the regex small where bounds are long", () => {
     new RegexDfa(re); // within the NFA's state budget
   }
   const dfa = new RegexDfa(huge);
-  assert.ok(matches(dfa, String(10n ** 39n - 23n)) && !matches(dfa, String(10n ** 39n - 22n)));
-  assert.ok(matches(dfa, String(-(10n ** 39n) + 17n)) && !matches(dfa, String(-(10n ** 39n) + 16n)));
+  assert.ok(dfaMatches(dfa, String(10n ** 39n - 23n)) && !dfaMatches(dfa, String(10n ** 39n - 22n)));
+  assert.ok(dfaMatches(dfa, String(-(10n ** 39n) + 17n)) && !dfaMatches(dfa, String(-(10n ** 39n) + 16n)));
 });
 
 Deno.test("numberRegex() matches exactly the decimals in range, every text of up to 3 fraction digits", () => {
@@ -327,7 +320,7 @@ Deno.test("numberRegex() matches exactly the decimals in range, every text of up
     for (const t of texts) {
       const v = Number(t);
       assert.equal(
-        matches(dfa, t),
+        dfaMatches(dfa, t),
         inRange(v, c) && !(v === 0 && t.startsWith("-")),
         `${t} in ${JSON.stringify(c)}`,
       );

@@ -1,17 +1,8 @@
 import assert from "node:assert/strict";
 import { exceptTextsDfa, RegexDfa, RegexError } from "./regex.ts";
+import { dfaMatches } from "../../tests/_walk.ts";
 
 const enc = new TextEncoder();
-
-/** Whether the whole text matches, by walking the DFA byte by byte. */
-function matches(dfa: RegexDfa, text: string): boolean {
-  let d = 0;
-  for (const b of enc.encode(text)) {
-    d = dfa.step(d, b);
-    if (d < 0) return false;
-  }
-  return dfa.accepting(d);
-}
 
 const PATTERNS = [
   "[0-9]{3}-[0-9]{4}",
@@ -82,7 +73,7 @@ Deno.test("regex: the DFA accepts exactly what JavaScript's RegExp matches whole
   for (const p of PATTERNS) {
     const dfa = new RegexDfa(p);
     const re = new RegExp(`^(?:${p.replace(/^\^/, "").replace(/\$$/, "")})$`, "u");
-    for (const s of SAMPLES) assert.equal(matches(dfa, s), re.test(s), `${p} on ${JSON.stringify(s)}`);
+    for (const s of SAMPLES) assert.equal(dfaMatches(dfa, s), re.test(s), `${p} on ${JSON.stringify(s)}`);
   }
 });
 
@@ -105,8 +96,8 @@ Deno.test("exceptTextsDfa(): every text but the listed ones, byte for byte", () 
   const names = ["a", "ab", "abc", "b", "é", "😀x", ""];
   const dfa = exceptTextsDfa(names);
   const probes = [...names, "abcd", "ac", "ba", "e", "é😀", "😀", "😀xx", "x", "\u0000", "aab"];
-  for (const text of probes) assert.equal(matches(dfa, text), !names.includes(text), JSON.stringify(text));
-  assert.equal(matches(exceptTextsDfa(["a"]), ""), true);
+  for (const text of probes) assert.equal(dfaMatches(dfa, text), !names.includes(text), JSON.stringify(text));
+  assert.equal(dfaMatches(exceptTextsDfa(["a"]), ""), true);
   // A text that leaves the trie takes any bytes after it, invalid UTF-8 too (the string frame checks that).
   let d = dfa.step(0, 0xff);
   for (const b of [0x00, 0xff, 0x61]) d = dfa.step(d, b);

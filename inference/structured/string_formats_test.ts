@@ -2,8 +2,7 @@ import assert from "node:assert/strict";
 import { isIPv4, isIPv6 } from "node:net";
 import { RegexDfa } from "./regex.ts";
 import { isKnownFormat, stringFormatRegex } from "./string_formats.ts";
-
-const enc = new TextEncoder();
+import { dfaMatches } from "../../tests/_walk.ts";
 
 /** A format's DFA. */
 function format(name: string): RegexDfa {
@@ -12,20 +11,10 @@ function format(name: string): RegexDfa {
   return new RegexDfa(re);
 }
 
-/** Whether the whole text matches, by walking the DFA byte by byte. */
-function matches(dfa: RegexDfa, text: string): boolean {
-  let d = 0;
-  for (const b of enc.encode(text)) {
-    d = dfa.step(d, b);
-    if (d < 0) return false;
-  }
-  return dfa.accepting(d);
-}
-
 function checkExamples(name: string, valid: string[], invalid: string[]): void {
   const dfa = format(name);
-  for (const t of valid) assert.ok(matches(dfa, t), `${name} should accept ${JSON.stringify(t)}`);
-  for (const t of invalid) assert.ok(!matches(dfa, t), `${name} should refuse ${JSON.stringify(t)}`);
+  for (const t of valid) assert.ok(dfaMatches(dfa, t), `${name} should accept ${JSON.stringify(t)}`);
+  for (const t of invalid) assert.ok(!dfaMatches(dfa, t), `${name} should refuse ${JSON.stringify(t)}`);
 }
 
 const pad = (n: number, w = 2) => String(n).padStart(w, "0");
@@ -40,13 +29,13 @@ Deno.test("format date: exactly the real calendar days (months, month lengths, l
       for (let d = 0; d <= 32; d++) {
         const valid = m >= 1 && m <= 12 && d >= 1 && d <= daysIn(y, m);
         const text = `${pad(y, 4)}-${pad(m)}-${pad(d)}`;
-        assert.equal(matches(dfa, text), valid, text);
+        assert.equal(dfaMatches(dfa, text), valid, text);
       }
     }
   }
-  for (let y = 0; y <= 9999; y++) assert.equal(matches(dfa, `${pad(y, 4)}-02-29`), leap(y), String(y));
+  for (let y = 0; y <= 9999; y++) assert.equal(dfaMatches(dfa, `${pad(y, 4)}-02-29`), leap(y), String(y));
   for (const t of ["2024-1-01", "24-01-01", "2024/01/01", "2024-01-01T", "+2024-01-01", "２０２４-01-01"]) {
-    assert.ok(!matches(dfa, t), t);
+    assert.ok(!dfaMatches(dfa, t), t);
   }
 });
 
@@ -61,7 +50,7 @@ Deno.test("format time: RFC 3339 full-time, hours, minutes, seconds and offsets 
             const text = `${pad(h)}:${pad(m)}:${pad(s)}${frac}${off}`;
             const offOk = off === "Z" || /^[+-]([01]\d|2[0-3]):[0-5]\d$/.test(off);
             const valid = h <= 23 && m <= 59 && s <= 59 && frac !== "." && offOk;
-            assert.equal(matches(dfa, text), valid, text);
+            assert.equal(dfaMatches(dfa, text), valid, text);
           }
         }
       }
@@ -169,11 +158,11 @@ Deno.test("format ipv4: agrees with node:net on every octet and on leading zeros
   const dfa = format("ipv4");
   for (let o = 0; o <= 300; o++) {
     for (const text of [`${o}.0.0.1`, `1.2.3.${o}`, `0${o}.1.1.1`]) {
-      assert.equal(matches(dfa, text), isIPv4(text), text);
+      assert.equal(dfaMatches(dfa, text), isIPv4(text), text);
     }
   }
   for (const t of ["1.2.3", "1.2.3.4.5", "1..3.4", "1.2.3.4.", " 1.2.3.4", "a.b.c.d"]) {
-    assert.ok(!matches(dfa, t) && !isIPv4(t), t);
+    assert.ok(!dfaMatches(dfa, t) && !isIPv4(t), t);
   }
 });
 
@@ -211,7 +200,7 @@ Deno.test("format ipv6: agrees with node:net on every compression of random addr
       texts.push(t.replace(/[0-9a-f]/i, "g"), `${t}::`, `::${t}`);
     }
     for (const t of texts) {
-      assert.equal(matches(dfa, t), isIPv6(t), t);
+      assert.equal(dfaMatches(dfa, t), isIPv6(t), t);
       checked++;
     }
   }
