@@ -8,6 +8,12 @@
  * - "mistral" (Mistral 7B v0.3 to Small 3.1): the whole answer is `[TOOL_CALLS] [{"name": "get_weather",
  *   "arguments": {…}}, …]`, one JSON list. [TOOL_CALLS] is a special token, left out of the text the
  *   server decodes, so the list alone reads as calls too.
+ * - "mistral_args" (Mistral's tokenizer v11 on: Small 3.2, Magistral, Devstral, Ministral 3): content, then
+ *   `[TOOL_CALLS]get_weather[ARGS]{"city": "Paris"}` per call, [TOOL_CALLS] optional before all but the
+ *   first; `[CALL_ID]<id>` may come before [ARGS] (the call then keeps that id), and `get_weather{…}` without
+ *   [ARGS] reads too. The marks are special tokens whose text the chat route asks the engine to keep
+ *   (CALL_TOKENS); they never reach content: an answer that is not calls is its text without them, as
+ *   decoding that skips special tokens would have given it.
  * When a call's JSON does not parse, nothing is taken for a call: the whole answer stays content, as the
  * model wrote it.
  */
@@ -19,6 +25,16 @@ const START = "<tool_call>";
 const END = "</tool_call>";
 const PYTHON_TAG = "<|python_tag|>";
 const MISTRAL_TAG = "[TOOL_CALLS]";
+const MISTRAL_ARGS = "[ARGS]";
+
+/**
+ * The special tokens a format's calls are read by: the chat route has the engine keep their text
+ * (GenerateRequest.keepSpecialTokens) where decoding drops the other special tokens, and the parser takes
+ * them out of content.
+ */
+export const CALL_TOKENS: Readonly<Partial<Record<ToolCallFormat, readonly string[]>>> = Object.freeze({
+  mistral_args: Object.freeze([MISTRAL_TAG, MISTRAL_ARGS, "[CALL_ID]"]),
+});
 
 /**
  * How a template writes calls: what `tool_choice` "required" or a named function constrains the answer to
@@ -34,7 +50,18 @@ export const CALL_MARKS: Readonly<Record<ToolCallFormat, Readonly<ToolCallMarks>
     argumentsKey: "arguments",
     list: { open: "[", close: "]" },
   },
+  // A grammar walks text, where no special token is: forced calls spell the marks in ordinary tokens.
+  mistral_args: {
+    open: MISTRAL_TAG,
+    close: "",
+    separator: "",
+    argumentsKey: "arguments",
+    argumentsMark: MISTRAL_ARGS,
+  },
 });
+
+/** The text that starts the first call in the formats whose calls may follow content. */
+const CALL_START: Partial<Record<ToolCallFormat, string>> = { hermes: START, mistral_args: MISTRAL_TAG };
 
 /** The text that opens an answer of calls in the formats whose whole answer is calls. */
 const ANSWER_START: Partial<Record<ToolCallFormat, { tag: string; json: string }>> = {
@@ -67,6 +94,7 @@ export function parseToolCalls(
 ): ParsedAnswer {
   if (format === "llama3_json") return parseLlamaCalls(text, parallel);
   if (format === "mistral") return parseMistralCalls(text, parallel);
+  if (format === "mistral_args") return parseMistralArgsCalls(text, parallel);
   const at = text.indexOf(START);
   if (at < 0) return { content: text, calls: [] };
   const calls: ToolCall[] = [];
@@ -120,6 +148,45 @@ function parseMistralCalls(text: string, parallel: boolean): ParsedAnswer {
   return { content: "", calls: parallel ? calls : calls.slice(0, 1) };
 }
 
+/** The start of a call in Mistral's v11 form up to its arguments' `{`: the name, `[CALL_ID]<id>`, `[ARGS]`. */
+const ARGS_CALL =
+  /^\s*([a-zA-Z0-9_-]{1,64})\s*(?:\[CALL_ID\]\s*([a-zA-Z0-9_-]{1,64})?\s*)?(?:\[ARGS\]\s*)?(?=\{)/;
+
+/** Mistral v11 on: content, then calls `[TOOL_CALLS]name[ARGS]{…}`, [TOOL_CALLS] optional after the first. */
+function parseMistralArgsCalls(text: string, parallel: boolean): ParsedAnswer {
+  const tokens = CALL_TOKENS.mistral_args!;
+  const at = text.indexOf(MISTRAL_TAG);
+  const asContent = { content: withoutTokens(text, tokens), calls: [] };
+  if (at < 0) return asContent;
+  const calls: ToolCall[] = [];
+  let rest = text.slice(at);
+  while (rest !== "") {
+    if (rest.startsWith(MISTRAL_TAG)) rest = rest.slice(MISTRAL_TAG.length);
+    const head = ARGS_CALL.exec(rest);
+    if (!head) return asContent;
+    const start = head[0].length;
+    const end = jsonObjectEnd(rest.slice(start));
+    if (end < 0) return asContent;
+    let args: unknown;
+    try {
+      args = JSON.parse(rest.slice(start, start + end));
+    } catch {
+      return asContent;
+    }
+    // The model's own id when it wrote one (and not twice), for the template to match the tool's answer to.
+    const [, name, given] = head;
+    const id = given !== undefined && !calls.some((c) => c.id === given) ? given : newCallId();
+    calls.push({ id, type: "function", function: { name, arguments: JSON.stringify(args) } });
+    rest = rest.slice(start + end).trimStart();
+  }
+  return { content: withoutTokens(text.slice(0, at), tokens), calls: parallel ? calls : calls.slice(0, 1) };
+}
+
+/** Text without these special tokens' text: what decoding that skips them gives. */
+function withoutTokens(text: string, tokens: readonly string[]): string {
+  return tokens.reduce((out, token) => out.replaceAll(token, ""), text);
+}
+
 /** The length of the JSON object (or list) that `text` starts with (strings and escapes respected), or −1. */
 function jsonObjectEnd(text: string): number {
   let depth = 0;
@@ -155,18 +222,19 @@ function callOf(json: unknown): ToolCall | null {
   };
   const args = given ?? parameters;
   if (typeof name !== "string" || name === "") return null;
-  return {
-    id: `call_${crypto.randomUUID().replaceAll("-", "").slice(0, 24)}`,
-    type: "function",
-    function: { name, arguments: JSON.stringify(args ?? {}) },
-  };
+  return { id: newCallId(), type: "function", function: { name, arguments: JSON.stringify(args ?? {}) } };
+}
+
+/** A fresh id in OpenAI's shape. */
+function newCallId(): string {
+  return `call_${crypto.randomUUID().replaceAll("-", "").slice(0, 24)}`;
 }
 
 /**
- * One streamed choice's text, held back from the first `<tool_call>` on (and while the text so far might
- * be its start), so that calls go out whole in `tool_calls` and never as content. For "llama3_json" and
- * "mistral" an answer is calls only if it starts with them, so its start is held until its first
- * character says.
+ * One streamed choice's text, held back from the first `<tool_call>` ("mistral_args": `[TOOL_CALLS]`) on
+ * (and while the text so far might be its start), so that calls go out whole in `tool_calls` and never as
+ * content. For "llama3_json" and "mistral" an answer is calls only if it starts with them, so its start is
+ * held until its first character says. A format's CALL_TOKENS never go out as content.
  */
 export class ToolCallStream {
   #held = "";
@@ -174,30 +242,33 @@ export class ToolCallStream {
   #decided = false;
   readonly #parallel: boolean;
   readonly #format: ToolCallFormat;
+  readonly #tokens: readonly string[];
 
   constructor(parallel = true, format: ToolCallFormat = "hermes") {
     this.#parallel = parallel;
     this.#format = format;
+    this.#tokens = CALL_TOKENS[format] ?? [];
   }
 
   /** Takes the next piece of text; returns the content that may be sent now. */
   push(text: string): string {
     this.#held += text;
     if (this.#inCall) return "";
-    const start = ANSWER_START[this.#format];
-    if (start) return this.#pushWhole(start);
-    const at = this.#held.indexOf(START);
+    const whole = ANSWER_START[this.#format];
+    if (whole) return this.#pushWhole(whole);
+    const start = CALL_START[this.#format] ?? START;
+    const at = this.#held.indexOf(start);
     if (at >= 0) {
       this.#inCall = true;
       const out = this.#held.slice(0, at);
       this.#held = this.#held.slice(at);
-      return out;
+      return withoutTokens(out, this.#tokens);
     }
-    // Keep back the longest tail that could still become "<tool_call>".
-    const keep = partialTail(this.#held, START);
+    // Keep back the longest tail that could still become the call's start (or one of the format's tokens).
+    const keep = Math.max(...[start, ...this.#tokens].map((mark) => partialTail(this.#held, mark)));
     const out = this.#held.slice(0, this.#held.length - keep);
     this.#held = this.#held.slice(this.#held.length - keep);
-    return out;
+    return withoutTokens(out, this.#tokens);
   }
 
   /** A format whose answer is calls only as a whole: decided by its start, the tag or the JSON's first character. */
@@ -219,7 +290,10 @@ export class ToolCallStream {
     const held = this.#held;
     this.#held = "";
     if (!this.#inCall) return { content: held, calls: [] };
+    // Not calls after all: the text as content (without the format's tokens; the others give it as held).
     const parsed = parseToolCalls(held, this.#parallel, this.#format);
-    return parsed.calls.length > 0 ? { content: "", calls: parsed.calls } : { content: held, calls: [] };
+    return parsed.calls.length > 0
+      ? { content: "", calls: parsed.calls }
+      : { content: parsed.content, calls: [] };
   }
 }

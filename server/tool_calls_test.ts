@@ -130,3 +130,71 @@ Deno.test("ToolCallStream (mistral): a list of calls is held to the end; prose f
   assert.equal(note.push("[1] See"), "");
   assert.deepEqual(note.finish(), { content: "[1] See", calls: [] });
 });
+
+Deno.test("mistral_args: content, then calls name[ARGS]{…} after [TOOL_CALLS], are read back", () => {
+  const weather = '[TOOL_CALLS]get_weather[ARGS]{"city": "Paris"}';
+  const two = parseToolCalls(`Let me check. ${weather}[TOOL_CALLS]get_time[ARGS]{}`, true, "mistral_args");
+  assert.equal(two.content, "Let me check. ");
+  assert.deepEqual(
+    two.calls.map((c) => [c.function.name, c.function.arguments]),
+    [["get_weather", '{"city":"Paris"}'], ["get_time", "{}"]],
+  );
+  assert.match(two.calls[0].id, /^call_[0-9a-f]{24}$/);
+  assert.equal(parseToolCalls(`${weather}${weather}`, false, "mistral_args").calls.length, 1);
+  // [CALL_ID] ids are kept (a repeated one is replaced), [TOOL_CALLS] is optional after the first call, and
+  // the bare `name{…}` form reads too.
+  const ids = parseToolCalls(
+    '[TOOL_CALLS]f[CALL_ID]a1b2c3d4e[ARGS]{"s": "}[ARGS]"}\ng[CALL_ID]a1b2c3d4e[ARGS]{"x": [1]} h{}\n',
+    true,
+    "mistral_args",
+  );
+  assert.equal(ids.content, "");
+  assert.deepEqual(
+    ids.calls.map((c) => [c.function.name, c.function.arguments]),
+    [["f", '{"s":"}[ARGS]"}'], ["g", '{"x":[1]}'], ["h", "{}"]],
+  );
+  assert.equal(ids.calls[0].id, "a1b2c3d4e");
+  assert.match(ids.calls[1].id, /^call_/);
+  // Not calls: the whole answer is content, without the marks (as decoding that skips them gives it).
+  for (
+    const [text, content] of [
+      ["It is sunny.", "It is sunny."],
+      ["A stray [ARGS]mark[CALL_ID].", "A stray mark."],
+      ['Sure.[TOOL_CALLS]get_weather[ARGS]{"city": ', 'Sure.get_weather{"city": '], // cut short
+      ["[TOOL_CALLS]f[ARGS]{} and more", "f{} and more"],
+      ["[TOOL_CALLS]get weather[ARGS]{}", "get weather{}"], // not a function name
+      ["[TOOL_CALLS]f[ARGS][1]", "f[1]"], // arguments are an object
+      ["[TOOL_CALLS]f[ARGS]{x: 1}", "f{x: 1}"],
+      ["[TOOL_CALLS]", ""],
+    ]
+  ) {
+    assert.deepEqual(parseToolCalls(text, true, "mistral_args"), { content, calls: [] }, text);
+  }
+});
+
+Deno.test("ToolCallStream (mistral_args): content flows until [TOOL_CALLS]; no mark goes out as content", () => {
+  const s = new ToolCallStream(true, "mistral_args");
+  const pieces = ["Sure", ", [1] ", "[TOOL_CALLS]", "get_weather", "[ARGS]", '{"city": ', '"Paris"}'];
+  assert.deepEqual(pieces.map((p) => s.push(p)), ["Sure", ", [1] ", "", "", "", "", ""]);
+  const end = s.finish();
+  assert.equal(end.content, "");
+  assert.deepEqual(end.calls.map((c) => [c.function.name, c.function.arguments]), [[
+    "get_weather",
+    '{"city":"Paris"}',
+  ]]);
+  // Forced calls spell the marks in ordinary tokens: one character at a time, nothing of them goes out.
+  const spelled = new ToolCallStream(false, "mistral_args");
+  let sent = "";
+  for (const ch of "Ok.[TOOL_CALLS]f[ARGS]{}[TOOL_CALLS]g[ARGS]{}") sent += spelled.push(ch);
+  assert.equal(sent, "Ok.");
+  assert.deepEqual(spelled.finish().calls.map((c) => c.function.name), ["f"], "parallel_tool_calls: false");
+
+  const plain = new ToolCallStream(true, "mistral_args");
+  assert.equal(plain.push("a [A"), "a ", "may be a mark");
+  assert.equal(plain.push("RGS] b [1"), " b [1");
+  assert.equal(plain.push("[CALL_ID]x [TOOL"), "x ");
+  assert.deepEqual(plain.finish(), { content: "[TOOL", calls: [] });
+  const broken = new ToolCallStream(true, "mistral_args");
+  assert.equal(broken.push("ok[TOOL_CALLS]f[ARGS]{oops"), "ok");
+  assert.deepEqual(broken.finish(), { content: "f{oops", calls: [] });
+});

@@ -1,9 +1,11 @@
 /**
  * Forced function calls on a real model through the official `openai` package: lq-49m's weights and
- * tokenizer behind a hermes chat template (Qwen2.5's form of tool calls), a Llama 3.1-style one and a
- * Mistral-style one (lq-49m's own template renders no tools), so `tool_choice` "required" or a named function makes the
- * grammar-constrained answer a call the server reads back into `tool_calls`, with arguments that fit the
- * function's parameters.
+ * tokenizer behind a hermes chat template (Qwen2.5's form of tool calls), a Llama 3.1-style one and two
+ * Mistral-style ones, the list form and tokenizer v11's `[TOOL_CALLS]name[ARGS]{…}` (lq-49m's own template
+ * renders no tools), so `tool_choice` "required" or a named function makes the grammar-constrained answer a
+ * call the server reads back into `tool_calls`, with arguments that fit the function's parameters. lq-49m's
+ * tokenizer has no [TOOL_CALLS] or [ARGS] token: the grammar spells them in ordinary tokens, as it does for
+ * any model (a grammar walks text).
  */
 import assert from "node:assert/strict";
 import { basename, join } from "node:path";
@@ -50,6 +52,12 @@ const MISTRAL_TEMPLATE = `{%- if tools %}<|im_start|>system
 Answer with [TOOL_CALLS] [{"name": ..., "arguments": {...}}]<|im_end|>
 {% endif %}${CHATML_TURNS}`;
 
+/** Mistral's tokenizer v11 form (each call `[TOOL_CALLS]name[ARGS]{…}`) on ChatML turns. */
+const MISTRAL_ARGS_TEMPLATE = `{%- if tools %}<|im_start|>system
+[AVAILABLE_TOOLS]{{ tools | tojson }}[/AVAILABLE_TOOLS]
+Answer with [TOOL_CALLS]name[ARGS]{...}<|im_end|>
+{% endif %}${CHATML_TURNS}`;
+
 const TOOLS: ChatCompletionTool[] = [
   {
     type: "function",
@@ -89,10 +97,12 @@ async function withTemplate(dir: string, template: string): Promise<string> {
   return out;
 }
 
-const TEMPLATES = [["hermes", HERMES_TEMPLATE], ["llama3_json", LLAMA_TEMPLATE], [
-  "mistral",
-  MISTRAL_TEMPLATE,
-]] as const;
+const TEMPLATES = [
+  ["hermes", HERMES_TEMPLATE],
+  ["llama3_json", LLAMA_TEMPLATE],
+  ["mistral", MISTRAL_TEMPLATE],
+  ["mistral_args", MISTRAL_ARGS_TEMPLATE],
+] as const;
 for (const [format, template] of TEMPLATES) {
   Deno.test(`forced function calls on lq-49m (${format}): tool_choice required and named give calls that fit`, async (t) => {
     const dir = sharedPath("models/lq-49m");

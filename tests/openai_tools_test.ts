@@ -1,9 +1,9 @@
 /**
  * Function calling and reasoning through the official `openai` package: the server hands `tools` and
- * earlier calls to the chat template and reads the model's hermes-form calls back into `tool_calls`, and
- * splits a `<think>` block into `reasoning_content`, streamed and not. The "model" is the scripted engine
- * (a real tiny model writes neither); the templates' rendering of tools is tested against Qwen3's template
- * in inference/text/chat_template_test.ts.
+ * earlier calls to the chat template and reads the model's calls (hermes, Llama 3.x and Mistral v11 forms)
+ * back into `tool_calls`, and splits a `<think>` block into `reasoning_content`, streamed and not. The
+ * "model" is the scripted engine (a real tiny model writes neither); the templates' rendering of tools is
+ * tested against Qwen3's template in inference/text/chat_template_test.ts.
  */
 import assert from "node:assert/strict";
 import OpenAI, { BadRequestError } from "openai";
@@ -316,6 +316,61 @@ Deno.test("a Llama 3.x model's calls ({name, parameters}) come back as tool_call
     const prose = await client.chat.completions.create({ model: "m", messages: [user], tools: TOOLS });
     assert.equal(prose.choices[0].message.content, "It is sunny.");
     assert.equal(prose.choices[0].finish_reason, "stop");
+  } finally {
+    await stop();
+  }
+});
+
+Deno.test("a Mistral v11 model's calls ([TOOL_CALLS]name[ARGS]{…}) come back as tool_calls; no mark reaches content", async () => {
+  const engine = new FakeEngine();
+  engine.toolCallFormat = "mistral_args";
+  // The text as the real engine gives it when asked to keep the marks (GenerateRequest.keepSpecialTokens).
+  const answer = ["Let me check.", "[TOOL_CALLS]", "get_weather", "[ARGS]", '{"city": ', '"Paris"}'];
+  const marks = ["[TOOL_CALLS]", "[ARGS]", "[CALL_ID]"];
+  const { client, stop } = serve(engine);
+  const user = { role: "user" as const, content: "Weather in Paris?" };
+  try {
+    engine.script = { deltas: answer };
+    const res = await client.chat.completions.create({ model: "m", messages: [user], tools: TOOLS });
+    assert.equal(res.choices[0].finish_reason, "tool_calls");
+    assert.equal(res.choices[0].message.content, "Let me check.");
+    const call = res.choices[0].message.tool_calls![0];
+    assert.ok(call.type === "function");
+    assert.deepEqual([call.function.name, JSON.parse(call.function.arguments)], ["get_weather", {
+      city: "Paris",
+    }]);
+    assert.deepEqual(engine.requests.at(-1)!.keepSpecialTokens, marks, "the engine keeps the marks' text");
+    const stream = await client.chat.completions.create({
+      model: "m",
+      messages: [user],
+      tools: TOOLS,
+      stream: true,
+    });
+    let content = "";
+    const calls: string[] = [];
+    for await (const chunk of stream) {
+      content += chunk.choices[0]?.delta.content ?? "";
+      for (const c of chunk.choices[0]?.delta.tool_calls ?? []) calls.push(c.function!.name!);
+    }
+    assert.deepEqual([content, calls], ["Let me check.", ["get_weather"]]);
+    // Forced: a grammar of the marks spelled as text, which the parser reads the same.
+    engine.script = { deltas: answer.slice(1) };
+    const forced = await client.chat.completions.create({
+      model: "m",
+      messages: [user],
+      tools: TOOLS,
+      tool_choice: "required",
+    });
+    assert.equal(forced.choices[0].finish_reason, "tool_calls");
+    assert.ok(engine.requests.at(-1)!.grammar);
+    // Not calls: the text without the marks, as if they had been skipped; without tools nothing is kept.
+    engine.script = { deltas: ["It is", " [TOOL_CALLS]sunny[ARGS]."] };
+    const prose = await client.chat.completions.create({ model: "m", messages: [user], tools: TOOLS });
+    assert.equal(prose.choices[0].message.content, "It is sunny.");
+    assert.equal(prose.choices[0].finish_reason, "stop");
+    engine.script = { deltas: ["It is sunny."] };
+    await client.chat.completions.create({ model: "m", messages: [user], tools: TOOLS, tool_choice: "none" });
+    assert.equal(engine.requests.at(-1)!.keepSpecialTokens, undefined);
   } finally {
     await stop();
   }

@@ -76,6 +76,8 @@ export interface ChoiceSpec {
   channel: EventChannel;
   /** the grammar the output follows (structured output): advanced by every id; complete ends the choice */
   grammar?: GrammarMatcher | null;
+  /** special tokens whose text the choice's text keeps (GenerateRequest.keepSpecialTokens) */
+  keepSpecialTokens?: readonly string[];
   /** called once when the choice has sent its end event */
   onEnd: (completionTokens: number) => void;
 }
@@ -83,7 +85,10 @@ export interface ChoiceSpec {
 /** Turns one sequence's ids into delta and end events. */
 export function createChoice(spec: ChoiceSpec): SeqSink {
   const { index, tokenizer, channel } = spec;
-  const decoder = createStreamDecoder(tokenizer, { context: spec.prompt });
+  const decoder = createStreamDecoder(tokenizer, {
+    context: spec.prompt,
+    keepSpecialTokens: spec.keepSpecialTokens ?? [],
+  });
   const stops = createStopMatcher(spec.stop);
   let completion = 0;
   let cached = 0;

@@ -303,6 +303,7 @@ export function createEngine(
       ...(grammar ? { constraint: { mask: () => grammar.mask(stopIds) } } : {}),
       sink: createChoice({
         grammar,
+        keepSpecialTokens: request.keepSpecialTokens ?? [],
         index,
         tokenizer: m.tokenizer,
         prompt: ids,

@@ -2,7 +2,8 @@
  * The engine as a server needs it: a client that goes away frees its slot and KV blocks at once (queued,
  * prefilling or decoding); a full queue is an EngineBusyError (429) and a request that cannot fit the
  * context an EngineInputError (400), both before queuing; a queued streaming request gets its headers
- * before its first token; logit_bias and penalties reach the sampler; a model swapped in while serving
+ * before its first token; logit_bias and penalties reach the sampler; a choice's text keeps the special
+ * tokens asked for (keepSpecialTokens) and no others; a model swapped in while serving
  * takes new requests while the old one finishes its own and is then freed.
  */
 import assert from "node:assert/strict";
@@ -175,6 +176,24 @@ Deno.test("logit_bias and penalties reach the sampler", async () => {
     greedy(LONG, 20, { penalties: { presence: 0, frequency: 0, repetition: 0.5 } }),
   );
   assert.ok(seen(rep.ids) >= seen(plain), `${seen(rep.ids)} vs ${seen(plain)}`);
+  gpu.device.destroy();
+});
+
+Deno.test("keepSpecialTokens keeps those special tokens' text in a choice's text; the others stay out", async () => {
+  const model = sharedPath("models/stories260K");
+  const gpu = await testGpu();
+  if (!gpu || !model) return;
+  const { engine, model: m } = await engineFor(gpu, model, {});
+  // stories260K's special tokens are <s> and </s> (EOS); a bias makes greedy decoding write <s>.
+  const bos = m.tokenizer.tokenToId("<s>")!;
+  assert.ok(m.tokenizer.specialTokenIds.has(bos));
+  const forced = { logitBias: [[bos, 100]] as [number, number][] };
+  const [skipped] = await collect(engine, greedy(LONG, 3, forced));
+  assert.deepEqual([skipped.ids, skipped.text], [[bos, bos, bos], ""]);
+  const [kept] = await collect(engine, greedy(LONG, 3, { ...forced, keepSpecialTokens: ["<s>"] }));
+  assert.equal(kept.text, "<s><s><s>");
+  const [other] = await collect(engine, greedy(LONG, 3, { ...forced, keepSpecialTokens: ["</s>"] }));
+  assert.equal(other.text, "");
   gpu.device.destroy();
 });
 

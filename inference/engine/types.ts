@@ -79,6 +79,11 @@ export interface GenerateRequest {
    * ids that keep it so, and the choice ends (finish reason "stop") once the value is complete.
    */
   grammar?: JsonGrammar;
+  /**
+   * Special tokens (by their text) that the choices' text keeps; the others are left out as always. The
+   * server asks for the marks its tool-call parser reads (Mistral's `[TOOL_CALLS]`, `[ARGS]`, `[CALL_ID]`).
+   */
+  keepSpecialTokens?: readonly string[];
 }
 
 /** One generated (or, with `echo`, prompt) token's logprob, as the engine reports it with `GenerateRequest.logprobs`. */

@@ -123,9 +123,11 @@ export function textUntil(stop: string): JsonNode {
   return makeNode({ kind: "until", stop: bytes, fail });
 }
 
-/** `min` to `max` items with `separator` text between them. */
+/** `min` to `max` items with `separator` text between them ("": none). */
 export function separatedList(item: JsonNode, separator: string, min: number, max: number): JsonNode {
-  return makeNode({ kind: "list", item, more: sequence(exactText(separator), item), min, max });
+  // An exact text must read at least one byte: an empty separator is no node.
+  const more = separator === "" ? item : sequence(exactText(separator), item);
+  return makeNode({ kind: "list", item, more, min, max });
 }
 
 /** How a chat template's reasoning block looks (server/reasoning.ts). */
@@ -155,10 +157,15 @@ export interface ToolCallMarks {
   close: string;
   /** between two calls */
   separator: string;
-  /** the object's key for the arguments ("arguments"; Llama 3.x "parameters") */
+  /** the object's key for the arguments ("arguments"; Llama 3.x "parameters"); unused with argumentsMark */
   argumentsKey: string;
   /** text before and after all the calls (Mistral's JSON list: "[" and "]"), if any */
   list?: { open: string; close: string };
+  /**
+   * a call is not a JSON object but the function's bare name, this mark, then the arguments' object
+   * (Mistral's tokenizer v11 on: `get_weather[ARGS]{…}`)
+   */
+  argumentsMark?: string;
 }
 
 /** A function the output may call: its name and the node of its arguments (compileSchemaNode). */
@@ -169,22 +176,24 @@ export interface ToolSpec {
 
 /**
  * Output that is function calls and nothing else (`tool_choice` "required" or a named function): each call
- * `{"name": <one of the tools>, <argumentsKey>: <its parameters' JSON>}` between the format's marks; one
- * call, or with `parallel` one or more.
+ * `{"name": <one of the tools>, <argumentsKey>: <its parameters' JSON>}` (or `<name><argumentsMark><its
+ * parameters' JSON>`) between the format's marks; one call, or with `parallel` one or more.
  */
 export function toolCallsGrammar(marks: ToolCallMarks, tools: ToolSpec[], parallel: boolean): JsonGrammar {
   const calls = tools.map((t) =>
-    makeNode({
-      kind: "object",
-      props: [
-        { name: "name", required: true, value: exactText(JSON.stringify(t.name)) },
-        { name: marks.argumentsKey, required: true, value: t.arguments },
-      ],
-      rest: null,
-      restKey: null,
-      minProps: 0,
-      maxProps: Infinity,
-    })
+    marks.argumentsMark === undefined
+      ? makeNode({
+        kind: "object",
+        props: [
+          { name: "name", required: true, value: exactText(JSON.stringify(t.name)) },
+          { name: marks.argumentsKey, required: true, value: t.arguments },
+        ],
+        rest: null,
+        restKey: null,
+        minProps: 0,
+        maxProps: Infinity,
+      })
+      : sequence(exactText(t.name + marks.argumentsMark), t.arguments)
   );
   const call = calls.length === 1 ? calls[0] : oneOfNodes(...calls);
   // Empty marks are left out: an exact text must read at least one byte.

@@ -238,6 +238,17 @@ Deno.test("json automaton: a value after a reasoning block, and function calls b
   assert.equal(verdict(llamaMany, call("get_time", "{}")), "reject");
   assert.equal(verdict(toolCallsGrammar(llama, tools, false), bare("get_time", "{}")), "complete");
   assert.equal(verdict(llamaMany, `{"name": "get_time", "arguments": {}}`), "reject");
+  // Mistral's tokenizer v11 on: the bare name, [ARGS] and the arguments, [TOOL_CALLS] before each call.
+  const v11 = { ...llama, open: "[TOOL_CALLS]", separator: "", argumentsMark: "[ARGS]" };
+  const named = (name: string, args: string) => `[TOOL_CALLS]${name}[ARGS]${args}`;
+  const v11Many = toolCallsGrammar(v11, tools, true);
+  assert.equal(verdict(v11Many, named("get_weather", '{"city": "Paris"}')), "canEnd");
+  assert.equal(verdict(v11Many, named("get_time", "{}") + named("get_weather", "{}")), "canEnd");
+  assert.equal(verdict(v11Many, named("get_weather", '{"tz": 1}')), "reject");
+  assert.equal(verdict(v11Many, "get_time[ARGS]{}"), "reject");
+  assert.equal(verdict(v11Many, "[TOOL_CALLS]get_time{}"), "reject");
+  assert.equal(verdict(v11Many, named("get_time", "{}") + " " + named("get_time", "{}")), "reject");
+  assert.equal(verdict(toolCallsGrammar(v11, tools, false), named("get_time", "{}")), "complete");
 });
 
 Deno.test("json automaton: a choice of strings is exactly one of them", () => {

@@ -32,10 +32,12 @@ export interface ChatToolCall {
  * `<tool_call>{"name": …, "arguments": {…}}</tool_call>` (Qwen2.5, Qwen3, Hermes and others whose
  * template shows that form); "llama3_json" an answer that is `{"name": …, "parameters": {…}}` (Meta's Llama
  * 3.1 to 3.3 templates, vLLM's llama3_json parser); "mistral" an answer that is `[TOOL_CALLS] [{"name": …,
- * "arguments": {…}}, …]` (Mistral's templates from 7B v0.3 to Small 3.1, vLLM's mistral parser); null: the
- * template renders no tools, or in a form not read here (Mistral's newer `[TOOL_CALLS]name[ARGS]{…}`).
+ * "arguments": {…}}, …]` (Mistral's templates from 7B v0.3 to Small 3.1, vLLM's mistral parser before
+ * tokenizer v11); "mistral_args" content, then `[TOOL_CALLS]name[ARGS]{…}` per call (Mistral's tokenizer v11
+ * and later: Small 3.2, Magistral, Devstral, Ministral 3; vLLM's mistral parser from v11); null: the
+ * template renders no tools, or in a form not read here.
  */
-export type ToolCallFormat = "hermes" | "llama3_json" | "mistral";
+export type ToolCallFormat = "hermes" | "llama3_json" | "mistral" | "mistral_args";
 
 /** Options of one render. */
 export interface RenderOptions {
@@ -151,8 +153,8 @@ function toolCallFormatOf(source: string): ToolCallFormat | null {
   if (source.includes("<tool_call>")) return "hermes";
   // Meta's Llama 3.1–3.3 templates: tools under "Environment: ipython", calls as {"name", "parameters"}.
   if (source.includes("Environment: ipython") && source.includes('"parameters": ')) return "llama3_json";
-  // Mistral's: calls after a [TOOL_CALLS] token as one JSON list; the [ARGS] form (tokenizer v11) is not read.
-  if (source.includes("[TOOL_CALLS]") && !source.includes("[ARGS]")) return "mistral";
+  // Mistral's: calls after a [TOOL_CALLS] token, as one JSON list or (tokenizer v11 on) each `name[ARGS]{…}`.
+  if (source.includes("[TOOL_CALLS]")) return source.includes("[ARGS]") ? "mistral_args" : "mistral";
   return null;
 }
 

@@ -159,7 +159,7 @@ Deno.test("a Llama 3.1-style template (tools under Environment: ipython, calls a
   assert.ok(out.includes('{"name": "f", "parameters": {"x": 1}}'), out);
 });
 
-Deno.test("a Mistral template (calls after [TOOL_CALLS] as one JSON list) is mistral; its [ARGS] form is not read", () => {
+Deno.test("a Mistral template (calls after [TOOL_CALLS] as one JSON list) is mistral", () => {
   // The parts of Mistral's v0.3 template that say how tools and calls look (abridged).
   const source = `{%- for message in messages %}{%- if message.role == "user" %}
 {%- if tools is not none %}{{- "[AVAILABLE_TOOLS] " + tools | tojson + "[/AVAILABLE_TOOLS]" }}{%- endif %}
@@ -178,7 +178,40 @@ Deno.test("a Mistral template (calls after [TOOL_CALLS] as one JSON list) is mis
     { tools: [{ type: "function", function: { name: "f" } }] },
   );
   assert.ok(out.includes('[TOOL_CALLS] [{"name": "f", "arguments": {"x": 1}}]</s>'), out);
-  const v11 = `{%- if tools %}[AVAILABLE_TOOLS]{{ tools | tojson }}[/AVAILABLE_TOOLS]{%- endif %}
-{%- for m in messages %}{%- for c in m.tool_calls or [] %}[TOOL_CALLS]{{ c.function.name }}[ARGS]{{ c.function.arguments }}{%- endfor %}{%- endfor %}`;
-  assert.equal(compileChatTemplate(v11).toolCallFormat, null);
+});
+
+Deno.test("a Mistral tokenizer v11 template (each call [TOOL_CALLS]name[ARGS]{…}, [CALL_ID] or not) is mistral_args", () => {
+  // The parts of Mistral Small 3.2's template that say how tools and calls look (abridged); other templates
+  // of tokenizer v11 on may put `[CALL_ID]` and the call's id before [ARGS].
+  const template = (callId: string) =>
+    `{%- if tools %}{{- "[AVAILABLE_TOOLS]" + tools | tojson + "[/AVAILABLE_TOOLS]" }}{%- endif %}
+{%- for message in messages %}{%- if message.role == "user" %}{{- "[INST]" + message.content + "[/INST]" }}
+{%- elif message.role == "assistant" %}{{- message.content }}{%- for tool in message.tool_calls %}
+{%- set arguments = tool.function.arguments %}{%- if arguments is not string %}{%- set arguments = arguments | tojson %}
+{%- endif %}{{- "[TOOL_CALLS]" + tool.function.name + ${callId}"[ARGS]" + arguments }}{%- endfor %}{{- eos_token }}
+{%- elif message.role == "tool" %}{{- "[TOOL_RESULTS]" + message.content + "[/TOOL_RESULTS]" }}{%- endif %}
+{%- endfor %}`;
+  const messages = [
+    { role: "user", content: "Weather?" },
+    {
+      role: "assistant",
+      content: "",
+      tool_calls: [
+        { id: "a1b2c3d4e", type: "function" as const, function: { name: "f", arguments: { x: 1 } } },
+        { id: "f5g6h7i8j", type: "function" as const, function: { name: "g", arguments: "{}" } },
+      ],
+    },
+    { role: "tool", content: "18 C", tool_call_id: "a1b2c3d4e" },
+  ];
+  const tools = [{ type: "function", function: { name: "f" } }];
+  const small = compileChatTemplate(template(""), { eosToken: "</s>" });
+  assert.equal(small.toolCallFormat, "mistral_args");
+  assert.equal(
+    small.render(messages, { tools }),
+    '[AVAILABLE_TOOLS][{"type": "function", "function": {"name": "f"}}][/AVAILABLE_TOOLS][INST]Weather?[/INST]' +
+      '[TOOL_CALLS]f[ARGS]{"x": 1}[TOOL_CALLS]g[ARGS]{}</s>[TOOL_RESULTS]18 C[/TOOL_RESULTS]',
+  );
+  const withIds = compileChatTemplate(template('"[CALL_ID]" + tool.id + '), { eosToken: "</s>" });
+  assert.equal(withIds.toolCallFormat, "mistral_args");
+  assert.ok(withIds.render(messages, { tools }).includes('[TOOL_CALLS]f[CALL_ID]a1b2c3d4e[ARGS]{"x": 1}'));
 });

@@ -66,6 +66,11 @@ export interface EncodeOptions {
 export interface DecodeOptions {
   /** Drop special added tokens (BOS, EOS, <|im_end|>, ...). Default false, as in transformers. */
   skipSpecialTokens?: boolean;
+  /**
+   * Special tokens (their content) whose text stays although `skipSpecialTokens` drops the others: the marks
+   * a chat format's function calls are read by (Mistral's `[TOOL_CALLS]`, `[ARGS]`). Default none.
+   */
+  keepSpecialTokens?: readonly string[];
 }
 
 /** A loaded tokenizer: text ↔ token ids. */
@@ -183,11 +188,14 @@ export class Tokenizer {
    * @param options see DecodeOptions
    * @returns the text; invalid UTF-8 becomes U+FFFD
    */
-  decode(ids: Iterable<number>, { skipSpecialTokens = false }: DecodeOptions = {}): string {
+  decode(
+    ids: Iterable<number>,
+    { skipSpecialTokens = false, keepSpecialTokens = [] }: DecodeOptions = {},
+  ): string {
     const tokens: string[] = [];
     for (const id of ids) {
       const added = this.#addedById.get(id);
-      if (added !== undefined && skipSpecialTokens && added.special) continue;
+      if (skipSpecialTokens && added?.special && !keepSpecialTokens.includes(added.content)) continue;
       const token = added?.content ?? this.#model.idToToken[id];
       if (token !== undefined) tokens.push(token);
     }
@@ -311,29 +319,33 @@ export interface StreamDecoder {
  * A completion continues a prompt, so pass the prompt's last ids as `context`: they start the window
  * without being emitted, and the first generated token keeps the space a full decode gives it.
  * @param tokenizer the tokenizer
- * @param options `skipSpecialTokens` (default true: streamed text is for people); `context` ids
+ * @param options `skipSpecialTokens` (default true: streamed text is for people) and `keepSpecialTokens`, as
+ *   in `decode`; `context` ids
  * @returns the decoder
  */
 export function createStreamDecoder(
   tokenizer: Tokenizer,
-  { skipSpecialTokens = true, context = [] }: DecodeOptions & { context?: readonly number[] } = {},
+  { skipSpecialTokens = true, keepSpecialTokens = [], context = [] }: DecodeOptions & {
+    context?: readonly number[];
+  } = {},
 ): StreamDecoder {
+  const options = { skipSpecialTokens, keepSpecialTokens };
   let window: number[] = context.slice(-STREAM_CONTEXT);
-  let prefix = tokenizer.decode(window, { skipSpecialTokens });
+  let prefix = tokenizer.decode(window, options);
   let prefixCount = window.length; // ids at the start of `window` already emitted and kept only as context
   return {
     push(id: number): string {
       window.push(id);
-      const text = tokenizer.decode(window, { skipSpecialTokens });
+      const text = tokenizer.decode(window, options);
       if (text.length <= prefix.length || text.endsWith("\uFFFD")) return "";
       const piece = text.slice(prefix.length);
       window = window.slice(prefixCount);
       prefixCount = window.length;
-      prefix = tokenizer.decode(window, { skipSpecialTokens });
+      prefix = tokenizer.decode(window, options);
       return piece;
     },
     flush(): string {
-      const text = tokenizer.decode(window, { skipSpecialTokens });
+      const text = tokenizer.decode(window, options);
       const piece = text.length > prefix.length ? text.slice(prefix.length) : "";
       window = [];
       prefix = "";

@@ -164,6 +164,34 @@ Deno.test("createStreamDecoder() emits whole characters from byte-level tokens",
   assert.equal(ids.map((id) => all.push(id)).join("") + all.flush(), text);
 });
 
+Deno.test("decode() and createStreamDecoder() keep the text of the special tokens asked for, skip the rest", () => {
+  const dir = sharedPath("models/lq-49m");
+  if (!dir) return;
+  // lq-49m's byte-level tokenizer with Mistral's tool-call marks added as special tokens, as Tekken has them.
+  const json = readJson<TokenizerJson>(`${dir}/tokenizer.json`);
+  const base = createTokenizer(json).vocabSize;
+  const marks = ["[TOOL_CALLS]", "[ARGS]", "[CALL_ID]"];
+  const tok = createTokenizer({
+    ...json,
+    added_tokens: [
+      ...json.added_tokens ?? [],
+      ...marks.map((content, i) => ({ id: base + i, content, special: true, normalized: false })),
+    ],
+  });
+  const text = 'Sure.[TOOL_CALLS]get_weather[ARGS]{"city": "Paris"}<|im_end|>';
+  const ids = tok.encode(text);
+  assert.ok(ids.includes(base) && ids.includes(base + 1) && ids.includes(2), `got ${ids}`);
+  assert.equal(tok.decode(ids), text);
+  assert.equal(tok.decode(ids, { skipSpecialTokens: true }), 'Sure.get_weather{"city": "Paris"}');
+  const kept = 'Sure.[TOOL_CALLS]get_weather[ARGS]{"city": "Paris"}';
+  assert.equal(tok.decode(ids, { skipSpecialTokens: true, keepSpecialTokens: marks }), kept);
+  assert.equal(tok.decode(ids, { keepSpecialTokens: marks }), text, "without skipping, all are kept");
+  const stream = createStreamDecoder(tok, { keepSpecialTokens: marks, context: tok.encode("Hi") });
+  const pieces = ids.map((id) => stream.push(id));
+  assert.equal(pieces.join("") + stream.flush(), kept);
+  assert.ok(pieces.includes("[TOOL_CALLS]"), "a kept token comes out whole");
+});
+
 Deno.test("legacy Metaspace pre-tokenizer and decoder give the same ids as Prepend+Replace", () => {
   const dir = sharedPath("models/stories260K");
   if (!dir) return;

@@ -24,7 +24,7 @@ import {
   type ParsedRequest,
 } from "../protocol.ts";
 import { reasoningMarks, type ReasoningStart, ReasoningStream, splitReasoning } from "../reasoning.ts";
-import { CALL_MARKS, parseToolCalls, ToolCallStream } from "../tool_calls.ts";
+import { CALL_MARKS, CALL_TOKENS, parseToolCalls, ToolCallStream } from "../tool_calls.ts";
 import {
   collectChoices,
   readJsonBody,
@@ -161,18 +161,21 @@ export function chatHandler(deps: RouteDeps): Handler {
 
 /**
  * The request with the grammar its answer follows: forced function calls (tool_choice "required" or named)
- * or the response_format, after the reasoning block a thinking template lets the model write first.
+ * or the response_format, after the reasoning block a thinking template lets the model write first. With
+ * tools, the text keeps the special tokens the format's calls are read by (Mistral's `[TOOL_CALLS]`).
  */
 function constrained(
   parsed: ParsedRequest,
   format: ToolCallFormat | null,
   thinking: ReasoningStart | null,
 ): GenerateRequest {
+  const marks = parsed.tools && format ? CALL_TOKENS[format] : undefined;
+  const request = marks ? { ...parsed.request, keepSpecialTokens: marks } : parsed.request;
   const forced = format ? parsed.tools?.forced : null;
   let grammar = forced
     ? toolCallsGrammar(CALL_MARKS[format!], forced, parsed.tools!.parallel)
     : parsed.request.grammar;
-  if (!grammar) return parsed.request;
+  if (!grammar) return request;
   if (thinking) grammar = afterReasoning(grammar, reasoningMarks(thinking));
-  return { ...parsed.request, grammar };
+  return { ...request, grammar };
 }
