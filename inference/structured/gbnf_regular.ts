@@ -7,7 +7,8 @@
  * has no state bound (a regex's DFA refuses bytes past its bound).
  */
 import type { GbnfExpr, GbnfRule } from "./gbnf_syntax.ts";
-import { type Nfa, RegexDfa, utf8Seqs } from "./regex.ts";
+import { RegexDfa } from "./regex.ts";
+import { type Nfa, utf8Seqs } from "./regex_nfa.ts";
 
 /** Most NFA states a part may build (a repetition count copies its item). */
 const MAX_NFA_STATES = 4096;

@@ -85,7 +85,8 @@ export function exactText(text: string): JsonNode {
 }
 
 /**
- * Text that matches a regular expression as a whole (vLLM's `guided_regex`; regex.ts says which syntax).
+ * Text that matches a regular expression as a whole (vLLM's `guided_regex`; regex_parser.ts says which
+ * syntax).
  * @throws RegexError naming what it cannot compile
  */
 export function regexGrammar(pattern: string): JsonGrammar {

@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
-import { MAX_INDENT } from "./json_automaton.ts";
+import { MAX_INDENT } from "./json_automaton_frames.ts";
 import { afterReasoning, choiceGrammar, regexGrammar, toolCallsGrammar } from "./grammar.ts";
-import { compileJsonSchema, compileSchemaNode, jsonObjectGrammar, SchemaError } from "./json_schema.ts";
+import { compileJsonSchema, compileSchemaNode, jsonObjectGrammar } from "./json_schema.ts";
+import { SchemaError } from "./json_schema_context.ts";
 import { verdict } from "../../tests/_walk.ts";
 
 const enc = new TextEncoder();

@@ -33,21 +33,17 @@
  * Output is the canonical form: listed keys as JSON.stringify writes them (other keys beside them have no
  * `\u` escapes: the DFA that keeps out the listed names reads decoded characters, as a pattern does),
  * literals (enum, const, true, false, null) exactly as JSON.stringify writes them.
+ *
+ * Here: the compiler core (the keywords every schema may have, `$ref`s, combinators, dispatch by type). The
+ * keywords of objects and arrays: json_schema_collections.ts; of strings and numbers: json_schema_scalars.ts;
+ * what they share: json_schema_context.ts.
  */
-import { grammarOf, type JsonGrammar, type JsonNode, makeNode, type PropNode } from "./grammar.ts";
-import { type NumberBound, NumberRangeError, numberRegex } from "./numeric_range.ts";
-import { exceptTextsDfa, RegexDfa, RegexError } from "./regex.ts";
+import { grammarOf, type JsonGrammar, type JsonNode, makeNode } from "./grammar.ts";
+import { compileArray, compileObject } from "./json_schema_collections.ts";
+import { isObject, type SchemaContext, SchemaError } from "./json_schema_context.ts";
+import { compileNumber, compileString } from "./json_schema_scalars.ts";
+import type { RegexDfa } from "./regex.ts";
 import { isKnownFormat, NUMBER_FORMATS, stringFormatRegex } from "./string_formats.ts";
-
-/** A bad or unsupported schema; `param` is the request field it sits at (for the 400). */
-export class SchemaError extends Error {
-  readonly param: string;
-  constructor(message: string, param: string) {
-    super(message);
-    this.name = "SchemaError";
-    this.param = param;
-  }
-}
 
 const ANNOTATIONS = new Set([
   "title",
@@ -102,8 +98,6 @@ const NUMERIC = ["minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "
 const TYPES = ["object", "array", "string", "number", "integer", "boolean", "null"];
 /** Deepest schema nesting compiled (a bound on work for what a client sends). */
 const MAX_DEPTH = 64;
-/** Most characters of one `pattern`. */
-const MAX_PATTERN = 1024;
 /** Most nodes one schema may compile to. */
 const MAX_NODES = 10_000;
 /**
@@ -135,15 +129,14 @@ export function jsonObjectGrammar(): JsonGrammar {
   return compileJsonSchema({ type: "object" }, "response_format");
 }
 
-class Compiler {
+class Compiler implements SchemaContext {
   #made = 0;
   #root: unknown;
   #param: string;
   #refs = new Map<string, JsonNode & { kind: "ref" }>();
   #pending: [path: string, node: JsonNode & { kind: "ref" }][] = [];
   #any: JsonNode | null = null;
-  /** each string format's DFA, shared by the strings of this schema that use it */
-  #formats = new Map<string, RegexDfa>();
+  readonly formats = new Map<string, RegexDfa>();
 
   constructor(root: unknown, param: string) {
     this.#root = root;
@@ -151,28 +144,28 @@ class Compiler {
   }
 
   root(): JsonNode {
-    const root = this.#compile(this.#root, this.#param, 0);
+    const root = this.compile(this.#root, this.#param, 0);
     // Resolve refs (each compiled once, so recursive schemas close into cycles).
     while (this.#pending.length > 0) {
       const [path, ref] = this.#pending.pop()!;
-      ref.to = this.#compile(this.#lookup(path), `${this.#param} $ref "${path}"`, 0);
+      ref.to = this.compile(this.#lookup(path), `${this.#param} $ref "${path}"`, 0);
     }
     this.#checkProductive(root);
     return root;
   }
 
-  #node<T extends Omit<JsonNode, "id">>(n: T): T & { id: number } {
+  node<T extends Omit<JsonNode, "id">>(n: T): T & { id: number } {
     if (++this.#made > MAX_NODES) {
       throw new SchemaError(`Cannot compile the schema: more than ${MAX_NODES} nodes`, this.#param);
     }
     return makeNode(n);
   }
 
-  #compile(s: unknown, path: string, depth: number): JsonNode {
+  compile(s: unknown, path: string, depth: number): JsonNode {
     if (depth > MAX_DEPTH) {
       throw new SchemaError(`Cannot compile the schema: nested deeper than ${MAX_DEPTH}`, path);
     }
-    if (s === true) return this.#anyValue();
+    if (s === true) return this.anyValue();
     if (!isObject(s)) throw new SchemaError(`Invalid schema at ${path}: expected an object`, path);
     for (const key of Object.keys(s)) {
       if (!HANDLED.has(key) && !ANNOTATIONS.has(key)) {
@@ -207,7 +200,7 @@ class Compiler {
           `${path}.allOf`,
         );
       }
-      parts.push(this.#compile(s.allOf[0], `${path}.allOf[0]`, depth + 1));
+      parts.push(this.compile(s.allOf[0], `${path}.allOf[0]`, depth + 1));
     }
     for (const key of ["anyOf", "oneOf"] as const) {
       if (s[key] === undefined) continue;
@@ -225,9 +218,9 @@ class Compiler {
         );
       }
       parts.push(
-        this.#node({
+        this.node({
           kind: "anyOf",
-          options: list.map((o, i) => this.#compile(o, `${path}.${key}[${i}]`, depth + 1)),
+          options: list.map((o, i) => this.compile(o, `${path}.${key}[${i}]`, depth + 1)),
         }),
       );
     }
@@ -239,7 +232,7 @@ class Compiler {
         path,
       );
     }
-    return parts[0] ?? this.#anyValue();
+    return parts[0] ?? this.anyValue();
   }
 
   /** The node of a schema's own keywords (type, enum, const and their refinements), or null if none. */
@@ -256,7 +249,7 @@ class Compiler {
         );
       }
       const texts = [...new Set(values.map((v) => JSON.stringify(v)))].map((t) => encoder.encode(t));
-      return this.#node({ kind: "literal", texts });
+      return this.node({ kind: "literal", texts });
     }
     let types: string[];
     if (s.type === undefined) {
@@ -281,257 +274,38 @@ class Compiler {
       }
     }
     const options = [...new Set(types)].map((t) => this.#typed(t, s, path, depth));
-    return options.length === 1 ? options[0] : this.#node({ kind: "anyOf", options });
+    return options.length === 1 ? options[0] : this.node({ kind: "anyOf", options });
   }
 
   #typed(type: string, s: Record<string, unknown>, path: string, depth: number): JsonNode {
     switch (type) {
       case "object":
-        return this.#object(s, path, depth);
+        return compileObject(this, s, path, depth);
       case "array":
-        return this.#array(s, path, depth);
-      case "string": {
-        const minLength = this.#count(s, "minLength", path, 0);
-        const maxLength = this.#count(s, "maxLength", path, Infinity);
-        if (minLength > maxLength) {
-          throw new SchemaError(`Invalid schema at ${path}: minLength > maxLength`, `${path}.minLength`);
-        }
-        return this.#node({ kind: "string", minLength, maxLength, pattern: this.#pattern(s, path) });
-      }
+        return compileArray(this, s, path, depth);
+      case "string":
+        return compileString(this, s, path);
       case "number":
       case "integer":
-        return this.#number(s, type === "integer", path);
+        return compileNumber(this, s, type === "integer", path);
       case "boolean":
-        return this.#node({ kind: "literal", texts: [encoder.encode("true"), encoder.encode("false")] });
+        return this.node({ kind: "literal", texts: [encoder.encode("true"), encoder.encode("false")] });
       default:
-        return this.#node({ kind: "literal", texts: [encoder.encode("null")] });
+        return this.node({ kind: "literal", texts: [encoder.encode("null")] });
     }
-  }
-
-  /**
-   * An object: `properties` in the schema's order, each required one always, then other keys with values of
-   * `additionalProperties` when it is true or a schema (absent beside `properties`: no other keys, as in
-   * OpenAI's strict mode); without `properties`, a map. min/maxProperties bound the keys in all.
-   */
-  #object(s: Record<string, unknown>, path: string, depth: number): JsonNode {
-    const required = s.required ?? [];
-    if (!Array.isArray(required) || required.some((r) => typeof r !== "string")) {
-      throw new SchemaError(
-        `Invalid schema at ${path}: "required" must be a list of names`,
-        `${path}.required`,
-      );
-    }
-    if (s.properties !== undefined && !isObject(s.properties)) {
-      throw new SchemaError(
-        `Invalid schema at ${path}: "properties" must be an object`,
-        `${path}.properties`,
-      );
-    }
-    const props: PropNode[] = Object.entries(s.properties ?? {}).map(([name, sub]) => ({
-      name,
-      required: required.includes(name),
-      value: this.#compile(sub, `${path}.properties.${name}`, depth + 1),
-    }));
-    const missing = required.find((r) => !props.some((p) => p.name === r));
-    if (missing !== undefined) {
-      throw new SchemaError(
-        s.properties === undefined
-          ? `Unsupported schema at ${path}: "required" without "properties"`
-          : `Unsupported schema at ${path}: required "${missing}" is not among the properties`,
-        `${path}.required`,
-      );
-    }
-    const extra = s.additionalProperties;
-    const rest = extra === false || (extra === undefined && s.properties !== undefined)
-      ? null
-      : extra === undefined || extra === true
-      ? this.#anyValue()
-      : this.#compile(extra, `${path}.additionalProperties`, depth + 1);
-    let restKey: RegexDfa | null = null;
-    if (rest && props.length > 0) {
-      try {
-        restKey = exceptTextsDfa(props.map((p) => p.name));
-      } catch (err) {
-        if (!(err instanceof RegexError)) throw err;
-        throw new SchemaError(
-          `${err.message} (at ${path}.additionalProperties)`,
-          `${path}.additionalProperties`,
-        );
-      }
-    }
-    const minProps = this.#count(s, "minProperties", path, 0);
-    const maxProps = this.#count(s, "maxProperties", path, Infinity);
-    if (minProps > maxProps) {
-      throw new SchemaError(
-        `Invalid schema at ${path}: minProperties > maxProperties`,
-        `${path}.minProperties`,
-      );
-    }
-    const nRequired = props.filter((p) => p.required).length;
-    if (nRequired > maxProps) {
-      throw new SchemaError(
-        `Invalid schema at ${path}: maxProperties < the ${nRequired} required properties`,
-        `${path}.maxProperties`,
-      );
-    }
-    if (!rest && props.length < minProps) {
-      throw new SchemaError(
-        `Unsupported schema at ${path}: minProperties > the ${props.length} properties ` +
-          `(other keys need "additionalProperties")`,
-        `${path}.minProperties`,
-      );
-    }
-    return this.#node({ kind: "object", props, rest, restKey, minProps, maxProps });
-  }
-
-  /**
-   * An array: items `prefixItems[k]` (drafts 4–2019: `items` as a list), then items of `items`
-   * (`additionalItems`; absent or true: any value, false: none); minItems/maxItems count them all, so with
-   * minItems below the prefix's length its last items are optional.
-   */
-  #array(s: Record<string, unknown>, path: string, depth: number): JsonNode {
-    const minItems = this.#count(s, "minItems", path, 0);
-    let maxItems = this.#count(s, "maxItems", path, Infinity);
-    if (minItems > maxItems) {
-      throw new SchemaError(`Invalid schema at ${path}: minItems > maxItems`, `${path}.minItems`);
-    }
-    const tuple = Array.isArray(s.items);
-    if (s.prefixItems !== undefined && (tuple || s.additionalItems !== undefined)) {
-      // Drafts mixed: 2020-12's prefixItems beside the older list form or its additionalItems.
-      const [key, what] = tuple ? ["items", 'a list of "items"'] : ["additionalItems", '"additionalItems"'];
-      throw new SchemaError(`Unsupported schema at ${path}: "prefixItems" beside ${what}`, `${path}.${key}`);
-    }
-    const [listKey, restKey] = tuple ? ["items", "additionalItems"] : ["prefixItems", "items"];
-    const list = s[listKey] ?? [];
-    if (!Array.isArray(list)) {
-      throw new SchemaError(`Invalid schema at ${path}: "prefixItems" must be a list`, `${path}.prefixItems`);
-    }
-    const prefix = list.map((sub, k) => this.#compile(sub, `${path}.${listKey}[${k}]`, depth + 1));
-    const after = s[restKey];
-    if (after === false) {
-      if (minItems > prefix.length) {
-        throw new SchemaError(
-          `Invalid schema at ${path}: minItems > the ${prefix.length} items of "${listKey}" ` +
-            `("${restKey}" is false)`,
-          `${path}.minItems`,
-        );
-      }
-      maxItems = Math.min(maxItems, prefix.length);
-    }
-    const items = after === false
-      ? null
-      : after === undefined
-      ? this.#anyValue()
-      : this.#compile(after, `${path}.${restKey}`, depth + 1);
-    return this.#node({ kind: "array", prefix, items, minItems, maxItems });
-  }
-
-  /**
-   * A string's `pattern` or `format` as a DFA over its decoded characters. JSON Schema's patterns search
-   * (ECMA-262): one matches anywhere in the string unless anchored, so an unanchored end gets any characters
-   * around it. A format matches the whole string.
-   */
-  #pattern(s: Record<string, unknown>, path: string): RegexDfa | null {
-    const p = s.pattern;
-    const format = typeof s.format === "string" ? stringFormatRegex(s.format) : undefined;
-    if (format !== undefined) {
-      if (p !== undefined) {
-        throw new SchemaError(`Unsupported schema at ${path}: "format" beside "pattern"`, `${path}.format`);
-      }
-      const dfa = this.#formats.get(format) ?? new RegexDfa(format);
-      this.#formats.set(format, dfa);
-      return dfa;
-    }
-    if (p === undefined) return null;
-    if (typeof p !== "string" || p.length > MAX_PATTERN) {
-      throw new SchemaError(
-        `Invalid schema at ${path}: "pattern" must be a string of at most ${MAX_PATTERN}`,
-        `${path}.pattern`,
-      );
-    }
-    const start = p.startsWith("^");
-    const end = p.endsWith("$") && !p.endsWith("\\$");
-    const core = p.slice(start ? 1 : 0, end ? -1 : undefined);
-    const any = "[\\s\\S]*";
-    try {
-      return new RegexDfa(`${start ? "" : any}(?:${core})${end ? "" : any}`);
-    } catch (err) {
-      if (err instanceof RegexError) {
-        throw new SchemaError(`${err.message} (at ${path}.pattern)`, `${path}.pattern`);
-      }
-      throw err;
-    }
-  }
-
-  /**
-   * A number node; with bounds, `multipleOf` or an integer format, a regex node of the texts in range
-   * (numeric_range.ts).
-   */
-  #number(s: Record<string, unknown>, integer: boolean, path: string): JsonNode {
-    const finite = (key: string): number => {
-      if (typeof s[key] !== "number" || !Number.isFinite(s[key])) {
-        throw new SchemaError(`Invalid schema at ${path}: "${key}" must be a number`, `${path}.${key}`);
-      }
-      return s[key] as number;
-    };
-    const lower: NumberBound[] = [];
-    const upper: NumberBound[] = [];
-    const sides = [["minimum", "exclusiveMinimum", lower], ["maximum", "exclusiveMaximum", upper]] as const;
-    for (const [key, ex, bounds] of sides) {
-      // Draft 4: a boolean exclusiveMinimum makes minimum exclusive; 2019+: a bound of its own.
-      const draft4 = typeof s[ex] === "boolean";
-      if (draft4 && s[ex] === true && s[key] === undefined) {
-        throw new SchemaError(`Invalid schema at ${path}: "${ex}" true without "${key}"`, `${path}.${ex}`);
-      }
-      if (s[ex] !== undefined && !draft4) bounds.push({ keyword: ex, value: finite(ex), exclusive: true });
-      if (s[key] !== undefined) bounds.push({ keyword: key, value: finite(key), exclusive: s[ex] === true });
-    }
-    const range = typeof s.format === "string" ? NUMBER_FORMATS[s.format] : undefined;
-    if (range) {
-      lower.push({ keyword: "format", value: range[0], exclusive: false });
-      upper.push({ keyword: "format", value: range[1], exclusive: false });
-    }
-    const multipleOf = s.multipleOf === undefined ? null : finite("multipleOf");
-    if (multipleOf !== null && multipleOf <= 0) {
-      throw new SchemaError(`Invalid schema at ${path}: "multipleOf" must be > 0`, `${path}.multipleOf`);
-    }
-    if (lower.length === 0 && upper.length === 0 && multipleOf === null) {
-      return this.#node({ kind: "number", integer });
-    }
-    try {
-      return this.#node({
-        kind: "regex",
-        dfa: new RegexDfa(numberRegex({ integer, lower, upper, multipleOf })),
-      });
-    } catch (err) {
-      if (err instanceof NumberRangeError) {
-        throw new SchemaError(`${err.message} (at ${path}.${err.keyword})`, `${path}.${err.keyword}`);
-      }
-      if (err instanceof RegexError) throw new SchemaError(`${err.message} (at ${path})`, path);
-      throw err;
-    }
-  }
-
-  #count(s: Record<string, unknown>, key: string, path: string, fallback: number): number {
-    const v = s[key];
-    if (v === undefined) return fallback;
-    if (!Number.isSafeInteger(v) || (v as number) < 0) {
-      throw new SchemaError(`Invalid schema at ${path}: "${key}" must be an integer ≥ 0`, `${path}.${key}`);
-    }
-    return v as number;
   }
 
   /** Any JSON value (one shared node graph per grammar). */
-  #anyValue(): JsonNode {
+  anyValue(): JsonNode {
     if (this.#any) return this.#any;
-    const any = this.#node({ kind: "anyOf", options: [] as JsonNode[] });
+    const any = this.node({ kind: "anyOf", options: [] as JsonNode[] });
     this.#any = any;
     any.options.push(
-      this.#node({ kind: "object", props: [], rest: any, restKey: null, minProps: 0, maxProps: Infinity }),
-      this.#node({ kind: "array", prefix: [], items: any, minItems: 0, maxItems: Infinity }),
-      this.#node({ kind: "string", minLength: 0, maxLength: Infinity, pattern: null }),
-      this.#node({ kind: "number", integer: false }),
-      this.#node({ kind: "literal", texts: ["true", "false", "null"].map((t) => encoder.encode(t)) }),
+      this.node({ kind: "object", props: [], rest: any, restKey: null, minProps: 0, maxProps: Infinity }),
+      this.node({ kind: "array", prefix: [], items: any, minItems: 0, maxItems: Infinity }),
+      this.node({ kind: "string", minLength: 0, maxLength: Infinity, pattern: null }),
+      this.node({ kind: "number", integer: false }),
+      this.node({ kind: "literal", texts: ["true", "false", "null"].map((t) => encoder.encode(t)) }),
     );
     return any;
   }
@@ -543,7 +317,7 @@ class Compiler {
     let node = this.#refs.get(ref);
     if (!node) {
       this.#lookup(ref, param); // fail now, at the field that names it
-      node = this.#node({ kind: "ref", to: null });
+      node = this.node({ kind: "ref", to: null });
       this.#refs.set(ref, node);
       this.#pending.push([ref, node]);
     }
@@ -585,8 +359,4 @@ class Compiler {
     };
     visit(root, new Set());
   }
-}
-
-function isObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === "object" && v !== null && !Array.isArray(v);
 }

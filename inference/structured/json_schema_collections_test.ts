@@ -1,6 +1,8 @@
 import assert from "node:assert/strict";
-import { initialStates, type StateSet, stepStates } from "./json_automaton.ts";
-import { compileJsonSchema, SchemaError } from "./json_schema.ts";
+import { initialStates, stepStates } from "./json_automaton.ts";
+import type { StateSet } from "./json_automaton_frames.ts";
+import { compileJsonSchema } from "./json_schema.ts";
+import { SchemaError } from "./json_schema_context.ts";
 import { GrammarMatcher, TokenVocab } from "./token_mask.ts";
 import { verdict } from "../../tests/_walk.ts";
 

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
-import { compileJsonSchema, SchemaError } from "./json_schema.ts";
+import { compileJsonSchema } from "./json_schema.ts";
+import { SchemaError } from "./json_schema_context.ts";
 import { GrammarMatcher, TokenVocab } from "./token_mask.ts";
 import { verdict } from "../../tests/_walk.ts";
 

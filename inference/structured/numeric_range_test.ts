@@ -1,5 +1,7 @@
 import assert from "node:assert/strict";
-import { intRange, MAX_MULTIPLES, type NumberBound, NumberRangeError, numberRegex } from "./numeric_range.ts";
+import { type NumberBound, NumberRangeError } from "./numeric_bounds.ts";
+import { intRange } from "./numeric_digits.ts";
+import { MAX_MULTIPLES, numberRegex } from "./numeric_range.ts";
 import { RegexDfa } from "./regex.ts";
 import { dfaMatches } from "../../tests/_walk.ts";
 

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
-import { exceptTextsDfa, RegexDfa, RegexError } from "./regex.ts";
+import { exceptTextsDfa, RegexDfa } from "./regex.ts";
+import { RegexError } from "./regex_nfa.ts";
 import { dfaMatches } from "../../tests/_walk.ts";
 
 const enc = new TextEncoder();

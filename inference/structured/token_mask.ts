@@ -8,7 +8,8 @@
  * byte-bounded LRU shared by every grammar of the vocabulary (a schema's requests reuse them: the keys
  * start with the grammar's id).
  */
-import { canEnd, initialStates, isComplete, type StateSet, statesKey, stepStates } from "./json_automaton.ts";
+import { canEnd, initialStates, isComplete, statesKey, stepStates } from "./json_automaton.ts";
+import type { StateSet } from "./json_automaton_frames.ts";
 import type { JsonGrammar } from "./grammar.ts";
 
 /** Host memory the mask cache of one vocabulary may hold. */
