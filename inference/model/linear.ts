@@ -241,6 +241,16 @@ export function fusesPrologue(
     affineHasPrologue({ activations: linear.activations ?? "q8", ...(path ? { path } : {}) }, rows);
 }
 
+/**
+ * Whether a call on this path lets its row count change a row's sums: the "decode" path (which already picks
+ * kernels by rows) has the batched q8 affine path split K by the rows (kernels/matmul
+ * MatmulAffineSpec.kSplitByRows). Prompt pieces come in 32 rows or more (scheduler.ts), where the split is
+ * the pinned one anyway; the pinned paths keep every row's bits batch-invariant.
+ */
+function rowDependentSums(path: LinearPath | undefined): boolean {
+  return path === "decode";
+}
+
 /** Binds the dispatches that apply `linear` (one per panel for dense weights). */
 export function bindLinear(gpu: Gpu, linear: GpuLinear, call: LinearCall): Encodable {
   if (
@@ -255,7 +265,12 @@ export function bindLinear(gpu: Gpu, linear: GpuLinear, call: LinearCall): Encod
     const spec = { accumulate: call.accumulate ?? false };
     const args = { x: call.x, y: call.y, rows: call.rows, xRowOffset: call.xRowOffset ?? 0 };
     return linear.format === "affine"
-      ? createMatmulAffine(gpu, { ...spec, activations: linear.activations ?? "q8", ...path }).bind({
+      ? createMatmulAffine(gpu, {
+        ...spec,
+        activations: linear.activations ?? "q8",
+        kSplitByRows: rowDependentSums(call.path),
+        ...path,
+      }).bind({
         ...args,
         w: linear.weights,
         ...(call.norm ? { norm: call.norm } : {}),
@@ -344,7 +359,12 @@ export function bindLinears(
       more: items.slice(1).map(({ linear, y }) => ({ w: (linear as LutLinear).weights, y })),
     });
   }
-  return createMatmulAffine(gpu, { accumulate: call.accumulate ?? false, activations: "q8", ...path }).bind({
+  return createMatmulAffine(gpu, {
+    accumulate: call.accumulate ?? false,
+    activations: "q8",
+    kSplitByRows: rowDependentSums(call.path),
+    ...path,
+  }).bind({
     ...common,
     w: (first as AffineLinear).weights,
     more: items.slice(1).map(({ linear, y }) => ({ w: (linear as AffineLinear).weights, y })),

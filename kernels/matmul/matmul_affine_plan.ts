@@ -16,6 +16,7 @@ import { gemmWgsl, type GemvBuild, gemvWgsl } from "./matmul_affine_wgsl.ts";
 import { type Q8GemvBuild, q8GemvWgsl } from "./matmul_affine_q8_wgsl.ts";
 import { type Q8mmBuild, q8mmWgsl, type Q8Prefetch } from "./matmul_affine_q8mm_wgsl.ts";
 import {
+  ROW_LANES_KS,
   ROW_LANES_MAX_ROWS,
   rowLanesFor,
   rowLanesOutputsPerWorkgroup,
@@ -71,6 +72,12 @@ export interface MatmulAffineSpec {
    * batches of {@link AFFINE_BATCH_ROWS} rows.
    */
   path?: "gemm" | "gemv";
+  /**
+   * Batched q8 path: let a dispatch's row count pick its K split ({@link kSplitFor}), so a row's sums depend
+   * on how many rows its dispatch has. Off (default), every dispatch of a weight splits K alike: a row's
+   * bits never depend on its batch (the engine's `--batch-invariant`).
+   */
+  kSplitByRows?: boolean;
   /**
    * The tiled GEMM's arithmetic (gemm_core_wgsl.ts): "f32" (default) is exact in f32; "f16" (needs
    * `shader-f16`) rounds activations and dequantized weights to f16 and sums products in f16 for 16 k at a
@@ -156,7 +163,7 @@ export function planMatmulAffine(spec: MatmulAffineSpec, shape: AffineShape): Ma
   const { rows, bits, outDim, groupSize, hasPerm } = shape;
   const t = spec.tune ?? {};
   const common = { ACC: spec.accumulate ? 1 : 0, GROUP_PIECES: groupSize / 32 };
-  if (affineBatchedQ8(spec)) return planQ8mm(common, shape, t);
+  if (affineBatchedQ8(spec)) return planQ8mm(common, shape, t, spec.kSplitByRows ?? false);
   if (affineHasPrologue(spec, rows)) return planQ8(common, shape, t);
   if ((shape.moreOutDims ?? []).length > 0) {
     throw new Error("Cannot plan matmul_affine: several matrices in one dispatch need the q8 GEMV");
@@ -276,18 +283,42 @@ function planQ8(common: Record<string, number>, shape: AffineShape, t: AffineTun
   };
 }
 
+/** Rows below which {@link kSplitFor} splits narrow matrices' K over 16 lanes. */
+export const FEW_ROWS = 32;
+
+/**
+ * The K split (lanes per output) of a batched q8 dispatch of `rows` rows and `outputs` outputs in all (its
+ * matrices together), when the row count may choose it (MatmulAffineSpec.kSplitByRows): 16 lanes for fewer
+ * than {@link FEW_ROWS} rows of at most 4,096 outputs, else ROW_LANES_KS (8). Why (H100, 8B shapes,
+ * BENCHMARKS.md "fifteenth session"): at few rows a dispatch of few outputs launches too few invocations to
+ * keep loads in flight (down, 4,096 × 14,336, took 0.064 ms at 8 rows as at 16); 16 lanes took it to 0.033
+ * ms at 8 rows and 0.050 at 16, o 0.022 → 0.019, while gate/up (14,336 outputs) went 0.046 → 0.051 and, at
+ * 32 rows, o and down lost too. Outputs are counted over the dispatch because the invocations are: merged
+ * q/k/v (6,144 outputs) keeps 8 lanes, as it was not timed with 16.
+ */
+export function kSplitFor(rows: number, outputs: number): number {
+  return rows < FEW_ROWS && outputs <= 4096 ? 16 : ROW_LANES_KS;
+}
+
 /**
  * The batched q8 plan for one main dispatch of `shape.rows` ≤ ROW_LANES_MAX_ROWS rows (matmul_affine.ts
- * splits larger calls), with the shared lane defaults (row_lanes_wgsl.ts `rowLanesFor`).
+ * splits larger calls), with the shared lane defaults (row_lanes_wgsl.ts `rowLanesFor`) and, with
+ * `kSplitByRows`, the K split of {@link kSplitFor}.
  */
-function planQ8mm(common: Record<string, number>, shape: AffineShape, t: AffineTune): MatmulAffinePlan {
+function planQ8mm(
+  common: Record<string, number>,
+  shape: AffineShape,
+  t: AffineTune,
+  kSplitByRows: boolean,
+): MatmulAffinePlan {
   const { rows, bits, outDim } = shape;
   if (rows > (t.mm?.rows ?? ROW_LANES_MAX_ROWS)) {
     throw new Error(`Cannot plan the batched q8 matmul: ${rows} rows in one dispatch`);
   }
   const outDims = [outDim, ...(shape.moreOutDims ?? [])];
+  const ks = t.mm?.ks ?? (kSplitByRows ? kSplitFor(rows, outDims.reduce((a, b) => a + b)) : undefined);
   const build = {
-    ...rowLanesFor(rows, "q8", t.mm, Math.min(...outDims)),
+    ...rowLanesFor(rows, "q8", { ...t.mm, ...(ks ? { ks } : {}) }, Math.min(...outDims)),
     bits,
     mats: outDims.length,
     ...(t.q8Prefetch ? { prefetch: t.q8Prefetch, unroll: 1 } : {}),

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { type AffineTune, planMatmulAffine } from "./matmul_affine_plan.ts";
+import { type AffineTune, FEW_ROWS, kSplitFor, planMatmulAffine } from "./matmul_affine_plan.ts";
 import { ROW_LANES_MAX_ROWS } from "./row_lanes_wgsl.ts";
 import { createMatmulAffine, uploadAffine } from "./matmul_affine.ts";
 import { matmulAffineRef, q8ActivationsRef, rmsNormRef } from "../core/reference.ts";
@@ -122,5 +122,36 @@ Deno.test("matmulAffine() batched q8 path gives a row the same bits whatever its
   );
   const splits = plans.map((p) => p.path === "q8mm" ? p.ks : -1);
   assert.ok(splits.every((k) => k > 0 && k === splits[0]), `one K split for every row count, got ${splits}`);
+  gpu.device.destroy();
+});
+
+// kSplitByRows (the engine's default, non-invariant decode): few rows of narrow matrices split K over 16
+// lanes; the sums still match the reference, and the split follows kSplitFor.
+Deno.test("matmulAffine() batched q8 path with kSplitByRows splits few rows wider and matches the reference", async () => {
+  const gpu = await testGpu();
+  if (!gpu) return;
+  const spec = { accumulate: false, path: "gemv" as const, kSplitByRows: true };
+  const dims = { bits: 4 as const, outDim: 70, inDim: 1056, groupSize: 32, hasPerm: false };
+  const ks = (rows: number, outDim = dims.outDim) => {
+    const s = planMatmulAffine(spec, { ...dims, outDim, rows }).shader;
+    return s.path === "q8mm" ? s.ks : -1;
+  };
+  assert.deepEqual([ks(2), ks(FEW_ROWS - 1), ks(FEW_ROWS), ks(12, 4097)], [16, 16, 8, 8]);
+  assert.deepEqual([kSplitFor(8, 4096), kSplitFor(8, 6144), kSplitFor(40, 1024)], [16, 8, 8]);
+  const rows = 12;
+  const parts = randomAffine({ bits: 4, group: 32, inDim: dims.inDim, outDim: dims.outDim }, 41);
+  const packed = packAffine(parts, { groupSize: 32 });
+  const x = randomF32(rows * dims.inDim, 42);
+  const y = createStorage(gpu, rows * dims.outDim * 4, "y");
+  const bound = createMatmulAffine(gpu, spec).bind({
+    x: uploadStorage(gpu, x, "x"),
+    w: uploadAffine(gpu, packed, "w"),
+    y,
+    rows,
+  });
+  await checkPipelines(gpu);
+  runPass(gpu, (pass) => bound.encode(pass));
+  const want = matmulAffineRef(q8ActivationsRef(x, dims.inDim, packed.perm), { ...parts, ...dims });
+  assertNmse(await readF32(gpu, y, rows * dims.outDim), want, 1e-6, "kSplitByRows");
   gpu.device.destroy();
 });
