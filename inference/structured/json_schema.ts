@@ -25,7 +25,8 @@
  *   in range (numeric_range.ts: no exponent then); OpenAPI's `format` int32 and int64 bound integers, float
  *   and double are accepted. As JSON Schema has it, a format of one type leaves values of other types alone.
  * - Annotations (`title`, `description`, `default`, `examples`, `$schema`, `$id`, `$comment`, `deprecated`,
- *   `readOnly`, `writeOnly`, `strict`, `nullable` with a type list) are ignored.
+ *   `readOnly`, `writeOnly`, `strict`, `nullable` with a type list, OpenAPI's `discriminator` beside `oneOf`) are
+ *   ignored.
  * - Any other keyword that would constrain values (`uniqueItems: true`, `patternProperties`,
  *   `propertyNames`, `contains`, `contentEncoding`, …), an unknown `format`, and bounds the regex cannot take
  *   (numeric_range.ts) are refused with an error naming where they sit, rather than silently producing output
@@ -58,6 +59,8 @@ const ANNOTATIONS = new Set([
   "writeOnly",
   "strict",
   "nullable",
+  // OpenAPI's hint beside oneOf/anyOf (Pydantic's discriminated unions): the options themselves constrain.
+  "discriminator",
   "$defs",
   "definitions",
 ]);

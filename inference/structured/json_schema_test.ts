@@ -216,3 +216,25 @@ Deno.test("token mask: the ids a bounded number allows are exactly those whose b
     !has(after15, id("1")) && !has(after15, id(".5")) && !has(after15, id("e5")) && !has(after15, id("}")),
   );
 });
+
+Deno.test("json schema: a discriminated union (Pydantic's oneOf with an OpenAPI discriminator) compiles to its options", () => {
+  const schema = {
+    oneOf: [
+      {
+        type: "object",
+        properties: { kind: { const: "cat" }, lives: { type: "integer" } },
+        required: ["kind", "lives"],
+      },
+      {
+        type: "object",
+        properties: { kind: { const: "dog" }, good: { type: "boolean" } },
+        required: ["kind", "good"],
+      },
+    ],
+    discriminator: { propertyName: "kind", mapping: { cat: "#/$defs/Cat", dog: "#/$defs/Dog" } },
+  };
+  const g = compileJsonSchema(schema, "response_format.json_schema.schema");
+  assert.equal(verdict(g, '{"kind": "cat", "lives": 9}'), "complete");
+  assert.equal(verdict(g, '{"kind": "dog", "good": true}'), "complete");
+  assert.equal(verdict(g, '{"kind": "cat", "good"'), "reject");
+});
