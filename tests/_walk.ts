@@ -1,10 +1,14 @@
 /**
  * Walks of the structured-output automata (inference/structured/) over whole texts, byte by byte, shared
- * by their tests: what the grammar automaton makes of a text, and whether a regex DFA matches one.
+ * by their tests: what the grammar automaton makes of a text, and whether a regex DFA matches one; and the
+ * check that a schema is refused with the request field it names.
  */
+import assert from "node:assert/strict";
 import { canEnd, initialStates, isComplete, stepStates } from "../inference/structured/json_automaton.ts";
 import type { JsonGrammar } from "../inference/structured/grammar.ts";
 import type { RegexDfa } from "../inference/structured/regex.ts";
+import { compileJsonSchema } from "../inference/structured/json_schema.ts";
+import { SchemaError } from "../inference/structured/json_schema_context.ts";
 
 const enc = new TextEncoder();
 
@@ -29,4 +33,13 @@ export function dfaMatches(dfa: RegexDfa, text: string): boolean {
     if (d < 0) return false;
   }
   return dfa.accepting(d);
+}
+
+/** That compiling `schema` (as the request field "schema") is a SchemaError naming `param`. */
+export function assertRefused(schema: unknown, param: string): void {
+  assert.throws(() => compileJsonSchema(schema, "schema"), (e: unknown) => {
+    assert.ok(e instanceof SchemaError, String(e));
+    assert.equal(e.param, param, e.message);
+    return true;
+  }, JSON.stringify(schema));
 }
