@@ -38,7 +38,7 @@ WORKDIR /app
 USER deno
 
 COPY --chown=deno:deno deno.json deno.lock ./
-COPY --chown=deno:deno main.ts config.ts ./
+COPY --chown=deno:deno main.ts engine_worker.ts config.ts ./
 COPY --chown=deno:deno server/ server/
 COPY --chown=deno:deno inference/ inference/
 COPY --chown=deno:deno quant/ quant/
@@ -46,7 +46,7 @@ COPY --chown=deno:deno kernels/ kernels/
 COPY --chown=deno:deno cli/ cli/
 COPY --chown=deno:deno bench/ bench/
 # Cache the npm dependencies at build time, so that the container starts without a registry.
-RUN deno install --entrypoint main.ts
+RUN deno install --entrypoint main.ts engine_worker.ts
 
 VOLUME ["/data/hf", "/data/artifacts"]
 EXPOSE 8000

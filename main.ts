@@ -1,27 +1,16 @@
 /**
- * leanserve's composition root: parseConfig → requestGpu → createApp + Deno.serve (answering 503
- * while loading) → resolveModel (download a repo id into the HF cache) → [the startup quantization job] or
- * loadModel → engine ready. It does nothing else.
+ * leanserve's composition root, the HTTP side: parseConfig → start the engine's Worker (engine_worker.ts:
+ * the GPU, the engine, the quantization jobs, loading the model) and wait for its GPU → createApp +
+ * Deno.serve (answering 503 while the Worker loads) → serve until a signal. The HTTP loop never waits on
+ * the GPU: Deno's GPU waits block their thread, and they block the Worker's.
  */
-import { join, resolve } from "node:path";
-import {
-  type Config,
-  ConfigError,
-  HELP_TEXT,
-  parseConfig,
-  type QuantConfig,
-  startupQuant,
-} from "./config.ts";
+import { type Config, ConfigError, HELP_TEXT, parseConfig } from "./config.ts";
 import { createApp } from "./server/app.ts";
 import { createShutdown } from "./server/shutdown.ts";
 import { samplingFromGenerationConfig } from "./server/protocol.ts";
-import { createEngine, type EngineHandle, loadModel, type SamplingParams } from "./inference/engine/mod.ts";
-import { createJobManager, type JobJson, type JobManager, sourceOfModel } from "./inference/jobs/mod.ts";
-import { loadModelConfig, parseModelConfig } from "./inference/model/mod.ts";
-import { type DownloadProgress, resolveModel } from "./inference/hub/mod.ts";
-import { withAdapterBudget } from "./inference/quantize/mod.ts";
-import { createProgressBar, formatBytes, formatSeconds } from "./cli/progress.ts";
-import { describeGpu, type Gpu, requestGpu } from "./kernels/core/mod.ts";
+import type { SamplingParams } from "./inference/engine/mod.ts";
+import { connectEngine, type Remote } from "./inference/remote/mod.ts";
+import type { BootReport, BootRequest } from "./engine_worker.ts";
 
 async function main(): Promise<number> {
   let config;
@@ -36,40 +25,25 @@ async function main(): Promise<number> {
     console.log(HELP_TEXT);
     return 0;
   }
-  let gpu: Gpu;
-  try {
-    gpu = await requestGpu();
-  } catch (err) {
-    console.error(`[leanserve] error: ${(err as Error).message}`);
+  const { worker, remote, reports } = startEngineWorker(config);
+  const gpu = await reports.next();
+  if (gpu.t !== "boot:gpu" || !gpu.ok) {
+    console.error(
+      `[leanserve] error: ${gpu.t === "boot:gpu" && !gpu.ok ? gpu.error : "the engine did not start"}`,
+    );
+    worker.terminate();
     return 1;
   }
-  console.log(`[leanserve] ${describeGpu(gpu)}`);
+  console.log(`[leanserve] ${gpu.description}`);
   if (gpu.isCpu) console.warn("[leanserve] warning: serving on a CPU adapter (llvmpipe); expect low speed");
 
-  const engine = createServingEngine(config);
-  const loadOptions = {
-    weightType: config.dtype,
-    decodeActivations: config.decodeActivations,
-    modelId: config.servedModelName,
-  };
-  // Known once --model is resolved (a repo may still be downloading); until then requests wait for ready.
-  let sourceModel: string | null = null;
   const generationDefaults: Partial<SamplingParams> = {};
-  const jobs = createJobManager({
-    gpu,
-    engine,
-    sourceModel: () => sourceModel,
-    artifactsDir: resolve(config.artifactsDir),
-    calibDirs: config.calibDirs.map((d) => resolve(d)),
-    calibGpuMemory: config.calibGpuMemory,
-    loadOptions,
-  });
   const shutdown = createShutdown({ graceMs: config.shutdownGraceSeconds * 1000 });
   const app = createApp({
-    engine,
+    engine: remote.engine,
     config,
     generationDefaults,
-    jobs,
+    jobs: remote.jobs,
     ...(config.logRequests ? { logRequest: (line: string) => console.log(line) } : {}),
     stopSignal: shutdown.stopSignal,
   });
@@ -80,141 +54,67 @@ async function main(): Promise<number> {
   }, app.fetch);
   shutdown.listen(server); // SIGTERM/SIGINT: drain, cut after the grace, clean up, exit 0
 
-  try {
-    const started = performance.now();
-    const modelDir = await resolveModelDir(config, engine);
-    sourceModel = await sourceOfModel(modelDir).then((d) => d && resolve(d));
-    const generationJson = await readJsonIfPresent(join(modelDir, "generation_config.json"));
-    Object.assign(generationDefaults, samplingFromGenerationConfig(generationJson));
-    const quant = startupQuant(config, gpu);
-    if (config.quant && !quant) {
-      console.warn(
-        "[leanserve] CPU adapter: serving the default model unquantized (LeanQuant at startup takes " +
-          "hours without a GPU); pass --quantize leanquant-aff to quantize anyway",
-      );
+  for (;;) {
+    const m = await reports.next();
+    if (m.t === "boot:model") {
+      Object.assign(generationDefaults, samplingFromGenerationConfig(m.generationConfig));
     }
-    if (quant) {
-      const { seqLen } = await loadModelConfig(modelDir);
-      await quantizeAtStartup(jobs, engine, withAdapterBudget(quant, gpu, seqLen));
-    } else {
-      const onProgress = (detail: string) => engine.setStatus("loading", detail);
-      await engine.setModel(await loadModel(gpu, modelDir, { ...loadOptions, onProgress }));
+    if (m.t === "boot:ready") break;
+    if (m.t === "boot:failed") {
+      console.error(`[leanserve] error: ${m.error}`);
+      await server.shutdown();
+      await shutdown.cleanup();
+      worker.terminate();
+      return 1;
     }
-    logReady(engine, engine.status().modelId, started);
-  } catch (err) {
-    engine.setStatus("error", (err as Error).message);
-    console.error(`[leanserve] error: ${(err as Error).message}`);
-    await server.shutdown();
-    await shutdown.cleanup();
-    return 1;
   }
   await server.finished; // only a signal closes the server; let its sequence clean up and exit
   await shutdown.finished();
   return 0;
 }
 
-/** The engine under the batching flags (--max-num-seqs, the KV cache's size and dtype, the queue). */
-function createServingEngine(config: Config): EngineHandle {
-  const sv = config.serving;
-  return createEngine(config.servedModelName, {
-    batch: {
-      maxNumSeqs: sv.maxNumSeqs,
-      maxNumBatchedTokens: sv.maxNumBatchedTokens,
-      decodingPrefillTokens: sv.decodingPrefillTokens,
-      maxModelLen: sv.maxModelLen,
-      kvCacheMemory: sv.kvCacheMemory,
-      kvCacheDtype: sv.kvCacheDtype,
-      maxQueued: sv.maxQueuedRequests,
-      batchInvariant: sv.batchInvariant,
-      prefixCaching: sv.prefixCaching,
+/**
+ * Starts the engine's Worker and boots it with `config`.
+ * @returns the Worker, the engine and jobs faces the server uses, and the Worker's startup reports in order
+ *   (a Worker that dies fails the faces, sets /health to "error" and reports `boot:failed`)
+ */
+function startEngineWorker(config: Config): {
+  worker: Worker;
+  remote: Remote;
+  reports: { next(): Promise<BootReport> };
+} {
+  const worker = new Worker(new URL("./engine_worker.ts", import.meta.url).href, { type: "module" });
+  const remote = connectEngine(worker, config.servedModelName);
+  const queue: BootReport[] = [];
+  let wake: (() => void) | null = null;
+  const report = (m: BootReport) => {
+    queue.push(m);
+    wake?.();
+  };
+  worker.addEventListener("message", (event) => {
+    const m = event.data as BootReport;
+    if (typeof m?.t === "string" && m.t.startsWith("boot:")) report(m);
+  });
+  worker.addEventListener("error", (event) => {
+    // A fault the engine did not catch: the server stays up and says so on /health, never crashes.
+    event.preventDefault();
+    const reason = event.message ?? "the engine's Worker failed";
+    console.error(`[leanserve] error: the engine's Worker failed: ${reason}`);
+    remote.fail(reason);
+    report({ t: "boot:failed", error: reason });
+  });
+  worker.postMessage({ t: "boot", config } satisfies BootRequest);
+  return {
+    worker,
+    remote,
+    reports: {
+      async next() {
+        while (queue.length === 0) await new Promise<void>((resolve) => (wake = resolve));
+        wake = null;
+        return queue.shift()!;
+      },
     },
-  });
-}
-
-/** One line once serving: the load time (download included) and what the batching flags left for the KV cache. */
-function logReady(engine: EngineHandle, modelId: string, started: number): void {
-  const seconds = ((performance.now() - started) / 1000).toFixed(1);
-  const c = engine.counters();
-  const kvMiB = (c.gpuBytes.kvCache / 2 ** 20).toFixed(0);
-  console.log(
-    `[leanserve] model "${modelId}" ready in ${seconds} s; KV cache ${c.kvBlocksTotal} blocks ` +
-      `(${kvMiB} MiB), max model length ${engine.status().contextLength}`,
-  );
-}
-
-/**
- * `--quantize`: the same job as POST /v1/quantize, with activate; an artifact made earlier with the same
- * source revision and options (its deterministic name, which includes the calibration budget that
- * `withAdapterBudget` chose for this adapter) is served at once instead. Progress goes to /health
- * and stderr.
- */
-async function quantizeAtStartup(
-  jobs: JobManager,
-  engine: EngineHandle,
-  request: QuantConfig,
-): Promise<void> {
-  const job = await jobs.submit({ ...request, activate: true }, { confine: false, reuse: true });
-  const c = request.calibration;
-  const budget = c.source ? `, calibration ${c.nsamples} × ${c.seqlen ?? "min(context, 2048)"} tokens` : "";
-  console.log(
-    job.status === "queued" && job.kind === "quantize"
-      ? `[leanserve] quantizing into artifact ${job.name}${budget}`
-      : `[leanserve] serving cached artifact ${job.name}`,
-  );
-  const bar = createProgressBar(Deno.stderr);
-  const show = (j: JobJson) => {
-    if (["done", "failed", "cancelled"].includes(j.status)) return; // activation has already set the state
-    const p = j.progress;
-    const where = p.layers > 0 ? `, layer ${p.layer}/${p.layers} ${p.sublayer ?? ""}` : "";
-    engine.setStatus("loading", `${j.status}: ${(100 * p.fraction).toFixed(0)} %${where}`);
-    if (j.kind === "quantize") bar.update(p.fraction, `${j.status}${where}`);
   };
-  const unsubscribe = jobs.subscribe(job.id, show);
-  const done = await jobs.wait(job.id);
-  unsubscribe();
-  bar.done();
-  if (done.status !== "done") throw new Error(`Cannot quantize at startup: ${done.error ?? done.status}`);
-  console.log(`[leanserve] artifact ${done.artifact?.path}`);
-}
-
-/**
- * `--model`: a folder as it is, or a repo id resolved through the Hugging Face cache (downloaded when
- * missing, its config.json checked before the weights come), with progress on /health.
- */
-async function resolveModelDir(config: Config, engine: EngineHandle): Promise<string> {
-  const resolved = await resolveModel(config.model, {
-    ...config.hub,
-    onProgress: downloadReporter(engine),
-    onWarning: (message) => console.warn(`[leanserve] warning: ${message}`),
-    checkConfig: (raw, source) => void parseModelConfig(raw, null, source),
-  });
-  if (resolved.commit) {
-    console.log(`[leanserve] ${config.model} is commit ${resolved.commit} in ${resolved.dir}`);
-  }
-  return resolved.dir;
-}
-
-/** Download progress to /health, and as a bar on stderr when it is a terminal (else one line per file). */
-function downloadReporter(engine: EngineHandle): (p: DownloadProgress) => void {
-  const bar = Deno.stderr.isTerminal() ? createProgressBar(Deno.stderr) : null;
-  let file = "";
-  return (p) => {
-    const label = `downloading ${p.file}: ${formatBytes(p.bytes)} of ${formatBytes(p.total)}`;
-    engine.setStatus("loading", `${label} at ${formatBytes(p.rate)}/s, ETA ${formatSeconds(p.etaSeconds)}`);
-    if (!bar && p.file !== file) console.log(`[leanserve] downloading ${p.file}`);
-    file = p.file;
-    bar?.update(p.total > 0 ? p.bytes / p.total : 1, label);
-    if (p.bytes === p.total) bar?.done();
-  };
-}
-
-async function readJsonIfPresent(path: string): Promise<unknown> {
-  try {
-    return JSON.parse(await Deno.readTextFile(path));
-  } catch (err) {
-    if (err instanceof Deno.errors.NotFound) return null;
-    throw new Error(`Cannot read "${path}": ${(err as Error).message}`);
-  }
 }
 
 if (import.meta.main) Deno.exit(await main());

@@ -4,7 +4,8 @@
  * process (random weights at a real shape, labelled so: --random llama3-8b) or to a running server
  * (--server http://host:port, /v1/completions streaming), closed loop at each --concurrency or with
  * Poisson arrivals (--rate req/s, capped at the concurrency). It reports output tokens/s, time to first
- * token and inter-token latency (p50/p99) per format and concurrency, as a JSON file and a markdown table.
+ * token and inter-token latency (p50/p99) per format and concurrency, as a JSON file and a markdown table;
+ * against a server also how long GET /health took meanwhile (probed every 50 ms: the HTTP loop's stalls).
  * `--long-prompt N` adds one N-id prompt once the streams decode and reports the streams' inter-token
  * latency while it is prefilled (chunked prefill keeps them flowing). Prompts share no ids unless
  * `--shared-prefix N` gives them all the same first N (a system prompt: what prefix caching serves;
@@ -28,7 +29,7 @@ import {
 } from "../inference/engine/mod.ts";
 import { createTokenizer } from "../inference/text/mod.ts";
 import { parseFormat, presetConfig, randomWeights } from "./random_model.ts";
-import { type RequestTiming, summarize, type Summary, toMarkdown } from "./serve_stats.ts";
+import { percentile, type RequestTiming, summarize, type Summary, toMarkdown } from "./serve_stats.ts";
 
 /** Sends request `id` with a prompt of `len` ids and reports its timing; `onFirst` at its first token. */
 type Send = (id: number, len: number, onFirst?: () => void) => Promise<RequestTiming>;
@@ -288,6 +289,31 @@ async function randomLoaded(gpu: Gpu, preset: string, format: string): Promise<L
   return { gpu, modelId: `${preset}-${format}`, config, weights, tokenizer, chatTemplate: null };
 }
 
+/**
+ * GET /health every 50 ms until `stop()`: what a load balancer's probe (or any request the server answers
+ * without the engine) waits while the load runs.
+ */
+function probeHealth(url: string): { stop(): Promise<{ p50: number; p99: number; max: number }> } {
+  const ms: number[] = [];
+  let running = true;
+  const loop = (async () => {
+    while (running) {
+      const t0 = performance.now();
+      const res = await fetch(`${url}/health`);
+      await res.body?.cancel();
+      ms.push(performance.now() - t0);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  })();
+  return {
+    async stop() {
+      running = false;
+      await loop;
+      return { p50: percentile(ms, 50), p99: percentile(ms, 99), max: Math.max(...ms) };
+    },
+  };
+}
+
 /** Runs the benchmark; returns every row of the table. */
 export async function runServeBench(o: ServeBenchOptions, log = console.log): Promise<Summary[]> {
   const results: Summary[] = [];
@@ -295,8 +321,10 @@ export async function runServeBench(o: ServeBenchOptions, log = console.log): Pr
     for (const [k, c] of o.concurrency.entries()) {
       const send = httpSender(o.server, o, LOAD_IDS * (k + 1));
       await send(LOAD_IDS - 1, o.prompt);
+      const probe = probeHealth(o.server);
       const run = await load(send, c, o.requests || Math.max(4, o.waves * c), o);
-      results.push(summarize(`server ${o.server}`, c, run.timings, run.wallMs, run.long));
+      const healthMs = await probe.stop();
+      results.push({ ...summarize(`server ${o.server}`, c, run.timings, run.wallMs, run.long), healthMs });
       log(toMarkdown([results.at(-1)!]).split("\n").at(-1)!);
     }
     return results;

@@ -27,6 +27,11 @@ export interface Summary {
   cachedPromptTokens: number;
   /** with --long-prompt: its own TTFT, and the other streams' gaps while it was prefilled */
   longPrompt: { ttftMs: number; itlMsDuring: { p50: number; p99: number }; gaps: number } | null;
+  /**
+   * against a server: how long GET /health took while the load ran (probed every 50 ms), i.e. how long the
+   * HTTP loop kept a request waiting; null in process
+   */
+  healthMs?: { p50: number; p99: number; max: number } | null;
 }
 
 /** The p-th percentile (0..100) by nearest rank; NaN for no values. */
@@ -69,8 +74,8 @@ export function summarize(
 export function toMarkdown(rows: readonly Summary[]): string {
   const f = (x: number, d = 1) => (Number.isFinite(x) ? x.toFixed(d) : "–");
   const head =
-    "| model | concurrency | requests | output tok/s | TTFT p50 / p99 (ms) | ITL p50 / p99 (ms) | long prompt: TTFT (ms), ITL p50 / p99 during (ms) | prompt ids cached |\n" +
-    "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |";
+    "| model | concurrency | requests | output tok/s | TTFT p50 / p99 (ms) | ITL p50 / p99 (ms) | long prompt: TTFT (ms), ITL p50 / p99 during (ms) | prompt ids cached | GET /health p50 / p99 / max (ms) |\n" +
+    "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |";
   const lines = rows.map((r) =>
     `| ${r.label} | ${r.concurrency} | ${r.requests} | ${f(r.outputTokensPerSecond)} | ${f(r.ttftMs.p50)} / ${
       f(r.ttftMs.p99)
@@ -80,7 +85,9 @@ export function toMarkdown(rows: readonly Summary[]): string {
           f(r.longPrompt.itlMsDuring.p99, 2)
         }`
         : "–"
-    } | ${r.cachedPromptTokens} |`
+    } | ${r.cachedPromptTokens} | ${
+      r.healthMs ? `${f(r.healthMs.p50)} / ${f(r.healthMs.p99)} / ${f(r.healthMs.max)}` : "–"
+    } |`
   );
   return [head, ...lines].join("\n");
 }

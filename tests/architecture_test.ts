@@ -1,9 +1,9 @@
 /**
  * Enforces the folder graph (docs/architecture.md): which concern folder may import which, that another
  * folder is reached only through its `mod.ts` face, and that no import cycle exists between files.
- * main.ts (and cli/) → server/ → inference/engine → inference/model → inference/formats; inference/quantize
- * beside the engine; inference/hub a leaf that only main.ts uses; quant/ under inference; kernels/ a leaf of
- * four folders.
+ * main.ts (and cli/, and engine_worker.ts, the engine's Worker) → server/ and inference/remote →
+ * inference/engine → inference/model → inference/formats; inference/quantize beside the engine; inference/hub
+ * a leaf that only the composition roots use; quant/ under inference; kernels/ a leaf of four folders.
  */
 import assert from "node:assert/strict";
 import { dirname, join, relative, resolve } from "node:path";
@@ -22,6 +22,7 @@ const ALLOWED: Record<string, readonly string[]> = {
     "inference/formats",
     "inference/jobs",
     "inference/hub",
+    "inference/remote",
     "quant",
     "quant/reference",
     "kernels/core",
@@ -64,6 +65,9 @@ const ALLOWED: Record<string, readonly string[]> = {
     "kernels/quant",
   ],
   "inference/model": ["inference/formats", "quant", "kernels/core", "kernels/ops", "kernels/matmul"],
+  // The engine in a Worker: the HTTP thread's client and the Worker's host speak the engine's and the jobs'
+  // interfaces, and carry grammars packed (structured/grammar_transfer.ts).
+  "inference/remote": ["inference/engine", "inference/jobs", "inference/structured"],
   "inference/text": [],
   // Structured output knows bytes and JSON Schema, not tokenizers or the GPU: the engine hands it token bytes.
   "inference/structured": [],
@@ -79,10 +83,13 @@ const ALLOWED: Record<string, readonly string[]> = {
   "kernels/quant": ["kernels/core"],
 };
 
-/** The concern folder a file belongs to ("main" for main.ts and cli/; null for tests, bench, fixtures). */
+/**
+ * The concern folder a file belongs to ("main" for the composition roots, main.ts and engine_worker.ts, and
+ * cli/; null for tests, bench, fixtures).
+ */
 function folderOf(file: string): string | null {
   const rel = relative(ROOT, file);
-  if (rel === "main.ts" || rel.startsWith("cli/")) return "main";
+  if (rel === "main.ts" || rel === "engine_worker.ts" || rel.startsWith("cli/")) return "main";
   if (rel === "config.ts" || rel === "deno.json") return "config"; // deno.json: the version, read by /version
   if (rel === "quant/types.ts") return "quant/types";
   const dir = dirname(rel);

@@ -27,11 +27,14 @@ function readmeStartCommand(): string {
   return block.split("\n")[0].replace(/#.*$/, "").trim();
 }
 
-/** Top-level files and folders reached by main.ts's relative imports (static, dynamic and text imports). */
+/**
+ * Top-level files and folders reached by main.ts's relative imports (static, dynamic and text imports) and
+ * the Workers it starts (`new Worker(new URL("./…", import.meta.url))`).
+ */
 function sourceRoots(): Set<string> {
   const seen = new Set<string>();
   const todo = [join(ROOT, "main.ts")];
-  const importRe = /(?:from\s*|import\s*\(\s*|import\s+)["'](\.[^"']+)["']/g;
+  const importRe = /(?:from\s*|import\s*\(\s*|import\s+|new URL\(\s*)["'](\.[^"']+)["']/g;
   while (todo.length > 0) {
     const file = todo.pop()!;
     if (seen.has(file)) continue;
@@ -62,11 +65,25 @@ Deno.test("Dockerfile copies every source folder main.ts imports and caches depe
       .map((src) => src.replace(/\/$/, "")),
   );
   const roots = sourceRoots();
-  for (const needed of ["main.ts", "config.ts", "server", "inference", "kernels", "quant", "cli"]) {
+  for (
+    const needed of [
+      "main.ts",
+      "engine_worker.ts",
+      "config.ts",
+      "server",
+      "inference",
+      "kernels",
+      "quant",
+      "cli",
+    ]
+  ) {
     assert.ok(roots.has(needed), `main.ts no longer imports ${needed}: update this test`);
   }
   for (const root of [...roots, "deno.json", "deno.lock"]) assert.ok(copied.has(root), `COPY ${root}`);
-  const install = steps.findIndex(([k, v]) => k === "RUN" && v.includes("deno install --entrypoint main.ts"));
+  // Both entry points: the Worker's npm imports must be cached too, and its module is loaded by URL.
+  const install = steps.findIndex(([k, v]) =>
+    k === "RUN" && v.includes("deno install --entrypoint main.ts engine_worker.ts")
+  );
   const lastCopy = steps.findLastIndex(([k]) => k === "COPY");
   assert.ok(install > lastCopy, "deno install runs after the sources are copied");
 });

@@ -62,8 +62,9 @@ export interface JobManager {
   submit(request: QuantizeRequest, options?: SubmitOptions): Promise<JobJson>;
   /** Starts serving a published artifact; 404 when there is none of that name. */
   activate(name: string): Promise<JobJson>;
-  get(id: string): JobJson | null;
-  list(): JobJson[];
+  /** A job's snapshot, or null. (Promises, like every call here: the server may hold a remote manager.) */
+  get(id: string): Promise<JobJson | null>;
+  list(): Promise<JobJson[]>;
   /** Cancels a running job and waits (a few seconds at most) for it to stop; 409 when already finished. */
   cancel(id: string): Promise<JobJson>;
   /** Calls `listener` with each new snapshot until the job ends; returns the unsubscribe function. */
@@ -242,8 +243,8 @@ export function createJobManager(o: JobManagerOptions): JobManager {
   return {
     submit,
     activate,
-    get: (id) => jobs.get(id)?.toJSON() ?? null,
-    list: () => [...jobs.values()].reverse().map((j) => j.toJSON()),
+    get: (id) => Promise.resolve(jobs.get(id)?.toJSON() ?? null),
+    list: () => Promise.resolve([...jobs.values()].reverse().map((j) => j.toJSON())),
     async cancel(id) {
       const job = need(id);
       if (job.terminal) {

@@ -34,6 +34,11 @@ export class RegexDfa {
     this.#intern(this.#closure([this.#nfa.start]));
   }
 
+  /** The NFA the states are built from (what a grammar sends across a thread: grammar_transfer.ts). */
+  get nfa(): Nfa {
+    return this.#nfa;
+  }
+
   /** Whether the output may end in DFA state `d`. */
   accepting(d: number): boolean {
     return this.#accepting[d];

@@ -53,8 +53,8 @@ export function quantizeHandlers(
       throw jobError(err);
     }
   };
-  const find = (id: string): JobJson => {
-    const job = jobs.get(id);
+  const find = async (id: string): Promise<JobJson> => {
+    const job = await jobs.get(id);
     if (!job) {
       throw new ApiError(404, "not_found_error", `Cannot find job "${id}"`, {
         param: "id",
@@ -69,12 +69,12 @@ export function quantizeHandlers(
       const request = await call(() => parseQuantizeRequest(body));
       return accepted(c, await call(() => jobs.submit(request)));
     },
-    list: (c) => c.json({ object: "list", data: jobs.list() }),
-    get: (c) => c.json(find(c.req.param("id") ?? "")),
+    list: async (c) => c.json({ object: "list", data: await jobs.list() }),
+    get: async (c) => c.json(await find(c.req.param("id") ?? "")),
     cancel: async (c) => c.json(await call(() => jobs.cancel(c.req.param("id") ?? ""))),
-    events: (c) => {
+    events: async (c) => {
       const id = c.req.param("id") ?? "";
-      find(id);
+      await find(id);
       return streamSSE(c, async (stream) => {
         const pending: JobJson[] = [];
         let wake: (() => void) | null = null;
@@ -84,7 +84,7 @@ export function quantizeHandlers(
         });
         stream.onAbort(() => wake?.());
         try {
-          let last = find(id);
+          let last = await find(id);
           await stream.writeSSE({ event: "job", data: JSON.stringify(last) });
           while (!TERMINAL.has(last.status) && !stream.aborted) {
             if (pending.length === 0) await new Promise<void>((resolve) => (wake = resolve));

@@ -1,0 +1,153 @@
+/**
+ * The engine's side of the thread boundary: answers the HTTP thread's calls and streams with the engine
+ * and the job manager that live in this Worker, and pushes the engine's status and counters when they
+ * change (checked after every answer and every STATE_EVERY_MS).
+ */
+import type { EngineHandle, GenerateRequest } from "../engine/mod.ts";
+import type { JobJson, JobManager } from "../jobs/mod.ts";
+import { unpackGrammar } from "../structured/mod.ts";
+import { type Port, type ToClient, type ToHost, toWire, type WireGenerateRequest } from "./protocol.ts";
+
+/** How often the host looks for a changed status or counters while nothing else happens. */
+const STATE_EVERY_MS = 100;
+
+/** What the host serves. */
+export interface HostOptions {
+  engine: EngineHandle;
+  jobs: JobManager;
+}
+
+/** A serving host; `stop()` ends its timer and stops listening. */
+export interface Host {
+  stop(): void;
+}
+
+type Call = (...args: never[]) => unknown;
+type Stream = (signal: AbortSignal, ...args: never[]) => AsyncIterable<unknown>;
+
+/**
+ * Serves the engine and the jobs on `port`.
+ * @param port the Worker's global scope (or a MessagePort in tests)
+ * @param o the engine and the job manager
+ * @returns the host
+ */
+export function serveEngine(port: Port, { engine, jobs }: HostOptions): Host {
+  const calls: Record<string, Call> = {
+    tokenize: (
+      input: Parameters<EngineHandle["tokenize"]>[0],
+      options?: Parameters<EngineHandle["tokenize"]>[1],
+    ) => engine.tokenize(input, options),
+    detokenize: (ids: number[]) => engine.detokenize(ids),
+    state: () => state(),
+    "jobs.submit": (...a: Parameters<JobManager["submit"]>) => jobs.submit(...a),
+    "jobs.activate": (name: string) => jobs.activate(name),
+    "jobs.get": (id: string) => jobs.get(id),
+    "jobs.list": () => jobs.list(),
+    "jobs.cancel": (id: string) => jobs.cancel(id),
+    "jobs.wait": (id: string) => jobs.wait(id),
+    "jobs.artifacts": () => jobs.artifacts(),
+  };
+  const streams: Record<string, Stream> = {
+    generate: (signal, wire: WireGenerateRequest) => engine.generate(fromWireRequest(wire), signal),
+    "jobs.events": (signal, id: string) => jobSnapshots(jobs, id, signal),
+  };
+  const open = new Map<number, AbortController>();
+  const post = (m: ToClient) => port.postMessage(m);
+  let sent = "";
+  function state(): Extract<ToClient, { t: "state" }> {
+    return { t: "state", status: engine.status(), counters: engine.counters() };
+  }
+  function pushState(): void {
+    const s = state();
+    const text = JSON.stringify(s);
+    if (text === sent) return;
+    sent = text;
+    post(s);
+  }
+
+  async function answer(m: Extract<ToHost, { t: "call" }>): Promise<void> {
+    try {
+      const fn = calls[m.method];
+      if (!fn) throw new Error(`Unknown engine call "${m.method}"`);
+      post({ t: "result", id: m.id, value: await fn(...(m.args as never[])) });
+    } catch (err) {
+      post({ t: "error", id: m.id, error: toWire(err) });
+    }
+    pushState();
+  }
+
+  async function run(m: Extract<ToHost, { t: "open" }>): Promise<void> {
+    const abort = new AbortController();
+    open.set(m.id, abort);
+    try {
+      const fn = streams[m.method];
+      if (!fn) throw new Error(`Unknown engine stream "${m.method}"`);
+      for await (const value of fn(abort.signal, ...(m.args as never[]))) {
+        if (abort.signal.aborted) break;
+        post({ t: "item", id: m.id, value });
+      }
+      if (!abort.signal.aborted) post({ t: "done", id: m.id });
+    } catch (err) {
+      if (!abort.signal.aborted) post({ t: "error", id: m.id, error: toWire(err) });
+    } finally {
+      open.delete(m.id);
+      pushState();
+    }
+  }
+
+  const onMessage = (event: MessageEvent) => {
+    const m = event.data as ToHost;
+    if (m?.t === "call") void answer(m);
+    else if (m?.t === "open") void run(m);
+    else if (m?.t === "close") open.get(m.id)?.abort();
+  };
+  port.addEventListener("message", onMessage);
+  const timer = setInterval(pushState, STATE_EVERY_MS);
+  pushState();
+  return {
+    stop() {
+      clearInterval(timer);
+      port.removeEventListener("message", onMessage);
+      for (const abort of open.values()) abort.abort();
+    },
+  };
+}
+
+/** The request the engine takes: the grammar rebuilt. */
+function fromWireRequest(wire: WireGenerateRequest): GenerateRequest {
+  const { grammar, ...rest } = wire;
+  return grammar ? { ...rest, grammar: unpackGrammar(grammar) } : rest;
+}
+
+/** A job's snapshots as a stream: each change until the job ends (or the reader stops). */
+async function* jobSnapshots(jobs: JobManager, id: string, signal: AbortSignal): AsyncGenerator<JobJson> {
+  const TERMINAL = ["done", "failed", "cancelled"];
+  const pending: JobJson[] = [];
+  let wake: (() => void) | null = null;
+  let ended = false;
+  let sawEnd = false;
+  const push = (job: JobJson) => {
+    sawEnd ||= TERMINAL.includes(job.status);
+    pending.push(job);
+    wake?.();
+  };
+  const unsubscribe = jobs.subscribe(id, push);
+  const stop = () => {
+    ended = true;
+    wake?.();
+  };
+  signal.addEventListener("abort", stop);
+  // The final snapshot, should the end come before its notification.
+  void jobs.wait(id).then((job) => (sawEnd || push(job), stop()), stop);
+  try {
+    for (;;) {
+      while (pending.length > 0) yield pending.shift()!;
+      if (ended) return;
+      await new Promise<void>((resolve) => (wake = resolve));
+      wake = null;
+    }
+  } finally {
+    signal.removeEventListener("abort", stop);
+    unsubscribe();
+  }
+}

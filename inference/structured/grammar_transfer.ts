@@ -1,0 +1,78 @@
+/**
+ * A grammar across a thread boundary. The engine runs in a Worker (inference/remote), and postMessage's
+ * structured clone keeps plain data, shared references, cycles (a `$ref` back to its definition) and typed
+ * arrays, but not classes: a RegexDfa (private fields, states built lazily) would arrive as an empty object.
+ * So a grammar travels packed, each RegexDfa as its source and NFA, and is rebuilt on the other side. Node
+ * ids travel as they are (one thread compiles every grammar, so they stay unique); the grammar gets a new id
+ * there, because token masks are cached by grammar id and DFA state numbers (token_mask.ts), and a rebuilt
+ * DFA numbers its states in the order it meets them.
+ */
+import { grammarOf, type JsonGrammar, type JsonNode } from "./grammar.ts";
+import { RegexDfa } from "./regex.ts";
+import type { Nfa } from "./regex_nfa.ts";
+
+/** A grammar as postMessage may carry it (opaque: unpackGrammar reads it). */
+export interface PackedGrammar {
+  readonly packed: unknown;
+}
+
+/** How a RegexDfa travels. */
+interface PackedDfa {
+  $regexDfa: { source: string; nfa: Nfa };
+}
+
+/**
+ * A copy of `g` that structured clone keeps whole.
+ * @param g a compiled grammar
+ * @returns its packed form
+ */
+export function packGrammar(g: JsonGrammar): PackedGrammar {
+  const copies = new Map<object, unknown>();
+  const pack = (v: unknown): unknown => {
+    if (v === null || typeof v !== "object" || ArrayBuffer.isView(v)) return v;
+    const seen = copies.get(v);
+    if (seen !== undefined) return seen;
+    if (v instanceof RegexDfa) {
+      const dfa: PackedDfa = { $regexDfa: { source: v.source, nfa: v.nfa } };
+      copies.set(v, dfa);
+      return dfa;
+    }
+    if (Array.isArray(v)) {
+      const out: unknown[] = [];
+      copies.set(v, out);
+      for (const item of v) out.push(pack(item));
+      return out;
+    }
+    const out: Record<string, unknown> = {};
+    copies.set(v, out); // before the fields: a cycle comes back to this copy
+    for (const [key, value] of Object.entries(v)) out[key] = pack(value);
+    return out;
+  };
+  return { packed: pack(g) };
+}
+
+/**
+ * The grammar a packed one (after its trip through postMessage) stands for.
+ * @param p what packGrammar gave, structured-cloned
+ * @returns the grammar under a new id, its RegexDfa objects rebuilt (one per packed one, shared where they
+ *   were shared)
+ */
+export function unpackGrammar(p: PackedGrammar): JsonGrammar {
+  const done = new Set<object>();
+  const dfas = new Map<object, RegexDfa>();
+  const fix = (v: unknown): unknown => {
+    if (v === null || typeof v !== "object" || ArrayBuffer.isView(v)) return v;
+    if ("$regexDfa" in v) {
+      const { source, nfa } = (v as PackedDfa).$regexDfa;
+      let dfa = dfas.get(v);
+      if (!dfa) dfas.set(v, dfa = new RegexDfa(source, nfa));
+      return dfa;
+    }
+    if (done.has(v)) return v;
+    done.add(v);
+    const fields = v as Record<string, unknown>;
+    for (const key of Object.keys(fields)) fields[key] = fix(fields[key]);
+    return v;
+  };
+  return grammarOf((fix(p.packed) as JsonGrammar).root as JsonNode);
+}
