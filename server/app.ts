@@ -16,6 +16,8 @@ import { metricsHandler } from "./routes/metrics.ts";
 import { getModelHandler, listModelsHandler } from "./routes/models.ts";
 import type { JobManager } from "../inference/jobs/mod.ts";
 import { quantizeHandlers } from "./routes/quantize.ts";
+import { responsesHandlers } from "./routes/responses.ts";
+import { ResponseStore } from "./responses.ts";
 import { artifactHandlers } from "./routes/artifacts.ts";
 import { detokenizeHandler, tokenizeHandler } from "./routes/tokenize.ts";
 import { versionHandler } from "./routes/version.ts";
@@ -109,6 +111,10 @@ export function createApp(options: AppOptions): Hono {
   app.use("*", bodyLimit({ maxBytes: config.limits?.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES }));
   app.post("/v1/chat/completions", ready, chatHandler(deps));
   app.post("/v1/completions", ready, completionsHandler(deps));
+  const responses = responsesHandlers(deps, new ResponseStore());
+  app.post("/v1/responses", ready, responses.create);
+  app.get("/v1/responses/:id", responses.get);
+  app.delete("/v1/responses/:id", responses.delete);
   app.get("/v1/models", listModelsHandler(modelsDeps));
   app.get("/v1/models/:id{.+}", getModelHandler(modelsDeps)); // ids may contain "/"
   if (jobs) {

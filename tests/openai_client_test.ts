@@ -351,6 +351,36 @@ Deno.test("the openai package chats with lq-49m, streaming with usage", async (t
       assert.deepEqual(Object.keys(value), ["name", "age"]);
       assert.ok(typeof value.name === "string" && value.name.length <= 24 && Number.isInteger(value.age));
     });
+    await t.step(
+      "responses.create: PyTorch's greedy reply as output_text; text.format json_schema holds",
+      async () => {
+        const res = await openai.responses.create({
+          model: "lq-49m",
+          input: chat.messages,
+          max_output_tokens: 4,
+          temperature: 0,
+        });
+        assert.equal(res.output_text, reply, "the chat turn's answer");
+        assert.equal(res.status, "incomplete");
+        assert.equal(res.usage?.input_tokens, chat.ids.length);
+        const person = {
+          type: "object",
+          properties: { name: { type: "string", maxLength: 24 }, age: { type: "integer" } },
+          required: ["name", "age"],
+          additionalProperties: false,
+        };
+        const shaped = await openai.responses.create({
+          model: "lq-49m",
+          input: "Describe a person as JSON with their name and age.",
+          max_output_tokens: 80,
+          temperature: 0,
+          text: { format: { type: "json_schema", name: "person", schema: person, strict: true } },
+        });
+        assert.equal(shaped.status, "completed", shaped.output_text);
+        const value = JSON.parse(shaped.output_text);
+        assert.deepEqual(Object.keys(value), ["name", "age"]);
+      },
+    );
     await t.step("response_format json_object, streamed: the deltas join into one JSON object", async () => {
       const stream = await openai.chat.completions.create({
         model: "lq-49m",

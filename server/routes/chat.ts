@@ -42,32 +42,13 @@ import {
 export function chatHandler(deps: RouteDeps): Handler {
   return async (c) => {
     const parsed = parseChatRequest(await readJsonBody(c), deps.defaults);
-    // One view of the served model's template for the checks, the grammar and reading the answer back.
-    const status = deps.engine.status();
-    // Fail before queueing: the engine would reject it too, but only once the request reaches the GPU.
-    if (!status.hasChatTemplate) {
-      throw invalidRequest(
-        "Cannot chat with this model: it has no chat template; use /v1/completions instead",
-        "messages",
-        "no_chat_template",
-      );
-    }
-    if (parsed.tools && !status.toolCallFormat) {
-      throw invalidRequest(
-        "Cannot use tools with this model: its chat template renders no tool calls the server can read",
-        "tools",
-      );
-    }
-    // The template's form of calls (checked above to be one the server reads whenever tools are given).
-    const format = status.toolCallFormat ?? null;
-    const events = await startGeneration(c, deps, constrained(parsed, format, status.thinking ?? null));
+    const { request, format, thinking } = chatTurn(deps, parsed);
+    const events = await startGeneration(c, deps, request);
     const id = `chatcmpl-${crypto.randomUUID().replaceAll("-", "")}`;
     const created = Math.floor(Date.now() / 1000);
     const model = deps.modelName();
     const n = parsed.request.n ?? 1;
     const tools = parsed.tools;
-    // Answers of a template that knows <think> blocks: reasoning apart from content (reasoning.ts).
-    const thinking = deps.splitReasoning === false ? null : status.thinking ?? null;
     const wantLogprobs = parsed.request.logprobs !== undefined && parsed.request.logprobs !== null;
 
     if (!parsed.stream) {
@@ -156,6 +137,42 @@ export function chatHandler(deps: RouteDeps): Handler {
       out.push(frame([{ index, delta: {}, finish_reason: reason, logprobs: null }]));
       return parsed.includeUsage && usage.done() ? [...out, { ...frame([]), usage: usage.total() }] : out;
     });
+  };
+}
+
+/**
+ * What the served model's template makes of a validated chat request (shared with /v1/responses): the
+ * engine request with its grammar, the form of its function calls (null without tools), and the reasoning
+ * block its answers may open (null when none, or when --reasoning-parser none keeps it in the content).
+ * Refuses, before queueing, a model without a chat template and tools it cannot read back.
+ */
+export function chatTurn(
+  deps: RouteDeps,
+  parsed: ParsedRequest,
+): { request: GenerateRequest; format: ToolCallFormat | null; thinking: ReasoningStart | null } {
+  // One view of the served model's template for the checks, the grammar and reading the answer back.
+  const status = deps.engine.status();
+  // Fail before queueing: the engine would reject it too, but only once the request reaches the GPU.
+  if (!status.hasChatTemplate) {
+    throw invalidRequest(
+      "Cannot chat with this model: it has no chat template; use /v1/completions instead",
+      "messages",
+      "no_chat_template",
+    );
+  }
+  if (parsed.tools && !status.toolCallFormat) {
+    throw invalidRequest(
+      "Cannot use tools with this model: its chat template renders no tool calls the server can read",
+      "tools",
+    );
+  }
+  // The template's form of calls (checked above to be one the server reads whenever tools are given).
+  const format = status.toolCallFormat ?? null;
+  return {
+    request: constrained(parsed, format, status.thinking ?? null),
+    format,
+    // Answers of a template that knows <think> blocks: reasoning apart from content (reasoning.ts).
+    thinking: deps.splitReasoning === false ? null : status.thinking ?? null,
   };
 }
 

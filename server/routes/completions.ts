@@ -3,7 +3,7 @@
  * reading the body, starting a generation, collecting it, and streaming it as SSE.
  */
 import type { Context, Handler } from "hono";
-import { streamSSE } from "hono/streaming";
+import { type SSEStreamingApi, streamSSE } from "hono/streaming";
 import type { Engine, GenerateRequest, TokenEvent, TokenLogprob } from "../../inference/engine/mod.ts";
 import { ApiError, asApiError, internalError, invalidRequest, toErrorBody } from "../errors.ts";
 import { trackGeneration } from "../middleware/request_log.ts";
@@ -271,17 +271,24 @@ export function streamGeneration(
   events: AsyncIterable<TokenEvent>,
   deps: Pick<RouteDeps, "logError">,
   toPayloads: (ev: TokenEvent) => object[],
+  { named = false }: { named?: boolean } = {},
 ): Response {
+  // named (the Responses API): each event is `event: <payload.type>`, and no `[DONE]` closes the stream.
+  const write = (stream: SSEStreamingApi, payload: object & { type?: unknown }) =>
+    stream.writeSSE({
+      data: JSON.stringify(payload),
+      ...(named && typeof payload.type === "string" ? { event: payload.type } : {}),
+    });
   return streamSSE(c, async (stream) => {
     let ended = false;
     try {
       for await (const ev of events) {
-        for (const payload of toPayloads(ev)) await stream.writeSSE({ data: JSON.stringify(payload) });
+        for (const payload of toPayloads(ev)) await write(stream, payload);
         if (ev.type === "end") ended = true;
         if (stream.aborted) return; // client gone: leaving the loop returns the engine's iterator
       }
       if (!ended) throw new Error("Engine stopped without an end event");
-      await stream.writeSSE({ data: "[DONE]" });
+      if (!named) await stream.writeSSE({ data: "[DONE]" });
     } catch (err) {
       if (stream.aborted || c.req.raw.signal.aborted) return;
       let apiError = asApiError(err);
@@ -289,7 +296,7 @@ export function streamGeneration(
         deps.logError("Generation failed mid-stream", err);
         apiError = internalError();
       }
-      await stream.writeSSE({ data: JSON.stringify(toErrorBody(apiError)) });
+      await write(stream, named ? { type: "error", ...toErrorBody(apiError) } : toErrorBody(apiError));
     }
   });
 }
