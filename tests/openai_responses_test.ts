@@ -6,10 +6,10 @@
  * `text.format` is in tests/openai_client_test.ts.
  */
 import assert from "node:assert/strict";
-import OpenAI, { BadRequestError, NotFoundError } from "openai";
+import { BadRequestError, NotFoundError } from "openai";
 import type { FunctionTool, ResponseStreamEvent } from "openai/resources/responses/responses";
-import { createApp } from "../server/app.ts";
 import { FakeEngine } from "./_fake_engine.ts";
+import { serveFake } from "./_fake_server.ts";
 
 const TOOLS: FunctionTool[] = [{
   type: "function",
@@ -25,17 +25,6 @@ const ANSWER = [
   '"arguments": {"city": "Paris"}}\n</tool_call>',
 ];
 
-function serve(engine: FakeEngine) {
-  const app = createApp({ engine, config: {} });
-  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, app.fetch);
-  const client = new OpenAI({
-    apiKey: "none",
-    baseURL: `http://127.0.0.1:${server.addr.port}/v1`,
-    maxRetries: 0,
-  });
-  return { client, stop: () => server.shutdown() };
-}
-
 async function badRequest(promise: Promise<unknown>): Promise<BadRequestError> {
   const err = await promise.then(() => null, (e) => e);
   assert.ok(err instanceof BadRequestError, `expected a 400, got ${err}`);
@@ -46,7 +35,7 @@ Deno.test("the openai package's responses.create: text, function calls, instruct
   const engine = new FakeEngine();
   engine.toolCallFormat = "hermes";
   engine.script = { deltas: ANSWER };
-  const { client, stop } = serve(engine);
+  const { client, stop } = serveFake(engine);
   try {
     let first = "";
     let callId = "";
@@ -181,7 +170,7 @@ Deno.test("responses: reasoning items, max_output_tokens, and 400s that name the
   const engine = new FakeEngine();
   engine.thinking = { opensInPrompt: false };
   engine.script = { deltas: ["<think>", "Paris is", " in France.", "</think>", "Paris."] };
-  const { client, stop } = serve(engine);
+  const { client, stop } = serveFake(engine);
   try {
     await t.step("a <think> block is a reasoning item before the message, streamed and not", async () => {
       const res = await client.responses.create({ model: "m", input: "Where is Paris?" });

@@ -8,8 +8,8 @@
 import assert from "node:assert/strict";
 import OpenAI, { BadRequestError } from "openai";
 import type { ChatCompletionTool } from "openai/resources/chat/completions";
-import { createApp } from "../server/app.ts";
 import { FakeEngine } from "./_fake_engine.ts";
+import { serveFake } from "./_fake_server.ts";
 
 const TOOLS: ChatCompletionTool[] = [{
   type: "function",
@@ -26,22 +26,11 @@ const ANSWER = [
   '"arguments": {"city": "Paris"}}\n</tool_call>',
 ];
 
-function serve(engine: FakeEngine, config: { splitReasoning?: boolean } = {}) {
-  const app = createApp({ engine, config });
-  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, app.fetch);
-  const client = new OpenAI({
-    apiKey: "none",
-    baseURL: `http://127.0.0.1:${server.addr.port}/v1`,
-    maxRetries: 0,
-  });
-  return { client, stop: () => server.shutdown() };
-}
-
 Deno.test("the openai package gets tool_calls back, streamed and not, and sends earlier calls on", async (t) => {
   const engine = new FakeEngine();
   engine.toolCallFormat = "hermes";
   engine.script = { deltas: ANSWER };
-  const { client, stop } = serve(engine);
+  const { client, stop } = serveFake(engine);
   const user = { role: "user" as const, content: "Weather in Paris?" };
   try {
     let id = "";
@@ -230,7 +219,7 @@ Deno.test("a <think> block comes back as reasoning_content, apart from content a
   engine.thinking = { opensInPrompt: false };
   const thought = ["<thi", "nk>\nIt asks for", " weather.\n</th", "ink>\n\n"];
   const user = { role: "user" as const, content: "Weather in Paris?" };
-  const { client, stop } = serve(engine);
+  const { client, stop } = serveFake(engine);
   try {
     await t.step("not streamed, with a call after the reasoning", async () => {
       engine.script = { deltas: [...thought, ...ANSWER] };
@@ -262,7 +251,7 @@ Deno.test("a <think> block comes back as reasoning_content, apart from content a
     await stop();
   }
   await t.step("--reasoning-parser none: the text as generated", async () => {
-    const raw = serve(engine, { splitReasoning: false });
+    const raw = serveFake(engine, { splitReasoning: false });
     try {
       engine.script = { deltas: [...thought, "4"] };
       const res = await raw.client.chat.completions.create({ model: "m", messages: [user] });
@@ -278,7 +267,7 @@ Deno.test("a Llama 3.x model's calls ({name, parameters}) come back as tool_call
   const engine = new FakeEngine();
   engine.toolCallFormat = "llama3_json";
   engine.script = { deltas: ['{"name": "get_weather", ', '"parameters": {"city": "Paris"}}'] };
-  const { client, stop } = serve(engine);
+  const { client, stop } = serveFake(engine);
   const user = { role: "user" as const, content: "Weather in Paris?" };
   try {
     const res = await client.chat.completions.create({ model: "m", messages: [user], tools: TOOLS });
@@ -327,7 +316,7 @@ Deno.test("a Mistral v11 model's calls ([TOOL_CALLS]name[ARGS]{…}) come back a
   // The text as the real engine gives it when asked to keep the marks (GenerateRequest.keepSpecialTokens).
   const answer = ["Let me check.", "[TOOL_CALLS]", "get_weather", "[ARGS]", '{"city": ', '"Paris"}'];
   const marks = ["[TOOL_CALLS]", "[ARGS]", "[CALL_ID]"];
-  const { client, stop } = serve(engine);
+  const { client, stop } = serveFake(engine);
   const user = { role: "user" as const, content: "Weather in Paris?" };
   try {
     engine.script = { deltas: answer };
