@@ -5,7 +5,7 @@
  */
 import type { EngineHandle, GenerateRequest } from "../engine/mod.ts";
 import type { JobJson, JobManager } from "../jobs/mod.ts";
-import { unpackGrammar } from "../structured/mod.ts";
+import { GrammarCache } from "../structured/mod.ts";
 import { type Port, type ToClient, type ToHost, toWire, type WireGenerateRequest } from "./protocol.ts";
 
 /** How often the host looks for a changed status or counters while nothing else happens. */
@@ -48,10 +48,12 @@ export function serveEngine(port: Port, { engine, jobs }: HostOptions): Host {
     "jobs.artifacts": () => jobs.artifacts(),
   };
   const streams: Record<string, Stream> = {
-    generate: (signal, wire: WireGenerateRequest) => engine.generate(fromWireRequest(wire), signal),
+    generate: (signal, wire: WireGenerateRequest) => engine.generate(fromWireRequest(wire, grammars), signal),
     "jobs.events": (signal, id: string) => jobSnapshots(jobs, id, signal),
   };
   const open = new Map<number, AbortController>();
+  // One grammar per schema across requests, so their token masks are computed once (grammar_transfer.ts).
+  const grammars = new GrammarCache();
   const post = (m: ToClient) => port.postMessage(m);
   let sent = "";
   function state(): Extract<ToClient, { t: "state" }> {
@@ -113,10 +115,10 @@ export function serveEngine(port: Port, { engine, jobs }: HostOptions): Host {
   };
 }
 
-/** The request the engine takes: the grammar rebuilt. */
-function fromWireRequest(wire: WireGenerateRequest): GenerateRequest {
+/** The request the engine takes: the grammar rebuilt, or the one rebuilt before for the same content. */
+function fromWireRequest(wire: WireGenerateRequest, grammars: GrammarCache): GenerateRequest {
   const { grammar, ...rest } = wire;
-  return grammar ? { ...rest, grammar: unpackGrammar(grammar) } : rest;
+  return grammar ? { ...rest, grammar: grammars.unpack(grammar) } : rest;
 }
 
 /** A job's snapshots as a stream: each change until the job ends (or the reader stops). */

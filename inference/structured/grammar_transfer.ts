@@ -6,6 +6,11 @@
  * ids travel as they are (one thread compiles every grammar, so they stay unique); the grammar gets a new id
  * there, because token masks are cached by grammar id and DFA state numbers (token_mask.ts), and a rebuilt
  * DFA numbers its states in the order it meets them.
+ *
+ * The receiving side keeps the grammars it rebuilt (GrammarCache), keyed by their content with node ids left
+ * out, so the requests of one schema (each compiled afresh, under new ids) share one grammar there, and with it
+ * the token masks already computed for it: the first mask inside a string costs tens of milliseconds on a
+ * large vocabulary (BENCHMARKS.md "Structured output"), later ones a map lookup.
  */
 import { grammarOf, type JsonGrammar, type JsonNode } from "./grammar.ts";
 import { RegexDfa } from "./regex.ts";
@@ -75,4 +80,75 @@ export function unpackGrammar(p: PackedGrammar): JsonGrammar {
     return v;
   };
   return grammarOf((fix(p.packed) as JsonGrammar).root as JsonNode);
+}
+
+/** Rebuilt grammars by content, the most recently used `limit` of them. */
+export class GrammarCache {
+  #grammars = new Map<string, JsonGrammar>();
+
+  constructor(readonly limit = 32) {}
+
+  /**
+   * The grammar a packed one stands for: the one rebuilt earlier for the same content, else a new one.
+   * @param p what packGrammar gave, structured-cloned
+   */
+  unpack(p: PackedGrammar): JsonGrammar {
+    const key = contentKey(p.packed);
+    const hit = this.#grammars.get(key);
+    if (hit) {
+      this.#grammars.delete(key); // re-insert: most recently used last
+      this.#grammars.set(key, hit);
+      return hit;
+    }
+    const g = unpackGrammar(p);
+    this.#grammars.set(key, g);
+    for (const old of this.#grammars.keys()) {
+      if (this.#grammars.size <= this.limit) break;
+      this.#grammars.delete(old);
+    }
+    return g;
+  }
+
+  get size(): number {
+    return this.#grammars.size;
+  }
+}
+
+/**
+ * A text that two packed grammars share exactly when they are the same graph: objects in the order a walk
+ * first meets them, a shared or cyclic reference as its first-meeting number, `id` fields (node and grammar
+ * ids, different in every compilation) left out.
+ */
+function contentKey(packed: unknown): string {
+  const seen = new Map<object, number>();
+  const out: string[] = [];
+  const walk = (v: unknown): void => {
+    if (v === null || typeof v !== "object") {
+      out.push(typeof v === "number" ? String(v) : JSON.stringify(v) ?? "u");
+      return;
+    }
+    const at = seen.get(v);
+    if (at !== undefined) {
+      out.push(`@${at}`);
+      return;
+    }
+    seen.set(v, seen.size);
+    if (ArrayBuffer.isView(v)) {
+      out.push(`<${Array.from(v as unknown as ArrayLike<number>).join(",")}>`);
+    } else if (Array.isArray(v)) {
+      out.push("[");
+      for (const item of v) walk(item);
+      out.push("]");
+    } else {
+      out.push("{");
+      for (const [key, value] of Object.entries(v)) {
+        if (key === "id") continue;
+        out.push(key, ":");
+        walk(value);
+      }
+      out.push("}");
+    }
+  };
+  walk(packed);
+  return out.join(" ");
 }

@@ -22,4 +22,4 @@ export { compileJsonSchema, compileSchemaNode, jsonObjectGrammar } from "./json_
 export { SchemaError } from "./json_schema_context.ts";
 export { RegexError } from "./regex_nfa.ts";
 export { GrammarMatcher, TokenVocab } from "./token_mask.ts";
-export { type PackedGrammar, packGrammar, unpackGrammar } from "./grammar_transfer.ts";
+export { GrammarCache, type PackedGrammar, packGrammar, unpackGrammar } from "./grammar_transfer.ts";
