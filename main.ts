@@ -28,9 +28,11 @@ async function main(): Promise<number> {
   const { worker, remote, reports } = startEngineWorker(config);
   const gpu = await reports.next();
   if (gpu.t !== "boot:gpu" || !gpu.ok) {
-    console.error(
-      `[leanserve] error: ${gpu.t === "boot:gpu" && !gpu.ok ? gpu.error : "the engine did not start"}`,
-    );
+    // No adapter (boot:gpu), or a Worker that failed before it could say (boot:failed: a module not loading).
+    const why = gpu.t === "boot:gpu" || gpu.t === "boot:failed"
+      ? gpu.error
+      : `the engine did not start (${gpu.t})`;
+    console.error(`[leanserve] error: ${why}`);
     worker.terminate();
     return 1;
   }
