@@ -4,6 +4,7 @@
 #   bash bench/serve_suite.sh            # everything below
 #   bash bench/serve_suite.sh decode     # only the decode-dominated table (affine4, lut4, lut4f32, dense)
 #   bash bench/serve_suite.sh sweep [variants [lut variants]]   # the batched kernels: profiles, lane variants
+#   BASE=<dir> bash bench/serve_suite.sh http   # the HTTP path: main.ts (engine in its Worker) under load
 # Writes, under $OUT (default ./serve_suite_out): runner.txt (the single-sequence baseline, `deno task
 # bench`), decode_<format>.md (16-id prompts, 64 output ids, 1/2/16/64 streams: ITL p50 is one decode step),
 # issue.md (the issue's 512 + 256 requests at 1/16/64 streams), long_<format>.md (a 2,048-id prompt arriving
@@ -40,6 +41,29 @@ if [ "$what" = sweep ]; then
     timeout 40 $R bench/gemm.ts --formats lut4 --rows 16,32,64,512 --reps 20 --variants $v \
       >"$OUT/gemm_lut4_$v.txt" 2>&1
   done
+  exit 0
+fi
+# `http`: main.ts serving a random-weight folder at SmolLM2-360M's shape (bench/random_folder.ts; HTTP_SHAPE
+# changes it) to `bench:serve --server`, which also probes GET /health during each load (http_<tree>.md; the
+# server's log in http_server_<tree>.txt). With BASE=<dir>, a `git archive` of an older commit carried beside
+# the tree, that tree's main.ts is measured first, on the same folder. HTTP_ARGS replaces the load's flags.
+if [ "$what" = http ]; then
+  dir=$(mktemp -d)
+  $R bench/random_folder.ts --shape "${HTTP_SHAPE:-smollm2-360m}" --out "$dir/m" >"$OUT/http_folder.txt" 2>&1
+  health='const r = await fetch("http://127.0.0.1:8177/health").catch(() => null); Deno.exit(r?.ok ? 0 : 1)'
+  serve_http() { # <tree> <label>
+    (cd "$1" && exec $R main.ts --model "$dir/m" --port 8177 >"$OUT/http_server_$2.txt" 2>&1) &
+    for _ in $(seq 1 300); do deno eval --no-config "$health" 2>/dev/null && break; sleep 1; done
+    # shellcheck disable=SC2086 # HTTP_ARGS is a list of flags
+    timeout 300 $R bench/serve.ts --server http://127.0.0.1:8177 \
+      ${HTTP_ARGS:---concurrency 1,16,64 --prompt 512 --output 128 --waves 1} --md "$OUT/http_$2.md" \
+      >"$OUT/http_$2.txt" 2>&1
+    pkill -f "main.ts --model $dir/m"
+    sleep 2
+  }
+  [ -n "${BASE:-}" ] && serve_http "$BASE" base
+  serve_http . head
+  rm -rf "$dir"
   exit 0
 fi
 timeout 60 $R bench/bench.ts --random llama3-8b --format affine4 --prompt 512 --decode 128 >"$OUT/runner.txt" 2>&1
