@@ -16,9 +16,9 @@ export interface PropNode {
 /** A node of the grammar; `id` names it in automaton state keys. */
 export type JsonNode =
   /**
-   * `props` in order, then (with `rest`) any number of other keys with values of `rest`: any key in a map (no
-   * props), else one whose decoded characters `restKey` accepts (not a listed name); `minProps` to `maxProps`
-   * keys in all
+   * `props` in order, then (with `rest`) any number of other keys with values of `rest`: any key where
+   * `restKey` is null, else one whose decoded characters it accepts (never a listed name; what
+   * `propertyNames` and `patternProperties` allow: json_schema_keys.ts); `minProps` to `maxProps` keys in all
    */
   | {
     kind: "object";

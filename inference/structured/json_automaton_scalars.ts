@@ -53,7 +53,8 @@ export function feedString(s: Stack, f: Frame & { t: "str" }, b: number, out: St
   }
   if (b < 0x20 || !room) return;
   if (b === BACKSLASH) {
-    out.push(on(up, { ...f, esc: 1 }));
+    // Under a pattern, only where an escape's character may come next (else the string could not go on).
+    if (!dfa || ESCAPED.some((e) => dfa.step(f.re, e) >= 0)) out.push(on(up, { ...f, esc: 1 }));
     return;
   }
   const d = re(b);
@@ -71,6 +72,9 @@ export function feedString(s: Stack, f: Frame & { t: "str" }, b: number, out: St
 const ESCAPES = new Map(
   [...'"\\/bfnrt'].map((c, i) => [c.charCodeAt(0), [0x22, 0x5c, 0x2f, 0x08, 0x0c, 0x0a, 0x0d, 0x09][i]]),
 );
+
+/** The bytes the one-character escapes stand for. */
+const ESCAPED = [...ESCAPES.values()];
 
 /** Whether a number may end in phase `p`. */
 export function numAccepting(p: Num): boolean {

@@ -11,10 +11,14 @@
  *   any number of them, never a listed name (absent, as false, means none whenever properties are listed, as
  *   in OpenAI's strict mode and xgrammar's strict mode, so a model cannot wander off into keys nobody asked
  *   for). Without `properties`, any string keys with values of `additionalProperties` (a schema; absent or
- *   true: any JSON value; false: none, so `{}`). `minProperties` / `maxProperties` bound the keys written
- *   (optional ones are offered only while the bounds can still be met). Other keys are not kept apart from
- *   each other: a map or its extra keys may repeat a key (JSON.parse keeps the last), as no grammar can
- *   remember every key.
+ *   true: any JSON value; false: none, so `{}`). `propertyNames` (`pattern`, `format`, `minLength`,
+ *   `maxLength`, `enum`, `const`, `type`) limits the other keys' names, and the listed names must satisfy it.
+ *   `patternProperties` beside `additionalProperties` false or absent: other keys are those a pattern matches
+ *   (search semantics, as `pattern`), their values of its schema; several patterns must share one schema.
+ *   Other keys are never a listed name; their names are the intersection of these constraints
+ *   (json_schema_keys.ts). `minProperties` / `maxProperties` bound the keys written (optional ones are
+ *   offered only while the bounds can still be met). Other keys are not kept apart from each other: a map or
+ *   its extra keys may repeat a key (JSON.parse keeps the last), as no grammar can remember every key.
  * - arrays: `prefixItems` (tuples; drafts 4–2019: `items` as a list), then `items` for the rest
  *   (`additionalItems` beside a list; false: no more items), `minItems`, `maxItems` (counting the prefix
  *   too: a prefix item past minItems is optional), `uniqueItems: false`. strings: `minLength`, `maxLength`
@@ -27,13 +31,16 @@
  * - Annotations (`title`, `description`, `default`, `examples`, `$schema`, `$id`, `$comment`, `deprecated`,
  *   `readOnly`, `writeOnly`, `strict`, `nullable` with a type list, OpenAPI's `discriminator` beside `oneOf`) are
  *   ignored.
- * - Any other keyword that would constrain values (`uniqueItems: true`, `patternProperties`,
- *   `propertyNames`, `contains`, `contentEncoding`, …), an unknown `format`, and bounds the regex cannot take
- *   (numeric_range.ts) are refused with an error naming where they sit, rather than silently producing output
- *   that breaks them.
- * Output is the canonical form: listed keys as JSON.stringify writes them (other keys beside them have no
- * `\u` escapes: the DFA that keeps out the listed names reads decoded characters, as a pattern does),
- * literals (enum, const, true, false, null) exactly as JSON.stringify writes them.
+ * - Any other keyword that would constrain values (`uniqueItems: true`, `contains`, `contentEncoding`, …),
+ *   other keywords inside `propertyNames` (`anyOf`, `$ref`, …), `patternProperties` that one schema of other
+ *   keys cannot express (patterns with different schemas, beside `additionalProperties` other than false, or
+ *   matching a listed name whose value would then have to follow both schemas), an unknown `format`, and
+ *   bounds the regex cannot take (numeric_range.ts) are refused with an error naming where they sit, rather
+ *   than silently producing output that breaks them.
+ * Output is the canonical form: listed keys as JSON.stringify writes them (other keys beside them, or under
+ * `propertyNames` or `patternProperties`, have no `\u` escapes: the DFA of their names reads decoded
+ * characters, as a pattern does), literals (enum, const, true, false, null) exactly as JSON.stringify writes
+ * them.
  *
  * Here: the compiler core (the keywords every schema may have, `$ref`s, combinators, dispatch by type). The
  * keywords of objects and arrays: json_schema_collections.ts; of strings and numbers: json_schema_scalars.ts;
@@ -76,6 +83,8 @@ const HANDLED = new Set([
   "properties",
   "required",
   "additionalProperties",
+  "propertyNames",
+  "patternProperties",
   "minProperties",
   "maxProperties",
   "items",
@@ -94,7 +103,14 @@ const HANDLED = new Set([
   "multipleOf",
 ]);
 /** Keywords that make a schema without a type one of objects, or of arrays. */
-const OBJECT_KEYWORDS = ["properties", "additionalProperties", "minProperties", "maxProperties"];
+const OBJECT_KEYWORDS = [
+  "properties",
+  "additionalProperties",
+  "propertyNames",
+  "patternProperties",
+  "minProperties",
+  "maxProperties",
+];
 const ARRAY_KEYWORDS = ["items", "prefixItems", "minItems", "maxItems"];
 /** Keywords of numbers (besides format). */
 const NUMERIC = ["minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf"];

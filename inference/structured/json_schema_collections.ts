@@ -1,19 +1,20 @@
 /**
  * JSON Schema's object and array keywords (json_schema.ts says what they mean here): `properties`,
- * `required`, `additionalProperties`, `minProperties` / `maxProperties`; `prefixItems`, `items` (a list in
- * drafts 4–2019), `additionalItems`, `minItems` / `maxItems`. Apart from the compiler core because these are
+ * `required`, `minProperties` / `maxProperties` (the other keys' `additionalProperties`, `propertyNames` and
+ * `patternProperties`: json_schema_keys.ts); `prefixItems`, `items` (a list in drafts 4–2019),
+ * `additionalItems`, `minItems` / `maxItems`. Apart from the compiler core because these are
  * the keywords with the most rules of their own; the core hands each object or array schema here and compiles
  * its subschemas when asked (json_schema_context.ts).
  */
 import type { JsonNode, PropNode } from "./grammar.ts";
 import { countKeyword, isObject, type SchemaContext, SchemaError } from "./json_schema_context.ts";
-import { exceptTextsDfa, type RegexDfa } from "./regex.ts";
-import { RegexError } from "./regex_nfa.ts";
+import { compileOtherKeys } from "./json_schema_keys.ts";
 
 /**
  * An object: `properties` in the schema's order, each required one always, then other keys with values of
  * `additionalProperties` when it is true or a schema (absent beside `properties`: no other keys, as in
- * OpenAI's strict mode); without `properties`, a map. min/maxProperties bound the keys in all.
+ * OpenAI's strict mode), or of `patternProperties`, their names as `propertyNames` and the patterns allow
+ * (json_schema_keys.ts); without `properties`, a map. min/maxProperties bound the keys in all.
  */
 export function compileObject(
   cx: SchemaContext,
@@ -48,24 +49,7 @@ export function compileObject(
       `${path}.required`,
     );
   }
-  const extra = s.additionalProperties;
-  const rest = extra === false || (extra === undefined && s.properties !== undefined)
-    ? null
-    : extra === undefined || extra === true
-    ? cx.anyValue()
-    : cx.compile(extra, `${path}.additionalProperties`, depth + 1);
-  let restKey: RegexDfa | null = null;
-  if (rest && props.length > 0) {
-    try {
-      restKey = exceptTextsDfa(props.map((p) => p.name));
-    } catch (err) {
-      if (!(err instanceof RegexError)) throw err;
-      throw new SchemaError(
-        `${err.message} (at ${path}.additionalProperties)`,
-        `${path}.additionalProperties`,
-      );
-    }
-  }
+  const { rest, restKey } = compileOtherKeys(cx, s, { props, path, depth });
   const minProps = countKeyword(s, "minProperties", path, 0);
   const maxProps = countKeyword(s, "maxProperties", path, Infinity);
   if (minProps > maxProps) {
@@ -84,7 +68,7 @@ export function compileObject(
   if (!rest && props.length < minProps) {
     throw new SchemaError(
       `Unsupported schema at ${path}: minProperties > the ${props.length} properties ` +
-        `(other keys need "additionalProperties")`,
+        `(and no other key is allowed)`,
       `${path}.minProperties`,
     );
   }

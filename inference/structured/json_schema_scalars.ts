@@ -4,7 +4,8 @@
  * `exclusiveMinimum`, `exclusiveMaximum` (numbers, or draft 4's booleans), `multipleOf` and integer
  * `format`s, read here and turned into a regex of the texts in range by numeric_range.ts. Apart from the
  * compiler core because this is the glue to the regex compilers: their errors become SchemaErrors naming the
- * keyword.
+ * keyword. The patterns of object keys (`propertyNames`, `patternProperties`: json_schema_keys.ts) compile
+ * here too, with the same search semantics.
  */
 import type { JsonNode } from "./grammar.ts";
 import { countKeyword, type SchemaContext, SchemaError } from "./json_schema_context.ts";
@@ -44,24 +45,68 @@ function stringPattern(cx: SchemaContext, s: Record<string, unknown>, path: stri
     return dfa;
   }
   if (p === undefined) return null;
-  if (typeof p !== "string" || p.length > MAX_PATTERN) {
-    throw new SchemaError(
-      `Invalid schema at ${path}: "pattern" must be a string of at most ${MAX_PATTERN}`,
-      `${path}.pattern`,
-    );
-  }
-  const start = p.startsWith("^");
-  const end = p.endsWith("$") && !p.endsWith("\\$");
-  const core = p.slice(start ? 1 : 0, end ? -1 : undefined);
+  return searchPatternDfa([p], `${path}.pattern`);
+}
+
+/**
+ * The texts that one of these patterns matches with JSON Schema's search semantics (ECMA-262, as `pattern`
+ * and `patternProperties` have it), as a DFA over decoded characters. A pattern matches anywhere in the text
+ * unless anchored, so each top-level alternative gets any characters at an end without `^` or `$`.
+ * @param patterns the patterns (one for `pattern`; several for `patternProperties` that share a schema)
+ * @param param where they sit (error messages name it)
+ * @returns their union's DFA
+ * @throws SchemaError for a pattern that is not a string, too long, or that the regex compiler refuses
+ */
+export function searchPatternDfa(patterns: readonly unknown[], param: string): RegexDfa {
   const any = "[\\s\\S]*";
-  try {
-    return new RegexDfa(`${start ? "" : any}(?:${core})${end ? "" : any}`);
-  } catch (err) {
-    if (err instanceof RegexError) {
-      throw new SchemaError(`${err.message} (at ${path}.pattern)`, `${path}.pattern`);
+  const options: string[] = [];
+  for (const p of patterns) {
+    if (typeof p !== "string" || p.length > MAX_PATTERN) {
+      throw new SchemaError(
+        `Invalid schema at ${param}: a pattern must be a string of at most ${MAX_PATTERN} characters`,
+        param,
+      );
     }
+    for (const alt of topLevelAlternatives(p)) {
+      // `^` opens the alternative, an unescaped `$` closes it (an even run of backslashes before it).
+      const start = alt.startsWith("^");
+      const end = /(^|[^\\])(\\\\)*\$$/.test(alt);
+      const core = alt.slice(start ? 1 : 0, end ? -1 : undefined);
+      options.push(`(?:${start ? "" : any}(?:${core})${end ? "" : any})`);
+    }
+  }
+  try {
+    return new RegexDfa(options.join("|"));
+  } catch (err) {
+    if (err instanceof RegexError) throw new SchemaError(`${err.message} (at ${param})`, param);
     throw err;
   }
+}
+
+/**
+ * A pattern's alternatives at the top level (`|` outside groups and classes), where ECMA-262's anchors bind:
+ * `^a|b$` is `^a` or `b$`. Classes are read as regex_parser.ts reads them (a `]` first in one is a member).
+ */
+function topLevelAlternatives(p: string): string[] {
+  const out: string[] = [];
+  let depth = 0, from = 0;
+  for (let i = 0; i < p.length; i++) {
+    const c = p[i];
+    if (c === "\\") i++;
+    else if (c === "[") {
+      i += p[i + 1] === "^" ? 2 : 1;
+      for (let first = true; i < p.length && (p[i] !== "]" || first); i++, first = false) {
+        if (p[i] === "\\") i++;
+      }
+    } else if (c === "(") depth++;
+    else if (c === ")") depth--;
+    else if (c === "|" && depth === 0) {
+      out.push(p.slice(from, i));
+      from = i + 1;
+    }
+  }
+  out.push(p.slice(from));
+  return out;
 }
 
 /**

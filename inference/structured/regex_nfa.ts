@@ -2,8 +2,8 @@
  * The byte-level NFA every regular expression of structured output compiles to, and the UTF-8 byte sequences
  * its edges read: a character class becomes the byte ranges of its characters' encodings. Apart from the
  * parser (regex_parser.ts) and the DFA (regex.ts) because three builders make these NFAs: the parser from a
- * pattern, gbnf_regular.ts from a GBNF grammar's regular parts, and regex.ts's `exceptTextsDfa` from a list
- * of names.
+ * pattern, gbnf_regular.ts from a GBNF grammar's regular parts, and regex.ts's DFAs of object keys (lists of
+ * names, lengths, and the intersection of DFAs).
  */
 
 /** A pattern the compiler cannot take. */
@@ -11,7 +11,7 @@ export class RegexError extends Error {}
 
 /**
  * NFA: per state, byte ranges [lo, hi] to a state, and ε-edges (built by regex_parser.ts, gbnf_regular.ts or
- * regex.ts's `exceptTextsDfa`).
+ * regex.ts's key DFAs).
  */
 export interface Nfa {
   edges: [lo: number, hi: number, to: number][][];

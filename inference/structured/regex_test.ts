@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { exceptTextsDfa, RegexDfa } from "./regex.ts";
+import { exceptTextsDfa, intersectDfas, lengthDfa, onlyTextsDfa, RegexDfa } from "./regex.ts";
 import { RegexError } from "./regex_nfa.ts";
 import { dfaMatches } from "../../tests/_walk.ts";
 
@@ -103,4 +103,30 @@ Deno.test("exceptTextsDfa(): every text but the listed ones, byte for byte", () 
   let d = dfa.step(0, 0xff);
   for (const b of [0x00, 0xff, 0x61]) d = dfa.step(d, b);
   assert.ok(d >= 0 && dfa.accepting(d));
+});
+
+Deno.test("onlyTextsDfa(), lengthDfa(), intersectDfas(): exactly the texts their definitions give", () => {
+  const names = ["a", "ab", "é", "😀x", ""];
+  const probes = [...names, "b", "abc", "e", "😀", "aa", "éé", "abcd", "a😀", "😀😀😀", "\n"];
+  const only = onlyTextsDfa(names);
+  const short = lengthDfa(2, 3), long = lengthDfa(1, Infinity);
+  const both = intersectDfas("a, not ab, 2 or 3 characters", [
+    exceptTextsDfa(["ab"]),
+    new RegexDfa("a.*"),
+    short,
+  ])!;
+  for (const t of probes) {
+    const n = [...t].length;
+    assert.equal(dfaMatches(only, t), names.includes(t), `only ${JSON.stringify(t)}`);
+    assert.equal(dfaMatches(short, t), n >= 2 && n <= 3, `2..3 ${JSON.stringify(t)}`);
+    assert.equal(dfaMatches(long, t), n >= 1, `1.. ${JSON.stringify(t)}`);
+    const want = t !== "ab" && /^a.*$/u.test(t) && n >= 2 && n <= 3;
+    assert.equal(dfaMatches(both, t), want, `both ${JSON.stringify(t)}`);
+  }
+  assert.equal(intersectDfas("none", [new RegexDfa("a+"), new RegexDfa("b+")]), null);
+  // Only states that still lead to a match are kept: "c" could go on in one DFA but never in both.
+  const trimmed = intersectDfas("ab", [new RegexDfa("ab|cd"), new RegexDfa("[a-c]b*")])!;
+  assert.equal(trimmed.step(0, 0x63), -1);
+  assert.ok(dfaMatches(trimmed, "ab") && !dfaMatches(trimmed, "cd"));
+  assert.throws(() => lengthDfa(0, 5000), RegexError);
 });

@@ -1,0 +1,230 @@
+import assert from "node:assert/strict";
+import { canEnd, initialStates, isComplete, stepStates } from "./json_automaton.ts";
+import type { JsonGrammar } from "./grammar.ts";
+import { compileJsonSchema } from "./json_schema.ts";
+
+const enc = new TextEncoder();
+
+/** Whether the automaton takes a whole text as a complete value. */
+function accepts(g: JsonGrammar, text: string): boolean {
+  let s = initialStates(g);
+  for (const b of enc.encode(text)) {
+    s = stepStates(s, b);
+    if (s.length === 0) return false;
+  }
+  return isComplete(s);
+}
+
+type Schema = boolean | { [key: string]: unknown };
+const isObj = (v: unknown): v is Record<string, unknown> =>
+  typeof v === "object" && v !== null && !Array.isArray(v);
+const TYPE_OF: Record<string, (v: unknown) => boolean> = {
+  object: isObj,
+  string: (v) => typeof v === "string",
+  integer: Number.isInteger,
+  boolean: (v) => typeof v === "boolean",
+};
+
+/** The schemas of `patternProperties` whose pattern matches `key` (ECMA-262 search, as JSON Schema has it). */
+function patternSchemas(s: Record<string, unknown>, key: string): Schema[] {
+  return Object.entries((s.patternProperties ?? {}) as Record<string, Schema>)
+    .filter(([p]) => new RegExp(p, "u").test(key))
+    .map(([, sub]) => sub);
+}
+
+/**
+ * JSON Schema validity for the keywords these tests use, read straight from the specification (keys and
+ * values alike: `propertyNames` is a schema of the key as a string), plus what the grammar adds: listed keys
+ * in schema order before the others, and beside `properties` or `patternProperties` no other keys unless
+ * additionalProperties says so.
+ */
+function valid(s: Schema, v: unknown): boolean {
+  if (typeof s === "boolean") return s;
+  const same = (x: unknown) => JSON.stringify(x) === JSON.stringify(v);
+  if ("const" in s && !same(s.const)) return false;
+  if (s.enum && !(s.enum as unknown[]).some(same)) return false;
+  const implied =
+    ["properties", "additionalProperties", "propertyNames", "patternProperties"].some((k) => k in s)
+      ? "object"
+      : undefined;
+  const type = s.type ?? implied;
+  if (type && ![type].flat().some((t) => TYPE_OF[t as string](v))) return false;
+  if (typeof v === "string") {
+    const length = [...v].length;
+    if (length < (s.minLength as number ?? 0) || length > (s.maxLength as number ?? Infinity)) return false;
+    return s.pattern === undefined || new RegExp(s.pattern as string, "u").test(v);
+  }
+  if (!isObj(v)) return true;
+  const props = (s.properties ?? {}) as Record<string, Schema>;
+  const keys = Object.keys(v);
+  if (
+    keys.length < (s.minProperties as number ?? 0) || keys.length > (s.maxProperties as number ?? Infinity)
+  ) {
+    return false;
+  }
+  if (((s.required ?? []) as string[]).some((r) => !(r in v))) return false;
+  if (s.propertyNames !== undefined && !keys.every((k) => valid(s.propertyNames as Schema, k))) return false;
+  const extra = (s.additionalProperties ?? !(s.properties || s.patternProperties)) as Schema;
+  for (const k of keys) {
+    // Every schema that applies to the key: its property's, each matching pattern's, else additionalProperties.
+    const own = [...(Object.hasOwn(props, k) ? [props[k]] : []), ...patternSchemas(s, k)];
+    if (!(own.length > 0 ? own : [extra]).every((sub) => valid(sub, v[k]))) return false;
+  }
+  const names = Object.keys(props);
+  const rank = (k: string) => (names.includes(k) ? names.indexOf(k) : names.length);
+  return keys.every((k, i) => i === 0 || rank(keys[i - 1]) <= rank(k));
+}
+
+/** Whether some object of a JSON text repeats a key (JSON.parse keeps the last). */
+function repeatsKey(text: string): boolean {
+  const open: (Set<string> | null)[] = []; // a key set per object, null per array
+  let key = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i];
+    if (c === '"') {
+      let j = i + 1;
+      while (text[j] !== '"') j += text[j] === "\\" ? 2 : 1;
+      const s = JSON.parse(text.slice(i, j + 1));
+      const keys = open.at(-1);
+      if (key && keys) {
+        if (keys.has(s)) return true;
+        keys.add(s);
+      }
+      key = false;
+      i = j;
+    } else if (c === "{" || c === "[") {
+      open.push(c === "{" ? new Set() : null);
+      key = c === "{";
+    } else if (c === "}" || c === "]") {
+      open.pop();
+      key = false;
+    } else if (c === ",") key = open.at(-1) instanceof Set;
+  }
+  return false;
+}
+
+const int = { type: "integer" };
+const str = { type: "string" };
+const bool = { type: "boolean" };
+const SCHEMAS: Schema[] = [
+  { type: "object", additionalProperties: int, propertyNames: { pattern: "^[a-z]+$" } },
+  { additionalProperties: bool, propertyNames: { pattern: "id|^x", minLength: 2, maxLength: 4 } },
+  { additionalProperties: int, propertyNames: { enum: ["a", "ab", "é", "x_1", 7] }, maxProperties: 3 },
+  {
+    properties: { ab: int, id: str },
+    required: ["id"],
+    additionalProperties: bool,
+    propertyNames: { pattern: "^[a-z_]*$" },
+  },
+  { properties: { a: int }, additionalProperties: int, propertyNames: { enum: ["a", "b", "ab"] } },
+  { properties: { "é": int }, additionalProperties: str, propertyNames: { minLength: 1, maxLength: 2 } },
+  { type: "object", patternProperties: { "^x_": int } },
+  {
+    properties: { name: str },
+    required: ["name"],
+    patternProperties: { "^n_": int, "[0-9]$": int },
+    additionalProperties: false,
+    minProperties: 2,
+  },
+  { patternProperties: { "^[a-z]": bool }, propertyNames: { maxLength: 2 } },
+  { properties: { x1: int }, patternProperties: { "^x|^b": int }, minProperties: 1 },
+];
+
+/** Keys around the schemas' constraints: listed names, their prefixes and extensions, long, short, Unicode. */
+const KEYS = [
+  ..."a b ab abc id my_id idx x x_ x_1 x1 x2 n_ n_1 name é éé a😀 aaaa b_x 1a A z9 ab_cd".split(" "),
+  "",
+  "a b",
+  "a\nb",
+];
+
+/** Seeded random objects near a schema: listed keys, keys it allows and keys it does not, values near theirs. */
+function sampler(seed: number) {
+  const rand = (n: number) => { // mulberry32
+    let t = (seed = (seed + 0x6d2b79f5) >>> 0);
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) % n;
+  };
+  const POOL = [0, 2, -1, "a", "", true, false, null, [], { a: 1 }];
+  const value = (s: Schema): unknown => {
+    if (typeof s === "boolean" || rand(8) === 0) return POOL[rand(POOL.length)];
+    if (s.type === "integer") return rand(4) - 1;
+    if (s.type === "string") return ["a", "", "x y"][rand(3)];
+    if (s.type === "boolean") return rand(2) === 1;
+    return POOL[rand(POOL.length)];
+  };
+  const sample = (s: Record<string, unknown>): Record<string, unknown> => {
+    const props = (s.properties ?? {}) as Record<string, Schema>;
+    const required = (s.required ?? []) as string[];
+    const allowed = KEYS.filter((k) =>
+      !Object.hasOwn(props, k) && valid((s.propertyNames ?? true) as Schema, k) &&
+      (s.patternProperties === undefined || patternSchemas(s, k).length > 0)
+    );
+    const keys = [
+      ...Object.keys(props).filter((k) => (required.includes(k) && rand(4) > 0) || rand(2) === 0),
+      ...allowed.filter(() => rand(Math.max(2, allowed.length >> 1)) === 0),
+      ...KEYS.filter(() => rand(KEYS.length * 2) === 0),
+    ];
+    if (rand(6) === 0) keys.reverse();
+    const extra = (s.additionalProperties ?? true) as Schema;
+    return Object.fromEntries(
+      [...new Set(keys)].map((k) => [k, value(props[k] ?? patternSchemas(s, k)[0] ?? extra)]),
+    );
+  };
+  return { rand, sample };
+}
+
+Deno.test("json schema: propertyNames and patternProperties accept exactly the valid objects in grammar order", () => {
+  for (const schema of SCHEMAS) {
+    const g = compileJsonSchema(schema, "schema");
+    const { sample } = sampler(5);
+    let accepted = 0, rejected = 0;
+    for (let n = 0; n < 1000; n++) {
+      const v = sample(schema as Record<string, unknown>);
+      const want = valid(schema, v);
+      for (const text of [JSON.stringify(v), JSON.stringify(v, null, 2)]) {
+        assert.equal(accepts(g, text), want, `${JSON.stringify(schema)}: ${text}`);
+      }
+      if (want) accepted++;
+      else rejected++;
+    }
+    // Both sides are exercised: the test could fail either way.
+    assert.ok(accepted >= 100 && rejected >= 100, `${JSON.stringify(schema)}: ${accepted} / ${rejected}`);
+  }
+});
+
+Deno.test("json schema: every object a random walk completes under key constraints parses and validates", () => {
+  const bytes = [0x0a, ...Array.from({ length: 95 }, (_, i) => 0x20 + i)];
+  const closers = enc.encode('"}');
+  for (const schema of SCHEMAS) {
+    const g = compileJsonSchema(schema, "schema");
+    const { rand } = sampler(13);
+    let done = 0;
+    for (let walk = 0; walk < 60; walk++) {
+      let s = initialStates(g);
+      let text = "";
+      while (text.length < 300 && !isComplete(s) && !(canEnd(s) && rand(3) === 0)) {
+        const next = bytes.flatMap((b) => {
+          const t = stepStates(s, b);
+          return t.length > 0 ? [[b, t] as const] : [];
+        });
+        // A byte may only lead where the value can still be completed: never into a key no name finishes.
+        assert.ok(next.length > 0 || canEnd(s), `dead end after ${JSON.stringify(text)}`);
+        if (next.length === 0) break;
+        const close = next.filter(([b]) => closers.includes(b));
+        const [b, t] = close.length > 0 && rand(3) === 0
+          ? close[rand(close.length)]
+          : next[rand(next.length)];
+        text += String.fromCharCode(b);
+        s = t;
+      }
+      if (!canEnd(s)) continue; // ran out of length
+      done++;
+      const v = JSON.parse(text);
+      // Repeated other keys are the one documented way out (a grammar cannot remember every key).
+      assert.ok(valid(schema, v) || repeatsKey(text), `${JSON.stringify(schema)}: ${text}`);
+    }
+    assert.ok(done >= 30, `${JSON.stringify(schema)}: only ${done} walks completed`);
+  }
+});
