@@ -104,6 +104,13 @@ export interface Config {
   limits: LimitsConfig;
   /** One JSON line per request on stdout (--disable-log-requests turns it off). */
   logRequests: boolean;
+  /**
+   * --allowed-origins: the web origins whose pages may call the API from a browser (CORS); "*" any (the
+   * default, as vLLM's); an empty list: none (no CORS headers at all).
+   */
+  allowedOrigins: readonly string[];
+  /** --ssl-certfile and --ssl-keyfile: serve HTTPS with this PEM certificate chain and key; null: HTTP. */
+  tls: { certFile: string; keyFile: string } | null;
   /** On SIGTERM/SIGINT, how long in-flight requests may run before they are cut. */
   shutdownGraceSeconds: number;
 }
@@ -247,6 +254,11 @@ Operations:
   --max-body-bytes <n>        Largest request body in bytes; larger gets 413 (default 4194304)
   --max-prompt-tokens <n>     Longest prompt in tokens; longer gets 400 (default: the context length)
   --disable-log-requests      No JSON line per request on stdout (default: one line per request)
+  --allowed-origins <list>    Web origins whose pages may call the API from a browser (CORS), comma-
+                              separated (https://app.example.com,http://localhost:3000); "*" any (default);
+                              "none" sends no CORS headers
+  --ssl-certfile <file>       Serve HTTPS with this PEM certificate (chain); needs --ssl-keyfile
+  --ssl-keyfile <file>        The PEM private key of --ssl-certfile
   --shutdown-grace-seconds <n>
                               On SIGTERM/SIGINT, let in-flight requests finish for this long, then cut
                               them (default 10)
@@ -283,6 +295,9 @@ const VALUE_FLAGS = [
   "--max-body-bytes",
   "--max-prompt-tokens",
   "--shutdown-grace-seconds",
+  "--allowed-origins",
+  "--ssl-certfile",
+  "--ssl-keyfile",
   ...Object.values(FLAG_LABELS).filter((f) => f !== "--method" && f !== "--no-act-order"),
 ];
 /** Flags without a value. */
@@ -350,6 +365,8 @@ export function parseConfig(args: string[], env: Record<string, string | undefin
       maxPromptTokens: optionalInt(flags, "--max-prompt-tokens", 1, Number.MAX_SAFE_INTEGER) ?? null,
     },
     logRequests: !flags.has("--disable-log-requests"),
+    allowedOrigins: Object.freeze(parseOrigins(flags.get("--allowed-origins") ?? "*")),
+    tls: parseTls(flags.get("--ssl-certfile"), flags.get("--ssl-keyfile")),
     shutdownGraceSeconds: optionalInt(flags, "--shutdown-grace-seconds", 0, 3600) ?? 10,
   };
   if (config.artifactsDir === "") throw new ConfigError('Cannot use --artifacts-dir "": expected a folder');
@@ -365,7 +382,40 @@ export function parseConfig(args: string[], env: Record<string, string | undefin
     hub: Object.freeze(config.hub),
     auth: Object.freeze(config.auth),
     limits: Object.freeze(config.limits),
+    tls: config.tls && Object.freeze(config.tls),
   });
+}
+
+/** --allowed-origins: "*", "none", or a comma-separated list of origins (scheme://host[:port]). */
+function parseOrigins(text: string): string[] {
+  if (text === "*") return ["*"];
+  if (text === "none") return [];
+  const origins = text.split(",").map((o) => o.trim());
+  for (const o of origins) {
+    let url: URL | null = null;
+    try {
+      url = new URL(o);
+    } catch {
+      // reported below
+    }
+    // An origin is exactly scheme://host[:port]: what a browser sends in the Origin header, compared as text.
+    if (!url || !/^https?:$/.test(url.protocol) || url.origin !== o) {
+      throw new ConfigError(
+        `Cannot use --allowed-origins "${text}": "${o}" is not an origin like https://app.example.com ` +
+          `(scheme, host and port only); or use "*" or "none"`,
+      );
+    }
+  }
+  return origins;
+}
+
+/** --ssl-certfile and --ssl-keyfile: both or neither. */
+function parseTls(certFile: string | undefined, keyFile: string | undefined): Config["tls"] {
+  if (certFile === undefined && keyFile === undefined) return null;
+  if (!certFile || !keyFile) {
+    throw new ConfigError("Cannot serve HTTPS: give both --ssl-certfile and --ssl-keyfile");
+  }
+  return { certFile, keyFile };
 }
 
 function parseServing(flags: Map<string, string>): ServingConfig {

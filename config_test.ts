@@ -40,6 +40,8 @@ Deno.test("parseConfig() fills the documented defaults", () => {
     auth: { apiKeys: [], adminKeys: [], metricsRequireKey: false },
     limits: { maxBodyBytes: 4 * 1024 * 1024, maxPromptTokens: null },
     logRequests: true,
+    allowedOrigins: ["*"],
+    tls: null,
     shutdownGraceSeconds: 10,
   });
   assert.ok(Object.isFrozen(config));
@@ -114,6 +116,10 @@ Deno.test("parseConfig() reads every flag, in both spellings", () => {
     "0",
     "--calib-gpu-memory",
     "all",
+    "--allowed-origins=https://app.example.com",
+    "--ssl-certfile",
+    "cert.pem",
+    "--ssl-keyfile=key.pem",
   ], { PORT: "1234", HOST: "10.0.0.1", HF_HUB_CACHE: "/ignored", LEANSERVE_API_KEY: "from-env" });
   assert.deepEqual(config, {
     help: false,
@@ -173,6 +179,8 @@ Deno.test("parseConfig() reads every flag, in both spellings", () => {
     auth: { apiKeys: ["k1", "k2"], adminKeys: ["root-key"], metricsRequireKey: true }, // flags beat the env
     limits: { maxBodyBytes: 1024, maxPromptTokens: 100 },
     logRequests: false,
+    allowedOrigins: ["https://app.example.com"],
+    tls: { certFile: "cert.pem", keyFile: "key.pem" },
     shutdownGraceSeconds: 0,
   });
   assert.ok(Object.isFrozen(config.quant));
@@ -429,4 +437,27 @@ Deno.test("startupQuant() serves the default model unquantized on a CPU adapter 
   assert.equal(startupQuant(tuned, { isCpu: true })?.calibration.nsamples, 16);
   const local = parseConfig(["--model", "some/folder"], {});
   assert.equal(startupQuant(local, { isCpu: true }), null);
+});
+
+Deno.test("parseConfig() --allowed-origins and --ssl-certfile/--ssl-keyfile: values, none, and clear errors", () => {
+  const m = ["--model", "m"];
+  const origins = (v: string) => parseConfig([...m, "--allowed-origins", v], {}).allowedOrigins;
+  assert.deepEqual(origins("*"), ["*"]);
+  assert.deepEqual(origins("none"), []);
+  assert.deepEqual(origins("https://app.example.com, http://localhost:3000"), [
+    "https://app.example.com",
+    "http://localhost:3000",
+  ]);
+  for (const bad of ["app.example.com", "https://app.example.com/", "ftp://x.org", "https://a.org,"]) {
+    assert.throws(
+      () => origins(bad),
+      (e: Error) => e instanceof ConfigError && /--allowed-origins/.test(e.message),
+    );
+  }
+  const tls = parseConfig([...m, "--ssl-certfile", "c.pem", "--ssl-keyfile", "k.pem"], {}).tls;
+  assert.deepEqual(tls, { certFile: "c.pem", keyFile: "k.pem" });
+  assert.throws(
+    () => parseConfig([...m, "--ssl-certfile", "c.pem"], {}),
+    (e: Error) => e instanceof ConfigError && /both --ssl-certfile and --ssl-keyfile/.test(e.message),
+  );
 });

@@ -25,6 +25,13 @@ async function main(): Promise<number> {
     console.log(HELP_TEXT);
     return 0;
   }
+  let tls: { cert: string; key: string } | null;
+  try {
+    tls = readTls(config);
+  } catch (err) {
+    console.error(`[leanserve] error: ${(err as Error).message}`);
+    return 1;
+  }
   const { worker, remote, reports } = startEngineWorker(config);
   const gpu = await reports.next();
   if (gpu.t !== "boot:gpu" || !gpu.ok) {
@@ -49,10 +56,12 @@ async function main(): Promise<number> {
     ...(config.logRequests ? { logRequest: (line: string) => console.log(line) } : {}),
     stopSignal: shutdown.stopSignal,
   });
+  const scheme = tls ? "https" : "http";
   const server = Deno.serve({
     hostname: config.host,
     port: config.port,
-    onListen: ({ hostname, port }) => console.log(`[leanserve] listening on http://${hostname}:${port}`),
+    ...tls,
+    onListen: ({ hostname, port }) => console.log(`[leanserve] listening on ${scheme}://${hostname}:${port}`),
   }, app.fetch);
   shutdown.listen(server); // SIGTERM/SIGINT: drain, cut after the grace, clean up, exit 0
 
@@ -73,6 +82,22 @@ async function main(): Promise<number> {
   await server.finished; // only a signal closes the server; let its sequence clean up and exit
   await shutdown.finished();
   return 0;
+}
+
+/** --ssl-certfile and --ssl-keyfile, read (PEM text), or null for plain HTTP; throws naming a file it cannot read. */
+function readTls(config: Config): { cert: string; key: string } | null {
+  if (!config.tls) return null;
+  const read = (file: string, flag: string) => {
+    try {
+      return Deno.readTextFileSync(file);
+    } catch (err) {
+      throw new Error(`Cannot read ${flag} "${file}": ${(err as Error).message}`);
+    }
+  };
+  return {
+    cert: read(config.tls.certFile, "--ssl-certfile"),
+    key: read(config.tls.keyFile, "--ssl-keyfile"),
+  };
 }
 
 /**

@@ -9,6 +9,7 @@ import { ApiError, asApiError, internalError, toErrorBody } from "./errors.ts";
 import { createServerMetrics, type MetricsSource } from "./metrics.ts";
 import { auth, type AuthOptions } from "./middleware/auth.ts";
 import { bodyLimit } from "./middleware/body_limit.ts";
+import { cors } from "./middleware/cors.ts";
 import { requestLog } from "./middleware/request_log.ts";
 import { chatHandler } from "./routes/chat.ts";
 import { completionsHandler, type RouteDeps } from "./routes/completions.ts";
@@ -38,6 +39,11 @@ export interface ServerConfig {
    * `content` (server/reasoning.ts); false: the text as generated. Default true.
    */
   splitReasoning?: boolean;
+  /**
+   * Web origins whose pages may call the API from a browser (server/middleware/cors.ts): ["*"] any; absent
+   * or empty: no CORS headers.
+   */
+  allowedOrigins?: readonly string[];
 }
 
 /** Everything createApp needs. */
@@ -63,7 +69,7 @@ export interface AppOptions {
 /**
  * Builds the Hono app: /v1/chat/completions, /v1/completions, /v1/models, /tokenize, /detokenize, /health,
  * /version, /metrics, the admin routes (with `jobs`) and the web pages (`/`, `/admin`, `/web/*`), behind the
- * request log, the key check and the body limit (in that order).
+ * request log, CORS (with allowedOrigins), the key check and the body limit (in that order).
  * @param options The engine, the server config and the sampling defaults.
  * @returns The app; serve it with `Deno.serve({ port, hostname }, app.fetch)`.
  * @example
@@ -107,6 +113,8 @@ export function createApp(options: AppOptions): Hono {
 
   const app = new Hono();
   app.use("*", requestLog({ ...(logRequest ? { log: logRequest } : {}), onFinish: metrics.observeRequest }));
+  const corsMiddleware = cors(config.allowedOrigins ?? []);
+  if (corsMiddleware) app.use("*", corsMiddleware); // before the key check: preflights carry no key
   app.use("*", auth(config.auth));
   app.use("*", bodyLimit({ maxBytes: config.limits?.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES }));
   app.post("/v1/chat/completions", ready, chatHandler(deps));

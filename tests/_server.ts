@@ -45,10 +45,16 @@ function spawn(args: string[], env: Record<string, string>) {
  * Starts main.ts and waits until /health says ready.
  * @param args command-line flags (a free --port is added)
  * @param env variables added to the inherited environment
+ * @param https with `fetch` trusting the server's certificate: the server serves HTTPS (--ssl-certfile)
  */
-export async function startServer(args: string[], env: Record<string, string> = {}): Promise<ServerChild> {
+export async function startServer(
+  args: string[],
+  env: Record<string, string> = {},
+  https: { fetch: typeof fetch } | null = null,
+): Promise<ServerChild> {
   const { child, port, logs, done } = spawn(args, env);
-  const base = `http://127.0.0.1:${port}`;
+  const base = `${https ? "https" : "http"}://127.0.0.1:${port}`;
+  const fetch = https?.fetch ?? globalThis.fetch;
   const deadline = Date.now() + 300_000;
   let exited: Deno.CommandStatus | null = null;
   child.status.then((s) => exited = s);
