@@ -43,3 +43,82 @@ export function assertRefused(schema: unknown, param: string): void {
     return true;
   }, JSON.stringify(schema));
 }
+
+/** Whether the automaton takes a whole text as a complete value. */
+export function accepts(g: JsonGrammar, text: string): boolean {
+  let s = initialStates(g);
+  for (const b of enc.encode(text)) {
+    s = stepStates(s, b);
+    if (s.length === 0) return false;
+  }
+  return isComplete(s);
+}
+
+/** Whether some object of a JSON text repeats a key (JSON.parse keeps the last). */
+export function repeatsKey(text: string): boolean {
+  const open: (Set<string> | null)[] = []; // a key set per object, null per array
+  let key = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i];
+    if (c === '"') {
+      let j = i + 1;
+      while (text[j] !== '"') j += text[j] === "\\" ? 2 : 1;
+      const s = JSON.parse(text.slice(i, j + 1));
+      const keys = open.at(-1);
+      if (key && keys) {
+        if (keys.has(s)) return true;
+        keys.add(s);
+      }
+      key = false;
+      i = j;
+    } else if (c === "{" || c === "[") {
+      open.push(c === "{" ? new Set() : null);
+      key = c === "{";
+    } else if (c === "}" || c === "]") {
+      open.pop();
+      key = false;
+    } else if (c === ",") key = open.at(-1) instanceof Set;
+  }
+  return false;
+}
+
+/**
+ * The texts that random walks of the automaton complete. Each step takes a byte the automaton allows (a
+ * newline or printable ASCII), one of `closers` one time in three when one is allowed; a walk stops where
+ * the value is complete, or may end (one time in three); one that passes `maxLength` is dropped. Asserts
+ * that no allowed byte leads to a dead end, where the value could not be completed.
+ * @param rand a seeded `rand(n)` in [0, n)
+ */
+export function randomWalks(
+  g: JsonGrammar,
+  { walks, maxLength, closers, rand }: {
+    walks: number;
+    maxLength: number;
+    closers: string;
+    rand(n: number): number;
+  },
+): string[] {
+  const bytes = [0x0a, ...Array.from({ length: 95 }, (_, i) => 0x20 + i)];
+  const close = enc.encode(closers);
+  const done: string[] = [];
+  for (let walk = 0; walk < walks; walk++) {
+    let s = initialStates(g);
+    let text = "";
+    while (text.length < maxLength && !isComplete(s) && !(canEnd(s) && rand(3) === 0)) {
+      const next = bytes.flatMap((b) => {
+        const t = stepStates(s, b);
+        return t.length > 0 ? [[b, t] as const] : [];
+      });
+      assert.ok(next.length > 0 || canEnd(s), `dead end after ${JSON.stringify(text)}`);
+      if (next.length === 0) break;
+      const closing = next.filter(([b]) => close.includes(b));
+      const [b, t] = closing.length > 0 && rand(3) === 0
+        ? closing[rand(closing.length)]
+        : next[rand(next.length)];
+      text += String.fromCharCode(b);
+      s = t;
+    }
+    if (canEnd(s)) done.push(text); // else it ran out of length
+  }
+  return done;
+}

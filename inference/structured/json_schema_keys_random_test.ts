@@ -1,19 +1,6 @@
 import assert from "node:assert/strict";
-import { canEnd, initialStates, isComplete, stepStates } from "./json_automaton.ts";
-import type { JsonGrammar } from "./grammar.ts";
+import { accepts, randomWalks, repeatsKey } from "../../tests/_walk.ts";
 import { compileJsonSchema } from "./json_schema.ts";
-
-const enc = new TextEncoder();
-
-/** Whether the automaton takes a whole text as a complete value. */
-function accepts(g: JsonGrammar, text: string): boolean {
-  let s = initialStates(g);
-  for (const b of enc.encode(text)) {
-    s = stepStates(s, b);
-    if (s.length === 0) return false;
-  }
-  return isComplete(s);
-}
 
 type Schema = boolean | { [key: string]: unknown };
 const isObj = (v: unknown): v is Record<string, unknown> =>
@@ -73,34 +60,6 @@ function valid(s: Schema, v: unknown): boolean {
   const names = Object.keys(props);
   const rank = (k: string) => (names.includes(k) ? names.indexOf(k) : names.length);
   return keys.every((k, i) => i === 0 || rank(keys[i - 1]) <= rank(k));
-}
-
-/** Whether some object of a JSON text repeats a key (JSON.parse keeps the last). */
-function repeatsKey(text: string): boolean {
-  const open: (Set<string> | null)[] = []; // a key set per object, null per array
-  let key = false;
-  for (let i = 0; i < text.length; i++) {
-    const c = text[i];
-    if (c === '"') {
-      let j = i + 1;
-      while (text[j] !== '"') j += text[j] === "\\" ? 2 : 1;
-      const s = JSON.parse(text.slice(i, j + 1));
-      const keys = open.at(-1);
-      if (key && keys) {
-        if (keys.has(s)) return true;
-        keys.add(s);
-      }
-      key = false;
-      i = j;
-    } else if (c === "{" || c === "[") {
-      open.push(c === "{" ? new Set() : null);
-      key = c === "{";
-    } else if (c === "}" || c === "]") {
-      open.pop();
-      key = false;
-    } else if (c === ",") key = open.at(-1) instanceof Set;
-  }
-  return false;
 }
 
 const int = { type: "integer" };
@@ -195,36 +154,14 @@ Deno.test("json schema: propertyNames and patternProperties accept exactly the v
 });
 
 Deno.test("json schema: every object a random walk completes under key constraints parses and validates", () => {
-  const bytes = [0x0a, ...Array.from({ length: 95 }, (_, i) => 0x20 + i)];
-  const closers = enc.encode('"}');
   for (const schema of SCHEMAS) {
     const g = compileJsonSchema(schema, "schema");
     const { rand } = sampler(13);
-    let done = 0;
-    for (let walk = 0; walk < 60; walk++) {
-      let s = initialStates(g);
-      let text = "";
-      while (text.length < 300 && !isComplete(s) && !(canEnd(s) && rand(3) === 0)) {
-        const next = bytes.flatMap((b) => {
-          const t = stepStates(s, b);
-          return t.length > 0 ? [[b, t] as const] : [];
-        });
-        // A byte may only lead where the value can still be completed: never into a key no name finishes.
-        assert.ok(next.length > 0 || canEnd(s), `dead end after ${JSON.stringify(text)}`);
-        if (next.length === 0) break;
-        const close = next.filter(([b]) => closers.includes(b));
-        const [b, t] = close.length > 0 && rand(3) === 0
-          ? close[rand(close.length)]
-          : next[rand(next.length)];
-        text += String.fromCharCode(b);
-        s = t;
-      }
-      if (!canEnd(s)) continue; // ran out of length
-      done++;
-      const v = JSON.parse(text);
+    const done = randomWalks(g, { walks: 60, maxLength: 300, closers: '"}', rand });
+    for (const text of done) {
       // Repeated other keys are the one documented way out (a grammar cannot remember every key).
-      assert.ok(valid(schema, v) || repeatsKey(text), `${JSON.stringify(schema)}: ${text}`);
+      assert.ok(valid(schema, JSON.parse(text)) || repeatsKey(text), `${JSON.stringify(schema)}: ${text}`);
     }
-    assert.ok(done >= 30, `${JSON.stringify(schema)}: only ${done} walks completed`);
+    assert.ok(done.length >= 30, `${JSON.stringify(schema)}: only ${done.length} walks completed`);
   }
 });
