@@ -126,6 +126,11 @@ export interface ParsedRequest {
   model: string | null;
   /** Chat with `tools` (and `tool_choice` other than "none"); null otherwise. */
   tools: { parallel: boolean; forced: ToolSpec[] | null } | null;
+  /**
+   * Completions with a list of prompts: every prompt's input, `request.input` being the first's; each gets
+   * `n` choices (choice `p·n + i` is prompt p's i-th, as OpenAI numbers them). Absent: one prompt.
+   */
+  inputs?: GenerateRequest["input"][];
 }
 
 /** Used when neither the request, the server nor the model sets a field (OpenAI's defaults). */
@@ -140,6 +145,8 @@ export const BUILTIN_SAMPLING: Readonly<SamplingParams> = Object.freeze({
 const ROLES = ["system", "user", "assistant", "developer", "tool"];
 const MAX_STOP = 4;
 const MAX_N = 128;
+/** Prompts of one completions request (each with its n choices; --max-queued-requests bounds them too). */
+const MAX_PROMPTS = 256;
 const MAX_TOP_LOGPROBS = 20;
 const MAX_LOGIT_BIAS = 300;
 const MAX_STOP_TOKEN_IDS = 32;
@@ -196,24 +203,8 @@ export function parseChatRequest(body: unknown, defaults: RequestDefaults = {}):
 export function parseCompletionRequest(body: unknown, defaults: RequestDefaults = {}): ParsedRequest {
   // 1. The body is a JSON object.
   const b = requireObject(body);
-  // 2. prompt: a string or token ids (as the OpenAI API and vLLM take them), or an array of exactly one of those.
-  let prompt = b.prompt;
-  if (
-    Array.isArray(prompt) && prompt.length === 1 &&
-    (typeof prompt[0] === "string" || Array.isArray(prompt[0]))
-  ) {
-    prompt = prompt[0];
-  }
-  const ids =
-    Array.isArray(prompt) && prompt.length > 0 && prompt.every((id) => Number.isSafeInteger(id) && id >= 0)
-      ? prompt as number[]
-      : null;
-  if (typeof prompt !== "string" && !ids) {
-    throw invalidRequest(
-      'Cannot read "prompt": expected a string, an array of token ids, or an array of one of those',
-      "prompt",
-    );
-  }
+  // 2. prompt: a string or token ids (as the OpenAI API and vLLM take them), or a list of those (a batch).
+  const inputs = parsePrompts(b.prompt);
   // 3. echo (the prompt comes back first, with its logprobs when asked); legacy options we do not serve.
   const echo = given(b.echo) ? requireBool(b, "echo") : false;
   if (given(b.suffix) && b.suffix !== "") throw unsupported("suffix", "suffix is not supported");
@@ -232,14 +223,33 @@ export function parseCompletionRequest(body: unknown, defaults: RequestDefaults 
     logprobs = b.logprobs as number;
   }
   // 5. Fields shared with /v1/chat/completions.
-  const parsed = parseCommon(
-    b,
-    ids ? { kind: "tokens", ids } : { kind: "text", prompt: prompt as string },
-    defaults,
-    logprobs,
-  );
+  const parsed = parseCommon(b, inputs[0], defaults, logprobs);
   if (echo) parsed.request.echo = true;
-  return parsed;
+  return inputs.length > 1 ? { ...parsed, inputs } : parsed;
+}
+
+/**
+ * A completions `prompt`: a string, token ids, or a non-empty list of strings or of token-id lists (one
+ * generation each, as lm-evaluation-harness batches them).
+ */
+function parsePrompts(prompt: unknown): GenerateRequest["input"][] {
+  const isIds = (v: unknown): v is number[] =>
+    Array.isArray(v) && v.length > 0 && v.every((id) => Number.isSafeInteger(id) && id >= 0);
+  const one = (v: unknown): GenerateRequest["input"] | null =>
+    typeof v === "string" ? { kind: "text", prompt: v } : isIds(v) ? { kind: "tokens", ids: v } : null;
+  const single = one(prompt);
+  if (single) return [single];
+  const list = Array.isArray(prompt) && prompt.length > 0 && prompt.length <= MAX_PROMPTS
+    ? prompt.map(one)
+    : null;
+  if (!list || list.some((x) => x === null) || new Set(list.map((x) => x!.kind)).size > 1) {
+    throw invalidRequest(
+      `Cannot read "prompt": expected a string, an array of token ids, or a list of 1 to ${MAX_PROMPTS} of ` +
+        "either kind",
+      "prompt",
+    );
+  }
+  return list as GenerateRequest["input"][];
 }
 
 /**

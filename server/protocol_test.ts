@@ -258,6 +258,16 @@ Deno.test("parseCompletionRequest() reads a prompt and the shared fields", () =>
   assert.equal(parseCompletionRequest({ prompt: "", echo: false, suffix: null }).request.input.kind, "text");
 });
 
+Deno.test("parseCompletionRequest() takes a list of prompts, strings or token ids, each an input", () => {
+  const texts = parseCompletionRequest({ prompt: ["a", "b"], n: 2 });
+  assert.deepEqual(texts.inputs, [{ kind: "text", prompt: "a" }, { kind: "text", prompt: "b" }]);
+  assert.deepEqual(texts.request.input, { kind: "text", prompt: "a" });
+  assert.equal(texts.request.n, 2);
+  const ids = parseCompletionRequest({ prompt: [[1, 2], [3]] });
+  assert.deepEqual(ids.inputs, [{ kind: "tokens", ids: [1, 2] }, { kind: "tokens", ids: [3] }]);
+  assert.equal(parseCompletionRequest({ prompt: ["one"] }).inputs, undefined, "a list of one is one prompt");
+});
+
 Deno.test("parseCompletionRequest() takes a prompt of token ids, alone or as the one prompt of a list", () => {
   for (const prompt of [[1, 403, 407], [[1, 403, 407]]]) {
     assert.deepEqual(parseCompletionRequest({ prompt }).request.input, {
@@ -270,11 +280,11 @@ Deno.test("parseCompletionRequest() takes a prompt of token ids, alone or as the
 
 Deno.test("parseCompletionRequest() rejects what it cannot serve", () => {
   assertRejects400(() => parseCompletionRequest({}), "prompt");
-  assertRejects400(() => parseCompletionRequest({ prompt: ["a", "b"] }), "prompt");
   assertRejects400(() => parseCompletionRequest({ prompt: [] }), "prompt");
+  assertRejects400(() => parseCompletionRequest({ prompt: ["a", [1]] }), "prompt");
+  assertRejects400(() => parseCompletionRequest({ prompt: Array(257).fill("a") }), "prompt");
   assertRejects400(() => parseCompletionRequest({ prompt: [1, -2] }), "prompt");
   assertRejects400(() => parseCompletionRequest({ prompt: [1.5] }), "prompt");
-  assertRejects400(() => parseCompletionRequest({ prompt: [[1], [2]] }), "prompt");
   assertRejects400(() => parseCompletionRequest({ prompt: ["a", 1] }), "prompt");
   assertRejects400(() => parseCompletionRequest({ prompt: "a", echo: 1 }), "echo");
   assertRejects400(() => parseCompletionRequest({ prompt: "a", suffix: "z" }), "suffix");

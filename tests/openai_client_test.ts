@@ -269,6 +269,30 @@ Deno.test("the openai package talks to leanserve: completions, streaming, errors
         assert.equal(err.param, "prompt[2]");
       },
     );
+    await t.step(
+      "completions.create with a list of prompts: each choice is its prompt's own answer",
+      async () => {
+        const other = "Lily had a red ball";
+        const alone = await openai.completions.create({
+          model: "stories260K",
+          prompt: other,
+          max_tokens: 8,
+          temperature: 0,
+        });
+        const res = await openai.completions.create({
+          model: "stories260K",
+          prompt: [golden.prompt, other],
+          max_tokens: 8,
+          temperature: 0,
+        });
+        assert.deepEqual(res.choices.map((c) => [c.index, c.text]), [[0, greedy], [
+          1,
+          alone.choices[0].text,
+        ]]);
+        assert.equal(res.usage?.prompt_tokens, golden.ids.length + alone.usage!.prompt_tokens);
+        assert.equal(res.usage?.completion_tokens, 16);
+      },
+    );
   } finally {
     await s.stop();
     gpu.device.destroy();

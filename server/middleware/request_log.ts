@@ -125,13 +125,19 @@ export function requestRecord(c: Context): RequestRecord | undefined {
  * request's record (time to first token from the request's arrival, gaps between deltas).
  * @param c The request context.
  * @param events The engine's events.
+ * @param n Choices per prompt (a completions batch numbers prompt p's choices from p·n).
  * @returns The same events.
  */
 export async function* trackGeneration(
   c: Context,
   events: AsyncIterable<TokenEvent>,
+  n = 1,
 ): AsyncGenerator<TokenEvent> {
   const entry = records.get(c);
+  // Per prompt (choice index / n: a completions batch has several), its tokens and its cached prefix.
+  const prompts = new Map<number, number>();
+  const cached = new Map<number, number>();
+  const sum = (m: Map<number, number>) => [...m.values()].reduce((a, b) => a + b, 0);
   for await (const ev of events) {
     if (entry) {
       const r = entry.record;
@@ -143,9 +149,14 @@ export async function* trackGeneration(
         entry.lastDeltaMs = t;
       }
       if (ev.type === "end") {
-        r.promptTokens = ev.promptTokens;
+        const p = Math.floor((ev.index ?? 0) / n);
+        prompts.set(p, ev.promptTokens);
+        r.promptTokens = sum(prompts);
         r.completionTokens = (r.completionTokens ?? 0) + ev.completionTokens;
-        if (ev.cachedTokens !== undefined) r.cachedTokens = Math.max(r.cachedTokens ?? 0, ev.cachedTokens);
+        if (ev.cachedTokens !== undefined) {
+          cached.set(p, Math.max(cached.get(p) ?? 0, ev.cachedTokens));
+          r.cachedTokens = sum(cached);
+        }
         if ((ev.index ?? 0) === 0) r.finishReason = ev.finishReason;
       }
     }

@@ -42,7 +42,11 @@ export type EndEvent = Extract<TokenEvent, { type: "end" }>;
 export function completionsHandler(deps: RouteDeps): Handler {
   return async (c) => {
     const parsed = parseCompletionRequest(await readJsonBody(c), deps.defaults);
-    const events = await startGeneration(c, deps, parsed.request);
+    const n = parsed.request.n ?? 1;
+    const prompts = parsed.inputs?.length ?? 1;
+    const events = parsed.inputs
+      ? await startBatch(c, deps, parsed.inputs.map((input) => ({ ...parsed.request, input })), n)
+      : await startGeneration(c, deps, parsed.request);
     const id = `cmpl-${crypto.randomUUID().replaceAll("-", "")}`;
     const created = Math.floor(Date.now() / 1000);
     const model = deps.modelName();
@@ -57,7 +61,7 @@ export function completionsHandler(deps: RouteDeps): Handler {
       ...(parsed.includeUsage ? { usage: null } : {}),
     });
     if (!parsed.stream) {
-      const done = await collectChoices(events, parsed.request.n ?? 1);
+      const done = await collectChoices(events, n, prompts);
       const choices = done.choices.map((ch, index) => ({
         index,
         text: ch.text,
@@ -67,7 +71,7 @@ export function completionsHandler(deps: RouteDeps): Handler {
       return c.json({ ...frame(choices), usage: done.usage });
     }
     const sent = new Map<number, number>(); // characters of logprob tokens sent per choice (text_offset)
-    const usage = usageCounter(parsed.request.n ?? 1);
+    const usage = usageCounter(n, prompts);
     return streamGeneration(c, events, deps, (ev) => {
       usage.add(ev);
       const index = "index" in ev ? ev.index ?? 0 : 0;
@@ -101,10 +105,15 @@ export interface CollectedChoice {
 export async function collectChoices(
   events: AsyncIterable<TokenEvent>,
   n: number,
+  prompts = 1,
 ): Promise<{ choices: CollectedChoice[]; usage: Usage }> {
-  const parts = Array.from({ length: n }, () => ({ text: [] as string[], logprobs: [] as TokenLogprob[] }));
-  const ends: (EndEvent | undefined)[] = new Array(n);
-  const usage = usageCounter(n);
+  const count = n * prompts;
+  const parts = Array.from(
+    { length: count },
+    () => ({ text: [] as string[], logprobs: [] as TokenLogprob[] }),
+  );
+  const ends: (EndEvent | undefined)[] = new Array(count);
+  const usage = usageCounter(n, prompts);
   for await (const ev of events) {
     usage.add(ev);
     if (ev.type === "delta") {
@@ -123,34 +132,99 @@ export async function collectChoices(
 }
 
 /**
- * Adds up usage over a request's choices: its prompt once, every choice's completion tokens, and the
- * prompt ids the prefix cache served.
+ * Adds up usage over a request's choices: each prompt once, every choice's completion tokens, and the
+ * prompt ids the prefix cache served. With several prompts (startBatch), choice `p·n + i` is prompt p's.
  */
-export function usageCounter(n = 1): { add(ev: TokenEvent): void; done(): boolean; total(): Usage } {
-  let prompt = 0;
+export function usageCounter(
+  n = 1,
+  prompts = 1,
+): { add(ev: TokenEvent): void; done(): boolean; total(): Usage } {
+  const prompt = new Array<number>(prompts).fill(0);
+  const cached = new Array<number>(prompts).fill(0);
   let completion = 0;
-  let cached = 0;
   let ended = 0;
   return {
     add(ev) {
-      if (ev.type === "start") prompt = ev.promptTokens;
+      if (ev.type === "start" && prompts === 1) prompt[0] = ev.promptTokens;
       if (ev.type === "end") {
-        prompt = ev.promptTokens;
+        const p = Math.floor((ev.index ?? 0) / n);
+        prompt[p] = ev.promptTokens;
         completion += ev.completionTokens;
-        // The choices of a request share its prompt: each reports the same cached prefix.
-        cached = Math.max(cached, ev.cachedTokens ?? 0);
+        // The choices of a prompt share it: each reports the same cached prefix.
+        cached[p] = Math.max(cached[p], ev.cachedTokens ?? 0);
         ended++;
       }
     },
     /** true from the end event of the last choice on */
-    done: () => ended >= n,
-    total: () => ({
-      prompt_tokens: prompt,
-      completion_tokens: completion,
-      total_tokens: prompt + completion,
-      prompt_tokens_details: { cached_tokens: cached },
-    }),
+    done: () => ended >= n * prompts,
+    total: () => {
+      const promptTokens = prompt.reduce((a, b) => a + b, 0);
+      return {
+        prompt_tokens: promptTokens,
+        completion_tokens: completion,
+        total_tokens: promptTokens + completion,
+        prompt_tokens_details: { cached_tokens: cached.reduce((a, b) => a + b, 0) },
+      };
+    },
   };
+}
+
+/**
+ * Starts one generation per request (a completions batch of prompts) and merges their events as they come:
+ * one "start" (the prompts' tokens summed), then every delta and end with choice index `p·n + i`. All start
+ * before the response does, so a refused prompt is the request's 4xx, and the others are cancelled.
+ */
+async function startBatch(
+  c: Context,
+  deps: RouteDeps,
+  requests: GenerateRequest[],
+  n: number,
+): Promise<Generation> {
+  // Each untracked: the request log and metrics see the merged stream once.
+  const started = await Promise.allSettled(requests.map((r) => startGeneration(c, deps, r, false)));
+  const generations = started.flatMap((s) => s.status === "fulfilled" ? [s.value] : []);
+  const failed = started.find((s) => s.status === "rejected");
+  if (failed) {
+    await Promise.all(generations.map((g) => g.close()));
+    throw (failed as PromiseRejectedResult).reason;
+  }
+  const merged = mergeEvents(generations, n);
+  const closeAll = () => Promise.all(generations.map((g) => g.close())).then(() => {});
+  return Object.assign(trackGeneration(c, merged, n), { close: closeAll });
+}
+
+async function* mergeEvents(generations: Generation[], n: number): AsyncGenerator<TokenEvent> {
+  const its = generations.map((g) => g[Symbol.asyncIterator]());
+  const live = new Set(its.keys());
+  try {
+    const firsts = await Promise.all(its.map((it) => it.next()));
+    let promptTokens = 0;
+    for (const r of firsts) if (!r.done && r.value.type === "start") promptTokens += r.value.promptTokens;
+    yield { type: "start", promptTokens };
+    const reindex = (p: number, ev: TokenEvent): TokenEvent =>
+      ev.type === "start" ? ev : { ...ev, index: p * n + (ev.index ?? 0) };
+    // Anything a first next() gave besides the start (startGeneration's first event always is the start).
+    for (const [p, r] of firsts.entries()) {
+      if (r.done) live.delete(p);
+      else if (r.value.type !== "start") yield reindex(p, r.value);
+    }
+    const pending = new Map<number, Promise<[number, IteratorResult<TokenEvent>]>>();
+    const pull = (p: number) => pending.set(p, its[p].next().then((r) => [p, r]));
+    for (const p of live) pull(p);
+    while (pending.size > 0) {
+      const [p, r] = await Promise.race(pending.values());
+      pending.delete(p);
+      if (r.done) {
+        live.delete(p);
+        continue;
+      }
+      yield reindex(p, r.value);
+      pull(p);
+    }
+  } finally {
+    // A reader that leaves early (client gone) ends every generation, freeing their slots.
+    await Promise.all(generations.map((g) => g.close()));
+  }
 }
 
 /**
@@ -176,13 +250,15 @@ export async function readJsonBody(c: Context): Promise<unknown> {
  * @param c The request context; its signal fires when the client goes away.
  * @param deps The engine, the prompt limit and the stop signal.
  * @param request The validated request.
+ * @param track Feed the request log and metrics (trackGeneration); false for a batch's parts, tracked merged.
  * @returns All events, the first one included.
  */
 export async function startGeneration(
   c: Context,
   deps: RouteDeps,
   request: GenerateRequest,
-): Promise<AsyncIterable<TokenEvent>> {
+  track = true,
+): Promise<Generation> {
   const { engine, stopSignal } = deps;
   if (deps.maxPromptTokens) await checkPromptTokens(engine, request, deps.maxPromptTokens);
   if (stopSignal?.aborted) throw shuttingDown();
@@ -195,8 +271,16 @@ export async function startGeneration(
     link?.release();
     throw err;
   }
+  let done = first.done === true;
+  let closed = false;
+  /** Ends the engine's iterator unless it ended (frees its queue slot) and detaches the stop signal; once. */
+  const close = async () => {
+    if (closed) return;
+    closed = true;
+    if (!done) await it.return?.();
+    link?.release();
+  };
   async function* all(): AsyncGenerator<TokenEvent> {
-    let done = first.done === true;
     try {
       if (done) return;
       if (stopSignal?.aborted) throw shuttingDown();
@@ -211,12 +295,17 @@ export async function startGeneration(
       }
     } finally {
       // A consumer that stops early (client gone) must still end the engine's iterator to free its queue slot.
-      if (!done) await it.return?.();
-      link?.release();
+      await close();
     }
   }
-  return trackGeneration(c, all());
+  return Object.assign(track ? trackGeneration(c, all()) : all(), { close });
 }
+
+/**
+ * A started generation's events; `close()` ends it even if they were never read (an iterator's `return()`
+ * does nothing for a generator that has not started).
+ */
+export type Generation = AsyncIterable<TokenEvent> & { close(): Promise<void> };
 
 /**
  * A signal that fires when either source does. Unlike AbortSignal.any, whose dependents stay registered on

@@ -111,3 +111,53 @@ Deno.test("finished generations leave no listener on the long-lived stop signal"
   assert.equal((await post("/v1/completions", { prompt: "x" }))[0], 500);
   assert.equal(live.size, 0);
 });
+
+Deno.test("a list of prompts: n choices each, numbered p·n + i, usage summed, streamed and not", async () => {
+  const { engine, post } = setup();
+  engine.script = { deltas: ["Hel", "lo"] };
+  const [status, body] = await post("/v1/completions", { prompt: ["ab", "cde", "f"], n: 2, max_tokens: 5 });
+  assert.equal(status, 200);
+  assert.deepEqual(body.choices.map((c: { index: number }) => c.index), [0, 1, 2, 3, 4, 5]);
+  assert.ok(body.choices.every((c: { text: string }) => c.text === "Hello"));
+  // The fake counts a BOS plus one id per character: 3 + 4 + 2 prompt tokens, 2 per choice generated.
+  assert.deepEqual(body.usage, {
+    prompt_tokens: 9,
+    completion_tokens: 12,
+    total_tokens: 21,
+    prompt_tokens_details: { cached_tokens: 0 },
+  });
+  assert.deepEqual(
+    engine.requests.slice(-3).map((r) => r.input),
+    ["ab", "cde", "f"].map((prompt) => ({ kind: "text", prompt })),
+  );
+  const [, sse] = await post("/v1/completions", {
+    prompt: [[5, 6], [7]],
+    stream: true,
+    stream_options: { include_usage: true },
+  });
+  const chunks = (sse as string).split("\n").filter((l) => l.startsWith("data: {")).map((l) =>
+    JSON.parse(l.slice(6))
+  );
+  const texts = new Map<number, string>();
+  for (const ch of chunks) {
+    for (const c of ch.choices) texts.set(c.index, (texts.get(c.index) ?? "") + c.text);
+  }
+  assert.deepEqual([...texts.entries()].sort(), [[0, "Hello"], [1, "Hello"]]);
+  const finishes = chunks.flatMap((ch) =>
+    ch.choices.filter((c: { finish_reason: unknown }) => c.finish_reason)
+  );
+  assert.equal(finishes.length, 2);
+  assert.equal(chunks.at(-1).usage.prompt_tokens, 3, "token ids pass as they are: 2 + 1");
+  assert.ok((sse as string).trimEnd().endsWith("data: [DONE]"));
+});
+
+Deno.test("a list of prompts with one the server refuses: the request's 400, and the others cancelled", async () => {
+  const { engine, post } = setup({ maxPromptTokens: 5 });
+  engine.script = { deltas: ["a", "b", "c"], delayMs: 50 };
+  const [status, body] = await post("/v1/completions", { prompt: ["ok", "much too long"] });
+  assert.equal(status, 400);
+  assert.equal(body.error.code, "context_length_exceeded");
+  // The first prompt's generation started and was ended at once.
+  await new Promise((r) => setTimeout(r, 100));
+  assert.equal(engine.running, 0);
+});
