@@ -298,7 +298,7 @@ export async function startGeneration(
       await close();
     }
   }
-  return Object.assign(track ? trackGeneration(c, all()) : all(), { close });
+  return Object.assign(track ? trackGeneration(c, all(), request.n ?? 1) : all(), { close });
 }
 
 /**
