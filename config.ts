@@ -134,6 +134,8 @@ export interface ServingConfig {
   batchInvariant: boolean;
   /** Full KV blocks stay cached for later prompts with the same start (off: --no-enable-prefix-caching). */
   prefixCaching: boolean;
+  /** --scheduling-policy: first come first served, or by each request's `priority` (lower first). */
+  schedulingPolicy: "fcfs" | "priority";
 }
 
 /** API keys; empty lists mean an open API and a disabled admin API. */
@@ -215,6 +217,10 @@ Batching (many clients at once):
                               prompt that starts with the same ids as an earlier one, e.g. a shared
                               system prompt or a conversation's earlier turns, reuses them;
                               --enable-prefix-caching says so explicitly)
+  --scheduling-policy <fcfs|priority>
+                              Order of waiting requests: arrival (default), or each request's priority
+                              (lower first, then arrival; preemption takes the lowest first). With fcfs a
+                              request's nonzero priority is a 400
 
 Quantization at startup (the same job as POST /v1/quantize, cached in --artifacts-dir; off with --model unless
 --quantize is given; without --model the default model is quantized with leanquant-aff and these flags adjust it):
@@ -286,6 +292,7 @@ const VALUE_FLAGS = [
   "--max-model-len",
   "--kv-cache-memory",
   "--kv-cache-dtype",
+  "--scheduling-policy",
   "--max-queued-requests",
   "--artifacts-dir",
   "--calib-dir",
@@ -449,6 +456,11 @@ function parseServing(flags: Map<string, string>): ServingConfig {
     maxQueuedRequests: optionalInt(flags, "--max-queued-requests", 0, 1 << 24) ?? 1024,
     batchInvariant: flags.has("--batch-invariant"),
     prefixCaching: !flags.has("--no-enable-prefix-caching"),
+    schedulingPolicy: oneOf(
+      flags.get("--scheduling-policy") ?? "fcfs",
+      "--scheduling-policy",
+      ["fcfs", "priority"] as const,
+    ),
   };
 }
 

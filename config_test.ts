@@ -29,6 +29,7 @@ Deno.test("parseConfig() fills the documented defaults", () => {
       maxQueuedRequests: 1024,
       batchInvariant: false,
       prefixCaching: true,
+      schedulingPolicy: "fcfs",
     },
     hub: {
       cacheDir: "/home/u/.cache/huggingface/hub",
@@ -86,6 +87,7 @@ Deno.test("parseConfig() reads every flag, in both spellings", () => {
     "3",
     "--batch-invariant",
     "--no-enable-prefix-caching",
+    "--scheduling-policy=priority",
     "--reasoning-parser",
     "none",
     "--seqlen=64",
@@ -168,6 +170,7 @@ Deno.test("parseConfig() reads every flag, in both spellings", () => {
       maxQueuedRequests: 3,
       batchInvariant: true,
       prefixCaching: false,
+      schedulingPolicy: "priority",
     },
     hub: {
       cacheDir: "/cache",

@@ -106,6 +106,7 @@ function createServingEngine(config: Config): EngineHandle {
       maxQueued: sv.maxQueuedRequests,
       batchInvariant: sv.batchInvariant,
       prefixCaching: sv.prefixCaching,
+      schedulingPolicy: sv.schedulingPolicy,
     },
   });
 }

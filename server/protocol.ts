@@ -332,7 +332,7 @@ function parseCommon(
   return { request, stream, includeUsage, model, tools: null };
 }
 
-/** Penalties, logit_bias, min_tokens, ignore_eos, stop_token_ids and cache_salt; only what the request sets. */
+/** Penalties, logit_bias, priority, min_tokens, ignore_eos, stop_token_ids and cache_salt; only what the request sets. */
 function parseExtensions(b: Body): Partial<GenerateRequest> {
   const out: Partial<GenerateRequest> = {};
   const presence = numberIn(b, "presence_penalty", -2, 2, false) ?? 0;
@@ -340,6 +340,11 @@ function parseExtensions(b: Body): Partial<GenerateRequest> {
   const repetition = numberIn(b, "repetition_penalty", 0, 10, true) ?? 1;
   if (presence !== 0 || frequency !== 0 || repetition !== 1) {
     out.penalties = { presence, frequency, repetition };
+  }
+  // vLLM's priority (lower first; --scheduling-policy priority): any integer, 0 left out as the default.
+  if (given(b.priority)) {
+    if (!Number.isSafeInteger(b.priority)) throw badValue("priority", b.priority, "an integer");
+    if (b.priority !== 0) out.priority = b.priority as number;
   }
   if (given(b.logit_bias)) {
     const lb = b.logit_bias;

@@ -393,3 +393,14 @@ Deno.test("samplingFromGenerationConfig() maps HF fields and rejects bad values"
   assert.throws(() => samplingFromGenerationConfig({ top_p: 0 }), /generation_config\.json.*"top_p" = 0/);
   assert.throws(() => samplingFromGenerationConfig([]), /generation_config\.json/);
 });
+
+Deno.test("priority (vLLM's): any integer reaches the engine, 0 stays the default, anything else is a 400", () => {
+  const chat = (priority: unknown) =>
+    parseChatRequest({ messages: [{ role: "user", content: "x" }], priority });
+  assert.equal(chat(-3).request.priority, -3);
+  assert.equal(chat(2 ** 40).request.priority, 2 ** 40);
+  assert.equal("priority" in chat(0).request, false);
+  assert.equal(parseCompletionRequest({ prompt: "x", priority: 7 }).request.priority, 7);
+  assertRejects400(() => chat(1.5), "priority");
+  assertRejects400(() => chat("high"), "priority");
+});

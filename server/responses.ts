@@ -152,6 +152,7 @@ const PASSED = [
   "top_logprobs",
   "chat_template_kwargs",
   "cache_salt",
+  "priority",
 ];
 
 /**

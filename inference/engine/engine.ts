@@ -103,6 +103,11 @@ export interface BatchOptions {
    * --no-enable-prefix-caching.
    */
   prefixCaching: boolean;
+  /**
+   * --scheduling-policy: "priority" orders waiting requests by GenerateRequest.priority (lower first, then
+   * arrival) and preempts the lowest first; "fcfs" takes them in arrival order and refuses a nonzero priority.
+   */
+  schedulingPolicy: "fcfs" | "priority";
   /** KV cache budget (--kv-cache-memory); null: the default of kv_cache.ts */
   kvCacheMemory: KvSizing["memory"];
   /** context per sequence (--max-model-len); null: the model's, capped so one sequence fits */
@@ -130,6 +135,7 @@ export const BATCH_DEFAULTS: Readonly<BatchOptions> = Object.freeze({
   batchInvariant: false,
   maxQueued: 1024,
   prefixCaching: true,
+  schedulingPolicy: "fcfs",
   kvCacheMemory: null,
   maxModelLen: null,
   kvCacheDtype: "f16",
@@ -267,6 +273,14 @@ export function createEngine(
     const ids = promptIds(m, request.input);
     const limit = checkLengths(request, ids.length, s.runner.cache.shape.maxModelLen);
     const n = request.n ?? 1;
+    const priority = request.priority ?? 0;
+    if (priority !== 0 && opts.schedulingPolicy !== "priority") {
+      throw new EngineInputError(
+        "Cannot use a priority: the server schedules first come first served (--scheduling-policy priority " +
+          "orders by it)",
+        "priority",
+      );
+    }
     if (n > opts.maxNumSeqs) {
       throw new EngineInputError(`Cannot generate ${n} choices: at most ${opts.maxNumSeqs} run at once`, "n");
     }
@@ -300,6 +314,7 @@ export function createEngine(
       limit,
       settings: { ...base, seed: index === 0 ? seed : mixSeed(seed, index) },
       ...(request.cacheSalt !== undefined ? { cacheSalt: request.cacheSalt } : {}),
+      ...(priority !== 0 ? { priority } : {}),
       ...(grammar ? { constraint: { mask: () => grammar.mask(stopIds) } } : {}),
       sink: createChoice({
         grammar,

@@ -29,6 +29,51 @@ async function until(
   }
 }
 
+Deno.test("--scheduling-policy priority admits waiting requests lowest value first, then by arrival", async () => {
+  const model = sharedPath("models/stories260K");
+  const gpu = await testGpu();
+  if (!gpu || !model) return;
+  const { engine } = await engineFor(gpu, model, { maxNumSeqs: 1, schedulingPolicy: "priority" });
+  try {
+    // One slot: a long request holds it while the others queue; their first ids then come in admission order.
+    const holder = new AbortController();
+    let held = 0;
+    const running = collect(engine, greedy(LONG, 200, { ignoreEos: true }), {
+      signal: holder.signal,
+      onEvent: (ev) => ev.type === "delta" && held++,
+    });
+    await until(engine, () => held >= 1);
+    const order: string[] = [];
+    const queued = ([["b", 5], ["c", -1], ["d", 0], ["e", -1]] as const).map(([name, priority]) =>
+      collect(engine, greedy(LONG, 2, { priority }), {
+        onEvent: (ev) => ev.type === "delta" && !order.includes(name) && order.push(name),
+      })
+    );
+    await until(engine, (c) => c.waiting === 4);
+    holder.abort();
+    await Promise.all([running, ...queued]);
+    assert.deepEqual(order, ["c", "e", "d", "b"]);
+  } finally {
+    gpu.device.destroy();
+  }
+});
+
+Deno.test("first come first served (the default) refuses a nonzero priority, naming it", async () => {
+  const model = sharedPath("models/stories260K");
+  const gpu = await testGpu();
+  if (!gpu || !model) return;
+  const { engine } = await engineFor(gpu, model, { maxNumSeqs: 1 });
+  try {
+    await assert.rejects(
+      collect(engine, greedy(LONG, 2, { priority: 1 })),
+      (e: unknown) => e instanceof EngineInputError && e.param === "priority",
+    );
+    assert.equal((await collect(engine, greedy(LONG, 2, { priority: 0 })))[0].ids.length, 2);
+  } finally {
+    gpu.device.destroy();
+  }
+});
+
 Deno.test("cancelling frees the slot and blocks; the queue bound and context checks come first", async (t) => {
   const model = sharedPath("models/stories260K");
   const gpu = await testGpu();

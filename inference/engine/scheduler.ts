@@ -126,7 +126,10 @@ export class Scheduler {
     const group: Seq[] = [];
     for (const init of inits) group.push(new Seq(init, entry, group));
     group.forEach((seq) => this.#live.add(seq));
-    entry.waiting.push(...group);
+    // Behind every waiting sequence of its priority or a higher one (a lower value): FCFS within a priority.
+    const p = priorityOf(group[0]);
+    const at = entry.waiting.findIndex((s) => priorityOf(s) > p);
+    entry.waiting.splice(at < 0 ? entry.waiting.length : at, 0, ...group);
     this.#poke();
     return group;
   }
@@ -380,12 +383,17 @@ export class Scheduler {
     }
   }
 
-  /** Preempts the most recently admitted running sequence of any model on this cache. */
+  /**
+   * Preempts a running sequence of any model on this cache: of the lowest priority (the largest value), the
+   * most recently admitted.
+   */
   #preempt(cache: KvCache): void {
     let victim: Seq | null = null;
+    const later = (a: Seq, b: Seq) =>
+      priorityOf(a) !== priorityOf(b) ? priorityOf(a) > priorityOf(b) : a.admittedAt > b.admittedAt;
     for (const e of this.#entries) {
       if (e.runner.cache !== cache) continue;
-      for (const s of e.running) if (!victim || s.admittedAt > victim.admittedAt) victim = s;
+      for (const s of e.running) if (!victim || later(s, victim)) victim = s;
     }
     if (!victim) throw new Error("Cannot grow the KV cache: nothing to preempt");
     // Blocks may go to others at once (a later step writes a position before reading it); the slot may not.
@@ -407,7 +415,10 @@ export class Scheduler {
     seq.start = 0;
     seq.computed = 0;
     seq.registered = 0;
-    seq.model.waiting.unshift(seq);
+    // First of its priority (it was running): ahead of the waiting ones of its priority, behind higher ones.
+    const waiting = seq.model.waiting;
+    const at = waiting.findIndex((s) => priorityOf(s) >= priorityOf(seq));
+    waiting.splice(at < 0 ? waiting.length : at, 0, seq);
   }
 
   #release(seq: Seq): void {
@@ -483,4 +494,9 @@ export class Scheduler {
     }
     this.#live.clear();
   }
+}
+
+/** A sequence's place in the waiting order: lower first (GenerateRequest.priority). */
+function priorityOf(seq: Seq): number {
+  return seq.init.priority ?? 0;
 }

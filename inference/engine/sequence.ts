@@ -33,6 +33,8 @@ export interface SeqInit {
   cacheSalt?: string;
   /** the grammar its output follows (its sink advances it), or absent */
   constraint?: SeqConstraint;
+  /** admitted before sequences of a larger value, preempted after them (GenerateRequest.priority); 0 */
+  priority?: number;
 }
 
 /** Where a sequence is in its life. */

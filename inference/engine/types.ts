@@ -65,6 +65,11 @@ export interface GenerateRequest {
   /** Token ids that end a choice like EOS (not returned; vLLM stop_token_ids). */
   stopTokenIds?: number[];
   /**
+   * Waiting requests are admitted lowest priority value first (vLLM's `priority`; --scheduling-policy
+   * priority), then in arrival order; absent: 0.
+   */
+  priority?: number;
+  /**
    * Prefix-cache blocks are shared only among requests with the same salt (vLLM cache_salt): a tenant's
    * secret salt keeps others from timing whether its prompts are cached.
    */
