@@ -10,7 +10,7 @@ import assert from "node:assert/strict";
 import { collect, engineFor, type Finished, greedy } from "../../tests/_engine.ts";
 import { sharedPath, testGpu } from "../../tests/_gpu.ts";
 import { createApp } from "../../server/app.ts";
-import { EngineBusyError, type EngineHandle, EngineInputError, loadModel } from "./mod.ts";
+import { EngineBusyError, type EngineHandle, EngineInputError, loadModel, type TokenEvent } from "./mod.ts";
 
 const LONG = "Once upon a time there was a little girl named Lily.";
 
@@ -53,6 +53,41 @@ Deno.test("--scheduling-policy priority admits waiting requests lowest value fir
     holder.abort();
     await Promise.all([running, ...queued]);
     assert.deepEqual(order, ["c", "e", "d", "b"]);
+  } finally {
+    gpu.device.destroy();
+  }
+});
+
+Deno.test("--scheduling-policy priority: a full KV cache preempts the higher value, even admitted first", async () => {
+  const model = sharedPath("models/stories260K");
+  const gpu = await testGpu();
+  if (!gpu || !model) return;
+  // 10 blocks of 16 positions: two sequences of ~110 positions need 14, so one is preempted on the way.
+  const bytes = 10 * 16 * 2 * 5 * 32 * 2; // blocks · positions · (K, V) · layers · kvDim · f16
+  const { engine } = await engineFor(gpu, model, {
+    maxNumSeqs: 2,
+    kvCacheMemory: { bytes },
+    schedulingPolicy: "priority",
+  });
+  try {
+    assert.equal(engine.counters().kvBlocksTotal, 10);
+    const ended: string[] = [];
+    const run = (name: string, priority: number, onEvent?: (ev: TokenEvent) => void) =>
+      collect(engine, greedy(LONG, 100, { ignoreEos: true, priority }), {
+        onEvent: (ev) => {
+          if (ev.type === "end") ended.push(name);
+          onEvent?.(ev);
+        },
+      });
+    let started!: () => void;
+    const aDecodes = new Promise<void>((r) => (started = r));
+    const a = run("a", 5, (ev) => ev.type === "delta" && started());
+    await aDecodes;
+    const b = run("b", 0);
+    await Promise.all([a, b]);
+    assert.ok(engine.counters().preemptionsTotal > 0, "the cache ran out");
+    // The most recently admitted (b) would go first by arrival alone; by priority a does, and b ends first.
+    assert.deepEqual(ended, ["b", "a"]);
   } finally {
     gpu.device.destroy();
   }
