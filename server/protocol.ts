@@ -186,6 +186,7 @@ export function parseChatRequest(body: unknown, defaults: RequestDefaults = {}):
     messages,
     ...(tools ? { tools: tools.defs } : {}),
     ...(templateVars ? { templateVars } : {}),
+    ...parseTurnEnd(b),
   };
   const parsed = parseCommon(b, input, defaults, logprobs);
   if (tools?.forced && parsed.request.grammar) {
@@ -440,6 +441,26 @@ function parseCallMessage(c: unknown, path: string): ChatToolCall {
     id: typeof c.id === "string" ? c.id : "",
     type: "function",
     function: { name: fn.name, arguments: args },
+  };
+}
+
+/**
+ * vLLM's `add_generation_prompt` (default true) and `continue_final_message` (default false: the answer
+ * continues the final assistant message, whose content ends the prompt), for chat and /tokenize; both true
+ * is a 400, as in vLLM. Only what the request sets.
+ */
+export function parseTurnEnd(b: Body): { addGenerationPrompt?: boolean; continueFinalMessage?: boolean } {
+  const add = given(b.add_generation_prompt) ? requireBool(b, "add_generation_prompt") : undefined;
+  const cont = given(b.continue_final_message) ? requireBool(b, "continue_final_message") : false;
+  if (add && cont) {
+    throw invalidRequest(
+      'Cannot set both "continue_final_message" and "add_generation_prompt" to true',
+      "continue_final_message",
+    );
+  }
+  return {
+    ...(add !== undefined ? { addGenerationPrompt: add } : {}),
+    ...(cont ? { continueFinalMessage: true } : {}),
   };
 }
 

@@ -347,6 +347,33 @@ Deno.test("the openai package chats with lq-49m, streaming with usage", async (t
       assert.ok(cached > 0);
       assert.equal(chunks.at(-1)!.usage?.prompt_tokens_details?.cached_tokens, cached);
     });
+    await t.step("continue_final_message: the answer goes on from the client's start of it", async () => {
+      const messages = [...chat.messages, { role: "assistant", content: "Once upon a time, " }];
+      const body = { messages, continue_final_message: true, add_generation_prompt: false };
+      const res = await openai.chat.completions.create({
+        model: "lq-49m",
+        max_tokens: 6,
+        temperature: 0,
+        ...body,
+      } as OpenAI.ChatCompletionCreateParamsNonStreaming);
+      // The same ids as a raw completion of the prompt /tokenize renders for it.
+      const tok = await (await s.post("/tokenize", body)).json();
+      assert.ok(tok.tokens.length > chat.ids.length);
+      const raw = await openai.completions.create({
+        model: "lq-49m",
+        prompt: tok.tokens,
+        max_tokens: 6,
+        temperature: 0,
+      });
+      assert.equal(res.choices[0].message.content, raw.choices[0].text);
+      assert.equal(res.usage?.prompt_tokens, tok.tokens.length);
+      const both = await s.post("/v1/chat/completions", { ...body, add_generation_prompt: true });
+      assert.equal(both.status, 400);
+      assert.equal((await both.json()).error.param, "continue_final_message");
+      const notAssistant = await s.post("/v1/chat/completions", { ...body, messages: chat.messages });
+      assert.equal(notAssistant.status, 400);
+      assert.equal((await notAssistant.json()).error.param, "continue_final_message");
+    });
     await t.step("/tokenize renders the chat template exactly as transformers does", async () => {
       const tok = await (await s.post("/tokenize", { messages: chat.messages })).json();
       assert.deepEqual(tok.tokens, chat.ids);

@@ -535,8 +535,9 @@ function mixSeed(seed: number, index: number): number {
 function promptIds(
   m: LoadedModel,
   input: GenerateInput,
-  { addSpecialTokens = input.kind === "text", addGenerationPrompt = true }: TokenizeOptions = {},
+  options: TokenizeOptions = {},
 ): number[] {
+  const { addSpecialTokens = input.kind === "text" } = options;
   if (input.kind === "tokens") {
     // Ids come from clients too (/v1/completions takes a prompt of ids): one past the embedding is a 400.
     const vocab = m.config.vocabSize;
@@ -563,10 +564,18 @@ function promptIds(
       "tools",
     );
   }
+  const continueFinalMessage = input.continueFinalMessage ?? false;
+  if (continueFinalMessage && input.messages.at(-1)?.role !== "assistant") {
+    throw new EngineInputError(
+      "Cannot continue the final message: it is not the assistant's",
+      "continue_final_message",
+    );
+  }
   let text: string;
   try {
     text = m.chatTemplate.render(input.messages, {
-      addGenerationPrompt,
+      addGenerationPrompt: options.addGenerationPrompt ?? input.addGenerationPrompt ?? !continueFinalMessage,
+      continueFinalMessage,
       ...(input.tools ? { tools: input.tools } : {}),
       ...(input.templateVars ? { extra: input.templateVars } : {}),
     });

@@ -33,6 +33,13 @@ export type GenerateInput =
     messages: ChatMessage[];
     tools?: readonly unknown[];
     templateVars?: Record<string, unknown>;
+    /** Append the assistant header (vLLM's `add_generation_prompt`); default true, false when continuing. */
+    addGenerationPrompt?: boolean;
+    /**
+     * The answer continues the final (assistant) message, whose content ends the prompt (vLLM's
+     * `continue_final_message`: a prefix the client puts in the model's mouth).
+     */
+    continueFinalMessage?: boolean;
   }
   | { kind: "text"; prompt: string }
   /** Prompt token ids as they are (benchmarks; the HTTP API does not take ids). */

@@ -43,6 +43,11 @@ export type ToolCallFormat = "hermes" | "llama3_json" | "mistral" | "mistral_arg
 export interface RenderOptions {
   /** Append the assistant header so the model answers (transformers' `add_generation_prompt`). */
   addGenerationPrompt?: boolean;
+  /**
+   * End the text right after the final message's content, so the model continues that message
+   * (transformers' `continue_final_message`: an answer's prefix given by the client); no generation prompt.
+   */
+  continueFinalMessage?: boolean;
   /** Overrides the BOS text read from tokenizer_config.json. */
   bosToken?: string;
   /** Overrides the EOS text read from tokenizer_config.json. */
@@ -103,13 +108,16 @@ export function compileChatTemplate(source: string, tokens: SpecialTokens = {}):
     source,
     toolCallFormat: toolCallFormatOf(source),
     thinking: null,
-    render(messages, { addGenerationPrompt = false, bosToken, eosToken, extra = {}, tools } = {}) {
+    render(messages, options = {}) {
+      const { addGenerationPrompt = false, bosToken, eosToken, extra = {}, tools, continueFinalMessage } =
+        options;
+      let text: string;
       try {
-        return template.render({
+        text = template.render({
           ...extra,
           ...(tools && tools.length > 0 ? { tools } : {}),
           messages,
-          add_generation_prompt: addGenerationPrompt,
+          add_generation_prompt: addGenerationPrompt && !continueFinalMessage,
           bos_token: bosToken ?? tokens.bosToken ?? "",
           eos_token: eosToken ?? tokens.eosToken ?? "",
         });
@@ -117,9 +125,29 @@ export function compileChatTemplate(source: string, tokens: SpecialTokens = {}):
         // Usually the conversation's fault (templates raise_exception on e.g. non-alternating roles).
         throw new Error(`Cannot render the chat template: ${(err as Error).message}`);
       }
+      return continueFinalMessage ? endAfterFinal(text, messages.at(-1)?.content ?? "") : text;
     },
   };
   return source.includes("</think>") ? { ...out, thinking: { opensInPrompt: opensThink(out) } } : out;
+}
+
+/**
+ * The rendered text up to the end of the final message's content (what transformers'
+ * `continue_final_message` does, spacing rules included): its last occurrence, with the content's trailing
+ * spaces where the template kept them.
+ * @throws Error when the template does not show the content (it may rewrite or drop it)
+ */
+function endAfterFinal(text: string, final: string): string {
+  const core = final.trim();
+  const at = core === "" ? -1 : text.lastIndexOf(core);
+  if (at < 0) {
+    throw new Error(
+      "Cannot continue the final message: its content does not appear in the rendered chat (an empty " +
+        "message, or a template that rewrites it)",
+    );
+  }
+  const kept = final.trimStart();
+  return text.slice(0, at + (text.startsWith(kept, at) ? kept.length : core.length));
 }
 
 /** Whether a one-message conversation's generation prompt ends inside an opened `<think>` block. */

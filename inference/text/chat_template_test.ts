@@ -215,3 +215,29 @@ Deno.test("a Mistral tokenizer v11 template (each call [TOOL_CALLS]name[ARGS]{â€
   assert.equal(withIds.toolCallFormat, "mistral_args");
   assert.ok(withIds.render(messages, { tools }).includes('[TOOL_CALLS]f[CALL_ID]a1b2c3d4e[ARGS]{"x": 1}'));
 });
+
+Deno.test("continueFinalMessage ends the text after the final message's content, as transformers does", () => {
+  const chatml = compileChatTemplate(
+    "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}" +
+      "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}",
+  );
+  const chat = (answer: string) => [{ role: "user", content: "Hi" }, { role: "assistant", content: answer }];
+  const opts = { continueFinalMessage: true, addGenerationPrompt: true };
+  // The template keeps the trailing space: the text ends with it (the model goes on after "Sure, ").
+  assert.equal(
+    chatml.render(chat("Sure, "), opts),
+    "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nSure, ",
+  );
+  // The last occurrence counts: the same words earlier in the chat do not cut it short.
+  const twice = [{ role: "user", content: "Say ok" }, { role: "assistant", content: "ok" }];
+  assert.ok(chatml.render([...twice, ...twice], opts).endsWith("<|im_start|>assistant\nok"));
+  // A template that trims contents: the text ends at the trimmed content.
+  const trimming = compileChatTemplate(
+    "{% for m in messages %}[{{ m.role }}] {{ m.content | trim }}\n{% endfor %}",
+  );
+  assert.equal(trimming.render(chat("  Sure,  "), opts), "[user] Hi\n[assistant] Sure,");
+  // A content the template does not show, or an empty one, cannot be continued.
+  const hiding = compileChatTemplate("{% for m in messages %}{{ m.role }}\n{% endfor %}");
+  assert.throws(() => hiding.render(chat("Sure"), opts), /Cannot continue the final message/);
+  assert.throws(() => chatml.render(chat(""), opts), /Cannot continue the final message/);
+});

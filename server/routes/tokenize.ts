@@ -1,7 +1,8 @@
 /**
  * POST /tokenize and POST /detokenize in vLLM's shapes (vllm/entrypoints/openai/protocol.py):
  * - `{model?, prompt, add_special_tokens = true, return_token_strs = false}` (TokenizeCompletionRequest), or
- *   `{model?, messages, tools?, chat_template_kwargs?, add_generation_prompt = true, add_special_tokens = false,
+ *   `{model?, messages, tools?, chat_template_kwargs?, add_generation_prompt = true, continue_final_message =
+ *   false, add_special_tokens = false,
  *   return_token_strs = false}`
  *   (TokenizeChatRequest) → `{count, max_model_len, tokens, token_strs?}`;
  * - `{model?, tokens}` → `{prompt}`, special tokens included as text.
@@ -10,7 +11,7 @@
 import type { Handler } from "hono";
 import type { Engine, GenerateInput, TokenizeOptions } from "../../inference/engine/mod.ts";
 import { ApiError, invalidRequest } from "../errors.ts";
-import { parseChatMessages, parseChatTools, parseTemplateVars } from "../protocol.ts";
+import { parseChatMessages, parseChatTools, parseTemplateVars, parseTurnEnd } from "../protocol.ts";
 import { readJsonBody } from "./completions.ts";
 
 /** vLLM's TokenizeResponse. */
@@ -75,13 +76,6 @@ export function parseTokenizeRequest(body: unknown): { input: GenerateInput; opt
   // 2. messages (chat) wins over prompt, as vLLM tries the chat shape when messages is present.
   if (given(b.messages)) {
     const messages = parseChatMessages(b.messages);
-    if (optionalBool(b, "continue_final_message")) {
-      throw invalidRequest(
-        "Cannot serve this request: continue_final_message is not supported",
-        "continue_final_message",
-        "unsupported_parameter",
-      );
-    }
     for (const key of ["chat_template"]) {
       if (given(b[key]) && !(Array.isArray(b[key]) && b[key].length === 0)) {
         throw invalidRequest(
@@ -94,15 +88,17 @@ export function parseTokenizeRequest(body: unknown): { input: GenerateInput; opt
     // tools as chat renders them, so the count is what generation would prefill.
     const tools = parseChatTools(b);
     const templateVars = parseTemplateVars(b);
+    const turnEnd = parseTurnEnd(b);
     return {
       input: {
         kind: "chat",
         messages,
         ...(tools ? { tools: tools.defs } : {}),
         ...(templateVars ? { templateVars } : {}),
+        ...(turnEnd.continueFinalMessage ? { continueFinalMessage: true } : {}),
       },
       options: {
-        addGenerationPrompt: optionalBool(b, "add_generation_prompt") ?? true,
+        addGenerationPrompt: turnEnd.addGenerationPrompt ?? !turnEnd.continueFinalMessage,
         addSpecialTokens: optionalBool(b, "add_special_tokens") ?? false,
         returnTokenStrs,
       },

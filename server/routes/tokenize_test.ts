@@ -61,7 +61,11 @@ Deno.test("POST /tokenize and /detokenize reject bad input with a 400 naming the
     ["/tokenize", { messages: [{ role: "wizard", content: "x" }] }, "messages[0].role"],
     [
       "/tokenize",
-      { messages: [{ role: "user", content: "x" }], continue_final_message: true },
+      {
+        messages: [{ role: "user", content: "x" }],
+        continue_final_message: true,
+        add_generation_prompt: true,
+      },
       "continue_final_message",
     ],
     ["/tokenize", { messages: [{ role: "user", content: "x" }], tools: [{}] }, "tools[0]"],
