@@ -122,6 +122,7 @@ export function createApp(options: AppOptions): Hono {
   const responses = responsesHandlers(deps, new ResponseStore());
   app.post("/v1/responses", ready, responses.create);
   app.get("/v1/responses/:id", responses.get);
+  app.get("/v1/responses/:id/input_items", responses.inputItems);
   app.delete("/v1/responses/:id", responses.delete);
   app.get("/v1/models", listModelsHandler(modelsDeps));
   app.get("/v1/models/:id{.+}", getModelHandler(modelsDeps)); // ids may contain "/"

@@ -74,6 +74,8 @@ interface Stored {
   response: ResponseObject;
   /** the chat messages before the answer, instructions left out (OpenAI does not carry them over) */
   messages: Body[];
+  /** the request's own input items, each with an id (GET /v1/responses/{id}/input_items) */
+  input: Body[];
 }
 
 /** A Responses request as chat: the body parseChatRequest reads, and what the response object echoes. */
@@ -83,6 +85,8 @@ export interface TranslatedRequest {
   param(chatParam: string): string;
   /** the messages to store with the response (the conversation so far, without instructions) */
   history: Body[];
+  /** the request's input as items with ids, as input_items lists them */
+  inputItems: Body[];
   echo: Omit<
     ResponseObject,
     "id" | "created_at" | "status" | "incomplete_details" | "output" | "usage" | "model"
@@ -97,8 +101,8 @@ export class ResponseStore {
 
   constructor(readonly limit = MAX_STORED) {}
 
-  put(response: ResponseObject, messages: Body[]): void {
-    this.#items.set(response.id, { response, messages });
+  put(response: ResponseObject, messages: Body[], input: Body[]): void {
+    this.#items.set(response.id, { response, messages, input });
     for (const id of this.#items.keys()) {
       if (this.#items.size <= this.limit) break;
       this.#items.delete(id);
@@ -222,6 +226,7 @@ export function translateRequest(body: unknown, store: ResponseStore): Translate
     origins.push(`input[${i}]`);
   });
   const history = [...messages];
+  const inputItems = items.map(itemWithId);
   if (typeof b.instructions === "string") {
     messages.unshift({ role: "system", content: b.instructions });
     origins.unshift("instructions");
@@ -241,6 +246,7 @@ export function translateRequest(body: unknown, store: ResponseStore): Translate
   return {
     chat,
     history,
+    inputItems,
     logprobs,
     param: (p) =>
       p.replace(/^messages\[(\d+)\]/, (_, i) => origins[Number(i)] ?? "input")
@@ -303,6 +309,22 @@ function inputMessage(item: unknown, path: string): Body | null {
   }
   if (type === "reasoning") return null; // the model's earlier thinking is not shown to it again
   throw badValue(`${path}.type`, type, '"message", "function_call", "function_call_output" or "reasoning"');
+}
+
+/** An input item as input_items lists it: typed, with an id (the client's, else a new one). */
+function itemWithId(item: Body): Body {
+  const type = (item.type as string | undefined) ?? "message";
+  if (typeof item.id === "string") return { ...item, type };
+  if (type !== "message") {
+    return {
+      ...item,
+      type,
+      id: newId(type === "function_call" ? "fc" : type === "reasoning" ? "rs" : "fco"),
+    };
+  }
+  const text = item.role === "assistant" ? "output_text" : "input_text";
+  const content = typeof item.content === "string" ? [{ type: text, text: item.content }] : item.content;
+  return { type, id: newId("msg"), role: item.role, status: "completed", content };
 }
 
 /** The text of a content field: a string, or text parts (input_text, output_text). */
@@ -391,6 +413,6 @@ export function renameParam(err: unknown, param: (p: string) => string): unknown
 }
 
 /** A new id with OpenAI's prefix for its kind. */
-export function newId(prefix: "resp" | "msg" | "rs" | "fc"): string {
+export function newId(prefix: "resp" | "msg" | "rs" | "fc" | "fco"): string {
   return `${prefix}_${crypto.randomUUID().replaceAll("-", "")}`;
 }

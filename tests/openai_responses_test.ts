@@ -98,6 +98,18 @@ Deno.test("the openai package's responses.create: text, function calls, instruct
           [callId, "get_weather", { city: "Paris" }],
         ]);
         assert.deepEqual([tool.role, tool.tool_call_id, tool.content], ["tool", callId, '{"sky": "clear"}']);
+        // The stored input items, newest first by default, paged as OpenAI pages lists.
+        const items = await client.responses.inputItems.list(res.id);
+        assert.deepEqual(items.data.map((i) => i.type), ["function_call_output", "function_call", "message"]);
+        const first = items.data[2];
+        assert.ok(first.type === "message" && first.content[0].type === "input_text");
+        assert.equal(first.content[0].text, "Weather in Paris?");
+        assert.match(first.id, /^msg_/);
+        const page = await client.responses.inputItems.list(res.id, { order: "asc", limit: 2 });
+        assert.deepEqual(page.data.map((i) => i.type), ["message", "function_call"]);
+        assert.equal(page.has_more, true);
+        const rest = await client.responses.inputItems.list(res.id, { order: "asc", after: page.data[1].id });
+        assert.deepEqual(rest.data.map((i) => i.type), ["function_call_output"]);
       },
     );
 

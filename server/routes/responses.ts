@@ -10,6 +10,7 @@
 import type { Context, Handler } from "hono";
 import type { TokenLogprob } from "../../inference/engine/mod.ts";
 import { asApiError } from "../errors.ts";
+import { badValue, type Body } from "../validate.ts";
 import { chatLogprobs, parseChatRequest, type ToolCall } from "../protocol.ts";
 import { ReasoningStream, splitReasoning } from "../reasoning.ts";
 import {
@@ -39,9 +40,15 @@ type Message = Extract<OutputItem, { type: "message" }>;
 export function responsesHandlers(
   deps: RouteDeps,
   store: ResponseStore,
-): Record<"create" | "get" | "delete", Handler> {
+): Record<"create" | "get" | "delete" | "inputItems", Handler> {
   return {
     create: (c) => create(c, deps, store),
+    inputItems: (c) => {
+      const id = c.req.param("id") ?? "";
+      const stored = store.get(id);
+      if (!stored) throw responseNotFound(id);
+      return c.json(pageOf(stored.input, new URL(c.req.url).searchParams));
+    },
     get: (c) => {
       const id = c.req.param("id") ?? "";
       const stored = store.get(id);
@@ -83,7 +90,7 @@ async function create(c: Context, deps: RouteDeps, store: ResponseStore): Promis
       output,
       usage,
     };
-    if (response.store) store.put(response, t.history);
+    if (response.store) store.put(response, t.history, t.inputItems);
     return response;
   };
   const logprobs = (entries: readonly TokenLogprob[] | undefined) =>
@@ -230,6 +237,34 @@ async function create(c: Context, deps: RouteDeps, store: ResponseStore): Promis
     out.push(event(length ? "response.incomplete" : "response.completed", { response }));
     return out;
   }, { named: true });
+}
+
+/**
+ * One page of a stored response's input items, as OpenAI's list endpoints page: `order` asc or desc (the
+ * default), `after` / `before` an item id, `limit` 1 to 100 (default 20).
+ */
+function pageOf(items: Body[], q: URLSearchParams): object {
+  const order = q.get("order") ?? "desc";
+  if (order !== "asc" && order !== "desc") throw badValue("order", order, '"asc" or "desc"');
+  const limitText = q.get("limit") ?? "20";
+  const limit = Number(limitText);
+  if (!Number.isInteger(limit) || limit < 1 || limit > 100) throw badValue("limit", limitText, "1 to 100");
+  let list = order === "asc" ? [...items] : [...items].reverse();
+  for (const key of ["after", "before"] as const) {
+    const at = q.get(key);
+    if (at === null) continue;
+    const i = list.findIndex((item) => item.id === at);
+    if (i < 0) throw badValue(key, at, "the id of one of this response's input items");
+    list = key === "after" ? list.slice(i + 1) : list.slice(0, i);
+  }
+  const data = list.slice(0, limit);
+  return {
+    object: "list",
+    data,
+    first_id: data[0]?.id ?? null,
+    last_id: data.at(-1)?.id ?? null,
+    has_more: list.length > limit,
+  };
 }
 
 function logprobsOf(part: Message["content"][number]): object {
