@@ -122,6 +122,11 @@ export interface ParsedRequest {
   stream: boolean;
   /** `stream_options.include_usage`: send a final usage chunk. */
   includeUsage: boolean;
+  /**
+   * vLLM's `stream_options.continuous_usage_stats` (with include_usage): every chunk carries the usage so
+   * far instead of null. Absent: false.
+   */
+  continuousUsage?: boolean;
   /** The `model` field as sent, or null; any name is accepted since one model is served. */
   model: string | null;
   /** Chat with `tools` (and `tool_choice` other than "none"); null otherwise. */
@@ -309,14 +314,19 @@ function parseCommon(
   const sampling = resolveSampling(parseSampling(b), defaults);
   const stream = given(b.stream) ? requireBool(b, "stream") : false;
   let includeUsage = false;
+  let continuousUsage = false;
   if (given(b.stream_options)) {
     if (!stream) throw invalidRequest('Cannot use "stream_options" without "stream": true', "stream_options");
-    if (!isObject(b.stream_options)) throw badValue("stream_options", b.stream_options, "an object");
-    const usage = b.stream_options.include_usage;
-    if (given(usage) && typeof usage !== "boolean") {
-      throw badValue("stream_options.include_usage", usage, "a boolean");
+    const so = b.stream_options;
+    if (!isObject(so)) throw badValue("stream_options", so, "an object");
+    for (const key of ["include_usage", "continuous_usage_stats"]) {
+      if (given(so[key]) && typeof so[key] !== "boolean") {
+        throw badValue(`stream_options.${key}`, so[key], "a boolean");
+      }
     }
-    includeUsage = usage === true;
+    includeUsage = so.include_usage === true;
+    // As in vLLM, continuous usage rides on include_usage.
+    continuousUsage = includeUsage && so.continuous_usage_stats === true;
   }
   const model = typeof b.model === "string" ? b.model : null;
   // Defaults stay out of the request (n = 1, no logprobs, no penalties).
@@ -330,7 +340,14 @@ function parseCommon(
     ...(logprobs !== null ? { logprobs } : {}),
     ...parseExtensions(b),
   };
-  return { request, stream, includeUsage, model, tools: null };
+  return {
+    request,
+    stream,
+    includeUsage,
+    ...(continuousUsage ? { continuousUsage } : {}),
+    model,
+    tools: null,
+  };
 }
 
 /** Penalties, logit_bias, priority, min_tokens, ignore_eos, stop_token_ids and cache_salt; only what the request sets. */

@@ -404,3 +404,15 @@ Deno.test("priority (vLLM's): any integer reaches the engine, 0 stays the defaul
   assertRejects400(() => chat(1.5), "priority");
   assertRejects400(() => chat("high"), "priority");
 });
+
+Deno.test("stream_options.continuous_usage_stats rides on include_usage; a non-boolean is a 400", () => {
+  const parse = (so: Record<string, unknown>) =>
+    parseCompletionRequest({ prompt: "x", stream: true, stream_options: so });
+  assert.equal(parse({ include_usage: true, continuous_usage_stats: true }).continuousUsage, true);
+  assert.equal(
+    parse({ continuous_usage_stats: true }).continuousUsage,
+    undefined,
+    "without include_usage: none",
+  );
+  assertRejects400(() => parse({ continuous_usage_stats: "yes" }), "stream_options.continuous_usage_stats");
+});

@@ -293,6 +293,27 @@ Deno.test("the openai package talks to leanserve: completions, streaming, errors
         assert.equal(res.usage?.completion_tokens, 16);
       },
     );
+    await t.step("stream_options.continuous_usage_stats: every chunk carries the usage so far", async () => {
+      const stream = await openai.completions.create({
+        model: "stories260K",
+        prompt: golden.prompt,
+        max_tokens: 8,
+        temperature: 0,
+        stream: true,
+        stream_options: { include_usage: true, continuous_usage_stats: true },
+      } as OpenAI.CompletionCreateParamsStreaming);
+      const usages = [];
+      for await (const chunk of stream) usages.push(chunk.usage!);
+      assert.ok(
+        usages.every((u) => u.prompt_tokens === golden.ids.length),
+        "the prompt from the first chunk on",
+      );
+      const done = usages.map((u) => u.completion_tokens);
+      assert.ok(done.every((c, i) => i === 0 || c >= done[i - 1]), `nondecreasing: ${done}`);
+      assert.ok(done.some((c) => c > 0 && c < 8), `counts as tokens arrive: ${done}`);
+      assert.equal(usages.at(-1)!.completion_tokens, 8);
+      assert.equal(usages.at(-1)!.total_tokens, golden.ids.length + 8);
+    });
   } finally {
     await s.stop();
     gpu.device.destroy();

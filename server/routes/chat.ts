@@ -87,7 +87,7 @@ export function chatHandler(deps: RouteDeps): Handler {
       model,
       choices,
       // With include_usage, OpenAI puts `usage: null` on every chunk but the last.
-      ...(parsed.includeUsage ? { usage: null } : {}),
+      ...(parsed.includeUsage ? { usage: parsed.continuousUsage ? usage.total() : null } : {}),
     });
     const usage = usageCounter(n);
     const held = tools ? Array.from({ length: n }, () => new ToolCallStream(tools.parallel, format!)) : null;

@@ -58,7 +58,7 @@ export function completionsHandler(deps: RouteDeps): Handler {
       model,
       choices,
       // With include_usage, OpenAI puts `usage: null` on every chunk but the last.
-      ...(parsed.includeUsage ? { usage: null } : {}),
+      ...(parsed.includeUsage ? { usage: parsed.continuousUsage ? usage.total() : null } : {}),
     });
     if (!parsed.stream) {
       const done = await collectChoices(events, n, prompts);
@@ -141,15 +141,19 @@ export function usageCounter(
 ): { add(ev: TokenEvent): void; done(): boolean; total(): Usage } {
   const prompt = new Array<number>(prompts).fill(0);
   const cached = new Array<number>(prompts).fill(0);
-  let completion = 0;
+  // Per choice: its tokens so far from the deltas, its exact count once it ends.
+  const generated = new Array<number>(n * prompts).fill(0);
+  let started = 0;
   let ended = 0;
   return {
     add(ev) {
+      if (ev.type === "start") started = ev.promptTokens;
       if (ev.type === "start" && prompts === 1) prompt[0] = ev.promptTokens;
+      if (ev.type === "delta") generated[ev.index ?? 0] += ev.tokens ?? 0;
       if (ev.type === "end") {
         const p = Math.floor((ev.index ?? 0) / n);
         prompt[p] = ev.promptTokens;
-        completion += ev.completionTokens;
+        generated[ev.index ?? 0] = ev.completionTokens;
         // The choices of a prompt share it: each reports the same cached prefix.
         cached[p] = Math.max(cached[p], ev.cachedTokens ?? 0);
         ended++;
@@ -158,16 +162,20 @@ export function usageCounter(
     /** true from the end event of the last choice on */
     done: () => ended >= n * prompts,
     total: () => {
-      const promptTokens = prompt.reduce((a, b) => a + b, 0);
+      // Before every prompt's end, the start's count (a batch's start sums its prompts).
+      const promptTokens = ended < n * prompts ? Math.max(started, sum(prompt)) : sum(prompt);
+      const completion = sum(generated);
       return {
         prompt_tokens: promptTokens,
         completion_tokens: completion,
         total_tokens: promptTokens + completion,
-        prompt_tokens_details: { cached_tokens: cached.reduce((a, b) => a + b, 0) },
+        prompt_tokens_details: { cached_tokens: sum(cached) },
       };
     },
   };
 }
+
+const sum = (xs: readonly number[]) => xs.reduce((a, b) => a + b, 0);
 
 /**
  * Starts one generation per request (a completions batch of prompts) and merges their events as they come:
