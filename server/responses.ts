@@ -153,7 +153,6 @@ const PASSED = [
   "repetition_penalty",
   "logit_bias",
   "parallel_tool_calls",
-  "top_logprobs",
   "chat_template_kwargs",
   "cache_salt",
   "priority",
@@ -235,8 +234,12 @@ export function translateRequest(body: unknown, store: ResponseStore): Translate
   const chat: Body = { messages };
   for (const key of PASSED) if (given(b[key])) chat[key] = b[key];
   if (given(b.max_output_tokens)) chat.max_completion_tokens = b.max_output_tokens;
-  const logprobs = include.length > 0;
+  // The output text's logprobs: asked through include, or implied by a top_logprobs above 0 (which would
+  // otherwise do nothing).
+  const top = b.top_logprobs;
+  const logprobs = include.length > 0 || (typeof top === "number" && top > 0);
   if (logprobs) chat.logprobs = true;
+  if (logprobs && given(top)) chat.top_logprobs = top;
   if (given(b.tools)) chat.tools = chatTools(b.tools);
   if (given(b.tool_choice)) chat.tool_choice = chatToolChoice(b.tool_choice);
   const format = isObject(b.text) ? b.text.format : undefined;

@@ -435,6 +435,21 @@ Deno.test("the openai package chats with lq-49m, streaming with usage", async (t
         assert.equal(res.output_text, reply, "the chat turn's answer");
         assert.equal(res.status, "incomplete");
         assert.equal(res.usage?.input_tokens, chat.ids.length);
+        const scored = await openai.responses.create({
+          model: "lq-49m",
+          input: chat.messages,
+          max_output_tokens: 4,
+          temperature: 0,
+          include: ["message.output_text.logprobs"],
+          top_logprobs: 2,
+        });
+        const part = scored.output.find((o) => o.type === "message")!;
+        assert.ok(part.type === "message" && part.content[0].type === "output_text");
+        const lps = part.content[0].logprobs!;
+        assert.equal(lps.map((l) => l.token).join(""), reply);
+        assert.ok(
+          lps.every((l) => l.top_logprobs.length === 2 && l.top_logprobs[0].logprob >= l.logprob - 1e-6),
+        );
         const person = {
           type: "object",
           properties: { name: { type: "string", maxLength: 24 }, age: { type: "integer" } },
