@@ -8,6 +8,8 @@ import { canEnd, initialStates, isComplete, stepStates } from "../inference/stru
 import type { JsonGrammar } from "../inference/structured/grammar.ts";
 import type { RegexDfa } from "../inference/structured/regex.ts";
 import { compileJsonSchema } from "../inference/structured/json_schema.ts";
+import type { StateSet } from "../inference/structured/json_automaton_frames.ts";
+import { GrammarMatcher, TokenVocab } from "../inference/structured/token_mask.ts";
 import { SchemaError } from "../inference/structured/json_schema_context.ts";
 
 const enc = new TextEncoder();
@@ -121,4 +123,39 @@ export function randomWalks(
     if (canEnd(s)) done.push(text); // else it ran out of length
   }
   return done;
+}
+
+/**
+ * Walks `text` through a schema's grammar word by word (the longest of `words` that fits, as a tokenizer
+ * would) and asserts, before each word, that the token mask allows exactly the words whose bytes the
+ * automaton takes from there (at least one), and that the text may end at its end.
+ */
+export function assertMasksAlong(schema: unknown, text: string, words: readonly string[]): void {
+  const vocab = new TokenVocab(words.map((w) => enc.encode(w)), words.length + 1);
+  const has = (mask: Uint32Array, i: number) => ((mask[i >>> 5] >>> (i & 31)) & 1) === 1;
+  const feedAll = (s: StateSet, word: string) => {
+    for (const b of enc.encode(word)) {
+      s = stepStates(s, b);
+      if (s.length === 0) break;
+    }
+    return s;
+  };
+  const g = compileJsonSchema(schema, "schema");
+  const m = new GrammarMatcher(g, vocab);
+  let s = initialStates(g);
+  for (let at = 0; at < text.length;) {
+    const mask = m.mask([]);
+    let allowed = 0;
+    for (let t = 0; t < words.length; t++) {
+      const brute = feedAll(s, words[t]).length > 0;
+      assert.equal(has(mask, t), brute, `${JSON.stringify(schema)} after ${text.slice(0, at)}: ${words[t]}`);
+      if (brute) allowed++;
+    }
+    assert.ok(allowed > 0);
+    const word = words.filter((w) => text.startsWith(w, at)).reduce((a, b) => (b.length > a.length ? b : a));
+    assert.ok(has(mask, words.indexOf(word)) && m.accept(words.indexOf(word)), word);
+    s = feedAll(s, word);
+    at += word.length;
+  }
+  assert.ok(m.canEnd, text);
 }

@@ -54,40 +54,8 @@ function masksAlong(g: JsonGrammar, text: string[]): number[][] {
   return out;
 }
 
-const ANSWER = [
-  "{",
-  '"',
-  "name",
-  '"',
-  ":",
-  '"',
-  "ab",
-  '"',
-  ",",
-  '"',
-  "kids",
-  '"',
-  ":",
-  "[",
-  "{",
-  '"',
-  "name",
-  '"',
-  ":",
-  '"',
-  "b",
-  '"',
-  ",",
-  '"',
-  "kids",
-  '"',
-  ":",
-  "[",
-  "]",
-  "}",
-  "]",
-  "}",
-];
+// A two-level person, one word at a time (the words are WORDS'; none is a space).
+const ANSWER = '{ " name " : " ab " , " kids " : [ { " name " : " b " , " kids " : [ ] } ] }'.split(" ");
 
 Deno.test("a grammar crosses postMessage's structured clone whole: regexes, a $ref cycle, reasoning and GBNF", () => {
   const grammars = [

@@ -1,19 +1,6 @@
 import assert from "node:assert/strict";
-import { initialStates, stepStates } from "./json_automaton.ts";
-import type { StateSet } from "./json_automaton_frames.ts";
 import { compileJsonSchema } from "./json_schema.ts";
-import { GrammarMatcher, TokenVocab } from "./token_mask.ts";
-import { assertRefused, verdict } from "../../tests/_walk.ts";
-
-const enc = new TextEncoder();
-
-function feedAll(s: StateSet, text: string): StateSet {
-  for (const b of enc.encode(text)) {
-    s = stepStates(s, b);
-    if (s.length === 0) break;
-  }
-  return s;
-}
+import { assertMasksAlong, assertRefused, verdict } from "../../tests/_walk.ts";
 
 type Schema = boolean | { [key: string]: unknown };
 const int = { type: "integer" };
@@ -237,8 +224,6 @@ const WORDS = [
 ];
 
 Deno.test("token mask: tuples, key counts and other keys allow exactly the ids whose bytes the automaton takes", () => {
-  const vocab = new TokenVocab(WORDS.map((w) => enc.encode(w)), WORDS.length + 1);
-  const has = (mask: Uint32Array, i: number) => ((mask[i >>> 5] >>> (i & 31)) & 1) === 1;
   const runs: [Schema, string][] = [
     [{ prefixItems: [int, str, bool], items: false, minItems: 2 }, '[12, "ab", true]'],
     [
@@ -248,33 +233,5 @@ Deno.test("token mask: tuples, key counts and other keys allow exactly the ids w
     [ONE_OR_TWO_OF_THREE, '{"a": 1, "c": true}'],
     [NESTED, '{"pt": [1, 12], "a": ["b"]}'],
   ];
-  for (const [schema, text] of runs) {
-    const g = compileJsonSchema(schema, "schema");
-    const m = new GrammarMatcher(g, vocab);
-    let s = initialStates(g);
-    for (let at = 0; at < text.length;) {
-      const mask = m.mask([]);
-      let allowed = 0;
-      for (let t = 0; t < vocab.size; t++) {
-        const bytes = vocab.bytes[t];
-        const brute = bytes !== null && bytes !== undefined && feedAll(s, WORDS[t]).length > 0;
-        assert.equal(
-          has(mask, t),
-          brute,
-          `${JSON.stringify(schema)} after ${JSON.stringify(text.slice(0, at))}: ${WORDS[t]}`,
-        );
-        if (brute) allowed++;
-      }
-      assert.ok(allowed > 0);
-      // On by the longest word that fits, as a tokenizer would.
-      const word = WORDS.filter((w) => text.startsWith(w, at)).reduce((
-        a,
-        b,
-      ) => (b.length > a.length ? b : a));
-      assert.ok(has(mask, WORDS.indexOf(word)) && m.accept(WORDS.indexOf(word)), word);
-      s = feedAll(s, word);
-      at += word.length;
-    }
-    assert.ok(m.canEnd, text);
-  }
+  for (const [schema, text] of runs) assertMasksAlong(schema, text, WORDS);
 });

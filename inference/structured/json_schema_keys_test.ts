@@ -1,11 +1,7 @@
 import assert from "node:assert/strict";
-import { initialStates, stepStates } from "./json_automaton.ts";
-import type { StateSet } from "./json_automaton_frames.ts";
 import { compileJsonSchema } from "./json_schema.ts";
-import { GrammarMatcher, TokenVocab } from "./token_mask.ts";
-import { assertRefused, verdict } from "../../tests/_walk.ts";
+import { assertMasksAlong, assertRefused, verdict } from "../../tests/_walk.ts";
 
-const enc = new TextEncoder();
 const int = { type: "integer" };
 const str = { type: "string" };
 const bool = { type: "boolean" };
@@ -223,17 +219,7 @@ const WORDS = [
   ...['{"', '":', '": ', '"a"', '"ab"', '"x_', '"b', ", ", '", "', "}", "1,", "12", "é", "😀"],
 ];
 
-function feedAll(s: StateSet, text: string): StateSet {
-  for (const b of enc.encode(text)) {
-    s = stepStates(s, b);
-    if (s.length === 0) break;
-  }
-  return s;
-}
-
 Deno.test("token mask: constrained keys allow exactly the ids whose bytes the automaton takes", () => {
-  const vocab = new TokenVocab(WORDS.map((w) => enc.encode(w)), WORDS.length + 1);
-  const has = (mask: Uint32Array, i: number) => ((mask[i >>> 5] >>> (i & 31)) & 1) === 1;
   const runs: [unknown, string][] = [
     [
       { properties: { ab: int }, additionalProperties: int, propertyNames: { pattern: "^a" } },
@@ -243,29 +229,5 @@ Deno.test("token mask: constrained keys allow exactly the ids whose bytes the au
     [{ properties: { a: int }, patternProperties: { "^x_": int, "b$": int } }, '{"a": 1, "x_": 12, "ab": 1}'],
     [{ additionalProperties: int, propertyNames: { maxLength: 2 } }, '{"😀é": 1, "ab": 12}'],
   ];
-  for (const [schema, text] of runs) {
-    const g = compileJsonSchema(schema, "schema");
-    const m = new GrammarMatcher(g, vocab);
-    let s = initialStates(g);
-    for (let at = 0; at < text.length;) {
-      const mask = m.mask([]);
-      for (let t = 0; t < WORDS.length; t++) {
-        const brute = feedAll(s, WORDS[t]).length > 0;
-        assert.equal(
-          has(mask, t),
-          brute,
-          `${JSON.stringify(schema)} after ${text.slice(0, at)}: ${WORDS[t]}`,
-        );
-      }
-      // On by the longest word that fits, as a tokenizer would.
-      const word = WORDS.filter((w) => text.startsWith(w, at)).reduce((
-        a,
-        b,
-      ) => (b.length > a.length ? b : a));
-      assert.ok(has(mask, WORDS.indexOf(word)) && m.accept(WORDS.indexOf(word)), word);
-      s = feedAll(s, word);
-      at += word.length;
-    }
-    assert.ok(m.canEnd, text);
-  }
+  for (const [schema, text] of runs) assertMasksAlong(schema, text, WORDS);
 });
