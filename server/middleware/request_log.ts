@@ -8,6 +8,7 @@
 import type { Context, MiddlewareHandler } from "hono";
 import { routePath } from "hono/route";
 import type { TokenEvent } from "../../inference/engine/mod.ts";
+import { usageCounter } from "../usage.ts";
 
 /** What is known about one request when its response ends. */
 export interface RequestRecord {
@@ -126,22 +127,23 @@ export function requestRecord(c: Context): RequestRecord | undefined {
  * @param c The request context.
  * @param events The engine's events.
  * @param n Choices per prompt (a completions batch numbers prompt p's choices from p·n).
+ * @param prompts Prompts of the generation (a completions batch has several).
  * @returns The same events.
  */
 export async function* trackGeneration(
   c: Context,
   events: AsyncIterable<TokenEvent>,
   n = 1,
+  prompts = 1,
 ): AsyncGenerator<TokenEvent> {
   const entry = records.get(c);
-  // Per prompt (choice index / n: a completions batch has several), its tokens and its cached prefix.
-  const prompts = new Map<number, number>();
-  const cached = new Map<number, number>();
-  const sum = (m: Map<number, number>) => [...m.values()].reduce((a, b) => a + b, 0);
+  const usage = usageCounter(n, prompts);
   for await (const ev of events) {
     if (entry) {
       const r = entry.record;
-      if (ev.type === "start") r.promptTokens = ev.promptTokens;
+      usage.add(ev);
+      const counts = usage.total();
+      if (ev.type === "start" || ev.type === "end") r.promptTokens = counts.prompt_tokens;
       if (ev.type === "delta" && ev.text !== "") {
         const t = entry.now();
         if (entry.lastDeltaMs === null) r.ttftMs = t - r.startMs;
@@ -149,14 +151,8 @@ export async function* trackGeneration(
         entry.lastDeltaMs = t;
       }
       if (ev.type === "end") {
-        const p = Math.floor((ev.index ?? 0) / n);
-        prompts.set(p, ev.promptTokens);
-        r.promptTokens = sum(prompts);
-        r.completionTokens = (r.completionTokens ?? 0) + ev.completionTokens;
-        if (ev.cachedTokens !== undefined) {
-          cached.set(p, Math.max(cached.get(p) ?? 0, ev.cachedTokens));
-          r.cachedTokens = sum(cached);
-        }
+        r.completionTokens = counts.completion_tokens;
+        if (usage.reportsCached()) r.cachedTokens = counts.prompt_tokens_details.cached_tokens;
         if ((ev.index ?? 0) === 0) r.finishReason = ev.finishReason;
       }
     }

@@ -7,6 +7,7 @@ import { type SSEStreamingApi, streamSSE } from "hono/streaming";
 import type { Engine, GenerateRequest, TokenEvent, TokenLogprob } from "../../inference/engine/mod.ts";
 import { ApiError, asApiError, internalError, invalidRequest, toErrorBody } from "../errors.ts";
 import { trackGeneration } from "../middleware/request_log.ts";
+import { usageCounter } from "../usage.ts";
 import {
   completionLogprobs,
   parseCompletionRequest,
@@ -132,52 +133,6 @@ export async function collectChoices(
 }
 
 /**
- * Adds up usage over a request's choices: each prompt once, every choice's completion tokens, and the
- * prompt ids the prefix cache served. With several prompts (startBatch), choice `p·n + i` is prompt p's.
- */
-export function usageCounter(
-  n = 1,
-  prompts = 1,
-): { add(ev: TokenEvent): void; done(): boolean; total(): Usage } {
-  const prompt = new Array<number>(prompts).fill(0);
-  const cached = new Array<number>(prompts).fill(0);
-  // Per choice: its tokens so far from the deltas, its exact count once it ends.
-  const generated = new Array<number>(n * prompts).fill(0);
-  let started = 0;
-  let ended = 0;
-  return {
-    add(ev) {
-      if (ev.type === "start") started = ev.promptTokens;
-      if (ev.type === "start" && prompts === 1) prompt[0] = ev.promptTokens;
-      if (ev.type === "delta") generated[ev.index ?? 0] += ev.tokens ?? 0;
-      if (ev.type === "end") {
-        const p = Math.floor((ev.index ?? 0) / n);
-        prompt[p] = ev.promptTokens;
-        generated[ev.index ?? 0] = ev.completionTokens;
-        // The choices of a prompt share it: each reports the same cached prefix.
-        cached[p] = Math.max(cached[p], ev.cachedTokens ?? 0);
-        ended++;
-      }
-    },
-    /** true from the end event of the last choice on */
-    done: () => ended >= n * prompts,
-    total: () => {
-      // Before every prompt's end, the start's count (a batch's start sums its prompts).
-      const promptTokens = ended < n * prompts ? Math.max(started, sum(prompt)) : sum(prompt);
-      const completion = sum(generated);
-      return {
-        prompt_tokens: promptTokens,
-        completion_tokens: completion,
-        total_tokens: promptTokens + completion,
-        prompt_tokens_details: { cached_tokens: sum(cached) },
-      };
-    },
-  };
-}
-
-const sum = (xs: readonly number[]) => xs.reduce((a, b) => a + b, 0);
-
-/**
  * Starts one generation per request (a completions batch of prompts) and merges their events as they come:
  * one "start" (the prompts' tokens summed), then every delta and end with choice index `p·n + i`. All start
  * before the response does, so a refused prompt is the request's 4xx, and the others are cancelled.
@@ -198,35 +153,27 @@ async function startBatch(
   }
   const merged = mergeEvents(generations, n);
   const closeAll = () => Promise.all(generations.map((g) => g.close())).then(() => {});
-  return Object.assign(trackGeneration(c, merged, n), { close: closeAll });
+  return Object.assign(trackGeneration(c, merged, n, requests.length), { close: closeAll });
 }
 
 async function* mergeEvents(generations: Generation[], n: number): AsyncGenerator<TokenEvent> {
   const its = generations.map((g) => g[Symbol.asyncIterator]());
-  const live = new Set(its.keys());
   try {
+    // Each one's first event is its start (startGeneration waited for it): one start for them all.
     const firsts = await Promise.all(its.map((it) => it.next()));
-    let promptTokens = 0;
-    for (const r of firsts) if (!r.done && r.value.type === "start") promptTokens += r.value.promptTokens;
+    const promptTokens = firsts.reduce(
+      (t, r) => t + (!r.done && r.value.type === "start" ? r.value.promptTokens : 0),
+      0,
+    );
     yield { type: "start", promptTokens };
-    const reindex = (p: number, ev: TokenEvent): TokenEvent =>
-      ev.type === "start" ? ev : { ...ev, index: p * n + (ev.index ?? 0) };
-    // Anything a first next() gave besides the start (startGeneration's first event always is the start).
-    for (const [p, r] of firsts.entries()) {
-      if (r.done) live.delete(p);
-      else if (r.value.type !== "start") yield reindex(p, r.value);
-    }
     const pending = new Map<number, Promise<[number, IteratorResult<TokenEvent>]>>();
     const pull = (p: number) => pending.set(p, its[p].next().then((r) => [p, r]));
-    for (const p of live) pull(p);
+    its.forEach((_, p) => pull(p));
     while (pending.size > 0) {
       const [p, r] = await Promise.race(pending.values());
       pending.delete(p);
-      if (r.done) {
-        live.delete(p);
-        continue;
-      }
-      yield reindex(p, r.value);
+      if (r.done) continue;
+      yield r.value.type === "start" ? r.value : { ...r.value, index: p * n + (r.value.index ?? 0) };
       pull(p);
     }
   } finally {

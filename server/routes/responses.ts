@@ -31,8 +31,8 @@ import {
   type RouteDeps,
   startGeneration,
   streamGeneration,
-  usageCounter,
 } from "./completions.ts";
+import { usageCounter } from "../usage.ts";
 
 type Message = Extract<OutputItem, { type: "message" }>;
 
