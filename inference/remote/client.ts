@@ -16,6 +16,7 @@ import type {
 } from "../engine/mod.ts";
 import type { ArtifactJson, JobJson, JobManager, QuantizeRequest, SubmitOptions } from "../jobs/mod.ts";
 import { packGrammar } from "../structured/mod.ts";
+import { Inbox } from "./inbox.ts";
 import { fromWire, type Port, type ToClient, type ToHost, type WireGenerateRequest } from "./protocol.ts";
 
 /** The engine as the HTTP thread sees it, plus what only a remote one has. */
@@ -33,41 +34,6 @@ export interface Remote {
   jobs: JobManager;
   /** The Worker is gone: fails every pending call and stream, and every later one, with `reason`. */
   fail(reason: string): void;
-}
-
-/** What a stream's reader waits on. */
-class Inbox<T> implements AsyncIterable<T> {
-  #items: T[] = [];
-  #error: Error | null = null;
-  #ended = false;
-  #wake: (() => void) | null = null;
-
-  push(item: T): void {
-    this.#items.push(item);
-    this.#wake?.();
-  }
-
-  end(error: Error | null = null): void {
-    this.#ended = true;
-    this.#error = error;
-    this.#wake?.();
-  }
-
-  get ended(): boolean {
-    return this.#ended;
-  }
-
-  async *[Symbol.asyncIterator](): AsyncGenerator<T> {
-    for (;;) {
-      while (this.#items.length > 0) yield this.#items.shift()!;
-      if (this.#ended) {
-        if (this.#error) throw this.#error;
-        return;
-      }
-      await new Promise<void>((resolve) => (this.#wake = resolve));
-      this.#wake = null;
-    }
-  }
 }
 
 /**

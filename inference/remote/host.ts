@@ -6,6 +6,7 @@
 import type { EngineHandle, GenerateRequest } from "../engine/mod.ts";
 import type { JobJson, JobManager } from "../jobs/mod.ts";
 import { GrammarCache } from "../structured/mod.ts";
+import { Inbox } from "./inbox.ts";
 import { type Port, type ToClient, type ToHost, toWire, type WireGenerateRequest } from "./protocol.ts";
 
 /** How often the host looks for a changed status or counters while nothing else happens. */
@@ -122,34 +123,20 @@ function fromWireRequest(wire: WireGenerateRequest, grammars: GrammarCache): Gen
 }
 
 /** A job's snapshots as a stream: each change until the job ends (or the reader stops). */
-async function* jobSnapshots(jobs: JobManager, id: string, signal: AbortSignal): AsyncGenerator<JobJson> {
-  const TERMINAL = ["done", "failed", "cancelled"];
-  const pending: JobJson[] = [];
-  let wake: (() => void) | null = null;
-  let ended = false;
+function jobSnapshots(jobs: JobManager, id: string, signal: AbortSignal): AsyncIterable<JobJson> {
+  const inbox = new Inbox<JobJson>();
   let sawEnd = false;
   const push = (job: JobJson) => {
-    sawEnd ||= TERMINAL.includes(job.status);
-    pending.push(job);
-    wake?.();
+    sawEnd ||= ["done", "failed", "cancelled"].includes(job.status);
+    inbox.push(job);
   };
   const unsubscribe = jobs.subscribe(id, push);
   const stop = () => {
-    ended = true;
-    wake?.();
+    unsubscribe();
+    inbox.end();
   };
-  signal.addEventListener("abort", stop);
+  signal.addEventListener("abort", stop, { once: true });
   // The final snapshot, should the end come before its notification.
   void jobs.wait(id).then((job) => (sawEnd || push(job), stop()), stop);
-  try {
-    for (;;) {
-      while (pending.length > 0) yield pending.shift()!;
-      if (ended) return;
-      await new Promise<void>((resolve) => (wake = resolve));
-      wake = null;
-    }
-  } finally {
-    signal.removeEventListener("abort", stop);
-    unsubscribe();
-  }
+  return inbox;
 }
