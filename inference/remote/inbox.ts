@@ -1,4 +1,7 @@
-/** Items pushed on one side, read in order with for-await on the other; end() lets the reader finish (or fail) once drained (a stream's items, either side of the thread boundary). */
+/**
+ * Items pushed on one side, read in order with for-await on the other; end() lets the reader finish (or
+ * fail) once drained: a stream's items, on either side of the thread boundary.
+ */
 export class Inbox<T> implements AsyncIterable<T> {
   #items: T[] = [];
   #error: Error | null = null;
