@@ -26,6 +26,21 @@ const ANSWER = [
   '"arguments": {"city": "Paris"}}\n</tool_call>',
 ];
 
+/** A streamed chat with TOOLS: its content and the names of the calls in its deltas. */
+async function streamedCalls(
+  client: OpenAI,
+  messages: OpenAI.ChatCompletionMessageParam[],
+): Promise<{ content: string; calls: string[] }> {
+  const stream = await client.chat.completions.create({ model: "m", messages, tools: TOOLS, stream: true });
+  let content = "";
+  const calls: string[] = [];
+  for await (const chunk of stream) {
+    content += chunk.choices[0]?.delta.content ?? "";
+    for (const c of chunk.choices[0]?.delta.tool_calls ?? []) calls.push(c.function!.name!);
+  }
+  return { content, calls };
+}
+
 Deno.test("the openai package gets tool_calls back, streamed and not, and sends earlier calls on", async (t) => {
   const engine = new FakeEngine();
   engine.toolCallFormat = "hermes";
@@ -278,18 +293,7 @@ Deno.test("a Llama 3.x model's calls ({name, parameters}) come back as tool_call
     assert.deepEqual([call.function.name, JSON.parse(call.function.arguments)], ["get_weather", {
       city: "Paris",
     }]);
-    const stream = await client.chat.completions.create({
-      model: "m",
-      messages: [user],
-      tools: TOOLS,
-      stream: true,
-    });
-    let content = "";
-    const calls: string[] = [];
-    for await (const chunk of stream) {
-      content += chunk.choices[0]?.delta.content ?? "";
-      for (const c of chunk.choices[0]?.delta.tool_calls ?? []) calls.push(c.function!.name!);
-    }
+    const { content, calls } = await streamedCalls(client, [user]);
     assert.equal(content, "");
     assert.deepEqual(calls, ["get_weather"]);
     // Forced: the engine gets a grammar of Llama's form.
@@ -329,18 +333,7 @@ Deno.test("a Mistral v11 model's calls ([TOOL_CALLS]name[ARGS]{…}) come back a
       city: "Paris",
     }]);
     assert.deepEqual(engine.requests.at(-1)!.keepSpecialTokens, marks, "the engine keeps the marks' text");
-    const stream = await client.chat.completions.create({
-      model: "m",
-      messages: [user],
-      tools: TOOLS,
-      stream: true,
-    });
-    let content = "";
-    const calls: string[] = [];
-    for await (const chunk of stream) {
-      content += chunk.choices[0]?.delta.content ?? "";
-      for (const c of chunk.choices[0]?.delta.tool_calls ?? []) calls.push(c.function!.name!);
-    }
+    const { content, calls } = await streamedCalls(client, [user]);
     assert.deepEqual([content, calls], ["Let me check.", ["get_weather"]]);
     // Forced: a grammar of the marks spelled as text, which the parser reads the same.
     engine.script = { deltas: answer.slice(1) };
