@@ -76,11 +76,11 @@ export class FakeEngine implements Engine {
 
   tokenize(input: GenerateInput, options: TokenizeOptions = {}): Promise<TokenizeResult> {
     if (input.kind === "tokens") return Promise.resolve({ ids: input.ids }); // ids pass through, as in the engine
-    const { addSpecialTokens = input.kind === "text", addGenerationPrompt = true } = options;
+    const { addSpecialTokens = input.kind === "text" } = options;
     const text = input.kind === "text"
       ? input.prompt
       : input.messages.map((m) => `${m.role}: ${m.content}\n`).join("") +
-        (addGenerationPrompt ? "assistant:" : "");
+        ((input.addGenerationPrompt ?? !input.continueFinalMessage) ? "assistant:" : "");
     const ids = [...(addSpecialTokens ? [1] : []), ...Array.from(text, (ch) => ch.charCodeAt(0))];
     return Promise.resolve(
       options.returnTokenStrs ? { ids, tokenStrs: ids.map((id) => String.fromCharCode(id)) } : { ids },

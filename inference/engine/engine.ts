@@ -574,7 +574,7 @@ function promptIds(
   let text: string;
   try {
     text = m.chatTemplate.render(input.messages, {
-      addGenerationPrompt: options.addGenerationPrompt ?? input.addGenerationPrompt ?? !continueFinalMessage,
+      addGenerationPrompt: input.addGenerationPrompt ?? !continueFinalMessage,
       continueFinalMessage,
       ...(input.tools ? { tools: input.tools } : {}),
       ...(input.templateVars ? { extra: input.templateVars } : {}),

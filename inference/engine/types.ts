@@ -191,8 +191,6 @@ export interface EngineCounters {
 export interface TokenizeOptions {
   /** Run the tokenizer's post-processor (e.g. prepend BOS). Default: true for text, false for chat. */
   addSpecialTokens?: boolean;
-  /** Chat: append the assistant header, as generation does. Default true. */
-  addGenerationPrompt?: boolean;
   /** Also return each id's token string. */
   returnTokenStrs?: boolean;
 }

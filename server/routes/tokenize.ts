@@ -88,17 +88,15 @@ export function parseTokenizeRequest(body: unknown): { input: GenerateInput; opt
     // tools as chat renders them, so the count is what generation would prefill.
     const tools = parseChatTools(b);
     const templateVars = parseTemplateVars(b);
-    const turnEnd = parseTurnEnd(b);
     return {
       input: {
         kind: "chat",
         messages,
         ...(tools ? { tools: tools.defs } : {}),
         ...(templateVars ? { templateVars } : {}),
-        ...(turnEnd.continueFinalMessage ? { continueFinalMessage: true } : {}),
+        ...parseTurnEnd(b),
       },
       options: {
-        addGenerationPrompt: turnEnd.addGenerationPrompt ?? !turnEnd.continueFinalMessage,
         addSpecialTokens: optionalBool(b, "add_special_tokens") ?? false,
         returnTokenStrs,
       },
