@@ -9,7 +9,7 @@ import { createApp } from "./server/app.ts";
 import { createShutdown } from "./server/shutdown.ts";
 import { samplingFromGenerationConfig } from "./server/protocol.ts";
 import type { SamplingParams } from "./inference/engine/mod.ts";
-import { connectEngine, type Remote } from "./inference/remote/mod.ts";
+import { connectEngine, Inbox, type Remote } from "./inference/remote/mod.ts";
 import type { BootReport, BootRequest } from "./engine_worker.ts";
 
 async function main(): Promise<number> {
@@ -33,7 +33,7 @@ async function main(): Promise<number> {
     return 1;
   }
   const { worker, remote, reports } = startEngineWorker(config);
-  const gpu = await reports.next();
+  const gpu = (await reports.next()).value as BootReport;
   if (gpu.t !== "boot:gpu" || !gpu.ok) {
     // No adapter (boot:gpu), or a Worker that failed before it could say (boot:failed: a module not loading).
     const why = gpu.t === "boot:gpu" || gpu.t === "boot:failed"
@@ -66,7 +66,7 @@ async function main(): Promise<number> {
   shutdown.listen(server); // SIGTERM/SIGINT: drain, cut after the grace, clean up, exit 0
 
   for (;;) {
-    const m = await reports.next();
+    const m = (await reports.next()).value as BootReport;
     if (m.t === "boot:model") {
       Object.assign(generationDefaults, samplingFromGenerationConfig(m.generationConfig));
     }
@@ -108,19 +108,14 @@ function readTls(config: Config): { cert: string; key: string } | null {
 function startEngineWorker(config: Config): {
   worker: Worker;
   remote: Remote;
-  reports: { next(): Promise<BootReport> };
+  reports: AsyncIterator<BootReport>;
 } {
   const worker = new Worker(new URL("./engine_worker.ts", import.meta.url).href, { type: "module" });
   const remote = connectEngine(worker, config.servedModelName);
-  const queue: BootReport[] = [];
-  let wake: (() => void) | null = null;
-  const report = (m: BootReport) => {
-    queue.push(m);
-    wake?.();
-  };
+  const reports = new Inbox<BootReport>();
   worker.addEventListener("message", (event) => {
     const m = event.data as BootReport;
-    if (typeof m?.t === "string" && m.t.startsWith("boot:")) report(m);
+    if (typeof m?.t === "string" && m.t.startsWith("boot:")) reports.push(m);
   });
   worker.addEventListener("error", (event) => {
     // A fault the engine did not catch: the server stays up and says so on /health, never crashes.
@@ -128,20 +123,10 @@ function startEngineWorker(config: Config): {
     const reason = event.message ?? "the engine's Worker failed";
     console.error(`[leanserve] error: the engine's Worker failed: ${reason}`);
     remote.fail(reason);
-    report({ t: "boot:failed", error: reason });
+    reports.push({ t: "boot:failed", error: reason });
   });
   worker.postMessage({ t: "boot", config } satisfies BootRequest);
-  return {
-    worker,
-    remote,
-    reports: {
-      async next() {
-        while (queue.length === 0) await new Promise<void>((resolve) => (wake = resolve));
-        wake = null;
-        return queue.shift()!;
-      },
-    },
-  };
+  return { worker, remote, reports: reports[Symbol.asyncIterator]() };
 }
 
 if (import.meta.main) Deno.exit(await main());

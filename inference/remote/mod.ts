@@ -5,4 +5,5 @@
  */
 export { connectEngine, type Remote, type RemoteEngine } from "./client.ts";
 export { type Host, type HostOptions, serveEngine } from "./host.ts";
+export { Inbox } from "./inbox.ts";
 export { fromWire, type Port, toWire, type WireError } from "./protocol.ts";
