@@ -142,8 +142,7 @@ export async function* trackGeneration(
     if (entry) {
       const r = entry.record;
       usage.add(ev);
-      const counts = usage.total();
-      if (ev.type === "start" || ev.type === "end") r.promptTokens = counts.prompt_tokens;
+      if (ev.type === "start") r.promptTokens = usage.total().prompt_tokens;
       if (ev.type === "delta" && ev.text !== "") {
         const t = entry.now();
         if (entry.lastDeltaMs === null) r.ttftMs = t - r.startMs;
@@ -151,6 +150,8 @@ export async function* trackGeneration(
         entry.lastDeltaMs = t;
       }
       if (ev.type === "end") {
+        const counts = usage.total();
+        r.promptTokens = counts.prompt_tokens;
         r.completionTokens = counts.completion_tokens;
         if (usage.reportsCached()) r.cachedTokens = counts.prompt_tokens_details.cached_tokens;
         if ((ev.index ?? 0) === 0) r.finishReason = ev.finishReason;
