@@ -1,5 +1,5 @@
 /**
- * `deno run -A bench/random_folder.ts --shape smollm2-360m|smollm2-135m (--out <dir> | --hf-cache <dir>)
+ * `deno run -A bench/random_folder.ts --shape smollm2-360m|smollm2-135m|smollm2-tiny (--out <dir> | --hf-cache <dir>)
  *  [--tokenizer <dir>]`
  *
  * Writes a random-weight model in Hugging Face layout (config.json, model.safetensors in BF16, tokenizer files
@@ -27,6 +27,9 @@ export const RANDOM_COMMIT = "0000000000000000000000000000000072616e64";
 export const SHAPES: Readonly<Record<string, Record<string, unknown>>> = {
   "smollm2-360m": smolConfig({ hidden: 960, intermediate: 2560, layers: 32, heads: 15, kvHeads: 5 }),
   "smollm2-135m": smolConfig({ hidden: 576, intermediate: 1536, layers: 30, heads: 9, kvHeads: 3 }),
+  // SmolLM2's vocabulary on a model small enough that a lavapipe decode step takes milliseconds (host-side
+  // measurements such as bench/mask_stall.ts); no repo id.
+  "smollm2-tiny": smolConfig({ hidden: 64, intermediate: 256, layers: 2, heads: 1, kvHeads: 1 }),
 };
 
 function smolConfig(

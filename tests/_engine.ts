@@ -14,7 +14,7 @@ import { createEngine, type LoadedModel, loadModel } from "../inference/engine/m
 import { BatchRunner } from "../inference/engine/batch_runner.ts";
 import { MAX_BAN, MAX_BIAS } from "../inference/engine/engine.ts";
 import { KvCache, sizeKvCache } from "../inference/engine/kv_cache.ts";
-import { Scheduler } from "../inference/engine/scheduler.ts";
+import { Scheduler, type SeqConstraint } from "../inference/engine/scheduler.ts";
 import { loadModelConfig, uploadModelWeights } from "../inference/model/mod.ts";
 import { GREEDY_SLOT } from "../kernels/ops/mod.ts";
 
@@ -126,7 +126,12 @@ export async function schedulerFor(
   { maxModelLen, maxRows }: { maxModelLen: number; maxRows: number },
 ): Promise<{
   runner: BatchRunner;
-  generate: (prompt: readonly number[], limit: number, onToken?: (n: number) => void) => Promise<number[]>;
+  generate: (
+    prompt: readonly number[],
+    limit: number,
+    onToken?: (n: number) => void,
+    constraint?: SeqConstraint,
+  ) => Promise<number[]>;
   destroy: () => void;
 }> {
   const config = await loadModelConfig(dir);
@@ -142,13 +147,19 @@ export async function schedulerFor(
   });
   const scheduler = new Scheduler();
   const entry = scheduler.addModel(runner, () => {});
-  const generate = (prompt: readonly number[], limit: number, onToken?: (n: number) => void) =>
+  const generate = (
+    prompt: readonly number[],
+    limit: number,
+    onToken?: (n: number) => void,
+    constraint?: SeqConstraint,
+  ) =>
     new Promise<number[]>((resolve, reject) => {
       const out: number[] = [];
       scheduler.add(entry, [{
         prompt,
         limit,
-        settings: GREEDY_SLOT,
+        settings: constraint ? { ...GREEDY_SLOT, masked: true } : GREEDY_SLOT,
+        ...(constraint ? { constraint } : {}),
         sink: {
           token(id) {
             out.push(id);

@@ -11,7 +11,7 @@
  */
 import type { Gpu } from "../../kernels/core/mod.ts";
 import { type KvType, LOGPROB_RECORD_WORDS, type SlotSettings } from "../../kernels/ops/mod.ts";
-import { GrammarMatcher, TokenVocab } from "../structured/mod.ts";
+import { GrammarMatcher, MaskThread, TokenVocab } from "../structured/mod.ts";
 import type { ChatTemplate, Tokenizer } from "../text/mod.ts";
 import { type GpuWeights, gpuWeightsBuffers, type ModelConfig } from "../model/mod.ts";
 import { BatchRunner } from "./batch_runner.ts";
@@ -156,8 +156,10 @@ interface Served {
   leases: number;
   /** the scheduler has drained it (replaced, last sequence ended) */
   drained: boolean;
-  /** its vocabulary as byte strings, trie and mask cache (structured output), made at the first use */
+  /** its vocabulary as byte strings (structured output: the sinks' matchers), made at the first use */
   vocab?: TokenVocab;
+  /** the thread that computes its token masks (structured/mask_thread.ts), started at the first use */
+  masks?: MaskThread;
 }
 
 /**
@@ -218,6 +220,7 @@ export function createEngine(
     all.splice(all.indexOf(me), 1);
     runner.destroy();
     destroyLoadedModel(model);
+    me.masks?.close();
     if (!all.some((s) => s.runner.cache === cache)) cache.destroy();
     log(`[engine] freed model "${model.modelId}"`);
   }
@@ -315,7 +318,11 @@ export function createEngine(
       settings: { ...base, seed: index === 0 ? seed : mixSeed(seed, index) },
       ...(request.cacheSalt !== undefined ? { cacheSalt: request.cacheSalt } : {}),
       ...(priority !== 0 ? { priority } : {}),
-      ...(grammar ? { constraint: { mask: () => grammar.mask(stopIds) } } : {}),
+      // The sink's matcher follows the ids (ends the choice when the value is complete); the mask thread's
+      // matcher follows the same ids to walk the vocabulary off the engine loop.
+      ...(grammar
+        ? { constraint: (s.masks ??= MaskThread.start(grammar.vocab)).open(grammar.grammar, stopIds) }
+        : {}),
       sink: createChoice({
         grammar,
         keepSpecialTokens: request.keepSpecialTokens ?? [],

@@ -24,8 +24,13 @@
  *
  * Structured output (SeqInit.constraint): the mask of the ids a sequence's grammar allows next depends on
  * the id it sampled last, which the host learns only at the readback, so a constrained sequence has at most
- * one sampling row in flight; its mask is written once that id is read (and at each admission), before any
- * later chunk is submitted.
+ * one sampling row in flight. Its mask is asked for once that id is read (and at each admission) and written
+ * when it comes; until then the sequence samples nothing (its prompt's last row waits too) while the others
+ * go on. A mask comes from the mask thread (structured/mask_thread.ts), so a slow one (a new grammar state
+ * on a large vocabulary: up to 150 ms) stalls no other stream; before planning a chunk the loop waits up
+ * to MASK_GRACE_MS for masks asked just before, so a cached one (well under a millisecond) costs the
+ * sequence no chunk. That wait idles the GPU only when no chunk is in flight, and then only for masks
+ * slower than the grace.
  *
  * Two models may be served at once while one replaces the other (hot swap): each has its own runner and
  * queue; the loop alternates between them and frees the old one when its last sequence ends.
@@ -36,7 +41,7 @@ import type { KvCache } from "./kv_cache.ts";
 import { cachedPrefix, registerFull } from "./prefix_cache.ts";
 import { type ModelEntry, Seq, type SeqInit } from "./sequence.ts";
 
-export { type ModelEntry, Seq, type SeqInit, type SeqSink } from "./sequence.ts";
+export { type ModelEntry, Seq, type SeqConstraint, type SeqInit, type SeqSink } from "./sequence.ts";
 
 interface Chunk {
   entry: ModelEntry;
@@ -59,6 +64,15 @@ interface Chunk {
 const PIECE_STEPS = 2;
 const PIECE_MIN_ROWS = 32;
 
+/** How long the loop waits for a mask asked just before it plans a chunk (see the header). */
+const MASK_GRACE_MS = 2;
+
+/** A mask asked for and not yet written. */
+interface MaskWait {
+  since: number;
+  done: Promise<void>;
+}
+
 /** Scheduler tuning. */
 export interface SchedulerOptions {
   /** most chunks submitted and not yet read */
@@ -79,6 +93,7 @@ export class Scheduler {
    */
   #preempted: Seq[] = [];
   #inflight: Chunk[] = [];
+  #maskWaits = new Map<Seq, MaskWait>();
   #wake: (() => void) | null = null;
   #admitted = 0;
   #next = 0;
@@ -161,13 +176,70 @@ export class Scheduler {
   async #loop(): Promise<void> {
     for (;;) {
       this.#retire();
-      if (this.#inflight.length < this.#aheadNow() && this.#submitNext()) continue;
+      if (this.#inflight.length < this.#aheadNow()) {
+        if (this.#maskWaits.size > 0) await this.#maskGrace();
+        if (this.#submitNext()) continue;
+      }
       if (this.#inflight.length > 0) {
         await this.#readOldest();
         continue;
       }
       await new Promise<void>((resolve) => (this.#wake = resolve));
     }
+  }
+
+  /** Waits for the masks asked less than MASK_GRACE_MS ago, at most until the last of them is that old. */
+  async #maskGrace(): Promise<void> {
+    const now = performance.now();
+    const fresh = [...this.#maskWaits.values()].filter((w) => now - w.since < MASK_GRACE_MS);
+    if (fresh.length === 0) return;
+    const left = Math.max(...fresh.map((w) => w.since)) + MASK_GRACE_MS - now;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([
+      Promise.all(fresh.map((w) => w.done)),
+      new Promise<void>((resolve) => (timer = setTimeout(resolve, left))),
+    ]);
+    clearTimeout(timer);
+  }
+
+  /**
+   * Asks for a constrained sequence's next mask and writes it to its slot when it comes (at once when the
+   * constraint has it at hand); the sequence samples nothing meanwhile. A failed mask fails the sequence.
+   */
+  #askMask(entry: ModelEntry, seq: Seq): void {
+    const ticket = ++seq.maskTicket;
+    const write = (words: Uint32Array) => {
+      entry.runner.setMask(seq.slot, words);
+      seq.maskReady = true;
+    };
+    const fail = (err: unknown) => {
+      if (seq.state === "done") return;
+      this.#finish(seq);
+      seq.init.sink.fail(err as Error);
+    };
+    seq.maskReady = false;
+    let mask: Uint32Array | Promise<Uint32Array>;
+    try {
+      mask = seq.init.constraint!.mask(seq.output);
+    } catch (err) {
+      return fail(err);
+    }
+    if (mask instanceof Uint32Array) return write(mask);
+    const wait: MaskWait = {
+      since: performance.now(),
+      done: mask.then(
+        (words) => {
+          if (seq.maskTicket === ticket && seq.state === "running") write(words);
+        },
+        (err) => {
+          if (seq.maskTicket === ticket) fail(err);
+        },
+      ).finally(() => {
+        if (this.#maskWaits.get(seq) === wait) this.#maskWaits.delete(seq);
+        this.#poke();
+      }),
+    };
+    this.#maskWaits.set(seq, wait);
   }
 
   /**
@@ -255,7 +327,7 @@ export class Scheduler {
     for (const seq of entry.running) {
       if (seq.prefilling || seq.sampled >= seq.budget) continue;
       // A constrained sequence's next mask needs the id it sampled last: one sampling row per readback.
-      if (seq.init.constraint && (seq.inFlight > 0 || chunk.seqs.has(seq))) continue;
+      if (seq.init.constraint && (!seq.maskReady || seq.inFlight > 0 || chunk.seqs.has(seq))) continue;
       step.gather.push(step.rows.length);
       step.rows.push({ slot: seq.slot, pos: seq.computed++, token: null });
       samplers.push([seq.slot, seq]);
@@ -278,7 +350,10 @@ export class Scheduler {
     for (const seq of entry.running) {
       const room = maxRows - step.rows.length;
       if (!seq.prefilling || room <= 0 || (seq.parent && seq.parent.computed < seq.start)) continue;
-      const n = Math.min(room, seq.prompt.length - seq.computed);
+      // Without its mask, a constrained sequence's prompt stops short of the row that samples.
+      const waits = seq.init.constraint && !seq.maskReady ? 1 : 0;
+      const n = Math.min(room, seq.prompt.length - seq.computed - waits);
+      if (n <= 0) continue;
       for (let i = 0; i < n; i++) {
         step.rows.push({ slot: seq.slot, pos: seq.computed, token: seq.prompt[seq.computed++] });
       }
@@ -358,8 +433,8 @@ export class Scheduler {
       output: seq.output,
       blocks: seq.blocks,
     });
-    if (seq.init.constraint) entry.runner.setMask(seq.slot, seq.init.constraint.mask());
     entry.running.push(seq);
+    if (seq.init.constraint) this.#askMask(entry, seq);
   }
 
   /** Gives every decoding sequence the block its next position needs, preempting when the cache is full. */
@@ -437,6 +512,8 @@ export class Scheduler {
     seq.model.waiting = seq.model.waiting.filter((s) => s !== seq);
     seq.state = "done";
     this.#live.delete(seq);
+    this.#maskWaits.delete(seq);
+    seq.init.constraint?.release?.();
   }
 
   async #readOldest(): Promise<void> {
@@ -460,9 +537,7 @@ export class Scheduler {
         this.generatedTokens++;
         registerFull(seq);
         if (seq.init.sink.token(id, rec) || seq.output.length >= seq.init.limit) this.#finish(seq);
-        else if (seq.init.constraint && seq.state === "running") {
-          chunk.entry.runner.setMask(seq.slot, seq.init.constraint.mask());
-        }
+        else if (seq.init.constraint && seq.state === "running") this.#askMask(chunk.entry, seq);
       }
     });
     for (const seq of chunk.seqs) {
@@ -490,9 +565,11 @@ export class Scheduler {
     }
     for (const s of this.#live) {
       s.state = "done";
+      s.init.constraint?.release?.();
       s.init.sink.fail(err);
     }
     this.#live.clear();
+    this.#maskWaits.clear();
   }
 }
 

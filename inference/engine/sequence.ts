@@ -18,8 +18,14 @@ export interface SeqSink {
 
 /** What a grammar allows next (structured output): the sequence samples one id per chunk, masked. */
 export interface SeqConstraint {
-  /** The mask of the ids allowed after the ids the sink has taken so far (kernels/ops/logits_process.ts). */
-  mask(): Uint32Array;
+  /**
+   * The mask of the ids allowed after `taken` (kernels/ops/logits_process.ts): at once, or when the mask
+   * thread (structured/mask_thread.ts) has walked it.
+   * @param taken the sequence's output so far (the ids its sink has taken)
+   */
+  mask(taken: readonly number[]): Uint32Array | Promise<Uint32Array>;
+  /** The sequence is over (finished, cancelled, failed): called once. */
+  release?(): void;
 }
 
 /** What a sequence needs to run. */
@@ -80,6 +86,10 @@ export class Seq {
 
   /** ids of earlier admissions (already part of `prompt`) */
   sampledBase = 0;
+  /** a constrained sequence's slot holds the mask of its next id (else it samples nothing) */
+  maskReady = false;
+  /** counts its mask requests: an answer to an older one is dropped */
+  maskTicket = 0;
 
   /** Ids this admission may sample. */
   get budget(): number {

@@ -15,19 +15,27 @@ import type { JsonGrammar } from "./grammar.ts";
 /** Host memory the mask cache of one vocabulary may hold. */
 const MASK_CACHE_BYTES = 64 << 20;
 
-/** A vocabulary as byte strings, its trie and its mask cache. */
+/** The vocabulary's byte strings as a trie: node 0 is the root; children as first-child / next-sibling lists. */
+interface Trie {
+  first: Int32Array;
+  next: Int32Array;
+  label: Uint8Array;
+  /** ids ending at each node: tokenAt[node] (−1 none), further ones in `more` */
+  tokenAt: Int32Array;
+  more: Map<number, number[]>;
+}
+
+/**
+ * A vocabulary as byte strings, its trie and its mask cache. The trie is built at the first mask (61–205 ms
+ * on 49k–152k ids, BENCHMARKS.md "Structured output"): a vocabulary that only follows a grammar's ids
+ * (GrammarMatcher.accept, the engine's side of a mask thread) never builds it.
+ */
 export class TokenVocab {
   /** ids a mask covers (the model's logit rows; ids past the tokenizer's are never allowed) */
   readonly size: number;
   readonly words: number;
   readonly bytes: readonly (Uint8Array | null)[];
-  // The trie: node 0 is the root; children as first-child / next-sibling lists.
-  #first: Int32Array;
-  #next: Int32Array;
-  #label: Uint8Array;
-  /** ids ending at each node: #tokenAt[node] (−1 none), further ones in #more */
-  #tokenAt: Int32Array;
-  #more = new Map<number, number[]>();
+  #trie: Trie | null = null;
   #cache = new Map<string, Uint32Array>();
   #cacheBytes = 0;
 
@@ -39,12 +47,18 @@ export class TokenVocab {
     this.size = size;
     this.words = Math.ceil(size / 32); // bit id & 31 of word id >> 5: logits_process.ts's mask row
     this.bytes = bytes;
+  }
+
+  #built(): Trie {
+    if (this.#trie) return this.#trie;
+    const { bytes, size } = this;
     let total = 1;
     for (const b of bytes) total += b?.length ?? 0;
     const first = new Int32Array(total).fill(-1);
     const next = new Int32Array(total).fill(-1);
     const label = new Uint8Array(total);
     const tokenAt = new Int32Array(total).fill(-1);
+    const more = new Map<number, number[]>();
     let nodes = 1;
     for (let id = 0; id < Math.min(bytes.length, size); id++) {
       const b = bytes[id];
@@ -62,17 +76,20 @@ export class TokenVocab {
         node = c;
       }
       if (tokenAt[node] === -1) tokenAt[node] = id;
-      else this.#more.set(node, [...(this.#more.get(node) ?? []), id]);
+      else more.set(node, [...(more.get(node) ?? []), id]);
     }
-    this.#first = first.slice(0, nodes);
-    this.#next = next.slice(0, nodes);
-    this.#label = label.slice(0, nodes);
-    this.#tokenAt = tokenAt.slice(0, nodes);
+    return this.#trie = {
+      first: first.slice(0, nodes),
+      next: next.slice(0, nodes),
+      label: label.slice(0, nodes),
+      tokenAt: tokenAt.slice(0, nodes),
+      more,
+    };
   }
 
-  /** Trie nodes (a measure of a full walk's work). */
+  /** Trie nodes (a measure of a full walk's work; builds the trie). */
   get nodes(): number {
-    return this.#first.length;
+    return this.#built().first.length;
   }
 
   /**
@@ -88,7 +105,7 @@ export class TokenVocab {
       return hit;
     }
     const mask = new Uint32Array(this.words);
-    this.#walk(0, states, mask);
+    walk(this.#built(), 0, states, mask);
     this.#cache.set(key, mask);
     this.#cacheBytes += mask.byteLength;
     for (const [k, m] of this.#cache) {
@@ -98,18 +115,19 @@ export class TokenVocab {
     }
     return mask;
   }
+}
 
-  #walk(node: number, states: StateSet, mask: Uint32Array): void {
-    for (let c = this.#first[node]; c !== -1; c = this.#next[c]) {
-      const next = stepStates(states, this.#label[c]);
-      if (next.length === 0) continue;
-      const id = this.#tokenAt[c];
-      if (id !== -1) {
-        mask[id >>> 5] |= 1 << (id & 31);
-        for (const more of this.#more.get(c) ?? []) mask[more >>> 5] |= 1 << (more & 31);
-      }
-      if (this.#first[c] !== -1) this.#walk(c, next, mask);
+/** Sets the bits of the ids below `node` whose bytes `states` accept in full. */
+function walk(t: Trie, node: number, states: StateSet, mask: Uint32Array): void {
+  for (let c = t.first[node]; c !== -1; c = t.next[c]) {
+    const next = stepStates(states, t.label[c]);
+    if (next.length === 0) continue;
+    const id = t.tokenAt[c];
+    if (id !== -1) {
+      mask[id >>> 5] |= 1 << (id & 31);
+      for (const more of t.more.get(c) ?? []) mask[more >>> 5] |= 1 << (more & 31);
     }
+    if (t.first[c] !== -1) walk(t, c, next, mask);
   }
 }
 

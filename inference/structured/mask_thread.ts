@@ -1,0 +1,217 @@
+/**
+ * Token masks on a thread of their own. A mask is a walk of the vocabulary's trie (token_mask.ts), and the
+ * first mask of a grammar state where most ids may follow (inside a string) takes tens of milliseconds on a
+ * large vocabulary, 150 ms for Qwen3's (BENCHMARKS.md "Structured output"). Computed on the engine's loop,
+ * that time stalls every stream of the batch; here the loop asks for the mask and goes on with the other
+ * sequences while the mask thread walks (scheduler.ts waits for it a little, so a cached mask, which comes
+ * back in well under a millisecond, costs the constrained sequence no step).
+ *
+ * The thread keeps a {@link GrammarMatcher} per open handle, advanced by the ids the engine reports with each
+ * request (the engine's own matcher, in the sequence's sink, follows the same ids to know when the value is
+ * complete), its grammars by content (GrammarCache: requests of one schema share their cached masks), and
+ * the vocabulary's trie and mask cache. `serveMasks` is the thread's side; mask_worker.ts runs it in a Worker,
+ * and tests run it over a MessageChannel.
+ */
+import type { JsonGrammar } from "./grammar.ts";
+import { GrammarCache, type PackedGrammar, packGrammar } from "./grammar_transfer.ts";
+import { GrammarMatcher, TokenVocab } from "./token_mask.ts";
+
+/** What both ends talk through: a Worker, the Worker's global scope, or a MessagePort. */
+export interface MaskPort {
+  postMessage(message: unknown, transfer?: Transferable[]): void;
+  addEventListener(type: "message", listener: (event: MessageEvent) => void): void;
+}
+
+/** The engine to the mask thread. */
+type ToMasks =
+  /** the vocabulary, once, first: every id's bytes end to end, `lengths[id]` of them (−1: never text) */
+  | { t: "vocab"; bytes: Uint8Array; lengths: Int32Array; size: number }
+  | { t: "open"; handle: number; grammar: PackedGrammar; endIds: number[] }
+  /** advance handle by `ids` (the ids sampled since its last request), then answer `req` with its mask */
+  | { t: "mask"; handle: number; req: number; ids: number[] }
+  | { t: "close"; handle: number };
+
+/** The mask thread to the engine. */
+type FromMasks = { req: number; mask: Uint32Array } | { req: number; error: string };
+
+/** The engine's end: opens one handle per constrained sequence. */
+export class MaskThread {
+  #port: MaskPort;
+  #stop: () => void;
+  #handles = 0;
+  #requests = 0;
+  #pending = new Map<number, { resolve: (m: Uint32Array) => void; reject: (e: Error) => void }>();
+  #failed: Error | null = null;
+  #open = new Set<number>();
+
+  /**
+   * Starts the mask thread (a Worker running mask_worker.ts) for a vocabulary.
+   * @param vocab the vocabulary the masks cover (its bytes are sent once; the trie is built there)
+   */
+  static start(vocab: TokenVocab): MaskThread {
+    const worker = new Worker(new URL("./mask_worker.ts", import.meta.url).href, { type: "module" });
+    const thread = new MaskThread(worker, () => worker.terminate(), vocab);
+    worker.addEventListener("error", (event) => {
+      event.preventDefault(); // the engine stays up: its constrained sequences fail, the rest go on
+      thread.#fail(new Error(`The token mask thread failed: ${event.message}`));
+    });
+    return thread;
+  }
+
+  /**
+   * @param port the thread's port (a Worker, or one end of a MessageChannel in tests)
+   * @param stop ends the thread (terminate, or closing the port)
+   * @param vocab the vocabulary the masks cover
+   */
+  constructor(port: MaskPort, stop: () => void, vocab: TokenVocab) {
+    this.#port = port;
+    this.#stop = stop;
+    port.addEventListener("message", (event) => this.#answer(event.data as FromMasks));
+    const lengths = new Int32Array(vocab.bytes.length);
+    let total = 0;
+    vocab.bytes.forEach((b, id) => {
+      lengths[id] = b ? b.length : -1;
+      total += b?.length ?? 0;
+    });
+    const bytes = new Uint8Array(total);
+    let at = 0;
+    for (const b of vocab.bytes) {
+      if (!b) continue;
+      bytes.set(b, at);
+      at += b.length;
+    }
+    this.#send({ t: "vocab", bytes, lengths, size: vocab.size }, [bytes.buffer, lengths.buffer]);
+  }
+
+  /**
+   * A handle for one constrained sequence.
+   * @param grammar what its output follows
+   * @param endIds ids that end the output (EOS, stop ids), allowed where the value may end
+   */
+  open(grammar: JsonGrammar, endIds: Iterable<number>): MaskHandle {
+    const handle = ++this.#handles;
+    this.#open.add(handle);
+    this.#send({ t: "open", handle, grammar: packGrammar(grammar), endIds: [...endIds] });
+    return new MaskHandle(
+      (ids) => this.#mask(handle, ids),
+      () => {
+        if (this.#open.delete(handle)) this.#send({ t: "close", handle });
+      },
+    );
+  }
+
+  /** Handles open (not yet closed). */
+  get openHandles(): number {
+    return this.#open.size;
+  }
+
+  /** Ends the thread; masks still pending fail. */
+  close(): void {
+    this.#fail(new Error("The token mask thread was closed"));
+    this.#stop();
+  }
+
+  #mask(handle: number, ids: number[]): Promise<Uint32Array> {
+    if (this.#failed) return Promise.reject(this.#failed);
+    const req = ++this.#requests;
+    const answer = new Promise<Uint32Array>((resolve, reject) => this.#pending.set(req, { resolve, reject }));
+    this.#send({ t: "mask", handle, req, ids });
+    return answer;
+  }
+
+  #send(m: ToMasks, transfer: Transferable[] = []): void {
+    if (!this.#failed) this.#port.postMessage(m, transfer);
+  }
+
+  #answer(m: FromMasks): void {
+    const p = this.#pending.get(m.req);
+    if (!p) return;
+    this.#pending.delete(m.req);
+    if ("mask" in m) p.resolve(m.mask);
+    else p.reject(new Error(m.error));
+  }
+
+  #fail(err: Error): void {
+    this.#failed ??= err;
+    for (const p of this.#pending.values()) p.reject(err);
+    this.#pending.clear();
+  }
+}
+
+/** One constrained sequence's masks. */
+export class MaskHandle {
+  #sent = 0;
+  #ask: (ids: number[]) => Promise<Uint32Array>;
+  #close: () => void;
+
+  constructor(ask: (ids: number[]) => Promise<Uint32Array>, close: () => void) {
+    this.#ask = ask;
+    this.#close = close;
+  }
+
+  /**
+   * The mask of the ids allowed next.
+   * @param taken every id the sequence has produced so far, in order (only the new ones travel)
+   * @returns a fresh mask (the caller may keep it)
+   */
+  mask(taken: readonly number[]): Promise<Uint32Array> {
+    const ids = taken.slice(this.#sent);
+    this.#sent = taken.length;
+    return this.#ask(ids);
+  }
+
+  /** The sequence is over: the thread forgets its matcher (the engine's SeqConstraint.release). */
+  release(): void {
+    this.#close();
+  }
+}
+
+/**
+ * The mask thread's side: answers the engine's requests on `port` until the thread ends.
+ * @param port the Worker's global scope, or a MessagePort
+ */
+export function serveMasks(port: MaskPort): void {
+  let vocab: TokenVocab | null = null;
+  const grammars = new GrammarCache();
+  const matchers = new Map<number, { matcher: GrammarMatcher; endIds: number[] }>();
+  port.addEventListener("message", (event) => {
+    const m = event.data as ToMasks;
+    if (m.t === "vocab") {
+      vocab = new TokenVocab(unflatten(m.bytes, m.lengths), m.size);
+    } else if (m.t === "open") {
+      matchers.set(m.handle, {
+        matcher: new GrammarMatcher(grammars.unpack(m.grammar), vocab!),
+        endIds: m.endIds,
+      });
+    } else if (m.t === "close") {
+      matchers.delete(m.handle);
+    } else {
+      let answer: FromMasks;
+      try {
+        const open = matchers.get(m.handle);
+        if (!open) throw new Error(`Cannot compute a mask: handle ${m.handle} is not open`);
+        const bad = m.ids.find((id) => !open.matcher.accept(id));
+        if (bad !== undefined) throw new Error(`Cannot compute a mask: the grammar does not allow id ${bad}`);
+        answer = { req: m.req, mask: open.matcher.mask(open.endIds) };
+      } catch (err) {
+        answer = { req: m.req, error: (err as Error).message };
+      }
+      port.postMessage(answer, "mask" in answer ? [answer.mask.buffer as ArrayBuffer] : []); // mask(): a fresh copy
+    }
+  });
+}
+
+/** Every id's bytes from their concatenation (`lengths[id]` each, −1 for none). */
+function unflatten(bytes: Uint8Array, lengths: Int32Array): (Uint8Array | null)[] {
+  const out: (Uint8Array | null)[] = [];
+  let at = 0;
+  for (const n of lengths) {
+    if (n < 0) {
+      out.push(null);
+      continue;
+    }
+    out.push(bytes.subarray(at, at + n));
+    at += n;
+  }
+  return out;
+}
