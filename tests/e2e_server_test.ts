@@ -116,6 +116,35 @@ Deno.test("server answers lq-49m chat completions, streaming and not", async (t)
       assert.equal(body.choices[0].finish_reason, "length");
       assert.equal(body.usage.completion_tokens, 3);
     });
+    await t.step(
+      "response_format json_schema: JSON of the schema (masks from the engine's mask thread)",
+      async () => {
+        const schema = {
+          type: "object",
+          properties: {
+            name: { type: "string", maxLength: 8 },
+            age: { type: "integer", minimum: 0, maximum: 120 },
+          },
+          required: ["name", "age"],
+        };
+        const res = await fetch(`${server.base}/v1/chat/completions`, {
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body: JSON.stringify({
+            ...request,
+            max_tokens: 80,
+            response_format: { type: "json_schema", json_schema: { name: "person", schema } },
+          }),
+        });
+        assert.equal(res.status, 200);
+        const body = await res.json();
+        assert.equal(body.choices[0].finish_reason, "stop", body.choices[0].message.content);
+        const value = JSON.parse(body.choices[0].message.content);
+        assert.deepEqual(Object.keys(value), ["name", "age"]);
+        assert.ok(typeof value.name === "string" && [...value.name].length <= 8);
+        assert.ok(Number.isInteger(value.age) && value.age >= 0 && value.age <= 120);
+      },
+    );
     await t.step("a bad request gets an OpenAI-shaped 400 and the server keeps serving", async () => {
       const res = await fetch(`${server.base}/v1/chat/completions`, {
         method: "POST",
