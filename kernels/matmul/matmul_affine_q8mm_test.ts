@@ -70,9 +70,10 @@ Deno.test("matmulAffine() batched q8 path matches the reference with int8 activa
 Deno.test("matmulAffine() batched q8 path applies q/k/v in one pass, each into its own y", async (t) => {
   const gpu = await testGpu();
   if (!gpu) return;
-  for (const rows of [3, ROW_LANES_MAX_ROWS + 4]) {
+  // kSplitByRows: few rows of a merged dispatch split K over 16 lanes (kSplitFor), the norm prologue too
+  for (const [rows, kSplitByRows] of [[3, false], [3, true], [ROW_LANES_MAX_ROWS + 4, false]] as const) {
     const c = { bits: 4 as const, group: 64, gIdx: true, rows, inDim: 4097, outDims: [64, 16, 130] };
-    await t.step(`${rows} rows`, async () => {
+    await t.step(`${rows} rows${kSplitByRows ? ", K split by rows" : ""}`, async () => {
       const parts = c.outDims.map((outDim, i) => randomAffine({ ...c, outDim }, 200 + i));
       for (const p of parts.slice(1)) p.gIdx = parts[0].gIdx!;
       const packed = parts.map((p) => packAffine(p, { groupSize: c.group }));
@@ -81,7 +82,7 @@ Deno.test("matmulAffine() batched q8 path applies q/k/v in one pass, each into i
       const x = randomF32(rows * c.inDim, 9);
       const normWeight = Float32Array.from({ length: c.inDim }, (_, i) => 0.5 + (i % 13) / 10);
       const ys = c.outDims.map((d) => createStorage(gpu, rows * d * 4, "y"));
-      const bound = createMatmulAffine(gpu, { accumulate: false, path: "gemv" }).bind({
+      const bound = createMatmulAffine(gpu, { accumulate: false, path: "gemv", kSplitByRows }).bind({
         x: uploadStorage(gpu, x, "x"),
         w: ws[0],
         y: ys[0],
