@@ -2,8 +2,8 @@
  * What constrains an answer, as requests say it: OpenAI's `tools` with `tool_choice` (function calling; forced
  * calls become a grammar in the chat route) and `response_format` with vLLM's `structured_outputs` /
  * `guided_json` (a JSON Schema compiled here, so a schema the server cannot enforce is a 400 naming the
- * keyword's path), its choice, regex and GBNF grammar, and llama-server's `grammar`. Pure validators, as
- * protocol.ts's.
+ * keyword's path), its choice, regex and GBNF or Lark grammar, and llama-server's `grammar`. Pure validators,
+ * as protocol.ts's.
  */
 import {
   choiceGrammar,
@@ -14,6 +14,7 @@ import {
   type JsonGrammar,
   type JsonNode,
   jsonObjectGrammar,
+  larkGrammar,
   RegexError,
   regexGrammar,
   SchemaError,
@@ -116,15 +117,16 @@ function schemaNode(schema: unknown, param: string): JsonNode {
 const MAX_REGEX = 4096;
 /** Most strings of a choice (each is a branch the mask walk carries along). */
 const MAX_CHOICES = 256;
-/** Most characters of a GBNF grammar (gbnf.ts bounds its items and nesting too). */
+/** Most characters of a GBNF or Lark grammar (gbnf.ts bounds its items and nesting too). */
 const MAX_GRAMMAR = 65_536;
 
 /**
  * The grammar the output must follow, or null: OpenAI's `response_format` (`json_object`, `json_schema`), or
  * vLLM's `structured_outputs` (`json`: a schema; `choice`: exactly one of some strings; `regex`: text the
- * expression matches whole; `grammar`: text of a GBNF grammar, gbnf.ts) and their older spellings
- * `guided_json` (a schema, or a JSON string of one), `guided_choice`, `guided_regex` and `guided_grammar`,
- * or llama-server's `grammar` (GBNF). At most one of them.
+ * expression matches whole; `grammar`: text of a GBNF grammar, gbnf.ts, or of a Lark one when no line has
+ * `::=`, lark.ts) and their older spellings `guided_json` (a schema, or a JSON string of one),
+ * `guided_choice`, `guided_regex` and `guided_grammar`, or llama-server's `grammar` (GBNF or Lark alike).
+ * At most one of them.
  */
 export function parseStructuredOutput(b: Body): JsonGrammar | null {
   const asked: [param: string, value: unknown, kind: "schema" | "choice" | "regex" | "grammar"][] = [];
@@ -166,7 +168,7 @@ export function parseStructuredOutput(b: Body): JsonGrammar | null {
       throw unsupported(
         `structured_outputs.${other}`,
         "structured outputs take a JSON schema (json), strings to choose from (choice), a regex or a GBNF " +
-          "grammar",
+          "or Lark grammar",
       );
     }
     if (given(so.json)) asked.push(["structured_outputs.json", so.json, "schema"]);
@@ -192,11 +194,12 @@ export function parseStructuredOutput(b: Body): JsonGrammar | null {
   }
   if (kind === "grammar") {
     if (typeof value !== "string" || value === "" || value.length > MAX_GRAMMAR) {
-      throw badValue(param, value, `a GBNF grammar of 1 to ${MAX_GRAMMAR} characters`);
+      throw badValue(param, value, `a GBNF or Lark grammar of 1 to ${MAX_GRAMMAR} characters`);
     }
     try {
-      return gbnfGrammar(value);
+      return isLark(value) ? larkGrammar(value) : gbnfGrammar(value);
     } catch (err) {
+      // A LarkError is a GbnfError too.
       if (err instanceof GbnfError) throw invalidRequest(err.message, param);
       throw err;
     }
@@ -216,4 +219,12 @@ export function parseStructuredOutput(b: Body): JsonGrammar | null {
     }
   }
   return grammarOf(schemaNode(value, param));
+}
+
+/**
+ * Whether a grammar is Lark rather than GBNF, by vLLM's rule (`grammar_is_likely_lark`): no line has `::=`
+ * outside a `#` or `//` comment.
+ */
+function isLark(grammar: string): boolean {
+  return !grammar.split("\n").some((line) => line.replace(/(#|\/\/).*$/, "").includes("::="));
 }

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { ApiError } from "./errors.ts";
 import { parseChatRequest, parseCompletionRequest, samplingFromGenerationConfig } from "./protocol.ts";
+import { verdict } from "../tests/_walk.ts";
 
 const USER = [{ role: "user", content: "Hi" }];
 
@@ -380,6 +381,30 @@ Deno.test("parse*Request() compiles GBNF grammars: structured_outputs.grammar, g
     () => parseCompletionRequest({ prompt: "x", grammar: 'root ::= root "a" | "b"' }),
     "grammar",
     /line 1, column 10: rule "root" is left-recursive/,
+  );
+});
+
+Deno.test("parse*Request() reads a grammar without ::= as Lark, in the same fields", () => {
+  const user = { messages: [{ role: "user", content: "Hi" }] };
+  // "::=" in a comment does not make it GBNF (vLLM's grammar_is_likely_lark).
+  const lark = 'start: "yes" | "no" | INT  // not root ::= …\n%import common.INT\n%ignore " "';
+  for (
+    const field of [{ structured_outputs: { grammar: lark } }, { guided_grammar: lark }, { grammar: lark }]
+  ) {
+    const { grammar } = parseChatRequest({ ...user, ...field }).request;
+    assert.ok(grammar && verdict(grammar, " 42 ") === "canEnd", JSON.stringify(field));
+    assert.ok(parseCompletionRequest({ prompt: "x", ...field }).request.grammar, JSON.stringify(field));
+  }
+  // A bad Lark grammar is a 400 naming the field, with the line and column.
+  assertRejects400(
+    () => parseChatRequest({ ...user, guided_grammar: "start: item\nitem: /(?=a)a/" }),
+    "guided_grammar",
+    /Lark grammar at line 2, column 8: in the regex: lookaround "\(\?=…\)" is not supported/,
+  );
+  assertRejects400(
+    () => parseCompletionRequest({ prompt: "x", structured_outputs: { grammar: 'root: "a"' } }),
+    "structured_outputs.grammar",
+    /line 1, column 1: the grammar has no "start" rule/,
   );
 });
 

@@ -23,6 +23,7 @@ export {
   grammarOf,
   type JsonNode,
   jsonObjectGrammar,
+  larkGrammar,
   type ReasoningMarks,
   RegexError,
   regexGrammar,

@@ -11,6 +11,9 @@
  * Refused with a {@link GbnfError} at a line and column: what does not parse, undefined or twice-defined
  * rules, no `root`, left recursion (a rule that reaches itself before reading text: the automaton would
  * expand it forever), repeating something that can match empty text, and grammars past the size bounds.
+ *
+ * Lark grammars (lark.ts) become GBNF rules and are checked ({@link checkRules}) and compiled
+ * ({@link compileRules}) here the same way.
  */
 import { grammarOf, type JsonGrammar, type JsonNode, makeNode } from "./grammar.ts";
 import { type GbnfExpr, GbnfParser, type GbnfRule } from "./gbnf_syntax.ts";
@@ -36,6 +39,16 @@ export function parseGbnf(source: string): Map<string, GbnfRule> {
     if (!rules.has(ref.name)) parser.fail(`undefined rule "${ref.name}"`, ref.at);
   }
   if (!rules.has("root")) parser.fail('the grammar has no "root" rule', 0);
+  checkRules(rules, (detail, at) => parser.fail(detail, at));
+  return rules;
+}
+
+/**
+ * The checks of rules whose references are all defined: which can match empty text (`empty`), no repeated
+ * item can (but `x?` of such an x, which is x itself), and none is left-recursive or nests too deep.
+ * @param fail reports a problem at an offset of the grammar's text
+ */
+export function checkRules(rules: Map<string, GbnfRule>, fail: (detail: string, at: number) => never): void {
   // Which rules can match empty text: the least fixpoint.
   for (let changed = true; changed;) {
     changed = false;
@@ -48,7 +61,7 @@ export function parseGbnf(source: string): Map<string, GbnfRule> {
     else if (e.t === "alt") e.options.forEach(checkRepeats);
     else if (e.t === "rep") {
       if (nullable(e.item, rules) && !(e.min <= 1 && e.max === 1)) {
-        parser.fail("the repeated item can match empty text (repeat a non-empty item instead)", e.at);
+        fail("the repeated item can match empty text (repeat a non-empty item instead)", e.at);
       }
       checkRepeats(e.item);
     }
@@ -59,11 +72,11 @@ export function parseGbnf(source: string): Map<string, GbnfRule> {
   const depth = new Map<string, number>();
   const open: string[] = [];
   const tooDeep = (at: number): never =>
-    parser.fail(`rules and groups nest over ${MAX_LEFT_DEPTH} deep before any text is read`, at);
+    fail(`rules and groups nest over ${MAX_LEFT_DEPTH} deep before any text is read`, at);
   const ruleDepth = (name: string, at: number, level: number): number => {
     if (open.includes(name)) {
       const path = [...open.slice(open.indexOf(name)), name].join(" → ");
-      parser.fail(
+      fail(
         `rule "${name}" is left-recursive: it can reach itself before reading any text (${path}); ` +
           "write the repetition with * or + instead",
         at,
@@ -102,7 +115,6 @@ export function parseGbnf(source: string): Map<string, GbnfRule> {
     }
   };
   for (const r of rules.values()) ruleDepth(r.name, r.at, 0);
-  return rules;
 }
 
 /** Whether an expression can match empty text, given which rules can. */
@@ -142,14 +154,27 @@ export interface GbnfOptions {
  * const answer = gbnfGrammar('root ::= "yes" | "no" | [0-9]{3}');
  * ```
  */
-export function gbnfGrammar(source: string, { regularAsDfa = true }: GbnfOptions = {}): JsonGrammar {
-  const rules = parseGbnf(source);
+export function gbnfGrammar(source: string, options: GbnfOptions = {}): JsonGrammar {
+  return compileRules(parseGbnf(source), "root", options);
+}
+
+/**
+ * Compiles checked rules (parseGbnf, or lark.ts's) to the node graph: the whole output must match `start`.
+ * @param rules the rules by name, checked by {@link checkRules}
+ * @param start the rule the output must match
+ * @param options how to compile
+ */
+export function compileRules(
+  rules: Map<string, GbnfRule>,
+  start: string,
+  { regularAsDfa = true }: GbnfOptions = {},
+): JsonGrammar {
   const regular = regularAsDfa ? regularRules(rules) : new Set<string>();
   const budget = partBudget();
   const refs = new Map<string, JsonNode & { kind: "ref" }>();
   // The rules compiled: those the output reaches through a ref node (not those only inlined in a DFA).
-  const reached = new Set(["root"]);
-  const todo = ["root"];
+  const reached = new Set([start]);
+  const todo = [start];
   for (const name of rules.keys()) refs.set(name, makeNode({ kind: "ref", to: null as JsonNode | null }));
   const EMPTY = makeNode({ kind: "regex", dfa: new RegexDfa("") });
   const classes = new Map<string, RegexDfa>();
@@ -222,7 +247,7 @@ export function gbnfGrammar(source: string, { regularAsDfa = true }: GbnfOptions
     const name = todo.pop()!;
     refs.get(name)!.to = compile(rules.get(name)!.body);
   }
-  return grammarOf(refs.get("root")!);
+  return grammarOf(refs.get(start)!);
 }
 
 /** A sequence's items with nested sequences spliced in and adjacent strings joined. */

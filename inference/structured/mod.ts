@@ -18,6 +18,7 @@ export {
   type ToolSpec,
 } from "./grammar.ts";
 export { GbnfError, gbnfGrammar } from "./gbnf.ts";
+export { LarkError, larkGrammar } from "./lark.ts";
 export { compileJsonSchema, compileSchemaNode, jsonObjectGrammar } from "./json_schema.ts";
 export { SchemaError } from "./json_schema_context.ts";
 export { RegexError } from "./regex_nfa.ts";
