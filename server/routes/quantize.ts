@@ -76,10 +76,12 @@ export function quantizeHandlers(
       const id = c.req.param("id") ?? "";
       await find(id);
       return streamSSE(c, async (stream) => {
-        const pending: JobJson[] = [];
+        // Each snapshot is the job's whole state, so a client slower than the job gets the newest one and
+        // skips those it missed: nothing queues up behind a stalled reader, and the last one sent is the end.
+        let newest: JobJson | null = null;
         let wake: (() => void) | null = null;
         const unsubscribe = jobs.subscribe(id, (job) => {
-          pending.push(job);
+          newest = job;
           wake?.();
         });
         stream.onAbort(() => wake?.());
@@ -87,12 +89,11 @@ export function quantizeHandlers(
           let last = await find(id);
           await stream.writeSSE({ event: "job", data: JSON.stringify(last) });
           while (!TERMINAL.has(last.status) && !stream.aborted) {
-            if (pending.length === 0) await new Promise<void>((resolve) => (wake = resolve));
+            if (newest === null) await new Promise<void>((resolve) => (wake = resolve));
             wake = null;
-            while (pending.length > 0 && !stream.aborted) {
-              last = pending.shift()!;
-              await stream.writeSSE({ event: "job", data: JSON.stringify(last) });
-            }
+            if (newest === null || stream.aborted) continue;
+            [last, newest] = [newest, null];
+            await stream.writeSSE({ event: "job", data: JSON.stringify(last) });
           }
         } finally {
           unsubscribe();
