@@ -159,3 +159,14 @@ export function assertMasksAlong(schema: unknown, text: string, words: readonly 
   }
   assert.ok(m.canEnd, text);
 }
+
+/** xorshift32, seeded: the same random texts on every run (`rand(n)` in [0, n)). */
+export function rng(seed: number): (n: number) => number {
+  let x = seed;
+  return (n) => {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    return (x >>> 0) % n;
+  };
+}

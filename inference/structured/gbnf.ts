@@ -16,7 +16,7 @@
  * ({@link compileRules}) here the same way.
  */
 import { grammarOf, type JsonGrammar, type JsonNode, makeNode } from "./grammar.ts";
-import { type GbnfExpr, GbnfParser, type GbnfRule } from "./gbnf_syntax.ts";
+import { type GbnfExpr, GbnfParser, type GbnfRule, nullable } from "./gbnf_syntax.ts";
 import { isRegular, partBudget, partDfa, regularRules } from "./gbnf_regular.ts";
 import { RegexDfa } from "./regex.ts";
 
@@ -49,18 +49,19 @@ export function parseGbnf(source: string): Map<string, GbnfRule> {
  * @param fail reports a problem at an offset of the grammar's text
  */
 export function checkRules(rules: Map<string, GbnfRule>, fail: (detail: string, at: number) => never): void {
+  const empty = (name: string) => rules.get(name)!.empty;
   // Which rules can match empty text: the least fixpoint.
   for (let changed = true; changed;) {
     changed = false;
     for (const r of rules.values()) {
-      if (!r.empty && nullable(r.body, rules)) changed = r.empty = true;
+      if (!r.empty && nullable(r.body, empty)) changed = r.empty = true;
     }
   }
   const checkRepeats = (e: GbnfExpr): void => {
     if (e.t === "seq") e.items.forEach(checkRepeats);
     else if (e.t === "alt") e.options.forEach(checkRepeats);
     else if (e.t === "rep") {
-      if (nullable(e.item, rules) && !(e.min <= 1 && e.max === 1)) {
+      if (nullable(e.item, empty) && !(e.min <= 1 && e.max === 1)) {
         fail("the repeated item can match empty text (repeat a non-empty item instead)", e.at);
       }
       checkRepeats(e.item);
@@ -104,7 +105,7 @@ export function checkRules(rules: Map<string, GbnfRule>, fail: (detail: string, 
         let d = 0;
         for (const item of e.items) {
           d = Math.max(d, 1 + left(item, level + 1, at));
-          if (!nullable(item, rules)) break;
+          if (!nullable(item, empty)) break;
         }
         return d;
       }
@@ -115,24 +116,6 @@ export function checkRules(rules: Map<string, GbnfRule>, fail: (detail: string, 
     }
   };
   for (const r of rules.values()) ruleDepth(r.name, r.at, 0);
-}
-
-/** Whether an expression can match empty text, given which rules can. */
-function nullable(e: GbnfExpr, rules: Map<string, GbnfRule>): boolean {
-  switch (e.t) {
-    case "text":
-      return e.text === "";
-    case "chars":
-      return false;
-    case "ref":
-      return rules.get(e.name)!.empty;
-    case "seq":
-      return e.items.every((i) => nullable(i, rules));
-    case "alt":
-      return e.options.some((o) => nullable(o, rules));
-    case "rep":
-      return e.min === 0 || nullable(e.item, rules);
-  }
 }
 
 /** How {@link gbnfGrammar} compiles. */
@@ -170,6 +153,7 @@ export function compileRules(
   { regularAsDfa = true }: GbnfOptions = {},
 ): JsonGrammar {
   const regular = regularAsDfa ? regularRules(rules) : new Set<string>();
+  const empty = (name: string) => rules.get(name)!.empty;
   const budget = partBudget();
   const refs = new Map<string, JsonNode & { kind: "ref" }>();
   // The rules compiled: those the output reaches through a ref node (not those only inlined in a DFA).
@@ -238,7 +222,7 @@ export function compileRules(
         if (e.max === 0) return EMPTY;
         const item = compile(e.item);
         // x{1} is x; so is x? of an x that can be empty.
-        if (e.max === 1 && (e.min === 1 || nullable(e.item, rules))) return item;
+        if (e.max === 1 && (e.min === 1 || nullable(e.item, empty))) return item;
         return makeNode({ kind: "list", item, more: item, min: e.min, max: e.max });
       }
     }

@@ -9,7 +9,7 @@ import { type GbnfExpr, gbnfGrammar, type GbnfRule, parseGbnf } from "./gbnf.ts"
 import { canEnd, initialStates, MAX_STACKS, stepStates } from "./json_automaton.ts";
 import type { JsonGrammar } from "./grammar.ts";
 import { GrammarMatcher, TokenVocab } from "./token_mask.ts";
-import { verdict } from "../../tests/_walk.ts";
+import { rng, verdict } from "../../tests/_walk.ts";
 
 const enc = new TextEncoder();
 
@@ -55,17 +55,6 @@ function referenceMatcher(rules: Map<string, GbnfRule>): (text: string) => boole
       }
     };
     return ends(rules.get("root")!.body, 0).has(cps.length);
-  };
-}
-
-/** xorshift32: the same texts on every run. */
-function rng(seed: number): (n: number) => number {
-  let x = seed;
-  return (n) => {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    return (x >>> 0) % n;
   };
 }
 

@@ -308,3 +308,21 @@ function complement(ranges: [number, number][]): [number, number][] {
   if (next <= MAX_CODE_POINT) out.push([next, MAX_CODE_POINT]);
   return out;
 }
+
+/** Whether an expression can match empty text, given which references can. */
+export function nullable(e: GbnfExpr, ref: (name: string) => boolean): boolean {
+  switch (e.t) {
+    case "text":
+      return e.text === "";
+    case "chars":
+      return false;
+    case "ref":
+      return ref(e.name);
+    case "seq":
+      return e.items.every((i) => nullable(i, ref));
+    case "alt":
+      return e.options.some((o) => nullable(o, ref));
+    case "rep":
+      return e.min === 0 || nullable(e.item, ref);
+  }
+}

@@ -3,7 +3,7 @@
  * (lark.ts), each keeping the texts: direct left recursion as a loop, repetitions of what can match empty text
  * as repetitions of its non-empty texts, and what `%ignore` skips after each terminal.
  */
-import type { GbnfExpr } from "./gbnf_syntax.ts";
+import { type GbnfExpr, nullable } from "./gbnf_syntax.ts";
 import { seqOf } from "./lark_literals.ts";
 
 /** The references in an expression. */
@@ -19,24 +19,6 @@ export function refsIn(e: GbnfExpr): (GbnfExpr & { t: "ref" })[] {
       return refsIn(e.item);
     default:
       return [];
-  }
-}
-
-/** Whether an expression can match empty text, given which references can. */
-export function nullable(e: GbnfExpr, ref: (name: string) => boolean): boolean {
-  switch (e.t) {
-    case "text":
-      return e.text === "";
-    case "chars":
-      return false;
-    case "ref":
-      return ref(e.name);
-    case "seq":
-      return e.items.every((i) => nullable(i, ref));
-    case "alt":
-      return e.options.some((o) => nullable(o, ref));
-    case "rep":
-      return e.min === 0 || nullable(e.item, ref);
   }
 }
 

@@ -7,20 +7,9 @@ import assert from "node:assert/strict";
 import { GbnfError, gbnfGrammar, MAX_ITEMS } from "./gbnf.ts";
 import { LarkError, larkGrammar, parseLark } from "./lark.ts";
 import type { JsonGrammar } from "./grammar.ts";
-import { randomWalks, verdict } from "../../tests/_walk.ts";
+import { randomWalks, rng, verdict } from "../../tests/_walk.ts";
 
 const enc = new TextEncoder();
-
-/** xorshift32: the same texts on every run. */
-function rng(seed: number): (n: number) => number {
-  let x = seed;
-  return (n) => {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    return (x >>> 0) % n;
-  };
-}
 
 /** Whether the automaton takes the whole text (complete, or where more may follow). */
 function takes(g: JsonGrammar, text: string): boolean {
