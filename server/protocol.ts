@@ -155,6 +155,8 @@ const MAX_PROMPTS = 256;
 const MAX_TOP_LOGPROBS = 20;
 const MAX_LOGIT_BIAS = 300;
 const MAX_STOP_TOKEN_IDS = 32;
+/** Most ids in allowed_token_ids (a vocabulary's worth: the mask is built once per request). */
+const MAX_ALLOWED_TOKEN_IDS = 262_144;
 /** Template variables the server sets (chat_template.ts); chat_template_kwargs may not replace them. */
 const RESERVED_TEMPLATE_VARS = ["messages", "tools", "add_generation_prompt", "bos_token", "eos_token"];
 /** Characters of a cache_salt (vLLM takes any non-empty string; a 256-bit base64 secret is 43). */
@@ -350,7 +352,11 @@ function parseCommon(
   };
 }
 
-/** Penalties, logit_bias, priority, min_tokens, ignore_eos, stop_token_ids and cache_salt; only what the request sets. */
+/**
+ * Penalties, logit_bias, priority, min_tokens, ignore_eos, stop_token_ids, cache_salt and vLLM's
+ * skip_special_tokens, include_stop_str_in_output, truncate_prompt_tokens, allowed_token_ids; only what the
+ * request sets. bad_words is refused rather than ignored.
+ */
 function parseExtensions(b: Body): Partial<GenerateRequest> {
   const out: Partial<GenerateRequest> = {};
   const presence = numberIn(b, "presence_penalty", -2, 2, false) ?? 0;
@@ -386,6 +392,33 @@ function parseExtensions(b: Body): Partial<GenerateRequest> {
       ids.every((id) => Number.isSafeInteger(id) && id >= 0);
     if (!ok) throw badValue("stop_token_ids", ids, `at most ${MAX_STOP_TOKEN_IDS} token ids`);
     if ((ids as number[]).length > 0) out.stopTokenIds = ids as number[];
+  }
+  if (given(b.skip_special_tokens) && !requireBool(b, "skip_special_tokens")) out.skipSpecialTokens = false;
+  if (given(b.include_stop_str_in_output) && requireBool(b, "include_stop_str_in_output")) {
+    out.includeStopStr = true;
+  }
+  if (given(b.truncate_prompt_tokens)) {
+    const k = b.truncate_prompt_tokens;
+    if (!(k === -1 || (Number.isSafeInteger(k) && (k as number) >= 1))) {
+      throw badValue("truncate_prompt_tokens", k, "a positive integer, or -1 for the max model length");
+    }
+    out.truncatePromptTokens = k as number;
+  }
+  if (given(b.allowed_token_ids)) {
+    const ids = b.allowed_token_ids;
+    const ok = Array.isArray(ids) && ids.length > 0 && ids.length <= MAX_ALLOWED_TOKEN_IDS &&
+      ids.every((id) => Number.isSafeInteger(id) && id >= 0);
+    if (!ok) throw badValue("allowed_token_ids", ids, `1 to ${MAX_ALLOWED_TOKEN_IDS} token ids`);
+    out.allowedTokenIds = ids as number[];
+  }
+  if (given(b.bad_words) && !(Array.isArray(b.bad_words) && b.bad_words.length === 0)) {
+    throw unsupported("bad_words", "bad_words is not supported; logit_bias can ban single tokens");
+  }
+  if (given(b.prompt_logprobs) && b.prompt_logprobs !== 0) {
+    throw unsupported(
+      "prompt_logprobs",
+      "prompt_logprobs is not supported; /v1/completions with echo and logprobs returns the prompt's",
+    );
   }
   if (given(b.cache_salt)) {
     const salt = b.cache_salt;

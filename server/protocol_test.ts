@@ -151,6 +151,16 @@ Deno.test("parseChatRequest() rejects out-of-range and unsupported options", () 
     [{ min_tokens: -1 }, "min_tokens"],
     [{ ignore_eos: 1 }, "ignore_eos"],
     [{ stop_token_ids: [-1] }, "stop_token_ids"],
+    [{ skip_special_tokens: "no" }, "skip_special_tokens"],
+    [{ include_stop_str_in_output: 1 }, "include_stop_str_in_output"],
+    [{ truncate_prompt_tokens: 0 }, "truncate_prompt_tokens"],
+    [{ truncate_prompt_tokens: -2 }, "truncate_prompt_tokens"],
+    [{ truncate_prompt_tokens: 2.5 }, "truncate_prompt_tokens"],
+    [{ allowed_token_ids: [] }, "allowed_token_ids"],
+    [{ allowed_token_ids: [3, -1] }, "allowed_token_ids"],
+    [{ allowed_token_ids: "3" }, "allowed_token_ids"],
+    [{ bad_words: ["darn"] }, "bad_words"],
+    [{ prompt_logprobs: 2 }, "prompt_logprobs"],
     [{ cache_salt: "" }, "cache_salt"],
     [{ cache_salt: 7 }, "cache_salt"],
     [{ cache_salt: "x".repeat(1025) }, "cache_salt"],
@@ -310,6 +320,12 @@ Deno.test("parse*Request() reads n, logprobs, penalties, logit_bias and vLLM's e
     stop_token_ids: [2, 3],
     cache_salt: "tenant-secret",
     max_tokens: 8,
+    skip_special_tokens: false,
+    include_stop_str_in_output: true,
+    truncate_prompt_tokens: 100,
+    allowed_token_ids: [5, 9],
+    bad_words: [],
+    prompt_logprobs: 0,
   }).request;
   assert.equal(chat.n, 3);
   assert.equal(chat.logprobs, 5);
@@ -319,6 +335,16 @@ Deno.test("parse*Request() reads n, logprobs, penalties, logit_bias and vLLM's e
   assert.equal(chat.ignoreEos, true);
   assert.deepEqual(chat.stopTokenIds, [2, 3]);
   assert.equal(chat.cacheSalt, "tenant-secret");
+  assert.deepEqual(
+    [chat.skipSpecialTokens, chat.includeStopStr, chat.truncatePromptTokens, chat.allowedTokenIds],
+    [false, true, 100, [5, 9]],
+  );
+  const vllmDefaults = { skip_special_tokens: true, include_stop_str_in_output: false };
+  const asVllm = parseCompletionRequest({ prompt: "a", ...vllmDefaults, truncate_prompt_tokens: -1 }).request;
+  assert.deepEqual(
+    [asVllm.skipSpecialTokens, asVllm.includeStopStr, asVllm.truncatePromptTokens],
+    [undefined, undefined, -1],
+  );
   const vars = parseChatRequest({ messages: USER, chat_template_kwargs: { enable_thinking: false } }).request;
   assert.deepEqual(vars.input, { kind: "chat", messages: USER, templateVars: { enable_thinking: false } });
   assert.equal(chat.maxTokensStrict, true);

@@ -78,6 +78,10 @@ export interface ChoiceSpec {
   grammar?: GrammarMatcher | null;
   /** special tokens whose text the choice's text keeps (GenerateRequest.keepSpecialTokens) */
   keepSpecialTokens?: readonly string[];
+  /** false: the text keeps every special token (GenerateRequest.skipSpecialTokens); default true */
+  skipSpecialTokens?: boolean;
+  /** the stop string that ends the choice stays in its text (GenerateRequest.includeStopStr) */
+  includeStopStr?: boolean;
   /** called once when the choice has sent its end event */
   onEnd: (completionTokens: number) => void;
 }
@@ -88,8 +92,9 @@ export function createChoice(spec: ChoiceSpec): SeqSink {
   const decoder = createStreamDecoder(tokenizer, {
     context: spec.prompt,
     keepSpecialTokens: spec.keepSpecialTokens ?? [],
+    skipSpecialTokens: spec.skipSpecialTokens ?? true,
   });
-  const stops = createStopMatcher(spec.stop);
+  const stops = createStopMatcher(spec.stop, spec.includeStopStr ?? false);
   let completion = 0;
   let cached = 0;
   let ended = false;

@@ -273,8 +273,11 @@ export function createEngine(
     const s = served;
     if (!s || status().state !== "ready") throw new Error(`Cannot generate: engine is ${status().state}`);
     const m = s.model;
-    const ids = promptIds(m, request.input);
-    const limit = checkLengths(request, ids.length, s.runner.cache.shape.maxModelLen);
+    const maxModelLen = s.runner.cache.shape.maxModelLen;
+    const full = promptIds(m, request.input);
+    const keep = request.truncatePromptTokens === -1 ? maxModelLen : request.truncatePromptTokens;
+    const ids = keep !== undefined && full.length > keep ? full.slice(full.length - keep) : full;
+    const limit = checkLengths(request, ids.length, maxModelLen);
     const n = request.n ?? 1;
     const priority = request.priority ?? 0;
     if (priority !== 0 && opts.schedulingPolicy !== "priority") {
@@ -304,6 +307,13 @@ export function createEngine(
     const eos = request.ignoreEos ? [] : m.config.eosTokenIds;
     const stopIds = new Set([...eos, ...(request.stopTokenIds ?? [])]);
     const base = slotSettings(m, request, [...m.config.eosTokenIds, ...(request.stopTokenIds ?? [])]);
+    if (request.allowedTokenIds && request.grammar) {
+      throw new EngineInputError(
+        "Cannot combine allowed_token_ids with structured output: the grammar chooses the ids",
+        "allowed_token_ids",
+      );
+    }
+    const allowed = request.allowedTokenIds ? allowedMask(m.config.vocabSize, request.allowedTokenIds) : null;
     const seed = request.sampling.seed ?? Math.floor(Math.random() * 2 ** 32);
     if (request.sampling.seed === null && request.sampling.temperature > 0) {
       log(`[engine] sampling seed ${seed}`);
@@ -322,10 +332,14 @@ export function createEngine(
       // matcher follows the same ids to walk the vocabulary off the engine loop.
       ...(grammar
         ? { constraint: (s.masks ??= MaskThread.start(grammar.vocab)).open(grammar.grammar, stopIds) }
+        : allowed
+        ? { mask: allowed }
         : {}),
       sink: createChoice({
         grammar,
         keepSpecialTokens: request.keepSpecialTokens ?? [],
+        skipSpecialTokens: request.skipSpecialTokens ?? true,
+        includeStopStr: request.includeStopStr ?? false,
         index,
         tokenizer: m.tokenizer,
         prompt: ids,
@@ -349,7 +363,7 @@ export function createEngine(
     try {
       if (signal?.aborted) return;
       yield { type: "start", promptTokens: ids.length };
-      if (request.echo) yield* echoPrompt(s, request, ids, n);
+      if (request.echo) yield* echoPrompt(s, request, ids, n, ids !== full);
       yield* channel;
     } finally {
       inFlight--;
@@ -364,9 +378,11 @@ export function createEngine(
     request: GenerateRequest,
     ids: number[],
     n: number,
+    truncated: boolean,
   ): AsyncGenerator<TokenEvent> {
     const { tokenizer } = s.model;
-    const text = request.input.kind === "text" ? request.input.prompt : tokenizer.decode(ids);
+    // A truncated prompt (truncate_prompt_tokens) echoes the ids the model read.
+    const text = request.input.kind === "text" && !truncated ? request.input.prompt : tokenizer.decode(ids);
     let logprobs: TokenLogprob[] | undefined;
     if (request.logprobs !== undefined && request.logprobs !== null) {
       const top = request.logprobs;
@@ -522,8 +538,23 @@ function slotSettings(m: LoadedModel, r: GenerateRequest, banIds: number[]): Slo
     ban: (r.minTokens ?? 0) > 0 ? ban : [],
     logprobs: r.logprobs !== undefined && r.logprobs !== null,
     nTop: r.logprobs ?? 0,
-    masked: r.grammar !== undefined,
+    masked: r.grammar !== undefined || r.allowedTokenIds !== undefined,
   };
+}
+
+/** The mask (logits_process.ts's row) of `ids`; an id past the vocabulary is a 400 naming allowed_token_ids. */
+function allowedMask(vocab: number, ids: readonly number[]): Uint32Array {
+  const words = new Uint32Array(Math.ceil(vocab / 32));
+  ids.forEach((id, i) => {
+    if (!(Number.isSafeInteger(id) && id >= 0 && id < vocab)) {
+      throw new EngineInputError(
+        `Cannot allow token ${id}: the vocabulary has ${vocab} ids`,
+        `allowed_token_ids[${i}]`,
+      );
+    }
+    words[id >>> 5] |= 1 << (id & 31);
+  });
+  return words;
 }
 
 /** A model's vocabulary as byte strings over its logit rows (ids past the tokenizer's are never allowed). */

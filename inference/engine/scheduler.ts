@@ -435,6 +435,7 @@ export class Scheduler {
     });
     entry.running.push(seq);
     if (seq.init.constraint) this.#askMask(entry, seq);
+    else if (seq.init.mask) entry.runner.setMask(seq.slot, seq.init.mask);
   }
 
   /** Gives every decoding sequence the block its next position needs, preempting when the cache is full. */

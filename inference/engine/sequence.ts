@@ -39,6 +39,8 @@ export interface SeqInit {
   cacheSalt?: string;
   /** the grammar its output follows (its sink advances it), or absent */
   constraint?: SeqConstraint;
+  /** a mask for every id it samples (allowed_token_ids), written at admission; not with a constraint */
+  mask?: Uint32Array;
   /** admitted before sequences of a larger value, preempted after them (GenerateRequest.priority); 0 */
   priority?: number;
 }

@@ -1,7 +1,7 @@
 /**
  * Stop-string handling for streamed text: emits text as soon as it cannot be the start of a stop
  * string, and cuts the output before the first stop string (OpenAI semantics: the stop string
- * itself is not returned).
+ * itself is not returned, unless vLLM's include_stop_str_in_output asks for it).
  */
 
 export interface StopMatcher {
@@ -13,9 +13,11 @@ export interface StopMatcher {
 
 /**
  * @param stops stop strings (empty strings are ignored)
+ * @param includeStop keep the stop string that matched at the end of the text (vLLM's
+ *   include_stop_str_in_output; the earliest match, the first listed among those starting there)
  * @returns a matcher holding back at most (longest stop − 1) characters
  */
-export function createStopMatcher(stops: readonly string[]): StopMatcher {
+export function createStopMatcher(stops: readonly string[], includeStop = false): StopMatcher {
   const active = stops.filter((s) => s.length > 0);
   const hold = active.reduce((m, s) => Math.max(m, s.length - 1), 0);
   let pending = "";
@@ -25,13 +27,14 @@ export function createStopMatcher(stops: readonly string[]): StopMatcher {
       if (stopped) return { emit: "", stopped };
       pending += text;
       let cut = -1;
+      let end = -1;
       for (const stop of active) {
         const at = pending.indexOf(stop);
-        if (at >= 0 && (cut < 0 || at < cut)) cut = at;
+        if (at >= 0 && (cut < 0 || at < cut)) [cut, end] = [at, at + stop.length];
       }
       if (cut >= 0) {
         stopped = true;
-        const emit = pending.slice(0, cut);
+        const emit = pending.slice(0, includeStop ? end : cut);
         pending = "";
         return { emit, stopped };
       }

@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
 import { createStopMatcher } from "./stop_text.ts";
 
-function runAll(stops: string[], pieces: string[]): { text: string; stopped: boolean } {
-  const m = createStopMatcher(stops);
+function runAll(stops: string[], pieces: string[], includeStop = false): { text: string; stopped: boolean } {
+  const m = createStopMatcher(stops, includeStop);
   let text = "";
   for (const p of pieces) {
     const r = m.push(p);
@@ -36,4 +36,16 @@ Deno.test("createStopMatcher() picks the earliest of several stops", () => {
 
 Deno.test("createStopMatcher() flushes a held tail at the end", () => {
   assert.deepEqual(runAll(["STOP"], ["the ST"]), { text: "the ST", stopped: false });
+});
+
+Deno.test("createStopMatcher() with includeStop keeps the stop that matched, split across pieces or not", () => {
+  const all = (stops: string[], pieces: string[]) => runAll(stops, pieces, true);
+  assert.deepEqual(all(["\n\nUser:"], ["Hi there.", "\n", "\nUs", "er: next"]), {
+    text: "Hi there.\n\nUser:",
+    stopped: true,
+  });
+  // The earliest match; among stops starting there, the first listed.
+  assert.deepEqual(all(["b", "a"], ["xxab"]), { text: "xxa", stopped: true });
+  assert.deepEqual(all(["ab", "abc"], ["xxabcd"]), { text: "xxab", stopped: true });
+  assert.deepEqual(all(["STOP"], ["the ST"]), { text: "the ST", stopped: false });
 });

@@ -96,6 +96,14 @@ export interface GenerateRequest {
    * server asks for the marks its tool-call parser reads (Mistral's `[TOOL_CALLS]`, `[ARGS]`, `[CALL_ID]`).
    */
   keepSpecialTokens?: readonly string[];
+  /** false: every special token's text stays in the choices' text (vLLM's skip_special_tokens); default true */
+  skipSpecialTokens?: boolean;
+  /** the stop string that ends a choice stays at the end of its text (vLLM's include_stop_str_in_output) */
+  includeStopStr?: boolean;
+  /** only the last this many prompt ids are used (vLLM's truncate_prompt_tokens; left truncation) */
+  truncatePromptTokens?: number;
+  /** sampling picks only among these ids, EOS included only if listed (vLLM's allowed_token_ids) */
+  allowedTokenIds?: readonly number[];
 }
 
 /** One generated (or, with `echo`, prompt) token's logprob, as the engine reports it with `GenerateRequest.logprobs`. */

@@ -1,0 +1,105 @@
+/**
+ * vLLM's request extensions that change what a choice says (stories260K): skip_special_tokens = false keeps
+ * every special token's text, include_stop_str_in_output keeps the stop string, truncate_prompt_tokens reads
+ * only the prompt's last ids (as if they were the whole prompt), allowed_token_ids confines sampling (EOS
+ * too), and the requests the engine cannot serve are EngineInputErrors naming the field.
+ */
+import assert from "node:assert/strict";
+import { collect, engineFor, greedy } from "../../tests/_engine.ts";
+import { sharedPath, testGpu } from "../../tests/_gpu.ts";
+import { compileJsonSchema, EngineInputError } from "./mod.ts";
+
+const PROMPT = "Once upon a time there was a little girl named Lily.";
+
+Deno.test("skip_special_tokens, include_stop_str_in_output, truncate_prompt_tokens and allowed_token_ids", async (t) => {
+  const dir = sharedPath("models/stories260K");
+  const gpu = await testGpu();
+  if (!gpu || !dir) return;
+  const { engine, model } = await engineFor(gpu, dir, {});
+  const tok = model.tokenizer;
+  const [plain] = await collect(engine, greedy(PROMPT, 24));
+
+  await t.step("skip_special_tokens = false keeps every special token's text", async () => {
+    const bos = tok.tokenToId("<s>")!;
+    const forced = { logitBias: [[bos, 100]] as [number, number][] };
+    const [skipped] = await collect(engine, greedy(PROMPT, 3, forced));
+    assert.deepEqual([skipped.ids, skipped.text], [[bos, bos, bos], ""]);
+    const [kept] = await collect(engine, greedy(PROMPT, 3, { ...forced, skipSpecialTokens: false }));
+    assert.equal(kept.text, "<s><s><s>");
+  });
+
+  await t.step("include_stop_str_in_output keeps the stop string that ended the choice", async () => {
+    // A stop string from the middle of the greedy text: the choice ends there either way.
+    const stop = plain.text.slice(10, 14);
+    const at = plain.text.indexOf(stop);
+    assert.ok(stop.length === 4 && at >= 0, JSON.stringify(plain.text));
+    const [cut] = await collect(engine, greedy(PROMPT, 24, { stop: [stop, "never in it"] }));
+    assert.deepEqual([cut.text, cut.finish], [plain.text.slice(0, at), "stop"]);
+    const [kept] = await collect(
+      engine,
+      greedy(PROMPT, 24, { stop: ["never in it", stop], includeStopStr: true }),
+    );
+    assert.deepEqual([kept.text, kept.finish], [plain.text.slice(0, at + stop.length), "stop"]);
+  });
+
+  await t.step("truncate_prompt_tokens reads the last ids as the whole prompt", async () => {
+    const ids = tok.encode(PROMPT, { addSpecialTokens: true });
+    const k = 6;
+    const last = { input: { kind: "tokens" as const, ids: ids.slice(-k) } };
+    const [want] = await collect(engine, { ...greedy(PROMPT, 12), ...last });
+    const events = [];
+    for await (const ev of engine.generate({ ...greedy(PROMPT, 12), truncatePromptTokens: k })) {
+      events.push(ev);
+    }
+    const start = events.find((e) => e.type === "start");
+    assert.equal(start?.type === "start" && start.promptTokens, k);
+    const [got] = await collect(engine, { ...greedy(PROMPT, 12), truncatePromptTokens: k });
+    assert.deepEqual(got.ids, want.ids);
+    // Longer than the prompt, or -1 (the max model length): the whole prompt.
+    for (const keep of [ids.length + 5, -1]) {
+      const [whole] = await collect(engine, { ...greedy(PROMPT, 24), truncatePromptTokens: keep });
+      assert.deepEqual(whole.ids, plain.ids);
+    }
+    // echo gives back what the model read.
+    const [echoed] = await collect(engine, { ...greedy(PROMPT, 1), echo: true, truncatePromptTokens: k });
+    assert.ok(echoed.text.startsWith(tok.decode(ids.slice(-k))), echoed.text);
+  });
+
+  await t.step("allowed_token_ids: every sampled id among them; EOS only if listed", async () => {
+    const allowed = [tok.tokenToId("▁the")!, tok.tokenToId("▁a")!, 300, 301].filter((id) => id !== undefined);
+    const [choice0, choice1] = await collect(engine, {
+      ...greedy(PROMPT, 20),
+      n: 2,
+      sampling: { temperature: 1.5, topP: 1, topK: 0, minP: 0, seed: 5 },
+      allowedTokenIds: allowed,
+    });
+    for (const c of [choice0, choice1]) {
+      assert.equal(c.ids.length, 20);
+      assert.ok(c.ids.every((id) => allowed.includes(id)), `${c.ids}`);
+      assert.equal(c.finish, "length");
+    }
+    // Greedy among them: at every step the pick has the highest logprob of the allowed ids there (the
+    // logprobs are the model's, over the whole vocabulary; top 2 cover a two-id set).
+    const pair = allowed.slice(0, 2);
+    const [g] = await collect(engine, { ...greedy(PROMPT, 8), allowedTokenIds: pair, logprobs: 20 });
+    for (const lp of g.logprobs) {
+      const other = pair.find((id) => id !== lp.id)!;
+      const rival = lp.top.find((e) => e.id === other);
+      assert.ok(pair.includes(lp.id));
+      if (rival) assert.ok(lp.logprob! >= rival.logprob, `${lp.id} over ${other}`);
+    }
+  });
+
+  await t.step("the engine refuses what it cannot serve, naming the field", async () => {
+    await assert.rejects(
+      collect(engine, { ...greedy(PROMPT, 4), allowedTokenIds: [1, model.config.vocabSize] }),
+      (e: unknown) => e instanceof EngineInputError && e.param === "allowed_token_ids[1]",
+    );
+    const grammar = compileJsonSchema({ type: "boolean" }, "schema");
+    await assert.rejects(
+      collect(engine, { ...greedy(PROMPT, 4), allowedTokenIds: [1], grammar }),
+      (e: unknown) => e instanceof EngineInputError && e.param === "allowed_token_ids",
+    );
+  });
+  gpu.device.destroy();
+});
