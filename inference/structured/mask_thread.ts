@@ -173,16 +173,19 @@ export class MaskHandle {
 export function serveMasks(port: MaskPort): void {
   let vocab: TokenVocab | null = null;
   const grammars = new GrammarCache();
-  const matchers = new Map<number, { matcher: GrammarMatcher; endIds: number[] }>();
+  // A handle whose grammar could not be rebuilt keeps its error: its requests fail, the thread goes on.
+  const matchers = new Map<number, { matcher: GrammarMatcher; endIds: number[] } | Error>();
   port.addEventListener("message", (event) => {
     const m = event.data as ToMasks;
     if (m.t === "vocab") {
       vocab = new TokenVocab(unflatten(m.bytes, m.lengths), m.size);
     } else if (m.t === "open") {
-      matchers.set(m.handle, {
-        matcher: new GrammarMatcher(grammars.unpack(m.grammar), vocab!),
-        endIds: m.endIds,
-      });
+      try {
+        const matcher = new GrammarMatcher(grammars.unpack(m.grammar), vocab!);
+        matchers.set(m.handle, { matcher, endIds: m.endIds });
+      } catch (err) {
+        matchers.set(m.handle, new Error(`Cannot rebuild the grammar: ${(err as Error).message}`));
+      }
     } else if (m.t === "close") {
       matchers.delete(m.handle);
     } else {
@@ -190,6 +193,7 @@ export function serveMasks(port: MaskPort): void {
       try {
         const open = matchers.get(m.handle);
         if (!open) throw new Error(`Cannot compute a mask: handle ${m.handle} is not open`);
+        if (open instanceof Error) throw open;
         const bad = m.ids.find((id) => !open.matcher.accept(id));
         if (bad !== undefined) throw new Error(`Cannot compute a mask: the grammar does not allow id ${bad}`);
         answer = { req: m.req, mask: open.matcher.mask(open.endIds) };

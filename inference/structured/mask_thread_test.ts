@@ -134,3 +134,17 @@ Deno.test("mask thread in a Worker: the same masks; close() ends it", async () =
     thread.close();
   }
 });
+
+Deno.test("mask thread in a Worker: a grammar it cannot rebuild fails that handle's masks alone", async () => {
+  const v = vocab();
+  const thread = MaskThread.start(v);
+  try {
+    const broken = null as unknown as Parameters<MaskThread["open"]>[0];
+    await assert.rejects(thread.open(broken, [EOS]).mask([]), /Cannot rebuild the grammar/);
+    const grammar = compileJsonSchema(SCHEMA, "schema");
+    const got = await thread.open(grammar, [EOS]).mask([]);
+    assert.deepEqual([...got], [...new GrammarMatcher(grammar, v).mask([EOS])]);
+  } finally {
+    thread.close();
+  }
+});
