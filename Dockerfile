@@ -45,8 +45,9 @@ COPY --chown=deno:deno quant/ quant/
 COPY --chown=deno:deno kernels/ kernels/
 COPY --chown=deno:deno cli/ cli/
 COPY --chown=deno:deno bench/ bench/
-# Cache the npm dependencies at build time, so that the container starts without a registry.
-RUN deno install --entrypoint main.ts engine_worker.ts
+# Cache the npm dependencies and every module at build time (the Workers' entry modules too: they are loaded
+# by URL, outside main.ts's import graph), so that the container starts without a registry.
+RUN deno install --entrypoint main.ts engine_worker.ts inference/structured/mask_worker.ts
 
 VOLUME ["/data/hf", "/data/artifacts"]
 EXPOSE 8000

@@ -47,6 +47,28 @@ function sourceRoots(): Set<string> {
   return new Set([...seen].map((f) => relative(ROOT, f).split("/")[0]));
 }
 
+/** The modules main.ts starts as Workers, directly or from a Worker (`new Worker(new URL("./…", …))`). */
+function workerModules(): string[] {
+  const seen = new Set<string>();
+  const workers = new Set<string>();
+  const todo = [join(ROOT, "main.ts")];
+  const importRe = /(?:from\s*|import\s*\(\s*|import\s+)["'](\.[^"']+)["']/g;
+  const workerRe = /new Worker\(\s*new URL\(\s*["'](\.[^"']+)["']/g;
+  while (todo.length > 0) {
+    const file = todo.pop()!;
+    if (seen.has(file) || !file.endsWith(".ts")) continue;
+    seen.add(file);
+    const code = Deno.readTextFileSync(file).replace(/\/\*[\s\S]*?\*\//g, "").replace(/^\s*\/\/.*$/gm, "");
+    for (const m of code.matchAll(importRe)) todo.push(resolve(dirname(file), m[1]));
+    for (const m of code.matchAll(workerRe)) {
+      const worker = resolve(dirname(file), m[1]);
+      workers.add(relative(ROOT, worker));
+      todo.push(worker);
+    }
+  }
+  return [...workers];
+}
+
 Deno.test("Dockerfile runs the README's start command as a non-root user", () => {
   const steps = instructions(read("Dockerfile"));
   const json = (key: string) => steps.filter(([k]) => k === key).map(([, v]) => JSON.parse(v) as string[]);
@@ -80,10 +102,16 @@ Deno.test("Dockerfile copies every source folder main.ts imports and caches depe
     assert.ok(roots.has(needed), `main.ts no longer imports ${needed}: update this test`);
   }
   for (const root of [...roots, "deno.json", "deno.lock"]) assert.ok(copied.has(root), `COPY ${root}`);
-  // Both entry points: the Worker's npm imports must be cached too, and its module is loaded by URL.
+  // Every entry point: main.ts and each Worker's module (loaded by URL, outside main.ts's import graph), so
+  // their imports are cached too.
   const install = steps.findIndex(([k, v]) =>
-    k === "RUN" && v.includes("deno install --entrypoint main.ts engine_worker.ts")
+    k === "RUN" && v.startsWith("deno install --entrypoint main.ts")
   );
+  assert.ok(install >= 0, "RUN deno install --entrypoint main.ts …");
+  const entries = steps[install][1].split(/\s+/).slice(3);
+  for (const worker of workerModules()) {
+    assert.ok(entries.includes(worker), `deno install --entrypoint … ${worker}`);
+  }
   const lastCopy = steps.findLastIndex(([k]) => k === "COPY");
   assert.ok(install > lastCopy, "deno install runs after the sources are copied");
 });
