@@ -18,7 +18,7 @@ import { BatchRunner } from "./batch_runner.ts";
 import { createChoice, EventChannel, readLogprob } from "./choice.ts";
 import { maxScoredPrompt, scorePrompt } from "./prompt_logprobs.ts";
 import { KvCache, kvKey, type KvSizing, sizeKvCache } from "./kv_cache.ts";
-import { type ModelEntry, Scheduler, type Seq } from "./scheduler.ts";
+import { type ModelEntry, Scheduler, type Seq, type SeqInit } from "./scheduler.ts";
 import {
   type Engine,
   EngineBusyError,
@@ -353,7 +353,13 @@ export function createEngine(
         },
       }),
     }));
-    const seqs: Seq[] = scheduler.add(s.entry, inits);
+    let seqs: Seq[];
+    try {
+      seqs = scheduler.add(s.entry, inits);
+    } catch (err) {
+      inits.forEach((init: SeqInit) => init.constraint?.release?.()); // the mask thread forgets them
+      throw err;
+    }
     inFlight++;
     const cancel = () => {
       seqs.forEach((seq) => scheduler.cancel(seq));
