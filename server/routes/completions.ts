@@ -281,13 +281,18 @@ function linkSignals(a: AbortSignal, b: AbortSignal): { signal: AbortSignal; rel
   };
 }
 
-/** --max-prompt-tokens: counts the prompt as the engine will (chat template included). */
+/**
+ * --max-prompt-tokens: counts the prompt as the engine will (chat template included, truncate_prompt_tokens
+ * applied).
+ */
 async function checkPromptTokens(engine: Engine, request: GenerateRequest, max: number): Promise<void> {
   if (!engine.tokenize) throw new Error("Cannot enforce --max-prompt-tokens: the engine has no tokenize()");
   const { ids } = await engine.tokenize(request.input);
-  if (ids.length > max) {
+  const keep = request.truncatePromptTokens ?? -1;
+  const count = keep > 0 ? Math.min(ids.length, keep) : ids.length;
+  if (count > max) {
     throw invalidRequest(
-      `Prompt has ${ids.length} tokens but this server accepts at most ${max} (--max-prompt-tokens)`,
+      `Prompt has ${count} tokens but this server accepts at most ${max} (--max-prompt-tokens)`,
       request.input.kind === "chat" ? "messages" : "prompt",
       "context_length_exceeded",
     );

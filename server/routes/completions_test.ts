@@ -42,6 +42,10 @@ Deno.test("--max-prompt-tokens: a longer prompt gets 400 context_length_exceeded
   assert.equal(chatStatus, 400);
   assert.equal(chat.error.param, "messages");
   assert.equal(engine.requests.length, 1, "refused before reaching the engine's queue");
+  // truncate_prompt_tokens: what the engine will read counts
+  const truncated = { prompt: "x".repeat(30), truncate_prompt_tokens: 10 };
+  assert.equal((await post("/v1/completions", truncated))[0], 200);
+  assert.equal((await post("/v1/completions", { ...truncated, truncate_prompt_tokens: 11 }))[0], 400);
 });
 
 Deno.test("max_tokens above the context length is a 400 naming the field; up to it is served", async () => {
