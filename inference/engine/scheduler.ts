@@ -227,14 +227,12 @@ export class Scheduler {
     if (mask instanceof Uint32Array) return write(mask);
     const wait: MaskWait = {
       since: performance.now(),
-      done: mask.then(
-        (words) => {
-          if (seq.maskTicket === ticket && seq.state === "running") write(words);
-        },
-        (err) => {
-          if (seq.maskTicket === ticket) fail(err);
-        },
-      ).finally(() => {
+      // A mask that fails, or cannot be written, fails its sequence; never the loop that awaits `done`.
+      done: mask.then((words) => {
+        if (seq.maskTicket === ticket && seq.state === "running") write(words);
+      }).catch((err) => {
+        if (seq.maskTicket === ticket) fail(err);
+      }).finally(() => {
         if (this.#maskWaits.get(seq) === wait) this.#maskWaits.delete(seq);
         this.#poke();
       }),

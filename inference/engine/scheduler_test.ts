@@ -111,6 +111,9 @@ Deno.test("a constrained sequence waiting for its mask holds up no other stream,
     });
     await assert.rejects(failing, /mask thread gone/);
     assert.equal(releases, 2);
+    // So does one that cannot be written (a row of the wrong length), and the loop goes on.
+    const short = generate(ids(5, 40), 3, undefined, { mask: () => Promise.resolve(new Uint32Array(1)) });
+    await assert.rejects(short, /Cannot set the token mask/);
     assert.equal((await generate(ids(5, 40), 4)).length, 4);
   } finally {
     served.destroy();
