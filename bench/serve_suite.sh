@@ -49,7 +49,8 @@ fi
 # the tree, that tree's main.ts is measured first, on the same folder. HTTP_ARGS replaces the load's flags.
 if [ "$what" = http ]; then
   dir=$(mktemp -d)
-  $R bench/random_folder.ts --shape "${HTTP_SHAPE:-smollm2-360m}" --out "$dir/m" >"$OUT/http_folder.txt" 2>&1
+  $R bench/random_folder.ts --shape "${HTTP_SHAPE:-smollm2-360m}" --out "$dir/m" \
+    --tokenizer "${HTTP_TOKENIZER:-../shared/models/lq-49m}" >"$OUT/http_folder.txt" 2>&1
   health='const r = await fetch("http://127.0.0.1:8177/health").catch(() => null); Deno.exit(r?.ok ? 0 : 1)'
   serve_http() { # <tree> <label>
     (cd "$1" && exec $R main.ts --model "$dir/m" --port 8177 >"$OUT/http_server_$2.txt" 2>&1) &
