@@ -67,7 +67,10 @@ const PIECE_MIN_ROWS = 32;
 /** How long the loop waits for a mask asked just before it plans a chunk (see the header). */
 const MASK_GRACE_MS = 2;
 
-/** A mask asked for and not yet written. */
+/**
+ * A mask asked for and not yet written: while a sequence has one, it samples nothing; one answering an older
+ * request (no longer the sequence's entry in #maskWaits) is dropped.
+ */
 interface MaskWait {
   since: number;
   done: Promise<void>;
@@ -207,33 +210,29 @@ export class Scheduler {
    * constraint has it at hand); the sequence samples nothing meanwhile. A failed mask fails the sequence.
    */
   #askMask(entry: ModelEntry, seq: Seq): void {
-    const ticket = ++seq.maskTicket;
-    const write = (words: Uint32Array) => {
-      entry.runner.setMask(seq.slot, words);
-      seq.maskReady = true;
-    };
     const fail = (err: unknown) => {
       if (seq.state === "done") return;
       this.#finish(seq);
       seq.init.sink.fail(err as Error);
     };
-    seq.maskReady = false;
+    this.#maskWaits.delete(seq); // an older request's answer is stale now
     let mask: Uint32Array | Promise<Uint32Array>;
     try {
       mask = seq.init.constraint!.mask(seq.output);
     } catch (err) {
       return fail(err);
     }
-    if (mask instanceof Uint32Array) return write(mask);
+    if (mask instanceof Uint32Array) return entry.runner.setMask(seq.slot, mask);
+    const current = () => this.#maskWaits.get(seq) === wait;
     const wait: MaskWait = {
       since: performance.now(),
       // A mask that fails, or cannot be written, fails its sequence; never the loop that awaits `done`.
       done: mask.then((words) => {
-        if (seq.maskTicket === ticket && seq.state === "running") write(words);
+        if (current()) entry.runner.setMask(seq.slot, words);
       }).catch((err) => {
-        if (seq.maskTicket === ticket) fail(err);
+        if (current()) fail(err);
       }).finally(() => {
-        if (this.#maskWaits.get(seq) === wait) this.#maskWaits.delete(seq);
+        if (current()) this.#maskWaits.delete(seq);
         this.#poke();
       }),
     };
@@ -325,7 +324,9 @@ export class Scheduler {
     for (const seq of entry.running) {
       if (seq.prefilling || seq.sampled >= seq.budget) continue;
       // A constrained sequence's next mask needs the id it sampled last: one sampling row per readback.
-      if (seq.init.constraint && (!seq.maskReady || seq.inFlight > 0 || chunk.seqs.has(seq))) continue;
+      if (seq.init.constraint && (this.#maskWaits.has(seq) || seq.inFlight > 0 || chunk.seqs.has(seq))) {
+        continue;
+      }
       step.gather.push(step.rows.length);
       step.rows.push({ slot: seq.slot, pos: seq.computed++, token: null });
       samplers.push([seq.slot, seq]);
@@ -349,7 +350,7 @@ export class Scheduler {
       const room = maxRows - step.rows.length;
       if (!seq.prefilling || room <= 0 || (seq.parent && seq.parent.computed < seq.start)) continue;
       // Without its mask, a constrained sequence's prompt stops short of the row that samples.
-      const waits = seq.init.constraint && !seq.maskReady ? 1 : 0;
+      const waits = this.#maskWaits.has(seq) ? 1 : 0;
       const n = Math.min(room, seq.prompt.length - seq.computed - waits);
       if (n <= 0) continue;
       for (let i = 0; i < n; i++) {
@@ -474,6 +475,7 @@ export class Scheduler {
     const e = victim.model;
     e.runner.cache.release(victim.blocks);
     victim.blocks = [];
+    this.#maskWaits.delete(victim); // its slot goes to others; re-admission asks again
     e.running = e.running.filter((s) => s !== victim);
     victim.state = "preempted";
     this.#preempted.push(victim);

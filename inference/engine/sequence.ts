@@ -88,10 +88,6 @@ export class Seq {
 
   /** ids of earlier admissions (already part of `prompt`) */
   sampledBase = 0;
-  /** a constrained sequence's slot holds the mask of its next id (else it samples nothing) */
-  maskReady = false;
-  /** counts its mask requests: an answer to an older one is dropped */
-  maskTicket = 0;
 
   /** Ids this admission may sample. */
   get budget(): number {
