@@ -10,7 +10,7 @@
  * released.
  */
 import type { Gpu } from "../../kernels/core/mod.ts";
-import { type KvType, LOGPROB_RECORD_WORDS, type SlotSettings } from "../../kernels/ops/mod.ts";
+import { type KvType, LOGPROB_RECORD_WORDS, maskWords, type SlotSettings } from "../../kernels/ops/mod.ts";
 import { GrammarMatcher, MaskThread, TokenVocab } from "../structured/mod.ts";
 import type { ChatTemplate, Tokenizer } from "../text/mod.ts";
 import { type GpuWeights, gpuWeightsBuffers, type ModelConfig } from "../model/mod.ts";
@@ -275,8 +275,7 @@ export function createEngine(
     const m = s.model;
     const maxModelLen = s.runner.cache.shape.maxModelLen;
     const full = promptIds(m, request.input);
-    const keep = request.truncatePromptTokens === -1 ? maxModelLen : request.truncatePromptTokens;
-    const ids = keep !== undefined && full.length > keep ? full.slice(full.length - keep) : full;
+    const ids = truncatedPrompt(full, request.truncatePromptTokens, maxModelLen);
     const limit = checkLengths(request, ids.length, maxModelLen);
     const n = request.n ?? 1;
     const priority = request.priority ?? 0;
@@ -548,9 +547,19 @@ function slotSettings(m: LoadedModel, r: GenerateRequest, banIds: number[]): Slo
   };
 }
 
+/**
+ * The prompt ids the model reads: the last `keep` of them (GenerateRequest.truncatePromptTokens; −1: the max
+ * model length), or all. The server counts a prompt against --max-prompt-tokens with it too.
+ * @returns `ids` itself when nothing is cut
+ */
+export function truncatedPrompt(ids: number[], keep: number | undefined, maxModelLen: number): number[] {
+  const n = keep === -1 ? maxModelLen : keep;
+  return n !== undefined && ids.length > n ? ids.slice(ids.length - n) : ids;
+}
+
 /** The mask (logits_process.ts's row) of `ids`; an id past the vocabulary is a 400 naming allowed_token_ids. */
 function allowedMask(vocab: number, ids: readonly number[]): Uint32Array {
-  const words = new Uint32Array(Math.ceil(vocab / 32));
+  const words = new Uint32Array(maskWords(vocab));
   ids.forEach((id, i) => {
     if (!(Number.isSafeInteger(id) && id >= 0 && id < vocab)) {
       throw new EngineInputError(

@@ -11,6 +11,7 @@ export {
   type EngineHandle,
   type LoadedModel,
   type ModelLease,
+  truncatedPrompt,
 } from "./engine.ts";
 export { createSequenceRunner } from "./generate.ts";
 export {

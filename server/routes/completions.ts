@@ -4,7 +4,13 @@
  */
 import type { Context, Handler } from "hono";
 import { type SSEStreamingApi, streamSSE } from "hono/streaming";
-import type { Engine, GenerateRequest, TokenEvent, TokenLogprob } from "../../inference/engine/mod.ts";
+import {
+  type Engine,
+  type GenerateRequest,
+  type TokenEvent,
+  type TokenLogprob,
+  truncatedPrompt,
+} from "../../inference/engine/mod.ts";
 import { ApiError, asApiError, internalError, invalidRequest, toErrorBody } from "../errors.ts";
 import { trackGeneration } from "../middleware/request_log.ts";
 import { usageCounter } from "../usage.ts";
@@ -288,8 +294,8 @@ function linkSignals(a: AbortSignal, b: AbortSignal): { signal: AbortSignal; rel
 async function checkPromptTokens(engine: Engine, request: GenerateRequest, max: number): Promise<void> {
   if (!engine.tokenize) throw new Error("Cannot enforce --max-prompt-tokens: the engine has no tokenize()");
   const { ids } = await engine.tokenize(request.input);
-  const keep = request.truncatePromptTokens ?? -1;
-  const count = keep > 0 ? Math.min(ids.length, keep) : ids.length;
+  // The max model length (truncate_prompt_tokens −1) is the engine's to know; it refuses longer prompts itself.
+  const count = truncatedPrompt(ids, request.truncatePromptTokens, Infinity).length;
   if (count > max) {
     throw invalidRequest(
       `Prompt has ${count} tokens but this server accepts at most ${max} (--max-prompt-tokens)`,
