@@ -160,13 +160,49 @@ export function assertMasksAlong(schema: unknown, text: string, words: readonly 
   assert.ok(m.canEnd, text);
 }
 
-/** xorshift32, seeded: the same random texts on every run (`rand(n)` in [0, n)). */
+/** mulberry32, seeded: the same random texts on every run (`rand(n)` in [0, n)). */
 export function rng(seed: number): (n: number) => number {
-  let x = seed;
   return (n) => {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    return (x >>> 0) % n;
+    let t = (seed = (seed + 0x6d2b79f5) >>> 0);
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) % n;
   };
+}
+
+/**
+ * Each of `count` sampled values, compact and pretty-printed, is accepted by the grammar exactly when `valid`
+ * says so; returns how many values and how many texts were valid and not (so a test can require both).
+ */
+export function assertAcceptsExactlyValid(
+  g: JsonGrammar,
+  label: string,
+  { count, sample, valid }: { count: number; sample(): unknown; valid(v: unknown): boolean },
+): { values: [accepted: number, rejected: number]; texts: [accepted: number, rejected: number] } {
+  const values: [number, number] = [0, 0];
+  const texts: [number, number] = [0, 0];
+  for (let n = 0; n < count; n++) {
+    const v = sample();
+    const want = valid(v);
+    for (const text of [JSON.stringify(v), JSON.stringify(v, null, 2)]) {
+      assert.equal(accepts(g, text), want, `${label}: ${text}`);
+      texts[want ? 0 : 1]++;
+    }
+    values[want ? 0 : 1]++;
+  }
+  return { values, texts };
+}
+
+/**
+ * Every text a random walk of the grammar completes parses and is `valid`, or repeats a key (the one
+ * documented way out: a grammar cannot remember every key); at least `min` of the walks complete.
+ */
+export function assertWalksValid(
+  g: JsonGrammar,
+  label: string,
+  { min, valid, ...walk }: Parameters<typeof randomWalks>[1] & { min: number; valid(v: unknown): boolean },
+): void {
+  const done = randomWalks(g, walk);
+  for (const text of done) assert.ok(valid(JSON.parse(text)) || repeatsKey(text), `${label}: ${text}`);
+  assert.ok(done.length >= min, `${label}: only ${done.length} walks completed`);
 }

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { accepts, randomWalks, repeatsKey } from "../../tests/_walk.ts";
+import { assertAcceptsExactlyValid, assertWalksValid, rng } from "../../tests/_walk.ts";
 import { compileJsonSchema } from "./json_schema.ts";
 
 type Schema = boolean | { [key: string]: unknown };
@@ -92,12 +92,7 @@ const SCHEMAS: Schema[] = [
 
 /** Seeded random values near a schema: mostly of its shape, with lengths and keys around its bounds. */
 function sampler(seed: number) {
-  const rand = (n: number) => { // mulberry32
-    let t = (seed = (seed + 0x6d2b79f5) >>> 0);
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) % n;
-  };
+  const rand = rng(seed);
   const POOL = [0, 2, -1, 1.5, "a", "", "x y", true, false, null, [], {}, [1, "a"], { a: 1 }];
   const sample = (s: Schema, depth: number): unknown => {
     if (typeof s === "boolean" || rand(20) === 0 || depth > 3) return POOL[rand(POOL.length)];
@@ -131,32 +126,32 @@ function sampler(seed: number) {
 
 Deno.test("json schema: tuples, key counts and other keys accept exactly the valid texts in grammar order", () => {
   for (const schema of SCHEMAS) {
-    const g = compileJsonSchema(schema, "schema");
+    const label = JSON.stringify(schema);
     const { sample } = sampler(7);
-    let accepted = 0, rejected = 0;
-    for (let n = 0; n < 1500; n++) {
-      const v = sample(schema, 0);
-      for (const text of [JSON.stringify(v), JSON.stringify(v, null, 2)]) {
-        const want = valid(schema, v, true);
-        assert.equal(accepts(g, text), want, `${JSON.stringify(schema)}: ${text}`);
-        if (want) accepted++;
-        else rejected++;
-      }
-    }
+    const { texts: [accepted, rejected] } = assertAcceptsExactlyValid(
+      compileJsonSchema(schema, "schema"),
+      label,
+      {
+        count: 1500,
+        sample: () => sample(schema, 0),
+        valid: (v) => valid(schema, v, true),
+      },
+    );
     // Both sides are exercised: the test could fail either way.
-    assert.ok(accepted >= 200 && rejected >= 200, `${JSON.stringify(schema)}: ${accepted} / ${rejected}`);
+    assert.ok(accepted >= 200 && rejected >= 200, `${label}: ${accepted} / ${rejected}`);
   }
 });
 
 Deno.test("json schema: every text a random walk of the automaton completes parses and validates", () => {
   for (const schema of SCHEMAS) {
-    const g = compileJsonSchema(schema, "schema");
     const { rand } = sampler(11);
-    const done = randomWalks(g, { walks: 60, maxLength: 400, closers: '"]}', rand });
-    for (const text of done) {
-      // Repeated other keys are the one documented way out (a grammar cannot remember every key).
-      assert.ok(valid(schema, JSON.parse(text)) || repeatsKey(text), `${JSON.stringify(schema)}: ${text}`);
-    }
-    assert.ok(done.length >= 30, `${JSON.stringify(schema)}: only ${done.length} walks completed`);
+    assertWalksValid(compileJsonSchema(schema, "schema"), JSON.stringify(schema), {
+      walks: 60,
+      maxLength: 400,
+      closers: '"]}',
+      rand,
+      min: 30,
+      valid: (v) => valid(schema, v),
+    });
   }
 });

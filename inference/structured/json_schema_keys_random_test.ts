@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { accepts, randomWalks, repeatsKey } from "../../tests/_walk.ts";
+import { assertAcceptsExactlyValid, assertWalksValid, rng } from "../../tests/_walk.ts";
 import { compileJsonSchema } from "./json_schema.ts";
 
 type Schema = boolean | { [key: string]: unknown };
@@ -99,12 +99,7 @@ const KEYS = [
 
 /** Seeded random objects near a schema: listed keys, keys it allows and keys it does not, values near theirs. */
 function sampler(seed: number) {
-  const rand = (n: number) => { // mulberry32
-    let t = (seed = (seed + 0x6d2b79f5) >>> 0);
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) % n;
-  };
+  const rand = rng(seed);
   const POOL = [0, 2, -1, "a", "", true, false, null, [], { a: 1 }];
   const value = (s: Schema): unknown => {
     if (typeof s === "boolean" || rand(8) === 0) return POOL[rand(POOL.length)];
@@ -136,32 +131,32 @@ function sampler(seed: number) {
 
 Deno.test("json schema: propertyNames and patternProperties accept exactly the valid objects in grammar order", () => {
   for (const schema of SCHEMAS) {
-    const g = compileJsonSchema(schema, "schema");
+    const label = JSON.stringify(schema);
     const { sample } = sampler(5);
-    let accepted = 0, rejected = 0;
-    for (let n = 0; n < 1000; n++) {
-      const v = sample(schema as Record<string, unknown>);
-      const want = valid(schema, v);
-      for (const text of [JSON.stringify(v), JSON.stringify(v, null, 2)]) {
-        assert.equal(accepts(g, text), want, `${JSON.stringify(schema)}: ${text}`);
-      }
-      if (want) accepted++;
-      else rejected++;
-    }
+    const { values: [accepted, rejected] } = assertAcceptsExactlyValid(
+      compileJsonSchema(schema, "schema"),
+      label,
+      {
+        count: 1000,
+        sample: () => sample(schema as Record<string, unknown>),
+        valid: (v) => valid(schema, v),
+      },
+    );
     // Both sides are exercised: the test could fail either way.
-    assert.ok(accepted >= 100 && rejected >= 100, `${JSON.stringify(schema)}: ${accepted} / ${rejected}`);
+    assert.ok(accepted >= 100 && rejected >= 100, `${label}: ${accepted} / ${rejected}`);
   }
 });
 
 Deno.test("json schema: every object a random walk completes under key constraints parses and validates", () => {
   for (const schema of SCHEMAS) {
-    const g = compileJsonSchema(schema, "schema");
     const { rand } = sampler(13);
-    const done = randomWalks(g, { walks: 60, maxLength: 300, closers: '"}', rand });
-    for (const text of done) {
-      // Repeated other keys are the one documented way out (a grammar cannot remember every key).
-      assert.ok(valid(schema, JSON.parse(text)) || repeatsKey(text), `${JSON.stringify(schema)}: ${text}`);
-    }
-    assert.ok(done.length >= 30, `${JSON.stringify(schema)}: only ${done.length} walks completed`);
+    assertWalksValid(compileJsonSchema(schema, "schema"), JSON.stringify(schema), {
+      walks: 60,
+      maxLength: 300,
+      closers: '"}',
+      rand,
+      min: 30,
+      valid: (v) => valid(schema, v),
+    });
   }
 });
