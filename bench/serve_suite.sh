@@ -4,7 +4,7 @@
 #   bash bench/serve_suite.sh            # everything below
 #   bash bench/serve_suite.sh decode     # only the decode-dominated table (affine4, lut4, lut4f32, dense)
 #   bash bench/serve_suite.sh sweep [variants [lut variants]]   # the batched kernels: profiles, lane variants
-#   BASE=<dir> bash bench/serve_suite.sh http   # the HTTP path: main.ts (engine in its Worker) under load
+#   [BASE=<dir>] [HTTP_TOKENIZER=<dir>] bash bench/serve_suite.sh http   # main.ts (engine in its Worker) under load
 # Writes, under $OUT (default ./serve_suite_out): runner.txt (the single-sequence baseline, `deno task
 # bench`), decode_<format>.md (16-id prompts, 64 output ids, 1/2/16/64 streams: ITL p50 is one decode step),
 # issue.md (the issue's 512 + 256 requests at 1/16/64 streams), long_<format>.md (a 2,048-id prompt arriving
@@ -46,7 +46,9 @@ fi
 # `http`: main.ts serving a random-weight folder at SmolLM2-360M's shape (bench/random_folder.ts; HTTP_SHAPE
 # changes it) to `bench:serve --server`, which also probes GET /health during each load (http_<tree>.md; the
 # server's log in http_server_<tree>.txt). With BASE=<dir>, a `git archive` of an older commit carried beside
-# the tree, that tree's main.ts is measured first, on the same folder. HTTP_ARGS replaces the load's flags.
+# the tree, that tree's main.ts is measured first, on the same folder. HTTP_ARGS replaces the load's flags;
+# HTTP_TOKENIZER is the folder the tokenizer files come from (default ../shared/models/lq-49m, which a GPU
+# host without ../shared lacks: carry a copy).
 if [ "$what" = http ]; then
   dir=$(mktemp -d)
   $R bench/random_folder.ts --shape "${HTTP_SHAPE:-smollm2-360m}" --out "$dir/m" \
