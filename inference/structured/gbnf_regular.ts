@@ -6,7 +6,7 @@
  * Only where the whole DFA is small, explored eagerly to know it: else the part stays a graph of nodes, which
  * has no state bound (a regex's DFA refuses bytes past its bound).
  */
-import type { GbnfExpr, GbnfRule } from "./gbnf_syntax.ts";
+import { type GbnfExpr, type GbnfRule, refsIn } from "./gbnf_syntax.ts";
 import { RegexDfa } from "./regex.ts";
 import { type Nfa, utf8Seqs } from "./regex_nfa.ts";
 
@@ -38,7 +38,7 @@ const encoder = new TextEncoder();
  * @returns their names
  */
 export function regularRules(rules: Map<string, GbnfRule>): Set<string> {
-  const refs = new Map([...rules.values()].map((r) => [r.name, refsOf(r.body)]));
+  const refs = new Map([...rules.values()].map((r) => [r.name, refsIn(r.body).map((ref) => ref.name)]));
   const regular = new Set<string>();
   for (let changed = true; changed;) {
     changed = false;
@@ -54,23 +54,7 @@ export function regularRules(rules: Map<string, GbnfRule>): Set<string> {
 
 /** Whether an expression refers only to regular rules (or to none). */
 export function isRegular(e: GbnfExpr, regular: Set<string>): boolean {
-  return refsOf(e).every((n) => regular.has(n));
-}
-
-function refsOf(e: GbnfExpr): string[] {
-  switch (e.t) {
-    case "text":
-    case "chars":
-      return [];
-    case "ref":
-      return [e.name];
-    case "seq":
-      return e.items.flatMap(refsOf);
-    case "alt":
-      return e.options.flatMap(refsOf);
-    case "rep":
-      return refsOf(e.item);
-  }
+  return refsIn(e).every((ref) => regular.has(ref.name));
 }
 
 /**

@@ -326,3 +326,19 @@ export function nullable(e: GbnfExpr, ref: (name: string) => boolean): boolean {
       return e.min === 0 || nullable(e.item, ref);
   }
 }
+
+/** The references in an expression. */
+export function refsIn(e: GbnfExpr): (GbnfExpr & { t: "ref" })[] {
+  switch (e.t) {
+    case "ref":
+      return [e];
+    case "seq":
+      return e.items.flatMap(refsIn);
+    case "alt":
+      return e.options.flatMap(refsIn);
+    case "rep":
+      return refsIn(e.item);
+    default:
+      return [];
+  }
+}

@@ -15,11 +15,11 @@
  * Lark's lexer cuts text into the longest tokens; this grammar takes any cut that parses, as Lark's Earley
  * parser with `lexer="dynamic"` does, so it may allow texts a LALR parser would refuse (`NAME NAME` of "ab").
  */
-import { type GbnfExpr, type GbnfRule, nullable } from "./gbnf_syntax.ts";
+import { type GbnfExpr, type GbnfRule, nullable, refsIn } from "./gbnf_syntax.ts";
 import { checkRules, compileRules, type GbnfOptions } from "./gbnf.ts";
 import type { JsonGrammar } from "./grammar.ts";
 import { type LarkDef, larkFail, type LarkImport, LarkParser } from "./lark_syntax.ts";
-import { ignoreAfterTokens, leftRecursionAsLoop, nonEmptyRepeats, refsIn } from "./lark_rewrite.ts";
+import { ignoreAfterTokens, leftRecursionAsLoop, nonEmptyRepeats } from "./lark_rewrite.ts";
 
 export { LarkError } from "./lark_syntax.ts";
 

@@ -6,22 +6,6 @@
 import { type GbnfExpr, nullable } from "./gbnf_syntax.ts";
 import { seqOf } from "./lark_literals.ts";
 
-/** The references in an expression. */
-export function refsIn(e: GbnfExpr): (GbnfExpr & { t: "ref" })[] {
-  switch (e.t) {
-    case "ref":
-      return [e];
-    case "seq":
-      return e.items.flatMap(refsIn);
-    case "alt":
-      return e.options.flatMap(refsIn);
-    case "rep":
-      return refsIn(e.item);
-    default:
-      return [];
-  }
-}
-
 /**
  * `a: a x | a y | b | c` as `a: (b | c) (x | y)*` (the same texts): the alternatives that start with the
  * rule itself give the loop, the others its start. Unchanged when no alternative or every one starts so.
