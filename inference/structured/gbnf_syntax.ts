@@ -74,10 +74,7 @@ export class GbnfParser {
 
   /** Throws the GbnfError of `detail` at source offset `at` (the cursor by default). */
   fail(detail: string, at = this.#i): never {
-    const before = this.#src.slice(0, at);
-    const line = before.split("\n").length;
-    const column = [...before.slice(before.lastIndexOf("\n") + 1)].length + 1;
-    throw new GbnfError(detail, line, column);
+    throw new GbnfError(detail, ...lineColumn(this.#src, at));
   }
 
   #rule(): void {
@@ -341,4 +338,10 @@ export function refsIn(e: GbnfExpr): (GbnfExpr & { t: "ref" })[] {
     default:
       return [];
   }
+}
+
+/** The 1-based line and column (in characters) of offset `at` of `src`, as grammar errors report them. */
+export function lineColumn(src: string, at: number): [line: number, column: number] {
+  const before = src.slice(0, at);
+  return [before.split("\n").length, [...before.slice(before.lastIndexOf("\n") + 1)].length + 1];
 }

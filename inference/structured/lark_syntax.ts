@@ -6,7 +6,7 @@
  * by its source text), so lark.ts can put what `%ignore` skips between a rule's terminals; in a terminal they
  * are inline. lark.ts assembles the definitions into GBNF rules.
  */
-import { GbnfError, type GbnfExpr, MAX_ITEMS, MAX_REPEAT } from "./gbnf_syntax.ts";
+import { GbnfError, type GbnfExpr, lineColumn, MAX_ITEMS, MAX_REPEAT } from "./gbnf_syntax.ts";
 import { seqOf, stringOrRange } from "./lark_literals.ts";
 import { regexLiteral } from "./lark_regex.ts";
 
@@ -40,10 +40,7 @@ export interface LarkImport {
 
 /** Throws the LarkError of `detail` at offset `at` of `src`. */
 export function larkFail(src: string, detail: string, at: number): never {
-  const before = src.slice(0, at);
-  const line = before.split("\n").length;
-  const column = [...before.slice(before.lastIndexOf("\n") + 1)].length + 1;
-  throw new LarkError(detail, line, column);
+  throw new LarkError(detail, ...lineColumn(src, at));
 }
 
 /** The parser: `parse()` reads the definitions, imports and ignores, unchecked (lark.ts checks them). */
