@@ -172,7 +172,7 @@ export interface MatmulSpec {
   /**
    * Pin the path whatever the row count, so a row's sums do not depend on how many rows share the call:
    * "gemm" always tiles (the batched engine's prompt forwards); "gemv" runs f16 weights through the batched
-   * decode path (dispatches of up to ROW_LANES_MAX_ROWS rows reading each weight once) and other
+   * decode path (dispatches of up to ROW_LANES_MAX_ROWS.dense rows reading each weight once) and other
    * weights through 8-row GEMV batches.
    */
   path?: "gemm" | "gemv";
@@ -322,13 +322,13 @@ export function planMatmul(
   return steps;
 }
 
-/** The batched decode path (`path: "gemv"`, f16 weights): dispatches of up to ROW_LANES_MAX_ROWS rows. */
+/** The batched decode path (`path: "gemv"`, f16 weights): dispatches of up to ROW_LANES_MAX_ROWS.dense rows. */
 function planRows(
   spec: MatmulSpec,
   common: Record<string, number>,
   { rows, outDim }: { rows: number; outDim: number },
 ): MatmulStep[] {
-  const perDispatch = spec.tune?.mm?.rows ?? ROW_LANES_MAX_ROWS;
+  const perDispatch = spec.tune?.mm?.rows ?? ROW_LANES_MAX_ROWS.dense;
   const steps: MatmulStep[] = [];
   for (let row0 = 0; row0 < rows; row0 += perDispatch) {
     const build = rowLanesFor(Math.min(perDispatch, rows - row0), "dense", spec.tune?.mm, outDim);

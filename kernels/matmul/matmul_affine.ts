@@ -291,7 +291,7 @@ export function mergedMatrixParams(
 /**
  * The batched q8 path (`path: "gemv"`, q8 activations): one prep pass quantizes every row (with the
  * prologue) into a scratch shared by all such binds on the device, then main dispatches of up to
- * ROW_LANES_MAX_ROWS rows each read every weight once (matmul_affine_q8mm_wgsl.ts).
+ * ROW_LANES_MAX_ROWS.q8 rows each read every weight once (matmul_affine_q8mm_wgsl.ts).
  */
 function bindBatchedQ8(
   gpu: Gpu,
@@ -314,7 +314,7 @@ function bindBatchedQ8(
   });
   const steps = [prep];
   const shape = { ...w, hasPerm: w.perm !== null, moreOutDims: more.map((m) => m.w.outDim) };
-  const perDispatch = spec.tune?.mm?.rows ?? ROW_LANES_MAX_ROWS;
+  const perDispatch = spec.tune?.mm?.rows ?? ROW_LANES_MAX_ROWS.q8;
   for (let r0 = 0; r0 < rows; r0 += perDispatch) {
     const plan = planMatmulAffine(spec, { ...shape, rows: Math.min(perDispatch, rows - r0) });
     checkWorkgroupBytes(gpu, plan);

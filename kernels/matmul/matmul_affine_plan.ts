@@ -68,7 +68,7 @@ export interface MatmulAffineSpec {
    * Pin the path whatever the row count, so a row's sums do not depend on how many rows share the call:
    * "gemm" always tiles (the batched engine's prompt forwards); "gemv" the decode kernels (its decode
    * forwards): with q8 activations the batched q8 path (matmul_affine_q8mm_wgsl.ts: a prep pass, then
-   * dispatches of up to ROW_LANES_MAX_ROWS rows reading each weight once), with f32 the f32 GEMV over
+   * dispatches of up to ROW_LANES_MAX_ROWS.q8 rows reading each weight once), with f32 the f32 GEMV over
    * batches of {@link AFFINE_BATCH_ROWS} rows.
    */
   path?: "gemm" | "gemv";
@@ -301,7 +301,7 @@ export function kSplitFor(rows: number, outputs: number): number {
 }
 
 /**
- * The batched q8 plan for one main dispatch of `shape.rows` ≤ ROW_LANES_MAX_ROWS rows (matmul_affine.ts
+ * The batched q8 plan for one main dispatch of `shape.rows` ≤ ROW_LANES_MAX_ROWS.q8 rows (matmul_affine.ts
  * splits larger calls), with the shared lane defaults (row_lanes_wgsl.ts `rowLanesFor`) and, with
  * `kSplitByRows`, the K split of {@link kSplitFor}.
  */
@@ -312,7 +312,7 @@ function planQ8mm(
   kSplitByRows: boolean,
 ): MatmulAffinePlan {
   const { rows, bits, outDim } = shape;
-  if (rows > (t.mm?.rows ?? ROW_LANES_MAX_ROWS)) {
+  if (rows > (t.mm?.rows ?? ROW_LANES_MAX_ROWS.q8)) {
     throw new Error(`Cannot plan the batched q8 matmul: ${rows} rows in one dispatch`);
   }
   const outDims = [outDim, ...(shape.moreOutDims ?? [])];

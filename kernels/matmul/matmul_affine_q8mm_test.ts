@@ -1,6 +1,8 @@
 import assert from "node:assert/strict";
 import { type AffineTune, FEW_ROWS, kSplitFor, planMatmulAffine } from "./matmul_affine_plan.ts";
 import { ROW_LANES_MAX_ROWS } from "./row_lanes_wgsl.ts";
+
+const MAX_ROWS = ROW_LANES_MAX_ROWS.q8;
 import { createMatmulAffine, uploadAffine } from "./matmul_affine.ts";
 import { matmulAffineRef, q8ActivationsRef, rmsNormRef } from "../core/reference.ts";
 import { checkPipelines } from "../core/gpu.ts";
@@ -17,11 +19,11 @@ const BATCHED: Case[] = [
   { bits: 4, group: 128, rows: 1, inDim: 4096, outDim: 37 },
   { bits: 4, group: 32, rows: 3, inDim: 384, outDim: 65, accumulate: true },
   { bits: 3, group: 128, rows: 5, inDim: 4096, outDim: 19, norm: true },
-  { bits: 2, group: 64, gIdx: true, rows: ROW_LANES_MAX_ROWS + 1, inDim: 1000, outDim: 33, siluMul: true },
+  { bits: 2, group: 64, gIdx: true, rows: MAX_ROWS + 1, inDim: 1000, outDim: 33, siluMul: true },
   {
     bits: 4,
     group: 0,
-    rows: 2 * ROW_LANES_MAX_ROWS + 8,
+    rows: 2 * MAX_ROWS + 8,
     inDim: 256,
     outDim: 130,
     norm: true,
@@ -30,7 +32,7 @@ const BATCHED: Case[] = [
     yStride: 140,
   },
   { bits: 3, group: 32, gIdx: true, rows: 2, inDim: 4097, outDim: 7, accumulate: true },
-  { bits: 2, group: 0, rows: ROW_LANES_MAX_ROWS, inDim: 8192 + 320, outDim: 17 },
+  { bits: 2, group: 0, rows: MAX_ROWS, inDim: 8192 + 320, outDim: 17 },
   { bits: 3, group: 64, rows: 9, inDim: 320, outDim: 70, siluMul: true, xRowOffset: 1 },
   // ≥ 48 rows of a wide matrix: eight outputs and eight rows per lane (row_lanes_wgsl.ts defaults)
   { bits: 4, group: 128, rows: 50, inDim: 256, outDim: 4099 },
@@ -71,7 +73,7 @@ Deno.test("matmulAffine() batched q8 path applies q/k/v in one pass, each into i
   const gpu = await testGpu();
   if (!gpu) return;
   // kSplitByRows: few rows of a merged dispatch split K over 16 lanes (kSplitFor), the norm prologue too
-  for (const [rows, kSplitByRows] of [[3, false], [3, true], [ROW_LANES_MAX_ROWS + 4, false]] as const) {
+  for (const [rows, kSplitByRows] of [[3, false], [3, true], [MAX_ROWS + 4, false]] as const) {
     const c = { bits: 4 as const, group: 64, gIdx: true, rows, inDim: 4097, outDims: [64, 16, 130] };
     await t.step(`${rows} rows${kSplitByRows ? ", K split by rows" : ""}`, async () => {
       const parts = c.outDims.map((outDim, i) => randomAffine({ ...c, outDim }, 200 + i));

@@ -1,7 +1,7 @@
 /**
  * WGSL for the batched decode path of kernels/matmul_affine.ts ("q8mm"): int8 activations and
  * `dot4I8Packed`, like the q8 GEMV (matmul_affine_q8_wgsl.ts), for any number of activation rows, reading
- * each weight once per dispatch of up to ROW_LANES_MAX_ROWS (row_lanes_wgsl.ts) rows.
+ * each weight once per dispatch of up to ROW_LANES_MAX_ROWS.q8 (row_lanes_wgsl.ts) rows.
  *
  * Why a second int8 kernel: the q8 GEMV keeps every activation row's int8 pieces in registers and splits K
  * over a whole workgroup, so its registers and its cross-lane reduction grow with the rows: the engine had to

@@ -89,14 +89,14 @@ export interface MatmulLutSpec {
   /**
    * Pin the kernel whatever the row count, so a row's sums do not depend on its batch (the batched engine):
    * "gemm" always tiles (prompt rows); "gemv" is the batched decode path (dispatches of up to
-   * ROW_LANES_MAX_ROWS rows reading each code once) when inDim % 4 = 0, else 8-row GEMV batches, with no
+   * ROW_LANES_MAX_ROWS.lut rows reading each code once) when inDim % 4 = 0, else 8-row GEMV batches, with no
    * fused prologue (decode rows).
    */
   path?: "gemm" | "gemv";
   /**
    * Decode activations: "f32" (default) the exact kernels; "q8" int8 activations per 32 columns and int8
    * tables per output row, on int8 dot products: with `path: "gemv"` the batched path
-   * (matmul_lut_q8mm_wgsl.ts: a prep pass, then dispatches of up to ROW_LANES_MAX_ROWS rows), unpinned the
+   * (matmul_lut_q8mm_wgsl.ts: a prep pass, then dispatches of up to ROW_LANES_MAX_ROWS.lutq8 rows), unpinned the
    * int8 GEMV for up to LUT_Q8_GEMV_MAX_ROWS rows (matmul_lut_q8_wgsl.ts; the same tables and integer sums),
    * the f32 kernels beyond.
    */
@@ -327,11 +327,11 @@ function planQ8Gemv(t: LutTune, acc: Record<string, number>, shape: LutShape): M
 }
 
 /**
- * The batched decode path: dispatches of up to ROW_LANES_MAX_ROWS rows, with the LUT lane defaults
+ * The batched decode path: dispatches of up to ROW_LANES_MAX_ROWS.lut rows, with the LUT lane defaults
  * (row_lanes_wgsl.ts `rowLanesFor`).
  */
 function planRows(t: LutTune, acc: Record<string, number>, shape: LutShape): MatmulLutStep[] {
-  const perDispatch = t.mm?.rows ?? ROW_LANES_MAX_ROWS;
+  const perDispatch = t.mm?.rows ?? ROW_LANES_MAX_ROWS.lut;
   const steps: MatmulLutStep[] = [];
   for (let row0 = 0; row0 < shape.rows; row0 += perDispatch) {
     const n = Math.min(perDispatch, shape.rows - row0);
@@ -351,12 +351,12 @@ function planRows(t: LutTune, acc: Record<string, number>, shape: LutShape): Mat
 }
 
 /**
- * The int8 batched path's main dispatches (matmul_lut.ts adds the prep pass): up to ROW_LANES_MAX_ROWS rows
+ * The int8 batched path's main dispatches (matmul_lut.ts adds the prep pass): up to ROW_LANES_MAX_ROWS.lutq8 rows
  * each, with the "lutq8" lane defaults (row_lanes_wgsl.ts `rowLanesFor`).
  */
 export function planLutQ8mm(spec: MatmulLutSpec, shape: LutShape): MatmulLutStep[] {
   const t = spec.tune ?? {};
-  const perDispatch = t.mm?.rows ?? ROW_LANES_MAX_ROWS;
+  const perDispatch = t.mm?.rows ?? ROW_LANES_MAX_ROWS.lutq8;
   const steps: MatmulLutStep[] = [];
   for (let row0 = 0; row0 < shape.rows; row0 += perDispatch) {
     const n = Math.min(perDispatch, shape.rows - row0);

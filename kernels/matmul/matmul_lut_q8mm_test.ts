@@ -3,6 +3,8 @@ import { createMatmulLut, uploadLut } from "./matmul_lut.ts";
 import { type LutTune, planLutQ8mm } from "./matmul_lut_plan.ts";
 import { lutQ8mmWorkgroupBytes } from "./matmul_lut_q8mm_wgsl.ts";
 import { ROW_LANES_MAX_ROWS } from "./row_lanes_wgsl.ts";
+
+const MAX_ROWS = ROW_LANES_MAX_ROWS.lutq8;
 import { createStorage, readF32, runPass, uploadStorage } from "../core/buffers.ts";
 import { checkPipelines } from "../core/gpu.ts";
 import { type Encodable, sequence } from "../core/mod.ts";
@@ -18,10 +20,10 @@ const Q8: Case[] = [
   { bits: 4, rows: 1, inDim: 4096, outDim: 37 },
   { bits: 4, rows: 3, inDim: 384, outDim: 65, accumulate: true },
   { bits: 3, rows: 5, inDim: 4097, outDim: 19, prologue: "norm" },
-  { bits: 2, rows: ROW_LANES_MAX_ROWS + 1, inDim: 1000, outDim: 33, prologue: "siluMul" },
+  { bits: 2, rows: MAX_ROWS + 1, inDim: 1000, outDim: 33, prologue: "siluMul" },
   {
     bits: 4,
-    rows: 2 * ROW_LANES_MAX_ROWS + 8,
+    rows: 2 * MAX_ROWS + 8,
     inDim: 256,
     outDim: 130,
     prologue: "norm",
@@ -30,7 +32,7 @@ const Q8: Case[] = [
     yStride: 140,
   },
   { bits: 3, rows: 2, inDim: 65, outDim: 7, accumulate: true },
-  { bits: 2, rows: ROW_LANES_MAX_ROWS, inDim: 8192 + 320, outDim: 17 },
+  { bits: 2, rows: MAX_ROWS, inDim: 8192 + 320, outDim: 17 },
   { bits: 3, rows: 9, inDim: 320, outDim: 70, prologue: "siluMul", xRowOffset: 1 },
   // ≥ 48 rows of a wide matrix: eight outputs and eight rows per lane (row_lanes_wgsl.ts defaults)
   { bits: 4, rows: 50, inDim: 256, outDim: 4099 },
@@ -75,12 +77,12 @@ Deno.test("planLutQ8mm() splits rows into dispatches and fits lavapipe's workgro
   const shape = { bits: 4 as const, inDim: 4096, outDim: 14336 };
   const plan = (rows: number) =>
     planLutQ8mm({ accumulate: false, path: "gemv", activations: "q8" }, { ...shape, rows });
-  assert.deepEqual(plan(2 * ROW_LANES_MAX_ROWS + 1).map((s) => [s.row0, s.rows]), [
-    [0, ROW_LANES_MAX_ROWS],
-    [ROW_LANES_MAX_ROWS, ROW_LANES_MAX_ROWS],
-    [2 * ROW_LANES_MAX_ROWS, 1],
+  assert.deepEqual(plan(2 * MAX_ROWS + 1).map((s) => [s.row0, s.rows]), [
+    [0, MAX_ROWS],
+    [MAX_ROWS, MAX_ROWS],
+    [2 * MAX_ROWS, 1],
   ]);
-  for (const rows of [1, 2, 16, 31, 48, ROW_LANES_MAX_ROWS]) {
+  for (const rows of [1, 2, 16, 31, 48, MAX_ROWS]) {
     for (const bits of [2, 3, 4] as const) {
       const [step] = planLutQ8mm({ accumulate: false }, { ...shape, bits, rows });
       assert.equal(step.shader.path, "q8mm");
@@ -89,8 +91,9 @@ Deno.test("planLutQ8mm() splits rows into dispatches and fits lavapipe's workgro
       assert.ok(step.workgroupBytes <= 32768, `${rows} rows, ${bits}-bit: ${step.workgroupBytes} bytes`);
     }
   }
-  // chunk tables where they fit (the H100's 48 KiB holds them at 64 rows, lavapipe's 32 KiB does not),
-  // byte-shifted copies where they do not or when asked for
+  // chunk tables where they fit (the H100's 48 KiB holds them at 64 rows, lavapipe's 32 KiB does not; at
+  // 128 rows a workgroup has half the outputs, so they fit both), byte-shifted copies where they do not or
+  // when asked for
   const chunks = (rows: number, maxWorkgroupBytes?: number, tune?: LutTune) => {
     const [step] = planLutQ8mm({ accumulate: false, ...(tune ? { tune } : {}) }, {
       ...shape,
@@ -100,15 +103,16 @@ Deno.test("planLutQ8mm() splits rows into dispatches and fits lavapipe's workgro
     return step.shader.path === "q8mm" && step.shader.chunks === true;
   };
   assert.equal(chunks(16), true);
-  assert.equal(chunks(ROW_LANES_MAX_ROWS), false);
-  assert.equal(chunks(ROW_LANES_MAX_ROWS, 49152), true);
+  assert.equal(chunks(64), false);
+  assert.equal(chunks(64, 49152), true);
+  assert.equal(chunks(MAX_ROWS), true);
   assert.equal(chunks(16, undefined, { q8Chunks: false }), false);
 });
 
 Deno.test("matmulLut() int8 batched path applies q/k/v after one prep pass, each into its own y", async () => {
   const gpu = await testGpu();
   if (!gpu) return;
-  const [rows, inDim, outDims] = [ROW_LANES_MAX_ROWS + 3, 4097, [64, 16, 130]];
+  const [rows, inDim, outDims] = [MAX_ROWS + 3, 4097, [64, 16, 130]];
   const ws = outDims.map((outDim, i) =>
     uploadLut(gpu, packLut(randomLut({ bits: 3, inDim, outDim }, 50 + i)), "w")
   );

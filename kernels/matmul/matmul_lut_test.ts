@@ -242,7 +242,7 @@ const ROWS_CASES: Case[] = [
   { bits: 3, rows: 3, inDim: 384, outDim: 65, accumulate: true },
   { bits: 2, rows: 16, inDim: 1024, outDim: 33 },
   { bits: 4, rows: 5, inDim: 172, outDim: 64, accumulate: true }, // K tail: stories260K's down_proj
-  { bits: 4, rows: ROW_LANES_MAX_ROWS + 5, inDim: 128, outDim: 130, xRowOffset: 2, yColOffset: 3 },
+  { bits: 4, rows: ROW_LANES_MAX_ROWS.lut + 5, inDim: 128, outDim: 130, xRowOffset: 2, yColOffset: 3 },
   { bits: 3, rows: 9, inDim: 2048, outDim: 19, tune: { mm: { ks: 4, rl: 3, no: 2, wg: 64 } } },
 ];
 

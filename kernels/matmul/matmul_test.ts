@@ -291,7 +291,14 @@ const ROWS_CASES: Case[] = [
   { weightType: "f16", rows: 1, inDim: 512, outDim: 63 },
   { weightType: "f16", rows: 3, inDim: 1408, outDim: 7, accumulate: true },
   { weightType: "f16", rows: 16, inDim: 64, outDim: 1408 },
-  { weightType: "f16", rows: ROW_LANES_MAX_ROWS + 5, inDim: 256, outDim: 130, xRowOffset: 2, yColOffset: 3 },
+  {
+    weightType: "f16",
+    rows: ROW_LANES_MAX_ROWS.dense + 5,
+    inDim: 256,
+    outDim: 130,
+    xRowOffset: 2,
+    yColOffset: 3,
+  },
   { weightType: "f16", rows: 6, inDim: 64, outDim: 49152 },
   // ≥ 16 rows of a wide matrix: eight outputs per lane (row_lanes_wgsl.ts defaults)
   { weightType: "f16", rows: 20, inDim: 64, outDim: 4100 },

@@ -23,20 +23,24 @@ export interface RowLanes {
   wg: number;
 }
 
+/** Which batched kernel a build is for: its lane defaults differ (see {@link rowLanesFor}). */
+export type RowLanesKernel = "q8" | "dense" | "lut" | "lutq8";
+
 /**
- * Rows per dispatch of the batched decode kernels. One 64-row dispatch beat four of 16 rows on the H100
- * (BENCHMARKS.md, "Serving under load"): the weights are read once, and lanes split the rows, so registers
- * do not grow with them.
+ * Rows per dispatch of the batched kernels, which split larger calls. The weights are read once per
+ * dispatch, and lanes split the rows, so registers do not grow with them. One 64-row dispatch beat four of 16
+ * rows on the H100 (BENCHMARKS.md, "Serving under load"); for the int8 kernels, which the engine also
+ * prefills quantized prompts with, 128-row dispatches took one 8B layer's linears at 512 rows from 6.28 to
+ * 5.58 ms (LUT) and 4.97 to 4.35 ms (affine), most of it on the narrow k/v (BENCHMARKS.md, "seventeenth
+ * session"). 128 rows of four per lane are 32 row groups of 8 K lanes: 256 invocations, the most a
+ * workgroup may have. Dense f16 and f32 LUT stay at 64 (not timed at 128).
  */
-export const ROW_LANES_MAX_ROWS = 64;
+export const ROW_LANES_MAX_ROWS: Record<RowLanesKernel, number> = { q8: 128, lutq8: 128, dense: 64, lut: 64 };
 /** Lanes splitting K for one output. It fixes the order of every sum, so it never depends on the rows. */
 export const ROW_LANES_KS = 8;
 
 /** Build overrides for sweeps and tests: any lane field, the rows per dispatch, K steps per iteration. */
 export type RowLanesTune = Partial<RowLanes & { unroll: number }>;
-
-/** Which batched kernel a build is for: its lane defaults differ (see {@link rowLanesFor}). */
-export type RowLanesKernel = "q8" | "dense" | "lut" | "lutq8";
 
 /**
  * The lanes of one dispatch of `rows` rows: `tune`'s fields, else the defaults, swept per kernel on the
