@@ -5,6 +5,7 @@ import {
   type EngineStatus,
   type GenerateRequest,
   type TokenEvent,
+  type TokenLogprob,
 } from "../inference/engine/types.ts";
 import { createApp } from "./app.ts";
 
@@ -18,6 +19,8 @@ interface Script {
   throwAfter?: { deltas: number; error: Error };
   /** After the deltas, wait until the request's signal aborts. */
   hangUntilAbort?: boolean;
+  /** The scored prompt a request with promptLogprobs gets (its second token's text ends in the request's number). */
+  prompt?: TokenLogprob[];
 }
 
 /** Scripted Engine: no GPU; records what the server asked of it. */
@@ -41,12 +44,18 @@ class FakeEngine implements Engine {
   }
 
   async *generate(request: GenerateRequest, signal?: AbortSignal): AsyncGenerator<TokenEvent> {
-    this.requests.push(request);
+    const number = this.requests.push(request);
     this.signals.push(signal);
     const s = this.script;
     try {
       if (s.throwAtStart) throw s.throwAtStart;
       yield { type: "start", promptTokens: 7 };
+      if (s.prompt && request.promptLogprobs !== undefined) {
+        yield {
+          type: "prompt",
+          logprobs: s.prompt.map((e, t) => t === 1 ? { ...e, token: e.token + number } : e),
+        };
+      }
       for (const [i, text] of s.deltas.entries()) {
         if (s.throwAfter?.deltas === i) throw s.throwAfter.error;
         await Promise.resolve(); // let the server interleave like a real decode loop
@@ -342,4 +351,54 @@ Deno.test("a client that goes away mid-stream aborts the engine's signal and fre
   assert.equal(engine.signals[0]?.aborted, true);
   assert.equal(engine.finished, 1);
   assert.deepEqual(logged, []);
+});
+
+Deno.test("prompt_logprobs (vLLM): scored prompts in vLLM's shape, per prompt; not with stream", async () => {
+  const { engine, post } = setup();
+  const top = (id: number, token: string, logprob: number) => ({ id, token, logprob });
+  engine.script = {
+    deltas: ["!"],
+    prompt: [
+      { id: 5, token: "Hi", logprob: null, top: [] },
+      { id: 7, token: " there", logprob: -1.5, rank: 2, top: [top(9, " you", -0.5), top(7, " there", -1.5)] },
+      { id: 8, token: "?", logprob: -Infinity, rank: 40, top: [top(3, ".", -0.1)] },
+    ],
+  };
+  const res = await post("/v1/chat/completions", { ...CHAT, prompt_logprobs: 2 });
+  assert.equal(res.status, 200);
+  const body: Json = await res.json();
+  assert.equal(engine.requests[0].promptLogprobs, 2);
+  // the token first, then its alternatives (itself not repeated), ranked by place; −inf clamped as vLLM does
+  assert.deepEqual(body.prompt_logprobs, [
+    null,
+    {
+      "7": { logprob: -1.5, rank: 2, decoded_token: " there1" },
+      "9": { logprob: -0.5, rank: 1, decoded_token: " you" },
+    },
+    {
+      "8": { logprob: -9999, rank: 40, decoded_token: "?" },
+      "3": { logprob: -0.1, rank: 1, decoded_token: "." },
+    },
+  ]);
+  assert.equal(body.choices[0].prompt_logprobs, undefined, "chat has it once, beside choices");
+  // completions: every choice carries its own prompt's
+  const batchRes = await post("/v1/completions", { prompt: ["a", "b"], prompt_logprobs: 0 });
+  const batch: Json = await batchRes.json();
+  assert.deepEqual(batch.choices.map((ch: Json) => ch.prompt_logprobs.length), [3, 3]);
+  const own = batch.choices.map((ch: Json) => ch.prompt_logprobs[1]["7"].decoded_token);
+  assert.deepEqual(own, [" there2", " there3"]);
+  assert.deepEqual(engine.requests.slice(1).map((r) => r.promptLogprobs), [0, 0]);
+  assert.equal(batch.prompt_logprobs, undefined);
+  // none asked, none sent
+  const plain: Json = await (await post("/v1/completions", { prompt: "a" })).json();
+  assert.equal("prompt_logprobs" in plain.choices[0], false);
+  const streamed = await errorOf(
+    await post("/v1/chat/completions", { ...CHAT, prompt_logprobs: 1, stream: true }),
+    400,
+  );
+  assert.equal(streamed.param, "prompt_logprobs");
+  for (const bad of [-1, 21, 1.5, "2"]) {
+    const err = await errorOf(await post("/v1/completions", { prompt: "a", prompt_logprobs: bad }), 400);
+    assert.equal(err.param, "prompt_logprobs");
+  }
 });

@@ -1,6 +1,6 @@
 /**
- * Token logprobs in OpenAI's two wire shapes: chat's `logprobs.content` and the completions API's legacy
- * `{tokens, token_logprobs, top_logprobs, text_offset}`.
+ * Token logprobs in OpenAI's two wire shapes, chat's `logprobs.content` and the completions API's legacy
+ * `{tokens, token_logprobs, top_logprobs, text_offset}`, and vLLM's `prompt_logprobs`.
  */
 import type { TokenLogprob } from "../inference/engine/mod.ts";
 
@@ -26,6 +26,38 @@ export interface CompletionLogprobs {
   top_logprobs: (Record<string, number> | null)[];
   /** character offset of each token in the choice's text */
   text_offset: number[];
+}
+
+/** One scored prompt token in vLLM's shape. */
+export interface PromptTokenLogprob {
+  logprob: number;
+  /** 1 for the likeliest id; ties count against the token */
+  rank: number;
+  decoded_token: string;
+}
+
+/**
+ * vLLM's `prompt_logprobs`: per prompt token, null for the first (nothing predicts it), else the token's own
+ * entry and its alternatives', keyed by token id (the token first, then the alternatives best first; an
+ * alternative that is the token itself is not repeated).
+ */
+export type PromptLogprobs = (Record<string, PromptTokenLogprob> | null)[];
+
+/** Finite logprobs for JSON (−inf would serialise as null), as vLLM clamps them. */
+const finite = (v: number) => Math.max(v, -9999);
+
+/** vLLM's prompt_logprobs shape of a scored prompt's engine logprobs. */
+export function promptLogprobs(entries: readonly TokenLogprob[]): PromptLogprobs {
+  return entries.map((e) => {
+    if (e.logprob === null) return null;
+    const out: Record<string, PromptTokenLogprob> = {
+      [e.id]: { logprob: finite(e.logprob), rank: e.rank ?? 0, decoded_token: e.token },
+    };
+    e.top.forEach((t, k) => {
+      if (t.id !== e.id) out[t.id] = { logprob: finite(t.logprob), rank: k + 1, decoded_token: t.token };
+    });
+    return out;
+  });
 }
 
 /** The chat shape of engine logprobs. */

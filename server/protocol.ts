@@ -13,7 +13,7 @@ import type {
 } from "../inference/engine/mod.ts";
 import { parseChatTools, parseStructuredOutput } from "./constraints.ts";
 import { ApiError, invalidRequest } from "./errors.ts";
-import type { ChatLogprobs, CompletionLogprobs } from "./logprobs.ts";
+import type { ChatLogprobs, CompletionLogprobs, PromptLogprobs } from "./logprobs.ts";
 import {
   badValue,
   type Body,
@@ -28,7 +28,7 @@ import {
 } from "./validate.ts";
 
 export { type ChatTools, parseChatTools } from "./constraints.ts";
-export { chatLogprobs, completionLogprobs } from "./logprobs.ts";
+export { chatLogprobs, completionLogprobs, promptLogprobs } from "./logprobs.ts";
 
 /** Token counts reported in `usage`. */
 export interface Usage {
@@ -67,6 +67,8 @@ export interface ChatCompletion {
     logprobs: ChatLogprobs | null;
   }[];
   usage: Usage;
+  /** vLLM's prompt_logprobs, when asked */
+  prompt_logprobs?: PromptLogprobs;
 }
 
 /** One `data:` event of a streaming chat response. */
@@ -100,6 +102,8 @@ export interface TextCompletion {
     text: string;
     finish_reason: FinishReason | null;
     logprobs: CompletionLogprobs | null;
+    /** vLLM's prompt_logprobs of the choice's prompt, when asked (not streamed) */
+    prompt_logprobs?: PromptLogprobs;
   }[];
   usage?: Usage | null;
 }
@@ -330,6 +334,15 @@ function parseCommon(
     // As in vLLM, continuous usage rides on include_usage.
     continuousUsage = includeUsage && so.continuous_usage_stats === true;
   }
+  // e. vLLM's prompt_logprobs: alternatives per prompt token (0 gives each token's own); not streamed, as
+  // in vLLM. Its −1 (the whole vocabulary) is over our cap.
+  let promptLogprobs: number | null = null;
+  if (given(b.prompt_logprobs)) {
+    promptLogprobs = intIn(b, "prompt_logprobs", 0, MAX_TOP_LOGPROBS);
+    if (stream) {
+      throw invalidRequest('Cannot use "prompt_logprobs" with "stream": true', "prompt_logprobs");
+    }
+  }
   const model = typeof b.model === "string" ? b.model : null;
   // Defaults stay out of the request (n = 1, no logprobs, no penalties).
   const request: GenerateRequest = {
@@ -340,6 +353,7 @@ function parseCommon(
     sampling,
     ...(n !== 1 ? { n } : {}),
     ...(logprobs !== null ? { logprobs } : {}),
+    ...(promptLogprobs !== null ? { promptLogprobs } : {}),
     ...parseExtensions(b),
   };
   return {
@@ -355,7 +369,8 @@ function parseCommon(
 /**
  * Penalties, logit_bias, priority, min_tokens, ignore_eos, stop_token_ids, cache_salt and vLLM's
  * skip_special_tokens, include_stop_str_in_output, truncate_prompt_tokens, allowed_token_ids; only what the
- * request sets. bad_words is refused rather than ignored.
+ * request sets. bad_words is refused rather than ignored (prompt_logprobs is parseCommon's: it depends on
+ * stream).
  */
 function parseExtensions(b: Body): Partial<GenerateRequest> {
   const out: Partial<GenerateRequest> = {};
@@ -413,12 +428,6 @@ function parseExtensions(b: Body): Partial<GenerateRequest> {
   }
   if (given(b.bad_words) && !(Array.isArray(b.bad_words) && b.bad_words.length === 0)) {
     throw unsupported("bad_words", "bad_words is not supported; logit_bias can ban single tokens");
-  }
-  if (given(b.prompt_logprobs) && b.prompt_logprobs !== 0) {
-    throw unsupported(
-      "prompt_logprobs",
-      "prompt_logprobs is not supported; /v1/completions with echo and logprobs returns the prompt's",
-    );
   }
   if (given(b.cache_salt)) {
     const salt = b.cache_salt;

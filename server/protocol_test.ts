@@ -160,7 +160,9 @@ Deno.test("parseChatRequest() rejects out-of-range and unsupported options", () 
     [{ allowed_token_ids: [3, -1] }, "allowed_token_ids"],
     [{ allowed_token_ids: "3" }, "allowed_token_ids"],
     [{ bad_words: ["darn"] }, "bad_words"],
-    [{ prompt_logprobs: 2 }, "prompt_logprobs"],
+    [{ prompt_logprobs: -1 }, "prompt_logprobs"],
+    [{ prompt_logprobs: 21 }, "prompt_logprobs"],
+    [{ prompt_logprobs: 2, stream: true }, "prompt_logprobs"],
     [{ cache_salt: "" }, "cache_salt"],
     [{ cache_salt: 7 }, "cache_salt"],
     [{ cache_salt: "x".repeat(1025) }, "cache_salt"],
@@ -327,6 +329,7 @@ Deno.test("parse*Request() reads n, logprobs, penalties, logit_bias and vLLM's e
     bad_words: [],
     prompt_logprobs: 0,
   }).request;
+  assert.equal(chat.promptLogprobs, 0, "0 asks for each prompt token's own logprob");
   assert.equal(chat.n, 3);
   assert.equal(chat.logprobs, 5);
   assert.deepEqual(chat.penalties, { presence: 0.5, frequency: -1, repetition: 1.2 });

@@ -250,6 +250,62 @@ Deno.test("the openai package talks to leanserve: completions, streaming, errors
       });
       assert.equal(text.choices[0].text, golden.prompt + greedy);
     });
+    await t.step(
+      "prompt_logprobs (vLLM): each prompt token's logprob and rank, as echo scores them",
+      async () => {
+        const ids = [...golden.ids, ...golden.greedy32_ids.slice(0, 6)];
+        const echoed = await openai.completions.create({
+          model: "stories260K",
+          prompt: ids,
+          max_tokens: 1,
+          temperature: 0,
+          logprobs: 2,
+          echo: true,
+        });
+        const lp = echoed.choices[0].logprobs!;
+        // The SDK sends fields it does not know as they are, and returns them on the choice.
+        const res = await openai.completions.create(
+          {
+            model: "stories260K",
+            prompt: ids,
+            max_tokens: 1,
+            temperature: 0,
+            prompt_logprobs: 2,
+          } as Parameters<typeof openai.completions.create>[0] & { prompt_logprobs: number },
+        );
+        const scored = ((res as OpenAI.Completion).choices[0] as unknown as {
+          prompt_logprobs:
+            (Record<string, { logprob: number; rank: number; decoded_token: string }> | null)[];
+        }).prompt_logprobs;
+        assert.equal(scored.length, ids.length);
+        assert.equal(scored[0], null);
+        for (let t = 1; t < ids.length; t++) {
+          const own = scored[t]![ids[t]];
+          assert.equal(own.decoded_token, lp.tokens![t]);
+          assert.ok(Math.abs(own.logprob - lp.token_logprobs![t]!) < 1e-6, `position ${t}`);
+          assert.ok(own.rank >= 1);
+          // the alternatives are echo's top two, ranked by place
+          const alts = Object.entries(scored[t]!).filter(([id]) => Number(id) !== ids[t]);
+          for (const [, alt] of alts) assert.equal(lp.top_logprobs![t]![alt.decoded_token], alt.logprob);
+          assert.ok(alts.every(([, alt]) => alt.rank === 1 || alt.rank === 2));
+        }
+        // the greedy tail: each id was its position's likeliest
+        for (let t = golden.ids.length; t < ids.length; t++) assert.equal(scored[t]![ids[t]].rank, 1);
+        const err = await rejection(
+          openai.completions.create(
+            {
+              model: "stories260K",
+              prompt: ids,
+              max_tokens: 1,
+              stream: true,
+              prompt_logprobs: 1,
+            } as Parameters<typeof openai.completions.create>[0] & { prompt_logprobs: number },
+          ),
+          BadRequestError,
+        );
+        assert.equal(err.param, "prompt_logprobs");
+      },
+    );
     // Last: the log and metrics steps above count the earlier requests.
     await t.step(
       "completions.create with a prompt of token ids: the same text; an id past the vocabulary is a 400",

@@ -3,6 +3,7 @@
  * detokenizer, stop strings held back, EOS and stop ids), logprob entries and its end event; an
  * `EventChannel` carries the events of all of a request's choices to the caller's iterator.
  */
+import { LOGPROB_RANK_WORD } from "../../kernels/ops/mod.ts";
 import type { GrammarMatcher } from "../structured/mod.ts";
 import { createStreamDecoder, type Tokenizer } from "../text/mod.ts";
 import { createStopMatcher } from "./stop_text.ts";
@@ -162,5 +163,5 @@ export function readLogprob(tokenizer: Tokenizer, id: number, record: Uint32Arra
     const t = record[2 + 2 * k];
     top.push({ id: t, token: tokenizer.decode([t]), logprob: f[3 + 2 * k] });
   }
-  return { id, token: tokenizer.decode([id]), logprob: f[0], top };
+  return { id, token: tokenizer.decode([id]), logprob: f[0], rank: record[LOGPROB_RANK_WORD], top };
 }

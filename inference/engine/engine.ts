@@ -292,11 +292,13 @@ export function createEngine(
     if (scheduler.counts().waiting + n > opts.maxQueued) {
       throw new EngineBusyError(`Cannot queue the request: ${opts.maxQueued} sequences are already waiting`);
     }
-    if (request.echo && request.logprobs !== undefined && request.logprobs !== null) {
+    const scoreTop = promptScoreTop(request);
+    if (scoreTop !== null) {
       const most = maxScoredPrompt(m.config);
       if (ids.length > most) {
+        const why = request.promptLogprobs !== undefined ? "prompt_logprobs" : "echo with logprobs";
         throw new EngineInputError(
-          `Cannot score a prompt of ${ids.length} tokens (echo with logprobs): at most ${most}`,
+          `Cannot score a prompt of ${ids.length} tokens (${why}): at most ${most}`,
           request.input.kind === "chat" ? "messages" : "prompt",
         );
       }
@@ -368,7 +370,16 @@ export function createEngine(
     try {
       if (signal?.aborted) return;
       yield { type: "start", promptTokens: ids.length };
-      if (request.echo) yield* echoPrompt(s, request, ids, n, ids !== full);
+      const scored = scoreTop !== null ? await scoreIds(s, ids, scoreTop) : null;
+      if (scored && request.promptLogprobs !== undefined) {
+        yield { type: "prompt", logprobs: withTop(scored, request.promptLogprobs) };
+      }
+      if (request.echo) {
+        const echoed = scored && request.logprobs !== undefined && request.logprobs !== null
+          ? withTop(scored, request.logprobs)
+          : undefined;
+        yield* echoPrompt(s, request, ids, n, ids !== full, echoed);
+      }
       yield* channel;
     } finally {
       inFlight--;
@@ -377,39 +388,43 @@ export function createEngine(
     }
   }
 
-  /** The prompt as each choice's first delta, with its tokens' logprobs when asked (GenerateRequest.echo). */
-  async function* echoPrompt(
+  /**
+   * The prompt's tokens' logprobs with `top` alternatives each (the first token's null: nothing predicts
+   * it). One prompt is scored at a time: each holds its own activations for the whole prompt. The lease keeps
+   * a model swapped out meanwhile from being freed under it (its sequences may all end first).
+   */
+  async function scoreIds(s: Served, ids: number[], top: number): Promise<TokenLogprob[]> {
+    const m = s.model;
+    s.leases++;
+    let records: Uint32Array;
+    try {
+      const scored = scoring.then(() => scorePrompt(m.gpu, m.config, m.weights, ids, top));
+      scoring = scored.then(() => {}, () => {});
+      records = await scored;
+    } finally {
+      if (--s.leases === 0 && s.drained) free(s);
+    }
+    const rec = (t: number) => records.subarray(t * LOGPROB_RECORD_WORDS, (t + 1) * LOGPROB_RECORD_WORDS);
+    return ids.map((id, t) =>
+      t === 0
+        ? { id, token: m.tokenizer.decode([id]), logprob: null, top: [] }
+        : readLogprob(m.tokenizer, id, rec(t - 1))
+    );
+  }
+
+  /** The prompt as each choice's first delta, with its tokens' logprobs when scored (GenerateRequest.echo). */
+  function* echoPrompt(
     s: Served,
     request: GenerateRequest,
     ids: number[],
     n: number,
     truncated: boolean,
-  ): AsyncGenerator<TokenEvent> {
-    const { tokenizer } = s.model;
+    logprobs: TokenLogprob[] | undefined,
+  ): Generator<TokenEvent> {
     // A truncated prompt (truncate_prompt_tokens) echoes the ids the model read.
-    const text = request.input.kind === "text" && !truncated ? request.input.prompt : tokenizer.decode(ids);
-    let logprobs: TokenLogprob[] | undefined;
-    if (request.logprobs !== undefined && request.logprobs !== null) {
-      const top = request.logprobs;
-      const m = s.model;
-      // One prompt scored at a time: each holds its own activations for the whole prompt. The lease keeps a
-      // model swapped out meanwhile from being freed under it (its sequences may all end first).
-      s.leases++;
-      let records: Uint32Array;
-      try {
-        const scored = scoring.then(() => scorePrompt(m.gpu, m.config, m.weights, ids, top));
-        scoring = scored.then(() => {}, () => {});
-        records = await scored;
-      } finally {
-        if (--s.leases === 0 && s.drained) free(s);
-      }
-      const rec = (t: number) => records.subarray(t * LOGPROB_RECORD_WORDS, (t + 1) * LOGPROB_RECORD_WORDS);
-      logprobs = ids.map((id, t) =>
-        t === 0
-          ? { id, token: tokenizer.decode([id]), logprob: null, top: [] }
-          : readLogprob(tokenizer, id, rec(t - 1))
-      );
-    }
+    const text = request.input.kind === "text" && !truncated
+      ? request.input.prompt
+      : s.model.tokenizer.decode(ids);
     for (let index = 0; index < n; index++) {
       yield { type: "delta", index, text, tokens: 0, ...(logprobs ? { logprobs } : {}) };
     }
@@ -637,4 +652,22 @@ function promptIds(
     throw new EngineInputError((err as Error).message, "messages", "chat_template_error");
   }
   return m.tokenizer.encode(text, { addSpecialTokens });
+}
+
+/**
+ * How many alternatives a request's prompt is scored with: the most of what `promptLogprobs` and an echo
+ * with `logprobs` ask (one scoring serves both), or null when neither asks.
+ */
+function promptScoreTop(request: GenerateRequest): number | null {
+  const echo = request.echo && request.logprobs !== undefined && request.logprobs !== null
+    ? request.logprobs
+    : null;
+  const prompt = request.promptLogprobs ?? null;
+  if (echo === null) return prompt;
+  return prompt === null ? echo : Math.max(echo, prompt);
+}
+
+/** Scored prompt logprobs with at most `top` alternatives each. */
+function withTop(entries: TokenLogprob[], top: number): TokenLogprob[] {
+  return entries.map((e) => e.top.length > top ? { ...e, top: e.top.slice(0, top) } : e);
 }

@@ -13,6 +13,7 @@ import { forwardLogits } from "../../tests/_golden.ts";
 import { sharedPath, testGpu } from "../../tests/_gpu.ts";
 import { logSoftmaxRef } from "../../kernels/core/reference.ts";
 import type { Gpu } from "../../kernels/core/mod.ts";
+import type { TokenLogprob } from "./mod.ts";
 
 const PROMPTS: [string, number][] = [
   ["Once upon a time", 24],
@@ -212,5 +213,35 @@ async function checkLogprobs(
       assert.ok(Math.abs(x.logprob - want[x.id]) < tol, `prompt ${t + 1} top ${x.id}`)
     );
     if (kvCacheDtype === "f32") assert.deepEqual(entry.top.map((x) => x.id), order.slice(0, 5));
+  });
+  // prompt_logprobs beside echo: one scoring serves both, each cut to its own alternatives; the prompt event
+  // comes before any delta and carries each token's rank.
+  const events: string[] = [];
+  let promptEvent: TokenLogprob[] = [];
+  const [both] = await collect(engine, {
+    ...greedy("", 1, { logprobs: 5, echo: true }),
+    promptLogprobs: 2,
+    input: { kind: "tokens", ids: all },
+  }, {
+    onEvent: (ev) => {
+      events.push(ev.type);
+      if (ev.type === "prompt") promptEvent = ev.logprobs;
+    },
+  });
+  assert.deepEqual(events.slice(0, 3), ["start", "prompt", "delta"]);
+  assert.deepEqual(both.logprobs.slice(0, all.length), scored, "echo logprobs as without prompt_logprobs");
+  assert.deepEqual(promptEvent.map((e) => e.id), all);
+  assert.equal(promptEvent[0].logprob, null);
+  promptEvent.slice(1).forEach((entry, t) => {
+    assert.equal(entry.logprob, scored[t + 1].logprob);
+    assert.deepEqual(entry.top, scored[t + 1].top.slice(0, 2));
+    const want = logSoftmaxRef(logits.subarray(t * vocab, (t + 1) * vocab));
+    // ids at least as likely, give or take the tolerance between the two forwards
+    const w = want[entry.id];
+    const [lo, hi] = [want.filter((v) => v > w + tol).length + 1, want.filter((v) => v >= w - tol).length];
+    assert.ok(
+      entry.rank! >= lo && entry.rank! <= hi,
+      `prompt ${t + 1}: rank ${entry.rank} not in [${lo}, ${hi}]`,
+    );
   });
 }

@@ -100,6 +100,11 @@ export interface GenerateRequest {
   skipSpecialTokens?: boolean;
   /** the stop string that ends a choice stays at the end of its text (vLLM's include_stop_str_in_output) */
   includeStopStr?: boolean;
+  /**
+   * Score the prompt: a "prompt" event with each prompt token's logprob, rank and this many alternatives
+   * (0..20; vLLM's prompt_logprobs), before the first delta.
+   */
+  promptLogprobs?: number;
   /** only the last this many prompt ids are used (vLLM's truncate_prompt_tokens; left truncation) */
   truncatePromptTokens?: number;
   /** sampling picks only among these ids, EOS included only if listed (vLLM's allowed_token_ids) */
@@ -113,6 +118,11 @@ export interface TokenLogprob {
   token: string;
   /** null only for the first token of an echoed prompt, which nothing predicts (its `top` is empty) */
   logprob: number | null;
+  /**
+   * How many ids were at least as likely here (1: the likeliest; ties count against it), as vLLM ranks
+   * prompt tokens; absent where `logprob` is null.
+   */
+  rank?: number;
   /** The most likely tokens at this position, best first. */
   top: { id: number; token: string; logprob: number }[];
 }
@@ -126,6 +136,11 @@ export type TokenEvent =
    * `tokens` counts them.
    */
   | { type: "delta"; text: string; index?: number; logprobs?: TokenLogprob[]; tokens?: number }
+  /**
+   * The prompt's tokens' logprobs (GenerateRequest.promptLogprobs), once per prompt, before its first
+   * delta; the first token's logprob is null. `index`: the prompt's first choice (absent: 0).
+   */
+  | { type: "prompt"; logprobs: TokenLogprob[]; index?: number }
   /** One per choice; the iterator ends after the last choice's. */
   | {
     type: "end";

@@ -7,7 +7,7 @@ import {
   type SlotSettings,
 } from "./batch_sample.ts";
 import { createLogitsProcess, maskWords } from "./logits_process.ts";
-import { createLogprobs, LOGPROB_RECORD_WORDS } from "./logprobs.ts";
+import { createLogprobs, LOGPROB_RANK_WORD, LOGPROB_RECORD_WORDS } from "./logprobs.ts";
 import { logSoftmaxRef, sampleRef } from "../core/reference.ts";
 import { checkPipelines, type Gpu } from "../core/gpu.ts";
 import { createStorage, readF32, readU32, runPass, uploadStorage } from "../core/buffers.ts";
@@ -339,6 +339,9 @@ Deno.test("batchSample() draws every row with its slot's settings and RNG step",
       const tok = got.tokens[slot];
       assert.ok(Math.abs(f[0] - lp[tok]) <= 1e-5, `slot ${slot}: logprob ${f[0]} vs ${lp[tok]}`);
       assert.equal(rec[1], settings[slot].nTop);
+      const raw = got.logits.subarray(r * vocab, (r + 1) * vocab);
+      const rank = raw.filter((v) => v >= raw[tok]).length;
+      assert.equal(rec[LOGPROB_RANK_WORD], rank, `slot ${slot}: rank`);
       const order = Array.from(lp.keys()).sort((a, b) => lp[b] - lp[a] || a - b);
       for (let k = 0; k < settings[slot].nTop; k++) {
         assert.equal(rec[2 + 2 * k], order[k], `slot ${slot} top ${k} id`);
@@ -384,6 +387,13 @@ Deno.test("batchSample() draws every row with its slot's settings and RNG step",
         );
       }
       assert.ok(Math.abs(f[0] - lp[got.tokens[0]]) <= 1e-5, "the pick's logprob");
+      // ties count against the pick: its rank is every id at its level or above
+      const raw = got.logits;
+      assert.equal(
+        rec[LOGPROB_RANK_WORD],
+        raw.filter((v) => v >= raw[got.tokens[0]]).length,
+        "the pick's rank",
+      );
     });
   }
   gpu.device.destroy();

@@ -1,9 +1,10 @@
 /**
  * Log probabilities after sampling (batch_sample.ts), for the slots that ask (struct SlotParams `logprobs`,
  * `nTop`): from the raw logits (the model's distribution, as vLLM reports by default, not the processed one),
- * lse = max + ln Σ e^(l − max), the chosen token's l − lse and the nTop most likely tokens (ties: lower id
- * first), into outLogprobs[state.step · maxSlots + slot] = [logprob, n, (id, logprob) × MAX_TOP_LOGPROBS]
- * (f32 bits and u32).
+ * lse = max + ln Σ e^(l − max), the chosen token's l − lse, the nTop most likely tokens (ties: lower id
+ * first) and the chosen token's rank (how many ids have a logit at least as high: 1 for the likeliest, ties
+ * counted against it, as vLLM ranks prompt tokens), into outLogprobs[state.step · maxSlots + slot] =
+ * [logprob, n, (id, logprob) × MAX_TOP_LOGPROBS, rank] (f32 bits and u32).
  *
  * Two dispatches, because one workgroup per row walked Llama-3's 128,256 logits serially (1.2 ms a step on
  * the H100 with 20 alternatives; 2.4 ms when it walked the row once per alternative, BENCHMARKS.md):
@@ -11,7 +12,8 @@
  *   (max, Σ e^(l − max)) and its nTop best (value, id) go to a scratch record per chunk, the best drawn one
  *   at a time: each invocation's best strictly below the last pick, then a tree argmax.
  * - `merge`: one workgroup per row combines the chunks' sums into lse and draws the nTop best from the
- *   chunks' candidates the same way; every top id of the row is among its chunk's nTop best.
+ *   chunks' candidates the same way; every top id of the row is among its chunk's nTop best. It also counts
+ *   the rank over the whole row (one more read of it, small beside the LM head that wrote it).
  * Order: (value, id) pairs compare by value, then lower id first; −inf logits never count.
  */
 import {
@@ -26,8 +28,13 @@ import {
 import { LOGIT_ROWS_WGSL, logitDims, type RowsArgs } from "./logits_process.ts";
 import { MAX_TOP_LOGPROBS, SLOT_PARAMS_STRUCT } from "./batch_sample.ts";
 
-/** u32 words of one logprob record: the chosen token's logprob, n, then n (id, logprob) pairs (padded). */
-export const LOGPROB_RECORD_WORDS = 2 + 2 * MAX_TOP_LOGPROBS;
+/**
+ * u32 words of one logprob record: the chosen token's logprob, n, then n (id, logprob) pairs (padded to
+ * MAX_TOP_LOGPROBS), then the chosen token's rank.
+ */
+export const LOGPROB_RECORD_WORDS = 3 + 2 * MAX_TOP_LOGPROBS;
+/** Where a logprob record holds the chosen token's rank (u32, ≥ 1). */
+export const LOGPROB_RANK_WORD = LOGPROB_RECORD_WORDS - 1;
 
 /** Logits per invocation of `part`: a chunk is this many times the workgroup. */
 const PER_INVOCATION = 8;
@@ -66,8 +73,13 @@ fn bestOf(lid: u32, v: f32, i: u32) -> vec2<u32> {
 
 // Σ over the invocations of s · e^(m − mx), mx the largest m (the terms with m = −inf count 0); uniform.
 fn sumScaled(lid: u32, m: f32, s: f32, mx: f32) -> f32 {
+  return sumOf(lid, select(0.0, s * exp(m - mx), m > dims.negInf));
+}
+
+// Σ over the invocations of x; uniform.
+fn sumOf(lid: u32, x: f32) -> f32 {
   workgroupBarrier();
-  redV[lid] = select(0.0, s * exp(m - mx), m > dims.negInf);
+  redV[lid] = x;
   workgroupBarrier();
   for (var k = WG / 2u; k > 0u; k >>= 1u) {
     if (lid < k) { redV[lid] += redV[lid + k]; }
@@ -163,10 +175,18 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
   let mx = bitcast<f32>(bestOf(lid, m, lid).x);
   let lse = mx + log(sumScaled(lid, m, s, mx));
   let rec = (state.step * dims.maxSlots + slot) * REC;
+  let tok = min(outTokens[state.step * dims.maxSlots + slot], dims.vocab - 1u);
+  let lt = logits[row * dims.vocab + tok];
+  // the rank: ids whose logit is at least the chosen one's (a few hundred per invocation: exact in f32)
+  var ge = 0.0;
+  for (var i = lid; i < dims.vocab; i += WG) {
+    if (logits[row * dims.vocab + i] >= lt) { ge += 1.0; }
+  }
+  let rank = sumOf(lid, ge);
   if (lid == 0u) {
-    let tok = outTokens[state.step * dims.maxSlots + slot];
-    outLogprobs[rec] = bitcast<u32>(logits[row * dims.vocab + min(tok, dims.vocab - 1u)] - lse);
+    outLogprobs[rec] = bitcast<u32>(lt - lse);
     outLogprobs[rec + 1u] = slotParams[slot].nTop;
+    outLogprobs[rec + REC - 1u] = u32(rank);
   }
   // the row's best: each invocation's best candidate strictly below the last pick, then a tree argmax
   var prev = vec2(0u, 0u);

@@ -33,7 +33,7 @@ export { createF16Convert } from "./f16_convert.ts";
 export { createFillRandom } from "./fill_random.ts";
 export { createHeadNorm, type HeadNormArgs } from "./head_norm.ts";
 export { createLogitsProcess, type LogitsProcessArgs, maskWords } from "./logits_process.ts";
-export { createLogprobs, LOGPROB_RECORD_WORDS } from "./logprobs.ts";
+export { createLogprobs, LOGPROB_RANK_WORD, LOGPROB_RECORD_WORDS } from "./logprobs.ts";
 export { createNll } from "./nll.ts";
 export {
   createPagedAttention,

@@ -22,6 +22,7 @@ import {
   chatLogprobs,
   parseChatRequest,
   type ParsedRequest,
+  promptLogprobs,
 } from "../protocol.ts";
 import { reasoningMarks, type ReasoningStart, ReasoningStream, splitReasoning } from "../reasoning.ts";
 import { CALL_MARKS, CALL_TOKENS, parseToolCalls, ToolCallStream } from "../tool_calls.ts";
@@ -76,6 +77,9 @@ export function chatHandler(deps: RouteDeps): Handler {
           };
         }),
         usage: done.usage,
+        ...(parsed.request.promptLogprobs !== undefined
+          ? { prompt_logprobs: promptLogprobs(done.choices[0]?.promptLogprobs ?? []) }
+          : {}),
       };
       return c.json(body);
     }
@@ -111,6 +115,7 @@ export function chatHandler(deps: RouteDeps): Handler {
             }]),
         );
       }
+      if (ev.type === "prompt") return []; // prompt_logprobs: never streamed
       const index = ev.index ?? 0;
       if (ev.type === "delta") {
         const split = thoughts ? thoughts[index].push(ev.text) : { reasoning: "", content: ev.text };

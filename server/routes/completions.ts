@@ -17,6 +17,7 @@ import { usageCounter } from "../usage.ts";
 import {
   completionLogprobs,
   parseCompletionRequest,
+  promptLogprobs,
   type RequestDefaults,
   type TextCompletion,
   type Usage,
@@ -58,6 +59,7 @@ export function completionsHandler(deps: RouteDeps): Handler {
     const created = Math.floor(Date.now() / 1000);
     const model = deps.modelName();
     const wantLogprobs = parsed.request.logprobs !== undefined && parsed.request.logprobs !== null;
+    const wantPrompt = parsed.request.promptLogprobs !== undefined;
     const frame = (choices: TextCompletion["choices"]): TextCompletion => ({
       id,
       object: "text_completion",
@@ -74,6 +76,7 @@ export function completionsHandler(deps: RouteDeps): Handler {
         text: ch.text,
         finish_reason: ch.finishReason,
         logprobs: wantLogprobs ? completionLogprobs(ch.logprobs) : null,
+        ...(wantPrompt ? { prompt_logprobs: promptLogprobs(ch.promptLogprobs ?? []) } : {}),
       }));
       return c.json({ ...frame(choices), usage: done.usage });
     }
@@ -89,7 +92,7 @@ export function completionsHandler(deps: RouteDeps): Handler {
         sent.set(index, at + (ev.logprobs ?? []).reduce((n, e) => n + e.token.length, 0));
         return [frame([{ index, text: ev.text, finish_reason: null, logprobs: lp }])];
       }
-      if (ev.type === "start") return [];
+      if (ev.type === "start" || ev.type === "prompt") return []; // prompt_logprobs: never streamed
       const last = frame([{ index, text: "", finish_reason: ev.finishReason, logprobs: null }]);
       return parsed.includeUsage && usage.done() ? [last, { ...frame([]), usage: usage.total() }] : [last];
     });
@@ -101,6 +104,8 @@ export interface CollectedChoice {
   text: string;
   finishReason: EndEvent["finishReason"];
   logprobs: TokenLogprob[];
+  /** its prompt's scored tokens (GenerateRequest.promptLogprobs), when asked */
+  promptLogprobs?: TokenLogprob[];
 }
 
 /**
@@ -120,6 +125,7 @@ export async function collectChoices(
     () => ({ text: [] as string[], logprobs: [] as TokenLogprob[] }),
   );
   const ends: (EndEvent | undefined)[] = new Array(count);
+  const scored: (TokenLogprob[] | undefined)[] = new Array(prompts); // per prompt
   const usage = usageCounter(n, prompts);
   for await (const ev of events) {
     usage.add(ev);
@@ -128,12 +134,19 @@ export async function collectChoices(
       p.text.push(ev.text);
       p.logprobs.push(...(ev.logprobs ?? []));
     }
+    if (ev.type === "prompt") scored[Math.floor((ev.index ?? 0) / n)] = ev.logprobs;
     if (ev.type === "end") ends[ev.index ?? 0] = ev;
   }
   const choices = parts.map((p, i) => {
     const end = ends[i];
     if (!end) throw new Error("Engine stopped without an end event");
-    return { text: p.text.join(""), finishReason: end.finishReason, logprobs: p.logprobs };
+    const prompt = scored[Math.floor(i / n)];
+    return {
+      text: p.text.join(""),
+      finishReason: end.finishReason,
+      logprobs: p.logprobs,
+      ...(prompt ? { promptLogprobs: prompt } : {}),
+    };
   });
   return { choices, usage: usage.total() };
 }

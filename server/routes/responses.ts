@@ -215,6 +215,7 @@ async function create(c: Context, deps: RouteDeps, store: ResponseStore): Promis
       const split = thoughts ? thoughts.push(ev.text) : { reasoning: "", content: ev.text };
       return text(split.reasoning, held ? held.push(split.content) : split.content, ev.logprobs);
     }
+    if (ev.type === "prompt") return []; // not a Responses field
     const tail = thoughts ? thoughts.finish() : { reasoning: "", content: "" };
     const out = text(tail.reasoning, held ? held.push(tail.content) : tail.content);
     const { content: rest, calls } = held ? held.finish() : { content: "", calls: [] };
