@@ -234,9 +234,12 @@ export function parseCompletionRequest(body: unknown, defaults: RequestDefaults 
     }
     logprobs = b.logprobs as number;
   }
-  // 5. Fields shared with /v1/chat/completions.
-  const parsed = parseCommon(b, inputs[0], defaults, logprobs);
+  // 5. Fields shared with /v1/chat/completions. With echo, max_tokens may be 0: the prompt alone comes back
+  // (scored with logprobs), as vLLM and OpenAI's legacy API answer it.
+  const echoOnly = echo && b.max_tokens === 0 && !given(b.max_completion_tokens);
+  const parsed = parseCommon(echoOnly ? { ...b, max_tokens: null } : b, inputs[0], defaults, logprobs);
   if (echo) parsed.request.echo = true;
+  if (echoOnly) Object.assign(parsed.request, { maxTokens: 0, maxTokensStrict: true });
   return inputs.length > 1 ? { ...parsed, inputs } : parsed;
 }
 

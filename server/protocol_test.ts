@@ -271,6 +271,24 @@ Deno.test("parseCompletionRequest() reads a prompt and the shared fields", () =>
   assert.equal(parseCompletionRequest({ prompt: "", echo: false, suffix: null }).request.input.kind, "text");
 });
 
+Deno.test("parseCompletionRequest(): max_tokens 0 asks for the prompt alone, with echo only", () => {
+  const alone = parseCompletionRequest({ prompt: "a", echo: true, max_tokens: 0, logprobs: 1 }).request;
+  assert.equal(alone.maxTokens, 0);
+  assert.equal(alone.echo, true);
+  assert.equal(alone.logprobs, 1);
+  // max_completion_tokens wins over max_tokens, as everywhere
+  assert.equal(
+    parseCompletionRequest({ prompt: "a", echo: true, max_tokens: 0, max_completion_tokens: 3 })
+      .request.maxTokens,
+    3,
+  );
+  assertRejects400(() => parseCompletionRequest({ prompt: "a", max_tokens: 0 }), "max_tokens");
+  assertRejects400(
+    () => parseChatRequest({ messages: [{ role: "user", content: "a" }], max_tokens: 0 }),
+    "max_tokens",
+  );
+});
+
 Deno.test("parseCompletionRequest() takes a list of prompts, strings or token ids, each an input", () => {
   const texts = parseCompletionRequest({ prompt: ["a", "b"], n: 2 });
   assert.deepEqual(texts.inputs, [{ kind: "text", prompt: "a" }, { kind: "text", prompt: "b" }]);

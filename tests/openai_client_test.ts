@@ -249,6 +249,18 @@ Deno.test("the openai package talks to leanserve: completions, streaming, errors
         echo: true,
       });
       assert.equal(text.choices[0].text, golden.prompt + greedy);
+      // max_tokens 0: the prompt alone, scored (as OpenAI's legacy API and vLLM answer it)
+      const alone = await openai.completions.create({
+        model: "stories260K",
+        prompt: ids,
+        max_tokens: 0,
+        logprobs: 1,
+        echo: true,
+      });
+      assert.equal(alone.choices[0].text, prompt);
+      assert.deepEqual(alone.choices[0].logprobs!.token_logprobs, lp.token_logprobs!.slice(0, ids.length));
+      assert.equal(alone.choices[0].finish_reason, "length");
+      assert.equal(alone.usage?.completion_tokens, 0);
     });
     await t.step(
       "prompt_logprobs (vLLM): each prompt token's logprob and rank, as echo scores them",

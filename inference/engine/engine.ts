@@ -315,6 +315,25 @@ export function createEngine(
       );
     }
     const allowed = request.allowedTokenIds ? allowedMask(m.config.vocabSize, request.allowedTokenIds) : null;
+    if (request.maxTokens === 0) {
+      // The prompt alone (completions' echo with max_tokens 0, as vLLM and OpenAI's legacy API serve it):
+      // scored when asked, nothing scheduled.
+      if (!request.echo) {
+        throw new EngineInputError("Cannot generate 0 tokens: max_tokens 0 needs echo", "max_tokens");
+      }
+      inFlight++;
+      try {
+        if (signal?.aborted) return;
+        yield { type: "start", promptTokens: ids.length };
+        yield* promptEvents(s, request, ids, n, ids !== full, scoreTop);
+        for (let index = 0; index < n; index++) {
+          yield { type: "end", finishReason: "length", promptTokens: ids.length, completionTokens: 0, index };
+        }
+      } finally {
+        inFlight--;
+      }
+      return;
+    }
     const seed = request.sampling.seed ?? Math.floor(Math.random() * 2 ** 32);
     if (request.sampling.seed === null && request.sampling.temperature > 0) {
       log(`[engine] sampling seed ${seed}`);
@@ -370,16 +389,7 @@ export function createEngine(
     try {
       if (signal?.aborted) return;
       yield { type: "start", promptTokens: ids.length };
-      const scored = scoreTop !== null ? await scoreIds(s, ids, scoreTop) : null;
-      if (scored && request.promptLogprobs !== undefined) {
-        yield { type: "prompt", logprobs: withTop(scored, request.promptLogprobs) };
-      }
-      if (request.echo) {
-        const echoed = scored && request.logprobs !== undefined && request.logprobs !== null
-          ? withTop(scored, request.logprobs)
-          : undefined;
-        yield* echoPrompt(s, request, ids, n, ids !== full, echoed);
-      }
+      yield* promptEvents(s, request, ids, n, ids !== full, scoreTop);
       yield* channel;
     } finally {
       inFlight--;
@@ -412,15 +422,27 @@ export function createEngine(
     );
   }
 
-  /** The prompt as each choice's first delta, with its tokens' logprobs when scored (GenerateRequest.echo). */
-  function* echoPrompt(
+  /**
+   * What comes of the prompt itself before the generated tokens: its scored tokens (a "prompt" event, for
+   * GenerateRequest.promptLogprobs) and, with `echo`, the prompt as each choice's first delta (with its
+   * tokens' logprobs when `logprobs` asks). One scoring, with `scoreTop` alternatives, serves both.
+   */
+  async function* promptEvents(
     s: Served,
     request: GenerateRequest,
     ids: number[],
     n: number,
     truncated: boolean,
-    logprobs: TokenLogprob[] | undefined,
-  ): Generator<TokenEvent> {
+    scoreTop: number | null,
+  ): AsyncGenerator<TokenEvent> {
+    const scored = scoreTop !== null ? await scoreIds(s, ids, scoreTop) : null;
+    if (scored && request.promptLogprobs !== undefined) {
+      yield { type: "prompt", logprobs: withTop(scored, request.promptLogprobs) };
+    }
+    if (!request.echo) return;
+    const logprobs = scored && request.logprobs !== undefined && request.logprobs !== null
+      ? withTop(scored, request.logprobs)
+      : undefined;
     // A truncated prompt (truncate_prompt_tokens) echoes the ids the model read.
     const text = request.input.kind === "text" && !truncated
       ? request.input.prompt

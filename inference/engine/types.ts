@@ -47,7 +47,10 @@ export type GenerateInput =
 
 export interface GenerateRequest {
   input: GenerateInput;
-  /** Upper bound on generated tokens; null means up to the context length. */
+  /**
+   * Upper bound on generated tokens; null means up to the context length. 0 (with `echo` only): nothing is
+   * generated, the prompt comes back alone.
+   */
   maxTokens: number | null;
   /**
    * True when the client gave maxTokens itself: prompt + maxTokens beyond the context is then refused
