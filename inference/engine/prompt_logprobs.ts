@@ -8,6 +8,10 @@
  * It runs beside the scheduler on the same queue, with its own activations (forwards of at most 256 rows)
  * and an f32 cache as long as the prompt, one prompt at a time (the engine serializes the calls), all freed
  * at the end: at the 8B shape 256 KiB of cache per id, so prompts are capped at 4 GiB of it (16K ids).
+ * Forwards are padded to the engine's prefill row counts (row_buckets.ts): kernels take their row count as
+ * a build constant, so scoring prompts of every length (an evaluation harness's) would otherwise build new
+ * pipelines for each, a stall of the whole GPU queue each time; the padding rows (id 0, after the prompt)
+ * are read by no real row (causal attention) and their records are dropped.
  */
 import {
   checkPipelines,
@@ -25,6 +29,7 @@ import {
   packSlotParams,
   SLOT_PARAMS_BYTES,
 } from "../../kernels/ops/mod.ts";
+import { bucketOf, prefillBuckets } from "./row_buckets.ts";
 import {
   bindForward,
   bindLmHead,
@@ -71,40 +76,46 @@ export async function scorePrompt(
   if (n > maxScoredPrompt(config)) {
     throw new Error(`Cannot score a prompt of ${n} ids: at most ${maxScoredPrompt(config)}`);
   }
-  // The cache holds this prompt only (a model's context can be 128K positions).
-  const c: ModelConfig = { ...config, seqLen: n };
   const fit = Math.floor(Math.min(MAX_LOGITS_BYTES, gpu.maxBindingBytes) / (config.vocabSize * 4));
-  const rowsPer = Math.max(1, Math.min(preds, rowsPerForward, fit));
-  const s = createForwardState(gpu, c, { maxRows: rowsPer, maxLogitRows: rowsPer });
+  const rowsPer = Math.max(1, Math.min(rowsPerForward, fit));
+  const buckets = prefillBuckets(rowsPer);
+  const lastOff = Math.floor((preds - 1) / rowsPer) * rowsPer;
+  // The cache holds this prompt only (a model's context can be 128K positions), and the last forward's
+  // padding rows.
+  const c: ModelConfig = { ...config, seqLen: Math.max(n, lastOff + bucketOf(preds - lastOff, buckets)) };
+  const widest = bucketOf(Math.min(preds, rowsPer), buckets); // rows of the widest forward, padded
+  const s = createForwardState(gpu, c, { maxRows: widest, maxLogitRows: widest });
   const u32 = (words: number, label: string) => createStorage(gpu, words * 4, label);
-  const idBuf = u32(rowsPer, "score ids"); // (rows) u32: this forward's prompt ids
-  const targets = u32(rowsPer, "score targets"); // (rows) u32: the next id of each row
-  const rowIndex = u32(rowsPer, "score rows"); // (rows) u32: 0, 1, …: row r is "slot" r
-  const slotParams = createStorage(gpu, rowsPer * SLOT_PARAMS_BYTES, "score slot params");
-  const records = u32(rowsPer * LOGPROB_RECORD_WORDS, "score records"); // (rows, REC) u32
+  const idBuf = u32(widest, "score ids"); // (rows) u32: this forward's prompt ids
+  const targets = u32(widest, "score targets"); // (rows) u32: the next id of each row
+  const rowIndex = u32(widest, "score rows"); // (rows) u32: 0, 1, …: row r is "slot" r
+  const slotParams = createStorage(gpu, widest * SLOT_PARAMS_BYTES, "score slot params");
+  const records = u32(widest * LOGPROB_RECORD_WORDS, "score records"); // (rows, REC) u32
   const all = u32(preds * LOGPROB_RECORD_WORDS, "score records all"); // (n − 1, REC) u32
   const owned = [idBuf, targets, rowIndex, slotParams, records, all, ...forwardStateBuffers(s)];
   try {
-    writeBuffer(gpu, rowIndex, Uint32Array.from({ length: rowsPer }, (_, r) => r));
+    writeBuffer(gpu, rowIndex, Uint32Array.from({ length: widest }, (_, r) => r));
     const params = new Uint8Array(packSlotParams({ ...GREEDY_SLOT, logprobs: true, nTop: top }, {
       maxBias: 0,
       maxBan: 0,
     }));
-    const packed = new Uint8Array(rowsPer * SLOT_PARAMS_BYTES);
-    for (let r = 0; r < rowsPer; r++) packed.set(params, r * SLOT_PARAMS_BYTES);
+    const packed = new Uint8Array(widest * SLOT_PARAMS_BYTES);
+    for (let r = 0; r < widest; r++) packed.set(params, r * SLOT_PARAMS_BYTES);
     writeBuffer(gpu, slotParams, packed);
     const logprobs = createLogprobs(gpu);
     const norm = createRmsNorm(gpu);
     // Positions [off, off + rows) predict ids (off, off + rows]; the last id is never a row.
     for (let off = 0; off < preds; off += rowsPer) {
       const rows = Math.min(rowsPer, preds - off);
-      writeBuffer(gpu, idBuf, Uint32Array.from(ids.slice(off, off + rows)));
-      writeBuffer(gpu, targets, Uint32Array.from(ids.slice(off + 1, off + 1 + rows)));
+      const padded = bucketOf(rows, buckets);
+      const pad = (part: number[]) => Uint32Array.from({ length: padded }, (_, i) => part[i] ?? 0);
+      writeBuffer(gpu, idBuf, pad(ids.slice(off, off + rows)));
+      writeBuffer(gpu, targets, pad(ids.slice(off + 1, off + 1 + rows)));
       writeBuffer(gpu, s.state, Uint32Array.of(off, 0, 0, 0)); // pos = off, step 0
       const steps: Encodable[] = [
-        bindForward(gpu, c, weights, s, { ids: idBuf, rows, logits: "none" }),
-        norm.bind({ x: s.x, weight: weights.finalNorm, y: s.xn, rows, dim: c.dim, eps: c.normEps }),
-        ...bindLmHead(gpu, c, weights, { x: s.xn, y: s.logits, rows }).map((h) => h.step),
+        bindForward(gpu, c, weights, s, { ids: idBuf, rows: padded, logits: "none" }),
+        norm.bind({ x: s.x, weight: weights.finalNorm, y: s.xn, rows: padded, dim: c.dim, eps: c.normEps }),
+        ...bindLmHead(gpu, c, weights, { x: s.xn, y: s.logits, rows: padded }).map((h) => h.step),
         logprobs.bind({
           logits: s.logits,
           slotParams,
@@ -112,7 +123,7 @@ export async function scorePrompt(
           rowSlot: rowIndex,
           rows,
           vocabSize: c.vocabSize,
-          maxSlots: rowsPer,
+          maxSlots: widest,
           state: s.state,
           outTokens: targets,
           outLogprobs: records,

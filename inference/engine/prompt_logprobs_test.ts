@@ -43,5 +43,18 @@ Deno.test("scorePrompt: each position's next-id logprob and top ids, in one forw
       assert.deepEqual(r.top.map((x) => x.id), order.slice(0, 3), `position ${t} top ids`);
     });
   }
+  // Prompts of other lengths in the same row bucket (18–33 ids, 17–32 positions scored: forwards of 32 rows)
+  // build no pipelines, and padding changes no record: a prefix scores as it does inside the longer prompt.
+  assert.ok(ids.length >= 33);
+  await scorePrompt(gpu, m.config, m.weights, ids.slice(0, 18), 3);
+  const built = gpu.pipelineCache.size;
+  for (const len of [23, 24, 31, 33]) {
+    const part = read(await scorePrompt(gpu, m.config, m.weights, ids.slice(0, len), 3));
+    assert.equal(gpu.pipelineCache.size, built, `${len} ids built new pipelines`);
+    part.forEach((r, t) => assert.deepEqual(r.top.map((x) => x.id), whole[t].top.map((x) => x.id)));
+    part.forEach((r, t) =>
+      assert.ok(Math.abs(r.logprob! - whole[t].logprob!) < 1e-5, `${len} ids, position ${t}`)
+    );
+  }
   gpu.device.destroy();
 });
