@@ -5,6 +5,7 @@
 #   bash bench/serve_suite.sh decode     # only the decode-dominated table (affine4, lut4, lut4f32, dense)
 #   bash bench/serve_suite.sh sweep [variants [lut variants]]   # the batched kernels: profiles, lane variants
 #   [BASE=<dir>] [HTTP_TOKENIZER=<dir>] bash bench/serve_suite.sh http   # main.ts (engine in its Worker) under load
+#   [BASE=<dir>] bash bench/serve_suite.sh prefill   # the engine's prompt kernels: 2,048-id prefill per format
 # Writes, under $OUT (default ./serve_suite_out): runner.txt (the single-sequence baseline, `deno task
 # bench`), decode_<format>.md (16-id prompts, 64 output ids, 1/2/16/64 streams: ITL p50 is one decode step),
 # issue.md (the issue's 512 + 256 requests at 1/16/64 streams), long_<format>.md (a 2,048-id prompt arriving
@@ -40,6 +41,30 @@ if [ "$what" = sweep ]; then
   for v in ${3:-mm mq mqc mqs mqcl8 mqcu2}; do
     timeout 40 $R bench/gemm.ts --formats lut4 --rows 16,32,64,512 --reps 20 --variants $v \
       >"$OUT/gemm_lut4_$v.txt" 2>&1
+  done
+  exit 0
+fi
+# `prefill`: issue 12's prefill on the engine's kernels (`deno task bench --prompt-kernels engine`, 2,048 ids
+# in one forward) for 4-bit LUT and affine, then the int8 batched kernels alone at prompt-piece row counts
+# (bench:gemm mq / mm at 96, 128 and 512 rows; one dispatch holds up to 128 rows since the eighteenth
+# session, 64 before). With BASE=<dir> (a `git archive` of an older commit beside the tree) each runs on both,
+# alternately, one process each: prefill_<format>_<tree>_<run>.txt, gemm_<format>_<tree>.txt.
+if [ "$what" = prefill ]; then
+  trees=(".:head")
+  [ -n "${BASE:-}" ] && trees=("$BASE:base" ".:head")
+  for run in 1 2; do
+    for f in lut4 affine4; do
+      for t in "${trees[@]}"; do
+        (cd "${t%%:*}" && timeout 90 $R bench/bench.ts --random llama3-8b --format $f --prompt 2048 --decode 16 \
+          --runs 2 --prompt-kernels engine) >"$OUT/prefill_${f}_${t##*:}_$run.txt" 2>&1
+      done
+    done
+  done
+  for t in "${trees[@]}"; do
+    (cd "${t%%:*}" && timeout 60 $R bench/gemm.ts --formats lut4 --rows 96,128,512 --reps 20 --variants mq) \
+      >"$OUT/gemm_lut4_${t##*:}.txt" 2>&1
+    (cd "${t%%:*}" && timeout 60 $R bench/gemm.ts --formats affine4 --rows 96,128,512 --reps 20 --variants mm) \
+      >"$OUT/gemm_affine4_${t##*:}.txt" 2>&1
   done
   exit 0
 fi
