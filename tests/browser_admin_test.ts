@@ -327,11 +327,16 @@ Deno.test("console over the real server quantizes stories260K with gptq and foll
     );
     assert.equal(Math.min(...job.losses.map((l: { layer: number }) => l.layer)), 0);
 
-    // The hot swap: the header, the artifact list and the jobs list follow.
+    // The hot swap: the header, the artifact list and the jobs list follow. The header changes once the new
+    // model is loaded and its step plans bound, which under the parallel suite on two cores took longer than
+    // puppeteer's default 30 s once (CI, seventeenth session).
     const quant = `gptq 4-bit g32 · ppl ${job.eval.ppl_after.toFixed(2)}`;
     await page.waitForFunction(
       `document.querySelector("#model-quant").textContent === ${JSON.stringify(quant)}`,
-    );
+      { timeout: 120_000 },
+    ).catch(async (err) => {
+      throw new Error(`${err.message}: header "${await text(page, "#model-quant")}"\n${server.logs()}`);
+    });
     const row = `#artifacts-rows tr[data-artifact="console-gptq4"]`;
     assert.equal(await text(page, `${row} td:nth-child(5)`), "yes");
     assert.equal(await js(page, `document.querySelector('${row} button').disabled`), true);
