@@ -11,6 +11,7 @@ import type {
   SamplingParams,
   ToolSpec,
 } from "../inference/engine/mod.ts";
+import { MAX_BAD_WORD_CHARS, MAX_BAD_WORDS } from "../inference/engine/mod.ts";
 import { parseChatTools, parseStructuredOutput } from "./constraints.ts";
 import { ApiError, invalidRequest } from "./errors.ts";
 import type { ChatLogprobs, CompletionLogprobs, PromptLogprobs } from "./logprobs.ts";
@@ -371,9 +372,8 @@ function parseCommon(
 
 /**
  * Penalties, logit_bias, priority, min_tokens, ignore_eos, stop_token_ids, cache_salt and vLLM's
- * skip_special_tokens, include_stop_str_in_output, truncate_prompt_tokens, allowed_token_ids; only what the
- * request sets. bad_words is refused rather than ignored (prompt_logprobs is parseCommon's: it depends on
- * stream).
+ * skip_special_tokens, include_stop_str_in_output, truncate_prompt_tokens, allowed_token_ids, bad_words; only
+ * what the request sets (prompt_logprobs is parseCommon's: it depends on stream).
  */
 function parseExtensions(b: Body): Partial<GenerateRequest> {
   const out: Partial<GenerateRequest> = {};
@@ -429,8 +429,18 @@ function parseExtensions(b: Body): Partial<GenerateRequest> {
     if (!ok) throw badValue("allowed_token_ids", ids, `1 to ${MAX_ALLOWED_TOKEN_IDS} token ids`);
     out.allowedTokenIds = ids as number[];
   }
-  if (given(b.bad_words) && !(Array.isArray(b.bad_words) && b.bad_words.length === 0)) {
-    throw unsupported("bad_words", "bad_words is not supported; logit_bias can ban single tokens");
+  if (given(b.bad_words)) {
+    const words = b.bad_words;
+    const ok = Array.isArray(words) && words.length <= MAX_BAD_WORDS &&
+      words.every((w) => typeof w === "string" && w.trim() !== "" && w.length <= MAX_BAD_WORD_CHARS);
+    if (!ok) {
+      throw badValue(
+        "bad_words",
+        words,
+        `at most ${MAX_BAD_WORDS} non-blank strings of at most ${MAX_BAD_WORD_CHARS} characters`,
+      );
+    }
+    if ((words as string[]).length > 0) out.badWords = words as string[];
   }
   if (given(b.cache_salt)) {
     const salt = b.cache_salt;

@@ -159,7 +159,10 @@ Deno.test("parseChatRequest() rejects out-of-range and unsupported options", () 
     [{ allowed_token_ids: [] }, "allowed_token_ids"],
     [{ allowed_token_ids: [3, -1] }, "allowed_token_ids"],
     [{ allowed_token_ids: "3" }, "allowed_token_ids"],
-    [{ bad_words: ["darn"] }, "bad_words"],
+    [{ bad_words: "darn" }, "bad_words"],
+    [{ bad_words: ["darn", " "] }, "bad_words"],
+    [{ bad_words: Array(65).fill("darn") }, "bad_words"],
+    [{ bad_words: ["x".repeat(257)] }, "bad_words"],
     [{ prompt_logprobs: -1 }, "prompt_logprobs"],
     [{ prompt_logprobs: 21 }, "prompt_logprobs"],
     [{ prompt_logprobs: 2, stream: true }, "prompt_logprobs"],
@@ -348,6 +351,7 @@ Deno.test("parse*Request() reads n, logprobs, penalties, logit_bias and vLLM's e
     prompt_logprobs: 0,
   }).request;
   assert.equal(chat.promptLogprobs, 0, "0 asks for each prompt token's own logprob");
+  assert.equal(chat.badWords, undefined, "an empty bad_words bans nothing");
   assert.equal(chat.n, 3);
   assert.equal(chat.logprobs, 5);
   assert.deepEqual(chat.penalties, { presence: 0.5, frequency: -1, repetition: 1.2 });
@@ -360,6 +364,8 @@ Deno.test("parse*Request() reads n, logprobs, penalties, logit_bias and vLLM's e
     [chat.skipSpecialTokens, chat.includeStopStr, chat.truncatePromptTokens, chat.allowedTokenIds],
     [false, true, 100, [5, 9]],
   );
+  const banned = parseCompletionRequest({ prompt: "a", bad_words: ["darn", " heck"] }).request;
+  assert.deepEqual(banned.badWords, ["darn", " heck"]);
   const vllmDefaults = { skip_special_tokens: true, include_stop_str_in_output: false };
   const asVllm = parseCompletionRequest({ prompt: "a", ...vllmDefaults, truncate_prompt_tokens: -1 }).request;
   assert.deepEqual(

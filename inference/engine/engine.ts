@@ -18,7 +18,8 @@ import { BatchRunner } from "./batch_runner.ts";
 import { createChoice, EventChannel, readLogprob } from "./choice.ts";
 import { maxScoredPrompt, scorePrompt } from "./prompt_logprobs.ts";
 import { KvCache, kvKey, type KvSizing, sizeKvCache } from "./kv_cache.ts";
-import { type ModelEntry, Scheduler, type Seq, type SeqInit } from "./scheduler.ts";
+import { type ModelEntry, Scheduler, type Seq, type SeqConstraint, type SeqInit } from "./scheduler.ts";
+import { badWordIds, type BadWords, badWordsConstraint, maskWithout } from "./bad_words.ts";
 import {
   type Engine,
   EngineBusyError,
@@ -315,6 +316,11 @@ export function createEngine(
       );
     }
     const allowed = request.allowedTokenIds ? allowedMask(m.config.vocabSize, request.allowedTokenIds) : null;
+    const bad = request.badWords?.length ? badWordIds(m.tokenizer, request.badWords) : null;
+    const staticMask = bad && !bad.dynamic ? maskWithout(m.config.vocabSize, allowed, bad.always) : allowed;
+    if (staticMask && staticMask.every((w) => w === 0)) {
+      throw new EngineInputError("Cannot sample: bad_words bans every allowed token", "bad_words");
+    }
     if (request.maxTokens === 0) {
       // The prompt alone (completions' echo with max_tokens 0, as vLLM and OpenAI's legacy API serve it):
       // scored when asked, nothing scheduled.
@@ -351,9 +357,17 @@ export function createEngine(
       // The sink's matcher follows the ids (ends the choice when the value is complete); the mask thread's
       // matcher follows the same ids to walk the vocabulary off the engine loop.
       ...(grammar
-        ? { constraint: (s.masks ??= MaskThread.start(grammar.vocab)).open(grammar.grammar, stopIds) }
-        : allowed
-        ? { mask: allowed }
+        ? {
+          constraint: withBadWords(
+            bad,
+            m,
+            (s.masks ??= MaskThread.start(grammar.vocab)).open(grammar.grammar, stopIds),
+          ),
+        }
+        : bad?.dynamic
+        ? { constraint: badWordsConstraint(bad, m.config.vocabSize, allowed, null) }
+        : staticMask
+        ? { mask: staticMask }
         : {}),
       sink: createChoice({
         grammar,
@@ -580,7 +594,7 @@ function slotSettings(m: LoadedModel, r: GenerateRequest, banIds: number[]): Slo
     ban: (r.minTokens ?? 0) > 0 ? ban : [],
     logprobs: r.logprobs !== undefined && r.logprobs !== null,
     nTop: r.logprobs ?? 0,
-    masked: r.grammar !== undefined || r.allowedTokenIds !== undefined,
+    masked: r.grammar !== undefined || r.allowedTokenIds !== undefined || (r.badWords ?? []).length > 0,
   };
 }
 
@@ -687,6 +701,11 @@ function promptScoreTop(request: GenerateRequest): number | null {
   const prompt = request.promptLogprobs ?? null;
   if (echo === null) return prompt;
   return prompt === null ? echo : Math.max(echo, prompt);
+}
+
+/** A grammar's constraint, its masks without the ids bad words ban. */
+function withBadWords(bad: BadWords | null, m: LoadedModel, grammar: SeqConstraint): SeqConstraint {
+  return bad ? badWordsConstraint(bad, m.config.vocabSize, null, grammar) : grammar;
 }
 
 /** Scored prompt logprobs with at most `top` alternatives each. */

@@ -2,12 +2,14 @@
  * vLLM's request extensions that change what a choice says (stories260K): skip_special_tokens = false keeps
  * every special token's text, include_stop_str_in_output keeps the stop string, truncate_prompt_tokens reads
  * only the prompt's last ids (as if they were the whole prompt), allowed_token_ids confines sampling (EOS
- * too), and the requests the engine cannot serve are EngineInputErrors naming the field.
+ * too), bad_words keeps banned words out, and the requests the engine cannot serve are EngineInputErrors
+ * naming the field.
  */
 import assert from "node:assert/strict";
 import { collect, engineFor, greedy } from "../../tests/_engine.ts";
 import { sharedPath, testGpu } from "../../tests/_gpu.ts";
 import { compileJsonSchema, EngineInputError } from "./mod.ts";
+import { badWordIds } from "./bad_words.ts";
 
 const PROMPT = "Once upon a time there was a little girl named Lily.";
 
@@ -88,6 +90,37 @@ Deno.test("skip_special_tokens, include_stop_str_in_output, truncate_prompt_toke
       assert.ok(pair.includes(lp.id));
       if (rival) assert.ok(lp.logprob! >= rival.logprob, `${lp.id} over ${other}`);
     }
+  });
+
+  await t.step("bad_words: greedy decode takes the next best id where a banned word would end", async () => {
+    /** Where `seq` first occurs in `ids`, or −1. */
+    const find = (ids: number[], seq: readonly number[]) =>
+      ids.findIndex((_, i) => seq.every((id, k) => ids[i + k] === id));
+    const words = plain.text.split(/[^A-Za-z]+/).filter((w) => w.length > 1);
+    // one word of one token and one of several, as the greedy output spells them
+    const pick = (multi: boolean) =>
+      words.map((w) => ({ w, bad: badWordIds(tok, [w]) })).find(({ bad }) =>
+        (multi ? bad.sequences : bad.always.map((id) => [id])).some((s) => find(plain.ids, s) >= 0)
+      );
+    for (const multi of [false, true]) {
+      const found = pick(multi);
+      assert.ok(found, `no ${multi ? "multi" : "single"}-token word in ${JSON.stringify(plain.text)}`);
+      const all = [...found.bad.always.map((id) => [id]), ...found.bad.sequences];
+      const end = Math.min(
+        ...all.flatMap((s) => find(plain.ids, s) >= 0 ? [find(plain.ids, s) + s.length - 1] : []),
+      );
+      const [got] = await collect(engine, { ...greedy(PROMPT, 24), badWords: [found.w] });
+      for (const s of all) assert.equal(find(got.ids, s), -1, `"${found.w}" (${s}) in ${got.ids}`);
+      // the same ids up to where the word would have ended, then another pick there
+      assert.deepEqual(got.ids.slice(0, end), plain.ids.slice(0, end), `before "${found.w}" ends at ${end}`);
+      assert.notEqual(got.ids[end], plain.ids[end]);
+    }
+    // a word banning the only allowed id leaves nothing to sample
+    const one = tok.tokenToId("▁the")!;
+    await assert.rejects(
+      collect(engine, { ...greedy(PROMPT, 4), allowedTokenIds: [one], badWords: ["the"] }),
+      (e: unknown) => e instanceof EngineInputError && e.param === "bad_words",
+    );
   });
 
   await t.step("the engine refuses what it cannot serve, naming the field", async () => {

@@ -13,6 +13,7 @@ export {
   type ModelLease,
   truncatedPrompt,
 } from "./engine.ts";
+export { MAX_BAD_WORD_CHARS, MAX_BAD_WORDS } from "./bad_words.ts";
 export { createSequenceRunner } from "./generate.ts";
 export {
   afterReasoning,

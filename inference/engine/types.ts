@@ -110,6 +110,11 @@ export interface GenerateRequest {
   promptLogprobs?: number;
   /** only the last this many prompt ids are used (vLLM's truncate_prompt_tokens; left truncation) */
   truncatePromptTokens?: number;
+  /**
+   * Words the output must not contain (vLLM's bad_words): each word's tokens, at the start of the text or
+   * after a space, are never sampled in full (bad_words.ts)
+   */
+  badWords?: readonly string[];
   /** sampling picks only among these ids, EOS included only if listed (vLLM's allowed_token_ids) */
   allowedTokenIds?: readonly number[];
 }
