@@ -60,6 +60,18 @@ export function promptLogprobs(entries: readonly TokenLogprob[]): PromptLogprobs
   });
 }
 
+/**
+ * vLLM's `return_tokens_as_token_ids`: every token, the alternatives' too, spelled "token_id:<id>", which
+ * names it where its text would not (a token of a partial UTF-8 character decodes to U+FFFD).
+ */
+export function asTokenIds(entries: readonly TokenLogprob[]): TokenLogprob[] {
+  return entries.map((e) => ({
+    ...e,
+    token: `token_id:${e.id}`,
+    top: e.top.map((t) => ({ ...t, token: `token_id:${t.id}` })),
+  }));
+}
+
 /** The chat shape of engine logprobs. */
 export function chatLogprobs(entries: readonly TokenLogprob[]): ChatLogprobs {
   const bytes = (t: string) => Array.from(new TextEncoder().encode(t));

@@ -29,7 +29,7 @@ import {
 } from "./validate.ts";
 
 export { type ChatTools, parseChatTools } from "./constraints.ts";
-export { chatLogprobs, completionLogprobs, promptLogprobs } from "./logprobs.ts";
+export { asTokenIds, chatLogprobs, completionLogprobs, promptLogprobs } from "./logprobs.ts";
 
 /** Token counts reported in `usage`. */
 export interface Usage {
@@ -134,6 +134,8 @@ export interface ParsedRequest {
   continuousUsage?: boolean;
   /** The `model` field as sent, or null; any name is accepted since one model is served. */
   model: string | null;
+  /** vLLM's `return_tokens_as_token_ids`: logprobs name tokens "token_id:<id>" (asTokenIds). Absent: false. */
+  tokensAsIds?: boolean;
   /** Chat with `tools` (and `tool_choice` other than "none"); null otherwise. */
   tools: { parallel: boolean; forced: ToolSpec[] | null } | null;
   /**
@@ -348,6 +350,7 @@ function parseCommon(
     }
   }
   const model = typeof b.model === "string" ? b.model : null;
+  const tokensAsIds = given(b.return_tokens_as_token_ids) && requireBool(b, "return_tokens_as_token_ids");
   // Defaults stay out of the request (n = 1, no logprobs, no penalties).
   const request: GenerateRequest = {
     input,
@@ -365,6 +368,7 @@ function parseCommon(
     stream,
     includeUsage,
     ...(continuousUsage ? { continuousUsage } : {}),
+    ...(tokensAsIds ? { tokensAsIds } : {}),
     model,
     tools: null,
   };
@@ -441,6 +445,14 @@ function parseExtensions(b: Body): Partial<GenerateRequest> {
       );
     }
     if ((words as string[]).length > 0) out.badWords = words as string[];
+  }
+  if (given(b.use_beam_search) && requireBool(b, "use_beam_search")) {
+    throw unsupported("use_beam_search", "beam search is not supported");
+  }
+  if (
+    given(b.logits_processors) && !(Array.isArray(b.logits_processors) && b.logits_processors.length === 0)
+  ) {
+    throw unsupported("logits_processors", "logits processors are not supported");
   }
   if (given(b.cache_salt)) {
     const salt = b.cache_salt;
@@ -577,6 +589,16 @@ function parseContent(content: unknown, role: string, path: string): string {
 function rejectChatExtras(b: Body): void {
   if (given(b.functions) && !(Array.isArray(b.functions) && b.functions.length === 0)) {
     throw unsupported("functions", 'the legacy "functions" field is not supported; use "tools"');
+  }
+  // As vLLM without --trust-request-chat-template: the model's own template renders every chat.
+  const kwargs = isObject(b.chat_template_kwargs) ? b.chat_template_kwargs : {};
+  for (
+    const [field, value] of [["chat_template", b.chat_template], [
+      "chat_template_kwargs.chat_template",
+      kwargs.chat_template,
+    ]]
+  ) {
+    if (given(value)) throw unsupported(field as string, "request chat templates are not accepted");
   }
 }
 

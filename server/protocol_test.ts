@@ -160,6 +160,10 @@ Deno.test("parseChatRequest() rejects out-of-range and unsupported options", () 
     [{ allowed_token_ids: [3, -1] }, "allowed_token_ids"],
     [{ allowed_token_ids: "3" }, "allowed_token_ids"],
     [{ bad_words: "darn" }, "bad_words"],
+    [{ use_beam_search: true }, "use_beam_search"],
+    [{ use_beam_search: "no" }, "use_beam_search"],
+    [{ logits_processors: ["my.module:Proc"] }, "logits_processors"],
+    [{ return_tokens_as_token_ids: 1 }, "return_tokens_as_token_ids"],
     [{ bad_words: ["darn", " "] }, "bad_words"],
     [{ bad_words: Array(65).fill("darn") }, "bad_words"],
     [{ bad_words: ["x".repeat(257)] }, "bad_words"],
@@ -363,6 +367,18 @@ Deno.test("parse*Request() reads n, logprobs, penalties, logit_bias and vLLM's e
   assert.deepEqual(
     [chat.skipSpecialTokens, chat.includeStopStr, chat.truncatePromptTokens, chat.allowedTokenIds],
     [false, true, 100, [5, 9]],
+  );
+  // vLLM's defaults of fields that change the answer pass; the rest are refused above and below
+  const vllmOff = { use_beam_search: false, logits_processors: [], return_tokens_as_token_ids: false };
+  assert.equal(parseCompletionRequest({ prompt: "a", ...vllmOff }).tokensAsIds, undefined);
+  assert.equal(parseChatRequest({ messages: USER, return_tokens_as_token_ids: true }).tokensAsIds, true);
+  assertRejects400(
+    () => parseChatRequest({ messages: USER, chat_template: "{{ messages }}" }),
+    "chat_template",
+  );
+  assertRejects400(
+    () => parseChatRequest({ messages: USER, chat_template_kwargs: { chat_template: "x" } }),
+    "chat_template_kwargs.chat_template",
   );
   const banned = parseCompletionRequest({ prompt: "a", bad_words: ["darn", " heck"] }).request;
   assert.deepEqual(banned.badWords, ["darn", " heck"]);

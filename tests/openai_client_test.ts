@@ -318,6 +318,24 @@ Deno.test("the openai package talks to leanserve: completions, streaming, errors
         assert.equal(err.param, "prompt_logprobs");
       },
     );
+    await t.step("return_tokens_as_token_ids (vLLM): logprobs name each token by its id", async () => {
+      const res = await openai.completions.create(
+        {
+          model: "stories260K",
+          prompt: golden.ids,
+          max_tokens: 4,
+          temperature: 0,
+          logprobs: 2,
+          return_tokens_as_token_ids: true,
+        } as OpenAI.CompletionCreateParamsNonStreaming & { return_tokens_as_token_ids: boolean },
+      );
+      const lp = res.choices[0].logprobs!;
+      assert.deepEqual(lp.tokens, golden.greedy32_ids.slice(0, 4).map((id: number) => `token_id:${id}`));
+      for (const top of lp.top_logprobs!) {
+        assert.ok(Object.keys(top!).every((k) => /^token_id:\d+$/.test(k)), JSON.stringify(top));
+      }
+      assert.ok(greedy.startsWith(res.choices[0].text), "the text stays text");
+    });
     // Last: the log and metrics steps above count the earlier requests.
     await t.step(
       "completions.create with a prompt of token ids: the same text; an id past the vocabulary is a 400",

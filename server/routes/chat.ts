@@ -12,11 +12,13 @@ import type { Handler } from "hono";
 import {
   afterReasoning,
   type GenerateRequest,
+  type TokenLogprob,
   type ToolCallFormat,
   toolCallsGrammar,
 } from "../../inference/engine/mod.ts";
 import { invalidRequest } from "../errors.ts";
 import {
+  asTokenIds,
   type ChatCompletion,
   type ChatCompletionChunk,
   chatLogprobs,
@@ -51,6 +53,7 @@ export function chatHandler(deps: RouteDeps): Handler {
     const n = parsed.request.n ?? 1;
     const tools = parsed.tools;
     const wantLogprobs = parsed.request.logprobs !== undefined && parsed.request.logprobs !== null;
+    const named = parsed.tokensAsIds ? asTokenIds : (entries: TokenLogprob[]) => entries;
 
     if (!parsed.stream) {
       const done = await collectChoices(events, n);
@@ -73,7 +76,7 @@ export function chatHandler(deps: RouteDeps): Handler {
               ...(calls.length > 0 ? { tool_calls: calls } : {}),
             },
             finish_reason: calls.length > 0 ? "tool_calls" : ch.finishReason,
-            logprobs: wantLogprobs ? chatLogprobs(ch.logprobs) : null,
+            logprobs: wantLogprobs ? chatLogprobs(named(ch.logprobs)) : null,
           };
         }),
         usage: done.usage,
@@ -121,7 +124,7 @@ export function chatHandler(deps: RouteDeps): Handler {
         const split = thoughts ? thoughts[index].push(ev.text) : { reasoning: "", content: ev.text };
         const text = held ? held[index].push(split.content) : split.content;
         if (text === "" && split.reasoning === "" && !ev.logprobs) return [];
-        const logprobs = ev.logprobs && wantLogprobs ? chatLogprobs(ev.logprobs) : null;
+        const logprobs = ev.logprobs && wantLogprobs ? chatLogprobs(named(ev.logprobs)) : null;
         return [frame([{ index, delta: delta(split.reasoning, text), finish_reason: null, logprobs }])];
       }
       const out: ChatCompletionChunk[] = [];

@@ -15,6 +15,7 @@ import { ApiError, asApiError, internalError, invalidRequest, toErrorBody } from
 import { trackGeneration } from "../middleware/request_log.ts";
 import { usageCounter } from "../usage.ts";
 import {
+  asTokenIds,
   completionLogprobs,
   parseCompletionRequest,
   promptLogprobs,
@@ -60,6 +61,7 @@ export function completionsHandler(deps: RouteDeps): Handler {
     const model = deps.modelName();
     const wantLogprobs = parsed.request.logprobs !== undefined && parsed.request.logprobs !== null;
     const wantPrompt = parsed.request.promptLogprobs !== undefined;
+    const named = parsed.tokensAsIds ? asTokenIds : (entries: TokenLogprob[]) => entries;
     const frame = (choices: TextCompletion["choices"]): TextCompletion => ({
       id,
       object: "text_completion",
@@ -75,7 +77,7 @@ export function completionsHandler(deps: RouteDeps): Handler {
         index,
         text: ch.text,
         finish_reason: ch.finishReason,
-        logprobs: wantLogprobs ? completionLogprobs(ch.logprobs) : null,
+        logprobs: wantLogprobs ? completionLogprobs(named(ch.logprobs)) : null,
         ...(wantPrompt ? { prompt_logprobs: promptLogprobs(ch.promptLogprobs ?? []) } : {}),
       }));
       return c.json({ ...frame(choices), usage: done.usage });
@@ -88,8 +90,9 @@ export function completionsHandler(deps: RouteDeps): Handler {
       if (ev.type === "delta") {
         if (ev.text === "" && !ev.logprobs) return [];
         const at = sent.get(index) ?? 0;
-        const lp = ev.logprobs && wantLogprobs ? completionLogprobs(ev.logprobs, at) : null;
-        sent.set(index, at + (ev.logprobs ?? []).reduce((n, e) => n + e.token.length, 0));
+        const entries = ev.logprobs ? named(ev.logprobs) : [];
+        const lp = ev.logprobs && wantLogprobs ? completionLogprobs(entries, at) : null;
+        sent.set(index, at + entries.reduce((n, e) => n + e.token.length, 0));
         return [frame([{ index, text: ev.text, finish_reason: null, logprobs: lp }])];
       }
       if (ev.type === "start" || ev.type === "prompt") return []; // prompt_logprobs: never streamed
