@@ -50,6 +50,7 @@ class FakeEngine implements Engine {
     try {
       if (s.throwAtStart) throw s.throwAtStart;
       yield { type: "start", promptTokens: 7 };
+      if (request.returnTokenIds) yield { type: "prompt", ids: [100 + number, 101, 102] };
       if (s.prompt && request.promptLogprobs !== undefined) {
         yield {
           type: "prompt",
@@ -59,7 +60,7 @@ class FakeEngine implements Engine {
       for (const [i, text] of s.deltas.entries()) {
         if (s.throwAfter?.deltas === i) throw s.throwAfter.error;
         await Promise.resolve(); // let the server interleave like a real decode loop
-        yield { type: "delta", text };
+        yield { type: "delta", text, ...(request.returnTokenIds ? { ids: [10 + i] } : {}) };
       }
       if (s.hangUntilAbort) {
         if (!signal?.aborted) await new Promise((resolve) => signal?.addEventListener("abort", resolve));
@@ -400,5 +401,32 @@ Deno.test("prompt_logprobs (vLLM): scored prompts in vLLM's shape, per prompt; n
   for (const bad of [-1, 21, 1.5, "2"]) {
     const err = await errorOf(await post("/v1/completions", { prompt: "a", prompt_logprobs: bad }), 400);
     assert.equal(err.param, "prompt_logprobs");
+  }
+});
+
+Deno.test("return_token_ids (vLLM): the prompt's ids and each choice's, whole or as they stream", async () => {
+  const { post } = setup();
+  const chat: Json = await (await post("/v1/chat/completions", { ...CHAT, return_token_ids: true })).json();
+  assert.deepEqual(chat.prompt_token_ids, [101, 101, 102]);
+  assert.deepEqual(chat.choices[0].token_ids, [10, 11, 12]);
+  const text: Json = await (await post("/v1/completions", { prompt: ["a", "b"], return_token_ids: true }))
+    .json();
+  assert.deepEqual(text.choices.map((ch: Json) => ch.prompt_token_ids[0]), [102, 103]);
+  assert.deepEqual(text.choices.map((ch: Json) => ch.token_ids), [[10, 11, 12], [10, 11, 12]]);
+  const plain: Json = await (await post("/v1/completions", { prompt: "a" })).json();
+  assert.equal("token_ids" in plain.choices[0], false);
+  // streamed: the prompt's ids once, with the first chunk after them; every id once, in order
+  for (const path of ["/v1/chat/completions", "/v1/completions"]) {
+    const body = path.includes("chat") ? CHAT : { prompt: "a" };
+    const res = await post(path, { ...body, stream: true, return_token_ids: true });
+    const chunks = sseData(await res.text()).filter((d): d is Json => d !== "[DONE]");
+    const promptIds = chunks.flatMap((ch) =>
+      path.includes("chat")
+        ? (ch.prompt_token_ids ?? [])
+        : ch.choices.flatMap((c: Json) => c.prompt_token_ids ?? [])
+    );
+    assert.equal(promptIds.length, 3, path);
+    const own = chunks.flatMap((ch) => ch.choices.flatMap((c: Json) => c.token_ids ?? []));
+    assert.deepEqual(own, [10, 11, 12], path);
   }
 });

@@ -66,10 +66,14 @@ export interface ChatCompletion {
     };
     finish_reason: FinishReason;
     logprobs: ChatLogprobs | null;
+    /** vLLM's return_token_ids: the choice's ids, its stop id included */
+    token_ids?: number[];
   }[];
   usage: Usage;
   /** vLLM's prompt_logprobs, when asked */
   prompt_logprobs?: PromptLogprobs;
+  /** vLLM's return_token_ids: the prompt's ids as the model read them */
+  prompt_token_ids?: number[];
 }
 
 /** One `data:` event of a streaming chat response. */
@@ -88,8 +92,12 @@ export interface ChatCompletionChunk {
     };
     finish_reason: FinishReason | null;
     logprobs: ChatLogprobs | null;
+    /** vLLM's return_token_ids: the ids since the choice's last chunk */
+    token_ids?: number[];
   }[];
   usage?: Usage | null;
+  /** vLLM's return_token_ids: the prompt's ids, on the first chunk that follows them */
+  prompt_token_ids?: number[];
 }
 
 /** A `/v1/completions` response or, with `object` unchanged, one of its stream events. */
@@ -105,6 +113,9 @@ export interface TextCompletion {
     logprobs: CompletionLogprobs | null;
     /** vLLM's prompt_logprobs of the choice's prompt, when asked (not streamed) */
     prompt_logprobs?: PromptLogprobs;
+    /** vLLM's return_token_ids: the choice's prompt's ids (streamed: on its first chunk) and its own */
+    prompt_token_ids?: number[];
+    token_ids?: number[];
   }[];
   usage?: Usage | null;
 }
@@ -351,6 +362,7 @@ function parseCommon(
   }
   const model = typeof b.model === "string" ? b.model : null;
   const tokensAsIds = given(b.return_tokens_as_token_ids) && requireBool(b, "return_tokens_as_token_ids");
+  const returnTokenIds = given(b.return_token_ids) && requireBool(b, "return_token_ids");
   // Defaults stay out of the request (n = 1, no logprobs, no penalties).
   const request: GenerateRequest = {
     input,
@@ -361,6 +373,7 @@ function parseCommon(
     ...(n !== 1 ? { n } : {}),
     ...(logprobs !== null ? { logprobs } : {}),
     ...(promptLogprobs !== null ? { promptLogprobs } : {}),
+    ...(returnTokenIds ? { returnTokenIds } : {}),
     ...parseExtensions(b),
   };
   return {

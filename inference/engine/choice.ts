@@ -21,11 +21,13 @@ export class EventChannel {
     const last = this.#queue.at(-1);
     if (ev.type === "delta" && last?.type === "delta" && (last.index ?? 0) === (ev.index ?? 0)) {
       const logprobs = [...(last.logprobs ?? []), ...(ev.logprobs ?? [])];
+      const ids = [...(last.ids ?? []), ...(ev.ids ?? [])];
       this.#queue[this.#queue.length - 1] = {
         ...last,
         text: last.text + ev.text,
         tokens: (last.tokens ?? 0) + (ev.tokens ?? 0),
         ...(logprobs.length > 0 ? { logprobs } : {}),
+        ...(ids.length > 0 ? { ids } : {}),
       };
     } else {
       this.#queue.push(ev);
@@ -83,6 +85,8 @@ export interface ChoiceSpec {
   skipSpecialTokens?: boolean;
   /** the stop string that ends the choice stays in its text (GenerateRequest.includeStopStr) */
   includeStopStr?: boolean;
+  /** deltas carry their ids, the stop id that ends the choice too (GenerateRequest.returnTokenIds) */
+  ids?: boolean;
   /** called once when the choice has sent its end event */
   onEnd: (completionTokens: number) => void;
 }
@@ -120,6 +124,7 @@ export function createChoice(spec: ChoiceSpec): SeqSink {
       if (ended) return true;
       completion++;
       if (spec.stopIds.has(id)) {
+        if (spec.ids) channel.push({ type: "delta", index, text: "", tokens: 0, ids: [id] });
         end("stop", true);
         return true;
       }
@@ -131,7 +136,14 @@ export function createChoice(spec: ChoiceSpec): SeqSink {
       }
       const r = stops.push(decoder.push(id));
       const logprobs = spec.logprobs !== null && record ? [readLogprob(tokenizer, id, record)] : null;
-      channel.push({ type: "delta", index, text: r.emit, tokens: 1, ...(logprobs ? { logprobs } : {}) });
+      channel.push({
+        type: "delta",
+        index,
+        text: r.emit,
+        tokens: 1,
+        ...(logprobs ? { logprobs } : {}),
+        ...(spec.ids ? { ids: [id] } : {}),
+      });
       if (r.stopped) {
         end("stop", false);
         return true;

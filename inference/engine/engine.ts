@@ -374,6 +374,7 @@ export function createEngine(
         keepSpecialTokens: request.keepSpecialTokens ?? [],
         skipSpecialTokens: request.skipSpecialTokens ?? true,
         includeStopStr: request.includeStopStr ?? false,
+        ids: request.returnTokenIds ?? false,
         index,
         tokenizer: m.tokenizer,
         prompt: ids,
@@ -450,8 +451,15 @@ export function createEngine(
     scoreTop: number | null,
   ): AsyncGenerator<TokenEvent> {
     const scored = scoreTop !== null ? await scoreIds(s, ids, scoreTop) : null;
-    if (scored && request.promptLogprobs !== undefined) {
-      yield { type: "prompt", logprobs: withTop(scored, request.promptLogprobs) };
+    const promptLogprobs = scored && request.promptLogprobs !== undefined
+      ? withTop(scored, request.promptLogprobs)
+      : null;
+    if (promptLogprobs || request.returnTokenIds) {
+      yield {
+        type: "prompt",
+        ...(request.returnTokenIds ? { ids: [...ids] } : {}),
+        ...(promptLogprobs ? { logprobs: promptLogprobs } : {}),
+      };
     }
     if (!request.echo) return;
     const logprobs = scored && request.logprobs !== undefined && request.logprobs !== null

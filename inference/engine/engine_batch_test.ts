@@ -225,7 +225,7 @@ async function checkLogprobs(
   }, {
     onEvent: (ev) => {
       events.push(ev.type);
-      if (ev.type === "prompt") promptEvent = ev.logprobs;
+      if (ev.type === "prompt") promptEvent = ev.logprobs ?? [];
     },
   });
   assert.deepEqual(events.slice(0, 3), ["start", "prompt", "delta"]);

@@ -8,7 +8,7 @@
 import assert from "node:assert/strict";
 import { collect, engineFor, greedy } from "../../tests/_engine.ts";
 import { sharedPath, testGpu } from "../../tests/_gpu.ts";
-import { compileJsonSchema, EngineInputError } from "./mod.ts";
+import { compileJsonSchema, EngineInputError, type GenerateRequest, type TokenEvent } from "./mod.ts";
 import { badWordIds } from "./bad_words.ts";
 
 const PROMPT = "Once upon a time there was a little girl named Lily.";
@@ -122,6 +122,29 @@ Deno.test("skip_special_tokens, include_stop_str_in_output, truncate_prompt_toke
       (e: unknown) => e instanceof EngineInputError && e.param === "bad_words",
     );
   });
+
+  await t.step(
+    "return_token_ids: the prompt's ids, then each delta's, the EOS that ends a choice too",
+    async () => {
+      const run = async (extra: Partial<GenerateRequest>) => {
+        const events: TokenEvent[] = [];
+        for await (const ev of engine.generate({ ...greedy(PROMPT, 6), returnTokenIds: true, ...extra })) {
+          events.push(ev);
+        }
+        const prompt = events.find((e) => e.type === "prompt");
+        const ids = events.flatMap((e) => e.type === "delta" ? e.ids ?? [] : []);
+        const end = events.find((e) => e.type === "end");
+        return { prompt: prompt?.type === "prompt" ? prompt.ids : undefined, ids, end };
+      };
+      const got = await run({});
+      assert.deepEqual(got.prompt, tok.encode(PROMPT, { addSpecialTokens: true }));
+      assert.deepEqual(got.ids, plain.ids.slice(0, 6));
+      const eos = model.config.eosTokenIds[0];
+      const stopped = await run({ logitBias: [[eos, 100]] });
+      assert.deepEqual(stopped.ids, [eos]);
+      assert.equal(stopped.end?.type === "end" && stopped.end.finishReason, "stop");
+    },
+  );
 
   await t.step("the engine refuses what it cannot serve, naming the field", async () => {
     await assert.rejects(

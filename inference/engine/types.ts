@@ -108,6 +108,11 @@ export interface GenerateRequest {
    * (0..20; vLLM's prompt_logprobs), before the first delta.
    */
   promptLogprobs?: number;
+  /**
+   * Report ids (vLLM's return_token_ids): the prompt's in a "prompt" event, each delta's own, the stop id
+   * that ends a choice included.
+   */
+  returnTokenIds?: boolean;
   /** only the last this many prompt ids are used (vLLM's truncate_prompt_tokens; left truncation) */
   truncatePromptTokens?: number;
   /**
@@ -143,12 +148,21 @@ export type TokenEvent =
    * choice `index` (absent: 0); `logprobs` holds the tokens consumed since the last delta when asked, and
    * `tokens` counts them.
    */
-  | { type: "delta"; text: string; index?: number; logprobs?: TokenLogprob[]; tokens?: number }
+  | {
+    type: "delta";
+    text: string;
+    index?: number;
+    logprobs?: TokenLogprob[];
+    tokens?: number;
+    /** the ids consumed since the last delta, with GenerateRequest.returnTokenIds (a stop id too) */
+    ids?: number[];
+  }
   /**
-   * The prompt's tokens' logprobs (GenerateRequest.promptLogprobs), once per prompt, before its first
-   * delta; the first token's logprob is null. `index`: the prompt's first choice (absent: 0).
+   * The prompt as the model read it, once per prompt before its first delta, when asked: its ids
+   * (GenerateRequest.returnTokenIds) and its tokens' logprobs (GenerateRequest.promptLogprobs; the first
+   * token's logprob is null). `index`: the prompt's first choice (absent: 0).
    */
-  | { type: "prompt"; logprobs: TokenLogprob[]; index?: number }
+  | { type: "prompt"; ids?: number[]; logprobs?: TokenLogprob[]; index?: number }
   /** One per choice; the iterator ends after the last choice's. */
   | {
     type: "end";

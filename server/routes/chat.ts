@@ -36,6 +36,7 @@ import {
   streamGeneration,
 } from "./completions.ts";
 import { usageCounter } from "../usage.ts";
+import { StreamIds } from "../token_ids.ts";
 
 /**
  * Builds the /v1/chat/completions handler.
@@ -54,6 +55,7 @@ export function chatHandler(deps: RouteDeps): Handler {
     const tools = parsed.tools;
     const wantLogprobs = parsed.request.logprobs !== undefined && parsed.request.logprobs !== null;
     const named = parsed.tokensAsIds ? asTokenIds : (entries: TokenLogprob[]) => entries;
+    const wantIds = parsed.request.returnTokenIds === true;
 
     if (!parsed.stream) {
       const done = await collectChoices(events, n);
@@ -77,9 +79,11 @@ export function chatHandler(deps: RouteDeps): Handler {
             },
             finish_reason: calls.length > 0 ? "tool_calls" : ch.finishReason,
             logprobs: wantLogprobs ? chatLogprobs(named(ch.logprobs)) : null,
+            ...(wantIds ? { token_ids: ch.ids } : {}),
           };
         }),
         usage: done.usage,
+        ...(wantIds ? { prompt_token_ids: done.choices[0]?.promptIds ?? [] } : {}),
         ...(parsed.request.promptLogprobs !== undefined
           ? { prompt_logprobs: promptLogprobs(done.choices[0]?.promptLogprobs ?? []) }
           : {}),
@@ -97,6 +101,16 @@ export function chatHandler(deps: RouteDeps): Handler {
       ...(parsed.includeUsage ? { usage: parsed.continuousUsage ? usage.total() : null } : {}),
     });
     const usage = usageCounter(n);
+    const ids = new StreamIds(n);
+    /** One choice's chunk, with the ids it has not sent (return_token_ids). */
+    const chunk = (choice: ChatCompletionChunk["choices"][number]): ChatCompletionChunk => {
+      if (!wantIds) return frame([choice]);
+      const { prompt_token_ids, token_ids } = ids.take(choice.index);
+      return {
+        ...frame([{ ...choice, ...(token_ids ? { token_ids } : {}) }]),
+        ...(prompt_token_ids ? { prompt_token_ids } : {}),
+      };
+    };
     const held = tools ? Array.from({ length: n }, () => new ToolCallStream(tools.parallel, format!)) : null;
     const thoughts = thinking ? Array.from({ length: n }, () => new ReasoningStream(thinking)) : null;
     /** A delta of reasoning and content, each only when there is some (content also when neither is). */
@@ -106,6 +120,7 @@ export function chatHandler(deps: RouteDeps): Handler {
     });
     return streamGeneration(c, events, deps, (ev): ChatCompletionChunk[] => {
       usage.add(ev);
+      if (wantIds) ids.add(ev);
       if (ev.type === "start") {
         return Array.from(
           { length: n },
@@ -118,14 +133,14 @@ export function chatHandler(deps: RouteDeps): Handler {
             }]),
         );
       }
-      if (ev.type === "prompt") return []; // prompt_logprobs: never streamed
+      if (ev.type === "prompt") return []; // prompt_logprobs: never streamed; ids go with the next chunk
       const index = ev.index ?? 0;
       if (ev.type === "delta") {
         const split = thoughts ? thoughts[index].push(ev.text) : { reasoning: "", content: ev.text };
         const text = held ? held[index].push(split.content) : split.content;
         if (text === "" && split.reasoning === "" && !ev.logprobs) return [];
         const logprobs = ev.logprobs && wantLogprobs ? chatLogprobs(named(ev.logprobs)) : null;
-        return [frame([{ index, delta: delta(split.reasoning, text), finish_reason: null, logprobs }])];
+        return [chunk({ index, delta: delta(split.reasoning, text), finish_reason: null, logprobs })];
       }
       const out: ChatCompletionChunk[] = [];
       const tail = thoughts ? thoughts[index].finish() : { reasoning: "", content: "" };
@@ -134,15 +149,15 @@ export function chatHandler(deps: RouteDeps): Handler {
       const content = flushed + rest;
       if (tail.reasoning || content) {
         out.push(
-          frame([{ index, delta: delta(tail.reasoning, content), finish_reason: null, logprobs: null }]),
+          chunk({ index, delta: delta(tail.reasoning, content), finish_reason: null, logprobs: null }),
         );
       }
       if (calls.length > 0) {
         const delta = { tool_calls: calls.map((call, i) => ({ index: i, ...call })) };
-        out.push(frame([{ index, delta, finish_reason: null, logprobs: null }]));
+        out.push(chunk({ index, delta, finish_reason: null, logprobs: null }));
       }
       const reason = calls.length > 0 ? "tool_calls" : ev.finishReason;
-      out.push(frame([{ index, delta: {}, finish_reason: reason, logprobs: null }]));
+      out.push(chunk({ index, delta: {}, finish_reason: reason, logprobs: null }));
       return parsed.includeUsage && usage.done() ? [...out, { ...frame([]), usage: usage.total() }] : out;
     });
   };

@@ -14,6 +14,7 @@ import {
 import { ApiError, asApiError, internalError, invalidRequest, toErrorBody } from "../errors.ts";
 import { trackGeneration } from "../middleware/request_log.ts";
 import { usageCounter } from "../usage.ts";
+import { StreamIds } from "../token_ids.ts";
 import {
   asTokenIds,
   completionLogprobs,
@@ -61,6 +62,7 @@ export function completionsHandler(deps: RouteDeps): Handler {
     const model = deps.modelName();
     const wantLogprobs = parsed.request.logprobs !== undefined && parsed.request.logprobs !== null;
     const wantPrompt = parsed.request.promptLogprobs !== undefined;
+    const wantIds = parsed.request.returnTokenIds === true;
     const named = parsed.tokensAsIds ? asTokenIds : (entries: TokenLogprob[]) => entries;
     const frame = (choices: TextCompletion["choices"]): TextCompletion => ({
       id,
@@ -79,13 +81,16 @@ export function completionsHandler(deps: RouteDeps): Handler {
         finish_reason: ch.finishReason,
         logprobs: wantLogprobs ? completionLogprobs(named(ch.logprobs)) : null,
         ...(wantPrompt ? { prompt_logprobs: promptLogprobs(ch.promptLogprobs ?? []) } : {}),
+        ...(wantIds ? { prompt_token_ids: ch.promptIds ?? [], token_ids: ch.ids } : {}),
       }));
       return c.json({ ...frame(choices), usage: done.usage });
     }
     const sent = new Map<number, number>(); // characters of logprob tokens sent per choice (text_offset)
     const usage = usageCounter(n, prompts);
+    const ids = new StreamIds(n);
     return streamGeneration(c, events, deps, (ev) => {
       usage.add(ev);
+      if (wantIds) ids.add(ev);
       const index = "index" in ev ? ev.index ?? 0 : 0;
       if (ev.type === "delta") {
         if (ev.text === "" && !ev.logprobs) return [];
@@ -93,10 +98,17 @@ export function completionsHandler(deps: RouteDeps): Handler {
         const entries = ev.logprobs ? named(ev.logprobs) : [];
         const lp = ev.logprobs && wantLogprobs ? completionLogprobs(entries, at) : null;
         sent.set(index, at + entries.reduce((n, e) => n + e.token.length, 0));
-        return [frame([{ index, text: ev.text, finish_reason: null, logprobs: lp }])];
+        return [frame([{ index, text: ev.text, finish_reason: null, logprobs: lp, ...ids.take(index) }])];
       }
-      if (ev.type === "start" || ev.type === "prompt") return []; // prompt_logprobs: never streamed
-      const last = frame([{ index, text: "", finish_reason: ev.finishReason, logprobs: null }]);
+      // prompt_logprobs are never streamed; a prompt's ids go with its choices' first chunks
+      if (ev.type === "start" || ev.type === "prompt") return [];
+      const last = frame([{
+        index,
+        text: "",
+        finish_reason: ev.finishReason,
+        logprobs: null,
+        ...ids.take(index),
+      }]);
       return parsed.includeUsage && usage.done() ? [last, { ...frame([]), usage: usage.total() }] : [last];
     });
   };
@@ -109,6 +121,9 @@ export interface CollectedChoice {
   logprobs: TokenLogprob[];
   /** its prompt's scored tokens (GenerateRequest.promptLogprobs), when asked */
   promptLogprobs?: TokenLogprob[];
+  /** its own ids and its prompt's (GenerateRequest.returnTokenIds), when asked */
+  ids: number[];
+  promptIds?: number[];
 }
 
 /**
@@ -125,10 +140,11 @@ export async function collectChoices(
   const count = n * prompts;
   const parts = Array.from(
     { length: count },
-    () => ({ text: [] as string[], logprobs: [] as TokenLogprob[] }),
+    () => ({ text: [] as string[], logprobs: [] as TokenLogprob[], ids: [] as number[] }),
   );
   const ends: (EndEvent | undefined)[] = new Array(count);
   const scored: (TokenLogprob[] | undefined)[] = new Array(prompts); // per prompt
+  const promptIds: (number[] | undefined)[] = new Array(prompts);
   const usage = usageCounter(n, prompts);
   for await (const ev of events) {
     usage.add(ev);
@@ -136,19 +152,26 @@ export async function collectChoices(
       const p = parts[ev.index ?? 0];
       p.text.push(ev.text);
       p.logprobs.push(...(ev.logprobs ?? []));
+      p.ids.push(...(ev.ids ?? []));
     }
-    if (ev.type === "prompt") scored[Math.floor((ev.index ?? 0) / n)] = ev.logprobs;
+    if (ev.type === "prompt") {
+      scored[Math.floor((ev.index ?? 0) / n)] = ev.logprobs;
+      promptIds[Math.floor((ev.index ?? 0) / n)] = ev.ids;
+    }
     if (ev.type === "end") ends[ev.index ?? 0] = ev;
   }
   const choices = parts.map((p, i) => {
     const end = ends[i];
     if (!end) throw new Error("Engine stopped without an end event");
     const prompt = scored[Math.floor(i / n)];
+    const read = promptIds[Math.floor(i / n)];
     return {
       text: p.text.join(""),
       finishReason: end.finishReason,
       logprobs: p.logprobs,
+      ids: p.ids,
       ...(prompt ? { promptLogprobs: prompt } : {}),
+      ...(read ? { promptIds: read } : {}),
     };
   });
   return { choices, usage: usage.total() };
