@@ -101,6 +101,7 @@ function createServingEngine(config: Config): EngineHandle {
       maxNumBatchedTokens: sv.maxNumBatchedTokens,
       decodingPrefillTokens: sv.decodingPrefillTokens,
       maxModelLen: sv.maxModelLen,
+      maxPromptTokens: config.limits.maxPromptTokens,
       kvCacheMemory: sv.kvCacheMemory,
       kvCacheDtype: sv.kvCacheDtype,
       maxQueued: sv.maxQueuedRequests,

@@ -32,8 +32,8 @@ export interface ServerConfig {
   maxTokensDefault?: number | null;
   /** API and admin keys; absent: open API, admin API disabled (server/middleware/auth.ts). */
   auth?: AuthOptions;
-  /** Largest body (default 4 MiB) and longest prompt (default: the context length). */
-  limits?: { maxBodyBytes?: number; maxPromptTokens?: number | null };
+  /** Largest body (default 4 MiB); the longest prompt (--max-prompt-tokens) is the engine's to check. */
+  limits?: { maxBodyBytes?: number };
   /**
    * Chat answers of a model whose template knows `<think>` blocks split into `reasoning_content` and
    * `content` (server/reasoning.ts); false: the text as generated. Default true.
@@ -86,10 +86,6 @@ export interface AppOptions {
  */
 export function createApp(options: AppOptions): Hono {
   const { engine, config, logError = defaultLog, logRequest, metricsSource = {}, stopSignal, jobs } = options;
-  const maxPromptTokens = config.limits?.maxPromptTokens ?? null;
-  if (maxPromptTokens !== null && !engine.tokenize) {
-    throw new Error("Cannot enforce maxPromptTokens: the engine has no tokenize()");
-  }
   const modelName = () => config.servedModelName ?? engine.status().modelId;
   const deps: RouteDeps = {
     engine,
@@ -103,7 +99,6 @@ export function createApp(options: AppOptions): Hono {
       },
     },
     logError,
-    maxPromptTokens,
     splitReasoning: config.splitReasoning ?? true,
     ...(stopSignal ? { stopSignal } : {}),
   };

@@ -36,6 +36,8 @@ export class FakeEngine implements Engine {
   /** Its "template" knows <think> blocks (EngineStatus.thinking). */
   thinking: { opensInPrompt: boolean } | null = null;
   contextLength = 64;
+  /** Prompts longer than this are refused as the engine's --max-prompt-tokens refuses them; null: none. */
+  maxPromptTokens: number | null = null;
   script: FakeScript = { deltas: ["Hel", "lo", " world"] };
   requests: GenerateRequest[] = [];
   signals: (AbortSignal | undefined)[] = [];
@@ -97,6 +99,13 @@ export class FakeEngine implements Engine {
     this.requests.push(request);
     this.signals.push(signal);
     const promptTokens = (await this.tokenize(request.input)).ids.length;
+    if (this.maxPromptTokens !== null && promptTokens > this.maxPromptTokens) {
+      throw new EngineInputError(
+        `Prompt has ${promptTokens} tokens but this server accepts at most ${this.maxPromptTokens}`,
+        "prompt",
+        "context_length_exceeded",
+      );
+    }
     const s = this.script;
     this.running++;
     let completion = 0;

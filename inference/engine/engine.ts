@@ -113,6 +113,11 @@ export interface BatchOptions {
   kvCacheMemory: KvSizing["memory"];
   /** context per sequence (--max-model-len); null: the model's, capped so one sequence fits */
   maxModelLen: number | null;
+  /**
+   * Longest prompt, counted as the model reads it (chat template, truncate_prompt_tokens), before any other
+   * length check (--max-prompt-tokens); null: up to the context
+   */
+  maxPromptTokens: number | null;
   kvCacheDtype: KvType;
   /** steps per chunk at most */
   maxChunk: number;
@@ -139,6 +144,7 @@ export const BATCH_DEFAULTS: Readonly<BatchOptions> = Object.freeze({
   schedulingPolicy: "fcfs",
   kvCacheMemory: null,
   maxModelLen: null,
+  maxPromptTokens: null,
   kvCacheDtype: "f16",
   maxChunk: 16,
   prebuild: null,
@@ -277,6 +283,14 @@ export function createEngine(
     const maxModelLen = s.runner.cache.shape.maxModelLen;
     const full = promptIds(m, request.input);
     const ids = truncatedPrompt(full, request.truncatePromptTokens, maxModelLen);
+    if (opts.maxPromptTokens !== null && ids.length > opts.maxPromptTokens) {
+      throw new EngineInputError(
+        `Prompt has ${ids.length} tokens but this server accepts at most ${opts.maxPromptTokens} ` +
+          "(--max-prompt-tokens)",
+        request.input.kind === "chat" ? "messages" : "prompt",
+        "context_length_exceeded",
+      );
+    }
     const limit = checkLengths(request, ids.length, maxModelLen);
     const n = request.n ?? 1;
     const priority = request.priority ?? 0;
@@ -608,10 +622,10 @@ function slotSettings(m: LoadedModel, r: GenerateRequest, banIds: number[]): Slo
 
 /**
  * The prompt ids the model reads: the last `keep` of them (GenerateRequest.truncatePromptTokens; −1: the max
- * model length), or all. The server counts a prompt against --max-prompt-tokens with it too.
+ * model length), or all.
  * @returns `ids` itself when nothing is cut
  */
-export function truncatedPrompt(ids: number[], keep: number | undefined, maxModelLen: number): number[] {
+function truncatedPrompt(ids: number[], keep: number | undefined, maxModelLen: number): number[] {
   const n = keep === -1 ? maxModelLen : keep;
   return n !== undefined && ids.length > n ? ids.slice(ids.length - n) : ids;
 }

@@ -146,6 +146,23 @@ Deno.test("skip_special_tokens, include_stop_str_in_output, truncate_prompt_toke
     },
   );
 
+  await t.step("--max-prompt-tokens counts the prompt as the model reads it", async () => {
+    const capped = await engineFor(gpu, dir, { maxPromptTokens: 10 });
+    const ids = tok.encode(PROMPT, { addSpecialTokens: true });
+    assert.ok(ids.length > 10);
+    await assert.rejects(
+      collect(capped.engine, greedy(PROMPT, 2)),
+      (e: unknown) =>
+        e instanceof EngineInputError && e.param === "prompt" && e.code === "context_length_exceeded" &&
+        e.message ===
+          `Prompt has ${ids.length} tokens but this server accepts at most 10 (--max-prompt-tokens)`,
+    );
+    // after truncate_prompt_tokens: what the model reads counts
+    const [cut] = await collect(capped.engine, { ...greedy(PROMPT, 2), truncatePromptTokens: 10 });
+    assert.equal(cut.finish, "length");
+    await assert.rejects(collect(capped.engine, { ...greedy(PROMPT, 2), truncatePromptTokens: 11 }));
+  });
+
   await t.step("the engine refuses what it cannot serve, naming the field", async () => {
     await assert.rejects(
       collect(engine, { ...greedy(PROMPT, 4), allowedTokenIds: [1, model.config.vocabSize] }),

@@ -11,7 +11,6 @@ export {
   type EngineHandle,
   type LoadedModel,
   type ModelLease,
-  truncatedPrompt,
 } from "./engine.ts";
 export { MAX_BAD_WORD_CHARS, MAX_BAD_WORDS } from "./bad_words.ts";
 export { createSequenceRunner } from "./generate.ts";

@@ -9,7 +9,6 @@ import {
   type GenerateRequest,
   type TokenEvent,
   type TokenLogprob,
-  truncatedPrompt,
 } from "../../inference/engine/mod.ts";
 import { ApiError, asApiError, internalError, invalidRequest, toErrorBody } from "../errors.ts";
 import { trackGeneration } from "../middleware/request_log.ts";
@@ -33,8 +32,6 @@ export interface RouteDeps {
   defaults: RequestDefaults;
   /** Where unexpected failures are reported (the client only sees a generic message). */
   logError(message: string, err: unknown): void;
-  /** Longest prompt in tokens (--max-prompt-tokens); null or absent: up to the context length. */
-  maxPromptTokens?: number | null;
   /** Fires when in-flight generations must stop (the shutdown grace is over). */
   stopSignal?: AbortSignal;
   /** Split chat answers into reasoning and content where the model's template knows `<think>` (ServerConfig). */
@@ -260,7 +257,6 @@ export async function startGeneration(
   track = true,
 ): Promise<Generation> {
   const { engine, stopSignal } = deps;
-  if (deps.maxPromptTokens) await checkPromptTokens(engine, request, deps.maxPromptTokens);
   if (stopSignal?.aborted) throw shuttingDown();
   const link = stopSignal ? linkSignals(c.req.raw.signal, stopSignal) : null;
   const it = engine.generate(request, link?.signal ?? c.req.raw.signal)[Symbol.asyncIterator]();
@@ -324,24 +320,6 @@ function linkSignals(a: AbortSignal, b: AbortSignal): { signal: AbortSignal; rel
       b.removeEventListener("abort", abort);
     },
   };
-}
-
-/**
- * --max-prompt-tokens: counts the prompt as the engine will (chat template included, truncate_prompt_tokens
- * applied).
- */
-async function checkPromptTokens(engine: Engine, request: GenerateRequest, max: number): Promise<void> {
-  if (!engine.tokenize) throw new Error("Cannot enforce --max-prompt-tokens: the engine has no tokenize()");
-  const { ids } = await engine.tokenize(request.input);
-  // The max model length (truncate_prompt_tokens −1) is the engine's to know; it refuses longer prompts itself.
-  const count = truncatedPrompt(ids, request.truncatePromptTokens, Infinity).length;
-  if (count > max) {
-    throw invalidRequest(
-      `Prompt has ${count} tokens but this server accepts at most ${max} (--max-prompt-tokens)`,
-      request.input.kind === "chat" ? "messages" : "prompt",
-      "context_length_exceeded",
-    );
-  }
 }
 
 function shuttingDown(): ApiError {

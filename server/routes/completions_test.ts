@@ -3,11 +3,11 @@ import assert from "node:assert/strict";
 import { FakeEngine } from "../../tests/_fake_engine.ts";
 import { createApp } from "../app.ts";
 
-function setup(options: { maxPromptTokens?: number; stopSignal?: AbortSignal } = {}) {
+function setup(options: { stopSignal?: AbortSignal } = {}) {
   const engine = new FakeEngine();
   const app = createApp({
     engine,
-    config: { limits: { maxPromptTokens: options.maxPromptTokens ?? null } },
+    config: {},
     logError: () => {}, // the one 500 below is expected
     ...(options.stopSignal ? { stopSignal: options.stopSignal } : {}),
   });
@@ -22,31 +22,6 @@ function setup(options: { maxPromptTokens?: number; stopSignal?: AbortSignal } =
   };
   return { engine, post };
 }
-
-Deno.test("--max-prompt-tokens: a longer prompt gets 400 context_length_exceeded, counted as the engine counts", async () => {
-  const { engine, post } = setup({ maxPromptTokens: 10 });
-  // the fake counts a BOS plus one id per character for text
-  assert.equal((await post("/v1/completions", { prompt: "x".repeat(9) }))[0], 200);
-  const [status, body] = await post("/v1/completions", { prompt: "x".repeat(10) });
-  assert.equal(status, 400);
-  assert.deepEqual(body.error, {
-    message: "Prompt has 11 tokens but this server accepts at most 10 (--max-prompt-tokens)",
-    type: "invalid_request_error",
-    param: "prompt",
-    code: "context_length_exceeded",
-  });
-  // chat counts the rendered template: "user: Hi\nassistant:" is 19 tokens
-  const [chatStatus, chat] = await post("/v1/chat/completions", {
-    messages: [{ role: "user", content: "Hi" }],
-  });
-  assert.equal(chatStatus, 400);
-  assert.equal(chat.error.param, "messages");
-  assert.equal(engine.requests.length, 1, "refused before reaching the engine's queue");
-  // truncate_prompt_tokens: what the engine will read counts
-  const truncated = { prompt: "x".repeat(30), truncate_prompt_tokens: 10 };
-  assert.equal((await post("/v1/completions", truncated))[0], 200);
-  assert.equal((await post("/v1/completions", { ...truncated, truncate_prompt_tokens: 11 }))[0], 400);
-});
 
 Deno.test("max_tokens above the context length is a 400 naming the field; up to it is served", async () => {
   const { engine, post } = setup();
@@ -156,7 +131,8 @@ Deno.test("a list of prompts: n choices each, numbered p·n + i, usage summed, s
 });
 
 Deno.test("a list of prompts with one the server refuses: the request's 400, and the others cancelled", async () => {
-  const { engine, post } = setup({ maxPromptTokens: 5 });
+  const { engine, post } = setup();
+  engine.maxPromptTokens = 5;
   engine.script = { deltas: ["a", "b", "c"], delayMs: 50 };
   const [status, body] = await post("/v1/completions", { prompt: ["ok", "much too long"] });
   assert.equal(status, 400);
