@@ -147,6 +147,8 @@ export interface ParsedRequest {
   model: string | null;
   /** vLLM's `return_tokens_as_token_ids`: logprobs name tokens "token_id:<id>" (asTokenIds). Absent: false. */
   tokensAsIds?: boolean;
+  /** vLLM's `include_reasoning: false`: chat answers leave their reasoning out. Absent: true. */
+  includeReasoning?: false;
   /** Chat with `tools` (and `tool_choice` other than "none"); null otherwise. */
   tools: { parallel: boolean; forced: ToolSpec[] | null } | null;
   /**
@@ -217,7 +219,13 @@ export function parseChatRequest(body: unknown, defaults: RequestDefaults = {}):
   if (tools?.forced && parsed.request.grammar) {
     throw invalidRequest('Cannot force a function call and a "response_format" at once', "tool_choice");
   }
-  return { ...parsed, tools: tools && { parallel: tools.parallel, forced: tools.forced } };
+  // 8. vLLM's include_reasoning: false leaves the reasoning out of the answer.
+  const withReasoning = given(b.include_reasoning) ? requireBool(b, "include_reasoning") : true;
+  return {
+    ...parsed,
+    tools: tools && { parallel: tools.parallel, forced: tools.forced },
+    ...(withReasoning ? {} : { includeReasoning: false as const }),
+  };
 }
 
 /**
@@ -363,6 +371,7 @@ function parseCommon(
   const model = typeof b.model === "string" ? b.model : null;
   const tokensAsIds = given(b.return_tokens_as_token_ids) && requireBool(b, "return_tokens_as_token_ids");
   const returnTokenIds = given(b.return_token_ids) && requireBool(b, "return_token_ids");
+  const addSpecialTokens = given(b.add_special_tokens) ? requireBool(b, "add_special_tokens") : undefined;
   // Defaults stay out of the request (n = 1, no logprobs, no penalties).
   const request: GenerateRequest = {
     input,
@@ -374,6 +383,7 @@ function parseCommon(
     ...(logprobs !== null ? { logprobs } : {}),
     ...(promptLogprobs !== null ? { promptLogprobs } : {}),
     ...(returnTokenIds ? { returnTokenIds } : {}),
+    ...(addSpecialTokens !== undefined ? { addSpecialTokens } : {}),
     ...parseExtensions(b),
   };
   return {
@@ -563,11 +573,12 @@ export function parseTurnEnd(b: Body): { addGenerationPrompt?: boolean; continue
 
 /**
  * vLLM's `chat_template_kwargs`: extra variables for the chat template (e.g. `{"enable_thinking": false}` for
- * Qwen3); null when absent or empty. The variables the server sets itself cannot be overridden.
+ * Qwen3), and its `documents` (RAG templates read them as `documents`, a list of objects of strings such as
+ * `title` and `text`; a template that does not use them ignores them); null when there are none. The
+ * variables the server sets itself cannot be overridden.
  */
 export function parseTemplateVars(b: Body): Record<string, unknown> | null {
-  if (!given(b.chat_template_kwargs)) return null;
-  const vars = b.chat_template_kwargs;
+  const vars = given(b.chat_template_kwargs) ? b.chat_template_kwargs : {};
   if (!isObject(vars)) throw badValue("chat_template_kwargs", vars, "an object of template variables");
   for (const key of RESERVED_TEMPLATE_VARS) {
     if (key in vars) {
@@ -576,6 +587,13 @@ export function parseTemplateVars(b: Body): Record<string, unknown> | null {
         `chat_template_kwargs.${key}`,
       );
     }
+  }
+  if (given(b.documents)) {
+    const docs = b.documents;
+    const ok = Array.isArray(docs) &&
+      docs.every((d) => isObject(d) && Object.values(d).every((v) => typeof v === "string"));
+    if (!ok) throw badValue("documents", docs, 'a list of objects of strings (e.g. "title" and "text")');
+    return { ...vars, documents: docs };
   }
   return Object.keys(vars).length > 0 ? vars : null;
 }

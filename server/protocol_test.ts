@@ -161,6 +161,7 @@ Deno.test("parseChatRequest() rejects out-of-range and unsupported options", () 
     [{ allowed_token_ids: "3" }, "allowed_token_ids"],
     [{ bad_words: "darn" }, "bad_words"],
     [{ use_beam_search: true }, "use_beam_search"],
+    [{ add_special_tokens: "yes" }, "add_special_tokens"],
     [{ use_beam_search: "no" }, "use_beam_search"],
     [{ logits_processors: ["my.module:Proc"] }, "logits_processors"],
     [{ return_tokens_as_token_ids: 1 }, "return_tokens_as_token_ids"],
@@ -368,6 +369,19 @@ Deno.test("parse*Request() reads n, logprobs, penalties, logit_bias and vLLM's e
     [chat.skipSpecialTokens, chat.includeStopStr, chat.truncatePromptTokens, chat.allowedTokenIds],
     [false, true, 100, [5, 9]],
   );
+  // vLLM's add_special_tokens, include_reasoning and documents
+  assert.equal(
+    parseCompletionRequest({ prompt: "a", add_special_tokens: false }).request.addSpecialTokens,
+    false,
+  );
+  assert.equal(parseChatRequest({ messages: USER }).request.addSpecialTokens, undefined);
+  assert.equal(parseChatRequest({ messages: USER, include_reasoning: false }).includeReasoning, false);
+  assert.equal(parseChatRequest({ messages: USER, include_reasoning: true }).includeReasoning, undefined);
+  assertRejects400(() => parseChatRequest({ messages: USER, include_reasoning: 0 }), "include_reasoning");
+  const docs = [{ title: "Paris", text: "The capital of France." }];
+  const rag = parseChatRequest({ messages: USER, documents: docs, chat_template_kwargs: { x: 1 } }).request;
+  assert.deepEqual(rag.input.kind === "chat" && rag.input.templateVars, { x: 1, documents: docs });
+  assertRejects400(() => parseChatRequest({ messages: USER, documents: [{ title: 3 }] }), "documents");
   // vLLM's defaults of fields that change the answer pass; the rest are refused above and below
   const vllmOff = { use_beam_search: false, logits_processors: [], return_tokens_as_token_ids: false };
   assert.equal(parseCompletionRequest({ prompt: "a", ...vllmOff }).tokensAsIds, undefined);

@@ -262,6 +262,24 @@ Deno.test("a <think> block comes back as reasoning_content, apart from content a
       }
       assert.deepEqual([reasoning, content], ["\nIt asks for weather.\n", "4 apples"]);
     });
+    await t.step("include_reasoning false (vLLM): the answer alone, streamed and not", async () => {
+      engine.script = { deltas: [...thought, "4 apples"] };
+      const body = { model: "m", messages: [user], include_reasoning: false };
+      const res = await client.chat.completions.create(body as OpenAI.ChatCompletionCreateParamsNonStreaming);
+      assert.equal(res.choices[0].message.content, "4 apples");
+      assert.equal(reasoningOf(res.choices[0].message), undefined);
+      const stream = await client.chat.completions.create(
+        { ...body, stream: true } as OpenAI.ChatCompletionCreateParamsStreaming,
+      );
+      let content = "";
+      for await (const chunk of stream) {
+        const d = chunk.choices[0]?.delta;
+        if (!d) continue;
+        assert.equal(reasoningOf(d), undefined);
+        content += d.content ?? "";
+      }
+      assert.equal(content, "4 apples");
+    });
   } finally {
     await stop();
   }

@@ -281,7 +281,11 @@ export function createEngine(
     if (!s || status().state !== "ready") throw new Error(`Cannot generate: engine is ${status().state}`);
     const m = s.model;
     const maxModelLen = s.runner.cache.shape.maxModelLen;
-    const full = promptIds(m, request.input);
+    const full = promptIds(
+      m,
+      request.input,
+      request.addSpecialTokens !== undefined ? { addSpecialTokens: request.addSpecialTokens } : {},
+    );
     const ids = truncatedPrompt(full, request.truncatePromptTokens, maxModelLen);
     if (opts.maxPromptTokens !== null && ids.length > opts.maxPromptTokens) {
       throw new EngineInputError(

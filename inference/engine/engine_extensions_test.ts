@@ -146,6 +146,19 @@ Deno.test("skip_special_tokens, include_stop_str_in_output, truncate_prompt_toke
     },
   );
 
+  await t.step("add_special_tokens: the tokenizer's BOS before a text prompt, or not", async () => {
+    const started = async (extra: Partial<GenerateRequest>) => {
+      let prompt = -1;
+      for await (const ev of engine.generate({ ...greedy(PROMPT, 1), ...extra })) {
+        if (ev.type === "start") prompt = ev.promptTokens;
+      }
+      return prompt;
+    };
+    const plainIds = tok.encode(PROMPT, { addSpecialTokens: false });
+    assert.equal(await started({}), plainIds.length + 1);
+    assert.equal(await started({ addSpecialTokens: false }), plainIds.length);
+  });
+
   await t.step("--max-prompt-tokens counts the prompt as the model reads it", async () => {
     const capped = await engineFor(gpu, dir, { maxPromptTokens: 10 });
     const ids = tok.encode(PROMPT, { addSpecialTokens: true });

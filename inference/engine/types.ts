@@ -113,6 +113,11 @@ export interface GenerateRequest {
    * that ends a choice included.
    */
   returnTokenIds?: boolean;
+  /**
+   * The tokenizer's own special tokens (BOS) around the prompt (vLLM's add_special_tokens); default true for
+   * text, false for chat, whose template writes them
+   */
+  addSpecialTokens?: boolean;
   /** only the last this many prompt ids are used (vLLM's truncate_prompt_tokens; left truncation) */
   truncatePromptTokens?: number;
   /**

@@ -56,6 +56,8 @@ export function chatHandler(deps: RouteDeps): Handler {
     const wantLogprobs = parsed.request.logprobs !== undefined && parsed.request.logprobs !== null;
     const named = parsed.tokensAsIds ? asTokenIds : (entries: TokenLogprob[]) => entries;
     const wantIds = parsed.request.returnTokenIds === true;
+    /** The reasoning an answer shows: none with include_reasoning false (it is still split off the content). */
+    const shown = (reasoning: string) => parsed.includeReasoning === false ? "" : reasoning;
 
     if (!parsed.stream) {
       const done = await collectChoices(events, n);
@@ -74,7 +76,9 @@ export function chatHandler(deps: RouteDeps): Handler {
             message: {
               role: "assistant",
               content: calls.length > 0 ? content || null : content,
-              ...(split.reasoning !== null ? { reasoning_content: split.reasoning } : {}),
+              ...(split.reasoning !== null && parsed.includeReasoning !== false
+                ? { reasoning_content: split.reasoning }
+                : {}),
               ...(calls.length > 0 ? { tool_calls: calls } : {}),
             },
             finish_reason: calls.length > 0 ? "tool_calls" : ch.finishReason,
@@ -138,19 +142,19 @@ export function chatHandler(deps: RouteDeps): Handler {
       if (ev.type === "delta") {
         const split = thoughts ? thoughts[index].push(ev.text) : { reasoning: "", content: ev.text };
         const text = held ? held[index].push(split.content) : split.content;
-        if (text === "" && split.reasoning === "" && !ev.logprobs) return [];
+        const reasoning = shown(split.reasoning);
+        if (text === "" && reasoning === "" && !ev.logprobs) return [];
         const logprobs = ev.logprobs && wantLogprobs ? chatLogprobs(named(ev.logprobs)) : null;
-        return [chunk({ index, delta: delta(split.reasoning, text), finish_reason: null, logprobs })];
+        return [chunk({ index, delta: delta(reasoning, text), finish_reason: null, logprobs })];
       }
       const out: ChatCompletionChunk[] = [];
       const tail = thoughts ? thoughts[index].finish() : { reasoning: "", content: "" };
       const flushed = held ? held[index].push(tail.content) : tail.content;
       const { content: rest, calls } = held ? held[index].finish() : { content: "", calls: [] };
       const content = flushed + rest;
-      if (tail.reasoning || content) {
-        out.push(
-          chunk({ index, delta: delta(tail.reasoning, content), finish_reason: null, logprobs: null }),
-        );
+      const reasoning = shown(tail.reasoning);
+      if (reasoning || content) {
+        out.push(chunk({ index, delta: delta(reasoning, content), finish_reason: null, logprobs: null }));
       }
       if (calls.length > 0) {
         const delta = { tool_calls: calls.map((call, i) => ({ index: i, ...call })) };
