@@ -1,12 +1,14 @@
 /**
  * `deno task bench:profile [--random llama3-8b|lq-49m] [--format dense|affine4|lut4…] [--context N]
- *   [--prompt N | --batch B [--batch-invariant] [--top-logprobs N] [--temperature T --top-p P --top-k K]]
+ *   [--prompt N | --batch B [--batch-invariant] [--staged-keys] [--top-logprobs N] [--temperature T --top-p P
+ *   --top-k K]]
  *   [--json <file>]`
  *
  * With `--batch B`: one decode step of the serving engine's batch runner (inference/engine/batch_runner.ts)
  * over B sequences, each at position `context` of a paged KV cache, greedy sampling; the steps are the
  * runner's own (prepare, the layers, the LM head over B logit rows, logits processing, sampling, logprobs),
- * on the engine's default decode path or, with `--batch-invariant`, its batched kernels at every B; with
+ * on the engine's default decode path or, with `--batch-invariant`, its batched kernels at every B (with
+ * `--staged-keys`, decode attention stages K rows in workgroup memory: BatchRunnerOptions.stagedKeys); with
  * `--top-logprobs N` every sequence asks for its logprobs and N alternatives (the logprobs step runs); with
  * `--temperature` (and `--top-p`, `--top-k`) it samples instead of taking the argmax.
  *
@@ -45,6 +47,7 @@ const { values } = parseArgs({
     prompt: { type: "string", default: "1" },
     batch: { type: "string", default: "0" },
     "batch-invariant": { type: "boolean", default: false },
+    "staged-keys": { type: "boolean", default: false },
     "top-logprobs": { type: "string" },
     temperature: { type: "string" },
     "top-p": { type: "string" },
@@ -172,6 +175,7 @@ function batchSteps(n: number): ForwardStep[] {
     maxBan: 1,
     decodingPrefillRows: n,
     batchInvariant: values["batch-invariant"],
+    stagedKeys: values["staged-keys"],
   });
   for (let slot = 0; slot < n; slot++) {
     const own = cache.allocate(blocks);

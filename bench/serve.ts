@@ -17,6 +17,8 @@
  *   deno task bench:serve --random llama3-8b --formats affine4 --concurrency 16 --prompt 2048 \
  *     --shared-prefix 1536 [--no-prefix-caching]
  *   deno task bench:serve --random tiny --prompt 16 --output 8 --concurrency 1,2   # does it run (lavapipe)
+ *   deno task bench:serve --random llama3-8b --formats affine4 --prompt 512 --output 64 --concurrency 16,64 \
+ *     [--staged-keys]   # decode attention with K rows staged in workgroup memory (BatchOptions.stagedKeys)
  */
 import { parseArgs } from "node:util";
 import { describeGpu, type Gpu, requestGpu } from "../kernels/core/mod.ts";
@@ -55,6 +57,8 @@ export interface ServeBenchOptions {
   decodingPrefillTokens: number;
   /** the engine's --batch-invariant */
   batchInvariant: boolean;
+  /** decode attention with staged K rows (BatchOptions.stagedKeys) */
+  stagedKeys: boolean;
   /** requests per stream when --requests is 0 (at least 4 requests in all) */
   waves: number;
   /** leading prompt ids every request shares */
@@ -83,6 +87,7 @@ export function parseServeArgs(args: string[]): ServeBenchOptions {
       "chunk-target-ms": { type: "string", default: "0" },
       "decoding-prefill-tokens": { type: "string", default: "0" },
       "batch-invariant": { type: "boolean", default: false },
+      "staged-keys": { type: "boolean", default: false },
       waves: { type: "string", default: "2" },
       "shared-prefix": { type: "string", default: "0" },
       "no-prefix-caching": { type: "boolean", default: false },
@@ -107,6 +112,7 @@ export function parseServeArgs(args: string[]): ServeBenchOptions {
     chunkTargetMs: Number(values["chunk-target-ms"]),
     decodingPrefillTokens: Number(values["decoding-prefill-tokens"]),
     batchInvariant: values["batch-invariant"],
+    stagedKeys: values["staged-keys"],
     waves: Number(values.waves),
     sharedPrefix: Number(values["shared-prefix"]),
     prefixCaching: !values["no-prefix-caching"],
@@ -259,6 +265,7 @@ async function inProcess(gpu: Gpu, o: ServeBenchOptions, results: Summary[]): Pr
       ...(o.chunkTargetMs > 0 ? { chunkTargetMs: o.chunkTargetMs } : {}),
       ...(o.decodingPrefillTokens > 0 ? { decodingPrefillTokens: o.decodingPrefillTokens } : {}),
       batchInvariant: o.batchInvariant,
+      stagedKeys: o.stagedKeys,
       prefixCaching: o.prefixCaching,
     },
   });
@@ -268,7 +275,7 @@ async function inProcess(gpu: Gpu, o: ServeBenchOptions, results: Summary[]): Pr
     const model = o.model ? await loadModel(gpu, o.model, {}) : await randomLoaded(gpu, o.random!, f);
     await engine.setModel(model);
     const label = (o.model ? model.modelId : `${o.random} ${f} (random weights)`) +
-      (o.batchInvariant ? ", batch-invariant" : "");
+      (o.batchInvariant ? ", batch-invariant" : "") + (o.stagedKeys ? ", staged keys" : "");
     for (const c of o.concurrency) {
       const send = engineSender(engine, model.config.vocabSize, o, LOAD_IDS * ++loads);
       await send(LOAD_IDS - 1, o.prompt); // warm-up: pipelines and plans (it also caches a shared prefix)

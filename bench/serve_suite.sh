@@ -6,6 +6,7 @@
 #   bash bench/serve_suite.sh sweep [variants [lut variants]]   # the batched kernels: profiles, lane variants
 #   [BASE=<dir>] [HTTP_TOKENIZER=<dir>] bash bench/serve_suite.sh http   # main.ts (engine in its Worker) under load
 #   [BASE=<dir>] bash bench/serve_suite.sh prefill   # the engine's prompt kernels: 2,048-id prefill per format
+#   bash bench/serve_suite.sh staged   # decode attention with and without staged K rows (--staged-keys)
 # Writes, under $OUT (default ./serve_suite_out): runner.txt (the single-sequence baseline, `deno task
 # bench`), decode_<format>.md (16-id prompts, 64 output ids, 1/2/16/64 streams: ITL p50 is one decode step),
 # issue.md (the issue's 512 + 256 requests at 1/16/64 streams), long_<format>.md (a 2,048-id prompt arriving
@@ -65,6 +66,25 @@ if [ "$what" = prefill ]; then
       >"$OUT/gemm_lut4_${t##*:}.txt" 2>&1
     (cd "${t%%:*}" && timeout 60 $R bench/gemm.ts --formats affine4 --rows 96,128,512 --reps 20 --variants mm) \
       >"$OUT/gemm_affine4_${t##*:}.txt" 2>&1
+  done
+  exit 0
+fi
+# `staged`: the eighteenth session's staged-keys decode attention (BatchOptions.stagedKeys, the same bits),
+# untimed when written: one decode step profiled at 16 and 64 rows, 512 and 2,048 positions, each without and
+# with it (profile_b<B>_c<ctx>[_staged].txt), then the issue's 512 + 256 load at 1/16/64 streams both ways
+# (issue[_staged].md).
+if [ "$what" = staged ]; then
+  for ctx in 512 2048; do
+    for b in 16 64; do
+      for k in "" --staged-keys; do
+        timeout 60 $R bench/profile.ts --random llama3-8b --format affine4 --batch $b --context $ctx $k \
+          >"$OUT/profile_b${b}_c${ctx}${k:+_staged}.txt" 2>&1
+      done
+    done
+  done
+  for k in "" --staged-keys; do
+    timeout 150 $S --formats affine4 --prompt 512 --output 256 --concurrency 1,16,64 $k \
+      --md "$OUT/issue${k:+_staged}.md" >"$OUT/issue${k:+_staged}.txt" 2>&1
   done
   exit 0
 fi

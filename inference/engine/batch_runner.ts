@@ -124,6 +124,11 @@ export interface BatchRunnerOptions {
    * default false
    */
   batchInvariant?: boolean;
+  /**
+   * Decode attention stages each tile's K rows in workgroup memory with coalesced loads (kernels/ops
+   * paged_attention.ts PagedAttentionOptions.stageKeys; the same bits); default false until timed
+   */
+  stagedKeys?: boolean;
   /** logit_bias entries and banned ids per slot */
   maxBias: number;
   maxBan: number;
@@ -200,7 +205,7 @@ export class BatchRunner {
       rowSplits: buf(maxRows, "batch rowSplits"),
       dispatch: createDispatchBuffer(gpu, "batch attention grid"),
     };
-    this.#attention = createPagedAttention(gpu);
+    this.#attention = createPagedAttention(gpu, { stageKeys: options.stagedKeys ?? false });
     this.#promptAttention = createPagedFlashAttention(gpu);
     this.#decodePath = options.batchInvariant ? "gemv" : "decode";
     writeBuffer(gpu, this.#b.blockTable, new Uint32Array(maxSlots * this.#maxBlocks).fill(ROW_NONE));

@@ -96,6 +96,11 @@ export interface BatchOptions {
    * speed (BENCHMARKS.md "Serving under load"). Default false (PagedKv.decodePath).
    */
   batchInvariant: boolean;
+  /**
+   * Decode attention reads each tile's K rows coalesced into workgroup memory first (BatchRunnerOptions
+   * .stagedKeys; the same bits); an experiment for bench:serve and bench:profile (--staged-keys) until timed
+   */
+  stagedKeys: boolean;
   /** sequences waiting for a slot before new requests get 429 (--max-queued-requests) */
   maxQueued: number;
   /**
@@ -139,6 +144,7 @@ export const BATCH_DEFAULTS: Readonly<BatchOptions> = Object.freeze({
   maxNumBatchedTokens: 2048,
   decodingPrefillTokens: 2048,
   batchInvariant: false,
+  stagedKeys: false,
   maxQueued: 1024,
   prefixCaching: true,
   schedulingPolicy: "fcfs",
@@ -253,6 +259,7 @@ export function createEngine(
       maxBan: MAX_BAN,
       decodingPrefillRows: opts.decodingPrefillTokens,
       batchInvariant: opts.batchInvariant,
+      stagedKeys: opts.stagedKeys,
     });
     // Bind every bucket's forward now: binding one mid-serving stalls every stream (batch_runner.ts).
     if (opts.prebuild ?? !gpu.isCpu) {

@@ -129,11 +129,17 @@ export function attentionPlan(
   if (R > 4) throw new Error(`${what}: more than ${4 * WG} vec4 outputs per KV head`);
   const TILE = floorPow2(WG / G);
   const NPART = R > 1 ? 1 : floorPow2(Math.min(WG / QN, TILE));
-  const bytes = QN * 16 + WG * (4 + 4 + 16) + G * 12;
+  const plan = { WG, HD4, G, QN, TILE, NPART, R };
+  const bytes = attentionWorkgroupBytes(plan);
   if (bytes > gpu.maxWorkgroupStorageBytes) {
     throw new Error(`${what}: needs ${bytes} bytes of workgroup memory (${gpu.maxWorkgroupStorageBytes})`);
   }
-  return { WG, HD4, G, QN, TILE, NPART, R };
+  return plan;
+}
+
+/** Bytes of the shared walk's workgroup memory (attention_wgsl.ts): qs, sc, red, accW, mW, lW, alphaW. */
+export function attentionWorkgroupBytes(p: { WG: number; QN: number; G: number }): number {
+  return p.QN * 16 + p.WG * (4 + 4 + 16) + p.G * 12;
 }
 
 function floorPow2(x: number): number {

@@ -38,11 +38,19 @@ export interface KvAccess {
   /** Loads of the vec4 at element index `i` of K and of V, as f32. */
   loadK: (i: string) => string;
   loadV: (i: string) => string;
+  /**
+   * K rows staged in workgroup memory, each tile's with coalesced loads, before its scores: `wgsl` runs in
+   * scoreTile after the prelude, by every invocation (it fills the stage and ends with a barrier), and
+   * `loadK(j, d)` is the vec4 at column d of tile position j's K row, as f32, equal to what the plain
+   * `loadK` reads (so the scores keep their bits). Absent: each score reads its K row from the pool.
+   */
+  stage?: { wgsl: string; loadK: (j: string, d: string) => string };
 }
 
 /** The override constants, workgroup memory and the tile functions scoreTile and accumulateTile. */
 export function attentionTileWgsl(kv: KvAccess): string {
   const v = (j: string) => kv.loadV(`${kv.row(j)} * stride + col`);
+  const k = (i: string) => kv.stage ? kv.stage.loadK("js", i) : kv.loadK(`kRow + ${i}`);
   return /* wgsl */ `
 override WG: u32 = 256u;   // invocations per workgroup
 override HD4: u32 = 2u;    // headDim / 4
@@ -79,22 +87,21 @@ fn reduceMax(lid: u32) {
 // K rows (each read by G invocations at once) rather than 32, and every score's sum keeps its order.
 fn scoreTile(lid: u32, ${kv.scoreParams}kvh: u32, start: u32, n: u32) {
   let g = lid / TILE;
-  let j = lid % TILE;${kv.prelude}
+  let j = lid % TILE;${kv.prelude}${kv.stage?.wgsl ?? ""}
   if (lid < G * TILE) {
     let gs = lid % G;
     let js = lid / G;
     var s = NEG;
-    if (js < n) {
-      let kRow = ${kv.row("js")} * params.nKvHeads * HD4 + kvh * HD4;
+    if (js < n) {${kv.stage ? "" : `\n      let kRow = ${kv.row("js")} * params.nKvHeads * HD4 + kvh * HD4;`}
       s = 0.0;
       // Eight K loads issued before their dots: one at a time, each trip waited on the memory (the score
       // is latency-bound at decode). The sum's order is the one-at-a-time order.
       var d = 0u;
       for (; d + 8u <= HD4; d += 8u) {
-        ${unroll(8, (i) => `let k${i} = ${kv.loadK(`kRow + d + ${i}u`)};`, "\n        ")}
+        ${unroll(8, (i) => `let k${i} = ${k(`d + ${i}u`)};`, "\n        ")}
         ${unroll(8, (i) => `s += dot(qs[gs * HD4 + d + ${i}u], k${i});`, "\n        ")}
       }
-      for (; d < HD4; d++) { s += dot(qs[gs * HD4 + d], ${kv.loadK("kRow + d")}); }
+      for (; d < HD4; d++) { s += dot(qs[gs * HD4 + d], ${k("d")}); }
       if (params.softcap > 0.0) { s = softcap(s, params.softcap); }
     }
     sc[gs * TILE + js] = s;

@@ -25,7 +25,7 @@ import {
   type Kernel,
   uniformParams,
 } from "../core/mod.ts";
-import { attentionPlan } from "./attention.ts";
+import { attentionPlan, attentionWorkgroupBytes } from "./attention.ts";
 import { MAX_ROW_SPLITS } from "./batch_rows.ts";
 import { createPagedCombine } from "./attention_combine.ts";
 import { SOFTCAP_FN } from "./softcap.ts";
@@ -48,7 +48,26 @@ fn loadK(i: u32) -> vec4<f32> { return kPool[i]; }
 fn loadV(i: u32) -> vec4<f32> { return vPool[i]; }`;
 }
 
-function wgsl(kvType: PagedLayout["kvType"]): string {
+/**
+ * WGSL of the staged-keys build (f16 pools): each tile's K rows go to workgroup memory first, a row's
+ * columns read by neighbouring invocations (coalesced), rows padded by one vec2 so the scores' reads of
+ * eight rows at one column fall in different banks; the scores then read them from there.
+ */
+const STAGE_K = {
+  wgsl: `
+  for (var e = lid; e < n * HD4; e += WG) {
+    let sj = e / HD4;
+    let sd = e % HD4;
+    kt[sj * (HD4 + 1u) + sd] = kPool[rowW[sj] * params.nKvHeads * HD4 + kvh * HD4 + sd];
+  }
+  workgroupBarrier();`,
+  loadK: (j: string, d: string) => `unpackKt(kt[${j} * (HD4 + 1u) + ${d}])`,
+  decl: `override KT: u32 = 1u; // TILE · (HD4 + 1): the staged K rows, padded
+var<workgroup> kt: array<vec2<u32>, KT>;
+fn unpackKt(w: vec2<u32>) -> vec4<f32> { return vec4(unpack2x16float(w.x), unpack2x16float(w.y)); }`,
+};
+
+function wgsl(kvType: PagedLayout["kvType"], stageKeys: boolean): string {
   const pool = pagedPoolWgsl(kvType);
   return /* wgsl */ `
 const NONE = 0xffffffffu;
@@ -81,9 +100,11 @@ ${
       row: (j) => `rowW[${j}]`,
       loadK: (i) => `loadK(${i})`,
       loadV: (i) => `loadV(${i})`,
+      ...(stageKeys ? { stage: STAGE_K } : {}),
     })
   }
 var<workgroup> rowW: array<u32, TILE>; // pool row of each position of the tile
+${stageKeys ? STAGE_K.decl : ""}
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
@@ -230,25 +251,46 @@ export function createSplitScratch(gpu: Gpu, label: string): SplitScratch {
   };
 }
 
+/** Build options of the paged attention. */
+export interface PagedAttentionOptions {
+  /**
+   * Stage each tile's K rows in workgroup memory with coalesced loads before the scores (f16 pools, where
+   * the staged tile fits the device's workgroup memory; elsewhere the plain build). The same bits either
+   * way. Default false: not yet timed on a GPU (bench:profile --staged-keys).
+   */
+  stageKeys?: boolean;
+}
+
+/** Whether a staged-keys build fits: the stage (TILE · (HD4 + 1) f16 vec4s), the tile's pool rows and the rest. */
+function stagedKeysFit(gpu: Gpu, plan: ReturnType<typeof attentionPlan>): boolean {
+  const stage = plan.TILE * (plan.HD4 + 1) * 8 + plan.TILE * 4;
+  return attentionWorkgroupBytes(plan) + stage <= gpu.maxWorkgroupStorageBytes;
+}
+
 /**
  * Builds the paged attention. Binds of one kernel share their split scratch (WebGPU orders the
  * dispatches of a pass).
  * @param gpu the device
+ * @param options the staged-keys build, or not
  * @returns a kernel whose `bind` fixes buffers, shapes and the split count
  */
-export function createPagedAttention(gpu: Gpu): Kernel<PagedAttentionArgs> {
+export function createPagedAttention(
+  gpu: Gpu,
+  options: PagedAttentionOptions = {},
+): Kernel<PagedAttentionArgs> {
   const scratch = createSplitScratch(gpu, "paged attention");
   return {
     bind(a: PagedAttentionArgs): Encodable {
       const { rows, nKvHeads, headDim } = a;
       const plan = attentionPlan(gpu, { nHeads: a.nHeads, nKvHeads, headDim });
+      const staged = (options.stageKeys ?? false) && a.layout.kvType === "f16" && stagedKeysFit(gpu, plan);
       const { buffers, merge } = scratch.bind(a);
       const main = getPipeline(gpu, {
         name: "paged_attention",
-        code: wgsl(a.layout.kvType),
-        constants: plan,
+        code: wgsl(a.layout.kvType, staged),
+        constants: staged ? { ...plan, KT: plan.TILE * (plan.HD4 + 1) } : plan,
         bindings: BINDINGS,
-        spec: a.layout.kvType,
+        spec: { kvType: a.layout.kvType, staged },
       });
       const params = uniformParams(gpu, [
         ["u32", rows],

@@ -80,7 +80,12 @@ const CASES: Case[] = [
 
 /** Each kernel, and builds of it whose rows must come out with the same bits (the tiled kernel's block sizes). */
 const KERNELS = [
-  { name: "per-row", create: createPagedAttention, builds: [] },
+  // staged keys: f16 pools only (f32 ones take the plain build, so the check holds trivially there)
+  {
+    name: "per-row",
+    create: createPagedAttention,
+    builds: [(gpu: Gpu) => createPagedAttention(gpu, { stageKeys: true })],
+  },
   {
     name: "tiled",
     create: (gpu: Gpu) => createPagedFlashAttention(gpu, { build: "rows" }),
