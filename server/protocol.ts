@@ -66,6 +66,8 @@ export interface ChatCompletion {
     };
     finish_reason: FinishReason;
     logprobs: ChatLogprobs | null;
+    /** vLLM's stop_reason: the stop string or stop_token_ids id that ended the choice, when one did */
+    stop_reason?: string | number;
     /** vLLM's return_token_ids: the choice's ids, its stop id included */
     token_ids?: number[];
   }[];
@@ -92,6 +94,8 @@ export interface ChatCompletionChunk {
     };
     finish_reason: FinishReason | null;
     logprobs: ChatLogprobs | null;
+    /** vLLM's stop_reason, on the finish chunk (see ChatCompletion) */
+    stop_reason?: string | number;
     /** vLLM's return_token_ids: the ids since the choice's last chunk */
     token_ids?: number[];
   }[];
@@ -113,6 +117,8 @@ export interface TextCompletion {
     logprobs: CompletionLogprobs | null;
     /** vLLM's prompt_logprobs of the choice's prompt, when asked (not streamed) */
     prompt_logprobs?: PromptLogprobs;
+    /** vLLM's stop_reason: the stop string or stop_token_ids id that ended the choice, when one did */
+    stop_reason?: string | number;
     /** vLLM's return_token_ids: the choice's prompt's ids (streamed: on its first chunk) and its own */
     prompt_token_ids?: number[];
     token_ids?: number[];

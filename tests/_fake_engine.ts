@@ -22,6 +22,8 @@ export interface FakeScript {
   /** Wait this long before each delta (abortable). */
   delayMs?: number;
   finishReason?: "stop" | "length";
+  /** the end events' stop_reason (a stop string or id), if any */
+  stopReason?: string | number;
 }
 
 /** Ids at or above this are outside the fake vocabulary. */
@@ -128,6 +130,7 @@ export class FakeEngine implements Engine {
           finishReason: signal?.aborted ? "stop" : s.finishReason ?? "stop",
           promptTokens,
           completionTokens: completion,
+          ...(s.stopReason !== undefined ? { stopReason: s.stopReason } : {}),
           ...at(i),
         };
       }

@@ -72,6 +72,8 @@ export interface ChoiceSpec {
   stop: readonly string[];
   /** ids that end the choice (EOS unless ignored, stop_token_ids); not returned */
   stopIds: ReadonlySet<number>;
+  /** the request's own stop_token_ids among them, which the end event names (vLLM's stop_reason; EOS: none) */
+  stopTokenIds?: ReadonlySet<number>;
   /** most ids (it ends with "length" there) */
   limit: number;
   /** top logprobs per token, or null for no logprobs */
@@ -103,7 +105,8 @@ export function createChoice(spec: ChoiceSpec): SeqSink {
   let completion = 0;
   let cached = 0;
   let ended = false;
-  const end = (finishReason: "stop" | "length", flush: boolean) => {
+  /** `reason`: the stop string or stop_token_ids id that ended the choice (vLLM's stop_reason). */
+  const end = (finishReason: "stop" | "length", flush: boolean, reason?: string | number) => {
     if (flush) {
       const tail = stops.push(decoder.flush()).emit + stops.flush();
       if (tail) channel.push({ type: "delta", index, text: tail, tokens: 0 });
@@ -116,6 +119,7 @@ export function createChoice(spec: ChoiceSpec): SeqSink {
       promptTokens: spec.prompt.length,
       completionTokens: completion,
       cachedTokens: cached,
+      ...(reason !== undefined ? { stopReason: reason } : {}),
     });
     spec.onEnd(completion);
   };
@@ -125,7 +129,7 @@ export function createChoice(spec: ChoiceSpec): SeqSink {
       completion++;
       if (spec.stopIds.has(id)) {
         if (spec.ids) channel.push({ type: "delta", index, text: "", tokens: 0, ids: [id] });
-        end("stop", true);
+        end("stop", true, spec.stopTokenIds?.has(id) ? id : undefined);
         return true;
       }
       // The mask allows only ids the grammar takes; one it refuses (never expected) ends the choice untaken.
@@ -145,7 +149,7 @@ export function createChoice(spec: ChoiceSpec): SeqSink {
         ...(spec.ids ? { ids: [id] } : {}),
       });
       if (r.stopped) {
-        end("stop", false);
+        end("stop", false, r.stop);
         return true;
       }
       if (spec.grammar?.complete) {

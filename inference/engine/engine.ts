@@ -405,6 +405,8 @@ export function createEngine(
         prompt: ids,
         stop: request.stop,
         stopIds,
+        // EOS ends a choice with no stop_reason even when listed (vLLM checks EOS first)
+        stopTokenIds: new Set((request.stopTokenIds ?? []).filter((id) => !eos.includes(id))),
         limit,
         logprobs: request.logprobs ?? null,
         channel,

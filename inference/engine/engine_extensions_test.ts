@@ -44,6 +44,27 @@ Deno.test("skip_special_tokens, include_stop_str_in_output, truncate_prompt_toke
     assert.deepEqual([kept.text, kept.finish], [plain.text.slice(0, at + stop.length), "stop"]);
   });
 
+  await t.step(
+    "stop_reason: the stop string or stop_token_ids id that ended a choice; none for EOS",
+    async () => {
+      const reasonOf = async (extra: Partial<GenerateRequest>) => {
+        let reason: string | number | undefined | null = null;
+        await collect(engine, { ...greedy(PROMPT, 24), ...extra }, {
+          onEvent: (ev) => {
+            if (ev.type === "end") reason = ev.stopReason;
+          },
+        });
+        return reason;
+      };
+      const stop = plain.text.slice(10, 14);
+      assert.equal(await reasonOf({ stop: ["never in it", stop] }), stop);
+      assert.equal(await reasonOf({ stopTokenIds: [plain.ids[3]] }), plain.ids[3]);
+      const eos = model.config.eosTokenIds[0];
+      assert.equal(await reasonOf({ logitBias: [[eos, 100]], stopTokenIds: [eos] }), undefined);
+      assert.equal(await reasonOf({}), undefined, "length");
+    },
+  );
+
   await t.step("truncate_prompt_tokens reads the last ids as the whole prompt", async () => {
     const ids = tok.encode(PROMPT, { addSpecialTokens: true });
     const k = 6;

@@ -5,8 +5,8 @@
  */
 
 export interface StopMatcher {
-  /** Adds decoded text; returns what is safe to emit now and whether a stop string was hit. */
-  push(text: string): { emit: string; stopped: boolean };
+  /** Adds decoded text; returns what is safe to emit now and whether a stop string was hit (`stop`: which). */
+  push(text: string): { emit: string; stopped: boolean; stop?: string };
   /** Returns the held-back tail at the end of generation. */
   flush(): string;
 }
@@ -27,16 +27,16 @@ export function createStopMatcher(stops: readonly string[], includeStop = false)
       if (stopped) return { emit: "", stopped };
       pending += text;
       let cut = -1;
-      let end = -1;
+      let hit = "";
       for (const stop of active) {
         const at = pending.indexOf(stop);
-        if (at >= 0 && (cut < 0 || at < cut)) [cut, end] = [at, at + stop.length];
+        if (at >= 0 && (cut < 0 || at < cut)) [cut, hit] = [at, stop];
       }
       if (cut >= 0) {
         stopped = true;
-        const emit = pending.slice(0, includeStop ? end : cut);
+        const emit = pending.slice(0, includeStop ? cut + hit.length : cut);
         pending = "";
-        return { emit, stopped };
+        return { emit, stopped, stop: hit };
       }
       const safe = Math.max(0, pending.length - holdFor(pending));
       const emit = pending.slice(0, safe);

@@ -32,6 +32,9 @@ Deno.test("createStopMatcher() releases a held prefix that did not become a stop
 
 Deno.test("createStopMatcher() picks the earliest of several stops", () => {
   assert.deepEqual(runAll(["b", "a"], ["xxab"]), { text: "xx", stopped: true });
+  // and names it (vLLM's stop_reason): among stops starting there, the first listed
+  assert.equal(createStopMatcher(["b", "a"]).push("xxab").stop, "a");
+  assert.equal(createStopMatcher(["ab", "abc"], true).push("xxabcd").stop, "ab");
 });
 
 Deno.test("createStopMatcher() flushes a held tail at the end", () => {

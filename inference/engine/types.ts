@@ -177,6 +177,8 @@ export type TokenEvent =
     /** prompt ids whose keys and values came from the prefix cache (OpenAI's `cached_tokens`) */
     cachedTokens?: number;
     index?: number;
+    /** the stop string or stop_token_ids id that ended the choice (vLLM's stop_reason); absent: none (EOS) */
+    stopReason?: string | number;
   };
 
 /** How the served weights were quantized, as /v1/models reports it. */

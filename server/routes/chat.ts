@@ -83,6 +83,7 @@ export function chatHandler(deps: RouteDeps): Handler {
             },
             finish_reason: calls.length > 0 ? "tool_calls" : ch.finishReason,
             logprobs: wantLogprobs ? chatLogprobs(named(ch.logprobs)) : null,
+            ...(ch.stopReason !== undefined ? { stop_reason: ch.stopReason } : {}),
             ...(wantIds ? { token_ids: ch.ids } : {}),
           };
         }),
@@ -161,7 +162,8 @@ export function chatHandler(deps: RouteDeps): Handler {
         out.push(chunk({ index, delta, finish_reason: null, logprobs: null }));
       }
       const reason = calls.length > 0 ? "tool_calls" : ev.finishReason;
-      out.push(chunk({ index, delta: {}, finish_reason: reason, logprobs: null }));
+      const stopReason = ev.stopReason !== undefined ? { stop_reason: ev.stopReason } : {};
+      out.push(chunk({ index, delta: {}, finish_reason: reason, logprobs: null, ...stopReason }));
       return parsed.includeUsage && usage.done() ? [...out, { ...frame([]), usage: usage.total() }] : out;
     });
   };

@@ -79,6 +79,7 @@ export function completionsHandler(deps: RouteDeps): Handler {
         logprobs: wantLogprobs ? completionLogprobs(named(ch.logprobs)) : null,
         ...(wantPrompt ? { prompt_logprobs: promptLogprobs(ch.promptLogprobs ?? []) } : {}),
         ...(wantIds ? { prompt_token_ids: ch.promptIds ?? [], token_ids: ch.ids } : {}),
+        ...(ch.stopReason !== undefined ? { stop_reason: ch.stopReason } : {}),
       }));
       return c.json({ ...frame(choices), usage: done.usage });
     }
@@ -104,6 +105,7 @@ export function completionsHandler(deps: RouteDeps): Handler {
         text: "",
         finish_reason: ev.finishReason,
         logprobs: null,
+        ...(ev.stopReason !== undefined ? { stop_reason: ev.stopReason } : {}),
         ...ids.take(index),
       }]);
       return parsed.includeUsage && usage.done() ? [last, { ...frame([]), usage: usage.total() }] : [last];
@@ -121,6 +123,8 @@ export interface CollectedChoice {
   /** its own ids and its prompt's (GenerateRequest.returnTokenIds), when asked */
   ids: number[];
   promptIds?: number[];
+  /** the stop string or stop id that ended it (vLLM's stop_reason), if one did */
+  stopReason?: string | number;
 }
 
 /**
@@ -167,6 +171,7 @@ export async function collectChoices(
       finishReason: end.finishReason,
       logprobs: p.logprobs,
       ids: p.ids,
+      ...(end.stopReason !== undefined ? { stopReason: end.stopReason } : {}),
       ...(prompt ? { promptLogprobs: prompt } : {}),
       ...(read ? { promptIds: read } : {}),
     };

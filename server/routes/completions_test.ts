@@ -141,3 +141,24 @@ Deno.test("a list of prompts with one the server refuses: the request's 400, and
   await new Promise((r) => setTimeout(r, 100));
   assert.equal(engine.running, 0);
 });
+
+Deno.test("stop_reason (vLLM): the stop string or id that ended a choice, on the choice or its finish chunk", async () => {
+  const { engine, post } = setup();
+  engine.script = { deltas: ["a", "b"], stopReason: "\n\n" };
+  const [, whole] = await post("/v1/completions", { prompt: "x", stop: ["\n\n"] });
+  assert.equal(whole.choices[0].stop_reason, "\n\n");
+  const [, chat] = await post("/v1/chat/completions", { messages: [{ role: "user", content: "x" }] });
+  assert.equal(chat.choices[0].stop_reason, "\n\n");
+  engine.script = { deltas: ["a"], stopReason: 7 };
+  const [, sse] = await post("/v1/completions", { prompt: "x", stream: true });
+  const chunks = (sse as string).split("\n\n").filter((e) => e.startsWith("data: {")).map((e) =>
+    JSON.parse(e.slice(6))
+  );
+  assert.deepEqual(chunks.flatMap((c) => c.choices.map((ch: { stop_reason?: unknown }) => ch.stop_reason)), [
+    undefined,
+    7,
+  ]);
+  engine.script = { deltas: ["a"] };
+  const [, none] = await post("/v1/completions", { prompt: "x" });
+  assert.equal("stop_reason" in none.choices[0], false, "EOS or length: none, as vLLM's null");
+});
