@@ -10,10 +10,11 @@
  * the H100 with 20 alternatives; 2.4 ms when it walked the row once per alternative, BENCHMARKS.md):
  * - `part`: workgroups of CHUNK ids of a row; each invocation holds 8 ids in registers. The workgroup's
  *   (max, Σ e^(l − max)) and its nTop best (value, id) go to a scratch record per chunk, the best drawn one
- *   at a time: each invocation's best strictly below the last pick, then a tree argmax.
- * - `merge`: one workgroup per row combines the chunks' sums into lse and draws the nTop best from the
- *   chunks' candidates the same way; every top id of the row is among its chunk's nTop best. It also counts
- *   the rank over the whole row (one more read of it, small beside the LM head that wrote it).
+ *   at a time: each invocation's best strictly below the last pick, then a tree argmax. It also counts
+ *   the chunk's ids whose logit is at least the chosen token's (the rank's share: the row is read once).
+ * - `merge`: one workgroup per row combines the chunks' sums into lse and their counts into the rank, and
+ *   draws the nTop best from the chunks' candidates the same way; every top id of the row is among its
+ *   chunk's nTop best.
  * Order: (value, id) pairs compare by value, then lower id first; −inf logits never count.
  */
 import {
@@ -39,8 +40,11 @@ export const LOGPROB_RANK_WORD = LOGPROB_RECORD_WORDS - 1;
 /** Logits per invocation of `part`: a chunk is this many times the workgroup. */
 const PER_INVOCATION = 8;
 
-/** vec2<u32> per chunk record: MAX_TOP_LOGPROBS (value bits, id) candidates, then (max, sum) bits. */
-const RECORD = MAX_TOP_LOGPROBS + 1;
+/**
+ * vec2<u32> per chunk record: MAX_TOP_LOGPROBS (value bits, id) candidates, then (max, sum) bits, then
+ * (ids at least as likely as the chosen token, 0).
+ */
+const RECORD = MAX_TOP_LOGPROBS + 2;
 
 const COMMON = /* wgsl */ `
 ${SLOT_PARAMS_STRUCT}
@@ -96,8 +100,11 @@ fn wanted(slot: u32) -> u32 {
 `;
 
 const PART_WGSL = /* wgsl */ `
+${STATE_STRUCT}
 ${COMMON}
 @group(0) @binding(5) var<storage, read_write> part: array<vec2<u32>>; // (rows, chunks) × RECORD
+@group(0) @binding(6) var<storage, read> state: StepState;
+@group(0) @binding(7) var<storage, read> outTokens: array<u32>;        // (steps, maxSlots)
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
@@ -119,6 +126,12 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
   for (var e = 0u; e < ${PER_INVOCATION}u; e++) { if (v[e] > dims.negInf) { s += exp(v[e] - m); } }
   let mx = bitcast<f32>(bestOf(lid, m, lid).x);
   let sum = sumScaled(lid, m, s, mx);
+  // the rank's share: this chunk's ids whose logit is at least the chosen one's (exact: ≤ CHUNK in f32)
+  let tok = min(outTokens[state.step * dims.maxSlots + slotOf(row)], dims.vocab - 1u);
+  let lt = logits[base + tok];
+  var ge = 0.0;
+  for (var e = 0u; e < ${PER_INVOCATION}u; e++) { if (lo + e * WG < dims.vocab && v[e] >= lt) { ge += 1.0; } }
+  let count = sumOf(lid, ge);
   let rec = (row * nwg.x + wid.x) * RECORD;
   var prev = vec2(0u, 0u);
   for (var k = 0u; k < n; k++) {
@@ -135,7 +148,10 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
     prev = bestOf(lid, bv, bi);
     if (lid == 0u) { part[rec + k] = prev; }
   }
-  if (lid == 0u) { part[rec + K] = vec2(bitcast<u32>(mx), bitcast<u32>(sum)); }
+  if (lid == 0u) {
+    part[rec + K] = vec2(bitcast<u32>(mx), bitcast<u32>(sum));
+    part[rec + K + 1u] = vec2(u32(count), 0u);
+  }
 }
 `;
 
@@ -157,10 +173,13 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
   if (n == NONE) { return; }
   let chunks = (dims.vocab + CHUNK - 1u) / CHUNK;
   let first = row * chunks * RECORD;
-  // lse: the chunks' (max, sum) pairs, combined per invocation, then over the workgroup
+  // lse: the chunks' (max, sum) pairs, combined per invocation, then over the workgroup; the rank: the
+  // chunks' counts (integers below 2^24: exact in f32)
   var m = dims.negInf;
   var s = 0.0;
+  var ge = 0.0;
   for (var c = lid; c < chunks; c += WG) {
+    ge += f32(part[first + c * RECORD + K + 1u].x);
     let ms = part[first + c * RECORD + K];
     let mc = bitcast<f32>(ms.x);
     let sc = bitcast<f32>(ms.y);
@@ -177,11 +196,6 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
   let rec = (state.step * dims.maxSlots + slot) * REC;
   let tok = min(outTokens[state.step * dims.maxSlots + slot], dims.vocab - 1u);
   let lt = logits[row * dims.vocab + tok];
-  // the rank: ids whose logit is at least the chosen one's (a few hundred per invocation: exact in f32)
-  var ge = 0.0;
-  for (var i = lid; i < dims.vocab; i += WG) {
-    if (logits[row * dims.vocab + i] >= lt) { ge += 1.0; }
-  }
   let rank = sumOf(lid, ge);
   if (lid == 0u) {
     outLogprobs[rec] = bitcast<u32>(lt - lse);
@@ -233,7 +247,7 @@ export function createLogprobs(gpu: Gpu): Kernel<LogprobsArgs> {
     name: "logprobs part",
     code: PART_WGSL,
     constants,
-    bindings: ["uniform", RO, RO, RO, RO, "storage"],
+    bindings: ["uniform", RO, RO, RO, RO, "storage", RO, RO],
   });
   const merge = getPipeline(gpu, {
     name: "logprobs merge",
@@ -248,7 +262,7 @@ export function createLogprobs(gpu: Gpu): Kernel<LogprobsArgs> {
       const scratch = sharedScratch(gpu, "logprobs chunks", a.rows * chunks * RECORD * 8);
       const dims = logitDims(gpu, a);
       const rows = [a.logits, a.slotParams, a.gather, a.rowSlot];
-      const partGroup = bindBuffers(gpu, part, [dims, ...rows, scratch]);
+      const partGroup = bindBuffers(gpu, part, [dims, ...rows, scratch, a.state, a.outTokens]);
       const mergeGroup = bindBuffers(gpu, merge, [
         dims,
         ...rows,
