@@ -19,6 +19,9 @@
  *   deno task bench:serve --random tiny --prompt 16 --output 8 --concurrency 1,2   # does it run (lavapipe)
  *   deno task bench:serve --random llama3-8b --formats affine4 --prompt 512 --output 64 --concurrency 16,64 \
  *     [--staged-keys]   # decode attention with K rows staged in workgroup memory (BatchOptions.stagedKeys)
+ *   deno task bench:serve --model <folder> --prompt 128 --concurrency 1,16 --score   # an evaluation harness:
+ *     each request scores its prompt (echo, logprobs 1, max_tokens 0); "output tok/s" counts scored ids,
+ *     TTFT is the request's latency
  */
 import { parseArgs } from "node:util";
 import { describeGpu, type Gpu, requestGpu } from "../kernels/core/mod.ts";
@@ -65,6 +68,8 @@ export interface ServeBenchOptions {
   sharedPrefix: number;
   /** the engine's prefix caching (--no-prefix-caching: off) */
   prefixCaching: boolean;
+  /** requests score their prompts (echo with logprobs 1, max_tokens 0) instead of generating */
+  score: boolean;
 }
 
 /** Parses the command line. */
@@ -91,6 +96,7 @@ export function parseServeArgs(args: string[]): ServeBenchOptions {
       waves: { type: "string", default: "2" },
       "shared-prefix": { type: "string", default: "0" },
       "no-prefix-caching": { type: "boolean", default: false },
+      score: { type: "boolean", default: false },
       json: { type: "string" },
       md: { type: "string" },
     },
@@ -116,6 +122,7 @@ export function parseServeArgs(args: string[]): ServeBenchOptions {
     waves: Number(values.waves),
     sharedPrefix: Number(values["shared-prefix"]),
     prefixCaching: !values["no-prefix-caching"],
+    score: values.score,
   };
 }
 
@@ -143,9 +150,16 @@ function engineSender(engine: EngineHandle, vocab: number, o: ServeBenchOptions,
       stop: [],
       sampling: { temperature: 0, topP: 1, topK: 0, minP: 0, seed: 0 },
       ignoreEos: true,
+      ...(o.score ? { echo: true, logprobs: 1, maxTokens: 0 } : {}),
     };
     for await (const ev of engine.generate(request)) {
       if (ev.type === "end") timing.cached = ev.cachedTokens ?? 0;
+      if (o.score && ev.type === "delta" && ev.logprobs) {
+        // the echo: every prompt id but the first scored, at once
+        timing.ttft = performance.now() - t0;
+        timing.tokens = ev.logprobs.length - 1;
+        onFirst?.();
+      }
       if (ev.type !== "delta" || !ev.tokens) continue;
       const now = performance.now();
       if (timing.tokens === 0) {
@@ -275,7 +289,8 @@ async function inProcess(gpu: Gpu, o: ServeBenchOptions, results: Summary[]): Pr
     const model = o.model ? await loadModel(gpu, o.model, {}) : await randomLoaded(gpu, o.random!, f);
     await engine.setModel(model);
     const label = (o.model ? model.modelId : `${o.random} ${f} (random weights)`) +
-      (o.batchInvariant ? ", batch-invariant" : "") + (o.stagedKeys ? ", staged keys" : "");
+      (o.batchInvariant ? ", batch-invariant" : "") + (o.stagedKeys ? ", staged keys" : "") +
+      (o.score ? ", scoring prompts (tok/s: scored ids)" : "");
     for (const c of o.concurrency) {
       const send = engineSender(engine, model.config.vocabSize, o, LOAD_IDS * ++loads);
       await send(LOAD_IDS - 1, o.prompt); // warm-up: pipelines and plans (it also caches a shared prefix)
@@ -324,6 +339,7 @@ function probeHealth(url: string): { stop(): Promise<{ p50: number; p99: number;
 /** Runs the benchmark; returns every row of the table. */
 export async function runServeBench(o: ServeBenchOptions, log = console.log): Promise<Summary[]> {
   const results: Summary[] = [];
+  if (o.server && o.score) throw new Error("Cannot --score against a --server: it scores in process only");
   if (o.server) {
     for (const [k, c] of o.concurrency.entries()) {
       const send = httpSender(o.server, o, LOAD_IDS * (k + 1));

@@ -7,6 +7,7 @@
 #   [BASE=<dir>] [HTTP_TOKENIZER=<dir>] bash bench/serve_suite.sh http   # main.ts (engine in its Worker) under load
 #   [BASE=<dir>] bash bench/serve_suite.sh prefill   # the engine's prompt kernels: 2,048-id prefill per format
 #   bash bench/serve_suite.sh staged   # decode attention with and without staged K rows (--staged-keys)
+#   [BASE=<dir>] bash bench/serve_suite.sh score   # an evaluation harness's load: prompts scored (echo)
 # Writes, under $OUT (default ./serve_suite_out): runner.txt (the single-sequence baseline, `deno task
 # bench`), decode_<format>.md (16-id prompts, 64 output ids, 1/2/16/64 streams: ITL p50 is one decode step),
 # issue.md (the issue's 512 + 256 requests at 1/16/64 streams), long_<format>.md (a 2,048-id prompt arriving
@@ -22,6 +23,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-serve_suite_out}
 mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd) # absolute: some modes run from a BASE tree
 export DENO_WEBGPU_BACKEND=vulkan
 # DENO_RUN overrides how scripts run, e.g. "deno run -A --cached-only" on a machine without the registry.
 R=${DENO_RUN:-deno run -A}
@@ -85,6 +87,18 @@ if [ "$what" = staged ]; then
   for k in "" --staged-keys; do
     timeout 150 $S --formats affine4 --prompt 512 --output 256 --concurrency 1,16,64 $k \
       --md "$OUT/issue${k:+_staged}.md" >"$OUT/issue${k:+_staged}.txt" 2>&1
+  done
+  exit 0
+fi
+# `score`: requests that score their prompts (echo, logprobs 1, max_tokens 0: lm-evaluation-harness's
+# loglikelihood requests), 128-id prompts at 1 and 16 concurrent requests (score[_<tree>].md). With BASE=<dir>,
+# that tree's engine runs the same load first (this tree's bench/serve.ts, which has --score, is copied in).
+if [ "$what" = score ]; then
+  trees=(".:head")
+  [ -n "${BASE:-}" ] && trees=("$BASE:base" ".:head") && cp bench/serve.ts "$BASE/bench/serve.ts"
+  for t in "${trees[@]}"; do
+    (cd "${t%%:*}" && timeout 120 $S --formats affine4 --prompt 128 --concurrency 1,16 --requests 64 --score \
+      --md "$OUT/score_${t##*:}.md") >"$OUT/score_${t##*:}.txt" 2>&1
   done
   exit 0
 fi

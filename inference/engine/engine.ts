@@ -16,7 +16,7 @@ import type { ChatTemplate, Tokenizer } from "../text/mod.ts";
 import { type GpuWeights, gpuWeightsBuffers, type ModelConfig } from "../model/mod.ts";
 import { BatchRunner } from "./batch_runner.ts";
 import { createChoice, EventChannel, readLogprob } from "./choice.ts";
-import { maxScoredPrompt, scorePrompt } from "./prompt_logprobs.ts";
+import { maxScoredPrompt, scorePrompts, ScoreQueue } from "./prompt_logprobs.ts";
 import { KvCache, kvKey, type KvSizing, sizeKvCache } from "./kv_cache.ts";
 import { type ModelEntry, Scheduler, type Seq, type SeqConstraint, type SeqInit } from "./scheduler.ts";
 import { badWordIds, type BadWords, badWordsConstraint, maskWithout } from "./bad_words.ts";
@@ -191,8 +191,10 @@ export function createEngine(
   let installing: Promise<void> = Promise.resolve();
   const all: Served[] = [];
   let inFlight = 0;
-  /** the prompt being scored for an echo, if any (scorePrompt calls run one at a time) */
-  let scoring: Promise<void> = Promise.resolve();
+  /** prompts to score (echo with logprobs, prompt_logprobs), a group of them at a time */
+  const scores = new ScoreQueue<Served>((s, prompts, top) =>
+    scorePrompts(s.model.gpu, s.model.config, s.model.weights, prompts, top)
+  );
   let state: EngineStatus["state"] = "loading";
   let detail = "loading model";
 
@@ -315,7 +317,7 @@ export function createEngine(
     if (n > opts.maxNumSeqs) {
       throw new EngineInputError(`Cannot generate ${n} choices: at most ${opts.maxNumSeqs} run at once`, "n");
     }
-    if (scheduler.counts().waiting + n > opts.maxQueued) {
+    if (scheduler.counts().waiting + scores.waiting + n > opts.maxQueued) {
       throw new EngineBusyError(`Cannot queue the request: ${opts.maxQueued} sequences are already waiting`);
     }
     const scoreTop = promptScoreTop(request);
@@ -442,17 +444,15 @@ export function createEngine(
 
   /**
    * The prompt's tokens' logprobs with `top` alternatives each (the first token's null: nothing predicts
-   * it). One prompt is scored at a time: each holds its own activations for the whole prompt. The lease keeps
-   * a model swapped out meanwhile from being freed under it (its sequences may all end first).
+   * it), scored with the prompts that wait beside it (ScoreQueue). The lease keeps a model swapped out
+   * meanwhile from being freed under it (its sequences may all end first).
    */
   async function scoreIds(s: Served, ids: number[], top: number): Promise<TokenLogprob[]> {
     const m = s.model;
     s.leases++;
     let records: Uint32Array;
     try {
-      const scored = scoring.then(() => scorePrompt(m.gpu, m.config, m.weights, ids, top));
-      scoring = scored.then(() => {}, () => {});
-      records = await scored;
+      records = await scores.score(s, ids, top);
     } finally {
       if (--s.leases === 0 && s.drained) free(s);
     }

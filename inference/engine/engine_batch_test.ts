@@ -244,4 +244,23 @@ async function checkLogprobs(
       `prompt ${t + 1}: rank ${entry.rank} not in [${lo}, ${hi}]`,
     );
   });
+  // Echoes sent together are scored as one group (ScoreQueue), each as it is alone: its own length, its own
+  // alternatives.
+  const together = await Promise.all([5, 1, 3].map((top, k) =>
+    collect(engine, {
+      ...greedy("", 1, { logprobs: top, echo: true }),
+      maxTokens: 0,
+      input: { kind: "tokens", ids: all.slice(0, all.length - 2 * k) },
+    })
+  ));
+  together.forEach(([r], k) => {
+    const len = all.length - 2 * k;
+    const top = [5, 1, 3][k];
+    assert.equal(r.logprobs.length, len, `echo ${k}: every prompt id, nothing generated`);
+    r.logprobs.forEach((entry, t) => {
+      assert.equal(entry.id, all[t]);
+      assert.deepEqual(entry.top.map((x) => x.id), scored[t].top.slice(0, top).map((x) => x.id));
+      if (t > 0) assert.ok(Math.abs(entry.logprob! - scored[t].logprob!) < 1e-5, `echo ${k}, position ${t}`);
+    });
+  });
 }
