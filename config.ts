@@ -127,7 +127,7 @@ export interface ServingConfig {
   maxModelLen: number | null;
   /** KV cache budget: bytes, or a fraction of max-num-seqs full-length sequences; null: the default. */
   kvCacheMemory: { bytes: number } | { fraction: number } | null;
-  kvCacheDtype: "f16" | "f32";
+  kvCacheDtype: "f16" | "f32" | "int8";
   /** Sequences waiting for a slot before new requests get 429. */
   maxQueuedRequests: number;
   /** One-row decode steps take the batched kernels too, so a sequence's bits never depend on its batch. */
@@ -206,7 +206,9 @@ Batching (many clients at once):
   --kv-cache-memory <size>    KV cache: bytes (e.g. 8GiB, 512MiB, 2e9) or a fraction in (0, 1] of what
                               max-num-seqs sequences of max-model-len need (default: that, at most
                               8 GiB on a GPU, 512 MiB on a CPU adapter)
-  --kv-cache-dtype <f16|f32>  KV cache element type (default f16)
+  --kv-cache-dtype <f16|f32|int8>
+                              KV cache element type (default f16; int8: codes with a scale per head
+                              row, half f16's memory)
   --max-queued-requests <n>   Sequences waiting for a slot before requests get 429 (default 1024)
   --batch-invariant           Every decode step takes the batched kernels and every prompt piece the
                               tiled attention, so a sequence's ids and logprobs never depend on what
@@ -452,7 +454,11 @@ function parseServing(flags: Map<string, string>): ServingConfig {
     decodingPrefillTokens,
     maxModelLen: optionalInt(flags, "--max-model-len", 2, 1 << 24) ?? null,
     kvCacheMemory: parseMemory(flags.get("--kv-cache-memory")),
-    kvCacheDtype: oneOf(flags.get("--kv-cache-dtype") ?? "f16", "--kv-cache-dtype", ["f16", "f32"] as const),
+    kvCacheDtype: oneOf(
+      flags.get("--kv-cache-dtype") ?? "f16",
+      "--kv-cache-dtype",
+      ["f16", "f32", "int8"] as const,
+    ),
     maxQueuedRequests: optionalInt(flags, "--max-queued-requests", 0, 1 << 24) ?? 1024,
     batchInvariant: flags.has("--batch-invariant"),
     prefixCaching: !flags.has("--no-enable-prefix-caching"),

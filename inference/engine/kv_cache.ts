@@ -9,7 +9,7 @@
  * fits, so a Llama-3.1 config with 131,072 positions never allocates them all up front.
  */
 import { createStorage, type Gpu } from "../../kernels/core/mod.ts";
-import type { KvType, PagedLayout } from "../../kernels/ops/mod.ts";
+import { type KvType, type PagedLayout, poolBytesPerPosition } from "../../kernels/ops/mod.ts";
 import type { ModelConfig } from "../model/mod.ts";
 import { BlockPool } from "./block_pool.ts";
 
@@ -42,7 +42,7 @@ const DEFAULT_BYTES = { gpu: 8 * 2 ** 30, cpu: 512 * 2 ** 20 };
 
 /** Bytes one position takes over all layers (K and V). */
 export function bytesPerPosition(c: ModelConfig, kvType: KvType): number {
-  return 2 * c.nLayers * c.kvDim * (kvType === "f16" ? 2 : 4);
+  return 2 * c.nLayers * poolBytesPerPosition(kvType, c.nKvHeads, c.headDim);
 }
 
 /**
@@ -100,7 +100,8 @@ export class KvCache extends BlockPool {
     super(shape.numBlocks);
     this.shape = shape;
     this.key = kvKey(c, shape.kvType);
-    const layerBytes = shape.numBlocks * shape.blockSize * c.kvDim * (shape.kvType === "f16" ? 2 : 4);
+    const layerBytes = shape.numBlocks * shape.blockSize *
+      poolBytesPerPosition(shape.kvType, c.nKvHeads, c.headDim);
     this.kPool = Array.from({ length: c.nLayers }, (_, l) => createStorage(gpu, layerBytes, `kPool ${l}`));
     this.vPool = Array.from({ length: c.nLayers }, (_, l) => createStorage(gpu, layerBytes, `vPool ${l}`));
   }

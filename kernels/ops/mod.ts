@@ -48,6 +48,7 @@ export {
   type KvType,
   type PagedLayout,
   type PagedRopeAppendArgs,
+  poolBytesPerPosition,
 } from "./paged_kv.ts";
 export { createRmsNorm, type RmsNormArgs } from "./rms_norm.ts";
 export { createRope, type RopeArgs } from "./rope.ts";

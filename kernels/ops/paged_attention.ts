@@ -13,7 +13,8 @@
  * (attention_combine.ts's merge). A row's split count depends only on its own length (batch_rows.ts's
  * prepare computes it, and the grid as an indirect dispatch), so its result does not depend on which
  * other rows share the forward: batched decode gives the bits of one-at-a-time decode. Each tile first looks up the pool row of each of its positions. K and V
- * are f16 (unpacked to f32) or f32; everything else is f32. Padding rows (slot NONE) output zeros.
+ * are f16 (unpacked to f32), f32 or int8 codes with a scale per head row (paged_kv.ts); everything else is
+ * f32. Padding rows (slot NONE) output zeros.
  */
 import {
   bindBuffers,
@@ -29,24 +30,8 @@ import { attentionPlan, attentionWorkgroupBytes } from "./attention.ts";
 import { MAX_ROW_SPLITS } from "./batch_rows.ts";
 import { createPagedCombine } from "./attention_combine.ts";
 import { SOFTCAP_FN } from "./softcap.ts";
-import { PAGED_ROW_WGSL, type PagedLayout } from "./paged_kv.ts";
+import { PAGED_ROW_WGSL, type PagedLayout, pagedPoolWgsl } from "./paged_kv.ts";
 import { attentionEpilogueWgsl, attentionTileWgsl } from "./attention_wgsl.ts";
-
-/**
- * WGSL: a layer's K and V pools at bindings 5 and 6, and `loadK(i)`, `loadV(i)`: the i-th vec4 of a pool
- * (pool row · kvDim / 4 + d) as f32 (also paged_flash_attention.ts).
- */
-export function pagedPoolWgsl(kvType: PagedLayout["kvType"]): string {
-  return kvType === "f16"
-    ? `@group(0) @binding(5) var<storage, read> kPool: array<vec2<u32>>; // (rows, kvDim) f16, 4 per vec2
-@group(0) @binding(6) var<storage, read> vPool: array<vec2<u32>>;
-fn loadK(i: u32) -> vec4<f32> { let w = kPool[i]; return vec4(unpack2x16float(w.x), unpack2x16float(w.y)); }
-fn loadV(i: u32) -> vec4<f32> { let w = vPool[i]; return vec4(unpack2x16float(w.x), unpack2x16float(w.y)); }`
-    : `@group(0) @binding(5) var<storage, read> kPool: array<vec4<f32>>; // (rows, kvDim) f32
-@group(0) @binding(6) var<storage, read> vPool: array<vec4<f32>>;
-fn loadK(i: u32) -> vec4<f32> { return kPool[i]; }
-fn loadV(i: u32) -> vec4<f32> { return vPool[i]; }`;
-}
 
 /**
  * WGSL of the staged-keys build (f16 pools): each tile's K rows go to workgroup memory first, a row's
@@ -68,7 +53,7 @@ fn unpackKt(w: vec2<u32>) -> vec4<f32> { return vec4(unpack2x16float(w.x), unpac
 };
 
 function wgsl(kvType: PagedLayout["kvType"], stageKeys: boolean): string {
-  const pool = pagedPoolWgsl(kvType);
+  const pool = pagedPoolWgsl(kvType, "HD4");
   return /* wgsl */ `
 const NONE = 0xffffffffu;
 

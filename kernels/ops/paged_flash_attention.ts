@@ -39,13 +39,8 @@ import {
   flashTileWgsl,
   flashWorkgroupWgsl,
 } from "./flash_attention.ts";
-import {
-  createPagedAttention,
-  createSplitScratch,
-  type PagedAttentionArgs,
-  pagedPoolWgsl,
-} from "./paged_attention.ts";
-import { PAGED_ROW_WGSL, type PagedLayout } from "./paged_kv.ts";
+import { createPagedAttention, createSplitScratch, type PagedAttentionArgs } from "./paged_attention.ts";
+import { PAGED_ROW_WGSL, type PagedLayout, pagedPoolWgsl } from "./paged_kv.ts";
 import { SOFTCAP_FN } from "./softcap.ts";
 import {
   type BlockedFlashPlan,
@@ -58,7 +53,7 @@ import {
 import { SPLIT_SPAN_WGSL } from "./attention_wgsl.ts";
 
 /** WGSL shared by both paged builds: params, bindings, the pool, the block table and `span`. */
-function pagedHeaderWgsl(kvType: PagedLayout["kvType"]): string {
+function pagedHeaderWgsl(kvType: PagedLayout["kvType"], hd4: number): string {
   return /* wgsl */ `
 const NONE = 0xffffffffu;
 const NEG = -1.0e30; // stands in for −∞ (flash_attention.ts)
@@ -75,7 +70,7 @@ struct Page { blockSize: u32, maxBlocks: u32 }
 @group(0) @binding(2) var<storage, read> rowSlot: array<u32>;
 @group(0) @binding(3) var<storage, read> blockTable: array<u32>;
 @group(0) @binding(4) var<storage, read> q: array<vec4f>; // (rows, nHeads·headDim)
-${pagedPoolWgsl(kvType)}
+${pagedPoolWgsl(kvType, `${hd4}u`)}
 @group(0) @binding(7) var<storage, read_write> out: array<vec4f>; // (rows, nHeads·headDim)
 @group(0) @binding(8) var<storage, read_write> partAcc: array<vec4f>; // (rows, nHeads, cap, headDim)
 @group(0) @binding(9) var<storage, read_write> partMl: array<vec2f>;  // (rows, nHeads, cap): (m, l)
@@ -153,7 +148,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
 export function pagedFlashShader(plan: FlashPlan, kvType: PagedLayout["kvType"]): string {
   const { WG, TPR, D4, BC, HD4, BR, R } = plan;
   return /* wgsl */ `
-${pagedHeaderWgsl(kvType)}
+${pagedHeaderWgsl(kvType, HD4)}
 ${flashWorkgroupWgsl(plan)}
 ${pagedEntryWgsl(plan)}
   let rg = lid / ${TPR}u;
@@ -220,7 +215,7 @@ export function pagedBlockedShader(plan: BlockedFlashPlan, kvType: PagedLayout["
   const RB4 = BR / 4;
   const CB4 = BC / 4;
   return /* wgsl */ `
-${pagedHeaderWgsl(kvType)}
+${pagedHeaderWgsl(kvType, HD4)}
 ${blockedWorkgroupWgsl(plan)}
 ${pagedEntryWgsl(plan)}
   let t0 = blk * ${BR}u;

@@ -3,12 +3,17 @@
  * layout, Kwon et al. 2023), in one dispatch: the batched counterpart of rope.ts's `append`.
  *
  * The cache of one layer is a pool of blocks of `blockSize` positions: pool[(block · blockSize + p %
- * blockSize) · kvDim + c], f16 (two per u32, element 2j low) or f32. Sequence slot s finds the block of
+ * blockSize) · kvDim + c], f16 (two per u32, element 2j low) or f32; or int8 (vLLM's quantized KV cache,
+ * `--kv-cache-dtype int8`): each (pool row, KV head) is headDim/4 words of four codes (element 4w in the low
+ * byte) and then its f32 scale, code = round(x · 127 / max|x|) over the head's row, x ≈ code · scale with
+ * scale = max|x| / 127 (a relative error of at most 1/254 of the row's largest element; half the f16
+ * bytes). Sequence slot s finds the block of
  * position p at blockTable[s · maxBlocks + p / blockSize]. Row t of the forward is at position rowPos[t]
  * of slot rowSlot[t]; q and k are rotated as in rope.ts (θ = fl32(f32(pos) · invFreq[i]), same cos/sin),
  * and the rotated k and v land in the pool. Padding rows (slot NONE), positions past the table and
  * unmapped blocks (NONE) are not written. Each invocation takes two adjacent pairs (i, i + 1), so an
- * f16 word is written whole; headDim must be a multiple of 4.
+ * f16 word is written whole; headDim must be a multiple of 4. An int8 head row needs its maximum first: one
+ * invocation per (row, KV head) quantizes it whole (a few hundred elements; q's heads keep the pairs).
  */
 import {
   bindBuffers,
@@ -24,7 +29,45 @@ import {
 import { ROPE_COS_SIN_WGSL } from "./rope.ts";
 
 /** Element type of the paged pool. */
-export type KvType = "f16" | "f32";
+export type KvType = "f16" | "f32" | "int8";
+
+/** Bytes of one position of one layer's K (or V) pool. */
+export function poolBytesPerPosition(kvType: KvType, nKvHeads: number, headDim: number): number {
+  const kvDim = nKvHeads * headDim;
+  return kvType === "f16" ? 2 * kvDim : kvType === "f32" ? 4 * kvDim : kvDim + 4 * nKvHeads;
+}
+
+/**
+ * WGSL: a layer's K and V pools at bindings `first` and `first + 1` (read-only), and `loadK(i)`, `loadV(i)`:
+ * the i-th vec4 of the pool's elements (pool row · kvDim / 4 + d) as f32 (the attention kernels). `hd4` is
+ * a WGSL expression for headDim / 4, which the int8 layout needs.
+ */
+export function pagedPoolWgsl(kvType: KvType, hd4: string, first = 5): string {
+  const decl = (name: string, type: string, note: string) =>
+    `@group(0) @binding(${name === "kPool" ? first : first + 1}) var<storage, read> ${name}: ${type};${note}`;
+  if (kvType === "int8") {
+    return `${decl("kPool", "array<u32>", " // per (row, KV head): HD4 words of 4 codes, f32 scale")}
+${decl("vPool", "array<u32>", "")}
+// vec4 i of the elements is word i + i / HD4 (one scale word after each head row); its scale ends that row.
+fn loadK(i: u32) -> vec4<f32> {
+  let h = i / (${hd4});
+  return vec4<f32>(unpack4xI8(kPool[i + h])) * bitcast<f32>(kPool[h * (${hd4} + 1u) + ${hd4}]);
+}
+fn loadV(i: u32) -> vec4<f32> {
+  let h = i / (${hd4});
+  return vec4<f32>(unpack4xI8(vPool[i + h])) * bitcast<f32>(vPool[h * (${hd4} + 1u) + ${hd4}]);
+}`;
+  }
+  return kvType === "f16"
+    ? `${decl("kPool", "array<vec2<u32>>", " // (rows, kvDim) f16, 4 per vec2")}
+${decl("vPool", "array<vec2<u32>>", "")}
+fn loadK(i: u32) -> vec4<f32> { let w = kPool[i]; return vec4(unpack2x16float(w.x), unpack2x16float(w.y)); }
+fn loadV(i: u32) -> vec4<f32> { let w = vPool[i]; return vec4(unpack2x16float(w.x), unpack2x16float(w.y)); }`
+    : `${decl("kPool", "array<vec4<f32>>", " // (rows, kvDim) f32")}
+${decl("vPool", "array<vec4<f32>>", "")}
+fn loadK(i: u32) -> vec4<f32> { return kPool[i]; }
+fn loadV(i: u32) -> vec4<f32> { return vPool[i]; }`;
+}
 
 /** Where a paged cache puts things: shared by paged_kv.ts and paged_attention.ts. */
 export interface PagedLayout {
@@ -47,6 +90,7 @@ fn physRow(slot: u32, pos: u32) -> u32 {
 `;
 
 function wgsl(kvType: KvType): string {
+  if (kvType === "int8") return appendWgsl("u32", INT8_STORE);
   const store = kvType === "f16"
     ? `kPool[dst / 2u] = pack2x16float(ka);
       kPool[(dst + half) / 2u] = pack2x16float(kb);
@@ -55,7 +99,44 @@ function wgsl(kvType: KvType): string {
     : `kPool[dst] = ka.x; kPool[dst + 1u] = ka.y; kPool[dst + half] = kb.x; kPool[dst + half + 1u] = kb.y;
       vPool[dst] = v[base]; vPool[dst + 1u] = v[base + 1u];
       vPool[dst + half] = v[base + half]; vPool[dst + half + 1u] = v[base + half + 1u];`;
-  const elem = kvType === "f16" ? "u32" : "f32";
+  return appendWgsl(kvType === "f16" ? "u32" : "f32", store);
+}
+
+/**
+ * The int8 append: the invocation of pair 0 of each (row, KV head) rotates and quantizes the whole head row
+ * (its maximum first, then the codes), the others return.
+ */
+const INT8_STORE = /* wgsl */ `if (j != 0u) { return; }
+  let hb = t * kvDim + kvh * headDim;
+  var km = 0.0;
+  var vm = 0.0;
+  for (var c = 0u; c < half; c++) {
+    let r = rot(pos, c, k[hb + c], k[hb + c + half]);
+    km = max(km, max(abs(r.x), abs(r.y)));
+    vm = max(vm, max(abs(v[hb + c]), abs(v[hb + c + half])));
+  }
+  let kInv = select(0.0, 127.0 / km, km > 0.0);
+  let vInv = select(0.0, 127.0 / vm, vm > 0.0);
+  let hd4 = headDim / 4u;
+  let w0 = (row * params.nKvHeads + kvh) * (hd4 + 1u); // this head row's first word
+  for (var c = 0u; c < headDim; c += 4u) {
+    var kc: vec4<i32>;
+    var vc: vec4<i32>;
+    for (var e = 0u; e < 4u; e++) {
+      let x = c + e;
+      let pi = select(x, x - half, x >= half); // pair index of element x
+      let r = rot(pos, pi, k[hb + pi], k[hb + pi + half]);
+      kc[e] = i32(round(select(r.x, r.y, x >= half) * kInv));
+      vc[e] = i32(round(v[hb + x] * vInv));
+    }
+    kPool[w0 + c / 4u] = pack4xI8(kc);
+    vPool[w0 + c / 4u] = pack4xI8(vc);
+  }
+  kPool[w0 + hd4] = bitcast<u32>(km / 127.0);
+  vPool[w0 + hd4] = bitcast<u32>(vm / 127.0);`;
+
+/** The kernel around a pool's store of one invocation's k and v elements (`store`; `elem`: the pool's). */
+function appendWgsl(elem: string, store: string): string {
   return /* wgsl */ `
 override WG: u32 = 256u;
 
@@ -117,7 +198,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
   let base = t * kvDim + kvh * headDim + j;
   let r0 = rot(pos, j, k[base], k[base + half]);
   let r1 = rot(pos, j + 1u, k[base + 1u], k[base + half + 1u]);
-  let ka = vec2(r0.x, r1.x); // elements j, j + 1
+  let ka = vec2(r0.x, r1.x); // elements j, j + 1 (the int8 store recomputes its own)
   let kb = vec2(r0.y, r1.y); // elements j + half, j + half + 1
   let dst = row * kvDim + kvh * headDim + j;
   ${store}

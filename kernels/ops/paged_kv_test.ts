@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { createPagedRopeAppend, type KvType } from "./paged_kv.ts";
+import { createPagedRopeAppend, type KvType, poolBytesPerPosition } from "./paged_kv.ts";
 import { ropeFreqRef } from "../core/reference.ts";
 import { checkPipelines } from "../core/gpu.ts";
 import { f16BitsToF32, f32ToF16Bits, readF32, readU32, runPass, uploadStorage } from "../core/buffers.ts";
@@ -17,7 +17,7 @@ Deno.test("pagedRopeAppend() rotates q and k per row and writes k, v into their 
   const gpu = await testGpu();
   if (!gpu) return;
   const kernel = createPagedRopeAppend(gpu);
-  for (const kvType of ["f16", "f32"] as KvType[]) {
+  for (const kvType of ["f16", "f32", "int8"] as KvType[]) {
     for (const [nHeads, nKvHeads, headDim] of [[8, 4, 8], [4, 2, 64], [32, 8, 128]]) {
       await t.step(`${kvType} nHeads ${nHeads} nKvHeads ${nKvHeads} headDim ${headDim}`, async () => {
         const blockSize = 4;
@@ -37,9 +37,10 @@ Deno.test("pagedRopeAppend() rotates q and k per row and writes k, v into their 
         const v = randomF32(rows * kvDim, 7 + headDim);
         const invFreq = invFreqF32(headDim, 10000);
         const poolElems = numBlocks * blockSize * kvDim;
-        const sentinel = kvType === "f16"
-          ? new Uint32Array(poolElems / 2).fill(0x55555555)
-          : new Float32Array(poolElems).fill(-777);
+        const poolWords = numBlocks * blockSize * poolBytesPerPosition(kvType, nKvHeads, headDim) / 4;
+        const sentinel = kvType === "f32"
+          ? new Float32Array(poolElems).fill(-777)
+          : new Uint32Array(poolWords).fill(0x55555555);
         const qBuf = uploadStorage(gpu, q, "q");
         const kPool = uploadStorage(gpu, sentinel, "kPool");
         const vPool = uploadStorage(gpu, sentinel, "vPool");
@@ -62,14 +63,35 @@ Deno.test("pagedRopeAppend() rotates q and k per row and writes k, v into their 
         await checkPipelines(gpu);
         runPass(gpu, (pass) => bound.encode(pass));
         const gotQ = await readF32(gpu, qBuf, q.length);
+        // int8: each (row, KV head) is headDim/4 words of codes (element 4w in the low byte), then its f32 scale
+        const int8Elems = (words: Uint32Array) => {
+          const out = new Float32Array(poolElems);
+          const codes = new Int8Array(words.buffer);
+          const scales = new Float32Array(words.buffer);
+          const per = headDim / 4 + 1;
+          for (let h = 0; h < poolElems / headDim; h++) {
+            for (let c = 0; c < headDim; c++) {
+              out[h * headDim + c] = codes[h * per * 4 + c] * scales[h * per + per - 1];
+            }
+          }
+          return Array.from(out);
+        };
         const readPool = async (b: GPUBuffer) =>
           kvType === "f16"
             ? Array.from(new Uint16Array((await readU32(gpu, b, poolElems / 2)).buffer), f16BitsToF32)
+            : kvType === "int8"
+            ? int8Elems(await readU32(gpu, b, poolWords))
             : Array.from(await readF32(gpu, b, poolElems));
         const gotK = await readPool(kPool);
         const gotV = await readPool(vPool);
+        // f16 and f32 round each element; int8 is within half a code step of it (max |x| of its head row / 254)
         const round = (x: number) => kvType === "f16" ? f16BitsToF32(f32ToF16Bits(x)) : Math.fround(x);
-        const untouched = kvType === "f16" ? f16BitsToF32(0x5555) : -777;
+        const halfStep = (xs: ArrayLike<number>, c: number) => {
+          const h = Math.floor(c / headDim) * headDim;
+          return Math.max(...Array.from({ length: headDim }, (_, e) => Math.abs(xs[h + e]))) / 254;
+        };
+        const untouched = int8Elems(new Uint32Array(poolWords).fill(0x55555555))[0];
+        const untouchedAt = kvType === "f16" ? f16BitsToF32(0x5555) : kvType === "int8" ? untouched : -777;
         const written = new Set<number>();
         for (let r = 0; r < rows; r++) {
           const pos0 = rowPos[r];
@@ -96,10 +118,18 @@ Deno.test("pagedRopeAppend() rotates q and k per row and writes k, v into their 
             headDim,
             pos0,
           });
+          const vRow = v.subarray(r * kvDim, (r + 1) * kvDim);
           for (let c = 0; c < kvDim; c++) {
             const gk = gotK[phys * kvDim + c];
+            const gv = gotV[phys * kvDim + c];
+            if (kvType === "int8") {
+              const tk = halfStep(wantK, c) * 1.001 + 4e-6;
+              assert.ok(Math.abs(gk - wantK[c]) <= tk, `row ${r} k[${c}]: ${gk} vs ${wantK[c]}`);
+              assert.ok(Math.abs(gv - vRow[c]) <= halfStep(vRow, c) * 1.001 + 1e-6, `row ${r} v[${c}]`);
+              continue;
+            }
             assert.ok(Math.abs(gk - round(wantK[c])) <= (kvType === "f16" ? 2e-3 : 2e-6), `row ${r} k[${c}]`);
-            assert.equal(gotV[phys * kvDim + c], round(v[r * kvDim + c]), `row ${r} v[${c}]`);
+            assert.equal(gv, round(vRow[c]), `row ${r} v[${c}]`);
           }
         }
         assert.equal(
@@ -109,8 +139,8 @@ Deno.test("pagedRopeAppend() rotates q and k per row and writes k, v into their 
         );
         for (let p = 0; p < numBlocks * blockSize; p++) {
           if (written.has(p)) continue;
-          assert.equal(gotK[p * kvDim], untouched, `pool row ${p} untouched`);
-          assert.equal(gotV[p * kvDim + kvDim - 1], untouched, `pool row ${p} untouched`);
+          assert.equal(gotK[p * kvDim], untouchedAt, `pool row ${p} untouched`);
+          assert.equal(gotV[p * kvDim + kvDim - 1], untouchedAt, `pool row ${p} untouched`);
         }
       });
     }
