@@ -110,7 +110,7 @@ for (const { name, create, builds } of KERNELS) {
     const gpu = await testGpu();
     if (!gpu) return;
     const kernel = create(gpu);
-    for (const kvType of ["f16", "f32"] as KvType[]) {
+    for (const kvType of ["f16", "f32", "int8"] as KvType[]) {
       for (const c of CASES) {
         await t.step(`${kvType} ${JSON.stringify({ ...c, rows: c.rows.length })}`, async () => {
           const { nHeads, nKvHeads, headDim, blockSize, lens } = c;
@@ -124,11 +124,16 @@ for (const { name, create, builds } of KERNELS) {
           const round = (x: number) => kvType === "f16" ? f16BitsToF32(f32ToF16Bits(x)) : Math.fround(x);
           const kPool = new Float32Array(numBlocks * blockSize * kvDim).fill(NaN);
           const vPool = new Float32Array(numBlocks * blockSize * kvDim).fill(NaN);
+          // int8 pools: each (row, KV head) as its codes and scale (a NaN scale where nothing was written)
+          const kInt8 = new Int8Rows(numBlocks * blockSize, nKvHeads, headDim);
+          const vInt8 = new Int8Rows(numBlocks * blockSize, nKvHeads, headDim);
           const seqK: Float32Array[] = [];
           const seqV: Float32Array[] = [];
           lens.forEach((len, s) => {
-            const k = randomF32(len * kvDim, 10 + s).map(round);
-            const v = randomF32(len * kvDim, 20 + s).map(round);
+            const kq = int8Rows(randomF32(len * kvDim, 10 + s), headDim);
+            const vq = int8Rows(randomF32(len * kvDim, 20 + s), headDim);
+            const k = kvType === "int8" ? kq.values : randomF32(len * kvDim, 10 + s).map(round);
+            const v = kvType === "int8" ? vq.values : randomF32(len * kvDim, 20 + s).map(round);
             seqK.push(k);
             seqV.push(v);
             for (let b = 0; b < Math.ceil(len / blockSize); b++) table[s * maxBlocks + b] = free.pop()!;
@@ -136,11 +141,15 @@ for (const { name, create, builds } of KERNELS) {
               const phys = table[s * maxBlocks + Math.floor(p / blockSize)] * blockSize + p % blockSize;
               kPool.set(k.subarray(p * kvDim, (p + 1) * kvDim), phys * kvDim);
               vPool.set(v.subarray(p * kvDim, (p + 1) * kvDim), phys * kvDim);
+              kInt8.set(phys, kq, p);
+              vInt8.set(phys, vq, p);
             }
           });
           const upload = (x: Float32Array, label: string) =>
             kvType === "f32"
               ? uploadStorage(gpu, x, label)
+              : kvType === "int8"
+              ? uploadStorage(gpu, (x === kPool ? kInt8 : vInt8).words(), label)
               : uploadStorage(gpu, new Uint16Array(Array.from(x, (e) => f32ToF16Bits(e))), label);
           const rows = c.rows.length;
           const qDim = nHeads * headDim;
@@ -250,4 +259,59 @@ for (const { name, create, builds } of KERNELS) {
     });
     gpu.device.destroy();
   });
+}
+
+/**
+ * Rows quantized as the int8 pool holds them (paged_kv.ts): per head row of headDim, scale = max|x| / 127,
+ * code = round(x / scale); `values` are code · scale in f32 (what the kernels decode).
+ */
+function int8Rows(
+  x: Float32Array,
+  headDim: number,
+): { codes: Int8Array; scales: Float32Array; values: Float32Array } {
+  const heads = x.length / headDim;
+  const codes = new Int8Array(x.length);
+  const scales = new Float32Array(heads);
+  const values = new Float32Array(x.length);
+  for (let h = 0; h < heads; h++) {
+    const row = x.subarray(h * headDim, (h + 1) * headDim);
+    const max = Math.max(...Array.from(row, Math.abs));
+    scales[h] = max / 127;
+    row.forEach((e, i) => {
+      codes[h * headDim + i] = max > 0 ? Math.round((e * 127) / max) : 0;
+      values[h * headDim + i] = Math.fround(codes[h * headDim + i] * scales[h]);
+    });
+  }
+  return { codes, scales, values };
+}
+
+/** An int8 pool being filled: rows of already-quantized values, packed as the kernels read them. */
+class Int8Rows {
+  #codes: Int8Array;
+  #scales: Float32Array;
+
+  constructor(rows: number, readonly nKvHeads: number, readonly headDim: number) {
+    this.#codes = new Int8Array(rows * nKvHeads * headDim);
+    this.#scales = new Float32Array(rows * nKvHeads).fill(NaN);
+  }
+
+  /** Pool row `row` holds position `p` of what int8Rows quantized. */
+  set(row: number, q: { codes: Int8Array; scales: Float32Array }, p: number): void {
+    const kvDim = this.nKvHeads * this.headDim;
+    this.#codes.set(q.codes.subarray(p * kvDim, (p + 1) * kvDim), row * kvDim);
+    this.#scales.set(q.scales.subarray(p * this.nKvHeads, (p + 1) * this.nKvHeads), row * this.nKvHeads);
+  }
+
+  /** The pool's words: per (row, KV head) headDim / 4 words of codes, then the f32 scale. */
+  words(): Uint32Array {
+    const per = this.headDim / 4 + 1;
+    const out = new Uint32Array(this.#scales.length * per);
+    const bytes = new Int8Array(out.buffer);
+    const floats = new Float32Array(out.buffer);
+    for (let h = 0; h < this.#scales.length; h++) {
+      bytes.set(this.#codes.subarray(h * this.headDim, (h + 1) * this.headDim), h * per * 4);
+      floats[h * per + per - 1] = this.#scales[h];
+    }
+    return out;
+  }
 }
