@@ -195,6 +195,10 @@ Deno.test("parseConfig() reads every flag, in both spellings", () => {
   assert.deepEqual(memory("512MiB"), { bytes: 512 * 2 ** 20 });
   assert.throws(() => memory("lots"), ConfigError);
   assert.throws(() => memory("-1"), ConfigError);
+  const kvType = (text: string) =>
+    parseConfig(["--model", "m", "--kv-cache-dtype", text], {}).serving.kvCacheDtype;
+  assert.equal(kvType("int8"), "int8");
+  assert.throws(() => kvType("fp8"), /--kv-cache-dtype/);
   assert.throws(
     () => parseConfig(["--model", "m", "--max-num-seqs", "64", "--max-num-batched-tokens", "32"], {}),
     /a row of each/,

@@ -8,7 +8,8 @@
  * over B sequences, each at position `context` of a paged KV cache, greedy sampling; the steps are the
  * runner's own (prepare, the layers, the LM head over B logit rows, logits processing, sampling, logprobs),
  * on the engine's default decode path or, with `--batch-invariant`, its batched kernels at every B (with
- * `--staged-keys`, decode attention stages K rows in workgroup memory: BatchRunnerOptions.stagedKeys); with
+ * `--staged-keys`, decode attention stages K rows in workgroup memory: BatchRunnerOptions.stagedKeys; with
+ * `--kv-cache-dtype f32|int8`, that pool type instead of f16); with
  * `--top-logprobs N` every sequence asks for its logprobs and N alternatives (the logprobs step runs); with
  * `--temperature` (and `--top-p`, `--top-k`) it samples instead of taking the argmax.
  *
@@ -32,7 +33,7 @@ import {
   uploadStorage,
   writeBuffer,
 } from "../kernels/core/mod.ts";
-import { GREEDY_SLOT } from "../kernels/ops/mod.ts";
+import { GREEDY_SLOT, type KvType } from "../kernels/ops/mod.ts";
 import { bindForwardSteps, createForwardState, type ForwardStep } from "../inference/model/mod.ts";
 import { BatchRunner } from "../inference/engine/batch_runner.ts";
 import { BLOCK_SIZE, KvCache } from "../inference/engine/kv_cache.ts";
@@ -48,6 +49,7 @@ const { values } = parseArgs({
     batch: { type: "string", default: "0" },
     "batch-invariant": { type: "boolean", default: false },
     "staged-keys": { type: "boolean", default: false },
+    "kv-cache-dtype": { type: "string", default: "f16" },
     "top-logprobs": { type: "string" },
     temperature: { type: "string" },
     "top-p": { type: "string" },
@@ -164,7 +166,7 @@ function batchSteps(n: number): ForwardStep[] {
     numBlocks: n * blocks,
     blockSize: BLOCK_SIZE,
     maxModelLen: blocks * BLOCK_SIZE,
-    kvType: "f16",
+    kvType: values["kv-cache-dtype"] as KvType,
     bytes: 0,
   });
   const runner = new BatchRunner(gpu, config, weights, cache, {

@@ -19,12 +19,14 @@
  *   deno task bench:serve --random tiny --prompt 16 --output 8 --concurrency 1,2   # does it run (lavapipe)
  *   deno task bench:serve --random llama3-8b --formats affine4 --prompt 512 --output 64 --concurrency 16,64 \
  *     [--staged-keys]   # decode attention with K rows staged in workgroup memory (BatchOptions.stagedKeys)
+ *     [--kv-cache-dtype int8]   # the int8 KV cache (f16 by default)
  *   deno task bench:serve --model <folder> --prompt 128 --concurrency 1,16 --score   # an evaluation harness:
  *     each request scores its prompt (echo, logprobs 1, max_tokens 0); "output tok/s" counts scored ids,
  *     TTFT is the request's latency
  */
 import { parseArgs } from "node:util";
 import { describeGpu, type Gpu, requestGpu } from "../kernels/core/mod.ts";
+import type { KvType } from "../kernels/ops/mod.ts";
 import {
   BATCH_DEFAULTS,
   createEngine,
@@ -62,6 +64,8 @@ export interface ServeBenchOptions {
   batchInvariant: boolean;
   /** decode attention with staged K rows (BatchOptions.stagedKeys) */
   stagedKeys: boolean;
+  /** the KV cache's element type (--kv-cache-dtype) */
+  kvCacheDtype: KvType;
   /** requests per stream when --requests is 0 (at least 4 requests in all) */
   waves: number;
   /** leading prompt ids every request shares */
@@ -93,6 +97,7 @@ export function parseServeArgs(args: string[]): ServeBenchOptions {
       "decoding-prefill-tokens": { type: "string", default: "0" },
       "batch-invariant": { type: "boolean", default: false },
       "staged-keys": { type: "boolean", default: false },
+      "kv-cache-dtype": { type: "string", default: "f16" },
       waves: { type: "string", default: "2" },
       "shared-prefix": { type: "string", default: "0" },
       "no-prefix-caching": { type: "boolean", default: false },
@@ -119,6 +124,7 @@ export function parseServeArgs(args: string[]): ServeBenchOptions {
     decodingPrefillTokens: Number(values["decoding-prefill-tokens"]),
     batchInvariant: values["batch-invariant"],
     stagedKeys: values["staged-keys"],
+    kvCacheDtype: values["kv-cache-dtype"] as KvType,
     waves: Number(values.waves),
     sharedPrefix: Number(values["shared-prefix"]),
     prefixCaching: !values["no-prefix-caching"],
@@ -280,6 +286,7 @@ async function inProcess(gpu: Gpu, o: ServeBenchOptions, results: Summary[]): Pr
       ...(o.decodingPrefillTokens > 0 ? { decodingPrefillTokens: o.decodingPrefillTokens } : {}),
       batchInvariant: o.batchInvariant,
       stagedKeys: o.stagedKeys,
+      kvCacheDtype: o.kvCacheDtype,
       prefixCaching: o.prefixCaching,
     },
   });
@@ -290,6 +297,7 @@ async function inProcess(gpu: Gpu, o: ServeBenchOptions, results: Summary[]): Pr
     await engine.setModel(model);
     const label = (o.model ? model.modelId : `${o.random} ${f} (random weights)`) +
       (o.batchInvariant ? ", batch-invariant" : "") + (o.stagedKeys ? ", staged keys" : "") +
+      (o.kvCacheDtype !== "f16" ? `, ${o.kvCacheDtype} KV` : "") +
       (o.score ? ", scoring prompts (tok/s: scored ids)" : "");
     for (const c of o.concurrency) {
       const send = engineSender(engine, model.config.vocabSize, o, LOAD_IDS * ++loads);

@@ -13,6 +13,7 @@ import { forwardLogits } from "../../tests/_golden.ts";
 import { sharedPath, testGpu } from "../../tests/_gpu.ts";
 import { logSoftmaxRef } from "../../kernels/core/reference.ts";
 import type { Gpu } from "../../kernels/core/mod.ts";
+import type { KvType } from "../../kernels/ops/mod.ts";
 import type { TokenLogprob } from "./mod.ts";
 
 const PROMPTS: [string, number][] = [
@@ -146,10 +147,20 @@ Deno.test("logprobs match a CPU log-softmax of the model's logits", async (t) =>
   if (!gpu || !model) return;
   // f32 KV: the paged path against the plain forward, to f32 rounding (1e-4); the f16 cache (the default)
   // rounds K and V to 11 bits, which moves these logprobs by up to ~3e-2 (top-5 entries down to −11).
-  for (const [kvCacheDtype, tol] of [["f32", 1e-4], ["f16", 5e-2]] as const) {
+  // int8 K/V (7 bits and a sign against a scale per head row) moved the picks' logprobs by up to 0.09 and
+  // the alternatives' (down to −11) by up to 1.6 (f16: 0.002 and 0.03): its kernels are exact against the
+  // f64 reference over the same codes (paged_attention_test.ts), so this is the format's own error, about
+  // 40 times f16's on this model of 8-wide heads (greedy ids equal f32's for 48 of 48 ids here).
+  for (
+    const [kvCacheDtype, tol, topTol] of [["f32", 1e-4, 1e-4], ["f16", 5e-2, 5e-2], [
+      "int8",
+      0.15,
+      2.5,
+    ]] as const
+  ) {
     await t.step(
-      `${kvCacheDtype} KV cache, tolerance ${tol}`,
-      () => checkLogprobs(gpu, model, kvCacheDtype, tol),
+      `${kvCacheDtype} KV cache, tolerance ${tol} (alternatives ${topTol})`,
+      () => checkLogprobs(gpu, model, kvCacheDtype, tol, "f32", topTol),
     );
   }
   // f16 weights: the engine's prompt rows take the batched dense kernel (linear.ts pinnedPath), the plain
@@ -164,9 +175,10 @@ Deno.test("logprobs match a CPU log-softmax of the model's logits", async (t) =>
 async function checkLogprobs(
   gpu: Gpu,
   model: string,
-  kvCacheDtype: "f16" | "f32",
+  kvCacheDtype: KvType,
   tol: number,
   weightType: "f32" | "f16" = "f32",
+  topTol = tol,
 ) {
   const { engine, model: m } = await engineFor(gpu, model, { kvCacheDtype }, [], weightType);
   const prompt = "The cat sat on the";
@@ -185,7 +197,7 @@ async function checkLogprobs(
     const order = Array.from(want.keys()).sort((a, b) => want[b] - want[a]);
     entry.top.forEach((x) =>
       assert.ok(
-        Math.abs(x.logprob - want[x.id]) < tol,
+        Math.abs(x.logprob - want[x.id]) < topTol,
         `token ${k} top ${x.id}: ${x.logprob} vs ${want[x.id]}`,
       )
     );
