@@ -11,7 +11,7 @@
  */
 import type { Gpu } from "../../kernels/core/mod.ts";
 import { type KvType, LOGPROB_RECORD_WORDS, maskWords, type SlotSettings } from "../../kernels/ops/mod.ts";
-import { GrammarMatcher, MaskThread, TokenVocab } from "../structured/mod.ts";
+import { GrammarMatcher, MaskPool, TokenVocab } from "../structured/mod.ts";
 import type { ChatTemplate, Tokenizer } from "../text/mod.ts";
 import { type GpuWeights, gpuWeightsBuffers, type ModelConfig } from "../model/mod.ts";
 import { BatchRunner } from "./batch_runner.ts";
@@ -171,8 +171,8 @@ interface Served {
   drained: boolean;
   /** its vocabulary as byte strings (structured output: the sinks' matchers), made at the first use */
   vocab?: TokenVocab;
-  /** the thread that computes its token masks (structured/mask_thread.ts), started at the first use */
-  masks?: MaskThread;
+  /** the threads that compute its token masks (structured/mask_thread.ts), started as they are needed */
+  masks?: MaskPool;
 }
 
 /**
@@ -388,7 +388,7 @@ export function createEngine(
           constraint: withBadWords(
             bad,
             m,
-            (s.masks ??= MaskThread.start(grammar.vocab)).open(grammar.grammar, stopIds),
+            (s.masks ??= MaskPool.start(grammar.vocab)).open(grammar.grammar, stopIds),
           ),
         }
         : bad?.dynamic

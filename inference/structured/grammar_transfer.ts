@@ -114,6 +114,11 @@ export class GrammarCache {
   }
 }
 
+/** The content key of a packed grammar: equal for grammars compiled apart from the same source. */
+export function grammarKey(p: PackedGrammar): string {
+  return contentKey(p.packed);
+}
+
 /**
  * A text that two packed grammars share exactly when they are the same graph: objects in the order a walk
  * first meets them, a shared or cyclic reference as its first-meeting number, `id` fields (node and grammar

@@ -13,7 +13,7 @@
  * and tests run it over a MessageChannel.
  */
 import type { JsonGrammar } from "./grammar.ts";
-import { GrammarCache, type PackedGrammar, packGrammar } from "./grammar_transfer.ts";
+import { GrammarCache, grammarKey, type PackedGrammar, packGrammar } from "./grammar_transfer.ts";
 import { GrammarMatcher, TokenVocab } from "./token_mask.ts";
 
 /** What both ends talk through: a Worker, the Worker's global scope, or a MessagePort. */
@@ -89,9 +89,14 @@ export class MaskThread {
    * @param endIds ids that end the output (EOS, stop ids), allowed where the value may end
    */
   open(grammar: JsonGrammar, endIds: Iterable<number>): MaskHandle {
+    return this.openPacked(packGrammar(grammar), endIds);
+  }
+
+  /** {@link open} with the grammar already packed (MaskPool packs it once to find its thread). */
+  openPacked(grammar: PackedGrammar, endIds: Iterable<number>): MaskHandle {
     const handle = ++this.#handles;
     this.#open.add(handle);
-    this.#send({ t: "open", handle, grammar: packGrammar(grammar), endIds: [...endIds] });
+    this.#send({ t: "open", handle, grammar, endIds: [...endIds] });
     return new MaskHandle(
       (ids) => this.#mask(handle, ids),
       () => {
@@ -136,6 +141,98 @@ export class MaskThread {
     for (const p of this.#pending.values()) p.reject(err);
     this.#pending.clear();
   }
+}
+
+/** Grammars whose thread a MaskPool remembers (the threads' own GrammarCache holds 32 each). */
+const POOL_HOMES = 256;
+
+/**
+ * Mask threads for one vocabulary, so that slow masks of different grammars (a new state of a schema on a
+ * 152K-id vocabulary: up to 150 ms) are walked side by side rather than one after the other. A grammar's
+ * handles go to the thread that served it last, where its masks are cached (requests of one schema share
+ * them); a new grammar goes to the thread with the fewest open handles, and another thread starts (up to
+ * `size`) when every running one has some. Each thread builds its own copy of the vocabulary's trie.
+ */
+export class MaskPool {
+  #threads: MaskThread[] = [];
+  #homes = new Map<string, MaskThread>();
+  #start: () => MaskThread;
+  readonly size: number;
+
+  /**
+   * @param start starts one thread (MaskThread.start for a Worker; tests serve one over a MessageChannel)
+   * @param size most threads
+   */
+  constructor(start: () => MaskThread, size: number) {
+    this.#start = start;
+    this.size = Math.max(1, size);
+  }
+
+  /**
+   * A pool of Workers for a vocabulary.
+   * @param size most threads (default: a quarter of the host's cores, 1 to 4)
+   */
+  static start(vocab: TokenVocab, size = defaultPoolSize()): MaskPool {
+    return new MaskPool(() => MaskThread.start(vocab), size);
+  }
+
+  /**
+   * A handle for one constrained sequence, on its grammar's thread.
+   * @param grammar what its output follows
+   * @param endIds ids that end the output, allowed where the value may end
+   */
+  open(grammar: JsonGrammar, endIds: Iterable<number>): MaskHandle {
+    const packed = packGrammar(grammar);
+    let key: string | null;
+    try {
+      key = grammarKey(packed);
+    } catch {
+      key = null; // not a grammar the threads can rebuild either: its handle's masks fail there
+    }
+    const home = key === null ? undefined : this.#homes.get(key);
+    const thread = home ?? this.#leastBusy();
+    if (key !== null) {
+      this.#homes.delete(key); // most recently used last
+      this.#homes.set(key, thread);
+      for (const old of this.#homes.keys()) {
+        if (this.#homes.size <= POOL_HOMES) break;
+        this.#homes.delete(old);
+      }
+    }
+    return thread.openPacked(packed, endIds);
+  }
+
+  /** Threads started so far. */
+  get threads(): number {
+    return this.#threads.length;
+  }
+
+  /** Handles open (not yet closed) over all threads. */
+  get openHandles(): number {
+    return this.#threads.reduce((n, t) => n + t.openHandles, 0);
+  }
+
+  /** Ends every thread; masks still pending fail. */
+  close(): void {
+    this.#threads.forEach((t) => t.close());
+    this.#homes.clear();
+  }
+
+  #leastBusy(): MaskThread {
+    const idle = this.#threads.reduce<MaskThread | null>(
+      (best, t) => (best === null || t.openHandles < best.openHandles ? t : best),
+      null,
+    );
+    if (idle && (idle.openHandles === 0 || this.#threads.length >= this.size)) return idle;
+    const fresh = this.#start();
+    this.#threads.push(fresh);
+    return fresh;
+  }
+}
+
+/** A quarter of the host's cores, 1 to 4: the engine's loop and the HTTP thread keep theirs. */
+function defaultPoolSize(): number {
+  return Math.min(4, Math.max(1, Math.floor((navigator.hardwareConcurrency ?? 1) / 4)));
 }
 
 /** One constrained sequence's masks. */

@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { compileJsonSchema } from "./json_schema.ts";
-import { MaskThread, serveMasks } from "./mask_thread.ts";
+import { MaskPool, MaskThread, serveMasks } from "./mask_thread.ts";
 import { GrammarMatcher, TokenVocab } from "./token_mask.ts";
 
 const enc = new TextEncoder();
@@ -146,5 +146,53 @@ Deno.test("mask thread in a Worker: a grammar it cannot rebuild fails that handl
     assert.deepEqual([...got], [...new GrammarMatcher(grammar, v).mask([EOS])]);
   } finally {
     thread.close();
+  }
+});
+
+Deno.test("mask pool: a grammar goes back to its thread, a new one to an idle thread, at most size threads", async () => {
+  const v = vocab();
+  const started: MaskThread[] = [];
+  const pool = new MaskPool(() => {
+    started.push(channelThread(v));
+    return started.at(-1)!;
+  }, 2);
+  const other = {
+    type: "object",
+    properties: { code: { type: "string", pattern: "^[AB][0-9]+$" } },
+    required: ["code"],
+  };
+  try {
+    const check = async (handle: ReturnType<MaskPool["open"]>, schema: object, text: string) => {
+      const local = new GrammarMatcher(compileJsonSchema(schema, "schema"), v);
+      const all = ids(v, text);
+      for (let i = 0; i <= all.length; i++) {
+        if (i > 0) assert.ok(local.accept(all[i - 1]));
+        assert.deepEqual(
+          [...await handle.mask(all.slice(0, i))],
+          [...local.mask([EOS])],
+          `mask before id ${i}`,
+        );
+      }
+    };
+    const a1 = pool.open(compileJsonSchema(SCHEMA, "schema"), [EOS]);
+    const b = pool.open(compileJsonSchema(other, "schema"), [EOS]); // thread 0 is busy: a second starts
+    const a2 = pool.open(compileJsonSchema(SCHEMA, "schema"), [EOS]); // compiled apart, same content: home
+    assert.equal(pool.threads, 2);
+    assert.deepEqual(started.map((t) => t.openHandles), [2, 1]);
+    await Promise.all([
+      check(a1, SCHEMA, '{"name":"AB","code":"A12"}'),
+      check(b, other, '{"code":"B7"}'),
+      check(a2, SCHEMA, '{"name":"x", "code":"B7"}'),
+    ]);
+    // Both threads busy and the pool full: a third grammar goes to the one with fewer handles.
+    const third = { type: "string", maxLength: 3 };
+    const c = pool.open(compileJsonSchema(third, "schema"), [EOS]);
+    assert.equal(pool.threads, 2);
+    assert.deepEqual(started.map((t) => t.openHandles), [2, 2]);
+    await check(c, third, '"AB"');
+    [a1, a2, b, c].forEach((h) => h.release());
+    assert.equal(pool.openHandles, 0);
+  } finally {
+    pool.close();
   }
 });

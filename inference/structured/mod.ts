@@ -23,5 +23,5 @@ export { compileJsonSchema, compileSchemaNode, jsonObjectGrammar } from "./json_
 export { SchemaError } from "./json_schema_context.ts";
 export { RegexError } from "./regex_nfa.ts";
 export { GrammarMatcher, TokenVocab } from "./token_mask.ts";
-export { MaskHandle, MaskThread } from "./mask_thread.ts";
+export { MaskHandle, MaskPool, MaskThread } from "./mask_thread.ts";
 export { GrammarCache, type PackedGrammar, packGrammar, unpackGrammar } from "./grammar_transfer.ts";
