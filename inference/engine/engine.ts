@@ -358,7 +358,8 @@ export function createEngine(
       try {
         if (signal?.aborted) return;
         yield { type: "start", promptTokens: ids.length };
-        yield* promptEvents(s, request, ids, n, ids !== full, scoreTop);
+        yield* promptEvents(s, request, ids, n, ids !== full, scoreTop, signal);
+        if (signal?.aborted) return;
         for (let index = 0; index < n; index++) {
           yield { type: "end", finishReason: "length", promptTokens: ids.length, completionTokens: 0, index };
         }
@@ -433,7 +434,7 @@ export function createEngine(
     try {
       if (signal?.aborted) return;
       yield { type: "start", promptTokens: ids.length };
-      yield* promptEvents(s, request, ids, n, ids !== full, scoreTop);
+      yield* promptEvents(s, request, ids, n, ids !== full, scoreTop, signal);
       yield* channel;
     } finally {
       inFlight--;
@@ -445,17 +446,24 @@ export function createEngine(
   /**
    * The prompt's tokens' logprobs with `top` alternatives each (the first token's null: nothing predicts
    * it), scored with the prompts that wait beside it (ScoreQueue). The lease keeps a model swapped out
-   * meanwhile from being freed under it (its sequences may all end first).
+   * meanwhile from being freed under it (its sequences may all end first). Null: `signal` aborted it while
+   * it waited.
    */
-  async function scoreIds(s: Served, ids: number[], top: number): Promise<TokenLogprob[]> {
+  async function scoreIds(
+    s: Served,
+    ids: number[],
+    top: number,
+    signal?: AbortSignal,
+  ): Promise<TokenLogprob[] | null> {
     const m = s.model;
     s.leases++;
-    let records: Uint32Array;
+    let records: Uint32Array | null;
     try {
-      records = await scores.score(s, ids, top);
+      records = await scores.score(s, ids, top, signal);
     } finally {
       if (--s.leases === 0 && s.drained) free(s);
     }
+    if (!records) return null;
     const rec = (t: number) => records.subarray(t * LOGPROB_RECORD_WORDS, (t + 1) * LOGPROB_RECORD_WORDS);
     return ids.map((id, t) =>
       t === 0
@@ -476,8 +484,10 @@ export function createEngine(
     n: number,
     truncated: boolean,
     scoreTop: number | null,
+    signal: AbortSignal | undefined,
   ): AsyncGenerator<TokenEvent> {
-    const scored = scoreTop !== null ? await scoreIds(s, ids, scoreTop) : null;
+    const scored = scoreTop !== null ? await scoreIds(s, ids, scoreTop, signal) : null;
+    if (signal?.aborted) return; // the client went away: nothing of the prompt is sent
     const promptLogprobs = scored && request.promptLogprobs !== undefined
       ? withTop(scored, request.promptLogprobs)
       : null;

@@ -171,7 +171,7 @@ interface WaitingPrompt<K> {
   key: K;
   ids: readonly number[];
   top: number;
-  resolve: (records: Uint32Array) => void;
+  resolve: (records: Uint32Array | null) => void;
   reject: (err: unknown) => void;
 }
 
@@ -210,12 +210,20 @@ export class ScoreQueue<K> {
    * @param key the model it is scored on
    * @param ids the prompt
    * @param top alternatives per position
-   * @returns its records, as scorePrompts returns them
+   * @param signal aborting it while the prompt waits takes it out of the queue (a client that went away)
+   * @returns its records, as scorePrompts returns them; null if aborted before its group started
    */
-  score(key: K, ids: readonly number[], top: number): Promise<Uint32Array> {
-    const done = new Promise<Uint32Array>((resolve, reject) =>
-      this.#waiting.push({ key, ids, top, resolve, reject })
-    );
+  score(key: K, ids: readonly number[], top: number, signal?: AbortSignal): Promise<Uint32Array | null> {
+    if (signal?.aborted) return Promise.resolve(null);
+    const done = new Promise<Uint32Array | null>((resolve, reject) => {
+      const w: WaitingPrompt<K> = { key, ids, top, resolve, reject };
+      this.#waiting.push(w);
+      signal?.addEventListener("abort", () => {
+        if (!this.#waiting.includes(w)) return; // scored, or being scored: its answer comes
+        this.#waiting = this.#waiting.filter((x) => x !== w);
+        resolve(null);
+      }, { once: true });
+    });
     if (!this.#busy) this.#next();
     return done;
   }

@@ -106,9 +106,18 @@ Deno.test("ScoreQueue: what arrives while a group runs goes together in the next
   release();
   assert.deepEqual(await e.catch((err) => err.message), "bad group");
   await assert.rejects(f, /bad group/);
-  const g = queue.score("m", ids(1), 0);
+  const g = queue.score("m", ids(1), 0); // runs at once
+  // A prompt whose client went away while it waited leaves the queue unscored (null); aborted before: null.
+  const gone = new AbortController();
+  const h = queue.score("m", ids(3), 0, gone.signal);
+  assert.equal(queue.waiting, 1);
+  gone.abort();
+  assert.equal(await h, null);
+  assert.equal(queue.waiting, 0);
+  assert.equal(await queue.score("m", ids(3), 0, gone.signal), null);
   await new Promise((r) => setTimeout(r, 0));
   release();
   assert.deepEqual(await g, Uint32Array.of(1, 0));
+  assert.deepEqual(runs.at(-1), { key: "m", lengths: [1], top: 0 }, "the aborted prompt never ran");
   assert.equal(queue.waiting, 0);
 });
