@@ -10,7 +10,14 @@
  * released.
  */
 import type { Gpu } from "../../kernels/core/mod.ts";
-import { type KvType, LOGPROB_RECORD_WORDS, maskWords, type SlotSettings } from "../../kernels/ops/mod.ts";
+import {
+  type KvType,
+  LOGPROB_RANK_WORD,
+  LOGPROB_RECORD_WORDS,
+  maskWords,
+  slotProcesses,
+  type SlotSettings,
+} from "../../kernels/ops/mod.ts";
 import { GrammarMatcher, MaskPool, TokenVocab } from "../structured/mod.ts";
 import type { ChatTemplate, Tokenizer } from "../text/mod.ts";
 import { type GpuWeights, gpuWeightsBuffers, type ModelConfig } from "../model/mod.ts";
@@ -192,8 +199,8 @@ export function createEngine(
   const all: Served[] = [];
   let inFlight = 0;
   /** prompts to score (echo with logprobs, prompt_logprobs), a group of them at a time */
-  const scores = new ScoreQueue<Served>((s, prompts, top) =>
-    scorePrompts(s.model.gpu, s.model.config, s.model.weights, prompts, top)
+  const scores = new ScoreQueue<Served>((s, prompts, top, next) =>
+    scorePrompts(s.model.gpu, s.model.config, s.model.weights, prompts, top, { next })
   );
   let state: EngineStatus["state"] = "loading";
   let detail = "loading model";
@@ -418,6 +425,28 @@ export function createEngine(
         },
       }),
     }));
+    // One greedy id with nothing that changes a logit, of a prompt that is scored anyway (lm-evaluation-
+    // harness's loglikelihood requests: echo, logprobs, max_tokens 1, temperature 0): the scoring forward
+    // also gives the distribution after the prompt, and its likeliest id (ties to the lower id, as the greedy
+    // sampler takes them) goes to the choice's sink as a sampled one would. The prompt is read once.
+    if (
+      scoreTop !== null && n === 1 && limit === 1 && base.temperature === 0 && !slotProcesses(base) &&
+      !staticMask && !request.grammar && !bad?.dynamic
+    ) {
+      inFlight++;
+      try {
+        if (signal?.aborted) return;
+        yield { type: "start", promptTokens: ids.length };
+        const next = yield* promptEvents(s, request, ids, n, ids !== full, scoreTop, signal, true);
+        if (!next || signal?.aborted) return;
+        scheduler.countServed(ids.length, 1);
+        inits[0].sink.token(next.id, next.record);
+        yield* channel;
+      } finally {
+        inFlight--;
+      }
+      return;
+    }
     let seqs: Seq[];
     try {
       seqs = scheduler.add(s.entry, inits);
@@ -454,22 +483,26 @@ export function createEngine(
     ids: number[],
     top: number,
     signal?: AbortSignal,
-  ): Promise<TokenLogprob[] | null> {
+    withNext = false,
+  ): Promise<{ prompt: TokenLogprob[]; next: Uint32Array | null } | null> {
     const m = s.model;
     s.leases++;
     let records: Uint32Array | null;
     try {
-      records = await scores.score(s, ids, top, signal);
+      records = await scores.score(s, ids, top, signal, withNext);
     } finally {
       if (--s.leases === 0 && s.drained) free(s);
     }
     if (!records) return null;
+    const last = (ids.length - 1) * LOGPROB_RECORD_WORDS;
+    const next = withNext ? records.slice(last, last + LOGPROB_RECORD_WORDS) : null;
     const rec = (t: number) => records.subarray(t * LOGPROB_RECORD_WORDS, (t + 1) * LOGPROB_RECORD_WORDS);
-    return ids.map((id, t) =>
+    const prompt = ids.map((id, t) =>
       t === 0
         ? { id, token: m.tokenizer.decode([id]), logprob: null, top: [] }
         : readLogprob(m.tokenizer, id, rec(t - 1))
     );
+    return { prompt, next };
   }
 
   /**
@@ -485,9 +518,11 @@ export function createEngine(
     truncated: boolean,
     scoreTop: number | null,
     signal: AbortSignal | undefined,
-  ): AsyncGenerator<TokenEvent> {
-    const scored = scoreTop !== null ? await scoreIds(s, ids, scoreTop, signal) : null;
-    if (signal?.aborted) return; // the client went away: nothing of the prompt is sent
+    withNext = false,
+  ): AsyncGenerator<TokenEvent, NextToken | null> {
+    const both = scoreTop !== null ? await scoreIds(s, ids, scoreTop, signal, withNext) : null;
+    if (signal?.aborted) return null; // the client went away: nothing of the prompt is sent
+    const scored = both?.prompt ?? null;
     const promptLogprobs = scored && request.promptLogprobs !== undefined
       ? withTop(scored, request.promptLogprobs)
       : null;
@@ -498,7 +533,8 @@ export function createEngine(
         ...(promptLogprobs ? { logprobs: promptLogprobs } : {}),
       };
     }
-    if (!request.echo) return;
+    const next = both?.next ? nextToken(both.next, request.logprobs ?? 0) : null;
+    if (!request.echo) return next;
     const logprobs = scored && request.logprobs !== undefined && request.logprobs !== null
       ? withTop(scored, request.logprobs)
       : undefined;
@@ -509,6 +545,7 @@ export function createEngine(
     for (let index = 0; index < n; index++) {
       yield { type: "delta", index, text, tokens: 0, ...(logprobs ? { logprobs } : {}) };
     }
+    return next;
   }
 
   function counters(): EngineCounters {
@@ -751,6 +788,25 @@ function promptScoreTop(request: GenerateRequest): number | null {
 /** A grammar's constraint, its masks without the ids bad words ban. */
 function withBadWords(bad: BadWords | null, m: LoadedModel, grammar: SeqConstraint): SeqConstraint {
   return bad ? badWordsConstraint(bad, m.config.vocabSize, null, grammar) : grammar;
+}
+
+/** The greedy next id after a prompt, and its logprob record as the sampler writes one for a pick. */
+interface NextToken {
+  id: number;
+  record: Uint32Array;
+}
+
+/**
+ * The likeliest id of a scored distribution (scorePrompts' `next` record: at least one alternative, the
+ * first the likeliest, ties to the lower id) as a greedy pick: its logprob, `top` alternatives, rank 1.
+ */
+function nextToken(scored: Uint32Array, top: number): NextToken {
+  const record = scored.slice();
+  const f = new Float32Array(record.buffer);
+  f[0] = f[3];
+  record[1] = Math.min(top, scored[1]);
+  record[LOGPROB_RANK_WORD] = 1;
+  return { id: scored[2], record };
 }
 
 /** Scored prompt logprobs with at most `top` alternatives each. */

@@ -14,7 +14,7 @@ import { sharedPath, testGpu } from "../../tests/_gpu.ts";
 import { logSoftmaxRef } from "../../kernels/core/reference.ts";
 import type { Gpu } from "../../kernels/core/mod.ts";
 import type { KvType } from "../../kernels/ops/mod.ts";
-import type { TokenLogprob } from "./mod.ts";
+import type { GenerateRequest, TokenLogprob } from "./mod.ts";
 
 const PROMPTS: [string, number][] = [
   ["Once upon a time", 24],
@@ -276,3 +276,43 @@ async function checkLogprobs(
     });
   });
 }
+
+Deno.test("a greedy one-token echo (lm-evaluation-harness's loglikelihood) answers from its prompt's scoring", async () => {
+  const model = sharedPath("models/stories260K");
+  const gpu = await testGpu();
+  if (!gpu || !model) return;
+  const { engine } = await engineFor(gpu, model, { kvCacheDtype: "f32" });
+  const harness = (prompt: string, extra: Partial<GenerateRequest> = {}) => ({
+    ...greedy(prompt, 1, { logprobs: 3, echo: true }),
+    ...extra,
+  });
+  for (const prompt of ["Once upon a time", "The cat sat on the", "Lily and Ben went to the park. They"]) {
+    // A zero logit_bias changes no logit but sends the request through the scheduler, as before.
+    const before = engine.counters();
+    const [short] = await collect(engine, harness(prompt));
+    const after = engine.counters();
+    const [full] = await collect(engine, harness(prompt, { logitBias: [[0, 0]] }));
+    assert.equal(after.generatedTokensTotal - before.generatedTokensTotal, 1, "the id is counted");
+    assert.equal(after.prefixCacheQueriesTotal, before.prefixCacheQueriesTotal, "no sequence was admitted");
+    assert.ok(engine.counters().prefixCacheQueriesTotal > after.prefixCacheQueriesTotal, "this one was");
+    assert.equal(after.running + after.waiting, 0);
+    assert.equal(short.text, full.text, prompt);
+    assert.deepEqual(short.ids, full.ids);
+    assert.equal(short.finish, full.finish);
+    short.logprobs.forEach((e, t) => {
+      const f = full.logprobs[t];
+      if (e.logprob !== null) assert.ok(Math.abs(e.logprob - f.logprob!) < 1e-4, `${prompt}: entry ${t}`);
+      assert.deepEqual(e.top.map((x) => x.id), f.top.map((x) => x.id), `${prompt}: entry ${t} alternatives`);
+    });
+    // A stop string that the answer holds ends it the same way on both paths.
+    const answer = full.text.slice(prompt.length);
+    if (answer.trim()) {
+      const stop = { stop: [answer.trim()] };
+      const [a] = await collect(engine, harness(prompt, stop));
+      const [b] = await collect(engine, harness(prompt, { ...stop, logitBias: [[0, 0]] }));
+      assert.deepEqual([a.text, a.finish], [b.text, b.finish]);
+      assert.equal(a.finish, "stop");
+    }
+  }
+  gpu.device.destroy();
+});

@@ -62,9 +62,11 @@ export function maxScoredPrompt(config: ModelConfig): number {
  * @param weights its weights as served
  * @param prompts the prompts (ids all in the vocabulary, each at most maxScoredPrompt(config) ids)
  * @param top alternatives per position, 0..20
- * @param options `rowsPerForward`: most rows per forward (default MAX_FORWARD_ROWS; tests make it small)
+ * @param options `rowsPerForward`: most rows per forward (default MAX_FORWARD_ROWS; tests make it small);
+ *   `next[p]`: also the distribution after prompt p's last id (the next token's: a greedy one-token
+ *   request's answer, engine.ts), as one more record whose chosen id is 0
  * @returns per prompt, (ids.length − 1, LOGPROB_RECORD_WORDS) u32: record t, for ids[t + 1], in the
- *   sampler's layout (kernels/ops/logprobs.ts; choice.ts readLogprob reads one)
+ *   sampler's layout (kernels/ops/logprobs.ts; choice.ts readLogprob reads one); one more with `next`
  */
 export async function scorePrompts(
   gpu: Gpu,
@@ -72,12 +74,14 @@ export async function scorePrompts(
   weights: GpuWeights,
   prompts: readonly (readonly number[])[],
   top: number,
-  { rowsPerForward = MAX_FORWARD_ROWS }: { rowsPerForward?: number } = {},
+  { rowsPerForward = MAX_FORWARD_ROWS, next = [] }: { rowsPerForward?: number; next?: readonly boolean[] } =
+    {},
 ): Promise<Uint32Array[]> {
   const most = maxScoredPrompt(config);
   const long = prompts.find((ids) => ids.length > most);
   if (long) throw new Error(`Cannot score a prompt of ${long.length} ids: at most ${most}`);
-  const predsOf = prompts.map((ids) => Math.max(0, ids.length - 1));
+  // rows scored per prompt: every position but the last, which has no next prompt id unless `next` asks
+  const predsOf = prompts.map((ids, p) => Math.max(0, ids.length - 1) + (next[p] && ids.length > 0 ? 1 : 0));
   const firstRecord = predsOf.map((_, i) => predsOf.slice(0, i).reduce((a, b) => a + b, 0));
   const total = predsOf.reduce((a, b) => a + b, 0);
   if (total === 0) return prompts.map(() => new Uint32Array(0));
@@ -166,11 +170,21 @@ export async function scorePrompts(
  */
 export const MAX_GROUP_IDS = 8192;
 
+/** Scores a group of prompts (scorePrompts for the key's model): their ids, alternatives, `next` flags. */
+export type ScoreGroup<K> = (
+  key: K,
+  prompts: readonly (readonly number[])[],
+  top: number,
+  next: readonly boolean[],
+) => Promise<Uint32Array[]>;
+
 /** A prompt waiting in a {@link ScoreQueue}. */
 interface WaitingPrompt<K> {
   key: K;
   ids: readonly number[];
   top: number;
+  /** also the next token's distribution (scorePrompts' `next`) */
+  next: boolean;
   resolve: (records: Uint32Array | null) => void;
   reject: (err: unknown) => void;
 }
@@ -185,17 +199,14 @@ interface WaitingPrompt<K> {
 export class ScoreQueue<K> {
   #waiting: WaitingPrompt<K>[] = [];
   #busy = false;
-  #run: (key: K, prompts: readonly (readonly number[])[], top: number) => Promise<Uint32Array[]>;
+  #run: ScoreGroup<K>;
   #maxGroupIds: number;
 
   /**
    * @param run scores a group (scorePrompts for the key's model)
    * @param maxGroupIds most ids in a group
    */
-  constructor(
-    run: (key: K, prompts: readonly (readonly number[])[], top: number) => Promise<Uint32Array[]>,
-    maxGroupIds = MAX_GROUP_IDS,
-  ) {
+  constructor(run: ScoreGroup<K>, maxGroupIds = MAX_GROUP_IDS) {
     this.#run = run;
     this.#maxGroupIds = maxGroupIds;
   }
@@ -211,12 +222,19 @@ export class ScoreQueue<K> {
    * @param ids the prompt
    * @param top alternatives per position
    * @param signal aborting it while the prompt waits takes it out of the queue (a client that went away)
+   * @param next also the next token's distribution (with at least one alternative: its likeliest id)
    * @returns its records, as scorePrompts returns them; null if aborted before its group started
    */
-  score(key: K, ids: readonly number[], top: number, signal?: AbortSignal): Promise<Uint32Array | null> {
+  score(
+    key: K,
+    ids: readonly number[],
+    top: number,
+    signal?: AbortSignal,
+    next = false,
+  ): Promise<Uint32Array | null> {
     if (signal?.aborted) return Promise.resolve(null);
     const done = new Promise<Uint32Array | null>((resolve, reject) => {
-      const w: WaitingPrompt<K> = { key, ids, top, resolve, reject };
+      const w: WaitingPrompt<K> = { key, ids, top, next, resolve, reject };
       this.#waiting.push(w);
       signal?.addEventListener("abort", () => {
         if (!this.#waiting.includes(w)) return; // scored, or being scored: its answer comes
@@ -244,8 +262,8 @@ export class ScoreQueue<K> {
       ids += w.ids.length;
       return false;
     });
-    const top = Math.max(...group.map((w) => w.top));
-    this.#run(first.key, group.map((w) => w.ids), top).then(
+    const top = Math.max(...group.map((w) => w.next ? Math.max(1, w.top) : w.top));
+    this.#run(first.key, group.map((w) => w.ids), top, group.map((w) => w.next)).then(
       (records) => group.forEach((w, i) => w.resolve(records[i])),
       (err) => group.forEach((w) => w.reject(err)),
     ).finally(() => this.#next());

@@ -159,6 +159,12 @@ export class Scheduler {
     this.#poke();
   }
 
+  /** Counts a request served without a sequence (a greedy one-token answer from its prompt's scoring). */
+  countServed(promptTokens: number, generated: number): void {
+    this.promptTokens += promptTokens;
+    this.generatedTokens += generated;
+  }
+
   /** Counts for the metrics endpoint. */
   counts(): { running: number; waiting: number } {
     let running = 0;
