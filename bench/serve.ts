@@ -21,7 +21,8 @@
  *     [--staged-keys]   # decode attention with K rows staged in workgroup memory (BatchOptions.stagedKeys)
  *     [--kv-cache-dtype int8]   # the int8 KV cache (f16 by default)
  *   deno task bench:serve --model <folder> --prompt 128 --concurrency 1,16 --score   # an evaluation harness:
- *     each request scores its prompt (echo, logprobs 1, max_tokens 0); "output tok/s" counts scored ids,
+ *     each request scores its prompt and takes one greedy id (echo, logprobs 1, max_tokens 1, as the harness's
+ *     loglikelihood requests); "output tok/s" counts scored ids,
  *     TTFT is the request's latency
  */
 import { parseArgs } from "node:util";
@@ -72,7 +73,7 @@ export interface ServeBenchOptions {
   sharedPrefix: number;
   /** the engine's prefix caching (--no-prefix-caching: off) */
   prefixCaching: boolean;
-  /** requests score their prompts (echo with logprobs 1, max_tokens 0) instead of generating */
+  /** requests score their prompts (echo with logprobs 1, max_tokens 1, temperature 0) */
   score: boolean;
 }
 
@@ -156,15 +157,19 @@ function engineSender(engine: EngineHandle, vocab: number, o: ServeBenchOptions,
       stop: [],
       sampling: { temperature: 0, topP: 1, topK: 0, minP: 0, seed: 0 },
       ignoreEos: true,
-      ...(o.score ? { echo: true, logprobs: 1, maxTokens: 0 } : {}),
+      // lm-evaluation-harness's loglikelihood request: the prompt scored, one greedy id
+      ...(o.score ? { echo: true, logprobs: 1, maxTokens: 1 } : {}),
     };
     for await (const ev of engine.generate(request)) {
       if (ev.type === "end") timing.cached = ev.cachedTokens ?? 0;
-      if (o.score && ev.type === "delta" && ev.logprobs) {
-        // the echo: every prompt id but the first scored, at once
-        timing.ttft = performance.now() - t0;
-        timing.tokens = ev.logprobs.length - 1;
-        onFirst?.();
+      if (o.score) {
+        // the echo (tokens 0): every prompt id but the first scored, at once; the generated id is not counted
+        if (ev.type === "delta" && ev.tokens === 0 && ev.logprobs && timing.tokens === 0) {
+          timing.ttft = performance.now() - t0;
+          timing.tokens = ev.logprobs.length - 1;
+          onFirst?.();
+        }
+        continue;
       }
       if (ev.type !== "delta" || !ev.tokens) continue;
       const now = performance.now();

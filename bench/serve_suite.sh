@@ -90,7 +90,7 @@ if [ "$what" = staged ]; then
   done
   exit 0
 fi
-# `score`: requests that score their prompts (echo, logprobs 1, max_tokens 0: lm-evaluation-harness's
+# `score`: requests that score their prompts (echo, logprobs 1, max_tokens 1: lm-evaluation-harness's
 # loglikelihood requests), 128-id prompts at 1 and 16 concurrent requests (score[_<tree>].md). With BASE=<dir>,
 # that tree's engine runs the same load first (this tree's bench/serve.ts, which has --score, is copied in).
 if [ "$what" = score ]; then
