@@ -212,7 +212,7 @@ Deno.test("the openai package talks to leanserve: completions, streaming, errors
       const gen = await openai.completions.create({
         model: "stories260K",
         prompt: golden.ids,
-        max_tokens: 6,
+        max_tokens: 7,
         temperature: 0,
         logprobs: 1,
       });
@@ -239,6 +239,10 @@ Deno.test("the openai package talks to leanserve: completions, streaming, errors
         assert.ok(Math.abs(lp.token_logprobs![at]! - genLp.token_logprobs![i]!) < 1e-3, `position ${at}`);
         assert.ok(lp.tokens![at] in lp.top_logprobs![at]!, "greedy ids are each position's best");
       }
+      // the one greedy id (lm-evaluation-harness's loglikelihood request, answered from the scoring forward)
+      // is generation's seventh
+      assert.equal(lp.tokens![ids.length], genLp.tokens![6]);
+      assert.ok(Math.abs(lp.token_logprobs![ids.length]! - genLp.token_logprobs![6]!) < 1e-3);
       assert.equal(res.usage?.completion_tokens, 1);
       // A text prompt comes back as sent, then the greedy text.
       const text = await openai.completions.create({
