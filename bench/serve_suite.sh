@@ -8,6 +8,7 @@
 #   [BASE=<dir>] bash bench/serve_suite.sh prefill   # the engine's prompt kernels: 2,048-id prefill per format
 #   bash bench/serve_suite.sh staged   # decode attention with and without staged K rows (--staged-keys)
 #   [BASE=<dir>] bash bench/serve_suite.sh score   # an evaluation harness's load: prompts scored (echo)
+#   PREFILL_BASE=<dir> SCORE_BASE=<dir> bash bench/serve_suite.sh pending   # everything untimed, in one call
 # Writes, under $OUT (default ./serve_suite_out): runner.txt (the single-sequence baseline, `deno task
 # bench`), decode_<format>.md (16-id prompts, 64 output ids, 1/2/16/64 streams: ITL p50 is one decode step),
 # issue.md (the issue's 512 + 256 requests at 1/16/64 streams), long_<format>.md (a 2,048-id prompt arriving
@@ -100,6 +101,52 @@ if [ "$what" = score ]; then
     (cd "${t%%:*}" && timeout 120 $S --formats affine4 --prompt 128 --concurrency 1,16 --requests 64 --score \
       --md "$OUT/score_${t##*:}.md") >"$OUT/score_${t##*:}.txt" 2>&1
   done
+  exit 0
+fi
+# `pending`: what the eighteenth and nineteenth sessions left untimed, most important first, each step bounded
+# so one device call (10 minutes) holds it, and $OUT/pending.tgz rewritten after each stage (a call cut short
+# still brings back what ran): staged keys at 16 rows / 512 positions and 64 / 2,048, the LUT prefill on
+# PREFILL_BASE (a `git archive` of 1a1c56d: 64-row dispatches) and this tree, the issue's load at 16 and 64
+# streams both ways, the other staged profiles, int8 KV profiles, and the harness's scoring load on SCORE_BASE
+# (of b0dc796: one prompt at a time, scored and then prefilled) and this tree.
+if [ "$what" = pending ]; then
+  P="$R bench/profile.ts --random llama3-8b --format affine4"
+  pack() { (cd "$OUT/.." && tar czf "$OUT/pending.tgz" --exclude pending.tgz "$(basename "$OUT")"); }
+  prof() {
+    for k in "" --staged-keys; do
+      timeout 45 $P --batch "$1" --context "$2" $k >"$OUT/profile_b$1_c$2${k:+_staged}.txt" 2>&1
+    done
+    echo "profile $1 $2 $(date -u +%T)" >>"$OUT/progress.txt"
+  }
+  prof 16 512
+  prof 64 2048
+  for t in "${PREFILL_BASE:-}:base" ".:head"; do
+    [ "${t%%:*}" = "" ] && continue
+    (cd "${t%%:*}" && timeout 60 $R bench/bench.ts --random llama3-8b --format lut4 --prompt 2048 --decode 16 \
+      --runs 2 --prompt-kernels engine) >"$OUT/prefill_lut4_${t##*:}.txt" 2>&1
+    echo "prefill $t $(date -u +%T)" >>"$OUT/progress.txt"
+  done
+  pack
+  for k in "" --staged-keys; do
+    timeout 90 $S --formats affine4 --prompt 512 --output 256 --concurrency 16,64 $k \
+      --md "$OUT/issue${k:+_staged}.md" >"$OUT/issue${k:+_staged}.txt" 2>&1
+    echo "issue $k $(date -u +%T)" >>"$OUT/progress.txt"
+  done
+  pack
+  prof 16 2048
+  prof 64 512
+  for bc in "64 2048" "16 512"; do
+    set -- $bc
+    timeout 45 $P --batch "$1" --context "$2" --kv-cache-dtype int8 >"$OUT/profile_b$1_c$2_int8.txt" 2>&1
+  done
+  pack
+  [ -n "${SCORE_BASE:-}" ] && cp bench/serve.ts "$SCORE_BASE/bench/serve.ts"
+  for t in "${SCORE_BASE:-}:base" ".:head"; do
+    [ "${t%%:*}" = "" ] && continue
+    (cd "${t%%:*}" && timeout 50 $S --formats affine4 --prompt 128 --concurrency 1,16 --requests 48 --score \
+      --md "$OUT/score_${t##*:}.md") >"$OUT/score_${t##*:}.txt" 2>&1
+  done
+  pack
   exit 0
 fi
 # `http`: main.ts serving a random-weight folder at SmolLM2-360M's shape (bench/random_folder.ts; HTTP_SHAPE
