@@ -430,7 +430,7 @@ export function createEngine(
     // also gives the distribution after the prompt, and its likeliest id (ties to the lower id, as the greedy
     // sampler takes them) goes to the choice's sink as a sampled one would. The prompt is read once.
     if (
-      scoreTop !== null && n === 1 && limit === 1 && base.temperature === 0 && !slotProcesses(base) &&
+      scoreTop !== null && limit === 1 && base.temperature === 0 && !slotProcesses(base) &&
       !staticMask && !request.grammar && !bad?.dynamic
     ) {
       inFlight++;
@@ -439,8 +439,8 @@ export function createEngine(
         yield { type: "start", promptTokens: ids.length };
         const next = yield* promptEvents(s, request, ids, n, ids !== full, scoreTop, signal, true);
         if (!next || signal?.aborted) return;
-        scheduler.countServed(ids.length, 1);
-        inits[0].sink.token(next.id, next.record);
+        scheduler.countServed(ids.length, n);
+        inits.forEach((init) => init.sink.token(next.id, next.record)); // n greedy choices are alike
         yield* channel;
       } finally {
         inFlight--;

@@ -304,6 +304,12 @@ Deno.test("a greedy one-token echo (lm-evaluation-harness's loglikelihood) answe
       if (e.logprob !== null) assert.ok(Math.abs(e.logprob - f.logprob!) < 1e-4, `${prompt}: entry ${t}`);
       assert.deepEqual(e.top.map((x) => x.id), f.top.map((x) => x.id), `${prompt}: entry ${t} alternatives`);
     });
+    // n greedy choices are alike, each its own index.
+    const two = await collect(engine, harness(prompt, { n: 2 }));
+    assert.deepEqual(two.map((c) => [c.text, c.finish]), [[short.text, short.finish], [
+      short.text,
+      short.finish,
+    ]]);
     // A stop string that the answer holds ends it the same way on both paths.
     const answer = full.text.slice(prompt.length);
     if (answer.trim()) {
