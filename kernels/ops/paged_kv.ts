@@ -1,6 +1,7 @@
 /**
  * RoPE with per-row positions plus the append of k and v into a paged KV cache (vLLM's PagedAttention
- * layout, Kwon et al. 2023), in one dispatch: the batched counterpart of rope.ts's `append`.
+ * layout, Kwon et al. 2023), in one dispatch (two for int8 pools): the batched counterpart of rope.ts's
+ * `append`.
  *
  * The cache of one layer is a pool of blocks of `blockSize` positions: pool[(block · blockSize + p %
  * blockSize) · kvDim + c], f16 (two per u32, element 2j low) or f32; or int8 (vLLM's quantized KV cache,
@@ -12,8 +13,8 @@
  * of slot rowSlot[t]; q and k are rotated as in rope.ts (θ = fl32(f32(pos) · invFreq[i]), same cos/sin),
  * and the rotated k and v land in the pool. Padding rows (slot NONE), positions past the table and
  * unmapped blocks (NONE) are not written. Each invocation takes two adjacent pairs (i, i + 1), so an
- * f16 word is written whole; headDim must be a multiple of 4. An int8 head row needs its maximum first: one
- * invocation per (row, KV head) quantizes it whole (a few hundred elements; q's heads keep the pairs).
+ * f16 word is written whole; headDim must be a multiple of 4. An int8 head row needs its maximum first, so
+ * int8 pools take a second dispatch for k and v (INT8_APPEND_WGSL: a workgroup per row and KV head).
  */
 import {
   bindBuffers,
@@ -23,6 +24,7 @@ import {
   getPipeline,
   type Gpu,
   type Kernel,
+  sequence,
   singleDispatch,
   uniformParams,
 } from "../core/mod.ts";
@@ -90,7 +92,7 @@ fn physRow(slot: u32, pos: u32) -> u32 {
 `;
 
 function wgsl(kvType: KvType): string {
-  if (kvType === "int8") return appendWgsl("u32", INT8_STORE);
+  if (kvType === "int8") return appendWgsl("u32", "return; // k and v: INT8_APPEND_WGSL's dispatch");
   const store = kvType === "f16"
     ? `kPool[dst / 2u] = pack2x16float(ka);
       kPool[(dst + half) / 2u] = pack2x16float(kb);
@@ -103,37 +105,85 @@ function wgsl(kvType: KvType): string {
 }
 
 /**
- * The int8 append: the invocation of pair 0 of each (row, KV head) rotates and quantizes the whole head row
- * (its maximum first, then the codes), the others return.
+ * The int8 pool's second dispatch: one workgroup per (row, KV head) rotates k's head row and quantizes it and
+ * v's (the maximum needs the whole row, so the first dispatch rotates q alone): invocation i takes the pair
+ * (i, i + headDim/2), the workgroup meets at a barrier for the maximum, then invocation w packs word w.
  */
-const INT8_STORE = /* wgsl */ `if (j != 0u) { return; }
-  let hb = t * kvDim + kvh * headDim;
+const INT8_APPEND_WGSL = /* wgsl */ `
+override HALF: u32 = 64u; // headDim / 2: the workgroup's invocations, one pair each
+
+// zero: always 0 (it keeps the angle rounded to f32, as in rot() of the first dispatch)
+struct Params { rows: u32, nKvHeads: u32, zero: u32, blockSize: u32, maxBlocks: u32 }
+struct Page { blockSize: u32, maxBlocks: u32 }
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> rowPos: array<u32>;      // (rows)
+@group(0) @binding(2) var<storage, read> rowSlot: array<u32>;     // (rows)
+@group(0) @binding(3) var<storage, read> blockTable: array<u32>;  // (slots, maxBlocks)
+@group(0) @binding(4) var<storage, read> invFreq: array<f32>;     // (headDim/2)
+@group(0) @binding(5) var<storage, read> k: array<f32>;           // (rows, kvDim)
+@group(0) @binding(6) var<storage, read> v: array<f32>;           // (rows, kvDim)
+@group(0) @binding(7) var<storage, read_write> kPool: array<u32>; // per (pool row, KV head): codes, scale
+@group(0) @binding(8) var<storage, read_write> vPool: array<u32>;
+
+var<private> PAGE: Page;
+${PAGED_ROW_WGSL}
+${ROPE_COS_SIN_WGSL}
+
+var<workgroup> kx: array<f32, 2 * HALF>; // the rotated k head row
+var<workgroup> vx: array<f32, 2 * HALF>;
+var<workgroup> kMax: array<f32, HALF>;
+var<workgroup> vMax: array<f32, HALF>;
+
+fn code(x: f32, inv: f32) -> i32 { return i32(round(x * inv)); }
+
+@compute @workgroup_size(HALF)
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+        @builtin(local_invocation_index) i: u32) {
+  PAGE = Page(params.blockSize, params.maxBlocks);
+  let flat = wid.x + wid.y * nwg.x; // uniform: every return below is the whole workgroup's
+  let t = flat / params.nKvHeads;
+  let kvh = flat % params.nKvHeads;
+  if (t >= params.rows) { return; }
+  let pos = rowPos[t];
+  let row = physRow(rowSlot[t], pos);
+  if (row == 0xffffffffu) { return; }
+  let headDim = 2u * HALF;
+  let hb = (t * params.nKvHeads + kvh) * headDim;
+  let angle = bitcast<f32>(bitcast<u32>(f32(pos) * invFreq[i]) ^ params.zero);
+  let cs = cosSin(angle);
+  let a = k[hb + i];
+  let b = k[hb + i + HALF];
+  kx[i] = a * cs.x - b * cs.y;
+  kx[i + HALF] = b * cs.x + a * cs.y;
+  vx[i] = v[hb + i];
+  vx[i + HALF] = v[hb + i + HALF];
+  kMax[i] = max(abs(kx[i]), abs(kx[i + HALF]));
+  vMax[i] = max(abs(vx[i]), abs(vx[i + HALF]));
+  workgroupBarrier();
   var km = 0.0;
   var vm = 0.0;
-  for (var c = 0u; c < half; c++) {
-    let r = rot(pos, c, k[hb + c], k[hb + c + half]);
-    km = max(km, max(abs(r.x), abs(r.y)));
-    vm = max(vm, max(abs(v[hb + c]), abs(v[hb + c + half])));
+  for (var e = 0u; e < HALF; e++) {
+    km = max(km, kMax[e]);
+    vm = max(vm, vMax[e]);
   }
   let kInv = select(0.0, 127.0 / km, km > 0.0);
   let vInv = select(0.0, 127.0 / vm, vm > 0.0);
   let hd4 = headDim / 4u;
   let w0 = (row * params.nKvHeads + kvh) * (hd4 + 1u); // this head row's first word
-  for (var c = 0u; c < headDim; c += 4u) {
-    var kc: vec4<i32>;
-    var vc: vec4<i32>;
-    for (var e = 0u; e < 4u; e++) {
-      let x = c + e;
-      let pi = select(x, x - half, x >= half); // pair index of element x
-      let r = rot(pos, pi, k[hb + pi], k[hb + pi + half]);
-      kc[e] = i32(round(select(r.x, r.y, x >= half) * kInv));
-      vc[e] = i32(round(v[hb + x] * vInv));
-    }
-    kPool[w0 + c / 4u] = pack4xI8(kc);
-    vPool[w0 + c / 4u] = pack4xI8(vc);
+  if (i < hd4) {
+    let e = 4u * i;
+    kPool[w0 + i] = pack4xI8(vec4(code(kx[e], kInv), code(kx[e + 1u], kInv), code(kx[e + 2u], kInv),
+      code(kx[e + 3u], kInv)));
+    vPool[w0 + i] = pack4xI8(vec4(code(vx[e], vInv), code(vx[e + 1u], vInv), code(vx[e + 2u], vInv),
+      code(vx[e + 3u], vInv)));
   }
-  kPool[w0 + hd4] = bitcast<u32>(km / 127.0);
-  vPool[w0 + hd4] = bitcast<u32>(vm / 127.0);`;
+  if (i == 0u) {
+    kPool[w0 + hd4] = bitcast<u32>(km / 127.0);
+    vPool[w0 + hd4] = bitcast<u32>(vm / 127.0);
+  }
+}
+`;
 
 /** The kernel around a pool's store of one invocation's k and v elements (`store`; `elem`: the pool's). */
 function appendWgsl(elem: string, store: string): string {
@@ -279,7 +329,42 @@ export function createPagedRopeAppend(gpu: Gpu): Kernel<PagedRopeAppendArgs> {
         a.vPool,
       ]);
       const invocations = a.rows * (a.nHeads + a.nKvHeads) * (half / 2);
-      return singleDispatch(pipeline, bindGroup, dispatch2d(gpu, ceilDiv(invocations, wg)));
+      const rope = singleDispatch(pipeline, bindGroup, dispatch2d(gpu, ceilDiv(invocations, wg)));
+      return a.layout.kvType === "int8" ? sequence([rope, bindInt8Append(gpu, a)]) : rope;
     },
   };
+}
+
+/** The int8 pool's k and v dispatch (INT8_APPEND_WGSL): a workgroup of headDim/2 per row and KV head. */
+function bindInt8Append(gpu: Gpu, a: PagedRopeAppendArgs): Encodable {
+  const half = a.headDim / 2;
+  if (half > gpu.maxInvocationsPerWorkgroup) {
+    throw new Error(`Cannot bind the int8 KV append: headDim ${a.headDim} needs ${half} invocations`);
+  }
+  const ro = "read-only-storage" as const;
+  const pipeline = getPipeline(gpu, {
+    name: "paged_kv_int8_append",
+    code: INT8_APPEND_WGSL,
+    constants: { HALF: half },
+    bindings: ["uniform", ro, ro, ro, ro, ro, ro, "storage", "storage"],
+  });
+  const params = uniformParams(gpu, [
+    ["u32", a.rows],
+    ["u32", a.nKvHeads],
+    ["u32", 0],
+    ["u32", a.layout.blockSize],
+    ["u32", a.layout.maxBlocks],
+  ], "paged_kv_int8_append params");
+  const bindGroup = bindBuffers(gpu, pipeline, [
+    params,
+    a.rowPos,
+    a.rowSlot,
+    a.blockTable,
+    a.invFreq,
+    a.k,
+    a.v,
+    a.kPool,
+    a.vPool,
+  ]);
+  return singleDispatch(pipeline, bindGroup, dispatch2d(gpu, a.rows * a.nKvHeads));
 }
