@@ -88,6 +88,9 @@ async function boot(port: Port, config: Config): Promise<void> {
     report({ t: "boot:ready" });
   } catch (err) {
     engine.setStatus("error", (err as Error).message);
+    // The process exits on this report (main.ts terminates this Worker and returns 1): the device goes
+    // first, since a Worker terminated with a live one segfaulted Deno at exit about once in 24 starts.
+    gpu.device.destroy();
     report({ t: "boot:failed", error: (err as Error).message });
   }
 }
