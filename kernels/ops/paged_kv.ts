@@ -18,6 +18,7 @@
  */
 import {
   bindBuffers,
+  type BindingKind,
   ceilDiv,
   dispatch2d,
   type Encodable,
@@ -105,15 +106,12 @@ function wgsl(kvType: KvType): string {
 }
 
 /**
- * The int8 pool's second dispatch: one workgroup per (row, KV head) rotates k's head row and quantizes it and
- * v's (the maximum needs the whole row, so the first dispatch rotates q alone): invocation i takes the pair
- * (i, i + headDim/2), the workgroup meets at a barrier for the maximum, then invocation w packs word w.
+ * Both dispatches' params, bindings (the int8 one leaves q alone), the page lookup and cos/sin; `elem`: the
+ * pool's element type. zero: always 0 (it keeps RoPE's angle rounded to f32, rot() below).
  */
-const INT8_APPEND_WGSL = /* wgsl */ `
-override HALF: u32 = 64u; // headDim / 2: the workgroup's invocations, one pair each
-
-// zero: always 0 (it keeps the angle rounded to f32, as in rot() of the first dispatch)
-struct Params { rows: u32, nKvHeads: u32, zero: u32, blockSize: u32, maxBlocks: u32 }
+function headerWgsl(elem: string): string {
+  return /* wgsl */ `
+struct Params { rows: u32, nHeads: u32, nKvHeads: u32, half: u32, zero: u32, blockSize: u32, maxBlocks: u32 }
 struct Page { blockSize: u32, maxBlocks: u32 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -121,15 +119,26 @@ struct Page { blockSize: u32, maxBlocks: u32 }
 @group(0) @binding(2) var<storage, read> rowSlot: array<u32>;     // (rows)
 @group(0) @binding(3) var<storage, read> blockTable: array<u32>;  // (slots, maxBlocks)
 @group(0) @binding(4) var<storage, read> invFreq: array<f32>;     // (headDim/2)
-@group(0) @binding(5) var<storage, read> k: array<f32>;           // (rows, kvDim)
-@group(0) @binding(6) var<storage, read> v: array<f32>;           // (rows, kvDim)
-@group(0) @binding(7) var<storage, read_write> kPool: array<u32>; // per (pool row, KV head): codes, scale
-@group(0) @binding(8) var<storage, read_write> vPool: array<u32>;
+@group(0) @binding(5) var<storage, read_write> q: array<f32>;     // (rows, nHeads·headDim), in place
+@group(0) @binding(6) var<storage, read> k: array<f32>;           // (rows, kvDim)
+@group(0) @binding(7) var<storage, read> v: array<f32>;           // (rows, kvDim)
+@group(0) @binding(8) var<storage, read_write> kPool: array<${elem}>; // (blocks · blockSize, kvDim), or int8 rows
+@group(0) @binding(9) var<storage, read_write> vPool: array<${elem}>;
 
 var<private> PAGE: Page;
 ${PAGED_ROW_WGSL}
-${ROPE_COS_SIN_WGSL}
+${ROPE_COS_SIN_WGSL}`;
+}
 
+/**
+ * The int8 pool's second dispatch: one workgroup per (row, KV head) rotates k's head row and quantizes it and
+ * v's (the maximum needs the whole row, so the first dispatch rotates q alone): invocation i takes the pair
+ * (i, i + headDim/2), the workgroup meets at a barrier for the maximum, then invocation w packs word w.
+ */
+const INT8_APPEND_WGSL = /* wgsl */ `
+override HALF: u32 = 64u; // headDim / 2: the workgroup's invocations, one pair each
+
+${headerWgsl("u32")}
 var<workgroup> kx: array<f32, 2 * HALF>; // the rotated k head row
 var<workgroup> vx: array<f32, 2 * HALF>;
 var<workgroup> kMax: array<f32, HALF>;
@@ -189,26 +198,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
 function appendWgsl(elem: string, store: string): string {
   return /* wgsl */ `
 override WG: u32 = 256u;
-
-// zero: always 0 (see the angle below)
-struct Params { rows: u32, nHeads: u32, nKvHeads: u32, half: u32, zero: u32, blockSize: u32, maxBlocks: u32 }
-struct Page { blockSize: u32, maxBlocks: u32 }
-
-@group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> rowPos: array<u32>;      // (rows)
-@group(0) @binding(2) var<storage, read> rowSlot: array<u32>;     // (rows)
-@group(0) @binding(3) var<storage, read> blockTable: array<u32>;  // (slots, maxBlocks)
-@group(0) @binding(4) var<storage, read> invFreq: array<f32>;     // (headDim/2)
-@group(0) @binding(5) var<storage, read_write> q: array<f32>;     // (rows, nHeads·headDim), in place
-@group(0) @binding(6) var<storage, read> k: array<f32>;           // (rows, kvDim)
-@group(0) @binding(7) var<storage, read> v: array<f32>;           // (rows, kvDim)
-@group(0) @binding(8) var<storage, read_write> kPool: array<${elem}>; // (blocks · blockSize, kvDim)
-@group(0) @binding(9) var<storage, read_write> vPool: array<${elem}>;
-
-var<private> PAGE: Page;
-${PAGED_ROW_WGSL}
-${ROPE_COS_SIN_WGSL}
-
+${headerWgsl(elem)}
 // θ must be the f32-rounded product, as in PyTorch; XOR with a uniform zero keeps the compiler from
 // fusing the product into the reduction (rope.ts).
 fn rot(pos: u32, j: u32, a: f32, b: f32) -> vec2<f32> {
@@ -279,6 +269,10 @@ export interface PagedRopeAppendArgs {
   headDim: number;
 }
 
+const RO = "read-only-storage" as const;
+/** Both dispatches' bindings: params, rowPos, rowSlot, blockTable, invFreq, q, k, v, kPool, vPool. */
+const BINDINGS: BindingKind[] = ["uniform", RO, RO, RO, RO, "storage", RO, RO, "storage", "storage"];
+
 /**
  * Builds the paged RoPE + append.
  * @param gpu the device
@@ -295,15 +289,7 @@ export function createPagedRopeAppend(gpu: Gpu): Kernel<PagedRopeAppendArgs> {
         name: "paged_rope_append",
         code: wgsl(a.layout.kvType),
         constants: { WG: wg },
-        bindings: [
-          "uniform",
-          ...(["read-only-storage", "read-only-storage", "read-only-storage", "read-only-storage"] as const),
-          "storage",
-          "read-only-storage",
-          "read-only-storage",
-          "storage",
-          "storage",
-        ],
+        bindings: BINDINGS,
         spec: a.layout.kvType,
       });
       const half = a.headDim / 2;
@@ -316,55 +302,30 @@ export function createPagedRopeAppend(gpu: Gpu): Kernel<PagedRopeAppendArgs> {
         ["u32", a.layout.blockSize],
         ["u32", a.layout.maxBlocks],
       ], "paged_rope_append params");
-      const bindGroup = bindBuffers(gpu, pipeline, [
-        params,
-        a.rowPos,
-        a.rowSlot,
-        a.blockTable,
-        a.invFreq,
-        a.q,
-        a.k,
-        a.v,
-        a.kPool,
-        a.vPool,
-      ]);
+      const buffers = [params, a.rowPos, a.rowSlot, a.blockTable, a.invFreq, a.q, a.k, a.v, a.kPool, a.vPool];
       const invocations = a.rows * (a.nHeads + a.nKvHeads) * (half / 2);
-      const rope = singleDispatch(pipeline, bindGroup, dispatch2d(gpu, ceilDiv(invocations, wg)));
-      return a.layout.kvType === "int8" ? sequence([rope, bindInt8Append(gpu, a)]) : rope;
+      const rope = singleDispatch(
+        pipeline,
+        bindBuffers(gpu, pipeline, buffers),
+        dispatch2d(gpu, ceilDiv(invocations, wg)),
+      );
+      if (a.layout.kvType !== "int8") return rope;
+      // k and v: a workgroup of headDim/2 per row and KV head, over the same params and buffers
+      if (half > gpu.maxInvocationsPerWorkgroup) {
+        throw new Error(`Cannot bind the int8 KV append: headDim ${a.headDim} needs ${half} invocations`);
+      }
+      const int8 = getPipeline(gpu, {
+        name: "paged_kv_int8_append",
+        code: INT8_APPEND_WGSL,
+        constants: { HALF: half },
+        bindings: BINDINGS,
+      });
+      const append = singleDispatch(
+        int8,
+        bindBuffers(gpu, int8, buffers),
+        dispatch2d(gpu, a.rows * a.nKvHeads),
+      );
+      return sequence([rope, append]);
     },
   };
-}
-
-/** The int8 pool's k and v dispatch (INT8_APPEND_WGSL): a workgroup of headDim/2 per row and KV head. */
-function bindInt8Append(gpu: Gpu, a: PagedRopeAppendArgs): Encodable {
-  const half = a.headDim / 2;
-  if (half > gpu.maxInvocationsPerWorkgroup) {
-    throw new Error(`Cannot bind the int8 KV append: headDim ${a.headDim} needs ${half} invocations`);
-  }
-  const ro = "read-only-storage" as const;
-  const pipeline = getPipeline(gpu, {
-    name: "paged_kv_int8_append",
-    code: INT8_APPEND_WGSL,
-    constants: { HALF: half },
-    bindings: ["uniform", ro, ro, ro, ro, ro, ro, "storage", "storage"],
-  });
-  const params = uniformParams(gpu, [
-    ["u32", a.rows],
-    ["u32", a.nKvHeads],
-    ["u32", 0],
-    ["u32", a.layout.blockSize],
-    ["u32", a.layout.maxBlocks],
-  ], "paged_kv_int8_append params");
-  const bindGroup = bindBuffers(gpu, pipeline, [
-    params,
-    a.rowPos,
-    a.rowSlot,
-    a.blockTable,
-    a.invFreq,
-    a.k,
-    a.v,
-    a.kPool,
-    a.vPool,
-  ]);
-  return singleDispatch(pipeline, bindGroup, dispatch2d(gpu, a.rows * a.nKvHeads));
 }
