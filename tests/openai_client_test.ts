@@ -265,6 +265,31 @@ Deno.test("the openai package talks to leanserve: completions, streaming, errors
       assert.deepEqual(alone.choices[0].logprobs!.token_logprobs, lp.token_logprobs!.slice(0, ids.length));
       assert.equal(alone.choices[0].finish_reason, "length");
       assert.equal(alone.usage?.completion_tokens, 0);
+      // lm-evaluation-harness's batch: a list of prompts in one request, scored in one group, each as alone
+      const batch = [ids, ids.slice(0, 9), golden.ids.slice(0, 5), ids.slice(3)];
+      const harness = (prompt: number[] | number[][]) =>
+        openai.completions.create({
+          model: "stories260K",
+          prompt,
+          max_tokens: 1,
+          temperature: 0,
+          logprobs: 1,
+          echo: true,
+        });
+      const together = await harness(batch);
+      const apart = await Promise.all(batch.map((p) => harness(p)));
+      assert.equal(together.choices.length, batch.length);
+      together.choices.forEach((c, i) => {
+        const one = apart[i].choices[0];
+        assert.equal(c.index, i);
+        assert.equal(c.text, one.text);
+        assert.deepEqual(c.logprobs!.tokens, one.logprobs!.tokens);
+        c.logprobs!.token_logprobs!.forEach((v, t) => {
+          const w = one.logprobs!.token_logprobs![t];
+          assert.ok(v === w || Math.abs(v! - w!) < 1e-5, `prompt ${i}, token ${t}: ${v} vs ${w}`);
+        });
+      });
+      assert.equal(together.usage?.completion_tokens, batch.length);
     });
     await t.step(
       "prompt_logprobs (vLLM): each prompt token's logprob and rank, as echo scores them",
