@@ -82,8 +82,12 @@ export async function scorePrompts(
   if (long) throw new Error(`Cannot score a prompt of ${long.length} ids: at most ${most}`);
   // rows scored per prompt: every position but the last, which has no next prompt id unless `next` asks
   const predsOf = prompts.map((ids, p) => Math.max(0, ids.length - 1) + (next[p] && ids.length > 0 ? 1 : 0));
-  const firstRecord = predsOf.map((_, i) => predsOf.slice(0, i).reduce((a, b) => a + b, 0));
-  const total = predsOf.reduce((a, b) => a + b, 0);
+  const firstRecord: number[] = []; // prompt p's records start at firstRecord[p] in `all`
+  let total = 0;
+  for (const preds of predsOf) {
+    firstRecord.push(total);
+    total += preds;
+  }
   if (total === 0) return prompts.map(() => new Uint32Array(0));
   const fit = Math.floor(Math.min(MAX_LOGITS_BYTES, gpu.maxBindingBytes) / (config.vocabSize * 4));
   const rowsPer = Math.max(1, Math.min(rowsPerForward, fit));
@@ -117,6 +121,21 @@ export async function scorePrompts(
     writeBuffer(gpu, slotParams, packed);
     const logprobs = createLogprobs(gpu);
     const norm = createRmsNorm(gpu);
+    // The forward, final norm and LM head over `padded` rows, bound once per row bucket for the whole group
+    // (a forward binds hundreds of bind groups; the group's prompts reuse a few buckets).
+    const bound = new Map<number, Encodable[]>();
+    const forward = (padded: number) => {
+      let steps = bound.get(padded);
+      if (!steps) {
+        steps = [
+          bindForward(gpu, c, weights, s, { ids: idBuf, rows: padded, logits: "none" }),
+          norm.bind({ x: s.x, weight: weights.finalNorm, y: s.xn, rows: padded, dim: c.dim, eps: c.normEps }),
+          ...bindLmHead(gpu, c, weights, { x: s.xn, y: s.logits, rows: padded }).map((h) => h.step),
+        ];
+        bound.set(padded, steps);
+      }
+      return steps;
+    };
     let checked = false;
     for (const [p, ids] of prompts.entries()) {
       // Positions [off, off + rows) predict ids (off, off + rows]; the last id is never a row.
@@ -128,9 +147,7 @@ export async function scorePrompts(
         writeBuffer(gpu, targets, pad(ids.slice(off + 1, off + 1 + rows)));
         writeBuffer(gpu, s.state, Uint32Array.of(off, 0, 0, 0)); // pos = off, step 0
         const steps: Encodable[] = [
-          bindForward(gpu, c, weights, s, { ids: idBuf, rows: padded, logits: "none" }),
-          norm.bind({ x: s.x, weight: weights.finalNorm, y: s.xn, rows: padded, dim: c.dim, eps: c.normEps }),
-          ...bindLmHead(gpu, c, weights, { x: s.xn, y: s.logits, rows: padded }).map((h) => h.step),
+          ...forward(padded),
           logprobs.bind({
             logits: s.logits,
             slotParams,
