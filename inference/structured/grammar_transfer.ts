@@ -91,9 +91,9 @@ export class GrammarCache {
   /**
    * The grammar a packed one stands for: the one rebuilt earlier for the same content, else a new one.
    * @param p what packGrammar gave, structured-cloned
+   * @param key its grammarKey when the sender computed it already (MaskPool), else computed here
    */
-  unpack(p: PackedGrammar): JsonGrammar {
-    const key = contentKey(p.packed);
+  unpack(p: PackedGrammar, key = contentKey(p.packed)): JsonGrammar {
     const hit = this.#grammars.get(key);
     if (hit) {
       this.#grammars.delete(key); // re-insert: most recently used last

@@ -26,7 +26,8 @@ export interface MaskPort {
 type ToMasks =
   /** the vocabulary, once, first: every id's bytes end to end, `lengths[id]` of them (−1: never text) */
   | { t: "vocab"; bytes: Uint8Array; lengths: Int32Array; size: number }
-  | { t: "open"; handle: number; grammar: PackedGrammar; endIds: number[] }
+  /** `key`: the grammar's grammarKey, when the pool computed it (the thread then need not walk it again) */
+  | { t: "open"; handle: number; grammar: PackedGrammar; endIds: number[]; key?: string }
   /** advance handle by `ids` (the ids sampled since its last request), then answer `req` with its mask */
   | { t: "mask"; handle: number; req: number; ids: number[] }
   | { t: "close"; handle: number };
@@ -92,11 +93,14 @@ export class MaskThread {
     return this.openPacked(packGrammar(grammar), endIds);
   }
 
-  /** {@link open} with the grammar already packed (MaskPool packs it once to find its thread). */
-  openPacked(grammar: PackedGrammar, endIds: Iterable<number>): MaskHandle {
+  /**
+   * {@link open} with the grammar already packed, and its grammarKey if known (MaskPool packs and keys it
+   * once to find its thread).
+   */
+  openPacked(grammar: PackedGrammar, endIds: Iterable<number>, key?: string): MaskHandle {
     const handle = ++this.#handles;
     this.#open.add(handle);
-    this.#send({ t: "open", handle, grammar, endIds: [...endIds] });
+    this.#send({ t: "open", handle, grammar, endIds: [...endIds], ...(key !== undefined ? { key } : {}) });
     return new MaskHandle(
       (ids) => this.#mask(handle, ids),
       () => {
@@ -199,7 +203,7 @@ export class MaskPool {
         this.#homes.delete(old);
       }
     }
-    return thread.openPacked(packed, endIds);
+    return thread.openPacked(packed, endIds, key ?? undefined);
   }
 
   /** Threads started so far. */
@@ -278,7 +282,7 @@ export function serveMasks(port: MaskPort): void {
       vocab = new TokenVocab(unflatten(m.bytes, m.lengths), m.size);
     } else if (m.t === "open") {
       try {
-        const matcher = new GrammarMatcher(grammars.unpack(m.grammar), vocab!);
+        const matcher = new GrammarMatcher(grammars.unpack(m.grammar, m.key), vocab!);
         matchers.set(m.handle, { matcher, endIds: m.endIds });
       } catch (err) {
         matchers.set(m.handle, new Error(`Cannot rebuild the grammar: ${(err as Error).message}`));
