@@ -3,7 +3,8 @@
  * each and reads back what they sampled.
  *
  * A chunk is a list of steps; each step is one forward over rows of several sequences (decode rows,
- * and pieces of prompts: chunked prefill) followed by sampling for the rows whose logits are wanted. The
+ * and pieces of prompts: chunked prefill) followed by sampling for the rows whose logits are wanted and,
+ * in one prefill step of a chunk at most, the logprobs of prompt rows (StepSpec.score). The
  * host writes every step's rows into a program buffer (kernels/ops/batch_rows.ts), so all steps go into
  * one submit and one readback (a readback costs ≥ 10 ms in Deno, docs/webgpu.md §3); decode rows embed the
  * id their sequence sampled in the previous step, which stays on the GPU. Sequences live in slots: each
@@ -36,8 +37,10 @@ import {
   createPagedAttention,
   createPagedFlashAttention,
   createRmsNorm,
+  GREEDY_SLOT,
   LOGPROB_RECORD_WORDS,
   maskWords,
+  MAX_TOP_LOGPROBS,
   packSlotParams,
   type PagedAttentionArgs,
   pagedMaxSplits,
@@ -68,6 +71,13 @@ import { bucketOf, decodeBuckets, logitBuckets, prefillBuckets } from "./row_buc
 /** Prefill forwards of at least this many rows attend their prompt rows tiled ({@link BatchRunner}). */
 export const TILED_PROMPT_ROWS = 256;
 
+/**
+ * Prompt rows one pass of the LM head scores (StepSpec.score). A multiple of 64: each pass reads its rows'
+ * indices at an offset of one index list, and storage offsets align to 256 bytes (WebGPU's default
+ * minStorageBufferOffsetAlignment).
+ */
+export const SCORE_PASS_ROWS = 64;
+
 /** One row of a step: a sequence slot, the position it fills, and its token (null: the slot's last pick). */
 export interface RowSpec {
   slot: number;
@@ -86,6 +96,13 @@ export interface StepSpec {
   kind: "decode" | "prefill";
   rows: RowSpec[];
   gather: number[];
+  /**
+   * Prefill only, in at most one step of a chunk: the logprobs of rows [0, targets.length) (prompt
+   * logprobs: the scored prompts' rows come first), record r for the id targets[r] after row r, with the
+   * `top` likeliest ids (0..MAX_TOP_LOGPROBS), from the LM head over those rows in passes of
+   * SCORE_PASS_ROWS after the step's sampling.
+   */
+  score?: { targets: readonly number[]; top: number };
 }
 
 /** What a chunk sampled: tokens[step · maxSlots + slot], and logprob records when asked. */
@@ -93,6 +110,8 @@ export interface ChunkResult {
   tokens: Uint32Array;
   /** (steps, maxSlots, LOGPROB_RECORD_WORDS) u32 (f32 bits for logprobs), or null */
   logprobs: Uint32Array | null;
+  /** the scoring step's records (StepSpec.score), (targets.length, LOGPROB_RECORD_WORDS) u32, or null */
+  scores: Uint32Array | null;
 }
 
 /** A submitted chunk whose readback has not started. */
@@ -100,6 +119,7 @@ interface PendingChunk {
   staging: GPUBuffer;
   tokenBytes: number;
   lpBytes: number;
+  scoreBytes: number;
   result: Promise<ChunkResult>;
   resolve: (r: ChunkResult) => void;
   reject: (e: unknown) => void;
@@ -146,6 +166,12 @@ export class BatchRunner {
   #plans = new Map<string, Encodable>();
   #bodies = new Map<string, ForwardStep[]>();
   #heads = new Map<number, ForwardStep[]>();
+  #tails = new Map<number, ForwardStep[]>();
+  #scorePasses: ForwardStep[][] = [];
+  /** the alternatives scoreParams asks for (-1: not written yet) */
+  #scoreTop = -1;
+  /** ends every step: the chunk's next step reads its program */
+  #advance: ForwardStep;
   /** The latest submitted chunk, not mapped yet. */
   #pending: PendingChunk | null = null;
   #maxBlocks: number;
@@ -182,7 +208,13 @@ export class BatchRunner {
     this.#decodeBuckets = decodeBuckets(maxSlots);
     this.#prefillBuckets = prefillBuckets(maxRows);
     this.#logitBuckets = logitBuckets(maxSlots);
-    this.#s = createForwardState(gpu, config, { maxRows, maxLogitRows: maxSlots, paged: true });
+    // Score passes read whole passes of rows: the last one may reach past maxRows.
+    const scoreRows = Math.ceil(maxRows / SCORE_PASS_ROWS) * SCORE_PASS_ROWS;
+    this.#s = createForwardState(gpu, config, {
+      maxRows: scoreRows,
+      maxLogitRows: Math.max(maxSlots, SCORE_PASS_ROWS),
+      paged: true,
+    });
     const buf = (words: number, label: string) => createStorage(gpu, words * 4, label);
     const vocab = config.vocabSize;
     this.#b = {
@@ -204,7 +236,18 @@ export class BatchRunner {
       outLogprobs: buf(maxChunk * maxSlots * LOGPROB_RECORD_WORDS, "batch logprobs"),
       rowSplits: buf(maxRows, "batch rowSplits"),
       dispatch: createDispatchBuffer(gpu, "batch attention grid"),
+      // prompt scoring (StepSpec.score): row r is "slot" r of its own params, target and record
+      scoreRows: buf(scoreRows, "score rows"), // 0, 1, 2, …
+      scoreParams: createStorage(gpu, scoreRows * SLOT_PARAMS_BYTES, "score params"),
+      scoreTargets: buf(scoreRows, "score targets"),
+      scoreOut: buf(scoreRows * LOGPROB_RECORD_WORDS, "score records"),
+      scoreStep: buf(4, "score step"), // step 0: the records are the scoring step's alone
     };
+    writeBuffer(gpu, this.#b.scoreRows, Uint32Array.from({ length: scoreRows }, (_, r) => r));
+    this.#advance = forwardStep(
+      "advance",
+      createAdvance(gpu).bind({ state: this.#s.state, nTokens: 0, stepInc: 1 }),
+    );
     this.#attention = createPagedAttention(gpu, { stageKeys: options.stagedKeys ?? false });
     this.#promptAttention = createPagedFlashAttention(gpu);
     this.#decodePath = options.batchInvariant ? "gemv" : "decode";
@@ -295,25 +338,39 @@ export class BatchRunner {
   submit(steps: readonly StepSpec[], wantLogprobs: boolean): Promise<ChunkResult> {
     const { maxSlots, maxChunk } = this.options;
     if (steps.length < 1 || steps.length > maxChunk) throw new Error(`Cannot submit ${steps.length} steps`);
+    const scoring = steps.filter((st) => st.score);
+    if (scoring.length > 1) throw new Error("Cannot score prompt rows in more than one step of a chunk");
+    const scored = scoring[0]?.score?.targets.length ?? 0;
     const gpu = this.#gpu;
     const plans = steps.map((st, k) => {
       const { rows, logits } = this.#writeProgram(st, k);
-      return this.#plan(st.kind, rows, logits);
+      const passes = st.score ? this.#writeScore(st.score, rows) : 0;
+      return [
+        this.#plan(st.kind, rows, logits),
+        ...this.#scorePasses.slice(0, passes).flat().map((s) => s.step),
+      ];
     });
     writeBuffer(gpu, this.#s.state, new Uint32Array(4));
     const encoder = gpu.device.createCommandEncoder();
     const pass = encoder.beginComputePass();
-    for (const plan of plans) plan.encode(pass);
+    for (const plan of plans) {
+      plan.forEach((p) => p.encode(pass));
+      this.#advance.step.encode(pass);
+    }
     pass.end();
     const tokenBytes = steps.length * maxSlots * 4;
     const lpBytes = wantLogprobs ? tokenBytes * LOGPROB_RECORD_WORDS : 0;
+    const scoreBytes = scored * LOGPROB_RECORD_WORDS * 4;
     const staging = gpu.device.createBuffer({
       label: "batch readback",
-      size: tokenBytes + lpBytes,
+      size: tokenBytes + lpBytes + scoreBytes,
       usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
     });
     encoder.copyBufferToBuffer(this.#b.outTokens, 0, staging, 0, tokenBytes);
     if (lpBytes > 0) encoder.copyBufferToBuffer(this.#b.outLogprobs, 0, staging, tokenBytes, lpBytes);
+    if (scoreBytes > 0) {
+      encoder.copyBufferToBuffer(this.#b.scoreOut, 0, staging, tokenBytes + lpBytes, scoreBytes);
+    }
     const commands = encoder.finish();
     // Deno's mapAsync blocks the JS thread until every submitted command has finished (docs/webgpu.md §3),
     // so mapping a chunk when it is submitted would leave the GPU idle while the host plans and records the
@@ -323,19 +380,81 @@ export class BatchRunner {
     gpu.device.queue.submit([commands]);
     let settle!: { resolve: (r: ChunkResult) => void; reject: (e: unknown) => void };
     const result = new Promise<ChunkResult>((resolve, reject) => (settle = { resolve, reject }));
-    this.#pending = { staging, tokenBytes, lpBytes, result, ...settle };
+    this.#pending = { staging, tokenBytes, lpBytes, scoreBytes, result, ...settle };
     return result;
   }
 
   /**
-   * One step's work as labelled steps, with its program written as chunk step 0, for bench/profile.ts to
-   * time each in a pass of its own. "advance" is left out: it moves the chunk on, so the steps can be run
-   * again and again. Not for serving (nothing is read back).
+   * Writes a scoring step's targets (and its alternatives' count when it changed); returns its passes of
+   * the LM head, bound on first use.
+   */
+  #writeScore(score: NonNullable<StepSpec["score"]>, rows: number): number {
+    const n = score.targets.length;
+    if (n > rows) throw new Error(`Cannot score ${n} rows of a step of ${rows}`);
+    if (score.top < 0 || score.top > MAX_TOP_LOGPROBS) {
+      throw new Error(`Cannot score ${score.top} alternatives`);
+    }
+    const gpu = this.#gpu;
+    writeBuffer(gpu, this.#b.scoreTargets, Uint32Array.from(score.targets));
+    if (score.top !== this.#scoreTop) {
+      const one = new Uint8Array(packSlotParams({ ...GREEDY_SLOT, logprobs: true, nTop: score.top }, {
+        maxBias: this.options.maxBias,
+        maxBan: this.options.maxBan,
+      }));
+      const all = new Uint8Array(this.#b.scoreParams.size);
+      for (let at = 0; at < all.length; at += SLOT_PARAMS_BYTES) all.set(one, at);
+      writeBuffer(gpu, this.#b.scoreParams, all);
+      this.#scoreTop = score.top;
+    }
+    const passes = Math.ceil(n / SCORE_PASS_ROWS);
+    for (let j = this.#scorePasses.length; j < passes; j++) this.#scorePasses.push(this.#scorePass(j));
+    return passes;
+  }
+
+  /**
+   * Score pass j: rows [64j, 64j + 64) gathered, normed and through the LM head as logit rows 0..63, then
+   * the logprobs kernel with row r as its own "slot" (scoreParams[r], scoreTargets[r], record r).
+   */
+  #scorePass(j: number): ForwardStep[] {
+    const gpu = this.#gpu;
+    const b = this.#b;
+    const s = this.#s;
+    const rows = SCORE_PASS_ROWS;
+    const slice = { buffer: b.scoreRows, offset: j * rows * 4, size: rows * 4 };
+    return [
+      forwardStep(
+        "score_gather",
+        createGatherRows(gpu).bind({ gather: slice, x: s.x, out: s.xg!, rows, dim: this.config.dim }),
+      ),
+      ...this.#tail(rows),
+      forwardStep(
+        "score_logprobs",
+        createLogprobs(gpu).bind({
+          logits: s.logits,
+          slotParams: b.scoreParams,
+          gather: slice,
+          rowSlot: b.scoreRows,
+          rows,
+          vocabSize: this.config.vocabSize,
+          maxSlots: b.scoreRows.size / 4,
+          state: b.scoreStep,
+          outTokens: b.scoreTargets,
+          outLogprobs: b.scoreOut,
+        }),
+      ),
+    ];
+  }
+
+  /**
+   * One step's work as labelled steps (with its score passes), its program written as chunk step 0, for
+   * bench/profile.ts to time each in a pass of its own. "advance" is left out: it moves the chunk on, so the
+   * steps can be run again and again. Not for serving (nothing is read back).
    */
   profileSteps(st: StepSpec): ForwardStep[] {
     const { rows, logits } = this.#writeProgram(st, 0);
     writeBuffer(this.#gpu, this.#s.state, new Uint32Array(4));
-    return this.#planSteps(st.kind, rows, logits).filter((s) => s.label !== "advance");
+    const passes = st.score ? this.#writeScore(st.score, rows) : 0;
+    return [...this.#planSteps(st.kind, rows, logits), ...this.#scorePasses.slice(0, passes).flat()];
   }
 
   /** Writes a step's rows and logit rows as chunk step `k`'s program; returns its buckets. */
@@ -372,6 +491,7 @@ export class BatchRunner {
       p.resolve({
         tokens: new Uint32Array(data, 0, p.tokenBytes / 4),
         logprobs: p.lpBytes > 0 ? new Uint32Array(data, p.tokenBytes, p.lpBytes / 4) : null,
+        scores: p.scoreBytes > 0 ? new Uint32Array(data, p.tokenBytes + p.lpBytes, p.scoreBytes / 4) : null,
       });
     }, (err) => {
       p.staging.destroy();
@@ -405,10 +525,19 @@ export class BatchRunner {
       this.#plan(kind, rows, logits);
       await new Promise((resolve) => setTimeout(resolve, 0));
     }
+    // every score pass a prefill forward can need
+    const passes = Math.ceil(this.options.maxRows / SCORE_PASS_ROWS);
+    for (let j = this.#scorePasses.length; j < passes; j++) {
+      this.#scorePasses.push(this.#scorePass(j));
+      await new Promise((resolve) => setTimeout(resolve, 0));
+    }
     return specs.length;
   }
 
-  /** The bound work of one step of a kind with `rows` rows and `logits` logit rows (cached). */
+  /**
+   * The bound work of one step of a kind with `rows` rows and `logits` logit rows (cached): the forward and
+   * its sampling; a scoring step's passes and every step's "advance" are encoded after it.
+   */
   #plan(kind: StepSpec["kind"], rows: number, logits: number): Encodable {
     const key = `${kind}:${rows}:${logits}`;
     const hit = this.#plans.get(key);
@@ -494,7 +623,6 @@ export class BatchRunner {
           outLogprobs: b.outLogprobs,
         }),
       ),
-      forwardStep("advance", createAdvance(gpu).bind({ state: this.#s.state, nTokens: 0, stepInc: 1 })),
     ];
   }
 
@@ -551,14 +679,32 @@ export class BatchRunner {
   #head(n: number): ForwardStep[] {
     const hit = this.#heads.get(n);
     if (hit) return hit;
-    const gpu = this.#gpu;
-    const c = this.config;
     const s = this.#s;
     const head = [
       forwardStep(
         "gather",
-        createGatherRows(gpu).bind({ gather: this.#b.gather, x: s.x, out: s.xg!, rows: n, dim: c.dim }),
+        createGatherRows(this.#gpu).bind({
+          gather: this.#b.gather,
+          x: s.x,
+          out: s.xg!,
+          rows: n,
+          dim: this.config.dim,
+        }),
       ),
+      ...this.#tail(n),
+    ];
+    this.#heads.set(n, head);
+    return head;
+  }
+
+  /** Final norm and LM head over `n` gathered rows (cached). */
+  #tail(n: number): ForwardStep[] {
+    const hit = this.#tails.get(n);
+    if (hit) return hit;
+    const gpu = this.#gpu;
+    const c = this.config;
+    const s = this.#s;
+    const tail = [
       forwardStep(
         "final_norm",
         createRmsNorm(gpu).bind({
@@ -574,8 +720,8 @@ export class BatchRunner {
       // per sequence, so their count is a decode row count.
       ...bindLmHead(gpu, c, this.#weights, { x: s.xn, y: s.logits, rows: n, path: this.#decodePath }),
     ];
-    this.#heads.set(n, head);
-    return head;
+    this.#tails.set(n, tail);
+    return tail;
   }
 
   /** Frees the runner's buffers (not the weights, not the cache). */
@@ -587,6 +733,8 @@ export class BatchRunner {
     this.#plans.clear();
     this.#bodies.clear();
     this.#heads.clear();
+    this.#tails.clear();
+    this.#scorePasses = [];
     [...forwardStateBuffers(this.#s), ...Object.values(this.#b)].forEach((b) => b.destroy());
   }
 }

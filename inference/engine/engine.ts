@@ -10,20 +10,12 @@
  * released.
  */
 import type { Gpu } from "../../kernels/core/mod.ts";
-import {
-  type KvType,
-  LOGPROB_RANK_WORD,
-  LOGPROB_RECORD_WORDS,
-  maskWords,
-  slotProcesses,
-  type SlotSettings,
-} from "../../kernels/ops/mod.ts";
+import { type KvType, LOGPROB_RECORD_WORDS, maskWords, type SlotSettings } from "../../kernels/ops/mod.ts";
 import { GrammarMatcher, MaskPool, TokenVocab } from "../structured/mod.ts";
 import type { ChatTemplate, Tokenizer } from "../text/mod.ts";
 import { type GpuWeights, gpuWeightsBuffers, type ModelConfig } from "../model/mod.ts";
 import { BatchRunner } from "./batch_runner.ts";
 import { createChoice, EventChannel, readLogprob } from "./choice.ts";
-import { maxScoredPrompt, scorePrompts, ScoreQueue } from "./prompt_logprobs.ts";
 import { KvCache, kvKey, type KvSizing, sizeKvCache } from "./kv_cache.ts";
 import { type ModelEntry, Scheduler, type Seq, type SeqConstraint, type SeqInit } from "./scheduler.ts";
 import { badWordIds, type BadWords, badWordsConstraint, maskWithout } from "./bad_words.ts";
@@ -198,10 +190,6 @@ export function createEngine(
   let installing: Promise<void> = Promise.resolve();
   const all: Served[] = [];
   let inFlight = 0;
-  /** prompts to score (echo with logprobs, prompt_logprobs), a group of them at a time */
-  const scores = new ScoreQueue<Served>((s, prompts, top, next) =>
-    scorePrompts(s.model.gpu, s.model.config, s.model.weights, prompts, top, { next })
-  );
   let state: EngineStatus["state"] = "loading";
   let detail = "loading model";
 
@@ -296,6 +284,7 @@ export function createEngine(
     const s = served;
     if (!s || status().state !== "ready") throw new Error(`Cannot generate: engine is ${status().state}`);
     const m = s.model;
+    const entry = s.entry;
     const maxModelLen = s.runner.cache.shape.maxModelLen;
     const full = promptIds(
       m,
@@ -324,20 +313,10 @@ export function createEngine(
     if (n > opts.maxNumSeqs) {
       throw new EngineInputError(`Cannot generate ${n} choices: at most ${opts.maxNumSeqs} run at once`, "n");
     }
-    if (scheduler.counts().waiting + scores.waiting + n > opts.maxQueued) {
+    if (scheduler.counts().waiting + n > opts.maxQueued) {
       throw new EngineBusyError(`Cannot queue the request: ${opts.maxQueued} sequences are already waiting`);
     }
     const scoreTop = promptScoreTop(request);
-    if (scoreTop !== null) {
-      const most = maxScoredPrompt(m.config);
-      if (ids.length > most) {
-        const why = request.promptLogprobs !== undefined ? "prompt_logprobs" : "echo with logprobs";
-        throw new EngineInputError(
-          `Cannot score a prompt of ${ids.length} tokens (${why}): at most ${most}`,
-          request.input.kind === "chat" ? "messages" : "prompt",
-        );
-      }
-    }
     const channel = new EventChannel();
     let open = n;
     const eos = request.ignoreEos ? [] : m.config.eosTokenIds;
@@ -355,24 +334,49 @@ export function createEngine(
     if (staticMask && staticMask.every((w) => w === 0)) {
       throw new EngineInputError("Cannot sample: bad_words bans every allowed token", "bad_words");
     }
+    // What comes of the prompt itself before any generated token (promptEvents), at once or, when the
+    // prompt is scored, from the prefill that reads it (SeqInit.score).
+    const prompt = (scored: TokenLogprob[] | null) => promptEvents(s, request, ids, n, ids !== full, scored);
+    const score = (then: () => void = () => {}) => ({
+      top: scoreTop!,
+      done(records: Uint32Array) {
+        prompt(scoredPrompt(m, ids, records)).forEach((ev) => channel.push(ev));
+        then();
+      },
+    });
     if (request.maxTokens === 0) {
       // The prompt alone (completions' echo with max_tokens 0, as vLLM and OpenAI's legacy API serve it):
-      // scored when asked, nothing scheduled.
+      // scored when asked (one sequence that samples nothing), else nothing is scheduled.
       if (!request.echo) {
         throw new EngineInputError("Cannot generate 0 tokens: max_tokens 0 needs echo", "max_tokens");
       }
-      inFlight++;
-      try {
-        if (signal?.aborted) return;
-        yield { type: "start", promptTokens: ids.length };
-        yield* promptEvents(s, request, ids, n, ids !== full, scoreTop, signal);
-        if (signal?.aborted) return;
+      const ends = () => {
         for (let index = 0; index < n; index++) {
-          yield { type: "end", finishReason: "length", promptTokens: ids.length, completionTokens: 0, index };
+          channel.push({
+            type: "end",
+            finishReason: "length",
+            promptTokens: ids.length,
+            completionTokens: 0,
+            index,
+          });
         }
-      } finally {
-        inFlight--;
+        channel.close();
+      };
+      if (scoreTop === null) {
+        yield { type: "start", promptTokens: ids.length };
+        yield* prompt(null);
+        ends();
+        yield* channel;
+        return;
       }
+      const init: SeqInit = {
+        prompt: ids,
+        limit: 0,
+        settings: base,
+        score: score(ends),
+        sink: { token: () => true, fail: (err) => channel.fail(err) },
+      };
+      yield* scheduled([init]);
       return;
     }
     const seed = request.sampling.seed ?? Math.floor(Math.random() * 2 ** 32);
@@ -424,117 +428,64 @@ export function createEngine(
           if (--open === 0) channel.close();
         },
       }),
+      // One scoring serves all choices (they share the prompt): the first's.
+      ...(scoreTop !== null && index === 0 ? { score: score() } : {}),
     }));
-    // One greedy id with nothing that changes a logit, of a prompt that is scored anyway (lm-evaluation-
-    // harness's loglikelihood requests: echo, logprobs, max_tokens 1, temperature 0): the scoring forward
-    // also gives the distribution after the prompt, and its likeliest id (ties to the lower id, as the greedy
-    // sampler takes them) goes to the choice's sink as a sampled one would. The prompt is read once.
-    if (
-      scoreTop !== null && limit === 1 && base.temperature === 0 && !slotProcesses(base) &&
-      !staticMask && !request.grammar && !bad?.dynamic
-    ) {
+    yield* scheduled(inits);
+
+    /** Runs sequences: their events, and on the way out (done, failed, client gone) their end. */
+    async function* scheduled(inits: SeqInit[]): AsyncGenerator<TokenEvent> {
+      let seqs: Seq[];
+      try {
+        seqs = scheduler.add(entry, inits);
+      } catch (err) {
+        inits.forEach((init: SeqInit) => init.constraint?.release?.()); // the mask thread forgets them
+        throw err;
+      }
       inFlight++;
+      const cancel = () => {
+        seqs.forEach((seq) => scheduler.cancel(seq));
+        channel.close(); // a reader waiting for the next event ends now
+      };
+      signal?.addEventListener("abort", cancel);
       try {
         if (signal?.aborted) return;
         yield { type: "start", promptTokens: ids.length };
-        const next = yield* promptEvents(s, request, ids, n, ids !== full, scoreTop, signal, true);
-        if (!next || signal?.aborted) return;
-        scheduler.countServed(ids.length, n);
-        inits.forEach((init) => init.sink.token(next.id, next.record)); // n greedy choices are alike
+        if (scoreTop === null) yield* prompt(null);
         yield* channel;
       } finally {
         inFlight--;
+        signal?.removeEventListener("abort", cancel);
+        cancel();
       }
-      return;
     }
-    let seqs: Seq[];
-    try {
-      seqs = scheduler.add(s.entry, inits);
-    } catch (err) {
-      inits.forEach((init: SeqInit) => init.constraint?.release?.()); // the mask thread forgets them
-      throw err;
-    }
-    inFlight++;
-    const cancel = () => {
-      seqs.forEach((seq) => scheduler.cancel(seq));
-      channel.close(); // a reader waiting for the next event ends now
-    };
-    signal?.addEventListener("abort", cancel);
-    try {
-      if (signal?.aborted) return;
-      yield { type: "start", promptTokens: ids.length };
-      yield* promptEvents(s, request, ids, n, ids !== full, scoreTop, signal);
-      yield* channel;
-    } finally {
-      inFlight--;
-      signal?.removeEventListener("abort", cancel);
-      cancel();
-    }
-  }
-
-  /**
-   * The prompt's tokens' logprobs with `top` alternatives each (the first token's null: nothing predicts
-   * it), scored with the prompts that wait beside it (ScoreQueue). The lease keeps a model swapped out
-   * meanwhile from being freed under it (its sequences may all end first). Null: `signal` aborted it while
-   * it waited.
-   */
-  async function scoreIds(
-    s: Served,
-    ids: number[],
-    top: number,
-    signal?: AbortSignal,
-    withNext = false,
-  ): Promise<{ prompt: TokenLogprob[]; next: Uint32Array | null } | null> {
-    const m = s.model;
-    s.leases++;
-    let records: Uint32Array | null;
-    try {
-      records = await scores.score(s, ids, top, signal, withNext);
-    } finally {
-      if (--s.leases === 0 && s.drained) free(s);
-    }
-    if (!records) return null;
-    const last = (ids.length - 1) * LOGPROB_RECORD_WORDS;
-    const next = withNext ? records.slice(last, last + LOGPROB_RECORD_WORDS) : null;
-    const rec = (t: number) => records.subarray(t * LOGPROB_RECORD_WORDS, (t + 1) * LOGPROB_RECORD_WORDS);
-    const prompt = ids.map((id, t) =>
-      t === 0
-        ? { id, token: m.tokenizer.decode([id]), logprob: null, top: [] }
-        : readLogprob(m.tokenizer, id, rec(t - 1))
-    );
-    return { prompt, next };
   }
 
   /**
    * What comes of the prompt itself before the generated tokens: its scored tokens (a "prompt" event, for
    * GenerateRequest.promptLogprobs) and, with `echo`, the prompt as each choice's first delta (with its
-   * tokens' logprobs when `logprobs` asks). One scoring, with `scoreTop` alternatives, serves both.
+   * tokens' logprobs when `logprobs` asks). One scoring, with promptScoreTop's alternatives, serves both.
    */
-  async function* promptEvents(
+  function promptEvents(
     s: Served,
     request: GenerateRequest,
     ids: number[],
     n: number,
     truncated: boolean,
-    scoreTop: number | null,
-    signal: AbortSignal | undefined,
-    withNext = false,
-  ): AsyncGenerator<TokenEvent, NextToken | null> {
-    const both = scoreTop !== null ? await scoreIds(s, ids, scoreTop, signal, withNext) : null;
-    if (signal?.aborted) return null; // the client went away: nothing of the prompt is sent
-    const scored = both?.prompt ?? null;
+    scored: TokenLogprob[] | null,
+  ): TokenEvent[] {
+    const events: TokenEvent[] = [];
     const promptLogprobs = scored && request.promptLogprobs !== undefined
       ? withTop(scored, request.promptLogprobs)
       : null;
     if (promptLogprobs || request.returnTokenIds) {
-      yield {
+      events.push({
         type: "prompt",
         ...(request.returnTokenIds ? { ids: [...ids] } : {}),
         ...(promptLogprobs ? { logprobs: promptLogprobs } : {}),
-      };
+      });
     }
-    const next = both?.next ? nextToken(both.next, request.logprobs ?? 0) : null;
-    if (!request.echo) return next;
+    if (!request.echo) return events;
     const logprobs = scored && request.logprobs !== undefined && request.logprobs !== null
       ? withTop(scored, request.logprobs)
       : undefined;
@@ -543,9 +494,9 @@ export function createEngine(
       ? request.input.prompt
       : s.model.tokenizer.decode(ids);
     for (let index = 0; index < n; index++) {
-      yield { type: "delta", index, text, tokens: 0, ...(logprobs ? { logprobs } : {}) };
+      events.push({ type: "delta", index, text, tokens: 0, ...(logprobs ? { logprobs } : {}) });
     }
-    return next;
+    return events;
   }
 
   function counters(): EngineCounters {
@@ -790,23 +741,17 @@ function withBadWords(bad: BadWords | null, m: LoadedModel, grammar: SeqConstrai
   return bad ? badWordsConstraint(bad, m.config.vocabSize, null, grammar) : grammar;
 }
 
-/** The greedy next id after a prompt, and its logprob record as the sampler writes one for a pick. */
-interface NextToken {
-  id: number;
-  record: Uint32Array;
-}
-
 /**
- * The likeliest id of a scored distribution (scorePrompts' `next` record: at least one alternative, the
- * first the likeliest, ties to the lower id) as a greedy pick: its logprob, `top` alternatives, rank 1.
+ * A scored prompt's tokens (SeqInit.score's records): the first one's logprob null (nothing predicts it),
+ * each other's from record t − 1.
  */
-function nextToken(scored: Uint32Array, top: number): NextToken {
-  const record = scored.slice();
-  const f = new Float32Array(record.buffer);
-  f[0] = f[3];
-  record[1] = Math.min(top, scored[1]);
-  record[LOGPROB_RANK_WORD] = 1;
-  return { id: scored[2], record };
+function scoredPrompt(m: LoadedModel, ids: readonly number[], records: Uint32Array): TokenLogprob[] {
+  const rec = (t: number) => records.subarray(t * LOGPROB_RECORD_WORDS, (t + 1) * LOGPROB_RECORD_WORDS);
+  return ids.map((id, t) =>
+    t === 0
+      ? { id, token: m.tokenizer.decode([id]), logprob: null, top: [] }
+      : readLogprob(m.tokenizer, id, rec(t - 1))
+  );
 }
 
 /** Scored prompt logprobs with at most `top` alternatives each. */

@@ -206,7 +206,9 @@ async function checkLogprobs(
       assert.equal(entry.id, order[0], "greedy picks the top token");
     }
   });
-  // echo: the same ids as a prompt, every position scored against the same reference (the first unscored).
+  // echo: the same ids as a prompt, every position scored against the same reference (the first unscored),
+  // in the prefill that reads them: through the same KV cache, with its format's error (a prompt's ids are
+  // any ids, not the likeliest: the alternatives' tolerance).
   const [echoed] = await collect(engine, {
     ...greedy("", 1, { logprobs: 5, echo: true }),
     input: { kind: "tokens", ids: all },
@@ -217,12 +219,12 @@ async function checkLogprobs(
   scored.slice(1).forEach((entry, t) => {
     const want = logSoftmaxRef(logits.subarray(t * vocab, (t + 1) * vocab));
     assert.ok(
-      Math.abs(entry.logprob! - want[entry.id]) < tol,
+      Math.abs(entry.logprob! - want[entry.id]) < topTol,
       `prompt ${t + 1}: ${entry.logprob} vs ${want[entry.id]}`,
     );
     const order = Array.from(want.keys()).sort((a, b) => want[b] - want[a]);
     entry.top.forEach((x) =>
-      assert.ok(Math.abs(x.logprob - want[x.id]) < tol, `prompt ${t + 1} top ${x.id}`)
+      assert.ok(Math.abs(x.logprob - want[x.id]) < topTol, `prompt ${t + 1} top ${x.id}`)
     );
     if (kvCacheDtype === "f32") assert.deepEqual(entry.top.map((x) => x.id), order.slice(0, 5));
   });
@@ -250,14 +252,17 @@ async function checkLogprobs(
     const want = logSoftmaxRef(logits.subarray(t * vocab, (t + 1) * vocab));
     // ids at least as likely, give or take the tolerance between the two forwards
     const w = want[entry.id];
-    const [lo, hi] = [want.filter((v) => v > w + tol).length + 1, want.filter((v) => v >= w - tol).length];
+    const [lo, hi] = [
+      want.filter((v) => v > w + topTol).length + 1,
+      want.filter((v) => v >= w - topTol).length,
+    ];
     assert.ok(
       entry.rank! >= lo && entry.rank! <= hi,
       `prompt ${t + 1}: rank ${entry.rank} not in [${lo}, ${hi}]`,
     );
   });
-  // Echoes sent together are scored as one group (ScoreQueue), each as it is alone: its own length, its own
-  // alternatives.
+  // Echoes sent together share prefill steps (their rows in the same score passes), each scored as it is
+  // alone: its own length, its own alternatives.
   const together = await Promise.all([5, 1, 3].map((top, k) =>
     collect(engine, {
       ...greedy("", 1, { logprobs: top, echo: true }),
@@ -277,48 +282,85 @@ async function checkLogprobs(
   });
 }
 
-Deno.test("a greedy one-token echo (lm-evaluation-harness's loglikelihood) answers from its prompt's scoring", async () => {
+Deno.test("a scored prompt is read once, by the prefill that serves it, in any pieces, beside decoding streams", async () => {
   const model = sharedPath("models/stories260K");
   const gpu = await testGpu();
   if (!gpu || !model) return;
-  const { engine } = await engineFor(gpu, model, { kvCacheDtype: "f32" });
-  const harness = (prompt: string, extra: Partial<GenerateRequest> = {}) => ({
-    ...greedy(prompt, 1, { logprobs: 3, echo: true }),
+  const text = "Once upon a time there was a little girl named Lily. She loved to play outside in the sun " +
+    "with her dog. One day, Lily and her dog went to the park. They saw a big tree with red apples on it. " +
+    "Lily wanted to pick an apple, but the tree was too tall.";
+  // Whole prompts in one forward (two passes of the LM head over its rows), or 16-row pieces; batch-invariant
+  // kernels, so the rows' bits do not depend on the piece they fall in.
+  const big = await engineFor(gpu, model, { kvCacheDtype: "f32", batchInvariant: true, maxNumSeqs: 4 });
+  const small = await engineFor(gpu, model, {
+    kvCacheDtype: "f32",
+    batchInvariant: true,
+    maxNumSeqs: 4,
+    maxNumBatchedTokens: 16,
+  });
+  const ids = big.model.tokenizer.encode(text, { addSpecialTokens: true });
+  assert.ok(ids.length > 64 && ids.length <= 128, `${ids.length} ids: two passes of 64 rows`);
+  const vocab = big.model.config.vocabSize;
+  const logits = await forwardLogits(gpu, big.model.config, big.model.weights, ids);
+  const harness = (extra: Partial<GenerateRequest> = {}): GenerateRequest => ({
+    ...greedy("", 1, { logprobs: 3, echo: true }),
+    input: { kind: "tokens", ids },
     ...extra,
   });
-  for (const prompt of ["Once upon a time", "The cat sat on the", "Lily and Ben went to the park. They"]) {
-    // A zero logit_bias changes no logit but sends the request through the scheduler, as before.
-    const before = engine.counters();
-    const [short] = await collect(engine, harness(prompt));
-    const after = engine.counters();
-    const [full] = await collect(engine, harness(prompt, { logitBias: [[0, 0]] }));
-    assert.equal(after.generatedTokensTotal - before.generatedTokensTotal, 1, "the id is counted");
-    assert.equal(after.prefixCacheQueriesTotal, before.prefixCacheQueriesTotal, "no sequence was admitted");
-    assert.ok(engine.counters().prefixCacheQueriesTotal > after.prefixCacheQueriesTotal, "this one was");
-    assert.equal(after.running + after.waiting, 0);
-    assert.equal(short.text, full.text, prompt);
-    assert.deepEqual(short.ids, full.ids);
-    assert.equal(short.finish, full.finish);
-    short.logprobs.forEach((e, t) => {
-      const f = full.logprobs[t];
-      if (e.logprob !== null) assert.ok(Math.abs(e.logprob - f.logprob!) < 1e-4, `${prompt}: entry ${t}`);
-      assert.deepEqual(e.top.map((x) => x.id), f.top.map((x) => x.id), `${prompt}: entry ${t} alternatives`);
-    });
-    // n greedy choices are alike, each its own index.
-    const two = await collect(engine, harness(prompt, { n: 2 }));
-    assert.deepEqual(two.map((c) => [c.text, c.finish]), [[short.text, short.finish], [
-      short.text,
-      short.finish,
-    ]]);
-    // A stop string that the answer holds ends it the same way on both paths.
-    const answer = full.text.slice(prompt.length);
-    if (answer.trim()) {
-      const stop = { stop: [answer.trim()] };
-      const [a] = await collect(engine, harness(prompt, stop));
-      const [b] = await collect(engine, harness(prompt, { ...stop, logitBias: [[0, 0]] }));
-      assert.deepEqual([a.text, a.finish], [b.text, b.finish]);
-      assert.equal(a.finish, "stop");
-    }
-  }
+
+  // lm-evaluation-harness's loglikelihood request: the prompt is read once, its last row samples the id.
+  const before = big.engine.counters();
+  const [one] = await collect(big.engine, harness());
+  const after = big.engine.counters();
+  assert.equal(after.promptTokensTotal - before.promptTokensTotal, ids.length, "each prompt id read once");
+  assert.equal(after.generatedTokensTotal - before.generatedTokensTotal, 1);
+  assert.equal(after.running + after.waiting, 0);
+  const scored = one.logprobs.slice(0, ids.length);
+  assert.deepEqual(scored.map((e) => e.id), ids);
+  assert.equal(scored[0].logprob, null);
+  scored.slice(1).forEach((entry, t) => {
+    const want = logSoftmaxRef(logits.subarray(t * vocab, (t + 1) * vocab));
+    assert.ok(Math.abs(entry.logprob! - want[entry.id]) < 1e-4, `position ${t + 1}: ${entry.logprob}`);
+    const order = Array.from(want.keys()).sort((a, b) => want[b] - want[a]);
+    assert.deepEqual(entry.top.map((x) => x.id), order.slice(0, 3), `position ${t + 1} alternatives`);
+  });
+  const last = logSoftmaxRef(logits.subarray((ids.length - 1) * vocab, ids.length * vocab));
+  assert.equal(one.ids.at(-1), last.indexOf(Math.max(...last)), "the id sampled after the prompt: greedy");
+
+  // The same bits from 16-row pieces, and while two streams decode beside it (their ids as alone).
+  const streams = (e: typeof small.engine) =>
+    Promise.all(["Tom had a toy car.", "Lily and Ben"].map((p) => collect(e, greedy(p, 24))));
+  const streamsAlone = await streams(small.engine);
+  const [pieces] = await collect(small.engine, harness());
+  assert.deepEqual(pieces.logprobs, one.logprobs, "16-row pieces: the same records");
+  const [beside, decoded] = await Promise.all([
+    new Promise((r) => setTimeout(r, 50)).then(() => collect(small.engine, harness())),
+    streams(small.engine),
+  ]);
+  assert.deepEqual(beside[0].logprobs, one.logprobs, "beside decoding streams: the same records");
+  decoded.forEach(([d], i) => assert.deepEqual(d.ids, streamsAlone[i][0].ids, `stream ${i}`));
+
+  // n = 2: both choices echo the one scoring; max_tokens 0: the prompt alone, nothing sampled.
+  const two = await collect(big.engine, harness({ n: 2 }));
+  two.forEach((c) => assert.deepEqual(c.logprobs, one.logprobs));
+  const mark = big.engine.counters();
+  const alone = await collect(big.engine, harness({ n: 2, maxTokens: 0 }));
+  const end = big.engine.counters();
+  alone.forEach((c) => {
+    assert.deepEqual(c.logprobs, scored);
+    assert.equal(c.finish, "length");
+  });
+  assert.equal(end.generatedTokensTotal, mark.generatedTokensTotal, "max_tokens 0 samples nothing");
+  assert.equal(end.promptTokensTotal - mark.promptTokensTotal, ids.length);
+  assert.equal(end.running + end.waiting + end.kvBlocksUsed, 0, "its sequence ended and freed its blocks");
+
+  // A scored prompt takes no cached prefix (its logprobs come from its rows), though the cache holds it.
+  const hits = big.engine.counters().prefixCacheHitsTotal;
+  await collect(big.engine, { ...greedy("", 1), input: { kind: "tokens", ids } });
+  assert.ok(big.engine.counters().prefixCacheHitsTotal > hits, "an unscored request reads the cached prefix");
+  const hits2 = big.engine.counters().prefixCacheHitsTotal;
+  const [again] = await collect(big.engine, harness());
+  assert.equal(big.engine.counters().prefixCacheHitsTotal, hits2, "the scored one does not");
+  assert.deepEqual(again.logprobs, one.logprobs);
   gpu.device.destroy();
 });

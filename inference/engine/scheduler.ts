@@ -32,6 +32,13 @@
  * sequence no chunk. That wait idles the GPU only when no chunk is in flight, and then only for masks
  * slower than the grace.
  *
+ * Prompt logprobs (SeqInit.score: echo with logprobs, prompt_logprobs) come from the prefill that serves
+ * the prompt, as in vLLM: a scored prompt's rows go first in their prefill step, the runner scores them
+ * after the step's sampling (batch_runner.ts StepSpec.score), and the sequence gets all its records once
+ * they are read, before its first id. A chunk holds one scoring step at most; a scored prompt takes no
+ * cached prefix (its logprobs come from its rows) and, preempted before all are read, is scored again.
+ * A sequence of limit 0 (echo with max_tokens 0) samples nothing and ends when its prompt is read.
+ *
  * Two models may be served at once while one replaces the other (hot swap): each has its own runner and
  * queue; the loop alternates between them and frees the old one when its last sequence ends.
  */
@@ -43,9 +50,19 @@ import { type ModelEntry, Seq, type SeqInit } from "./sequence.ts";
 
 export { type ModelEntry, Seq, type SeqConstraint, type SeqInit, type SeqSink } from "./sequence.ts";
 
+/** A scored prompt's rows in a chunk's scoring step: positions [from, from + count) at records [row, …). */
+interface ScoredRows {
+  seq: Seq;
+  from: number;
+  count: number;
+  row: number;
+}
+
 interface Chunk {
   entry: ModelEntry;
   samplers: [number, Seq][][];
+  /** the prompts its scoring step scores (StepSpec.score) */
+  scored: ScoredRows[];
   seqs: Set<Seq>;
   result: Promise<ChunkResult>;
   steps: number;
@@ -159,12 +176,6 @@ export class Scheduler {
     this.#poke();
   }
 
-  /** Counts a request served without a sequence (a greedy one-token answer from its prompt's scoring). */
-  countServed(promptTokens: number, generated: number): void {
-    this.promptTokens += promptTokens;
-    this.generatedTokens += generated;
-  }
-
   /** Counts for the metrics endpoint. */
   counts(): { running: number; waiting: number } {
     let running = 0;
@@ -273,6 +284,7 @@ export class Scheduler {
     const chunk: Chunk = {
       entry,
       samplers: [],
+      scored: [],
       seqs: new Set(),
       result: null!,
       steps: 0,
@@ -305,6 +317,7 @@ export class Scheduler {
       if (prefill) {
         chunk.prefill = true;
         if (decode || prefill[1].length > 0) break; // a first id: deliver it without waiting for a long chunk
+        if (prefill[0].score) break; // one scoring step per chunk (batch_runner.ts StepSpec.score)
       }
     }
     if (specs.length > 0) {
@@ -352,25 +365,42 @@ export class Scheduler {
     const maxRows = decodeRows > 0 ? Math.min(most, decodingPrefillRows ?? most, piece) : most;
     const step: StepSpec = { kind: "prefill", rows: [], gather: [] };
     const samplers: [number, Seq][] = [];
+    const pieces: [Seq, number][] = [];
+    let taken = 0;
     for (const seq of entry.running) {
-      const room = maxRows - step.rows.length;
+      const room = maxRows - taken;
       if (!seq.prefilling || room <= 0 || (seq.parent && seq.parent.computed < seq.start)) continue;
       // Without its mask, a constrained sequence's prompt stops short of the row that samples.
       const waits = this.#maskWaits.has(seq) ? 1 : 0;
       const n = Math.min(room, seq.prompt.length - seq.computed - waits);
       if (n <= 0) continue;
+      pieces.push([seq, n]);
+      taken += n;
+    }
+    // Scored prompts' rows first: the step scores rows [0, targets.length).
+    pieces.sort(([a], [b]) => Number(b.scores !== null) - Number(a.scores !== null));
+    const targets: number[] = [];
+    let top = 0;
+    for (const [seq, n] of pieces) {
+      if (seq.scores) {
+        chunk.scored.push({ seq, from: seq.computed, count: n, row: step.rows.length });
+        top = Math.max(top, seq.init.score!.top);
+        // each row's next prompt id (the last row has none: it samples, if anything)
+        for (let i = 1; i <= n; i++) targets.push(seq.prompt[seq.computed + i] ?? 0);
+      }
       for (let i = 0; i < n; i++) {
         step.rows.push({ slot: seq.slot, pos: seq.computed, token: seq.prompt[seq.computed++] });
       }
       registerFull(seq);
       this.promptTokens += n;
       chunk.seqs.add(seq);
-      if (!seq.prefilling) {
+      if (!seq.prefilling && seq.budget > 0) {
         step.gather.push(step.rows.length - 1);
         samplers.push([seq.slot, seq]);
         seq.sampled++;
       }
     }
+    if (targets.length > 0) step.score = { targets, top };
     return step.rows.length > 0 ? [step, samplers] : null;
   }
 
@@ -385,7 +415,8 @@ export class Scheduler {
       const first = head.output.length === 0 && head.sampledBase === 0;
       const fresh = group.length > 1 && group.every((s) => s.output.length === 0 && s.sampledBase === 0);
       const len = head.prompt.length;
-      const hit = cachedPrefix(head);
+      // A scored prompt reads every row: its logprobs come from them.
+      const hit = head.scores ? [] : cachedPrefix(head);
       let members = fresh ? group : [head];
       let shared = fresh ? Math.floor((len - 1) / bs) : 0;
       const hold = (m: number) => cache.blocksFor(len) + (m - 1) * (cache.blocksFor(len) - shared);
@@ -497,6 +528,7 @@ export class Scheduler {
     seq.start = 0;
     seq.computed = 0;
     seq.registered = 0;
+    seq.scoredRows = 0;
     // First of its priority (it was running): ahead of the waiting ones of its priority, behind higher ones.
     const waiting = seq.model.waiting;
     const at = waiting.findIndex((s) => priorityOf(s) >= priorityOf(seq));
@@ -518,6 +550,7 @@ export class Scheduler {
     this.#release(seq);
     seq.model.waiting = seq.model.waiting.filter((s) => s !== seq);
     seq.state = "done";
+    seq.scores = null;
     this.#live.delete(seq);
     this.#maskWaits.delete(seq);
     seq.init.constraint?.release?.();
@@ -533,6 +566,7 @@ export class Scheduler {
     // A chunk's length is planned in decode steps: a prompt piece's time would shorten the next chunks
     // and add readbacks.
     if (!chunk.prefill) this.#stepMs = 0.7 * this.#stepMs + 0.3 * Math.max(0.05, span / chunk.steps);
+    this.#deliverScores(chunk, res);
     const slots = chunk.entry.runner.options.maxSlots;
     chunk.samplers.forEach((samplers, k) => {
       for (const [slot, seq] of samplers) {
@@ -549,7 +583,30 @@ export class Scheduler {
     });
     for (const seq of chunk.seqs) {
       seq.inFlight--;
+      // A prompt alone (limit 0: echo with max_tokens 0) ends once it is read.
+      if (seq.init.limit === 0 && seq.state === "running" && !seq.prefilling && seq.inFlight === 0) {
+        this.#finish(seq);
+      }
       this.#requeueIfIdle(seq);
+    }
+  }
+
+  /**
+   * Keeps a chunk's prompt records and hands each prompt's to its sequence once all are read, before any
+   * id of the chunk (its first comes with its last piece, or later).
+   */
+  #deliverScores(chunk: Chunk, res: ChunkResult): void {
+    for (const { seq, from, count, row } of chunk.scored) {
+      if (!seq.scores) continue; // done, or delivered
+      const n = Math.max(0, Math.min(count, seq.init.prompt.length - 1 - from)); // the last row has none
+      seq.scores.set(res.scores!.subarray(row * RECORD, (row + n) * RECORD), from * RECORD);
+      seq.scoredRows += n;
+    }
+    for (const { seq } of chunk.scored) {
+      const records = seq.scores;
+      if (!records || seq.scoredRows < seq.init.prompt.length - 1) continue;
+      seq.scores = null;
+      seq.init.score!.done(records);
     }
   }
 

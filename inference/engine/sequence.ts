@@ -2,7 +2,7 @@
  * A sequence as the scheduler (scheduler.ts) tracks it, the sink its sampled ids go to, and a served model's
  * queue and running set.
  */
-import type { SlotSettings } from "../../kernels/ops/mod.ts";
+import { LOGPROB_RECORD_WORDS, type SlotSettings } from "../../kernels/ops/mod.ts";
 import type { BatchRunner } from "./batch_runner.ts";
 import type { PrefixHashes } from "./prefix_hash.ts";
 
@@ -43,6 +43,12 @@ export interface SeqInit {
   mask?: Uint32Array;
   /** admitted before sequences of a larger value, preempted after them (GenerateRequest.priority); 0 */
   priority?: number;
+  /**
+   * Prompt logprobs: its prompt rows are scored in the prefill that reads them (no cached prefix is
+   * taken), and `done` gets record t (LOGPROB_RECORD_WORDS u32, kernels/ops/logprobs.ts) for prompt[t + 1],
+   * t < prompt.length − 1, with `top` alternatives, once, before the sequence's first id.
+   */
+  score?: { top: number; done(records: Uint32Array): void };
 }
 
 /** Where a sequence is in its life. */
@@ -74,12 +80,19 @@ export class Seq {
   names: PrefixHashes | null = null;
   /** sequences admitted together (one request's choices) */
   group: Seq[];
+  /** SeqInit.score's records as they are read; null when not asked or once delivered */
+  scores: Uint32Array | null;
+  /** prompt positions of `scores` read in this admission */
+  scoredRows = 0;
 
   constructor(init: SeqInit, model: ModelEntry, group: Seq[]) {
     this.init = init;
     this.model = model;
     this.prompt = init.prompt;
     this.group = group;
+    this.scores = init.score
+      ? new Uint32Array(Math.max(0, init.prompt.length - 1) * LOGPROB_RECORD_WORDS)
+      : null;
   }
 
   get prefilling(): boolean {

@@ -169,7 +169,7 @@ export async function checkPipelines(gpu: Gpu): Promise<void> {
 export function bindBuffers(
   gpu: Gpu,
   pipeline: GPUComputePipeline,
-  buffers: readonly (GPUBuffer | { buffer: GPUBuffer; offset: number; size: number })[],
+  buffers: readonly (GPUBuffer | GPUBufferBinding)[],
   label = "",
 ): GPUBindGroup {
   return gpu.device.createBindGroup({

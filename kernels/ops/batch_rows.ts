@@ -220,8 +220,8 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
 `;
 
 export interface GatherRowsArgs {
-  /** gather: (rows) u32 indices into x's rows; ROW_NONE gives a row of zeros */
-  gather: GPUBuffer;
+  /** gather: (rows) u32 indices into x's rows (or a slice of a longer list); ROW_NONE gives a row of zeros */
+  gather: GPUBuffer | GPUBufferBinding;
   /** x: (…, dim) f32 */
   x: GPUBuffer;
   /** out: (rows, dim) f32 */

@@ -113,8 +113,8 @@ export interface RowsArgs {
   logits: GPUBuffer;
   /** slotParams: (maxSlots) struct SlotParams (batch_sample.ts) */
   slotParams: GPUBuffer;
-  /** gather, rowSlot: the forward's rows (batch_rows.ts) */
-  gather: GPUBuffer;
+  /** gather, rowSlot: the forward's rows (batch_rows.ts); gather may be a slice of a longer list */
+  gather: GPUBuffer | GPUBufferBinding;
   rowSlot: GPUBuffer;
   rows: number;
   vocabSize: number;
