@@ -14,6 +14,7 @@ import { requestLog } from "./middleware/request_log.ts";
 import { chatHandler } from "./routes/chat.ts";
 import { completionsHandler, type RouteDeps } from "./routes/completions.ts";
 import { metricsHandler } from "./routes/metrics.ts";
+import { embeddingsHandler } from "./routes/embeddings.ts";
 import { getModelHandler, listModelsHandler } from "./routes/models.ts";
 import type { JobManager } from "../inference/jobs/mod.ts";
 import { quantizeHandlers } from "./routes/quantize.ts";
@@ -67,7 +68,8 @@ export interface AppOptions {
 }
 
 /**
- * Builds the Hono app: /v1/chat/completions, /v1/completions, /v1/models, /tokenize, /detokenize, /health,
+ * Builds the Hono app: /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/responses, /v1/models,
+ * /tokenize, /detokenize, /health,
  * /version, /metrics, the admin routes (with `jobs`) and the web pages (`/`, `/admin`, `/web/*`), behind the
  * request log, CORS (with allowedOrigins), the key check and the body limit (in that order).
  * @param options The engine, the server config and the sampling defaults.
@@ -114,6 +116,7 @@ export function createApp(options: AppOptions): Hono {
   app.use("*", bodyLimit({ maxBytes: config.limits?.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES }));
   app.post("/v1/chat/completions", ready, chatHandler(deps));
   app.post("/v1/completions", ready, completionsHandler(deps));
+  app.post("/v1/embeddings", ready, embeddingsHandler(deps));
   const responses = responsesHandlers(deps, new ResponseStore());
   app.post("/v1/responses", ready, responses.create);
   app.get("/v1/responses/:id", responses.get);

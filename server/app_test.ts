@@ -284,9 +284,15 @@ Deno.test("invalid requests get 400 invalid_request_error naming the field", asy
 
 Deno.test("unknown routes get a 404 in OpenAI's shape", async () => {
   const { app } = setup();
-  const err = await errorOf(await app.request("/v1/embeddings", { method: "POST" }), 404);
+  const err = await errorOf(await app.request("/v1/images/generations", { method: "POST" }), 404);
   assert.equal(err.type, "not_found_error");
-  assert.match(err.message, /POST \/v1\/embeddings/);
+  assert.match(err.message, /POST \/v1\/images\/generations/);
+});
+
+Deno.test("an engine that cannot embed answers /v1/embeddings with a 501", async () => {
+  const { post } = setup();
+  const err = await errorOf(await post("/v1/embeddings", { input: "Hi" }), 501);
+  assert.equal(err.code, "not_implemented");
 });
 
 Deno.test("chat on a model without a chat template is a 400 before the engine is called", async () => {

@@ -4,6 +4,8 @@
  * ends an aborted run at its next "chunk" with a normal end event.
  */
 import {
+  type EmbedOptions,
+  type EmbedResult,
   type Engine,
   type EngineCounters,
   EngineInputError,
@@ -42,6 +44,7 @@ export class FakeEngine implements Engine {
   maxPromptTokens: number | null = null;
   script: FakeScript = { deltas: ["Hel", "lo", " world"] };
   requests: GenerateRequest[] = [];
+  embedded: GenerateInput[] = [];
   signals: (AbortSignal | undefined)[] = [];
   running = 0;
   waiting = 0;
@@ -95,6 +98,21 @@ export class FakeEngine implements Engine {
     const bad = ids.findIndex((id) => id >= FAKE_VOCAB);
     if (bad >= 0) throw new EngineInputError(`Cannot detokenize id ${ids[bad]}`, `tokens[${bad}]`);
     return Promise.resolve(String.fromCharCode(...ids));
+  }
+
+  /**
+   * A fake embedding of 4 values: (number of ids, first id, last id, 0), after truncate_prompt_tokens; the
+   * inputs it was asked for are kept in `embedded`.
+   */
+  async embed(input: GenerateInput, options: EmbedOptions = {}): Promise<EmbedResult> {
+    this.embedded.push(input);
+    const all = (await this.tokenize(input, { addSpecialTokens: options.addSpecialTokens ?? true })).ids;
+    const keep = options.truncatePromptTokens === -1 ? this.contextLength : options.truncatePromptTokens;
+    const ids = keep !== undefined && all.length > keep ? all.slice(all.length - keep) : all;
+    if (ids.length > this.contextLength) {
+      throw new EngineInputError(`Input has ${ids.length} tokens`, "input", "context_length_exceeded");
+    }
+    return { embedding: Float32Array.of(ids.length, ids[0], ids.at(-1)!, 0), promptTokens: ids.length };
   }
 
   async *generate(request: GenerateRequest, signal?: AbortSignal): AsyncGenerator<TokenEvent> {

@@ -1,7 +1,7 @@
 /**
  * The real server (real engine, real models, keys on) on a loopback port, driven by the official `openai`
  * package as a client would: completions on stories260K (a base model), chat on lq-49m, streaming with
- * include_usage, errors as the SDK's typed errors, auth, plus /tokenize, /metrics and curl.
+ * include_usage, errors as the SDK's typed errors, auth, embeddings, plus /tokenize, /metrics and curl.
  */
 import assert from "node:assert/strict";
 import OpenAI, { AuthenticationError, BadRequestError, PermissionDeniedError } from "openai";
@@ -428,6 +428,42 @@ Deno.test("the openai package talks to leanserve: completions, streaming, errors
       assert.ok(done.some((c) => c > 0 && c < 8), `counts as tokens arrive: ${done}`);
       assert.equal(usages.at(-1)!.completion_tokens, 8);
       assert.equal(usages.at(-1)!.total_tokens, golden.ids.length + 8);
+    });
+    await t.step("embeddings.create: unit vectors of the model's width, base64 as float", async () => {
+      const texts = [golden.prompt, "Lily and Ben went to the park."];
+      // The package asks for base64 and decodes it; float is the JSON list.
+      const b64 = await openai.embeddings.create({ model: "stories260K", input: texts });
+      const float = await openai.embeddings.create({
+        model: "stories260K",
+        input: texts,
+        encoding_format: "float",
+      });
+      assert.equal(b64.object, "list");
+      assert.equal(b64.model, "stories260K");
+      const ids = await Promise.all(
+        texts.map(async (prompt) => (await (await s.post("/tokenize", { prompt })).json()).count),
+      );
+      assert.deepEqual(b64.usage, { prompt_tokens: ids[0] + ids[1], total_tokens: ids[0] + ids[1] });
+      assert.deepEqual(b64.data.map((d) => d.embedding), float.data.map((d) => d.embedding));
+      for (const { embedding } of b64.data) {
+        assert.equal(embedding.length, 64, "stories260K's hidden size");
+        assert.ok(Math.abs(Math.hypot(...embedding) - 1) < 1e-5);
+      }
+      assert.notDeepEqual(b64.data[0].embedding, b64.data[1].embedding);
+      const alone = await openai.embeddings.create({
+        model: "stories260K",
+        input: texts[1],
+        encoding_format: "float",
+      });
+      const [a, b] = [alone.data[0].embedding, float.data[1].embedding];
+      assert.ok(a.every((x, i) => Math.abs(x - b[i]) < 1e-5), "alone as in a batch");
+      const short = await openai.embeddings.create({ model: "stories260K", input: texts[1], dimensions: 8 });
+      assert.equal(short.data[0].embedding.length, 8);
+      const err = await rejection(
+        openai.embeddings.create({ model: "stories260K", input: "" }),
+        BadRequestError,
+      );
+      assert.equal(err.param, "input");
     });
   } finally {
     await s.stop();

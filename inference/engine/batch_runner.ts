@@ -103,6 +103,11 @@ export interface StepSpec {
    * SCORE_PASS_ROWS after the step's sampling.
    */
   score?: { targets: readonly number[]; top: number };
+  /**
+   * In at most one step of a chunk: indices into `gather` whose final-normed hidden states (the LM head's
+   * input: last-token embeddings) are read back, in this order.
+   */
+  embed?: readonly number[];
 }
 
 /** What a chunk sampled: tokens[step · maxSlots + slot], and logprob records when asked. */
@@ -112,6 +117,8 @@ export interface ChunkResult {
   logprobs: Uint32Array | null;
   /** the scoring step's records (StepSpec.score), (targets.length, LOGPROB_RECORD_WORDS) u32, or null */
   scores: Uint32Array | null;
+  /** the embedding step's hidden states (StepSpec.embed), (embed.length, dim) f32, or null */
+  embeds: Float32Array | null;
 }
 
 /** A submitted chunk whose readback has not started. */
@@ -120,6 +127,7 @@ interface PendingChunk {
   tokenBytes: number;
   lpBytes: number;
   scoreBytes: number;
+  embedBytes: number;
   result: Promise<ChunkResult>;
   resolve: (r: ChunkResult) => void;
   reject: (e: unknown) => void;
@@ -172,6 +180,8 @@ export class BatchRunner {
   #scoreTop = -1;
   /** ends every step: the chunk's next step reads its program */
   #advance: ForwardStep;
+  /** an embedding step's rows of xn (after the final norm) into embedOut, by embedMap */
+  #keepEmbeds: ForwardStep;
   /** The latest submitted chunk, not mapped yet. */
   #pending: PendingChunk | null = null;
   #maxBlocks: number;
@@ -242,11 +252,24 @@ export class BatchRunner {
       scoreTargets: buf(scoreRows, "score targets"),
       scoreOut: buf(scoreRows * LOGPROB_RECORD_WORDS, "score records"),
       scoreStep: buf(4, "score step"), // step 0: the records are the scoring step's alone
+      // embeddings (StepSpec.embed): out row i is logit row embedMap[i] of xn
+      embedMap: buf(maxSlots, "embed rows"),
+      embedOut: buf(maxSlots * config.dim, "embeddings"),
     };
     writeBuffer(gpu, this.#b.scoreRows, Uint32Array.from({ length: scoreRows }, (_, r) => r));
     this.#advance = forwardStep(
       "advance",
       createAdvance(gpu).bind({ state: this.#s.state, nTokens: 0, stepInc: 1 }),
+    );
+    this.#keepEmbeds = forwardStep(
+      "embed",
+      createGatherRows(gpu).bind({
+        gather: this.#b.embedMap,
+        x: this.#s.xn,
+        out: this.#b.embedOut,
+        rows: maxSlots,
+        dim: config.dim,
+      }),
     );
     this.#attention = createPagedAttention(gpu, { stageKeys: options.stagedKeys ?? false });
     this.#promptAttention = createPagedFlashAttention(gpu);
@@ -341,13 +364,19 @@ export class BatchRunner {
     const scoring = steps.filter((st) => st.score);
     if (scoring.length > 1) throw new Error("Cannot score prompt rows in more than one step of a chunk");
     const scored = scoring[0]?.score?.targets.length ?? 0;
+    const embedding = steps.filter((st) => st.embed?.length);
+    if (embedding.length > 1) throw new Error("Cannot read embeddings in more than one step of a chunk");
+    const embedded = embedding[0]?.embed?.length ?? 0;
     const gpu = this.#gpu;
+    // Each step: its forward and sampling, then (before score passes overwrite xn) its embeddings kept,
+    // then its score passes.
     const plans = steps.map((st, k) => {
       const { rows, logits } = this.#writeProgram(st, k);
+      const keep = st.embed?.length ? [this.#writeEmbed(st.embed, logits)] : [];
       const passes = st.score ? this.#writeScore(st.score, rows) : 0;
       return [
         this.#plan(st.kind, rows, logits),
-        ...this.#scorePasses.slice(0, passes).flat().map((s) => s.step),
+        ...[...keep, ...this.#scorePasses.slice(0, passes).flat()].map((s) => s.step),
       ];
     });
     writeBuffer(gpu, this.#s.state, new Uint32Array(4));
@@ -361,15 +390,19 @@ export class BatchRunner {
     const tokenBytes = steps.length * maxSlots * 4;
     const lpBytes = wantLogprobs ? tokenBytes * LOGPROB_RECORD_WORDS : 0;
     const scoreBytes = scored * LOGPROB_RECORD_WORDS * 4;
+    const embedBytes = embedded * this.config.dim * 4;
     const staging = gpu.device.createBuffer({
       label: "batch readback",
-      size: tokenBytes + lpBytes + scoreBytes,
+      size: tokenBytes + lpBytes + scoreBytes + embedBytes,
       usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
     });
     encoder.copyBufferToBuffer(this.#b.outTokens, 0, staging, 0, tokenBytes);
     if (lpBytes > 0) encoder.copyBufferToBuffer(this.#b.outLogprobs, 0, staging, tokenBytes, lpBytes);
     if (scoreBytes > 0) {
       encoder.copyBufferToBuffer(this.#b.scoreOut, 0, staging, tokenBytes + lpBytes, scoreBytes);
+    }
+    if (embedBytes > 0) {
+      encoder.copyBufferToBuffer(this.#b.embedOut, 0, staging, tokenBytes + lpBytes + scoreBytes, embedBytes);
     }
     const commands = encoder.finish();
     // Deno's mapAsync blocks the JS thread until every submitted command has finished (docs/webgpu.md §3),
@@ -380,8 +413,19 @@ export class BatchRunner {
     gpu.device.queue.submit([commands]);
     let settle!: { resolve: (r: ChunkResult) => void; reject: (e: unknown) => void };
     const result = new Promise<ChunkResult>((resolve, reject) => (settle = { resolve, reject }));
-    this.#pending = { staging, tokenBytes, lpBytes, scoreBytes, result, ...settle };
+    this.#pending = { staging, tokenBytes, lpBytes, scoreBytes, embedBytes, result, ...settle };
     return result;
+  }
+
+  /** Writes an embedding step's rows (indices into its `logits` gathered rows); returns the step keeping them. */
+  #writeEmbed(embed: readonly number[], logits: number): ForwardStep {
+    if (embed.some((i) => i < 0 || i >= logits)) {
+      throw new Error("Cannot keep an embedding of an ungathered row");
+    }
+    const map = new Uint32Array(this.options.maxSlots).fill(ROW_NONE);
+    map.set(embed);
+    writeBuffer(this.#gpu, this.#b.embedMap, map);
+    return this.#keepEmbeds;
   }
 
   /**
@@ -492,6 +536,9 @@ export class BatchRunner {
         tokens: new Uint32Array(data, 0, p.tokenBytes / 4),
         logprobs: p.lpBytes > 0 ? new Uint32Array(data, p.tokenBytes, p.lpBytes / 4) : null,
         scores: p.scoreBytes > 0 ? new Uint32Array(data, p.tokenBytes + p.lpBytes, p.scoreBytes / 4) : null,
+        embeds: p.embedBytes > 0
+          ? new Float32Array(data, p.tokenBytes + p.lpBytes + p.scoreBytes, p.embedBytes / 4)
+          : null,
       });
     }, (err) => {
       p.staging.destroy();

@@ -10,7 +10,13 @@
  * released.
  */
 import type { Gpu } from "../../kernels/core/mod.ts";
-import { type KvType, LOGPROB_RECORD_WORDS, maskWords, type SlotSettings } from "../../kernels/ops/mod.ts";
+import {
+  GREEDY_SLOT,
+  type KvType,
+  LOGPROB_RECORD_WORDS,
+  maskWords,
+  type SlotSettings,
+} from "../../kernels/ops/mod.ts";
 import { GrammarMatcher, MaskPool, TokenVocab } from "../structured/mod.ts";
 import type { ChatTemplate, Tokenizer } from "../text/mod.ts";
 import { type GpuWeights, gpuWeightsBuffers, type ModelConfig } from "../model/mod.ts";
@@ -20,6 +26,8 @@ import { KvCache, kvKey, type KvSizing, sizeKvCache } from "./kv_cache.ts";
 import { type ModelEntry, Scheduler, type Seq, type SeqConstraint, type SeqInit } from "./scheduler.ts";
 import { badWordIds, type BadWords, badWordsConstraint, maskWithout } from "./bad_words.ts";
 import {
+  type EmbedOptions,
+  type EmbedResult,
   type Engine,
   EngineBusyError,
   type EngineCounters,
@@ -75,6 +83,7 @@ export interface EngineHandle extends Engine {
   counters(): EngineCounters;
   tokenize(input: GenerateInput, options?: TokenizeOptions): Promise<TokenizeResult>;
   detokenize(ids: readonly number[]): Promise<string>;
+  embed(input: GenerateInput, options?: EmbedOptions): Promise<EmbedResult>;
 }
 
 /** How the engine batches (the serving flags of config.ts). */
@@ -461,6 +470,44 @@ export function createEngine(
     }
   }
 
+  async function embed(input: GenerateInput, options: EmbedOptions = {}): Promise<EmbedResult> {
+    const s = served;
+    if (!s || status().state !== "ready") throw new Error(`Cannot embed: engine is ${status().state}`);
+    const maxModelLen = s.runner.cache.shape.maxModelLen;
+    const full = promptIds(
+      s.model,
+      input,
+      options.addSpecialTokens !== undefined ? { addSpecialTokens: options.addSpecialTokens } : {},
+    );
+    const ids = truncatedPrompt(full, options.truncatePromptTokens, maxModelLen);
+    if (ids.length === 0) throw new EngineInputError("Cannot embed an empty input", "input");
+    const most = Math.min(maxModelLen, opts.maxPromptTokens ?? Infinity);
+    if (ids.length > most) {
+      throw new EngineInputError(
+        `Input has ${ids.length} tokens but this server embeds at most ${most}`,
+        "input",
+        "context_length_exceeded",
+      );
+    }
+    if (scheduler.counts().waiting + 1 > opts.maxQueued) {
+      throw new EngineBusyError(`Cannot queue the request: ${opts.maxQueued} sequences are already waiting`);
+    }
+    inFlight++;
+    try {
+      return await new Promise<EmbedResult>((resolve, reject) => {
+        scheduler.add(s.entry, [{
+          prompt: ids,
+          limit: 0,
+          settings: GREEDY_SLOT,
+          embed: { done: (embedding) => resolve({ embedding, promptTokens: ids.length }) },
+          sink: { token: () => true, fail: reject },
+        }]);
+      });
+    } finally {
+      inFlight--;
+    }
+  }
+
   /**
    * What comes of the prompt itself before the generated tokens: its scored tokens (a "prompt" event, for
    * GenerateRequest.promptLogprobs) and, with `echo`, the prompt as each choice's first delta (with its
@@ -538,6 +585,7 @@ export function createEngine(
       if (!options.returnTokenStrs) return Promise.resolve({ ids });
       return Promise.resolve({ ids, tokenStrs: ids.map((id) => m.tokenizer.idToToken(id) ?? "") });
     },
+    embed,
     detokenize(ids) {
       const m = current("detokenize");
       const bad = ids.findIndex((id) => m.tokenizer.idToToken(id) === null);

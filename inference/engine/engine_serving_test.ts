@@ -202,6 +202,43 @@ Deno.test("a full KV cache preempts and recomputes; every request still complete
   gpu.device.destroy();
 });
 
+Deno.test("a scored prompt and an embedding under a full KV cache: read again if preempted, the same answers", async () => {
+  const model = sharedPath("models/stories260K");
+  const gpu = await testGpu();
+  if (!gpu || !model) return;
+  const text = "Once upon a time there was a little girl named Lily. She loved to play outside in the sun " +
+    "with her dog. One day they went to the park and saw a big tree.";
+  const options = { maxNumSeqs: 5, maxNumBatchedTokens: 16, batchInvariant: true } as const;
+  const { engine: roomy, model: m } = await engineFor(gpu, model, options);
+  const ids = m.tokenizer.encode(text, { addSpecialTokens: true });
+  assert.ok(ids.length > 48 && ids.length <= 64, `${ids.length} ids: 4 blocks`);
+  const echo = { ...greedy("", 0, { logprobs: 2, echo: true }), input: { kind: "tokens" as const, ids } };
+  const [scored] = await collect(roomy, echo);
+  const vector = (await roomy.embed({ kind: "tokens", ids })).embedding;
+  // 12 blocks: three streams of ~45 positions (3 blocks each at the end) and two prompts of 4 blocks each
+  // admitted after them: the streams' growth preempts the latest admitted mid-prefill (on lavapipe, every
+  // run: the embedding, 16 of its ids read), which is then read again from its start. Whether it is
+  // preempted depends on timing, so the test asserts the answers, not the preemption.
+  const bytes = 12 * 16 * 2 * 5 * 32 * 2; // blocks · positions · (K, V) · layers · kvDim · f16
+  const { engine } = await engineFor(gpu, model, { ...options, kvCacheMemory: { bytes } });
+  let started!: () => void;
+  const first = new Promise<void>((r) => (started = r));
+  const streams = ["Tom had a toy car.", "Lily and Ben went", "The sun was hot"].map((p) =>
+    collect(engine, greedy(p, 40), { onEvent: (ev) => ev.type === "delta" && started() })
+  );
+  await first;
+  const [[again], { embedding: got }] = await Promise.all([
+    collect(engine, echo),
+    engine.embed({ kind: "tokens", ids }),
+    ...streams,
+  ]);
+  assert.deepEqual(again.logprobs, scored.logprobs, "the scored prompt's records");
+  assert.deepEqual(got, vector, "the embedding");
+  const c = engine.counters();
+  assert.deepEqual([c.running, c.waiting, c.kvBlocksUsed], [0, 0, 0]);
+  gpu.device.destroy();
+});
+
 Deno.test("a queued streaming request has its headers before its first token", async () => {
   const model = sharedPath("models/stories260K");
   const gpu = await testGpu();

@@ -37,6 +37,8 @@ export { loadModel, type LoadModelOptions } from "./load_model.ts";
 export {
   type ChatMessage,
   type ChatToolCall,
+  type EmbedOptions,
+  type EmbedResult,
   type Engine,
   EngineBusyError,
   type EngineCounters,

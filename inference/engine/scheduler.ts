@@ -37,7 +37,8 @@
  * after the step's sampling (batch_runner.ts StepSpec.score), and the sequence gets all its records once
  * they are read, before its first id. A chunk holds one scoring step at most; a scored prompt takes no
  * cached prefix (its logprobs come from its rows) and, preempted before all are read, is scored again.
- * A sequence of limit 0 (echo with max_tokens 0) samples nothing and ends when its prompt is read.
+ * A sequence of limit 0 (echo with max_tokens 0, an embedding) samples nothing and ends when its prompt
+ * is read; an embedding's (SeqInit.embed) is its last row's final-normed hidden state, read with the ids.
  *
  * Two models may be served at once while one replaces the other (hot swap): each has its own runner and
  * queue; the loop alternates between them and frees the old one when its last sequence ends.
@@ -63,6 +64,8 @@ interface Chunk {
   samplers: [number, Seq][][];
   /** the prompts its scoring step scores (StepSpec.score) */
   scored: ScoredRows[];
+  /** the sequences whose embeddings its embedding step keeps (StepSpec.embed), in order */
+  embedded: Seq[];
   seqs: Set<Seq>;
   result: Promise<ChunkResult>;
   steps: number;
@@ -285,6 +288,7 @@ export class Scheduler {
       entry,
       samplers: [],
       scored: [],
+      embedded: [],
       seqs: new Set(),
       result: null!,
       steps: 0,
@@ -317,7 +321,8 @@ export class Scheduler {
       if (prefill) {
         chunk.prefill = true;
         if (decode || prefill[1].length > 0) break; // a first id: deliver it without waiting for a long chunk
-        if (prefill[0].score) break; // one scoring step per chunk (batch_runner.ts StepSpec.score)
+        // one scoring and one embedding step per chunk (batch_runner.ts StepSpec.score, .embed)
+        if (prefill[0].score || prefill[0].embed) break;
       }
     }
     if (specs.length > 0) {
@@ -380,6 +385,7 @@ export class Scheduler {
     // Scored prompts' rows first: the step scores rows [0, targets.length).
     pieces.sort(([a], [b]) => Number(b.scores !== null) - Number(a.scores !== null));
     const targets: number[] = [];
+    const embeds: number[] = [];
     let top = 0;
     for (const [seq, n] of pieces) {
       if (seq.scores) {
@@ -398,9 +404,14 @@ export class Scheduler {
         step.gather.push(step.rows.length - 1);
         samplers.push([seq.slot, seq]);
         seq.sampled++;
+      } else if (!seq.prefilling && seq.init.embed) {
+        step.gather.push(step.rows.length - 1); // its logits are not sampled; its hidden state is kept
+        embeds.push(step.gather.length - 1);
+        chunk.embedded.push(seq);
       }
     }
     if (targets.length > 0) step.score = { targets, top };
+    if (embeds.length > 0) step.embed = embeds;
     return step.rows.length > 0 ? [step, samplers] : null;
   }
 
@@ -567,6 +578,12 @@ export class Scheduler {
     // and add readbacks.
     if (!chunk.prefill) this.#stepMs = 0.7 * this.#stepMs + 0.3 * Math.max(0.05, span / chunk.steps);
     this.#deliverScores(chunk, res);
+    const dim = chunk.entry.runner.config.dim;
+    chunk.embedded.forEach((seq, i) => {
+      if (seq.state === "done") return;
+      seq.init.embed!.done(res.embeds!.slice(i * dim, (i + 1) * dim));
+      this.#finish(seq); // its work is done, even if it was preempted meanwhile
+    });
     const slots = chunk.entry.runner.options.maxSlots;
     chunk.samplers.forEach((samplers, k) => {
       for (const [slot, seq] of samplers) {
@@ -607,6 +624,7 @@ export class Scheduler {
       if (!records || seq.scoredRows < seq.init.prompt.length - 1) continue;
       seq.scores = null;
       seq.init.score!.done(records);
+      if (seq.init.limit === 0) this.#finish(seq); // the prompt alone: done, even if preempted meanwhile
     }
   }
 

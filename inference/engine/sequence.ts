@@ -49,6 +49,11 @@ export interface SeqInit {
    * t < prompt.length − 1, with `top` alternatives, once, before the sequence's first id.
    */
   score?: { top: number; done(records: Uint32Array): void };
+  /**
+   * With limit 0: `done` gets the final-normed hidden state of the prompt's last row (the LM head's input:
+   * a last-token embedding, config.dim f32) once its prefill is read.
+   */
+  embed?: { done(vector: Float32Array): void };
 }
 
 /** Where a sequence is in its life. */

@@ -254,6 +254,24 @@ export interface TokenizeResult {
   tokenStrs?: string[];
 }
 
+/** Options of Engine.embed (vLLM's /v1/embeddings extensions). */
+export interface EmbedOptions {
+  /** Run the tokenizer's post-processor (e.g. prepend BOS); default true. */
+  addSpecialTokens?: boolean;
+  /** Keep only the last k ids (-1: the model's context) before embedding. */
+  truncatePromptTokens?: number;
+}
+
+/** What Engine.embed returns for one input. */
+export interface EmbedResult {
+  /**
+   * The hidden state of the input's last token after the final norm (the LM head's input): last-token
+   * pooling, as decoder embedding models (gte-Qwen2, Qwen3-Embedding, e5-mistral) are read; not normalised.
+   */
+  embedding: Float32Array;
+  promptTokens: number;
+}
+
 /** The engine as the server sees it: continuous batching over the GPU. */
 export interface Engine {
   status(): EngineStatus;
@@ -276,6 +294,12 @@ export interface Engine {
   tokenize?(input: GenerateInput, options?: TokenizeOptions): Promise<TokenizeResult>;
   /** Decodes ids to text, special tokens included; throws EngineInputError for an id outside the vocabulary. */
   detokenize?(ids: readonly number[]): Promise<string>;
+  /**
+   * One input's last-token embedding, batched with other work as a prompt that samples nothing. Optional
+   * (test fakes); /v1/embeddings answers 501 without it. Throws EngineInputError (400) and EngineBusyError
+   * (429) as generate() does.
+   */
+  embed?(input: GenerateInput, options?: EmbedOptions): Promise<EmbedResult>;
 }
 
 /** A request the model cannot serve as asked; the message is safe to show the client. */

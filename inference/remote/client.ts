@@ -5,6 +5,8 @@
  * and the status turns to "error", so requests get a clear 503 instead of waiting forever.
  */
 import type {
+  EmbedOptions,
+  EmbedResult,
   Engine,
   EngineCounters,
   EngineStatus,
@@ -24,6 +26,7 @@ export interface RemoteEngine extends Engine {
   counters(): EngineCounters;
   tokenize(input: GenerateInput, options?: TokenizeOptions): Promise<TokenizeResult>;
   detokenize(ids: readonly number[]): Promise<string>;
+  embed(input: GenerateInput, options?: EmbedOptions): Promise<EmbedResult>;
   /** Fetches the status and counters now (tests; the pushed ones are at most ~100 ms old). */
   refresh(): Promise<void>;
 }
@@ -135,6 +138,7 @@ export function connectEngine(port: Port, modelId: string): Remote {
     },
     tokenize: (input, options) => call("tokenize", input, options),
     detokenize: (ids) => call("detokenize", [...ids]),
+    embed: (input, options) => call("embed", input, options),
     async refresh() {
       const s = await call<{ status: EngineStatus; counters: EngineCounters }>("state");
       if (!failed) status = s.status;

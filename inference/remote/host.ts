@@ -39,6 +39,7 @@ export function serveEngine(port: Port, { engine, jobs }: HostOptions): Host {
       options?: Parameters<EngineHandle["tokenize"]>[1],
     ) => engine.tokenize(input, options),
     detokenize: (ids: number[]) => engine.detokenize(ids),
+    embed: (...a: Parameters<EngineHandle["embed"]>) => engine.embed(...a),
     state: () => state(),
     "jobs.submit": (...a: Parameters<JobManager["submit"]>) => jobs.submit(...a),
     "jobs.activate": (name: string) => jobs.activate(name),

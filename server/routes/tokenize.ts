@@ -12,6 +12,7 @@ import type { Handler } from "hono";
 import type { Engine, GenerateInput, TokenizeOptions } from "../../inference/engine/mod.ts";
 import { ApiError, invalidRequest } from "../errors.ts";
 import { parseChatMessages, parseChatTools, parseTemplateVars, parseTurnEnd } from "../protocol.ts";
+import { badValue, type Body, given, requireBool, requireObject } from "../validate.ts";
 import { readJsonBody } from "./completions.ts";
 
 /** vLLM's TokenizeResponse. */
@@ -21,8 +22,6 @@ export interface TokenizeResponse {
   tokens: number[];
   token_strs?: string[];
 }
-
-type Body = Record<string, unknown>;
 
 /**
  * Builds the /tokenize handler.
@@ -136,23 +135,6 @@ function supported<F>(method: F | undefined, name: string): F {
   return method;
 }
 
-function requireObject(body: unknown): Body {
-  if (typeof body !== "object" || body === null || Array.isArray(body)) {
-    throw invalidRequest("Cannot read the request body: expected a JSON object");
-  }
-  return body as Body;
-}
-
 function optionalBool(b: Body, key: string): boolean | undefined {
-  if (!given(b[key])) return undefined;
-  if (typeof b[key] !== "boolean") throw badValue(key, b[key], "a boolean");
-  return b[key] as boolean;
-}
-
-function given(v: unknown): boolean {
-  return v !== undefined && v !== null;
-}
-
-function badValue(param: string, value: unknown, expected: string): ApiError {
-  return invalidRequest(`Cannot accept "${param}" = ${JSON.stringify(value)}: expected ${expected}`, param);
+  return given(b[key]) ? requireBool(b, key) : undefined;
 }
