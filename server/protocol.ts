@@ -276,20 +276,41 @@ export function parseCompletionRequest(body: unknown, defaults: RequestDefaults 
  * generation each, as lm-evaluation-harness batches them).
  */
 function parsePrompts(prompt: unknown): GenerateRequest["input"][] {
+  return parseTextsOrIds(prompt, "prompt", MAX_PROMPTS);
+}
+
+/**
+ * A string, a non-empty array of token ids, or a list of 1 to `max` of either kind (the completions `prompt`,
+ * the embeddings `input`), as engine inputs; a 400 naming `field` otherwise.
+ * @param value the field's value
+ * @param field its name
+ * @param max most items in a list
+ * @param nonEmpty refuse empty strings
+ */
+export function parseTextsOrIds(
+  value: unknown,
+  field: string,
+  max: number,
+  nonEmpty = false,
+): GenerateRequest["input"][] {
   const isIds = (v: unknown): v is number[] =>
     Array.isArray(v) && v.length > 0 && v.every((id) => Number.isSafeInteger(id) && id >= 0);
   const one = (v: unknown): GenerateRequest["input"] | null =>
-    typeof v === "string" ? { kind: "text", prompt: v } : isIds(v) ? { kind: "tokens", ids: v } : null;
-  const single = one(prompt);
+    typeof v === "string"
+      ? (nonEmpty && v.length === 0 ? null : { kind: "text", prompt: v })
+      : isIds(v)
+      ? { kind: "tokens", ids: v }
+      : null;
+  const single = one(value);
   if (single) return [single];
-  const list = Array.isArray(prompt) && prompt.length > 0 && prompt.length <= MAX_PROMPTS
-    ? prompt.map(one)
-    : null;
+  const list = Array.isArray(value) && value.length > 0 && value.length <= max ? value.map(one) : null;
   if (!list || list.some((x) => x === null) || new Set(list.map((x) => x!.kind)).size > 1) {
     throw invalidRequest(
-      `Cannot read "prompt": expected a string, an array of token ids, or a list of 1 to ${MAX_PROMPTS} of ` +
-        "either kind",
-      "prompt",
+      `Cannot read "${field}": expected a ${
+        nonEmpty ? "non-empty " : ""
+      }string, an array of token ids, or a ` +
+        `list of 1 to ${max} of either kind`,
+      field,
     );
   }
   return list as GenerateRequest["input"][];

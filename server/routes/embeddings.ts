@@ -16,6 +16,7 @@ import type { Handler } from "hono";
 import type { EmbedOptions, Engine, GenerateInput } from "../../inference/engine/mod.ts";
 import { ApiError, invalidRequest } from "../errors.ts";
 import { badValue, given, positiveInt, requireBool, requireObject } from "../validate.ts";
+import { parseTextsOrIds } from "../protocol.ts";
 import { readJsonBody } from "./completions.ts";
 
 /** Most inputs in one request (OpenAI's limit). */
@@ -102,29 +103,7 @@ export function parseEmbeddingsRequest(body: unknown): EmbeddingsRequest {
     }
     options.truncatePromptTokens = k as number;
   }
-  return { inputs: parseInputs(b.input), format, dimensions, options };
-}
-
-/** `input`: a non-empty string or id list, or a list of 1 to MAX_EMBED_INPUTS of either kind. */
-function parseInputs(input: unknown): GenerateInput[] {
-  const one = (v: unknown): GenerateInput | null => {
-    if (typeof v === "string") return v.length > 0 ? { kind: "text", prompt: v } : null;
-    const ids = Array.isArray(v) && v.length > 0 && v.every((id) => Number.isSafeInteger(id) && id >= 0);
-    return ids ? { kind: "tokens", ids: v as number[] } : null;
-  };
-  const single = one(input);
-  if (single) return [single];
-  const list = Array.isArray(input) && input.length > 0 && input.length <= MAX_EMBED_INPUTS
-    ? input.map(one)
-    : null;
-  if (!list || list.some((x) => x === null) || new Set(list.map((x) => x!.kind)).size > 1) {
-    throw invalidRequest(
-      `Cannot read "input": expected a non-empty string, a non-empty array of token ids, or a list of 1 to ` +
-        `${MAX_EMBED_INPUTS} of either kind`,
-      "input",
-    );
-  }
-  return list as GenerateInput[];
+  return { inputs: parseTextsOrIds(b.input, "input", MAX_EMBED_INPUTS, true), format, dimensions, options };
 }
 
 /** v / ‖v‖ (a zero vector stays zero), summed in f64. */
