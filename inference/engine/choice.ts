@@ -10,7 +10,10 @@ import { createStopMatcher } from "./stop_text.ts";
 import type { SeqSink } from "./scheduler.ts";
 import type { TokenEvent, TokenLogprob } from "./types.ts";
 
-/** An async queue of events with one reader; consecutive unread deltas of a choice merge into one. */
+/**
+ * An async queue of events with one reader; consecutive unread deltas of a choice merge into one, except that
+ * nothing merges into a delta of no generated id (the echoed prompt stays the choice's first delta).
+ */
 export class EventChannel {
   #queue: TokenEvent[] = [];
   #wake: (() => void) | null = null;
@@ -19,7 +22,10 @@ export class EventChannel {
 
   push(ev: TokenEvent): void {
     const last = this.#queue.at(-1);
-    if (ev.type === "delta" && last?.type === "delta" && (last.index ?? 0) === (ev.index ?? 0)) {
+    if (
+      ev.type === "delta" && last?.type === "delta" && (last.index ?? 0) === (ev.index ?? 0) &&
+      (last.tokens ?? 0) > 0
+    ) {
       const logprobs = [...(last.logprobs ?? []), ...(ev.logprobs ?? [])];
       const ids = [...(last.ids ?? []), ...(ev.ids ?? [])];
       this.#queue[this.#queue.length - 1] = {

@@ -310,8 +310,12 @@ Deno.test("a scored prompt is read once, by the prefill that serves it, in any p
 
   // lm-evaluation-harness's loglikelihood request: the prompt is read once, its last row samples the id.
   const before = big.engine.counters();
-  const [one] = await collect(big.engine, harness());
+  const deltas: number[] = [];
+  const [one] = await collect(big.engine, harness(), {
+    onEvent: (ev) => ev.type === "delta" && deltas.push(ev.tokens ?? 0),
+  });
   const after = big.engine.counters();
+  assert.deepEqual(deltas, [0, 1], "the echo is its own delta, before the generated id's");
   assert.equal(after.promptTokensTotal - before.promptTokensTotal, ids.length, "each prompt id read once");
   assert.equal(after.generatedTokensTotal - before.generatedTokensTotal, 1);
   assert.equal(after.running + after.waiting, 0);
