@@ -73,6 +73,8 @@ export interface Config {
   model: string;
   /** Name reported as `model` in responses; defaults to the folder's (or repo's) name. */
   servedModelName: string;
+  /** --chat-template: a template file or the template itself, replacing the model's; null: the model's. */
+  chatTemplate: string | null;
   host: string;
   port: number;
   /** max_tokens for requests that give none; null means up to the context length. */
@@ -182,6 +184,8 @@ Serving:
   --port <n>                  Port to listen on (default: $PORT, else 8000)
   --served-model-name <name>  Model name reported by the API (default: the folder's or repo's name)
   --max-tokens-default <n>    max_tokens for requests that give none (default: up to the context length)
+  --chat-template <file|text> A Jinja chat template file, or the template itself, instead of the model's
+                              (a base model gets chat; a model's broken template is replaced)
   --reasoning-parser <auto|none>
                               auto: a model whose chat template knows <think> blocks (Qwen3, DeepSeek-R1)
                               answers chat with its reasoning in reasoning_content, apart from content;
@@ -283,6 +287,7 @@ const VALUE_FLAGS = [
   "--host",
   "--port",
   "--served-model-name",
+  "--chat-template",
   "--max-tokens-default",
   "--reasoning-parser",
   "--dtype",
@@ -349,6 +354,7 @@ export function parseConfig(args: string[], env: Record<string, string | undefin
     help,
     model,
     servedModelName: flags.get("--served-model-name") ?? defaultServedName(model),
+    chatTemplate: flags.get("--chat-template") ?? null,
     host: flags.get("--host") ?? env.HOST ?? "127.0.0.1",
     port: portText === undefined ? 8000 : int(portText, flags.has("--port") ? "--port" : "PORT", 1, 65535),
     maxTokensDefault: optionalInt(flags, "--max-tokens-default", 1, Number.MAX_SAFE_INTEGER) ?? null,
@@ -381,6 +387,9 @@ export function parseConfig(args: string[], env: Record<string, string | undefin
   if (config.artifactsDir === "") throw new ConfigError('Cannot use --artifacts-dir "": expected a folder');
   if (config.calibDirs.includes("")) throw new ConfigError('Cannot use --calib-dir "": expected a folder');
   if (config.host === "") throw new ConfigError('Cannot use --host "": expected an address');
+  if (config.chatTemplate === "") {
+    throw new ConfigError('Cannot use --chat-template "": expected a template file or a template');
+  }
   if (!help && config.servedModelName === "") {
     throw new ConfigError('Cannot use --served-model-name "": expected a name');
   }

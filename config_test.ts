@@ -9,6 +9,7 @@ Deno.test("parseConfig() fills the documented defaults", () => {
     help: false,
     model: "../shared/models/lq-49m/",
     servedModelName: "lq-49m",
+    chatTemplate: null,
     host: "127.0.0.1",
     port: 8000,
     maxTokensDefault: null,
@@ -58,6 +59,7 @@ Deno.test("parseConfig() reads every flag, in both spellings", () => {
     "--port=9001",
     "--served-model-name",
     "tiny",
+    "--chat-template=chat.jinja",
     "--max-tokens-default",
     "256",
     "--dtype",
@@ -127,6 +129,7 @@ Deno.test("parseConfig() reads every flag, in both spellings", () => {
     help: false,
     model: "m",
     servedModelName: "tiny",
+    chatTemplate: "chat.jinja",
     host: "0.0.0.0",
     port: 9001, // the flag beats $PORT
     maxTokensDefault: 256,
@@ -340,6 +343,7 @@ Deno.test("parseConfig() with --help needs no model", () => {
       "--max-prompt-tokens",
       "--disable-log-requests",
       "--shutdown-grace-seconds",
+      "--chat-template",
     ]
   ) {
     assert.ok(HELP_TEXT.includes(flag), flag);
@@ -359,6 +363,7 @@ Deno.test("parseConfig() rejects bad values with a message naming the flag", () 
     [["--model", "m", "--port", "80.5"], {}, /--port "80.5"/],
     [["--model", "m"], { PORT: "http" }, /PORT "http"/],
     [["--model", "m", "--host="], {}, /--host ""/],
+    [["--model", "m", "--chat-template="], {}, /--chat-template "": expected a template file or a template/],
     [["--model", "m", "--max-tokens-default", "0"], {}, /--max-tokens-default "0"/],
     [["--model", "m", "--dtype", "bf16"], {}, /--dtype "bf16": expected one of auto, f32, f16/],
     [

@@ -48,6 +48,7 @@ async function boot(port: Port, config: Config): Promise<void> {
     weightType: config.dtype,
     decodeActivations: config.decodeActivations,
     modelId: config.servedModelName,
+    ...(config.chatTemplate !== null ? { chatTemplate: config.chatTemplate } : {}),
   };
   // Known once --model is resolved (a repo may still be downloading); until then requests wait for ready.
   let sourceModel: string | null = null;

@@ -211,6 +211,34 @@ Deno.test("server completes stories260K text through /v1/completions like PyTorc
   }
 });
 
+Deno.test("--chat-template gives a base model chat: its template renders every chat", async () => {
+  const model = sharedPath("models/stories260K");
+  if (!model || !(await gpuAvailable())) return;
+  const template =
+    "{% for m in messages %}{{ m.content }}{% endfor %}{% if add_generation_prompt %}. {% endif %}";
+  const server = await startServer(model, ["--chat-template", template]);
+  const post = (path: string, body: unknown) =>
+    fetch(`${server.base}${path}`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify(body),
+    });
+  try {
+    const messages = [{ role: "user", content: "Once upon a time" }];
+    // /tokenize renders chats as generation does: the template's text, then the tokenizer.
+    const chat = await (await post("/tokenize", { messages, add_special_tokens: true })).json();
+    const text = await (await post("/tokenize", { prompt: "Once upon a time. " })).json();
+    assert.deepEqual(chat.tokens, text.tokens);
+    const res = await post("/v1/chat/completions", { messages, temperature: 0, max_tokens: 4 });
+    assert.equal(res.status, 200);
+    const body = await res.json();
+    assert.equal(body.usage.completion_tokens, 4);
+    assert.equal(body.usage.prompt_tokens, chat.count - 1, "chat prompts get no BOS of their own (vLLM)");
+  } finally {
+    await server.stop();
+  }
+});
+
 async function gpuAvailable(): Promise<boolean> {
   const gpu = await testGpu();
   gpu?.device.destroy();

@@ -31,6 +31,8 @@ export interface LoadModelOptions {
   fused?: boolean;
   /** Quantized folders: activations of the affine decode GEMVs (default "q8", see linear.ts). */
   decodeActivations?: "q8" | "f32";
+  /** --chat-template: a template file or the template itself, instead of the folder's (text/chat_template.ts) */
+  chatTemplate?: string;
 }
 
 /** Loads everything the engine needs from `dir`. */
@@ -46,7 +48,7 @@ export async function loadModel(gpu: Gpu, dir: string, options: LoadModelOptions
     );
   }
   const tokenizer = await loadTokenizer(dir);
-  const chatTemplate = await loadChatTemplate(dir);
+  const chatTemplate = await loadChatTemplate(dir, options.chatTemplate);
   const weightType = resolveWeightType(config, options.weightType ?? "auto");
   const weights = await uploadModelWeights(gpu, dir, config, {
     weightType,

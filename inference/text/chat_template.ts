@@ -162,17 +162,34 @@ function opensThink(t: ChatTemplate): boolean {
 }
 
 /**
- * Loads and compiles a model folder's chat template.
+ * Loads and compiles a model folder's chat template, or the one the server was given instead.
  * @param dir The model folder (Hugging Face layout).
- * @returns The template, or null when the model has none (a base model).
+ * @param override vLLM's --chat-template: a template file, or the template itself (text with `{{` or `{%`);
+ *   it replaces the folder's, with the folder's BOS and EOS tokens
+ * @returns The template, or null when the model has none (a base model) and none was given.
  */
-export async function loadChatTemplate(dir: string): Promise<ChatTemplate | null> {
+export async function loadChatTemplate(dir: string, override?: string): Promise<ChatTemplate | null> {
   const config = await readJsonIfExists(join(dir, "tokenizer_config.json"));
   const tokens = config ? specialTokens(config) : {};
+  if (override !== undefined) {
+    try {
+      return compileChatTemplate(await templateSource(override), tokens);
+    } catch (err) {
+      throw new Error(`Cannot use --chat-template: ${(err as Error).message}`);
+    }
+  }
   const jinja = await readTextIfExists(join(dir, "chat_template.jinja"));
   if (jinja !== null) return compileChatTemplate(jinja, tokens);
   const source = config ? pickTemplate(config.chat_template) : null;
   return source === null ? null : compileChatTemplate(source, tokens);
+}
+
+/** --chat-template's text: the file it names, else the value itself when it reads as a Jinja template. */
+async function templateSource(value: string): Promise<string> {
+  const file = await readTextIfExists(value).catch(() => null); // a long inline template is no file name
+  if (file !== null) return file;
+  if (/\{[{%]/.test(value)) return value;
+  throw new Error(`no file "${value}", and it is not a template (no {{ or {%)`);
 }
 
 /** The form of calls a template that renders `tools` shows its model (see {@link ToolCallFormat}). */

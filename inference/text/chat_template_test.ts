@@ -241,3 +241,32 @@ Deno.test("continueFinalMessage ends the text after the final message's content,
   assert.throws(() => hiding.render(chat("Sure"), opts), /Cannot continue the final message/);
   assert.throws(() => chatml.render(chat(""), opts), /Cannot continue the final message/);
 });
+
+Deno.test("loadChatTemplate() with --chat-template: a file or the template itself replaces the folder's", async () => {
+  const dir = sharedPath("models/stories260K"); // a base model: no template of its own
+  const chatml = sharedPath("models/lq-49m");
+  if (!dir || !chatml) return;
+  assert.equal(await loadChatTemplate(dir), null);
+  const inline = "{% for m in messages %}[{{ m.role }}] {{ m.content }}\n{% endfor %}" +
+    "{% if add_generation_prompt %}[assistant] {% endif %}";
+  const messages = [{ role: "user", content: "Hi" }];
+  const given = await loadChatTemplate(dir, inline);
+  assert.equal(given?.render(messages, { addGenerationPrompt: true }), "[user] Hi\n[assistant] ");
+  // A file's text, over a folder's own template (lq-49m's ChatML), with the folder's special tokens.
+  const file = await Deno.makeTempFile({ suffix: ".jinja" });
+  try {
+    await Deno.writeTextFile(file, "{{ bos_token }}{{ messages[0].content }}{{ eos_token }}");
+    const fromFile = await loadChatTemplate(chatml, file);
+    assert.equal(fromFile?.render(messages), "<|im_start|>Hi<|im_end|>");
+  } finally {
+    await Deno.remove(file);
+  }
+  await assert.rejects(
+    () => loadChatTemplate(dir, "templates/missing.jinja"),
+    /Cannot use --chat-template: no file "templates\/missing.jinja", and it is not a template/,
+  );
+  await assert.rejects(
+    () => loadChatTemplate(dir, "{% for %}"),
+    /Cannot use --chat-template: Cannot compile/,
+  );
+});

@@ -184,7 +184,8 @@ export function chatTurn(
   // Fail before queueing: the engine would reject it too, but only once the request reaches the GPU.
   if (!status.hasChatTemplate) {
     throw invalidRequest(
-      "Cannot chat with this model: it has no chat template; use /v1/completions instead",
+      "Cannot chat with this model: it has no chat template; use /v1/completions, or start the server " +
+        "with --chat-template",
       "messages",
       "no_chat_template",
     );
