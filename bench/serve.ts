@@ -24,6 +24,9 @@
  *     each request scores its prompt and takes one greedy id (echo, logprobs 1, max_tokens 1, as the harness's
  *     loglikelihood requests); "output tok/s" counts scored ids,
  *     TTFT is the request's latency
+ *   deno task bench:serve --model <folder> --prompt 128 --concurrency 1,16 --embed   # /v1/embeddings' work:
+ *     each request embeds its prompt (last-token pooling); "output tok/s" counts embedded ids, TTFT is the
+ *     request's latency
  */
 import { parseArgs } from "node:util";
 import { describeGpu, type Gpu, requestGpu } from "../kernels/core/mod.ts";
@@ -75,6 +78,8 @@ export interface ServeBenchOptions {
   prefixCaching: boolean;
   /** requests score their prompts (echo with logprobs 1, max_tokens 1, temperature 0) */
   score: boolean;
+  /** requests embed their prompts (Engine.embed) */
+  embed: boolean;
 }
 
 /** Parses the command line. */
@@ -103,6 +108,7 @@ export function parseServeArgs(args: string[]): ServeBenchOptions {
       "shared-prefix": { type: "string", default: "0" },
       "no-prefix-caching": { type: "boolean", default: false },
       score: { type: "boolean", default: false },
+      embed: { type: "boolean", default: false },
       json: { type: "string" },
       md: { type: "string" },
     },
@@ -130,6 +136,7 @@ export function parseServeArgs(args: string[]): ServeBenchOptions {
     sharedPrefix: Number(values["shared-prefix"]),
     prefixCaching: !values["no-prefix-caching"],
     score: values.score,
+    embed: values.embed,
   };
 }
 
@@ -151,8 +158,18 @@ function engineSender(engine: EngineHandle, vocab: number, o: ServeBenchOptions,
     const t0 = performance.now();
     let last = t0;
     const timing: RequestTiming = { start: t0, ttft: NaN, gaps: [], tokens: 0, end: t0 };
+    const input = { kind: "tokens" as const, ids: promptIds(base + id, len, vocab, o.sharedPrefix) };
+    if (o.embed) {
+      // the whole request is one embedding: its ids count as the output, its latency as the TTFT
+      await engine.embed(input);
+      timing.end = performance.now();
+      timing.ttft = timing.end - t0;
+      timing.tokens = len;
+      onFirst?.();
+      return timing;
+    }
     const request = {
-      input: { kind: "tokens" as const, ids: promptIds(base + id, len, vocab, o.sharedPrefix) },
+      input,
       maxTokens: o.output,
       stop: [],
       sampling: { temperature: 0, topP: 1, topK: 0, minP: 0, seed: 0 },
@@ -303,7 +320,8 @@ async function inProcess(gpu: Gpu, o: ServeBenchOptions, results: Summary[]): Pr
     const label = (o.model ? model.modelId : `${o.random} ${f} (random weights)`) +
       (o.batchInvariant ? ", batch-invariant" : "") + (o.stagedKeys ? ", staged keys" : "") +
       (o.kvCacheDtype !== "f16" ? `, ${o.kvCacheDtype} KV` : "") +
-      (o.score ? ", scoring prompts (tok/s: scored ids)" : "");
+      (o.score ? ", scoring prompts (tok/s: scored ids)" : "") +
+      (o.embed ? ", embedding prompts (tok/s: embedded ids)" : "");
     for (const c of o.concurrency) {
       const send = engineSender(engine, model.config.vocabSize, o, LOAD_IDS * ++loads);
       await send(LOAD_IDS - 1, o.prompt); // warm-up: pipelines and plans (it also caches a shared prefix)
@@ -352,7 +370,10 @@ function probeHealth(url: string): { stop(): Promise<{ p50: number; p99: number;
 /** Runs the benchmark; returns every row of the table. */
 export async function runServeBench(o: ServeBenchOptions, log = console.log): Promise<Summary[]> {
   const results: Summary[] = [];
-  if (o.server && o.score) throw new Error("Cannot --score against a --server: it scores in process only");
+  if (o.server && (o.score || o.embed)) {
+    throw new Error("Cannot --score or --embed against a --server: those run in process only");
+  }
+  if (o.score && o.embed) throw new Error("Cannot --score and --embed together: choose one");
   if (o.server) {
     for (const [k, c] of o.concurrency.entries()) {
       const send = httpSender(o.server, o, LOAD_IDS * (k + 1));

@@ -358,6 +358,9 @@ Deno.test("a scored prompt is read once, by the prefill that serves it, in any p
   assert.equal(end.promptTokensTotal - mark.promptTokensTotal, ids.length);
   assert.equal(end.running + end.waiting + end.kvBlocksUsed, 0, "its sequence ended and freed its blocks");
 
+  // A prompt of one id has nothing to score: its entry is null, and the id after it is sampled as ever.
+  const [single] = await collect(big.engine, harness({ input: { kind: "tokens", ids: [ids[0]] } }));
+  assert.deepEqual(single.logprobs.map((e) => e.logprob === null), [true, false]);
   // A scored prompt takes no cached prefix (its logprobs come from its rows), though the cache holds it.
   const hits = big.engine.counters().prefixCacheHitsTotal;
   await collect(big.engine, { ...greedy("", 1), input: { kind: "tokens", ids } });
