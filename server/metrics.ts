@@ -34,6 +34,8 @@ export interface ServerMetrics {
   render(): string;
 }
 
+/** Tokens per request (vLLM's request_prompt_tokens / request_generation_tokens buckets: 1-2-5 steps). */
+const TOKEN_BUCKETS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000, 50000, 100000];
 const LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600];
 const TTFT_BUCKETS = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10, 20, 40, 80, 160];
 const ITL_BUCKETS = [
@@ -87,6 +89,21 @@ export function createServerMetrics(source: MetricsSource = {}): ServerMetrics {
     "leanserve_inter_token_latency_seconds",
     "Time between consecutive text deltas of a generation (a delta may carry several tokens).",
     ITL_BUCKETS,
+  );
+  const finished = r.counter(
+    "leanserve_request_success_total",
+    "Generations that ended, by finish reason of their first choice (abort: the client went away first).",
+    ["finished_reason"],
+  );
+  const promptTokens = r.histogram(
+    "leanserve_request_prompt_tokens",
+    "Prompt tokens of each finished generation (a completions batch: all its prompts).",
+    TOKEN_BUCKETS,
+  );
+  const generationTokens = r.histogram(
+    "leanserve_request_generation_tokens",
+    "Tokens generated for each finished generation (all its choices).",
+    TOKEN_BUCKETS,
   );
   const engine = () => source.engine?.() ?? null;
   const one = (value: number | undefined): Sample[] => (value === undefined ? [] : [{ value }]);
@@ -168,6 +185,12 @@ export function createServerMetrics(source: MetricsSource = {}): ServerMetrics {
       duration.observe({ route: rec.route }, rec.durationMs / 1000);
       if (rec.ttftMs !== null) ttft.observe({}, rec.ttftMs / 1000);
       for (const s of rec.interTokenSeconds) itl.observe({}, s);
+      // a generation: it started (prompt tokens known); ended, or cut short by its client
+      if (rec.promptTokens !== null && (rec.finishReason !== null || rec.aborted)) {
+        finished.inc({ finished_reason: rec.aborted ? "abort" : rec.finishReason! });
+        promptTokens.observe({}, rec.promptTokens);
+        generationTokens.observe({}, rec.completionTokens ?? 0);
+      }
     },
     render: () => r.render(),
   };

@@ -36,6 +36,12 @@ Deno.test("GET /metrics counts requests, tokens and latencies, and reads the gau
   assert.equal(sampleValue(m, "leanserve_request_duration_seconds_count", { route: "/v1/completions" }), 2);
   assert.equal(sampleValue(m, "leanserve_prompt_tokens_total"), "user: Hi\nassistant:".length + 5);
   assert.equal(sampleValue(m, "leanserve_generation_tokens_total"), 6);
+  assert.equal(sampleValue(m, "leanserve_request_success_total", { finished_reason: "stop" }), 2);
+  assert.equal(sampleValue(m, "leanserve_request_prompt_tokens_count"), 2, "the 400 never started");
+  assert.equal(sampleValue(m, "leanserve_request_prompt_tokens_sum"), "user: Hi\nassistant:".length + 5);
+  assert.equal(sampleValue(m, "leanserve_request_generation_tokens_sum"), 6);
+  assert.equal(sampleValue(m, "leanserve_request_generation_tokens_bucket", { le: "2" }), 0);
+  assert.equal(sampleValue(m, "leanserve_request_generation_tokens_bucket", { le: "5" }), 2);
   assert.equal(sampleValue(m, "leanserve_time_to_first_token_seconds_count"), 2);
   assert.ok(sampleValue(m, "leanserve_time_to_first_token_seconds_sum")! >= 2 * 0.004);
   assert.equal(
@@ -81,4 +87,23 @@ Deno.test("GET /metrics leaves out the engine's series when it has no counters()
   assert.equal(m.get("leanserve_requests_running")!.samples.length, 0);
   assert.equal(m.get("leanserve_gpu_bytes")!.samples.length, 0);
   assert.equal(m.get("leanserve_quantize_job_state")!.samples.length, 0);
+});
+
+Deno.test("leanserve_request_success_total counts a stream its client left as an abort", async () => {
+  const engine = new FakeEngine();
+  const app = createApp({ engine, config: {} });
+  engine.script = { deltas: ["a", "b", "c", "d"], delayMs: 50, finishReason: "length" };
+  await (await app.request("/v1/completions", { method: "POST", body: JSON.stringify({ prompt: "x" }) }))
+    .json();
+  const res = await app.request("/v1/completions", {
+    method: "POST",
+    body: JSON.stringify({ prompt: "x", stream: true }),
+  });
+  const reader = res.body!.getReader();
+  await reader.read(); // the first chunk, then the client goes away
+  await reader.cancel();
+  await new Promise((r) => setTimeout(r, 100));
+  const m = parsePrometheus(await (await app.request("/metrics")).text());
+  assert.equal(sampleValue(m, "leanserve_request_success_total", { finished_reason: "length" }), 1);
+  assert.equal(sampleValue(m, "leanserve_request_success_total", { finished_reason: "abort" }), 1);
 });
