@@ -13,7 +13,7 @@
  */
 import { Buffer } from "node:buffer";
 import type { Handler } from "hono";
-import type { EmbedOptions, Engine, GenerateInput } from "../../inference/engine/mod.ts";
+import type { EmbedOptions, EmbedResult, Engine, GenerateInput } from "../../inference/engine/mod.ts";
 import { ApiError, invalidRequest } from "../errors.ts";
 import { badValue, given, positiveInt, requireBool, requireObject } from "../validate.ts";
 import { parseTextsOrIds } from "../protocol.ts";
@@ -21,6 +21,8 @@ import { readJsonBody } from "./completions.ts";
 
 /** Most inputs in one request (OpenAI's limit). */
 export const MAX_EMBED_INPUTS = 2048;
+/** Most inputs of one request waiting or running in the engine at once. */
+const EMBED_IN_FLIGHT = 64;
 
 /** A validated /v1/embeddings request. */
 export interface EmbeddingsRequest {
@@ -52,9 +54,24 @@ export function embeddingsHandler(deps: { engine: Engine; modelName(): string })
         code: "not_implemented",
       });
     }
-    const results = await Promise.all(
-      request.inputs.map((input) => embed.call(deps.engine, input, request.options)),
-    );
+    // At most EMBED_IN_FLIGHT of a request's inputs queued at once: a list of 2,048 would otherwise fill the
+    // engine's waiting queue (--max-queued-requests) by itself.
+    // A failed input (or a client gone) stops the rest.
+    const results = new Array<EmbedResult>(request.inputs.length);
+    let next = 0;
+    let failed = false;
+    const worker = async () => {
+      while (next < request.inputs.length && !failed && !c.req.raw.signal.aborted) {
+        const i = next++;
+        try {
+          results[i] = await embed.call(deps.engine, request.inputs[i], request.options);
+        } catch (err) {
+          failed = true;
+          throw err;
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(EMBED_IN_FLIGHT, request.inputs.length) }, worker));
     const size = results[0].embedding.length;
     if (request.dimensions !== null && request.dimensions > size) {
       throw invalidRequest(

@@ -45,6 +45,10 @@ Deno.test("POST /v1/embeddings answers OpenAI's list of normalised embeddings, w
     kind: "tokens",
     ids: [7],
   }]);
+  // A long list (more than a request keeps in the engine at once): every input, in order.
+  const many = Array.from({ length: 300 }, (_, i) => [i + 1]);
+  const [, all] = await post({ input: many });
+  assert.deepEqual(all.data.map((d: { embedding: number[] }) => d.embedding), many.map(unit));
 });
 
 Deno.test("POST /v1/embeddings: base64, dimensions and vLLM's token options", async () => {
