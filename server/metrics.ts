@@ -162,6 +162,25 @@ export function createServerMetrics(source: MetricsSource = {}): ServerMetrics {
       },
     },
   );
+  r.gauge(
+    "leanserve_cache_config_info",
+    "The served model's KV cache configuration as labels (value 1), as vLLM's cache_config_info.",
+    {
+      labelNames: ["block_size", "num_gpu_blocks", "cache_dtype", "max_model_len", "enable_prefix_caching"],
+      collect: () => {
+        const c = engine()?.cacheConfig;
+        if (!c) return [];
+        const labels = {
+          block_size: String(c.blockSize),
+          num_gpu_blocks: String(c.numBlocks),
+          cache_dtype: c.kvCacheDtype,
+          max_model_len: String(c.maxModelLen),
+          enable_prefix_caching: String(c.prefixCaching),
+        };
+        return [{ labels, value: 1 }];
+      },
+    },
+  );
   r.gauge("leanserve_gpu_bytes", "Bytes of GPU buffers by use.", {
     labelNames: ["kind"],
     collect: () => gpuSamples(engine(), source.gpu?.() ?? null),

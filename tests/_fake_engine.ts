@@ -73,6 +73,7 @@ export class FakeEngine implements Engine {
       kvBlocksTotal: 4,
       kvBlocksCached: 1,
       gpuBytes: { weights: 1000, kvCache: 200, scratch: 30 },
+      cacheConfig: { blockSize: 16, numBlocks: 4, kvCacheDtype: "f16", maxModelLen: 64, prefixCaching: true },
       promptTokensTotal: this.promptTokensTotal,
       generatedTokensTotal: this.generatedTokensTotal,
       preemptionsTotal: 0,

@@ -195,6 +195,15 @@ Deno.test("the openai package talks to leanserve: completions, streaming, errors
           `weights ${weights} bytes for ~260K f32 params`,
         );
         assert.ok(sampleValue(m, "leanserve_gpu_bytes", { kind: "scratch" })! > 0);
+        const info = {
+          block_size: "16",
+          num_gpu_blocks: String(64 * 512 / 16),
+          cache_dtype: "f16",
+          max_model_len: "512",
+          enable_prefix_caching: "true",
+        };
+        assert.equal(sampleValue(m, "leanserve_cache_config_info", info), 1);
+        assert.equal(sampleValue(m, "leanserve_request_success_total", { finished_reason: "length" }), 2);
       },
     );
     await t.step("one JSON log line per request, with the request id the client saw", () => {

@@ -561,6 +561,15 @@ export function createEngine(
         kvCache: [...caches].reduce((n, c) => n + c.shape.bytes, 0),
         scratch: all.reduce((n, s) => n + s.runner.scratchBytes, 0),
       },
+      cacheConfig: served
+        ? {
+          blockSize: served.runner.cache.shape.blockSize,
+          numBlocks: served.runner.cache.shape.numBlocks,
+          kvCacheDtype: served.runner.cache.shape.kvType,
+          maxModelLen: served.runner.cache.shape.maxModelLen,
+          prefixCaching: opts.prefixCaching,
+        }
+        : null,
       promptTokensTotal: scheduler.promptTokens,
       generatedTokensTotal: scheduler.generatedTokens,
       preemptionsTotal: scheduler.preemptions,

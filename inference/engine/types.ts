@@ -230,6 +230,14 @@ export interface EngineCounters {
   kvBlocksCached: number;
   /** Bytes of GPU buffers by use, each buffer once; scratch = activations and other working buffers. */
   gpuBytes: { weights: number; kvCache: number; scratch: number };
+  /** The served model's KV cache as configured (vLLM's cache_config_info); null before one is served. */
+  cacheConfig: {
+    blockSize: number;
+    numBlocks: number;
+    kvCacheDtype: string;
+    maxModelLen: number;
+    prefixCaching: boolean;
+  } | null;
   promptTokensTotal: number;
   generatedTokensTotal: number;
   /** sequences preempted (KV cache full) and recomputed later */

@@ -60,6 +60,7 @@ export function connectEngine(port: Port, modelId: string): Remote {
     kvBlocksTotal: 0,
     kvBlocksCached: 0,
     gpuBytes: { weights: 0, kvCache: 0, scratch: 0 },
+    cacheConfig: null,
     promptTokensTotal: 0,
     generatedTokensTotal: 0,
     preemptionsTotal: 0,

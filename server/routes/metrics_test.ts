@@ -58,6 +58,16 @@ Deno.test("GET /metrics counts requests, tokens and latencies, and reads the gau
   assert.equal(sampleValue(m, "leanserve_prefix_cache_queries_total"), 40);
   assert.equal(sampleValue(m, "leanserve_prefix_cache_hits_total"), 32);
   assert.equal(sampleValue(m, "leanserve_gpu_bytes", { kind: "weights" }), 1000);
+  assert.equal(
+    sampleValue(m, "leanserve_cache_config_info", {
+      block_size: "16",
+      num_gpu_blocks: "4",
+      cache_dtype: "f16",
+      max_model_len: "64",
+      enable_prefix_caching: "true",
+    }),
+    1,
+  );
   assert.equal(sampleValue(m, "leanserve_gpu_bytes", { kind: "kv_cache" }), 200);
   assert.equal(
     sampleValue(m, "leanserve_gpu_bytes", { kind: "scratch" }),
