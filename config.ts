@@ -75,6 +75,11 @@ export interface Config {
   servedModelName: string;
   /** --chat-template: a template file or the template itself, replacing the model's; null: the model's. */
   chatTemplate: string | null;
+  /**
+   * --generation-config: where the sampling defaults come from (vLLM's flag): "auto" the model folder's
+   * generation_config.json, "vllm" none (temperature 1, top_p 1, …), else a folder holding one.
+   */
+  generationConfig: string;
   host: string;
   port: number;
   /** max_tokens for requests that give none; null means up to the context length. */
@@ -186,6 +191,9 @@ Serving:
   --max-tokens-default <n>    max_tokens for requests that give none (default: up to the context length)
   --chat-template <file|text> A Jinja chat template file, or the template itself, instead of the model's
                               (a base model gets chat; a model's broken template is replaced)
+  --generation-config <auto|vllm|dir>
+                              Sampling defaults: the model's generation_config.json (auto, default), none
+                              (vllm: temperature 1, top_p 1, ...), or the one in dir
   --reasoning-parser <auto|none>
                               auto: a model whose chat template knows <think> blocks (Qwen3, DeepSeek-R1)
                               answers chat with its reasoning in reasoning_content, apart from content;
@@ -288,6 +296,7 @@ const VALUE_FLAGS = [
   "--port",
   "--served-model-name",
   "--chat-template",
+  "--generation-config",
   "--max-tokens-default",
   "--reasoning-parser",
   "--dtype",
@@ -355,6 +364,7 @@ export function parseConfig(args: string[], env: Record<string, string | undefin
     model,
     servedModelName: flags.get("--served-model-name") ?? defaultServedName(model),
     chatTemplate: flags.get("--chat-template") ?? null,
+    generationConfig: flags.get("--generation-config") ?? "auto",
     host: flags.get("--host") ?? env.HOST ?? "127.0.0.1",
     port: portText === undefined ? 8000 : int(portText, flags.has("--port") ? "--port" : "PORT", 1, 65535),
     maxTokensDefault: optionalInt(flags, "--max-tokens-default", 1, Number.MAX_SAFE_INTEGER) ?? null,
@@ -387,6 +397,9 @@ export function parseConfig(args: string[], env: Record<string, string | undefin
   if (config.artifactsDir === "") throw new ConfigError('Cannot use --artifacts-dir "": expected a folder');
   if (config.calibDirs.includes("")) throw new ConfigError('Cannot use --calib-dir "": expected a folder');
   if (config.host === "") throw new ConfigError('Cannot use --host "": expected an address');
+  if (config.generationConfig === "") {
+    throw new ConfigError('Cannot use --generation-config "": expected auto, vllm or a folder');
+  }
   if (config.chatTemplate === "") {
     throw new ConfigError('Cannot use --chat-template "": expected a template file or a template');
   }

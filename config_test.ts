@@ -10,6 +10,7 @@ Deno.test("parseConfig() fills the documented defaults", () => {
     model: "../shared/models/lq-49m/",
     servedModelName: "lq-49m",
     chatTemplate: null,
+    generationConfig: "auto",
     host: "127.0.0.1",
     port: 8000,
     maxTokensDefault: null,
@@ -60,6 +61,8 @@ Deno.test("parseConfig() reads every flag, in both spellings", () => {
     "--served-model-name",
     "tiny",
     "--chat-template=chat.jinja",
+    "--generation-config",
+    "vllm",
     "--max-tokens-default",
     "256",
     "--dtype",
@@ -130,6 +133,7 @@ Deno.test("parseConfig() reads every flag, in both spellings", () => {
     model: "m",
     servedModelName: "tiny",
     chatTemplate: "chat.jinja",
+    generationConfig: "vllm",
     host: "0.0.0.0",
     port: 9001, // the flag beats $PORT
     maxTokensDefault: 256,
@@ -344,6 +348,7 @@ Deno.test("parseConfig() with --help needs no model", () => {
       "--disable-log-requests",
       "--shutdown-grace-seconds",
       "--chat-template",
+      "--generation-config",
     ]
   ) {
     assert.ok(HELP_TEXT.includes(flag), flag);
@@ -364,6 +369,7 @@ Deno.test("parseConfig() rejects bad values with a message naming the flag", () 
     [["--model", "m"], { PORT: "http" }, /PORT "http"/],
     [["--model", "m", "--host="], {}, /--host ""/],
     [["--model", "m", "--chat-template="], {}, /--chat-template "": expected a template file or a template/],
+    [["--model", "m", "--generation-config="], {}, /--generation-config "": expected auto, vllm or a folder/],
     [["--model", "m", "--max-tokens-default", "0"], {}, /--max-tokens-default "0"/],
     [["--model", "m", "--dtype", "bf16"], {}, /--dtype "bf16": expected one of auto, f32, f16/],
     [

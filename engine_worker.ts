@@ -69,7 +69,7 @@ async function boot(port: Port, config: Config): Promise<void> {
     sourceModel = await sourceOfModel(modelDir).then((d) => d && resolve(d));
     report({
       t: "boot:model",
-      generationConfig: await readJsonIfPresent(join(modelDir, "generation_config.json")),
+      generationConfig: await generationConfig(config.generationConfig, modelDir),
     });
     const quant = startupQuant(config, gpu);
     if (config.quant && !quant) {
@@ -191,6 +191,19 @@ function downloadReporter(engine: EngineHandle): (p: DownloadProgress) => void {
     bar?.update(p.total > 0 ? p.bytes / p.total : 1, label);
     if (p.bytes === p.total) bar?.done();
   };
+}
+
+/**
+ * The sampling defaults' generation_config.json (--generation-config): the model's if it has one ("auto"),
+ * none ("vllm"), or the one a named folder must hold.
+ */
+async function generationConfig(flag: string, modelDir: string): Promise<unknown> {
+  if (flag === "vllm") return null;
+  const json = await readJsonIfPresent(join(flag === "auto" ? modelDir : flag, "generation_config.json"));
+  if (json === null && flag !== "auto") {
+    throw new Error(`Cannot use --generation-config "${flag}": it holds no generation_config.json`);
+  }
+  return json;
 }
 
 async function readJsonIfPresent(path: string): Promise<unknown> {
