@@ -560,6 +560,19 @@ Deno.test("the openai package chats with lq-49m, streaming with usage", async (t
       assert.deepEqual(tok.tokens, chat.ids);
       assert.equal(tok.max_model_len, 1024);
     });
+    await t.step(
+      "/v1/embeddings of messages: the template's ids, without the generation prompt",
+      async () => {
+        const ids =
+          (await (await s.post("/tokenize", { messages: chat.messages, add_generation_prompt: false }))
+            .json()).tokens;
+        const fromChat = await (await s.post("/v1/embeddings", { messages: chat.messages })).json();
+        const fromIds = await (await s.post("/v1/embeddings", { input: ids })).json();
+        assert.equal(fromChat.usage.prompt_tokens, ids.length);
+        assert.equal(fromChat.data[0].embedding.length, 512, "lq-49m's hidden size");
+        assert.deepEqual(fromChat.data[0].embedding, fromIds.data[0].embedding);
+      },
+    );
     await t.step("response_format json_schema: the reply parses and fits the schema", async () => {
       const person = {
         type: "object",

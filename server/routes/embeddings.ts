@@ -3,9 +3,10 @@
  * dimensions?, user?, truncate_prompt_tokens?, add_special_tokens = true}` → `{object: "list", data:
  * [{object: "embedding", index, embedding}], model, usage: {prompt_tokens, total_tokens}}`.
  *
- * `input` is a string, an array of token ids, or a list of 1 to 2,048 of either kind (OpenAI's limit); the
- * inputs of a request are embedded together (each a prompt that samples nothing, batched with the rest of
- * the engine's work). An input's embedding is its last token's final-normed hidden state (last-token
+ * `input` is a string, an array of token ids, or a list of 1 to 2,048 of either kind (OpenAI's limit); vLLM's
+ * chat form sends `messages` instead (rendered by the model's template; `add_generation_prompt` and
+ * `add_special_tokens` default to false). The inputs of a request are embedded together (each a prompt that
+ * samples nothing, batched with the rest of the engine's work). An input's embedding is its last token's final-normed hidden state (last-token
  * pooling: how decoder embedding models such as gte-Qwen2, Qwen3-Embedding and e5-mistral are read),
  * L2-normalised as OpenAI's are; `dimensions` keeps the first k values and normalises again (Matryoshka
  * models). `encoding_format: "base64"` sends the little-endian f32 bytes in base64 (the openai package asks
@@ -16,7 +17,7 @@ import type { Handler } from "hono";
 import type { EmbedOptions, EmbedResult, Engine, GenerateInput } from "../../inference/engine/mod.ts";
 import { ApiError, invalidRequest } from "../errors.ts";
 import { badValue, given, positiveInt, requireBool, requireObject } from "../validate.ts";
-import { parseTextsOrIds } from "../protocol.ts";
+import { parseChatMessages, parseTemplateVars, parseTextsOrIds, parseTurnEnd } from "../protocol.ts";
 import { readJsonBody } from "./completions.ts";
 
 /** Most inputs in one request (OpenAI's limit). */
@@ -48,6 +49,13 @@ export interface EmbeddingsResponse {
 export function embeddingsHandler(deps: { engine: Engine; modelName(): string }): Handler {
   return async (c) => {
     const request = parseEmbeddingsRequest(await readJsonBody(c));
+    if (request.inputs[0].kind === "chat" && !deps.engine.status().hasChatTemplate) {
+      throw invalidRequest(
+        "Cannot embed messages: the model has no chat template; send input instead",
+        "messages",
+        "no_chat_template",
+      );
+    }
     const embed = deps.engine.embed;
     if (!embed) {
       throw new ApiError(501, "server_error", "Cannot embed: this engine does not support it", {
@@ -119,6 +127,24 @@ export function parseEmbeddingsRequest(body: unknown): EmbeddingsRequest {
       throw badValue("truncate_prompt_tokens", k, "a positive integer or -1 (the model's context)");
     }
     options.truncatePromptTokens = k as number;
+  }
+  // vLLM's chat form: `messages` rendered by the model's template, without the generation prompt and the
+  // tokenizer's special tokens unless asked (EmbeddingChatRequest's defaults).
+  if (given(b.messages)) {
+    if (given(b.input)) {
+      throw invalidRequest('Cannot embed both "input" and "messages": send one', "messages");
+    }
+    const turn = parseTurnEnd(b);
+    const templateVars = parseTemplateVars(b);
+    const input: GenerateInput = {
+      kind: "chat",
+      messages: parseChatMessages(b.messages),
+      addGenerationPrompt: turn.addGenerationPrompt ?? false,
+      ...(turn.continueFinalMessage ? { continueFinalMessage: true } : {}),
+      ...(templateVars ? { templateVars } : {}),
+    };
+    options.addSpecialTokens ??= false;
+    return { inputs: [input], format, dimensions, options };
   }
   return { inputs: parseTextsOrIds(b.input, "input", MAX_EMBED_INPUTS, true), format, dimensions, options };
 }

@@ -68,6 +68,26 @@ Deno.test("POST /v1/embeddings: base64, dimensions and vLLM's token options", as
   assert.equal(cut.usage.prompt_tokens, 2);
 });
 
+Deno.test("POST /v1/embeddings: vLLM's chat form renders messages without the generation prompt", async () => {
+  const { engine, post } = setup();
+  const messages = [{ role: "user", content: "Hi" }];
+  const [status, body] = await post({ messages });
+  assert.equal(status, 200);
+  const text = "user: Hi\n"; // the fake's template, no "assistant:" and no BOS
+  const ids = Array.from(text, (ch) => ch.charCodeAt(0));
+  assert.deepEqual(body.data[0].embedding, unit(ids));
+  assert.equal(body.usage.prompt_tokens, text.length);
+  const [, prompted] = await post({ messages, add_generation_prompt: true, add_special_tokens: true });
+  assert.deepEqual(
+    prompted.data[0].embedding,
+    unit([1, ...Array.from(text + "assistant:", (ch) => ch.charCodeAt(0))]),
+  );
+  assert.equal((await post({ messages, input: "x" }))[1].error.param, "messages");
+  assert.equal((await post({ messages: [] }))[1].error.param, "messages");
+  engine.hasChatTemplate = false;
+  assert.equal((await post({ messages }))[1].error.code, "no_chat_template");
+});
+
 Deno.test("POST /v1/embeddings: bad input is a 400 naming the field", async () => {
   const { engine, post } = setup();
   const cases: [unknown, string][] = [
