@@ -108,7 +108,8 @@ fi
 # still brings back what ran): staged keys at 16 rows / 512 positions and 64 / 2,048, the LUT prefill on
 # PREFILL_BASE (a `git archive` of 1a1c56d: 64-row dispatches) and this tree, the issue's load at 16 and 64
 # streams both ways, the other staged profiles, int8 KV profiles, and the harness's scoring load on SCORE_BASE
-# (of b0dc796: one prompt at a time, scored and then prefilled) and this tree.
+# (of b0dc796: one prompt at a time, scored and then prefilled) and this tree (scored in the prefill since the
+# twentieth session), then embeddings (`--embed`).
 if [ "$what" = pending ]; then
   P="$R bench/profile.ts --random llama3-8b --format affine4"
   pack() { (cd "$OUT/.." && tar czf "$OUT/pending.tgz" --exclude pending.tgz "$(basename "$OUT")"); }
@@ -146,6 +147,9 @@ if [ "$what" = pending ]; then
     (cd "${t%%:*}" && timeout 50 $S --formats affine4 --prompt 128 --concurrency 1,16 --requests 48 --score \
       --md "$OUT/score_${t##*:}.md") >"$OUT/score_${t##*:}.txt" 2>&1
   done
+  pack
+  timeout 40 $S --formats affine4 --prompt 128 --concurrency 1,16 --requests 48 --embed --md "$OUT/embed.md" \
+    >"$OUT/embed.txt" 2>&1
   pack
   exit 0
 fi
