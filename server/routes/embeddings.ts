@@ -62,9 +62,8 @@ export function embeddingsHandler(deps: { engine: Engine; modelName(): string })
         code: "not_implemented",
       });
     }
-    // At most EMBED_IN_FLIGHT of a request's inputs queued at once: a list of 2,048 would otherwise fill the
-    // engine's waiting queue (--max-queued-requests) by itself.
-    // A failed input (or a client gone) stops the rest.
+    // At most EMBED_IN_FLIGHT of a request's inputs queued at once (a list of 2,048 would otherwise fill the
+    // engine's waiting queue, --max-queued-requests, by itself); a failed input or a client gone stops the rest.
     const results = new Array<EmbedResult>(request.inputs.length);
     let next = 0;
     let failed = false;
@@ -80,6 +79,7 @@ export function embeddingsHandler(deps: { engine: Engine; modelName(): string })
       }
     };
     await Promise.all(Array.from({ length: Math.min(EMBED_IN_FLIGHT, request.inputs.length) }, worker));
+    if (c.req.raw.signal.aborted) return new Response(null, { status: 499 }); // nobody reads it
     const size = results[0].embedding.length;
     if (request.dimensions !== null && request.dimensions > size) {
       throw invalidRequest(
