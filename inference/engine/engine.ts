@@ -474,11 +474,18 @@ export function createEngine(
     const s = served;
     if (!s || status().state !== "ready") throw new Error(`Cannot embed: engine is ${status().state}`);
     const maxModelLen = s.runner.cache.shape.maxModelLen;
-    const full = promptIds(
-      s.model,
-      input,
-      options.addSpecialTokens !== undefined ? { addSpecialTokens: options.addSpecialTokens } : {},
-    );
+    let full: number[];
+    try {
+      full = promptIds(
+        s.model,
+        input,
+        options.addSpecialTokens !== undefined ? { addSpecialTokens: options.addSpecialTokens } : {},
+      );
+    } catch (err) {
+      // The field is the embeddings request's `input` (promptIds names completions' `prompt`).
+      if (!(err instanceof EngineInputError) || !err.param?.startsWith("prompt")) throw err;
+      throw new EngineInputError(err.message, `input${err.param.slice("prompt".length)}`, err.code);
+    }
     const ids = truncatedPrompt(full, options.truncatePromptTokens, maxModelLen);
     if (ids.length === 0) throw new EngineInputError("Cannot embed an empty input", "input");
     const most = Math.min(maxModelLen, opts.maxPromptTokens ?? Infinity);

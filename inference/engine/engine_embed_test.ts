@@ -77,6 +77,10 @@ Deno.test("embed: the last token's final-normed hidden state, in any pieces, bes
     () => engine.embed({ kind: "tokens", ids: [] }),
     (err) => err instanceof EngineInputError && err.param === "input",
   );
+  await assert.rejects(
+    () => engine.embed({ kind: "tokens", ids: [1, config.vocabSize] }),
+    (err) => err instanceof EngineInputError && err.param === "input[1]",
+  );
   const long = Array.from({ length: config.seqLen + 1 }, () => ids[1]);
   await assert.rejects(
     () => engine.embed({ kind: "tokens", ids: long }),

@@ -14,7 +14,13 @@
  */
 import { Buffer } from "node:buffer";
 import type { Handler } from "hono";
-import type { EmbedOptions, EmbedResult, Engine, GenerateInput } from "../../inference/engine/mod.ts";
+import {
+  type EmbedOptions,
+  type EmbedResult,
+  type Engine,
+  EngineInputError,
+  type GenerateInput,
+} from "../../inference/engine/mod.ts";
 import { ApiError, invalidRequest } from "../errors.ts";
 import { badValue, given, positiveInt, requireBool, requireObject } from "../validate.ts";
 import { parseChatMessages, parseTemplateVars, parseTextsOrIds, parseTurnEnd } from "../protocol.ts";
@@ -74,6 +80,16 @@ export function embeddingsHandler(deps: { engine: Engine; modelName(): string })
           results[i] = await embed.call(deps.engine, request.inputs[i], request.options);
         } catch (err) {
           failed = true;
+          // In a list, the field is the input's: input[i] (input[i][k] for an id of it).
+          if (
+            request.inputs.length > 1 && err instanceof EngineInputError && err.param?.startsWith("input")
+          ) {
+            throw new EngineInputError(
+              err.message,
+              `input[${i}]${err.param.slice("input".length)}`,
+              err.code,
+            );
+          }
           throw err;
         }
       }

@@ -108,6 +108,7 @@ Deno.test("POST /v1/embeddings: bad input is a 400 naming the field", async () =
     [{ input: "a", add_special_tokens: "yes" }, "add_special_tokens"],
     [{ input: "a", truncate_prompt_tokens: 0 }, "truncate_prompt_tokens"],
     [{ input: "a".repeat(80) }, "input"], // past the fake's context of 64
+    [{ input: ["a", "a".repeat(80)] }, "input[1]"], // in a list: that input
   ];
   for (const [body, param] of cases) {
     const [status, err] = await post(body);
