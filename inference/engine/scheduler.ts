@@ -371,15 +371,19 @@ export class Scheduler {
     const step: StepSpec = { kind: "prefill", rows: [], gather: [] };
     const samplers: [number, Seq][] = [];
     const pieces: [Seq, number][] = [];
+    /** positions written once this step's rows are: a child may join its parent's last piece's step */
+    const reach = new Map<Seq, number>();
     let taken = 0;
     for (const seq of entry.running) {
       const room = maxRows - taken;
-      if (!seq.prefilling || room <= 0 || (seq.parent && seq.parent.computed < seq.start)) continue;
+      const parentReach = seq.parent && (reach.get(seq.parent) ?? seq.parent.computed);
+      if (!seq.prefilling || room <= 0 || (parentReach !== null && parentReach < seq.start)) continue;
       // Without its mask, a constrained sequence's prompt stops short of the row that samples.
       const waits = this.#maskWaits.has(seq) ? 1 : 0;
       const n = Math.min(room, seq.prompt.length - seq.computed - waits);
       if (n <= 0) continue;
       pieces.push([seq, n]);
+      reach.set(seq, seq.computed + n);
       taken += n;
     }
     // Scored prompts' rows first: the step scores rows [0, targets.length).
