@@ -322,9 +322,7 @@ export function createEngine(
     if (n > opts.maxNumSeqs) {
       throw new EngineInputError(`Cannot generate ${n} choices: at most ${opts.maxNumSeqs} run at once`, "n");
     }
-    if (scheduler.counts().waiting + n > opts.maxQueued) {
-      throw new EngineBusyError(`Cannot queue the request: ${opts.maxQueued} sequences are already waiting`);
-    }
+    checkQueue(n);
     const scoreTop = promptScoreTop(request);
     const channel = new EventChannel();
     let open = n;
@@ -470,22 +468,23 @@ export function createEngine(
     }
   }
 
+  /** A 429 (EngineBusyError) when `n` more sequences would overfill the waiting queue. */
+  function checkQueue(n: number): void {
+    if (scheduler.counts().waiting + n > opts.maxQueued) {
+      throw new EngineBusyError(`Cannot queue the request: ${opts.maxQueued} sequences are already waiting`);
+    }
+  }
+
   async function embed(input: GenerateInput, options: EmbedOptions = {}): Promise<EmbedResult> {
     const s = served;
     if (!s || status().state !== "ready") throw new Error(`Cannot embed: engine is ${status().state}`);
     const maxModelLen = s.runner.cache.shape.maxModelLen;
-    let full: number[];
-    try {
-      full = promptIds(
-        s.model,
-        input,
-        options.addSpecialTokens !== undefined ? { addSpecialTokens: options.addSpecialTokens } : {},
-      );
-    } catch (err) {
-      // The field is the embeddings request's `input` (promptIds names completions' `prompt`).
-      if (!(err instanceof EngineInputError) || !err.param?.startsWith("prompt")) throw err;
-      throw new EngineInputError(err.message, `input${err.param.slice("prompt".length)}`, err.code);
-    }
+    const full = promptIds(
+      s.model,
+      input,
+      options.addSpecialTokens !== undefined ? { addSpecialTokens: options.addSpecialTokens } : {},
+      "input",
+    );
     const ids = truncatedPrompt(full, options.truncatePromptTokens, maxModelLen);
     if (ids.length === 0) throw new EngineInputError("Cannot embed an empty input", "input");
     const most = Math.min(maxModelLen, opts.maxPromptTokens ?? Infinity);
@@ -496,9 +495,7 @@ export function createEngine(
         "context_length_exceeded",
       );
     }
-    if (scheduler.counts().waiting + 1 > opts.maxQueued) {
-      throw new EngineBusyError(`Cannot queue the request: ${opts.maxQueued} sequences are already waiting`);
-    }
+    checkQueue(1);
     inFlight++;
     try {
       return await new Promise<EmbedResult>((resolve, reject) => {
@@ -732,11 +729,15 @@ function mixSeed(seed: number, index: number): number {
   return (h ^ (h >>> 15)) >>> 0;
 }
 
-/** Renders and tokenizes the prompt of a request (the default options are what generation uses). */
+/**
+ * Renders and tokenizes the prompt of a request (the default options are what generation uses); `field` is
+ * what a bad id's 400 names (`prompt[k]`, or /v1/embeddings' `input[k]`).
+ */
 function promptIds(
   m: LoadedModel,
   input: GenerateInput,
   options: TokenizeOptions = {},
+  field = "prompt",
 ): number[] {
   const { addSpecialTokens = input.kind === "text" } = options;
   if (input.kind === "tokens") {
@@ -746,7 +747,7 @@ function promptIds(
     if (bad >= 0) {
       throw new EngineInputError(
         `Cannot use token id ${input.ids[bad]}: the vocabulary has ${vocab} ids`,
-        `prompt[${bad}]`,
+        `${field}[${bad}]`,
       );
     }
     return input.ids;
